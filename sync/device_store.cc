@@ -1,0 +1,581 @@
+#include "sync/device_store.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace kcnet::sync {
+namespace {
+
+using kcnet::v1::BucketCursor;
+using kcnet::v1::ChangeBatch;
+using kcnet::v1::Mutation;
+using kcnet::v1::MutationBatch;
+using kcnet::v1::MutationResult;
+using kcnet::v1::PushAck;
+using kcnet::v1::RecordChange;
+
+}  // namespace
+
+std::optional<RecordChange> LayOver(const std::optional<RecordChange>& base,
+                                    const RecordChange& change, uint64_t node) {
+  if (change.deleted() || (base.has_value() && base->deleted())) {
+    RecordChange tomb;
+    tomb.set_type(change.type());
+    tomb.set_id(change.id());
+    tomb.set_deleted(true);
+    const bool base_deleted = base.has_value() && base->deleted();
+    tomb.set_hlc(base_deleted ? base->hlc() : change.hlc());
+    tomb.set_node(base_deleted ? base->node() : node);
+    tomb.set_bucket(base.has_value() ? base->bucket() : change.bucket());
+    return tomb;
+  }
+  RecordChange out = base.has_value() ? *base : RecordChange();
+  if (!base.has_value()) {
+    out.set_type(change.type());
+    out.set_id(change.id());
+    out.set_hlc(change.hlc());
+    out.set_node(node);
+  }
+  for (const auto& f : change.fields()) {
+    kcnet::v1::FieldChange* target = nullptr;
+    for (auto& existing : *out.mutable_fields()) {
+      if (existing.field() == f.field()) target = &existing;
+    }
+    if (target == nullptr) target = out.add_fields();
+    *target = f;
+    target->set_hlc(f.hlc() != 0 ? f.hlc() : change.hlc());
+    target->set_node(node);
+  }
+  return out;
+}
+
+DeviceStore::DeviceStore(const Schema* schema, std::string device_id, DeviceStoreOptions options)
+    : schema_(schema),
+      device_id_(std::move(device_id)),
+      node_(NodeIdFor(device_id_)),
+      hlc_(options.clock),
+      options_(options) {}
+
+absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string& path,
+                                                               const Schema* schema,
+                                                               const std::string& device_id,
+                                                               DeviceStoreOptions options) {
+  if (device_id.empty() || device_id.size() > 128 || !IsValidUtf8(device_id)) {
+    return absl::InvalidArgumentError("device_id: must be 1-128 bytes of UTF-8");
+  }
+  std::unique_ptr<DeviceStore> store(new DeviceStore(schema, device_id, options));
+  absl::MutexLock lock(&store->mu_);
+  DbOptions db_options;
+  db_options.durable = options.durable;
+  absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path, db_options);
+  if (!db.ok()) return db.status();
+  store->db_ = std::move(*db);
+  absl::StatusOr<std::unique_ptr<RecordStore>> records =
+      RecordStore::Open(store->db_.get(), schema, "device");
+  if (!records.ok()) return records.status();
+  store->records_ = std::move(*records);
+  absl::Status status = store->db_->Exec(
+      "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS _outbox(seq INTEGER PRIMARY KEY, body BLOB NOT NULL, "
+      "buckets TEXT NOT NULL, acked_op INTEGER);"
+      "CREATE TABLE IF NOT EXISTS _reports(seq INTEGER PRIMARY KEY, mutation BLOB NOT NULL, "
+      "result BLOB NOT NULL);");
+  if (!status.ok()) return status;
+  absl::StatusOr<std::optional<int64_t>> node = store->records_->GetMeta("node");
+  if (!node.ok()) return node.status();
+  if (node->has_value() && static_cast<uint64_t>(**node) != store->node_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": this store belongs to another device than '", device_id, "'"));
+  }
+  if (!node->has_value()) {
+    status = store->records_->SetMeta("node", static_cast<int64_t>(store->node_));
+    if (!status.ok()) return status;
+  }
+  absl::StatusOr<std::optional<int64_t>> max_hlc = store->records_->GetMeta("max_hlc");
+  if (!max_hlc.ok()) return max_hlc.status();
+  store->hlc_.Raise(static_cast<uint64_t>(max_hlc->value_or(0)));
+  return store;
+}
+
+absl::StatusOr<std::optional<uint64_t>> DeviceStore::CursorLocked(int64_t bucket) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT op FROM _cursors WHERE bucket = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  std::optional<uint64_t> out;
+  if (*has) out = static_cast<uint64_t>((*stmt)->ColumnInt(0));
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
+  if (changes.empty()) {
+    return absl::InvalidArgumentError("changes: a write needs at least one change");
+  }
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  const uint64_t hlc = hlc_.Now();
+  Mutation m;
+  std::vector<std::string> buckets;
+  for (size_t i = 0; i < changes.size(); ++i) {
+    RecordChange& change = changes[i];
+    const std::string path = absl::StrCat("changes[", i, "]");
+    change.set_hlc(hlc);
+    change.set_node(0);
+    change.clear_op();
+    change.clear_bucket();
+    for (auto& f : *change.mutable_fields()) {
+      f.clear_hlc();
+      f.clear_node();
+    }
+    absl::Status status = schema_->ValidateChange(change, path);
+    if (!status.ok()) return status;
+    const RecordTypeSpec& type = *schema_->Find(change.type());
+    absl::StatusOr<std::optional<RecordChange>> confirmed =
+        ReadLocked(change.type(), change.id(), /*confirmed_only=*/true);
+    if (!confirmed.ok()) return confirmed.status();
+    absl::StatusOr<std::optional<RecordChange>> current =
+        ReadLocked(change.type(), change.id(), /*confirmed_only=*/false);
+    if (!current.ok()) return current.status();
+    // Changes earlier in this same mutation count too.
+    for (const RecordChange& earlier : m.changes()) {
+      if (earlier.type() == change.type() && earlier.id() == change.id()) {
+        *current = LayOver(*current, earlier, node_);
+      }
+    }
+    const kcnet::v1::FieldChange* bucket_field = nullptr;
+    for (const auto& f : change.fields()) {
+      if (f.field() == type.bucket_field) bucket_field = &f;
+    }
+    int64_t bucket = 0;
+    if (!current->has_value()) {
+      if (change.deleted()) {
+        return absl::NotFoundError(absl::StrCat(path, ".id: ", type.name, " ",
+                                                *UuidToText(change.id()), " does not exist"));
+      }
+      if (bucket_field == nullptr || !bucket_field->value().has_int_value()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ".fields: a new ", type.name,
+                                                       " needs its ",
+                                                       type.fields[type.bucket_index()].name));
+      }
+      bucket = bucket_field->value().int_value();
+    } else {
+      if ((*current)->deleted()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(path, ".id: ", type.name, " ", *UuidToText(change.id()), " was deleted"));
+      }
+      for (const auto& f : (*current)->fields()) {
+        if (f.field() == type.bucket_field) bucket = f.value().int_value();
+      }
+      if (bucket_field != nullptr &&
+          !(bucket_field->value().has_int_value() && bucket_field->value().int_value() == bucket)) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ".fields (", type.name, ".",
+                                                       type.fields[type.bucket_index()].name,
+                                                       "): a record's bucket cannot change"));
+      }
+    }
+    change.set_base_op(confirmed->has_value() ? (*confirmed)->op() : 0);
+    buckets.push_back(absl::StrCat(bucket));
+    *m.add_changes() = change;
+  }
+  absl::StatusOr<std::optional<int64_t>> last = records_->GetMeta("last_seq");
+  if (!last.ok()) return last.status();
+  const uint64_t seq = static_cast<uint64_t>(last->value_or(0)) + 1;
+  m.set_seq(seq);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT INTO _outbox(seq, body, buckets) VALUES (?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, static_cast<int64_t>(seq));
+  (*stmt)->BindBlob(2, m.SerializeAsString());
+  (*stmt)->BindText(3, absl::StrJoin(buckets, ","));
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (status.ok()) status = records_->SetMeta("last_seq", static_cast<int64_t>(seq));
+  if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc));
+  if (status.ok()) status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  return seq;
+}
+
+absl::StatusOr<MutationBatch> DeviceStore::PendingBatch(size_t max_mutations, size_t max_bytes) {
+  absl::MutexLock lock(&mu_);
+  MutationBatch batch;
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT body FROM _outbox WHERE acked_op IS NULL ORDER BY seq LIMIT ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, static_cast<int64_t>(max_mutations));
+  size_t bytes = 0;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    const absl::string_view body = (*stmt)->ColumnBlob(0);
+    if (batch.mutations_size() > 0 && bytes + body.size() > max_bytes) break;
+    bytes += body.size();
+    if (!batch.add_mutations()->ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      (*stmt)->Reset();
+      return absl::DataLossError("outbox: a mutation does not parse");
+    }
+  }
+  (*stmt)->Reset();
+  return batch;
+}
+
+absl::StatusOr<int64_t> DeviceStore::PendingCount() {
+  absl::MutexLock lock(&mu_);
+  return db_->QueryInt("SELECT count(*) FROM _outbox WHERE acked_op IS NULL");
+}
+
+absl::Status DeviceStore::AddReport(const Mutation& m, const MutationResult& r) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR REPLACE INTO _reports(seq, mutation, result) VALUES (?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, static_cast<int64_t>(m.seq()));
+  (*stmt)->BindBlob(2, m.SerializeAsString());
+  (*stmt)->BindBlob(3, r.SerializeAsString());
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::StatusOr<std::vector<Report>> DeviceStore::Acknowledge(const PushAck& ack) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  std::vector<Report> reports;
+  for (const MutationResult& r : ack.results()) {
+    absl::StatusOr<Statement*> read =
+        db_->Prepare("SELECT body FROM _outbox WHERE seq = ?1 AND acked_op IS NULL");
+    if (!read.ok()) return read.status();
+    (*read)->BindInt(1, static_cast<int64_t>(r.seq()));
+    absl::StatusOr<bool> has = (*read)->Step();
+    if (!has.ok()) return has.status();
+    Mutation m;
+    const bool pending = *has;
+    if (pending) m.ParseFromString(std::string((*read)->ColumnBlob(0)));
+    (*read)->Reset();
+    if (!pending) continue;  // already settled: a duplicated acknowledgement
+    std::string sql;
+    switch (r.outcome()) {
+      case kcnet::v1::MUTATION_OUTCOME_APPLIED:
+      case kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT:
+      case kcnet::v1::MUTATION_OUTCOME_DUPLICATE:
+        sql = "UPDATE _outbox SET acked_op = ?2 WHERE seq = ?1";
+        break;
+      case kcnet::v1::MUTATION_OUTCOME_REFUSED:
+        sql = "DELETE FROM _outbox WHERE seq = ?1";
+        break;
+      default:
+        continue;  // out of order: push again
+    }
+    absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, static_cast<int64_t>(r.seq()));
+    if (r.outcome() != kcnet::v1::MUTATION_OUTCOME_REFUSED) {
+      (*stmt)->BindInt(2, static_cast<int64_t>(r.op()));
+    }
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return status;
+    if (r.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED || r.conflicts_size() > 0) {
+      status = AddReport(m, r);
+      if (!status.ok()) return status;
+      reports.push_back(Report{m, r});
+    }
+  }
+  // Everything up to last_applied_seq is final on the server.
+  absl::StatusOr<Statement*> settle =
+      db_->Prepare("UPDATE _outbox SET acked_op = 0 WHERE seq <= ?1 AND acked_op IS NULL");
+  if (!settle.ok()) return settle.status();
+  (*settle)->BindInt(1, static_cast<int64_t>(ack.last_applied_seq()));
+  absl::Status status = (*settle)->Run();
+  (*settle)->Reset();
+  if (status.ok()) status = PruneAcked();
+  if (status.ok()) status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  return reports;
+}
+
+absl::Status DeviceStore::PruneAcked() {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT seq, buckets, acked_op FROM _outbox WHERE acked_op IS NOT NULL");
+  if (!stmt.ok()) return stmt.status();
+  std::vector<std::pair<int64_t, std::pair<std::string, uint64_t>>> acked;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    acked.push_back(
+        {(*stmt)->ColumnInt(0),
+         {std::string((*stmt)->ColumnText(1)), static_cast<uint64_t>((*stmt)->ColumnInt(2))}});
+  }
+  (*stmt)->Reset();
+  for (const auto& [seq, info] : acked) {
+    bool covered = true;
+    for (absl::string_view part : absl::StrSplit(info.first, ',', absl::SkipEmpty())) {
+      int64_t bucket;
+      if (!absl::SimpleAtoi(part, &bucket)) continue;
+      absl::StatusOr<std::optional<uint64_t>> cursor = CursorLocked(bucket);
+      if (!cursor.ok()) return cursor.status();
+      if (cursor->has_value() && **cursor < info.second) covered = false;
+    }
+    if (!covered) continue;
+    absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM _outbox WHERE seq = ?1");
+    if (!del.ok()) return del.status();
+    (*del)->BindInt(1, seq);
+    absl::Status status = (*del)->Run();
+    (*del)->Reset();
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& batch) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  auto fail = [&](absl::Status status) {
+    records_->AbandonTransaction().IgnoreError();
+    return status;
+  };
+  DownloadResult result;
+  uint64_t max_hlc = 0;
+  for (int i = 0; i < batch.changes_size(); ++i) {
+    const RecordChange& change = batch.changes(i);
+    const std::string path = absl::StrCat("download.changes[", i, "]");
+    absl::Status status = schema_->ValidateChange(change, path);
+    if (!status.ok()) return fail(status);
+    if (change.op() == 0 || change.node() == 0 || change.hlc() == 0) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat(path, ": a download change needs its op, node and hlc")));
+    }
+    absl::StatusOr<std::optional<uint64_t>> cursor = CursorLocked(change.bucket());
+    if (!cursor.ok()) return fail(cursor.status());
+    if (!cursor->has_value()) continue;  // not (or no longer) subscribed
+    const RecordTypeSpec& type = *schema_->Find(change.type());
+    absl::StatusOr<std::string> id = UuidToText(change.id());
+    if (!id.ok()) return fail(id.status());
+    absl::StatusOr<std::optional<RowState>> row = records_->Read(type, *id);
+    if (!row.ok()) return fail(row.status());
+    const Stamp stamp{change.hlc(), change.node()};
+    max_hlc = std::max<uint64_t>(max_hlc, change.hlc());
+    RowState next;
+    if (row->has_value()) {
+      next = **row;
+      if (next.deleted) continue;  // a tombstone is final
+      if (change.op() <= next.op && !change.deleted()) {
+        // Some fields may still be older than this change; fall through to per-field.
+      }
+    } else {
+      next.bucket = change.bucket();
+      next.fields.resize(type.fields.size());
+      for (FieldState& f : next.fields) f.stamp = stamp;  // op 0: any change wins
+    }
+    bool changed = false;
+    if (change.deleted()) {
+      next.deleted = true;
+      next.fields.clear();
+      next.stamp = stamp;
+      next.op = std::max(next.op, change.op());
+      changed = true;
+    } else {
+      for (const auto& f : change.fields()) {
+        FieldState& state = next.fields[type.IndexOf(f.field())];
+        if (change.op() <= state.op) continue;
+        state.value = f.value();
+        state.stamp =
+            Stamp{f.hlc() != 0 ? f.hlc() : change.hlc(), f.node() != 0 ? f.node() : change.node()};
+        state.op = change.op();
+        max_hlc = std::max<uint64_t>(max_hlc, state.stamp.hlc);
+        changed = true;
+      }
+      if (changed) next.op = std::max(next.op, change.op());
+    }
+    if (!changed) continue;
+    if (!next.deleted && next.fields[type.bucket_index()].value.int_value() != next.bucket) {
+      return fail(absl::DataLossError(
+          absl::StrCat(path, ": bucket field disagrees with bucket ", next.bucket)));
+    }
+    status = records_->Write(type, *id, *row, next);
+    if (!status.ok()) return fail(status);
+    ++result.applied;
+  }
+  for (const BucketCursor& c : batch.cursors()) {
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("UPDATE _cursors SET op = max(op, ?2) WHERE bucket = ?1");
+    if (!stmt.ok()) return fail(stmt.status());
+    (*stmt)->BindInt(1, c.bucket());
+    (*stmt)->BindInt(2, static_cast<int64_t>(c.op()));
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return fail(status);
+  }
+  absl::Status status = records_->FlushBuckets();
+  if (!status.ok()) return fail(status);
+  for (const kcnet::v1::BucketCheckpoint& cp : batch.checkpoints()) {
+    absl::StatusOr<std::optional<uint64_t>> cursor = CursorLocked(cp.bucket());
+    if (!cursor.ok()) return fail(cursor.status());
+    if (!cursor->has_value()) continue;
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> mine = records_->Checkpoint(cp.bucket());
+    if (!mine.ok()) return fail(mine.status());
+    // A server behind our cursor (restored from a backup) also needs a re-fetch.
+    if (**cursor != cp.op() || mine->checksum() != cp.checksum()) {
+      result.mismatched.push_back(cp.bucket());
+    }
+  }
+  hlc_.Raise(max_hlc);
+  status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
+  if (status.ok()) status = PruneAcked();
+  if (status.ok()) status = (*txn)->Commit();
+  if (!status.ok()) return fail(status);
+  return result;
+}
+
+absl::Status DeviceStore::Subscribe(int64_t bucket) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR IGNORE INTO _cursors(bucket, op) VALUES (?1, 0)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::Status DeviceStore::Unsubscribe(int64_t bucket) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  absl::Status status = records_->DeleteBucket(bucket);
+  if (status.ok()) status = db_->Exec(absl::StrCat("DELETE FROM _cursors WHERE bucket = ", bucket));
+  if (status.ok()) status = (*txn)->Commit();
+  return status;
+}
+
+absl::Status DeviceStore::ResetBucket(int64_t bucket) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  absl::Status status = records_->DeleteBucket(bucket);
+  if (status.ok()) {
+    status = db_->Exec(
+        absl::StrCat("INSERT OR REPLACE INTO _cursors(bucket, op) VALUES (", bucket, ", 0)"));
+  }
+  if (status.ok()) status = (*txn)->Commit();
+  return status;
+}
+
+absl::StatusOr<std::vector<BucketCursor>> DeviceStore::Cursors() {
+  absl::MutexLock lock(&mu_);
+  std::vector<BucketCursor> out;
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT bucket, op FROM _cursors ORDER BY bucket");
+  if (!stmt.ok()) return stmt.status();
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    BucketCursor& c = out.emplace_back();
+    c.set_bucket((*stmt)->ColumnInt(0));
+    c.set_op(static_cast<uint64_t>((*stmt)->ColumnInt(1)));
+  }
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::StatusOr<std::optional<RecordChange>> DeviceStore::Read(uint32_t type, absl::string_view id,
+                                                              bool confirmed_only) {
+  absl::MutexLock lock(&mu_);
+  return ReadLocked(type, id, confirmed_only);
+}
+
+absl::StatusOr<std::optional<RecordChange>> DeviceStore::ReadLocked(uint32_t type,
+                                                                    absl::string_view id,
+                                                                    bool confirmed_only) {
+  const RecordTypeSpec* spec = schema_->Find(type);
+  if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("type: unknown ", type));
+  absl::StatusOr<std::string> text = UuidToText(id);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<std::optional<RowState>> row = records_->Read(*spec, *text);
+  if (!row.ok()) return row.status();
+  std::optional<RecordChange> out;
+  if (row->has_value()) out = records_->ToChange(*spec, id, **row, 0);
+  if (confirmed_only) return out;
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT body FROM _outbox ORDER BY seq");
+  if (!stmt.ok()) return stmt.status();
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    Mutation m;
+    m.ParseFromString(std::string((*stmt)->ColumnBlob(0)));
+    for (const RecordChange& change : m.changes()) {
+      if (change.type() == type && change.id() == id) out = LayOver(out, change, node_);
+    }
+  }
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::StatusOr<kcnet::v1::BucketCheckpoint> DeviceStore::Checkpoint(int64_t bucket) {
+  absl::MutexLock lock(&mu_);
+  return records_->Checkpoint(bucket);
+}
+
+absl::StatusOr<kcnet::v1::BucketCheckpoint> DeviceStore::RecomputeCheckpoint(int64_t bucket) {
+  absl::MutexLock lock(&mu_);
+  return records_->RecomputeCheckpoint(bucket);
+}
+
+absl::StatusOr<std::vector<int64_t>> DeviceStore::VerifyBuckets() {
+  absl::StatusOr<std::vector<BucketCursor>> cursors = Cursors();
+  if (!cursors.ok()) return cursors.status();
+  absl::MutexLock lock(&mu_);
+  std::vector<int64_t> bad;
+  for (const BucketCursor& c : *cursors) {
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> stored = records_->Checkpoint(c.bucket());
+    if (!stored.ok()) return stored.status();
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> actual = records_->RecomputeCheckpoint(c.bucket());
+    if (!actual.ok()) return actual.status();
+    if (stored->checksum() != actual->checksum() || stored->records() != actual->records()) {
+      bad.push_back(c.bucket());
+    }
+  }
+  return bad;
+}
+
+absl::StatusOr<std::vector<Report>> DeviceStore::ListReports() {
+  absl::MutexLock lock(&mu_);
+  std::vector<Report> out;
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT mutation, result FROM _reports ORDER BY seq");
+  if (!stmt.ok()) return stmt.status();
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    Report& r = out.emplace_back();
+    r.mutation.ParseFromString(std::string((*stmt)->ColumnBlob(0)));
+    r.result.ParseFromString(std::string((*stmt)->ColumnBlob(1)));
+  }
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::StatusOr<std::vector<Report>> DeviceStore::TakeReports() {
+  absl::StatusOr<std::vector<Report>> reports = ListReports();
+  if (!reports.ok() || reports->empty()) return reports;
+  absl::MutexLock lock(&mu_);
+  // Only what was listed is removed: a report added in between stays.
+  absl::Status status =
+      db_->Exec(absl::StrCat("DELETE FROM _reports WHERE seq <= ", reports->back().mutation.seq()));
+  if (!status.ok()) return status;
+  return reports;
+}
+
+}  // namespace kcnet::sync

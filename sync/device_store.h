@@ -1,0 +1,140 @@
+// The device's replica store: confirmed state from the server, the outbox of local
+// mutations, per-bucket cursors, and the reports (refusals, conflicts) owed to the user.
+//
+// Model (DESIGN.md 2.7, 2.8): a local write and its outbox row commit in one transaction.
+// Reads see confirmed state with pending mutations laid over it. Downloads change only
+// confirmed state, one transaction per batch, with the cursors they reach. A mutation the
+// server applied stays in the overlay until the download covering its op arrives, so the
+// user never sees an edit flicker away; a refused one leaves the overlay at once (the
+// confirmed state already holds the server's values) and becomes a report.
+//
+// Thread-safety: thread-safe (one mutex); the SDK drives it from one serial queue.
+#ifndef KCNET_SYNC_DEVICE_STORE_H_
+#define KCNET_SYNC_DEVICE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/sync.pb.h"
+#include "sync/hlc.h"
+#include "sync/record_store.h"
+#include "sync/schema.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::sync {
+
+struct DeviceStoreOptions {
+  Clock* clock = SystemClock();
+  bool durable = true;
+};
+
+// What a download batch did.
+struct DownloadResult {
+  size_t applied = 0;  // record changes that changed confirmed state
+  // Buckets whose checksum disagrees with the server's checkpoint: call ResetBucket() on
+  // each and download it again from cursor 0.
+  std::vector<int64_t> mismatched;
+};
+
+// A report owed to the user: a refused mutation, or one applied with conflicts.
+struct Report {
+  kcnet::v1::Mutation mutation;
+  kcnet::v1::MutationResult result;
+};
+
+class DeviceStore {
+ public:
+  // Opens or creates the store at `path` for `device_id`. FAILED_PRECONDITION when the
+  // file belongs to another device, is a server store, not a kcnet store, or newer.
+  static absl::StatusOr<std::unique_ptr<DeviceStore>> Open(const std::string& path,
+                                                           const Schema* schema,
+                                                           const std::string& device_id,
+                                                           DeviceStoreOptions options = {});
+
+  const std::string& device_id() const { return device_id_; }
+  uint64_t node() const { return node_; }
+
+  // Records one user action. Each change names a type, an id and the fields it sets (or
+  // `deleted`); the store stamps the clock and the base op. On success returns the
+  // mutation's sequence; on failure (INVALID_ARGUMENT / NOT_FOUND naming the change and
+  // field) nothing is stored.
+  absl::StatusOr<uint64_t> Write(std::vector<kcnet::v1::RecordChange> changes);
+
+  // Mutations not yet acknowledged, oldest first.
+  absl::StatusOr<kcnet::v1::MutationBatch> PendingBatch(size_t max_mutations = 500,
+                                                        size_t max_bytes = 4 << 20);
+  absl::StatusOr<int64_t> PendingCount();
+
+  // Takes the server's answer to a push. Returns the reports it created (refused
+  // mutations, conflicts); they also stay in the store until TakeReports().
+  absl::StatusOr<std::vector<Report>> Acknowledge(const kcnet::v1::PushAck& ack);
+
+  // Applies a download batch to confirmed state in one transaction: idempotent (a change
+  // whose op a field already has is skipped) and safe to repeat or reorder.
+  absl::StatusOr<DownloadResult> ApplyDownload(const kcnet::v1::ChangeBatch& batch);
+
+  // Buckets: Subscribe starts a bucket at cursor 0; Unsubscribe purges its records;
+  // ResetBucket purges and restarts it at 0 (after a checksum mismatch).
+  absl::Status Subscribe(int64_t bucket);
+  absl::Status Unsubscribe(int64_t bucket);
+  absl::Status ResetBucket(int64_t bucket);
+  absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> Cursors();
+
+  // A record's full state as a change: confirmed, with pending mutations laid over it
+  // unless `confirmed_only`. nullopt when absent.
+  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type, absl::string_view id,
+                                                              bool confirmed_only = false);
+
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> RecomputeCheckpoint(int64_t bucket);
+  // Recomputes every subscribed bucket's checksum from its rows and returns those that
+  // disagree with the running sum (local damage the running sum cannot see); reset them.
+  // Costs a scan of the buckets: run it at start-up or on a schedule, not per batch.
+  absl::StatusOr<std::vector<int64_t>> VerifyBuckets();
+
+  // Reports not yet taken, oldest first; Take removes them.
+  absl::StatusOr<std::vector<Report>> ListReports();
+  absl::StatusOr<std::vector<Report>> TakeReports();
+
+  HybridClock& clock() { return hlc_; }
+
+ private:
+  DeviceStore(const Schema* schema, std::string device_id, DeviceStoreOptions options);
+  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadLocked(uint32_t type,
+                                                                    absl::string_view id,
+                                                                    bool confirmed_only)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PruneAcked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<uint64_t>> CursorLocked(int64_t bucket)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddReport(const kcnet::v1::Mutation& m, const kcnet::v1::MutationResult& r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Schema* schema_;
+  const std::string device_id_;
+  const uint64_t node_;
+  HybridClock hlc_;
+  const DeviceStoreOptions options_;
+  absl::Mutex mu_;
+  std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
+};
+
+// Lays `change` (a pending write) over `base` (a record's full state, or nullopt).
+// Returns the resulting full state, nullopt when there is no record.
+std::optional<kcnet::v1::RecordChange> LayOver(const std::optional<kcnet::v1::RecordChange>& base,
+                                               const kcnet::v1::RecordChange& change,
+                                               uint64_t node);
+
+}  // namespace kcnet::sync
+
+#endif  // KCNET_SYNC_DEVICE_STORE_H_

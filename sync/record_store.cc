@@ -1,0 +1,650 @@
+#include "sync/record_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace kcnet::sync {
+namespace {
+
+using kcnet::v1::Value;
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(absl::string_view* in, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    const auto byte = static_cast<unsigned char>(in->front());
+    in->remove_prefix(1);
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+uint64_t ZigZag(int64_t v) {
+  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+}
+int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+
+void PutFixed64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+// The canonical bytes of a value for hashing: a kind tag, then a fixed encoding.
+void AppendCanonical(std::string* out, const Value& v) {
+  switch (v.kind_case()) {
+    case Value::kIntValue:
+      out->push_back(1);
+      PutFixed64(out, static_cast<uint64_t>(v.int_value()));
+      break;
+    case Value::kDoubleValue: {
+      out->push_back(2);
+      double d = v.double_value();
+      if (d == 0) d = 0;  // -0.0 and 0.0 hash alike
+      uint64_t bits;
+      std::memcpy(&bits, &d, 8);
+      PutFixed64(out, bits);
+      break;
+    }
+    case Value::kStringValue:
+      out->push_back(3);
+      PutFixed64(out, v.string_value().size());
+      out->append(v.string_value());
+      break;
+    case Value::kBytesValue:
+      out->push_back(4);
+      PutFixed64(out, v.bytes_value().size());
+      out->append(v.bytes_value());
+      break;
+    case Value::kBoolValue:
+      out->push_back(5);
+      out->push_back(v.bool_value() ? 1 : 0);
+      break;
+    case Value::KIND_NOT_SET:
+      out->push_back(0);
+      break;
+  }
+}
+
+std::string SqlType(FieldType type) {
+  switch (type) {
+    case FieldType::kInt:
+    case FieldType::kBool:
+      return "INTEGER";
+    case FieldType::kDouble:
+      return "REAL";
+    case FieldType::kString:
+      return "TEXT";
+    case FieldType::kBytes:
+      return "BLOB";
+  }
+  return "BLOB";
+}
+
+void BindValue(Statement* stmt, int index, const Value& v) {
+  switch (v.kind_case()) {
+    case Value::kIntValue:
+      stmt->BindInt(index, v.int_value());
+      break;
+    case Value::kDoubleValue:
+      stmt->BindDouble(index, v.double_value());
+      break;
+    case Value::kStringValue:
+      stmt->BindText(index, v.string_value());
+      break;
+    case Value::kBytesValue:
+      stmt->BindBlob(index, v.bytes_value());
+      break;
+    case Value::kBoolValue:
+      stmt->BindInt(index, v.bool_value() ? 1 : 0);
+      break;
+    case Value::KIND_NOT_SET:
+      stmt->BindNull(index);
+      break;
+  }
+}
+
+void ReadValue(const Statement& stmt, int col, FieldType type, Value* out) {
+  out->Clear();
+  if (stmt.IsNull(col)) return;
+  switch (type) {
+    case FieldType::kInt:
+      out->set_int_value(stmt.ColumnInt(col));
+      break;
+    case FieldType::kBool:
+      out->set_bool_value(stmt.ColumnInt(col) != 0);
+      break;
+    case FieldType::kDouble:
+      out->set_double_value(stmt.ColumnDouble(col));
+      break;
+    case FieldType::kString:
+      out->set_string_value(std::string(stmt.ColumnText(col)));
+      break;
+    case FieldType::kBytes:
+      out->set_bytes_value(std::string(stmt.ColumnBlob(col)));
+      break;
+  }
+}
+
+struct Baseline {
+  Stamp stamp;
+  uint64_t op = 0;
+  friend bool operator==(const Baseline&, const Baseline&) = default;
+};
+
+// The most common (stamp, op) among the fields; ties go to the highest.
+Baseline ChooseBaseline(const RowState& row) {
+  std::map<std::tuple<uint64_t, uint64_t, uint64_t>, int> counts;
+  for (const FieldState& f : row.fields) counts[{f.stamp.hlc, f.stamp.node, f.op}]++;
+  Baseline best;
+  int best_count = -1;
+  for (const auto& [key, count] : counts) {
+    if (count >= best_count) {
+      best_count = count;
+      best = Baseline{Stamp{std::get<0>(key), std::get<1>(key)}, std::get<2>(key)};
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+uint64_t StableHash64(absl::string_view bytes, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ull ^ seed;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(Db* db, const Schema* schema,
+                                                               absl::string_view role) {
+  std::unique_ptr<RecordStore> store(new RecordStore(db, schema));
+  absl::StatusOr<int64_t> version = db->QueryInt("PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  if (*version > kStoreFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        db->path(), ": store format ", *version, " was written by a newer kcnet (this one reads ",
+        kStoreFormatVersion, "); upgrade the app or server"));
+  }
+  absl::Status status = store->CreateTables();
+  if (!status.ok()) return status;
+  // The role is recorded once; a device store opened as a server (or the reverse) is a
+  // foreign file.
+  const int64_t role_code = role == "server" ? 1 : 2;
+  absl::StatusOr<std::optional<int64_t>> stored = store->GetMeta("role");
+  if (!stored.ok()) return stored.status();
+  if (stored->has_value() && **stored != role_code) {
+    return absl::FailedPreconditionError(absl::StrCat(db->path(), ": this is a kcnet ",
+                                                      **stored == 1 ? "server" : "device",
+                                                      " store, not a ", role, " store"));
+  }
+  if (!stored->has_value()) {
+    status = store->SetMeta("role", role_code);
+    if (!status.ok()) return status;
+  }
+  status = store->LoadNodes();
+  if (!status.ok()) return status;
+  return store;
+}
+
+absl::Status RecordStore::CreateTables() {
+  // A non-empty database without our meta table is somebody else's file.
+  absl::StatusOr<int64_t> tables = db_->QueryInt(
+      "SELECT count(*) FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%'");
+  if (!tables.ok()) return tables.status();
+  absl::StatusOr<int64_t> ours =
+      db_->QueryInt("SELECT count(*) FROM sqlite_schema WHERE type='table' AND name='_meta'");
+  if (!ours.ok()) return ours.status();
+  if (*tables > 0 && *ours == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(db_->path(), ": not a kcnet store (it has tables but no _meta)"));
+  }
+  std::string sql =
+      "CREATE TABLE IF NOT EXISTS _meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) "
+      "WITHOUT ROWID;"
+      "CREATE TABLE IF NOT EXISTS _nodes(id INTEGER PRIMARY KEY, node INTEGER NOT NULL "
+      "UNIQUE);"
+      "CREATE TABLE IF NOT EXISTS _buckets(bucket INTEGER PRIMARY KEY, checksum INTEGER NOT "
+      "NULL, records INTEGER NOT NULL, last_op INTEGER NOT NULL);";
+  for (const RecordTypeSpec& t : schema_->types()) {
+    std::vector<std::string> cols = {"id TEXT PRIMARY KEY NOT NULL"};
+    std::vector<std::string> names = {"id"};
+    for (const FieldSpec& f : t.fields) {
+      cols.push_back(absl::StrCat(f.name, " ", SqlType(f.type)));
+      names.push_back(f.name);
+    }
+    for (const char* meta : {"_hlc", "_node", "_op", "_del"}) {
+      cols.push_back(absl::StrCat(meta, " INTEGER NOT NULL"));
+      names.push_back(meta);
+    }
+    cols.push_back("_fc BLOB");
+    names.push_back("_fc");
+    absl::StrAppend(&sql, "CREATE TABLE IF NOT EXISTS ", t.name, "(", absl::StrJoin(cols, ", "),
+                    ");");
+    const std::string bucket_col = t.fields[t.bucket_index()].name;
+    absl::StrAppend(&sql, "CREATE INDEX IF NOT EXISTS ", t.name, "_bucket_op ON ", t.name, "(",
+                    bucket_col, ", _op);");
+    for (const auto& index : t.indexes) {
+      std::vector<std::string> icols;
+      for (uint32_t n : index) icols.push_back(t.Field(n)->name);
+      absl::StrAppend(&sql, "CREATE INDEX IF NOT EXISTS ", t.name, "_", absl::StrJoin(icols, "_"),
+                      " ON ", t.name, "(", absl::StrJoin(icols, ", "), ");");
+    }
+    const std::string all = absl::StrJoin(names, ", ");
+    select_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE id = ?1");
+    write_sql_[t.type] =
+        absl::StrCat("INSERT OR REPLACE INTO ", t.name, "(", all, ") VALUES (",
+                     absl::StrJoin(std::vector<std::string>(names.size(), "?"), ","), ")");
+    scan_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE ", bucket_col,
+                                     " = ?1 AND _op > ?2 ORDER BY _op LIMIT ?3");
+  }
+  absl::StrAppend(&sql, "PRAGMA user_version = ", kStoreFormatVersion, ";");
+  return db_->Exec(sql);
+}
+
+absl::Status RecordStore::LoadNodes() {
+  node_to_local_.clear();
+  local_to_node_.assign(1, 0);
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT id, node FROM _nodes ORDER BY id");
+  if (!stmt.ok()) return stmt.status();
+  while (true) {
+    absl::StatusOr<bool> row = (*stmt)->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    const int64_t local = (*stmt)->ColumnInt(0);
+    const auto node = static_cast<uint64_t>((*stmt)->ColumnInt(1));
+    if (local >= static_cast<int64_t>(local_to_node_.size())) local_to_node_.resize(local + 1, 0);
+    local_to_node_[local] = node;
+    node_to_local_[node] = static_cast<uint32_t>(local);
+  }
+  (*stmt)->Reset();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> RecordStore::LocalNode(uint64_t node) {
+  auto it = node_to_local_.find(node);
+  if (it != node_to_local_.end()) return it->second;
+  absl::StatusOr<Statement*> stmt = db_->Prepare("INSERT INTO _nodes(id, node) VALUES (?1, ?2)");
+  if (!stmt.ok()) return stmt.status();
+  const auto local = static_cast<uint32_t>(local_to_node_.size());
+  (*stmt)->BindInt(1, local);
+  (*stmt)->BindInt(2, static_cast<int64_t>(node));
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (!status.ok()) return status;
+  local_to_node_.push_back(node);
+  node_to_local_[node] = local;
+  return local;
+}
+
+absl::StatusOr<uint64_t> RecordStore::GlobalNode(int64_t local) const {
+  if (local < 0 || local >= static_cast<int64_t>(local_to_node_.size())) {
+    return absl::DataLossError(absl::StrCat("row names unknown node ", local));
+  }
+  return local_to_node_[local];
+}
+
+absl::StatusOr<RowState> RecordStore::DecodeRow(const RecordTypeSpec& type, Statement& stmt,
+                                                int first) {
+  RowState row;
+  const int n = static_cast<int>(type.fields.size());
+  const int meta = first + n;
+  const auto base_hlc = static_cast<uint64_t>(stmt.ColumnInt(meta));
+  absl::StatusOr<uint64_t> base_node = GlobalNode(stmt.ColumnInt(meta + 1));
+  if (!base_node.ok()) return base_node.status();
+  row.op = static_cast<uint64_t>(stmt.ColumnInt(meta + 2));
+  row.deleted = stmt.ColumnInt(meta + 3) != 0;
+  const int bucket_index = type.bucket_index();
+  row.bucket = stmt.ColumnInt(first + bucket_index);
+  if (row.deleted) {
+    row.stamp = Stamp{base_hlc, *base_node};
+    return row;
+  }
+  row.fields.resize(n);
+  uint64_t base_op = row.op;
+  absl::string_view fc = stmt.ColumnBlob(meta + 4);
+  const bool has_fc = !stmt.IsNull(meta + 4);
+  if (has_fc) {
+    uint64_t delta;
+    if (!GetVarint(&fc, &delta)) return absl::DataLossError("bad _fc header");
+    base_op = row.op - delta;
+  }
+  for (int i = 0; i < n; ++i) {
+    ReadValue(stmt, first + i, type.fields[i].type, &row.fields[i].value);
+    row.fields[i].stamp = Stamp{base_hlc, *base_node};
+    row.fields[i].op = base_op;
+  }
+  while (has_fc && !fc.empty()) {
+    uint64_t index, hlc_delta, local, op_delta;
+    if (!GetVarint(&fc, &index) || !GetVarint(&fc, &hlc_delta) || !GetVarint(&fc, &local) ||
+        !GetVarint(&fc, &op_delta) || index >= static_cast<uint64_t>(n)) {
+      return absl::DataLossError(absl::StrCat(type.name, ": corrupt _fc entry"));
+    }
+    absl::StatusOr<uint64_t> node = GlobalNode(static_cast<int64_t>(local));
+    if (!node.ok()) return node.status();
+    FieldState& f = row.fields[index];
+    f.stamp = Stamp{base_hlc + static_cast<uint64_t>(UnZigZag(hlc_delta)), *node};
+    f.op = row.op - op_delta;
+  }
+  return row;
+}
+
+absl::StatusOr<std::optional<RowState>> RecordStore::Read(const RecordTypeSpec& type,
+                                                          absl::string_view id_text) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(select_sql_[type.type]);
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, id_text);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  if (!*has) {
+    (*stmt)->Reset();
+    return std::optional<RowState>();
+  }
+  absl::StatusOr<RowState> row = DecodeRow(type, **stmt, 1);
+  (*stmt)->Reset();
+  if (!row.ok()) return row.status();
+  return std::optional<RowState>(std::move(*row));
+}
+
+absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id_text,
+                                const std::optional<RowState>& old, const RowState& row) {
+  absl::StatusOr<Statement*> stmt_or = db_->Prepare(write_sql_[type.type]);
+  if (!stmt_or.ok()) return stmt_or.status();
+  Statement* stmt = *stmt_or;
+  const int n = static_cast<int>(type.fields.size());
+  stmt->BindText(1, id_text);
+  Stamp base_stamp = row.stamp;
+  std::string fc;
+  bool has_fc = false;
+  if (row.deleted) {
+    for (int i = 0; i < n; ++i) stmt->BindNull(2 + i);
+    Value bucket;
+    bucket.set_int_value(row.bucket);
+    BindValue(stmt, 2 + type.bucket_index(), bucket);
+  } else {
+    const Baseline base = ChooseBaseline(row);
+    base_stamp = base.stamp;
+    for (int i = 0; i < n; ++i) {
+      const FieldState& f = row.fields[i];
+      BindValue(stmt, 2 + i, f.value);
+      if (f.stamp == base.stamp && f.op == base.op) continue;
+      if (!has_fc) {
+        PutVarint(&fc, row.op - base.op);
+        has_fc = true;
+      }
+      absl::StatusOr<uint32_t> local = LocalNode(f.stamp.node);
+      if (!local.ok()) return local.status();
+      PutVarint(&fc, static_cast<uint64_t>(i));
+      PutVarint(&fc, ZigZag(static_cast<int64_t>(f.stamp.hlc - base.stamp.hlc)));
+      PutVarint(&fc, *local);
+      PutVarint(&fc, row.op - f.op);
+    }
+    if (!has_fc && base.op != row.op) {
+      PutVarint(&fc, row.op - base.op);
+      has_fc = true;
+    }
+  }
+  absl::StatusOr<uint32_t> base_local = LocalNode(base_stamp.node);
+  if (!base_local.ok()) return base_local.status();
+  stmt->BindInt(2 + n, static_cast<int64_t>(base_stamp.hlc));
+  stmt->BindInt(3 + n, *base_local);
+  stmt->BindInt(4 + n, static_cast<int64_t>(row.op));
+  stmt->BindInt(5 + n, row.deleted ? 1 : 0);
+  if (has_fc) {
+    stmt->BindBlob(6 + n, fc);
+  } else {
+    stmt->BindNull(6 + n);
+  }
+  absl::Status status = stmt->Run();
+  stmt->Reset();
+  if (!status.ok()) return status;
+
+  BucketDelta& delta = unit_[row.bucket];
+  delta.checksum += RowHash(type, id_text, row);
+  if (old.has_value()) delta.checksum -= RowHash(type, id_text, *old);
+  delta.records += (row.deleted ? 0 : 1) - ((old.has_value() && !old->deleted) ? 1 : 0);
+  delta.last_op = std::max(delta.last_op, row.op);
+  return absl::OkStatus();
+}
+
+void RecordStore::CommitUnit() {
+  for (const auto& [bucket, d] : unit_) {
+    BucketDelta& t = txn_[bucket];
+    t.checksum += d.checksum;
+    t.records += d.records;
+    t.last_op = std::max(t.last_op, d.last_op);
+  }
+  unit_.clear();
+}
+
+absl::Status RecordStore::AbandonUnit() {
+  unit_.clear();
+  return LoadNodes();
+}
+
+absl::Status RecordStore::FlushBuckets() {
+  CommitUnit();
+  // The sum wraps mod 2^64, so it is computed here rather than in SQL (whose integer
+  // overflow turns into a float).
+  for (const auto& [bucket, d] : txn_) {
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = Checkpoint(bucket);
+    if (!cp.ok()) return cp.status();
+    absl::StatusOr<Statement*> stmt = db_->Prepare(
+        "INSERT OR REPLACE INTO _buckets(bucket, checksum, records, last_op) "
+        "VALUES (?1, ?2, ?3, ?4)");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, bucket);
+    (*stmt)->BindInt(2, static_cast<int64_t>(cp->checksum() + d.checksum));
+    (*stmt)->BindInt(3, static_cast<int64_t>(cp->records()) + d.records);
+    (*stmt)->BindInt(4, static_cast<int64_t>(std::max<uint64_t>(cp->op(), d.last_op)));
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return status;
+  }
+  txn_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::AbandonTransaction() {
+  unit_.clear();
+  txn_.clear();
+  return LoadNodes();
+}
+
+absl::Status RecordStore::ScanSince(
+    const RecordTypeSpec& type, int64_t bucket, uint64_t after_op, size_t limit,
+    const std::function<absl::Status(absl::string_view, const RowState&)>& fn) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(scan_sql_[type.type]);
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  (*stmt)->BindInt(2, static_cast<int64_t>(after_op));
+  (*stmt)->BindInt(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  absl::Status status;
+  while (status.ok()) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) {
+      status = has.status();
+      break;
+    }
+    if (!*has) break;
+    absl::StatusOr<RowState> row = DecodeRow(type, **stmt, 1);
+    if (!row.ok()) {
+      status = row.status();
+      break;
+    }
+    const std::string id((*stmt)->ColumnText(0));
+    status = fn(id, *row);
+  }
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::StatusOr<kcnet::v1::BucketCheckpoint> RecordStore::Checkpoint(int64_t bucket) {
+  kcnet::v1::BucketCheckpoint cp;
+  cp.set_bucket(bucket);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT checksum, records, last_op FROM _buckets WHERE bucket = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  if (*has) {
+    cp.set_checksum(static_cast<uint64_t>((*stmt)->ColumnInt(0)));
+    cp.set_records(static_cast<uint64_t>((*stmt)->ColumnInt(1)));
+    cp.set_op(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
+  }
+  (*stmt)->Reset();
+  return cp;
+}
+
+absl::StatusOr<kcnet::v1::BucketCheckpoint> RecordStore::RecomputeCheckpoint(int64_t bucket) {
+  kcnet::v1::BucketCheckpoint cp;
+  cp.set_bucket(bucket);
+  uint64_t sum = 0, records = 0, last_op = 0;
+  for (const RecordTypeSpec& t : schema_->types()) {
+    absl::Status status =
+        ScanSince(t, bucket, 0, SIZE_MAX, [&](absl::string_view id, const RowState& row) {
+          sum += RowHash(t, id, row);
+          records += row.deleted ? 0 : 1;
+          last_op = std::max(last_op, row.op);
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+  }
+  cp.set_checksum(sum);
+  cp.set_records(records);
+  cp.set_op(last_op);
+  return cp;
+}
+
+absl::Status RecordStore::DeleteBucket(int64_t bucket) {
+  for (const RecordTypeSpec& t : schema_->types()) {
+    absl::StatusOr<Statement*> stmt = db_->Prepare(
+        absl::StrCat("DELETE FROM ", t.name, " WHERE ", t.fields[t.bucket_index()].name, " = ?1"));
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, bucket);
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return status;
+  }
+  unit_.erase(bucket);
+  txn_.erase(bucket);
+  absl::StatusOr<Statement*> stmt = db_->Prepare("DELETE FROM _buckets WHERE bucket = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::StatusOr<std::vector<int64_t>> RecordStore::Buckets() {
+  std::vector<int64_t> out;
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT bucket FROM _buckets ORDER BY bucket");
+  if (!stmt.ok()) return stmt.status();
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    out.push_back((*stmt)->ColumnInt(0));
+  }
+  (*stmt)->Reset();
+  return out;
+}
+
+uint64_t RecordStore::RowHash(const RecordTypeSpec& type, absl::string_view id_text,
+                              const RowState& row) const {
+  std::string buf;
+  buf.reserve(256);
+  PutFixed64(&buf, type.type);
+  PutFixed64(&buf, id_text.size());
+  buf.append(id_text.data(), id_text.size());
+  if (row.deleted) {
+    buf.push_back('D');
+    PutFixed64(&buf, row.stamp.hlc);
+    PutFixed64(&buf, row.stamp.node);
+  } else {
+    for (size_t i = 0; i < row.fields.size(); ++i) {
+      PutFixed64(&buf, type.fields[i].number);
+      AppendCanonical(&buf, row.fields[i].value);
+      PutFixed64(&buf, row.fields[i].stamp.hlc);
+      PutFixed64(&buf, row.fields[i].stamp.node);
+    }
+  }
+  return StableHash64(buf);
+}
+
+kcnet::v1::RecordChange RecordStore::ToChange(const RecordTypeSpec& type,
+                                              absl::string_view id_bytes, const RowState& row,
+                                              uint64_t after_op) const {
+  kcnet::v1::RecordChange change;
+  change.set_type(type.type);
+  change.set_id(std::string(id_bytes));
+  change.set_op(row.op);
+  change.set_bucket(row.bucket);
+  if (row.deleted) {
+    change.set_deleted(true);
+    change.set_hlc(row.stamp.hlc);
+    change.set_node(row.stamp.node);
+    return change;
+  }
+  const Baseline base = ChooseBaseline(row);
+  change.set_hlc(base.stamp.hlc);
+  change.set_node(base.stamp.node);
+  for (size_t i = 0; i < row.fields.size(); ++i) {
+    const FieldState& f = row.fields[i];
+    if (f.op <= after_op) continue;
+    kcnet::v1::FieldChange* fc = change.add_fields();
+    fc->set_field(type.fields[i].number);
+    if (f.value.kind_case() != Value::KIND_NOT_SET) *fc->mutable_value() = f.value;
+    if (f.stamp.hlc != base.stamp.hlc) fc->set_hlc(f.stamp.hlc);
+    if (f.stamp.node != base.stamp.node) fc->set_node(f.stamp.node);
+  }
+  return change;
+}
+
+absl::StatusOr<std::optional<int64_t>> RecordStore::GetMeta(absl::string_view key) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT value FROM _meta WHERE key = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, key);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  std::optional<int64_t> out;
+  if (*has) out = (*stmt)->ColumnInt(0);
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::Status RecordStore::SetMeta(absl::string_view key, int64_t value) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR REPLACE INTO _meta(key, value) VALUES (?1, ?2)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, key);
+  (*stmt)->BindInt(2, value);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+}  // namespace kcnet::sync

@@ -1,0 +1,144 @@
+// The replica store's record layer, shared by the server's and the device's stores: one
+// SQLite table per record type with a column per field, per-field clocks stored compactly,
+// and a 64-bit additive checksum per bucket kept up to date on every write.
+//
+// Row layout (table named after the type, e.g. "visit"):
+//   id TEXT PRIMARY KEY, <one column per field>, _hlc, _node, _op, _del, _fc
+// Every field has a state (value, stamp, op). The most common (stamp, op) of a row is its
+// baseline, kept in _hlc/_node and implied by _op and _fc's header; only fields that differ
+// from it are listed in the _fc blob. A row written once (the common case) has _fc NULL,
+// so its per-field clocks cost nothing. `_op` is the highest op id of the row, and the
+// index (bucket, _op) is the bucket's op log: compacted by construction, since a row
+// appears once, at its latest op, and each field carries the op that last wrote it.
+//
+// Checksum: sum (mod 2^64) over the bucket's rows of RowHash(), which hashes the type, the
+// id and each field's value and stamp (tombstones: the deletion stamp). It depends only on
+// the logical state, never on the layout, so server and devices compare it directly.
+//
+// Thread-safety: not thread-safe; the owning store serialises access.
+#ifndef KCNET_SYNC_RECORD_STORE_H_
+#define KCNET_SYNC_RECORD_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+#include "absl/strings/string_view.h"
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kcnet/v1/sync.pb.h"
+#include "sync/hlc.h"
+#include "sync/schema.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::sync {
+
+// The version of the store's on-disk layout (PRAGMA user_version). A store written by a
+// newer version is refused at open.
+inline constexpr int kStoreFormatVersion = 1;
+
+struct FieldState {
+  kcnet::v1::Value value;  // no kind set: null
+  Stamp stamp;
+  uint64_t op = 0;
+};
+
+struct RowState {
+  int64_t bucket = 0;
+  bool deleted = false;
+  Stamp stamp;                     // for a tombstone: the deletion's stamp
+  uint64_t op = 0;                 // the highest op id of the row
+  std::vector<FieldState> fields;  // live rows: one per spec field, in spec order
+};
+
+class RecordStore {
+ public:
+  // Creates the tables (if missing) in `db`; both must outlive the store. Fails with
+  // FAILED_PRECONDITION when the file was written by a newer kcnet or is not a kcnet store
+  // of this role (`role` is "server" or "device").
+  static absl::StatusOr<std::unique_ptr<RecordStore>> Open(Db* db, const Schema* schema,
+                                                           absl::string_view role);
+
+  const Schema& schema() const { return *schema_; }
+  Db* db() { return db_; }
+
+  // Reads one row by its id text; nullopt when absent.
+  absl::StatusOr<std::optional<RowState>> Read(const RecordTypeSpec& type,
+                                               absl::string_view id_text);
+
+  // Writes `row` over `old` (nullopt for a new row) and records the checksum change in
+  // the current unit of work.
+  absl::Status Write(const RecordTypeSpec& type, absl::string_view id_text,
+                     const std::optional<RowState>& old, const RowState& row);
+
+  // Units of work mirror SAVEPOINTs: checksum deltas of a unit join the transaction's on
+  // CommitUnit() and vanish on AbandonUnit().
+  void CommitUnit();
+  // Call after ROLLBACK TO the unit's savepoint: drops its deltas and reloads the caches
+  // the unit may have filled.
+  absl::Status AbandonUnit();
+  // Writes the transaction's checksum deltas; call just before COMMIT.
+  absl::Status FlushBuckets();
+  // Forgets the transaction's deltas and reloads caches after a ROLLBACK.
+  absl::Status AbandonTransaction();
+
+  // Calls `fn` for each row of `bucket` with op > `after_op`, in op order, at most `limit`.
+  absl::Status ScanSince(
+      const RecordTypeSpec& type, int64_t bucket, uint64_t after_op, size_t limit,
+      const std::function<absl::Status(absl::string_view id_text, const RowState& row)>& fn);
+
+  // The bucket's stored checkpoint (op 0, checksum 0 when it has no rows).
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
+  // Recomputes the bucket's checksum from its rows (for verification and repair).
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> RecomputeCheckpoint(int64_t bucket);
+  // Deletes every row of the bucket and its checkpoint.
+  absl::Status DeleteBucket(int64_t bucket);
+  // Every bucket with a checkpoint.
+  absl::StatusOr<std::vector<int64_t>> Buckets();
+
+  uint64_t RowHash(const RecordTypeSpec& type, absl::string_view id_text,
+                   const RowState& row) const;
+
+  // A change carrying the row's fields whose op is above `after_op` (every field when
+  // after_op is 0), with record-level hlc/node set to the most common stamp.
+  kcnet::v1::RecordChange ToChange(const RecordTypeSpec& type, absl::string_view id_bytes,
+                                   const RowState& row, uint64_t after_op) const;
+
+  // A small key/value table for each store's own state.
+  absl::StatusOr<std::optional<int64_t>> GetMeta(absl::string_view key);
+  absl::Status SetMeta(absl::string_view key, int64_t value);
+
+ private:
+  struct BucketDelta {
+    uint64_t checksum = 0;
+    int64_t records = 0;
+    uint64_t last_op = 0;
+  };
+  RecordStore(Db* db, const Schema* schema) : db_(db), schema_(schema) {}
+  absl::Status CreateTables();
+  absl::Status LoadNodes();
+  absl::StatusOr<uint32_t> LocalNode(uint64_t node);
+  absl::StatusOr<uint64_t> GlobalNode(int64_t local) const;
+  absl::StatusOr<RowState> DecodeRow(const RecordTypeSpec& type, Statement& stmt, int first);
+
+  Db* db_;
+  const Schema* schema_;
+  absl::flat_hash_map<uint64_t, uint32_t> node_to_local_;
+  std::vector<uint64_t> local_to_node_;  // index = local id
+  absl::flat_hash_map<int64_t, BucketDelta> unit_;
+  absl::flat_hash_map<int64_t, BucketDelta> txn_;
+  // Per type: SELECT/INSERT/SCAN statements' SQL.
+  absl::flat_hash_map<uint32_t, std::string> select_sql_, write_sql_, scan_sql_;
+};
+
+// A stable 64-bit hash of bytes (FNV-1a with a splitmix64 finaliser); the checksum's
+// building block, specified in docs/SYNC_CORE.md so that other clients can compute it.
+uint64_t StableHash64(absl::string_view bytes, uint64_t seed = 0);
+
+}  // namespace kcnet::sync
+
+#endif  // KCNET_SYNC_RECORD_STORE_H_

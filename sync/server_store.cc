@@ -1,0 +1,599 @@
+#include "sync/server_store.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "sync/merge.h"
+
+namespace kcnet::sync {
+namespace {
+
+using kcnet::v1::BucketCursor;
+using kcnet::v1::ChangeBatch;
+using kcnet::v1::Conflict;
+using kcnet::v1::Mutation;
+using kcnet::v1::MutationBatch;
+using kcnet::v1::MutationOutcome;
+using kcnet::v1::MutationResult;
+using kcnet::v1::PushAck;
+using kcnet::v1::RecordChange;
+
+// Storage failures abort the whole batch; everything else a validator says is a refusal.
+bool IsStorageFailure(const absl::Status& status) {
+  return absl::IsInternal(status) || absl::IsDataLoss(status) || absl::IsUnavailable(status) ||
+         absl::IsResourceExhausted(status);
+}
+
+}  // namespace
+
+ServerStore::ServerStore(const Schema* schema, ServerStoreOptions options)
+    : schema_(schema), options_(options), hlc_(options.clock, options.max_skew) {}
+
+absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
+                                                               const Schema* schema,
+                                                               ServerStoreOptions options) {
+  std::unique_ptr<ServerStore> store(new ServerStore(schema, options));
+  absl::MutexLock lock(&store->mu_);
+  DbOptions db_options;
+  db_options.durable = options.durable;
+  absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path, db_options);
+  if (!db.ok()) return db.status();
+  store->db_ = std::move(*db);
+  absl::StatusOr<std::unique_ptr<RecordStore>> records =
+      RecordStore::Open(store->db_.get(), schema, "server");
+  if (!records.ok()) return records.status();
+  store->records_ = std::move(*records);
+  absl::Status status = store->db_->Exec(
+      "CREATE TABLE IF NOT EXISTS _devices(device_id TEXT PRIMARY KEY, node INTEGER NOT NULL, "
+      "last_seq INTEGER NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE IF NOT EXISTS _conflicts(id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
+      "resolved INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS _conflicts_bucket ON _conflicts(bucket, id);");
+  if (!status.ok()) return status;
+  absl::StatusOr<std::optional<int64_t>> last_op = store->records_->GetMeta("last_op");
+  if (!last_op.ok()) return last_op.status();
+  store->last_op_ = static_cast<uint64_t>(last_op->value_or(0));
+  absl::StatusOr<std::optional<int64_t>> max_hlc = store->records_->GetMeta("max_hlc");
+  if (!max_hlc.ok()) return max_hlc.status();
+  store->hlc_.Raise(static_cast<uint64_t>(max_hlc->value_or(0)));
+  return store;
+}
+
+uint64_t ServerStore::last_op() {
+  absl::MutexLock lock(&mu_);
+  return last_op_;
+}
+
+absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationBatch& batch,
+                                           const MutationValidator& validator) {
+  if (static_cast<size_t>(batch.mutations_size()) > options_.max_batch_mutations) {
+    return absl::InvalidArgumentError(absl::StrCat("batch.mutations: ", batch.mutations_size(),
+                                                   " mutations, at most ",
+                                                   options_.max_batch_mutations));
+  }
+  if (batch.ByteSizeLong() > options_.max_batch_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("batch: ", batch.ByteSizeLong(),
+                                                   " bytes, at most ", options_.max_batch_bytes));
+  }
+  for (int i = 0; i < batch.mutations_size(); ++i) {
+    if (static_cast<size_t>(batch.mutations(i).changes_size()) >
+        options_.max_changes_per_mutation) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("batch.mutations[", i, "].changes: ", batch.mutations(i).changes_size(),
+                       " changes, at most ", options_.max_changes_per_mutation));
+    }
+  }
+  if (writer.node == 0) return absl::InvalidArgumentError("writer.node: must not be 0");
+  const bool tracked = !writer.device_id.empty();
+
+  absl::MutexLock lock(&mu_);
+  const uint64_t op_before_batch = last_op_;
+  auto fail = [&](absl::Status status) {
+    last_op_ = op_before_batch;
+    records_->AbandonTransaction().IgnoreError();
+    return status;
+  };
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+
+  uint64_t last_seq = 0;
+  if (tracked) {
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
+    if (!stmt.ok()) return fail(stmt.status());
+    (*stmt)->BindText(1, writer.device_id);
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return fail(has.status());
+    if (*has) last_seq = static_cast<uint64_t>((*stmt)->ColumnInt(0));
+    (*stmt)->Reset();
+  }
+
+  PushAck ack;
+  bool gap = false;
+  uint64_t max_hlc = 0;
+  for (const Mutation& m : batch.mutations()) {
+    MutationResult* result = ack.add_results();
+    result->set_seq(m.seq());
+    if (tracked) {
+      if (m.seq() <= last_seq) {
+        result->set_outcome(kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+        continue;
+      }
+      if (gap || m.seq() != last_seq + 1) {
+        gap = true;
+        result->set_outcome(kcnet::v1::MUTATION_OUTCOME_OUT_OF_ORDER);
+        result->set_reason(absl::StrCat("sequence ", m.seq(), " arrived before ", last_seq + 1,
+                                        "; push again from ", last_seq + 1));
+        continue;
+      }
+    }
+    absl::Status status = db_->Exec("SAVEPOINT mutation");
+    if (!status.ok()) return fail(status);
+    const uint64_t op_before = last_op_;
+    Refusal refusal;
+    status = ApplyMutation(writer, m, validator, result, &refusal);
+    if (!status.ok()) return fail(status);
+    if (!refusal.status.ok()) {
+      status = db_->Exec("ROLLBACK TO mutation; RELEASE mutation");
+      if (!status.ok()) return fail(status);
+      status = records_->AbandonUnit();
+      if (!status.ok()) return fail(status);
+      last_op_ = op_before;
+      result->Clear();
+      result->set_seq(m.seq());
+      result->set_outcome(kcnet::v1::MUTATION_OUTCOME_REFUSED);
+      result->set_reason(std::string(refusal.status.message()));
+      result->set_field(refusal.field);
+      for (const RecordChange& change : m.changes()) {
+        absl::StatusOr<std::optional<RecordChange>> current = Read(change.type(), change.id());
+        if (!current.ok() && IsStorageFailure(current.status())) return fail(current.status());
+        if (current.ok() && current->has_value()) *result->add_server_values() = **current;
+      }
+    } else {
+      status = db_->Exec("RELEASE mutation");
+      if (!status.ok()) return fail(status);
+      records_->CommitUnit();
+      result->set_outcome(result->conflicts_size() > 0
+                              ? kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT
+                              : kcnet::v1::MUTATION_OUTCOME_APPLIED);
+      for (const RecordChange& change : m.changes()) {
+        max_hlc = std::max<uint64_t>(max_hlc, change.hlc());
+        for (const auto& f : change.fields()) max_hlc = std::max<uint64_t>(max_hlc, f.hlc());
+      }
+    }
+    if (tracked) last_seq = m.seq();
+  }
+
+  if (tracked) {
+    absl::StatusOr<Statement*> stmt = db_->Prepare(
+        "INSERT OR REPLACE INTO _devices(device_id, node, last_seq) VALUES (?1, ?2, ?3)");
+    if (!stmt.ok()) return fail(stmt.status());
+    (*stmt)->BindText(1, writer.device_id);
+    (*stmt)->BindInt(2, static_cast<int64_t>(writer.node));
+    (*stmt)->BindInt(3, static_cast<int64_t>(last_seq));
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return fail(status);
+  }
+  absl::Status status = records_->FlushBuckets();
+  if (status.ok()) status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
+  hlc_.Raise(max_hlc);
+  if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
+  if (status.ok()) status = (*txn)->Commit();
+  if (!status.ok()) return fail(status);
+  ack.set_last_applied_seq(last_seq);
+  return ack;
+}
+
+absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
+                                        const MutationValidator& validator, MutationResult* result,
+                                        Refusal* refusal) {
+  if (m.changes_size() == 0) {
+    refusal->status = absl::InvalidArgumentError("changes: a mutation needs at least one change");
+    refusal->field = "changes";
+    return absl::OkStatus();
+  }
+  for (int i = 0; i < m.changes_size(); ++i) {
+    const RecordChange& change = m.changes(i);
+    const std::string path = absl::StrCat("changes[", i, "]");
+    absl::Status status = schema_->ValidateChange(change, path, &refusal->field);
+    if (!status.ok()) {
+      refusal->status = status;
+      return absl::OkStatus();
+    }
+    auto refuse = [&](std::string field, absl::string_view why) {
+      refusal->field = field;
+      refusal->status = absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+      return absl::OkStatus();
+    };
+    if (change.hlc() == 0) return refuse(absl::StrCat(path, ".hlc"), "missing clock");
+    if (change.node() != 0 && change.node() != writer.node) {
+      return refuse(absl::StrCat(path, ".node"), "a writer may only stamp its own node id");
+    }
+    status = hlc_.CheckSkew(change.hlc());
+    if (!status.ok()) return refuse(absl::StrCat(path, ".hlc"), status.message());
+    for (int j = 0; j < change.fields_size(); ++j) {
+      const auto& f = change.fields(j);
+      const std::string fpath = absl::StrCat(path, ".fields[", j, "]");
+      if (f.node() != 0 && f.node() != writer.node) {
+        return refuse(fpath + ".node", "a writer may only stamp its own node id");
+      }
+      if (f.hlc() != 0) {
+        status = hlc_.CheckSkew(f.hlc());
+        if (!status.ok()) return refuse(fpath + ".hlc", status.message());
+      }
+    }
+  }
+  if (validator) {
+    absl::Status status = validator(m, *this);
+    if (!status.ok()) {
+      if (IsStorageFailure(status)) return status;
+      refusal->status = status;
+      return absl::OkStatus();
+    }
+  }
+  for (int i = 0; i < m.changes_size(); ++i) {
+    absl::Status status = MergeChange(writer, m.seq(), m.changes(i),
+                                      absl::StrCat("changes[", i, "]"), result, refusal);
+    if (!status.ok() || !refusal->status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
+                                      const RecordChange& change, absl::string_view path,
+                                      MutationResult* result, Refusal* refusal) {
+  const RecordTypeSpec& type = *schema_->Find(change.type());
+  absl::StatusOr<std::string> id = UuidToText(change.id());
+  if (!id.ok()) return id.status();
+  absl::StatusOr<std::optional<RowState>> row = records_->Read(type, *id);
+  if (!row.ok()) return row.status();
+  const Stamp incoming{change.hlc(), writer.node};
+  auto field_stamp = [&](const kcnet::v1::FieldChange& f) {
+    return Stamp{f.hlc() != 0 ? f.hlc() : change.hlc(), writer.node};
+  };
+  auto conflict_base = [&]() {
+    Conflict c;
+    c.set_type(type.type);
+    c.set_record_id(change.id());
+    if (!writer.device_id.empty()) {
+      c.mutable_loser_mutation()->set_device_id(writer.device_id);
+      c.mutable_loser_mutation()->set_seq(seq);
+    }
+    return c;
+  };
+  std::vector<Conflict> conflicts;
+
+  if (!row->has_value()) {
+    if (change.deleted()) {
+      refusal->field = absl::StrCat(path, ".id");
+      refusal->status = absl::NotFoundError(
+          absl::StrCat(refusal->field, ": ", type.name, " ", *id, " does not exist"));
+      return absl::OkStatus();
+    }
+    const int bucket_index = type.bucket_index();
+    const kcnet::v1::FieldChange* bucket = nullptr;
+    for (const auto& f : change.fields()) {
+      if (f.field() == type.bucket_field) bucket = &f;
+    }
+    if (bucket == nullptr || bucket->value().kind_case() != kcnet::v1::Value::kIntValue) {
+      refusal->field = absl::StrCat(path, ".fields");
+      refusal->status = absl::InvalidArgumentError(absl::StrCat(
+          refusal->field, ": a new ", type.name, " needs its ", type.fields[bucket_index].name));
+      return absl::OkStatus();
+    }
+    RowState fresh;
+    fresh.bucket = bucket->value().int_value();
+    fresh.op = ++last_op_;
+    fresh.fields.resize(type.fields.size());
+    for (FieldState& f : fresh.fields) {
+      f.stamp = incoming;
+      f.op = fresh.op;
+    }
+    for (const auto& f : change.fields()) {
+      FieldState& state = fresh.fields[type.IndexOf(f.field())];
+      state.value = f.value();
+      state.stamp = field_stamp(f);
+    }
+    result->set_op(std::max(result->op(), fresh.op));
+    return records_->Write(type, *id, std::nullopt, fresh);
+  }
+
+  const RowState& current = **row;
+  if (current.deleted) {
+    // The tombstone wins; an update by someone else is a conflict it overwrote.
+    if (change.deleted() || current.stamp.node == writer.node) return absl::OkStatus();
+    for (const auto& f : change.fields()) {
+      Conflict c = conflict_base();
+      c.set_field(f.field());
+      c.set_winner_hlc(current.stamp.hlc);
+      c.set_winner_node(current.stamp.node);
+      *c.mutable_loser_value() = f.value();
+      c.set_loser_hlc(field_stamp(f).hlc);
+      c.set_loser_node(writer.node);
+      c.set_op(current.op);
+      c.set_bucket(current.bucket);
+      absl::Status status = RecordConflict(&c);
+      if (!status.ok()) return status;
+      *result->add_conflicts() = c;
+    }
+    return absl::OkStatus();
+  }
+
+  if (change.deleted()) {
+    RowState tomb;
+    tomb.bucket = current.bucket;
+    tomb.deleted = true;
+    tomb.stamp = incoming;
+    tomb.op = ++last_op_;
+    for (size_t i = 0; i < current.fields.size(); ++i) {
+      const FieldState& f = current.fields[i];
+      if (f.op <= change.base_op() || f.stamp.node == writer.node) continue;
+      Conflict c = conflict_base();
+      c.set_field(type.fields[i].number);
+      c.set_winner_hlc(incoming.hlc);
+      c.set_winner_node(incoming.node);
+      *c.mutable_loser_value() = f.value;
+      c.set_loser_hlc(f.stamp.hlc);
+      c.set_loser_node(f.stamp.node);
+      c.clear_loser_mutation();  // the loser is the stored value, not this mutation
+      c.set_op(tomb.op);
+      c.set_bucket(current.bucket);
+      conflicts.push_back(std::move(c));
+    }
+    absl::Status status = records_->Write(type, *id, current, tomb);
+    if (!status.ok()) return status;
+    for (Conflict& c : conflicts) {
+      status = RecordConflict(&c);
+      if (!status.ok()) return status;
+      *result->add_conflicts() = c;
+    }
+    result->set_op(std::max(result->op(), tomb.op));
+    return absl::OkStatus();
+  }
+
+  RowState next = current;
+  bool changed = false;
+  constexpr uint64_t kPending = ~uint64_t{0};
+  for (int j = 0; j < change.fields_size(); ++j) {
+    const auto& f = change.fields(j);
+    const int index = type.IndexOf(f.field());
+    if (f.field() == type.bucket_field && !(f.value().kind_case() == kcnet::v1::Value::kIntValue &&
+                                            f.value().int_value() == current.bucket)) {
+      refusal->field = absl::StrCat(path, ".fields[", j, "]");
+      refusal->status = absl::InvalidArgumentError(
+          absl::StrCat(refusal->field, " (", type.name, ".", type.fields[index].name,
+                       "): a record's bucket cannot change (it stays in the unit it was made in)"));
+      return absl::OkStatus();
+    }
+    FieldState& state = next.fields[index];
+    const Stamp stamp = field_stamp(f);
+    const FieldMerge merge = MergeField(state.stamp, state.op, stamp, change.base_op());
+    if (merge.decision == MergeDecision::kSame) continue;
+    if (merge.conflict) {
+      Conflict c = conflict_base();
+      c.set_field(f.field());
+      c.set_bucket(current.bucket);
+      if (merge.decision == MergeDecision::kTakeIncoming) {
+        *c.mutable_winner_value() = f.value();
+        c.set_winner_hlc(stamp.hlc);
+        c.set_winner_node(stamp.node);
+        *c.mutable_loser_value() = state.value;
+        c.set_loser_hlc(state.stamp.hlc);
+        c.set_loser_node(state.stamp.node);
+        c.clear_loser_mutation();
+      } else {
+        *c.mutable_winner_value() = state.value;
+        c.set_winner_hlc(state.stamp.hlc);
+        c.set_winner_node(state.stamp.node);
+        *c.mutable_loser_value() = f.value();
+        c.set_loser_hlc(stamp.hlc);
+        c.set_loser_node(stamp.node);
+      }
+      conflicts.push_back(std::move(c));
+    }
+    if (merge.decision == MergeDecision::kTakeIncoming) {
+      state.value = f.value();
+      state.stamp = stamp;
+      state.op = kPending;
+      changed = true;
+    }
+  }
+  uint64_t op = current.op;
+  if (changed) {
+    op = ++last_op_;
+    for (FieldState& state : next.fields) {
+      if (state.op == kPending) state.op = op;
+    }
+    next.op = op;
+    absl::Status status = records_->Write(type, *id, current, next);
+    if (!status.ok()) return status;
+    result->set_op(std::max(result->op(), op));
+  }
+  for (Conflict& c : conflicts) {
+    c.set_op(op);
+    absl::Status status = RecordConflict(&c);
+    if (!status.ok()) return status;
+    *result->add_conflicts() = c;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerStore::RecordConflict(Conflict* conflict) {
+  // The body is stored without its id; the row's key is the id.
+  conflict->clear_id();
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT INTO _conflicts(bucket, body) VALUES (?1, ?2)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, conflict->bucket());
+  (*stmt)->BindBlob(2, conflict->SerializeAsString());
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (!status.ok()) return status;
+  conflict->set_id(static_cast<uint64_t>(db_->LastInsertRowId()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<RecordChange>> ServerStore::Read(uint32_t type, absl::string_view id) {
+  const RecordTypeSpec* spec = schema_->Find(type);
+  if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type ", type));
+  absl::StatusOr<std::string> text = UuidToText(id);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<std::optional<RowState>> row = records_->Read(*spec, *text);
+  if (!row.ok()) return row.status();
+  if (!row->has_value()) return std::optional<RecordChange>();
+  return std::optional<RecordChange>(records_->ToChange(*spec, id, **row, 0));
+}
+
+absl::StatusOr<std::optional<RecordChange>> ServerStore::ReadRecord(uint32_t type,
+                                                                    absl::string_view id) {
+  absl::MutexLock lock(&mu_);
+  return Read(type, id);
+}
+
+absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
+                                                      const DownloadLimits& limits) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn =
+      Transaction::Begin(db_.get(), Transaction::Kind::kRead);
+  if (!txn.ok()) return txn.status();
+  ChangeBatch batch;
+  size_t budget = std::max<size_t>(limits.max_changes, 1);
+  size_t bytes = 0;
+  absl::flat_hash_set<int64_t> seen;
+  for (const BucketCursor& cursor : cursors) {
+    if (!seen.insert(cursor.bucket()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
+    }
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = records_->Checkpoint(cursor.bucket());
+    if (!cp.ok()) return cp.status();
+    if (cursor.op() >= cp->op()) {
+      // Up to date (or ahead of a restored server: the checkpoint tells the device).
+      *batch.add_checkpoints() = *cp;
+      BucketCursor* out = batch.add_cursors();
+      out->set_bucket(cursor.bucket());
+      out->set_op(cp->op());
+      continue;
+    }
+    if (budget == 0 || bytes >= limits.max_bytes) {
+      batch.set_more(true);
+      continue;
+    }
+    // Merge the types' op-ordered rows and take the oldest `budget`.
+    std::vector<RecordChange> changes;
+    for (const RecordTypeSpec& type : schema_->types()) {
+      absl::Status status =
+          records_->ScanSince(type, cursor.bucket(), cursor.op(), budget,
+                              [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+                                absl::StatusOr<std::string> id = UuidFromText(id_text);
+                                if (!id.ok()) return absl::DataLossError(id.status().message());
+                                changes.push_back(records_->ToChange(type, *id, row, cursor.op()));
+                                return absl::OkStatus();
+                              });
+      if (!status.ok()) return status;
+    }
+    std::sort(changes.begin(), changes.end(),
+              [](const RecordChange& a, const RecordChange& b) { return a.op() < b.op(); });
+    uint64_t reached = cursor.op();
+    size_t taken = 0;
+    for (RecordChange& change : changes) {
+      if (taken == budget || (taken > 0 && bytes >= limits.max_bytes)) break;
+      bytes += change.ByteSizeLong();
+      reached = change.op();
+      *batch.add_changes() = std::move(change);
+      ++taken;
+    }
+    budget -= taken;
+    BucketCursor* out = batch.add_cursors();
+    out->set_bucket(cursor.bucket());
+    out->set_op(reached);
+    if (reached == cp->op()) {
+      *batch.add_checkpoints() = *cp;
+    } else {
+      batch.set_more(true);
+    }
+  }
+  absl::Status status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  return batch;
+}
+
+absl::StatusOr<kcnet::v1::BucketCheckpoint> ServerStore::Checkpoint(int64_t bucket) {
+  absl::MutexLock lock(&mu_);
+  return records_->Checkpoint(bucket);
+}
+
+absl::StatusOr<std::vector<Conflict>> ServerStore::ListConflicts(
+    const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Conflict> out;
+  auto scan = [&](const std::string& sql, std::optional<int64_t> bucket) -> absl::Status {
+    absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, static_cast<int64_t>(after_id));
+    (*stmt)->BindInt(2, include_resolved ? 1 : 0);
+    (*stmt)->BindInt(3, static_cast<int64_t>(limit));
+    if (bucket.has_value()) (*stmt)->BindInt(4, *bucket);
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) return has.status();
+      if (!*has) break;
+      Conflict c;
+      if (!c.ParseFromString(std::string((*stmt)->ColumnBlob(0)))) {
+        (*stmt)->Reset();
+        return absl::DataLossError("conflict body does not parse");
+      }
+      c.set_resolved((*stmt)->ColumnInt(1) != 0);
+      c.set_id(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
+      out.push_back(std::move(c));
+    }
+    (*stmt)->Reset();
+    return absl::OkStatus();
+  };
+  const std::string base =
+      "SELECT body, resolved, id FROM _conflicts WHERE id > ?1 AND (?2 OR resolved = 0)";
+  if (buckets.empty()) {
+    absl::Status status = scan(base + " ORDER BY id LIMIT ?3", std::nullopt);
+    if (!status.ok()) return status;
+  } else {
+    for (int64_t bucket : buckets) {
+      absl::Status status = scan(base + " AND bucket = ?4 ORDER BY id LIMIT ?3", bucket);
+      if (!status.ok()) return status;
+    }
+    std::sort(out.begin(), out.end(),
+              [](const Conflict& a, const Conflict& b) { return a.id() < b.id(); });
+    if (out.size() > limit) out.resize(limit);
+  }
+  return out;
+}
+
+absl::Status ServerStore::MarkConflictResolved(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("UPDATE _conflicts SET resolved = 1 WHERE id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, static_cast<int64_t>(id));
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (!status.ok()) return status;
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("conflict ", id, " does not exist"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  const uint64_t seq = *has ? static_cast<uint64_t>((*stmt)->ColumnInt(0)) : 0;
+  (*stmt)->Reset();
+  return seq;
+}
+
+}  // namespace kcnet::sync

@@ -1,0 +1,139 @@
+// The server's replica store: the authority every device syncs with.
+//
+// Apply() merges a device's batch of mutations: exactly once per (device, sequence),
+// each mutation all or nothing, field-level last-writer-wins with tombstones that win,
+// clocks beyond the skew bound refused, concurrent overwrites recorded as conflicts, and a
+// new strictly increasing op id for every record change it makes. ChangesSince() serves
+// downloads per bucket from a cursor, at a cost that depends on the bucket's changes only.
+//
+// Thread-safety: thread-safe. Writers are serialised; reads share the same connection
+// (storage threads and reader connections come with the server).
+#ifndef KCNET_SYNC_SERVER_STORE_H_
+#define KCNET_SYNC_SERVER_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/sync.pb.h"
+#include "sync/hlc.h"
+#include "sync/record_store.h"
+#include "sync/schema.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::sync {
+
+struct ServerStoreOptions {
+  Clock* clock = SystemClock();
+  absl::Duration max_skew = absl::Minutes(5);
+  bool durable = true;  // synchronous=FULL
+  // Batch limits; a batch over them is refused whole with INVALID_ARGUMENT.
+  size_t max_batch_mutations = 1000;
+  size_t max_changes_per_mutation = 200;
+  size_t max_batch_bytes = 8 << 20;
+};
+
+// Who a batch comes from. `device_id` empty: a server-side write (a unary API call) with
+// no exactly-once tracking; `node` is then the caller's node, e.g. NodeIdFor("user:7").
+struct Writer {
+  std::string device_id;
+  uint64_t node = 0;
+};
+
+// Read access to current records inside Apply's transaction, for business rules.
+class RecordReader {
+ public:
+  virtual ~RecordReader() = default;
+  // The record's full current state as a change (every field), nullopt when absent.
+  virtual absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
+                                                                      absl::string_view id) = 0;
+};
+
+// Business rules run per mutation inside the transaction, before the merge; a non-OK
+// status refuses the mutation with that message.
+using MutationValidator =
+    std::function<absl::Status(const kcnet::v1::Mutation& mutation, RecordReader& reader)>;
+
+struct DownloadLimits {
+  size_t max_changes = 1000;
+  size_t max_bytes = 1 << 20;
+};
+
+class ServerStore : private RecordReader {
+ public:
+  // Opens or creates the store at `path`. `schema` must outlive the store.
+  static absl::StatusOr<std::unique_ptr<ServerStore>> Open(const std::string& path,
+                                                           const Schema* schema,
+                                                           ServerStoreOptions options = {});
+
+  // Applies a batch in one transaction and answers every mutation (see MutationOutcome in
+  // sync.proto). Fails as a whole (nothing applied) only when the batch breaks a size
+  // limit (INVALID_ARGUMENT) or storage fails; then nothing was acknowledged.
+  absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
+                                           const kcnet::v1::MutationBatch& batch,
+                                           const MutationValidator& validator = nullptr);
+
+  // Changes of each bucket after its cursor, oldest first, within `limits`, with the
+  // cursors they reach and a checkpoint for each bucket they complete.
+  absl::StatusOr<kcnet::v1::ChangeBatch> ChangesSince(
+      const std::vector<kcnet::v1::BucketCursor>& cursors, const DownloadLimits& limits = {});
+
+  // A record's full current state (nullopt when absent).
+  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(uint32_t type,
+                                                                    absl::string_view id);
+
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
+  // Conflicts of `buckets` (all buckets when empty) with id > after_id, oldest first.
+  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
+      const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit);
+  absl::Status MarkConflictResolved(uint64_t id);
+  // The last sequence applied for a device (0 when unknown).
+  absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id);
+  // The highest op id committed.
+  uint64_t last_op();
+
+  HybridClock& clock() { return hlc_; }
+  const Schema& schema() const { return *schema_; }
+
+ private:
+  ServerStore(const Schema* schema, ServerStoreOptions options);
+  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
+                                                              absl::string_view id) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why a mutation was refused: the reason and the offending field path.
+  struct Refusal {
+    absl::Status status;
+    std::string field;
+  };
+  // Validates and merges one mutation. A non-OK return is a storage failure (the batch
+  // fails); a refusal is reported in `*refusal` with OK returned.
+  absl::Status ApplyMutation(const Writer& writer, const kcnet::v1::Mutation& m,
+                             const MutationValidator& validator, kcnet::v1::MutationResult* result,
+                             Refusal* refusal) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MergeChange(const Writer& writer, uint64_t seq,
+                           const kcnet::v1::RecordChange& change, absl::string_view path,
+                           kcnet::v1::MutationResult* result, Refusal* refusal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RecordConflict(kcnet::v1::Conflict* conflict) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Schema* schema_;
+  const ServerStoreOptions options_;
+  HybridClock hlc_;
+  absl::Mutex mu_;
+  std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_op_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace kcnet::sync
+
+#endif  // KCNET_SYNC_SERVER_STORE_H_

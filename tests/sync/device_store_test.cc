@@ -1,0 +1,232 @@
+#include "sync/device_store.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sync/server_store.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::sync {
+namespace {
+
+using ::kcnet::testing::Change;
+using ::kcnet::testing::Deletion;
+using ::kcnet::testing::FieldOf;
+using ::kcnet::testing::Id;
+using ::kcnet::testing::IntValue;
+using ::kcnet::testing::StringValue;
+using ::testing::HasSubstr;
+
+constexpr int64_t kT0 = 1764000000000;
+constexpr int64_t kUnit = 42;
+
+class DeviceStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerStoreOptions so;
+    so.clock = &wall_;
+    server_ = *ServerStore::Open(dir_.File("server.db"), &schema_, so);
+    device_ = Open("tablet-a");
+    ASSERT_TRUE(device_->Subscribe(kUnit).ok());
+  }
+
+  std::unique_ptr<DeviceStore> Open(const std::string& id, const std::string& file = "a.db") {
+    DeviceStoreOptions options;
+    options.clock = &wall_;
+    auto store = DeviceStore::Open(dir_.File(file), &schema_, id, options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  // Push everything pending, then download until complete. Returns the last ack.
+  kcnet::v1::PushAck Sync(DeviceStore* d) {
+    kcnet::v1::PushAck ack;
+    auto batch = d->PendingBatch();
+    if (batch->mutations_size() > 0) {
+      ack = *server_->Apply(Writer{d->device_id(), d->node()}, *batch);
+      EXPECT_TRUE(d->Acknowledge(ack).ok());
+    }
+    for (int i = 0; i < 100; ++i) {
+      auto down = server_->ChangesSince(*d->Cursors());
+      auto result = d->ApplyDownload(*down);
+      EXPECT_TRUE(result.ok()) << result.status();
+      EXPECT_TRUE(result->mismatched.empty());
+      if (!down->more()) break;
+    }
+    return ack;
+  }
+
+  kcnet::testing::TempDir dir_;
+  Schema schema_ = kcnet::testing::TestSchema();
+  FakeClock wall_{kT0};
+  std::unique_ptr<ServerStore> server_;
+  std::unique_ptr<DeviceStore> device_;
+};
+
+TEST_F(DeviceStoreTest, AWriteIsQueuedAndVisibleBeforeSync) {
+  auto seq = device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})});
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  EXPECT_EQ(*seq, 1u);
+  EXPECT_EQ(*device_->PendingCount(), 1);
+  auto read = device_->Read(1, Id(1));
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ(FieldOf(**read, 3).int_value(), 5);
+  EXPECT_FALSE(device_->Read(1, Id(1), /*confirmed_only=*/true)->has_value());
+  auto batch = device_->PendingBatch();
+  ASSERT_EQ(batch->mutations_size(), 1);
+  EXPECT_EQ(batch->mutations(0).changes(0).hlc(), HlcPack(kT0, 0));
+  EXPECT_EQ(batch->mutations(0).changes(0).base_op(), 0u);
+}
+
+TEST_F(DeviceStoreTest, SyncConfirmsTheWriteAndChecksumsAgree) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
+  auto ack = Sync(device_.get());
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(*device_->PendingCount(), 0);
+  auto confirmed = device_->Read(1, Id(1), true);
+  ASSERT_TRUE(confirmed->has_value());
+  EXPECT_EQ(FieldOf(**confirmed, 3).int_value(), 5);
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+  EXPECT_EQ(device_->RecomputeCheckpoint(kUnit)->checksum(),
+            server_->Checkpoint(kUnit)->checksum());
+  // The next edit is based on the confirmed op.
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{3, IntValue(6)}})}).ok());
+  EXPECT_EQ(device_->PendingBatch()->mutations(0).changes(0).base_op(), 1u);
+}
+
+TEST_F(DeviceStoreTest, AnAcknowledgedWriteStaysVisibleUntilItsDownloadArrives) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
+  auto ack = server_->Apply(Writer{"tablet-a", device_->node()}, *device_->PendingBatch());
+  ASSERT_TRUE(device_->Acknowledge(*ack).ok());
+  EXPECT_EQ(*device_->PendingCount(), 0);  // nothing left to push...
+  auto read = device_->Read(1, Id(1));     // ...but still visible
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ(FieldOf(**read, 3).int_value(), 5);
+  ASSERT_TRUE(device_->ApplyDownload(*server_->ChangesSince(*device_->Cursors())).ok());
+  EXPECT_EQ(FieldOf(**device_->Read(1, Id(1), true), 3).int_value(), 5);
+}
+
+TEST_F(DeviceStoreTest, ARefusedWriteBecomesAReportAndLeavesTheOverlay) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
+  Sync(device_.get());
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{5, StringValue("secret")}})}).ok());
+  MutationValidator no_labels = [](const kcnet::v1::Mutation& m, RecordReader&) {
+    for (const auto& f : m.changes(0).fields()) {
+      if (f.field() == 5) return absl::PermissionDeniedError("label: not allowed for your role");
+    }
+    return absl::OkStatus();
+  };
+  auto ack =
+      server_->Apply(Writer{"tablet-a", device_->node()}, *device_->PendingBatch(), no_labels);
+  auto reports = device_->Acknowledge(*ack);
+  ASSERT_TRUE(reports.ok());
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0].result.outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT((*reports)[0].result.reason(), HasSubstr("not allowed for your role"));
+  EXPECT_FALSE(FieldOf(**device_->Read(1, Id(1)), 5).has_string_value());
+  // Reports survive a restart until taken.
+  device_.reset();
+  device_ = Open("tablet-a");
+  EXPECT_EQ(device_->ListReports()->size(), 1u);
+  EXPECT_EQ(device_->TakeReports()->size(), 1u);
+  EXPECT_TRUE(device_->ListReports()->empty());
+}
+
+TEST_F(DeviceStoreTest, DownloadsAreIdempotentAndReorderSafe) {
+  ASSERT_TRUE(server_
+                  ->Apply(Writer{"other", NodeIdFor("other")},
+                          [] {
+                            kcnet::v1::MutationBatch b;
+                            auto* m = b.add_mutations();
+                            m->set_seq(1);
+                            auto c = Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}});
+                            c.set_hlc(HlcPack(kT0, 0));
+                            *m->add_changes() = c;
+                            return b;
+                          }())
+                  .ok());
+  auto first = *server_->ChangesSince(*device_->Cursors());
+  ASSERT_TRUE(device_->ApplyDownload(first).ok());
+  const uint64_t sum = device_->Checkpoint(kUnit)->checksum();
+  auto again = device_->ApplyDownload(first);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->applied, 0u);
+  EXPECT_TRUE(again->mismatched.empty());
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), sum);
+}
+
+TEST_F(DeviceStoreTest, ACorruptedBucketIsDetectedAndRepairedByReset) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
+  ASSERT_TRUE(device_->Write({Change(2, Id(2), {{2, IntValue(kUnit)}})}).ok());
+  Sync(device_.get());
+  EXPECT_TRUE(device_->VerifyBuckets()->empty());
+  device_.reset();
+  {
+    // Silent local damage: a value changed and a row lost behind the store's back.
+    auto db = Db::Open(dir_.File("a.db"));
+    ASSERT_TRUE((*db)->Exec("UPDATE item SET count = 666; DELETE FROM note").ok());
+  }
+  device_ = Open("tablet-a");
+  auto bad = device_->VerifyBuckets();
+  ASSERT_TRUE(bad.ok());
+  EXPECT_THAT(*bad, ::testing::ElementsAre(kUnit));
+  ASSERT_TRUE(device_->ResetBucket(kUnit).ok());
+  Sync(device_.get());
+  EXPECT_EQ(FieldOf(**device_->Read(1, Id(1), true), 3).int_value(), 5);
+  EXPECT_TRUE(device_->Read(2, Id(2), true)->has_value());
+  EXPECT_TRUE(device_->VerifyBuckets()->empty());
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+}
+
+TEST_F(DeviceStoreTest, ADivergedRunningSumIsAMismatchAtTheNextCheckpoint) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
+  Sync(device_.get());
+  device_.reset();
+  {
+    auto db = Db::Open(dir_.File("a.db"));
+    ASSERT_TRUE((*db)->Exec("UPDATE _buckets SET checksum = checksum + 1").ok());
+  }
+  device_ = Open("tablet-a");
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{3, IntValue(6)}})}).ok());
+  auto ack = server_->Apply(Writer{"tablet-a", device_->node()}, *device_->PendingBatch());
+  ASSERT_TRUE(device_->Acknowledge(*ack).ok());
+  auto result = device_->ApplyDownload(*server_->ChangesSince(*device_->Cursors()));
+  ASSERT_TRUE(result.ok());
+  EXPECT_THAT(result->mismatched, ::testing::ElementsAre(kUnit));
+}
+
+TEST_F(DeviceStoreTest, BadLocalWritesAreRefusedAndNothingIsStored) {
+  EXPECT_THAT(device_->Write({}).status().message(), HasSubstr("at least one change"));
+  EXPECT_THAT(device_->Write({Change(1, Id(1), {{3, IntValue(1)}})}).status().message(),
+              HasSubstr("needs its unit"));
+  EXPECT_EQ(device_->Write({Deletion(1, Id(1))}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(-4)}})})
+                  .status()
+                  .message(),
+              HasSubstr("item.count: -4 is outside"));
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}})}).ok());
+  EXPECT_THAT(device_->Write({Change(1, Id(1), {{2, IntValue(7)}})}).status().message(),
+              HasSubstr("bucket cannot change"));
+  EXPECT_EQ(*device_->PendingCount(), 1);
+}
+
+TEST_F(DeviceStoreTest, OpeningAnotherDevicesOrAServerStoreFails) {
+  device_.reset();
+  auto other = DeviceStore::Open(dir_.File("a.db"), &schema_, "tablet-b");
+  EXPECT_THAT(other.status().message(), HasSubstr("belongs to another device"));
+  server_.reset();
+  auto server_file = DeviceStore::Open(dir_.File("server.db"), &schema_, "tablet-a");
+  EXPECT_THAT(server_file.status().message(), HasSubstr("server store, not a device store"));
+  EXPECT_THAT(DeviceStore::Open(dir_.File("x.db"), &schema_, "").status().message(),
+              HasSubstr("device_id"));
+}
+
+TEST_F(DeviceStoreTest, UnsubscribePurgesTheBucket) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
+  Sync(device_.get());
+  ASSERT_TRUE(device_->Unsubscribe(kUnit).ok());
+  EXPECT_FALSE(device_->Read(1, Id(1), true)->has_value());
+  EXPECT_TRUE(device_->Cursors()->empty());
+}
+
+}  // namespace
+}  // namespace kcnet::sync

@@ -1,0 +1,366 @@
+#include "sync/server_store.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::sync {
+namespace {
+
+using ::kcnet::testing::Change;
+using ::kcnet::testing::Deletion;
+using ::kcnet::testing::FieldOf;
+using ::kcnet::testing::Id;
+using ::kcnet::testing::IntValue;
+using ::kcnet::testing::StringValue;
+using ::kcnet::v1::MutationBatch;
+using ::kcnet::v1::PushAck;
+using ::kcnet::v1::RecordChange;
+using ::testing::HasSubstr;
+
+constexpr int64_t kT0 = 1764000000000;
+constexpr int64_t kUnit = 42;
+
+class ServerStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    store_.reset();
+    ServerStoreOptions options;
+    options.clock = &wall_;
+    options.max_batch_mutations = 50;
+    auto store = ServerStore::Open(dir_.File("server.db"), &schema_, options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  static Writer Device(const std::string& name) { return Writer{name, NodeIdFor(name)}; }
+
+  // One mutation `seq` of `device`, its changes stamped `hlc` and based on `base_op`.
+  static MutationBatch One(uint64_t seq, std::vector<RecordChange> changes, uint64_t hlc,
+                           uint64_t base_op = 0) {
+    MutationBatch batch;
+    auto* m = batch.add_mutations();
+    m->set_seq(seq);
+    for (auto& c : changes) {
+      c.set_hlc(hlc);
+      c.set_base_op(base_op);
+      *m->add_changes() = c;
+    }
+    return batch;
+  }
+
+  PushAck MustApply(const Writer& w, const MutationBatch& batch) {
+    auto ack = store_->Apply(w, batch);
+    EXPECT_TRUE(ack.ok()) << ack.status();
+    return ack.ok() ? *ack : PushAck();
+  }
+
+  RecordChange MustRead(const std::string& id) {
+    auto r = store_->ReadRecord(1, id);
+    EXPECT_TRUE(r.ok() && r->has_value());
+    return r.ok() && r->has_value() ? **r : RecordChange();
+  }
+
+  uint64_t Checksum() { return store_->Checkpoint(kUnit)->checksum(); }
+
+  kcnet::testing::TempDir dir_;
+  Schema schema_ = kcnet::testing::TestSchema();
+  FakeClock wall_{kT0};
+  std::unique_ptr<ServerStore> store_;
+  const Writer a_ = Device("tablet-a");
+  const Writer b_ = Device("tablet-b");
+};
+
+TEST_F(ServerStoreTest, CreateThenReadAssignsOpsAndChecksum) {
+  PushAck ack = MustApply(
+      a_, One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}, HlcPack(kT0, 0)));
+  ASSERT_EQ(ack.results_size(), 1);
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(ack.results(0).op(), 1u);
+  EXPECT_EQ(ack.last_applied_seq(), 1u);
+  const RecordChange r = MustRead(Id(1));
+  EXPECT_EQ(FieldOf(r, 3).int_value(), 5);
+  EXPECT_EQ(r.node(), a_.node);
+  auto cp = store_->Checkpoint(kUnit);
+  EXPECT_EQ(cp->op(), 1u);
+  EXPECT_EQ(cp->records(), 1u);
+  EXPECT_NE(cp->checksum(), 0u);
+}
+
+TEST_F(ServerStoreTest, NewerWriteWinsPerFieldAndOlderLoses) {
+  MustApply(
+      a_,
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}, {5, StringValue("a")}})},
+          HlcPack(kT0, 0)));
+  // B saw op 1 and sets count later: wins, no conflict.
+  PushAck ack =
+      MustApply(b_, One(1, {Change(1, Id(1), {{3, IntValue(2)}})}, HlcPack(kT0 + 10, 0), 1));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  // A (based on op 1, i.e. it never saw B's op 2) sets label later and count earlier.
+  MutationBatch batch =
+      One(2, {Change(1, Id(1), {{3, IntValue(3)}, {5, StringValue("b")}})}, HlcPack(kT0 + 5, 0), 1);
+  ack = MustApply(a_, batch);
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT);
+  ASSERT_EQ(ack.results(0).conflicts_size(), 1);
+  const auto& c = ack.results(0).conflicts(0);
+  EXPECT_EQ(c.field(), 3u);
+  EXPECT_EQ(c.winner_value().int_value(), 2);
+  EXPECT_EQ(c.winner_node(), b_.node);
+  EXPECT_EQ(c.loser_value().int_value(), 3);
+  EXPECT_EQ(c.loser_mutation().device_id(), "tablet-a");
+  const RecordChange r = MustRead(Id(1));
+  EXPECT_EQ(FieldOf(r, 3).int_value(), 2);       // B's newer count kept
+  EXPECT_EQ(FieldOf(r, 5).string_value(), "b");  // A's label taken
+  auto listed = store_->ListConflicts({kUnit}, false, 0, 10);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].id(), c.id());
+  ASSERT_TRUE(store_->MarkConflictResolved(c.id()).ok());
+  EXPECT_TRUE(store_->ListConflicts({kUnit}, false, 0, 10)->empty());
+  EXPECT_EQ(store_->MarkConflictResolved(999).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerStoreTest, ANewerConcurrentWriteRecordsTheOverwrittenValue) {
+  MustApply(a_,
+            One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0)));
+  MustApply(a_, One(2, {Change(1, Id(1), {{3, IntValue(7)}})}, HlcPack(kT0 + 1, 0), 1));
+  // B edits from op 1 (it never saw A's 7) with a later clock: B wins, A's 7 is recorded.
+  PushAck ack =
+      MustApply(b_, One(1, {Change(1, Id(1), {{3, IntValue(9)}})}, HlcPack(kT0 + 2, 0), 1));
+  ASSERT_EQ(ack.results(0).conflicts_size(), 1);
+  EXPECT_EQ(ack.results(0).conflicts(0).loser_value().int_value(), 7);
+  EXPECT_EQ(ack.results(0).conflicts(0).loser_node(), a_.node);
+  EXPECT_EQ(FieldOf(MustRead(Id(1)), 3).int_value(), 9);
+}
+
+TEST_F(ServerStoreTest, DeleteWinsOverConcurrentAndLaterUpdates) {
+  MustApply(a_,
+            One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0)));
+  MustApply(b_, One(1, {Deletion(1, Id(1))}, HlcPack(kT0 + 1, 0), 1));
+  // A's later-clocked update of the deleted record: ignored, reported as a conflict.
+  PushAck ack =
+      MustApply(a_, One(2, {Change(1, Id(1), {{3, IntValue(5)}})}, HlcPack(kT0 + 9, 0), 1));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT);
+  EXPECT_EQ(ack.results(0).conflicts(0).loser_value().int_value(), 5);
+  EXPECT_TRUE(MustRead(Id(1)).deleted());
+  EXPECT_EQ(store_->Checkpoint(kUnit)->records(), 0u);
+}
+
+TEST_F(ServerStoreTest, RetriedBatchIsADuplicateAndChangesNothing) {
+  MutationBatch batch =
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0));
+  MustApply(a_, batch);
+  const uint64_t sum = Checksum();
+  const uint64_t op = store_->last_op();
+  PushAck again = MustApply(a_, batch);
+  EXPECT_EQ(again.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+  EXPECT_EQ(again.last_applied_seq(), 1u);
+  EXPECT_EQ(Checksum(), sum);
+  EXPECT_EQ(store_->last_op(), op);
+  // The sequence survives a restart.
+  Reopen();
+  EXPECT_EQ(MustApply(a_, batch).results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+  EXPECT_EQ(*store_->LastAppliedSeq("tablet-a"), 1u);
+  EXPECT_EQ(store_->last_op(), op);
+}
+
+TEST_F(ServerStoreTest, AGapInSequencesIsOutOfOrderAndNotApplied) {
+  MutationBatch batch = One(2, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 0));
+  PushAck ack = MustApply(a_, batch);
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_OUT_OF_ORDER);
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("push again from 1"));
+  EXPECT_EQ(ack.last_applied_seq(), 0u);
+  EXPECT_FALSE(store_->ReadRecord(1, Id(1))->has_value());
+}
+
+TEST_F(ServerStoreTest, ARefusedMutationChangesNothingAndTheRestOfTheBatchApplies) {
+  MustApply(a_,
+            One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0)));
+  const uint64_t sum = Checksum();
+  MutationBatch batch;
+  auto* bad = batch.add_mutations();
+  bad->set_seq(2);
+  // A valid change to record 1 followed by an invalid one: all or nothing.
+  auto ok_change = Change(1, Id(1), {{3, IntValue(50)}});
+  ok_change.set_hlc(HlcPack(kT0 + 1, 0));
+  ok_change.set_base_op(1);
+  *bad->add_changes() = ok_change;
+  auto bad_change = Change(1, Id(2), {{2, IntValue(kUnit)}, {4, kcnet::testing::DoubleValue(123)}});
+  bad_change.set_hlc(HlcPack(kT0 + 1, 0));
+  *bad->add_changes() = bad_change;
+  auto* good = batch.add_mutations();
+  good->set_seq(3);
+  auto note = Change(2, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("ok")}});
+  note.set_hlc(HlcPack(kT0 + 2, 0));
+  *good->add_changes() = note;
+
+  PushAck ack = MustApply(a_, batch);
+  ASSERT_EQ(ack.results_size(), 2);
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(ack.results(0).field(), "changes[1].fields[1]");
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("item.ratio: 123 is outside"));
+  // The server's values come back so that the device can roll back.
+  ASSERT_EQ(ack.results(0).server_values_size(), 1);
+  EXPECT_EQ(FieldOf(ack.results(0).server_values(0), 3).int_value(), 1);
+  EXPECT_EQ(ack.results(1).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(ack.last_applied_seq(), 3u);
+  EXPECT_EQ(FieldOf(MustRead(Id(1)), 3).int_value(), 1);
+  EXPECT_FALSE(store_->ReadRecord(1, Id(2))->has_value());
+  EXPECT_NE(Checksum(), sum);  // the note was added...
+  auto recomputed = [&] {
+    return ServerStore::Open(dir_.File("server.db"), &schema_)
+        .value()
+        ->Checkpoint(kUnit)
+        ->checksum();
+  };
+  EXPECT_EQ(Checksum(), recomputed());
+}
+
+TEST_F(ServerStoreTest, BadInputIsRefusedWithTheFieldAndNothingChanges) {
+  MustApply(a_,
+            One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0)));
+  const uint64_t sum = Checksum();
+  const uint64_t op = store_->last_op();
+  struct Case {
+    RecordChange change;
+    uint64_t hlc;
+    std::string field;
+    std::string reason;
+  };
+  const uint64_t ok_hlc = HlcPack(kT0 + 1, 0);
+  const uint64_t future = HlcPack(kT0 + 3600 * 1000, 0);
+  std::vector<Case> cases = {
+      {Change(7, Id(1), {}), ok_hlc, "changes[0].type", "unknown record type 7"},
+      {Change(1, Id(1), {{99, IntValue(1)}}), ok_hlc, "changes[0].fields[0]", "unknown field 99"},
+      {Change(1, Id(1), {{3, StringValue("x")}}), ok_hlc, "changes[0].fields[0]",
+       "expected a value of type int"},
+      {Change(1, "bad-id", {{3, IntValue(1)}}), ok_hlc, "changes[0].id", "16-byte UUID"},
+      {Change(1, Id(1), {{3, IntValue(2)}}), future, "changes[0].hlc", "ahead"},
+      {Change(1, Id(1), {{3, IntValue(2)}}), 0, "changes[0].hlc", "missing clock"},
+      {Change(1, Id(1), {{2, IntValue(7)}}), ok_hlc, "changes[0].fields[0]",
+       "bucket cannot change"},
+      {Change(1, Id(5), {{3, IntValue(2)}}), ok_hlc, "changes[0].fields", "needs its unit"},
+      {Deletion(1, Id(6)), ok_hlc, "changes[0].id", "does not exist"},
+  };
+  uint64_t seq = 1;
+  for (const Case& c : cases) {
+    PushAck ack = MustApply(b_, One(seq, {c.change}, c.hlc, 1));
+    ASSERT_EQ(ack.results_size(), 1);
+    EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED) << c.reason;
+    EXPECT_EQ(ack.results(0).field(), c.field) << c.reason;
+    EXPECT_THAT(ack.results(0).reason(), HasSubstr(c.reason));
+    // A refusal is final: the sequence moves on.
+    EXPECT_EQ(ack.last_applied_seq(), seq) << c.reason;
+    seq = ack.last_applied_seq() + 1;
+  }
+  EXPECT_EQ(Checksum(), sum);
+  EXPECT_EQ(store_->last_op(), op);
+}
+
+TEST_F(ServerStoreTest, ABatchOverTheLimitsIsRefusedWhole) {
+  MutationBatch batch;
+  for (int i = 1; i <= 51; ++i) {
+    auto* m = batch.add_mutations();
+    m->set_seq(i);
+    auto c = Change(2, Id(i), {{2, IntValue(kUnit)}});
+    c.set_hlc(HlcPack(kT0, 0));
+    *m->add_changes() = c;
+  }
+  auto ack = store_->Apply(a_, batch);
+  EXPECT_EQ(ack.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ack.status().message(), HasSubstr("batch.mutations: 51 mutations, at most 50"));
+  EXPECT_EQ(store_->last_op(), 0u);
+  EXPECT_EQ(*store_->LastAppliedSeq("tablet-a"), 0u);
+}
+
+TEST_F(ServerStoreTest, ChangesSincePagesPerBucketInOpOrderWithCheckpoints) {
+  // 5 items and 3 notes in bucket 42, interleaved; 2 items in bucket 43.
+  uint64_t seq = 0;
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t type = i % 3 == 2 ? 2 : 1;
+    MustApply(a_, One(++seq, {Change(type, Id(i), {{2, IntValue(kUnit)}})}, HlcPack(kT0, i)));
+  }
+  for (int i = 0; i < 2; ++i) {
+    MustApply(a_, One(++seq, {Change(1, Id(100 + i), {{2, IntValue(43)}})}, HlcPack(kT0, 20 + i)));
+  }
+  // Update item 0 last: it moves to the end of bucket 42's log.
+  MustApply(a_, One(++seq, {Change(1, Id(0), {{3, IntValue(9)}})}, HlcPack(kT0, 30), 1));
+
+  kcnet::v1::BucketCursor cursor;
+  cursor.set_bucket(kUnit);
+  std::vector<uint64_t> ops;
+  int pages = 0;
+  while (true) {
+    auto batch = store_->ChangesSince({cursor}, DownloadLimits{.max_changes = 3});
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    ++pages;
+    for (const auto& c : batch->changes()) {
+      EXPECT_EQ(c.bucket(), kUnit);
+      ops.push_back(c.op());
+    }
+    ASSERT_EQ(batch->cursors_size(), 1);
+    cursor.set_op(batch->cursors(0).op());
+    if (!batch->more()) {
+      ASSERT_EQ(batch->checkpoints_size(), 1);
+      EXPECT_EQ(batch->checkpoints(0).checksum(), Checksum());
+      EXPECT_EQ(batch->checkpoints(0).op(), cursor.op());
+      break;
+    }
+    ASSERT_LT(pages, 10);
+  }
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(ops.size(), 8u);  // each record once, at its latest op
+  EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
+  EXPECT_EQ(ops.back(), store_->last_op());
+
+  // From a cursor after the creation, only the changed field comes down.
+  kcnet::v1::BucketCursor late;
+  late.set_bucket(kUnit);
+  late.set_op(ops[ops.size() - 2]);
+  auto tail = store_->ChangesSince({late});
+  ASSERT_EQ(tail->changes_size(), 1);
+  ASSERT_EQ(tail->changes(0).fields_size(), 1);
+  EXPECT_EQ(tail->changes(0).fields(0).field(), 3u);
+}
+
+TEST_F(ServerStoreTest, ValidatorRefusalsComeBackAsReasons) {
+  MutationValidator no_labels = [](const kcnet::v1::Mutation& m, RecordReader&) {
+    for (const auto& c : m.changes()) {
+      for (const auto& f : c.fields()) {
+        if (f.field() == 5)
+          return absl::PermissionDeniedError("label: collaborators may not set it");
+      }
+    }
+    return absl::OkStatus();
+  };
+  auto ack = store_->Apply(
+      a_,
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {5, StringValue("x")}})}, HlcPack(kT0, 0)),
+      no_labels);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(ack->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack->results(0).reason(), HasSubstr("may not set it"));
+  EXPECT_FALSE(store_->ReadRecord(1, Id(1))->has_value());
+}
+
+TEST_F(ServerStoreTest, RefusesToOpenAForeignOrNewerFile) {
+  store_.reset();
+  {
+    auto db = Db::Open(dir_.File("other.db"));
+    ASSERT_TRUE((*db)->Exec("CREATE TABLE photos(x)").ok());
+  }
+  auto foreign = ServerStore::Open(dir_.File("other.db"), &schema_);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(foreign.status().message(), HasSubstr("not a kcnet store"));
+  {
+    auto db = Db::Open(dir_.File("server.db"));
+    ASSERT_TRUE((*db)->Exec("PRAGMA user_version = 99").ok());
+  }
+  auto newer = ServerStore::Open(dir_.File("server.db"), &schema_);
+  EXPECT_THAT(newer.status().message(), HasSubstr("newer kcnet"));
+}
+
+}  // namespace
+}  // namespace kcnet::sync
