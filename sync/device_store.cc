@@ -79,7 +79,8 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
   if (!records.ok()) return records.status();
   store->records_ = std::move(*records);
   absl::Status status = store->db_->Exec(
-      "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL, "
+      "floor INTEGER NOT NULL DEFAULT 0);"
       "CREATE TABLE IF NOT EXISTS _outbox(seq INTEGER PRIMARY KEY, body BLOB NOT NULL, "
       "buckets TEXT NOT NULL, acked_op INTEGER);"
       "CREATE TABLE IF NOT EXISTS _reports(seq INTEGER PRIMARY KEY, mutation BLOB NOT NULL, "
@@ -407,11 +408,15 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
     ++result.applied;
   }
   for (const BucketCursor& c : batch.cursors()) {
-    absl::StatusOr<Statement*> stmt =
-        db_->Prepare("UPDATE _cursors SET op = max(op, ?2) WHERE bucket = ?1");
+    // The floor only moves up when the batch completes the bucket (floor == op); a
+    // delayed batch (op below ours) changes neither.
+    absl::StatusOr<Statement*> stmt = db_->Prepare(
+        "UPDATE _cursors SET floor = CASE WHEN ?2 >= op AND ?3 = ?2 THEN ?2 ELSE floor END, "
+        "op = max(op, ?2) WHERE bucket = ?1");
     if (!stmt.ok()) return fail(stmt.status());
     (*stmt)->BindInt(1, c.bucket());
     (*stmt)->BindInt(2, static_cast<int64_t>(c.op()));
+    (*stmt)->BindInt(3, static_cast<int64_t>(c.floor()));
     absl::Status status = (*stmt)->Run();
     (*stmt)->Reset();
     if (!status.ok()) return fail(status);
@@ -424,10 +429,11 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
     if (!cursor->has_value()) continue;
     absl::StatusOr<kcnet::v1::BucketCheckpoint> mine = records_->Checkpoint(cp.bucket());
     if (!mine.ok()) return fail(mine.status());
-    // A server behind our cursor (restored from a backup) also needs a re-fetch.
-    if (**cursor != cp.op() || mine->checksum() != cp.checksum()) {
-      result.mismatched.push_back(cp.bucket());
-    }
+    // A checkpoint older than our cursor comes from a delayed batch: nothing to compare.
+    // (A server restored behind our cursor is detected by the stream, which sees the
+    // server's checkpoint answer the device's own cursor.)
+    if (**cursor != cp.op()) continue;
+    if (mine->checksum() != cp.checksum()) result.mismatched.push_back(cp.bucket());
   }
   hlc_.Raise(max_hlc);
   status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
@@ -474,7 +480,8 @@ absl::Status DeviceStore::ResetBucket(int64_t bucket) {
 absl::StatusOr<std::vector<BucketCursor>> DeviceStore::Cursors() {
   absl::MutexLock lock(&mu_);
   std::vector<BucketCursor> out;
-  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT bucket, op FROM _cursors ORDER BY bucket");
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT bucket, op, floor FROM _cursors ORDER BY bucket");
   if (!stmt.ok()) return stmt.status();
   while (true) {
     absl::StatusOr<bool> has = (*stmt)->Step();
@@ -483,6 +490,7 @@ absl::StatusOr<std::vector<BucketCursor>> DeviceStore::Cursors() {
     BucketCursor& c = out.emplace_back();
     c.set_bucket((*stmt)->ColumnInt(0));
     c.set_op(static_cast<uint64_t>((*stmt)->ColumnInt(1)));
+    c.set_floor(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
   }
   (*stmt)->Reset();
   return out;

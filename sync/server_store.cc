@@ -48,7 +48,11 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
       "last_seq INTEGER NOT NULL) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS _conflicts(id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
       "resolved INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL);"
-      "CREATE INDEX IF NOT EXISTS _conflicts_bucket ON _conflicts(bucket, id);");
+      "CREATE INDEX IF NOT EXISTS _conflicts_bucket ON _conflicts(bucket, id);"
+      // Refusals are remembered until the device pushes past them, so that a retry after a
+      // lost acknowledgement gets the refusal again instead of DUPLICATE.
+      "CREATE TABLE IF NOT EXISTS _refusals(device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+      "result BLOB NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;");
   if (!status.ok()) return status;
   absl::StatusOr<std::optional<int64_t>> last_op = store->records_->GetMeta("last_op");
   if (!last_op.ok()) return last_op.status();
@@ -108,6 +112,18 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     (*stmt)->Reset();
   }
 
+  if (tracked && batch.mutations_size() > 0) {
+    // The device settled every refusal below its first sequence: forget them.
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("DELETE FROM _refusals WHERE device_id = ?1 AND seq < ?2");
+    if (!stmt.ok()) return fail(stmt.status());
+    (*stmt)->BindText(1, writer.device_id);
+    (*stmt)->BindInt(2, static_cast<int64_t>(batch.mutations(0).seq()));
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return fail(status);
+  }
+
   PushAck ack;
   bool gap = false;
   uint64_t max_hlc = 0;
@@ -116,7 +132,14 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     result->set_seq(m.seq());
     if (tracked) {
       if (m.seq() <= last_seq) {
-        result->set_outcome(kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+        absl::StatusOr<std::optional<MutationResult>> refused =
+            RememberedRefusal(writer.device_id, m.seq());
+        if (!refused.ok()) return fail(refused.status());
+        if (refused->has_value()) {
+          *result = **refused;
+        } else {
+          result->set_outcome(kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+        }
         continue;
       }
       if (gap || m.seq() != last_seq + 1) {
@@ -148,6 +171,17 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
         absl::StatusOr<std::optional<RecordChange>> current = Read(change.type(), change.id());
         if (!current.ok() && IsStorageFailure(current.status())) return fail(current.status());
         if (current.ok() && current->has_value()) *result->add_server_values() = **current;
+      }
+      if (tracked) {
+        absl::StatusOr<Statement*> stmt = db_->Prepare(
+            "INSERT OR REPLACE INTO _refusals(device_id, seq, result) VALUES (?1, ?2, ?3)");
+        if (!stmt.ok()) return fail(stmt.status());
+        (*stmt)->BindText(1, writer.device_id);
+        (*stmt)->BindInt(2, static_cast<int64_t>(m.seq()));
+        (*stmt)->BindBlob(3, result->SerializeAsString());
+        status = (*stmt)->Run();
+        (*stmt)->Reset();
+        if (!status.ok()) return fail(status);
       }
     } else {
       status = db_->Exec("RELEASE mutation");
@@ -182,7 +216,29 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
   if (status.ok()) status = (*txn)->Commit();
   if (!status.ok()) return fail(status);
   ack.set_last_applied_seq(last_seq);
+  ack.set_server_op(last_op_);
   return ack;
+}
+
+absl::StatusOr<std::optional<MutationResult>> ServerStore::RememberedRefusal(
+    const std::string& device_id, uint64_t seq) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT result FROM _refusals WHERE device_id = ?1 AND seq = ?2");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(seq));
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  std::optional<MutationResult> out;
+  if (*has) {
+    out.emplace();
+    if (!out->ParseFromString(std::string((*stmt)->ColumnBlob(0)))) {
+      (*stmt)->Reset();
+      return absl::DataLossError("a remembered refusal does not parse");
+    }
+  }
+  (*stmt)->Reset();
+  return out;
 }
 
 absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
@@ -474,6 +530,7 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
       BucketCursor* out = batch.add_cursors();
       out->set_bucket(cursor.bucket());
       out->set_op(cp->op());
+      out->set_floor(cp->op());
       continue;
     }
     if (budget == 0 || bytes >= limits.max_bytes) {
@@ -488,7 +545,8 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
                               [&](absl::string_view id_text, const RowState& row) -> absl::Status {
                                 absl::StatusOr<std::string> id = UuidFromText(id_text);
                                 if (!id.ok()) return absl::DataLossError(id.status().message());
-                                changes.push_back(records_->ToChange(type, *id, row, cursor.op()));
+                                changes.push_back(records_->ToChange(
+                                    type, *id, row, std::min(cursor.floor(), cursor.op())));
                                 return absl::OkStatus();
                               });
       if (!status.ok()) return status;
@@ -508,6 +566,7 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
     BucketCursor* out = batch.add_cursors();
     out->set_bucket(cursor.bucket());
     out->set_op(reached);
+    out->set_floor(reached == cp->op() ? reached : std::min(cursor.floor(), cursor.op()));
     if (reached == cp->op()) {
       *batch.add_checkpoints() = *cp;
     } else {

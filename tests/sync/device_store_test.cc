@@ -194,6 +194,46 @@ TEST_F(DeviceStoreTest, ADivergedRunningSumIsAMismatchAtTheNextCheckpoint) {
   EXPECT_THAT(result->mismatched, ::testing::ElementsAre(kUnit));
 }
 
+// Found by the property test: a record updated while a device pages through its bucket
+// moves ahead of the device's cursor; the fields the device skipped must still arrive.
+TEST_F(DeviceStoreTest, ARecordThatMovesAheadDuringPagingArrivesWhole) {
+  Writer other{"other", NodeIdFor("other")};
+  uint64_t seq = 0;
+  auto push = [&](kcnet::v1::RecordChange c, uint64_t hlc, uint64_t base_op) {
+    kcnet::v1::MutationBatch b;
+    auto* m = b.add_mutations();
+    m->set_seq(++seq);
+    c.set_hlc(HlcPack(kT0, hlc));
+    c.set_base_op(base_op);
+    *m->add_changes() = c;
+    ASSERT_TRUE(server_->Apply(other, b).ok());
+  };
+  push(Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}, {5, StringValue("old")}}), 1,
+       0);                                                  // op 1
+  push(Change(2, Id(2), {{2, IntValue(kUnit)}}), 2, 0);     // op 2
+  push(Change(1, Id(1), {{5, StringValue("new")}}), 3, 1);  // op 3: label
+  // The device reads one change: the note at op 2. Its cursor passes op 1, where item 1
+  // was created, but item 1 now sits at op 3.
+  auto page = server_->ChangesSince(*device_->Cursors(), DownloadLimits{.max_changes = 1});
+  ASSERT_EQ(page->changes_size(), 1);
+  ASSERT_EQ(page->changes(0).type(), 2u);
+  ASSERT_TRUE(device_->ApplyDownload(*page).ok());
+  push(Change(1, Id(1), {{3, IntValue(9)}}), 4, 3);  // op 4: count
+  Sync(device_.get());
+  auto item = device_->Read(1, Id(1), true);
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ(FieldOf(**item, 2).int_value(), kUnit);
+  EXPECT_EQ(FieldOf(**item, 3).int_value(), 9);
+  EXPECT_EQ(FieldOf(**item, 5).string_value(), "new");
+  EXPECT_EQ(device_->RecomputeCheckpoint(kUnit)->checksum(),
+            server_->Checkpoint(kUnit)->checksum());
+  // Once complete, the floor is the cursor: the next update sends one field only.
+  push(Change(1, Id(1), {{3, IntValue(10)}}), 5, 4);
+  auto delta = server_->ChangesSince(*device_->Cursors());
+  ASSERT_EQ(delta->changes_size(), 1);
+  EXPECT_EQ(delta->changes(0).fields_size(), 1);
+}
+
 TEST_F(DeviceStoreTest, BadLocalWritesAreRefusedAndNothingIsStored) {
   EXPECT_THAT(device_->Write({}).status().message(), HasSubstr("at least one change"));
   EXPECT_THAT(device_->Write({Change(1, Id(1), {{3, IntValue(1)}})}).status().message(),

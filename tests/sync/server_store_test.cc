@@ -315,10 +315,12 @@ TEST_F(ServerStoreTest, ChangesSincePagesPerBucketInOpOrderWithCheckpoints) {
   EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
   EXPECT_EQ(ops.back(), store_->last_op());
 
-  // From a cursor after the creation, only the changed field comes down.
+  // From a complete cursor (floor = op) after the creation, only the changed field comes
+  // down; with floor 0, the whole record.
   kcnet::v1::BucketCursor late;
   late.set_bucket(kUnit);
   late.set_op(ops[ops.size() - 2]);
+  late.set_floor(late.op());
   auto tail = store_->ChangesSince({late});
   ASSERT_EQ(tail->changes_size(), 1);
   ASSERT_EQ(tail->changes(0).fields_size(), 1);
