@@ -1,0 +1,263 @@
+// The server's directory: the org-unit tree, the users and their assignments, password
+// sign-in and bearer tokens, kept in one SQLite file of its own.
+//
+// Org units have stable ids given by the system; the official code, name, level and
+// parent are attributes (codes are reused across reorganisations, see DOMAIN.md). The
+// whole tree, the users and the live tokens are cached in memory, so tree checks and
+// Authenticate() cost a hash lookup. Another process (kcnet-admin) may change the same
+// file while a server has it open: every call first checks SQLite's data_version and
+// reloads the caches when another connection has committed, so a user deactivated by the
+// admin tool is refused at once.
+//
+// Passwords are hashed with Argon2id (libsodium crypto_pwhash_str). Tokens are 32 random
+// bytes, base64url-encoded; only their SHA-256 is stored. Repeated failed sign-ins for a
+// username lock it out for a window that doubles with each further failure; the lock-out
+// counters live in memory only (a restart clears them).
+//
+// Thread-safety: Directory is thread-safe. One absl::Mutex guards the connection and the
+// caches; the slow password hashing runs outside it, so sign-ins do not stall
+// Authenticate().
+#ifndef KCNET_SERVER_DIRECTORY_DIRECTORY_H_
+#define KCNET_SERVER_DIRECTORY_DIRECTORY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/domain.pb.h"
+#include "sync/hlc.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::server {
+
+// The version of the directory file's layout (PRAGMA user_version). A file written by a
+// newer kcnet is refused at open; older files are migrated step by step.
+inline constexpr int kDirectorySchemaVersion = 1;
+
+// Argon2id cost parameters (libsodium's values, checked against sodium.h in the .cc).
+inline constexpr uint64_t kArgon2OpsLimitInteractive = 2;
+inline constexpr size_t kArgon2MemLimitInteractive = size_t{64} << 20;
+inline constexpr uint64_t kArgon2OpsLimitMin = 1;  // tests only: fast, weak
+inline constexpr size_t kArgon2MemLimitMin = 8192;
+
+struct DirectoryOptions {
+  sync::Clock* clock = sync::SystemClock();  // must outlive the Directory
+  absl::Duration token_ttl = absl::Hours(12);
+  // Argon2id cost of new password hashes. A hash made with other costs still verifies
+  // and is re-hashed with these at the next successful sign-in.
+  uint64_t password_ops_limit = kArgon2OpsLimitInteractive;
+  size_t password_mem_limit = kArgon2MemLimitInteractive;
+  // Lock-out: after `lockout_after_failures` consecutive failed sign-ins for a username,
+  // attempts are refused for `lockout_initial`, doubling with each further failure up to
+  // `lockout_max`. A streak whose last failure is over 15 minutes old is forgotten.
+  int lockout_after_failures = 5;
+  absl::Duration lockout_initial = absl::Seconds(1);
+  absl::Duration lockout_max = absl::Minutes(5);
+};
+
+// The caller behind a valid token: who it is and where it works.
+struct Principal {
+  int64_t user_id = 0;
+  std::string username;
+  kcnet::v1::Role role = kcnet::v1::ROLE_UNSPECIFIED;
+  std::vector<int64_t> org_unit_ids;  // roots of the subtrees the user works in
+};
+
+// What a successful Login() returns.
+struct LoginResult {
+  std::string token;       // the bearer token; shown once, never stored in clear
+  int64_t expires_ms = 0;  // Unix ms, by the directory's clock
+  kcnet::v1::User user;
+};
+
+// One org unit to add by official codes (see AddOrgUnits()).
+struct NewOrgUnit {
+  std::string code;
+  std::string name;
+  kcnet::v1::OrgUnitLevel level = kcnet::v1::ORG_UNIT_LEVEL_UNSPECIFIED;
+  std::string parent_code;  // empty for a root
+};
+
+// Which users ListUsers() returns.
+struct UserFilter {
+  // Only users assigned to at least one unit inside these subtrees; empty: everyone.
+  std::vector<int64_t> within;
+  bool include_inactive = true;
+};
+
+class Directory {
+ public:
+  // Opens (creating if needed) the directory file at `path` (":memory:" works), migrating
+  // an older layout. Fails with FAILED_PRECONDITION when the file was written by a newer
+  // kcnet or is some other SQLite file, with INTERNAL when libsodium cannot start, or with
+  // the storage error.
+  static absl::StatusOr<std::unique_ptr<Directory>> Open(const std::string& path,
+                                                         DirectoryOptions options = {});
+  ~Directory();
+  Directory(const Directory&) = delete;
+  Directory& operator=(const Directory&) = delete;
+
+  // ---- Org units ------------------------------------------------------------------
+
+  // The unit with this id, or NOT_FOUND.
+  absl::StatusOr<kcnet::v1::OrgUnit> GetOrgUnit(int64_t id);
+  // The unit currently holding this official code, or NOT_FOUND.
+  absl::StatusOr<kcnet::v1::OrgUnit> FindByCode(absl::string_view code);
+  // The children of `parent_id` (0: the roots), ordered by code. NOT_FOUND when the
+  // parent does not exist.
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> ListChildren(int64_t parent_id);
+  // True when `unit_id` is `root_id` or one of its descendants; false when either is
+  // unknown.
+  bool IsWithin(int64_t unit_id, int64_t root_id);
+  // Every unit id in the union of the subtrees of `roots`, ascending. NOT_FOUND when a
+  // root does not exist.
+  absl::StatusOr<std::vector<int64_t>> Subtree(const std::vector<int64_t>& roots);
+  // The commune-level unit ids (the sync buckets) in the union of the subtrees of
+  // `roots`, ascending. NOT_FOUND when a root does not exist.
+  absl::StatusOr<std::vector<int64_t>> Communes(const std::vector<int64_t>& roots);
+  // The number of org units.
+  size_t OrgUnitCount();
+
+  // Adds one unit under `parent_id` (0: a root), effective from now. Fails with
+  // INVALID_ARGUMENT naming the field (code: 1-32 of [A-Za-z0-9._-]; name: 1-200 bytes of
+  // UTF-8 without control characters; level: a known level, deeper than the parent's),
+  // NOT_FOUND for an unknown parent, ALREADY_EXISTS when the code is taken.
+  absl::StatusOr<kcnet::v1::OrgUnit> CreateOrgUnit(absl::string_view code, absl::string_view name,
+                                                   kcnet::v1::OrgUnitLevel level,
+                                                   int64_t parent_id);
+  // Adds `units` in one transaction, effective from now, parents before children in
+  // whatever order they are listed; a parent_code names a unit of `units` or of the
+  // directory. Returns the new units in the order given. All or nothing: fails with the
+  // same errors as CreateOrgUnit() (naming the unit's code) and nothing is added.
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> AddOrgUnits(const std::vector<NewOrgUnit>& units);
+
+  // ---- Users ----------------------------------------------------------------------
+
+  // Creates an active user. Fails with INVALID_ARGUMENT naming the field (username: 3-64
+  // of [a-z0-9._-]; display_name: 1-200 bytes of UTF-8; password: 8-1024 bytes; role: not
+  // unspecified; org_unit_ids: at least one), NOT_FOUND for an unknown org unit,
+  // ALREADY_EXISTS when the username is taken.
+  absl::StatusOr<kcnet::v1::User> CreateUser(absl::string_view username,
+                                             absl::string_view display_name,
+                                             absl::string_view password, kcnet::v1::Role role,
+                                             const std::vector<int64_t>& org_unit_ids);
+  // Replaces a user's role and org units; tokens stay valid and carry the new
+  // assignment. Fails like CreateUser() for role and org units, NOT_FOUND for an unknown
+  // user.
+  absl::StatusOr<kcnet::v1::User> AssignUser(int64_t user_id, kcnet::v1::Role role,
+                                             const std::vector<int64_t>& org_unit_ids);
+  // Sets a new password, revokes all the user's tokens and clears its lock-out. Fails
+  // with INVALID_ARGUMENT (password) or NOT_FOUND.
+  absl::Status ResetPassword(int64_t user_id, absl::string_view new_password);
+  // Deactivates the user and revokes its tokens; sign-in is refused from then on.
+  // Idempotent. Fails with NOT_FOUND for an unknown user.
+  absl::Status DeactivateUser(int64_t user_id);
+  // The user with this id / username, or NOT_FOUND.
+  absl::StatusOr<kcnet::v1::User> GetUser(int64_t id);
+  absl::StatusOr<kcnet::v1::User> FindUser(absl::string_view username);
+  // Users matching `filter`, ordered by username. NOT_FOUND when a `within` unit is
+  // unknown.
+  absl::StatusOr<std::vector<kcnet::v1::User>> ListUsers(const UserFilter& filter = {});
+
+  // ---- Sign-in and tokens ---------------------------------------------------------
+
+  // Checks the password and issues a token valid for token_ttl. Fails with
+  // UNAUTHENTICATED and the same message for an unknown username and a wrong password
+  // (and for a deactivated user, unless the password is right), or RESOURCE_EXHAUSTED
+  // saying when to retry while the username is locked out (the password is then not
+  // checked).
+  absl::StatusOr<LoginResult> Login(absl::string_view username, absl::string_view password);
+  // The principal behind `token`, or UNAUTHENTICATED when the token is unknown, expired,
+  // logged out, or its user was deactivated. A hash lookup; no password hashing.
+  absl::StatusOr<Principal> Authenticate(absl::string_view token);
+  // Revokes `token`. OK also when it was already unknown or expired.
+  absl::Status Logout(absl::string_view token);
+
+ private:
+  struct UserEntry {
+    kcnet::v1::User user;
+    std::string password_hash;
+  };
+  struct TokenEntry {
+    int64_t user_id = 0;
+    int64_t expires_ms = 0;
+  };
+  struct FailureEntry {
+    int failures = 0;
+    int64_t last_failure_ms = 0;
+    int64_t locked_until_ms = 0;
+  };
+
+  Directory(std::unique_ptr<sync::Db> db, DirectoryOptions options);
+
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reloads every cache from the file.
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reloads when another connection committed since the last load.
+  absl::Status RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CacheOrgUnitLocked(const kcnet::v1::OrgUnit& unit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Validates a new unit against the cache; `parent` is null for a root.
+  absl::Status CheckNewOrgUnitLocked(absl::string_view code, absl::string_view name,
+                                     kcnet::v1::OrgUnitLevel level,
+                                     const kcnet::v1::OrgUnit* parent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<kcnet::v1::OrgUnit> InsertOrgUnitLocked(absl::string_view code,
+                                                         absl::string_view name,
+                                                         kcnet::v1::OrgUnitLevel level,
+                                                         int64_t parent_id, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckAssignmentLocked(kcnet::v1::Role role, const std::vector<int64_t>& units)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteAssignmentLocked(int64_t user_id, const std::vector<int64_t>& units)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RevokeTokensLocked(int64_t user_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DeleteExpiredTokensLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordFailureLocked(const std::string& username, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<int64_t> SubtreeLocked(const std::vector<int64_t>& roots)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IsWithinLocked(int64_t unit_id, int64_t root_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The hash of a password nobody has, verified for unknown usernames so that they take
+  // as long as known ones.
+  const std::string& DummyHash();
+  absl::StatusOr<std::string> HashPassword(absl::string_view password) const;
+
+  const DirectoryOptions options_;
+  std::once_flag dummy_once_;
+  std::string dummy_hash_;
+
+  absl::Mutex mu_;
+  std::unique_ptr<sync::Db> db_ ABSL_GUARDED_BY(mu_);
+  int64_t data_version_ ABSL_GUARDED_BY(mu_) = -1;
+  absl::flat_hash_map<int64_t, kcnet::v1::OrgUnit> units_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int64_t> unit_by_code_ ABSL_GUARDED_BY(mu_);
+  // parent id (0 for roots) -> child ids, in no particular order.
+  absl::flat_hash_map<int64_t, std::vector<int64_t>> children_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, UserEntry> users_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int64_t> user_by_name_ ABSL_GUARDED_BY(mu_);
+  // SHA-256 of the token -> its user and expiry.
+  absl::flat_hash_map<std::string, TokenEntry> tokens_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, FailureEntry> failures_ ABSL_GUARDED_BY(mu_);
+  int64_t last_token_sweep_ms_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// "commune_collaborator", ... ; "unspecified" for anything else.
+std::string RoleName(kcnet::v1::Role role);
+// The role named by RoleName(), or INVALID_ARGUMENT listing the valid names.
+absl::StatusOr<kcnet::v1::Role> ParseRole(absl::string_view name);
+// "province", "district", "commune", "nation"; "unspecified" for anything else.
+std::string LevelName(kcnet::v1::OrgUnitLevel level);
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_DIRECTORY_DIRECTORY_H_
