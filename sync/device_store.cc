@@ -375,8 +375,9 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
       }
     } else {
       next.bucket = change.bucket();
+      // Fields the change does not carry stay unknown (empty stamp, op 0): any delivery of
+      // them wins, and until then the checksum tells the bucket is incomplete.
       next.fields.resize(type.fields.size());
-      for (FieldState& f : next.fields) f.stamp = stamp;  // op 0: any change wins
     }
     bool changed = false;
     if (change.deleted()) {
@@ -388,10 +389,12 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
     } else {
       for (const auto& f : change.fields()) {
         FieldState& state = next.fields[type.IndexOf(f.field())];
-        if (change.op() <= state.op) continue;
+        const Stamp field_stamp{f.hlc() != 0 ? f.hlc() : change.hlc(),
+                                f.node() != 0 ? f.node() : change.node()};
+        // Older news, or the same write again (on the server a field's stamp only grows).
+        if (change.op() <= state.op || field_stamp == state.stamp) continue;
         state.value = f.value();
-        state.stamp =
-            Stamp{f.hlc() != 0 ? f.hlc() : change.hlc(), f.node() != 0 ? f.node() : change.node()};
+        state.stamp = field_stamp;
         state.op = change.op();
         max_hlc = std::max<uint64_t>(max_hlc, state.stamp.hlc);
         changed = true;

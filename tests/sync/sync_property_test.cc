@@ -461,8 +461,19 @@ class Scenario {
       for (Device& d : devices_) RC_ASSERT(d.store->Checkpoint(b)->checksum() == sums[b - 1]);
     }
     for (const auto& [device, batch] : downloads_) {
+      // Read before re-applying, to show what changed if something does.
+      std::vector<std::string> before;
+      for (const auto& c : batch.changes()) {
+        auto r = devices_[device].store->Read(c.type(), c.id(), true);
+        before.push_back(r.ok() && r->has_value() ? (*r)->ShortDebugString() : "absent");
+      }
       auto result = devices_[device].store->ApplyDownload(batch);
       RC_ASSERT(result.ok());
+      if (result->applied != 0u) {
+        std::cerr << "re-applied batch changed " << devices_[device].name << ": "
+                  << batch.ShortDebugString() << "\n";
+        for (const auto& b : before) std::cerr << "  before: " << b << "\n";
+      }
       RC_ASSERT(result->applied == 0u);
     }
     for (int b = 1; b <= buckets_; ++b) {
