@@ -225,6 +225,14 @@ absl::StatusOr<MutationBatch> DeviceStore::PendingBatch(size_t max_mutations, si
     }
   }
   (*stmt)->Reset();
+  // Every sequence below the oldest unanswered one has its final answer stored here.
+  absl::StatusOr<int64_t> oldest =
+      db_->QueryInt("SELECT min(seq) FROM _outbox WHERE acked_op IS NULL", 0);
+  if (!oldest.ok()) return oldest.status();
+  absl::StatusOr<std::optional<int64_t>> last = records_->GetMeta("last_seq");
+  if (!last.ok()) return last.status();
+  batch.set_settled_through(*oldest > 0 ? static_cast<uint64_t>(*oldest - 1)
+                                        : static_cast<uint64_t>(last->value_or(0)));
   return batch;
 }
 
@@ -290,14 +298,10 @@ absl::StatusOr<std::vector<Report>> DeviceStore::Acknowledge(const PushAck& ack)
       reports.push_back(Report{m, r});
     }
   }
-  // Everything up to last_applied_seq is final on the server.
-  absl::StatusOr<Statement*> settle =
-      db_->Prepare("UPDATE _outbox SET acked_op = 0 WHERE seq <= ?1 AND acked_op IS NULL");
-  if (!settle.ok()) return settle.status();
-  (*settle)->BindInt(1, static_cast<int64_t>(ack.last_applied_seq()));
-  absl::Status status = (*settle)->Run();
-  (*settle)->Reset();
-  if (status.ok()) status = PruneAcked();
+  // Only mutations answered here are settled. One below last_applied_seq without an
+  // answer (its acknowledgement was lost) is pushed again: the server answers it again,
+  // DUPLICATE or the remembered refusal, never silently.
+  absl::Status status = PruneAcked();
   if (status.ok()) status = (*txn)->Commit();
   if (!status.ok()) return status;
   return reports;

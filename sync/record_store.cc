@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <tuple>
 
+#include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -42,7 +44,9 @@ uint64_t ZigZag(int64_t v) {
 int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
 void PutFixed64(std::string* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+  char bytes[8];
+  absl::little_endian::Store64(bytes, v);
+  out->append(bytes, 8);
 }
 
 // The canonical bytes of a value for hashing: a kind tag, then a fixed encoding.
@@ -147,16 +151,21 @@ struct Baseline {
   friend bool operator==(const Baseline&, const Baseline&) = default;
 };
 
-// The most common (stamp, op) among the fields; ties go to the highest.
+// The most common (stamp, op) among the fields; ties go to the highest. Rows have a
+// few dozen fields at most, so a quadratic scan beats any allocation.
 Baseline ChooseBaseline(const RowState& row) {
-  std::map<std::tuple<uint64_t, uint64_t, uint64_t>, int> counts;
-  for (const FieldState& f : row.fields) counts[{f.stamp.hlc, f.stamp.node, f.op}]++;
   Baseline best;
-  int best_count = -1;
-  for (const auto& [key, count] : counts) {
-    if (count >= best_count) {
+  int best_count = 0;
+  for (size_t i = 0; i < row.fields.size(); ++i) {
+    const Baseline candidate{row.fields[i].stamp, row.fields[i].op};
+    int count = 0;
+    for (const FieldState& f : row.fields) {
+      if (f.stamp == candidate.stamp && f.op == candidate.op) ++count;
+    }
+    if (count > best_count || (count == best_count && std::tie(candidate.stamp, candidate.op) >
+                                                          std::tie(best.stamp, best.op))) {
+      best = candidate;
       best_count = count;
-      best = Baseline{Stamp{std::get<0>(key), std::get<1>(key)}, std::get<2>(key)};
     }
   }
   return best;
@@ -165,10 +174,22 @@ Baseline ChooseBaseline(const RowState& row) {
 }  // namespace
 
 uint64_t StableHash64(absl::string_view bytes, uint64_t seed) {
-  uint64_t h = 0xcbf29ce484222325ull ^ seed;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ull;
+  // Eight bytes at a time (little-endian, the last word zero-padded), each multiplied in
+  // and folded; the length goes in first and a splitmix64 finaliser goes last.
+  uint64_t h = seed ^ (bytes.size() * 0x9e3779b97f4a7c15ull);
+  size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    const uint64_t w = absl::little_endian::Load64(bytes.data() + i);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  if (i < bytes.size()) {
+    uint64_t w = 0;
+    for (int k = 0; i + k < bytes.size(); ++k) {
+      w |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i + k])) << (8 * k);
+    }
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
   }
   h ^= h >> 30;
   h *= 0xbf58476d1ce4e5b9ull;
@@ -575,8 +596,8 @@ absl::StatusOr<std::vector<int64_t>> RecordStore::Buckets() {
 
 uint64_t RecordStore::RowHash(const RecordTypeSpec& type, absl::string_view id_text,
                               const RowState& row) const {
-  std::string buf;
-  buf.reserve(256);
+  std::string& buf = hash_buffer_;  // reused: RowHash runs twice per write
+  buf.clear();
   PutFixed64(&buf, type.type);
   PutFixed64(&buf, id_text.size());
   buf.append(id_text.data(), id_text.size());

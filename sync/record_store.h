@@ -133,10 +133,12 @@ class RecordStore {
   absl::flat_hash_map<int64_t, BucketDelta> txn_;
   // Per type: SELECT/INSERT/SCAN statements' SQL.
   absl::flat_hash_map<uint32_t, std::string> select_sql_, write_sql_, scan_sql_;
+  mutable std::string hash_buffer_;
 };
 
-// A stable 64-bit hash of bytes (FNV-1a with a splitmix64 finaliser); the checksum's
-// building block, specified in docs/SYNC_CORE.md so that other clients can compute it.
+// A stable 64-bit hash of bytes (word-at-a-time multiply-fold with a splitmix64
+// finaliser); the checksum's building block, specified in docs/SYNC_CORE.md so that other
+// clients can compute it.
 uint64_t StableHash64(absl::string_view bytes, uint64_t seed = 0);
 
 }  // namespace kcnet::sync

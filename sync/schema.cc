@@ -108,8 +108,8 @@ const RecordTypeSpec* Schema::FindByName(absl::string_view name) const {
 absl::Status Schema::ValidateValue(const RecordTypeSpec& type, const FieldSpec& field,
                                    const kcnet::v1::Value& value) {
   using V = kcnet::v1::Value;
-  const std::string where = absl::StrCat(type.name, ".", field.name);
   if (value.kind_case() == V::KIND_NOT_SET) return absl::OkStatus();
+  const std::string where = absl::StrCat(type.name, ".", field.name);
   auto wrong_type = [&]() {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": expected a value of type ", FieldTypeName(field.type)));
@@ -177,19 +177,23 @@ absl::Status Schema::ValidateChange(const kcnet::v1::RecordChange& change, absl:
   if (change.deleted() && change.fields_size() > 0) {
     return fail(absl::StrCat(path, ".fields"), "a deletion carries no fields");
   }
-  absl::flat_hash_set<uint32_t> seen;
+  // Field numbers seen so far; paths are built only for an error (this is a hot path).
+  uint64_t seen_low = 0;
+  absl::flat_hash_set<uint32_t> seen_high;
   for (int i = 0; i < change.fields_size(); ++i) {
     const kcnet::v1::FieldChange& fc = change.fields(i);
-    const std::string where = absl::StrCat(path, ".fields[", i, "]");
+    auto where = [&]() { return absl::StrCat(path, ".fields[", i, "]"); };
     const FieldSpec* field = type->Field(fc.field());
     if (field == nullptr) {
-      return fail(where, absl::StrCat("unknown field ", fc.field(), " of ", type->name));
+      return fail(where(), absl::StrCat("unknown field ", fc.field(), " of ", type->name));
     }
-    if (!seen.insert(fc.field()).second) {
-      return fail(where, absl::StrCat(type->name, ".", field->name, " appears twice"));
-    }
+    const bool repeated = fc.field() < 64 ? (seen_low & (uint64_t{1} << fc.field())) != 0
+                                          : !seen_high.insert(fc.field()).second;
+    if (fc.field() < 64) seen_low |= uint64_t{1} << fc.field();
+    if (repeated)
+      return fail(where(), absl::StrCat(type->name, ".", field->name, " appears twice"));
     absl::Status status = ValidateValue(*type, *field, fc.value());
-    if (!status.ok()) return fail(where, status.message());
+    if (!status.ok()) return fail(where(), status.message());
   }
   return absl::OkStatus();
 }

@@ -63,6 +63,14 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
   return store;
 }
 
+absl::Status ServerStore::RunCached(const std::string& sql) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
 uint64_t ServerStore::last_op() {
   absl::MutexLock lock(&mu_);
   return last_op_;
@@ -112,13 +120,13 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     (*stmt)->Reset();
   }
 
-  if (tracked && batch.mutations_size() > 0) {
-    // The device settled every refusal below its first sequence: forget them.
+  if (tracked && batch.settled_through() > 0) {
+    // The device has taken these answers: their refusals need no repeating.
     absl::StatusOr<Statement*> stmt =
-        db_->Prepare("DELETE FROM _refusals WHERE device_id = ?1 AND seq < ?2");
+        db_->Prepare("DELETE FROM _refusals WHERE device_id = ?1 AND seq <= ?2");
     if (!stmt.ok()) return fail(stmt.status());
     (*stmt)->BindText(1, writer.device_id);
-    (*stmt)->BindInt(2, static_cast<int64_t>(batch.mutations(0).seq()));
+    (*stmt)->BindInt(2, static_cast<int64_t>(batch.settled_through()));
     absl::Status status = (*stmt)->Run();
     (*stmt)->Reset();
     if (!status.ok()) return fail(status);
@@ -150,14 +158,15 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
         continue;
       }
     }
-    absl::Status status = db_->Exec("SAVEPOINT mutation");
+    absl::Status status = RunCached("SAVEPOINT mutation");
     if (!status.ok()) return fail(status);
     const uint64_t op_before = last_op_;
     Refusal refusal;
     status = ApplyMutation(writer, m, validator, result, &refusal);
     if (!status.ok()) return fail(status);
     if (!refusal.status.ok()) {
-      status = db_->Exec("ROLLBACK TO mutation; RELEASE mutation");
+      status = RunCached("ROLLBACK TO mutation");
+      if (status.ok()) status = RunCached("RELEASE mutation");
       if (!status.ok()) return fail(status);
       status = records_->AbandonUnit();
       if (!status.ok()) return fail(status);
@@ -184,7 +193,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
         if (!status.ok()) return fail(status);
       }
     } else {
-      status = db_->Exec("RELEASE mutation");
+      status = RunCached("RELEASE mutation");
       if (!status.ok()) return fail(status);
       records_->CommitUnit();
       result->set_outcome(result->conflicts_size() > 0
@@ -270,13 +279,13 @@ absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
     if (!status.ok()) return refuse(absl::StrCat(path, ".hlc"), status.message());
     for (int j = 0; j < change.fields_size(); ++j) {
       const auto& f = change.fields(j);
-      const std::string fpath = absl::StrCat(path, ".fields[", j, "]");
+      auto fpath = [&]() { return absl::StrCat(path, ".fields[", j, "]"); };
       if (f.node() != 0 && f.node() != writer.node) {
-        return refuse(fpath + ".node", "a writer may only stamp its own node id");
+        return refuse(fpath() + ".node", "a writer may only stamp its own node id");
       }
       if (f.hlc() != 0) {
         status = hlc_.CheckSkew(f.hlc());
-        if (!status.ok()) return refuse(fpath + ".hlc", status.message());
+        if (!status.ok()) return refuse(fpath() + ".hlc", status.message());
       }
     }
   }

@@ -124,6 +124,8 @@ class ServerStore : private RecordReader {
                            kcnet::v1::MutationResult* result, Refusal* refusal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RecordConflict(kcnet::v1::Conflict* conflict) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs a statement without rows through the statement cache (SAVEPOINT and friends).
+  absl::Status RunCached(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
       const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -166,6 +166,24 @@ TEST_F(ServerStoreTest, RetriedBatchIsADuplicateAndChangesNothing) {
   EXPECT_EQ(store_->last_op(), op);
 }
 
+// Found by the property test: a refusal whose acknowledgement is lost must be answered
+// again on retry, not turned into DUPLICATE, until the device says it has settled it.
+TEST_F(ServerStoreTest, ARetriedRefusalIsRefusedAgainUntilTheDeviceSettlesIt) {
+  MutationBatch bad =
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(-1)}})}, HlcPack(kT0, 0));
+  EXPECT_EQ(MustApply(a_, bad).results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  PushAck again = MustApply(a_, bad);  // the first acknowledgement was lost
+  EXPECT_EQ(again.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(again.results(0).reason(), HasSubstr("item.count: -1 is outside"));
+  // A later batch that has not settled 1 keeps it; one that has settled it forgets it.
+  MutationBatch next = One(2, {Change(2, Id(2), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 1));
+  MustApply(a_, next);
+  EXPECT_EQ(MustApply(a_, bad).results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  next.set_settled_through(2);
+  MustApply(a_, next);
+  EXPECT_EQ(MustApply(a_, bad).results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+}
+
 TEST_F(ServerStoreTest, AGapInSequencesIsOutOfOrderAndNotApplied) {
   MutationBatch batch = One(2, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 0));
   PushAck ack = MustApply(a_, batch);
