@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/codegen/service_type.h"
 #include "server/directory/directory.h"
 #include "server/rpc/rpc_runner.h"
 #include "sync/hlc.h"
