@@ -522,6 +522,52 @@ absl::Status RecordStore::ScanSince(
   return status;
 }
 
+absl::Status RecordStore::ScanOrdered(
+    const RecordTypeSpec& type, int64_t bucket,
+    const std::vector<std::pair<uint32_t, kcnet::v1::Value>>& equals, bool descending,
+    uint64_t position, size_t limit,
+    const std::function<absl::Status(absl::string_view, const RowState&)>& fn) {
+  // The SQL depends only on the query's shape, so the statement cache serves repeats.
+  std::string sql = select_sql_[type.type];
+  sql.resize(sql.size() - std::string(" WHERE id = ?1").size());
+  absl::StrAppend(&sql, " WHERE ", type.fields[type.bucket_index()].name,
+                  " = ?1 AND _del = 0 AND _op ", descending ? "< ?2" : "> ?2");
+  for (size_t i = 0; i < equals.size(); ++i) {
+    const FieldSpec* field = type.Field(equals[i].first);
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(type.name, ": unknown filter field ", equals[i].first));
+    }
+    absl::StrAppend(&sql, " AND ", field->name, " = ?", i + 4);
+  }
+  absl::StrAppend(&sql, " ORDER BY _op ", descending ? "DESC" : "ASC", " LIMIT ?3");
+  absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  (*stmt)->BindInt(2, descending && position == 0 ? INT64_MAX : static_cast<int64_t>(position));
+  (*stmt)->BindInt(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  for (size_t i = 0; i < equals.size(); ++i)
+    BindValue(*stmt, static_cast<int>(i + 4), equals[i].second);
+  absl::Status status;
+  while (status.ok()) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) {
+      status = has.status();
+      break;
+    }
+    if (!*has) break;
+    absl::StatusOr<RowState> row = DecodeRow(type, **stmt, 1);
+    if (!row.ok()) {
+      status = row.status();
+      break;
+    }
+    const std::string id((*stmt)->ColumnText(0));
+    status = fn(id, *row);
+  }
+  (*stmt)->Reset();
+  return status;
+}
+
 absl::StatusOr<kcnet::v1::BucketCheckpoint> RecordStore::Checkpoint(int64_t bucket) {
   kcnet::v1::BucketCheckpoint cp;
   cp.set_bucket(bucket);

@@ -91,6 +91,15 @@ class RecordStore {
       const RecordTypeSpec& type, int64_t bucket, uint64_t after_op, size_t limit,
       const std::function<absl::Status(absl::string_view id_text, const RowState& row)>& fn);
 
+  // Calls `fn` for live rows of `bucket` whose fields equal `equals` (field number,
+  // value), ordered by op (descending: op < `position`, 0 meaning from the newest;
+  // ascending: op > `position`), at most `limit`.
+  absl::Status ScanOrdered(
+      const RecordTypeSpec& type, int64_t bucket,
+      const std::vector<std::pair<uint32_t, kcnet::v1::Value>>& equals, bool descending,
+      uint64_t position, size_t limit,
+      const std::function<absl::Status(absl::string_view id_text, const RowState& row)>& fn);
+
   // The bucket's stored checkpoint (op 0, checksum 0 when it has no rows).
   absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
   // Recomputes the bucket's checksum from its rows (for verification and repair).

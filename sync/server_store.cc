@@ -175,6 +175,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
       result->set_seq(m.seq());
       result->set_outcome(kcnet::v1::MUTATION_OUTCOME_REFUSED);
       result->set_reason(std::string(refusal.status.message()));
+      result->set_code(static_cast<int32_t>(refusal.status.code()));
       result->set_field(refusal.field);
       for (const RecordChange& change : m.changes()) {
         absl::StatusOr<std::optional<RecordChange>> current = Read(change.type(), change.id());
@@ -585,6 +586,35 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
   absl::Status status = (*txn)->Commit();
   if (!status.ok()) return status;
   return batch;
+}
+
+absl::StatusOr<std::vector<RecordChange>> ServerStore::List(const ListQuery& query) {
+  const RecordTypeSpec* type = schema_->Find(query.type);
+  if (type == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("type: unknown ", query.type));
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn =
+      Transaction::Begin(db_.get(), Transaction::Kind::kRead);
+  if (!txn.ok()) return txn.status();
+  std::vector<RecordChange> out;
+  for (int64_t bucket : query.buckets) {
+    absl::Status status = records_->ScanOrdered(
+        *type, bucket, query.equals, query.newest_first, query.after, query.limit,
+        [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+          absl::StatusOr<std::string> id = UuidFromText(id_text);
+          if (!id.ok()) return absl::DataLossError(id.status().message());
+          out.push_back(records_->ToChange(*type, *id, row, 0));
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+  }
+  std::sort(out.begin(), out.end(), [&](const RecordChange& a, const RecordChange& b) {
+    return query.newest_first ? a.op() > b.op() : a.op() < b.op();
+  });
+  if (out.size() > query.limit) out.resize(query.limit);
+  absl::Status status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  return out;
 }
 
 absl::StatusOr<kcnet::v1::BucketCheckpoint> ServerStore::Checkpoint(int64_t bucket) {

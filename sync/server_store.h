@@ -68,6 +68,16 @@ struct DownloadLimits {
   size_t max_bytes = 1 << 20;
 };
 
+// A query over one record type's live records in a set of buckets.
+struct ListQuery {
+  uint32_t type = 0;
+  std::vector<int64_t> buckets;                               // required: the caller's scope
+  std::vector<std::pair<uint32_t, kcnet::v1::Value>> equals;  // field number = value
+  bool newest_first = true;
+  uint64_t after = 0;  // the position of the previous page's last record (0: start)
+  size_t limit = 50;
+};
+
 class ServerStore : private RecordReader {
  public:
   // Opens or creates the store at `path`. `schema` must outlive the store.
@@ -90,6 +100,10 @@ class ServerStore : private RecordReader {
   // A record's full current state (nullopt when absent).
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(uint32_t type,
                                                                     absl::string_view id);
+
+  // Live records matching `query`, as full changes (their `op` is the paging position),
+  // ordered by op. Cost: at most `limit` rows per bucket through the (bucket, op) index.
+  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query);
 
   absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
   // Conflicts of `buckets` (all buckets when empty) with id > after_id, oldest first.

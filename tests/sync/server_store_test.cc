@@ -384,3 +384,40 @@ TEST_F(ServerStoreTest, RefusesToOpenAForeignOrNewerFile) {
 
 }  // namespace
 }  // namespace kcnet::sync
+
+namespace kcnet::sync {
+namespace {
+
+TEST_F(ServerStoreTest, ListPagesNewestFirstWithinBucketsAndFilters) {
+  uint64_t seq = 0;
+  for (int i = 0; i < 10; ++i) {
+    const int64_t unit = i % 2 == 0 ? kUnit : 43;
+    MustApply(a_, One(++seq, {Change(1, Id(i), {{2, IntValue(unit)}, {3, IntValue(i % 3)}})},
+                      HlcPack(kT0, i)));
+  }
+  MustApply(a_, One(++seq, {Deletion(1, Id(0))}, HlcPack(kT0, 20), 1));
+  ListQuery q{.type = 1, .buckets = {kUnit, 43}, .limit = 4};
+  auto page = store_->List(q);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->size(), 4u);
+  EXPECT_EQ((*page)[0].id(), Id(9));
+  EXPECT_GT((*page)[0].op(), (*page)[1].op());
+  std::vector<std::string> seen;
+  while (!page->empty()) {
+    for (const auto& r : *page) seen.push_back(r.id());
+    q.after = page->back().op();
+    page = store_->List(q);
+  }
+  EXPECT_EQ(seen.size(), 9u);  // the deleted record is not listed
+  // One bucket, filtered on a field, oldest first.
+  ListQuery f{.type = 1, .buckets = {43}, .equals = {{3, IntValue(0)}}, .newest_first = false};
+  auto filtered = store_->List(f);
+  ASSERT_EQ(filtered->size(), 2u);  // ids 3 and 9
+  EXPECT_EQ((*filtered)[0].id(), Id(3));
+  EXPECT_EQ((*filtered)[1].id(), Id(9));
+  ListQuery bad{.type = 1, .buckets = {43}, .equals = {{99, IntValue(0)}}};
+  EXPECT_EQ(store_->List(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kcnet::sync
