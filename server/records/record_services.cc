@@ -1,10 +1,499 @@
 #include "server/records/record_services.h"
 
+#include "absl/strings/str_cat.h"
+#include "kcnet/v1/services.grpc.pb.h"
+#include "server/records/record_access.h"
+#include "sync/model/record_types.h"
+
 namespace kcnet::server {
+namespace {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+using kcnet::v1::Facility;
+using kcnet::v1::RecordChange;
+using kcnet::v1::RequestEvent;
+using kcnet::v1::SupportRequest;
+using kcnet::v1::Visit;
+
+// Sets a single field of a change (for server-decided values such as updated_ms).
+void SetField(RecordChange* change, uint32_t number, const kcnet::v1::Value& value) {
+  for (auto& f : *change->mutable_fields()) {
+    if (f.field() == number) {
+      *f.mutable_value() = value;
+      return;
+    }
+  }
+  auto* f = change->add_fields();
+  f->set_field(number);
+  *f->mutable_value() = value;
+}
+
+kcnet::v1::Value Int(int64_t v) {
+  kcnet::v1::Value out;
+  out.set_int_value(v);
+  return out;
+}
+
+kcnet::v1::Value Text(const std::string& v) {
+  kcnet::v1::Value out;
+  out.set_string_value(v);
+  return out;
+}
+
+// A new record of a known type: its change with base_op 0.
+absl::StatusOr<RecordChange> NewRecord(const google::protobuf::Message& message) {
+  return model::ToChange(message);
+}
+
+// ---------------------------------------------------------------------------------------
+
+class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
+ public:
+  FacilityServiceImpl(RecordAccess* access, RpcRunner* runner) : access_(access), runner_(runner) {}
+
+  ServerUnaryReactor* GetFacility(CallbackServerContext* ctx, const v1::GetRecordRequest* req,
+                                  Facility* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.FacilityService/GetFacility", [=, this](const Principal* p) {
+      return access_->Read(*p, model::kFacilityType, req->id(), resp).status();
+    });
+  }
+
+  ServerUnaryReactor* ListFacilities(CallbackServerContext* ctx,
+                                     const v1::ListFacilitiesRequest* req,
+                                     v1::ListFacilitiesResponse* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.FacilityService/ListFacilities",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<std::vector<int64_t>> scope =
+                              access_->ListScope(*p, req->org_unit_id());
+                          if (!scope.ok()) return scope.status();
+                          sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
+                          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
+                              q, req->page_size(), req->page_token(), QueryFingerprint(*req),
+                              resp->mutable_next_page_token());
+                          if (!page.ok()) return page.status();
+                          for (const RecordChange& r : *page) {
+                            absl::Status s = model::FromChange(r, resp->add_facilities());
+                            if (!s.ok()) return s;
+                          }
+                          return absl::OkStatus();
+                        });
+  }
+
+  ServerUnaryReactor* CreateFacility(CallbackServerContext* ctx,
+                                     const v1::CreateFacilityRequest* req,
+                                     Facility* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.FacilityService/CreateFacility",
+        [=, this](const Principal* p) -> absl::Status {
+          Facility f = req->facility();
+          if (f.id().empty()) f.set_id(RecordAccess::NewId());
+          if (f.commune_id() <= 0) {
+            return absl::InvalidArgumentError("facility.commune_id: required");
+          }
+          absl::StatusOr<kcnet::v1::OrgUnit> unit = access_->directory().GetOrgUnit(f.commune_id());
+          if (!unit.ok() || !access_->InScope(*p, f.commune_id())) {
+            return absl::NotFoundError(absl::StrCat(
+                "facility.commune_id: org unit ", f.commune_id(), " not found in your org units"));
+          }
+          if (unit->level() != kcnet::v1::ORG_UNIT_LEVEL_COMMUNE) {
+            return absl::InvalidArgumentError("facility.commune_id: must be a commune");
+          }
+          f.set_created_by(p->user_id);
+          f.set_created_ms(access_->NowMs());
+          absl::StatusOr<RecordChange> change = NewRecord(f);
+          if (!change.ok()) {
+            return absl::InvalidArgumentError(absl::StrCat("facility.", change.status().message()));
+          }
+          absl::Status s = access_->Write(*p, {*change});
+          if (!s.ok()) return s;
+          return access_->Read(*p, model::kFacilityType, f.id(), resp).status();
+        });
+  }
+
+  ServerUnaryReactor* UpdateFacility(CallbackServerContext* ctx,
+                                     const v1::UpdateFacilityRequest* req,
+                                     Facility* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.FacilityService/UpdateFacility",
+        [=, this](const Principal* p) -> absl::Status {
+          Facility current;
+          absl::StatusOr<uint64_t> op =
+              access_->Read(*p, model::kFacilityType, req->facility().id(), &current);
+          if (!op.ok()) return op.status();
+          if (req->update_mask().paths_size() == 0) {
+            return absl::InvalidArgumentError("update_mask: name the fields to change");
+          }
+          Facility next = req->facility();
+          next.set_commune_id(current.commune_id());
+          absl::StatusOr<RecordChange> change = RecordAccess::MaskedChange(
+              next, req->update_mask(), {"id", "commune_id", "created_by", "created_ms"});
+          if (!change.ok()) return change.status();
+          change->set_base_op(*op);
+          absl::Status s = access_->Write(*p, {*change});
+          if (!s.ok()) return s;
+          return access_->Read(*p, model::kFacilityType, current.id(), resp).status();
+        });
+  }
+
+ private:
+  RecordAccess* access_;
+  RpcRunner* runner_;
+};
+
+// ---------------------------------------------------------------------------------------
+
+class VisitServiceImpl : public kcnet::v1::VisitService::CallbackService {
+ public:
+  VisitServiceImpl(RecordAccess* access, RpcRunner* runner) : access_(access), runner_(runner) {}
+
+  ServerUnaryReactor* GetVisit(CallbackServerContext* ctx, const v1::GetRecordRequest* req,
+                               Visit* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.VisitService/GetVisit", [=, this](const Principal* p) {
+      return access_->Read(*p, model::kVisitType, req->id(), resp).status();
+    });
+  }
+
+  ServerUnaryReactor* ListVisits(CallbackServerContext* ctx, const v1::ListVisitsRequest* req,
+                                 v1::ListVisitsResponse* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.VisitService/ListVisits", [=, this](const Principal* p) -> absl::Status {
+          sync::ListQuery q{.type = model::kVisitType};
+          if (!req->facility_id().empty()) {
+            Facility facility;
+            absl::StatusOr<uint64_t> op =
+                access_->Read(*p, model::kFacilityType, req->facility_id(), &facility);
+            if (!op.ok()) {
+              return absl::Status(op.status().code(),
+                                  absl::StrCat("facility_", op.status().message()));
+            }
+            q.buckets = {facility.commune_id()};
+            q.equals = {{Visit::kFacilityIdFieldNumber, Text(facility.id())}};
+          } else {
+            absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(*p, req->org_unit_id());
+            if (!scope.ok()) return scope.status();
+            q.buckets = *scope;
+          }
+          absl::StatusOr<std::vector<RecordChange>> page =
+              access_->List(q, req->page_size(), req->page_token(), QueryFingerprint(*req),
+                            resp->mutable_next_page_token());
+          if (!page.ok()) return page.status();
+          for (const RecordChange& r : *page) {
+            absl::Status s = model::FromChange(r, resp->add_visits());
+            if (!s.ok()) return s;
+          }
+          return absl::OkStatus();
+        });
+  }
+
+  ServerUnaryReactor* CreateVisit(CallbackServerContext* ctx, const v1::CreateVisitRequest* req,
+                                  Visit* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.VisitService/CreateVisit", [=, this](const Principal* p) -> absl::Status {
+          Visit v = req->visit();
+          Facility facility;
+          absl::StatusOr<uint64_t> op =
+              access_->Read(*p, model::kFacilityType, v.facility_id(), &facility);
+          if (!op.ok()) {
+            return absl::Status(op.status().code(),
+                                absl::StrCat("visit.facility_", op.status().message()));
+          }
+          if (v.id().empty()) v.set_id(RecordAccess::NewId());
+          v.set_commune_id(facility.commune_id());
+          v.set_collaborator_id(p->user_id);
+          if (v.visited_ms() == 0) v.set_visited_ms(access_->NowMs());
+          absl::StatusOr<RecordChange> change = NewRecord(v);
+          if (!change.ok()) {
+            return absl::InvalidArgumentError(absl::StrCat("visit.", change.status().message()));
+          }
+          absl::Status s = access_->Write(*p, {*change});
+          if (!s.ok()) return s;
+          return access_->Read(*p, model::kVisitType, v.id(), resp).status();
+        });
+  }
+
+  ServerUnaryReactor* UpdateVisit(CallbackServerContext* ctx, const v1::UpdateVisitRequest* req,
+                                  Visit* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.VisitService/UpdateVisit", [=, this](const Principal* p) -> absl::Status {
+          Visit current;
+          absl::StatusOr<uint64_t> op =
+              access_->Read(*p, model::kVisitType, req->visit().id(), &current);
+          if (!op.ok()) return op.status();
+          if (req->update_mask().paths_size() == 0) {
+            return absl::InvalidArgumentError("update_mask: name the fields to change");
+          }
+          Visit next = req->visit();
+          next.set_commune_id(current.commune_id());
+          absl::StatusOr<RecordChange> change = RecordAccess::MaskedChange(
+              next, req->update_mask(), {"id", "commune_id", "facility_id", "collaborator_id"});
+          if (!change.ok()) return change.status();
+          change->set_base_op(*op);
+          absl::Status s = access_->Write(*p, {*change});
+          if (!s.ok()) return s;
+          return access_->Read(*p, model::kVisitType, current.id(), resp).status();
+        });
+  }
+
+ private:
+  RecordAccess* access_;
+  RpcRunner* runner_;
+};
+
+// ---------------------------------------------------------------------------------------
+
+class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::CallbackService {
+ public:
+  SupportRequestServiceImpl(RecordAccess* access, RpcRunner* runner)
+      : access_(access), runner_(runner) {}
+
+  ServerUnaryReactor* GetSupportRequest(CallbackServerContext* ctx, const v1::GetRecordRequest* req,
+                                        SupportRequest* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.SupportRequestService/GetSupportRequest", [=, this](const Principal* p) {
+          return access_->Read(*p, model::kSupportRequestType, req->id(), resp).status();
+        });
+  }
+
+  ServerUnaryReactor* ListSupportRequests(CallbackServerContext* ctx,
+                                          const v1::ListSupportRequestsRequest* req,
+                                          v1::ListSupportRequestsResponse* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.SupportRequestService/ListSupportRequests",
+        [=, this](const Principal* p) -> absl::Status {
+          if (!kcnet::v1::RequestStatus_IsValid(req->status())) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("status: unknown request status ", req->status()));
+          }
+          absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(*p, req->org_unit_id());
+          if (!scope.ok()) return scope.status();
+          sync::ListQuery q{.type = model::kSupportRequestType, .buckets = *scope};
+          if (req->status() != kcnet::v1::REQUEST_STATUS_UNSPECIFIED) {
+            q.equals.push_back({SupportRequest::kStatusFieldNumber, Int(req->status())});
+          }
+          if (!req->facility_id().empty()) {
+            q.equals.push_back({SupportRequest::kFacilityIdFieldNumber, Text(req->facility_id())});
+          }
+          absl::StatusOr<std::vector<RecordChange>> page =
+              access_->List(q, req->page_size(), req->page_token(), QueryFingerprint(*req),
+                            resp->mutable_next_page_token());
+          if (!page.ok()) return page.status();
+          for (const RecordChange& r : *page) {
+            absl::Status s = model::FromChange(r, resp->add_support_requests());
+            if (!s.ok()) return s;
+          }
+          return absl::OkStatus();
+        });
+  }
+
+  ServerUnaryReactor* CreateSupportRequest(CallbackServerContext* ctx,
+                                           const v1::CreateSupportRequestRequest* req,
+                                           SupportRequest* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.SupportRequestService/CreateSupportRequest",
+        [=, this](const Principal* p) -> absl::Status {
+          SupportRequest r = req->support_request();
+          Facility facility;
+          absl::StatusOr<uint64_t> op =
+              access_->Read(*p, model::kFacilityType, r.facility_id(), &facility);
+          if (!op.ok()) {
+            return absl::Status(op.status().code(),
+                                absl::StrCat("support_request.facility_", op.status().message()));
+          }
+          if (r.id().empty()) r.set_id(RecordAccess::NewId());
+          r.set_commune_id(facility.commune_id());
+          r.set_author_id(p->user_id);
+          r.set_status(kcnet::v1::REQUEST_STATUS_DRAFT);
+          r.set_created_ms(access_->NowMs());
+          r.set_updated_ms(r.created_ms());
+          absl::StatusOr<RecordChange> change = NewRecord(r);
+          if (!change.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("support_request.", change.status().message()));
+          }
+          absl::StatusOr<RecordChange> event =
+              NewRecord(Event(*p, r, kcnet::v1::REQUEST_ACTION_CREATE,
+                              kcnet::v1::REQUEST_STATUS_UNSPECIFIED, "", 0));
+          if (!event.ok()) return event.status();
+          absl::Status s = access_->Write(*p, {*change, *event});
+          if (!s.ok()) return s;
+          return access_->Read(*p, model::kSupportRequestType, r.id(), resp).status();
+        });
+  }
+
+  ServerUnaryReactor* UpdateSupportRequest(CallbackServerContext* ctx,
+                                           const v1::UpdateSupportRequestRequest* req,
+                                           SupportRequest* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.SupportRequestService/UpdateSupportRequest",
+        [=, this](const Principal* p) -> absl::Status {
+          SupportRequest current;
+          absl::StatusOr<uint64_t> op =
+              access_->Read(*p, model::kSupportRequestType, req->support_request().id(), &current);
+          if (!op.ok()) return op.status();
+          if (req->update_mask().paths_size() == 0) {
+            return absl::InvalidArgumentError("update_mask: name the fields to change");
+          }
+          SupportRequest next = req->support_request();
+          next.set_commune_id(current.commune_id());
+          next.set_updated_ms(access_->NowMs());
+          google::protobuf::FieldMask mask = req->update_mask();
+          mask.add_paths("updated_ms");
+          absl::StatusOr<RecordChange> change = RecordAccess::MaskedChange(
+              next, mask,
+              {"id", "commune_id", "facility_id", "author_id", "status", "approved_amount_vnd",
+               "approved_funding", "decision_note", "created_ms"});
+          if (!change.ok()) return change.status();
+          change->set_base_op(*op);
+          absl::Status s = access_->Write(*p, {*change});
+          if (!s.ok()) return s;
+          return access_->Read(*p, model::kSupportRequestType, current.id(), resp).status();
+        });
+  }
+
+#define KCNET_TRANSITION(Method, Action)                                                   \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::TransitionRequest* req, \
+                             SupportRequest* resp) override {                              \
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/" #Method,                    \
+                        [=, this](const Principal* p) {                                    \
+                          return Transition(*p, req->id(), Action, req->note(), 0,         \
+                                            kcnet::v1::FUNDING_SOURCE_UNSPECIFIED, resp);  \
+                        });                                                                \
+  }
+  KCNET_TRANSITION(SubmitSupportRequest, kcnet::v1::REQUEST_ACTION_SUBMIT)
+  KCNET_TRANSITION(EndorseSupportRequest, kcnet::v1::REQUEST_ACTION_ENDORSE)
+  KCNET_TRANSITION(ReturnSupportRequest, kcnet::v1::REQUEST_ACTION_RETURN)
+  KCNET_TRANSITION(RejectSupportRequest, kcnet::v1::REQUEST_ACTION_REJECT)
+  KCNET_TRANSITION(StartSupportRequest, kcnet::v1::REQUEST_ACTION_START)
+  KCNET_TRANSITION(CompleteSupportRequest, kcnet::v1::REQUEST_ACTION_COMPLETE)
+  KCNET_TRANSITION(CancelSupportRequest, kcnet::v1::REQUEST_ACTION_CANCEL)
+#undef KCNET_TRANSITION
+
+  ServerUnaryReactor* ApproveSupportRequest(CallbackServerContext* ctx,
+                                            const v1::ApproveRequest* req,
+                                            SupportRequest* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest", [=, this](const Principal* p) {
+          return Transition(*p, req->id(), kcnet::v1::REQUEST_ACTION_APPROVE, req->note(),
+                            req->approved_amount_vnd(), req->funding(), resp);
+        });
+  }
+
+  ServerUnaryReactor* ListRequestEvents(CallbackServerContext* ctx,
+                                        const v1::ListRequestEventsRequest* req,
+                                        v1::ListRequestEventsResponse* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.SupportRequestService/ListRequestEvents",
+        [=, this](const Principal* p) -> absl::Status {
+          SupportRequest request;
+          absl::StatusOr<uint64_t> op =
+              access_->Read(*p, model::kSupportRequestType, req->request_id(), &request);
+          if (!op.ok()) {
+            return absl::Status(op.status().code(),
+                                absl::StrCat("request_", op.status().message()));
+          }
+          sync::ListQuery q{.type = model::kRequestEventType,
+                            .buckets = {request.commune_id()},
+                            .equals = {{RequestEvent::kRequestIdFieldNumber, Text(request.id())}},
+                            .newest_first = false};
+          absl::StatusOr<std::vector<RecordChange>> page =
+              access_->List(q, req->page_size(), req->page_token(), QueryFingerprint(*req),
+                            resp->mutable_next_page_token());
+          if (!page.ok()) return page.status();
+          for (const RecordChange& r : *page) {
+            absl::Status s = model::FromChange(r, resp->add_events());
+            if (!s.ok()) return s;
+          }
+          return absl::OkStatus();
+        });
+  }
+
+ private:
+  RequestEvent Event(const Principal& p, const SupportRequest& r, kcnet::v1::RequestAction action,
+                     kcnet::v1::RequestStatus to, const std::string& note, int64_t amount) {
+    RequestEvent e;
+    e.set_id(RecordAccess::NewId());
+    e.set_commune_id(r.commune_id());
+    e.set_request_id(r.id());
+    e.set_actor_id(p.user_id);
+    e.set_action(action);
+    e.set_from_status(action == kcnet::v1::REQUEST_ACTION_CREATE
+                          ? kcnet::v1::REQUEST_STATUS_UNSPECIFIED
+                          : r.status());
+    e.set_to_status(action == kcnet::v1::REQUEST_ACTION_CREATE ? kcnet::v1::REQUEST_STATUS_DRAFT
+                                                               : to);
+    e.set_note(note);
+    e.set_at_ms(access_->NowMs());
+    e.set_amount_vnd(amount);
+    return e;
+  }
+
+  absl::Status Transition(const Principal& p, const std::string& id,
+                          kcnet::v1::RequestAction action, const std::string& note, int64_t amount,
+                          kcnet::v1::FundingSource funding, SupportRequest* resp) {
+    SupportRequest current;
+    absl::StatusOr<uint64_t> op = access_->Read(p, model::kSupportRequestType, id, &current);
+    if (!op.ok()) return op.status();
+    absl::StatusOr<const model::Transition*> t =
+        model::FindTransition(action, current.status(), access_->ActorFor(p), current.author_id());
+    if (!t.ok())
+      return absl::Status(t.status().code(), absl::StrCat("status: ", t.status().message()));
+    if (action == kcnet::v1::REQUEST_ACTION_APPROVE) {
+      if (amount <= 0 || amount > current.requested_amount_vnd()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("approved_amount_vnd: must be above 0 and at most the requested ",
+                         current.requested_amount_vnd(), " VND"));
+      }
+      if (funding != kcnet::v1::FUNDING_SOURCE_LOCAL &&
+          funding != kcnet::v1::FUNDING_SOURCE_NATIONAL) {
+        return absl::InvalidArgumentError("funding: must be LOCAL or NATIONAL");
+      }
+    }
+    SupportRequest next;
+    next.set_id(current.id());
+    absl::StatusOr<RecordChange> change = model::ToChange(next);
+    if (!change.ok()) return change.status();
+    change->clear_fields();
+    change->set_base_op(*op);
+    SetField(&*change, SupportRequest::kStatusFieldNumber, Int((*t)->to));
+    SetField(&*change, SupportRequest::kUpdatedMsFieldNumber, Int(access_->NowMs()));
+    if (action != kcnet::v1::REQUEST_ACTION_SUBMIT && action != kcnet::v1::REQUEST_ACTION_CANCEL) {
+      SetField(&*change, SupportRequest::kDecisionNoteFieldNumber, Text(note));
+    }
+    if (action == kcnet::v1::REQUEST_ACTION_APPROVE) {
+      SetField(&*change, SupportRequest::kApprovedAmountVndFieldNumber, Int(amount));
+      SetField(&*change, SupportRequest::kApprovedFundingFieldNumber, Int(funding));
+    }
+    absl::StatusOr<RecordChange> event =
+        NewRecord(Event(p, current, action, (*t)->to, note, amount));
+    if (!event.ok()) return event.status();
+    absl::Status s = access_->Write(p, {*change, *event});
+    if (!s.ok()) return s;
+    return access_->Read(p, model::kSupportRequestType, id, resp).status();
+  }
+
+  RecordAccess* access_;
+  RpcRunner* runner_;
+};
+
+// Owns the shared RecordAccess for the services' lifetime.
+class RecordServicesHolder : public grpc::Service {
+ public:
+  explicit RecordServicesHolder(const RecordServiceDeps& deps) : access(deps) {}
+  RecordAccess access;
+};
+
+}  // namespace
 
 std::vector<std::unique_ptr<grpc::Service>> MakeRecordServices(const RecordServiceDeps& deps) {
-  // Filled in by the record services work.
-  return {};
+  auto holder = std::make_unique<RecordServicesHolder>(deps);
+  RecordAccess* access = &holder->access;
+  std::vector<std::unique_ptr<grpc::Service>> out;
+  out.push_back(std::make_unique<FacilityServiceImpl>(access, deps.runner));
+  out.push_back(std::make_unique<VisitServiceImpl>(access, deps.runner));
+  out.push_back(std::make_unique<SupportRequestServiceImpl>(access, deps.runner));
+  out.push_back(std::move(holder));  // registered too: it has no methods
+  return out;
 }
 
 }  // namespace kcnet::server

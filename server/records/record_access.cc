@@ -1,0 +1,203 @@
+#include "server/records/record_access.h"
+
+#include <random>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "sync/model/record_types.h"
+#include "sync/record_store.h"
+
+namespace kcnet::server {
+namespace {
+
+using kcnet::v1::RecordChange;
+
+// "changes[0].fields[5]: visit.latitude: 95 is outside [-90, 90]" -> "visit.latitude: ..."
+// "changes[1].status: cannot ..." -> "support_request.status: cannot ..."
+std::string RecordFieldMessage(const kcnet::v1::Mutation& m, absl::string_view reason) {
+  if (!absl::StartsWith(reason, "changes[")) return std::string(reason);
+  const size_t close = reason.find(']');
+  int index = 0;
+  if (close == absl::string_view::npos || !absl::SimpleAtoi(reason.substr(8, close - 8), &index) ||
+      index < 0 || index >= m.changes_size()) {
+    return std::string(reason);
+  }
+  absl::string_view rest = reason.substr(close + 1);
+  if (absl::StartsWith(rest, ".fields[")) {
+    const size_t colon = rest.find(": ");
+    if (colon != absl::string_view::npos) return std::string(rest.substr(colon + 2));
+  }
+  const sync::RecordTypeSpec* type = model::KcnetSchema().Find(m.changes(index).type());
+  if (absl::StartsWith(rest, ".") && type != nullptr) {
+    return absl::StrCat(type->name, rest);
+  }
+  return std::string(reason);
+}
+
+}  // namespace
+
+model::Actor RecordAccess::ActorFor(const Principal& caller) {
+  model::Actor actor;
+  actor.user_id = caller.user_id;
+  actor.role = caller.role;
+  Directory* directory = deps_.directory;
+  const std::vector<int64_t> roots = caller.org_unit_ids;
+  actor.in_scope = [directory, roots](int64_t commune) {
+    for (int64_t root : roots) {
+      if (directory->IsWithin(commune, root)) return true;
+    }
+    return false;
+  };
+  return actor;
+}
+
+bool RecordAccess::InScope(const Principal& caller, int64_t org_unit_id) {
+  for (int64_t root : caller.org_unit_ids) {
+    if (deps_.directory->IsWithin(org_unit_id, root)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::vector<int64_t>> RecordAccess::ListScope(const Principal& caller,
+                                                             int64_t org_unit_id) {
+  if (org_unit_id < 0) return absl::InvalidArgumentError("org_unit_id: must not be negative");
+  if (org_unit_id == 0) return deps_.directory->Communes(caller.org_unit_ids);
+  if (!InScope(caller, org_unit_id)) {
+    return absl::NotFoundError(
+        absl::StrCat("org_unit_id: org unit ", org_unit_id, " not found in your org units"));
+  }
+  return deps_.directory->Communes({org_unit_id});
+}
+
+absl::StatusOr<uint64_t> RecordAccess::Read(const Principal& caller, uint32_t type,
+                                            const std::string& id, google::protobuf::Message* out) {
+  absl::StatusOr<std::string> bytes = sync::UuidFromText(id);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("id: '", id.substr(0, 64), "' is not a UUID"));
+  }
+  absl::StatusOr<std::optional<RecordChange>> record = deps_.store->ReadRecord(type, *bytes);
+  if (!record.ok()) return record.status();
+  const std::string what = model::KcnetSchema().Find(type)->name;
+  auto not_found = [&]() {
+    return absl::NotFoundError(absl::StrCat("id: ", what, " ", id, " not found"));
+  };
+  if (!record->has_value() || (*record)->deleted()) return not_found();
+  absl::Status status = model::FromChange(**record, out);
+  if (!status.ok()) return status;
+  if (!InScope(caller, (*record)->bucket())) return not_found();
+  return (*record)->op();
+}
+
+absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChange> changes) {
+  kcnet::v1::MutationBatch batch;
+  kcnet::v1::Mutation* m = batch.add_mutations();
+  const uint64_t hlc = deps_.store->clock().Now();
+  for (RecordChange& c : changes) {
+    c.set_hlc(hlc);
+    *m->add_changes() = std::move(c);
+  }
+  const sync::Writer writer{"", sync::NodeIdFor(absl::StrCat("user:", caller.user_id))};
+  absl::StatusOr<kcnet::v1::PushAck> ack =
+      deps_.store->Apply(writer, batch, model::ValidatorFor(ActorFor(caller)));
+  if (!ack.ok()) return ack.status();
+  const kcnet::v1::MutationResult& result = ack->results(0);
+  if (result.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED) {
+    const auto code = static_cast<absl::StatusCode>(result.code() != 0 ? result.code() : 3);
+    return absl::Status(code, RecordFieldMessage(*m, result.reason()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RecordChange> RecordAccess::MaskedChange(const google::protobuf::Message& message,
+                                                        const google::protobuf::FieldMask& mask,
+                                                        const std::vector<std::string>& read_only) {
+  absl::StatusOr<RecordChange> full = model::ToChange(message);
+  if (!full.ok()) return full.status();
+  if (mask.paths_size() == 0) return full;
+  RecordChange out = *full;
+  out.clear_fields();
+  const google::protobuf::Descriptor* d = message.GetDescriptor();
+  for (int i = 0; i < mask.paths_size(); ++i) {
+    const std::string& path = mask.paths(i);
+    const google::protobuf::FieldDescriptor* fd = d->FindFieldByName(path);
+    if (fd == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update_mask.paths[", i, "]: '", path, "' is not a field of ", d->name()));
+    }
+    for (const std::string& ro : read_only) {
+      if (ro == path) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("update_mask.paths[", i, "]: ", path, " cannot be changed here"));
+      }
+    }
+    for (const auto& f : full->fields()) {
+      if (static_cast<int>(f.field()) == fd->number()) *out.add_fields() = f;
+    }
+  }
+  return out;
+}
+
+std::string RecordAccess::NewId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string bytes(16, '\0');
+  const uint64_t a = rng(), b = rng();
+  for (int i = 0; i < 8; ++i) {
+    bytes[i] = static_cast<char>(a >> (8 * i));
+    bytes[8 + i] = static_cast<char>(b >> (8 * i));
+  }
+  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);
+  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);
+  return *sync::UuidToText(bytes);
+}
+
+absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(sync::ListQuery query,
+                                                             int32_t page_size,
+                                                             const std::string& page_token,
+                                                             uint64_t fingerprint,
+                                                             std::string* next_token) {
+  if (page_size < 0 || page_size > 500) {
+    return absl::InvalidArgumentError("page_size: must be between 0 and 500 (0 means 50)");
+  }
+  query.limit = page_size == 0 ? 50 : static_cast<size_t>(page_size);
+  if (!page_token.empty()) {
+    // Token: base64url("<fingerprint hex>:<op>").
+    std::string raw;
+    std::vector<std::string> parts;
+    uint64_t fp = 0, after = 0;
+    if (!absl::WebSafeBase64Unescape(page_token, &raw) ||
+        (parts = absl::StrSplit(raw, ':')).size() != 2 || !absl::SimpleHexAtoi(parts[0], &fp) ||
+        !absl::SimpleAtoi(parts[1], &after)) {
+      return absl::InvalidArgumentError("page_token: not a token this server made");
+    }
+    if (fp != fingerprint) {
+      return absl::InvalidArgumentError(
+          "page_token: belongs to another query (filters must stay the same between pages)");
+    }
+    query.after = after;
+  }
+  absl::StatusOr<std::vector<RecordChange>> page = deps_.store->List(query);
+  if (!page.ok()) return page.status();
+  next_token->clear();
+  if (page->size() == query.limit) {
+    *next_token =
+        absl::WebSafeBase64Escape(absl::StrCat(absl::Hex(fingerprint), ":", page->back().op()));
+  }
+  return page;
+}
+
+uint64_t QueryFingerprint(const google::protobuf::Message& request) {
+  std::unique_ptr<google::protobuf::Message> copy(request.New());
+  copy->CopyFrom(request);
+  const google::protobuf::Descriptor* d = copy->GetDescriptor();
+  for (const char* name : {"page_size", "page_token"}) {
+    const google::protobuf::FieldDescriptor* fd = d->FindFieldByName(name);
+    if (fd != nullptr) copy->GetReflection()->ClearField(copy.get(), fd);
+  }
+  std::string bytes;
+  copy->SerializePartialToString(&bytes);
+  return sync::StableHash64(absl::StrCat(d->full_name(), "\n", bytes));
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,79 @@
+// RecordAccess: what the record services share. It turns a signed-in Principal into the
+// set of communes it may touch and into a rules Actor, reads records (NOT_FOUND when absent
+// or outside the caller's subtree, so existence does not leak), and writes them as one
+// mutation through ServerStore::Apply with the rules as validator: the same merge and the
+// same rules as tablet sync.
+//
+// Thread-safety: thread-safe; the dependencies must outlive it.
+#ifndef KCNET_SERVER_RECORDS_RECORD_ACCESS_H_
+#define KCNET_SERVER_RECORDS_RECORD_ACCESS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/message.h"
+#include "server/directory/directory.h"
+#include "server/records/record_services.h"
+#include "sync/model/rules.h"
+#include "sync/server_store.h"
+
+namespace kcnet::server {
+
+class RecordAccess {
+ public:
+  explicit RecordAccess(const RecordServiceDeps& deps) : deps_(deps) {}
+
+  int64_t NowMs() const { return deps_.clock->NowMs(); }
+  Directory& directory() { return *deps_.directory; }
+
+  // The rules' view of the caller.
+  model::Actor ActorFor(const Principal& caller);
+  bool InScope(const Principal& caller, int64_t org_unit_id);
+
+  // The communes (buckets) to list: all of the caller's, or those under `org_unit_id`
+  // (NOT_FOUND when that unit is outside the caller's subtree).
+  absl::StatusOr<std::vector<int64_t>> ListScope(const Principal& caller, int64_t org_unit_id);
+
+  // Reads a record of `type` into `out` (a Facility, Visit, ...). INVALID_ARGUMENT for a
+  // malformed id, NOT_FOUND when absent, deleted or outside the caller's subtree.
+  // Returns the record's current op.
+  absl::StatusOr<uint64_t> Read(const Principal& caller, uint32_t type, const std::string& id,
+                                google::protobuf::Message* out);
+
+  // Applies `changes` as one mutation by the caller. Each change's base_op must be set by
+  // the caller (the op it read, 0 for a new record). A refusal comes back as its status,
+  // with the field path rewritten to the record's field ("visit.latitude: ...").
+  absl::Status Write(const Principal& caller, std::vector<kcnet::v1::RecordChange> changes);
+
+  // A change setting the fields of `message` named by `mask` (all fields when mask is
+  // empty) on record `id`. INVALID_ARGUMENT naming an unknown or read-only path.
+  static absl::StatusOr<kcnet::v1::RecordChange> MaskedChange(
+      const google::protobuf::Message& message, const google::protobuf::FieldMask& mask,
+      const std::vector<std::string>& read_only);
+
+  // A new random (version 4) UUID in text form.
+  static std::string NewId();
+
+  // Lists records of `type` for the caller; `page_token` continues a previous page of the
+  // same query (`fingerprint` identifies it). Fills `next_token` when more may follow.
+  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(sync::ListQuery query,
+                                                            int32_t page_size,
+                                                            const std::string& page_token,
+                                                            uint64_t fingerprint,
+                                                            std::string* next_token);
+
+ private:
+  RecordServiceDeps deps_;
+};
+
+// A fingerprint of a List request with its paging fields cleared: page tokens are bound to
+// the query that made them.
+uint64_t QueryFingerprint(const google::protobuf::Message& request);
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_RECORDS_RECORD_ACCESS_H_
