@@ -80,7 +80,7 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
   store->records_ = std::move(*records);
   absl::Status status = store->db_->Exec(
       "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL, "
-      "floor INTEGER NOT NULL DEFAULT 0);"
+      "floor INTEGER NOT NULL DEFAULT 0, synced INTEGER NOT NULL DEFAULT 0);"
       "CREATE TABLE IF NOT EXISTS _outbox(seq INTEGER PRIMARY KEY, body BLOB NOT NULL, "
       "buckets TEXT NOT NULL, acked_op INTEGER);"
       "CREATE TABLE IF NOT EXISTS _reports(seq INTEGER PRIMARY KEY, mutation BLOB NOT NULL, "
@@ -104,6 +104,19 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
 
 absl::StatusOr<std::optional<uint64_t>> DeviceStore::CursorLocked(int64_t bucket) {
   absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT op FROM _cursors WHERE bucket = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, bucket);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  std::optional<uint64_t> out;
+  if (*has) out = static_cast<uint64_t>((*stmt)->ColumnInt(0));
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::StatusOr<std::optional<uint64_t>> DeviceStore::SyncedThroughLocked(int64_t bucket) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT max(op, synced) FROM _cursors WHERE bucket = ?1");
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindInt(1, bucket);
   absl::StatusOr<bool> has = (*stmt)->Step();
@@ -236,6 +249,11 @@ absl::StatusOr<MutationBatch> DeviceStore::PendingBatch(size_t max_mutations, si
   return batch;
 }
 
+absl::StatusOr<int64_t> DeviceStore::UnconfirmedCount() {
+  absl::MutexLock lock(&mu_);
+  return db_->QueryInt("SELECT count(*) FROM _outbox");
+}
+
 absl::StatusOr<int64_t> DeviceStore::PendingCount() {
   absl::MutexLock lock(&mu_);
   return db_->QueryInt("SELECT count(*) FROM _outbox WHERE acked_op IS NULL");
@@ -326,9 +344,9 @@ absl::Status DeviceStore::PruneAcked() {
     for (absl::string_view part : absl::StrSplit(info.first, ',', absl::SkipEmpty())) {
       int64_t bucket;
       if (!absl::SimpleAtoi(part, &bucket)) continue;
-      absl::StatusOr<std::optional<uint64_t>> cursor = CursorLocked(bucket);
-      if (!cursor.ok()) return cursor.status();
-      if (cursor->has_value() && **cursor < info.second) covered = false;
+      absl::StatusOr<std::optional<uint64_t>> synced = SyncedThroughLocked(bucket);
+      if (!synced.ok()) return synced.status();
+      if (synced->has_value() && **synced < info.second) covered = false;
     }
     if (!covered) continue;
     absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM _outbox WHERE seq = ?1");
@@ -440,7 +458,19 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
     // (A server restored behind our cursor is detected by the stream, which sees the
     // server's checkpoint answer the device's own cursor.)
     if (**cursor != cp.op()) continue;
-    if (mine->checksum() != cp.checksum()) result.mismatched.push_back(cp.bucket());
+    if (mine->checksum() != cp.checksum()) {
+      result.mismatched.push_back(cp.bucket());
+      continue;
+    }
+    // Complete as of the batch's snapshot: every op of this bucket up to server_op is here.
+    absl::StatusOr<Statement*> synced =
+        db_->Prepare("UPDATE _cursors SET synced = max(synced, ?2) WHERE bucket = ?1");
+    if (!synced.ok()) return fail(synced.status());
+    (*synced)->BindInt(1, cp.bucket());
+    (*synced)->BindInt(2, static_cast<int64_t>(batch.server_op()));
+    status = (*synced)->Run();
+    (*synced)->Reset();
+    if (!status.ok()) return fail(status);
   }
   hlc_.Raise(max_hlc);
   status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));

@@ -73,6 +73,9 @@ class DeviceStore {
   absl::StatusOr<kcnet::v1::MutationBatch> PendingBatch(size_t max_mutations = 500,
                                                         size_t max_bytes = 4 << 20);
   absl::StatusOr<int64_t> PendingCount();
+  // Mutations written here that confirmed state does not show yet: pending ones plus
+  // acknowledged ones whose download has not arrived. 0 means fully in sync.
+  absl::StatusOr<int64_t> UnconfirmedCount();
 
   // Takes the server's answer to a push. Returns the reports it created (refused
   // mutations, conflicts); they also stay in the store until TakeReports().
@@ -115,6 +118,9 @@ class DeviceStore {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PruneAcked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<uint64_t>> CursorLocked(int64_t bucket)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How far the bucket is known complete: max(cursor, last complete snapshot's server op).
+  absl::StatusOr<std::optional<uint64_t>> SyncedThroughLocked(int64_t bucket)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AddReport(const kcnet::v1::Mutation& m, const kcnet::v1::MutationResult& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

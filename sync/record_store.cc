@@ -465,6 +465,15 @@ absl::Status RecordStore::AbandonUnit() {
   return LoadNodes();
 }
 
+std::vector<int64_t> RecordStore::TouchedBuckets() const {
+  std::vector<int64_t> out;
+  for (const auto& [bucket, d] : txn_) out.push_back(bucket);
+  for (const auto& [bucket, d] : unit_) {
+    if (!txn_.contains(bucket)) out.push_back(bucket);
+  }
+  return out;
+}
+
 absl::Status RecordStore::FlushBuckets() {
   CommitUnit();
   // The sum wraps mod 2^64, so it is computed here rather than in SQL (whose integer

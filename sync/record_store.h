@@ -81,6 +81,8 @@ class RecordStore {
   // Call after ROLLBACK TO the unit's savepoint: drops its deltas and reloads the caches
   // the unit may have filled.
   absl::Status AbandonUnit();
+  // The buckets the current transaction has written so far.
+  std::vector<int64_t> TouchedBuckets() const;
   // Writes the transaction's checksum deltas; call just before COMMIT.
   absl::Status FlushBuckets();
   // Forgets the transaction's deltas and reloads caches after a ROLLBACK.

@@ -98,7 +98,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
   if (writer.node == 0) return absl::InvalidArgumentError("writer.node: must not be 0");
   const bool tracked = !writer.device_id.empty();
 
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   const uint64_t op_before_batch = last_op_;
   auto fail = [&](absl::Status status) {
     last_op_ = op_before_batch;
@@ -219,15 +219,27 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     (*stmt)->Reset();
     if (!status.ok()) return fail(status);
   }
-  absl::Status status = records_->FlushBuckets();
-  if (status.ok()) status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
+  absl::Status status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
   hlc_.Raise(max_hlc);
   if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
+  std::vector<int64_t> touched = records_->TouchedBuckets();
+  if (status.ok()) status = records_->FlushBuckets();
   if (status.ok()) status = (*txn)->Commit();
   if (!status.ok()) return fail(status);
   ack.set_last_applied_seq(last_seq);
   ack.set_server_op(last_op_);
+  const uint64_t committed_op = last_op_;
+  lock.Release();
+  if (!touched.empty()) {
+    absl::MutexLock listener_lock(&listener_mu_);
+    if (listener_) listener_(touched, committed_op);
+  }
   return ack;
+}
+
+void ServerStore::SetCommitListener(CommitListener listener) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(listener);
 }
 
 absl::StatusOr<std::optional<MutationResult>> ServerStore::RememberedRefusal(
@@ -524,6 +536,7 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
       Transaction::Begin(db_.get(), Transaction::Kind::kRead);
   if (!txn.ok()) return txn.status();
   ChangeBatch batch;
+  batch.set_server_op(last_op_);
   size_t budget = std::max<size_t>(limits.max_changes, 1);
   size_t bytes = 0;
   absl::flat_hash_set<int64_t> seen;

@@ -115,6 +115,13 @@ class ServerStore : private RecordReader {
   // The highest op id committed.
   uint64_t last_op();
 
+  // Called after every commit that changed records, with the buckets it touched and the
+  // new last op, on the committing thread and outside the store's lock. For live sync: the
+  // listener should only hand the news on (post work), never block. Not removable: the
+  // listener must outlive the store's use.
+  using CommitListener = std::function<void(const std::vector<int64_t>& buckets, uint64_t op)>;
+  void SetCommitListener(CommitListener listener);
+
   HybridClock& clock() { return hlc_; }
   const Schema& schema() const { return *schema_; }
 
@@ -150,6 +157,8 @@ class ServerStore : private RecordReader {
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
   uint64_t last_op_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Mutex listener_mu_;
+  CommitListener listener_ ABSL_GUARDED_BY(listener_mu_);
 };
 
 }  // namespace kcnet::sync
