@@ -1,5 +1,6 @@
 // kcnet-admin: the administrator's command-line tool for the directory file
-// (DATA_DIR/directory.db): imports the official org-unit list and manages user accounts.
+// (DATA_DIR/directory.db): imports the official org-unit list and manages user accounts;
+// `seed-demo` fills a new data directory with a small demo world (seed_demo.h).
 // Org units are named by their official code. Errors print one line on stderr and exit
 // non-zero (1: the operation failed, 2: the command line is wrong).
 #include <termios.h>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 
@@ -50,7 +52,8 @@ constexpr char kUsage[] =
     "  reset-password --username=U [--password=P, or the password on stdin]\n"
     "  deactivate-user --username=U\n"
     "  list-users\n"
-    "  list-org-units [--parent=CODE]";
+    "  list-org-units [--parent=CODE]\n"
+    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)";
 
 // A wrong command line (exit code 2), as opposed to a failed operation (exit code 1).
 absl::Status UsageError(absl::string_view message) {
@@ -256,6 +259,22 @@ absl::Status ListOrgUnitsCommand() {
   return absl::OkStatus();
 }
 
+absl::Status SeedDemoCommand() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  absl::StatusOr<DemoSeed> seed = SeedDemo(data_dir);
+  if (!seed.ok()) return seed.status();
+  std::printf("seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities\n",
+              data_dir.c_str(), seed->org_units, seed->facilities);
+  std::printf("demo accounts (change these passwords before any real use):\n");
+  std::printf("  %-10s %-22s %-22s %s\n", "USERNAME", "PASSWORD", "ROLE", "ORG UNIT");
+  for (const DemoAccount& account : seed->accounts) {
+    std::printf("  %-10s %-22s %-22s %s\n", account.username.c_str(), account.password.c_str(),
+                account.role.c_str(), account.org_unit_code.c_str());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Run(const std::vector<std::string>& positional) {
   if (positional.empty()) return UsageError("no command given (see --help)");
   const std::string& command = positional[0];
@@ -271,6 +290,7 @@ absl::Status Run(const std::vector<std::string>& positional) {
   if (command == "deactivate-user") return DeactivateUserCommand();
   if (command == "list-users") return ListUsersCommand();
   if (command == "list-org-units") return ListOrgUnitsCommand();
+  if (command == "seed-demo") return SeedDemoCommand();
   return UsageError(absl::StrCat("unknown command '", command, "' (see --help)"));
 }
 

@@ -1,0 +1,188 @@
+#include "server/admin/seed_demo.h"
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sync.pb.h"
+#include "sync/hlc.h"
+#include "sync/model/record_types.h"
+#include "sync/schema.h"
+#include "sync/server_store.h"
+
+namespace kcnet::server {
+namespace {
+
+using kcnet::v1::Facility;
+
+const std::vector<NewOrgUnit>& DemoOrgUnits() {
+  static const auto* units = new std::vector<NewOrgUnit>{
+      {"90", "Tỉnh Demo", kcnet::v1::ORG_UNIT_LEVEL_PROVINCE, ""},
+      {"901", "Huyện Đông Demo", kcnet::v1::ORG_UNIT_LEVEL_DISTRICT, "90"},
+      {"902", "Huyện Tây Demo", kcnet::v1::ORG_UNIT_LEVEL_DISTRICT, "90"},
+      {"90101", "Xã An Bình Demo", kcnet::v1::ORG_UNIT_LEVEL_COMMUNE, "901"},
+      {"90102", "Xã Phú Lộc Demo", kcnet::v1::ORG_UNIT_LEVEL_COMMUNE, "901"},
+      {"90103", "Thị trấn Đông Demo", kcnet::v1::ORG_UNIT_LEVEL_COMMUNE, "901"},
+      {"90201", "Xã Tân Hòa Demo", kcnet::v1::ORG_UNIT_LEVEL_COMMUNE, "902"},
+      {"90202", "Xã Long Điền Demo", kcnet::v1::ORG_UNIT_LEVEL_COMMUNE, "902"},
+  };
+  return *units;
+}
+
+struct DemoUser {
+  const char* username;
+  const char* display_name;
+  kcnet::v1::Role role;
+  const char* org_unit_code;
+};
+
+constexpr DemoUser kDemoUsers[] = {
+    {"admin1", "Quản trị viên Demo", kcnet::v1::ROLE_ADMINISTRATOR, "90"},
+    {"officer1", "Phạm Thị Dung (demo)", kcnet::v1::ROLE_PROVINCE_OFFICER, "90"},
+    {"coord1", "Lê Văn Cường (demo)", kcnet::v1::ROLE_DISTRICT_COORDINATOR, "901"},
+    {"collab1", "Nguyễn Văn An (demo)", kcnet::v1::ROLE_COMMUNE_COLLABORATOR, "90101"},
+    {"collab2", "Trần Thị Bình (demo)", kcnet::v1::ROLE_COMMUNE_COLLABORATOR, "90201"},
+};
+
+struct DemoFacility {
+  const char* commune_code;
+  const char* name;
+  const char* owner_name;
+  kcnet::v1::FacilityKind kind;
+  kcnet::v1::Sector sector;
+  const char* main_products;
+  int64_t workers;
+  double latitude, longitude;
+};
+
+constexpr DemoFacility kDemoFacilities[] = {
+    {"90101", "Cơ sở mây tre đan An Bình (demo)", "Nguyễn Văn Hòa",
+     kcnet::v1::FACILITY_KIND_HOUSEHOLD_BUSINESS, kcnet::v1::SECTOR_HANDICRAFTS,
+     "Giỏ, khay mây tre", 12, 20.101, 105.501},
+    {"90101", "HTX chế biến nông sản An Bình (demo)", "Lê Thị Mai",
+     kcnet::v1::FACILITY_KIND_COOPERATIVE, kcnet::v1::SECTOR_FOOD_PROCESSING, "Miến dong, bún khô",
+     35, 20.103, 105.507},
+    {"90102", "Xưởng mộc Phú Lộc (demo)", "Trần Văn Minh", kcnet::v1::FACILITY_KIND_ENTERPRISE,
+     kcnet::v1::SECTOR_WOOD_PROCESSING, "Bàn ghế gỗ", 20, 20.121, 105.522},
+    {"90201", "Tổ hợp tác dệt thổ cẩm Tân Hòa (demo)", "Hà Thị Lan",
+     kcnet::v1::FACILITY_KIND_COOPERATIVE_GROUP, kcnet::v1::SECTOR_TEXTILES_GARMENTS,
+     "Khăn, túi thổ cẩm", 18, 20.201, 105.401},
+    {"90202", "Xưởng cơ khí Long Điền (demo)", "Phạm Văn Tài",
+     kcnet::v1::FACILITY_KIND_HOUSEHOLD_BUSINESS, kcnet::v1::SECTOR_MECHANICAL, "Máy tuốt lúa mini",
+     6, 20.215, 105.415},
+};
+
+std::string DemoPassword(absl::string_view username) {
+  return absl::StrCat("demo-", username, "-pass");
+}
+
+// A random (version 4) UUID in canonical text.
+absl::StatusOr<std::string> NewUuid() {
+  std::random_device random;
+  std::string bytes(16, '\0');
+  for (char& byte : bytes) byte = static_cast<char>(random() & 0xff);
+  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);
+  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);
+  return sync::UuidToText(bytes);
+}
+
+absl::Status CheckEmpty(const std::string& data_dir) {
+  std::error_code error;
+  if (!std::filesystem::exists(data_dir, error)) return absl::OkStatus();
+  if (!std::filesystem::is_directory(data_dir, error)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data_dir: ", data_dir, " exists and is not a directory"));
+  }
+  if (!std::filesystem::is_empty(data_dir, error) || error) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data_dir: ", data_dir,
+        " is not empty; seed-demo only fills a new, empty data directory (nothing was changed)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
+                                  const DirectoryOptions& directory_options) {
+  absl::Status status = CheckEmpty(data_dir);
+  if (!status.ok()) return status;
+  std::error_code error;
+  std::filesystem::create_directories(data_dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("data_dir: cannot create ", data_dir, ": ", error.message()));
+  }
+  const std::filesystem::path dir(data_dir);
+  absl::StatusOr<std::unique_ptr<Directory>> directory =
+      Directory::Open((dir / "directory.db").string(), directory_options);
+  if (!directory.ok()) return directory.status();
+
+  DemoSeed seed;
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> units = (*directory)->AddOrgUnits(DemoOrgUnits());
+  if (!units.ok()) return units.status();
+  seed.org_units = static_cast<int>(units->size());
+
+  int64_t admin_id = 0;
+  for (const DemoUser& demo : kDemoUsers) {
+    absl::StatusOr<kcnet::v1::OrgUnit> unit = (*directory)->FindByCode(demo.org_unit_code);
+    if (!unit.ok()) return unit.status();
+    const std::string password = DemoPassword(demo.username);
+    absl::StatusOr<kcnet::v1::User> user =
+        (*directory)
+            ->CreateUser(demo.username, demo.display_name, password, demo.role, {unit->id()});
+    if (!user.ok()) return user.status();
+    if (demo.role == kcnet::v1::ROLE_ADMINISTRATOR) admin_id = user->id();
+    seed.accounts.push_back({demo.username, password, RoleName(demo.role), demo.org_unit_code});
+  }
+
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
+      sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
+  if (!store.ok()) return store.status();
+  const int64_t now_ms = sync::SystemClock()->NowMs();
+  kcnet::v1::MutationBatch batch;
+  for (const DemoFacility& demo : kDemoFacilities) {
+    absl::StatusOr<kcnet::v1::OrgUnit> commune = (*directory)->FindByCode(demo.commune_code);
+    if (!commune.ok()) return commune.status();
+    absl::StatusOr<std::string> id = NewUuid();
+    if (!id.ok()) return id.status();
+    Facility facility;
+    facility.set_id(*id);
+    facility.set_commune_id(commune->id());
+    facility.set_name(demo.name);
+    facility.set_owner_name(demo.owner_name);
+    facility.set_kind(demo.kind);
+    facility.set_sector(demo.sector);
+    facility.set_address(absl::StrCat(commune->name(), ", Tỉnh Demo"));
+    facility.set_latitude(demo.latitude);
+    facility.set_longitude(demo.longitude);
+    facility.set_workers(demo.workers);
+    facility.set_main_products(demo.main_products);
+    facility.set_created_by(admin_id);
+    facility.set_created_ms(now_ms);
+    absl::StatusOr<kcnet::v1::RecordChange> change = kcnet::model::ToChange(facility);
+    if (!change.ok()) return change.status();
+    change->set_hlc((*store)->clock().Now());
+    kcnet::v1::Mutation* mutation = batch.add_mutations();
+    mutation->set_seq(static_cast<uint64_t>(batch.mutations_size()));
+    *mutation->add_changes() = *std::move(change);
+  }
+  const sync::Writer writer{"", sync::NodeIdFor(absl::StrCat("user:", admin_id))};
+  absl::StatusOr<kcnet::v1::PushAck> ack = (*store)->Apply(writer, batch);
+  if (!ack.ok()) return ack.status();
+  for (const kcnet::v1::MutationResult& result : ack->results()) {
+    if (result.outcome() != kcnet::v1::MUTATION_OUTCOME_APPLIED) {
+      return absl::InternalError(absl::StrCat("demo facility ", result.seq(), " was not applied: ",
+                                              result.reason(), " (", result.field(), ")"));
+    }
+    ++seed.facilities;
+  }
+  return seed;
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,171 @@
+#include "server/app/kcnet_server.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/records/record_services.h"
+#include "server/services/directory_services.h"
+#include "sync/model/record_types.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::server {
+namespace {
+
+constexpr char kDirectoryFile[] = "directory.db";
+constexpr char kStoreFile[] = "kcnet.db";
+
+absl::StatusOr<std::string> ReadPemFile(absl::string_view option, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(option, ": cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(option, ": ", path, " is empty"));
+  }
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& options) {
+  const bool has_cert = !options.tls_cert_file.empty();
+  const bool has_key = !options.tls_key_file.empty();
+  if (!has_cert && !has_key) return grpc::InsecureServerCredentials();
+  if (has_cert != has_key) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(has_cert ? "tls_key_file" : "tls_cert_file",
+                     ": TLS needs both a certificate and its private key"));
+  }
+  absl::StatusOr<std::string> cert = ReadPemFile("tls_cert_file", options.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPemFile("tls_key_file", options.tls_key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Moves a database's write-ahead log into its main file and empties the log, through a
+// connection of its own (the owner's connection stays open and idle).
+absl::Status CheckpointWal(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(path);
+  if (!db.ok()) return db.status();
+  // The first column is 1 when a reader or writer kept the checkpoint from finishing.
+  absl::StatusOr<int64_t> busy = (*db)->QueryInt("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!busy.ok()) return busy.status();
+  if (*busy != 0) return absl::UnavailableError(absl::StrCat(path, ": checkpoint was blocked"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOptions& options) {
+  if (options.data_dir.empty()) return absl::InvalidArgumentError("data_dir: required");
+  absl::StatusOr<LogFormat> format = ParseLogFormat(options.log_format);
+  if (!format.ok()) return format.status();
+  if (options.max_receive_bytes <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_receive_bytes: must be > 0, got ", options.max_receive_bytes));
+  }
+  if (options.storage_threads < 1 || options.storage_threads > kMaxStorageThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("storage_threads: must be between 1 and ",
+                                                   kMaxStorageThreads, ", got ",
+                                                   options.storage_threads));
+  }
+  if (options.clock == nullptr) return absl::InvalidArgumentError("clock: must not be null");
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
+  std::error_code error;
+  std::filesystem::create_directories(options.data_dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("data_dir: cannot create ", options.data_dir, ": ", error.message()));
+  }
+
+  std::unique_ptr<KcnetServer> server(new KcnetServer());
+  server->data_dir_ = options.data_dir;
+  server->logger_ = std::make_unique<Logger>(*format, options.log_sink);
+
+  const std::filesystem::path dir(options.data_dir);
+  absl::StatusOr<std::unique_ptr<Directory>> directory =
+      Directory::Open((dir / kDirectoryFile).string(), options.directory);
+  if (!directory.ok()) return directory.status();
+  server->directory_ = *std::move(directory);
+
+  sync::ServerStoreOptions store_options;
+  store_options.clock = options.clock;
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store = sync::ServerStore::Open(
+      (dir / kStoreFile).string(), &kcnet::model::KcnetSchema(), store_options);
+  if (!store.ok()) return store.status();
+  server->store_ = *std::move(store);
+
+  RpcRunnerOptions runner_options;
+  runner_options.storage_threads = options.storage_threads;
+  runner_options.logger = server->logger_.get();
+  absl::StatusOr<std::unique_ptr<StorageRpcRunner>> runner =
+      StorageRpcRunner::Create(server->directory_.get(), runner_options);
+  if (!runner.ok()) return runner.status();
+  server->runner_ = *std::move(runner);
+
+  server->services_ = MakeDirectoryServices(server->directory_.get(), server->runner_.get());
+  RecordServiceDeps deps;
+  deps.directory = server->directory_.get();
+  deps.store = server->store_.get();
+  deps.runner = server->runner_.get();
+  deps.clock = options.clock;
+  for (std::unique_ptr<grpc::Service>& service : MakeRecordServices(deps)) {
+    server->services_.push_back(std::move(service));
+  }
+
+  // Both are process-wide switches that take effect for servers built after them.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, *credentials, &server->port_);
+  builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
+  // A second server on the same port is an error, not a silent load-balancing partner.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  for (const std::unique_ptr<grpc::Service>& service : server->services_) {
+    builder.RegisterService(service.get());
+  }
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("listen: cannot listen on '", options.listen,
+                                               "' (address in use, or not HOST:PORT?)"));
+  }
+  const size_t colon = options.listen.rfind(':');
+  server->host_ = colon == std::string::npos ? options.listen : options.listen.substr(0, colon);
+  return server;
+}
+
+KcnetServer::~KcnetServer() { Shutdown(absl::ZeroDuration()); }
+
+std::string KcnetServer::address() const { return absl::StrCat(host_, ":", port_); }
+
+void KcnetServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  // In-flight calls still need the storage threads to finish, so they stop after.
+  // (A server whose Start() failed part way has only some of its parts.)
+  if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  if (runner_ != nullptr) runner_->Stop();
+  if (store_ == nullptr) return;
+  for (const char* file : {kDirectoryFile, kStoreFile}) {
+    absl::Status status = CheckpointWal((std::filesystem::path(data_dir_) / file).string());
+    if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
+  }
+}
+
+void KcnetServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace kcnet::server

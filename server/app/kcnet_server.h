@@ -1,0 +1,102 @@
+// KcnetServer: the whole kcnet server in one object, for the kcnet-server binary and for
+// tests. Start() opens the data directory (DATA_DIR/directory.db: org units, users,
+// tokens; DATA_DIR/kcnet.db: the synced records), starts the storage threads and a gRPC
+// server with every kcnet service (AuthService, OrgUnitService, UserService and the record
+// services), standard health checking and server reflection.
+//
+// In a test:
+//   ServerOptions options;
+//   options.listen = "127.0.0.1:0";
+//   options.data_dir = temp_dir.path();
+//   options.directory.password_ops_limit = kArgon2OpsLimitMin;
+//   options.directory.password_mem_limit = kArgon2MemLimitMin;
+//   absl::StatusOr<std::unique_ptr<KcnetServer>> server = KcnetServer::Start(options);
+//   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->port()),
+//                                      grpc::InsecureChannelCredentials());
+//
+// Thread-safety: thread-safe. Shutdown() may be called from any thread, once or more.
+#ifndef KCNET_SERVER_APP_KCNET_SERVER_H_
+#define KCNET_SERVER_APP_KCNET_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/directory/directory.h"
+#include "server/rpc/logger.h"
+#include "server/rpc/storage_rpc_runner.h"
+#include "sync/hlc.h"
+#include "sync/server_store.h"
+
+namespace kcnet::server {
+
+struct ServerOptions {
+  // HOST:PORT to listen on; port 0 picks a free port (see KcnetServer::port()).
+  std::string listen = "127.0.0.1:50051";
+  // Holds directory.db and kcnet.db; created when missing. Required.
+  std::string data_dir;
+  std::string log_format = "text";  // "text" or "json"
+  // TLS: both PEM files, or neither (plaintext).
+  std::string tls_cert_file, tls_key_file;
+  int storage_threads = 4;
+  int max_receive_bytes = 4 << 20;           // larger requests get RESOURCE_EXHAUSTED
+  sync::Clock* clock = sync::SystemClock();  // the record store's clock; must outlive the server
+  DirectoryOptions directory;
+  // Where log lines go (one call per line); empty: stderr.
+  Logger::Sink log_sink;
+};
+
+class KcnetServer {
+ public:
+  // Opens the data directory and starts serving. Fails with INVALID_ARGUMENT naming the
+  // option (data_dir empty, log_format, storage_threads, max_receive_bytes, only one TLS
+  // file), NOT_FOUND / PERMISSION_DENIED for an unreadable TLS file or data_dir, the
+  // storage error of either database, or UNAVAILABLE when it cannot listen on `listen`.
+  static absl::StatusOr<std::unique_ptr<KcnetServer>> Start(const ServerOptions& options);
+  // Shutdown(absl::ZeroDuration()) unless done already.
+  ~KcnetServer();
+  KcnetServer(const KcnetServer&) = delete;
+  KcnetServer& operator=(const KcnetServer&) = delete;
+
+  // The port the server listens on (the picked one when `listen` asked for port 0).
+  int port() const { return port_; }
+  // `listen` with the actual port, e.g. "127.0.0.1:43117".
+  std::string address() const;
+
+  Directory* directory() { return directory_.get(); }
+  sync::ServerStore* store() { return store_.get(); }
+  Logger* logger() { return logger_.get(); }
+
+  // Stops accepting calls, lets calls in flight finish within `grace` (cancelling the
+  // rest), stops the storage threads and checkpoints both databases' write-ahead logs
+  // into their main files. Idempotent: a second call returns at once.
+  void Shutdown(absl::Duration grace);
+  // Blocks until the server has shut down.
+  void Wait();
+
+ private:
+  KcnetServer() = default;
+
+  // Declared in construction order; destroyed in reverse (the gRPC server first).
+  std::unique_ptr<Logger> logger_;
+  std::unique_ptr<Directory> directory_;
+  std::unique_ptr<sync::ServerStore> store_;
+  std::unique_ptr<StorageRpcRunner> runner_;
+  std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string data_dir_;
+  std::string host_;
+  int port_ = 0;
+
+  absl::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+};
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_APP_KCNET_SERVER_H_

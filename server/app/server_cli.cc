@@ -1,0 +1,141 @@
+#include "server/app/server_cli.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/time.h"
+#include "server/app/kcnet_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "HOST:PORT to listen on (port 0: pick a free port)");
+ABSL_FLAG(std::string, data_dir, "", "Directory of directory.db and kcnet.db (required)");
+ABSL_FLAG(std::string, log_format, "text", "Log lines on stderr: text or json");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
+ABSL_FLAG(int, storage_threads, 4, "Threads that run requests against storage (1-256)");
+
+namespace kcnet::server {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: kcnet-server --data_dir=DIR [--listen=HOST:PORT] [--log_format=text|json]\n"
+    "                    [--tls_cert=PEM --tls_key=PEM] [--storage_threads=N]\n"
+    "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
+    "  --listen           HOST:PORT to listen on, default 127.0.0.1:50051 (port 0: any)\n"
+    "  --log_format       text (default) or json: one line per RPC on stderr\n"
+    "  --tls_cert/key     serve TLS with this PEM certificate chain and private key\n"
+    "  --storage_threads  threads that run requests against storage, default 4\n"
+    "SIGTERM or SIGINT shut the server down gracefully.\n";
+
+// The flags kcnet-server accepts (other flags linked into the binary are not its own).
+constexpr const char* kFlagNames[] = {"listen",   "data_dir", "log_format",
+                                      "tls_cert", "tls_key",  "storage_threads"};
+
+// Sets the flags from argv. `*help` is set by --help. A bad command line is
+// INVALID_ARGUMENT with a one-line message.
+absl::Status ParseFlags(int argc, char** argv, bool* help) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (!absl::StartsWith(arg, "-") || arg == "-" || arg == "--") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", arg, "': kcnet-server takes flags only"));
+    }
+    arg.remove_prefix(absl::StartsWith(arg, "--") ? 2 : 1);
+    const size_t equals = arg.find('=');
+    const absl::string_view name = arg.substr(0, equals);
+    if (name == "help" || name == "h") {
+      *help = true;
+      continue;
+    }
+    absl::CommandLineFlag* flag =
+        std::find(std::begin(kFlagNames), std::end(kFlagNames), name) != std::end(kFlagNames)
+            ? absl::FindCommandLineFlag(name)
+            : nullptr;
+    if (flag == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    std::string value;
+    if (equals != absl::string_view::npos) {
+      value = std::string(arg.substr(equals + 1));
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Prints one line on stderr, whatever `message` holds.
+void PrintError(absl::string_view message) {
+  const std::string line = absl::StrReplaceAll(message, {{"\r", " "}, {"\n", " "}});
+  std::fprintf(stderr, "kcnet-server: %s\n", line.c_str());
+}
+
+}  // namespace
+
+int RunServerCli(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so that every thread inherits
+  // the mask and they are taken only by sigwait() below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  bool help = false;
+  absl::Status status = ParseFlags(argc, argv, &help);
+  if (!status.ok()) {
+    PrintError(absl::StrCat(status.message(), " (see --help)"));
+    return 2;
+  }
+  if (help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.log_format = absl::GetFlag(FLAGS_log_format);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.storage_threads = absl::GetFlag(FLAGS_storage_threads);
+  if (options.data_dir.empty()) {
+    PrintError("--data_dir is required (see --help)");
+    return 2;
+  }
+
+  absl::StatusOr<std::unique_ptr<KcnetServer>> server = KcnetServer::Start(options);
+  if (!server.ok()) {
+    // Options the command line gave wrong are usage errors; the rest are failures.
+    const bool usage = server.status().code() == absl::StatusCode::kInvalidArgument;
+    PrintError(std::string(server.status().message()));
+    return usage ? 2 : 1;
+  }
+  std::printf("kcnet-server listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  (*server)->logger()->Info(
+      absl::StrCat(signal_number == SIGINT ? "SIGINT" : "SIGTERM", ": shutting down"));
+  (*server)->Shutdown(absl::Seconds(10));
+  (*server)->Wait();
+  (*server)->logger()->Info("stopped");
+  return 0;
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,73 @@
+// StorageRpcRunner: the RpcRunner of the server (see rpc_runner.h for the contract).
+//
+// Run() and RunPublic() return the call's reactor at once; the rest happens on one of a
+// fixed pool of storage threads: authentication (Run() only: "authorization: Bearer
+// <token>" metadata -> Directory::Authenticate), the body, ToGrpcStatus(), Finish(), and the
+// RPC's log line. A call whose client has already gone is finished as CANCELLED without
+// running its body. Once Stop() has begun, new calls are answered UNAVAILABLE at once.
+//
+// Thread-safety: thread-safe. The directory and the logger must outlive the runner.
+#ifndef KCNET_SERVER_RPC_STORAGE_RPC_RUNNER_H_
+#define KCNET_SERVER_RPC_STORAGE_RPC_RUNNER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/directory/directory.h"
+#include "server/rpc/logger.h"
+#include "server/rpc/rpc_runner.h"
+#include "server/rpc/thread_pool.h"
+
+namespace kcnet::server {
+
+inline constexpr int kMaxStorageThreads = 256;
+
+struct RpcRunnerOptions {
+  int storage_threads = 4;  // 1..kMaxStorageThreads
+  // Where the RPC lines go; nullptr: a text logger on stderr owned by the runner.
+  Logger* logger = nullptr;
+};
+
+class StorageRpcRunner final : public RpcRunner {
+ public:
+  // Starts the storage threads. Fails with INVALID_ARGUMENT naming storage_threads when
+  // the count is out of range, or directory when it is null.
+  static absl::StatusOr<std::unique_ptr<StorageRpcRunner>> Create(Directory* directory,
+                                                                  RpcRunnerOptions options = {});
+  // Stop()s.
+  ~StorageRpcRunner() override;
+
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* context, const char* method,
+                                Body body) override;
+  grpc::ServerUnaryReactor* RunPublic(grpc::CallbackServerContext* context, const char* method,
+                                      Body body) override;
+
+  // Finishes every call already queued, then joins the storage threads. Idempotent.
+  void Stop();
+
+ private:
+  StorageRpcRunner(Directory* directory, int threads, Logger* logger,
+                   std::unique_ptr<Logger> owned_logger);
+  grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* context, const char* method,
+                                  Body body, bool authenticate);
+  // The principal behind the call's bearer token, or UNAUTHENTICATED.
+  absl::StatusOr<Principal> Authenticate(const absl::StatusOr<std::string>& token);
+  void Finish(grpc::ServerUnaryReactor* reactor, const char* method, absl::string_view caller,
+              const absl::Status& status, absl::Time start);
+
+  Directory* const directory_;
+  const std::unique_ptr<Logger> owned_logger_;
+  Logger* const logger_;
+  ThreadPool pool_;
+};
+
+// The token of the call's "authorization: Bearer <token>" metadata. Fails with
+// UNAUTHENTICATED, saying what is wrong, when the metadata is missing or malformed.
+absl::StatusOr<std::string> BearerToken(const grpc::ServerContextBase& context);
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_RPC_STORAGE_RPC_RUNNER_H_

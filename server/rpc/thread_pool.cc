@@ -1,0 +1,53 @@
+#include "server/rpc/thread_pool.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace kcnet::server {
+
+ThreadPool::ThreadPool(int threads) {
+  const int count = std::max(threads, 1);
+  threads_.reserve(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) threads_.emplace_back([this] { Work(); });
+}
+
+ThreadPool::~ThreadPool() { Stop(); }
+
+bool ThreadPool::Schedule(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return false;
+  queue_.push_back(std::move(task));
+  return true;
+}
+
+void ThreadPool::Stop() {
+  absl::MutexLock join_lock(&join_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
+}
+
+void ThreadPool::Work() {
+  while (true) {
+    std::function<void()> task;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ThreadPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
+            return pool->stopping_ || !pool->queue_.empty();
+          },
+          this));
+      // Stopping drains the queue first: a queued RPC is still answered.
+      if (queue_.empty()) return;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    task();
+  }
+}
+
+}  // namespace kcnet::server
