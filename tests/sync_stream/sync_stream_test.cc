@@ -1,0 +1,915 @@
+// The sync stream end to end: a real KcnetServer on port 0, real channels, SyncClient
+// driving real DeviceStore files in a temp dir. Concurrent edits and their conflict
+// report, a forbidden transition rolled back, an interrupted download resumed from its
+// cursor, reassignment (push, then purge), checksum repair, live updates on an open
+// stream, and bad input.
+#include "client_sdk/sync_client.h"
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sync_service.grpc.pb.h"
+#include "server/app/kcnet_server.h"
+#include "sync/device_store.h"
+#include "sync/hlc.h"
+#include "sync/model/record_types.h"
+#include "sync/schema.h"
+#include "sync/sqlite.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::sdk {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
+
+using model::kFacilityType;
+using model::kRequestEventType;
+using model::kSupportRequestType;
+
+constexpr uint32_t kNameField = Facility::kNameFieldNumber;
+constexpr uint32_t kStatusField = SupportRequest::kStatusFieldNumber;
+
+// A fresh random UUID in canonical text form.
+std::string NewUuid() {
+  static absl::BitGen* gen = new absl::BitGen();
+  static absl::Mutex mu;
+  absl::MutexLock lock(&mu);
+  return absl::StrFormat("%08x-%04x-4%03x-8%03x-%012x", absl::Uniform<uint32_t>(*gen),
+                         absl::Uniform<uint32_t>(*gen, 0, 0x10000),
+                         absl::Uniform<uint32_t>(*gen, 0, 0x1000),
+                         absl::Uniform<uint32_t>(*gen, 0, 0x1000),
+                         absl::Uniform<uint64_t>(*gen, 0, uint64_t{1} << 48));
+}
+
+std::string Bytes(const std::string& uuid_text) { return *sync::UuidFromText(uuid_text); }
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+RecordChange Created(const google::protobuf::Message& message) {
+  absl::StatusOr<RecordChange> change = model::ToChange(message);
+  EXPECT_TRUE(change.ok()) << change.status();
+  return change.ok() ? *change : RecordChange();
+}
+
+RecordChange NewFacility(const std::string& id, int64_t commune, int64_t author,
+                         const std::string& name) {
+  Facility f;
+  f.set_id(id);
+  f.set_commune_id(commune);
+  f.set_name(name);
+  f.set_owner_name("Nguyễn Văn A");
+  f.set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+  f.set_latitude(21.0);
+  f.set_longitude(105.8);
+  f.set_created_by(author);
+  f.set_created_ms(NowMs());
+  return Created(f);
+}
+
+// A change setting one field of an existing record.
+RecordChange Edit(uint32_t type, const std::string& id, uint32_t field, Value value) {
+  RecordChange c;
+  c.set_type(type);
+  c.set_id(Bytes(id));
+  FieldChange* f = c.add_fields();
+  f->set_field(field);
+  *f->mutable_value() = std::move(value);
+  return c;
+}
+
+Value Str(const std::string& s) {
+  Value v;
+  v.set_string_value(s);
+  return v;
+}
+Value Int(int64_t i) {
+  Value v;
+  v.set_int_value(i);
+  return v;
+}
+
+RecordChange NewEvent(int64_t commune, const std::string& request_id, int64_t actor,
+                      RequestAction action, RequestStatus from, RequestStatus to) {
+  RequestEvent e;
+  e.set_id(NewUuid());
+  e.set_commune_id(commune);
+  e.set_request_id(request_id);
+  e.set_actor_id(actor);
+  e.set_action(action);
+  e.set_from_status(from);
+  e.set_to_status(to);
+  e.set_note("ghi chú");
+  e.set_at_ms(NowMs());
+  return Created(e);
+}
+
+// The string value of field `number` in a full-state change.
+std::string StringField(const std::optional<RecordChange>& c, uint32_t number) {
+  if (!c.has_value()) return "<absent>";
+  return kcnet::testing::FieldOf(*c, number).string_value();
+}
+int64_t IntField(const std::optional<RecordChange>& c, uint32_t number) {
+  if (!c.has_value()) return -1;
+  return kcnet::testing::FieldOf(*c, number).int_value();
+}
+
+struct Account {
+  int64_t id = 0;
+  std::string token;
+};
+
+// One tablet: its store file and its sync client.
+struct Device {
+  std::string name;
+  std::unique_ptr<sync::DeviceStore> store;
+  std::unique_ptr<SyncClient> client;
+
+  uint64_t Write(std::vector<RecordChange> changes) {
+    absl::StatusOr<uint64_t> seq = store->Write(std::move(changes));
+    EXPECT_TRUE(seq.ok()) << name << ": " << seq.status();
+    return seq.ok() ? *seq : 0;
+  }
+  std::optional<RecordChange> Read(uint32_t type, const std::string& id,
+                                   bool confirmed_only = false) {
+    absl::StatusOr<std::optional<RecordChange>> r = store->Read(type, Bytes(id), confirmed_only);
+    EXPECT_TRUE(r.ok()) << name << ": " << r.status();
+    return r.ok() ? *r : std::nullopt;
+  }
+  std::set<int64_t> Buckets() {
+    std::set<int64_t> out;
+    absl::StatusOr<std::vector<BucketCursor>> cursors = store->Cursors();
+    EXPECT_TRUE(cursors.ok()) << cursors.status();
+    if (cursors.ok()) {
+      for (const BucketCursor& c : *cursors) out.insert(c.bucket());
+    }
+    return out;
+  }
+  int64_t Pending() { return store->PendingCount().value_or(-1); }
+  int64_t Unconfirmed() { return store->UnconfirmedCount().value_or(-1); }
+  // SyncOnce, expected to succeed with a clean end of stream.
+  SyncResult Sync() {
+    absl::StatusOr<SyncResult> result = client->SyncOnce();
+    EXPECT_TRUE(result.ok()) << name << ": " << result.status();
+    if (!result.ok()) return client->last_result();
+    EXPECT_TRUE(result->server_status.ok()) << name << ": " << result->server_status;
+    return *result;
+  }
+};
+
+class SyncStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server::ServerOptions options;
+    options.data_dir = dir_.File("server");
+    options.listen = "127.0.0.1:0";
+    options.directory.password_ops_limit = server::kArgon2OpsLimitMin;
+    options.directory.password_mem_limit = server::kArgon2MemLimitMin;
+    options.log_sink = [](absl::string_view) {};
+    absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
+        server::KcnetServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    server::Directory* d = server_->directory();
+    // Province 90: district 901 (communes 90101, 90102), district 902 (commune 90201).
+    const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+    d1_ = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
+    d2_ = d->CreateOrgUnit("902", "Huyện Hai", ORG_UNIT_LEVEL_DISTRICT, p)->id();
+    c1_ = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, d1_)->id();
+    c2_ = d->CreateOrgUnit("90102", "Xã Hai", ORG_UNIT_LEVEL_COMMUNE, d1_)->id();
+    c3_ = d->CreateOrgUnit("90201", "Xã Ba", ORG_UNIT_LEVEL_COMMUNE, d2_)->id();
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+  }
+
+  Account MakeUser(const std::string& name, Role role, int64_t unit) {
+    server::Directory* d = server_->directory();
+    absl::StatusOr<User> user = d->CreateUser(name, name, "password-123", role, {unit});
+    EXPECT_TRUE(user.ok()) << user.status();
+    absl::StatusOr<server::LoginResult> login = d->Login(name, "password-123");
+    EXPECT_TRUE(login.ok()) << login.status();
+    if (!user.ok() || !login.ok()) return {};
+    return {user->id(), login->token};
+  }
+
+  std::unique_ptr<Device> NewDevice(const std::string& name, const std::string& token,
+                                    sync::Clock* clock = sync::SystemClock(),
+                                    SyncClientOptions options = {}) {
+    auto device = std::make_unique<Device>();
+    device->name = name;
+    absl::StatusOr<std::unique_ptr<sync::DeviceStore>> store =
+        sync::DeviceStore::Open(dir_.File(name + ".db"), &model::KcnetSchema(), name,
+                                sync::DeviceStoreOptions{.clock = clock, .durable = false});
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return nullptr;
+    device->store = *std::move(store);
+    options.token = token;
+    device->client = std::make_unique<SyncClient>(channel_, device->store.get(), options);
+    return device;
+  }
+
+  std::optional<RecordChange> ServerRead(uint32_t type, const std::string& id) {
+    absl::StatusOr<std::optional<RecordChange>> r = server_->store()->ReadRecord(type, Bytes(id));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::nullopt;
+  }
+
+  // The device holds exactly the server's version of the record, confirmed and with its
+  // (empty) overlay.
+  void ExpectSameAsServer(Device& device, uint32_t type, const std::string& id) {
+    SCOPED_TRACE(absl::StrCat(device.name, " record ", id));
+    const std::optional<RecordChange> server = ServerRead(type, id);
+    ASSERT_TRUE(server.has_value());
+    const std::optional<RecordChange> confirmed = device.Read(type, id, true);
+    ASSERT_TRUE(confirmed.has_value());
+    EXPECT_EQ(confirmed->DebugString(), server->DebugString());
+    const std::optional<RecordChange> shown = device.Read(type, id);
+    ASSERT_TRUE(shown.has_value());
+    EXPECT_EQ(shown->DebugString(), server->DebugString());
+  }
+
+  // The device's bucket has the server's checksum and record count, by the running sum
+  // and recomputed from its rows.
+  void ExpectSameBucket(Device& device, int64_t bucket) {
+    SCOPED_TRACE(absl::StrCat(device.name, " bucket ", bucket));
+    absl::StatusOr<BucketCheckpoint> server = server_->store()->Checkpoint(bucket);
+    ASSERT_TRUE(server.ok()) << server.status();
+    absl::StatusOr<BucketCheckpoint> running = device.store->Checkpoint(bucket);
+    ASSERT_TRUE(running.ok()) << running.status();
+    absl::StatusOr<BucketCheckpoint> recomputed = device.store->RecomputeCheckpoint(bucket);
+    ASSERT_TRUE(recomputed.ok()) << recomputed.status();
+    EXPECT_EQ(running->checksum(), server->checksum());
+    EXPECT_EQ(running->records(), server->records());
+    EXPECT_EQ(recomputed->checksum(), server->checksum());
+    EXPECT_EQ(recomputed->records(), server->records());
+  }
+
+  std::unique_ptr<grpc::ClientContext> As(const std::string& token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    return ctx;
+  }
+
+  // Opens a raw stream, sends `hello`, reads until the end, returns the final status.
+  grpc::Status RawHello(const std::string& token, const Hello& hello) {
+    auto stub = SyncService::NewStub(channel_);
+    auto ctx = As(token);
+    auto stream = stub->Sync(ctx.get());
+    SyncClientMessage m;
+    *m.mutable_hello() = hello;
+    stream->Write(m);
+    SyncServerMessage in;
+    while (stream->Read(&in)) {
+    }
+    return stream->Finish();
+  }
+
+  kcnet::testing::TempDir dir_;
+  std::unique_ptr<server::KcnetServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  int64_t d1_ = 0, d2_ = 0, c1_ = 0, c2_ = 0, c3_ = 0;
+};
+
+// (a) Two devices edit the same field offline; the later clock wins everywhere, the
+// conflict is recorded for the coordinator, and the device whose edit lost is told.
+TEST_F(SyncStreamTest, ConcurrentEditsConvergeAndTheLoserIsTold) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const Account coord = MakeUser("coord1", ROLE_DISTRICT_COORDINATOR, d1_);
+  const int64_t t0 = NowMs();
+  sync::FakeClock clock_a(t0), clock_b(t0);
+  auto a = NewDevice("tablet-a", collab.token, &clock_a);
+  auto b = NewDevice("tablet-b", coord.token, &clock_b);
+  ASSERT_TRUE(a && b);
+
+  const std::string f = NewUuid();
+  a->Write({NewFacility(f, c1_, collab.id, "Cơ sở mây tre đan")});
+  SyncResult first = a->Sync();
+  EXPECT_EQ(first.pushed_mutations, 1u);
+  EXPECT_TRUE(first.reports.empty());
+  EXPECT_THAT(first.welcome.buckets(), ElementsAre(c1_));
+  SyncResult fetched = b->Sync();
+  EXPECT_THAT(fetched.welcome.buckets(), ElementsAre(c1_, c2_));
+  ExpectSameAsServer(*b, kFacilityType, f);
+
+  // Offline: A edits first (earlier clock), B later (later clock).
+  clock_a.Set(t0 + 1000);
+  const uint64_t seq_a = a->Write({Edit(kFacilityType, f, kNameField, Str("Tên của A"))});
+  clock_b.Set(t0 + 2000);
+  b->Write({Edit(kFacilityType, f, kNameField, Str("Tên của B"))});
+  EXPECT_EQ(StringField(a->Read(kFacilityType, f), kNameField), "Tên của A");
+
+  // B pushes first (its edit wins and is not concurrent with anything stored); A pushes its
+  // older concurrent edit second: it loses and A's acknowledgement carries the conflict.
+  SyncResult b_push = b->Sync();
+  EXPECT_TRUE(b_push.reports.empty());
+  SyncResult a_push = a->Sync();
+  ASSERT_EQ(a_push.reports.size(), 1u);
+  const sync::Report& report = a_push.reports[0];
+  EXPECT_EQ(report.mutation.seq(), seq_a);
+  EXPECT_EQ(report.result.outcome(), MUTATION_OUTCOME_APPLIED_WITH_CONFLICT);
+  ASSERT_EQ(report.result.conflicts_size(), 1);
+  const Conflict& conflict = report.result.conflicts(0);
+  EXPECT_EQ(conflict.record_id(), Bytes(f));
+  EXPECT_EQ(conflict.field(), kNameField);
+  EXPECT_EQ(conflict.winner_value().string_value(), "Tên của B");
+  EXPECT_EQ(conflict.loser_value().string_value(), "Tên của A");
+  EXPECT_EQ(conflict.loser_mutation().device_id(), "tablet-a");
+  EXPECT_EQ(conflict.loser_mutation().seq(), seq_a);
+  absl::StatusOr<std::vector<sync::Report>> kept = a->store->ListReports();
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->size(), 1u);
+  b->Sync();
+
+  // Every replica equals the server.
+  EXPECT_EQ(StringField(ServerRead(kFacilityType, f), kNameField), "Tên của B");
+  for (Device* d : {a.get(), b.get()}) {
+    ExpectSameAsServer(*d, kFacilityType, f);
+    ExpectSameBucket(*d, c1_);
+    EXPECT_EQ(d->Pending(), 0);
+    EXPECT_EQ(d->Unconfirmed(), 0);
+  }
+
+  // The coordinator sees the conflict.
+  auto stub = SyncService::NewStub(channel_);
+  ListConflictsRequest req;
+  ListConflictsResponse resp;
+  grpc::Status s = stub->ListConflicts(As(coord.token).get(), req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.conflicts_size(), 1);
+  EXPECT_EQ(resp.conflicts(0).record_id(), Bytes(f));
+  EXPECT_EQ(resp.conflicts(0).field(), kNameField);
+  EXPECT_EQ(resp.conflicts(0).loser_value().string_value(), "Tên của A");
+  EXPECT_EQ(resp.conflicts(0).winner_value().string_value(), "Tên của B");
+  EXPECT_EQ(resp.conflicts(0).bucket(), c1_);
+  EXPECT_FALSE(resp.conflicts(0).resolved());
+}
+
+// (b) A collaborator endorses its own submitted request offline: the server refuses it,
+// the device rolls back to the server's values and keeps a report saying why.
+TEST_F(SyncStreamTest, ForbiddenTransitionIsRefusedAndRolledBack) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto a = NewDevice("tablet-a", collab.token);
+  ASSERT_TRUE(a);
+
+  const std::string f = NewUuid();
+  const std::string r = NewUuid();
+  SupportRequest request;
+  request.set_id(r);
+  request.set_commune_id(c1_);
+  request.set_facility_id(f);
+  request.set_author_id(collab.id);
+  request.set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+  request.set_description("Máy sấy nông sản");
+  request.set_requested_amount_vnd(80000000);
+  request.set_proposed_funding(FUNDING_SOURCE_LOCAL);
+  request.set_status(REQUEST_STATUS_DRAFT);
+  request.set_created_ms(NowMs());
+  a->Write({NewFacility(f, c1_, collab.id, "Xưởng gỗ"), Created(request)});
+  a->Write({Edit(kSupportRequestType, r, kStatusField, Int(REQUEST_STATUS_SUBMITTED)),
+            NewEvent(c1_, r, collab.id, REQUEST_ACTION_SUBMIT, REQUEST_STATUS_DRAFT,
+                     REQUEST_STATUS_SUBMITTED)});
+  SyncResult submitted = a->Sync();
+  EXPECT_TRUE(submitted.reports.empty());
+  EXPECT_EQ(IntField(ServerRead(kSupportRequestType, r), kStatusField), REQUEST_STATUS_SUBMITTED);
+
+  // Endorsing is a coordinator's step (and never the author's).
+  RecordChange event = NewEvent(c1_, r, collab.id, REQUEST_ACTION_ENDORSE, REQUEST_STATUS_SUBMITTED,
+                                REQUEST_STATUS_ENDORSED);
+  const std::string event_id = *sync::UuidToText(event.id());
+  const uint64_t seq =
+      a->Write({Edit(kSupportRequestType, r, kStatusField, Int(REQUEST_STATUS_ENDORSED)), event});
+  EXPECT_EQ(IntField(a->Read(kSupportRequestType, r), kStatusField), REQUEST_STATUS_ENDORSED);
+  SyncResult endorsed = a->Sync();
+
+  ASSERT_EQ(endorsed.reports.size(), 1u);
+  const MutationResult& result = endorsed.reports[0].result;
+  EXPECT_EQ(endorsed.reports[0].mutation.seq(), seq);
+  EXPECT_EQ(result.outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(result.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(result.reason(), HasSubstr("status"));
+  bool has_request = false;
+  for (const RecordChange& v : result.server_values()) {
+    if (v.type() == kSupportRequestType && v.id() == Bytes(r)) {
+      has_request = true;
+      EXPECT_EQ(kcnet::testing::FieldOf(v, kStatusField).int_value(), REQUEST_STATUS_SUBMITTED);
+    }
+  }
+  EXPECT_TRUE(has_request) << result.DebugString();
+
+  // The device shows the server's state again; the report stays until taken.
+  EXPECT_EQ(IntField(a->Read(kSupportRequestType, r), kStatusField), REQUEST_STATUS_SUBMITTED);
+  EXPECT_FALSE(a->Read(kRequestEventType, event_id).has_value());
+  EXPECT_FALSE(ServerRead(kRequestEventType, event_id).has_value());
+  ExpectSameAsServer(*a, kSupportRequestType, r);
+  ExpectSameBucket(*a, c1_);
+  absl::StatusOr<std::vector<sync::Report>> reports = a->store->TakeReports();
+  ASSERT_TRUE(reports.ok()) << reports.status();
+  ASSERT_EQ(reports->size(), 1u);
+  EXPECT_EQ((*reports)[0].result.reason(), result.reason());
+  EXPECT_EQ(a->Pending(), 0);
+  EXPECT_EQ(a->Unconfirmed(), 0);
+}
+
+// (c) A download cut after its first page resumes from the stored cursor: no record is
+// sent twice and the bucket ends equal to the server's.
+TEST_F(SyncStreamTest, InterruptedDownloadResumesFromItsCursor) {
+  constexpr int kRecords = 2000;
+  constexpr int kPerMutation = 100;
+  const Account writer = MakeUser("writer", ROLE_COMMUNE_COLLABORATOR, c2_);
+  const Account reader = MakeUser("reader", ROLE_COMMUNE_COLLABORATOR, c2_);
+  SyncClientOptions slow;
+  slow.timeout = absl::Seconds(120);
+  auto w = NewDevice("tablet-w", writer.token, sync::SystemClock(), slow);
+  ASSERT_TRUE(w);
+  std::vector<std::string> ids;
+  for (int m = 0; m < kRecords / kPerMutation; ++m) {
+    std::vector<RecordChange> changes;
+    for (int i = 0; i < kPerMutation; ++i) {
+      ids.push_back(NewUuid());
+      changes.push_back(
+          NewFacility(ids.back(), c2_, writer.id, absl::StrCat("Cơ sở ", ids.size())));
+    }
+    w->Write(std::move(changes));
+  }
+  SyncResult pushed = w->Sync();
+  EXPECT_EQ(pushed.pushed_mutations, static_cast<size_t>(kRecords / kPerMutation));
+  EXPECT_TRUE(pushed.reports.empty());
+  ExpectSameBucket(*w, c2_);
+
+  // The reader cancels its first sync right after the first page.
+  std::atomic<bool> cut{true};
+  bool first_more = false;
+  SyncClient* client = nullptr;
+  SyncClientOptions options = slow;
+  options.on_message = [&](const SyncServerMessage& m) {
+    if (m.has_changes() && cut.exchange(false)) {
+      first_more = m.changes().more();
+      client->Cancel();
+    }
+  };
+  auto r = NewDevice("tablet-r", reader.token, sync::SystemClock(), options);
+  ASSERT_TRUE(r);
+  client = r->client.get();
+  absl::StatusOr<SyncResult> partial = r->client->SyncOnce();
+  EXPECT_EQ(partial.status().code(), absl::StatusCode::kCancelled) << partial.status();
+  const SyncResult first = r->client->last_result();
+  EXPECT_EQ(first.download_batches, 1u);
+  EXPECT_TRUE(first_more) << "the server's page held the whole bucket: nothing to resume";
+  EXPECT_GT(first.received_changes, 0u);
+  EXPECT_LT(first.received_changes, static_cast<size_t>(kRecords));
+  EXPECT_EQ(first.applied_changes, first.received_changes);
+  absl::StatusOr<BucketCheckpoint> midway = r->store->Checkpoint(c2_);
+  ASSERT_TRUE(midway.ok()) << midway.status();
+  EXPECT_EQ(midway->records(), first.received_changes);
+
+  // The next sync finishes from the cursor.
+  SyncResult rest = r->Sync();
+  EXPECT_EQ(first.received_changes + rest.received_changes, static_cast<size_t>(kRecords));
+  EXPECT_EQ(first.applied_changes + rest.applied_changes, static_cast<size_t>(kRecords));
+  EXPECT_TRUE(rest.reset_buckets.empty());
+  ExpectSameBucket(*r, c2_);
+  absl::StatusOr<BucketCheckpoint> done = r->store->Checkpoint(c2_);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->records(), static_cast<uint64_t>(kRecords));
+  for (size_t i = 0; i < ids.size(); i += 97) ExpectSameAsServer(*r, kFacilityType, ids[i]);
+}
+
+// (d) A collaborator moved to another commune: its pending write for the old commune is
+// pushed (and answered) before the old bucket is purged; the new bucket arrives.
+TEST_F(SyncStreamTest, ReassignedCollaboratorPushesThenPurgesTheOldCommune) {
+  const Account mover = MakeUser("mover", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const Account local = MakeUser("local3", ROLE_COMMUNE_COLLABORATOR, c3_);
+  auto other = NewDevice("tablet-o", local.token);
+  ASSERT_TRUE(other);
+  const std::string g = NewUuid();
+  other->Write({NewFacility(g, c3_, local.id, "Hợp tác xã chè")});
+  other->Sync();
+
+  bool old_bucket_held_at_ack = false;
+  int acks = 0;
+  Device* m_ptr = nullptr;
+  SyncClientOptions options;
+  options.on_message = [&](const SyncServerMessage& msg) {
+    if (msg.has_push_ack() && m_ptr != nullptr) {
+      ++acks;
+      old_bucket_held_at_ack = m_ptr->Buckets().contains(c1_);
+    }
+  };
+  auto m = NewDevice("tablet-m", mover.token, sync::SystemClock(), options);
+  ASSERT_TRUE(m);
+  const std::string f = NewUuid();
+  m->Write({NewFacility(f, c1_, mover.id, "Làng nghề gốm")});
+  m->Sync();
+  ExpectSameAsServer(*m, kFacilityType, f);
+
+  // Offline edit, then the reassignment.
+  m_ptr = m.get();
+  acks = 0;
+  const uint64_t seq = m->Write({Edit(kFacilityType, f, kNameField, Str("Sửa khi mất mạng"))});
+  absl::StatusOr<User> moved =
+      server_->directory()->AssignUser(mover.id, ROLE_COMMUNE_COLLABORATOR, {c3_});
+  ASSERT_TRUE(moved.ok()) << moved.status();
+
+  SyncResult result = m->Sync();
+  EXPECT_THAT(result.welcome.buckets(), ElementsAre(c3_));
+  EXPECT_THAT(result.welcome.removed(), ElementsAre(c1_));
+  EXPECT_THAT(result.purged, ElementsAre(c1_));
+  EXPECT_GE(result.pushed_mutations, 1u);
+  EXPECT_EQ(acks, 1);
+  EXPECT_TRUE(old_bucket_held_at_ack) << "the old bucket was purged before its push was answered";
+
+  // The pending write got its answer: applied on the server, or refused with a report.
+  bool answered = StringField(ServerRead(kFacilityType, f), kNameField) == "Sửa khi mất mạng";
+  for (const sync::Report& report : result.reports) {
+    if (report.mutation.seq() == seq) {
+      answered = true;
+      EXPECT_EQ(report.result.outcome(), MUTATION_OUTCOME_REFUSED);
+      EXPECT_EQ(report.result.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+    }
+  }
+  EXPECT_TRUE(answered);
+  EXPECT_EQ(m->Pending(), 0);
+  EXPECT_EQ(m->Unconfirmed(), 0);
+
+  // The old commune is gone from the device, the new one is there.
+  EXPECT_THAT(m->Buckets(), ElementsAre(c3_));
+  EXPECT_FALSE(m->Read(kFacilityType, f).has_value());
+  EXPECT_FALSE(m->Read(kFacilityType, f, true).has_value());
+  ExpectSameAsServer(*m, kFacilityType, g);
+  ExpectSameBucket(*m, c3_);
+}
+
+// (e) Local damage behind the store's back: VerifyBuckets names the bucket, a reset and a
+// sync repair it. A damaged running checksum is caught by the next checkpoint instead.
+TEST_F(SyncStreamTest, DamagedBucketIsRepaired) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto a = NewDevice("tablet-a", collab.token);
+  ASSERT_TRUE(a);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(NewUuid());
+    a->Write({NewFacility(ids.back(), c1_, collab.id, absl::StrCat("Cơ sở ", i))});
+  }
+  a->Sync();
+  ExpectSameBucket(*a, c1_);
+
+  {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(dir_.File("tablet-a.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE(
+        (*db)
+            ->Exec(absl::StrCat("UPDATE facility SET name = 'hỏng' WHERE id = '", ids[1], "'"))
+            .ok());
+    EXPECT_EQ((*db)->Changes(), 1);
+  }
+  EXPECT_EQ(StringField(a->Read(kFacilityType, ids[1]), kNameField), "hỏng");
+  absl::StatusOr<std::vector<int64_t>> damaged = a->store->VerifyBuckets();
+  ASSERT_TRUE(damaged.ok()) << damaged.status();
+  ASSERT_THAT(*damaged, ElementsAre(c1_));
+  ASSERT_TRUE(a->store->ResetBucket(c1_).ok());
+  SyncResult repaired = a->Sync();
+  EXPECT_EQ(repaired.received_changes, ids.size());
+  EXPECT_EQ(StringField(a->Read(kFacilityType, ids[1]), kNameField), "Cơ sở 1");
+  for (const std::string& id : ids) ExpectSameAsServer(*a, kFacilityType, id);
+  ExpectSameBucket(*a, c1_);
+  damaged = a->store->VerifyBuckets();
+  ASSERT_TRUE(damaged.ok());
+  EXPECT_TRUE(damaged->empty());
+
+  // The running checksum itself damaged: the first checkpoint disagrees, the client
+  // resets the bucket and the server sends it again from scratch.
+  {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(dir_.File("tablet-a.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE(
+        (*db)
+            ->Exec(absl::StrCat("UPDATE _buckets SET checksum = checksum + 1 WHERE bucket = ", c1_))
+            .ok());
+    EXPECT_EQ((*db)->Changes(), 1);
+  }
+  SyncResult again = a->Sync();
+  EXPECT_THAT(again.reset_buckets, ElementsAre(c1_));
+  EXPECT_EQ(again.received_changes, ids.size());
+  for (const std::string& id : ids) ExpectSameAsServer(*a, kFacilityType, id);
+  ExpectSameBucket(*a, c1_);
+
+  // Row damage again, repaired by the client's verify_buckets option this time.
+  {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(dir_.File("tablet-a.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE(
+        (*db)
+            ->Exec(absl::StrCat("UPDATE facility SET name = 'hỏng nữa' WHERE id = '", ids[2], "'"))
+            .ok());
+  }
+  SyncClientOptions verify;
+  verify.token = collab.token;
+  verify.verify_buckets = true;
+  SyncClient verifying(channel_, a->store.get(), verify);
+  absl::StatusOr<SyncResult> checked = verifying.SyncOnce();
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_THAT(checked->reset_buckets, ElementsAre(c1_));
+  EXPECT_EQ(StringField(a->Read(kFacilityType, ids[2]), kNameField), "Cơ sở 2");
+  ExpectSameBucket(*a, c1_);
+}
+
+// (f) A device holding its stream open receives another device's change as it is
+// committed, without reconnecting.
+TEST_F(SyncStreamTest, LiveChangeReachesAnOpenStream) {
+  const Account writer = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const Account watcher = MakeUser("coord1", ROLE_DISTRICT_COORDINATOR, d1_);
+  auto a = NewDevice("tablet-a", writer.token);
+  absl::Notification first_page;
+  SyncClientOptions options;
+  options.on_message = [&](const SyncServerMessage& m) {
+    if (m.has_changes() && !first_page.HasBeenNotified()) first_page.Notify();
+  };
+  auto b = NewDevice("tablet-b", watcher.token, sync::SystemClock(), options);
+  ASSERT_TRUE(a && b);
+
+  const std::string f = NewUuid();
+  absl::Status live;
+  std::thread watching([&] {
+    live = b->client->RunUntil(
+        [&] {
+          absl::StatusOr<std::optional<RecordChange>> r =
+              b->store->Read(kFacilityType, Bytes(f), true);
+          return r.ok() && r->has_value();
+        },
+        absl::Seconds(30));
+  });
+  // Only write once B is connected and has its first page: the record must come live.
+  const bool connected = first_page.WaitForNotificationWithTimeout(absl::Seconds(20));
+  EXPECT_TRUE(connected);
+  if (connected) {
+    a->Write({NewFacility(f, c1_, writer.id, "Cơ sở sơn mài")});
+    a->Sync();
+  }
+  watching.join();
+  ASSERT_TRUE(connected);
+  EXPECT_TRUE(live.ok()) << live;
+  const SyncResult& result = b->client->last_result();
+  EXPECT_GE(result.download_batches, 2u);
+  EXPECT_EQ(result.received_changes, 1u);
+  EXPECT_TRUE(result.server_status.ok()) << result.server_status;
+  ExpectSameAsServer(*b, kFacilityType, f);
+  ExpectSameBucket(*b, c1_);
+}
+
+// (d, live) A reassignment while the stream is open arrives as a ScopeChange: the new
+// commune is subscribed and downloaded, the old one purged, without reconnecting.
+TEST_F(SyncStreamTest, LiveReassignmentArrivesAsScopeChange) {
+  const Account mover = MakeUser("mover", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const Account local = MakeUser("local3", ROLE_COMMUNE_COLLABORATOR, c3_);
+  auto other = NewDevice("tablet-o", local.token);
+  ASSERT_TRUE(other);
+  const std::string g = NewUuid();
+  other->Write({NewFacility(g, c3_, local.id, "Hợp tác xã chè")});
+  other->Sync();
+
+  std::atomic<bool> watching_live{false};  // set once the first plain sync is over
+  absl::Notification first_page;
+  std::vector<ScopeChange> changes;  // syncing thread only until join
+  SyncClientOptions options;
+  options.on_message = [&](const SyncServerMessage& m) {
+    if (!watching_live) return;
+    if (m.has_changes() && !first_page.HasBeenNotified()) first_page.Notify();
+    if (m.has_scope_change()) changes.push_back(m.scope_change());
+  };
+  auto m = NewDevice("tablet-m", mover.token, sync::SystemClock(), options);
+  ASSERT_TRUE(m);
+  const std::string f = NewUuid();
+  m->Write({NewFacility(f, c1_, mover.id, "Làng nghề gốm")});
+  m->Sync();
+
+  const std::string h = NewUuid();
+  absl::Status live;
+  watching_live = true;
+  std::thread watching([&] {
+    live = m->client->RunUntil(
+        [&] {
+          absl::StatusOr<std::vector<BucketCursor>> cursors = m->store->Cursors();
+          if (!cursors.ok() || cursors->size() != 1 || (*cursors)[0].bucket() != c3_) return false;
+          absl::StatusOr<std::optional<RecordChange>> theirs =
+              m->store->Read(kFacilityType, Bytes(g), true);
+          absl::StatusOr<std::optional<RecordChange>> mine =
+              m->store->Read(kFacilityType, Bytes(h), true);
+          return theirs.ok() && theirs->has_value() && mine.ok() && mine->has_value();
+        },
+        absl::Seconds(30));
+  });
+  const bool connected = first_page.WaitForNotificationWithTimeout(absl::Seconds(20));
+  EXPECT_TRUE(connected);
+  if (connected) {
+    ASSERT_TRUE(server_->directory()->AssignUser(mover.id, ROLE_COMMUNE_COLLABORATOR, {c3_}).ok());
+    // A write for the new commune, pushed by the open stream (the server re-reads the
+    // scope on every push, so the change does not wait for its periodic check).
+    m->Write({NewFacility(h, c3_, mover.id, "Xưởng chè mới")});
+  }
+  watching.join();
+  ASSERT_TRUE(connected);
+  EXPECT_TRUE(live.ok()) << live;
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_THAT(changes[0].added(), ElementsAre(c3_));
+  EXPECT_THAT(changes[0].removed(), ElementsAre(c1_));
+  const SyncResult& result = m->client->last_result();
+  EXPECT_THAT(result.purged, ElementsAre(c1_));
+  EXPECT_TRUE(result.reports.empty());
+  EXPECT_FALSE(m->Read(kFacilityType, f).has_value());
+  ExpectSameAsServer(*m, kFacilityType, g);
+  ExpectSameAsServer(*m, kFacilityType, h);
+  ExpectSameBucket(*m, c3_);
+  EXPECT_EQ(m->Pending(), 0);
+  EXPECT_EQ(m->Unconfirmed(), 0);
+}
+
+// (g) Bad input: each ends the stream with its status, except a refused mutation, which is
+// answered while the stream stays usable.
+TEST_F(SyncStreamTest, BadHelloEndsTheStream) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  Hello hello;
+  hello.set_device_id("");
+  hello.set_schema_version(SCHEMA_VERSION_1);
+  grpc::Status s = RawHello(collab.token, hello);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("device_id"));
+
+  hello.set_device_id(std::string(129, 'x'));
+  s = RawHello(collab.token, hello);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+
+  hello.set_device_id("tablet-x");
+  hello.set_schema_version(static_cast<SchemaVersion>(99));
+  s = RawHello(collab.token, hello);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  const std::string lower = absl::AsciiStrToLower(s.error_message());
+  EXPECT_TRUE(absl::StrContains(lower, "upgrade") || absl::StrContains(lower, "update"))
+      << s.error_message();
+
+  // The same through the client's option.
+  SyncClientOptions future;
+  future.schema_version = static_cast<SchemaVersion>(99);
+  auto a = NewDevice("tablet-a", collab.token, sync::SystemClock(), future);
+  ASSERT_TRUE(a);
+  absl::StatusOr<SyncResult> refused = a->client->SyncOnce();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+}
+
+TEST_F(SyncStreamTest, UnreachableServerIsUnavailable) {
+  // A port nobody listens on: take a free one and close it again.
+  int port = 0;
+  {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    ASSERT_NE(server, nullptr);
+    server->Shutdown();
+  }
+  absl::StatusOr<std::unique_ptr<sync::DeviceStore>> store =
+      sync::DeviceStore::Open(dir_.File("tablet-u.db"), &model::KcnetSchema(), "tablet-u",
+                              sync::DeviceStoreOptions{.durable = false});
+  ASSERT_TRUE(store.ok()) << store.status();
+  SyncClientOptions options;
+  options.token = "whatever";
+  SyncClient client(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()),
+      store->get(), options);
+  absl::StatusOr<SyncResult> result = client.SyncOnce();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+}
+
+TEST_F(SyncStreamTest, MissingOrBadTokenIsUnauthenticated) {
+  auto nobody = NewDevice("tablet-n", "");
+  ASSERT_TRUE(nobody);
+  absl::StatusOr<SyncResult> result = nobody->client->SyncOnce();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnauthenticated) << result.status();
+  auto forged = NewDevice("tablet-f", "not-a-token");
+  ASSERT_TRUE(forged);
+  result = forged->client->SyncOnce();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnauthenticated) << result.status();
+  EXPECT_TRUE(forged->Buckets().empty());
+}
+
+TEST_F(SyncStreamTest, OutOfScopeMutationIsRefusedAndTheStreamStaysUsable) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  SyncClientOptions one_by_one;
+  one_by_one.max_push_mutations = 1;  // two pushes on the same stream
+  auto a = NewDevice("tablet-a", collab.token, sync::SystemClock(), one_by_one);
+  ASSERT_TRUE(a);
+  const std::string outside = NewUuid();
+  const std::string inside = NewUuid();
+  const uint64_t seq_out = a->Write({NewFacility(outside, c3_, collab.id, "Ngoài phạm vi")});
+  const uint64_t seq_in = a->Write({NewFacility(inside, c1_, collab.id, "Trong phạm vi")});
+
+  SyncResult result = a->Sync();
+  EXPECT_EQ(result.push_batches, 2u);
+  ASSERT_EQ(result.reports.size(), 1u);
+  EXPECT_EQ(result.reports[0].mutation.seq(), seq_out);
+  EXPECT_EQ(result.reports[0].result.outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(result.reports[0].result.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(result.reports[0].result.reason(), HasSubstr("commune_id"));
+  EXPECT_FALSE(ServerRead(kFacilityType, outside).has_value());
+  EXPECT_FALSE(a->Read(kFacilityType, outside).has_value());
+  // The following push on the same stream was applied and came back.
+  ASSERT_TRUE(ServerRead(kFacilityType, inside).has_value());
+  ExpectSameAsServer(*a, kFacilityType, inside);
+  ExpectSameBucket(*a, c1_);
+  EXPECT_GT(seq_in, seq_out);
+  EXPECT_EQ(a->Pending(), 0);
+  EXPECT_EQ(a->Unconfirmed(), 0);
+}
+
+TEST_F(SyncStreamTest, OversizedPushEndsTheStreamAndStoresNothing) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  SyncClientOptions huge;
+  huge.max_push_mutations = 5000;
+  huge.max_push_bytes = 64 << 20;
+  auto a = NewDevice("tablet-a", collab.token, sync::SystemClock(), huge);
+  ASSERT_TRUE(a);
+  // More mutations than the server takes in one batch (ServerStoreOptions: 1,000).
+  std::vector<std::string> ids;
+  for (int i = 0; i < 1001; ++i) {
+    ids.push_back(NewUuid());
+    a->Write({NewFacility(ids.back(), c1_, collab.id, "Cơ sở")});
+  }
+  absl::StatusOr<SyncResult> result = a->client->SyncOnce();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_FALSE(ServerRead(kFacilityType, ids[0]).has_value());
+  EXPECT_EQ(a->Pending(), 1001);
+  // Within the limit, the same outbox goes through.
+  SyncClientOptions normal;
+  normal.token = collab.token;
+  SyncClient client(channel_, a->store.get(), normal);
+  absl::StatusOr<SyncResult> ok = client.SyncOnce();
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->push_batches, 3u);
+  EXPECT_EQ(a->Pending(), 0);
+  ExpectSameBucket(*a, c1_);
+}
+
+TEST_F(SyncStreamTest, TooManyStreamsPerUserIsResourceExhausted) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto stub = SyncService::NewStub(channel_);
+  struct Open {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<SyncClientMessage, SyncServerMessage>> stream;
+  };
+  std::vector<Open> open;
+  grpc::Status last;
+  // Open streams until one is refused; each open one has been welcomed.
+  for (int i = 0; i < 16; ++i) {
+    Open o;
+    o.ctx = As(collab.token);
+    o.stream = stub->Sync(o.ctx.get());
+    SyncClientMessage m;
+    m.mutable_hello()->set_device_id(absl::StrCat("tablet-", i));
+    m.mutable_hello()->set_schema_version(SCHEMA_VERSION_1);
+    o.stream->Write(m);
+    SyncServerMessage in;
+    if (o.stream->Read(&in)) {
+      EXPECT_TRUE(in.has_welcome());
+      open.push_back(std::move(o));
+      continue;
+    }
+    last = o.stream->Finish();
+    break;
+  }
+  EXPECT_GE(open.size(), 1u);
+  EXPECT_LT(open.size(), 16u);
+  EXPECT_EQ(last.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << last.error_message();
+  for (Open& o : open) {
+    o.stream->WritesDone();
+    SyncServerMessage in;
+    while (o.stream->Read(&in)) {
+    }
+    grpc::Status s = o.stream->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+}
+
+}  // namespace
+}  // namespace kcnet::sdk
