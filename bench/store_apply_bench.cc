@@ -34,11 +34,10 @@ std::vector<Visit> MakeVisits(int n) {
   for (int i = 0; i < 500; ++i) {
     facilities.push_back(*sync::UuidToText(RandomUuidBytes(rng)));
   }
-  static const char* kFindings[] = {
-      "Cơ sở cần hỗ trợ máy sấy nông sản, công suất hiện tại thấp",
-      "Đề nghị tập huấn an toàn lao động cho 12 công nhân",
-      "Sản phẩm mây tre đan đạt chất lượng, cần xúc tiến thương mại",
-      "Đã lắp đặt máy chế biến, đang vận hành thử"};
+  static const char* kFindings[] = {"Cơ sở cần hỗ trợ máy sấy nông sản, công suất hiện tại thấp",
+                                    "Đề nghị tập huấn an toàn lao động cho 12 công nhân",
+                                    "Sản phẩm mây tre đan đạt chất lượng, cần xúc tiến thương mại",
+                                    "Đã lắp đặt máy chế biến, đang vận hành thử"};
   std::vector<Visit> out;
   out.reserve(n);
   for (int i = 0; i < n; ++i) {

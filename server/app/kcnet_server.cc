@@ -122,6 +122,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     server->services_.push_back(std::move(service));
   }
 
+  server->sync_service_ = std::make_unique<SyncServiceImpl>(
+      server->directory_.get(), server->store_.get(), server->runner_.get(), options.sync);
+
   // Both are process-wide switches that take effect for servers built after them.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -133,6 +136,13 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   for (const std::unique_ptr<grpc::Service>& service : server->services_) {
     builder.RegisterService(service.get());
   }
+  builder.RegisterService(server->sync_service_.get());
+  // Sync streams stay open for hours over weak links: ping idle connections so that dead
+  // ones are noticed, and let tablets ping us (within reason).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("listen: cannot listen on '", options.listen,
@@ -156,6 +166,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   // In-flight calls still need the storage threads to finish, so they stop after.
   // (A server whose Start() failed part way has only some of its parts.)
   if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  if (sync_service_ != nullptr) sync_service_->Stop();
   if (runner_ != nullptr) runner_->Stop();
   if (store_ == nullptr) return;
   for (const char* file : {kDirectoryFile, kStoreFile}) {

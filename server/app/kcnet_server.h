@@ -30,6 +30,7 @@
 #include "server/directory/directory.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/storage_rpc_runner.h"
+#include "server/sync_stream/sync_service.h"
 #include "sync/hlc.h"
 #include "sync/server_store.h"
 
@@ -47,6 +48,7 @@ struct ServerOptions {
   int max_receive_bytes = 4 << 20;           // larger requests get RESOURCE_EXHAUSTED
   sync::Clock* clock = sync::SystemClock();  // the record store's clock; must outlive the server
   DirectoryOptions directory;
+  SyncServiceOptions sync;
   // Where log lines go (one call per line); empty: stderr.
   Logger::Sink log_sink;
 };
@@ -71,6 +73,7 @@ class KcnetServer {
   Directory* directory() { return directory_.get(); }
   sync::ServerStore* store() { return store_.get(); }
   Logger* logger() { return logger_.get(); }
+  SyncServiceImpl* sync_service() { return sync_service_.get(); }
 
   // Stops accepting calls, lets calls in flight finish within `grace` (cancelling the
   // rest), stops the storage threads and checkpoints both databases' write-ahead logs
@@ -88,6 +91,7 @@ class KcnetServer {
   std::unique_ptr<sync::ServerStore> store_;
   std::unique_ptr<StorageRpcRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::unique_ptr<SyncServiceImpl> sync_service_;
   std::unique_ptr<grpc::Server> server_;
   std::string data_dir_;
   std::string host_;

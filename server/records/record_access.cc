@@ -2,10 +2,10 @@
 
 #include <random>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 #include "sync/record_store.h"
 
@@ -38,11 +38,10 @@ std::string RecordFieldMessage(const kcnet::v1::Mutation& m, absl::string_view r
 
 }  // namespace
 
-model::Actor RecordAccess::ActorFor(const Principal& caller) {
+model::Actor ActorFor(Directory* directory, const Principal& caller) {
   model::Actor actor;
   actor.user_id = caller.user_id;
   actor.role = caller.role;
-  Directory* directory = deps_.directory;
   const std::vector<int64_t> roots = caller.org_unit_ids;
   actor.in_scope = [directory, roots](int64_t commune) {
     for (int64_t root : roots) {
@@ -157,47 +156,21 @@ absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(sync::ListQuery que
                                                              const std::string& page_token,
                                                              uint64_t fingerprint,
                                                              std::string* next_token) {
-  if (page_size < 0 || page_size > 500) {
-    return absl::InvalidArgumentError("page_size: must be between 0 and 500 (0 means 50)");
-  }
-  query.limit = page_size == 0 ? 50 : static_cast<size_t>(page_size);
-  if (!page_token.empty()) {
-    // Token: base64url("<fingerprint hex>:<op>").
-    std::string raw;
-    std::vector<std::string> parts;
-    uint64_t fp = 0, after = 0;
-    if (!absl::WebSafeBase64Unescape(page_token, &raw) ||
-        (parts = absl::StrSplit(raw, ':')).size() != 2 || !absl::SimpleHexAtoi(parts[0], &fp) ||
-        !absl::SimpleAtoi(parts[1], &after)) {
-      return absl::InvalidArgumentError("page_token: not a token this server made");
-    }
-    if (fp != fingerprint) {
-      return absl::InvalidArgumentError(
-          "page_token: belongs to another query (filters must stay the same between pages)");
-    }
-    query.after = after;
+  absl::StatusOr<int> size = PageSize(page_size);
+  if (!size.ok()) return size.status();
+  query.limit = static_cast<size_t>(*size);
+  absl::StatusOr<std::string> position = DecodePageToken(page_token, fingerprint);
+  if (!position.ok()) return position.status();
+  if (!position->empty() && !absl::SimpleAtoi(*position, &query.after)) {
+    return absl::InvalidArgumentError("page_token: not a position of this list");
   }
   absl::StatusOr<std::vector<RecordChange>> page = deps_.store->List(query);
   if (!page.ok()) return page.status();
   next_token->clear();
   if (page->size() == query.limit) {
-    *next_token =
-        absl::WebSafeBase64Escape(absl::StrCat(absl::Hex(fingerprint), ":", page->back().op()));
+    *next_token = EncodePageToken(fingerprint, absl::StrCat(page->back().op()));
   }
   return page;
-}
-
-uint64_t QueryFingerprint(const google::protobuf::Message& request) {
-  std::unique_ptr<google::protobuf::Message> copy(request.New());
-  copy->CopyFrom(request);
-  const google::protobuf::Descriptor* d = copy->GetDescriptor();
-  for (const char* name : {"page_size", "page_token"}) {
-    const google::protobuf::FieldDescriptor* fd = d->FindFieldByName(name);
-    if (fd != nullptr) copy->GetReflection()->ClearField(copy.get(), fd);
-  }
-  std::string bytes;
-  copy->SerializePartialToString(&bytes);
-  return sync::StableHash64(absl::StrCat(d->full_name(), "\n", bytes));
 }
 
 }  // namespace kcnet::server

@@ -23,6 +23,10 @@
 
 namespace kcnet::server {
 
+// The rules' view of a signed-in caller: its role, and its scope as the union of the
+// subtrees of its org units. `directory` must outlive the Actor.
+model::Actor ActorFor(Directory* directory, const Principal& caller);
+
 class RecordAccess {
  public:
   explicit RecordAccess(const RecordServiceDeps& deps) : deps_(deps) {}
@@ -30,8 +34,9 @@ class RecordAccess {
   int64_t NowMs() const { return deps_.clock->NowMs(); }
   Directory& directory() { return *deps_.directory; }
 
-  // The rules' view of the caller.
-  model::Actor ActorFor(const Principal& caller);
+  model::Actor ActorFor(const Principal& caller) {
+    return server::ActorFor(deps_.directory, caller);
+  }
   bool InScope(const Principal& caller, int64_t org_unit_id);
 
   // The communes (buckets) to list: all of the caller's, or those under `org_unit_id`
@@ -58,8 +63,9 @@ class RecordAccess {
   // A new random (version 4) UUID in text form.
   static std::string NewId();
 
-  // Lists records of `type` for the caller; `page_token` continues a previous page of the
-  // same query (`fingerprint` identifies it). Fills `next_token` when more may follow.
+  // Lists records for the caller; `page_token` continues a previous page of the same query
+  // (`fingerprint`, from QueryFingerprint in server/rpc/paging.h, identifies it). Fills
+  // `next_token` when more may follow.
   absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(sync::ListQuery query,
                                                             int32_t page_size,
                                                             const std::string& page_token,
@@ -69,10 +75,6 @@ class RecordAccess {
  private:
   RecordServiceDeps deps_;
 };
-
-// A fingerprint of a List request with its paging fields cleared: page tokens are bound to
-// the query that made them.
-uint64_t QueryFingerprint(const google::protobuf::Message& request);
 
 }  // namespace kcnet::server
 

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/records/record_access.h"
+#include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 
 namespace kcnet::server {
@@ -62,22 +63,22 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
   ServerUnaryReactor* ListFacilities(CallbackServerContext* ctx,
                                      const v1::ListFacilitiesRequest* req,
                                      v1::ListFacilitiesResponse* resp) override {
-    return runner_->Run(ctx, "kcnet.v1.FacilityService/ListFacilities",
-                        [=, this](const Principal* p) -> absl::Status {
-                          absl::StatusOr<std::vector<int64_t>> scope =
-                              access_->ListScope(*p, req->org_unit_id());
-                          if (!scope.ok()) return scope.status();
-                          sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
-                          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
-                              q, req->page_size(), req->page_token(), QueryFingerprint(*req),
-                              resp->mutable_next_page_token());
-                          if (!page.ok()) return page.status();
-                          for (const RecordChange& r : *page) {
-                            absl::Status s = model::FromChange(r, resp->add_facilities());
-                            if (!s.ok()) return s;
-                          }
-                          return absl::OkStatus();
-                        });
+    return runner_->Run(
+        ctx, "kcnet.v1.FacilityService/ListFacilities",
+        [=, this](const Principal* p) -> absl::Status {
+          absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(*p, req->org_unit_id());
+          if (!scope.ok()) return scope.status();
+          sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
+          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
+              q, req->page_size(), req->page_token(),
+              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
+          if (!page.ok()) return page.status();
+          for (const RecordChange& r : *page) {
+            absl::Status s = model::FromChange(r, resp->add_facilities());
+            if (!s.ok()) return s;
+          }
+          return absl::OkStatus();
+        });
   }
 
   ServerUnaryReactor* CreateFacility(CallbackServerContext* ctx,
@@ -174,9 +175,9 @@ class VisitServiceImpl : public kcnet::v1::VisitService::CallbackService {
             if (!scope.ok()) return scope.status();
             q.buckets = *scope;
           }
-          absl::StatusOr<std::vector<RecordChange>> page =
-              access_->List(q, req->page_size(), req->page_token(), QueryFingerprint(*req),
-                            resp->mutable_next_page_token());
+          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
+              q, req->page_size(), req->page_token(),
+              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
           if (!page.ok()) return page.status();
           for (const RecordChange& r : *page) {
             absl::Status s = model::FromChange(r, resp->add_visits());
@@ -274,9 +275,9 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
           if (!req->facility_id().empty()) {
             q.equals.push_back({SupportRequest::kFacilityIdFieldNumber, Text(req->facility_id())});
           }
-          absl::StatusOr<std::vector<RecordChange>> page =
-              access_->List(q, req->page_size(), req->page_token(), QueryFingerprint(*req),
-                            resp->mutable_next_page_token());
+          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
+              q, req->page_size(), req->page_token(),
+              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
           if (!page.ok()) return page.status();
           for (const RecordChange& r : *page) {
             absl::Status s = model::FromChange(r, resp->add_support_requests());
@@ -396,9 +397,9 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
                             .buckets = {request.commune_id()},
                             .equals = {{RequestEvent::kRequestIdFieldNumber, Text(request.id())}},
                             .newest_first = false};
-          absl::StatusOr<std::vector<RecordChange>> page =
-              access_->List(q, req->page_size(), req->page_token(), QueryFingerprint(*req),
-                            resp->mutable_next_page_token());
+          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
+              q, req->page_size(), req->page_token(),
+              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
           if (!page.ok()) return page.status();
           for (const RecordChange& r : *page) {
             absl::Status s = model::FromChange(r, resp->add_events());

@@ -1,0 +1,73 @@
+// SyncService: the per-device bidirectional sync stream (docs/SYNC.md) and the conflict
+// review RPCs.
+//
+// A stream: Hello (device id, schema version, cursors) -> Welcome (the device's buckets:
+// the communes of its user's subtree, and the buckets to purge) -> download pages, each
+// acknowledged by the device before the next (its cursors advance only with what it has
+// stored) -> live: a commit touching one of the device's buckets sends the next page at
+// once. Pushes (MutationBatch) are applied exactly once through the rules and answered
+// with a PushAck. The user's scope is re-read on every event and at least every
+// `scope_check_interval`: a reassignment becomes a ScopeChange on the open stream.
+//
+// Threading: gRPC's callbacks only schedule work; all stream state is touched by tasks on
+// the service's own thread pool, under the stream's mutex. One read and one write are in
+// flight per stream; outgoing messages wait in a bounded queue (a device that stops
+// reading is disconnected with RESOURCE_EXHAUSTED instead of growing the server's memory).
+//
+// Thread-safety: thread-safe.
+#ifndef KCNET_SERVER_SYNC_STREAM_SYNC_SERVICE_H_
+#define KCNET_SERVER_SYNC_STREAM_SYNC_SERVICE_H_
+
+#include <memory>
+
+#include "absl/time/time.h"
+#include "kcnet/v1/sync_service.grpc.pb.h"
+#include "server/directory/directory.h"
+#include "server/rpc/rpc_runner.h"
+#include "sync/server_store.h"
+
+namespace kcnet::server {
+
+struct SyncServiceOptions {
+  int threads = 2;
+  sync::DownloadLimits page = {.max_changes = 1000, .max_bytes = 1 << 20};
+  int max_streams_per_user = 4;
+  size_t max_queued_messages = 64;
+  absl::Duration scope_check_interval = absl::Seconds(5);
+};
+
+class SyncHub;
+
+class SyncServiceImpl : public kcnet::v1::SyncService::CallbackService {
+ public:
+  // `directory`, `store` and `runner` (for the unary conflict RPCs) must outlive the
+  // service. Installs itself as the store's commit listener.
+  SyncServiceImpl(Directory* directory, sync::ServerStore* store, RpcRunner* runner,
+                  SyncServiceOptions options = {});
+  ~SyncServiceImpl() override;
+
+  grpc::ServerBidiReactor<kcnet::v1::SyncClientMessage, kcnet::v1::SyncServerMessage>* Sync(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* ListConflicts(grpc::CallbackServerContext* context,
+                                          const kcnet::v1::ListConflictsRequest* request,
+                                          kcnet::v1::ListConflictsResponse* response) override;
+  grpc::ServerUnaryReactor* ResolveConflict(grpc::CallbackServerContext* context,
+                                            const kcnet::v1::ResolveConflictRequest* request,
+                                            kcnet::v1::Conflict* response) override;
+
+  // Open streams (for tests and benchmarks).
+  int open_streams() const;
+  // Stops live notifications and the pool; open streams are cancelled by the gRPC server's
+  // shutdown. Idempotent.
+  void Stop();
+
+ private:
+  Directory* directory_;
+  sync::ServerStore* store_;
+  RpcRunner* runner_;
+  std::shared_ptr<SyncHub> hub_;
+};
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_SYNC_STREAM_SYNC_SERVICE_H_
