@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Configures and builds kcnet into build/ (or $KCNET_BUILD_DIR).
+# Configures and builds kcnet into build/ (or $KCNET_BUILD_DIR) and prints that directory.
 # Usage: deploy/build.sh [Release|Debug|asan|tsan]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +14,8 @@ case "$mode" in
   *) echo "build.sh: unknown mode '$mode' (Release, Debug, asan, tsan)" >&2; exit 2 ;;
 esac
 [ "${CI:-}" = "true" ] && args+=(-DKCNET_WERROR=ON)
+# Progress and errors go to stderr; stdout carries only the build directory (callers
+# capture it).
 cmake -S "$root" -B "$build" "${args[@]}" >/dev/null
-cmake --build "$build" -j "$(nproc)"
+cmake --build "$build" -j "$(nproc)" >&2
 echo "$build"
