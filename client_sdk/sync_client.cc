@@ -250,10 +250,6 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
             complete.erase(bucket);
           }
           to_purge.clear();
-          // Unsubscribe leaves acknowledged mutations of a purged bucket in the outbox
-          // until the next prune; an empty acknowledgement runs it.
-          absl::StatusOr<std::vector<sync::Report>> pruned = store_->Acknowledge(PushAck());
-          if (!pruned.ok()) return abandon(Annotate(pruned.status(), "prune"));
         }
       }
       bool finished = false;

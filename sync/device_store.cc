@@ -497,6 +497,8 @@ absl::Status DeviceStore::Unsubscribe(int64_t bucket) {
   if (!txn.ok()) return txn.status();
   absl::Status status = records_->DeleteBucket(bucket);
   if (status.ok()) status = db_->Exec(absl::StrCat("DELETE FROM _cursors WHERE bucket = ", bucket));
+  // Acknowledged mutations waiting for this bucket's download wait for nothing now.
+  if (status.ok()) status = PruneAcked();
   if (status.ok()) status = (*txn)->Commit();
   return status;
 }

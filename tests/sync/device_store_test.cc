@@ -263,9 +263,15 @@ TEST_F(DeviceStoreTest, OpeningAnotherDevicesOrAServerStoreFails) {
 TEST_F(DeviceStoreTest, UnsubscribePurgesTheBucket) {
   ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)}})}).ok());
   Sync(device_.get());
+  // An acknowledged write still waiting for its download goes with the bucket.
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{3, IntValue(6)}})}).ok());
+  auto ack = server_->Apply(Writer{"tablet-a", device_->node()}, *device_->PendingBatch());
+  ASSERT_TRUE(device_->Acknowledge(*ack).ok());
+  EXPECT_EQ(*device_->UnconfirmedCount(), 1);
   ASSERT_TRUE(device_->Unsubscribe(kUnit).ok());
   EXPECT_FALSE(device_->Read(1, Id(1), true)->has_value());
   EXPECT_TRUE(device_->Cursors()->empty());
+  EXPECT_EQ(*device_->UnconfirmedCount(), 0);
 }
 
 }  // namespace
