@@ -366,6 +366,36 @@ TEST_F(SyncStreamTest, ConcurrentEditsConvergeAndTheLoserIsTold) {
   EXPECT_EQ(resp.conflicts(0).winner_value().string_value(), "Tên của B");
   EXPECT_EQ(resp.conflicts(0).bucket(), c1_);
   EXPECT_FALSE(resp.conflicts(0).resolved());
+
+  // Only reviewers resolve; an unknown id is NOT_FOUND.
+  ResolveConflictRequest resolve;
+  resolve.set_id(resp.conflicts(0).id());
+  resolve.set_restore_loser(true);
+  Conflict resolved;
+  EXPECT_EQ(stub->ResolveConflict(As(collab.token).get(), resolve, &resolved).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ResolveConflictRequest unknown;
+  unknown.set_id(resp.conflicts(0).id() + 1000);
+  EXPECT_EQ(stub->ResolveConflict(As(coord.token).get(), unknown, &resolved).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  // The coordinator restores A's overwritten value: it is written as the coordinator's
+  // edit and reaches every device through the normal download.
+  s = stub->ResolveConflict(As(coord.token).get(), resolve, &resolved);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(resolved.resolved());
+  EXPECT_EQ(StringField(ServerRead(kFacilityType, f), kNameField), "Tên của A");
+  for (Device* d : {a.get(), b.get()}) {
+    d->Sync();
+    EXPECT_EQ(StringField(d->Read(kFacilityType, f), kNameField), "Tên của A");
+    ExpectSameBucket(*d, c1_);
+  }
+  ListConflictsResponse after;
+  ASSERT_TRUE(stub->ListConflicts(As(coord.token).get(), req, &after).ok());
+  EXPECT_EQ(after.conflicts_size(), 0);  // resolved ones are not listed by default
+  req.set_include_resolved(true);
+  ASSERT_TRUE(stub->ListConflicts(As(coord.token).get(), req, &after).ok());
+  ASSERT_EQ(after.conflicts_size(), 1);
+  EXPECT_TRUE(after.conflicts(0).resolved());
 }
 
 // (b) A collaborator endorses its own submitted request offline: the server refuses it,
