@@ -102,21 +102,10 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
   return store;
 }
 
-absl::StatusOr<std::optional<uint64_t>> DeviceStore::CursorLocked(int64_t bucket) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT op FROM _cursors WHERE bucket = ?1");
-  if (!stmt.ok()) return stmt.status();
-  (*stmt)->BindInt(1, bucket);
-  absl::StatusOr<bool> has = (*stmt)->Step();
-  if (!has.ok()) return has.status();
-  std::optional<uint64_t> out;
-  if (*has) out = static_cast<uint64_t>((*stmt)->ColumnInt(0));
-  (*stmt)->Reset();
-  return out;
-}
-
-absl::StatusOr<std::optional<uint64_t>> DeviceStore::SyncedThroughLocked(int64_t bucket) {
+absl::StatusOr<std::optional<uint64_t>> DeviceStore::CursorColumnLocked(int64_t bucket,
+                                                                        const char* expression) {
   absl::StatusOr<Statement*> stmt =
-      db_->Prepare("SELECT max(op, synced) FROM _cursors WHERE bucket = ?1");
+      db_->Prepare(absl::StrCat("SELECT ", expression, " FROM _cursors WHERE bucket = ?1"));
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindInt(1, bucket);
   absl::StatusOr<bool> has = (*stmt)->Step();

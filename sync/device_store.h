@@ -117,11 +117,18 @@ class DeviceStore {
                                                                     bool confirmed_only)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PruneAcked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::optional<uint64_t>> CursorLocked(int64_t bucket)
+  // A column expression of the bucket's _cursors row; nullopt when not subscribed.
+  absl::StatusOr<std::optional<uint64_t>> CursorColumnLocked(int64_t bucket, const char* expression)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<uint64_t>> CursorLocked(int64_t bucket)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return CursorColumnLocked(bucket, "op");
+  }
   // How far the bucket is known complete: max(cursor, last complete snapshot's server op).
   absl::StatusOr<std::optional<uint64_t>> SyncedThroughLocked(int64_t bucket)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return CursorColumnLocked(bucket, "max(op, synced)");
+  }
   absl::Status AddReport(const kcnet::v1::Mutation& m, const kcnet::v1::MutationResult& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -503,6 +503,29 @@ absl::Status RecordStore::AbandonTransaction() {
   return LoadNodes();
 }
 
+absl::Status RecordStore::EachRow(
+    const RecordTypeSpec& type, Statement& stmt,
+    const std::function<absl::Status(absl::string_view, const RowState&)>& fn) {
+  absl::Status status;
+  while (status.ok()) {
+    absl::StatusOr<bool> has = stmt.Step();
+    if (!has.ok()) {
+      status = has.status();
+      break;
+    }
+    if (!*has) break;
+    absl::StatusOr<RowState> row = DecodeRow(type, stmt, 1);
+    if (!row.ok()) {
+      status = row.status();
+      break;
+    }
+    const std::string id(stmt.ColumnText(0));
+    status = fn(id, *row);
+  }
+  stmt.Reset();
+  return status;
+}
+
 absl::Status RecordStore::ScanSince(
     const RecordTypeSpec& type, int64_t bucket, uint64_t after_op, size_t limit,
     const std::function<absl::Status(absl::string_view, const RowState&)>& fn) {
@@ -511,24 +534,7 @@ absl::Status RecordStore::ScanSince(
   (*stmt)->BindInt(1, bucket);
   (*stmt)->BindInt(2, static_cast<int64_t>(after_op));
   (*stmt)->BindInt(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
-  absl::Status status;
-  while (status.ok()) {
-    absl::StatusOr<bool> has = (*stmt)->Step();
-    if (!has.ok()) {
-      status = has.status();
-      break;
-    }
-    if (!*has) break;
-    absl::StatusOr<RowState> row = DecodeRow(type, **stmt, 1);
-    if (!row.ok()) {
-      status = row.status();
-      break;
-    }
-    const std::string id((*stmt)->ColumnText(0));
-    status = fn(id, *row);
-  }
-  (*stmt)->Reset();
-  return status;
+  return EachRow(type, **stmt, fn);
 }
 
 absl::Status RecordStore::ScanOrdered(
@@ -557,24 +563,7 @@ absl::Status RecordStore::ScanOrdered(
   (*stmt)->BindInt(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
   for (size_t i = 0; i < equals.size(); ++i)
     BindValue(*stmt, static_cast<int>(i + 4), equals[i].second);
-  absl::Status status;
-  while (status.ok()) {
-    absl::StatusOr<bool> has = (*stmt)->Step();
-    if (!has.ok()) {
-      status = has.status();
-      break;
-    }
-    if (!*has) break;
-    absl::StatusOr<RowState> row = DecodeRow(type, **stmt, 1);
-    if (!row.ok()) {
-      status = row.status();
-      break;
-    }
-    const std::string id((*stmt)->ColumnText(0));
-    status = fn(id, *row);
-  }
-  (*stmt)->Reset();
-  return status;
+  return EachRow(type, **stmt, fn);
 }
 
 absl::StatusOr<kcnet::v1::BucketCheckpoint> RecordStore::Checkpoint(int64_t bucket) {

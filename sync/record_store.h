@@ -135,6 +135,10 @@ class RecordStore {
   absl::StatusOr<uint32_t> LocalNode(uint64_t node);
   absl::StatusOr<uint64_t> GlobalNode(int64_t local) const;
   absl::StatusOr<RowState> DecodeRow(const RecordTypeSpec& type, Statement& stmt, int first);
+  // Steps a bound SELECT of full rows, calling `fn` for each; resets the statement.
+  absl::Status EachRow(
+      const RecordTypeSpec& type, Statement& stmt,
+      const std::function<absl::Status(absl::string_view id_text, const RowState& row)>& fn);
 
   Db* db_;
   const Schema* schema_;
