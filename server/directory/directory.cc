@@ -890,6 +890,52 @@ absl::Status Directory::DeactivateUser(int64_t user_id) {
   return absl::OkStatus();
 }
 
+absl::Status Directory::ActivateUser(int64_t user_id) {
+  absl::MutexLock lock(&mu_);
+  absl::Status status = RefreshLocked();
+  if (!status.ok()) return status;
+  auto it = users_.find(user_id);
+  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::StatusOr<Statement*> update =
+      db_->Prepare("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2");
+  if (!update.ok()) return update.status();
+  ResetOnExit reset(*update);
+  (*update)->BindInt(1, options_.clock->NowMs());
+  (*update)->BindInt(2, user_id);
+  status = (*update)->Run();
+  if (!status.ok()) return status;
+  it->second.user.set_active(true);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view display_name,
+                                              absl::string_view phone) {
+  absl::Status status = CheckText("display_name", display_name);
+  if (!status.ok()) return status;
+  if (phone.size() > 32 || phone.find_first_not_of("0123456789+- ()") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        "phone: at most 32 characters of digits, '+', '-', spaces and parentheses");
+  }
+  absl::MutexLock lock(&mu_);
+  status = RefreshLocked();
+  if (!status.ok()) return status;
+  auto it = users_.find(user_id);
+  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::StatusOr<Statement*> update =
+      db_->Prepare("UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4");
+  if (!update.ok()) return update.status();
+  ResetOnExit reset(*update);
+  (*update)->BindText(1, display_name);
+  (*update)->BindText(2, phone);
+  (*update)->BindInt(3, options_.clock->NowMs());
+  (*update)->BindInt(4, user_id);
+  status = (*update)->Run();
+  if (!status.ok()) return status;
+  it->second.user.set_display_name(std::string(display_name));
+  it->second.user.set_phone(std::string(phone));
+  return it->second.user;
+}
+
 absl::StatusOr<User> Directory::GetUser(int64_t id) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();

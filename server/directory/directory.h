@@ -162,6 +162,14 @@ class Directory {
   // Deactivates the user and revokes its tokens; sign-in is refused from then on.
   // Idempotent. Fails with NOT_FOUND for an unknown user.
   absl::Status DeactivateUser(int64_t user_id);
+  // Lets a deactivated user sign in again (its old tokens stay revoked). Idempotent.
+  // Fails with NOT_FOUND for an unknown user.
+  absl::Status ActivateUser(int64_t user_id);
+  // Changes a user's display name and phone. INVALID_ARGUMENT names the field (display
+  // name: 1-200 bytes of UTF-8 without control characters; phone: at most 32 of
+  // "0-9 + - space ( )"), NOT_FOUND for an unknown user; nothing changes on failure.
+  absl::StatusOr<kcnet::v1::User> UpdateProfile(int64_t user_id, absl::string_view display_name,
+                                                absl::string_view phone);
   // The user with this id / username, or NOT_FOUND.
   absl::StatusOr<kcnet::v1::User> GetUser(int64_t id);
   absl::StatusOr<kcnet::v1::User> FindUser(absl::string_view username);

@@ -15,7 +15,7 @@ using kcnet::v1::User;
 
 // The fields of User that the directory's own errors name ("username: ...").
 constexpr std::initializer_list<absl::string_view> kUserFields = {"username", "display_name",
-                                                                  "role", "org_unit_ids"};
+                                                                  "phone", "role", "org_unit_ids"};
 
 absl::Status AdministratorsOnly(const Principal& caller, absl::string_view what) {
   if (caller.role == kcnet::v1::ROLE_ADMINISTRATOR) return absl::OkStatus();
@@ -137,9 +137,6 @@ grpc::ServerUnaryReactor* UserServiceImpl::CreateUser(grpc::CallbackServerContex
         if (user.id() != 0) {
           return absl::InvalidArgumentError("user.id: must be 0; the server assigns ids");
         }
-        if (!user.phone().empty()) {
-          return absl::InvalidArgumentError("user.phone: cannot be stored yet; leave it empty");
-        }
         status = CheckRole("user.role", user.role());
         if (!status.ok()) return status;
         status = CheckAssignment(*directory_, *caller, user.org_unit_ids());
@@ -148,6 +145,10 @@ grpc::ServerUnaryReactor* UserServiceImpl::CreateUser(grpc::CallbackServerContex
         absl::StatusOr<User> created = directory_->CreateUser(
             user.username(), user.display_name(), request->password(), user.role(), units);
         if (!created.ok()) return UnderField(created.status(), "user", kUserFields);
+        if (!user.phone().empty()) {
+          created = directory_->UpdateProfile(created->id(), created->display_name(), user.phone());
+          if (!created.ok()) return UnderField(created.status(), "user", kUserFields);
+        }
         *response = *std::move(created);
         return absl::OkStatus();
       });
@@ -166,7 +167,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::UpdateUser(grpc::CallbackServerContex
         status = CheckId("user.id", user.id());
         if (!status.ok()) return status;
         const google::protobuf::FieldMask& mask = request->update_mask();
-        status = CheckUpdateMask(mask, {"display_name", "role", "org_unit_ids", "active"});
+        status = CheckUpdateMask(mask, {"display_name", "phone", "role", "org_unit_ids", "active"});
         if (!status.ok()) return status;
         const bool new_role = MaskHas(mask, "role");
         const bool new_units = MaskHas(mask, "org_unit_ids");
@@ -180,13 +181,19 @@ grpc::ServerUnaryReactor* UserServiceImpl::UpdateUser(grpc::CallbackServerContex
           status = CheckAssignment(*directory_, *caller, user.org_unit_ids());
           if (!status.ok()) return status;
         }
-        if (MaskHas(mask, "display_name") && user.display_name() != current->display_name()) {
-          return absl::UnimplementedError(
-              "user.display_name: changing a display name is not supported yet");
-        }
+        const bool new_profile = MaskHas(mask, "display_name") || MaskHas(mask, "phone");
         const bool deactivate = MaskHas(mask, "active") && !user.active() && current->active();
-        if (MaskHas(mask, "active") && user.active() && !current->active()) {
-          return absl::UnimplementedError("user.active: reactivating a user is not supported yet");
+        const bool activate = MaskHas(mask, "active") && user.active() && !current->active();
+        if (new_profile) {
+          absl::StatusOr<User> profiled = directory_->UpdateProfile(
+              user.id(),
+              MaskHas(mask, "display_name") ? user.display_name() : current->display_name(),
+              MaskHas(mask, "phone") ? user.phone() : current->phone());
+          if (!profiled.ok()) return UnderField(profiled.status(), "user", kUserFields);
+        }
+        if (activate) {
+          status = directory_->ActivateUser(user.id());
+          if (!status.ok()) return status;
         }
 
         if (new_role || new_units) {

@@ -642,7 +642,7 @@ TEST_F(DirectoryServicesTest, UpdateUser) {
   EXPECT_THAT(updated.org_unit_ids(), ElementsAre(c12_));
 
   // The mask must name known, writable fields.
-  grpc::Status status = UpdateUser("admin.p1", change, {"phone"});
+  grpc::Status status = UpdateUser("admin.p1", change, {"colour"});
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(FieldViolations(status), ElementsAre(Pair("update_mask.paths[0]", ::testing::_)));
   status = UpdateUser("admin.p1", change, {});
@@ -669,11 +669,17 @@ TEST_F(DirectoryServicesTest, UpdateUser) {
   EXPECT_TRUE(server_.directory().FindUser("collab.c31")->active());
   EXPECT_TRUE(server_.directory().FindUser("collab.two")->active());
 
-  // Not supported by the directory yet: a new display name.
+  // A new display name and phone; a bad phone names the field and changes nothing.
   User renamed = *server_.directory().FindUser("coord.d1");
-  renamed.set_display_name("Someone Else");
-  EXPECT_EQ(UpdateUser("admin.p1", renamed, {"display_name"}).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  renamed.set_display_name("Trần Thị B");
+  renamed.set_phone("+84 912 345 678");
+  ASSERT_TRUE(UpdateUser("admin.p1", renamed, {"display_name", "phone"}, &updated).ok());
+  EXPECT_EQ(updated.display_name(), "Trần Thị B");
+  EXPECT_EQ(updated.phone(), "+84 912 345 678");
+  renamed.set_phone("call me");
+  status = UpdateUser("admin.p1", renamed, {"phone"});
+  EXPECT_THAT(FieldViolations(status), ElementsAre(Pair("user.phone", ::testing::_)));
+  EXPECT_EQ(server_.directory().FindUser("coord.d1")->phone(), "+84 912 345 678");
 
   // Deactivation signs the user out at once.
   const std::string token = Token("coord.d1");
@@ -682,6 +688,14 @@ TEST_F(DirectoryServicesTest, UpdateUser) {
   ASSERT_TRUE(UpdateUser("admin.p1", off, {"active"}, &updated).ok());
   EXPECT_FALSE(updated.active());
   v1::WhoAmIResponse who;
+  EXPECT_EQ(Call(auth_.get(), &v1::AuthService::Stub::WhoAmI, token, v1::WhoAmIRequest(), &who)
+                .error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // Reactivation lets the user sign in again; the old token stays revoked.
+  off.set_active(true);
+  ASSERT_TRUE(UpdateUser("admin.p1", off, {"active"}, &updated).ok());
+  EXPECT_TRUE(updated.active());
+  EXPECT_TRUE(Login("coord.d1", Password("coord.d1")).ok());
   EXPECT_EQ(Call(auth_.get(), &v1::AuthService::Stub::WhoAmI, token, v1::WhoAmIRequest(), &who)
                 .error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
