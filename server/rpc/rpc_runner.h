@@ -27,8 +27,8 @@ class RpcRunner {
   virtual ~RpcRunner() = default;
 
   // Runs `body` for an authenticated caller; UNAUTHENTICATED without a valid token.
-  virtual grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* context,
-                                        const char* method, Body body) = 0;
+  virtual grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* context, const char* method,
+                                        Body body) = 0;
   // Runs `body` without authentication (AuthService.Login only).
   virtual grpc::ServerUnaryReactor* RunPublic(grpc::CallbackServerContext* context,
                                               const char* method, Body body) = 0;
