@@ -1,0 +1,598 @@
+// ingest: how many device mutations per second the server applies durably when 50
+// tablets push at once over their sync streams.
+//
+// What it measures and how:
+//  - The real kcnet-server binary runs as a child process (--listen=127.0.0.1:0, its log
+//    on stderr sent to /dev/null) on a temp data dir that this program seeds before
+//    starting it: directory.db through server::Directory (a district of 15 communes, 50
+//    collaborators assigned round-robin to them, each signed in there), kcnet.db through
+//    sync::ServerStore (10 facilities per commune).
+//  - 50 devices, one per collaborator, each a raw sync stream (the generated stub's
+//    callback API, not SyncClient: Hello, Welcome, every ChangeBatch acknowledged at once
+//    with the cursors it reached, as a device does; 50 streams on one channel, well within
+//    HTTP/2's stream limit). Once every stream has its first page, each device pushes
+//    MutationBatches of 100 mutations, one batch in flight at a time (as SyncClient does),
+//    the next sent as soon as the PushAck arrives, for 10 s. Each mutation creates one
+//    visit valid for the rules: by the device's collaborator, in its commune, on a
+//    facility of that commune. The server applies each batch through the rules in one
+//    durable transaction (synchronous=FULL) and live-notifies the streams of the commune,
+//    which download and acknowledge the new visits: the whole live-sync cost is in it.
+//  - mutations_per_s = mutations answered APPLIED in PushAcks received within the 10 s
+//    window / 10 s. Any other answer ends the benchmark with an error.
+//
+// Metrics: mutations_per_s (goal >= 20,000).
+//
+// Usage: ingest_bench [devices] [seconds] [batch]   (default 50 10 100)
+//        KCNET_SERVER_BIN overrides the kcnet-server binary built with this benchmark.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/bench_util.h"
+#include "grpcpp/grpcpp.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sync_service.grpc.pb.h"
+#include "server/directory/directory.h"
+#include "sync/hlc.h"
+#include "sync/model/record_types.h"
+#include "sync/server_store.h"
+
+#ifndef KCNET_SERVER_BIN
+#define KCNET_SERVER_BIN "kcnet-server"
+#endif
+
+namespace kcnet::bench {
+namespace {
+
+using namespace kcnet::v1;  // NOLINT
+
+constexpr int kCommunes = 15;
+constexpr int kStreamsPerChannel = 100;
+constexpr int kFacilitiesPerCommune = 10;
+constexpr char kPassword[] = "password-123";
+
+pid_t g_child = -1;  // the server child, killed by Die()
+
+[[noreturn]] void Die(const std::string& what) {
+  std::cerr << "ingest_bench: " << what << "\n";
+  if (g_child > 0) kill(g_child, SIGKILL);
+  std::_Exit(1);
+}
+
+template <typename T>
+T Must(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) Die(absl::StrCat(what, ": ", v.status().ToString()));
+  return *std::move(v);
+}
+
+void RaiseFileLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
+// ---- The server as a child process ------------------------------------------------
+
+struct Child {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+// Starts kcnet-server on `data_dir` and waits (at most 30 s) for its "listening on" line.
+Child StartServer(const std::string& data_dir) {
+  const char* env = std::getenv("KCNET_SERVER_BIN");
+  const std::string bin = env != nullptr && *env != '\0' ? env : KCNET_SERVER_BIN;
+  int out[2];
+  if (pipe(out) != 0) Die("pipe");
+  const std::string dir_flag = "--data_dir=" + data_dir;
+  const pid_t pid = fork();
+  if (pid < 0) Die("fork");
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execl(bin.c_str(), bin.c_str(), "--listen=127.0.0.1:0", dir_flag.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  g_child = pid;
+  std::string line;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (line.find('\n') == std::string::npos) {
+    const int left = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd p{out[0], POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, left) <= 0) Die("kcnet-server did not start within 30 s");
+    char buf[256];
+    const ssize_t n = read(out[0], buf, sizeof buf);
+    if (n <= 0) Die("kcnet-server exited at start (binary: " + bin + ")");
+    line.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  Child child{pid, 0};
+  const size_t colon = line.rfind(':');
+  if (!absl::StartsWith(line, "kcnet-server listening on ") || colon == std::string::npos ||
+      !absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(colon + 1)), &child.port)) {
+    Die("unexpected kcnet-server output: " + line);
+  }
+  return child;
+}
+
+// SIGTERM, then waits up to 20 s (SIGKILL after that).
+void StopServer(const Child& child) {
+  kill(child.pid, SIGTERM);
+  for (int i = 0; i < 400; ++i) {
+    int status = 0;
+    if (waitpid(child.pid, &status, WNOHANG) == child.pid) {
+      g_child = -1;
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        std::cerr << "ingest_bench: kcnet-server ended with status " << status << "\n";
+      }
+      return;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::cerr << "ingest_bench: kcnet-server ignored SIGTERM for 20 s; killing it\n";
+  kill(child.pid, SIGKILL);
+  waitpid(child.pid, nullptr, 0);
+  g_child = -1;
+}
+
+// ---- A raw sync stream (callback API) -----------------------------------------------
+
+// One device's stream: Hello, then every ChangeBatch is acknowledged at once with the
+// cursors it reached; pushes are sent with Send(). `on_message` runs on a gRPC thread.
+class RawStream : public grpc::ClientBidiReactor<SyncClientMessage, SyncServerMessage> {
+ public:
+  using Handler = std::function<void(RawStream*, const SyncServerMessage&)>;
+
+  RawStream(SyncService::Stub* stub, const std::string& token, std::string device_id,
+            Handler on_message)
+      : device_id_(std::move(device_id)), on_message_(std::move(on_message)) {
+    ctx_.AddMetadata("authorization", "Bearer " + token);
+    stub->async()->Sync(&ctx_, this);
+  }
+
+  void Start() {
+    SyncClientMessage hello;
+    hello.mutable_hello()->set_device_id(device_id_);
+    hello.mutable_hello()->set_schema_version(SCHEMA_VERSION_1);
+    Send(std::move(hello));
+    StartRead(&in_);
+    AddHold();  // Send() and Close() come from outside the reactor's callbacks
+    StartCall();
+  }
+
+  // Queues one message; at most one write is in flight.
+  void Send(SyncClientMessage message) {
+    const SyncClientMessage* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closing_) return;
+      queue_.push_back(std::move(message));
+      if (writing_) return;
+      writing_ = true;
+      next = &queue_.front();  // deque elements stay put while others are appended
+    }
+    StartWrite(next);
+  }
+
+  // Half-closes once the queue is written, and lets the call end. Once.
+  void Close() {
+    bool done_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+      if (!writing_ && !writes_done_) writes_done_ = done_now = true;
+    }
+    if (done_now) StartWritesDone();
+    RemoveHold();
+  }
+  void Cancel() { ctx_.TryCancel(); }
+
+  void OnWriteDone(bool ok) override {
+    const SyncClientMessage* next = nullptr;
+    bool done_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) queue_.clear();
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        if (closing_ && !writes_done_ && ok) writes_done_ = done_now = true;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+    if (done_now) StartWritesDone();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      ended_.store(true);
+      return;
+    }
+    if (on_message_) on_message_(this, in_);
+    if (in_.has_changes()) {
+      SyncClientMessage ack;
+      {
+        absl::MutexLock lock(&mu_);
+        for (const BucketCursor& c : in_.changes().cursors()) {
+          // As the device store does: op only grows; the floor moves up only when the
+          // page completes the bucket (floor == op).
+          BucketCursor& mine = cursors_[c.bucket()];
+          mine.set_bucket(c.bucket());
+          if (c.op() >= mine.op() && c.floor() == c.op()) mine.set_floor(c.op());
+          mine.set_op(std::max(mine.op(), c.op()));
+        }
+        for (const auto& [bucket, c] : cursors_) *ack.mutable_download_ack()->add_cursors() = c;
+      }
+      Send(std::move(ack));
+    }
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      status_ = status;
+      done_ = true;
+    }
+    ended_.store(true);
+  }
+
+  bool ended() const { return ended_.load(); }
+  bool WaitDone(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
+  }
+  grpc::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+  const std::string& device_id() const { return device_id_; }
+
+ private:
+  const std::string device_id_;
+  const Handler on_message_;
+  grpc::ClientContext ctx_;
+  SyncServerMessage in_;
+  std::atomic<bool> ended_{false};
+  absl::Mutex mu_;
+  std::deque<SyncClientMessage> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, BucketCursor> cursors_ ABSL_GUARDED_BY(mu_);
+};
+
+// Channels of their own connection each (no shared subchannel), created on demand.
+class Channels {
+ public:
+  explicit Channels(int port) : port_(port) {}
+  SyncService::Stub* ForStream(int index) {
+    const size_t c = static_cast<size_t>(index / kStreamsPerChannel);
+    while (stubs_.size() <= c) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      args.SetInt("kcnet.bench.channel", static_cast<int>(stubs_.size()));
+      stubs_.push_back(SyncService::NewStub(grpc::CreateCustomChannel(
+          absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials(), args)));
+    }
+    return stubs_[c].get();
+  }
+  size_t size() const { return stubs_.size(); }
+
+ private:
+  const int port_;
+  std::vector<std::unique_ptr<SyncService::Stub>> stubs_;
+};
+
+// Counts streams that have had their Welcome and first ChangeBatch.
+class ReadyCounter {
+ public:
+  void Add() {
+    absl::MutexLock lock(&mu_);
+    ++ready_;
+  }
+  bool WaitFor(int n, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ready_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  }
+  int ready() {
+    absl::MutexLock lock(&mu_);
+    return ready_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int ready_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Closes every stream and waits for them to end (cancelling laggards).
+void CloseAll(std::vector<std::unique_ptr<RawStream>>& streams) {
+  for (auto& s : streams) s->Close();
+  for (auto& s : streams) {
+    if (!s->WaitDone(absl::Seconds(5))) {
+      s->Cancel();
+      if (!s->WaitDone(absl::Seconds(5))) Die("a stream did not end after cancellation");
+    }
+  }
+}
+
+// CPU seconds (user + system) the process has used, from /proc/PID/stat.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14 || i == 15) ticks += std::atof(f.c_str());  // utime, stime
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The ingest window, shared by every device.
+struct Window {
+  std::atomic<bool> running{false};
+  absl::Time end;
+  std::atomic<int64_t> applied{0};       // APPLIED within the window
+  std::atomic<int64_t> applied_late{0};  // APPLIED after it (in flight at its end)
+  std::atomic<int64_t> batches{0};
+  std::atomic<int64_t> downloaded{0};  // changes received in ChangeBatches
+  std::atomic<int> in_flight{0};
+};
+
+// One device: builds its next batch of new visits and pushes it when the last is answered.
+class Pusher {
+ public:
+  Pusher(Window* window, int64_t user_id, int64_t commune,
+         const std::vector<std::string>& facilities, int batch_size, uint64_t seed)
+      : window_(window), batch_size_(batch_size), rng_(seed), clock_(sync::SystemClock()) {
+    for (const std::string& facility : facilities) {
+      Visit v;
+      v.set_id("00000000-0000-4000-8000-000000000000");
+      v.set_commune_id(commune);
+      v.set_facility_id(facility);
+      v.set_collaborator_id(user_id);
+      v.set_visited_ms(absl::ToUnixMillis(absl::Now()));
+      v.set_latitude(21.02);
+      v.set_longitude(105.83);
+      v.set_purpose(VISIT_PURPOSE_SURVEY);
+      v.set_findings("Cơ sở cần hỗ trợ máy sấy nông sản, công suất hiện tại thấp");
+      v.add_needs(SUPPORT_CATEGORY_TRAINING);
+      v.add_needs(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+      v.set_next_visit_due_ms(v.visited_ms() + 30LL * 86400000);
+      templates_.push_back(Must(model::ToChange(v), "ToChange"));
+    }
+  }
+
+  // Sends the next batch (one at a time: called at start and on each PushAck).
+  void PushNext(RawStream* stream) {
+    SyncClientMessage message;
+    MutationBatch* batch = message.mutable_push();
+    batch->set_settled_through(settled_);
+    for (int i = 0; i < batch_size_; ++i) {
+      Mutation* m = batch->add_mutations();
+      m->set_seq(++seq_);
+      RecordChange* c = m->add_changes();
+      *c = templates_[rng_() % templates_.size()];
+      c->set_id(RandomUuidBytes(rng_));
+      c->set_hlc(clock_.Now());
+    }
+    window_->in_flight.fetch_add(1);
+    stream->Send(std::move(message));
+  }
+
+  void OnMessage(RawStream* stream, const SyncServerMessage& m) {
+    if (m.has_changes()) window_->downloaded.fetch_add(m.changes().changes_size());
+    if (!m.has_push_ack()) return;
+    const PushAck& ack = m.push_ack();
+    const bool in_window = absl::Now() <= window_->end;
+    int64_t applied = 0;
+    for (const MutationResult& r : ack.results()) {
+      if (r.outcome() != MUTATION_OUTCOME_APPLIED) {
+        Die(absl::StrCat(stream->device_id(), ": mutation ", r.seq(), " answered ",
+                         MutationOutcome_Name(r.outcome()), ": ", r.reason()));
+      }
+      ++applied;
+    }
+    settled_ = ack.last_applied_seq();
+    (in_window ? window_->applied : window_->applied_late).fetch_add(applied);
+    window_->batches.fetch_add(1);
+    if (window_->running.load() && absl::Now() < window_->end) PushNext(stream);
+    window_->in_flight.fetch_sub(1);
+  }
+
+ private:
+  Window* const window_;
+  const int batch_size_;
+  std::mt19937_64 rng_;
+  sync::HybridClock clock_;
+  std::vector<RecordChange> templates_;
+  uint64_t seq_ = 0;  // touched by one push at a time
+  uint64_t settled_ = 0;
+};
+
+}  // namespace
+}  // namespace kcnet::bench
+
+int main(int argc, char** argv) {
+  using namespace kcnet::bench;  // NOLINT
+  namespace server = kcnet::server;
+  namespace sync = kcnet::sync;
+  const int devices = argc > 1 ? std::atoi(argv[1]) : 50;
+  const int seconds = argc > 2 ? std::atoi(argv[2]) : 10;
+  const int batch_size = argc > 3 ? std::atoi(argv[3]) : 100;
+  if (devices <= 0 || devices > 1000 || seconds <= 0 || seconds > 120 || batch_size <= 0 ||
+      batch_size > 1000) {
+    Die("usage: ingest_bench [devices<=1000] [seconds<=120] [batch<=1000]");
+  }
+  RaiseFileLimit();
+  const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-ingest";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+
+  // Seed: org units, one collaborator per device (signed in here), facilities.
+  std::vector<int64_t> communes;
+  std::vector<int64_t> user_ids;
+  std::vector<std::string> tokens;
+  {
+    server::DirectoryOptions options;
+    options.password_ops_limit = server::kArgon2OpsLimitMin;
+    options.password_mem_limit = server::kArgon2MemLimitMin;
+    auto d = Must(server::Directory::Open(dir + "/directory.db", options), "open directory");
+    const int64_t province =
+        Must(d->CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0), "province").id();
+    const int64_t district =
+        Must(d->CreateOrgUnit("901", "Huyện", ORG_UNIT_LEVEL_DISTRICT, province), "district").id();
+    for (int i = 0; i < kCommunes; ++i) {
+      communes.push_back(Must(d->CreateOrgUnit(absl::StrCat(90100 + i), absl::StrCat("Xã ", i),
+                                               ORG_UNIT_LEVEL_COMMUNE, district),
+                              "commune")
+                             .id());
+    }
+    for (int u = 0; u < devices; ++u) {
+      const std::string name = absl::StrCat("ctv", u);
+      user_ids.push_back(
+          Must(d->CreateUser(name, "Cộng tác viên", kPassword, ROLE_COMMUNE_COLLABORATOR,
+                             {communes[static_cast<size_t>(u % kCommunes)]}),
+               "create user")
+              .id());
+      tokens.push_back(Must(d->Login(name, kPassword), "login").token);
+    }
+  }
+  std::map<int64_t, std::vector<std::string>> facilities;  // commune -> facility ids
+  {
+    auto store = Must(sync::ServerStore::Open(dir + "/kcnet.db", &kcnet::model::KcnetSchema()),
+                      "open store");
+    std::mt19937_64 rng(5);
+    MutationBatch batch;
+    uint64_t seq = 0;
+    for (int64_t commune : communes) {
+      for (int k = 0; k < kFacilitiesPerCommune; ++k) {
+        Facility f;
+        f.set_id(*sync::UuidToText(RandomUuidBytes(rng)));
+        f.set_commune_id(commune);
+        f.set_name(absl::StrCat("Cơ sở ", commune, "-", k));
+        f.set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+        f.set_created_by(user_ids[0]);
+        facilities[commune].push_back(f.id());
+        Mutation* m = batch.add_mutations();
+        m->set_seq(++seq);
+        RecordChange c = Must(kcnet::model::ToChange(f), "ToChange");
+        c.set_hlc(store->clock().Now());
+        *m->add_changes() = std::move(c);
+      }
+    }
+    Must(store->Apply(sync::Writer{"", sync::NodeIdFor("seed")}, batch), "seed facilities");
+  }
+
+  const Child child = StartServer(dir);
+  std::cerr << "ingest_bench: kcnet-server pid " << child.pid << " on port " << child.port << "\n";
+  Channels channels(child.port);
+  ReadyCounter ready;
+  Window window;
+  std::vector<std::unique_ptr<Pusher>> pushers;
+  std::vector<std::unique_ptr<RawStream>> streams;
+  for (int u = 0; u < devices; ++u) {
+    const int64_t commune = communes[static_cast<size_t>(u % kCommunes)];
+    pushers.push_back(std::make_unique<Pusher>(&window, user_ids[static_cast<size_t>(u)], commune,
+                                               facilities[commune], batch_size,
+                                               static_cast<uint64_t>(u) + 1));
+    Pusher* pusher = pushers.back().get();
+    auto seen = std::make_shared<std::atomic<bool>>(false);
+    streams.push_back(std::make_unique<RawStream>(
+        channels.ForStream(u), tokens[static_cast<size_t>(u)], absl::StrCat("tablet-", u),
+        [pusher, seen, &ready](RawStream* s, const SyncServerMessage& m) {
+          if (m.has_changes() && !seen->exchange(true)) ready.Add();
+          pusher->OnMessage(s, m);
+        }));
+  }
+  for (auto& s : streams) s->Start();
+  if (!ready.WaitFor(devices, absl::Seconds(30))) {
+    Die(absl::StrCat("only ", ready.ready(), " of ", devices, " streams got their first page"));
+  }
+  window.downloaded.store(0);
+
+  // The window.
+  const double cpu_before = CpuSeconds(child.pid);
+  rusage self_before{};
+  getrusage(RUSAGE_SELF, &self_before);
+  window.end = absl::Now() + absl::Seconds(seconds);
+  window.running.store(true);
+  Timer timer;
+  for (int u = 0; u < devices; ++u) {
+    pushers[static_cast<size_t>(u)]->PushNext(streams[static_cast<size_t>(u)].get());
+  }
+  absl::SleepFor(window.end - absl::Now());
+  window.running.store(false);
+  const double cpu_window = CpuSeconds(child.pid) - cpu_before;
+  rusage self_after{};
+  getrusage(RUSAGE_SELF, &self_after);
+  const double self_cpu =
+      static_cast<double>(self_after.ru_utime.tv_sec - self_before.ru_utime.tv_sec +
+                          self_after.ru_stime.tv_sec - self_before.ru_stime.tv_sec) +
+      static_cast<double>(self_after.ru_utime.tv_usec - self_before.ru_utime.tv_usec +
+                          self_after.ru_stime.tv_usec - self_before.ru_stime.tv_usec) /
+          1e6;
+  const double window_s = timer.Seconds();
+  // Let the batches in flight be answered before closing.
+  for (int i = 0; i < 300 && window.in_flight.load() > 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  for (const auto& s : streams) {
+    if (s->ended()) Die("stream " + s->device_id() + " ended: " + s->status().error_message());
+  }
+  std::cerr << "ingest_bench: " << window.applied.load() << " mutations applied in " << window_s
+            << " s (" << window.batches.load() << " batches of " << batch_size << ", "
+            << window.applied_late.load() << " more answered after the window); "
+            << window.downloaded.load() << " changes downloaded by the devices; server CPU "
+            << cpu_window << " s, client CPU " << self_cpu << " s\n";
+  Emit("ingest", "mutations_per_s", static_cast<double>(window.applied.load()) / seconds,
+       "mutations/s");
+
+  CloseAll(streams);
+  streams.clear();
+  StopServer(child);
+  std::filesystem::remove_all(dir);
+  return 0;
+}

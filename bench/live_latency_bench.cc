@@ -1,0 +1,609 @@
+// live_latency: how long a change committed by one tablet takes to reach another tablet's
+// open sync stream, while 1,000 other tablets hold idle streams on the same server.
+//
+// What it measures and how:
+//  - The real kcnet-server binary runs as a child process (--listen=127.0.0.1:0, its log
+//    on stderr sent to /dev/null) on a temp data dir that this program seeds before
+//    starting it: directory.db (a district of 15 communes, the users) through
+//    server::Directory, with sign-in tokens issued there (so no Argon2 runs during the
+//    measurement), and kcnet.db (one facility per commune) through sync::ServerStore.
+//  - 1,002 raw sync streams (the generated stub's callback API, not SyncClient: Hello,
+//    Welcome, every ChangeBatch acknowledged at once with the cursors it reached, as a
+//    device does, then held open reading) over 11 channels of at most 100 streams each,
+//    each channel its own HTTP/2 connection (local subchannel pool). The 1,000 "other"
+//    devices belong to 250 collaborators (4 devices each, the server's per-user limit),
+//    assigned round-robin to the 15 communes, so ~67 of them share the commune of A and B
+//    and receive every change too, as in the field.
+//  - Device A (a collaborator of commune 0) pushes a new visit (one mutation, on the
+//    commune's facility) on its own stream; device B (another collaborator of commune 0)
+//    is timed from just before A's push is handed to gRPC until the ChangeBatch holding
+//    that visit arrives on B's stream: the durable commit (fsync), the live notification,
+//    the page read and the network. 10 warm-up rounds, then 200 measured rounds, one at a
+//    time, 10-40 ms apart (so that some fall on the server's 5 s scope-check tick, which
+//    pokes every stream).
+//
+// Metrics: p50_ms, p99_ms (goal p99 <= 50), max_ms.
+//
+// Usage: live_latency_bench [other_devices] [rounds]   (default 1000 200)
+//        KCNET_SERVER_BIN overrides the kcnet-server binary built with this benchmark.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/bench_util.h"
+#include "grpcpp/grpcpp.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sync_service.grpc.pb.h"
+#include "server/directory/directory.h"
+#include "sync/hlc.h"
+#include "sync/model/record_types.h"
+#include "sync/server_store.h"
+
+#ifndef KCNET_SERVER_BIN
+#define KCNET_SERVER_BIN "kcnet-server"
+#endif
+
+namespace kcnet::bench {
+namespace {
+
+using namespace kcnet::v1;  // NOLINT
+
+constexpr int kCommunes = 15;
+constexpr int kStreamsPerChannel = 100;
+constexpr int kDevicesPerUser = 4;  // SyncServiceOptions.max_streams_per_user
+constexpr char kPassword[] = "password-123";
+
+pid_t g_child = -1;  // the server child, killed by Die()
+
+[[noreturn]] void Die(const std::string& what) {
+  std::cerr << "live_latency_bench: " << what << "\n";
+  if (g_child > 0) kill(g_child, SIGKILL);
+  std::_Exit(1);
+}
+
+template <typename T>
+T Must(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) Die(absl::StrCat(what, ": ", v.status().ToString()));
+  return *std::move(v);
+}
+
+void RaiseFileLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
+// ---- The server as a child process ------------------------------------------------
+
+struct Child {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+// Starts kcnet-server on `data_dir` and waits (at most 30 s) for its "listening on" line.
+Child StartServer(const std::string& data_dir) {
+  const char* env = std::getenv("KCNET_SERVER_BIN");
+  const std::string bin = env != nullptr && *env != '\0' ? env : KCNET_SERVER_BIN;
+  int out[2];
+  if (pipe(out) != 0) Die("pipe");
+  const std::string dir_flag = "--data_dir=" + data_dir;
+  const pid_t pid = fork();
+  if (pid < 0) Die("fork");
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execl(bin.c_str(), bin.c_str(), "--listen=127.0.0.1:0", dir_flag.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  g_child = pid;
+  std::string line;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (line.find('\n') == std::string::npos) {
+    const int left = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    pollfd p{out[0], POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, left) <= 0) Die("kcnet-server did not start within 30 s");
+    char buf[256];
+    const ssize_t n = read(out[0], buf, sizeof buf);
+    if (n <= 0) Die("kcnet-server exited at start (binary: " + bin + ")");
+    line.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  Child child{pid, 0};
+  const size_t colon = line.rfind(':');
+  if (!absl::StartsWith(line, "kcnet-server listening on ") || colon == std::string::npos ||
+      !absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(colon + 1)), &child.port)) {
+    Die("unexpected kcnet-server output: " + line);
+  }
+  return child;
+}
+
+// SIGTERM, then waits up to 20 s (SIGKILL after that).
+void StopServer(const Child& child) {
+  kill(child.pid, SIGTERM);
+  for (int i = 0; i < 400; ++i) {
+    int status = 0;
+    if (waitpid(child.pid, &status, WNOHANG) == child.pid) {
+      g_child = -1;
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        std::cerr << "live_latency_bench: kcnet-server ended with status " << status << "\n";
+      }
+      return;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::cerr << "live_latency_bench: kcnet-server ignored SIGTERM for 20 s; killing it\n";
+  kill(child.pid, SIGKILL);
+  waitpid(child.pid, nullptr, 0);
+  g_child = -1;
+}
+
+// ---- A raw sync stream (callback API) -----------------------------------------------
+
+// One device's stream: Hello, then every ChangeBatch is acknowledged at once with the
+// cursors it reached; pushes are sent with Send(). `on_message` runs on a gRPC thread.
+class RawStream : public grpc::ClientBidiReactor<SyncClientMessage, SyncServerMessage> {
+ public:
+  using Handler = std::function<void(RawStream*, const SyncServerMessage&)>;
+
+  RawStream(SyncService::Stub* stub, const std::string& token, std::string device_id,
+            Handler on_message)
+      : device_id_(std::move(device_id)), on_message_(std::move(on_message)) {
+    ctx_.AddMetadata("authorization", "Bearer " + token);
+    stub->async()->Sync(&ctx_, this);
+  }
+
+  void Start() {
+    SyncClientMessage hello;
+    hello.mutable_hello()->set_device_id(device_id_);
+    hello.mutable_hello()->set_schema_version(SCHEMA_VERSION_1);
+    Send(std::move(hello));
+    StartRead(&in_);
+    AddHold();  // Send() and Close() come from outside the reactor's callbacks
+    StartCall();
+  }
+
+  // Queues one message; at most one write is in flight.
+  void Send(SyncClientMessage message) {
+    const SyncClientMessage* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closing_) return;
+      queue_.push_back(std::move(message));
+      if (writing_) return;
+      writing_ = true;
+      next = &queue_.front();  // deque elements stay put while others are appended
+    }
+    StartWrite(next);
+  }
+
+  // Half-closes once the queue is written, and lets the call end. Once.
+  void Close() {
+    bool done_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+      if (!writing_ && !writes_done_) writes_done_ = done_now = true;
+    }
+    if (done_now) StartWritesDone();
+    RemoveHold();
+  }
+  void Cancel() { ctx_.TryCancel(); }
+
+  void OnWriteDone(bool ok) override {
+    const SyncClientMessage* next = nullptr;
+    bool done_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) queue_.clear();
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        if (closing_ && !writes_done_ && ok) writes_done_ = done_now = true;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+    if (done_now) StartWritesDone();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      ended_.store(true);
+      return;
+    }
+    if (on_message_) on_message_(this, in_);
+    if (in_.has_changes()) {
+      SyncClientMessage ack;
+      {
+        absl::MutexLock lock(&mu_);
+        for (const BucketCursor& c : in_.changes().cursors()) {
+          // As the device store does: op only grows; the floor moves up only when the
+          // page completes the bucket (floor == op).
+          BucketCursor& mine = cursors_[c.bucket()];
+          mine.set_bucket(c.bucket());
+          if (c.op() >= mine.op() && c.floor() == c.op()) mine.set_floor(c.op());
+          mine.set_op(std::max(mine.op(), c.op()));
+        }
+        for (const auto& [bucket, c] : cursors_) *ack.mutable_download_ack()->add_cursors() = c;
+      }
+      Send(std::move(ack));
+    }
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      status_ = status;
+      done_ = true;
+    }
+    ended_.store(true);
+  }
+
+  bool ended() const { return ended_.load(); }
+  bool WaitDone(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&done_), timeout);
+  }
+  grpc::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+  const std::string& device_id() const { return device_id_; }
+
+ private:
+  const std::string device_id_;
+  const Handler on_message_;
+  grpc::ClientContext ctx_;
+  SyncServerMessage in_;
+  std::atomic<bool> ended_{false};
+  absl::Mutex mu_;
+  std::deque<SyncClientMessage> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, BucketCursor> cursors_ ABSL_GUARDED_BY(mu_);
+};
+
+// Channels of their own connection each (no shared subchannel), created on demand.
+class Channels {
+ public:
+  explicit Channels(int port) : port_(port) {}
+  SyncService::Stub* ForStream(int index) {
+    const size_t c = static_cast<size_t>(index / kStreamsPerChannel);
+    while (stubs_.size() <= c) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      args.SetInt("kcnet.bench.channel", static_cast<int>(stubs_.size()));
+      stubs_.push_back(SyncService::NewStub(grpc::CreateCustomChannel(
+          absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials(), args)));
+    }
+    return stubs_[c].get();
+  }
+  size_t size() const { return stubs_.size(); }
+
+ private:
+  const int port_;
+  std::vector<std::unique_ptr<SyncService::Stub>> stubs_;
+};
+
+// Counts streams that have had their Welcome and first ChangeBatch.
+class ReadyCounter {
+ public:
+  void Add() {
+    absl::MutexLock lock(&mu_);
+    ++ready_;
+  }
+  bool WaitFor(int n, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ready_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  }
+  int ready() {
+    absl::MutexLock lock(&mu_);
+    return ready_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int ready_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Closes every stream and waits for them to end (cancelling laggards).
+void CloseAll(std::vector<std::unique_ptr<RawStream>>& streams) {
+  for (auto& s : streams) s->Close();
+  for (auto& s : streams) {
+    if (!s->WaitDone(absl::Seconds(5))) {
+      s->Cancel();
+      if (!s->WaitDone(absl::Seconds(5))) Die("a stream did not end after cancellation");
+    }
+  }
+}
+
+// ---- The probe: when does B see A's visit? ----------------------------------------
+
+class Probe {
+ public:
+  void Arm(const std::string& id_bytes) {
+    absl::MutexLock lock(&mu_);
+    target_ = id_bytes;
+    arrived_.reset();
+  }
+  void Saw(const ChangeBatch& batch) {
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    if (target_.empty() || arrived_.has_value()) return;
+    for (const RecordChange& c : batch.changes()) {
+      if (c.id() == target_) {
+        arrived_ = now;
+        return;
+      }
+    }
+  }
+  std::optional<absl::Time> Wait(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return arrived_.has_value(); };
+    mu_.AwaitWithTimeout(absl::Condition(&arrived), timeout);
+    return arrived_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::string target_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Time> arrived_ ABSL_GUARDED_BY(mu_);
+};
+
+// A's push acknowledgements.
+class Acks {
+ public:
+  void Got(const PushAck& ack) {
+    absl::MutexLock lock(&mu_);
+    for (const MutationResult& r : ack.results()) {
+      if (r.outcome() != MUTATION_OUTCOME_APPLIED) {
+        std::cerr << "live_latency_bench: push " << r.seq() << " answered " << r.outcome() << ": "
+                  << r.reason() << "\n";
+        failed_ = true;
+      }
+    }
+    last_ = std::max(last_, ack.last_applied_seq());
+  }
+  bool WaitFor(uint64_t seq, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return last_ >= seq || failed_; };
+    mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+    return last_ >= seq && !failed_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  uint64_t last_ ABSL_GUARDED_BY(mu_) = 0;
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+struct Account {
+  int64_t id = 0;
+  int64_t commune = 0;
+  std::string token;
+};
+
+}  // namespace
+}  // namespace kcnet::bench
+
+int main(int argc, char** argv) {
+  using namespace kcnet::bench;  // NOLINT
+  namespace server = kcnet::server;
+  namespace sync = kcnet::sync;
+  const int others = argc > 1 ? std::atoi(argv[1]) : 1000;
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 200;
+  if (others < 0 || rounds <= 0 || others > 20000)
+    Die("usage: live_latency_bench [others] [rounds]");
+  RaiseFileLimit();
+  const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-live-latency";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+
+  // Seed the data dir: org units, users and their tokens; one facility per commune.
+  std::vector<int64_t> communes;
+  Account writer, reader;
+  std::vector<Account> other_users;
+  {
+    server::DirectoryOptions options;
+    options.password_ops_limit = server::kArgon2OpsLimitMin;
+    options.password_mem_limit = server::kArgon2MemLimitMin;
+    auto d = Must(server::Directory::Open(dir + "/directory.db", options), "open directory");
+    const int64_t province =
+        Must(d->CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0), "province").id();
+    const int64_t district =
+        Must(d->CreateOrgUnit("901", "Huyện", ORG_UNIT_LEVEL_DISTRICT, province), "district").id();
+    for (int i = 0; i < kCommunes; ++i) {
+      communes.push_back(Must(d->CreateOrgUnit(absl::StrCat(90100 + i), absl::StrCat("Xã ", i),
+                                               ORG_UNIT_LEVEL_COMMUNE, district),
+                              "commune")
+                             .id());
+    }
+    auto account = [&](const std::string& name, int64_t commune) {
+      Account a;
+      a.commune = commune;
+      a.id = Must(d->CreateUser(name, "Cộng tác viên", kPassword, ROLE_COMMUNE_COLLABORATOR,
+                                {commune}),
+                  "create user")
+                 .id();
+      a.token = Must(d->Login(name, kPassword), "login").token;
+      return a;
+    };
+    writer = account("writer", communes[0]);
+    reader = account("reader", communes[0]);
+    const int users = (others + kDevicesPerUser - 1) / kDevicesPerUser;
+    for (int u = 0; u < users; ++u) {
+      other_users.push_back(account(absl::StrCat("ctv", u), communes[u % kCommunes]));
+    }
+  }
+  std::string facility_c0;
+  {
+    auto store = Must(sync::ServerStore::Open(dir + "/kcnet.db", &kcnet::model::KcnetSchema()),
+                      "open store");
+    std::mt19937_64 rng(5);
+    MutationBatch batch;
+    for (int i = 0; i < kCommunes; ++i) {
+      Facility f;
+      f.set_id(*sync::UuidToText(RandomUuidBytes(rng)));
+      f.set_commune_id(communes[i]);
+      f.set_name(absl::StrCat("Hợp tác xã ", i));
+      f.set_kind(FACILITY_KIND_COOPERATIVE);
+      f.set_created_by(writer.id);
+      if (i == 0) facility_c0 = f.id();
+      Mutation* m = batch.add_mutations();
+      m->set_seq(static_cast<uint64_t>(i) + 1);
+      RecordChange c = Must(kcnet::model::ToChange(f), "ToChange");
+      c.set_hlc(store->clock().Now());
+      *m->add_changes() = std::move(c);
+    }
+    Must(store->Apply(sync::Writer{"", sync::NodeIdFor("seed")}, batch), "seed facilities");
+  }
+
+  const Child child = StartServer(dir);
+  std::cerr << "live_latency_bench: kcnet-server pid " << child.pid << " on port " << child.port
+            << "\n";
+  Channels channels(child.port);
+  ReadyCounter ready;
+  Probe probe;
+  Acks acks;
+  std::vector<std::unique_ptr<RawStream>> streams;
+  auto count_first_batch = [&ready](std::shared_ptr<std::atomic<bool>> seen) {
+    return [&ready, seen](RawStream*, const SyncServerMessage& m) {
+      if (m.has_changes() && !seen->exchange(true)) ready.Add();
+    };
+  };
+  // A and B first, then the others.
+  {
+    auto seen_a = std::make_shared<std::atomic<bool>>(false);
+    auto first_a = count_first_batch(seen_a);
+    streams.push_back(
+        std::make_unique<RawStream>(channels.ForStream(0), writer.token, "device-a",
+                                    [&acks, first_a](RawStream* s, const SyncServerMessage& m) {
+                                      first_a(s, m);
+                                      if (m.has_push_ack()) acks.Got(m.push_ack());
+                                    }));
+    auto seen_b = std::make_shared<std::atomic<bool>>(false);
+    auto first_b = count_first_batch(seen_b);
+    streams.push_back(
+        std::make_unique<RawStream>(channels.ForStream(1), reader.token, "device-b",
+                                    [&probe, first_b](RawStream* s, const SyncServerMessage& m) {
+                                      first_b(s, m);
+                                      if (m.has_changes()) probe.Saw(m.changes());
+                                    }));
+  }
+  for (int i = 0; i < others; ++i) {
+    const Account& a = other_users[static_cast<size_t>(i / kDevicesPerUser)];
+    streams.push_back(
+        std::make_unique<RawStream>(channels.ForStream(i + 2), a.token, absl::StrCat("device-", i),
+                                    count_first_batch(std::make_shared<std::atomic<bool>>(false))));
+  }
+  const int total = static_cast<int>(streams.size());
+  for (int i = 0; i < total; ++i) {
+    streams[static_cast<size_t>(i)]->Start();
+    // Open in waves of 200 so that the server is not handed every Hello at once.
+    if ((i + 1) % 200 == 0 && !ready.WaitFor(i + 1, absl::Seconds(30))) {
+      Die(absl::StrCat("only ", ready.ready(), " of ", i + 1, " streams got their first page"));
+    }
+  }
+  if (!ready.WaitFor(total, absl::Seconds(30))) {
+    Die(absl::StrCat("only ", ready.ready(), " of ", total, " streams got their first page"));
+  }
+  for (const auto& s : streams) {
+    if (s->ended()) Die("stream " + s->device_id() + " ended: " + s->status().error_message());
+  }
+  std::cerr << "live_latency_bench: " << total << " streams open over " << channels.size()
+            << " channels\n";
+
+  // The rounds: A pushes a new visit, B is timed until it arrives.
+  RawStream* a = streams[0].get();
+  sync::HybridClock clock(sync::SystemClock());
+  std::mt19937_64 rng(17);
+  constexpr int kWarmup = 10;
+  std::vector<double> ms;
+  const absl::Time end_by = absl::Now() + absl::Minutes(2);
+  for (int round = 0; round < kWarmup + rounds; ++round) {
+    if (absl::Now() > end_by) Die("rounds did not finish within 2 minutes");
+    Visit v;
+    v.set_id(*sync::UuidToText(RandomUuidBytes(rng)));
+    v.set_commune_id(writer.commune);
+    v.set_facility_id(facility_c0);
+    v.set_collaborator_id(writer.id);
+    v.set_visited_ms(absl::ToUnixMillis(absl::Now()));
+    v.set_purpose(VISIT_PURPOSE_FOLLOW_UP);
+    v.set_findings("Theo dõi tiến độ lắp đặt máy");
+    RecordChange change = Must(kcnet::model::ToChange(v), "ToChange");
+    change.set_hlc(clock.Now());
+    const uint64_t seq = static_cast<uint64_t>(round) + 1;
+    SyncClientMessage push;
+    push.mutable_push()->set_settled_through(seq - 1);
+    Mutation* m = push.mutable_push()->add_mutations();
+    m->set_seq(seq);
+    *m->add_changes() = change;
+    probe.Arm(change.id());
+    const absl::Time start = absl::Now();
+    a->Send(std::move(push));
+    const std::optional<absl::Time> arrived = probe.Wait(absl::Seconds(10));
+    if (!arrived.has_value())
+      Die(absl::StrCat("round ", round, ": B did not see the visit in 10 s"));
+    if (!acks.WaitFor(seq, absl::Seconds(10)))
+      Die(absl::StrCat("round ", round, ": push not applied"));
+    if (round >= kWarmup) ms.push_back(absl::ToDoubleMilliseconds(*arrived - start));
+    absl::SleepFor(absl::Milliseconds(10 + static_cast<int64_t>(rng() % 31)));
+  }
+  for (const auto& s : streams) {
+    if (s->ended()) Die("stream " + s->device_id() + " ended: " + s->status().error_message());
+  }
+  std::sort(ms.begin(), ms.end());
+  // Nearest rank: the smallest sample with at least p of the samples at or below it.
+  const auto pct = [&](double p) {
+    const size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(ms.size())));
+    return ms[std::clamp<size_t>(rank, 1, ms.size()) - 1];
+  };
+  Emit("live_latency", "p50_ms", pct(0.50), "ms");
+  Emit("live_latency", "p99_ms", pct(0.99), "ms");
+  Emit("live_latency", "max_ms", ms.back(), "ms");
+
+  CloseAll(streams);
+  streams.clear();
+  StopServer(child);
+  std::filesystem::remove_all(dir);
+  return 0;
+}
