@@ -8,7 +8,7 @@ all=(store_apply unary wire catch_up initial_sync live_latency idle_streams inge
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${all[@]}")
 "$root/deploy/install-deps.sh"
-build=$(KCNET_BUILD_DIR="$root/build-bench" "$root/deploy/build.sh" Release 2>/dev/null | tail -n 1)
+build=$(KCNET_BUILD_DIR="$root/build-bench" "$root/deploy/build.sh" Release | tail -n 1)
 for name in "${names[@]}"; do
   bin="$build/bench/${name}_bench"
   if [ ! -x "$bin" ]; then
