@@ -67,6 +67,17 @@ In another terminal:
   grpcurl -plaintext $listen list
   grpcurl -plaintext $listen grpc.health.v1.Health/Check
 
+  # a support request's whole life cycle (C = collab1's token, D = coord1's, P = officer1's;
+  # FACILITY = an id from ListFacilities, REQ = the id CreateSupportRequest returns)
+  grpcurl -plaintext -H "authorization: Bearer \$C" -d '{"support_request":{"facility_id":"'\$FACILITY'","category":"SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY","description":"Máy sấy","requested_amount_vnd":80000000,"proposed_funding":"FUNDING_SOURCE_LOCAL"}}' \
+    $listen kcnet.v1.SupportRequestService/CreateSupportRequest
+  grpcurl -plaintext -H "authorization: Bearer \$C" -d '{"id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/SubmitSupportRequest
+  grpcurl -plaintext -H "authorization: Bearer \$D" -d '{"id":"'\$REQ'","note":"ok"}' $listen kcnet.v1.SupportRequestService/EndorseSupportRequest
+  grpcurl -plaintext -H "authorization: Bearer \$P" -d '{"id":"'\$REQ'","approved_amount_vnd":60000000,"funding":"FUNDING_SOURCE_NATIONAL"}' $listen kcnet.v1.SupportRequestService/ApproveSupportRequest
+  grpcurl -plaintext -H "authorization: Bearer \$P" -d '{"id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/StartSupportRequest
+  grpcurl -plaintext -H "authorization: Bearer \$P" -d '{"id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/CompleteSupportRequest
+  grpcurl -plaintext -H "authorization: Bearer \$D" -d '{"request_id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/ListRequestEvents
+
 docs/API.md says who may call what. Sign in as admin1 to manage users, as coord1 to see
 the whole district 901.
 
