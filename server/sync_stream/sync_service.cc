@@ -361,7 +361,12 @@ void StreamCore::HandleAck(const kcnet::v1::DownloadAck& ack) {
 void StreamCore::Poke(bool check_scope) {
   absl::MutexLock lock(&mu_);
   if (finished_ || !hello_done_) return;
-  if (check_scope && !RefreshScopeLocked()) return;
+  // A scope check reads a page only when the scope changed (RefreshScopeLocked sends it);
+  // a commit always may have news.
+  if (check_scope) {
+    RefreshScopeLocked();
+    return;
+  }
   SendNextBatchLocked(/*force=*/false);
 }
 
