@@ -11,6 +11,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/records/record_services.h"
+#include "server/rpc/parse_error_interceptor.h"
 #include "server/services/directory_services.h"
 #include "sync/model/record_types.h"
 #include "sync/sqlite.h"
@@ -137,6 +138,10 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     builder.RegisterService(service.get());
   }
   builder.RegisterService(server->sync_service_.get());
+  // A request protobuf cannot parse gets INVALID_ARGUMENT, not gRPC's bare UNIMPLEMENTED.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Sync streams stay open for hours over weak links: ping idle connections so that dead
   // ones are noticed, and let tablets ping us (within reason).
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);

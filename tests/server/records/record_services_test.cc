@@ -479,11 +479,24 @@ TEST_F(RecordServicesTest, InvalidUtf8OnTheWireIsRefusedAndStoresNothing) {
                    done.Notify();
                  });
   done.WaitForNotification();
-  // protobuf refuses to parse it; gRPC 1.51's callback handler then answers UNIMPLEMENTED
-  // with no message (server_callback_handlers.h), not INVALID_ARGUMENT. Pinned here so
-  // that a gRPC upgrade that fixes it shows up; docs/API.md notes it.
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // protobuf refuses to parse it and gRPC 1.51's callback handler answers a bare
+  // UNIMPLEMENTED; the server's interceptor turns that into a clear INVALID_ARGUMENT.
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("invalid UTF-8"));
   EXPECT_EQ(server_->store()->last_op(), before);
+
+  // A method that does not exist still answers UNIMPLEMENTED.
+  grpc::ClientContext ctx2;
+  grpc::Slice slice2(bytes);
+  grpc::ByteBuffer request2(&slice2, 1), response2;
+  absl::Notification done2;
+  stub.UnaryCall(&ctx2, "/kcnet.v1.FacilityService/NoSuchMethod", grpc::StubOptions(), &request2,
+                 &response2, [&](grpc::Status s) {
+                   status = s;
+                   done2.Notify();
+                 });
+  done2.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(RecordServicesTest, APageTokenFromAnotherQueryIsRefused) {

@@ -1,0 +1,53 @@
+#include "server/rpc/parse_error_interceptor.h"
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+
+namespace kcnet::server {
+namespace {
+
+// "/kcnet.v1.FacilityService/CreateFacility" names a method kcnet defines.
+bool IsKcnetMethod(const char* path) {
+  std::string name = path == nullptr ? "" : path;
+  if (!absl::StartsWith(name, "/kcnet.")) return false;
+  const size_t slash = name.rfind('/');
+  if (slash == 0 || slash == std::string::npos) return false;
+  name = name.substr(1, slash - 1) + "." + name.substr(slash + 1);
+  return google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(name) != nullptr;
+}
+
+class ParseErrorInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit ParseErrorInterceptor(bool kcnet_method) : kcnet_method_(kcnet_method) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (kcnet_method_ && methods->QueryInterceptionHookPoint(
+                             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+          status.error_message().empty()) {
+        methods->ModifySendStatus(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            "request: the message could not be parsed: a string field holds invalid UTF-8 "
+            "(proto3 strings must be UTF-8; send raw bytes as bytes fields), or the message "
+            "is malformed"));
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const bool kcnet_method_;
+};
+
+}  // namespace
+
+grpc::experimental::Interceptor* ParseErrorInterceptorFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  return new ParseErrorInterceptor(IsKcnetMethod(info->method()));
+}
+
+}  // namespace kcnet::server
