@@ -2,9 +2,11 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
+#include "server/rpc/rpc_runner.h"
 
 namespace kcnet::server {
 namespace {
@@ -29,11 +31,10 @@ class ParseErrorInterceptor : public grpc::experimental::Interceptor {
       const grpc::Status status = methods->GetSendStatus();
       if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
           status.error_message().empty()) {
-        methods->ModifySendStatus(grpc::Status(
-            grpc::StatusCode::INVALID_ARGUMENT,
+        methods->ModifySendStatus(ToGrpcStatus(absl::InvalidArgumentError(
             "request: the message could not be parsed: a string field holds invalid UTF-8 "
             "(proto3 strings must be UTF-8; send raw bytes as bytes fields), or the message "
-            "is malformed"));
+            "is malformed")));
       }
     }
     methods->Proceed();
