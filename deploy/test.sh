@@ -8,4 +8,8 @@ mode=${1:-Release}
 "$root/deploy/install-deps.sh"
 build=$("$root/deploy/build.sh" "$mode" | tail -n 1)
 cd "$build"
+if [ "$mode" = "asan" ]; then
+  export LSAN_OPTIONS="suppressions=$root/deploy/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+fi
 ctest --output-on-failure -j "$(nproc)" "$@"
