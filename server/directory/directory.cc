@@ -779,10 +779,9 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
                                            const std::vector<int64_t>& org_unit_ids) {
   const std::vector<int64_t> units = SortedUnique(org_unit_ids);
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
-  if (!status.ok()) return status;
-  auto it = users_.find(user_id);
-  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::Status status;
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  if (!found.ok()) return found.status();
   status = CheckAssignmentLocked(role, units);
   if (!status.ok()) return status;
 
@@ -804,7 +803,7 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
   status = (*tx)->Commit();
   if (!status.ok()) return status;
 
-  User& user = it->second.user;
+  User& user = (*found)->user;
   user.set_role(role);
   user.clear_org_unit_ids();
   for (int64_t unit : units) user.add_org_unit_ids(unit);
@@ -834,10 +833,8 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   if (!hash.ok()) return hash.status();
 
   absl::MutexLock lock(&mu_);
-  status = RefreshLocked();
-  if (!status.ok()) return status;
-  auto it = users_.find(user_id);
-  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  if (!found.ok()) return found.status();
   absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
   absl::StatusOr<Statement*> update =
@@ -856,18 +853,17 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   status = (*tx)->Commit();
   if (!status.ok()) return status;
 
-  it->second.password_hash = *std::move(hash);
+  (*found)->password_hash = *std::move(hash);
   absl::erase_if(tokens_, [user_id](const auto& entry) { return entry.second.user_id == user_id; });
-  failures_.erase(it->second.user.username());
+  failures_.erase((*found)->user.username());
   return absl::OkStatus();
 }
 
 absl::Status Directory::DeactivateUser(int64_t user_id) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
-  if (!status.ok()) return status;
-  auto it = users_.find(user_id);
-  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::Status status;
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  if (!found.ok()) return found.status();
   absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
   absl::StatusOr<Statement*> update =
@@ -885,17 +881,16 @@ absl::Status Directory::DeactivateUser(int64_t user_id) {
   status = (*tx)->Commit();
   if (!status.ok()) return status;
 
-  it->second.user.set_active(false);
+  (*found)->user.set_active(false);
   absl::erase_if(tokens_, [user_id](const auto& entry) { return entry.second.user_id == user_id; });
   return absl::OkStatus();
 }
 
 absl::Status Directory::ActivateUser(int64_t user_id) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
-  if (!status.ok()) return status;
-  auto it = users_.find(user_id);
-  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::Status status;
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  if (!found.ok()) return found.status();
   absl::StatusOr<Statement*> update =
       db_->Prepare("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2");
   if (!update.ok()) return update.status();
@@ -904,7 +899,7 @@ absl::Status Directory::ActivateUser(int64_t user_id) {
   (*update)->BindInt(2, user_id);
   status = (*update)->Run();
   if (!status.ok()) return status;
-  it->second.user.set_active(true);
+  (*found)->user.set_active(true);
   return absl::OkStatus();
 }
 
@@ -917,10 +912,8 @@ absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view
         "phone: at most 32 characters of digits, '+', '-', spaces and parentheses");
   }
   absl::MutexLock lock(&mu_);
-  status = RefreshLocked();
-  if (!status.ok()) return status;
-  auto it = users_.find(user_id);
-  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  if (!found.ok()) return found.status();
   absl::StatusOr<Statement*> update =
       db_->Prepare("UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4");
   if (!update.ok()) return update.status();
@@ -931,18 +924,25 @@ absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view
   (*update)->BindInt(4, user_id);
   status = (*update)->Run();
   if (!status.ok()) return status;
-  it->second.user.set_display_name(std::string(display_name));
-  it->second.user.set_phone(std::string(phone));
-  return it->second.user;
+  (*found)->user.set_display_name(std::string(display_name));
+  (*found)->user.set_phone(std::string(phone));
+  return (*found)->user;
+}
+
+absl::StatusOr<Directory::UserEntry*> Directory::FindUserLocked(int64_t user_id) {
+  absl::Status status = RefreshLocked();
+  if (!status.ok()) return status;
+  auto it = users_.find(user_id);
+  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
+  return &it->second;
 }
 
 absl::StatusOr<User> Directory::GetUser(int64_t id) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
-  if (!status.ok()) return status;
-  auto it = users_.find(id);
-  if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", id));
-  return it->second.user;
+  absl::Status status;
+  absl::StatusOr<UserEntry*> found = FindUserLocked(id);
+  if (!found.ok()) return found.status();
+  return (*found)->user;
 }
 
 absl::StatusOr<User> Directory::FindUser(absl::string_view username) {
