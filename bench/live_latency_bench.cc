@@ -164,20 +164,9 @@ int main(int argc, char** argv) {
   Account writer, reader;
   std::vector<Account> other_users;
   {
-    server::DirectoryOptions options;
-    options.password_ops_limit = server::kArgon2OpsLimitMin;
-    options.password_mem_limit = server::kArgon2MemLimitMin;
-    auto d = Must(server::Directory::Open(dir + "/directory.db", options), "open directory");
-    const int64_t province =
-        Must(d->CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0), "province").id();
-    const int64_t district =
-        Must(d->CreateOrgUnit("901", "Huyện", ORG_UNIT_LEVEL_DISTRICT, province), "district").id();
-    for (int i = 0; i < kCommunes; ++i) {
-      communes.push_back(Must(d->CreateOrgUnit(absl::StrCat(90100 + i), absl::StrCat("Xã ", i),
-                                               ORG_UNIT_LEVEL_COMMUNE, district),
-                              "commune")
-                             .id());
-    }
+    SeededDistrict seeded = SeedDistrict(dir, kCommunes);
+    std::unique_ptr<server::Directory>& d = seeded.directory;
+    communes = seeded.communes;
     auto account = [&](const std::string& name, int64_t commune) {
       Account a;
       a.commune = commune;

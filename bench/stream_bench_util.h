@@ -41,6 +41,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
+#include "server/directory/directory.h"
 
 #ifndef KCNET_SERVER_BIN
 #define KCNET_SERVER_BIN "kcnet-server"
@@ -331,6 +332,32 @@ inline void CloseAll(std::vector<std::unique_ptr<RawStream>>& streams) {
       if (!s->WaitDone(absl::Seconds(5))) Die("a stream did not end after cancellation");
     }
   }
+}
+
+// A directory at DIR/directory.db (cheap password hashing: seeding is not measured) with
+// province 90, district 901 and `communes` communes 90100, 90101, ... under it.
+struct SeededDistrict {
+  std::unique_ptr<server::Directory> directory;
+  std::vector<int64_t> communes;
+};
+inline SeededDistrict SeedDistrict(const std::string& dir, int communes) {
+  server::DirectoryOptions options;
+  options.password_ops_limit = server::kArgon2OpsLimitMin;
+  options.password_mem_limit = server::kArgon2MemLimitMin;
+  SeededDistrict out;
+  out.directory = Must(server::Directory::Open(dir + "/directory.db", options), "open directory");
+  server::Directory& d = *out.directory;
+  const int64_t province =
+      Must(d.CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0), "province").id();
+  const int64_t district =
+      Must(d.CreateOrgUnit("901", "Huyện", ORG_UNIT_LEVEL_DISTRICT, province), "district").id();
+  for (int i = 0; i < communes; ++i) {
+    out.communes.push_back(Must(d.CreateOrgUnit(absl::StrCat(90100 + i), absl::StrCat("Xã ", i),
+                                                ORG_UNIT_LEVEL_COMMUNE, district),
+                                "commune")
+                               .id());
+  }
+  return out;
 }
 
 }  // namespace kcnet::bench
