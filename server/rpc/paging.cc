@@ -8,6 +8,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "sync/record_store.h"
 
 namespace kcnet::server {
 namespace {
@@ -16,14 +17,6 @@ constexpr char kTokenVersion = 1;
 constexpr size_t kFingerprintBytes = 8;
 // Far above any position a service stores; refuses absurd input before decoding it.
 constexpr size_t kMaxTokenChars = 4096;
-
-// FNV-1a, 64 bits: stable across builds and processes (absl::Hash is salted per process).
-void Fnv1a(absl::string_view bytes, uint64_t* hash) {
-  for (unsigned char c : bytes) {
-    *hash ^= c;
-    *hash *= 1099511628211ull;
-  }
-}
 
 absl::Status BadToken(absl::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat("page_token: ", reason));
@@ -56,13 +49,10 @@ uint64_t QueryFingerprint(const google::protobuf::Message& request, absl::string
     out.SetSerializationDeterministic(true);
     copy->SerializeToCodedStream(&out);
   }
-  uint64_t hash = 14695981039346656037ull;
-  Fnv1a(descriptor->full_name(), &hash);
-  Fnv1a(absl::string_view("\0", 1), &hash);
-  Fnv1a(context, &hash);
-  Fnv1a(absl::string_view("\0", 1), &hash);
-  Fnv1a(bytes, &hash);
-  return hash;
+  // The sync core's stable hash: the same across builds and processes (absl::Hash is
+  // salted per process).
+  return sync::StableHash64(absl::StrCat(descriptor->full_name(), absl::string_view("\0", 1),
+                                         context, absl::string_view("\0", 1), bytes));
 }
 
 std::string EncodePageToken(uint64_t query_fingerprint, absl::string_view position) {
