@@ -1,12 +1,11 @@
 #include "server/records/record_access.h"
 
-#include <random>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
+#include "sync/model/requests.h"
 #include "sync/record_store.h"
 
 namespace kcnet::server {
@@ -138,18 +137,7 @@ absl::StatusOr<RecordChange> RecordAccess::MaskedChange(const google::protobuf::
   return out;
 }
 
-std::string RecordAccess::NewId() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::string bytes(16, '\0');
-  const uint64_t a = rng(), b = rng();
-  for (int i = 0; i < 8; ++i) {
-    bytes[i] = static_cast<char>(a >> (8 * i));
-    bytes[8 + i] = static_cast<char>(b >> (8 * i));
-  }
-  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);
-  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);
-  return *sync::UuidToText(bytes);
-}
+std::string RecordAccess::NewId() { return model::NewRecordId(); }
 
 absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(sync::ListQuery query,
                                                              int32_t page_size,

@@ -5,6 +5,7 @@
 #include "server/records/record_access.h"
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
+#include "sync/model/requests.h"
 
 namespace kcnet::server {
 namespace {
@@ -17,30 +18,9 @@ using kcnet::v1::RequestEvent;
 using kcnet::v1::SupportRequest;
 using kcnet::v1::Visit;
 
-// Sets a single field of a change (for server-decided values such as updated_ms).
-void SetField(RecordChange* change, uint32_t number, const kcnet::v1::Value& value) {
-  for (auto& f : *change->mutable_fields()) {
-    if (f.field() == number) {
-      *f.mutable_value() = value;
-      return;
-    }
-  }
-  auto* f = change->add_fields();
-  f->set_field(number);
-  *f->mutable_value() = value;
-}
-
-kcnet::v1::Value Int(int64_t v) {
-  kcnet::v1::Value out;
-  out.set_int_value(v);
-  return out;
-}
-
-kcnet::v1::Value Text(const std::string& v) {
-  kcnet::v1::Value out;
-  out.set_string_value(v);
-  return out;
-}
+using model::IntValue;
+using model::SetField;
+using model::TextValue;
 
 // A new record of a known type: its change with base_op 0.
 absl::StatusOr<RecordChange> NewRecord(const google::protobuf::Message& message) {
@@ -169,7 +149,7 @@ class VisitServiceImpl : public kcnet::v1::VisitService::CallbackService {
                                   absl::StrCat("facility_", op.status().message()));
             }
             q.buckets = {facility.commune_id()};
-            q.equals = {{Visit::kFacilityIdFieldNumber, Text(facility.id())}};
+            q.equals = {{Visit::kFacilityIdFieldNumber, TextValue(facility.id())}};
           } else {
             absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(*p, req->org_unit_id());
             if (!scope.ok()) return scope.status();
@@ -270,10 +250,11 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
           if (!scope.ok()) return scope.status();
           sync::ListQuery q{.type = model::kSupportRequestType, .buckets = *scope};
           if (req->status() != kcnet::v1::REQUEST_STATUS_UNSPECIFIED) {
-            q.equals.push_back({SupportRequest::kStatusFieldNumber, Int(req->status())});
+            q.equals.push_back({SupportRequest::kStatusFieldNumber, IntValue(req->status())});
           }
           if (!req->facility_id().empty()) {
-            q.equals.push_back({SupportRequest::kFacilityIdFieldNumber, Text(req->facility_id())});
+            q.equals.push_back(
+                {SupportRequest::kFacilityIdFieldNumber, TextValue(req->facility_id())});
           }
           absl::StatusOr<std::vector<RecordChange>> page = access_->List(
               q, req->page_size(), req->page_token(),
@@ -312,9 +293,8 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
             return absl::InvalidArgumentError(
                 absl::StrCat("support_request.", change.status().message()));
           }
-          absl::StatusOr<RecordChange> event =
-              NewRecord(Event(*p, r, kcnet::v1::REQUEST_ACTION_CREATE,
-                              kcnet::v1::REQUEST_STATUS_UNSPECIFIED, "", 0));
+          absl::StatusOr<RecordChange> event = NewRecord(Event(
+              *p, r, kcnet::v1::REQUEST_ACTION_CREATE, kcnet::v1::REQUEST_STATUS_DRAFT, "", 0));
           if (!event.ok()) return event.status();
           absl::Status s = access_->Write(*p, {*change, *event});
           if (!s.ok()) return s;
@@ -393,10 +373,11 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
             return absl::Status(op.status().code(),
                                 absl::StrCat("request_", op.status().message()));
           }
-          sync::ListQuery q{.type = model::kRequestEventType,
-                            .buckets = {request.commune_id()},
-                            .equals = {{RequestEvent::kRequestIdFieldNumber, Text(request.id())}},
-                            .newest_first = false};
+          sync::ListQuery q{
+              .type = model::kRequestEventType,
+              .buckets = {request.commune_id()},
+              .equals = {{RequestEvent::kRequestIdFieldNumber, TextValue(request.id())}},
+              .newest_first = false};
           absl::StatusOr<std::vector<RecordChange>> page = access_->List(
               q, req->page_size(), req->page_token(),
               QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
@@ -412,21 +393,7 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
  private:
   RequestEvent Event(const Principal& p, const SupportRequest& r, kcnet::v1::RequestAction action,
                      kcnet::v1::RequestStatus to, const std::string& note, int64_t amount) {
-    RequestEvent e;
-    e.set_id(RecordAccess::NewId());
-    e.set_commune_id(r.commune_id());
-    e.set_request_id(r.id());
-    e.set_actor_id(p.user_id);
-    e.set_action(action);
-    e.set_from_status(action == kcnet::v1::REQUEST_ACTION_CREATE
-                          ? kcnet::v1::REQUEST_STATUS_UNSPECIFIED
-                          : r.status());
-    e.set_to_status(action == kcnet::v1::REQUEST_ACTION_CREATE ? kcnet::v1::REQUEST_STATUS_DRAFT
-                                                               : to);
-    e.set_note(note);
-    e.set_at_ms(access_->NowMs());
-    e.set_amount_vnd(amount);
-    return e;
+    return model::NewRequestEvent(r, p.user_id, action, to, note, amount, access_->NowMs());
   }
 
   absl::Status Transition(const Principal& p, const std::string& id,
@@ -435,40 +402,12 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
     SupportRequest current;
     absl::StatusOr<uint64_t> op = access_->Read(p, model::kSupportRequestType, id, &current);
     if (!op.ok()) return op.status();
-    absl::StatusOr<const model::Transition*> t =
-        model::FindTransition(action, current.status(), access_->ActorFor(p), current.author_id());
-    if (!t.ok())
-      return absl::Status(t.status().code(), absl::StrCat("status: ", t.status().message()));
-    if (action == kcnet::v1::REQUEST_ACTION_APPROVE) {
-      if (amount <= 0 || amount > current.requested_amount_vnd()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("approved_amount_vnd: must be above 0 and at most the requested ",
-                         current.requested_amount_vnd(), " VND"));
-      }
-      if (funding != kcnet::v1::FUNDING_SOURCE_LOCAL &&
-          funding != kcnet::v1::FUNDING_SOURCE_NATIONAL) {
-        return absl::InvalidArgumentError("funding: must be LOCAL or NATIONAL");
-      }
-    }
-    SupportRequest next;
-    next.set_id(current.id());
-    absl::StatusOr<RecordChange> change = model::ToChange(next);
-    if (!change.ok()) return change.status();
-    change->clear_fields();
-    change->set_base_op(*op);
-    SetField(&*change, SupportRequest::kStatusFieldNumber, Int((*t)->to));
-    SetField(&*change, SupportRequest::kUpdatedMsFieldNumber, Int(access_->NowMs()));
-    if (action != kcnet::v1::REQUEST_ACTION_SUBMIT && action != kcnet::v1::REQUEST_ACTION_CANCEL) {
-      SetField(&*change, SupportRequest::kDecisionNoteFieldNumber, Text(note));
-    }
-    if (action == kcnet::v1::REQUEST_ACTION_APPROVE) {
-      SetField(&*change, SupportRequest::kApprovedAmountVndFieldNumber, Int(amount));
-      SetField(&*change, SupportRequest::kApprovedFundingFieldNumber, Int(funding));
-    }
-    absl::StatusOr<RecordChange> event =
-        NewRecord(Event(p, current, action, (*t)->to, note, amount));
-    if (!event.ok()) return event.status();
-    absl::Status s = access_->Write(p, {*change, *event});
+    absl::StatusOr<std::vector<RecordChange>> changes = model::RequestActionChanges(
+        current, *op, access_->ActorFor(p),
+        {.action = action, .note = note, .approved_amount_vnd = amount, .funding = funding},
+        access_->NowMs());
+    if (!changes.ok()) return changes.status();
+    absl::Status s = access_->Write(p, *std::move(changes));
     if (!s.ok()) return s;
     return access_->Read(p, model::kSupportRequestType, id, resp).status();
   }

@@ -1,0 +1,127 @@
+#include "sync/model/requests.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "sync/model/record_types.h"
+#include "sync/schema.h"
+
+namespace kcnet::model {
+
+using kcnet::v1::RecordChange;
+using kcnet::v1::RequestAction;
+using kcnet::v1::RequestEvent;
+using kcnet::v1::SupportRequest;
+
+std::string NewRecordId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string bytes(16, '\0');
+  const uint64_t a = rng(), b = rng();
+  for (int i = 0; i < 8; ++i) {
+    bytes[i] = static_cast<char>(a >> (8 * i));
+    bytes[8 + i] = static_cast<char>(b >> (8 * i));
+  }
+  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);
+  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);
+  return *sync::UuidToText(bytes);
+}
+
+kcnet::v1::Value IntValue(int64_t v) {
+  kcnet::v1::Value out;
+  out.set_int_value(v);
+  return out;
+}
+
+kcnet::v1::Value TextValue(const std::string& v) {
+  kcnet::v1::Value out;
+  out.set_string_value(v);
+  return out;
+}
+
+void SetField(RecordChange* change, uint32_t number, const kcnet::v1::Value& value) {
+  for (auto& f : *change->mutable_fields()) {
+    if (f.field() == number) {
+      *f.mutable_value() = value;
+      return;
+    }
+  }
+  auto* f = change->add_fields();
+  f->set_field(number);
+  *f->mutable_value() = value;
+}
+
+RequestEvent NewRequestEvent(const SupportRequest& request, int64_t actor_id, RequestAction action,
+                             kcnet::v1::RequestStatus to, const std::string& note,
+                             int64_t amount_vnd, int64_t now_ms) {
+  RequestEvent e;
+  e.set_id(NewRecordId());
+  e.set_commune_id(request.commune_id());
+  e.set_request_id(request.id());
+  e.set_actor_id(actor_id);
+  e.set_action(action);
+  e.set_from_status(action == kcnet::v1::REQUEST_ACTION_CREATE
+                        ? kcnet::v1::REQUEST_STATUS_UNSPECIFIED
+                        : request.status());
+  e.set_to_status(to);
+  e.set_note(note);
+  e.set_at_ms(now_ms);
+  e.set_amount_vnd(amount_vnd);
+  return e;
+}
+
+absl::StatusOr<std::vector<RecordChange>> RequestActionChanges(const SupportRequest& current,
+                                                               uint64_t base_op, const Actor& actor,
+                                                               const RequestActionInput& input,
+                                                               int64_t now_ms) {
+  std::vector<RecordChange> out;
+  if (input.action == kcnet::v1::REQUEST_ACTION_COMMENT) {
+    if (input.note.empty()) return absl::InvalidArgumentError("note: a comment needs text");
+    absl::StatusOr<RecordChange> event = ToChange(NewRequestEvent(
+        current, actor.user_id, input.action, current.status(), input.note, 0, now_ms));
+    if (!event.ok()) return event.status();
+    out.push_back(*std::move(event));
+    return out;
+  }
+  absl::StatusOr<const Transition*> t =
+      FindTransition(input.action, current.status(), actor, current.author_id());
+  if (!t.ok())
+    return absl::Status(t.status().code(), absl::StrCat("status: ", t.status().message()));
+  if (input.action == kcnet::v1::REQUEST_ACTION_APPROVE) {
+    if (input.approved_amount_vnd <= 0 ||
+        input.approved_amount_vnd > current.requested_amount_vnd()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("approved_amount_vnd: must be above 0 and at most the requested ",
+                       current.requested_amount_vnd(), " VND"));
+    }
+    if (input.funding != kcnet::v1::FUNDING_SOURCE_LOCAL &&
+        input.funding != kcnet::v1::FUNDING_SOURCE_NATIONAL) {
+      return absl::InvalidArgumentError("funding: must be LOCAL or NATIONAL");
+    }
+  }
+  SupportRequest id_only;
+  id_only.set_id(current.id());
+  absl::StatusOr<RecordChange> change = ToChange(id_only);
+  if (!change.ok()) return change.status();
+  change->clear_fields();
+  change->set_base_op(base_op);
+  SetField(&*change, SupportRequest::kStatusFieldNumber, IntValue((*t)->to));
+  SetField(&*change, SupportRequest::kUpdatedMsFieldNumber, IntValue(now_ms));
+  if (input.action != kcnet::v1::REQUEST_ACTION_SUBMIT &&
+      input.action != kcnet::v1::REQUEST_ACTION_CANCEL) {
+    SetField(&*change, SupportRequest::kDecisionNoteFieldNumber, TextValue(input.note));
+  }
+  const int64_t amount =
+      input.action == kcnet::v1::REQUEST_ACTION_APPROVE ? input.approved_amount_vnd : 0;
+  if (input.action == kcnet::v1::REQUEST_ACTION_APPROVE) {
+    SetField(&*change, SupportRequest::kApprovedAmountVndFieldNumber, IntValue(amount));
+    SetField(&*change, SupportRequest::kApprovedFundingFieldNumber, IntValue(input.funding));
+  }
+  absl::StatusOr<RecordChange> event = ToChange(
+      NewRequestEvent(current, actor.user_id, input.action, (*t)->to, input.note, amount, now_ms));
+  if (!event.ok()) return event.status();
+  out.push_back(*std::move(change));
+  out.push_back(*std::move(event));
+  return out;
+}
+
+}  // namespace kcnet::model

@@ -1,0 +1,57 @@
+// Building the changes of kcnet's record writes, shared by the server's unary services and
+// the client SDK so that both write exactly the same records: new record ids, single-field
+// edits, and the support-request actions (a transition of the life cycle in rules.h, or a
+// comment), each of which updates the request and appends a RequestEvent to its audit
+// trail in the same mutation.
+//
+// Thread-safety: the functions are thread-safe (NewRecordId uses a thread-local generator).
+#ifndef KCNET_SYNC_MODEL_REQUESTS_H_
+#define KCNET_SYNC_MODEL_REQUESTS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sync.pb.h"
+#include "sync/model/rules.h"
+
+namespace kcnet::model {
+
+// A new random (version 4) UUID in text form, for records made offline or online.
+std::string NewRecordId();
+
+kcnet::v1::Value IntValue(int64_t v);
+kcnet::v1::Value TextValue(const std::string& v);
+// Sets (or replaces) one field of `change`.
+void SetField(kcnet::v1::RecordChange* change, uint32_t number, const kcnet::v1::Value& value);
+
+// One action on a support request by the actor.
+struct RequestActionInput {
+  kcnet::v1::RequestAction action = kcnet::v1::REQUEST_ACTION_UNSPECIFIED;
+  std::string note;
+  int64_t approved_amount_vnd = 0;                                           // APPROVE only
+  kcnet::v1::FundingSource funding = kcnet::v1::FUNDING_SOURCE_UNSPECIFIED;  // APPROVE only
+};
+
+// The audit-trail entry of an action on `request` (`to` is the new status; for CREATE and
+// COMMENT the request's status is kept).
+kcnet::v1::RequestEvent NewRequestEvent(const kcnet::v1::SupportRequest& request, int64_t actor_id,
+                                        kcnet::v1::RequestAction action,
+                                        kcnet::v1::RequestStatus to, const std::string& note,
+                                        int64_t amount_vnd, int64_t now_ms);
+
+// The changes of `input` on `current` (read at op `base_op`): for a transition, the
+// request's new status, updated_ms, decision note (review actions), approved amount and
+// funding (APPROVE), then its RequestEvent; for COMMENT only the RequestEvent (the note
+// must not be empty). Errors name the field: "status: ..." (FAILED_PRECONDITION for a
+// state the action does not start from, PERMISSION_DENIED for a role or authorship that
+// may not take it), "approved_amount_vnd: ...", "funding: ...", "note: ..." (INVALID_ARGUMENT).
+absl::StatusOr<std::vector<kcnet::v1::RecordChange>> RequestActionChanges(
+    const kcnet::v1::SupportRequest& current, uint64_t base_op, const Actor& actor,
+    const RequestActionInput& input, int64_t now_ms);
+
+}  // namespace kcnet::model
+
+#endif  // KCNET_SYNC_MODEL_REQUESTS_H_
