@@ -1,11 +1,15 @@
 #include "sync/device_store.h"
 
 #include <algorithm>
+#include <limits>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "sync/text_fold.h"
 
 namespace kcnet::sync {
 namespace {
@@ -84,8 +88,46 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS _outbox(seq INTEGER PRIMARY KEY, body BLOB NOT NULL, "
       "buckets TEXT NOT NULL, acked_op INTEGER);"
       "CREATE TABLE IF NOT EXISTS _reports(seq INTEGER PRIMARY KEY, mutation BLOB NOT NULL, "
-      "result BLOB NOT NULL);");
+      "result BLOB NOT NULL);"
+      // The pending index: which outbox rows touch which record (overlay reads).
+      "CREATE TABLE IF NOT EXISTS _pending(type INTEGER NOT NULL, id BLOB NOT NULL, "
+      "seq INTEGER NOT NULL, PRIMARY KEY(type, id, seq)) WITHOUT ROWID;"
+      "CREATE INDEX IF NOT EXISTS _pending_seq ON _pending(seq);"
+      "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);");
+  if (status.ok()) status = store->CreateSearchTables();
   if (!status.ok()) return status;
+  // A store written before the pending index existed: build it from the outbox.
+  absl::StatusOr<int64_t> indexed = store->db_->QueryInt("SELECT count(*) FROM _pending");
+  absl::StatusOr<int64_t> outbox = store->db_->QueryInt("SELECT count(*) FROM _outbox");
+  if (!indexed.ok()) return indexed.status();
+  if (!outbox.ok()) return outbox.status();
+  if (*indexed == 0 && *outbox > 0) {
+    absl::StatusOr<Statement*> rows = store->db_->Prepare("SELECT seq, body FROM _outbox");
+    if (!rows.ok()) return rows.status();
+    std::vector<Mutation> mutations;
+    while (true) {
+      absl::StatusOr<bool> has = (*rows)->Step();
+      if (!has.ok()) return has.status();
+      if (!*has) break;
+      Mutation& m = mutations.emplace_back();
+      m.ParseFromString(std::string((*rows)->ColumnBlob(1)));
+      m.set_seq(static_cast<uint64_t>((*rows)->ColumnInt(0)));
+    }
+    (*rows)->Reset();
+    for (const Mutation& m : mutations) {
+      for (const RecordChange& change : m.changes()) {
+        absl::StatusOr<Statement*> ins = store->db_->Prepare(
+            "INSERT OR IGNORE INTO _pending(type, id, seq) VALUES (?1, ?2, ?3)");
+        if (!ins.ok()) return ins.status();
+        (*ins)->BindInt(1, change.type());
+        (*ins)->BindBlob(2, change.id());
+        (*ins)->BindInt(3, static_cast<int64_t>(m.seq()));
+        status = (*ins)->Run();
+        (*ins)->Reset();
+        if (!status.ok()) return status;
+      }
+    }
+  }
   absl::StatusOr<std::optional<int64_t>> node = store->records_->GetMeta("node");
   if (!node.ok()) return node.status();
   if (node->has_value() && static_cast<uint64_t>(**node) != store->node_) {
@@ -199,6 +241,18 @@ absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
   (*stmt)->BindText(3, absl::StrJoin(buckets, ","));
   absl::Status status = (*stmt)->Run();
   (*stmt)->Reset();
+  for (const RecordChange& change : m.changes()) {
+    if (!status.ok()) break;
+    absl::StatusOr<Statement*> pending =
+        db_->Prepare("INSERT OR IGNORE INTO _pending(type, id, seq) VALUES (?1, ?2, ?3)");
+    if (!pending.ok()) return pending.status();
+    (*pending)->BindInt(1, change.type());
+    (*pending)->BindBlob(2, change.id());
+    (*pending)->BindInt(3, static_cast<int64_t>(seq));
+    status = (*pending)->Run();
+    (*pending)->Reset();
+    if (status.ok()) status = RefreshSearchLocked(change.type(), change.id());
+  }
   if (status.ok()) status = records_->SetMeta("last_seq", static_cast<int64_t>(seq));
   if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc));
   if (status.ok()) status = (*txn)->Commit();
@@ -277,27 +331,30 @@ absl::StatusOr<std::vector<Report>> DeviceStore::Acknowledge(const PushAck& ack)
     if (pending) m.ParseFromString(std::string((*read)->ColumnBlob(0)));
     (*read)->Reset();
     if (!pending) continue;  // already settled: a duplicated acknowledgement
-    std::string sql;
+    absl::Status status;
     switch (r.outcome()) {
       case kcnet::v1::MUTATION_OUTCOME_APPLIED:
       case kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT:
-      case kcnet::v1::MUTATION_OUTCOME_DUPLICATE:
-        sql = "UPDATE _outbox SET acked_op = ?2 WHERE seq = ?1";
+      case kcnet::v1::MUTATION_OUTCOME_DUPLICATE: {
+        absl::StatusOr<Statement*> stmt =
+            db_->Prepare("UPDATE _outbox SET acked_op = ?2 WHERE seq = ?1");
+        if (!stmt.ok()) return stmt.status();
+        (*stmt)->BindInt(1, static_cast<int64_t>(r.seq()));
+        (*stmt)->BindInt(2, static_cast<int64_t>(r.op()));
+        status = (*stmt)->Run();
+        (*stmt)->Reset();
         break;
+      }
       case kcnet::v1::MUTATION_OUTCOME_REFUSED:
-        sql = "DELETE FROM _outbox WHERE seq = ?1";
+        // The overlay loses the mutation: its records read as confirmed state again.
+        status = DeleteOutboxRow(static_cast<int64_t>(r.seq()));
+        for (const RecordChange& change : m.changes()) {
+          if (status.ok()) status = RefreshSearchLocked(change.type(), change.id());
+        }
         break;
       default:
         continue;  // out of order: push again
     }
-    absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
-    if (!stmt.ok()) return stmt.status();
-    (*stmt)->BindInt(1, static_cast<int64_t>(r.seq()));
-    if (r.outcome() != kcnet::v1::MUTATION_OUTCOME_REFUSED) {
-      (*stmt)->BindInt(2, static_cast<int64_t>(r.op()));
-    }
-    absl::Status status = (*stmt)->Run();
-    (*stmt)->Reset();
     if (!status.ok()) return status;
     if (r.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED || r.conflicts_size() > 0) {
       status = AddReport(m, r);
@@ -338,7 +395,16 @@ absl::Status DeviceStore::PruneAcked() {
       if (synced->has_value() && **synced < info.second) covered = false;
     }
     if (!covered) continue;
-    absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM _outbox WHERE seq = ?1");
+    absl::Status status = DeleteOutboxRow(seq);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceStore::DeleteOutboxRow(int64_t seq) {
+  for (const char* sql :
+       {"DELETE FROM _outbox WHERE seq = ?1", "DELETE FROM _pending WHERE seq = ?1"}) {
+    absl::StatusOr<Statement*> del = db_->Prepare(sql);
     if (!del.ok()) return del.status();
     (*del)->BindInt(1, seq);
     absl::Status status = (*del)->Run();
@@ -418,6 +484,9 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
           absl::StrCat(path, ": bucket field disagrees with bucket ", next.bucket)));
     }
     status = records_->Write(type, *id, *row, next);
+    if (status.ok() && FindSearch(change.type()) != nullptr) {
+      status = RefreshSearchLocked(change.type(), change.id());
+    }
     if (!status.ok()) return fail(status);
     ++result.applied;
   }
@@ -485,6 +554,7 @@ absl::Status DeviceStore::Unsubscribe(int64_t bucket) {
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
   absl::Status status = records_->DeleteBucket(bucket);
+  if (status.ok()) status = DropSearchBucketLocked(bucket);
   if (status.ok()) status = db_->Exec(absl::StrCat("DELETE FROM _cursors WHERE bucket = ", bucket));
   // Acknowledged mutations waiting for this bucket's download wait for nothing now.
   if (status.ok()) status = PruneAcked();
@@ -497,6 +567,7 @@ absl::Status DeviceStore::ResetBucket(int64_t bucket) {
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
   absl::Status status = records_->DeleteBucket(bucket);
+  if (status.ok()) status = DropSearchBucketLocked(bucket);
   if (status.ok()) {
     status = db_->Exec(
         absl::StrCat("INSERT OR REPLACE INTO _cursors(bucket, op) VALUES (", bucket, ", 0)"));
@@ -542,8 +613,12 @@ absl::StatusOr<std::optional<RecordChange>> DeviceStore::ReadLocked(uint32_t typ
   std::optional<RecordChange> out;
   if (row->has_value()) out = records_->ToChange(*spec, id, **row, 0);
   if (confirmed_only) return out;
-  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT body FROM _outbox ORDER BY seq");
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "SELECT o.body FROM _pending p JOIN _outbox o ON o.seq = p.seq "
+      "WHERE p.type = ?1 AND p.id = ?2 ORDER BY p.seq");
   if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, type);
+  (*stmt)->BindBlob(2, id);
   while (true) {
     absl::StatusOr<bool> has = (*stmt)->Step();
     if (!has.ok()) return has.status();
@@ -612,6 +687,245 @@ absl::StatusOr<std::vector<Report>> DeviceStore::TakeReports() {
       db_->Exec(absl::StrCat("DELETE FROM _reports WHERE seq <= ", reports->back().mutation.seq()));
   if (!status.ok()) return status;
   return reports;
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries, search and app state
+
+namespace {
+
+// The search table of a type, e.g. "_search_facility".
+std::string SearchTable(const RecordTypeSpec& type) { return absl::StrCat("_search_", type.name); }
+
+// The FTS5 rowid of a record: a stable hash of its id (collisions among a device's records
+// are vanishingly unlikely: ~1e-10 for 50,000 records).
+int64_t SearchRowid(absl::string_view id) {
+  return static_cast<int64_t>(StableHash64(id, 0x5eac4) >> 1);
+}
+
+bool Matches(const RecordTypeSpec& type, const RecordChange& record, const ListFilter& filter,
+             const std::vector<int64_t>& buckets) {
+  if (record.deleted()) return false;
+  for (const auto& [field, value] : filter.equals) {
+    bool equal = false;
+    for (const auto& f : record.fields()) {
+      if (f.field() == field) equal = f.value().SerializeAsString() == value.SerializeAsString();
+    }
+    if (!equal) return false;
+  }
+  int64_t bucket = 0;
+  for (const auto& f : record.fields()) {
+    if (f.field() == type.bucket_field) bucket = f.value().int_value();
+  }
+  return std::find(buckets.begin(), buckets.end(), bucket) != buckets.end();
+}
+
+}  // namespace
+
+const SearchSpec* DeviceStore::FindSearch(uint32_t type) const {
+  for (const SearchSpec& spec : options_.search) {
+    if (spec.type == type) return &spec;
+  }
+  return nullptr;
+}
+
+absl::Status DeviceStore::CreateSearchTables() {
+  for (const SearchSpec& spec : options_.search) {
+    const RecordTypeSpec* type = schema_->Find(spec.type);
+    if (type == nullptr || spec.fields.empty() || spec.weights.size() != spec.fields.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("search: type ", spec.type, " is unknown or its fields/weights disagree"));
+    }
+    std::vector<std::string> columns = {"id UNINDEXED", "bucket UNINDEXED"};
+    for (uint32_t field : spec.fields) {
+      if (type->IndexOf(field) < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("search: ", type->name, " has no field ", field));
+      }
+      columns.push_back(absl::StrCat("f", field));
+    }
+    absl::Status status = db_->Exec(absl::StrCat(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS ", SearchTable(*type), " USING fts5(",
+        absl::StrJoin(columns, ", "), ", tokenize = 'unicode61 remove_diacritics 2')"));
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceStore::RefreshSearchLocked(uint32_t type, absl::string_view id) {
+  const SearchSpec* spec = FindSearch(type);
+  if (spec == nullptr) return absl::OkStatus();
+  const RecordTypeSpec& t = *schema_->Find(type);
+  const std::string table = SearchTable(t);
+  absl::StatusOr<Statement*> del =
+      db_->Prepare(absl::StrCat("DELETE FROM ", table, " WHERE rowid = ?1"));
+  if (!del.ok()) return del.status();
+  (*del)->BindInt(1, SearchRowid(id));
+  absl::Status status = (*del)->Run();
+  (*del)->Reset();
+  if (!status.ok()) return status;
+  absl::StatusOr<std::optional<RecordChange>> record = ReadLocked(type, id, false);
+  if (!record.ok()) return record.status();
+  if (!record->has_value() || (*record)->deleted()) return absl::OkStatus();
+  std::vector<std::string> params(spec->fields.size());
+  int64_t bucket = 0;
+  for (const auto& f : (*record)->fields()) {
+    if (f.field() == t.bucket_field) bucket = f.value().int_value();
+    for (size_t i = 0; i < spec->fields.size(); ++i) {
+      if (spec->fields[i] == f.field()) params[i] = FoldForSearch(f.value().string_value());
+    }
+  }
+  std::string sql = absl::StrCat("INSERT INTO ", table, "(rowid, id, bucket");
+  for (uint32_t field : spec->fields) absl::StrAppend(&sql, ", f", field);
+  absl::StrAppend(&sql, ") VALUES (?1, ?2, ?3");
+  for (size_t i = 0; i < spec->fields.size(); ++i) absl::StrAppend(&sql, ", ?", i + 4);
+  absl::StrAppend(&sql, ")");
+  absl::StatusOr<Statement*> ins = db_->Prepare(sql);
+  if (!ins.ok()) return ins.status();
+  (*ins)->BindInt(1, SearchRowid(id));
+  (*ins)->BindBlob(2, id);
+  (*ins)->BindInt(3, bucket);
+  for (size_t i = 0; i < params.size(); ++i) (*ins)->BindText(static_cast<int>(i + 4), params[i]);
+  status = (*ins)->Run();
+  (*ins)->Reset();
+  return status;
+}
+
+absl::Status DeviceStore::DropSearchBucketLocked(int64_t bucket) {
+  for (const SearchSpec& spec : options_.search) {
+    absl::Status status = db_->Exec(absl::StrCat(
+        "DELETE FROM ", SearchTable(*schema_->Find(spec.type)), " WHERE bucket = ", bucket));
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SearchHit>> DeviceStore::Search(uint32_t type, absl::string_view query,
+                                                           size_t limit) {
+  const SearchSpec* spec = FindSearch(type);
+  if (spec == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("type: ", type, " has no search index"));
+  }
+  const std::vector<std::string> words = SearchWords(query);
+  if (words.empty()) return absl::InvalidArgumentError("query: needs at least one word");
+  std::string match;
+  for (const std::string& w : words) {
+    // Quoted (no FTS5 operators from user input), as a prefix (search as you type).
+    absl::StrAppend(&match, match.empty() ? "" : " ", "\"",
+                    absl::StrReplaceAll(w, {{"\"", "\"\""}}), "\"*");
+  }
+  std::string weights = "0, 0";
+  for (double w : spec->weights) absl::StrAppend(&weights, ", ", w);
+  const std::string table = SearchTable(*schema_->Find(type));
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare(absl::StrCat("SELECT id, bm25(", table, ", ", weights, ") AS r FROM ", table,
+                                " WHERE ", table, " MATCH ?1 ORDER BY r LIMIT ?2"));
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, match);
+  (*stmt)->BindInt(2, static_cast<int64_t>(limit));
+  std::vector<SearchHit> out;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) {
+      (*stmt)->Reset();
+      return has.status();
+    }
+    if (!*has) break;
+    out.push_back({std::string((*stmt)->ColumnBlob(0)), (*stmt)->ColumnDouble(1)});
+  }
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::StatusOr<std::vector<RecordChange>> DeviceStore::List(const ListFilter& filter) {
+  const RecordTypeSpec* type = schema_->Find(filter.type);
+  if (type == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("type: unknown ", filter.type));
+  for (const auto& [field, value] : filter.equals) {
+    const int index = type->IndexOf(field);
+    if (index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("equals: ", type->name, " has no field ", field));
+    }
+    absl::Status status = Schema::ValidateValue(*type, type->fields[index], value);
+    if (!status.ok()) return absl::InvalidArgumentError(absl::StrCat("equals: ", status.message()));
+  }
+  std::vector<int64_t> buckets = filter.buckets;
+  if (buckets.empty()) {
+    absl::StatusOr<std::vector<BucketCursor>> cursors = Cursors();
+    if (!cursors.ok()) return cursors.status();
+    for (const BucketCursor& c : *cursors) buckets.push_back(c.bucket());
+  }
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_map<std::string, RecordChange> found;  // by id bytes
+  for (int64_t bucket : buckets) {
+    absl::Status status = records_->ScanOrdered(
+        *type, bucket, filter.equals, /*descending=*/true, 0, std::numeric_limits<size_t>::max(),
+        [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+          absl::StatusOr<std::string> id = UuidFromText(id_text);
+          if (!id.ok()) return id.status();
+          found[*id] = records_->ToChange(*type, *id, row, 0);
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+  }
+  // Records with pending mutations read differently: lay the overlay over them.
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT DISTINCT id FROM _pending WHERE type = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, filter.type);
+  std::vector<std::string> pending;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) {
+      (*stmt)->Reset();
+      return has.status();
+    }
+    if (!*has) break;
+    pending.emplace_back((*stmt)->ColumnBlob(0));
+  }
+  (*stmt)->Reset();
+  for (const std::string& id : pending) {
+    absl::StatusOr<std::optional<RecordChange>> record = ReadLocked(filter.type, id, false);
+    if (!record.ok()) return record.status();
+    if (record->has_value() && Matches(*type, **record, filter, buckets)) {
+      found[id] = **std::move(record);
+    } else {
+      found.erase(id);
+    }
+  }
+  std::vector<RecordChange> out;
+  out.reserve(found.size());
+  for (auto& [id, record] : found) out.push_back(std::move(record));
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> DeviceStore::GetValue(absl::string_view key) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT value FROM _kv WHERE key = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, key);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  std::optional<std::string> out;
+  if (has.ok() && *has) out = std::string((*stmt)->ColumnBlob(0));
+  (*stmt)->Reset();
+  if (!has.ok()) return has.status();
+  return out;
+}
+
+absl::Status DeviceStore::SetValue(absl::string_view key, const std::optional<std::string>& value) {
+  if (key.empty()) return absl::InvalidArgumentError("key: must not be empty");
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare(value.has_value() ? "INSERT OR REPLACE INTO _kv(key, value) VALUES (?1, ?2)"
+                                     : "DELETE FROM _kv WHERE key = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, key);
+  if (value.has_value()) (*stmt)->BindBlob(2, *value);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
 }
 
 }  // namespace kcnet::sync

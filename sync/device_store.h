@@ -32,9 +32,32 @@
 
 namespace kcnet::sync {
 
+// A record type whose text fields the store keeps in a full-text index (SQLite FTS5),
+// folded by FoldForSearch (sync/text_fold.h) so that search ignores case and diacritics.
+struct SearchSpec {
+  uint32_t type = 0;
+  std::vector<uint32_t> fields;  // string fields to index, in rank-weight order
+  std::vector<double> weights;   // bm25 weight per field (same length as fields)
+};
+
 struct DeviceStoreOptions {
   Clock* clock = SystemClock();
   bool durable = true;
+  std::vector<SearchSpec> search;
+};
+
+// Which records List() returns: live records of `type` in `buckets` (every subscribed
+// bucket when empty) whose fields equal every (field number, value) of `equals`.
+struct ListFilter {
+  uint32_t type = 0;
+  std::vector<int64_t> buckets;
+  std::vector<std::pair<uint32_t, kcnet::v1::Value>> equals;
+};
+
+// One search result: the record id (16 bytes) and its rank (lower is better, bm25).
+struct SearchHit {
+  std::string id;
+  double rank = 0;
 };
 
 // What a download batch did.
@@ -97,6 +120,22 @@ class DeviceStore {
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type, absl::string_view id,
                                                               bool confirmed_only = false);
 
+  // Every record matching `filter` as it reads now (pending mutations laid over confirmed
+  // state; deleted ones left out), in no particular order. Reads are served from
+  // indexes: the bucket's rows, plus the few records with pending mutations.
+  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListFilter& filter);
+
+  // Full-text search of a type named in options.search: records whose indexed fields hold
+  // every word of `query` (as a prefix, case and diacritics ignored), best first, at most
+  // `limit`. INVALID_ARGUMENT when the query has no word or the type is not indexed.
+  absl::StatusOr<std::vector<SearchHit>> Search(uint32_t type, absl::string_view query,
+                                                size_t limit);
+
+  // The app's own small state (the signed-in account, sync status), kept in the same
+  // file. GetValue returns nullopt for an unknown key; SetValue(key, nullopt) removes it.
+  absl::StatusOr<std::optional<std::string>> GetValue(absl::string_view key);
+  absl::Status SetValue(absl::string_view key, const std::optional<std::string>& value);
+
   absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
   absl::StatusOr<kcnet::v1::BucketCheckpoint> RecomputeCheckpoint(int64_t bucket);
   // Recomputes every subscribed bucket's checksum from its rows and returns those that
@@ -131,6 +170,14 @@ class DeviceStore {
   }
   absl::Status AddReport(const kcnet::v1::Mutation& m, const kcnet::v1::MutationResult& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes an outbox row and its entries in the pending index.
+  absl::Status DeleteOutboxRow(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CreateSearchTables() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Brings the search index entry of one record up to date with how it reads now.
+  absl::Status RefreshSearchLocked(uint32_t type, absl::string_view id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DropSearchBucketLocked(int64_t bucket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const SearchSpec* FindSearch(uint32_t type) const;
 
   const Schema* schema_;
   const std::string device_id_;
