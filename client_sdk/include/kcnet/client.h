@@ -1,0 +1,241 @@
+// kcnet::sdk::Client: the SDK a tablet app embeds. One Client owns one local store (a
+// SQLite file) for one device and works fully offline: every domain operation writes the
+// record and its outbox row in one local transaction and returns at once; reads show the
+// app's own pending writes over the state last confirmed by the server; a background sync
+// on one serial queue pushes the outbox and pulls the device's communes over the server's
+// sync stream, retrying with exponential backoff and jitter, resuming from its cursors.
+//
+//   auto client = kcnet::sdk::Client::Open({.path = "kcnet.db", .device_id = "tab-17",
+//                                           .server_address = "kcnet.example.vn:443"});
+//   (*client)->SignIn("cong_tac_vien_1", "mật khẩu");   // online once; kept for offline use
+//   auto f = (*client)->RegisterFacility(facility);       // offline: queued for upload
+//   (*client)->StartBackgroundSync();
+//
+// Errors are absl::Status: INVALID_ARGUMENT names the field ("facility.latitude: ..."),
+// NOT_FOUND an unknown record, PERMISSION_DENIED / FAILED_PRECONDITION the business rule
+// (sync/model/rules.h) the write breaks; a refused call changes nothing. Writes the server
+// later refuses, and edits it merged with a conflict, come back as Reports (TakeReports,
+// and observers).
+//
+// Thread-safety: thread-safe. Calls may come from any thread; writes are serialised by
+// the store; syncs (SyncNow and the background sync) run one at a time. Observers are
+// called on the thread that made the change (the caller's for local writes, the sync
+// thread for synced changes), without any Client lock held: they may call the Client.
+#ifndef KCNET_CLIENT_SDK_INCLUDE_KCNET_CLIENT_H_
+#define KCNET_CLIENT_SDK_INCLUDE_KCNET_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sync.pb.h"
+
+namespace kcnet::sdk {
+
+struct ClientOptions {
+  std::string path;            // the local store file (created when missing)
+  std::string device_id;       // stable per installation, 1-128 bytes
+  std::string server_address;  // "host:port"; empty: offline only (SignIn/Sync fail)
+  // TLS for the server connection; off means plaintext (tests, local demos).
+  bool use_tls = false;
+  std::string tls_root_certs;  // PEM; empty: the system's roots
+  // fsync each local commit (the default). Tests and benchmarks may turn it off.
+  bool durable = true;
+  // How long one sync may take before it is abandoned (and retried later).
+  absl::Duration sync_timeout = absl::Minutes(2);
+  // Background sync: after a failure the next attempt waits a random time in
+  // [0, min(max_backoff, initial_backoff * 2^failures)] ("full jitter"); after a success,
+  // `interval` (a local write starts a sync sooner, after `write_delay`).
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Minutes(5);
+  absl::Duration interval = absl::Minutes(1);
+  absl::Duration write_delay = absl::Seconds(2);
+  // Seed of the jitter (0: random). Tests fix it.
+  uint64_t seed = 0;
+};
+
+// A record a change touched.
+struct RecordRef {
+  uint32_t type = 0;  // sync/model/record_types.h: 1 facility, 2 visit, 3 request, 4 event
+  std::string id;     // UUID text
+};
+
+// A report owed to the user: a write the server refused (with its reason; the record shows
+// the server's values again) or one it applied with a conflict (how it was resolved).
+struct Report {
+  uint64_t seq = 0;  // the local write's sequence
+  bool refused = false;
+  std::string reason;                  // why it was refused, or the conflict's summary
+  std::vector<RecordRef> records;      // what the write touched
+  kcnet::v1::MutationResult result;    // the server's full answer
+};
+
+// What observers hear about.
+struct ChangeEvent {
+  enum class Source { kLocal, kSync, kReport };
+  Source source = Source::kLocal;
+  std::vector<RecordRef> records;  // records whose state changed
+};
+
+struct SyncStatus {
+  int64_t pending_uploads = 0;  // local writes not yet acknowledged by the server
+  int64_t unconfirmed = 0;      // local writes the confirmed state does not show yet
+  int64_t reports = 0;          // reports not yet taken
+  std::optional<absl::Time> last_success;
+  std::optional<absl::Time> last_attempt;
+  absl::Status last_error;      // OK when the last attempt succeeded
+  int failures_in_a_row = 0;
+  bool syncing = false;
+  bool background = false;      // background sync running
+  std::optional<absl::Time> next_attempt;
+};
+
+// Progress of a running sync (for a progress bar).
+struct SyncProgress {
+  int64_t buckets_total = 0;     // communes the device holds
+  int64_t buckets_complete = 0;  // of those, complete in this sync
+  int64_t received_changes = 0;  // records received in this sync so far
+  int64_t pushed_mutations = 0;
+};
+
+// What one SyncNow() did.
+struct SyncSummary {
+  int64_t pushed_mutations = 0;
+  int64_t received_changes = 0;
+  int64_t applied_changes = 0;
+  std::vector<Report> reports;  // created by this sync
+};
+
+// A ranked search hit.
+struct FacilityHit {
+  kcnet::v1::Facility facility;
+  double rank = 0;  // lower is better
+};
+
+// A write waiting for upload.
+struct PendingUpload {
+  uint64_t seq = 0;
+  std::vector<RecordRef> records;
+  bool sent = false;  // acknowledged by the server, waiting for its download
+};
+
+class Client {
+ public:
+  // Opens (or creates) the local store. FAILED_PRECONDITION with the file's name when it
+  // is not a kcnet device store, belongs to another device, or was written by a newer
+  // kcnet; INVALID_ARGUMENT for bad options (the field named).
+  static absl::StatusOr<std::unique_ptr<Client>> Open(ClientOptions options);
+  ~Client();  // stops the background sync
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // --- Account -------------------------------------------------------------------------
+  // Signs in online (AuthService.Login). The token and the user (role, org units) are kept
+  // in the store, so the app works offline afterwards and after restarts.
+  absl::Status SignIn(const std::string& username, const std::string& password);
+  // Forgets the token (pending writes stay queued for the next sign-in).
+  absl::Status SignOut();
+  // The signed-in user; nullopt when nobody is.
+  std::optional<kcnet::v1::User> user() const;
+
+  // --- Facilities ----------------------------------------------------------------------
+  // Registers a facility in one of the user's communes (id made here when empty;
+  // created_by/created_ms set here).
+  absl::StatusOr<kcnet::v1::Facility> RegisterFacility(kcnet::v1::Facility facility);
+  // Sets the fields named in `fields` ("name", "workers", ...) from `facility`.
+  absl::StatusOr<kcnet::v1::Facility> UpdateFacility(const kcnet::v1::Facility& facility,
+                                                     const std::vector<std::string>& fields);
+  absl::StatusOr<kcnet::v1::Facility> GetFacility(const std::string& id);
+  // Facilities of a commune, by name.
+  absl::StatusOr<std::vector<kcnet::v1::Facility>> FacilitiesOfCommune(int64_t commune_id);
+  // Facilities whose name, owner or products contain every word of `query` (as a prefix),
+  // ignoring case and diacritics (đ reads as d); best first.
+  absl::StatusOr<std::vector<FacilityHit>> SearchFacilities(const std::string& query,
+                                                            int limit = 20);
+
+  // --- Visits --------------------------------------------------------------------------
+  // Records a visit to a facility (commune, collaborator and, when 0, the time set here).
+  absl::StatusOr<kcnet::v1::Visit> RecordVisit(kcnet::v1::Visit visit);
+  // Visits of a facility, newest first.
+  absl::StatusOr<std::vector<kcnet::v1::Visit>> VisitsOfFacility(const std::string& facility_id);
+
+  // --- Support requests ----------------------------------------------------------------
+  // Drafts a request for a facility (status DRAFT, author = the user).
+  absl::StatusOr<kcnet::v1::SupportRequest> DraftRequest(kcnet::v1::SupportRequest request);
+  // Edits a draft or returned request's fields named in `fields`.
+  absl::StatusOr<kcnet::v1::SupportRequest> UpdateRequest(
+      const kcnet::v1::SupportRequest& request, const std::vector<std::string>& fields);
+  // A life-cycle action (SUBMIT, ENDORSE, RETURN, REJECT, APPROVE, START, COMPLETE, CANCEL)
+  // or a COMMENT, checked offline against the same rules as the server.
+  absl::StatusOr<kcnet::v1::SupportRequest> Act(const std::string& request_id,
+                                                kcnet::v1::RequestAction action,
+                                                const std::string& note = "");
+  absl::StatusOr<kcnet::v1::SupportRequest> Submit(const std::string& id) {
+    return Act(id, kcnet::v1::REQUEST_ACTION_SUBMIT);
+  }
+  absl::StatusOr<kcnet::v1::SupportRequest> Endorse(const std::string& id, const std::string& note) {
+    return Act(id, kcnet::v1::REQUEST_ACTION_ENDORSE, note);
+  }
+  absl::StatusOr<kcnet::v1::SupportRequest> Return(const std::string& id, const std::string& note) {
+    return Act(id, kcnet::v1::REQUEST_ACTION_RETURN, note);
+  }
+  absl::StatusOr<kcnet::v1::SupportRequest> Reject(const std::string& id, const std::string& note) {
+    return Act(id, kcnet::v1::REQUEST_ACTION_REJECT, note);
+  }
+  absl::StatusOr<kcnet::v1::SupportRequest> Approve(const std::string& id, int64_t amount_vnd,
+                                                    kcnet::v1::FundingSource funding,
+                                                    const std::string& note);
+  absl::StatusOr<kcnet::v1::SupportRequest> Comment(const std::string& id,
+                                                    const std::string& text) {
+    return Act(id, kcnet::v1::REQUEST_ACTION_COMMENT, text);
+  }
+  absl::StatusOr<kcnet::v1::SupportRequest> GetRequest(const std::string& id);
+  // The request's audit trail, oldest first.
+  absl::StatusOr<std::vector<kcnet::v1::RequestEvent>> RequestEvents(const std::string& request_id);
+  // Requests in the user's communes on which the user may take a review action now
+  // (endorse/return/reject for a district coordinator, approve for the province), oldest
+  // first; for a collaborator, their own returned requests.
+  absl::StatusOr<std::vector<kcnet::v1::SupportRequest>> RequestsAwaitingMyReview();
+  // Requests of a facility, newest first.
+  absl::StatusOr<std::vector<kcnet::v1::SupportRequest>> RequestsOfFacility(
+      const std::string& facility_id);
+
+  // --- Uploads, reports, observers -----------------------------------------------------
+  absl::StatusOr<std::vector<PendingUpload>> PendingUploads();
+  // Reports not yet taken (oldest first); Take removes them.
+  absl::StatusOr<std::vector<Report>> ListReports();
+  absl::StatusOr<std::vector<Report>> TakeReports();
+
+  using Observer = std::function<void(const ChangeEvent&)>;
+  // Returns a handle for RemoveObserver. After RemoveObserver returns, the observer is
+  // not called again (a call in progress on another thread finishes first).
+  int AddObserver(Observer observer);
+  void RemoveObserver(int handle);
+
+  // --- Sync ----------------------------------------------------------------------------
+  // Syncs now on the calling thread (waiting for a running background sync to finish
+  // first): push everything pending, pull until caught up. Needs a signed-in user.
+  absl::StatusOr<SyncSummary> SyncNow(std::function<void(const SyncProgress&)> progress = {});
+  // Starts/stops the background sync thread (idempotent). Stop waits for it to end.
+  void StartBackgroundSync();
+  void StopBackgroundSync();
+  SyncStatus Status();
+  // Every bucket's checksum, for comparing a replica with the server (tools, tests).
+  absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> Checkpoints();
+
+ private:
+  class Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kcnet::sdk
+
+#endif  // KCNET_CLIENT_SDK_INCLUDE_KCNET_CLIENT_H_
