@@ -13,28 +13,6 @@ namespace {
 
 using kcnet::v1::RecordChange;
 
-// "changes[0].fields[5]: visit.latitude: 95 is outside [-90, 90]" -> "visit.latitude: ..."
-// "changes[1].status: cannot ..." -> "support_request.status: cannot ..."
-std::string RecordFieldMessage(const kcnet::v1::Mutation& m, absl::string_view reason) {
-  if (!absl::StartsWith(reason, "changes[")) return std::string(reason);
-  const size_t close = reason.find(']');
-  int index = 0;
-  if (close == absl::string_view::npos || !absl::SimpleAtoi(reason.substr(8, close - 8), &index) ||
-      index < 0 || index >= m.changes_size()) {
-    return std::string(reason);
-  }
-  absl::string_view rest = reason.substr(close + 1);
-  if (absl::StartsWith(rest, ".fields[")) {
-    const size_t colon = rest.find(": ");
-    if (colon != absl::string_view::npos) return std::string(rest.substr(colon + 2));
-  }
-  const sync::RecordTypeSpec* type = model::KcnetSchema().Find(m.changes(index).type());
-  if (absl::StartsWith(rest, ".") && type != nullptr) {
-    return absl::StrCat(type->name, rest);
-  }
-  return std::string(reason);
-}
-
 }  // namespace
 
 model::Actor ActorFor(Directory* directory, const Principal& caller) {
@@ -103,7 +81,7 @@ absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChan
   const kcnet::v1::MutationResult& result = ack->results(0);
   if (result.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED) {
     const auto code = static_cast<absl::StatusCode>(result.code() != 0 ? result.code() : 3);
-    return absl::Status(code, RecordFieldMessage(*m, result.reason()));
+    return absl::Status(code, model::RecordFieldMessage(*m, result.reason()));
   }
   return absl::OkStatus();
 }
@@ -111,30 +89,9 @@ absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChan
 absl::StatusOr<RecordChange> RecordAccess::MaskedChange(const google::protobuf::Message& message,
                                                         const google::protobuf::FieldMask& mask,
                                                         const std::vector<std::string>& read_only) {
-  absl::StatusOr<RecordChange> full = model::ToChange(message);
-  if (!full.ok()) return full.status();
-  if (mask.paths_size() == 0) return full;
-  RecordChange out = *full;
-  out.clear_fields();
-  const google::protobuf::Descriptor* d = message.GetDescriptor();
-  for (int i = 0; i < mask.paths_size(); ++i) {
-    const std::string& path = mask.paths(i);
-    const google::protobuf::FieldDescriptor* fd = d->FindFieldByName(path);
-    if (fd == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("update_mask.paths[", i, "]: '", path, "' is not a field of ", d->name()));
-    }
-    for (const std::string& ro : read_only) {
-      if (ro == path) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("update_mask.paths[", i, "]: ", path, " cannot be changed here"));
-      }
-    }
-    for (const auto& f : full->fields()) {
-      if (static_cast<int>(f.field()) == fd->number()) *out.add_fields() = f;
-    }
-  }
-  return out;
+  return model::MaskedChange(message,
+                             std::vector<std::string>(mask.paths().begin(), mask.paths().end()),
+                             read_only, "update_mask.paths");
 }
 
 std::string RecordAccess::NewId() { return model::NewRecordId(); }

@@ -2,6 +2,8 @@
 
 #include <random>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "sync/model/record_types.h"
 #include "sync/schema.h"
@@ -122,6 +124,54 @@ absl::StatusOr<std::vector<RecordChange>> RequestActionChanges(const SupportRequ
   out.push_back(*std::move(change));
   out.push_back(*std::move(event));
   return out;
+}
+
+absl::StatusOr<RecordChange> MaskedChange(const google::protobuf::Message& message,
+                                          const std::vector<std::string>& paths,
+                                          const std::vector<std::string>& read_only,
+                                          absl::string_view paths_name) {
+  absl::StatusOr<RecordChange> full = ToChange(message);
+  if (!full.ok()) return full.status();
+  if (paths.empty()) return full;
+  RecordChange out = *full;
+  out.clear_fields();
+  const google::protobuf::Descriptor* d = message.GetDescriptor();
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const std::string& path = paths[i];
+    const google::protobuf::FieldDescriptor* fd = d->FindFieldByName(path);
+    if (fd == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(paths_name, "[", i, "]: '", path, "' is not a field of ", d->name()));
+    }
+    for (const std::string& ro : read_only) {
+      if (ro == path) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(paths_name, "[", i, "]: ", path, " cannot be changed here"));
+      }
+    }
+    for (const auto& f : full->fields()) {
+      if (static_cast<int>(f.field()) == fd->number()) *out.add_fields() = f;
+    }
+  }
+  return out;
+}
+
+std::string RecordFieldMessage(const kcnet::v1::Mutation& m, absl::string_view reason) {
+  if (!absl::StartsWith(reason, "changes[")) return std::string(reason);
+  const size_t close = reason.find(']');
+  int index = 0;
+  if (close == absl::string_view::npos || !absl::SimpleAtoi(reason.substr(8, close - 8), &index) ||
+      index < 0 || index >= m.changes_size()) {
+    return std::string(reason);
+  }
+  absl::string_view rest = reason.substr(close + 1);
+  if (absl::StartsWith(rest, ".fields[")) {
+    const size_t colon = rest.find(": ");
+    if (colon != absl::string_view::npos) return std::string(rest.substr(colon + 2));
+  }
+  const sync::RecordTypeSpec* type = KcnetSchema().Find(m.changes(index).type());
+  if (absl::StartsWith(rest, ".") && type != nullptr) return absl::StrCat(type->name, rest);
+  return std::string(reason);
 }
 
 }  // namespace kcnet::model

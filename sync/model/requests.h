@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/message.h"
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
 #include "sync/model/rules.h"
@@ -26,6 +28,19 @@ kcnet::v1::Value IntValue(int64_t v);
 kcnet::v1::Value TextValue(const std::string& v);
 // Sets (or replaces) one field of `change`.
 void SetField(kcnet::v1::RecordChange* change, uint32_t number, const kcnet::v1::Value& value);
+
+// A change of record `message` carrying the fields named in `paths` (every field when
+// `paths` is empty). INVALID_ARGUMENT "<paths_name>[i]: ..." for an unknown field or
+// one in `read_only`.
+absl::StatusOr<kcnet::v1::RecordChange> MaskedChange(const google::protobuf::Message& message,
+                                                     const std::vector<std::string>& paths,
+                                                     const std::vector<std::string>& read_only,
+                                                     absl::string_view paths_name);
+
+// A refusal's reason with the mutation-relative path turned into the record's field:
+// "changes[0].fields[5]: visit.latitude: ..." -> "visit.latitude: ...",
+// "changes[1].status: ..." -> "support_request.status: ...".
+std::string RecordFieldMessage(const kcnet::v1::Mutation& m, absl::string_view reason);
 
 // One action on a support request by the actor.
 struct RequestActionInput {
