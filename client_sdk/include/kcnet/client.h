@@ -72,9 +72,9 @@ struct RecordRef {
 struct Report {
   uint64_t seq = 0;  // the local write's sequence
   bool refused = false;
-  std::string reason;                  // why it was refused, or the conflict's summary
-  std::vector<RecordRef> records;      // what the write touched
-  kcnet::v1::MutationResult result;    // the server's full answer
+  std::string reason;                // why it was refused, or the conflict's summary
+  std::vector<RecordRef> records;    // what the write touched
+  kcnet::v1::MutationResult result;  // the server's full answer
 };
 
 // What observers hear about.
@@ -90,10 +90,10 @@ struct SyncStatus {
   int64_t reports = 0;          // reports not yet taken
   std::optional<absl::Time> last_success;
   std::optional<absl::Time> last_attempt;
-  absl::Status last_error;      // OK when the last attempt succeeded
+  absl::Status last_error;  // OK when the last attempt succeeded
   int failures_in_a_row = 0;
   bool syncing = false;
-  bool background = false;      // background sync running
+  bool background = false;  // background sync running
   std::optional<absl::Time> next_attempt;
 };
 
@@ -170,8 +170,8 @@ class Client {
   // Drafts a request for a facility (status DRAFT, author = the user).
   absl::StatusOr<kcnet::v1::SupportRequest> DraftRequest(kcnet::v1::SupportRequest request);
   // Edits a draft or returned request's fields named in `fields`.
-  absl::StatusOr<kcnet::v1::SupportRequest> UpdateRequest(
-      const kcnet::v1::SupportRequest& request, const std::vector<std::string>& fields);
+  absl::StatusOr<kcnet::v1::SupportRequest> UpdateRequest(const kcnet::v1::SupportRequest& request,
+                                                          const std::vector<std::string>& fields);
   // A life-cycle action (SUBMIT, ENDORSE, RETURN, REJECT, APPROVE, START, COMPLETE, CANCEL)
   // or a COMMENT, checked offline against the same rules as the server.
   absl::StatusOr<kcnet::v1::SupportRequest> Act(const std::string& request_id,
@@ -180,7 +180,8 @@ class Client {
   absl::StatusOr<kcnet::v1::SupportRequest> Submit(const std::string& id) {
     return Act(id, kcnet::v1::REQUEST_ACTION_SUBMIT);
   }
-  absl::StatusOr<kcnet::v1::SupportRequest> Endorse(const std::string& id, const std::string& note) {
+  absl::StatusOr<kcnet::v1::SupportRequest> Endorse(const std::string& id,
+                                                    const std::string& note) {
     return Act(id, kcnet::v1::REQUEST_ACTION_ENDORSE, note);
   }
   absl::StatusOr<kcnet::v1::SupportRequest> Return(const std::string& id, const std::string& note) {

@@ -1,0 +1,905 @@
+// kcnet::sdk::Client (client_sdk/include/kcnet/client.h): the domain API over a
+// DeviceStore, the rules checked offline, and the sync queue.
+#include "kcnet/client.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <random>
+#include <thread>
+#include <tuple>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "client_sdk/sync_client.h"
+#include "grpcpp/grpcpp.h"
+#include "kcnet/v1/services.grpc.pb.h"
+#include "sync/device_store.h"
+#include "sync/model/record_types.h"
+#include "sync/model/requests.h"
+#include "sync/model/rules.h"
+
+namespace kcnet::sdk {
+namespace {
+
+using kcnet::v1::Facility;
+using kcnet::v1::Mutation;
+using kcnet::v1::RecordChange;
+using kcnet::v1::RequestEvent;
+using kcnet::v1::SupportRequest;
+using kcnet::v1::Visit;
+
+// Keys of the SDK's own state in the store.
+constexpr char kAccountKey[] = "sdk.account";  // a LoginResponse
+constexpr char kLastSuccessKey[] = "sdk.last_success_ms";
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+// The rules' view of the store: records as they read now (pending writes included).
+class StoreReader : public sync::RecordReader {
+ public:
+  explicit StoreReader(sync::DeviceStore* store) : store_(store) {}
+  absl::StatusOr<std::optional<RecordChange>> Read(uint32_t type, absl::string_view id) override {
+    return store_->Read(type, id);
+  }
+
+ private:
+  sync::DeviceStore* store_;
+};
+
+RecordRef RefOf(uint32_t type, absl::string_view id_bytes) {
+  absl::StatusOr<std::string> text = sync::UuidToText(id_bytes);
+  return RecordRef{type, text.ok() ? *text : std::string()};
+}
+
+std::vector<RecordRef> RefsOf(const Mutation& m) {
+  std::vector<RecordRef> out;
+  for (const RecordChange& c : m.changes()) out.push_back(RefOf(c.type(), c.id()));
+  return out;
+}
+
+Report ToReport(const sync::Report& r) {
+  Report out;
+  out.seq = r.mutation.seq();
+  out.refused = r.result.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED;
+  out.records = RefsOf(r.mutation);
+  out.result = r.result;
+  if (out.refused) {
+    out.reason = model::RecordFieldMessage(r.mutation, r.result.reason());
+  } else {
+    std::vector<std::string> parts;
+    for (const kcnet::v1::Conflict& c : r.result.conflicts()) {
+      const sync::RecordTypeSpec* type = model::KcnetSchema().Find(c.type());
+      std::string field = "record";
+      if (type != nullptr && c.field() != 0) {
+        const int index = type->IndexOf(c.field());
+        if (index >= 0) field = type->fields[index].name;
+      }
+      parts.push_back(absl::StrCat(type != nullptr ? type->name : "record", ".", field));
+    }
+    out.reason = absl::StrCat("merged with a concurrent edit (", absl::StrJoin(parts, ", "),
+                              "); the newest write kept each field");
+  }
+  return out;
+}
+
+// The field name of the record type for messages ("facility", "visit", ...).
+std::string TypeName(uint32_t type) {
+  const sync::RecordTypeSpec* spec = model::KcnetSchema().Find(type);
+  return spec != nullptr ? spec->name : "record";
+}
+
+template <typename T>
+absl::StatusOr<T> FromRecord(const RecordChange& change) {
+  T out;
+  absl::Status status = model::FromChange(change, &out);
+  if (!status.ok()) return status;
+  return out;
+}
+
+bool IsReviewAction(kcnet::v1::RequestAction a) {
+  return a == kcnet::v1::REQUEST_ACTION_ENDORSE || a == kcnet::v1::REQUEST_ACTION_RETURN ||
+         a == kcnet::v1::REQUEST_ACTION_REJECT || a == kcnet::v1::REQUEST_ACTION_APPROVE;
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  Impl(ClientOptions options, std::unique_ptr<sync::DeviceStore> store)
+      : options_(std::move(options)),
+        store_(std::move(store)),
+        rng_(options_.seed != 0 ? options_.seed : std::random_device{}()) {}
+
+  ~Impl() { StopBackground(); }
+
+  // ---- account ----
+
+  absl::Status LoadAccount() {
+    absl::StatusOr<std::optional<std::string>> saved = store_->GetValue(kAccountKey);
+    if (!saved.ok()) return saved.status();
+    absl::StatusOr<std::optional<std::string>> last = store_->GetValue(kLastSuccessKey);
+    if (!last.ok()) return last.status();
+    absl::MutexLock lock(&mu_);
+    if (saved->has_value()) {
+      kcnet::v1::LoginResponse account;
+      if (!account.ParseFromString(**saved)) {
+        return absl::DataLossError(absl::StrCat(options_.path, ": the saved account is damaged"));
+      }
+      account_ = std::move(account);
+    }
+    int64_t ms = 0;
+    if (last->has_value() && absl::SimpleAtoi(**last, &ms))
+      last_success_ = absl::FromUnixMillis(ms);
+    return absl::OkStatus();
+  }
+
+  absl::Status SignIn(const std::string& username, const std::string& password) {
+    if (username.empty()) return absl::InvalidArgumentError("username: required");
+    if (password.empty()) return absl::InvalidArgumentError("password: required");
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    auto stub = kcnet::v1::AuthService::NewStub(*channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    kcnet::v1::LoginRequest req;
+    req.set_username(username);
+    req.set_password(password);
+    kcnet::v1::LoginResponse resp;
+    grpc::Status s = stub->Login(&ctx, req, &resp);
+    if (!s.ok()) {
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        return absl::UnavailableError(absl::StrCat(
+            "cannot reach the server at ", options_.server_address, ": ", s.error_message()));
+      }
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    }
+    absl::Status status = store_->SetValue(kAccountKey, resp.SerializeAsString());
+    if (!status.ok()) return status;
+    absl::MutexLock lock(&mu_);
+    account_ = std::move(resp);
+    return absl::OkStatus();
+  }
+
+  absl::Status SignOut() {
+    absl::Status status = store_->SetValue(kAccountKey, std::nullopt);
+    if (!status.ok()) return status;
+    absl::MutexLock lock(&mu_);
+    account_.reset();
+    return absl::OkStatus();
+  }
+
+  std::optional<kcnet::v1::User> User() {
+    absl::MutexLock lock(&mu_);
+    if (!account_.has_value()) return std::nullopt;
+    return account_->user();
+  }
+
+  // The signed-in user as the rules see them: their org units, and every commune this
+  // device holds (the server gave it exactly the communes of the user's subtrees).
+  absl::StatusOr<model::Actor> Actor() {
+    std::optional<kcnet::v1::User> user = User();
+    if (!user.has_value()) {
+      return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+    }
+    absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> cursors = store_->Cursors();
+    if (!cursors.ok()) return cursors.status();
+    std::vector<int64_t> communes(user->org_unit_ids().begin(), user->org_unit_ids().end());
+    for (const auto& c : *cursors) communes.push_back(c.bucket());
+    model::Actor actor;
+    actor.user_id = user->id();
+    actor.role = user->role();
+    actor.in_scope = [communes](int64_t commune) {
+      return std::find(communes.begin(), communes.end(), commune) != communes.end();
+    };
+    return actor;
+  }
+
+  // ---- writes ----
+
+  // Checks `changes` against the schema and the rules, then writes them with their outbox
+  // row in one transaction. Errors name the record's field ("visit.latitude: ...").
+  absl::Status Write(std::vector<RecordChange> changes) {
+    absl::StatusOr<model::Actor> actor = Actor();
+    if (!actor.ok()) return actor.status();
+    Mutation m;
+    for (size_t i = 0; i < changes.size(); ++i) {
+      absl::Status status =
+          model::KcnetSchema().ValidateChange(changes[i], absl::StrCat("changes[", i, "]"));
+      if (!status.ok()) {
+        return absl::Status(status.code(), model::RecordFieldMessage(m, status.message()));
+      }
+      *m.add_changes() = changes[i];
+    }
+    StoreReader reader(store_.get());
+    absl::Status status = model::CheckMutation(*actor, m, reader);
+    if (!status.ok())
+      return absl::Status(status.code(), model::RecordFieldMessage(m, status.message()));
+    absl::StatusOr<uint64_t> seq = store_->Write(std::move(changes));
+    if (!seq.ok()) {
+      return absl::Status(seq.status().code(),
+                          model::RecordFieldMessage(m, seq.status().message()));
+    }
+    Notify({ChangeEvent::Source::kLocal, RefsOf(m)});
+    SyncSoon();
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::StatusOr<T> Get(uint32_t type, const std::string& id) {
+    const std::string name = TypeName(type);
+    absl::StatusOr<std::string> bytes = sync::UuidFromText(id);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ".id: '", id, "' is not a UUID (e.g. 0f8fad5b-d9cb-469f-a165-70867728950e)"));
+    }
+    absl::StatusOr<std::optional<RecordChange>> record = store_->Read(type, *bytes);
+    if (!record.ok()) return record.status();
+    if (!record->has_value() || (*record)->deleted()) {
+      return absl::NotFoundError(absl::StrCat(name, " ", id, " not found on this device"));
+    }
+    return FromRecord<T>(**record);
+  }
+
+  template <typename T>
+  absl::StatusOr<std::vector<T>> List(sync::ListFilter filter) {
+    absl::StatusOr<std::vector<RecordChange>> records = store_->List(filter);
+    if (!records.ok()) return records.status();
+    std::vector<T> out;
+    out.reserve(records->size());
+    for (const RecordChange& r : *records) {
+      absl::StatusOr<T> item = FromRecord<T>(r);
+      if (!item.ok()) return item.status();
+      out.push_back(*std::move(item));
+    }
+    return out;
+  }
+
+  absl::StatusOr<uint64_t> ConfirmedOp(uint32_t type, const std::string& id_text) {
+    absl::StatusOr<std::string> bytes = sync::UuidFromText(id_text);
+    if (!bytes.ok()) return bytes.status();
+    absl::StatusOr<std::optional<RecordChange>> confirmed = store_->Read(type, *bytes, true);
+    if (!confirmed.ok()) return confirmed.status();
+    return confirmed->has_value() ? (*confirmed)->op() : 0;
+  }
+
+  // ---- observers ----
+
+  struct ObserverEntry {
+    absl::Mutex mu;  // held while the observer runs
+    bool active ABSL_GUARDED_BY(mu) = true;
+    std::thread::id running_on;
+    Observer fn;
+  };
+
+  int AddObserver(Observer fn) {
+    auto entry = std::make_shared<ObserverEntry>();
+    entry->fn = std::move(fn);
+    absl::MutexLock lock(&mu_);
+    observers_[++last_observer_] = entry;
+    return last_observer_;
+  }
+
+  void RemoveObserver(int handle) {
+    std::shared_ptr<ObserverEntry> entry;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = observers_.find(handle);
+      if (it == observers_.end()) return;
+      entry = it->second;
+      observers_.erase(it);
+    }
+    if (entry->running_on == std::this_thread::get_id()) return;  // removed from inside itself
+    absl::MutexLock lock(&entry->mu);                             // waits for a call in progress
+    entry->active = false;
+  }
+
+  void Notify(const ChangeEvent& event) {
+    if (event.records.empty()) return;
+    std::vector<std::shared_ptr<ObserverEntry>> entries;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [handle, entry] : observers_) entries.push_back(entry);
+    }
+    for (const auto& entry : entries) {
+      absl::MutexLock lock(&entry->mu);
+      if (!entry->active) continue;
+      entry->running_on = std::this_thread::get_id();
+      entry->fn(event);
+      entry->running_on = std::thread::id();
+    }
+  }
+
+  // ---- sync ----
+
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> Channel() {
+    if (options_.server_address.empty()) {
+      return absl::FailedPreconditionError(
+          "server_address: not set; this client works offline only");
+    }
+    absl::MutexLock lock(&mu_);
+    if (channel_ == nullptr) {
+      std::shared_ptr<grpc::ChannelCredentials> creds;
+      if (options_.use_tls) {
+        grpc::SslCredentialsOptions ssl;
+        ssl.pem_root_certs = options_.tls_root_certs;
+        creds = grpc::SslCredentials(ssl);
+      } else {
+        creds = grpc::InsecureChannelCredentials();
+      }
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
+      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
+      channel_ = grpc::CreateCustomChannel(options_.server_address, creds, args);
+    }
+    return channel_;
+  }
+
+  absl::StatusOr<SyncSummary> Sync(const std::function<void(const SyncProgress&)>& progress) {
+    absl::MutexLock serial(&sync_mu_);
+    std::string token;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!account_.has_value()) {
+        return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+      }
+      token = account_->token();
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    SyncProgress state;
+    SyncClientOptions so;
+    so.token = token;
+    so.timeout = options_.sync_timeout;
+    so.on_message = [&](const kcnet::v1::SyncServerMessage& msg) {
+      ChangeEvent event;
+      if (msg.has_welcome()) {
+        state.buckets_total = msg.welcome().buckets_size();
+      } else if (msg.has_changes()) {
+        const kcnet::v1::ChangeBatch& batch = msg.changes();
+        state.received_changes += batch.changes_size();
+        state.buckets_complete += batch.checkpoints_size();
+        state.buckets_complete = std::min(state.buckets_complete, state.buckets_total);
+        event.source = ChangeEvent::Source::kSync;
+        for (const RecordChange& c : batch.changes())
+          event.records.push_back(RefOf(c.type(), c.id()));
+      } else if (msg.has_push_ack()) {
+        state.pushed_mutations += msg.push_ack().results_size();
+      }
+      if (progress) progress(state);
+      Notify(event);
+    };
+    SyncClient client(*channel, store_.get(), so);
+    {
+      absl::MutexLock lock(&mu_);
+      syncing_ = &client;
+      last_attempt_ = absl::Now();
+    }
+    absl::StatusOr<SyncResult> result = client.SyncOnce();
+    const SyncResult& done = result.ok() ? *result : client.last_result();
+    // Reports created by this sync (refusals roll records back: their views changed).
+    SyncSummary summary;
+    summary.pushed_mutations = static_cast<int64_t>(done.pushed_mutations);
+    summary.received_changes = static_cast<int64_t>(done.received_changes);
+    summary.applied_changes = static_cast<int64_t>(done.applied_changes);
+    ChangeEvent reported{ChangeEvent::Source::kReport, {}};
+    for (const sync::Report& r : done.reports) {
+      summary.reports.push_back(ToReport(r));
+      for (const RecordRef& ref : summary.reports.back().records) reported.records.push_back(ref);
+    }
+    Notify(reported);
+    absl::Status status = result.status();
+    if (status.code() == absl::StatusCode::kUnavailable ||
+        status.code() == absl::StatusCode::kDeadlineExceeded) {
+      absl::StatusOr<int64_t> pending = store_->PendingCount();
+      status = absl::Status(
+          status.code(), absl::StrCat("cannot reach the server at ", options_.server_address, " (",
+                                      status.message(), "); ", pending.ok() ? *pending : 0,
+                                      " change(s) are kept here and will upload on the next sync"));
+    } else if (status.code() == absl::StatusCode::kUnauthenticated) {
+      status = absl::UnauthenticatedError(
+          absl::StrCat("the server no longer accepts this sign-in (", status.message(),
+                       "); sign in again. Changes made here are kept"));
+    }
+    if (status.ok()) {
+      store_->SetValue(kLastSuccessKey, absl::StrCat(NowMs())).IgnoreError();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      syncing_ = nullptr;
+      last_error_ = status;
+      if (status.ok()) {
+        last_success_ = absl::Now();
+        failures_ = 0;
+      } else {
+        ++failures_;
+      }
+    }
+    if (!status.ok()) return status;
+    return summary;
+  }
+
+  void SyncSoon() {
+    absl::MutexLock lock(&mu_);
+    if (!background_) return;
+    next_attempt_ = std::min(next_attempt_, absl::Now() + options_.write_delay);
+    wake_.Signal();
+  }
+
+  void StartBackground() {
+    absl::MutexLock lock(&mu_);
+    if (background_) return;
+    background_ = true;
+    stop_ = false;
+    next_attempt_ = absl::Now();
+    thread_ = std::thread([this] { BackgroundLoop(); });
+  }
+
+  void StopBackground() {
+    std::thread thread;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!background_) return;
+      stop_ = true;
+      wake_.Signal();
+      if (syncing_ != nullptr) syncing_->Cancel();
+      thread = std::move(thread_);
+    }
+    thread.join();
+    absl::MutexLock lock(&mu_);
+    background_ = false;
+  }
+
+  void BackgroundLoop() {
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        // Wakes on stop, or when the due time arrives (SyncSoon may bring it forward).
+        while (!stop_ && absl::Now() < next_attempt_) {
+          wake_.WaitWithDeadline(&mu_, next_attempt_);
+        }
+        if (stop_) return;
+        if (!account_.has_value()) {
+          next_attempt_ = absl::Now() + options_.interval;
+          continue;
+        }
+      }
+      absl::StatusOr<SyncSummary> result = Sync({});
+      absl::MutexLock lock(&mu_);
+      if (result.ok()) {
+        next_attempt_ = absl::Now() + options_.interval;
+      } else {
+        const int shift = std::min(failures_ - 1, 20);
+        const absl::Duration cap =
+            std::min(options_.max_backoff, options_.initial_backoff * (int64_t{1} << shift));
+        std::uniform_int_distribution<int64_t> jitter(0, absl::ToInt64Milliseconds(cap));
+        next_attempt_ = absl::Now() + absl::Milliseconds(jitter(rng_));
+      }
+    }
+  }
+
+  SyncStatus Status() {
+    SyncStatus s;
+    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    absl::StatusOr<int64_t> unconfirmed = store_->UnconfirmedCount();
+    absl::StatusOr<std::vector<sync::Report>> reports = store_->ListReports();
+    s.pending_uploads = pending.ok() ? *pending : -1;
+    s.unconfirmed = unconfirmed.ok() ? *unconfirmed : -1;
+    s.reports = reports.ok() ? static_cast<int64_t>(reports->size()) : -1;
+    absl::MutexLock lock(&mu_);
+    s.last_success = last_success_;
+    s.last_attempt = last_attempt_;
+    s.last_error = last_error_;
+    s.failures_in_a_row = failures_;
+    s.syncing = syncing_ != nullptr;
+    s.background = background_;
+    if (background_) s.next_attempt = next_attempt_;
+    return s;
+  }
+
+  const ClientOptions options_;
+  const std::unique_ptr<sync::DeviceStore> store_;
+
+ private:
+  absl::Mutex mu_;
+  std::optional<kcnet::v1::LoginResponse> account_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::shared_ptr<ObserverEntry>> observers_ ABSL_GUARDED_BY(mu_);
+  int last_observer_ ABSL_GUARDED_BY(mu_) = 0;
+  // Status.
+  SyncClient* syncing_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::optional<absl::Time> last_success_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Time> last_attempt_ ABSL_GUARDED_BY(mu_);
+  absl::Status last_error_ ABSL_GUARDED_BY(mu_);
+  int failures_ ABSL_GUARDED_BY(mu_) = 0;
+  // Background sync.
+  bool background_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time next_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::CondVar wake_;
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  // One sync at a time (the serial queue).
+  absl::Mutex sync_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+};
+
+// ---------------------------------------------------------------------------------------
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
+  if (options.path.empty())
+    return absl::InvalidArgumentError("path: the local store file is required");
+  if (options.device_id.empty()) return absl::InvalidArgumentError("device_id: required");
+  if (!options.server_address.empty() && !absl::StrContains(options.server_address, ':')) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server_address: '", options.server_address, "' is not HOST:PORT"));
+  }
+  if (options.sync_timeout <= absl::ZeroDuration() ||
+      options.initial_backoff <= absl::ZeroDuration() ||
+      options.max_backoff < options.initial_backoff || options.interval <= absl::ZeroDuration() ||
+      options.write_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "sync_timeout, initial_backoff, interval: must be positive; max_backoff at least "
+        "initial_backoff; write_delay not negative");
+  }
+  sync::DeviceStoreOptions so;
+  so.durable = options.durable;
+  // Facility search: name weighs most, then the owner, then the products.
+  so.search = {{.type = model::kFacilityType,
+                .fields = {Facility::kNameFieldNumber, Facility::kOwnerNameFieldNumber,
+                           Facility::kMainProductsFieldNumber},
+                .weights = {4.0, 2.0, 1.0}}};
+  absl::StatusOr<std::unique_ptr<sync::DeviceStore>> store =
+      sync::DeviceStore::Open(options.path, &model::KcnetSchema(), options.device_id, so);
+  if (!store.ok()) return store.status();
+  auto impl = std::make_unique<Impl>(std::move(options), *std::move(store));
+  absl::Status status = impl->LoadAccount();
+  if (!status.ok()) return status;
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+absl::Status Client::SignIn(const std::string& username, const std::string& password) {
+  return impl_->SignIn(username, password);
+}
+absl::Status Client::SignOut() { return impl_->SignOut(); }
+std::optional<kcnet::v1::User> Client::user() const { return impl_->User(); }
+
+// --- Facilities ------------------------------------------------------------------------
+
+absl::StatusOr<Facility> Client::RegisterFacility(Facility facility) {
+  std::optional<kcnet::v1::User> user = impl_->User();
+  if (!user.has_value())
+    return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+  if (facility.commune_id() <= 0)
+    return absl::InvalidArgumentError("facility.commune_id: required");
+  if (facility.name().empty()) return absl::InvalidArgumentError("facility.name: required");
+  if (facility.id().empty()) facility.set_id(model::NewRecordId());
+  facility.set_created_by(user->id());
+  facility.set_created_ms(NowMs());
+  absl::StatusOr<RecordChange> change = model::ToChange(facility);
+  if (!change.ok())
+    return absl::InvalidArgumentError(absl::StrCat("facility.", change.status().message()));
+  absl::Status status = impl_->Write({*std::move(change)});
+  if (!status.ok()) return status;
+  return GetFacility(facility.id());
+}
+
+absl::StatusOr<Facility> Client::UpdateFacility(const Facility& facility,
+                                                const std::vector<std::string>& fields) {
+  absl::StatusOr<Facility> current = GetFacility(facility.id());
+  if (!current.ok()) return current.status();
+  if (fields.empty()) return absl::InvalidArgumentError("fields: name the fields to change");
+  Facility next = facility;
+  next.set_commune_id(current->commune_id());
+  absl::StatusOr<RecordChange> change =
+      model::MaskedChange(next, fields, {"id", "commune_id", "created_by", "created_ms"}, "fields");
+  if (!change.ok()) return change.status();
+  absl::Status status = impl_->Write({*std::move(change)});
+  if (!status.ok()) return status;
+  return GetFacility(facility.id());
+}
+
+absl::StatusOr<Facility> Client::GetFacility(const std::string& id) {
+  return impl_->Get<Facility>(model::kFacilityType, id);
+}
+
+absl::StatusOr<std::vector<Facility>> Client::FacilitiesOfCommune(int64_t commune_id) {
+  if (commune_id <= 0) return absl::InvalidArgumentError("commune_id: must be positive");
+  absl::StatusOr<std::vector<Facility>> out =
+      impl_->List<Facility>({.type = model::kFacilityType, .buckets = {commune_id}});
+  if (!out.ok()) return out;
+  std::sort(out->begin(), out->end(), [](const Facility& a, const Facility& b) {
+    return std::forward_as_tuple(a.name(), a.id()) < std::forward_as_tuple(b.name(), b.id());
+  });
+  return out;
+}
+
+absl::StatusOr<std::vector<FacilityHit>> Client::SearchFacilities(const std::string& query,
+                                                                  int limit) {
+  if (limit <= 0 || limit > 1000) return absl::InvalidArgumentError("limit: must be 1-1000");
+  absl::StatusOr<std::vector<sync::SearchHit>> hits =
+      impl_->store_->Search(model::kFacilityType, query, static_cast<size_t>(limit));
+  if (!hits.ok()) return hits.status();
+  std::vector<FacilityHit> out;
+  for (const sync::SearchHit& hit : *hits) {
+    absl::StatusOr<std::optional<RecordChange>> record =
+        impl_->store_->Read(model::kFacilityType, hit.id);
+    if (!record.ok()) return record.status();
+    if (!record->has_value() || (*record)->deleted()) continue;
+    absl::StatusOr<Facility> f = FromRecord<Facility>(**record);
+    if (!f.ok()) return f.status();
+    out.push_back({*std::move(f), hit.rank});
+  }
+  return out;
+}
+
+// --- Visits ----------------------------------------------------------------------------
+
+absl::StatusOr<Visit> Client::RecordVisit(Visit visit) {
+  std::optional<kcnet::v1::User> user = impl_->User();
+  if (!user.has_value())
+    return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+  absl::StatusOr<Facility> facility = GetFacility(visit.facility_id());
+  if (!facility.ok()) {
+    return absl::Status(facility.status().code(),
+                        absl::StrCat("visit.facility_id: ", facility.status().message()));
+  }
+  if (visit.id().empty()) visit.set_id(model::NewRecordId());
+  visit.set_commune_id(facility->commune_id());
+  visit.set_collaborator_id(user->id());
+  if (visit.visited_ms() == 0) visit.set_visited_ms(NowMs());
+  absl::StatusOr<RecordChange> change = model::ToChange(visit);
+  if (!change.ok())
+    return absl::InvalidArgumentError(absl::StrCat("visit.", change.status().message()));
+  absl::Status status = impl_->Write({*std::move(change)});
+  if (!status.ok()) return status;
+  return impl_->Get<Visit>(model::kVisitType, visit.id());
+}
+
+absl::StatusOr<std::vector<Visit>> Client::VisitsOfFacility(const std::string& facility_id) {
+  absl::StatusOr<Facility> facility = GetFacility(facility_id);
+  if (!facility.ok()) return facility.status();
+  absl::StatusOr<std::vector<Visit>> out = impl_->List<Visit>(
+      {.type = model::kVisitType,
+       .buckets = {facility->commune_id()},
+       .equals = {{Visit::kFacilityIdFieldNumber, model::TextValue(facility->id())}}});
+  if (!out.ok()) return out;
+  std::sort(out->begin(), out->end(), [](const Visit& a, const Visit& b) {
+    return std::forward_as_tuple(b.visited_ms(), b.id()) <
+           std::forward_as_tuple(a.visited_ms(), a.id());
+  });
+  return out;
+}
+
+// --- Support requests ------------------------------------------------------------------
+
+absl::StatusOr<SupportRequest> Client::DraftRequest(SupportRequest request) {
+  std::optional<kcnet::v1::User> user = impl_->User();
+  if (!user.has_value())
+    return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+  absl::StatusOr<Facility> facility = GetFacility(request.facility_id());
+  if (!facility.ok()) {
+    return absl::Status(facility.status().code(),
+                        absl::StrCat("support_request.facility_id: ", facility.status().message()));
+  }
+  if (request.id().empty()) request.set_id(model::NewRecordId());
+  request.set_commune_id(facility->commune_id());
+  request.set_author_id(user->id());
+  request.set_status(kcnet::v1::REQUEST_STATUS_DRAFT);
+  request.set_created_ms(NowMs());
+  request.set_updated_ms(request.created_ms());
+  request.clear_approved_amount_vnd();
+  request.clear_approved_funding();
+  request.clear_decision_note();
+  absl::StatusOr<RecordChange> change = model::ToChange(request);
+  if (!change.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("support_request.", change.status().message()));
+  }
+  absl::StatusOr<RecordChange> event = model::ToChange(
+      model::NewRequestEvent(request, user->id(), kcnet::v1::REQUEST_ACTION_CREATE,
+                             kcnet::v1::REQUEST_STATUS_DRAFT, "", 0, request.created_ms()));
+  if (!event.ok()) return event.status();
+  absl::Status status = impl_->Write({*std::move(change), *std::move(event)});
+  if (!status.ok()) return status;
+  return GetRequest(request.id());
+}
+
+absl::StatusOr<SupportRequest> Client::UpdateRequest(const SupportRequest& request,
+                                                     const std::vector<std::string>& fields) {
+  absl::StatusOr<SupportRequest> current = GetRequest(request.id());
+  if (!current.ok()) return current.status();
+  if (fields.empty()) return absl::InvalidArgumentError("fields: name the fields to change");
+  SupportRequest next = request;
+  next.set_commune_id(current->commune_id());
+  next.set_updated_ms(NowMs());
+  std::vector<std::string> paths = fields;
+  paths.push_back("updated_ms");
+  absl::StatusOr<RecordChange> change = model::MaskedChange(
+      next, paths,
+      {"id", "commune_id", "facility_id", "author_id", "status", "approved_amount_vnd",
+       "approved_funding", "decision_note", "created_ms"},
+      "fields");
+  if (!change.ok()) return change.status();
+  absl::Status status = impl_->Write({*std::move(change)});
+  if (!status.ok()) return status;
+  return GetRequest(request.id());
+}
+
+absl::StatusOr<SupportRequest> Client::Act(const std::string& request_id,
+                                           kcnet::v1::RequestAction action,
+                                           const std::string& note) {
+  if (action == kcnet::v1::REQUEST_ACTION_APPROVE) {
+    return absl::InvalidArgumentError("action: APPROVE needs an amount and funding: use Approve()");
+  }
+  if (action == kcnet::v1::REQUEST_ACTION_CREATE || !kcnet::v1::RequestAction_IsValid(action) ||
+      action == kcnet::v1::REQUEST_ACTION_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("action: ", static_cast<int>(action), " is not an action on a request"));
+  }
+  absl::StatusOr<SupportRequest> current = GetRequest(request_id);
+  if (!current.ok()) return current.status();
+  absl::StatusOr<model::Actor> actor = impl_->Actor();
+  if (!actor.ok()) return actor.status();
+  absl::StatusOr<uint64_t> op = impl_->ConfirmedOp(model::kSupportRequestType, request_id);
+  if (!op.ok()) return op.status();
+  absl::StatusOr<std::vector<RecordChange>> changes =
+      model::RequestActionChanges(*current, *op, *actor, {.action = action, .note = note}, NowMs());
+  if (!changes.ok()) return changes.status();
+  absl::Status status = impl_->Write(*std::move(changes));
+  if (!status.ok()) return status;
+  return GetRequest(request_id);
+}
+
+absl::StatusOr<SupportRequest> Client::Approve(const std::string& id, int64_t amount_vnd,
+                                               kcnet::v1::FundingSource funding,
+                                               const std::string& note) {
+  absl::StatusOr<SupportRequest> current = GetRequest(id);
+  if (!current.ok()) return current.status();
+  absl::StatusOr<model::Actor> actor = impl_->Actor();
+  if (!actor.ok()) return actor.status();
+  absl::StatusOr<uint64_t> op = impl_->ConfirmedOp(model::kSupportRequestType, id);
+  if (!op.ok()) return op.status();
+  absl::StatusOr<std::vector<RecordChange>> changes =
+      model::RequestActionChanges(*current, *op, *actor,
+                                  {.action = kcnet::v1::REQUEST_ACTION_APPROVE,
+                                   .note = note,
+                                   .approved_amount_vnd = amount_vnd,
+                                   .funding = funding},
+                                  NowMs());
+  if (!changes.ok()) return changes.status();
+  absl::Status status = impl_->Write(*std::move(changes));
+  if (!status.ok()) return status;
+  return GetRequest(id);
+}
+
+absl::StatusOr<SupportRequest> Client::GetRequest(const std::string& id) {
+  return impl_->Get<SupportRequest>(model::kSupportRequestType, id);
+}
+
+absl::StatusOr<std::vector<RequestEvent>> Client::RequestEvents(const std::string& request_id) {
+  absl::StatusOr<SupportRequest> request = GetRequest(request_id);
+  if (!request.ok()) return request.status();
+  absl::StatusOr<std::vector<RequestEvent>> out = impl_->List<RequestEvent>(
+      {.type = model::kRequestEventType,
+       .buckets = {request->commune_id()},
+       .equals = {{RequestEvent::kRequestIdFieldNumber, model::TextValue(request->id())}}});
+  if (!out.ok()) return out;
+  std::sort(out->begin(), out->end(), [](const RequestEvent& a, const RequestEvent& b) {
+    return std::forward_as_tuple(a.at_ms(), a.id()) < std::forward_as_tuple(b.at_ms(), b.id());
+  });
+  return out;
+}
+
+absl::StatusOr<std::vector<SupportRequest>> Client::RequestsAwaitingMyReview() {
+  absl::StatusOr<model::Actor> actor = impl_->Actor();
+  if (!actor.ok()) return actor.status();
+  std::vector<kcnet::v1::RequestStatus> statuses;
+  std::vector<kcnet::v1::RequestAction> actions;
+  for (const model::Transition& t : model::RequestTransitions()) {
+    const bool allowed = std::find(t.roles.begin(), t.roles.end(), actor->role) != t.roles.end();
+    const bool mine_to_fix = actor->role == kcnet::v1::ROLE_COMMUNE_COLLABORATOR &&
+                             t.from == kcnet::v1::REQUEST_STATUS_RETURNED &&
+                             t.action == kcnet::v1::REQUEST_ACTION_SUBMIT;
+    if (allowed && (IsReviewAction(t.action) || mine_to_fix)) {
+      if (std::find(statuses.begin(), statuses.end(), t.from) == statuses.end()) {
+        statuses.push_back(t.from);
+      }
+      actions.push_back(t.action);
+    }
+  }
+  std::vector<SupportRequest> out;
+  for (kcnet::v1::RequestStatus status : statuses) {
+    absl::StatusOr<std::vector<SupportRequest>> some = impl_->List<SupportRequest>(
+        {.type = model::kSupportRequestType,
+         .equals = {{SupportRequest::kStatusFieldNumber, model::IntValue(status)}}});
+    if (!some.ok()) return some.status();
+    for (SupportRequest& r : *some) {
+      bool can = false;
+      for (kcnet::v1::RequestAction a : actions) {
+        can = can || model::FindTransition(a, r.status(), *actor, r.author_id()).ok();
+      }
+      if (can && actor->in_scope(r.commune_id())) out.push_back(std::move(r));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const SupportRequest& a, const SupportRequest& b) {
+    return std::forward_as_tuple(a.updated_ms(), a.id()) <
+           std::forward_as_tuple(b.updated_ms(), b.id());
+  });
+  return out;
+}
+
+absl::StatusOr<std::vector<SupportRequest>> Client::RequestsOfFacility(
+    const std::string& facility_id) {
+  absl::StatusOr<Facility> facility = GetFacility(facility_id);
+  if (!facility.ok()) return facility.status();
+  absl::StatusOr<std::vector<SupportRequest>> out = impl_->List<SupportRequest>(
+      {.type = model::kSupportRequestType,
+       .buckets = {facility->commune_id()},
+       .equals = {{SupportRequest::kFacilityIdFieldNumber, model::TextValue(facility->id())}}});
+  if (!out.ok()) return out;
+  std::sort(out->begin(), out->end(), [](const SupportRequest& a, const SupportRequest& b) {
+    return std::forward_as_tuple(b.created_ms(), b.id()) <
+           std::forward_as_tuple(a.created_ms(), a.id());
+  });
+  return out;
+}
+
+// --- Uploads, reports, observers -------------------------------------------------------
+
+absl::StatusOr<std::vector<PendingUpload>> Client::PendingUploads() {
+  absl::StatusOr<kcnet::v1::MutationBatch> batch =
+      impl_->store_->PendingBatch(std::numeric_limits<int32_t>::max(), size_t{1} << 40);
+  if (!batch.ok()) return batch.status();
+  std::vector<PendingUpload> out;
+  for (const Mutation& m : batch->mutations()) out.push_back({m.seq(), RefsOf(m), false});
+  return out;
+}
+
+absl::StatusOr<std::vector<Report>> Client::ListReports() {
+  absl::StatusOr<std::vector<sync::Report>> reports = impl_->store_->ListReports();
+  if (!reports.ok()) return reports.status();
+  std::vector<Report> out;
+  for (const sync::Report& r : *reports) out.push_back(ToReport(r));
+  return out;
+}
+
+absl::StatusOr<std::vector<Report>> Client::TakeReports() {
+  absl::StatusOr<std::vector<sync::Report>> reports = impl_->store_->TakeReports();
+  if (!reports.ok()) return reports.status();
+  std::vector<Report> out;
+  for (const sync::Report& r : *reports) out.push_back(ToReport(r));
+  return out;
+}
+
+int Client::AddObserver(Observer observer) { return impl_->AddObserver(std::move(observer)); }
+void Client::RemoveObserver(int handle) { impl_->RemoveObserver(handle); }
+
+// --- Sync ------------------------------------------------------------------------------
+
+absl::StatusOr<SyncSummary> Client::SyncNow(std::function<void(const SyncProgress&)> progress) {
+  return impl_->Sync(progress);
+}
+void Client::StartBackgroundSync() { impl_->StartBackground(); }
+void Client::StopBackgroundSync() { impl_->StopBackground(); }
+SyncStatus Client::Status() { return impl_->Status(); }
+
+absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> Client::Checkpoints() {
+  absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> cursors = impl_->store_->Cursors();
+  if (!cursors.ok()) return cursors.status();
+  std::vector<kcnet::v1::BucketCheckpoint> out;
+  for (const auto& c : *cursors) {
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = impl_->store_->Checkpoint(c.bucket());
+    if (!cp.ok()) return cp.status();
+    out.push_back(*cp);
+  }
+  return out;
+}
+
+}  // namespace kcnet::sdk
