@@ -1,0 +1,789 @@
+// The C ABI of the client SDK (client_sdk/include/kcnet_c.h) over kcnet::sdk::Client:
+// every entry point checks its arguments, calls the C++ API inside a try/catch (no
+// exception crosses the ABI), and turns results into serialized protobuf (domain.proto
+// records, sdk.proto lists and state) in buffers the caller owns.
+//
+// Thread-safety: as kcnet_c.h says: thread-safe except kcnet_client_close, which must be
+// the last call on its client. A kcnet_client's observer table is guarded by its mutex;
+// no lock is held while the SDK or an app callback runs.
+#include "kcnet_c.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "client_sdk/c_api/c_util.h"
+#include "kcnet/client.h"
+#include "kcnet/v1/domain.pb.h"
+#include "kcnet/v1/sdk.pb.h"
+#include "kcnet/v1/sync.pb.h"
+
+// One open client: the C handle behind kcnet_client*.
+struct kcnet_client {
+  // kMagic while open; cleared at close so that a call on a closed handle is caught (as
+  // long as the memory was not reused).
+  static constexpr uint64_t kMagic = 0x6b636e6574434c49;  // "kcnetCLI"
+  uint64_t magic = kMagic;
+  std::unique_ptr<kcnet::sdk::Client> sdk;
+  absl::Mutex mu;
+  int next_observer ABSL_GUARDED_BY(mu) = 1;
+  // C handle -> the SDK's observer handle.
+  absl::flat_hash_map<int, int> observers ABSL_GUARDED_BY(mu);
+};
+
+namespace kcnet::capi {
+namespace {
+
+namespace v1 = kcnet::v1;
+
+#define KCNET_C_RETURN_IF_ERROR(expr)                \
+  do {                                               \
+    const absl::Status kcnet_c_status = (expr);      \
+    if (!kcnet_c_status.ok()) return kcnet_c_status; \
+  } while (false)
+
+// Runs `body` (returning absl::Status) with every exception caught; fills `error`.
+template <typename Body>
+bool Run(kcnet_error* error, Body&& body) noexcept {
+  try {
+    const absl::Status status = body();
+    if (!status.ok()) {
+      SetError(error, status);
+      return false;
+    }
+    SetOk(error);
+    return true;
+  } catch (const std::bad_alloc&) {
+    SetError(error, absl::StatusCode::kResourceExhausted, "out of memory");
+  } catch (const std::exception& e) {
+    SetError(error, absl::StatusCode::kInternal,
+             absl::StrCat("internal error in libkcnet: ", e.what()));
+  } catch (...) {
+    SetError(error, absl::StatusCode::kInternal, "internal error in libkcnet");
+  }
+  return false;
+}
+
+absl::Status CheckClient(const kcnet_client* client) {
+  if (client == nullptr) return absl::InvalidArgumentError("client: must not be NULL");
+  if (client->magic != kcnet_client::kMagic || client->sdk == nullptr) {
+    return absl::InvalidArgumentError("client: not an open kcnet_client (closed already?)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOut(const kcnet_buffer* out, absl::string_view name) {
+  if (out == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": must not be NULL"));
+  return absl::OkStatus();
+}
+
+// The names of `count` fields (an update's field list).
+absl::StatusOr<std::vector<std::string>> FieldList(const char* const* fields, size_t count) {
+  if (count == 0) return absl::InvalidArgumentError("fields: name at least one field");
+  if (fields == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fields: must not be NULL (field_count is ", count, ")"));
+  }
+  if (count > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("field_count: ", count, " is too many"));
+  }
+  std::vector<std::string> names;
+  names.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    KCNET_C_RETURN_IF_ERROR(
+        CheckString(fields[i], absl::StrCat("fields[", i, "]"), false, /*non_empty=*/true));
+    names.emplace_back(fields[i]);
+  }
+  return names;
+}
+
+int64_t ToMs(const std::optional<absl::Time>& time) {
+  return time.has_value() ? absl::ToUnixMillis(*time) : 0;
+}
+
+void ToProto(const kcnet::sdk::RecordRef& ref, v1::RecordRef* out) {
+  out->set_type(ref.type);
+  out->set_id(ref.id);
+}
+
+void ToProto(const kcnet::sdk::Report& report, v1::Report* out) {
+  out->set_seq(report.seq);
+  out->set_refused(report.refused);
+  out->set_reason(report.reason);
+  for (const kcnet::sdk::RecordRef& ref : report.records) ToProto(ref, out->add_records());
+  *out->mutable_result() = report.result;
+}
+
+v1::ChangeSource ToProto(kcnet::sdk::ChangeEvent::Source source) {
+  switch (source) {
+    case kcnet::sdk::ChangeEvent::Source::kLocal:
+      return v1::CHANGE_SOURCE_LOCAL;
+    case kcnet::sdk::ChangeEvent::Source::kSync:
+      return v1::CHANGE_SOURCE_SYNC;
+    case kcnet::sdk::ChangeEvent::Source::kReport:
+      return v1::CHANGE_SOURCE_REPORT;
+  }
+  return v1::CHANGE_SOURCE_UNSPECIFIED;
+}
+
+v1::ReportList ToProto(const std::vector<kcnet::sdk::Report>& reports) {
+  v1::ReportList list;
+  for (const kcnet::sdk::Report& report : reports) ToProto(report, list.add_reports());
+  return list;
+}
+
+// Puts a StatusOr<message> into `out` (which may be NULL for write results).
+template <typename T>
+absl::Status PutResult(const absl::StatusOr<T>& result, kcnet_buffer* out) {
+  if (!result.ok()) return result.status();
+  return PutMessage(*result, out);
+}
+
+absl::Status PutRequests(absl::StatusOr<std::vector<v1::SupportRequest>> requests,
+                         kcnet_buffer* out_list) {
+  if (!requests.ok()) return requests.status();
+  v1::SupportRequestList list;
+  for (v1::SupportRequest& request : *requests) *list.add_requests() = std::move(request);
+  return PutMessage(list, out_list);
+}
+
+// The shared body of the request actions.
+bool Act(kcnet_client* client, const char* request_id, int action, const char* note,
+         kcnet_buffer* out, kcnet_error* error, absl::string_view note_name = "note") {
+  return Run(error, [&]() -> absl::Status {
+    ClearBuffer(out);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(request_id, "request_id", false, true));
+    if (!v1::RequestAction_IsValid(action) || action == v1::REQUEST_ACTION_UNSPECIFIED ||
+        action == v1::REQUEST_ACTION_CREATE || action == v1::REQUEST_ACTION_APPROVE) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "action: ", action,
+          " is not an action to take here (SUBMIT, ENDORSE, RETURN, REJECT, START, COMPLETE, "
+          "CANCEL or COMMENT; approve with kcnet_request_approve)"));
+    }
+    // A comment needs its text; the note of the other actions may be NULL.
+    const bool comment = action == v1::REQUEST_ACTION_COMMENT;
+    KCNET_C_RETURN_IF_ERROR(CheckString(note, note_name, !comment, comment));
+    return PutResult(client->sdk->Act(request_id, static_cast<v1::RequestAction>(action),
+                                      note == nullptr ? "" : note),
+                     out);
+  });
+}
+
+// Duration options: >= 0 ms (0 keeps the SDK's validation to decide).
+absl::Status CheckDuration(int64_t ms, absl::string_view name) {
+  if (ms < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("options.", name, ": must be >= 0, got ", ms));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace kcnet::capi
+
+using kcnet::capi::CheckClient;
+using kcnet::capi::CheckOut;
+using kcnet::capi::CheckString;
+using kcnet::capi::ClearBuffer;
+using kcnet::capi::ParseMessage;
+using kcnet::capi::PutMessage;
+using kcnet::capi::PutRequests;
+using kcnet::capi::PutResult;
+using kcnet::capi::Run;
+
+extern "C" {
+
+// ---- Errors, version, buffers ---------------------------------------------------------
+
+const char* kcnet_code_name(int code) {
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
+  if (code < 0 || code >= static_cast<int>(sizeof(kNames) / sizeof(kNames[0]))) {
+    return "UNKNOWN_CODE";
+  }
+  return kNames[code];
+}
+
+const char* kcnet_version(void) { return KCNET_VERSION_STRING; }
+
+void kcnet_buffer_free(kcnet_buffer* buffer) {
+  if (buffer == nullptr) return;
+  std::free(buffer->data);
+  buffer->data = nullptr;
+  buffer->size = 0;
+}
+
+// ---- Opening and closing ---------------------------------------------------------------
+
+void kcnet_client_options_init(kcnet_client_options* options) {
+  if (options == nullptr) return;
+  *options = kcnet_client_options{};
+  const kcnet::sdk::ClientOptions defaults;
+  options->struct_size = sizeof(kcnet_client_options);
+  options->use_tls = defaults.use_tls;
+  options->durable = defaults.durable;
+  options->sync_timeout_ms = absl::ToInt64Milliseconds(defaults.sync_timeout);
+  options->initial_backoff_ms = absl::ToInt64Milliseconds(defaults.initial_backoff);
+  options->max_backoff_ms = absl::ToInt64Milliseconds(defaults.max_backoff);
+  options->interval_ms = absl::ToInt64Milliseconds(defaults.interval);
+  options->write_delay_ms = absl::ToInt64Milliseconds(defaults.write_delay);
+  options->seed = defaults.seed;
+}
+
+kcnet_client* kcnet_client_open(const kcnet_client_options* options, kcnet_error* out_error) {
+  kcnet_client* opened = nullptr;
+  Run(out_error, [&]() -> absl::Status {
+    if (options == nullptr) return absl::InvalidArgumentError("options: must not be NULL");
+    if (options->struct_size != sizeof(kcnet_client_options)) {
+      return absl::InvalidArgumentError(absl::StrCat("options.struct_size: ", options->struct_size,
+                                                     ", expected ", sizeof(kcnet_client_options),
+                                                     " (call kcnet_client_options_init first)"));
+    }
+    KCNET_C_RETURN_IF_ERROR(CheckString(options->path, "options.path", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(options->device_id, "options.device_id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(options->server_address, "options.server_address", true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(options->tls_root_certs, "options.tls_root_certs", true));
+    KCNET_C_RETURN_IF_ERROR(
+        kcnet::capi::CheckDuration(options->sync_timeout_ms, "sync_timeout_ms"));
+    KCNET_C_RETURN_IF_ERROR(
+        kcnet::capi::CheckDuration(options->initial_backoff_ms, "initial_backoff_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(options->max_backoff_ms, "max_backoff_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(options->interval_ms, "interval_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(options->write_delay_ms, "write_delay_ms"));
+    kcnet::sdk::ClientOptions sdk_options;
+    sdk_options.path = options->path;
+    sdk_options.device_id = options->device_id;
+    if (options->server_address != nullptr) sdk_options.server_address = options->server_address;
+    sdk_options.use_tls = options->use_tls;
+    if (options->tls_root_certs != nullptr) sdk_options.tls_root_certs = options->tls_root_certs;
+    sdk_options.durable = options->durable;
+    sdk_options.sync_timeout = absl::Milliseconds(options->sync_timeout_ms);
+    sdk_options.initial_backoff = absl::Milliseconds(options->initial_backoff_ms);
+    sdk_options.max_backoff = absl::Milliseconds(options->max_backoff_ms);
+    sdk_options.interval = absl::Milliseconds(options->interval_ms);
+    sdk_options.write_delay = absl::Milliseconds(options->write_delay_ms);
+    sdk_options.seed = options->seed;
+    absl::StatusOr<std::unique_ptr<kcnet::sdk::Client>> sdk =
+        kcnet::sdk::Client::Open(std::move(sdk_options));
+    if (!sdk.ok()) return sdk.status();
+    auto client = std::make_unique<kcnet_client>();
+    client->sdk = *std::move(sdk);
+    opened = client.release();
+    return absl::OkStatus();
+  });
+  return opened;
+}
+
+void kcnet_client_close(kcnet_client* client) {
+  if (client == nullptr || client->magic != kcnet_client::kMagic) return;
+  try {
+    client->magic = 0;
+    std::vector<int> handles;
+    {
+      absl::MutexLock lock(&client->mu);
+      for (const auto& [c_handle, sdk_handle] : client->observers) handles.push_back(sdk_handle);
+      client->observers.clear();
+    }
+    for (int handle : handles) client->sdk->RemoveObserver(handle);
+    client->sdk.reset();  // stops the background sync, closes the store
+  } catch (...) {
+    // Nothing can be reported from here; the handle is gone either way.
+  }
+  delete client;
+}
+
+// ---- Account --------------------------------------------------------------------------
+
+bool kcnet_client_sign_in(kcnet_client* client, const char* username, const char* password,
+                          kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(username, "username", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(password, "password", false, true));
+    return client->sdk->SignIn(username, password);
+  });
+}
+
+bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    return client->sdk->SignOut();
+  });
+}
+
+bool kcnet_client_user(kcnet_client* client, bool* out_signed_in, kcnet_buffer* out_user,
+                       kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_user);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    if (out_signed_in == nullptr) {
+      return absl::InvalidArgumentError("out_signed_in: must not be NULL");
+    }
+    *out_signed_in = false;
+    const std::optional<kcnet::v1::User> user = client->sdk->user();
+    if (!user.has_value()) return absl::OkStatus();
+    KCNET_C_RETURN_IF_ERROR(PutMessage(*user, out_user));
+    *out_signed_in = true;
+    return absl::OkStatus();
+  });
+}
+
+// ---- Facilities -----------------------------------------------------------------------
+
+bool kcnet_facility_register(kcnet_client* client, kcnet_bytes facility, kcnet_buffer* out_facility,
+                             kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_facility);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    kcnet::v1::Facility record;
+    KCNET_C_RETURN_IF_ERROR(ParseMessage(facility, "facility", &record));
+    return PutResult(client->sdk->RegisterFacility(std::move(record)), out_facility);
+  });
+}
+
+bool kcnet_facility_update(kcnet_client* client, kcnet_bytes facility, const char* const* fields,
+                           size_t field_count, kcnet_buffer* out_facility, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_facility);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    kcnet::v1::Facility record;
+    KCNET_C_RETURN_IF_ERROR(ParseMessage(facility, "facility", &record));
+    absl::StatusOr<std::vector<std::string>> names = kcnet::capi::FieldList(fields, field_count);
+    if (!names.ok()) return names.status();
+    return PutResult(client->sdk->UpdateFacility(record, *names), out_facility);
+  });
+}
+
+bool kcnet_facility_get(kcnet_client* client, const char* id, kcnet_buffer* out_facility,
+                        kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_facility);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_facility, "out_facility"));
+    return PutResult(client->sdk->GetFacility(id), out_facility);
+  });
+}
+
+bool kcnet_facility_list_by_commune(kcnet_client* client, int64_t commune_id,
+                                    kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    if (commune_id <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("commune_id: must be > 0, got ", commune_id));
+    }
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::v1::Facility>> facilities =
+        client->sdk->FacilitiesOfCommune(commune_id);
+    if (!facilities.ok()) return facilities.status();
+    kcnet::v1::FacilityList list;
+    for (kcnet::v1::Facility& facility : *facilities) {
+      *list.add_facilities() = std::move(facility);
+    }
+    return PutMessage(list, out_list);
+  });
+}
+
+bool kcnet_facility_search(kcnet_client* client, const char* query, int limit,
+                           kcnet_buffer* out_hits, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_hits);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(query, "query"));
+    if (limit < 1 || limit > 1000) {
+      return absl::InvalidArgumentError(absl::StrCat("limit: must be 1 to 1000, got ", limit));
+    }
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_hits, "out_hits"));
+    absl::StatusOr<std::vector<kcnet::sdk::FacilityHit>> hits =
+        client->sdk->SearchFacilities(query, limit);
+    if (!hits.ok()) return hits.status();
+    kcnet::v1::FacilityHitList list;
+    for (kcnet::sdk::FacilityHit& hit : *hits) {
+      kcnet::v1::FacilityHit* out = list.add_hits();
+      *out->mutable_facility() = std::move(hit.facility);
+      out->set_rank(hit.rank);
+    }
+    return PutMessage(list, out_hits);
+  });
+}
+
+// ---- Visits ---------------------------------------------------------------------------
+
+bool kcnet_visit_record(kcnet_client* client, kcnet_bytes visit, kcnet_buffer* out_visit,
+                        kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_visit);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    kcnet::v1::Visit record;
+    KCNET_C_RETURN_IF_ERROR(ParseMessage(visit, "visit", &record));
+    return PutResult(client->sdk->RecordVisit(std::move(record)), out_visit);
+  });
+}
+
+bool kcnet_visit_list_by_facility(kcnet_client* client, const char* facility_id,
+                                  kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(facility_id, "facility_id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::v1::Visit>> visits =
+        client->sdk->VisitsOfFacility(facility_id);
+    if (!visits.ok()) return visits.status();
+    kcnet::v1::VisitList list;
+    for (kcnet::v1::Visit& visit : *visits) *list.add_visits() = std::move(visit);
+    return PutMessage(list, out_list);
+  });
+}
+
+// ---- Support requests -----------------------------------------------------------------
+
+bool kcnet_request_draft(kcnet_client* client, kcnet_bytes request, kcnet_buffer* out_request,
+                         kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_request);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    kcnet::v1::SupportRequest record;
+    KCNET_C_RETURN_IF_ERROR(ParseMessage(request, "request", &record));
+    return PutResult(client->sdk->DraftRequest(std::move(record)), out_request);
+  });
+}
+
+bool kcnet_request_update(kcnet_client* client, kcnet_bytes request, const char* const* fields,
+                          size_t field_count, kcnet_buffer* out_request, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_request);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    kcnet::v1::SupportRequest record;
+    KCNET_C_RETURN_IF_ERROR(ParseMessage(request, "request", &record));
+    absl::StatusOr<std::vector<std::string>> names = kcnet::capi::FieldList(fields, field_count);
+    if (!names.ok()) return names.status();
+    return PutResult(client->sdk->UpdateRequest(record, *names), out_request);
+  });
+}
+
+bool kcnet_request_act(kcnet_client* client, const char* request_id, int action, const char* note,
+                       kcnet_buffer* out_request, kcnet_error* out_error) {
+  return kcnet::capi::Act(client, request_id, action, note, out_request, out_error);
+}
+
+bool kcnet_request_submit(kcnet_client* client, const char* request_id, kcnet_buffer* out_request,
+                          kcnet_error* out_error) {
+  return kcnet::capi::Act(client, request_id, kcnet::v1::REQUEST_ACTION_SUBMIT, nullptr,
+                          out_request, out_error);
+}
+
+bool kcnet_request_endorse(kcnet_client* client, const char* request_id, const char* note,
+                           kcnet_buffer* out_request, kcnet_error* out_error) {
+  return kcnet::capi::Act(client, request_id, kcnet::v1::REQUEST_ACTION_ENDORSE, note, out_request,
+                          out_error);
+}
+
+bool kcnet_request_return(kcnet_client* client, const char* request_id, const char* note,
+                          kcnet_buffer* out_request, kcnet_error* out_error) {
+  return kcnet::capi::Act(client, request_id, kcnet::v1::REQUEST_ACTION_RETURN, note, out_request,
+                          out_error);
+}
+
+bool kcnet_request_reject(kcnet_client* client, const char* request_id, const char* note,
+                          kcnet_buffer* out_request, kcnet_error* out_error) {
+  return kcnet::capi::Act(client, request_id, kcnet::v1::REQUEST_ACTION_REJECT, note, out_request,
+                          out_error);
+}
+
+bool kcnet_request_comment(kcnet_client* client, const char* request_id, const char* text,
+                           kcnet_buffer* out_request, kcnet_error* out_error) {
+  return kcnet::capi::Act(client, request_id, kcnet::v1::REQUEST_ACTION_COMMENT, text, out_request,
+                          out_error, "text");
+}
+
+bool kcnet_request_approve(kcnet_client* client, const char* request_id, int64_t amount_vnd,
+                           int funding, const char* note, kcnet_buffer* out_request,
+                           kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_request);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(request_id, "request_id", false, true));
+    if (amount_vnd <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("amount_vnd: must be > 0, got ", amount_vnd));
+    }
+    if (!kcnet::v1::FundingSource_IsValid(funding) ||
+        funding == kcnet::v1::FUNDING_SOURCE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("funding: ", funding, " is not a funding source (1 LOCAL, 2 NATIONAL)"));
+    }
+    KCNET_C_RETURN_IF_ERROR(CheckString(note, "note", /*nullable=*/true));
+    return PutResult(
+        client->sdk->Approve(request_id, amount_vnd, static_cast<kcnet::v1::FundingSource>(funding),
+                             note == nullptr ? "" : note),
+        out_request);
+  });
+}
+
+bool kcnet_request_get(kcnet_client* client, const char* id, kcnet_buffer* out_request,
+                       kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_request);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_request, "out_request"));
+    return PutResult(client->sdk->GetRequest(id), out_request);
+  });
+}
+
+bool kcnet_request_events(kcnet_client* client, const char* request_id, kcnet_buffer* out_list,
+                          kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(request_id, "request_id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::v1::RequestEvent>> events =
+        client->sdk->RequestEvents(request_id);
+    if (!events.ok()) return events.status();
+    kcnet::v1::RequestEventList list;
+    for (kcnet::v1::RequestEvent& event : *events) *list.add_events() = std::move(event);
+    return PutMessage(list, out_list);
+  });
+}
+
+bool kcnet_request_list_awaiting_review(kcnet_client* client, kcnet_buffer* out_list,
+                                        kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    return PutRequests(client->sdk->RequestsAwaitingMyReview(), out_list);
+  });
+}
+
+bool kcnet_request_list_by_facility(kcnet_client* client, const char* facility_id,
+                                    kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckString(facility_id, "facility_id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    return PutRequests(client->sdk->RequestsOfFacility(facility_id), out_list);
+  });
+}
+
+// ---- Uploads and reports --------------------------------------------------------------
+
+bool kcnet_upload_list_pending(kcnet_client* client, kcnet_buffer* out_list,
+                               kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::sdk::PendingUpload>> uploads = client->sdk->PendingUploads();
+    if (!uploads.ok()) return uploads.status();
+    kcnet::v1::PendingUploadList list;
+    for (const kcnet::sdk::PendingUpload& upload : *uploads) {
+      kcnet::v1::PendingUpload* out = list.add_uploads();
+      out->set_seq(upload.seq);
+      out->set_sent(upload.sent);
+      for (const kcnet::sdk::RecordRef& ref : upload.records) {
+        kcnet::capi::ToProto(ref, out->add_records());
+      }
+    }
+    return PutMessage(list, out_list);
+  });
+}
+
+bool kcnet_report_list(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::sdk::Report>> reports = client->sdk->ListReports();
+    if (!reports.ok()) return reports.status();
+    return PutMessage(kcnet::capi::ToProto(*reports), out_list);
+  });
+}
+
+bool kcnet_report_take(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    // Required: taken reports are gone from the store, so they must reach the caller.
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::sdk::Report>> reports = client->sdk->TakeReports();
+    if (!reports.ok()) return reports.status();
+    return PutMessage(kcnet::capi::ToProto(*reports), out_list);
+  });
+}
+
+// ---- Observers ------------------------------------------------------------------------
+
+int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback, void* context,
+                              kcnet_error* out_error) {
+  int handle = 0;
+  Run(out_error, [&]() -> absl::Status {
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    if (callback == nullptr) return absl::InvalidArgumentError("callback: must not be NULL");
+    const int sdk_handle =
+        client->sdk->AddObserver([callback, context](const kcnet::sdk::ChangeEvent& change) {
+          // Runs on the SDK's threads: nothing may escape from here.
+          try {
+            kcnet::v1::ChangeEvent event;
+            event.set_source(kcnet::capi::ToProto(change.source));
+            for (const kcnet::sdk::RecordRef& ref : change.records) {
+              kcnet::capi::ToProto(ref, event.add_records());
+            }
+            const std::string bytes = event.SerializeAsString();
+            callback(context, static_cast<int>(event.source()),
+                     kcnet_bytes{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+          } catch (...) {
+            // Out of memory while building the event: this notification is dropped.
+          }
+        });
+    absl::MutexLock lock(&client->mu);
+    handle = client->next_observer++;
+    client->observers[handle] = sdk_handle;
+    return absl::OkStatus();
+  });
+  return handle;
+}
+
+bool kcnet_client_remove_observer(kcnet_client* client, int handle, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    int sdk_handle = 0;
+    {
+      absl::MutexLock lock(&client->mu);
+      auto it = client->observers.find(handle);
+      if (it == client->observers.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("handle: ", handle, " is not an observer of this client"));
+      }
+      sdk_handle = it->second;
+      client->observers.erase(it);
+    }
+    client->sdk->RemoveObserver(sdk_handle);  // outside our lock: it may wait for a callback
+    return absl::OkStatus();
+  });
+}
+
+// ---- Sync -----------------------------------------------------------------------------
+
+bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress, void* progress_context,
+                    kcnet_buffer* out_summary, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_summary);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    std::function<void(const kcnet::sdk::SyncProgress&)> on_progress;
+    if (progress != nullptr) {
+      on_progress = [progress, progress_context](const kcnet::sdk::SyncProgress& p) {
+        try {
+          kcnet::v1::SyncProgress message;
+          message.set_buckets_total(p.buckets_total);
+          message.set_buckets_complete(p.buckets_complete);
+          message.set_received_changes(p.received_changes);
+          message.set_pushed_mutations(p.pushed_mutations);
+          const std::string bytes = message.SerializeAsString();
+          progress(progress_context,
+                   kcnet_bytes{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+        } catch (...) {
+          // Out of memory: this progress update is dropped.
+        }
+      };
+    }
+    absl::StatusOr<kcnet::sdk::SyncSummary> summary = client->sdk->SyncNow(on_progress);
+    if (!summary.ok()) return summary.status();
+    kcnet::v1::SyncSummary message;
+    message.set_pushed_mutations(summary->pushed_mutations);
+    message.set_received_changes(summary->received_changes);
+    message.set_applied_changes(summary->applied_changes);
+    for (const kcnet::sdk::Report& report : summary->reports) {
+      kcnet::capi::ToProto(report, message.add_reports());
+    }
+    return PutMessage(message, out_summary);
+  });
+}
+
+bool kcnet_sync_start_background(kcnet_client* client, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    client->sdk->StartBackgroundSync();
+    return absl::OkStatus();
+  });
+}
+
+bool kcnet_sync_stop_background(kcnet_client* client, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    client->sdk->StopBackgroundSync();
+    return absl::OkStatus();
+  });
+}
+
+bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_status);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_status, "out_status"));
+    const kcnet::sdk::SyncStatus status = client->sdk->Status();
+    kcnet::v1::SyncStatus message;
+    message.set_pending_uploads(status.pending_uploads);
+    message.set_unconfirmed(status.unconfirmed);
+    message.set_reports(status.reports);
+    message.set_last_success_ms(kcnet::capi::ToMs(status.last_success));
+    message.set_last_attempt_ms(kcnet::capi::ToMs(status.last_attempt));
+    message.set_last_error_code(static_cast<int32_t>(status.last_error.code()));
+    message.set_last_error_message(std::string(status.last_error.message()));
+    message.set_failures_in_a_row(status.failures_in_a_row);
+    message.set_syncing(status.syncing);
+    message.set_background(status.background);
+    message.set_next_attempt_ms(kcnet::capi::ToMs(status.next_attempt));
+    return PutMessage(message, out_status);
+  });
+}
+
+bool kcnet_sync_checkpoints(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> checkpoints =
+        client->sdk->Checkpoints();
+    if (!checkpoints.ok()) return checkpoints.status();
+    kcnet::v1::BucketCheckpointList list;
+    for (kcnet::v1::BucketCheckpoint& checkpoint : *checkpoints) {
+      *list.add_checkpoints() = std::move(checkpoint);
+    }
+    return PutMessage(list, out_list);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,353 @@
+/* kcnet_c.h: the C ABI of the kcnet client SDK (libkcnet), for apps that cannot use the
+ * C++ API (client_sdk/include/kcnet/client.h) directly: Android apps through JNI, iOS apps
+ * through Swift, anything with a C FFI. Modelled on Couchbase Lite's C4 API:
+ *
+ *   - Opaque handles: a kcnet_client is one open local store (kcnet::sdk::Client).
+ *   - Names are kcnet_noun_verb(); the library exports no other symbol.
+ *   - Every call that can fail returns bool (or a handle, NULL on failure) and takes a
+ *     `kcnet_error* out_error` as its last argument, which may be NULL when the caller
+ *     does not want the details. On success *out_error is set to code 0 and "".
+ *   - Records go in and out as serialized protobuf of proto/kcnet/v1 (kcnet.v1.Facility,
+ *     Visit, SupportRequest, RequestEvent, User, and the lists and state messages of
+ *     sdk.proto: FacilityList, SyncStatus, Report, ...). Apps decode them with their own
+ *     generated classes (Kotlin/Java, Swift, ...). docs/EMBEDDING.md shows how.
+ *   - Callbacks take a `void* context` the app passed in.
+ *
+ * Errors. kcnet_error::code is an absl / gRPC canonical code (KCNET_CODE_*): 3
+ * INVALID_ARGUMENT names the argument or field ("facility.latitude: ...", "client: must
+ * not be NULL", "facility: not a serialized kcnet.v1.Facility ..."), 5 NOT_FOUND an
+ * unknown record, 7 PERMISSION_DENIED / 9 FAILED_PRECONDITION a business rule, 16
+ * UNAUTHENTICATED a call that needs a signed-in user (or bad credentials at sign-in), 14
+ * UNAVAILABLE an unreachable server. A call that fails changes nothing. The message is
+ * UTF-8 in a fixed buffer inside the struct: nothing to free.
+ *
+ * Input validation. Every call checks its arguments before doing anything: NULL handles and
+ * pointers, strings that are not valid UTF-8, bytes that do not parse as the expected
+ * message (including fields the message does not have, and string fields that are not
+ * valid UTF-8), unknown enum values. No C++ exception and no abort crosses this ABI: an
+ * unexpected failure inside the library comes back as 13 INTERNAL (8 RESOURCE_EXHAUSTED
+ * when out of memory).
+ *
+ * Memory ownership.
+ *   - Inputs (kcnet_bytes, const char*) are borrowed for the duration of the call only.
+ *   - Outputs are kcnet_buffer values the library allocates; the caller owns them and frees
+ *     each with kcnet_buffer_free(). An output buffer is overwritten, not freed: pass an
+ *     empty one ({NULL, 0}). On failure it is left empty. On success `data` is never NULL
+ *     (an empty message is a valid, zero-length buffer).
+ *   - Bytes passed to callbacks (kcnet_bytes) are valid only during the callback.
+ *   - Strings the library returns (kcnet_version, kcnet_code_name) are static.
+ *
+ * Thread-safety. All calls are thread-safe and may come from any thread, on one or several
+ * clients, except kcnet_client_close(), which must be the last call on its client: call it
+ * once every other call on that client has returned, and never from a callback of that
+ * client. Observers are called on the thread that made the change (the caller's thread for
+ * local writes, the sync thread for synced changes) with no library lock held: they may
+ * call the client (except kcnet_client_close). Writes are serialised by the store; syncs run
+ * one at a time.
+ *
+ * Strings are NUL-terminated UTF-8. Ids are UUID text. Times are Unix milliseconds.
+ */
+#ifndef KCNET_CLIENT_SDK_INCLUDE_KCNET_C_H_
+#define KCNET_CLIENT_SDK_INCLUDE_KCNET_C_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks the exported functions (the library is built with hidden visibility). */
+#if defined(_WIN32) && defined(KCNET_BUILDING_LIBRARY)
+#define KCNET_API __declspec(dllexport)
+#elif defined(_WIN32)
+#define KCNET_API __declspec(dllimport)
+#else
+#define KCNET_API __attribute__((visibility("default")))
+#endif
+
+/* ---- Errors ------------------------------------------------------------------------- */
+
+/* The canonical status codes (google.rpc.Code, absl::StatusCode). */
+enum {
+  KCNET_CODE_OK = 0,
+  KCNET_CODE_CANCELLED = 1,
+  KCNET_CODE_UNKNOWN = 2,
+  KCNET_CODE_INVALID_ARGUMENT = 3,
+  KCNET_CODE_DEADLINE_EXCEEDED = 4,
+  KCNET_CODE_NOT_FOUND = 5,
+  KCNET_CODE_ALREADY_EXISTS = 6,
+  KCNET_CODE_PERMISSION_DENIED = 7,
+  KCNET_CODE_RESOURCE_EXHAUSTED = 8,
+  KCNET_CODE_FAILED_PRECONDITION = 9,
+  KCNET_CODE_ABORTED = 10,
+  KCNET_CODE_OUT_OF_RANGE = 11,
+  KCNET_CODE_UNIMPLEMENTED = 12,
+  KCNET_CODE_INTERNAL = 13,
+  KCNET_CODE_UNAVAILABLE = 14,
+  KCNET_CODE_DATA_LOSS = 15,
+  KCNET_CODE_UNAUTHENTICATED = 16
+};
+
+#define KCNET_ERROR_MESSAGE_SIZE 1024
+
+typedef struct kcnet_error {
+  int code; /* KCNET_CODE_*; 0 on success */
+  /* NUL-terminated UTF-8; a longer message is cut at a character boundary. */
+  char message[KCNET_ERROR_MESSAGE_SIZE];
+} kcnet_error;
+
+/* The name of a code ("INVALID_ARGUMENT"); "UNKNOWN_CODE" for a value outside 0..16.
+ * Static string. */
+KCNET_API const char* kcnet_code_name(int code);
+
+/* The library's version, e.g. "0.1.0". Static string. */
+KCNET_API const char* kcnet_version(void);
+
+/* ---- Bytes ---------------------------------------------------------------------------- */
+
+/* Borrowed bytes: a serialized protobuf message passed in (or to a callback). */
+typedef struct kcnet_bytes {
+  const uint8_t* data; /* may be NULL when size is 0 */
+  size_t size;
+} kcnet_bytes;
+
+/* Owned bytes the library returns: free with kcnet_buffer_free(). */
+typedef struct kcnet_buffer {
+  uint8_t* data;
+  size_t size;
+} kcnet_buffer;
+
+/* Frees buffer->data and resets the buffer to {NULL, 0}. NULL and empty buffers are fine. */
+KCNET_API void kcnet_buffer_free(kcnet_buffer* buffer);
+
+/* ---- Opening and closing ---------------------------------------------------------------- */
+
+typedef struct kcnet_client kcnet_client;
+
+typedef struct kcnet_client_options {
+  /* sizeof(kcnet_client_options), set by kcnet_client_options_init(): lets later versions
+   * of the library add fields without breaking apps built against this one. */
+  size_t struct_size;
+  const char* path;           /* the local store file (created when missing); required */
+  const char* device_id;      /* stable per installation, 1-128 bytes; required */
+  const char* server_address; /* "host:port"; NULL or "": offline only */
+  bool use_tls;               /* TLS to the server; false: plaintext (tests, demos) */
+  const char* tls_root_certs; /* PEM; NULL or "": the system's roots */
+  bool durable;               /* fsync each local commit (default true) */
+  int64_t sync_timeout_ms;    /* one sync's limit (default 120000) */
+  /* Background sync: after a failure wait a random time in
+   * [0, min(max_backoff, initial_backoff * 2^failures)]; after a success `interval`; a
+   * local write starts a sync after `write_delay`. Defaults 1000, 300000, 60000, 2000. */
+  int64_t initial_backoff_ms;
+  int64_t max_backoff_ms;
+  int64_t interval_ms;
+  int64_t write_delay_ms;
+  uint64_t seed; /* seed of the jitter; 0: random (tests fix it) */
+} kcnet_client_options;
+
+/* Fills *options with the defaults (and struct_size). Call it first, then set fields. */
+KCNET_API void kcnet_client_options_init(kcnet_client_options* options);
+
+/* Opens (or creates) the local store. Returns NULL on failure: INVALID_ARGUMENT for bad
+ * options (the field named, e.g. "options.device_id: ..."), FAILED_PRECONDITION with the
+ * file's name when it is not a kcnet device store, belongs to another device, or was
+ * written by a newer kcnet. The options' strings are copied. */
+KCNET_API kcnet_client* kcnet_client_open(const kcnet_client_options* options,
+                                          kcnet_error* out_error);
+
+/* Stops the background sync, removes the observers and closes the store. NULL is a no-op.
+ * Must be the last call on `client` (see Thread-safety above). */
+KCNET_API void kcnet_client_close(kcnet_client* client);
+
+/* ---- Account ---------------------------------------------------------------------------- */
+
+/* Signs in online. The token and the user are kept in the store, so the app works offline
+ * afterwards and after restarts. UNAUTHENTICATED for a wrong username or password. */
+KCNET_API bool kcnet_client_sign_in(kcnet_client* client, const char* username,
+                                    const char* password, kcnet_error* out_error);
+
+/* Forgets the token (pending writes stay queued for the next sign-in). */
+KCNET_API bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error);
+
+/* The signed-in user: *out_signed_in says whether somebody is; if so, *out_user gets a
+ * serialized kcnet.v1.User (otherwise it stays empty). out_user may be NULL. */
+KCNET_API bool kcnet_client_user(kcnet_client* client, bool* out_signed_in, kcnet_buffer* out_user,
+                                 kcnet_error* out_error);
+
+/* ---- Facilities ------------------------------------------------------------------------- */
+/* Writes work offline: the record and its upload are stored in one local transaction. The
+ * `out_*` result of a write (the record as stored) may be NULL; the results of queries are
+ * required. */
+
+/* Registers a facility (serialized kcnet.v1.Facility) in one of the user's communes; the
+ * id is made here when empty, created_by / created_ms are set here. */
+KCNET_API bool kcnet_facility_register(kcnet_client* client, kcnet_bytes facility,
+                                       kcnet_buffer* out_facility, kcnet_error* out_error);
+
+/* Sets the fields named in `fields` ("name", "workers", ...; `field_count` entries) of the
+ * facility `facility.id` from `facility`. */
+KCNET_API bool kcnet_facility_update(kcnet_client* client, kcnet_bytes facility,
+                                     const char* const* fields, size_t field_count,
+                                     kcnet_buffer* out_facility, kcnet_error* out_error);
+
+/* A facility (serialized kcnet.v1.Facility); NOT_FOUND when unknown. */
+KCNET_API bool kcnet_facility_get(kcnet_client* client, const char* id, kcnet_buffer* out_facility,
+                                  kcnet_error* out_error);
+
+/* Facilities of a commune, by name: a serialized kcnet.v1.FacilityList. */
+KCNET_API bool kcnet_facility_list_by_commune(kcnet_client* client, int64_t commune_id,
+                                              kcnet_buffer* out_list, kcnet_error* out_error);
+
+/* Facilities whose name, owner or products contain every word of `query` (as a prefix),
+ * ignoring case and Vietnamese diacritics (đ reads as d): "Hà Nội", "ha noi" and "HA NOI"
+ * match each other. At most `limit` (1..1000) hits, best first: a serialized
+ * kcnet.v1.FacilityHitList. */
+KCNET_API bool kcnet_facility_search(kcnet_client* client, const char* query, int limit,
+                                     kcnet_buffer* out_hits, kcnet_error* out_error);
+
+/* ---- Visits ----------------------------------------------------------------------------- */
+
+/* Records a visit (serialized kcnet.v1.Visit) to a facility; commune, collaborator and,
+ * when 0, the time are set here. */
+KCNET_API bool kcnet_visit_record(kcnet_client* client, kcnet_bytes visit, kcnet_buffer* out_visit,
+                                  kcnet_error* out_error);
+
+/* Visits of a facility, newest first: a serialized kcnet.v1.VisitList. */
+KCNET_API bool kcnet_visit_list_by_facility(kcnet_client* client, const char* facility_id,
+                                            kcnet_buffer* out_list, kcnet_error* out_error);
+
+/* ---- Support requests ------------------------------------------------------------------- */
+/* Results are serialized kcnet.v1.SupportRequest. */
+
+/* Drafts a request (serialized kcnet.v1.SupportRequest) for a facility: status DRAFT,
+ * author = the user. */
+KCNET_API bool kcnet_request_draft(kcnet_client* client, kcnet_bytes request,
+                                   kcnet_buffer* out_request, kcnet_error* out_error);
+
+/* Edits the fields named in `fields` of a draft or returned request. */
+KCNET_API bool kcnet_request_update(kcnet_client* client, kcnet_bytes request,
+                                    const char* const* fields, size_t field_count,
+                                    kcnet_buffer* out_request, kcnet_error* out_error);
+
+/* A life-cycle action (a kcnet.v1.RequestAction value: 2 SUBMIT, 3 ENDORSE, 4 RETURN,
+ * 5 REJECT, 7 START, 8 COMPLETE, 9 CANCEL) or 10 COMMENT, checked offline against the same
+ * rules as the server. `note` may be NULL (no note). Use kcnet_request_approve to approve. */
+KCNET_API bool kcnet_request_act(kcnet_client* client, const char* request_id, int action,
+                                 const char* note, kcnet_buffer* out_request,
+                                 kcnet_error* out_error);
+
+/* Shorthands of kcnet_request_act. */
+KCNET_API bool kcnet_request_submit(kcnet_client* client, const char* request_id,
+                                    kcnet_buffer* out_request, kcnet_error* out_error);
+KCNET_API bool kcnet_request_endorse(kcnet_client* client, const char* request_id, const char* note,
+                                     kcnet_buffer* out_request, kcnet_error* out_error);
+KCNET_API bool kcnet_request_return(kcnet_client* client, const char* request_id, const char* note,
+                                    kcnet_buffer* out_request, kcnet_error* out_error);
+KCNET_API bool kcnet_request_reject(kcnet_client* client, const char* request_id, const char* note,
+                                    kcnet_buffer* out_request, kcnet_error* out_error);
+KCNET_API bool kcnet_request_comment(kcnet_client* client, const char* request_id, const char* text,
+                                     kcnet_buffer* out_request, kcnet_error* out_error);
+
+/* Approves a request (province officer): the amount in whole VND and the funding source
+ * (a kcnet.v1.FundingSource value: 1 LOCAL, 2 NATIONAL). */
+KCNET_API bool kcnet_request_approve(kcnet_client* client, const char* request_id,
+                                     int64_t amount_vnd, int funding, const char* note,
+                                     kcnet_buffer* out_request, kcnet_error* out_error);
+
+KCNET_API bool kcnet_request_get(kcnet_client* client, const char* id, kcnet_buffer* out_request,
+                                 kcnet_error* out_error);
+
+/* The request's audit trail, oldest first: a serialized kcnet.v1.RequestEventList. */
+KCNET_API bool kcnet_request_events(kcnet_client* client, const char* request_id,
+                                    kcnet_buffer* out_list, kcnet_error* out_error);
+
+/* Requests on which the user may take a review action now (district coordinator: endorse /
+ * return / reject; province: approve), oldest first; for a collaborator, their own returned
+ * requests. A serialized kcnet.v1.SupportRequestList. */
+KCNET_API bool kcnet_request_list_awaiting_review(kcnet_client* client, kcnet_buffer* out_list,
+                                                  kcnet_error* out_error);
+
+/* Requests of a facility, newest first: a serialized kcnet.v1.SupportRequestList. */
+KCNET_API bool kcnet_request_list_by_facility(kcnet_client* client, const char* facility_id,
+                                              kcnet_buffer* out_list, kcnet_error* out_error);
+
+/* ---- Uploads and reports ---------------------------------------------------------------- */
+
+/* Local writes waiting for upload: a serialized kcnet.v1.PendingUploadList. */
+KCNET_API bool kcnet_upload_list_pending(kcnet_client* client, kcnet_buffer* out_list,
+                                         kcnet_error* out_error);
+
+/* Reports (refused writes, conflicts) not yet taken, oldest first: a serialized
+ * kcnet.v1.ReportList. `list` leaves them; `take` removes them. */
+KCNET_API bool kcnet_report_list(kcnet_client* client, kcnet_buffer* out_list,
+                                 kcnet_error* out_error);
+KCNET_API bool kcnet_report_take(kcnet_client* client, kcnet_buffer* out_list,
+                                 kcnet_error* out_error);
+
+/* ---- Observers -------------------------------------------------------------------------- */
+
+/* Where a change came from: kcnet.v1.ChangeSource. */
+enum {
+  KCNET_CHANGE_LOCAL = 1, /* a write on this device */
+  KCNET_CHANGE_SYNC = 2,  /* records received from the server */
+  KCNET_CHANGE_REPORT = 3 /* a refusal or conflict report */
+};
+
+/* Record types of kcnet.v1.RecordRef.type. */
+enum {
+  KCNET_RECORD_FACILITY = 1,
+  KCNET_RECORD_VISIT = 2,
+  KCNET_RECORD_SUPPORT_REQUEST = 3,
+  KCNET_RECORD_REQUEST_EVENT = 4
+};
+
+/* Called after records changed. `source` is a KCNET_CHANGE_* value; `event` a serialized
+ * kcnet.v1.ChangeEvent (source and the kcnet.v1.RecordRef of each changed record), valid
+ * during the call only. */
+typedef void (*kcnet_observer_fn)(void* context, int source, kcnet_bytes event);
+
+/* Adds an observer; returns its handle (> 0), or 0 on failure. `context` is passed back
+ * as is; it must stay valid until the observer is removed or the client closed. */
+KCNET_API int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback,
+                                        void* context, kcnet_error* out_error);
+
+/* Removes an observer: once this returns, it is not called again (a call in progress on
+ * another thread finishes first; do not remove an observer from its own callback while
+ * another thread waits on it). NOT_FOUND for an unknown handle. */
+KCNET_API bool kcnet_client_remove_observer(kcnet_client* client, int handle,
+                                            kcnet_error* out_error);
+
+/* ---- Sync ------------------------------------------------------------------------------- */
+
+/* Sync progress: `progress` is a serialized kcnet.v1.SyncProgress, valid during the call. */
+typedef void (*kcnet_progress_fn)(void* context, kcnet_bytes progress);
+
+/* Syncs now on the calling thread (after a running background sync ends): pushes
+ * everything pending, pulls until caught up. Needs a signed-in user. `progress` may be
+ * NULL; it is called on this thread. *out_summary (may be NULL) gets a serialized
+ * kcnet.v1.SyncSummary. */
+KCNET_API bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress,
+                              void* progress_context, kcnet_buffer* out_summary,
+                              kcnet_error* out_error);
+
+/* Starts / stops the background sync thread (idempotent). Stop waits for it to end. */
+KCNET_API bool kcnet_sync_start_background(kcnet_client* client, kcnet_error* out_error);
+KCNET_API bool kcnet_sync_stop_background(kcnet_client* client, kcnet_error* out_error);
+
+/* The sync state (pending uploads, last success, last error, ...): a serialized
+ * kcnet.v1.SyncStatus. */
+KCNET_API bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status,
+                                 kcnet_error* out_error);
+
+/* Every bucket's checksum, for comparing the replica with the server: a serialized
+ * kcnet.v1.BucketCheckpointList. */
+KCNET_API bool kcnet_sync_checkpoints(kcnet_client* client, kcnet_buffer* out_list,
+                                      kcnet_error* out_error);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* KCNET_CLIENT_SDK_INCLUDE_KCNET_C_H_ */
