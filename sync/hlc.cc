@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -50,8 +51,13 @@ uint64_t HybridClock::Now() {
   const uint64_t candidate = HlcPack(wall, 0);
   // When the counter would overflow, borrow the next millisecond: the value stays
   // strictly increasing and runs ahead of the wall clock by at most a millisecond per
-  // 65,536 stamps.
-  last_ = candidate > last_ ? candidate : last_ + 1;
+  // 65,536 stamps. At the very top of the range (a clock raised to the largest value)
+  // it saturates rather than wrap to 0, which would lose every later write.
+  if (candidate > last_) {
+    last_ = candidate;
+  } else if (last_ < std::numeric_limits<uint64_t>::max()) {
+    ++last_;
+  }
   return last_;
 }
 

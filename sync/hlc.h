@@ -84,7 +84,8 @@ class HybridClock {
   // clock a remote clock may be before Observe() refuses it.
   explicit HybridClock(Clock* clock, absl::Duration max_skew = absl::Minutes(5));
 
-  // Returns a value greater than every value returned or observed before.
+  // Returns a value greater than every value returned or observed before (once the clock
+  // was raised to the largest value, 2^64 - 1, it stays there instead of wrapping).
   uint64_t Now();
 
   // Folds a remote clock in, so that later Now() values are greater. Fails with

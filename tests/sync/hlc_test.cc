@@ -1,5 +1,7 @@
 #include "sync/hlc.h"
 
+#include <limits>
+
 #include "gtest/gtest.h"
 
 namespace kcnet::sync {
@@ -45,6 +47,15 @@ TEST(HlcTest, CounterOverflowBorrowsTheNextMillisecond) {
   HybridClock clock(&wall);
   clock.Raise(HlcPack(kT0, kHlcCounterMask));
   EXPECT_EQ(clock.Now(), HlcPack(kT0 + 1, 0));
+}
+
+// Found by tests/fuzz/clock_merge_fuzzer: Now() after Raise(2^64 - 1) wrapped to 0.
+TEST(HlcTest, NowSaturatesInsteadOfWrappingAtTheTopOfTheRange) {
+  FakeClock wall(kT0);
+  HybridClock clock(&wall);
+  clock.Raise(std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(clock.Now(), std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(clock.Now(), std::numeric_limits<uint64_t>::max());
 }
 
 TEST(HlcTest, ObserveRaisesLaterStamps) {
