@@ -1,0 +1,421 @@
+// kcnet::sdk::Client end to end: a real KcnetServer on port 0, real store files. Offline
+// writes checked by the shared rules, queries with the pending overlay, Vietnamese search,
+// observers, sign-in kept across restarts, two tablets converging with a conflict report,
+// a refused write reported and rolled back, background sync backing off while the server
+// is down and catching up when it returns, and bad input refused with nothing stored.
+#include "kcnet/client.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/app/kcnet_server.h"
+#include "sync/model/record_types.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::sdk {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
+
+constexpr char kPassword[] = "password-123";
+
+Facility NewFacility(int64_t commune, const std::string& name,
+                     const std::string& owner = "Nguyễn Văn An", const std::string& products = "") {
+  Facility f;
+  f.set_commune_id(commune);
+  f.set_name(name);
+  f.set_owner_name(owner);
+  f.set_main_products(products);
+  f.set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+  f.set_sector(SECTOR_HANDICRAFTS);
+  f.set_latitude(21.03);
+  f.set_longitude(105.85);
+  f.set_workers(12);
+  return f;
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StartServer("127.0.0.1:0");
+    server::Directory* d = server_->directory();
+    const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+    district_ = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
+    commune_ = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, district_)->id();
+    province_ = p;
+    for (const auto& [name, role, unit] : std::vector<std::tuple<std::string, Role, int64_t>>{
+             {"ctv_an", ROLE_COMMUNE_COLLABORATOR, commune_},
+             {"ctv_binh", ROLE_COMMUNE_COLLABORATOR, commune_},
+             {"dp_huyen", ROLE_DISTRICT_COORDINATOR, district_},
+             {"so_ct", ROLE_PROVINCE_OFFICER, province_}}) {
+      ASSERT_TRUE(d->CreateUser(name, name, kPassword, role, {unit}).ok());
+    }
+  }
+
+  void StartServer(const std::string& listen) {
+    server::ServerOptions options;
+    options.data_dir = dir_.File("server");
+    options.listen = listen;
+    options.directory.password_ops_limit = server::kArgon2OpsLimitMin;
+    options.directory.password_mem_limit = server::kArgon2MemLimitMin;
+    options.log_sink = [](absl::string_view) {};
+    absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
+        server::KcnetServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    address_ = absl::StrCat("127.0.0.1:", server_->port());
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+  }
+
+  ClientOptions Options(const std::string& device) {
+    ClientOptions o;
+    o.path = dir_.File(device + ".db");
+    o.device_id = device;
+    o.server_address = address_;
+    o.durable = false;
+    o.sync_timeout = absl::Seconds(20);
+    o.seed = 7;
+    return o;
+  }
+
+  std::unique_ptr<Client> SignedIn(const std::string& device, const std::string& user) {
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Open(Options(device));
+    EXPECT_TRUE(client.ok()) << client.status();
+    if (!client.ok()) return nullptr;
+    absl::Status status = (*client)->SignIn(user, kPassword);
+    EXPECT_TRUE(status.ok()) << status;
+    return *std::move(client);
+  }
+
+  template <typename T>
+  static T Ok(absl::StatusOr<T> v) {
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() ? *std::move(v) : T();
+  }
+
+  // Every bucket of the client has the server's checksum and record count.
+  void ExpectSameAsServer(Client& client) {
+    std::vector<BucketCheckpoint> mine = Ok(client.Checkpoints());
+    ASSERT_FALSE(mine.empty());
+    for (const BucketCheckpoint& cp : mine) {
+      absl::StatusOr<BucketCheckpoint> server = server_->store()->Checkpoint(cp.bucket());
+      ASSERT_TRUE(server.ok());
+      EXPECT_EQ(cp.checksum(), server->checksum()) << "bucket " << cp.bucket();
+      EXPECT_EQ(cp.records(), server->records()) << "bucket " << cp.bucket();
+    }
+  }
+
+  kcnet::testing::TempDir dir_;
+  std::unique_ptr<server::KcnetServer> server_;
+  std::string address_;
+  int64_t province_ = 0, district_ = 0, commune_ = 0;
+};
+
+TEST_F(ClientTest, OfflineWritesQueueThenSyncAndMatchTheServer) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  ASSERT_TRUE(an->user().has_value());
+  EXPECT_EQ(an->user()->role(), ROLE_COMMUNE_COLLABORATOR);
+  std::vector<ChangeEvent> events;
+  absl::Mutex mu;
+  const int handle = an->AddObserver([&](const ChangeEvent& e) {
+    absl::MutexLock lock(&mu);
+    events.push_back(e);
+  });
+
+  Facility f = Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở mây tre đan Phú Vinh")));
+  ASSERT_FALSE(f.id().empty());
+  EXPECT_EQ(f.created_by(), an->user()->id());
+  Visit v;
+  v.set_facility_id(f.id());
+  v.set_purpose(VISIT_PURPOSE_SURVEY);
+  v.set_findings("Cần máy chẻ nan");
+  v = Ok(an->RecordVisit(v));
+  EXPECT_EQ(v.commune_id(), commune_);
+  SupportRequest r;
+  r.set_facility_id(f.id());
+  r.set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+  r.set_description("Hỗ trợ máy chẻ nan");
+  r.set_requested_amount_vnd(50'000'000);
+  r = Ok(an->DraftRequest(r));
+  EXPECT_EQ(r.status(), REQUEST_STATUS_DRAFT);
+  r = Ok(an->Submit(r.id()));
+  EXPECT_EQ(r.status(), REQUEST_STATUS_SUBMITTED);
+  EXPECT_THAT(Ok(an->RequestEvents(r.id())), SizeIs(2));  // create, submit
+
+  EXPECT_THAT(Ok(an->FacilitiesOfCommune(commune_)), SizeIs(1));
+  EXPECT_THAT(Ok(an->VisitsOfFacility(f.id())), SizeIs(1));
+  EXPECT_THAT(Ok(an->PendingUploads()), SizeIs(4));
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_THAT(events, SizeIs(4));
+    EXPECT_EQ(events[0].source, ChangeEvent::Source::kLocal);
+    EXPECT_EQ(events[0].records[0].id, f.id());
+  }
+  // Nothing reached the server yet.
+  EXPECT_FALSE(
+      server_->store()->ReadRecord(model::kFacilityType, *sync::UuidFromText(f.id()))->has_value());
+
+  std::vector<SyncProgress> progress;
+  SyncSummary summary = Ok(an->SyncNow([&](const SyncProgress& p) { progress.push_back(p); }));
+  EXPECT_EQ(summary.pushed_mutations, 4);
+  EXPECT_TRUE(summary.reports.empty());
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back().buckets_total, 1);
+  SyncStatus status = an->Status();
+  EXPECT_EQ(status.pending_uploads, 0);
+  EXPECT_EQ(status.unconfirmed, 0);
+  EXPECT_TRUE(status.last_error.ok());
+  EXPECT_TRUE(status.last_success.has_value());
+  ExpectSameAsServer(*an);
+  EXPECT_TRUE(
+      server_->store()->ReadRecord(model::kFacilityType, *sync::UuidFromText(f.id()))->has_value());
+  an->RemoveObserver(handle);
+  const size_t seen = events.size();
+  Visit second;
+  second.set_facility_id(f.id());
+  Ok(an->RecordVisit(second));
+  EXPECT_EQ(events.size(), seen) << "a removed observer is not called";
+}
+
+TEST_F(ClientTest, SignInIsKeptAndTheAppWorksOfflineAfterARestart) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  ASSERT_TRUE(an->SyncNow().ok());
+  an.reset();
+  server_->Shutdown(absl::Seconds(1));  // the server is gone
+  ClientOptions options = Options("tab-an");
+  std::unique_ptr<Client> again = Ok(Client::Open(options));
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->user().has_value());
+  EXPECT_EQ(again->user()->username(), "ctv_an");
+  Facility f = Ok(again->RegisterFacility(NewFacility(commune_, "Lò gốm Bát Tràng")));
+  EXPECT_EQ(Ok(again->GetFacility(f.id())).name(), "Lò gốm Bát Tràng");
+  options.sync_timeout = absl::Seconds(2);
+  absl::StatusOr<SyncSummary> offline = again->SyncNow();
+  EXPECT_EQ(offline.status().code(), absl::StatusCode::kUnavailable) << offline.status();
+  EXPECT_THAT(offline.status().message(), HasSubstr("kept here"));
+  EXPECT_EQ(again->Status().pending_uploads, 1);
+  EXPECT_FALSE(again->Status().last_error.ok());
+  // Another device id on the same file is refused.
+  options.device_id = "someone-else";
+  again.reset();
+  absl::StatusOr<std::unique_ptr<Client>> foreign = Client::Open(options);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ClientTest, TwoTabletsEditTheSameFacilityOfflineAndConverge) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  std::unique_ptr<Client> binh = SignedIn("tab-binh", "ctv_binh");
+  Facility f = Ok(an->RegisterFacility(NewFacility(commune_, "Hợp tác xã dệt lụa")));
+  ASSERT_TRUE(an->SyncNow().ok());
+  ASSERT_TRUE(binh->SyncNow().ok());
+  ASSERT_EQ(Ok(binh->GetFacility(f.id())).name(), "Hợp tác xã dệt lụa");
+  Facility edit = f;
+  edit.set_workers(20);
+  Ok(an->UpdateFacility(edit, {"workers"}));
+  absl::SleepFor(absl::Milliseconds(5));  // binh's edit is the later one
+  edit.set_workers(25);
+  edit.set_name("HTX dệt lụa Vạn Phúc");
+  Ok(binh->UpdateFacility(edit, {"workers", "name"}));
+  ASSERT_TRUE(an->SyncNow().ok());
+  SyncSummary b = Ok(binh->SyncNow());
+  ASSERT_TRUE(an->SyncNow().ok());
+  ASSERT_THAT(b.reports, SizeIs(1));
+  EXPECT_FALSE(b.reports[0].refused);
+  EXPECT_THAT(b.reports[0].reason, HasSubstr("facility.workers"));
+  EXPECT_THAT(Ok(binh->ListReports()), SizeIs(1));
+  for (Client* c : {an.get(), binh.get()}) {
+    Facility now = Ok(c->GetFacility(f.id()));
+    EXPECT_EQ(now.workers(), 25);
+    EXPECT_EQ(now.name(), "HTX dệt lụa Vạn Phúc");
+    ExpectSameAsServer(*c);
+  }
+  EXPECT_THAT(Ok(binh->TakeReports()), SizeIs(1));
+  EXPECT_THAT(Ok(binh->ListReports()), SizeIs(0));
+}
+
+TEST_F(ClientTest, AWriteTheServerRefusesIsReportedAndRolledBack) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  std::unique_ptr<Client> huyen = SignedIn("tab-huyen", "dp_huyen");
+  Facility f = Ok(an->RegisterFacility(NewFacility(commune_, "Xưởng mộc")));
+  SupportRequest r;
+  r.set_facility_id(f.id());
+  r.set_category(SUPPORT_CATEGORY_TRAINING);
+  r.set_requested_amount_vnd(10'000'000);
+  r = Ok(an->DraftRequest(r));
+  Ok(an->Submit(r.id()));
+  ASSERT_TRUE(an->SyncNow().ok());
+  ASSERT_TRUE(huyen->SyncNow().ok());
+  std::vector<SupportRequest> review = Ok(huyen->RequestsAwaitingMyReview());
+  ASSERT_THAT(review, SizeIs(1));
+  EXPECT_EQ(review[0].id(), r.id());
+  EXPECT_THAT(Ok(an->RequestsAwaitingMyReview()), SizeIs(0));
+  EXPECT_EQ(Ok(huyen->Reject(r.id(), "Không đủ điều kiện")).status(), REQUEST_STATUS_REJECTED);
+  EXPECT_THAT(Ok(huyen->RequestsAwaitingMyReview()), SizeIs(0));
+  ASSERT_TRUE(huyen->SyncNow().ok());
+  // The author, not yet aware, cancels: fine locally, refused by the server.
+  std::atomic<int> reported{0};
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source == ChangeEvent::Source::kReport) ++reported;
+  });
+  EXPECT_EQ(Ok(an->Act(r.id(), REQUEST_ACTION_CANCEL)).status(), REQUEST_STATUS_CANCELLED);
+  SyncSummary s = Ok(an->SyncNow());
+  ASSERT_THAT(s.reports, SizeIs(1));
+  EXPECT_TRUE(s.reports[0].refused);
+  EXPECT_THAT(s.reports[0].reason, HasSubstr("support_request.status"));
+  EXPECT_EQ(reported.load(), 1);
+  EXPECT_EQ(Ok(an->GetRequest(r.id())).status(), REQUEST_STATUS_REJECTED);
+  EXPECT_EQ(an->Status().pending_uploads, 0);
+  ExpectSameAsServer(*an);
+}
+
+TEST_F(ClientTest, TheRulesAndBadInputAreCheckedOfflineAndNothingIsStored) {
+  absl::StatusOr<std::unique_ptr<Client>> anonymous = Client::Open(Options("tab-x"));
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_EQ((*anonymous)->RegisterFacility(NewFacility(commune_, "X")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  Facility bad = NewFacility(commune_, "Xưởng");
+  bad.set_latitude(95);
+  absl::Status s = an->RegisterFacility(bad).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("facility.latitude"));
+  s = an->RegisterFacility(NewFacility(commune_ + 999, "Ngoài phạm vi")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_THAT(an->RegisterFacility(NewFacility(0, "X")).status().message(),
+              HasSubstr("facility.commune_id"));
+  EXPECT_EQ(an->GetFacility("not-a-uuid").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(an->GetFacility("0f8fad5b-d9cb-469f-a165-70867728950e").status().code(),
+            absl::StatusCode::kNotFound);
+  Facility f = Ok(an->RegisterFacility(NewFacility(commune_, "Xưởng")));
+  EXPECT_THAT(an->UpdateFacility(f, {"nope"}).status().message(), HasSubstr("fields[0]"));
+  EXPECT_THAT(an->UpdateFacility(f, {"commune_id"}).status().message(), HasSubstr("fields[0]"));
+  EXPECT_THAT(an->UpdateFacility(f, {}).status().message(), HasSubstr("fields"));
+  SupportRequest r;
+  r.set_facility_id(f.id());
+  r.set_category(SUPPORT_CATEGORY_TRAINING);
+  r.set_requested_amount_vnd(-5);
+  EXPECT_THAT(an->DraftRequest(r).status().message(), HasSubstr("requested_amount_vnd"));
+  r.set_requested_amount_vnd(5'000'000);
+  r = Ok(an->DraftRequest(r));
+  // A collaborator may not endorse; a draft cannot be approved; a comment needs text.
+  s = an->Endorse(r.id(), "ok").status();
+  EXPECT_THAT(s.message(), HasSubstr("status"));
+  EXPECT_TRUE(s.code() == absl::StatusCode::kPermissionDenied ||
+              s.code() == absl::StatusCode::kFailedPrecondition)
+      << s;
+  EXPECT_EQ(an->Approve(r.id(), 1, FUNDING_SOURCE_LOCAL, "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(an->Comment(r.id(), "").status().message(), HasSubstr("note"));
+  EXPECT_EQ(an->Act(r.id(), REQUEST_ACTION_APPROVE).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(an->Act(r.id(), static_cast<RequestAction>(77)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(an->SearchFacilities("   ").status().message(), HasSubstr("query"));
+  EXPECT_THAT(an->SearchFacilities("x", 0).status().message(), HasSubstr("limit"));
+  // Only the facility and the draft (with its event) were stored.
+  EXPECT_THAT(Ok(an->PendingUploads()), SizeIs(2));
+  EXPECT_THAT(Ok(an->FacilitiesOfCommune(commune_)), SizeIs(1));
+  // A comment is fine and lands in the audit trail.
+  Ok(an->Comment(r.id(), "Đã bổ sung hồ sơ"));
+  EXPECT_THAT(Ok(an->RequestEvents(r.id())), SizeIs(2));
+  // Bad options.
+  ClientOptions o = Options("tab-y");
+  o.path = "";
+  EXPECT_THAT(Client::Open(o).status().message(), HasSubstr("path"));
+  o = Options("tab-y");
+  o.server_address = "no-port";
+  EXPECT_THAT(Client::Open(o).status().message(), HasSubstr("server_address"));
+}
+
+TEST_F(ClientTest, ACorruptStoreIsRefusedAtOpen) {
+  const std::string path = dir_.File("garbage.db");
+  {
+    FILE* f = fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    const std::string junk(8192, 'x');
+    fwrite(junk.data(), 1, junk.size(), f);
+    fclose(f);
+  }
+  ClientOptions o = Options("tab-z");
+  o.path = path;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Open(o);
+  ASSERT_FALSE(client.ok());
+  EXPECT_THAT(client.status().message(), HasSubstr("garbage.db"));
+}
+
+TEST_F(ClientTest, SearchIgnoresDiacriticsAndRanksTheNameFirst) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  Ok(an->RegisterFacility(NewFacility(commune_, "Gốm sứ Hà Nội")));
+  Ok(an->RegisterFacility(
+      NewFacility(commune_, "Mây tre Phú Vinh", "Trần Thị Hà", "nón lá Hà Nội")));
+  Ok(an->RegisterFacility(NewFacility(commune_, "Đồ gỗ Đồng Kỵ", "Đặng Văn Đông")));
+  for (const char* q : {"ha noi", "HA NOI", "Hà Nội", "hà nội"}) {
+    std::vector<FacilityHit> hits = Ok(an->SearchFacilities(q));
+    ASSERT_THAT(hits, SizeIs(2)) << q;
+    EXPECT_EQ(hits[0].facility.name(), "Gốm sứ Hà Nội") << q;
+    EXPECT_LE(hits[0].rank, hits[1].rank);
+  }
+  std::vector<FacilityHit> d = Ok(an->SearchFacilities("dong ky"));
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].facility.name(), "Đồ gỗ Đồng Kỵ");
+  EXPECT_THAT(Ok(an->SearchFacilities("DANG")), SizeIs(1));  // the owner, Đ as D
+}
+
+TEST_F(ClientTest, BackgroundSyncBacksOffWhileTheServerIsDownAndCatchesUp) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_TRUE(an->SyncNow().ok());
+  const std::string listen = address_;
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  ClientOptions o = Options("tab-an");
+  an.reset();
+  o.initial_backoff = absl::Milliseconds(20);
+  o.max_backoff = absl::Milliseconds(200);
+  o.write_delay = absl::ZeroDuration();
+  o.interval = absl::Milliseconds(100);
+  o.sync_timeout = absl::Seconds(2);
+  an = Ok(Client::Open(o));
+  Facility f = Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở chế biến chè")));
+  an->StartBackgroundSync();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (an->Status().failures_in_a_row < 3 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  SyncStatus down = an->Status();
+  EXPECT_GE(down.failures_in_a_row, 3);
+  EXPECT_THAT(down.last_error.message(), HasSubstr("cannot reach"));
+  EXPECT_EQ(down.pending_uploads, 1);
+  EXPECT_TRUE(down.background);
+  StartServer(listen);  // back on the same port and data
+  while ((an->Status().pending_uploads != 0 || an->Status().unconfirmed != 0 ||
+          !an->Status().last_error.ok()) &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  SyncStatus up = an->Status();
+  EXPECT_EQ(up.pending_uploads, 0);
+  EXPECT_TRUE(up.last_error.ok()) << up.last_error;
+  EXPECT_EQ(up.failures_in_a_row, 0);
+  an->StopBackgroundSync();
+  EXPECT_FALSE(an->Status().background);
+  EXPECT_TRUE(
+      server_->store()->ReadRecord(model::kFacilityType, *sync::UuidFromText(f.id()))->has_value());
+  ExpectSameAsServer(*an);
+}
+
+}  // namespace
+}  // namespace kcnet::sdk
