@@ -8,10 +8,12 @@ header=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# "ADDRESS TYPE NAME[@@VERSION]"; the version node itself (KCNET_0, type A) is the
-# version script's name, not a symbol of the library's code.
-nm -D --defined-only "$lib" | awk '$2 != "A" { sub(/@.*/, "", $3); print $3 }' | sort -u \
-  > "$tmp/exported"
+# "ADDRESS TYPE NAME[@@VERSION]". Every name must start with kcnet_, including the version
+# node of libkcnet.map (kcnet_0, type A), which is not a function and is left out of the
+# comparison with the header.
+nm -D --defined-only "$lib" > "$tmp/nm"
+awk '{ sub(/@.*/, "", $3); print $3 }' "$tmp/nm" | sort -u > "$tmp/all"
+awk '$2 != "A" { sub(/@.*/, "", $3); print $3 }' "$tmp/nm" | sort -u > "$tmp/exported"
 sed -n 's/.*KCNET_API[^(]*[ *]\(kcnet_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u > "$tmp/declared"
 
 status=0
@@ -19,7 +21,11 @@ if [ ! -s "$tmp/declared" ]; then
   echo "no KCNET_API functions found in $header" >&2
   exit 1
 fi
-others=$(grep -v '^kcnet_' "$tmp/exported" || true)
+if [ ! -s "$tmp/all" ]; then
+  echo "nm -D --defined-only $lib listed nothing" >&2
+  exit 1
+fi
+others=$(grep -v '^kcnet_' "$tmp/all" || true)
 if [ -n "$others" ]; then
   echo "libkcnet exports symbols without the kcnet_ prefix:" >&2
   echo "$others" | head -n 50 >&2

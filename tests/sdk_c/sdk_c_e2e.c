@@ -229,6 +229,7 @@ static void sync_now(kcnet_client* client, int64_t* pushed, int64_t* received) {
   printf("      synced: pushed %lld, received %lld, %zu report(s), %d progress call(s)\n",
          (long long)*pushed, (long long)*received,
          pb_count(summary.data, summary.size, SUMMARY_REPORTS), progress_calls);
+  CHECK(progress_calls >= 1);
   kcnet_buffer_free(&summary);
 }
 
@@ -417,6 +418,8 @@ int main(int argc, char** argv) {
   CHECK(observer > 0);
   sync_now(a, &pushed, &received);
   CHECK(pushed >= 5);
+  printf("      the observer heard %d synced change(s)\n", atomic_load(&seen.sync));
+  CHECK(received == 0 || atomic_load(&seen.sync) >= 1);
   CHECK(pending_uploads(a) == 0);
   kcnet_buffer status = {NULL, 0};
   MUST(kcnet_sync_status(a, &status, error));

@@ -1,0 +1,61 @@
+#!/bin/sh
+# Runs the C ABI end-to-end test: seeds a new data directory with kcnet-admin seed-demo,
+# starts kcnet-server on a free port (it prints "kcnet-server listening on HOST:PORT"),
+# runs the C program sdk_c_e2e against it as the demo collaborator collab1, and stops the
+# server with SIGTERM. Usage: run_e2e.sh KCNET_SERVER KCNET_ADMIN SDK_C_E2E
+set -eu
+server_bin=$1
+admin_bin=$2
+program=$3
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kcnet-sdk-c.XXXXXX")
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    i=0
+    while kill -0 "$server_pid" 2>/dev/null && [ $i -lt 100 ]; do
+      sleep 0.1
+      i=$((i + 1))
+    done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+"$admin_bin" --data_dir="$tmp/data" seed-demo > "$tmp/seed.out"
+password=$(awk '$1 == "collab1" { print $2 }' "$tmp/seed.out")
+if [ -z "$password" ]; then
+  echo "run_e2e: no collab1 account in the seed-demo output:" >&2
+  cat "$tmp/seed.out" >&2
+  exit 1
+fi
+
+"$server_bin" --data_dir="$tmp/data" --listen=127.0.0.1:0 > "$tmp/server.out" \
+  2> "$tmp/server.err" &
+server_pid=$!
+address=
+i=0
+while [ $i -lt 300 ]; do
+  address=$(sed -n 's/^kcnet-server listening on \(.*:[0-9][0-9]*\)$/\1/p' "$tmp/server.out")
+  [ -n "$address" ] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+  sleep 0.1
+  i=$((i + 1))
+done
+if [ -z "$address" ]; then
+  echo "run_e2e: kcnet-server did not start:" >&2
+  cat "$tmp/server.err" >&2
+  exit 1
+fi
+echo "run_e2e: kcnet-server on $address"
+
+mkdir "$tmp/tablets"
+status=0
+"$program" "$address" collab1 "$password" "$tmp/tablets" || status=$?
+if [ "$status" != 0 ]; then
+  echo "run_e2e: sdk_c_e2e failed ($status); the server's log:" >&2
+  tail -n 40 "$tmp/server.err" >&2
+fi
+exit "$status"
