@@ -1,0 +1,91 @@
+// FaultProxy: a fault-injecting TCP proxy for the network fault tests (tests/fault). It
+// listens on 127.0.0.1 (a picked port) and forwards each accepted connection to
+// 127.0.0.1:upstream_port, a thread per connection. A random generator seeded from
+// FaultProxyOptions::seed decides, per accepted connection, whether to refuse it (close at
+// once), and per forwarded chunk (one read(), up to 16 KiB) whether to delay it, to drop
+// the connection after it (close, half the time with a TCP reset), or to cut it: forward a
+// strict prefix (usually part of an HTTP/2 frame, so a message is cut in the middle) and
+// close. Duplication is not injected at the byte level, where it would only corrupt the
+// HTTP/2 framing; duplicate delivery comes from clients re-sending pushes whose
+// acknowledgement a fault lost (the tests count the server's DUPLICATE answers) and from
+// explicit replays.
+//
+// The faults' order is decided by the seed, the byte streams by the peers' timing, so a
+// replay with the same seed repeats the mix of faults, not every interleaving.
+//
+// Thread-safety: thread-safe.
+#ifndef KCNET_TESTS_FAULT_FAULT_PROXY_H_
+#define KCNET_TESTS_FAULT_FAULT_PROXY_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace kcnet::fault {
+
+struct FaultProxyOptions {
+  uint64_t seed = 1;
+  double refuse = 0;  // per accepted connection: close it at once
+  double delay = 0;   // per chunk: sleep up to max_delay before forwarding it
+  absl::Duration max_delay = absl::Milliseconds(40);
+  double drop = 0;  // per chunk: forward it, then close both sides
+  double cut = 0;   // per chunk: forward a strict prefix of it, then close both sides
+};
+
+// Counts since Start().
+struct FaultProxyStats {
+  int64_t connections = 0;
+  int64_t refused = 0;
+  int64_t delayed = 0;
+  int64_t dropped = 0;
+  int64_t cut = 0;
+  int64_t chunks = 0;
+  int64_t bytes = 0;
+};
+
+class FaultProxy {
+ public:
+  static absl::StatusOr<std::unique_ptr<FaultProxy>> Start(int upstream_port,
+                                                           const FaultProxyOptions& options);
+  // Stop().
+  ~FaultProxy();
+  FaultProxy(const FaultProxy&) = delete;
+  FaultProxy& operator=(const FaultProxy&) = delete;
+
+  int port() const { return port_; }
+  // Off: plain forwarding, no faults (connections already open keep their fate).
+  void SetFaultsEnabled(bool enabled) { enabled_.store(enabled); }
+  FaultProxyStats stats();
+  // Closes the listener and every connection and joins the threads. Idempotent.
+  void Stop();
+
+ private:
+  FaultProxy(int upstream_port, const FaultProxyOptions& options);
+  void AcceptLoop();
+  void Forward(int client, uint64_t seed);
+
+  const int upstream_port_;
+  const FaultProxyOptions options_;
+  int listener_ = -1;
+  int port_ = 0;
+  int wake_[2] = {-1, -1};  // readable once stopping: wakes every poll()
+  std::atomic<bool> enabled_{true};
+  std::thread acceptor_;
+
+  absl::Mutex mu_;
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);  // seeded: decides each connection's seed
+  int active_ ABSL_GUARDED_BY(mu_) = 0;    // connection threads (detached) still running
+  FaultProxyStats stats_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace kcnet::fault
+
+#endif  // KCNET_TESTS_FAULT_FAULT_PROXY_H_
