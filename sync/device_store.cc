@@ -75,12 +75,19 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
   absl::MutexLock lock(&store->mu_);
   DbOptions db_options;
   db_options.durable = options.durable;
+  // A file SQLite cannot read (damaged, or not a database at all) is named with the reason.
+  const auto unreadable = [&path](const absl::Status& status) {
+    if (status.code() == absl::StatusCode::kFailedPrecondition) return status;
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": not a readable kcnet device store (", status.message(),
+                     "); move it aside to start a new store, or restore a backup"));
+  };
   absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path, db_options);
-  if (!db.ok()) return db.status();
+  if (!db.ok()) return unreadable(db.status());
   store->db_ = std::move(*db);
   absl::StatusOr<std::unique_ptr<RecordStore>> records =
       RecordStore::Open(store->db_.get(), schema, "device");
-  if (!records.ok()) return records.status();
+  if (!records.ok()) return unreadable(records.status());
   store->records_ = std::move(*records);
   absl::Status status = store->db_->Exec(
       "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL, "
