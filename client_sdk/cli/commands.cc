@@ -214,9 +214,10 @@ class Session {
         return absl::Status(status.code(),
                             absl::StrCat("cannot reach the server at ", server(), "; ", kept));
       case absl::StatusCode::kUnauthenticated:
-        return absl::Status(
-            status.code(), absl::StrCat("the server did not accept the sign-in (", status.message(),
-                                        "): run `kcnet login USER` again; ", kept));
+        return absl::Status(status.code(),
+                            absl::StrCat("the server no longer accepts this store's sign-in: "
+                                         "run `kcnet login USER` again; ",
+                                         kept));
       default:
         return status;
     }

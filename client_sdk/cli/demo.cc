@@ -132,8 +132,8 @@ struct Device {
     absl::StatusOr<sdk::SyncSummary> summary = client->SyncNow();
     if (!summary.ok()) return Failed(absl::StrCat(name, ": sync"), summary.status());
     Say(absl::StrFormat(
-        "  %s: synced, %d changes uploaded, %d records received%s", name, summary->pushed_mutations,
-        summary->received_changes,
+        "  %s: synced, %d change(s) uploaded, %d record(s) received%s", name,
+        summary->pushed_mutations, summary->received_changes,
         summary->reports.empty() ? "" : absl::StrCat(", ", summary->reports.size(), " reports")));
     return summary;
   }
@@ -454,8 +454,8 @@ class Demo {
     }
     for (const auto& [bucket, state] : reference) {
       Say(
-          absl::StrFormat("  commune %d: %d records, checksum %016x, equal on %d devices and the "
-                          "server",
+          absl::StrFormat("  commune %d: %d record(s), checksum %016x, equal on %d device(s) and "
+                          "the server",
                           bucket, state.records, state.checksum, stores_per_bucket[bucket]));
     }
     for (Device* d : {&a_, &b_, &coord_, &officer_, &fresh_}) {

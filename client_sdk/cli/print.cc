@@ -207,7 +207,9 @@ std::string EventLine(const v1::RequestEvent& e) {
   std::string line =
       absl::StrCat(TimeMsText(e.at_ms()), "  user ", e.actor_id(), "  ",
                    EnumName(v1::RequestAction_descriptor(), "REQUEST_ACTION_", e.action()));
-  if (e.from_status() != e.to_status()) {
+  if (e.from_status() == v1::REQUEST_STATUS_UNSPECIFIED) {
+    absl::StrAppend(&line, "  -> ", StatusName(e.to_status()));
+  } else if (e.from_status() != e.to_status()) {
     absl::StrAppend(&line, "  ", StatusName(e.from_status()), " -> ", StatusName(e.to_status()));
   }
   if (e.amount_vnd() > 0) absl::StrAppend(&line, "  ", Vnd(e.amount_vnd()));
