@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "kcnet_c.h"
 #include "pbwire.h"
@@ -233,6 +234,38 @@ static void sync_now(kcnet_client* client, int64_t* pushed, int64_t* received) {
   kcnet_buffer_free(&summary);
 }
 
+/* ---- Concurrent writers ------------------------------------------------------------------ */
+
+enum { kWriters = 4, kWritesEach = 10 };
+
+typedef struct writer_args {
+  kcnet_client* client;
+  int64_t commune;
+  int index;
+  int failures;
+} writer_args;
+
+static int write_facilities(void* arg) {
+  writer_args* args = arg;
+  for (int i = 0; i < kWritesEach; ++i) {
+    char facility_name[128];
+    snprintf(facility_name, sizeof facility_name, "Lò gốm Bát Tràng số %d-%d", args->index, i);
+    pb_writer w;
+    pb_writer_init(&w);
+    pb_put_varint(&w, FACILITY_COMMUNE_ID, (uint64_t)args->commune);
+    pb_put_string(&w, FACILITY_NAME, facility_name);
+    pb_put_string(&w, FACILITY_MAIN_PRODUCTS, "Gốm sứ");
+    kcnet_bytes bytes = {w.data, w.size};
+    kcnet_error error;
+    if (!w.ok || !kcnet_facility_register(args->client, bytes, NULL, &error)) {
+      fprintf(stderr, "writer %d: %s\n", args->index, error.message);
+      ++args->failures;
+    }
+    pb_writer_free(&w);
+  }
+  return 0;
+}
+
 /* ---- The scenario ---------------------------------------------------------------------- */
 
 int main(int argc, char** argv) {
@@ -261,14 +294,7 @@ int main(int argc, char** argv) {
   bad_options.path = path_bad;
   bad_options.device_id = "c-abi-tablet-a";
   CHECK(kcnet_client_open(&bad_options, &error) == NULL);
-  /* client.h promises FAILED_PRECONDITION naming the file; the SDK answers DATA_LOSS from
-   * SQLite without the name for now (reported). Accept both until that is fixed. */
-  if (error.code == KCNET_CODE_DATA_LOSS) {
-    printf("      NOTE: refused with %s: %s (client.h says FAILED_PRECONDITION naming the file)\n",
-           kcnet_code_name(error.code), error.message);
-  } else {
-    expect_error(&error, KCNET_CODE_FAILED_PRECONDITION, "not-a-store.db", "corrupt store");
-  }
+  expect_error(&error, KCNET_CODE_FAILED_PRECONDITION, "not-a-store.db", "corrupt store");
   bad_options.path = path_a;
   bad_options.device_id = "bad\xff";
   CHECK(kcnet_client_open(&bad_options, &error) == NULL);
@@ -499,6 +525,32 @@ int main(int argc, char** argv) {
   CHECK(saw_submit);
   kcnet_buffer_free(&events);
   kcnet_client_close(b);
+
+  step("four threads register facilities at once while the background sync runs");
+  {
+    const size_t before = facilities_of_commune(a, commune);
+    const int local_before = atomic_load(&seen.local);
+    MUST(kcnet_sync_start_background(a, error));
+    thrd_t threads[kWriters];
+    writer_args args[kWriters];
+    for (int i = 0; i < kWriters; ++i) {
+      args[i] = (writer_args){a, commune, i, 0};
+      CHECK(thrd_create(&threads[i], write_facilities, &args[i]) == thrd_success);
+    }
+    for (int i = 0; i < kWriters; ++i) {
+      CHECK(thrd_join(threads[i], NULL) == thrd_success);
+      CHECK(args[i].failures == 0);
+    }
+    MUST(kcnet_sync_stop_background(a, error));
+    sync_now(a, &pushed, &received);
+    CHECK(pending_uploads(a) == 0);
+    CHECK(facilities_of_commune(a, commune) == before + kWriters * kWritesEach);
+    CHECK(atomic_load(&seen.local) - local_before >= kWriters * kWritesEach);
+    kcnet_buffer hits = {NULL, 0};
+    MUST(kcnet_facility_search(a, "lo gom bat trang", 100, &hits, error));
+    CHECK(pb_count(hits.data, hits.size, LIST_ITEMS) == kWriters * kWritesEach);
+    kcnet_buffer_free(&hits);
+  }
 
   step("bad input is refused with INVALID_ARGUMENT naming the argument, changing nothing");
   const size_t facilities_now = facilities_of_commune(a, commune);
