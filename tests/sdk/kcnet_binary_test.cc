@@ -1,0 +1,220 @@
+// The kcnet binary: the field commands against a real kcnet-server (seeded by
+// kcnet-admin), then offline once the server is gone (facility add/list/search, a visit, a
+// request, a sync that fails keeping the changes); bad command lines answered with one
+// actionable line and exit code 2; and `kcnet demo` converging.
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "client_sdk/cli/child_process.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_util.h"
+
+#ifndef KCNET_CLI_PATH
+#error "KCNET_CLI_PATH, KCNET_SERVER_PATH and KCNET_ADMIN_PATH name the binaries"
+#endif
+
+namespace kcnet::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class KcnetBinaryTest : public ::testing::Test {
+ protected:
+  // Runs kcnet with `args` on this test's store.
+  Result Kcnet(std::vector<std::string> args, absl::Duration timeout = absl::Seconds(60)) {
+    args.insert(args.begin(), {KCNET_CLI_PATH, "--store=" + dir_.File("tablet.db")});
+    const std::string err = dir_.File(absl::StrCat("run", ++runs_, ".stderr"));
+    RunOutput out = RunProgram(args, err, timeout);
+    Result run{out.exit_code, out.output, ReadFile(err)};
+    // Never a crash, a stack trace or an abort, whatever happened.
+    EXPECT_THAT(run.err, Not(HasSubstr("terminate")));
+    EXPECT_THAT(run.err, Not(HasSubstr("Abort")));
+    EXPECT_THAT(run.err, Not(HasSubstr("Check failed")));
+    EXPECT_GE(run.exit_code, 0) << "killed by a signal: " << absl::StrJoin(args, " ");
+    return run;
+  }
+
+  // Seeds a data directory and starts kcnet-server on it; returns its address.
+  std::string StartServer() {
+    const std::string data = dir_.File("data");
+    RunOutput seed = RunProgram({KCNET_ADMIN_PATH, "seed-demo", "--data_dir=" + data},
+                                dir_.File("admin.err"), absl::Seconds(60));
+    EXPECT_EQ(seed.exit_code, 0) << ReadFile(dir_.File("admin.err"));
+    for (absl::string_view line : absl::StrSplit(seed.output, '\n')) {
+      std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (words.size() >= 2 && words[0] == "collab1") password_ = std::string(words[1]);
+    }
+    absl::StatusOr<std::unique_ptr<ChildProcess>> server = ChildProcess::Start(
+        {KCNET_SERVER_PATH, "--data_dir=" + data, "--listen=127.0.0.1:0"}, dir_.File("server.err"));
+    EXPECT_TRUE(server.ok()) << server.status();
+    if (!server.ok()) return "";
+    server_ = *std::move(server);
+    std::optional<std::string> ready = server_->ReadLine(absl::Seconds(30));
+    EXPECT_TRUE(ready.has_value()) << ReadFile(dir_.File("server.err"));
+    const std::string line = ready.value_or("");
+    absl::string_view address = line;
+    EXPECT_TRUE(absl::ConsumePrefix(&address, "kcnet-server listening on ")) << address;
+    return std::string(address);
+  }
+
+  // The word after `prefix` in `text` ("registered facility <id>").
+  static std::string After(const std::string& text, const std::string& prefix) {
+    const size_t at = text.find(prefix);
+    if (at == std::string::npos) return "";
+    std::string rest = text.substr(at + prefix.size());
+    return rest.substr(0, rest.find_first_of(" \n"));
+  }
+
+  kcnet::testing::TempDir dir_;
+  std::unique_ptr<ChildProcess> server_;
+  std::string password_;
+  int runs_ = 0;
+};
+
+TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
+  const std::string address = StartServer();
+  ASSERT_FALSE(address.empty());
+  ASSERT_FALSE(password_.empty());
+  Result login = Kcnet({"--server=" + address, "login", "collab1", "--password=" + password_});
+  ASSERT_EQ(login.exit_code, 0) << login.err;
+  EXPECT_THAT(login.out, HasSubstr("signed in as collab1"));
+  Result sync = Kcnet({"sync"});  // the server address is remembered
+  ASSERT_EQ(sync.exit_code, 0) << sync.err;
+  EXPECT_THAT(sync.out, HasSubstr("synced with " + address));
+  Result who = Kcnet({"whoami"});
+  EXPECT_EQ(who.exit_code, 0);
+  EXPECT_THAT(who.out, HasSubstr("collab1"));
+
+  // The server goes away: everything but login and sync keeps working.
+  server_->Stop(absl::Seconds(15));
+  Result add = Kcnet({"facility", "add", "--name=Cơ sở bánh đa Nguyễn Văn Tư",
+                      "--owner=Nguyễn Văn Tư", "--products=Bánh đa nem", "--workers=8",
+                      "--lat=20.1", "--lng=105.5", "--kind=household-business", "--sector=food"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  const std::string facility = After(add.out, "registered facility ");
+  ASSERT_EQ(facility.size(), 36u) << add.out;
+  Result list = Kcnet({"facility", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr(facility));
+  EXPECT_THAT(list.out, HasSubstr("An Bình (demo)"));  // seeded, downloaded by the sync
+  Result search = Kcnet({"facility", "search", "banh DA"});
+  EXPECT_EQ(search.exit_code, 0) << search.err;
+  EXPECT_THAT(search.out, HasSubstr(facility));
+  Result visit = Kcnet({"visit", "record", "--facility=" + facility, "--purpose=follow-up",
+                        "--notes=Cần máy tráng bánh", "--needs=machinery,training"});
+  EXPECT_EQ(visit.exit_code, 0) << visit.err;
+  Result visits = Kcnet({"visit", "list", "--facility=" + facility});
+  EXPECT_THAT(visits.out, HasSubstr("follow_up"));
+  Result draft = Kcnet({"request", "draft", "--facility=" + facility, "--category=machinery",
+                        "--amount=120.000.000", "--description=Máy tráng bánh đa"});
+  ASSERT_EQ(draft.exit_code, 0) << draft.err;
+  const std::string request = After(draft.out, "drafted request ");
+  ASSERT_EQ(request.size(), 36u) << draft.out;
+  Result submit = Kcnet({"request", "submit", request});
+  EXPECT_EQ(submit.exit_code, 0) << submit.err;
+  EXPECT_THAT(submit.out, HasSubstr("submitted"));
+  Result show = Kcnet({"request", "show", request});
+  EXPECT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_THAT(show.out, HasSubstr("120.000.000 VND"));
+  EXPECT_THAT(show.out, HasSubstr("draft -> submitted"));
+  Result endorse = Kcnet({"request", "endorse", request});  // not a collaborator's to make
+  EXPECT_EQ(endorse.exit_code, 1);
+  EXPECT_THAT(endorse.err, HasSubstr("kcnet: request endorse: "));
+  Result status = Kcnet({"status"});
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_THAT(status.out, HasSubstr("pending uploads: 4"));
+
+  Result offline = Kcnet({"sync"});
+  EXPECT_EQ(offline.exit_code, 1);
+  EXPECT_EQ(offline.err,
+            absl::StrCat("kcnet: sync: cannot reach the server at ", address,
+                         "; your 4 changes are kept and will upload on the next sync\n"));
+  EXPECT_THAT(Kcnet({"status"}).out, HasSubstr("pending uploads: 4"));
+}
+
+TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string err;
+  };
+  const std::vector<Case> cases = {
+      {{"facility", "add", "--owner=X"}, 2, "kcnet: facility add: --name is required\n"},
+      {{"facility", "add", "--nmae=X"},
+       2,
+       "kcnet: facility add: unknown flag --nmae (it takes --address --commune --kind --lat "
+       "--lng --name --owner --phone --products --recognition --sector --workers)\n"},
+      {{"facility", "add", "--name=X", "--owner=Y", "--workers=many"},
+       2,
+       "kcnet: facility add: --workers: 'many' is not a whole number\n"},
+      {{"visit", "record", "--facility=x", "--purpose=party"},
+       2,
+       "kcnet: visit record: --purpose: 'party' is not one of survey, follow_up, "
+       "project_monitoring, policy_outreach\n"},
+      {{"request", "approve"},
+       2,
+       "kcnet: request approve: missing ID (usage: kcnet request approve ID)\n"},
+      {{"teleport"},
+       2,
+       "kcnet: teleport: unknown command 'teleport' (kcnet --help lists the commands)\n"},
+      {{"facility", "list", "--commune"}, 2, "kcnet: --commune needs a value (--commune=VALUE)\n"},
+      {{"facility", "list"},
+       1,
+       "kcnet: facility list: nobody is signed in on this store: run `kcnet login USER` once "
+       "while online\n"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrJoin(c.args, " "));
+    Result run = Kcnet(c.args);
+    EXPECT_EQ(run.exit_code, c.exit_code);
+    EXPECT_EQ(run.err, c.err);
+    EXPECT_EQ(run.out, "");
+  }
+  Result help = Kcnet({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, HasSubstr("facility add"));
+}
+
+TEST_F(KcnetBinaryTest, DemoConverges) {
+  const std::string err = dir_.File("demo.stderr");
+  RunOutput demo =
+      RunProgram({KCNET_CLI_PATH, "demo", std::string("--server_bin=") + KCNET_SERVER_PATH,
+                  std::string("--admin_bin=") + KCNET_ADMIN_PATH},
+                 err, absl::Minutes(4));
+  const std::string errors = ReadFile(err);
+  EXPECT_EQ(demo.exit_code, 0) << demo.output << errors;
+  EXPECT_TRUE(absl::EndsWith(demo.output, "\nconverged\n")) << demo.output << errors;
+  EXPECT_THAT(demo.output, HasSubstr("endorsed"));
+  EXPECT_THAT(demo.output, HasSubstr("returned"));
+  EXPECT_THAT(demo.output, HasSubstr("approved"));
+  EXPECT_THAT(demo.output, HasSubstr("tablet-a report: conflict"));
+  EXPECT_THAT(errors, Not(HasSubstr("terminate")));
+}
+
+}  // namespace
+}  // namespace kcnet::cli
