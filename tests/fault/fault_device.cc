@@ -104,7 +104,8 @@ class Device {
 
     grpc::ChannelArguments channel_args;
     channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
-    channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+    // Also the connect timeout: 20 ms would fail handshakes on a loaded machine.
+    channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
     channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
     auto channel =
         grpc::CreateCustomChannel(Arg("target"), grpc::InsecureChannelCredentials(), channel_args);

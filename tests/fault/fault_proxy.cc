@@ -170,12 +170,23 @@ void FaultProxy::Forward(int client, uint64_t seed) {
       const bool delay = absl::Bernoulli(rng, options_.delay);
       const bool cut = forward > 1 && absl::Bernoulli(rng, options_.cut);
       const bool drop = !cut && absl::Bernoulli(rng, options_.drop);
+      const bool stall = !cut && !drop && absl::Bernoulli(rng, options_.stall);
       {
         absl::MutexLock lock(&mu_);
         ++stats_.chunks;
         stats_.delayed += delay;
         stats_.cut += cut;
         stats_.dropped += drop;
+        stats_.stalled += stall;
+      }
+      if (stall) {
+        // Nothing is read or forwarded; only Stop() ends the stall early.
+        pollfd wake{wake_[0], POLLIN, 0};
+        const int64_t ms =
+            absl::Uniform<int64_t>(rng, absl::ToInt64Milliseconds(options_.max_stall) / 2,
+                                   absl::ToInt64Milliseconds(options_.max_stall) + 1);
+        poll(&wake, 1, static_cast<int>(ms));
+        break;
       }
       if (delay) {
         absl::SleepFor(absl::Microseconds(

@@ -5,10 +5,10 @@
 // once), and per forwarded chunk (one read(), up to 16 KiB) whether to delay it, to drop
 // the connection after it (close, half the time with a TCP reset), or to cut it: forward a
 // strict prefix (usually part of an HTTP/2 frame, so a message is cut in the middle) and
-// close. Duplication is not injected at the byte level, where it would only corrupt the
-// HTTP/2 framing; duplicate delivery comes from clients re-sending pushes whose
-// acknowledgement a fault lost (the tests count the server's DUPLICATE answers) and from
-// explicit replays.
+// close; or whether to stall (forward nothing for seconds, then close). Duplication is not injected
+// at the byte level, where it would only corrupt the HTTP/2 framing; duplicate delivery comes from
+// clients re-sending pushes whose acknowledgement a fault lost (the tests count the server's
+// DUPLICATE answers) and from explicit replays.
 //
 // The faults' order is decided by the seed, the byte streams by the peers' timing, so a
 // replay with the same seed repeats the mix of faults, not every interleaving.
@@ -37,6 +37,10 @@ struct FaultProxyOptions {
   absl::Duration max_delay = absl::Milliseconds(40);
   double drop = 0;  // per chunk: forward it, then close both sides
   double cut = 0;   // per chunk: forward a strict prefix of it, then close both sides
+  // Per chunk: a half-dead link: hold the chunk and forward nothing more in either
+  // direction for up to max_stall (so that a client's deadline passes), then close.
+  double stall = 0;
+  absl::Duration max_stall = absl::Seconds(8);
 };
 
 // Counts since Start().
@@ -46,6 +50,7 @@ struct FaultProxyStats {
   int64_t delayed = 0;
   int64_t dropped = 0;
   int64_t cut = 0;
+  int64_t stalled = 0;
   int64_t chunks = 0;
   int64_t bytes = 0;
 };

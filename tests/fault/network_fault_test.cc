@@ -1,9 +1,9 @@
 // Network faults (issue 6, part 2): many devices sync with the real kcnet-server through
-// FaultProxy, which refuses connections, delays chunks, drops connections and cuts them in
-// the middle of a message, all driven by a seeded generator. Each device runs many rounds
-// (a round stands for one simulated minute in the field: a few writes, then one sync
-// attempt, which may fail). After a round succeeds, the batch it pushed is sometimes
-// replayed on a fresh stream straight to the server, and every mutation in it must be
+// FaultProxy, which refuses connections, delays chunks, drops connections, cuts them in
+// the middle of a message and stalls them past the client's deadline, all driven by a seeded
+// generator. Each device runs many rounds (a round stands for one simulated minute in the field: a
+// few writes, then one sync attempt, which may fail). After a round succeeds, the batch it pushed
+// is sometimes replayed on a fresh stream straight to the server, and every mutation in it must be
 // answered DUPLICATE. Duplicates the server answered to re-sent pushes (a fault lost the
 // acknowledgement) are counted too. At the end the faults stop, every device syncs twice,
 // and CheckConvergence checks that nothing was lost or applied twice and every replica has
@@ -61,7 +61,8 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per device
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+  // Also the connect timeout: 20 ms would fail handshakes on a loaded machine.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
@@ -286,6 +287,8 @@ TEST(NetworkFaultTest, ManyDevicesConvergeThroughAFaultyNetwork) {
   faults.delay = 0.10;
   faults.drop = 0.02;
   faults.cut = 0.02;
+  faults.stall = 0.002;
+  faults.max_stall = absl::Seconds(8);  // past the client's 5 s deadline
   absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(server.port(), faults);
   ASSERT_TRUE(proxy.ok()) << proxy.status();
   const std::string proxy_target = absl::StrCat("127.0.0.1:", (*proxy)->port());
@@ -344,7 +347,8 @@ TEST(NetworkFaultTest, ManyDevicesConvergeThroughAFaultyNetwork) {
 
   std::printf(
       "network-faults: seed=%llu devices=%d rounds=%lld (%d per device) runtime=%.1fs "
-      "connections=%lld refused=%lld delayed=%lld dropped=%lld cut=%lld chunks=%lld "
+      "connections=%lld refused=%lld delayed=%lld dropped=%lld cut=%lld stalled=%lld "
+      "chunks=%lld "
       "syncs_ok=%lld syncs_failed=%lld writes=%lld server_records=%lld applied=%lld "
       "duplicate_answers=%lld replays=%lld replayed=%lld replay_duplicates=%lld "
       "refused=%lld conflict=%lld out_of_order=%lld buckets_checked=%lld problems=%zu\n",
@@ -352,11 +356,11 @@ TEST(NetworkFaultTest, ManyDevicesConvergeThroughAFaultyNetwork) {
       absl::ToDoubleSeconds(absl::Now() - started), static_cast<long long>(stats.connections),
       static_cast<long long>(stats.refused), static_cast<long long>(stats.delayed),
       static_cast<long long>(stats.dropped), static_cast<long long>(stats.cut),
-      static_cast<long long>(stats.chunks), static_cast<long long>(total.syncs_ok),
-      static_cast<long long>(total.syncs_failed), static_cast<long long>(writes),
-      static_cast<long long>(report.server_records), static_cast<long long>(total.applied),
-      static_cast<long long>(total.duplicate), static_cast<long long>(total.replays),
-      static_cast<long long>(total.replayed_mutations),
+      static_cast<long long>(stats.stalled), static_cast<long long>(stats.chunks),
+      static_cast<long long>(total.syncs_ok), static_cast<long long>(total.syncs_failed),
+      static_cast<long long>(writes), static_cast<long long>(report.server_records),
+      static_cast<long long>(total.applied), static_cast<long long>(total.duplicate),
+      static_cast<long long>(total.replays), static_cast<long long>(total.replayed_mutations),
       static_cast<long long>(total.replay_duplicates), static_cast<long long>(total.refused),
       static_cast<long long>(total.conflict), static_cast<long long>(total.out_of_order),
       static_cast<long long>(report.checked_buckets), report.problems.size());
