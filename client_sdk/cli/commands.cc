@@ -6,6 +6,7 @@
 #include <termios.h>
 
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -155,7 +156,8 @@ class Session {
   absl::StatusOr<Client*> Open(bool online) {
     if (client_ != nullptr) return client_.get();
     std::string device = args_.GetOr("device", "");
-    const bool store_exists = std::filesystem::exists(store_);
+    std::error_code error;
+    const bool store_exists = std::filesystem::exists(store_, error);
     if (device.empty()) device = settings_.device;
     if (device.empty()) {
       if (store_exists) {
@@ -903,11 +905,15 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
 int RunKcnet(const std::vector<std::string>& argv, const std::string& self_path) {
   std::string label;
   absl::Status status;
-  absl::StatusOr<Args> args = Args::Parse(argv);
-  if (!args.ok()) {
-    status = args.status();
-  } else {
-    status = Dispatch(*args, self_path, &label);
+  try {
+    absl::StatusOr<Args> args = Args::Parse(argv);
+    if (!args.ok()) {
+      status = args.status();
+    } else {
+      status = Dispatch(*args, self_path, &label);
+    }
+  } catch (const std::exception& e) {  // a safety net: one line, never a terminate()
+    status = absl::InternalError(absl::StrCat("internal error: ", e.what()));
   }
   if (status.ok()) return 0;
   std::fprintf(stderr, "kcnet: %s%s%s\n", label.c_str(), label.empty() ? "" : ": ",

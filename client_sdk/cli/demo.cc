@@ -56,7 +56,8 @@ void Say(absl::string_view line) {
 // --- Finding the binaries -----------------------------------------------------------------
 
 bool Executable(const std::string& path) {
-  return !path.empty() && access(path.c_str(), X_OK) == 0 && !fs::is_directory(path);
+  std::error_code error;
+  return !path.empty() && access(path.c_str(), X_OK) == 0 && !fs::is_directory(path, error);
 }
 
 absl::StatusOr<std::string> FindBinary(const Args& args, absl::string_view flag,
@@ -497,7 +498,10 @@ absl::Status RunDemo(const Args& args, const std::string& self_path) {
   absl::StatusOr<std::string> admin_bin =
       FindBinary(args, "admin_bin", "kcnet-admin", self_path, kBuildAdminBin);
   if (!admin_bin.ok()) return admin_bin.status();
-  std::string pattern = (fs::temp_directory_path() / "kcnet-demo-XXXXXX").string();
+  std::error_code error;
+  fs::path temp = fs::temp_directory_path(error);
+  if (error) temp = "/tmp";
+  std::string pattern = (temp / "kcnet-demo-XXXXXX").string();
   if (mkdtemp(pattern.data()) == nullptr) {
     return absl::PermissionDeniedError(absl::StrCat("cannot create a temp dir like ", pattern));
   }
@@ -517,7 +521,6 @@ absl::Status RunDemo(const Args& args, const std::string& self_path) {
   if (keep == "yes") {
     Say(absl::StrCat("files kept in ", dir));
   } else {
-    std::error_code error;
     fs::remove_all(dir, error);
   }
   return absl::OkStatus();
