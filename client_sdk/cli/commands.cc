@@ -437,13 +437,32 @@ absl::Status FacilityUpdate(Session& session) {
 absl::Status FacilityList(Session& session) {
   absl::StatusOr<Client*> client = session.OpenSignedIn();
   if (!client.ok()) return client.status();
+  // --commune, else the collaborator's commune, else every commune on this device.
+  std::vector<int64_t> communes;
   absl::StatusOr<int64_t> commune = CommuneFlag(session.args(), **client);
-  if (!commune.ok()) return commune.status();
-  absl::StatusOr<std::vector<v1::Facility>> list = (*client)->FacilitiesOfCommune(*commune);
-  if (!list.ok()) return list.status();
-  for (const v1::Facility& f : *list) std::printf("%s\n", FacilityLine(f).c_str());
-  std::fprintf(stderr, "%zu facilities in commune %lld\n", list->size(),
-               static_cast<long long>(*commune));
+  if (commune.ok()) {
+    communes.push_back(*commune);
+  } else if (session.args().Has("commune")) {
+    return commune.status();
+  } else {
+    absl::StatusOr<std::vector<v1::BucketCheckpoint>> held = (*client)->Checkpoints();
+    if (!held.ok()) return held.status();
+    for (const v1::BucketCheckpoint& b : *held) communes.push_back(b.bucket());
+    if (communes.empty()) {
+      return absl::FailedPreconditionError(
+          "no commune on this device yet: run `kcnet sync`, or give --commune=ID");
+    }
+  }
+  size_t total = 0;
+  for (int64_t id : communes) {
+    absl::StatusOr<std::vector<v1::Facility>> list = (*client)->FacilitiesOfCommune(id);
+    if (!list.ok()) return list.status();
+    for (const v1::Facility& f : *list) std::printf("%s\n", FacilityLine(f).c_str());
+    total += list->size();
+  }
+  std::fprintf(stderr, "%zu facilities in %s %s\n", total,
+               communes.size() == 1 ? "commune" : "communes",
+               absl::StrJoin(communes, ", ").c_str());
   return absl::OkStatus();
 }
 
