@@ -4,7 +4,8 @@
 # With no NAME, runs every benchmark. Set KCNET_BENCH_ARGS to pass arguments through.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-all=(store_apply unary wire catch_up initial_sync live_latency idle_streams ingest)
+all=(store_apply unary wire catch_up initial_sync live_latency idle_streams ingest sdk_write
+     sdk_sync_memory search)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${all[@]}")
 "$root/deploy/install-deps.sh"

@@ -1,9 +1,11 @@
 #include "sync/device_store.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -100,7 +102,10 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS _pending(type INTEGER NOT NULL, id BLOB NOT NULL, "
       "seq INTEGER NOT NULL, PRIMARY KEY(type, id, seq)) WITHOUT ROWID;"
       "CREATE INDEX IF NOT EXISTS _pending_seq ON _pending(seq);"
-      "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);");
+      "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+      // 8 MiB of page cache (SQLite's default is 2 MiB): the search index and the
+      // overlay reads stay in memory on a tablet-sized store.
+      "PRAGMA cache_size = -8192;");
   if (status.ok()) status = store->CreateSearchTables();
   if (!status.ok()) return status;
   // A store written before the pending index existed: build it from the outbox.
@@ -704,6 +709,9 @@ namespace {
 // The search table of a type, e.g. "_search_facility".
 std::string SearchTable(const RecordTypeSpec& type) { return absl::StrCat("_search_", type.name); }
 
+// How many candidates a search ranks per tier (see Search()).
+constexpr int kSearchCandidates = 300;
+
 // The FTS5 rowid of a record: a stable hash of its id (collisions among a device's records
 // are vanishingly unlikely: ~1e-10 for 50,000 records).
 int64_t SearchRowid(absl::string_view id) {
@@ -751,9 +759,10 @@ absl::Status DeviceStore::CreateSearchTables() {
       }
       columns.push_back(absl::StrCat("f", field));
     }
-    absl::Status status = db_->Exec(absl::StrCat(
-        "CREATE VIRTUAL TABLE IF NOT EXISTS ", SearchTable(*type), " USING fts5(",
-        absl::StrJoin(columns, ", "), ", tokenize = 'unicode61 remove_diacritics 2')"));
+    absl::Status status =
+        db_->Exec(absl::StrCat("CREATE VIRTUAL TABLE IF NOT EXISTS ", SearchTable(*type),
+                               " USING fts5(", absl::StrJoin(columns, ", "),
+                               ", tokenize = 'unicode61 remove_diacritics 2', prefix = '1 2 3')"));
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
@@ -816,32 +825,81 @@ absl::StatusOr<std::vector<SearchHit>> DeviceStore::Search(uint32_t type, absl::
   const std::vector<std::string> words = SearchWords(query);
   if (words.empty()) return absl::InvalidArgumentError("query: needs at least one word");
   std::string match;
-  for (const std::string& w : words) {
-    // Quoted (no FTS5 operators from user input), as a prefix (search as you type).
-    absl::StrAppend(&match, match.empty() ? "" : " ", "\"",
-                    absl::StrReplaceAll(w, {{"\"", "\"\""}}), "\"*");
+  for (size_t i = 0; i < words.size(); ++i) {
+    // Quoted (no FTS5 operators from user input); the last word as a prefix (search as
+    // you type), the others whole.
+    absl::StrAppend(&match, i == 0 ? "" : " ", "\"",
+                    absl::StrReplaceAll(words[i], {{"\"", "\"\""}}),
+                    i + 1 == words.size() ? "\"*" : "\"");
   }
-  std::string weights = "0, 0";
-  for (double w : spec->weights) absl::StrAppend(&weights, ", ", w);
+  // Candidates: records whose first (heaviest) field matches, then any field; at most
+  // kSearchCandidates of each, read in index order, so a query costs the same however
+  // many records match. When fewer match, every match is a candidate and the ranking is
+  // complete; for very broad queries (thousands of matches) it ranks a deterministic
+  // subset, name matches first, and the user narrows the query.
   const std::string table = SearchTable(*schema_->Find(type));
+  std::string columns = "rowid, id";
+  for (uint32_t field : spec->fields) absl::StrAppend(&columns, ", f", field);
+  struct Candidate {
+    std::string id;
+    double score = 0;
+    int64_t rowid = 0;
+  };
+  absl::flat_hash_map<int64_t, Candidate> candidates;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> stmt =
-      db_->Prepare(absl::StrCat("SELECT id, bm25(", table, ", ", weights, ") AS r FROM ", table,
-                                " WHERE ", table, " MATCH ?1 ORDER BY r LIMIT ?2"));
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE ", table, " MATCH ?1 LIMIT ?2"));
   if (!stmt.ok()) return stmt.status();
-  (*stmt)->BindText(1, match);
-  (*stmt)->BindInt(2, static_cast<int64_t>(limit));
-  std::vector<SearchHit> out;
-  while (true) {
-    absl::StatusOr<bool> has = (*stmt)->Step();
-    if (!has.ok()) {
-      (*stmt)->Reset();
-      return has.status();
+  for (const std::string& expression :
+       {absl::StrCat("{f", spec->fields[0], "} : (", match, ")"), match}) {
+    (*stmt)->BindText(1, expression);
+    (*stmt)->BindInt(2, kSearchCandidates);
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) {
+        (*stmt)->Reset();
+        return has.status();
+      }
+      if (!*has) break;
+      const int64_t rowid = (*stmt)->ColumnInt(0);
+      if (candidates.contains(rowid)) continue;
+      Candidate c{std::string((*stmt)->ColumnBlob(1)), 0, rowid};
+      // Score: per field, its weight times the share of the query's words it holds,
+      // damped by the field's length (a short name that is all the query beats a long one
+      // that mentions it), with a bonus when the last word is whole rather than a prefix.
+      for (size_t f = 0; f < spec->fields.size(); ++f) {
+        const std::vector<std::string> tokens =
+            SearchWords((*stmt)->ColumnText(static_cast<int>(f + 2)));
+        if (tokens.empty()) continue;
+        double found = 0;
+        for (size_t w = 0; w < words.size(); ++w) {
+          const bool last = w + 1 == words.size();
+          double best = 0;
+          for (const std::string& t : tokens) {
+            if (t == words[w])
+              best = 1;
+            else if (last && absl::StartsWith(t, words[w]))
+              best = std::max(best, 0.75);
+          }
+          found += best;
+        }
+        c.score += spec->weights[f] * found / static_cast<double>(words.size()) /
+                   std::sqrt(static_cast<double>(tokens.size()));
+      }
+      candidates.emplace(rowid, std::move(c));
     }
-    if (!*has) break;
-    out.push_back({std::string((*stmt)->ColumnBlob(0)), (*stmt)->ColumnDouble(1)});
+    (*stmt)->Reset();
   }
-  (*stmt)->Reset();
+  std::vector<Candidate> ranked;
+  ranked.reserve(candidates.size());
+  for (auto& [rowid, c] : candidates) ranked.push_back(std::move(c));
+  std::sort(ranked.begin(), ranked.end(), [](const Candidate& a, const Candidate& b) {
+    return a.score != b.score ? a.score > b.score : a.rowid < b.rowid;
+  });
+  std::vector<SearchHit> out;
+  for (size_t i = 0; i < ranked.size() && i < limit; ++i) {
+    out.push_back({std::move(ranked[i].id), -ranked[i].score});
+  }
   return out;
 }
 

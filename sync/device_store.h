@@ -54,7 +54,7 @@ struct ListFilter {
   std::vector<std::pair<uint32_t, kcnet::v1::Value>> equals;
 };
 
-// One search result: the record id (16 bytes) and its rank (lower is better, bm25).
+// One search result: the record id (16 bytes) and its rank (lower is better).
 struct SearchHit {
   std::string id;
   double rank = 0;
@@ -126,8 +126,12 @@ class DeviceStore {
   absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListFilter& filter);
 
   // Full-text search of a type named in options.search: records whose indexed fields hold
-  // every word of `query` (as a prefix, case and diacritics ignored), best first, at most
-  // `limit`. INVALID_ARGUMENT when the query has no word or the type is not indexed.
+  // every word of `query` (the last word as a prefix; case and diacritics ignored), best
+  // first, at most `limit`. Ranking weighs each field (SearchSpec.weights) by the share of
+  // the query it holds, damped by its length; it ranks every match when at most a few
+  // hundred match, else a bounded set of candidates, first-field matches first, so a
+  // query's cost does not grow with the number of matches. INVALID_ARGUMENT when the
+  // query has no word or the type is not indexed.
   absl::StatusOr<std::vector<SearchHit>> Search(uint32_t type, absl::string_view query,
                                                 size_t limit);
 
