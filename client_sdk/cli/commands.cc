@@ -158,6 +158,11 @@ class Session {
     std::string device = args_.GetOr("device", "");
     std::error_code error;
     const bool store_exists = std::filesystem::exists(store_, error);
+    const std::filesystem::path folder = std::filesystem::path(store_).parent_path();
+    if (!store_exists && !folder.empty() && !std::filesystem::is_directory(folder, error)) {
+      return absl::NotFoundError(absl::StrCat("cannot create the store ", store_, ": the folder ",
+                                              folder.string(), " does not exist"));
+    }
     if (device.empty()) device = settings_.device;
     if (device.empty()) {
       if (store_exists) {
@@ -935,8 +940,15 @@ int RunKcnet(const std::vector<std::string>& argv, const std::string& self_path)
     status = absl::InternalError(absl::StrCat("internal error: ", e.what()));
   }
   if (status.ok()) return 0;
+  // The SDK's messages may start with the path inside the upload ("changes[0].fields[6]: "),
+  // which says nothing to a collaborator: the record's field follows it.
+  absl::string_view message = status.message();
+  if (absl::StartsWith(message, "changes[")) {
+    const size_t colon = message.find(": ");
+    if (colon != absl::string_view::npos) message.remove_prefix(colon + 2);
+  }
   std::fprintf(stderr, "kcnet: %s%s%s\n", label.c_str(), label.empty() ? "" : ": ",
-               OneLine(status.message()).c_str());
+               OneLine(message).c_str());
   return IsUsageError(status) ? 2 : 1;
 }
 

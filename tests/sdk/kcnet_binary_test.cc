@@ -142,6 +142,9 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
   EXPECT_EQ(show.exit_code, 0) << show.err;
   EXPECT_THAT(show.out, HasSubstr("120.000.000 VND"));
   EXPECT_THAT(show.out, HasSubstr("draft -> submitted"));
+  Result far = Kcnet({"facility", "add", "--name=X", "--owner=Y", "--lat=95", "--lng=105"});
+  EXPECT_EQ(far.exit_code, 1);
+  EXPECT_EQ(far.err, "kcnet: facility add: facility.latitude: 95 is outside [-90, 90]\n");
   Result endorse = Kcnet({"request", "endorse", request});  // not a collaborator's to make
   EXPECT_EQ(endorse.exit_code, 1);
   EXPECT_THAT(endorse.err, HasSubstr("kcnet: request endorse: "));
@@ -195,6 +198,14 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
     EXPECT_EQ(run.err, c.err);
     EXPECT_EQ(run.out, "");
   }
+  // A store in a folder that does not exist.
+  const std::string err = dir_.File("nofolder.stderr");
+  RunOutput nofolder = RunProgram(
+      {KCNET_CLI_PATH, "--store=" + dir_.File("missing/x.db"), "whoami"}, err, absl::Seconds(30));
+  EXPECT_EQ(nofolder.exit_code, 1);
+  EXPECT_EQ(ReadFile(err),
+            absl::StrCat("kcnet: whoami: cannot create the store ", dir_.File("missing/x.db"),
+                         ": the folder ", dir_.File("missing"), " does not exist\n"));
   Result help = Kcnet({"--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("facility add"));
