@@ -894,6 +894,30 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
     std::vector<std::string> flags;
     for (const std::string& f : found->flags) flags.push_back(absl::StrCat("[--", f, "]"));
     std::printf("usage: %s %s\n", usage.c_str(), absl::StrJoin(flags, " ").c_str());
+    // The names each enum flag takes.
+    struct EnumFlag {
+      const char* flag;
+      const google::protobuf::EnumDescriptor* descriptor;
+      const char* prefix;
+    };
+    const EnumFlag enums[] = {
+        {"kind", v1::FacilityKind_descriptor(), "FACILITY_KIND_"},
+        {"sector", v1::Sector_descriptor(), "SECTOR_"},
+        {"recognition", v1::RecognitionLevel_descriptor(), "RECOGNITION_LEVEL_"},
+        {"purpose", v1::VisitPurpose_descriptor(), "VISIT_PURPOSE_"},
+        {"needs", v1::SupportCategory_descriptor(), "SUPPORT_CATEGORY_"},
+        {"category", v1::SupportCategory_descriptor(), "SUPPORT_CATEGORY_"},
+        {"funding", v1::FundingSource_descriptor(), "FUNDING_SOURCE_"},
+    };
+    for (const EnumFlag& e : enums) {
+      if (found->flags.count(e.flag) == 0) continue;
+      std::vector<std::string> names;
+      for (int i = 0; i < e.descriptor->value_count(); ++i) {
+        if (absl::EndsWith(e.descriptor->value(i)->name(), "_UNSPECIFIED")) continue;
+        names.push_back(EnumName(e.descriptor, e.prefix, e.descriptor->value(i)->number()));
+      }
+      std::printf("  --%s: %s\n", e.flag, absl::StrJoin(names, ", ").c_str());
+    }
     return absl::OkStatus();
   }
   absl::Status flags = args.CheckFlags(found->flags);
