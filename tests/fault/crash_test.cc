@@ -175,6 +175,8 @@ class CrashTest : public ::testing::Test {
     EXPECT_GT(total.acked_writes, 0);
     EXPECT_EQ(total.refused, 0);
     EXPECT_EQ(total.conflict, 0);
+    // A write is answered APPLIED once; a second APPLIED would be a second application.
+    EXPECT_LE(total.applied, total.acked_writes + report.unacked_but_stored);
   }
 
   // Fails when a device process ended by itself other than by its own SIGKILL.

@@ -347,7 +347,7 @@ TEST(NetworkFaultTest, ManyDevicesConvergeThroughAFaultyNetwork) {
 
   std::printf(
       "network-faults: seed=%llu devices=%d rounds=%lld (%d per device) runtime=%.1fs "
-      "connections=%lld refused=%lld delayed=%lld dropped=%lld cut=%lld stalled=%lld "
+      "connections=%lld conn_refused=%lld delayed=%lld dropped=%lld cut=%lld stalled=%lld "
       "chunks=%lld "
       "syncs_ok=%lld syncs_failed=%lld writes=%lld server_records=%lld applied=%lld "
       "duplicate_answers=%lld replays=%lld replayed=%lld replay_duplicates=%lld "
