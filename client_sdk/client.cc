@@ -3,6 +3,7 @@
 #include "kcnet/client.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <random>
@@ -208,13 +209,13 @@ class Client::Impl {
     absl::StatusOr<model::Actor> actor = Actor();
     if (!actor.ok()) return actor.status();
     Mutation m;
+    for (const RecordChange& c : changes) *m.add_changes() = c;
     for (size_t i = 0; i < changes.size(); ++i) {
       absl::Status status =
           model::KcnetSchema().ValidateChange(changes[i], absl::StrCat("changes[", i, "]"));
       if (!status.ok()) {
         return absl::Status(status.code(), model::RecordFieldMessage(m, status.message()));
       }
-      *m.add_changes() = changes[i];
     }
     StoreReader reader(store_.get());
     absl::Status status = model::CheckMutation(*actor, m, reader);
@@ -537,6 +538,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (options.path.empty())
     return absl::InvalidArgumentError("path: the local store file is required");
   if (options.device_id.empty()) return absl::InvalidArgumentError("device_id: required");
+  {
+    std::error_code error;
+    const std::filesystem::path folder = std::filesystem::path(options.path).parent_path();
+    if (!folder.empty() && !std::filesystem::is_directory(folder, error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("path: the folder ", folder.string(), " does not exist"));
+    }
+  }
   if (!options.server_address.empty() && !absl::StrContains(options.server_address, ':')) {
     return absl::InvalidArgumentError(
         absl::StrCat("server_address: '", options.server_address, "' is not HOST:PORT"));
