@@ -41,6 +41,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
+#include "bench/load_util.h"
 #include "client_sdk/sync_client.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/domain.pb.h"
@@ -129,27 +130,11 @@ World MakeWorld(const std::vector<int64_t>& communes, int64_t author, int record
   return w;
 }
 
-// Loads the world into the server's store, 1,000 single-change mutations per batch.
 void Load(sync::ServerStore* store, const World& w) {
-  const sync::Writer loader{"loader", sync::NodeIdFor("loader")};
-  uint64_t seq = 0;
   std::vector<const google::protobuf::Message*> all;
   for (const auto& f : w.facilities) all.push_back(&f);
   for (const auto& v : w.visits) all.push_back(&v);
-  for (size_t i = 0; i < all.size(); i += kBatch) {
-    MutationBatch batch;
-    for (size_t j = i; j < std::min(all.size(), i + kBatch); ++j) {
-      Mutation* m = batch.add_mutations();
-      m->set_seq(++seq);
-      RecordChange change = Must(model::ToChange(*all[j]), "ToChange");
-      change.set_hlc(store->clock().Now());
-      *m->add_changes() = std::move(change);
-    }
-    PushAck ack = Must(store->Apply(loader, batch), "load");
-    for (const MutationResult& r : ack.results()) {
-      if (r.outcome() != MUTATION_OUTCOME_APPLIED) Die("load: " + r.reason());
-    }
-  }
+  Must(LoadRecords(store, all), "load");
 }
 
 std::string Needs(const Visit& v) {

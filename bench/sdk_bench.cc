@@ -38,6 +38,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
+#include "bench/load_util.h"
 #include "kcnet/client.h"
 #include "server/app/kcnet_server.h"
 #include "sync/model/record_types.h"
@@ -134,25 +135,10 @@ World MakeWorld(const std::vector<int64_t>& communes, int64_t author, int record
 }
 
 void Load(sync::ServerStore* store, const World& w) {
-  const sync::Writer loader{"loader", sync::NodeIdFor("loader")};
   std::vector<const google::protobuf::Message*> all;
   for (const auto& f : w.facilities) all.push_back(&f);
   for (const auto& v : w.visits) all.push_back(&v);
-  uint64_t seq = 0;
-  for (size_t i = 0; i < all.size(); i += 1000) {
-    MutationBatch batch;
-    for (size_t j = i; j < std::min(all.size(), i + 1000); ++j) {
-      Mutation* m = batch.add_mutations();
-      m->set_seq(++seq);
-      RecordChange change = Must(model::ToChange(*all[j]), "ToChange");
-      change.set_hlc(store->clock().Now());
-      *m->add_changes() = std::move(change);
-    }
-    PushAck ack = Must(store->Apply(loader, batch), "load");
-    for (const MutationResult& r : ack.results()) {
-      if (r.outcome() != MUTATION_OUTCOME_APPLIED) Die("load: " + r.reason());
-    }
-  }
+  Must(LoadRecords(store, all), "load");
 }
 
 // An in-process server with one district and a coordinator and a collaborator.
