@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +65,9 @@ Process::Process(const std::vector<std::string>& argv, const std::string& stderr
   }
   pid_ = fork();
   if (pid_ == 0) {
+    // Dies with the test (the forking thread), so that a test killed by its timeout
+    // leaves no server or device running.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(out[1], STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
     execv(args[0], args.data());

@@ -12,6 +12,7 @@
 // Seeded: KCNET_FAULT_SEED (printed as seed=N). KCNET_FAULT_NET_DEVICES (20),
 // KCNET_FAULT_NET_ROUNDS (rounds per device, 30).
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -325,8 +326,13 @@ TEST(NetworkFaultTest, ManyDevicesConvergeThroughAFaultyNetwork) {
     for (auto& tablet : tablets) {
       absl::Status last;
       for (int attempt = 0; attempt < 30; ++attempt) {
+        const absl::Time t0 = absl::Now();
         last = tablet->Sync();
         if (last.ok()) break;
+        if (std::getenv("KCNET_FAULT_DEBUG") != nullptr) {
+          std::printf("final %s attempt %d after %.3fs: %s\n", tablet->device_id().c_str(), attempt,
+                      absl::ToDoubleSeconds(absl::Now() - t0), last.ToString().c_str());
+        }
         absl::SleepFor(absl::Milliseconds(100));  // the channel's reconnect backoff
       }
       EXPECT_TRUE(last.ok()) << tablet->device_id() << " never synced cleanly: " << last;
