@@ -45,6 +45,7 @@
 #include "sync/server_store.h"
 #include "sync/sqlite.h"
 #include "sync/text_fold.h"
+#include "tests/testing/test_server.h"
 
 namespace kcnet::bench {
 namespace {
@@ -151,12 +152,7 @@ struct Setup {
 
 Setup StartServer(const std::string& dir) {
   Setup s;
-  server::ServerOptions options;
-  options.data_dir = dir + "/server";
-  options.listen = "127.0.0.1:0";
-  options.directory.password_ops_limit = server::kArgon2OpsLimitMin;
-  options.directory.password_mem_limit = server::kArgon2MemLimitMin;
-  options.log_sink = [](absl::string_view) {};
+  server::ServerOptions options = kcnet::testing::TestServerOptions(dir + "/server", "127.0.0.1:0");
   s.server = Must(server::KcnetServer::Start(options), "start server");
   server::Directory* d = s.server->directory();
   const int64_t province =

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kcnet/client.h"
 #include "server/app/kcnet_server.h"
+#include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
 namespace kcnet::sdk {
@@ -42,12 +43,8 @@ std::vector<std::string> Ids(const std::vector<SupportRequest>& requests) {
 class FieldScenarioTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server::ServerOptions options;
-    options.data_dir = dir_.File("server");
-    options.listen = "127.0.0.1:0";
-    options.directory.password_ops_limit = server::kArgon2OpsLimitMin;
-    options.directory.password_mem_limit = server::kArgon2MemLimitMin;
-    options.log_sink = [](absl::string_view) {};
+    server::ServerOptions options =
+        kcnet::testing::TestServerOptions(dir_.File("server"), "127.0.0.1:0");
     absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
         server::KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();

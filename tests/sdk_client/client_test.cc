@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "server/app/kcnet_server.h"
 #include "sync/model/record_types.h"
+#include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
 namespace kcnet::sdk {
@@ -62,12 +63,7 @@ class ClientTest : public ::testing::Test {
   }
 
   void StartServer(const std::string& listen) {
-    server::ServerOptions options;
-    options.data_dir = dir_.File("server");
-    options.listen = listen;
-    options.directory.password_ops_limit = server::kArgon2OpsLimitMin;
-    options.directory.password_mem_limit = server::kArgon2MemLimitMin;
-    options.log_sink = [](absl::string_view) {};
+    server::ServerOptions options = kcnet::testing::TestServerOptions(dir_.File("server"), listen);
     absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
         server::KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();

@@ -33,6 +33,7 @@
 #include "sync/model/record_types.h"
 #include "sync/schema.h"
 #include "sync/sqlite.h"
+#include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
 namespace kcnet::sdk {
@@ -179,12 +180,8 @@ struct Device {
 class SyncStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server::ServerOptions options;
-    options.data_dir = dir_.File("server");
-    options.listen = "127.0.0.1:0";
-    options.directory.password_ops_limit = server::kArgon2OpsLimitMin;
-    options.directory.password_mem_limit = server::kArgon2MemLimitMin;
-    options.log_sink = [](absl::string_view) {};
+    server::ServerOptions options =
+        kcnet::testing::TestServerOptions(dir_.File("server"), "127.0.0.1:0");
     absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
         server::KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
