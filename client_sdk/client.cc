@@ -19,6 +19,7 @@
 #include "client_sdk/sync_client.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "kcnet/v1/sync_service.grpc.pb.h"
 #include "sync/device_store.h"
 #include "sync/model/record_types.h"
 #include "sync/model/requests.h"
@@ -339,6 +340,69 @@ class Client::Impl {
       channel_ = grpc::CreateCustomChannel(options_.server_address, creds, args);
     }
     return channel_;
+  }
+
+  // A unary call's context: the bearer token and a deadline. FAILED_PRECONDITION when
+  // nobody is signed in.
+  absl::StatusOr<std::unique_ptr<grpc::ClientContext>> CallContext() {
+    std::unique_ptr<grpc::ClientContext> ctx = std::make_unique<grpc::ClientContext>();
+    absl::MutexLock lock(&mu_);
+    if (!account_.has_value()) {
+      return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+    }
+    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", account_->token()));
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return ctx;
+  }
+
+  // A gRPC status as the SDK reports it: an unreachable server said plainly.
+  absl::Status FromGrpc(const grpc::Status& s) {
+    if (s.ok()) return absl::OkStatus();
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat("cannot reach the server at ",
+                                                 options_.server_address, ": ", s.error_message()));
+    }
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  }
+
+  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(int64_t org_unit_id,
+                                                                 bool include_resolved) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    auto stub = kcnet::v1::SyncService::NewStub(*channel);
+    kcnet::v1::ListConflictsRequest req;
+    req.set_org_unit_id(org_unit_id);
+    req.set_include_resolved(include_resolved);
+    req.set_page_size(500);
+    std::vector<kcnet::v1::Conflict> out;
+    do {
+      absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx = CallContext();
+      if (!ctx.ok()) return ctx.status();
+      kcnet::v1::ListConflictsResponse resp;
+      absl::Status status = FromGrpc(stub->ListConflicts(ctx->get(), req, &resp));
+      if (!status.ok()) return status;
+      for (kcnet::v1::Conflict& c : *resp.mutable_conflicts()) out.push_back(std::move(c));
+      req.set_page_token(resp.next_page_token());
+    } while (!req.page_token().empty());
+    return out;
+  }
+
+  absl::StatusOr<kcnet::v1::Conflict> ResolveConflict(uint64_t id, bool restore_loser) {
+    if (id == 0) return absl::InvalidArgumentError("conflict_id: required");
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx = CallContext();
+    if (!ctx.ok()) return ctx.status();
+    kcnet::v1::ResolveConflictRequest req;
+    req.set_id(id);
+    req.set_restore_loser(restore_loser);
+    kcnet::v1::Conflict resp;
+    absl::Status status = FromGrpc(
+        kcnet::v1::SyncService::NewStub(*channel)->ResolveConflict(ctx->get(), req, &resp));
+    if (!status.ok()) return status;
+    SyncSoon();  // a restored value is a new edit: bring it here soon
+    return resp;
   }
 
   absl::StatusOr<SyncSummary> Sync(const std::function<void(const SyncProgress&)>& progress) {
@@ -889,6 +953,19 @@ absl::StatusOr<std::vector<Report>> Client::TakeReports() {
 
 int Client::AddObserver(Observer observer) { return impl_->AddObserver(std::move(observer)); }
 void Client::RemoveObserver(int handle) { impl_->RemoveObserver(handle); }
+
+// --- Conflict review -------------------------------------------------------------------
+
+absl::StatusOr<std::vector<kcnet::v1::Conflict>> Client::ListConflicts(int64_t org_unit_id,
+                                                                       bool include_resolved) {
+  if (org_unit_id < 0) return absl::InvalidArgumentError("org_unit_id: must not be negative");
+  return impl_->ListConflicts(org_unit_id, include_resolved);
+}
+
+absl::StatusOr<kcnet::v1::Conflict> Client::ResolveConflict(uint64_t conflict_id,
+                                                            bool restore_loser) {
+  return impl_->ResolveConflict(conflict_id, restore_loser);
+}
 
 // --- Sync ------------------------------------------------------------------------------
 

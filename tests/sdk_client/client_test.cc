@@ -241,6 +241,24 @@ TEST_F(ClientTest, TwoTabletsEditTheSameFacilityOfflineAndConverge) {
   }
   EXPECT_THAT(Ok(binh->TakeReports()), SizeIs(1));
   EXPECT_THAT(Ok(binh->ListReports()), SizeIs(0));
+
+  // The district coordinator reviews the conflict and restores the overwritten value.
+  std::unique_ptr<Client> huyen = SignedIn("tab-huyen", "dp_huyen");
+  EXPECT_EQ(an->ListConflicts().status().code(), absl::StatusCode::kPermissionDenied);
+  std::vector<Conflict> conflicts = Ok(huyen->ListConflicts());
+  ASSERT_THAT(conflicts, SizeIs(1));
+  EXPECT_EQ(conflicts[0].field(), Facility::kWorkersFieldNumber);
+  EXPECT_EQ(conflicts[0].winner_value().int_value(), 25);
+  EXPECT_EQ(conflicts[0].loser_value().int_value(), 20);
+  Conflict resolved = Ok(huyen->ResolveConflict(conflicts[0].id(), /*restore_loser=*/true));
+  EXPECT_TRUE(resolved.resolved());
+  EXPECT_THAT(Ok(huyen->ListConflicts()), SizeIs(0));
+  EXPECT_THAT(Ok(huyen->ListConflicts(0, /*include_resolved=*/true)), SizeIs(1));
+  EXPECT_EQ(huyen->ResolveConflict(0, false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(huyen->ListConflicts(-1).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(an->SyncNow().ok());
+  EXPECT_EQ(Ok(an->GetFacility(f.id())).workers(), 20);
+  ExpectSameAsServer(*an);
 }
 
 TEST_F(ClientTest, AWriteTheServerRefusesIsReportedAndRolledBack) {

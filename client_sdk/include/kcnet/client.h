@@ -220,6 +220,15 @@ class Client {
   int AddObserver(Observer observer);
   void RemoveObserver(int handle);
 
+  // --- Conflict review (online; district coordinators and province officers) ----------
+  // Conflicts the server recorded in the user's communes (or under `org_unit_id`), oldest
+  // first; every page is fetched.
+  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(int64_t org_unit_id = 0,
+                                                                 bool include_resolved = false);
+  // Marks a conflict resolved, keeping the value that won or writing the overwritten one
+  // back (a new edit every device receives on its next sync).
+  absl::StatusOr<kcnet::v1::Conflict> ResolveConflict(uint64_t conflict_id, bool restore_loser);
+
   // --- Sync ----------------------------------------------------------------------------
   // Syncs now on the calling thread (waiting for a running background sync to finish
   // first): push everything pending, pull until caught up. Needs a signed-in user.
