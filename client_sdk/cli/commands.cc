@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -72,6 +73,8 @@ constexpr char kUsage[] =
     "  sync                                    (upload my changes, download my communes)\n"
     "  status                                  (pending uploads, last sync, last error)\n"
     "  conflicts [--clear=yes]                 (refused writes and conflicts, with reasons)\n"
+    "  conflicts review [--all=yes]            (coordinators: conflicts in my communes, online)\n"
+    "  conflicts resolve ID [--restore=yes]    (keep the winning value, or restore the other)\n"
     "Demo:\n"
     "  demo [--server_bin=PATH] [--admin_bin=PATH] [--keep=yes]\n"
     "\n"
@@ -767,6 +770,40 @@ absl::Status Conflicts(Session& session) {
   return absl::OkStatus();
 }
 
+absl::Status ConflictsReview(Session& session) {
+  const std::string all = absl::AsciiStrToLower(session.args().GetOr("all", "no"));
+  if (all != "yes" && all != "no") return UsageError("--all: yes or no");
+  absl::StatusOr<Client*> client = session.OpenSignedIn();
+  if (!client.ok()) return client.status();
+  absl::StatusOr<std::vector<v1::Conflict>> conflicts =
+      (*client)->ListConflicts(0, /*include_resolved=*/all == "yes");
+  if (!conflicts.ok()) return conflicts.status();
+  for (const v1::Conflict& c : *conflicts) {
+    std::printf("#%llu %s%s\n", static_cast<unsigned long long>(c.id()), ConflictLine(c).c_str(),
+                c.resolved() ? " (resolved)" : "");
+  }
+  std::fprintf(stderr, "%zu conflicts; `kcnet conflicts resolve ID [--restore=yes]`\n",
+               conflicts->size());
+  return absl::OkStatus();
+}
+
+absl::Status ConflictsResolve(Session& session) {
+  uint64_t id = 0;
+  if (!absl::SimpleAtoi(session.args().words().back(), &id) || id == 0) {
+    return UsageError("ID: must be a conflict number from `kcnet conflicts review`");
+  }
+  const std::string restore = absl::AsciiStrToLower(session.args().GetOr("restore", "no"));
+  if (restore != "yes" && restore != "no") return UsageError("--restore: yes or no");
+  absl::StatusOr<Client*> client = session.OpenSignedIn();
+  if (!client.ok()) return client.status();
+  absl::StatusOr<v1::Conflict> c = (*client)->ResolveConflict(id, restore == "yes");
+  if (!c.ok()) return c.status();
+  std::printf("#%llu resolved: %s\n", static_cast<unsigned long long>(c->id()),
+              restore == "yes" ? "the overwritten value is written back (run `kcnet sync`)"
+                               : "the winning value stays");
+  return absl::OkStatus();
+}
+
 // --- Dispatch -----------------------------------------------------------------------------
 
 struct Command {
@@ -806,6 +843,9 @@ std::vector<Command> Commands() {
       {"request review", 0, 0, "", {}, RequestReview},
       {"sync", 0, 0, "", {}, Sync},
       {"status", 0, 0, "", {}, StatusCommand},
+      // Two-word forms first: the first name that matches the command line wins.
+      {"conflicts review", 0, 0, "", {"all"}, ConflictsReview},
+      {"conflicts resolve", 1, 1, "ID", {"restore"}, ConflictsResolve},
       {"conflicts", 0, 0, "", {"clear"}, Conflicts},
   };
   return commands;

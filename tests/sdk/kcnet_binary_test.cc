@@ -190,6 +190,10 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
        1,
        "kcnet: facility list: nobody is signed in on this store: run `kcnet login USER` once "
        "while online\n"},
+      {{"conflicts", "resolve", "x"},
+       2,
+       "kcnet: conflicts resolve: ID: must be a conflict number from `kcnet conflicts review`\n"},
+      {{"conflicts", "review", "--all=maybe"}, 2, "kcnet: conflicts review: --all: yes or no\n"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(absl::StrJoin(c.args, " "));
