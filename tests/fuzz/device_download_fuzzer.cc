@@ -1,9 +1,11 @@
-// libFuzzer target: the device's apply of downloaded batches. The input is a serialized
-// ChangeBatch, applied with DeviceStore::ApplyDownload to a fresh in-memory device store
-// that subscribes to two buckets and holds one pending local write.
+// libFuzzer target: the device's handling of what the server sends, above all its apply
+// of downloaded batches. The input is a serialized SyncServerMessage, handled by a fresh
+// in-memory DeviceStore that subscribes to two buckets and holds one pending local write:
+// a ChangeBatch goes to DeviceStore::ApplyDownload, a PushAck to Acknowledge, a
+// ScopeChange to Subscribe/Unsubscribe.
 //
 // Invariants (abort on violation): reads, checkpoints, the outbox and the reports work
-// after any batch; the running checksums equal the ones recomputed from the rows; a
+// after any message; the running checksums equal the ones recomputed from the rows; a
 // batch applied again changes nothing (downloads may repeat).
 //
 // Thread-safety: single-threaded (libFuzzer calls it from one thread).
@@ -54,7 +56,8 @@ void ReadEverything(sync::DeviceStore& device, const kcnet::v1::ChangeBatch& bat
                    static_cast<long long>(damaged->front()));
 }
 
-void Run(const kcnet::v1::ChangeBatch& batch) {
+void Run(const kcnet::v1::SyncServerMessage& message) {
+  const kcnet::v1::ChangeBatch& batch = message.changes();
   const sync::Schema& schema = model::KcnetSchema();
   sync::FakeClock clock(kNowMs);
   auto store = sync::DeviceStore::Open(":memory:", &schema, "fuzz-device",
@@ -76,6 +79,23 @@ void Run(const kcnet::v1::ChangeBatch& batch) {
   auto seq = device.Write({*change});
   KCNET_FUZZ_CHECK(seq.ok(), "%s", seq.status().ToString().c_str());
 
+  if (message.has_push_ack()) {
+    device.Acknowledge(message.push_ack()).IgnoreError();
+    ReadEverything(device, batch);
+    device.TakeReports().IgnoreError();
+    auto pending = device.PendingCount();
+    KCNET_FUZZ_CHECK(pending.ok() && *pending <= 1, "one write, %lld pending",
+                     pending.ok() ? static_cast<long long>(*pending) : -1LL);
+    return;
+  }
+  if (message.has_scope_change()) {
+    for (int64_t bucket : message.scope_change().added()) device.Subscribe(bucket).IgnoreError();
+    for (int64_t bucket : message.scope_change().removed()) {
+      device.Unsubscribe(bucket).IgnoreError();
+    }
+    ReadEverything(device, batch);
+    return;
+  }
   auto first = device.ApplyDownload(batch);
   ReadEverything(device, batch);
   if (!first.ok()) return;
@@ -98,8 +118,8 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  kcnet::v1::ChangeBatch batch;
-  if (!batch.ParseFromArray(data, static_cast<int>(size))) return 0;
-  kcnet::fuzz::Run(batch);
+  kcnet::v1::SyncServerMessage message;
+  if (!message.ParseFromArray(data, static_cast<int>(size))) return 0;
+  kcnet::fuzz::Run(message);
   return 0;
 }

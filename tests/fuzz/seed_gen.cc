@@ -171,6 +171,9 @@ void ServerSeeds(const fs::path& root) {
     auto ack = (*server)->Apply({"tablet-1", sync::NodeIdFor("tablet-1")}, renumbered,
                                 model::ValidatorFor(actor));
     KCNET_FUZZ_CHECK(ack.ok(), "%s", ack.status().ToString().c_str());
+    SyncServerMessage ack_message;
+    *ack_message.mutable_push_ack() = *ack;
+    Write(device_dir, "ack-" + std::to_string(page), ack_message.SerializeAsString());
     for (const auto& r : ack->results()) {
       std::fprintf(stderr, "seq %llu: %s %s\n", static_cast<unsigned long long>(r.seq()),
                    MutationOutcome_Name(r.outcome()).c_str(), r.reason().c_str());
@@ -182,12 +185,45 @@ void ServerSeeds(const fs::path& root) {
       cursor.set_op(floor);
       auto batch = (*server)->ChangesSince({cursor}, {.max_changes = 2, .max_bytes = 4096});
       KCNET_FUZZ_CHECK(batch.ok(), "%s", batch.status().ToString().c_str());
-      Write(device_dir, "page-" + std::to_string(page++), batch->SerializeAsString());
+      SyncServerMessage message;
+      *message.mutable_changes() = *batch;
+      Write(device_dir, "page-" + std::to_string(page++), message.SerializeAsString());
       auto all = (*server)->ChangesSince({cursor});
       KCNET_FUZZ_CHECK(all.ok(), "%s", all.status().ToString().c_str());
-      Write(device_dir, "page-" + std::to_string(page++), all->SerializeAsString());
+      *message.mutable_changes() = *all;
+      Write(device_dir, "page-" + std::to_string(page++), message.SerializeAsString());
     }
   }
+}
+
+// What the device's first mutation (seq 1) may hear back, and a scope change.
+void DeviceAnswerSeeds(const fs::path& root) {
+  const fs::path dir = root / "device_download_fuzzer";
+  SyncServerMessage message;
+  MutationResult* result = message.mutable_push_ack()->add_results();
+  result->set_seq(1);
+  result->set_outcome(MUTATION_OUTCOME_REFUSED);
+  result->set_reason("changes[0].commune_id: outside your communes");
+  result->set_field("changes[0].fields[0]");
+  result->set_code(7);
+  message.mutable_push_ack()->set_last_applied_seq(1);
+  message.mutable_push_ack()->set_server_op(4);
+  Write(dir, "ack-refused", message.SerializeAsString());
+  result->Clear();
+  result->set_seq(1);
+  result->set_outcome(MUTATION_OUTCOME_APPLIED_WITH_CONFLICT);
+  result->set_op(5);
+  Conflict* conflict = result->add_conflicts();
+  conflict->set_type(model::kFacilityType);
+  conflict->set_field(3);
+  conflict->mutable_winner_value()->set_string_value("Cơ sở A");
+  conflict->mutable_loser_value()->set_string_value("Cơ sở B");
+  conflict->set_bucket(kCommune);
+  Write(dir, "ack-conflict", message.SerializeAsString());
+  message.Clear();
+  message.mutable_scope_change()->add_added(kOtherCommune + 1);
+  message.mutable_scope_change()->add_removed(kOtherCommune);
+  Write(dir, "scope-change", message.SerializeAsString());
 }
 
 void CsvSeeds(const fs::path& root) {
@@ -234,6 +270,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   kcnet::fuzz::ServerSeeds(argv[1]);
+  kcnet::fuzz::DeviceAnswerSeeds(argv[1]);
   kcnet::fuzz::CsvSeeds(argv[1]);
   kcnet::fuzz::ClockSeeds(argv[1]);
   return 0;
