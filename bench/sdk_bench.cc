@@ -368,7 +368,14 @@ int RunSearch(const std::string& dir, int facilities) {
   std::sort(ms.begin(), ms.end());
   std::sort(slowest.rbegin(), slowest.rend());
   for (size_t i = 0; i < 5 && i < slowest.size(); ++i) {
-    std::cerr << "search: slow query '" << slowest[i].second << "' " << slowest[i].first << " ms\n";
+    double again = 1e9;  // the same query again, best of 5: noise or the query itself?
+    for (int k = 0; k < 5; ++k) {
+      Timer t;
+      Must(client->SearchFacilities(slowest[i].second, 20), "search");
+      again = std::min(again, t.Seconds() * 1000);
+    }
+    std::cerr << "search: slow query '" << slowest[i].second << "' " << slowest[i].first
+              << " ms (again: " << again << " ms)\n";
   }
   std::cerr << "search: " << facilities << " facilities, " << queries.size() << " queries, "
             << static_cast<double>(hits) / static_cast<double>(queries.size()) << " hits each\n";
