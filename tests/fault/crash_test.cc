@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/fault/fault_proxy.h"
 #include "tests/fault/fault_util.h"
 #include "tests/testing/test_util.h"
 
@@ -90,7 +91,7 @@ class CrashTest : public ::testing::Test {
             "--device_id=" + DeviceId(i),
             absl::StrCat("--index=", i),
             "--token=" + a.token,
-            "--target=" + server_->target(),
+            "--target=" + (device_target_.empty() ? server_->target() : device_target_),
             "--log=" + DeviceFile(i, "log"),
             absl::StrCat("--seed=", seed_),
             "--mode=" + mode,
@@ -194,6 +195,7 @@ class CrashTest : public ::testing::Test {
   absl::BitGen rng_;
   int devices_ = 0;
   std::string data_dir_;
+  std::string device_target_;  // empty: the server itself
   std::vector<Account> accounts_;
   std::unique_ptr<ServerProcess> server_;
   std::vector<std::unique_ptr<Process>> procs_;
@@ -254,6 +256,63 @@ TEST_F(CrashTest, DevicesKilledMidUploadAndDownload) {
       "download page or push ack\n",
       external, self);
   FinishAndCheck("device-kill9", external + self, started);
+}
+
+// Everything at once: devices sync through FaultProxy (refusals, delays, drops, cuts)
+// while the server and the devices are killed in turns.
+TEST_F(CrashTest, ServerAndDevicesKilledBehindAFaultyNetwork) {
+  const absl::Time started = absl::Now();
+  const int kills = EnvInt("KCNET_FAULT_MIXED_KILLS", 30);
+  Seed(1500);
+  FaultProxyOptions faults;
+  faults.seed = seed_;
+  faults.refuse = 0.05;
+  faults.delay = 0.1;
+  faults.drop = 0.01;
+  faults.cut = 0.01;
+  absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(server_->port(), faults);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  device_target_ = absl::StrCat("127.0.0.1:", (*proxy)->port());
+  auto start = [&](int i) {
+    std::vector<std::string> extra = {"--reset_prob=0.2"};
+    if (absl::Bernoulli(rng_, 0.3)) {
+      extra.push_back(absl::Bernoulli(rng_, 0.5) ? "--die_on=changes" : "--die_on=push_ack");
+      extra.push_back(absl::StrCat("--die_at=", absl::Uniform(rng_, 1, 4)));
+    }
+    StartDevice(i, extra);
+  };
+  for (int i = 0; i < devices_; ++i) start(i);
+  int server_kills = 0, device_kills = 0;
+  while (server_kills + device_kills < kills) {
+    absl::SleepFor(absl::Milliseconds(absl::Uniform(rng_, 20, 300)));
+    for (int i = 0; i < devices_; ++i) {
+      ExpectAlive(i);
+      if (HasFatalFailure()) return;
+      if (procs_[i]->Poll().has_value()) {
+        ++device_kills;
+        start(i);
+      }
+    }
+    if (absl::Bernoulli(rng_, 0.5)) {
+      server_->Kill9();
+      ++server_kills;
+      ASSERT_TRUE(server_->Start().ok()) << "restart " << server_kills;
+    } else {
+      const int i = absl::Uniform(rng_, 0, devices_);
+      procs_[i]->Kill9();
+      ++device_kills;
+      start(i);
+    }
+  }
+  const FaultProxyStats stats = (*proxy)->stats();
+  std::printf(
+      "mixed kills: %d server, %d device; proxy: %lld connections, %lld refused, "
+      "%lld delayed, %lld dropped, %lld cut\n",
+      server_kills, device_kills, static_cast<long long>(stats.connections),
+      static_cast<long long>(stats.refused), static_cast<long long>(stats.delayed),
+      static_cast<long long>(stats.dropped), static_cast<long long>(stats.cut));
+  (*proxy)->SetFaultsEnabled(false);
+  FinishAndCheck("mixed", server_kills + device_kills, started);
 }
 
 }  // namespace
