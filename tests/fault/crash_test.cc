@@ -4,12 +4,13 @@
 // while the devices write and sync. (b) Devices are killed at least 50 times, half of the
 // kills right after the device committed a download page or a push acknowledgement (in the
 // middle of a multi-page download or a multi-batch upload), the others at random times.
+// (c) Both in turns, with the devices behind FaultProxy (fault_proxy.h).
 // After a final clean sync of every device, CheckConvergence: every acknowledged write is
 // on the server exactly once with its latest value, and every replica's buckets have the
 // server's checksums.
 //
 // Seeded: KCNET_FAULT_SEED (printed as seed=N). Counts: KCNET_FAULT_SERVER_KILLS,
-// KCNET_FAULT_DEVICE_KILLS, KCNET_FAULT_CRASH_DEVICES.
+// KCNET_FAULT_DEVICE_KILLS, KCNET_FAULT_MIXED_KILLS, KCNET_FAULT_CRASH_DEVICES.
 #include <signal.h>
 
 #include <cstdio>
