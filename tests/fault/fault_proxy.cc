@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -149,6 +150,10 @@ void FaultProxy::Forward(int client, uint64_t seed) {
   const int one = 1;
   setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // A peer that stops reading cannot block this thread (and Stop()) for ever.
+  const timeval send_timeout{10, 0};
+  setsockopt(server, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+  setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
   char buffer[16 * 1024];
   bool reset = false;
   while (true) {
