@@ -29,8 +29,11 @@ if [ $# -eq 0 ]; then
   case "$mode" in
     # Under TSan (5-15x slower) the 8 MB push of OversizedPushEndsTheStreamAndStoresNothing
     # outlasts its 30 s deadline; sdk_c_end_to_end (the C ABI, in progress) crashes inside
-    # TSan's own report printing. Both run in the other modes.
-    tsan) set -- -L 'unit|integration' -E 'OversizedPushEndsTheStreamAndStoresNothing|sdk_c_end_to_end' ;;
+    # TSan's own report printing; JsonLogHasOneObjectPerRpc (single-threaded) crashes in
+    # protobuf's Map of the well-known Struct type under TSan only. All run in the other
+    # modes (docs/RELIABILITY.md).
+    tsan) set -- -L 'unit|integration' \
+      -E 'OversizedPushEndsTheStreamAndStoresNothing|sdk_c_end_to_end|JsonLogHasOneObjectPerRpc' ;;
     fuzz) set -- -L fuzz ;;
     fuzz-all) set -- -L 'unit|integration|fuzz' ;;
   esac
