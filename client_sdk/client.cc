@@ -41,18 +41,6 @@ constexpr char kLastSuccessKey[] = "sdk.last_success_ms";
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
-// The rules' view of the store: records as they read now (pending writes included).
-class StoreReader : public sync::RecordReader {
- public:
-  explicit StoreReader(sync::DeviceStore* store) : store_(store) {}
-  absl::StatusOr<std::optional<RecordChange>> Read(uint32_t type, absl::string_view id) override {
-    return store_->Read(type, id);
-  }
-
- private:
-  sync::DeviceStore* store_;
-};
-
 RecordRef RefOf(uint32_t type, absl::string_view id_bytes) {
   absl::StatusOr<std::string> text = sync::UuidToText(id_bytes);
   return RecordRef{type, text.ok() ? *text : std::string()};
@@ -185,49 +173,49 @@ class Client::Impl {
   // The signed-in user as the rules see them: their org units, and every commune this
   // device holds (the server gave it exactly the communes of the user's subtrees).
   absl::StatusOr<model::Actor> Actor() {
-    std::optional<kcnet::v1::User> user = User();
-    if (!user.has_value()) {
+    absl::MutexLock lock(&mu_);
+    if (!account_.has_value()) {
       return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
     }
-    absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> cursors = store_->Cursors();
-    if (!cursors.ok()) return cursors.status();
-    std::vector<int64_t> communes(user->org_unit_ids().begin(), user->org_unit_ids().end());
-    for (const auto& c : *cursors) communes.push_back(c.bucket());
+    const kcnet::v1::User& user = account_->user();
+    std::vector<int64_t> communes(user.org_unit_ids().begin(), user.org_unit_ids().end());
+    communes.insert(communes.end(), held_.begin(), held_.end());
     model::Actor actor;
-    actor.user_id = user->id();
-    actor.role = user->role();
+    actor.user_id = user.id();
+    actor.role = user.role();
     actor.in_scope = [communes](int64_t commune) {
       return std::find(communes.begin(), communes.end(), commune) != communes.end();
     };
     return actor;
   }
 
+  // Re-reads the communes the device holds (they change only when a sync subscribes or
+  // purges one).
+  absl::Status RefreshHeld() {
+    absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> cursors = store_->Cursors();
+    if (!cursors.ok()) return cursors.status();
+    absl::MutexLock lock(&mu_);
+    held_.clear();
+    for (const auto& c : *cursors) held_.push_back(c.bucket());
+    return absl::OkStatus();
+  }
+
   // ---- writes ----
 
-  // Checks `changes` against the schema and the rules, then writes them with their outbox
-  // row in one transaction. Errors name the record's field ("visit.latitude: ...").
+  // Writes `changes` with their outbox row; the store checks them against the schema and,
+  // inside the write's own transaction, the rules. Errors name the record's field
+  // ("visit.latitude: ...").
   absl::Status Write(std::vector<RecordChange> changes) {
     absl::StatusOr<model::Actor> actor = Actor();
     if (!actor.ok()) return actor.status();
-    Mutation m;
+    Mutation m;  // for naming fields in errors
     for (const RecordChange& c : changes) *m.add_changes() = c;
-    for (size_t i = 0; i < changes.size(); ++i) {
-      absl::Status status =
-          model::KcnetSchema().ValidateChange(changes[i], absl::StrCat("changes[", i, "]"));
-      if (!status.ok()) {
-        return absl::Status(status.code(), model::RecordFieldMessage(m, status.message()));
-      }
-    }
-    StoreReader reader(store_.get());
-    absl::Status status = model::CheckMutation(*actor, m, reader);
-    if (!status.ok())
-      return absl::Status(status.code(), model::RecordFieldMessage(m, status.message()));
-    absl::StatusOr<uint64_t> seq = store_->Write(std::move(changes));
+    absl::StatusOr<uint64_t> seq = store_->Write(std::move(changes), model::ValidatorFor(*actor));
     if (!seq.ok()) {
       return absl::Status(seq.status().code(),
                           model::RecordFieldMessage(m, seq.status().message()));
     }
-    Notify({ChangeEvent::Source::kLocal, RefsOf(m)});
+    if (HasObservers()) Notify({ChangeEvent::Source::kLocal, RefsOf(m)});
     SyncSoon();
     return absl::OkStatus();
   }
@@ -246,6 +234,23 @@ class Client::Impl {
       return absl::NotFoundError(absl::StrCat(name, " ", id, " not found on this device"));
     }
     return FromRecord<T>(**record);
+  }
+
+  // The commune (bucket) of an existing record, without decoding all of it.
+  absl::StatusOr<int64_t> CommuneOf(uint32_t type, const std::string& id) {
+    const std::string name = TypeName(type);
+    absl::StatusOr<std::string> bytes = sync::UuidFromText(id);
+    if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("'", id, "' is not a UUID"));
+    absl::StatusOr<std::optional<RecordChange>> record = store_->Read(type, *bytes);
+    if (!record.ok()) return record.status();
+    if (!record->has_value() || (*record)->deleted()) {
+      return absl::NotFoundError(absl::StrCat(name, " ", id, " not found on this device"));
+    }
+    const uint32_t bucket_field = model::KcnetSchema().Find(type)->bucket_field;
+    for (const auto& f : (*record)->fields()) {
+      if (f.field() == bucket_field) return f.value().int_value();
+    }
+    return absl::DataLossError(absl::StrCat(name, " ", id, " has no commune"));
   }
 
   template <typename T>
@@ -299,6 +304,11 @@ class Client::Impl {
     if (entry->running_on == std::this_thread::get_id()) return;  // removed from inside itself
     absl::MutexLock lock(&entry->mu);                             // waits for a call in progress
     entry->active = false;
+  }
+
+  bool HasObservers() {
+    absl::MutexLock lock(&mu_);
+    return !observers_.empty();
   }
 
   void Notify(const ChangeEvent& event) {
@@ -446,6 +456,7 @@ class Client::Impl {
       last_attempt_ = absl::Now();
     }
     absl::StatusOr<SyncResult> result = client.SyncOnce();
+    RefreshHeld().IgnoreError();  // a failure here shows on the next write
     const SyncResult& done = result.ok() ? *result : client.last_result();
     // Reports created by this sync (refusals roll records back: their views changed).
     SyncSummary summary;
@@ -573,6 +584,7 @@ class Client::Impl {
  private:
   absl::Mutex mu_;
   std::optional<kcnet::v1::LoginResponse> account_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> held_ ABSL_GUARDED_BY(mu_);  // the communes the device holds
   std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::shared_ptr<ObserverEntry>> observers_ ABSL_GUARDED_BY(mu_);
   int last_observer_ ABSL_GUARDED_BY(mu_) = 0;
@@ -634,6 +646,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (!store.ok()) return store.status();
   auto impl = std::make_unique<Impl>(std::move(options), *std::move(store));
   absl::Status status = impl->LoadAccount();
+  if (status.ok()) status = impl->RefreshHeld();
   if (!status.ok()) return status;
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
@@ -661,7 +674,7 @@ absl::StatusOr<Facility> Client::RegisterFacility(Facility facility) {
     return absl::InvalidArgumentError(absl::StrCat("facility.", change.status().message()));
   absl::Status status = impl_->Write({*std::move(change)});
   if (!status.ok()) return status;
-  return GetFacility(facility.id());
+  return facility;  // a new record reads exactly as written
 }
 
 absl::StatusOr<Facility> Client::UpdateFacility(const Facility& facility,
@@ -719,13 +732,13 @@ absl::StatusOr<Visit> Client::RecordVisit(Visit visit) {
   std::optional<kcnet::v1::User> user = impl_->User();
   if (!user.has_value())
     return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
-  absl::StatusOr<Facility> facility = GetFacility(visit.facility_id());
-  if (!facility.ok()) {
-    return absl::Status(facility.status().code(),
-                        absl::StrCat("visit.facility_id: ", facility.status().message()));
+  absl::StatusOr<int64_t> commune = impl_->CommuneOf(model::kFacilityType, visit.facility_id());
+  if (!commune.ok()) {
+    return absl::Status(commune.status().code(),
+                        absl::StrCat("visit.facility_id: ", commune.status().message()));
   }
   if (visit.id().empty()) visit.set_id(model::NewRecordId());
-  visit.set_commune_id(facility->commune_id());
+  visit.set_commune_id(*commune);
   visit.set_collaborator_id(user->id());
   if (visit.visited_ms() == 0) visit.set_visited_ms(NowMs());
   absl::StatusOr<RecordChange> change = model::ToChange(visit);
@@ -733,7 +746,7 @@ absl::StatusOr<Visit> Client::RecordVisit(Visit visit) {
     return absl::InvalidArgumentError(absl::StrCat("visit.", change.status().message()));
   absl::Status status = impl_->Write({*std::move(change)});
   if (!status.ok()) return status;
-  return impl_->Get<Visit>(model::kVisitType, visit.id());
+  return visit;  // a new record reads exactly as written
 }
 
 absl::StatusOr<std::vector<Visit>> Client::VisitsOfFacility(const std::string& facility_id) {
@@ -781,7 +794,7 @@ absl::StatusOr<SupportRequest> Client::DraftRequest(SupportRequest request) {
   if (!event.ok()) return event.status();
   absl::Status status = impl_->Write({*std::move(change), *std::move(event)});
   if (!status.ok()) return status;
-  return GetRequest(request.id());
+  return request;  // a new record reads exactly as written
 }
 
 absl::StatusOr<SupportRequest> Client::UpdateRequest(const SupportRequest& request,

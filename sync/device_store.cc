@@ -150,6 +150,9 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
     status = store->records_->SetMeta("node", static_cast<int64_t>(store->node_));
     if (!status.ok()) return status;
   }
+  absl::StatusOr<std::optional<int64_t>> last_seq = store->records_->GetMeta("last_seq");
+  if (!last_seq.ok()) return last_seq.status();
+  store->last_seq_ = static_cast<uint64_t>(last_seq->value_or(0));
   absl::StatusOr<std::optional<int64_t>> max_hlc = store->records_->GetMeta("max_hlc");
   if (!max_hlc.ok()) return max_hlc.status();
   store->hlc_.Raise(static_cast<uint64_t>(max_hlc->value_or(0)));
@@ -170,7 +173,26 @@ absl::StatusOr<std::optional<uint64_t>> DeviceStore::CursorColumnLocked(int64_t 
   return out;
 }
 
-absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
+namespace {
+
+// The validator's view inside Write: records as they read now, overlay included.
+class LockedReader : public RecordReader {
+ public:
+  explicit LockedReader(
+      std::function<absl::StatusOr<std::optional<RecordChange>>(uint32_t, absl::string_view)> read)
+      : read_(std::move(read)) {}
+  absl::StatusOr<std::optional<RecordChange>> Read(uint32_t type, absl::string_view id) override {
+    return read_(type, id);
+  }
+
+ private:
+  std::function<absl::StatusOr<std::optional<RecordChange>>(uint32_t, absl::string_view)> read_;
+};
+
+}  // namespace
+
+absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes,
+                                            const MutationValidator& validator) {
   if (changes.empty()) {
     return absl::InvalidArgumentError("changes: a write needs at least one change");
   }
@@ -180,6 +202,8 @@ absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
   const uint64_t hlc = hlc_.Now();
   Mutation m;
   std::vector<std::string> buckets;
+  // How each touched record reads before this mutation (the validator reads them again).
+  absl::flat_hash_map<std::pair<uint32_t, std::string>, std::optional<RecordChange>> before;
   for (size_t i = 0; i < changes.size(); ++i) {
     RecordChange& change = changes[i];
     const std::string path = absl::StrCat("changes[", i, "]");
@@ -198,8 +222,11 @@ absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
         ReadLocked(change.type(), change.id(), /*confirmed_only=*/true);
     if (!confirmed.ok()) return confirmed.status();
     absl::StatusOr<std::optional<RecordChange>> current =
-        ReadLocked(change.type(), change.id(), /*confirmed_only=*/false);
+        OverlayLocked(change.type(), change.id(), *confirmed);
     if (!current.ok()) return current.status();
+    if (!before.contains({change.type(), change.id()})) {
+      before[{change.type(), change.id()}] = *current;  // for the validator
+    }
     // Changes earlier in this same mutation count too.
     for (const RecordChange& earlier : m.changes()) {
       if (earlier.type() == change.type() && earlier.id() == change.id()) {
@@ -241,9 +268,18 @@ absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
     buckets.push_back(absl::StrCat(bucket));
     *m.add_changes() = change;
   }
-  absl::StatusOr<std::optional<int64_t>> last = records_->GetMeta("last_seq");
-  if (!last.ok()) return last.status();
-  const uint64_t seq = static_cast<uint64_t>(last->value_or(0)) + 1;
+  if (validator) {
+    LockedReader reader([this, &before](uint32_t type, absl::string_view id)
+                            ABSL_NO_THREAD_SAFETY_ANALYSIS  // mu_ is held by Write
+                        -> absl::StatusOr<std::optional<RecordChange>> {
+                              auto it = before.find({type, std::string(id)});
+                              if (it != before.end()) return it->second;
+                              return ReadLocked(type, id, /*confirmed_only=*/false);
+                            });
+    absl::Status status = validator(m, reader);
+    if (!status.ok()) return status;
+  }
+  const uint64_t seq = last_seq_ + 1;
   m.set_seq(seq);
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("INSERT INTO _outbox(seq, body, buckets) VALUES (?1, ?2, ?3)");
@@ -269,6 +305,7 @@ absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes) {
   if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc));
   if (status.ok()) status = (*txn)->Commit();
   if (!status.ok()) return status;
+  last_seq_ = seq;
   return seq;
 }
 
@@ -625,12 +662,18 @@ absl::StatusOr<std::optional<RecordChange>> DeviceStore::ReadLocked(uint32_t typ
   std::optional<RecordChange> out;
   if (row->has_value()) out = records_->ToChange(*spec, id, **row, 0);
   if (confirmed_only) return out;
+  return OverlayLocked(type, id, std::move(out));
+}
+
+absl::StatusOr<std::optional<RecordChange>> DeviceStore::OverlayLocked(
+    uint32_t type, absl::string_view id, std::optional<RecordChange> confirmed) {
   absl::StatusOr<Statement*> stmt = db_->Prepare(
       "SELECT o.body FROM _pending p JOIN _outbox o ON o.seq = p.seq "
       "WHERE p.type = ?1 AND p.id = ?2 ORDER BY p.seq");
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindInt(1, type);
   (*stmt)->BindBlob(2, id);
+  std::optional<RecordChange> out = std::move(confirmed);
   while (true) {
     absl::StatusOr<bool> has = (*stmt)->Step();
     if (!has.ok()) return has.status();

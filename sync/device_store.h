@@ -29,6 +29,7 @@
 #include "sync/record_store.h"
 #include "sync/schema.h"
 #include "sync/sqlite.h"
+#include "sync/validator.h"
 
 namespace kcnet::sync {
 
@@ -87,10 +88,13 @@ class DeviceStore {
   uint64_t node() const { return node_; }
 
   // Records one user action. Each change names a type, an id and the fields it sets (or
-  // `deleted`); the store stamps the clock and the base op. On success returns the
-  // mutation's sequence; on failure (INVALID_ARGUMENT / NOT_FOUND naming the change and
-  // field) nothing is stored.
-  absl::StatusOr<uint64_t> Write(std::vector<kcnet::v1::RecordChange> changes);
+  // `deleted`); the store stamps the clock and the base op. `validator` (the business
+  // rules; optional) runs inside the write's transaction on the records as they read now,
+  // so that the check and the write see the same state. On success returns the mutation's
+  // sequence; on failure (INVALID_ARGUMENT / NOT_FOUND naming the change and field, or the
+  // validator's status) nothing is stored.
+  absl::StatusOr<uint64_t> Write(std::vector<kcnet::v1::RecordChange> changes,
+                                 const MutationValidator& validator = nullptr);
 
   // Mutations not yet acknowledged, oldest first.
   absl::StatusOr<kcnet::v1::MutationBatch> PendingBatch(size_t max_mutations = 500,
@@ -159,6 +163,10 @@ class DeviceStore {
                                                                     absl::string_view id,
                                                                     bool confirmed_only)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `confirmed` (a record's confirmed state) with the record's pending mutations laid over.
+  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> OverlayLocked(
+      uint32_t type, absl::string_view id, std::optional<kcnet::v1::RecordChange> confirmed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PruneAcked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A column expression of the bucket's _cursors row; nullopt when not subscribed.
   absl::StatusOr<std::optional<uint64_t>> CursorColumnLocked(int64_t bucket, const char* expression)
@@ -191,6 +199,7 @@ class DeviceStore {
   absl::Mutex mu_;
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;  // the last Write's sequence (_meta last_seq)
 };
 
 // Lays `change` (a pending write) over `base` (a record's full state, or nullopt).

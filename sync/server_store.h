@@ -29,6 +29,7 @@
 #include "sync/record_store.h"
 #include "sync/schema.h"
 #include "sync/sqlite.h"
+#include "sync/validator.h"
 
 namespace kcnet::sync {
 
@@ -48,20 +49,6 @@ struct Writer {
   std::string device_id;
   uint64_t node = 0;
 };
-
-// Read access to current records inside Apply's transaction, for business rules.
-class RecordReader {
- public:
-  virtual ~RecordReader() = default;
-  // The record's full current state as a change (every field), nullopt when absent.
-  virtual absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
-                                                                      absl::string_view id) = 0;
-};
-
-// Business rules run per mutation inside the transaction, before the merge; a non-OK
-// status refuses the mutation with that message.
-using MutationValidator =
-    std::function<absl::Status(const kcnet::v1::Mutation& mutation, RecordReader& reader)>;
 
 struct DownloadLimits {
   size_t max_changes = 1000;
