@@ -101,7 +101,9 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
       // The pending index: which outbox rows touch which record (overlay reads).
       "CREATE TABLE IF NOT EXISTS _pending(type INTEGER NOT NULL, id BLOB NOT NULL, "
       "seq INTEGER NOT NULL, PRIMARY KEY(type, id, seq)) WITHOUT ROWID;"
-      "CREATE INDEX IF NOT EXISTS _pending_seq ON _pending(seq);"
+      // (Rows are removed by their full key, read from the outbox row: no index on seq,
+      // one b-tree less to write per local write.)
+      "DROP INDEX IF EXISTS _pending_seq;"
       "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);"
       // 8 MiB of page cache (SQLite's default is 2 MiB): the search index and the
       // overlay reads stay in memory on a tablet-sized store.
@@ -451,16 +453,31 @@ absl::Status DeviceStore::PruneAcked() {
 }
 
 absl::Status DeviceStore::DeleteOutboxRow(int64_t seq) {
-  for (const char* sql :
-       {"DELETE FROM _outbox WHERE seq = ?1", "DELETE FROM _pending WHERE seq = ?1"}) {
-    absl::StatusOr<Statement*> del = db_->Prepare(sql);
+  absl::StatusOr<Statement*> read = db_->Prepare("SELECT body FROM _outbox WHERE seq = ?1");
+  if (!read.ok()) return read.status();
+  (*read)->BindInt(1, seq);
+  absl::StatusOr<bool> has = (*read)->Step();
+  Mutation m;
+  if (has.ok() && *has) m.ParseFromString(std::string((*read)->ColumnBlob(0)));
+  (*read)->Reset();
+  if (!has.ok()) return has.status();
+  for (const RecordChange& change : m.changes()) {
+    absl::StatusOr<Statement*> del =
+        db_->Prepare("DELETE FROM _pending WHERE type = ?1 AND id = ?2 AND seq = ?3");
     if (!del.ok()) return del.status();
-    (*del)->BindInt(1, seq);
+    (*del)->BindInt(1, change.type());
+    (*del)->BindBlob(2, change.id());
+    (*del)->BindInt(3, seq);
     absl::Status status = (*del)->Run();
     (*del)->Reset();
     if (!status.ok()) return status;
   }
-  return absl::OkStatus();
+  absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM _outbox WHERE seq = ?1");
+  if (!del.ok()) return del.status();
+  (*del)->BindInt(1, seq);
+  absl::Status status = (*del)->Run();
+  (*del)->Reset();
+  return status;
 }
 
 absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& batch) {
