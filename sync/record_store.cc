@@ -148,7 +148,6 @@ void ReadValue(const Statement& stmt, int col, FieldType type, Value* out) {
 struct Baseline {
   Stamp stamp;
   uint64_t op = 0;
-  friend bool operator==(const Baseline&, const Baseline&) = default;
 };
 
 // The most common (stamp, op) among the fields; ties go to the highest. Rows have a
