@@ -1,9 +1,11 @@
 #include "client_sdk/sync_client.h"
 
+#include <algorithm>
 #include <deque>
 #include <set>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -79,6 +81,17 @@ class SyncClient::Session {
       return Next::kMessage;
     }
     return closed_ ? Next::kClosed : Next::kTimeout;
+  }
+
+  // Moves the download pages at the head of the inbox (already received, not waited for)
+  // to *out, at most `max`.
+  void TakeQueuedPages(size_t max, std::vector<SyncServerMessage>* out) {
+    absl::MutexLock lock(&mu_);
+    while (max > 0 && !inbox_.empty() && inbox_.front().has_changes()) {
+      out->push_back(std::move(inbox_.front()));
+      inbox_.pop_front();
+      --max;
+    }
   }
 
   // Ends the call (cancelling it first when `cancel`), waits for the reader and returns
@@ -180,6 +193,7 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
     SyncClientMessage hello;
     hello.mutable_hello()->set_device_id(store_->device_id());
     hello.mutable_hello()->set_schema_version(options_.schema_version);
+    hello.mutable_hello()->set_download_window(std::max<uint32_t>(options_.download_window, 1));
     for (BucketCursor& c : *cursors) *hello.mutable_hello()->add_cursors() = std::move(c);
     session.Write(hello);  // on failure the reader sees the end and Finish() says why
   }
@@ -311,18 +325,23 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
         break;
       }
       case SyncServerMessage::kChanges: {
-        const ChangeBatch& batch = message.changes();
-        absl::StatusOr<sync::DownloadResult> applied = store_->ApplyDownload(batch);
+        // This page and the ones right behind it, stored in one transaction.
+        std::vector<SyncServerMessage> group;
+        group.push_back(std::move(message));
+        session.TakeQueuedPages(std::max<size_t>(options_.max_pages_per_transaction, 1) - 1,
+                                &group);
+        std::vector<const ChangeBatch*> pages;
+        for (const SyncServerMessage& m : group) pages.push_back(&m.changes());
+        absl::StatusOr<sync::DownloadResult> applied = store_->ApplyDownload(pages);
         if (!applied.ok()) return abandon(Annotate(applied.status(), "apply download"));
-        ++result.download_batches;
-        result.received_changes += static_cast<size_t>(batch.changes_size());
-        result.applied_changes += applied->applied;
-        const std::set<int64_t> mismatched(applied->mismatched.begin(), applied->mismatched.end());
-        for (const BucketCursor& c : batch.cursors()) complete.erase(c.bucket());
-        for (const kcnet::v1::BucketCheckpoint& cp : batch.checkpoints()) {
-          if (!mismatched.contains(cp.bucket())) complete.insert(cp.bucket());
+        result.download_batches += pages.size();
+        for (const ChangeBatch* page : pages) {
+          result.received_changes += static_cast<size_t>(page->changes_size());
         }
-        for (int64_t bucket : mismatched) {
+        result.applied_changes += applied->applied;
+        for (int64_t bucket : applied->moved) complete.erase(bucket);
+        for (int64_t bucket : applied->completed) complete.insert(bucket);
+        for (int64_t bucket : applied->mismatched) {
           // The checksum disagrees: purge the bucket and ask for it again from scratch.
           absl::Status status = store_->ResetBucket(bucket);
           if (!status.ok()) return abandon(Annotate(status, absl::StrCat("reset ", bucket)));
@@ -330,14 +349,22 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
           complete.erase(bucket);
         }
         first_batch = true;
-        more = batch.more();
+        more = pages.back()->more();
         if (!half_closed) {
           absl::StatusOr<std::vector<BucketCursor>> now = store_->Cursors();
           if (!now.ok()) return abandon(Annotate(now.status(), "cursors"));
           SyncClientMessage ack;
           for (BucketCursor& c : *now) *ack.mutable_download_ack()->add_cursors() = std::move(c);
+          if (pages.size() > 1) {
+            ack.mutable_download_ack()->set_pages(static_cast<uint32_t>(pages.size()));
+          }
           session.Write(ack);
         }
+        // Every page but the last is reported here; the last goes below, as `message`.
+        if (options_.on_message) {
+          for (size_t i = 0; i + 1 < group.size(); ++i) options_.on_message(group[i]);
+        }
+        message = std::move(group.back());
         break;
       }
       case SyncServerMessage::kPushAck: {

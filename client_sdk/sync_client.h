@@ -5,9 +5,12 @@
 //   Hello(device id, schema version, cursors) -> Welcome: subscribe the buckets the device
 //   must hold; for the buckets it may no longer hold, push its pending mutations first
 //   (the server may refuse them), then purge them.
-//   Download: apply each ChangeBatch (one store transaction) and acknowledge it with the
-//   cursors reached; a bucket whose checksum disagrees is reset and its cursor sent at 0,
-//   so the server sends it again from scratch. ScopeChange is handled like Welcome.
+//   Download: the server sends up to download_window pages ahead; the pages already
+//   received are stored together (one store transaction, up to max_pages_per_transaction)
+//   and acknowledged with the cursors reached; a bucket whose checksum disagrees is reset
+//   and its cursor sent at 0, so the server sends it again from scratch (pages it had
+//   already sent from the old cursor are skipped by the store). ScopeChange is handled
+//   like Welcome.
 //   Push: at most one MutationBatch in flight; its PushAck goes to
 //   DeviceStore::Acknowledge, whose reports (refusals, conflicts) are collected.
 //
@@ -55,6 +58,13 @@ struct SyncClientOptions {
   kcnet::v1::SchemaVersion schema_version = kcnet::v1::SCHEMA_VERSION_1;
   // RunUntil(): how often `done()` and the outbox are checked while no message arrives.
   absl::Duration live_poll_interval = absl::Milliseconds(50);
+  // Download pages the server may send before the device acknowledges them
+  // (Hello.download_window): the server reads the next pages while the device stores the
+  // current ones. 1: one page at a time.
+  uint32_t download_window = 8;
+  // Pages already received are stored together, in one transaction (one commit), up to
+  // this many, and acknowledged together.
+  size_t max_pages_per_transaction = 4;
   // Called on the syncing thread after each server message has been handled (applied to
   // the store and acknowledged). May call SyncClient::Cancel(). Optional.
   std::function<void(const kcnet::v1::SyncServerMessage&)> on_message;

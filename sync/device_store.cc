@@ -5,12 +5,14 @@
 #include <limits>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "sync/cursor.h"
 #include "sync/text_fold.h"
 
 namespace kcnet::sync {
@@ -107,7 +109,7 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);"
       // 8 MiB of page cache (SQLite's default is 2 MiB): the search index and the
       // overlay reads stay in memory on a tablet-sized store.
-      "PRAGMA cache_size = -8192;");
+      "PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 8192;");
   if (status.ok()) status = store->CreateSearchTables();
   if (!status.ok()) return status;
   // A store written before the pending index existed: build it from the outbox.
@@ -480,7 +482,68 @@ absl::Status DeviceStore::DeleteOutboxRow(int64_t seq) {
   return status;
 }
 
+namespace {
+
+// `next` := the stored row `row` (nullopt: none) with a downloaded change merged in, field
+// by field (last writer wins, each field's op tells older news). False when nothing
+// changes (older news, or a tombstone, which is final). DATA_LOSS when the row's bucket
+// field disagrees with its bucket.
+absl::StatusOr<bool> MergeDownloaded(const RecordTypeSpec& type, const RecordChange& change,
+                                     const std::optional<RowState>& row, RowState* next,
+                                     uint64_t* max_hlc) {
+  const Stamp stamp{change.hlc(), change.node()};
+  if (row.has_value()) {
+    if (row->deleted) return false;  // a tombstone is final
+    *next = *row;
+  } else {
+    next->bucket = change.bucket();
+    // Fields the change does not carry stay unknown (empty stamp, op 0): any delivery of
+    // them wins, and until then the checksum tells the bucket is incomplete.
+    next->fields.resize(type.fields.size());
+  }
+  bool changed = false;
+  if (change.deleted()) {
+    next->deleted = true;
+    next->fields.clear();
+    next->stamp = stamp;
+    next->op = std::max(next->op, change.op());
+    changed = true;
+  } else {
+    for (const auto& f : change.fields()) {
+      FieldState& state = next->fields[type.IndexOf(f.field())];
+      const Stamp field_stamp{f.hlc() != 0 ? f.hlc() : change.hlc(),
+                              f.node() != 0 ? f.node() : change.node()};
+      // Older news, or the same write again (on the server a field's stamp only grows).
+      if (change.op() <= state.op || field_stamp == state.stamp) continue;
+      state.value = f.value();
+      state.stamp = field_stamp;
+      state.op = change.op();
+      *max_hlc = std::max<uint64_t>(*max_hlc, state.stamp.hlc);
+      changed = true;
+    }
+    if (changed) next->op = std::max(next->op, change.op());
+  }
+  if (changed && !next->deleted &&
+      next->fields[type.bucket_index()].value.int_value() != next->bucket) {
+    return absl::DataLossError(absl::StrCat("bucket field disagrees with bucket ", next->bucket));
+  }
+  return changed;
+}
+
+// `status` with `path` in front of its message.
+absl::Status Annotate(const absl::Status& status, absl::string_view path) {
+  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+}
+
+}  // namespace
+
 absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& batch) {
+  const ChangeBatch* one[] = {&batch};
+  return ApplyDownload(absl::MakeConstSpan(one));
+}
+
+absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
+    absl::Span<const ChangeBatch* const> pages) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
@@ -488,119 +551,160 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& bat
     records_->AbandonTransaction().IgnoreError();
     return status;
   };
+  // The subscribed buckets' cursors, moved page by page and written once at the end.
+  absl::flat_hash_map<int64_t, BucketCursor> cursors;
+  {
+    absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT bucket, op, floor FROM _cursors");
+    if (!stmt.ok()) return fail(stmt.status());
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) {
+        (*stmt)->Reset();
+        return fail(has.status());
+      }
+      if (!*has) break;
+      BucketCursor& c = cursors[(*stmt)->ColumnInt(0)];
+      c.set_bucket((*stmt)->ColumnInt(0));
+      c.set_op(static_cast<uint64_t>((*stmt)->ColumnInt(1)));
+      c.set_floor(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
+    }
+    (*stmt)->Reset();
+  }
+  absl::flat_hash_set<int64_t> moved;
+  absl::flat_hash_set<int64_t> completed;
   DownloadResult result;
   uint64_t max_hlc = 0;
-  for (int i = 0; i < batch.changes_size(); ++i) {
-    const RecordChange& change = batch.changes(i);
-    const std::string path = absl::StrCat("download.changes[", i, "]");
-    absl::Status status = schema_->ValidateChange(change, path);
-    if (!status.ok()) return fail(status);
-    if (change.op() == 0 || change.node() == 0 || change.hlc() == 0) {
-      return fail(absl::InvalidArgumentError(
-          absl::StrCat(path, ": a download change needs its op, node and hlc")));
-    }
-    absl::StatusOr<std::optional<uint64_t>> cursor = CursorLocked(change.bucket());
-    if (!cursor.ok()) return fail(cursor.status());
-    if (!cursor->has_value()) continue;  // not (or no longer) subscribed
-    const RecordTypeSpec& type = *schema_->Find(change.type());
-    absl::StatusOr<std::string> id = UuidToText(change.id());
-    if (!id.ok()) return fail(id.status());
-    absl::StatusOr<std::optional<RowState>> row = records_->Read(type, *id);
-    if (!row.ok()) return fail(row.status());
-    const Stamp stamp{change.hlc(), change.node()};
-    max_hlc = std::max<uint64_t>(max_hlc, change.hlc());
-    RowState next;
-    if (row->has_value()) {
-      next = **row;
-      if (next.deleted) continue;  // a tombstone is final
-      if (change.op() <= next.op && !change.deleted()) {
-        // Some fields may still be older than this change; fall through to per-field.
+  std::string path;
+  for (size_t p = 0; p < pages.size(); ++p) {
+    const ChangeBatch& batch = *pages[p];
+    // Which buckets of this page apply: subscribed ones and, when the page says where it
+    // was read from, only those where that is where the device is now.
+    absl::flat_hash_map<int64_t, const BucketCursor*> from;
+    for (const BucketCursor& c : batch.from()) from[c.bucket()] = &c;
+    absl::flat_hash_map<int64_t, bool> usable;
+    auto applies = [&](int64_t bucket) {
+      auto [it, inserted] = usable.try_emplace(bucket, false);
+      if (inserted) {
+        auto mine = cursors.find(bucket);
+        if (mine != cursors.end()) {
+          auto f = from.find(bucket);
+          it->second = batch.from().empty() ||
+                       (f != from.end() && SamePosition(*f->second, mine->second));
+        }
       }
-    } else {
-      next.bucket = change.bucket();
-      // Fields the change does not carry stay unknown (empty stamp, op 0): any delivery of
-      // them wins, and until then the checksum tells the bucket is incomplete.
-      next.fields.resize(type.fields.size());
-    }
-    bool changed = false;
-    if (change.deleted()) {
-      next.deleted = true;
-      next.fields.clear();
-      next.stamp = stamp;
-      next.op = std::max(next.op, change.op());
-      changed = true;
-    } else {
-      for (const auto& f : change.fields()) {
-        FieldState& state = next.fields[type.IndexOf(f.field())];
-        const Stamp field_stamp{f.hlc() != 0 ? f.hlc() : change.hlc(),
-                                f.node() != 0 ? f.node() : change.node()};
-        // Older news, or the same write again (on the server a field's stamp only grows).
-        if (change.op() <= state.op || field_stamp == state.stamp) continue;
-        state.value = f.value();
-        state.stamp = field_stamp;
-        state.op = change.op();
-        max_hlc = std::max<uint64_t>(max_hlc, state.stamp.hlc);
-        changed = true;
+      return it->second;
+    };
+    for (int i = 0; i < batch.changes_size(); ++i) {
+      const RecordChange& change = batch.changes(i);
+      path.clear();
+      if (pages.size() > 1) absl::StrAppend(&path, "pages[", p, "].");
+      absl::StrAppend(&path, "download.changes[", i, "]");
+      absl::Status status = schema_->ValidateChange(change, path);
+      if (!status.ok()) return fail(status);
+      if (change.op() == 0 || change.node() == 0 || change.hlc() == 0) {
+        return fail(absl::InvalidArgumentError(
+            absl::StrCat(path, ": a download change needs its op, node and hlc")));
       }
-      if (changed) next.op = std::max(next.op, change.op());
+      if (!applies(change.bucket())) {
+        ++result.skipped;  // not (or no longer) subscribed, or a stale page
+        continue;
+      }
+      const RecordTypeSpec& type = *schema_->Find(change.type());
+      absl::StatusOr<std::string> id = UuidToText(change.id());
+      if (!id.ok()) return fail(id.status());
+      max_hlc = std::max<uint64_t>(max_hlc, change.hlc());
+      // In a bucket's first pass (floor 0: whole records) rows are nearly always new: try
+      // to insert before reading, and merge with the stored row only if there is one.
+      const bool likely_new = !change.deleted() && cursors[change.bucket()].floor() == 0;
+      std::optional<RowState> row;
+      if (!likely_new) {
+        absl::StatusOr<std::optional<RowState>> read = records_->Read(type, *id);
+        if (!read.ok()) return fail(read.status());
+        row = *std::move(read);
+      }
+      RowState next;
+      absl::StatusOr<bool> changed = MergeDownloaded(type, change, row, &next, &max_hlc);
+      if (!changed.ok()) return fail(Annotate(changed.status(), path));
+      if (!*changed) continue;
+      if (likely_new) {
+        absl::StatusOr<bool> inserted = records_->InsertIfAbsent(type, *id, next);
+        if (!inserted.ok()) return fail(inserted.status());
+        if (!*inserted) {
+          absl::StatusOr<std::optional<RowState>> read = records_->Read(type, *id);
+          if (!read.ok()) return fail(read.status());
+          row = *std::move(read);
+          next = RowState();
+          changed = MergeDownloaded(type, change, row, &next, &max_hlc);
+          if (!changed.ok()) return fail(Annotate(changed.status(), path));
+          if (!*changed) continue;
+          status = records_->Write(type, *id, row, next);
+        }
+      } else {
+        status = records_->Write(type, *id, row, next);
+      }
+      if (status.ok() && FindSearch(change.type()) != nullptr) {
+        status = RefreshSearchLocked(change.type(), change.id());
+      }
+      if (!status.ok()) return fail(status);
+      ++result.applied;
     }
-    if (!changed) continue;
-    if (!next.deleted && next.fields[type.bucket_index()].value.int_value() != next.bucket) {
-      return fail(absl::DataLossError(
-          absl::StrCat(path, ": bucket field disagrees with bucket ", next.bucket)));
+    for (const BucketCursor& c : batch.cursors()) {
+      if (!applies(c.bucket())) continue;
+      AdvanceCursor(c, &cursors[c.bucket()]);
+      moved.insert(c.bucket());
+      completed.erase(c.bucket());
     }
-    status = records_->Write(type, *id, *row, next);
-    if (status.ok() && FindSearch(change.type()) != nullptr) {
-      status = RefreshSearchLocked(change.type(), change.id());
-    }
+    absl::Status status = records_->FlushBuckets();
     if (!status.ok()) return fail(status);
-    ++result.applied;
+    for (const kcnet::v1::BucketCheckpoint& cp : batch.checkpoints()) {
+      if (!applies(cp.bucket())) continue;
+      // A checkpoint older than our cursor comes from a delayed batch: nothing to compare.
+      // (A server restored behind our cursor is detected by the stream, which sees the
+      // server's checkpoint answer the device's own cursor.)
+      completed.insert(cp.bucket());
+      if (cursors[cp.bucket()].op() != cp.op()) continue;
+      absl::StatusOr<kcnet::v1::BucketCheckpoint> mine = records_->Checkpoint(cp.bucket());
+      if (!mine.ok()) return fail(mine.status());
+      if (mine->checksum() != cp.checksum()) {
+        completed.erase(cp.bucket());
+        if (std::find(result.mismatched.begin(), result.mismatched.end(), cp.bucket()) ==
+            result.mismatched.end()) {
+          result.mismatched.push_back(cp.bucket());
+        }
+        continue;
+      }
+      // Complete as of the batch's snapshot: every op of this bucket up to server_op is here.
+      absl::StatusOr<Statement*> synced =
+          db_->Prepare("UPDATE _cursors SET synced = max(synced, ?2) WHERE bucket = ?1");
+      if (!synced.ok()) return fail(synced.status());
+      (*synced)->BindInt(1, cp.bucket());
+      (*synced)->BindInt(2, static_cast<int64_t>(batch.server_op()));
+      status = (*synced)->Run();
+      (*synced)->Reset();
+      if (!status.ok()) return fail(status);
+    }
   }
-  for (const BucketCursor& c : batch.cursors()) {
-    // The floor only moves up when the batch completes the bucket (floor == op); a
-    // delayed batch (op below ours) changes neither.
-    absl::StatusOr<Statement*> stmt = db_->Prepare(
-        "UPDATE _cursors SET floor = CASE WHEN ?2 >= op AND ?3 = ?2 THEN ?2 ELSE floor END, "
-        "op = max(op, ?2) WHERE bucket = ?1");
+  for (int64_t bucket : moved) {
+    const BucketCursor& c = cursors[bucket];
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("UPDATE _cursors SET op = ?2, floor = ?3 WHERE bucket = ?1");
     if (!stmt.ok()) return fail(stmt.status());
-    (*stmt)->BindInt(1, c.bucket());
+    (*stmt)->BindInt(1, bucket);
     (*stmt)->BindInt(2, static_cast<int64_t>(c.op()));
     (*stmt)->BindInt(3, static_cast<int64_t>(c.floor()));
     absl::Status status = (*stmt)->Run();
     (*stmt)->Reset();
     if (!status.ok()) return fail(status);
   }
-  absl::Status status = records_->FlushBuckets();
-  if (!status.ok()) return fail(status);
-  for (const kcnet::v1::BucketCheckpoint& cp : batch.checkpoints()) {
-    absl::StatusOr<std::optional<uint64_t>> cursor = CursorLocked(cp.bucket());
-    if (!cursor.ok()) return fail(cursor.status());
-    if (!cursor->has_value()) continue;
-    absl::StatusOr<kcnet::v1::BucketCheckpoint> mine = records_->Checkpoint(cp.bucket());
-    if (!mine.ok()) return fail(mine.status());
-    // A checkpoint older than our cursor comes from a delayed batch: nothing to compare.
-    // (A server restored behind our cursor is detected by the stream, which sees the
-    // server's checkpoint answer the device's own cursor.)
-    if (**cursor != cp.op()) continue;
-    if (mine->checksum() != cp.checksum()) {
-      result.mismatched.push_back(cp.bucket());
-      continue;
-    }
-    // Complete as of the batch's snapshot: every op of this bucket up to server_op is here.
-    absl::StatusOr<Statement*> synced =
-        db_->Prepare("UPDATE _cursors SET synced = max(synced, ?2) WHERE bucket = ?1");
-    if (!synced.ok()) return fail(synced.status());
-    (*synced)->BindInt(1, cp.bucket());
-    (*synced)->BindInt(2, static_cast<int64_t>(batch.server_op()));
-    status = (*synced)->Run();
-    (*synced)->Reset();
-    if (!status.ok()) return fail(status);
-  }
   hlc_.Raise(max_hlc);
-  status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
+  absl::Status status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
   if (status.ok()) status = PruneAcked();
   if (status.ok()) status = (*txn)->Commit();
   if (!status.ok()) return fail(status);
+  result.moved.assign(moved.begin(), moved.end());
+  result.completed.assign(completed.begin(), completed.end());
+  std::sort(result.moved.begin(), result.moved.end());
+  std::sort(result.completed.begin(), result.completed.end());
   return result;
 }
 

@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "kcnet/v1/sync.pb.h"
 #include "sync/hlc.h"
 #include "sync/record_store.h"
@@ -64,9 +65,16 @@ struct SearchHit {
 // What a download batch did.
 struct DownloadResult {
   size_t applied = 0;  // record changes that changed confirmed state
+  // Record changes not applied: of buckets the device does not hold, or stale parts of a
+  // page (its `from` cursor is not where the device is).
+  size_t skipped = 0;
   // Buckets whose checksum disagrees with the server's checkpoint: call ResetBucket() on
   // each and download it again from cursor 0.
   std::vector<int64_t> mismatched;
+  // Buckets whose cursor the pages moved, and of those the ones the last page touching
+  // them completed (a checkpoint that matched, or one older than the cursor).
+  std::vector<int64_t> moved;
+  std::vector<int64_t> completed;
 };
 
 // A report owed to the user: a refused mutation, or one applied with conflicts.
@@ -108,8 +116,13 @@ class DeviceStore {
   // mutations, conflicts); they also stay in the store until TakeReports().
   absl::StatusOr<std::vector<Report>> Acknowledge(const kcnet::v1::PushAck& ack);
 
-  // Applies a download batch to confirmed state in one transaction: idempotent (a change
-  // whose op a field already has is skipped) and safe to repeat or reorder.
+  // Applies download pages, in order, to confirmed state in one transaction (one commit
+  // for all of them): idempotent (a change whose op a field already has is skipped) and
+  // safe to repeat or reorder. A page with `from` cursors is applied per bucket only where
+  // its `from` equals the device's cursor at that point; other buckets' parts are stale
+  // and skipped (see ChangeBatch.from in sync.proto).
+  absl::StatusOr<DownloadResult> ApplyDownload(
+      absl::Span<const kcnet::v1::ChangeBatch* const> pages);
   absl::StatusOr<DownloadResult> ApplyDownload(const kcnet::v1::ChangeBatch& batch);
 
   // Buckets: Subscribe starts a bucket at cursor 0; Unsubscribe purges its records;

@@ -100,6 +100,8 @@ std::string SqlType(FieldType type) {
   return "BLOB";
 }
 
+// Binds without copying: `v` must outlive the statement's run (every caller resets the
+// statement before returning).
 void BindValue(Statement* stmt, int index, const Value& v) {
   switch (v.kind_case()) {
     case Value::kIntValue:
@@ -109,10 +111,10 @@ void BindValue(Statement* stmt, int index, const Value& v) {
       stmt->BindDouble(index, v.double_value());
       break;
     case Value::kStringValue:
-      stmt->BindText(index, v.string_value());
+      stmt->BindTextRef(index, v.string_value());
       break;
     case Value::kBytesValue:
-      stmt->BindBlob(index, v.bytes_value());
+      stmt->BindBlobRef(index, v.bytes_value());
       break;
     case Value::kBoolValue:
       stmt->BindInt(index, v.bool_value() ? 1 : 0);
@@ -274,9 +276,12 @@ absl::Status RecordStore::CreateTables() {
     }
     const std::string all = absl::StrJoin(names, ", ");
     select_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE id = ?1");
+    const std::string values =
+        absl::StrJoin(std::vector<std::string>(names.size(), "?"), ",");
     write_sql_[t.type] =
-        absl::StrCat("INSERT OR REPLACE INTO ", t.name, "(", all, ") VALUES (",
-                     absl::StrJoin(std::vector<std::string>(names.size(), "?"), ","), ")");
+        absl::StrCat("INSERT OR REPLACE INTO ", t.name, "(", all, ") VALUES (", values, ")");
+    insert_sql_[t.type] = absl::StrCat("INSERT INTO ", t.name, "(", all, ") VALUES (", values,
+                                       ") ON CONFLICT(id) DO NOTHING");
     scan_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE ", bucket_col,
                                      " = ?1 AND _op > ?2 ORDER BY _op LIMIT ?3");
   }
@@ -375,7 +380,7 @@ absl::StatusOr<std::optional<RowState>> RecordStore::Read(const RecordTypeSpec& 
                                                           absl::string_view id_text) {
   absl::StatusOr<Statement*> stmt = db_->Prepare(select_sql_[type.type]);
   if (!stmt.ok()) return stmt.status();
-  (*stmt)->BindText(1, id_text);
+  (*stmt)->BindTextRef(1, id_text);  // reset below, before id_text can go
   absl::StatusOr<bool> has = (*stmt)->Step();
   if (!has.ok()) return has.status();
   if (!*has) {
@@ -388,21 +393,18 @@ absl::StatusOr<std::optional<RowState>> RecordStore::Read(const RecordTypeSpec& 
   return std::optional<RowState>(std::move(*row));
 }
 
-absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id_text,
-                                const std::optional<RowState>& old, const RowState& row) {
-  absl::StatusOr<Statement*> stmt_or = db_->Prepare(write_sql_[type.type]);
-  if (!stmt_or.ok()) return stmt_or.status();
-  Statement* stmt = *stmt_or;
+absl::Status RecordStore::BindRow(Statement* stmt, const RecordTypeSpec& type,
+                                  absl::string_view id_text, const RowState& row,
+                                  std::string* fc) {
   const int n = static_cast<int>(type.fields.size());
-  stmt->BindText(1, id_text);
+  // The bytes stay alive until the caller's Reset(): bound without a copy.
+  stmt->BindTextRef(1, id_text);
   Stamp base_stamp = row.stamp;
-  std::string fc;
+  fc->clear();
   bool has_fc = false;
   if (row.deleted) {
     for (int i = 0; i < n; ++i) stmt->BindNull(2 + i);
-    Value bucket;
-    bucket.set_int_value(row.bucket);
-    BindValue(stmt, 2 + type.bucket_index(), bucket);
+    stmt->BindInt(2 + type.bucket_index(), row.bucket);
   } else {
     const Baseline base = ChooseBaseline(row);
     base_stamp = base.stamp;
@@ -411,18 +413,18 @@ absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id
       BindValue(stmt, 2 + i, f.value);
       if (f.stamp == base.stamp && f.op == base.op) continue;
       if (!has_fc) {
-        PutVarint(&fc, row.op - base.op);
+        PutVarint(fc, row.op - base.op);
         has_fc = true;
       }
       absl::StatusOr<uint32_t> local = LocalNode(f.stamp.node);
       if (!local.ok()) return local.status();
-      PutVarint(&fc, static_cast<uint64_t>(i));
-      PutVarint(&fc, ZigZag(static_cast<int64_t>(f.stamp.hlc - base.stamp.hlc)));
-      PutVarint(&fc, *local);
-      PutVarint(&fc, row.op - f.op);
+      PutVarint(fc, static_cast<uint64_t>(i));
+      PutVarint(fc, ZigZag(static_cast<int64_t>(f.stamp.hlc - base.stamp.hlc)));
+      PutVarint(fc, *local);
+      PutVarint(fc, row.op - f.op);
     }
     if (!has_fc && base.op != row.op) {
-      PutVarint(&fc, row.op - base.op);
+      PutVarint(fc, row.op - base.op);
       has_fc = true;
     }
   }
@@ -433,20 +435,47 @@ absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id
   stmt->BindInt(4 + n, static_cast<int64_t>(row.op));
   stmt->BindInt(5 + n, row.deleted ? 1 : 0);
   if (has_fc) {
-    stmt->BindBlob(6 + n, fc);
+    stmt->BindBlobRef(6 + n, *fc);
   } else {
     stmt->BindNull(6 + n);
   }
-  absl::Status status = stmt->Run();
-  stmt->Reset();
-  if (!status.ok()) return status;
+  return absl::OkStatus();
+}
 
+void RecordStore::AddDelta(const RecordTypeSpec& type, absl::string_view id_text,
+                           const std::optional<RowState>& old, const RowState& row) {
   BucketDelta& delta = unit_[row.bucket];
   delta.checksum += RowHash(type, id_text, row);
   if (old.has_value()) delta.checksum -= RowHash(type, id_text, *old);
   delta.records += (row.deleted ? 0 : 1) - ((old.has_value() && !old->deleted) ? 1 : 0);
   delta.last_op = std::max(delta.last_op, row.op);
+}
+
+absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id_text,
+                                const std::optional<RowState>& old, const RowState& row) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(write_sql_[type.type]);
+  if (!stmt.ok()) return stmt.status();
+  std::string fc;
+  absl::Status status = BindRow(*stmt, type, id_text, row, &fc);
+  if (status.ok()) status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (!status.ok()) return status;
+  AddDelta(type, id_text, old, row);
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RecordStore::InsertIfAbsent(const RecordTypeSpec& type,
+                                                 absl::string_view id_text, const RowState& row) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(insert_sql_[type.type]);
+  if (!stmt.ok()) return stmt.status();
+  std::string fc;
+  absl::Status status = BindRow(*stmt, type, id_text, row, &fc);
+  if (status.ok()) status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (!status.ok()) return status;
+  if (db_->Changes() == 0) return false;  // the id exists: nothing written
+  AddDelta(type, id_text, std::nullopt, row);
+  return true;
 }
 
 void RecordStore::CommitUnit() {

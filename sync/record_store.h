@@ -75,6 +75,12 @@ class RecordStore {
   absl::Status Write(const RecordTypeSpec& type, absl::string_view id_text,
                      const std::optional<RowState>& old, const RowState& row);
 
+  // Inserts `row` as a new row and records its checksum change; false, with nothing
+  // written, when a row (or tombstone) with this id exists. Saves Read() where rows are
+  // expected to be new (a bucket's first download).
+  absl::StatusOr<bool> InsertIfAbsent(const RecordTypeSpec& type, absl::string_view id_text,
+                                      const RowState& row);
+
   // Units of work mirror SAVEPOINTs: checksum deltas of a unit join the transaction's on
   // CommitUnit() and vanish on AbandonUnit().
   void CommitUnit();
@@ -134,6 +140,13 @@ class RecordStore {
   absl::Status LoadNodes();
   absl::StatusOr<uint32_t> LocalNode(uint64_t node);
   absl::StatusOr<uint64_t> GlobalNode(int64_t local) const;
+  // Binds a row's columns (id first, as in write_sql_/insert_sql_); `fc` holds the
+  // encoded field clocks, bound without a copy, so it must outlive the statement's run.
+  absl::Status BindRow(Statement* stmt, const RecordTypeSpec& type, absl::string_view id_text,
+                       const RowState& row, std::string* fc);
+  // Adds a row's change from `old` (nullopt: none) to `row` to the unit's bucket delta.
+  void AddDelta(const RecordTypeSpec& type, absl::string_view id_text,
+                const std::optional<RowState>& old, const RowState& row);
   absl::StatusOr<RowState> DecodeRow(const RecordTypeSpec& type, Statement& stmt, int first);
   // Steps a bound SELECT of full rows, calling `fn` for each; resets the statement.
   absl::Status EachRow(
@@ -146,8 +159,8 @@ class RecordStore {
   std::vector<uint64_t> local_to_node_;  // index = local id
   absl::flat_hash_map<int64_t, BucketDelta> unit_;
   absl::flat_hash_map<int64_t, BucketDelta> txn_;
-  // Per type: SELECT/INSERT/SCAN statements' SQL.
-  absl::flat_hash_map<uint32_t, std::string> select_sql_, write_sql_, scan_sql_;
+  // Per type: SELECT/INSERT OR REPLACE/INSERT if absent/SCAN statements' SQL.
+  absl::flat_hash_map<uint32_t, std::string> select_sql_, write_sql_, insert_sql_, scan_sql_;
   mutable std::string hash_buffer_;
 };
 

@@ -49,6 +49,14 @@ void Statement::BindBlob(int index, absl::string_view value) {
                     SQLITE_TRANSIENT);
 }
 
+void Statement::BindTextRef(int index, absl::string_view value) {
+  sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+}
+void Statement::BindBlobRef(int index, absl::string_view value) {
+  sqlite3_bind_blob(stmt_, index, value.empty() ? "" : value.data(), static_cast<int>(value.size()),
+                    SQLITE_STATIC);
+}
+
 absl::StatusOr<bool> Statement::Step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;

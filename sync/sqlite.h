@@ -33,12 +33,16 @@ class Statement {
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
-  // Bind helpers; `index` is 1-based as in SQLite. Strings and blobs are copied.
+  // Bind helpers; `index` is 1-based as in SQLite. Strings and blobs are copied, except
+  // by the *Ref variants.
   void BindNull(int index);
   void BindInt(int index, int64_t value);
   void BindDouble(int index, double value);
   void BindText(int index, absl::string_view value);
   void BindBlob(int index, absl::string_view value);
+  // Without a copy: the bytes must stay alive and unchanged until Reset().
+  void BindTextRef(int index, absl::string_view value);
+  void BindBlobRef(int index, absl::string_view value);
 
   // Runs one step. Returns true when a row is available, false when done.
   absl::StatusOr<bool> Step();

@@ -1,5 +1,6 @@
 #include "server/sync_stream/sync_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -15,6 +16,7 @@
 #include "server/rpc/paging.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "server/rpc/thread_pool.h"
+#include "sync/cursor.h"
 #include "sync/model/rules.h"
 
 namespace kcnet::server {
@@ -136,8 +138,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   void HandleHello(const kcnet::v1::Hello& hello) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandlePush(const kcnet::v1::MutationBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleAck(const kcnet::v1::DownloadAck& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Sends the next download page when none is waiting for its ack and there is news (or
-  // `force`: the first page after Welcome always goes).
+  // Sends download pages while fewer than the window wait for their ack and there is news
+  // (or `force`: the first page after Welcome always goes).
   void SendNextBatchLocked(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Re-reads the user's token and org units; a change becomes a ScopeChange.
   bool RefreshScopeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -152,14 +154,27 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   SyncStream* reactor_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool hello_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool batch_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_after_writes_ ABSL_GUARDED_BY(mu_) = false;
   std::string token_ ABSL_GUARDED_BY(mu_);
   Principal principal_ ABSL_GUARDED_BY(mu_);
   std::string device_id_ ABSL_GUARDED_BY(mu_);
   std::set<int64_t> buckets_ ABSL_GUARDED_BY(mu_);
+  // Where the device will be once it has stored every page sent so far: the next page is
+  // read from here.
   std::map<int64_t, kcnet::v1::BucketCursor> cursors_ ABSL_GUARDED_BY(mu_);
+  // Pages sent and not yet acknowledged, oldest first, with the cursors each should take
+  // the device to; at most `window_` (Hello.download_window, capped by the options).
+  struct SentPage {
+    uint64_t index = 0;
+    std::map<int64_t, kcnet::v1::BucketCursor> expected;
+  };
+  std::deque<SentPage> sent_ ABSL_GUARDED_BY(mu_);
+  uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t pages_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  // A bucket restarted from the device's own cursor after pages up to this index were
+  // sent: the device skips those pages' part of it, so their acks say nothing new of it.
+  std::map<int64_t, uint64_t> stale_through_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, uint64_t> announced_ ABSL_GUARDED_BY(mu_);  // checkpoint op last sent
   std::deque<SyncServerMessage> queue_ ABSL_GUARDED_BY(mu_);
   SyncClientMessage in_;  // the read buffer: one read in flight
@@ -306,6 +321,8 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
     return;
   }
   device_id_ = hello.device_id();
+  window_ = std::clamp<uint32_t>(hello.download_window(), 1,
+                                 std::max<uint32_t>(hub_->options.max_pages_in_flight, 1));
   absl::StatusOr<std::vector<int64_t>> communes =
       hub_->directory->Communes(principal_.org_unit_ids);
   if (!communes.ok()) {
@@ -349,11 +366,28 @@ void StreamCore::HandlePush(const kcnet::v1::MutationBatch& batch) {
 }
 
 void StreamCore::HandleAck(const kcnet::v1::DownloadAck& ack) {
-  batch_in_flight_ = false;
+  // The oldest `pages` sent pages are acknowledged; compare where the device says it is
+  // with where the last of them should have taken it.
+  const size_t pages = std::min<size_t>(std::max<uint32_t>(ack.pages(), 1), sent_.size());
+  if (pages == 0) return;  // nothing was waiting for an ack (e.g. a page already retired)
+  SentPage acked;
+  for (size_t i = 0; i < pages; ++i) {
+    acked = std::move(sent_.front());
+    sent_.pop_front();
+  }
   for (const kcnet::v1::BucketCursor& c : ack.cursors()) {
-    if (!buckets_.contains(c.bucket())) continue;
-    cursors_[c.bucket()] = c;
-    if (c.op() == 0) announced_.erase(c.bucket());  // reset: send it again from scratch
+    const int64_t bucket = c.bucket();
+    if (!buckets_.contains(bucket)) continue;
+    auto expected = acked.expected.find(bucket);
+    if (expected == acked.expected.end()) continue;  // added after that page was sent
+    auto stale = stale_through_.find(bucket);
+    if (stale != stale_through_.end() && acked.index <= stale->second) continue;
+    if (sync::SamePosition(c, expected->second)) continue;
+    // The device is elsewhere (it reset the bucket after a checksum mismatch, or skipped a
+    // stale page): continue from its cursor, and send the checkpoint again when reached.
+    cursors_[bucket] = c;
+    announced_.erase(bucket);
+    stale_through_[bucket] = pages_sent_;
   }
   SendNextBatchLocked(/*force=*/false);
 }
@@ -409,28 +443,36 @@ bool StreamCore::RefreshScopeLocked() {
 }
 
 void StreamCore::SendNextBatchLocked(bool force) {
-  if (batch_in_flight_ || finished_) return;
-  std::vector<kcnet::v1::BucketCursor> cursors;
-  for (int64_t b : buckets_) cursors.push_back(cursors_[b]);
-  absl::StatusOr<kcnet::v1::ChangeBatch> batch =
-      hub_->store->ChangesSince(cursors, hub_->options.page);
-  if (!batch.ok()) {
-    FinishLocked(batch.status());
-    return;
+  while (!finished_ && sent_.size() < window_) {
+    std::vector<kcnet::v1::BucketCursor> cursors;
+    for (int64_t b : buckets_) cursors.push_back(cursors_[b]);
+    absl::StatusOr<kcnet::v1::ChangeBatch> batch =
+        hub_->store->ChangesSince(cursors, hub_->options.page);
+    if (!batch.ok()) {
+      FinishLocked(batch.status());
+      return;
+    }
+    bool news = force || batch->changes_size() > 0;
+    force = false;
+    for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
+      auto it = announced_.find(cp.bucket());
+      if (it == announced_.end() || it->second != cp.op()) news = true;
+    }
+    if (!news) return;
+    for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
+      announced_[cp.bucket()] = cp.op();
+    }
+    for (const kcnet::v1::BucketCursor& c : batch->cursors()) {
+      kcnet::v1::BucketCursor& mine = cursors_[c.bucket()];
+      // A device taking several pages checks that each continues from where it is.
+      if (window_ > 1) *batch->add_from() = mine;
+      sync::AdvanceCursor(c, &mine);
+    }
+    sent_.push_back(SentPage{++pages_sent_, cursors_});
+    SyncServerMessage out;
+    *out.mutable_changes() = std::move(*batch);
+    EnqueueLocked(std::move(out));
   }
-  bool news = force || batch->changes_size() > 0;
-  for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
-    auto it = announced_.find(cp.bucket());
-    if (it == announced_.end() || it->second != cp.op()) news = true;
-  }
-  if (!news) return;
-  for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
-    announced_[cp.bucket()] = cp.op();
-  }
-  batch_in_flight_ = true;
-  SyncServerMessage out;
-  *out.mutable_changes() = std::move(*batch);
-  EnqueueLocked(std::move(out));
 }
 
 void StreamCore::EnqueueLocked(SyncServerMessage message) {

@@ -2,9 +2,9 @@
 // review RPCs.
 //
 // A stream: Hello (device id, schema version, cursors) -> Welcome (the device's buckets:
-// the communes of its user's subtree, and the buckets to purge) -> download pages, each
-// acknowledged by the device before the next (its cursors advance only with what it has
-// stored) -> live: a commit touching one of the device's buckets sends the next page at
+// the communes of its user's subtree, and the buckets to purge) -> download pages, up to
+// the device's window ahead of its acknowledgements (its cursors advance only with what it
+// has stored; each page says which cursors it was read from) -> live: a commit touching one of the device's buckets sends the next page at
 // once. Pushes (MutationBatch) are applied exactly once through the rules and answered
 // with a PushAck. The user's scope is re-read on every event and at least every
 // `scope_check_interval`: a reassignment becomes a ScopeChange on the open stream.
@@ -31,6 +31,9 @@ namespace kcnet::server {
 struct SyncServiceOptions {
   int threads = 2;
   sync::DownloadLimits page = {.max_changes = 1000, .max_bytes = 1 << 20};
+  // Download pages sent ahead of the device's acknowledgement, at most (the device asks
+  // for its own window in Hello; the smaller applies).
+  uint32_t max_pages_in_flight = 8;
   int max_streams_per_user = 4;
   size_t max_queued_messages = 64;
   absl::Duration scope_check_interval = absl::Seconds(5);

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sync/cursor.h"
 #include "sync/server_store.h"
 #include "tests/testing/test_util.h"
 
@@ -272,6 +273,133 @@ TEST_F(DeviceStoreTest, UnsubscribePurgesTheBucket) {
   EXPECT_FALSE(device_->Read(1, Id(1), true)->has_value());
   EXPECT_TRUE(device_->Cursors()->empty());
   EXPECT_EQ(*device_->UnconfirmedCount(), 0);
+}
+
+// Pushes `changes` (one mutation) as another device would.
+void PushAsOther(ServerStore* server, uint64_t seq, std::vector<kcnet::v1::RecordChange> changes,
+                 uint64_t hlc_counter) {
+  kcnet::v1::MutationBatch b;
+  auto* m = b.add_mutations();
+  m->set_seq(seq);
+  for (auto& c : changes) {
+    c.set_hlc(HlcPack(kT0, hlc_counter));
+    *m->add_changes() = std::move(c);
+  }
+  auto ack = server->Apply(Writer{"other", NodeIdFor("other")}, b);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_EQ(ack->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+}
+
+// The pages a server sends ahead to a device with a download window: each read from the
+// cursor the previous one leads to, and saying so in `from`.
+std::vector<kcnet::v1::ChangeBatch> PagesAhead(ServerStore* server,
+                                               std::vector<kcnet::v1::BucketCursor> cursors,
+                                               size_t per_page) {
+  std::vector<kcnet::v1::ChangeBatch> pages;
+  for (int guard = 0; guard < 100; ++guard) {
+    auto page = server->ChangesSince(cursors, DownloadLimits{.max_changes = per_page});
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    for (const auto& c : page->cursors()) {
+      for (auto& mine : cursors) {
+        if (mine.bucket() != c.bucket()) continue;
+        *page->add_from() = mine;
+        AdvanceCursor(c, &mine);
+      }
+    }
+    pages.push_back(*std::move(page));
+    if (!pages.back().more()) break;
+  }
+  return pages;
+}
+
+// A record written, then updated while the device is still in its bucket's first pass,
+// arrives twice with whole-record fields: the second time the store finds the row it
+// tried to insert and merges instead.
+TEST_F(DeviceStoreTest, ARecordSeenTwiceInTheFirstPassIsMerged) {
+  PushAsOther(server_.get(), 1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, 1);
+  PushAsOther(server_.get(), 2, {Change(2, Id(2), {{2, IntValue(kUnit)}})}, 2);
+  auto page = server_->ChangesSince(*device_->Cursors(), DownloadLimits{.max_changes = 1});
+  ASSERT_EQ(page->changes_size(), 1);
+  ASSERT_TRUE(device_->ApplyDownload(*page).ok());
+  ASSERT_EQ(device_->Cursors()->at(0).floor(), 0u);  // still the first pass
+  auto update = Change(1, Id(1), {{5, StringValue("later")}});
+  update.set_base_op(1);
+  PushAsOther(server_.get(), 3, {update}, 3);
+  Sync(device_.get());
+  auto item = device_->Read(1, Id(1), true);
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ(FieldOf(**item, 3).int_value(), 1);
+  EXPECT_EQ(FieldOf(**item, 5).string_value(), "later");
+  EXPECT_EQ(device_->Checkpoint(kUnit)->records(), 2u);
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+  EXPECT_EQ(device_->RecomputeCheckpoint(kUnit)->checksum(),
+            server_->Checkpoint(kUnit)->checksum());
+}
+
+// Pages stored together (one transaction) end where the same pages stored one by one end.
+TEST_F(DeviceStoreTest, PagesStoredTogetherEqualPagesStoredOneByOne) {
+  for (int i = 1; i <= 7; ++i) {
+    PushAsOther(server_.get(), static_cast<uint64_t>(i),
+                {Change(1, Id(i), {{2, IntValue(kUnit)}, {3, IntValue(i)}})},
+                static_cast<uint64_t>(i));
+  }
+  const auto pages = PagesAhead(server_.get(), *device_->Cursors(), 2);
+  ASSERT_EQ(pages.size(), 4u);
+  std::vector<const kcnet::v1::ChangeBatch*> all;
+  for (const auto& p : pages) all.push_back(&p);
+  auto together = device_->ApplyDownload(all);
+  ASSERT_TRUE(together.ok()) << together.status();
+  EXPECT_EQ(together->applied, 7u);
+  EXPECT_EQ(together->skipped, 0u);
+  EXPECT_TRUE(together->mismatched.empty());
+  EXPECT_THAT(together->moved, ::testing::ElementsAre(kUnit));
+  EXPECT_THAT(together->completed, ::testing::ElementsAre(kUnit));
+
+  auto other = Open("tablet-b", "b.db");
+  ASSERT_TRUE(other->Subscribe(kUnit).ok());
+  for (const auto& p : pages) ASSERT_TRUE(other->ApplyDownload(p).ok());
+  EXPECT_EQ(device_->Cursors()->at(0).DebugString(), other->Cursors()->at(0).DebugString());
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), other->Checkpoint(kUnit)->checksum());
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+  EXPECT_EQ(device_->Cursors()->at(0).op(), server_->Checkpoint(kUnit)->op());
+  EXPECT_EQ(device_->Cursors()->at(0).floor(), server_->Checkpoint(kUnit)->op());
+}
+
+// A page read from a cursor the device is not at (sent ahead before the server learned
+// of a reset) is skipped for that bucket: no change, cursor or checkpoint of it applies.
+TEST_F(DeviceStoreTest, APageFromAnotherCursorIsSkipped) {
+  for (int i = 1; i <= 4; ++i) {
+    PushAsOther(server_.get(), static_cast<uint64_t>(i),
+                {Change(1, Id(i), {{2, IntValue(kUnit)}, {3, IntValue(i)}})},
+                static_cast<uint64_t>(i));
+  }
+  const auto pages = PagesAhead(server_.get(), *device_->Cursors(), 2);
+  ASSERT_EQ(pages.size(), 2u);
+  // The second page alone: it continues from where the first ends, not from 0.
+  auto stale = device_->ApplyDownload(pages[1]);
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  EXPECT_EQ(stale->applied, 0u);
+  EXPECT_EQ(stale->skipped, 2u);
+  EXPECT_TRUE(stale->moved.empty());
+  EXPECT_TRUE(stale->completed.empty());
+  EXPECT_EQ(device_->Cursors()->at(0).op(), 0u);
+  EXPECT_EQ(device_->Checkpoint(kUnit)->records(), 0u);
+  // In order, both apply.
+  ASSERT_TRUE(device_->ApplyDownload(pages[0]).ok());
+  auto second = device_->ApplyDownload(pages[1]);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->applied, 2u);
+  EXPECT_THAT(second->completed, ::testing::ElementsAre(kUnit));
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+  // After a reset the old second page is stale again, within one call too.
+  ASSERT_TRUE(device_->ResetBucket(kUnit).ok());
+  std::vector<const kcnet::v1::ChangeBatch*> reversed = {&pages[1], &pages[0]};
+  auto mixed = device_->ApplyDownload(reversed);
+  ASSERT_TRUE(mixed.ok());
+  EXPECT_EQ(mixed->applied, 2u);
+  EXPECT_EQ(mixed->skipped, 2u);
+  EXPECT_EQ(device_->Checkpoint(kUnit)->records(), 2u);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/app/kcnet_server.h"
+#include "sync/cursor.h"
 #include "sync/device_store.h"
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
@@ -180,14 +181,7 @@ struct Device {
 class SyncStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server::ServerOptions options =
-        kcnet::testing::TestServerOptions(dir_.File("server"), "127.0.0.1:0");
-    absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
-        server::KcnetServer::Start(options);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                   grpc::InsecureChannelCredentials());
+    StartServer({});
     server::Directory* d = server_->directory();
     // Province 90: district 901 (communes 90101, 90102), district 902 (commune 90201).
     const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
@@ -200,6 +194,20 @@ class SyncStreamTest : public ::testing::Test {
 
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+  }
+
+  // Starts the server on the fixture's data dir (again, after a Shutdown: the same data,
+  // a new port) with these sync options, and points channel_ at it.
+  void StartServer(server::SyncServiceOptions sync) {
+    server::ServerOptions options =
+        kcnet::testing::TestServerOptions(dir_.File("server"), "127.0.0.1:0");
+    options.sync = sync;
+    absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
+        server::KcnetServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
   }
 
   Account MakeUser(const std::string& name, Role role, int64_t unit) {
@@ -492,6 +500,7 @@ TEST_F(SyncStreamTest, InterruptedDownloadResumesFromItsCursor) {
   bool first_more = false;
   SyncClient* client = nullptr;
   SyncClientOptions options = slow;
+  options.max_pages_per_transaction = 1;  // the cut comes right after the first page
   options.on_message = [&](const SyncServerMessage& m) {
     if (m.has_changes() && cut.exchange(false)) {
       first_more = m.changes().more();
@@ -523,6 +532,77 @@ TEST_F(SyncStreamTest, InterruptedDownloadResumesFromItsCursor) {
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->records(), static_cast<uint64_t>(kRecords));
   for (size_t i = 0; i < ids.size(); i += 97) ExpectSameAsServer(*r, kFacilityType, ids[i]);
+}
+
+// A device with a download window gets several pages before it acknowledges any, each
+// saying which cursor it continues from; when the device's acknowledgement shows it is
+// elsewhere (it reset the bucket), the server continues from the device's cursor.
+TEST_F(SyncStreamTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto writer = NewDevice("tablet-w", collab.token);
+  ASSERT_TRUE(writer);
+  for (int i = 0; i < 20; ++i) {
+    writer->Write({NewFacility(NewUuid(), c1_, collab.id, absl::StrCat("Cơ sở ", i))});
+  }
+  writer->Sync();
+  server_->Shutdown(absl::Seconds(1));
+  server::SyncServiceOptions small;
+  small.page = {.max_changes = 5, .max_bytes = 1 << 20};
+  StartServer(small);
+
+  auto stub = SyncService::NewStub(channel_);
+  auto ctx = As(collab.token);
+  auto stream = stub->Sync(ctx.get());
+  SyncClientMessage hello;
+  hello.mutable_hello()->set_device_id("raw-window");
+  hello.mutable_hello()->set_schema_version(kcnet::v1::SCHEMA_VERSION_1);
+  hello.mutable_hello()->set_download_window(3);
+  ASSERT_TRUE(stream->Write(hello));
+  SyncServerMessage in;
+  ASSERT_TRUE(stream->Read(&in));
+  ASSERT_TRUE(in.has_welcome());
+  // Three pages with no acknowledgement sent (a server waiting for one would block here
+  // until the call's deadline).
+  std::vector<ChangeBatch> pages;
+  BucketCursor at;
+  at.set_bucket(c1_);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(stream->Read(&in)) << "page " << i;
+    ASSERT_TRUE(in.has_changes()) << in.DebugString();
+    const ChangeBatch& page = in.changes();
+    EXPECT_EQ(page.changes_size(), 5);
+    ASSERT_EQ(page.from_size(), 1);
+    EXPECT_EQ(page.from(0).DebugString(), at.DebugString()) << "page " << i;
+    ASSERT_EQ(page.cursors_size(), 1);
+    sync::AdvanceCursor(page.cursors(0), &at);
+    pages.push_back(page);
+  }
+  EXPECT_GT(at.op(), 0u);
+  // The device acknowledges the first page from cursor 0 (it reset the bucket): the
+  // next page starts again from 0, with the first page's first record.
+  SyncClientMessage ack;
+  BucketCursor* reset = ack.mutable_download_ack()->add_cursors();
+  reset->set_bucket(c1_);
+  ASSERT_TRUE(stream->Write(ack));
+  ASSERT_TRUE(stream->Read(&in));
+  ASSERT_TRUE(in.has_changes()) << in.DebugString();
+  ASSERT_EQ(in.changes().from_size(), 1);
+  EXPECT_EQ(in.changes().from(0).op(), 0u);
+  EXPECT_EQ(in.changes().from(0).floor(), 0u);
+  ASSERT_GT(in.changes().changes_size(), 0);
+  EXPECT_EQ(in.changes().changes(0).id(), pages[0].changes(0).id());
+  ctx->TryCancel();
+  while (stream->Read(&in)) {
+  }
+  stream->Finish();
+
+  // A SyncClient with the window takes the 20 records in pages of 5, stored in groups.
+  auto fresh = NewDevice("tablet-fresh", collab.token);
+  ASSERT_TRUE(fresh);
+  SyncResult result = fresh->Sync();
+  EXPECT_EQ(result.received_changes, 20u);
+  EXPECT_GE(result.download_batches, 4u);
+  ExpectSameBucket(*fresh, c1_);
 }
 
 // (d) A collaborator moved to another commune: its pending write for the old commune is
