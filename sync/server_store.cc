@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "sync/merge.h"
 
@@ -44,6 +45,9 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
   if (!records.ok()) return records.status();
   store->records_ = std::move(*records);
   absl::Status status = store->db_->Exec(
+      // Checkpoint every 32 MB of WAL rather than 4: pages rewritten by many commits (the
+      // random-id indexes) are copied to the database once per checkpoint, not per 4 MB.
+      "PRAGMA wal_autocheckpoint = 8192;"
       "CREATE TABLE IF NOT EXISTS _devices(device_id TEXT PRIMARY KEY, node INTEGER NOT NULL, "
       "last_seq INTEGER NOT NULL) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS _conflicts(id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
@@ -100,6 +104,14 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
 
   absl::ReleasableMutexLock lock(&mu_);
   const uint64_t op_before_batch = last_op_;
+  // Rows read or written by this batch are kept until it ends: the rules and the merge
+  // read the same records (a new visit, its facility) many times per batch.
+  row_cache_.clear();
+  caching_ = true;
+  absl::Cleanup stop_caching = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    caching_ = false;
+    row_cache_.clear();
+  };
   auto fail = [&](absl::Status status) {
     last_op_ = op_before_batch;
     records_->AbandonTransaction().IgnoreError();
@@ -170,6 +182,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
       if (!status.ok()) return fail(status);
       status = records_->AbandonUnit();
       if (!status.ok()) return fail(status);
+      row_cache_.clear();  // it may hold rows the rolled-back mutation wrote
       last_op_ = op_before;
       result->Clear();
       result->set_seq(m.seq());
@@ -229,6 +242,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
   ack.set_last_applied_seq(last_seq);
   ack.set_server_op(last_op_);
   const uint64_t committed_op = last_op_;
+  std::move(stop_caching).Invoke();  // under the lock, like every use of the cache
   lock.Release();
   if (!touched.empty()) {
     absl::MutexLock listener_lock(&listener_mu_);
@@ -324,7 +338,7 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
   const RecordTypeSpec& type = *schema_->Find(change.type());
   absl::StatusOr<std::string> id = UuidToText(change.id());
   if (!id.ok()) return id.status();
-  absl::StatusOr<std::optional<RowState>> row = records_->Read(type, *id);
+  absl::StatusOr<std::optional<RowState>> row = ReadRow(type, *id);
   if (!row.ok()) return row.status();
   const Stamp incoming{change.hlc(), writer.node};
   auto field_stamp = [&](const kcnet::v1::FieldChange& f) {
@@ -374,7 +388,7 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
       state.stamp = field_stamp(f);
     }
     result->set_op(std::max(result->op(), fresh.op));
-    return records_->Write(type, *id, std::nullopt, fresh);
+    return WriteRow(type, *id, std::nullopt, fresh);
   }
 
   const RowState& current = **row;
@@ -419,7 +433,7 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
       c.set_bucket(current.bucket);
       conflicts.push_back(std::move(c));
     }
-    absl::Status status = records_->Write(type, *id, current, tomb);
+    absl::Status status = WriteRow(type, *id, current, tomb);
     if (!status.ok()) return status;
     for (Conflict& c : conflicts) {
       status = RecordConflict(&c);
@@ -484,7 +498,7 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
       if (state.op == kPending) state.op = op;
     }
     next.op = op;
-    absl::Status status = records_->Write(type, *id, current, next);
+    absl::Status status = WriteRow(type, *id, current, next);
     if (!status.ok()) return status;
     result->set_op(std::max(result->op(), op));
   }
@@ -512,12 +526,30 @@ absl::Status ServerStore::RecordConflict(Conflict* conflict) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<RowState>> ServerStore::ReadRow(const RecordTypeSpec& type,
+                                                            const std::string& id_text) {
+  if (caching_) {
+    auto it = row_cache_.find(std::make_pair(type.type, id_text));
+    if (it != row_cache_.end()) return it->second;
+  }
+  absl::StatusOr<std::optional<RowState>> row = records_->Read(type, id_text);
+  if (row.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = *row;
+  return row;
+}
+
+absl::Status ServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
+                                   const std::optional<RowState>& old, const RowState& row) {
+  absl::Status status = records_->Write(type, id_text, old, row);
+  if (status.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = row;
+  return status;
+}
+
 absl::StatusOr<std::optional<RecordChange>> ServerStore::Read(uint32_t type, absl::string_view id) {
   const RecordTypeSpec* spec = schema_->Find(type);
   if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type ", type));
   absl::StatusOr<std::string> text = UuidToText(id);
   if (!text.ok()) return text.status();
-  absl::StatusOr<std::optional<RowState>> row = records_->Read(*spec, *text);
+  absl::StatusOr<std::optional<RowState>> row = ReadRow(*spec, *text);
   if (!row.ok()) return row.status();
   if (!row->has_value()) return std::optional<RecordChange>();
   return std::optional<RecordChange>(records_->ToChange(*spec, id, **row, 0));

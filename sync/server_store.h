@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -132,6 +133,13 @@ class ServerStore : private RecordReader {
                            kcnet::v1::MutationResult* result, Refusal* refusal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RecordConflict(kcnet::v1::Conflict* conflict) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RecordStore::Read/Write through the batch's row cache (while Apply runs).
+  absl::StatusOr<std::optional<RowState>> ReadRow(const RecordTypeSpec& type,
+                                                  const std::string& id_text)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteRow(const RecordTypeSpec& type, const std::string& id_text,
+                        const std::optional<RowState>& old, const RowState& row)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs a statement without rows through the statement cache (SAVEPOINT and friends).
   absl::Status RunCached(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
@@ -144,6 +152,11 @@ class ServerStore : private RecordReader {
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
   uint64_t last_op_ ABSL_GUARDED_BY(mu_) = 0;
+  // While Apply runs: the rows it has read or written, by (type, id text); cleared when a
+  // mutation is rolled back and when the batch ends.
+  bool caching_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::pair<uint32_t, std::string>, std::optional<RowState>> row_cache_
+      ABSL_GUARDED_BY(mu_);
   absl::Mutex listener_mu_;
   CommitListener listener_ ABSL_GUARDED_BY(listener_mu_);
 };
