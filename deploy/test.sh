@@ -27,13 +27,12 @@ case "$mode" in
 esac
 if [ $# -eq 0 ]; then
   case "$mode" in
-    # Under TSan (5-15x slower) the 8 MB push of OversizedPushEndsTheStreamAndStoresNothing
-    # outlasts its 30 s deadline; sdk_c_end_to_end (the C ABI, in progress) crashes inside
-    # TSan's own report printing; JsonLogHasOneObjectPerRpc (single-threaded) crashes in
-    # protobuf's Map of the well-known Struct type under TSan only. All run in the other
-    # modes (docs/RELIABILITY.md).
-    tsan) set -- -L 'unit|integration' \
-      -E 'OversizedPushEndsTheStreamAndStoresNothing|sdk_c_end_to_end|JsonLogHasOneObjectPerRpc' ;;
+    # JsonLogHasOneObjectPerRpc (single-threaded) crashes in protobuf's Map of the
+    # well-known Struct type under TSan only: protobuf 3.21's map_field.h gives MapFieldBase
+    # two more members when __SANITIZE_THREAD__ is defined, so the test's inline
+    # Struct::fields() disagrees with Debian's uninstrumented libprotobuf about the layout.
+    # It runs in the other modes (docs/RELIABILITY.md).
+    tsan) set -- -L 'unit|integration' -E 'JsonLogHasOneObjectPerRpc' ;;
     fuzz) set -- -L fuzz ;;
     fuzz-all) set -- -L 'unit|integration|fuzz' ;;
   esac

@@ -6,7 +6,9 @@
 // UNIMPLEMENTED with no message (grpcpp/impl/codegen/server_callback_handlers.h), which
 // tells the client the method does not exist. Our handlers never answer an empty
 // UNIMPLEMENTED, so on a method that kcnet defines it can only mean that: this interceptor
-// rewrites it. Calls to methods that do not exist keep their UNIMPLEMENTED.
+// rewrites it. Calls to methods that do not exist keep their UNIMPLEMENTED. Client and
+// bidi streams (SyncService.Sync) get no interceptor: their messages are parsed by the
+// reactor's reads, never answered with that UNIMPLEMENTED.
 //
 // Thread-safety: thread-safe (stateless).
 #ifndef KCNET_SERVER_RPC_PARSE_ERROR_INTERCEPTOR_H_
