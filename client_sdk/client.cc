@@ -257,6 +257,11 @@ class Client::Impl {
   absl::StatusOr<std::vector<T>> List(sync::ListFilter filter) {
     absl::StatusOr<std::vector<RecordChange>> records = store_->List(filter);
     if (!records.ok()) return records.status();
+    // In the order of the writes' clocks (the store's order is unspecified): events made in
+    // the same millisecond keep the order they were made in.
+    std::sort(records->begin(), records->end(), [](const RecordChange& a, const RecordChange& b) {
+      return std::forward_as_tuple(a.hlc(), a.id()) < std::forward_as_tuple(b.hlc(), b.id());
+    });
     std::vector<T> out;
     out.reserve(records->size());
     for (const RecordChange& r : *records) {
@@ -877,8 +882,9 @@ absl::StatusOr<std::vector<RequestEvent>> Client::RequestEvents(const std::strin
        .buckets = {request->commune_id()},
        .equals = {{RequestEvent::kRequestIdFieldNumber, model::TextValue(request->id())}}});
   if (!out.ok()) return out;
-  std::sort(out->begin(), out->end(), [](const RequestEvent& a, const RequestEvent& b) {
-    return std::forward_as_tuple(a.at_ms(), a.id()) < std::forward_as_tuple(b.at_ms(), b.id());
+  // By time; within one millisecond, in clock order (List's order).
+  std::stable_sort(out->begin(), out->end(), [](const RequestEvent& a, const RequestEvent& b) {
+    return a.at_ms() < b.at_ms();
   });
   return out;
 }

@@ -10,6 +10,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/arena.h"
 
 namespace kcnet::sdk {
 namespace {
@@ -33,6 +34,20 @@ absl::Status FromGrpc(const grpc::Status& status) {
 
 absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
+}
+
+// A received server message, parsed on its own arena: a download page's thousands of
+// small objects are allocated in a few blocks and freed at once.
+struct Inbound {
+  std::unique_ptr<google::protobuf::Arena> arena;
+  SyncServerMessage* message = nullptr;  // on `arena`
+};
+
+google::protobuf::ArenaOptions InboundArenaOptions() {
+  google::protobuf::ArenaOptions options;
+  options.start_block_size = 4096;
+  options.max_block_size = 64 << 10;
+  return options;
 }
 
 }  // namespace
@@ -72,7 +87,7 @@ class SyncClient::Session {
   enum class Next { kMessage, kClosed, kTimeout };
   // Waits until a message is queued (moved to *out), the server has ended the stream and
   // every message was taken, or `until` passes.
-  Next Wait(absl::Time until, SyncServerMessage* out) {
+  Next Wait(absl::Time until, Inbound* out) {
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithDeadline(absl::Condition(this, &Session::Ready), until);
     if (!inbox_.empty()) {
@@ -85,9 +100,9 @@ class SyncClient::Session {
 
   // Moves the download pages at the head of the inbox (already received, not waited for)
   // to *out, at most `max`.
-  void TakeQueuedPages(size_t max, std::vector<SyncServerMessage>* out) {
+  void TakeQueuedPages(size_t max, std::vector<Inbound>* out) {
     absl::MutexLock lock(&mu_);
-    while (max > 0 && !inbox_.empty() && inbox_.front().has_changes()) {
+    while (max > 0 && !inbox_.empty() && inbox_.front().message->has_changes()) {
       out->push_back(std::move(inbox_.front()));
       inbox_.pop_front();
       --max;
@@ -107,11 +122,13 @@ class SyncClient::Session {
   bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !inbox_.empty() || closed_; }
 
   void ReadLoop() {
-    SyncServerMessage message;
-    while (stream_->Read(&message)) {
+    while (true) {
+      Inbound in;
+      in.arena = std::make_unique<google::protobuf::Arena>(InboundArenaOptions());
+      in.message = google::protobuf::Arena::CreateMessage<SyncServerMessage>(in.arena.get());
+      if (!stream_->Read(in.message)) break;
       absl::MutexLock lock(&mu_);
-      inbox_.push_back(std::move(message));
-      message = SyncServerMessage();
+      inbox_.push_back(std::move(in));
     }
     absl::MutexLock lock(&mu_);
     closed_ = true;
@@ -123,7 +140,7 @@ class SyncClient::Session {
   bool write_closed_ = false;  // syncing thread only
   bool finished_ = false;      // syncing thread only
   absl::Mutex mu_;
-  std::deque<SyncServerMessage> inbox_ ABSL_GUARDED_BY(mu_);
+  std::deque<Inbound> inbox_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -237,7 +254,7 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
     return std::string();
   };
 
-  SyncServerMessage message;
+  Inbound inbound;  // the message being handled
   while (true) {
     if (cancelled()) return abandon(absl::CancelledError("sync cancelled"));
 
@@ -284,7 +301,7 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
     if (mode == Mode::kLive && !half_closed) {
       until = std::min(deadline, absl::Now() + options_.live_poll_interval);
     }
-    const Session::Next next = session.Wait(until, &message);
+    const Session::Next next = session.Wait(until, &inbound);
     if (next == Session::Next::kTimeout) {
       if (absl::Now() < deadline) continue;  // a live poll
       if (cancelled()) return abandon(absl::CancelledError("sync cancelled"));
@@ -309,6 +326,7 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
           "the server ended the sync stream before the device was caught up");
     }
 
+    const SyncServerMessage& message = *inbound.message;
     switch (message.kind_case()) {
       case SyncServerMessage::kWelcome: {
         const kcnet::v1::Welcome& welcome = message.welcome();
@@ -326,12 +344,12 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
       }
       case SyncServerMessage::kChanges: {
         // This page and the ones right behind it, stored in one transaction.
-        std::vector<SyncServerMessage> group;
-        group.push_back(std::move(message));
+        std::vector<Inbound> group;
+        group.push_back(std::move(inbound));
         session.TakeQueuedPages(std::max<size_t>(options_.max_pages_per_transaction, 1) - 1,
                                 &group);
         std::vector<const ChangeBatch*> pages;
-        for (const SyncServerMessage& m : group) pages.push_back(&m.changes());
+        for (const Inbound& in : group) pages.push_back(&in.message->changes());
         absl::StatusOr<sync::DownloadResult> applied = store_->ApplyDownload(pages);
         if (!applied.ok()) return abandon(Annotate(applied.status(), "apply download"));
         result.download_batches += pages.size();
@@ -360,11 +378,11 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
           }
           session.Write(ack);
         }
-        // Every page but the last is reported here; the last goes below, as `message`.
+        // Every page but the last is reported here; the last goes below, as `inbound`.
         if (options_.on_message) {
-          for (size_t i = 0; i + 1 < group.size(); ++i) options_.on_message(group[i]);
+          for (size_t i = 0; i + 1 < group.size(); ++i) options_.on_message(*group[i].message);
         }
-        message = std::move(group.back());
+        inbound = std::move(group.back());
         break;
       }
       case SyncServerMessage::kPushAck: {
@@ -407,7 +425,7 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
       default:
         break;  // a message kind this build does not know: ignore it
     }
-    if (options_.on_message) options_.on_message(message);
+    if (options_.on_message) options_.on_message(*inbound.message);
   }
 }
 
