@@ -67,14 +67,6 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
   return store;
 }
 
-absl::Status ServerStore::RunCached(const std::string& sql) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
-  if (!stmt.ok()) return stmt.status();
-  absl::Status status = (*stmt)->Run();
-  (*stmt)->Reset();
-  return status;
-}
-
 uint64_t ServerStore::last_op() {
   absl::MutexLock lock(&mu_);
   return last_op_;
@@ -170,15 +162,15 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
         continue;
       }
     }
-    absl::Status status = RunCached("SAVEPOINT mutation");
+    absl::Status status = db_->RunCached("SAVEPOINT mutation");
     if (!status.ok()) return fail(status);
     const uint64_t op_before = last_op_;
     Refusal refusal;
     status = ApplyMutation(writer, m, validator, result, &refusal);
     if (!status.ok()) return fail(status);
     if (!refusal.status.ok()) {
-      status = RunCached("ROLLBACK TO mutation");
-      if (status.ok()) status = RunCached("RELEASE mutation");
+      status = db_->RunCached("ROLLBACK TO mutation");
+      if (status.ok()) status = db_->RunCached("RELEASE mutation");
       if (!status.ok()) return fail(status);
       status = records_->AbandonUnit();
       if (!status.ok()) return fail(status);
@@ -207,7 +199,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
         if (!status.ok()) return fail(status);
       }
     } else {
-      status = RunCached("RELEASE mutation");
+      status = db_->RunCached("RELEASE mutation");
       if (!status.ok()) return fail(status);
       records_->CommitUnit();
       result->set_outcome(result->conflicts_size() > 0

@@ -140,8 +140,6 @@ class ServerStore : private RecordReader {
   absl::Status WriteRow(const RecordTypeSpec& type, const std::string& id_text,
                         const std::optional<RowState>& old, const RowState& row)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs a statement without rows through the statement cache (SAVEPOINT and friends).
-  absl::Status RunCached(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
       const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

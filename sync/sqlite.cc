@@ -168,8 +168,17 @@ absl::StatusOr<int64_t> Db::QueryInt(const std::string& sql, int64_t fallback) {
 int64_t Db::Changes() const { return sqlite3_changes64(db_); }
 int64_t Db::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }
 
+absl::Status Db::RunCached(const std::string& sql) {
+  absl::StatusOr<Statement*> stmt = Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
 absl::StatusOr<std::unique_ptr<Transaction>> Transaction::Begin(Db* db, Kind kind) {
-  absl::Status status = db->Exec(kind == Kind::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+  absl::Status status =
+      db->RunCached(kind == Kind::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
   if (!status.ok()) return status;
   return std::unique_ptr<Transaction>(new Transaction(db));
 }
@@ -179,7 +188,7 @@ Transaction::~Transaction() {
 }
 
 absl::Status Transaction::Commit() {
-  absl::Status status = db_->Exec("COMMIT");
+  absl::Status status = db_->RunCached("COMMIT");
   if (status.ok()) open_ = false;
   return status;
 }

@@ -86,6 +86,8 @@ class Db {
   // Returns a cached prepared statement for `sql`, reset and unbound. The pointer stays
   // valid for the life of the Db.
   absl::StatusOr<Statement*> Prepare(const std::string& sql);
+  // Runs one statement without rows through the statement cache (BEGIN, COMMIT, ...).
+  absl::Status RunCached(const std::string& sql);
   // Returns the single integer `sql` selects, or `fallback` when it selects no row.
   absl::StatusOr<int64_t> QueryInt(const std::string& sql, int64_t fallback = 0);
 

@@ -1,8 +1,12 @@
 #include "server/records/record_access.h"
 
+#include <memory>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 #include "sync/model/requests.h"
@@ -19,12 +23,29 @@ model::Actor ActorFor(Directory* directory, const Principal& caller) {
   model::Actor actor;
   actor.user_id = caller.user_id;
   actor.role = caller.role;
-  const std::vector<int64_t> roots = caller.org_unit_ids;
-  actor.in_scope = [directory, roots](int64_t commune) {
-    for (int64_t root : roots) {
-      if (directory->IsWithin(commune, root)) return true;
+  // An Actor lives for one request or one pushed batch, whose mutations ask about the same
+  // few communes again and again: each answer is asked of the directory once.
+  struct Scope {
+    Directory* directory;
+    std::vector<int64_t> roots;
+    absl::Mutex mu;
+    absl::flat_hash_map<int64_t, bool> known ABSL_GUARDED_BY(mu);
+  };
+  auto scope = std::make_shared<Scope>();
+  scope->directory = directory;
+  scope->roots = caller.org_unit_ids;
+  actor.in_scope = [scope](int64_t commune) {
+    absl::MutexLock lock(&scope->mu);
+    auto [it, inserted] = scope->known.try_emplace(commune, false);
+    if (inserted) {
+      for (int64_t root : scope->roots) {
+        if (scope->directory->IsWithin(commune, root)) {
+          it->second = true;
+          break;
+        }
+      }
     }
-    return false;
+    return it->second;
   };
   return actor;
 }

@@ -24,7 +24,9 @@
 namespace kcnet::server {
 
 // The rules' view of a signed-in caller: its role, and its scope as the union of the
-// subtrees of its org units. `directory` must outlive the Actor.
+// subtrees of its org units. `directory` must outlive the Actor. The Actor remembers each
+// scope answer, so make one per request or pushed batch (a reassignment is seen by the
+// next one).
 model::Actor ActorFor(Directory* directory, const Principal& caller);
 
 class RecordAccess {
