@@ -139,7 +139,10 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   void HandlePush(const kcnet::v1::MutationBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleAck(const kcnet::v1::DownloadAck& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends download pages while fewer than the window wait for their ack and there is news
-  // (or `force`: the first page after Welcome always goes).
+  // (or `force`: the first page after Welcome always goes). Pages are read with mu_
+  // released, so that the previous page's write (serialisation and gzip, in StartWrite)
+  // runs on another pool thread meanwhile; one read at a time, and a page read while the
+  // cursors changed (an ack that diverged, a scope change) is read again.
   void SendNextBatchLocked(bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Re-reads the user's token and org units; a change becomes a ScopeChange.
   bool RefreshScopeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -175,6 +178,10 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   // A bucket restarted from the device's own cursor after pages up to this index were
   // sent: the device skips those pages' part of it, so their acks say nothing new of it.
   std::map<int64_t, uint64_t> stale_through_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;     // a page is being read, mu_ released
+  bool read_again_ ABSL_GUARDED_BY(mu_) = false;  // news arrived during that read
+  // Bumped whenever cursors_ or buckets_ change other than by sending a page.
+  uint64_t cursor_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<int64_t, uint64_t> announced_ ABSL_GUARDED_BY(mu_);  // checkpoint op last sent
   std::deque<SyncServerMessage> queue_ ABSL_GUARDED_BY(mu_);
   SyncClientMessage in_;  // the read buffer: one read in flight
@@ -388,6 +395,7 @@ void StreamCore::HandleAck(const kcnet::v1::DownloadAck& ack) {
     cursors_[bucket] = c;
     announced_.erase(bucket);
     stale_through_[bucket] = pages_sent_;
+    ++cursor_epoch_;
   }
   SendNextBatchLocked(/*force=*/false);
 }
@@ -434,6 +442,7 @@ bool StreamCore::RefreshScopeLocked() {
     }
   }
   buckets_ = now;
+  ++cursor_epoch_;
   hub_->SetBuckets(this, buckets_);
   SyncServerMessage out;
   *out.mutable_scope_change() = std::move(change);
@@ -442,23 +451,39 @@ bool StreamCore::RefreshScopeLocked() {
   return !finished_;
 }
 
-void StreamCore::SendNextBatchLocked(bool force) {
+// The analysis cannot follow mu_ released around the read.
+void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (reading_) {
+    // The read in progress (another pool thread) reads again when it is done.
+    read_again_ = true;
+    return;
+  }
+  reading_ = true;
   while (!finished_ && sent_.size() < window_) {
     std::vector<kcnet::v1::BucketCursor> cursors;
     for (int64_t b : buckets_) cursors.push_back(cursors_[b]);
+    const uint64_t epoch = cursor_epoch_;
+    read_again_ = false;
+    mu_.Unlock();
     absl::StatusOr<kcnet::v1::ChangeBatch> batch =
         hub_->store->ChangesSince(cursors, hub_->options.page);
+    mu_.Lock();
+    if (finished_) break;
+    if (epoch != cursor_epoch_) continue;  // read from cursors that no longer hold
     if (!batch.ok()) {
       FinishLocked(batch.status());
-      return;
+      break;
     }
     bool news = force || batch->changes_size() > 0;
-    force = false;
     for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
       auto it = announced_.find(cp.bucket());
       if (it == announced_.end() || it->second != cp.op()) news = true;
     }
-    if (!news) return;
+    if (!news) {
+      if (read_again_) continue;  // a commit came during the read: it may be news
+      break;
+    }
+    force = false;
     for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
       announced_[cp.bucket()] = cp.op();
     }
@@ -473,6 +498,7 @@ void StreamCore::SendNextBatchLocked(bool force) {
     *out.mutable_changes() = std::move(*batch);
     EnqueueLocked(std::move(out));
   }
+  reading_ = false;
 }
 
 void StreamCore::EnqueueLocked(SyncServerMessage message) {
