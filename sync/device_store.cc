@@ -109,7 +109,7 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
       "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);"
       // 8 MiB of page cache (SQLite's default is 2 MiB): the search index and the
       // overlay reads stay in memory on a tablet-sized store.
-      "PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 8192;");
+      "PRAGMA cache_size = -8192;");
   if (status.ok()) status = store->CreateSearchTables();
   if (!status.ok()) return status;
   // A store written before the pending index existed: build it from the outbox.
@@ -484,6 +484,9 @@ absl::Status DeviceStore::DeleteOutboxRow(int64_t seq) {
 
 namespace {
 
+// Download transactions with at least this many changes are bulk (see ApplyDownload).
+constexpr size_t kBulkDownloadChanges = 2000;
+
 // `next` := the stored row `row` (nullopt: none) with a downloaded change merged in, field
 // by field (last writer wins, each field's op tells older news). False when nothing
 // changes (older news, or a tombstone, which is final). DATA_LOSS when the row's bucket
@@ -699,7 +702,17 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
   hlc_.Raise(max_hlc);
   absl::Status status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
   if (status.ok()) status = PruneAcked();
+  // A bulk download (a bucket's first pages) rewrites the same random-id index pages in
+  // every transaction: its commits checkpoint per 32 MB of log instead of SQLite's 4 MB,
+  // so that each page is copied to the database once rather than once per commit. Other
+  // commits keep the default: a small write that grows the log pays for the file's growth
+  // in its fsync.
+  size_t changes = 0;
+  for (const ChangeBatch* page : pages) changes += static_cast<size_t>(page->changes_size());
+  const bool bulk = changes >= kBulkDownloadChanges;
+  if (status.ok() && bulk) status = db_->Exec("PRAGMA wal_autocheckpoint = 8192");
   if (status.ok()) status = (*txn)->Commit();
+  if (bulk) db_->Exec("PRAGMA wal_autocheckpoint = 1000").IgnoreError();
   if (!status.ok()) return fail(status);
   result.moved.assign(moved.begin(), moved.end());
   result.completed.assign(completed.begin(), completed.end());
