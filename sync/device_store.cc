@@ -591,8 +591,8 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
         auto mine = cursors.find(bucket);
         if (mine != cursors.end()) {
           auto f = from.find(bucket);
-          it->second = batch.from().empty() ||
-                       (f != from.end() && SamePosition(*f->second, mine->second));
+          it->second =
+              batch.from().empty() || (f != from.end() && SamePosition(*f->second, mine->second));
         }
       }
       return it->second;

@@ -276,8 +276,7 @@ absl::Status RecordStore::CreateTables() {
     }
     const std::string all = absl::StrJoin(names, ", ");
     select_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE id = ?1");
-    const std::string values =
-        absl::StrJoin(std::vector<std::string>(names.size(), "?"), ",");
+    const std::string values = absl::StrJoin(std::vector<std::string>(names.size(), "?"), ",");
     write_sql_[t.type] =
         absl::StrCat("INSERT OR REPLACE INTO ", t.name, "(", all, ") VALUES (", values, ")");
     insert_sql_[t.type] = absl::StrCat("INSERT INTO ", t.name, "(", all, ") VALUES (", values,
@@ -394,8 +393,7 @@ absl::StatusOr<std::optional<RowState>> RecordStore::Read(const RecordTypeSpec& 
 }
 
 absl::Status RecordStore::BindRow(Statement* stmt, const RecordTypeSpec& type,
-                                  absl::string_view id_text, const RowState& row,
-                                  std::string* fc) {
+                                  absl::string_view id_text, const RowState& row, std::string* fc) {
   const int n = static_cast<int>(type.fields.size());
   // The bytes stay alive until the caller's Reset(): bound without a copy.
   stmt->BindTextRef(1, id_text);

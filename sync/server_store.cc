@@ -519,7 +519,7 @@ absl::Status ServerStore::RecordConflict(Conflict* conflict) {
 }
 
 absl::StatusOr<std::optional<RowState>> ServerStore::ReadRow(const RecordTypeSpec& type,
-                                                            const std::string& id_text) {
+                                                             const std::string& id_text) {
   if (caching_) {
     auto it = row_cache_.find(std::make_pair(type.type, id_text));
     if (it != row_cache_.end()) return it->second;

@@ -177,8 +177,7 @@ absl::Status Db::RunCached(const std::string& sql) {
 }
 
 absl::StatusOr<std::unique_ptr<Transaction>> Transaction::Begin(Db* db, Kind kind) {
-  absl::Status status =
-      db->RunCached(kind == Kind::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+  absl::Status status = db->RunCached(kind == Kind::kWrite ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
   if (!status.ok()) return status;
   return std::unique_ptr<Transaction>(new Transaction(db));
 }

@@ -4,10 +4,10 @@
 // A stream: Hello (device id, schema version, cursors) -> Welcome (the device's buckets:
 // the communes of its user's subtree, and the buckets to purge) -> download pages, up to
 // the device's window ahead of its acknowledgements (its cursors advance only with what it
-// has stored; each page says which cursors it was read from) -> live: a commit touching one of the device's buckets sends the next page at
-// once. Pushes (MutationBatch) are applied exactly once through the rules and answered
-// with a PushAck. The user's scope is re-read on every event and at least every
-// `scope_check_interval`: a reassignment becomes a ScopeChange on the open stream.
+// has stored; each page says which cursors it was read from) -> live: a commit touching one of the
+// device's buckets sends the next page at once. Pushes (MutationBatch) are applied exactly once
+// through the rules and answered with a PushAck. The user's scope is re-read on every event and at
+// least every `scope_check_interval`: a reassignment becomes a ScopeChange on the open stream.
 //
 // Threading: gRPC's callbacks only schedule work; all stream state is touched by tasks on
 // the service's own thread pool, under the stream's mutex. One read and one write are in
