@@ -3,8 +3,6 @@
 
 #include <unistd.h>
 
-#include <termios.h>
-
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -33,6 +31,7 @@
 #include "absl/time/time.h"
 #include "client_sdk/cli/args.h"
 #include "client_sdk/cli/demo.h"
+#include "client_sdk/cli/password_prompt.h"
 #include "client_sdk/cli/print.h"
 #include "kcnet/client.h"
 #include "kcnet/v1/domain.pb.h"
@@ -326,26 +325,8 @@ absl::StatusOr<int64_t> CommuneFlag(const Args& args, Client& client) {
 // The password from --password, or one line from stdin (without echo on a terminal).
 absl::StatusOr<std::string> ReadPassword(const Args& args) {
   if (std::optional<std::string> password = args.Get("password")) return *password;
-  const bool terminal = isatty(STDIN_FILENO) != 0;
-  termios saved{};
-  if (terminal) {
-    std::fprintf(stderr, "Password: ");
-    std::fflush(stderr);
-    tcgetattr(STDIN_FILENO, &saved);
-    termios quiet = saved;
-    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
-  }
-  std::string password;
-  const bool got_line = static_cast<bool>(std::getline(std::cin, password));
-  if (terminal) {
-    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    std::fprintf(stderr, "\n");
-  }
-  if (!password.empty() && password.back() == '\r') password.pop_back();
-  if (!got_line || password.empty()) {
-    return UsageError("no password: give --password or write it on stdin");
-  }
+  std::string password = ReadPasswordFromStdin();
+  if (password.empty()) return UsageError("no password: give --password or write it on stdin");
   return password;
 }
 

@@ -3,8 +3,6 @@
 // `seed-demo` fills a new data directory with a small demo world (seed_demo.h).
 // Org units are named by their official code. Errors print one line on stderr and exit
 // non-zero (1: the operation failed, 2: the command line is wrong).
-#include <termios.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -24,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "client_sdk/cli/password_prompt.h"
 #include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
@@ -83,25 +82,8 @@ absl::StatusOr<std::unique_ptr<Directory>> OpenDirectory() {
 absl::StatusOr<std::string> ReadPassword() {
   std::string password = absl::GetFlag(FLAGS_password);
   if (!password.empty()) return password;
-  const bool terminal = isatty(STDIN_FILENO) != 0;
-  termios saved{};
-  if (terminal) {
-    std::fprintf(stderr, "Password: ");
-    std::fflush(stderr);
-    tcgetattr(STDIN_FILENO, &saved);
-    termios quiet = saved;
-    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
-  }
-  const bool got_line = static_cast<bool>(std::getline(std::cin, password));
-  if (terminal) {
-    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    std::fprintf(stderr, "\n");
-  }
-  if (!password.empty() && password.back() == '\r') password.pop_back();
-  if (!got_line || password.empty()) {
-    return UsageError("no password: give --password or write it on stdin");
-  }
+  password = kcnet::cli::ReadPasswordFromStdin();
+  if (password.empty()) return UsageError("no password: give --password or write it on stdin");
   return password;
 }
 
