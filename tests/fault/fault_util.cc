@@ -261,6 +261,7 @@ absl::StatusOr<DeviceLog> ReadDeviceLog(const std::string& path) {
     if (!begun.has_value()) return;
     log.maybe_names[begun->id].insert(begun->name);
     if (begun->create) log.maybe_creates.insert(begun->id);
+    ++log.unacked_writes;
     begun.reset();
   };
   std::string line;

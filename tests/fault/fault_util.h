@@ -109,6 +109,9 @@ struct DeviceLog {
   std::set<std::string> acked_creates;  // ids whose creation Write() returned
   std::set<std::string> maybe_creates;  // creations begun, return unknown
   int64_t acked_writes = 0;
+  // Writes begun whose Write() return is unknown (killed in between): creations and
+  // renames; any of them may have committed locally and be pushed (and APPLIED) later.
+  int64_t unacked_writes = 0;
   uint64_t max_acked_seq = 0;
   // Outcomes of the push results the device received.
   int64_t applied = 0, duplicate = 0, refused = 0, conflict = 0, out_of_order = 0;

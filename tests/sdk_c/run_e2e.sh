@@ -32,6 +32,10 @@ if [ -z "$password" ]; then
   exit 1
 fi
 
+# The background job opens its redirections itself: create the files first, or the first
+# sed below may run before server.out exists.
+: > "$tmp/server.out"
+: > "$tmp/server.err"
 "$server_bin" --data_dir="$tmp/data" --listen=127.0.0.1:0 > "$tmp/server.out" \
   2> "$tmp/server.err" &
 server_pid=$!
