@@ -27,12 +27,7 @@ case "$mode" in
 esac
 if [ $# -eq 0 ]; then
   case "$mode" in
-    # JsonLogHasOneObjectPerRpc (single-threaded) crashes in protobuf's Map of the
-    # well-known Struct type under TSan only: protobuf 3.21's map_field.h gives MapFieldBase
-    # two more members when __SANITIZE_THREAD__ is defined, so the test's inline
-    # Struct::fields() disagrees with Debian's uninstrumented libprotobuf about the layout.
-    # It runs in the other modes (docs/RELIABILITY.md).
-    tsan) set -- -L 'unit|integration' -E 'JsonLogHasOneObjectPerRpc' ;;
+    tsan) set -- -L 'unit|integration' ;;
     fuzz) set -- -L fuzz ;;
     fuzz-all) set -- -L 'unit|integration|fuzz' ;;
   esac
