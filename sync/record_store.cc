@@ -449,14 +449,20 @@ void RecordStore::AddDelta(const RecordTypeSpec& type, absl::string_view id_text
   delta.last_op = std::max(delta.last_op, row.op);
 }
 
-absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id_text,
-                                const std::optional<RowState>& old, const RowState& row) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare(write_sql_[type.type]);
+absl::Status RecordStore::RunRow(const std::string& sql, const RecordTypeSpec& type,
+                                 absl::string_view id_text, const RowState& row) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
   if (!stmt.ok()) return stmt.status();
   std::string fc;
   absl::Status status = BindRow(*stmt, type, id_text, row, &fc);
   if (status.ok()) status = (*stmt)->Run();
   (*stmt)->Reset();
+  return status;
+}
+
+absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id_text,
+                                const std::optional<RowState>& old, const RowState& row) {
+  absl::Status status = RunRow(write_sql_[type.type], type, id_text, row);
   if (!status.ok()) return status;
   AddDelta(type, id_text, old, row);
   return absl::OkStatus();
@@ -464,12 +470,7 @@ absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id
 
 absl::StatusOr<bool> RecordStore::InsertIfAbsent(const RecordTypeSpec& type,
                                                  absl::string_view id_text, const RowState& row) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare(insert_sql_[type.type]);
-  if (!stmt.ok()) return stmt.status();
-  std::string fc;
-  absl::Status status = BindRow(*stmt, type, id_text, row, &fc);
-  if (status.ok()) status = (*stmt)->Run();
-  (*stmt)->Reset();
+  absl::Status status = RunRow(insert_sql_[type.type], type, id_text, row);
   if (!status.ok()) return status;
   if (db_->Changes() == 0) return false;  // the id exists: nothing written
   AddDelta(type, id_text, std::nullopt, row);

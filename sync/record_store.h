@@ -144,6 +144,9 @@ class RecordStore {
   // encoded field clocks, bound without a copy, so it must outlive the statement's run.
   absl::Status BindRow(Statement* stmt, const RecordTypeSpec& type, absl::string_view id_text,
                        const RowState& row, std::string* fc);
+  // Prepares `sql` (write_sql_ or insert_sql_), binds the row and runs it.
+  absl::Status RunRow(const std::string& sql, const RecordTypeSpec& type, absl::string_view id_text,
+                      const RowState& row);
   // Adds a row's change from `old` (nullopt: none) to `row` to the unit's bucket delta.
   void AddDelta(const RecordTypeSpec& type, absl::string_view id_text,
                 const std::optional<RowState>& old, const RowState& row);
