@@ -133,8 +133,16 @@ class Tablet {
         }
       }
     };
-    client_ = std::make_unique<sdk::SyncClient>(NewChannel(proxy_target), store_.get(), options);
+    channel_ = NewChannel(proxy_target);
+    client_ = std::make_unique<sdk::SyncClient>(channel_, store_.get(), options);
     return absl::OkStatus();
+  }
+
+  // Waits until the device's channel is connected (it tries to connect now, and again
+  // after each reconnect backoff), at most `timeout`: a sync on a channel still in
+  // TRANSIENT_FAILURE from the faulty network fails at once with the last error.
+  bool WaitForConnected(absl::Duration timeout) {
+    return channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
   }
 
   // One simulated minute: 0-3 writes, one sync attempt, sometimes a replay.
@@ -160,6 +168,7 @@ class Tablet {
   // Closes the store, so that the final check can open the file.
   void Close() {
     client_.reset();
+    channel_.reset();
     store_.reset();
   }
 
@@ -258,6 +267,7 @@ class Tablet {
   absl::BitGen rng_;
   std::unique_ptr<sync::DeviceStore> store_;
   std::shared_ptr<grpc::Channel> direct_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<sdk::SyncClient> client_;
   int64_t next_op_ = 0;
   std::vector<std::string> own_;
@@ -327,6 +337,7 @@ TEST(NetworkFaultTest, ManyDevicesConvergeThroughAFaultyNetwork) {
       absl::Status last;
       for (int attempt = 0; attempt < 30; ++attempt) {
         const absl::Time t0 = absl::Now();
+        tablet->WaitForConnected(absl::Seconds(3));
         last = tablet->Sync();
         if (last.ok()) break;
         if (std::getenv("KCNET_FAULT_DEBUG") != nullptr) {
