@@ -9,14 +9,16 @@
 //    sync::ServerStore (10 facilities per commune).
 //  - 50 devices, one per collaborator, each a raw sync stream (the generated stub's
 //    callback API, not SyncClient: Hello, Welcome, every ChangeBatch acknowledged at once
-//    with the cursors it reached, as a device does; 50 streams on one channel, well within
-//    HTTP/2's stream limit). Once every stream has its first page, each device pushes
+//    with the cursors it reached, as a device does), each on its own connection as
+//    tablets are. Once every stream has its first page, each device pushes
 //    MutationBatches of 100 mutations, one batch in flight at a time (as SyncClient does),
 //    the next sent as soon as the PushAck arrives, for 10 s. Each mutation creates one
 //    visit valid for the rules: by the device's collaborator, in its commune, on a
-//    facility of that commune. The server applies each batch through the rules in one
-//    durable transaction (synchronous=FULL) and live-notifies the streams of the commune,
-//    which download and acknowledge the new visits: the whole live-sync cost is in it.
+//    facility of that commune, with a new record id as the SDK makes them (time-ordered,
+//    model::NewRecordIdBytes). The server applies the batches through the rules, durably
+//    (synchronous=FULL; batches waiting together share one transaction, see
+//    ServerStore::Apply), and live-notifies the streams of the commune, which download and
+//    acknowledge the new visits: the whole live-sync cost is in it.
 //  - mutations_per_s = mutations answered APPLIED in PushAcks received within the 10 s
 //    window / 10 s. Any other answer ends the benchmark with an error.
 //
@@ -62,6 +64,7 @@
 #include "server/directory/directory.h"
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
+#include "sync/model/requests.h"
 #include "sync/server_store.h"
 
 #ifndef KCNET_SERVER_BIN
@@ -136,7 +139,7 @@ class Pusher {
       m->set_seq(++seq_);
       RecordChange* c = m->add_changes();
       *c = templates_[rng_() % templates_.size()];
-      c->set_id(RandomUuidBytes(rng_));
+      c->set_id(model::NewRecordIdBytes());  // time-ordered, as the SDK makes them
       c->set_hlc(clock_.Now());
     }
     window_->in_flight.fetch_add(1);
@@ -238,7 +241,7 @@ int main(int argc, char** argv) {
 
   const Child child = StartServer(dir);
   std::cerr << "ingest_bench: kcnet-server pid " << child.pid << " on port " << child.port << "\n";
-  Channels channels(child.port);
+  Channels channels(child.port, /*streams_per_channel=*/1);
   ReadyCounter ready;
   Window window;
   std::vector<std::unique_ptr<Pusher>> pushers;

@@ -49,6 +49,7 @@
 #include "server/app/kcnet_server.h"
 #include "sync/device_store.h"
 #include "sync/model/record_types.h"
+#include "sync/model/requests.h"
 #include "sync/server_store.h"
 #include "sync/sqlite.h"
 
@@ -99,7 +100,6 @@ World MakeWorld(const std::vector<int64_t>& communes, int64_t author, int record
   for (size_t c = 0; c < communes.size(); ++c) {
     for (int i = 0; i < facilities_per_commune; ++i) {
       Facility f;
-      f.set_id(*sync::UuidToText(RandomUuidBytes(rng)));
       f.set_commune_id(communes[c]);
       f.set_name(absl::StrCat("Cơ sở sản xuất số ", c * 1000 + static_cast<size_t>(i)));
       f.set_owner_name("Nguyễn Văn An");
@@ -112,6 +112,8 @@ World MakeWorld(const std::vector<int64_t>& communes, int64_t author, int record
       f.set_contact_phone("0912345678");
       f.set_created_by(author);
       f.set_created_ms(1760000000000 + static_cast<int64_t>(rng() % 86400000));
+      // Ids as the SDK makes them: time-ordered UUIDs of the record's creation.
+      f.set_id(*sync::UuidToText(model::NewRecordIdBytes(absl::FromUnixMillis(f.created_ms()))));
       w.facilities.push_back(std::move(f));
     }
   }
@@ -120,11 +122,14 @@ World MakeWorld(const std::vector<int64_t>& communes, int64_t author, int record
   for (int i = 0; i < visits; ++i) {
     const Facility& f = w.facilities[rng() % w.facilities.size()];
     Visit v;
-    v.set_id(*sync::UuidToText(RandomUuidBytes(rng)));
     v.set_commune_id(f.commune_id());
     v.set_facility_id(f.id());
     v.set_collaborator_id(author);
-    v.set_visited_ms(1764000000000 + static_cast<int64_t>(rng() % 86400000));
+    // Visits over about a day, reaching the server roughly in the order they were made
+    // (within a few seconds).
+    v.set_visited_ms(1764000000000 + i * int64_t{86400000} / visits +
+                     static_cast<int64_t>(rng() % 5000));
+    v.set_id(*sync::UuidToText(model::NewRecordIdBytes(absl::FromUnixMillis(v.visited_ms()))));
     v.set_latitude(f.latitude());
     v.set_longitude(f.longitude());
     v.set_purpose(static_cast<VisitPurpose>(rng() % 4 + 1));

@@ -282,9 +282,11 @@ class RawStream : public grpc::ClientBidiReactor<SyncClientMessage, SyncServerMe
 // Channels of their own connection each (no shared subchannel), created on demand.
 class Channels {
  public:
-  explicit Channels(int port) : port_(port) {}
+  // `streams_per_channel`: 1 gives each stream its own connection, as tablets have.
+  explicit Channels(int port, int streams_per_channel = kStreamsPerChannel)
+      : port_(port), streams_per_channel_(streams_per_channel) {}
   SyncService::Stub* ForStream(int index) {
-    const size_t c = static_cast<size_t>(index / kStreamsPerChannel);
+    const size_t c = static_cast<size_t>(index / streams_per_channel_);
     while (stubs_.size() <= c) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -298,6 +300,7 @@ class Channels {
 
  private:
   const int port_;
+  const int streams_per_channel_;
   std::vector<std::unique_ptr<SyncService::Stub>> stubs_;
 };
 

@@ -307,6 +307,13 @@ absl::Status RecordStore::LoadNodes() {
   return absl::OkStatus();
 }
 
+absl::Status RecordStore::RefreshNodes() {
+  absl::StatusOr<int64_t> max_local = db_->QueryInt("SELECT max(id) FROM _nodes", 0);
+  if (!max_local.ok()) return max_local.status();
+  if (*max_local < static_cast<int64_t>(local_to_node_.size())) return absl::OkStatus();
+  return LoadNodes();
+}
+
 absl::StatusOr<uint32_t> RecordStore::LocalNode(uint64_t node) {
   auto it = node_to_local_.find(node);
   if (it != node_to_local_.end()) return it->second;

@@ -125,6 +125,10 @@ class RecordStore {
   kcnet::v1::RecordChange ToChange(const RecordTypeSpec& type, absl::string_view id_bytes,
                                    const RowState& row, uint64_t after_op) const;
 
+  // Reloads the node table when another connection added nodes since this one read it
+  // (a reader connection beside the writer); call inside the read transaction.
+  absl::Status RefreshNodes();
+
   // A small key/value table for each store's own state.
   absl::StatusOr<std::optional<int64_t>> GetMeta(absl::string_view key);
   absl::Status SetMeta(absl::string_view key, int64_t value);

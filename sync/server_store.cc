@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "sync/merge.h"
 
@@ -48,6 +49,9 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
       // Checkpoint every 32 MB of WAL rather than 4: pages rewritten by many commits (the
       // random-id indexes) are copied to the database once per checkpoint, not per 4 MB.
       "PRAGMA wal_autocheckpoint = 8192;"
+      // 64 MiB of page cache for the writer (the default is 2): the pages of the indexes
+      // that every batch touches stay in memory instead of being read again from the OS.
+      "PRAGMA cache_size = -65536;"
       "CREATE TABLE IF NOT EXISTS _devices(device_id TEXT PRIMARY KEY, node INTEGER NOT NULL, "
       "last_seq INTEGER NOT NULL) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS _conflicts(id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
@@ -64,12 +68,60 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
   absl::StatusOr<std::optional<int64_t>> max_hlc = store->records_->GetMeta("max_hlc");
   if (!max_hlc.ok()) return max_hlc.status();
   store->hlc_.Raise(static_cast<uint64_t>(max_hlc->value_or(0)));
+  const bool in_memory =
+      path.empty() || path == ":memory:" || absl::StartsWith(path, "file::memory:");
+  for (int i = 0; !in_memory && i < options.reader_connections; ++i) {
+    auto reader = std::make_unique<Reader>();
+    absl::MutexLock reader_lock(&reader->mu);
+    db = Db::Open(path, db_options);
+    if (!db.ok()) return db.status();
+    reader->db = std::move(*db);
+    records = RecordStore::Open(reader->db.get(), schema, "server");
+    if (!records.ok()) return records.status();
+    reader->records = std::move(*records);
+    status = reader->db->Exec("PRAGMA query_only = ON");
+    if (!status.ok()) return status;
+    store->readers_.push_back(std::move(reader));
+  }
   return store;
+}
+
+ServerStore::Reader* ServerStore::AcquireReader() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  const size_t n = readers_.size();
+  const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
+  for (size_t i = 0; i < n; ++i) {
+    Reader* reader = readers_[(start + i) % n].get();
+    if (reader->mu.TryLock()) return reader;
+  }
+  Reader* reader = readers_[start].get();
+  reader->mu.Lock();
+  return reader;
+}
+
+absl::Status ServerStore::WithReader(const std::function<absl::Status(RecordStore& records)>& fn) {
+  if (readers_.empty()) {
+    absl::MutexLock lock(&mu_);
+    return fn(*records_);
+  }
+  Reader* reader = AcquireReader();
+  absl::Status status = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return fn(*reader->records); }();
+  reader->mu.Unlock();
+  return status;
 }
 
 uint64_t ServerStore::last_op() {
   absl::MutexLock lock(&mu_);
   return last_op_;
+}
+
+ServerStore::WriteStats ServerStore::write_stats() {
+  absl::MutexLock lock(&mu_);
+  return write_stats_;
+}
+
+size_t ServerStore::waiting_batches() {
+  absl::MutexLock lock(&queue_mu_);
+  return queue_.size();
 }
 
 absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationBatch& batch,
@@ -92,11 +144,69 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     }
   }
   if (writer.node == 0) return absl::InvalidArgumentError("writer.node: must not be 0");
-  const bool tracked = !writer.device_id.empty();
 
-  absl::ReleasableMutexLock lock(&mu_);
-  const uint64_t op_before_batch = last_op_;
-  // Rows read or written by this batch are kept until it ends: the rules and the merge
+  // Group commit: the batch waits in a queue; one caller at a time (the leader) applies
+  // every batch waiting, in arrival order, in one transaction, and each caller gets its
+  // answer once that transaction has committed.
+  PendingBatch pending{&writer, &batch, &validator, absl::UnknownError("batch: not applied")};
+  queue_mu_.Lock();
+  queue_.push_back(&pending);
+  while (!pending.done && leader_) queue_cv_.Wait(&queue_mu_);
+  if (!pending.done) {
+    leader_ = true;
+    while (!pending.done) {
+      std::vector<PendingBatch*> group;
+      size_t mutations = 0;
+      while (!queue_.empty() && (group.empty() || (group.size() < kMaxGroupBatches &&
+                                                   mutations < options_.max_batch_mutations))) {
+        group.push_back(queue_.front());
+        mutations += static_cast<size_t>(queue_.front()->batch->mutations_size());
+        queue_.pop_front();
+      }
+      queue_mu_.Unlock();
+      ApplyGroup(group);
+      queue_mu_.Lock();
+      for (PendingBatch* p : group) p->done = true;
+      queue_cv_.SignalAll();
+    }
+    leader_ = false;
+    queue_cv_.SignalAll();  // a waiting caller takes the lead
+  }
+  queue_mu_.Unlock();
+  return std::move(pending.result);
+}
+
+void ServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
+  std::vector<int64_t> touched;
+  uint64_t committed_op = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::Status status = ApplyGroupLocked(group, &touched, &committed_op);
+    if (!status.ok() && group.size() > 1) {
+      // Nothing of the group was stored: apply each batch alone, so that only the batch
+      // that fails gets the error.
+      for (PendingBatch* p : group) {
+        std::vector<int64_t> one;
+        status = ApplyGroupLocked({p}, &one, &committed_op);
+        if (!status.ok()) p->result = status;
+        touched.insert(touched.end(), one.begin(), one.end());
+      }
+    } else if (!status.ok()) {
+      group[0]->result = status;
+    }
+  }
+  if (!touched.empty()) {
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    absl::MutexLock listener_lock(&listener_mu_);
+    if (listener_) listener_(touched, committed_op);
+  }
+}
+
+absl::Status ServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
+                                           std::vector<int64_t>* touched, uint64_t* committed_op) {
+  const uint64_t op_before_group = last_op_;
+  // Rows read or written by the group are kept until it ends: the rules and the merge
   // read the same records (a new visit, its facility) many times per batch.
   row_cache_.clear();
   caching_ = true;
@@ -104,22 +214,53 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     caching_ = false;
     row_cache_.clear();
   };
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
   auto fail = [&](absl::Status status) {
-    last_op_ = op_before_batch;
+    txn->reset();  // ROLLBACK first, so that the caches reload what is really stored
+    last_op_ = op_before_group;
     records_->AbandonTransaction().IgnoreError();
     return status;
   };
-  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
-  if (!txn.ok()) return txn.status();
+  std::vector<PushAck> acks(group.size());
+  uint64_t max_hlc = 0;
+  for (size_t i = 0; i < group.size(); ++i) {
+    absl::Status status = ApplyBatchLocked(*group[i]->writer, *group[i]->batch,
+                                           *group[i]->validator, &acks[i], &max_hlc);
+    if (!status.ok()) return fail(status);
+  }
+  absl::Status status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
+  hlc_.Raise(max_hlc);
+  if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
+  *touched = records_->TouchedBuckets();
+  if (status.ok()) status = records_->FlushBuckets();
+  if (status.ok()) status = (*txn)->Commit();
+  if (!status.ok()) {
+    touched->clear();
+    return fail(status);
+  }
+  write_stats_.batches += group.size();
+  ++write_stats_.transactions;
+  for (size_t i = 0; i < group.size(); ++i) {
+    acks[i].set_server_op(last_op_);
+    group[i]->result = std::move(acks[i]);
+  }
+  *committed_op = last_op_;
+  return absl::OkStatus();
+}
 
+absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
+                                           const MutationValidator& validator, PushAck* ack,
+                                           uint64_t* max_hlc) {
+  const bool tracked = !writer.device_id.empty();
   uint64_t last_seq = 0;
   if (tracked) {
     absl::StatusOr<Statement*> stmt =
         db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
-    if (!stmt.ok()) return fail(stmt.status());
+    if (!stmt.ok()) return stmt.status();
     (*stmt)->BindText(1, writer.device_id);
     absl::StatusOr<bool> has = (*stmt)->Step();
-    if (!has.ok()) return fail(has.status());
+    if (!has.ok()) return has.status();
     if (*has) last_seq = static_cast<uint64_t>((*stmt)->ColumnInt(0));
     (*stmt)->Reset();
   }
@@ -128,25 +269,23 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
     // The device has taken these answers: their refusals need no repeating.
     absl::StatusOr<Statement*> stmt =
         db_->Prepare("DELETE FROM _refusals WHERE device_id = ?1 AND seq <= ?2");
-    if (!stmt.ok()) return fail(stmt.status());
+    if (!stmt.ok()) return stmt.status();
     (*stmt)->BindText(1, writer.device_id);
     (*stmt)->BindInt(2, static_cast<int64_t>(batch.settled_through()));
     absl::Status status = (*stmt)->Run();
     (*stmt)->Reset();
-    if (!status.ok()) return fail(status);
+    if (!status.ok()) return status;
   }
 
-  PushAck ack;
   bool gap = false;
-  uint64_t max_hlc = 0;
   for (const Mutation& m : batch.mutations()) {
-    MutationResult* result = ack.add_results();
+    MutationResult* result = ack->add_results();
     result->set_seq(m.seq());
     if (tracked) {
       if (m.seq() <= last_seq) {
         absl::StatusOr<std::optional<MutationResult>> refused =
             RememberedRefusal(writer.device_id, m.seq());
-        if (!refused.ok()) return fail(refused.status());
+        if (!refused.ok()) return refused.status();
         if (refused->has_value()) {
           *result = **refused;
         } else {
@@ -163,17 +302,17 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
       }
     }
     absl::Status status = db_->RunCached("SAVEPOINT mutation");
-    if (!status.ok()) return fail(status);
+    if (!status.ok()) return status;
     const uint64_t op_before = last_op_;
     Refusal refusal;
     status = ApplyMutation(writer, m, validator, result, &refusal);
-    if (!status.ok()) return fail(status);
+    if (!status.ok()) return status;
     if (!refusal.status.ok()) {
       status = db_->RunCached("ROLLBACK TO mutation");
       if (status.ok()) status = db_->RunCached("RELEASE mutation");
-      if (!status.ok()) return fail(status);
+      if (!status.ok()) return status;
       status = records_->AbandonUnit();
-      if (!status.ok()) return fail(status);
+      if (!status.ok()) return status;
       row_cache_.clear();  // it may hold rows the rolled-back mutation wrote
       last_op_ = op_before;
       result->Clear();
@@ -184,30 +323,30 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
       result->set_field(refusal.field);
       for (const RecordChange& change : m.changes()) {
         absl::StatusOr<std::optional<RecordChange>> current = Read(change.type(), change.id());
-        if (!current.ok() && IsStorageFailure(current.status())) return fail(current.status());
+        if (!current.ok() && IsStorageFailure(current.status())) return current.status();
         if (current.ok() && current->has_value()) *result->add_server_values() = **current;
       }
       if (tracked) {
         absl::StatusOr<Statement*> stmt = db_->Prepare(
             "INSERT OR REPLACE INTO _refusals(device_id, seq, result) VALUES (?1, ?2, ?3)");
-        if (!stmt.ok()) return fail(stmt.status());
+        if (!stmt.ok()) return stmt.status();
         (*stmt)->BindText(1, writer.device_id);
         (*stmt)->BindInt(2, static_cast<int64_t>(m.seq()));
         (*stmt)->BindBlob(3, result->SerializeAsString());
         status = (*stmt)->Run();
         (*stmt)->Reset();
-        if (!status.ok()) return fail(status);
+        if (!status.ok()) return status;
       }
     } else {
       status = db_->RunCached("RELEASE mutation");
-      if (!status.ok()) return fail(status);
+      if (!status.ok()) return status;
       records_->CommitUnit();
       result->set_outcome(result->conflicts_size() > 0
                               ? kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT
                               : kcnet::v1::MUTATION_OUTCOME_APPLIED);
       for (const RecordChange& change : m.changes()) {
-        max_hlc = std::max<uint64_t>(max_hlc, change.hlc());
-        for (const auto& f : change.fields()) max_hlc = std::max<uint64_t>(max_hlc, f.hlc());
+        *max_hlc = std::max<uint64_t>(*max_hlc, change.hlc());
+        for (const auto& f : change.fields()) *max_hlc = std::max<uint64_t>(*max_hlc, f.hlc());
       }
     }
     if (tracked) last_seq = m.seq();
@@ -216,31 +355,16 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
   if (tracked) {
     absl::StatusOr<Statement*> stmt = db_->Prepare(
         "INSERT OR REPLACE INTO _devices(device_id, node, last_seq) VALUES (?1, ?2, ?3)");
-    if (!stmt.ok()) return fail(stmt.status());
+    if (!stmt.ok()) return stmt.status();
     (*stmt)->BindText(1, writer.device_id);
     (*stmt)->BindInt(2, static_cast<int64_t>(writer.node));
     (*stmt)->BindInt(3, static_cast<int64_t>(last_seq));
     absl::Status status = (*stmt)->Run();
     (*stmt)->Reset();
-    if (!status.ok()) return fail(status);
+    if (!status.ok()) return status;
   }
-  absl::Status status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
-  hlc_.Raise(max_hlc);
-  if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
-  std::vector<int64_t> touched = records_->TouchedBuckets();
-  if (status.ok()) status = records_->FlushBuckets();
-  if (status.ok()) status = (*txn)->Commit();
-  if (!status.ok()) return fail(status);
-  ack.set_last_applied_seq(last_seq);
-  ack.set_server_op(last_op_);
-  const uint64_t committed_op = last_op_;
-  std::move(stop_caching).Invoke();  // under the lock, like every use of the cache
-  lock.Release();
-  if (!touched.empty()) {
-    absl::MutexLock listener_lock(&listener_mu_);
-    if (listener_) listener_(touched, committed_op);
-  }
-  return ack;
+  ack->set_last_applied_seq(last_seq);
+  return absl::OkStatus();
 }
 
 void ServerStore::SetCommitListener(CommitListener listener) {
@@ -555,12 +679,29 @@ absl::StatusOr<std::optional<RecordChange>> ServerStore::ReadRecord(uint32_t typ
 
 absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
                                                       const DownloadLimits& limits) {
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> txn =
-      Transaction::Begin(db_.get(), Transaction::Kind::kRead);
-  if (!txn.ok()) return txn.status();
   ChangeBatch batch;
-  batch.set_server_op(last_op_);
+  absl::Status status = WithReader([&](RecordStore& records) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Transaction>> txn =
+        Transaction::Begin(records.db(), Transaction::Kind::kRead);
+    if (!txn.ok()) return txn.status();
+    absl::Status status = ReadChanges(records, cursors, limits, &batch);
+    if (!status.ok()) return status;
+    return (*txn)->Commit();
+  });
+  if (!status.ok()) return status;
+  return batch;
+}
+
+absl::Status ServerStore::ReadChanges(RecordStore& records,
+                                      const std::vector<BucketCursor>& cursors,
+                                      const DownloadLimits& limits, ChangeBatch* out) const {
+  // Rows may name nodes the writer added after this connection last looked.
+  absl::Status refreshed = records.RefreshNodes();
+  if (!refreshed.ok()) return refreshed;
+  absl::StatusOr<std::optional<int64_t>> server_op = records.GetMeta("last_op");
+  if (!server_op.ok()) return server_op.status();
+  ChangeBatch& batch = *out;
+  batch.set_server_op(static_cast<uint64_t>(server_op->value_or(0)));
   size_t budget = std::max<size_t>(limits.max_changes, 1);
   size_t bytes = 0;
   absl::flat_hash_set<int64_t> seen;
@@ -569,7 +710,7 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
       return absl::InvalidArgumentError(
           absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
     }
-    absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = records_->Checkpoint(cursor.bucket());
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = records.Checkpoint(cursor.bucket());
     if (!cp.ok()) return cp.status();
     if (cursor.op() >= cp->op()) {
       // Up to date (or ahead of a restored server: the checkpoint tells the device).
@@ -588,14 +729,14 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
     std::vector<RecordChange> changes;
     for (const RecordTypeSpec& type : schema_->types()) {
       absl::Status status =
-          records_->ScanSince(type, cursor.bucket(), cursor.op(), budget,
-                              [&](absl::string_view id_text, const RowState& row) -> absl::Status {
-                                absl::StatusOr<std::string> id = UuidFromText(id_text);
-                                if (!id.ok()) return absl::DataLossError(id.status().message());
-                                changes.push_back(records_->ToChange(
-                                    type, *id, row, std::min(cursor.floor(), cursor.op())));
-                                return absl::OkStatus();
-                              });
+          records.ScanSince(type, cursor.bucket(), cursor.op(), budget,
+                            [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+                              absl::StatusOr<std::string> id = UuidFromText(id_text);
+                              if (!id.ok()) return absl::DataLossError(id.status().message());
+                              changes.push_back(records.ToChange(
+                                  type, *id, row, std::min(cursor.floor(), cursor.op())));
+                              return absl::OkStatus();
+                            });
       if (!status.ok()) return status;
     }
     std::sort(changes.begin(), changes.end(),
@@ -620,37 +761,37 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
       batch.set_more(true);
     }
   }
-  absl::Status status = (*txn)->Commit();
-  if (!status.ok()) return status;
-  return batch;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<RecordChange>> ServerStore::List(const ListQuery& query) {
   const RecordTypeSpec* type = schema_->Find(query.type);
   if (type == nullptr)
     return absl::InvalidArgumentError(absl::StrCat("type: unknown ", query.type));
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> txn =
-      Transaction::Begin(db_.get(), Transaction::Kind::kRead);
-  if (!txn.ok()) return txn.status();
   std::vector<RecordChange> out;
-  for (int64_t bucket : query.buckets) {
-    absl::Status status = records_->ScanOrdered(
-        *type, bucket, query.equals, query.newest_first, query.after, query.limit,
-        [&](absl::string_view id_text, const RowState& row) -> absl::Status {
-          absl::StatusOr<std::string> id = UuidFromText(id_text);
-          if (!id.ok()) return absl::DataLossError(id.status().message());
-          out.push_back(records_->ToChange(*type, *id, row, 0));
-          return absl::OkStatus();
-        });
+  absl::Status status = WithReader([&](RecordStore& records) -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Transaction>> txn =
+        Transaction::Begin(records.db(), Transaction::Kind::kRead);
+    if (!txn.ok()) return txn.status();
+    absl::Status status = records.RefreshNodes();
+    for (size_t i = 0; status.ok() && i < query.buckets.size(); ++i) {
+      status = records.ScanOrdered(
+          *type, query.buckets[i], query.equals, query.newest_first, query.after, query.limit,
+          [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+            absl::StatusOr<std::string> id = UuidFromText(id_text);
+            if (!id.ok()) return absl::DataLossError(id.status().message());
+            out.push_back(records.ToChange(*type, *id, row, 0));
+            return absl::OkStatus();
+          });
+    }
     if (!status.ok()) return status;
-  }
+    return (*txn)->Commit();
+  });
+  if (!status.ok()) return status;
   std::sort(out.begin(), out.end(), [&](const RecordChange& a, const RecordChange& b) {
     return query.newest_first ? a.op() > b.op() : a.op() < b.op();
   });
   if (out.size() > query.limit) out.resize(query.limit);
-  absl::Status status = (*txn)->Commit();
-  if (!status.ok()) return status;
   return out;
 }
 

@@ -6,12 +6,15 @@
 // new strictly increasing op id for every record change it makes. ChangesSince() serves
 // downloads per bucket from a cursor, at a cost that depends on the bucket's changes only.
 //
-// Thread-safety: thread-safe. Writers are serialised; reads share the same connection
-// (storage threads and reader connections come with the server).
+// Thread-safety: thread-safe. Writers are serialised on one connection. Downloads and
+// lists read on a small pool of reader connections (WAL lets each read the last committed
+// state while the writer writes), so they never wait for a batch being applied.
 #ifndef KCNET_SYNC_SERVER_STORE_H_
 #define KCNET_SYNC_SERVER_STORE_H_
 
+#include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -42,6 +45,9 @@ struct ServerStoreOptions {
   size_t max_batch_mutations = 1000;
   size_t max_changes_per_mutation = 200;
   size_t max_batch_bytes = 8 << 20;
+  // Connections for ChangesSince() and List(), beside the writer's. 0 (and always for
+  // ":memory:", which a second connection cannot see) reads on the writer's connection.
+  int reader_connections = 2;
 };
 
 // Who a batch comes from. `device_id` empty: a server-side write (a unary API call) with
@@ -76,6 +82,11 @@ class ServerStore : private RecordReader {
   // Applies a batch in one transaction and answers every mutation (see MutationOutcome in
   // sync.proto). Fails as a whole (nothing applied) only when the batch breaks a size
   // limit (INVALID_ARGUMENT) or storage fails; then nothing was acknowledged.
+  //
+  // Group commit: batches that arrive while another is being applied wait, and are then
+  // applied together in one transaction (one commit, one fsync), each in arrival order and
+  // answered exactly as if alone; an answer is returned only once its batch is durable.
+  // If storage fails for the group, each of its batches is applied again alone.
   absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
                                            const kcnet::v1::MutationBatch& batch,
                                            const MutationValidator& validator = nullptr);
@@ -103,6 +114,15 @@ class ServerStore : private RecordReader {
   // The highest op id committed.
   uint64_t last_op();
 
+  // Group commit at work, for monitoring and tests: batches applied and the transactions
+  // that committed them, since open; and batches waiting for the current group to end.
+  struct WriteStats {
+    uint64_t batches = 0;
+    uint64_t transactions = 0;
+  };
+  WriteStats write_stats();
+  size_t waiting_batches();
+
   // Called after every commit that changed records, with the buckets it touched and the
   // new last op, on the committing thread and outside the store's lock. For live sync: the
   // listener should only hand the news on (post work), never block. Not removable: the
@@ -118,6 +138,25 @@ class ServerStore : private RecordReader {
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
                                                               absl::string_view id) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A batch waiting for group commit; `result` is set before `done`.
+  struct PendingBatch {
+    const Writer* writer;
+    const kcnet::v1::MutationBatch* batch;
+    const MutationValidator* validator;
+    absl::StatusOr<kcnet::v1::PushAck> result;
+    bool done = false;
+  };
+  static constexpr size_t kMaxGroupBatches = 64;
+  // Applies `group` (then each batch alone if that fails) and tells the listener.
+  void ApplyGroup(const std::vector<PendingBatch*>& group) ABSL_LOCKS_EXCLUDED(mu_);
+  // One transaction for the whole group; on failure nothing is stored and no result set.
+  absl::Status ApplyGroupLocked(const std::vector<PendingBatch*>& group,
+                                std::vector<int64_t>* touched, uint64_t* committed_op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One batch inside the group's transaction: exactly-once bookkeeping and its mutations.
+  absl::Status ApplyBatchLocked(const Writer& writer, const kcnet::v1::MutationBatch& batch,
+                                const MutationValidator& validator, kcnet::v1::PushAck* ack,
+                                uint64_t* max_hlc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Why a mutation was refused: the reason and the offending field path.
   struct Refusal {
     absl::Status status;
@@ -143,13 +182,35 @@ class ServerStore : private RecordReader {
   absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
       const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // A connection for reads; its mutex is held while one read runs on it.
+  struct Reader {
+    absl::Mutex mu;
+    std::unique_ptr<Db> db ABSL_GUARDED_BY(mu);
+    std::unique_ptr<RecordStore> records ABSL_GUARDED_BY(mu);
+  };
+  // Runs `fn` in a read transaction on a free reader connection (waiting for one when all
+  // are busy), or on the writer's connection under mu_ when there are none.
+  absl::Status WithReader(const std::function<absl::Status(RecordStore& records)>& fn);
+  Reader* AcquireReader();
+  absl::Status ReadChanges(RecordStore& records,
+                           const std::vector<kcnet::v1::BucketCursor>& cursors,
+                           const DownloadLimits& limits, kcnet::v1::ChangeBatch* batch) const;
+
   const Schema* schema_;
   const ServerStoreOptions options_;
+  std::vector<std::unique_ptr<Reader>> readers_;  // fixed after Open
+  std::atomic<size_t> next_reader_{0};
   HybridClock hlc_;
+  // The group-commit queue; `leader_` is true while a caller applies groups.
+  absl::Mutex queue_mu_;
+  absl::CondVar queue_cv_;
+  std::deque<PendingBatch*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool leader_ ABSL_GUARDED_BY(queue_mu_) = false;
   absl::Mutex mu_;
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
   uint64_t last_op_ ABSL_GUARDED_BY(mu_) = 0;
+  WriteStats write_stats_ ABSL_GUARDED_BY(mu_);
   // While Apply runs: the rows it has read or written, by (type, id text); cleared when a
   // mutation is rolled back and when the batch ends.
   bool caching_ ABSL_GUARDED_BY(mu_) = false;

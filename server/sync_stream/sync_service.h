@@ -29,7 +29,9 @@
 namespace kcnet::server {
 
 struct SyncServiceOptions {
-  int threads = 2;
+  // The stream's worker pool. A push holds its worker while its batch waits for the
+  // store's group commit, so enough workers let many streams' batches share one commit.
+  int threads = 16;
   sync::DownloadLimits page = {.max_changes = 1000, .max_bytes = 1 << 20};
   // Download pages sent ahead of the device's acknowledgement, at most (the device asks
   // for its own window in Hello; the smaller applies).

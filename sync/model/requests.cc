@@ -1,5 +1,6 @@
 #include "sync/model/requests.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -15,18 +16,20 @@ using kcnet::v1::RequestAction;
 using kcnet::v1::RequestEvent;
 using kcnet::v1::SupportRequest;
 
-std::string NewRecordId() {
+std::string NewRecordIdBytes(absl::Time now) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::string bytes(16, '\0');
+  const auto ms = static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMillis(now), 0));
   const uint64_t a = rng(), b = rng();
-  for (int i = 0; i < 8; ++i) {
-    bytes[i] = static_cast<char>(a >> (8 * i));
-    bytes[8 + i] = static_cast<char>(b >> (8 * i));
-  }
-  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x40);
-  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);
-  return *sync::UuidToText(bytes);
+  std::string bytes(16, '\0');
+  for (int i = 0; i < 6; ++i) bytes[i] = static_cast<char>(ms >> (8 * (5 - i)));
+  for (int i = 6; i < 8; ++i) bytes[i] = static_cast<char>(a >> (8 * i));
+  for (int i = 8; i < 16; ++i) bytes[i] = static_cast<char>(b >> (8 * (i - 8)));
+  bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x70);  // version 7
+  bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);  // RFC 9562 variant
+  return bytes;
 }
+
+std::string NewRecordId() { return *sync::UuidToText(NewRecordIdBytes()); }
 
 kcnet::v1::Value IntValue(int64_t v) {
   kcnet::v1::Value out;

@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "google/protobuf/message.h"
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
@@ -21,7 +23,11 @@
 
 namespace kcnet::model {
 
-// A new random (version 4) UUID in text form, for records made offline or online.
+// A new record id: a version 7 UUID (RFC 9562), i.e. the creation time in Unix
+// milliseconds (48 bits, big-endian) then 74 random bits. Ids made later sort later, so
+// the stores' id indexes grow at their right edge instead of at random pages; ids made in
+// the same millisecond differ by their random bits. As 16 bytes, or in text form.
+std::string NewRecordIdBytes(absl::Time now = absl::Now());
 std::string NewRecordId();
 
 kcnet::v1::Value IntValue(int64_t v);

@@ -5,6 +5,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sync/model/record_types.h"
+#include "sync/model/requests.h"
+#include "sync/schema.h"
 
 namespace kcnet::model {
 namespace {
@@ -86,6 +88,24 @@ std::map<std::pair<RequestAction, RequestStatus>, Expected> ExpectedTable() {
       {{REQUEST_ACTION_CANCEL, REQUEST_STATUS_RETURNED},
        {REQUEST_STATUS_CANCELLED, drafters, Expected::kAuthorOnly}},
   };
+}
+
+// Record ids are version 7 UUIDs: the creation millisecond first, so later ids sort later.
+TEST(RecordIdTest, IdsAreTimeOrderedVersion7Uuids) {
+  const absl::Time t = absl::FromUnixMillis(1764000000123);
+  const std::string a = NewRecordIdBytes(t);
+  ASSERT_EQ(a.size(), 16u);
+  EXPECT_EQ(static_cast<uint8_t>(a[6]) >> 4, 7);  // version
+  EXPECT_EQ(static_cast<uint8_t>(a[8]) >> 6, 2);  // RFC 9562 variant
+  uint64_t ms = 0;
+  for (int i = 0; i < 6; ++i) ms = ms << 8 | static_cast<uint8_t>(a[i]);
+  EXPECT_EQ(ms, 1764000000123u);
+  EXPECT_NE(NewRecordIdBytes(t), a);  // same millisecond: random bits differ
+  EXPECT_LT(a, NewRecordIdBytes(t + absl::Milliseconds(1)));
+  EXPECT_LT(*sync::UuidToText(a), *sync::UuidToText(NewRecordIdBytes(t + absl::Milliseconds(1))));
+  const std::string text = NewRecordId();
+  EXPECT_TRUE(sync::UuidFromText(text).ok()) << text;
+  EXPECT_EQ(text[14], '7');
 }
 
 TEST(RulesTest, EveryActionFromEveryStatusForEveryRoleMatchesTheLifeCycle) {

@@ -1,5 +1,11 @@
 #include "sync/server_store.h"
 
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/test_util.h"
@@ -380,6 +386,129 @@ TEST_F(ServerStoreTest, RefusesToOpenAForeignOrNewerFile) {
   }
   auto newer = ServerStore::Open(dir_.File("server.db"), &schema_);
   EXPECT_THAT(newer.status().message(), HasSubstr("newer kcnet"));
+}
+
+// Batches that arrive while one is being applied wait and are then committed together, in
+// arrival order, each answered as if alone (a retried batch in the group is a DUPLICATE).
+TEST_F(ServerStoreTest, WaitingBatchesAreCommittedTogetherAndEachAnsweredAsIfAlone) {
+  absl::Notification entered, release;
+  MutationValidator hold = [&](const kcnet::v1::Mutation&, RecordReader&) {
+    if (!entered.HasBeenNotified()) entered.Notify();
+    release.WaitForNotification();
+    return absl::OkStatus();
+  };
+  const ServerStore::WriteStats before = store_->write_stats();
+  const MutationBatch first =
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0));
+  std::vector<absl::StatusOr<PushAck>> acks(6, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { acks[0] = store_->Apply(a_, first, hold); });
+  entered.WaitForNotification();
+  for (int i = 1; i <= 4; ++i) {
+    threads.emplace_back([&, i] {
+      acks[i] =
+          store_->Apply(Device(absl::StrCat("tablet-", i)),
+                        One(1, {Change(1, Id(10 + i), {{2, IntValue(kUnit)}, {3, IntValue(i)}})},
+                            HlcPack(kT0, i)));
+    });
+  }
+  threads.emplace_back([&] { acks[5] = store_->Apply(a_, first); });  // a retry
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (store_->waiting_batches() < 5 && absl::Now() < deadline)
+    absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(store_->waiting_batches(), 5u);
+  release.Notify();
+  for (std::thread& t : threads) t.join();
+
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(acks[i].ok()) << i << ": " << acks[i].status();
+    EXPECT_EQ(acks[i]->last_applied_seq(), 1u) << i;
+    EXPECT_EQ(acks[i]->results(0).outcome(),
+              i == 5 ? kcnet::v1::MUTATION_OUTCOME_DUPLICATE : kcnet::v1::MUTATION_OUTCOME_APPLIED)
+        << i;
+  }
+  // The first batch alone, then the five that waited in one transaction.
+  const ServerStore::WriteStats after = store_->write_stats();
+  EXPECT_EQ(after.batches - before.batches, 6u);
+  EXPECT_EQ(after.transactions - before.transactions, 2u);
+  EXPECT_EQ(acks[1]->server_op(), store_->last_op());
+  EXPECT_EQ(acks[4]->server_op(), store_->last_op());
+  for (int i = 1; i <= 4; ++i) EXPECT_EQ(FieldOf(MustRead(Id(10 + i)), 3).int_value(), i);
+}
+
+// When storage fails inside a group, nothing of the group stays; each batch is applied
+// again alone and only the failing one gets the error.
+TEST_F(ServerStoreTest, AStorageFailureInAGroupFailsOnlyItsOwnBatch) {
+  absl::Notification entered, release;
+  MutationValidator hold = [&](const kcnet::v1::Mutation&, RecordReader&) {
+    if (!entered.HasBeenNotified()) entered.Notify();
+    release.WaitForNotification();
+    return absl::OkStatus();
+  };
+  MutationValidator broken = [](const kcnet::v1::Mutation&, RecordReader&) {
+    return absl::InternalError("disk I/O error");
+  };
+  const ServerStore::WriteStats before = store_->write_stats();
+  std::vector<absl::StatusOr<PushAck>> acks(4, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    acks[0] = store_->Apply(a_, One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 0)),
+                            hold);
+  });
+  entered.WaitForNotification();
+  for (int i = 1; i <= 3; ++i) {
+    threads.emplace_back([&, i] {
+      acks[i] =
+          store_->Apply(Device(absl::StrCat("tablet-", i)),
+                        One(1, {Change(1, Id(10 + i), {{2, IntValue(kUnit)}})}, HlcPack(kT0, i)),
+                        i == 2 ? broken : MutationValidator());
+    });
+    // One at a time, so that the group's order is known.
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (store_->waiting_batches() < static_cast<size_t>(i) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+  release.Notify();
+  for (std::thread& t : threads) t.join();
+
+  ASSERT_TRUE(acks[0].ok()) << acks[0].status();
+  ASSERT_TRUE(acks[1].ok()) << acks[1].status();
+  ASSERT_TRUE(acks[3].ok()) << acks[3].status();
+  EXPECT_EQ(acks[1]->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(acks[3]->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(acks[2].status().code(), absl::StatusCode::kInternal);
+  EXPECT_FALSE(store_->ReadRecord(1, Id(12))->has_value());
+  EXPECT_EQ(*store_->LastAppliedSeq("tablet-2"), 0u);
+  EXPECT_TRUE(store_->ReadRecord(1, Id(11))->has_value());
+  EXPECT_TRUE(store_->ReadRecord(1, Id(13))->has_value());
+  const ServerStore::WriteStats after = store_->write_stats();
+  EXPECT_EQ(after.batches - before.batches, 3u);
+  EXPECT_EQ(after.transactions - before.transactions, 3u);  // the first, then two alone
+}
+
+// Downloads read on their own connections: they see every commit, including records of
+// writers the connection had never seen.
+TEST_F(ServerStoreTest, DownloadsSeeEveryCommitAndNewWriters) {
+  MustApply(a_, One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 0)));
+  kcnet::v1::BucketCursor cursor;
+  cursor.set_bucket(kUnit);
+  auto page = store_->ChangesSince({cursor});
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->changes_size(), 1);
+  cursor.set_op(page->cursors(0).op());
+  for (int i = 0; i < 3; ++i) {
+    const Writer w = Device(absl::StrCat("new-tablet-", i));
+    MustApply(w, One(1, {Change(1, Id(20 + i), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 1 + i)));
+    page = store_->ChangesSince({cursor});
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_EQ(page->changes_size(), 1);
+    EXPECT_EQ(page->changes(0).node(), w.node);
+    EXPECT_EQ(page->server_op(), store_->last_op());
+    ASSERT_EQ(page->checkpoints_size(), 1);
+    EXPECT_EQ(page->checkpoints(0).checksum(), Checksum());
+    cursor.set_op(page->cursors(0).op());
+  }
 }
 
 }  // namespace
