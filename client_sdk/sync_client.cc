@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/arena.h"
+#include "sync/page_codec.h"
 
 namespace kcnet::sdk {
 namespace {
@@ -109,6 +110,12 @@ class SyncClient::Session {
     }
   }
 
+  // Why the reader stopped reading a stream that was still open (a malformed message).
+  absl::Status error() {
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
   // Ends the call (cancelling it first when `cancel`), waits for the reader and returns
   // the call's final status. Once only.
   grpc::Status Finish(bool cancel) {
@@ -127,6 +134,17 @@ class SyncClient::Session {
       in.arena = std::make_unique<google::protobuf::Arena>(InboundArenaOptions());
       in.message = google::protobuf::Arena::CreateMessage<SyncServerMessage>(in.arena.get());
       if (!stream_->Read(in.message)) break;
+      if (in.message->has_deflated_changes()) {
+        // Inflated here, beside the syncing thread that stores the previous pages.
+        const std::string deflated = in.message->deflated_changes();
+        absl::Status status = sync::InflatePage(deflated, in.message->mutable_changes());
+        if (!status.ok()) {
+          absl::MutexLock lock(&mu_);
+          error_ = status;
+          context_.TryCancel();
+          break;
+        }
+      }
       absl::MutexLock lock(&mu_);
       inbox_.push_back(std::move(in));
     }
@@ -142,6 +160,7 @@ class SyncClient::Session {
   absl::Mutex mu_;
   std::deque<Inbound> inbox_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 SyncClient::SyncClient(std::shared_ptr<grpc::Channel> channel, sync::DeviceStore* store,
@@ -211,6 +230,7 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
     hello.mutable_hello()->set_device_id(store_->device_id());
     hello.mutable_hello()->set_schema_version(options_.schema_version);
     hello.mutable_hello()->set_download_window(std::max<uint32_t>(options_.download_window, 1));
+    hello.mutable_hello()->set_deflate_pages(options_.deflate_pages);
     for (BucketCursor& c : *cursors) *hello.mutable_hello()->add_cursors() = std::move(c);
     session.Write(hello);  // on failure the reader sees the end and Finish() says why
   }
@@ -320,6 +340,9 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
     if (next == Session::Next::kClosed) {
       result.server_status = FromGrpc(session.Finish(/*cancel=*/false));
       if (cancelled()) return absl::CancelledError("sync cancelled");
+      if (absl::Status bad = session.error(); !bad.ok()) {
+        return absl::Status(bad.code(), absl::StrCat("a page from the server: ", bad.message()));
+      }
       if (half_closed) return absl::OkStatus();  // caught up (or done) before the end
       if (!result.server_status.ok()) return result.server_status;
       return absl::UnavailableError(

@@ -698,6 +698,14 @@ kcnet::v1::RecordChange RecordStore::ToChange(const RecordTypeSpec& type,
                                               absl::string_view id_bytes, const RowState& row,
                                               uint64_t after_op) const {
   kcnet::v1::RecordChange change;
+  ToChange(type, id_bytes, row, after_op, &change);
+  return change;
+}
+
+void RecordStore::ToChange(const RecordTypeSpec& type, absl::string_view id_bytes,
+                           const RowState& row, uint64_t after_op,
+                           kcnet::v1::RecordChange* out) const {
+  kcnet::v1::RecordChange& change = *out;
   change.set_type(type.type);
   change.set_id(std::string(id_bytes));
   change.set_op(row.op);
@@ -706,11 +714,12 @@ kcnet::v1::RecordChange RecordStore::ToChange(const RecordTypeSpec& type,
     change.set_deleted(true);
     change.set_hlc(row.stamp.hlc);
     change.set_node(row.stamp.node);
-    return change;
+    return;
   }
   const Baseline base = ChooseBaseline(row);
   change.set_hlc(base.stamp.hlc);
   change.set_node(base.stamp.node);
+  change.mutable_fields()->Reserve(static_cast<int>(row.fields.size()));
   for (size_t i = 0; i < row.fields.size(); ++i) {
     const FieldState& f = row.fields[i];
     if (f.op <= after_op) continue;
@@ -720,7 +729,6 @@ kcnet::v1::RecordChange RecordStore::ToChange(const RecordTypeSpec& type,
     if (f.stamp.hlc != base.stamp.hlc) fc->set_hlc(f.stamp.hlc);
     if (f.stamp.node != base.stamp.node) fc->set_node(f.stamp.node);
   }
-  return change;
 }
 
 absl::StatusOr<std::optional<int64_t>> RecordStore::GetMeta(absl::string_view key) {

@@ -124,6 +124,9 @@ class RecordStore {
   // after_op is 0), with record-level hlc/node set to the most common stamp.
   kcnet::v1::RecordChange ToChange(const RecordTypeSpec& type, absl::string_view id_bytes,
                                    const RowState& row, uint64_t after_op) const;
+  // The same into `*out` (empty; it may live on an arena, where its parts go too).
+  void ToChange(const RecordTypeSpec& type, absl::string_view id_bytes, const RowState& row,
+                uint64_t after_op, kcnet::v1::RecordChange* out) const;
 
   // Reloads the node table when another connection added nodes since this one read it
   // (a reader connection beside the writer); call inside the read transaction.

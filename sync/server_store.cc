@@ -5,6 +5,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
 #include "sync/merge.h"
 
 namespace kcnet::sync {
@@ -680,16 +681,21 @@ absl::StatusOr<std::optional<RecordChange>> ServerStore::ReadRecord(uint32_t typ
 absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
                                                       const DownloadLimits& limits) {
   ChangeBatch batch;
-  absl::Status status = WithReader([&](RecordStore& records) -> absl::Status {
+  absl::Status status = ChangesSince(cursors, limits, &batch);
+  if (!status.ok()) return status;
+  return batch;
+}
+
+absl::Status ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
+                                       const DownloadLimits& limits, ChangeBatch* page) {
+  return WithReader([&](RecordStore& records) -> absl::Status {
     absl::StatusOr<std::unique_ptr<Transaction>> txn =
         Transaction::Begin(records.db(), Transaction::Kind::kRead);
     if (!txn.ok()) return txn.status();
-    absl::Status status = ReadChanges(records, cursors, limits, &batch);
+    absl::Status status = ReadChanges(records, cursors, limits, page);
     if (!status.ok()) return status;
     return (*txn)->Commit();
   });
-  if (!status.ok()) return status;
-  return batch;
 }
 
 absl::Status ServerStore::ReadChanges(RecordStore& records,
@@ -725,29 +731,36 @@ absl::Status ServerStore::ReadChanges(RecordStore& records,
       batch.set_more(true);
       continue;
     }
-    // Merge the types' op-ordered rows and take the oldest `budget`.
-    std::vector<RecordChange> changes;
+    // Merge the types' op-ordered rows and take the oldest `budget`. The changes are built
+    // where the page lives (its arena, or the heap: then the ones not taken are deleted).
+    google::protobuf::Arena* const arena = batch.GetArena();
+    std::vector<RecordChange*> changes;
+    absl::Cleanup free_unused = [&] {
+      if (arena != nullptr) return;
+      for (RecordChange* change : changes) delete change;
+    };
     for (const RecordTypeSpec& type : schema_->types()) {
-      absl::Status status =
-          records.ScanSince(type, cursor.bucket(), cursor.op(), budget,
-                            [&](absl::string_view id_text, const RowState& row) -> absl::Status {
-                              absl::StatusOr<std::string> id = UuidFromText(id_text);
-                              if (!id.ok()) return absl::DataLossError(id.status().message());
-                              changes.push_back(records.ToChange(
-                                  type, *id, row, std::min(cursor.floor(), cursor.op())));
-                              return absl::OkStatus();
-                            });
+      absl::Status status = records.ScanSince(
+          type, cursor.bucket(), cursor.op(), budget,
+          [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+            absl::StatusOr<std::string> id = UuidFromText(id_text);
+            if (!id.ok()) return absl::DataLossError(id.status().message());
+            changes.push_back(google::protobuf::Arena::CreateMessage<RecordChange>(arena));
+            records.ToChange(type, *id, row, std::min(cursor.floor(), cursor.op()), changes.back());
+            return absl::OkStatus();
+          });
       if (!status.ok()) return status;
     }
     std::sort(changes.begin(), changes.end(),
-              [](const RecordChange& a, const RecordChange& b) { return a.op() < b.op(); });
+              [](const RecordChange* a, const RecordChange* b) { return a->op() < b->op(); });
     uint64_t reached = cursor.op();
     size_t taken = 0;
-    for (RecordChange& change : changes) {
+    for (RecordChange*& change : changes) {
       if (taken == budget || (taken > 0 && bytes >= limits.max_bytes)) break;
-      bytes += change.ByteSizeLong();
-      reached = change.op();
-      *batch.add_changes() = std::move(change);
+      bytes += change->ByteSizeLong();
+      reached = change->op();
+      batch.mutable_changes()->AddAllocated(change);  // the same arena (or the heap): no copy
+      change = nullptr;
       ++taken;
     }
     budget -= taken;

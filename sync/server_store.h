@@ -95,6 +95,10 @@ class ServerStore : private RecordReader {
   // cursors they reach and a checkpoint for each bucket they complete.
   absl::StatusOr<kcnet::v1::ChangeBatch> ChangesSince(
       const std::vector<kcnet::v1::BucketCursor>& cursors, const DownloadLimits& limits = {});
+  // The same into `*page` (empty). A page on an arena has its changes built there: a page
+  // of a thousand changes is tens of thousands of small objects, allocated and freed at once.
+  absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                            const DownloadLimits& limits, kcnet::v1::ChangeBatch* page);
 
   // A record's full current state (nullopt when absent).
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(uint32_t type,

@@ -12,12 +12,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "google/protobuf/arena.h"
 #include "server/records/record_access.h"
 #include "server/rpc/paging.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "server/rpc/thread_pool.h"
 #include "sync/cursor.h"
 #include "sync/model/rules.h"
+#include "sync/page_codec.h"
 
 namespace kcnet::server {
 
@@ -147,6 +149,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   // Re-reads the user's token and org units; a change becomes a ScopeChange.
   bool RefreshScopeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnqueueLocked(SyncServerMessage message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the queue's first message (no write may be in flight).
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     FinishLocked(ToGrpcStatus(status));
@@ -174,6 +178,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   };
   std::deque<SentPage> sent_ ABSL_GUARDED_BY(mu_);
   uint32_t window_ ABSL_GUARDED_BY(mu_) = 1;
+  bool deflate_pages_ ABSL_GUARDED_BY(mu_) = false;  // Hello.deflate_pages
   uint64_t pages_sent_ ABSL_GUARDED_BY(mu_) = 0;
   // A bucket restarted from the device's own cursor after pages up to this index were
   // sent: the device skips those pages' part of it, so their acks say nothing new of it.
@@ -217,6 +222,14 @@ class SyncStream : public grpc::ServerBidiReactor<SyncClientMessage, SyncServerM
   SyncHub* hub_;
   std::shared_ptr<StreamCore> core_;
 };
+
+// Blocks sized for a page: a thousand changes take a few hundred kilobytes.
+static google::protobuf::ArenaOptions PageArenaOptions() {
+  google::protobuf::ArenaOptions options;
+  options.start_block_size = 64 << 10;
+  options.max_block_size = 256 << 10;
+  return options;
+}
 
 void SyncHub::OnCommit(const std::vector<int64_t>& buckets) {
   std::vector<std::shared_ptr<StreamCore>> targets;
@@ -328,6 +341,7 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
     return;
   }
   device_id_ = hello.device_id();
+  deflate_pages_ = hello.deflate_pages();
   window_ = std::clamp<uint32_t>(hello.download_window(), 1,
                                  std::max<uint32_t>(hub_->options.max_pages_in_flight, 1));
   absl::StatusOr<std::vector<int64_t>> communes =
@@ -464,14 +478,21 @@ void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     for (int64_t b : buckets_) cursors.push_back(cursors_[b]);
     const uint64_t epoch = cursor_epoch_;
     read_again_ = false;
+    const bool deflate = deflate_pages_;
     mu_.Unlock();
-    absl::StatusOr<kcnet::v1::ChangeBatch> batch =
-        hub_->store->ChangesSince(cursors, hub_->options.page);
+    // A page to deflate lives on an arena until it is deflated; a plain one is moved into
+    // the outgoing queue, so it lives on the heap.
+    google::protobuf::Arena arena(PageArenaOptions());
+    kcnet::v1::ChangeBatch heap_page;
+    kcnet::v1::ChangeBatch* batch =
+        deflate ? google::protobuf::Arena::CreateMessage<kcnet::v1::ChangeBatch>(&arena)
+                : &heap_page;
+    const absl::Status read = hub_->store->ChangesSince(cursors, hub_->options.page, batch);
     mu_.Lock();
     if (finished_) break;
     if (epoch != cursor_epoch_) continue;  // read from cursors that no longer hold
-    if (!batch.ok()) {
-      FinishLocked(batch.status());
+    if (!read.ok()) {
+      FinishLocked(read);
       break;
     }
     bool news = force || batch->changes_size() > 0;
@@ -495,7 +516,11 @@ void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     }
     sent_.push_back(SentPage{++pages_sent_, cursors_});
     SyncServerMessage out;
-    *out.mutable_changes() = std::move(*batch);
+    if (deflate) {
+      out.set_deflated_changes(sync::DeflatePage(*batch));
+    } else {
+      *out.mutable_changes() = std::move(*batch);
+    }
     EnqueueLocked(std::move(out));
   }
   reading_ = false;
@@ -509,10 +534,15 @@ void StreamCore::EnqueueLocked(SyncServerMessage message) {
     return;
   }
   queue_.push_back(std::move(message));
-  if (!write_in_flight_) {
-    write_in_flight_ = true;
-    reactor_->StartWrite(&queue_.front());
-  }
+  if (!write_in_flight_) StartWriteLocked();
+}
+
+void StreamCore::StartWriteLocked() {
+  write_in_flight_ = true;
+  grpc::WriteOptions options;
+  // A deflated page is compressed already: gzip would only cost CPU.
+  if (queue_.front().has_deflated_changes()) options.set_no_compression();
+  reactor_->StartWrite(&queue_.front(), options);
 }
 
 void StreamCore::WriteDone(bool ok) {
@@ -525,8 +555,7 @@ void StreamCore::WriteDone(bool ok) {
     return;
   }
   if (!queue_.empty()) {
-    write_in_flight_ = true;
-    reactor_->StartWrite(&queue_.front());
+    StartWriteLocked();
   } else if (finish_after_writes_) {
     FinishLocked(grpc::Status::OK);
   }

@@ -32,6 +32,7 @@
 #include "sync/device_store.h"
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
+#include "sync/page_codec.h"
 #include "sync/schema.h"
 #include "sync/sqlite.h"
 #include "tests/testing/test_server.h"
@@ -602,6 +603,54 @@ TEST_F(SyncStreamTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
   SyncResult result = fresh->Sync();
   EXPECT_EQ(result.received_changes, 20u);
   EXPECT_GE(result.download_batches, 4u);
+  ExpectSameBucket(*fresh, c1_);
+}
+
+// A device that asks for deflated pages gets each page as deflated_changes, which inflates
+// to exactly the page a device without it gets; a SyncClient (which asks) stores them.
+TEST_F(SyncStreamTest, DeflatedPagesInflateToThePlainPages) {
+  const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto writer = NewDevice("tablet-w", collab.token);
+  ASSERT_TRUE(writer);
+  for (int i = 0; i < 30; ++i) {
+    writer->Write({NewFacility(NewUuid(), c1_, collab.id, absl::StrCat("Cơ sở ", i))});
+  }
+  writer->Sync();
+  auto stub = SyncService::NewStub(channel_);
+  // The first page of each kind of stream (the same cursors, so the same changes).
+  auto first_page = [&](bool deflate) -> SyncServerMessage {
+    auto ctx = As(collab.token);
+    auto stream = stub->Sync(ctx.get());
+    SyncClientMessage hello;
+    hello.mutable_hello()->set_device_id(deflate ? "raw-deflate" : "raw-plain");
+    hello.mutable_hello()->set_schema_version(kcnet::v1::SCHEMA_VERSION_1);
+    hello.mutable_hello()->set_deflate_pages(deflate);
+    SyncServerMessage welcome, page;
+    EXPECT_TRUE(stream->Write(hello));
+    EXPECT_TRUE(stream->Read(&welcome) && welcome.has_welcome());
+    EXPECT_TRUE(stream->Read(&page));
+    ctx->TryCancel();
+    SyncServerMessage rest;
+    while (stream->Read(&rest)) {
+    }
+    stream->Finish();
+    return page;
+  };
+  const SyncServerMessage plain = first_page(false);
+  const SyncServerMessage deflated = first_page(true);
+  ASSERT_TRUE(plain.has_changes()) << plain.DebugString();
+  ASSERT_TRUE(deflated.has_deflated_changes()) << deflated.ShortDebugString().substr(0, 200);
+  EXPECT_LT(deflated.deflated_changes().size(), plain.changes().ByteSizeLong() / 2);
+  ChangeBatch inflated;
+  ASSERT_TRUE(sync::InflatePage(deflated.deflated_changes(), &inflated).ok());
+  EXPECT_EQ(inflated.changes_size(), 30);
+  // server_op may differ between the reads only if something committed in between.
+  inflated.set_server_op(plain.changes().server_op());
+  EXPECT_EQ(inflated.SerializeAsString(), plain.changes().SerializeAsString());
+
+  auto fresh = NewDevice("tablet-fresh", collab.token);
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->Sync().received_changes, 30u);
   ExpectSameBucket(*fresh, c1_);
 }
 

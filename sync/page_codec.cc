@@ -1,0 +1,62 @@
+#include "sync/page_codec.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace kcnet::sync {
+
+std::string DeflatePage(const kcnet::v1::ChangeBatch& page) {
+  const std::string raw = page.SerializeAsString();
+  uLongf size = compressBound(static_cast<uLong>(raw.size()));
+  std::string out(size, '\0');
+  // compress2 fails only on bad arguments or too small an output, which compressBound rules out.
+  const int rc = compress2(reinterpret_cast<Bytef*>(out.data()), &size,
+                           reinterpret_cast<const Bytef*>(raw.data()),
+                           static_cast<uLong>(raw.size()), Z_BEST_SPEED);
+  if (rc != Z_OK) return std::string();
+  out.resize(size);
+  return out;
+}
+
+absl::Status InflatePage(absl::string_view deflated, kcnet::v1::ChangeBatch* page,
+                         size_t max_bytes) {
+  z_stream zs{};
+  if (inflateInit(&zs) != Z_OK) return absl::ResourceExhaustedError("deflated_changes: no memory");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(deflated.data()));
+  zs.avail_in = static_cast<uInt>(deflated.size());
+  std::string raw;
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    if (raw.size() >= max_bytes) break;
+    const size_t used = raw.size();
+    raw.resize(std::min(max_bytes, std::max<size_t>(used * 2, deflated.size() * 6 + 1024)));
+    zs.next_out = reinterpret_cast<Bytef*>(raw.data() + used);
+    zs.avail_out = static_cast<uInt>(raw.size() - used);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    raw.resize(raw.size() - zs.avail_out);
+    if (rc == Z_BUF_ERROR && zs.avail_in > 0) rc = Z_OK;  // needs more room
+  }
+  const bool too_big = rc == Z_OK && raw.size() >= max_bytes;
+  const bool trailing = rc == Z_STREAM_END && zs.avail_in != 0;
+  const char* message = zs.msg;
+  inflateEnd(&zs);
+  if (too_big) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("deflated_changes: inflates past ", max_bytes, " bytes"));
+  }
+  if (rc != Z_STREAM_END) {
+    return absl::InvalidArgumentError(absl::StrCat("deflated_changes: not complete zlib data (",
+                                                   message != nullptr ? message : "truncated",
+                                                   ")"));
+  }
+  if (trailing) return absl::InvalidArgumentError("deflated_changes: bytes after the zlib data");
+  if (!page->ParseFromString(raw)) {
+    return absl::InvalidArgumentError("deflated_changes: does not parse as a ChangeBatch");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kcnet::sync
