@@ -5,16 +5,20 @@
 //    silenced) on a temp data dir. Its store holds one district of 15 communes: 100
 //    facilities per commune and visits on those facilities, 100,000 records in all, loaded
 //    straight into the ServerStore with ServerStore::Apply in batches of 1,000 (not timed).
+//    Record ids are made as the SDK makes them (time-ordered UUIDs of each record's
+//    creation time), and the visits reach the server in about the order they were made.
 //  - A district coordinator's new device (a DeviceStore in a temp file, durable=true as on
 //    a tablet: WAL + synchronous=FULL) runs SyncClient::SyncOnce against it. Timed: the
-//    whole SyncOnce (connect, Hello/Welcome, every acknowledged download page: the server's
-//    ChangesSince, gzip, the device's ApplyDownload in one durable transaction per page,
-//    the DownloadAck, the final half-close). records_per_s = records / those seconds.
+//    whole SyncOnce (connect, Hello/Welcome, every acknowledged download page: the
+//    server's ChangesSince, the page deflated, the device's inflate and ApplyDownload (the
+//    pages already received stored in one durable transaction), the DownloadAck, the final
+//    half-close). records_per_s = records / those seconds. Three runs, each with a new
+//    device; the figure is the median and each run is printed on stderr.
 //  - In the same run, the same rows go into a fresh plain SQLite file by plain INSERTs
 //    into tables with the records' own columns (facility, visit) and the same indexes as
 //    the device's tables (commune, and visit.facility_id), WAL + synchronous=FULL, one
 //    transaction per 1,000 rows: the page size of the stream (SyncServiceOptions.page
-//    .max_changes = 1000), so both sides pay the same number of fsyncs.
+//    .max_changes = 1000). Three runs, the median.
 //    plain_records_per_s = rows / seconds, ratio_vs_plain = records_per_s / plain.
 //
 // Metrics: records_per_s (goal >= 100,000), plain_records_per_s, ratio_vs_plain
@@ -87,6 +91,15 @@ const char* kFindings[] = {"Cơ sở cần hỗ trợ máy sấy nông sản, c�
                            "Đề nghị tập huấn an toàn lao động cho 12 công nhân",
                            "Sản phẩm mây tre đan đạt chất lượng, cần xúc tiến thương mại",
                            "Đã lắp đặt máy chế biến, đang vận hành thử"};
+
+// Each side is measured this many times; the figures are the medians (on a 2-core VM,
+// runs of the same build vary by 10% or more).
+constexpr int kRuns = 3;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 struct World {
   std::vector<Facility> facilities;
@@ -392,38 +405,54 @@ int main(int argc, char** argv) {
   std::cerr << "initial_sync_bench: loaded " << world.facilities.size() << " facilities and "
             << world.visits.size() << " visits in " << kCommunes << " communes\n";
 
-  // Measured: the new device's SyncOnce.
+  // Measured: a new device's SyncOnce, three times (a fresh device each time): the
+  // figures are the medians, each run is printed on stderr.
   const kcnet::sync::Schema& schema = kcnet::model::KcnetSchema();
-  auto device = Must(kcnet::sync::DeviceStore::Open(dir + "/device.db", &schema,
-                                                    "coordinator-tablet", {.durable = true}),
-                     "open device");
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->port()),
                                      grpc::InsecureChannelCredentials());
-  kcnet::sdk::SyncClientOptions client_options;
-  client_options.token = token;
-  client_options.timeout = absl::Seconds(150);
-  kcnet::sdk::SyncClient client(channel, device.get(), client_options);
-  // CLOCK_MONOTONIC bounds of the measured part, for `perf record -k CLOCK_MONOTONIC` and
-  // `perf report --time START,END`.
-  std::cerr << "initial_sync_bench: SyncOnce starts at monotonic " << MonotonicSeconds() << "\n";
-  Timer timer;
-  kcnet::sdk::SyncResult result = Must(client.SyncOnce(), "SyncOnce");
-  const double sync_s = timer.Seconds();
-  std::cerr << "initial_sync_bench: SyncOnce ends at monotonic " << MonotonicSeconds() << "\n";
-  if (!result.server_status.ok()) Die("server status: " + result.server_status.ToString());
-  if (result.received_changes != static_cast<size_t>(records) ||
-      result.applied_changes != static_cast<size_t>(records)) {
-    Die(absl::StrCat("received ", result.received_changes, " changes, applied ",
-                     result.applied_changes, ", expected ", records));
+  std::vector<double> sync_runs;
+  for (int run = 0; run < kRuns; ++run) {
+    const std::string path = absl::StrCat(dir, "/device-", run, ".db");
+    auto device =
+        Must(kcnet::sync::DeviceStore::Open(path, &schema, absl::StrCat("coordinator-tablet-", run),
+                                            {.durable = true}),
+             "open device");
+    kcnet::sdk::SyncClientOptions client_options;
+    client_options.token = token;
+    client_options.timeout = absl::Seconds(150);
+    kcnet::sdk::SyncClient client(channel, device.get(), client_options);
+    // CLOCK_MONOTONIC bounds of the measured part, for `perf record -k CLOCK_MONOTONIC` and
+    // `perf report --time START,END`.
+    std::cerr << "initial_sync_bench: SyncOnce starts at monotonic " << MonotonicSeconds() << "\n";
+    Timer timer;
+    kcnet::sdk::SyncResult result = Must(client.SyncOnce(), "SyncOnce");
+    const double sync_s = timer.Seconds();
+    std::cerr << "initial_sync_bench: SyncOnce ends at monotonic " << MonotonicSeconds() << "\n";
+    if (!result.server_status.ok()) Die("server status: " + result.server_status.ToString());
+    if (result.received_changes != static_cast<size_t>(records) ||
+        result.applied_changes != static_cast<size_t>(records)) {
+      Die(absl::StrCat("received ", result.received_changes, " changes, applied ",
+                       result.applied_changes, ", expected ", records));
+    }
+    std::cerr << "initial_sync_bench: SyncOnce " << sync_s << " s (" << records / sync_s
+              << " records/s), " << result.download_batches << " pages, " << result.received_changes
+              << " changes\n";
+    sync_runs.push_back(sync_s);
+    device.reset();
+    std::filesystem::remove(path);
   }
-  std::cerr << "initial_sync_bench: SyncOnce " << sync_s << " s, " << result.download_batches
-            << " pages, " << result.received_changes << " changes\n";
-  device.reset();
+  const double sync_s = Median(sync_runs);
   if (breakdown) Breakdown(server->store(), communes, dir, static_cast<size_t>(records), sync_s);
   server->Shutdown(absl::Seconds(2));
 
-  const double plain_s = RunPlain(world, dir + "/plain.db");
-  std::cerr << "initial_sync_bench: plain " << plain_s << " s\n";
+  std::vector<double> plain_runs;
+  for (int run = 0; run < kRuns; ++run) {
+    const std::string path = absl::StrCat(dir, "/plain-", run, ".db");
+    plain_runs.push_back(RunPlain(world, path));
+    std::cerr << "initial_sync_bench: plain " << plain_runs.back() << " s ("
+              << records / plain_runs.back() << " rows/s)\n";
+  }
+  const double plain_s = Median(plain_runs);
 
   const double rate = records / sync_s;
   const double plain_rate = records / plain_s;

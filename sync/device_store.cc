@@ -551,6 +551,7 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
   auto fail = [&](absl::Status status) {
+    txn->reset();  // ROLLBACK first, so that the caches reload what is really stored
     records_->AbandonTransaction().IgnoreError();
     return status;
   };
@@ -572,6 +573,34 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
       c.set_floor(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
     }
     (*stmt)->Reset();
+  }
+  // A new device's first download of a district arrives in op order, unrelated to the
+  // secondary indexes (visits by facility): while a store that held nothing when it began
+  // gets only first-pass changes with more pages to follow, those indexes are dropped; the
+  // group that ends it builds them once (RecordStore::DropSecondaryIndexes; Open() builds
+  // them if a crash came first). On a store that already holds records, rebuilding them
+  // would cost more than it saves.
+  size_t changes = 0;
+  bool first_pass = true;
+  for (const ChangeBatch* page : pages) {
+    changes += static_cast<size_t>(page->changes_size());
+    for (const RecordChange& change : page->changes()) {
+      auto it = cursors.find(change.bucket());
+      first_pass = first_pass && (it == cursors.end() || it->second.floor() == 0);
+    }
+  }
+  const bool bulk = changes >= kBulkDownloadChanges;
+  bool defer_indexes = first_pass && !pages.empty() && pages.back()->more();
+  if (defer_indexes && !indexes_deferred_) {
+    absl::StatusOr<int64_t> held =
+        db_->QueryInt("SELECT count(*) FROM _buckets WHERE records > 0", 0);
+    if (!held.ok()) return fail(held.status());
+    defer_indexes = *held == 0;
+  }
+  if (defer_indexes != indexes_deferred_) {
+    absl::Status status =
+        defer_indexes ? records_->DropSecondaryIndexes() : records_->CreateSecondaryIndexes();
+    if (!status.ok()) return fail(status);
   }
   absl::flat_hash_set<int64_t> moved;
   absl::flat_hash_set<int64_t> completed;
@@ -707,13 +736,11 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
   // so that each page is copied to the database once rather than once per commit. Other
   // commits keep the default: a small write that grows the log pays for the file's growth
   // in its fsync.
-  size_t changes = 0;
-  for (const ChangeBatch* page : pages) changes += static_cast<size_t>(page->changes_size());
-  const bool bulk = changes >= kBulkDownloadChanges;
   if (status.ok() && bulk) status = db_->Exec("PRAGMA wal_autocheckpoint = 8192");
   if (status.ok()) status = (*txn)->Commit();
   if (bulk) db_->Exec("PRAGMA wal_autocheckpoint = 1000").IgnoreError();
   if (!status.ok()) return fail(status);
+  indexes_deferred_ = defer_indexes;
   result.moved.assign(moved.begin(), moved.end());
   result.completed.assign(completed.begin(), completed.end());
   std::sort(result.moved.begin(), result.moved.end());

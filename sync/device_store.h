@@ -213,6 +213,8 @@ class DeviceStore {
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;  // the last Write's sequence (_meta last_seq)
+  // A first download is under way with the secondary indexes dropped (ApplyDownload).
+  bool indexes_deferred_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Lays `change` (a pending write) over `base` (a record's full state, or nullopt).

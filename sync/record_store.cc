@@ -271,8 +271,11 @@ absl::Status RecordStore::CreateTables() {
     for (const auto& index : t.indexes) {
       std::vector<std::string> icols;
       for (uint32_t n : index) icols.push_back(t.Field(n)->name);
-      absl::StrAppend(&sql, "CREATE INDEX IF NOT EXISTS ", t.name, "_", absl::StrJoin(icols, "_"),
-                      " ON ", t.name, "(", absl::StrJoin(icols, ", "), ");");
+      const std::string name = absl::StrCat(t.name, "_", absl::StrJoin(icols, "_"));
+      const std::string create = absl::StrCat("CREATE INDEX IF NOT EXISTS ", name, " ON ", t.name,
+                                              "(", absl::StrJoin(icols, ", "), ");");
+      absl::StrAppend(&sql, create);
+      secondary_indexes_.emplace_back(name, create);
     }
     const std::string all = absl::StrJoin(names, ", ");
     select_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE id = ?1");
@@ -304,6 +307,22 @@ absl::Status RecordStore::LoadNodes() {
     node_to_local_[node] = static_cast<uint32_t>(local);
   }
   (*stmt)->Reset();
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::DropSecondaryIndexes() {
+  for (const auto& [name, create] : secondary_indexes_) {
+    absl::Status status = db_->Exec(absl::StrCat("DROP INDEX IF EXISTS ", name));
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::CreateSecondaryIndexes() {
+  for (const auto& [name, create] : secondary_indexes_) {
+    absl::Status status = db_->Exec(create);
+    if (!status.ok()) return status;
+  }
   return absl::OkStatus();
 }
 

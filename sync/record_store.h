@@ -128,6 +128,14 @@ class RecordStore {
   void ToChange(const RecordTypeSpec& type, absl::string_view id_bytes, const RowState& row,
                 uint64_t after_op, kcnet::v1::RecordChange* out) const;
 
+  // The schema's secondary indexes (RecordTypeSpec::indexes; not the id key or the bucket
+  // log). A bulk load whose rows arrive in an order unrelated to an index (a district's
+  // visits in op order, indexed by facility) is cheaper with the index dropped and built
+  // once at the end than with one random index insert per row. Open() creates any that
+  // are missing, so a load interrupted by a crash ends with its indexes back.
+  absl::Status DropSecondaryIndexes();
+  absl::Status CreateSecondaryIndexes();
+
   // Reloads the node table when another connection added nodes since this one read it
   // (a reader connection beside the writer); call inside the read transaction.
   absl::Status RefreshNodes();
@@ -171,6 +179,7 @@ class RecordStore {
   absl::flat_hash_map<int64_t, BucketDelta> txn_;
   // Per type: SELECT/INSERT OR REPLACE/INSERT if absent/SCAN statements' SQL.
   absl::flat_hash_map<uint32_t, std::string> select_sql_, write_sql_, insert_sql_, scan_sql_;
+  std::vector<std::pair<std::string, std::string>> secondary_indexes_;  // name, CREATE
   mutable std::string hash_buffer_;
 };
 

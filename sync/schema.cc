@@ -109,21 +109,22 @@ absl::Status Schema::ValidateValue(const RecordTypeSpec& type, const FieldSpec& 
                                    const kcnet::v1::Value& value) {
   using V = kcnet::v1::Value;
   if (value.kind_case() == V::KIND_NOT_SET) return absl::OkStatus();
-  const std::string where = absl::StrCat(type.name, ".", field.name);
+  // Built only for an error: this runs for every field of every change.
+  auto where = [&]() { return absl::StrCat(type.name, ".", field.name); };
   auto wrong_type = [&]() {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": expected a value of type ", FieldTypeName(field.type)));
+        absl::StrCat(where(), ": expected a value of type ", FieldTypeName(field.type)));
   };
   switch (field.type) {
     case FieldType::kInt: {
       if (value.kind_case() != V::kIntValue) return wrong_type();
       const int64_t v = value.int_value();
       if (!field.enum_values.empty() && !field.enum_values.contains(v)) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": unknown enum value ", v));
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": unknown enum value ", v));
       }
       if (v < field.min_int || v > field.max_int) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": ", v, " is outside [", field.min_int, ", ", field.max_int, "]"));
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": ", v, " is outside [",
+                                                       field.min_int, ", ", field.max_int, "]"));
       }
       return absl::OkStatus();
     }
@@ -132,24 +133,24 @@ absl::Status Schema::ValidateValue(const RecordTypeSpec& type, const FieldSpec& 
       const double v = value.double_value();
       if (!std::isfinite(v) || v < field.min_double || v > field.max_double) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": ", v, " is outside [", field.min_double, ", ", field.max_double, "]"));
+            where(), ": ", v, " is outside [", field.min_double, ", ", field.max_double, "]"));
       }
       return absl::OkStatus();
     }
     case FieldType::kString:
       if (value.kind_case() != V::kStringValue) return wrong_type();
       if (value.string_value().size() > field.max_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": ", value.string_value().size(),
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": ", value.string_value().size(),
                                                        " bytes, at most ", field.max_bytes));
       }
       if (!IsValidUtf8(value.string_value())) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": not valid UTF-8"));
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": not valid UTF-8"));
       }
       return absl::OkStatus();
     case FieldType::kBytes:
       if (value.kind_case() != V::kBytesValue) return wrong_type();
       if (value.bytes_value().size() > field.max_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": ", value.bytes_value().size(),
+        return absl::InvalidArgumentError(absl::StrCat(where(), ": ", value.bytes_value().size(),
                                                        " bytes, at most ", field.max_bytes));
       }
       return absl::OkStatus();

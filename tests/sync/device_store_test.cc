@@ -366,6 +366,66 @@ TEST_F(DeviceStoreTest, PagesStoredTogetherEqualPagesStoredOneByOne) {
   EXPECT_EQ(device_->Cursors()->at(0).floor(), server_->Checkpoint(kUnit)->op());
 }
 
+// A new device's first download drops the secondary indexes while more pages follow and
+// builds them once with the last page; a crash in between ends with them back at the next
+// open; a device that already holds records keeps them throughout.
+TEST_F(DeviceStoreTest, AFirstDownloadBuildsSecondaryIndexesOnceAtTheEnd) {
+  for (int i = 1; i <= 7; ++i) {
+    PushAsOther(server_.get(), static_cast<uint64_t>(i),
+                {Change(1, Id(i), {{2, IntValue(kUnit)}, {5, StringValue(absl::StrCat("l", i))}})},
+                static_cast<uint64_t>(i));
+  }
+  auto has_index = [&](const std::string& file) {
+    auto db = Db::Open(dir_.File(file), {.read_only = true});
+    EXPECT_TRUE(db.ok()) << db.status();
+    auto n = (*db)->QueryInt(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'item_label'");
+    EXPECT_TRUE(n.ok()) << n.status();
+    return n.ok() && *n == 1;
+  };
+  ASSERT_TRUE(has_index("a.db"));
+  const auto pages = PagesAhead(server_.get(), *device_->Cursors(), 2);
+  ASSERT_EQ(pages.size(), 4u);
+  for (size_t p = 0; p < pages.size(); ++p) {
+    ASSERT_TRUE(device_->ApplyDownload(pages[p]).ok()) << p;
+    EXPECT_EQ(has_index("a.db"), p + 1 == pages.size()) << "after page " << p;
+  }
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+
+  // Interrupted after the first page: the next open builds the index.
+  {
+    auto crashed = Open("tablet-c", "c.db");
+    ASSERT_TRUE(crashed->Subscribe(kUnit).ok());
+    ASSERT_TRUE(crashed->ApplyDownload(pages[0]).ok());
+    EXPECT_FALSE(has_index("c.db"));
+  }
+  auto reopened = Open("tablet-c", "c.db");
+  EXPECT_TRUE(has_index("c.db"));
+  for (size_t p = 1; p < pages.size(); ++p) ASSERT_TRUE(reopened->ApplyDownload(pages[p]).ok());
+  EXPECT_EQ(reopened->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+
+  // A device that holds records gets a new bucket's first pages with the index kept.
+  for (int i = 1; i <= 5; ++i) {
+    PushAsOther(server_.get(), static_cast<uint64_t>(7 + i),
+                {Change(1, Id(100 + i), {{2, IntValue(43)}, {5, StringValue("x")}})},
+                static_cast<uint64_t>(10 + i));
+  }
+  ASSERT_TRUE(device_->Subscribe(43).ok());
+  auto all = device_->Cursors();
+  ASSERT_TRUE(all.ok()) << all.status();
+  std::vector<kcnet::v1::BucketCursor> cursors;
+  for (const auto& c : *all) {
+    if (c.bucket() == 43) cursors.push_back(c);
+  }
+  const auto more = PagesAhead(server_.get(), cursors, 2);
+  ASSERT_EQ(more.size(), 3u);
+  for (const auto& page : more) {
+    ASSERT_TRUE(device_->ApplyDownload(page).ok());
+    EXPECT_TRUE(has_index("a.db"));
+  }
+  EXPECT_EQ(device_->Checkpoint(43)->checksum(), server_->Checkpoint(43)->checksum());
+}
+
 // A page read from a cursor the device is not at (sent ahead before the server learned
 // of a reset) is skipped for that bucket: no change, cursor or checkpoint of it applies.
 TEST_F(DeviceStoreTest, APageFromAnotherCursorIsSkipped) {
