@@ -42,6 +42,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/directory/directory.h"
+#include "sync/page_codec.h"
 
 #ifndef KCNET_SERVER_BIN
 #define KCNET_SERVER_BIN "kcnet-server"
@@ -149,8 +150,10 @@ inline void StopServer(const Child& child) {
 
 // ---- A raw sync stream (callback API) -----------------------------------------------
 
-// One device's stream: Hello, then every ChangeBatch is acknowledged at once with the
-// cursors it reached; pushes are sent with Send(). `on_message` runs on a gRPC thread.
+// One device's stream: Hello (asking for deflated pages, as the SDK does), then every
+// ChangeBatch is inflated (sync::InflatePage, as the SDK does) and acknowledged at once
+// with the cursors it reached; pushes are sent with Send(). `on_message` runs on a gRPC
+// thread and sees each page as `changes`.
 class RawStream : public grpc::ClientBidiReactor<SyncClientMessage, SyncServerMessage> {
  public:
   using Handler = std::function<void(RawStream*, const SyncServerMessage&)>;
@@ -166,6 +169,7 @@ class RawStream : public grpc::ClientBidiReactor<SyncClientMessage, SyncServerMe
     SyncClientMessage hello;
     hello.mutable_hello()->set_device_id(device_id_);
     hello.mutable_hello()->set_schema_version(SCHEMA_VERSION_1);
+    hello.mutable_hello()->set_deflate_pages(true);
     Send(std::move(hello));
     StartRead(&in_);
     AddHold();  // Send() and Close() come from outside the reactor's callbacks
@@ -221,6 +225,11 @@ class RawStream : public grpc::ClientBidiReactor<SyncClientMessage, SyncServerMe
     if (!ok) {
       ended_.store(true);
       return;
+    }
+    if (in_.has_deflated_changes()) {
+      const std::string deflated = in_.deflated_changes();
+      absl::Status inflated = sync::InflatePage(deflated, in_.mutable_changes());
+      if (!inflated.ok()) Die(absl::StrCat(device_id_, ": ", inflated.ToString()));
     }
     if (on_message_) on_message_(this, in_);
     if (in_.has_changes()) {

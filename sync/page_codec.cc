@@ -10,15 +10,26 @@ namespace kcnet::sync {
 
 std::string DeflatePage(const kcnet::v1::ChangeBatch& page) {
   const std::string raw = page.SerializeAsString();
-  uLongf size = compressBound(static_cast<uLong>(raw.size()));
-  std::string out(size, '\0');
-  // compress2 fails only on bad arguments or too small an output, which compressBound rules out.
-  const int rc = compress2(reinterpret_cast<Bytef*>(out.data()), &size,
-                           reinterpret_cast<const Bytef*>(raw.data()),
-                           static_cast<uLong>(raw.size()), Z_BEST_SPEED);
-  if (rc != Z_OK) return std::string();
-  out.resize(size);
-  return out;
+  // A window no larger than the page (zlib's default is 32 KiB, with 256 KiB of state to
+  // allocate and clear): a live page of a few changes costs a few kilobytes of state.
+  int window_bits = 9;
+  while (window_bits < 15 && (size_t{1} << window_bits) < raw.size()) ++window_bits;
+  const int mem_level = std::min(8, window_bits - 6);
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, window_bits, mem_level, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return std::string();
+  }
+  std::string out(deflateBound(&zs, static_cast<uLong>(raw.size())), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
+  zs.avail_in = static_cast<uInt>(raw.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  // With deflateBound's room, Z_FINISH ends the stream in one call.
+  const int rc = deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return rc == Z_STREAM_END ? out : std::string();
 }
 
 absl::Status InflatePage(absl::string_view deflated, kcnet::v1::ChangeBatch* page,

@@ -39,7 +39,11 @@ TEST(PageCodecTest, APageInflatesToItselfAndIsSmaller) {
   auto* back = google::protobuf::Arena::CreateMessage<kcnet::v1::ChangeBatch>(&arena);
   ASSERT_TRUE(InflatePage(deflated, back).ok());
   EXPECT_EQ(back->SerializeAsString(), page.SerializeAsString());
-  // An empty page too.
+  // A live page of one change (deflated with a small window) and an empty page too.
+  const kcnet::v1::ChangeBatch small = Page(1);
+  kcnet::v1::ChangeBatch small_back;
+  ASSERT_TRUE(InflatePage(DeflatePage(small), &small_back).ok());
+  EXPECT_EQ(small_back.SerializeAsString(), small.SerializeAsString());
   kcnet::v1::ChangeBatch empty;
   ASSERT_TRUE(InflatePage(DeflatePage(kcnet::v1::ChangeBatch()), &empty).ok());
   EXPECT_EQ(empty.ByteSizeLong(), 0u);
