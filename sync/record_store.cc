@@ -319,11 +319,17 @@ absl::Status RecordStore::DropSecondaryIndexes() {
 }
 
 absl::Status RecordStore::CreateSecondaryIndexes() {
-  for (const auto& [name, create] : secondary_indexes_) {
-    absl::Status status = db_->Exec(create);
-    if (!status.ok()) return status;
+  absl::StatusOr<int64_t> cache = db_->QueryInt("PRAGMA cache_size");
+  if (!cache.ok()) return cache.status();
+  // SQLite sorts an index's entries in up to a page cache's worth of memory before it
+  // spills to a temporary file: cap that at 2 MiB, so that building the indexes does not
+  // raise a tablet's peak memory by the whole cache.
+  absl::Status status = db_->Exec("PRAGMA cache_size = -2048");
+  for (auto it = secondary_indexes_.begin(); status.ok() && it != secondary_indexes_.end(); ++it) {
+    status = db_->Exec(it->second);
   }
-  return absl::OkStatus();
+  absl::Status restored = db_->Exec(absl::StrCat("PRAGMA cache_size = ", *cache));
+  return status.ok() ? restored : status;
 }
 
 absl::Status RecordStore::RefreshNodes() {

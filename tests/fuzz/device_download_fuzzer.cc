@@ -2,7 +2,9 @@
 // of downloaded batches. The input is a serialized SyncServerMessage, handled by a fresh
 // in-memory DeviceStore that subscribes to two buckets and holds one pending local write:
 // a ChangeBatch goes to DeviceStore::ApplyDownload, a PushAck to Acknowledge, a
-// ScopeChange to Subscribe/Unsubscribe.
+// ScopeChange to Subscribe/Unsubscribe. A deflated page is inflated first, as the SDK's
+// reader does (sync::InflatePage, bounded here to 1 MiB): it must inflate or be refused
+// with INVALID_ARGUMENT, never crash.
 //
 // Invariants (abort on violation): reads, checkpoints, the outbox and the reports work
 // after any message; the running checksums equal the ones recomputed from the rows; a
@@ -22,6 +24,7 @@
 #include "sync/device_store.h"
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
+#include "sync/page_codec.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace kcnet::fuzz {
@@ -120,6 +123,14 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kcnet::v1::SyncServerMessage message;
   if (!message.ParseFromArray(data, static_cast<int>(size))) return 0;
+  if (message.has_deflated_changes()) {
+    const std::string deflated = message.deflated_changes();
+    absl::Status inflated =
+        kcnet::sync::InflatePage(deflated, message.mutable_changes(), /*max_bytes=*/1 << 20);
+    KCNET_FUZZ_CHECK(inflated.ok() || absl::IsInvalidArgument(inflated), "%s",
+                     inflated.ToString().c_str());
+    if (!inflated.ok()) return 0;
+  }
   kcnet::fuzz::Run(message);
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
 #include "sync/model/rules.h"
+#include "sync/page_codec.h"
 #include "sync/server_store.h"
 #include "tests/fuzz/fuzz_util.h"
 
@@ -192,6 +193,10 @@ void ServerSeeds(const fs::path& root) {
       KCNET_FUZZ_CHECK(all.ok(), "%s", all.status().ToString().c_str());
       *message.mutable_changes() = *all;
       Write(device_dir, "page-" + std::to_string(page++), message.SerializeAsString());
+      // The same page as the SDK receives it (Hello.deflate_pages).
+      SyncServerMessage deflated;
+      deflated.set_deflated_changes(sync::DeflatePage(*all));
+      Write(device_dir, "deflated-" + std::to_string(page++), deflated.SerializeAsString());
     }
   }
 }
