@@ -71,6 +71,28 @@ class ServerStoreTest : public ::testing::Test {
 
   uint64_t Checksum() { return store_->Checkpoint(kUnit)->checksum(); }
 
+  // Holds the first batch whose validator it is inside Apply (its mutations' checks wait
+  // for `release`), so that batches sent meanwhile queue up for one group commit.
+  struct Gate {
+    absl::Notification entered, release;
+    MutationValidator validator() {
+      return [this](const kcnet::v1::Mutation&, RecordReader&) {
+        if (!entered.HasBeenNotified()) entered.Notify();
+        release.WaitForNotification();
+        return absl::OkStatus();
+      };
+    }
+  };
+
+  // Waits (up to 20 s) until `n` batches wait for the group being applied; returns how many.
+  size_t WaitForWaitingBatches(size_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (store_->waiting_batches() < n && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return store_->waiting_batches();
+  }
+
   kcnet::testing::TempDir dir_;
   Schema schema_ = kcnet::testing::TestSchema();
   FakeClock wall_{kT0};
@@ -391,19 +413,14 @@ TEST_F(ServerStoreTest, RefusesToOpenAForeignOrNewerFile) {
 // Batches that arrive while one is being applied wait and are then committed together, in
 // arrival order, each answered as if alone (a retried batch in the group is a DUPLICATE).
 TEST_F(ServerStoreTest, WaitingBatchesAreCommittedTogetherAndEachAnsweredAsIfAlone) {
-  absl::Notification entered, release;
-  MutationValidator hold = [&](const kcnet::v1::Mutation&, RecordReader&) {
-    if (!entered.HasBeenNotified()) entered.Notify();
-    release.WaitForNotification();
-    return absl::OkStatus();
-  };
+  Gate gate;
   const ServerStore::WriteStats before = store_->write_stats();
   const MutationBatch first =
       One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0));
   std::vector<absl::StatusOr<PushAck>> acks(6, absl::UnknownError("not run"));
   std::vector<std::thread> threads;
-  threads.emplace_back([&] { acks[0] = store_->Apply(a_, first, hold); });
-  entered.WaitForNotification();
+  threads.emplace_back([&] { acks[0] = store_->Apply(a_, first, gate.validator()); });
+  gate.entered.WaitForNotification();
   for (int i = 1; i <= 4; ++i) {
     threads.emplace_back([&, i] {
       acks[i] =
@@ -413,11 +430,8 @@ TEST_F(ServerStoreTest, WaitingBatchesAreCommittedTogetherAndEachAnsweredAsIfAlo
     });
   }
   threads.emplace_back([&] { acks[5] = store_->Apply(a_, first); });  // a retry
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (store_->waiting_batches() < 5 && absl::Now() < deadline)
-    absl::SleepFor(absl::Milliseconds(1));
-  EXPECT_EQ(store_->waiting_batches(), 5u);
-  release.Notify();
+  EXPECT_EQ(WaitForWaitingBatches(5), 5u);
+  gate.release.Notify();
   for (std::thread& t : threads) t.join();
 
   for (int i = 0; i < 6; ++i) {
@@ -439,12 +453,7 @@ TEST_F(ServerStoreTest, WaitingBatchesAreCommittedTogetherAndEachAnsweredAsIfAlo
 // When storage fails inside a group, nothing of the group stays; each batch is applied
 // again alone and only the failing one gets the error.
 TEST_F(ServerStoreTest, AStorageFailureInAGroupFailsOnlyItsOwnBatch) {
-  absl::Notification entered, release;
-  MutationValidator hold = [&](const kcnet::v1::Mutation&, RecordReader&) {
-    if (!entered.HasBeenNotified()) entered.Notify();
-    release.WaitForNotification();
-    return absl::OkStatus();
-  };
+  Gate gate;
   MutationValidator broken = [](const kcnet::v1::Mutation&, RecordReader&) {
     return absl::InternalError("disk I/O error");
   };
@@ -453,9 +462,9 @@ TEST_F(ServerStoreTest, AStorageFailureInAGroupFailsOnlyItsOwnBatch) {
   std::vector<std::thread> threads;
   threads.emplace_back([&] {
     acks[0] = store_->Apply(a_, One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, HlcPack(kT0, 0)),
-                            hold);
+                            gate.validator());
   });
-  entered.WaitForNotification();
+  gate.entered.WaitForNotification();
   for (int i = 1; i <= 3; ++i) {
     threads.emplace_back([&, i] {
       acks[i] =
@@ -463,13 +472,9 @@ TEST_F(ServerStoreTest, AStorageFailureInAGroupFailsOnlyItsOwnBatch) {
                         One(1, {Change(1, Id(10 + i), {{2, IntValue(kUnit)}})}, HlcPack(kT0, i)),
                         i == 2 ? broken : MutationValidator());
     });
-    // One at a time, so that the group's order is known.
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (store_->waiting_batches() < static_cast<size_t>(i) && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(1));
-    }
+    WaitForWaitingBatches(static_cast<size_t>(i));  // one at a time: the group's order is known
   }
-  release.Notify();
+  gate.release.Notify();
   for (std::thread& t : threads) t.join();
 
   ASSERT_TRUE(acks[0].ok()) << acks[0].status();

@@ -237,6 +237,16 @@ class SyncStreamTest : public ::testing::Test {
     return device;
   }
 
+  // `count` facilities in commune c1_, written and synced by a device of `author`.
+  void SyncFacilities(const Account& author, int count) {
+    auto writer = NewDevice("tablet-w", author.token);
+    ASSERT_TRUE(writer);
+    for (int i = 0; i < count; ++i) {
+      writer->Write({NewFacility(NewUuid(), c1_, author.id, absl::StrCat("Cơ sở ", i))});
+    }
+    writer->Sync();
+  }
+
   std::optional<RecordChange> ServerRead(uint32_t type, const std::string& id) {
     absl::StatusOr<std::optional<RecordChange>> r = server_->store()->ReadRecord(type, Bytes(id));
     EXPECT_TRUE(r.ok()) << r.status();
@@ -540,12 +550,7 @@ TEST_F(SyncStreamTest, InterruptedDownloadResumesFromItsCursor) {
 // elsewhere (it reset the bucket), the server continues from the device's cursor.
 TEST_F(SyncStreamTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
-  auto writer = NewDevice("tablet-w", collab.token);
-  ASSERT_TRUE(writer);
-  for (int i = 0; i < 20; ++i) {
-    writer->Write({NewFacility(NewUuid(), c1_, collab.id, absl::StrCat("Cơ sở ", i))});
-  }
-  writer->Sync();
+  SyncFacilities(collab, 20);
   server_->Shutdown(absl::Seconds(1));
   server::SyncServiceOptions small;
   small.page = {.max_changes = 5, .max_bytes = 1 << 20};
@@ -610,12 +615,7 @@ TEST_F(SyncStreamTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
 // to exactly the page a device without it gets; a SyncClient (which asks) stores them.
 TEST_F(SyncStreamTest, DeflatedPagesInflateToThePlainPages) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
-  auto writer = NewDevice("tablet-w", collab.token);
-  ASSERT_TRUE(writer);
-  for (int i = 0; i < 30; ++i) {
-    writer->Write({NewFacility(NewUuid(), c1_, collab.id, absl::StrCat("Cơ sở ", i))});
-  }
-  writer->Sync();
+  SyncFacilities(collab, 30);
   auto stub = SyncService::NewStub(channel_);
   // The first page of each kind of stream (the same cursors, so the same changes).
   auto first_page = [&](bool deflate) -> SyncServerMessage {
