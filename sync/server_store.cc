@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/arena.h"
@@ -279,6 +280,7 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
   }
 
   bool gap = false;
+  size_t refusal_budget = options_.max_refusal_values_bytes;
   for (const Mutation& m : batch.mutations()) {
     MutationResult* result = ack->add_results();
     result->set_seq(m.seq());
@@ -322,10 +324,20 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
       result->set_reason(std::string(refusal.status.message()));
       result->set_code(static_cast<int32_t>(refusal.status.code()));
       result->set_field(refusal.field);
+      // The server's values of the records it touched, so that the device rolls back: each
+      // record once, only those the writer may read (a refusal must not hand out another
+      // commune's records), within the batch's byte budget.
+      absl::flat_hash_set<std::pair<uint32_t, std::string>> listed;
       for (const RecordChange& change : m.changes()) {
+        if (!listed.insert({change.type(), change.id()}).second) continue;
         absl::StatusOr<std::optional<RecordChange>> current = Read(change.type(), change.id());
         if (!current.ok() && IsStorageFailure(current.status())) return current.status();
-        if (current.ok() && current->has_value()) *result->add_server_values() = **current;
+        if (!current.ok() || !current->has_value()) continue;
+        if (writer.may_read && !writer.may_read((*current)->bucket())) continue;
+        const size_t size = (*current)->ByteSizeLong();
+        if (size > refusal_budget) continue;
+        refusal_budget -= size;
+        *result->add_server_values() = std::move(**current);
       }
       if (tracked) {
         absl::StatusOr<Statement*> stmt = db_->Prepare(

@@ -45,6 +45,10 @@ struct ServerStoreOptions {
   size_t max_batch_mutations = 1000;
   size_t max_changes_per_mutation = 200;
   size_t max_batch_bytes = 8 << 20;
+  // The most bytes of server values all refusals of one batch hand back (each record at
+  // most once per refusal): a push naming large records many times cannot build a huge
+  // acknowledgement. Records past it are left out; the device gets them by download.
+  size_t max_refusal_values_bytes = 64 << 10;
   // Connections for ChangesSince() and List(), beside the writer's. 0 (and always for
   // ":memory:", which a second connection cannot see) reads on the writer's connection.
   int reader_connections = 2;
@@ -55,6 +59,9 @@ struct ServerStoreOptions {
 struct Writer {
   std::string device_id;
   uint64_t node = 0;
+  // The buckets the writer may read. A refusal hands back the server's values only of
+  // records in those buckets (null: every bucket, for server tools and tests).
+  std::function<bool(int64_t bucket)> may_read;
 };
 
 struct DownloadLimits {

@@ -374,9 +374,10 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
 
 void StreamCore::HandlePush(const kcnet::v1::MutationBatch& batch) {
   if (!RefreshScopeLocked()) return;
-  const sync::Writer writer{device_id_, sync::NodeIdFor(device_id_)};
+  model::Actor actor = ActorFor(hub_->directory, principal_);
+  const sync::Writer writer{device_id_, sync::NodeIdFor(device_id_), actor.in_scope};
   absl::StatusOr<kcnet::v1::PushAck> ack =
-      hub_->store->Apply(writer, batch, model::ValidatorFor(ActorFor(hub_->directory, principal_)));
+      hub_->store->Apply(writer, batch, model::ValidatorFor(std::move(actor)));
   if (!ack.ok()) {
     FinishLocked(absl::Status(ack.status().code(), absl::StrCat("push.", ack.status().message())));
     return;

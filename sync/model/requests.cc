@@ -1,7 +1,7 @@
 #include "sync/model/requests.h"
 
 #include <algorithm>
-#include <random>
+#include <cstdlib>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -17,13 +17,13 @@ using kcnet::v1::RequestEvent;
 using kcnet::v1::SupportRequest;
 
 std::string NewRecordIdBytes(absl::Time now) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
   const auto ms = static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMillis(now), 0));
-  const uint64_t a = rng(), b = rng();
   std::string bytes(16, '\0');
   for (int i = 0; i < 6; ++i) bytes[i] = static_cast<char>(ms >> (8 * (5 - i)));
-  for (int i = 6; i < 8; ++i) bytes[i] = static_cast<char>(a >> (8 * i));
-  for (int i = 8; i < 16; ++i) bytes[i] = static_cast<char>(b >> (8 * (i - 8)));
+  // The 74 random bits come from the system's CSPRNG (glibc 2.36+, Android's bionic and
+  // Apple's libc all have arc4random_buf): an id seen once must not let anyone guess the
+  // ids made after it.
+  arc4random_buf(bytes.data() + 6, 10);
   bytes[6] = static_cast<char>((bytes[6] & 0x0f) | 0x70);  // version 7
   bytes[8] = static_cast<char>((bytes[8] & 0x3f) | 0x80);  // RFC 9562 variant
   return bytes;

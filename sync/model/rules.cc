@@ -137,15 +137,40 @@ class MutationChecker {
     return out;
   }
 
+  bool InScope(int64_t commune) const { return actor_.in_scope && actor_.in_scope(commune); }
+
+  // A record the actor may not see reads exactly like one that does not exist: the same
+  // code, field and words (the id is the caller's own), so a refusal never tells another
+  // commune's record from a missing one.
+  absl::Status NotFound(const RecordChange& change) {
+    const sync::RecordTypeSpec* spec = KcnetSchema().Find(change.type());
+    absl::StatusOr<std::string> id = sync::UuidToText(change.id());
+    return Fail(absl::StatusCode::kNotFound, "id",
+                absl::StrCat(spec != nullptr ? spec->name : "record", " ",
+                             id.ok() ? *id : std::string("?"), " does not exist"));
+  }
+
   absl::Status CheckScope(const RecordChange& change, const std::optional<RecordChange>& before) {
-    int64_t commune = 0;
-    const RecordChange& source = before.has_value() ? *before : change;
-    for (const auto& f : source.fields()) {
-      if (f.field() == 2) commune = f.value().int_value();
+    if (before.has_value()) {
+      // A record only the device holds yet (its own pending creation) has no bucket set.
+      int64_t commune = before->bucket();
+      for (const auto& f : before->fields()) {
+        if (commune == 0 && f.field() == 2) commune = f.value().int_value();
+      }
+      if (!InScope(commune)) return NotFound(change);
+      return absl::OkStatus();
     }
-    if (!actor_.in_scope || !actor_.in_scope(commune)) {
-      return Fail(absl::StatusCode::kPermissionDenied, "commune_id",
-                  absl::StrCat("org unit ", commune, " is outside your org units"));
+    // A new record: its commune is the caller's own choice, so naming it leaks nothing. A
+    // change without one is an edit of a record that does not exist.
+    const kcnet::v1::FieldChange* commune = nullptr;
+    for (const auto& f : change.fields()) {
+      if (f.field() == 2) commune = &f;
+    }
+    if (commune == nullptr || change.deleted()) return NotFound(change);
+    if (!InScope(commune->value().int_value())) {
+      return Fail(
+          absl::StatusCode::kPermissionDenied, "commune_id",
+          absl::StrCat("org unit ", commune->value().int_value(), " is outside your org units"));
     }
     return absl::OkStatus();
   }
@@ -217,7 +242,7 @@ class MutationChecker {
     absl::StatusOr<std::optional<Facility>> facility =
         CurrentAs<Facility>(kFacilityType, facility_id);
     if (!facility.ok()) return facility.status();
-    if (!facility->has_value()) {
+    if (!facility->has_value() || !InScope((*facility)->commune_id())) {
       return Fail(absl::StatusCode::kNotFound, "facility_id",
                   absl::StrCat("facility '", facility_id, "' does not exist"));
     }
@@ -336,7 +361,7 @@ class MutationChecker {
     absl::StatusOr<std::optional<SupportRequest>> request =
         CurrentAs<SupportRequest>(kSupportRequestType, e.request_id());
     if (!request.ok()) return request.status();
-    if (!request->has_value()) {
+    if (!request->has_value() || !InScope((*request)->commune_id())) {
       return Fail(absl::StatusCode::kNotFound, "request_id",
                   absl::StrCat("support request '", e.request_id(), "' does not exist"));
     }
