@@ -36,6 +36,15 @@ struct FieldSpec {
   double max_double = std::numeric_limits<double>::max();
   size_t max_bytes = 64 * 1024;              // strings and bytes
   absl::flat_hash_set<int64_t> enum_values;  // when non-empty, the only ints allowed
+  // A guarded field (a life-cycle state) is never merged field by field. A change that
+  // sets it to a new value is checked against the state its writer had seen: if another
+  // writer changed the field since (op above the change's base_op), the server refuses
+  // the change; otherwise the change is causally later and is applied whole, whatever the
+  // clocks say. So the state the business rules checked is the state that is stored.
+  bool guarded = false;
+  // The server writes this field itself when it stores a new record: its clock's Unix ms,
+  // whatever the writer sent (an audit time must not be the tablet's).
+  bool server_time = false;
 };
 
 struct RecordTypeSpec {

@@ -28,6 +28,32 @@ bool IsStorageFailure(const absl::Status& status) {
          absl::IsResourceExhausted(status);
 }
 
+// A digest of what a mutation asks for: every change's type, id, deletion, clock and
+// fields (number, value, clock), in order. The base op is left out: it only decides
+// conflicts, and says nothing of what the user wrote.
+uint64_t PayloadDigest(const Mutation& m) {
+  std::string buf;
+  auto put64 = [&buf](uint64_t v) {
+    for (int i = 0; i < 8; ++i) buf.push_back(static_cast<char>(v >> (8 * i)));
+  };
+  for (const RecordChange& c : m.changes()) {
+    put64(c.type());
+    put64(c.id().size());
+    buf.append(c.id());
+    put64(c.deleted() ? 1 : 0);
+    put64(c.hlc());
+    for (const kcnet::v1::FieldChange& f : c.fields()) {
+      put64(f.field());
+      put64(f.hlc());
+      const std::string value = f.value().SerializeAsString();
+      put64(value.size());
+      buf.append(value);
+    }
+    put64(~uint64_t{0});
+  }
+  return StableHash64(buf);
+}
+
 }  // namespace
 
 ServerStore::ServerStore(const Schema* schema, ServerStoreOptions options)
@@ -62,7 +88,19 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
       // Refusals are remembered until the device pushes past them, so that a retry after a
       // lost acknowledgement gets the refusal again instead of DUPLICATE.
       "CREATE TABLE IF NOT EXISTS _refusals(device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
-      "result BLOB NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;");
+      "result BLOB NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;"
+      // Who each device id belongs to (DeviceRegistration), and the log of every change.
+      "CREATE TABLE IF NOT EXISTS _device_owners(device_id TEXT PRIMARY KEY, "
+      "owner INTEGER NOT NULL, generation INTEGER NOT NULL, released INTEGER NOT NULL, "
+      "since_ms INTEGER NOT NULL) WITHOUT ROWID;"
+      "CREATE TABLE IF NOT EXISTS _device_log(id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, "
+      "owner INTEGER NOT NULL, generation INTEGER NOT NULL, event TEXT NOT NULL, "
+      "by_user INTEGER NOT NULL, at_ms INTEGER NOT NULL);"
+      "CREATE INDEX IF NOT EXISTS _device_log_device ON _device_log(device_id, id);"
+      // A digest of every pushed mutation's payload, so that a sequence sent again with
+      // other content (a cloned tablet, a borrowed device id) is an error, not DUPLICATE.
+      "CREATE TABLE IF NOT EXISTS _pushes(device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+      "digest INTEGER NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;");
   if (!status.ok()) return status;
   absl::StatusOr<std::optional<int64_t>> last_op = store->records_->GetMeta("last_op");
   if (!last_op.ok()) return last_op.status();
@@ -284,8 +322,24 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
   for (const Mutation& m : batch.mutations()) {
     MutationResult* result = ack->add_results();
     result->set_seq(m.seq());
+    const uint64_t digest = tracked ? PayloadDigest(m) : 0;
     if (tracked) {
       if (m.seq() <= last_seq) {
+        // The same sequence again: a retry when it carries the same payload. Other content
+        // under a sequence already taken means two installations share this device id (a
+        // cloned tablet): answering DUPLICATE would drop the write silently.
+        absl::StatusOr<std::optional<uint64_t>> known = PushDigest(writer.device_id, m.seq());
+        if (!known.ok()) return known.status();
+        if (known->has_value() && **known != digest) {
+          result->set_outcome(kcnet::v1::MUTATION_OUTCOME_REFUSED);
+          result->set_code(static_cast<int32_t>(absl::StatusCode::kFailedPrecondition));
+          result->set_field("seq");
+          result->set_reason(absl::StrCat(
+              "seq: sequence ", m.seq(),
+              " of this device was used before for another write; two installations share "
+              "this device id (a copied tablet?): give this installation a new device id"));
+          continue;
+        }
         absl::StatusOr<std::optional<MutationResult>> refused =
             RememberedRefusal(writer.device_id, m.seq());
         if (!refused.ok()) return refused.status();
@@ -362,7 +416,18 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
         for (const auto& f : change.fields()) *max_hlc = std::max<uint64_t>(*max_hlc, f.hlc());
       }
     }
-    if (tracked) last_seq = m.seq();
+    if (tracked) {
+      last_seq = m.seq();
+      absl::StatusOr<Statement*> stmt = db_->Prepare(
+          "INSERT OR REPLACE INTO _pushes(device_id, seq, digest) VALUES (?1, ?2, ?3)");
+      if (!stmt.ok()) return stmt.status();
+      (*stmt)->BindText(1, writer.device_id);
+      (*stmt)->BindInt(2, static_cast<int64_t>(m.seq()));
+      (*stmt)->BindInt(3, static_cast<int64_t>(digest));
+      status = (*stmt)->Run();
+      (*stmt)->Reset();
+      if (!status.ok()) return status;
+    }
   }
 
   if (tracked) {
@@ -516,6 +581,9 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
       state.value = f.value();
       state.stamp = field_stamp(f);
     }
+    for (size_t i = 0; i < type.fields.size(); ++i) {
+      if (type.fields[i].server_time) fresh.fields[i].value.set_int_value(options_.clock->NowMs());
+    }
     result->set_op(std::max(result->op(), fresh.op));
     return WriteRow(type, *id, std::nullopt, fresh);
   }
@@ -573,6 +641,29 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
     return absl::OkStatus();
   }
 
+  // A change that moves a guarded field (a life-cycle state) is a compare-and-set on the
+  // state its writer saw: refused when another writer moved the field since the change's
+  // base, otherwise applied whole (see FieldSpec::guarded).
+  bool whole = false;
+  for (int j = 0; j < change.fields_size(); ++j) {
+    const auto& f = change.fields(j);
+    const int index = type.IndexOf(f.field());
+    const FieldState& state = current.fields[index];
+    if (!type.fields[index].guarded ||
+        state.value.SerializeAsString() == f.value().SerializeAsString()) {
+      continue;
+    }
+    if (state.op > change.base_op() && state.stamp.node != writer.node) {
+      refusal->field = absl::StrCat(path, ".fields[", j, "]");
+      refusal->status = absl::FailedPreconditionError(absl::StrCat(
+          refusal->field, " (", type.name, ".", type.fields[index].name,
+          "): changed by someone else after this device last saw it (op ", state.op, " > base ",
+          change.base_op(), "); nothing was applied: sync, look again, act again"));
+      return absl::OkStatus();
+    }
+    whole = true;
+  }
+
   RowState next = current;
   bool changed = false;
   constexpr uint64_t kPending = ~uint64_t{0};
@@ -589,8 +680,14 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
     }
     FieldState& state = next.fields[index];
     const Stamp stamp = field_stamp(f);
-    const FieldMerge merge = MergeField(state.stamp, state.op, stamp, change.base_op());
+    FieldMerge merge = MergeField(state.stamp, state.op, stamp, change.base_op());
     if (merge.decision == MergeDecision::kSame) continue;
+    if (whole && merge.decision == MergeDecision::kKeepCurrent) {
+      // Causally after what it replaces: it wins whatever the clocks say. Overwriting a
+      // concurrent edit by another writer is still a conflict to record.
+      merge.decision = MergeDecision::kTakeIncoming;
+      merge.conflict = state.op > change.base_op() && state.stamp.node != writer.node;
+    }
     if (merge.conflict) {
       Conflict c = conflict_base();
       c.set_field(f.field());
@@ -895,6 +992,159 @@ absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_i
   const uint64_t seq = *has ? static_cast<uint64_t>((*stmt)->ColumnInt(0)) : 0;
   (*stmt)->Reset();
   return seq;
+}
+
+absl::StatusOr<std::optional<uint64_t>> ServerStore::PushDigest(const std::string& device_id,
+                                                                uint64_t seq) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT digest FROM _pushes WHERE device_id = ?1 AND seq = ?2");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(seq));
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  std::optional<uint64_t> out;
+  if (*has) out = static_cast<uint64_t>((*stmt)->ColumnInt(0));
+  (*stmt)->Reset();
+  return out;
+}
+
+absl::Status ServerStore::LogDevice(const DeviceEvent& event) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "INSERT INTO _device_log(device_id, owner, generation, event, by_user, at_ms) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, event.device_id);
+  (*stmt)->BindInt(2, event.owner);
+  (*stmt)->BindInt(3, static_cast<int64_t>(event.generation));
+  (*stmt)->BindText(4, event.event);
+  (*stmt)->BindInt(5, event.by);
+  (*stmt)->BindInt(6, event.at_ms);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::StatusOr<DeviceRegistration> ServerStore::RegisterDevice(const std::string& device_id,
+                                                               int64_t owner) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT owner, generation, released FROM _device_owners WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  const bool known = *has;
+  const int64_t old_owner = known ? (*stmt)->ColumnInt(0) : 0;
+  uint64_t generation = known ? static_cast<uint64_t>((*stmt)->ColumnInt(1)) : 0;
+  const bool released = known && (*stmt)->ColumnInt(2) != 0;
+  (*stmt)->Reset();
+
+  const int64_t now = options_.clock->NowMs();
+  std::string event;
+  if (!known) {
+    event = "registered";
+  } else if (old_owner != owner) {
+    if (!released) {
+      return absl::PermissionDeniedError(
+          "hello.device_id: this device is registered to another account; that account signs "
+          "out on it (after uploading its work) or an administrator releases it");
+    }
+    ++generation;
+    event = "re-registered";
+  } else if (released) {
+    event = "registered again";
+  }
+  if (!event.empty()) {
+    stmt = db_->Prepare(
+        "INSERT OR REPLACE INTO _device_owners(device_id, owner, generation, released, since_ms) "
+        "VALUES (?1, ?2, ?3, 0, ?4)");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindText(1, device_id);
+    (*stmt)->BindInt(2, owner);
+    (*stmt)->BindInt(3, static_cast<int64_t>(generation));
+    (*stmt)->BindInt(4, now);
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return status;
+    status = LogDevice({device_id, owner, generation, event, owner, now});
+    if (!status.ok()) return status;
+  }
+  DeviceRegistration reg;
+  reg.device_id = device_id;
+  reg.owner = owner;
+  reg.generation = generation;
+  // Generation 0 keeps the plain device id, so that devices registered before
+  // registrations existed keep their sequences and node.
+  reg.key = generation == 0 ? device_id : absl::StrCat(device_id, "#", generation);
+  reg.node = NodeIdFor(reg.key);
+  stmt = db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, reg.key);
+  has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  if (*has) reg.last_applied_seq = static_cast<uint64_t>((*stmt)->ColumnInt(0));
+  (*stmt)->Reset();
+  absl::Status status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  return reg;
+}
+
+absl::Status ServerStore::ReleaseDevice(const std::string& device_id, int64_t by,
+                                        bool administrator) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT owner, generation, released FROM _device_owners WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  const int64_t owner = *has ? (*stmt)->ColumnInt(0) : 0;
+  const uint64_t generation = *has ? static_cast<uint64_t>((*stmt)->ColumnInt(1)) : 0;
+  const bool released = *has && (*stmt)->ColumnInt(2) != 0;
+  (*stmt)->Reset();
+  // Someone else's device reads like an unknown one.
+  if (!*has || (!administrator && owner != by)) {
+    return absl::NotFoundError("device_id: no device with this id is registered to you");
+  }
+  if (released) return absl::OkStatus();
+  stmt = db_->Prepare("UPDATE _device_owners SET released = 1 WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (!status.ok()) return status;
+  status = LogDevice({device_id, owner, generation, "released", by, options_.clock->NowMs()});
+  if (!status.ok()) return status;
+  return (*txn)->Commit();
+}
+
+absl::StatusOr<std::vector<ServerStore::DeviceEvent>> ServerStore::DeviceLog(
+    const std::string& device_id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "SELECT owner, generation, event, by_user, at_ms FROM _device_log WHERE device_id = ?1 "
+      "ORDER BY id");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  std::vector<DeviceEvent> out;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) {
+      (*stmt)->Reset();
+      return has.status();
+    }
+    if (!*has) break;
+    out.push_back({device_id, (*stmt)->ColumnInt(0), static_cast<uint64_t>((*stmt)->ColumnInt(1)),
+                   std::string((*stmt)->ColumnText(2)), (*stmt)->ColumnInt(3),
+                   (*stmt)->ColumnInt(4)});
+  }
+  (*stmt)->Reset();
+  return out;
 }
 
 }  // namespace kcnet::sync

@@ -64,6 +64,21 @@ struct Writer {
   std::function<bool(int64_t bucket)> may_read;
 };
 
+// A device id's registration: the user (`owner`) it belongs to, and the identity its
+// writes carry. A device id is bound to the first user who syncs with it until that
+// registration is released (the owner signs out after uploading everything, or an
+// administrator releases it); the next user then gets a new generation, with its own
+// exactly-once sequence space (`key`) and its own node id, so that nothing of the previous
+// owner's writes can be taken for the new one's.
+struct DeviceRegistration {
+  std::string device_id;
+  int64_t owner = 0;
+  uint64_t generation = 0;
+  std::string key;    // the Writer::device_id of its pushes: device_id, then "#<generation>"
+  uint64_t node = 0;  // NodeIdFor(key): derived by the server, never chosen by the device
+  uint64_t last_applied_seq = 0;  // the last sequence applied for `key`
+};
+
 struct DownloadLimits {
   size_t max_changes = 1000;
   size_t max_bytes = 1 << 20;
@@ -122,6 +137,27 @@ class ServerStore : private RecordReader {
   absl::Status MarkConflictResolved(uint64_t id);
   // The last sequence applied for a device (0 when unknown).
   absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id);
+
+  // Binds `device_id` to `owner` (a user id), or confirms the binding. A device id never
+  // seen, or released, is registered to `owner` (a released one with the next generation
+  // when `owner` is another user); one registered to another user and not released is
+  // PERMISSION_DENIED, and nothing changes. Every change is logged (DeviceLog).
+  absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id, int64_t owner);
+  // Releases the registration so that another user may register the device. `by` is the
+  // user releasing it; `administrator` may release any device, others only their own
+  // (PERMISSION_DENIED; NOT_FOUND when the device id is not registered).
+  absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator);
+  // The registration log of a device id, oldest first: "registered", "released",
+  // "re-registered" with who and when.
+  struct DeviceEvent {
+    std::string device_id;
+    int64_t owner = 0;
+    uint64_t generation = 0;
+    std::string event;
+    int64_t by = 0;
+    int64_t at_ms = 0;
+  };
+  absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id);
   // The highest op id committed.
   uint64_t last_op();
 
@@ -192,6 +228,11 @@ class ServerStore : private RecordReader {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
       const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The digest of the payload applied (or refused) at (device, seq); nullopt when none is
+  // kept (a sequence applied before digests were kept).
+  absl::StatusOr<std::optional<uint64_t>> PushDigest(const std::string& device_id, uint64_t seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LogDevice(const DeviceEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // A connection for reads; its mutex is held while one read runs on it.
   struct Reader {

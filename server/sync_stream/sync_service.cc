@@ -166,6 +166,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::string token_ ABSL_GUARDED_BY(mu_);
   Principal principal_ ABSL_GUARDED_BY(mu_);
   std::string device_id_ ABSL_GUARDED_BY(mu_);
+  std::string device_key_ ABSL_GUARDED_BY(mu_);  // DeviceRegistration::key
+  uint64_t node_ ABSL_GUARDED_BY(mu_) = 0;       // DeviceRegistration::node
   std::set<int64_t> buckets_ ABSL_GUARDED_BY(mu_);
   // Where the device will be once it has stored every page sent so far: the next page is
   // read from here.
@@ -340,7 +342,18 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
                          : "; update the app")));
     return;
   }
+  // The device id belongs to the user who registered it: another user's Hello is refused
+  // until that registration is released, and the device's writes carry the identity the
+  // server derives from the registration, never one the device chose.
+  absl::StatusOr<sync::DeviceRegistration> registration =
+      hub_->store->RegisterDevice(hello.device_id(), principal_.user_id);
+  if (!registration.ok()) {
+    FinishLocked(registration.status());
+    return;
+  }
   device_id_ = hello.device_id();
+  device_key_ = registration->key;
+  node_ = registration->node;
   deflate_pages_ = hello.deflate_pages();
   window_ = std::clamp<uint32_t>(hello.download_window(), 1,
                                  std::max<uint32_t>(hub_->options.max_pages_in_flight, 1));
@@ -364,6 +377,7 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
     if (!cursors_.contains(b)) cursors_[b].set_bucket(b);
   }
   welcome.set_server_op(hub_->store->last_op());
+  welcome.set_node(node_);
   hub_->SetBuckets(this, buckets_);
   hello_done_ = true;
   SyncServerMessage out;
@@ -375,7 +389,7 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
 void StreamCore::HandlePush(const kcnet::v1::MutationBatch& batch) {
   if (!RefreshScopeLocked()) return;
   model::Actor actor = ActorFor(hub_->directory, principal_);
-  const sync::Writer writer{device_id_, sync::NodeIdFor(device_id_), actor.in_scope};
+  const sync::Writer writer{device_key_, node_, actor.in_scope};
   absl::StatusOr<kcnet::v1::PushAck> ack =
       hub_->store->Apply(writer, batch, model::ValidatorFor(std::move(actor)));
   if (!ack.ok()) {
@@ -696,6 +710,19 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ResolveConflict(
         *response = conflict;
         return absl::OkStatus();
       });
+}
+
+grpc::ServerUnaryReactor* SyncServiceImpl::ReleaseDevice(
+    grpc::CallbackServerContext* context, const kcnet::v1::ReleaseDeviceRequest* request,
+    kcnet::v1::ReleaseDeviceResponse* response) {
+  return runner_->Run(context, "kcnet.v1.SyncService/ReleaseDevice",
+                      [=, this](const Principal* p) -> absl::Status {
+                        if (request->device_id().empty() || request->device_id().size() > 128) {
+                          return absl::InvalidArgumentError("device_id: must be 1-128 bytes");
+                        }
+                        return store_->ReleaseDevice(request->device_id(), p->user_id,
+                                                     p->role == kcnet::v1::ROLE_ADMINISTRATOR);
+                      });
 }
 
 }  // namespace kcnet::server

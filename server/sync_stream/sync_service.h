@@ -59,6 +59,9 @@ class SyncServiceImpl : public kcnet::v1::SyncService::CallbackService {
   grpc::ServerUnaryReactor* ResolveConflict(grpc::CallbackServerContext* context,
                                             const kcnet::v1::ResolveConflictRequest* request,
                                             kcnet::v1::Conflict* response) override;
+  grpc::ServerUnaryReactor* ReleaseDevice(grpc::CallbackServerContext* context,
+                                          const kcnet::v1::ReleaseDeviceRequest* request,
+                                          kcnet::v1::ReleaseDeviceResponse* response) override;
 
   // Open streams (for tests and benchmarks).
   int open_streams() const;

@@ -150,6 +150,18 @@ const sync::Schema& KcnetSchema() {
         }
         spec->indexes.push_back(numbers);
       }
+      // A request's status moves only by life-cycle transitions, each checked against the
+      // status its maker saw; an audit event's time is the server's.
+      for (FieldSpec& f : spec->fields) {
+        if (e.descriptor == kcnet::v1::SupportRequest::descriptor() &&
+            f.number == kcnet::v1::SupportRequest::kStatusFieldNumber) {
+          f.guarded = true;
+        }
+        if (e.descriptor == kcnet::v1::RequestEvent::descriptor() &&
+            f.number == kcnet::v1::RequestEvent::kAtMsFieldNumber) {
+          f.server_time = true;
+        }
+      }
       specs.push_back(std::move(*spec));
     }
     absl::StatusOr<sync::Schema> built = sync::Schema::Create(std::move(specs));

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "sync/device_store.h"
 #include "sync/model/record_types.h"
@@ -277,6 +278,7 @@ class MutationChecker {
         return Fail(absl::StatusCode::kInvalidArgument, "approved_amount_vnd",
                     "decisions are made by reviewers, not in a draft");
       }
+      created_.insert(change.id());
       return CheckFacilityRef(r.facility_id(), r.commune_id());
     }
     const SupportRequest old = As<SupportRequest>(*before);
@@ -369,23 +371,72 @@ class MutationChecker {
       return Fail(absl::StatusCode::kInvalidArgument, "commune_id",
                   "must be the request's commune");
     }
-    events_.push_back(e);
+    // An event tells what the request's own change did, so it says nothing the change
+    // does not: a comment keeps the status, a creation comes with its draft, and every
+    // other action with its transition (checked once the whole mutation is seen).
+    const SupportRequest& r = **request;
+    switch (e.action()) {
+      case kcnet::v1::REQUEST_ACTION_COMMENT:
+        if (e.from_status() != r.status() || e.to_status() != r.status()) {
+          return Fail(absl::StatusCode::kInvalidArgument, "to_status",
+                      "a comment keeps the request's status");
+        }
+        break;
+      case kcnet::v1::REQUEST_ACTION_CREATE:
+        if (!created_.contains(*sync::UuidFromText(e.request_id())) ||
+            e.from_status() != kcnet::v1::REQUEST_STATUS_UNSPECIFIED ||
+            e.to_status() != kcnet::v1::REQUEST_STATUS_DRAFT) {
+          return Fail(absl::StatusCode::kInvalidArgument, "action",
+                      "a CREATE event comes with the new draft, in the same mutation");
+        }
+        break;
+      default:
+        if (!kcnet::v1::RequestAction_IsValid(e.action()) ||
+            e.action() == kcnet::v1::REQUEST_ACTION_UNSPECIFIED) {
+          return Fail(absl::StatusCode::kInvalidArgument, "action", "not a request action");
+        }
+        break;
+    }
+    const int64_t amount =
+        e.action() == kcnet::v1::REQUEST_ACTION_APPROVE ? r.approved_amount_vnd() : 0;
+    if (e.amount_vnd() != amount) {
+      return Fail(absl::StatusCode::kInvalidArgument, "amount_vnd",
+                  e.action() == kcnet::v1::REQUEST_ACTION_APPROVE
+                      ? "must be the approved amount"
+                      : "only an APPROVE event carries an amount");
+    }
+    events_.push_back({e, path_});
     return absl::OkStatus();
   }
 
-  // Every status transition in the mutation comes with its audit event.
+  // Every status transition in the mutation comes with its audit event, and every event
+  // of a life-cycle action with the transition it describes.
   absl::Status CheckTransitionsAreAudited() {
-    for (const auto& [id, t, path] : transitions_) {
-      absl::StatusOr<std::string> text = sync::UuidToText(id);
+    auto matches = [](const Pending& t, const RequestEvent& e) {
+      absl::StatusOr<std::string> text = sync::UuidToText(t.request_id);
+      return text.ok() && e.request_id() == *text && e.action() == t.transition->action &&
+             e.from_status() == t.transition->from && e.to_status() == t.transition->to;
+    };
+    for (const Pending& t : transitions_) {
       bool found = false;
-      for (const RequestEvent& e : events_) {
-        found = found || (text.ok() && e.request_id() == *text && e.action() == t->action &&
-                          e.from_status() == t->from && e.to_status() == t->to);
+      for (const auto& [e, path] : events_) found = found || matches(t, e);
+      if (!found) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            t.path, ".status: a transition needs its request event (action ",
+            kcnet::v1::RequestAction_Name(t.transition->action), ") in the same mutation"));
       }
+    }
+    for (const auto& [e, path] : events_) {
+      if (e.action() == kcnet::v1::REQUEST_ACTION_COMMENT ||
+          e.action() == kcnet::v1::REQUEST_ACTION_CREATE) {
+        continue;
+      }
+      bool found = false;
+      for (const Pending& t : transitions_) found = found || matches(t, e);
       if (!found) {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ".status: a transition needs its request event (action ",
-                         kcnet::v1::RequestAction_Name(t->action), ") in the same mutation"));
+            absl::StrCat(path, ".action: a ", kcnet::v1::RequestAction_Name(e.action()),
+                         " event is written with the request's transition, in the same mutation"));
       }
     }
     return absl::OkStatus();
@@ -402,7 +453,8 @@ class MutationChecker {
     std::string path;
   };
   std::vector<Pending> transitions_;
-  std::vector<RequestEvent> events_;
+  std::vector<std::pair<RequestEvent, std::string>> events_;  // with their paths
+  absl::flat_hash_set<std::string> created_;                  // requests this mutation creates
 };
 
 }  // namespace

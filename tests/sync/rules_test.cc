@@ -264,8 +264,10 @@ TEST_F(CheckMutationTest, ApprovalChecksTheAmountAndFunding) {
     auto* f = c.add_fields();
     f->set_field(SupportRequest::kApprovedFundingFieldNumber);
     f->mutable_value()->set_int_value(funding);
-    return Check(officer, {c, *ToChange(EventFor(r, REQUEST_ACTION_APPROVE, REQUEST_STATUS_ENDORSED,
-                                                 REQUEST_STATUS_APPROVED, kSomeoneElse))});
+    RequestEvent e = EventFor(r, REQUEST_ACTION_APPROVE, REQUEST_STATUS_ENDORSED,
+                              REQUEST_STATUS_APPROVED, kSomeoneElse);
+    e.set_amount_vnd(amount);  // an APPROVE event carries the approved amount
+    return Check(officer, {c, *ToChange(e)});
   };
   EXPECT_TRUE(approve(40000000, FUNDING_SOURCE_LOCAL).ok());
   EXPECT_THAT(approve(60000000, FUNDING_SOURCE_LOCAL).message(),

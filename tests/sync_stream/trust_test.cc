@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_replace.h"
+#include "kcnet/v1/services.grpc.pb.h"
+#include "sync/model/requests.h"
+#include "sync/model/rules.h"
 #include "tests/sync_stream/stream_fixture.h"
 
 namespace kcnet::sdk {
@@ -26,7 +29,7 @@ class TrustTest : public SyncStreamTest {
   // Opens a stream as `token` with `device_id`, pushes `batch` and returns the PushAck, or
   // the stream's final status when it ends without one.
   absl::StatusOr<PushAck> RawPush(const std::string& token, const std::string& device_id,
-                                  const MutationBatch& batch) {
+                                  const MutationBatch& batch, Welcome* welcome = nullptr) {
     auto stub = SyncService::NewStub(channel_);
     auto ctx = As(token);
     auto stream = stub->Sync(ctx.get());
@@ -41,6 +44,7 @@ class TrustTest : public SyncStreamTest {
     std::optional<PushAck> ack;
     while (!ack.has_value() && stream->Read(&in)) {
       if (in.has_push_ack()) ack = in.push_ack();
+      if (in.has_welcome() && welcome != nullptr) *welcome = in.welcome();
     }
     stream->WritesDone();
     while (stream->Read(&in)) {
@@ -183,6 +187,298 @@ TEST_F(TrustTest, RefusalServerValuesAreEachRecordOnceWithinACap) {
   EXPECT_GT(ack->results(1).server_values_size(), 0);
   EXPECT_LT(ack->results(1).server_values_size(), static_cast<int>(ids.size()));
   EXPECT_LE(ack->ByteSizeLong(), size_t{128} << 10);
+}
+
+// A pushed creation of a new facility in commune `commune` by `author`, as mutation `seq`.
+Mutation CreateAt(uint64_t seq, int64_t commune, int64_t author, const std::string& name,
+                  std::string* id = nullptr) {
+  Mutation m;
+  m.set_seq(seq);
+  RecordChange c = NewFacility(NewUuid(), commune, author, name);
+  c.set_hlc(sync::HybridClock(sync::SystemClock()).Now());
+  if (id != nullptr) *id = *sync::UuidToText(c.id());
+  *m.add_changes() = std::move(c);
+  return m;
+}
+
+// User B opens a stream with A's device id to move A's sequence forward with refused
+// mutations: the Hello is refused, and A's next writes are applied, not DUPLICATE.
+TEST_F(TrustTest, BorrowedDeviceIdIsRefusedAndTheOwnersWritesApply) {
+  const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const Account b = MakeUser("collab-b", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto tablet = NewDevice("tablet-a", a.token);
+  tablet->Write({NewFacility(NewUuid(), c1_, a.id, "Cơ sở đầu")});
+  tablet->Sync();
+
+  MutationBatch borrowed;
+  for (uint64_t seq = 2; seq <= 4; ++seq) {
+    *borrowed.add_mutations() =
+        OneChange(seq, Edit(kFacilityType, NewUuid(), kNameField, Str("không có")));
+  }
+  borrowed.set_settled_through(4);
+  absl::StatusOr<PushAck> ack = RawPush(b.token, "tablet-a", borrowed);
+  EXPECT_EQ(ack.status().code(), absl::StatusCode::kPermissionDenied) << ack.status();
+
+  const std::string next = NewUuid();
+  tablet->Write({NewFacility(next, c1_, a.id, "Cơ sở thứ hai")});
+  SyncResult result = tablet->Sync();
+  EXPECT_TRUE(result.reports.empty());
+  ASSERT_TRUE(ServerRead(kFacilityType, next).has_value());
+  ExpectSameAsServer(*tablet, kFacilityType, next);
+
+  absl::StatusOr<std::vector<sync::ServerStore::DeviceEvent>> log =
+      server_->store()->DeviceLog("tablet-a");
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_EQ(log->size(), 1u);
+  EXPECT_EQ((*log)[0].event, "registered");
+  EXPECT_EQ((*log)[0].owner, a.id);
+}
+
+// Two installations with one device id (a cloned tablet) both push sequence 1: the second
+// payload is refused with a reason, never answered DUPLICATE and dropped.
+TEST_F(TrustTest, SameSequenceWithAnotherPayloadIsNeverDuplicate) {
+  const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+  std::string first, second;
+  MutationBatch one, again, clone;
+  *one.add_mutations() = CreateAt(1, c1_, a.id, "Bản gốc", &first);
+  *clone.add_mutations() = CreateAt(1, c1_, a.id, "Bản sao", &second);
+  absl::StatusOr<PushAck> ack = RawPush(a.token, "tablet-x", one);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_APPLIED);
+  ack = RawPush(a.token, "tablet-x", one);  // a retry after a lost acknowledgement
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_DUPLICATE);
+  ack = RawPush(a.token, "tablet-x", clone);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(ack->results(0).field(), "seq");
+  EXPECT_THAT(ack->results(0).reason(), HasSubstr("device id"));
+  EXPECT_TRUE(ServerRead(kFacilityType, first).has_value());
+  EXPECT_FALSE(ServerRead(kFacilityType, second).has_value());
+}
+
+// A shared tablet changes hands: after its user releases it, the next user registers it
+// with a new identity (its own node and sequence space) and its first write applies.
+TEST_F(TrustTest, ReleasedDeviceChangesHandsWithANewIdentity) {
+  const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const Account b = MakeUser("collab-b", ROLE_COMMUNE_COLLABORATOR, c1_);
+  MutationBatch by_a, by_b;
+  *by_a.add_mutations() = CreateAt(1, c1_, a.id, "Của A");
+  std::string b_facility;
+  *by_b.add_mutations() = CreateAt(1, c1_, b.id, "Của B", &b_facility);
+  Welcome welcome_a, welcome_b;
+  ASSERT_TRUE(RawPush(a.token, "tablet-s", by_a, &welcome_a).ok());
+  EXPECT_EQ(RawPush(b.token, "tablet-s", by_b).status().code(),
+            absl::StatusCode::kPermissionDenied);
+
+  auto stub = SyncService::NewStub(channel_);
+  ReleaseDeviceRequest release;
+  release.set_device_id("tablet-s");
+  ReleaseDeviceResponse released;
+  // Only its own user (or an administrator) releases a device; to anyone else it reads
+  // like a device that is not registered.
+  grpc::Status s = stub->ReleaseDevice(As(b.token).get(), release, &released);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  s = stub->ReleaseDevice(As(a.token).get(), release, &released);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  absl::StatusOr<PushAck> ack = RawPush(b.token, "tablet-s", by_b, &welcome_b);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_APPLIED);
+  EXPECT_NE(welcome_a.node(), 0u);
+  EXPECT_NE(welcome_b.node(), 0u);
+  EXPECT_NE(welcome_a.node(), welcome_b.node());
+  const std::optional<RecordChange> stored = ServerRead(kFacilityType, b_facility);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->node(), welcome_b.node());
+
+  absl::StatusOr<std::vector<sync::ServerStore::DeviceEvent>> log =
+      server_->store()->DeviceLog("tablet-s");
+  ASSERT_TRUE(log.ok()) << log.status();
+  std::vector<std::string> events;
+  for (const auto& e : *log) events.push_back(e.event);
+  EXPECT_THAT(events, ::testing::ElementsAre("registered", "released", "re-registered"));
+}
+
+// The request life cycle through the unary services, and a stale view of it pushed raw.
+class LifeCycleTrustTest : public TrustTest {
+ protected:
+  void SetUp() override {
+    TrustTest::SetUp();
+    requests_ = SupportRequestService::NewStub(channel_);
+    author_ = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+    coord_ = MakeUser("coord-1", ROLE_DISTRICT_COORDINATOR, d1_);
+    officer_ = MakeUser("officer-1", ROLE_PROVINCE_OFFICER, d1_);
+    officer2_ = MakeUser("officer-2", ROLE_PROVINCE_OFFICER, d1_);
+    FacilityService::Stub facilities(channel_);
+    CreateFacilityRequest cf;
+    *cf.mutable_facility() = Facility();
+    cf.mutable_facility()->set_commune_id(c1_);
+    cf.mutable_facility()->set_name("Cơ sở dệt");
+    Facility facility;
+    grpc::Status s = facilities.CreateFacility(As(author_.token).get(), cf, &facility);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    CreateSupportRequestRequest cr;
+    SupportRequest* r = cr.mutable_support_request();
+    r->set_facility_id(facility.id());
+    r->set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+    r->set_description("Máy dệt");
+    r->set_requested_amount_vnd(100'000'000);
+    r->set_proposed_funding(FUNDING_SOURCE_LOCAL);
+    SupportRequest created;
+    s = requests_->CreateSupportRequest(As(author_.token).get(), cr, &created);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    id_ = created.id();
+    Transition(&SupportRequestService::Stub::SubmitSupportRequest, author_);
+    Transition(&SupportRequestService::Stub::EndorseSupportRequest, coord_);
+  }
+
+  using Call = grpc::Status (SupportRequestService::Stub::*)(grpc::ClientContext*,
+                                                             const TransitionRequest&,
+                                                             SupportRequest*);
+  void Transition(Call call, const Account& who) {
+    TransitionRequest t;
+    t.set_id(id_);
+    t.set_note("ghi chú");
+    SupportRequest out;
+    grpc::Status s = ((*requests_).*call)(As(who.token).get(), t, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // The request as the server holds it now, and its op.
+  std::pair<SupportRequest, uint64_t> Seen() {
+    std::optional<RecordChange> c = ServerRead(kSupportRequestType, id_);
+    SupportRequest r;
+    EXPECT_TRUE(c.has_value() && model::FromChange(*c, &r).ok());
+    return {r, c.has_value() ? c->op() : 0};
+  }
+
+  // An approval made by `who` on the view `seen` (taken at op `base`), as a mutation.
+  Mutation ApproveOn(const std::pair<SupportRequest, uint64_t>& seen, const Account& who,
+                     int64_t amount, uint64_t hlc) {
+    model::Actor actor;
+    actor.user_id = who.id;
+    actor.role = ROLE_PROVINCE_OFFICER;
+    model::RequestActionInput input;
+    input.action = REQUEST_ACTION_APPROVE;
+    input.approved_amount_vnd = amount;
+    input.funding = FUNDING_SOURCE_NATIONAL;
+    input.note = "Duyệt";
+    absl::StatusOr<std::vector<RecordChange>> changes =
+        model::RequestActionChanges(seen.first, seen.second, actor, input, NowMs());
+    EXPECT_TRUE(changes.ok()) << changes.status();
+    Mutation m;
+    m.set_seq(1);
+    for (RecordChange& c : *changes) {
+      c.set_hlc(hlc);
+      *m.add_changes() = c;
+    }
+    return m;
+  }
+
+  std::unique_ptr<SupportRequestService::Stub> requests_;
+  Account author_, coord_, officer_, officer2_;
+  std::string id_;
+};
+
+// An officer approves offline what it saw ENDORSED; meanwhile the request was returned,
+// edited and endorsed again. The approval is refused with a reason, never merged: no
+// approved amount stands beside a status that stayed ENDORSED.
+TEST_F(LifeCycleTrustTest, StaleApprovalIsRefusedNotMerged) {
+  const auto seen = Seen();
+  ASSERT_EQ(seen.first.status(), REQUEST_STATUS_ENDORSED);
+  Transition(&SupportRequestService::Stub::ReturnSupportRequest, officer2_);
+  UpdateSupportRequestRequest edit;
+  edit.mutable_support_request()->set_id(id_);
+  edit.mutable_support_request()->set_requested_amount_vnd(300'000'000);
+  edit.mutable_update_mask()->add_paths("requested_amount_vnd");
+  SupportRequest edited;
+  grpc::Status s = requests_->UpdateSupportRequest(As(author_.token).get(), edit, &edited);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Transition(&SupportRequestService::Stub::SubmitSupportRequest, author_);
+  Transition(&SupportRequestService::Stub::EndorseSupportRequest, coord_);
+
+  MutationBatch batch;
+  *batch.add_mutations() =
+      ApproveOn(seen, officer_, 90'000'000, sync::HybridClock(sync::SystemClock()).Now());
+  absl::StatusOr<PushAck> ack = RawPush(officer_.token, "tablet-officer", batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  const MutationResult& r = ack->results(0);
+  EXPECT_EQ(r.outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(r.field(), HasSubstr("changes[0]"));
+  EXPECT_THAT(r.reason(), HasSubstr("status"));
+  const auto now = Seen();
+  EXPECT_EQ(now.first.status(), REQUEST_STATUS_ENDORSED);
+  EXPECT_EQ(now.first.approved_amount_vnd(), 0);
+}
+
+// An approval made on the current view by a tablet whose clock is an hour behind: the
+// transition is applied whole (status and amount), never half.
+TEST_F(LifeCycleTrustTest, ApprovalOnTheCurrentViewAppliesWholeWhateverTheClock) {
+  const auto seen = Seen();
+  const uint64_t behind = sync::HybridClock(sync::SystemClock()).Now() -
+                          (static_cast<uint64_t>(absl::ToInt64Milliseconds(absl::Hours(1))) << 16);
+  MutationBatch batch;
+  *batch.add_mutations() = ApproveOn(seen, officer_, 80'000'000, behind);
+  absl::StatusOr<PushAck> ack = RawPush(officer_.token, "tablet-officer", batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_APPLIED) << ack->results(0).reason();
+  const auto now = Seen();
+  EXPECT_EQ(now.first.status(), REQUEST_STATUS_APPROVED);
+  EXPECT_EQ(now.first.approved_amount_vnd(), 80'000'000);
+  EXPECT_EQ(now.first.approved_funding(), FUNDING_SOURCE_NATIONAL);
+}
+
+// Audit events are written with the transition they describe, carry the approved amount
+// only on APPROVE, and take the server's time.
+TEST_F(LifeCycleTrustTest, EventsComeOnlyWithTheirTransitionAndTheServersTime) {
+  const auto seen = Seen();
+  auto event = [&](RequestAction action, RequestStatus from, RequestStatus to, int64_t amount,
+                   int64_t at_ms, const Account& who) {
+    RecordChange e = NewEvent(c1_, id_, who.id, action, from, to);
+    for (FieldChange& f : *e.mutable_fields()) {
+      if (f.field() == RequestEvent::kAmountVndFieldNumber)
+        f.mutable_value()->set_int_value(amount);
+      if (f.field() == RequestEvent::kAtMsFieldNumber) f.mutable_value()->set_int_value(at_ms);
+    }
+    e.set_hlc(sync::HybridClock(sync::SystemClock()).Now());
+    return e;
+  };
+  MutationBatch batch;
+  // An APPROVE event with no transition (its amount the request's, 0): a forged audit line.
+  Mutation forged;
+  forged.set_seq(1);
+  *forged.add_changes() = event(REQUEST_ACTION_APPROVE, REQUEST_STATUS_ENDORSED,
+                                REQUEST_STATUS_APPROVED, 0, NowMs(), officer_);
+  // A comment claiming an amount.
+  Mutation priced;
+  priced.set_seq(2);
+  *priced.add_changes() = event(REQUEST_ACTION_COMMENT, REQUEST_STATUS_ENDORSED,
+                                REQUEST_STATUS_ENDORSED, 1'000, NowMs(), officer_);
+  // A plain comment dated 1970 by the tablet: stored with the server's time.
+  Mutation comment;
+  comment.set_seq(3);
+  RecordChange dated = event(REQUEST_ACTION_COMMENT, REQUEST_STATUS_ENDORSED,
+                             REQUEST_STATUS_ENDORSED, 0, 1, officer_);
+  *comment.add_changes() = dated;
+  *batch.add_mutations() = forged;
+  *batch.add_mutations() = priced;
+  *batch.add_mutations() = comment;
+  const int64_t before = NowMs();
+  absl::StatusOr<PushAck> ack = RawPush(officer_.token, "tablet-officer", batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_EQ(ack->results_size(), 3);
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack->results(0).reason(), HasSubstr("transition"));
+  EXPECT_EQ(ack->results(1).outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack->results(1).reason(), HasSubstr("amount_vnd"));
+  EXPECT_EQ(ack->results(2).outcome(), MUTATION_OUTCOME_APPLIED) << ack->results(2).reason();
+  const std::optional<RecordChange> stored =
+      ServerRead(kRequestEventType, *sync::UuidToText(dated.id()));
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_GE(IntField(stored, RequestEvent::kAtMsFieldNumber), before);
+  EXPECT_EQ(Seen().first.status(), REQUEST_STATUS_ENDORSED);
 }
 
 }  // namespace
