@@ -13,8 +13,9 @@
 namespace kcnet::tools {
 
 std::string HostOf(absl::string_view address) {
-  absl::ConsumePrefix(&address, "dns:///") || absl::ConsumePrefix(&address, "dns:") ||
-      absl::ConsumePrefix(&address, "ipv4:") || absl::ConsumePrefix(&address, "ipv6:");
+  for (absl::string_view scheme : {"dns:///", "dns:", "ipv4:", "ipv6:"}) {
+    if (absl::ConsumePrefix(&address, scheme)) break;
+  }
   if (absl::StartsWith(address, "[")) {
     const size_t close = address.find(']');
     if (close != absl::string_view::npos) return std::string(address.substr(1, close - 1));
