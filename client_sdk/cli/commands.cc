@@ -1059,6 +1059,9 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
   absl::StatusOr<Args> own = Args::Parse(argv, BooleanFlags());
   if (!own.ok()) return own.status();
   Session session(*own);
+  // A bad --tls or --insecure is a wrong command line, whatever the command and the store.
+  absl::StatusOr<bool> tls = session.UseTls();
+  if (!tls.ok()) return tls.status();
   return found->run(session);
 }
 

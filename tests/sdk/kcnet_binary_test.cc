@@ -208,6 +208,10 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
        2,
        "kcnet: conflicts resolve: ID: must be a conflict number from `kcnet conflicts review`\n"},
       {{"conflicts", "review", "--all=maybe"}, 2, "kcnet: conflicts review: --all: yes or no\n"},
+      {{"--insecure", "--tls=true", "sync"},
+       2,
+       "kcnet: sync: --tls=true and --insecure contradict each other\n"},
+      {{"--tls=maybe", "status"}, 2, "kcnet: status: --tls: 'maybe' is not true or false\n"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(absl::StrJoin(c.args, " "));
