@@ -167,9 +167,17 @@ class Session {
     return settings_.server.empty() ? kDefaultServer : settings_.server;
   }
 
+  // True unless --server names another server than the remembered one: what is
+  // remembered about the transport (--tls, --ca_file) holds for that server only.
+  bool RememberedServer() const {
+    std::optional<std::string> flag = args_.Get("server");
+    return !flag.has_value() || *flag == settings_.server;
+  }
+
   // TLS or plaintext: --insecure or --tls; else TLS when --ca_file is given (roots are for
-  // TLS); else the remembered choice (--tls, or a remembered --ca_file); else TLS unless
-  // the server is on this machine's loopback. A usage error for --tls=true --insecure.
+  // TLS); else the choice remembered for this server (--tls, or a --ca_file); else TLS
+  // unless the server is on this machine's loopback. A usage error for --tls=true
+  // --insecure.
   absl::StatusOr<bool> UseTls() const {
     absl::StatusOr<std::optional<bool>> insecure = args_.Bool("insecure");
     if (!insecure.ok()) return insecure.status();
@@ -181,15 +189,18 @@ class Session {
     if (insecure->value_or(false)) return false;
     if (tls->has_value()) return **tls;
     if (args_.Has("ca_file")) return true;
-    if (settings_.tls == "true" || settings_.tls == "false") return settings_.tls == "true";
-    if (!settings_.ca_file.empty()) return true;
+    if (RememberedServer()) {
+      if (settings_.tls == "true" || settings_.tls == "false") return settings_.tls == "true";
+      if (!settings_.ca_file.empty()) return true;
+    }
     return !tools::IsLoopbackAddress(server());
   }
 
-  // The PEM roots file: --ca_file, else the remembered one; empty: the system's roots.
+  // The PEM roots file: --ca_file, else the one remembered for this server; empty: the
+  // system's roots.
   std::string CaFile() const {
     if (std::optional<std::string> flag = args_.Get("ca_file")) return *flag;
-    return settings_.ca_file;
+    return RememberedServer() ? settings_.ca_file : "";
   }
 
   // How this store talks to its server, for people: "TLS, roots from ca.pem",
@@ -258,6 +269,8 @@ class Session {
     }
     if (online && args_.Has("server") && settings_.server != server()) {
       settings_.server = server();
+      settings_.ca_file.clear();  // they were the old server's
+      settings_.tls.clear();
       changed = true;
     }
     // --ca_file and --tls / --insecure, once they have worked online, hold for later syncs.

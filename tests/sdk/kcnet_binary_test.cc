@@ -330,9 +330,12 @@ TEST_F(KcnetBinaryTest, TlsRoundTripWithCaFile) {
   EXPECT_EQ(sync.exit_code, 0) << sync.err;
   Result who = Kcnet({"whoami"});
   EXPECT_THAT(who.out, HasSubstr(absl::StrCat("server ", address, " (TLS, roots from ")));
-  // A server that is not on this machine gets TLS without being asked.
+  // A server that is not on this machine gets TLS without being asked, with the system's
+  // roots: what is remembered (--ca_file, --tls) belongs to the other server.
   Result remote = Kcnet({"--server=kcnet.example.vn:443", "whoami"});
-  EXPECT_THAT(remote.out, HasSubstr("server kcnet.example.vn:443 (TLS"));
+  EXPECT_THAT(remote.out, HasSubstr("server kcnet.example.vn:443 (TLS, system roots)"));
+  Result local = Kcnet({"--server=127.0.0.1:1", "whoami"});
+  EXPECT_THAT(local.out, HasSubstr("server 127.0.0.1:1 (plaintext)"));
   Result plain = Kcnet({"--server=kcnet.example.vn:443", "--insecure", "whoami"});
   EXPECT_THAT(plain.out, HasSubstr("server kcnet.example.vn:443 (plaintext)"));
   Result bad_ca = Kcnet({"--ca_file=" + dir_.File("nope.pem"), "sync"});
