@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # kcnet in one command on a fresh Debian 12 machine: installs the build dependencies,
-# builds kcnet, seeds a demo data directory (once), prints the demo accounts and what to
-# try, then runs kcnet-server on 127.0.0.1:50051 in the foreground (Ctrl-C stops it).
+# builds kcnet, seeds a demo data directory (once), makes a local certificate authority
+# and a TLS certificate for the server (once, with openssl), prints the demo accounts and
+# a walk through the `kcnet` field tool, then runs kcnet-server with TLS on
+# 127.0.0.1:50051 in the foreground (Ctrl-C stops it).
 #
 # Usage: deploy/quickstart.sh
-#   KCNET_DATA_DIR  the data directory (default ./kcnet-demo-data); seeded only when new
-#   KCNET_LISTEN    where to listen (default 127.0.0.1:50051)
+#   KCNET_DATA_DIR  the data directory (default ./kcnet-demo-data); seeded only when new;
+#                   the certificates live in its tls/ folder (delete it to make new ones)
+#   KCNET_LISTEN    where to listen (default 127.0.0.1:50051); the certificate names
+#                   localhost, this machine's name and addresses, and the KCNET_LISTEN host
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data_dir=${KCNET_DATA_DIR:-./kcnet-demo-data}
 listen=${KCNET_LISTEN:-127.0.0.1:50051}
-
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "Installing build dependencies (Debian packages; asks for sudo when not root)"
@@ -24,11 +27,14 @@ trap 'rm -f "$build_log"' EXIT
 build_dir=$(tail -n 1 "$build_log")
 server_bin="$build_dir/server/app/kcnet-server"
 admin_bin="$build_dir/server/admin/kcnet-admin"
-for bin in "$server_bin" "$admin_bin"; do
+kcnet_bin="$build_dir/client_sdk/cli/kcnet"
+for bin in "$server_bin" "$admin_bin" "$kcnet_bin"; do
   [ -x "$bin" ] || { echo "quickstart: $bin was not built" >&2; exit 1; }
 done
 
-if [ ! -d "$data_dir" ] || [ -z "$(ls -A "$data_dir")" ]; then
+mkdir -p "$data_dir"
+data_dir=$(cd "$data_dir" && pwd)
+if [ -z "$(ls -A "$data_dir")" ]; then
   say "Seeding the demo data directory $data_dir"
   "$admin_bin" seed-demo --data_dir="$data_dir"
 else
@@ -44,44 +50,94 @@ If this script seeded it, the demo accounts are (unless their passwords were cha
 ACCOUNTS
 fi
 
+# A local certificate authority and a server certificate it signs, made once: kcnet-server
+# serves TLS, and clients trust it through ca.pem (kcnet --ca_file, grpcurl -cacert).
+tls_dir="$data_dir/tls"
+ca_pem="$tls_dir/ca.pem"
+if [ ! -s "$ca_pem" ] || [ ! -s "$tls_dir/server.pem" ] || [ ! -s "$tls_dir/server.key" ]; then
+  say "Making a local certificate authority and a server certificate in $tls_dir (openssl)"
+  mkdir -p "$tls_dir"
+  chmod 700 "$tls_dir"
+  san="DNS:localhost,IP:127.0.0.1,IP:::1"
+  add_san() { case ",$san," in *",$1,"*) ;; *) san="$san,$1" ;; esac; }
+  machine=$(hostname 2>/dev/null || true)
+  [ -n "$machine" ] && add_san "DNS:$machine"
+  for ip in $(hostname -I 2>/dev/null || true); do add_san "IP:$ip"; done
+  host=${listen%:*}
+  host=${host#[}
+  host=${host%]}
+  case "$host" in
+    "" | 0.0.0.0 | ::) ;;
+    *:* | [0-9]*.[0-9]*.[0-9]*.[0-9]*) add_san "IP:$host" ;;
+    *) add_san "DNS:$host" ;;
+  esac
+  (
+    cd "$tls_dir"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kcnet quickstart CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kcnet-server" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$san" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile server.ext -out server.pem 2>/dev/null
+    rm -f server.csr server.ext
+    chmod 644 ca.pem server.pem
+  )
+  echo "  $ca_pem: the authority to trust; the certificate names $san" >&2
+else
+  say "Using the existing certificates in $tls_dir"
+fi
+
 cat <<EXAMPLES
 
-== What to try (server reflection is on, so no .proto files are needed)
-These use grpcurl (https://github.com/fullstorydev/grpcurl), which Debian does not
-package; any gRPC client works the same way (grpc_cli, Postman, evans, your own code).
-In another terminal:
+== What to try: the kcnet field tool (built beside the server)
+In another terminal: two tablets of the demo province, each a store of its own. The
+password is asked for without echo (or give --password-file=FILE); the demo passwords
+are in the table above.
 
-  # sign in and keep the token
-  grpcurl -plaintext -d '{"username":"collab1","password":"demo-collab1-pass"}' \\
+  kcnet=$kcnet_bin
+  ca=$ca_pem
+
+  # collab1, commune collaborator of 90101, signs in once while online and downloads
+  \$kcnet --store=collab1.db --server=$listen --ca_file=\$ca login collab1
+  \$kcnet --store=collab1.db sync
+
+  # offline from here on: register a facility, record a visit, draft and submit a request
+  F=\$(\$kcnet --store=collab1.db facility add --name="Cơ sở bánh đa Tư" \\
+        --owner="Nguyễn Văn Tư" --products="Bánh đa" --workers=8 | sed -n 's/^registered facility //p')
+  \$kcnet --store=collab1.db visit record --facility=\$F --purpose=survey \\
+        --notes="Cần máy tráng bánh" --needs=machinery
+  R=\$(\$kcnet --store=collab1.db request draft --facility=\$F --category=machinery \\
+        --amount=80.000.000 --description="Máy tráng bánh đa" | sed -n 's/^drafted request //p')
+  \$kcnet --store=collab1.db request submit \$R
+  \$kcnet --store=collab1.db status           # 4 changes wait for the next sync
+  \$kcnet --store=collab1.db sync             # ...and go up
+
+  # coord1, district coordinator of 901, reviews the commune's requests and endorses
+  \$kcnet --store=coord1.db --server=$listen --ca_file=\$ca login coord1
+  \$kcnet --store=coord1.db sync
+  \$kcnet --store=coord1.db request review
+  \$kcnet --store=coord1.db request endorse \$R --note="Đề nghị Sở Công Thương hỗ trợ"
+  \$kcnet --store=coord1.db sync
+
+  # back on collab1's tablet: the request's life so far
+  \$kcnet --store=collab1.db sync
+  \$kcnet --store=collab1.db request show \$R
+
+  # officer1 (province) may then approve, start and complete it the same way:
+  #   request approve \$R --amount=60.000.000 --funding=national; request start \$R; ...
+  # and \`\$kcnet demo\` runs the whole scenario, with a conflicting edit, on its own server.
+
+Aside: any gRPC client works too (server reflection is on: no .proto files needed), e.g.
+grpcurl (https://github.com/fullstorydev/grpcurl, not packaged by Debian):
+  grpcurl -cacert $ca_pem $listen list
+  grpcurl -cacert $ca_pem -d '{"username":"collab1","password":"demo-collab1-pass"}' \\
     $listen kcnet.v1.AuthService/Login
-  TOKEN=...   # the "token" field of the answer
+docs/API.md says who may call what.
 
-  # who am I, my org units, the facilities I may see
-  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" $listen kcnet.v1.AuthService/WhoAmI
-  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{}' \\
-    $listen kcnet.v1.OrgUnitService/ListOrgUnits
-  grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{}' \\
-    $listen kcnet.v1.FacilityService/ListFacilities
-
-  # everything the server offers
-  grpcurl -plaintext $listen list
-  grpcurl -plaintext $listen grpc.health.v1.Health/Check
-
-  # a support request's whole life cycle (C = collab1's token, D = coord1's, P = officer1's;
-  # FACILITY = an id from ListFacilities, REQ = the id CreateSupportRequest returns)
-  grpcurl -plaintext -H "authorization: Bearer \$C" -d '{"support_request":{"facility_id":"'\$FACILITY'","category":"SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY","description":"Máy sấy","requested_amount_vnd":80000000,"proposed_funding":"FUNDING_SOURCE_LOCAL"}}' \
-    $listen kcnet.v1.SupportRequestService/CreateSupportRequest
-  grpcurl -plaintext -H "authorization: Bearer \$C" -d '{"id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/SubmitSupportRequest
-  grpcurl -plaintext -H "authorization: Bearer \$D" -d '{"id":"'\$REQ'","note":"ok"}' $listen kcnet.v1.SupportRequestService/EndorseSupportRequest
-  grpcurl -plaintext -H "authorization: Bearer \$P" -d '{"id":"'\$REQ'","approved_amount_vnd":60000000,"funding":"FUNDING_SOURCE_NATIONAL"}' $listen kcnet.v1.SupportRequestService/ApproveSupportRequest
-  grpcurl -plaintext -H "authorization: Bearer \$P" -d '{"id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/StartSupportRequest
-  grpcurl -plaintext -H "authorization: Bearer \$P" -d '{"id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/CompleteSupportRequest
-  grpcurl -plaintext -H "authorization: Bearer \$D" -d '{"request_id":"'\$REQ'"}' $listen kcnet.v1.SupportRequestService/ListRequestEvents
-
-docs/API.md says who may call what. Sign in as admin1 to manage users, as coord1 to see
-the whole district 901.
-
-== Starting kcnet-server on $listen (Ctrl-C to stop)
+== Starting kcnet-server on $listen with TLS (Ctrl-C to stop)
 EXAMPLES
 
-exec "$server_bin" --data_dir="$data_dir" --listen="$listen"
+exec "$server_bin" --data_dir="$data_dir" --listen="$listen" \
+  --tls_cert="$tls_dir/server.pem" --tls_key="$tls_dir/server.key"

@@ -31,10 +31,12 @@
 #include "absl/time/time.h"
 #include "client_sdk/cli/args.h"
 #include "client_sdk/cli/demo.h"
-#include "client_sdk/cli/password_prompt.h"
 #include "client_sdk/cli/print.h"
 #include "kcnet/client.h"
 #include "kcnet/v1/domain.pb.h"
+#include "tools/address.h"
+#include "tools/password.h"
+#include "tools/table.h"
 
 namespace kcnet::cli {
 namespace {
@@ -47,10 +49,12 @@ constexpr char kDefaultStore[] = "kcnet-store.db";
 constexpr char kDefaultServer[] = "127.0.0.1:50051";
 
 constexpr char kUsage[] =
-    "usage: kcnet [--store=FILE] [--device=ID] [--server=HOST:PORT] COMMAND [ARGS] [--flags]\n"
+    "usage: kcnet [--store=FILE] [--device=ID] [--server=HOST:PORT] [--ca_file=PEM]\n"
+    "             [--tls=false | --insecure] COMMAND [ARGS] [--flags]\n"
     "\n"
     "Account (login and sync need the server; everything else works offline):\n"
-    "  login USER [--password=P, or the password on stdin]\n"
+    "  login USER [--password-file=PATH]       (else the password is asked for, or read\n"
+    "                                           from stdin; never given as an argument)\n"
     "  logout | whoami\n"
     "Facilities:\n"
     "  facility add --name=NAME --owner=NAME [--commune=ID] [--kind=K] [--sector=S]\n"
@@ -77,14 +81,19 @@ constexpr char kUsage[] =
     "Demo:\n"
     "  demo [--server_bin=PATH] [--admin_bin=PATH] [--keep=yes]\n"
     "\n"
-    "--store defaults to ./kcnet-store.db; the device id and the server address are\n"
-    "remembered beside it (STORE.settings).\n";
+    "--store defaults to ./kcnet-store.db; `login` creates it, every other command needs it.\n"
+    "The device id, the server address, --ca_file and --tls are remembered beside it\n"
+    "(STORE.settings). A server that is not on this machine (127.0.0.0/8, ::1, localhost)\n"
+    "is spoken to over TLS, trusting the system's roots or those of --ca_file (PEM);\n"
+    "--tls=false (or --insecure) forces plaintext, --tls=true forces TLS.\n";
 
 // --- Settings kept beside the store ------------------------------------------------------
 
 struct Settings {
   std::string device;
   std::string server;
+  std::string ca_file;  // an absolute path; empty: the system's roots
+  std::string tls;      // "true", "false", or empty: TLS unless the server is on loopback
 };
 
 std::string SettingsPath(const std::string& store) { return store + ".settings"; }
@@ -98,6 +107,8 @@ Settings ReadSettings(const std::string& store) {
     absl::StripAsciiWhitespace(&kv.second);
     if (kv.first == "device") settings.device = kv.second;
     if (kv.first == "server") settings.server = kv.second;
+    if (kv.first == "ca_file") settings.ca_file = kv.second;
+    if (kv.first == "tls") settings.tls = kv.second;
   }
   return settings;
 }
@@ -109,6 +120,8 @@ absl::Status WriteSettings(const std::string& store, const Settings& settings) {
     std::ofstream out(temp, std::ios::trunc);
     out << "device=" << settings.device << "\n";
     if (!settings.server.empty()) out << "server=" << settings.server << "\n";
+    if (!settings.ca_file.empty()) out << "ca_file=" << settings.ca_file << "\n";
+    if (!settings.tls.empty()) out << "tls=" << settings.tls << "\n";
     out.flush();
     if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", temp));
   }
@@ -154,12 +167,65 @@ class Session {
     return settings_.server.empty() ? kDefaultServer : settings_.server;
   }
 
-  // Opens the store (once). `online`: with the server address (login, sync).
-  absl::StatusOr<Client*> Open(bool online) {
+  // True unless --server names another server than the remembered one: what is
+  // remembered about the transport (--tls, --ca_file) holds for that server only.
+  bool RememberedServer() const {
+    std::optional<std::string> flag = args_.Get("server");
+    return !flag.has_value() || *flag == settings_.server;
+  }
+
+  // TLS or plaintext: --insecure or --tls; else TLS when --ca_file is given (roots are for
+  // TLS); else the choice remembered for this server (--tls, or a --ca_file); else TLS
+  // unless the server is on this machine's loopback. A usage error for --tls=true
+  // --insecure.
+  absl::StatusOr<bool> UseTls() const {
+    absl::StatusOr<std::optional<bool>> insecure = args_.Bool("insecure");
+    if (!insecure.ok()) return insecure.status();
+    absl::StatusOr<std::optional<bool>> tls = args_.Bool("tls");
+    if (!tls.ok()) return tls.status();
+    if (insecure->value_or(false) && tls->value_or(false)) {
+      return UsageError("--tls=true and --insecure contradict each other");
+    }
+    if (insecure->value_or(false)) return false;
+    if (tls->has_value()) return **tls;
+    if (args_.Has("ca_file")) return true;
+    if (RememberedServer()) {
+      if (settings_.tls == "true" || settings_.tls == "false") return settings_.tls == "true";
+      if (!settings_.ca_file.empty()) return true;
+    }
+    return !tools::IsLoopbackAddress(server());
+  }
+
+  // The PEM roots file: --ca_file, else the one remembered for this server; empty: the
+  // system's roots.
+  std::string CaFile() const {
+    if (std::optional<std::string> flag = args_.Get("ca_file")) return *flag;
+    return RememberedServer() ? settings_.ca_file : "";
+  }
+
+  // How this store talks to its server, for people: "TLS, roots from ca.pem",
+  // "TLS, system roots" or "plaintext".
+  std::string TransportText() const {
+    absl::StatusOr<bool> tls = UseTls();
+    if (!tls.ok()) return "?";
+    if (!*tls) return "plaintext";
+    const std::string ca = CaFile();
+    return ca.empty() ? "TLS, system roots" : absl::StrCat("TLS, roots from ", ca);
+  }
+
+  // Opens the store (once). `online`: with the server address (login, sync, the
+  // coordinator's conflict review). Only `login` passes `create`: any other command on a
+  // store that does not exist (a mistyped --store) is an error, not a new empty store.
+  absl::StatusOr<Client*> Open(bool online, bool create = false) {
     if (client_ != nullptr) return client_.get();
     std::string device = args_.GetOr("device", "");
     std::error_code error;
     const bool store_exists = std::filesystem::exists(store_, error);
+    if (!store_exists && !create) {
+      return absl::NotFoundError(
+          absl::StrCat("--store: ", store_,
+                       " does not exist (`kcnet login USER` creates a store; check the path)"));
+    }
     const std::filesystem::path folder = std::filesystem::path(store_).parent_path();
     if (!store_exists && !folder.empty() && !std::filesystem::is_directory(folder, error)) {
       return absl::NotFoundError(absl::StrCat("cannot create the store ", store_, ": the folder ",
@@ -178,6 +244,21 @@ class Session {
     options.path = store_;
     options.device_id = device;
     options.server_address = online ? server() : "";
+    absl::StatusOr<bool> use_tls = UseTls();
+    if (!use_tls.ok()) return use_tls.status();
+    const std::string ca_file = CaFile();
+    if (online && *use_tls) {
+      options.use_tls = true;
+      if (!ca_file.empty()) {
+        std::ifstream in(ca_file, std::ios::binary);
+        std::stringstream pem;
+        pem << in.rdbuf();
+        if (!in || pem.str().empty()) {
+          return absl::NotFoundError(absl::StrCat("--ca_file: cannot read ", ca_file));
+        }
+        options.tls_root_certs = pem.str();
+      }
+    }
     absl::StatusOr<std::unique_ptr<Client>> client = Client::Open(options);
     if (!client.ok()) return client.status();
     client_ = *std::move(client);
@@ -188,7 +269,25 @@ class Session {
     }
     if (online && args_.Has("server") && settings_.server != server()) {
       settings_.server = server();
+      settings_.ca_file.clear();  // they were the old server's
+      settings_.tls.clear();
       changed = true;
+    }
+    // --ca_file and --tls / --insecure, once they have worked online, hold for later syncs.
+    if (online && args_.Has("ca_file")) {
+      std::string absolute = std::filesystem::absolute(ca_file, error).string();
+      if (error) absolute = ca_file;
+      if (settings_.ca_file != absolute) {
+        settings_.ca_file = absolute;
+        changed = true;
+      }
+    }
+    if (online && (args_.Has("tls") || args_.Has("insecure"))) {
+      const std::string tls = *use_tls ? "true" : "false";
+      if (settings_.tls != tls) {
+        settings_.tls = tls;
+        changed = true;
+      }
     }
     if (changed) {
       absl::Status written = WriteSettings(store_, settings_);
@@ -198,8 +297,8 @@ class Session {
   }
 
   // Opens the store and checks that somebody is signed in.
-  absl::StatusOr<Client*> OpenSignedIn() {
-    absl::StatusOr<Client*> client = Open(/*online=*/false);
+  absl::StatusOr<Client*> OpenSignedIn(bool online = false) {
+    absl::StatusOr<Client*> client = Open(online);
     if (!client.ok()) return client;
     if (!(*client)->user().has_value()) {
       return absl::FailedPreconditionError(
@@ -219,9 +318,17 @@ class Session {
                                     " kept and will upload on the next sync");
     switch (status.code()) {
       case absl::StatusCode::kUnavailable:
-      case absl::StatusCode::kDeadlineExceeded:
-        return absl::Status(status.code(),
-                            absl::StrCat("cannot reach the server at ", server(), "; ", kept));
+      case absl::StatusCode::kDeadlineExceeded: {
+        absl::StatusOr<bool> tls = UseTls();
+        return absl::Status(
+            status.code(),
+            absl::StrCat("cannot reach the server at ", server(),
+                         tls.ok() && *tls ? " over TLS (a server with its own certificate "
+                                            "authority needs --ca_file=PEM; a plaintext one, "
+                                            "--insecure)"
+                                          : "",
+                         "; ", kept));
+      }
       case absl::StatusCode::kUnauthenticated:
         return absl::Status(status.code(),
                             absl::StrCat("the server no longer accepts this store's sign-in: "
@@ -322,19 +429,12 @@ absl::StatusOr<int64_t> CommuneFlag(const Args& args, Client& client) {
 
 // --- Commands -----------------------------------------------------------------------------
 
-// The password from --password, or one line from stdin (without echo on a terminal).
-absl::StatusOr<std::string> ReadPassword(const Args& args) {
-  if (std::optional<std::string> password = args.Get("password")) return *password;
-  std::string password = ReadPasswordFromStdin();
-  if (password.empty()) return UsageError("no password: give --password or write it on stdin");
-  return password;
-}
-
 absl::Status Login(Session& session) {
   const Args& args = session.args();
-  absl::StatusOr<std::string> password = ReadPassword(args);
+  // --password-file, else the prompt (no echo) or stdin: never an argument (tools/password.h).
+  absl::StatusOr<std::string> password = tools::ReadPassword(args.Get("password_file"));
   if (!password.ok()) return password.status();
-  absl::StatusOr<Client*> client = session.Open(/*online=*/true);
+  absl::StatusOr<Client*> client = session.Open(/*online=*/true, /*create=*/true);
   if (!client.ok()) return client.status();
   absl::Status status = (*client)->SignIn(args.words()[0], *password);
   if (status.code() == absl::StatusCode::kUnauthenticated) {
@@ -380,7 +480,8 @@ absl::Status WhoAmI(Session& session) {
     }
     std::printf("communes on this device: %s\n", absl::StrJoin(communes, ", ").c_str());
   }
-  std::printf("store %s, server %s\n", session.store().c_str(), session.server().c_str());
+  std::printf("store %s, server %s (%s)\n", session.store().c_str(), session.server().c_str(),
+              session.TransportText().c_str());
   return absl::OkStatus();
 }
 
@@ -424,6 +525,8 @@ absl::Status FacilityUpdate(Session& session) {
 }
 
 absl::Status FacilityList(Session& session) {
+  absl::StatusOr<std::optional<int64_t>> commune_flag = session.args().Int("commune");
+  if (!commune_flag.ok()) return commune_flag.status();  // a bad number before the store
   absl::StatusOr<Client*> client = session.OpenSignedIn();
   if (!client.ok()) return client.status();
   // --commune, else the collaborator's commune, else every commune on this device.
@@ -707,20 +810,21 @@ absl::Status StatusCommand(Session& session) {
   if (!client.ok()) return client.status();
   std::optional<v1::User> user = (*client)->user();
   const sdk::SyncStatus status = (*client)->Status();
-  std::printf("user:            %s\n",
-              user.has_value() ? UserLine(*user).c_str() : "nobody signed in");
-  std::printf("server:          %s\n", session.server().c_str());
-  std::printf("pending uploads: %lld\n", static_cast<long long>(status.pending_uploads));
-  std::printf("unconfirmed:     %lld\n", static_cast<long long>(status.unconfirmed));
-  std::printf("last sync:       %s\n",
-              status.last_success.has_value() ? TimeText(*status.last_success).c_str() : "never");
+  tools::Table table;
+  table.AddRow({"user:", user.has_value() ? UserLine(*user) : "nobody signed in"});
+  table.AddRow({"server:", absl::StrCat(session.server(), " (", session.TransportText(), ")")});
+  table.AddRow({"pending uploads:", absl::StrCat(status.pending_uploads)});
+  table.AddRow({"unconfirmed:", absl::StrCat(status.unconfirmed)});
+  table.AddRow(
+      {"last sync:", status.last_success.has_value() ? TimeText(*status.last_success) : "never"});
   if (status.last_attempt.has_value()) {
-    std::printf("last attempt:    %s\n", TimeText(*status.last_attempt).c_str());
+    table.AddRow({"last attempt:", TimeText(*status.last_attempt)});
   }
-  std::printf("last error:      %s\n",
-              status.last_error.ok() ? "none" : OneLine(status.last_error.message()).c_str());
-  std::printf("reports:         %lld%s\n", static_cast<long long>(status.reports),
-              status.reports > 0 ? " (see `kcnet conflicts`)" : "");
+  table.AddRow(
+      {"last error:", status.last_error.ok() ? "none" : OneLine(status.last_error.message())});
+  table.AddRow({"reports:", absl::StrCat(status.reports,
+                                         status.reports > 0 ? " (see `kcnet conflicts`)" : "")});
+  std::fputs(table.Render().c_str(), stdout);
   absl::StatusOr<std::vector<sdk::PendingUpload>> pending = (*client)->PendingUploads();
   if (pending.ok()) {
     for (const sdk::PendingUpload& p : *pending) {
@@ -754,11 +858,11 @@ absl::Status Conflicts(Session& session) {
 absl::Status ConflictsReview(Session& session) {
   const std::string all = absl::AsciiStrToLower(session.args().GetOr("all", "no"));
   if (all != "yes" && all != "no") return UsageError("--all: yes or no");
-  absl::StatusOr<Client*> client = session.OpenSignedIn();
+  absl::StatusOr<Client*> client = session.OpenSignedIn(/*online=*/true);
   if (!client.ok()) return client.status();
   absl::StatusOr<std::vector<v1::Conflict>> conflicts =
       (*client)->ListConflicts(0, /*include_resolved=*/all == "yes");
-  if (!conflicts.ok()) return conflicts.status();
+  if (!conflicts.ok()) return session.Explain(conflicts.status());
   for (const v1::Conflict& c : *conflicts) {
     std::printf("#%llu %s%s\n", static_cast<unsigned long long>(c.id()), ConflictLine(c).c_str(),
                 c.resolved() ? " (resolved)" : "");
@@ -775,10 +879,10 @@ absl::Status ConflictsResolve(Session& session) {
   }
   const std::string restore = absl::AsciiStrToLower(session.args().GetOr("restore", "no"));
   if (restore != "yes" && restore != "no") return UsageError("--restore: yes or no");
-  absl::StatusOr<Client*> client = session.OpenSignedIn();
+  absl::StatusOr<Client*> client = session.OpenSignedIn(/*online=*/true);
   if (!client.ok()) return client.status();
   absl::StatusOr<v1::Conflict> c = (*client)->ResolveConflict(id, restore == "yes");
-  if (!c.ok()) return c.status();
+  if (!c.ok()) return session.Explain(c.status());
   std::printf("#%llu resolved: %s\n", static_cast<unsigned long long>(c->id()),
               restore == "yes" ? "the overwritten value is written back (run `kcnet sync`)"
                                : "the winning value stays");
@@ -798,7 +902,7 @@ struct Command {
 
 std::vector<Command> Commands() {
   std::vector<Command> commands = {
-      {"login", 1, 1, "USER", {"password"}, Login},
+      {"login", 1, 1, "USER", {"password_file"}, Login},
       {"logout", 0, 0, "", {}, Logout},
       {"whoami", 0, 0, "", {}, WhoAmI},
       {"facility add", 0, 0, "", kFacilityFlags, FacilityAdd},
@@ -858,7 +962,7 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
       std::printf("usage: kcnet demo [--server_bin=PATH] [--admin_bin=PATH] [--keep=yes]\n");
       return absl::OkStatus();
     }
-    absl::Status flags = args.CheckFlags({"server_bin", "admin_bin", "keep"});
+    absl::Status flags = args.CheckFlags({"server_bin", "admin_bin", "keep"}, GlobalFlags());
     if (!flags.ok()) return flags;
     if (words.size() > 1) return UsageError("demo takes no arguments");
     return RunDemo(args, self_path);
@@ -941,7 +1045,9 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
     }
     return absl::OkStatus();
   }
-  absl::Status flags = args.CheckFlags(found->flags);
+  // A password in an argument would show in `ps`: refused whatever the command.
+  if (args.Has("password")) return tools::PasswordArgumentError();
+  absl::Status flags = args.CheckFlags(found->flags, GlobalFlags());
   if (!flags.ok()) return flags;
   const int given = static_cast<int>(words.size() - used);
   if (given < found->min_words || (found->max_words >= 0 && given > found->max_words)) {
@@ -963,9 +1069,12 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
       argv.push_back(absl::StrCat("--", name, "=", *value));
     }
   }
-  absl::StatusOr<Args> own = Args::Parse(argv);
+  absl::StatusOr<Args> own = Args::Parse(argv, BooleanFlags());
   if (!own.ok()) return own.status();
   Session session(*own);
+  // A bad --tls or --insecure is a wrong command line, whatever the command and the store.
+  absl::StatusOr<bool> tls = session.UseTls();
+  if (!tls.ok()) return tls.status();
   return found->run(session);
 }
 
@@ -975,7 +1084,7 @@ int RunKcnet(const std::vector<std::string>& argv, const std::string& self_path)
   std::string label;
   absl::Status status;
   try {
-    absl::StatusOr<Args> args = Args::Parse(argv);
+    absl::StatusOr<Args> args = Args::Parse(argv, BooleanFlags());
     if (!args.ok()) {
       status = args.status();
     } else {

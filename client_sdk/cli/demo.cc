@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -208,10 +209,17 @@ class Demo {
     fresh_.password = officer_.password;
     // seed-demo has one collaborator per commune: a second one for commune 90101.
     b_.password = "demo-collab3-pass";
+    // The password goes in a file, never in an argument (it would show in `ps`).
+    const std::string password_file = dir_ + "/" + b_.username + ".password";
+    {
+      std::ofstream out(password_file, std::ios::trunc);
+      out << b_.password << "\n";
+      if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", password_file));
+    }
     RunOutput created =
         RunProgram({admin_bin_, "create-user", "--data_dir=" + data, "--username=" + b_.username,
                     "--display_name=Võ Thị Cúc (demo)", "--role=commune_collaborator",
-                    "--org_units=90101", "--password=" + b_.password},
+                    "--org_units=90101", "--password-file=" + password_file},
                    dir_ + "/admin.log", absl::Seconds(60));
     if (created.exit_code != 0) {
       return absl::InternalError(

@@ -1,73 +1,58 @@
 // kcnet-admin: the administrator's command-line tool for the directory file
 // (DATA_DIR/directory.db): imports the official org-unit list and manages user accounts;
 // `seed-demo` fills a new data directory with a small demo world (seed_demo.h).
-// Org units are named by their official code. Errors print one line on stderr and exit
-// non-zero (1: the operation failed, 2: the command line is wrong).
+// Org units are named by their official code. Passwords come from --password-file=PATH,
+// the prompt (no echo) or stdin, never from an argument (tools/password.h). Errors print
+// one line on stderr ("kcnet-admin: create-user: --role is required") and exit non-zero
+// (1: the operation failed, 2: the command line is wrong).
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
-#include "client_sdk/cli/password_prompt.h"
 #include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
-
-ABSL_FLAG(std::string, data_dir, "", "Directory holding directory.db (created if missing)");
-ABSL_FLAG(bool, dry_run, false, "import-org-units: report what would change, change nothing");
-ABSL_FLAG(std::string, username, "", "The user's login name (3-64 of a-z 0-9 . _ -)");
-ABSL_FLAG(std::string, display_name, "", "create-user: the user's full name");
-ABSL_FLAG(std::string, role, "",
-          "commune_collaborator, district_coordinator, province_officer or administrator");
-ABSL_FLAG(std::string, org_units, "", "Official codes of the user's org units, comma-separated");
-ABSL_FLAG(std::string, password, "",
-          "The password; when empty it is read from stdin (safer: not visible in ps)");
-ABSL_FLAG(std::string, parent, "", "list-org-units: the parent's code (default: the roots)");
+#include "tools/args.h"
+#include "tools/password.h"
+#include "tools/table.h"
 
 namespace kcnet::server {
 namespace {
 
 constexpr char kUsage[] =
-    "kcnet-admin --data_dir=DIR COMMAND [flags]\n"
+    "usage: kcnet-admin --data_dir=DIR COMMAND [flags]\n"
     "Commands:\n"
     "  import-org-units FILE [--dry_run]\n"
     "  create-user --username=U --display_name=NAME --role=ROLE --org_units=CODE[,CODE...]\n"
-    "              [--password=P, or the password on stdin]\n"
+    "              [--password-file=PATH]\n"
     "  assign-user --username=U --role=ROLE --org_units=CODE[,CODE...]\n"
-    "  reset-password --username=U [--password=P, or the password on stdin]\n"
+    "  reset-password --username=U [--password-file=PATH]\n"
     "  deactivate-user --username=U\n"
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
-    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)";
+    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)\n"
+    "The password of create-user and reset-password is the first line of --password-file,\n"
+    "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
+    "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
 
-// A wrong command line (exit code 2), as opposed to a failed operation (exit code 1).
-absl::Status UsageError(absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat("usage: ", message));
-}
+using ::kcnet::tools::Args;
+using ::kcnet::tools::UsageError;
 
-absl::StatusOr<std::string> RequiredFlag(const absl::Flag<std::string>& flag,
-                                         absl::string_view name) {
-  std::string value = absl::GetFlag(flag);
-  if (value.empty()) return UsageError(absl::StrCat("--", name, " is required"));
-  return value;
-}
-
-absl::StatusOr<std::unique_ptr<Directory>> OpenDirectory() {
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+absl::StatusOr<std::unique_ptr<Directory>> OpenDirectory(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   std::error_code error;
   std::filesystem::create_directories(data_dir, error);
@@ -76,15 +61,6 @@ absl::StatusOr<std::unique_ptr<Directory>> OpenDirectory() {
         absl::StrCat("cannot create --data_dir ", data_dir, ": ", error.message()));
   }
   return Directory::Open((std::filesystem::path(data_dir) / "directory.db").string());
-}
-
-// The password from --password, or one line from stdin (without echo on a terminal).
-absl::StatusOr<std::string> ReadPassword() {
-  std::string password = absl::GetFlag(FLAGS_password);
-  if (!password.empty()) return password;
-  password = kcnet::cli::ReadPasswordFromStdin();
-  if (password.empty()) return UsageError("no password: give --password or write it on stdin");
-  return password;
 }
 
 // The ids of the org units named by comma-separated official codes.
@@ -111,21 +87,24 @@ std::string Codes(Directory& directory, const v1::User& user) {
   return absl::StrJoin(codes, ",");
 }
 
-absl::StatusOr<v1::User> FindUserFlag(Directory& directory) {
-  absl::StatusOr<std::string> username = RequiredFlag(FLAGS_username, "username");
+absl::StatusOr<v1::User> FindUserFlag(const Args& args, Directory& directory) {
+  absl::StatusOr<std::string> username = args.Required("username");
   if (!username.ok()) return username.status();
   return directory.FindUser(*username);
 }
 
-absl::Status ImportOrgUnitsCommand(const std::vector<std::string>& args) {
-  if (args.size() != 1) return UsageError("import-org-units FILE [--dry_run]");
-  std::ifstream in(args[0], std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", args[0]));
+absl::Status ImportOrgUnitsCommand(const Args& args) {
+  if (args.words().size() != 2) return UsageError("import-org-units FILE [--dry_run]");
+  const std::string& file = args.words()[1];
+  absl::StatusOr<std::optional<bool>> dry_run_flag = args.Bool("dry_run");
+  if (!dry_run_flag.ok()) return dry_run_flag.status();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", file));
   std::stringstream text;
   text << in.rdbuf();
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
-  const bool dry_run = absl::GetFlag(FLAGS_dry_run);
+  const bool dry_run = dry_run_flag->value_or(false);
   const ImportReport report =
       ImportOrgUnits(**directory, text.str(), dry_run ? ImportMode::kDryRun : ImportMode::kApply);
   if (!report.status.ok()) return report.status;
@@ -134,22 +113,22 @@ absl::Status ImportOrgUnitsCommand(const std::vector<std::string>& args) {
   return absl::OkStatus();
 }
 
-absl::Status CreateUserCommand() {
-  absl::StatusOr<std::string> username = RequiredFlag(FLAGS_username, "username");
+absl::Status CreateUserCommand(const Args& args) {
+  absl::StatusOr<std::string> username = args.Required("username");
   if (!username.ok()) return username.status();
-  absl::StatusOr<std::string> display_name = RequiredFlag(FLAGS_display_name, "display_name");
+  absl::StatusOr<std::string> display_name = args.Required("display_name");
   if (!display_name.ok()) return display_name.status();
-  absl::StatusOr<std::string> role_name = RequiredFlag(FLAGS_role, "role");
+  absl::StatusOr<std::string> role_name = args.Required("role");
   if (!role_name.ok()) return role_name.status();
   absl::StatusOr<v1::Role> role = ParseRole(*role_name);
   if (!role.ok()) return role.status();
-  absl::StatusOr<std::string> codes = RequiredFlag(FLAGS_org_units, "org_units");
+  absl::StatusOr<std::string> codes = args.Required("org_units");
   if (!codes.ok()) return codes.status();
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
   absl::StatusOr<std::vector<int64_t>> units = ResolveCodes(**directory, *codes);
   if (!units.ok()) return units.status();
-  absl::StatusOr<std::string> password = ReadPassword();
+  absl::StatusOr<std::string> password = tools::ReadPassword(args.Get("password_file"));
   if (!password.ok()) return password.status();
   absl::StatusOr<v1::User> user =
       (*directory)->CreateUser(*username, *display_name, *password, *role, *units);
@@ -160,16 +139,16 @@ absl::Status CreateUserCommand() {
   return absl::OkStatus();
 }
 
-absl::Status AssignUserCommand() {
-  absl::StatusOr<std::string> role_name = RequiredFlag(FLAGS_role, "role");
+absl::Status AssignUserCommand(const Args& args) {
+  absl::StatusOr<std::string> role_name = args.Required("role");
   if (!role_name.ok()) return role_name.status();
   absl::StatusOr<v1::Role> role = ParseRole(*role_name);
   if (!role.ok()) return role.status();
-  absl::StatusOr<std::string> codes = RequiredFlag(FLAGS_org_units, "org_units");
+  absl::StatusOr<std::string> codes = args.Required("org_units");
   if (!codes.ok()) return codes.status();
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
-  absl::StatusOr<v1::User> user = FindUserFlag(**directory);
+  absl::StatusOr<v1::User> user = FindUserFlag(args, **directory);
   if (!user.ok()) return user.status();
   absl::StatusOr<std::vector<int64_t>> units = ResolveCodes(**directory, *codes);
   if (!units.ok()) return units.status();
@@ -180,12 +159,12 @@ absl::Status AssignUserCommand() {
   return absl::OkStatus();
 }
 
-absl::Status ResetPasswordCommand() {
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+absl::Status ResetPasswordCommand(const Args& args) {
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
-  absl::StatusOr<v1::User> user = FindUserFlag(**directory);
+  absl::StatusOr<v1::User> user = FindUserFlag(args, **directory);
   if (!user.ok()) return user.status();
-  absl::StatusOr<std::string> password = ReadPassword();
+  absl::StatusOr<std::string> password = tools::ReadPassword(args.Get("password_file"));
   if (!password.ok()) return password.status();
   absl::Status status = (*directory)->ResetPassword(user->id(), *password);
   if (!status.ok()) return status;
@@ -193,10 +172,10 @@ absl::Status ResetPasswordCommand() {
   return absl::OkStatus();
 }
 
-absl::Status DeactivateUserCommand() {
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+absl::Status DeactivateUserCommand(const Args& args) {
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
-  absl::StatusOr<v1::User> user = FindUserFlag(**directory);
+  absl::StatusOr<v1::User> user = FindUserFlag(args, **directory);
   if (!user.ok()) return user.status();
   absl::Status status = (*directory)->DeactivateUser(user->id());
   if (!status.ok()) return status;
@@ -204,8 +183,8 @@ absl::Status DeactivateUserCommand() {
   return absl::OkStatus();
 }
 
-absl::Status ListUsersCommand() {
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+absl::Status ListUsersCommand(const Args& args) {
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
   absl::StatusOr<std::vector<v1::User>> users = (*directory)->ListUsers();
   if (!users.ok()) return users.status();
@@ -218,11 +197,11 @@ absl::Status ListUsersCommand() {
   return absl::OkStatus();
 }
 
-absl::Status ListOrgUnitsCommand() {
-  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory();
+absl::Status ListOrgUnitsCommand(const Args& args) {
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
   int64_t parent_id = 0;
-  const std::string parent_code = absl::GetFlag(FLAGS_parent);
+  const std::string parent_code = args.GetOr("parent", "");
   if (!parent_code.empty()) {
     absl::StatusOr<v1::OrgUnit> parent = (*directory)->FindByCode(parent_code);
     if (!parent.ok()) {
@@ -241,52 +220,88 @@ absl::Status ListOrgUnitsCommand() {
   return absl::OkStatus();
 }
 
-absl::Status SeedDemoCommand() {
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+absl::Status SeedDemoCommand(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   absl::StatusOr<DemoSeed> seed = SeedDemo(data_dir);
   if (!seed.ok()) return seed.status();
   std::printf("seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities\n",
               data_dir.c_str(), seed->org_units, seed->facilities);
   std::printf("demo accounts (change these passwords before any real use):\n");
-  std::printf("  %-10s %-22s %-22s %s\n", "USERNAME", "PASSWORD", "ROLE", "ORG UNIT");
+  tools::Table accounts({"USERNAME", "PASSWORD", "ROLE", "ORG UNIT"});
   for (const DemoAccount& account : seed->accounts) {
-    std::printf("  %-10s %-22s %-22s %s\n", account.username.c_str(), account.password.c_str(),
-                account.role.c_str(), account.org_unit_code.c_str());
+    accounts.AddRow({account.username, account.password, account.role, account.org_unit_code});
   }
+  std::fputs(accounts.Render("  ", "   ").c_str(), stdout);
   return absl::OkStatus();
 }
 
-absl::Status Run(const std::vector<std::string>& positional) {
-  if (positional.empty()) return UsageError("no command given (see --help)");
-  const std::string& command = positional[0];
-  const std::vector<std::string> args(positional.begin() + 1, positional.end());
-  if (command == "import-org-units") return ImportOrgUnitsCommand(args);
-  if (!args.empty()) {
-    return UsageError(
-        absl::StrCat(command, " takes no arguments besides flags, got '", args[0], "'"));
+struct Command {
+  const char* name;
+  std::set<std::string> flags;  // besides --data_dir
+  absl::Status (*run)(const Args& args);
+};
+
+const std::vector<Command>& Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"import-org-units", {"dry_run"}, ImportOrgUnitsCommand},
+      {"create-user",
+       {"username", "display_name", "role", "org_units", "password_file"},
+       CreateUserCommand},
+      {"assign-user", {"username", "role", "org_units"}, AssignUserCommand},
+      {"reset-password", {"username", "password_file"}, ResetPasswordCommand},
+      {"deactivate-user", {"username"}, DeactivateUserCommand},
+      {"list-users", {}, ListUsersCommand},
+      {"list-org-units", {"parent"}, ListOrgUnitsCommand},
+      {"seed-demo", {}, SeedDemoCommand},
+  };
+  return *commands;
+}
+
+// Runs the command line; `*label` is set to the command's name once it is known.
+absl::Status Run(const Args& args, std::string* label) {
+  if (args.words().empty()) {
+    if (args.help()) {
+      std::fputs(kUsage, stdout);
+      return absl::OkStatus();
+    }
+    return UsageError("no command given (see --help)");
   }
-  if (command == "create-user") return CreateUserCommand();
-  if (command == "assign-user") return AssignUserCommand();
-  if (command == "reset-password") return ResetPasswordCommand();
-  if (command == "deactivate-user") return DeactivateUserCommand();
-  if (command == "list-users") return ListUsersCommand();
-  if (command == "list-org-units") return ListOrgUnitsCommand();
-  if (command == "seed-demo") return SeedDemoCommand();
-  return UsageError(absl::StrCat("unknown command '", command, "' (see --help)"));
+  const std::string& name = args.words()[0];
+  for (const Command& command : Commands()) {
+    if (name != command.name) continue;
+    *label = name;
+    if (args.help()) {
+      std::fputs(kUsage, stdout);
+      return absl::OkStatus();
+    }
+    // A password in an argument would show in `ps`.
+    if (args.Has("password")) return tools::PasswordArgumentError();
+    absl::Status flags = args.CheckFlags(command.flags, {"data_dir"});
+    if (!flags.ok()) return flags;
+    if (name != "import-org-units" && args.words().size() > 1) {
+      return UsageError(
+          absl::StrCat(name, " takes no arguments besides flags, got '", args.words()[1], "'"));
+    }
+    return command.run(args);
+  }
+  return UsageError(absl::StrCat("unknown command '", name, "' (see --help)"));
 }
 
 }  // namespace
 }  // namespace kcnet::server
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kcnet::server::kUsage);
-  std::vector<char*> parsed = absl::ParseCommandLine(argc, argv);
-  std::vector<std::string> positional(parsed.begin() + 1, parsed.end());
-  const absl::Status status = kcnet::server::Run(positional);
+  const std::vector<std::string> argument_list(argv + 1, argv + argc);
+  std::string label;
+  absl::Status status;
+  absl::StatusOr<kcnet::tools::Args> args =
+      kcnet::tools::Args::Parse(argument_list, /*boolean_flags=*/{"dry_run"});
+  status = args.ok() ? kcnet::server::Run(*args, &label) : args.status();
   if (status.ok()) return 0;
   // One line, whatever the message holds.
   const std::string message = absl::StrReplaceAll(status.message(), {{"\r", " "}, {"\n", " "}});
-  std::fprintf(stderr, "kcnet-admin: %s\n", message.c_str());
-  return absl::StartsWith(message, "usage: ") ? 2 : 1;
+  std::fprintf(stderr, "kcnet-admin: %s%s%s\n", label.c_str(), label.empty() ? "" : ": ",
+               message.c_str());
+  return kcnet::tools::IsUsageError(status) ? 2 : 1;
 }

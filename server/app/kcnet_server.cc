@@ -2,25 +2,49 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
 #include "server/services/directory_services.h"
 #include "sync/model/record_types.h"
 #include "sync/sqlite.h"
+#include "tools/address.h"
 
 namespace kcnet::server {
 namespace {
 
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
+// The health-check service name an insecure server answers SERVING for.
+constexpr char kInsecureHealthService[] = "kcnet.insecure";
+
+// Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
+// would turn it on for every server the process builds after it, so the plugin is added
+// (or, when off, removed) per builder.
+class ReflectionOption : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool on) : on_(on) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    std::erase_if(*plugins, [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+      return plugin->name() == "proto_server_reflection";
+    });
+    if (on_) plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+  }
+
+ private:
+  const bool on_;
+};
 
 absl::StatusOr<std::string> ReadPemFile(absl::string_view option, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -81,6 +105,14 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   if (options.clock == nullptr) return absl::InvalidArgumentError("clock: must not be null");
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
+  const bool tls = !options.tls_cert_file.empty();
+  const bool loopback = tools::IsLoopbackAddress(options.listen);
+  if (!tls && !loopback && !options.insecure) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen: ", options.listen,
+        " is not a loopback address and TLS is off: serve TLS with --tls_cert and --tls_key, "
+        "or give --insecure to send passwords and tokens readable on the network"));
+  }
   std::error_code error;
   std::filesystem::create_directories(options.data_dir, error);
   if (error) {
@@ -126,10 +158,10 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   server->sync_service_ = std::make_unique<SyncServiceImpl>(
       server->directory_.get(), server->store_.get(), server->runner_.get(), options.sync);
 
-  // Both are process-wide switches that take effect for servers built after them.
+  // A process-wide switch that takes effect for servers built after it.
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(options.reflection));
   builder.AddListeningPort(options.listen, *credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
   // A second server on the same port is an error, not a silent load-balancing partner.
@@ -155,6 +187,15 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   }
   const size_t colon = options.listen.rfind(':');
   server->host_ = colon == std::string::npos ? options.listen : options.listen.substr(0, colon);
+  server->insecure_ = !tls && !loopback;
+  if (server->insecure_) {
+    server->logger_->Warning(absl::StrCat(
+        "--insecure: plaintext on ", server->address(),
+        ", off loopback: passwords and tokens cross the network readable; serve TLS with "
+        "--tls_cert and --tls_key"));
+    grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+    if (health != nullptr) health->SetServingStatus(kInsecureHealthService, true);
+  }
   return server;
 }
 

@@ -2,7 +2,13 @@
 // tests. Start() opens the data directory (DATA_DIR/directory.db: org units, users,
 // tokens; DATA_DIR/kcnet.db: the synced records), starts the storage threads and a gRPC
 // server with every kcnet service (AuthService, OrgUnitService, UserService and the record
-// services), standard health checking and server reflection.
+// services), standard health checking and (unless turned off) server reflection.
+//
+// Plaintext stays on this machine: without TLS, Start() refuses a `listen` address off
+// loopback (0.0.0.0, [::], a network address or name; loopback is 127.0.0.0/8, [::1] and
+// localhost) unless `insecure` is set. An insecure server warns in its log at start and
+// answers the standard health check of the service "kcnet.insecure" with SERVING (every
+// other server answers NOT_FOUND for it), so monitoring can find it.
 //
 // In a test:
 //   ServerOptions options;
@@ -44,6 +50,11 @@ struct ServerOptions {
   std::string log_format = "text";  // "text" or "json"
   // TLS: both PEM files, or neither (plaintext).
   std::string tls_cert_file, tls_key_file;
+  // Plaintext on an address off loopback (passwords and tokens readable on the network):
+  // refused unless this is set. Ignored with TLS and on loopback.
+  bool insecure = false;
+  // Standard server reflection (grpc.reflection.v1alpha), for grpcurl and friends.
+  bool reflection = true;
   int storage_threads = 4;
   int max_receive_bytes = 4 << 20;           // larger requests get RESOURCE_EXHAUSTED
   sync::Clock* clock = sync::SystemClock();  // the record store's clock; must outlive the server
@@ -57,8 +68,9 @@ class KcnetServer {
  public:
   // Opens the data directory and starts serving. Fails with INVALID_ARGUMENT naming the
   // option (data_dir empty, log_format, storage_threads, max_receive_bytes, only one TLS
-  // file), NOT_FOUND / PERMISSION_DENIED for an unreadable TLS file or data_dir, the
-  // storage error of either database, or UNAVAILABLE when it cannot listen on `listen`.
+  // file, plaintext off loopback without `insecure`), NOT_FOUND / PERMISSION_DENIED for an
+  // unreadable TLS file or data_dir, the storage error of either database, or UNAVAILABLE when it
+  // cannot listen on `listen`.
   static absl::StatusOr<std::unique_ptr<KcnetServer>> Start(const ServerOptions& options);
   // Shutdown(absl::ZeroDuration()) unless done already.
   ~KcnetServer();
@@ -69,6 +81,8 @@ class KcnetServer {
   int port() const { return port_; }
   // `listen` with the actual port, e.g. "127.0.0.1:43117".
   std::string address() const;
+  // True when it serves plaintext off loopback (ServerOptions::insecure was needed).
+  bool insecure() const { return insecure_; }
 
   Directory* directory() { return directory_.get(); }
   sync::ServerStore* store() { return store_.get(); }
@@ -96,6 +110,7 @@ class KcnetServer {
   std::string data_dir_;
   std::string host_;
   int port_ = 0;
+  bool insecure_ = false;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -24,23 +24,32 @@ ABSL_FLAG(std::string, log_format, "text", "Log lines on stderr: text or json");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
 ABSL_FLAG(int, storage_threads, 4, "Threads that run requests against storage (1-256)");
+ABSL_FLAG(bool, insecure, false, "Allow plaintext on an address off loopback (warned about)");
+ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection (grpcurl needs no .proto)");
 
 namespace kcnet::server {
 namespace {
 
 constexpr char kUsage[] =
     "usage: kcnet-server --data_dir=DIR [--listen=HOST:PORT] [--log_format=text|json]\n"
-    "                    [--tls_cert=PEM --tls_key=PEM] [--storage_threads=N]\n"
+    "                    [--tls_cert=PEM --tls_key=PEM | --insecure] [--reflection=false]\n"
+    "                    [--storage_threads=N]\n"
     "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
     "  --listen           HOST:PORT to listen on, default 127.0.0.1:50051 (port 0: any)\n"
     "  --log_format       text (default) or json: one line per RPC on stderr\n"
-    "  --tls_cert/key     serve TLS with this PEM certificate chain and private key\n"
+    "  --tls_cert/key     serve TLS with this PEM certificate chain and private key;\n"
+    "                     needed to listen off loopback (127.0.0.0/8, [::1], localhost)\n"
+    "  --insecure         allow plaintext off loopback anyway (warned about at start, and\n"
+    "                     the health check of the service kcnet.insecure says SERVING)\n"
+    "  --reflection       serve gRPC server reflection, default true\n"
     "  --storage_threads  threads that run requests against storage, default 4\n"
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
-constexpr const char* kFlagNames[] = {"listen",   "data_dir", "log_format",
-                                      "tls_cert", "tls_key",  "storage_threads"};
+constexpr const char* kFlagNames[] = {"listen",  "data_dir",        "log_format", "tls_cert",
+                                      "tls_key", "storage_threads", "insecure",   "reflection"};
+// The flags that may stand alone (--insecure is --insecure=true).
+constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 
 // Sets the flags from argv. `*help` is set by --help. A bad command line is
 // INVALID_ARGUMENT with a one-line message.
@@ -64,8 +73,12 @@ absl::Status ParseFlags(int argc, char** argv, bool* help) {
             : nullptr;
     if (flag == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     std::string value;
+    const bool boolean = std::find(std::begin(kBooleanFlags), std::end(kBooleanFlags), name) !=
+                         std::end(kBooleanFlags);
     if (equals != absl::string_view::npos) {
       value = std::string(arg.substr(equals + 1));
+    } else if (boolean) {
+      value = "true";
     } else if (i + 1 < argc) {
       value = argv[++i];
     } else {
@@ -113,6 +126,8 @@ int RunServerCli(int argc, char** argv) {
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.storage_threads = absl::GetFlag(FLAGS_storage_threads);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
   if (options.data_dir.empty()) {
     PrintError("--data_dir is required (see --help)");
     return 2;
@@ -120,9 +135,16 @@ int RunServerCli(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<KcnetServer>> server = KcnetServer::Start(options);
   if (!server.ok()) {
-    // Options the command line gave wrong are usage errors; the rest are failures.
+    // Options the command line gave wrong are usage errors; the rest are failures. The
+    // messages name ServerOptions' fields, the same as the flags ("listen: ..."), with
+    // tls_cert_file for --tls_cert.
     const bool usage = server.status().code() == absl::StatusCode::kInvalidArgument;
-    PrintError(std::string(server.status().message()));
+    std::string message(server.status().message());
+    for (const char* flag : kFlagNames) {
+      const std::string option = absl::StrCat(flag, ": ");
+      if (absl::StartsWith(message, option)) message = absl::StrCat("--", message);
+    }
+    PrintError(message);
     return usage ? 2 : 1;
   }
   std::printf("kcnet-server listening on %s\n", (*server)->address().c_str());

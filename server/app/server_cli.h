@@ -1,7 +1,11 @@
 // The command line of kcnet-server:
 //
 //   kcnet-server --data_dir=DIR [--listen=HOST:PORT] [--log_format=text|json]
-//                [--tls_cert=PEM --tls_key=PEM] [--storage_threads=N]
+//                [--tls_cert=PEM --tls_key=PEM | --insecure] [--reflection=false]
+//                [--storage_threads=N]
+//
+// Off loopback (anything but 127.0.0.0/8, [::1], localhost) it serves TLS, or plaintext
+// only when told --insecure, which it warns about (kcnet_server.h).
 //
 // Starts a KcnetServer, prints "kcnet-server listening on HOST:PORT" on stdout (the
 // actual port, also when --listen asked for port 0) once it accepts calls, and runs until

@@ -2,6 +2,7 @@
 // kcnet-admin), then offline once the server is gone (facility add/list/search, a visit, a
 // request, a sync that fails keeping the changes); bad command lines answered with one
 // actionable line and exit code 2; and `kcnet demo` converging.
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "client_sdk/cli/child_process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/test_tls.h"
 #include "tests/testing/test_util.h"
 
 #ifndef KCNET_CLI_PATH
@@ -60,7 +62,7 @@ class KcnetBinaryTest : public ::testing::Test {
   }
 
   // Seeds a data directory and starts kcnet-server on it; returns its address.
-  std::string StartServer() {
+  std::string StartServer(const std::vector<std::string>& extra_flags = {}) {
     const std::string data = dir_.File("data");
     RunOutput seed = RunProgram({KCNET_ADMIN_PATH, "seed-demo", "--data_dir=" + data},
                                 dir_.File("admin.err"), absl::Seconds(60));
@@ -69,8 +71,11 @@ class KcnetBinaryTest : public ::testing::Test {
       std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
       if (words.size() >= 2 && words[0] == "collab1") password_ = std::string(words[1]);
     }
-    absl::StatusOr<std::unique_ptr<ChildProcess>> server = ChildProcess::Start(
-        {KCNET_SERVER_PATH, "--data_dir=" + data, "--listen=127.0.0.1:0"}, dir_.File("server.err"));
+    std::vector<std::string> argv = {KCNET_SERVER_PATH, "--data_dir=" + data,
+                                     "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    absl::StatusOr<std::unique_ptr<ChildProcess>> server =
+        ChildProcess::Start(argv, dir_.File("server.err"));
     EXPECT_TRUE(server.ok()) << server.status();
     if (!server.ok()) return "";
     server_ = *std::move(server);
@@ -80,6 +85,13 @@ class KcnetBinaryTest : public ::testing::Test {
     absl::string_view address = line;
     EXPECT_TRUE(absl::ConsumePrefix(&address, "kcnet-server listening on ")) << address;
     return std::string(address);
+  }
+
+  // A file holding collab1's password (StartServer() reads it from seed-demo's table).
+  std::string PasswordFile() {
+    const std::string path = dir_.File("collab1.password");
+    std::ofstream(path) << password_ << "\n";
+    return path;
   }
 
   // The word after `prefix` in `text` ("registered facility <id>").
@@ -100,7 +112,8 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
   const std::string address = StartServer();
   ASSERT_FALSE(address.empty());
   ASSERT_FALSE(password_.empty());
-  Result login = Kcnet({"--server=" + address, "login", "collab1", "--password=" + password_});
+  Result login =
+      Kcnet({"--server=" + address, "login", "collab1", "--password-file=" + PasswordFile()});
   ASSERT_EQ(login.exit_code, 0) << login.err;
   EXPECT_THAT(login.out, HasSubstr("signed in as collab1"));
   Result sync = Kcnet({"sync"});  // the server address is remembered
@@ -174,7 +187,8 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
        "--lng --name --owner --phone --products --recognition --sector --workers)\n"},
       {{"facility", "add", "--name=X", "--owner=Y", "--workers=many"},
        2,
-       "kcnet: facility add: --workers: 'many' is not a whole number\n"},
+       "kcnet: facility add: --workers: 'many' is not a whole number (separators only between "
+       "groups of three digits: 45.000.000)\n"},
       {{"visit", "record", "--facility=x", "--purpose=party"},
        2,
        "kcnet: visit record: --purpose: 'party' is not one of survey, follow_up, "
@@ -188,12 +202,16 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
       {{"facility", "list", "--commune"}, 2, "kcnet: --commune needs a value (--commune=VALUE)\n"},
       {{"facility", "list"},
        1,
-       "kcnet: facility list: nobody is signed in on this store: run `kcnet login USER` once "
-       "while online\n"},
+       absl::StrCat("kcnet: facility list: --store: ", dir_.File("tablet.db"),
+                    " does not exist (`kcnet login USER` creates a store; check the path)\n")},
       {{"conflicts", "resolve", "x"},
        2,
        "kcnet: conflicts resolve: ID: must be a conflict number from `kcnet conflicts review`\n"},
       {{"conflicts", "review", "--all=maybe"}, 2, "kcnet: conflicts review: --all: yes or no\n"},
+      {{"--insecure", "--tls=true", "sync"},
+       2,
+       "kcnet: sync: --tls=true and --insecure contradict each other\n"},
+      {{"--tls=maybe", "status"}, 2, "kcnet: status: --tls: 'maybe' is not true or false\n"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(absl::StrJoin(c.args, " "));
@@ -202,17 +220,127 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
     EXPECT_EQ(run.err, c.err);
     EXPECT_EQ(run.out, "");
   }
-  // A store in a folder that does not exist.
+  // `login` would create a store, but not in a folder that does not exist.
   const std::string err = dir_.File("nofolder.stderr");
-  RunOutput nofolder = RunProgram(
-      {KCNET_CLI_PATH, "--store=" + dir_.File("missing/x.db"), "whoami"}, err, absl::Seconds(30));
+  std::ofstream(dir_.File("any.password")) << "any password\n";
+  RunOutput nofolder = RunProgram({KCNET_CLI_PATH, "--store=" + dir_.File("missing/x.db"), "login",
+                                   "collab1", "--password-file=" + dir_.File("any.password")},
+                                  err, absl::Seconds(30));
   EXPECT_EQ(nofolder.exit_code, 1);
   EXPECT_EQ(ReadFile(err),
-            absl::StrCat("kcnet: whoami: cannot create the store ", dir_.File("missing/x.db"),
+            absl::StrCat("kcnet: login: cannot create the store ", dir_.File("missing/x.db"),
                          ": the folder ", dir_.File("missing"), " does not exist\n"));
   Result help = Kcnet({"--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("facility add"));
+}
+
+// Separators are read only between groups of three digits: "45,5" is not 455 VND and
+// "2.5" workers are not 25.
+TEST_F(KcnetBinaryTest, NumbersTakeSeparatorsOnlyBetweenGroupsOfThree) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string err;
+  };
+  const std::vector<Case> cases = {
+      {{"facility", "add", "--name=X", "--owner=Y", "--workers=2.5"},
+       "kcnet: facility add: --workers: '2.5' is not a whole number (separators only between "
+       "groups of three digits: 45.000.000)\n"},
+      {{"request", "draft", "--facility=f", "--category=training", "--amount=45,5",
+        "--description=d"},
+       "kcnet: request draft: --amount: '45,5' is not a whole number (separators only between "
+       "groups of three digits: 45.000.000)\n"},
+      {{"request", "draft", "--facility=f", "--category=training", "--amount=45.000,000",
+        "--description=d"},
+       "kcnet: request draft: --amount: '45.000,000' is not a whole number (separators only "
+       "between groups of three digits: 45.000.000)\n"},
+      {{"request", "approve", "x", "--amount=1.0000.000"},
+       "kcnet: request approve: --amount: '1.0000.000' is not a whole number (separators only "
+       "between groups of three digits: 45.000.000)\n"},
+      {{"facility", "list", "--commune=9.0101"},
+       "kcnet: facility list: --commune: '9.0101' is not a whole number (separators only "
+       "between groups of three digits: 45.000.000)\n"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrJoin(c.args, " "));
+    Result run = Kcnet(c.args);
+    EXPECT_EQ(run.exit_code, 2);
+    EXPECT_EQ(run.err, c.err);
+  }
+}
+
+// A mistyped --store is an error, not a new empty store; only `login` creates one.
+TEST_F(KcnetBinaryTest, MissingStoreIsAnErrorExceptForLogin) {
+  const std::string typo = dir_.File("typo.db");
+  for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+           {"whoami"}, {"status"}, {"sync"}, {"facility", "list"}}) {
+    SCOPED_TRACE(absl::StrJoin(command, " "));
+    std::vector<std::string> argv = {KCNET_CLI_PATH, "--store=" + typo};
+    argv.insert(argv.end(), command.begin(), command.end());
+    const std::string err = dir_.File(absl::StrCat("typo", argv.size(), argv.back(), ".stderr"));
+    RunOutput run = RunProgram(argv, err, absl::Seconds(30));
+    EXPECT_EQ(run.exit_code, 1);
+    EXPECT_EQ(ReadFile(err),
+              absl::StrCat("kcnet: ", absl::StrJoin(command, " "), ": --store: ", typo,
+                           " does not exist (`kcnet login USER` creates a "
+                           "store; check the path)\n"));
+    EXPECT_FALSE(std::filesystem::exists(typo));
+    EXPECT_FALSE(std::filesystem::exists(typo + ".settings"));
+  }
+}
+
+// A password never travels in an argument (it would show in `ps`).
+TEST_F(KcnetBinaryTest, PasswordNeverAnArgument) {
+  Result given = Kcnet({"login", "collab1", "--password=secret"});
+  EXPECT_EQ(given.exit_code, 2);
+  EXPECT_EQ(given.err,
+            "kcnet: login: --password: a password in an argument shows in `ps`; give "
+            "--password-file=PATH, or type it at the prompt (or on stdin)\n");
+  Result empty_file = Kcnet({"login", "collab1", "--password-file=" + dir_.File("none")});
+  EXPECT_EQ(empty_file.exit_code, 1);
+  EXPECT_THAT(empty_file.err, HasSubstr("kcnet: login: --password-file: cannot read "));
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("tablet.db")));
+  const std::string address = StartServer();
+  ASSERT_FALSE(address.empty());
+  Result login =
+      Kcnet({"--server=" + address, "login", "collab1", "--password_file=" + PasswordFile()});
+  EXPECT_EQ(login.exit_code, 0) << login.err;
+  EXPECT_THAT(login.out, HasSubstr("signed in as collab1"));
+}
+
+// kcnet speaks TLS to a server that serves it, trusting the roots of --ca_file, and
+// remembers both beside the store; without those roots the server is not trusted.
+TEST_F(KcnetBinaryTest, TlsRoundTripWithCaFile) {
+  kcnet::testing::TestCertificates certs(dir_.path());
+  if (!certs.ok()) GTEST_SKIP() << certs.error();
+  const std::string address =
+      StartServer({"--tls_cert=" + certs.server_cert(), "--tls_key=" + certs.server_key()});
+  ASSERT_FALSE(address.empty());
+  // Loopback defaults to plaintext: --tls=true asks for TLS.
+  Result untrusted = Kcnet({"--server=" + address, "--tls=true", "login", "collab1",
+                            "--password-file=" + PasswordFile()});
+  EXPECT_EQ(untrusted.exit_code, 1);
+  EXPECT_THAT(untrusted.err,
+              HasSubstr("over TLS (a server with its own certificate authority needs --ca_file"));
+  // --ca_file means TLS (as deploy/quickstart.sh uses it).
+  Result login = Kcnet({"--server=" + address, "--ca_file=" + certs.ca_cert(), "login", "collab1",
+                        "--password-file=" + PasswordFile()});
+  ASSERT_EQ(login.exit_code, 0) << login.err;
+  Result sync = Kcnet({"sync"});  // the server, TLS and the roots are remembered
+  EXPECT_EQ(sync.exit_code, 0) << sync.err;
+  Result who = Kcnet({"whoami"});
+  EXPECT_THAT(who.out, HasSubstr(absl::StrCat("server ", address, " (TLS, roots from ")));
+  // A server that is not on this machine gets TLS without being asked, with the system's
+  // roots: what is remembered (--ca_file, --tls) belongs to the other server.
+  Result remote = Kcnet({"--server=kcnet.example.vn:443", "whoami"});
+  EXPECT_THAT(remote.out, HasSubstr("server kcnet.example.vn:443 (TLS, system roots)"));
+  Result local = Kcnet({"--server=127.0.0.1:1", "whoami"});
+  EXPECT_THAT(local.out, HasSubstr("server 127.0.0.1:1 (plaintext)"));
+  Result plain = Kcnet({"--server=kcnet.example.vn:443", "--insecure", "whoami"});
+  EXPECT_THAT(plain.out, HasSubstr("server kcnet.example.vn:443 (plaintext)"));
+  Result bad_ca = Kcnet({"--ca_file=" + dir_.File("nope.pem"), "sync"});
+  EXPECT_EQ(bad_ca.exit_code, 1);
+  EXPECT_THAT(bad_ca.err, HasSubstr("kcnet: sync: --ca_file: cannot read "));
 }
 
 TEST_F(KcnetBinaryTest, DemoConverges) {

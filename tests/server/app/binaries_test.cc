@@ -1,6 +1,7 @@
 // The real binaries: `kcnet-admin seed-demo` fills a data directory, kcnet-server serves
 // it on a picked port, a client signs in with a printed demo account, and SIGTERM stops the
-// server cleanly.
+// server cleanly. Off loopback the server wants TLS (or an explicit --insecure, which it
+// warns about), and a TLS client signs in with a certificate made by openssl.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,6 +30,7 @@
 #include "server/directory/directory.h"
 #include "sync/model/record_types.h"
 #include "sync/server_store.h"
+#include "tests/testing/test_tls.h"
 #include "tests/testing/test_util.h"
 
 #ifndef KCNET_SERVER_PATH
@@ -255,6 +257,7 @@ TEST(BinariesTest, BadCommandLinesExitWithTwoAndOneLine) {
       {KCNET_SERVER_PATH, "--data_dir=" + tmp.File("d"), "--log_format=xml"},
       {KCNET_SERVER_PATH, "--data_dir=" + tmp.File("d"), "--tls_cert=" + tmp.File("c.pem")},
       {KCNET_SERVER_PATH, "--data_dir=" + tmp.File("d"), "stray"},
+      {KCNET_SERVER_PATH, "--data_dir=" + tmp.File("d"), "--reflection=maybe"},
   };
   for (const auto& argv : bad) {
     const RunResult result = RunToEnd(argv, tmp);
@@ -266,6 +269,95 @@ TEST(BinariesTest, BadCommandLinesExitWithTwoAndOneLine) {
   const RunResult help = RunToEnd({KCNET_SERVER_PATH, "--help"}, tmp);
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("--data_dir"));
+}
+
+// The first line of stdout of a server that started: "kcnet-server listening on HOST:PORT";
+// returns PORT (0 when it did not start).
+int ListeningPort(Process& server, const std::string& stderr_path) {
+  const std::optional<std::string> ready = server.ReadLine(absl::Seconds(30));
+  EXPECT_TRUE(ready.has_value()) << ReadFile(stderr_path);
+  if (!ready.has_value()) return 0;
+  const size_t colon = ready->rfind(':');
+  int port = 0;
+  EXPECT_TRUE(absl::StartsWith(*ready, "kcnet-server listening on ")) << *ready;
+  EXPECT_TRUE(colon != std::string::npos && absl::SimpleAtoi(ready->substr(colon + 1), &port))
+      << *ready;
+  return port;
+}
+
+grpc::Status SignInOver(const std::shared_ptr<grpc::Channel>& channel, const std::string& user,
+                        const std::string& password) {
+  auto auth = v1::AuthService::NewStub(channel);
+  v1::LoginRequest login;
+  login.set_username(user);
+  login.set_password(password);
+  v1::LoginResponse signed_in;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  return auth->Login(&context, login, &signed_in);
+}
+
+TEST(BinariesTest, OffLoopbackPlaintextNeedsInsecure) {
+  kcnet::testing::TempDir tmp;
+  for (const char* listen : {"0.0.0.0:0", "[::]:0"}) {
+    const RunResult refused = RunToEnd(
+        {KCNET_SERVER_PATH, "--data_dir=" + tmp.File("d"), std::string("--listen=") + listen}, tmp);
+    EXPECT_EQ(refused.exit_code, 2) << listen << ": " << refused.err;
+    EXPECT_TRUE(refused.out.empty()) << refused.out;
+    EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+    EXPECT_THAT(refused.err, HasSubstr(absl::StrCat("kcnet-server: --listen: ", listen,
+                                                    " is not a loopback address")));
+    EXPECT_THAT(refused.err, HasSubstr("--tls_cert"));
+    EXPECT_THAT(refused.err, HasSubstr("--insecure"));
+  }
+
+  // --insecure: it serves plaintext, and says so at the start.
+  const std::string data_dir = tmp.File("data");
+  RunResult seed = RunToEnd({KCNET_ADMIN_PATH, "seed-demo", "--data_dir=" + data_dir}, tmp);
+  ASSERT_EQ(seed.exit_code, 0) << seed.err;
+  Process server({KCNET_SERVER_PATH, "--data_dir=" + data_dir, "--listen=0.0.0.0:0", "--insecure"},
+                 tmp.File("insecure.stderr"));
+  ASSERT_TRUE(server.started());
+  const int port = ListeningPort(server, tmp.File("insecure.stderr"));
+  ASSERT_GT(port, 0);
+  EXPECT_THAT(ReadFile(tmp.File("insecure.stderr")),
+              HasSubstr("--insecure: plaintext on 0.0.0.0:"));
+  const grpc::Status status = SignInOver(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()),
+      "collab1", PrintedPassword(seed.out, "collab1"));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(absl::Seconds(15)), std::optional<int>(0));
+}
+
+TEST(BinariesTest, TlsRoundTripOffLoopback) {
+  kcnet::testing::TempDir tmp;
+  kcnet::testing::TestCertificates certs(tmp.path());
+  if (!certs.ok()) GTEST_SKIP() << certs.error();
+  const std::string data_dir = tmp.File("data");
+  RunResult seed = RunToEnd({KCNET_ADMIN_PATH, "seed-demo", "--data_dir=" + data_dir}, tmp);
+  ASSERT_EQ(seed.exit_code, 0) << seed.err;
+  Process server({KCNET_SERVER_PATH, "--data_dir=" + data_dir, "--listen=0.0.0.0:0",
+                  "--tls_cert=" + certs.server_cert(), "--tls_key=" + certs.server_key()},
+                 tmp.File("tls.stderr"));
+  ASSERT_TRUE(server.started());
+  const int port = ListeningPort(server, tmp.File("tls.stderr"));
+  ASSERT_GT(port, 0);
+  EXPECT_THAT(ReadFile(tmp.File("tls.stderr")), ::testing::Not(HasSubstr("plaintext")));
+  const std::string password = PrintedPassword(seed.out, "collab1");
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(certs.ca_cert());
+  const grpc::Status tls =
+      SignInOver(grpc::CreateChannel(absl::StrCat("localhost:", port), grpc::SslCredentials(ssl)),
+                 "collab1", password);
+  EXPECT_TRUE(tls.ok()) << tls.error_message();
+  // A plaintext client gets nowhere.
+  const grpc::Status plain = SignInOver(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()),
+      "collab1", password);
+  EXPECT_FALSE(plain.ok());
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(absl::Seconds(15)), std::optional<int>(0));
 }
 
 }  // namespace

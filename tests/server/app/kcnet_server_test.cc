@@ -25,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "tests/server/services/test_server.h"
+#include "tests/testing/test_util.h"
 
 namespace kcnet::server {
 namespace {
@@ -252,6 +253,78 @@ TEST(KcnetServerTest, ReflectionDescribesEveryKcnetService) {
   }
 }
 
+// --reflection=false: the reflection service is gone, for this server only (another
+// server in the same process keeps it).
+TEST(KcnetServerTest, ReflectionCanBeTurnedOff) {
+  TestServer without([](ServerOptions& options) { options.reflection = false; });
+  ASSERT_TRUE(without.ok());
+  TestServer with;
+  ASSERT_TRUE(with.ok());
+  const grpc::Status off =
+      RawUnary(without.Channel(), "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+               "", nullptr);
+  EXPECT_EQ(off.error_code(), grpc::StatusCode::UNIMPLEMENTED) << off.error_message();
+  ReflectionClient reflection(with.Channel());
+  ASSERT_TRUE(reflection.ready());
+  EXPECT_THAT(reflection.ListServices(), Contains("kcnet.v1.AuthService"));
+  // Health checking stays.
+  EXPECT_TRUE(RawUnary(without.Channel(), "/grpc.health.v1.Health/Check", "", nullptr).ok());
+}
+
+// HealthCheckRequest{service: name}: field 1, length-delimited.
+std::string HealthRequest(const std::string& service) {
+  return absl::StrCat(std::string(1, '\x0a'), std::string(1, static_cast<char>(service.size())),
+                      service);
+}
+
+// Off loopback, plaintext needs `insecure`; the server then warns in its log and answers
+// the health check of the service "kcnet.insecure" with SERVING (NOT_FOUND otherwise).
+TEST(KcnetServerTest, OffLoopbackPlaintextNeedsInsecure) {
+  kcnet::testing::TempDir dir;
+  for (const char* listen : {"0.0.0.0:0", "[::]:0", "192.0.2.7:0", "kcnet.example.vn:0"}) {
+    ServerOptions options;
+    options.listen = listen;
+    options.data_dir = dir.File("refused");
+    absl::StatusOr<std::unique_ptr<KcnetServer>> refused = KcnetServer::Start(options);
+    ASSERT_FALSE(refused.ok()) << listen;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(refused.status().message(), HasSubstr("is not a loopback address")) << listen;
+  }
+  for (const char* listen : {"127.0.0.1:0", "127.8.9.10:0", "localhost:0", "[::1]:0"}) {
+    ServerOptions options;
+    options.listen = listen;
+    options.data_dir = dir.File("loopback");
+    options.log_sink = [](absl::string_view) {};
+    absl::StatusOr<std::unique_ptr<KcnetServer>> server = KcnetServer::Start(options);
+    // [::1] fails on a machine without IPv6; then it fails to listen, not to be allowed.
+    if (!server.ok()) {
+      EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable) << listen;
+      continue;
+    }
+    const grpc::Status status =
+        RawUnary(grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()),
+                 "/grpc.health.v1.Health/Check", HealthRequest("kcnet.insecure"), nullptr);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << listen;
+    EXPECT_FALSE((*server)->insecure());
+  }
+  TestServer insecure([](ServerOptions& options) {
+    options.listen = "0.0.0.0:0";
+    options.insecure = true;
+  });
+  ASSERT_TRUE(insecure.ok());
+  EXPECT_TRUE(insecure.server().insecure());
+  std::string reply;
+  const grpc::Status status = RawUnary(insecure.Channel(), "/grpc.health.v1.Health/Check",
+                                       HealthRequest("kcnet.insecure"), &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reply, std::string("\x08\x01", 2));  // status: SERVING
+  bool warned = false;
+  for (const std::string& line : insecure.LogLines()) {
+    warned = warned || absl::StrContains(line, "--insecure: plaintext on 0.0.0.0:");
+  }
+  EXPECT_TRUE(warned);
+}
+
 TEST(KcnetServerTest, OversizedRequestsAreRefused) {
   TestServer server([](ServerOptions& options) { options.max_receive_bytes = 64 << 10; });
   ASSERT_TRUE(server.ok());
@@ -430,7 +503,10 @@ TEST(KcnetServerTest, StartRefusesBadOptions) {
     o.tls_key_file = dir.File("missing-key.pem");
   });
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  status = start([](ServerOptions& o) { o.listen = "not an address"; });
+  status = start([](ServerOptions& o) {
+    o.listen = "not an address";
+    o.insecure = true;  // else refused before listening: it is not loopback
+  });
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
 
   // A port already taken.

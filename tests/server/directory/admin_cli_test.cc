@@ -117,16 +117,17 @@ TEST_F(AdminCliTest, ImportCreateUserAndList) {
 TEST_F(AdminCliTest, ErrorsPrintOneLineAndExitNonZero) {
   ImportSmallList();
 
-  RunResult unknown_unit =
-      Run({"create-user", "--username=bob", "--display_name=Bob", "--role=commune_collaborator",
-           "--org_units=99999", "--password=long enough"});
+  RunResult unknown_unit = Run({"create-user", "--username=bob", "--display_name=Bob",
+                                "--role=commune_collaborator", "--org_units=99999"},
+                               "long enough\n");
   EXPECT_EQ(unknown_unit.exit_code, 1);
   EXPECT_THAT(unknown_unit.out, IsEmpty());
   EXPECT_EQ(CountLines(unknown_unit.err), 1) << unknown_unit.err;
   EXPECT_THAT(unknown_unit.err, HasSubstr("99999"));
 
-  RunResult bad_role = Run({"create-user", "--username=bob", "--display_name=Bob", "--role=king",
-                            "--org_units=001", "--password=long enough"});
+  RunResult bad_role =
+      Run({"create-user", "--username=bob", "--display_name=Bob", "--role=king", "--org_units=001"},
+          "long enough\n");
   EXPECT_EQ(bad_role.exit_code, 1);
   EXPECT_EQ(CountLines(bad_role.err), 1) << bad_role.err;
   EXPECT_THAT(bad_role.err, HasSubstr("role"));
@@ -163,6 +164,38 @@ TEST_F(AdminCliTest, ErrorsPrintOneLineAndExitNonZero) {
   EXPECT_THAT(listed.out, IsEmpty());
 }
 
+// A password never travels in an argument (it would show in `ps`): a file or stdin.
+TEST_F(AdminCliTest, PasswordNeverAnArgument) {
+  ImportSmallList();
+  for (const char* flag : {"--password=long enough", "--password="}) {
+    RunResult given = Run({"create-user", "--username=bob", "--display_name=Bob",
+                           "--role=commune_collaborator", "--org_units=00001", flag});
+    EXPECT_EQ(given.exit_code, 2) << flag;
+    EXPECT_EQ(given.err,
+              "kcnet-admin: create-user: --password: a password in an argument shows in `ps`; "
+              "give --password-file=PATH, or type it at the prompt (or on stdin)\n");
+    RunResult reset = Run({"reset-password", "--username=bob", flag});
+    EXPECT_EQ(reset.exit_code, 2) << flag;
+    EXPECT_THAT(reset.err, HasSubstr("--password-file=PATH"));
+  }
+  RunResult missing =
+      Run({"create-user", "--username=bob", "--display_name=Bob", "--role=commune_collaborator",
+           "--org_units=00001", "--password-file=" + tmp_.File("nope")});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("--password-file: cannot read "));
+  RunResult listed = Run({"list-users"});
+  EXPECT_THAT(listed.out, IsEmpty());
+
+  WriteFile(tmp_.File("bob.password"), "mật khẩu đủ dài\n");
+  RunResult created =
+      Run({"create-user", "--username=bob", "--display_name=Bob", "--role=commune_collaborator",
+           "--org_units=00001", "--password_file=" + tmp_.File("bob.password")});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  auto directory = Directory::Open(data_dir() + "/directory.db");
+  ASSERT_TRUE(directory.ok()) << directory.status();
+  EXPECT_TRUE((*directory)->Login("bob", "mật khẩu đủ dài").ok());
+}
+
 TEST_F(AdminCliTest, RefusedImportAndDryRun) {
   ImportSmallList();
   WriteFile(tmp_.File("renamed.csv"),
@@ -186,10 +219,11 @@ TEST_F(AdminCliTest, RefusedImportAndDryRun) {
 
 TEST_F(AdminCliTest, ManageAUser) {
   ImportSmallList();
-  ASSERT_EQ(Run({"create-user", "--username=chi", "--display_name=Chi",
-                 "--role=commune_collaborator", "--org_units=00001", "--password=first password"})
-                .exit_code,
-            0);
+  WriteFile(tmp_.File("chi.password"), "first password\n");
+  RunResult created =
+      Run({"create-user", "--username=chi", "--display_name=Chi", "--role=commune_collaborator",
+           "--org_units=00001", "--password-file=" + tmp_.File("chi.password")});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
   RunResult assigned =
       Run({"assign-user", "--username=chi", "--role=province_officer", "--org_units=01,001"});
   ASSERT_EQ(assigned.exit_code, 0) << assigned.err;
