@@ -126,7 +126,9 @@ class SyncClient {
   absl::Status RunUntil(std::function<bool()> done, absl::Duration timeout);
 
   // Ends the sync running now with CANCELLED, as soon as the syncing thread notices (the
-  // call is cancelled at once). No effect when no sync is running.
+  // call is cancelled at once, also while it is still connecting). Sticky: a sync this
+  // client starts after Cancel() returns CANCELLED at once (the SDK makes one SyncClient
+  // per sync, so a cancel that races the start of the sync is never lost).
   void Cancel();
 
   // What the last SyncOnce()/RunUntil() did, also when it failed.

@@ -5,9 +5,16 @@
 // is down and catching up when it returns, and bad input refused with nothing stored.
 #include "kcnet/client.h"
 
+#include <netinet/in.h>
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "server/app/kcnet_server.h"
 #include "sync/model/record_types.h"
+#include "sync/sqlite.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
@@ -427,11 +435,120 @@ TEST_F(ClientTest, BackgroundSyncBacksOffWhileTheServerIsDownAndCatchesUp) {
   EXPECT_EQ(up.pending_uploads, 0);
   EXPECT_TRUE(up.last_error.ok()) << up.last_error;
   EXPECT_EQ(up.failures_in_a_row, 0);
-  an->StopBackgroundSync();
+  ASSERT_TRUE(an->StopBackgroundSync().ok());
   EXPECT_FALSE(an->Status().background);
   EXPECT_TRUE(
       server_->store()->ReadRecord(model::kFacilityType, *sync::UuidFromText(f.id()))->has_value());
   ExpectSameAsServer(*an);
+}
+
+// A TCP listener that never accepts: connections complete in the kernel's backlog and
+// then hear nothing, like a server stuck behind a captive portal or a dead proxy.
+class StalledServer {
+ public:
+  StalledServer() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(listen(fd_, 16), 0);
+    socklen_t len = sizeof addr;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  }
+  ~StalledServer() { close(fd_); }
+  const std::string& address() const { return address_; }
+
+ private:
+  int fd_ = -1;
+  std::string address_;
+};
+
+class LifecycleTest : public ClientTest {
+ protected:
+  // A signed-in client (its account stored) reopened against a server that never answers.
+  std::unique_ptr<Client> StalledClient(const std::string& device, absl::Duration timeout) {
+    { SignedIn(device, "ctv_an"); }
+    ClientOptions o = Options(device);
+    o.server_address = stalled_.address();
+    o.sync_timeout = timeout;
+    o.initial_backoff = absl::Milliseconds(10);
+    o.max_backoff = absl::Milliseconds(20);
+    return Ok(Client::Open(o));
+  }
+  static bool WaitFor(const std::function<bool()>& condition,
+                      absl::Duration limit = absl::Seconds(10)) {
+    const absl::Time deadline = absl::Now() + limit;
+    while (!condition()) {
+      if (absl::Now() > deadline) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+  StalledServer stalled_;
+};
+
+TEST_F(LifecycleTest, AnObserverMayWriteFromItsCallback) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  std::atomic<int> calls{0};
+  absl::Status inner;
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kLocal || calls++ > 0) return;
+    inner = an->RegisterFacility(NewFacility(commune_, "Ghi từ observer")).status();
+  });
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở đầu tiên")));
+  ASSERT_TRUE(WaitFor([&] { return calls.load() >= 2; }));
+  EXPECT_TRUE(inner.ok()) << inner;
+  EXPECT_THAT(Ok(an->FacilitiesOfCommune(commune_)), SizeIs(2));
+}
+
+TEST_F(LifecycleTest, AnObserverMaySyncFromASyncEvent) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở cần đồng bộ")));
+  std::atomic<int> synced{0};
+  absl::Status inner;
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kSync || synced++ > 0) return;
+    inner = an->SyncNow().status();
+  });
+  ASSERT_TRUE(an->SyncNow().ok());
+  ASSERT_TRUE(WaitFor([&] { return synced.load() >= 1; }));
+  an.reset();  // waits for the callback's own sync
+  EXPECT_TRUE(inner.ok()) << inner;
+}
+
+TEST_F(LifecycleTest, ASecondHandleOnTheSameStoreIsRefused) {
+  std::unique_ptr<Client> first = Ok(Client::Open(Options("tab-an")));
+  ASSERT_NE(first, nullptr);
+  absl::StatusOr<std::unique_ptr<Client>> second = Client::Open(Options("tab-an"));
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr("tab-an.db"));
+  first.reset();
+  EXPECT_TRUE(Client::Open(Options("tab-an")).ok()) << "closing releases the store";
+}
+
+TEST_F(LifecycleTest, ABusyStoreIsNotReportedAsAnUnreachableServer) {
+  for (int code : {SQLITE_BUSY, SQLITE_LOCKED}) {
+    absl::Status s = sync::SqliteStatus(code, nullptr, "write");
+    EXPECT_NE(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), HasSubstr("write"));
+  }
+}
+
+TEST_F(LifecycleTest, CloseReturnsQuicklyWhileTheBackgroundSyncWaitsOnAStalledServer) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(20));
+  ASSERT_NE(an, nullptr);
+  an->StartBackgroundSync();
+  ASSERT_TRUE(WaitFor([&] { return an->Status().syncing; }));
+  absl::SleepFor(absl::Milliseconds(200));  // well inside the stalled call
+  const absl::Time start = absl::Now();
+  an.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "a liveness bound, not a speed goal";
 }
 
 }  // namespace
