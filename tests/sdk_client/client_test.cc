@@ -510,14 +510,15 @@ TEST_F(LifecycleTest, AnObserverMaySyncFromASyncEvent) {
   ASSERT_NE(an, nullptr);
   Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở cần đồng bộ")));
   std::atomic<int> synced{0};
+  std::atomic<bool> done{false};
   absl::Status inner;
   an->AddObserver([&](const ChangeEvent& e) {
     if (e.source != ChangeEvent::Source::kSync || synced++ > 0) return;
-    inner = an->SyncNow().status();
+    inner = an->SyncNow().status();  // on the notifier thread, after the outer sync
+    done = true;
   });
   ASSERT_TRUE(an->SyncNow().ok());
-  ASSERT_TRUE(WaitFor([&] { return synced.load() >= 1; }));
-  an.reset();  // waits for the callback's own sync
+  ASSERT_TRUE(WaitFor([&] { return done.load(); }));
   EXPECT_TRUE(inner.ok()) << inner;
 }
 
@@ -549,6 +550,122 @@ TEST_F(LifecycleTest, CloseReturnsQuicklyWhileTheBackgroundSyncWaitsOnAStalledSe
   const absl::Time start = absl::Now();
   an.reset();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "a liveness bound, not a speed goal";
+}
+
+TEST_F(LifecycleTest, StopAndCloseFromAnObserverAnswerFailedPrecondition) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  an->StartBackgroundSync();
+  std::atomic<int> calls{0};
+  absl::Status stop, close, sync_from_progress, close_from_progress;
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kLocal || calls++ > 0) return;
+    stop = an->StopBackgroundSync();
+    close = an->Close();
+  });
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở")));
+  EXPECT_EQ(stop.code(), absl::StatusCode::kFailedPrecondition) << stop;
+  EXPECT_EQ(close.code(), absl::StatusCode::kFailedPrecondition) << close;
+  EXPECT_TRUE(an->Status().background) << "the refused stop stopped nothing";
+  EXPECT_TRUE(an->StopBackgroundSync().ok());
+  // A progress callback runs inside its sync: a nested SyncNow or a Close would wait for it.
+  bool once = false;
+  ASSERT_TRUE(an->SyncNow([&](const SyncProgress&) {
+                  if (once) return;
+                  once = true;
+                  sync_from_progress = an->SyncNow().status();
+                  close_from_progress = an->Close();
+                }).ok());
+  EXPECT_EQ(sync_from_progress.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(close_from_progress.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(an->Close().ok());
+  EXPECT_EQ(an->SyncNow().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(an->Close().ok()) << "idempotent";
+}
+
+TEST_F(LifecycleTest, AnObserverIsDestroyedOnceOnRemovalOrClose) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  auto first = std::make_shared<int>(1);
+  auto second = std::make_shared<int>(2);
+  std::weak_ptr<int> first_alive = first, second_alive = second;
+  const int h1 = an->AddObserver([p = std::move(first)](const ChangeEvent&) {});
+  an->AddObserver([p = std::move(second)](const ChangeEvent&) {});
+  an->RemoveObserver(h1);
+  EXPECT_TRUE(first_alive.expired());
+  EXPECT_FALSE(second_alive.expired());
+  ASSERT_TRUE(an->Close().ok());
+  EXPECT_TRUE(second_alive.expired());
+}
+
+TEST_F(LifecycleTest, CancelSyncEndsAStalledSyncAndTheOnesQueuedBehindIt) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(60));
+  ASSERT_NE(an, nullptr);
+  std::vector<std::string> logged;
+  absl::Mutex log_mu;
+  SetLogSink(
+      [&](LogLevel, const std::string& m) {
+        absl::MutexLock lock(&log_mu);
+        logged.push_back(m);
+      },
+      LogLevel::kInfo);
+  absl::Status first, second;
+  std::thread a([&] { first = an->SyncNow().status(); });
+  ASSERT_TRUE(WaitFor([&] { return an->Status().syncing; }));
+  std::thread b([&] { second = an->SyncNow().status(); });  // queued behind the first
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time start = absl::Now();
+  an->CancelSync();
+  a.join();
+  b.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(first.code(), absl::StatusCode::kCancelled) << first;
+  EXPECT_EQ(second.code(), absl::StatusCode::kCancelled) << second;
+  EXPECT_EQ(an->Status().failures_in_a_row, 0) << "a cancel is not a server failure";
+  SetLogSink(nullptr);
+  absl::MutexLock lock(&log_mu);
+  EXPECT_THAT(logged, ::testing::Contains(HasSubstr("sync cancelled")));
+}
+
+TEST_F(LifecycleTest, SuspendedAndUnreachableBackgroundSyncsWaitAndResumeAtOnce) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(60));
+  ASSERT_NE(an, nullptr);
+  an->StartBackgroundSync();
+  ASSERT_TRUE(WaitFor([&] { return an->Status().syncing; }));
+  an->SetSuspended(true);  // the app went to the background: the running sync ends
+  ASSERT_TRUE(WaitFor([&] { return !an->Status().syncing; }, absl::Seconds(5)));
+  EXPECT_EQ(an->Status().last_error.code(), absl::StatusCode::kCancelled);
+  const std::optional<absl::Time> attempt = an->Status().last_attempt;
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(an->Status().last_attempt, attempt) << "no attempt while suspended";
+  EXPECT_TRUE(an->Status().suspended);
+  an->SetHostReachable(false);
+  an->SetSuspended(false);
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(an->Status().last_attempt, attempt) << "no attempt while the host is unreachable";
+  an->SetHostReachable(true);  // retries now
+  ASSERT_TRUE(WaitFor([&] { return an->Status().last_attempt != attempt; }, absl::Seconds(5)));
+  const absl::Time start = absl::Now();
+  an.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(LifecycleTest, TlsIsAutomaticAndACaFileMustBeReadable) {
+  // localhost is this machine: plaintext by default, so sign-in works against the test server.
+  ClientOptions o = Options("tab-an");
+  o.server_address = absl::StrCat("localhost:", server_->port());
+  std::unique_ptr<Client> an = Ok(Client::Open(o));
+  ASSERT_NE(an, nullptr);
+  EXPECT_TRUE(an->SignIn("ctv_an", kPassword).ok());
+  an.reset();
+  o.use_tls = true;  // forced: the plaintext server cannot answer
+  an = Ok(Client::Open(o));
+  EXPECT_FALSE(an->SignIn("ctv_an", kPassword).ok());
+  an.reset();
+  o.tls_ca_file = dir_.File("no-such-ca.pem");
+  absl::StatusOr<std::unique_ptr<Client>> bad = Client::Open(o);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("no-such-ca.pem"));
 }
 
 }  // namespace
