@@ -1309,11 +1309,13 @@ absl::StatusOr<std::vector<SupportRequest>> Client::RequestsOfFacility(
 // --- Uploads, reports, observers -------------------------------------------------------
 
 absl::StatusOr<std::vector<PendingUpload>> Client::PendingUploads() {
-  absl::StatusOr<kcnet::v1::MutationBatch> batch =
-      impl_->store_->PendingBatch(std::numeric_limits<int32_t>::max(), size_t{1} << 40);
-  if (!batch.ok()) return batch.status();
+  absl::StatusOr<std::vector<sync::DeviceStore::OutboxEntry>> outbox = impl_->store_->Outbox();
+  if (!outbox.ok()) return outbox.status();
   std::vector<PendingUpload> out;
-  for (const Mutation& m : batch->mutations()) out.push_back({m.seq(), RefsOf(m), false});
+  out.reserve(outbox->size());
+  for (const sync::DeviceStore::OutboxEntry& e : *outbox) {
+    out.push_back({e.mutation.seq(), RefsOf(e.mutation), e.acknowledged});
+  }
   return out;
 }
 

@@ -668,5 +668,29 @@ TEST_F(LifecycleTest, TlsIsAutomaticAndACaFileMustBeReadable) {
   EXPECT_THAT(bad.status().message(), HasSubstr("no-such-ca.pem"));
 }
 
+TEST_F(LifecycleTest, AnUploadTheServerAcknowledgedIsListedAsSent) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  ASSERT_TRUE(an->SyncNow().ok());
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở chờ tải về")));
+  std::vector<PendingUpload> before = Ok(an->PendingUploads());
+  ASSERT_THAT(before, SizeIs(1));
+  EXPECT_FALSE(before[0].sent);
+  // End the sync as soon as the push is acknowledged, before the download that shows it.
+  absl::StatusOr<SyncSummary> cut = an->SyncNow([&](const SyncProgress& p) {
+    if (p.pushed_mutations > 0) an->CancelSync();
+  });
+  EXPECT_EQ(cut.status().code(), absl::StatusCode::kCancelled) << cut.status();
+  EXPECT_EQ(an->Status().pending_uploads, 0);
+  std::vector<PendingUpload> after = Ok(an->PendingUploads());
+  // The server acknowledges a push before the page carrying its changes goes out.
+  ASSERT_EQ(an->Status().unconfirmed, 1);
+  ASSERT_THAT(after, SizeIs(1));
+  EXPECT_EQ(after[0].seq, before[0].seq);
+  EXPECT_TRUE(after[0].sent);
+  ASSERT_TRUE(an->SyncNow().ok());
+  EXPECT_THAT(Ok(an->PendingUploads()), SizeIs(0));
+}
+
 }  // namespace
 }  // namespace kcnet::sdk
