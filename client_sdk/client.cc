@@ -58,7 +58,7 @@ int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 struct LogState {
   absl::Mutex mu;
   std::shared_ptr<const LogSink> sink ABSL_GUARDED_BY(mu);
-  LogLevel min_level ABSL_GUARDED_BY(mu) = LogLevel::kWarning;
+  LogLevel min_level ABSL_GUARDED_BY(mu) = LogLevel::kError;  // the default: stderr
 };
 
 LogState& Logs() {
@@ -698,7 +698,10 @@ class Client::Impl {
     if (absl::IsCancelled(status)) {
       Log(LogLevel::kInfo, absl::StrCat("sync cancelled: ", status.message()));
     } else if (!status.ok()) {
-      Log(LogLevel::kWarning, absl::StrCat("sync failed: ", status.ToString()));
+      // SyncNow returns its failure to the app; only the background sync's needs the log.
+      Log(background ? LogLevel::kWarning : LogLevel::kInfo,
+          absl::StrCat(background ? "background sync failed: " : "sync failed: ",
+                       status.ToString()));
     }
     std::move(release).Invoke();
     // SyncNow returns once its events reached the observers (the background sync does not
@@ -959,7 +962,7 @@ void SetLogSink(LogSink sink, LogLevel min_level) {
     logs.min_level = min_level;
   } else {
     logs.sink = nullptr;
-    logs.min_level = LogLevel::kWarning;
+    logs.min_level = LogLevel::kError;
   }
 }
 

@@ -191,8 +191,8 @@ absl::Status SyncClient::RunUntil(std::function<bool()> done, absl::Duration tim
 
 void SyncClient::Cancel() {
   absl::MutexLock lock(&cancel_mu_);
-  // Sticky: a Cancel() that comes before the call is registered (while the store is read
-  // for Hello) must still end it.
+  // Kept until the sync running (or the next one to start) ends: a Cancel() that comes
+  // before the call is registered (while the store is read for Hello) still ends it.
   cancelled_ = true;
   if (active_ != nullptr) active_->TryCancel();
 }
@@ -201,6 +201,12 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
   last_result_ = SyncResult();
   SyncResult& result = last_result_;
   const absl::Time deadline = absl::Now() + timeout;
+  // This sync takes the cancellation made while it ran (or before it started): the next
+  // one starts afresh.
+  absl::Cleanup consume_cancel = [this] {
+    absl::MutexLock lock(&cancel_mu_);
+    cancelled_ = false;
+  };
 
   if (options_.verify_buckets) {
     absl::StatusOr<std::vector<int64_t>> damaged = store_->VerifyBuckets();

@@ -439,7 +439,7 @@ typedef void (*kcnet_log_fn)(void* context, int level, const char* message);
 
 /* Sends the SDK's messages at `min_level` and above to `callback` (Android: logcat through
  * __android_log_write; iOS: os_log), for every client of the process. NULL restores the
- * default: warnings and errors on stderr (which Android drops). `context` must stay valid
+ * default: errors on stderr (which Android drops). `context` must stay valid
  * until the callback is replaced (a call in progress may finish after that). */
 KCNET_API void kcnet_log_set_callback(kcnet_log_fn callback, void* context, int min_level);
 

@@ -100,8 +100,8 @@ struct ChangeEvent {
   std::vector<RecordRef> records;  // records whose state changed
 };
 
-// The SDK's own log messages (sync failures, cancellations, refused calls). Apps route
-// them to logcat / os_log with SetLogSink; by default warnings and errors go to stderr.
+// The SDK's own log messages (background sync failures, cancellations, refused calls).
+// Apps route them to logcat / os_log with SetLogSink; by default errors go to stderr.
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 using LogSink = std::function<void(LogLevel level, const std::string& message)>;
 // Process-wide; thread-safe. Messages below `min_level` are dropped; an empty sink
