@@ -27,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client_sdk/sync_client.h"
 #include "grpcpp/grpcpp.h"
@@ -99,7 +100,17 @@ bool IsLoopback(absl::string_view address) {
   const size_t colon = host.rfind(':');
   if (colon != absl::string_view::npos) host = host.substr(0, colon);
   const std::string lower = absl::AsciiStrToLower(host);
-  return lower == "localhost" || absl::StartsWith(lower, "127.");
+  if (lower == "localhost") return true;
+  // An IPv4 literal 127.a.b.c (not a host name such as "127.example.vn").
+  std::vector<std::string> parts = absl::StrSplit(lower, '.');
+  if (parts.size() != 4 || parts[0] != "127") return false;
+  for (const std::string& part : parts) {
+    int value = 0;
+    if (part.empty() || part.size() > 3 || !absl::SimpleAtoi(part, &value) || value > 255) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // An exclusive advisory lock on "<store>.lock": one Client per store file, across
