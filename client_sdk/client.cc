@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -247,6 +248,7 @@ class Client::Impl {
     if (!channel.ok()) return channel.status();
     auto stub = kcnet::v1::AuthService::NewStub(*channel);
     grpc::ClientContext ctx;
+    UnaryCall active(this, &ctx);  // Close() cancels it
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     kcnet::v1::LoginRequest req;
     req.set_username(username);
@@ -526,6 +528,27 @@ class Client::Impl {
     return channel_;
   }
 
+  // A unary call in flight (sign-in, conflict review), registered so that Close() can
+  // cancel it instead of waiting out its 30-second deadline.
+  class UnaryCall {
+   public:
+    UnaryCall(Impl* impl, grpc::ClientContext* ctx) : impl_(impl), ctx_(ctx) {
+      absl::MutexLock lock(&impl_->mu_);
+      if (impl_->closed_) ctx_->TryCancel();  // cancels the call as soon as it starts
+      impl_->calls_.insert(ctx_);
+    }
+    ~UnaryCall() {
+      absl::MutexLock lock(&impl_->mu_);
+      impl_->calls_.erase(ctx_);
+    }
+    UnaryCall(const UnaryCall&) = delete;
+    UnaryCall& operator=(const UnaryCall&) = delete;
+
+   private:
+    Impl* const impl_;
+    grpc::ClientContext* const ctx_;
+  };
+
   // A unary call's context: the bearer token and a deadline. FAILED_PRECONDITION when
   // nobody is signed in.
   absl::StatusOr<std::unique_ptr<grpc::ClientContext>> CallContext() {
@@ -564,6 +587,7 @@ class Client::Impl {
       absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx = CallContext();
       if (!ctx.ok()) return ctx.status();
       kcnet::v1::ListConflictsResponse resp;
+      UnaryCall active(this, ctx->get());
       absl::Status status = FromGrpc(stub->ListConflicts(ctx->get(), req, &resp));
       if (!status.ok()) return status;
       for (kcnet::v1::Conflict& c : *resp.mutable_conflicts()) out.push_back(std::move(c));
@@ -582,6 +606,7 @@ class Client::Impl {
     req.set_id(id);
     req.set_restore_loser(restore_loser);
     kcnet::v1::Conflict resp;
+    UnaryCall active(this, ctx->get());
     absl::Status status = FromGrpc(
         kcnet::v1::SyncService::NewStub(*channel)->ResolveConflict(ctx->get(), req, &resp));
     if (!status.ok()) return status;
@@ -847,6 +872,7 @@ class Client::Impl {
       // connecting), the queued ones leave the queue, no new one starts.
       ++cancel_generation_;
       if (syncing_ != nullptr) syncing_->Cancel();
+      for (grpc::ClientContext* call : calls_) call->TryCancel();
       stop_ = true;
       background = std::move(thread_);
       state_cv_.SignalAll();
@@ -932,6 +958,7 @@ class Client::Impl {
   int syncs_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cancel_generation_ ABSL_GUARDED_BY(mu_) = 0;
   // Lifecycle.
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary calls in flight
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool suspended_ ABSL_GUARDED_BY(mu_) = false;
   bool host_reachable_ ABSL_GUARDED_BY(mu_) = true;

@@ -692,5 +692,23 @@ TEST_F(LifecycleTest, AnUploadTheServerAcknowledgedIsListedAsSent) {
   EXPECT_THAT(Ok(an->PendingUploads()), SizeIs(0));
 }
 
+TEST_F(LifecycleTest, CloseCancelsASignInStalledOnTheServer) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(60));
+  ASSERT_NE(an, nullptr);
+  absl::Status signed_in;
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    signed_in = an->SignIn("ctv_an", kPassword);  // a 30-second deadline of its own
+    done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(an->Close().ok());
+  EXPECT_TRUE(WaitFor([&] { return done.load(); }, absl::Seconds(5)));
+  t.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_FALSE(signed_in.ok());
+}
+
 }  // namespace
 }  // namespace kcnet::sdk
