@@ -457,6 +457,12 @@ class Client::Impl {
     while (events_delivered_ < number && !notifier_stop_) state_cv_.Wait(&mu_);
   }
 
+  // The number of the last event queued (its downloads' and reports' events, for a sync).
+  uint64_t QueuedSoFar() {
+    absl::MutexLock lock(&mu_);
+    return events_queued_;
+  }
+
   void NotifierLoop() {
     absl::MutexLock lock(&mu_);
     while (true) {
@@ -704,7 +710,7 @@ class Client::Impl {
       summary.reports.push_back(ToReport(r));
       for (const RecordRef& ref : summary.reports.back().records) reported.records.push_back(ref);
     }
-    const uint64_t last_event = Notify(std::move(reported));
+    Notify(std::move(reported));
     absl::Status status = result.status();
     if (status.code() == absl::StatusCode::kUnavailable ||
         status.code() == absl::StatusCode::kDeadlineExceeded) {
@@ -742,7 +748,7 @@ class Client::Impl {
     std::move(release).Invoke();
     // SyncNow returns once its events reached the observers (the background sync does not
     // wait: nobody is waiting for it).
-    if (!background) AwaitDelivery(last_event);
+    if (!background) AwaitDelivery(QueuedSoFar());
     if (!status.ok()) return status;
     return summary;
   }
