@@ -287,10 +287,13 @@ class Client {
   // The network changed. Unreachable (false): the background sync waits instead of failing
   // and backing off. Reachable (true): it retries now instead of waiting out its backoff.
   void SetHostReachable(bool reachable);
-  // Cancels any sync, stops the background sync, delivers the events already queued and
-  // returns: within about a second whatever the server does (gRPC's cancellation is
-  // prompt). Afterwards syncs answer FAILED_PRECONDITION; the store stays open until the
-  // destructor. Idempotent. FAILED_PRECONDITION from the SDK's own thread (an observer).
+  // Cancels any sync and the unary calls in flight (sign-in, conflict review), stops the
+  // background sync, waits for the syncs of other threads to return, delivers the events
+  // already queued, destroys the observers and returns: within about a second whatever
+  // the server does (gRPC's cancellation is prompt). Afterwards syncs answer
+  // FAILED_PRECONDITION; the store stays open (and locked) until the destructor.
+  // Idempotent. FAILED_PRECONDITION from the SDK's own thread (an observer) or from a
+  // sync's progress callback.
   absl::Status Close();
   SyncStatus Status();
   // Every bucket's checksum, for comparing a replica with the server (tools, tests).
