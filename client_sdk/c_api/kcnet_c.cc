@@ -16,6 +16,7 @@
 // while the SDK or an app callback runs.
 #include "kcnet_c.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -325,21 +326,33 @@ void kcnet_buffer_free(kcnet_buffer* buffer) {
 
 // ---- Opening and closing ---------------------------------------------------------------
 
+void kcnet_client_options_init_sized(kcnet_client_options* options, size_t struct_size) {
+  if (options == nullptr || struct_size < kcnet::capi::kOptionsFirstSize) return;
+  kcnet_client_options defaults{};
+  const kcnet::sdk::ClientOptions sdk;
+  defaults.use_tls = false;  // with tls_mode KCNET_TLS_AUTO: TLS unless the server is local
+  defaults.durable = sdk.durable;
+  defaults.sync_timeout_ms = absl::ToInt64Milliseconds(sdk.sync_timeout);
+  defaults.initial_backoff_ms = absl::ToInt64Milliseconds(sdk.initial_backoff);
+  defaults.max_backoff_ms = absl::ToInt64Milliseconds(sdk.max_backoff);
+  defaults.interval_ms = absl::ToInt64Milliseconds(sdk.interval);
+  defaults.write_delay_ms = absl::ToInt64Milliseconds(sdk.write_delay);
+  defaults.seed = sdk.seed;
+  defaults.tls_mode = KCNET_TLS_AUTO;
+  defaults.tls_ca_file = nullptr;
+  // The caller's struct may be older (smaller) or newer (larger) than this library's.
+  const size_t size = std::min(struct_size, sizeof(kcnet_client_options));
+  defaults.struct_size = size;
+  std::memcpy(options, &defaults, size);
+  if (struct_size > size) {
+    // A newer header's fields this library does not know: zero (their "unset").
+    std::memset(reinterpret_cast<char*>(options) + size, 0, struct_size - size);
+    options->struct_size = struct_size;
+  }
+}
+
 void kcnet_client_options_init(kcnet_client_options* options) {
-  if (options == nullptr) return;
-  *options = kcnet_client_options{};
-  const kcnet::sdk::ClientOptions defaults;
-  options->struct_size = sizeof(kcnet_client_options);
-  options->use_tls = false;  // with tls_mode KCNET_TLS_AUTO: TLS unless the server is local
-  options->durable = defaults.durable;
-  options->sync_timeout_ms = absl::ToInt64Milliseconds(defaults.sync_timeout);
-  options->initial_backoff_ms = absl::ToInt64Milliseconds(defaults.initial_backoff);
-  options->max_backoff_ms = absl::ToInt64Milliseconds(defaults.max_backoff);
-  options->interval_ms = absl::ToInt64Milliseconds(defaults.interval);
-  options->write_delay_ms = absl::ToInt64Milliseconds(defaults.write_delay);
-  options->seed = defaults.seed;
-  options->tls_mode = KCNET_TLS_AUTO;
-  options->tls_ca_file = nullptr;
+  kcnet_client_options_init_sized(options, kcnet::capi::kOptionsFirstSize);
 }
 
 kcnet_client* kcnet_client_open(const kcnet_client_options* options, kcnet_error* out_error) {
@@ -359,7 +372,7 @@ kcnet_client* kcnet_client_open(const kcnet_client_options* options, kcnet_error
                        "); call kcnet_client_options_init first"));
     }
     kcnet_client_options o;
-    kcnet_client_options_init(&o);
+    kcnet_client_options_init_sized(&o, sizeof o);
     std::memcpy(&o, options, size);
     const bool has_tls_mode = size >= offsetof(kcnet_client_options, tls_mode) + sizeof(o.tls_mode);
     const bool has_ca_file =

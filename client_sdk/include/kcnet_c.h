@@ -178,8 +178,24 @@ typedef struct kcnet_client_options {
   const char* tls_ca_file;
 } kcnet_client_options;
 
-/* Fills *options with the defaults (and struct_size). Call it first, then set fields. */
+/* Fills the first `struct_size` bytes of *options with the defaults and sets
+ * options->struct_size to it: pass sizeof(kcnet_client_options) as the app's header
+ * knows it (kcnet_client_options_init below does). Never writes past `struct_size`, so an
+ * app built against an older, smaller struct is safe with a newer library. A size smaller
+ * than the first version's writes nothing. */
+KCNET_API void kcnet_client_options_init_sized(kcnet_client_options* options, size_t struct_size);
+
+#ifdef KCNET_BUILDING_LIBRARY
+/* The first version's exported init, still called by apps built against it: fills the
+ * first version's fields only (its struct has no more). */
 KCNET_API void kcnet_client_options_init(kcnet_client_options* options);
+#else
+/* Fills *options with the defaults (and struct_size). Call it first, then set fields.
+ * Inline, so that the size is the one of the struct this app was compiled with. */
+static inline void kcnet_client_options_init(kcnet_client_options* options) {
+  kcnet_client_options_init_sized(options, sizeof(*options));
+}
+#endif
 
 /* Opens (or creates) the local store. Returns NULL on failure: INVALID_ARGUMENT for bad
  * options (the field named, e.g. "options.device_id: ..."; "options.struct_size: ..." for

@@ -326,6 +326,16 @@ int main(int argc, char** argv) {
     options.struct_size = offsetof(kcnet_client_options, seed) + sizeof options.seed;
     a = kcnet_client_open(&options, &error);
     if (a == NULL) FAIL("old struct_size: %s: %s", kcnet_code_name(error.code), error.message);
+    /* The init of an app built against the first header writes its struct's bytes only. */
+    union {
+      kcnet_client_options options;
+      unsigned char raw[sizeof(kcnet_client_options) + 16];
+    } old_app;
+    memset(old_app.raw, 0xab, sizeof old_app.raw);
+    const size_t first = offsetof(kcnet_client_options, seed) + sizeof options.seed;
+    kcnet_client_options_init_sized(&old_app.options, first);
+    CHECK(old_app.options.struct_size == first && old_app.options.durable);
+    for (size_t i = first; i < sizeof old_app.raw; ++i) CHECK(old_app.raw[i] == 0xab);
     options.struct_size = 8;
     kcnet_client* tiny = kcnet_client_open(&options, &error);
     CHECK(tiny == NULL);
