@@ -2,19 +2,33 @@
 // DeviceStore, the rules checked offline, and the sync queue.
 #include "kcnet/client.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <random>
+#include <set>
+#include <sstream>
 #include <thread>
 #include <tuple>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client_sdk/sync_client.h"
 #include "grpcpp/grpcpp.h"
@@ -40,6 +54,101 @@ constexpr char kAccountKey[] = "sdk.account";  // a LoginResponse
 constexpr char kLastSuccessKey[] = "sdk.last_success_ms";
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+// ---- the log sink (SetLogSink) ----
+
+struct LogState {
+  absl::Mutex mu;
+  std::shared_ptr<const LogSink> sink ABSL_GUARDED_BY(mu);
+  LogLevel min_level ABSL_GUARDED_BY(mu) = LogLevel::kError;  // the default: stderr
+};
+
+LogState& Logs() {
+  static LogState* state = new LogState;  // never destroyed: threads may log at exit
+  return *state;
+}
+
+// Sends one message to the app's sink (or stderr), with no lock held while it runs.
+void Log(LogLevel level, const std::string& message) {
+  std::shared_ptr<const LogSink> sink;
+  {
+    LogState& logs = Logs();
+    absl::MutexLock lock(&logs.mu);
+    if (level < logs.min_level) return;
+    sink = logs.sink;
+  }
+  if (sink != nullptr && *sink) {
+    try {
+      (*sink)(level, message);
+    } catch (...) {
+      // A sink that throws loses its message, never the SDK's thread.
+    }
+    return;
+  }
+  static constexpr const char* kNames[] = {"debug", "info", "warning", "error"};
+  std::fprintf(stderr, "kcnet %s: %s\n", kNames[static_cast<int>(level)], message.c_str());
+}
+
+// Whether "host:port" names this machine: 127.0.0.0/8, localhost or [::1]. Such servers
+// are reached in plaintext by default; every other one over TLS.
+bool IsLoopback(absl::string_view address) {
+  absl::string_view host = address;
+  if (absl::StartsWith(host, "[")) {
+    const size_t end = host.find(']');
+    host = end == absl::string_view::npos ? host : host.substr(1, end - 1);
+    return host == "::1";
+  }
+  const size_t colon = host.rfind(':');
+  if (colon != absl::string_view::npos) host = host.substr(0, colon);
+  const std::string lower = absl::AsciiStrToLower(host);
+  if (lower == "localhost") return true;
+  // An IPv4 literal 127.a.b.c (not a host name such as "127.example.vn").
+  std::vector<std::string> parts = absl::StrSplit(lower, '.');
+  if (parts.size() != 4 || parts[0] != "127") return false;
+  for (const std::string& part : parts) {
+    int value = 0;
+    if (part.empty() || part.size() > 3 || !absl::SimpleAtoi(part, &value) || value > 255) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// An exclusive advisory lock on "<store>.lock": one Client per store file, across
+// processes too (two handles on one store would both push the same outbox sequences).
+// flock() locks belong to the open file, so a second open in the same process conflicts
+// as well. The lock file is left in place: deleting it would race with the next opener.
+class StoreLock {
+ public:
+  static absl::StatusOr<std::unique_ptr<StoreLock>> Acquire(const std::string& store) {
+    const std::string path = store + ".lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(store, ": cannot create its lock file ", path, ": ", std::strerror(errno)));
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      ::close(fd);
+      if (error == EWOULDBLOCK) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            store,
+            ": already open in another kcnet client (this app or another process); one client "
+            "per store file: close the other first"));
+      }
+      return absl::FailedPreconditionError(
+          absl::StrCat(store, ": cannot lock ", path, ": ", std::strerror(error)));
+    }
+    return std::unique_ptr<StoreLock>(new StoreLock(fd));
+  }
+  ~StoreLock() { ::close(fd_); }  // releases the lock
+  StoreLock(const StoreLock&) = delete;
+  StoreLock& operator=(const StoreLock&) = delete;
+
+ private:
+  explicit StoreLock(int fd) : fd_(fd) {}
+  const int fd_;
+};
 
 RecordRef RefOf(uint32_t type, absl::string_view id_bytes) {
   absl::StatusOr<std::string> text = sync::UuidToText(id_bytes);
@@ -100,12 +209,16 @@ bool IsReviewAction(kcnet::v1::RequestAction a) {
 
 class Client::Impl {
  public:
-  Impl(ClientOptions options, std::unique_ptr<sync::DeviceStore> store)
+  Impl(ClientOptions options, std::unique_ptr<StoreLock> lock,
+       std::unique_ptr<sync::DeviceStore> store)
       : options_(std::move(options)),
+        lock_(std::move(lock)),
         store_(std::move(store)),
-        rng_(options_.seed != 0 ? options_.seed : std::random_device{}()) {}
+        rng_(options_.seed != 0 ? options_.seed : std::random_device{}()) {
+    StartNotifier();
+  }
 
-  ~Impl() { StopBackground(); }
+  ~Impl() { Close().IgnoreError(); }
 
   // ---- account ----
 
@@ -135,6 +248,7 @@ class Client::Impl {
     if (!channel.ok()) return channel.status();
     auto stub = kcnet::v1::AuthService::NewStub(*channel);
     grpc::ClientContext ctx;
+    UnaryCall active(this, &ctx);  // Close() cancels it
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     kcnet::v1::LoginRequest req;
     req.set_username(username);
@@ -215,8 +329,8 @@ class Client::Impl {
       return absl::Status(seq.status().code(),
                           model::RecordFieldMessage(m, seq.status().message()));
     }
-    if (HasObservers()) Notify({ChangeEvent::Source::kLocal, RefsOf(m)});
     SyncSoon();
+    if (HasObservers()) AwaitDelivery(Notify({ChangeEvent::Source::kLocal, RefsOf(m)}));
     return absl::OkStatus();
   }
 
@@ -280,13 +394,17 @@ class Client::Impl {
     return confirmed->has_value() ? (*confirmed)->op() : 0;
   }
 
-  // ---- observers ----
+  // ---- observers and the notifier thread ----
+  //
+  // Events are queued under mu_ and delivered, in order, by one notifier thread with no
+  // SDK lock held, so that an observer may call anything on the Client: a write from an
+  // observer queues its own event (delivered after the observer returns), a SyncNow from
+  // an observer runs on the notifier thread like any app thread.
 
   struct ObserverEntry {
-    absl::Mutex mu;  // held while the observer runs
-    bool active ABSL_GUARDED_BY(mu) = true;
-    std::thread::id running_on;
     Observer fn;
+    bool active = true;    // guarded by Impl::mu_
+    bool running = false;  // guarded by Impl::mu_: its call is in progress
   };
 
   int AddObserver(Observer fn) {
@@ -298,17 +416,18 @@ class Client::Impl {
   }
 
   void RemoveObserver(int handle) {
-    std::shared_ptr<ObserverEntry> entry;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = observers_.find(handle);
-      if (it == observers_.end()) return;
-      entry = it->second;
-      observers_.erase(it);
-    }
-    if (entry->running_on == std::this_thread::get_id()) return;  // removed from inside itself
-    absl::MutexLock lock(&entry->mu);                             // waits for a call in progress
+    std::shared_ptr<ObserverEntry> entry;  // destroyed last, outside mu_
+    absl::MutexLock lock(&mu_);
+    auto it = observers_.find(handle);
+    if (it == observers_.end()) return;
+    entry = std::move(it->second);
+    observers_.erase(it);
     entry->active = false;
+    // From the notifier thread (an observer removing itself or another) nothing else is
+    // running; elsewhere wait for a call in progress.
+    if (std::this_thread::get_id() != notifier_id_) {
+      while (entry->running) state_cv_.Wait(&mu_);
+    }
   }
 
   bool HasObservers() {
@@ -316,20 +435,78 @@ class Client::Impl {
     return !observers_.empty();
   }
 
-  void Notify(const ChangeEvent& event) {
-    if (event.records.empty()) return;
-    std::vector<std::shared_ptr<ObserverEntry>> entries;
-    {
-      absl::MutexLock lock(&mu_);
+  // Queues `event`; returns its number (0 when nobody listens).
+  uint64_t Notify(ChangeEvent event) {
+    if (event.records.empty()) return 0;
+    absl::MutexLock lock(&mu_);
+    if (observers_.empty() || notifier_stop_) return 0;
+    events_.push_back(std::move(event));
+    state_cv_.SignalAll();
+    return ++events_queued_;
+  }
+
+  // Waits until event `number` was delivered, so that a write returns after its observers
+  // ran (as the SDK has always promised). Not on the notifier thread (the event waits for
+  // the observer that is running) nor inside a sync this thread runs (its progress
+  // callback): the notifier may be waiting for that sync.
+  void AwaitDelivery(uint64_t number) {
+    if (number == 0) return;
+    absl::MutexLock lock(&mu_);
+    const std::thread::id self = std::this_thread::get_id();
+    if (self == notifier_id_ || self == serial_owner_) return;
+    while (events_delivered_ < number && !notifier_stop_) state_cv_.Wait(&mu_);
+  }
+
+  // The number of the last event queued (its downloads' and reports' events, for a sync).
+  uint64_t QueuedSoFar() {
+    absl::MutexLock lock(&mu_);
+    return events_queued_;
+  }
+
+  void NotifierLoop() {
+    absl::MutexLock lock(&mu_);
+    while (true) {
+      while (events_.empty() && !notifier_stop_) state_cv_.Wait(&mu_);
+      if (events_.empty()) return;  // stopping, and every queued event was delivered
+      ChangeEvent event = std::move(events_.front());
+      events_.pop_front();
+      std::vector<std::shared_ptr<ObserverEntry>> entries;
+      entries.reserve(observers_.size());
       for (const auto& [handle, entry] : observers_) entries.push_back(entry);
+      for (const std::shared_ptr<ObserverEntry>& entry : entries) {
+        if (!entry->active) continue;
+        entry->running = true;
+        mu_.Unlock();
+        try {
+          entry->fn(event);
+        } catch (const std::exception& e) {
+          Log(LogLevel::kError, absl::StrCat("an observer threw: ", e.what()));
+        } catch (...) {
+          Log(LogLevel::kError, "an observer threw an exception");
+        }
+        mu_.Lock();
+        entry->running = false;
+        state_cv_.SignalAll();
+      }
+      mu_.Unlock();
+      entries.clear();  // a removed observer's destructor runs here, with no lock held
+      mu_.Lock();
+      ++events_delivered_;
+      state_cv_.SignalAll();
     }
-    for (const auto& entry : entries) {
-      absl::MutexLock lock(&entry->mu);
-      if (!entry->active) continue;
-      entry->running_on = std::this_thread::get_id();
-      entry->fn(event);
-      entry->running_on = std::thread::id();
-    }
+  }
+
+  // Whether the calling thread is one of this client's own (the notifier, which runs the
+  // observers, or the background sync).
+  bool OnOwnThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::thread::id self = std::this_thread::get_id();
+    return self == notifier_id_ || self == background_id_;
+  }
+
+  void StartNotifier() {
+    absl::MutexLock lock(&mu_);
+    notifier_ = std::thread([this] { NotifierLoop(); });
+    notifier_id_ = notifier_.get_id();
   }
 
   // ---- sync ----
@@ -342,7 +519,7 @@ class Client::Impl {
     absl::MutexLock lock(&mu_);
     if (channel_ == nullptr) {
       std::shared_ptr<grpc::ChannelCredentials> creds;
-      if (options_.use_tls) {
+      if (options_.use_tls.value_or(!IsLoopback(options_.server_address))) {
         grpc::SslCredentialsOptions ssl;
         ssl.pem_root_certs = options_.tls_root_certs;
         creds = grpc::SslCredentials(ssl);
@@ -356,6 +533,27 @@ class Client::Impl {
     }
     return channel_;
   }
+
+  // A unary call in flight (sign-in, conflict review), registered so that Close() can
+  // cancel it instead of waiting out its 30-second deadline.
+  class UnaryCall {
+   public:
+    UnaryCall(Impl* impl, grpc::ClientContext* ctx) : impl_(impl), ctx_(ctx) {
+      absl::MutexLock lock(&impl_->mu_);
+      if (impl_->closed_) ctx_->TryCancel();  // cancels the call as soon as it starts
+      impl_->calls_.insert(ctx_);
+    }
+    ~UnaryCall() {
+      absl::MutexLock lock(&impl_->mu_);
+      impl_->calls_.erase(ctx_);
+    }
+    UnaryCall(const UnaryCall&) = delete;
+    UnaryCall& operator=(const UnaryCall&) = delete;
+
+   private:
+    Impl* const impl_;
+    grpc::ClientContext* const ctx_;
+  };
 
   // A unary call's context: the bearer token and a deadline. FAILED_PRECONDITION when
   // nobody is signed in.
@@ -395,6 +593,7 @@ class Client::Impl {
       absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx = CallContext();
       if (!ctx.ok()) return ctx.status();
       kcnet::v1::ListConflictsResponse resp;
+      UnaryCall active(this, ctx->get());
       absl::Status status = FromGrpc(stub->ListConflicts(ctx->get(), req, &resp));
       if (!status.ok()) return status;
       for (kcnet::v1::Conflict& c : *resp.mutable_conflicts()) out.push_back(std::move(c));
@@ -413,6 +612,7 @@ class Client::Impl {
     req.set_id(id);
     req.set_restore_loser(restore_loser);
     kcnet::v1::Conflict resp;
+    UnaryCall active(this, ctx->get());
     absl::Status status = FromGrpc(
         kcnet::v1::SyncService::NewStub(*channel)->ResolveConflict(ctx->get(), req, &resp));
     if (!status.ok()) return status;
@@ -420,16 +620,47 @@ class Client::Impl {
     return resp;
   }
 
-  absl::StatusOr<SyncSummary> Sync(const std::function<void(const SyncProgress&)>& progress) {
-    absl::MutexLock serial(&sync_mu_);
+  absl::StatusOr<SyncSummary> Sync(const std::function<void(const SyncProgress&)>& progress,
+                                   bool background) {
+    const std::thread::id self = std::this_thread::get_id();
     std::string token;
     {
+      // The serial queue: one sync at a time. Waiting here holds no lock, and a wait ends
+      // early on CancelSync (the generation moves), Close, or for the background sync, a
+      // stop or a suspension.
       absl::MutexLock lock(&mu_);
+      if (closed_) return absl::FailedPreconditionError("sync: the client is closed");
+      if (serial_owner_ == self) {
+        return absl::FailedPreconditionError(
+            "SyncNow: called from the progress callback of a sync on this thread; that sync "
+            "holds the queue (sync again after it returns)");
+      }
+      const uint64_t generation = cancel_generation_;
+      auto abandoned = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return closed_ || cancel_generation_ != generation || (background && (stop_ || suspended_));
+      };
+      ++syncs_in_progress_;
+      while (serial_owner_ != std::thread::id() && !abandoned()) state_cv_.Wait(&mu_);
+      if (abandoned()) {
+        --syncs_in_progress_;
+        state_cv_.SignalAll();
+        return absl::CancelledError("sync cancelled before it started");
+      }
       if (!account_.has_value()) {
+        --syncs_in_progress_;
+        state_cv_.SignalAll();
         return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
       }
+      serial_owner_ = self;
       token = account_->token();
     }
+    absl::Cleanup release = [this] {
+      absl::MutexLock lock(&mu_);
+      serial_owner_ = std::thread::id();
+      syncing_ = nullptr;
+      --syncs_in_progress_;
+      state_cv_.SignalAll();
+    };
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
     if (!channel.ok()) return channel.status();
     SyncProgress state;
@@ -452,15 +683,21 @@ class Client::Impl {
         state.pushed_mutations += msg.push_ack().results_size();
       }
       if (progress) progress(state);
-      Notify(event);
+      Notify(std::move(event));  // delivered by the notifier: never under the sync
     };
     SyncClient client(*channel, store_.get(), so);
     {
       absl::MutexLock lock(&mu_);
       syncing_ = &client;
       last_attempt_ = absl::Now();
+      // A cancel between leaving the queue and here still ends this sync.
+      if (closed_ || (background && (stop_ || suspended_))) client.Cancel();
     }
     absl::StatusOr<SyncResult> result = client.SyncOnce();
+    {
+      absl::MutexLock lock(&mu_);
+      syncing_ = nullptr;
+    }
     RefreshHeld().IgnoreError();  // a failure here shows on the next write
     const SyncResult& done = result.ok() ? *result : client.last_result();
     // Reports created by this sync (refusals roll records back: their views changed).
@@ -473,7 +710,7 @@ class Client::Impl {
       summary.reports.push_back(ToReport(r));
       for (const RecordRef& ref : summary.reports.back().records) reported.records.push_back(ref);
     }
-    Notify(reported);
+    Notify(std::move(reported));
     absl::Status status = result.status();
     if (status.code() == absl::StatusCode::kUnavailable ||
         status.code() == absl::StatusCode::kDeadlineExceeded) {
@@ -492,15 +729,26 @@ class Client::Impl {
     }
     {
       absl::MutexLock lock(&mu_);
-      syncing_ = nullptr;
       last_error_ = status;
       if (status.ok()) {
         last_success_ = absl::Now();
         failures_ = 0;
-      } else {
-        ++failures_;
+      } else if (!absl::IsCancelled(status)) {
+        ++failures_;  // a cancelled sync is the app's decision, not the server's failure
       }
     }
+    if (absl::IsCancelled(status)) {
+      Log(LogLevel::kInfo, absl::StrCat("sync cancelled: ", status.message()));
+    } else if (!status.ok()) {
+      // SyncNow returns its failure to the app; only the background sync's needs the log.
+      Log(background ? LogLevel::kWarning : LogLevel::kInfo,
+          absl::StrCat(background ? "background sync failed: " : "sync failed: ",
+                       status.ToString()));
+    }
+    std::move(release).Invoke();
+    // SyncNow returns once its events reached the observers (the background sync does not
+    // wait: nobody is waiting for it).
+    if (!background) AwaitDelivery(QueuedSoFar());
     if (!status.ok()) return status;
     return summary;
   }
@@ -509,40 +757,83 @@ class Client::Impl {
     absl::MutexLock lock(&mu_);
     if (!background_) return;
     next_attempt_ = std::min(next_attempt_, absl::Now() + options_.write_delay);
-    wake_.Signal();
+    state_cv_.SignalAll();
   }
 
   void StartBackground() {
     absl::MutexLock lock(&mu_);
-    if (background_) return;
+    if (background_ || closed_) return;
     background_ = true;
     stop_ = false;
     next_attempt_ = absl::Now();
     thread_ = std::thread([this] { BackgroundLoop(); });
+    background_id_ = thread_.get_id();
   }
 
-  void StopBackground() {
+  absl::Status StopBackground() {
     std::thread thread;
     {
       absl::MutexLock lock(&mu_);
-      if (!background_) return;
+      if (!background_) return absl::OkStatus();
+      if (OnOwnThread()) {
+        return absl::FailedPreconditionError(
+            "StopBackgroundSync: called from the SDK's own thread (an observer); stopping "
+            "waits for that thread. Call it from an app thread");
+      }
+      if (stop_) return absl::OkStatus();  // another thread is stopping it
       stop_ = true;
-      wake_.Signal();
-      if (syncing_ != nullptr) syncing_->Cancel();
+      state_cv_.SignalAll();
+      if (syncing_ != nullptr && serial_owner_ == background_id_) syncing_->Cancel();
       thread = std::move(thread_);
     }
     thread.join();
     absl::MutexLock lock(&mu_);
     background_ = false;
+    background_id_ = std::thread::id();
+    state_cv_.SignalAll();
+    return absl::OkStatus();
+  }
+
+  // Cancels the running sync and every sync waiting for its turn.
+  void CancelSync() {
+    absl::MutexLock lock(&mu_);
+    ++cancel_generation_;
+    if (syncing_ != nullptr) syncing_->Cancel();
+    state_cv_.SignalAll();
+  }
+
+  void SetSuspended(bool suspended) {
+    absl::MutexLock lock(&mu_);
+    if (suspended_ == suspended) return;
+    suspended_ = suspended;
+    if (suspended) {
+      ++cancel_generation_;
+      if (syncing_ != nullptr) syncing_->Cancel();
+    } else {
+      next_attempt_ = absl::Now();
+    }
+    state_cv_.SignalAll();
+  }
+
+  void SetHostReachable(bool reachable) {
+    absl::MutexLock lock(&mu_);
+    host_reachable_ = reachable;
+    if (reachable) next_attempt_ = absl::Now();  // retry now, not after the backoff
+    state_cv_.SignalAll();
   }
 
   void BackgroundLoop() {
     while (true) {
       {
         absl::MutexLock lock(&mu_);
-        // Wakes on stop, or when the due time arrives (SyncSoon may bring it forward).
-        while (!stop_ && absl::Now() < next_attempt_) {
-          wake_.WaitWithDeadline(&mu_, next_attempt_);
+        // Wakes on stop, or when the due time arrives (SyncSoon may bring it forward);
+        // waits without a deadline while suspended or the host is unreachable.
+        while (!stop_ && (suspended_ || !host_reachable_ || absl::Now() < next_attempt_)) {
+          if (suspended_ || !host_reachable_) {
+            state_cv_.Wait(&mu_);
+          } else {
+            state_cv_.WaitWithDeadline(&mu_, next_attempt_);
+          }
         }
         if (stop_) return;
         if (!account_.has_value()) {
@@ -550,18 +841,74 @@ class Client::Impl {
           continue;
         }
       }
-      absl::StatusOr<SyncSummary> result = Sync({});
+      absl::StatusOr<SyncSummary> result = Sync({}, /*background=*/true);
       absl::MutexLock lock(&mu_);
-      if (result.ok()) {
+      if (result.ok() || absl::IsCancelled(result.status())) {
         next_attempt_ = absl::Now() + options_.interval;
       } else {
-        const int shift = std::min(failures_ - 1, 20);
+        const int shift = std::min(std::max(failures_ - 1, 0), 20);
         const absl::Duration cap =
             std::min(options_.max_backoff, options_.initial_backoff * (int64_t{1} << shift));
         std::uniform_int_distribution<int64_t> jitter(0, absl::ToInt64Milliseconds(cap));
         next_attempt_ = absl::Now() + absl::Milliseconds(jitter(rng_));
+        Log(LogLevel::kDebug, absl::StrCat("background sync: next attempt in ",
+                                           absl::FormatDuration(next_attempt_ - absl::Now())));
       }
     }
+  }
+
+  absl::Status Close() {
+    std::thread background;
+    std::thread notifier;
+    {
+      absl::MutexLock lock(&mu_);
+      if (serial_owner_ == std::this_thread::get_id()) {
+        return absl::FailedPreconditionError(
+            "Close: called from a sync's progress callback; close the client after SyncNow "
+            "returns");
+      }
+      if (OnOwnThread()) {
+        return absl::FailedPreconditionError(
+            "Close: called from the SDK's own thread (an observer); close the client from an "
+            "app thread");
+      }
+      if (closed_) return absl::OkStatus();
+      closed_ = true;
+      // Every sync ends now: the running one is cancelled (its call at once, also while
+      // connecting), the queued ones leave the queue, no new one starts.
+      ++cancel_generation_;
+      if (syncing_ != nullptr) syncing_->Cancel();
+      for (grpc::ClientContext* call : calls_) call->TryCancel();
+      stop_ = true;
+      background = std::move(thread_);
+      state_cv_.SignalAll();
+    }
+    if (background.joinable()) background.join();
+    {
+      absl::MutexLock lock(&mu_);
+      background_ = false;
+      background_id_ = std::thread::id();
+      // Syncs on app threads (already cancelled) return before the Client goes away.
+      while (syncs_in_progress_ > 0) state_cv_.Wait(&mu_);
+      notifier_stop_ = true;  // the notifier delivers what is queued, then ends
+      notifier = std::move(notifier_);
+      state_cv_.SignalAll();
+    }
+    if (notifier.joinable()) notifier.join();
+    std::map<int, std::shared_ptr<ObserverEntry>> observers;
+    {
+      absl::MutexLock lock(&mu_);
+      observers.swap(observers_);
+      notifier_id_ = std::thread::id();
+    }
+    observers.clear();  // the observers' destructors (C free callbacks), with no lock held
+    return absl::OkStatus();
+  }
+
+  // Whether Close() cannot run on this thread (the destructor then closes elsewhere).
+  bool OnOwnThreadNow() {
+    absl::MutexLock lock(&mu_);
+    return OnOwnThread();
   }
 
   SyncStatus Status() {
@@ -580,40 +927,88 @@ class Client::Impl {
     s.syncing = syncing_ != nullptr;
     s.background = background_;
     if (background_) s.next_attempt = next_attempt_;
+    s.suspended = suspended_;
+    s.host_reachable = host_reachable_;
     return s;
   }
 
   const ClientOptions options_;
+  const std::unique_ptr<StoreLock> lock_;  // released after the store closes (below)
   const std::unique_ptr<sync::DeviceStore> store_;
 
  private:
   absl::Mutex mu_;
+  // Signalled on every change of the state below that someone may wait for.
+  absl::CondVar state_cv_;
   std::optional<kcnet::v1::LoginResponse> account_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> held_ ABSL_GUARDED_BY(mu_);  // the communes the device holds
   std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
+  // Observers and their events.
   std::map<int, std::shared_ptr<ObserverEntry>> observers_ ABSL_GUARDED_BY(mu_);
   int last_observer_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<ChangeEvent> events_ ABSL_GUARDED_BY(mu_);
+  uint64_t events_queued_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t events_delivered_ ABSL_GUARDED_BY(mu_) = 0;
+  bool notifier_stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread notifier_ ABSL_GUARDED_BY(mu_);
+  std::thread::id notifier_id_ ABSL_GUARDED_BY(mu_);
   // Status.
   SyncClient* syncing_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::optional<absl::Time> last_success_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> last_attempt_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
   int failures_ ABSL_GUARDED_BY(mu_) = 0;
+  // The serial queue: the thread running a sync (none: free), the syncs waiting or
+  // running, and the generation CancelSync moves to end them.
+  std::thread::id serial_owner_ ABSL_GUARDED_BY(mu_);
+  int syncs_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t cancel_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // Lifecycle.
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary calls in flight
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool suspended_ ABSL_GUARDED_BY(mu_) = false;
+  bool host_reachable_ ABSL_GUARDED_BY(mu_) = true;
   // Background sync.
   bool background_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  absl::CondVar wake_;
   std::thread thread_ ABSL_GUARDED_BY(mu_);
+  std::thread::id background_id_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
-  // One sync at a time (the serial queue).
-  absl::Mutex sync_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 };
 
 // ---------------------------------------------------------------------------------------
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+
+Client::~Client() {
+  if (impl_ == nullptr) return;
+  if (impl_->OnOwnThreadNow()) {
+    // Destroyed from an observer: the notifier cannot join itself, so the close finishes
+    // on a thread of its own once the observer returns.
+    Log(LogLevel::kWarning, "a Client was destroyed from its own observer; closing it afterwards");
+    std::thread([impl = std::move(impl_)]() mutable {
+      impl->Close().IgnoreError();
+      impl.reset();
+    }).detach();
+    return;
+  }
+  impl_->Close().IgnoreError();
+}
+
+void LogMessage(LogLevel level, const std::string& message) { Log(level, message); }
+
+void SetLogSink(LogSink sink, LogLevel min_level) {
+  LogState& logs = Logs();
+  absl::MutexLock lock(&logs.mu);
+  if (sink) {
+    logs.sink = std::make_shared<const LogSink>(std::move(sink));
+    logs.min_level = min_level;
+  } else {
+    logs.sink = nullptr;
+    logs.min_level = LogLevel::kError;
+  }
+}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (options.path.empty())
@@ -639,6 +1034,21 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
         "sync_timeout, initial_backoff, interval: must be positive; max_backoff at least "
         "initial_backoff; write_delay not negative");
   }
+  if (!options.tls_ca_file.empty()) {
+    std::ifstream file(options.tls_ca_file, std::ios::binary);
+    std::stringstream pem;
+    pem << file.rdbuf();
+    if (!file.good() || pem.str().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tls_ca_file: cannot read '", options.tls_ca_file, "' (a PEM file of the CA to trust)"));
+    }
+    if (!options.tls_root_certs.empty()) options.tls_root_certs += "\n";
+    options.tls_root_certs += pem.str();
+  }
+  // One client per store file: taken before the store is opened, so that a second opener
+  // never touches it.
+  absl::StatusOr<std::unique_ptr<StoreLock>> lock = StoreLock::Acquire(options.path);
+  if (!lock.ok()) return lock.status();
   sync::DeviceStoreOptions so;
   so.durable = options.durable;
   // Facility search: name weighs most, then the owner, then the products.
@@ -649,7 +1059,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   absl::StatusOr<std::unique_ptr<sync::DeviceStore>> store =
       sync::DeviceStore::Open(options.path, &model::KcnetSchema(), options.device_id, so);
   if (!store.ok()) return store.status();
-  auto impl = std::make_unique<Impl>(std::move(options), *std::move(store));
+  auto impl = std::make_unique<Impl>(std::move(options), *std::move(lock), *std::move(store));
   absl::Status status = impl->LoadAccount();
   if (status.ok()) status = impl->RefreshHeld();
   if (!status.ok()) return status;
@@ -946,11 +1356,13 @@ absl::StatusOr<std::vector<SupportRequest>> Client::RequestsOfFacility(
 // --- Uploads, reports, observers -------------------------------------------------------
 
 absl::StatusOr<std::vector<PendingUpload>> Client::PendingUploads() {
-  absl::StatusOr<kcnet::v1::MutationBatch> batch =
-      impl_->store_->PendingBatch(std::numeric_limits<int32_t>::max(), size_t{1} << 40);
-  if (!batch.ok()) return batch.status();
+  absl::StatusOr<std::vector<sync::DeviceStore::OutboxEntry>> outbox = impl_->store_->Outbox();
+  if (!outbox.ok()) return outbox.status();
   std::vector<PendingUpload> out;
-  for (const Mutation& m : batch->mutations()) out.push_back({m.seq(), RefsOf(m), false});
+  out.reserve(outbox->size());
+  for (const sync::DeviceStore::OutboxEntry& e : *outbox) {
+    out.push_back({e.mutation.seq(), RefsOf(e.mutation), e.acknowledged});
+  }
   return out;
 }
 
@@ -989,10 +1401,14 @@ absl::StatusOr<kcnet::v1::Conflict> Client::ResolveConflict(uint64_t conflict_id
 // --- Sync ------------------------------------------------------------------------------
 
 absl::StatusOr<SyncSummary> Client::SyncNow(std::function<void(const SyncProgress&)> progress) {
-  return impl_->Sync(progress);
+  return impl_->Sync(progress, /*background=*/false);
 }
 void Client::StartBackgroundSync() { impl_->StartBackground(); }
-void Client::StopBackgroundSync() { impl_->StopBackground(); }
+absl::Status Client::StopBackgroundSync() { return impl_->StopBackground(); }
+void Client::CancelSync() { impl_->CancelSync(); }
+void Client::SetSuspended(bool suspended) { impl_->SetSuspended(suspended); }
+void Client::SetHostReachable(bool reachable) { impl_->SetHostReachable(reachable); }
+absl::Status Client::Close() { return impl_->Close(); }
 SyncStatus Client::Status() { return impl_->Status(); }
 
 absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> Client::Checkpoints() {

@@ -57,14 +57,21 @@ google::protobuf::ArenaOptions InboundArenaOptions() {
 // server's messages for the syncing thread (which alone writes and touches the store).
 class SyncClient::Session {
  public:
-  Session(kcnet::v1::SyncService::Stub* stub, const std::string& token, absl::Time deadline) {
+  Session(const std::string& token, absl::Time deadline) {
     if (!token.empty()) context_.AddMetadata("authorization", absl::StrCat("Bearer ", token));
     context_.set_deadline(absl::ToChronoTime(deadline));
-    stream_ = stub->Sync(&context_);
-    reader_ = std::thread([this] { ReadLoop(); });
   }
   ~Session() {
-    if (!finished_) Finish(/*cancel=*/true);
+    if (started_ && !finished_) Finish(/*cancel=*/true);
+  }
+
+  // Opens the call and starts the reader. Separate from the constructor so that the
+  // context can be registered for Cancel() first: opening the stream blocks while the
+  // server does not answer, and a TryCancel() made before or during it ends the call.
+  void Start(kcnet::v1::SyncService::Stub* stub) {
+    stream_ = stub->Sync(&context_);
+    reader_ = std::thread([this] { ReadLoop(); });
+    started_ = true;
   }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -155,6 +162,7 @@ class SyncClient::Session {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<SyncClientMessage, SyncServerMessage>> stream_;
   std::thread reader_;
+  bool started_ = false;       // syncing thread only
   bool write_closed_ = false;  // syncing thread only
   bool finished_ = false;      // syncing thread only
   absl::Mutex mu_;
@@ -183,15 +191,22 @@ absl::Status SyncClient::RunUntil(std::function<bool()> done, absl::Duration tim
 
 void SyncClient::Cancel() {
   absl::MutexLock lock(&cancel_mu_);
-  if (active_ == nullptr) return;
+  // Kept until the sync running (or the next one to start) ends: a Cancel() that comes
+  // before the call is registered (while the store is read for Hello) still ends it.
   cancelled_ = true;
-  active_->TryCancel();
+  if (active_ != nullptr) active_->TryCancel();
 }
 
 absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl::Duration timeout) {
   last_result_ = SyncResult();
   SyncResult& result = last_result_;
   const absl::Time deadline = absl::Now() + timeout;
+  // This sync takes the cancellation made while it ran (or before it started): the next
+  // one starts afresh.
+  absl::Cleanup consume_cancel = [this] {
+    absl::MutexLock lock(&cancel_mu_);
+    cancelled_ = false;
+  };
 
   if (options_.verify_buckets) {
     absl::StatusOr<std::vector<int64_t>> damaged = store_->VerifyBuckets();
@@ -205,16 +220,17 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
   absl::StatusOr<std::vector<BucketCursor>> cursors = store_->Cursors();
   if (!cursors.ok()) return Annotate(cursors.status(), "cursors");
 
-  Session session(stub_.get(), options_.token, deadline + kCallGrace);
+  Session session(options_.token, deadline + kCallGrace);
   {
     absl::MutexLock lock(&cancel_mu_);
-    cancelled_ = false;
+    if (cancelled_) return absl::CancelledError("sync cancelled");
     active_ = session.context();
   }
   absl::Cleanup deactivate = [this] {
     absl::MutexLock lock(&cancel_mu_);
     active_ = nullptr;
   };
+  session.Start(stub_.get());
   auto cancelled = [this] {
     absl::MutexLock lock(&cancel_mu_);
     return cancelled_;

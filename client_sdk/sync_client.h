@@ -126,7 +126,9 @@ class SyncClient {
   absl::Status RunUntil(std::function<bool()> done, absl::Duration timeout);
 
   // Ends the sync running now with CANCELLED, as soon as the syncing thread notices (the
-  // call is cancelled at once). No effect when no sync is running.
+  // call is cancelled at once, also while it is still connecting). With no sync running it
+  // ends the next one to start, so that a cancel racing the start of a sync is not lost;
+  // each sync consumes the cancellation when it ends.
   void Cancel();
 
   // What the last SyncOnce()/RunUntil() did, also when it failed.

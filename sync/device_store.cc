@@ -1197,4 +1197,27 @@ absl::Status DeviceStore::SetValue(absl::string_view key, const std::optional<st
   return status;
 }
 
+absl::StatusOr<std::vector<DeviceStore::OutboxEntry>> DeviceStore::Outbox() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT body, acked_op IS NOT NULL FROM _outbox ORDER BY seq");
+  if (!stmt.ok()) return stmt.status();
+  std::vector<OutboxEntry> out;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) return has.status();
+    if (!*has) break;
+    const absl::string_view body = (*stmt)->ColumnBlob(0);
+    OutboxEntry entry;
+    if (!entry.mutation.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      (*stmt)->Reset();
+      return absl::DataLossError("outbox: a mutation does not parse");
+    }
+    entry.acknowledged = (*stmt)->ColumnInt(1) != 0;
+    out.push_back(std::move(entry));
+  }
+  (*stmt)->Reset();
+  return out;
+}
+
 }  // namespace kcnet::sync

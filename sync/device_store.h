@@ -168,6 +168,15 @@ class DeviceStore {
   absl::StatusOr<std::vector<Report>> ListReports();
   absl::StatusOr<std::vector<Report>> TakeReports();
 
+  // Every mutation of the outbox, oldest first: pending ones, and those the server
+  // acknowledged whose download has not arrived yet (`acknowledged`). For the SDK's list of
+  // uploads (PendingUpload.sent).
+  struct OutboxEntry {
+    kcnet::v1::Mutation mutation;
+    bool acknowledged = false;
+  };
+  absl::StatusOr<std::vector<OutboxEntry>> Outbox();
+
   HybridClock& clock() { return hlc_; }
 
  private:

@@ -17,7 +17,12 @@ absl::Status SqliteStatus(int code, sqlite3* db, absl::string_view context) {
   switch (primary) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return absl::UnavailableError(message);
+      // Another connection holds the database past the busy timeout. Not UNAVAILABLE: the
+      // SDK's callers read that as "no network". RESOURCE_EXHAUSTED keeps it a storage
+      // failure (retry later) for the server's batch apply (server_store.cc), which would
+      // otherwise turn it into a refused mutation (as it would ABORTED).
+      return absl::ResourceExhaustedError(
+          absl::StrCat(message, "; the local database is busy (locked by another connection)"));
     case SQLITE_CONSTRAINT:
       return absl::FailedPreconditionError(message);
     case SQLITE_CORRUPT:

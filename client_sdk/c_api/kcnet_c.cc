@@ -3,13 +3,24 @@
 // exception crosses the ABI), and turns results into serialized protobuf (domain.proto
 // records, sdk.proto lists and state) in buffers the caller owns.
 //
-// Thread-safety: as kcnet_c.h says: thread-safe except kcnet_client_close, which must be
-// the last call on its client. A kcnet_client's observer table is guarded by its mutex;
-// no lock is held while the SDK or an app callback runs.
+// Handles. A kcnet_client* is not a pointer to memory: it is a number (never reused) that
+// names an entry of a process-wide registry of open clients, looked up under the
+// registry's mutex on every call. So a closed handle, a handle closed twice or a made-up
+// one is answered with INVALID_ARGUMENT, never by reading freed memory. Each call holds a
+// reference to its client's entry while it runs (in_flight); kcnet_client_free closes the
+// client (cancelling its syncs), removes the entry, waits for the calls in flight and only
+// then destroys the client.
+//
+// Thread-safety: as kcnet_c.h says: every call is thread-safe, kcnet_client_free too. The
+// registry and each entry's observer table are guarded by their mutexes; no lock is held
+// while the SDK or an app callback runs.
 #include "kcnet_c.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -31,19 +42,87 @@
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sdk.pb.h"
 #include "kcnet/v1/sync.pb.h"
+#include "kcnet/v1/sync_service.pb.h"
 
-// One open client: the C handle behind kcnet_client*.
-struct kcnet_client {
-  // kMagic while open; cleared at close so that a call on a closed handle is caught (as
-  // long as the memory was not reused).
-  static constexpr uint64_t kMagic = 0x6b636e6574434c49;  // "kcnetCLI"
-  uint64_t magic = kMagic;
+namespace kcnet::capi {
+namespace {
+
+// One open client: the registry entry a kcnet_client* names.
+struct ClientEntry {
   std::unique_ptr<kcnet::sdk::Client> sdk;
   absl::Mutex mu;
+  absl::CondVar idle;  // signalled when in_flight drops
+  int in_flight ABSL_GUARDED_BY(mu) = 0;
   int next_observer ABSL_GUARDED_BY(mu) = 1;
   // C handle -> the SDK's observer handle.
   absl::flat_hash_map<int, int> observers ABSL_GUARDED_BY(mu);
 };
+
+// The open clients, by handle value.
+struct Registry {
+  absl::Mutex mu;
+  uintptr_t last ABSL_GUARDED_BY(mu) = 0;
+  absl::flat_hash_map<uintptr_t, std::shared_ptr<ClientEntry>> live ABSL_GUARDED_BY(mu);
+};
+
+Registry& Clients() {
+  static Registry* registry = new Registry;  // never destroyed: calls may come at exit
+  return *registry;
+}
+
+// A call's reference to its client: keeps the entry (and its Client) alive and counted in
+// in_flight until the call returns.
+class ClientRef {
+ public:
+  ClientRef() = default;
+  ~ClientRef() { Reset(); }
+  ClientRef(const ClientRef&) = delete;
+  ClientRef& operator=(const ClientRef&) = delete;
+
+  void Reset() {
+    if (entry_ == nullptr) return;
+    absl::MutexLock lock(&entry_->mu);
+    --entry_->in_flight;
+    entry_->idle.SignalAll();
+    entry_ = nullptr;
+  }
+  void Set(std::shared_ptr<ClientEntry> entry) {
+    Reset();
+    entry_ = std::move(entry);
+  }
+  ClientEntry* operator->() const { return entry_.get(); }
+  const std::shared_ptr<ClientEntry>& entry() const { return entry_; }
+
+ private:
+  std::shared_ptr<ClientEntry> entry_;
+};
+
+constexpr char kNotOpen[] =
+    "client: not an open kcnet_client (closed already, or not a handle kcnet_client_open "
+    "returned)";
+
+// Looks `handle` up and counts the call in flight. INVALID_ARGUMENT for NULL and for a
+// handle that is not open (never dereferenced).
+absl::Status Acquire(const kcnet_client* handle, ClientRef* out) {
+  if (handle == nullptr) return absl::InvalidArgumentError("client: must not be NULL");
+  std::shared_ptr<ClientEntry> entry;
+  {
+    Registry& registry = Clients();
+    absl::MutexLock lock(&registry.mu);
+    auto it = registry.live.find(reinterpret_cast<uintptr_t>(handle));
+    if (it == registry.live.end()) return absl::InvalidArgumentError(kNotOpen);
+    entry = it->second;
+  }
+  {
+    absl::MutexLock lock(&entry->mu);
+    ++entry->in_flight;
+  }
+  out->Set(std::move(entry));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace kcnet::capi
 
 namespace kcnet::capi {
 namespace {
@@ -55,6 +134,12 @@ namespace v1 = kcnet::v1;
     const absl::Status kcnet_c_status = (expr);      \
     if (!kcnet_c_status.ok()) return kcnet_c_status; \
   } while (false)
+
+// Declares `ref`, the call's reference to the open client `handle`; returns the error
+// when `handle` is NULL or not open.
+#define KCNET_C_ACQUIRE(handle, ref) \
+  ClientRef ref;                     \
+  KCNET_C_RETURN_IF_ERROR(Acquire(handle, &ref))
 
 // Runs `body` (returning absl::Status) with every exception caught; fills `error`.
 template <typename Body>
@@ -76,14 +161,6 @@ bool Run(kcnet_error* error, Body&& body) noexcept {
     SetError(error, absl::StatusCode::kInternal, "internal error in libkcnet");
   }
   return false;
-}
-
-absl::Status CheckClient(const kcnet_client* client) {
-  if (client == nullptr) return absl::InvalidArgumentError("client: must not be NULL");
-  if (client->magic != kcnet_client::kMagic || client->sdk == nullptr) {
-    return absl::InvalidArgumentError("client: not an open kcnet_client (closed already?)");
-  }
-  return absl::OkStatus();
 }
 
 absl::Status CheckOut(const kcnet_buffer* out, absl::string_view name) {
@@ -166,7 +243,7 @@ bool Act(kcnet_client* client, const char* request_id, int action, const char* n
          kcnet_buffer* out, kcnet_error* error, absl::string_view note_name = "note") {
   return Run(error, [&]() -> absl::Status {
     ClearBuffer(out);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(request_id, "request_id", false, true));
     if (!v1::RequestAction_IsValid(action) || action == v1::REQUEST_ACTION_UNSPECIFIED ||
         action == v1::REQUEST_ACTION_CREATE || action == v1::REQUEST_ACTION_APPROVE) {
@@ -178,11 +255,15 @@ bool Act(kcnet_client* client, const char* request_id, int action, const char* n
     // A comment needs its text; the note of the other actions may be NULL.
     const bool comment = action == v1::REQUEST_ACTION_COMMENT;
     KCNET_C_RETURN_IF_ERROR(CheckString(note, note_name, !comment, comment));
-    return PutResult(client->sdk->Act(request_id, static_cast<v1::RequestAction>(action),
-                                      note == nullptr ? "" : note),
+    return PutResult(c->sdk->Act(request_id, static_cast<v1::RequestAction>(action),
+                                 note == nullptr ? "" : note),
                      out);
   });
 }
+
+// The size of the first kcnet_client_options (it ended with `seed`): the smallest
+// struct_size accepted.
+constexpr size_t kOptionsFirstSize = offsetof(kcnet_client_options, seed) + sizeof(uint64_t);
 
 // Duration options: >= 0 ms (0 keeps the SDK's validation to decide).
 absl::Status CheckDuration(int64_t ms, absl::string_view name) {
@@ -195,10 +276,11 @@ absl::Status CheckDuration(int64_t ms, absl::string_view name) {
 }  // namespace
 }  // namespace kcnet::capi
 
-using kcnet::capi::CheckClient;
+using kcnet::capi::Acquire;
 using kcnet::capi::CheckOut;
 using kcnet::capi::CheckString;
 using kcnet::capi::ClearBuffer;
+using kcnet::capi::ClientRef;
 using kcnet::capi::ParseMessage;
 using kcnet::capi::PutMessage;
 using kcnet::capi::PutRequests;
@@ -244,81 +326,148 @@ void kcnet_buffer_free(kcnet_buffer* buffer) {
 
 // ---- Opening and closing ---------------------------------------------------------------
 
+void kcnet_client_options_init_sized(kcnet_client_options* options, size_t struct_size) {
+  if (options == nullptr || struct_size < kcnet::capi::kOptionsFirstSize) return;
+  kcnet_client_options defaults{};
+  const kcnet::sdk::ClientOptions sdk;
+  defaults.use_tls = false;  // with tls_mode KCNET_TLS_AUTO: TLS unless the server is local
+  defaults.durable = sdk.durable;
+  defaults.sync_timeout_ms = absl::ToInt64Milliseconds(sdk.sync_timeout);
+  defaults.initial_backoff_ms = absl::ToInt64Milliseconds(sdk.initial_backoff);
+  defaults.max_backoff_ms = absl::ToInt64Milliseconds(sdk.max_backoff);
+  defaults.interval_ms = absl::ToInt64Milliseconds(sdk.interval);
+  defaults.write_delay_ms = absl::ToInt64Milliseconds(sdk.write_delay);
+  defaults.seed = sdk.seed;
+  defaults.tls_mode = KCNET_TLS_AUTO;
+  defaults.tls_ca_file = nullptr;
+  // The caller's struct may be older (smaller) or newer (larger) than this library's.
+  const size_t size = std::min(struct_size, sizeof(kcnet_client_options));
+  defaults.struct_size = size;
+  std::memcpy(options, &defaults, size);
+  if (struct_size > size) {
+    // A newer header's fields this library does not know: zero (their "unset").
+    std::memset(reinterpret_cast<char*>(options) + size, 0, struct_size - size);
+    options->struct_size = struct_size;
+  }
+}
+
 void kcnet_client_options_init(kcnet_client_options* options) {
-  if (options == nullptr) return;
-  *options = kcnet_client_options{};
-  const kcnet::sdk::ClientOptions defaults;
-  options->struct_size = sizeof(kcnet_client_options);
-  options->use_tls = defaults.use_tls;
-  options->durable = defaults.durable;
-  options->sync_timeout_ms = absl::ToInt64Milliseconds(defaults.sync_timeout);
-  options->initial_backoff_ms = absl::ToInt64Milliseconds(defaults.initial_backoff);
-  options->max_backoff_ms = absl::ToInt64Milliseconds(defaults.max_backoff);
-  options->interval_ms = absl::ToInt64Milliseconds(defaults.interval);
-  options->write_delay_ms = absl::ToInt64Milliseconds(defaults.write_delay);
-  options->seed = defaults.seed;
+  kcnet_client_options_init_sized(options, kcnet::capi::kOptionsFirstSize);
 }
 
 kcnet_client* kcnet_client_open(const kcnet_client_options* options, kcnet_error* out_error) {
   kcnet_client* opened = nullptr;
   Run(out_error, [&]() -> absl::Status {
     if (options == nullptr) return absl::InvalidArgumentError("options: must not be NULL");
-    if (options->struct_size != sizeof(kcnet_client_options)) {
-      return absl::InvalidArgumentError(absl::StrCat("options.struct_size: ", options->struct_size,
-                                                     ", expected ", sizeof(kcnet_client_options),
-                                                     " (call kcnet_client_options_init first)"));
+    // An app built against an older kcnet_c.h passes a smaller struct: its fields are read,
+    // the newer ones keep their defaults. A larger one comes from a newer kcnet_c.h than
+    // this library knows.
+    const size_t size = options->struct_size;
+    if (size < kcnet::capi::kOptionsFirstSize || size > sizeof(kcnet_client_options)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.struct_size: ", size,
+                       " is not the size of a kcnet_client_options this "
+                       "library knows (",
+                       kcnet::capi::kOptionsFirstSize, " to ", sizeof(kcnet_client_options),
+                       "); call kcnet_client_options_init first"));
     }
-    KCNET_C_RETURN_IF_ERROR(CheckString(options->path, "options.path", false, true));
-    KCNET_C_RETURN_IF_ERROR(CheckString(options->device_id, "options.device_id", false, true));
-    KCNET_C_RETURN_IF_ERROR(CheckString(options->server_address, "options.server_address", true));
-    KCNET_C_RETURN_IF_ERROR(CheckString(options->tls_root_certs, "options.tls_root_certs", true));
-    KCNET_C_RETURN_IF_ERROR(
-        kcnet::capi::CheckDuration(options->sync_timeout_ms, "sync_timeout_ms"));
-    KCNET_C_RETURN_IF_ERROR(
-        kcnet::capi::CheckDuration(options->initial_backoff_ms, "initial_backoff_ms"));
-    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(options->max_backoff_ms, "max_backoff_ms"));
-    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(options->interval_ms, "interval_ms"));
-    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(options->write_delay_ms, "write_delay_ms"));
+    kcnet_client_options o;
+    kcnet_client_options_init_sized(&o, sizeof o);
+    std::memcpy(&o, options, size);
+    const bool has_tls_mode = size >= offsetof(kcnet_client_options, tls_mode) + sizeof(o.tls_mode);
+    const bool has_ca_file =
+        size >= offsetof(kcnet_client_options, tls_ca_file) + sizeof(o.tls_ca_file);
+    KCNET_C_RETURN_IF_ERROR(CheckString(o.path, "options.path", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(o.device_id, "options.device_id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(o.server_address, "options.server_address", true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(o.tls_root_certs, "options.tls_root_certs", true));
+    if (has_ca_file) {
+      KCNET_C_RETURN_IF_ERROR(CheckString(o.tls_ca_file, "options.tls_ca_file", true));
+    }
+    if (has_tls_mode && o.tls_mode != KCNET_TLS_AUTO && o.tls_mode != KCNET_TLS_ON &&
+        o.tls_mode != KCNET_TLS_OFF) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.tls_mode: ", o.tls_mode,
+                       " is not KCNET_TLS_AUTO (0), KCNET_TLS_ON (1) or KCNET_TLS_OFF (2)"));
+    }
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(o.sync_timeout_ms, "sync_timeout_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(o.initial_backoff_ms, "initial_backoff_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(o.max_backoff_ms, "max_backoff_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(o.interval_ms, "interval_ms"));
+    KCNET_C_RETURN_IF_ERROR(kcnet::capi::CheckDuration(o.write_delay_ms, "write_delay_ms"));
     kcnet::sdk::ClientOptions sdk_options;
-    sdk_options.path = options->path;
-    sdk_options.device_id = options->device_id;
-    if (options->server_address != nullptr) sdk_options.server_address = options->server_address;
-    sdk_options.use_tls = options->use_tls;
-    if (options->tls_root_certs != nullptr) sdk_options.tls_root_certs = options->tls_root_certs;
-    sdk_options.durable = options->durable;
-    sdk_options.sync_timeout = absl::Milliseconds(options->sync_timeout_ms);
-    sdk_options.initial_backoff = absl::Milliseconds(options->initial_backoff_ms);
-    sdk_options.max_backoff = absl::Milliseconds(options->max_backoff_ms);
-    sdk_options.interval = absl::Milliseconds(options->interval_ms);
-    sdk_options.write_delay = absl::Milliseconds(options->write_delay_ms);
-    sdk_options.seed = options->seed;
+    sdk_options.path = o.path;
+    sdk_options.device_id = o.device_id;
+    if (o.server_address != nullptr) sdk_options.server_address = o.server_address;
+    if (!has_tls_mode) {
+      sdk_options.use_tls = o.use_tls;  // the first version: use_tls decided, as it did
+    } else if (o.tls_mode == KCNET_TLS_ON || (o.tls_mode == KCNET_TLS_AUTO && o.use_tls)) {
+      sdk_options.use_tls = true;
+    } else if (o.tls_mode == KCNET_TLS_OFF) {
+      sdk_options.use_tls = false;
+    }  // else auto: TLS unless the server is on this machine
+    if (o.tls_root_certs != nullptr) sdk_options.tls_root_certs = o.tls_root_certs;
+    if (has_ca_file && o.tls_ca_file != nullptr) sdk_options.tls_ca_file = o.tls_ca_file;
+    sdk_options.durable = o.durable;
+    sdk_options.sync_timeout = absl::Milliseconds(o.sync_timeout_ms);
+    sdk_options.initial_backoff = absl::Milliseconds(o.initial_backoff_ms);
+    sdk_options.max_backoff = absl::Milliseconds(o.max_backoff_ms);
+    sdk_options.interval = absl::Milliseconds(o.interval_ms);
+    sdk_options.write_delay = absl::Milliseconds(o.write_delay_ms);
+    sdk_options.seed = o.seed;
     absl::StatusOr<std::unique_ptr<kcnet::sdk::Client>> sdk =
         kcnet::sdk::Client::Open(std::move(sdk_options));
     if (!sdk.ok()) return sdk.status();
-    auto client = std::make_unique<kcnet_client>();
-    client->sdk = *std::move(sdk);
-    opened = client.release();
+    auto entry = std::make_shared<kcnet::capi::ClientEntry>();
+    entry->sdk = *std::move(sdk);
+    kcnet::capi::Registry& registry = kcnet::capi::Clients();
+    absl::MutexLock lock(&registry.mu);
+    // Handle values are never reused, so a stale handle never names a newer client.
+    const uintptr_t handle = ++registry.last << 4;
+    registry.live[handle] = std::move(entry);
+    opened = reinterpret_cast<kcnet_client*>(handle);
     return absl::OkStatus();
   });
   return opened;
 }
 
-void kcnet_client_close(kcnet_client* client) {
-  if (client == nullptr || client->magic != kcnet_client::kMagic) return;
-  try {
-    client->magic = 0;
-    std::vector<int> handles;
-    {
-      absl::MutexLock lock(&client->mu);
-      for (const auto& [c_handle, sdk_handle] : client->observers) handles.push_back(sdk_handle);
-      client->observers.clear();
+bool kcnet_client_free(kcnet_client* client, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    if (client == nullptr) return absl::OkStatus();
+    ClientRef ref;
+    absl::Status status = Acquire(client, &ref);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          "client: closed already (a second close), or not a handle kcnet_client_open returned");
     }
-    for (int handle : handles) client->sdk->RemoveObserver(handle);
-    client->sdk.reset();  // stops the background sync, closes the store
-  } catch (...) {
-    // Nothing can be reported from here; the handle is gone either way.
+    // Cancels every sync and stops the background sync and the observers' thread;
+    // FAILED_PRECONDITION (nothing done) from an observer or a progress callback.
+    KCNET_C_RETURN_IF_ERROR(ref->sdk->Close());
+    {
+      kcnet::capi::Registry& registry = kcnet::capi::Clients();
+      absl::MutexLock lock(&registry.mu);
+      if (registry.live.erase(reinterpret_cast<uintptr_t>(client)) == 0) {
+        return absl::InvalidArgumentError("client: closed already (closed on another thread)");
+      }
+    }
+    std::shared_ptr<kcnet::capi::ClientEntry> entry = ref.entry();
+    ref.Reset();
+    {
+      // Calls in flight on other threads were cancelled or end soon; wait for them.
+      absl::MutexLock lock(&entry->mu);
+      while (entry->in_flight > 0) entry->idle.Wait(&entry->mu);
+    }
+    entry->sdk.reset();  // closes the store and releases its lock
+    return absl::OkStatus();
+  });
+}
+
+void kcnet_client_close(kcnet_client* client) {
+  kcnet_error error;
+  if (!kcnet_client_free(client, &error)) {
+    kcnet::sdk::LogMessage(kcnet::sdk::LogLevel::kError,
+                           absl::StrCat("kcnet_client_close: ", error.message));
   }
-  delete client;
 }
 
 // ---- Account --------------------------------------------------------------------------
@@ -326,17 +475,17 @@ void kcnet_client_close(kcnet_client* client) {
 bool kcnet_client_sign_in(kcnet_client* client, const char* username, const char* password,
                           kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(username, "username", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckString(password, "password", false, true));
-    return client->sdk->SignIn(username, password);
+    return c->sdk->SignIn(username, password);
   });
 }
 
 bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
-    return client->sdk->SignOut();
+    KCNET_C_ACQUIRE(client, c);
+    return c->sdk->SignOut();
   });
 }
 
@@ -344,12 +493,12 @@ bool kcnet_client_user(kcnet_client* client, bool* out_signed_in, kcnet_buffer* 
                        kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_user);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     if (out_signed_in == nullptr) {
       return absl::InvalidArgumentError("out_signed_in: must not be NULL");
     }
     *out_signed_in = false;
-    const std::optional<kcnet::v1::User> user = client->sdk->user();
+    const std::optional<kcnet::v1::User> user = c->sdk->user();
     if (!user.has_value()) return absl::OkStatus();
     KCNET_C_RETURN_IF_ERROR(PutMessage(*user, out_user));
     *out_signed_in = true;
@@ -363,10 +512,10 @@ bool kcnet_facility_register(kcnet_client* client, kcnet_bytes facility, kcnet_b
                              kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_facility);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     kcnet::v1::Facility record;
     KCNET_C_RETURN_IF_ERROR(ParseMessage(facility, "facility", &record));
-    return PutResult(client->sdk->RegisterFacility(std::move(record)), out_facility);
+    return PutResult(c->sdk->RegisterFacility(std::move(record)), out_facility);
   });
 }
 
@@ -374,12 +523,12 @@ bool kcnet_facility_update(kcnet_client* client, kcnet_bytes facility, const cha
                            size_t field_count, kcnet_buffer* out_facility, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_facility);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     kcnet::v1::Facility record;
     KCNET_C_RETURN_IF_ERROR(ParseMessage(facility, "facility", &record));
     absl::StatusOr<std::vector<std::string>> names = kcnet::capi::FieldList(fields, field_count);
     if (!names.ok()) return names.status();
-    return PutResult(client->sdk->UpdateFacility(record, *names), out_facility);
+    return PutResult(c->sdk->UpdateFacility(record, *names), out_facility);
   });
 }
 
@@ -387,10 +536,10 @@ bool kcnet_facility_get(kcnet_client* client, const char* id, kcnet_buffer* out_
                         kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_facility);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_facility, "out_facility"));
-    return PutResult(client->sdk->GetFacility(id), out_facility);
+    return PutResult(c->sdk->GetFacility(id), out_facility);
   });
 }
 
@@ -398,13 +547,13 @@ bool kcnet_facility_list_by_commune(kcnet_client* client, int64_t commune_id,
                                     kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     if (commune_id <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("commune_id: must be > 0, got ", commune_id));
     }
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
     absl::StatusOr<std::vector<kcnet::v1::Facility>> facilities =
-        client->sdk->FacilitiesOfCommune(commune_id);
+        c->sdk->FacilitiesOfCommune(commune_id);
     if (!facilities.ok()) return facilities.status();
     kcnet::v1::FacilityList list;
     for (kcnet::v1::Facility& facility : *facilities) {
@@ -418,14 +567,14 @@ bool kcnet_facility_search(kcnet_client* client, const char* query, int limit,
                            kcnet_buffer* out_hits, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_hits);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(query, "query"));
     if (limit < 1 || limit > 1000) {
       return absl::InvalidArgumentError(absl::StrCat("limit: must be 1 to 1000, got ", limit));
     }
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_hits, "out_hits"));
     absl::StatusOr<std::vector<kcnet::sdk::FacilityHit>> hits =
-        client->sdk->SearchFacilities(query, limit);
+        c->sdk->SearchFacilities(query, limit);
     if (!hits.ok()) return hits.status();
     kcnet::v1::FacilityHitList list;
     for (kcnet::sdk::FacilityHit& hit : *hits) {
@@ -443,10 +592,10 @@ bool kcnet_visit_record(kcnet_client* client, kcnet_bytes visit, kcnet_buffer* o
                         kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_visit);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     kcnet::v1::Visit record;
     KCNET_C_RETURN_IF_ERROR(ParseMessage(visit, "visit", &record));
-    return PutResult(client->sdk->RecordVisit(std::move(record)), out_visit);
+    return PutResult(c->sdk->RecordVisit(std::move(record)), out_visit);
   });
 }
 
@@ -454,11 +603,10 @@ bool kcnet_visit_list_by_facility(kcnet_client* client, const char* facility_id,
                                   kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(facility_id, "facility_id", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    absl::StatusOr<std::vector<kcnet::v1::Visit>> visits =
-        client->sdk->VisitsOfFacility(facility_id);
+    absl::StatusOr<std::vector<kcnet::v1::Visit>> visits = c->sdk->VisitsOfFacility(facility_id);
     if (!visits.ok()) return visits.status();
     kcnet::v1::VisitList list;
     for (kcnet::v1::Visit& visit : *visits) *list.add_visits() = std::move(visit);
@@ -472,10 +620,10 @@ bool kcnet_request_draft(kcnet_client* client, kcnet_bytes request, kcnet_buffer
                          kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_request);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     kcnet::v1::SupportRequest record;
     KCNET_C_RETURN_IF_ERROR(ParseMessage(request, "request", &record));
-    return PutResult(client->sdk->DraftRequest(std::move(record)), out_request);
+    return PutResult(c->sdk->DraftRequest(std::move(record)), out_request);
   });
 }
 
@@ -483,12 +631,12 @@ bool kcnet_request_update(kcnet_client* client, kcnet_bytes request, const char*
                           size_t field_count, kcnet_buffer* out_request, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_request);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     kcnet::v1::SupportRequest record;
     KCNET_C_RETURN_IF_ERROR(ParseMessage(request, "request", &record));
     absl::StatusOr<std::vector<std::string>> names = kcnet::capi::FieldList(fields, field_count);
     if (!names.ok()) return names.status();
-    return PutResult(client->sdk->UpdateRequest(record, *names), out_request);
+    return PutResult(c->sdk->UpdateRequest(record, *names), out_request);
   });
 }
 
@@ -532,7 +680,7 @@ bool kcnet_request_approve(kcnet_client* client, const char* request_id, int64_t
                            kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_request);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(request_id, "request_id", false, true));
     if (amount_vnd <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("amount_vnd: must be > 0, got ", amount_vnd));
@@ -544,8 +692,8 @@ bool kcnet_request_approve(kcnet_client* client, const char* request_id, int64_t
     }
     KCNET_C_RETURN_IF_ERROR(CheckString(note, "note", /*nullable=*/true));
     return PutResult(
-        client->sdk->Approve(request_id, amount_vnd, static_cast<kcnet::v1::FundingSource>(funding),
-                             note == nullptr ? "" : note),
+        c->sdk->Approve(request_id, amount_vnd, static_cast<kcnet::v1::FundingSource>(funding),
+                        note == nullptr ? "" : note),
         out_request);
   });
 }
@@ -554,10 +702,10 @@ bool kcnet_request_get(kcnet_client* client, const char* id, kcnet_buffer* out_r
                        kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_request);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_request, "out_request"));
-    return PutResult(client->sdk->GetRequest(id), out_request);
+    return PutResult(c->sdk->GetRequest(id), out_request);
   });
 }
 
@@ -565,11 +713,10 @@ bool kcnet_request_events(kcnet_client* client, const char* request_id, kcnet_bu
                           kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(request_id, "request_id", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    absl::StatusOr<std::vector<kcnet::v1::RequestEvent>> events =
-        client->sdk->RequestEvents(request_id);
+    absl::StatusOr<std::vector<kcnet::v1::RequestEvent>> events = c->sdk->RequestEvents(request_id);
     if (!events.ok()) return events.status();
     kcnet::v1::RequestEventList list;
     for (kcnet::v1::RequestEvent& event : *events) *list.add_events() = std::move(event);
@@ -581,9 +728,9 @@ bool kcnet_request_list_awaiting_review(kcnet_client* client, kcnet_buffer* out_
                                         kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    return PutRequests(client->sdk->RequestsAwaitingMyReview(), out_list);
+    return PutRequests(c->sdk->RequestsAwaitingMyReview(), out_list);
   });
 }
 
@@ -591,10 +738,10 @@ bool kcnet_request_list_by_facility(kcnet_client* client, const char* facility_i
                                     kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckString(facility_id, "facility_id", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    return PutRequests(client->sdk->RequestsOfFacility(facility_id), out_list);
+    return PutRequests(c->sdk->RequestsOfFacility(facility_id), out_list);
   });
 }
 
@@ -604,9 +751,9 @@ bool kcnet_upload_list_pending(kcnet_client* client, kcnet_buffer* out_list,
                                kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    absl::StatusOr<std::vector<kcnet::sdk::PendingUpload>> uploads = client->sdk->PendingUploads();
+    absl::StatusOr<std::vector<kcnet::sdk::PendingUpload>> uploads = c->sdk->PendingUploads();
     if (!uploads.ok()) return uploads.status();
     kcnet::v1::PendingUploadList list;
     for (const kcnet::sdk::PendingUpload& upload : *uploads) {
@@ -624,9 +771,9 @@ bool kcnet_upload_list_pending(kcnet_client* client, kcnet_buffer* out_list,
 bool kcnet_report_list(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    absl::StatusOr<std::vector<kcnet::sdk::Report>> reports = client->sdk->ListReports();
+    absl::StatusOr<std::vector<kcnet::sdk::Report>> reports = c->sdk->ListReports();
     if (!reports.ok()) return reports.status();
     return PutMessage(kcnet::capi::ToProto(*reports), out_list);
   });
@@ -635,10 +782,10 @@ bool kcnet_report_list(kcnet_client* client, kcnet_buffer* out_list, kcnet_error
 bool kcnet_report_take(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     // Required: taken reports are gone from the store, so they must reach the caller.
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    absl::StatusOr<std::vector<kcnet::sdk::Report>> reports = client->sdk->TakeReports();
+    absl::StatusOr<std::vector<kcnet::sdk::Report>> reports = c->sdk->TakeReports();
     if (!reports.ok()) return reports.status();
     return PutMessage(kcnet::capi::ToProto(*reports), out_list);
   });
@@ -646,15 +793,27 @@ bool kcnet_report_take(kcnet_client* client, kcnet_buffer* out_list, kcnet_error
 
 // ---- Observers ------------------------------------------------------------------------
 
-int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback, void* context,
-                              kcnet_error* out_error) {
+int kcnet_client_add_observer_with_free(kcnet_client* client, kcnet_observer_fn callback,
+                                        void* context, kcnet_context_free_fn free_context,
+                                        kcnet_error* out_error) {
   int handle = 0;
   Run(out_error, [&]() -> absl::Status {
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     if (callback == nullptr) return absl::InvalidArgumentError("callback: must not be NULL");
+    // Owns the context: its free callback runs once, when the SDK destroys the observer
+    // (after its last call, when it is removed or the client is freed). Made last, so that
+    // a refused call leaves the context with the caller.
+    struct Context {
+      void* context;
+      kcnet_context_free_fn free_context;
+      ~Context() {
+        if (free_context != nullptr) free_context(context);
+      }
+    };
+    auto owned = std::make_shared<Context>(Context{context, nullptr});
     const int sdk_handle =
-        client->sdk->AddObserver([callback, context](const kcnet::sdk::ChangeEvent& change) {
-          // Runs on the SDK's threads: nothing may escape from here.
+        c->sdk->AddObserver([callback, owned](const kcnet::sdk::ChangeEvent& change) {
+          // Runs on the SDK's notifier thread: nothing may escape from here.
           try {
             kcnet::v1::ChangeEvent event;
             event.set_source(kcnet::capi::ToProto(change.source));
@@ -662,35 +821,41 @@ int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback, 
               kcnet::capi::ToProto(ref, event.add_records());
             }
             const std::string bytes = event.SerializeAsString();
-            callback(context, static_cast<int>(event.source()),
+            callback(owned->context, static_cast<int>(event.source()),
                      kcnet_bytes{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
           } catch (...) {
             // Out of memory while building the event: this notification is dropped.
           }
         });
-    absl::MutexLock lock(&client->mu);
-    handle = client->next_observer++;
-    client->observers[handle] = sdk_handle;
+    owned->free_context = free_context;
+    absl::MutexLock lock(&c->mu);
+    handle = c->next_observer++;
+    c->observers[handle] = sdk_handle;
     return absl::OkStatus();
   });
   return handle;
 }
 
+int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback, void* context,
+                              kcnet_error* out_error) {
+  return kcnet_client_add_observer_with_free(client, callback, context, nullptr, out_error);
+}
+
 bool kcnet_client_remove_observer(kcnet_client* client, int handle, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     int sdk_handle = 0;
     {
-      absl::MutexLock lock(&client->mu);
-      auto it = client->observers.find(handle);
-      if (it == client->observers.end()) {
+      absl::MutexLock lock(&c->mu);
+      auto it = c->observers.find(handle);
+      if (it == c->observers.end()) {
         return absl::NotFoundError(
             absl::StrCat("handle: ", handle, " is not an observer of this client"));
       }
       sdk_handle = it->second;
-      client->observers.erase(it);
+      c->observers.erase(it);
     }
-    client->sdk->RemoveObserver(sdk_handle);  // outside our lock: it may wait for a callback
+    c->sdk->RemoveObserver(sdk_handle);  // outside our lock: it may wait for a callback
     return absl::OkStatus();
   });
 }
@@ -701,7 +866,7 @@ bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress, void* prog
                     kcnet_buffer* out_summary, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_summary);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     std::function<void(const kcnet::sdk::SyncProgress&)> on_progress;
     if (progress != nullptr) {
       on_progress = [progress, progress_context](const kcnet::sdk::SyncProgress& p) {
@@ -719,7 +884,7 @@ bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress, void* prog
         }
       };
     }
-    absl::StatusOr<kcnet::sdk::SyncSummary> summary = client->sdk->SyncNow(on_progress);
+    absl::StatusOr<kcnet::sdk::SyncSummary> summary = c->sdk->SyncNow(on_progress);
     if (!summary.ok()) return summary.status();
     kcnet::v1::SyncSummary message;
     message.set_pushed_mutations(summary->pushed_mutations);
@@ -734,16 +899,39 @@ bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress, void* prog
 
 bool kcnet_sync_start_background(kcnet_client* client, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
-    client->sdk->StartBackgroundSync();
+    KCNET_C_ACQUIRE(client, c);
+    c->sdk->StartBackgroundSync();
     return absl::OkStatus();
   });
 }
 
 bool kcnet_sync_stop_background(kcnet_client* client, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
-    client->sdk->StopBackgroundSync();
+    KCNET_C_ACQUIRE(client, c);
+    return c->sdk->StopBackgroundSync();
+  });
+}
+
+bool kcnet_sync_cancel(kcnet_client* client, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    c->sdk->CancelSync();
+    return absl::OkStatus();
+  });
+}
+
+bool kcnet_sync_set_suspended(kcnet_client* client, bool suspended, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    c->sdk->SetSuspended(suspended);
+    return absl::OkStatus();
+  });
+}
+
+bool kcnet_sync_set_host_reachable(kcnet_client* client, bool reachable, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    c->sdk->SetHostReachable(reachable);
     return absl::OkStatus();
   });
 }
@@ -751,9 +939,9 @@ bool kcnet_sync_stop_background(kcnet_client* client, kcnet_error* out_error) {
 bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_status);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_status, "out_status"));
-    const kcnet::sdk::SyncStatus status = client->sdk->Status();
+    const kcnet::sdk::SyncStatus status = c->sdk->Status();
     kcnet::v1::SyncStatus message;
     message.set_pending_uploads(status.pending_uploads);
     message.set_unconfirmed(status.unconfirmed);
@@ -773,10 +961,9 @@ bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status, kcnet_err
 bool kcnet_sync_checkpoints(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
-    KCNET_C_RETURN_IF_ERROR(CheckClient(client));
+    KCNET_C_ACQUIRE(client, c);
     KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
-    absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> checkpoints =
-        client->sdk->Checkpoints();
+    absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> checkpoints = c->sdk->Checkpoints();
     if (!checkpoints.ok()) return checkpoints.status();
     kcnet::v1::BucketCheckpointList list;
     for (kcnet::v1::BucketCheckpoint& checkpoint : *checkpoints) {
@@ -784,6 +971,53 @@ bool kcnet_sync_checkpoints(kcnet_client* client, kcnet_buffer* out_list, kcnet_
     }
     return PutMessage(list, out_list);
   });
+}
+
+// ---- Conflict review ------------------------------------------------------------------
+
+bool kcnet_conflict_list(kcnet_client* client, int64_t org_unit_id, bool include_resolved,
+                         kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::v1::Conflict>> conflicts =
+        c->sdk->ListConflicts(org_unit_id, include_resolved);
+    if (!conflicts.ok()) return conflicts.status();
+    kcnet::v1::ListConflictsResponse list;  // every page: next_page_token stays empty
+    for (kcnet::v1::Conflict& conflict : *conflicts) *list.add_conflicts() = std::move(conflict);
+    return PutMessage(list, out_list);
+  });
+}
+
+bool kcnet_conflict_resolve(kcnet_client* client, uint64_t conflict_id, bool restore_loser,
+                            kcnet_buffer* out_conflict, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_conflict);
+    KCNET_C_ACQUIRE(client, c);
+    return PutResult(c->sdk->ResolveConflict(conflict_id, restore_loser), out_conflict);
+  });
+}
+
+// ---- Log ------------------------------------------------------------------------------
+
+void kcnet_log_set_callback(kcnet_log_fn callback, void* context, int min_level) {
+  try {
+    if (callback == nullptr) {
+      kcnet::sdk::SetLogSink(nullptr);
+      return;
+    }
+    const int level = min_level < KCNET_LOG_DEBUG   ? KCNET_LOG_DEBUG
+                      : min_level > KCNET_LOG_ERROR ? KCNET_LOG_ERROR
+                                                    : min_level;
+    kcnet::sdk::SetLogSink(
+        [callback, context](kcnet::sdk::LogLevel l, const std::string& message) {
+          callback(context, static_cast<int>(l), message.c_str());
+        },
+        static_cast<kcnet::sdk::LogLevel>(level));
+  } catch (...) {
+    // Out of memory: the previous sink stays.
+  }
 }
 
 }  // extern "C"

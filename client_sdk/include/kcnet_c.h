@@ -18,8 +18,10 @@
  * not be NULL", "facility: not a serialized kcnet.v1.Facility ..."), 5 NOT_FOUND an
  * unknown record, 7 PERMISSION_DENIED / 9 FAILED_PRECONDITION a business rule, 16
  * UNAUTHENTICATED a call that needs a signed-in user (or bad credentials at sign-in), 14
- * UNAVAILABLE an unreachable server. A call that fails changes nothing. The message is
- * UTF-8 in a fixed buffer inside the struct: nothing to free.
+ * UNAVAILABLE an unreachable server (never a busy local store: that is 8
+ * RESOURCE_EXHAUSTED, "database is locked"), 1 CANCELLED a sync that kcnet_sync_cancel,
+ * suspension or kcnet_client_free ended. A call that fails changes nothing. The message
+ * is UTF-8 in a fixed buffer inside the struct: nothing to free.
  *
  * Input validation. Every call checks its arguments before doing anything: NULL handles and
  * pointers, strings that are not valid UTF-8, bytes that do not parse as the expected
@@ -37,13 +39,24 @@
  *   - Bytes passed to callbacks (kcnet_bytes) are valid only during the callback.
  *   - Strings the library returns (kcnet_version, kcnet_code_name) are static.
  *
+ * Handles. A kcnet_client* is an opaque handle, not a pointer the library dereferences: a
+ * call on a handle that was freed (or freed twice) is refused with INVALID_ARGUMENT
+ * ("client: not an open kcnet_client ..."), never a read of freed memory.
+ *
  * Thread-safety. All calls are thread-safe and may come from any thread, on one or several
- * clients, except kcnet_client_close(), which must be the last call on its client: call it
- * once every other call on that client has returned, and never from a callback of that
- * client. Observers are called on the thread that made the change (the caller's thread for
- * local writes, the sync thread for synced changes) with no library lock held: they may
- * call the client (except kcnet_client_close). Writes are serialised by the store; syncs run
- * one at a time.
+ * clients. kcnet_client_free() may run while other calls on the client are in flight: it
+ * cancels their syncs and waits for them; later calls on the handle are refused.
+ * Callbacks never run under a library lock: change events are queued and delivered in
+ * order on the SDK's notifier thread (progress callbacks on the thread of kcnet_sync_now),
+ * so a callback may call any function, on any client. The two that would wait for the
+ * SDK's own thread, kcnet_sync_stop_background and kcnet_client_free, answer 9
+ * FAILED_PRECONDITION when called from an observer instead of deadlocking (and
+ * kcnet_sync_now from its own progress callback does the same). A local write returns once
+ * observers heard of it (unless it was made from an observer). Writes are serialised by the
+ * store; syncs run one at a time.
+ *
+ * One client per store file: a second kcnet_client_open of a file that is open (in this
+ * process or another) answers FAILED_PRECONDITION naming the file.
  *
  * Strings are NUL-terminated UTF-8. Ids are UUID text. Times are Unix milliseconds.
  */
@@ -126,15 +139,27 @@ KCNET_API void kcnet_buffer_free(kcnet_buffer* buffer);
 
 typedef struct kcnet_client kcnet_client;
 
+/* kcnet_client_options.tls_mode. */
+enum {
+  KCNET_TLS_AUTO = 0, /* TLS unless the server is on this machine (127.0.0.0/8, localhost, [::1]) */
+  KCNET_TLS_ON = 1,
+  KCNET_TLS_OFF = 2 /* plaintext: tests and demos on a trusted network only */
+};
+
 typedef struct kcnet_client_options {
   /* sizeof(kcnet_client_options), set by kcnet_client_options_init(): lets later versions
-   * of the library add fields without breaking apps built against this one. */
+   * of the library add fields without breaking apps built against this one. A library
+   * accepts the struct_size of every version of this struct up to its own: the fields an
+   * older app's struct does not have keep their defaults. Fields are only ever added at
+   * the end. */
   size_t struct_size;
   const char* path;           /* the local store file (created when missing); required */
   const char* device_id;      /* stable per installation, 1-128 bytes; required */
   const char* server_address; /* "host:port"; NULL or "": offline only */
-  bool use_tls;               /* TLS to the server; false: plaintext (tests, demos) */
-  const char* tls_root_certs; /* PEM; NULL or "": the system's roots */
+  /* true: TLS (as tls_mode KCNET_TLS_ON). With tls_mode KCNET_TLS_AUTO, false means auto.
+   * Apps built before tls_mode existed get exactly what they asked: false is plaintext. */
+  bool use_tls;
+  const char* tls_root_certs; /* PEM text of the CAs to trust; NULL or "": see tls_ca_file */
   bool durable;               /* fsync each local commit (default true) */
   int64_t sync_timeout_ms;    /* one sync's limit (default 120000) */
   /* Background sync: after a failure wait a random time in
@@ -145,20 +170,50 @@ typedef struct kcnet_client_options {
   int64_t interval_ms;
   int64_t write_delay_ms;
   uint64_t seed; /* seed of the jitter; 0: random (tests fix it) */
+  /* ---- added in 0.2 (the first version ended with `seed`) ---- */
+  int tls_mode; /* KCNET_TLS_AUTO (default), KCNET_TLS_ON or KCNET_TLS_OFF */
+  /* A PEM file of the CA(s) to trust, read at open (INVALID_ARGUMENT naming it when it
+   * cannot be read). NULL and tls_root_certs NULL: the system's roots, which gRPC on iOS
+   * does not have: iOS apps bundle their CA file and pass its path here. */
+  const char* tls_ca_file;
 } kcnet_client_options;
 
-/* Fills *options with the defaults (and struct_size). Call it first, then set fields. */
+/* Fills the first `struct_size` bytes of *options with the defaults and sets
+ * options->struct_size to it: pass sizeof(kcnet_client_options) as the app's header
+ * knows it (kcnet_client_options_init below does). Never writes past `struct_size`, so an
+ * app built against an older, smaller struct is safe with a newer library. A size smaller
+ * than the first version's writes nothing. */
+KCNET_API void kcnet_client_options_init_sized(kcnet_client_options* options, size_t struct_size);
+
+#ifdef KCNET_BUILDING_LIBRARY
+/* The first version's exported init, still called by apps built against it: fills the
+ * first version's fields only (its struct has no more). */
 KCNET_API void kcnet_client_options_init(kcnet_client_options* options);
+#else
+/* Fills *options with the defaults (and struct_size). Call it first, then set fields.
+ * Inline, so that the size is the one of the struct this app was compiled with. */
+static inline void kcnet_client_options_init(kcnet_client_options* options) {
+  kcnet_client_options_init_sized(options, sizeof(*options));
+}
+#endif
 
 /* Opens (or creates) the local store. Returns NULL on failure: INVALID_ARGUMENT for bad
- * options (the field named, e.g. "options.device_id: ..."), FAILED_PRECONDITION with the
- * file's name when it is not a kcnet device store, belongs to another device, or was
- * written by a newer kcnet. The options' strings are copied. */
+ * options (the field named, e.g. "options.device_id: ..."; "options.struct_size: ..." for
+ * a size no version of the struct had), FAILED_PRECONDITION with the file's name when it
+ * is not a kcnet device store, belongs to another device, was written by a newer kcnet,
+ * or is open in another client. The options' strings are copied. */
 KCNET_API kcnet_client* kcnet_client_open(const kcnet_client_options* options,
                                           kcnet_error* out_error);
 
-/* Stops the background sync, removes the observers and closes the store. NULL is a no-op.
- * Must be the last call on `client` (see Thread-safety above). */
+/* Closes the client: cancels every sync (within about a second, whatever the server
+ * does), stops the background sync, delivers the queued change events, removes the
+ * observers (calling their free callbacks), waits for calls in flight on other threads,
+ * and closes the store. NULL is a no-op. INVALID_ARGUMENT for a handle that is not open (a
+ * second free); FAILED_PRECONDITION, closing nothing, from an observer or a progress
+ * callback (free it from an app thread). */
+KCNET_API bool kcnet_client_free(kcnet_client* client, kcnet_error* out_error);
+
+/* kcnet_client_free without an error: a refusal goes to the log callback. */
 KCNET_API void kcnet_client_close(kcnet_client* client);
 
 /* ---- Account ---------------------------------------------------------------------------- */
@@ -309,13 +364,26 @@ enum {
 typedef void (*kcnet_observer_fn)(void* context, int source, kcnet_bytes event);
 
 /* Adds an observer; returns its handle (> 0), or 0 on failure. `context` is passed back
- * as is; it must stay valid until the observer is removed or the client closed. */
+ * as is; it must stay valid until the observer is removed or the client closed. Observers
+ * run on the SDK's notifier thread, one event at a time, in order, with no library lock
+ * held: they may call the client (see Thread-safety). */
 KCNET_API int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback,
                                         void* context, kcnet_error* out_error);
 
-/* Removes an observer: once this returns, it is not called again (a call in progress on
- * another thread finishes first; do not remove an observer from its own callback while
- * another thread waits on it). NOT_FOUND for an unknown handle. */
+/* Frees an observer's context (e.g. deletes a JNI global reference). */
+typedef void (*kcnet_context_free_fn)(void* context);
+
+/* kcnet_client_add_observer, and the library owns `context`: `free_context` (may be NULL)
+ * is called exactly once, after the observer's last call, when the observer is removed or
+ * the client is freed, on the thread that removed it or on the notifier thread. On failure
+ * (0 returned) it is not called: the context stays the caller's. */
+KCNET_API int kcnet_client_add_observer_with_free(kcnet_client* client, kcnet_observer_fn callback,
+                                                  void* context, kcnet_context_free_fn free_context,
+                                                  kcnet_error* out_error);
+
+/* Removes an observer: once this returns, it is not called again (a call in progress
+ * finishes first, except when removed from an observer, which is fine). NOT_FOUND for an
+ * unknown handle. */
 KCNET_API bool kcnet_client_remove_observer(kcnet_client* client, int handle,
                                             kcnet_error* out_error);
 
@@ -332,9 +400,26 @@ KCNET_API bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress,
                               void* progress_context, kcnet_buffer* out_summary,
                               kcnet_error* out_error);
 
-/* Starts / stops the background sync thread (idempotent). Stop waits for it to end. */
+/* Starts / stops the background sync thread (idempotent). Stop cancels a running sync and
+ * waits for the thread to end: FAILED_PRECONDITION from an observer (the SDK's thread). */
 KCNET_API bool kcnet_sync_start_background(kcnet_client* client, kcnet_error* out_error);
 KCNET_API bool kcnet_sync_stop_background(kcnet_client* client, kcnet_error* out_error);
+
+/* Ends the running sync (kcnet_sync_now answers CANCELLED) and those waiting for their
+ * turn, at once, whatever the server does. Nothing stored is undone; the background sync
+ * tries again after its interval. Fine from any thread and callback. */
+KCNET_API bool kcnet_sync_cancel(kcnet_client* client, kcnet_error* out_error);
+
+/* The app went to the background (true) or the foreground (false). Suspended: the
+ * background sync starts no attempt and the running sync is cancelled (kcnet_sync_now
+ * still works, e.g. from a WorkManager job or a BGTask). Resuming retries at once. */
+KCNET_API bool kcnet_sync_set_suspended(kcnet_client* client, bool suspended,
+                                        kcnet_error* out_error);
+
+/* The network changed. false: the background sync waits (no failing attempts, no
+ * growing backoff); true: it retries now instead of waiting out its backoff. */
+KCNET_API bool kcnet_sync_set_host_reachable(kcnet_client* client, bool reachable,
+                                             kcnet_error* out_error);
 
 /* The sync state (pending uploads, last success, last error, ...): a serialized
  * kcnet.v1.SyncStatus. */
@@ -345,6 +430,34 @@ KCNET_API bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status,
  * kcnet.v1.BucketCheckpointList. */
 KCNET_API bool kcnet_sync_checkpoints(kcnet_client* client, kcnet_buffer* out_list,
                                       kcnet_error* out_error);
+
+/* ---- Conflict review (online; district coordinators and province officers) ---------- */
+
+/* Conflicts the server recorded in the user's communes (or under `org_unit_id`; 0: all of
+ * the user's), oldest first, every page fetched: a serialized kcnet.v1.ListConflictsResponse
+ * (next_page_token empty). PERMISSION_DENIED for a collaborator. */
+KCNET_API bool kcnet_conflict_list(kcnet_client* client, int64_t org_unit_id, bool include_resolved,
+                                   kcnet_buffer* out_list, kcnet_error* out_error);
+
+/* Marks a conflict resolved, keeping the winning value or (restore_loser) writing the
+ * overwritten one back; *out_conflict (may be NULL) gets the serialized kcnet.v1.Conflict. */
+KCNET_API bool kcnet_conflict_resolve(kcnet_client* client, uint64_t conflict_id,
+                                      bool restore_loser, kcnet_buffer* out_conflict,
+                                      kcnet_error* out_error);
+
+/* ---- Log ------------------------------------------------------------------------------ */
+
+enum { KCNET_LOG_DEBUG = 0, KCNET_LOG_INFO = 1, KCNET_LOG_WARNING = 2, KCNET_LOG_ERROR = 3 };
+
+/* A log message of the SDK (sync failures and cancellations, refused calls): `message` is
+ * UTF-8, valid during the call. Called on any thread with no library lock held. */
+typedef void (*kcnet_log_fn)(void* context, int level, const char* message);
+
+/* Sends the SDK's messages at `min_level` and above to `callback` (Android: logcat through
+ * __android_log_write; iOS: os_log), for every client of the process. NULL restores the
+ * default: errors on stderr (which Android drops). `context` must stay valid
+ * until the callback is replaced (a call in progress may finish after that). */
+KCNET_API void kcnet_log_set_callback(kcnet_log_fn callback, void* context, int min_level);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -5,9 +5,16 @@
 // is down and catching up when it returns, and bad input refused with nothing stored.
 #include "kcnet/client.h"
 
+#include <netinet/in.h>
+#include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "server/app/kcnet_server.h"
 #include "sync/model/record_types.h"
+#include "sync/sqlite.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
@@ -427,11 +435,279 @@ TEST_F(ClientTest, BackgroundSyncBacksOffWhileTheServerIsDownAndCatchesUp) {
   EXPECT_EQ(up.pending_uploads, 0);
   EXPECT_TRUE(up.last_error.ok()) << up.last_error;
   EXPECT_EQ(up.failures_in_a_row, 0);
-  an->StopBackgroundSync();
+  ASSERT_TRUE(an->StopBackgroundSync().ok());
   EXPECT_FALSE(an->Status().background);
   EXPECT_TRUE(
       server_->store()->ReadRecord(model::kFacilityType, *sync::UuidFromText(f.id()))->has_value());
   ExpectSameAsServer(*an);
+}
+
+// A TCP listener that never accepts: connections complete in the kernel's backlog and
+// then hear nothing, like a server stuck behind a captive portal or a dead proxy.
+class StalledServer {
+ public:
+  StalledServer() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(listen(fd_, 16), 0);
+    socklen_t len = sizeof addr;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  }
+  ~StalledServer() { close(fd_); }
+  const std::string& address() const { return address_; }
+
+ private:
+  int fd_ = -1;
+  std::string address_;
+};
+
+class LifecycleTest : public ClientTest {
+ protected:
+  // A signed-in client (its account stored) reopened against a server that never answers.
+  std::unique_ptr<Client> StalledClient(const std::string& device, absl::Duration timeout) {
+    { SignedIn(device, "ctv_an"); }
+    ClientOptions o = Options(device);
+    o.server_address = stalled_.address();
+    o.sync_timeout = timeout;
+    o.initial_backoff = absl::Milliseconds(10);
+    o.max_backoff = absl::Milliseconds(20);
+    return Ok(Client::Open(o));
+  }
+  static bool WaitFor(const std::function<bool()>& condition,
+                      absl::Duration limit = absl::Seconds(10)) {
+    const absl::Time deadline = absl::Now() + limit;
+    while (!condition()) {
+      if (absl::Now() > deadline) return false;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return true;
+  }
+  StalledServer stalled_;
+};
+
+TEST_F(LifecycleTest, AnObserverMayWriteFromItsCallback) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  std::atomic<int> calls{0};
+  absl::Status inner;
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kLocal || calls++ > 0) return;
+    inner = an->RegisterFacility(NewFacility(commune_, "Ghi từ observer")).status();
+  });
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở đầu tiên")));
+  ASSERT_TRUE(WaitFor([&] { return calls.load() >= 2; }));
+  EXPECT_TRUE(inner.ok()) << inner;
+  EXPECT_THAT(Ok(an->FacilitiesOfCommune(commune_)), SizeIs(2));
+}
+
+TEST_F(LifecycleTest, AnObserverMaySyncFromASyncEvent) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở cần đồng bộ")));
+  std::atomic<int> synced{0};
+  std::atomic<bool> done{false};
+  absl::Status inner;
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kSync || synced++ > 0) return;
+    inner = an->SyncNow().status();  // on the notifier thread, after the outer sync
+    done = true;
+  });
+  ASSERT_TRUE(an->SyncNow().ok());
+  ASSERT_TRUE(WaitFor([&] { return done.load(); }));
+  EXPECT_TRUE(inner.ok()) << inner;
+}
+
+TEST_F(LifecycleTest, ASecondHandleOnTheSameStoreIsRefused) {
+  std::unique_ptr<Client> first = Ok(Client::Open(Options("tab-an")));
+  ASSERT_NE(first, nullptr);
+  absl::StatusOr<std::unique_ptr<Client>> second = Client::Open(Options("tab-an"));
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr("tab-an.db"));
+  first.reset();
+  EXPECT_TRUE(Client::Open(Options("tab-an")).ok()) << "closing releases the store";
+}
+
+TEST_F(LifecycleTest, ABusyStoreIsNotReportedAsAnUnreachableServer) {
+  for (int code : {SQLITE_BUSY, SQLITE_LOCKED}) {
+    absl::Status s = sync::SqliteStatus(code, nullptr, "write");
+    EXPECT_NE(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), HasSubstr("write"));
+  }
+}
+
+TEST_F(LifecycleTest, CloseReturnsQuicklyWhileTheBackgroundSyncWaitsOnAStalledServer) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(20));
+  ASSERT_NE(an, nullptr);
+  an->StartBackgroundSync();
+  ASSERT_TRUE(WaitFor([&] { return an->Status().syncing; }));
+  absl::SleepFor(absl::Milliseconds(200));  // well inside the stalled call
+  const absl::Time start = absl::Now();
+  an.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "a liveness bound, not a speed goal";
+}
+
+TEST_F(LifecycleTest, StopAndCloseFromAnObserverAnswerFailedPrecondition) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  an->StartBackgroundSync();
+  std::atomic<int> calls{0};
+  absl::Status stop, close, sync_from_progress, close_from_progress;
+  an->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kLocal || calls++ > 0) return;
+    stop = an->StopBackgroundSync();
+    close = an->Close();
+  });
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở")));
+  EXPECT_EQ(stop.code(), absl::StatusCode::kFailedPrecondition) << stop;
+  EXPECT_EQ(close.code(), absl::StatusCode::kFailedPrecondition) << close;
+  EXPECT_TRUE(an->Status().background) << "the refused stop stopped nothing";
+  EXPECT_TRUE(an->StopBackgroundSync().ok());
+  // A progress callback runs inside its sync: a nested SyncNow or a Close would wait for it.
+  bool once = false;
+  ASSERT_TRUE(an->SyncNow([&](const SyncProgress&) {
+                  if (once) return;
+                  once = true;
+                  sync_from_progress = an->SyncNow().status();
+                  close_from_progress = an->Close();
+                }).ok());
+  EXPECT_EQ(sync_from_progress.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(close_from_progress.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(an->Close().ok());
+  EXPECT_EQ(an->SyncNow().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(an->Close().ok()) << "idempotent";
+}
+
+TEST_F(LifecycleTest, AnObserverIsDestroyedOnceOnRemovalOrClose) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  auto first = std::make_shared<int>(1);
+  auto second = std::make_shared<int>(2);
+  std::weak_ptr<int> first_alive = first, second_alive = second;
+  const int h1 = an->AddObserver([p = std::move(first)](const ChangeEvent&) {});
+  an->AddObserver([p = std::move(second)](const ChangeEvent&) {});
+  an->RemoveObserver(h1);
+  EXPECT_TRUE(first_alive.expired());
+  EXPECT_FALSE(second_alive.expired());
+  ASSERT_TRUE(an->Close().ok());
+  EXPECT_TRUE(second_alive.expired());
+}
+
+TEST_F(LifecycleTest, CancelSyncEndsAStalledSyncAndTheOnesQueuedBehindIt) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(60));
+  ASSERT_NE(an, nullptr);
+  std::vector<std::string> logged;
+  absl::Mutex log_mu;
+  SetLogSink(
+      [&](LogLevel, const std::string& m) {
+        absl::MutexLock lock(&log_mu);
+        logged.push_back(m);
+      },
+      LogLevel::kInfo);
+  absl::Status first, second;
+  std::thread a([&] { first = an->SyncNow().status(); });
+  ASSERT_TRUE(WaitFor([&] { return an->Status().syncing; }));
+  std::thread b([&] { second = an->SyncNow().status(); });  // queued behind the first
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time start = absl::Now();
+  an->CancelSync();
+  a.join();
+  b.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(first.code(), absl::StatusCode::kCancelled) << first;
+  EXPECT_EQ(second.code(), absl::StatusCode::kCancelled) << second;
+  EXPECT_EQ(an->Status().failures_in_a_row, 0) << "a cancel is not a server failure";
+  SetLogSink(nullptr);
+  absl::MutexLock lock(&log_mu);
+  EXPECT_THAT(logged, ::testing::Contains(HasSubstr("sync cancelled")));
+}
+
+TEST_F(LifecycleTest, SuspendedAndUnreachableBackgroundSyncsWaitAndResumeAtOnce) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(60));
+  ASSERT_NE(an, nullptr);
+  an->StartBackgroundSync();
+  ASSERT_TRUE(WaitFor([&] { return an->Status().syncing; }));
+  an->SetSuspended(true);  // the app went to the background: the running sync ends
+  ASSERT_TRUE(WaitFor([&] { return !an->Status().syncing; }, absl::Seconds(5)));
+  EXPECT_EQ(an->Status().last_error.code(), absl::StatusCode::kCancelled);
+  const std::optional<absl::Time> attempt = an->Status().last_attempt;
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(an->Status().last_attempt, attempt) << "no attempt while suspended";
+  EXPECT_TRUE(an->Status().suspended);
+  an->SetHostReachable(false);
+  an->SetSuspended(false);
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(an->Status().last_attempt, attempt) << "no attempt while the host is unreachable";
+  an->SetHostReachable(true);  // retries now
+  ASSERT_TRUE(WaitFor([&] { return an->Status().last_attempt != attempt; }, absl::Seconds(5)));
+  const absl::Time start = absl::Now();
+  an.reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(LifecycleTest, TlsIsAutomaticAndACaFileMustBeReadable) {
+  // localhost is this machine: plaintext by default, so sign-in works against the test server.
+  ClientOptions o = Options("tab-an");
+  o.server_address = absl::StrCat("localhost:", server_->port());
+  std::unique_ptr<Client> an = Ok(Client::Open(o));
+  ASSERT_NE(an, nullptr);
+  EXPECT_TRUE(an->SignIn("ctv_an", kPassword).ok());
+  an.reset();
+  o.use_tls = true;  // forced: the plaintext server cannot answer
+  an = Ok(Client::Open(o));
+  EXPECT_FALSE(an->SignIn("ctv_an", kPassword).ok());
+  an.reset();
+  o.tls_ca_file = dir_.File("no-such-ca.pem");
+  absl::StatusOr<std::unique_ptr<Client>> bad = Client::Open(o);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("no-such-ca.pem"));
+}
+
+TEST_F(LifecycleTest, AnUploadTheServerAcknowledgedIsListedAsSent) {
+  std::unique_ptr<Client> an = SignedIn("tab-an", "ctv_an");
+  ASSERT_NE(an, nullptr);
+  ASSERT_TRUE(an->SyncNow().ok());
+  Ok(an->RegisterFacility(NewFacility(commune_, "Cơ sở chờ tải về")));
+  std::vector<PendingUpload> before = Ok(an->PendingUploads());
+  ASSERT_THAT(before, SizeIs(1));
+  EXPECT_FALSE(before[0].sent);
+  // End the sync as soon as the push is acknowledged, before the download that shows it.
+  absl::StatusOr<SyncSummary> cut = an->SyncNow([&](const SyncProgress& p) {
+    if (p.pushed_mutations > 0) an->CancelSync();
+  });
+  EXPECT_EQ(cut.status().code(), absl::StatusCode::kCancelled) << cut.status();
+  EXPECT_EQ(an->Status().pending_uploads, 0);
+  std::vector<PendingUpload> after = Ok(an->PendingUploads());
+  // The server acknowledges a push before the page carrying its changes goes out.
+  ASSERT_EQ(an->Status().unconfirmed, 1);
+  ASSERT_THAT(after, SizeIs(1));
+  EXPECT_EQ(after[0].seq, before[0].seq);
+  EXPECT_TRUE(after[0].sent);
+  ASSERT_TRUE(an->SyncNow().ok());
+  EXPECT_THAT(Ok(an->PendingUploads()), SizeIs(0));
+}
+
+TEST_F(LifecycleTest, CloseCancelsASignInStalledOnTheServer) {
+  std::unique_ptr<Client> an = StalledClient("tab-an", absl::Seconds(60));
+  ASSERT_NE(an, nullptr);
+  absl::Status signed_in;
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    signed_in = an->SignIn("ctv_an", kPassword);  // a 30-second deadline of its own
+    done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(an->Close().ok());
+  EXPECT_TRUE(WaitFor([&] { return done.load(); }, absl::Seconds(5)));
+  t.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_FALSE(signed_in.ok());
 }
 
 }  // namespace

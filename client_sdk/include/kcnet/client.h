@@ -18,9 +18,19 @@
 // and observers).
 //
 // Thread-safety: thread-safe. Calls may come from any thread; writes are serialised by
-// the store; syncs (SyncNow and the background sync) run one at a time. Observers are
-// called on the thread that made the change (the caller's for local writes, the sync
-// thread for synced changes), without any Client lock held: they may call the Client.
+// the store; syncs (SyncNow and the background sync) run one at a time. Change events are
+// queued and delivered, in order, on the SDK's notifier thread with no SDK lock held, so
+// observers may call any method of the Client; a local write returns once its event was
+// delivered (unless it was made from an observer). The few calls that cannot be made from
+// the SDK's own thread (Close, StopBackgroundSync) answer FAILED_PRECONDITION there
+// instead of deadlocking.
+//
+// Lifecycle: one Client per store file (a second Open of the same file, in this process
+// or another, answers FAILED_PRECONDITION naming it). CancelSync() ends the running sync;
+// SetSuspended() and SetHostReachable() tell the background sync that the app went to the
+// background or that the network changed (as Couchbase Lite's c4repl_setSuspended /
+// setHostReachable). Close() (and the destructor) cancels any sync and returns promptly,
+// whatever the server does.
 #ifndef KCNET_CLIENT_SDK_INCLUDE_KCNET_CLIENT_H_
 #define KCNET_CLIENT_SDK_INCLUDE_KCNET_CLIENT_H_
 
@@ -43,9 +53,15 @@ struct ClientOptions {
   std::string path;            // the local store file (created when missing)
   std::string device_id;       // stable per installation, 1-128 bytes
   std::string server_address;  // "host:port"; empty: offline only (SignIn/Sync fail)
-  // TLS for the server connection; off means plaintext (tests, local demos).
-  bool use_tls = false;
-  std::string tls_root_certs;  // PEM; empty: the system's roots
+  // TLS for the server connection. Unset ("auto", the default): TLS unless the server is
+  // on this machine (127.0.0.0/8, localhost, [::1]), so that a real server is never
+  // reached in plaintext by mistake. true / false force it on / off.
+  std::optional<bool> use_tls;
+  // The roots TLS trusts, as PEM text (tls_root_certs) or a PEM file (tls_ca_file, read at
+  // Open; an app that bundles its CA). Both empty: the system's roots, which iOS builds of
+  // gRPC do not have: iOS apps must bundle a CA file.
+  std::string tls_root_certs;
+  std::string tls_ca_file;
   // fsync each local commit (the default). Tests and benchmarks may turn it off.
   bool durable = true;
   // How long one sync may take before it is abandoned (and retried later).
@@ -84,6 +100,16 @@ struct ChangeEvent {
   std::vector<RecordRef> records;  // records whose state changed
 };
 
+// The SDK's own log messages (background sync failures, cancellations, refused calls).
+// Apps route them to logcat / os_log with SetLogSink; by default errors go to stderr.
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+using LogSink = std::function<void(LogLevel level, const std::string& message)>;
+// Process-wide; thread-safe. Messages below `min_level` are dropped; an empty sink
+// restores the default. The sink is called on any SDK thread with no SDK lock held.
+void SetLogSink(LogSink sink, LogLevel min_level = LogLevel::kInfo);
+// Sends a message to the sink (the C ABI logs what it cannot return through it).
+void LogMessage(LogLevel level, const std::string& message);
+
 struct SyncStatus {
   int64_t pending_uploads = 0;  // local writes not yet acknowledged by the server
   int64_t unconfirmed = 0;      // local writes the confirmed state does not show yet
@@ -95,6 +121,8 @@ struct SyncStatus {
   bool syncing = false;
   bool background = false;  // background sync running
   std::optional<absl::Time> next_attempt;
+  bool suspended = false;      // SetSuspended(true): the background sync is paused
+  bool host_reachable = true;  // SetHostReachable(false): no attempts until reachable
 };
 
 // Progress of a running sync (for a progress bar).
@@ -124,6 +152,7 @@ struct PendingUpload {
   uint64_t seq = 0;
   std::vector<RecordRef> records;
   bool sent = false;  // acknowledged by the server, waiting for its download
+                      // (listed until the download that shows it arrives)
 };
 
 class Client {
@@ -131,8 +160,12 @@ class Client {
   // Opens (or creates) the local store. FAILED_PRECONDITION with the file's name when it
   // is not a kcnet device store, belongs to another device, or was written by a newer
   // kcnet; INVALID_ARGUMENT for bad options (the field named).
+  // FAILED_PRECONDITION too when another Client (in this process or another) has the file
+  // open; INVALID_ARGUMENT when tls_ca_file cannot be read.
   static absl::StatusOr<std::unique_ptr<Client>> Open(ClientOptions options);
-  ~Client();  // stops the background sync
+  // Closes (see Close()). From the SDK's own thread (an observer), the close finishes on a
+  // thread of its own once the observer returns.
+  ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
@@ -216,7 +249,9 @@ class Client {
 
   using Observer = std::function<void(const ChangeEvent&)>;
   // Returns a handle for RemoveObserver. After RemoveObserver returns, the observer is
-  // not called again (a call in progress on another thread finishes first).
+  // not called again (a call in progress finishes first, unless RemoveObserver is called
+  // from an observer). The observer (and what it captured) is destroyed exactly once,
+  // after its last call, when it is removed or the Client closes, with no SDK lock held.
   int AddObserver(Observer observer);
   void RemoveObserver(int handle);
 
@@ -232,10 +267,34 @@ class Client {
   // --- Sync ----------------------------------------------------------------------------
   // Syncs now on the calling thread (waiting for a running background sync to finish
   // first): push everything pending, pull until caught up. Needs a signed-in user.
+  // `progress` runs on the calling thread; it may call the Client, but a SyncNow from it
+  // answers FAILED_PRECONDITION (the sync it reports on holds the queue). CANCELLED when
+  // CancelSync(), SetSuspended(true) or Close() ended it, FAILED_PRECONDITION after Close().
   absl::StatusOr<SyncSummary> SyncNow(std::function<void(const SyncProgress&)> progress = {});
-  // Starts/stops the background sync thread (idempotent). Stop waits for it to end.
+  // Starts/stops the background sync thread (idempotent). Stop cancels a running sync and
+  // waits for the thread to end; FAILED_PRECONDITION when called from the SDK's own thread
+  // (an observer), which that wait would deadlock.
   void StartBackgroundSync();
-  void StopBackgroundSync();
+  absl::Status StopBackgroundSync();
+  // Ends the running sync (SyncNow or background) and those waiting for their turn with
+  // CANCELLED, at once, whatever the server does. Nothing already stored is undone; the
+  // background sync tries again after `interval`. Any thread, also from callbacks.
+  void CancelSync();
+  // The app went to the background (true) or came back (false). Suspended: the background
+  // sync starts no new attempt and the running sync is cancelled; SyncNow still works (a
+  // background task the OS granted). Resuming retries at once. Any thread.
+  void SetSuspended(bool suspended);
+  // The network changed. Unreachable (false): the background sync waits instead of failing
+  // and backing off. Reachable (true): it retries now instead of waiting out its backoff.
+  void SetHostReachable(bool reachable);
+  // Cancels any sync and the unary calls in flight (sign-in, conflict review), stops the
+  // background sync, waits for the syncs of other threads to return, delivers the events
+  // already queued, destroys the observers and returns: within about a second whatever
+  // the server does (gRPC's cancellation is prompt). Afterwards syncs answer
+  // FAILED_PRECONDITION; the store stays open (and locked) until the destructor.
+  // Idempotent. FAILED_PRECONDITION from the SDK's own thread (an observer) or from a
+  // sync's progress callback.
+  absl::Status Close();
   SyncStatus Status();
   // Every bucket's checksum, for comparing a replica with the server (tools, tests).
   absl::StatusOr<std::vector<kcnet::v1::BucketCheckpoint>> Checkpoints();
