@@ -14,8 +14,9 @@
 // A restart reads the log back to number its writes and to pick records to rename.
 //
 // Modes: --mode=loop (the above), --mode=final (sync until caught up, exit 0), --mode=seed
-// (write --count new facilities, then like final). --die_on=changes|push_ack --die_at=K:
-// SIGKILL itself right after handling the K-th such server message (the store has
+// (write --count new facilities, then like final), --mode=offline (write --count new
+// facilities or renames and exit without syncing: they stay pending). --die_on=changes|push_ack
+// --die_at=K: SIGKILL itself right after handling the K-th such server message (the store has
 // committed it, the server has not seen the DownloadAck / the next push): a kill in the
 // middle of a download or an upload. --reset_prob: at start, reset one bucket with this
 // probability, so that it downloads again from scratch (the checksum repair path).
@@ -153,6 +154,14 @@ class Device {
       for (int64_t i = 0; i < Int("count"); ++i) {
         if (absl::Status s = WriteOne(/*create=*/true); !s.ok()) return Fail(s.ToString());
       }
+    }
+    if (mode == "offline") {
+      // Writes that stay pending: the tablet is offline (nothing is synced).
+      for (int64_t i = 0; i < Int("count"); ++i) {
+        const bool create = own_.empty() || absl::Bernoulli(rng_, 0.5);
+        if (absl::Status s = WriteOne(create); !s.ok()) return Fail(s.ToString());
+      }
+      return 0;
     }
     if (mode == "final" || mode == "seed") {
       for (int attempt = 0; attempt < 300; ++attempt) {
