@@ -23,6 +23,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "client_sdk/cli/password_prompt.h"
+#include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
@@ -37,6 +38,8 @@ ABSL_FLAG(std::string, org_units, "", "Official codes of the user's org units, c
 ABSL_FLAG(std::string, password, "",
           "The password; when empty it is read from stdin (safer: not visible in ps)");
 ABSL_FLAG(std::string, parent, "", "list-org-units: the parent's code (default: the roots)");
+ABSL_FLAG(std::string, to, "", "backup: a new (or empty) directory to write the backup to");
+ABSL_FLAG(std::string, from, "", "restore: the directory of a backup made by `backup`");
 
 namespace kcnet::server {
 namespace {
@@ -52,7 +55,10 @@ constexpr char kUsage[] =
     "  deactivate-user --username=U\n"
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
-    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)";
+    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)\n"
+    "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
+    "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
+    "                        incarnation that every device recovers from; docs/SYNC.md)";
 
 // A wrong command line (exit code 2), as opposed to a failed operation (exit code 1).
 absl::Status UsageError(absl::string_view message) {
@@ -257,6 +263,35 @@ absl::Status SeedDemoCommand() {
   return absl::OkStatus();
 }
 
+absl::Status BackupCommand() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  absl::StatusOr<std::string> to = RequiredFlag(FLAGS_to, "to");
+  if (!to.ok()) return to.status();
+  absl::StatusOr<std::vector<CopiedDatabase>> copied = BackupDataDir(data_dir, *to);
+  if (!copied.ok()) return copied.status();
+  for (const CopiedDatabase& db : *copied) {
+    std::printf("backed up %s: %lld bytes in %.3f s\n", db.name.c_str(),
+                static_cast<long long>(db.bytes), db.seconds);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreCommand() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  absl::StatusOr<std::string> from = RequiredFlag(FLAGS_from, "from");
+  if (!from.ok()) return from.status();
+  absl::StatusOr<std::vector<CopiedDatabase>> copied = RestoreDataDir(data_dir, *from);
+  if (!copied.ok()) return copied.status();
+  for (const CopiedDatabase& db : *copied) {
+    std::printf("restored %s: %lld bytes in %.3f s\n", db.name.c_str(),
+                static_cast<long long>(db.bytes), db.seconds);
+  }
+  std::printf("the record store is a new incarnation: devices recover at their next sync\n");
+  return absl::OkStatus();
+}
+
 absl::Status Run(const std::vector<std::string>& positional) {
   if (positional.empty()) return UsageError("no command given (see --help)");
   const std::string& command = positional[0];
@@ -273,6 +308,8 @@ absl::Status Run(const std::vector<std::string>& positional) {
   if (command == "list-users") return ListUsersCommand();
   if (command == "list-org-units") return ListOrgUnitsCommand();
   if (command == "seed-demo") return SeedDemoCommand();
+  if (command == "backup") return BackupCommand();
+  if (command == "restore") return RestoreCommand();
   return UsageError(absl::StrCat("unknown command '", command, "' (see --help)"));
 }
 

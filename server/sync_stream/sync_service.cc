@@ -364,6 +364,16 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
     if (!cursors_.contains(b)) cursors_[b].set_bucket(b);
   }
   welcome.set_server_op(hub_->store->last_op());
+  // What the device needs to notice a restore (docs/SYNC.md, "Server restore").
+  const sync::ServerStore::Incarnation incarnation = hub_->store->incarnation();
+  welcome.set_incarnation(incarnation.id);
+  welcome.set_incarnation_op(incarnation.base_op);
+  absl::StatusOr<uint64_t> last_seq = hub_->store->LastAppliedSeq(device_id_);
+  if (!last_seq.ok()) {
+    FinishLocked(last_seq.status());
+    return;
+  }
+  welcome.set_last_applied_seq(*last_seq);
   hub_->SetBuckets(this, buckets_);
   hello_done_ = true;
   SyncServerMessage out;
