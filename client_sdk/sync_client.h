@@ -88,6 +88,9 @@ struct SyncResult {
   std::vector<int64_t> reset_buckets;
   std::vector<int64_t> subscribed;  // buckets of Welcome and ScopeChange.added
   std::vector<int64_t> purged;      // buckets unsubscribed (Welcome/ScopeChange.removed)
+  // The device found that the server lost part of what it had synced (a restore) and
+  // recovered (DeviceStore::ObserveServer); the counts say what it queued.
+  sync::Recovery recovery;
   // The status the server ended the stream with (OK after a clean half-close; the
   // client's own cancellation or deadline shows as CANCELLED / DEADLINE_EXCEEDED).
   absl::Status server_status;
