@@ -11,6 +11,7 @@
 //   P <applied> <duplicate> <refused> <conflict> <out_of_order>   one PushAck's results
 //   C                             one ChangeBatch applied
 //   S ok | S fail <code>          one SyncOnce ended
+//   R <handbacks> <renumbered>    that sync recovered from a server restore
 // A restart reads the log back to number its writes and to pick records to rename.
 //
 // Modes: --mode=loop (the above), --mode=final (sync until caught up, exit 0), --mode=seed
@@ -257,6 +258,10 @@ class Device {
 
   bool SyncOnce() {
     absl::StatusOr<sdk::SyncResult> result = client_->SyncOnce();
+    const sync::Recovery& recovery = client_->last_result().recovery;
+    if (recovery.recovered) {
+      Log(absl::StrCat("R ", recovery.handbacks, " ", recovery.renumbered));
+    }
     if (result.ok()) {
       Log("S ok");
       return true;

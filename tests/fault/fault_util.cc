@@ -300,6 +300,10 @@ absl::StatusOr<DeviceLog> ReadDeviceLog(const std::string& path) {
       log.refused += num(3);
       log.conflict += num(4);
       log.out_of_order += num(5);
+    } else if (w[0] == "R" && w.size() == 3) {
+      ++log.recoveries;
+      log.handbacks += num(1);
+      log.renumbered += num(2);
     } else if (w[0] == "C") {
       ++log.change_batches;
     } else if (w[0] == "S") {

@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "sync/sqlite.h"
 #include "tests/fault/fault_util.h"
 #include "tests/testing/test_util.h"
 
@@ -192,6 +193,15 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   const absl::Time t = absl::Now();
   ASSERT_EQ(Admin({"restore", "--from=" + backup}, &err), 0) << err;
   const absl::Duration restore_took = absl::Now() - t;
+  // What the restored server holds: fewer records than the devices acknowledged.
+  int64_t records_in_backup = -1;
+  {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(data_dir_ + "/kcnet.db");
+    ASSERT_TRUE(db.ok()) << db.status();
+    absl::StatusOr<int64_t> n = (*db)->QueryInt("SELECT count(*) FROM facility");
+    ASSERT_TRUE(n.ok()) << n.status();
+    records_in_backup = *n;
+  }
   ASSERT_TRUE(server_->Start().ok()) << ReadFile(tmp_.File("server.log"));
 
   // Every device writes and syncs against the restored server, then two final rounds.
@@ -216,13 +226,19 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
     total.push_acks += log->push_acks;
     total.syncs_ok += log->syncs_ok;
     total.syncs_failed += log->syncs_failed;
+    total.recoveries += log->recoveries;
+    total.handbacks += log->handbacks;
+    total.renumbered += log->renumbered;
+    // Every device recovered exactly once: it saw the new incarnation once.
+    EXPECT_EQ(log->recoveries, 1) << "device " << i;
   }
   const CheckReport report = CheckConvergence(data_dir_, checked, /*server_restored=*/true);
   std::printf(
       "restore: seed=%llu devices=%d runtime=%.1fs backup=%.2fs restore=%.2fs "
       "acknowledged_writes=%lld server_records=%lld push_acks=%lld applied=%lld "
       "duplicate=%lld refused=%lld conflict=%lld out_of_order=%lld syncs_ok=%lld "
-      "syncs_failed=%lld buckets_checked=%lld problems=%zu\n",
+      "syncs_failed=%lld records_in_backup=%lld recoveries=%lld handbacks=%lld renumbered=%lld "
+      "buckets_checked=%lld problems=%zu\n",
       static_cast<unsigned long long>(seed_), kDevices,
       absl::ToDoubleSeconds(absl::Now() - started), absl::ToDoubleSeconds(backup_took),
       absl::ToDoubleSeconds(restore_took), static_cast<long long>(total.acked_writes),
@@ -230,11 +246,17 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
       static_cast<long long>(total.applied), static_cast<long long>(total.duplicate),
       static_cast<long long>(total.refused), static_cast<long long>(total.conflict),
       static_cast<long long>(total.out_of_order), static_cast<long long>(total.syncs_ok),
-      static_cast<long long>(total.syncs_failed), static_cast<long long>(report.checked_buckets),
+      static_cast<long long>(total.syncs_failed), static_cast<long long>(records_in_backup),
+      static_cast<long long>(total.recoveries), static_cast<long long>(total.handbacks),
+      static_cast<long long>(total.renumbered), static_cast<long long>(report.checked_buckets),
       report.problems.size());
   std::fflush(stdout);
   EXPECT_TRUE(report.problems.empty()) << absl::StrJoin(report.problems, "\n");
   EXPECT_GT(total.acked_writes, 0);
+  EXPECT_GT(report.server_records, records_in_backup);  // the restore lost writes...
+  EXPECT_GT(total.handbacks, 0);                        // ...that the devices handed back
+  EXPECT_GT(total.renumbered, 0);                       // and the offline writes went too
+  EXPECT_EQ(total.out_of_order, 0);
   EXPECT_EQ(total.refused, 0);
   EXPECT_EQ(total.conflict, 0);
 }
