@@ -4,7 +4,8 @@
 // download and prune writes that the backup does not hold, and their cursors pass the
 // backup's last op); two of them then write offline (pending work); the server is stopped
 // and `kcnet-admin restore` puts the backup back (refused first while the server runs);
-// the server starts again and every device writes and syncs again. Then CheckConvergence:
+// the server starts again and every device writes and syncs again while the server is
+// killed (kill -9) and restarted a few times. Then CheckConvergence:
 // every write any device acknowledged is on the server exactly once with its latest value,
 // nothing is pending, refused or in conflict, and every replica has the server's checksums.
 //
@@ -122,7 +123,7 @@ class RestoreTest : public ::testing::Test {
     }
     const absl::Time end = absl::Now() + how_long;
     if (meanwhile) {
-      absl::SleepFor(how_long / 2);
+      absl::SleepFor(how_long * absl::Uniform(rng_, 0.2, 0.6));
       meanwhile();
     }
     absl::SleepFor(end - absl::Now());
@@ -150,6 +151,7 @@ class RestoreTest : public ::testing::Test {
   }
 
   static constexpr int kDevices = 4;
+  static constexpr int kServerKills = 4;
   kcnet::testing::TempDir tmp_;
   uint64_t seed_ = 0;
   absl::BitGen rng_;
@@ -204,8 +206,17 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   }
   ASSERT_TRUE(server_->Start().ok()) << ReadFile(tmp_.File("server.log"));
 
-  // Every device writes and syncs against the restored server, then two final rounds.
-  WriteAndSync(absl::Seconds(2));
+  // Every device writes and syncs against the restored server, which is killed (kill -9)
+  // a few times while the devices recover: hand-backs and renumbered pushes whose
+  // acknowledgement never left are pushed again. Then two final rounds.
+  int kills = 0;
+  WriteAndSync(absl::Seconds(3), [&] {
+    for (; kills < kServerKills; ++kills) {
+      server_->Kill9();
+      ASSERT_TRUE(server_->Start().ok()) << "restart " << kills;
+      absl::SleepFor(absl::Milliseconds(absl::Uniform(rng_, 50, 300)));
+    }
+  });
   for (int round = 0; round < 2; ++round) {
     for (int i = 0; i < kDevices; ++i) RunDevice(i, "final");
   }
@@ -234,12 +245,13 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   }
   const CheckReport report = CheckConvergence(data_dir_, checked, /*server_restored=*/true);
   std::printf(
-      "restore: seed=%llu devices=%d runtime=%.1fs backup=%.2fs restore=%.2fs "
+      "restore: seed=%llu devices=%d server_kills_after_restore=%d runtime=%.1fs backup=%.2fs "
+      "restore=%.2fs "
       "acknowledged_writes=%lld server_records=%lld push_acks=%lld applied=%lld "
       "duplicate=%lld refused=%lld conflict=%lld out_of_order=%lld syncs_ok=%lld "
       "syncs_failed=%lld records_in_backup=%lld recoveries=%lld handbacks=%lld renumbered=%lld "
       "buckets_checked=%lld problems=%zu\n",
-      static_cast<unsigned long long>(seed_), kDevices,
+      static_cast<unsigned long long>(seed_), kDevices, kills,
       absl::ToDoubleSeconds(absl::Now() - started), absl::ToDoubleSeconds(backup_took),
       absl::ToDoubleSeconds(restore_took), static_cast<long long>(total.acked_writes),
       static_cast<long long>(report.server_records), static_cast<long long>(total.push_acks),
