@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
@@ -766,6 +767,15 @@ absl::StatusOr<Recovery> DeviceStore::ObserveServer(const kcnet::v1::Welcome& we
   Recovery recovery;
   if (welcome.incarnation() == 0) return recovery;  // a server that predates incarnations
   absl::MutexLock lock(&mu_);
+  // Declared before the transaction, so it runs after the rollback of a failed recovery:
+  // the in-memory sequence goes back to the stored one.
+  bool committed = false;
+  absl::Cleanup restore_seq = [this, &committed]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (committed) return;
+    records_->AbandonTransaction().IgnoreError();
+    absl::StatusOr<std::optional<int64_t>> seq = records_->GetMeta("last_seq");
+    if (seq.ok()) last_seq_ = static_cast<uint64_t>(seq->value_or(0));
+  };
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
   absl::StatusOr<std::optional<int64_t>> known = records_->GetMeta(kServerIncarnationKey);
@@ -793,13 +803,7 @@ absl::StatusOr<Recovery> DeviceStore::ObserveServer(const kcnet::v1::Welcome& we
   if (!recovery.why.empty()) {
     recovery.recovered = true;
     absl::Status status = RecoverLocked(welcome, &recovery);
-    if (!status.ok()) {
-      txn->reset();
-      records_->AbandonTransaction().IgnoreError();
-      absl::StatusOr<std::optional<int64_t>> seq = records_->GetMeta("last_seq");
-      if (seq.ok()) last_seq_ = static_cast<uint64_t>(seq->value_or(0));
-      return status;
-    }
+    if (!status.ok()) return status;
   }
   if (known_id != welcome.incarnation()) {
     absl::Status status =
@@ -807,11 +811,8 @@ absl::StatusOr<Recovery> DeviceStore::ObserveServer(const kcnet::v1::Welcome& we
     if (!status.ok()) return status;
   }
   absl::Status status = (*txn)->Commit();
-  if (!status.ok()) {
-    absl::StatusOr<std::optional<int64_t>> seq = records_->GetMeta("last_seq");
-    if (seq.ok()) last_seq_ = static_cast<uint64_t>(seq->value_or(0));
-    return status;
-  }
+  if (!status.ok()) return status;
+  committed = true;
   return recovery;
 }
 
