@@ -378,14 +378,15 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
         continue;
       }
     }
+    if (!m.handback() && tracked && incarnation_.restored_ms != 0) {
+      // Outside the mutation's savepoint: a refused ordinary mutation ends them too.
+      absl::Status closed = CloseHandbacks(writer.device_id);
+      if (!closed.ok()) return closed;
+    }
     absl::Status status = db_->RunCached("SAVEPOINT mutation");
     if (!status.ok()) return status;
     const uint64_t op_before = last_op_;
     Refusal refusal;
-    if (!m.handback() && tracked && incarnation_.restored_ms != 0) {
-      status = CloseHandbacks(writer.device_id);
-      if (!status.ok()) return status;
-    }
     status = m.handback() ? ApplyHandback(writer, m, result, &refusal)
                           : ApplyMutation(writer, m, validator, result, &refusal);
     if (!status.ok()) return status;

@@ -640,14 +640,15 @@ TEST_F(ServerStoreTest, HandbacksAreTakenOnlyFromARecoveringDeviceOfARestoredSto
   EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
   EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 6);
 
-  // An ordinary push still may not stamp another node.
+  // An ordinary push still may not stamp another node; and the device's first ordinary
+  // mutation, even a refused one, ends its hand-backs for good.
   RecordChange forged = Change(1, Id(7), {{3, IntValue(8)}});
   forged.set_node(b_node);
   ack = MustApply(a_, One(7, {forged}, HlcPack(kT0 + 30, 0)));
   EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
-  // Its first ordinary mutation ends the device's hand-backs, for good.
-  ack = MustApply(a_, One(8, {Change(1, Id(8), {{2, IntValue(kUnit)}})}, HlcPack(kT0 + 40, 0)));
-  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  ack = MustApply(a_, Handback(8, b_node, HlcPack(kT0 + 40, 0), 9));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("hand-backs are over"));
   ack = MustApply(a_, Handback(9, b_node, HlcPack(kT0 + 50, 0), 9));
   EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
   EXPECT_THAT(ack.results(0).reason(), HasSubstr("hand-backs are over"));
