@@ -2,9 +2,11 @@
 // the stream messages at the end of sync.proto). It drives one DeviceStore against a
 // kcnet server:
 //
-//   Hello(device id, schema version, cursors) -> Welcome: subscribe the buckets the device
-//   must hold; for the buckets it may no longer hold, push its pending mutations first
-//   (the server may refuse them), then purge them.
+//   Hello(device id, schema version, cursors) -> Welcome: a server restored from a backup
+//   (a new incarnation, or cursors or sequences ahead of it) is recovered from first
+//   (DeviceStore::ObserveServer: renumber, hand back, re-verify); subscribe the buckets
+//   the device must hold; for the buckets it may no longer hold, push its pending
+//   mutations first (the server may refuse them), then purge them.
 //   Download: the server sends up to download_window pages ahead; the pages already
 //   received are stored together (one store transaction, up to max_pages_per_transaction)
 //   and acknowledged with the cursors reached; a bucket whose checksum disagrees is reset

@@ -614,6 +614,11 @@ absl::Status ServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
     if (!row.ok()) return row.status();
     const Stamp stamp{change.hlc(), change.node()};
     if (row->has_value() && (*row)->deleted) continue;  // a tombstone is final
+    if (!row->has_value() && change.bucket() == 0) {
+      return refuse(absl::InvalidArgumentError(
+                        absl::StrCat(path, ".bucket: a handed-back record names its bucket")),
+                    absl::StrCat(path, ".bucket"));
+    }
     if (change.deleted()) {
       // A deletion the restore lost (of a record it may not have at all).
       RowState tomb;
