@@ -371,6 +371,15 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
         const kcnet::v1::Welcome& welcome = message.welcome();
         result.welcome = welcome;
         welcomed = true;
+        // A restored server: renumber, queue hand-backs and reset the cursors before
+        // anything is pushed or stored. The pages the server already read from the old
+        // cursors are skipped (their `from` no longer matches) or re-verified by their
+        // checkpoints; the acknowledgement sends the reset cursors.
+        absl::StatusOr<sync::Recovery> recovery = store_->ObserveServer(welcome);
+        if (!recovery.ok()) {
+          return abandon(Annotate(recovery.status(), "server incarnation"));
+        }
+        result.recovery = *std::move(recovery);
         for (int64_t bucket : welcome.buckets()) {
           absl::Status status = store_->Subscribe(bucket);
           if (!status.ok()) {

@@ -2,9 +2,11 @@
 // the stream messages at the end of sync.proto). It drives one DeviceStore against a
 // kcnet server:
 //
-//   Hello(device id, schema version, cursors) -> Welcome: subscribe the buckets the device
-//   must hold; for the buckets it may no longer hold, push its pending mutations first
-//   (the server may refuse them), then purge them.
+//   Hello(device id, schema version, cursors) -> Welcome: a server restored from a backup
+//   (a new incarnation, or cursors or sequences ahead of it) is recovered from first
+//   (DeviceStore::ObserveServer: renumber, hand back, re-verify); subscribe the buckets
+//   the device must hold; for the buckets it may no longer hold, push its pending
+//   mutations first (the server may refuse them), then purge them.
 //   Download: the server sends up to download_window pages ahead; the pages already
 //   received are stored together (one store transaction, up to max_pages_per_transaction)
 //   and acknowledged with the cursors reached; a bucket whose checksum disagrees is reset
@@ -88,6 +90,9 @@ struct SyncResult {
   std::vector<int64_t> reset_buckets;
   std::vector<int64_t> subscribed;  // buckets of Welcome and ScopeChange.added
   std::vector<int64_t> purged;      // buckets unsubscribed (Welcome/ScopeChange.removed)
+  // The device found that the server lost part of what it had synced (a restore) and
+  // recovered (DeviceStore::ObserveServer); the counts say what it queued.
+  sync::Recovery recovery;
   // The status the server ended the stream with (OK after a clean half-close; the
   // client's own cancellation or deadline shows as CANCELLED / DEADLINE_EXCEEDED).
   absl::Status server_status;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
@@ -29,7 +30,8 @@ using kcnet::v1::RecordChange;
 }  // namespace
 
 std::optional<RecordChange> LayOver(const std::optional<RecordChange>& base,
-                                    const RecordChange& change, uint64_t node) {
+                                    const RecordChange& change, uint64_t device_node) {
+  const uint64_t node = change.node() != 0 ? change.node() : device_node;
   if (change.deleted() || (base.has_value() && base->deleted())) {
     RecordChange tomb;
     tomb.set_type(change.type());
@@ -56,7 +58,7 @@ std::optional<RecordChange> LayOver(const std::optional<RecordChange>& base,
     if (target == nullptr) target = out.add_fields();
     *target = f;
     target->set_hlc(f.hlc() != 0 ? f.hlc() : change.hlc());
-    target->set_node(node);
+    target->set_node(f.node() != 0 ? f.node() : node);
   }
   return out;
 }
@@ -516,8 +518,10 @@ absl::StatusOr<bool> MergeDownloaded(const RecordTypeSpec& type, const RecordCha
       FieldState& state = next->fields[type.IndexOf(f.field())];
       const Stamp field_stamp{f.hlc() != 0 ? f.hlc() : change.hlc(),
                               f.node() != 0 ? f.node() : change.node()};
-      // Older news, or the same write again (on the server a field's stamp only grows).
-      if (change.op() <= state.op || field_stamp == state.stamp) continue;
+      // Older news, or the same write again. On the server a field's stamp only grows
+      // with its op, so within one incarnation this is the op order; across a restore ops
+      // are reused and only the stamps still order the writes (docs/SYNC.md).
+      if (!(state.stamp < field_stamp)) continue;
       state.value = f.value();
       state.stamp = field_stamp;
       state.op = change.op();
@@ -748,6 +752,207 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
   return result;
 }
 
+namespace {
+
+// The device's meta key of the server incarnation it last synced with.
+constexpr char kServerIncarnationKey[] = "server_incarnation";
+// Changes per hand-back mutation (the server takes at most 200 per mutation).
+constexpr int kHandbackChanges = 100;
+// Reports of renumbered sequences move this far down (below every sequence).
+constexpr int64_t kReportShift = int64_t{1} << 40;
+
+}  // namespace
+
+absl::StatusOr<Recovery> DeviceStore::ObserveServer(const kcnet::v1::Welcome& welcome) {
+  Recovery recovery;
+  if (welcome.incarnation() == 0) return recovery;  // a server that predates incarnations
+  absl::MutexLock lock(&mu_);
+  // Declared before the transaction, so it runs after the rollback of a failed recovery:
+  // the in-memory sequence goes back to the stored one.
+  bool committed = false;
+  absl::Cleanup restore_seq = [this, &committed]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (committed) return;
+    records_->AbandonTransaction().IgnoreError();
+    absl::StatusOr<std::optional<int64_t>> seq = records_->GetMeta("last_seq");
+    if (seq.ok()) last_seq_ = static_cast<uint64_t>(seq->value_or(0));
+  };
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<std::optional<int64_t>> known = records_->GetMeta(kServerIncarnationKey);
+  if (!known.ok()) return known.status();
+  const uint64_t known_id = known->has_value() ? static_cast<uint64_t>(**known) : 0;
+  // The signs that the server lost part of what it told this device. Each is impossible
+  // otherwise: cursors and settled sequences only come from the server, which only grows.
+  if (known_id != 0 && known_id != welcome.incarnation()) {
+    recovery.why = "the server is a new incarnation (restored from a backup, or a new data dir)";
+  } else {
+    absl::StatusOr<int64_t> cursor = db_->QueryInt("SELECT max(op) FROM _cursors", 0);
+    if (!cursor.ok()) return cursor.status();
+    absl::StatusOr<int64_t> oldest =
+        db_->QueryInt("SELECT min(seq) FROM _outbox WHERE acked_op IS NULL", 0);
+    if (!oldest.ok()) return oldest.status();
+    const uint64_t settled = *oldest > 0 ? static_cast<uint64_t>(*oldest - 1) : last_seq_;
+    if (static_cast<uint64_t>(*cursor) > welcome.server_op()) {
+      recovery.why = absl::StrCat("cursor ", *cursor, " is ahead of the server's last op ",
+                                  welcome.server_op());
+    } else if (settled > welcome.last_applied_seq()) {
+      recovery.why = absl::StrCat("sequence ", settled, " was answered, the server's last is ",
+                                  welcome.last_applied_seq());
+    }
+  }
+  if (!recovery.why.empty()) {
+    recovery.recovered = true;
+    absl::Status status = RecoverLocked(welcome, &recovery);
+    if (!status.ok()) return status;
+  }
+  if (known_id != welcome.incarnation()) {
+    absl::Status status =
+        records_->SetMeta(kServerIncarnationKey, static_cast<int64_t>(welcome.incarnation()));
+    if (!status.ok()) return status;
+  }
+  absl::Status status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  committed = true;
+  return recovery;
+}
+
+absl::Status DeviceStore::RecoverLocked(const kcnet::v1::Welcome& welcome, Recovery* recovery) {
+  const uint64_t server_seq = welcome.last_applied_seq();
+  const uint64_t base_op = welcome.incarnation_op();
+  // 1. The mutations the server no longer has: every one above its last applied sequence,
+  // pending or not (an applied one may be waiting for its download, which will not come).
+  struct Tail {
+    Mutation mutation;
+    std::string buckets;
+  };
+  std::vector<Tail> tail;
+  {
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("SELECT seq, body, buckets FROM _outbox WHERE seq > ?1 ORDER BY seq");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, static_cast<int64_t>(server_seq));
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) {
+        (*stmt)->Reset();
+        return has.status();
+      }
+      if (!*has) break;
+      Tail& t = tail.emplace_back();
+      if (!t.mutation.ParseFromString(std::string((*stmt)->ColumnBlob(1)))) {
+        (*stmt)->Reset();
+        return absl::DataLossError("outbox: a mutation does not parse");
+      }
+      t.mutation.set_seq(static_cast<uint64_t>((*stmt)->ColumnInt(0)));
+      t.buckets = std::string((*stmt)->ColumnText(2));
+    }
+    (*stmt)->Reset();
+  }
+  for (const Tail& t : tail) {
+    absl::Status status = DeleteOutboxRow(static_cast<int64_t>(t.mutation.seq()));
+    if (!status.ok()) return status;
+  }
+  // Reports keep their order below every new sequence (a report is keyed by sequence).
+  absl::Status status = db_->Exec(
+      absl::StrCat("UPDATE _reports SET seq = seq - ", kReportShift, " WHERE seq > ", server_seq));
+  if (!status.ok()) return status;
+
+  // 2. What the server may have lost of confirmed state: every field above the op where
+  // its incarnation began, with the stamp of whoever wrote it.
+  std::vector<RecordChange> handbacks;
+  {
+    absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT bucket FROM _cursors ORDER BY bucket");
+    if (!stmt.ok()) return stmt.status();
+    std::vector<int64_t> buckets;
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) {
+        (*stmt)->Reset();
+        return has.status();
+      }
+      if (!*has) break;
+      buckets.push_back((*stmt)->ColumnInt(0));
+    }
+    (*stmt)->Reset();
+    for (int64_t bucket : buckets) {
+      for (const RecordTypeSpec& type : schema_->types()) {
+        status = records_->ScanSince(
+            type, bucket, base_op, std::numeric_limits<size_t>::max(),
+            [&](absl::string_view id_text, const RowState& row) -> absl::Status {
+              absl::StatusOr<std::string> id = UuidFromText(id_text);
+              if (!id.ok()) return absl::DataLossError(id.status().message());
+              RecordChange change = records_->ToChange(type, *id, row, base_op);
+              change.clear_op();
+              if (change.deleted() || change.fields_size() > 0) {
+                handbacks.push_back(std::move(change));
+              }
+              return absl::OkStatus();
+            });
+        if (!status.ok()) return status;
+      }
+    }
+  }
+
+  // 3. The new numbering: hand-backs first (the server takes them only before the
+  // device's first ordinary mutation), then the renumbered tail in its order.
+  uint64_t seq = server_seq;
+  recovery->first_seq = server_seq + 1;
+  auto append = [&](Mutation& m, const std::string& buckets) -> absl::Status {
+    m.set_seq(++seq);
+    absl::StatusOr<Statement*> ins =
+        db_->Prepare("INSERT INTO _outbox(seq, body, buckets) VALUES (?1, ?2, ?3)");
+    if (!ins.ok()) return ins.status();
+    (*ins)->BindInt(1, static_cast<int64_t>(seq));
+    (*ins)->BindBlob(2, m.SerializeAsString());
+    (*ins)->BindText(3, buckets);
+    absl::Status status = (*ins)->Run();
+    (*ins)->Reset();
+    for (const RecordChange& change : m.changes()) {
+      if (!status.ok()) break;
+      absl::StatusOr<Statement*> pending =
+          db_->Prepare("INSERT OR IGNORE INTO _pending(type, id, seq) VALUES (?1, ?2, ?3)");
+      if (!pending.ok()) return pending.status();
+      (*pending)->BindInt(1, change.type());
+      (*pending)->BindBlob(2, change.id());
+      (*pending)->BindInt(3, static_cast<int64_t>(seq));
+      status = (*pending)->Run();
+      (*pending)->Reset();
+    }
+    return status;
+  };
+  for (size_t i = 0; i < handbacks.size(); i += kHandbackChanges) {
+    Mutation m;
+    m.set_handback(true);
+    std::vector<int64_t> buckets;
+    for (size_t j = i; j < handbacks.size() && j < i + kHandbackChanges; ++j) {
+      buckets.push_back(handbacks[j].bucket());
+      *m.add_changes() = std::move(handbacks[j]);
+    }
+    std::sort(buckets.begin(), buckets.end());
+    buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
+    status = append(m, absl::StrJoin(buckets, ","));
+    if (!status.ok()) return status;
+  }
+  recovery->handbacks = handbacks.size();
+  for (Tail& t : tail) {
+    // The device knows the new incarnation only up to its base: a base op above it names
+    // a version the server may not have (or a reused op), so conflicts are judged from
+    // the base (never missed; one with a hand-back of the same field may be reported).
+    for (RecordChange& change : *t.mutation.mutable_changes()) {
+      change.set_base_op(std::min<uint64_t>(change.base_op(), base_op));
+    }
+    status = append(t.mutation, t.buckets);
+    if (!status.ok()) return status;
+  }
+  recovery->renumbered = tail.size();
+  status = records_->SetMeta("last_seq", static_cast<int64_t>(seq));
+  if (!status.ok()) return status;
+  last_seq_ = seq;
+
+  // 4. Every bucket is verified again from the start against the server's checkpoints.
+  return db_->Exec("UPDATE _cursors SET op = 0, floor = 0, synced = 0");
+}
+
 absl::Status DeviceStore::Subscribe(int64_t bucket) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> stmt =
@@ -876,12 +1081,14 @@ absl::StatusOr<std::vector<int64_t>> DeviceStore::VerifyBuckets() {
   return bad;
 }
 
-absl::StatusOr<std::vector<Report>> DeviceStore::ListReports() {
-  absl::MutexLock lock(&mu_);
+absl::StatusOr<std::vector<Report>> DeviceStore::ListReportsLocked(int64_t* max_key) {
   std::vector<Report> out;
+  // Keyed by sequence; a recovery moves older reports below every sequence (negative
+  // keys), so the key order is the order they were made in.
   absl::StatusOr<Statement*> stmt =
-      db_->Prepare("SELECT mutation, result FROM _reports ORDER BY seq");
+      db_->Prepare("SELECT mutation, result, seq FROM _reports ORDER BY seq");
   if (!stmt.ok()) return stmt.status();
+  *max_key = 0;
   while (true) {
     absl::StatusOr<bool> has = (*stmt)->Step();
     if (!has.ok()) return has.status();
@@ -889,18 +1096,24 @@ absl::StatusOr<std::vector<Report>> DeviceStore::ListReports() {
     Report& r = out.emplace_back();
     r.mutation.ParseFromString(std::string((*stmt)->ColumnBlob(0)));
     r.result.ParseFromString(std::string((*stmt)->ColumnBlob(1)));
+    *max_key = (*stmt)->ColumnInt(2);
   }
   (*stmt)->Reset();
   return out;
 }
 
-absl::StatusOr<std::vector<Report>> DeviceStore::TakeReports() {
-  absl::StatusOr<std::vector<Report>> reports = ListReports();
-  if (!reports.ok() || reports->empty()) return reports;
+absl::StatusOr<std::vector<Report>> DeviceStore::ListReports() {
   absl::MutexLock lock(&mu_);
-  // Only what was listed is removed: a report added in between stays.
-  absl::Status status =
-      db_->Exec(absl::StrCat("DELETE FROM _reports WHERE seq <= ", reports->back().mutation.seq()));
+  int64_t max_key = 0;
+  return ListReportsLocked(&max_key);
+}
+
+absl::StatusOr<std::vector<Report>> DeviceStore::TakeReports() {
+  absl::MutexLock lock(&mu_);
+  int64_t max_key = 0;
+  absl::StatusOr<std::vector<Report>> reports = ListReportsLocked(&max_key);
+  if (!reports.ok() || reports->empty()) return reports;
+  absl::Status status = db_->Exec(absl::StrCat("DELETE FROM _reports WHERE seq <= ", max_key));
   if (!status.ok()) return status;
   return reports;
 }

@@ -77,6 +77,15 @@ struct DownloadResult {
   std::vector<int64_t> completed;
 };
 
+// What DeviceStore::ObserveServer found and did (docs/SYNC.md, "Server restore").
+struct Recovery {
+  bool recovered = false;  // the server lost part of what this device synced with it
+  std::string why;         // which sign of it the device saw
+  size_t handbacks = 0;    // confirmed records queued to hand back (Mutation.handback)
+  size_t renumbered = 0;   // unsettled mutations renumbered after the server's sequence
+  uint64_t first_seq = 0;  // the first sequence of the new numbering
+};
+
 // A report owed to the user: a refused mutation, or one applied with conflicts.
 struct Report {
   kcnet::v1::Mutation mutation;
@@ -115,6 +124,23 @@ class DeviceStore {
   // Takes the server's answer to a push. Returns the reports it created (refused
   // mutations, conflicts); they also stay in the store until TakeReports().
   absl::StatusOr<std::vector<Report>> Acknowledge(const kcnet::v1::PushAck& ack);
+
+  // Takes a Welcome's account of the server's history (incarnation, incarnation_op,
+  // last_applied_seq, server_op). When the server lost part of what this device synced
+  // with it (a new incarnation after one it knew, a cursor above the server's last op, or
+  // a settled sequence above the server's last applied one), recovers in one transaction:
+  //   1. every mutation above the server's last applied sequence (pending, or applied by
+  //      the lost history) is renumbered to follow it, so nothing answers OUT_OF_ORDER
+  //      forever and no lost sequence is answered DUPLICATE;
+  //   2. before them, hand-backs (Mutation.handback) of every confirmed record holding a
+  //      field above incarnation_op, with its writers' own stamps, so that the server gets
+  //      back what it lost, whoever wrote it;
+  //   3. every bucket's cursor goes back to 0 (floor 0): the next download re-verifies it
+  //      against the server's checkpoints.
+  // Confirmed state and the overlay stay as they are (nothing is purged), and the new
+  // incarnation is kept. Otherwise only keeps the incarnation. A Welcome without one (an
+  // older server) changes nothing. Fails with the storage error; then nothing changed.
+  absl::StatusOr<Recovery> ObserveServer(const kcnet::v1::Welcome& welcome);
 
   // Applies download pages, in order, to confirmed state in one transaction (one commit
   // for all of them): idempotent (a change whose op a field already has is skipped) and
@@ -204,6 +230,12 @@ class DeviceStore {
   }
   absl::Status AddReport(const kcnet::v1::Mutation& m, const kcnet::v1::MutationResult& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reports oldest first, with the largest row key listed in *max_key (0 when none).
+  absl::StatusOr<std::vector<Report>> ListReportsLocked(int64_t* max_key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The recovery of ObserveServer, inside its transaction.
+  absl::Status RecoverLocked(const kcnet::v1::Welcome& welcome, Recovery* recovery)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes an outbox row and its entries in the pending index.
   absl::Status DeleteOutboxRow(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CreateSearchTables() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -227,7 +259,8 @@ class DeviceStore {
 };
 
 // Lays `change` (a pending write) over `base` (a record's full state, or nullopt).
-// Returns the resulting full state, nullopt when there is no record.
+// Returns the resulting full state, nullopt when there is no record. The writer is
+// `node` (the device) unless the change names its own (a hand-back's fields keep theirs).
 std::optional<kcnet::v1::RecordChange> LayOver(const std::optional<kcnet::v1::RecordChange>& base,
                                                const kcnet::v1::RecordChange& change,
                                                uint64_t node);

@@ -1,6 +1,7 @@
 #include "sync/server_store.h"
 
 #include <algorithm>
+#include <random>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
@@ -28,9 +29,10 @@ bool IsStorageFailure(const absl::Status& status) {
          absl::IsResourceExhausted(status);
 }
 
-// A digest of what a mutation asks for: every change's type, id, deletion, clock and
-// fields (number, value, clock), in order. The base op is left out: it only decides
-// conflicts, and says nothing of what the user wrote.
+// A digest of what a mutation asks for: every change's type, id, deletion and fields
+// (number, value), in order. Clocks and the base op are left out: they say when and on
+// what the user wrote, not what, and a device may re-stamp a pending write whose clock
+// was wrong (docs/SYNC.md) without it reading as another write.
 uint64_t PayloadDigest(const Mutation& m) {
   std::string buf;
   auto put64 = [&buf](uint64_t v) {
@@ -41,10 +43,8 @@ uint64_t PayloadDigest(const Mutation& m) {
     put64(c.id().size());
     buf.append(c.id());
     put64(c.deleted() ? 1 : 0);
-    put64(c.hlc());
     for (const kcnet::v1::FieldChange& f : c.fields()) {
       put64(f.field());
-      put64(f.hlc());
       const std::string value = f.value().SerializeAsString();
       put64(value.size());
       buf.append(value);
@@ -53,6 +53,19 @@ uint64_t PayloadDigest(const Mutation& m) {
   }
   return StableHash64(buf);
 }
+
+// A new incarnation id: random, never 0 (0 is "no incarnation" on the wire).
+uint64_t NewIncarnationId() {
+  std::random_device random;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{random()} << 32) ^ random();
+  return id;
+}
+
+// The meta keys of the incarnation (ServerStore::Incarnation).
+constexpr char kIncarnationKey[] = "incarnation";
+constexpr char kIncarnationOpKey[] = "incarnation_op";
+constexpr char kRestoredMsKey[] = "restored_ms";
 
 }  // namespace
 
@@ -100,11 +113,32 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
       // A digest of every pushed mutation's payload, so that a sequence sent again with
       // other content (a cloned tablet, a borrowed device id) is an error, not DUPLICATE.
       "CREATE TABLE IF NOT EXISTS _pushes(device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
-      "digest INTEGER NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;");
+      "digest INTEGER NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;"
+      // Devices whose hand-backs after a restore are over (Mutation.handback).
+      "CREATE TABLE IF NOT EXISTS _handback_closed(device_id TEXT PRIMARY KEY) WITHOUT ROWID;");
   if (!status.ok()) return status;
   absl::StatusOr<std::optional<int64_t>> last_op = store->records_->GetMeta("last_op");
   if (!last_op.ok()) return last_op.status();
   store->last_op_ = static_cast<uint64_t>(last_op->value_or(0));
+  // A store without an incarnation is new (or predates incarnations): it begins one here.
+  absl::StatusOr<std::optional<int64_t>> incarnation = store->records_->GetMeta(kIncarnationKey);
+  if (!incarnation.ok()) return incarnation.status();
+  if (!incarnation->has_value()) {
+    const uint64_t id = NewIncarnationId();
+    status = store->records_->SetMeta(kIncarnationKey, static_cast<int64_t>(id));
+    if (status.ok()) {
+      status = store->records_->SetMeta(kIncarnationOpKey, static_cast<int64_t>(store->last_op_));
+    }
+    if (!status.ok()) return status;
+    *incarnation = static_cast<int64_t>(id);
+  }
+  store->incarnation_.id = static_cast<uint64_t>(**incarnation);
+  absl::StatusOr<std::optional<int64_t>> base = store->records_->GetMeta(kIncarnationOpKey);
+  if (!base.ok()) return base.status();
+  store->incarnation_.base_op = static_cast<uint64_t>(base->value_or(0));
+  absl::StatusOr<std::optional<int64_t>> restored = store->records_->GetMeta(kRestoredMsKey);
+  if (!restored.ok()) return restored.status();
+  store->incarnation_.restored_ms = restored->value_or(0);
   absl::StatusOr<std::optional<int64_t>> max_hlc = store->records_->GetMeta("max_hlc");
   if (!max_hlc.ok()) return max_hlc.status();
   store->hlc_.Raise(static_cast<uint64_t>(max_hlc->value_or(0)));
@@ -124,6 +158,47 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
     store->readers_.push_back(std::move(reader));
   }
   return store;
+}
+
+absl::Status ServerStore::BeginIncarnation(const std::string& path, bool restored, Clock* clock) {
+  absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path);
+  if (!db.ok()) return db.status();
+  absl::StatusOr<int64_t> is_store = (*db)->QueryInt(
+      "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('_meta', '_devices')");
+  if (!is_store.ok()) return is_store.status();
+  if (*is_store != 2) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": not a kcnet server store"));
+  }
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db->get());
+  if (!txn.ok()) return txn.status();
+  absl::StatusOr<int64_t> last_op =
+      (*db)->QueryInt("SELECT value FROM _meta WHERE key = 'last_op'", 0);
+  if (!last_op.ok()) return last_op.status();
+  auto set = [&](absl::string_view key, int64_t value) {
+    absl::StatusOr<Statement*> stmt =
+        (*db)->Prepare("INSERT OR REPLACE INTO _meta(key, value) VALUES (?1, ?2)");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindText(1, key);
+    (*stmt)->BindInt(2, value);
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    return status;
+  };
+  absl::Status status = set(kIncarnationKey, static_cast<int64_t>(NewIncarnationId()));
+  if (status.ok()) status = set(kIncarnationOpKey, *last_op);
+  if (status.ok()) status = set(kRestoredMsKey, restored ? clock->NowMs() : 0);
+  // A backup may carry the closed hand-backs of an earlier restore: this one starts afresh.
+  if (status.ok()) {
+    status = (*db)->Exec(
+        "CREATE TABLE IF NOT EXISTS _handback_closed(device_id TEXT PRIMARY KEY) WITHOUT ROWID;"
+        "DELETE FROM _handback_closed;");
+  }
+  if (status.ok()) status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  absl::StatusOr<int64_t> busy = (*db)->QueryInt("PRAGMA wal_checkpoint(TRUNCATE)");
+  if (!busy.ok()) return busy.status();
+  if (*busy != 0) return absl::UnavailableError(absl::StrCat(path, ": checkpoint was blocked"));
+  return absl::OkStatus();
 }
 
 ServerStore::Reader* ServerStore::AcquireReader() ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -358,11 +433,17 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
         continue;
       }
     }
+    if (!m.handback() && tracked && incarnation_.restored_ms != 0) {
+      // Outside the mutation's savepoint: a refused ordinary mutation ends them too.
+      absl::Status closed = CloseHandbacks(writer.device_id);
+      if (!closed.ok()) return closed;
+    }
     absl::Status status = db_->RunCached("SAVEPOINT mutation");
     if (!status.ok()) return status;
     const uint64_t op_before = last_op_;
     Refusal refusal;
-    status = ApplyMutation(writer, m, validator, result, &refusal);
+    status = m.handback() ? ApplyHandback(writer, m, result, &refusal)
+                          : ApplyMutation(writer, m, validator, result, &refusal);
     if (!status.ok()) return status;
     if (!refusal.status.ok()) {
       status = db_->RunCached("ROLLBACK TO mutation");
@@ -522,6 +603,162 @@ absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
     absl::Status status = MergeChange(writer, m.seq(), m.changes(i),
                                       absl::StrCat("changes[", i, "]"), result, refusal);
     if (!status.ok() || !refusal->status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerStore::CloseHandbacks(const std::string& device_id) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR IGNORE INTO _handback_closed(device_id) VALUES (?1)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::Status ServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
+                                        MutationResult* result, Refusal* refusal) {
+  auto refuse = [&](absl::Status status, std::string field) {
+    refusal->field = std::move(field);
+    refusal->status = std::move(status);
+    return absl::OkStatus();
+  };
+  // The gate. A hand-back sets other writers' stamps, which no ordinary push may do: it is
+  // only taken where a restore lost writes, from a device still recovering from it, and
+  // with clocks from before the restore, so it can never beat a write made since.
+  if (incarnation_.restored_ms == 0 || writer.device_id.empty()) {
+    return refuse(absl::FailedPreconditionError(
+                      "handback: this server was not restored from a backup; nothing to hand back"),
+                  "handback");
+  }
+  {
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("SELECT 1 FROM _handback_closed WHERE device_id = ?1");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindText(1, writer.device_id);
+    absl::StatusOr<bool> closed = (*stmt)->Step();
+    (*stmt)->Reset();
+    if (!closed.ok()) return closed.status();
+    if (*closed) {
+      return refuse(absl::PermissionDeniedError(
+                        "handback: this device has pushed ordinary mutations since the restore; "
+                        "its hand-backs are over"),
+                    "handback");
+    }
+  }
+  if (m.changes_size() == 0) {
+    return refuse(absl::InvalidArgumentError("changes: a mutation needs at least one change"),
+                  "changes");
+  }
+  const uint64_t latest = HlcPack(
+      incarnation_.restored_ms + absl::ToInt64Milliseconds(options_.max_skew), kHlcCounterMask);
+  for (int i = 0; i < m.changes_size(); ++i) {
+    const RecordChange& change = m.changes(i);
+    const std::string path = absl::StrCat("changes[", i, "]");
+    std::string field;
+    absl::Status status = schema_->ValidateChange(change, path, &field);
+    if (!status.ok()) return refuse(status, field);
+    auto check = [&](uint64_t hlc, uint64_t node, const std::string& at) {
+      if (hlc == 0 || node == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ": a hand-back names its writer's clock and node"));
+      }
+      if (hlc > latest) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".hlc: a hand-back carries writes from before the restore"));
+      }
+      return absl::OkStatus();
+    };
+    status = check(change.hlc(), change.node(), path);
+    if (!status.ok()) return refuse(status, path);
+    for (int j = 0; j < change.fields_size(); ++j) {
+      const auto& f = change.fields(j);
+      const std::string fpath = absl::StrCat(path, ".fields[", j, "]");
+      status = check(f.hlc() != 0 ? f.hlc() : change.hlc(),
+                     f.node() != 0 ? f.node() : change.node(), fpath);
+      if (!status.ok()) return refuse(status, fpath);
+    }
+  }
+  for (int i = 0; i < m.changes_size(); ++i) {
+    const RecordChange& change = m.changes(i);
+    const std::string path = absl::StrCat("changes[", i, "]");
+    const RecordTypeSpec& type = *schema_->Find(change.type());
+    absl::StatusOr<std::string> id = UuidToText(change.id());
+    if (!id.ok()) return id.status();
+    absl::StatusOr<std::optional<RowState>> row = ReadRow(type, *id);
+    if (!row.ok()) return row.status();
+    // A device hands back only records of the buckets its user may read: anything else
+    // reads like a record that does not exist.
+    const int64_t bucket = row->has_value() ? (*row)->bucket : change.bucket();
+    if (writer.may_read && !writer.may_read(bucket)) {
+      return refuse(absl::NotFoundError(absl::StrCat(path, ".id: ", type.name, " ", *id,
+                                                     " does not exist")),
+                    absl::StrCat(path, ".id"));
+    }
+    const Stamp stamp{change.hlc(), change.node()};
+    if (row->has_value() && (*row)->deleted) continue;  // a tombstone is final
+    if (!row->has_value() && change.bucket() == 0) {
+      return refuse(absl::InvalidArgumentError(
+                        absl::StrCat(path, ".bucket: a handed-back record names its bucket")),
+                    absl::StrCat(path, ".bucket"));
+    }
+    if (change.deleted()) {
+      // A deletion the restore lost (of a record it may not have at all).
+      RowState tomb;
+      tomb.bucket = row->has_value() ? (*row)->bucket : change.bucket();
+      tomb.deleted = true;
+      tomb.stamp = stamp;
+      tomb.op = ++last_op_;
+      absl::Status status = WriteRow(type, *id, *row, tomb);
+      if (!status.ok()) return status;
+      result->set_op(std::max(result->op(), tomb.op));
+      continue;
+    }
+    RowState next;
+    if (row->has_value()) {
+      next = **row;
+    } else {
+      next.bucket = change.bucket();
+      next.stamp = stamp;
+      next.fields.resize(type.fields.size());
+      for (FieldState& f : next.fields) f.stamp = stamp;
+    }
+    bool changed = !row->has_value();
+    constexpr uint64_t kPending = ~uint64_t{0};
+    for (int j = 0; j < change.fields_size(); ++j) {
+      const auto& f = change.fields(j);
+      if (f.field() == type.bucket_field &&
+          !(f.value().kind_case() == kcnet::v1::Value::kIntValue &&
+            f.value().int_value() == next.bucket)) {
+        return refuse(absl::InvalidArgumentError(absl::StrCat(
+                          path, ".fields[", j, "]: the bucket field disagrees with the bucket")),
+                      absl::StrCat(path, ".fields[", j, "]"));
+      }
+      FieldState& state = next.fields[type.IndexOf(f.field())];
+      const Stamp field_stamp{f.hlc() != 0 ? f.hlc() : change.hlc(),
+                              f.node() != 0 ? f.node() : change.node()};
+      if (row->has_value() && !(state.stamp < field_stamp)) continue;  // the server's is newer
+      state.value = f.value();
+      state.stamp = field_stamp;
+      state.op = kPending;
+      changed = true;
+    }
+    if (!changed) continue;
+    if (!row->has_value() &&
+        next.fields[type.bucket_index()].value.kind_case() != kcnet::v1::Value::kIntValue) {
+      return refuse(absl::InvalidArgumentError(absl::StrCat(path, ".fields: a handed-back new ",
+                                                            type.name, " needs its ",
+                                                            type.fields[type.bucket_index()].name)),
+                    absl::StrCat(path, ".fields"));
+    }
+    next.op = ++last_op_;
+    for (FieldState& f : next.fields) {
+      if (f.op == kPending || !row->has_value()) f.op = next.op;
+    }
+    absl::Status status = WriteRow(type, *id, *row, next);
+    if (!status.ok()) return status;
+    result->set_op(std::max(result->op(), next.op));
   }
   return absl::OkStatus();
 }

@@ -101,6 +101,25 @@ class ServerStore : private RecordReader {
                                                            const Schema* schema,
                                                            ServerStoreOptions options = {});
 
+  // Makes the closed store at `path` a new incarnation (see Incarnation): a new random
+  // id whose base is the store's last op; with `restored` (kcnet-admin restore) also the
+  // restore's time, which lets devices hand back what the restore lost (Mutation.handback)
+  // until each has pushed an ordinary mutation. No ServerStore may have `path` open.
+  // Fails with the storage error, FAILED_PRECONDITION when `path` is not a server store.
+  static absl::Status BeginIncarnation(const std::string& path, bool restored,
+                                       Clock* clock = SystemClock());
+
+  // Which life of the data this store is: a random id (never 0), new for every new store
+  // and every restore from a backup, kept in the store's meta; `base_op`: the last op when
+  // it began (ops up to it are the same in every incarnation since); `restored_ms`: wall
+  // time of the restore that began it (0: not a restore). Sent to devices in Welcome.
+  struct Incarnation {
+    uint64_t id = 0;
+    uint64_t base_op = 0;
+    int64_t restored_ms = 0;
+  };
+  Incarnation incarnation() const { return incarnation_; }
+
   // Applies a batch in one transaction and answers every mutation (see MutationOutcome in
   // sync.proto). Fails as a whole (nothing applied) only when the batch breaks a size
   // limit (INVALID_ARGUMENT) or storage fails; then nothing was acknowledged.
@@ -214,6 +233,14 @@ class ServerStore : private RecordReader {
   absl::Status ApplyMutation(const Writer& writer, const kcnet::v1::Mutation& m,
                              const MutationValidator& validator, kcnet::v1::MutationResult* result,
                              Refusal* refusal) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A hand-back (Mutation.handback) after a restore: its gate (restored store, device not
+  // closed, clocks before the restore) and a plain per-field last-writer-wins merge with the
+  // stamps it carries. Same contract as ApplyMutation.
+  absl::Status ApplyHandback(const Writer& writer, const kcnet::v1::Mutation& m,
+                             kcnet::v1::MutationResult* result, Refusal* refusal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // In a restored store: the device's hand-backs end with its first ordinary mutation.
+  absl::Status CloseHandbacks(const std::string& device_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MergeChange(const Writer& writer, uint64_t seq,
                            const kcnet::v1::RecordChange& change, absl::string_view path,
                            kcnet::v1::MutationResult* result, Refusal* refusal)
@@ -253,6 +280,7 @@ class ServerStore : private RecordReader {
   std::vector<std::unique_ptr<Reader>> readers_;  // fixed after Open
   std::atomic<size_t> next_reader_{0};
   HybridClock hlc_;
+  Incarnation incarnation_;  // set by Open, then constant
   // The group-commit queue; `leader_` is true while a caller applies groups.
   absl::Mutex queue_mu_;
   absl::CondVar queue_cv_;

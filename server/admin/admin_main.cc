@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
@@ -44,6 +45,9 @@ constexpr char kUsage[] =
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
     "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)\n"
+    "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
+    "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
+    "                        incarnation that every device recovers from; docs/SYNC.md)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -236,6 +240,35 @@ absl::Status SeedDemoCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+absl::Status BackupCommand(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  const std::string to = args.GetOr("to", "");
+  if (to.empty()) return UsageError("--to is required");
+  absl::StatusOr<std::vector<CopiedDatabase>> copied = BackupDataDir(data_dir, to);
+  if (!copied.ok()) return copied.status();
+  for (const CopiedDatabase& db : *copied) {
+    std::printf("backed up %s: %lld bytes in %.3f s\n", db.name.c_str(),
+                static_cast<long long>(db.bytes), db.seconds);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RestoreCommand(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  const std::string from = args.GetOr("from", "");
+  if (from.empty()) return UsageError("--from is required");
+  absl::StatusOr<std::vector<CopiedDatabase>> copied = RestoreDataDir(data_dir, from);
+  if (!copied.ok()) return copied.status();
+  for (const CopiedDatabase& db : *copied) {
+    std::printf("restored %s: %lld bytes in %.3f s\n", db.name.c_str(),
+                static_cast<long long>(db.bytes), db.seconds);
+  }
+  std::printf("the record store is a new incarnation: devices recover at their next sync\n");
+  return absl::OkStatus();
+}
+
 struct Command {
   const char* name;
   std::set<std::string> flags;  // besides --data_dir
@@ -254,6 +287,8 @@ const std::vector<Command>& Commands() {
       {"list-users", {}, ListUsersCommand},
       {"list-org-units", {"parent"}, ListOrgUnitsCommand},
       {"seed-demo", {}, SeedDemoCommand},
+      {"backup", {"to"}, BackupCommand},
+      {"restore", {"from"}, RestoreCommand},
   };
   return *commands;
 }

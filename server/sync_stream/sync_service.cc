@@ -378,6 +378,11 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
   }
   welcome.set_server_op(hub_->store->last_op());
   welcome.set_node(node_);
+  // What the device needs to notice a restore (docs/SYNC.md, "Server restore").
+  const sync::ServerStore::Incarnation incarnation = hub_->store->incarnation();
+  welcome.set_incarnation(incarnation.id);
+  welcome.set_incarnation_op(incarnation.base_op);
+  welcome.set_last_applied_seq(registration->last_applied_seq);
   hub_->SetBuckets(this, buckets_);
   hello_done_ = true;
   SyncServerMessage out;

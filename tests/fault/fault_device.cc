@@ -11,11 +11,13 @@
 //   P <applied> <duplicate> <refused> <conflict> <out_of_order>   one PushAck's results
 //   C                             one ChangeBatch applied
 //   S ok | S fail <code>          one SyncOnce ended
+//   R <handbacks> <renumbered>    that sync recovered from a server restore
 // A restart reads the log back to number its writes and to pick records to rename.
 //
 // Modes: --mode=loop (the above), --mode=final (sync until caught up, exit 0), --mode=seed
-// (write --count new facilities, then like final). --die_on=changes|push_ack --die_at=K:
-// SIGKILL itself right after handling the K-th such server message (the store has
+// (write --count new facilities, then like final), --mode=offline (write --count new
+// facilities or renames and exit without syncing: they stay pending). --die_on=changes|push_ack
+// --die_at=K: SIGKILL itself right after handling the K-th such server message (the store has
 // committed it, the server has not seen the DownloadAck / the next push): a kill in the
 // middle of a download or an upload. --reset_prob: at start, reset one bucket with this
 // probability, so that it downloads again from scratch (the checksum repair path).
@@ -154,6 +156,14 @@ class Device {
         if (absl::Status s = WriteOne(/*create=*/true); !s.ok()) return Fail(s.ToString());
       }
     }
+    if (mode == "offline") {
+      // Writes that stay pending: the tablet is offline (nothing is synced).
+      for (int64_t i = 0; i < Int("count"); ++i) {
+        const bool create = own_.empty() || absl::Bernoulli(rng_, 0.5);
+        if (absl::Status s = WriteOne(create); !s.ok()) return Fail(s.ToString());
+      }
+      return 0;
+    }
     if (mode == "final" || mode == "seed") {
       for (int attempt = 0; attempt < 300; ++attempt) {
         if (SyncOnce()) return 0;
@@ -248,6 +258,10 @@ class Device {
 
   bool SyncOnce() {
     absl::StatusOr<sdk::SyncResult> result = client_->SyncOnce();
+    const sync::Recovery& recovery = client_->last_result().recovery;
+    if (recovery.recovered) {
+      Log(absl::StrCat("R ", recovery.handbacks, " ", recovery.renumbered));
+    }
     if (result.ok()) {
       Log("S ok");
       return true;

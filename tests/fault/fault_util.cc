@@ -300,6 +300,10 @@ absl::StatusOr<DeviceLog> ReadDeviceLog(const std::string& path) {
       log.refused += num(3);
       log.conflict += num(4);
       log.out_of_order += num(5);
+    } else if (w[0] == "R" && w.size() == 3) {
+      ++log.recoveries;
+      log.handbacks += num(1);
+      log.renumbered += num(2);
     } else if (w[0] == "C") {
       ++log.change_batches;
     } else if (w[0] == "S") {
@@ -314,7 +318,7 @@ absl::StatusOr<DeviceLog> ReadDeviceLog(const std::string& path) {
 // ---- The final check ------------------------------------------------------------------
 
 CheckReport CheckConvergence(const std::string& data_dir,
-                             const std::vector<DeviceUnderCheck>& devices) {
+                             const std::vector<DeviceUnderCheck>& devices, bool server_restored) {
   CheckReport report;
   auto problem = [&](std::string text) {
     if (report.problems.size() < 50) report.problems.push_back(std::move(text));
@@ -391,7 +395,7 @@ CheckReport CheckConvergence(const std::string& data_dir,
                            " conflicting push results"));
     }
     absl::StatusOr<uint64_t> last_seq = (*server)->LastAppliedSeq(device.device_id);
-    if (!last_seq.ok() || *last_seq < log.max_acked_seq) {
+    if (!last_seq.ok() || (!server_restored && *last_seq < log.max_acked_seq)) {
       problem(absl::StrCat(who, "server's last applied seq ",
                            last_seq.ok() ? absl::StrCat(*last_seq) : last_seq.status().ToString(),
                            " < acknowledged ", log.max_acked_seq));

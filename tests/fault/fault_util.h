@@ -117,6 +117,9 @@ struct DeviceLog {
   int64_t applied = 0, duplicate = 0, refused = 0, conflict = 0, out_of_order = 0;
   int64_t push_acks = 0, change_batches = 0, syncs_ok = 0, syncs_failed = 0;
   int64_t starts = 0;
+  // Recoveries from a server restore (SyncResult.recovery): how many, the records handed
+  // back and the mutations renumbered.
+  int64_t recoveries = 0, handbacks = 0, renumbered = 0;
   int64_t next_op = 0;  // one past the highest write number begun
 };
 absl::StatusOr<DeviceLog> ReadDeviceLog(const std::string& path);
@@ -145,8 +148,12 @@ struct CheckReport {
 // nothing is pending, unconfirmed or reported (refusals, conflicts) on any device, that the
 // server's last applied sequence of each device is its last write, and that every bucket
 // of every device has the server's checksum and record count (running and recomputed).
+// With `server_restored` (the server was restored from a backup during the run), the
+// sequence check is left out: recovering devices renumber their unsettled mutations after
+// the restored server's last applied sequence (docs/SYNC.md, "Server restore").
 CheckReport CheckConvergence(const std::string& data_dir,
-                             const std::vector<DeviceUnderCheck>& devices);
+                             const std::vector<DeviceUnderCheck>& devices,
+                             bool server_restored = false);
 
 }  // namespace kcnet::fault
 

@@ -1,5 +1,7 @@
 #include "sync/device_store.h"
 
+#include <filesystem>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sync/cursor.h"
@@ -460,6 +462,130 @@ TEST_F(DeviceStoreTest, APageFromAnotherCursorIsSkipped) {
   EXPECT_EQ(mixed->applied, 2u);
   EXPECT_EQ(mixed->skipped, 2u);
   EXPECT_EQ(device_->Checkpoint(kUnit)->records(), 2u);
+}
+
+// The server's Welcome as the sync stream builds it (sync_service.cc, HandleHello).
+kcnet::v1::Welcome WelcomeFrom(ServerStore& server, const DeviceStore& device) {
+  kcnet::v1::Welcome welcome;
+  welcome.set_server_op(server.last_op());
+  welcome.set_incarnation(server.incarnation().id);
+  welcome.set_incarnation_op(server.incarnation().base_op);
+  welcome.set_last_applied_seq(*server.LastAppliedSeq(device.device_id()));
+  return welcome;
+}
+
+TEST_F(DeviceStoreTest, AfterARestoreTheDeviceRenumbersHandsBackAndReverifies) {
+  std::unique_ptr<DeviceStore> b = Open("tablet-b", "b.db");
+  ASSERT_TRUE(b->Subscribe(kUnit).ok());
+  auto observe = [&](DeviceStore* d) {
+    absl::StatusOr<Recovery> r = d->ObserveServer(WelcomeFrom(*server_, *d));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : Recovery();
+  };
+  ASSERT_TRUE(
+      device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}, {5, StringValue("a1")}})}).ok());
+  Sync(device_.get());
+  EXPECT_FALSE(observe(device_.get()).recovered);  // first sight of the incarnation
+  Sync(b.get());
+  EXPECT_FALSE(observe(b.get()).recovered);
+
+  // The backup: the server's file as it is now.
+  server_.reset();
+  ASSERT_TRUE(std::filesystem::copy_file(dir_.File("server.db"), dir_.File("backup.db")));
+  ServerStoreOptions so;
+  so.clock = &wall_;
+  server_ = *ServerStore::Open(dir_.File("server.db"), &schema_, so);
+
+  // After it: a rename and a new record by tablet-a, a record by tablet-b, all synced by
+  // both (acknowledged and pruned), then tablet-a writes offline and reports a refusal.
+  wall_.Advance(1000);
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{5, StringValue("a1-renamed")}})}).ok());
+  ASSERT_TRUE(
+      device_->Write({Change(1, Id(2), {{2, IntValue(kUnit)}, {5, StringValue("a2")}})}).ok());
+  Sync(device_.get());
+  ASSERT_TRUE(b->Write({Change(1, Id(3), {{2, IntValue(kUnit)}, {5, StringValue("b3")}})}).ok());
+  Sync(b.get());
+  Sync(device_.get());
+  ASSERT_EQ(*device_->UnconfirmedCount(), 0);
+  ASSERT_TRUE(
+      device_->Write({Change(1, Id(4), {{2, IntValue(kUnit)}, {5, StringValue("a4")}})}).ok());
+  const uint64_t written = *device_->Write({Change(1, Id(4), {{5, StringValue("a4-renamed")}})});
+  const kcnet::v1::BucketCheckpoint before = *device_->Checkpoint(kUnit);
+
+  // The restore: the backup's file, as a new incarnation.
+  server_.reset();
+  std::filesystem::remove(dir_.File("server.db-wal"));
+  std::filesystem::remove(dir_.File("server.db-shm"));
+  std::filesystem::copy_file(dir_.File("backup.db"), dir_.File("server.db"),
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_TRUE(ServerStore::BeginIncarnation(dir_.File("server.db"), true, &wall_).ok());
+  server_ = *ServerStore::Open(dir_.File("server.db"), &schema_, so);
+  ASSERT_EQ(*server_->LastAppliedSeq("tablet-a"), 1u);
+  ASSERT_FALSE(server_->ReadRecord(1, Id(2))->has_value());
+
+  // Today's protocol would push sequences 4.. after 1: OUT_OF_ORDER forever.
+  const Recovery recovery = observe(device_.get());
+  EXPECT_TRUE(recovery.recovered);
+  EXPECT_THAT(recovery.why, HasSubstr("incarnation"));
+  EXPECT_EQ(recovery.handbacks, 3u);   // Id(1)'s rename, Id(2), tablet-b's Id(3)
+  EXPECT_EQ(recovery.renumbered, 2u);  // the two offline writes
+  EXPECT_EQ(recovery.first_seq, 2u);
+  // Nothing the user sees changed; the cursor starts again at 0.
+  EXPECT_EQ(device_->Checkpoint(kUnit)->checksum(), before.checksum());
+  EXPECT_EQ(FieldOf(**device_->Read(1, Id(4)), 5).string_value(), "a4-renamed");
+  EXPECT_EQ((*device_->Cursors())[0].op(), 0u);
+  auto batch = *device_->PendingBatch();
+  ASSERT_EQ(batch.mutations_size(), 3);  // one hand-back mutation, then the two writes
+  EXPECT_TRUE(batch.mutations(0).handback());
+  EXPECT_EQ(batch.mutations(0).seq(), 2u);
+  EXPECT_EQ(batch.mutations(0).changes_size(), 3);
+  EXPECT_FALSE(batch.mutations(1).handback());
+  EXPECT_EQ(batch.mutations(2).seq(), 4u);
+  // A second Welcome of the same incarnation changes nothing.
+  EXPECT_FALSE(observe(device_.get()).recovered);
+  // New writes follow the new numbering.
+  EXPECT_EQ(*device_->Write({Change(1, Id(5), {{2, IntValue(kUnit)}})}), 5u);
+  EXPECT_EQ(written, 5u);  // the same number a lost sequence had: the server never saw it
+
+  kcnet::v1::PushAck ack = Sync(device_.get());
+  for (const auto& r : ack.results()) {
+    EXPECT_EQ(r.outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED) << r.reason();
+  }
+  EXPECT_EQ(FieldOf(*std::move(*server_->ReadRecord(1, Id(1))), 5).string_value(), "a1-renamed");
+  const auto b3 = **server_->ReadRecord(1, Id(3));
+  EXPECT_EQ(FieldOf(b3, 5).string_value(), "b3");
+  EXPECT_EQ(b3.node(), b->node());  // handed back with its writer's stamp
+  EXPECT_EQ(FieldOf(**server_->ReadRecord(1, Id(4)), 5).string_value(), "a4-renamed");
+
+  // tablet-b sees the new incarnation too; its hand-back of its own record is a no-op.
+  EXPECT_TRUE(observe(b.get()).recovered);
+  Sync(b.get());
+  Sync(device_.get());
+  for (DeviceStore* d : {device_.get(), b.get()}) {
+    EXPECT_EQ(*d->UnconfirmedCount(), 0);
+    EXPECT_EQ(d->Checkpoint(kUnit)->checksum(), server_->Checkpoint(kUnit)->checksum());
+    EXPECT_EQ(d->Checkpoint(kUnit)->records(), 5u);
+    EXPECT_TRUE(d->VerifyBuckets()->empty());
+    EXPECT_TRUE(d->ListReports()->empty());
+  }
+}
+
+TEST_F(DeviceStoreTest, ACursorAheadOfTheServerOrALostSequenceMeansRecovery) {
+  ASSERT_TRUE(device_->Write({Change(1, Id(1), {{2, IntValue(kUnit)}})}).ok());
+  Sync(device_.get());
+  kcnet::v1::Welcome welcome = WelcomeFrom(*server_, *device_);
+  EXPECT_FALSE(device_->ObserveServer(welcome)->recovered);
+  // The same incarnation (a copy put back by hand), but behind the device.
+  kcnet::v1::Welcome behind = welcome;
+  behind.set_server_op(0);
+  behind.set_last_applied_seq(1);
+  EXPECT_THAT(device_->ObserveServer(behind)->why, HasSubstr("ahead of the server"));
+  behind = welcome;
+  behind.set_last_applied_seq(0);
+  EXPECT_THAT(device_->ObserveServer(behind)->why, HasSubstr("answered"));
+  // An older server (no incarnation) is taken at its word.
+  kcnet::v1::Welcome old;
+  EXPECT_FALSE(device_->ObserveServer(old)->recovered);
 }
 
 }  // namespace

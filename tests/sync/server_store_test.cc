@@ -553,5 +553,114 @@ TEST_F(ServerStoreTest, ListPagesNewestFirstWithinBucketsAndFilters) {
   EXPECT_EQ(store_->List(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// ---------------------------------------------------------------------------------------
+// Incarnations and hand-backs after a restore (docs/SYNC.md, "Server restore")
+
+TEST_F(ServerStoreTest, TheIncarnationIsKeptAcrossReopensAndNewAfterARestore) {
+  const ServerStore::Incarnation first = store_->incarnation();
+  EXPECT_NE(first.id, 0u);
+  EXPECT_EQ(first.base_op, 0u);
+  EXPECT_EQ(first.restored_ms, 0);
+  MustApply(a_,
+            One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, HlcPack(kT0, 0)));
+  Reopen();
+  EXPECT_EQ(store_->incarnation().id, first.id);
+  EXPECT_EQ(store_->incarnation().base_op, 0u);
+
+  // A restore (kcnet-admin restore) makes the closed store a new incarnation based at its
+  // last op; a second one another again.
+  store_.reset();
+  wall_.Advance(60'000);
+  ASSERT_TRUE(
+      ServerStore::BeginIncarnation(dir_.File("server.db"), /*restored=*/true, &wall_).ok());
+  Reopen();
+  const ServerStore::Incarnation restored = store_->incarnation();
+  EXPECT_NE(restored.id, 0u);
+  EXPECT_NE(restored.id, first.id);
+  EXPECT_EQ(restored.base_op, store_->last_op());
+  EXPECT_EQ(restored.restored_ms, kT0 + 60'000);
+  store_.reset();
+  ASSERT_TRUE(
+      ServerStore::BeginIncarnation(dir_.File("server.db"), /*restored=*/true, &wall_).ok());
+  Reopen();
+  EXPECT_NE(store_->incarnation().id, restored.id);
+  // A new store is an incarnation of its own.
+  auto other = ServerStore::Open(dir_.File("other.db"), &schema_);
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE((*other)->incarnation().id, store_->incarnation().id);
+  EXPECT_FALSE(ServerStore::BeginIncarnation(dir_.File("missing-dir/x.db"), true).ok());
+}
+
+// A hand-back of one item with the writer `node`'s stamp `hlc`.
+MutationBatch Handback(uint64_t seq, uint64_t node, uint64_t hlc, int64_t count) {
+  MutationBatch batch;
+  auto* m = batch.add_mutations();
+  m->set_seq(seq);
+  m->set_handback(true);
+  RecordChange c = Change(1, Id(7), {{2, IntValue(kUnit)}, {3, IntValue(count)}});
+  c.set_hlc(hlc);
+  c.set_node(node);
+  c.set_bucket(kUnit);
+  *m->add_changes() = c;
+  return batch;
+}
+
+TEST_F(ServerStoreTest, HandbacksAreTakenOnlyFromARecoveringDeviceOfARestoredStore) {
+  const uint64_t b_node = b_.node;
+  // Never restored: no hand-back, ever.
+  PushAck ack = MustApply(a_, Handback(1, b_node, HlcPack(kT0, 0), 5));
+  ASSERT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("not restored"));
+  EXPECT_FALSE(store_->ReadRecord(1, Id(7))->has_value());
+
+  store_.reset();
+  wall_.Advance(3'600'000);
+  ASSERT_TRUE(ServerStore::BeginIncarnation(dir_.File("server.db"), true, &wall_).ok());
+  Reopen();
+  // Restored: tablet-a hands back tablet-b's write with tablet-b's stamp.
+  ack = MustApply(a_, Handback(2, b_node, HlcPack(kT0, 0), 5));
+  ASSERT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED)
+      << ack.results(0).reason();
+  RecordChange r = MustRead(Id(7));
+  EXPECT_EQ(FieldOf(r, 3).int_value(), 5);
+  EXPECT_EQ(r.node(), b_node);
+  EXPECT_EQ(r.hlc(), HlcPack(kT0, 0));
+  // An older copy changes nothing (the server's stamp is higher); a newer one wins.
+  ack = MustApply(a_, Handback(3, b_node, HlcPack(kT0 - 10, 0), 4));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 5);
+  ack = MustApply(a_, Handback(4, b_node, HlcPack(kT0 + 10, 0), 6));
+  EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 6);
+  // A clock from after the restore cannot be a lost write.
+  ack = MustApply(a_, Handback(5, b_node, HlcPack(kT0 + 3'600'000 + 6 * 60'000, 0), 9));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("before the restore"));
+  // A hand-back names its writer.
+  ack = MustApply(a_, Handback(6, 0, HlcPack(kT0 + 20, 0), 9));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 6);
+
+  // An ordinary push still may not stamp another node; and the device's first ordinary
+  // mutation, even a refused one, ends its hand-backs for good.
+  RecordChange forged = Change(1, Id(7), {{3, IntValue(8)}});
+  forged.set_node(b_node);
+  ack = MustApply(a_, One(7, {forged}, HlcPack(kT0 + 30, 0)));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  ack = MustApply(a_, Handback(8, b_node, HlcPack(kT0 + 40, 0), 9));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("hand-backs are over"));
+  ack = MustApply(a_, Handback(9, b_node, HlcPack(kT0 + 50, 0), 9));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_THAT(ack.results(0).reason(), HasSubstr("hand-backs are over"));
+  Reopen();
+  ack = MustApply(a_, Handback(10, b_node, HlcPack(kT0 + 50, 0), 9));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 6);
+  // Another device still recovering may hand back.
+  ack = MustApply(b_, Handback(1, a_.node, HlcPack(kT0 + 60, 0), 10));
+  EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 10);
+}
+
 }  // namespace
 }  // namespace kcnet::sync

@@ -1,0 +1,215 @@
+#include "server/admin/backup.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "sync/server_store.h"
+
+namespace kcnet::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kStoreFile[] = "kcnet.db";
+
+// The *.db files of `dir`, sorted by name.
+absl::StatusOr<std::vector<std::string>> Databases(const std::string& dir) {
+  std::error_code error;
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && absl::EndsWith(name, ".db")) names.push_back(name);
+  }
+  if (error) {
+    return absl::NotFoundError(absl::StrCat("cannot read directory ", dir, ": ", error.message()));
+  }
+  if (names.empty()) return absl::NotFoundError(absl::StrCat(dir, " holds no database (*.db)"));
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Makes the directory's entries (a rename, a new file) durable.
+absl::Status SyncDirectory(const std::string& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", dir, " to sync it"));
+  const int rc = fsync(fd);
+  close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync of ", dir, " failed"));
+  return absl::OkStatus();
+}
+
+// Copies the database `from` into the new file `to` in one backup step: one read
+// transaction on `from`, so the copy is one consistent snapshot even while another
+// process writes (WAL readers never wait for the writer). `to` is committed with
+// synchronous=FULL.
+absl::Status CopyDatabase(const std::string& from, const std::string& to) {
+  sqlite3* src = nullptr;
+  sqlite3* dst = nullptr;
+  auto close_both = [&] {
+    if (src != nullptr) sqlite3_close_v2(src);
+    if (dst != nullptr) sqlite3_close_v2(dst);
+  };
+  int rc = sqlite3_open_v2(from.c_str(), &src, SQLITE_OPEN_READWRITE, nullptr);
+  if (rc != SQLITE_OK) {
+    const std::string why = src != nullptr ? sqlite3_errmsg(src) : sqlite3_errstr(rc);
+    close_both();
+    return absl::NotFoundError(absl::StrCat("cannot open ", from, ": ", why));
+  }
+  sqlite3_busy_timeout(src, 5000);
+  rc = sqlite3_open_v2(to.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  if (rc != SQLITE_OK) {
+    close_both();
+    return absl::InternalError(absl::StrCat("cannot create ", to, ": ", sqlite3_errstr(rc)));
+  }
+  sqlite3_exec(dst, "PRAGMA synchronous = FULL", nullptr, nullptr, nullptr);
+  sqlite3_backup* backup = sqlite3_backup_init(dst, "main", src, "main");
+  if (backup == nullptr) {
+    const std::string why = sqlite3_errmsg(dst);
+    close_both();
+    return absl::InternalError(absl::StrCat("backup of ", from, ": ", why));
+  }
+  // -1: every page in one step. The source may be busy for a moment (a checkpoint or
+  // recovery holding a lock): retry for a few seconds.
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  do {
+    rc = sqlite3_backup_step(backup, -1);
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) absl::SleepFor(absl::Milliseconds(20));
+  } while ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && absl::Now() < give_up);
+  const int step_rc = rc;
+  rc = sqlite3_backup_finish(backup);
+  const std::string why = sqlite3_errmsg(dst);
+  close_both();
+  if (step_rc != SQLITE_DONE) {
+    return absl::UnavailableError(
+        absl::StrCat("backup of ", from, " did not finish: ", sqlite3_errstr(step_rc)));
+  }
+  if (rc != SQLITE_OK) return absl::InternalError(absl::StrCat("backup of ", from, ": ", why));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int64_t DatabaseHolder(const std::string& db_path) {
+  // Every connection to a WAL database keeps a shared lock on the "DMS" byte of its -shm
+  // file (offset 128 in SQLite's unix VFS) for as long as it is open; a writer lock on
+  // that byte conflicts with it, so F_GETLK names a holder in another process.
+  const std::string shm = db_path + "-shm";
+  const int fd = open(shm.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;  // no shared memory file: nobody has it open in WAL mode
+  struct flock lock = {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = 128;
+  lock.l_len = 1;
+  const int rc = fcntl(fd, F_GETLK, &lock);
+  close(fd);
+  if (rc != 0 || lock.l_type == F_UNLCK) return 0;
+  return lock.l_pid > 0 ? lock.l_pid : 1;
+}
+
+absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(const std::string& data_dir,
+                                                          const std::string& to) {
+  absl::StatusOr<std::vector<std::string>> names = Databases(data_dir);
+  if (!names.ok()) return names.status();
+  std::error_code error;
+  if (fs::exists(to, error) && !fs::is_empty(to, error)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("--to=", to, " is not empty; a backup goes into a new directory"));
+  }
+  fs::create_directories(to, error);
+  if (error) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", to, ": ", error.message()));
+  }
+  std::vector<CopiedDatabase> copied;
+  for (const std::string& name : *names) {
+    const absl::Time start = absl::Now();
+    const std::string target = (fs::path(to) / name).string();
+    const std::string partial = target + ".partial";
+    fs::remove(partial, error);
+    absl::Status status = CopyDatabase((fs::path(data_dir) / name).string(), partial);
+    if (status.ok()) {
+      fs::rename(partial, target, error);
+      if (error)
+        status = absl::InternalError(absl::StrCat("rename to ", target, ": ", error.message()));
+    }
+    if (!status.ok()) {
+      fs::remove(partial, error);
+      return status;
+    }
+    copied.push_back({name, static_cast<int64_t>(fs::file_size(target, error)),
+                      absl::ToDoubleSeconds(absl::Now() - start)});
+  }
+  absl::Status status = SyncDirectory(to);
+  if (!status.ok()) return status;
+  return copied;
+}
+
+absl::StatusOr<std::vector<CopiedDatabase>> RestoreDataDir(const std::string& data_dir,
+                                                           const std::string& from) {
+  absl::StatusOr<std::vector<std::string>> names = Databases(from);
+  if (!names.ok()) return names.status();
+  std::error_code error;
+  fs::create_directories(data_dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create ", data_dir, ": ", error.message()));
+  }
+  // Refuse before touching anything: a running server would go on writing into files
+  // that the restore replaces.
+  std::vector<std::string> present = *names;
+  if (absl::StatusOr<std::vector<std::string>> current = Databases(data_dir); current.ok()) {
+    present.insert(present.end(), current->begin(), current->end());
+  }
+  for (const std::string& name : present) {
+    const int64_t pid = DatabaseHolder((fs::path(data_dir) / name).string());
+    if (pid != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat((fs::path(data_dir) / name).string(), " is open in process ", pid,
+                       " (the server runs?): stop the server before a restore"));
+    }
+  }
+  std::vector<CopiedDatabase> copied;
+  for (const std::string& name : *names) {
+    const absl::Time start = absl::Now();
+    const fs::path target = fs::path(data_dir) / name;
+    const std::string restoring = target.string() + ".restoring";
+    fs::remove(restoring, error);
+    fs::remove(restoring + "-journal", error);
+    absl::Status status = CopyDatabase((fs::path(from) / name).string(), restoring);
+    if (status.ok() && name == kStoreFile) {
+      // The restored store is a new incarnation: devices that synced with the lost future
+      // of this backup learn so in their next Welcome and recover.
+      status = sync::ServerStore::BeginIncarnation(restoring, /*restored=*/true);
+    }
+    if (!status.ok()) {
+      fs::remove(restoring, error);
+      return status;
+    }
+    // The old write-ahead log belongs to the file being replaced: SQLite would replay it
+    // over the restored one.
+    fs::remove(target.string() + "-wal", error);
+    fs::remove(target.string() + "-shm", error);
+    fs::rename(restoring, target, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("rename to ", target.string(), ": ", error.message()));
+    }
+    copied.push_back({name, static_cast<int64_t>(fs::file_size(target, error)),
+                      absl::ToDoubleSeconds(absl::Now() - start)});
+  }
+  absl::Status status = SyncDirectory(data_dir);
+  if (!status.ok()) return status;
+  return copied;
+}
+
+}  // namespace kcnet::server
