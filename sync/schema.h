@@ -36,6 +36,9 @@ struct FieldSpec {
   double max_double = std::numeric_limits<double>::max();
   size_t max_bytes = 64 * 1024;              // strings and bytes
   absl::flat_hash_set<int64_t> enum_values;  // when non-empty, the only ints allowed
+  // A repeated enum: kBytes holding the values as packed varints (the proto wire form),
+  // each of which must be one of `enum_values` other than 0 (unspecified).
+  bool repeated_enum = false;
 };
 
 struct RecordTypeSpec {
