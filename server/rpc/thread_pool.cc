@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace kcnet::server {
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, size_t max_queued) : max_queued_(max_queued) {
   const int count = std::max(threads, 1);
   threads_.reserve(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) threads_.emplace_back([this] { Work(); });
@@ -18,6 +20,16 @@ bool ThreadPool::Schedule(std::function<void()> task) {
   if (stopping_) return false;
   queue_.push_back(std::move(task));
   return true;
+}
+
+absl::Status ThreadPool::TrySchedule(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (queue_.size() >= max_queued_) {
+    return absl::ResourceExhaustedError(absl::StrCat(queue_.size(), " tasks already wait"));
+  }
+  queue_.push_back(std::move(task));
+  return absl::OkStatus();
 }
 
 void ThreadPool::Stop() {
