@@ -145,7 +145,9 @@ class MutationChecker {
     }
     if (!actor_.in_scope || !actor_.in_scope(commune)) {
       return Fail(absl::StatusCode::kPermissionDenied, "commune_id",
-                  absl::StrCat("org unit ", commune, " is not a commune in your org units"));
+                  absl::StrCat(
+                      "org unit ", commune,
+                      " is outside your communes (records belong to a commune in your org units)"));
     }
     return absl::OkStatus();
   }
