@@ -64,7 +64,7 @@ StorageRpcRunner::StorageRpcRunner(Directory* directory, const RpcRunnerOptions&
       owned_logger_(std::move(owned_logger)),
       logger_(logger),
       pool_(options.storage_threads),
-      sign_in_pool_(options.sign_in.threads, options.sign_in.max_queued),
+      sign_in_pool_(options.sign_in.threads, options.sign_in.max_queued, options.sign_in.nice),
       per_peer_(options.sign_in.per_peer),
       per_user_(options.sign_in.per_user) {}
 

@@ -33,6 +33,8 @@ inline constexpr int kMaxStorageThreads = 256;
 struct SignInOptions {
   int threads = 1;         // 1..kMaxStorageThreads
   size_t max_queued = 64;  // sign-ins waiting for a thread beyond this are refused
+  // The sign-in threads' nice value (Linux): hashing yields the CPU to the other RPCs.
+  int nice = 10;
   // A tablet signs in about twice a day; an office behind one address, a few hundred
   // times. burst 0 turns a limit off.
   RateLimit per_peer{.burst = 300, .per_second = 10};

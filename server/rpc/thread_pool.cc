@@ -3,11 +3,18 @@
 #include <algorithm>
 #include <utility>
 
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 
 namespace kcnet::server {
 
-ThreadPool::ThreadPool(int threads, size_t max_queued) : max_queued_(max_queued) {
+ThreadPool::ThreadPool(int threads, size_t max_queued, int nice)
+    : max_queued_(max_queued), nice_(nice) {
   const int count = std::max(threads, 1);
   threads_.reserve(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) threads_.emplace_back([this] { Work(); });
@@ -44,6 +51,11 @@ void ThreadPool::Stop() {
 }
 
 void ThreadPool::Work() {
+#ifdef __linux__
+  // On Linux a thread has its own nice value (setpriority on its thread id). Best effort:
+  // a failure leaves the thread at the process's priority.
+  if (nice_ > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice_);
+#endif
   while (true) {
     std::function<void()> task;
     {

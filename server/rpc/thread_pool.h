@@ -22,8 +22,9 @@ namespace kcnet::server {
 class ThreadPool {
  public:
   // Starts `threads` threads (at least 1). TrySchedule() refuses a task while
-  // `max_queued` tasks wait (Schedule() never does).
-  explicit ThreadPool(int threads, size_t max_queued = SIZE_MAX);
+  // `max_queued` tasks wait (Schedule() never does). `nice` > 0 lowers the threads'
+  // scheduling priority (Linux), for work that may wait while other threads need the CPU.
+  explicit ThreadPool(int threads, size_t max_queued = SIZE_MAX, int nice = 0);
   // Stop()s.
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -47,6 +48,7 @@ class ThreadPool {
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   const size_t max_queued_;
+  const int nice_;
   // Written by the constructor and joined by the first Stop() only.
   std::vector<std::thread> threads_;
   absl::Mutex join_mu_;  // serialises Stop() calls
