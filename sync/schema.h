@@ -45,6 +45,9 @@ struct FieldSpec {
   // The server writes this field itself when it stores a new record: its clock's Unix ms,
   // whatever the writer sent (an audit time must not be the tablet's).
   bool server_time = false;
+  // A repeated enum: kBytes holding the values as packed varints (the proto wire form),
+  // each of which must be one of `enum_values` other than 0 (unspecified).
+  bool repeated_enum = false;
 };
 
 struct RecordTypeSpec {

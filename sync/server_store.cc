@@ -241,6 +241,23 @@ size_t ServerStore::waiting_batches() {
 
 absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationBatch& batch,
                                            const MutationValidator& validator) {
+  return ApplyQueued(writer, batch, validator, /*resolve_conflict=*/0);
+}
+
+absl::StatusOr<PushAck> ServerStore::ApplyAndResolve(const Writer& writer,
+                                                     const MutationBatch& batch,
+                                                     const MutationValidator& validator,
+                                                     uint64_t conflict_id) {
+  if (conflict_id == 0) return absl::InvalidArgumentError("id: required");
+  if (batch.mutations_size() != 1) {
+    return absl::InvalidArgumentError("batch.mutations: a restore is one mutation");
+  }
+  return ApplyQueued(writer, batch, validator, conflict_id);
+}
+
+absl::StatusOr<PushAck> ServerStore::ApplyQueued(const Writer& writer, const MutationBatch& batch,
+                                                 const MutationValidator& validator,
+                                                 uint64_t resolve_conflict) {
   if (static_cast<size_t>(batch.mutations_size()) > options_.max_batch_mutations) {
     return absl::InvalidArgumentError(absl::StrCat("batch.mutations: ", batch.mutations_size(),
                                                    " mutations, at most ",
@@ -264,6 +281,7 @@ absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationB
   // every batch waiting, in arrival order, in one transaction, and each caller gets its
   // answer once that transaction has committed.
   PendingBatch pending{&writer, &batch, &validator, absl::UnknownError("batch: not applied")};
+  pending.resolve_conflict = resolve_conflict;
   queue_mu_.Lock();
   queue_.push_back(&pending);
   while (!pending.done && leader_) queue_cv_.Wait(&queue_mu_);
@@ -342,6 +360,13 @@ absl::Status ServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& gro
   for (size_t i = 0; i < group.size(); ++i) {
     absl::Status status = ApplyBatchLocked(*group[i]->writer, *group[i]->batch,
                                            *group[i]->validator, &acks[i], &max_hlc);
+    // A restore and the mark of its conflict commit together; a mark that fails (another
+    // coordinator resolved it first) fails the group, and ApplyGroup() then applies each
+    // batch alone, so that only the restore is dropped.
+    if (status.ok() && group[i]->resolve_conflict != 0 && acks[i].results_size() > 0 &&
+        acks[i].results(0).outcome() != kcnet::v1::MUTATION_OUTCOME_REFUSED) {
+      status = MarkConflictResolvedLocked(group[i]->resolve_conflict);
+    }
     if (!status.ok()) return fail(status);
   }
   absl::Status status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
@@ -596,6 +621,8 @@ absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
     if (!status.ok()) {
       if (IsStorageFailure(status)) return status;
       refusal->status = status;
+      // Validators open their message with the offending path ("changes[0].name: ...").
+      refusal->field = std::string(status.message().substr(0, status.message().find(": ")));
       return absl::OkStatus();
     }
   }
@@ -1128,29 +1155,79 @@ absl::StatusOr<std::vector<RecordChange>> ServerStore::List(const ListQuery& que
   if (type == nullptr)
     return absl::InvalidArgumentError(absl::StrCat("type: unknown ", query.type));
   std::vector<RecordChange> out;
+  if (query.limit == 0 || query.buckets.empty()) return out;
+  // A k-way merge: each bucket is read in chunks through its (bucket, op) index, in the
+  // query's order, and a heap picks the next record across buckets. The first chunk is
+  // small (a national list over 10,000 communes reads one row from each), and a bucket
+  // that keeps winning reads chunks twice as large each time, up to `limit`.
+  struct Cursor {
+    int64_t bucket = 0;
+    uint64_t position = 0;  // ScanOrdered's position after the rows read so far
+    size_t chunk = 1;
+    bool exhausted = false;
+    std::deque<RecordChange> rows;
+  };
+  std::vector<Cursor> cursors(query.buckets.size());
+  const size_t first_chunk = std::min(query.limit, query.limit / query.buckets.size() + 1);
+  for (size_t i = 0; i < cursors.size(); ++i) {
+    cursors[i].bucket = query.buckets[i];
+    cursors[i].position = query.after;
+    cursors[i].chunk = first_chunk;
+  }
+  const bool newest_first = query.newest_first;
+  // Heap order: the cursor whose next row comes first in the query's order on top.
+  auto later = [&](size_t a, size_t b) {
+    const uint64_t op_a = cursors[a].rows.front().op(), op_b = cursors[b].rows.front().op();
+    return newest_first ? op_a < op_b : op_a > op_b;
+  };
   absl::Status status = WithReader([&](RecordStore& records) -> absl::Status {
     absl::StatusOr<std::unique_ptr<Transaction>> txn =
         Transaction::Begin(records.db(), Transaction::Kind::kRead);
     if (!txn.ok()) return txn.status();
     absl::Status status = records.RefreshNodes();
-    for (size_t i = 0; status.ok() && i < query.buckets.size(); ++i) {
-      status = records.ScanOrdered(
-          *type, query.buckets[i], query.equals, query.newest_first, query.after, query.limit,
+    if (!status.ok()) return status;
+    auto fill = [&](Cursor& cursor) -> absl::Status {
+      size_t read = 0;
+      absl::Status status = records.ScanOrdered(
+          *type, cursor.bucket, query.equals, newest_first, cursor.position, cursor.chunk,
           [&](absl::string_view id_text, const RowState& row) -> absl::Status {
             absl::StatusOr<std::string> id = UuidFromText(id_text);
             if (!id.ok()) return absl::DataLossError(id.status().message());
-            out.push_back(records.ToChange(*type, *id, row, 0));
+            cursor.rows.push_back(records.ToChange(*type, *id, row, 0));
+            cursor.position = row.op;
+            ++read;
             return absl::OkStatus();
           });
+      if (!status.ok()) return status;
+      cursor.exhausted = read < cursor.chunk;
+      cursor.chunk = std::min(cursor.chunk * 2, query.limit);
+      return absl::OkStatus();
+    };
+    std::vector<size_t> heap;
+    for (size_t i = 0; i < cursors.size(); ++i) {
+      status = fill(cursors[i]);
+      if (!status.ok()) return status;
+      if (!cursors[i].rows.empty()) heap.push_back(i);
     }
-    if (!status.ok()) return status;
+    std::make_heap(heap.begin(), heap.end(), later);
+    while (!heap.empty() && out.size() < query.limit) {
+      std::pop_heap(heap.begin(), heap.end(), later);
+      Cursor& cursor = cursors[heap.back()];
+      out.push_back(std::move(cursor.rows.front()));
+      cursor.rows.pop_front();
+      if (cursor.rows.empty() && !cursor.exhausted && out.size() < query.limit) {
+        status = fill(cursor);
+        if (!status.ok()) return status;
+      }
+      if (cursor.rows.empty()) {
+        heap.pop_back();
+      } else {
+        std::push_heap(heap.begin(), heap.end(), later);
+      }
+    }
     return (*txn)->Commit();
   });
   if (!status.ok()) return status;
-  std::sort(out.begin(), out.end(), [&](const RecordChange& a, const RecordChange& b) {
-    return query.newest_first ? a.op() > b.op() : a.op() < b.op();
-  });
-  if (out.size() > query.limit) out.resize(query.limit);
   return out;
 }
 
@@ -1161,61 +1238,89 @@ absl::StatusOr<kcnet::v1::BucketCheckpoint> ServerStore::Checkpoint(int64_t buck
 
 absl::StatusOr<std::vector<Conflict>> ServerStore::ListConflicts(
     const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit) {
-  absl::MutexLock lock(&mu_);
   std::vector<Conflict> out;
-  auto scan = [&](const std::string& sql, std::optional<int64_t> bucket) -> absl::Status {
-    absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
-    if (!stmt.ok()) return stmt.status();
-    (*stmt)->BindInt(1, static_cast<int64_t>(after_id));
-    (*stmt)->BindInt(2, include_resolved ? 1 : 0);
-    (*stmt)->BindInt(3, static_cast<int64_t>(limit));
-    if (bucket.has_value()) (*stmt)->BindInt(4, *bucket);
-    while (true) {
-      absl::StatusOr<bool> has = (*stmt)->Step();
-      if (!has.ok()) return has.status();
-      if (!*has) break;
-      Conflict c;
-      if (!c.ParseFromString(std::string((*stmt)->ColumnBlob(0)))) {
-        (*stmt)->Reset();
-        return absl::DataLossError("conflict body does not parse");
+  // On a reader connection: a coordinator's review never waits for the writer (nor makes
+  // pushes wait for it).
+  absl::Status status = WithReader([&](RecordStore& records) -> absl::Status {
+    Db* db = records.db();
+    absl::StatusOr<std::unique_ptr<Transaction>> txn =
+        Transaction::Begin(db, Transaction::Kind::kRead);
+    if (!txn.ok()) return txn.status();
+    auto scan = [&](const std::string& sql, std::optional<int64_t> bucket) -> absl::Status {
+      absl::StatusOr<Statement*> stmt = db->Prepare(sql);
+      if (!stmt.ok()) return stmt.status();
+      (*stmt)->BindInt(1, static_cast<int64_t>(after_id));
+      (*stmt)->BindInt(2, include_resolved ? 1 : 0);
+      (*stmt)->BindInt(3, static_cast<int64_t>(limit));
+      if (bucket.has_value()) (*stmt)->BindInt(4, *bucket);
+      while (true) {
+        absl::StatusOr<bool> has = (*stmt)->Step();
+        if (!has.ok()) {
+          (*stmt)->Reset();
+          return has.status();
+        }
+        if (!*has) break;
+        Conflict c;
+        if (!c.ParseFromString(std::string((*stmt)->ColumnBlob(0)))) {
+          (*stmt)->Reset();
+          return absl::DataLossError("conflict body does not parse");
+        }
+        c.set_resolved((*stmt)->ColumnInt(1) != 0);
+        c.set_id(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
+        out.push_back(std::move(c));
       }
-      c.set_resolved((*stmt)->ColumnInt(1) != 0);
-      c.set_id(static_cast<uint64_t>((*stmt)->ColumnInt(2)));
-      out.push_back(std::move(c));
-    }
-    (*stmt)->Reset();
-    return absl::OkStatus();
-  };
-  const std::string base =
-      "SELECT body, resolved, id FROM _conflicts WHERE id > ?1 AND (?2 OR resolved = 0)";
-  if (buckets.empty()) {
-    absl::Status status = scan(base + " ORDER BY id LIMIT ?3", std::nullopt);
-    if (!status.ok()) return status;
-  } else {
-    for (int64_t bucket : buckets) {
-      absl::Status status = scan(base + " AND bucket = ?4 ORDER BY id LIMIT ?3", bucket);
+      (*stmt)->Reset();
+      return absl::OkStatus();
+    };
+    const std::string base =
+        "SELECT body, resolved, id FROM _conflicts WHERE id > ?1 AND (?2 OR resolved = 0)";
+    if (buckets.empty()) {
+      absl::Status status = scan(base + " ORDER BY id LIMIT ?3", std::nullopt);
       if (!status.ok()) return status;
+    } else {
+      for (int64_t bucket : buckets) {
+        absl::Status status = scan(base + " AND bucket = ?4 ORDER BY id LIMIT ?3", bucket);
+        if (!status.ok()) return status;
+        // Keep only the first `limit` so far: memory stays bounded by the page.
+        if (out.size() > 2 * limit) {
+          std::sort(out.begin(), out.end(),
+                    [](const Conflict& a, const Conflict& b) { return a.id() < b.id(); });
+          out.resize(limit);
+        }
+      }
+      std::sort(out.begin(), out.end(),
+                [](const Conflict& a, const Conflict& b) { return a.id() < b.id(); });
+      if (out.size() > limit) out.resize(limit);
     }
-    std::sort(out.begin(), out.end(),
-              [](const Conflict& a, const Conflict& b) { return a.id() < b.id(); });
-    if (out.size() > limit) out.resize(limit);
-  }
+    return (*txn)->Commit();
+  });
+  if (!status.ok()) return status;
   return out;
 }
 
 absl::Status ServerStore::MarkConflictResolved(uint64_t id) {
   absl::MutexLock lock(&mu_);
+  return MarkConflictResolvedLocked(id);
+}
+
+absl::Status ServerStore::MarkConflictResolvedLocked(uint64_t id) {
+  // Conditional: of two coordinators resolving the same conflict, one wins.
   absl::StatusOr<Statement*> stmt =
-      db_->Prepare("UPDATE _conflicts SET resolved = 1 WHERE id = ?1");
+      db_->Prepare("UPDATE _conflicts SET resolved = 1 WHERE id = ?1 AND resolved = 0");
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindInt(1, static_cast<int64_t>(id));
   absl::Status status = (*stmt)->Run();
   (*stmt)->Reset();
   if (!status.ok()) return status;
-  if (db_->Changes() == 0) {
-    return absl::NotFoundError(absl::StrCat("conflict ", id, " does not exist"));
-  }
-  return absl::OkStatus();
+  if (db_->Changes() > 0) return absl::OkStatus();
+  absl::StatusOr<Statement*> exists = db_->Prepare("SELECT 1 FROM _conflicts WHERE id = ?1");
+  if (!exists.ok()) return exists.status();
+  (*exists)->BindInt(1, static_cast<int64_t>(id));
+  absl::StatusOr<bool> has = (*exists)->Step();
+  (*exists)->Reset();
+  if (!has.ok()) return has.status();
+  if (!*has) return absl::NotFoundError(absl::StrCat("id: conflict ", id, " not found"));
+  return absl::FailedPreconditionError(absl::StrCat("id: conflict ", id, " is already resolved"));
 }
 
 absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_id) {

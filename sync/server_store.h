@@ -131,6 +131,15 @@ class ServerStore : private RecordReader {
   absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
                                            const kcnet::v1::MutationBatch& batch,
                                            const MutationValidator& validator = nullptr);
+  // Apply() of a conflict's restore (one mutation) that also marks conflict `conflict_id`
+  // resolved, in the same transaction: both happen or neither. Fails with
+  // FAILED_PRECONDITION ("id: conflict N is already resolved") when another resolution
+  // won, NOT_FOUND when the conflict does not exist; nothing is then stored. When the
+  // mutation is refused the acknowledgement says so and the conflict stays open.
+  absl::StatusOr<kcnet::v1::PushAck> ApplyAndResolve(const Writer& writer,
+                                                     const kcnet::v1::MutationBatch& batch,
+                                                     const MutationValidator& validator,
+                                                     uint64_t conflict_id);
 
   // Changes of each bucket after its cursor, oldest first, within `limits`, with the
   // cursors they reach and a checkpoint for each bucket they complete.
@@ -146,13 +155,17 @@ class ServerStore : private RecordReader {
                                                                     absl::string_view id);
 
   // Live records matching `query`, as full changes (their `op` is the paging position),
-  // ordered by op. Cost: at most `limit` rows per bucket through the (bucket, op) index.
+  // ordered by op. A k-way merge of the buckets through the (bucket, op) index: it reads
+  // about `limit` rows plus a few per bucket, never `limit` from every bucket.
   absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query);
 
   absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
-  // Conflicts of `buckets` (all buckets when empty) with id > after_id, oldest first.
+  // Conflicts of `buckets` (all buckets when empty: callers that scope by user must not
+  // pass an empty scope) with id > after_id, oldest first. Runs on a reader connection.
   absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
       const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit);
+  // Marks a conflict resolved, once: FAILED_PRECONDITION when it already is, NOT_FOUND
+  // when it does not exist.
   absl::Status MarkConflictResolved(uint64_t id);
   // The last sequence applied for a device (0 when unknown).
   absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id);
@@ -211,7 +224,14 @@ class ServerStore : private RecordReader {
     const MutationValidator* validator;
     absl::StatusOr<kcnet::v1::PushAck> result;
     bool done = false;
+    uint64_t resolve_conflict = 0;  // ApplyAndResolve(): marked in the same transaction
   };
+  absl::StatusOr<kcnet::v1::PushAck> ApplyQueued(const Writer& writer,
+                                                 const kcnet::v1::MutationBatch& batch,
+                                                 const MutationValidator& validator,
+                                                 uint64_t resolve_conflict);
+  // The conditional mark of MarkConflictResolved(), inside the caller's transaction.
+  absl::Status MarkConflictResolvedLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static constexpr size_t kMaxGroupBatches = 64;
   // Applies `group` (then each batch alone if that fails) and tells the listener.
   void ApplyGroup(const std::vector<PendingBatch*>& group) ABSL_LOCKS_EXCLUDED(mu_);

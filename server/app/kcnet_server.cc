@@ -139,6 +139,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
+  runner_options.sign_in = options.sign_in;
   runner_options.logger = server->logger_.get();
   absl::StatusOr<std::unique_ptr<StorageRpcRunner>> runner =
       StorageRpcRunner::Create(server->directory_.get(), runner_options);

@@ -56,6 +56,8 @@ struct ServerOptions {
   // Standard server reflection (grpc.reflection.v1alpha), for grpcurl and friends.
   bool reflection = true;
   int storage_threads = 4;
+  // Sign-in's own threads, queue and rate limits (server/rpc/storage_rpc_runner.h).
+  SignInOptions sign_in;
   int max_receive_bytes = 4 << 20;           // larger requests get RESOURCE_EXHAUSTED
   sync::Clock* clock = sync::SystemClock();  // the record store's clock; must outlive the server
   DirectoryOptions directory;

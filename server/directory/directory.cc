@@ -63,6 +63,21 @@ constexpr const char* kMigrations[] = {
     "  expires_ms INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX tokens_user ON tokens(user_id);"
     "CREATE INDEX tokens_expiry ON tokens(expires_ms);",
+    // 1 -> 2: the audit trail of account changes, and lock-outs that survive a restart.
+    "CREATE TABLE audit("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  at_ms INTEGER NOT NULL,"
+    "  actor_id INTEGER NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  target_user_id INTEGER NOT NULL,"
+    "  details TEXT NOT NULL);"
+    "CREATE INDEX audit_target ON audit(target_user_id, id);"
+    "CREATE TABLE sign_in_failures("
+    "  username TEXT PRIMARY KEY,"
+    "  failures INTEGER NOT NULL,"
+    "  last_failure_ms INTEGER NOT NULL,"
+    "  locked_until_ms INTEGER NOT NULL) WITHOUT ROWID;",
 };
 static_assert(std::size(kMigrations) == kDirectorySchemaVersion);
 
@@ -146,6 +161,22 @@ absl::Status CheckPassword(absl::string_view password) {
   }
   return absl::OkStatus();
 }
+
+std::string UnitList(const std::vector<int64_t>& units) {
+  return absl::StrCat("[", absl::StrJoin(units, ","), "]");
+}
+
+}  // namespace
+
+absl::Status CheckPhone(absl::string_view phone) {
+  if (phone.size() > 32 || phone.find_first_not_of("0123456789+- ()") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        "phone: at most 32 characters of digits, '+', '-', spaces and parentheses");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
 
 std::string Sha256(absl::string_view data) {
   std::string digest(crypto_hash_sha256_BYTES, '\0');
@@ -364,6 +395,25 @@ absl::Status Directory::LoadLocked() {
       if (!*row) break;
       tokens_[std::string((*stmt)->ColumnBlob(0))] =
           TokenEntry{(*stmt)->ColumnInt(1), (*stmt)->ColumnInt(2)};
+    }
+  }
+  // Lock-outs stored by this or another server process. Streaks of usernames that do not
+  // exist live in memory only, and are forgotten here.
+  failures_.clear();
+  stmt = db_->Prepare(
+      "SELECT username, failures, last_failure_ms, locked_until_ms FROM sign_in_failures");
+  if (!stmt.ok()) return stmt.status();
+  {
+    ResetOnExit reset(*stmt);
+    while (true) {
+      absl::StatusOr<bool> row = (*stmt)->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      FailureEntry& entry = failures_[std::string((*stmt)->ColumnText(0))];
+      entry.failures = static_cast<int>((*stmt)->ColumnInt(1));
+      entry.last_failure_ms = (*stmt)->ColumnInt(2);
+      entry.locked_until_ms = (*stmt)->ColumnInt(3);
+      entry.stored = true;
     }
   }
   data_version_ = *version;
@@ -710,12 +760,15 @@ absl::Status Directory::WriteAssignmentLocked(int64_t user_id, const std::vector
 absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
                                            absl::string_view display_name,
                                            absl::string_view password, Role role,
-                                           const std::vector<int64_t>& org_unit_ids) {
+                                           const std::vector<int64_t>& org_unit_ids,
+                                           absl::string_view phone, const AuditActor& by) {
   absl::Status status = CheckUsername(username);
   if (!status.ok()) return status;
   status = CheckText("display_name", display_name);
   if (!status.ok()) return status;
   status = CheckPassword(password);
+  if (!status.ok()) return status;
+  status = CheckPhone(phone);
   if (!status.ok()) return status;
   const std::vector<int64_t> units = SortedUnique(org_unit_ids);
   {
@@ -743,7 +796,7 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   const int64_t now_ms = options_.clock->NowMs();
   absl::StatusOr<Statement*> insert = db_->Prepare(
       "INSERT INTO users(username, display_name, role, password_hash, active, created_ms, "
-      "updated_ms) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)");
+      "updated_ms, phone) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)");
   if (!insert.ok()) return insert.status();
   {
     ResetOnExit reset(*insert);
@@ -752,11 +805,16 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
     (*insert)->BindInt(3, role);
     (*insert)->BindText(4, *hash);
     (*insert)->BindInt(5, now_ms);
+    (*insert)->BindText(6, std::string(phone));  // never NULL, also when empty
     status = (*insert)->Run();
     if (!status.ok()) return status;
   }
   const int64_t id = db_->LastInsertRowId();
   status = WriteAssignmentLocked(id, units);
+  if (!status.ok()) return status;
+  status = AuditLocked(by, "create_user", id,
+                       absl::StrCat("username: ", username, "; role: ", RoleName(role),
+                                    "; org_unit_ids: ", UnitList(units)));
   if (!status.ok()) return status;
   status = (*tx)->Commit();
   if (!status.ok()) return status;
@@ -766,6 +824,7 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   entry.user.set_username(std::string(username));
   entry.user.set_display_name(std::string(display_name));
   entry.user.set_role(role);
+  entry.user.set_phone(std::string(phone));
   entry.user.set_active(true);
   for (int64_t unit : units) entry.user.add_org_unit_ids(unit);
   entry.password_hash = *std::move(hash);
@@ -776,7 +835,8 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
 }
 
 absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
-                                           const std::vector<int64_t>& org_unit_ids) {
+                                           const std::vector<int64_t>& org_unit_ids,
+                                           const AuditActor& by) {
   const std::vector<int64_t> units = SortedUnique(org_unit_ids);
   absl::MutexLock lock(&mu_);
   absl::Status status;
@@ -800,6 +860,16 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
   }
   status = WriteAssignmentLocked(user_id, units);
   if (!status.ok()) return status;
+  {
+    const User& before = (*found)->user;
+    const std::vector<int64_t> old_units(before.org_unit_ids().begin(),
+                                         before.org_unit_ids().end());
+    status =
+        AuditLocked(by, "assign_user", user_id,
+                    absl::StrCat("role: ", RoleName(before.role()), " -> ", RoleName(role),
+                                 "; org_unit_ids: ", UnitList(old_units), " -> ", UnitList(units)));
+    if (!status.ok()) return status;
+  }
   status = (*tx)->Commit();
   if (!status.ok()) return status;
 
@@ -818,7 +888,8 @@ absl::Status Directory::RevokeTokensLocked(int64_t user_id) {
   return (*del)->Run();
 }
 
-absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_password) {
+absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_password,
+                                      const AuditActor& by) {
   absl::Status status = CheckPassword(new_password);
   if (!status.ok()) return status;
   {
@@ -850,16 +921,19 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   }
   status = RevokeTokensLocked(user_id);
   if (!status.ok()) return status;
+  status = ClearFailuresLocked((*found)->user.username());
+  if (!status.ok()) return status;
+  status = AuditLocked(by, "reset_password", user_id, "password replaced; tokens revoked");
+  if (!status.ok()) return status;
   status = (*tx)->Commit();
   if (!status.ok()) return status;
 
   (*found)->password_hash = *std::move(hash);
   absl::erase_if(tokens_, [user_id](const auto& entry) { return entry.second.user_id == user_id; });
-  failures_.erase((*found)->user.username());
   return absl::OkStatus();
 }
 
-absl::Status Directory::DeactivateUser(int64_t user_id) {
+absl::Status Directory::DeactivateUser(int64_t user_id, const AuditActor& by) {
   absl::MutexLock lock(&mu_);
   absl::Status status;
   absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
@@ -878,6 +952,8 @@ absl::Status Directory::DeactivateUser(int64_t user_id) {
   }
   status = RevokeTokensLocked(user_id);
   if (!status.ok()) return status;
+  status = AuditLocked(by, "deactivate_user", user_id, "active: true -> false; tokens revoked");
+  if (!status.ok()) return status;
   status = (*tx)->Commit();
   if (!status.ok()) return status;
 
@@ -886,43 +962,62 @@ absl::Status Directory::DeactivateUser(int64_t user_id) {
   return absl::OkStatus();
 }
 
-absl::Status Directory::ActivateUser(int64_t user_id) {
+absl::Status Directory::ActivateUser(int64_t user_id, const AuditActor& by) {
   absl::MutexLock lock(&mu_);
   absl::Status status;
   absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
   if (!found.ok()) return found.status();
+  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  if (!tx.ok()) return tx.status();
   absl::StatusOr<Statement*> update =
       db_->Prepare("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2");
   if (!update.ok()) return update.status();
-  ResetOnExit reset(*update);
-  (*update)->BindInt(1, options_.clock->NowMs());
-  (*update)->BindInt(2, user_id);
-  status = (*update)->Run();
+  {
+    ResetOnExit reset(*update);
+    (*update)->BindInt(1, options_.clock->NowMs());
+    (*update)->BindInt(2, user_id);
+    status = (*update)->Run();
+    if (!status.ok()) return status;
+  }
+  status =
+      AuditLocked(by, "activate_user", user_id,
+                  absl::StrCat("active: ", (*found)->user.active() ? "true" : "false", " -> true"));
+  if (!status.ok()) return status;
+  status = (*tx)->Commit();
   if (!status.ok()) return status;
   (*found)->user.set_active(true);
   return absl::OkStatus();
 }
 
 absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view display_name,
-                                              absl::string_view phone) {
+                                              absl::string_view phone, const AuditActor& by) {
   absl::Status status = CheckText("display_name", display_name);
   if (!status.ok()) return status;
-  if (phone.size() > 32 || phone.find_first_not_of("0123456789+- ()") != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        "phone: at most 32 characters of digits, '+', '-', spaces and parentheses");
-  }
+  status = CheckPhone(phone);
+  if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
   absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
   if (!found.ok()) return found.status();
+  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  if (!tx.ok()) return tx.status();
   absl::StatusOr<Statement*> update =
       db_->Prepare("UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4");
   if (!update.ok()) return update.status();
-  ResetOnExit reset(*update);
-  (*update)->BindText(1, display_name);
-  (*update)->BindText(2, phone);
-  (*update)->BindInt(3, options_.clock->NowMs());
-  (*update)->BindInt(4, user_id);
-  status = (*update)->Run();
+  {
+    ResetOnExit reset(*update);
+    (*update)->BindText(1, display_name);
+    (*update)->BindText(2, std::string(phone));
+    (*update)->BindInt(3, options_.clock->NowMs());
+    (*update)->BindInt(4, user_id);
+    status = (*update)->Run();
+    if (!status.ok()) return status;
+  }
+  status = AuditLocked(
+      by, "update_profile", user_id,
+      absl::StrCat("display_name: '", (*found)->user.display_name(), "' -> '", display_name,
+                   "'; phone: '", (*found)->user.phone(), "' -> '", phone, "'"));
+  if (!status.ok()) return status;
+  status = (*tx)->Commit();
   if (!status.ok()) return status;
   (*found)->user.set_display_name(std::string(display_name));
   (*found)->user.set_phone(std::string(phone));
@@ -981,7 +1076,7 @@ absl::StatusOr<std::vector<User>> Directory::ListUsers(const UserFilter& filter)
 
 // ---- Sign-in and tokens --------------------------------------------------------------
 
-void Directory::RecordFailureLocked(const std::string& username, int64_t now_ms) {
+absl::Status Directory::RecordFailureLocked(const std::string& username, int64_t now_ms) {
   if (failures_.size() >= kMaxTrackedUsernames) {
     absl::erase_if(failures_, [now_ms](const auto& entry) {
       return now_ms - entry.second.last_failure_ms > kFailureMemoryMs &&
@@ -990,16 +1085,90 @@ void Directory::RecordFailureLocked(const std::string& username, int64_t now_ms)
   }
   FailureEntry& entry = failures_[username];
   if (now_ms - entry.last_failure_ms > kFailureMemoryMs && entry.locked_until_ms <= now_ms) {
-    entry = FailureEntry();
+    entry = FailureEntry{.stored = entry.stored};
   }
   ++entry.failures;
   entry.last_failure_ms = now_ms;
-  if (entry.failures >= options_.lockout_after_failures) {
-    const int doublings = std::min(entry.failures - options_.lockout_after_failures, 30);
-    const absl::Duration window =
-        std::min(options_.lockout_initial * (int64_t{1} << doublings), options_.lockout_max);
-    entry.locked_until_ms = now_ms + absl::ToInt64Milliseconds(window);
+  if (entry.failures < options_.lockout_after_failures) return absl::OkStatus();
+  const int doublings = std::min(entry.failures - options_.lockout_after_failures, 30);
+  const absl::Duration window =
+      std::min(options_.lockout_initial * (int64_t{1} << doublings), options_.lockout_max);
+  entry.locked_until_ms = now_ms + absl::ToInt64Milliseconds(window);
+  // Only a lock-out is written (a short streak may be forgotten at a restart), and only
+  // for an existing account: a flood of made-up usernames must not grow the file.
+  if (!user_by_name_.contains(username)) return absl::OkStatus();
+  absl::StatusOr<Statement*> upsert = db_->Prepare(
+      "INSERT OR REPLACE INTO sign_in_failures(username, failures, last_failure_ms, "
+      "locked_until_ms) VALUES (?1, ?2, ?3, ?4)");
+  if (!upsert.ok()) return upsert.status();
+  ResetOnExit reset(*upsert);
+  (*upsert)->BindText(1, username);
+  (*upsert)->BindInt(2, entry.failures);
+  (*upsert)->BindInt(3, entry.last_failure_ms);
+  (*upsert)->BindInt(4, entry.locked_until_ms);
+  absl::Status status = (*upsert)->Run();
+  if (!status.ok()) return status;
+  entry.stored = true;
+  return absl::OkStatus();
+}
+
+absl::Status Directory::ClearFailuresLocked(const std::string& username) {
+  auto it = failures_.find(username);
+  if (it == failures_.end()) return absl::OkStatus();
+  if (it->second.stored) {
+    absl::StatusOr<Statement*> del =
+        db_->Prepare("DELETE FROM sign_in_failures WHERE username = ?1");
+    if (!del.ok()) return del.status();
+    ResetOnExit reset(*del);
+    (*del)->BindText(1, username);
+    absl::Status status = (*del)->Run();
+    if (!status.ok()) return status;
   }
+  failures_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status Directory::AuditLocked(const AuditActor& by, absl::string_view action, int64_t target,
+                                    absl::string_view details) {
+  absl::StatusOr<Statement*> insert = db_->Prepare(
+      "INSERT INTO audit(at_ms, actor_id, actor, action, target_user_id, details) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!insert.ok()) return insert.status();
+  ResetOnExit reset(*insert);
+  (*insert)->BindInt(1, options_.clock->NowMs());
+  (*insert)->BindInt(2, by.user_id);
+  (*insert)->BindText(3, by.username);
+  (*insert)->BindText(4, action);
+  (*insert)->BindInt(5, target);
+  (*insert)->BindText(6, details);
+  return (*insert)->Run();
+}
+
+absl::StatusOr<std::vector<AuditEntry>> Directory::ListAudit(int64_t after_id, size_t limit) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "SELECT id, at_ms, actor_id, actor, action, target_user_id, details FROM audit "
+      "WHERE id > ?1 ORDER BY id LIMIT ?2");
+  if (!stmt.ok()) return stmt.status();
+  ResetOnExit reset(*stmt);
+  (*stmt)->BindInt(1, after_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  std::vector<AuditEntry> out;
+  while (true) {
+    absl::StatusOr<bool> row = (*stmt)->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    AuditEntry e;
+    e.id = (*stmt)->ColumnInt(0);
+    e.at_ms = (*stmt)->ColumnInt(1);
+    e.actor_id = (*stmt)->ColumnInt(2);
+    e.actor = std::string((*stmt)->ColumnText(3));
+    e.action = std::string((*stmt)->ColumnText(4));
+    e.target_user_id = (*stmt)->ColumnInt(5);
+    e.details = std::string((*stmt)->ColumnText(6));
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 absl::Status Directory::DeleteExpiredTokensLocked(int64_t now_ms) {
@@ -1034,6 +1203,11 @@ absl::StatusOr<LoginResult> Directory::Login(absl::string_view username,
                        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", until, absl::UTCTimeZone()), " (in ",
                        wait_s, " s)"));
     }
+    // Counted now, before the hash: parallel guesses each see the ones before them, so at
+    // most lockout_after_failures of them reach the password check. A right password
+    // clears the streak below.
+    status = RecordFailureLocked(key, now_ms);
+    if (!status.ok()) return status;
     auto it = user_by_name_.find(username);
     if (it != user_by_name_.end()) {
       user_id = it->second;
@@ -1060,14 +1234,14 @@ absl::StatusOr<LoginResult> Directory::Login(absl::string_view username,
   auto user = users_.find(user_id);
   // The password must still be the one checked (a reset may have raced with us).
   if (!password_ok || user == users_.end() || user->second.password_hash != stored_hash) {
-    RecordFailureLocked(key, now_ms);
-    return absl::UnauthenticatedError(kBadCredentials);
+    return absl::UnauthenticatedError(kBadCredentials);  // counted before the hash
   }
+  status = ClearFailuresLocked(key);
+  if (!status.ok()) return status;
   if (!user->second.user.active()) {
     return absl::UnauthenticatedError(
         absl::StrCat("account '", user->second.user.username(), "' is deactivated"));
   }
-  failures_.erase(key);
 
   if (now_ms - last_token_sweep_ms_ > kTokenSweepIntervalMs) {
     status = DeleteExpiredTokensLocked(now_ms);

@@ -11,8 +11,14 @@
 //
 // Passwords are hashed with Argon2id (libsodium crypto_pwhash_str). Tokens are 32 random
 // bytes, base64url-encoded; only their SHA-256 is stored. Repeated failed sign-ins for a
-// username lock it out for a window that doubles with each further failure; the lock-out
-// counters live in memory only (a restart clears them).
+// username lock it out for a window that doubles with each further failure. An attempt is
+// counted before its password is hashed (so parallel guesses cannot all pass the check),
+// and the counters of existing accounts are kept in the file (a restart does not clear a
+// lock-out).
+//
+// Every account change (create, role and org units, profile, password reset,
+// deactivation, activation) appends an audit entry in the same transaction: who, when,
+// what changed (never a password). ListAudit() reads them.
 //
 // Thread-safety: Directory is thread-safe. One absl::Mutex guards the connection and the
 // caches; the slow password hashing runs outside it, so sign-ins do not stall
@@ -42,7 +48,7 @@ namespace kcnet::server {
 
 // The version of the directory file's layout (PRAGMA user_version). A file written by a
 // newer kcnet is refused at open; older files are migrated step by step.
-inline constexpr int kDirectorySchemaVersion = 1;
+inline constexpr int kDirectorySchemaVersion = 2;
 
 // Argon2id cost parameters (libsodium's values, checked against sodium.h in the .cc).
 inline constexpr uint64_t kArgon2OpsLimitInteractive = 2;
@@ -64,6 +70,28 @@ struct DirectoryOptions {
   absl::Duration lockout_initial = absl::Seconds(1);
   absl::Duration lockout_max = absl::Minutes(5);
 };
+
+// Who makes an account change, for the audit trail. The default is a local operator
+// (kcnet-admin on the server's machine), which has no account.
+struct AuditActor {
+  int64_t user_id = 0;
+  std::string username = "local-admin";
+};
+
+// One audit entry: `actor` (user id 0 for a local operator) did `action` to user
+// `target_user_id` at `at_ms`; `details` says what changed ("role: a -> b; ...").
+struct AuditEntry {
+  int64_t id = 0;
+  int64_t at_ms = 0;
+  int64_t actor_id = 0;
+  std::string actor;
+  std::string action;  // create_user, assign_user, update_profile, reset_password, ...
+  int64_t target_user_id = 0;
+  std::string details;
+};
+
+// Checks a phone number: at most 32 of "0-9 + - space ( )". INVALID_ARGUMENT naming "phone".
+absl::Status CheckPhone(absl::string_view phone);
 
 // The caller behind a valid token: who it is and where it works.
 struct Principal {
@@ -145,31 +173,38 @@ class Directory {
 
   // Creates an active user. Fails with INVALID_ARGUMENT naming the field (username: 3-64
   // of [a-z0-9._-]; display_name: 1-200 bytes of UTF-8; password: 8-1024 bytes; role: not
-  // unspecified; org_unit_ids: at least one), NOT_FOUND for an unknown org unit,
-  // ALREADY_EXISTS when the username is taken.
+  // unspecified; org_unit_ids: at least one; phone: see CheckPhone()), NOT_FOUND for an
+  // unknown org unit, ALREADY_EXISTS when the username is taken; nothing is stored then.
+  // Every change below is audited as made by `by`.
   absl::StatusOr<kcnet::v1::User> CreateUser(absl::string_view username,
                                              absl::string_view display_name,
                                              absl::string_view password, kcnet::v1::Role role,
-                                             const std::vector<int64_t>& org_unit_ids);
+                                             const std::vector<int64_t>& org_unit_ids,
+                                             absl::string_view phone = {},
+                                             const AuditActor& by = {});
   // Replaces a user's role and org units; tokens stay valid and carry the new
   // assignment. Fails like CreateUser() for role and org units, NOT_FOUND for an unknown
   // user.
   absl::StatusOr<kcnet::v1::User> AssignUser(int64_t user_id, kcnet::v1::Role role,
-                                             const std::vector<int64_t>& org_unit_ids);
+                                             const std::vector<int64_t>& org_unit_ids,
+                                             const AuditActor& by = {});
   // Sets a new password, revokes all the user's tokens and clears its lock-out. Fails
   // with INVALID_ARGUMENT (password) or NOT_FOUND.
-  absl::Status ResetPassword(int64_t user_id, absl::string_view new_password);
+  absl::Status ResetPassword(int64_t user_id, absl::string_view new_password,
+                             const AuditActor& by = {});
   // Deactivates the user and revokes its tokens; sign-in is refused from then on.
   // Idempotent. Fails with NOT_FOUND for an unknown user.
-  absl::Status DeactivateUser(int64_t user_id);
+  absl::Status DeactivateUser(int64_t user_id, const AuditActor& by = {});
   // Lets a deactivated user sign in again (its old tokens stay revoked). Idempotent.
   // Fails with NOT_FOUND for an unknown user.
-  absl::Status ActivateUser(int64_t user_id);
+  absl::Status ActivateUser(int64_t user_id, const AuditActor& by = {});
   // Changes a user's display name and phone. INVALID_ARGUMENT names the field (display
   // name: 1-200 bytes of UTF-8 without control characters; phone: at most 32 of
   // "0-9 + - space ( )"), NOT_FOUND for an unknown user; nothing changes on failure.
   absl::StatusOr<kcnet::v1::User> UpdateProfile(int64_t user_id, absl::string_view display_name,
-                                                absl::string_view phone);
+                                                absl::string_view phone, const AuditActor& by = {});
+  // Audit entries with id > after_id, oldest first, at most `limit`.
+  absl::StatusOr<std::vector<AuditEntry>> ListAudit(int64_t after_id, size_t limit);
   // The user with this id / username, or NOT_FOUND.
   absl::StatusOr<kcnet::v1::User> GetUser(int64_t id);
   absl::StatusOr<kcnet::v1::User> FindUser(absl::string_view username);
@@ -204,6 +239,7 @@ class Directory {
     int failures = 0;
     int64_t last_failure_ms = 0;
     int64_t locked_until_ms = 0;
+    bool stored = false;  // a row in sign_in_failures holds this lock-out
   };
 
   Directory(std::unique_ptr<sync::Db> db, DirectoryOptions options);
@@ -230,8 +266,14 @@ class Directory {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RevokeTokensLocked(int64_t user_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DeleteExpiredTokensLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RecordFailureLocked(const std::string& username, int64_t now_ms)
+  // Counts one sign-in attempt as failed (before its hash is checked) and stores the
+  // streak when the username exists.
+  absl::Status RecordFailureLocked(const std::string& username, int64_t now_ms)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the failure streak of `username`, in memory and in the file.
+  absl::Status ClearFailuresLocked(const std::string& username) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AuditLocked(const AuditActor& by, absl::string_view action, int64_t target,
+                           absl::string_view details) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<int64_t> SubtreeLocked(const std::vector<int64_t>& roots)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsWithinLocked(int64_t unit_id, int64_t root_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -37,7 +37,11 @@ model::Actor ActorFor(Directory* directory, const Principal& caller) {
   actor.in_scope = [scope](int64_t commune) {
     absl::MutexLock lock(&scope->mu);
     auto [it, inserted] = scope->known.try_emplace(commune, false);
-    if (inserted) {
+    // Buckets are communes: a record filed under a district or province is in nobody's
+    // sync scope, so it is refused like one outside the actor's subtrees.
+    absl::StatusOr<kcnet::v1::OrgUnit> unit =
+        inserted ? scope->directory->GetOrgUnit(commune) : absl::StatusOr<kcnet::v1::OrgUnit>();
+    if (inserted && unit.ok() && unit->level() == kcnet::v1::ORG_UNIT_LEVEL_COMMUNE) {
       for (int64_t root : scope->roots) {
         if (scope->directory->IsWithin(commune, root)) {
           it->second = true;
@@ -85,6 +89,14 @@ absl::StatusOr<uint64_t> RecordAccess::Read(const Principal& caller, uint32_t ty
   if (!status.ok()) return status;
   if (!InScope(caller, (*record)->bucket())) return not_found();
   return (*record)->op();
+}
+
+absl::StatusOr<bool> RecordAccess::Exists(uint32_t type, const std::string& id) {
+  absl::StatusOr<std::string> bytes = sync::UuidFromText(id);
+  if (!bytes.ok()) return false;
+  absl::StatusOr<std::optional<RecordChange>> record = deps_.store->ReadRecord(type, *bytes);
+  if (!record.ok()) return record.status();
+  return record->has_value();
 }
 
 absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChange> changes) {

@@ -23,10 +23,10 @@
 
 namespace kcnet::server {
 
-// The rules' view of a signed-in caller: its role, and its scope as the union of the
-// subtrees of its org units. `directory` must outlive the Actor. The Actor remembers each
-// scope answer, so make one per request or pushed batch (a reassignment is seen by the
-// next one).
+// The rules' view of a signed-in caller: its role, and its scope as the communes in the
+// union of the subtrees of its org units (other units are never buckets). `directory` must outlive
+// the Actor. The Actor remembers each scope answer, so make one per request or pushed batch (a
+// reassignment is seen by the next one).
 model::Actor ActorFor(Directory* directory, const Principal& caller);
 
 class RecordAccess {
@@ -50,6 +50,10 @@ class RecordAccess {
   // Returns the record's current op.
   absl::StatusOr<uint64_t> Read(const Principal& caller, uint32_t type, const std::string& id,
                                 google::protobuf::Message* out);
+
+  // True when a record of `type` with this id (text form) was ever stored, deleted or
+  // not, in any bucket: for ids a client chose, never for answers about scope.
+  absl::StatusOr<bool> Exists(uint32_t type, const std::string& id);
 
   // Applies `changes` as one mutation by the caller. Each change's base_op must be set by
   // the caller (the op it read, 0 for a new record). A refusal comes back as its status,

@@ -81,13 +81,38 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
             return absl::InvalidArgumentError("facility.commune_id: must be a commune");
           }
           f.set_created_by(p->user_id);
+          // A client that names the id may be retrying a create whose answer it lost: the
+          // same content again answers the stored facility; other content under that id
+          // is another facility, refused (for a facility the caller may not see as well,
+          // word for word).
+          const auto taken = [&]() {
+            return absl::AlreadyExistsError(
+                absl::StrCat("facility.id: a facility with id ", f.id(), " already exists"));
+          };
+          const bool named_id = !req->facility().id().empty();
+          if (named_id) {
+            Facility stored;
+            absl::StatusOr<uint64_t> op = access_->Read(*p, model::kFacilityType, f.id(), &stored);
+            if (op.ok()) {
+              Facility retried = f;
+              retried.set_created_ms(stored.created_ms());
+              if (retried.SerializeAsString() != stored.SerializeAsString()) return taken();
+              *resp = std::move(stored);
+              return absl::OkStatus();
+            }
+            if (op.status().code() != absl::StatusCode::kNotFound) return op.status();
+          }
           f.set_created_ms(access_->NowMs());
           absl::StatusOr<RecordChange> change = NewRecord(f);
           if (!change.ok()) {
             return absl::InvalidArgumentError(absl::StrCat("facility.", change.status().message()));
           }
           absl::Status s = access_->Write(*p, {*change});
-          if (!s.ok()) return s;
+          if (!s.ok()) {
+            absl::StatusOr<bool> exists = access_->Exists(model::kFacilityType, f.id());
+            if (named_id && exists.ok() && *exists) return taken();
+            return s;
+          }
           return access_->Read(*p, model::kFacilityType, f.id(), resp).status();
         });
   }

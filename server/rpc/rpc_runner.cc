@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "google/rpc/status.pb.h"
+#include "server/rpc/rate_limiter.h"
 
 namespace kcnet::server {
 namespace {
@@ -41,6 +42,19 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   const bool field_error = status.code() == absl::StatusCode::kInvalidArgument ||
                            status.code() == absl::StatusCode::kFailedPrecondition;
   const absl::string_view field = field_error ? FieldPathOf(message) : absl::string_view();
+  const absl::Duration retry = RetryDelay(status);
+  if (retry > absl::ZeroDuration()) {
+    // google.rpc.RetryInfo: stock clients know how long to back off.
+    google::rpc::RetryInfo info;
+    const int64_t ms = absl::ToInt64Milliseconds(retry);
+    info.mutable_retry_delay()->set_seconds(ms / 1000);
+    info.mutable_retry_delay()->set_nanos(static_cast<int32_t>(ms % 1000) * 1000000);
+    google::rpc::Status details;
+    details.set_code(static_cast<int>(code));
+    details.set_message(message);
+    details.add_details()->PackFrom(info);
+    return grpc::Status(code, message, details.SerializeAsString());
+  }
   if (field.empty()) return grpc::Status(code, message);
 
   google::rpc::BadRequest bad_request;

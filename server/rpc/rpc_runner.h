@@ -12,8 +12,10 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/grpcpp.h"
 #include "server/directory/directory.h"
 
@@ -32,9 +34,18 @@ class RpcRunner {
   // Runs `body` without authentication (AuthService.Login only).
   virtual grpc::ServerUnaryReactor* RunPublic(grpc::CallbackServerContext* context,
                                               const char* method, Body body) = 0;
+  // Runs a sign-in for `username` without authentication. A runner may keep sign-ins
+  // (slow password hashing) apart from other calls and limit them per username and per
+  // peer, answering RESOURCE_EXHAUSTED with a retry delay; the default runs RunPublic().
+  virtual grpc::ServerUnaryReactor* RunSignIn(grpc::CallbackServerContext* context,
+                                              const char* method, absl::string_view username,
+                                              Body body) {
+    return RunPublic(context, method, std::move(body));
+  }
 };
 
-// Converts a Status to a grpc::Status with BadRequest details where it applies.
+// Converts a Status to a grpc::Status with BadRequest details where it applies, and a
+// google.rpc.RetryInfo detail when the status carries a retry delay (rate_limiter.h).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace kcnet::server

@@ -43,6 +43,11 @@ absl::StatusOr<std::unique_ptr<StorageRpcRunner>> StorageRpcRunner::Create(
                                                    kMaxStorageThreads, ", got ",
                                                    options.storage_threads));
   }
+  if (options.sign_in.threads < 1 || options.sign_in.threads > kMaxStorageThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("sign_in.threads: must be between 1 and ",
+                                                   kMaxStorageThreads, ", got ",
+                                                   options.sign_in.threads));
+  }
   std::unique_ptr<Logger> owned;
   Logger* logger = options.logger;
   if (logger == nullptr) {
@@ -50,33 +55,66 @@ absl::StatusOr<std::unique_ptr<StorageRpcRunner>> StorageRpcRunner::Create(
     logger = owned.get();
   }
   return std::unique_ptr<StorageRpcRunner>(
-      new StorageRpcRunner(directory, options.storage_threads, logger, std::move(owned)));
+      new StorageRpcRunner(directory, options, logger, std::move(owned)));
 }
 
-StorageRpcRunner::StorageRpcRunner(Directory* directory, int threads, Logger* logger,
-                                   std::unique_ptr<Logger> owned_logger)
+StorageRpcRunner::StorageRpcRunner(Directory* directory, const RpcRunnerOptions& options,
+                                   Logger* logger, std::unique_ptr<Logger> owned_logger)
     : directory_(directory),
       owned_logger_(std::move(owned_logger)),
       logger_(logger),
-      pool_(threads) {}
+      pool_(options.storage_threads),
+      sign_in_pool_(options.sign_in.threads, options.sign_in.max_queued, options.sign_in.nice),
+      per_peer_(options.sign_in.per_peer),
+      per_user_(options.sign_in.per_user) {}
 
 StorageRpcRunner::~StorageRpcRunner() { Stop(); }
 
-void StorageRpcRunner::Stop() { pool_.Stop(); }
+void StorageRpcRunner::Stop() {
+  sign_in_pool_.Stop();
+  pool_.Stop();
+}
+
+std::string PeerAddress(absl::string_view peer) {
+  // "ipv4:1.2.3.4:port", "ipv6:[::1]:port"; anything else (unix sockets) is kept whole.
+  const size_t colon = peer.rfind(':');
+  const size_t scheme = peer.find(':');
+  if (colon == absl::string_view::npos || colon == scheme) return std::string(peer);
+  return std::string(peer.substr(0, colon));
+}
 
 grpc::ServerUnaryReactor* StorageRpcRunner::Run(grpc::CallbackServerContext* context,
                                                 const char* method, Body body) {
-  return Start(context, method, std::move(body), /*authenticate=*/true);
+  return Start(context, method, std::move(body), /*authenticate=*/true, &pool_);
 }
 
 grpc::ServerUnaryReactor* StorageRpcRunner::RunPublic(grpc::CallbackServerContext* context,
                                                       const char* method, Body body) {
-  return Start(context, method, std::move(body), /*authenticate=*/false);
+  return Start(context, method, std::move(body), /*authenticate=*/false, &pool_);
+}
+
+grpc::ServerUnaryReactor* StorageRpcRunner::RunSignIn(grpc::CallbackServerContext* context,
+                                                      const char* method,
+                                                      absl::string_view username, Body body) {
+  // The limits are checked here, on gRPC's thread, before anything is queued: a refused
+  // sign-in costs a hash-map lookup, never a storage thread.
+  const absl::Time now = absl::Now();
+  absl::Status status = per_peer_.Acquire(PeerAddress(context->peer()), now, "sign-in");
+  if (status.ok()) {
+    // Keyed like the lock-out: at most 64 bytes of what was typed.
+    status = per_user_.Acquire(username.substr(0, 64), now, "sign-in");
+  }
+  if (!status.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    Finish(reactor, method, "-", status, now);
+    return reactor;
+  }
+  return Start(context, method, std::move(body), /*authenticate=*/false, &sign_in_pool_);
 }
 
 grpc::ServerUnaryReactor* StorageRpcRunner::Start(grpc::CallbackServerContext* context,
-                                                  const char* method, Body body,
-                                                  bool authenticate) {
+                                                  const char* method, Body body, bool authenticate,
+                                                  ThreadPool* pool) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const absl::Time start = absl::Now();
   absl::StatusOr<std::string> token =
@@ -96,9 +134,23 @@ grpc::ServerUnaryReactor* StorageRpcRunner::Start(grpc::CallbackServerContext* c
     if (status.ok()) status = body(caller);
     Finish(reactor, method, caller != nullptr ? caller->username : "-", status, start);
   };
-  if (!pool_.Schedule(std::move(call))) {
-    Finish(reactor, method, "-", absl::UnavailableError("the server is shutting down"), start);
+  if (pool == &pool_) {
+    if (!pool_.Schedule(std::move(call))) {
+      Finish(reactor, method, "-", absl::UnavailableError("the server is shutting down"), start);
+    }
+    return reactor;
   }
+  absl::Status queued = pool->TrySchedule(std::move(call));
+  if (queued.code() == absl::StatusCode::kResourceExhausted) {
+    // Every sign-in thread is busy and the queue is full: a second is about what the
+    // queue takes to drain at interactive Argon2id cost.
+    const absl::Duration wait = absl::Seconds(1);
+    queued = absl::ResourceExhaustedError(
+        absl::StrCat("sign-in: the server is busy signing others in; retry in ",
+                     absl::ToInt64Milliseconds(wait), " ms"));
+    SetRetryDelay(&queued, wait);
+  }
+  if (!queued.ok()) Finish(reactor, method, "-", queued, start);
   return reactor;
 }
 

@@ -18,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/directory/directory.h"
 #include "server/rpc/logger.h"
+#include "server/rpc/rate_limiter.h"
 #include "server/rpc/rpc_runner.h"
 #include "server/rpc/thread_pool.h"
 
@@ -25,8 +26,24 @@ namespace kcnet::server {
 
 inline constexpr int kMaxStorageThreads = 256;
 
+// Sign-in (AuthService.Login) runs Argon2id, which is slow on purpose: sign-ins run on
+// their own few threads with a bounded queue, so that a flood of them cannot starve the
+// other RPCs, and are limited per peer address and per username. Every refusal is
+// RESOURCE_EXHAUSTED with the delay to wait ("retry in N ms", and a RetryInfo detail).
+struct SignInOptions {
+  int threads = 1;         // 1..kMaxStorageThreads
+  size_t max_queued = 64;  // sign-ins waiting for a thread beyond this are refused
+  // The sign-in threads' nice value (Linux): hashing yields the CPU to the other RPCs.
+  int nice = 10;
+  // A tablet signs in about twice a day; an office behind one address, a few hundred
+  // times. burst 0 turns a limit off.
+  RateLimit per_peer{.burst = 300, .per_second = 10};
+  RateLimit per_user{.burst = 30, .per_second = 0.5};
+};
+
 struct RpcRunnerOptions {
   int storage_threads = 4;  // 1..kMaxStorageThreads
+  SignInOptions sign_in;
   // Where the RPC lines go; nullptr: a text logger on stderr owned by the runner.
   Logger* logger = nullptr;
 };
@@ -44,15 +61,17 @@ class StorageRpcRunner final : public RpcRunner {
                                 Body body) override;
   grpc::ServerUnaryReactor* RunPublic(grpc::CallbackServerContext* context, const char* method,
                                       Body body) override;
+  grpc::ServerUnaryReactor* RunSignIn(grpc::CallbackServerContext* context, const char* method,
+                                      absl::string_view username, Body body) override;
 
   // Finishes every call already queued, then joins the storage threads. Idempotent.
   void Stop();
 
  private:
-  StorageRpcRunner(Directory* directory, int threads, Logger* logger,
+  StorageRpcRunner(Directory* directory, const RpcRunnerOptions& options, Logger* logger,
                    std::unique_ptr<Logger> owned_logger);
   grpc::ServerUnaryReactor* Start(grpc::CallbackServerContext* context, const char* method,
-                                  Body body, bool authenticate);
+                                  Body body, bool authenticate, ThreadPool* pool);
   // The principal behind the call's bearer token, or UNAUTHENTICATED.
   absl::StatusOr<Principal> Authenticate(const absl::StatusOr<std::string>& token);
   void Finish(grpc::ServerUnaryReactor* reactor, const char* method, absl::string_view caller,
@@ -62,7 +81,14 @@ class StorageRpcRunner final : public RpcRunner {
   const std::unique_ptr<Logger> owned_logger_;
   Logger* const logger_;
   ThreadPool pool_;
+  ThreadPool sign_in_pool_;
+  RateLimiter per_peer_;
+  RateLimiter per_user_;
 };
+
+// The peer's address without its port ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7"): every
+// connection from one machine counts against one limit.
+std::string PeerAddress(absl::string_view peer);
 
 // The token of the call's "authorization: Bearer <token>" metadata. Fails with
 // UNAUTHENTICATED, saying what is wrong, when the metadata is missing or malformed.

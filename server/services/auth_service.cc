@@ -26,20 +26,21 @@ absl::Status CheckCredential(absl::string_view field, const std::string& value) 
 grpc::ServerUnaryReactor* AuthServiceImpl::Login(grpc::CallbackServerContext* context,
                                                  const kcnet::v1::LoginRequest* request,
                                                  kcnet::v1::LoginResponse* response) {
-  return runner_->RunPublic(
-      context, "/kcnet.v1.AuthService/Login", [this, request, response](const Principal*) {
-        absl::Status status = CheckCredential("username", request->username());
-        if (!status.ok()) return status;
-        status = CheckCredential("password", request->password());
-        if (!status.ok()) return status;
-        absl::StatusOr<LoginResult> result =
-            directory_->Login(request->username(), request->password());
-        if (!result.ok()) return result.status();
-        response->set_token(result->token);
-        response->set_expires_ms(result->expires_ms);
-        *response->mutable_user() = std::move(result->user);
-        return absl::OkStatus();
-      });
+  return runner_->RunSignIn(context, "/kcnet.v1.AuthService/Login", request->username(),
+                            [this, request, response](const Principal*) {
+                              absl::Status status =
+                                  CheckCredential("username", request->username());
+                              if (!status.ok()) return status;
+                              status = CheckCredential("password", request->password());
+                              if (!status.ok()) return status;
+                              absl::StatusOr<LoginResult> result =
+                                  directory_->Login(request->username(), request->password());
+                              if (!result.ok()) return result.status();
+                              response->set_token(result->token);
+                              response->set_expires_ms(result->expires_ms);
+                              *response->mutable_user() = std::move(result->user);
+                              return absl::OkStatus();
+                            });
 }
 
 grpc::ServerUnaryReactor* AuthServiceImpl::Logout(grpc::CallbackServerContext* context,

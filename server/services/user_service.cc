@@ -22,6 +22,9 @@ absl::Status AdministratorsOnly(const Principal& caller, absl::string_view what)
   return absl::PermissionDeniedError(absl::StrCat("only administrators may ", what));
 }
 
+// The caller, for the directory's audit trail.
+AuditActor By(const Principal& caller) { return AuditActor{caller.user_id, caller.username}; }
+
 // The same answer for a user that does not exist and one the caller may not see.
 absl::Status UserNotFound(absl::string_view field, int64_t id) {
   return absl::NotFoundError(absl::StrCat(field, ": no user ", id));
@@ -142,13 +145,11 @@ grpc::ServerUnaryReactor* UserServiceImpl::CreateUser(grpc::CallbackServerContex
         status = CheckAssignment(*directory_, *caller, user.org_unit_ids());
         if (!status.ok()) return status;
         const std::vector<int64_t> units(user.org_unit_ids().begin(), user.org_unit_ids().end());
-        absl::StatusOr<User> created = directory_->CreateUser(
-            user.username(), user.display_name(), request->password(), user.role(), units);
+        // One directory write with the phone: a bad phone stores nothing.
+        absl::StatusOr<User> created =
+            directory_->CreateUser(user.username(), user.display_name(), request->password(),
+                                   user.role(), units, user.phone(), By(*caller));
         if (!created.ok()) return UnderField(created.status(), "user", kUserFields);
-        if (!user.phone().empty()) {
-          created = directory_->UpdateProfile(created->id(), created->display_name(), user.phone());
-          if (!created.ok()) return UnderField(created.status(), "user", kUserFields);
-        }
         *response = *std::move(created);
         return absl::OkStatus();
       });
@@ -177,6 +178,13 @@ grpc::ServerUnaryReactor* UserServiceImpl::UpdateUser(grpc::CallbackServerContex
         }
         absl::StatusOr<User> current = ChangeableUser(*directory_, *caller, "user.id", user.id());
         if (!current.ok()) return current.status();
+        // An administrator's own role, units and activity are changed by another
+        // administrator: one account must not widen (or lock) itself.
+        if (user.id() == caller->user_id && (new_role || new_units || MaskHas(mask, "active"))) {
+          return absl::PermissionDeniedError(
+              "user.id: administrators may not change their own role, org units or activity; "
+              "ask another administrator");
+        }
         if (new_units) {
           status = CheckAssignment(*directory_, *caller, user.org_unit_ids());
           if (!status.ok()) return status;
@@ -188,23 +196,23 @@ grpc::ServerUnaryReactor* UserServiceImpl::UpdateUser(grpc::CallbackServerContex
           absl::StatusOr<User> profiled = directory_->UpdateProfile(
               user.id(),
               MaskHas(mask, "display_name") ? user.display_name() : current->display_name(),
-              MaskHas(mask, "phone") ? user.phone() : current->phone());
+              MaskHas(mask, "phone") ? user.phone() : current->phone(), By(*caller));
           if (!profiled.ok()) return UnderField(profiled.status(), "user", kUserFields);
         }
         if (activate) {
-          status = directory_->ActivateUser(user.id());
+          status = directory_->ActivateUser(user.id(), By(*caller));
           if (!status.ok()) return status;
         }
 
         if (new_role || new_units) {
           const kcnet::v1::Role role = new_role ? user.role() : current->role();
           const auto& ids = new_units ? user.org_unit_ids() : current->org_unit_ids();
-          absl::StatusOr<User> assigned =
-              directory_->AssignUser(user.id(), role, std::vector<int64_t>(ids.begin(), ids.end()));
+          absl::StatusOr<User> assigned = directory_->AssignUser(
+              user.id(), role, std::vector<int64_t>(ids.begin(), ids.end()), By(*caller));
           if (!assigned.ok()) return UnderField(assigned.status(), "user", kUserFields);
         }
         if (deactivate) {
-          status = directory_->DeactivateUser(user.id());
+          status = directory_->DeactivateUser(user.id(), By(*caller));
           if (!status.ok()) return status;
         }
         absl::StatusOr<User> updated = directory_->GetUser(user.id());
@@ -226,8 +234,8 @@ grpc::ServerUnaryReactor* UserServiceImpl::ResetPassword(
                         absl::StatusOr<User> target =
                             ChangeableUser(*directory_, *caller, "user_id", request->user_id());
                         if (!target.ok()) return target.status();
-                        status =
-                            directory_->ResetPassword(request->user_id(), request->new_password());
+                        status = directory_->ResetPassword(request->user_id(),
+                                                           request->new_password(), By(*caller));
                         return RenameField(status, "password", "new_password");
                       });
 }

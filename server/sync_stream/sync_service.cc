@@ -674,17 +674,25 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ResolveConflict(
               "role: conflicts are resolved by coordinators and province officers");
         }
         if (request->id() == 0) return absl::InvalidArgumentError("id: required");
+        // The same answer for a conflict that does not exist and one outside the scope.
+        const absl::Status not_found =
+            absl::NotFoundError(absl::StrCat("id: conflict ", request->id(), " not found"));
         absl::StatusOr<std::vector<int64_t>> buckets = directory_->Communes(p->org_unit_ids);
         if (!buckets.ok()) return buckets.status();
+        // No commune, no conflict: an empty list would mean every bucket to the store.
+        if (buckets->empty()) return not_found;
         absl::StatusOr<std::vector<kcnet::v1::Conflict>> all =
             store_->ListConflicts(*buckets, /*include_resolved=*/true, request->id() - 1, 1);
         if (!all.ok()) return all.status();
-        if (all->empty() || (*all)[0].id() != request->id()) {
-          return absl::NotFoundError(absl::StrCat("id: conflict ", request->id(), " not found"));
-        }
+        if (all->empty() || (*all)[0].id() != request->id()) return not_found;
         kcnet::v1::Conflict conflict = (*all)[0];
+        const absl::Status already = absl::FailedPreconditionError(
+            absl::StrCat("id: conflict ", request->id(), " is already resolved"));
+        if (conflict.resolved()) return already;
         if (request->restore_loser() && conflict.field() != 0) {
           // Write the overwritten value back as the caller's own edit: every device gets it.
+          // The restore and the mark commit in one transaction, and the mark is
+          // conditional: a second coordinator's restore of the same conflict is dropped.
           absl::StatusOr<std::optional<kcnet::v1::RecordChange>> current =
               store_->ReadRecord(conflict.type(), conflict.record_id());
           if (!current.ok()) return current.status();
@@ -700,17 +708,22 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ResolveConflict(
           auto* f = change->add_fields();
           f->set_field(conflict.field());
           *f->mutable_value() = conflict.loser_value();
-          absl::StatusOr<kcnet::v1::PushAck> ack =
-              store_->Apply(sync::Writer{"", sync::NodeIdFor(absl::StrCat("user:", p->user_id))},
-                            batch, model::ValidatorFor(ActorFor(directory_, *p)));
-          if (!ack.ok()) return ack.status();
+          absl::StatusOr<kcnet::v1::PushAck> ack = store_->ApplyAndResolve(
+              sync::Writer{"", sync::NodeIdFor(absl::StrCat("user:", p->user_id))}, batch,
+              model::ValidatorFor(ActorFor(directory_, *p)), conflict.id());
+          if (!ack.ok()) {
+            if (ack.status().code() == absl::StatusCode::kFailedPrecondition) return already;
+            return ack.status();
+          }
           if (ack->results(0).outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED) {
             return absl::Status(static_cast<absl::StatusCode>(ack->results(0).code()),
                                 ack->results(0).reason());
           }
+        } else {
+          absl::Status status = store_->MarkConflictResolved(conflict.id());
+          if (status.code() == absl::StatusCode::kFailedPrecondition) return already;
+          if (!status.ok()) return status;
         }
-        absl::Status status = store_->MarkConflictResolved(conflict.id());
-        if (!status.ok()) return status;
         conflict.set_resolved(true);
         *response = conflict;
         return absl::OkStatus();

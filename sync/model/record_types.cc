@@ -98,6 +98,10 @@ absl::StatusOr<RecordTypeSpec> SpecFromDescriptor(uint32_t type_id, const Descri
       }
       f.type = FieldType::kBytes;
       f.max_bytes = 1024;
+      f.repeated_enum = true;
+      for (int v = 0; v < fd->enum_type()->value_count(); ++v) {
+        f.enum_values.insert(fd->enum_type()->value(v)->number());
+      }
     } else {
       switch (fd->cpp_type()) {
         case FieldDescriptor::CPPTYPE_INT32:

@@ -171,7 +171,8 @@ class MutationChecker {
     if (!InScope(commune->value().int_value())) {
       return Fail(
           absl::StatusCode::kPermissionDenied, "commune_id",
-          absl::StrCat("org unit ", commune->value().int_value(), " is outside your org units"));
+          absl::StrCat("org unit ", commune->value().int_value(),
+                       " is outside your communes (records belong to a commune in your org units)"));
     }
     return absl::OkStatus();
   }

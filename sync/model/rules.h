@@ -25,7 +25,9 @@ namespace kcnet::model {
 struct Actor {
   int64_t user_id = 0;
   kcnet::v1::Role role = kcnet::v1::ROLE_UNSPECIFIED;
-  // True when the commune (org unit id) lies within the actor's subtrees.
+  // True when the org unit id is a commune (a bucket) within the actor's subtrees; false
+  // for any other unit, in scope or not (a record in a district bucket would be invisible
+  // to every tablet).
   std::function<bool(int64_t commune_id)> in_scope;
 };
 
