@@ -700,6 +700,10 @@ class Client::Impl {
     }
     RefreshHeld().IgnoreError();  // a failure here shows on the next write
     const SyncResult& done = result.ok() ? *result : client.last_result();
+    if (done.clock_skew_ms.has_value()) {
+      absl::MutexLock lock(&mu_);
+      clock_skew_ = absl::Milliseconds(*done.clock_skew_ms);
+    }
     // Reports created by this sync (refusals roll records back: their views changed).
     SyncSummary summary;
     summary.pushed_mutations = static_cast<int64_t>(done.pushed_mutations);
@@ -929,6 +933,7 @@ class Client::Impl {
     if (background_) s.next_attempt = next_attempt_;
     s.suspended = suspended_;
     s.host_reachable = host_reachable_;
+    s.clock_skew = clock_skew_;
     return s;
   }
 
@@ -958,6 +963,7 @@ class Client::Impl {
   std::optional<absl::Time> last_attempt_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
   int failures_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<absl::Duration> clock_skew_ ABSL_GUARDED_BY(mu_);  // at the last Welcome
   // The serial queue: the thread running a sync (none: free), the syncs waiting or
   // running, and the generation CancelSync moves to end them.
   std::thread::id serial_owner_ ABSL_GUARDED_BY(mu_);

@@ -182,6 +182,13 @@ SyncClient::~SyncClient() = default;
 absl::StatusOr<SyncResult> SyncClient::SyncOnce() {
   absl::Status status = Run(Mode::kOnce, nullptr, options_.timeout);
   if (!status.ok()) return status;
+  // Caught up: every write of this device is on the server and back. A clock left ahead
+  // by a wrong date can come back now without ordering a new write before an older one.
+  if (last_result_.welcome.server_time_ms() > 0) {
+    absl::StatusOr<bool> recovered = store_->RecoverClock(last_result_.welcome.server_time_ms());
+    if (!recovered.ok()) return Annotate(recovered.status(), "clock");
+    last_result_.clock_recovered = *recovered;
+  }
   return last_result_;
 }
 
@@ -371,6 +378,9 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
         const kcnet::v1::Welcome& welcome = message.welcome();
         result.welcome = welcome;
         welcomed = true;
+        if (welcome.server_time_ms() > 0) {
+          result.clock_skew_ms = store_->WallMs() - welcome.server_time_ms();
+        }
         // A restored server: renumber, queue hand-backs and reset the cursors before
         // anything is pushed or stored. The pages the server already read from the old
         // cursors are skipped (their `from` no longer matches) or re-verified by their

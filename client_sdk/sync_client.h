@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,12 @@ struct SyncResult {
   // The device found that the server lost part of what it had synced (a restore) and
   // recovered (DeviceStore::ObserveServer); the counts say what it queued.
   sync::Recovery recovery;
+  // The device's clock minus the server's at Welcome (Welcome.server_time_ms), in ms: a
+  // tablet set to the wrong date shows hours here. nullopt from an older server.
+  std::optional<int64_t> clock_skew_ms;
+  // The device's clock had run ahead of the server's (a wrong date, since fixed) and was
+  // brought back at the end of this sync (DeviceStore::RecoverClock).
+  bool clock_recovered = false;
   // The status the server ended the stream with (OK after a clean half-close; the
   // client's own cancellation or deadline shows as CANCELLED / DEADLINE_EXCEEDED).
   absl::Status server_status;

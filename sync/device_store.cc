@@ -1433,4 +1433,21 @@ absl::StatusOr<std::vector<DeviceStore::OutboxEntry>> DeviceStore::Outbox() {
   return out;
 }
 
+absl::StatusOr<bool> DeviceStore::RecoverClock(int64_t server_time_ms) {
+  absl::MutexLock lock(&mu_);
+  const int64_t bound_ms = server_time_ms + absl::ToInt64Milliseconds(hlc_.max_skew());
+  if (server_time_ms <= 0 || HlcWallMs(hlc_.Peek()) <= bound_ms) return false;
+  absl::StatusOr<int64_t> outbox = db_->QueryInt("SELECT count(*) FROM _outbox");
+  if (!outbox.ok()) return outbox.status();
+  if (*outbox > 0) return false;
+  const uint64_t before = hlc_.Peek();
+  hlc_.Lower(HlcPack(std::max<int64_t>(options_.clock->NowMs(), 0), 0));
+  absl::Status status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Peek()));
+  if (!status.ok()) {
+    hlc_.Raise(before);
+    return status;
+  }
+  return hlc_.Peek() < before;
+}
+
 }  // namespace kcnet::sync

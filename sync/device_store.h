@@ -142,6 +142,17 @@ class DeviceStore {
   // older server) changes nothing. Fails with the storage error; then nothing changed.
   absl::StatusOr<Recovery> ObserveServer(const kcnet::v1::Welcome& welcome);
 
+  // A tablet whose date was wrong stamped its writes ahead of the server (the server
+  // re-stamps them; nothing is lost) and its clock, persisted as max_hlc, stays ahead after
+  // the date is fixed. Given the server's time (Welcome.server_time_ms), brings the clock
+  // back to the wall clock when it is more than the skew bound ahead of the server and no
+  // write of this device waits for upload or for its download (so no new write can be
+  // ordered before one of them). Returns whether the clock moved back (not while the wall
+  // clock itself is still ahead); fails with the storage error.
+  absl::StatusOr<bool> RecoverClock(int64_t server_time_ms);
+  // The device's wall clock (DeviceStoreOptions::clock), Unix ms.
+  int64_t WallMs() { return options_.clock->NowMs(); }
+
   // Applies download pages, in order, to confirmed state in one transaction (one commit
   // for all of them): idempotent (a change whose op a field already has is skipped) and
   // safe to repeat or reorder. A page with `from` cursors is applied per bucket only where

@@ -85,4 +85,14 @@ void HybridClock::Raise(uint64_t floor) {
   last_ = std::max(last_, floor);
 }
 
+uint64_t HybridClock::Peek() {
+  absl::MutexLock lock(&mu_);
+  return last_;
+}
+
+void HybridClock::Lower(uint64_t to) {
+  absl::MutexLock lock(&mu_);
+  last_ = std::min(last_, to);
+}
+
 }  // namespace kcnet::sync

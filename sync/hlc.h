@@ -99,6 +99,14 @@ class HybridClock {
   // Ensures later Now() values exceed `floor` (used when reopening a store).
   void Raise(uint64_t floor);
 
+  // The last value returned or observed, without issuing one.
+  uint64_t Peek();
+
+  // Moves the clock back to `to` (later Now() values exceed `to` and the wall clock, no
+  // longer the values issued before). Only for a replica that learned its clock ran ahead
+  // of the server's and holds no write stamped by the clock it leaves behind.
+  void Lower(uint64_t to);
+
   absl::Duration max_skew() const { return max_skew_; }
 
  private:

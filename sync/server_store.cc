@@ -419,6 +419,7 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
 
   bool gap = false;
   size_t refusal_budget = options_.max_refusal_values_bytes;
+  uint64_t restamp_floor = 0;  // the last clock Restamp() gave in this batch
   for (const Mutation& m : batch.mutations()) {
     MutationResult* result = ack->add_results();
     result->set_seq(m.seq());
@@ -463,12 +464,17 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
       absl::Status closed = CloseHandbacks(writer.device_id);
       if (!closed.ok()) return closed;
     }
+    // A clock too far ahead of the server's (a tablet set to the wrong day, local time
+    // typed into a tablet on UTC) is re-stamped with the server's clock instead of being
+    // refused: the write is kept and its result says so (`restamped`).
+    Mutation restamped;
+    const Mutation& apply = !m.handback() && Restamp(m, &restamp_floor, &restamped) ? restamped : m;
     absl::Status status = db_->RunCached("SAVEPOINT mutation");
     if (!status.ok()) return status;
     const uint64_t op_before = last_op_;
     Refusal refusal;
     status = m.handback() ? ApplyHandback(writer, m, result, &refusal)
-                          : ApplyMutation(writer, m, validator, result, &refusal);
+                          : ApplyMutation(writer, apply, validator, result, &refusal);
     if (!status.ok()) return status;
     if (!refusal.status.ok()) {
       status = db_->RunCached("ROLLBACK TO mutation");
@@ -517,7 +523,8 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
       result->set_outcome(result->conflicts_size() > 0
                               ? kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT
                               : kcnet::v1::MUTATION_OUTCOME_APPLIED);
-      for (const RecordChange& change : m.changes()) {
+      if (&apply != &m) result->set_restamped(true);
+      for (const RecordChange& change : apply.changes()) {
         *max_hlc = std::max<uint64_t>(*max_hlc, change.hlc());
         for (const auto& f : change.fields()) *max_hlc = std::max<uint64_t>(*max_hlc, f.hlc());
       }
@@ -719,9 +726,9 @@ absl::Status ServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
     // reads like a record that does not exist.
     const int64_t bucket = row->has_value() ? (*row)->bucket : change.bucket();
     if (writer.may_read && !writer.may_read(bucket)) {
-      return refuse(absl::NotFoundError(absl::StrCat(path, ".id: ", type.name, " ", *id,
-                                                     " does not exist")),
-                    absl::StrCat(path, ".id"));
+      return refuse(
+          absl::NotFoundError(absl::StrCat(path, ".id: ", type.name, " ", *id, " does not exist")),
+          absl::StrCat(path, ".id"));
     }
     const Stamp stamp{change.hlc(), change.node()};
     if (row->has_value() && (*row)->deleted) continue;  // a tombstone is final
@@ -1334,6 +1341,32 @@ absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_i
   const uint64_t seq = *has ? static_cast<uint64_t>((*stmt)->ColumnInt(0)) : 0;
   (*stmt)->Reset();
   return seq;
+}
+
+bool ServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
+  auto needs = [&](uint64_t hlc) {
+    return hlc != 0 && (hlc <= *floor || !hlc_.CheckSkew(hlc).ok());
+  };
+  bool any = false;
+  for (const RecordChange& c : m.changes()) {
+    any = any || needs(c.hlc());
+    for (const auto& f : c.fields()) any = any || needs(f.hlc());
+  }
+  if (!any) return false;
+  *out = m;
+  for (RecordChange& c : *out->mutable_changes()) {
+    if (needs(c.hlc())) {
+      c.set_hlc(hlc_.Now());
+      *floor = c.hlc();
+    }
+    for (auto& f : *c.mutable_fields()) {
+      if (needs(f.hlc())) {
+        f.set_hlc(hlc_.Now());
+        *floor = f.hlc();
+      }
+    }
+  }
+  return true;
 }
 
 absl::StatusOr<std::optional<uint64_t>> ServerStore::PushDigest(const std::string& device_id,

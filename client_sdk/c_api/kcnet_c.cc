@@ -954,6 +954,12 @@ bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status, kcnet_err
     message.set_syncing(status.syncing);
     message.set_background(status.background);
     message.set_next_attempt_ms(kcnet::capi::ToMs(status.next_attempt));
+    message.set_suspended(status.suspended);
+    message.set_host_reachable(status.host_reachable);
+    if (status.clock_skew.has_value()) {
+      message.set_has_clock_skew(true);
+      message.set_clock_skew_ms(absl::ToInt64Milliseconds(*status.clock_skew));
+    }
     return PutMessage(message, out_status);
   });
 }

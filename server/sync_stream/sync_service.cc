@@ -33,7 +33,11 @@ class StreamCore;
 class SyncHub {
  public:
   SyncHub(Directory* directory, sync::ServerStore* store, SyncServiceOptions options)
-      : directory(directory), store(store), options(options), pool(options.threads) {
+      : directory(directory),
+        store(store),
+        options(options),
+        pool(options.threads),
+        push_limiter(options.push_limit) {
     ticker_ = std::thread([this] { Tick(); });
   }
   ~SyncHub() { Stop(); }
@@ -95,6 +99,7 @@ class SyncHub {
   sync::ServerStore* const store;
   const SyncServiceOptions options;
   ThreadPool pool;
+  RateLimiter push_limiter;  // by user id
 
  private:
   struct Entry {
@@ -378,6 +383,7 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
   }
   welcome.set_server_op(hub_->store->last_op());
   welcome.set_node(node_);
+  welcome.set_server_time_ms(sync::HlcWallMs(hub_->store->clock().Now()));
   // What the device needs to notice a restore (docs/SYNC.md, "Server restore").
   const sync::ServerStore::Incarnation incarnation = hub_->store->incarnation();
   welcome.set_incarnation(incarnation.id);
@@ -393,6 +399,14 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
 
 void StreamCore::HandlePush(const kcnet::v1::MutationBatch& batch) {
   if (!RefreshScopeLocked()) return;
+  absl::Duration retry_after;
+  absl::Status allowed = hub_->push_limiter.Acquire(absl::StrCat(principal_.user_id), absl::Now(),
+                                                    "push", &retry_after);
+  if (!allowed.ok()) {
+    SetRetryDelay(&allowed, retry_after);
+    FinishLocked(allowed);
+    return;
+  }
   model::Actor actor = ActorFor(hub_->directory, principal_);
   const sync::Writer writer{device_key_, node_, actor.in_scope};
   absl::StatusOr<kcnet::v1::PushAck> ack =

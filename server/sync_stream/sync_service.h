@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/directory/directory.h"
+#include "server/rpc/rate_limiter.h"
 #include "server/rpc/rpc_runner.h"
 #include "sync/server_store.h"
 
@@ -39,6 +40,10 @@ struct SyncServiceOptions {
   int max_streams_per_user = 4;
   size_t max_queued_messages = 64;
   absl::Duration scope_check_interval = absl::Seconds(5);
+  // Pushes per user (all its devices together): a burst, then a steady rate. A push over
+  // it ends the stream with RESOURCE_EXHAUSTED and a retry delay (the SDK backs off). A
+  // push carries up to 1,000 mutations, so the default leaves any real tablet far below.
+  RateLimit push_limit = {.burst = 1000, .per_second = 100};
 };
 
 class SyncHub;

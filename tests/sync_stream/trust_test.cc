@@ -481,5 +481,86 @@ TEST_F(LifeCycleTrustTest, EventsComeOnlyWithTheirTransitionAndTheServersTime) {
   EXPECT_EQ(Seen().first.status(), REQUEST_STATUS_ENDORSED);
 }
 
+// Typing local time into a tablet set to UTC puts it 7 hours ahead: its write is kept,
+// with the server's clock, and the result says so.
+TEST_F(TrustTest, AClockHoursAheadIsRestampedNotRefused) {
+  const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+  std::string id;
+  Mutation m = CreateAt(1, c1_, a.id, "Giờ sai", &id);
+  const int64_t now = NowMs();
+  m.mutable_changes(0)->set_hlc(sync::HlcPack(now + 7 * 3600 * 1000, 0));
+  MutationBatch batch;
+  *batch.add_mutations() = m;
+  absl::StatusOr<PushAck> ack = RawPush(a.token, "tablet-fast", batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_APPLIED) << ack->results(0).reason();
+  EXPECT_TRUE(ack->results(0).restamped());
+  const std::optional<RecordChange> stored = ServerRead(kFacilityType, id);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_LT(sync::HlcWallMs(stored->hlc()), NowMs() + 60 * 1000);
+  // The same push again is a retry, not another write.
+  ack = RawPush(a.token, "tablet-fast", batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_DUPLICATE);
+}
+
+// A tablet 7 hours fast works offline, syncs (nothing lost, the skew measured), then its
+// date is fixed: its clock comes back, and its next writes carry the right time.
+TEST_F(TrustTest, ATabletSevenHoursFastLosesNoOfflineWorkAndRecoversItsClock) {
+  const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+  const int64_t seven_hours = 7 * 3600 * 1000;
+  sync::FakeClock clock(NowMs() + seven_hours);
+  auto tablet = NewDevice("tablet-fast", a.token, &clock);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(NewUuid());
+    tablet->Write({NewFacility(ids.back(), c1_, a.id, absl::StrCat("Ghi khi giờ sai ", i))});
+  }
+  SyncResult first = tablet->Sync();
+  EXPECT_TRUE(first.reports.empty());
+  for (const std::string& id : ids) {
+    ASSERT_TRUE(ServerRead(kFacilityType, id).has_value()) << id;
+    ExpectSameAsServer(*tablet, kFacilityType, id);
+  }
+  ASSERT_TRUE(first.clock_skew_ms.has_value());
+  EXPECT_GT(*first.clock_skew_ms, seven_hours - 60 * 1000);
+  EXPECT_FALSE(first.clock_recovered);  // the wall clock itself is still ahead
+
+  clock.Set(NowMs());  // the date is fixed
+  SyncResult fixed = tablet->Sync();
+  EXPECT_TRUE(fixed.clock_recovered);
+  ASSERT_TRUE(fixed.clock_skew_ms.has_value());
+  EXPECT_LT(std::abs(*fixed.clock_skew_ms), 60 * 1000);
+  const std::string later = NewUuid();
+  tablet->Write({NewFacility(later, c1_, a.id, "Ghi sau khi sửa giờ")});
+  SyncResult after = tablet->Sync();
+  EXPECT_TRUE(after.reports.empty());
+  const std::optional<RecordChange> stored = ServerRead(kFacilityType, later);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_LT(sync::HlcWallMs(stored->hlc()), NowMs() + 60 * 1000);
+  EXPECT_GT(sync::HlcWallMs(stored->hlc()), NowMs() - 60 * 1000);
+  ExpectSameBucket(*tablet, c1_);
+}
+
+// A user's pushes beyond the limit end the stream with RESOURCE_EXHAUSTED and a delay.
+TEST_F(TrustTest, PushesBeyondTheUsersLimitAreResourceExhausted) {
+  server_->Shutdown(absl::Seconds(1));
+  server::SyncServiceOptions limited;
+  limited.push_limit = {.burst = 2, .per_second = 0.01};
+  StartServer(limited);
+  const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
+  for (uint64_t seq = 1; seq <= 2; ++seq) {
+    MutationBatch batch;
+    *batch.add_mutations() = CreateAt(seq, c1_, a.id, "Cơ sở");
+    absl::StatusOr<PushAck> ack = RawPush(a.token, "tablet-busy", batch);
+    ASSERT_TRUE(ack.ok()) << ack.status();
+  }
+  MutationBatch batch;
+  *batch.add_mutations() = CreateAt(3, c1_, a.id, "Cơ sở");
+  absl::StatusOr<PushAck> ack = RawPush(a.token, "tablet-busy", batch);
+  EXPECT_EQ(ack.status().code(), absl::StatusCode::kResourceExhausted) << ack.status();
+  EXPECT_THAT(ack.status().message(), HasSubstr("retry in"));
+}
+
 }  // namespace
 }  // namespace kcnet::sdk

@@ -123,6 +123,10 @@ struct SyncStatus {
   std::optional<absl::Time> next_attempt;
   bool suspended = false;      // SetSuspended(true): the background sync is paused
   bool host_reachable = true;  // SetHostReachable(false): no attempts until reachable
+  // The tablet's clock minus the server's, measured at the last sync's Welcome. Beyond a
+  // few minutes the tablet's date or time zone is wrong: tell the user to check it. Writes
+  // are kept either way (the server re-stamps a clock too far ahead).
+  std::optional<absl::Duration> clock_skew;
 };
 
 // Progress of a running sync (for a progress bar).
