@@ -162,6 +162,10 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
   absl::StatusOr<std::optional<int64_t>> max_hlc = store->records_->GetMeta("max_hlc");
   if (!max_hlc.ok()) return max_hlc.status();
   store->hlc_.Raise(static_cast<uint64_t>(max_hlc->value_or(0)));
+  absl::StatusOr<std::optional<int64_t>> max_download =
+      store->records_->GetMeta("max_download_hlc");
+  if (!max_download.ok()) return max_download.status();
+  store->max_download_hlc_ = static_cast<uint64_t>(max_download->value_or(0));
   return store;
 }
 
@@ -734,6 +738,12 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
   }
   hlc_.Raise(max_hlc);
   absl::Status status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
+  // The highest clock received: a clock brought back (RecoverClock) stays above it, so a
+  // new write never repeats a stamp the server gave this device's earlier writes.
+  if (status.ok() && max_hlc > max_download_hlc_) {
+    status = records_->SetMeta("max_download_hlc", static_cast<int64_t>(max_hlc));
+    if (status.ok()) max_download_hlc_ = max_hlc;
+  }
   if (status.ok()) status = PruneAcked();
   // A bulk download (a bucket's first pages) rewrites the same random-id index pages in
   // every transaction: its commits checkpoint per 32 MB of log instead of SQLite's 4 MB,
@@ -1436,12 +1446,16 @@ absl::StatusOr<std::vector<DeviceStore::OutboxEntry>> DeviceStore::Outbox() {
 absl::StatusOr<bool> DeviceStore::RecoverClock(int64_t server_time_ms) {
   absl::MutexLock lock(&mu_);
   const int64_t bound_ms = server_time_ms + absl::ToInt64Milliseconds(hlc_.max_skew());
-  if (server_time_ms <= 0 || HlcWallMs(hlc_.Peek()) <= bound_ms) return false;
+  const int64_t wall_ms = std::max<int64_t>(options_.clock->NowMs(), 0);
+  // Nothing to do unless the clock is ahead and the date has been fixed since.
+  if (server_time_ms <= 0 || HlcWallMs(hlc_.Peek()) <= bound_ms || wall_ms > bound_ms) {
+    return false;
+  }
   absl::StatusOr<int64_t> outbox = db_->QueryInt("SELECT count(*) FROM _outbox");
   if (!outbox.ok()) return outbox.status();
   if (*outbox > 0) return false;
   const uint64_t before = hlc_.Peek();
-  hlc_.Lower(HlcPack(std::max<int64_t>(options_.clock->NowMs(), 0), 0));
+  hlc_.Lower(std::max(HlcPack(wall_ms, 0), max_download_hlc_));
   absl::Status status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Peek()));
   if (!status.ok()) {
     hlc_.Raise(before);

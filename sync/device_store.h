@@ -145,7 +145,8 @@ class DeviceStore {
   // A tablet whose date was wrong stamped its writes ahead of the server (the server
   // re-stamps them; nothing is lost) and its clock, persisted as max_hlc, stays ahead after
   // the date is fixed. Given the server's time (Welcome.server_time_ms), brings the clock
-  // back to the wall clock when it is more than the skew bound ahead of the server and no
+  // back to the wall clock (never below a clock it received) when it is more than the skew
+  // bound ahead of the server, the wall clock no longer is, and no
   // write of this device waits for upload or for its download (so no new write can be
   // ordered before one of them). Returns whether the clock moved back (not while the wall
   // clock itself is still ahead); fails with the storage error.
@@ -260,6 +261,7 @@ class DeviceStore {
   const std::string device_id_;
   const uint64_t node_;
   HybridClock hlc_;
+  uint64_t max_download_hlc_ ABSL_GUARDED_BY(mu_) = 0;  // see RecoverClock
   const DeviceStoreOptions options_;
   absl::Mutex mu_;
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);

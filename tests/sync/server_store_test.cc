@@ -276,14 +276,12 @@ TEST_F(ServerStoreTest, BadInputIsRefusedWithTheFieldAndNothingChanges) {
     std::string reason;
   };
   const uint64_t ok_hlc = HlcPack(kT0 + 1, 0);
-  const uint64_t future = HlcPack(kT0 + 3600 * 1000, 0);
   std::vector<Case> cases = {
       {Change(7, Id(1), {}), ok_hlc, "changes[0].type", "unknown record type 7"},
       {Change(1, Id(1), {{99, IntValue(1)}}), ok_hlc, "changes[0].fields[0]", "unknown field 99"},
       {Change(1, Id(1), {{3, StringValue("x")}}), ok_hlc, "changes[0].fields[0]",
        "expected a value of type int"},
       {Change(1, "bad-id", {{3, IntValue(1)}}), ok_hlc, "changes[0].id", "16-byte UUID"},
-      {Change(1, Id(1), {{3, IntValue(2)}}), future, "changes[0].hlc", "ahead"},
       {Change(1, Id(1), {{3, IntValue(2)}}), 0, "changes[0].hlc", "missing clock"},
       {Change(1, Id(1), {{2, IntValue(7)}}), ok_hlc, "changes[0].fields[0]",
        "bucket cannot change"},
@@ -303,6 +301,27 @@ TEST_F(ServerStoreTest, BadInputIsRefusedWithTheFieldAndNothingChanges) {
   }
   EXPECT_EQ(Checksum(), sum);
   EXPECT_EQ(store_->last_op(), op);
+}
+
+// A clock an hour ahead of the server's (beyond the 5-minute bound) is re-stamped with the
+// server's clock, not refused: the write is kept and the result says so; the next change
+// of the batch keeps its order after it.
+TEST_F(ServerStoreTest, AClockBeyondTheSkewBoundIsRestamped) {
+  const uint64_t future = HlcPack(kT0 + 3600 * 1000, 0);
+  MutationBatch batch =
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(2)}})}, future);
+  *batch.add_mutations() = One(2, {Change(1, Id(1), {{3, IntValue(3)}})}, future + 1).mutations(0);
+  PushAck ack = MustApply(b_, batch);
+  ASSERT_EQ(ack.results_size(), 2);
+  for (const auto& r : ack.results()) {
+    EXPECT_EQ(r.outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED) << r.reason();
+    EXPECT_TRUE(r.restamped());
+  }
+  absl::StatusOr<std::optional<RecordChange>> stored = store_->ReadRecord(1, Id(1));
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_LE(HlcWallMs((*stored)->hlc()), kT0 + 1);
+  EXPECT_EQ(kcnet::testing::FieldOf(**stored, 3).int_value(), 3);  // the later change won
+  EXPECT_LE(HlcWallMs(store_->clock().Now()), kT0 + 1);            // the server's clock stayed put
 }
 
 TEST_F(ServerStoreTest, ABatchOverTheLimitsIsRefusedWhole) {

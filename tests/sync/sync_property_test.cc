@@ -524,7 +524,7 @@ RC_GTEST_PROP(SyncProperty, ReplicasConvergeUnderFaults, ()) {
   const int num_devices = *rc::gen::inRange(2, 5);
   const int buckets = *rc::gen::inRange(1, 3);
   Scenario s(num_devices, buckets);
-  // Now and then a tablet whose clock is set an hour ahead: its writes are refused.
+  // Now and then a tablet whose clock is set an hour ahead: the server re-stamps its writes.
   if (*rc::gen::inRange(0, 8) == 0) s.SetSkew(0, 3600 * 1000);
   const int steps = *rc::gen::inRange(5, 60);
   for (int step = 0; step < steps; ++step) {

@@ -24,7 +24,7 @@ using ::testing::HasSubstr;
 using namespace ::kcnet::v1;     // NOLINT: messages and enum constants
 using namespace testing_stream;  // NOLINT: the fixture and its helpers
 
-class TrustTest : public SyncStreamTest {
+class StreamTrustTest : public SyncStreamTest {
  protected:
   // Opens a stream as `token` with `device_id`, pushes `batch` and returns the PushAck, or
   // the stream's final status when it ends without one.
@@ -80,7 +80,7 @@ class TrustTest : public SyncStreamTest {
 // A collaborator of 90101 names the id of a facility of 90201 in an update: the refusal
 // carries nothing of the foreign facility and reads exactly like the refusal of an update
 // naming an id that does not exist.
-TEST_F(TrustTest, RefusedForeignIdReadsLikeAMissingIdAndLeaksNothing) {
+TEST_F(StreamTrustTest, RefusedForeignIdReadsLikeAMissingIdAndLeaksNothing) {
   const std::string foreign = ServerFacility(c3_, d2_, "Cơ sở của xã khác");
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   const std::string missing = NewUuid();
@@ -109,7 +109,7 @@ TEST_F(TrustTest, RefusedForeignIdReadsLikeAMissingIdAndLeaksNothing) {
 
 // A visit in the caller's commune naming a foreign facility, and an event naming a foreign
 // request, read like references to records that do not exist.
-TEST_F(TrustTest, ForeignReferencesReadLikeMissingOnes) {
+TEST_F(StreamTrustTest, ForeignReferencesReadLikeMissingOnes) {
   const std::string foreign = ServerFacility(c3_, d2_, "Cơ sở ngoài");
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   const std::string missing = NewUuid();
@@ -138,7 +138,7 @@ TEST_F(TrustTest, ForeignReferencesReadLikeMissingOnes) {
 
 // One refused mutation naming the same large record two hundred times answers with the
 // record once; distinct records stop at the acknowledgement's byte cap.
-TEST_F(TrustTest, RefusalServerValuesAreEachRecordOnceWithinACap) {
+TEST_F(StreamTrustTest, RefusalServerValuesAreEachRecordOnceWithinACap) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   auto a = NewDevice("tablet-a", collab.token);
   std::vector<std::string> ids;
@@ -203,7 +203,7 @@ Mutation CreateAt(uint64_t seq, int64_t commune, int64_t author, const std::stri
 
 // User B opens a stream with A's device id to move A's sequence forward with refused
 // mutations: the Hello is refused, and A's next writes are applied, not DUPLICATE.
-TEST_F(TrustTest, BorrowedDeviceIdIsRefusedAndTheOwnersWritesApply) {
+TEST_F(StreamTrustTest, BorrowedDeviceIdIsRefusedAndTheOwnersWritesApply) {
   const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
   const Account b = MakeUser("collab-b", ROLE_COMMUNE_COLLABORATOR, c1_);
   auto tablet = NewDevice("tablet-a", a.token);
@@ -236,7 +236,7 @@ TEST_F(TrustTest, BorrowedDeviceIdIsRefusedAndTheOwnersWritesApply) {
 
 // Two installations with one device id (a cloned tablet) both push sequence 1: the second
 // payload is refused with a reason, never answered DUPLICATE and dropped.
-TEST_F(TrustTest, SameSequenceWithAnotherPayloadIsNeverDuplicate) {
+TEST_F(StreamTrustTest, SameSequenceWithAnotherPayloadIsNeverDuplicate) {
   const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
   std::string first, second;
   MutationBatch one, again, clone;
@@ -259,7 +259,7 @@ TEST_F(TrustTest, SameSequenceWithAnotherPayloadIsNeverDuplicate) {
 
 // A shared tablet changes hands: after its user releases it, the next user registers it
 // with a new identity (its own node and sequence space) and its first write applies.
-TEST_F(TrustTest, ReleasedDeviceChangesHandsWithANewIdentity) {
+TEST_F(StreamTrustTest, ReleasedDeviceChangesHandsWithANewIdentity) {
   const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
   const Account b = MakeUser("collab-b", ROLE_COMMUNE_COLLABORATOR, c1_);
   MutationBatch by_a, by_b;
@@ -301,10 +301,10 @@ TEST_F(TrustTest, ReleasedDeviceChangesHandsWithANewIdentity) {
 }
 
 // The request life cycle through the unary services, and a stale view of it pushed raw.
-class LifeCycleTrustTest : public TrustTest {
+class LifeCycleTrustTest : public StreamTrustTest {
  protected:
   void SetUp() override {
-    TrustTest::SetUp();
+    StreamTrustTest::SetUp();
     requests_ = SupportRequestService::NewStub(channel_);
     author_ = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
     coord_ = MakeUser("coord-1", ROLE_DISTRICT_COORDINATOR, d1_);
@@ -483,7 +483,7 @@ TEST_F(LifeCycleTrustTest, EventsComeOnlyWithTheirTransitionAndTheServersTime) {
 
 // Typing local time into a tablet set to UTC puts it 7 hours ahead: its write is kept,
 // with the server's clock, and the result says so.
-TEST_F(TrustTest, AClockHoursAheadIsRestampedNotRefused) {
+TEST_F(StreamTrustTest, AClockHoursAheadIsRestampedNotRefused) {
   const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
   std::string id;
   Mutation m = CreateAt(1, c1_, a.id, "Giờ sai", &id);
@@ -506,7 +506,7 @@ TEST_F(TrustTest, AClockHoursAheadIsRestampedNotRefused) {
 
 // A tablet 7 hours fast works offline, syncs (nothing lost, the skew measured), then its
 // date is fixed: its clock comes back, and its next writes carry the right time.
-TEST_F(TrustTest, ATabletSevenHoursFastLosesNoOfflineWorkAndRecoversItsClock) {
+TEST_F(StreamTrustTest, ATabletSevenHoursFastLosesNoOfflineWorkAndRecoversItsClock) {
   const Account a = MakeUser("collab-a", ROLE_COMMUNE_COLLABORATOR, c1_);
   const int64_t seven_hours = 7 * 3600 * 1000;
   sync::FakeClock clock(NowMs() + seven_hours);
@@ -543,7 +543,7 @@ TEST_F(TrustTest, ATabletSevenHoursFastLosesNoOfflineWorkAndRecoversItsClock) {
 }
 
 // A user's pushes beyond the limit end the stream with RESOURCE_EXHAUSTED and a delay.
-TEST_F(TrustTest, PushesBeyondTheUsersLimitAreResourceExhausted) {
+TEST_F(StreamTrustTest, PushesBeyondTheUsersLimitAreResourceExhausted) {
   server_->Shutdown(absl::Seconds(1));
   server::SyncServiceOptions limited;
   limited.push_limit = {.burst = 2, .per_second = 0.01};
