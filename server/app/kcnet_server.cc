@@ -156,8 +156,10 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     server->services_.push_back(std::move(service));
   }
 
+  SyncServiceOptions sync_options = options.sync;
+  if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();
   server->sync_service_ = std::make_unique<SyncServiceImpl>(
-      server->directory_.get(), server->store_.get(), server->runner_.get(), options.sync);
+      server->directory_.get(), server->store_.get(), server->runner_.get(), sync_options);
 
   // A process-wide switch that takes effect for servers built after it.
   grpc::EnableDefaultHealthCheckService(true);

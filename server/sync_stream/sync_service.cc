@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -169,6 +170,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_after_writes_ ABSL_GUARDED_BY(mu_) = false;
   std::string token_ ABSL_GUARDED_BY(mu_);
+  absl::Time started_ ABSL_GUARDED_BY(mu_);  // for the stream's log line
   Principal principal_ ABSL_GUARDED_BY(mu_);
   std::string device_id_ ABSL_GUARDED_BY(mu_);
   std::string device_key_ ABSL_GUARDED_BY(mu_);  // DeviceRegistration::key
@@ -274,11 +276,19 @@ void SyncHub::Tick() {
 
 void StreamCore::Start(grpc::CallbackServerContext* context) {
   absl::MutexLock lock(&mu_);
+  started_ = absl::Now();
   absl::StatusOr<std::string> token = BearerToken(*context);
   absl::StatusOr<Principal> principal = token.ok() ? hub_->directory->Authenticate(*token)
                                                    : absl::StatusOr<Principal>(token.status());
   if (!principal.ok()) {
-    FinishLocked(principal.status());
+    // As every unary RPC says it (docs/API.md): the message starts with "authorization:".
+    absl::Status status = principal.status();
+    if (absl::IsUnauthenticated(status) &&
+        !absl::StartsWith(status.message(), "authorization:")) {
+      status = absl::UnauthenticatedError(absl::StrCat(
+          "authorization: ", status.message(), "; sign in again (AuthService.Login)"));
+    }
+    FinishLocked(status);
     return;
   }
   token_ = *token;
@@ -598,6 +608,16 @@ void StreamCore::WriteDone(bool ok) {
 void StreamCore::FinishLocked(const grpc::Status& status) {
   if (finished_) return;
   finished_ = true;
+  if (hub_->options.logger != nullptr) {
+    // One line per stream, as for every unary RPC; the latency is the stream's lifetime.
+    hub_->options.logger->Rpc(
+        {.method = "/kcnet.v1.SyncService/Sync",
+         .caller = principal_.username.empty() ? absl::string_view("-")
+                                               : absl::string_view(principal_.username),
+         .code = static_cast<absl::StatusCode>(status.error_code()),
+         .message = status.error_message(),
+         .latency_ms = absl::ToDoubleMilliseconds(absl::Now() - started_)});
+  }
   hub_->Unregister(this);
   if (reactor_ != nullptr) reactor_->Finish(status);
 }

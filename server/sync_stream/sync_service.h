@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/directory/directory.h"
+#include "server/rpc/logger.h"
 #include "server/rpc/rate_limiter.h"
 #include "server/rpc/rpc_runner.h"
 #include "sync/server_store.h"
@@ -44,6 +45,9 @@ struct SyncServiceOptions {
   // it ends the stream with RESOURCE_EXHAUSTED and a retry delay (the SDK backs off). A
   // push carries up to 1,000 mutations, so the default leaves any real tablet far below.
   RateLimit push_limit = {.burst = 1000, .per_second = 100};
+  // Where each stream's line goes when it ends (method, caller, status, duration), like
+  // every unary RPC's. nullptr: no lines. Must outlive the service.
+  Logger* logger = nullptr;
 };
 
 class SyncHub;
