@@ -272,12 +272,12 @@ class Client::Impl {
 
   // FAILED_PRECONDITION naming the pending writes of `who` and the app's choice.
   static absl::Status PendingChoice(const char* call, int64_t pending, const std::string& who,
-                                    const char* option) {
+                                    const char* option, const char* c_flag) {
     return absl::FailedPreconditionError(
         absl::StrCat(call, ": ", pending, " change(s) of user '", who,
                      "' are not uploaded yet; sync as that user first, or save them with "
                      "ExportPending(path) and call again with ",
-                     option, " (they are then dropped from this device)"));
+                     option, " (C: ", c_flag, "; they are then dropped from this device)"));
   }
 
   absl::Status SignIn(const std::string& username, const std::string& password,
@@ -299,7 +299,8 @@ class Client::Impl {
       if (!pending.ok()) return pending.status();
       if (*pending > 0 && !opts.discard_pending_of_previous_user) {
         return PendingChoice("sign-in", *pending, previous->username(),
-                             "SignInOptions.discard_pending_of_previous_user");
+                             "SignInOptions.discard_pending_of_previous_user",
+                             "KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER");
       }
       if (signed_in) {
         // The previous user leaves first: device released, credential revoked, data purged.
@@ -362,7 +363,7 @@ class Client::Impl {
     if (!pending.ok()) return pending.status();
     if (*pending > 0 && !opts.discard_pending) {
       return PendingChoice("sign-out", *pending, account->user().username(),
-                           "SignOutOptions.discard_pending");
+                           "SignOutOptions.discard_pending", "KCNET_SIGN_OUT_DISCARD_PENDING");
     }
     if (!refused && !options_.server_address.empty()) {
       // Online part: release the device so that another user may sync on it, then revoke
@@ -964,7 +965,7 @@ class Client::Impl {
       if (attempt > 0 || !absl::IsUnauthenticated(result.status())) break;
       absl::StatusOr<std::string> renewed = FreshToken(/*force=*/true);
       if (!renewed.ok()) {
-        if (!absl::IsUnauthenticated(renewed.status())) result = renewed.status();
+        result = renewed.status();  // why the credential was refused, or the network
         break;
       }
       token = *renewed;
