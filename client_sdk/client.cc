@@ -280,10 +280,39 @@ class Client::Impl {
                      option, " (C: ", c_flag, "; they are then dropped from this device)"));
   }
 
+  // Takes the serial queue for an account change: the running sync is cancelled and
+  // waited for, and none starts until LeaveQueue(), so that no download of the previous
+  // user lands after its purge.
+  absl::Status EnterQueue(const char* call) {
+    absl::MutexLock lock(&mu_);
+    const std::thread::id self = std::this_thread::get_id();
+    if (serial_owner_ == self) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          call, ": called from a sync's progress callback; call it after SyncNow returns"));
+    }
+    if (closed_) return absl::FailedPreconditionError(absl::StrCat(call, ": the client is closed"));
+    ++cancel_generation_;
+    if (syncing_ != nullptr) syncing_->Cancel();
+    ++syncs_in_progress_;
+    state_cv_.SignalAll();
+    while (serial_owner_ != std::thread::id()) state_cv_.Wait(&mu_);
+    serial_owner_ = self;
+    return absl::OkStatus();
+  }
+  void LeaveQueue() {
+    absl::MutexLock lock(&mu_);
+    serial_owner_ = std::thread::id();
+    --syncs_in_progress_;
+    state_cv_.SignalAll();
+  }
+
   absl::Status SignIn(const std::string& username, const std::string& password,
                       const SignInOptions& opts) {
     if (username.empty()) return absl::InvalidArgumentError("username: required");
     if (password.empty()) return absl::InvalidArgumentError("password: required");
+    absl::Status status = EnterQueue("SignIn");
+    if (!status.ok()) return status;
+    absl::Cleanup leave = [this] { LeaveQueue(); };
     std::optional<kcnet::v1::User> previous;
     bool signed_in = false;
     {
@@ -291,52 +320,68 @@ class Client::Impl {
       signed_in = account_.has_value();
       previous = signed_in ? std::optional<kcnet::v1::User>(account_->user()) : owner_;
     }
+    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    if (!pending.ok()) return pending.status();
     // Usernames are unique, so a switch is known before asking the server: a refusal
-    // costs no token.
-    const bool switching = previous.has_value() && previous->username() != username;
-    if (switching) {
-      absl::StatusOr<int64_t> pending = store_->PendingCount();
-      if (!pending.ok()) return pending.status();
-      if (*pending > 0 && !opts.discard_pending_of_previous_user) {
-        return PendingChoice("sign-in", *pending, previous->username(),
-                             "SignInOptions.discard_pending_of_previous_user",
-                             "KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER");
-      }
-      if (signed_in) {
-        // The previous user leaves first: device released, credential revoked, data purged.
-        SignOutOptions out;
-        out.discard_pending = opts.discard_pending_of_previous_user;
-        absl::Status status = SignOut(out);
-        if (!status.ok()) {
-          return absl::Status(status.code(),
-                              absl::StrCat("sign-in: signing '", previous->username(),
-                                           "' out first failed: ", status.message()));
-        }
-      }
+    // costs no token. A store of an SDK that did not record its owner yet, holding data,
+    // counts as another user's.
+    bool switching = previous.has_value() && previous->username() != username;
+    std::string previous_name = previous.has_value() ? previous->username() : "";
+    if (!previous.has_value()) {
+      absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> held = store_->Cursors();
+      if (!held.ok()) return held.status();
+      switching = *pending > 0 || !held->empty();
+      previous_name = "a previous user";
+    }
+    if (switching && *pending > 0 && !opts.discard_pending_of_previous_user) {
+      return PendingChoice("sign-in", *pending, previous_name,
+                           "SignInOptions.discard_pending_of_previous_user",
+                           "KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER");
     }
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
     if (!channel.ok()) return channel.status();
     auto stub = kcnet::v1::AuthService::NewStub(*channel);
-    grpc::ClientContext ctx;
-    UnaryCall active(this, &ctx);  // Close() cancels it
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    kcnet::v1::LoginRequest req;
-    req.set_username(username);
-    req.set_password(password);
-    req.set_device_id(options_.device_id);  // a device credential for months offline
     kcnet::v1::LoginResponse resp;
-    grpc::Status s = stub->Login(&ctx, req, &resp);
-    if (!s.ok()) return CallError(s);
+    {
+      grpc::ClientContext ctx;
+      UnaryCall active(this, &ctx);  // Close() cancels it
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      kcnet::v1::LoginRequest req;
+      req.set_username(username);
+      req.set_password(password);
+      req.set_device_id(options_.device_id);  // a device credential for months offline
+      grpc::Status s = stub->Login(&ctx, req, &resp);
+      if (!s.ok()) return CallError(s);
+    }
+    if (switching && signed_in) {
+      // The previous user leaves first (device released, credential revoked, data
+      // purged); when that fails, the new sign-in is undone on the server too.
+      SignOutOptions out;
+      out.discard_pending = opts.discard_pending_of_previous_user;
+      status = SignOutInQueue(out);
+      if (!status.ok()) {
+        grpc::ClientContext ctx;
+        UnaryCall active(this, &ctx);
+        ctx.AddMetadata("authorization", absl::StrCat("Bearer ", resp.token()));
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        kcnet::v1::LogoutRequest req;
+        req.set_device_id(options_.device_id);
+        kcnet::v1::LogoutResponse ignored;
+        stub->Logout(&ctx, req, &ignored).ok();
+        return absl::Status(status.code(), absl::StrCat("sign-in: signing '", previous_name,
+                                                        "' out first failed: ", status.message()));
+      }
+    }
     if (switching) {
       // Another user's data never shows to this one. Sequences restart: the server gives
       // this user's registration of the device a new generation, numbered from 1.
-      absl::Status status = store_->PurgeAll(/*restart_sequences=*/true);
+      status = store_->PurgeAll(/*restart_sequences=*/true);
       if (!status.ok()) return status;
       absl::MutexLock lock(&mu_);
       held_.clear();
       last_success_.reset();
     }
-    absl::Status status = store_->SetValue(kAccountKey, resp.SerializeAsString());
+    status = store_->SetValue(kAccountKey, resp.SerializeAsString());
     if (status.ok()) status = store_->SetValue(kOwnerKey, resp.user().SerializeAsString());
     if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
     if (status.ok() && switching) status = store_->SetValue(kLastSuccessKey, std::nullopt);
@@ -351,6 +396,34 @@ class Client::Impl {
   }
 
   absl::Status SignOut(const SignOutOptions& opts) {
+    absl::Status status = EnterQueue("SignOut");
+    if (!status.ok()) return status;
+    absl::Cleanup leave = [this] { LeaveQueue(); };
+    return SignOutInQueue(opts);
+  }
+
+  // A unary call with the bearer token; a token the server refuses is renewed with the
+  // device credential once. UNAUTHENTICATED when the credential is refused too.
+  template <typename Call>
+  grpc::Status WithToken(const std::string& first_token, const Call& call) {
+    std::string token = first_token;
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      UnaryCall active(this, &ctx);
+      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      grpc::Status s = call(&ctx);
+      if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED || attempt > 0) return s;
+      absl::StatusOr<std::string> renewed = FreshToken(/*force=*/true);
+      if (!renewed.ok()) {
+        return grpc::Status(static_cast<grpc::StatusCode>(renewed.status().code()),
+                            std::string(renewed.status().message()));
+      }
+      token = *renewed;
+    }
+  }
+
+  absl::Status SignOutInQueue(const SignOutOptions& opts) {
     std::optional<kcnet::v1::LoginResponse> account;
     bool refused = false;
     {
@@ -367,38 +440,40 @@ class Client::Impl {
     }
     if (!refused && !options_.server_address.empty()) {
       // Online part: release the device so that another user may sync on it, then revoke
-      // the token and the device credential. A server that no longer accepts the sign-in
-      // has nothing to revoke; an administrator releases the device then.
+      // the token and the device credential. When the server no longer accepts this
+      // sign-in at all (credential refused) there is nothing to revoke; an administrator
+      // releases the device then.
+      absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+      if (!channel.ok()) return channel.status();
       absl::StatusOr<std::string> token = FreshToken();
       if (!token.ok() && !absl::IsUnauthenticated(token.status())) return token.status();
       if (token.ok()) {
-        absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
-        if (!channel.ok()) return channel.status();
-        {
-          grpc::ClientContext ctx;
-          UnaryCall active(this, &ctx);
-          ctx.AddMetadata("authorization", absl::StrCat("Bearer ", *token));
-          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-          kcnet::v1::ReleaseDeviceRequest req;
-          req.set_device_id(options_.device_id);
-          kcnet::v1::ReleaseDeviceResponse resp;
-          grpc::Status s =
-              kcnet::v1::SyncService::NewStub(*channel)->ReleaseDevice(&ctx, req, &resp);
-          // NOT_FOUND: this user never synced on the device; nothing to release.
-          if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
-              s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-            return CallError(s);
-          }
+        auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
+        kcnet::v1::ReleaseDeviceRequest release;
+        release.set_device_id(options_.device_id);
+        kcnet::v1::ReleaseDeviceResponse released;
+        grpc::Status s = WithToken(*token, [&](grpc::ClientContext* ctx) {
+          return sync_stub->ReleaseDevice(ctx, release, &released);
+        });
+        // NOT_FOUND: this user never synced on the device; nothing to release.
+        if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
+            s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+          return CallError(s);
         }
-        grpc::ClientContext ctx;
-        UnaryCall active(this, &ctx);
-        ctx.AddMetadata("authorization", absl::StrCat("Bearer ", *token));
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-        kcnet::v1::LogoutRequest req;
-        req.set_device_id(options_.device_id);
-        kcnet::v1::LogoutResponse resp;
-        grpc::Status s = kcnet::v1::AuthService::NewStub(*channel)->Logout(&ctx, req, &resp);
-        if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
+        if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+          {
+            absl::MutexLock lock(&mu_);
+            if (account_.has_value()) token = account_->token();  // renewed above, perhaps
+          }
+          auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
+          kcnet::v1::LogoutRequest logout;
+          logout.set_device_id(options_.device_id);
+          kcnet::v1::LogoutResponse out;
+          s = WithToken(*token, [&](grpc::ClientContext* ctx) {
+            return auth_stub->Logout(ctx, logout, &out);
+          });
+          if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
+        }
       }
     }
     // Local part: the user's data leaves the device with them. Sequences continue: the

@@ -739,7 +739,17 @@ TEST_F(AccountTest, SignOutLeavesNothingForTheNextUserOfASharedTablet) {
   Facility f = Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở mây tre đan Phú Vinh")));
   ASSERT_TRUE(tablet->SyncNow().ok());
   EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(1));
+  // A switch whose password is wrong changes nothing.
+  EXPECT_EQ(tablet->SignIn("ctv_chi", "wrong-password").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(tablet->user()->username(), "ctv_an");
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(1));
   ASSERT_TRUE(tablet->SignOut().ok());
+  // The device was released (by ctv_an, after uploading everything).
+  absl::StatusOr<std::vector<sync::ServerStore::DeviceEvent>> log =
+      server_->store()->DeviceLog("tab-shared");
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_FALSE(log->empty());
+  EXPECT_EQ(log->back().event, "released");
   EXPECT_FALSE(tablet->user().has_value());
 
   ASSERT_TRUE(tablet->SignIn("ctv_chi", kPassword).ok());
