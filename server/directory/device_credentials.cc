@@ -130,7 +130,7 @@ absl::StatusOr<std::string> Directory::IssueDeviceCredential(int64_t user_id,
 
 absl::StatusOr<LoginResult> Directory::RefreshToken(absl::string_view device_id,
                                                     absl::string_view credential) {
-  if (CheckDeviceId(device_id).ok() == false || credential.empty() || credential.size() > 1024) {
+  if (!CheckDeviceId(device_id).ok() || credential.empty() || credential.size() > 1024) {
     return absl::UnauthenticatedError(kBadDeviceCredential);
   }
   const std::string presented = Sha256Of(credential);

@@ -4,6 +4,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "server/rpc/storage_rpc_runner.h"
+#include "server/services/checks.h"
 #include "server/services/directory_services.h"
 
 namespace kcnet::server {
@@ -98,6 +99,18 @@ grpc::ServerUnaryReactor* AuthServiceImpl::RevokeDeviceCredentials(
       [this, request, response](const Principal* caller) -> absl::Status {
         if (caller->role != kcnet::v1::ROLE_ADMINISTRATOR) {
           return absl::PermissionDeniedError("RevokeDeviceCredentials: administrators only");
+        }
+        if (request->user_id() > 0) {
+          // As for a password reset: a user whose org units all lie in the
+          // administrator's scope; one outside it reads like an unknown one.
+          absl::StatusOr<kcnet::v1::User> user = directory_->GetUser(request->user_id());
+          if (!user.ok() || !MaySeeUser(*directory_, *caller, *user)) {
+            return absl::NotFoundError(absl::StrCat("user_id: no user ", request->user_id()));
+          }
+          if (!CoversUser(*directory_, *caller, *user)) {
+            return absl::PermissionDeniedError(absl::StrCat("user_id: user ", request->user_id(),
+                                                            " also works outside your org units"));
+          }
         }
         absl::StatusOr<int> revoked = directory_->RevokeDeviceCredentials(
             request->device_id(), request->user_id(), caller->user_id);

@@ -141,6 +141,28 @@ TEST_F(DeviceCredentialsTest, RevokedReadsLikeUnknownAfterLogoutOrAnAdministrato
   EXPECT_EQ(revoked.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(revoked.error_message(), unknown.error_message());
   EXPECT_THAT(revoked.error_message(), HasSubstr("sign in again"));
+  // By user: every device of the user (a password that leaked).
+  v1::LoginResponse third = Login("collab", "tab-3");
+  v1::RevokeDeviceCredentialsRequest by_user;
+  by_user.set_user_id(collab_id_);
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx, admin.token());
+    grpc::Status s = auth_->RevokeDeviceCredentials(&ctx, by_user, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.revoked(), 1);
+  }
+  EXPECT_EQ(Refresh("tab-3", third.device_credential(), &resp).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // Neither given: refused, naming the field.
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx, admin.token());
+    grpc::Status s =
+        auth_->RevokeDeviceCredentials(&ctx, v1::RevokeDeviceCredentialsRequest(), &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("device_id"));
+  }
 }
 
 TEST_F(DeviceCredentialsTest, ADeactivatedUsersCredentialIsRefused) {
