@@ -888,9 +888,28 @@ TEST_F(AccountTest, ARevokedCredentialAsksToSignInAgainAndLosesNothing) {
   }
   // Kept across a restart; no sync is attempted meanwhile.
   tablet.reset();
-  tablet = Ok(Client::Open(Options("tab-far")));
+  ClientOptions options = Options("tab-far");
+  options.interval = absl::Hours(1);
+  options.initial_backoff = absl::Milliseconds(1);
+  options.max_backoff = absl::Milliseconds(2);
+  tablet = Ok(Client::Open(options));
   ASSERT_NE(tablet, nullptr);
   EXPECT_TRUE(tablet->Status().sign_in_required);
+  // The background sync looks, makes no attempt, and waits for its interval (it would
+  // retry every few ms if it failed).
+  tablet->StartBackgroundSync();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    SyncStatus st = tablet->Status();
+    if (st.next_attempt.has_value() && *st.next_attempt > absl::Now() + absl::Minutes(30)) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  SyncStatus waiting = tablet->Status();
+  ASSERT_TRUE(waiting.next_attempt.has_value());
+  EXPECT_GT(*waiting.next_attempt, absl::Now() + absl::Minutes(30));
+  EXPECT_FALSE(waiting.last_attempt.has_value());
+  EXPECT_EQ(waiting.failures_in_a_row, 0);
+  ASSERT_TRUE(tablet->StopBackgroundSync().ok());
   EXPECT_EQ(tablet->SyncNow().status().code(), absl::StatusCode::kUnauthenticated);
   ASSERT_TRUE(tablet->SignIn("ctv_an", kPassword).ok());
   EXPECT_FALSE(tablet->Status().sign_in_required);
