@@ -52,6 +52,13 @@ using kcnet::v1::Visit;
 // Keys of the SDK's own state in the store.
 constexpr char kAccountKey[] = "sdk.account";  // a LoginResponse
 constexpr char kLastSuccessKey[] = "sdk.last_success_ms";
+// The user whose data the store holds (a User), kept after sign-out: the next sign-in
+// knows whether it is a switch to another user.
+constexpr char kOwnerKey[] = "sdk.owner";
+// "1" while the server refuses the device credential (sign in again).
+constexpr char kSignInRequiredKey[] = "sdk.sign_in_required";
+// A token this close to its expiry is renewed before a sync.
+constexpr absl::Duration kRefreshMargin = absl::Minutes(2);
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
@@ -227,7 +234,19 @@ class Client::Impl {
     if (!saved.ok()) return saved.status();
     absl::StatusOr<std::optional<std::string>> last = store_->GetValue(kLastSuccessKey);
     if (!last.ok()) return last.status();
+    absl::StatusOr<std::optional<std::string>> owner = store_->GetValue(kOwnerKey);
+    if (!owner.ok()) return owner.status();
+    absl::StatusOr<std::optional<std::string>> again = store_->GetValue(kSignInRequiredKey);
+    if (!again.ok()) return again.status();
     absl::MutexLock lock(&mu_);
+    sign_in_required_ = again->has_value();
+    if (owner->has_value()) {
+      kcnet::v1::User user;
+      if (!user.ParseFromString(**owner)) {
+        return absl::DataLossError(absl::StrCat(options_.path, ": the saved owner is damaged"));
+      }
+      owner_ = std::move(user);
+    }
     if (saved->has_value()) {
       kcnet::v1::LoginResponse account;
       if (!account.ParseFromString(**saved)) {
@@ -241,41 +260,337 @@ class Client::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status SignIn(const std::string& username, const std::string& password) {
+  // An error of a unary call to the server: an unreachable server said plainly.
+  absl::Status CallError(const grpc::Status& s) {
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat("cannot reach the server at ",
+                                                 options_.server_address, ": ", s.error_message()));
+    }
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  }
+
+  // FAILED_PRECONDITION naming the pending writes of `who` and the app's choice.
+  static absl::Status PendingChoice(const char* call, int64_t pending, const std::string& who,
+                                    const char* option, const char* c_flag) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(call, ": ", pending, " change(s) of user '", who,
+                     "' are not uploaded yet; sync as that user first, or save them with "
+                     "ExportPending(path) and call again with ",
+                     option, " (C: ", c_flag, "; they are then dropped from this device)"));
+  }
+
+  // Takes the serial queue for an account change: the running sync is cancelled and
+  // waited for, and none starts until LeaveQueue(), so that no download of the previous
+  // user lands after its purge.
+  absl::Status EnterQueue(const char* call) {
+    absl::MutexLock lock(&mu_);
+    const std::thread::id self = std::this_thread::get_id();
+    if (serial_owner_ == self) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          call, ": called from a sync's progress callback; call it after SyncNow returns"));
+    }
+    if (closed_) return absl::FailedPreconditionError(absl::StrCat(call, ": the client is closed"));
+    ++cancel_generation_;
+    if (syncing_ != nullptr) syncing_->Cancel();
+    ++syncs_in_progress_;
+    state_cv_.SignalAll();
+    while (serial_owner_ != std::thread::id()) state_cv_.Wait(&mu_);
+    serial_owner_ = self;
+    return absl::OkStatus();
+  }
+  void LeaveQueue() {
+    absl::MutexLock lock(&mu_);
+    serial_owner_ = std::thread::id();
+    --syncs_in_progress_;
+    state_cv_.SignalAll();
+  }
+
+  absl::Status SignIn(const std::string& username, const std::string& password,
+                      const SignInOptions& opts) {
     if (username.empty()) return absl::InvalidArgumentError("username: required");
     if (password.empty()) return absl::InvalidArgumentError("password: required");
+    absl::Status status = EnterQueue("SignIn");
+    if (!status.ok()) return status;
+    absl::Cleanup leave = [this] { LeaveQueue(); };
+    std::optional<kcnet::v1::User> previous;
+    bool signed_in = false;
+    {
+      absl::MutexLock lock(&mu_);
+      signed_in = account_.has_value();
+      previous = signed_in ? std::optional<kcnet::v1::User>(account_->user()) : owner_;
+    }
+    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    if (!pending.ok()) return pending.status();
+    // Usernames are unique, so a switch is known before asking the server: a refusal
+    // costs no token. A store of an SDK that did not record its owner yet, holding data,
+    // counts as another user's.
+    bool switching = previous.has_value() && previous->username() != username;
+    std::string previous_name = previous.has_value() ? previous->username() : "";
+    if (!previous.has_value()) {
+      absl::StatusOr<std::vector<kcnet::v1::BucketCursor>> held = store_->Cursors();
+      if (!held.ok()) return held.status();
+      switching = *pending > 0 || !held->empty();
+      previous_name = "a previous user";
+    }
+    if (switching && *pending > 0 && !opts.discard_pending_of_previous_user) {
+      return PendingChoice("sign-in", *pending, previous_name,
+                           "SignInOptions.discard_pending_of_previous_user",
+                           "KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER");
+    }
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
     if (!channel.ok()) return channel.status();
     auto stub = kcnet::v1::AuthService::NewStub(*channel);
-    grpc::ClientContext ctx;
-    UnaryCall active(this, &ctx);  // Close() cancels it
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    kcnet::v1::LoginRequest req;
-    req.set_username(username);
-    req.set_password(password);
     kcnet::v1::LoginResponse resp;
-    grpc::Status s = stub->Login(&ctx, req, &resp);
-    if (!s.ok()) {
-      if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-        return absl::UnavailableError(absl::StrCat(
-            "cannot reach the server at ", options_.server_address, ": ", s.error_message()));
-      }
-      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    {
+      grpc::ClientContext ctx;
+      UnaryCall active(this, &ctx);  // Close() cancels it
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      kcnet::v1::LoginRequest req;
+      req.set_username(username);
+      req.set_password(password);
+      req.set_device_id(options_.device_id);  // a device credential for months offline
+      grpc::Status s = stub->Login(&ctx, req, &resp);
+      if (!s.ok()) return CallError(s);
     }
-    absl::Status status = store_->SetValue(kAccountKey, resp.SerializeAsString());
+    if (switching && signed_in) {
+      // The previous user leaves first (device released, credential revoked, data
+      // purged); when that fails, the new sign-in is undone on the server too.
+      SignOutOptions out;
+      out.discard_pending = opts.discard_pending_of_previous_user;
+      status = SignOutInQueue(out);
+      if (!status.ok()) {
+        grpc::ClientContext ctx;
+        UnaryCall active(this, &ctx);
+        ctx.AddMetadata("authorization", absl::StrCat("Bearer ", resp.token()));
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        kcnet::v1::LogoutRequest req;
+        req.set_device_id(options_.device_id);
+        kcnet::v1::LogoutResponse ignored;
+        stub->Logout(&ctx, req, &ignored).ok();
+        return absl::Status(status.code(), absl::StrCat("sign-in: signing '", previous_name,
+                                                        "' out first failed: ", status.message()));
+      }
+    }
+    if (switching) {
+      // Another user's data never shows to this one. Sequences restart: the server gives
+      // this user's registration of the device a new generation, numbered from 1.
+      status = store_->PurgeAll(/*restart_sequences=*/true);
+      if (!status.ok()) return status;
+      absl::MutexLock lock(&mu_);
+      held_.clear();
+      last_success_.reset();
+    }
+    status = store_->SetValue(kAccountKey, resp.SerializeAsString());
+    if (status.ok()) status = store_->SetValue(kOwnerKey, resp.user().SerializeAsString());
+    if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
+    if (status.ok() && switching) status = store_->SetValue(kLastSuccessKey, std::nullopt);
     if (!status.ok()) return status;
     absl::MutexLock lock(&mu_);
+    owner_ = resp.user();
     account_ = std::move(resp);
+    sign_in_required_ = false;
+    next_attempt_ = absl::Now();  // a stopped background sync resumes
+    state_cv_.SignalAll();
     return absl::OkStatus();
   }
 
-  absl::Status SignOut() {
-    absl::Status status = store_->SetValue(kAccountKey, std::nullopt);
+  absl::Status SignOut(const SignOutOptions& opts) {
+    absl::Status status = EnterQueue("SignOut");
+    if (!status.ok()) return status;
+    absl::Cleanup leave = [this] { LeaveQueue(); };
+    return SignOutInQueue(opts);
+  }
+
+  // A unary call with the bearer token; a token the server refuses is renewed with the
+  // device credential once. UNAUTHENTICATED when the credential is refused too.
+  template <typename Call>
+  grpc::Status WithToken(const std::string& first_token, const Call& call) {
+    std::string token = first_token;
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      UnaryCall active(this, &ctx);
+      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      grpc::Status s = call(&ctx);
+      if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED || attempt > 0) return s;
+      absl::StatusOr<std::string> renewed = FreshToken(/*force=*/true);
+      if (!renewed.ok()) {
+        return grpc::Status(static_cast<grpc::StatusCode>(renewed.status().code()),
+                            std::string(renewed.status().message()));
+      }
+      token = *renewed;
+    }
+  }
+
+  absl::Status SignOutInQueue(const SignOutOptions& opts) {
+    std::optional<kcnet::v1::LoginResponse> account;
+    bool refused = false;
+    {
+      absl::MutexLock lock(&mu_);
+      account = account_;
+      refused = sign_in_required_;
+    }
+    if (!account.has_value()) return absl::OkStatus();  // nobody signed in
+    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    if (!pending.ok()) return pending.status();
+    if (*pending > 0 && !opts.discard_pending) {
+      return PendingChoice("sign-out", *pending, account->user().username(),
+                           "SignOutOptions.discard_pending", "KCNET_SIGN_OUT_DISCARD_PENDING");
+    }
+    if (!refused && !options_.server_address.empty()) {
+      // Online part: release the device so that another user may sync on it, then revoke
+      // the token and the device credential. When the server no longer accepts this
+      // sign-in at all (credential refused) there is nothing to revoke; an administrator
+      // releases the device then.
+      absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+      if (!channel.ok()) return channel.status();
+      absl::StatusOr<std::string> token = FreshToken();
+      if (!token.ok() && !absl::IsUnauthenticated(token.status())) return token.status();
+      if (token.ok()) {
+        auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
+        kcnet::v1::ReleaseDeviceRequest release;
+        release.set_device_id(options_.device_id);
+        kcnet::v1::ReleaseDeviceResponse released;
+        grpc::Status s = WithToken(*token, [&](grpc::ClientContext* ctx) {
+          return sync_stub->ReleaseDevice(ctx, release, &released);
+        });
+        // NOT_FOUND: this user never synced on the device; nothing to release.
+        if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
+            s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+          return CallError(s);
+        }
+        if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+          {
+            absl::MutexLock lock(&mu_);
+            if (account_.has_value()) token = account_->token();  // renewed above, perhaps
+          }
+          auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
+          kcnet::v1::LogoutRequest logout;
+          logout.set_device_id(options_.device_id);
+          kcnet::v1::LogoutResponse out;
+          s = WithToken(*token, [&](grpc::ClientContext* ctx) {
+            return auth_stub->Logout(ctx, logout, &out);
+          });
+          if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
+        }
+      }
+    }
+    // Local part: the user's data leaves the device with them. Sequences continue: the
+    // same user signing in again keeps its generation on the server.
+    absl::Status status = store_->PurgeAll(/*restart_sequences=*/false);
+    if (!status.ok()) return status;
+    status = store_->SetValue(kAccountKey, std::nullopt);
+    if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
+    if (status.ok()) status = store_->SetValue(kLastSuccessKey, std::nullopt);
     if (!status.ok()) return status;
     absl::MutexLock lock(&mu_);
     account_.reset();
+    sign_in_required_ = false;
+    held_.clear();
+    last_success_.reset();
     return absl::OkStatus();
+  }
+
+  // The bearer token for the next call, renewed with the device credential when it is
+  // about to expire (or `force`, after the server refused it). UNAUTHENTICATED when the
+  // server refuses the credential: sign_in_required is then set, stored, and observers
+  // hear kSignInRequired. FAILED_PRECONDITION when nobody is signed in.
+  absl::StatusOr<std::string> FreshToken(bool force = false) {
+    std::optional<kcnet::v1::LoginResponse> account;
+    {
+      absl::MutexLock lock(&mu_);
+      account = account_;
+    }
+    if (!account.has_value()) {
+      return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+    }
+    const bool expiring =
+        account->expires_ms() != 0 &&
+        absl::FromUnixMillis(account->expires_ms()) - kRefreshMargin <= absl::Now();
+    if (!force && !expiring) return account->token();
+    if (account->device_credential().empty()) {
+      // A sign-in from before device credentials: only the password renews it.
+      if (!force) return account->token();
+      absl::Status status = absl::UnauthenticatedError(
+          "the token was refused and this device holds no device credential");
+      SignInRequired(status);
+      return status;
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    grpc::ClientContext ctx;
+    UnaryCall active(this, &ctx);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    kcnet::v1::RefreshTokenRequest req;
+    req.set_device_id(options_.device_id);
+    req.set_device_credential(account->device_credential());
+    kcnet::v1::LoginResponse resp;
+    grpc::Status s = kcnet::v1::AuthService::NewStub(*channel)->RefreshToken(&ctx, req, &resp);
+    if (!s.ok()) {
+      absl::Status status = CallError(s);
+      if (absl::IsUnauthenticated(status)) SignInRequired(status);
+      return status;
+    }
+    account->set_token(resp.token());
+    account->set_expires_ms(resp.expires_ms());
+    *account->mutable_user() = resp.user();  // a new role or org units arrive with it
+    absl::Status status = store_->SetValue(kAccountKey, account->SerializeAsString());
+    if (!status.ok()) return status;
+    absl::MutexLock lock(&mu_);
+    // A sign-out or another sign-in meanwhile wins.
+    if (account_.has_value() && account_->user().id() == account->user().id() &&
+        account_->device_credential() == account->device_credential()) {
+      account_ = *account;
+    }
+    return account->token();
+  }
+
+  // The server refused the device credential: remembered (across restarts), and the app
+  // told once; background sync makes no attempt until a sign-in succeeds.
+  void SignInRequired(const absl::Status& why) {
+    store_->SetValue(kSignInRequiredKey, "1").IgnoreError();
+    bool first = false;
+    {
+      absl::MutexLock lock(&mu_);
+      first = !sign_in_required_;
+      sign_in_required_ = true;
+      state_cv_.SignalAll();
+    }
+    Log(LogLevel::kWarning, absl::StrCat("sign in again: ", why.message()));
+    if (first) Notify({ChangeEvent::Source::kSignInRequired, {}});
+  }
+
+  absl::StatusOr<int64_t> ExportPending(const std::string& path) {
+    if (path.empty()) return absl::InvalidArgumentError("path: required");
+    absl::StatusOr<std::vector<sync::DeviceStore::OutboxEntry>> outbox = store_->Outbox();
+    if (!outbox.ok()) return outbox.status();
+    kcnet::v1::MutationBatch batch;
+    for (const sync::DeviceStore::OutboxEntry& e : *outbox) {
+      if (!e.acknowledged) *batch.add_mutations() = e.mutation;
+    }
+    // Written beside the target and renamed over it: a crash leaves the old file or the
+    // new one, never half of one.
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out || !batch.SerializeToOstream(&out)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("path: cannot write ", tmp, ": ", std::strerror(errno)));
+      }
+      out.flush();
+      if (!out) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("path: cannot write ", tmp, ": ", std::strerror(errno)));
+      }
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      const int error = errno;
+      std::remove(tmp.c_str());
+      return absl::FailedPreconditionError(
+          absl::StrCat("path: cannot replace ", path, ": ", std::strerror(error)));
+    }
+    return static_cast<int64_t>(batch.mutations_size());
   }
 
   std::optional<kcnet::v1::User> User() {
@@ -437,7 +752,7 @@ class Client::Impl {
 
   // Queues `event`; returns its number (0 when nobody listens).
   uint64_t Notify(ChangeEvent event) {
-    if (event.records.empty()) return 0;
+    if (event.records.empty() && event.source != ChangeEvent::Source::kSignInRequired) return 0;
     absl::MutexLock lock(&mu_);
     if (observers_.empty() || notifier_stop_) return 0;
     events_.push_back(std::move(event));
@@ -624,6 +939,7 @@ class Client::Impl {
                                    bool background) {
     const std::thread::id self = std::this_thread::get_id();
     std::string token;
+    uint64_t generation_at_start = 0;
     {
       // The serial queue: one sync at a time. Waiting here holds no lock, and a wait ends
       // early on CancelSync (the generation moves), Close, or for the background sync, a
@@ -636,6 +952,7 @@ class Client::Impl {
             "holds the queue (sync again after it returns)");
       }
       const uint64_t generation = cancel_generation_;
+      generation_at_start = generation;
       auto abandoned = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return closed_ || cancel_generation_ != generation || (background && (stop_ || suspended_));
       };
@@ -651,8 +968,14 @@ class Client::Impl {
         state_cv_.SignalAll();
         return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
       }
+      if (sign_in_required_) {
+        --syncs_in_progress_;
+        state_cv_.SignalAll();
+        return absl::UnauthenticatedError(
+            "the server no longer accepts this device's sign-in; sign in again. Changes made "
+            "here are kept");
+      }
       serial_owner_ = self;
-      token = account_->token();
     }
     absl::Cleanup release = [this] {
       absl::MutexLock lock(&mu_);
@@ -663,6 +986,14 @@ class Client::Impl {
     };
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
     if (!channel.ok()) return channel.status();
+    // An expiring token is renewed with the device credential, without the password.
+    absl::StatusOr<std::string> fresh = FreshToken();
+    absl::StatusOr<SyncResult> result = absl::UnknownError("not run");
+    if (fresh.ok()) {
+      token = *fresh;
+    } else {
+      result = fresh.status();
+    }
     SyncProgress state;
     SyncClientOptions so;
     so.token = token;
@@ -685,21 +1016,38 @@ class Client::Impl {
       if (progress) progress(state);
       Notify(std::move(event));  // delivered by the notifier: never under the sync
     };
-    SyncClient client(*channel, store_.get(), so);
-    {
-      absl::MutexLock lock(&mu_);
-      syncing_ = &client;
-      last_attempt_ = absl::Now();
-      // A cancel between leaving the queue and here still ends this sync.
-      if (closed_ || (background && (stop_ || suspended_))) client.Cancel();
-    }
-    absl::StatusOr<SyncResult> result = client.SyncOnce();
-    {
-      absl::MutexLock lock(&mu_);
-      syncing_ = nullptr;
+    // At most two attempts: the second after the server refused the token and the device
+    // credential bought a new one (a token revoked or expired by the server's clock).
+    std::optional<SyncClient> client;
+    for (int attempt = 0; fresh.ok() && attempt < 2; ++attempt) {
+      so.token = token;
+      client.emplace(*channel, store_.get(), so);
+      {
+        absl::MutexLock lock(&mu_);
+        syncing_ = &*client;
+        last_attempt_ = absl::Now();
+        // A cancel between leaving the queue and here still ends this sync.
+        if (closed_ || cancel_generation_ != generation_at_start ||
+            (background && (stop_ || suspended_))) {
+          client->Cancel();
+        }
+      }
+      result = client->SyncOnce();
+      {
+        absl::MutexLock lock(&mu_);
+        syncing_ = nullptr;
+      }
+      if (attempt > 0 || !absl::IsUnauthenticated(result.status())) break;
+      absl::StatusOr<std::string> renewed = FreshToken(/*force=*/true);
+      if (!renewed.ok()) {
+        result = renewed.status();  // why the credential was refused, or the network
+        break;
+      }
+      token = *renewed;
     }
     RefreshHeld().IgnoreError();  // a failure here shows on the next write
-    const SyncResult& done = result.ok() ? *result : client.last_result();
+    const SyncResult none;
+    const SyncResult& done = result.ok() ? *result : client ? client->last_result() : none;
     if (done.clock_skew_ms.has_value()) {
       absl::MutexLock lock(&mu_);
       clock_skew_ = absl::Milliseconds(*done.clock_skew_ms);
@@ -840,7 +1188,8 @@ class Client::Impl {
           }
         }
         if (stop_) return;
-        if (!account_.has_value()) {
+        if (!account_.has_value() || sign_in_required_) {
+          // Nothing to try until a sign-in succeeds (SignIn wakes the loop).
           next_attempt_ = absl::Now() + options_.interval;
           continue;
         }
@@ -933,6 +1282,7 @@ class Client::Impl {
     if (background_) s.next_attempt = next_attempt_;
     s.suspended = suspended_;
     s.host_reachable = host_reachable_;
+    s.sign_in_required = sign_in_required_;
     s.clock_skew = clock_skew_;
     return s;
   }
@@ -946,7 +1296,9 @@ class Client::Impl {
   // Signalled on every change of the state below that someone may wait for.
   absl::CondVar state_cv_;
   std::optional<kcnet::v1::LoginResponse> account_ ABSL_GUARDED_BY(mu_);
-  std::vector<int64_t> held_ ABSL_GUARDED_BY(mu_);  // the communes the device holds
+  std::optional<kcnet::v1::User> owner_ ABSL_GUARDED_BY(mu_);  // whose data the store holds
+  bool sign_in_required_ ABSL_GUARDED_BY(mu_) = false;         // the device credential was refused
+  std::vector<int64_t> held_ ABSL_GUARDED_BY(mu_);             // the communes the device holds
   std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);
   // Observers and their events.
   std::map<int, std::shared_ptr<ObserverEntry>> observers_ ABSL_GUARDED_BY(mu_);
@@ -1072,10 +1424,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
-absl::Status Client::SignIn(const std::string& username, const std::string& password) {
-  return impl_->SignIn(username, password);
+absl::Status Client::SignIn(const std::string& username, const std::string& password,
+                            SignInOptions options) {
+  return impl_->SignIn(username, password, options);
 }
-absl::Status Client::SignOut() { return impl_->SignOut(); }
+absl::Status Client::SignOut(SignOutOptions options) { return impl_->SignOut(options); }
+absl::StatusOr<int64_t> Client::ExportPending(const std::string& path) {
+  return impl_->ExportPending(path);
+}
 std::optional<kcnet::v1::User> Client::user() const { return impl_->User(); }
 
 // --- Facilities ------------------------------------------------------------------------

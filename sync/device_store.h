@@ -215,6 +215,14 @@ class DeviceStore {
   };
   absl::StatusOr<std::vector<OutboxEntry>> Outbox();
 
+  // Forgets everything the store holds for its user, in one transaction: every record,
+  // cursor, checkpoint, search row, outbox mutation (pending ones too: the caller decided
+  // to drop them) and report. With `restart_sequences` the next Write is sequence 1 (a new
+  // user's registration of the device is a new generation on the server, whose sequences
+  // start at 1). The device id, node and key/value entries stay. Nothing changes on
+  // failure. (device_store_purge.cc)
+  absl::Status PurgeAll(bool restart_sequences);
+
   HybridClock& clock() { return hlc_; }
 
  private:

@@ -213,6 +213,8 @@ v1::ChangeSource ToProto(kcnet::sdk::ChangeEvent::Source source) {
       return v1::CHANGE_SOURCE_SYNC;
     case kcnet::sdk::ChangeEvent::Source::kReport:
       return v1::CHANGE_SOURCE_REPORT;
+    case kcnet::sdk::ChangeEvent::Source::kSignInRequired:
+      return v1::CHANGE_SOURCE_SIGN_IN_REQUIRED;
   }
   return v1::CHANGE_SOURCE_UNSPECIFIED;
 }
@@ -482,10 +484,59 @@ bool kcnet_client_sign_in(kcnet_client* client, const char* username, const char
   });
 }
 
-bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error) {
+bool kcnet_client_sign_in_with(kcnet_client* client, const char* username, const char* password,
+                               uint32_t flags, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     KCNET_C_ACQUIRE(client, c);
-    return c->sdk->SignOut();
+    KCNET_C_RETURN_IF_ERROR(CheckString(username, "username", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckString(password, "password", false, true));
+    if ((flags & ~uint32_t{KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER}) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("flags: unknown bits in ", flags));
+    }
+    kcnet::sdk::Client::SignInOptions options;
+    options.discard_pending_of_previous_user =
+        (flags & KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER) != 0;
+    return c->sdk->SignIn(username, password, options);
+  });
+}
+
+bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error) {
+  return kcnet_client_sign_out_with(client, 0, out_error);
+}
+
+bool kcnet_client_sign_out_with(kcnet_client* client, uint32_t flags, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    if ((flags & ~uint32_t{KCNET_SIGN_OUT_DISCARD_PENDING}) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("flags: unknown bits in ", flags));
+    }
+    kcnet::sdk::Client::SignOutOptions options;
+    options.discard_pending = (flags & KCNET_SIGN_OUT_DISCARD_PENDING) != 0;
+    return c->sdk->SignOut(options);
+  });
+}
+
+bool kcnet_client_export_pending(kcnet_client* client, const char* path, int64_t* out_count,
+                                 kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(path, "path", false, true));
+    absl::StatusOr<int64_t> count = c->sdk->ExportPending(path);
+    if (!count.ok()) return count.status();
+    if (out_count != nullptr) *out_count = *count;
+    return absl::OkStatus();
+  });
+}
+
+bool kcnet_client_sign_in_required(kcnet_client* client, bool* out_required,
+                                   kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    if (out_required == nullptr) {
+      return absl::InvalidArgumentError("out_required: must not be NULL");
+    }
+    *out_required = c->sdk->Status().sign_in_required;
+    return absl::OkStatus();
   });
 }
 
@@ -954,6 +1005,7 @@ bool kcnet_sync_status(kcnet_client* client, kcnet_buffer* out_status, kcnet_err
     message.set_syncing(status.syncing);
     message.set_background(status.background);
     message.set_next_attempt_ms(kcnet::capi::ToMs(status.next_attempt));
+    message.set_sign_in_required(status.sign_in_required);
     message.set_suspended(status.suspended);
     message.set_host_reachable(status.host_reachable);
     if (status.clock_skew.has_value()) {

@@ -218,13 +218,50 @@ KCNET_API void kcnet_client_close(kcnet_client* client);
 
 /* ---- Account ---------------------------------------------------------------------------- */
 
-/* Signs in online. The token and the user are kept in the store, so the app works offline
- * afterwards and after restarts. UNAUTHENTICATED for a wrong username or password. */
+/* Signs in online. The token, a device credential and the user are kept in the store, so
+ * the app works offline afterwards and after restarts, and syncs for months without the
+ * password (the token is renewed with the credential). UNAUTHENTICATED for a wrong username
+ * or password. A store belongs to one user at a time: signing in as another user purges
+ * the previous user's data, and while that user has writes not uploaded it is
+ * FAILED_PRECONDITION naming them (sync as that user first, or kcnet_client_export_pending
+ * and kcnet_client_sign_in_with KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER). */
 KCNET_API bool kcnet_client_sign_in(kcnet_client* client, const char* username,
                                     const char* password, kcnet_error* out_error);
 
-/* Forgets the token (pending writes stay queued for the next sign-in). */
+/* Flags of kcnet_client_sign_in_with / kcnet_client_sign_out_with. */
+enum {
+  /* Drop the previous user's writes not yet uploaded (export them first). */
+  KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER = 1,
+  /* Drop this user's writes not yet uploaded (export them first). */
+  KCNET_SIGN_OUT_DISCARD_PENDING = 1
+};
+
+/* kcnet_client_sign_in with flags (0 or KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER);
+ * INVALID_ARGUMENT for unknown flags. */
+KCNET_API bool kcnet_client_sign_in_with(kcnet_client* client, const char* username,
+                                         const char* password, uint32_t flags,
+                                         kcnet_error* out_error);
+
+/* Signs the user out of this device (a shared tablet): online, releases the device on the
+ * server and revokes the token and the device credential, then purges the user's data
+ * from the store. FAILED_PRECONDITION while writes are not uploaded (sync first, or
+ * export them and use kcnet_client_sign_out_with KCNET_SIGN_OUT_DISCARD_PENDING);
+ * UNAVAILABLE when the server cannot be reached (nothing changes). */
 KCNET_API bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error);
+KCNET_API bool kcnet_client_sign_out_with(kcnet_client* client, uint32_t flags,
+                                          kcnet_error* out_error);
+
+/* Writes the writes not yet uploaded to the file `path` (a serialized
+ * kcnet.v1.MutationBatch, replaced atomically); *out_count (may be NULL) gets how many. */
+KCNET_API bool kcnet_client_export_pending(kcnet_client* client, const char* path,
+                                           int64_t* out_count, kcnet_error* out_error);
+
+/* *out_required is true when the server refused this device's credential (revoked, user
+ * deactivated): the background sync stopped trying, nothing pending is lost, and the app
+ * must ask the user to sign in again. Observers also hear KCNET_CHANGE_SIGN_IN_REQUIRED
+ * once, and kcnet.v1.SyncStatus.sign_in_required says the same. */
+KCNET_API bool kcnet_client_sign_in_required(kcnet_client* client, bool* out_required,
+                                             kcnet_error* out_error);
 
 /* The signed-in user: *out_signed_in says whether somebody is; if so, *out_user gets a
  * serialized kcnet.v1.User (otherwise it stays empty). out_user may be NULL. */
@@ -345,9 +382,11 @@ KCNET_API bool kcnet_report_take(kcnet_client* client, kcnet_buffer* out_list,
 
 /* Where a change came from: kcnet.v1.ChangeSource. */
 enum {
-  KCNET_CHANGE_LOCAL = 1, /* a write on this device */
-  KCNET_CHANGE_SYNC = 2,  /* records received from the server */
-  KCNET_CHANGE_REPORT = 3 /* a refusal or conflict report */
+  KCNET_CHANGE_LOCAL = 1,  /* a write on this device */
+  KCNET_CHANGE_SYNC = 2,   /* records received from the server */
+  KCNET_CHANGE_REPORT = 3, /* a refusal or conflict report */
+  /* the server refused the device credential: sign in again (no records) */
+  KCNET_CHANGE_SIGN_IN_REQUIRED = 4
 };
 
 /* Record types of kcnet.v1.RecordRef.type. */

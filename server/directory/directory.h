@@ -226,6 +226,28 @@ class Directory {
   // Revokes `token`. OK also when it was already unknown or expired.
   absl::Status Logout(absl::string_view token);
 
+  // ---- Device credentials (device_credentials.cc, table device_credentials) -------
+  // A device credential lets a tablet that was offline for months get new tokens without
+  // the password: 32 random bytes (base64url), bound to one user and one device id, stored
+  // only as its SHA-256, valid until revoked (sign-out, an administrator). Created with
+  // the table on first use, so files of older servers need no migration.
+  //
+  // Issues a credential for `user_id` on `device_id` (1-128 bytes), revoking the user's
+  // earlier one for that device id. INVALID_ARGUMENT (device_id), NOT_FOUND (user_id);
+  // nothing changes on failure.
+  absl::StatusOr<std::string> IssueDeviceCredential(int64_t user_id, absl::string_view device_id);
+  // A new token (token_ttl) for the user of a live credential of `device_id`. The
+  // credential is compared in constant time. UNAUTHENTICATED with one message for an
+  // unknown, revoked or other device's credential; UNAUTHENTICATED naming the account
+  // when its user was deactivated.
+  absl::StatusOr<LoginResult> RefreshToken(absl::string_view device_id,
+                                           absl::string_view credential);
+  // Revokes the live credentials of `device_id` (empty: any device) of `user_id` (0: any
+  // user); at least one must be given (INVALID_ARGUMENT). `by` is recorded with each
+  // revocation. Returns how many were revoked.
+  absl::StatusOr<int> RevokeDeviceCredentials(absl::string_view device_id, int64_t user_id,
+                                              int64_t by);
+
  private:
   struct UserEntry {
     kcnet::v1::User user;
@@ -301,6 +323,9 @@ class Directory {
   absl::flat_hash_map<std::string, TokenEntry> tokens_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, FailureEntry> failures_ ABSL_GUARDED_BY(mu_);
   int64_t last_token_sweep_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // Device credentials (device_credentials.cc).
+  absl::Status EnsureDeviceCredentialsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool device_credentials_ready_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // "commune_collaborator", ... ; "unspecified" for anything else.

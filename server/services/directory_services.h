@@ -27,7 +27,10 @@
 
 namespace kcnet::server {
 
-// Login (public), Logout (revokes the call's own token), WhoAmI.
+// Login (public; with a device id it also issues a device credential), Logout (revokes the
+// call's own token and, with a device id, the caller's credential for it), WhoAmI,
+// RefreshToken (public: a device credential for a new token), RevokeDeviceCredentials
+// (administrators).
 class AuthServiceImpl final : public kcnet::v1::AuthService::CallbackService {
  public:
   AuthServiceImpl(Directory* directory, RpcRunner* runner)
@@ -42,6 +45,13 @@ class AuthServiceImpl final : public kcnet::v1::AuthService::CallbackService {
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* context,
                                    const kcnet::v1::WhoAmIRequest* request,
                                    kcnet::v1::WhoAmIResponse* response) override;
+  grpc::ServerUnaryReactor* RefreshToken(grpc::CallbackServerContext* context,
+                                         const kcnet::v1::RefreshTokenRequest* request,
+                                         kcnet::v1::LoginResponse* response) override;
+  grpc::ServerUnaryReactor* RevokeDeviceCredentials(
+      grpc::CallbackServerContext* context,
+      const kcnet::v1::RevokeDeviceCredentialsRequest* request,
+      kcnet::v1::RevokeDeviceCredentialsResponse* response) override;
 
  private:
   Directory* const directory_;

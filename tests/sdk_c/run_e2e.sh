@@ -57,7 +57,9 @@ echo "run_e2e: kcnet-server on $address"
 
 mkdir "$tmp/tablets"
 status=0
-"$program" "$address" collab1 "$password" "$tmp/tablets" || status=$?
+# For the account steps of sdk_c_lifecycle: the other demo accounts and kcnet-admin.
+KCNET_E2E_SEED="$tmp/seed.out" KCNET_E2E_ADMIN="$admin_bin" KCNET_E2E_DATA_DIR="$tmp/data" \
+  "$program" "$address" collab1 "$password" "$tmp/tablets" || status=$?
 if [ "$status" != 0 ]; then
   echo "run_e2e: sdk_c_e2e failed ($status); the server's log:" >&2
   tail -n 40 "$tmp/server.err" >&2

@@ -5,8 +5,15 @@
  * once, one handle per store file, an options struct from an app built against an older,
  * smaller kcnet_client_options, cancelling a sync stalled on a server that never answers,
  * suspend / resume / reachability, a free that returns promptly during such a sync, use
- * after free and double free answered with INVALID_ARGUMENT, the log hook, and conflict
- * review.
+ * after free and double free answered with INVALID_ARGUMENT, the log hook, conflict
+ * review, and the accounts of a shared tablet: a user switch refused while the previous
+ * user has pending writes, their export and explicit discard, the previous user's data
+ * purged; a token the server no longer accepts renewed with the device credential
+ * without the password; a refused credential reported as "sign in again" (observer event
+ * and status) with nothing pending lost. The last part needs the environment run_e2e.sh
+ * sets (KCNET_E2E_SEED: the seed-demo output with collab2's password; KCNET_E2E_ADMIN and
+ * KCNET_E2E_DATA_DIR: kcnet-admin and the server's data directory); without it, it is
+ * skipped.
  *
  * Usage: sdk_c_lifecycle SERVER_ADDRESS USERNAME PASSWORD WORK_DIR (run_e2e.sh starts the
  * server). Prints each step; exits 0 when every check passed, 1 at the first failure.
@@ -38,7 +45,10 @@ enum {
   FACILITY_COMMUNE_ID = 2,
   FACILITY_NAME = 3,
   LIST_ITEMS = 1,
-  STATUS_SYNCING = 9
+  STATUS_PENDING_UPLOADS = 1,
+  STATUS_SYNCING = 9,
+  STATUS_SIGN_IN_REQUIRED = 12,
+  USER_USERNAME = 2
 };
 
 static int g_step = 0;
@@ -250,6 +260,157 @@ static void wait_until_syncing(kcnet_client* client) {
   sleep_ms(100); /* well inside the stalled call */
 }
 
+/* ---- Accounts of a shared tablet ---------------------------------------------------------- */
+
+static int64_t pending_uploads(kcnet_client* client) {
+  kcnet_buffer status = {NULL, 0};
+  MUST(kcnet_sync_status(client, &status, error));
+  const int64_t pending = (int64_t)pb_get_varint(status.data, status.size, STATUS_PENDING_UPLOADS);
+  kcnet_buffer_free(&status);
+  return pending;
+}
+
+/* The first org unit of the signed-in user, and checks the username. */
+static int64_t user_unit(kcnet_client* client, const char* username) {
+  kcnet_buffer user = {NULL, 0};
+  bool signed_in = false;
+  MUST(kcnet_client_user(client, &signed_in, &user, error));
+  CHECK(signed_in);
+  char name[128];
+  CHECK(pb_get_string(user.data, user.size, USER_USERNAME, name, sizeof name) != NULL);
+  CHECK(strcmp(name, username) == 0);
+  uint64_t units[8];
+  CHECK(pb_get_varints(user.data, user.size, USER_ORG_UNIT_IDS, units, 8) >= 1);
+  kcnet_buffer_free(&user);
+  return (int64_t)units[0];
+}
+
+/* The password of `username` in the seed-demo output ("username password ..." lines). */
+static bool seed_password(const char* seed_file, const char* username, char* out, size_t size) {
+  FILE* f = fopen(seed_file, "r");
+  if (f == NULL) return false;
+  char line[512];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f) != NULL) {
+    char user[128];
+    char password[256];
+    if (sscanf(line, " %127s %255s", user, password) == 2 && strcmp(user, username) == 0) {
+      snprintf(out, size, "%s", password);
+      found = true;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+/* Runs kcnet-admin on the server's data directory (the server sees the change at once). */
+static void run_admin(const char* admin, const char* data_dir, const char* args) {
+  char command[8192];
+  snprintf(command, sizeof command, "'%s' --data_dir='%s' %s > /dev/null", admin, data_dir, args);
+  if (system(command) != 0) FAIL("%s failed", command);
+}
+
+static void count_sign_in_required(void* context, int source, kcnet_bytes event) {
+  (void)event;
+  if (source == KCNET_CHANGE_SIGN_IN_REQUIRED) atomic_fetch_add((atomic_int*)context, 1);
+}
+
+static void shared_tablet(const char* server, const char* work_dir, const char* username,
+                          const char* password) {
+  const char* seed = getenv("KCNET_E2E_SEED");
+  const char* admin = getenv("KCNET_E2E_ADMIN");
+  const char* data_dir = getenv("KCNET_E2E_DATA_DIR");
+  char password2[256];
+  if (seed == NULL || admin == NULL || data_dir == NULL ||
+      !seed_password(seed, "collab2", password2, sizeof password2)) {
+    printf("      (skipped: KCNET_E2E_SEED, KCNET_E2E_ADMIN, KCNET_E2E_DATA_DIR not set)\n");
+    return;
+  }
+  char path[4096];
+  snprintf(path, sizeof path, "%s/shared.db", work_dir);
+  char exported[4096];
+  snprintf(exported, sizeof exported, "%s/collab1-pending.pb", work_dir);
+  kcnet_error error;
+
+  step("a shared tablet: switching users with pending writes is refused, naming them");
+  kcnet_client* s = open_client(path, "c-life-shared", server);
+  MUST(kcnet_client_sign_in(s, username, password, error));
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  const int64_t commune1 = user_unit(s, username);
+  CHECK(facilities_of_commune(s, commune1) > 0);
+  CHECK(register_facility(s, commune1, "Cơ sở của collab1, chưa gửi", &error));
+  CHECK(!kcnet_client_sign_in(s, "collab2", password2, &error));
+  expect_error(&error, KCNET_CODE_FAILED_PRECONDITION, username, "switch with pending writes");
+  CHECK(!kcnet_client_sign_out(s, &error));
+  expect_error(&error, KCNET_CODE_FAILED_PRECONDITION, "ExportPending", "sign-out with pending");
+  CHECK(!kcnet_client_sign_in_with(s, "collab2", password2, 8, &error));
+  expect_error(&error, KCNET_CODE_INVALID_ARGUMENT, "flags", "unknown flags");
+  CHECK(pending_uploads(s) == 1);
+
+  step("export, then an explicit discard: the next user sees nothing of the previous one");
+  int64_t count = -1;
+  MUST(kcnet_client_export_pending(s, exported, &count, error));
+  CHECK(count == 1);
+  FILE* f = fopen(exported, "rb");
+  CHECK(f != NULL);
+  CHECK(fseek(f, 0, SEEK_END) == 0 && ftell(f) > 0);
+  fclose(f);
+  MUST(kcnet_client_sign_in_with(s, "collab2", password2,
+                                 KCNET_SIGN_IN_DISCARD_PENDING_OF_PREVIOUS_USER, error));
+  const int64_t commune2 = user_unit(s, "collab2");
+  CHECK(facilities_of_commune(s, commune1) == 0);
+  CHECK(pending_uploads(s) == 0);
+  CHECK(!register_facility(s, commune1, "Không được ghi ở xã khác", &error));
+  expect_error(&error, KCNET_CODE_PERMISSION_DENIED, "", "a write in the previous user's commune");
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(facilities_of_commune(s, commune1) == 0);
+
+  step("the server no longer takes the token: the device credential renews it, no password");
+  {
+    char password_file[4096];
+    snprintf(password_file, sizeof password_file, "%s/collab2.pw", work_dir);
+    FILE* pw = fopen(password_file, "w");
+    CHECK(pw != NULL);
+    fprintf(pw, "%s\n", password2);
+    fclose(pw);
+    char args[8192];
+    /* A password reset revokes every token of collab2 (not the device credential). */
+    snprintf(args, sizeof args, "reset-password --username=collab2 --password_file='%s'",
+             password_file);
+    run_admin(admin, data_dir, args);
+  }
+  CHECK(register_facility(s, commune2, "Cơ sở của collab2", &error));
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(pending_uploads(s) == 0);
+  bool required = true;
+  MUST(kcnet_client_sign_in_required(s, &required, error));
+  CHECK(!required);
+
+  step("a refused credential: \"sign in again\" (event and status), nothing pending lost");
+  atomic_int asked;
+  atomic_init(&asked, 0);
+  const int handle = kcnet_client_add_observer(s, count_sign_in_required, &asked, &error);
+  CHECK(handle > 0);
+  CHECK(register_facility(s, commune2, "Cơ sở chờ đăng nhập lại", &error));
+  run_admin(admin, data_dir, "deactivate-user --username=collab2");
+  CHECK(!kcnet_sync_now(s, NULL, NULL, NULL, &error));
+  expect_error(&error, KCNET_CODE_UNAUTHENTICATED, "sign in again", "sync after deactivation");
+  CHECK(wait_for(&asked, 1));
+  MUST(kcnet_client_sign_in_required(s, &required, error));
+  CHECK(required);
+  CHECK(pending_uploads(s) == 1);
+  {
+    kcnet_buffer status = {NULL, 0};
+    MUST(kcnet_sync_status(s, &status, error));
+    CHECK(pb_get_varint(status.data, status.size, STATUS_SIGN_IN_REQUIRED) == 1);
+    kcnet_buffer_free(&status);
+  }
+  CHECK(!kcnet_sync_now(s, NULL, NULL, NULL, &error));
+  CHECK(atomic_load(&asked) == 1); /* told once */
+  MUST(kcnet_client_remove_observer(s, handle, error));
+  kcnet_client_close(s);
+}
+
 int main(int argc, char** argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: %s SERVER_ADDRESS USERNAME PASSWORD WORK_DIR\n", argv[0]);
@@ -450,6 +611,8 @@ int main(int argc, char** argv) {
   }
 
   kcnet_client_close(a);
+
+  shared_tablet(server, argv[4], username, password);
   printf("OK: the C ABI's lifecycle holds\n");
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/app/kcnet_server.h"
+#include "sync/hlc.h"
 #include "sync/model/record_types.h"
 #include "sync/sqlite.h"
 #include "tests/testing/test_server.h"
@@ -72,6 +74,7 @@ class ClientTest : public ::testing::Test {
 
   void StartServer(const std::string& listen) {
     server::ServerOptions options = kcnet::testing::TestServerOptions(dir_.File("server"), listen);
+    if (directory_clock_ != nullptr) options.directory.clock = directory_clock_.get();
     absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
         server::KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -122,6 +125,8 @@ class ClientTest : public ::testing::Test {
   }
 
   kcnet::testing::TempDir dir_;
+  // Set before SetUp: the server's directory (token expiry) runs on this clock.
+  std::unique_ptr<sync::FakeClock> directory_clock_;
   std::unique_ptr<server::KcnetServer> server_;
   std::string address_;
   int64_t province_ = 0, district_ = 0, commune_ = 0;
@@ -708,6 +713,210 @@ TEST_F(LifecycleTest, CloseCancelsASignInStalledOnTheServer) {
   t.join();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   EXPECT_FALSE(signed_in.ok());
+}
+
+// ---- Shared tablets and months offline (issue 14, points 3 and 4) ----------------------
+
+class AccountTest : public ClientTest {
+ protected:
+  void SetUp() override {
+    directory_clock_ = std::make_unique<sync::FakeClock>(absl::ToUnixMillis(absl::Now()));
+    ClientTest::SetUp();
+    server::Directory* d = server_->directory();
+    other_commune_ = d->CreateOrgUnit("90102", "Xã Hai", ORG_UNIT_LEVEL_COMMUNE, district_)->id();
+    ASSERT_TRUE(
+        d->CreateUser("ctv_chi", "ctv_chi", kPassword, ROLE_COMMUNE_COLLABORATOR, {other_commune_})
+            .ok());
+  }
+  int64_t other_commune_ = 0;
+};
+
+// Defect 3: the next user of a shared tablet saw the previous user's communes offline,
+// could write there, and could not sync at all (the device stayed registered to the first).
+TEST_F(AccountTest, SignOutLeavesNothingForTheNextUserOfASharedTablet) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-shared", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  Facility f = Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở mây tre đan Phú Vinh")));
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(1));
+  // A switch whose password is wrong changes nothing.
+  EXPECT_EQ(tablet->SignIn("ctv_chi", "wrong-password").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(tablet->user()->username(), "ctv_an");
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(1));
+  ASSERT_TRUE(tablet->SignOut().ok());
+  // The device was released (by ctv_an, after uploading everything).
+  absl::StatusOr<std::vector<sync::ServerStore::DeviceEvent>> log =
+      server_->store()->DeviceLog("tab-shared");
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_FALSE(log->empty());
+  EXPECT_EQ(log->back().event, "released");
+  EXPECT_FALSE(tablet->user().has_value());
+
+  ASSERT_TRUE(tablet->SignIn("ctv_chi", kPassword).ok());
+  // Nothing of ctv_an's commune shows, nor can be written, offline.
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(0));
+  EXPECT_FALSE(tablet->GetFacility(f.id()).ok());
+  EXPECT_EQ(tablet->RegisterFacility(NewFacility(commune_, "Lò gốm")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(Ok(tablet->TakeReports()).empty());
+  // The sign-out released the device: the new user syncs on it, with writes of its own.
+  Ok(tablet->RegisterFacility(NewFacility(other_commune_, "Cơ sở bánh đa Tư")));
+  absl::StatusOr<SyncSummary> synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_TRUE(synced->reports.empty());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(other_commune_)), SizeIs(1));
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(0));
+}
+
+// Defect 3: switching users dropped the previous user's queued writes at the next sync.
+TEST_F(AccountTest, SwitchingUsersWithPendingWritesIsRefused) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-shared", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở mây tre đan Phú Vinh")));
+  absl::Status switched = tablet->SignIn("ctv_chi", kPassword);
+  EXPECT_EQ(switched.code(), absl::StatusCode::kFailedPrecondition) << switched;
+  EXPECT_THAT(switched.message(), HasSubstr("ctv_an"));
+  EXPECT_THAT(switched.message(), HasSubstr("ExportPending"));
+  absl::Status out = tablet->SignOut();
+  EXPECT_EQ(out.code(), absl::StatusCode::kFailedPrecondition) << out;
+  // Nothing changed: still ctv_an's, the write still queued, and it uploads.
+  ASSERT_TRUE(tablet->user().has_value());
+  EXPECT_EQ(tablet->user()->username(), "ctv_an");
+  EXPECT_THAT(Ok(tablet->PendingUploads()), SizeIs(1));
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+}
+
+// Defect 4: a tablet offline for 180 days syncs again without the password.
+TEST_F(AccountTest, MonthsOfflineTheTabletSyncsWithoutThePassword) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-far", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  directory_clock_->Advance(absl::ToInt64Milliseconds(absl::Hours(24 * 180)));
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Lò gốm Bát Tràng")));
+  absl::StatusOr<SyncSummary> synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_EQ(synced->pushed_mutations, 1);
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+  // And again after a restart and another 180 days.
+  tablet.reset();
+  directory_clock_->Advance(absl::ToInt64Milliseconds(absl::Hours(24 * 180)));
+  tablet = Ok(Client::Open(Options("tab-far")));
+  ASSERT_NE(tablet, nullptr);
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở bánh đa Tư")));
+  synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+}
+
+// The explicit way out: export the previous user's pending writes, then discard them. The
+// next user gets a generation of the device of its own (sequences from 1), and so does
+// the first user when it comes back.
+TEST_F(AccountTest, PendingWritesAreExportedThenDiscardedOnlyWhenTheAppSaysSo) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-shared", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SyncNow().ok());  // the device is ctv_an's on the server
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở mây tre đan Phú Vinh")));
+  EXPECT_EQ(tablet->ExportPending("").status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string exported = dir_.File("an-pending.pb");
+  EXPECT_EQ(Ok(tablet->ExportPending(exported)), 1);
+  {
+    std::ifstream in(exported, std::ios::binary);
+    MutationBatch batch;
+    ASSERT_TRUE(batch.ParseFromIstream(&in));
+    ASSERT_EQ(batch.mutations_size(), 1);
+    EXPECT_EQ(batch.mutations(0).seq(), 1u);
+  }
+  Client::SignInOptions discard;
+  discard.discard_pending_of_previous_user = true;
+  ASSERT_TRUE(tablet->SignIn("ctv_chi", kPassword, discard).ok());
+  EXPECT_EQ(tablet->user()->username(), "ctv_chi");
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(0));
+  Ok(tablet->RegisterFacility(NewFacility(other_commune_, "Cơ sở bánh đa Tư")));
+  absl::StatusOr<SyncSummary> synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_TRUE(synced->reports.empty());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+
+  // ctv_chi leaves cleanly; ctv_an comes back and writes again.
+  ASSERT_TRUE(tablet->SignOut().ok());
+  ASSERT_TRUE(tablet->SignIn("ctv_an", kPassword).ok());
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Lò gốm Bát Tràng")));
+  synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_TRUE(synced->reports.empty());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(1));  // the discarded one is gone
+  // Sign-out with a pending write is refused unless discarded explicitly.
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở nón lá")));
+  EXPECT_EQ(tablet->SignOut().code(), absl::StatusCode::kFailedPrecondition);
+  Client::SignOutOptions drop;
+  drop.discard_pending = true;
+  ASSERT_TRUE(tablet->SignOut(drop).ok());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+  EXPECT_FALSE(tablet->user().has_value());
+}
+
+// When the credential itself is refused, the app hears "sign in again" once, background
+// sync stops trying, nothing pending is lost, and a sign-in brings everything back.
+TEST_F(AccountTest, ARevokedCredentialAsksToSignInAgainAndLosesNothing) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-far", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  absl::Mutex mu;
+  int asked = 0;
+  tablet->AddObserver([&](const ChangeEvent& e) {
+    if (e.source != ChangeEvent::Source::kSignInRequired) return;
+    absl::MutexLock lock(&mu);
+    ++asked;
+  });
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Lò gốm Bát Tràng")));
+  absl::StatusOr<int> revoked = server_->directory()->RevokeDeviceCredentials("tab-far", 0, 0);
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_EQ(*revoked, 1);
+  directory_clock_->Advance(absl::ToInt64Milliseconds(absl::Hours(13)));
+  absl::StatusOr<SyncSummary> synced = tablet->SyncNow();
+  EXPECT_EQ(synced.status().code(), absl::StatusCode::kUnauthenticated) << synced.status();
+  EXPECT_THAT(synced.status().message(), HasSubstr("sign in again"));
+  EXPECT_TRUE(tablet->Status().sign_in_required);
+  EXPECT_EQ(tablet->Status().pending_uploads, 1);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(asked, 1);
+  }
+  // Kept across a restart; no sync is attempted meanwhile.
+  tablet.reset();
+  ClientOptions options = Options("tab-far");
+  options.interval = absl::Hours(1);
+  options.initial_backoff = absl::Milliseconds(1);
+  options.max_backoff = absl::Milliseconds(2);
+  tablet = Ok(Client::Open(options));
+  ASSERT_NE(tablet, nullptr);
+  EXPECT_TRUE(tablet->Status().sign_in_required);
+  // The background sync looks, makes no attempt, and waits for its interval (it would
+  // retry every few ms if it failed).
+  tablet->StartBackgroundSync();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    SyncStatus st = tablet->Status();
+    if (st.next_attempt.has_value() && *st.next_attempt > absl::Now() + absl::Minutes(30)) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  SyncStatus waiting = tablet->Status();
+  ASSERT_TRUE(waiting.next_attempt.has_value());
+  EXPECT_GT(*waiting.next_attempt, absl::Now() + absl::Minutes(30));
+  EXPECT_FALSE(waiting.last_attempt.has_value());
+  EXPECT_EQ(waiting.failures_in_a_row, 0);
+  ASSERT_TRUE(tablet->StopBackgroundSync().ok());
+  EXPECT_EQ(tablet->SyncNow().status().code(), absl::StatusCode::kUnauthenticated);
+  ASSERT_TRUE(tablet->SignIn("ctv_an", kPassword).ok());
+  EXPECT_FALSE(tablet->Status().sign_in_required);
+  synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_EQ(synced->pushed_mutations, 1);
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
 }
 
 }  // namespace

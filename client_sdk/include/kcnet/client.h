@@ -95,7 +95,10 @@ struct Report {
 
 // What observers hear about.
 struct ChangeEvent {
-  enum class Source { kLocal, kSync, kReport };
+  // kSignInRequired: the server refused the device credential (revoked, user deactivated):
+  // background sync stopped; nothing pending is lost; ask the user to sign in again
+  // (`records` is empty). SyncStatus::sign_in_required says the same.
+  enum class Source { kLocal, kSync, kReport, kSignInRequired };
   Source source = Source::kLocal;
   std::vector<RecordRef> records;  // records whose state changed
 };
@@ -123,6 +126,9 @@ struct SyncStatus {
   std::optional<absl::Time> next_attempt;
   bool suspended = false;      // SetSuspended(true): the background sync is paused
   bool host_reachable = true;  // SetHostReachable(false): no attempts until reachable
+  // The server refused this device's credential: sign in again with the password (kept
+  // across restarts until a SignIn succeeds; the background sync makes no attempt).
+  bool sign_in_required = false;
   // The tablet's clock minus the server's, measured at the last sync's Welcome. Beyond a
   // few minutes the tablet's date or time zone is wrong: tell the user to check it. Writes
   // are kept either way (the server re-stamps a clock too far ahead).
@@ -174,11 +180,43 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // --- Account -------------------------------------------------------------------------
-  // Signs in online (AuthService.Login). The token and the user (role, org units) are kept
-  // in the store, so the app works offline afterwards and after restarts.
-  absl::Status SignIn(const std::string& username, const std::string& password);
-  // Forgets the token (pending writes stay queued for the next sign-in).
-  absl::Status SignOut();
+  // Signs in online (AuthService.Login with the device id). The token, the device
+  // credential and the user (role, org units) are kept in the store, so the app works
+  // offline afterwards and after restarts, and syncs for months without the password: an
+  // expired or refused token is renewed with the device credential (AuthService.RefreshToken).
+  //
+  // A store belongs to one user at a time. Signing in as another user than the one whose
+  // data the store holds purges that data (records, cursors, reports) first; while that
+  // user has writes not yet uploaded it is refused with FAILED_PRECONDITION naming them and
+  // the choice: sync as that user first, or ExportPending() them to a file and sign in with
+  // `discard_pending_of_previous_user`. A user still signed in is signed out first (see
+  // SignOut). Nothing changes locally when the call fails.
+  absl::Status SignIn(const std::string& username, const std::string& password) {
+    return SignIn(username, password, SignInOptions{});
+  }
+  struct SignInOptions {
+    // The previous user's pending writes are dropped (export them first).
+    bool discard_pending_of_previous_user = false;
+  };
+  absl::Status SignIn(const std::string& username, const std::string& password,
+                      SignInOptions options);
+  // Signs the user out of this device, for a shared tablet: online, releases the device's
+  // registration (SyncService.ReleaseDevice), revokes the token and the device credential
+  // (AuthService.Logout), then purges the user's data from the store. With writes not yet
+  // uploaded: FAILED_PRECONDITION naming them, unless `discard_pending` (ExportPending
+  // first). UNAVAILABLE when the server cannot be reached (nothing changes: sync and sign
+  // out when online). When the server no longer accepts the sign-in (sign_in_required),
+  // only the local part runs; an administrator releases the device.
+  struct SignOutOptions {
+    bool discard_pending = false;
+  };
+  absl::Status SignOut(SignOutOptions options);
+  absl::Status SignOut() { return SignOut(SignOutOptions{}); }
+  // Writes every write not yet uploaded to `path` (a serialized kcnet.v1.MutationBatch, the
+  // mutations in sequence order, replacing the file atomically) and returns how many. An
+  // administrator can replay them; the app keeps the file before a discarding sign-out or
+  // user switch. INVALID_ARGUMENT (path empty), the file system's error otherwise.
+  absl::StatusOr<int64_t> ExportPending(const std::string& path);
   // The signed-in user; nullopt when nobody is.
   std::optional<kcnet::v1::User> user() const;
 

@@ -1,0 +1,62 @@
+// DeviceStore::PurgeAll (device_store.h): the store forgets its user's data, for a
+// sign-out or a user switch on a shared tablet. Kept apart from device_store.cc.
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "sync/device_store.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::sync {
+
+absl::Status DeviceStore::PurgeAll(bool restart_sequences) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  std::set<int64_t> buckets;
+  absl::StatusOr<std::vector<int64_t>> held = records_->Buckets();
+  if (!held.ok()) return held.status();
+  buckets.insert(held->begin(), held->end());
+  {
+    absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT bucket FROM _cursors");
+    if (!stmt.ok()) return stmt.status();
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) {
+        (*stmt)->Reset();
+        return has.status();
+      }
+      if (!*has) break;
+      buckets.insert((*stmt)->ColumnInt(0));
+    }
+    (*stmt)->Reset();
+  }
+  absl::Status status;
+  for (int64_t bucket : buckets) {
+    status = records_->DeleteBucket(bucket);
+    if (!status.ok()) return status;
+  }
+  // Rows of any other bucket too (none are expected), and every search row.
+  for (const RecordTypeSpec& type : schema_->types()) {
+    status = db_->Exec(absl::StrCat("DELETE FROM ", type.name));
+    if (!status.ok()) return status;
+  }
+  for (const SearchSpec& spec : options_.search) {
+    status = db_->Exec(absl::StrCat("DELETE FROM _search_", schema_->Find(spec.type)->name));
+    if (!status.ok()) return status;
+  }
+  status = db_->Exec(
+      "DELETE FROM _buckets; DELETE FROM _cursors; DELETE FROM _outbox; DELETE FROM _reports; "
+      "DELETE FROM _pending;");
+  if (!status.ok()) return status;
+  if (restart_sequences) {
+    status = records_->SetMeta("last_seq", 0);
+    if (!status.ok()) return status;
+  }
+  status = (*txn)->Commit();
+  if (!status.ok()) return status;
+  if (restart_sequences) last_seq_ = 0;
+  return absl::OkStatus();
+}
+
+}  // namespace kcnet::sync
