@@ -466,9 +466,10 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
     }
     // A clock too far ahead of the server's (a tablet set to the wrong day, local time
     // typed into a tablet on UTC) is re-stamped with the server's clock instead of being
-    // refused: the write is kept and its result says so (`restamped`).
+    // refused: the write is kept and its result says so (`restamped_hlc`).
     Mutation restamped;
-    const Mutation& apply = !m.handback() && Restamp(m, &restamp_floor, &restamped) ? restamped : m;
+    const uint64_t restamped_hlc = m.handback() ? 0 : Restamp(m, &restamp_floor, &restamped);
+    const Mutation& apply = restamped_hlc != 0 ? restamped : m;
     absl::Status status = db_->RunCached("SAVEPOINT mutation");
     if (!status.ok()) return status;
     const uint64_t op_before = last_op_;
@@ -523,7 +524,7 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
       result->set_outcome(result->conflicts_size() > 0
                               ? kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT
                               : kcnet::v1::MUTATION_OUTCOME_APPLIED);
-      if (&apply != &m) result->set_restamped(true);
+      result->set_restamped_hlc(restamped_hlc);
       for (const RecordChange& change : apply.changes()) {
         *max_hlc = std::max<uint64_t>(*max_hlc, change.hlc());
         for (const auto& f : change.fields()) *max_hlc = std::max<uint64_t>(*max_hlc, f.hlc());
@@ -1343,7 +1344,7 @@ absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_i
   return seq;
 }
 
-bool ServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
+uint64_t ServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
   auto needs = [&](uint64_t hlc) {
     return hlc != 0 && (hlc <= *floor || !hlc_.CheckSkew(hlc).ok());
   };
@@ -1352,21 +1353,18 @@ bool ServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
     any = any || needs(c.hlc());
     for (const auto& f : c.fields()) any = any || needs(f.hlc());
   }
-  if (!any) return false;
+  if (!any) return 0;
+  // One clock for the whole mutation, as the device gave it one.
+  const uint64_t now = hlc_.Now();
   *out = m;
   for (RecordChange& c : *out->mutable_changes()) {
-    if (needs(c.hlc())) {
-      c.set_hlc(hlc_.Now());
-      *floor = c.hlc();
-    }
+    if (needs(c.hlc())) c.set_hlc(now);
     for (auto& f : *c.mutable_fields()) {
-      if (needs(f.hlc())) {
-        f.set_hlc(hlc_.Now());
-        *floor = f.hlc();
-      }
+      if (needs(f.hlc())) f.set_hlc(now);
     }
   }
-  return true;
+  *floor = now;
+  return now;
 }
 
 absl::StatusOr<std::optional<uint64_t>> ServerStore::PushDigest(const std::string& device_id,

@@ -122,7 +122,7 @@ class ServerStore : private RecordReader {
 
   // Applies a batch in one transaction and answers every mutation (see MutationOutcome in
   // sync.proto). A clock beyond the skew bound ahead of the server's is re-stamped with
-  // the server's clock (MutationResult.restamped), never refused. Fails as a whole (nothing
+  // the server's clock (MutationResult.restamped_hlc), never refused. Fails as a whole (nothing
   // applied) only when the batch breaks a size limit (INVALID_ARGUMENT) or storage fails; then
   // nothing was acknowledged.
   //
@@ -279,9 +279,9 @@ class ServerStore : private RecordReader {
       const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // When a clock of `m` is beyond the skew bound ahead of the server's, or not above
   // `*floor` (a clock given earlier in the batch: the device's order is kept), copies `m`
-  // into `*out` with those clocks replaced by the server's, raises `*floor` and returns
-  // true; otherwise returns false.
-  bool Restamp(const kcnet::v1::Mutation& m, uint64_t* floor, kcnet::v1::Mutation* out)
+  // into `*out` with those clocks replaced by one new clock of the server's, raises
+  // `*floor` to it and returns it; otherwise returns 0.
+  uint64_t Restamp(const kcnet::v1::Mutation& m, uint64_t* floor, kcnet::v1::Mutation* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The digest of the payload applied (or refused) at (device, seq); nullopt when none is
   // kept (a sequence applied before digests were kept).

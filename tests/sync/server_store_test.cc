@@ -315,7 +315,7 @@ TEST_F(ServerStoreTest, AClockBeyondTheSkewBoundIsRestamped) {
   ASSERT_EQ(ack.results_size(), 2);
   for (const auto& r : ack.results()) {
     EXPECT_EQ(r.outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED) << r.reason();
-    EXPECT_TRUE(r.restamped());
+    EXPECT_NE(r.restamped_hlc(), 0u);
   }
   absl::StatusOr<std::optional<RecordChange>> stored = store_->ReadRecord(1, Id(1));
   ASSERT_TRUE(stored.ok() && stored->has_value());

@@ -310,7 +310,11 @@ class Scenario {
           r.outcome() != kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT) {
         continue;
       }
-      const auto& m = batch.mutations(i);
+      // A mutation stamped beyond the skew bound was applied with the server's clock.
+      kcnet::v1::Mutation m = batch.mutations(i);
+      if (r.restamped_hlc() != 0) {
+        for (auto& c : *m.mutable_changes()) c.set_hlc(r.restamped_hlc());
+      }
       RC_ASSERT(m.seq() == r.seq());
       if (!w.device_id.empty()) {
         // Exactly once: no (device, seq) is applied twice.
