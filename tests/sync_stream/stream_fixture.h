@@ -186,7 +186,8 @@ class SyncStreamTest : public ::testing::Test {
     StartServer({});
     server::Directory* d = server_->directory();
     // Province 90: district 901 (communes 90101, 90102), district 902 (commune 90201).
-    const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+    p_ = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+    const int64_t p = p_;
     d1_ = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
     d2_ = d->CreateOrgUnit("902", "Huyện Hai", ORG_UNIT_LEVEL_DISTRICT, p)->id();
     c1_ = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, d1_)->id();
@@ -308,7 +309,7 @@ class SyncStreamTest : public ::testing::Test {
   kcnet::testing::TempDir dir_;
   std::unique_ptr<server::KcnetServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
-  int64_t d1_ = 0, d2_ = 0, c1_ = 0, c2_ = 0, c3_ = 0;
+  int64_t p_ = 0, d1_ = 0, d2_ = 0, c1_ = 0, c2_ = 0, c3_ = 0;
 };
 
 }  // namespace kcnet::sdk::testing_stream

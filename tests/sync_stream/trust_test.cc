@@ -8,6 +8,7 @@
 //   - a sequence pushed again with another payload is an error, never DUPLICATE;
 //   - a life-cycle transition made on a stale view of the status is refused, not merged;
 //   - request events are written with their transition only, with the server's time.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -560,6 +561,170 @@ TEST_F(StreamTrustTest, PushesBeyondTheUsersLimitAreResourceExhausted) {
   absl::StatusOr<PushAck> ack = RawPush(a.token, "tablet-busy", batch);
   EXPECT_EQ(ack.status().code(), absl::StatusCode::kResourceExhausted) << ack.status();
   EXPECT_THAT(ack.status().message(), HasSubstr("retry in"));
+}
+
+// The authorization matrix of the sync stream: every record type x every role x a record
+// inside and one outside the caller's scope, through a download, a push and a refused push.
+// Records of commune 90101 (district 901) and of 90201 (district 902) are made through the
+// unary services; each role signs in at district 901 (or the province, for an
+// administrator) and syncs from a new tablet.
+TEST_F(LifeCycleTrustTest, SyncStreamAuthorizationMatrix) {
+  // The fixture made a request (and its events) in 90101; the same in 90201 here.
+  const Account far_author = MakeUser("collab-far", ROLE_COMMUNE_COLLABORATOR, c3_);
+  FacilityService::Stub facilities(channel_);
+  VisitService::Stub visits(channel_);
+  struct Records {
+    std::string facility, visit, request, event;
+  };
+  auto make = [&](const Account& author) {
+    Records out;
+    CreateFacilityRequest cf;
+    cf.mutable_facility()->set_commune_id(author.id == far_author.id ? c3_ : c1_);
+    cf.mutable_facility()->set_name("Cơ sở ma trận");
+    Facility f;
+    grpc::Status s = facilities.CreateFacility(As(author.token).get(), cf, &f);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    out.facility = f.id();
+    CreateVisitRequest cv;
+    cv.mutable_visit()->set_facility_id(f.id());
+    cv.mutable_visit()->set_purpose(VISIT_PURPOSE_SURVEY);
+    Visit v;
+    s = visits.CreateVisit(As(author.token).get(), cv, &v);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    out.visit = v.id();
+    CreateSupportRequestRequest cr;
+    cr.mutable_support_request()->set_facility_id(f.id());
+    cr.mutable_support_request()->set_category(SUPPORT_CATEGORY_TRAINING);
+    cr.mutable_support_request()->set_requested_amount_vnd(10'000'000);
+    cr.mutable_support_request()->set_proposed_funding(FUNDING_SOURCE_LOCAL);
+    SupportRequest r;
+    s = requests_->CreateSupportRequest(As(author.token).get(), cr, &r);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    out.request = r.id();
+    ListRequestEventsRequest le;
+    le.set_request_id(r.id());
+    ListRequestEventsResponse events;
+    s = requests_->ListRequestEvents(As(author.token).get(), le, &events);
+    EXPECT_TRUE(s.ok() && events.events_size() > 0) << s.error_message();
+    if (events.events_size() > 0) out.event = events.events(0).id();
+    return out;
+  };
+  const Records near = make(author_);
+  const Records far = make(far_author);
+  struct Type {
+    uint32_t type;
+    std::string Records::*id;
+    uint32_t field;  // a text field to edit
+  };
+  const std::vector<Type> types = {
+      {kFacilityType, &Records::facility, Facility::kNameFieldNumber},
+      {model::kVisitType, &Records::visit, Visit::kFindingsFieldNumber},
+      {kSupportRequestType, &Records::request, SupportRequest::kDescriptionFieldNumber},
+      {kRequestEventType, &Records::event, RequestEvent::kNoteFieldNumber},
+  };
+  struct Caller {
+    kcnet::v1::Role role;
+    int64_t unit;
+    bool sees_near;  // its scope holds commune 90101
+    bool sees_far;   // ... and 90201
+  };
+  const std::vector<Caller> roles = {
+      {ROLE_COMMUNE_COLLABORATOR, c1_, true, false},
+      {ROLE_COMMUNE_COLLABORATOR, c2_, false, false},  // a neighbour commune, same district
+      {ROLE_DISTRICT_COORDINATOR, d1_, true, false},
+      {ROLE_PROVINCE_OFFICER, d1_, true, false},
+      {ROLE_ADMINISTRATOR, d1_, true, false},  // writes no records, reads its scope
+      {ROLE_ADMINISTRATOR, p_, true, true},
+  };
+  int n = 0;
+  for (const Caller& role : roles) {
+    SCOPED_TRACE(absl::StrCat(Role_Name(role.role), " at ", role.unit));
+    const Account who = MakeUser(absl::StrCat("matrix-", n), role.role, role.unit);
+    auto tablet = NewDevice(absl::StrCat("tablet-matrix-", n++), who.token);
+    tablet->Sync();
+    // Download: the records of its scope, nothing of 90201.
+    for (const Type& t : types) {
+      SCOPED_TRACE(absl::StrCat("type ", t.type));
+      EXPECT_EQ(tablet->Read(t.type, near.*t.id).has_value(), role.sees_near);
+      EXPECT_EQ(tablet->Read(t.type, far.*t.id).has_value(), role.sees_far);
+    }
+    // Pushes naming each record, in and out of scope: an edit, then a refused edit (a
+    // text too long for the field).
+    MutationBatch batch;
+    uint64_t seq = 0;
+    const uint64_t hlc = sync::HybridClock(sync::SystemClock()).Now();
+    for (const Type& t : types) {
+      for (const Records* r : {&near, &far}) {
+        RecordChange edit = Edit(t.type, r->*t.id, t.field, Str("sửa"));
+        edit.set_hlc(hlc);
+        std::optional<RecordChange> current = ServerRead(t.type, r->*t.id);
+        edit.set_base_op(current.has_value() ? current->op() : 0);
+        Mutation m;
+        m.set_seq(++seq);
+        *m.add_changes() = edit;
+        *batch.add_mutations() = m;
+        RecordChange bad = Edit(t.type, r->*t.id, t.field, Str(std::string(20000, 'x')));
+        bad.set_hlc(hlc);
+        Mutation refused;
+        refused.set_seq(++seq);
+        *refused.add_changes() = bad;
+        *batch.add_mutations() = refused;
+      }
+    }
+    std::map<std::string, std::string> before;  // record id -> its state before the push
+    for (const Type& t : types) {
+      for (const Records* r : {&near, &far}) {
+        before[r->*t.id] = ServerRead(t.type, r->*t.id).value_or(RecordChange()).DebugString();
+      }
+    }
+    absl::StatusOr<PushAck> ack = RawPush(who.token, absl::StrCat("raw-", n), batch);
+    ASSERT_TRUE(ack.ok()) << ack.status();
+    ASSERT_EQ(ack->results_size(), batch.mutations_size());
+    for (const MutationResult& r : ack->results()) {
+      // Whatever the outcome, nothing of 90201 comes back.
+      for (const RecordChange& v : r.server_values()) {
+        EXPECT_TRUE((v.bucket() == c1_ && role.sees_near) || (v.bucket() == c3_ && role.sees_far))
+            << r.ShortDebugString();
+      }
+    }
+    for (size_t i = 0; i < types.size(); ++i) {
+      const MutationResult& on_far = ack->results(static_cast<int>(4 * i + 2));
+      const MutationResult& on_far_bad = ack->results(static_cast<int>(4 * i + 3));
+      const MutationResult& on_near = ack->results(static_cast<int>(4 * i));
+      const MutationResult& on_near_bad = ack->results(static_cast<int>(4 * i + 1));
+      EXPECT_EQ(on_near_bad.outcome(), MUTATION_OUTCOME_REFUSED);
+      EXPECT_EQ(on_far_bad.outcome(), MUTATION_OUTCOME_REFUSED);
+      if (role.role == ROLE_ADMINISTRATOR) {
+        // Refused for the role, word for word the same in and out of scope.
+        EXPECT_EQ(on_far.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+        EXPECT_EQ(on_far.reason(), on_near.reason());
+      } else if (!role.sees_far) {
+        // Outside the scope: refused as a record that does not exist, for every type.
+        EXPECT_EQ(on_far.outcome(), MUTATION_OUTCOME_REFUSED);
+        EXPECT_EQ(on_far.code(), static_cast<int>(absl::StatusCode::kNotFound)) << on_far.reason();
+        EXPECT_EQ(on_far.server_values_size(), 0);
+        EXPECT_EQ(on_far_bad.server_values_size(), 0);
+      }
+      if (!role.sees_near) {
+        EXPECT_EQ(on_near.outcome(), MUTATION_OUTCOME_REFUSED);
+        EXPECT_EQ(on_near.code(), on_far.code());
+        EXPECT_EQ(on_near.server_values_size(), 0);
+      } else if (role.role == ROLE_ADMINISTRATOR) {
+        EXPECT_EQ(on_near.code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+      }
+    }
+    // What the caller may not write is as it was.
+    for (const Type& t : types) {
+      for (const Records* r : {&near, &far}) {
+        const bool may_write =
+            role.role != ROLE_ADMINISTRATOR && (r == &near ? role.sees_near : role.sees_far);
+        if (may_write) continue;
+        std::optional<RecordChange> stored = ServerRead(t.type, r->*t.id);
+        ASSERT_TRUE(stored.has_value());
+        EXPECT_EQ(stored->DebugString(), before[r->*t.id]);
+      }
+    }
+  }
 }
 
 }  // namespace
