@@ -18,10 +18,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
@@ -44,6 +46,7 @@ constexpr char kUsage[] =
     "  deactivate-user --username=U\n"
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
+    "  list-audit [--after=ID]   (account changes: who, when, which user, what changed)\n"
     "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)\n"
     "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
     "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
@@ -201,6 +204,38 @@ absl::Status ListUsersCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// The account audit trail, oldest first: who changed which account, when, and what.
+absl::Status ListAuditCommand(const Args& args) {
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
+  if (!directory.ok()) return directory.status();
+  int64_t after = 0;
+  const std::string after_text = args.GetOr("after", "0");
+  if (!absl::SimpleAtoi(after_text, &after) || after < 0) {
+    return UsageError(absl::StrCat("--after: '", after_text, "' is not an audit entry id"));
+  }
+  tools::Table table({"id", "time (UTC)", "by", "action", "user", "what changed"});
+  size_t rows = 0;
+  while (true) {
+    absl::StatusOr<std::vector<AuditEntry>> page = (*directory)->ListAudit(after, 500);
+    if (!page.ok()) return page.status();
+    for (const AuditEntry& e : *page) {
+      absl::StatusOr<v1::User> target = (*directory)->GetUser(e.target_user_id);
+      table.AddRow({absl::StrCat(e.id),
+                    absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(e.at_ms),
+                                     absl::UTCTimeZone()),
+                    e.actor.empty() ? absl::StrCat("#", e.actor_id) : e.actor, e.action,
+                    target.ok() ? target->username() : absl::StrCat("#", e.target_user_id),
+                    e.details});
+      after = e.id;
+      ++rows;
+    }
+    if (page->size() < 500) break;
+  }
+  std::fputs(table.Render().c_str(), stdout);
+  std::fprintf(stderr, "%zu audit entries\n", rows);
+  return absl::OkStatus();
+}
+
 absl::Status ListOrgUnitsCommand(const Args& args) {
   absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
@@ -286,6 +321,7 @@ const std::vector<Command>& Commands() {
       {"deactivate-user", {"username"}, DeactivateUserCommand},
       {"list-users", {}, ListUsersCommand},
       {"list-org-units", {"parent"}, ListOrgUnitsCommand},
+      {"list-audit", {"after"}, ListAuditCommand},
       {"seed-demo", {}, SeedDemoCommand},
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},

@@ -245,5 +245,27 @@ TEST_F(AdminCliTest, ManageAUser) {
   EXPECT_THAT(listed.out, HasSubstr("chi\tprovince_officer\tinactive\t"));
 }
 
+// Account changes are audited; an administrator reads the trail with list-audit.
+TEST_F(AdminCliTest, ListAuditShowsWhoChangedWhichAccount) {
+  ImportSmallList();
+  const std::string password_file = tmp_.File("pw");
+  WriteFile(password_file, "mat-khau-123\n");
+  RunResult created = Run({"create-user", "--username=audited", "--display_name=Trần Văn B",
+                           "--role=commune_collaborator", "--org_units=00001",
+                           absl::StrCat("--password-file=", password_file)});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  RunResult deactivated = Run({"deactivate-user", "--username=audited"});
+  ASSERT_EQ(deactivated.exit_code, 0) << deactivated.err;
+  RunResult audit = Run({"list-audit"});
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  EXPECT_THAT(audit.out, ::testing::HasSubstr("audited"));
+  EXPECT_THAT(audit.out, ::testing::HasSubstr("create_user"));
+  EXPECT_EQ(audit.out.find("mat-khau-123"), std::string::npos);  // never a password
+  EXPECT_GE(CountLines(audit.out), 3);  // the header, the creation, the deactivation
+  RunResult bad = Run({"list-audit", "--after=x"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, ::testing::HasSubstr("--after"));
+}
+
 }  // namespace
 }  // namespace kcnet::server
