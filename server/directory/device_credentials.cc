@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "server/directory/directory.h"
+#include "server/directory/secrets.h"
 #include "sync/sqlite.h"
 
 namespace kcnet::server {
@@ -18,30 +19,11 @@ namespace {
 using sync::Statement;
 using sync::Transaction;
 
-constexpr size_t kCredentialBytes = 32;
 constexpr size_t kMaxDeviceIdBytes = 128;
 
 // One message for every refused credential: a revoked one reads like one never issued.
 constexpr absl::string_view kBadDeviceCredential =
     "device_credential: unknown or revoked for this device; sign in again with the password";
-
-std::string Sha256Of(absl::string_view data) {
-  std::string digest(crypto_hash_sha256_BYTES, '\0');
-  crypto_hash_sha256(reinterpret_cast<unsigned char*>(digest.data()),
-                     reinterpret_cast<const unsigned char*>(data.data()), data.size());
-  return digest;
-}
-
-// 32 random bytes from libsodium, base64url without padding.
-std::string NewSecret() {
-  unsigned char raw[kCredentialBytes];
-  randombytes_buf(raw, sizeof(raw));
-  constexpr int kVariant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
-  char encoded[sodium_base64_ENCODED_LEN(kCredentialBytes, kVariant)];
-  sodium_bin2base64(encoded, sizeof(encoded), raw, sizeof(raw), kVariant);
-  sodium_memzero(raw, sizeof(raw));
-  return std::string(encoded);
-}
 
 absl::Status CheckDeviceId(absl::string_view device_id) {
   if (device_id.empty() || device_id.size() > kMaxDeviceIdBytes) {
@@ -50,18 +32,6 @@ absl::Status CheckDeviceId(absl::string_view device_id) {
   }
   return absl::OkStatus();
 }
-
-// Resets a statement when leaving a scope, so that no read stays open.
-class ResetGuard {
- public:
-  explicit ResetGuard(Statement* stmt) : stmt_(stmt) {}
-  ~ResetGuard() { stmt_->Reset(); }
-  ResetGuard(const ResetGuard&) = delete;
-  ResetGuard& operator=(const ResetGuard&) = delete;
-
- private:
-  Statement* stmt_;
-};
 
 }  // namespace
 
@@ -95,7 +65,7 @@ absl::StatusOr<std::string> Directory::IssueDeviceCredential(int64_t user_id,
   status = EnsureDeviceCredentialsLocked();
   if (!status.ok()) return status;
   const int64_t now_ms = options_.clock->NowMs();
-  std::string credential = NewSecret();
+  std::string credential = internal::NewSecret();
   absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
   {
@@ -103,7 +73,7 @@ absl::StatusOr<std::string> Directory::IssueDeviceCredential(int64_t user_id,
         "UPDATE device_credentials SET revoked_ms = ?1, revoked_by = ?2 "
         "WHERE device_id = ?3 AND user_id = ?2 AND revoked_ms = 0");
     if (!revoke.ok()) return revoke.status();
-    ResetGuard reset(*revoke);
+    internal::ResetOnExit reset(*revoke);
     (*revoke)->BindInt(1, now_ms);
     (*revoke)->BindInt(2, user_id);
     (*revoke)->BindText(3, device_id);
@@ -115,10 +85,10 @@ absl::StatusOr<std::string> Directory::IssueDeviceCredential(int64_t user_id,
         "INSERT INTO device_credentials(device_id, user_id, hash, created_ms, last_used_ms) "
         "VALUES (?1, ?2, ?3, ?4, ?4)");
     if (!insert.ok()) return insert.status();
-    ResetGuard reset(*insert);
+    internal::ResetOnExit reset(*insert);
     (*insert)->BindText(1, device_id);
     (*insert)->BindInt(2, user_id);
-    (*insert)->BindBlob(3, Sha256Of(credential));
+    (*insert)->BindBlob(3, internal::Sha256(credential));
     (*insert)->BindInt(4, now_ms);
     status = (*insert)->Run();
     if (!status.ok()) return status;
@@ -133,7 +103,7 @@ absl::StatusOr<LoginResult> Directory::RefreshToken(absl::string_view device_id,
   if (!CheckDeviceId(device_id).ok() || credential.empty() || credential.size() > 1024) {
     return absl::UnauthenticatedError(kBadDeviceCredential);
   }
-  const std::string presented = Sha256Of(credential);
+  const std::string presented = internal::Sha256(credential);
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
@@ -148,7 +118,7 @@ absl::StatusOr<LoginResult> Directory::RefreshToken(absl::string_view device_id,
         "SELECT id, user_id, hash FROM device_credentials WHERE device_id = ?1 AND "
         "revoked_ms = 0");
     if (!select.ok()) return select.status();
-    ResetGuard reset(*select);
+    internal::ResetOnExit reset(*select);
     (*select)->BindText(1, device_id);
     while (true) {
       absl::StatusOr<bool> has = (*select)->Step();
@@ -171,16 +141,16 @@ absl::StatusOr<LoginResult> Directory::RefreshToken(absl::string_view device_id,
   }
   const int64_t now_ms = options_.clock->NowMs();
   LoginResult result;
-  result.token = NewSecret();
+  result.token = internal::NewSecret();
   result.expires_ms = now_ms + absl::ToInt64Milliseconds(options_.token_ttl);
-  const std::string token_hash = Sha256Of(result.token);
+  const std::string token_hash = internal::Sha256(result.token);
   absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
   {
     absl::StatusOr<Statement*> insert = db_->Prepare(
         "INSERT INTO tokens(hash, user_id, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)");
     if (!insert.ok()) return insert.status();
-    ResetGuard reset(*insert);
+    internal::ResetOnExit reset(*insert);
     (*insert)->BindBlob(1, token_hash);
     (*insert)->BindInt(2, user_id);
     (*insert)->BindInt(3, now_ms);
@@ -192,7 +162,7 @@ absl::StatusOr<LoginResult> Directory::RefreshToken(absl::string_view device_id,
     absl::StatusOr<Statement*> used =
         db_->Prepare("UPDATE device_credentials SET last_used_ms = ?1 WHERE id = ?2");
     if (!used.ok()) return used.status();
-    ResetGuard reset(*used);
+    internal::ResetOnExit reset(*used);
     (*used)->BindInt(1, now_ms);
     (*used)->BindInt(2, row_id);
     status = (*used)->Run();
@@ -222,7 +192,7 @@ absl::StatusOr<int> Directory::RevokeDeviceCredentials(absl::string_view device_
       "UPDATE device_credentials SET revoked_ms = ?1, revoked_by = ?2 WHERE revoked_ms = 0 "
       "AND (?3 = '' OR device_id = ?3) AND (?4 = 0 OR user_id = ?4)");
   if (!revoke.ok()) return revoke.status();
-  ResetGuard reset(*revoke);
+  internal::ResetOnExit reset(*revoke);
   (*revoke)->BindInt(1, options_.clock->NowMs());
   (*revoke)->BindInt(2, by);
   (*revoke)->BindText(3, device_id);

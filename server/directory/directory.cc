@@ -1,5 +1,7 @@
 #include "server/directory/directory.h"
 
+#include "server/directory/secrets.h"
+
 #include <sodium.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/directory/secrets.h"
 #include "server/directory/text.h"
 
 namespace kcnet::server {
@@ -85,25 +88,13 @@ constexpr size_t kMaxCodeBytes = 32;
 constexpr size_t kMaxNameBytes = 200;
 constexpr size_t kMinPasswordBytes = 8;
 constexpr size_t kMaxPasswordBytes = 1024;
-constexpr size_t kTokenBytes = 32;
 constexpr size_t kMaxTrackedUsernames = 10000;
 constexpr int64_t kTokenSweepIntervalMs = 3600 * 1000;
 // A failure streak older than this is forgotten.
 constexpr int64_t kFailureMemoryMs = 15 * 60 * 1000;
 constexpr absl::string_view kBadCredentials = "wrong username or password";
 
-// Resets a cached statement when leaving a scope, so that no read stays open.
-class ResetOnExit {
- public:
-  explicit ResetOnExit(Statement* stmt) : stmt_(stmt) {}
-  ~ResetOnExit() { stmt_->Reset(); }
-  ResetOnExit(const ResetOnExit&) = delete;
-  ResetOnExit& operator=(const ResetOnExit&) = delete;
-
- private:
-  Statement* stmt_;
-};
-
+using internal::ResetOnExit;
 absl::Status CheckUsername(absl::string_view username) {
   if (username.size() < 3 || username.size() > 64) {
     return absl::InvalidArgumentError(
@@ -178,23 +169,7 @@ absl::Status CheckPhone(absl::string_view phone) {
 
 namespace {
 
-std::string Sha256(absl::string_view data) {
-  std::string digest(crypto_hash_sha256_BYTES, '\0');
-  crypto_hash_sha256(reinterpret_cast<unsigned char*>(digest.data()),
-                     reinterpret_cast<const unsigned char*>(data.data()), data.size());
-  return digest;
-}
-
-// 32 random bytes, base64url without padding (43 characters).
-std::string NewToken() {
-  unsigned char raw[kTokenBytes];
-  randombytes_buf(raw, sizeof(raw));
-  constexpr int kVariant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
-  char encoded[sodium_base64_ENCODED_LEN(kTokenBytes, kVariant)];
-  sodium_bin2base64(encoded, sizeof(encoded), raw, sizeof(raw), kVariant);
-  sodium_memzero(raw, sizeof(raw));
-  return std::string(encoded);
-}
+using internal::Sha256;
 
 bool VerifyPassword(const std::string& hash, absl::string_view password) {
   return crypto_pwhash_str_verify(hash.c_str(), password.data(), password.size()) == 0;
@@ -1249,7 +1224,7 @@ absl::StatusOr<LoginResult> Directory::Login(absl::string_view username,
     last_token_sweep_ms_ = now_ms;
   }
   LoginResult result;
-  result.token = NewToken();
+  result.token = internal::NewSecret();
   result.expires_ms = now_ms + absl::ToInt64Milliseconds(options_.token_ttl);
   const std::string token_hash = Sha256(result.token);
 
