@@ -283,10 +283,9 @@ void StreamCore::Start(grpc::CallbackServerContext* context) {
   if (!principal.ok()) {
     // As every unary RPC says it (docs/API.md): the message starts with "authorization:".
     absl::Status status = principal.status();
-    if (absl::IsUnauthenticated(status) &&
-        !absl::StartsWith(status.message(), "authorization:")) {
-      status = absl::UnauthenticatedError(absl::StrCat(
-          "authorization: ", status.message(), "; sign in again (AuthService.Login)"));
+    if (absl::IsUnauthenticated(status) && !absl::StartsWith(status.message(), "authorization:")) {
+      status = absl::UnauthenticatedError(
+          absl::StrCat("authorization: ", status.message(), "; sign in again (AuthService.Login)"));
     }
     FinishLocked(status);
     return;
@@ -610,13 +609,13 @@ void StreamCore::FinishLocked(const grpc::Status& status) {
   finished_ = true;
   if (hub_->options.logger != nullptr) {
     // One line per stream, as for every unary RPC; the latency is the stream's lifetime.
-    hub_->options.logger->Rpc(
-        {.method = "/kcnet.v1.SyncService/Sync",
-         .caller = principal_.username.empty() ? absl::string_view("-")
-                                               : absl::string_view(principal_.username),
-         .code = static_cast<absl::StatusCode>(status.error_code()),
-         .message = status.error_message(),
-         .latency_ms = absl::ToDoubleMilliseconds(absl::Now() - started_)});
+    hub_->options.logger->Rpc({.method = "/kcnet.v1.SyncService/Sync",
+                               .caller = principal_.username.empty()
+                                             ? absl::string_view("-")
+                                             : absl::string_view(principal_.username),
+                               .code = static_cast<absl::StatusCode>(status.error_code()),
+                               .message = status.error_message(),
+                               .latency_ms = absl::ToDoubleMilliseconds(absl::Now() - started_)});
   }
   hub_->Unregister(this);
   if (reactor_ != nullptr) reactor_->Finish(status);

@@ -169,10 +169,10 @@ class MutationChecker {
     }
     if (commune == nullptr || change.deleted()) return NotFound(change);
     if (!InScope(commune->value().int_value())) {
-      return Fail(
-          absl::StatusCode::kPermissionDenied, "commune_id",
-          absl::StrCat("org unit ", commune->value().int_value(),
-                       " is outside your communes (records belong to a commune in your org units)"));
+      return Fail(absl::StatusCode::kPermissionDenied, "commune_id",
+                  absl::StrCat(
+                      "org unit ", commune->value().int_value(),
+                      " is outside your communes (records belong to a commune in your org units)"));
     }
     return absl::OkStatus();
   }
