@@ -449,17 +449,18 @@ absl::Status Login(Session& session) {
   return absl::OkStatus();
 }
 
+// Signing out releases the tablet for another user (the server must be reachable) and
+// clears this user's data from the store; it is refused while changes wait for upload.
 absl::Status Logout(Session& session) {
-  absl::StatusOr<Client*> client = session.Open(false);
+  absl::StatusOr<Client*> client = session.Open(true);
   if (!client.ok()) return client.status();
   absl::Status status = (*client)->SignOut();
-  if (!status.ok()) return status;
-  const int64_t pending = (*client)->Status().pending_uploads;
-  std::printf(
-      "signed out%s\n",
-      pending == 0
-          ? ""
-          : absl::StrCat("; ", pending, " changes stay queued for the next sign-in").c_str());
+  if (absl::IsFailedPrecondition(status)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(status.message(), " (run `kcnet sync` first, then `kcnet logout`)"));
+  }
+  if (!status.ok()) return session.Explain(status);
+  std::printf("signed out; this tablet's data is cleared and it may be used by another user\n");
   return absl::OkStatus();
 }
 

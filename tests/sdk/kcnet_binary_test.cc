@@ -171,6 +171,11 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
             absl::StrCat("kcnet: sync: cannot reach the server at ", address,
                          "; your 4 changes are kept and will upload on the next sync\n"));
   EXPECT_THAT(Kcnet({"status"}).out, HasSubstr("pending uploads: 4"));
+  // Signing out with changes not uploaded is refused, and says what to do.
+  Result logout = Kcnet({"logout"});
+  EXPECT_EQ(logout.exit_code, 1);
+  EXPECT_THAT(logout.err, HasSubstr("kcnet sync"));
+  EXPECT_THAT(Kcnet({"status"}).out, HasSubstr("pending uploads: 4"));
 }
 
 TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
