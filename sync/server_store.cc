@@ -951,14 +951,17 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
       return absl::OkStatus();
     }
     FieldState& state = next.fields[index];
-    const Stamp stamp = field_stamp(f);
+    Stamp stamp = field_stamp(f);
     FieldMerge merge = MergeField(state.stamp, state.op, stamp, change.base_op());
     if (merge.decision == MergeDecision::kSame) continue;
     if (whole && merge.decision == MergeDecision::kKeepCurrent) {
-      // Causally after what it replaces: it wins whatever the clocks say. Overwriting a
-      // concurrent edit by another writer is still a conflict to record.
+      // Causally after what it replaces: it wins whatever the clocks say, with the
+      // server's clock, so that a field's stamp still only grows with its op (devices
+      // take a downloaded field only when its stamp is higher). Overwriting a concurrent
+      // edit by another writer is still a conflict to record.
       merge.decision = MergeDecision::kTakeIncoming;
       merge.conflict = state.op > change.base_op() && state.stamp.node != writer.node;
+      stamp = Stamp{hlc_.Now(), writer.node};
     }
     if (merge.conflict) {
       Conflict c = conflict_base();

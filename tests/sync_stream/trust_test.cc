@@ -417,6 +417,12 @@ TEST_F(LifeCycleTrustTest, StaleApprovalIsRefusedNotMerged) {
 // An approval made on the current view by a tablet whose clock is an hour behind: the
 // transition is applied whole (status and amount), never half.
 TEST_F(LifeCycleTrustTest, ApprovalOnTheCurrentViewAppliesWholeWhateverTheClock) {
+  // A coordinator's tablet holds the request as endorsed.
+  auto coordinator = NewDevice("tablet-coord", coord_.token);
+  coordinator->Sync();
+  ASSERT_EQ(
+      IntField(coordinator->Read(kSupportRequestType, id_), SupportRequest::kStatusFieldNumber),
+      REQUEST_STATUS_ENDORSED);
   const auto seen = Seen();
   const uint64_t behind = sync::HybridClock(sync::SystemClock()).Now() -
                           (static_cast<uint64_t>(absl::ToInt64Milliseconds(absl::Hours(1))) << 16);
@@ -429,6 +435,11 @@ TEST_F(LifeCycleTrustTest, ApprovalOnTheCurrentViewAppliesWholeWhateverTheClock)
   EXPECT_EQ(now.first.status(), REQUEST_STATUS_APPROVED);
   EXPECT_EQ(now.first.approved_amount_vnd(), 80'000'000);
   EXPECT_EQ(now.first.approved_funding(), FUNDING_SOURCE_NATIONAL);
+  // The tablet takes the approval at its next sync, as the server holds it (no reset).
+  SyncResult after = coordinator->Sync();
+  EXPECT_TRUE(after.reset_buckets.empty());
+  ExpectSameAsServer(*coordinator, kSupportRequestType, id_);
+  ExpectSameBucket(*coordinator, c1_);
 }
 
 // Audit events are written with the transition they describe, carry the approved amount
