@@ -981,6 +981,7 @@ class Client::Impl {
       absl::MutexLock lock(&mu_);
       serial_owner_ = std::thread::id();
       syncing_ = nullptr;
+      finishing_ = false;
       --syncs_in_progress_;
       state_cv_.SignalAll();
     };
@@ -1036,6 +1037,7 @@ class Client::Impl {
       {
         absl::MutexLock lock(&mu_);
         syncing_ = nullptr;
+        finishing_ = true;  // still syncing until the result is recorded
       }
       if (attempt > 0 || !absl::IsUnauthenticated(result.status())) break;
       absl::StatusOr<std::string> renewed = FreshToken(/*force=*/true);
@@ -1081,6 +1083,7 @@ class Client::Impl {
     }
     {
       absl::MutexLock lock(&mu_);
+      finishing_ = false;
       last_error_ = status;
       if (status.ok()) {
         last_success_ = absl::Now();
@@ -1277,7 +1280,7 @@ class Client::Impl {
     s.last_attempt = last_attempt_;
     s.last_error = last_error_;
     s.failures_in_a_row = failures_;
-    s.syncing = syncing_ != nullptr;
+    s.syncing = syncing_ != nullptr || finishing_;
     s.background = background_;
     if (background_) s.next_attempt = next_attempt_;
     s.suspended = suspended_;
@@ -1311,6 +1314,9 @@ class Client::Impl {
   std::thread::id notifier_id_ ABSL_GUARDED_BY(mu_);
   // Status.
   SyncClient* syncing_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // A sync has ended and its result (last_error_, ...) is not recorded yet: Status() still
+  // says syncing, so that an app never sees a finished sync with the previous result.
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Time> last_success_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> last_attempt_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
