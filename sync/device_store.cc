@@ -92,27 +92,24 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
   if (!db.ok()) return unreadable(db.status());
   store->db_ = std::move(*db);
   absl::StatusOr<std::unique_ptr<RecordStore>> records =
-      RecordStore::Open(store->db_.get(), schema, "device");
+      RecordStore::Open(store->db_.get(), schema, "device", kDeviceStoreMigrations);
   if (!records.ok()) return unreadable(records.status());
   store->records_ = std::move(*records);
+  // (The tables were created by the migrations. _pending rows are removed by their full
+  // key, read from the outbox row: an index on seq that early stores had is dropped, one
+  // b-tree less to write per local write.)
   absl::Status status = store->db_->Exec(
-      "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL, "
-      "floor INTEGER NOT NULL DEFAULT 0, synced INTEGER NOT NULL DEFAULT 0);"
-      "CREATE TABLE IF NOT EXISTS _outbox(seq INTEGER PRIMARY KEY, body BLOB NOT NULL, "
-      "buckets TEXT NOT NULL, acked_op INTEGER);"
-      "CREATE TABLE IF NOT EXISTS _reports(seq INTEGER PRIMARY KEY, mutation BLOB NOT NULL, "
-      "result BLOB NOT NULL);"
-      // The pending index: which outbox rows touch which record (overlay reads).
-      "CREATE TABLE IF NOT EXISTS _pending(type INTEGER NOT NULL, id BLOB NOT NULL, "
-      "seq INTEGER NOT NULL, PRIMARY KEY(type, id, seq)) WITHOUT ROWID;"
-      // (Rows are removed by their full key, read from the outbox row: no index on seq,
-      // one b-tree less to write per local write.)
       "DROP INDEX IF EXISTS _pending_seq;"
-      "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);"
       // 8 MiB of page cache (SQLite's default is 2 MiB): the search index and the
       // overlay reads stay in memory on a tablet-sized store.
       "PRAGMA cache_size = -8192;");
   if (status.ok()) status = store->CreateSearchTables();
+  // Records an upgrade folded in (RecordStore::folded) join the search index.
+  for (const auto& [type, id_text] : store->records_->folded()) {
+    if (!status.ok() || store->FindSearch(type) == nullptr) continue;
+    absl::StatusOr<std::string> id = UuidFromText(id_text);
+    status = id.ok() ? store->RefreshSearchLocked(type, *id) : id.status();
+  }
   if (!status.ok()) return status;
   // A store written before the pending index existed: build it from the outbox.
   absl::StatusOr<int64_t> indexed = store->db_->QueryInt("SELECT count(*) FROM _pending");
@@ -497,6 +494,19 @@ constexpr size_t kBulkDownloadChanges = 2000;
 // by field (last writer wins, each field's op tells older news). False when nothing
 // changes (older news, or a tombstone, which is final). DATA_LOSS when the row's bucket
 // field disagrees with its bucket.
+// The state of field `number` in `row`: its column, or (a field the schema does not know)
+// its kept entry, added in number order when new.
+FieldState* KeptOrField(const RecordTypeSpec& type, uint32_t number, RowState* row) {
+  const int index = type.IndexOf(number);
+  if (index >= 0) return &row->fields[index];
+  auto it = std::lower_bound(row->kept.begin(), row->kept.end(), number,
+                             [](const KeptField& k, uint32_t n) { return k.number < n; });
+  if (it == row->kept.end() || it->number != number) it = row->kept.insert(it, KeptField{number, {}});
+  return &it->state;
+}
+
+// Merges a downloaded change into a record's confirmed state (`type` is an empty spec for
+// a type the schema does not know: every field is kept).
 absl::StatusOr<bool> MergeDownloaded(const RecordTypeSpec& type, const RecordChange& change,
                                      const std::optional<RowState>& row, RowState* next,
                                      uint64_t* max_hlc) {
@@ -511,17 +521,20 @@ absl::StatusOr<bool> MergeDownloaded(const RecordTypeSpec& type, const RecordCha
     next->fields.resize(type.fields.size());
   }
   bool changed = false;
+  if (!row.has_value()) next->stamp = stamp;
   if (change.deleted()) {
     next->deleted = true;
     next->fields.clear();
+    next->kept.clear();
     next->stamp = stamp;
     next->op = std::max(next->op, change.op());
     changed = true;
   } else {
     for (const auto& f : change.fields()) {
-      FieldState& state = next->fields[type.IndexOf(f.field())];
       const Stamp field_stamp{f.hlc() != 0 ? f.hlc() : change.hlc(),
                               f.node() != 0 ? f.node() : change.node()};
+      FieldState* found = KeptOrField(type, f.field(), next);
+      FieldState& state = *found;
       // Older news, or the same write again. On the server a field's stamp only grows
       // with its op, so within one incarnation this is the op order; across a restore ops
       // are reused and only the stamps still order the writes (docs/SYNC.md).
@@ -534,7 +547,7 @@ absl::StatusOr<bool> MergeDownloaded(const RecordTypeSpec& type, const RecordCha
     }
     if (changed) next->op = std::max(next->op, change.op());
   }
-  if (changed && !next->deleted &&
+  if (changed && !next->deleted && type.bucket_index() >= 0 &&
       next->fields[type.bucket_index()].value.int_value() != next->bucket) {
     return absl::DataLossError(absl::StrCat("bucket field disagrees with bucket ", next->bucket));
   }
@@ -547,6 +560,21 @@ absl::Status Annotate(const absl::Status& status, absl::string_view path) {
 }
 
 }  // namespace
+
+absl::Status DeviceStore::KeepUnknownLocked(const RecordChange& change, absl::string_view id_text,
+                                            uint64_t* max_hlc, DownloadResult* result) {
+  RecordTypeSpec unknown;  // no fields: every field of the change is kept
+  unknown.type = change.type();
+  absl::StatusOr<std::optional<RowState>> row = records_->ReadUnknown(change.type(), id_text);
+  if (!row.ok()) return row.status();
+  RowState next;
+  absl::StatusOr<bool> changed = MergeDownloaded(unknown, change, *row, &next, max_hlc);
+  if (!changed.ok()) return changed.status();
+  if (!*changed) return absl::OkStatus();
+  absl::Status status = records_->WriteUnknown(change.type(), id_text, *row, next);
+  if (status.ok()) ++result->applied;
+  return status;
+}
 
 absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(const ChangeBatch& batch) {
   const ChangeBatch* one[] = {&batch};
@@ -639,7 +667,8 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
       path.clear();
       if (pages.size() > 1) absl::StrAppend(&path, "pages[", p, "].");
       absl::StrAppend(&path, "download.changes[", i, "]");
-      absl::Status status = schema_->ValidateChange(change, path);
+      // A type or field this schema does not know comes from a newer server schema: kept.
+      absl::Status status = schema_->ValidateDownloaded(change, path);
       if (!status.ok()) return fail(status);
       if (change.op() == 0 || change.node() == 0 || change.hlc() == 0) {
         return fail(absl::InvalidArgumentError(
@@ -649,10 +678,16 @@ absl::StatusOr<DownloadResult> DeviceStore::ApplyDownload(
         ++result.skipped;  // not (or no longer) subscribed, or a stale page
         continue;
       }
-      const RecordTypeSpec& type = *schema_->Find(change.type());
       absl::StatusOr<std::string> id = UuidToText(change.id());
       if (!id.ok()) return fail(id.status());
       max_hlc = std::max<uint64_t>(max_hlc, change.hlc());
+      const RecordTypeSpec* known = schema_->Find(change.type());
+      if (known == nullptr) {
+        status = KeepUnknownLocked(change, *id, &max_hlc, &result);
+        if (!status.ok()) return fail(Annotate(status, path));
+        continue;
+      }
+      const RecordTypeSpec& type = *known;
       // In a bucket's first pass (floor 0: whole records) rows are nearly always new: try
       // to insert before reading, and merge with the stored row only if there is one.
       const bool likely_new = !change.deleted() && cursors[change.bucket()].floor() == 0;

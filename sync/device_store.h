@@ -13,6 +13,7 @@
 #define KCNET_SYNC_DEVICE_STORE_H_
 
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,31 @@ struct SearchSpec {
   std::vector<uint32_t> fields;  // string fields to index, in rank-weight order
   std::vector<double> weights;   // bm25 weight per field (same length as fields)
 };
+
+// The device store's migrations, keyed on PRAGMA user_version (RecordStore runs them at
+// Open, in one transaction): step i takes a store from format i to i+1. To change the
+// device's own tables, append one SQL step; never edit a step that has shipped. (The record
+// tables are not listed: they follow the schema, see record_store.h.)
+inline constexpr const char* kDeviceStoreMigrations[] = {
+    // 0 -> 1: cursors, outbox, reports, the pending index, the app's key/value entries.
+    "CREATE TABLE IF NOT EXISTS _cursors(bucket INTEGER PRIMARY KEY, op INTEGER NOT NULL, "
+    "floor INTEGER NOT NULL DEFAULT 0, synced INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS _outbox(seq INTEGER PRIMARY KEY, body BLOB NOT NULL, "
+    "buckets TEXT NOT NULL, acked_op INTEGER);"
+    "CREATE TABLE IF NOT EXISTS _reports(seq INTEGER PRIMARY KEY, mutation BLOB NOT NULL, "
+    "result BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS _pending(type INTEGER NOT NULL, id BLOB NOT NULL, "
+    "seq INTEGER NOT NULL, PRIMARY KEY(type, id, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS _kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    // 1 -> 2: fields and record types of a newer schema, kept as downloaded (record_store.h).
+    "CREATE TABLE _unknown(type INTEGER NOT NULL, id TEXT NOT NULL, field INTEGER NOT NULL, "
+    "value BLOB NOT NULL, hlc INTEGER NOT NULL, node INTEGER NOT NULL, op INTEGER NOT NULL, "
+    "bucket INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, "
+    "PRIMARY KEY(type, id, field)) WITHOUT ROWID;"
+    "CREATE INDEX _unknown_bucket ON _unknown(bucket);",
+};
+// The version of the device store's on-disk layout (PRAGMA user_version).
+inline constexpr int kDeviceStoreFormatVersion = std::size(kDeviceStoreMigrations);
 
 struct DeviceStoreOptions {
   Clock* clock = SystemClock();
@@ -94,8 +120,12 @@ struct Report {
 
 class DeviceStore {
  public:
-  // Opens or creates the store at `path` for `device_id`. FAILED_PRECONDITION when the
-  // file belongs to another device, is a server store, not a kcnet store, or newer.
+  // Opens or creates the store at `path` for `device_id`, migrating an older store
+  // (kDeviceStoreMigrations) and bringing its record tables up to `schema`: a schema that
+  // knows fields or record types the store kept unknown folds them into the real columns
+  // (docs/SYNC.md, "Upgrades"). `schema` is the app's record types (the SDK's default:
+  // model::KcnetSchema()); it must outlive the store. FAILED_PRECONDITION when the file
+  // belongs to another device, is a server store, not a kcnet store, or newer.
   static absl::StatusOr<std::unique_ptr<DeviceStore>> Open(const std::string& path,
                                                            const Schema* schema,
                                                            const std::string& device_id,
@@ -236,6 +266,11 @@ class DeviceStore {
       uint32_t type, absl::string_view id, std::optional<kcnet::v1::RecordChange> confirmed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PruneAcked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ApplyDownload: a change of a record type the schema does not know, kept as downloaded
+  // (RecordStore::WriteUnknown) and merged field by field like the others.
+  absl::Status KeepUnknownLocked(const kcnet::v1::RecordChange& change, absl::string_view id_text,
+                                 uint64_t* max_hlc, DownloadResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A column expression of the bucket's _cursors row; nullopt when not subscribed.
   absl::StatusOr<std::optional<uint64_t>> CursorColumnLocked(int64_t bucket, const char* expression)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -47,7 +47,7 @@ absl::Status DeviceStore::PurgeAll(bool restart_sequences) {
   }
   status = db_->Exec(
       "DELETE FROM _buckets; DELETE FROM _cursors; DELETE FROM _outbox; DELETE FROM _reports; "
-      "DELETE FROM _pending;");
+      "DELETE FROM _pending; DELETE FROM _unknown;");
   if (!status.ok()) return status;
   if (restart_sequences) {
     status = records_->SetMeta("last_seq", 0);

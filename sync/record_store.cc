@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "absl/base/internal/endian.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -200,38 +201,36 @@ uint64_t StableHash64(absl::string_view bytes, uint64_t seed) {
   return h;
 }
 
-absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(Db* db, const Schema* schema,
-                                                               absl::string_view role) {
+absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(
+    Db* db, const Schema* schema, absl::string_view role,
+    absl::Span<const char* const> migrations) {
   std::unique_ptr<RecordStore> store(new RecordStore(db, schema));
-  absl::StatusOr<int64_t> version = db->QueryInt("PRAGMA user_version");
-  if (!version.ok()) return version.status();
-  if (*version > kStoreFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        db->path(), ": store format ", *version, " was written by a newer kcnet (this one reads ",
-        kStoreFormatVersion, "); upgrade the app or server"));
-  }
-  absl::Status status = store->CreateTables();
+  absl::Status status = store->Migrate(migrations);
   if (!status.ok()) return status;
-  // The role is recorded once; a device store opened as a server (or the reverse) is a
-  // foreign file.
-  const int64_t role_code = role == "server" ? 1 : 2;
-  absl::StatusOr<std::optional<int64_t>> stored = store->GetMeta("role");
-  if (!stored.ok()) return stored.status();
-  if (stored->has_value() && **stored != role_code) {
-    return absl::FailedPreconditionError(absl::StrCat(db->path(), ": this is a kcnet ",
-                                                      **stored == 1 ? "server" : "device",
-                                                      " store, not a ", role, " store"));
-  }
-  if (!stored->has_value()) {
-    status = store->SetMeta("role", role_code);
+  {
+    absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db);
+    if (!txn.ok()) return txn.status();
+    status = store->CreateTables();
+    // The role is recorded once; a device store opened as a server (or the reverse) is a
+    // foreign file.
+    const int64_t role_code = role == "server" ? 1 : 2;
+    absl::StatusOr<std::optional<int64_t>> stored = store->GetMeta("role");
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value() && **stored != role_code) {
+      return absl::FailedPreconditionError(absl::StrCat(db->path(), ": this is a kcnet ",
+                                                        **stored == 1 ? "server" : "device",
+                                                        " store, not a ", role, " store"));
+    }
+    if (status.ok() && !stored->has_value()) status = store->SetMeta("role", role_code);
+    if (status.ok()) status = store->LoadNodes();
+    if (status.ok()) status = store->FoldKept();
+    if (status.ok()) status = (*txn)->Commit();
     if (!status.ok()) return status;
   }
-  status = store->LoadNodes();
-  if (!status.ok()) return status;
   return store;
 }
 
-absl::Status RecordStore::CreateTables() {
+absl::Status RecordStore::Migrate(absl::Span<const char* const> migrations) {
   // A non-empty database without our meta table is somebody else's file.
   absl::StatusOr<int64_t> tables = db_->QueryInt(
       "SELECT count(*) FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%'");
@@ -243,13 +242,45 @@ absl::Status RecordStore::CreateTables() {
     return absl::FailedPreconditionError(
         absl::StrCat(db_->path(), ": not a kcnet store (it has tables but no _meta)"));
   }
-  std::string sql =
-      "CREATE TABLE IF NOT EXISTS _meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) "
-      "WITHOUT ROWID;"
-      "CREATE TABLE IF NOT EXISTS _nodes(id INTEGER PRIMARY KEY, node INTEGER NOT NULL "
-      "UNIQUE);"
-      "CREATE TABLE IF NOT EXISTS _buckets(bucket INTEGER PRIMARY KEY, checksum INTEGER NOT "
-      "NULL, records INTEGER NOT NULL, last_op INTEGER NOT NULL);";
+  const auto target = static_cast<int64_t>(migrations.size());
+  absl::StatusOr<int64_t> version = db_->QueryInt("PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  if (*version > target) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        db_->path(), ": kho dữ liệu này do phiên bản kcnet mới hơn tạo (định dạng ", *version,
+        ", phiên bản này đọc đến ", target, "); hãy cập nhật ứng dụng hoặc máy chủ / store format ",
+        *version, " was written by a newer kcnet (this one reads up to ", target,
+        "); upgrade the app or server"));
+  }
+  if (*version < target || *tables == 0) {
+    absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_);
+    if (!txn.ok()) return txn.status();
+    absl::Status status = db_->Exec(
+        "CREATE TABLE IF NOT EXISTS _meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) "
+        "WITHOUT ROWID;"
+        "CREATE TABLE IF NOT EXISTS _nodes(id INTEGER PRIMARY KEY, node INTEGER NOT NULL "
+        "UNIQUE);"
+        "CREATE TABLE IF NOT EXISTS _buckets(bucket INTEGER PRIMARY KEY, checksum INTEGER NOT "
+        "NULL, records INTEGER NOT NULL, last_op INTEGER NOT NULL);");
+    for (int64_t v = *version; status.ok() && v < target; ++v) status = db_->Exec(migrations[v]);
+    if (status.ok()) status = db_->Exec(absl::StrCat("PRAGMA user_version = ", target));
+    if (status.ok()) status = (*txn)->Commit();
+    if (!status.ok()) return status;
+  }
+  absl::StatusOr<int64_t> kept =
+      db_->QueryInt("SELECT count(*) FROM sqlite_schema WHERE type='table' AND name='_unknown'");
+  if (!kept.ok()) return kept.status();
+  has_kept_table_ = *kept > 0;
+  if (has_kept_table_) {
+    absl::StatusOr<int64_t> any = db_->QueryInt("SELECT EXISTS(SELECT 1 FROM _unknown)");
+    if (!any.ok()) return any.status();
+    any_kept_ = *any != 0;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::CreateTables() {
+  std::string sql;
   for (const RecordTypeSpec& t : schema_->types()) {
     std::vector<std::string> cols = {"id TEXT PRIMARY KEY NOT NULL"};
     std::vector<std::string> names = {"id"};
@@ -263,8 +294,44 @@ absl::Status RecordStore::CreateTables() {
     }
     cols.push_back("_fc BLOB");
     names.push_back("_fc");
-    absl::StrAppend(&sql, "CREATE TABLE IF NOT EXISTS ", t.name, "(", absl::StrJoin(cols, ", "),
-                    ");");
+    // An existing table gains the schema's new fields as columns at its end. The per-field
+    // clocks (_fc) name fields by position, so the columns it has must be the schema's
+    // first fields, in order.
+    std::vector<std::string> existing;
+    {
+      absl::StatusOr<Statement*> info =
+          db_->Prepare(absl::StrCat("SELECT name FROM pragma_table_info('", t.name, "')"));
+      if (!info.ok()) return info.status();
+      while (true) {
+        absl::StatusOr<bool> has = (*info)->Step();
+        if (!has.ok()) return has.status();
+        if (!*has) break;
+        std::string name((*info)->ColumnText(0));
+        if (name != "id" && name[0] != '_') existing.push_back(std::move(name));
+      }
+      (*info)->Reset();
+    }
+    if (existing.empty()) {
+      absl::StrAppend(&sql, "CREATE TABLE IF NOT EXISTS ", t.name, "(",
+                      absl::StrJoin(cols, ", "), ");");
+    } else {
+      for (size_t i = 0; i < t.fields.size(); ++i) {
+        if (i < existing.size()) {
+          if (existing[i] == t.fields[i].name) continue;
+          return absl::FailedPreconditionError(absl::StrCat(
+              db_->path(), ": table ", t.name, " has column '", existing[i], "' where the schema has '",
+              t.fields[i].name, "' (a schema may only add fields, at the end)"));
+        }
+        absl::StrAppend(&sql, "ALTER TABLE ", t.name, " ADD COLUMN ", t.fields[i].name, " ",
+                        SqlType(t.fields[i].type), ";");
+        columns_added_ = true;
+      }
+      if (existing.size() > t.fields.size()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            db_->path(), ": table ", t.name, " has a column '", existing[t.fields.size()],
+            "' the schema does not have (written by a newer kcnet?)"));
+      }
+    }
     const std::string bucket_col = t.fields[t.bucket_index()].name;
     absl::StrAppend(&sql, "CREATE INDEX IF NOT EXISTS ", t.name, "_bucket_op ON ", t.name, "(",
                     bucket_col, ", _op);");
@@ -287,8 +354,7 @@ absl::Status RecordStore::CreateTables() {
     scan_sql_[t.type] = absl::StrCat("SELECT ", all, " FROM ", t.name, " WHERE ", bucket_col,
                                      " = ?1 AND _op > ?2 ORDER BY _op LIMIT ?3");
   }
-  absl::StrAppend(&sql, "PRAGMA user_version = ", kStoreFormatVersion, ";");
-  return db_->Exec(sql);
+  return sql.empty() ? absl::OkStatus() : db_->Exec(sql);
 }
 
 absl::Status RecordStore::LoadNodes() {
@@ -421,6 +487,10 @@ absl::StatusOr<std::optional<RowState>> RecordStore::Read(const RecordTypeSpec& 
   absl::StatusOr<RowState> row = DecodeRow(type, **stmt, 1);
   (*stmt)->Reset();
   if (!row.ok()) return row.status();
+  if (any_kept_ && !row->deleted) {
+    absl::Status status = LoadKept(type.type, id_text, &row->kept, nullptr);
+    if (!status.ok()) return status;
+  }
   return std::optional<RowState>(std::move(*row));
 }
 
@@ -472,11 +542,11 @@ absl::Status RecordStore::BindRow(Statement* stmt, const RecordTypeSpec& type,
   return absl::OkStatus();
 }
 
-void RecordStore::AddDelta(const RecordTypeSpec& type, absl::string_view id_text,
+void RecordStore::AddDelta(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
                            const std::optional<RowState>& old, const RowState& row) {
   BucketDelta& delta = unit_[row.bucket];
-  delta.checksum += RowHash(type, id_text, row);
-  if (old.has_value()) delta.checksum -= RowHash(type, id_text, *old);
+  delta.checksum += HashRow(type, spec, id_text, row);
+  if (old.has_value()) delta.checksum -= HashRow(type, spec, id_text, *old);
   delta.records += (row.deleted ? 0 : 1) - ((old.has_value() && !old->deleted) ? 1 : 0);
   delta.last_op = std::max(delta.last_op, row.op);
 }
@@ -495,8 +565,11 @@ absl::Status RecordStore::RunRow(const std::string& sql, const RecordTypeSpec& t
 absl::Status RecordStore::Write(const RecordTypeSpec& type, absl::string_view id_text,
                                 const std::optional<RowState>& old, const RowState& row) {
   absl::Status status = RunRow(write_sql_[type.type], type, id_text, row);
+  if (status.ok() && (!row.kept.empty() || (old.has_value() && !old->kept.empty()))) {
+    status = ReplaceKept(type.type, id_text, row.bucket, row.kept);
+  }
   if (!status.ok()) return status;
-  AddDelta(type, id_text, old, row);
+  AddDelta(type.type, &type, id_text, old, row);
   return absl::OkStatus();
 }
 
@@ -505,7 +578,11 @@ absl::StatusOr<bool> RecordStore::InsertIfAbsent(const RecordTypeSpec& type,
   absl::Status status = RunRow(insert_sql_[type.type], type, id_text, row);
   if (!status.ok()) return status;
   if (db_->Changes() == 0) return false;  // the id exists: nothing written
-  AddDelta(type, id_text, std::nullopt, row);
+  if (!row.kept.empty()) {
+    status = ReplaceKept(type.type, id_text, row.bucket, row.kept);
+    if (!status.ok()) return status;
+  }
+  AddDelta(type.type, &type, id_text, std::nullopt, row);
   return true;
 }
 
@@ -579,7 +656,8 @@ absl::Status RecordStore::EachRow(
       break;
     }
     const std::string id(stmt.ColumnText(0));
-    status = fn(id, *row);
+    if (any_kept_ && !row->deleted) status = LoadKept(type.type, id, &row->kept, nullptr);
+    if (status.ok()) status = fn(id, *row);
   }
   stmt.Reset();
   return status;
@@ -660,7 +738,37 @@ absl::StatusOr<kcnet::v1::BucketCheckpoint> RecordStore::RecomputeCheckpoint(int
   cp.set_checksum(sum);
   cp.set_records(records);
   cp.set_op(last_op);
+  absl::Status status = AddUnknownTypes(bucket, &cp);
+  if (!status.ok()) return status;
   return cp;
+}
+
+absl::Status RecordStore::AddUnknownTypes(int64_t bucket, kcnet::v1::BucketCheckpoint* cp) {
+  if (!any_kept_) return absl::OkStatus();
+  std::vector<std::pair<uint32_t, std::string>> records;
+  {
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("SELECT type, id FROM _unknown WHERE bucket = ?1 AND field = 0");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, bucket);
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) return has.status();
+      if (!*has) break;
+      records.emplace_back(static_cast<uint32_t>((*stmt)->ColumnInt(0)),
+                           std::string((*stmt)->ColumnText(1)));
+    }
+    (*stmt)->Reset();
+  }
+  for (const auto& [type, id] : records) {
+    absl::StatusOr<std::optional<RowState>> row = ReadUnknown(type, id);
+    if (!row.ok()) return row.status();
+    if (!row->has_value()) continue;
+    cp->set_checksum(cp->checksum() + HashRow(type, nullptr, id, **row));
+    cp->set_records(cp->records() + ((*row)->deleted ? 0 : 1));
+    cp->set_op(std::max<uint64_t>(cp->op(), (*row)->op));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RecordStore::DeleteBucket(int64_t bucket) {
@@ -671,6 +779,14 @@ absl::Status RecordStore::DeleteBucket(int64_t bucket) {
     (*stmt)->BindInt(1, bucket);
     absl::Status status = (*stmt)->Run();
     (*stmt)->Reset();
+    if (!status.ok()) return status;
+  }
+  if (has_kept_table_) {
+    absl::StatusOr<Statement*> kept = db_->Prepare("DELETE FROM _unknown WHERE bucket = ?1");
+    if (!kept.ok()) return kept.status();
+    (*kept)->BindInt(1, bucket);
+    absl::Status status = (*kept)->Run();
+    (*kept)->Reset();
     if (!status.ok()) return status;
   }
   unit_.erase(bucket);
@@ -697,11 +813,11 @@ absl::StatusOr<std::vector<int64_t>> RecordStore::Buckets() {
   return out;
 }
 
-uint64_t RecordStore::RowHash(const RecordTypeSpec& type, absl::string_view id_text,
-                              const RowState& row) const {
+uint64_t RecordStore::HashRow(uint32_t type, const RecordTypeSpec* spec,
+                              absl::string_view id_text, const RowState& row) const {
   std::string& buf = hash_buffer_;  // reused: RowHash runs twice per write
   buf.clear();
-  PutFixed64(&buf, type.type);
+  PutFixed64(&buf, type);
   PutFixed64(&buf, id_text.size());
   buf.append(id_text.data(), id_text.size());
   if (row.deleted) {
@@ -709,14 +825,228 @@ uint64_t RecordStore::RowHash(const RecordTypeSpec& type, absl::string_view id_t
     PutFixed64(&buf, row.stamp.hlc);
     PutFixed64(&buf, row.stamp.node);
   } else {
+    // Every field in number order: the schema's (Schema::Create keeps them ascending) and
+    // the kept ones, merged.
+    auto put = [&buf](uint32_t number, const FieldState& f) {
+      PutFixed64(&buf, number);
+      AppendCanonical(&buf, f.value);
+      PutFixed64(&buf, f.stamp.hlc);
+      PutFixed64(&buf, f.stamp.node);
+    };
+    size_t k = 0;
     for (size_t i = 0; i < row.fields.size(); ++i) {
-      PutFixed64(&buf, type.fields[i].number);
-      AppendCanonical(&buf, row.fields[i].value);
-      PutFixed64(&buf, row.fields[i].stamp.hlc);
-      PutFixed64(&buf, row.fields[i].stamp.node);
+      const uint32_t number = spec->fields[i].number;
+      for (; k < row.kept.size() && row.kept[k].number < number; ++k) {
+        put(row.kept[k].number, row.kept[k].state);
+      }
+      put(number, row.fields[i]);
     }
+    for (; k < row.kept.size(); ++k) put(row.kept[k].number, row.kept[k].state);
   }
   return StableHash64(buf);
+}
+
+// --- Kept fields and records (device stores; see the header) ----------------------------
+
+absl::Status RecordStore::LoadKept(uint32_t type, absl::string_view id_text,
+                                   std::vector<KeptField>* kept, std::optional<RowState>* header) {
+  kept->clear();
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "SELECT field, value, hlc, node, op, bucket, deleted FROM _unknown "
+      "WHERE type = ?1 AND id = ?2 ORDER BY field");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, type);
+  (*stmt)->BindTextRef(2, id_text);  // reset below, before id_text can go
+  absl::Status status;
+  while (true) {
+    absl::StatusOr<bool> has = (*stmt)->Step();
+    if (!has.ok()) {
+      status = has.status();
+      break;
+    }
+    if (!*has) break;
+    Statement& r = **stmt;
+    const auto field = static_cast<uint32_t>(r.ColumnInt(0));
+    FieldState state;
+    if (!state.value.ParseFromString(std::string(r.ColumnBlob(1)))) {
+      status = absl::DataLossError(absl::StrCat("_unknown: corrupt value of ", type, "/", id_text));
+      break;
+    }
+    state.stamp = Stamp{static_cast<uint64_t>(r.ColumnInt(2)), static_cast<uint64_t>(r.ColumnInt(3))};
+    state.op = static_cast<uint64_t>(r.ColumnInt(4));
+    if (field == 0) {
+      if (header == nullptr) continue;
+      RowState& h = header->emplace();
+      h.bucket = r.ColumnInt(5);
+      h.deleted = r.ColumnInt(6) != 0;
+      h.stamp = state.stamp;
+      h.op = state.op;
+    } else {
+      kept->push_back(KeptField{field, std::move(state)});
+    }
+  }
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::Status RecordStore::InsertKept(uint32_t type, absl::string_view id_text, uint32_t field,
+                                     const FieldState& state, int64_t bucket, bool deleted) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "INSERT OR REPLACE INTO _unknown(type, id, field, value, hlc, node, op, bucket, deleted) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+  if (!stmt.ok()) return stmt.status();
+  const std::string value = state.value.SerializeAsString();
+  (*stmt)->BindInt(1, type);
+  (*stmt)->BindTextRef(2, id_text);
+  (*stmt)->BindInt(3, field);
+  (*stmt)->BindBlobRef(4, value);
+  (*stmt)->BindInt(5, static_cast<int64_t>(state.stamp.hlc));
+  (*stmt)->BindInt(6, static_cast<int64_t>(state.stamp.node));
+  (*stmt)->BindInt(7, static_cast<int64_t>(state.op));
+  (*stmt)->BindInt(8, bucket);
+  (*stmt)->BindInt(9, deleted ? 1 : 0);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  if (status.ok()) any_kept_ = true;
+  return status;
+}
+
+absl::Status RecordStore::ReplaceKept(uint32_t type, absl::string_view id_text, int64_t bucket,
+                                      const std::vector<KeptField>& kept) {
+  if (!has_kept_table_) {
+    return absl::FailedPreconditionError("this store keeps no fields its schema does not know");
+  }
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("DELETE FROM _unknown WHERE type = ?1 AND id = ?2 AND field > 0");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindInt(1, type);
+  (*stmt)->BindTextRef(2, id_text);
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  for (size_t i = 0; status.ok() && i < kept.size(); ++i) {
+    status = InsertKept(type, id_text, kept[i].number, kept[i].state, bucket, false);
+  }
+  return status;
+}
+
+absl::StatusOr<std::optional<RowState>> RecordStore::ReadUnknown(uint32_t type,
+                                                                 absl::string_view id_text) {
+  std::optional<RowState> header;
+  if (!has_kept_table_) return header;
+  std::vector<KeptField> kept;
+  absl::Status status = LoadKept(type, id_text, &kept, &header);
+  if (!status.ok()) return status;
+  if (header.has_value() && !header->deleted) header->kept = std::move(kept);
+  return header;
+}
+
+absl::Status RecordStore::WriteUnknown(uint32_t type, absl::string_view id_text,
+                                       const std::optional<RowState>& old, const RowState& row) {
+  FieldState head;
+  head.stamp = row.stamp;
+  head.op = row.op;
+  absl::Status status = InsertKept(type, id_text, 0, head, row.bucket, row.deleted);
+  if (status.ok()) status = ReplaceKept(type, id_text, row.bucket, row.kept);
+  if (!status.ok()) return status;
+  AddDelta(type, nullptr, id_text, old, row);
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::FoldKept() {
+  folded_.clear();
+  std::vector<std::pair<uint32_t, std::string>> records;
+  if (any_kept_) {
+    absl::StatusOr<Statement*> stmt = db_->Prepare("SELECT DISTINCT type, id, field FROM _unknown");
+    if (!stmt.ok()) return stmt.status();
+    absl::flat_hash_set<std::pair<uint32_t, std::string>> seen;
+    while (true) {
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (!has.ok()) return has.status();
+      if (!*has) break;
+      const auto type = static_cast<uint32_t>((*stmt)->ColumnInt(0));
+      const auto field = static_cast<uint32_t>((*stmt)->ColumnInt(2));
+      const RecordTypeSpec* spec = schema_->Find(type);
+      if (spec == nullptr || (field != 0 && spec->Field(field) == nullptr)) continue;
+      std::pair<uint32_t, std::string> key(type, std::string((*stmt)->ColumnText(1)));
+      if (seen.insert(key).second) records.push_back(std::move(key));
+    }
+    (*stmt)->Reset();
+  }
+  absl::flat_hash_set<int64_t> buckets;
+  for (const auto& [type, id] : records) {
+    const RecordTypeSpec& spec = *schema_->Find(type);
+    std::vector<KeptField> kept;
+    std::optional<RowState> header;
+    absl::Status status = LoadKept(type, id, &kept, &header);
+    if (!status.ok()) return status;
+    // The record as stored: a row of a known type (its new columns read as null), or a
+    // record of a type this schema now knows, built from its header.
+    std::optional<RowState> row;
+    if (header.has_value()) {
+      row = std::move(header);
+      if (!row->deleted) row->fields.resize(spec.fields.size());
+    } else {
+      absl::StatusOr<Statement*> stmt = db_->Prepare(select_sql_[type]);
+      if (!stmt.ok()) return stmt.status();
+      (*stmt)->BindTextRef(1, id);
+      absl::StatusOr<bool> has = (*stmt)->Step();
+      if (has.ok() && *has) {
+        absl::StatusOr<RowState> decoded = DecodeRow(spec, **stmt, 1);
+        if (!decoded.ok()) has = decoded.status();
+        if (decoded.ok()) row = std::move(*decoded);
+      }
+      (*stmt)->Reset();
+      if (!has.ok()) return has.status();
+    }
+    if (!row.has_value()) continue;
+    std::vector<KeptField> still_unknown;
+    for (KeptField& f : kept) {
+      const int index = spec.IndexOf(f.number);
+      if (index < 0) {
+        still_unknown.push_back(std::move(f));
+      } else if (!row->deleted) {
+        row->fields[index] = std::move(f.state);
+      }
+    }
+    row->kept = std::move(still_unknown);
+    status = RunRow(write_sql_[type], spec, id, *row);
+    if (status.ok()) status = ReplaceKept(type, id, row->bucket, row->kept);
+    if (status.ok()) {
+      absl::StatusOr<Statement*> stmt =
+          db_->Prepare("DELETE FROM _unknown WHERE type = ?1 AND id = ?2 AND field = 0");
+      if (!stmt.ok()) return stmt.status();
+      (*stmt)->BindInt(1, type);
+      (*stmt)->BindTextRef(2, id);
+      status = (*stmt)->Run();
+      (*stmt)->Reset();
+    }
+    if (!status.ok()) return status;
+    buckets.insert(row->bucket);
+    folded_.emplace_back(type, id);
+  }
+  // The folded records hash as before (every field in number order), but a column added
+  // without a kept value reads as null with the row's baseline stamp: recompute the
+  // running sums so that they agree with the rows (VerifyBuckets); a bucket whose rows
+  // now disagree with the server's is then reset by the next download's checkpoint.
+  if (columns_added_) {
+    absl::StatusOr<std::vector<int64_t>> all = Buckets();
+    if (!all.ok()) return all.status();
+    buckets.insert(all->begin(), all->end());
+  }
+  for (int64_t bucket : buckets) {
+    absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = RecomputeCheckpoint(bucket);
+    if (!cp.ok()) return cp.status();
+    absl::StatusOr<Statement*> stmt = db_->Prepare(
+        "UPDATE _buckets SET checksum = ?2, records = ?3 WHERE bucket = ?1");
+    if (!stmt.ok()) return stmt.status();
+    (*stmt)->BindInt(1, bucket);
+    (*stmt)->BindInt(2, static_cast<int64_t>(cp->checksum()));
+    (*stmt)->BindInt(3, static_cast<int64_t>(cp->records()));
+    absl::Status status = (*stmt)->Run();
+    (*stmt)->Reset();
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
 }
 
 kcnet::v1::RecordChange RecordStore::ToChange(const RecordTypeSpec& type,

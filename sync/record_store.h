@@ -15,12 +15,29 @@
 // id and each field's value and stamp (tombstones: the deletion stamp). It depends only on
 // the logical state, never on the layout, so server and devices compare it directly.
 //
+// Kept fields (device stores, docs/SYNC.md "Upgrades"): a device whose schema is older than
+// the server's keeps what it does not know, with its stamps, in the side table
+//   _unknown(type, id, field, value, hlc, node, op, bucket, deleted)
+// one row per field (value: the serialised kcnet.v1.Value). A field of a known type the
+// schema lacks is listed in RowState::kept; a record of a type the schema lacks is a
+// header row (field 0: its op, deletion and stamp) plus its fields, read and written with
+// ReadUnknown/WriteUnknown. Both count in the bucket's checksum exactly as the server's
+// schema counts them (fields hash in number order). When the schema learns the type or the
+// field (the app upgraded), Open() folds the kept values into the real columns.
+//
+// Migrations: a store's own tables change through an ordered list of SQL steps keyed on
+// PRAGMA user_version (step i takes format i to i+1), run in one transaction at Open(); a
+// store whose format is above the list's length was written by a newer kcnet and is refused.
+// The record tables follow the schema instead: a missing table is created, a missing
+// column added (new fields go last), at every Open().
+//
 // Thread-safety: not thread-safe; the owning store serialises access.
 #ifndef KCNET_SYNC_RECORD_STORE_H_
 #define KCNET_SYNC_RECORD_STORE_H_
 
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +47,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kcnet/v1/sync.pb.h"
 #include "sync/hlc.h"
 #include "sync/schema.h"
@@ -37,14 +55,23 @@
 
 namespace kcnet::sync {
 
-// The version of the store's on-disk layout (PRAGMA user_version). A store written by a
-// newer version is refused at open.
-inline constexpr int kStoreFormatVersion = 1;
+// The server store's migrations (see above): format 1 is the record layer alone.
+inline constexpr const char* kServerStoreMigrations[] = {
+    "",  // 0 -> 1: the record layer's tables, which RecordStore creates itself
+};
+// The version of the server store's on-disk layout (PRAGMA user_version).
+inline constexpr int kStoreFormatVersion = std::size(kServerStoreMigrations);
 
 struct FieldState {
   kcnet::v1::Value value;  // no kind set: null
   Stamp stamp;
   uint64_t op = 0;
+};
+
+// A field the store's schema does not know, kept as downloaded.
+struct KeptField {
+  uint32_t number = 0;
+  FieldState state;
 };
 
 struct RowState {
@@ -53,15 +80,30 @@ struct RowState {
   Stamp stamp;                     // for a tombstone: the deletion's stamp
   uint64_t op = 0;                 // the highest op id of the row
   std::vector<FieldState> fields;  // live rows: one per spec field, in spec order
+  std::vector<KeptField> kept;     // live rows: fields the schema does not know, by number
 };
 
 class RecordStore {
  public:
-  // Creates the tables (if missing) in `db`; both must outlive the store. Fails with
-  // FAILED_PRECONDITION when the file was written by a newer kcnet or is not a kcnet store
-  // of this role (`role` is "server" or "device").
-  static absl::StatusOr<std::unique_ptr<RecordStore>> Open(Db* db, const Schema* schema,
-                                                           absl::string_view role);
+  // Creates the tables (if missing) in `db`, runs the role's `migrations` (see above; the
+  // server's are kServerStoreMigrations) and brings the record tables up to the schema,
+  // folding kept values the schema now knows; both must outlive the store. Fails with
+  // FAILED_PRECONDITION when the file was written by a newer kcnet, is not a kcnet store
+  // of this role (`role` is "server" or "device"), or its columns are not a prefix of the
+  // schema's fields (a field removed or moved).
+  static absl::StatusOr<std::unique_ptr<RecordStore>> Open(
+      Db* db, const Schema* schema, absl::string_view role,
+      absl::Span<const char* const> migrations = kServerStoreMigrations);
+
+  // Records whose kept values Open() folded into the real columns (type, id text).
+  const std::vector<std::pair<uint32_t, std::string>>& folded() const { return folded_; }
+
+  // A record of a type the schema does not know (row.fields empty, every field in
+  // row.kept); nullopt when absent. Only on a store with the _unknown table.
+  absl::StatusOr<std::optional<RowState>> ReadUnknown(uint32_t type, absl::string_view id_text);
+  // Writes it over `old` and records the checksum change, as Write().
+  absl::Status WriteUnknown(uint32_t type, absl::string_view id_text,
+                            const std::optional<RowState>& old, const RowState& row);
 
   const Schema& schema() const { return *schema_; }
   Db* db() { return db_; }
@@ -118,6 +160,12 @@ class RecordStore {
   absl::StatusOr<std::vector<int64_t>> Buckets();
 
   uint64_t RowHash(const RecordTypeSpec& type, absl::string_view id_text,
+                   const RowState& row) const {
+    return HashRow(type.type, &type, id_text, row);
+  }
+  // The same for a record of any type: `spec` is nullptr for a type the schema does not
+  // know (every field in row.kept).
+  uint64_t HashRow(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
                    const RowState& row) const;
 
   // A change carrying the row's fields whose op is above `after_op` (every field when
@@ -151,7 +199,21 @@ class RecordStore {
     uint64_t last_op = 0;
   };
   RecordStore(Db* db, const Schema* schema) : db_(db), schema_(schema) {}
+  absl::Status Migrate(absl::Span<const char* const> migrations);
   absl::Status CreateTables();
+  // Open(): folds kept values the schema now knows into the real columns and recomputes
+  // the checkpoints of the buckets that changed (all of them when `columns_added_`).
+  absl::Status FoldKept();
+  // Loads the kept rows of (type, id): fields into *kept (by number), the header of a
+  // record of an unknown type into *header (when given).
+  absl::Status LoadKept(uint32_t type, absl::string_view id_text, std::vector<KeptField>* kept,
+                        std::optional<RowState>* header);
+  // Replaces the kept fields of (type, id) (not its header) by `kept`.
+  absl::Status ReplaceKept(uint32_t type, absl::string_view id_text, int64_t bucket,
+                           const std::vector<KeptField>& kept);
+  absl::Status InsertKept(uint32_t type, absl::string_view id_text, uint32_t field,
+                          const FieldState& state, int64_t bucket, bool deleted);
+  absl::Status AddUnknownTypes(int64_t bucket, kcnet::v1::BucketCheckpoint* cp);
   absl::Status LoadNodes();
   absl::StatusOr<uint32_t> LocalNode(uint64_t node);
   absl::StatusOr<uint64_t> GlobalNode(int64_t local) const;
@@ -163,7 +225,7 @@ class RecordStore {
   absl::Status RunRow(const std::string& sql, const RecordTypeSpec& type, absl::string_view id_text,
                       const RowState& row);
   // Adds a row's change from `old` (nullopt: none) to `row` to the unit's bucket delta.
-  void AddDelta(const RecordTypeSpec& type, absl::string_view id_text,
+  void AddDelta(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
                 const std::optional<RowState>& old, const RowState& row);
   absl::StatusOr<RowState> DecodeRow(const RecordTypeSpec& type, Statement& stmt, int first);
   // Steps a bound SELECT of full rows, calling `fn` for each; resets the statement.
@@ -181,6 +243,10 @@ class RecordStore {
   absl::flat_hash_map<uint32_t, std::string> select_sql_, write_sql_, insert_sql_, scan_sql_;
   std::vector<std::pair<std::string, std::string>> secondary_indexes_;  // name, CREATE
   mutable std::string hash_buffer_;
+  bool has_kept_table_ = false;  // the store has _unknown (device stores)
+  bool any_kept_ = false;        // _unknown may hold rows: reads look there
+  bool columns_added_ = false;   // Open() added a column to an existing record table
+  std::vector<std::pair<uint32_t, std::string>> folded_;
 };
 
 // A stable 64-bit hash of bytes (word-at-a-time multiply-fold with a splitmix64

@@ -64,14 +64,15 @@ absl::StatusOr<Schema> Schema::Create(std::vector<RecordTypeSpec> types) {
     if (!schema.by_type_.emplace(t.type, i).second || !schema.by_name_.emplace(t.name, i).second) {
       return absl::InvalidArgumentError(absl::StrCat(t.name, ": duplicate type id or name"));
     }
-    absl::flat_hash_set<uint32_t> numbers;
     absl::flat_hash_set<std::string> names;
+    uint32_t previous = 1;
     for (const FieldSpec& f : t.fields) {
-      if (f.number <= 1 || !numbers.insert(f.number).second) {
-        return absl::InvalidArgumentError(absl::StrCat(t.name, ".", f.name, ": field number ",
-                                                       f.number,
-                                                       " is reserved (1 is the id) or repeated"));
+      if (f.number <= previous) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(t.name, ".", f.name, ": field number ", f.number,
+                         " is reserved (1 is the id), repeated or out of ascending order"));
       }
+      previous = f.number;
       if (!IsIdentifier(f.name) || f.name == "id" || !names.insert(f.name).second) {
         return absl::InvalidArgumentError(
             absl::StrCat(t.name, ": bad or repeated field name '", f.name, "'"));
@@ -201,13 +202,30 @@ absl::Status Schema::ValidateValue(const RecordTypeSpec& type, const FieldSpec& 
 
 absl::Status Schema::ValidateChange(const kcnet::v1::RecordChange& change, absl::string_view path,
                                     std::string* bad_path) const {
+  return Validate(change, path, bad_path, /*allow_unknown=*/false);
+}
+
+absl::Status Schema::ValidateDownloaded(const kcnet::v1::RecordChange& change,
+                                        absl::string_view path) const {
+  return Validate(change, path, nullptr, /*allow_unknown=*/true);
+}
+
+absl::Status Schema::Validate(const kcnet::v1::RecordChange& change, absl::string_view path,
+                              std::string* bad_path, bool allow_unknown) const {
   auto fail = [&](std::string where, absl::string_view why) {
     if (bad_path != nullptr) *bad_path = where;
     return absl::InvalidArgumentError(absl::StrCat(where, ": ", why));
   };
+  // A type this schema does not know (allowed only in a download) is checked for its
+  // shape: its fields' values are the newer schema's business.
+  static const RecordTypeSpec kUnknownType{.name = "unknown record type"};
   const RecordTypeSpec* type = Find(change.type());
-  if (type == nullptr) {
+  if (type == nullptr && !allow_unknown) {
     return fail(absl::StrCat(path, ".type"), absl::StrCat("unknown record type ", change.type()));
+  }
+  if (type == nullptr) {
+    if (change.type() == 0) return fail(absl::StrCat(path, ".type"), "record type 0");
+    type = &kUnknownType;
   }
   if (change.id().size() != 16) {
     return fail(absl::StrCat(path, ".id"),
@@ -223,14 +241,21 @@ absl::Status Schema::ValidateChange(const kcnet::v1::RecordChange& change, absl:
     const kcnet::v1::FieldChange& fc = change.fields(i);
     auto where = [&]() { return absl::StrCat(path, ".fields[", i, "]"); };
     const FieldSpec* field = type->Field(fc.field());
-    if (field == nullptr) {
+    if (field == nullptr && !allow_unknown) {
       return fail(where(), absl::StrCat("unknown field ", fc.field(), " of ", type->name));
+    }
+    if (field == nullptr && fc.field() <= 1) {
+      return fail(where(), absl::StrCat("field number ", fc.field(), " is reserved"));
     }
     const bool repeated = fc.field() < 64 ? (seen_low & (uint64_t{1} << fc.field())) != 0
                                           : !seen_high.insert(fc.field()).second;
     if (fc.field() < 64) seen_low |= uint64_t{1} << fc.field();
-    if (repeated)
-      return fail(where(), absl::StrCat(type->name, ".", field->name, " appears twice"));
+    if (repeated) {
+      return fail(where(), absl::StrCat(type->name, ".",
+                                        field != nullptr ? field->name : absl::StrCat(fc.field()),
+                                        " appears twice"));
+    }
+    if (field == nullptr) continue;  // kept as downloaded
     absl::Status status = ValidateValue(*type, *field, fc.value());
     if (!status.ok()) return fail(where(), status.message());
   }

@@ -67,8 +67,12 @@ struct RecordTypeSpec {
 
 class Schema {
  public:
-  // Checks the specs (unique ids and names, identifiers, the bucket field exists and is
-  // an integer) and builds the lookup tables. INVALID_ARGUMENT names the problem.
+  // Checks the specs (unique ids and names, identifiers, field numbers ascending, the
+  // bucket field exists and is an integer) and builds the lookup tables. INVALID_ARGUMENT
+  // names the problem. Fields are listed in ascending number order: a row's checksum
+  // hashes them in that order, so that a device that keeps fields its schema does not know
+  // (docs/SYNC.md, "Upgrades") hashes them where the server's schema has them; a new field
+  // takes a new, higher number and goes last.
   static absl::StatusOr<Schema> Create(std::vector<RecordTypeSpec> types);
 
   // nullptr for an unknown type.
@@ -88,7 +92,17 @@ class Schema {
   absl::Status ValidateChange(const kcnet::v1::RecordChange& change, absl::string_view path,
                               std::string* bad_path = nullptr) const;
 
+  // The same for a change a device downloads from a server whose schema may be newer than
+  // its own: a record type or a field this schema does not know is not an error (the
+  // device keeps it: docs/SYNC.md, "Upgrades"); its id, shape and known fields are checked
+  // as above.
+  absl::Status ValidateDownloaded(const kcnet::v1::RecordChange& change,
+                                  absl::string_view path) const;
+
  private:
+  absl::Status Validate(const kcnet::v1::RecordChange& change, absl::string_view path,
+                        std::string* bad_path, bool allow_unknown) const;
+
   std::vector<RecordTypeSpec> types_;
   absl::flat_hash_map<uint32_t, size_t> by_type_;
   absl::flat_hash_map<std::string, size_t> by_name_;

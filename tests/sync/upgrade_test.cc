@@ -127,5 +127,150 @@ TEST_F(UpgradeTest, ADownloadWithAnUnknownFieldAndAnUnknownTypeIsKept) {
   EXPECT_EQ((*cursors)[0].op(), server_->Checkpoint(kUnit)->op());
 }
 
+TEST_F(UpgradeTest, KeptValuesMergeLastWriterWinsAreNeverPushedAndGoWithTheirBucket) {
+  auto today = Open("tablet-new", &schema_, "new.db");
+  auto old = Open("tablet-old", &previous_, "old.db");
+  ASSERT_TRUE(today->Subscribe(kUnit).ok());
+  ASSERT_TRUE(old->Subscribe(kUnit).ok());
+  ASSERT_TRUE(today
+                  ->Write({Change(kItem, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)},
+                                                 {kBlob, BytesValue("v1")}}),
+                           Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("một")}}),
+                           Change(kNote, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("hai")}})})
+                  .ok());
+  Sync(today.get());
+  Sync(old.get());
+  // Today's device changes the kept values (and deletes a note); the old one edits a
+  // known field of the same item, offline.
+  wall_.Advance(1000);
+  ASSERT_TRUE(today->Write({Change(kItem, Id(1), {{kBlob, BytesValue("v2")}}),
+                            Change(kNote, Id(2), {{3, StringValue("một, sửa")}}),
+                            Deletion(kNote, Id(3))})
+                  .ok());
+  Sync(today.get());
+  wall_.Advance(1000);
+  ASSERT_TRUE(old->Write({Change(kItem, Id(1), {{3, IntValue(6)}})}).ok());
+  auto batch = old->PendingBatch();
+  ASSERT_TRUE(batch.ok());
+  ASSERT_EQ(batch->mutations_size(), 1);
+  ASSERT_EQ(batch->mutations(0).changes_size(), 1);
+  for (const auto& f : batch->mutations(0).changes(0).fields()) EXPECT_NE(f.field(), kBlob);
+  Sync(old.get());
+  ExpectSameChecksum(old.get());
+  Sync(today.get());
+  ExpectSameChecksum(today.get());
+  auto item = today->Read(kItem, Id(1));
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ(FieldOf(**item, 3).int_value(), 6);            // the old device's edit
+  EXPECT_EQ(FieldOf(**item, kBlob).bytes_value(), "v2");  // today's, never overwritten
+
+  // A bucket the old device leaves takes its kept values with it.
+  ASSERT_TRUE(old->Unsubscribe(kUnit).ok());
+  old.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("old.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM _unknown", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+TEST_F(UpgradeTest, AnUpgradedDeviceHasTheKeptValuesInItsColumnsWithoutDownloadingAgain) {
+  auto today = Open("tablet-new", &schema_, "new.db");
+  ASSERT_TRUE(today->Subscribe(kUnit).ok());
+  ASSERT_TRUE(today
+                  ->Write({Change(kItem, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)},
+                                                 {kBlob, BytesValue("ảnh")}}),
+                           Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("ghi chú")}}),
+                           Change(kNote, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("xoá")}})})
+                  .ok());
+  Sync(today.get());
+  ASSERT_TRUE(today->Write({Deletion(kNote, Id(3))}).ok());
+  Sync(today.get());
+  auto old = Open("tablet-old", &previous_, "old.db");
+  ASSERT_TRUE(old->Subscribe(kUnit).ok());
+  Sync(old.get());
+  ExpectSameChecksum(old.get());
+  old.reset();
+
+  // The app upgrades: the same file, today's schema.
+  auto upgraded = Open("tablet-old", &schema_, "old.db");
+  ASSERT_NE(upgraded, nullptr);
+  auto item = upgraded->Read(kItem, Id(1), /*confirmed_only=*/true);
+  ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+  EXPECT_EQ(FieldOf(**item, kBlob).bytes_value(), "ảnh");
+  EXPECT_EQ(FieldOf(**item, 3).int_value(), 5);
+  auto note = upgraded->Read(kNote, Id(2), /*confirmed_only=*/true);
+  ASSERT_TRUE(note.ok() && note->has_value()) << note.status();
+  EXPECT_EQ(FieldOf(**note, 3).string_value(), "ghi chú");
+  auto gone = upgraded->Read(kNote, Id(3), /*confirmed_only=*/true);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(!gone->has_value() || (*gone)->deleted());
+  ListFilter notes;
+  notes.type = kNote;
+  EXPECT_EQ(upgraded->List(notes)->size(), 1u);
+  ExpectSameChecksum(upgraded.get());
+  EXPECT_TRUE(upgraded->VerifyBuckets()->empty());
+  // Nothing to download again: the next page from the device's cursor is empty and its
+  // checkpoint matches.
+  auto down = server_->ChangesSince(*upgraded->Cursors());
+  ASSERT_TRUE(down.ok());
+  EXPECT_EQ(down->changes_size(), 0);
+  auto result = upgraded->ApplyDownload(*down);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->mismatched.empty());
+  // And it edits the new field like any other.
+  ASSERT_TRUE(upgraded->Write({Change(kItem, Id(1), {{kBlob, BytesValue("ảnh mới")}})}).ok());
+  Sync(upgraded.get());
+  Sync(today.get());
+  EXPECT_EQ(FieldOf(**today->Read(kItem, Id(1)), kBlob).bytes_value(), "ảnh mới");
+  ExpectSameChecksum(today.get());
+  ExpectSameChecksum(upgraded.get());
+}
+
+TEST_F(UpgradeTest, AStoreWrittenByANewerKcnetIsRefusedWithWhatToDo) {
+  Open("tablet", &schema_, "a.db").reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("a.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  DeviceStoreOptions options;
+  options.clock = &wall_;
+  auto store = DeviceStore::Open(dir_.File("a.db"), &schema_, "tablet", options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(store.status().message(), HasSubstr("newer kcnet"));
+  EXPECT_THAT(store.status().message(), HasSubstr("cập nhật ứng dụng"));
+}
+
+TEST_F(UpgradeTest, ANewStoreHasEveryMigrationAndASchemaMayOnlyAddFieldsAtTheEnd) {
+  Open("tablet", &schema_, "a.db").reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.File("a.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), kDeviceStoreFormatVersion);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  // A schema whose fields are not in ascending number order is refused (the checksum
+  // hashes fields by number).
+  RecordTypeSpec item = *schema_.Find(kItem);
+  std::swap(item.fields[1], item.fields[2]);
+  EXPECT_FALSE(Schema::Create({item}).ok());
+  // A store whose columns are not the schema's first fields (a field removed) is refused.
+  RecordTypeSpec shorter = *schema_.Find(kItem);
+  shorter.fields.erase(shorter.fields.begin() + 1);
+  Schema removed = *Schema::Create({shorter});
+  DeviceStoreOptions options;
+  options.clock = &wall_;
+  auto store = DeviceStore::Open(dir_.File("a.db"), &removed, "tablet", options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(store.status().message(), HasSubstr("only add fields"));
+}
+
 }  // namespace
 }  // namespace kcnet::sync
