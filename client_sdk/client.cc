@@ -637,6 +637,20 @@ class Client::Impl {
   absl::Status Write(std::vector<RecordChange> changes) {
     absl::StatusOr<model::Actor> actor = Actor();
     if (!actor.ok()) return actor.status();
+    // An app whose schema is older than this build's (ClientOptions::schema) does not
+    // have the fields it lacks: they are left out. (A type it lacks is refused by the store.)
+    if (options_.schema != &model::KcnetSchema()) {
+      for (RecordChange& c : changes) {
+        const sync::RecordTypeSpec* spec = options_.schema->Find(c.type());
+        if (spec == nullptr) continue;
+        auto* fields = c.mutable_fields();
+        fields->erase(std::remove_if(fields->begin(), fields->end(),
+                                     [spec](const kcnet::v1::FieldChange& f) {
+                                       return spec->Field(f.field()) == nullptr;
+                                     }),
+                      fields->end());
+      }
+    }
     Mutation m;  // for naming fields in errors
     for (const RecordChange& c : changes) *m.add_changes() = c;
     absl::StatusOr<uint64_t> seq = store_->Write(std::move(changes), model::ValidatorFor(*actor));
@@ -1420,8 +1434,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
                 .fields = {Facility::kNameFieldNumber, Facility::kOwnerNameFieldNumber,
                            Facility::kMainProductsFieldNumber},
                 .weights = {4.0, 2.0, 1.0}}};
+  if (options.schema == nullptr) options.schema = &model::KcnetSchema();
   absl::StatusOr<std::unique_ptr<sync::DeviceStore>> store =
-      sync::DeviceStore::Open(options.path, &model::KcnetSchema(), options.device_id, so);
+      sync::DeviceStore::Open(options.path, options.schema, options.device_id, so);
   if (!store.ok()) return store.status();
   auto impl = std::make_unique<Impl>(std::move(options), *std::move(lock), *std::move(store));
   absl::Status status = impl->LoadAccount();

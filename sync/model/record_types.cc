@@ -1,5 +1,7 @@
 #include "sync/model/record_types.h"
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <iostream>
 
@@ -174,6 +176,47 @@ const sync::Schema& KcnetSchema() {
       std::abort();
     }
     return new sync::Schema(std::move(*built));
+  }();
+  return *schema;
+}
+
+absl::StatusOr<sync::Schema> KcnetSchemaWithout(
+    const std::vector<uint32_t>& types, const std::vector<std::pair<uint32_t, uint32_t>>& fields) {
+  for (uint32_t t : types) {
+    if (KcnetSchema().Find(t) == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown record type ", t));
+    }
+  }
+  std::vector<RecordTypeSpec> specs;
+  for (const RecordTypeSpec& t : KcnetSchema().types()) {
+    if (std::find(types.begin(), types.end(), t.type) != types.end()) continue;
+    specs.push_back(t);
+  }
+  for (const auto& [type, number] : fields) {
+    auto spec = std::find_if(specs.begin(), specs.end(),
+                             [type = type](const RecordTypeSpec& s) { return s.type == type; });
+    if (spec == specs.end() || spec->IndexOf(number) < 0 || number == spec->bucket_field) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("no field ", number, " of record type ", type, " to leave out"));
+    }
+    spec->fields.erase(spec->fields.begin() + spec->IndexOf(number));
+    // Indexes naming it go with it.
+    std::erase_if(spec->indexes, [number = number](const std::vector<uint32_t>& index) {
+      return std::find(index.begin(), index.end(), number) != index.end();
+    });
+  }
+  return sync::Schema::Create(std::move(specs));
+}
+
+const sync::Schema& PreviousKcnetSchema() {
+  static const sync::Schema* schema = [] {
+    absl::StatusOr<sync::Schema> previous = KcnetSchemaWithout(
+        {kRequestEventType}, {{kFacilityType, kcnet::v1::Facility::kCreatedMsFieldNumber}});
+    if (!previous.ok()) {
+      std::cerr << "kcnet previous schema: " << previous.status() << "\n";
+      std::abort();
+    }
+    return new sync::Schema(*std::move(previous));
   }();
   return *schema;
 }

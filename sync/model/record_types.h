@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "google/protobuf/descriptor.h"
@@ -27,6 +29,19 @@ inline constexpr uint32_t kRequestEventType = 4;
 // The schema of every synced kcnet record type. Never fails for the built-in table (a
 // failure is a programming error and aborts).
 const sync::Schema& KcnetSchema();
+
+// Today's schema without the record `types` and the (type, field number) `fields` listed:
+// what an older app knew. Only a type's last fields may be left out if the store is to be
+// upgraded later (new fields go at the end; DeviceStore::Open refuses a store whose
+// columns are not the schema's first fields). INVALID_ARGUMENT for an unknown type or field.
+absl::StatusOr<sync::Schema> KcnetSchemaWithout(
+    const std::vector<uint32_t>& types, const std::vector<std::pair<uint32_t, uint32_t>>& fields);
+
+// kcnet's schema one release behind (schema N-1), simulated for upgrade tests: today's
+// without the RequestEvent type (4) and without Facility.created_ms (field 15, the last of
+// Facility). A store or SDK client opened with it keeps those as unknown (docs/SYNC.md,
+// "Upgrades"); reopened with KcnetSchema() it has them in its columns.
+const sync::Schema& PreviousKcnetSchema();
 
 // Builds a record-type spec from a message descriptor that follows domain.proto's rules
 // (field 1 string id, field 2 int64 commune_id, scalar/enum/repeated-enum fields).

@@ -47,6 +47,10 @@
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
 
+namespace kcnet::sync {
+class Schema;
+}  // namespace kcnet::sync
+
 namespace kcnet::sdk {
 
 struct ClientOptions {
@@ -75,6 +79,13 @@ struct ClientOptions {
   absl::Duration write_delay = absl::Seconds(2);
   // Seed of the jitter (0: random). Tests fix it.
   uint64_t seed = 0;
+  // The record types this app knows (sync/schema.h); nullptr: today's,
+  // model::KcnetSchema(). A store keeps what a newer server sends that its schema does not
+  // know and, opened again with a schema that knows it, has it in its columns
+  // (docs/SYNC.md, "Upgrades"). Tests pass model::PreviousKcnetSchema() to play an app
+  // one release behind; its writes leave out the fields that schema lacks. Must outlive
+  // the client.
+  const kcnet::sync::Schema* schema = nullptr;
 };
 
 // A record a change touched.
