@@ -501,7 +501,8 @@ FieldState* KeptOrField(const RecordTypeSpec& type, uint32_t number, RowState* r
   if (index >= 0) return &row->fields[index];
   auto it = std::lower_bound(row->kept.begin(), row->kept.end(), number,
                              [](const KeptField& k, uint32_t n) { return k.number < n; });
-  if (it == row->kept.end() || it->number != number) it = row->kept.insert(it, KeptField{number, {}});
+  if (it == row->kept.end() || it->number != number)
+    it = row->kept.insert(it, KeptField{number, {}});
   return &it->state;
 }
 

@@ -312,15 +312,16 @@ absl::Status RecordStore::CreateTables() {
       (*info)->Reset();
     }
     if (existing.empty()) {
-      absl::StrAppend(&sql, "CREATE TABLE IF NOT EXISTS ", t.name, "(",
-                      absl::StrJoin(cols, ", "), ");");
+      absl::StrAppend(&sql, "CREATE TABLE IF NOT EXISTS ", t.name, "(", absl::StrJoin(cols, ", "),
+                      ");");
     } else {
       for (size_t i = 0; i < t.fields.size(); ++i) {
         if (i < existing.size()) {
           if (existing[i] == t.fields[i].name) continue;
-          return absl::FailedPreconditionError(absl::StrCat(
-              db_->path(), ": table ", t.name, " has column '", existing[i], "' where the schema has '",
-              t.fields[i].name, "' (a schema may only add fields, at the end)"));
+          return absl::FailedPreconditionError(
+              absl::StrCat(db_->path(), ": table ", t.name, " has column '", existing[i],
+                           "' where the schema has '", t.fields[i].name,
+                           "' (a schema may only add fields, at the end)"));
         }
         absl::StrAppend(&sql, "ALTER TABLE ", t.name, " ADD COLUMN ", t.fields[i].name, " ",
                         SqlType(t.fields[i].type), ";");
@@ -813,8 +814,8 @@ absl::StatusOr<std::vector<int64_t>> RecordStore::Buckets() {
   return out;
 }
 
-uint64_t RecordStore::HashRow(uint32_t type, const RecordTypeSpec* spec,
-                              absl::string_view id_text, const RowState& row) const {
+uint64_t RecordStore::HashRow(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
+                              const RowState& row) const {
   std::string& buf = hash_buffer_;  // reused: RowHash runs twice per write
   buf.clear();
   PutFixed64(&buf, type);
@@ -872,7 +873,8 @@ absl::Status RecordStore::LoadKept(uint32_t type, absl::string_view id_text,
       status = absl::DataLossError(absl::StrCat("_unknown: corrupt value of ", type, "/", id_text));
       break;
     }
-    state.stamp = Stamp{static_cast<uint64_t>(r.ColumnInt(2)), static_cast<uint64_t>(r.ColumnInt(3))};
+    state.stamp =
+        Stamp{static_cast<uint64_t>(r.ColumnInt(2)), static_cast<uint64_t>(r.ColumnInt(3))};
     state.op = static_cast<uint64_t>(r.ColumnInt(4));
     if (field == 0) {
       if (header == nullptr) continue;
@@ -1036,8 +1038,8 @@ absl::Status RecordStore::FoldKept() {
   for (int64_t bucket : buckets) {
     absl::StatusOr<kcnet::v1::BucketCheckpoint> cp = RecomputeCheckpoint(bucket);
     if (!cp.ok()) return cp.status();
-    absl::StatusOr<Statement*> stmt = db_->Prepare(
-        "UPDATE _buckets SET checksum = ?2, records = ?3 WHERE bucket = ?1");
+    absl::StatusOr<Statement*> stmt =
+        db_->Prepare("UPDATE _buckets SET checksum = ?2, records = ?3 WHERE bucket = ?1");
     if (!stmt.ok()) return stmt.status();
     (*stmt)->BindInt(1, bucket);
     (*stmt)->BindInt(2, static_cast<int64_t>(cp->checksum()));

@@ -55,7 +55,8 @@ class UpgradeTest : public ::testing::Test {
   }
 
   void StartServer() {
-    auto server = server::KcnetServer::Start(kcnet::testing::TestServerOptions(dir_.File("server")));
+    auto server =
+        server::KcnetServer::Start(kcnet::testing::TestServerOptions(dir_.File("server")));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
   }
@@ -161,15 +162,14 @@ class OlderAppTest : public UpgradeTest {
     StartServer();
     server::Directory* d = server_->directory();
     const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
-    const int64_t district =
-        d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
+    const int64_t district = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
     commune_ = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, district)->id();
     ASSERT_TRUE(
         d->CreateUser("ctv_an", "Nguyễn Văn An", kPassword, ROLE_COMMUNE_COLLABORATOR, {commune_})
             .ok());
-    ASSERT_TRUE(d->CreateUser("ctv_binh", "Trần Thị Bình", kPassword, ROLE_COMMUNE_COLLABORATOR,
-                              {commune_})
-                    .ok());
+    ASSERT_TRUE(
+        d->CreateUser("ctv_binh", "Trần Thị Bình", kPassword, ROLE_COMMUNE_COLLABORATOR, {commune_})
+            .ok());
   }
 
   Facility NewFacility(const std::string& name) {

@@ -106,11 +106,12 @@ TEST_F(UpgradeTest, ADownloadWithAnUnknownFieldAndAnUnknownTypeIsKept) {
   // Today's device writes an item with a blob and a note; the older device downloads them.
   auto today = Open("tablet-new", &schema_, "new.db");
   ASSERT_TRUE(today->Subscribe(kUnit).ok());
-  ASSERT_TRUE(today
-                  ->Write({Change(kItem, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)},
-                                                 {kBlob, BytesValue("ảnh")}}),
-                           Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("ghi chú")}})})
-                  .ok());
+  ASSERT_TRUE(
+      today
+          ->Write({Change(kItem, Id(1),
+                          {{2, IntValue(kUnit)}, {3, IntValue(5)}, {kBlob, BytesValue("ảnh")}}),
+                   Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("ghi chú")}})})
+          .ok());
   Sync(today.get());
 
   auto old = Open("tablet-old", &previous_, "old.db");
@@ -132,21 +133,23 @@ TEST_F(UpgradeTest, KeptValuesMergeLastWriterWinsAreNeverPushedAndGoWithTheirBuc
   auto old = Open("tablet-old", &previous_, "old.db");
   ASSERT_TRUE(today->Subscribe(kUnit).ok());
   ASSERT_TRUE(old->Subscribe(kUnit).ok());
-  ASSERT_TRUE(today
-                  ->Write({Change(kItem, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)},
-                                                 {kBlob, BytesValue("v1")}}),
-                           Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("một")}}),
-                           Change(kNote, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("hai")}})})
-                  .ok());
+  ASSERT_TRUE(
+      today
+          ->Write({Change(kItem, Id(1),
+                          {{2, IntValue(kUnit)}, {3, IntValue(5)}, {kBlob, BytesValue("v1")}}),
+                   Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("một")}}),
+                   Change(kNote, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("hai")}})})
+          .ok());
   Sync(today.get());
   Sync(old.get());
   // Today's device changes the kept values (and deletes a note); the old one edits a
   // known field of the same item, offline.
   wall_.Advance(1000);
-  ASSERT_TRUE(today->Write({Change(kItem, Id(1), {{kBlob, BytesValue("v2")}}),
-                            Change(kNote, Id(2), {{3, StringValue("một, sửa")}}),
-                            Deletion(kNote, Id(3))})
-                  .ok());
+  ASSERT_TRUE(
+      today
+          ->Write({Change(kItem, Id(1), {{kBlob, BytesValue("v2")}}),
+                   Change(kNote, Id(2), {{3, StringValue("một, sửa")}}), Deletion(kNote, Id(3))})
+          .ok());
   Sync(today.get());
   wall_.Advance(1000);
   ASSERT_TRUE(old->Write({Change(kItem, Id(1), {{3, IntValue(6)}})}).ok());
@@ -161,7 +164,7 @@ TEST_F(UpgradeTest, KeptValuesMergeLastWriterWinsAreNeverPushedAndGoWithTheirBuc
   ExpectSameChecksum(today.get());
   auto item = today->Read(kItem, Id(1));
   ASSERT_TRUE(item.ok() && item->has_value());
-  EXPECT_EQ(FieldOf(**item, 3).int_value(), 6);            // the old device's edit
+  EXPECT_EQ(FieldOf(**item, 3).int_value(), 6);           // the old device's edit
   EXPECT_EQ(FieldOf(**item, kBlob).bytes_value(), "v2");  // today's, never overwritten
 
   // A bucket the old device leaves takes its kept values with it.
@@ -180,12 +183,13 @@ TEST_F(UpgradeTest, KeptValuesMergeLastWriterWinsAreNeverPushedAndGoWithTheirBuc
 TEST_F(UpgradeTest, AnUpgradedDeviceHasTheKeptValuesInItsColumnsWithoutDownloadingAgain) {
   auto today = Open("tablet-new", &schema_, "new.db");
   ASSERT_TRUE(today->Subscribe(kUnit).ok());
-  ASSERT_TRUE(today
-                  ->Write({Change(kItem, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(5)},
-                                                 {kBlob, BytesValue("ảnh")}}),
-                           Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("ghi chú")}}),
-                           Change(kNote, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("xoá")}})})
-                  .ok());
+  ASSERT_TRUE(
+      today
+          ->Write({Change(kItem, Id(1),
+                          {{2, IntValue(kUnit)}, {3, IntValue(5)}, {kBlob, BytesValue("ảnh")}}),
+                   Change(kNote, Id(2), {{2, IntValue(kUnit)}, {3, StringValue("ghi chú")}}),
+                   Change(kNote, Id(3), {{2, IntValue(kUnit)}, {3, StringValue("xoá")}})})
+          .ok());
   Sync(today.get());
   ASSERT_TRUE(today->Write({Deletion(kNote, Id(3))}).ok());
   Sync(today.get());
