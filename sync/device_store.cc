@@ -113,6 +113,9 @@ absl::StatusOr<std::unique_ptr<DeviceStore>> DeviceStore::Open(const std::string
       // overlay reads stay in memory on a tablet-sized store.
       "PRAGMA cache_size = -8192;");
   if (status.ok()) status = store->CreateSearchTables();
+  if (status.ok() && !options.app_tables_ddl.empty()) {
+    status = store->db_->Exec(options.app_tables_ddl);
+  }
   if (!status.ok()) return status;
   // A store written before the pending index existed: build it from the outbox.
   absl::StatusOr<int64_t> indexed = store->db_->QueryInt("SELECT count(*) FROM _pending");

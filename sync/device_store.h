@@ -13,6 +13,7 @@
 #define KCNET_SYNC_DEVICE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,11 @@ struct DeviceStoreOptions {
   Clock* clock = SystemClock();
   bool durable = true;
   std::vector<SearchSpec> search;
+  // Tables of the store's user beside the replica (the SDK's copy of its directory):
+  // `app_tables_ddl` (CREATE TABLE IF NOT EXISTS ...) runs at Open; PurgeAll empties every
+  // table named in `app_tables` with the rest. Read and write them with WithAppTables().
+  std::string app_tables_ddl;
+  std::vector<std::string> app_tables;
 };
 
 // Which records List() returns: live records of `type` in `buckets` (every subscribed
@@ -222,6 +228,12 @@ class DeviceStore {
   // start at 1). The device id, node and key/value entries stay. Nothing changes on
   // failure. (device_store_purge.cc)
   absl::Status PurgeAll(bool restart_sequences);
+
+  // Runs `fn` on the store's connection, under the store's lock, in one transaction (a
+  // write transaction when `write`, committed when `fn` returns OK, rolled back otherwise).
+  // For DeviceStoreOptions::app_tables only; `fn` must not call the store.
+  // (device_store_purge.cc)
+  absl::Status WithAppTables(bool write, const std::function<absl::Status(Db&)>& fn);
 
   HybridClock& clock() { return hlc_; }
 
