@@ -420,9 +420,8 @@ class Client::Impl {
     req.set_known_version(*known);
     kcnet::v1::ScopeDirectory resp;
     auto stub = kcnet::v1::OrgUnitService::NewStub(*channel);
-    grpc::Status s = WithToken(token, [&](grpc::ClientContext* ctx) {
-      return stub->GetScopeDirectory(ctx, req, &resp);
-    });
+    grpc::Status s = WithToken(
+        token, [&](grpc::ClientContext* ctx) { return stub->GetScopeDirectory(ctx, req, &resp); });
     if (!s.ok()) return CallError(s);
     if (resp.not_modified()) return false;
     absl::Status status = directory_.Replace(resp);
@@ -1088,8 +1087,8 @@ class Client::Impl {
       // failure does not fail the sync (names fall back to ids until the next one).
       absl::StatusOr<bool> fetched = FetchDirectory(token);
       if (!fetched.ok() && !absl::IsCancelled(fetched.status())) {
-        Log(LogLevel::kWarning, absl::StrCat("sync: the directory was not fetched: ",
-                                             fetched.status().ToString()));
+        Log(LogLevel::kWarning,
+            absl::StrCat("sync: the directory was not fetched: ", fetched.status().ToString()));
       }
     }
     const SyncResult none;
@@ -1493,8 +1492,7 @@ absl::StatusOr<kcnet::v1::OrgUnit> Client::GetOrgUnit(int64_t id) {
   absl::StatusOr<std::optional<kcnet::v1::OrgUnit>> unit = impl_->directory_.OrgUnit(id);
   if (!unit.ok()) return unit.status();
   if (!unit->has_value()) {
-    return absl::NotFoundError(
-        absl::StrCat("org unit ", id, " is not in this device's directory"));
+    return absl::NotFoundError(absl::StrCat("org unit ", id, " is not in this device's directory"));
   }
   return **unit;
 }

@@ -109,7 +109,8 @@ absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> DeviceDirectory::SelectUnits(
 }
 
 absl::StatusOr<std::optional<kcnet::v1::OrgUnit>> DeviceDirectory::OrgUnit(int64_t id) {
-  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> units = SelectUnits("WHERE id = ?1", [id](sync::Statement* stmt) { stmt->BindInt(1, id); });
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> units =
+      SelectUnits("WHERE id = ?1", [id](sync::Statement* stmt) { stmt->BindInt(1, id); });
   if (!units.ok()) return units.status();
   if (units->empty()) return std::nullopt;
   return std::move(units->front());
@@ -117,7 +118,8 @@ absl::StatusOr<std::optional<kcnet::v1::OrgUnit>> DeviceDirectory::OrgUnit(int64
 
 absl::StatusOr<std::optional<kcnet::v1::OrgUnit>> DeviceDirectory::OrgUnitByCode(
     absl::string_view code) {
-  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> units = SelectUnits("WHERE code = ?1", [code](sync::Statement* stmt) { stmt->BindText(1, code); });
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> units =
+      SelectUnits("WHERE code = ?1", [code](sync::Statement* stmt) { stmt->BindText(1, code); });
   if (!units.ok()) return units.status();
   if (units->empty()) return std::nullopt;
   return std::move(units->front());

@@ -65,11 +65,10 @@ absl::Status DeviceStore::PurgeAll(bool restart_sequences) {
   return absl::OkStatus();
 }
 
-absl::Status DeviceStore::WithAppTables(bool write,
-                                        const std::function<absl::Status(Db&)>& fn) {
+absl::Status DeviceStore::WithAppTables(bool write, const std::function<absl::Status(Db&)>& fn) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(
-      db_.get(), write ? Transaction::Kind::kWrite : Transaction::Kind::kRead);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn =
+      Transaction::Begin(db_.get(), write ? Transaction::Kind::kWrite : Transaction::Kind::kRead);
   if (!txn.ok()) return txn.status();
   absl::Status status = fn(*db_);
   if (!status.ok()) return status;  // rolled back

@@ -487,12 +487,12 @@ absl::StatusOr<int64_t> ResolveCommune(const CommuneValue& value, Client& client
   absl::StatusOr<std::vector<v1::OrgUnit>> known = client.ListOrgUnits();
   if (!known.ok()) return known.status();
   if (known->empty() && may_be_id) return id;  // no directory on this device yet
-  return UsageError(absl::StrCat(
-      "--commune: no org unit of yours has ",
-      value.kind == CommuneValue::Kind::kCode ? "the code '"
-      : value.kind == CommuneValue::Kind::kId ? "the id '"
-                                              : "the code or id '",
-      value.text, "' (`kcnet whoami` lists your communes with their codes)"));
+  return UsageError(absl::StrCat("--commune: no org unit of yours has ",
+                                 value.kind == CommuneValue::Kind::kCode ? "the code '"
+                                 : value.kind == CommuneValue::Kind::kId ? "the id '"
+                                                                         : "the code or id '",
+                                 value.text,
+                                 "' (`kcnet whoami` lists your communes with their codes)"));
 }
 
 // The commune for a new facility: --commune, else the user's only org unit.
@@ -525,7 +525,8 @@ absl::Status Login(Session& session) {
   }
   if (!status.ok()) return session.Explain(status);
   std::optional<v1::User> user = (*client)->user();
-  std::printf("signed in as %s\n", user.has_value() ? UserLine(*user, Names(*client)).c_str() : "?");
+  std::printf("signed in as %s\n",
+              user.has_value() ? UserLine(*user, Names(*client)).c_str() : "?");
   std::printf("run `kcnet sync` to download your communes' records\n");
   return absl::OkStatus();
 }
@@ -587,7 +588,8 @@ absl::Status FacilityAdd(Session& session) {
   if (!args.Has("kind")) facility.set_kind(v1::FACILITY_KIND_HOUSEHOLD_BUSINESS);
   absl::StatusOr<v1::Facility> added = (*client)->RegisterFacility(facility);
   if (!added.ok()) return added.status();
-  std::printf("registered facility %s\n%s", added->id().c_str(), FacilityDetails(*added, Names(*client)).c_str());
+  std::printf("registered facility %s\n%s", added->id().c_str(),
+              FacilityDetails(*added, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -604,7 +606,8 @@ absl::Status FacilityUpdate(Session& session) {
   facility.set_id(args.words()[0]);
   absl::StatusOr<v1::Facility> updated = (*client)->UpdateFacility(facility, fields);
   if (!updated.ok()) return updated.status();
-  std::printf("updated facility %s\n%s", updated->id().c_str(), FacilityDetails(*updated, Names(*client)).c_str());
+  std::printf("updated facility %s\n%s", updated->id().c_str(),
+              FacilityDetails(*updated, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -634,7 +637,8 @@ absl::Status FacilityList(Session& session) {
   for (int64_t id : communes) {
     absl::StatusOr<std::vector<v1::Facility>> list = (*client)->FacilitiesOfCommune(id);
     if (!list.ok()) return list.status();
-    for (const v1::Facility& f : *list) std::printf("%s\n", FacilityLine(f, Names(*client)).c_str());
+    for (const v1::Facility& f : *list)
+      std::printf("%s\n", FacilityLine(f, Names(*client)).c_str());
     total += list->size();
   }
   std::vector<std::string> named;
@@ -649,7 +653,8 @@ absl::Status FacilitySearch(Session& session) {
   const std::string query = absl::StrJoin(session.args().words(), " ");
   absl::StatusOr<std::vector<sdk::FacilityHit>> hits = (*client)->SearchFacilities(query);
   if (!hits.ok()) return hits.status();
-  for (const sdk::FacilityHit& hit : *hits) std::printf("%s\n", FacilityLine(hit.facility, Names(*client)).c_str());
+  for (const sdk::FacilityHit& hit : *hits)
+    std::printf("%s\n", FacilityLine(hit.facility, Names(*client)).c_str());
   std::fprintf(stderr, "%zu facilities match '%s'\n", hits->size(), query.c_str());
   return absl::OkStatus();
 }
@@ -698,7 +703,8 @@ absl::Status VisitRecord(Session& session) {
   if (!client.ok()) return client.status();
   absl::StatusOr<v1::Visit> recorded = (*client)->RecordVisit(visit);
   if (!recorded.ok()) return recorded.status();
-  std::printf("recorded visit %s\n%s\n", recorded->id().c_str(), VisitLine(*recorded, Names(*client)).c_str());
+  std::printf("recorded visit %s\n%s\n", recorded->id().c_str(),
+              VisitLine(*recorded, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -764,7 +770,8 @@ absl::Status RequestShow(Session& session) {
   if (!events.ok()) return events.status();
   std::printf("request %s\n%s", id.c_str(), RequestDetails(*request, Names(*client)).c_str());
   std::printf("events:\n");
-  for (const v1::RequestEvent& e : *events) std::printf("  %s\n", EventLine(e, Names(*client)).c_str());
+  for (const v1::RequestEvent& e : *events)
+    std::printf("  %s\n", EventLine(e, Names(*client)).c_str());
   return absl::OkStatus();
 }
 

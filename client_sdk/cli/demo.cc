@@ -381,7 +381,8 @@ class Demo {
     KCNET_DEMO_TRY(Got(events, "tablet-a: request events"));
     Say(absl::StrCat("  tablet-a: its request is ", StatusName(seen_1->status()),
                      "; audit trail:"));
-    for (const v1::RequestEvent& e : *events) Say(absl::StrCat("    ", EventLine(e, Names(a_.client.get()))));
+    for (const v1::RequestEvent& e : *events)
+      Say(absl::StrCat("    ", EventLine(e, Names(a_.client.get()))));
     Say(absl::StrCat("  tablet-b: its request is ", StatusName(seen_2->status()), " (\"",
                      seen_2->decision_note(), "\")"));
     return absl::OkStatus();

@@ -173,8 +173,8 @@ std::string VisitLine(const v1::Visit& v, const Names& names) {
   for (int need : v.needs()) needs.push_back(Category(static_cast<v1::SupportCategory>(need)));
   std::string line =
       absl::StrCat(v.id(), "  ", TimeMsText(v.visited_ms()), "  ",
-                   EnumName(v1::VisitPurpose_descriptor(), "VISIT_PURPOSE_", v.purpose()),
-                   "  by ", names.Person(v.collaborator_id()));
+                   EnumName(v1::VisitPurpose_descriptor(), "VISIT_PURPOSE_", v.purpose()), "  by ",
+                   names.Person(v.collaborator_id()));
   if (!needs.empty()) absl::StrAppend(&line, "  needs: ", absl::StrJoin(needs, ","));
   if (!v.findings().empty()) absl::StrAppend(&line, "  \"", OneLine(v.findings()), "\"");
   return line;

@@ -25,7 +25,7 @@ using kcnet::v1::ScopeDirectory;
 // The ids of the caller's scope (the subtrees of its org units) and of every ancestor of
 // its org units. Units removed since the token was issued contribute nothing.
 absl::StatusOr<absl::flat_hash_set<int64_t>> ScopeAndPathAbove(Directory& directory,
-                                                                const Principal& caller) {
+                                                               const Principal& caller) {
   absl::flat_hash_set<int64_t> ids;
   for (int64_t root : caller.org_unit_ids) {
     absl::StatusOr<std::vector<int64_t>> subtree = directory.Subtree({root});
@@ -91,12 +91,13 @@ grpc::ServerUnaryReactor* OrgUnitServiceImpl::GetScopeDirectory(
         // names stay on the records they wrote). Only id, display name, role, active.
         absl::StatusOr<std::vector<kcnet::v1::User>> users = directory_->ListUsers();
         if (!users.ok()) return users.status();
-        std::sort(users->begin(), users->end(),
-                  [](const kcnet::v1::User& a, const kcnet::v1::User& b) { return a.id() < b.id(); });
+        std::sort(
+            users->begin(), users->end(),
+            [](const kcnet::v1::User& a, const kcnet::v1::User& b) { return a.id() < b.id(); });
         for (const kcnet::v1::User& user : *users) {
-          const bool works_here = std::any_of(
-              user.org_unit_ids().begin(), user.org_unit_ids().end(),
-              [&](int64_t unit) { return ids->contains(unit); });
+          const bool works_here =
+              std::any_of(user.org_unit_ids().begin(), user.org_unit_ids().end(),
+                          [&](int64_t unit) { return ids->contains(unit); });
           if (!works_here) continue;
           kcnet::v1::DirectoryUser* out = full.add_users();
           out->set_id(user.id());

@@ -3,8 +3,8 @@
 // request, a sync that fails keeping the changes); bad command lines answered with one
 // actionable line and exit code 2; and `kcnet demo` converging.
 #include <filesystem>
-#include <map>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -418,12 +418,13 @@ TEST_F(KcnetBinaryTest, CommuneTakesACodeOrAnId) {
   for (const std::string value : {"90201", "999"}) {
     Result other = Kcnet({"facility", "list", "--commune=" + value});
     EXPECT_EQ(other.exit_code, 2);
-    EXPECT_EQ(other.err, absl::StrCat("kcnet: facility list: --commune: no org unit of yours has "
-                                      "the code or id '",
-                                      value,
-                                      "' (`kcnet whoami` lists your communes with their codes)\n"));
+    EXPECT_EQ(other.err,
+              absl::StrCat("kcnet: facility list: --commune: no org unit of yours has "
+                           "the code or id '",
+                           value, "' (`kcnet whoami` lists your communes with their codes)\n"));
   }
-  Result add = Kcnet({"facility", "add", "--name=Lò gốm", "--owner=Trần Văn Gốm", "--commune=90103"});
+  Result add =
+      Kcnet({"facility", "add", "--name=Lò gốm", "--owner=Trần Văn Gốm", "--commune=90103"});
   EXPECT_EQ(add.exit_code, 0) << add.err;
   EXPECT_THAT(add.out, HasSubstr("  commune: Thị trấn Đông Demo (90103)\n"));
   for (const std::string value : {"id:0004", "abc", "code:", "90-101"}) {
@@ -455,8 +456,8 @@ TEST_F(KcnetBinaryTest, RealCodesWithLeadingZeros) {
                         "--password-file=" + dir_.File("ctv_ba_dinh.password")});
   ASSERT_EQ(login.exit_code, 0) << login.err;
   EXPECT_THAT(login.out, HasSubstr("commune_collaborator at Phường Ba Đình (00004)"));
-  Result add = Kcnet({"facility", "add", "--name=Cơ sở may Ba Đình", "--owner=Nguyễn Thị Lan",
-                      "--commune=00004"});
+  Result add = Kcnet(
+      {"facility", "add", "--name=Cơ sở may Ba Đình", "--owner=Nguyễn Thị Lan", "--commune=00004"});
   ASSERT_EQ(add.exit_code, 0) << add.err;
   EXPECT_THAT(add.out, HasSubstr("  commune: Phường Ba Đình (00004)\n"));
   Result list = Kcnet({"facility", "list", "--commune=00004"});

@@ -346,8 +346,9 @@ int main(int argc, char** argv) {
     MUST(kcnet_directory_org_unit_by_code(a, "90101", &unit, error));
     CHECK((int64_t)pb_get_varint(unit.data, unit.size, ORG_UNIT_ID) == commune);
     kcnet_buffer_free(&unit);
-    MUST(kcnet_directory_org_unit(a, district, &unit, error));  /* the path above */
-    CHECK(strcmp(pb_get_string(unit.data, unit.size, ORG_UNIT_CODE, text, sizeof text), "901") == 0);
+    MUST(kcnet_directory_org_unit(a, district, &unit, error)); /* the path above */
+    CHECK(strcmp(pb_get_string(unit.data, unit.size, ORG_UNIT_CODE, text, sizeof text), "901") ==
+          0);
     kcnet_buffer_free(&unit);
     /* A sibling commune of the same district is not in a collaborator's directory. */
     CHECK(!kcnet_directory_org_unit_by_code(a, "90102", &unit, &error));

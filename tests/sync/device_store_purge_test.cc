@@ -108,7 +108,8 @@ TEST(DeviceStoreAppTablesTest, CreatedAtOpenKeptAcrossReopenAndPurgedWithTheUser
   kcnet::testing::TempDir dir;
   Schema schema = kcnet::testing::TestSchema();
   DeviceStoreOptions options;
-  options.app_tables_ddl = "CREATE TABLE IF NOT EXISTS _app_names(id INTEGER PRIMARY KEY, name TEXT);";
+  options.app_tables_ddl =
+      "CREATE TABLE IF NOT EXISTS _app_names(id INTEGER PRIMARY KEY, name TEXT);";
   options.app_tables = {"_app_names"};
   auto count = [](DeviceStore& store) {
     int64_t n = -1;
@@ -126,12 +127,12 @@ TEST(DeviceStoreAppTablesTest, CreatedAtOpenKeptAcrossReopenAndPurgedWithTheUser
   {
     auto store = DeviceStore::Open(dir.File("a.db"), &schema, "tablet-a", options);
     ASSERT_TRUE(store.ok()) << store.status();
-    ASSERT_TRUE((*store)
-                    ->WithAppTables(true,
-                                    [](Db& db) {
-                                      return db.Exec("INSERT INTO _app_names VALUES (4, 'Xã An Bình')");
-                                    })
-                    .ok());
+    ASSERT_TRUE(
+        (*store)
+            ->WithAppTables(
+                true,
+                [](Db& db) { return db.Exec("INSERT INTO _app_names VALUES (4, 'Xã An Bình')"); })
+            .ok());
     // A failing call is rolled back.
     EXPECT_FALSE((*store)
                      ->WithAppTables(true,

@@ -509,19 +509,20 @@ TEST_F(DirectoryServicesTest, ScopeDirectoryHoldsExactlyTheScopeThePathAboveAndT
 
 TEST_F(DirectoryServicesTest, ScopeDirectoryNeverNamesAnythingOfAnotherCommune) {
   // An attacker's view: the collaborator of commune 10101 reads every byte of its answer.
-  ASSERT_TRUE(server_.directory().UpdateProfile(user_ids_.at("collab.c21"), "Trần Thị Bình",
-                                                "0912345678").ok());
+  ASSERT_TRUE(server_.directory()
+                  .UpdateProfile(user_ids_.at("collab.c21"), "Trần Thị Bình", "0912345678")
+                  .ok());
   // In scope, but its phone is private all the same.
-  ASSERT_TRUE(server_.directory().UpdateProfile(user_ids_.at("coord.d1"), "User coord.d1",
-                                                "0987654321").ok());
+  ASSERT_TRUE(server_.directory()
+                  .UpdateProfile(user_ids_.at("coord.d1"), "User coord.d1", "0987654321")
+                  .ok());
   v1::ScopeDirectory got;
   ASSERT_TRUE(ScopeDirectory("collab.c11", "", &got).ok());
   const std::string bytes = got.SerializeAsString();
-  for (const std::string& secret : {std::string("Unit 10102"), std::string("Unit 10201"),
-                                    std::string("Unit 102"), std::string("Unit 20"),
-                                    std::string("Trần Thị Bình"), std::string("User collab.two"),
-                                    std::string("User admin.d2"), std::string("0912345678"),
-                                    std::string("0987654321")}) {
+  for (const std::string& secret :
+       {std::string("Unit 10102"), std::string("Unit 10201"), std::string("Unit 102"),
+        std::string("Unit 20"), std::string("Trần Thị Bình"), std::string("User collab.two"),
+        std::string("User admin.d2"), std::string("0912345678"), std::string("0987654321")}) {
     EXPECT_EQ(bytes.find(secret), std::string::npos) << secret;
   }
   // What it does learn: its commune, the path above, and who decides there.
@@ -554,8 +555,9 @@ TEST_F(DirectoryServicesTest, ScopeDirectoryNotModifiedUntilSomethingInItChanges
   // A change outside the caller's directory leaves it unchanged.
   ASSERT_TRUE(
       server_.directory().UpdateProfile(user_ids_.at("collab.c31"), "Lê Văn Cường", "").ok());
-  ASSERT_TRUE(server_.directory().CreateOrgUnit("10202", "Unit 10202", v1::ORG_UNIT_LEVEL_COMMUNE,
-                                                d2_).ok());
+  ASSERT_TRUE(server_.directory()
+                  .CreateOrgUnit("10202", "Unit 10202", v1::ORG_UNIT_LEVEL_COMMUNE, d2_)
+                  .ok());
   ASSERT_TRUE(ScopeDirectory("collab.c11", first.version(), &same).ok());
   EXPECT_TRUE(same.not_modified());
 
@@ -574,8 +576,9 @@ TEST_F(DirectoryServicesTest, ScopeDirectoryNotModifiedUntilSomethingInItChanges
   // A new commune in its district is a new version for the coordinator too.
   v1::ScopeDirectory coord;
   ASSERT_TRUE(ScopeDirectory("coord.d1", "", &coord).ok());
-  ASSERT_TRUE(server_.directory().CreateOrgUnit("10103", "Xã An Bình", v1::ORG_UNIT_LEVEL_COMMUNE,
-                                                d1_).ok());
+  ASSERT_TRUE(server_.directory()
+                  .CreateOrgUnit("10103", "Xã An Bình", v1::ORG_UNIT_LEVEL_COMMUNE, d1_)
+                  .ok());
   v1::ScopeDirectory coord2;
   ASSERT_TRUE(ScopeDirectory("coord.d1", coord.version(), &coord2).ok());
   EXPECT_FALSE(coord2.not_modified());
