@@ -30,6 +30,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "client_sdk/device_directory.h"
 #include "client_sdk/sync_client.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/services.grpc.pb.h"
@@ -221,6 +222,7 @@ class Client::Impl {
       : options_(std::move(options)),
         lock_(std::move(lock)),
         store_(std::move(store)),
+        directory_(store_.get()),
         rng_(options_.seed != 0 ? options_.seed : std::random_device{}()) {
     StartNotifier();
   }
@@ -386,13 +388,45 @@ class Client::Impl {
     if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
     if (status.ok() && switching) status = store_->SetValue(kLastSuccessKey, std::nullopt);
     if (!status.ok()) return status;
-    absl::MutexLock lock(&mu_);
-    owner_ = resp.user();
-    account_ = std::move(resp);
-    sign_in_required_ = false;
-    next_attempt_ = absl::Now();  // a stopped background sync resumes
-    state_cv_.SignalAll();
+    const std::string token = resp.token();
+    {
+      absl::MutexLock lock(&mu_);
+      owner_ = resp.user();
+      account_ = std::move(resp);
+      sign_in_required_ = false;
+      next_attempt_ = absl::Now();  // a stopped background sync resumes
+      state_cv_.SignalAll();
+    }
+    // The names and codes of the user's directory, for offline use. A failure here does
+    // not undo the sign-in: the next sync fetches it again.
+    absl::StatusOr<bool> fetched = FetchDirectory(token);
+    if (!fetched.ok()) {
+      Log(LogLevel::kWarning,
+          absl::StrCat("sign-in: the directory was not fetched (the next sync tries again): ",
+                       fetched.status().ToString()));
+    }
     return absl::OkStatus();
+  }
+
+  // Fetches the user's directory (OrgUnitService.GetScopeDirectory) unless the stored
+  // copy is current, and stores it. Returns whether the stored copy changed. Called in the
+  // serial queue (sign-in, sync), so no user switch runs meanwhile.
+  absl::StatusOr<bool> FetchDirectory(const std::string& token) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    absl::StatusOr<std::string> known = directory_.Version();
+    if (!known.ok()) return known.status();
+    kcnet::v1::GetScopeDirectoryRequest req;
+    req.set_known_version(*known);
+    kcnet::v1::ScopeDirectory resp;
+    auto stub = kcnet::v1::OrgUnitService::NewStub(*channel);
+    grpc::Status s = WithToken(
+        token, [&](grpc::ClientContext* ctx) { return stub->GetScopeDirectory(ctx, req, &resp); });
+    if (!s.ok()) return CallError(s);
+    if (resp.not_modified()) return false;
+    absl::Status status = directory_.Replace(resp);
+    if (!status.ok()) return status;
+    return true;
   }
 
   absl::Status SignOut(const SignOutOptions& opts) {
@@ -1062,6 +1096,15 @@ class Client::Impl {
       token = *renewed;
     }
     RefreshHeld().IgnoreError();  // a failure here shows on the next write
+    if (result.ok()) {
+      // The directory follows the scope: one tiny not_modified answer when unchanged. Its
+      // failure does not fail the sync (names fall back to ids until the next one).
+      absl::StatusOr<bool> fetched = FetchDirectory(token);
+      if (!fetched.ok() && !absl::IsCancelled(fetched.status())) {
+        Log(LogLevel::kWarning,
+            absl::StrCat("sync: the directory was not fetched: ", fetched.status().ToString()));
+      }
+    }
     const SyncResult none;
     const SyncResult& done = result.ok() ? *result : client ? client->last_result() : none;
     if (done.clock_skew_ms.has_value()) {
@@ -1307,6 +1350,7 @@ class Client::Impl {
   const ClientOptions options_;
   const std::unique_ptr<StoreLock> lock_;  // released after the store closes (below)
   const std::unique_ptr<sync::DeviceStore> store_;
+  DeviceDirectory directory_;  // the names and codes, in store_'s file
 
  private:
   absl::Mutex mu_;
@@ -1430,6 +1474,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   sync::DeviceStoreOptions so;
   so.durable = options.durable;
   // Facility search: name weighs most, then the owner, then the products.
+  so.app_tables = DeviceDirectoryTables();
   so.search = {{.type = model::kFacilityType,
                 .fields = {Facility::kNameFieldNumber, Facility::kOwnerNameFieldNumber,
                            Facility::kMainProductsFieldNumber},
@@ -1454,6 +1499,54 @@ absl::StatusOr<int64_t> Client::ExportPending(const std::string& path) {
   return impl_->ExportPending(path);
 }
 std::optional<kcnet::v1::User> Client::user() const { return impl_->User(); }
+
+// --- Directory -------------------------------------------------------------------------
+
+absl::StatusOr<kcnet::v1::OrgUnit> Client::GetOrgUnit(int64_t id) {
+  absl::StatusOr<std::optional<kcnet::v1::OrgUnit>> unit = impl_->directory_.OrgUnit(id);
+  if (!unit.ok()) return unit.status();
+  if (!unit->has_value()) {
+    return absl::NotFoundError(absl::StrCat("org unit ", id, " is not in this device's directory"));
+  }
+  return **unit;
+}
+
+absl::StatusOr<kcnet::v1::OrgUnit> Client::FindOrgUnitByCode(const std::string& code) {
+  if (code.empty()) return absl::InvalidArgumentError("code: required");
+  absl::StatusOr<std::optional<kcnet::v1::OrgUnit>> unit = impl_->directory_.OrgUnitByCode(code);
+  if (!unit.ok()) return unit.status();
+  if (!unit->has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("no org unit with code '", code, "' in this device's directory"));
+  }
+  return **unit;
+}
+
+absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> Client::ListOrgUnits() {
+  return impl_->directory_.OrgUnits();
+}
+
+absl::StatusOr<kcnet::v1::User> Client::GetDirectoryUser(int64_t user_id) {
+  absl::StatusOr<std::optional<kcnet::v1::User>> user = impl_->directory_.User(user_id);
+  if (!user.ok()) return user.status();
+  if (!user->has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("user ", user_id, " is not in this device's directory"));
+  }
+  return **user;
+}
+
+std::string Client::OrgUnitLabel(int64_t id) {
+  absl::StatusOr<kcnet::v1::OrgUnit> unit = GetOrgUnit(id);
+  if (!unit.ok()) return absl::StrCat(id);
+  return absl::StrCat(unit->name(), " (", unit->code(), ")");
+}
+
+std::string Client::UserLabel(int64_t user_id) {
+  absl::StatusOr<kcnet::v1::User> user = GetDirectoryUser(user_id);
+  if (!user.ok() || user->display_name().empty()) return absl::StrCat(user_id);
+  return user->display_name();
+}
 
 // --- Facilities ------------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ are in the table above.
   # coord1, district coordinator of 901, reviews the commune's requests and endorses
   \$kcnet --store=coord1.db --server=$listen --ca_file=\$ca login coord1
   \$kcnet --store=coord1.db sync
+  \$kcnet --store=coord1.db whoami           # the communes by name and official code
+  \$kcnet --store=coord1.db facility list --commune=90101   # a commune by its code
   \$kcnet --store=coord1.db request review
   \$kcnet --store=coord1.db request endorse \$R --note="Đề nghị Sở Công Thương hỗ trợ"
   \$kcnet --store=coord1.db sync

@@ -13,6 +13,7 @@
 #define KCNET_SYNC_DEVICE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -64,6 +65,15 @@ inline constexpr const char* kDeviceStoreMigrations[] = {
     "bucket INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0, "
     "PRIMARY KEY(type, id, field)) WITHOUT ROWID;"
     "CREATE INDEX _unknown_bucket ON _unknown(bucket);",
+    // 2 -> 3: the SDK's copy of its directory (client_sdk/device_directory.h reads and
+    // writes these; DeviceStoreOptions::app_tables lists them for PurgeAll).
+    "CREATE TABLE _dir_org_units(id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL, "
+    "code TEXT NOT NULL, name TEXT NOT NULL, level INTEGER NOT NULL, "
+    "effective_from_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX _dir_org_units_code ON _dir_org_units(code);"
+    "CREATE TABLE _dir_users(id INTEGER PRIMARY KEY, display_name TEXT NOT NULL, "
+    "role INTEGER NOT NULL, active INTEGER NOT NULL);"
+    "CREATE TABLE _dir_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 // The version of the device store's on-disk layout (PRAGMA user_version).
 inline constexpr int kDeviceStoreFormatVersion = std::size(kDeviceStoreMigrations);
@@ -72,6 +82,10 @@ struct DeviceStoreOptions {
   Clock* clock = SystemClock();
   bool durable = true;
   std::vector<SearchSpec> search;
+  // Tables of the store's user beside the replica (the SDK's copy of its directory,
+  // created by a step of kDeviceStoreMigrations): PurgeAll empties every table named here
+  // with the rest. Read and write them with WithAppTables().
+  std::vector<std::string> app_tables;
 };
 
 // Which records List() returns: live records of `type` in `buckets` (every subscribed
@@ -252,6 +266,12 @@ class DeviceStore {
   // start at 1). The device id, node and key/value entries stay. Nothing changes on
   // failure. (device_store_purge.cc)
   absl::Status PurgeAll(bool restart_sequences);
+
+  // Runs `fn` on the store's connection, under the store's lock, in one transaction (a
+  // write transaction when `write`, committed when `fn` returns OK, rolled back otherwise).
+  // For DeviceStoreOptions::app_tables only; `fn` must not call the store.
+  // (device_store_purge.cc)
+  absl::Status WithAppTables(bool write, const std::function<absl::Status(Db&)>& fn);
 
   HybridClock& clock() { return hlc_; }
 

@@ -1,5 +1,7 @@
 // DeviceStore::PurgeAll (device_store.h): the store forgets its user's data, for a
-// sign-out or a user switch on a shared tablet. Kept apart from device_store.cc.
+// sign-out or a user switch on a shared tablet; and WithAppTables, the access to the
+// tables of the store's user (app_tables) that PurgeAll empties too. Kept apart from
+// device_store.cc.
 #include <set>
 #include <string>
 
@@ -45,6 +47,10 @@ absl::Status DeviceStore::PurgeAll(bool restart_sequences) {
     status = db_->Exec(absl::StrCat("DELETE FROM _search_", schema_->Find(spec.type)->name));
     if (!status.ok()) return status;
   }
+  for (const std::string& table : options_.app_tables) {
+    status = db_->Exec(absl::StrCat("DELETE FROM ", table));
+    if (!status.ok()) return status;
+  }
   status = db_->Exec(
       "DELETE FROM _buckets; DELETE FROM _cursors; DELETE FROM _outbox; DELETE FROM _reports; "
       "DELETE FROM _pending; DELETE FROM _unknown;");
@@ -57,6 +63,16 @@ absl::Status DeviceStore::PurgeAll(bool restart_sequences) {
   if (!status.ok()) return status;
   if (restart_sequences) last_seq_ = 0;
   return absl::OkStatus();
+}
+
+absl::Status DeviceStore::WithAppTables(bool write, const std::function<absl::Status(Db&)>& fn) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> txn =
+      Transaction::Begin(db_.get(), write ? Transaction::Kind::kWrite : Transaction::Kind::kRead);
+  if (!txn.ok()) return txn.status();
+  absl::Status status = fn(*db_);
+  if (!status.ok()) return status;  // rolled back
+  return (*txn)->Commit();
 }
 
 }  // namespace kcnet::sync

@@ -557,6 +557,57 @@ bool kcnet_client_user(kcnet_client* client, bool* out_signed_in, kcnet_buffer* 
   });
 }
 
+// ---- Directory ------------------------------------------------------------------------
+
+bool kcnet_directory_org_unit(kcnet_client* client, int64_t id, kcnet_buffer* out_unit,
+                              kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_unit);
+    KCNET_C_ACQUIRE(client, c);
+    if (id <= 0) return absl::InvalidArgumentError(absl::StrCat("id: must be > 0, got ", id));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_unit, "out_unit"));
+    return PutResult(c->sdk->GetOrgUnit(id), out_unit);
+  });
+}
+
+bool kcnet_directory_org_unit_by_code(kcnet_client* client, const char* code,
+                                      kcnet_buffer* out_unit, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_unit);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(code, "code", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_unit, "out_unit"));
+    return PutResult(c->sdk->FindOrgUnitByCode(code), out_unit);
+  });
+}
+
+bool kcnet_directory_org_units(kcnet_client* client, kcnet_buffer* out_list,
+                               kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> units = c->sdk->ListOrgUnits();
+    if (!units.ok()) return units.status();
+    kcnet::v1::OrgUnitList list;
+    for (kcnet::v1::OrgUnit& unit : *units) *list.add_org_units() = std::move(unit);
+    return PutMessage(list, out_list);
+  });
+}
+
+bool kcnet_directory_user(kcnet_client* client, int64_t user_id, kcnet_buffer* out_user,
+                          kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_user);
+    KCNET_C_ACQUIRE(client, c);
+    if (user_id <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("user_id: must be > 0, got ", user_id));
+    }
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_user, "out_user"));
+    return PutResult(c->sdk->GetDirectoryUser(user_id), out_user);
+  });
+}
+
 // ---- Facilities -----------------------------------------------------------------------
 
 bool kcnet_facility_register(kcnet_client* client, kcnet_bytes facility, kcnet_buffer* out_facility,

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -27,6 +28,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client_sdk/cli/args.h"
@@ -57,11 +59,11 @@ constexpr char kUsage[] =
     "                                           from stdin; never given as an argument)\n"
     "  logout | whoami\n"
     "Facilities:\n"
-    "  facility add --name=NAME --owner=NAME [--commune=ID] [--kind=K] [--sector=S]\n"
+    "  facility add --name=NAME --owner=NAME [--commune=CODE] [--kind=K] [--sector=S]\n"
     "               [--products=TEXT] [--workers=N] [--lat=DEG --lng=DEG] [--address=TEXT]\n"
     "               [--phone=P] [--recognition=LEVEL]\n"
     "  facility update ID [the same flags: only those given change]\n"
-    "  facility list [--commune=ID] | facility search QUERY | facility show ID\n"
+    "  facility list [--commune=CODE] | facility search QUERY | facility show ID\n"
     "Visits:\n"
     "  visit record --facility=ID [--purpose=P] [--notes=TEXT] [--needs=CAT,CAT] [--lat --lng]\n"
     "  visit list --facility=ID\n"
@@ -80,6 +82,12 @@ constexpr char kUsage[] =
     "  conflicts resolve ID [--restore=yes]    (keep the winning value, or restore the other)\n"
     "Demo:\n"
     "  demo [--server_bin=PATH] [--admin_bin=PATH] [--keep=yes]\n"
+    "\n"
+    "--commune=CODE: the commune's official code, fixed width with its leading zeros as\n"
+    "`kcnet whoami` shows it (90101, 00004); an id works too. A value that is the code of\n"
+    "one unit and the id of another is refused as ambiguous: write code:90101 or id:4.\n"
+    "Org units and users print by name and code (\"Xã An Bình (90101)\"), from the\n"
+    "directory the device keeps for offline use; by id only when it does not know them.\n"
     "\n"
     "--store defaults to ./kcnet-store.db; `login` creates it, every other command needs it.\n"
     "The device id, the server address, --ca_file and --tls are remembered beside it\n"
@@ -414,11 +422,84 @@ const std::set<std::string> kFacilityFlags = {"commune", "name",     "owner", "k
                                               "sector",  "address",  "lat",   "lng",
                                               "workers", "products", "phone", "recognition"};
 
+// --commune takes an official code or an id (see kCommuneRule). What was written, checked
+// for its form before the store is opened.
+struct CommuneValue {
+  enum class Kind { kEither, kCode, kId };
+  Kind kind = Kind::kEither;
+  std::string text;  // digits
+};
+
+constexpr char kCommuneRule[] =
+    "an official code (fixed width, leading zeros kept: 90101, 00004) or an id; "
+    "code:90101 or id:4 says which";
+
+absl::StatusOr<std::optional<CommuneValue>> ParseCommune(const Args& args) {
+  std::optional<std::string> value = args.Get("commune");
+  if (!value.has_value()) return std::nullopt;
+  CommuneValue out;
+  absl::string_view text = *value;
+  if (absl::ConsumePrefix(&text, "code:")) {
+    out.kind = CommuneValue::Kind::kCode;
+  } else if (absl::ConsumePrefix(&text, "id:")) {
+    out.kind = CommuneValue::Kind::kId;
+  }
+  const bool digits = !text.empty() && text.size() <= 18 &&
+                      std::all_of(text.begin(), text.end(), absl::ascii_isdigit);
+  if (!digits || (out.kind == CommuneValue::Kind::kId && text[0] == '0')) {
+    return UsageError(absl::StrCat("--commune: '", *value, "' is not ", kCommuneRule));
+  }
+  out.text = std::string(text);
+  return out;
+}
+
+// The org unit --commune names, found in the directory on the device:
+//   code:C  the unit whose official code is C;  id:N  the unit with id N;
+//   a bare value: the unit whose code it is, or whose id it is (ids have no leading zero,
+//   so "00004" is only ever a code); a value that is the code of one unit and the id of
+//   another is ambiguous (an error naming both). A value that matches nothing is an error,
+//   except that a bare number or id:N is taken as an id while the device has no directory
+//   yet (signed in with a server that does not send one).
+absl::StatusOr<int64_t> ResolveCommune(const CommuneValue& value, Client& client) {
+  std::optional<v1::OrgUnit> by_code, by_id;
+  if (value.kind != CommuneValue::Kind::kId) {
+    absl::StatusOr<v1::OrgUnit> unit = client.FindOrgUnitByCode(value.text);
+    if (unit.ok()) by_code = *std::move(unit);
+    if (!unit.ok() && !absl::IsNotFound(unit.status())) return unit.status();
+  }
+  int64_t id = 0;
+  const bool may_be_id = value.kind != CommuneValue::Kind::kCode && value.text[0] != '0' &&
+                         absl::SimpleAtoi(value.text, &id);
+  if (may_be_id) {
+    absl::StatusOr<v1::OrgUnit> unit = client.GetOrgUnit(id);
+    if (unit.ok()) by_id = *std::move(unit);
+    if (!unit.ok() && !absl::IsNotFound(unit.status())) return unit.status();
+  }
+  const Names names(&client);
+  if (by_code.has_value() && by_id.has_value() && by_code->id() != by_id->id()) {
+    return UsageError(absl::StrCat("--commune: '", value.text, "' is ambiguous: the code of ",
+                                   names.Unit(by_code->id()), " and the id of ",
+                                   names.Unit(by_id->id()), "; write code:", value.text,
+                                   " or id:", value.text));
+  }
+  if (by_code.has_value()) return by_code->id();
+  if (by_id.has_value()) return by_id->id();
+  absl::StatusOr<std::vector<v1::OrgUnit>> known = client.ListOrgUnits();
+  if (!known.ok()) return known.status();
+  if (known->empty() && may_be_id) return id;  // no directory on this device yet
+  return UsageError(absl::StrCat("--commune: no org unit of yours has ",
+                                 value.kind == CommuneValue::Kind::kCode ? "the code '"
+                                 : value.kind == CommuneValue::Kind::kId ? "the id '"
+                                                                         : "the code or id '",
+                                 value.text,
+                                 "' (`kcnet whoami` lists your communes with their codes)"));
+}
+
 // The commune for a new facility: --commune, else the user's only org unit.
 absl::StatusOr<int64_t> CommuneFlag(const Args& args, Client& client) {
-  absl::StatusOr<std::optional<int64_t>> commune = args.Int("commune");
+  absl::StatusOr<std::optional<CommuneValue>> commune = ParseCommune(args);
   if (!commune.ok()) return commune.status();
-  if (commune->has_value()) return **commune;
+  if (commune->has_value()) return ResolveCommune(**commune, client);
   std::optional<v1::User> user = client.user();
   if (user.has_value() && user->role() == v1::ROLE_COMMUNE_COLLABORATOR &&
       user->org_unit_ids_size() == 1) {
@@ -444,7 +525,8 @@ absl::Status Login(Session& session) {
   }
   if (!status.ok()) return session.Explain(status);
   std::optional<v1::User> user = (*client)->user();
-  std::printf("signed in as %s\n", user.has_value() ? UserLine(*user).c_str() : "?");
+  std::printf("signed in as %s\n",
+              user.has_value() ? UserLine(*user, Names(*client)).c_str() : "?");
   std::printf("run `kcnet sync` to download your communes' records\n");
   return absl::OkStatus();
 }
@@ -472,12 +554,14 @@ absl::Status WhoAmI(Session& session) {
     std::printf("nobody is signed in (kcnet login USER)\n");
     return absl::OkStatus();
   }
-  std::printf("%s\n", UserLine(*user).c_str());
+  std::printf("%s\n", UserLine(*user, Names(*client)).c_str());
   absl::StatusOr<std::vector<v1::BucketCheckpoint>> buckets = (*client)->Checkpoints();
   if (buckets.ok() && !buckets->empty()) {
     std::vector<std::string> communes;
+    const Names names(*client);
     for (const v1::BucketCheckpoint& b : *buckets) {
-      communes.push_back(absl::StrCat(b.bucket(), " (", b.records(), " records)"));
+      communes.push_back(
+          absl::StrCat(names.Unit(b.bucket(), "commune"), ": ", b.records(), " records"));
     }
     std::printf("communes on this device: %s\n", absl::StrJoin(communes, ", ").c_str());
   }
@@ -504,7 +588,8 @@ absl::Status FacilityAdd(Session& session) {
   if (!args.Has("kind")) facility.set_kind(v1::FACILITY_KIND_HOUSEHOLD_BUSINESS);
   absl::StatusOr<v1::Facility> added = (*client)->RegisterFacility(facility);
   if (!added.ok()) return added.status();
-  std::printf("registered facility %s\n%s", added->id().c_str(), FacilityDetails(*added).c_str());
+  std::printf("registered facility %s\n%s", added->id().c_str(),
+              FacilityDetails(*added, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -521,13 +606,14 @@ absl::Status FacilityUpdate(Session& session) {
   facility.set_id(args.words()[0]);
   absl::StatusOr<v1::Facility> updated = (*client)->UpdateFacility(facility, fields);
   if (!updated.ok()) return updated.status();
-  std::printf("updated facility %s\n%s", updated->id().c_str(), FacilityDetails(*updated).c_str());
+  std::printf("updated facility %s\n%s", updated->id().c_str(),
+              FacilityDetails(*updated, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
 absl::Status FacilityList(Session& session) {
-  absl::StatusOr<std::optional<int64_t>> commune_flag = session.args().Int("commune");
-  if (!commune_flag.ok()) return commune_flag.status();  // a bad number before the store
+  absl::StatusOr<std::optional<CommuneValue>> commune_flag = ParseCommune(session.args());
+  if (!commune_flag.ok()) return commune_flag.status();  // a bad value before the store
   absl::StatusOr<Client*> client = session.OpenSignedIn();
   if (!client.ok()) return client.status();
   // --commune, else the collaborator's commune, else every commune on this device.
@@ -543,19 +629,21 @@ absl::Status FacilityList(Session& session) {
     for (const v1::BucketCheckpoint& b : *held) communes.push_back(b.bucket());
     if (communes.empty()) {
       return absl::FailedPreconditionError(
-          "no commune on this device yet: run `kcnet sync`, or give --commune=ID");
+          "no commune on this device yet: run `kcnet sync`, or give --commune=CODE");
     }
   }
+  const Names names(*client);
   size_t total = 0;
   for (int64_t id : communes) {
     absl::StatusOr<std::vector<v1::Facility>> list = (*client)->FacilitiesOfCommune(id);
     if (!list.ok()) return list.status();
-    for (const v1::Facility& f : *list) std::printf("%s\n", FacilityLine(f).c_str());
+    for (const v1::Facility& f : *list)
+      std::printf("%s\n", FacilityLine(f, Names(*client)).c_str());
     total += list->size();
   }
-  std::fprintf(stderr, "%zu facilities in %s %s\n", total,
-               communes.size() == 1 ? "commune" : "communes",
-               absl::StrJoin(communes, ", ").c_str());
+  std::vector<std::string> named;
+  for (int64_t id : communes) named.push_back(names.Unit(id, "commune"));
+  std::fprintf(stderr, "%zu facilities in %s\n", total, absl::StrJoin(named, ", ").c_str());
   return absl::OkStatus();
 }
 
@@ -565,7 +653,8 @@ absl::Status FacilitySearch(Session& session) {
   const std::string query = absl::StrJoin(session.args().words(), " ");
   absl::StatusOr<std::vector<sdk::FacilityHit>> hits = (*client)->SearchFacilities(query);
   if (!hits.ok()) return hits.status();
-  for (const sdk::FacilityHit& hit : *hits) std::printf("%s\n", FacilityLine(hit.facility).c_str());
+  for (const sdk::FacilityHit& hit : *hits)
+    std::printf("%s\n", FacilityLine(hit.facility, Names(*client)).c_str());
   std::fprintf(stderr, "%zu facilities match '%s'\n", hits->size(), query.c_str());
   return absl::OkStatus();
 }
@@ -575,7 +664,7 @@ absl::Status FacilityShow(Session& session) {
   if (!client.ok()) return client.status();
   absl::StatusOr<v1::Facility> f = (*client)->GetFacility(session.args().words()[0]);
   if (!f.ok()) return f.status();
-  std::printf("facility %s\n%s", f->id().c_str(), FacilityDetails(*f).c_str());
+  std::printf("facility %s\n%s", f->id().c_str(), FacilityDetails(*f, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -614,7 +703,8 @@ absl::Status VisitRecord(Session& session) {
   if (!client.ok()) return client.status();
   absl::StatusOr<v1::Visit> recorded = (*client)->RecordVisit(visit);
   if (!recorded.ok()) return recorded.status();
-  std::printf("recorded visit %s\n%s\n", recorded->id().c_str(), VisitLine(*recorded).c_str());
+  std::printf("recorded visit %s\n%s\n", recorded->id().c_str(),
+              VisitLine(*recorded, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -625,7 +715,7 @@ absl::Status VisitList(Session& session) {
   if (!client.ok()) return client.status();
   absl::StatusOr<std::vector<v1::Visit>> visits = (*client)->VisitsOfFacility(*facility);
   if (!visits.ok()) return visits.status();
-  for (const v1::Visit& v : *visits) std::printf("%s\n", VisitLine(v).c_str());
+  for (const v1::Visit& v : *visits) std::printf("%s\n", VisitLine(v, Names(*client)).c_str());
   std::fprintf(stderr, "%zu visits\n", visits->size());
   return absl::OkStatus();
 }
@@ -678,9 +768,10 @@ absl::Status RequestShow(Session& session) {
   if (!request.ok()) return request.status();
   absl::StatusOr<std::vector<v1::RequestEvent>> events = (*client)->RequestEvents(id);
   if (!events.ok()) return events.status();
-  std::printf("request %s\n%s", id.c_str(), RequestDetails(*request).c_str());
+  std::printf("request %s\n%s", id.c_str(), RequestDetails(*request, Names(*client)).c_str());
   std::printf("events:\n");
-  for (const v1::RequestEvent& e : *events) std::printf("  %s\n", EventLine(e).c_str());
+  for (const v1::RequestEvent& e : *events)
+    std::printf("  %s\n", EventLine(e, Names(*client)).c_str());
   return absl::OkStatus();
 }
 
@@ -812,7 +903,7 @@ absl::Status StatusCommand(Session& session) {
   std::optional<v1::User> user = (*client)->user();
   const sdk::SyncStatus status = (*client)->Status();
   tools::Table table;
-  table.AddRow({"user:", user.has_value() ? UserLine(*user) : "nobody signed in"});
+  table.AddRow({"user:", user.has_value() ? UserLine(*user, Names(*client)) : "nobody signed in"});
   table.AddRow({"server:", absl::StrCat(session.server(), " (", session.TransportText(), ")")});
   table.AddRow({"pending uploads:", absl::StrCat(status.pending_uploads)});
   table.AddRow({"unconfirmed:", absl::StrCat(status.unconfirmed)});

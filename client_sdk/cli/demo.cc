@@ -146,7 +146,7 @@ struct Device {
     if (!signed_in.ok()) return Failed(absl::StrCat(name, ": sign in ", username), signed_in);
     std::optional<v1::User> user = client->user();
     KCNET_DEMO_TRY(Check(user.has_value(), "signed-in user kept"));
-    Say(absl::StrCat("  ", name, ": signed in as ", UserLine(*user)));
+    Say(absl::StrCat("  ", name, ": signed in as ", UserLine(*user, Names(client.get()))));
     return Sync().status();
   }
 
@@ -381,7 +381,8 @@ class Demo {
     KCNET_DEMO_TRY(Got(events, "tablet-a: request events"));
     Say(absl::StrCat("  tablet-a: its request is ", StatusName(seen_1->status()),
                      "; audit trail:"));
-    for (const v1::RequestEvent& e : *events) Say(absl::StrCat("    ", EventLine(e)));
+    for (const v1::RequestEvent& e : *events)
+      Say(absl::StrCat("    ", EventLine(e, Names(a_.client.get()))));
     Say(absl::StrCat("  tablet-b: its request is ", StatusName(seen_2->status()), " (\"",
                      seen_2->decision_note(), "\")"));
     return absl::OkStatus();

@@ -109,28 +109,46 @@ std::string UuidText(absl::string_view bytes) {
                       hex.substr(16, 4), "-", hex.substr(20));
 }
 
-std::string UserLine(const v1::User& user) {
-  return absl::StrCat(user.username(), " (", user.display_name(), "), ",
-                      EnumName(v1::Role_descriptor(), "ROLE_", user.role()), " at org units ",
-                      absl::StrJoin(user.org_unit_ids(), ","), ", user id ", user.id());
+std::string Names::Unit(int64_t id, absl::string_view kind) const {
+  if (client_ != nullptr) {
+    absl::StatusOr<v1::OrgUnit> unit = client_->GetOrgUnit(id);
+    if (unit.ok()) return absl::StrCat(OneLine(unit->name()), " (", unit->code(), ")");
+  }
+  return kind.empty() ? absl::StrCat(id) : absl::StrCat(kind, " ", id);
 }
 
-std::string FacilityLine(const v1::Facility& f) {
+std::string Names::Person(int64_t id, absl::string_view kind) const {
+  if (client_ != nullptr) {
+    absl::StatusOr<v1::User> user = client_->GetDirectoryUser(id);
+    if (user.ok() && !user->display_name().empty()) return OneLine(user->display_name());
+  }
+  return kind.empty() ? absl::StrCat(id) : absl::StrCat(kind, " ", id);
+}
+
+std::string UserLine(const v1::User& user, const Names& names) {
+  std::vector<std::string> units;
+  for (int64_t id : user.org_unit_ids()) units.push_back(names.Unit(id));
+  return absl::StrCat(user.username(), " (", user.display_name(), "), ",
+                      EnumName(v1::Role_descriptor(), "ROLE_", user.role()), " at ",
+                      absl::StrJoin(units, ", "), ", user id ", user.id());
+}
+
+std::string FacilityLine(const v1::Facility& f, const Names& names) {
   std::string line = absl::StrCat(f.id(), "  ", OneLine(f.name()), "  (", OneLine(f.owner_name()),
-                                  ")  commune ", f.commune_id());
+                                  ")  ", names.Unit(f.commune_id(), "commune"));
   if (f.workers() > 0) absl::StrAppend(&line, ", ", f.workers(), " workers");
   if (!f.main_products().empty()) absl::StrAppend(&line, ", ", OneLine(f.main_products()));
   return line;
 }
 
-std::string FacilityDetails(const v1::Facility& f) {
+std::string FacilityDetails(const v1::Facility& f, const Names& names) {
   std::string out;
   auto line = [&](absl::string_view key, absl::string_view value) {
     if (!value.empty()) absl::StrAppend(&out, "  ", key, ": ", OneLine(value), "\n");
   };
   line("name", f.name());
   line("owner", f.owner_name());
-  line("commune", absl::StrCat(f.commune_id()));
+  line("commune", names.Unit(f.commune_id(), ""));
   line("kind", EnumName(v1::FacilityKind_descriptor(), "FACILITY_KIND_", f.kind()));
   if (f.sector() != v1::SECTOR_UNSPECIFIED) {
     line("sector", EnumName(v1::Sector_descriptor(), "SECTOR_", f.sector()));
@@ -150,13 +168,13 @@ std::string FacilityDetails(const v1::Facility& f) {
   return out;
 }
 
-std::string VisitLine(const v1::Visit& v) {
+std::string VisitLine(const v1::Visit& v, const Names& names) {
   std::vector<std::string> needs;
   for (int need : v.needs()) needs.push_back(Category(static_cast<v1::SupportCategory>(need)));
   std::string line =
       absl::StrCat(v.id(), "  ", TimeMsText(v.visited_ms()), "  ",
-                   EnumName(v1::VisitPurpose_descriptor(), "VISIT_PURPOSE_", v.purpose()),
-                   "  by user ", v.collaborator_id());
+                   EnumName(v1::VisitPurpose_descriptor(), "VISIT_PURPOSE_", v.purpose()), "  by ",
+                   names.Person(v.collaborator_id()));
   if (!needs.empty()) absl::StrAppend(&line, "  needs: ", absl::StrJoin(needs, ","));
   if (!v.findings().empty()) absl::StrAppend(&line, "  \"", OneLine(v.findings()), "\"");
   return line;
@@ -179,15 +197,15 @@ std::string RequestLine(const v1::SupportRequest& r) {
   return line;
 }
 
-std::string RequestDetails(const v1::SupportRequest& r) {
+std::string RequestDetails(const v1::SupportRequest& r, const Names& names) {
   std::string out;
   auto line = [&](absl::string_view key, absl::string_view value) {
     if (!value.empty()) absl::StrAppend(&out, "  ", key, ": ", OneLine(value), "\n");
   };
   line("status", StatusName(r.status()));
   line("facility", r.facility_id());
-  line("commune", absl::StrCat(r.commune_id()));
-  line("author", absl::StrCat("user ", r.author_id()));
+  line("commune", names.Unit(r.commune_id(), ""));
+  line("author", names.Person(r.author_id()));
   line("category", Category(r.category()));
   line("description", r.description());
   line("requested", Vnd(r.requested_amount_vnd()));
@@ -203,9 +221,9 @@ std::string RequestDetails(const v1::SupportRequest& r) {
   return out;
 }
 
-std::string EventLine(const v1::RequestEvent& e) {
+std::string EventLine(const v1::RequestEvent& e, const Names& names) {
   std::string line =
-      absl::StrCat(TimeMsText(e.at_ms()), "  user ", e.actor_id(), "  ",
+      absl::StrCat(TimeMsText(e.at_ms()), "  ", names.Person(e.actor_id()), "  ",
                    EnumName(v1::RequestAction_descriptor(), "REQUEST_ACTION_", e.action()));
   if (e.from_status() == v1::REQUEST_STATUS_UNSPECIFIED) {
     absl::StrAppend(&line, "  -> ", StatusName(e.to_status()));

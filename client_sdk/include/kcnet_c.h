@@ -268,6 +268,31 @@ KCNET_API bool kcnet_client_sign_in_required(kcnet_client* client, bool* out_req
 KCNET_API bool kcnet_client_user(kcnet_client* client, bool* out_signed_in, kcnet_buffer* out_user,
                                  kcnet_error* out_error);
 
+/* ---- Directory: names and codes (offline) ----------------------------------------------- */
+/* The org units of the user's scope and of the path above it, and the users who work
+ * there, as the SDK last fetched them (at sign-in, and after each sync when they changed).
+ * Read from the store, offline too; purged with the user's data on sign-out and user
+ * switch. NOT_FOUND when the device's directory does not hold the id or code: show the id
+ * then. Show a unit as "<name> (<code>)", e.g. "Xã An Bình (90101)". */
+
+/* An org unit by id: a serialized kcnet.v1.OrgUnit. */
+KCNET_API bool kcnet_directory_org_unit(kcnet_client* client, int64_t id, kcnet_buffer* out_unit,
+                                        kcnet_error* out_error);
+
+/* An org unit by official code, exactly as the server spells it ("90101"): a serialized
+ * kcnet.v1.OrgUnit. INVALID_ARGUMENT for an empty code. */
+KCNET_API bool kcnet_directory_org_unit_by_code(kcnet_client* client, const char* code,
+                                                kcnet_buffer* out_unit, kcnet_error* out_error);
+
+/* Every org unit of the directory: a serialized kcnet.v1.OrgUnitList, ordered by id. */
+KCNET_API bool kcnet_directory_org_units(kcnet_client* client, kcnet_buffer* out_list,
+                                         kcnet_error* out_error);
+
+/* A user of the directory: a serialized kcnet.v1.User with only id, display_name, role and
+ * active set (never a username or phone). */
+KCNET_API bool kcnet_directory_user(kcnet_client* client, int64_t user_id, kcnet_buffer* out_user,
+                                    kcnet_error* out_error);
+
 /* ---- Facilities ------------------------------------------------------------------------- */
 /* Writes work offline: the record and its upload are stored in one local transaction. The
  * `out_*` result of a write (the record as stored) may be NULL; the results of queries are

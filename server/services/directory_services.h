@@ -59,7 +59,7 @@ class AuthServiceImpl final : public kcnet::v1::AuthService::CallbackService {
 };
 
 // GetOrgUnit and ListOrgUnits (children of a unit, or the caller's own units for
-// parent_id 0), ordered by official code.
+// parent_id 0), ordered by official code; GetScopeDirectory (a device's names and codes).
 class OrgUnitServiceImpl final : public kcnet::v1::OrgUnitService::CallbackService {
  public:
   OrgUnitServiceImpl(Directory* directory, RpcRunner* runner)
@@ -71,6 +71,11 @@ class OrgUnitServiceImpl final : public kcnet::v1::OrgUnitService::CallbackServi
   grpc::ServerUnaryReactor* ListOrgUnits(grpc::CallbackServerContext* context,
                                          const kcnet::v1::ListOrgUnitsRequest* request,
                                          kcnet::v1::ListOrgUnitsResponse* response) override;
+  // The caller's scope and the path above it, with the users who work there
+  // (scope_directory.cc): what a device shows names with.
+  grpc::ServerUnaryReactor* GetScopeDirectory(grpc::CallbackServerContext* context,
+                                              const kcnet::v1::GetScopeDirectoryRequest* request,
+                                              kcnet::v1::ScopeDirectory* response) override;
 
  private:
   Directory* const directory_;

@@ -4,6 +4,7 @@
 // actionable line and exit code 2; and `kcnet demo` converging.
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -29,6 +30,7 @@
 namespace kcnet::cli {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -69,8 +71,23 @@ class KcnetBinaryTest : public ::testing::Test {
     EXPECT_EQ(seed.exit_code, 0) << ReadFile(dir_.File("admin.err"));
     for (absl::string_view line : absl::StrSplit(seed.output, '\n')) {
       std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (words.size() >= 2) passwords_[std::string(words[0])] = std::string(words[1]);
       if (words.size() >= 2 && words[0] == "collab1") password_ = std::string(words[1]);
     }
+    return Serve(data, extra_flags);
+  }
+
+  // Runs kcnet-admin on `data` with `args`; returns its exit code (stderr in the failure).
+  int Admin(const std::string& data, std::vector<std::string> args) {
+    args.insert(args.begin(), {KCNET_ADMIN_PATH, "--data_dir=" + data});
+    const std::string err = dir_.File(absl::StrCat("admin", ++runs_, ".stderr"));
+    RunOutput out = RunProgram(args, err, absl::Seconds(120));
+    EXPECT_EQ(out.exit_code, 0) << absl::StrJoin(args, " ") << ": " << ReadFile(err);
+    return out.exit_code;
+  }
+
+  // Starts kcnet-server on the data directory `data`; returns its address.
+  std::string Serve(const std::string& data, const std::vector<std::string>& extra_flags = {}) {
     std::vector<std::string> argv = {KCNET_SERVER_PATH, "--data_dir=" + data,
                                      "--listen=127.0.0.1:0"};
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
@@ -88,9 +105,10 @@ class KcnetBinaryTest : public ::testing::Test {
   }
 
   // A file holding collab1's password (StartServer() reads it from seed-demo's table).
-  std::string PasswordFile() {
-    const std::string path = dir_.File("collab1.password");
-    std::ofstream(path) << password_ << "\n";
+  std::string PasswordFile() { return PasswordFile("collab1", password_); }
+  std::string PasswordFile(const std::string& user, const std::string& password) {
+    const std::string path = dir_.File(user + ".password");
+    std::ofstream(path) << password << "\n";
     return path;
   }
 
@@ -105,6 +123,7 @@ class KcnetBinaryTest : public ::testing::Test {
   kcnet::testing::TempDir dir_;
   std::unique_ptr<ChildProcess> server_;
   std::string password_;
+  std::map<std::string, std::string> passwords_;  // of every seed-demo account
   int runs_ = 0;
 };
 
@@ -116,12 +135,15 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
       Kcnet({"--server=" + address, "login", "collab1", "--password-file=" + PasswordFile()});
   ASSERT_EQ(login.exit_code, 0) << login.err;
   EXPECT_THAT(login.out, HasSubstr("signed in as collab1"));
+  // Org units by name and code, from the directory fetched with the sign-in.
+  EXPECT_THAT(login.out, HasSubstr("commune_collaborator at Xã An Bình Demo (90101)"));
   Result sync = Kcnet({"sync"});  // the server address is remembered
   ASSERT_EQ(sync.exit_code, 0) << sync.err;
   EXPECT_THAT(sync.out, HasSubstr("synced with " + address));
   Result who = Kcnet({"whoami"});
   EXPECT_EQ(who.exit_code, 0);
   EXPECT_THAT(who.out, HasSubstr("collab1"));
+  EXPECT_THAT(who.out, HasSubstr("communes on this device: Xã An Bình Demo (90101): "));
 
   // The server goes away: everything but login and sync keeps working.
   server_->Stop(absl::Seconds(15));
@@ -135,6 +157,13 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_THAT(list.out, HasSubstr(facility));
   EXPECT_THAT(list.out, HasSubstr("An Bình (demo)"));  // seeded, downloaded by the sync
+  // Names, not ids, offline too: "Xã An Bình Demo (90101)", never "commune 4".
+  EXPECT_THAT(list.out, HasSubstr("(Nguyễn Văn Tư)  Xã An Bình Demo (90101)"));
+  EXPECT_THAT(list.out, Not(ContainsRegex("commune [0-9]")));
+  EXPECT_THAT(list.err, HasSubstr("facilities in Xã An Bình Demo (90101)\n"));
+  Result by_code = Kcnet({"facility", "list", "--commune=90101"});
+  EXPECT_EQ(by_code.exit_code, 0) << by_code.err;
+  EXPECT_EQ(by_code.out, list.out);
   Result search = Kcnet({"facility", "search", "banh DA"});
   EXPECT_EQ(search.exit_code, 0) << search.err;
   EXPECT_THAT(search.out, HasSubstr(facility));
@@ -143,6 +172,7 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
   EXPECT_EQ(visit.exit_code, 0) << visit.err;
   Result visits = Kcnet({"visit", "list", "--facility=" + facility});
   EXPECT_THAT(visits.out, HasSubstr("follow_up"));
+  EXPECT_THAT(visits.out, HasSubstr("  by Nguyễn Văn An (demo)"));
   Result draft = Kcnet({"request", "draft", "--facility=" + facility, "--category=machinery",
                         "--amount=120.000.000", "--description=Máy tráng bánh đa"});
   ASSERT_EQ(draft.exit_code, 0) << draft.err;
@@ -155,6 +185,10 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
   EXPECT_EQ(show.exit_code, 0) << show.err;
   EXPECT_THAT(show.out, HasSubstr("120.000.000 VND"));
   EXPECT_THAT(show.out, HasSubstr("draft -> submitted"));
+  EXPECT_THAT(show.out, HasSubstr("  commune: Xã An Bình Demo (90101)\n"));
+  EXPECT_THAT(show.out, HasSubstr("  author: Nguyễn Văn An (demo)\n"));
+  EXPECT_THAT(show.out, HasSubstr("  Nguyễn Văn An (demo)  submit  draft -> submitted"));
+  EXPECT_THAT(show.out, Not(ContainsRegex("user [0-9]")));
   Result far = Kcnet({"facility", "add", "--name=X", "--owner=Y", "--lat=95", "--lng=105"});
   EXPECT_EQ(far.exit_code, 1);
   EXPECT_EQ(far.err, "kcnet: facility add: facility.latitude: 95 is outside [-90, 90]\n");
@@ -263,8 +297,8 @@ TEST_F(KcnetBinaryTest, NumbersTakeSeparatorsOnlyBetweenGroupsOfThree) {
        "kcnet: request approve: --amount: '1.0000.000' is not a whole number (separators only "
        "between groups of three digits: 45.000.000)\n"},
       {{"facility", "list", "--commune=9.0101"},
-       "kcnet: facility list: --commune: '9.0101' is not a whole number (separators only "
-       "between groups of three digits: 45.000.000)\n"},
+       "kcnet: facility list: --commune: '9.0101' is not an official code (fixed width, leading "
+       "zeros kept: 90101, 00004) or an id; code:90101 or id:4 says which\n"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(absl::StrJoin(c.args, " "));
@@ -346,6 +380,95 @@ TEST_F(KcnetBinaryTest, TlsRoundTripWithCaFile) {
   Result bad_ca = Kcnet({"--ca_file=" + dir_.File("nope.pem"), "sync"});
   EXPECT_EQ(bad_ca.exit_code, 1);
   EXPECT_THAT(bad_ca.err, HasSubstr("kcnet: sync: --ca_file: cannot read "));
+}
+
+// --commune takes an official code or an id; a value that is both (the code of one unit,
+// the id of another) is refused as ambiguous, and one that matches nothing of the user's
+// is refused, each naming the flag.
+TEST_F(KcnetBinaryTest, CommuneTakesACodeOrAnId) {
+  const std::string address = StartServer();
+  ASSERT_FALSE(address.empty());
+  // A commune whose code "2" is also the id of a unit of coord1's (the district 901 is the
+  // second unit seed-demo creates).
+  const std::string csv = dir_.File("extra.csv");
+  std::ofstream(csv) << "code,name,level,parent_code\n2,Xã Số Hai,commune,901\n";
+  ASSERT_EQ(Admin(dir_.File("data"), {"import-org-units", csv}), 0);
+  Result login = Kcnet({"--server=" + address, "login", "coord1",
+                        "--password-file=" + PasswordFile("coord1", passwords_["coord1"])});
+  ASSERT_EQ(login.exit_code, 0) << login.err;
+  EXPECT_THAT(login.out, HasSubstr("district_coordinator at Huyện Đông Demo (901)"));
+  ASSERT_EQ(Kcnet({"sync"}).exit_code, 0);
+
+  Result by_code = Kcnet({"facility", "list", "--commune=90102"});
+  EXPECT_EQ(by_code.exit_code, 0) << by_code.err;
+  EXPECT_THAT(by_code.err, HasSubstr("facilities in Xã Phú Lộc Demo (90102)\n"));
+  Result ambiguous = Kcnet({"facility", "list", "--commune=2"});
+  EXPECT_EQ(ambiguous.exit_code, 2);
+  EXPECT_THAT(ambiguous.err,
+              HasSubstr("kcnet: facility list: --commune: '2' is ambiguous: the code of Xã Số "
+                        "Hai (2) and the id of "));
+  EXPECT_THAT(ambiguous.err, HasSubstr("; write code:2 or id:2\n"));
+  Result code = Kcnet({"facility", "list", "--commune=code:2"});
+  EXPECT_EQ(code.exit_code, 0) << code.err;
+  EXPECT_THAT(code.err, HasSubstr("facilities in Xã Số Hai (2)\n"));
+  Result id = Kcnet({"facility", "list", "--commune=id:2"});
+  EXPECT_EQ(id.exit_code, 0) << id.err;
+  EXPECT_THAT(id.err, Not(HasSubstr("Xã Số Hai")));
+  // Another district's commune: not the coordinator's, refused like one that does not exist.
+  for (const std::string value : {"90201", "999"}) {
+    Result other = Kcnet({"facility", "list", "--commune=" + value});
+    EXPECT_EQ(other.exit_code, 2);
+    EXPECT_EQ(other.err,
+              absl::StrCat("kcnet: facility list: --commune: no org unit of yours has "
+                           "the code or id '",
+                           value, "' (`kcnet whoami` lists your communes with their codes)\n"));
+  }
+  Result add =
+      Kcnet({"facility", "add", "--name=Lò gốm", "--owner=Trần Văn Gốm", "--commune=90103"});
+  EXPECT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_THAT(add.out, HasSubstr("  commune: Thị trấn Đông Demo (90103)\n"));
+  for (const std::string value : {"id:0004", "abc", "code:", "90-101"}) {
+    Result bad = Kcnet({"facility", "list", "--commune=" + value});
+    EXPECT_EQ(bad.exit_code, 2);
+    EXPECT_EQ(bad.err, absl::StrCat("kcnet: facility list: --commune: '", value,
+                                    "' is not an official code (fixed width, leading zeros kept: "
+                                    "90101, 00004) or an id; code:90101 or id:4 says which\n"));
+  }
+}
+
+// The real official code list: commune codes keep their leading zeros ("00004" is Phường Ba
+// Đình, never the unit with id 4). Skipped when ../shared/data/vn_admin is absent.
+TEST_F(KcnetBinaryTest, RealCodesWithLeadingZeros) {
+  const std::string csv = std::string(KCNET_SHARED_DIR) + "/data/vn_admin/units_2tier_2025.csv";
+  if (!std::filesystem::exists(csv)) {
+    GTEST_SKIP() << "real-data test skipped: " << csv
+                 << " is absent (it lives in ../shared/data/vn_admin beside the source)";
+  }
+  const std::string data = dir_.File("data");
+  ASSERT_EQ(Admin(data, {"import-org-units", csv}), 0);
+  ASSERT_EQ(Admin(data, {"create-user", "--username=ctv_ba_dinh", "--display_name=Nguyễn Văn An",
+                         "--role=commune_collaborator", "--org_units=00004",
+                         "--password-file=" + PasswordFile("ctv_ba_dinh", "mat-khau-ba-dinh")}),
+            0);
+  const std::string address = Serve(data);
+  ASSERT_FALSE(address.empty());
+  Result login = Kcnet({"--server=" + address, "login", "ctv_ba_dinh",
+                        "--password-file=" + dir_.File("ctv_ba_dinh.password")});
+  ASSERT_EQ(login.exit_code, 0) << login.err;
+  EXPECT_THAT(login.out, HasSubstr("commune_collaborator at Phường Ba Đình (00004)"));
+  Result add = Kcnet(
+      {"facility", "add", "--name=Cơ sở may Ba Đình", "--owner=Nguyễn Thị Lan", "--commune=00004"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_THAT(add.out, HasSubstr("  commune: Phường Ba Đình (00004)\n"));
+  Result list = Kcnet({"facility", "list", "--commune=00004"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr("Cơ sở may Ba Đình  (Nguyễn Thị Lan)  Phường Ba Đình (00004)"));
+  // Without its zeros it is not the code (a bare "4" could only be an id).
+  Result stripped = Kcnet({"facility", "list", "--commune=code:4"});
+  EXPECT_EQ(stripped.exit_code, 2);
+  EXPECT_EQ(stripped.err,
+            "kcnet: facility list: --commune: no org unit of yours has the code '4' (`kcnet "
+            "whoami` lists your communes with their codes)\n");
 }
 
 TEST_F(KcnetBinaryTest, DemoConverges) {

@@ -32,7 +32,13 @@
 enum {
   USER_ID = 1,
   USER_USERNAME = 2,
+  USER_DISPLAY_NAME = 3,
   USER_ROLE = 4,
+  USER_PHONE = 7,
+  ORG_UNIT_ID = 1,
+  ORG_UNIT_PARENT_ID = 2,
+  ORG_UNIT_CODE = 3,
+  ORG_UNIT_NAME = 4,
   USER_ORG_UNIT_IDS = 5,
   FACILITY_ID = 1,
   FACILITY_COMMUNE_ID = 2,
@@ -325,6 +331,44 @@ int main(int argc, char** argv) {
   kcnet_buffer_free(&user);
   printf("      signed in as %s (user %lld, commune %lld)\n", username, (long long)user_id,
          (long long)commune);
+
+  step("the directory arrived with the sign-in: names and codes instead of ids");
+  {
+    kcnet_buffer unit = {NULL, 0};
+    MUST(kcnet_directory_org_unit(a, commune, &unit, error));
+    char text[256];
+    CHECK(strcmp(pb_get_string(unit.data, unit.size, ORG_UNIT_CODE, text, sizeof text), "90101") ==
+          0);
+    CHECK(strcmp(pb_get_string(unit.data, unit.size, ORG_UNIT_NAME, text, sizeof text),
+                 "Xã An Bình Demo") == 0);
+    const int64_t district = (int64_t)pb_get_varint(unit.data, unit.size, ORG_UNIT_PARENT_ID);
+    kcnet_buffer_free(&unit);
+    MUST(kcnet_directory_org_unit_by_code(a, "90101", &unit, error));
+    CHECK((int64_t)pb_get_varint(unit.data, unit.size, ORG_UNIT_ID) == commune);
+    kcnet_buffer_free(&unit);
+    MUST(kcnet_directory_org_unit(a, district, &unit, error)); /* the path above */
+    CHECK(strcmp(pb_get_string(unit.data, unit.size, ORG_UNIT_CODE, text, sizeof text), "901") ==
+          0);
+    kcnet_buffer_free(&unit);
+    /* A sibling commune of the same district is not in a collaborator's directory. */
+    CHECK(!kcnet_directory_org_unit_by_code(a, "90102", &unit, &error));
+    expect_error(&error, KCNET_CODE_NOT_FOUND, "90102", "a commune outside the scope");
+    CHECK(!kcnet_directory_org_unit_by_code(a, "", &unit, &error));
+    expect_error(&error, KCNET_CODE_INVALID_ARGUMENT, "code", "an empty code");
+    kcnet_buffer list = {NULL, 0};
+    MUST(kcnet_directory_org_units(a, &list, error));
+    CHECK(pb_count(list.data, list.size, LIST_ITEMS) == 3); /* province, district, commune */
+    kcnet_buffer_free(&list);
+    kcnet_buffer me = {NULL, 0};
+    MUST(kcnet_directory_user(a, user_id, &me, error));
+    CHECK(strcmp(pb_get_string(me.data, me.size, USER_DISPLAY_NAME, text, sizeof text),
+                 "Nguyễn Văn An (demo)") == 0);
+    pb_field absent;
+    CHECK(!pb_find(me.data, me.size, USER_USERNAME, &absent)); /* only id, name, role */
+    CHECK(!pb_find(me.data, me.size, USER_PHONE, &absent));
+    kcnet_buffer_free(&me);
+    printf("      commune %lld is Xã An Bình Demo (90101)\n", (long long)commune);
+  }
 
   step("first sync: the commune's facilities arrive");
   int64_t pushed = 0, received = 0;

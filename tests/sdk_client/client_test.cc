@@ -919,5 +919,89 @@ TEST_F(AccountTest, ARevokedCredentialAsksToSignInAgainAndLosesNothing) {
   EXPECT_EQ(tablet->Status().pending_uploads, 0);
 }
 
+// ---- The directory on the device (names and codes instead of ids) --------------------
+
+// The tablet shows "Xã Một (90101)" and the coordinator's name, from its own store,
+// offline and after a restart; nothing of the sibling commune (90102) or its people.
+TEST_F(AccountTest, TheDirectoryArrivesAtSignInAndServesLookupsOfflineAfterARestart) {
+  server::Directory* d = server_->directory();
+  const int64_t coordinator = Ok(d->FindUser("dp_huyen")).id();
+  const int64_t chi = Ok(d->FindUser("ctv_chi")).id();
+  ASSERT_TRUE(d->UpdateProfile(coordinator, "Nguyễn Văn An", "0912345678").ok());
+  ClientOptions options = Options("tab-dir");
+  {
+    std::unique_ptr<Client> tablet = SignedIn("tab-dir", "ctv_an");
+    ASSERT_NE(tablet, nullptr);
+    // Before any sync: the sign-in fetched it.
+    EXPECT_EQ(tablet->OrgUnitLabel(commune_), "Xã Một (90101)");
+    EXPECT_EQ(tablet->UserLabel(coordinator), "Nguyễn Văn An");
+  }
+  // The server goes away; the tablet restarts offline.
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  std::unique_ptr<Client> tablet = Ok(Client::Open(options));
+  ASSERT_NE(tablet, nullptr);
+  OrgUnit commune = Ok(tablet->GetOrgUnit(commune_));
+  EXPECT_EQ(commune.code(), "90101");
+  EXPECT_EQ(commune.name(), "Xã Một");
+  EXPECT_EQ(commune.level(), ORG_UNIT_LEVEL_COMMUNE);
+  EXPECT_EQ(commune.parent_id(), district_);
+  EXPECT_EQ(Ok(tablet->FindOrgUnitByCode("90101")).id(), commune_);
+  EXPECT_EQ(tablet->OrgUnitLabel(district_), "Huyện Một (901)");  // the path above
+  EXPECT_EQ(tablet->OrgUnitLabel(province_), "Tỉnh Demo (90)");
+  EXPECT_THAT(Ok(tablet->ListOrgUnits()), SizeIs(3));
+  User coord = Ok(tablet->GetDirectoryUser(coordinator));
+  EXPECT_EQ(coord.display_name(), "Nguyễn Văn An");
+  EXPECT_EQ(coord.role(), ROLE_DISTRICT_COORDINATOR);
+  EXPECT_TRUE(coord.phone().empty());     // never sent
+  EXPECT_TRUE(coord.username().empty());  // never sent
+  // Outside the user's directory: unknown, the id shown instead.
+  EXPECT_EQ(tablet->GetOrgUnit(other_commune_).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(tablet->FindOrgUnitByCode("90102").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(tablet->FindOrgUnitByCode("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tablet->OrgUnitLabel(other_commune_), absl::StrCat(other_commune_));
+  EXPECT_EQ(tablet->GetDirectoryUser(chi).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(tablet->UserLabel(chi), absl::StrCat(chi));
+}
+
+// A changed name arrives with the next sync; signing out, or another user signing in,
+// takes the directory away with the rest of the user's data.
+TEST_F(AccountTest, TheDirectoryFollowsTheServerAndLeavesWithItsUser) {
+  server::Directory* d = server_->directory();
+  const int64_t coordinator = Ok(d->FindUser("dp_huyen")).id();
+  std::unique_ptr<Client> tablet = SignedIn("tab-dir", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  EXPECT_EQ(tablet->UserLabel(coordinator), "dp_huyen");
+  ASSERT_TRUE(tablet->SyncNow().ok());  // nothing changed: the stored copy stays
+  EXPECT_EQ(tablet->UserLabel(coordinator), "dp_huyen");
+  ASSERT_TRUE(d->UpdateProfile(coordinator, "Nguyễn Văn An", "").ok());
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  EXPECT_EQ(tablet->UserLabel(coordinator), "Nguyễn Văn An");
+
+  // Another user signs in on the same tablet: only that user's directory remains.
+  ASSERT_TRUE(tablet->SignIn("ctv_chi", kPassword).ok());
+  EXPECT_EQ(tablet->GetOrgUnit(commune_).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(tablet->OrgUnitLabel(other_commune_), "Xã Hai (90102)");
+  EXPECT_EQ(tablet->UserLabel(coordinator), "Nguyễn Văn An");  // decides there too
+  ASSERT_TRUE(tablet->SignOut().ok());
+  EXPECT_THAT(Ok(tablet->ListOrgUnits()), SizeIs(0));
+  EXPECT_EQ(tablet->GetDirectoryUser(coordinator).status().code(), absl::StatusCode::kNotFound);
+  // Nothing of it left in the file either.
+  tablet.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(Options("tab-dir").path.c_str(), &db), SQLITE_OK);
+  for (const char* table : {"_dir_org_units", "_dir_users", "_dir_meta"}) {
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, absl::StrCat("SELECT count(*) FROM ", table).c_str(), -1,
+                                 &stmt, nullptr),
+              SQLITE_OK)
+        << table;
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int(stmt, 0), 0) << table;
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db);
+}
+
 }  // namespace
 }  // namespace kcnet::sdk

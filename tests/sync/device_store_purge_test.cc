@@ -101,5 +101,54 @@ TEST_F(DeviceStorePurgeTest, SequencesRestartWhenAsked) {
   EXPECT_EQ(NextSeq(), 2u);
 }
 
+// The tables of the store's user (the SDK's directory copy): created by the store's
+// migrations, kept across a reopen, emptied by PurgeAll in the same transaction as the rest;
+// a failing WithAppTables changes nothing.
+TEST(DeviceStoreAppTablesTest, CreatedAtOpenKeptAcrossReopenAndPurgedWithTheUser) {
+  kcnet::testing::TempDir dir;
+  Schema schema = kcnet::testing::TestSchema();
+  DeviceStoreOptions options;
+  options.app_tables = {"_dir_users"};
+  auto count = [](DeviceStore& store) {
+    int64_t n = -1;
+    EXPECT_TRUE(store
+                    .WithAppTables(false,
+                                   [&](Db& db) -> absl::Status {
+                                     absl::StatusOr<int64_t> c =
+                                         db.QueryInt("SELECT count(*) FROM _dir_users");
+                                     if (c.ok()) n = *c;
+                                     return c.status();
+                                   })
+                    .ok());
+    return n;
+  };
+  {
+    auto store = DeviceStore::Open(dir.File("a.db"), &schema, "tablet-a", options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE(
+        (*store)
+            ->WithAppTables(
+                true,
+                [](Db& db) { return db.Exec("INSERT INTO _dir_users VALUES (4, 'Nguyễn Văn An', 1, 1)"); })
+            .ok());
+    // A failing call is rolled back.
+    EXPECT_FALSE((*store)
+                     ->WithAppTables(true,
+                                     [](Db& db) -> absl::Status {
+                                       absl::Status s =
+                                           db.Exec("INSERT INTO _dir_users VALUES (5, 'x', 1, 1)");
+                                       if (!s.ok()) return s;
+                                       return absl::InternalError("changed my mind");
+                                     })
+                     .ok());
+    EXPECT_EQ(count(**store), 1);
+  }
+  auto store = DeviceStore::Open(dir.File("a.db"), &schema, "tablet-a", options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(count(**store), 1);
+  ASSERT_TRUE((*store)->PurgeAll(/*restart_sequences=*/false).ok());
+  EXPECT_EQ(count(**store), 0);
+}
+
 }  // namespace
 }  // namespace kcnet::sync

@@ -231,6 +231,28 @@ class Client {
   // The signed-in user; nullopt when nobody is.
   std::optional<kcnet::v1::User> user() const;
 
+  // --- Directory: names and codes (offline) --------------------------------------------
+  // The org units of the user's scope and of the path above it (id, parent, official code,
+  // name, level), and the users who work there (id, display name, role, active: nothing
+  // else), as last fetched from the server: at sign-in, and after each sync when the
+  // server's copy changed (OrgUnitService.GetScopeDirectory; an unchanged one costs one
+  // tiny answer). Read from the store, offline too; purged with the rest of the user's
+  // data on sign-out and user switch.
+  // NOT_FOUND when this device's directory does not hold the id or code (not fetched yet,
+  // or outside the user's directory): show the id then.
+  absl::StatusOr<kcnet::v1::OrgUnit> GetOrgUnit(int64_t id);
+  // By official code, exactly as the server spells it ("90101"; codes are fixed-width with
+  // leading zeros). INVALID_ARGUMENT (code empty).
+  absl::StatusOr<kcnet::v1::OrgUnit> FindOrgUnitByCode(const std::string& code);
+  // Every org unit of the directory, ordered by id.
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> ListOrgUnits();
+  // A user of the directory: a kcnet.v1.User with only id, display_name, role and active.
+  absl::StatusOr<kcnet::v1::User> GetDirectoryUser(int64_t user_id);
+  // For display: "Xã An Bình (90101)" and "Nguyễn Văn An"; the id as text ("4") when the
+  // directory does not know it.
+  std::string OrgUnitLabel(int64_t id);
+  std::string UserLabel(int64_t user_id);
+
   // --- Facilities ----------------------------------------------------------------------
   // Registers a facility in one of the user's communes (id made here when empty;
   // created_by/created_ms set here).

@@ -155,6 +155,14 @@ class DirectoryServicesTest : public ::testing::Test {
     return grpc::Status(grpc::StatusCode::INTERNAL, "too many pages");
   }
 
+  grpc::Status ScopeDirectory(const std::string& caller, const std::string& known_version,
+                              v1::ScopeDirectory* out) {
+    v1::GetScopeDirectoryRequest request;
+    request.set_known_version(known_version);
+    return Call(units_.get(), &v1::OrgUnitService::Stub::GetScopeDirectory, Token(caller), request,
+                out);
+  }
+
   grpc::Status ListAllUsers(const std::string& caller, int page_size,
                             std::vector<std::string>* usernames) {
     usernames->clear();
@@ -257,6 +265,11 @@ class DirectoryServicesTest : public ::testing::Test {
          [this](grpc::ClientContext* c) {
            v1::ListOrgUnitsResponse r;
            return units_->ListOrgUnits(c, {}, &r);
+         }},
+        {"GetScopeDirectory",
+         [this](grpc::ClientContext* c) {
+           v1::ScopeDirectory r;
+           return units_->GetScopeDirectory(c, {}, &r);
          }},
         {"GetUser",
          [this, someone](grpc::ClientContext* c) {
@@ -453,6 +466,128 @@ TEST_F(DirectoryServicesTest, ListOrgUnitsNeverShowsUnitsOutsideScope) {
       EXPECT_THAT(ids, UnorderedElementsAreArray(expected)) << caller << " parent " << parent;
     }
   }
+}
+
+// ---- The device's directory (GetScopeDirectory) -------------------------------------
+
+TEST_F(DirectoryServicesTest, ScopeDirectoryHoldsExactlyTheScopeThePathAboveAndTheirUsers) {
+  const std::vector<int64_t> all = {p1_, d1_, d2_, c11_, c12_, c21_, p2_, d3_, c31_};
+  for (const std::string& caller : kEveryone) {
+    v1::ScopeDirectory got;
+    const grpc::Status status = ScopeDirectory(caller, "", &got);
+    ASSERT_TRUE(status.ok()) << caller << ": " << status.error_message();
+    std::vector<int64_t> expected_units;
+    for (int64_t unit : all) {
+      if (MaySeeUnit(caller, unit)) expected_units.push_back(unit);
+    }
+    std::vector<int64_t> units;
+    for (const OrgUnit& unit : got.org_units()) {
+      units.push_back(unit.id());
+      EXPECT_EQ(unit.name(), absl::StrCat("Unit ", unit.code()));
+      EXPECT_EQ(unit.parent_id(), parent_of_.at(unit.id()));
+    }
+    EXPECT_EQ(units, expected_units) << caller;  // ordered by id, as created
+
+    std::vector<int64_t> expected_users;
+    for (const std::string& user : kEveryone) {
+      const bool works_there = absl::c_any_of(
+          user_units_.at(user), [&](int64_t unit) { return MaySeeUnit(caller, unit); });
+      if (works_there) expected_users.push_back(user_ids_.at(user));
+    }
+    std::sort(expected_users.begin(), expected_users.end());
+    std::vector<int64_t> users;
+    for (const v1::DirectoryUser& user : got.users()) {
+      users.push_back(user.id());
+      EXPECT_THAT(user.display_name(), HasSubstr("User "));
+      EXPECT_NE(user.role(), v1::ROLE_UNSPECIFIED);
+    }
+    EXPECT_EQ(users, expected_users) << caller;
+    EXPECT_FALSE(got.version().empty());
+    EXPECT_FALSE(got.not_modified());
+  }
+}
+
+TEST_F(DirectoryServicesTest, ScopeDirectoryNeverNamesAnythingOfAnotherCommune) {
+  // An attacker's view: the collaborator of commune 10101 reads every byte of its answer.
+  ASSERT_TRUE(server_.directory()
+                  .UpdateProfile(user_ids_.at("collab.c21"), "Trần Thị Bình", "0912345678")
+                  .ok());
+  // In scope, but its phone is private all the same.
+  ASSERT_TRUE(server_.directory()
+                  .UpdateProfile(user_ids_.at("coord.d1"), "User coord.d1", "0987654321")
+                  .ok());
+  v1::ScopeDirectory got;
+  ASSERT_TRUE(ScopeDirectory("collab.c11", "", &got).ok());
+  const std::string bytes = got.SerializeAsString();
+  for (const std::string& secret :
+       {std::string("Unit 10102"), std::string("Unit 10201"), std::string("Unit 102"),
+        std::string("Unit 20"), std::string("Trần Thị Bình"), std::string("User collab.two"),
+        std::string("User admin.d2"), std::string("0912345678"), std::string("0987654321")}) {
+    EXPECT_EQ(bytes.find(secret), std::string::npos) << secret;
+  }
+  // What it does learn: its commune, the path above, and who decides there.
+  std::vector<std::string> names;
+  for (const OrgUnit& unit : got.org_units()) names.push_back(unit.name());
+  EXPECT_THAT(names, ElementsAre("Unit 10", "Unit 101", "Unit 10101"));
+  std::vector<std::string> people;
+  for (const v1::DirectoryUser& user : got.users()) people.push_back(user.display_name());
+  EXPECT_THAT(people, UnorderedElementsAreArray({"User admin.p1", "User officer.p1",
+                                                 "User coord.d1", "User collab.c11"}));
+  // Another caller's version buys nothing: the answer is still the caller's own.
+  v1::ScopeDirectory other;
+  ASSERT_TRUE(ScopeDirectory("collab.c21", "", &other).ok());
+  v1::ScopeDirectory again;
+  ASSERT_TRUE(ScopeDirectory("collab.c11", other.version(), &again).ok());
+  EXPECT_FALSE(again.not_modified());
+  EXPECT_EQ(again.SerializeAsString(), got.SerializeAsString());
+}
+
+TEST_F(DirectoryServicesTest, ScopeDirectoryNotModifiedUntilSomethingInItChanges) {
+  v1::ScopeDirectory first;
+  ASSERT_TRUE(ScopeDirectory("collab.c11", "", &first).ok());
+  v1::ScopeDirectory same;
+  ASSERT_TRUE(ScopeDirectory("collab.c11", first.version(), &same).ok());
+  EXPECT_TRUE(same.not_modified());
+  EXPECT_EQ(same.version(), first.version());
+  EXPECT_EQ(same.org_units_size(), 0);
+  EXPECT_EQ(same.users_size(), 0);
+
+  // A change outside the caller's directory leaves it unchanged.
+  ASSERT_TRUE(
+      server_.directory().UpdateProfile(user_ids_.at("collab.c31"), "Lê Văn Cường", "").ok());
+  ASSERT_TRUE(server_.directory()
+                  .CreateOrgUnit("10202", "Unit 10202", v1::ORG_UNIT_LEVEL_COMMUNE, d2_)
+                  .ok());
+  ASSERT_TRUE(ScopeDirectory("collab.c11", first.version(), &same).ok());
+  EXPECT_TRUE(same.not_modified());
+
+  // A new name of the district coordinator above the commune is a new version.
+  ASSERT_TRUE(
+      server_.directory().UpdateProfile(user_ids_.at("coord.d1"), "Nguyễn Văn An", "").ok());
+  v1::ScopeDirectory changed;
+  ASSERT_TRUE(ScopeDirectory("collab.c11", first.version(), &changed).ok());
+  EXPECT_FALSE(changed.not_modified());
+  EXPECT_NE(changed.version(), first.version());
+  bool found = false;
+  for (const v1::DirectoryUser& user : changed.users()) {
+    if (user.id() == user_ids_.at("coord.d1")) found = user.display_name() == "Nguyễn Văn An";
+  }
+  EXPECT_TRUE(found);
+  // A new commune in its district is a new version for the coordinator too.
+  v1::ScopeDirectory coord;
+  ASSERT_TRUE(ScopeDirectory("coord.d1", "", &coord).ok());
+  ASSERT_TRUE(server_.directory()
+                  .CreateOrgUnit("10103", "Xã An Bình", v1::ORG_UNIT_LEVEL_COMMUNE, d1_)
+                  .ok());
+  v1::ScopeDirectory coord2;
+  ASSERT_TRUE(ScopeDirectory("coord.d1", coord.version(), &coord2).ok());
+  EXPECT_FALSE(coord2.not_modified());
+  EXPECT_EQ(coord2.org_units_size(), coord.org_units_size() + 1);
+
+  // A version that is not one: refused naming the field.
+  const grpc::Status bad = ScopeDirectory("collab.c11", std::string(65, 'x'), &same);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.error_message(), HasSubstr("known_version"));
 }
 
 TEST_F(DirectoryServicesTest, ListOrgUnitsExamplesAndPaging) {
