@@ -57,6 +57,9 @@ constexpr char kLastSuccessKey[] = "sdk.last_success_ms";
 constexpr char kOwnerKey[] = "sdk.owner";
 // "1" while the server refuses the device credential (sign in again).
 constexpr char kSignInRequiredKey[] = "sdk.sign_in_required";
+// A sign-out made without a network (a LoginResponse: the token and device credential to
+// revoke, the user): kept across the purge until the next connection settles it.
+constexpr char kSignOutOwedKey[] = "sdk.sign_out_owed";
 // A token this close to its expiry is renewed before a sync.
 constexpr absl::Duration kRefreshMargin = absl::Minutes(2);
 
@@ -386,12 +389,18 @@ class Client::Impl {
     if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
     if (status.ok() && switching) status = store_->SetValue(kLastSuccessKey, std::nullopt);
     if (!status.ok()) return status;
-    absl::MutexLock lock(&mu_);
-    owner_ = resp.user();
-    account_ = std::move(resp);
-    sign_in_required_ = false;
-    next_attempt_ = absl::Now();  // a stopped background sync resumes
-    state_cv_.SignalAll();
+    {
+      absl::MutexLock lock(&mu_);
+      owner_ = resp.user();
+      account_ = std::move(resp);
+      sign_in_required_ = false;
+      next_attempt_ = absl::Now();  // a stopped background sync resumes
+      state_cv_.SignalAll();
+    }
+    // An offline sign-out of whoever used the tablet before: settled now, before this
+    // user's first sync (the device must be released first). A failure is logged and
+    // retried at the next sync.
+    SettleOwedSignOut().IgnoreError();
     return absl::OkStatus();
   }
 
@@ -439,10 +448,49 @@ class Client::Impl {
                            "SignOutOptions.discard_pending", "KCNET_SIGN_OUT_DISCARD_PENDING");
     }
     if (!refused && !options_.server_address.empty()) {
-      // Online part: release the device so that another user may sync on it, then revoke
-      // the token and the device credential. When the server no longer accepts this
-      // sign-in at all (credential refused) there is nothing to revoke; an administrator
-      // releases the device then.
+      absl::Status online = ReleaseAndRevoke();
+      if (absl::IsUnavailable(online)) {
+        // No network, and nothing of the user's waits for upload: the purge happens now and
+        // the server part at the next connection (SettleOwedSignOut), whoever signs in.
+        absl::StatusOr<std::optional<std::string>> owed = store_->GetValue(kSignOutOwedKey);
+        if (!owed.ok()) return owed.status();
+        if (owed->has_value()) {
+          return absl::UnavailableError(
+              absl::StrCat(online.message(),
+                           "; the sign-out of a previous user is still owed to the server: "
+                           "connect once, then sign out"));
+        }
+        absl::Status status = store_->SetValue(kSignOutOwedKey, account->SerializeAsString());
+        if (!status.ok()) return status;
+        Log(LogLevel::kInfo, absl::StrCat("sign-out of '", account->user().username(),
+                                          "' without a network: the device is released and the "
+                                          "credential revoked at the next connection"));
+      } else if (!online.ok()) {
+        return online;
+      }
+    }
+    // Local part: the user's data leaves the device with them. Sequences continue: the
+    // same user signing in again keeps its generation on the server.
+    absl::Status status = store_->PurgeAll(/*restart_sequences=*/false);
+    if (!status.ok()) return status;
+    status = store_->SetValue(kAccountKey, std::nullopt);
+    if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
+    if (status.ok()) status = store_->SetValue(kLastSuccessKey, std::nullopt);
+    if (!status.ok()) return status;
+    absl::MutexLock lock(&mu_);
+    account_.reset();
+    sign_in_required_ = false;
+    held_.clear();
+    last_success_.reset();
+    return absl::OkStatus();
+  }
+
+  // The online part of a sign-out: releases the device so that another user may sync on
+  // it, then revokes the token and the device credential. When the server no longer
+  // accepts this sign-in at all (credential refused) there is nothing to revoke; an
+  // administrator releases the device then. UNAVAILABLE: no network.
+  absl::Status ReleaseAndRevoke() {
+    {
       absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
       if (!channel.ok()) return channel.status();
       absl::StatusOr<std::string> token = FreshToken();
@@ -476,19 +524,83 @@ class Client::Impl {
         }
       }
     }
-    // Local part: the user's data leaves the device with them. Sequences continue: the
-    // same user signing in again keeps its generation on the server.
-    absl::Status status = store_->PurgeAll(/*restart_sequences=*/false);
+    return absl::OkStatus();
+  }
+
+  // Settles a sign-out made without a network, at the first connection after it (a
+  // sign-in, a sync), whoever is signed in then: releases the device and revokes the
+  // token and credential of the user who left, with that user's token or, once, one its
+  // credential buys. Then forgets it. The same user signed in again: forgotten only (its
+  // new sign-in replaced the credential; the device stays its own). A credential already
+  // refused: nothing left to revoke (an administrator releases the device). Keeps it on
+  // any other failure (logged) and returns that error.
+  absl::Status SettleOwedSignOut() {
+    absl::StatusOr<std::optional<std::string>> saved = store_->GetValue(kSignOutOwedKey);
+    if (!saved.ok()) return saved.status();
+    if (!saved->has_value()) return absl::OkStatus();
+    kcnet::v1::LoginResponse owed;
+    bool same_user = false;
+    if (owed.ParseFromString(**saved)) {
+      absl::MutexLock lock(&mu_);
+      same_user = account_.has_value() && account_->user().id() == owed.user().id();
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    grpc::Status s;
+    if (!same_user && !owed.device_credential().empty()) {
+      auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
+      auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
+      std::string token = owed.token();
+      // A call with the owed user's token; a refused token is renewed once with its credential.
+      auto as_owed = [&](const auto& call) {
+        for (int attempt = 0;; ++attempt) {
+          grpc::ClientContext ctx;
+          UnaryCall active(this, &ctx);
+          ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+          grpc::Status status = call(&ctx);
+          if (status.error_code() != grpc::StatusCode::UNAUTHENTICATED || attempt > 0)
+            return status;
+          grpc::ClientContext refresh_ctx;
+          UnaryCall refreshing(this, &refresh_ctx);
+          refresh_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+          kcnet::v1::RefreshTokenRequest req;
+          req.set_device_id(options_.device_id);
+          req.set_device_credential(owed.device_credential());
+          kcnet::v1::LoginResponse fresh;
+          status = auth_stub->RefreshToken(&refresh_ctx, req, &fresh);
+          if (!status.ok()) return status;
+          token = fresh.token();
+        }
+      };
+      kcnet::v1::ReleaseDeviceRequest release;
+      release.set_device_id(options_.device_id);
+      kcnet::v1::ReleaseDeviceResponse released;
+      s = as_owed([&](grpc::ClientContext* ctx) {
+        return sync_stub->ReleaseDevice(ctx, release, &released);
+      });
+      if (s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND) {
+        kcnet::v1::LogoutRequest logout;
+        logout.set_device_id(options_.device_id);
+        kcnet::v1::LogoutResponse out;
+        s = as_owed([&](grpc::ClientContext* ctx) { return auth_stub->Logout(ctx, logout, &out); });
+      }
+      if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+        absl::Status status = CallError(s);
+        Log(LogLevel::kWarning, absl::StrCat("the sign-out of '", owed.user().username(),
+                                             "' is still owed to the server: ", status.message()));
+        return status;
+      }
+    }
+    absl::Status status = store_->SetValue(kSignOutOwedKey, std::nullopt);
     if (!status.ok()) return status;
-    status = store_->SetValue(kAccountKey, std::nullopt);
-    if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
-    if (status.ok()) status = store_->SetValue(kLastSuccessKey, std::nullopt);
-    if (!status.ok()) return status;
-    absl::MutexLock lock(&mu_);
-    account_.reset();
-    sign_in_required_ = false;
-    held_.clear();
-    last_success_.reset();
+    if (same_user) return absl::OkStatus();
+    Log(s.ok() ? LogLevel::kInfo : LogLevel::kWarning,
+        s.ok() ? absl::StrCat("the sign-out of '", owed.user().username(),
+                              "' reached the server: device released, credential revoked")
+               : absl::StrCat("the sign-out of '", owed.user().username(),
+                              "': the server no longer accepts its sign-in (nothing left to "
+                              "revoke); an administrator releases the device"));
     return absl::OkStatus();
   }
 
@@ -992,6 +1104,7 @@ class Client::Impl {
     absl::StatusOr<SyncResult> result = absl::UnknownError("not run");
     if (fresh.ok()) {
       token = *fresh;
+      SettleOwedSignOut().IgnoreError();  // an offline sign-out not settled at sign-in
     } else {
       result = fresh.status();
     }

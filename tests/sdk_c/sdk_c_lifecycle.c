@@ -345,8 +345,9 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
   char password2[256];
   if (seed == NULL || admin == NULL || data_dir == NULL || clock_file == NULL ||
       clock_file[0] == '\0' || !seed_password(seed, "collab2", password2, sizeof password2)) {
-    printf("      (skipped: KCNET_E2E_SEED, KCNET_E2E_ADMIN, KCNET_E2E_DATA_DIR,"
-           " KCNET_E2E_CLOCK_FILE not set)\n");
+    printf(
+        "      (skipped: KCNET_E2E_SEED, KCNET_E2E_ADMIN, KCNET_E2E_DATA_DIR,"
+        " KCNET_E2E_CLOCK_FILE not set)\n");
     return;
   }
   char path[4096];
@@ -388,8 +389,9 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
   MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
   CHECK(facilities_of_commune(s, commune1) == 0);
 
-  step("180 days offline: the server's clock moves 180 days, the 12-hour token long expired;"
-       " the offline writes upload without the password");
+  step(
+      "180 days offline: the server's clock moves 180 days, the 12-hour token long expired;"
+      " the offline writes upload without the password");
   const size_t before_offline = facilities_of_commune(s, commune2);
   CHECK(register_facility(s, commune2, "Cơ sở ghi khi mất sóng, ngày 1", &error));
   CHECK(register_facility(s, commune2, "Cơ sở ghi khi mất sóng, ngày 180", &error));
@@ -413,8 +415,9 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
   }
   CHECK(facilities_of_commune(s, commune2) == before_offline + 2);
 
-  step("a password reset revokes the device credential: \"sign in again\" (event and status),"
-       " nothing pending lost; the new password brings it back");
+  step(
+      "a password reset revokes the device credential: \"sign in again\" (event and status),"
+      " nothing pending lost; the new password brings it back");
   atomic_int asked;
   atomic_init(&asked, 0);
   const int handle = kcnet_client_add_observer(s, count_sign_in_required, &asked, &error);
@@ -446,7 +449,7 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
     kcnet_buffer_free(&status);
   }
   CHECK(!kcnet_sync_now(s, NULL, NULL, NULL, &error));
-  CHECK(atomic_load(&asked) == 1); /* told once */
+  CHECK(atomic_load(&asked) == 1);                               /* told once */
   CHECK(!kcnet_client_sign_in(s, "collab2", password2, &error)); /* the old password */
   expect_error(&error, KCNET_CODE_UNAUTHENTICATED, "", "the old password");
   CHECK(pending_uploads(s) == 1);

@@ -204,9 +204,13 @@ class Client {
   // registration (SyncService.ReleaseDevice), revokes the token and the device credential
   // (AuthService.Logout), then purges the user's data from the store. With writes not yet
   // uploaded: FAILED_PRECONDITION naming them, unless `discard_pending` (ExportPending
-  // first). UNAVAILABLE when the server cannot be reached (nothing changes: sync and sign
-  // out when online). When the server no longer accepts the sign-in (sign_in_required),
-  // only the local part runs; an administrator releases the device.
+  // first). Without a network, and with nothing pending (or `discard_pending`), the purge
+  // happens at once and the release and revocation are owed: a small record that survives
+  // the purge keeps the token and credential until the next connection (the next SignIn
+  // or sync, whoever is signed in then) sends them, then forgets them; the same user
+  // signing in again just forgets them. UNAVAILABLE (nothing changes) only while an
+  // earlier offline sign-out is still owed. When the server no longer accepts the sign-in
+  // (sign_in_required), only the local part runs; an administrator releases the device.
   struct SignOutOptions {
     bool discard_pending = false;
   };
