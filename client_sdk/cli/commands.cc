@@ -450,8 +450,8 @@ absl::Status Login(Session& session) {
 }
 
 // Signing out releases the tablet for another user (at once, or at the next connection
-// when the server cannot be reached) and
-// clears this user's data from the store; it is refused while changes wait for upload.
+// when the server cannot be reached) and clears this user's data from the store; it is
+// refused while changes wait for upload.
 absl::Status Logout(Session& session) {
   absl::StatusOr<Client*> client = session.Open(true);
   if (!client.ok()) return client.status();
