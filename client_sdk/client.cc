@@ -31,6 +31,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client_sdk/sync_client.h"
+#include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
@@ -97,6 +98,16 @@ void Log(LogLevel level, const std::string& message) {
   }
   static constexpr const char* kNames[] = {"debug", "info", "warning", "error"};
   std::fprintf(stderr, "kcnet %s: %s\n", kNames[static_cast<int>(level)], message.c_str());
+}
+
+// gRPC's log function (gpr_set_log_function) while the app has a sink: each gRPC line
+// becomes an SDK message "grpc: MESSAGE (FILE:LINE)" at the matching level.
+void ForwardGrpcLog(gpr_log_func_args* args) {
+  LogLevel level = LogLevel::kError;
+  if (args->severity == GPR_LOG_SEVERITY_DEBUG) level = LogLevel::kDebug;
+  if (args->severity == GPR_LOG_SEVERITY_INFO) level = LogLevel::kInfo;
+  Log(level, absl::StrCat("grpc: ", args->message != nullptr ? args->message : "", " (",
+                          args->file != nullptr ? args->file : "?", ":", args->line, ")"));
 }
 
 // Whether "host:port" names this machine: 127.0.0.0/8, localhost or [::1]. Such servers
@@ -1476,15 +1487,22 @@ Client::~Client() {
 void LogMessage(LogLevel level, const std::string& message) { Log(level, message); }
 
 void SetLogSink(LogSink sink, LogLevel min_level) {
-  LogState& logs = Logs();
-  absl::MutexLock lock(&logs.mu);
-  if (sink) {
-    logs.sink = std::make_shared<const LogSink>(std::move(sink));
-    logs.min_level = min_level;
-  } else {
-    logs.sink = nullptr;
-    logs.min_level = LogLevel::kError;
+  const bool installed = static_cast<bool>(sink);
+  {
+    LogState& logs = Logs();
+    absl::MutexLock lock(&logs.mu);
+    if (installed) {
+      logs.sink = std::make_shared<const LogSink>(std::move(sink));
+      logs.min_level = min_level;
+    } else {
+      logs.sink = nullptr;
+      logs.min_level = LogLevel::kError;
+    }
   }
+  // gRPC's own lines (its errors; more with GRPC_VERBOSITY=info or debug) go to the same
+  // sink, so that an app that routes the SDK to logcat or os_log sees them there too; no
+  // sink: gRPC's default (stderr) again.
+  gpr_set_log_function(installed ? &ForwardGrpcLog : nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {

@@ -491,8 +491,9 @@ KCNET_API bool kcnet_conflict_resolve(kcnet_client* client, uint64_t conflict_id
 
 enum { KCNET_LOG_DEBUG = 0, KCNET_LOG_INFO = 1, KCNET_LOG_WARNING = 2, KCNET_LOG_ERROR = 3 };
 
-/* A log message of the SDK (sync failures and cancellations, refused calls): `message` is
- * UTF-8, valid during the call. Called on any thread with no library lock held. */
+/* A log message of the SDK (sync failures and cancellations, refused calls) or of gRPC
+ * itself ("grpc: ..."; its errors, more with GRPC_VERBOSITY=info): `message` is UTF-8,
+ * valid during the call. Called on any thread with no library lock held. */
 typedef void (*kcnet_log_fn)(void* context, int level, const char* message);
 
 /* Sends the SDK's messages at `min_level` and above to `callback` (Android: logcat through

@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "grpc/support/log.h"
 #include "gtest/gtest.h"
 #include "server/app/kcnet_server.h"
 #include "sync/hlc.h"
@@ -653,6 +654,36 @@ TEST_F(LifecycleTest, SuspendedAndUnreachableBackgroundSyncsWaitAndResumeAtOnce)
   const absl::Time start = absl::Now();
   an.reset();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+// gRPC's own log lines went to stderr only (which Android drops), never to the app's log
+// hook. With a sink installed they reach it, marked "grpc:"; without one, they do not.
+TEST_F(LifecycleTest, GrpcLogLinesReachTheAppsLogSink) {
+  absl::Mutex mu;
+  std::vector<std::string> logged;
+  SetLogSink(
+      [&](LogLevel, const std::string& m) {
+        absl::MutexLock lock(&mu);
+        logged.push_back(m);
+      },
+      LogLevel::kDebug);
+  gpr_log(GPR_ERROR, "kcnet test: a line of gRPC's own, number %d", 42);
+  // And one gRPC writes by itself: a TLS channel whose trusted roots are not PEM.
+  ClientOptions o = Options("tab-tls");
+  o.use_tls = true;
+  o.tls_root_certs = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n";
+  {
+    std::unique_ptr<Client> tablet = Ok(Client::Open(o));
+    ASSERT_NE(tablet, nullptr);
+    EXPECT_FALSE(tablet->SignIn("ctv_an", kPassword).ok());
+  }
+  SetLogSink(nullptr);
+  gpr_log(GPR_ERROR, "kcnet test: after the sink was removed");  // gRPC's stderr again
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(logged, ::testing::Contains(
+                          HasSubstr("grpc: kcnet test: a line of gRPC's own, number 42 (")));
+  EXPECT_THAT(logged, ::testing::Contains(HasSubstr("root certificate")));
+  EXPECT_THAT(logged, ::testing::Not(::testing::Contains(HasSubstr("after the sink was removed"))));
 }
 
 TEST_F(LifecycleTest, TlsIsAutomaticAndACaFileMustBeReadable) {

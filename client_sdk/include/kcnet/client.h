@@ -103,7 +103,8 @@ struct ChangeEvent {
   std::vector<RecordRef> records;  // records whose state changed
 };
 
-// The SDK's own log messages (background sync failures, cancellations, refused calls).
+// The SDK's own log messages (background sync failures, cancellations, refused calls),
+// and, while a sink is installed, gRPC's own lines ("grpc: ...", gpr_set_log_function).
 // Apps route them to logcat / os_log with SetLogSink; by default errors go to stderr.
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 using LogSink = std::function<void(LogLevel level, const std::string& message)>;
