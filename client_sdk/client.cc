@@ -630,7 +630,8 @@ class Client::Impl {
     }
     const bool expiring =
         account->expires_ms() != 0 &&
-        absl::FromUnixMillis(account->expires_ms()) - kRefreshMargin <= absl::Now();
+        absl::FromUnixMillis(account->expires_ms()) - kRefreshMargin <=
+            absl::FromUnixMillis(store_->WallMs());  // the tablet's clock (ClientOptions::clock)
     if (!force && !expiring) return account->token();
     if (account->device_credential().empty()) {
       // A sign-in from before device credentials: only the password renews it.
@@ -1546,6 +1547,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (!lock.ok()) return lock.status();
   sync::DeviceStoreOptions so;
   so.durable = options.durable;
+  if (options.clock != nullptr) so.clock = options.clock;
   // Facility search: name weighs most, then the owner, then the products.
   so.search = {{.type = model::kFacilityType,
                 .fields = {Facility::kNameFieldNumber, Facility::kOwnerNameFieldNumber,

@@ -47,6 +47,10 @@
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
 
+namespace kcnet::sync {
+class Clock;  // sync/hlc.h
+}  // namespace kcnet::sync
+
 namespace kcnet::sdk {
 
 struct ClientOptions {
@@ -75,6 +79,10 @@ struct ClientOptions {
   absl::Duration write_delay = absl::Seconds(2);
   // Seed of the jitter (0: random). Tests fix it.
   uint64_t seed = 0;
+  // The tablet's wall clock (sync/hlc.h; must outlive the client). Null: the system's.
+  // It stamps local writes (the store's hybrid clock) and tells when the token is about to
+  // expire. Tests give a tablet a wrong date with it (tests/fault/tablets_test.cc).
+  sync::Clock* clock = nullptr;
 };
 
 // A record a change touched.
