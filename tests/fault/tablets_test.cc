@@ -11,7 +11,8 @@
 //   - close and reopen;
 //   - on a shared tablet (every third): upload first, then sign in as another user (the
 //     SDK signs the previous one out: device released, credential revoked, data purged);
-//     or upload first, sign out, and sign in (the same or the other user).
+//     or upload first, sign out (online, or out of coverage: then the release and
+//     revocation are owed to the next connection), and sign in (the same or the other user).
 // At the end every tablet signs in if needed and syncs until nothing is pending, then all
 // sync once more, and the test checks:
 //   - every write the SDK accepted is on the server exactly once (its marker counted among
@@ -166,13 +167,15 @@ class TabletsTest : public ::testing::Test {
                         t.user, "), KCNET_FAULT_SEED=", seed_);
   }
 
-  // Opens the tablet's store again (after a close). The one place a tablet is opened: give
-  // it another device schema here (an older SDK, or one upgraded mid-run).
-  absl::Status Reopen(Tablet& t) {
+  // Opens the tablet's store again (after a close); `offline`: out of coverage (its
+  // server address has nothing listening). The one place a tablet is opened: give it
+  // another device schema here (an older SDK, or one upgraded mid-run).
+  absl::Status Reopen(Tablet& t, bool offline = false) {
+    t.client.reset();
     ClientOptions o;
     o.path = t.path;
     o.device_id = t.device_id;
-    o.server_address = address_;
+    o.server_address = offline ? "127.0.0.1:1" : address_;
     o.durable = false;
     o.sync_timeout = absl::Seconds(20);
     o.seed = seed_ + static_cast<uint64_t>(t.index);
@@ -285,14 +288,24 @@ class TabletsTest : public ::testing::Test {
       EXPECT_EQ(t.client->Status().pending_uploads, 0) << Where(t);
       ++switches_;
     } else if (t.shared) {
-      // Upload first, sign out (release, revoke, purge), and sign in again.
+      // Upload first, sign out (release, revoke, purge), and sign in again. Half of the
+      // sign-outs happen out of coverage: the release and revocation are then owed and
+      // sent by the next sign-in.
       absl::Status status = Upload(t);
       ASSERT_TRUE(status.ok()) << status << "; " << Where(t);
+      const bool offline = t.rng() % 2 == 0;
+      if (offline) {
+        ASSERT_TRUE(Reopen(t, /*offline=*/true).ok()) << Where(t);
+      }
       status = t.client->SignOut();
       ASSERT_TRUE(status.ok()) << status << "; " << Where(t);
       t.user = -1;
       t.own.clear();
       ++sign_outs_;
+      if (offline) {
+        ++offline_sign_outs_;
+        ASSERT_TRUE(Reopen(t).ok()) << Where(t);
+      }
       status = SignIn(t, t.rng() % 2 == 0 ? t.home_user : t.other_user);
       ASSERT_TRUE(status.ok()) << status << "; " << Where(t);
     }
@@ -342,7 +355,7 @@ class TabletsTest : public ::testing::Test {
   std::set<std::string> accepted_ ABSL_GUARDED_BY(mu_);  // markers of accepted writes
   // What the run did (printed at the end, to see that it exercised each path).
   std::atomic<int> syncs_{0}, edits_{0}, closes_mid_sync_{0}, cancelled_{0}, reopens_{0},
-      switches_{0}, sign_outs_{0};
+      switches_{0}, sign_outs_{0}, offline_sign_outs_{0};
 };
 
 TEST_F(TabletsTest, EveryAcceptedWriteLandsOnceAndEveryStoreConverges) {
@@ -415,11 +428,12 @@ TEST_F(TabletsTest, EveryAcceptedWriteLandsOnceAndEveryStoreConverges) {
   }
   std::printf(
       "fault_tablets_test: %zu accepted writes (and %d edits), %d syncs, %d closes during a "
-      "sync (%d cancelled it), %d reopens, %d user switches, %d sign-outs; %zu markers on the "
+      "sync (%d cancelled it), %d reopens, %d user switches, %d sign-outs (%d offline); %zu "
+      "markers on the "
       "server, %d lost, %d doubled, %d buckets compared; KCNET_FAULT_SEED=%llu\n",
       accepted.size(), edits_.load(), syncs_.load(), closes_mid_sync_.load(), cancelled_.load(),
-      reopens_.load(), switches_.load(), sign_outs_.load(), on_server.size(), lost, doubled,
-      buckets, static_cast<unsigned long long>(seed_));
+      reopens_.load(), switches_.load(), sign_outs_.load(), offline_sign_outs_.load(),
+      on_server.size(), lost, doubled, buckets, static_cast<unsigned long long>(seed_));
 }
 
 }  // namespace
