@@ -11,7 +11,9 @@
  * purged; 180 days offline: the server's clock moved 180 days ahead (the 12-hour token
  * long expired), the offline writes upload with the device credential, without the
  * password; a password reset revokes that credential: "sign in again" (observer event and
- * status) with nothing pending lost, and the new password brings it back. The last part
+ * status) with nothing pending lost, and the new password brings it back; a sign-out out of
+ * coverage (refused with pending writes; with none, purged at once and the release sent
+ * at the next user's sign-in, so that user may sync on the tablet). The last part
  * needs the environment run_e2e.sh sets with `clock` (KCNET_E2E_SEED: the seed-demo
  * output with collab2's password; KCNET_E2E_ADMIN and KCNET_E2E_DATA_DIR: kcnet-admin and
  * the server's data directory; KCNET_E2E_CLOCK_FILE: the control file of the test-only
@@ -458,6 +460,31 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
   CHECK(pending_uploads(s) == 0);
   CHECK(facilities_of_commune(s, commune2) == before_offline + 3);
   MUST(kcnet_client_remove_observer(s, handle, error));
+  kcnet_client_close(s);
+
+  step("sign-out out of coverage: purged at once, the release owed to the next sign-in");
+  s = open_client(path, "c-life-shared", "127.0.0.1:1"); /* nothing listens there */
+  CHECK(register_facility(s, commune2, "Cơ sở chưa gửi, mất sóng", &error));
+  CHECK(!kcnet_client_sign_out(s, &error)); /* pending: still the choice, as online */
+  expect_error(&error, KCNET_CODE_FAILED_PRECONDITION, "ExportPending", "offline, pending");
+  kcnet_client_close(s);
+  s = open_client(path, "c-life-shared", server);
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(pending_uploads(s) == 0);
+  kcnet_client_close(s);
+  s = open_client(path, "c-life-shared", "127.0.0.1:1");
+  MUST(kcnet_client_sign_out(s, error));
+  bool still = true;
+  MUST(kcnet_client_user(s, &still, NULL, error));
+  CHECK(!still);
+  CHECK(facilities_of_commune(s, commune2) == 0);
+  kcnet_client_close(s);
+  /* collab1 signs in: collab2's release goes first, so collab1 may sync on the tablet
+   * (a device still registered to collab2 would be refused with PERMISSION_DENIED). */
+  s = open_client(path, "c-life-shared", server);
+  MUST(kcnet_client_sign_in(s, username, password, error));
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(facilities_of_commune(s, commune1) > 0);
   kcnet_client_close(s);
 }
 
