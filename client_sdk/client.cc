@@ -501,38 +501,35 @@ class Client::Impl {
   // accepts this sign-in at all (credential refused) there is nothing to revoke; an
   // administrator releases the device then. UNAVAILABLE: no network.
   absl::Status ReleaseAndRevoke() {
-    {
-      absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
-      if (!channel.ok()) return channel.status();
-      absl::StatusOr<std::string> token = FreshToken();
-      if (!token.ok() && !absl::IsUnauthenticated(token.status())) return token.status();
-      if (token.ok()) {
-        auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
-        kcnet::v1::ReleaseDeviceRequest release;
-        release.set_device_id(options_.device_id);
-        kcnet::v1::ReleaseDeviceResponse released;
-        grpc::Status s = WithToken(*token, [&](grpc::ClientContext* ctx) {
-          return sync_stub->ReleaseDevice(ctx, release, &released);
-        });
-        // NOT_FOUND: this user never synced on the device; nothing to release.
-        if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
-            s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-          return CallError(s);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    absl::StatusOr<std::string> token = FreshToken();
+    if (!token.ok() && !absl::IsUnauthenticated(token.status())) return token.status();
+    if (token.ok()) {
+      auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
+      kcnet::v1::ReleaseDeviceRequest release;
+      release.set_device_id(options_.device_id);
+      kcnet::v1::ReleaseDeviceResponse released;
+      grpc::Status s = WithToken(*token, [&](grpc::ClientContext* ctx) {
+        return sync_stub->ReleaseDevice(ctx, release, &released);
+      });
+      // NOT_FOUND: this user never synced on the device; nothing to release.
+      if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
+          s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+        return CallError(s);
+      }
+      if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+        {
+          absl::MutexLock lock(&mu_);
+          if (account_.has_value()) token = account_->token();  // renewed above, perhaps
         }
-        if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-          {
-            absl::MutexLock lock(&mu_);
-            if (account_.has_value()) token = account_->token();  // renewed above, perhaps
-          }
-          auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
-          kcnet::v1::LogoutRequest logout;
-          logout.set_device_id(options_.device_id);
-          kcnet::v1::LogoutResponse out;
-          s = WithToken(*token, [&](grpc::ClientContext* ctx) {
-            return auth_stub->Logout(ctx, logout, &out);
-          });
-          if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
-        }
+        auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
+        kcnet::v1::LogoutRequest logout;
+        logout.set_device_id(options_.device_id);
+        kcnet::v1::LogoutResponse out;
+        s = WithToken(
+            *token, [&](grpc::ClientContext* ctx) { return auth_stub->Logout(ctx, logout, &out); });
+        if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
       }
     }
     return absl::OkStatus();
