@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client_sdk/device_directory.h"
 #include "client_sdk/sync_client.h"
+#include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
@@ -58,6 +59,9 @@ constexpr char kLastSuccessKey[] = "sdk.last_success_ms";
 constexpr char kOwnerKey[] = "sdk.owner";
 // "1" while the server refuses the device credential (sign in again).
 constexpr char kSignInRequiredKey[] = "sdk.sign_in_required";
+// A sign-out made without a network (a LoginResponse: the token and device credential to
+// revoke, the user): kept across the purge until the next connection settles it.
+constexpr char kSignOutOwedKey[] = "sdk.sign_out_owed";
 // A token this close to its expiry is renewed before a sync.
 constexpr absl::Duration kRefreshMargin = absl::Minutes(2);
 
@@ -95,6 +99,16 @@ void Log(LogLevel level, const std::string& message) {
   }
   static constexpr const char* kNames[] = {"debug", "info", "warning", "error"};
   std::fprintf(stderr, "kcnet %s: %s\n", kNames[static_cast<int>(level)], message.c_str());
+}
+
+// gRPC's log function (gpr_set_log_function) while the app has a sink: each gRPC line
+// becomes an SDK message "grpc: MESSAGE (FILE:LINE)" at the matching level.
+void ForwardGrpcLog(gpr_log_func_args* args) {
+  LogLevel level = LogLevel::kError;
+  if (args->severity == GPR_LOG_SEVERITY_DEBUG) level = LogLevel::kDebug;
+  if (args->severity == GPR_LOG_SEVERITY_INFO) level = LogLevel::kInfo;
+  Log(level, absl::StrCat("grpc: ", args->message != nullptr ? args->message : "", " (",
+                          args->file != nullptr ? args->file : "?", ":", args->line, ")"));
 }
 
 // Whether "host:port" names this machine: 127.0.0.0/8, localhost or [::1]. Such servers
@@ -405,6 +419,10 @@ class Client::Impl {
           absl::StrCat("sign-in: the directory was not fetched (the next sync tries again): ",
                        fetched.status().ToString()));
     }
+    // An offline sign-out of whoever used the tablet before: settled now, before this
+    // user's first sync (the device must be released first). A failure is logged and
+    // retried at the next sync.
+    SettleOwedSignOut().IgnoreError();
     return absl::OkStatus();
   }
 
@@ -473,41 +491,25 @@ class Client::Impl {
                            "SignOutOptions.discard_pending", "KCNET_SIGN_OUT_DISCARD_PENDING");
     }
     if (!refused && !options_.server_address.empty()) {
-      // Online part: release the device so that another user may sync on it, then revoke
-      // the token and the device credential. When the server no longer accepts this
-      // sign-in at all (credential refused) there is nothing to revoke; an administrator
-      // releases the device then.
-      absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
-      if (!channel.ok()) return channel.status();
-      absl::StatusOr<std::string> token = FreshToken();
-      if (!token.ok() && !absl::IsUnauthenticated(token.status())) return token.status();
-      if (token.ok()) {
-        auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
-        kcnet::v1::ReleaseDeviceRequest release;
-        release.set_device_id(options_.device_id);
-        kcnet::v1::ReleaseDeviceResponse released;
-        grpc::Status s = WithToken(*token, [&](grpc::ClientContext* ctx) {
-          return sync_stub->ReleaseDevice(ctx, release, &released);
-        });
-        // NOT_FOUND: this user never synced on the device; nothing to release.
-        if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
-            s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-          return CallError(s);
+      absl::Status online = ReleaseAndRevoke();
+      if (absl::IsUnavailable(online)) {
+        // No network, and nothing of the user's waits for upload: the purge happens now and
+        // the server part at the next connection (SettleOwedSignOut), whoever signs in.
+        absl::StatusOr<std::optional<std::string>> owed = store_->GetValue(kSignOutOwedKey);
+        if (!owed.ok()) return owed.status();
+        if (owed->has_value()) {
+          return absl::UnavailableError(
+              absl::StrCat(online.message(),
+                           "; the sign-out of a previous user is still owed to the server: "
+                           "connect once, then sign out"));
         }
-        if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
-          {
-            absl::MutexLock lock(&mu_);
-            if (account_.has_value()) token = account_->token();  // renewed above, perhaps
-          }
-          auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
-          kcnet::v1::LogoutRequest logout;
-          logout.set_device_id(options_.device_id);
-          kcnet::v1::LogoutResponse out;
-          s = WithToken(*token, [&](grpc::ClientContext* ctx) {
-            return auth_stub->Logout(ctx, logout, &out);
-          });
-          if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
-        }
+        absl::Status status = store_->SetValue(kSignOutOwedKey, account->SerializeAsString());
+        if (!status.ok()) return status;
+        Log(LogLevel::kInfo, absl::StrCat("sign-out of '", account->user().username(),
+                                          "' without a network: the device is released and the "
+                                          "credential revoked at the next connection"));
+      } else if (!online.ok()) {
+        return online;
       }
     }
     // Local part: the user's data leaves the device with them. Sequences continue: the
@@ -526,6 +528,122 @@ class Client::Impl {
     return absl::OkStatus();
   }
 
+  // The online part of a sign-out: releases the device so that another user may sync on
+  // it, then revokes the token and the device credential. When the server no longer
+  // accepts this sign-in at all (credential refused) there is nothing to revoke; an
+  // administrator releases the device then. UNAVAILABLE: no network.
+  absl::Status ReleaseAndRevoke() {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    absl::StatusOr<std::string> token = FreshToken();
+    if (!token.ok() && !absl::IsUnauthenticated(token.status())) return token.status();
+    if (token.ok()) {
+      auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
+      kcnet::v1::ReleaseDeviceRequest release;
+      release.set_device_id(options_.device_id);
+      kcnet::v1::ReleaseDeviceResponse released;
+      grpc::Status s = WithToken(*token, [&](grpc::ClientContext* ctx) {
+        return sync_stub->ReleaseDevice(ctx, release, &released);
+      });
+      // NOT_FOUND: this user never synced on the device; nothing to release.
+      if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND &&
+          s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+        return CallError(s);
+      }
+      if (s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+        {
+          absl::MutexLock lock(&mu_);
+          if (account_.has_value()) token = account_->token();  // renewed above, perhaps
+        }
+        auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
+        kcnet::v1::LogoutRequest logout;
+        logout.set_device_id(options_.device_id);
+        kcnet::v1::LogoutResponse out;
+        s = WithToken(
+            *token, [&](grpc::ClientContext* ctx) { return auth_stub->Logout(ctx, logout, &out); });
+        if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) return CallError(s);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Settles a sign-out made without a network, at the first connection after it (a
+  // sign-in, a sync), whoever is signed in then: releases the device and revokes the
+  // token and credential of the user who left, with that user's token or, once, one its
+  // credential buys. Then forgets it. The same user signed in again: forgotten only (its
+  // new sign-in replaced the credential; the device stays its own). A credential already
+  // refused: nothing left to revoke (an administrator releases the device). Keeps it on
+  // any other failure (logged) and returns that error.
+  absl::Status SettleOwedSignOut() {
+    absl::StatusOr<std::optional<std::string>> saved = store_->GetValue(kSignOutOwedKey);
+    if (!saved.ok()) return saved.status();
+    if (!saved->has_value()) return absl::OkStatus();
+    kcnet::v1::LoginResponse owed;
+    bool same_user = false;
+    if (owed.ParseFromString(**saved)) {
+      absl::MutexLock lock(&mu_);
+      same_user = account_.has_value() && account_->user().id() == owed.user().id();
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    grpc::Status s;
+    if (!same_user && !owed.device_credential().empty()) {
+      auto auth_stub = kcnet::v1::AuthService::NewStub(*channel);
+      auto sync_stub = kcnet::v1::SyncService::NewStub(*channel);
+      std::string token = owed.token();
+      // A call with the owed user's token; a refused token is renewed once with its credential.
+      auto as_owed = [&](const auto& call) {
+        for (int attempt = 0;; ++attempt) {
+          grpc::ClientContext ctx;
+          UnaryCall active(this, &ctx);
+          ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+          grpc::Status status = call(&ctx);
+          if (status.error_code() != grpc::StatusCode::UNAUTHENTICATED || attempt > 0)
+            return status;
+          grpc::ClientContext refresh_ctx;
+          UnaryCall refreshing(this, &refresh_ctx);
+          refresh_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+          kcnet::v1::RefreshTokenRequest req;
+          req.set_device_id(options_.device_id);
+          req.set_device_credential(owed.device_credential());
+          kcnet::v1::LoginResponse fresh;
+          status = auth_stub->RefreshToken(&refresh_ctx, req, &fresh);
+          if (!status.ok()) return status;
+          token = fresh.token();
+        }
+      };
+      kcnet::v1::ReleaseDeviceRequest release;
+      release.set_device_id(options_.device_id);
+      kcnet::v1::ReleaseDeviceResponse released;
+      s = as_owed([&](grpc::ClientContext* ctx) {
+        return sync_stub->ReleaseDevice(ctx, release, &released);
+      });
+      if (s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND) {
+        kcnet::v1::LogoutRequest logout;
+        logout.set_device_id(options_.device_id);
+        kcnet::v1::LogoutResponse out;
+        s = as_owed([&](grpc::ClientContext* ctx) { return auth_stub->Logout(ctx, logout, &out); });
+      }
+      if (!s.ok() && s.error_code() != grpc::StatusCode::UNAUTHENTICATED) {
+        absl::Status status = CallError(s);
+        Log(LogLevel::kWarning, absl::StrCat("the sign-out of '", owed.user().username(),
+                                             "' is still owed to the server: ", status.message()));
+        return status;
+      }
+    }
+    absl::Status status = store_->SetValue(kSignOutOwedKey, std::nullopt);
+    if (!status.ok()) return status;
+    if (same_user) return absl::OkStatus();
+    Log(s.ok() ? LogLevel::kInfo : LogLevel::kWarning,
+        s.ok() ? absl::StrCat("the sign-out of '", owed.user().username(),
+                              "' reached the server: device released, credential revoked")
+               : absl::StrCat("the sign-out of '", owed.user().username(),
+                              "': the server no longer accepts its sign-in (nothing left to "
+                              "revoke); an administrator releases the device"));
+    return absl::OkStatus();
+  }
+
   // The bearer token for the next call, renewed with the device credential when it is
   // about to expire (or `force`, after the server refused it). UNAUTHENTICATED when the
   // server refuses the credential: sign_in_required is then set, stored, and observers
@@ -541,7 +659,8 @@ class Client::Impl {
     }
     const bool expiring =
         account->expires_ms() != 0 &&
-        absl::FromUnixMillis(account->expires_ms()) - kRefreshMargin <= absl::Now();
+        absl::FromUnixMillis(account->expires_ms()) - kRefreshMargin <=
+            absl::FromUnixMillis(store_->WallMs());  // the tablet's clock (ClientOptions::clock)
     if (!force && !expiring) return account->token();
     if (account->device_credential().empty()) {
       // A sign-in from before device credentials: only the password renews it.
@@ -1040,6 +1159,7 @@ class Client::Impl {
     absl::StatusOr<SyncResult> result = absl::UnknownError("not run");
     if (fresh.ok()) {
       token = *fresh;
+      SettleOwedSignOut().IgnoreError();  // an offline sign-out not settled at sign-in
     } else {
       result = fresh.status();
     }
@@ -1421,15 +1541,22 @@ Client::~Client() {
 void LogMessage(LogLevel level, const std::string& message) { Log(level, message); }
 
 void SetLogSink(LogSink sink, LogLevel min_level) {
-  LogState& logs = Logs();
-  absl::MutexLock lock(&logs.mu);
-  if (sink) {
-    logs.sink = std::make_shared<const LogSink>(std::move(sink));
-    logs.min_level = min_level;
-  } else {
-    logs.sink = nullptr;
-    logs.min_level = LogLevel::kError;
+  const bool installed = static_cast<bool>(sink);
+  {
+    LogState& logs = Logs();
+    absl::MutexLock lock(&logs.mu);
+    if (installed) {
+      logs.sink = std::make_shared<const LogSink>(std::move(sink));
+      logs.min_level = min_level;
+    } else {
+      logs.sink = nullptr;
+      logs.min_level = LogLevel::kError;
+    }
   }
+  // gRPC's own lines (its errors; more with GRPC_VERBOSITY=info or debug) go to the same
+  // sink, so that an app that routes the SDK to logcat or os_log sees them there too; no
+  // sink: gRPC's default (stderr) again.
+  gpr_set_log_function(installed ? &ForwardGrpcLog : nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
@@ -1473,6 +1600,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (!lock.ok()) return lock.status();
   sync::DeviceStoreOptions so;
   so.durable = options.durable;
+  if (options.clock != nullptr) so.clock = options.clock;
   // Facility search: name weighs most, then the owner, then the products.
   so.app_tables = DeviceDirectoryTables();
   so.search = {{.type = model::kFacilityType,

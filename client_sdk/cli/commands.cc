@@ -531,8 +531,9 @@ absl::Status Login(Session& session) {
   return absl::OkStatus();
 }
 
-// Signing out releases the tablet for another user (the server must be reachable) and
-// clears this user's data from the store; it is refused while changes wait for upload.
+// Signing out releases the tablet for another user (at once, or at the next connection
+// when the server cannot be reached) and clears this user's data from the store; it is
+// refused while changes wait for upload.
 absl::Status Logout(Session& session) {
   absl::StatusOr<Client*> client = session.Open(true);
   if (!client.ok()) return client.status();

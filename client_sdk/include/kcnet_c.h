@@ -245,8 +245,11 @@ KCNET_API bool kcnet_client_sign_in_with(kcnet_client* client, const char* usern
 /* Signs the user out of this device (a shared tablet): online, releases the device on the
  * server and revokes the token and the device credential, then purges the user's data
  * from the store. FAILED_PRECONDITION while writes are not uploaded (sync first, or
- * export them and use kcnet_client_sign_out_with KCNET_SIGN_OUT_DISCARD_PENDING);
- * UNAVAILABLE when the server cannot be reached (nothing changes). */
+ * export them and use kcnet_client_sign_out_with KCNET_SIGN_OUT_DISCARD_PENDING).
+ * Without a network it succeeds too: the data is purged now and the release and
+ * revocation are sent at the next connection (the next sign-in or sync, whoever is
+ * signed in then); UNAVAILABLE (nothing changes) only while an earlier offline sign-out
+ * is still owed to the server. */
 KCNET_API bool kcnet_client_sign_out(kcnet_client* client, kcnet_error* out_error);
 KCNET_API bool kcnet_client_sign_out_with(kcnet_client* client, uint32_t flags,
                                           kcnet_error* out_error);
@@ -513,8 +516,9 @@ KCNET_API bool kcnet_conflict_resolve(kcnet_client* client, uint64_t conflict_id
 
 enum { KCNET_LOG_DEBUG = 0, KCNET_LOG_INFO = 1, KCNET_LOG_WARNING = 2, KCNET_LOG_ERROR = 3 };
 
-/* A log message of the SDK (sync failures and cancellations, refused calls): `message` is
- * UTF-8, valid during the call. Called on any thread with no library lock held. */
+/* A log message of the SDK (sync failures and cancellations, refused calls) or of gRPC
+ * itself ("grpc: ..."; its errors, more with GRPC_VERBOSITY=info): `message` is UTF-8,
+ * valid during the call. Called on any thread with no library lock held. */
 typedef void (*kcnet_log_fn)(void* context, int level, const char* message);
 
 /* Sends the SDK's messages at `min_level` and above to `callback` (Android: logcat through

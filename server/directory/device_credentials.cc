@@ -186,6 +186,11 @@ absl::StatusOr<int> Directory::RevokeDeviceCredentials(absl::string_view device_
   }
   if (user_id < 0) return absl::InvalidArgumentError("user_id: must be >= 0");
   absl::MutexLock lock(&mu_);
+  return RevokeDeviceCredentialsLocked(device_id, user_id, by);
+}
+
+absl::StatusOr<int> Directory::RevokeDeviceCredentialsLocked(absl::string_view device_id,
+                                                             int64_t user_id, int64_t by) {
   absl::Status status = EnsureDeviceCredentialsLocked();
   if (!status.ok()) return status;
   absl::StatusOr<Statement*> revoke = db_->Prepare(

@@ -896,9 +896,14 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   }
   status = RevokeTokensLocked(user_id);
   if (!status.ok()) return status;
+  // A tablet that knew the old password must not renew its tokens for months either.
+  absl::StatusOr<int> credentials = RevokeDeviceCredentialsLocked("", user_id, by.user_id);
+  if (!credentials.ok()) return credentials.status();
   status = ClearFailuresLocked((*found)->user.username());
   if (!status.ok()) return status;
-  status = AuditLocked(by, "reset_password", user_id, "password replaced; tokens revoked");
+  status = AuditLocked(by, "reset_password", user_id,
+                       absl::StrCat("password replaced; tokens and ", *credentials,
+                                    " device credential(s) revoked"));
   if (!status.ok()) return status;
   status = (*tx)->Commit();
   if (!status.ok()) return status;

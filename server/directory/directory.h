@@ -188,7 +188,8 @@ class Directory {
   absl::StatusOr<kcnet::v1::User> AssignUser(int64_t user_id, kcnet::v1::Role role,
                                              const std::vector<int64_t>& org_unit_ids,
                                              const AuditActor& by = {});
-  // Sets a new password, revokes all the user's tokens and clears its lock-out. Fails
+  // Sets a new password, revokes all the user's tokens and device credentials (every
+  // tablet signs in again with the new password) and clears its lock-out. Fails
   // with INVALID_ARGUMENT (password) or NOT_FOUND.
   absl::Status ResetPassword(int64_t user_id, absl::string_view new_password,
                              const AuditActor& by = {});
@@ -287,6 +288,9 @@ class Directory {
   absl::Status WriteAssignmentLocked(int64_t user_id, const std::vector<int64_t>& units)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RevokeTokensLocked(int64_t user_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RevokeDeviceCredentials() inside the caller's transaction (device_credentials.cc).
+  absl::StatusOr<int> RevokeDeviceCredentialsLocked(absl::string_view device_id, int64_t user_id,
+                                                    int64_t by) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DeleteExpiredTokensLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts one sign-in attempt as failed (before its hash is checked) and stores the
   // streak when the username exists.

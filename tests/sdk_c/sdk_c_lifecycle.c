@@ -8,12 +8,16 @@
  * after free and double free answered with INVALID_ARGUMENT, the log hook, conflict
  * review, and the accounts of a shared tablet: a user switch refused while the previous
  * user has pending writes, their export and explicit discard, the previous user's data
- * purged; a token the server no longer accepts renewed with the device credential
- * without the password; a refused credential reported as "sign in again" (observer event
- * and status) with nothing pending lost. The last part needs the environment run_e2e.sh
- * sets (KCNET_E2E_SEED: the seed-demo output with collab2's password; KCNET_E2E_ADMIN and
- * KCNET_E2E_DATA_DIR: kcnet-admin and the server's data directory); without it, it is
- * skipped.
+ * purged; 180 days offline: the server's clock moved 180 days ahead (the 12-hour token
+ * long expired), the offline writes upload with the device credential, without the
+ * password; a password reset revokes that credential: "sign in again" (observer event and
+ * status) with nothing pending lost, and the new password brings it back; a sign-out out of
+ * coverage (refused with pending writes; with none, purged at once and the release sent
+ * at the next user's sign-in, so that user may sync on the tablet). The last part
+ * needs the environment run_e2e.sh sets with `clock` (KCNET_E2E_SEED: the seed-demo
+ * output with collab2's password; KCNET_E2E_ADMIN and KCNET_E2E_DATA_DIR: kcnet-admin and
+ * the server's data directory; KCNET_E2E_CLOCK_FILE: the control file of the test-only
+ * kcnet-clock-server, clock_server.cc); without it, it is skipped.
  *
  * Usage: sdk_c_lifecycle SERVER_ADDRESS USERNAME PASSWORD WORK_DIR (run_e2e.sh starts the
  * server). Prints each step; exits 0 when every check passed, 1 at the first failure.
@@ -46,6 +50,9 @@ enum {
   FACILITY_NAME = 3,
   LIST_ITEMS = 1,
   STATUS_PENDING_UPLOADS = 1,
+  STATUS_UNCONFIRMED = 2,
+  STATUS_HAS_CLOCK_SKEW = 15,
+  STATUS_CLOCK_SKEW_MS = 16,
   STATUS_SYNCING = 9,
   STATUS_SIGN_IN_REQUIRED = 12,
   USER_USERNAME = 2
@@ -305,9 +312,25 @@ static bool seed_password(const char* seed_file, const char* username, char* out
 
 /* Runs kcnet-admin on the server's data directory (the server sees the change at once). */
 static void run_admin(const char* admin, const char* data_dir, const char* args) {
-  char command[8192];
+  char command[16384];
   snprintf(command, sizeof command, "'%s' --data_dir='%s' %s > /dev/null", admin, data_dir, args);
   if (system(command) != 0) FAIL("%s failed", command);
+}
+
+static const int64_t kDayMs = 24LL * 60 * 60 * 1000;
+
+/* Moves the test server's clock (kcnet-clock-server, clock_server.cc) to the system clock
+ * plus `offset_ms`: the offset goes to a temporary file renamed over the control file, so
+ * the server never reads half of it. The server reads it at every reading of its clock. */
+static void set_server_clock_offset(const char* clock_file, int64_t offset_ms) {
+  char temporary[4096];
+  snprintf(temporary, sizeof temporary, "%s.new", clock_file);
+  FILE* f = fopen(temporary, "w");
+  CHECK(f != NULL);
+  fprintf(f, "%lld\n", (long long)offset_ms);
+  CHECK(fclose(f) == 0);
+  CHECK(rename(temporary, clock_file) == 0);
+  printf("      the server's clock is now %.1f days ahead\n", (double)offset_ms / (double)kDayMs);
 }
 
 static void count_sign_in_required(void* context, int source, kcnet_bytes event) {
@@ -320,10 +343,13 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
   const char* seed = getenv("KCNET_E2E_SEED");
   const char* admin = getenv("KCNET_E2E_ADMIN");
   const char* data_dir = getenv("KCNET_E2E_DATA_DIR");
+  const char* clock_file = getenv("KCNET_E2E_CLOCK_FILE");
   char password2[256];
-  if (seed == NULL || admin == NULL || data_dir == NULL ||
-      !seed_password(seed, "collab2", password2, sizeof password2)) {
-    printf("      (skipped: KCNET_E2E_SEED, KCNET_E2E_ADMIN, KCNET_E2E_DATA_DIR not set)\n");
+  if (seed == NULL || admin == NULL || data_dir == NULL || clock_file == NULL ||
+      clock_file[0] == '\0' || !seed_password(seed, "collab2", password2, sizeof password2)) {
+    printf(
+        "      (skipped: KCNET_E2E_SEED, KCNET_E2E_ADMIN, KCNET_E2E_DATA_DIR,"
+        " KCNET_E2E_CLOCK_FILE not set)\n");
     return;
   }
   char path[4096];
@@ -365,36 +391,55 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
   MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
   CHECK(facilities_of_commune(s, commune1) == 0);
 
-  step("the server no longer takes the token: the device credential renews it, no password");
-  {
-    char password_file[4096];
-    snprintf(password_file, sizeof password_file, "%s/collab2.pw", work_dir);
-    FILE* pw = fopen(password_file, "w");
-    CHECK(pw != NULL);
-    fprintf(pw, "%s\n", password2);
-    fclose(pw);
-    char args[8192];
-    /* A password reset revokes every token of collab2 (not the device credential). */
-    snprintf(args, sizeof args, "reset-password --username=collab2 --password_file='%s'",
-             password_file);
-    run_admin(admin, data_dir, args);
-  }
-  CHECK(register_facility(s, commune2, "Cơ sở của collab2", &error));
+  step(
+      "180 days offline: the server's clock moves 180 days, the 12-hour token long expired;"
+      " the offline writes upload without the password");
+  const size_t before_offline = facilities_of_commune(s, commune2);
+  CHECK(register_facility(s, commune2, "Cơ sở ghi khi mất sóng, ngày 1", &error));
+  CHECK(register_facility(s, commune2, "Cơ sở ghi khi mất sóng, ngày 180", &error));
+  CHECK(pending_uploads(s) == 2);
+  set_server_clock_offset(clock_file, (int64_t)180 * kDayMs);
   MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
-  CHECK(pending_uploads(s) == 0);
   bool required = true;
   MUST(kcnet_client_sign_in_required(s, &required, error));
   CHECK(!required);
+  {
+    kcnet_buffer status = {NULL, 0};
+    MUST(kcnet_sync_status(s, &status, error));
+    CHECK(pb_get_varint(status.data, status.size, STATUS_PENDING_UPLOADS) == 0);
+    CHECK(pb_get_varint(status.data, status.size, STATUS_UNCONFIRMED) == 0); /* downloaded back */
+    /* The tablet's clock is now 180 days behind the server's: the server's time did move. */
+    CHECK(pb_get_varint(status.data, status.size, STATUS_HAS_CLOCK_SKEW) == 1);
+    const int64_t skew = (int64_t)pb_get_varint(status.data, status.size, STATUS_CLOCK_SKEW_MS);
+    printf("      measured clock skew: %.1f days\n", (double)skew / (double)kDayMs);
+    CHECK(skew < -179 * kDayMs && skew > -181 * kDayMs);
+    kcnet_buffer_free(&status);
+  }
+  CHECK(facilities_of_commune(s, commune2) == before_offline + 2);
 
-  step("a refused credential: \"sign in again\" (event and status), nothing pending lost");
+  step(
+      "a password reset revokes the device credential: \"sign in again\" (event and status),"
+      " nothing pending lost; the new password brings it back");
   atomic_int asked;
   atomic_init(&asked, 0);
   const int handle = kcnet_client_add_observer(s, count_sign_in_required, &asked, &error);
   CHECK(handle > 0);
   CHECK(register_facility(s, commune2, "Cơ sở chờ đăng nhập lại", &error));
-  run_admin(admin, data_dir, "deactivate-user --username=collab2");
+  const char* new_password = "mat-khau-moi-sau-180-ngay";
+  {
+    char password_file[4096];
+    snprintf(password_file, sizeof password_file, "%s/collab2.pw", work_dir);
+    FILE* pw = fopen(password_file, "w");
+    CHECK(pw != NULL);
+    fprintf(pw, "%s\n", new_password);
+    fclose(pw);
+    char args[4200];
+    snprintf(args, sizeof args, "reset-password --username=collab2 --password_file='%s'",
+             password_file);
+    run_admin(admin, data_dir, args);
+  }
   CHECK(!kcnet_sync_now(s, NULL, NULL, NULL, &error));
-  expect_error(&error, KCNET_CODE_UNAUTHENTICATED, "sign in again", "sync after deactivation");
+  expect_error(&error, KCNET_CODE_UNAUTHENTICATED, "sign in again", "sync after a password reset");
   CHECK(wait_for(&asked, 1));
   MUST(kcnet_client_sign_in_required(s, &required, error));
   CHECK(required);
@@ -406,8 +451,40 @@ static void shared_tablet(const char* server, const char* work_dir, const char* 
     kcnet_buffer_free(&status);
   }
   CHECK(!kcnet_sync_now(s, NULL, NULL, NULL, &error));
-  CHECK(atomic_load(&asked) == 1); /* told once */
+  CHECK(atomic_load(&asked) == 1);                               /* told once */
+  CHECK(!kcnet_client_sign_in(s, "collab2", password2, &error)); /* the old password */
+  expect_error(&error, KCNET_CODE_UNAUTHENTICATED, "", "the old password");
+  CHECK(pending_uploads(s) == 1);
+  MUST(kcnet_client_sign_in(s, "collab2", new_password, error));
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(pending_uploads(s) == 0);
+  CHECK(facilities_of_commune(s, commune2) == before_offline + 3);
   MUST(kcnet_client_remove_observer(s, handle, error));
+  kcnet_client_close(s);
+
+  step("sign-out out of coverage: purged at once, the release owed to the next sign-in");
+  s = open_client(path, "c-life-shared", "127.0.0.1:1"); /* nothing listens there */
+  CHECK(register_facility(s, commune2, "Cơ sở chưa gửi, mất sóng", &error));
+  CHECK(!kcnet_client_sign_out(s, &error)); /* pending: still the choice, as online */
+  expect_error(&error, KCNET_CODE_FAILED_PRECONDITION, "ExportPending", "offline, pending");
+  kcnet_client_close(s);
+  s = open_client(path, "c-life-shared", server);
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(pending_uploads(s) == 0);
+  kcnet_client_close(s);
+  s = open_client(path, "c-life-shared", "127.0.0.1:1");
+  MUST(kcnet_client_sign_out(s, error));
+  bool still = true;
+  MUST(kcnet_client_user(s, &still, NULL, error));
+  CHECK(!still);
+  CHECK(facilities_of_commune(s, commune2) == 0);
+  kcnet_client_close(s);
+  /* collab1 signs in: collab2's release goes first, so collab1 may sync on the tablet
+   * (a device still registered to collab2 would be refused with PERMISSION_DENIED). */
+  s = open_client(path, "c-life-shared", server);
+  MUST(kcnet_client_sign_in(s, username, password, error));
+  MUST(kcnet_sync_now(s, NULL, NULL, NULL, error));
+  CHECK(facilities_of_commune(s, commune1) > 0);
   kcnet_client_close(s);
 }
 

@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "grpc/support/log.h"
 #include "gtest/gtest.h"
 #include "server/app/kcnet_server.h"
 #include "sync/hlc.h"
@@ -655,6 +656,36 @@ TEST_F(LifecycleTest, SuspendedAndUnreachableBackgroundSyncsWaitAndResumeAtOnce)
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
 
+// gRPC's own log lines went to stderr only (which Android drops), never to the app's log
+// hook. With a sink installed they reach it, marked "grpc:"; without one, they do not.
+TEST_F(LifecycleTest, GrpcLogLinesReachTheAppsLogSink) {
+  absl::Mutex mu;
+  std::vector<std::string> logged;
+  SetLogSink(
+      [&](LogLevel, const std::string& m) {
+        absl::MutexLock lock(&mu);
+        logged.push_back(m);
+      },
+      LogLevel::kDebug);
+  gpr_log(GPR_ERROR, "kcnet test: a line of gRPC's own, number %d", 42);
+  // And one gRPC writes by itself: a TLS channel whose trusted roots are not PEM.
+  ClientOptions o = Options("tab-tls");
+  o.use_tls = true;
+  o.tls_root_certs = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n";
+  {
+    std::unique_ptr<Client> tablet = Ok(Client::Open(o));
+    ASSERT_NE(tablet, nullptr);
+    EXPECT_FALSE(tablet->SignIn("ctv_an", kPassword).ok());
+  }
+  SetLogSink(nullptr);
+  gpr_log(GPR_ERROR, "kcnet test: after the sink was removed");  // gRPC's stderr again
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(logged, ::testing::Contains(
+                          HasSubstr("grpc: kcnet test: a line of gRPC's own, number 42 (")));
+  EXPECT_THAT(logged, ::testing::Contains(HasSubstr("root certificate")));
+  EXPECT_THAT(logged, ::testing::Not(::testing::Contains(HasSubstr("after the sink was removed"))));
+}
+
 TEST_F(LifecycleTest, TlsIsAutomaticAndACaFileMustBeReadable) {
   // localhost is this machine: plaintext by default, so sign-in works against the test server.
   ClientOptions o = Options("tab-an");
@@ -785,6 +816,92 @@ TEST_F(AccountTest, SwitchingUsersWithPendingWritesIsRefused) {
   EXPECT_EQ(tablet->user()->username(), "ctv_an");
   EXPECT_THAT(Ok(tablet->PendingUploads()), SizeIs(1));
   ASSERT_TRUE(tablet->SyncNow().ok());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+}
+
+// Sign-out with no network (it answered UNAVAILABLE and changed nothing): with nothing
+// pending it purges at once and owes the server the release and the revocation, which the
+// next connection (here: the next user's sign-in) settles.
+TEST_F(AccountTest, SignOutOfflineWithNothingPendingIsSettledAtTheNextConnection) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-shared", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  const int64_t an_id = tablet->user()->id();
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở mây tre đan Phú Vinh")));
+  ASSERT_TRUE(tablet->SyncNow().ok());  // the device is ctv_an's on the server
+  tablet.reset();
+  ClientOptions offline = Options("tab-shared");
+  offline.server_address = "127.0.0.1:1";  // nothing listens there: no network
+  tablet = Ok(Client::Open(offline));
+  ASSERT_NE(tablet, nullptr);
+  absl::Status out = tablet->SignOut();
+  ASSERT_TRUE(out.ok()) << out;
+  EXPECT_FALSE(tablet->user().has_value());
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(0)) << "purged at once";
+  tablet.reset();
+
+  tablet = Ok(Client::Open(Options("tab-shared")));  // back in coverage
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SignIn("ctv_chi", kPassword).ok());
+  // ctv_an's sign-out reached the server: the device released, the credential revoked.
+  absl::StatusOr<std::vector<sync::ServerStore::DeviceEvent>> log =
+      server_->store()->DeviceLog("tab-shared");
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_FALSE(log->empty());
+  EXPECT_EQ(log->back().event, "released");
+  EXPECT_EQ(Ok(server_->directory()->RevokeDeviceCredentials("tab-shared", an_id, 0)), 0)
+      << "ctv_an's credential was still live";
+  Ok(tablet->RegisterFacility(NewFacility(other_commune_, "Cơ sở bánh đa Tư")));
+  absl::StatusOr<SyncSummary> synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+  EXPECT_THAT(Ok(tablet->FacilitiesOfCommune(commune_)), SizeIs(0));
+}
+
+// With writes not uploaded, sign-out without a network stays refused with the choice
+// (upload first, or export and discard); nothing changes.
+TEST_F(AccountTest, SignOutOfflineWithPendingWritesIsRefusedAndChangesNothing) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-shared", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  tablet.reset();
+  ClientOptions offline = Options("tab-shared");
+  offline.server_address = "127.0.0.1:1";
+  tablet = Ok(Client::Open(offline));
+  ASSERT_NE(tablet, nullptr);
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Cơ sở ghi khi mất sóng")));
+  absl::Status out = tablet->SignOut();
+  EXPECT_EQ(out.code(), absl::StatusCode::kFailedPrecondition) << out;
+  EXPECT_THAT(out.message(), HasSubstr("ExportPending"));
+  ASSERT_TRUE(tablet->user().has_value());
+  EXPECT_EQ(tablet->user()->username(), "ctv_an");
+  EXPECT_EQ(tablet->Status().pending_uploads, 1);
+  tablet.reset();
+  tablet = Ok(Client::Open(Options("tab-shared")));
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  EXPECT_EQ(tablet->Status().pending_uploads, 0);
+}
+
+// The same user signing in again after an offline sign-out keeps the device and its new
+// credential: the owed revocation is forgotten, never applied to the new sign-in.
+TEST_F(AccountTest, SignOutOfflineThenTheSameUserAgainKeepsItsNewCredential) {
+  std::unique_ptr<Client> tablet = SignedIn("tab-shared", "ctv_an");
+  ASSERT_NE(tablet, nullptr);
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  tablet.reset();
+  ClientOptions offline = Options("tab-shared");
+  offline.server_address = "127.0.0.1:1";
+  tablet = Ok(Client::Open(offline));
+  ASSERT_TRUE(tablet->SignOut().ok());
+  tablet.reset();
+  tablet = Ok(Client::Open(Options("tab-shared")));
+  ASSERT_TRUE(tablet->SignIn("ctv_an", kPassword).ok());
+  ASSERT_TRUE(tablet->SyncNow().ok());
+  directory_clock_->Advance(absl::ToInt64Milliseconds(absl::Hours(13)));  // the token expired
+  Ok(tablet->RegisterFacility(NewFacility(commune_, "Lò gốm Bát Tràng")));
+  absl::StatusOr<SyncSummary> synced = tablet->SyncNow();
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  EXPECT_FALSE(tablet->Status().sign_in_required);
   EXPECT_EQ(tablet->Status().pending_uploads, 0);
 }
 

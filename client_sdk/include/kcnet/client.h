@@ -49,6 +49,7 @@
 
 namespace kcnet::sync {
 class Schema;
+class Clock;  // sync/hlc.h
 }  // namespace kcnet::sync
 
 namespace kcnet::sdk {
@@ -86,6 +87,10 @@ struct ClientOptions {
   // one release behind; its writes leave out the fields that schema lacks. Must outlive
   // the client.
   const kcnet::sync::Schema* schema = nullptr;
+  // The tablet's wall clock (sync/hlc.h; must outlive the client). Null: the system's.
+  // It stamps local writes (the store's hybrid clock) and tells when the token is about to
+  // expire. Tests give a tablet a wrong date with it (tests/fault/tablets_test.cc).
+  sync::Clock* clock = nullptr;
 };
 
 // A record a change touched.
@@ -114,7 +119,8 @@ struct ChangeEvent {
   std::vector<RecordRef> records;  // records whose state changed
 };
 
-// The SDK's own log messages (background sync failures, cancellations, refused calls).
+// The SDK's own log messages (background sync failures, cancellations, refused calls),
+// and, while a sink is installed, gRPC's own lines ("grpc: ...", gpr_set_log_function).
 // Apps route them to logcat / os_log with SetLogSink; by default errors go to stderr.
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 using LogSink = std::function<void(LogLevel level, const std::string& message)>;
@@ -215,9 +221,13 @@ class Client {
   // registration (SyncService.ReleaseDevice), revokes the token and the device credential
   // (AuthService.Logout), then purges the user's data from the store. With writes not yet
   // uploaded: FAILED_PRECONDITION naming them, unless `discard_pending` (ExportPending
-  // first). UNAVAILABLE when the server cannot be reached (nothing changes: sync and sign
-  // out when online). When the server no longer accepts the sign-in (sign_in_required),
-  // only the local part runs; an administrator releases the device.
+  // first). Without a network, and with nothing pending (or `discard_pending`), the purge
+  // happens at once and the release and revocation are owed: a small record that survives
+  // the purge keeps the token and credential until the next connection (the next SignIn
+  // or sync, whoever is signed in then) sends them, then forgets them; the same user
+  // signing in again just forgets them. UNAVAILABLE (nothing changes) only while an
+  // earlier offline sign-out is still owed. When the server no longer accepts the sign-in
+  // (sign_in_required), only the local part runs; an administrator releases the device.
   struct SignOutOptions {
     bool discard_pending = false;
   };

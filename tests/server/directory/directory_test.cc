@@ -510,6 +510,29 @@ TEST_F(DirectoryTest, ResetPasswordRevokesTokens) {
   MustLogin("kim", "brand new secret");  // the refused reset changed nothing
 }
 
+// A reset password is the administrator's answer to a lost or shared password: a tablet
+// that signed in with the old one must not go on renewing its tokens for months.
+TEST_F(DirectoryTest, ResetPasswordRevokesDeviceCredentials) {
+  User user = MustCreateUser("kha", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
+  User other = MustCreateUser("khanh", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
+  absl::StatusOr<std::string> tablet = dir_->IssueDeviceCredential(user.id(), "tab-1");
+  absl::StatusOr<std::string> phone = dir_->IssueDeviceCredential(user.id(), "phone-1");
+  absl::StatusOr<std::string> others = dir_->IssueDeviceCredential(other.id(), "tab-2");
+  ASSERT_TRUE(tablet.ok() && phone.ok() && others.ok());
+  ASSERT_TRUE(dir_->RefreshToken("tab-1", *tablet).ok());
+  ASSERT_TRUE(dir_->ResetPassword(user.id(), "brand new secret").ok());
+  EXPECT_EQ(dir_->RefreshToken("tab-1", *tablet).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(dir_->RefreshToken("phone-1", *phone).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(dir_->RefreshToken("tab-2", *others).ok()) << "another user's credential stays";
+  // A refused reset revokes nothing.
+  absl::StatusOr<std::string> again = dir_->IssueDeviceCredential(user.id(), "tab-1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(dir_->ResetPassword(user.id(), "short").ok());
+  EXPECT_TRUE(dir_->RefreshToken("tab-1", *again).ok());
+}
+
 TEST_F(DirectoryTest, RepeatedFailuresLockTheUsernameOut) {
   MustCreateUser("lan", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   for (int i = 0; i < 5; ++i) {
