@@ -248,6 +248,9 @@ class VisitServiceImpl : public kcnet::v1::VisitService::CallbackService {
 
 // ---------------------------------------------------------------------------------------
 
+// ApproveRequest.over_plan_reason's limit.
+constexpr size_t kMaxOverPlanReasonBytes = 1000;
+
 class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::CallbackService {
  public:
   SupportRequestServiceImpl(RecordAccess* access, RpcRunner* runner)
@@ -363,7 +366,7 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
     return runner_->Run(ctx, "kcnet.v1.SupportRequestService/" #Method,                    \
                         [=, this](const Principal* p) {                                    \
                           return Transition(*p, req->id(), Action, req->note(), 0,         \
-                                            kcnet::v1::FUNDING_SOURCE_UNSPECIFIED, resp);  \
+                                            kcnet::v1::FUNDING_SOURCE_UNSPECIFIED, {}, resp); \
                         });                                                                \
   }
   KCNET_TRANSITION(SubmitSupportRequest, kcnet::v1::REQUEST_ACTION_SUBMIT)
@@ -379,9 +382,16 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
                                             const v1::ApproveRequest* req,
                                             SupportRequest* resp) override {
     return runner_->Run(
-        ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest", [=, this](const Principal* p) {
+        ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest",
+        [=, this](const Principal* p) -> absl::Status {
+          if (req->over_plan_reason().size() > kMaxOverPlanReasonBytes) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("over_plan_reason: at most ", kMaxOverPlanReasonBytes,
+                             " bytes, got ", req->over_plan_reason().size()));
+          }
           return Transition(*p, req->id(), kcnet::v1::REQUEST_ACTION_APPROVE, req->note(),
-                            req->approved_amount_vnd(), req->funding(), resp);
+                            req->approved_amount_vnd(), req->funding(),
+                            {.over_plan_reason = req->over_plan_reason()}, resp);
         });
   }
 
@@ -423,7 +433,8 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
 
   absl::Status Transition(const Principal& p, const std::string& id,
                           kcnet::v1::RequestAction action, const std::string& note, int64_t amount,
-                          kcnet::v1::FundingSource funding, SupportRequest* resp) {
+                          kcnet::v1::FundingSource funding, WriteContext context,
+                          SupportRequest* resp) {
     SupportRequest current;
     absl::StatusOr<uint64_t> op = access_->Read(p, model::kSupportRequestType, id, &current);
     if (!op.ok()) return op.status();
@@ -432,7 +443,7 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
         {.action = action, .note = note, .approved_amount_vnd = amount, .funding = funding},
         access_->NowMs());
     if (!changes.ok()) return changes.status();
-    absl::Status s = access_->Write(p, *std::move(changes));
+    absl::Status s = access_->Write(p, *std::move(changes), std::move(context));
     if (!s.ok()) return s;
     return access_->Read(p, model::kSupportRequestType, id, resp).status();
   }
