@@ -24,8 +24,7 @@ bool Approved(kcnet::v1::RequestStatus status) {
 // The request `id` (16 bytes) as the transaction sees it; nullopt when absent.
 absl::StatusOr<std::optional<SupportRequest>> ReadRequest(sync::RecordReader& reader,
                                                           const std::string& id) {
-  absl::StatusOr<std::optional<RecordChange>> record =
-      reader.Read(model::kSupportRequestType, id);
+  absl::StatusOr<std::optional<RecordChange>> record = reader.Read(model::kSupportRequestType, id);
   if (!record.ok()) return record.status();
   if (!record->has_value() || (*record)->deleted()) return std::optional<SupportRequest>();
   SupportRequest request;

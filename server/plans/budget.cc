@@ -41,8 +41,8 @@ absl::StatusOr<BudgetFigures> BudgetFor(Directory& directory, PlanStore& plans,
   absl::Status s = CheckId("org_unit_id", org_unit_id);
   if (!s.ok()) return s;
   if (year < kMinPlanYear || year > kMaxPlanYear) {
-    return absl::InvalidArgumentError(absl::StrCat("year: must be between ", kMinPlanYear,
-                                                   " and ", kMaxPlanYear, ", got ", year));
+    return absl::InvalidArgumentError(absl::StrCat("year: must be between ", kMinPlanYear, " and ",
+                                                   kMaxPlanYear, ", got ", year));
   }
   const absl::Status not_found =
       absl::NotFoundError(absl::StrCat("org_unit_id: no org unit ", org_unit_id));
@@ -53,9 +53,9 @@ absl::StatusOr<BudgetFigures> BudgetFor(Directory& directory, PlanStore& plans,
   if (!Covers(directory, caller, org_unit_id)) return not_found;
   absl::StatusOr<int64_t> province = ProvinceOf(directory, org_unit_id);
   if (!province.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "org_unit_id: budget figures are per province; org unit ", org_unit_id,
-        " is not a province nor inside one"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("org_unit_id: budget figures are per province; org unit ", org_unit_id,
+                     " is not a province nor inside one"));
   }
   BudgetQuery query{.province_id = *province, .year = year};
   if (*province != org_unit_id) {

@@ -48,20 +48,19 @@ class PlanServiceImpl : public v1::PlanService::CallbackService {
 
   ServerUnaryReactor* GetPlan(CallbackServerContext* ctx, const v1::GetPlanRequest* req,
                               Plan* resp) override {
-    return deps_.runner->Run(ctx, "/kcnet.v1.PlanService/GetPlan",
-                             [=, this](const Principal* p) -> absl::Status {
-                               absl::Status s = CheckId("province_id", req->province_id());
-                               if (s.ok()) s = CheckYear("year", req->year());
-                               if (!s.ok()) return s;
-                               if (!MaySee(*p, req->province_id())) {
-                                 return PlanNotFound(req->province_id(), req->year());
-                               }
-                               absl::StatusOr<Plan> plan =
-                                   deps_.plans->GetPlan(req->province_id(), req->year());
-                               if (!plan.ok()) return plan.status();
-                               *resp = *std::move(plan);
-                               return absl::OkStatus();
-                             });
+    return deps_.runner->Run(
+        ctx, "/kcnet.v1.PlanService/GetPlan", [=, this](const Principal* p) -> absl::Status {
+          absl::Status s = CheckId("province_id", req->province_id());
+          if (s.ok()) s = CheckYear("year", req->year());
+          if (!s.ok()) return s;
+          if (!MaySee(*p, req->province_id())) {
+            return PlanNotFound(req->province_id(), req->year());
+          }
+          absl::StatusOr<Plan> plan = deps_.plans->GetPlan(req->province_id(), req->year());
+          if (!plan.ok()) return plan.status();
+          *resp = *std::move(plan);
+          return absl::OkStatus();
+        });
   }
 
   ServerUnaryReactor* ListPlans(CallbackServerContext* ctx, const v1::ListPlansRequest* req,
@@ -108,30 +107,29 @@ class PlanServiceImpl : public v1::PlanService::CallbackService {
 
   ServerUnaryReactor* CreatePlan(CallbackServerContext* ctx, const v1::CreatePlanRequest* req,
                                  Plan* resp) override {
-    return deps_.runner->Run(ctx, "/kcnet.v1.PlanService/CreatePlan",
-                             [=, this](const Principal* p) -> absl::Status {
-                               absl::Status s = MayWrite(*p, req->plan());
-                               if (!s.ok()) return s;
-                               absl::StatusOr<Plan> plan =
-                                   deps_.plans->CreatePlan(req->plan(), Actor(*p), req->note());
-                               if (!plan.ok()) return plan.status();
-                               *resp = *std::move(plan);
-                               return absl::OkStatus();
-                             });
-  }
-
-  ServerUnaryReactor* RevisePlan(CallbackServerContext* ctx, const v1::RevisePlanRequest* req,
-                                 Plan* resp) override {
     return deps_.runner->Run(
-        ctx, "/kcnet.v1.PlanService/RevisePlan", [=, this](const Principal* p) -> absl::Status {
+        ctx, "/kcnet.v1.PlanService/CreatePlan", [=, this](const Principal* p) -> absl::Status {
           absl::Status s = MayWrite(*p, req->plan());
           if (!s.ok()) return s;
-          absl::StatusOr<Plan> plan = deps_.plans->RevisePlan(req->plan(), req->expected_revision(),
-                                                              Actor(*p), req->note());
+          absl::StatusOr<Plan> plan = deps_.plans->CreatePlan(req->plan(), Actor(*p), req->note());
           if (!plan.ok()) return plan.status();
           *resp = *std::move(plan);
           return absl::OkStatus();
         });
+  }
+
+  ServerUnaryReactor* RevisePlan(CallbackServerContext* ctx, const v1::RevisePlanRequest* req,
+                                 Plan* resp) override {
+    return deps_.runner->Run(ctx, "/kcnet.v1.PlanService/RevisePlan",
+                             [=, this](const Principal* p) -> absl::Status {
+                               absl::Status s = MayWrite(*p, req->plan());
+                               if (!s.ok()) return s;
+                               absl::StatusOr<Plan> plan = deps_.plans->RevisePlan(
+                                   req->plan(), req->expected_revision(), Actor(*p), req->note());
+                               if (!plan.ok()) return plan.status();
+                               *resp = *std::move(plan);
+                               return absl::OkStatus();
+                             });
   }
 
   ServerUnaryReactor* ListPlanRevisions(CallbackServerContext* ctx,
@@ -178,8 +176,7 @@ class PlanServiceImpl : public v1::PlanService::CallbackService {
                                        "disbursement.request_id", &request);
           if (!s.ok()) return s;
           if (p->role != v1::ROLE_PROVINCE_OFFICER) {
-            return absl::PermissionDeniedError(
-                "role: only province officers record disbursements");
+            return absl::PermissionDeniedError("role: only province officers record disbursements");
           }
           absl::StatusOr<v1::Disbursement> d =
               deps_.plans->RecordDisbursement(request, req->disbursement(), Actor(*p));
@@ -236,7 +233,8 @@ class PlanServiceImpl : public v1::PlanService::CallbackService {
     absl::Status s = CheckId("plan.province_id", plan.province_id());
     if (!s.ok()) return s;
     if (!MaySee(p, plan.province_id())) {
-      return absl::NotFoundError(absl::StrCat("plan.province_id: no province ", plan.province_id()));
+      return absl::NotFoundError(
+          absl::StrCat("plan.province_id: no province ", plan.province_id()));
     }
     if (p.role != v1::ROLE_PROVINCE_OFFICER || !Covers(*deps_.directory, p, plan.province_id())) {
       return absl::PermissionDeniedError(

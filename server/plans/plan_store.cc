@@ -131,8 +131,7 @@ std::string FundingEn(FundingSource f) {
 
 // INVALID_ARGUMENT naming `field` unless `text` is valid UTF-8 of at most `max` bytes
 // (and not empty when `required`).
-absl::Status CheckNote(absl::string_view field, absl::string_view text, size_t max,
-                       bool required) {
+absl::Status CheckNote(absl::string_view field, absl::string_view text, size_t max, bool required) {
   if (required && text.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
   }
@@ -187,9 +186,9 @@ absl::Status CheckPlan(const Plan& plan) {
                        line.planned_facilities()));
     }
     if (!seen.insert({line.funding(), line.category()}).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          at, ": a second line for ", CategoryEn(line.category()), " / ",
-          FundingEn(line.funding()), " (one line per category and funding source)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ": a second line for ", CategoryEn(line.category()), " / ",
+                       FundingEn(line.funding()), " (one line per category and funding source)"));
     }
   }
   return absl::OkStatus();
@@ -301,9 +300,10 @@ absl::Status PlanStore::Migrate() {
         absl::StrCat(db_->path(), ": not a kcnet plans file (application_id ", *app_id, ")"));
   }
   if (*version > kPlansSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        db_->path(), ": plans schema version ", *version, " was written by a newer kcnet (this one reads up to ",
-        kPlansSchemaVersion, "); upgrade kcnet"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(db_->path(), ": plans schema version ", *version,
+                     " was written by a newer kcnet (this one reads up to ", kPlansSchemaVersion,
+                     "); upgrade kcnet"));
   }
   if (*version == kPlansSchemaVersion) return absl::OkStatus();
   for (int64_t v = *version; v < kPlansSchemaVersion; ++v) {
@@ -509,8 +509,8 @@ absl::StatusOr<Plan> PlanStore::RevisePlan(const Plan& input, int64_t expected_r
   absl::StatusOr<std::optional<Plan>> existing = ReadPlanLocked(input.province_id(), input.year());
   if (!existing.ok()) return existing.status();
   if (!existing->has_value()) {
-    return absl::NotFoundError(absl::StrCat("plan: no plan of province ", input.province_id(),
-                                            " for ", input.year()));
+    return absl::NotFoundError(
+        absl::StrCat("plan: no plan of province ", input.province_id(), " for ", input.year()));
   }
   const Plan& before = **existing;
   if (expected_revision != 0 && expected_revision != before.revision()) {
@@ -636,12 +636,13 @@ absl::Status PlanStore::Draw(
   const int64_t remaining = planned - approved;
   if (over_plan_reason.empty()) {
     if (!has_plan) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "approved_amount_vnd: Chưa có kế hoạch khuyến công năm ", year, " của tỉnh (mã ",
-          draw.province_id, "): chỉ duyệt được khi ghi lý do vượt kế hoạch / no extension plan of "
-          "province ",
-          draw.province_id, " for ", year,
-          ": approve only with an over-plan reason (over_plan_reason), online"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("approved_amount_vnd: Chưa có kế hoạch khuyến công năm ", year,
+                       " của tỉnh (mã ", draw.province_id,
+                       "): chỉ duyệt được khi ghi lý do vượt kế hoạch / no extension plan of "
+                       "province ",
+                       draw.province_id, " for ", year,
+                       ": approve only with an over-plan reason (over_plan_reason), online"));
     }
     if (draw.amount_vnd > remaining) {
       const int64_t left = std::max<int64_t>(remaining, 0);
@@ -753,9 +754,10 @@ absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest&
   const int64_t now = clock_->NowMs();
   absl::CivilDay paid;
   if (!ParseDate(input.paid_date(), &paid)) {
-    return absl::InvalidArgumentError(absl::StrCat("disbursement.paid_date: must be a date "
-                                                   "YYYY-MM-DD, got '",
-                                                   input.paid_date().substr(0, 32), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("disbursement.paid_date: must be a date "
+                     "YYYY-MM-DD, got '",
+                     input.paid_date().substr(0, 32), "'"));
   }
   const absl::CivilDay today = absl::ToCivilDay(absl::FromUnixMillis(now), VietnamZone());
   if (paid.year() < kMinPlanYear || paid > today) {
@@ -788,9 +790,9 @@ absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest&
   const int64_t remaining = request.approved_amount_vnd() - paid_so_far;
   if (input.amount_vnd() > remaining) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "disbursement.amount_vnd: Vượt số tiền được duyệt: còn lại ", VndVi(remaining),
-        " ₫ trên ", VndVi(request.approved_amount_vnd()), " ₫ / above the approved amount: ",
-        VndEn(remaining), " VND of ", VndEn(request.approved_amount_vnd()), " VND remain, ",
+        "disbursement.amount_vnd: Vượt số tiền được duyệt: còn lại ", VndVi(remaining), " ₫ trên ",
+        VndVi(request.approved_amount_vnd()), " ₫ / above the approved amount: ", VndEn(remaining),
+        " VND of ", VndEn(request.approved_amount_vnd()), " VND remain, ",
         VndEn(input.amount_vnd()), " VND asked"));
   }
   absl::StatusOr<Statement*> ins = db_->Prepare(

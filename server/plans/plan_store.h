@@ -180,8 +180,7 @@ class PlanStore {
   absl::StatusOr<BudgetFigures> Budget(const BudgetQuery& query);
 
  private:
-  PlanStore(std::unique_ptr<sync::Db> db, sync::Clock* clock)
-      : clock_(clock), db_(std::move(db)) {}
+  PlanStore(std::unique_ptr<sync::Db> db, sync::Clock* clock) : clock_(clock), db_(std::move(db)) {}
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::optional<kcnet::v1::Plan>> ReadPlanLocked(int64_t province_id, int32_t year)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -121,9 +121,8 @@ absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChan
     *m->add_changes() = std::move(c);
   }
   const sync::Writer writer{"", sync::NodeIdFor(absl::StrCat("user:", caller.user_id))};
-  absl::StatusOr<kcnet::v1::PushAck> ack =
-      deps_.store->Apply(writer, batch,
-                         GuardedValidator(deps_.directory, deps_.guard, caller, std::move(context)));
+  absl::StatusOr<kcnet::v1::PushAck> ack = deps_.store->Apply(
+      writer, batch, GuardedValidator(deps_.directory, deps_.guard, caller, std::move(context)));
   if (!ack.ok()) return ack.status();
   const kcnet::v1::MutationResult& result = ack->results(0);
   if (result.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED) {

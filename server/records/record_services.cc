@@ -360,14 +360,14 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
         });
   }
 
-#define KCNET_TRANSITION(Method, Action)                                                   \
-  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::TransitionRequest* req, \
-                             SupportRequest* resp) override {                              \
-    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/" #Method,                    \
-                        [=, this](const Principal* p) {                                    \
-                          return Transition(*p, req->id(), Action, req->note(), 0,         \
+#define KCNET_TRANSITION(Method, Action)                                                      \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::TransitionRequest* req,    \
+                             SupportRequest* resp) override {                                 \
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/" #Method,                       \
+                        [=, this](const Principal* p) {                                       \
+                          return Transition(*p, req->id(), Action, req->note(), 0,            \
                                             kcnet::v1::FUNDING_SOURCE_UNSPECIFIED, {}, resp); \
-                        });                                                                \
+                        });                                                                   \
   }
   KCNET_TRANSITION(SubmitSupportRequest, kcnet::v1::REQUEST_ACTION_SUBMIT)
   KCNET_TRANSITION(EndorseSupportRequest, kcnet::v1::REQUEST_ACTION_ENDORSE)
@@ -381,18 +381,17 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
   ServerUnaryReactor* ApproveSupportRequest(CallbackServerContext* ctx,
                                             const v1::ApproveRequest* req,
                                             SupportRequest* resp) override {
-    return runner_->Run(
-        ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest",
-        [=, this](const Principal* p) -> absl::Status {
-          if (req->over_plan_reason().size() > kMaxOverPlanReasonBytes) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("over_plan_reason: at most ", kMaxOverPlanReasonBytes,
-                             " bytes, got ", req->over_plan_reason().size()));
-          }
-          return Transition(*p, req->id(), kcnet::v1::REQUEST_ACTION_APPROVE, req->note(),
-                            req->approved_amount_vnd(), req->funding(),
-                            {.over_plan_reason = req->over_plan_reason()}, resp);
-        });
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest",
+                        [=, this](const Principal* p) -> absl::Status {
+                          if (req->over_plan_reason().size() > kMaxOverPlanReasonBytes) {
+                            return absl::InvalidArgumentError(
+                                absl::StrCat("over_plan_reason: at most ", kMaxOverPlanReasonBytes,
+                                             " bytes, got ", req->over_plan_reason().size()));
+                          }
+                          return Transition(*p, req->id(), kcnet::v1::REQUEST_ACTION_APPROVE,
+                                            req->note(), req->approved_amount_vnd(), req->funding(),
+                                            {.over_plan_reason = req->over_plan_reason()}, resp);
+                        });
   }
 
   ServerUnaryReactor* ListRequestEvents(CallbackServerContext* ctx,

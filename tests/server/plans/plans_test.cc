@@ -28,7 +28,8 @@ using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
 
 // Unix ms of a UTC date and time.
 int64_t Ms(int y, int m, int d, int h, int min) {
-  return absl::ToUnixMillis(absl::FromCivil(absl::CivilMinute(y, m, d, h, min), absl::UTCTimeZone()));
+  return absl::ToUnixMillis(
+      absl::FromCivil(absl::CivilMinute(y, m, d, h, min), absl::UTCTimeZone()));
 }
 
 class PlansTest : public ::testing::Test {
@@ -55,13 +56,11 @@ class PlansTest : public ::testing::Test {
       Role role;
       int64_t unit;
     };
-    for (const U& u : {U{"collab1", ROLE_COMMUNE_COLLABORATOR, c1_},
-                       U{"collab3", ROLE_COMMUNE_COLLABORATOR, c3_},
-                       U{"coord1", ROLE_DISTRICT_COORDINATOR, d1_},
-                       U{"coord2", ROLE_DISTRICT_COORDINATOR, d2_},
-                       U{"officer1", ROLE_PROVINCE_OFFICER, p_},
-                       U{"admin1", ROLE_ADMINISTRATOR, p_},
-                       U{"officer9", ROLE_PROVINCE_OFFICER, p9_}}) {
+    for (const U& u :
+         {U{"collab1", ROLE_COMMUNE_COLLABORATOR, c1_},
+          U{"collab3", ROLE_COMMUNE_COLLABORATOR, c3_}, U{"coord1", ROLE_DISTRICT_COORDINATOR, d1_},
+          U{"coord2", ROLE_DISTRICT_COORDINATOR, d2_}, U{"officer1", ROLE_PROVINCE_OFFICER, p_},
+          U{"admin1", ROLE_ADMINISTRATOR, p_}, U{"officer9", ROLE_PROVINCE_OFFICER, p9_}}) {
       auto user = d->CreateUser(u.name, u.name, "password-123", u.role, {u.unit});
       ASSERT_TRUE(user.ok()) << user.status();
       users_[u.name] = user->id();
@@ -190,8 +189,8 @@ class PlansTest : public ::testing::Test {
   BudgetFigures Budget(int64_t unit, int32_t year, const std::string& user = "officer1") {
     absl::StatusOr<Principal> p = server_->directory()->Authenticate(tokens_[user]);
     EXPECT_TRUE(p.ok()) << p.status();
-    absl::StatusOr<BudgetFigures> b = BudgetFor(*server_->directory(), *server_->plans(),
-                                                *server_->store(), *p, unit, year);
+    absl::StatusOr<BudgetFigures> b =
+        BudgetFor(*server_->directory(), *server_->plans(), *server_->store(), *p, unit, year);
     EXPECT_TRUE(b.ok()) << b.status();
     return b.ok() ? *b : BudgetFigures();
   }
@@ -291,7 +290,8 @@ TEST_F(PlansTest, AnOfficerCreatesAndRevisesAPlanAndEveryRevisionIsAudited) {
 
 TEST_F(PlansTest, PlansAreScopedAndOnlyTheProvinceOfficerWritesThem) {
   ASSERT_TRUE(CreatePlan("officer1", p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 1, 1)}).ok());
-  ASSERT_TRUE(CreatePlan("officer9", p9_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 2, 1)}).ok());
+  ASSERT_TRUE(
+      CreatePlan("officer9", p9_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 2, 1)}).ok());
   // Another province's plan is "not found", word for word as a plan that does not exist.
   GetPlanRequest get;
   get.set_province_id(p_);
@@ -344,21 +344,37 @@ TEST_F(PlansTest, BadPlansAreRefusedNamingTheFieldAndNothingIsStored) {
   const std::vector<Case> cases = {
       {p_, 1999, {}, grpc::StatusCode::INVALID_ARGUMENT, "plan.year"},
       {p_, 2101, {}, grpc::StatusCode::INVALID_ARGUMENT, "plan.year"},
-      {p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, -1, 0)},
-       grpc::StatusCode::INVALID_ARGUMENT, "plan.lines[0].planned_amount_vnd"},
-      {p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 1, -3)},
-       grpc::StatusCode::INVALID_ARGUMENT, "plan.lines[0].planned_facilities"},
-      {p_, 2026,
+      {p_,
+       2026,
+       {Line(kTraining, FUNDING_SOURCE_LOCAL, -1, 0)},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "plan.lines[0].planned_amount_vnd"},
+      {p_,
+       2026,
+       {Line(kTraining, FUNDING_SOURCE_LOCAL, 1, -3)},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "plan.lines[0].planned_facilities"},
+      {p_,
+       2026,
        {Line(kTraining, FUNDING_SOURCE_LOCAL, 1, 0),
         Line(static_cast<SupportCategory>(99), FUNDING_SOURCE_LOCAL, 1, 0)},
-       grpc::StatusCode::INVALID_ARGUMENT, "plan.lines[1].category"},
-      {p_, 2026, {Line(kTraining, FUNDING_SOURCE_UNSPECIFIED, 1, 0)},
-       grpc::StatusCode::INVALID_ARGUMENT, "plan.lines[0].funding"},
-      {p_, 2026, {Line(kTraining, static_cast<FundingSource>(7), 1, 0)},
-       grpc::StatusCode::INVALID_ARGUMENT, "plan.lines[0].funding"},
-      {p_, 2026,
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "plan.lines[1].category"},
+      {p_,
+       2026,
+       {Line(kTraining, FUNDING_SOURCE_UNSPECIFIED, 1, 0)},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "plan.lines[0].funding"},
+      {p_,
+       2026,
+       {Line(kTraining, static_cast<FundingSource>(7), 1, 0)},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "plan.lines[0].funding"},
+      {p_,
+       2026,
        {Line(kTraining, FUNDING_SOURCE_LOCAL, 1, 0), Line(kTraining, FUNDING_SOURCE_LOCAL, 2, 0)},
-       grpc::StatusCode::INVALID_ARGUMENT, "plan.lines[1]"},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "plan.lines[1]"},
       // A commune is no province: it holds no plan.
       {c1_, 2026, {}, grpc::StatusCode::NOT_FOUND, "plan.province_id"},
       {0, 2026, {}, grpc::StatusCode::INVALID_ARGUMENT, "plan.province_id"},
@@ -374,8 +390,8 @@ TEST_F(PlansTest, BadPlansAreRefusedNamingTheFieldAndNothingIsStored) {
   EXPECT_EQ(list.plans_size(), 0);
   // A bad revision changes nothing either.
   Plan plan;
-  ASSERT_TRUE(CreatePlan("officer1", p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 5, 1)}, &plan)
-                  .ok());
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 5, 1)}, &plan).ok());
   RevisePlanRequest rev;
   *rev.mutable_plan() = plan;
   rev.mutable_plan()->mutable_lines(0)->set_planned_amount_vnd(-5);
@@ -402,7 +418,8 @@ TEST_F(PlansTest, ApprovalDrawsOnItsLineAndBeyondItOnlyWithAnAuditedReason) {
   // 40,000,000 remain on the national line: 50,000,000 is refused, in both languages.
   grpc::Status over = Approve(b.id(), 50'000'000, FUNDING_SOURCE_NATIONAL);
   EXPECT_EQ(over.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_THAT(over.error_message(), HasSubstr("support_request.approved_amount_vnd: Vượt kế hoạch"));
+  EXPECT_THAT(over.error_message(),
+              HasSubstr("support_request.approved_amount_vnd: Vượt kế hoạch"));
   EXPECT_THAT(over.error_message(), HasSubstr("còn lại 40.000.000 ₫"));
   EXPECT_THAT(over.error_message(), HasSubstr("40,000,000 VND remain"));
   EXPECT_EQ(Get(b.id()).status(), REQUEST_STATUS_ENDORSED);
@@ -452,11 +469,12 @@ TEST_F(PlansTest, WithoutAPlanApprovalNeedsAReason) {
   EXPECT_THAT(s.error_message(), HasSubstr("over_plan_reason"));
   EXPECT_EQ(Get(a.id()).status(), REQUEST_STATUS_ENDORSED);
   // An over-long reason is refused naming it.
-  grpc::Status long_reason = Approve(a.id(), 30'000'000, FUNDING_SOURCE_LOCAL, std::string(1001, 'x'));
+  grpc::Status long_reason =
+      Approve(a.id(), 30'000'000, FUNDING_SOURCE_LOCAL, std::string(1001, 'x'));
   EXPECT_EQ(long_reason.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(long_reason.error_message(), ::testing::StartsWith("over_plan_reason:"));
-  ASSERT_TRUE(Approve(a.id(), 30'000'000, FUNDING_SOURCE_LOCAL, "chưa có kế hoạch, đã xin ý kiến")
-                  .ok());
+  ASSERT_TRUE(
+      Approve(a.id(), 30'000'000, FUNDING_SOURCE_LOCAL, "chưa có kế hoạch, đã xin ý kiến").ok());
   const BudgetFigures budget = Budget(p_, 2026);
   EXPECT_FALSE(budget.has_plan);
   const BudgetRow* row = Row(budget, FUNDING_SOURCE_LOCAL, kMachinery);
@@ -469,8 +487,9 @@ TEST_F(PlansTest, WithoutAPlanApprovalNeedsAReason) {
 TEST_F(PlansTest, TheYearOfAnApprovalIsVietnamsLocalDate) {
   // 2025-12-31 16:59 UTC is 23:59 in Vietnam: still 2025, which has no plan.
   clock_.Set(Ms(2025, 12, 31, 16, 59));
-  ASSERT_TRUE(CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_LOCAL, 5'000'000, 1)})
-                  .ok());
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_LOCAL, 5'000'000, 1)})
+          .ok());
   const SupportRequest a = Endorsed(c1_, 5'000'000);
   grpc::Status s = Approve(a.id(), 5'000'000, FUNDING_SOURCE_LOCAL);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
@@ -483,9 +502,9 @@ TEST_F(PlansTest, TheYearOfAnApprovalIsVietnamsLocalDate) {
 }
 
 TEST_F(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
-  ASSERT_TRUE(CreatePlan("officer1", p_, 2026,
-                         {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
-                  .ok());
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
+          .ok());
   const SupportRequest first = Endorsed(c1_, 40'000'000);
   ASSERT_TRUE(Approve(first.id(), 40'000'000, FUNDING_SOURCE_NATIONAL).ok());
   // 60,000,000 remain; eight approvals of 40,000,000 at once: exactly one fits.
@@ -514,7 +533,8 @@ TEST_F(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
   EXPECT_EQ(refused.load(), kRacers - 1);
   EXPECT_EQ(other.load(), 0);
   int approved = 0;
-  for (const SupportRequest& r : racers) approved += Get(r.id()).status() == REQUEST_STATUS_APPROVED;
+  for (const SupportRequest& r : racers)
+    approved += Get(r.id()).status() == REQUEST_STATUS_APPROVED;
   EXPECT_EQ(approved, 1);
   const BudgetRow* row = Row(Budget(p_, 2026), FUNDING_SOURCE_NATIONAL, kMachinery);
   ASSERT_NE(row, nullptr);
@@ -524,9 +544,9 @@ TEST_F(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
 }
 
 TEST_F(PlansTest, DisbursementsAreInstalmentsNeverAboveTheApprovedAmount) {
-  ASSERT_TRUE(CreatePlan("officer1", p_, 2026,
-                         {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
-                  .ok());
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
+          .ok());
   const SupportRequest a = Endorsed(c1_, 60'000'000);
   ASSERT_TRUE(Approve(a.id(), 60'000'000, FUNDING_SOURCE_NATIONAL).ok());
   // Approved but not started: no payment yet.
@@ -642,15 +662,15 @@ TEST_F(PlansTest, BudgetFiguresByScopeWithCounterpartFunds) {
   // Out of scope: NOT_FOUND, as a unit that does not exist.
   absl::StatusOr<Principal> officer9 = server_->directory()->Authenticate(tokens_["officer9"]);
   ASSERT_TRUE(officer9.ok());
-  absl::StatusOr<BudgetFigures> hidden = BudgetFor(*server_->directory(), *server_->plans(),
-                                                   *server_->store(), *officer9, p_, 2026);
+  absl::StatusOr<BudgetFigures> hidden =
+      BudgetFor(*server_->directory(), *server_->plans(), *server_->store(), *officer9, p_, 2026);
   EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
   absl::StatusOr<BudgetFigures> none = BudgetFor(*server_->directory(), *server_->plans(),
                                                  *server_->store(), *officer9, 999999, 2026);
   EXPECT_EQ(none.status().message(), absl::StrCat("org_unit_id: no org unit 999999"));
   EXPECT_EQ(hidden.status().message(), absl::StrCat("org_unit_id: no org unit ", p_));
-  absl::StatusOr<BudgetFigures> bad_year = BudgetFor(*server_->directory(), *server_->plans(),
-                                                     *server_->store(), *officer9, p9_, 1999);
+  absl::StatusOr<BudgetFigures> bad_year =
+      BudgetFor(*server_->directory(), *server_->plans(), *server_->store(), *officer9, p9_, 1999);
   EXPECT_EQ(bad_year.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
