@@ -371,7 +371,9 @@ KCNET_API bool kcnet_request_comment(kcnet_client* client, const char* request_i
                                      kcnet_buffer* out_request, kcnet_error* out_error);
 
 /* Approves a request (province officer): the amount in whole VND and the funding source
- * (a kcnet.v1.FundingSource value: 1 LOCAL, 2 NATIONAL). */
+ * (a kcnet.v1.FundingSource value: 1 LOCAL, 2 NATIONAL; 3 COUNTERPART is a plan line, never
+ * an approval's funding, and is refused). The approval draws on the province's extension
+ * plan when it syncs: beyond what remains it is refused (docs/API.md). */
 KCNET_API bool kcnet_request_approve(kcnet_client* client, const char* request_id,
                                      int64_t amount_vnd, int funding, const char* note,
                                      kcnet_buffer* out_request, kcnet_error* out_error);

@@ -47,7 +47,8 @@ constexpr char kUsage[] =
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
     "  list-audit [--after=ID]   (account changes: who, when, which user, what changed)\n"
-    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities)\n"
+    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities,\n"
+    "                 this year's extension plan)\n"
     "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
     "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
     "                        incarnation that every device recovers from; docs/SYNC.md)\n"
@@ -264,8 +265,10 @@ absl::Status SeedDemoCommand(const Args& args) {
   if (data_dir.empty()) return UsageError("--data_dir is required");
   absl::StatusOr<DemoSeed> seed = SeedDemo(data_dir);
   if (!seed.ok()) return seed.status();
-  std::printf("seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities\n",
-              data_dir.c_str(), seed->org_units, seed->facilities);
+  std::printf(
+      "seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities, the %d extension "
+      "plan\n",
+      data_dir.c_str(), seed->org_units, seed->facilities, seed->plan_year);
   std::printf("demo accounts (change these passwords before any real use):\n");
   tools::Table accounts({"USERNAME", "PASSWORD", "ROLE", "ORG UNIT"});
   for (const DemoAccount& account : seed->accounts) {

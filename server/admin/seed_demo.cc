@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
+#include "server/plans/plan_store.h"
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
 #include "sync/schema.h"
@@ -182,6 +183,31 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
     }
     ++seed.facilities;
   }
+
+  // This year's extension plan of the demo province (approvals draw on it): every support
+  // category, 500,000,000 VND of local and of national budget, 5 facilities each.
+  absl::StatusOr<std::unique_ptr<PlanStore>> plans = PlanStore::Open((dir / "plans.db").string());
+  if (!plans.ok()) return plans.status();
+  absl::StatusOr<kcnet::v1::OrgUnit> province = (*directory)->FindByCode("90");
+  if (!province.ok()) return province.status();
+  kcnet::v1::Plan plan;
+  plan.set_province_id(province->id());
+  plan.set_year(VietnamYear(now_ms));
+  for (int category = kcnet::v1::SUPPORT_CATEGORY_DEMONSTRATION_MODEL;
+       category <= kcnet::v1::SUPPORT_CATEGORY_OTHER; ++category) {
+    for (kcnet::v1::FundingSource funding :
+         {kcnet::v1::FUNDING_SOURCE_LOCAL, kcnet::v1::FUNDING_SOURCE_NATIONAL}) {
+      kcnet::v1::PlanLine* line = plan.add_lines();
+      line->set_category(static_cast<kcnet::v1::SupportCategory>(category));
+      line->set_funding(funding);
+      line->set_planned_amount_vnd(500'000'000);
+      line->set_planned_facilities(5);
+    }
+  }
+  absl::StatusOr<kcnet::v1::Plan> created =
+      (*plans)->CreatePlan(plan, {admin_id, "local-admin"}, "kế hoạch demo / demo plan");
+  if (!created.ok()) return created.status();
+  seed.plan_year = plan.year();
   return seed;
 }
 

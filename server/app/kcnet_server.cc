@@ -13,6 +13,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
+#include "server/plans/plan_service.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
 #include "server/services/directory_services.h"
@@ -25,6 +26,7 @@ namespace {
 
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
+constexpr char kPlansFile[] = "plans.db";
 // The health-check service name an insecure server answers SERVING for.
 constexpr char kInsecureHealthService[] = "kcnet.insecure";
 
@@ -137,6 +139,14 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
+  absl::StatusOr<std::unique_ptr<PlanStore>> plans =
+      PlanStore::Open((dir / kPlansFile).string(), options.clock);
+  if (!plans.ok()) return plans.status();
+  server->plans_ = *std::move(plans);
+  // Every path that can approve a request draws on the plan through this guard.
+  server->approval_guard_ =
+      std::make_unique<ApprovalGuard>(server->directory_.get(), server->plans_.get());
+
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
   runner_options.sign_in = options.sign_in;
@@ -152,12 +162,19 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   deps.store = server->store_.get();
   deps.runner = server->runner_.get();
   deps.clock = options.clock;
+  deps.guard = server->approval_guard_.get();
   for (std::unique_ptr<grpc::Service>& service : MakeRecordServices(deps)) {
     server->services_.push_back(std::move(service));
   }
+  server->services_.push_back(MakePlanService({.directory = server->directory_.get(),
+                                               .plans = server->plans_.get(),
+                                               .records = server->store_.get(),
+                                               .runner = server->runner_.get(),
+                                               .clock = options.clock}));
 
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();
+  sync_options.guard = server->approval_guard_.get();
   server->sync_service_ = std::make_unique<SyncServiceImpl>(
       server->directory_.get(), server->store_.get(), server->runner_.get(), sync_options);
 
@@ -218,7 +235,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (sync_service_ != nullptr) sync_service_->Stop();
   if (runner_ != nullptr) runner_->Stop();
   if (store_ == nullptr) return;
-  for (const char* file : {kDirectoryFile, kStoreFile}) {
+  for (const char* file : {kDirectoryFile, kStoreFile, kPlansFile}) {
     absl::Status status = CheckpointWal((std::filesystem::path(data_dir_) / file).string());
     if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
   }

@@ -34,6 +34,8 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/directory/directory.h"
+#include "server/plans/approval_guard.h"
+#include "server/plans/plan_store.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "server/sync_stream/sync_service.h"
@@ -88,11 +90,13 @@ class KcnetServer {
 
   Directory* directory() { return directory_.get(); }
   sync::ServerStore* store() { return store_.get(); }
+  // Extension plans, draws and disbursements (plans.db); budget figures: server/plans/budget.h.
+  PlanStore* plans() { return plans_.get(); }
   Logger* logger() { return logger_.get(); }
   SyncServiceImpl* sync_service() { return sync_service_.get(); }
 
   // Stops accepting calls, lets calls in flight finish within `grace` (cancelling the
-  // rest), stops the storage threads and checkpoints both databases' write-ahead logs
+  // rest), stops the storage threads and checkpoints the databases' write-ahead logs
   // into their main files. Idempotent: a second call returns at once.
   void Shutdown(absl::Duration grace);
   // Blocks until the server has shut down.
@@ -105,6 +109,8 @@ class KcnetServer {
   std::unique_ptr<Logger> logger_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<sync::ServerStore> store_;
+  std::unique_ptr<PlanStore> plans_;
+  std::unique_ptr<ApprovalGuard> approval_guard_;
   std::unique_ptr<StorageRpcRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<SyncServiceImpl> sync_service_;

@@ -54,6 +54,18 @@ model::Actor ActorFor(Directory* directory, const Principal& caller) {
   return actor;
 }
 
+sync::MutationValidator GuardedValidator(Directory* directory, MutationGuard* guard,
+                                         const Principal& caller, WriteContext context) {
+  sync::MutationValidator rules = model::ValidatorFor(ActorFor(directory, caller));
+  if (guard == nullptr) return rules;
+  return [rules = std::move(rules), guard, caller, context = std::move(context)](
+             const kcnet::v1::Mutation& mutation, sync::RecordReader& reader) -> absl::Status {
+    absl::Status status = rules(mutation, reader);
+    if (!status.ok()) return status;
+    return guard->Check(caller, context, mutation, reader);
+  };
+}
+
 bool RecordAccess::InScope(const Principal& caller, int64_t org_unit_id) {
   for (int64_t root : caller.org_unit_ids) {
     if (deps_.directory->IsWithin(org_unit_id, root)) return true;
@@ -99,7 +111,8 @@ absl::StatusOr<bool> RecordAccess::Exists(uint32_t type, const std::string& id) 
   return record->has_value();
 }
 
-absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChange> changes) {
+absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChange> changes,
+                                 WriteContext context) {
   kcnet::v1::MutationBatch batch;
   kcnet::v1::Mutation* m = batch.add_mutations();
   const uint64_t hlc = deps_.store->clock().Now();
@@ -108,8 +121,8 @@ absl::Status RecordAccess::Write(const Principal& caller, std::vector<RecordChan
     *m->add_changes() = std::move(c);
   }
   const sync::Writer writer{"", sync::NodeIdFor(absl::StrCat("user:", caller.user_id))};
-  absl::StatusOr<kcnet::v1::PushAck> ack =
-      deps_.store->Apply(writer, batch, model::ValidatorFor(ActorFor(caller)));
+  absl::StatusOr<kcnet::v1::PushAck> ack = deps_.store->Apply(
+      writer, batch, GuardedValidator(deps_.directory, deps_.guard, caller, std::move(context)));
   if (!ack.ok()) return ack.status();
   const kcnet::v1::MutationResult& result = ack->results(0);
   if (result.outcome() == kcnet::v1::MUTATION_OUTCOME_REFUSED) {

@@ -17,6 +17,7 @@
 #include "google/protobuf/field_mask.pb.h"
 #include "google/protobuf/message.h"
 #include "server/directory/directory.h"
+#include "server/records/mutation_guard.h"
 #include "server/records/record_services.h"
 #include "sync/model/rules.h"
 #include "sync/server_store.h"
@@ -58,7 +59,9 @@ class RecordAccess {
   // Applies `changes` as one mutation by the caller. Each change's base_op must be set by
   // the caller (the op it read, 0 for a new record). A refusal comes back as its status,
   // with the field path rewritten to the record's field ("visit.latitude: ...").
-  absl::Status Write(const Principal& caller, std::vector<kcnet::v1::RecordChange> changes);
+  // The rules and then the deps' guard (if any) check it, with `context`.
+  absl::Status Write(const Principal& caller, std::vector<kcnet::v1::RecordChange> changes,
+                     WriteContext context = {});
 
   // A change setting the fields of `message` named by `mask` (all fields when mask is
   // empty) on record `id`. INVALID_ARGUMENT naming an unknown or read-only path.

@@ -248,6 +248,9 @@ class VisitServiceImpl : public kcnet::v1::VisitService::CallbackService {
 
 // ---------------------------------------------------------------------------------------
 
+// ApproveRequest.over_plan_reason's limit.
+constexpr size_t kMaxOverPlanReasonBytes = 1000;
+
 class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::CallbackService {
  public:
   SupportRequestServiceImpl(RecordAccess* access, RpcRunner* runner)
@@ -357,14 +360,14 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
         });
   }
 
-#define KCNET_TRANSITION(Method, Action)                                                   \
-  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::TransitionRequest* req, \
-                             SupportRequest* resp) override {                              \
-    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/" #Method,                    \
-                        [=, this](const Principal* p) {                                    \
-                          return Transition(*p, req->id(), Action, req->note(), 0,         \
-                                            kcnet::v1::FUNDING_SOURCE_UNSPECIFIED, resp);  \
-                        });                                                                \
+#define KCNET_TRANSITION(Method, Action)                                                      \
+  ServerUnaryReactor* Method(CallbackServerContext* ctx, const v1::TransitionRequest* req,    \
+                             SupportRequest* resp) override {                                 \
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/" #Method,                       \
+                        [=, this](const Principal* p) {                                       \
+                          return Transition(*p, req->id(), Action, req->note(), 0,            \
+                                            kcnet::v1::FUNDING_SOURCE_UNSPECIFIED, {}, resp); \
+                        });                                                                   \
   }
   KCNET_TRANSITION(SubmitSupportRequest, kcnet::v1::REQUEST_ACTION_SUBMIT)
   KCNET_TRANSITION(EndorseSupportRequest, kcnet::v1::REQUEST_ACTION_ENDORSE)
@@ -378,11 +381,17 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
   ServerUnaryReactor* ApproveSupportRequest(CallbackServerContext* ctx,
                                             const v1::ApproveRequest* req,
                                             SupportRequest* resp) override {
-    return runner_->Run(
-        ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest", [=, this](const Principal* p) {
-          return Transition(*p, req->id(), kcnet::v1::REQUEST_ACTION_APPROVE, req->note(),
-                            req->approved_amount_vnd(), req->funding(), resp);
-        });
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/ApproveSupportRequest",
+                        [=, this](const Principal* p) -> absl::Status {
+                          if (req->over_plan_reason().size() > kMaxOverPlanReasonBytes) {
+                            return absl::InvalidArgumentError(
+                                absl::StrCat("over_plan_reason: at most ", kMaxOverPlanReasonBytes,
+                                             " bytes, got ", req->over_plan_reason().size()));
+                          }
+                          return Transition(*p, req->id(), kcnet::v1::REQUEST_ACTION_APPROVE,
+                                            req->note(), req->approved_amount_vnd(), req->funding(),
+                                            {.over_plan_reason = req->over_plan_reason()}, resp);
+                        });
   }
 
   ServerUnaryReactor* ListRequestEvents(CallbackServerContext* ctx,
@@ -423,7 +432,8 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
 
   absl::Status Transition(const Principal& p, const std::string& id,
                           kcnet::v1::RequestAction action, const std::string& note, int64_t amount,
-                          kcnet::v1::FundingSource funding, SupportRequest* resp) {
+                          kcnet::v1::FundingSource funding, WriteContext context,
+                          SupportRequest* resp) {
     SupportRequest current;
     absl::StatusOr<uint64_t> op = access_->Read(p, model::kSupportRequestType, id, &current);
     if (!op.ok()) return op.status();
@@ -432,7 +442,7 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
         {.action = action, .note = note, .approved_amount_vnd = amount, .funding = funding},
         access_->NowMs());
     if (!changes.ok()) return changes.status();
-    absl::Status s = access_->Write(p, *std::move(changes));
+    absl::Status s = access_->Write(p, *std::move(changes), std::move(context));
     if (!s.ok()) return s;
     return access_->Read(p, model::kSupportRequestType, id, resp).status();
   }

@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/codegen/service_type.h"
 #include "server/directory/directory.h"
+#include "server/records/mutation_guard.h"
 #include "server/rpc/rpc_runner.h"
 #include "sync/hlc.h"
 #include "sync/server_store.h"
@@ -23,6 +24,8 @@ struct RecordServiceDeps {
   sync::ServerStore* store = nullptr;
   RpcRunner* runner = nullptr;
   sync::Clock* clock = sync::SystemClock();
+  // Checks every write after the rules (the plans' draw on approval); null: none.
+  MutationGuard* guard = nullptr;
 };
 
 // FacilityService, VisitService and SupportRequestService, to register on a builder.

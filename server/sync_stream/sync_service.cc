@@ -418,8 +418,8 @@ void StreamCore::HandlePush(const kcnet::v1::MutationBatch& batch) {
   }
   model::Actor actor = ActorFor(hub_->directory, principal_);
   const sync::Writer writer{device_key_, node_, actor.in_scope};
-  absl::StatusOr<kcnet::v1::PushAck> ack =
-      hub_->store->Apply(writer, batch, model::ValidatorFor(std::move(actor)));
+  absl::StatusOr<kcnet::v1::PushAck> ack = hub_->store->Apply(
+      writer, batch, GuardedValidator(hub_->directory, hub_->options.guard, principal_));
   if (!ack.ok()) {
     FinishLocked(absl::Status(ack.status().code(), absl::StrCat("push.", ack.status().message())));
     return;
@@ -743,7 +743,7 @@ grpc::ServerUnaryReactor* SyncServiceImpl::ResolveConflict(
           *f->mutable_value() = conflict.loser_value();
           absl::StatusOr<kcnet::v1::PushAck> ack = store_->ApplyAndResolve(
               sync::Writer{"", sync::NodeIdFor(absl::StrCat("user:", p->user_id))}, batch,
-              model::ValidatorFor(ActorFor(directory_, *p)), conflict.id());
+              GuardedValidator(directory_, hub_->options.guard, *p), conflict.id());
           if (!ack.ok()) {
             if (ack.status().code() == absl::StatusCode::kFailedPrecondition) return already;
             return ack.status();

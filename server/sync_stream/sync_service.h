@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/directory/directory.h"
+#include "server/records/mutation_guard.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/rate_limiter.h"
 #include "server/rpc/rpc_runner.h"
@@ -48,6 +49,9 @@ struct SyncServiceOptions {
   // Where each stream's line goes when it ends (method, caller, status, duration), like
   // every unary RPC's. nullptr: no lines. Must outlive the service.
   Logger* logger = nullptr;
+  // Checks every pushed or restored mutation after the rules (the plans' draw on an
+  // approval, server/plans); null: none. Must outlive the service.
+  MutationGuard* guard = nullptr;
 };
 
 class SyncHub;

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kcnet/client.h"
 #include "server/app/kcnet_server.h"
+#include "tests/testing/test_plans.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
@@ -64,6 +65,8 @@ class FieldScenarioTest : public ::testing::Test {
              {"officer1", ROLE_PROVINCE_OFFICER, province}}) {
       ASSERT_TRUE(d->CreateUser(name, name, kPassword, role, {unit}).ok()) << name;
     }
+    // Approvals draw on the province's plan (server/plans).
+    ASSERT_TRUE(kcnet::testing::SeedPlan(*server_, province).ok());
   }
 
   void TearDown() override {

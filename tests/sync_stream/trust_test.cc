@@ -14,6 +14,8 @@
 
 #include "absl/strings/str_replace.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "server/plans/budget.h"
+#include "server/plans/plan_store.h"
 #include "sync/model/requests.h"
 #include "sync/model/rules.h"
 #include "tests/sync_stream/stream_fixture.h"
@@ -311,6 +313,16 @@ class LifeCycleTrustTest : public StreamTrustTest {
     coord_ = MakeUser("coord-1", ROLE_DISTRICT_COORDINATOR, d1_);
     officer_ = MakeUser("officer-1", ROLE_PROVINCE_OFFICER, d1_);
     officer2_ = MakeUser("officer-2", ROLE_PROVINCE_OFFICER, d1_);
+    // This year's plan of the province: 85,000,000 VND of national budget for machinery
+    // (every approval draws on it, pushed ones too).
+    Plan plan;
+    plan.set_province_id(p_);
+    plan.set_year(server::VietnamYear(NowMs()));
+    PlanLine* line = plan.add_lines();
+    line->set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+    line->set_funding(FUNDING_SOURCE_NATIONAL);
+    line->set_planned_amount_vnd(85'000'000);
+    ASSERT_TRUE(server_->plans()->CreatePlan(plan, {officer_.id, "officer-1"}, "").ok());
     FacilityService::Stub facilities(channel_);
     CreateFacilityRequest cf;
     *cf.mutable_facility() = Facility();
@@ -401,7 +413,7 @@ TEST_F(LifeCycleTrustTest, StaleApprovalIsRefusedNotMerged) {
 
   MutationBatch batch;
   *batch.add_mutations() =
-      ApproveOn(seen, officer_, 90'000'000, sync::HybridClock(sync::SystemClock()).Now());
+      ApproveOn(seen, officer_, 70'000'000, sync::HybridClock(sync::SystemClock()).Now());
   absl::StatusOr<PushAck> ack = RawPush(officer_.token, "tablet-officer", batch);
   ASSERT_TRUE(ack.ok()) << ack.status();
   const MutationResult& r = ack->results(0);
@@ -412,6 +424,15 @@ TEST_F(LifeCycleTrustTest, StaleApprovalIsRefusedNotMerged) {
   const auto now = Seen();
   EXPECT_EQ(now.first.status(), REQUEST_STATUS_ENDORSED);
   EXPECT_EQ(now.first.approved_amount_vnd(), 0);
+  // The plan check passed (70,000,000 of 85,000,000) before the merge refused the stale
+  // view: the draw it wrote never counts, as its approval was never stored.
+  ASSERT_TRUE(server::ConfirmCommittedDraws(*server_->plans(), *server_->store()).ok());
+  absl::StatusOr<server::BudgetFigures> budget =
+      server_->plans()->Budget({.province_id = p_, .year = server::VietnamYear(NowMs())});
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  ASSERT_EQ(budget->rows.size(), 1u);
+  EXPECT_EQ(budget->rows[0].approved_vnd, 0);
+  EXPECT_EQ(budget->rows[0].remaining_vnd, 85'000'000);
 }
 
 // An approval made on the current view by a tablet whose clock is an hour behind: the
@@ -440,6 +461,25 @@ TEST_F(LifeCycleTrustTest, ApprovalOnTheCurrentViewAppliesWholeWhateverTheClock)
   EXPECT_TRUE(after.reset_buckets.empty());
   ExpectSameAsServer(*coordinator, kSupportRequestType, id_);
   ExpectSameBucket(*coordinator, c1_);
+}
+
+// A tablet's approval beyond what remains of the plan line is refused like any other
+// broken rule (a tablet cannot give an over-plan reason: that approval is made online).
+TEST_F(LifeCycleTrustTest, PushedApprovalBeyondThePlanIsRefused) {
+  const auto seen = Seen();
+  MutationBatch batch;
+  *batch.add_mutations() =
+      ApproveOn(seen, officer_, 90'000'000, sync::HybridClock(sync::SystemClock()).Now());
+  absl::StatusOr<PushAck> ack = RawPush(officer_.token, "tablet-officer", batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  const MutationResult& r = ack->results(0);
+  EXPECT_EQ(r.outcome(), MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(r.reason(), HasSubstr("changes[0].approved_amount_vnd: Vượt kế hoạch"));
+  EXPECT_THAT(r.reason(), HasSubstr("85,000,000 VND remain"));
+  const auto now = Seen();
+  EXPECT_EQ(now.first.status(), REQUEST_STATUS_ENDORSED);
+  EXPECT_EQ(now.first.approved_amount_vnd(), 0);
 }
 
 // Audit events are written with the transition they describe, carry the approved amount

@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/directory/directory.h"
+#include "server/plans/plan_store.h"
 #include "sync/model/record_types.h"
 #include "sync/server_store.h"
 #include "tests/testing/test_tls.h"
@@ -207,6 +208,14 @@ TEST(BinariesTest, SeedDemoThenServeThenStopOnSigterm) {
       ++facilities;
     }
     EXPECT_GE(facilities, 3);
+    // And this year's extension plan of the province, for the demo's approvals.
+    auto plans = server::PlanStore::Open(data_dir + "/plans.db");
+    ASSERT_TRUE(plans.ok()) << plans.status();
+    auto plan =
+        (*plans)->GetPlan(province->id(), server::VietnamYear(absl::ToUnixMillis(absl::Now())));
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->lines_size(), 16);
+    EXPECT_THAT(seed.out, HasSubstr("extension plan"));
   }
 
   Process server(

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
+#include "tests/testing/test_plans.h"
 #include "tests/testing/test_util.h"
 
 namespace kcnet::server {
@@ -60,6 +61,8 @@ class RecordServicesTest : public ::testing::Test {
       ASSERT_TRUE(user.ok()) << user.status();
       users_[u.name] = user->id();
     }
+    // Approvals draw on the province's plan (server/plans).
+    ASSERT_TRUE(kcnet::testing::SeedPlan(*server_, p.id()).ok());
     channel_ = new std::shared_ptr<grpc::Channel>(grpc::CreateChannel(
         absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
     auto auth = AuthService::NewStub(*channel_);
