@@ -25,6 +25,8 @@ namespace {
 
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
+// The report summaries (server/reports): rebuilt from kcnet.db when missing.
+constexpr char kReportsFile[] = "reports.db";
 // The health-check service name an insecure server answers SERVING for.
 constexpr char kInsecureHealthService[] = "kcnet.insecure";
 
@@ -137,6 +139,20 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> summaries = reports::ReportsStore::Open(
+      (dir / kReportsFile).string(), (dir / kStoreFile).string());
+  if (!summaries.ok()) return summaries.status();
+  server->reports_ = *std::move(summaries);
+  sync::ServerStore* store_ptr = server->store_.get();
+  Logger* logger = server->logger_.get();
+  server->reports_follower_ = std::make_unique<reports::ReportsFollower>(
+      server->reports_.get(), [store_ptr] { return store_ptr->last_op(); },
+      [logger](const absl::Status& status) {
+        logger->Warning(absl::StrCat("reports: catch-up failed (retrying): ", status.message()));
+      });
+  server->reporter_ = std::make_unique<reports::Reporter>(server->directory_.get(),
+                                                          server->reports_.get(), options.clock);
+
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
   runner_options.sign_in = options.sign_in;
@@ -155,6 +171,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   for (std::unique_ptr<grpc::Service>& service : MakeRecordServices(deps)) {
     server->services_.push_back(std::move(service));
   }
+
+  server->services_.push_back(reports::MakeReportService(
+      server->directory_.get(), server->reporter_.get(), server->runner_.get()));
 
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();
@@ -217,6 +236,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   if (sync_service_ != nullptr) sync_service_->Stop();
   if (runner_ != nullptr) runner_->Stop();
+  if (reports_follower_ != nullptr) reports_follower_->Stop();
   if (store_ == nullptr) return;
   for (const char* file : {kDirectoryFile, kStoreFile}) {
     absl::Status status = CheckpointWal((std::filesystem::path(data_dir_) / file).string());
