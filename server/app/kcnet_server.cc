@@ -177,6 +177,15 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();
+  reports::ReportsStore* summaries_ptr = server->reports_.get();
+  sync::Clock* clock = options.clock;
+  auto previous_on_hello = sync_options.on_hello;
+  sync_options.on_hello = [summaries_ptr, clock, logger, previous_on_hello](
+                              const std::string& device_id, int64_t user_id, uint32_t pending) {
+    absl::Status status = summaries_ptr->RecordDeviceSync(device_id, user_id, clock->NowMs(), pending);
+    if (!status.ok()) logger->Warning(absl::StrCat("reports: device sync: ", status.message()));
+    if (previous_on_hello) previous_on_hello(device_id, user_id, pending);
+  };
   server->sync_service_ = std::make_unique<SyncServiceImpl>(
       server->directory_.get(), server->store_.get(), server->runner_.get(), sync_options);
 

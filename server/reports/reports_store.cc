@@ -57,7 +57,11 @@ constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS s_visit_day(commune INTEGER NOT NULL, day INTEGER NOT NULL,"
     " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
     " PRIMARY KEY(commune, day, collaborator)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS s_visit_day_collaborator ON s_visit_day(collaborator, day);";
+    "CREATE INDEX IF NOT EXISTS s_visit_day_collaborator ON s_visit_day(collaborator, day);"
+    // Each device's last accepted Hello (not from the records: a rebuild keeps it).
+    "CREATE TABLE IF NOT EXISTS r_device(device_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL,"
+    " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
 constexpr const char* kSummaryTables[] = {"r_facility", "r_visit", "r_request", "r_event",
                                           "s_visit_day"};
@@ -448,6 +452,20 @@ absl::Status ReportsStore::ApplyEvent(Statement& row) {
   return s->Run();
 }
 
+absl::Status ReportsStore::RecordDeviceSync(const std::string& device_id, int64_t user_id,
+                                            int64_t at_ms, uint32_t pending_writes) {
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<Statement*> s = writer_->Prepare(
+      "INSERT OR REPLACE INTO r_device(device_id, user_id, last_sync_ms, pending_writes) "
+      "VALUES (?1, ?2, ?3, ?4)");
+  if (!s.ok()) return s.status();
+  (*s)->BindText(1, device_id);
+  (*s)->BindInt(2, user_id);
+  (*s)->BindInt(3, at_ms);
+  (*s)->BindInt(4, pending_writes);
+  return (*s)->Run();
+}
+
 absl::StatusOr<uint64_t> ReportsStore::Cursor() {
   absl::MutexLock lock(&read_mu_);
   return ReadCursor();
@@ -680,7 +698,20 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
     out[user].set_user_id(user);
   }
+  absl::StatusOr<Statement*> devices = reader_->Prepare(
+      "SELECT device_id, last_sync_ms, pending_writes FROM r_device WHERE user_id = ?1 "
+      "ORDER BY device_id");
+  if (!devices.ok()) return devices.status();
   for (auto& [user, a] : out) {
+    (*devices)->BindInt(1, user);
+    absl::Status status = ForEachRow(*devices, [&](Statement& s) {
+      kcnet::v1::DeviceActivity* d = a.add_devices();
+      d->set_device_id(std::string(s.ColumnText(0)));
+      d->set_last_sync_ms(s.ColumnInt(1));
+      d->set_pending_writes(static_cast<uint32_t>(s.ColumnInt(2)));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
     auto it = by_user.find(user);
     const Counts c = it == by_user.end() ? Counts{} : it->second;
     a.set_visits(c.visits);

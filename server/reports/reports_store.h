@@ -68,6 +68,11 @@ class ReportsStore {
   // Empties the summaries and counts everything again from op 0 (kcnet-admin
   // rebuild-reports). Returns the cursor reached.
   absl::StatusOr<uint64_t> Rebuild();
+  // Records a device's accepted Hello (its last successful sync) with the writes it said
+  // were waiting in its outbox.
+  absl::Status RecordDeviceSync(const std::string& device_id, int64_t user_id, int64_t at_ms,
+                                uint32_t pending_writes);
+
   // The last op the summaries count (as committed).
   absl::StatusOr<uint64_t> Cursor();
 

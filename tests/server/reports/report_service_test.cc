@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "kcnet/v1/reports.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/app/kcnet_server.h"
 #include "tests/server/reports/report_fixture.h"
 
@@ -235,6 +236,41 @@ TEST_F(ReportServiceTest, AWriteIsCountedWithinASecondOfItsCommit) {
   EXPECT_EQ(report.total().registered_facilities(), 2);
   // Not a speed assertion: the follower's promise (docs/REPORTS.md) with a wide margin.
   EXPECT_LT(took, absl::Seconds(5));
+}
+
+TEST_F(ReportServiceTest, ActivityShowsEachDevicesLastSyncAndItsWaitingWrites) {
+  {
+    auto sync_stub = SyncService::NewStub(*channel_);
+    auto ctx = As("collab");
+    auto stream = sync_stub->Sync(ctx.get());
+    SyncClientMessage hello;
+    hello.mutable_hello()->set_device_id("tablet-activity");
+    hello.mutable_hello()->set_schema_version(SCHEMA_VERSION_1);
+    hello.mutable_hello()->set_pending_writes(3);
+    ASSERT_TRUE(stream->Write(hello));
+    SyncServerMessage welcome;
+    ASSERT_TRUE(stream->Read(&welcome));
+    ASSERT_TRUE(welcome.has_welcome());
+    stream->WritesDone();
+    ctx->TryCancel();
+    stream->Finish();
+  }
+  auto stub = ReportService::NewStub(*channel_);
+  ActivityRequest req;
+  req.set_inactive_days(1);
+  ActivityReport report;
+  grpc::Status status = stub->GetActivity(As("officer").get(), req, &report);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const CollaboratorActivity* collab = nullptr;
+  for (const auto& a : report.collaborators()) {
+    if (a.display_name() == "Cộng tác viên") collab = &a;
+  }
+  ASSERT_NE(collab, nullptr);
+  ASSERT_EQ(collab->devices_size(), 1);
+  EXPECT_EQ(collab->devices(0).device_id(), "tablet-activity");
+  EXPECT_EQ(collab->devices(0).pending_writes(), 3u);
+  EXPECT_GT(collab->devices(0).last_sync_ms(), 0);
+  EXPECT_TRUE(collab->inactive());  // no visit or request of its own
 }
 
 TEST_F(ReportServiceTest, BudgetAndOutcomesAreNotServedYet) {
