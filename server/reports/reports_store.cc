@@ -40,7 +40,6 @@ constexpr char kTables[] =
     " month INTEGER NOT NULL, lat REAL, lon REAL);"
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
-    "CREATE INDEX IF NOT EXISTS r_visit_collaborator ON r_visit(collaborator, day);"
     // Live support requests.
     "CREATE TABLE IF NOT EXISTS r_request(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, author INTEGER NOT NULL, status INTEGER NOT NULL,"
