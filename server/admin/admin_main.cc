@@ -362,9 +362,12 @@ absl::Status ExportCommand(const Args& args) {
   filter.set_to_date(args.GetOr("to", ""));
   const std::string unit = args.GetOr("org_unit", "");
   if (!unit.empty()) {
-    absl::StatusOr<std::vector<int64_t>> ids = ResolveCodes(**directory, unit);
-    if (!ids.ok()) return ids.status();
-    filter.set_org_unit_id(ids->front());
+    absl::StatusOr<v1::OrgUnit> found = (*directory)->FindByCode(unit);
+    if (!found.ok()) {
+      return absl::Status(found.status().code(),
+                          absl::StrCat("--org_unit: no org unit with code '", unit, "'"));
+    }
+    filter.set_org_unit_id(found->id());
   }
   std::string file_name;
   absl::StatusOr<std::string> bytes =
