@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -26,30 +27,32 @@ constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
 constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // The summaries' layout; a store of another version is rebuilt on open.
 constexpr int64_t kReportsVersion = 1;
+// The most ops one catch-up transaction counts (a backlog goes in slices).
+constexpr int64_t kMaxOpsPerTransaction = 200000;
 
 constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS r_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
     // Live facilities: commune, folded name (duplicates), registered point, created day.
     "CREATE TABLE IF NOT EXISTS r_facility(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
-    " folded TEXT NOT NULL, lat REAL, lon REAL, day INTEGER NOT NULL);"
+    " folded TEXT NOT NULL, lat REAL, lon REAL, day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_facility_commune ON r_facility(commune, day);"
     "CREATE INDEX IF NOT EXISTS r_facility_folded ON r_facility(commune, folded);"
     // Live visits; lat/lon NULL when the visit has no GPS.
     "CREATE TABLE IF NOT EXISTS r_visit(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, collaborator INTEGER NOT NULL, day INTEGER NOT NULL,"
-    " month INTEGER NOT NULL, lat REAL, lon REAL);"
+    " month INTEGER NOT NULL, lat REAL, lon REAL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
     // Live support requests.
     "CREATE TABLE IF NOT EXISTS r_request(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, author INTEGER NOT NULL, status INTEGER NOT NULL,"
-    " created_day INTEGER NOT NULL, updated_day INTEGER NOT NULL);"
+    " created_day INTEGER NOT NULL, updated_day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_request_commune ON r_request(commune, created_day);"
     "CREATE INDEX IF NOT EXISTS r_request_author ON r_request(author, created_day);"
     // Request events (transitions) with their day.
     "CREATE TABLE IF NOT EXISTS r_event(id TEXT PRIMARY KEY, request TEXT NOT NULL,"
     " commune INTEGER NOT NULL, action INTEGER NOT NULL, to_status INTEGER NOT NULL,"
-    " day INTEGER NOT NULL);"
+    " day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_event_request ON r_event(request, to_status, day);"
     "CREATE INDEX IF NOT EXISTS r_event_action ON r_event(commune, action, day);"
     // Counters: visits and visits without GPS per commune x day x collaborator.
@@ -177,6 +180,10 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
   status = (*writer)->Exec(absl::StrCat("ATTACH DATABASE '",
                                         absl::StrReplaceAll(store_path, {{"'", "''"}}), "' AS st"));
   if (!status.ok()) return status;
+  // Large caches: a catch-up touches index pages all over both files, and the summaries
+  // of a national data set are a few hundred MB.
+  status = (*writer)->Exec("PRAGMA main.cache_size = -262144; PRAGMA st.cache_size = -131072");
+  if (!status.ok()) return status;
   // The store must be a record store (not a new empty file).
   absl::StatusOr<int64_t> tables = (*writer)->QueryInt(
       "SELECT count(*) FROM st.sqlite_schema WHERE type='table' AND name='_buckets'");
@@ -200,6 +207,8 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
   }
   absl::StatusOr<std::unique_ptr<Db>> reader = Db::Open(reports_path, options);
   if (!reader.ok()) return reader.status();
+  status = (*reader)->Exec("PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824");
+  if (!status.ok()) return status;
   {
     absl::MutexLock lock(&store->write_mu_);
     store->writer_ = *std::move(writer);
@@ -233,24 +242,36 @@ absl::Status ReportsStore::CreateTables(Db* db) {
 }
 
 absl::StatusOr<uint64_t> ReportsStore::CatchUp() {
-  absl::MutexLock lock(&write_mu_);
-  return CatchUpLocked();
+  // A long backlog (a first start, a rebuild) goes in slices of ops, each its own
+  // transaction, so that RecordDeviceSync() never waits long for the writer.
+  while (true) {
+    bool done = false;
+    absl::StatusOr<uint64_t> cursor;
+    {
+      absl::MutexLock lock(&write_mu_);
+      cursor = CatchUpLocked(kMaxOpsPerTransaction, &done);
+    }
+    if (!cursor.ok() || done) return cursor;
+  }
 }
 
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
-  absl::MutexLock lock(&write_mu_);
-  std::string sql = "BEGIN IMMEDIATE;";
-  for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
-  absl::StrAppend(&sql, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
-  absl::Status status = writer_->Exec(sql);
-  if (!status.ok()) {
-    (void)writer_->Exec("ROLLBACK");
-    return status;
+  {
+    absl::MutexLock lock(&write_mu_);
+    std::string sql = "BEGIN IMMEDIATE;";
+    for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
+    absl::StrAppend(&sql, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
+    absl::Status status = writer_->Exec(sql);
+    if (!status.ok()) {
+      (void)writer_->Exec("ROLLBACK");
+      return status;
+    }
   }
-  return CatchUpLocked();
+  return CatchUp();
 }
 
-absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked() {
+absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done) {
+  *done = true;
   // Deferred: the store (st) is only read, at one snapshot; only main is written.
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
       sync::Transaction::Begin(writer_.get(), sync::Transaction::Kind::kRead);
@@ -261,6 +282,10 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked() {
       writer_->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
   if (!target.ok()) return target.status();
   if (*target <= *cursor) return static_cast<uint64_t>(*cursor);
+  if (*target - *cursor > max_ops) {
+    *target = *cursor + max_ops;
+    *done = false;
+  }
 
   std::vector<int64_t> buckets;
   absl::StatusOr<Statement*> list =
@@ -660,33 +685,28 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   };
   std::map<int64_t, Counts> by_user;
   std::map<int64_t, int64_t> visits_by_month;
+  // Counts in the period: scans of the period's rows, commune by commune.
   absl::StatusOr<Statement*> visits = reader_->Prepare(
-      "SELECT collaborator, day, visits FROM s_visit_day WHERE commune = ?1 AND day <= ?2");
+      "SELECT collaborator, day, visits FROM s_visit_day WHERE commune = ?1 AND day BETWEEN ?2 "
+      "AND ?3");
   if (!visits.ok()) return visits.status();
   absl::StatusOr<Statement*> requests = reader_->Prepare(
-      "SELECT author, created_day FROM r_request WHERE commune = ?1 AND created_day <= ?2");
+      "SELECT author FROM r_request WHERE commune = ?1 AND created_day BETWEEN ?2 AND ?3");
   if (!requests.ok()) return requests.status();
   for (int64_t commune : scope.communes) {
-    (*visits)->BindInt(1, commune);
-    (*visits)->BindInt(2, scope.to_day);
+    for (Statement* s : {*visits, *requests}) {
+      s->BindInt(1, commune);
+      s->BindInt(2, scope.from_day);
+      s->BindInt(3, scope.to_day);
+    }
     absl::Status status = ForEachRow(*visits, [&](Statement& s) {
-      Counts& c = by_user[s.ColumnInt(0)];
-      const int64_t day = s.ColumnInt(1);
-      c.last_day = std::max(c.last_day, day);
-      if (day >= scope.from_day) {
-        c.visits += s.ColumnInt(2);
-        visits_by_month[MonthOf(day)] += s.ColumnInt(2);
-      }
+      by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
+      visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
       return absl::OkStatus();
     });
     if (!status.ok()) return status;
-    (*requests)->BindInt(1, commune);
-    (*requests)->BindInt(2, scope.to_day);
     status = ForEachRow(*requests, [&](Statement& s) {
-      Counts& c = by_user[s.ColumnInt(0)];
-      const int64_t day = s.ColumnInt(1);
-      c.last_day = std::max(c.last_day, day);
-      if (day >= scope.from_day) c.requests += 1;
+      by_user[s.ColumnInt(0)].requests += 1;
       return absl::OkStatus();
     });
     if (!status.ok()) return status;
@@ -696,6 +716,37 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   for (const auto& [user, counts] : by_user) {
     if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
     out[user].set_user_id(user);
+  }
+  // The last activity of each listed user in the scope, any time up to the period's end:
+  // the user's own rows newest first, until one lies in the scope.
+  const absl::flat_hash_set<int64_t> in_scope(scope.communes.begin(), scope.communes.end());
+  absl::StatusOr<Statement*> last_visit = reader_->Prepare(
+      "SELECT day, commune FROM s_visit_day WHERE collaborator = ?1 AND day <= ?2 "
+      "ORDER BY day DESC");
+  if (!last_visit.ok()) return last_visit.status();
+  absl::StatusOr<Statement*> last_request = reader_->Prepare(
+      "SELECT created_day, commune FROM r_request WHERE author = ?1 AND created_day <= ?2 "
+      "ORDER BY created_day DESC");
+  if (!last_request.ok()) return last_request.status();
+  for (const auto& [user, a] : out) {
+    Counts& c = by_user[user];
+    for (Statement* s : {*last_visit, *last_request}) {
+      s->BindInt(1, user);
+      s->BindInt(2, scope.to_day);
+      while (true) {
+        absl::StatusOr<bool> row = s->Step();
+        if (!row.ok() || !*row) {
+          s->Reset();
+          if (!row.ok()) return row.status();
+          break;
+        }
+        if (in_scope.contains(s->ColumnInt(1))) {
+          c.last_day = std::max(c.last_day, s->ColumnInt(0));
+          s->Reset();
+          break;
+        }
+      }
+    }
   }
   absl::StatusOr<Statement*> devices = reader_->Prepare(
       "SELECT device_id, last_sync_ms, pending_writes FROM r_device WHERE user_id = ?1 "

@@ -11,6 +11,12 @@
 // up to their cursor, a crash loses nothing, and a catch-up after a restore or an upgrade
 // is the same code. Rebuild() empties the summaries and catches up from op 0.
 //
+// A backlog (a first start over an existing store, a rebuild) is counted in slices of at
+// most 200,000 ops, one transaction each. Within a slice the cursor is exact; between
+// slices of a backlog a record changed again after the slice's last op is counted with
+// its later state in a later slice (so, while a backlog is being counted, `as_of_op` can
+// miss such a record's earlier version). Once caught up, every answer is exact.
+//
 // ReportsFollower runs CatchUp() on a thread of its own whenever the store's last op is
 // above the cursor (it looks every `poll` interval, 50 ms by default), so a report counts
 // a write well within 1 s of its commit while the writers never wait for the summaries.
@@ -94,7 +100,10 @@ class ReportsStore {
  private:
   ReportsStore() = default;
   absl::Status CreateTables(sync::Db* db);
-  absl::StatusOr<uint64_t> CatchUpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // One transaction counting the ops after the cursor, at most `max_ops` of them; `*done`
+  // is false when more remain.
+  absl::StatusOr<uint64_t> CatchUpLocked(int64_t max_ops, bool* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyFacility(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyVisit(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyRequest(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
