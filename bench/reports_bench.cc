@@ -106,7 +106,8 @@ class Generator {
     v.set_id(Text(rng_));
     v.set_commune_id(world_->facilities[i].second);
     v.set_facility_id(world_->facilities[i].first);
-    v.set_collaborator_id(1 + static_cast<int64_t>(rng_() % 7000));
+    // Two collaborators per commune, as in the field.
+    v.set_collaborator_id(2 * world_->facilities[i].second + static_cast<int64_t>(rng_() % 2));
     v.set_visited_ms(kStartMs + static_cast<int64_t>(rng_() % (5 * 365 * 24)) * 3600000);
     const int kind = static_cast<int>(rng_() % 20);
     if (kind > 0) {  // 1 in 20 without GPS, 1 in 20 far off
@@ -121,7 +122,7 @@ class Generator {
     r.set_id(Text(rng_));
     r.set_commune_id(world_->facilities[i].second);
     r.set_facility_id(world_->facilities[i].first);
-    r.set_author_id(1 + static_cast<int64_t>(rng_() % 7000));
+    r.set_author_id(2 * world_->facilities[i].second + static_cast<int64_t>(rng_() % 2));
     r.set_status(static_cast<RequestStatus>(1 + rng_() % 9));
     r.set_created_ms(kStartMs + static_cast<int64_t>(rng_() % (5 * 365)) * kDayMs);
     r.set_updated_ms(r.created_ms() + static_cast<int64_t>(rng_() % 60) * kDayMs);
