@@ -254,6 +254,12 @@ absl::Status SyncClient::Run(Mode mode, const std::function<bool()>& done, absl:
     hello.mutable_hello()->set_schema_version(options_.schema_version);
     hello.mutable_hello()->set_download_window(std::max<uint32_t>(options_.download_window, 1));
     hello.mutable_hello()->set_deflate_pages(options_.deflate_pages);
+    // What waits in the outbox, for the server's activity report (0 when unknown).
+    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    if (pending.ok() && *pending > 0) {
+      hello.mutable_hello()->set_pending_writes(
+          static_cast<uint32_t>(std::min<int64_t>(*pending, UINT32_MAX)));
+    }
     for (BucketCursor& c : *cursors) *hello.mutable_hello()->add_cursors() = std::move(c);
     session.Write(hello);  // on failure the reader sees the end and Finish() says why
   }

@@ -9,6 +9,8 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl
   googletest libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
+  # Report exports (XLSX) and the test that reads them back with LibreOffice headless.
+  libxlsxwriter-dev libreoffice-calc-nogui
 )
 
 missing=()

@@ -26,6 +26,8 @@
 #include "absl/time/time.h"
 #include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
+#include "server/reports/report_service.h"
+#include "server/reports/reports_store.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 #include "tools/args.h"
@@ -52,6 +54,10 @@ constexpr char kUsage[] =
     "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
     "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
     "                        incarnation that every device recovers from; docs/SYNC.md)\n"
+    "  rebuild-reports   (recounts the report summaries, DATA_DIR/reports.db, from the records)\n"
+    "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
+    "                [--to=YYYY-MM-DD]   (REPORT: coverage, pipeline, activity or quality;\n"
+    "                                     the whole country unless --org_unit; stdout unless --out)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -304,6 +310,83 @@ absl::Status RestoreCommand(const Args& args) {
                 static_cast<long long>(db.bytes), db.seconds);
   }
   std::printf("the record store is a new incarnation: devices recover at their next sync\n");
+  // The report summaries counted the replaced records: they are recounted from the
+  // restored ones at the next start (or by rebuild-reports).
+  for (const char* file : {"reports.db", "reports.db-wal", "reports.db-shm"}) {
+    std::error_code ignored;
+    std::filesystem::remove(std::filesystem::path(data_dir) / file, ignored);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<reports::ReportsStore>> OpenReports(const std::string& data_dir) {
+  const std::filesystem::path dir(data_dir);
+  if (!std::filesystem::exists(dir / "kcnet.db")) {
+    return absl::NotFoundError(absl::StrCat("--data_dir: no record store (kcnet.db) in ", data_dir));
+  }
+  return reports::ReportsStore::Open((dir / "reports.db").string(), (dir / "kcnet.db").string());
+}
+
+absl::Status RebuildReportsCommand(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> store = OpenReports(data_dir);
+  if (!store.ok()) return store.status();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<uint64_t> op = (*store)->Rebuild();
+  if (!op.ok()) return op.status();
+  std::printf("rebuilt the report summaries up to op %llu in %.3f s\n",
+              static_cast<unsigned long long>(*op), absl::ToDoubleSeconds(absl::Now() - start));
+  return absl::OkStatus();
+}
+
+absl::Status ExportCommand(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  if (args.words().size() != 2) return UsageError("export REPORT --format=csv|xlsx");
+  const std::string format_text = args.GetOr("format", "");
+  v1::ExportFormat format = v1::EXPORT_FORMAT_UNSPECIFIED;
+  if (format_text == "csv") format = v1::EXPORT_FORMAT_CSV;
+  if (format_text == "xlsx") format = v1::EXPORT_FORMAT_XLSX;
+  if (format == v1::EXPORT_FORMAT_UNSPECIFIED) {
+    return UsageError(absl::StrCat("--format: '", format_text, "' is not csv or xlsx"));
+  }
+  absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
+  if (!directory.ok()) return directory.status();
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> store = OpenReports(data_dir);
+  if (!store.ok()) return store.status();
+  absl::StatusOr<uint64_t> op = (*store)->CatchUp();  // counts everything committed
+  if (!op.ok()) return op.status();
+  reports::Reporter reporter(directory->get(), store->get(), sync::SystemClock());
+  absl::StatusOr<std::vector<int64_t>> roots = reporter.AllRoots();
+  if (!roots.ok()) return roots.status();
+  v1::ReportFilter filter;
+  filter.set_from_date(args.GetOr("from", ""));
+  filter.set_to_date(args.GetOr("to", ""));
+  const std::string unit = args.GetOr("org_unit", "");
+  if (!unit.empty()) {
+    absl::StatusOr<v1::OrgUnit> found = (*directory)->FindByCode(unit);
+    if (!found.ok()) {
+      return absl::Status(found.status().code(),
+                          absl::StrCat("--org_unit: no org unit with code '", unit, "'"));
+    }
+    filter.set_org_unit_id(found->id());
+  }
+  std::string file_name;
+  absl::StatusOr<std::string> bytes =
+      reporter.Export(*roots, args.words()[1], format, filter, &file_name);
+  if (!bytes.ok()) return bytes.status();
+  const std::string out = args.GetOr("out", "");
+  if (out.empty()) {
+    std::fwrite(bytes->data(), 1, bytes->size(), stdout);
+    return absl::OkStatus();
+  }
+  std::ofstream file(out, std::ios::binary | std::ios::trunc);
+  file.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
+  file.close();
+  if (!file) return absl::PermissionDeniedError(absl::StrCat("--out: cannot write ", out));
+  std::fprintf(stderr, "wrote %s (%zu bytes, up to op %llu)\n", out.c_str(), bytes->size(),
+               static_cast<unsigned long long>(*op));
   return absl::OkStatus();
 }
 
@@ -328,6 +411,8 @@ const std::vector<Command>& Commands() {
       {"seed-demo", {}, SeedDemoCommand},
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},
+      {"rebuild-reports", {}, RebuildReportsCommand},
+      {"export", {"format", "out", "org_unit", "from", "to"}, ExportCommand},
   };
   return *commands;
 }
@@ -353,7 +438,7 @@ absl::Status Run(const Args& args, std::string* label) {
     if (args.Has("password")) return tools::PasswordArgumentError();
     absl::Status flags = args.CheckFlags(command.flags, {"data_dir"});
     if (!flags.ok()) return flags;
-    if (name != "import-org-units" && args.words().size() > 1) {
+    if (name != "import-org-units" && name != "export" && args.words().size() > 1) {
       return UsageError(
           absl::StrCat(name, " takes no arguments besides flags, got '", args.words()[1], "'"));
     }

@@ -27,6 +27,8 @@ namespace {
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
 constexpr char kPlansFile[] = "plans.db";
+// The report summaries (server/reports): rebuilt from kcnet.db when missing.
+constexpr char kReportsFile[] = "reports.db";
 // The health-check service name an insecure server answers SERVING for.
 constexpr char kInsecureHealthService[] = "kcnet.insecure";
 
@@ -146,6 +148,19 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   // Every path that can approve a request draws on the plan through this guard.
   server->approval_guard_ =
       std::make_unique<ApprovalGuard>(server->directory_.get(), server->plans_.get());
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> summaries = reports::ReportsStore::Open(
+      (dir / kReportsFile).string(), (dir / kStoreFile).string());
+  if (!summaries.ok()) return summaries.status();
+  server->reports_ = *std::move(summaries);
+  sync::ServerStore* store_ptr = server->store_.get();
+  Logger* logger = server->logger_.get();
+  server->reports_follower_ = std::make_unique<reports::ReportsFollower>(
+      server->reports_.get(), [store_ptr] { return store_ptr->last_op(); },
+      [logger](const absl::Status& status) {
+        logger->Warning(absl::StrCat("reports: catch-up failed (retrying): ", status.message()));
+      });
+  server->reporter_ = std::make_unique<reports::Reporter>(server->directory_.get(),
+                                                          server->reports_.get(), options.clock);
 
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
@@ -172,9 +187,21 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                                                .runner = server->runner_.get(),
                                                .clock = options.clock}));
 
+  server->services_.push_back(reports::MakeReportService(
+      server->directory_.get(), server->reporter_.get(), server->runner_.get()));
+
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();
   sync_options.guard = server->approval_guard_.get();
+  reports::ReportsStore* summaries_ptr = server->reports_.get();
+  sync::Clock* clock = options.clock;
+  auto previous_on_hello = sync_options.on_hello;
+  sync_options.on_hello = [summaries_ptr, clock, logger, previous_on_hello](
+                              const std::string& device_id, int64_t user_id, uint32_t pending) {
+    absl::Status status = summaries_ptr->RecordDeviceSync(device_id, user_id, clock->NowMs(), pending);
+    if (!status.ok()) logger->Warning(absl::StrCat("reports: device sync: ", status.message()));
+    if (previous_on_hello) previous_on_hello(device_id, user_id, pending);
+  };
   server->sync_service_ = std::make_unique<SyncServiceImpl>(
       server->directory_.get(), server->store_.get(), server->runner_.get(), sync_options);
 
@@ -234,6 +261,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   if (sync_service_ != nullptr) sync_service_->Stop();
   if (runner_ != nullptr) runner_->Stop();
+  if (reports_follower_ != nullptr) reports_follower_->Stop();
   if (store_ == nullptr) return;
   for (const char* file : {kDirectoryFile, kStoreFile, kPlansFile}) {
     absl::Status status = CheckpointWal((std::filesystem::path(data_dir_) / file).string());

@@ -36,6 +36,8 @@
 #include "server/directory/directory.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
+#include "server/reports/report_service.h"
+#include "server/reports/reports_store.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "server/sync_stream/sync_service.h"
@@ -94,6 +96,7 @@ class KcnetServer {
   PlanStore* plans() { return plans_.get(); }
   Logger* logger() { return logger_.get(); }
   SyncServiceImpl* sync_service() { return sync_service_.get(); }
+  reports::ReportsStore* reports() { return reports_.get(); }
 
   // Stops accepting calls, lets calls in flight finish within `grace` (cancelling the
   // rest), stops the storage threads and checkpoints the databases' write-ahead logs
@@ -111,6 +114,9 @@ class KcnetServer {
   std::unique_ptr<sync::ServerStore> store_;
   std::unique_ptr<PlanStore> plans_;
   std::unique_ptr<ApprovalGuard> approval_guard_;
+  std::unique_ptr<reports::ReportsStore> reports_;
+  std::unique_ptr<reports::ReportsFollower> reports_follower_;
+  std::unique_ptr<reports::Reporter> reporter_;
   std::unique_ptr<StorageRpcRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<SyncServiceImpl> sync_service_;

@@ -400,6 +400,9 @@ void StreamCore::HandleHello(const kcnet::v1::Hello& hello) {
   welcome.set_last_applied_seq(registration->last_applied_seq);
   hub_->SetBuckets(this, buckets_);
   hello_done_ = true;
+  if (hub_->options.on_hello) {
+    hub_->options.on_hello(device_id_, principal_.user_id, hello.pending_writes());
+  }
   SyncServerMessage out;
   *out.mutable_welcome() = std::move(welcome);
   EnqueueLocked(std::move(out));

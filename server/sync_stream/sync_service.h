@@ -18,6 +18,7 @@
 #ifndef KCNET_SERVER_SYNC_STREAM_SYNC_SERVICE_H_
 #define KCNET_SERVER_SYNC_STREAM_SYNC_SERVICE_H_
 
+#include <functional>
 #include <memory>
 
 #include "absl/time/time.h"
@@ -52,6 +53,11 @@ struct SyncServiceOptions {
   // Checks every pushed or restored mutation after the rules (the plans' draw on an
   // approval, server/plans); null: none. Must outlive the service.
   MutationGuard* guard = nullptr;
+  // Called when a stream's Hello is accepted (a successful sync begins), with the device,
+  // its user and the writes it said wait in its outbox (Hello.pending_writes): the activity
+  // report's "last sync" (server/reports). Runs on the stream's thread; must be quick.
+  std::function<void(const std::string& device_id, int64_t user_id, uint32_t pending_writes)>
+      on_hello;
 };
 
 class SyncHub;

@@ -1,0 +1,327 @@
+// Benchmark `reports`: the live reports on a national data set.
+//
+// The org-unit tree is the 2025 two-tier list (../shared/data/vn_admin/units_2tier_2025.csv:
+// 34 provinces, 3,321 communes; skipped with a message when absent). The bench generates, at
+// --scale=1, 200,000 facilities, 5,000,000 visits and 500,000 requests (each with one event)
+// over 5 years (2021-2025) into a real record store (ServerStore::Apply, batches of 1,000
+// mutations) and measures, in one run:
+//   ingest_ratio_with_reports: mutations/s applied with the follower running / without it
+//                              (alternating phases of the same kind of batches);
+//   rebuild_s:                 ReportsStore::Rebuild() of the whole set;
+//   freshness_p50_ms/max_ms:   commit of one write -> the summaries' cursor covers it
+//                              (what the next report call counts), over 50 writes;
+//   province_p99_ms:           each report (coverage, pipeline, activity, quality) for one
+//                              province and the year 2025, random provinces;
+//   national_p99_ms:           each report for the whole country and 2025.
+// Flags: --scale=F (default 1; e.g. 0.02 for a quick run), --data=PATH of the CSV,
+// --keep=DIR to build in DIR and keep it.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "bench/bench_util.h"
+#include "kcnet/v1/domain.pb.h"
+#include "server/directory/csv_import.h"
+#include "server/directory/directory.h"
+#include "server/reports/report_service.h"
+#include "server/reports/reports_store.h"
+#include "sync/model/record_types.h"
+#include "sync/schema.h"
+#include "sync/server_store.h"
+
+namespace kcnet::bench {
+namespace {
+
+using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
+
+constexpr char kBench[] = "reports";
+constexpr int64_t kDayMs = 86400000;
+const int64_t kStartMs = 1609434000000;  // 2021-01-01 00:00 Vietnam
+
+std::string Text(std::mt19937_64& rng) {
+  return *sync::UuidToText(RandomUuidBytes(rng));
+}
+
+struct World {
+  std::vector<int64_t> communes;
+  std::vector<int64_t> provinces;
+  std::vector<std::pair<std::string, int64_t>> facilities;  // id, commune
+  std::vector<std::pair<double, double>> points;
+};
+
+class Generator {
+ public:
+  Generator(sync::ServerStore* store, World* world) : store_(store), world_(world) {}
+
+  // Applies `n` records made by `make` in batches of 1,000; returns mutations/s.
+  template <typename Make>
+  double Apply(int64_t n, Make make) {
+    Timer timer;
+    MutationBatch batch;
+    int64_t done = 0;
+    while (done < n) {
+      batch.Clear();
+      const int64_t count = std::min<int64_t>(1000, n - done);
+      for (int64_t i = 0; i < count; ++i) {
+        RecordChange change = *model::ToChange(make());
+        change.set_hlc(store_->clock().Now());
+        *batch.add_mutations()->add_changes() = std::move(change);
+      }
+      const sync::Writer writer{"", sync::NodeIdFor("bench"), nullptr};
+      absl::StatusOr<PushAck> ack = store_->Apply(writer, batch);
+      if (!ack.ok()) {
+        std::fprintf(stderr, "reports_bench: apply: %s\n", ack.status().ToString().c_str());
+        std::exit(1);
+      }
+      done += count;
+    }
+    return static_cast<double>(n) / timer.Seconds();
+  }
+
+  Facility MakeFacility() {
+    Facility f;
+    f.set_id(Text(rng_));
+    const int64_t commune = world_->communes[rng_() % world_->communes.size()];
+    f.set_commune_id(commune);
+    f.set_name(absl::StrCat("Cơ sở ", rng_() % 50000));
+    const double lat = 9 + (rng_() % 1300) / 100.0, lon = 103 + (rng_() % 600) / 100.0;
+    f.set_latitude(lat);
+    f.set_longitude(lon);
+    f.set_created_ms(kStartMs + static_cast<int64_t>(rng_() % (5 * 365)) * kDayMs);
+    world_->facilities.emplace_back(f.id(), commune);
+    world_->points.emplace_back(lat, lon);
+    return f;
+  }
+  Visit MakeVisit() {
+    const size_t i = rng_() % world_->facilities.size();
+    Visit v;
+    v.set_id(Text(rng_));
+    v.set_commune_id(world_->facilities[i].second);
+    v.set_facility_id(world_->facilities[i].first);
+    // Two collaborators per commune, as in the field.
+    v.set_collaborator_id(2 * world_->facilities[i].second + static_cast<int64_t>(rng_() % 2));
+    v.set_visited_ms(kStartMs + static_cast<int64_t>(rng_() % (5 * 365 * 24)) * 3600000);
+    const int kind = static_cast<int>(rng_() % 20);
+    if (kind > 0) {  // 1 in 20 without GPS, 1 in 20 far off
+      v.set_latitude(world_->points[i].first + (kind == 1 ? 0.2 : 0.001));
+      v.set_longitude(world_->points[i].second);
+    }
+    return v;
+  }
+  std::pair<SupportRequest, RequestEvent> MakeRequest() {
+    const size_t i = rng_() % world_->facilities.size();
+    SupportRequest r;
+    r.set_id(Text(rng_));
+    r.set_commune_id(world_->facilities[i].second);
+    r.set_facility_id(world_->facilities[i].first);
+    r.set_author_id(2 * world_->facilities[i].second + static_cast<int64_t>(rng_() % 2));
+    r.set_status(static_cast<RequestStatus>(1 + rng_() % 9));
+    r.set_created_ms(kStartMs + static_cast<int64_t>(rng_() % (5 * 365)) * kDayMs);
+    r.set_updated_ms(r.created_ms() + static_cast<int64_t>(rng_() % 60) * kDayMs);
+    RequestEvent e;
+    e.set_id(Text(rng_));
+    e.set_commune_id(r.commune_id());
+    e.set_request_id(r.id());
+    e.set_action(r.status() == REQUEST_STATUS_APPROVED ? REQUEST_ACTION_APPROVE
+                                                       : REQUEST_ACTION_SUBMIT);
+    e.set_to_status(r.status());
+    return {r, e};
+  }
+
+ private:
+  sync::ServerStore* store_;
+  World* world_;
+  std::mt19937_64 rng_{20250701};
+};
+
+double P99(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return ms[std::min(ms.size() - 1, static_cast<size_t>(ms.size() * 0.99))];
+}
+
+int Run(int argc, char** argv) {
+  double scale = 1.0;
+  std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
+  std::string keep;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
+    if (a.rfind("--data=", 0) == 0) {
+      data = a.substr(7);
+      continue;
+    }
+    if (a.rfind("--keep=", 0) == 0) {
+      keep = a.substr(7);
+      continue;
+    }
+    std::fprintf(stderr, "reports_bench: unknown or bad flag %s\n", a.c_str());
+    return 2;
+  }
+  if (!std::filesystem::exists(data)) {
+    std::fprintf(stderr,
+                 "reports_bench: skipped: the 2025 two-tier list %s is absent (give --data=PATH)\n",
+                 data.c_str());
+    return 0;
+  }
+  std::string dir = keep;
+  if (dir.empty()) {
+    char pattern[] = "/tmp/kcnet-reports-bench-XXXXXX";
+    dir = mkdtemp(pattern);
+  }
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path root(dir);
+
+  server::DirectoryOptions directory_options;
+  auto directory = server::Directory::Open((root / "directory.db").string(), directory_options);
+  if (!directory.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", directory.status().ToString().c_str());
+    return 1;
+  }
+  std::stringstream csv;
+  csv << std::ifstream(data).rdbuf();
+  server::ImportReport imported =
+      server::ImportOrgUnits(**directory, csv.str(), server::ImportMode::kApply);
+  if (!imported.status.ok() && imported.status.code() != absl::StatusCode::kFailedPrecondition) {
+    std::fprintf(stderr, "reports_bench: import: %s\n", imported.Summary().c_str());
+    return 1;
+  }
+  World world;
+  absl::StatusOr<std::vector<OrgUnit>> roots = (*directory)->ListChildren(0);
+  if (!roots.ok()) return 1;
+  for (const OrgUnit& p : *roots) world.provinces.push_back(p.id());
+  absl::StatusOr<std::vector<int64_t>> communes = (*directory)->Communes(world.provinces);
+  if (!communes.ok()) return 1;
+  world.communes = *std::move(communes);
+  std::fprintf(stderr, "reports_bench: %zu provinces, %zu communes, scale %.3g, in %s\n",
+               world.provinces.size(), world.communes.size(), scale, dir.c_str());
+
+  sync::ServerStoreOptions store_options;
+  auto store = sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(),
+                                       store_options);
+  if (!store.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  Generator gen(store->get(), &world);
+  const int64_t facilities = static_cast<int64_t>(200000 * scale);
+  const int64_t visits = static_cast<int64_t>(5000000 * scale);
+  const int64_t requests = static_cast<int64_t>(500000 * scale);
+  Timer load;
+  gen.Apply(facilities, [&] { return gen.MakeFacility(); });
+  // Requests and their events as two records each.
+  std::vector<RequestEvent> events;
+  gen.Apply(requests, [&] {
+    auto [r, e] = gen.MakeRequest();
+    events.push_back(e);
+    return r;
+  });
+  size_t next_event = 0;
+  gen.Apply(static_cast<int64_t>(events.size()), [&] { return events[next_event++]; });
+  // Most of the visits without the summaries (they are rebuilt below); the last part in
+  // alternating phases, with and without the follower, for the ingest ratio.
+  const int64_t phase = std::max<int64_t>(10000, visits / 50);
+  const int64_t bulk = std::max<int64_t>(0, visits - 4 * phase);
+  gen.Apply(bulk, [&] { return gen.MakeVisit(); });
+  std::fprintf(stderr, "reports_bench: loaded in %.1f s\n", load.Seconds());
+
+  auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
+                                                     (root / "kcnet.db").string());
+  if (!reports.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", reports.status().ToString().c_str());
+    return 1;
+  }
+  Timer rebuild;
+  if (!(*reports)->Rebuild().ok()) return 1;
+  const double rebuild_s = rebuild.Seconds();
+
+  double off = 0, on = 0;
+  sync::ServerStore* s = store->get();
+  for (int round = 0; round < 2; ++round) {
+    off += gen.Apply(phase, [&] { return gen.MakeVisit(); });
+    // The off phase's writes are counted before the on phase starts its clock.
+    if (!(*reports)->CatchUp().ok()) return 1;
+    server::reports::ReportsFollower follower(reports->get(), [s] { return s->last_op(); }, nullptr);
+    on += gen.Apply(phase, [&] { return gen.MakeVisit(); });
+  }
+
+  // Freshness: commit -> counted, with the follower running.
+  std::vector<double> fresh;
+  {
+    server::reports::ReportsFollower follower(reports->get(), [s] { return s->last_op(); }, nullptr);
+    for (int i = 0; i < 50; ++i) {
+      absl::SleepFor(absl::Milliseconds(20));
+      gen.Apply(1, [&] { return gen.MakeVisit(); });
+      const absl::Time start = absl::Now();  // Apply returns once the write is committed
+      const uint64_t op = s->last_op();
+      while (*(*reports)->Cursor() < op) absl::SleepFor(absl::Microseconds(200));
+      fresh.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+    }
+  }
+  std::sort(fresh.begin(), fresh.end());
+
+  // Query latencies through the Reporter (scope, dates, the directory's names).
+  server::reports::Reporter reporter(directory->get(), reports->get(), sync::SystemClock());
+  std::mt19937_64 rng(7);
+  auto measure = [&](int64_t org_unit, std::vector<double>* out) {
+    ReportFilter filter;
+    filter.set_org_unit_id(org_unit);
+    filter.set_from_date("2025-01-01");
+    filter.set_to_date("2025-12-31");
+    for (int kind = 0; kind < 4; ++kind) {
+      Timer t;
+      absl::Status status;
+      if (kind == 0) {
+        CoverageRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Coverage(world.provinces, r).status();
+      } else if (kind == 1) {
+        PipelineRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Pipeline(world.provinces, r).status();
+      } else if (kind == 2) {
+        ActivityRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Activity(world.provinces, r).status();
+      } else {
+        QualityRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Quality(world.provinces, r).status();
+      }
+      if (!status.ok()) {
+        std::fprintf(stderr, "reports_bench: report %d: %s\n", kind, status.ToString().c_str());
+        std::exit(1);
+      }
+      out->push_back(t.Seconds() * 1000);
+    }
+  };
+  std::vector<double> province_ms, national_ms;
+  for (int i = 0; i < 30; ++i) measure(world.provinces[rng() % world.provinces.size()], &province_ms);
+  for (int i = 0; i < 5; ++i) measure(0, &national_ms);
+
+  Emit(kBench, "province_p99_ms", P99(province_ms), "ms");
+  Emit(kBench, "national_p99_ms", P99(national_ms), "ms");
+  Emit(kBench, "freshness_max_ms", fresh.back(), "ms");
+  Emit(kBench, "freshness_p50_ms", fresh[fresh.size() / 2], "ms");
+  Emit(kBench, "ingest_ratio_with_reports", on / off, "ratio");
+  Emit(kBench, "rebuild_s", rebuild_s, "s");
+  std::fprintf(stderr,
+               "reports_bench: %lld facilities, %lld visits, %lld requests; ingest %.0f/s off, "
+               "%.0f/s on\n",
+               static_cast<long long>(facilities), static_cast<long long>(visits),
+               static_cast<long long>(requests), off / 2, on / 2);
+  if (keep.empty()) std::filesystem::remove_all(dir);
+  return 0;
+}
+
+}  // namespace
+}  // namespace kcnet::bench
+
+int main(int argc, char** argv) { return kcnet::bench::Run(argc, argv); }

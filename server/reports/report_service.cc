@@ -1,0 +1,324 @@
+#include "server/reports/report_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kcnet/v1/reports.grpc.pb.h"
+#include "server/reports/export.h"
+#include "server/rpc/storage_rpc_runner.h"
+
+namespace kcnet::server::reports {
+namespace {
+
+constexpr size_t kChunkBytes = 64 << 10;
+
+}  // namespace
+
+absl::StatusOr<std::vector<int64_t>> Reporter::AllRoots() {
+  absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> roots = directory_->ListChildren(0);
+  if (!roots.ok()) return roots.status();
+  std::vector<int64_t> ids;
+  for (const auto& unit : *roots) ids.push_back(unit.id());
+  return ids;
+}
+
+absl::StatusOr<ReportScope> Reporter::Scope(const std::vector<int64_t>& roots,
+                                            const kcnet::v1::ReportFilter& filter) {
+  ReportScope scope;
+  scope.today = VietnamDay(clock_->NowMs());
+  if (filter.org_unit_id() < 0) {
+    return absl::InvalidArgumentError("filter.org_unit_id: must not be negative / không được âm");
+  }
+  if (!filter.from_date().empty()) {
+    absl::StatusOr<int64_t> from = ParseDay(filter.from_date(), "filter.from_date");
+    if (!from.ok()) return from.status();
+    scope.from_day = *from;
+  }
+  scope.to_day = scope.today;
+  if (!filter.to_date().empty()) {
+    absl::StatusOr<int64_t> to = ParseDay(filter.to_date(), "filter.to_date");
+    if (!to.ok()) return to.status();
+    scope.to_day = *to;
+  }
+  if (scope.to_day < scope.from_day) {
+    return absl::InvalidArgumentError(
+        "filter.to_date: before filter.from_date / ngày kết thúc trước ngày bắt đầu");
+  }
+  std::vector<int64_t> within = roots;
+  if (filter.org_unit_id() != 0) {
+    const bool in_scope = std::any_of(roots.begin(), roots.end(), [&](int64_t root) {
+      return directory_->IsWithin(filter.org_unit_id(), root);
+    });
+    if (!in_scope) {
+      return absl::NotFoundError(absl::StrCat("filter.org_unit_id: org unit ",
+                                              filter.org_unit_id(),
+                                              " not found in your org units"));
+    }
+    within = {filter.org_unit_id()};
+  }
+  absl::StatusOr<std::vector<int64_t>> communes = directory_->Communes(within);
+  if (!communes.ok()) return communes.status();
+  scope.communes = *std::move(communes);
+  std::sort(scope.communes.begin(), scope.communes.end());
+  return scope;
+}
+
+absl::StatusOr<kcnet::v1::CoverageReport> Reporter::Coverage(
+    const std::vector<int64_t>& roots, const kcnet::v1::CoverageRequest& request) {
+  absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
+  if (!scope.ok()) return scope.status();
+  absl::StatusOr<kcnet::v1::CoverageReport> report = store_->Coverage(*scope);
+  if (!report.ok()) return report.status();
+  for (kcnet::v1::CoverageRow& row : *report->mutable_communes()) {
+    absl::StatusOr<kcnet::v1::OrgUnit> unit = directory_->GetOrgUnit(row.commune_id());
+    if (unit.ok()) row.set_commune_name(unit->name());
+  }
+  return report;
+}
+
+absl::StatusOr<kcnet::v1::PipelineReport> Reporter::Pipeline(
+    const std::vector<int64_t>& roots, const kcnet::v1::PipelineRequest& request) {
+  for (int i = 0; i < request.limits_size(); ++i) {
+    if (!kcnet::v1::RequestStatus_IsValid(request.limits(i).status()) ||
+        request.limits(i).status() == kcnet::v1::REQUEST_STATUS_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("limits[", i, "].status: unknown status / trạng thái không hợp lệ"));
+    }
+  }
+  absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
+  if (!scope.ok()) return scope.status();
+  return store_->Pipeline(*scope, request);
+}
+
+absl::StatusOr<kcnet::v1::ActivityReport> Reporter::Activity(
+    const std::vector<int64_t>& roots, const kcnet::v1::ActivityRequest& request) {
+  if (request.inactive_days() > 3660) {
+    return absl::InvalidArgumentError(
+        "inactive_days: at most 3660 / tối đa 3660 ngày");
+  }
+  absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
+  if (!scope.ok()) return scope.status();
+  UserFilter filter;
+  filter.within = request.filter().org_unit_id() != 0
+                      ? std::vector<int64_t>{request.filter().org_unit_id()}
+                      : roots;
+  filter.include_inactive = false;
+  absl::StatusOr<std::vector<kcnet::v1::User>> users = directory_->ListUsers(filter);
+  if (!users.ok()) return users.status();
+  std::vector<kcnet::v1::CollaboratorActivity> collaborators;
+  for (const kcnet::v1::User& u : *users) {
+    if (u.role() != kcnet::v1::ROLE_COMMUNE_COLLABORATOR) continue;
+    kcnet::v1::CollaboratorActivity a;
+    a.set_user_id(u.id());
+    collaborators.push_back(std::move(a));
+  }
+  absl::StatusOr<kcnet::v1::ActivityReport> report =
+      store_->Activity(*scope, request.inactive_days(), std::move(collaborators));
+  if (!report.ok()) return report.status();
+  for (kcnet::v1::CollaboratorActivity& a : *report->mutable_collaborators()) {
+    absl::StatusOr<kcnet::v1::User> user = directory_->GetUser(a.user_id());
+    if (user.ok()) a.set_display_name(user->display_name());
+  }
+  return report;
+}
+
+absl::StatusOr<kcnet::v1::QualityReport> Reporter::Quality(
+    const std::vector<int64_t>& roots, const kcnet::v1::QualityRequest& request) {
+  if (request.max_gps_distance_km() < 0 || request.max_gps_distance_km() > 20000) {
+    return absl::InvalidArgumentError(
+        "max_gps_distance_km: must be between 0 and 20000 / phải từ 0 đến 20000");
+  }
+  absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
+  if (!scope.ok()) return scope.status();
+  return store_->Quality(*scope, request.max_gps_distance_km());
+}
+
+absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
+                                             const std::string& report,
+                                             kcnet::v1::ExportFormat format,
+                                             const kcnet::v1::ReportFilter& filter,
+                                             std::string* file_name) {
+  if (!IsExportableReport(report)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "report: '", report.substr(0, 32),
+        "' is not coverage, pipeline, activity or quality / không có báo cáo này"));
+  }
+  if (format != kcnet::v1::EXPORT_FORMAT_CSV && format != kcnet::v1::EXPORT_FORMAT_XLSX) {
+    return absl::InvalidArgumentError("format: csv or xlsx / định dạng phải là csv hoặc xlsx");
+  }
+  ReportTable table;
+  if (report == "coverage") {
+    kcnet::v1::CoverageRequest r;
+    *r.mutable_filter() = filter;
+    absl::StatusOr<kcnet::v1::CoverageReport> out = Coverage(roots, r);
+    if (!out.ok()) return out.status();
+    table = CoverageTable(*out);
+  } else if (report == "pipeline") {
+    kcnet::v1::PipelineRequest r;
+    *r.mutable_filter() = filter;
+    r.set_max_items(1000);
+    absl::StatusOr<kcnet::v1::PipelineReport> out = Pipeline(roots, r);
+    if (!out.ok()) return out.status();
+    table = PipelineTable(*out);
+  } else if (report == "activity") {
+    kcnet::v1::ActivityRequest r;
+    *r.mutable_filter() = filter;
+    absl::StatusOr<kcnet::v1::ActivityReport> out = Activity(roots, r);
+    if (!out.ok()) return out.status();
+    table = ActivityTable(*out);
+  } else {
+    kcnet::v1::QualityRequest r;
+    *r.mutable_filter() = filter;
+    absl::StatusOr<kcnet::v1::QualityReport> out = Quality(roots, r);
+    if (!out.ok()) return out.status();
+    table = QualityTable(*out);
+  }
+  if (format == kcnet::v1::EXPORT_FORMAT_CSV) {
+    *file_name = absl::StrCat(report, ".csv");
+    return ToCsv(table);
+  }
+  *file_name = absl::StrCat(report, ".xlsx");
+  return ToXlsx(table);
+}
+
+// ---------------------------------------------------------------------------------------
+
+namespace {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+
+// Writes a finished export in chunks, then the status.
+class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
+ public:
+  ExportWriter(Directory* directory, Reporter* reporter, CallbackServerContext* ctx,
+               const kcnet::v1::ExportRequest* request) {
+    absl::StatusOr<std::string> token = BearerToken(*ctx);
+    if (!token.ok()) {
+      Finish(ToGrpcStatus(token.status()));
+      return;
+    }
+    absl::StatusOr<Principal> caller = directory->Authenticate(*token);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(absl::UnauthenticatedError(
+          absl::StrCat("authorization: ", caller.status().message()))));
+      return;
+    }
+    absl::StatusOr<std::string> bytes = reporter->Export(
+        caller->org_unit_ids, request->report(), request->format(), request->filter(), &name_);
+    if (!bytes.ok()) {
+      Finish(ToGrpcStatus(bytes.status()));
+      return;
+    }
+    bytes_ = *std::move(bytes);
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "export: the client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (offset_ >= bytes_.size() && offset_ > 0) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    chunk_.Clear();
+    if (offset_ == 0) chunk_.set_file_name(name_);
+    const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
+    chunk_.set_data(bytes_.substr(offset_, n));
+    offset_ += std::max<size_t>(n, 1);
+    StartWrite(&chunk_);
+  }
+  std::string name_;
+  std::string bytes_;
+  size_t offset_ = 0;
+  kcnet::v1::ExportChunk chunk_;
+};
+
+class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
+ public:
+  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner)
+      : directory_(directory), reporter_(reporter), runner_(runner) {}
+
+  ServerUnaryReactor* GetCoverage(CallbackServerContext* ctx, const v1::CoverageRequest* req,
+                                  v1::CoverageReport* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetCoverage",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Coverage(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+  ServerUnaryReactor* GetPipeline(CallbackServerContext* ctx, const v1::PipelineRequest* req,
+                                  v1::PipelineReport* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetPipeline",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Pipeline(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+  ServerUnaryReactor* GetActivity(CallbackServerContext* ctx, const v1::ActivityRequest* req,
+                                  v1::ActivityReport* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetActivity",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Activity(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+  ServerUnaryReactor* GetQuality(CallbackServerContext* ctx, const v1::QualityRequest* req,
+                                 v1::QualityReport* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetQuality",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Quality(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+  ServerUnaryReactor* GetBudget(CallbackServerContext* ctx, const v1::BudgetRequest*,
+                                v1::BudgetReport*) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetBudget", [](const Principal*) {
+      return absl::UnimplementedError(
+          "GetBudget: báo cáo ngân sách chưa có trên máy chủ này / the budget report is not "
+          "served yet (it comes with extension plans)");
+    });
+  }
+  ServerUnaryReactor* GetOutcomes(CallbackServerContext* ctx, const v1::OutcomesRequest*,
+                                  v1::OutcomesReport*) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetOutcomes", [](const Principal*) {
+      return absl::UnimplementedError(
+          "GetOutcomes: báo cáo kết quả chưa có / the outcomes report is not served yet "
+          "(visits do not record a facility's indicators yet)");
+    });
+  }
+  grpc::ServerWriteReactor<kcnet::v1::ExportChunk>* ExportReport(
+      CallbackServerContext* ctx, const v1::ExportRequest* req) override {
+    return new ExportWriter(directory_, reporter_, ctx, req);
+  }
+
+ private:
+  Directory* directory_;
+  Reporter* reporter_;
+  RpcRunner* runner_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> MakeReportService(Directory* directory, Reporter* reporter,
+                                                 RpcRunner* runner) {
+  return std::make_unique<ReportServiceImpl>(directory, reporter, runner);
+}
+
+}  // namespace kcnet::server::reports

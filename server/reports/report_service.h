@@ -1,0 +1,64 @@
+// The reports for a set of org-unit roots (Reporter) and the gRPC ReportService over it.
+//
+// Reporter turns a ReportFilter into a ReportScope (the communes under the filter's org unit,
+// which must lie in the given roots, else NOT_FOUND as for a unit that does not exist; the
+// days, Vietnam's local dates) and asks the ReportsStore. ReportService authenticates the
+// caller (RpcRunner for the unary reports; the bearer token for the export stream) and uses
+// the caller's org units as roots. kcnet-admin uses every root of the tree.
+//
+// Thread-safety: thread-safe; the dependencies must outlive them.
+#ifndef KCNET_SERVER_REPORTS_REPORT_SERVICE_H_
+#define KCNET_SERVER_REPORTS_REPORT_SERVICE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "kcnet/v1/reports.pb.h"
+#include "server/directory/directory.h"
+#include "server/reports/reports_store.h"
+#include "server/rpc/rpc_runner.h"
+#include "sync/hlc.h"
+
+namespace kcnet::server::reports {
+
+class Reporter {
+ public:
+  Reporter(Directory* directory, ReportsStore* store, sync::Clock* clock)
+      : directory_(directory), store_(store), clock_(clock) {}
+
+  // Every root org unit of the directory (for server tools).
+  absl::StatusOr<std::vector<int64_t>> AllRoots();
+
+  absl::StatusOr<kcnet::v1::CoverageReport> Coverage(const std::vector<int64_t>& roots,
+                                                     const kcnet::v1::CoverageRequest& request);
+  absl::StatusOr<kcnet::v1::PipelineReport> Pipeline(const std::vector<int64_t>& roots,
+                                                     const kcnet::v1::PipelineRequest& request);
+  absl::StatusOr<kcnet::v1::ActivityReport> Activity(const std::vector<int64_t>& roots,
+                                                     const kcnet::v1::ActivityRequest& request);
+  absl::StatusOr<kcnet::v1::QualityReport> Quality(const std::vector<int64_t>& roots,
+                                                   const kcnet::v1::QualityRequest& request);
+  // The report named `report` (coverage, pipeline, activity, quality) as a file:
+  // INVALID_ARGUMENT naming "report" or "format" otherwise. Sets `*file_name`.
+  absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots,
+                                     const std::string& report, kcnet::v1::ExportFormat format,
+                                     const kcnet::v1::ReportFilter& filter,
+                                     std::string* file_name);
+
+ private:
+  absl::StatusOr<ReportScope> Scope(const std::vector<int64_t>& roots,
+                                    const kcnet::v1::ReportFilter& filter);
+  Directory* directory_;
+  ReportsStore* store_;
+  sync::Clock* clock_;
+};
+
+// ReportService, to register on a builder.
+std::unique_ptr<grpc::Service> MakeReportService(Directory* directory, Reporter* reporter,
+                                                 RpcRunner* runner);
+
+}  // namespace kcnet::server::reports
+
+#endif  // KCNET_SERVER_REPORTS_REPORT_SERVICE_H_

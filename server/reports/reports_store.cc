@@ -1,0 +1,894 @@
+#include "server/reports/reports_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/civil_time.h"
+#include "sqlite3.h"
+#include "sync/text_fold.h"
+
+namespace kcnet::server::reports {
+namespace {
+
+using sync::Db;
+using sync::Statement;
+
+constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
+constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
+// The summaries' layout; a store of another version is rebuilt on open.
+constexpr int64_t kReportsVersion = 1;
+// The most ops one catch-up transaction counts (a backlog goes in slices).
+constexpr int64_t kMaxOpsPerTransaction = 200000;
+
+constexpr char kTables[] =
+    "CREATE TABLE IF NOT EXISTS r_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    // Live facilities: commune, folded name (duplicates), registered point, created day.
+    "CREATE TABLE IF NOT EXISTS r_facility(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
+    " folded TEXT NOT NULL, lat REAL, lon REAL, day INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS r_facility_commune ON r_facility(commune, day);"
+    "CREATE INDEX IF NOT EXISTS r_facility_folded ON r_facility(commune, folded);"
+    // Live visits; lat/lon NULL when the visit has no GPS.
+    "CREATE TABLE IF NOT EXISTS r_visit(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
+    " facility TEXT NOT NULL, collaborator INTEGER NOT NULL, day INTEGER NOT NULL,"
+    " month INTEGER NOT NULL, lat REAL, lon REAL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
+    "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
+    // Live support requests.
+    "CREATE TABLE IF NOT EXISTS r_request(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
+    " facility TEXT NOT NULL, author INTEGER NOT NULL, status INTEGER NOT NULL,"
+    " created_day INTEGER NOT NULL, updated_day INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS r_request_commune ON r_request(commune, created_day);"
+    "CREATE INDEX IF NOT EXISTS r_request_author ON r_request(author, created_day);"
+    // Request events (transitions) with their day.
+    "CREATE TABLE IF NOT EXISTS r_event(id TEXT PRIMARY KEY, request TEXT NOT NULL,"
+    " commune INTEGER NOT NULL, action INTEGER NOT NULL, to_status INTEGER NOT NULL,"
+    " day INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS r_event_request ON r_event(request, to_status, day);"
+    "CREATE INDEX IF NOT EXISTS r_event_action ON r_event(commune, action, day);"
+    // Counters: visits and visits without GPS per commune x day x collaborator.
+    "CREATE TABLE IF NOT EXISTS s_visit_day(commune INTEGER NOT NULL, day INTEGER NOT NULL,"
+    " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
+    " PRIMARY KEY(commune, day, collaborator)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS s_visit_day_collaborator ON s_visit_day(collaborator, day);"
+    // Each device's last accepted Hello (not from the records: a rebuild keeps it).
+    "CREATE TABLE IF NOT EXISTS r_device(device_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL,"
+    " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
+
+constexpr const char* kSummaryTables[] = {"r_facility", "r_visit", "r_request", "r_event",
+                                          "s_visit_day"};
+
+int64_t MonthOf(int64_t day) {
+  const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
+  return d.year() * 100 + d.month();
+}
+
+std::string MonthKeyText(int64_t month) {
+  return absl::StrFormat("%04d-%02d", month / 100, month % 100);
+}
+
+bool HasGps(const Statement& row, int lat, int lon) {
+  if (row.IsNull(lat) || row.IsNull(lon)) return false;
+  return !(row.ColumnDouble(lat) == 0 && row.ColumnDouble(lon) == 0);
+}
+
+void BindOptionalDouble(Statement* s, int index, bool present, double value) {
+  if (present) {
+    s->BindDouble(index, value);
+  } else {
+    s->BindNull(index);
+  }
+}
+
+std::vector<kcnet::v1::MonthValue> Series(const std::map<int64_t, int64_t>& by_month) {
+  std::vector<kcnet::v1::MonthValue> out;
+  for (const auto& [month, value] : by_month) {
+    kcnet::v1::MonthValue m;
+    m.set_month(MonthKeyText(month));
+    m.set_value(value);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// Runs `fn` once per row of `s`.
+absl::Status ForEachRow(Statement* s, const std::function<absl::Status(Statement&)>& fn) {
+  while (true) {
+    absl::StatusOr<bool> row = s->Step();
+    if (!row.ok()) {
+      s->Reset();
+      return row.status();
+    }
+    if (!*row) {
+      s->Reset();  // ready to be bound again
+      return absl::OkStatus();
+    }
+    absl::Status status = fn(*s);
+    if (!status.ok()) {
+      s->Reset();
+      return status;
+    }
+  }
+}
+
+}  // namespace
+
+int64_t VietnamDay(int64_t unix_ms) {
+  const int64_t local = unix_ms + kVietnamOffsetMs;
+  return local >= 0 ? local / kMsPerDay : -((-local + kMsPerDay - 1) / kMsPerDay);
+}
+
+std::string DayText(int64_t day) {
+  const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
+  return absl::StrFormat("%04d-%02d-%02d", d.year(), d.month(), d.day());
+}
+
+std::string MonthText(int64_t day) { return MonthKeyText(MonthOf(day)); }
+
+absl::StatusOr<int64_t> ParseDay(const std::string& text, const std::string& field) {
+  absl::CivilDay d;
+  std::vector<std::string> parts = absl::StrSplit(text, '-');
+  int y = 0, m = 0, dd = 0;
+  if (parts.size() != 3 || parts[0].size() != 4 || parts[1].size() != 2 ||
+      parts[2].size() != 2 || !absl::SimpleAtoi(parts[0], &y) ||
+      !absl::SimpleAtoi(parts[1], &m) || !absl::SimpleAtoi(parts[2], &dd)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": '", text.substr(0, 32), "' is not a date YYYY-MM-DD / không phải ngày"));
+  }
+  d = absl::CivilDay(y, m, dd);
+  if (d.year() != y || d.month() != m || d.day() != dd || y < 2000 || y > 2100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": '", text, "' is not a day between 2000 and 2100 / ngày không hợp lệ"));
+  }
+  return static_cast<int64_t>(d - absl::CivilDay(1970, 1, 1));
+}
+
+double DistanceKm(double lat1, double lon1, double lat2, double lon2) {
+  constexpr double kEarthKm = 6371.0088;
+  constexpr double kRad = M_PI / 180.0;
+  const double dlat = (lat2 - lat1) * kRad;
+  const double dlon = (lon2 - lon1) * kRad;
+  const double a = std::sin(dlat / 2) * std::sin(dlat / 2) +
+                   std::cos(lat1 * kRad) * std::cos(lat2 * kRad) * std::sin(dlon / 2) *
+                       std::sin(dlon / 2);
+  return 2 * kEarthKm * std::asin(std::min(1.0, std::sqrt(a)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Following the store
+// ---------------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::string& reports_path,
+                                                                 const std::string& store_path) {
+  std::unique_ptr<ReportsStore> store(new ReportsStore());
+  sync::DbOptions options;
+  options.durable = false;  // the summaries can always be rebuilt from the store
+  absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(reports_path, options);
+  if (!writer.ok()) return writer.status();
+  absl::Status status = store->CreateTables(writer->get());
+  if (!status.ok()) return status;
+  status = (*writer)->Exec(absl::StrCat("ATTACH DATABASE '",
+                                        absl::StrReplaceAll(store_path, {{"'", "''"}}), "' AS st"));
+  if (!status.ok()) return status;
+  // Large caches: a catch-up touches index pages all over both files, and the summaries
+  // of a national data set are a few hundred MB.
+  status = (*writer)->Exec("PRAGMA main.cache_size = -262144; PRAGMA st.cache_size = -131072");
+  if (!status.ok()) return status;
+  // The store must be a record store (not a new empty file).
+  absl::StatusOr<int64_t> tables = (*writer)->QueryInt(
+      "SELECT count(*) FROM st.sqlite_schema WHERE type='table' AND name='_buckets'");
+  if (!tables.ok()) return tables.status();
+  if (*tables == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(store_path, ": not a kcnet record store (no _buckets table)"));
+  }
+  // Summaries ahead of the store counted other records (a store restored or replaced):
+  // they start again from op 0.
+  absl::StatusOr<int64_t> ahead = (*writer)->QueryInt(
+      "SELECT (SELECT value FROM r_meta WHERE key='cursor') > "
+      "(SELECT coalesce(max(last_op), 0) FROM st._buckets)");
+  if (!ahead.ok()) return ahead.status();
+  if (*ahead != 0) {
+    std::string reset = "BEGIN IMMEDIATE;";
+    for (const char* t : kSummaryTables) absl::StrAppend(&reset, "DELETE FROM main.", t, ";");
+    absl::StrAppend(&reset, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
+    status = (*writer)->Exec(reset);
+    if (!status.ok()) return status;
+  }
+  absl::StatusOr<std::unique_ptr<Db>> reader = Db::Open(reports_path, options);
+  if (!reader.ok()) return reader.status();
+  status = (*reader)->Exec("PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824");
+  if (!status.ok()) return status;
+  {
+    absl::MutexLock lock(&store->write_mu_);
+    store->writer_ = *std::move(writer);
+  }
+  absl::MutexLock lock(&store->read_mu_);
+  store->reader_ = *std::move(reader);
+  return store;
+}
+
+absl::Status ReportsStore::CreateTables(Db* db) {
+  absl::StatusOr<int64_t> version = db->QueryInt(
+      "SELECT count(*) FROM sqlite_schema WHERE name='r_meta'");
+  if (!version.ok()) return version.status();
+  if (*version > 0) {
+    version = db->QueryInt("SELECT value FROM r_meta WHERE key='version'", 0);
+    if (!version.ok()) return version.status();
+    if (*version != kReportsVersion) {
+      // Another layout: start again (CatchUp() recounts from op 0).
+      std::string drop;
+      for (const char* t : kSummaryTables) absl::StrAppend(&drop, "DROP TABLE IF EXISTS ", t, ";");
+      absl::StrAppend(&drop, "DROP TABLE r_meta;");
+      absl::Status status = db->Exec(drop);
+      if (!status.ok()) return status;
+    }
+  }
+  absl::Status status = db->Exec(kTables);
+  if (!status.ok()) return status;
+  return db->Exec(absl::StrCat(
+      "INSERT OR IGNORE INTO r_meta(key, value) VALUES ('version', ", kReportsVersion,
+      "), ('cursor', 0)"));
+}
+
+absl::StatusOr<uint64_t> ReportsStore::CatchUp() {
+  // A long backlog (a first start, a rebuild) goes in slices of ops, each its own
+  // transaction, so that RecordDeviceSync() never waits long for the writer.
+  while (true) {
+    bool done = false;
+    absl::StatusOr<uint64_t> cursor;
+    {
+      absl::MutexLock lock(&write_mu_);
+      cursor = CatchUpLocked(kMaxOpsPerTransaction, &done);
+    }
+    if (!cursor.ok() || done) return cursor;
+  }
+}
+
+absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
+  {
+    absl::MutexLock lock(&write_mu_);
+    std::string sql = "BEGIN IMMEDIATE;";
+    for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
+    absl::StrAppend(&sql, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
+    absl::Status status = writer_->Exec(sql);
+    if (!status.ok()) {
+      (void)writer_->Exec("ROLLBACK");
+      return status;
+    }
+  }
+  return CatchUp();
+}
+
+absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done) {
+  *done = true;
+  // Deferred: the store (st) is only read, at one snapshot; only main is written.
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(writer_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<int64_t> cursor = writer_->QueryInt("SELECT value FROM r_meta WHERE key='cursor'");
+  if (!cursor.ok()) return cursor.status();
+  absl::StatusOr<int64_t> target =
+      writer_->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
+  if (!target.ok()) return target.status();
+  if (*target <= *cursor) return static_cast<uint64_t>(*cursor);
+  if (*target - *cursor > max_ops) {
+    *target = *cursor + max_ops;
+    *done = false;
+  }
+
+  std::vector<int64_t> buckets;
+  absl::StatusOr<Statement*> list =
+      writer_->Prepare("SELECT bucket FROM st._buckets WHERE last_op > ?1 ORDER BY bucket");
+  if (!list.ok()) return list.status();
+  (*list)->BindInt(1, *cursor);
+  absl::Status status = ForEachRow(*list, [&](Statement& s) {
+    buckets.push_back(s.ColumnInt(0));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+
+  struct Source {
+    const char* sql;
+    absl::Status (ReportsStore::*apply)(Statement&);
+  };
+  // Facilities before visits and requests before events; order matters to nothing stored
+  // (every figure that joins is computed at query time), only to readability.
+  const Source sources[] = {
+      {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms FROM st.facility",
+       &ReportsStore::ApplyFacility},
+      {"SELECT id, _del, commune_id, facility_id, collaborator_id, visited_ms, latitude, "
+       "longitude FROM st.visit",
+       &ReportsStore::ApplyVisit},
+      {"SELECT id, _del, commune_id, facility_id, author_id, status, created_ms, updated_ms "
+       "FROM st.support_request",
+       &ReportsStore::ApplyRequest},
+      {"SELECT id, _del, commune_id, request_id, action, to_status, at_ms FROM st.request_event",
+       &ReportsStore::ApplyEvent},
+  };
+  for (const Source& source : sources) {
+    absl::StatusOr<Statement*> rows = writer_->Prepare(
+        absl::StrCat(source.sql, " WHERE commune_id = ?1 AND _op > ?2 AND _op <= ?3"));
+    if (!rows.ok()) return rows.status();
+    for (int64_t bucket : buckets) {
+      (*rows)->BindInt(1, bucket);
+      (*rows)->BindInt(2, *cursor);
+      (*rows)->BindInt(3, *target);
+      status = ForEachRow(*rows, [&](Statement& s) { return (this->*source.apply)(s); });
+      if (!status.ok()) return status;
+    }
+  }
+  absl::StatusOr<Statement*> move =
+      writer_->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
+  if (!move.ok()) return move.status();
+  (*move)->BindInt(1, *target);
+  status = (*move)->Run();
+  if (!status.ok()) return status;
+  status = (*tx)->Commit();
+  if (!status.ok()) return status;
+  return static_cast<uint64_t>(*target);
+}
+
+// Each Apply* gets a source row: 0 id, 1 _del, 2 commune_id, then the type's columns.
+absl::Status ReportsStore::ApplyFacility(Statement& row) {
+  absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_facility WHERE id = ?1");
+  if (!del.ok()) return del.status();
+  (*del)->BindText(1, row.ColumnText(0));
+  absl::Status status = (*del)->Run();
+  if (!status.ok() || row.ColumnInt(1) != 0) return status;
+  absl::StatusOr<Statement*> ins = writer_->Prepare(
+      "INSERT INTO r_facility(id, commune, folded, lat, lon, day) VALUES (?1,?2,?3,?4,?5,?6)");
+  if (!ins.ok()) return ins.status();
+  Statement* s = *ins;
+  s->BindText(1, row.ColumnText(0));
+  s->BindInt(2, row.ColumnInt(2));
+  s->BindText(3, sync::FoldForSearch(row.ColumnText(3)));
+  const bool gps = HasGps(row, 4, 5);
+  BindOptionalDouble(s, 4, gps, row.ColumnDouble(4));
+  BindOptionalDouble(s, 5, gps, row.ColumnDouble(5));
+  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+  return s->Run();
+}
+
+absl::Status ReportsStore::AddVisitDay(int64_t commune, int64_t day, int64_t collaborator,
+                                       int64_t visits, int64_t no_gps) {
+  absl::StatusOr<Statement*> up = writer_->Prepare(
+      "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) "
+      "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, day, collaborator) DO UPDATE SET "
+      "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps");
+  if (!up.ok()) return up.status();
+  (*up)->BindInt(1, commune);
+  (*up)->BindInt(2, day);
+  (*up)->BindInt(3, collaborator);
+  (*up)->BindInt(4, visits);
+  (*up)->BindInt(5, no_gps);
+  absl::Status status = (*up)->Run();
+  if (!status.ok() || visits > 0) return status;
+  // A counter that falls to zero goes, as if it had never been (equal to a rebuild).
+  absl::StatusOr<Statement*> zero = writer_->Prepare(
+      "DELETE FROM s_visit_day WHERE commune = ?1 AND day = ?2 AND collaborator = ?3 AND "
+      "visits = 0");
+  if (!zero.ok()) return zero.status();
+  (*zero)->BindInt(1, commune);
+  (*zero)->BindInt(2, day);
+  (*zero)->BindInt(3, collaborator);
+  return (*zero)->Run();
+}
+
+absl::Status ReportsStore::ApplyVisit(Statement& row) {
+  // The old contribution out.
+  absl::StatusOr<Statement*> old = writer_->Prepare(
+      "SELECT commune, day, collaborator, lat IS NULL FROM r_visit WHERE id = ?1");
+  if (!old.ok()) return old.status();
+  (*old)->BindText(1, row.ColumnText(0));
+  struct Old {
+    int64_t commune, day, collaborator, no_gps;
+  };
+  std::optional<Old> before;
+  absl::Status status = ForEachRow(*old, [&](Statement& s) {
+    before = Old{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnInt(3)};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (before.has_value()) {
+    status = AddVisitDay(before->commune, before->day, before->collaborator, -1, -before->no_gps);
+    if (!status.ok()) return status;
+    absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_visit WHERE id = ?1");
+    if (!del.ok()) return del.status();
+    (*del)->BindText(1, row.ColumnText(0));
+    status = (*del)->Run();
+    if (!status.ok()) return status;
+  }
+  if (row.ColumnInt(1) != 0) return absl::OkStatus();
+  // The new one in: 3 facility_id, 4 collaborator_id, 5 visited_ms, 6 latitude, 7 longitude.
+  const int64_t commune = row.ColumnInt(2);
+  const int64_t day = VietnamDay(row.ColumnInt(5));
+  const int64_t collaborator = row.ColumnInt(4);
+  const bool gps = HasGps(row, 6, 7);
+  absl::StatusOr<Statement*> ins = writer_->Prepare(
+      "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+  if (!ins.ok()) return ins.status();
+  Statement* s = *ins;
+  s->BindText(1, row.ColumnText(0));
+  s->BindInt(2, commune);
+  s->BindText(3, row.ColumnText(3));
+  s->BindInt(4, collaborator);
+  s->BindInt(5, day);
+  s->BindInt(6, MonthOf(day));
+  BindOptionalDouble(s, 7, gps, row.ColumnDouble(6));
+  BindOptionalDouble(s, 8, gps, row.ColumnDouble(7));
+  status = s->Run();
+  if (!status.ok()) return status;
+  return AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
+}
+
+absl::Status ReportsStore::ApplyRequest(Statement& row) {
+  absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_request WHERE id = ?1");
+  if (!del.ok()) return del.status();
+  (*del)->BindText(1, row.ColumnText(0));
+  absl::Status status = (*del)->Run();
+  if (!status.ok() || row.ColumnInt(1) != 0) return status;
+  // 3 facility_id, 4 author_id, 5 status, 6 created_ms, 7 updated_ms.
+  absl::StatusOr<Statement*> ins = writer_->Prepare(
+      "INSERT INTO r_request(id, commune, facility, author, status, created_day, updated_day) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7)");
+  if (!ins.ok()) return ins.status();
+  Statement* s = *ins;
+  s->BindText(1, row.ColumnText(0));
+  s->BindInt(2, row.ColumnInt(2));
+  s->BindText(3, row.ColumnText(3));
+  s->BindInt(4, row.ColumnInt(4));
+  s->BindInt(5, row.ColumnInt(5));
+  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+  s->BindInt(7, VietnamDay(row.ColumnInt(row.IsNull(7) ? 6 : 7)));
+  return s->Run();
+}
+
+absl::Status ReportsStore::ApplyEvent(Statement& row) {
+  absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_event WHERE id = ?1");
+  if (!del.ok()) return del.status();
+  (*del)->BindText(1, row.ColumnText(0));
+  absl::Status status = (*del)->Run();
+  if (!status.ok() || row.ColumnInt(1) != 0) return status;
+  // 3 request_id, 4 action, 5 to_status, 6 at_ms.
+  absl::StatusOr<Statement*> ins = writer_->Prepare(
+      "INSERT INTO r_event(id, request, commune, action, to_status, day) "
+      "VALUES (?1,?2,?3,?4,?5,?6)");
+  if (!ins.ok()) return ins.status();
+  Statement* s = *ins;
+  s->BindText(1, row.ColumnText(0));
+  s->BindText(2, row.ColumnText(3));
+  s->BindInt(3, row.ColumnInt(2));
+  s->BindInt(4, row.ColumnInt(4));
+  s->BindInt(5, row.ColumnInt(5));
+  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+  return s->Run();
+}
+
+absl::Status ReportsStore::RecordDeviceSync(const std::string& device_id, int64_t user_id,
+                                            int64_t at_ms, uint32_t pending_writes) {
+  absl::MutexLock lock(&write_mu_);
+  absl::StatusOr<Statement*> s = writer_->Prepare(
+      "INSERT OR REPLACE INTO r_device(device_id, user_id, last_sync_ms, pending_writes) "
+      "VALUES (?1, ?2, ?3, ?4)");
+  if (!s.ok()) return s.status();
+  (*s)->BindText(1, device_id);
+  (*s)->BindInt(2, user_id);
+  (*s)->BindInt(3, at_ms);
+  (*s)->BindInt(4, pending_writes);
+  return (*s)->Run();
+}
+
+absl::StatusOr<uint64_t> ReportsStore::Cursor() {
+  absl::MutexLock lock(&read_mu_);
+  return ReadCursor();
+}
+
+absl::StatusOr<uint64_t> ReportsStore::ReadCursor() {
+  absl::StatusOr<int64_t> cursor = reader_->QueryInt("SELECT value FROM r_meta WHERE key='cursor'");
+  if (!cursor.ok()) return cursor.status();
+  return static_cast<uint64_t>(*cursor);
+}
+
+absl::StatusOr<std::string> ReportsStore::Dump() {
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  std::string out;
+  for (const char* t : kSummaryTables) {
+    absl::StrAppend(&out, "# ", t, "\n");
+    absl::StatusOr<Statement*> s = reader_->Prepare(absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3"));
+    if (!s.ok()) return s.status();
+    const int columns = sqlite3_column_count((*s)->raw());
+    absl::Status status = ForEachRow(*s, [&](Statement& row) {
+      for (int c = 0; c < columns; ++c) {
+        if (row.IsNull(c)) {
+          absl::StrAppend(&out, "NULL|");
+        } else if (row.ColumnType(c) == SQLITE_FLOAT) {
+          absl::StrAppend(&out, absl::StrFormat("%.7f|", row.ColumnDouble(c)));
+        } else {
+          absl::StrAppend(&out, row.ColumnText(c), "|");
+        }
+      }
+      absl::StrAppend(&out, "\n");
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// The reports
+// ---------------------------------------------------------------------------------------
+
+absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportScope& scope) {
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  kcnet::v1::CoverageReport report;
+  absl::StatusOr<uint64_t> cursor = ReadCursor();
+  if (!cursor.ok()) return cursor.status();
+  report.set_as_of_op(*cursor);
+  absl::StatusOr<Statement*> registered = reader_->Prepare(
+      "SELECT count(*) FROM r_facility WHERE commune = ?1 AND day <= ?2");
+  if (!registered.ok()) return registered.status();
+  absl::StatusOr<Statement*> monthly = reader_->Prepare(
+      "SELECT month, count(*), count(DISTINCT facility) FROM r_visit "
+      "WHERE commune = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY month");
+  if (!monthly.ok()) return monthly.status();
+  absl::StatusOr<Statement*> visited = reader_->Prepare(
+      "SELECT count(DISTINCT facility) FROM r_visit WHERE commune = ?1 AND day BETWEEN ?2 AND ?3");
+  if (!visited.ok()) return visited.status();
+  std::map<int64_t, int64_t> visits_by_month, facilities_by_month;
+  kcnet::v1::CoverageRow total;
+  for (int64_t commune : scope.communes) {
+    kcnet::v1::CoverageRow row;
+    row.set_commune_id(commune);
+    (*registered)->BindInt(1, commune);
+    (*registered)->BindInt(2, scope.to_day);
+    absl::Status status = ForEachRow(*registered, [&](Statement& s) {
+      row.set_registered_facilities(s.ColumnInt(0));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    (*visited)->BindInt(1, commune);
+    (*visited)->BindInt(2, scope.from_day);
+    (*visited)->BindInt(3, scope.to_day);
+    status = ForEachRow(*visited, [&](Statement& s) {
+      row.set_visited_facilities(s.ColumnInt(0));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    if (row.registered_facilities() == 0 && row.visited_facilities() == 0) continue;
+    (*monthly)->BindInt(1, commune);
+    (*monthly)->BindInt(2, scope.from_day);
+    (*monthly)->BindInt(3, scope.to_day);
+    status = ForEachRow(*monthly, [&](Statement& s) {
+      visits_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
+      // A facility's visits are all in its commune: per-commune counts add up.
+      facilities_by_month[s.ColumnInt(0)] += s.ColumnInt(2);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    if (row.registered_facilities() > 0) {
+      row.set_share(static_cast<double>(row.visited_facilities()) / row.registered_facilities());
+    }
+    total.set_registered_facilities(total.registered_facilities() + row.registered_facilities());
+    total.set_visited_facilities(total.visited_facilities() + row.visited_facilities());
+    *report.add_communes() = std::move(row);
+  }
+  if (total.registered_facilities() > 0) {
+    total.set_share(static_cast<double>(total.visited_facilities()) /
+                    total.registered_facilities());
+  }
+  *report.mutable_total() = total;
+  for (auto& m : Series(visits_by_month)) *report.add_visits_by_month() = std::move(m);
+  for (auto& m : Series(facilities_by_month)) {
+    *report.add_visited_facilities_by_month() = std::move(m);
+  }
+  return report;
+}
+
+absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
+    const ReportScope& scope, const kcnet::v1::PipelineRequest& request) {
+  absl::flat_hash_map<int, uint32_t> limits;
+  for (const kcnet::v1::StepLimit& l : request.limits()) limits[l.status()] = l.max_days();
+  size_t max_items = request.max_items() == 0 ? 100 : std::min<uint32_t>(request.max_items(), 1000);
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  kcnet::v1::PipelineReport report;
+  absl::StatusOr<uint64_t> cursor = ReadCursor();
+  if (!cursor.ok()) return cursor.status();
+  report.set_as_of_op(*cursor);
+  // The day a request entered its status: its last event into that status; without one
+  // (a draft, or a status set by a record service without an event), its last update.
+  absl::StatusOr<Statement*> rows = reader_->Prepare(
+      "SELECT r.id, r.status, r.created_day, coalesce((SELECT max(e.day) FROM r_event e "
+      "WHERE e.request = r.id AND e.to_status = r.status), r.updated_day) "
+      "FROM r_request r WHERE r.commune = ?1 AND r.created_day BETWEEN ?2 AND ?3");
+  if (!rows.ok()) return rows.status();
+  std::map<int, kcnet::v1::PipelineStatusRow> statuses;
+  std::map<int64_t, int64_t> created_by_month;
+  std::vector<kcnet::v1::PipelineItem> items;
+  for (int64_t commune : scope.communes) {
+    (*rows)->BindInt(1, commune);
+    (*rows)->BindInt(2, scope.from_day);
+    (*rows)->BindInt(3, scope.to_day);
+    absl::Status status = ForEachRow(*rows, [&](Statement& s) {
+      const int st = static_cast<int>(s.ColumnInt(1));
+      kcnet::v1::PipelineItem item;
+      item.set_request_id(std::string(s.ColumnText(0)));
+      item.set_commune_id(commune);
+      item.set_status(static_cast<kcnet::v1::RequestStatus>(st));
+      item.set_since_date(DayText(s.ColumnInt(3)));
+      item.set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(3)));
+      auto limit = limits.find(st);
+      item.set_overdue(limit != limits.end() && item.age_days() > limit->second);
+      kcnet::v1::PipelineStatusRow& row = statuses[st];
+      row.set_status(item.status());
+      row.set_requests(row.requests() + 1);
+      row.set_overdue(row.overdue() + (item.overdue() ? 1 : 0));
+      row.set_max_age_days(std::max(row.max_age_days(), item.age_days()));
+      created_by_month[MonthOf(s.ColumnInt(2))] += 1;
+      items.push_back(std::move(item));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
+  for (auto& [st, row] : statuses) *report.add_statuses() = row;
+  // Oldest first; requests that are closed (completed, rejected, cancelled) do not wait.
+  std::erase_if(items, [](const kcnet::v1::PipelineItem& i) {
+    return i.status() == kcnet::v1::REQUEST_STATUS_COMPLETED ||
+           i.status() == kcnet::v1::REQUEST_STATUS_REJECTED ||
+           i.status() == kcnet::v1::REQUEST_STATUS_CANCELLED;
+  });
+  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+    if (a.age_days() != b.age_days()) return a.age_days() > b.age_days();
+    return a.request_id() < b.request_id();
+  });
+  if (items.size() > max_items) items.resize(max_items);
+  for (auto& item : items) *report.add_oldest() = std::move(item);
+  for (auto& m : Series(created_by_month)) *report.add_created_by_month() = std::move(m);
+  return report;
+}
+
+absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
+    const ReportScope& scope, uint32_t inactive_days,
+    std::vector<kcnet::v1::CollaboratorActivity> users) {
+  if (inactive_days == 0) inactive_days = 30;
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  kcnet::v1::ActivityReport report;
+  absl::StatusOr<uint64_t> cursor = ReadCursor();
+  if (!cursor.ok()) return cursor.status();
+  report.set_as_of_op(*cursor);
+  struct Counts {
+    int64_t visits = 0, requests = 0, last_day = -1;
+  };
+  std::map<int64_t, Counts> by_user;
+  std::map<int64_t, int64_t> visits_by_month;
+  // Counts in the period: scans of the period's rows, commune by commune.
+  absl::StatusOr<Statement*> visits = reader_->Prepare(
+      "SELECT collaborator, day, visits FROM s_visit_day WHERE commune = ?1 AND day BETWEEN ?2 "
+      "AND ?3");
+  if (!visits.ok()) return visits.status();
+  absl::StatusOr<Statement*> requests = reader_->Prepare(
+      "SELECT author FROM r_request WHERE commune = ?1 AND created_day BETWEEN ?2 AND ?3");
+  if (!requests.ok()) return requests.status();
+  for (int64_t commune : scope.communes) {
+    for (Statement* s : {*visits, *requests}) {
+      s->BindInt(1, commune);
+      s->BindInt(2, scope.from_day);
+      s->BindInt(3, scope.to_day);
+    }
+    absl::Status status = ForEachRow(*visits, [&](Statement& s) {
+      by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
+      visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    status = ForEachRow(*requests, [&](Statement& s) {
+      by_user[s.ColumnInt(0)].requests += 1;
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
+  std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
+  for (auto& u : users) out[u.user_id()] = std::move(u);
+  for (const auto& [user, counts] : by_user) {
+    if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
+    out[user].set_user_id(user);
+  }
+  // The last activity of each listed user in the scope, any time up to the period's end:
+  // the user's own rows newest first, until one lies in the scope.
+  const absl::flat_hash_set<int64_t> in_scope(scope.communes.begin(), scope.communes.end());
+  absl::StatusOr<Statement*> last_visit = reader_->Prepare(
+      "SELECT day, commune FROM s_visit_day WHERE collaborator = ?1 AND day <= ?2 "
+      "ORDER BY day DESC");
+  if (!last_visit.ok()) return last_visit.status();
+  absl::StatusOr<Statement*> last_request = reader_->Prepare(
+      "SELECT created_day, commune FROM r_request WHERE author = ?1 AND created_day <= ?2 "
+      "ORDER BY created_day DESC");
+  if (!last_request.ok()) return last_request.status();
+  for (const auto& [user, a] : out) {
+    Counts& c = by_user[user];
+    for (Statement* s : {*last_visit, *last_request}) {
+      s->BindInt(1, user);
+      s->BindInt(2, scope.to_day);
+      while (true) {
+        absl::StatusOr<bool> row = s->Step();
+        if (!row.ok() || !*row) {
+          s->Reset();
+          if (!row.ok()) return row.status();
+          break;
+        }
+        if (in_scope.contains(s->ColumnInt(1))) {
+          c.last_day = std::max(c.last_day, s->ColumnInt(0));
+          s->Reset();
+          break;
+        }
+      }
+    }
+  }
+  absl::StatusOr<Statement*> devices = reader_->Prepare(
+      "SELECT device_id, last_sync_ms, pending_writes FROM r_device WHERE user_id = ?1 "
+      "ORDER BY device_id");
+  if (!devices.ok()) return devices.status();
+  for (auto& [user, a] : out) {
+    (*devices)->BindInt(1, user);
+    absl::Status status = ForEachRow(*devices, [&](Statement& s) {
+      kcnet::v1::DeviceActivity* d = a.add_devices();
+      d->set_device_id(std::string(s.ColumnText(0)));
+      d->set_last_sync_ms(s.ColumnInt(1));
+      d->set_pending_writes(static_cast<uint32_t>(s.ColumnInt(2)));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    auto it = by_user.find(user);
+    const Counts c = it == by_user.end() ? Counts{} : it->second;
+    a.set_visits(c.visits);
+    a.set_requests(c.requests);
+    if (c.last_day >= 0) a.set_last_activity_date(DayText(c.last_day));
+    a.set_inactive(c.last_day < 0 || scope.today - c.last_day >= inactive_days);
+    if (a.inactive()) report.add_inactive_user_ids(user);
+    *report.add_collaborators() = std::move(a);
+  }
+  for (auto& m : Series(visits_by_month)) *report.add_visits_by_month() = std::move(m);
+  return report;
+}
+
+absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope& scope,
+                                                               double max_km) {
+  if (max_km <= 0) max_km = 5.0;
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  kcnet::v1::QualityReport report;
+  absl::StatusOr<uint64_t> cursor = ReadCursor();
+  if (!cursor.ok()) return cursor.status();
+  report.set_as_of_op(*cursor);
+  absl::StatusOr<Statement*> counts = reader_->Prepare(
+      "SELECT day, sum(visits), sum(no_gps) FROM s_visit_day WHERE commune = ?1 AND day BETWEEN "
+      "?2 AND ?3 GROUP BY day");
+  if (!counts.ok()) return counts.status();
+  absl::StatusOr<Statement*> far = reader_->Prepare(
+      "SELECT v.id, v.facility, v.lat, v.lon, f.lat, f.lon FROM r_visit v JOIN r_facility f "
+      "ON f.id = v.facility WHERE v.commune = ?1 AND v.day BETWEEN ?2 AND ?3 AND v.lat IS NOT "
+      "NULL AND f.lat IS NOT NULL ORDER BY v.id");
+  if (!far.ok()) return far.status();
+  absl::StatusOr<Statement*> dups = reader_->Prepare(
+      "SELECT folded, group_concat(id, ' ') FROM (SELECT folded, id FROM r_facility "
+      "WHERE commune = ?1 ORDER BY folded, id) GROUP BY folded HAVING count(*) > 1");
+  if (!dups.ok()) return dups.status();
+  // Approvals in the period whose facility had no visit in the 365 days up to the approval.
+  absl::StatusOr<Statement*> approvals = reader_->Prepare(
+      "SELECT DISTINCT r.id FROM r_event e JOIN r_request r ON r.id = e.request "
+      "WHERE e.commune = ?1 AND e.action = ?4 AND e.day BETWEEN ?2 AND ?3 AND NOT EXISTS "
+      "(SELECT 1 FROM r_visit v WHERE v.facility = r.facility AND v.day > e.day - 365 AND "
+      "v.day <= e.day) ORDER BY r.id");
+  if (!approvals.ok()) return approvals.status();
+  std::map<int64_t, int64_t> no_gps_by_month;
+  for (int64_t commune : scope.communes) {
+    for (Statement* s : {*counts, *far, *approvals}) {
+      s->BindInt(1, commune);
+      s->BindInt(2, scope.from_day);
+      s->BindInt(3, scope.to_day);
+    }
+    (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
+    absl::Status status = ForEachRow(*counts, [&](Statement& s) {
+      report.set_visits(report.visits() + s.ColumnInt(1));
+      report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
+      if (s.ColumnInt(2) > 0) no_gps_by_month[MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    status = ForEachRow(*far, [&](Statement& s) {
+      const double km =
+          DistanceKm(s.ColumnDouble(2), s.ColumnDouble(3), s.ColumnDouble(4), s.ColumnDouble(5));
+      if (km <= max_km) return absl::OkStatus();
+      report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
+      kcnet::v1::FarVisit* v = report.add_far_visits();
+      v->set_visit_id(std::string(s.ColumnText(0)));
+      v->set_facility_id(std::string(s.ColumnText(1)));
+      v->set_commune_id(commune);
+      v->set_distance_km(km);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    (*dups)->BindInt(1, commune);
+    status = ForEachRow(*dups, [&](Statement& s) {
+      kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+      d->set_commune_id(commune);
+      d->set_folded_name(std::string(s.ColumnText(0)));
+      for (absl::string_view id : absl::StrSplit(s.ColumnText(1), ' ')) {
+        d->add_facility_ids(std::string(id));
+      }
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    status = ForEachRow(*approvals, [&](Statement& s) {
+      report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
+      report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(0)));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
+  for (auto& m : Series(no_gps_by_month)) *report.add_visits_without_gps_by_month() = std::move(m);
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------
+
+ReportsFollower::ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
+                                 std::function<void(const absl::Status&)> on_error,
+                                 absl::Duration poll)
+    : reports_(reports),
+      last_op_(std::move(last_op)),
+      on_error_(std::move(on_error)),
+      poll_(poll),
+      thread_([this] { Run(); }) {}
+
+ReportsFollower::~ReportsFollower() { Stop(); }
+
+void ReportsFollower::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ReportsFollower::Run() {
+  uint64_t cursor = 0;
+  absl::StatusOr<uint64_t> start = reports_->Cursor();
+  if (start.ok()) cursor = *start;
+  bool first = true;
+  while (!stop_.WaitForNotificationWithTimeout(first ? absl::ZeroDuration() : poll_)) {
+    first = false;
+    if (last_op_() <= cursor) continue;
+    absl::StatusOr<uint64_t> reached = reports_->CatchUp();
+    if (!reached.ok()) {
+      if (on_error_) on_error_(reached.status());
+      continue;
+    }
+    cursor = *reached;
+  }
+}
+
+}  // namespace kcnet::server::reports

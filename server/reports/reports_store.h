@@ -1,0 +1,145 @@
+// ReportsStore: the summary tables behind the reports (DATA_DIR/reports.db), kept up to date
+// from the server store's change log, and the report queries over them.
+//
+// The summaries are a narrow projection of each live record (r_facility, r_visit,
+// r_request, r_event) plus counters per commune x day x collaborator (s_visit_day). They
+// follow the record store (kcnet.db, attached read-only in spirit: never written here) by
+// op: CatchUp() reads, in one transaction, every record whose op is above the summaries'
+// cursor (per bucket, through the store's (bucket, op) index and its _buckets table), takes
+// each record's old contribution out and puts its new one in, and moves the cursor to the
+// store's last op in the same transaction. So the summaries always count exactly the ops
+// up to their cursor, a crash loses nothing, and a catch-up after a restore or an upgrade
+// is the same code. Rebuild() empties the summaries and catches up from op 0.
+//
+// A backlog (a first start over an existing store, a rebuild) is counted in slices of at
+// most 200,000 ops, one transaction each. Within a slice the cursor is exact; between
+// slices of a backlog a record changed again after the slice's last op is counted with
+// its later state in a later slice (so, while a backlog is being counted, `as_of_op` can
+// miss such a record's earlier version). Once caught up, every answer is exact.
+//
+// ReportsFollower runs CatchUp() on a thread of its own whenever the store's last op is
+// above the cursor (it looks every `poll` interval, 50 ms by default), so a report counts
+// a write well within 1 s of its commit while the writers never wait for the summaries.
+//
+// Thread-safety: thread-safe. CatchUp()/Rebuild() are serialised on the writer connection;
+// queries run on a reader connection of their own (WAL) and see the last committed cursor.
+#ifndef KCNET_SERVER_REPORTS_REPORTS_STORE_H_
+#define KCNET_SERVER_REPORTS_REPORTS_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/reports.pb.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::server::reports {
+
+// Vietnam's local day of a Unix time in ms (days since 1970-01-01, UTC+7).
+int64_t VietnamDay(int64_t unix_ms);
+// "YYYY-MM-DD" of a VietnamDay; "YYYY-MM" of its month.
+std::string DayText(int64_t day);
+std::string MonthText(int64_t day);
+// Parses "YYYY-MM-DD" into a day; INVALID_ARGUMENT naming `field` otherwise.
+absl::StatusOr<int64_t> ParseDay(const std::string& text, const std::string& field);
+// Great-circle distance in km between two WGS84 points.
+double DistanceKm(double lat1, double lon1, double lat2, double lon2);
+
+// The part of a report query the store needs: which communes and which days, inclusive.
+struct ReportScope {
+  std::vector<int64_t> communes;
+  int64_t from_day = 0;
+  int64_t to_day = 0;
+  int64_t today = 0;
+};
+
+class ReportsStore {
+ public:
+  // Opens (creating when missing) the summaries at `reports_path`, following the record
+  // store at `store_path` (which must exist).
+  static absl::StatusOr<std::unique_ptr<ReportsStore>> Open(const std::string& reports_path,
+                                                            const std::string& store_path);
+
+  // Counts every op committed to the store since the cursor; returns the new cursor.
+  absl::StatusOr<uint64_t> CatchUp();
+  // Empties the summaries and counts everything again from op 0 (kcnet-admin
+  // rebuild-reports). Returns the cursor reached.
+  absl::StatusOr<uint64_t> Rebuild();
+  // Records a device's accepted Hello (its last successful sync) with the writes it said
+  // were waiting in its outbox.
+  absl::Status RecordDeviceSync(const std::string& device_id, int64_t user_id, int64_t at_ms,
+                                uint32_t pending_writes);
+
+  // The last op the summaries count (as committed).
+  absl::StatusOr<uint64_t> Cursor();
+
+  // The summary tables' content as text, in a fixed order: for tests comparing an
+  // incremental result with a rebuild.
+  absl::StatusOr<std::string> Dump();
+
+  // The reports; `as_of_op` is set. Names of communes and users come from the caller.
+  absl::StatusOr<kcnet::v1::CoverageReport> Coverage(const ReportScope& scope);
+  absl::StatusOr<kcnet::v1::PipelineReport> Pipeline(const ReportScope& scope,
+                                                     const kcnet::v1::PipelineRequest& request);
+  // Fills visits/requests/last activity for `users` (their ids set), adds any other user
+  // with activity in the period, and marks inactivity.
+  absl::StatusOr<kcnet::v1::ActivityReport> Activity(
+      const ReportScope& scope, uint32_t inactive_days,
+      std::vector<kcnet::v1::CollaboratorActivity> users);
+  absl::StatusOr<kcnet::v1::QualityReport> Quality(const ReportScope& scope, double max_km);
+
+ private:
+  ReportsStore() = default;
+  absl::Status CreateTables(sync::Db* db);
+  // One transaction counting the ops after the cursor, at most `max_ops` of them; `*done`
+  // is false when more remain.
+  absl::StatusOr<uint64_t> CatchUpLocked(int64_t max_ops, bool* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status ApplyFacility(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status ApplyVisit(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status ApplyRequest(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status ApplyEvent(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status AddVisitDay(int64_t commune, int64_t day, int64_t collaborator, int64_t visits,
+                           int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // The cursor read inside the reader's open transaction.
+  absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+
+  absl::Mutex write_mu_;
+  std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
+  absl::Mutex read_mu_;
+  std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
+};
+
+// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.
+class ReportsFollower {
+ public:
+  // `last_op` is the store's last committed op (ServerStore::last_op). `on_error` gets
+  // catch-up failures (it retries at the next poll).
+  ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
+                  std::function<void(const absl::Status&)> on_error,
+                  absl::Duration poll = absl::Milliseconds(50));
+  ~ReportsFollower();  // Stop()
+  void Stop();
+
+ private:
+  void Run();
+  ReportsStore* reports_;
+  std::function<uint64_t()> last_op_;
+  std::function<void(const absl::Status&)> on_error_;
+  absl::Duration poll_;
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+}  // namespace kcnet::server::reports
+
+#endif  // KCNET_SERVER_REPORTS_REPORTS_STORE_H_

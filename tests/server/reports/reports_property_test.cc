@@ -1,0 +1,143 @@
+// Property: whatever the history of writes (creates, edits, deletions of facilities, visits,
+// requests and events) and wherever the follower catches up in between, the incremental
+// summaries equal a rebuild from scratch, and count exactly the live records.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "rapidcheck.h"
+#include "rapidcheck/gtest.h"
+#include "server/reports/reports_store.h"
+#include "tests/server/reports/report_fixture.h"
+
+namespace kcnet::server::reports {
+namespace {
+
+using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
+
+const std::vector<std::string> kNames = {"Cơ sở Mây Tre", "co so may tre", "Xưởng Gỗ", "XUONG GO", "Lụa"};
+
+RC_GTEST_PROP(ReportsProperty, IncrementalEqualsRebuild, ()) {
+  kcnet::testing::TempDir dir;
+  sync::FakeClock clock(VnMs(2025, 1, 1));
+  sync::ServerStoreOptions options;
+  options.clock = &clock;
+  options.durable = false;
+  auto store = sync::ServerStore::Open(dir.File("kcnet.db"), &model::KcnetSchema(), options);
+  RC_ASSERT(store.ok());
+  RecordWriter writer(store->get());
+  auto incremental = ReportsStore::Open(dir.File("reports.db"), dir.File("kcnet.db"));
+  RC_ASSERT(incremental.ok());
+
+  std::vector<std::string> facilities, visits, requests;
+  std::map<std::string, Visit> live_visits;
+  const int steps = *rc::gen::inRange(1, 60);
+  for (int step = 0; step < steps; ++step) {
+    clock.Advance(*rc::gen::inRange(0, 3 * 86400000));
+    const int action = *rc::gen::inRange(0, 10);
+    const int64_t commune = *rc::gen::inRange(1, 4);
+    const int64_t ms = VnMs(2025, 1, 1) + *rc::gen::inRange(0, 700) * 3600000LL * 24 +
+                       *rc::gen::inRange(0, 24) * 3600000LL;
+    const bool gps = *rc::gen::arbitrary<bool>();
+    if (action <= 2 || facilities.empty()) {  // a facility, new or edited
+      Facility f;
+      const bool edit = !facilities.empty() && *rc::gen::arbitrary<bool>();
+      f.set_id(edit ? *rc::gen::elementOf(facilities) : model::NewRecordId());
+      f.set_commune_id(commune);
+      f.set_name(*rc::gen::elementOf(kNames));
+      if (gps) {
+        f.set_latitude(21 + *rc::gen::inRange(0, 100) / 100.0);
+        f.set_longitude(105);
+      }
+      f.set_created_ms(ms);
+      if (!edit) {
+        facilities.push_back(f.id());
+      } else {
+        // A record keeps its bucket: an edit keeps the stored commune.
+        auto stored = (*store)->ReadRecord(model::kFacilityType, *sync::UuidFromText(f.id()));
+        RC_ASSERT(stored.ok() && stored->has_value());
+        f.set_commune_id((*stored)->bucket());
+      }
+      RC_ASSERT(writer.Put(f).ok());
+    } else if (action <= 5) {  // a visit, new or edited
+      Visit v;
+      const bool edit = !visits.empty() && *rc::gen::arbitrary<bool>();
+      v.set_id(edit ? *rc::gen::elementOf(visits) : model::NewRecordId());
+      v.set_facility_id(*rc::gen::elementOf(facilities));
+      v.set_commune_id(edit ? live_visits[v.id()].commune_id() : commune);
+      v.set_collaborator_id(*rc::gen::inRange(1, 4));
+      v.set_visited_ms(ms);
+      if (gps) {
+        v.set_latitude(21 + *rc::gen::inRange(0, 100) / 100.0);
+        v.set_longitude(105.01);
+      }
+      if (!edit) visits.push_back(v.id());
+      live_visits[v.id()] = v;
+      RC_ASSERT(writer.Put(v).ok());
+    } else if (action == 6 && !visits.empty()) {  // a visit deleted
+      const size_t i = *rc::gen::inRange<size_t>(0, visits.size());
+      RC_ASSERT(writer.Delete(model::kVisitType, visits[i]).ok());
+      live_visits.erase(visits[i]);
+      visits.erase(visits.begin() + static_cast<long>(i));
+    } else if (action == 7) {  // a request with an event
+      SupportRequest r;
+      const bool edit = !requests.empty() && *rc::gen::arbitrary<bool>();
+      r.set_id(edit ? *rc::gen::elementOf(requests) : model::NewRecordId());
+      if (edit) {
+        auto stored = (*store)->ReadRecord(model::kSupportRequestType, *sync::UuidFromText(r.id()));
+        RC_ASSERT(stored.ok() && stored->has_value());
+        r.set_commune_id((*stored)->bucket());
+      } else {
+        r.set_commune_id(commune);
+        requests.push_back(r.id());
+      }
+      r.set_facility_id(*rc::gen::elementOf(facilities));
+      r.set_author_id(*rc::gen::inRange(1, 4));
+      r.set_status(static_cast<RequestStatus>(*rc::gen::inRange(1, 10)));
+      r.set_created_ms(ms);
+      r.set_updated_ms(ms);
+      RC_ASSERT(writer.Put(r).ok());
+      RequestEvent e;
+      e.set_id(model::NewRecordId());
+      e.set_commune_id(r.commune_id());
+      e.set_request_id(r.id());
+      e.set_action(static_cast<RequestAction>(*rc::gen::inRange(1, 11)));
+      e.set_to_status(r.status());
+      RC_ASSERT(writer.Put(e).ok());
+    } else if (action == 8 && facilities.size() > 1) {  // a facility deleted
+      const size_t i = *rc::gen::inRange<size_t>(0, facilities.size());
+      RC_ASSERT(writer.Delete(model::kFacilityType, facilities[i]).ok());
+      facilities.erase(facilities.begin() + static_cast<long>(i));
+    }
+    if (*rc::gen::inRange(0, 4) == 0) RC_ASSERT((*incremental)->CatchUp().ok());
+  }
+  RC_ASSERT((*incremental)->CatchUp().ok());
+  RC_ASSERT(*(*incremental)->Cursor() == (*store)->last_op());
+
+  // A second summaries file, rebuilt from scratch, holds the same.
+  auto rebuilt = ReportsStore::Open(dir.File("rebuilt.db"), dir.File("kcnet.db"));
+  RC_ASSERT(rebuilt.ok());
+  RC_ASSERT((*rebuilt)->Rebuild().ok());
+  const std::string a = *(*incremental)->Dump();
+  const std::string b = *(*rebuilt)->Dump();
+  RC_ASSERT(a == b);
+
+  // And counts the live visits exactly.
+  ReportScope all;
+  all.communes = {1, 2, 3};
+  all.from_day = Day(2024, 1, 1);
+  all.to_day = Day(2028, 1, 1);
+  all.today = all.to_day;
+  auto quality = (*incremental)->Quality(all, 5);
+  RC_ASSERT(quality.ok());
+  int64_t without_gps = 0;
+  for (const auto& [id, v] : live_visits) {
+    if (v.latitude() == 0 && v.longitude() == 0) ++without_gps;
+  }
+  RC_ASSERT(quality->visits() == static_cast<int64_t>(live_visits.size()));
+  RC_ASSERT(quality->visits_without_gps() == without_gps);
+}
+
+}  // namespace
+}  // namespace kcnet::server::reports

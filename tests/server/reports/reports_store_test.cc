@@ -1,0 +1,331 @@
+// The report summaries against a hand-computed small data set (docs/REPORTS.md has the same
+// figures as its examples), incremental updates after edits and deletions, and incremental
+// == rebuild. A real record store and real SQLite files in a temp dir.
+#include "server/reports/reports_store.h"
+
+#include <filesystem>
+#include <map>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/reports/report_fixture.h"
+
+namespace kcnet::server::reports {
+namespace {
+
+using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+constexpr int64_t kC1 = 101;  // commune 1
+constexpr int64_t kC2 = 102;  // commune 2
+
+std::map<std::string, int64_t> AsMap(const google::protobuf::RepeatedPtrField<MonthValue>& series) {
+  std::map<std::string, int64_t> out;
+  for (const MonthValue& m : series) out[m.month()] = m.value();
+  return out;
+}
+
+class ReportsStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sync::ServerStoreOptions options;
+    options.clock = &clock_;
+    auto store = sync::ServerStore::Open(dir_.File("kcnet.db"), &model::KcnetSchema(), options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    writer_ = std::make_unique<RecordWriter>(store_.get());
+    auto reports = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+    ASSERT_TRUE(reports.ok()) << reports.status();
+    reports_ = *std::move(reports);
+  }
+
+  std::string Facility(int64_t commune, const std::string& name, double lat, double lon,
+                       int64_t created_ms) {
+    kcnet::v1::Facility f;
+    f.set_id(model::NewRecordId());
+    f.set_commune_id(commune);
+    f.set_name(name);
+    f.set_latitude(lat);
+    f.set_longitude(lon);
+    f.set_created_ms(created_ms);
+    EXPECT_TRUE(writer_->Put(f).ok());
+    return f.id();
+  }
+  Visit MakeVisit(const std::string& facility, int64_t commune, int64_t collaborator, int64_t ms,
+                  double lat, double lon) {
+    Visit v;
+    v.set_id(model::NewRecordId());
+    v.set_commune_id(commune);
+    v.set_facility_id(facility);
+    v.set_collaborator_id(collaborator);
+    v.set_visited_ms(ms);
+    v.set_latitude(lat);
+    v.set_longitude(lon);
+    return v;
+  }
+  std::string AddVisit(const std::string& facility, int64_t commune, int64_t collaborator,
+                       int64_t ms, double lat, double lon) {
+    Visit v = MakeVisit(facility, commune, collaborator, ms, lat, lon);
+    EXPECT_TRUE(writer_->Put(v).ok());
+    return v.id();
+  }
+  // A request created on `created_ms` now in `status`, entered on `since_ms` by an event.
+  std::string Request(const std::string& facility, int64_t commune, int64_t author,
+                      int64_t created_ms, RequestStatus status, RequestAction action,
+                      int64_t since_ms) {
+    SupportRequest r;
+    r.set_id(model::NewRecordId());
+    r.set_commune_id(commune);
+    r.set_facility_id(facility);
+    r.set_author_id(author);
+    r.set_status(status);
+    r.set_created_ms(created_ms);
+    r.set_updated_ms(since_ms);
+    EXPECT_TRUE(writer_->Put(r).ok());
+    RequestEvent e;
+    e.set_id(model::NewRecordId());
+    e.set_commune_id(commune);
+    e.set_request_id(r.id());
+    e.set_actor_id(author);
+    e.set_action(action);
+    e.set_to_status(status);
+    clock_.Set(since_ms);  // an event's time is the server's (at_ms is server_time)
+    EXPECT_TRUE(writer_->Put(e).ok());
+    return r.id();
+  }
+
+  // The data set of docs/REPORTS.md.
+  void WriteExample() {
+    f1_ = Facility(kC1, "Cơ sở Mây Tre", 21.0, 105.8, VnMs(2026, 1, 5));
+    f2_ = Facility(kC1, "co so may tre", 21.0, 105.8, VnMs(2026, 1, 6));
+    f3_ = Facility(kC1, "Xưởng Gỗ", 0, 0, VnMs(2025, 6, 1));
+    f4_ = Facility(kC2, "Lụa Vạn Phúc", 21.5, 105.5, VnMs(2025, 6, 1));
+    f5_ = Facility(kC2, "Gốm", 21.6, 105.6, VnMs(2026, 2, 1));
+    v1_ = AddVisit(f1_, kC1, 7, VnMs(2026, 3, 10), 21.0, 105.8);
+    // 2026-03-31 18:30 UTC is 2026-04-01 01:30 in Vietnam: an April visit.
+    v2_ = AddVisit(f1_, kC1, 7, VnMs(2026, 4, 1, 1, 30), 21.1, 105.8);  // ~11 km off
+    v3_ = AddVisit(f2_, kC1, 8, VnMs(2026, 2, 1), 0, 0);                 // no GPS
+    v4_ = AddVisit(f4_, kC2, 7, VnMs(2026, 3, 15), 21.5, 105.5);
+    v5_ = AddVisit(f3_, kC1, 8, VnMs(2025, 12, 20), 0, 0);  // before the period
+    // In the order of their events (the server's clock only moves forward).
+    r4_ = Request(f1_, kC1, 7, VnMs(2026, 3, 1), REQUEST_STATUS_SUBMITTED, REQUEST_ACTION_SUBMIT,
+                  VnMs(2026, 3, 2));
+    r5_ = Request(f2_, kC1, 8, VnMs(2026, 2, 10), REQUEST_STATUS_COMPLETED,
+                  REQUEST_ACTION_COMPLETE, VnMs(2026, 3, 20));
+    r1_ = Request(f3_, kC1, 7, VnMs(2026, 4, 1), REQUEST_STATUS_APPROVED, REQUEST_ACTION_APPROVE,
+                  VnMs(2026, 4, 20));
+    r2_ = Request(f4_, kC2, 7, VnMs(2026, 4, 2), REQUEST_STATUS_APPROVED, REQUEST_ACTION_APPROVE,
+                  VnMs(2026, 4, 22));
+    r3_ = Request(f5_, kC2, 8, VnMs(2026, 4, 3), REQUEST_STATUS_APPROVED, REQUEST_ACTION_APPROVE,
+                  VnMs(2026, 4, 25));
+  }
+
+  ReportScope Period() {
+    ReportScope scope;
+    scope.communes = {kC1, kC2};
+    scope.from_day = Day(2026, 1, 1);
+    scope.to_day = Day(2026, 4, 30);
+    scope.today = Day(2026, 5, 10);
+    return scope;
+  }
+
+  kcnet::testing::TempDir dir_;
+  sync::FakeClock clock_{VnMs(2026, 1, 1)};
+  std::unique_ptr<sync::ServerStore> store_;
+  std::unique_ptr<RecordWriter> writer_;
+  std::unique_ptr<ReportsStore> reports_;
+  std::string f1_, f2_, f3_, f4_, f5_, v1_, v2_, v3_, v4_, v5_, r1_, r2_, r3_, r4_, r5_;
+};
+
+TEST(ReportDatesTest, VietnamDayIsUtcPlusSeven) {
+  EXPECT_EQ(DayText(VietnamDay(VnMs(2026, 4, 1, 1, 30))), "2026-04-01");
+  EXPECT_EQ(DayText(VietnamDay(VnMs(2026, 3, 31, 23, 59))), "2026-03-31");
+  EXPECT_EQ(MonthText(Day(2026, 12, 31)), "2026-12");
+  EXPECT_EQ(*ParseDay("2026-02-28", "f"), Day(2026, 2, 28));
+  EXPECT_THAT(ParseDay("2026-02-30", "filter.from_date").status().message(),
+              ::testing::HasSubstr("filter.from_date"));
+  EXPECT_FALSE(ParseDay("26-2-3", "f").ok());
+  EXPECT_NEAR(DistanceKm(21.0, 105.8, 21.1, 105.8), 11.12, 0.05);
+}
+
+TEST_F(ReportsStoreTest, CountsOnlyWhatTheCursorCovers) {
+  WriteExample();
+  EXPECT_EQ(*reports_->Cursor(), 0u);
+  EXPECT_EQ(reports_->Coverage(Period())->total().registered_facilities(), 0);
+  absl::StatusOr<uint64_t> op = reports_->CatchUp();
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(*op, store_->last_op());
+  EXPECT_EQ(reports_->Coverage(Period())->as_of_op(), store_->last_op());
+}
+
+TEST_F(ReportsStoreTest, CoverageOfTheExample) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  absl::StatusOr<CoverageReport> report = reports_->Coverage(Period());
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->communes_size(), 2);
+  EXPECT_EQ(report->communes(0).commune_id(), kC1);
+  EXPECT_EQ(report->communes(0).registered_facilities(), 3);
+  EXPECT_EQ(report->communes(0).visited_facilities(), 2);  // F3's visit is before the period
+  EXPECT_EQ(report->communes(1).registered_facilities(), 2);
+  EXPECT_EQ(report->communes(1).visited_facilities(), 1);
+  EXPECT_EQ(report->total().registered_facilities(), 5);
+  EXPECT_EQ(report->total().visited_facilities(), 3);
+  EXPECT_DOUBLE_EQ(report->total().share(), 0.6);
+  EXPECT_THAT(AsMap(report->visits_by_month()),
+              (std::map<std::string, int64_t>{{"2026-02", 1}, {"2026-03", 2}, {"2026-04", 1}}));
+  EXPECT_THAT(AsMap(report->visited_facilities_by_month()),
+              (std::map<std::string, int64_t>{{"2026-02", 1}, {"2026-03", 2}, {"2026-04", 1}}));
+  // Registered counts facilities created up to the period's end.
+  ReportScope january = Period();
+  january.to_day = Day(2026, 1, 5);
+  EXPECT_EQ(reports_->Coverage(january)->total().registered_facilities(), 3);  // F1, F3, F4
+}
+
+TEST_F(ReportsStoreTest, PipelineOfTheExample) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  PipelineRequest request;
+  request.add_limits()->set_status(REQUEST_STATUS_SUBMITTED);
+  request.mutable_limits(0)->set_max_days(30);
+  request.add_limits()->set_status(REQUEST_STATUS_APPROVED);
+  request.mutable_limits(1)->set_max_days(19);
+  absl::StatusOr<PipelineReport> report = reports_->Pipeline(Period(), request);
+  ASSERT_TRUE(report.ok()) << report.status();
+  std::map<int, std::pair<int64_t, int64_t>> statuses;
+  for (const auto& s : report->statuses()) statuses[s.status()] = {s.requests(), s.overdue()};
+  EXPECT_EQ(statuses[REQUEST_STATUS_SUBMITTED], (std::pair<int64_t, int64_t>{1, 1}));
+  EXPECT_EQ(statuses[REQUEST_STATUS_APPROVED], (std::pair<int64_t, int64_t>{3, 1}));
+  EXPECT_EQ(statuses[REQUEST_STATUS_COMPLETED], (std::pair<int64_t, int64_t>{1, 0}));
+  std::vector<std::pair<std::string, int64_t>> oldest;
+  for (const auto& i : report->oldest()) oldest.emplace_back(i.request_id(), i.age_days());
+  EXPECT_THAT(oldest, ElementsAre(std::make_pair(r4_, 69), std::make_pair(r1_, 20),
+                                  std::make_pair(r2_, 18), std::make_pair(r3_, 15)));
+  EXPECT_EQ(report->oldest(0).since_date(), "2026-03-02");
+  EXPECT_TRUE(report->oldest(0).overdue());
+  EXPECT_TRUE(report->oldest(1).overdue());
+  EXPECT_FALSE(report->oldest(2).overdue());
+  EXPECT_THAT(AsMap(report->created_by_month()),
+              (std::map<std::string, int64_t>{{"2026-02", 1}, {"2026-03", 1}, {"2026-04", 3}}));
+}
+
+TEST_F(ReportsStoreTest, ActivityOfTheExample) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  std::vector<CollaboratorActivity> users(3);
+  users[0].set_user_id(7);
+  users[1].set_user_id(8);
+  users[2].set_user_id(9);
+  absl::StatusOr<ActivityReport> report = reports_->Activity(Period(), 38, users);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->collaborators_size(), 3);
+  const CollaboratorActivity& u7 = report->collaborators(0);
+  EXPECT_EQ(u7.visits(), 3);
+  EXPECT_EQ(u7.requests(), 3);
+  EXPECT_EQ(u7.last_activity_date(), "2026-04-02");
+  EXPECT_TRUE(u7.inactive());  // 38 days
+  const CollaboratorActivity& u8 = report->collaborators(1);
+  EXPECT_EQ(u8.visits(), 1);
+  EXPECT_EQ(u8.requests(), 2);
+  EXPECT_EQ(u8.last_activity_date(), "2026-04-03");
+  EXPECT_FALSE(u8.inactive());  // 37 days
+  EXPECT_EQ(report->collaborators(2).last_activity_date(), "");
+  EXPECT_THAT(report->inactive_user_ids(), ElementsAre(7, 9));
+}
+
+TEST_F(ReportsStoreTest, QualityOfTheExample) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  absl::StatusOr<QualityReport> report = reports_->Quality(Period(), 0);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->visits(), 4);
+  EXPECT_EQ(report->visits_without_gps(), 1);
+  EXPECT_EQ(report->visits_far_from_facility(), 1);
+  ASSERT_EQ(report->far_visits_size(), 1);
+  EXPECT_EQ(report->far_visits(0).visit_id(), v2_);
+  EXPECT_NEAR(report->far_visits(0).distance_km(), 11.12, 0.05);
+  ASSERT_EQ(report->duplicates_size(), 1);
+  EXPECT_THAT(report->duplicates(0).facility_ids(), UnorderedElementsAre(f1_, f2_));
+  EXPECT_EQ(report->approved_without_recent_visit(), 1);
+  EXPECT_THAT(report->approved_without_recent_visit_ids(), ElementsAre(r3_));
+  EXPECT_THAT(AsMap(report->visits_without_gps_by_month()),
+              (std::map<std::string, int64_t>{{"2026-02", 1}}));
+  // A limit of 12 km lets V2 through.
+  EXPECT_EQ(reports_->Quality(Period(), 12)->visits_far_from_facility(), 0);
+}
+
+TEST_F(ReportsStoreTest, EditsAndDeletionsMoveTheFiguresAndEqualARebuild) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  // V2 loses its GPS; V4 is deleted; F5 too; a new visit to F3 in the period.
+  Visit v2 = MakeVisit(f1_, kC1, 7, VnMs(2026, 4, 1, 1, 30), 0, 0);
+  v2.set_id(v2_);
+  ASSERT_TRUE(writer_->Put(v2).ok());
+  ASSERT_TRUE(writer_->Delete(model::kVisitType, v4_).ok());
+  ASSERT_TRUE(writer_->Delete(model::kFacilityType, f5_).ok());
+  AddVisit(f3_, kC1, 9, VnMs(2026, 4, 30, 23, 0), 0, 0);
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  absl::StatusOr<QualityReport> quality = reports_->Quality(Period(), 0);
+  ASSERT_TRUE(quality.ok());
+  EXPECT_EQ(quality->visits(), 4);              // V1 V2 V3 and the new one
+  EXPECT_EQ(quality->visits_without_gps(), 3);  // V2 V3 new
+  EXPECT_EQ(quality->visits_far_from_facility(), 0);
+  absl::StatusOr<CoverageReport> coverage = reports_->Coverage(Period());
+  EXPECT_EQ(coverage->total().registered_facilities(), 4);
+  EXPECT_EQ(coverage->total().visited_facilities(), 3);  // F1 F2 F3
+  const std::string incremental = *reports_->Dump();
+  ASSERT_TRUE(reports_->Rebuild().ok());
+  EXPECT_EQ(*reports_->Dump(), incremental);
+  EXPECT_EQ(*reports_->Cursor(), store_->last_op());
+}
+
+TEST_F(ReportsStoreTest, ReopenContinuesFromItsCursor) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  const uint64_t before = *reports_->Cursor();
+  reports_.reset();
+  AddVisit(f5_, kC2, 8, VnMs(2026, 4, 10), 21.6, 105.6);
+  auto reopened = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ(*(*reopened)->Cursor(), before);
+  ASSERT_TRUE((*reopened)->CatchUp().ok());
+  EXPECT_EQ((*reopened)->Coverage(Period())->total().visited_facilities(), 4);
+}
+
+TEST_F(ReportsStoreTest, FollowerCountsACommitWithinASecond) {
+  ReportsFollower follower(reports_.get(), [this] { return store_->last_op(); }, nullptr);
+  const std::string f = Facility(kC1, "Mới", 21, 105, VnMs(2026, 1, 1));
+  const uint64_t op = store_->last_op();
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (*reports_->Cursor() < op && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_GE(*reports_->Cursor(), op);
+  EXPECT_EQ(reports_->Coverage(Period())->total().registered_facilities(), 1);
+}
+
+TEST_F(ReportsStoreTest, SummariesAheadOfARestoredStoreStartAgain) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  reports_.reset();
+  store_.reset();
+  // Another, smaller store in place of the first (as after a restore).
+  std::filesystem::remove(dir_.File("kcnet.db"));
+  std::filesystem::remove(dir_.File("kcnet.db-wal"));
+  std::filesystem::remove(dir_.File("kcnet.db-shm"));
+  auto store = sync::ServerStore::Open(dir_.File("kcnet.db"), &model::KcnetSchema());
+  ASSERT_TRUE(store.ok());
+  RecordWriter writer(store->get());
+  kcnet::v1::Facility f;
+  f.set_id(model::NewRecordId());
+  f.set_commune_id(kC1);
+  f.set_name("Một");
+  f.set_created_ms(VnMs(2026, 1, 1));
+  ASSERT_TRUE(writer.Put(f).ok());
+  auto reports = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(reports.ok());
+  ASSERT_TRUE((*reports)->CatchUp().ok());
+  EXPECT_EQ((*reports)->Coverage(Period())->total().registered_facilities(), 1);
+}
+
+}  // namespace
+}  // namespace kcnet::server::reports
