@@ -188,7 +188,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                                                .clock = options.clock}));
 
   server->services_.push_back(reports::MakeReportService(
-      server->directory_.get(), server->reporter_.get(), server->runner_.get()));
+      server->directory_.get(), server->reporter_.get(), server->runner_.get(),
+      server->plans_.get(), server->store_.get()));
 
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();

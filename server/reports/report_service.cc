@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/reports.grpc.pb.h"
+#include "server/plans/budget.h"
 #include "server/reports/export.h"
 #include "server/rpc/storage_rpc_runner.h"
 
@@ -244,8 +245,13 @@ class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
 
 class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
  public:
-  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner)
-      : directory_(directory), reporter_(reporter), runner_(runner) {}
+  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner,
+                    PlanStore* plans, sync::ServerStore* records)
+      : directory_(directory),
+        reporter_(reporter),
+        runner_(runner),
+        plans_(plans),
+        records_(records) {}
 
   ServerUnaryReactor* GetCoverage(CallbackServerContext* ctx, const v1::CoverageRequest* req,
                                   v1::CoverageReport* resp) override {
@@ -287,13 +293,44 @@ class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
                           return absl::OkStatus();
                         });
   }
-  ServerUnaryReactor* GetBudget(CallbackServerContext* ctx, const v1::BudgetRequest*,
-                                v1::BudgetReport*) override {
-    return runner_->Run(ctx, "kcnet.v1.ReportService/GetBudget", [](const Principal*) {
-      return absl::UnimplementedError(
-          "GetBudget: báo cáo ngân sách chưa có trên máy chủ này / the budget report is not "
-          "served yet (it comes with extension plans)");
-    });
+  ServerUnaryReactor* GetBudget(CallbackServerContext* ctx, const v1::BudgetRequest* req,
+                                v1::BudgetReport* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.ReportService/GetBudget", [=, this](const Principal* p) -> absl::Status {
+          // A budget is a province's: without an org unit, the caller's one root.
+          int64_t unit = req->filter().org_unit_id();
+          if (unit == 0) {
+            if (p->org_unit_ids.size() != 1) {
+              return absl::InvalidArgumentError(
+                  "filter.org_unit_id: hãy chọn một đơn vị (tỉnh, xã) / required for the budget "
+                  "when you work in several org units");
+            }
+            unit = p->org_unit_ids.front();
+          }
+          // Every approval committed by now is counted (BudgetFor confirms their draws).
+          const uint64_t as_of_op = records_->last_op();
+          absl::StatusOr<BudgetFigures> figures =
+              BudgetFor(*directory_, *plans_, *records_, *p, unit, req->year());
+          if (!figures.ok()) return figures.status();
+          resp->set_as_of_op(as_of_op);
+          resp->set_province_id(figures->province_id);
+          resp->set_year(figures->year);
+          resp->set_has_plan(figures->has_plan);
+          resp->set_plan_revision(figures->plan_revision);
+          resp->set_as_of_change(figures->as_of_change);
+          for (const BudgetRow& r : figures->rows) {
+            v1::BudgetRow* row = resp->add_rows();
+            row->set_funding_source(r.funding);
+            row->set_category(r.category);
+            row->set_planned_vnd(r.planned_vnd);
+            row->set_approved_vnd(r.approved_vnd);
+            row->set_disbursed_vnd(r.disbursed_vnd);
+            row->set_remaining_vnd(r.remaining_vnd);
+            row->set_planned_facilities(r.planned_facilities);
+            row->set_approved_requests(r.approved_requests);
+          }
+          return absl::OkStatus();
+        });
   }
   ServerUnaryReactor* GetOutcomes(CallbackServerContext* ctx, const v1::OutcomesRequest*,
                                   v1::OutcomesReport*) override {
@@ -312,13 +349,16 @@ class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
   Directory* directory_;
   Reporter* reporter_;
   RpcRunner* runner_;
+  PlanStore* plans_;
+  sync::ServerStore* records_;
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::Service> MakeReportService(Directory* directory, Reporter* reporter,
-                                                 RpcRunner* runner) {
-  return std::make_unique<ReportServiceImpl>(directory, reporter, runner);
+                                                 RpcRunner* runner, PlanStore* plans,
+                                                 sync::ServerStore* records) {
+  return std::make_unique<ReportServiceImpl>(directory, reporter, runner, plans, records);
 }
 
 }  // namespace kcnet::server::reports

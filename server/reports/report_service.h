@@ -18,9 +18,11 @@
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/reports.pb.h"
 #include "server/directory/directory.h"
+#include "server/plans/plan_store.h"
 #include "server/reports/reports_store.h"
 #include "server/rpc/rpc_runner.h"
 #include "sync/hlc.h"
+#include "sync/server_store.h"
 
 namespace kcnet::server::reports {
 
@@ -55,9 +57,11 @@ class Reporter {
   sync::Clock* clock_;
 };
 
-// ReportService, to register on a builder.
+// ReportService, to register on a builder. The budget report reads `plans` and `records`
+// (BudgetFor, server/plans/budget.h). All must outlive the service.
 std::unique_ptr<grpc::Service> MakeReportService(Directory* directory, Reporter* reporter,
-                                                 RpcRunner* runner);
+                                                 RpcRunner* runner, PlanStore* plans,
+                                                 sync::ServerStore* records);
 
 }  // namespace kcnet::server::reports
 

@@ -8,7 +8,9 @@
 //     workers of one this user registered on this tablet;
 //   - sync (SyncNow);
 //   - close while a sync runs (the sync on another thread), then reopen;
-//   - close and reopen;
+//   - close and reopen; a tablet running the previous release of the app (every fifth:
+//     model::PreviousKcnetSchema(), schema N-1) is upgraded at such a reopen (today's
+//     schema: what it kept unknown is folded into its columns);
 //   - on a shared tablet (every third): upload first, then sign in as another user (the
 //     SDK signs the previous one out: device released, credential revoked, data purged);
 //     or upload first, sign out (online, or out of coverage: then the release and
@@ -24,8 +26,7 @@
 // decisions of each tablet follow from the seed (the interleaving of the four threads
 // does not). KCNET_FAULT_STEPS sets the steps per tablet (default 100).
 //
-// Reopening is one function, Reopen(): the place to open a tablet with another device
-// schema (an older SDK, upgraded mid-run) once the device schema is a parameter.
+// Reopening is one function, Reopen(): it opens an old-app tablet with schema N-1.
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -103,6 +104,7 @@ struct Tablet {
   int home_user = 0;               // who uses it first; the other user of a shared tablet
   int other_user = 0;
   bool shared = false;
+  bool old_app = false;          // runs schema N-1 until upgraded mid-run
   int user = -1;                 // signed in (-1: nobody)
   std::vector<std::string> own;  // facility ids this user registered here (for edits)
   int written = 0;               // markers made on this tablet so far
@@ -150,6 +152,7 @@ class TabletsTest : public ::testing::Test {
       t->home_user = i % kUsers;
       t->other_user = (i + 3) % kUsers;
       t->shared = i % 3 == 0;
+      t->old_app = i % 5 == 2;
       t->rng.seed(seed_ * 1000003 + static_cast<uint64_t>(i));
       tablets_.push_back(std::move(t));
     }
@@ -168,8 +171,8 @@ class TabletsTest : public ::testing::Test {
   }
 
   // Opens the tablet's store again (after a close); `offline`: out of coverage (its
-  // server address has nothing listening). The one place a tablet is opened: give it
-  // another device schema here (an older SDK, or one upgraded mid-run).
+  // server address has nothing listening). The one place a tablet is opened: an old-app
+  // tablet with the previous release's schema.
   absl::Status Reopen(Tablet& t, bool offline = false) {
     t.client.reset();
     ClientOptions o;
@@ -180,6 +183,7 @@ class TabletsTest : public ::testing::Test {
     o.sync_timeout = absl::Seconds(20);
     o.seed = seed_ + static_cast<uint64_t>(t.index);
     o.clock = t.clock.get();
+    o.schema = t.old_app ? &model::PreviousKcnetSchema() : nullptr;
     absl::StatusOr<std::unique_ptr<Client>> client = Client::Open(o);
     if (!client.ok()) return client.status();
     t.client = *std::move(client);
@@ -276,6 +280,10 @@ class TabletsTest : public ::testing::Test {
       CloseWhileSyncing(t);
     } else if (roll < 85) {
       t.client.reset();  // closed with whatever is pending; reopened now
+      if (t.old_app && t.rng() % 2 == 0) {
+        t.old_app = false;  // the app store updated it: today's schema from now on
+        ++upgrades_;
+      }
       ASSERT_TRUE(Reopen(t).ok()) << Where(t);
       ++reopens_;
     } else if (t.shared && roll < 93) {
@@ -355,7 +363,7 @@ class TabletsTest : public ::testing::Test {
   std::set<std::string> accepted_ ABSL_GUARDED_BY(mu_);  // markers of accepted writes
   // What the run did (printed at the end, to see that it exercised each path).
   std::atomic<int> syncs_{0}, edits_{0}, closes_mid_sync_{0}, cancelled_{0}, reopens_{0},
-      switches_{0}, sign_outs_{0}, offline_sign_outs_{0};
+      switches_{0}, sign_outs_{0}, offline_sign_outs_{0}, upgrades_{0};
 };
 
 TEST_F(TabletsTest, EveryAcceptedWriteLandsOnceAndEveryStoreConverges) {
@@ -428,11 +436,11 @@ TEST_F(TabletsTest, EveryAcceptedWriteLandsOnceAndEveryStoreConverges) {
   }
   std::printf(
       "fault_tablets_test: %zu accepted writes (and %d edits), %d syncs, %d closes during a "
-      "sync (%d cancelled it), %d reopens, %d user switches, %d sign-outs (%d offline); %zu "
+      "sync (%d cancelled it), %d reopens, %d upgrades from schema N-1, %d user switches, %d sign-outs (%d offline); %zu "
       "markers on the "
       "server, %d lost, %d doubled, %d buckets compared; KCNET_FAULT_SEED=%llu\n",
       accepted.size(), edits_.load(), syncs_.load(), closes_mid_sync_.load(), cancelled_.load(),
-      reopens_.load(), switches_.load(), sign_outs_.load(), offline_sign_outs_.load(),
+      reopens_.load(), upgrades_.load(), switches_.load(), sign_outs_.load(), offline_sign_outs_.load(),
       on_server.size(), lost, doubled, buckets, static_cast<unsigned long long>(seed_));
 }
 

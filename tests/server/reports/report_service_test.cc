@@ -1,6 +1,6 @@
 // ReportService against a real kcnet-server on port 0: scope (another province's org unit
 // is NOT_FOUND, word for word as one that does not exist), bad input naming the field,
-// freshness (a write is counted within 1 s of its commit), budget UNIMPLEMENTED, and the
+// freshness (a write is counted within 1 s of its commit), the budget from the plans, and the
 // exports streamed in chunks: CSV with a BOM, XLSX read back through LibreOffice headless.
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +16,7 @@
 #include "kcnet/v1/services.grpc.pb.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/app/kcnet_server.h"
+#include "server/plans/plan_store.h"
 #include "tests/server/reports/report_fixture.h"
 
 namespace kcnet::server::reports {
@@ -273,12 +274,57 @@ TEST_F(ReportServiceTest, ActivityShowsEachDevicesLastSyncAndItsWaitingWrites) {
   EXPECT_TRUE(collab->inactive());  // no visit or request of its own
 }
 
-TEST_F(ReportServiceTest, BudgetAndOutcomesAreNotServedYet) {
+// The budget report is the plans' BudgetFor (server/plans/budget.h) through the service:
+// the plan's figures, scoped like every report; outcomes are not served yet.
+TEST_F(ReportServiceTest, BudgetComesFromThePlanAndOutcomesAreNotServedYet) {
   auto stub = ReportService::NewStub(*channel_);
+  const int32_t year = VietnamYear(absl::ToUnixMillis(absl::Now()));
+  Plan plan;
+  plan.set_province_id(province_);
+  plan.set_year(year);
+  PlanLine* line = plan.add_lines();
+  line->set_category(SUPPORT_CATEGORY_TRAINING);
+  line->set_funding(FUNDING_SOURCE_LOCAL);
+  line->set_planned_amount_vnd(45'000'000);
+  line->set_planned_facilities(3);
+  ASSERT_TRUE(server_->plans()->CreatePlan(plan, {0, "test"}, "").ok());
+
+  BudgetRequest req;
+  req.set_year(year);  // the officer's one org unit: the province
   BudgetReport budget;
-  grpc::Status status = stub->GetBudget(As("officer").get(), BudgetRequest(), &budget);
+  grpc::Status status = stub->GetBudget(As("officer").get(), req, &budget);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(budget.has_plan());
+  EXPECT_EQ(budget.province_id(), province_);
+  EXPECT_EQ(budget.year(), year);
+  ASSERT_EQ(budget.rows_size(), 1);
+  EXPECT_EQ(budget.rows(0).funding_source(), FUNDING_SOURCE_LOCAL);
+  EXPECT_EQ(budget.rows(0).category(), SUPPORT_CATEGORY_TRAINING);
+  EXPECT_EQ(budget.rows(0).planned_vnd(), 45'000'000);
+  EXPECT_EQ(budget.rows(0).remaining_vnd(), 45'000'000);
+  EXPECT_EQ(budget.rows(0).planned_facilities(), 3);
+  EXPECT_EQ(budget.rows(0).approved_requests(), 0);
+
+  // Another province's unit reads like one that does not exist; a bad year names it.
+  req.mutable_filter()->set_org_unit_id(other_province_);
+  grpc::Status foreign = stub->GetBudget(As("officer").get(), req, &budget);
+  req.mutable_filter()->set_org_unit_id(other_province_ + 100000);
+  grpc::Status absent = stub->GetBudget(As("officer").get(), req, &budget);
+  EXPECT_EQ(foreign.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(absent.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(foreign.error_message(),
+            absl::StrReplaceAll(absent.error_message(),
+                                {{absl::StrCat(other_province_ + 100000),
+                                  absl::StrCat(other_province_)}}));
+  req.mutable_filter()->set_org_unit_id(province_);
+  req.set_year(1999);
+  status = stub->GetBudget(As("officer").get(), req, &budget);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("year:"));
+
+  OutcomesReport outcomes;
+  status = stub->GetOutcomes(As("officer").get(), OutcomesRequest(), &outcomes);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("budget"));
 }
 
 TEST_F(ReportServiceTest, ExportsCsvWithBomInChunks) {
