@@ -64,9 +64,12 @@ absl::StatusOr<BudgetFigures> BudgetFor(Directory& directory, PlanStore& plans,
     query.commune_ids = *std::move(communes);
     if (query.commune_ids.empty()) query.commune_ids.push_back(-1);  // no commune: nothing counts
   }
+  const uint64_t as_of_op = records.last_op();
   s = ConfirmCommittedDraws(plans, records);
   if (!s.ok()) return s;
-  return plans.Budget(query);
+  absl::StatusOr<BudgetFigures> figures = plans.Budget(query);
+  if (figures.ok()) figures->as_of_op = as_of_op;
+  return figures;
 }
 
 }  // namespace kcnet::server

@@ -26,7 +26,8 @@ namespace kcnet::server {
 // or "year: ..."; NOT_FOUND "org_unit_id: ..." when the unit does not exist or lies outside
 // the caller's subtrees (one message for both). Before counting, it confirms the draws of
 // approvals committed in `records` since the last call (PlanStore::ConfirmDraw), so an
-// approval is counted as soon as its commit is visible.
+// approval is counted as soon as its commit is visible; `as_of_op` says up to which op of
+// the record store the answer is complete.
 absl::StatusOr<BudgetFigures> BudgetFor(Directory& directory, PlanStore& plans,
                                         sync::ServerStore& records, const Principal& caller,
                                         int64_t org_unit_id, int32_t year);

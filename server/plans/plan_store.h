@@ -107,6 +107,9 @@ struct BudgetFigures {
   // The plan store's change counter these figures count up to: every plan write, draw
   // confirmation and disbursement increments it.
   int64_t as_of_change = 0;
+  // Set by BudgetFor: the record store's last op (ServerStore::last_op) when it began.
+  // Every approval committed at or before that op is counted (later ones may be too).
+  uint64_t as_of_op = 0;
 };
 
 class PlanStore {

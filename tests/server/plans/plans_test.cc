@@ -654,8 +654,10 @@ TEST_F(PlansTest, BudgetFiguresByScopeWithCounterpartFunds) {
   EXPECT_EQ(national->disbursed_vnd, 12'000'000);
   EXPECT_EQ(national->approved_requests, 1);
   EXPECT_EQ(Row(district, FUNDING_SOURCE_LOCAL, kTraining)->approved_vnd, 0);
-  // The change counter grows with every write it counts.
+  // The change counter grows with every write it counts; the answer is complete up to the
+  // record store's op when it began.
   EXPECT_GT(all.as_of_change, 0);
+  EXPECT_EQ(all.as_of_op, server_->store()->last_op());
   ASSERT_TRUE(Pay("officer1", a.id(), 1'000'000).ok());
   EXPECT_GT(Budget(p_, 2026).as_of_change, all.as_of_change);
 
