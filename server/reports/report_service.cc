@@ -307,12 +307,10 @@ class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
             }
             unit = p->org_unit_ids.front();
           }
-          // Every approval committed by now is counted (BudgetFor confirms their draws).
-          const uint64_t as_of_op = records_->last_op();
           absl::StatusOr<BudgetFigures> figures =
               BudgetFor(*directory_, *plans_, *records_, *p, unit, req->year());
           if (!figures.ok()) return figures.status();
-          resp->set_as_of_op(as_of_op);
+          resp->set_as_of_op(figures->as_of_op);
           resp->set_province_id(figures->province_id);
           resp->set_year(figures->year);
           resp->set_has_plan(figures->has_plan);
