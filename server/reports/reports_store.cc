@@ -258,16 +258,32 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUp() {
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
   {
     absl::MutexLock lock(&write_mu_);
+    // Empty tables without their secondary indexes: rows go in through the primary keys
+    // only, and each index is then built once, sorted, which is several times faster.
     std::string sql = "BEGIN IMMEDIATE;";
     for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
+    absl::StatusOr<Statement*> indexes = writer_->Prepare(
+        "SELECT name FROM main.sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND "
+        "(tbl_name LIKE 'r\\_%' ESCAPE '\\' OR tbl_name LIKE 's\\_%' ESCAPE '\\') AND "
+        "tbl_name NOT IN ('r_meta', 'r_device')");
+    if (!indexes.ok()) return indexes.status();
+    absl::Status status = ForEachRow(*indexes, [&](Statement& row) {
+      absl::StrAppend(&sql, "DROP INDEX main.", row.ColumnText(0), ";");
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
     absl::StrAppend(&sql, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
-    absl::Status status = writer_->Exec(sql);
+    status = writer_->Exec(sql);
     if (!status.ok()) {
       (void)writer_->Exec("ROLLBACK");
       return status;
     }
   }
-  return CatchUp();
+  absl::StatusOr<uint64_t> cursor = CatchUp();
+  absl::MutexLock lock(&write_mu_);
+  absl::Status status = writer_->Exec(kTables);  // the indexes again
+  if (!status.ok()) return status;
+  return cursor;
 }
 
 absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done) {
