@@ -5,7 +5,7 @@ import "./styles.css";
 import { render } from "preact";
 import { useEffect } from "preact/hooks";
 import { effect } from "@preact/signals";
-import { auth } from "./api";
+import { auth, signOut as bridgeSignOut } from "./api";
 import { lang, t } from "./i18n";
 import { me, navigate, route, setLangParam } from "./state";
 import { resetCaches, Queue } from "./pages/Queue";
@@ -28,7 +28,7 @@ async function whoAmI() {
 
 async function signOut() {
   try {
-    await auth.logout({});
+    await bridgeSignOut(); // the bridge calls Logout (the token is revoked) and clears the cookie
   } catch {
     // Signed out on the server already, or unreachable: the page forgets the user anyway.
   }

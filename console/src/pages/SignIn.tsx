@@ -1,7 +1,7 @@
-// The sign-in page. The bridge answers a successful Login with an HttpOnly cookie; the
-// token in the answer's body is ignored here and never stored.
+// The sign-in page. POST /auth/sign-in makes the bridge call Login and keep the token in
+// an HttpOnly cookie; the page then asks WhoAmI who signed in. No token in page scripts.
 import { useState } from "preact/hooks";
-import { auth, Code, ConnectError } from "../api";
+import { auth, Code, ConnectError, signIn } from "../api";
 import { t } from "../i18n";
 import { me } from "../state";
 
@@ -16,8 +16,8 @@ export function SignIn() {
     setBusy(true);
     setError("");
     try {
-      const res = await auth.login({ username: username.trim(), password });
-      me.value = res.user ?? null;
+      await signIn(username.trim(), password);
+      me.value = (await auth.whoAmI({})).user ?? null;
     } catch (err) {
       const code = err instanceof ConnectError ? err.code : Code.Unknown;
       setError(
