@@ -38,4 +38,16 @@ await esbuild.build({
   logLevel: "warning",
 });
 copyFileSync(join(consoleDir, "public", "index.html"), join(outDir, "index.html"));
+// The development stand-in for the bridge (scripts/dev-bridge.ts), beside dist, for Node.
+await esbuild.build({
+  entryPoints: [join(consoleDir, "scripts", "dev-bridge.ts")],
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  outfile: join(outDir, "..", "dev-bridge.mjs"),
+  nodePaths: [join(consoleDir, "node_modules")],
+  plugins: [genPlugin],
+  logLevel: "warning",
+});
 console.log(`build: ${outDir}`);

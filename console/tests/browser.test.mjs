@@ -50,7 +50,10 @@ if (!existsSync(chromiumPath)) {
   skip(`no chromium at ${chromiumPath} (apt-get install chromium; deploy/install-deps.sh does)`);
 }
 const help = spawnSyncText(args.server, ["--help"]);
-if (!help.includes("http_listen")) {
+// KCNET_CONSOLE_DEV_BRIDGE=build/console/dev-bridge.mjs: with a server that has no bridge,
+// use the development stand-in (scripts/dev-bridge.ts) instead; for working on the console.
+const devBridge = help.includes("http_listen") ? "" : (process.env.KCNET_CONSOLE_DEV_BRIDGE ?? "");
+if (!help.includes("http_listen") && !devBridge) {
   skip("kcnet-server has no --http_listen (the HTTP bridge is not in this build)");
 }
 if (!existsSync(join(args.console_dir, "index.html"))) {
@@ -82,6 +85,7 @@ const dataDir = join(work, "data");
 mkdirSync(dataDir);
 mkdirSync(args.artifacts, { recursive: true });
 let server;
+let devBridgeProcess;
 let browser;
 
 async function main() {
@@ -90,16 +94,12 @@ async function main() {
 
   step("start kcnet-server with the HTTP bridge");
   const httpPort = await freePort();
-  server = spawn(
-    args.server,
-    [
-      "--listen=127.0.0.1:0",
-      `--data_dir=${dataDir}`,
-      `--http_listen=127.0.0.1:${httpPort}`,
-      `--console_dir=${args.console_dir}`,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const bridgeFlags = devBridge
+    ? []
+    : [`--http_listen=127.0.0.1:${httpPort}`, `--console_dir=${args.console_dir}`];
+  server = spawn(args.server, ["--listen=127.0.0.1:0", `--data_dir=${dataDir}`, ...bridgeFlags], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let serverLog = "";
   server.stderr.on("data", (d) => (serverLog += d));
   const grpcAddress = await new Promise((resolve, reject) => {
@@ -115,6 +115,12 @@ async function main() {
     });
     server.once("exit", (code) => reject(new Error(`kcnet-server exited ${code}:\n${serverLog}`)));
   });
+  if (devBridge) {
+    console.log(`(the development stand-in ${devBridge} serves the console, not kcnet-server)`);
+    devBridgeProcess = spawn(process.execPath, [devBridge, args.console_dir, grpcAddress, String(httpPort)], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+  }
   const base = `http://127.0.0.1:${httpPort}`;
   for (let i = 0; ; i++) {
     try {
@@ -351,5 +357,6 @@ main()
   .finally(async () => {
     await browser?.close().catch(() => {});
     server?.kill("SIGTERM");
+    devBridgeProcess?.kill("SIGTERM");
     rmSync(work, { recursive: true, force: true });
   });
