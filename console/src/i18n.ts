@@ -231,7 +231,10 @@ export function formatTime(ms: bigint | number): string {
   if (!n) return "—";
   return new Intl.DateTimeFormat(lang.value === "en" ? "en-GB" : "vi-VN", {
     timeZone: "Asia/Ho_Chi_Minh",
-    dateStyle: "short",
-    timeStyle: "short",
+    day: "2-digit",
+    month: "2-digit",
+    year: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
   }).format(new Date(n));
 }

@@ -292,6 +292,13 @@ async function main() {
   await page.keyboard.press("Enter");
   await page.locator("#request-status", { hasText: "Huyện đã đồng ý" }).waitFor();
   await page.locator("#history", { hasText: "Đủ hồ sơ, đề nghị tỉnh hỗ trợ" }).waitFor();
+  // Times are Vietnam's (UTC+7) although the browser runs in Paris' zone.
+  const vnHours = [0, 3].map((minutesAgo) =>
+    new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", hour: "2-digit", hourCycle: "h23" })
+      .format(new Date(Date.now() - minutesAgo * 60000)));
+  const shownTime = (await page.locator("#history tbody tr").last().locator("td").first().innerText()).trim();
+  assert.match(shownTime, /^\d{2}:\d{2} \d{2}\/\d{2}\/\d{4}$/, "HH:MM dd/mm/yyyy");
+  assert.ok(vnHours.includes(shownTime.slice(0, 2)), `Vietnam's hour ${vnHours}, shown ${shownTime}`);
 
   step("return r2: the reason is required, then reaches collab1's tablet");
   await page.goto(`${base}/#/request/${r2}`);

@@ -299,7 +299,10 @@ function Decision({ request: r, onDone }: { request: SupportRequest; onDone: () 
                 id="decision-amount"
                 inputMode="numeric"
                 value={amount}
-                onInput={(e) => setAmount((e.target as HTMLInputElement).value)}
+                onInput={(e) => {
+                  setAmount((e.target as HTMLInputElement).value);
+                  setError("");
+                }}
               />
             </div>
             <div class="field">
@@ -325,7 +328,10 @@ function Decision({ request: r, onDone }: { request: SupportRequest; onDone: () 
             id="decision-reason"
             rows={3}
             value={note}
-            onInput={(e) => setNote((e.target as HTMLTextAreaElement).value)}
+            onInput={(e) => {
+              setNote((e.target as HTMLTextAreaElement).value);
+              setError("");
+            }}
           />
         </div>
         {error && (
