@@ -93,35 +93,38 @@ async function main() {
   execFileSync(args.admin, ["seed-demo", `--data_dir=${dataDir}`], { stdio: "ignore" });
 
   step("start kcnet-server with the HTTP bridge");
-  const httpPort = await freePort();
+  // Port 0 for both listeners: the server prints the ports it took.
   const bridgeFlags = devBridge
     ? []
-    : [`--http_listen=127.0.0.1:${httpPort}`, `--console_dir=${args.console_dir}`];
+    : ["--http_listen=127.0.0.1:0", `--console_dir=${args.console_dir}`];
   server = spawn(args.server, ["--listen=127.0.0.1:0", `--data_dir=${dataDir}`, ...bridgeFlags], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let serverLog = "";
   server.stderr.on("data", (d) => (serverLog += d));
-  const grpcAddress = await new Promise((resolve, reject) => {
+  const [grpcAddress, consoleUrl] = await new Promise((resolve, reject) => {
     let out = "";
-    const timer = setTimeout(() => reject(new Error(`kcnet-server did not start:\n${serverLog}`)), 30000);
+    const timer = setTimeout(() => reject(new Error(`kcnet-server did not start:\n${out}${serverLog}`)), 30000);
     server.stdout.on("data", (d) => {
       out += d;
-      const m = /kcnet-server listening on (\S+)/.exec(out);
-      if (m) {
+      const grpc = /kcnet-server listening on (\S+)/.exec(out);
+      const http = /console on (\S+)/.exec(out);
+      if (grpc && (http || devBridge)) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve([grpc[1], http?.[1]]);
       }
     });
     server.once("exit", (code) => reject(new Error(`kcnet-server exited ${code}:\n${serverLog}`)));
   });
+  let base = (consoleUrl ?? "").replace(/\/$/, "");
   if (devBridge) {
+    const httpPort = await freePort();
     console.log(`(the development stand-in ${devBridge} serves the console, not kcnet-server)`);
     devBridgeProcess = spawn(process.execPath, [devBridge, args.console_dir, grpcAddress, String(httpPort)], {
       stdio: ["ignore", "ignore", "inherit"],
     });
+    base = `http://127.0.0.1:${httpPort}`;
   }
-  const base = `http://127.0.0.1:${httpPort}`;
   for (let i = 0; ; i++) {
     try {
       if ((await fetch(`${base}/`)).ok) break;
