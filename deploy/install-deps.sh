@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang clang-format libclang-rt-14-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl
+  libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl libcpp-httplib-dev
   googletest libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   chromium  # the console's browser tests (console/tests, ctest label browser)
 )
