@@ -327,9 +327,22 @@ async function main() {
   await page.getByRole("button", { name: "Chuyển sang tiếng Việt" }).click();
   await page.locator("main h1", { hasText: "Hàng chờ duyệt" }).waitFor();
 
-  step("sign out; the officer signs in and approves r1");
+  step("sign out revokes the session; the officer signs in and approves r1");
+  const session = (await context.cookies()).filter((c) => c.value.length >= 16);
+  assert.equal(session.length, 1, "one session cookie");
+  assert.ok(session[0].httpOnly, "HttpOnly");
+  assert.equal(session[0].sameSite, "Strict");
+  const whoAmIWith = (cookie) =>
+    fetch(`${base}/kcnet.v1.AuthService/WhoAmI`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1",
+        Cookie: `${cookie.name}=${cookie.value}` },
+      body: "{}",
+    });
+  assert.equal((await whoAmIWith(session[0])).status, 200, "the cookie works before sign-out");
   await page.getByRole("button", { name: "Đăng xuất" }).click();
   await page.locator("main h1", { hasText: "Đăng nhập" }).waitFor();
+  assert.equal((await whoAmIWith(session[0])).status, 401, "the old cookie is revoked");
   await page.reload();
   await page.locator("main h1", { hasText: "Đăng nhập" }).waitFor(); // the cookie is gone
   await signIn("officer1");
