@@ -10,10 +10,13 @@
 #                   the certificates live in its tls/ folder (delete it to make new ones)
 #   KCNET_LISTEN    where to listen (default 127.0.0.1:50051); the certificate names
 #                   localhost, this machine's name and addresses, and the KCNET_LISTEN host
+#   KCNET_HTTP_LISTEN  the browser console's address (default 127.0.0.1:8443, HTTPS with
+#                   the same certificate); served when the console was built (node, npm)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data_dir=${KCNET_DATA_DIR:-./kcnet-demo-data}
 listen=${KCNET_LISTEN:-127.0.0.1:50051}
+http_listen=${KCNET_HTTP_LISTEN:-127.0.0.1:8443}
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "Installing build dependencies (Debian packages; asks for sudo when not root)"
@@ -136,8 +139,22 @@ grpcurl (https://github.com/fullstorydev/grpcurl, not packaged by Debian):
     $listen kcnet.v1.AuthService/Login
 docs/API.md says who may call what.
 
-== Starting kcnet-server on $listen with TLS (Ctrl-C to stop)
 EXAMPLES
 
+# The browser console (docs/CONSOLE.md), when it was built.
+console_flags=()
+if [ -s "$build_dir/console/dist/index.html" ]; then
+  console_flags=(--http_listen="$http_listen" --console_dir="$build_dir/console/dist")
+  cat <<CONSOLE
+== The browser console: https://$http_listen/
+Sign in as coord1 (district coordinator) or officer1 (province officer) with the demo
+passwords above. The browser must trust $ca_pem (import it as an authority),
+or accept the warning once.
+CONSOLE
+else
+  say "The browser console was not built (node and npm are needed; docs/CONSOLE.md)"
+fi
+
+say "Starting kcnet-server on $listen with TLS (Ctrl-C to stop)"
 exec "$server_bin" --data_dir="$data_dir" --listen="$listen" \
-  --tls_cert="$tls_dir/server.pem" --tls_key="$tls_dir/server.key"
+  --tls_cert="$tls_dir/server.pem" --tls_key="$tls_dir/server.key" "${console_flags[@]}"
