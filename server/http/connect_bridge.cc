@@ -24,6 +24,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "httplib.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "server/rpc/storage_rpc_runner.h"
 
 namespace kcnet::server {
 namespace {
@@ -276,6 +277,15 @@ grpc::Status CheckSameOrigin(const httplib::Request& request) {
                  "csrf: yêu cầu từ trang khác / a cross-site request is refused");
   }
   return grpc::Status::OK;
+}
+
+// Names the browser's address to the services (their sign-in limits count per address).
+void AddForwardedPeer(const httplib::Request& request, grpc::ClientContext* context) {
+  const std::string& address = request.remote_addr;
+  if (address.empty()) return;
+  context->AddMetadata(kForwardedPeerMetadata, absl::StrContains(address, ':')
+                                                   ? absl::StrCat("ipv6:[", address, "]")
+                                                   : absl::StrCat("ipv4:", address));
 }
 
 // The deadline from Connect-Timeout-Ms, else `fallback` from now (InfiniteDuration: none).
@@ -707,6 +717,7 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
     if (!credentials.authorization.empty()) {
       context.AddMetadata("authorization", credentials.authorization);
     }
+    AddForwardedPeer(request, &context);
     std::string reply_bytes;
     grpc::Status status = CallUnary(channel_.get(), path, request_bytes, &context, &reply_bytes);
     std::string reply_json;
@@ -754,6 +765,7 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
   if (!credentials.authorization.empty()) {
     call->context()->AddMetadata("authorization", credentials.authorization);
   }
+  AddForwardedPeer(request, call->context());
   if (!call->Start(request_bytes)) {
     const grpc::Status status = call->status();
     call->Release();
@@ -787,6 +799,7 @@ void ConnectBridge::HandleSignIn(const httplib::Request& request, httplib::Respo
   login.clear_device_id();  // a browser is no device: no device credential
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.default_unary_deadline));
+  AddForwardedPeer(request, &context);
   std::string reply;
   const grpc::Status status = CallUnary(channel_.get(), "/kcnet.v1.AuthService/Login",
                                         login.SerializeAsString(), &context, &reply);

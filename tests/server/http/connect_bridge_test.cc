@@ -399,6 +399,39 @@ TEST_F(ConnectBridgeTest, StreamsPerUserAreCappedAndUnaryCallsStillGoThrough) {
   EXPECT_EQ(served, 1);
 }
 
+TEST_F(ConnectBridgeTest, SignInLimitsCountPerBrowserAddressNotForTheWholeBridge) {
+  server_.reset();
+  Start([](ServerOptions& options) {
+    options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
+    options.sign_in.per_user = {};
+  });
+  for (int i = 0; i < 2; ++i) {
+    auto wrong = Http()->Post("/auth/sign-in", BrowserHeaders(),
+                              R"({"username":"coord1","password":"wrong"})", "application/json");
+    ASSERT_TRUE(wrong);
+    EXPECT_EQ(wrong->status, 401) << wrong->body;
+  }
+  auto limited =
+      Http()->Post("/auth/sign-in", BrowserHeaders(),
+                   R"({"username":"officer","password":"password-123"})", "application/json");
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->status, 429) << limited->body;
+  EXPECT_THAT(limited->body, HasSubstr("\"code\":\"resource_exhausted\""));
+  // The bridge named the browser's address (127.0.0.1), so a gRPC client from that same
+  // address is limited too; with "inproc" as the key it would not be (and every browser
+  // would share one limit). Metadata naming another address is not believed off the
+  // in-process channel.
+  auto stub = AuthService::NewStub(server_->Channel());
+  grpc::ClientContext context;
+  context.AddMetadata("x-kcnet-forwarded-peer", "ipv4:10.9.9.9");
+  LoginRequest request;
+  request.set_username("officer");
+  request.set_password(kPassword);
+  LoginResponse response;
+  EXPECT_EQ(stub->Login(&context, request, &response).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
 TEST_F(ConnectBridgeTest, BodyOverTheCapIsRefused) {
   server_.reset();
   Start([](ServerOptions& options) { options.http.max_body_bytes = 1024; });
@@ -469,18 +502,17 @@ TEST(ConnectBridgeTlsTest, ServesTlsWithTheGrpcCertificate) {
     options.http_listen = "127.0.0.1:0";
   });
   ASSERT_TRUE(server.ok());
-  ASSERT_TRUE(server.directory()
-                  .CreateUser("admin", "Quản trị", kPassword, ROLE_ADMINISTRATOR,
-                              {server.directory()
-                                   .CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0)
-                                   ->id()})
-                  .ok());
+  ASSERT_TRUE(
+      server.directory()
+          .CreateUser(
+              "admin", "Quản trị", kPassword, ROLE_ADMINISTRATOR,
+              {server.directory().CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0)->id()})
+          .ok());
   httplib::SSLClient client("localhost", server.server().http_port());
   client.set_ca_cert_path(certs.ca_cert());
   client.enable_server_certificate_verification(true);
   auto login = client.Post("/kcnet.v1.AuthService/Login",
-                           R"({"username":"admin","password":"password-123"})",
-                           "application/json");
+                           R"({"username":"admin","password":"password-123"})", "application/json");
   ASSERT_TRUE(login) << httplib::to_string(login.error());
   EXPECT_EQ(login->status, 200) << login->body;
   EXPECT_THAT(login->body, HasSubstr("\"token\":\""));
