@@ -3,7 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <chrono>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <utility>
@@ -17,7 +17,6 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/descriptor.h"
-#include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/type_resolver_util.h"
 #include "google/rpc/status.pb.h"
@@ -138,8 +137,7 @@ std::string ErrorJson(const grpc::Status& status) {
     json += ",\"details\":[";
     for (int i = 0; i < rich.details_size(); ++i) {
       const google::protobuf::Any& any = rich.details(i);
-      const std::string type(absl::StripPrefix(
-          absl::string_view(any.type_url()).substr(any.type_url().rfind('/') + 1), ""));
+      const std::string type = any.type_url().substr(any.type_url().rfind('/') + 1);
       std::string value = absl::Base64Escape(any.value());
       while (!value.empty() && value.back() == '=') value.pop_back();
       absl::StrAppend(&json, i > 0 ? "," : "", "{\"type\":", JsonString(type),
@@ -347,10 +345,10 @@ grpc::Status BytesToJson(const google::protobuf::Descriptor* type, const std::st
 }
 
 // One unary call through the in-process channel.
-grpc::Status CallUnary(grpc::Channel* channel, const std::string& method,
+grpc::Status CallUnary(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                        const std::string& request, grpc::ClientContext* context,
                        std::string* reply) {
-  grpc::GenericStub stub(std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
+  grpc::GenericStub stub(channel);
   grpc::CompletionQueue cq;
   auto call = stub.PrepareUnaryCall(context, method, ToBuffer(request), &cq);
   call->StartCall();
@@ -603,7 +601,14 @@ absl::StatusOr<std::unique_ptr<ConnectBridge>> ConnectBridge::Start(
     return absl::UnavailableError(
         absl::StrCat("http_listen: cannot listen on '", options.listen, "' (address in use?)"));
   }
-  bridge->listener_ = std::thread([self] { self->http_->listen_after_bind(); });
+  auto listener_done = std::make_shared<std::atomic<bool>>(false);
+  bridge->listener_ = std::thread([self, listener_done] {
+    self->http_->listen_after_bind();
+    listener_done->store(true);
+  });
+  // httplib's stop() does nothing to a server that is not running yet (its listener would
+  // then never end): return only once it runs.
+  while (!http.is_running() && !listener_done->load()) absl::SleepFor(absl::Milliseconds(1));
   options.logger->Info(absl::StrCat("console bridge on ", self->tls_ ? "https" : "http", "://",
                                     host, ":", bridge->port_,
                                     options.console_dir.empty() ? " (no console files)" : ""));
@@ -719,7 +724,7 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
     }
     AddForwardedPeer(request, &context);
     std::string reply_bytes;
-    grpc::Status status = CallUnary(channel_.get(), path, request_bytes, &context, &reply_bytes);
+    grpc::Status status = CallUnary(channel_, path, request_bytes, &context, &reply_bytes);
     std::string reply_json;
     if (status.ok()) status = BytesToJson(method->output_type(), reply_bytes, &reply_json);
     if (!status.ok()) return fail(status);
@@ -737,7 +742,7 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
       context.AddMetadata("authorization", credentials.authorization);
     }
     std::string reply;
-    const grpc::Status who = CallUnary(channel_.get(), "/kcnet.v1.AuthService/WhoAmI",
+    const grpc::Status who = CallUnary(channel_, "/kcnet.v1.AuthService/WhoAmI",
                                        v1::WhoAmIRequest().SerializeAsString(), &context, &reply);
     if (!who.ok()) return fail(who);
     v1::WhoAmIResponse whoami;
@@ -801,7 +806,7 @@ void ConnectBridge::HandleSignIn(const httplib::Request& request, httplib::Respo
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.default_unary_deadline));
   AddForwardedPeer(request, &context);
   std::string reply;
-  const grpc::Status status = CallUnary(channel_.get(), "/kcnet.v1.AuthService/Login",
+  const grpc::Status status = CallUnary(channel_, "/kcnet.v1.AuthService/Login",
                                         login.SerializeAsString(), &context, &reply);
   if (!status.ok()) return ReplyUnaryError(response, status);
   v1::LoginResponse signed_in;
@@ -835,7 +840,7 @@ void ConnectBridge::HandleSignOut(const httplib::Request& request, httplib::Resp
     context.AddMetadata("authorization", credentials.authorization);
   }
   std::string reply;
-  const grpc::Status status = CallUnary(channel_.get(), "/kcnet.v1.AuthService/Logout",
+  const grpc::Status status = CallUnary(channel_, "/kcnet.v1.AuthService/Logout",
                                         v1::LogoutRequest().SerializeAsString(), &context, &reply);
   if (!status.ok()) return ReplyUnaryError(response, status);
   response.status = 200;
