@@ -7,10 +7,11 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang clang-format libclang-rt-14-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl
+  libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl libcpp-httplib-dev
   googletest libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   # Report exports (XLSX) and the test that reads them back with LibreOffice headless.
   libxlsxwriter-dev libreoffice-calc-nogui
+  chromium  # the console's browser tests (console/tests, ctest label browser)
 )
 
 missing=()
@@ -19,6 +20,17 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# The console (console/) is built with Node.js and npm. A Node.js already on the machine is
+# kept: it brings its own npm, which Debian's npm package would conflict with.
+if ! command -v node >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+  if dpkg-query -W -f='${Status}' nodejs 2>/dev/null | grep -q "install ok installed"; then
+    missing+=(npm)
+  else
+    echo "install-deps: this Node.js has no npm; the console will not be built" >&2
+  fi
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""

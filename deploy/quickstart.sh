@@ -10,10 +10,15 @@
 #                   the certificates live in its tls/ folder (delete it to make new ones)
 #   KCNET_LISTEN    where to listen (default 127.0.0.1:50051); the certificate names
 #                   localhost, this machine's name and addresses, and the KCNET_LISTEN host
+#   KCNET_HTTP_LISTEN  where the console's HTTP bridge listens (default 127.0.0.1:8443),
+#                   with the same certificate; it serves the console when it was built
+#                   (BUILD/console/dist, console/dist, or KCNET_CONSOLE_DIR), and its
+#                   Connect API (docs/CONSOLE.md) in any case
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data_dir=${KCNET_DATA_DIR:-./kcnet-demo-data}
 listen=${KCNET_LISTEN:-127.0.0.1:50051}
+http_listen=${KCNET_HTTP_LISTEN:-127.0.0.1:8443}
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "Installing build dependencies (Debian packages; asks for sudo when not root)"
@@ -138,8 +143,38 @@ grpcurl (https://github.com/fullstorydev/grpcurl, not packaged by Debian):
     $listen kcnet.v1.AuthService/Login
 docs/API.md says who may call what.
 
-== Starting kcnet-server on $listen with TLS (Ctrl-C to stop)
 EXAMPLES
 
+# The console's files, when the console was built.
+console_dir=${KCNET_CONSOLE_DIR:-}
+if [ -z "$console_dir" ]; then
+  for candidate in "$build_dir/console/dist" "$root/console/dist"; do
+    if [ -f "$candidate/index.html" ]; then
+      console_dir=$candidate
+      break
+    fi
+  done
+fi
+http_host=${http_listen%:*}
+case "$http_host" in "" | 0.0.0.0 | "[::]") http_host=localhost ;; esac
+console_url="https://$http_host:${http_listen##*:}/"
+console_flags=(--http_listen="$http_listen")
+if [ -n "$console_dir" ]; then
+  console_flags+=(--console_dir="$console_dir")
+  cat <<CONSOLE
+== The console (bảng điều khiển): $console_url
+Sign in with a demo account above (officer1, coord1 or admin1). The browser must trust
+$ca_pem (import it as an authority), or accept the warning once.
+CONSOLE
+else
+  cat <<CONSOLE
+== The console was not built, so only its API is served on $console_url (docs/CONSOLE.md):
+  curl --cacert $ca_pem -H 'Content-Type: application/json' \\
+    -d '{"username":"officer1","password":"demo-officer1-pass"}' \\
+    ${console_url}kcnet.v1.AuthService/Login
+CONSOLE
+fi
+
+say "Starting kcnet-server on $listen with TLS, console bridge on $http_listen (Ctrl-C to stop)"
 exec "$server_bin" --data_dir="$data_dir" --listen="$listen" \
-  --tls_cert="$tls_dir/server.pem" --tls_key="$tls_dir/server.key"
+  --tls_cert="$tls_dir/server.pem" --tls_key="$tls_dir/server.key" "${console_flags[@]}"

@@ -1,5 +1,6 @@
 #include "server/app/kcnet_server.h"
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -10,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
@@ -31,6 +33,14 @@ constexpr char kPlansFile[] = "plans.db";
 constexpr char kReportsFile[] = "reports.db";
 // The health-check service name an insecure server answers SERVING for.
 constexpr char kInsecureHealthService[] = "kcnet.insecure";
+// The services the console's HTTP bridge lets a browser call. SyncService for its conflict
+// inbox (the bridge never forwards a client stream, so its Sync stream stays the tablets').
+// Health's Watch is the console's "is the server there" stream.
+constexpr std::array<const char*, 10> kBrowserServices = {
+    "kcnet.v1.AuthService",     "kcnet.v1.OrgUnitService", "kcnet.v1.UserService",
+    "kcnet.v1.FacilityService", "kcnet.v1.VisitService",   "kcnet.v1.SupportRequestService",
+    "kcnet.v1.SyncService",     "kcnet.v1.PlanService",    "kcnet.v1.ReportService",
+    "grpc.health.v1.Health"};
 
 // Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
 // would turn it on for every server the process builds after it, so the plugin is added
@@ -244,6 +254,33 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
     if (health != nullptr) health->SetServingStatus(kInsecureHealthService, true);
   }
+  if (!options.http_listen.empty()) {
+    ConnectBridgeOptions http = options.http;
+    http.listen = options.http_listen;
+    http.console_dir = options.console_dir;
+    http.tls_cert_file = options.tls_cert_file;
+    http.tls_key_file = options.tls_key_file;
+    http.logger = server->logger_.get();
+    // The console's services: never the sync stream (tablets only) nor reflection.
+    http.services = {kBrowserServices.begin(), kBrowserServices.end()};
+    // Links health.proto's descriptors into the pool, for Health's JSON.
+    (void)grpc::health::v1::HealthCheckRequest::descriptor();
+    if (!tls && !tools::IsLoopbackAddress(options.http_listen)) {
+      if (!options.insecure) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("http_listen: ", options.http_listen,
+                         " is not a loopback address and TLS is off: serve TLS with --tls_cert and "
+                         "--tls_key, or give --insecure"));
+      }
+      server->logger_->Warning(absl::StrCat("--insecure: plain HTTP on ", options.http_listen,
+                                            ", off loopback: passwords and tokens cross the "
+                                            "network readable"));
+    }
+    absl::StatusOr<std::unique_ptr<ConnectBridge>> bridge =
+        ConnectBridge::Start(http, server->server_->InProcessChannel(grpc::ChannelArguments()));
+    if (!bridge.ok()) return bridge.status();
+    server->bridge_ = *std::move(bridge);
+  }
   return server;
 }
 
@@ -257,6 +294,8 @@ void KcnetServer::Shutdown(absl::Duration grace) {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  // The bridge's calls go to the gRPC server: it stops first (cancelling its streams).
+  if (bridge_ != nullptr) bridge_->Stop();
   // In-flight calls still need the storage threads to finish, so they stop after.
   // (A server whose Start() failed part way has only some of its parts.)
   if (server_ != nullptr) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));

@@ -38,6 +38,7 @@
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
 #include "server/reports/reports_store.h"
+#include "server/http/connect_bridge.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "server/sync_stream/sync_service.h"
@@ -68,6 +69,14 @@ struct ServerOptions {
   SyncServiceOptions sync;
   // Where log lines go (one call per line); empty: stderr.
   Logger::Sink log_sink;
+  // The console's HTTP bridge (server/http/connect_bridge.h, docs/CONSOLE.md): HOST:PORT,
+  // empty (the default) for none. It serves TLS with tls_cert_file/tls_key_file when they
+  // are set, and plain HTTP off loopback only with `insecure`, as the gRPC port.
+  std::string http_listen;
+  // The console's built files, served by the bridge; empty: the bridge serves calls only.
+  std::string console_dir;
+  // Caps of the bridge's server streams (listen, console_dir, TLS and logger are filled in).
+  ConnectBridgeOptions http;
 };
 
 class KcnetServer {
@@ -89,6 +98,8 @@ class KcnetServer {
   std::string address() const;
   // True when it serves plaintext off loopback (ServerOptions::insecure was needed).
   bool insecure() const { return insecure_; }
+  // The HTTP bridge's port; 0 without --http_listen.
+  int http_port() const { return bridge_ == nullptr ? 0 : bridge_->port(); }
 
   Directory* directory() { return directory_.get(); }
   sync::ServerStore* store() { return store_.get(); }
@@ -121,6 +132,7 @@ class KcnetServer {
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<SyncServiceImpl> sync_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<ConnectBridge> bridge_;  // forwards to server_: stops first
   std::string data_dir_;
   std::string host_;
   int port_ = 0;

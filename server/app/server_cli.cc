@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)")
 ABSL_FLAG(int, storage_threads, 4, "Threads that run requests against storage (1-256)");
 ABSL_FLAG(bool, insecure, false, "Allow plaintext on an address off loopback (warned about)");
 ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection (grpcurl needs no .proto)");
+ABSL_FLAG(std::string, http_listen, "",
+          "HOST:PORT of the console's HTTP bridge (Connect + static files); empty: off");
+ABSL_FLAG(std::string, console_dir, "", "The console's built files, served by the HTTP bridge");
 
 namespace kcnet::server {
 namespace {
@@ -33,7 +36,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: kcnet-server --data_dir=DIR [--listen=HOST:PORT] [--log_format=text|json]\n"
     "                    [--tls_cert=PEM --tls_key=PEM | --insecure] [--reflection=false]\n"
-    "                    [--storage_threads=N]\n"
+    "                    [--storage_threads=N] [--http_listen=HOST:PORT [--console_dir=DIR]]\n"
     "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
     "  --listen           HOST:PORT to listen on, default 127.0.0.1:50051 (port 0: any)\n"
     "  --log_format       text (default) or json: one line per RPC on stderr\n"
@@ -43,11 +46,16 @@ constexpr char kUsage[] =
     "                     the health check of the service kcnet.insecure says SERVING)\n"
     "  --reflection       serve gRPC server reflection, default true\n"
     "  --storage_threads  threads that run requests against storage, default 4\n"
+    "  --http_listen      HOST:PORT of the console's HTTP bridge (the Connect protocol to\n"
+    "                     the same services, sign-in cookie); off by default; TLS with\n"
+    "                     --tls_cert/--tls_key, plain HTTP off loopback only with --insecure\n"
+    "  --console_dir      the console's built files, served by the HTTP bridge\n"
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
-constexpr const char* kFlagNames[] = {"listen",  "data_dir",        "log_format", "tls_cert",
-                                      "tls_key", "storage_threads", "insecure",   "reflection"};
+constexpr const char* kFlagNames[] = {"listen",      "data_dir",        "log_format", "tls_cert",
+                                      "tls_key",     "storage_threads", "insecure",   "reflection",
+                                      "http_listen", "console_dir"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 
@@ -128,6 +136,8 @@ int RunServerCli(int argc, char** argv) {
   options.storage_threads = absl::GetFlag(FLAGS_storage_threads);
   options.insecure = absl::GetFlag(FLAGS_insecure);
   options.reflection = absl::GetFlag(FLAGS_reflection);
+  options.http_listen = absl::GetFlag(FLAGS_http_listen);
+  options.console_dir = absl::GetFlag(FLAGS_console_dir);
   if (options.data_dir.empty()) {
     PrintError("--data_dir is required (see --help)");
     return 2;
@@ -148,6 +158,11 @@ int RunServerCli(int argc, char** argv) {
     return usage ? 2 : 1;
   }
   std::printf("kcnet-server listening on %s\n", (*server)->address().c_str());
+  if ((*server)->http_port() != 0) {
+    const std::string& http = options.http_listen;
+    std::printf("console on %s://%s:%d/\n", options.tls_cert_file.empty() ? "http" : "https",
+                http.substr(0, http.rfind(':')).c_str(), (*server)->http_port());
+  }
   std::fflush(stdout);
 
   int signal_number = 0;

@@ -1,5 +1,7 @@
 #include "server/rpc/storage_rpc_runner.h"
 
+#include <algorithm>
+
 #include <utility>
 
 #include "absl/status/status.h"
@@ -83,6 +85,19 @@ std::string PeerAddress(absl::string_view peer) {
   return std::string(peer.substr(0, colon));
 }
 
+std::string CallerAddress(const grpc::ServerContextBase& context) {
+  const std::string peer = context.peer();
+  // gRPC 1.51's in-process transport names no peer ("unknown"); later ones say "inproc".
+  // Every network transport names its address.
+  if (peer == "unknown" || peer == "inproc") {
+    const auto it = context.client_metadata().find(kForwardedPeerMetadata);
+    if (it != context.client_metadata().end() && !it->second.empty()) {
+      return std::string(it->second.data(), std::min<size_t>(it->second.size(), 64));
+    }
+  }
+  return PeerAddress(peer);
+}
+
 grpc::ServerUnaryReactor* StorageRpcRunner::Run(grpc::CallbackServerContext* context,
                                                 const char* method, Body body) {
   return Start(context, method, std::move(body), /*authenticate=*/true, &pool_);
@@ -99,7 +114,7 @@ grpc::ServerUnaryReactor* StorageRpcRunner::RunSignIn(grpc::CallbackServerContex
   // The limits are checked here, on gRPC's thread, before anything is queued: a refused
   // sign-in costs a hash-map lookup, never a storage thread.
   const absl::Time now = absl::Now();
-  absl::Status status = per_peer_.Acquire(PeerAddress(context->peer()), now, "sign-in");
+  absl::Status status = per_peer_.Acquire(CallerAddress(*context), now, "sign-in");
   if (status.ok()) {
     // Keyed like the lock-out: at most 64 bytes of what was typed.
     status = per_user_.Acquire(username.substr(0, 64), now, "sign-in");

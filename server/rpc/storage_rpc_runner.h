@@ -90,6 +90,15 @@ class StorageRpcRunner final : public RpcRunner {
 // connection from one machine counts against one limit.
 std::string PeerAddress(absl::string_view peer);
 
+// The metadata in which the console's HTTP bridge (server/http) names the browser's address
+// ("ipv4:10.0.0.7") of a call it forwards in process. Believed only from the in-process
+// channel: a network client that sends it is keyed by its own address.
+inline constexpr char kForwardedPeerMetadata[] = "x-kcnet-forwarded-peer";
+
+// The address a call's limits count against: PeerAddress(context.peer()), or, for a call
+// the bridge forwarded in process, the browser's address it names.
+std::string CallerAddress(const grpc::ServerContextBase& context);
+
 // The token of the call's "authorization: Bearer <token>" metadata. Fails with
 // UNAUTHENTICATED, saying what is wrong, when the metadata is missing or malformed.
 absl::StatusOr<std::string> BearerToken(const grpc::ServerContextBase& context);

@@ -1,0 +1,78 @@
+// The console's clients of kcnet's gRPC services, spoken to through kcnet-server's HTTP
+// bridge with the Connect protocol (JSON). The bridge keeps the bearer token in an
+// HttpOnly cookie set at sign-in; this code never sees or stores it (no localStorage).
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import {
+  AuthService,
+  FacilityService,
+  OrgUnitService,
+  SupportRequestService,
+  UserService,
+  VisitService,
+} from "@gen/kcnet/v1/services_pb";
+
+const transport = createConnectTransport({
+  baseUrl: location.origin,
+  useBinaryFormat: false,
+  // Same-origin requests carry the cookie; nothing else carries credentials.
+  fetch: (input, init) => fetch(input, { ...init, credentials: "same-origin" }),
+});
+
+export const auth = createClient(AuthService, transport);
+export const orgUnits = createClient(OrgUnitService, transport);
+export const users = createClient(UserService, transport);
+export const facilities = createClient(FacilityService, transport);
+export const visits = createClient(VisitService, transport);
+export const requests = createClient(SupportRequestService, transport);
+
+export { Code, ConnectError };
+
+// Sign-in and sign-out are the bridge's own two routes (not AuthService calls): the bridge
+// calls Login or Logout for the page and sets or clears the HttpOnly cookie, so the token
+// never reaches page scripts. The Connect header is the bridge's CSRF check.
+async function authPost(path: string, body: object): Promise<void> {
+  const res = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+    body: JSON.stringify(body),
+  });
+  if (res.ok) return;
+  let code = Code.Unknown;
+  let message = res.statusText;
+  try {
+    const e = (await res.json()) as { code?: string; message?: string };
+    const name = (e.code ?? "").replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    const key = (name.charAt(0).toUpperCase() + name.slice(1)) as keyof typeof Code;
+    if (key in Code) code = Code[key] as Code;
+    message = e.message ?? message;
+  } catch {
+    // Not a Connect error body: keep the HTTP status text.
+  }
+  throw new ConnectError(message, code);
+}
+export const signIn = (username: string, password: string) =>
+  authPost("/auth/sign-in", { username, password });
+export const signOut = () => authPost("/auth/sign-out", {});
+
+/** The message of a failed call, for the page (the server's words, which name the field). */
+export function errorText(e: unknown): string {
+  if (e instanceof ConnectError) return e.rawMessage || Code[e.code];
+  return String(e);
+}
+
+/** Every page of a paged list call. */
+export async function all<T>(
+  fetchPage: (token: string) => Promise<{ items: T[]; next: string }>,
+  limit = 5000,
+): Promise<T[]> {
+  const out: T[] = [];
+  let token = "";
+  do {
+    const page = await fetchPage(token);
+    out.push(...page.items);
+    token = page.next;
+  } while (token && out.length < limit);
+  return out;
+}

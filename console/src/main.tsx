@@ -1,0 +1,101 @@
+// The console's shell: the header (who is signed in, language switch, sign-out) and the
+// page of the current route. On load it asks the server who the cookie belongs to
+// (WhoAmI); without a valid cookie it shows the sign-in page.
+import "./styles.css";
+import { render } from "preact";
+import { useEffect } from "preact/hooks";
+import { effect } from "@preact/signals";
+import { auth, signOut as bridgeSignOut } from "./api";
+import { lang, t } from "./i18n";
+import { me, navigate, route, setLangParam } from "./state";
+import { resetCaches, Queue } from "./pages/Queue";
+import { RequestPage } from "./pages/RequestPage";
+import { SignIn } from "./pages/SignIn";
+
+
+effect(() => {
+  document.documentElement.lang = lang.value;
+  document.title = t().appTitle;
+});
+
+async function whoAmI() {
+  try {
+    me.value = (await auth.whoAmI({})).user ?? null;
+  } catch {
+    me.value = null;
+  }
+}
+
+async function signOut() {
+  try {
+    await bridgeSignOut(); // the bridge calls Logout (the token is revoked) and clears the cookie
+  } catch {
+    // Signed out on the server already, or unreachable: the page forgets the user anyway.
+  }
+  resetCaches();
+  me.value = null;
+  navigate("#/queue");
+}
+
+function Header() {
+  const user = me.value;
+  return (
+    <header class="top">
+      <a class="skip" href="#main">
+        {t().skipToMain}
+      </a>
+      <span class="brand">{t().appTitle}</span>
+      <nav aria-label="kcnet">
+        {user && <a href="#/queue">{t().queue}</a>}
+      </nav>
+      <span class="spacer" />
+      <button
+        type="button"
+        class="link"
+        lang={lang.value === "en" ? "vi" : "en"}
+        aria-label={t().switchLangLabel}
+        onClick={() => {
+          lang.value = lang.value === "en" ? "vi" : "en";
+          setLangParam(lang.value);
+        }}
+      >
+        {t().switchLang}
+      </button>
+      {user && (
+        <>
+          <span class="who">
+            {t().signedInAs} <strong>{user.displayName || user.username}</strong>
+          </span>
+          <button type="button" class="secondary" onClick={signOut}>
+            {t().signOut}
+          </button>
+        </>
+      )}
+    </header>
+  );
+}
+
+function Page() {
+  const r = route.value;
+  // Move focus to the new page's heading, so keyboard and screen-reader users land on it.
+  useEffect(() => {
+    (document.querySelector("main h1") as HTMLElement | null)?.focus();
+  }, [r, me.value?.id]);
+  if (me.value === undefined) return <main id="main" aria-busy="true" />;
+  if (me.value === null) return <SignIn />;
+  const m = /^#\/request\/([\w-]+)/.exec(r);
+  if (m) return <RequestPage id={m[1]} key={m[1]} />;
+  return <Queue />;
+}
+
+function App() {
+  return (
+    <>
+      <Header />
+      <Page />
+    </>
+  );
+}
+
+render(<App />, document.getElementById("app")!);
+whoAmI();

@@ -1,0 +1,220 @@
+// The review queue: support requests awaiting the signed-in user's decision (a district
+// coordinator decides SUBMITTED requests, a province officer ENDORSED ones), oldest first,
+// filtered by status, commune, category and funding source. The filters live in the URL.
+// What is listed is what the server lets the caller list: scope is the server's check.
+import { useEffect, useState } from "preact/hooks";
+import { all, errorText, facilities, orgUnits, requests } from "../api";
+import { OrgUnitLevel, Role, RequestStatus, type OrgUnit, type SupportRequest } from "@gen/kcnet/v1/domain_pb";
+import {
+  categoryName,
+  categoryValues,
+  formatTime,
+  formatVnd,
+  fundingName,
+  fundingValues,
+  statusName,
+  statusValues,
+  t,
+} from "../i18n";
+import { filters, me, setFilters } from "../state";
+
+/** The status a role decides on, or UNSPECIFIED (none: administrators, collaborators). */
+export function myDecisionStatus(role: Role | undefined): RequestStatus {
+  if (role === Role.DISTRICT_COORDINATOR) return RequestStatus.SUBMITTED;
+  if (role === Role.PROVINCE_OFFICER) return RequestStatus.ENDORSED;
+  return RequestStatus.UNSPECIFIED;
+}
+
+// The communes the caller may see, walked down from its own units (cached per session).
+let communesCache: Promise<OrgUnit[]> | null = null;
+async function loadCommunes(): Promise<OrgUnit[]> {
+  const out: OrgUnit[] = [];
+  let level: bigint[] = [0n];
+  for (let depth = 0; depth < 4 && level.length > 0; depth++) {
+    const next: bigint[] = [];
+    for (const parent of level) {
+      const units = await all(async (pageToken) => {
+        const r = await orgUnits.listOrgUnits({ parentId: parent, pageSize: 500, pageToken });
+        return { items: r.orgUnits, next: r.nextPageToken };
+      });
+      for (const u of units) {
+        if (u.level === OrgUnitLevel.COMMUNE) out.push(u);
+        else next.push(u.id);
+      }
+    }
+    level = next;
+  }
+  return out;
+}
+export function communes(): Promise<OrgUnit[]> {
+  communesCache ??= loadCommunes().catch(() => []);
+  return communesCache;
+}
+export function resetCaches() {
+  communesCache = null;
+}
+
+interface Row {
+  request: SupportRequest;
+  facilityName: string;
+}
+
+export function Queue() {
+  const f = filters.value;
+  const role = me.value?.role;
+  const [rows, setRows] = useState<Row[] | null>(null);
+  const [error, setError] = useState("");
+  const [communeList, setCommuneList] = useState<OrgUnit[]>([]);
+
+  useEffect(() => {
+    communes().then(setCommuneList);
+  }, []);
+
+  useEffect(() => {
+    let cancelled = false;
+    setRows(null);
+    setError("");
+    (async () => {
+      const status =
+        f.status === "all"
+          ? RequestStatus.UNSPECIFIED
+          : f.status
+            ? (Number(f.status) as RequestStatus)
+            : myDecisionStatus(role);
+      const list = await all(async (pageToken) => {
+        const r = await requests.listSupportRequests({
+          orgUnitId: f.commune ? BigInt(f.commune) : 0n,
+          status,
+          pageSize: 500,
+          pageToken,
+        });
+        return { items: r.supportRequests, next: r.nextPageToken };
+      });
+      const kept = list
+        .filter((r) => !f.category || r.category === Number(f.category))
+        .filter(
+          (r) =>
+            !f.funding ||
+            (r.approvedFunding || r.proposedFunding) === Number(f.funding),
+        )
+        .sort((a, b) => Number(a.updatedMs - b.updatedMs)); // oldest first
+      const names = new Map<string, string>();
+      await Promise.all(
+        [...new Set(kept.map((r) => r.facilityId))].map(async (id) => {
+          try {
+            names.set(id, (await facilities.getFacility({ id })).name);
+          } catch {
+            names.set(id, "—");
+          }
+        }),
+      );
+      if (!cancelled) {
+        setRows(kept.map((r) => ({ request: r, facilityName: names.get(r.facilityId) ?? "—" })));
+      }
+    })().catch((e) => !cancelled && setError(errorText(e)));
+    return () => {
+      cancelled = true;
+    };
+  }, [f.status, f.commune, f.category, f.funding, role]);
+
+  const communeName = (id: bigint) => communeList.find((c) => c.id === id)?.name ?? String(id);
+  const select = (
+    id: string,
+    label: string,
+    value: string,
+    onChange: (v: string) => void,
+    options: [string, string][],
+  ) => (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <select id={id} value={value} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
+        {options.map(([v, text]) => (
+          <option value={v} key={v}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+
+  return (
+    <main id="main">
+      <h1 tabIndex={-1}>{t().queue}</h1>
+      <p class="help">{t().queueHelp}</p>
+      <form class="filters" aria-label={t().filters} onSubmit={(e) => e.preventDefault()}>
+        {select("f-status", t().status, f.status, (v) => setFilters({ status: v }), [
+          ["", t().awaitingMe],
+          ["all", t().all],
+          ...statusValues.map((s): [string, string] => [String(s), statusName(s)]),
+        ])}
+        {select("f-commune", t().commune, f.commune, (v) => setFilters({ commune: v }), [
+          ["", t().all],
+          ...communeList.map((c): [string, string] => [String(c.id), c.name]),
+        ])}
+        {select("f-category", t().category, f.category, (v) => setFilters({ category: v }), [
+          ["", t().all],
+          ...categoryValues.map((c): [string, string] => [String(c), categoryName(c)]),
+        ])}
+        {select("f-funding", t().funding, f.funding, (v) => setFilters({ funding: v }), [
+          ["", t().all],
+          ...fundingValues.map((c): [string, string] => [String(c), fundingName(c)]),
+        ])}
+        <button
+          type="button"
+          class="secondary"
+          onClick={() => setFilters({ status: "", commune: "", category: "", funding: "" })}
+        >
+          {t().clearFilters}
+        </button>
+      </form>
+      {error && (
+        <p class="error" role="alert">
+          {t().error}: {error}
+        </p>
+      )}
+      {!error && rows === null && <p aria-live="polite">{t().loading}</p>}
+      {rows !== null && (
+        <>
+          <p aria-live="polite" id="queue-count">
+            {t().count(rows.length)}
+          </p>
+          {rows.length === 0 ? (
+            <p>{t().empty}</p>
+          ) : (
+            <table class="queue">
+              <caption class="visually-hidden">{t().queue}</caption>
+              <thead>
+                <tr>
+                  <th scope="col">{t().facility}</th>
+                  <th scope="col">{t().commune}</th>
+                  <th scope="col">{t().category}</th>
+                  <th scope="col" class="num">
+                    {t().requested}
+                  </th>
+                  <th scope="col">{t().funding}</th>
+                  <th scope="col">{t().status}</th>
+                  <th scope="col">{t().submittedAt}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map(({ request: r, facilityName }) => (
+                  <tr key={r.id} data-request-id={r.id}>
+                    <td>
+                      <a href={`#/request/${r.id}`}>{facilityName}</a>
+                    </td>
+                    <td>{communeName(r.communeId)}</td>
+                    <td>{categoryName(r.category)}</td>
+                    <td class="num">{formatVnd(r.requestedAmountVnd)}</td>
+                    <td>{fundingName(r.approvedFunding || r.proposedFunding)}</td>
+                    <td>{statusName(r.status)}</td>
+                    <td>{formatTime(r.updatedMs)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </>
+      )}
+    </main>
+  );
+}

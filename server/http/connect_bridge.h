@@ -1,0 +1,122 @@
+// ConnectBridge: the browser's door into kcnet-server (docs/CONSOLE.md). One HTTP/1.1
+// listener (cpp-httplib; TLS with the gRPC port's certificate and key) that serves
+//   - the console's static files from `console_dir` (GET; gzip when the browser accepts it;
+//     a strict Content-Security-Policy and friends on every answer), and
+//   - the Connect protocol: `POST /<package.Service>/<Method>` with application/json for a
+//     unary call, application/connect+json envelopes for a server stream. Each call is
+//     forwarded, as protobuf bytes, through `channel` (the gRPC server's own in-process
+//     channel) with grpc::GenericStub, so it passes the very same services, interceptors,
+//     authentication, scope checks and RPC log as a call from a tablet. JSON uses protobuf's
+//     JSON mapping with the generated descriptor pool. There is no second API.
+//   - POST /auth/sign-in and /auth/sign-out: AuthService.Login and Logout, keeping the token
+//     in an HttpOnly, SameSite=Strict, Secure cookie that page scripts cannot read.
+//
+// The bearer token comes from the Authorization header or from that cookie. A POST that
+// relies on the cookie (and every sign-in and sign-out) must carry the Connect header
+// `Connect-Protocol-Version: 1` (a cross-site form cannot send it) and, when the browser
+// sends an Origin, come from this very origin: that is the CSRF defence.
+//
+// Only the services in `services` are reachable (the console's; never the sync stream).
+// Streams are capped (in all, and per user, who is asked of AuthService.WhoAmI), and the
+// listener's thread pool is larger than the stream cap, so open streams never starve
+// unary calls (a pool of 8 threads, httplib's default, is exhausted by 8 streams).
+//
+// Thread-safety: thread-safe. Stop() may be called from any thread, once or more.
+#ifndef KCNET_SERVER_HTTP_CONNECT_BRIDGE_H_
+#define KCNET_SERVER_HTTP_CONNECT_BRIDGE_H_
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "server/rpc/logger.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace kcnet::server {
+
+struct ConnectBridgeOptions {
+  // HOST:PORT to listen on; port 0 picks a free port (see ConnectBridge::port()).
+  std::string listen;
+  // The console's built files (index.html, assets/); empty: no static files.
+  std::string console_dir;
+  // TLS: both PEM files, or neither (plain HTTP).
+  std::string tls_cert_file, tls_key_file;
+  // The fully qualified services a browser may call.
+  std::vector<std::string> services;
+  // Request bodies larger than this get 413 and a resource_exhausted Connect error.
+  size_t max_body_bytes = 4 << 20;
+  // Open server streams: in all, and per user.
+  int max_streams = 64;
+  int max_streams_per_user = 4;
+  // Threads for unary calls and static files, on top of one per allowed stream.
+  int unary_threads = 16;
+  // A unary call without a Connect-Timeout-Ms header gets this deadline.
+  absl::Duration default_unary_deadline = absl::Seconds(60);
+  // Not owned; must outlive the bridge. Required.
+  Logger* logger = nullptr;
+};
+
+class ConnectBridge {
+ public:
+  // Binds `listen` and starts serving. INVALID_ARGUMENT naming the option (listen, only
+  // one TLS file, stream caps, console_dir not a directory), NOT_FOUND for an unreadable
+  // TLS file, UNAVAILABLE when it cannot bind.
+  static absl::StatusOr<std::unique_ptr<ConnectBridge>> Start(
+      const ConnectBridgeOptions& options, std::shared_ptr<grpc::Channel> channel);
+  // Stop().
+  ~ConnectBridge();
+  ConnectBridge(const ConnectBridge&) = delete;
+  ConnectBridge& operator=(const ConnectBridge&) = delete;
+
+  // The port it listens on (the picked one when `listen` asked for port 0).
+  int port() const { return port_; }
+  bool tls() const { return tls_; }
+
+  // Stops listening, cancels open streams and joins the listener. Idempotent.
+  void Stop();
+
+ private:
+  ConnectBridge() = default;
+
+  // The handlers (connect_bridge.cc).
+  void HandleRpc(const httplib::Request& request, httplib::Response& response);
+  void HandleSignIn(const httplib::Request& request, httplib::Response& response);
+  void HandleSignOut(const httplib::Request& request, httplib::Response& response);
+
+  // Takes a stream slot for `user_id`; false when a cap is reached.
+  bool AcquireStream(int64_t user_id);
+  void ReleaseStream(int64_t user_id);
+
+  ConnectBridgeOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread listener_;
+  int port_ = 0;
+  bool tls_ = false;
+
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<int64_t, int> streams_by_user_ ABSL_GUARDED_BY(mu_);
+  // The contexts of open streams, cancelled by Stop().
+  std::vector<grpc::ClientContext*> stream_contexts_ ABSL_GUARDED_BY(mu_);
+
+  friend class StreamCall;
+};
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_HTTP_CONNECT_BRIDGE_H_

@@ -1,0 +1,542 @@
+// The console's HTTP bridge (server/http/connect_bridge.h) in a real KcnetServer on ports 0,
+// called with httplib's client (and curl) as a browser would: sign-in cookie, unary calls
+// with the cookie and with the Authorization header, a server stream, Connect errors, the
+// same scope answers as gRPC, CSRF refusals, static files and their security headers.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "kcnet/v1/services.grpc.pb.h"
+#include "tests/server/services/test_server.h"
+#include "tests/testing/test_tls.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::server {
+namespace {
+
+using ::kcnet::server::testing::Authorize;
+using ::kcnet::server::testing::SignIn;
+using ::kcnet::server::testing::TestServer;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
+
+constexpr char kPassword[] = "password-123";
+constexpr char kIndexHtml[] =
+    "<!doctype html><html lang=\"vi\"><head><script type=\"module\" src=\"/assets/app.js\">"
+    "</script></head><body>Bảng điều khiển</body></html>";
+
+std::string Envelope(uint8_t flags, const std::string& json) {
+  std::string out(5, '\0');
+  out[0] = static_cast<char>(flags);
+  const uint32_t size = static_cast<uint32_t>(json.size());
+  for (int i = 0; i < 4; ++i) out[1 + i] = static_cast<char>((size >> (24 - 8 * i)) & 0xff);
+  return out + json;
+}
+
+struct Frame {
+  uint8_t flags;
+  std::string json;
+};
+
+// A streamed body's envelopes; a truncated one fails the test.
+std::vector<Frame> Frames(const std::string& body) {
+  std::vector<Frame> frames;
+  size_t at = 0;
+  while (at + 5 <= body.size()) {
+    uint32_t size = 0;
+    for (int i = 0; i < 4; ++i) size = (size << 8) | static_cast<uint8_t>(body[at + 1 + i]);
+    EXPECT_LE(at + 5 + size, body.size()) << "truncated envelope";
+    frames.push_back({static_cast<uint8_t>(body[at]), body.substr(at + 5, size)});
+    at += 5 + size;
+  }
+  EXPECT_EQ(at, body.size());
+  return frames;
+}
+
+class ConnectBridgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Start([](ServerOptions&) {});
+  }
+
+  void Start(const std::function<void(ServerOptions&)>& customize) {
+    std::filesystem::create_directories(console_.File("assets"));
+    std::ofstream(console_.File("index.html")) << kIndexHtml;
+    std::ofstream(console_.File("assets/app.js"))
+        << "export const greeting = 'Xin chào';\n" + std::string(4000, ' ') + "// padding\n";
+    server_ = std::make_unique<TestServer>([&](ServerOptions& options) {
+      options.http_listen = "127.0.0.1:0";
+      options.console_dir = console_.path();
+      customize(options);
+    });
+    ASSERT_TRUE(server_->ok());
+    ASSERT_GT(server_->server().http_port(), 0);
+    Directory& d = server_->directory();
+    const int64_t province = d.CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+    const int64_t d1 = d.CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, province)->id();
+    const int64_t d2 = d.CreateOrgUnit("902", "Huyện Hai", ORG_UNIT_LEVEL_DISTRICT, province)->id();
+    commune1_ = d.CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, d1)->id();
+    commune2_ = d.CreateOrgUnit("90201", "Xã Hai", ORG_UNIT_LEVEL_COMMUNE, d2)->id();
+    ASSERT_TRUE(
+        d.CreateUser("officer", "Cán bộ tỉnh", kPassword, ROLE_PROVINCE_OFFICER, {province}).ok());
+    ASSERT_TRUE(
+        d.CreateUser("coord1", "Điều phối một", kPassword, ROLE_DISTRICT_COORDINATOR, {d1}).ok());
+  }
+
+  std::unique_ptr<httplib::Client> Http() {
+    auto client = std::make_unique<httplib::Client>("127.0.0.1", server_->server().http_port());
+    client->set_read_timeout(20, 0);
+    return client;
+  }
+
+  // The browser's headers for a call: Connect's, this origin, and the cookie if any.
+  httplib::Headers BrowserHeaders(const std::string& cookie = "") {
+    httplib::Headers headers = {
+        {"Connect-Protocol-Version", "1"},
+        {"Origin", absl::StrCat("http://127.0.0.1:", server_->server().http_port())}};
+    if (!cookie.empty()) headers.emplace("Cookie", cookie);
+    return headers;
+  }
+
+  // Signs in through the bridge; the cookie ("kcnet_token=...").
+  std::string CookieSignIn(const std::string& username) {
+    auto result = Http()->Post(
+        "/auth/sign-in", BrowserHeaders(),
+        absl::StrCat("{\"username\":\"", username, "\",\"password\":\"", kPassword, "\"}"),
+        "application/json");
+    EXPECT_TRUE(result) << "no answer";
+    if (!result) return "";
+    EXPECT_EQ(result->status, 200) << result->body;
+    const std::string set_cookie = result->get_header_value("Set-Cookie");
+    return set_cookie.substr(0, set_cookie.find(';'));
+  }
+
+  httplib::Result Unary(const std::string& method, const std::string& json,
+                        const httplib::Headers& headers) {
+    return Http()->Post(absl::StrCat("/", method).c_str(), headers, json, "application/json");
+  }
+
+  // A facility in `commune`, created over gRPC by the province officer.
+  std::string MakeFacility(int64_t commune) {
+    auto stub = FacilityService::NewStub(server_->Channel());
+    grpc::ClientContext context;
+    Authorize(&context, SignIn(server_->Channel(), "officer", kPassword));
+    CreateFacilityRequest request;
+    request.mutable_facility()->set_commune_id(commune);
+    request.mutable_facility()->set_name("Cơ sở mây tre đan");
+    Facility facility;
+    const grpc::Status status = stub->CreateFacility(&context, request, &facility);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return facility.id();
+  }
+
+  kcnet::testing::TempDir console_;
+  std::unique_ptr<TestServer> server_;
+  int64_t commune1_ = 0;
+  int64_t commune2_ = 0;
+};
+
+TEST_F(ConnectBridgeTest, SignInSetsAStrictHttpOnlyCookieAndNoTokenInTheBody) {
+  auto result =
+      Http()->Post("/auth/sign-in", BrowserHeaders(),
+                   R"({"username":"coord1","password":"password-123"})", "application/json");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const std::string cookie = result->get_header_value("Set-Cookie");
+  EXPECT_THAT(cookie, HasSubstr("kcnet_token="));
+  EXPECT_THAT(cookie, HasSubstr("HttpOnly"));
+  EXPECT_THAT(cookie, HasSubstr("SameSite=Strict"));
+  EXPECT_THAT(cookie, HasSubstr("Secure"));
+  EXPECT_THAT(result->body, HasSubstr("\"username\":\"coord1\""));
+  EXPECT_THAT(result->body, Not(HasSubstr("\"token\"")));
+  const std::string token =
+      cookie.substr(cookie.find('=') + 1, cookie.find(';') - cookie.find('=') - 1);
+  EXPECT_FALSE(token.empty());
+  EXPECT_THAT(result->body, Not(HasSubstr(token)));
+}
+
+TEST_F(ConnectBridgeTest, WrongPasswordIsUnauthenticatedAndSetsNoCookie) {
+  auto result = Http()->Post("/auth/sign-in", BrowserHeaders(),
+                             R"({"username":"coord1","password":"wrong"})", "application/json");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 401) << result->body;
+  EXPECT_THAT(result->body, HasSubstr("\"code\":\"unauthenticated\""));
+  EXPECT_FALSE(result->has_header("Set-Cookie"));
+}
+
+TEST_F(ConnectBridgeTest, UnaryCallWithTheCookie) {
+  const std::string cookie = CookieSignIn("coord1");
+  auto result = Unary("kcnet.v1.AuthService/WhoAmI", "{}", BrowserHeaders(cookie));
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200) << result->body;
+  EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
+  EXPECT_THAT(result->body, HasSubstr("\"username\":\"coord1\""));
+  EXPECT_THAT(result->body, HasSubstr("\"displayName\":\"Điều phối một\""));
+}
+
+TEST_F(ConnectBridgeTest, UnaryCallWithTheAuthorizationHeaderNeedsNoConnectHeader) {
+  // Login through the bridge like any unary call: the token in the JSON answer.
+  auto login = Unary("kcnet.v1.AuthService/Login",
+                     R"({"username":"officer","password":"password-123"})", {});
+  ASSERT_TRUE(login);
+  ASSERT_EQ(login->status, 200) << login->body;
+  const size_t at = login->body.find("\"token\":\"") + 9;
+  const std::string token = login->body.substr(at, login->body.find('"', at) - at);
+  ASSERT_FALSE(token.empty());
+  auto result = Unary("kcnet.v1.AuthService/WhoAmI", "{}", {{"Authorization", "Bearer " + token}});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200) << result->body;
+  EXPECT_THAT(result->body, HasSubstr("\"username\":\"officer\""));
+}
+
+TEST_F(ConnectBridgeTest, NoTokenIsUnauthenticated) {
+  auto result = Unary("kcnet.v1.AuthService/WhoAmI", "{}", BrowserHeaders());
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 401);
+  EXPECT_THAT(result->body, HasSubstr("\"code\":\"unauthenticated\""));
+  EXPECT_THAT(result->body, HasSubstr("authorization"));
+}
+
+TEST_F(ConnectBridgeTest, BadJsonIsInvalidArgumentNamingTheFieldOrPosition) {
+  const std::string cookie = CookieSignIn("officer");
+  auto wrong_type = Unary("kcnet.v1.FacilityService/ListFacilities", R"({"pageSize":"many"})",
+                          BrowserHeaders(cookie));
+  ASSERT_TRUE(wrong_type);
+  EXPECT_EQ(wrong_type->status, 400) << wrong_type->body;
+  EXPECT_THAT(wrong_type->body, HasSubstr("\"code\":\"invalid_argument\""));
+  EXPECT_THAT(wrong_type->body, HasSubstr("kcnet.v1.ListFacilitiesRequest"));
+  EXPECT_THAT(wrong_type->body, HasSubstr("many"));
+
+  auto unknown_field =
+      Unary("kcnet.v1.FacilityService/ListFacilities", R"({"pageSzie":5})", BrowserHeaders(cookie));
+  ASSERT_TRUE(unknown_field);
+  EXPECT_EQ(unknown_field->status, 400) << unknown_field->body;
+  EXPECT_THAT(unknown_field->body, HasSubstr("pageSzie"));
+
+  auto broken =
+      Unary("kcnet.v1.FacilityService/ListFacilities", R"({"pageSize": )", BrowserHeaders(cookie));
+  ASSERT_TRUE(broken);
+  EXPECT_EQ(broken->status, 400) << broken->body;
+  EXPECT_THAT(broken->body, HasSubstr("\"code\":\"invalid_argument\""));
+
+  // The service's own refusals pass through with their message and details.
+  auto bad_value = Unary(
+      "kcnet.v1.FacilityService/CreateFacility",
+      absl::StrCat(R"({"facility":{"communeId":")", commune1_, R"(","name":"","latitude":123}})"),
+      BrowserHeaders(cookie));
+  ASSERT_TRUE(bad_value);
+  EXPECT_EQ(bad_value->status, 400) << bad_value->body;
+  EXPECT_THAT(bad_value->body, HasSubstr("\"code\":\"invalid_argument\""));
+  EXPECT_THAT(bad_value->body, HasSubstr("latitude"));
+}
+
+TEST_F(ConnectBridgeTest, UnknownOrHiddenMethodIs404) {
+  const std::string cookie = CookieSignIn("officer");
+  for (const char* method : {"kcnet.v1.AuthService/NoSuchMethod", "kcnet.v1.NoSuchService/Get",
+                             "kcnet.v1.SyncService/Sync",  // a client stream: tablets only
+                             "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"}) {
+    auto result = Unary(method, "{}", BrowserHeaders(cookie));
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->status, 404) << method;
+    EXPECT_THAT(result->body, HasSubstr("\"code\":\"unimplemented\"")) << method;
+  }
+  auto get = Http()->Get("/kcnet.v1.AuthService/WhoAmI");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 404);
+}
+
+TEST_F(ConnectBridgeTest, OutOfScopeAnswersLikeMissingAsOverGrpc) {
+  const std::string outside = MakeFacility(commune2_);  // district 902: not coord1's
+  const std::string missing = "0b0e7f4c-8a6e-4c43-9d55-1c1f1c1f1c1f";
+  const std::string token = SignIn(server_->Channel(), "coord1", kPassword);
+  auto grpc_get = [&](const std::string& id) {
+    auto stub = FacilityService::NewStub(server_->Channel());
+    grpc::ClientContext context;
+    Authorize(&context, token);
+    GetRecordRequest request;
+    request.set_id(id);
+    Facility facility;
+    return stub->GetFacility(&context, request, &facility);
+  };
+  auto http_get = [&](const std::string& id) {
+    return Unary("kcnet.v1.FacilityService/GetFacility", absl::StrCat(R"({"id":")", id, R"("})"),
+                 {{"Authorization", "Bearer " + token}});
+  };
+  const grpc::Status grpc_outside = grpc_get(outside);
+  const grpc::Status grpc_missing = grpc_get(missing);
+  ASSERT_EQ(grpc_outside.error_code(), grpc::StatusCode::NOT_FOUND);
+  auto http_outside = http_get(outside);
+  auto http_missing = http_get(missing);
+  ASSERT_TRUE(http_outside && http_missing);
+  EXPECT_EQ(http_outside->status, 404);
+  EXPECT_EQ(http_outside->status, http_missing->status);
+  EXPECT_EQ(absl::StrReplaceAll(http_outside->body, {{outside, "ID"}}),
+            absl::StrReplaceAll(http_missing->body, {{missing, "ID"}}));
+  // The very message gRPC gives.
+  EXPECT_EQ(absl::StrReplaceAll(grpc_outside.error_message(), {{outside, "ID"}}),
+            absl::StrReplaceAll(grpc_missing.error_message(), {{missing, "ID"}}));
+  EXPECT_THAT(http_outside->body, HasSubstr(grpc_outside.error_message()));
+}
+
+TEST_F(ConnectBridgeTest, CookieCallsWithoutTheConnectHeaderOrFromAnotherOriginAreRefused) {
+  const std::string cookie = CookieSignIn("coord1");
+  // A cross-site form: the cookie, no Connect header.
+  auto form = Unary("kcnet.v1.AuthService/WhoAmI", "{}", {{"Cookie", cookie}});
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 403) << form->body;
+  EXPECT_THAT(form->body, HasSubstr("\"code\":\"permission_denied\""));
+  EXPECT_THAT(form->body, HasSubstr("Connect-Protocol-Version"));
+  // Another origin's script.
+  auto foreign = Unary(
+      "kcnet.v1.AuthService/WhoAmI", "{}",
+      {{"Cookie", cookie}, {"Connect-Protocol-Version", "1"}, {"Origin", "https://evil.example"}});
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(foreign->status, 403) << foreign->body;
+  EXPECT_THAT(foreign->body, HasSubstr("evil.example"));
+  auto cross_site = Unary(
+      "kcnet.v1.AuthService/WhoAmI", "{}",
+      {{"Cookie", cookie}, {"Connect-Protocol-Version", "1"}, {"Sec-Fetch-Site", "cross-site"}});
+  ASSERT_TRUE(cross_site);
+  EXPECT_EQ(cross_site->status, 403) << cross_site->body;
+  // Sign-in from another origin (login CSRF) is refused too.
+  auto sign_in = Http()->Post(
+      "/auth/sign-in", {{"Origin", "https://evil.example"}, {"Connect-Protocol-Version", "1"}},
+      R"({"username":"coord1","password":"password-123"})", "application/json");
+  ASSERT_TRUE(sign_in);
+  EXPECT_EQ(sign_in->status, 403);
+  EXPECT_FALSE(sign_in->has_header("Set-Cookie"));
+  // The same call from the console's own page works.
+  auto own = Unary("kcnet.v1.AuthService/WhoAmI", "{}", BrowserHeaders(cookie));
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->status, 200) << own->body;
+}
+
+TEST_F(ConnectBridgeTest, SignOutRevokesTheTokenAndClearsTheCookie) {
+  const std::string cookie = CookieSignIn("coord1");
+  const std::string token = cookie.substr(cookie.find('=') + 1);
+  auto out = Http()->Post("/auth/sign-out", BrowserHeaders(cookie), "{}", "application/json");
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out->status, 200) << out->body;
+  EXPECT_THAT(out->get_header_value("Set-Cookie"), HasSubstr("Max-Age=0"));
+  // Revoked for every client, gRPC included.
+  auto stub = AuthService::NewStub(server_->Channel());
+  grpc::ClientContext context;
+  Authorize(&context, token);
+  WhoAmIResponse who;
+  EXPECT_EQ(stub->WhoAmI(&context, WhoAmIRequest(), &who).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  auto again = Unary("kcnet.v1.AuthService/WhoAmI", "{}", BrowserHeaders(cookie));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 401);
+}
+
+TEST_F(ConnectBridgeTest, ServerStreamSendsEnvelopesAndEndsWithTheStatus) {
+  const std::string cookie = CookieSignIn("coord1");
+  httplib::Headers headers = BrowserHeaders(cookie);
+  headers.emplace("Connect-Timeout-Ms", "1500");
+  auto result = Http()->Post("/grpc.health.v1.Health/Watch", headers,
+                             Envelope(0, R"({"service":""})"), "application/connect+json");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  EXPECT_EQ(result->get_header_value("Content-Type"), "application/connect+json");
+  const std::vector<Frame> frames = Frames(result->body);
+  ASSERT_GE(frames.size(), 2u) << result->body;
+  EXPECT_EQ(frames.front().flags, 0);
+  EXPECT_EQ(frames.front().json, R"({"status":"SERVING"})");
+  EXPECT_EQ(frames.back().flags, 2);
+  EXPECT_THAT(frames.back().json, HasSubstr("\"code\":\"deadline_exceeded\""));
+}
+
+TEST_F(ConnectBridgeTest, StreamWithoutTokenEndsUnauthenticated) {
+  auto result = Http()->Post("/grpc.health.v1.Health/Watch", BrowserHeaders(), Envelope(0, "{}"),
+                             "application/connect+json");
+  ASSERT_TRUE(result);
+  const std::vector<Frame> frames = Frames(result->body);
+  ASSERT_EQ(frames.size(), 1u) << result->body;
+  EXPECT_EQ(frames[0].flags, 2);
+  EXPECT_THAT(frames[0].json, HasSubstr("\"code\":\"unauthenticated\""));
+}
+
+TEST_F(ConnectBridgeTest, StreamsPerUserAreCappedAndUnaryCallsStillGoThrough) {
+  server_.reset();
+  Start([](ServerOptions& options) { options.http.max_streams_per_user = 1; });
+  const std::string cookie = CookieSignIn("coord1");
+  httplib::Headers headers = BrowserHeaders(cookie);
+  headers.emplace("Connect-Timeout-Ms", "3000");
+  std::string bodies[2];
+  std::vector<std::thread> streams;
+  for (int i = 0; i < 2; ++i) {
+    streams.emplace_back([&, i] {
+      auto result = Http()->Post("/grpc.health.v1.Health/Watch", headers, Envelope(0, "{}"),
+                                 "application/connect+json");
+      if (result) bodies[i] = result->body;
+    });
+  }
+  // Meanwhile a unary call is answered (the pool is larger than the stream cap).
+  auto unary = Unary("kcnet.v1.AuthService/WhoAmI", "{}", BrowserHeaders(cookie));
+  for (std::thread& stream : streams) stream.join();
+  ASSERT_TRUE(unary);
+  EXPECT_EQ(unary->status, 200);
+  int refused = 0, served = 0;
+  for (const std::string& body : bodies) {
+    const std::vector<Frame> frames = Frames(body);
+    ASSERT_FALSE(frames.empty());
+    if (absl::StrContains(frames.back().json, "resource_exhausted")) ++refused;
+    if (absl::StrContains(frames.back().json, "deadline_exceeded")) ++served;
+  }
+  EXPECT_EQ(refused, 1);
+  EXPECT_EQ(served, 1);
+}
+
+TEST_F(ConnectBridgeTest, SignInLimitsCountPerBrowserAddressNotForTheWholeBridge) {
+  server_.reset();
+  Start([](ServerOptions& options) {
+    options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
+    options.sign_in.per_user = {};
+  });
+  for (int i = 0; i < 2; ++i) {
+    auto wrong = Http()->Post("/auth/sign-in", BrowserHeaders(),
+                              R"({"username":"coord1","password":"wrong"})", "application/json");
+    ASSERT_TRUE(wrong);
+    EXPECT_EQ(wrong->status, 401) << wrong->body;
+  }
+  auto limited =
+      Http()->Post("/auth/sign-in", BrowserHeaders(),
+                   R"({"username":"officer","password":"password-123"})", "application/json");
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->status, 429) << limited->body;
+  EXPECT_THAT(limited->body, HasSubstr("\"code\":\"resource_exhausted\""));
+  // The bridge named the browser's address (127.0.0.1), so a gRPC client from that same
+  // address is limited too; with "inproc" as the key it would not be (and every browser
+  // would share one limit). Metadata naming another address is not believed off the
+  // in-process channel.
+  auto stub = AuthService::NewStub(server_->Channel());
+  grpc::ClientContext context;
+  context.AddMetadata("x-kcnet-forwarded-peer", "ipv4:10.9.9.9");
+  LoginRequest request;
+  request.set_username("officer");
+  request.set_password(kPassword);
+  LoginResponse response;
+  EXPECT_EQ(stub->Login(&context, request, &response).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(ConnectBridgeTest, BodyOverTheCapIsRefused) {
+  server_.reset();
+  Start([](ServerOptions& options) { options.http.max_body_bytes = 1024; });
+  auto result = Unary("kcnet.v1.AuthService/Login",
+                      absl::StrCat(R"({"username":")", std::string(4096, 'a'), R"("})"), {});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 413);
+  EXPECT_THAT(result->body, HasSubstr("\"code\":\"resource_exhausted\""));
+}
+
+TEST_F(ConnectBridgeTest, StaticFilesWithContentTypesGzipAndSecurityHeaders) {
+  auto client = Http();
+  client->set_decompress(false);
+  auto index = client->Get("/");
+  ASSERT_TRUE(index);
+  EXPECT_EQ(index->status, 200);
+  EXPECT_THAT(index->get_header_value("Content-Type"), HasSubstr("text/html"));
+  EXPECT_EQ(index->body, kIndexHtml);
+  const std::string csp = index->get_header_value("Content-Security-Policy");
+  EXPECT_THAT(csp, HasSubstr("script-src 'self'"));
+  EXPECT_THAT(csp, HasSubstr("frame-ancestors 'none'"));
+  EXPECT_THAT(csp, Not(HasSubstr("unsafe-inline")));
+  EXPECT_EQ(index->get_header_value("X-Content-Type-Options"), "nosniff");
+  EXPECT_EQ(index->get_header_value("Referrer-Policy"), "no-referrer");
+
+  auto script = client->Get("/assets/app.js", {{"Accept-Encoding", "gzip"}});
+  ASSERT_TRUE(script);
+  EXPECT_EQ(script->status, 200);
+  EXPECT_EQ(script->get_header_value("Content-Type"), "text/javascript");
+  EXPECT_EQ(script->get_header_value("Content-Encoding"), "gzip");
+  EXPECT_LT(script->body.size(), 1000u);  // 4 KB of mostly spaces, compressed
+  EXPECT_FALSE(script->get_header_value("Content-Security-Policy").empty());
+
+  auto missing = client->Get("/assets/none.js");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  // Calls carry the headers too.
+  auto call = Unary("kcnet.v1.AuthService/WhoAmI", "{}", {});
+  ASSERT_TRUE(call);
+  EXPECT_FALSE(call->get_header_value("Content-Security-Policy").empty());
+}
+
+TEST_F(ConnectBridgeTest, CurlWorks) {
+  const std::string command = absl::StrCat(
+      "curl -sS -X POST -H 'Content-Type: application/json' "
+      "-d '{\"username\":\"officer\",\"password\":\"password-123\"}' "
+      "http://127.0.0.1:",
+      server_->server().http_port(), "/kcnet.v1.AuthService/Login 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof(buffer), pipe)) out.append(buffer, n);
+  const int rc = pclose(pipe);
+  if (rc != 0 && absl::StrContains(out, "not found")) GTEST_SKIP() << "no curl";
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"token\":\""));
+  EXPECT_THAT(out, HasSubstr("\"username\":\"officer\""));
+}
+
+TEST(ConnectBridgeTlsTest, ServesTlsWithTheGrpcCertificate) {
+  kcnet::testing::TempDir certs_dir;
+  kcnet::testing::TestCertificates certs(certs_dir.path());
+  if (!certs.ok()) GTEST_SKIP() << certs.error();
+  TestServer server([&](ServerOptions& options) {
+    options.tls_cert_file = certs.server_cert();
+    options.tls_key_file = certs.server_key();
+    options.http_listen = "127.0.0.1:0";
+  });
+  ASSERT_TRUE(server.ok());
+  ASSERT_TRUE(
+      server.directory()
+          .CreateUser(
+              "admin", "Quản trị", kPassword, ROLE_ADMINISTRATOR,
+              {server.directory().CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0)->id()})
+          .ok());
+  httplib::SSLClient client("localhost", server.server().http_port());
+  client.set_ca_cert_path(certs.ca_cert());
+  client.enable_server_certificate_verification(true);
+  auto login = client.Post("/kcnet.v1.AuthService/Login",
+                           R"({"username":"admin","password":"password-123"})", "application/json");
+  ASSERT_TRUE(login) << httplib::to_string(login.error());
+  EXPECT_EQ(login->status, 200) << login->body;
+  EXPECT_THAT(login->body, HasSubstr("\"token\":\""));
+  // Plain HTTP on the TLS port gets no answer.
+  httplib::Client plain("127.0.0.1", server.server().http_port());
+  plain.set_read_timeout(5, 0);
+  auto refused = plain.Post("/kcnet.v1.AuthService/Login", "{}", "application/json");
+  EXPECT_TRUE(!refused || refused->status != 200);
+}
+
+TEST(ConnectBridgeOptionsTest, PlainHttpOffLoopbackNeedsInsecure) {
+  kcnet::testing::TempDir dir;
+  ServerOptions options;
+  options.data_dir = dir.path();
+  options.listen = "127.0.0.1:0";
+  options.http_listen = "0.0.0.0:0";
+  options.directory.password_ops_limit = kArgon2OpsLimitMin;
+  options.directory.password_mem_limit = kArgon2MemLimitMin;
+  options.log_sink = [](absl::string_view) {};
+  auto server = KcnetServer::Start(options);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("http_listen"));
+}
+
+}  // namespace
+}  // namespace kcnet::server
