@@ -197,4 +197,39 @@ absl::Status Transaction::Commit() {
   return status;
 }
 
+absl::Status MigrateAppFile(Db& db, const AppFileFormat& format) {
+  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(&db);
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<int64_t> version = db.QueryInt("PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  absl::StatusOr<int64_t> app_id = db.QueryInt("PRAGMA application_id");
+  if (!app_id.ok()) return app_id.status();
+  if (*version == 0) {
+    absl::StatusOr<int64_t> tables = db.QueryInt(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+    if (!tables.ok()) return tables.status();
+    if (*tables > 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(db.path(), ": not a ", format.name, " (it holds other tables)"));
+    }
+  } else if (*app_id != format.application_id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(db.path(), ": not a ", format.name, " (application_id ", *app_id, ")"));
+  }
+  if (*version > format.version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        db.path(), ": ", format.schema, " schema version ", *version,
+        " was written by a newer kcnet (this one reads up to ", format.version, "); upgrade kcnet"));
+  }
+  if (*version == format.version) return absl::OkStatus();
+  for (int64_t v = *version; v < format.version; ++v) {
+    absl::Status status = db.Exec(format.migrations[v]);
+    if (!status.ok()) return status;
+  }
+  absl::Status status = db.Exec(absl::StrCat("PRAGMA user_version = ", format.version,
+                                             "; PRAGMA application_id = ", format.application_id));
+  if (!status.ok()) return status;
+  return (*tx)->Commit();
+}
+
 }  // namespace kcnet::sync

@@ -118,6 +118,23 @@ class Transaction {
   bool open_ = true;
 };
 
+// The format of one of the server's own SQLite files (the directory, the plans): its
+// PRAGMA application_id, how errors name it, and its migrations (step i takes PRAGMA
+// user_version i to i+1; never edit a step that has shipped).
+struct AppFileFormat {
+  int64_t application_id = 0;
+  absl::string_view name;    // "kcnet directory": "<path>: not a <name> (...)"
+  absl::string_view schema;  // "directory": "<path>: <schema> schema version N was written..."
+  const char* const* migrations = nullptr;
+  int64_t version = 0;  // how many migrations: the current version
+};
+
+// Brings `db` to `format.version` in one write transaction (two processes opening a new
+// file do not both create the tables). FAILED_PRECONDITION, changing nothing, for a file
+// of another application (another application_id, or tables in a file without a version)
+// or one written by a newer kcnet.
+absl::Status MigrateAppFile(Db& db, const AppFileFormat& format);
+
 }  // namespace kcnet::sync
 
 #endif  // KCNET_SYNC_SQLITE_H_

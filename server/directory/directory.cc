@@ -258,41 +258,11 @@ absl::StatusOr<std::unique_ptr<Directory>> Directory::Open(const std::string& pa
 }
 
 absl::Status Directory::Migrate() {
-  // Inside a write transaction, so that two processes opening a new file do not both
-  // create the tables.
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
-  if (!tx.ok()) return tx.status();
-  absl::StatusOr<int64_t> version = db_->QueryInt("PRAGMA user_version");
-  if (!version.ok()) return version.status();
-  absl::StatusOr<int64_t> app_id = db_->QueryInt("PRAGMA application_id");
-  if (!app_id.ok()) return app_id.status();
-  if (*version == 0) {
-    absl::StatusOr<int64_t> tables = db_->QueryInt(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
-    if (!tables.ok()) return tables.status();
-    if (*tables > 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(db_->path(), ": not a kcnet directory (it holds other tables)"));
-    }
-  } else if (*app_id != kApplicationId) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(db_->path(), ": not a kcnet directory (application_id ", *app_id, ")"));
-  }
-  if (*version > kDirectorySchemaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(db_->path(), ": directory schema version ", *version,
-                     " was written by a newer kcnet (this one reads up to ",
-                     kDirectorySchemaVersion, "); upgrade kcnet"));
-  }
-  if (*version == kDirectorySchemaVersion) return absl::OkStatus();
-  for (int64_t v = *version; v < kDirectorySchemaVersion; ++v) {
-    absl::Status status = db_->Exec(kMigrations[v]);
-    if (!status.ok()) return status;
-  }
-  absl::Status status = db_->Exec(absl::StrCat("PRAGMA user_version = ", kDirectorySchemaVersion,
-                                               "; PRAGMA application_id = ", kApplicationId));
-  if (!status.ok()) return status;
-  return (*tx)->Commit();
+  return sync::MigrateAppFile(*db_, {.application_id = kApplicationId,
+                                     .name = "kcnet directory",
+                                     .schema = "directory",
+                                     .migrations = kMigrations,
+                                     .version = kDirectorySchemaVersion});
 }
 
 absl::Status Directory::LoadLocked() {

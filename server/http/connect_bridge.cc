@@ -23,6 +23,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "httplib.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "server/rpc/logger.h"
 #include "server/rpc/storage_rpc_runner.h"
 
 namespace kcnet::server {
@@ -95,34 +96,9 @@ ConnectCode ToConnect(grpc::StatusCode code) {
   }
 }
 
+// A JSON string literal (the logger's escaping, server/rpc/logger.h).
 std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrCat("\\u00", absl::BytesToHexString(absl::string_view(&c, 1)));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
+  return absl::StrCat("\"", JsonEscape(text), "\"");
 }
 
 // Connect's error object: {"code":"...","message":"...","details":[{"type","value","debug"}]}.

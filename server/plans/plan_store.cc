@@ -281,39 +281,11 @@ absl::StatusOr<std::unique_ptr<PlanStore>> PlanStore::Open(const std::string& pa
 }
 
 absl::Status PlanStore::Migrate() {
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
-  if (!tx.ok()) return tx.status();
-  absl::StatusOr<int64_t> version = db_->QueryInt("PRAGMA user_version");
-  if (!version.ok()) return version.status();
-  absl::StatusOr<int64_t> app_id = db_->QueryInt("PRAGMA application_id");
-  if (!app_id.ok()) return app_id.status();
-  if (*version == 0) {
-    absl::StatusOr<int64_t> tables = db_->QueryInt(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
-    if (!tables.ok()) return tables.status();
-    if (*tables > 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(db_->path(), ": not a kcnet plans file (it holds other tables)"));
-    }
-  } else if (*app_id != kApplicationId) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(db_->path(), ": not a kcnet plans file (application_id ", *app_id, ")"));
-  }
-  if (*version > kPlansSchemaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(db_->path(), ": plans schema version ", *version,
-                     " was written by a newer kcnet (this one reads up to ", kPlansSchemaVersion,
-                     "); upgrade kcnet"));
-  }
-  if (*version == kPlansSchemaVersion) return absl::OkStatus();
-  for (int64_t v = *version; v < kPlansSchemaVersion; ++v) {
-    absl::Status status = db_->Exec(kMigrations[v]);
-    if (!status.ok()) return status;
-  }
-  absl::Status status = db_->Exec(absl::StrCat("PRAGMA user_version = ", kPlansSchemaVersion,
-                                               "; PRAGMA application_id = ", kApplicationId));
-  if (!status.ok()) return status;
-  return (*tx)->Commit();
+  return sync::MigrateAppFile(*db_, {.application_id = kApplicationId,
+                                     .name = "kcnet plans file",
+                                     .schema = "plans",
+                                     .migrations = kMigrations,
+                                     .version = kPlansSchemaVersion});
 }
 
 absl::Status PlanStore::BumpChangeLocked() {

@@ -768,7 +768,10 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
       "SELECT device_id, last_sync_ms, pending_writes FROM r_device WHERE user_id = ?1 "
       "ORDER BY device_id");
   if (!devices.ok()) return devices.status();
-  for (auto& [user, a] : out) {
+  for (auto& entry : out) {
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const int64_t user = entry.first;
+    kcnet::v1::CollaboratorActivity& a = entry.second;
     (*devices)->BindInt(1, user);
     absl::Status status = ForEachRow(*devices, [&](Statement& s) {
       kcnet::v1::DeviceActivity* d = a.add_devices();
