@@ -536,7 +536,8 @@ TEST_F(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
   for (const SupportRequest& r : racers)
     approved += Get(r.id()).status() == REQUEST_STATUS_APPROVED;
   EXPECT_EQ(approved, 1);
-  const BudgetRow* row = Row(Budget(p_, 2026), FUNDING_SOURCE_NATIONAL, kMachinery);
+  const BudgetFigures budget = Budget(p_, 2026);  // kept: `row` points into it
+  const BudgetRow* row = Row(budget, FUNDING_SOURCE_NATIONAL, kMachinery);
   ASSERT_NE(row, nullptr);
   EXPECT_EQ(row->approved_vnd, 80'000'000);
   EXPECT_EQ(row->approved_requests, 2);
@@ -606,7 +607,8 @@ TEST_F(PlansTest, DisbursementsAreInstalmentsNeverAboveTheApprovedAmount) {
   EXPECT_EQ(plans_->ListDisbursements(As("officer9").get(), lr, &list).error_code(),
             grpc::StatusCode::NOT_FOUND);
 
-  const BudgetRow* row = Row(Budget(p_, 2026), FUNDING_SOURCE_NATIONAL, kMachinery);
+  const BudgetFigures budget = Budget(p_, 2026);  // kept: `row` points into it
+  const BudgetRow* row = Row(budget, FUNDING_SOURCE_NATIONAL, kMachinery);
   ASSERT_NE(row, nullptr);
   EXPECT_EQ(row->disbursed_vnd, 60'000'000);
 }
