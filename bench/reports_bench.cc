@@ -46,9 +46,7 @@ constexpr char kBench[] = "reports";
 constexpr int64_t kDayMs = 86400000;
 const int64_t kStartMs = 1609434000000;  // 2021-01-01 00:00 Vietnam
 
-std::string Text(std::mt19937_64& rng) {
-  return *sync::UuidToText(RandomUuidBytes(rng));
-}
+std::string Text(std::mt19937_64& rng) { return *sync::UuidToText(RandomUuidBytes(rng)); }
 
 struct World {
   std::vector<int64_t> communes;
@@ -204,8 +202,8 @@ int Run(int argc, char** argv) {
                world.provinces.size(), world.communes.size(), scale, dir.c_str());
 
   sync::ServerStoreOptions store_options;
-  auto store = sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(),
-                                       store_options);
+  auto store =
+      sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(), store_options);
   if (!store.ok()) {
     std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
     return 1;
@@ -248,14 +246,16 @@ int Run(int argc, char** argv) {
     off += gen.Apply(phase, [&] { return gen.MakeVisit(); });
     // The off phase's writes are counted before the on phase starts its clock.
     if (!(*reports)->CatchUp().ok()) return 1;
-    server::reports::ReportsFollower follower(reports->get(), [s] { return s->last_op(); }, nullptr);
+    server::reports::ReportsFollower follower(
+        reports->get(), [s] { return s->last_op(); }, nullptr);
     on += gen.Apply(phase, [&] { return gen.MakeVisit(); });
   }
 
   // Freshness: commit -> counted, with the follower running.
   std::vector<double> fresh;
   {
-    server::reports::ReportsFollower follower(reports->get(), [s] { return s->last_op(); }, nullptr);
+    server::reports::ReportsFollower follower(
+        reports->get(), [s] { return s->last_op(); }, nullptr);
     for (int i = 0; i < 50; ++i) {
       absl::SleepFor(absl::Milliseconds(20));
       gen.Apply(1, [&] { return gen.MakeVisit(); });
@@ -303,7 +303,8 @@ int Run(int argc, char** argv) {
     }
   };
   std::vector<double> province_ms, national_ms;
-  for (int i = 0; i < 30; ++i) measure(world.provinces[rng() % world.provinces.size()], &province_ms);
+  for (int i = 0; i < 30; ++i)
+    measure(world.provinces[rng() % world.provinces.size()], &province_ms);
   for (int i = 0; i < 5; ++i) measure(0, &national_ms);
 
   Emit(kBench, "province_p99_ms", P99(province_ms), "ms");

@@ -4,9 +4,9 @@
 // "Xã An Bình (90101)" and "Nguyễn Văn An" instead of ids, offline too.
 //
 // It lives in the device store's file, in tables of its own (created by the device store's
-// migration 2 -> 3, kDeviceStoreMigrations in sync/device_store.h; DeviceStore::PurgeAll empties them with the user's other data on
-// sign-out and user switch). The copy is replaced whole, in one transaction, together
-// with the version the server gave it.
+// migration 2 -> 3, kDeviceStoreMigrations in sync/device_store.h; DeviceStore::PurgeAll empties
+// them with the user's other data on sign-out and user switch). The copy is replaced whole, in one
+// transaction, together with the version the server gave it.
 //
 // Thread-safety: thread-safe (every call runs under the DeviceStore's lock).
 #ifndef KCNET_CLIENT_SDK_DEVICE_DIRECTORY_H_

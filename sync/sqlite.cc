@@ -217,9 +217,10 @@ absl::Status MigrateAppFile(Db& db, const AppFileFormat& format) {
         absl::StrCat(db.path(), ": not a ", format.name, " (application_id ", *app_id, ")"));
   }
   if (*version > format.version) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        db.path(), ": ", format.schema, " schema version ", *version,
-        " was written by a newer kcnet (this one reads up to ", format.version, "); upgrade kcnet"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(db.path(), ": ", format.schema, " schema version ", *version,
+                     " was written by a newer kcnet (this one reads up to ", format.version,
+                     "); upgrade kcnet"));
   }
   if (*version == format.version) return absl::OkStatus();
   for (int64_t v = *version; v < format.version; ++v) {

@@ -26,10 +26,10 @@
 #include "absl/time/time.h"
 #include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
-#include "server/reports/report_service.h"
-#include "server/reports/reports_store.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
+#include "server/reports/report_service.h"
+#include "server/reports/reports_store.h"
 #include "tools/args.h"
 #include "tools/password.h"
 #include "tools/table.h"
@@ -57,7 +57,8 @@ constexpr char kUsage[] =
     "  rebuild-reports   (recounts the report summaries, DATA_DIR/reports.db, from the records)\n"
     "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
     "                [--to=YYYY-MM-DD]   (REPORT: coverage, pipeline, activity or quality;\n"
-    "                                     the whole country unless --org_unit; stdout unless --out)\n"
+    "                                     the whole country unless --org_unit; stdout unless "
+    "--out)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -322,7 +323,8 @@ absl::Status RestoreCommand(const Args& args) {
 absl::StatusOr<std::unique_ptr<reports::ReportsStore>> OpenReports(const std::string& data_dir) {
   const std::filesystem::path dir(data_dir);
   if (!std::filesystem::exists(dir / "kcnet.db")) {
-    return absl::NotFoundError(absl::StrCat("--data_dir: no record store (kcnet.db) in ", data_dir));
+    return absl::NotFoundError(
+        absl::StrCat("--data_dir: no record store (kcnet.db) in ", data_dir));
   }
   return reports::ReportsStore::Open((dir / "reports.db").string(), (dir / "kcnet.db").string());
 }

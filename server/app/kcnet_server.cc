@@ -158,8 +158,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   // Every path that can approve a request draws on the plan through this guard.
   server->approval_guard_ =
       std::make_unique<ApprovalGuard>(server->directory_.get(), server->plans_.get());
-  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> summaries = reports::ReportsStore::Open(
-      (dir / kReportsFile).string(), (dir / kStoreFile).string());
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> summaries =
+      reports::ReportsStore::Open((dir / kReportsFile).string(), (dir / kStoreFile).string());
   if (!summaries.ok()) return summaries.status();
   server->reports_ = *std::move(summaries);
   sync::ServerStore* store_ptr = server->store_.get();
@@ -209,7 +209,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   auto previous_on_hello = sync_options.on_hello;
   sync_options.on_hello = [summaries_ptr, clock, logger, previous_on_hello](
                               const std::string& device_id, int64_t user_id, uint32_t pending) {
-    absl::Status status = summaries_ptr->RecordDeviceSync(device_id, user_id, clock->NowMs(), pending);
+    absl::Status status =
+        summaries_ptr->RecordDeviceSync(device_id, user_id, clock->NowMs(), pending);
     if (!status.ok()) logger->Warning(absl::StrCat("reports: device sync: ", status.message()));
     if (previous_on_hello) previous_on_hello(device_id, user_id, pending);
   };

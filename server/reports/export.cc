@@ -59,8 +59,8 @@ ReportTable PipelineTable(const kcnet::v1::PipelineReport& report) {
   ReportTable t;
   t.name = "pipeline";
   t.as_of_op = report.as_of_op();
-  t.headers = {"Yêu cầu / Request", "Mã xã / Commune id", "Trạng thái / Status",
-               "Từ ngày / Since", "Số ngày / Age (days)", "Quá hạn / Overdue"};
+  t.headers = {"Yêu cầu / Request", "Mã xã / Commune id",   "Trạng thái / Status",
+               "Từ ngày / Since",   "Số ngày / Age (days)", "Quá hạn / Overdue"};
   for (const auto& i : report.oldest()) {
     t.rows.push_back({Cell::Text(i.request_id()), Cell::Int(i.commune_id()),
                       Cell::Text(StatusName(i.status())), Cell::Date(i.since_date()),
@@ -73,8 +73,11 @@ ReportTable ActivityTable(const kcnet::v1::ActivityReport& report) {
   ReportTable t;
   t.name = "activity";
   t.as_of_op = report.as_of_op();
-  t.headers = {"Mã người dùng / User id", "Họ tên / Name", "Lượt thăm / Visits",
-               "Yêu cầu / Requests", "Hoạt động gần nhất / Last activity",
+  t.headers = {"Mã người dùng / User id",
+               "Họ tên / Name",
+               "Lượt thăm / Visits",
+               "Yêu cầu / Requests",
+               "Hoạt động gần nhất / Last activity",
                "Không hoạt động / Inactive"};
   for (const auto& a : report.collaborators()) {
     t.rows.push_back({Cell::Int(a.user_id()), Cell::Text(a.display_name()), Cell::Int(a.visits()),
@@ -90,8 +93,8 @@ ReportTable QualityTable(const kcnet::v1::QualityReport& report) {
   t.as_of_op = report.as_of_op();
   t.headers = {"Chỉ số / Figure", "Giá trị / Value"};
   t.rows.push_back({Cell::Text("Lượt thăm / Visits"), Cell::Int(report.visits())});
-  t.rows.push_back(
-      {Cell::Text("Thăm không có GPS / Visits without GPS"), Cell::Int(report.visits_without_gps())});
+  t.rows.push_back({Cell::Text("Thăm không có GPS / Visits without GPS"),
+                    Cell::Int(report.visits_without_gps())});
   t.rows.push_back({Cell::Text("Thăm xa cơ sở / Visits far from the facility"),
                     Cell::Int(report.visits_far_from_facility())});
   t.rows.push_back({Cell::Text("Nhóm cơ sở trùng / Duplicate facility groups"),

@@ -52,8 +52,7 @@ absl::StatusOr<ReportScope> Reporter::Scope(const std::vector<int64_t>& roots,
       return directory_->IsWithin(filter.org_unit_id(), root);
     });
     if (!in_scope) {
-      return absl::NotFoundError(absl::StrCat("filter.org_unit_id: org unit ",
-                                              filter.org_unit_id(),
+      return absl::NotFoundError(absl::StrCat("filter.org_unit_id: org unit ", filter.org_unit_id(),
                                               " not found in your org units"));
     }
     within = {filter.org_unit_id()};
@@ -95,8 +94,7 @@ absl::StatusOr<kcnet::v1::PipelineReport> Reporter::Pipeline(
 absl::StatusOr<kcnet::v1::ActivityReport> Reporter::Activity(
     const std::vector<int64_t>& roots, const kcnet::v1::ActivityRequest& request) {
   if (request.inactive_days() > 3660) {
-    return absl::InvalidArgumentError(
-        "inactive_days: at most 3660 / tối đa 3660 ngày");
+    return absl::InvalidArgumentError("inactive_days: at most 3660 / tối đa 3660 ngày");
   }
   absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
   if (!scope.ok()) return scope.status();
@@ -141,9 +139,9 @@ absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
                                              const kcnet::v1::ReportFilter& filter,
                                              std::string* file_name) {
   if (!IsExportableReport(report)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "report: '", report.substr(0, 32),
-        "' is not coverage, pipeline, activity or quality / không có báo cáo này"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("report: '", report.substr(0, 32),
+                     "' is not coverage, pipeline, activity or quality / không có báo cáo này"));
   }
   if (format != kcnet::v1::EXPORT_FORMAT_CSV && format != kcnet::v1::EXPORT_FORMAT_XLSX) {
     return absl::InvalidArgumentError("format: csv or xlsx / định dạng phải là csv hoặc xlsx");
@@ -202,8 +200,8 @@ class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
     }
     absl::StatusOr<Principal> caller = directory->Authenticate(*token);
     if (!caller.ok()) {
-      Finish(ToGrpcStatus(absl::UnauthenticatedError(
-          absl::StrCat("authorization: ", caller.status().message()))));
+      Finish(ToGrpcStatus(
+          absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()))));
       return;
     }
     absl::StatusOr<std::string> bytes = reporter->Export(
@@ -245,8 +243,8 @@ class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
 
 class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
  public:
-  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner,
-                    PlanStore* plans, sync::ServerStore* records)
+  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner, PlanStore* plans,
+                    sync::ServerStore* records)
       : directory_(directory),
         reporter_(reporter),
         runner_(runner),

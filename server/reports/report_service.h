@@ -44,10 +44,9 @@ class Reporter {
                                                    const kcnet::v1::QualityRequest& request);
   // The report named `report` (coverage, pipeline, activity, quality) as a file:
   // INVALID_ARGUMENT naming "report" or "format" otherwise. Sets `*file_name`.
-  absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots,
-                                     const std::string& report, kcnet::v1::ExportFormat format,
-                                     const kcnet::v1::ReportFilter& filter,
-                                     std::string* file_name);
+  absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots, const std::string& report,
+                                     kcnet::v1::ExportFormat format,
+                                     const kcnet::v1::ReportFilter& filter, std::string* file_name);
 
  private:
   absl::StatusOr<ReportScope> Scope(const std::vector<int64_t>& roots,

@@ -139,11 +139,11 @@ absl::StatusOr<int64_t> ParseDay(const std::string& text, const std::string& fie
   absl::CivilDay d;
   std::vector<std::string> parts = absl::StrSplit(text, '-');
   int y = 0, m = 0, dd = 0;
-  if (parts.size() != 3 || parts[0].size() != 4 || parts[1].size() != 2 ||
-      parts[2].size() != 2 || !absl::SimpleAtoi(parts[0], &y) ||
-      !absl::SimpleAtoi(parts[1], &m) || !absl::SimpleAtoi(parts[2], &dd)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": '", text.substr(0, 32), "' is not a date YYYY-MM-DD / không phải ngày"));
+  if (parts.size() != 3 || parts[0].size() != 4 || parts[1].size() != 2 || parts[2].size() != 2 ||
+      !absl::SimpleAtoi(parts[0], &y) || !absl::SimpleAtoi(parts[1], &m) ||
+      !absl::SimpleAtoi(parts[2], &dd)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": '", text.substr(0, 32),
+                                                   "' is not a date YYYY-MM-DD / không phải ngày"));
   }
   d = absl::CivilDay(y, m, dd);
   if (d.year() != y || d.month() != m || d.day() != dd || y < 2000 || y > 2100) {
@@ -158,9 +158,9 @@ double DistanceKm(double lat1, double lon1, double lat2, double lon2) {
   constexpr double kRad = M_PI / 180.0;
   const double dlat = (lat2 - lat1) * kRad;
   const double dlon = (lon2 - lon1) * kRad;
-  const double a = std::sin(dlat / 2) * std::sin(dlat / 2) +
-                   std::cos(lat1 * kRad) * std::cos(lat2 * kRad) * std::sin(dlon / 2) *
-                       std::sin(dlon / 2);
+  const double a =
+      std::sin(dlat / 2) * std::sin(dlat / 2) +
+      std::cos(lat1 * kRad) * std::cos(lat2 * kRad) * std::sin(dlon / 2) * std::sin(dlon / 2);
   return 2 * kEarthKm * std::asin(std::min(1.0, std::sqrt(a)));
 }
 
@@ -177,8 +177,8 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
   if (!writer.ok()) return writer.status();
   absl::Status status = store->CreateTables(writer->get());
   if (!status.ok()) return status;
-  status = (*writer)->Exec(absl::StrCat("ATTACH DATABASE '",
-                                        absl::StrReplaceAll(store_path, {{"'", "''"}}), "' AS st"));
+  status = (*writer)->Exec(
+      absl::StrCat("ATTACH DATABASE '", absl::StrReplaceAll(store_path, {{"'", "''"}}), "' AS st"));
   if (!status.ok()) return status;
   // Large caches: a catch-up touches index pages all over both files, and the summaries
   // of a national data set are a few hundred MB.
@@ -219,8 +219,8 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
 }
 
 absl::Status ReportsStore::CreateTables(Db* db) {
-  absl::StatusOr<int64_t> version = db->QueryInt(
-      "SELECT count(*) FROM sqlite_schema WHERE name='r_meta'");
+  absl::StatusOr<int64_t> version =
+      db->QueryInt("SELECT count(*) FROM sqlite_schema WHERE name='r_meta'");
   if (!version.ok()) return version.status();
   if (*version > 0) {
     version = db->QueryInt("SELECT value FROM r_meta WHERE key='version'", 0);
@@ -236,9 +236,8 @@ absl::Status ReportsStore::CreateTables(Db* db) {
   }
   absl::Status status = db->Exec(kTables);
   if (!status.ok()) return status;
-  return db->Exec(absl::StrCat(
-      "INSERT OR IGNORE INTO r_meta(key, value) VALUES ('version', ", kReportsVersion,
-      "), ('cursor', 0)"));
+  return db->Exec(absl::StrCat("INSERT OR IGNORE INTO r_meta(key, value) VALUES ('version', ",
+                               kReportsVersion, "), ('cursor', 0)"));
 }
 
 absl::StatusOr<uint64_t> ReportsStore::CatchUp() {
@@ -403,8 +402,8 @@ absl::Status ReportsStore::AddVisitDay(int64_t commune, int64_t day, int64_t col
 
 absl::Status ReportsStore::ApplyVisit(Statement& row) {
   // The old contribution out.
-  absl::StatusOr<Statement*> old = writer_->Prepare(
-      "SELECT commune, day, collaborator, lat IS NULL FROM r_visit WHERE id = ?1");
+  absl::StatusOr<Statement*> old =
+      writer_->Prepare("SELECT commune, day, collaborator, lat IS NULL FROM r_visit WHERE id = ?1");
   if (!old.ok()) return old.status();
   (*old)->BindText(1, row.ColumnText(0));
   struct Old {
@@ -525,7 +524,8 @@ absl::StatusOr<std::string> ReportsStore::Dump() {
   std::string out;
   for (const char* t : kSummaryTables) {
     absl::StrAppend(&out, "# ", t, "\n");
-    absl::StatusOr<Statement*> s = reader_->Prepare(absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3"));
+    absl::StatusOr<Statement*> s =
+        reader_->Prepare(absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3"));
     if (!s.ok()) return s.status();
     const int columns = sqlite3_column_count((*s)->raw());
     absl::Status status = ForEachRow(*s, [&](Statement& row) {
@@ -559,8 +559,8 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
-  absl::StatusOr<Statement*> registered = reader_->Prepare(
-      "SELECT count(*) FROM r_facility WHERE commune = ?1 AND day <= ?2");
+  absl::StatusOr<Statement*> registered =
+      reader_->Prepare("SELECT count(*) FROM r_facility WHERE commune = ?1 AND day <= ?2");
   if (!registered.ok()) return registered.status();
   absl::StatusOr<Statement*> monthly = reader_->Prepare(
       "SELECT month, count(*), count(DISTINCT facility) FROM r_visit "

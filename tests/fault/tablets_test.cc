@@ -436,12 +436,14 @@ TEST_F(TabletsTest, EveryAcceptedWriteLandsOnceAndEveryStoreConverges) {
   }
   std::printf(
       "fault_tablets_test: %zu accepted writes (and %d edits), %d syncs, %d closes during a "
-      "sync (%d cancelled it), %d reopens, %d upgrades from schema N-1, %d user switches, %d sign-outs (%d offline); %zu "
+      "sync (%d cancelled it), %d reopens, %d upgrades from schema N-1, %d user switches, %d "
+      "sign-outs (%d offline); %zu "
       "markers on the "
       "server, %d lost, %d doubled, %d buckets compared; KCNET_FAULT_SEED=%llu\n",
       accepted.size(), edits_.load(), syncs_.load(), closes_mid_sync_.load(), cancelled_.load(),
-      reopens_.load(), upgrades_.load(), switches_.load(), sign_outs_.load(), offline_sign_outs_.load(),
-      on_server.size(), lost, doubled, buckets, static_cast<unsigned long long>(seed_));
+      reopens_.load(), upgrades_.load(), switches_.load(), sign_outs_.load(),
+      offline_sign_outs_.load(), on_server.size(), lost, doubled, buckets,
+      static_cast<unsigned long long>(seed_));
 }
 
 }  // namespace

@@ -127,9 +127,11 @@ TEST(DeviceStoreAppTablesTest, CreatedAtOpenKeptAcrossReopenAndPurgedWithTheUser
     ASSERT_TRUE(store.ok()) << store.status();
     ASSERT_TRUE(
         (*store)
-            ->WithAppTables(
-                true,
-                [](Db& db) { return db.Exec("INSERT INTO _dir_users VALUES (4, 'Nguyễn Văn An', 1, 1)"); })
+            ->WithAppTables(true,
+                            [](Db& db) {
+                              return db.Exec(
+                                  "INSERT INTO _dir_users VALUES (4, 'Nguyễn Văn An', 1, 1)");
+                            })
             .ok());
     // A failing call is rolled back.
     EXPECT_FALSE((*store)

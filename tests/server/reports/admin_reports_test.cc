@@ -60,7 +60,8 @@ TEST_F(AdminReportsTest, RebuildsAndExportsTheSeededData) {
 
   Result csv = Run({"export", "coverage", "--format=csv"});
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
-  EXPECT_THAT(csv.out, StartsWith("\xEF\xBB\xBF" "Mã xã / Commune id,"));
+  EXPECT_THAT(csv.out, StartsWith("\xEF\xBB\xBF"
+                                  "Mã xã / Commune id,"));
   EXPECT_THAT(csv.out, HasSubstr("Tổng / Total,"));
 
   Result xlsx = Run({"export", "quality", "--format=xlsx", "--out=" + tmp_.File("q.xlsx")});

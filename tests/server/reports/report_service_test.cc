@@ -48,9 +48,9 @@ class ReportServiceTest : public ::testing::Test {
     c9_ = d->CreateOrgUnit("91001", "Xã Chín", ORG_UNIT_LEVEL_COMMUNE, p2.id())->id();
     ASSERT_TRUE(
         d->CreateUser("officer", "Cán bộ", "password-123", ROLE_PROVINCE_OFFICER, {p.id()}).ok());
-    ASSERT_TRUE(d->CreateUser("collab", "Cộng tác viên", "password-123",
-                              ROLE_COMMUNE_COLLABORATOR, {c1_})
-                    .ok());
+    ASSERT_TRUE(
+        d->CreateUser("collab", "Cộng tác viên", "password-123", ROLE_COMMUNE_COLLABORATOR, {c1_})
+            .ok());
     channel_ = new std::shared_ptr<grpc::Channel>(grpc::CreateChannel(
         absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
     auto auth = AuthService::NewStub(*channel_);
@@ -313,9 +313,8 @@ TEST_F(ReportServiceTest, BudgetComesFromThePlanAndOutcomesAreNotServedYet) {
   EXPECT_EQ(foreign.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(absent.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(foreign.error_message(),
-            absl::StrReplaceAll(absent.error_message(),
-                                {{absl::StrCat(other_province_ + 100000),
-                                  absl::StrCat(other_province_)}}));
+            absl::StrReplaceAll(absent.error_message(), {{absl::StrCat(other_province_ + 100000),
+                                                          absl::StrCat(other_province_)}}));
   req.mutable_filter()->set_org_unit_id(province_);
   req.set_year(1999);
   status = stub->GetBudget(As("officer").get(), req, &budget);
@@ -357,7 +356,8 @@ TEST_F(ReportServiceTest, ExportsCsvWithBomInChunks) {
 
 TEST_F(ReportServiceTest, XlsxOpensInLibreOfficeWithTheNumbers) {
   if (std::system("command -v soffice > /dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "LibreOffice (soffice) is not installed: apt-get install libreoffice-calc-nogui";
+    GTEST_SKIP()
+        << "LibreOffice (soffice) is not installed: apt-get install libreoffice-calc-nogui";
   }
   WaitCounted(server_->store()->last_op());
   ExportRequest req;
@@ -374,10 +374,10 @@ TEST_F(ReportServiceTest, XlsxOpensInLibreOfficeWithTheNumbers) {
     std::ofstream file(out.File("coverage.xlsx"), std::ios::binary);
     file << xlsx;
   }
-  const std::string command = absl::StrCat(
-      "cd ", out.path(), " && HOME=", out.path(),
-      " soffice --headless --convert-to csv:\"Text - txt - csv (StarCalc)\":44,34,76 "
-      "coverage.xlsx > soffice.log 2>&1");
+  const std::string command =
+      absl::StrCat("cd ", out.path(), " && HOME=", out.path(),
+                   " soffice --headless --convert-to csv:\"Text - txt - csv (StarCalc)\":44,34,76 "
+                   "coverage.xlsx > soffice.log 2>&1");
   ASSERT_EQ(std::system(command.c_str()), 0);
   std::ifstream csv_file(out.File("coverage.csv"));
   std::stringstream csv;

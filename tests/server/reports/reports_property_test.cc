@@ -16,7 +16,8 @@ namespace {
 
 using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
 
-const std::vector<std::string> kNames = {"Cơ sở Mây Tre", "co so may tre", "Xưởng Gỗ", "XUONG GO", "Lụa"};
+const std::vector<std::string> kNames = {"Cơ sở Mây Tre", "co so may tre", "Xưởng Gỗ", "XUONG GO",
+                                         "Lụa"};
 
 RC_GTEST_PROP(ReportsProperty, IncrementalEqualsRebuild, ()) {
   kcnet::testing::TempDir dir;

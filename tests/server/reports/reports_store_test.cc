@@ -105,14 +105,14 @@ class ReportsStoreTest : public ::testing::Test {
     v1_ = AddVisit(f1_, kC1, 7, VnMs(2026, 3, 10), 21.0, 105.8);
     // 2026-03-31 18:30 UTC is 2026-04-01 01:30 in Vietnam: an April visit.
     v2_ = AddVisit(f1_, kC1, 7, VnMs(2026, 4, 1, 1, 30), 21.1, 105.8);  // ~11 km off
-    v3_ = AddVisit(f2_, kC1, 8, VnMs(2026, 2, 1), 0, 0);                 // no GPS
+    v3_ = AddVisit(f2_, kC1, 8, VnMs(2026, 2, 1), 0, 0);                // no GPS
     v4_ = AddVisit(f4_, kC2, 7, VnMs(2026, 3, 15), 21.5, 105.5);
     v5_ = AddVisit(f3_, kC1, 8, VnMs(2025, 12, 20), 0, 0);  // before the period
     // In the order of their events (the server's clock only moves forward).
     r4_ = Request(f1_, kC1, 7, VnMs(2026, 3, 1), REQUEST_STATUS_SUBMITTED, REQUEST_ACTION_SUBMIT,
                   VnMs(2026, 3, 2));
-    r5_ = Request(f2_, kC1, 8, VnMs(2026, 2, 10), REQUEST_STATUS_COMPLETED,
-                  REQUEST_ACTION_COMPLETE, VnMs(2026, 3, 20));
+    r5_ = Request(f2_, kC1, 8, VnMs(2026, 2, 10), REQUEST_STATUS_COMPLETED, REQUEST_ACTION_COMPLETE,
+                  VnMs(2026, 3, 20));
     r1_ = Request(f3_, kC1, 7, VnMs(2026, 4, 1), REQUEST_STATUS_APPROVED, REQUEST_ACTION_APPROVE,
                   VnMs(2026, 4, 20));
     r2_ = Request(f4_, kC2, 7, VnMs(2026, 4, 2), REQUEST_STATUS_APPROVED, REQUEST_ACTION_APPROVE,
@@ -294,7 +294,8 @@ TEST_F(ReportsStoreTest, ReopenContinuesFromItsCursor) {
 }
 
 TEST_F(ReportsStoreTest, FollowerCountsACommitWithinASecond) {
-  ReportsFollower follower(reports_.get(), [this] { return store_->last_op(); }, nullptr);
+  ReportsFollower follower(
+      reports_.get(), [this] { return store_->last_op(); }, nullptr);
   const std::string f = Facility(kC1, "Mới", 21, 105, VnMs(2026, 1, 1));
   const uint64_t op = store_->last_op();
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
