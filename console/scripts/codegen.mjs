@@ -23,6 +23,8 @@ execFileSync(
     `-I${protoRoot}`,
     "kcnet/v1/domain.proto",
     "kcnet/v1/services.proto",
+    "kcnet/v1/reports.proto",
+    "kcnet/v1/plans.proto",
   ],
   { stdio: "inherit" },
 );

@@ -11,6 +11,8 @@ import {
   UserService,
   VisitService,
 } from "@gen/kcnet/v1/services_pb";
+import { ReportService } from "@gen/kcnet/v1/reports_pb";
+import { PlanService } from "@gen/kcnet/v1/plans_pb";
 
 const transport = createConnectTransport({
   baseUrl: location.origin,
@@ -25,6 +27,8 @@ export const users = createClient(UserService, transport);
 export const facilities = createClient(FacilityService, transport);
 export const visits = createClient(VisitService, transport);
 export const requests = createClient(SupportRequestService, transport);
+export const reports = createClient(ReportService, transport);
+export const plans = createClient(PlanService, transport);
 
 export { Code, ConnectError };
 

@@ -11,6 +11,10 @@ import { me, navigate, route, setLangParam } from "./state";
 import { resetCaches, Queue } from "./pages/Queue";
 import { RequestPage } from "./pages/RequestPage";
 import { SignIn } from "./pages/SignIn";
+import { reportKinds, Reports, type ReportKind } from "./pages/Reports";
+import { PlanList, PlanPage } from "./pages/Plans";
+import { resetReportCaches } from "./pages/reportKit";
+import { rt } from "./pages/reportsText";
 
 
 effect(() => {
@@ -33,6 +37,7 @@ async function signOut() {
     // Signed out on the server already, or unreachable: the page forgets the user anyway.
   }
   resetCaches();
+  resetReportCaches();
   me.value = null;
   navigate("#/queue");
 }
@@ -47,6 +52,8 @@ function Header() {
       <span class="brand">{t().appTitle}</span>
       <nav aria-label="kcnet">
         {user && <a href="#/queue">{t().queue}</a>}
+        {user && <a href="#/reports/coverage">{rt().reports}</a>}
+        {user && <a href="#/plans">{rt().plans}</a>}
       </nav>
       <span class="spacer" />
       <button
@@ -85,6 +92,14 @@ function Page() {
   if (me.value === null) return <SignIn />;
   const m = /^#\/request\/([\w-]+)/.exec(r);
   if (m) return <RequestPage id={m[1]} key={m[1]} />;
+  const rep = /^#\/reports(?:\/(\w+))?/.exec(r);
+  if (rep) {
+    const kind = (reportKinds as readonly string[]).includes(rep[1] ?? "") ? (rep[1] as ReportKind) : "coverage";
+    return <Reports kind={kind} key={kind} />;
+  }
+  const plan = /^#\/plans\/(\d+)\/(\d{4})/.exec(r);
+  if (plan) return <PlanPage provinceId={BigInt(plan[1])} year={Number(plan[2])} key={r} />;
+  if (r.startsWith("#/plans")) return <PlanList />;
   return <Queue />;
 }
 
