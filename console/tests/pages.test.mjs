@@ -1,0 +1,439 @@
+// Browser test of the console's reports and plans pages (ctest console_pages, label
+// browser): Debian's chromium driven by playwright-core against a real kcnet-server (gRPC +
+// the HTTP bridge) on a temp data dir seeded with the demo (kcnet-admin seed-demo), on
+// free ports; tablets are the `kcnet` CLI. It checks:
+//   - on every report page, the figures shown equal the API's answer for the same filter
+//     (the test asks ReportService through the bridge with the page's own cookie);
+//   - the filters (org unit, dates, year) live in the URL and feed both the page and its
+//     exports; an XLSX and a CSV download, and the XLSX reads back (unzip: the workbook's
+//     XML holds the filtered commune and nothing of the others);
+//   - a district coordinator sees only its district on every report and export, and a unit
+//     of another district answers as one that does not exist;
+//   - the outcomes page says "not yet" while the server answers UNIMPLEMENTED;
+//   - the province officer revises the plan (the reason is required), the history lists
+//     the revision and the budget page shows the new planned amount;
+//   - axe-core: no serious or critical violation on each page; no CSP violation;
+//   - screenshots at 1366x768 and 768x1024 in --artifacts.
+// Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const m = /^--([^=]+)=(.*)$/.exec(a);
+    if (!m) throw new Error(`bad argument ${a}`);
+    return [m[1], m[2]];
+  }),
+);
+for (const k of ["server", "admin", "kcnet", "console_dir", "artifacts"]) {
+  if (!args[k]) throw new Error(`--${k} is required`);
+}
+const chromiumPath = process.env.KCNET_CHROMIUM ?? "/usr/bin/chromium";
+
+function skip(why) {
+  if (process.env.CI === "true") {
+    console.error(`FAILED: ${why}; CI must run the browser tests`);
+    process.exit(1);
+  }
+  console.log(`SKIPPED: ${why}`);
+  process.exit(77);
+}
+if (!existsSync(chromiumPath)) skip(`no chromium at ${chromiumPath} (deploy/install-deps.sh installs it)`);
+let help = "";
+try {
+  help = execFileSync(args.server, ["--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+} catch (e) {
+  help = `${e.stdout ?? ""}${e.stderr ?? ""}`;
+}
+if (!help.includes("http_listen")) skip("kcnet-server has no --http_listen");
+if (!existsSync(join(args.console_dir, "index.html"))) {
+  throw new Error(`${args.console_dir}/index.html is missing: build the kcnet_console target`);
+}
+
+const step = (what) => console.log(`-- ${what}`);
+const work = mkdtempSync(join(tmpdir(), "kcnet-pages-"));
+const dataDir = join(work, "data");
+mkdirSync(dataDir);
+mkdirSync(args.artifacts, { recursive: true });
+let server;
+let browser;
+
+async function startServer() {
+  execFileSync(args.admin, ["seed-demo", `--data_dir=${dataDir}`], { stdio: "ignore" });
+  server = spawn(
+    args.server,
+    ["--listen=127.0.0.1:0", `--data_dir=${dataDir}`, "--http_listen=127.0.0.1:0", `--console_dir=${args.console_dir}`],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let log = "";
+  server.stderr.on("data", (d) => (log += d));
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`kcnet-server did not start:\n${out}${log}`)), 30000);
+    server.stdout.on("data", (d) => {
+      out += d;
+      const grpc = /kcnet-server listening on (\S+)/.exec(out);
+      const http = /console on (\S+)/.exec(out);
+      if (grpc && http) {
+        clearTimeout(timer);
+        resolve({ grpcAddress: grpc[1], base: http[1].replace(/\/$/, "") });
+      }
+    });
+    server.once("exit", (code) => reject(new Error(`kcnet-server exited ${code}:\n${log}`)));
+  });
+}
+
+// "1.234.567 ₫" or "1.234" -> 1234567n; the page's numbers in Vietnamese grouping.
+const shownInt = (text) => BigInt(text.replace(/[^\d-]/g, "") || "0");
+
+async function main() {
+  step("seed the demo data directory and start kcnet-server with the bridge");
+  const { grpcAddress, base } = await startServer();
+
+  const tablet = (user) => {
+    const store = join(work, `${user}.db`);
+    const pw = join(work, `${user}.pw`);
+    writeFileSync(pw, `demo-${user}-pass\n`);
+    const run = (...argv) => execFileSync(args.kcnet, [`--store=${store}`, ...argv], { encoding: "utf8" });
+    run(`--server=${grpcAddress}`, "login", user, `--password-file=${pw}`);
+    run("sync");
+    return { run };
+  };
+  const addFacility = (t, name) =>
+    /registered facility (\S+)/.exec(t.run("facility", "add", `--name=${name}`, "--owner=Nguyễn Văn Tư", "--workers=8"))[1];
+  const submitRequest = (t, facility, amount) => {
+    const r = /drafted request (\S+)/.exec(
+      t.run("request", "draft", `--facility=${facility}`, "--category=machinery", `--amount=${amount}`,
+        "--description=Máy tráng bánh đa"),
+    )[1];
+    t.run("request", "submit", r);
+    return r;
+  };
+
+  step("tablets: collab1 (district Đông) adds a facility, visits it, submits two requests; collab2 (Tây) one");
+  const collab1 = tablet("collab1");
+  const f1 = addFacility(collab1, "Cơ sở bánh đa Tư");
+  collab1.run("visit", "record", `--facility=${f1}`, "--notes=Khảo sát lần đầu");
+  submitRequest(collab1, f1, "80.000.000");
+  submitRequest(collab1, f1, "45.000.000");
+  collab1.run("sync");
+  const collab2 = tablet("collab2");
+  const f3 = addFacility(collab2, "Cơ sở dệt Lụa Tây");
+  collab2.run("visit", "record", `--facility=${f3}`, "--notes=Thăm");
+  submitRequest(collab2, f3, "30.000.000");
+  collab2.run("sync");
+
+  step("launch chromium");
+  const { chromium } = require("playwright-core");
+  const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"];
+  if (process.getuid?.() === 0) launchArgs.push("--no-sandbox");
+  browser = await chromium.launch({ executablePath: chromiumPath, args: launchArgs });
+  const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, timezoneId: "Europe/Paris",
+    acceptDownloads: true });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+
+  const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+  const axeCheck = async (name) => {
+    await page.evaluate(axeSource);
+    const violations = await page.evaluate(async () => {
+      const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
+      return r.violations
+        .filter((v) => v.impact === "serious" || v.impact === "critical")
+        .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    });
+    assert.deepEqual(violations, [], `axe on ${name}`);
+  };
+  const shoot = async (name) => {
+    await page.screenshot({ path: join(args.artifacts, `${name}-1366x768.png`), fullPage: true });
+    await page.setViewportSize({ width: 768, height: 1024 });
+    await page.screenshot({ path: join(args.artifacts, `${name}-tablet.png`), fullPage: true });
+    await page.setViewportSize({ width: 1366, height: 768 });
+  };
+  // The API's answer, asked from the page with its own cookie (the bridge's Connect JSON).
+  const api = (method, body = {}) =>
+    page.evaluate(async ([m, b]) => {
+      const res = await fetch(`/kcnet.v1.${m}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+        body: JSON.stringify(b),
+      });
+      return { status: res.status, body: await res.json() };
+    }, [method, body]);
+  const signIn = async (user) => {
+    await page.goto(`${base}/`);
+    await page.getByLabel("Tên đăng nhập").fill(user);
+    await page.getByLabel("Mật khẩu").fill(`demo-${user}-pass`);
+    await page.getByRole("button", { name: "Đăng nhập" }).click();
+    await page.locator("main h1", { hasText: "Hàng chờ duyệt" }).waitFor();
+  };
+  const figures = (selector, figure) =>
+    page.locator(`${selector} [data-figure="${figure}"]`).evaluateAll((cells) => cells.map((c) => c.textContent));
+  const report = async (kind) => {
+    await page.locator(`#report[data-kind="${kind}"]`).waitFor();
+  };
+  const n = (v) => BigInt(v ?? 0); // int64 are JSON strings, absent when 0
+
+  const signOut = async () => {
+    await page.getByRole("button", { name: "Đăng xuất" }).click();
+    await page.locator("main h1", { hasText: "Đăng nhập" }).waitFor();
+  };
+  const unitsOf = async () => {
+    const out = [];
+    const walk = async (parent) => {
+      const r = await api("OrgUnitService/ListOrgUnits", { parentId: String(parent), pageSize: 500 });
+      for (const u of r.body.orgUnits ?? []) {
+        out.push(u);
+        if (u.level !== "ORG_UNIT_LEVEL_COMMUNE") await walk(u.id);
+      }
+    };
+    await walk(0);
+    return out;
+  };
+
+  step("officer1: the ids of the province's units (district Tây is out of coord1's scope)");
+  await signIn("officer1");
+  const tayDistrict = (await unitsOf()).find((u) => u.code === "902");
+  assert.ok(tayDistrict, "district 902");
+  await signOut();
+
+  step("coord1: the report pages' numbers equal the API's");
+  await signIn("coord1");
+  const units = await unitsOf();
+  const myCommunes = units.filter((u) => u.level === "ORG_UNIT_LEVEL_COMMUNE");
+  assert.ok(myCommunes.length >= 3 && myCommunes.every((u) => u.code.startsWith("901")), "coord1 works in district 901");
+  const anBinh = myCommunes.find((u) => u.code === "90101");
+
+  await page.getByRole("link", { name: "Báo cáo" }).click();
+  await report("coverage");
+  const coverage = (await api("ReportService/GetCoverage", { filter: {} })).body;
+  const shownCommunes = await page.locator("#coverage-table tbody tr").evaluateAll((rows) =>
+    rows.map((r) => r.getAttribute("data-commune-id")));
+  assert.deepEqual(shownCommunes, (coverage.communes ?? []).map((c) => c.communeId), "the same communes");
+  assert.ok(shownCommunes.every((id) => myCommunes.some((u) => u.id === id)), "only coord1's communes");
+  assert.deepEqual((await figures("#coverage-table tbody", "registered")).map(shownInt),
+    (coverage.communes ?? []).map((c) => n(c.registeredFacilities)));
+  assert.deepEqual((await figures("#coverage-table tbody", "visited")).map(shownInt),
+    (coverage.communes ?? []).map((c) => n(c.visitedFacilities)));
+  assert.equal(shownInt((await figures("#coverage-table tfoot", "registered"))[0]), n(coverage.total.registeredFacilities));
+  assert.equal(shownInt((await figures("#coverage-table tfoot", "visited"))[0]), n(coverage.total.visitedFacilities));
+  assert.ok(n(coverage.total.registeredFacilities) >= 4n, "the demo's 3 facilities of district 901 and collab1's");
+  await page.locator("#chart-visits svg").waitFor();
+  await axeCheck("reports: coverage");
+  await shoot("reports-coverage");
+
+  await page.getByRole("link", { name: "Tiến độ xử lý" }).click();
+  await report("pipeline");
+  const pipeline = (await api("ReportService/GetPipeline", { filter: {} })).body;
+  const shownStatuses = await page.locator("#pipeline-table tbody tr").evaluateAll((rows) =>
+    rows.map((r) => r.getAttribute("data-status")));
+  assert.equal(shownStatuses.length, (pipeline.statuses ?? []).length);
+  assert.deepEqual((await figures("#pipeline-table", "requests")).map(shownInt),
+    (pipeline.statuses ?? []).map((s) => n(s.requests)));
+  const submitted = (pipeline.statuses ?? []).find((s) => s.status === "REQUEST_STATUS_SUBMITTED");
+  assert.equal(n(submitted?.requests), 2n, "collab1's two submitted requests, not collab2's");
+  assert.equal(await page.locator("#pipeline-oldest tbody tr").count(), (pipeline.oldest ?? []).length);
+  await axeCheck("reports: pipeline");
+  await shoot("reports-pipeline");
+
+  await page.getByRole("link", { name: "Hoạt động cộng tác viên" }).click();
+  await report("activity");
+  const activity = (await api("ReportService/GetActivity", { filter: {} })).body;
+  const shownUsers = await page.locator("#activity-table tbody tr").evaluateAll((rows) =>
+    rows.map((r) => r.getAttribute("data-user-id")));
+  assert.deepEqual(shownUsers, (activity.collaborators ?? []).map((c) => c.userId));
+  assert.deepEqual((await figures("#activity-table", "visits")).map(shownInt),
+    (activity.collaborators ?? []).map((c) => n(c.visits)));
+  assert.deepEqual((await figures("#activity-table", "requests")).map(shownInt),
+    (activity.collaborators ?? []).map((c) => n(c.requests)));
+  const main = await page.locator("main").innerText();
+  assert.ok(main.includes("Nguyễn Văn An"), "collab1 is listed");
+  assert.ok(!main.includes("Trần Thị Bình"), "collab2 (another district) is not");
+  await axeCheck("reports: activity");
+
+  await page.getByRole("link", { name: "Chất lượng dữ liệu" }).click();
+  await report("quality");
+  const quality = (await api("ReportService/GetQuality", { filter: {} })).body;
+  for (const [figure, field] of [["visits", "visits"], ["visits_without_gps", "visitsWithoutGps"],
+    ["visits_far_from_facility", "visitsFarFromFacility"],
+    ["approved_without_recent_visit", "approvedWithoutRecentVisit"]]) {
+    assert.equal(shownInt((await figures("#quality-facts", figure))[0]), n(quality[field]), figure);
+  }
+  assert.equal(n(quality.visits), 1n, "collab1's visit only");
+  await axeCheck("reports: quality");
+  await shoot("reports-quality");
+
+  await page.getByRole("link", { name: "Kinh phí so với kế hoạch" }).click();
+  await report("budget");
+  const year = Number(new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", year: "numeric" }).format(new Date()));
+  const budget = (await api("ReportService/GetBudget", { filter: {}, year })).body;
+  assert.ok(budget.hasPlan, "the demo's plan");
+  assert.deepEqual((await figures("#budget-table tbody", "planned")).map(shownInt),
+    (budget.rows ?? []).map((r) => n(r.plannedVnd)));
+  assert.deepEqual((await figures("#budget-table tbody", "remaining")).map(shownInt),
+    (budget.rows ?? []).map((r) => n(r.remainingVnd)));
+  assert.match((await figures("#budget-table tbody", "planned"))[0], /500\.000\.000\s₫/);
+  await axeCheck("reports: budget");
+  await shoot("reports-budget");
+
+  await page.getByRole("link", { name: "Kết quả hỗ trợ" }).click();
+  const outcomes = await api("ReportService/GetOutcomes", { filter: {} });
+  if (outcomes.status === 501 || outcomes.body.code === "unimplemented") {
+    await page.locator("#report-not-yet", { hasText: "Chưa có" }).waitFor();
+  } else {
+    await report("outcomes");
+    assert.equal(await page.locator("#outcomes-table tbody tr").count(), (outcomes.body.rows ?? []).length);
+  }
+  await axeCheck("reports: outcomes");
+
+  step("filters in the URL: one commune, then dates; the page equals the API for that filter");
+  await page.getByRole("link", { name: "Độ phủ" }).click();
+  await report("coverage");
+  await page.getByLabel("Đơn vị").selectOption(anBinh.id);
+  await page.waitForURL(new RegExp(`unit=${anBinh.id}`));
+  await page.locator(`#coverage-table tbody tr[data-commune-id="${anBinh.id}"]`).waitFor();
+  await page.waitForFunction(() => document.querySelectorAll("#coverage-table tbody tr").length === 1);
+  const one = (await api("ReportService/GetCoverage", { filter: { orgUnitId: anBinh.id } })).body;
+  assert.equal(shownInt((await figures("#coverage-table tfoot", "registered"))[0]), n(one.total.registeredFacilities));
+  // A link with the filter opens the same view.
+  await page.reload();
+  await page.locator(`#coverage-table tbody tr[data-commune-id="${anBinh.id}"]`).waitFor();
+  assert.equal(await page.getByLabel("Đơn vị").inputValue(), anBinh.id);
+
+  step("downloads honour the filter: XLSX reads back, CSV matches");
+  const download = async (name) => {
+    const [d] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name }).click()]);
+    const path = join(work, d.suggestedFilename());
+    await d.saveAs(path);
+    return { path, file: d.suggestedFilename() };
+  };
+  const xlsx = await download("Tải XLSX (Excel)");
+  assert.equal(xlsx.file, "coverage.xlsx");
+  await page.locator('#exports li[data-export-state="done"]', { hasText: "coverage.xlsx" }).waitFor();
+  const entries = execFileSync("unzip", ["-Z1", xlsx.path], { encoding: "utf8" });
+  assert.match(entries, /xl\/worksheets\/sheet1\.xml/);
+  const sheetXml = execFileSync("unzip", ["-p", xlsx.path, "xl/worksheets/sheet1.xml", "xl/sharedStrings.xml"],
+    { encoding: "utf8" });
+  assert.ok(sheetXml.includes(anBinh.name), `the filtered commune ${anBinh.name} is in the workbook`);
+  for (const other of units.filter((u) => u.level === "ORG_UNIT_LEVEL_COMMUNE" && u.id !== anBinh.id)) {
+    assert.ok(!sheetXml.includes(other.name), `${other.name} is filtered out of the workbook`);
+  }
+  assert.ok(!sheetXml.includes("Tân Hòa"), "nothing of another district");
+  const csv = await download("Tải CSV");
+  assert.equal(csv.file, "coverage.csv");
+  const csvText = readFileSync(csv.path, "utf8");
+  const anBinhLine = csvText.split(/\r?\n/).find((l) => l.includes(anBinh.name));
+  assert.ok(anBinhLine, `the CSV has ${anBinh.name}:\n${csvText}`);
+  assert.ok(anBinhLine.includes(`,${n(one.communes[0].registeredFacilities)},`), `registered figure in ${anBinhLine}`);
+  // Rows start with the commune id; the total row's is 0.
+  const communeRows = csvText.split(/\r?\n/).filter((l) => /^[1-9]\d*,/.test(l));
+  assert.equal(communeRows.length, 1, `one commune row:\n${csvText}`);
+
+  step("scope: another district as the filter answers as one that does not exist");
+  const tay = await api("ReportService/GetCoverage", { filter: { orgUnitId: "999999" } });
+  assert.equal(tay.status, 404, "an unknown unit");
+  const unknownMessage = tay.body.message;
+  await page.goto(`${base}/?unit=999999#/reports/coverage`);
+  await page.getByRole("alert").waitFor();
+  const other = await api("ReportService/GetCoverage", { filter: { orgUnitId: tayDistrict.id } });
+  assert.equal(other.status, 404, "district Tây is out of coord1's scope");
+  assert.equal(other.body.message.replace(tayDistrict.id, "ID"), unknownMessage.replace("999999", "ID"),
+    "out of scope reads as does-not-exist");
+  const otherExport = await page.evaluate(async (id) => {
+    const res = await fetch("/kcnet.v1.ReportService/ExportReport", {
+      method: "POST",
+      headers: { "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1" },
+      body: (() => {
+        const json = new TextEncoder().encode(JSON.stringify({ report: "coverage", format: "EXPORT_FORMAT_CSV", filter: { orgUnitId: id } }));
+        const framed = new Uint8Array(5 + json.length);
+        new DataView(framed.buffer).setUint32(1, json.length);
+        framed.set(json, 5);
+        return framed;
+      })(),
+    });
+    return new TextDecoder().decode(await res.arrayBuffer());
+  }, tayDistrict.id);
+  assert.ok(/not_found/.test(otherExport) && !otherExport.includes("Tân Hòa"), `no export of another district: ${otherExport}`);
+
+  step("the plans list for the coordinator is read-only");
+  await page.goto(`${base}/#/plans`);
+  await page.locator("#plans-table tbody tr").first().waitFor();
+  await page.locator("#plans-table tbody tr a").first().click();
+  await page.locator("#plan-revision").waitFor();
+  assert.equal(await page.locator(".plan-editor").count(), 0, "no editor for a coordinator");
+  await axeCheck("plan (coordinator)");
+
+  step("officer1 revises the plan: a reason is required; the history and the budget follow");
+  await signOut();
+  await signIn("officer1");
+  await page.getByRole("link", { name: "Kế hoạch" }).click();
+  await page.locator("#plans-table tbody tr a").first().click();
+  await page.locator(".plan-editor").waitFor();
+  await axeCheck("plan editor");
+  const amount1 = page.getByLabel("Kinh phí kế hoạch (đồng) 1", { exact: true });
+  assert.equal(await amount1.inputValue(), "500.000.000");
+  await amount1.fill("750.000.000");
+  await page.getByRole("button", { name: "Lưu kế hoạch" }).click();
+  await page.locator("#plan-error", { hasText: "Lý do sửa: bắt buộc" }).waitFor();
+  assert.match(await page.locator("#plan-revision").innerText(), /Lần sửa: 1/, "nothing saved");
+  await amount1.fill("75O.000"); // a letter O: refused, naming the line
+  await page.getByLabel("Lý do sửa (bắt buộc)").fill("Bổ sung vốn máy móc");
+  await page.getByRole("button", { name: "Lưu kế hoạch" }).click();
+  await page.locator("#plan-error", { hasText: "Dòng 1" }).waitFor();
+  await amount1.fill("750.000.000");
+  await page.getByRole("button", { name: "Lưu kế hoạch" }).click();
+  await page.locator("#plan-message", { hasText: "lần sửa 2" }).waitFor();
+  await page.locator('#plan-history tr[data-revision="2"]', { hasText: "Bổ sung vốn máy móc" }).waitFor();
+  assert.match(await page.locator('#plan-history tr[data-revision="2"]').innerText(), /500\.000\.000 ₫.*→.*750\.000\.000 ₫/s);
+  const provinceYear = /#\/plans\/(\d+)\/(\d+)/.exec(page.url());
+  const revisions = (await api("PlanService/ListPlanRevisions",
+    { provinceId: provinceYear[1], year: Number(provinceYear[2]) })).body.revisions;
+  assert.equal(revisions.length, 2);
+  assert.equal(await page.locator("#plan-history tbody tr").count(), 2);
+  await shoot("plan-editor");
+
+  await page.goto(`${base}/#/reports/budget`);
+  await report("budget");
+  const budget2 = (await api("ReportService/GetBudget", { filter: {}, year })).body;
+  assert.deepEqual((await figures("#budget-table tbody", "planned")).map(shownInt),
+    (budget2.rows ?? []).map((r) => n(r.plannedVnd)));
+  assert.ok((budget2.rows ?? []).some((r) => n(r.plannedVnd) === 750000000n), "the revised line");
+  assert.equal(shownInt((await figures("#budget-table tfoot", "planned"))[0]),
+    (budget2.rows ?? []).reduce((a, r) => a + n(r.plannedVnd), 0n));
+
+  step("the officer's coverage includes both districts");
+  await page.goto(`${base}/#/reports/coverage`);
+  await report("coverage");
+  const all = (await api("ReportService/GetCoverage", { filter: {} })).body;
+  assert.ok(all.communes.some((c) => c.communeName.includes("Tân Hòa")), "district Tây's commune");
+  assert.equal(await page.locator("#coverage-table tbody tr").count(), all.communes.length);
+
+  step("English");
+  await page.getByRole("button", { name: "Switch to English" }).click();
+  await page.locator("main h1", { hasText: "Reports: Coverage" }).waitFor();
+
+  assert.deepEqual(problems, [], "no CSP violation or page error");
+  console.log("console pages browser test: OK");
+}
+
+main()
+  .then(() => (process.exitCode = 0))
+  .catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    await browser?.close().catch(() => {});
+    server?.kill("SIGTERM");
+    rmSync(work, { recursive: true, force: true });
+  });
