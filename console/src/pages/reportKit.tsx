@@ -98,7 +98,8 @@ export function BarChart({ title, labels, series, id }: { title: string; labels:
   const top = 12;
   const max = Math.max(1, ...series.flatMap((s) => s.values));
   const band = labels.length ? (width - left - 8) / labels.length : 0;
-  const barWidth = Math.max(2, (band * 0.8) / Math.max(1, series.length));
+  const barWidth = Math.min(36, Math.max(2, (band * 0.8) / Math.max(1, series.length)));
+  const groupStart = (i: number) => left + i * band + (band - barWidth * series.length) / 2;
   const y = (v: number) => top + (height - top - bottom) * (1 - v / max);
   const summary = series
     .map((s) => `${s.name}: ${labels.map((l, i) => `${l} ${formatCount(s.values[i] ?? 0)}`).join(", ")}`)
@@ -123,7 +124,7 @@ export function BarChart({ title, labels, series, id }: { title: string; labels:
                 <rect
                   key={s.name}
                   class={`bar s${k}`}
-                  x={left + i * band + band * 0.1 + k * barWidth}
+                  x={groupStart(i) + k * barWidth}
                   y={y(s.values[i] ?? 0)}
                   width={barWidth}
                   height={Math.max(0, y(0) - y(s.values[i] ?? 0))}
