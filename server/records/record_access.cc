@@ -1,5 +1,6 @@
 #include "server/records/record_access.h"
 
+#include <algorithm>
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
@@ -142,26 +143,46 @@ absl::StatusOr<RecordChange> RecordAccess::MaskedChange(const google::protobuf::
 
 std::string RecordAccess::NewId() { return model::NewRecordId(); }
 
-absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(sync::ListQuery query,
-                                                             int32_t page_size,
-                                                             const std::string& page_token,
-                                                             uint64_t fingerprint,
-                                                             std::string* next_token) {
+absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(
+    sync::ListQuery query, int32_t page_size, const std::string& page_token, uint64_t fingerprint,
+    std::string* next_token, const std::function<bool(const RecordChange&)>& keep) {
   absl::StatusOr<int> size = PageSize(page_size);
   if (!size.ok()) return size.status();
-  query.limit = static_cast<size_t>(*size);
+  const size_t page_limit = static_cast<size_t>(*size);
+  query.limit = page_limit;
   absl::StatusOr<std::string> position = DecodePageToken(page_token, fingerprint);
   if (!position.ok()) return position.status();
   if (!position->empty() && !absl::SimpleAtoi(*position, &query.after)) {
     return absl::InvalidArgumentError("page_token: not a position of this list");
   }
-  absl::StatusOr<std::vector<RecordChange>> page = deps_.store->List(query);
-  if (!page.ok()) return page.status();
   next_token->clear();
-  if (page->size() == query.limit) {
-    *next_token = EncodePageToken(fingerprint, absl::StrCat(page->back().op()));
+  if (!keep) {
+    absl::StatusOr<std::vector<RecordChange>> page = deps_.store->List(query);
+    if (!page.ok()) return page.status();
+    if (page->size() == query.limit) {
+      *next_token = EncodePageToken(fingerprint, absl::StrCat(page->back().op()));
+    }
+    return page;
   }
-  return page;
+  // Filtered: read chunks in the list's order and keep what `keep` accepts; the position
+  // of the next page is the op of the last record read, kept or not.
+  std::vector<RecordChange> out;
+  size_t scanned = 0;
+  query.limit = std::max<size_t>(page_limit, 500);
+  while (true) {
+    absl::StatusOr<std::vector<RecordChange>> chunk = deps_.store->List(query);
+    if (!chunk.ok()) return chunk.status();
+    for (RecordChange& r : *chunk) {
+      query.after = r.op();
+      ++scanned;
+      if (keep(r)) out.push_back(std::move(r));
+      if (out.size() == page_limit || scanned >= kMaxFilteredScan) {
+        *next_token = EncodePageToken(fingerprint, absl::StrCat(query.after));
+        return out;
+      }
+    }
+    if (chunk->size() < query.limit) return out;  // the end of the list
+  }
 }
 
 }  // namespace kcnet::server

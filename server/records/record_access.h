@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -75,11 +76,14 @@ class RecordAccess {
   // Lists records for the caller; `page_token` continues a previous page of the same query
   // (`fingerprint`, from QueryFingerprint in server/rpc/paging.h, identifies it). Fills
   // `next_token` when more may follow.
-  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(sync::ListQuery query,
-                                                            int32_t page_size,
-                                                            const std::string& page_token,
-                                                            uint64_t fingerprint,
-                                                            std::string* next_token);
+  // With `keep`, only the records it accepts are listed: the store is read in chunks and at
+  // most kMaxFilteredScan records per call, so a page may be short (even empty) and still
+  // carry a next token.
+  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(
+      sync::ListQuery query, int32_t page_size, const std::string& page_token,
+      uint64_t fingerprint, std::string* next_token,
+      const std::function<bool(const kcnet::v1::RecordChange&)>& keep = nullptr);
+  static constexpr size_t kMaxFilteredScan = 20000;
 
  private:
   RecordServiceDeps deps_;

@@ -1,11 +1,18 @@
 #include "server/records/record_services.h"
 
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/records/record_access.h"
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 #include "sync/model/requests.h"
+#include "sync/text_fold.h"
 
 namespace kcnet::server {
 namespace {
@@ -25,6 +32,24 @@ using model::TextValue;
 // A new record of a known type: its change with base_op 0.
 absl::StatusOr<RecordChange> NewRecord(const google::protobuf::Message& message) {
   return model::ToChange(message);
+}
+
+// Whether a facility matches a search, as the SDK's search matches (sync/device_store.cc):
+// folded (sync/text_fold), every word of the query is a whole word of the facility's name,
+// owner, address or main products, the last one possibly a prefix (search as you type).
+bool FacilityMatches(const RecordChange& record, const std::vector<std::string>& words) {
+  Facility f;
+  if (!model::FromChange(record, &f).ok()) return false;
+  const std::vector<std::string> tokens = sync::SearchWords(absl::StrCat(
+      f.name(), "\n", f.owner_name(), "\n", f.address(), "\n", f.main_products()));
+  for (size_t w = 0; w < words.size(); ++w) {
+    const bool last = w + 1 == words.size();
+    const bool found = std::any_of(tokens.begin(), tokens.end(), [&](const std::string& t) {
+      return t == words[w] || (last && absl::StartsWith(t, words[w]));
+    });
+    if (!found) return false;
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -48,10 +73,20 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
         [=, this](const Principal* p) -> absl::Status {
           absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(*p, req->org_unit_id());
           if (!scope.ok()) return scope.status();
+          if (req->query().size() > 200) {
+            return absl::InvalidArgumentError(
+                "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
+          }
           sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
+          const std::vector<std::string> words = sync::SearchWords(req->query());
+          std::function<bool(const RecordChange&)> keep;
+          if (!words.empty()) keep = [&words](const RecordChange& r) {
+            return FacilityMatches(r, words);
+          };
           absl::StatusOr<std::vector<RecordChange>> page = access_->List(
               q, req->page_size(), req->page_token(),
-              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
+              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token(),
+              keep);
           if (!page.ok()) return page.status();
           for (const RecordChange& r : *page) {
             absl::Status s = model::FromChange(r, resp->add_facilities());

@@ -1,6 +1,7 @@
 // The record services against a real kcnet-server on port 0 over a real channel: the
 // authorization matrix (every record RPC x every role x in scope / out of scope), the
 // request life cycle end to end with its audit trail, and bad input.
+#include <algorithm>
 #include <functional>
 #include <map>
 
@@ -303,6 +304,80 @@ TEST_F(RecordServicesTest, NoListReturnsARecordOutsideTheCallersSubtree) {
     EXPECT_EQ(has(sibling), sees_c3) << user;
     EXPECT_EQ(has(other), user == "collab9") << user;
   }
+}
+
+// ListFacilities' `query`: folded as the SDK's search (no case, no diacritics, đ = d), every
+// word in the name, owner, address or products; within the caller's scope; paged.
+TEST_F(RecordServicesTest, FacilitySearchIsDiacriticInsensitiveScopedAndPaged) {
+  auto make = [&](const std::string& user, int64_t commune, const std::string& name,
+                  const std::string& owner) {
+    CreateFacilityRequest req;
+    req.mutable_facility()->set_commune_id(commune);
+    req.mutable_facility()->set_name(name);
+    req.mutable_facility()->set_owner_name(owner);
+    req.mutable_facility()->set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+    Facility out;
+    grpc::Status s = facilities_->CreateFacility(As(user).get(), req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.id();
+  };
+  const std::string duc = make("collab1", c1_, "Xưởng đúc đồng Đại Bái", "Trần Văn Đức");
+  const std::string duc2 = make("collab1", c1_, "Lò ĐÚC ĐỒNG Ý Yên", "Lê Thị Hoa");
+  const std::string rice = make("collab1", c1_, "Cơ sở bún khô", "Nguyễn Đức Anh");
+  const std::string far = make("collab9", c9_, "Xưởng đúc đồng tỉnh khác", "Phạm Văn B");
+  // Every id coord1 finds for `query`, walking all pages of `page_size`.
+  auto search = [&](const std::string& user, const std::string& query, int page_size) {
+    std::vector<std::string> found;
+    ListFacilitiesRequest r;
+    r.set_query(query);
+    r.set_page_size(page_size);
+    for (int pages = 0; pages < 100; ++pages) {
+      ListFacilitiesResponse out;
+      grpc::Status s = facilities_->ListFacilities(As(user).get(), r, &out);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      EXPECT_LE(out.facilities_size(), page_size);
+      for (const Facility& f : out.facilities()) found.push_back(f.id());
+      if (out.next_page_token().empty()) break;
+      r.set_page_token(out.next_page_token());
+    }
+    std::sort(found.begin(), found.end());
+    return found;
+  };
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(search("coord1", "duc dong", 50), sorted({duc, duc2}));
+  EXPECT_EQ(search("coord1", "ĐÚC   đồng", 1), sorted({duc, duc2}));  // paged one by one
+  EXPECT_EQ(search("coord1", "duc", 50), sorted({duc, duc2, rice}));  // the owner's name too
+  EXPECT_EQ(search("coord1", "dong y ye", 50), sorted({duc2}));  // the last word as a prefix
+  EXPECT_TRUE(search("coord1", "uc dong", 50).empty());            // whole words, not parts
+  EXPECT_TRUE(search("coord1", "dong bun", 50).empty());  // every word must match
+  // Scope: another province's facility is found by its own collaborator only.
+  EXPECT_EQ(search("collab9", "duc dong", 50), sorted({far}));
+  for (const std::string& id : search("officer1", "duc dong", 50)) EXPECT_NE(id, far);
+  // An empty query lists everything, as before.
+  EXPECT_GE(search("coord1", "", 50).size(), 3u);
+  // Bad input names the field.
+  ListFacilitiesRequest bad;
+  bad.set_query(std::string(201, 'a'));
+  ListFacilitiesResponse out;
+  grpc::Status s = facilities_->ListFacilities(As("coord1").get(), bad, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("query"), std::string::npos) << s.error_message();
+  // A page token of one query does not continue another.
+  ListFacilitiesRequest first;
+  first.set_query("duc");
+  first.set_page_size(1);
+  ListFacilitiesResponse page;
+  ASSERT_TRUE(facilities_->ListFacilities(As("coord1").get(), first, &page).ok());
+  ASSERT_FALSE(page.next_page_token().empty());
+  ListFacilitiesRequest other;
+  other.set_query("dong");
+  other.set_page_token(page.next_page_token());
+  EXPECT_EQ(facilities_->ListFacilities(As("coord1").get(), other, &out).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(RecordServicesTest, ARequestWalksItsWholeLifeCycleWithAnAuditTrail) {
