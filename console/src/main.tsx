@@ -15,6 +15,8 @@ import { reportKinds, Reports, type ReportKind } from "./pages/Reports";
 import { PlanList, PlanPage } from "./pages/Plans";
 import { resetReportCaches } from "./pages/reportKit";
 import { rt } from "./pages/reportsText";
+import { FacilityPage, Registry } from "./pages/Registry";
+import { MapPage } from "./pages/MapPage";
 
 
 effect(() => {
@@ -52,6 +54,8 @@ function Header() {
       <span class="brand">{t().appTitle}</span>
       <nav aria-label="kcnet">
         {user && <a href="#/queue">{t().queue}</a>}
+        {user && <a href="#/registry">{rt().registry}</a>}
+        {user && <a href="#/map">{rt().map}</a>}
         {user && <a href="#/reports/coverage">{rt().reports}</a>}
         {user && <a href="#/plans">{rt().plans}</a>}
       </nav>
@@ -100,6 +104,10 @@ function Page() {
   const plan = /^#\/plans\/(\d+)\/(\d{4})/.exec(r);
   if (plan) return <PlanPage provinceId={BigInt(plan[1])} year={Number(plan[2])} key={r} />;
   if (r.startsWith("#/plans")) return <PlanList />;
+  const fac = /^#\/facility\/([\w-]+)/.exec(r);
+  if (fac) return <FacilityPage id={fac[1]} key={fac[1]} />;
+  if (r.startsWith("#/registry")) return <Registry />;
+  if (r.startsWith("#/map")) return <MapPage />;
   return <Queue />;
 }
 

@@ -1,4 +1,5 @@
-// Pieces the reports and plans pages share: their filters in the URL (?unit=&from=&to=&year=),
+// Pieces the reports, plans, registry and map pages share: their filters in the URL
+// (?unit=&from=&to=&year=&q=&kind=&sector=),
 // the org units the caller may pick from, a bar chart (plain SVG: no chart library, no
 // inline style, so the strict CSP holds) and the background export of a report as CSV or
 // XLSX through ReportService.ExportReport (server streaming). The browser runs all of this
@@ -10,7 +11,7 @@ import { ExportFormat } from "@gen/kcnet/v1/reports_pb";
 import { formatCount, rt } from "./reportsText";
 
 // ---------------------------------------------------------------------------------------
-// Filters in the URL. The queue's filters (state.ts) keep their own keys; these are added
+// Filters in the URL, shared by the reports, the registry and the map. The queue's filters (state.ts) keep their own keys; these are added
 // beside them, so a link carries both and the queue's filters survive a visit to a report.
 
 export interface ReportParams {
@@ -18,12 +19,16 @@ export interface ReportParams {
   from: string; // YYYY-MM-DD, "" = no lower bound
   to: string; // YYYY-MM-DD, "" = today
   year: string; // budget and plans, "" = this year
+  q: string; // registry search
+  kind: string; // registry: FacilityKind number
+  sector: string; // registry: Sector number
 }
-const paramKeys: (keyof ReportParams)[] = ["unit", "from", "to", "year"];
+const paramKeys: (keyof ReportParams)[] = ["unit", "from", "to", "year", "q", "kind", "sector"];
 
 function readParams(): ReportParams {
   const q = new URLSearchParams(location.search);
-  return { unit: q.get("unit") ?? "", from: q.get("from") ?? "", to: q.get("to") ?? "", year: q.get("year") ?? "" };
+  const get = (k: keyof ReportParams) => q.get(k) ?? "";
+  return { unit: get("unit"), from: get("from"), to: get("to"), year: get("year"), q: get("q"), kind: get("kind"), sector: get("sector") };
 }
 export const reportParams = signal<ReportParams>(readParams());
 addEventListener("popstate", () => (reportParams.value = readParams()));

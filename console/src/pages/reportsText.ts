@@ -94,6 +94,37 @@ const vi = {
   backToPlans: "← Về danh sách kế hoạch",
   open: "Mở",
   planNotFound: "Không tìm thấy kế hoạch này.",
+  // Registry
+  registry: "Danh bạ cơ sở",
+  registryHelp: "Tìm cơ sở theo tên, chủ cơ sở, địa chỉ hoặc sản phẩm; không cần gõ dấu.",
+  search: "Tìm kiếm",
+  kind: "Loại hình",
+  sector: "Ngành nghề",
+  facilitiesFound: (n: string, more: boolean) => `${n}${more ? "+" : ""} cơ sở`,
+  tooMany: "Còn nhiều kết quả nữa; hãy thu hẹp tìm kiếm.",
+  possibleDuplicate: "Có thể trùng",
+  duplicatesOf: "Cơ sở có thể trùng (cùng tên, cùng xã)",
+  timeline: "Dòng thời gian: các lần thăm và đề nghị",
+  visitEvent: "Lần thăm",
+  requestEvent: "Đề nghị hỗ trợ",
+  noEvents: "Chưa có lần thăm hay đề nghị nào.",
+  backToRegistry: "← Về danh bạ cơ sở",
+  facilityNotFound: "Không tìm thấy cơ sở này.",
+  location: "Vị trí (vĩ độ, kinh độ)",
+  // Map
+  map: "Bản đồ",
+  mapHelp: "Cơ sở và lần thăm theo bộ lọc hiện tại; nhóm điểm gần nhau. Bấm vào điểm để mở hồ sơ.",
+  showFacilities: "Cơ sở",
+  showVisits: "Lần thăm",
+  layers: "Lớp hiển thị",
+  points: (n: string) => `${n} điểm`,
+  noBaseMap: "Không có bản đồ nền (chạy được không cần Internet).",
+  mapCanvas: "Bản đồ các điểm; dùng danh sách bên dưới nếu dùng bàn phím",
+  clusterOf: (n: string) => `Nhóm ${n} điểm`,
+  zoomIn: "Phóng to",
+  zoomOut: "Thu nhỏ",
+  resetView: "Xem toàn bộ",
+  nearby: "Các điểm tại vị trí đã chọn",
 };
 type Catalogue = typeof vi;
 
@@ -187,10 +218,73 @@ const en: Catalogue = {
   backToPlans: "← Back to the plans",
   open: "Open",
   planNotFound: "No such plan.",
+  registry: "Facility registry",
+  registryHelp: "Find facilities by name, owner, address or products; accents are optional.",
+  search: "Search",
+  kind: "Kind",
+  sector: "Sector",
+  facilitiesFound: (n: string, more: boolean) => `${n}${more ? "+" : ""} facilities`,
+  tooMany: "More results exist; narrow the search.",
+  possibleDuplicate: "Possible duplicate",
+  duplicatesOf: "Possible duplicates (same name, same commune)",
+  timeline: "Timeline: visits and requests",
+  visitEvent: "Visit",
+  requestEvent: "Support request",
+  noEvents: "No visits or requests yet.",
+  backToRegistry: "← Back to the registry",
+  facilityNotFound: "No such facility.",
+  location: "Location (latitude, longitude)",
+  map: "Map",
+  mapHelp: "Facilities and visits of the current filters, clustered. Click a point to open its record.",
+  showFacilities: "Facilities",
+  showVisits: "Visits",
+  layers: "Layers",
+  points: (n: string) => `${n} points`,
+  noBaseMap: "No base map (works without the internet).",
+  mapCanvas: "Map of the points; keyboard users can use the list below",
+  clusterOf: (n: string) => `Cluster of ${n} points`,
+  zoomIn: "Zoom in",
+  zoomOut: "Zoom out",
+  resetView: "Show all",
+  nearby: "Points at the chosen place",
 };
 
 export function rt(): Catalogue {
   return lang.value === "en" ? en : vi;
+}
+
+const kindNames: Record<number, [string, string]> = {
+  1: ["Hộ kinh doanh", "Household business"],
+  2: ["Tổ hợp tác", "Cooperative group"],
+  3: ["Hợp tác xã", "Cooperative"],
+  4: ["Doanh nghiệp", "Enterprise"],
+};
+const sectorNames: Record<number, [string, string]> = {
+  1: ["Chế biến nông lâm thuỷ sản", "Food processing"],
+  2: ["Thủ công mỹ nghệ", "Handicrafts"],
+  3: ["Dệt may", "Textiles and garments"],
+  4: ["Chế biến gỗ", "Wood processing"],
+  5: ["Cơ khí", "Mechanical"],
+  6: ["Vật liệu xây dựng", "Construction materials"],
+  7: ["Hoá chất", "Chemicals"],
+  8: ["Khác", "Other"],
+};
+const pickName = (table: Record<number, [string, string]>, n: number) =>
+  table[n] ? table[n][lang.value === "en" ? 1 : 0] : "—";
+export const kindName = (n: number) => pickName(kindNames, n);
+export const sectorName = (n: number) => pickName(sectorNames, n);
+export const kindValues = Object.keys(kindNames).map(Number);
+export const sectorValues = Object.keys(sectorNames).map(Number);
+
+/** Text folded as the SDK's search (sync/text_fold): lower case, no diacritics, đ = d. */
+export function fold(text: string): string {
+  return text
+    .normalize("NFD")
+    .replace(/\p{M}/gu, "")
+    .replace(/[đĐ]/g, "d")
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}]+/gu, " ")
+    .trim();
 }
 
 const counterpart: [string, string] = ["Vốn đối ứng", "Counterpart funds"];

@@ -1,0 +1,307 @@
+// The facility registry (#/registry) and a facility's page (#/facility/ID).
+// The registry searches with ListFacilities' `query`, which the server folds as the SDK's
+// search does (no case, no diacritics, đ = d), within an org unit of the caller's scope;
+// kind and sector narrow the list on the page. Filters live in the URL (?q=&unit=&kind=
+// &sector=), shared with the reports and the map. The list is virtualised
+// (@tanstack/virtual-core): only the rows in view are in the DOM, however long it is.
+// Facilities with the same folded name in the same commune are flagged as possible
+// duplicates. A facility's page shows its visits and requests on one timeline.
+import { useEffect, useRef, useState } from "preact/hooks";
+import { elementScroll, observeElementOffset, observeElementRect, Virtualizer } from "@tanstack/virtual-core";
+import { Code, ConnectError, errorText, facilities, requests, visits } from "../api";
+import type { Facility, SupportRequest, Visit } from "@gen/kcnet/v1/domain_pb";
+import { categoryName, formatTime, formatVnd, purposeName, statusName, t } from "../i18n";
+import { fold, formatCount, kindName, kindValues, rt, sectorName, sectorValues } from "./reportsText";
+import { myUnits, reportParams, setReportParams, type ReportParams, type UnitOption } from "./reportKit";
+
+/** The most facilities a list loads; beyond, the page asks to narrow the search. */
+export const kMaxListed = 50_000;
+
+/**
+ * Every facility of the URL's filters (search, org unit, kind, sector), page by page;
+ * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled.
+ */
+export async function loadFacilities(
+  p: ReportParams,
+  onPage: (list: Facility[], more: boolean) => void,
+  cancelled: () => boolean,
+  limit = kMaxListed,
+): Promise<void> {
+  const out: Facility[] = [];
+  let token = "";
+  do {
+    const r = await facilities.listFacilities({
+      orgUnitId: p.unit ? BigInt(p.unit) : 0n,
+      query: p.q,
+      pageSize: 1000,
+      pageToken: token,
+    });
+    if (cancelled()) return;
+    for (const f of r.facilities) {
+      if (p.kind && f.kind !== Number(p.kind)) continue;
+      if (p.sector && f.sector !== Number(p.sector)) continue;
+      out.push(f);
+    }
+    token = r.nextPageToken;
+    onPage(out.slice(0, limit), out.length >= limit && token !== "");
+  } while (token && out.length < limit);
+}
+
+/** The keys (commune + folded name) held by more than one facility of `list`. */
+export function duplicateKeys(list: Facility[]): Set<string> {
+  const seen = new Map<string, number>();
+  for (const f of list) {
+    const k = `${f.communeId}|${fold(f.name)}`;
+    seen.set(k, (seen.get(k) ?? 0) + 1);
+  }
+  return new Set([...seen].filter(([, n]) => n > 1).map(([k]) => k));
+}
+const dupKey = (f: Facility) => `${f.communeId}|${fold(f.name)}`;
+
+function useUnits(): UnitOption[] {
+  const [units, setUnits] = useState<UnitOption[]>([]);
+  useEffect(() => {
+    myUnits().then(setUnits);
+  }, []);
+  return units;
+}
+
+/** The org unit, kind and sector filters (shared by the registry and the map). */
+export function FacilityFilters({ units }: { units: UnitOption[] }) {
+  const p = reportParams.value;
+  const select = (id: string, label: string, value: string, key: keyof ReportParams, options: [string, string][]) => (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <select id={id} value={value} onChange={(e) => setReportParams({ [key]: (e.target as HTMLSelectElement).value })}>
+        {options.map(([v, text]) => (
+          <option key={v} value={v}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+  return (
+    <>
+      {select("f-unit", rt().orgUnit, p.unit, "unit", [
+        ["", rt().allMyUnits],
+        ...units.map((u): [string, string] => [String(u.unit.id), "\u00a0\u00a0".repeat(u.depth) + u.unit.name]),
+      ])}
+      {select("f-kind", rt().kind, p.kind, "kind", [["", t().all], ...kindValues.map((k): [string, string] => [String(k), kindName(k)])])}
+      {select("f-sector", rt().sector, p.sector, "sector", [
+        ["", t().all],
+        ...sectorValues.map((k): [string, string] => [String(k), sectorName(k)]),
+      ])}
+    </>
+  );
+}
+
+const kRowHeight = 56;
+
+export function Registry() {
+  const p = reportParams.value;
+  const units = useUnits();
+  const [typed, setTyped] = useState(p.q);
+  const [list, setList] = useState<Facility[] | null>(null);
+  const [more, setMore] = useState(false);
+  const [error, setError] = useState("");
+  const [, setTick] = useState(0);
+  const scroller = useRef<HTMLDivElement>(null);
+  const virtualizer = useRef<Virtualizer<HTMLDivElement, Element> | null>(null);
+
+  // Typing searches after a short pause; the search is in the URL.
+  useEffect(() => {
+    if (typed === p.q) return;
+    const timer = setTimeout(() => setReportParams({ q: typed.trim() }), 200);
+    return () => clearTimeout(timer);
+  }, [typed]);
+
+  useEffect(() => {
+    let cancelled = false;
+    setList(null);
+    setError("");
+    loadFacilities(p, (l, m) => {
+      setList(l);
+      setMore(m);
+    }, () => cancelled).catch((e) => !cancelled && setError(errorText(e)));
+    return () => {
+      cancelled = true;
+    };
+  }, [p.q, p.unit, p.kind, p.sector]);
+
+  const count = list?.length ?? 0;
+  virtualizer.current ??= new Virtualizer<HTMLDivElement, Element>({
+    count,
+    getScrollElement: () => scroller.current,
+    estimateSize: () => kRowHeight,
+    overscan: 8,
+    scrollToFn: elementScroll,
+    observeElementRect,
+    observeElementOffset,
+    onChange: () => setTick((n) => n + 1),
+  });
+  const v = virtualizer.current;
+  v.setOptions({ ...v.options, count });
+  useEffect(() => v._didMount(), []);
+  useEffect(() => {
+    v._willUpdate();
+  });
+
+  const dups = list ? duplicateKeys(list) : new Set<string>();
+  const names = new Map(units.map((u) => [u.unit.id, u.unit.name]));
+  const items = v.getVirtualItems();
+  return (
+    <main id="main">
+      <h1 tabIndex={-1}>{rt().registry}</h1>
+      <p class="help">{rt().registryHelp}</p>
+      <form class="filters" role="search" aria-label={rt().search} onSubmit={(e) => (e.preventDefault(), setReportParams({ q: typed.trim() }))}>
+        <div class="field">
+          <label for="f-q">{rt().search}</label>
+          <input id="f-q" type="search" value={typed} autoComplete="off" onInput={(e) => setTyped((e.target as HTMLInputElement).value)} />
+        </div>
+        <FacilityFilters units={units} />
+        <button type="button" class="secondary" onClick={() => (setTyped(""), setReportParams({ q: "", unit: "", kind: "", sector: "" }))}>
+          {t().clearFilters}
+        </button>
+      </form>
+      {error && (
+        <p class="error" role="alert">
+          {t().error}: {error}
+        </p>
+      )}
+      <p aria-live="polite" id="registry-count">
+        {list === null ? t().loading : rt().facilitiesFound(formatCount(count), more)}
+        {more && ` ${rt().tooMany}`}
+      </p>
+      <div class="vlist" ref={scroller} tabIndex={-1}>
+        <ul class="vlist-inner" style={{ height: `${v.getTotalSize()}px` }} aria-label={rt().registry}>
+          {list &&
+            items.map((item) => {
+              const f = list[item.index];
+              if (!f) return null;
+              const dup = dups.has(dupKey(f));
+              return (
+                <li key={f.id} class="vrow" data-facility-id={f.id} style={{ transform: `translateY(${item.start}px)`, height: `${kRowHeight}px` }}>
+                  <a href={`#/facility/${f.id}`}>{f.name}</a>
+                  {dup && <span class="badge">{rt().possibleDuplicate}</span>}
+                  <span class="sub">
+                    {names.get(f.communeId) ?? String(f.communeId)} · {f.ownerName || "—"} · {kindName(f.kind)}
+                  </span>
+                </li>
+              );
+            })}
+        </ul>
+      </div>
+    </main>
+  );
+}
+
+type TimelineEntry =
+  | { at: bigint; kind: "visit"; visit: Visit }
+  | { at: bigint; kind: "request"; request: SupportRequest };
+
+export function FacilityPage({ id }: { id: string }) {
+  const units = useUnits();
+  const [facility, setFacility] = useState<Facility | null>(null);
+  const [timeline, setTimeline] = useState<TimelineEntry[] | null>(null);
+  const [twins, setTwins] = useState<Facility[]>([]);
+  const [error, setError] = useState("");
+  useEffect(() => {
+    let cancelled = false;
+    (async () => {
+      const f = await facilities.getFacility({ id });
+      if (cancelled) return;
+      setFacility(f);
+      const [vs, rs, same] = await Promise.all([
+        visits.listVisits({ facilityId: id, pageSize: 500 }),
+        requests.listSupportRequests({ facilityId: id, pageSize: 500 }),
+        facilities.listFacilities({ orgUnitId: f.communeId, query: f.name.slice(0, 60), pageSize: 200 }),
+      ]);
+      if (cancelled) return;
+      const entries: TimelineEntry[] = [
+        ...vs.visits.map((v): TimelineEntry => ({ at: v.visitedMs, kind: "visit", visit: v })),
+        ...rs.supportRequests.map((r): TimelineEntry => ({ at: r.createdMs, kind: "request", request: r })),
+      ].sort((a, b) => Number(b.at - a.at)); // newest first
+      setTimeline(entries);
+      setTwins(same.facilities.filter((o) => o.id !== f.id && fold(o.name) === fold(f.name)));
+    })().catch((e) => {
+      if (cancelled) return;
+      if (e instanceof ConnectError && e.code === Code.NotFound) setError(rt().facilityNotFound);
+      else setError(errorText(e));
+    });
+    return () => {
+      cancelled = true;
+    };
+  }, [id]);
+  const unitName = (uid: bigint) => units.find((u) => u.unit.id === uid)?.unit.name ?? String(uid);
+  return (
+    <main id="main">
+      <p>
+        <a href="#/registry">{rt().backToRegistry}</a>
+      </p>
+      <h1 tabIndex={-1}>{facility?.name ?? t().facility}</h1>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      {!error && !facility && <p aria-live="polite">{t().loading}</p>}
+      {facility && (
+        <dl class="facts" id="facility-facts">
+          <dt>{t().commune}</dt>
+          <dd>{unitName(facility.communeId)}</dd>
+          <dt>{t().owner}</dt>
+          <dd>{facility.ownerName || "—"}</dd>
+          <dt>{rt().kind}</dt>
+          <dd>{kindName(facility.kind)}</dd>
+          <dt>{rt().sector}</dt>
+          <dd>{sectorName(facility.sector)}</dd>
+          <dt>{t().address}</dt>
+          <dd>{facility.address || "—"}</dd>
+          <dt>{t().workers}</dt>
+          <dd>{formatCount(facility.workers)}</dd>
+          <dt>{t().products}</dt>
+          <dd>{facility.mainProducts || "—"}</dd>
+          <dt>{t().phone}</dt>
+          <dd>{facility.contactPhone || "—"}</dd>
+          <dt>{rt().location}</dt>
+          <dd>{facility.latitude || facility.longitude ? `${facility.latitude.toFixed(5)}, ${facility.longitude.toFixed(5)}` : "—"}</dd>
+        </dl>
+      )}
+      {twins.length > 0 && (
+        <section aria-labelledby="h-twins" id="facility-duplicates">
+          <h2 id="h-twins">{rt().duplicatesOf}</h2>
+          <ul>
+            {twins.map((o) => (
+              <li key={o.id}>
+                <a href={`#/facility/${o.id}`}>{o.name}</a> · {o.ownerName || "—"}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+      {timeline && (
+        <section aria-labelledby="h-timeline">
+          <h2 id="h-timeline">{rt().timeline}</h2>
+          {timeline.length === 0 && <p>{rt().noEvents}</p>}
+          <ol class="timeline" id="facility-timeline">
+            {timeline.map((e) =>
+              e.kind === "visit" ? (
+                <li key={e.visit.id} data-kind="visit">
+                  <time>{formatTime(e.at)}</time> <strong>{rt().visitEvent}</strong>: {purposeName(e.visit.purpose)}
+                  {e.visit.findings && ` — ${e.visit.findings}`}
+                </li>
+              ) : (
+                <li key={e.request.id} data-kind="request">
+                  <time>{formatTime(e.at)}</time> <strong>{rt().requestEvent}</strong>:{" "}
+                  <a href={`#/request/${e.request.id}`}>{categoryName(e.request.category)}</a>, {formatVnd(e.request.requestedAmountVnd)} —{" "}
+                  {statusName(e.request.status)}
+                </li>
+              ),
+            )}
+          </ol>
+        </section>
+      )}
+    </main>
+  );
+}
