@@ -62,6 +62,7 @@ mkdirSync(dataDir);
 mkdirSync(args.artifacts, { recursive: true });
 let server;
 let browser;
+let currentPage; // for a screenshot when a step fails
 
 async function startServer() {
   execFileSync(args.admin, ["seed-demo", `--data_dir=${dataDir}`], { stdio: "ignore" });
@@ -121,6 +122,7 @@ async function main() {
   collab1.run("visit", "record", `--facility=${f1}`, "--notes=Khảo sát lần đầu");
   submitRequest(collab1, f1, "80.000.000");
   submitRequest(collab1, f1, "45.000.000");
+  const twin = addFacility(collab1, "CƠ SỞ BÁNH ĐA TƯ"); // the same folded name, same commune
   collab1.run("sync");
   const collab2 = tablet("collab2");
   const f3 = addFacility(collab2, "Cơ sở dệt Lụa Tây");
@@ -137,6 +139,7 @@ async function main() {
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, timezoneId: "Europe/Paris",
     acceptDownloads: true });
   const page = await context.newPage();
+  currentPage = page;
   const problems = [];
   page.on("console", (m) => {
     if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
@@ -365,6 +368,78 @@ async function main() {
   }, tayDistrict.id);
   assert.ok(/not_found/.test(otherExport) && !otherExport.includes("Tân Hòa"), `no export of another district: ${otherExport}`);
 
+  step("registry: the list equals the API's; a search without diacritics; duplicates flagged");
+  const listAll = async (query) => {
+    const ids = [];
+    let pageToken = "";
+    do {
+      const r = await api("FacilityService/ListFacilities", { query, pageSize: 500, pageToken });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      ids.push(...(r.body.facilities ?? []).map((f) => f.id));
+      pageToken = r.body.nextPageToken ?? "";
+    } while (pageToken);
+    return ids.sort();
+  };
+  const shownFacilities = () =>
+    page.locator("[data-facility-id]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-facility-id")).sort());
+  await page.goto(`${base}/#/registry`);
+  await page.locator("#registry-count", { hasText: "cơ sở" }).waitFor();
+  const everything = await listAll("");
+  assert.equal(shownInt(await page.locator("#registry-count").innerText()), BigInt(everything.length));
+  assert.deepEqual(await shownFacilities(), everything, "the rows in view are the API's (a short list)");
+  await axeCheck("registry");
+  await page.getByRole("searchbox", { name: "Tìm kiếm" }).fill("banh da tu");
+  await page.waitForURL(/q=banh/);
+  await page.waitForFunction(() => document.querySelectorAll("[data-facility-id]").length === 2);
+  assert.deepEqual(await shownFacilities(), [f1, twin].sort(), "found without diacritics");
+  assert.deepEqual(await listAll("banh da tu"), [f1, twin].sort(), "the API's answer");
+  assert.equal(await page.locator(".badge", { hasText: "Có thể trùng" }).count(), 2, "both flagged");
+  await shoot("registry");
+  await page.getByRole("searchbox", { name: "Tìm kiếm" }).fill("det lua");
+  await page.waitForURL(/q=det/);
+  await page.locator("#registry-count", { hasText: /^0 cơ sở/ }).waitFor();
+  assert.deepEqual(await listAll("det lua"), [], "another district's facility is not found");
+
+  step("a facility's page: its visit and requests on a timeline, its twin");
+  await page.goto(`${base}/#/facility/${f1}`);
+  await page.locator("#facility-timeline li").first().waitFor();
+  assert.equal(await page.locator('#facility-timeline li[data-kind="visit"]').count(), 1);
+  assert.equal(await page.locator('#facility-timeline li[data-kind="request"]').count(), 2);
+  await page.locator("#facility-duplicates", { hasText: "CƠ SỞ BÁNH ĐA TƯ" }).waitFor();
+  await axeCheck("facility");
+  await shoot("facility");
+  await page.goto(`${base}/#/facility/${f3}`);
+  await page.getByRole("alert").filter({ hasText: "Không tìm thấy cơ sở này" }).waitFor();
+
+  step("map: the points are the API's facilities and visits with a location; a click opens one");
+  await page.goto(`${base}/#/map`);
+  await page.locator("#map-count", { hasText: "điểm" }).waitFor();
+  const facilitiesWithPlace = [];
+  {
+    let pageToken = "";
+    do {
+      const r = (await api("FacilityService/ListFacilities", { pageSize: 500, pageToken })).body;
+      facilitiesWithPlace.push(...(r.facilities ?? []).filter((f) => f.latitude || f.longitude));
+      pageToken = r.nextPageToken ?? "";
+    } while (pageToken);
+  }
+  const visitsAll = (await api("VisitService/ListVisits", { pageSize: 500 })).body.visits ?? [];
+  const placed = new Set(facilitiesWithPlace.map((f) => f.id));
+  const visitsWithPlace = visitsAll.filter((v) => v.latitude || v.longitude || placed.has(v.facilityId));
+  const canvas = page.locator("#map-canvas");
+  assert.equal(Number(await canvas.getAttribute("data-points")), facilitiesWithPlace.length + visitsWithPlace.length);
+  assert.ok(facilitiesWithPlace.length >= 3, "the demo's facilities of district 901 have a place");
+  const target = facilitiesWithPlace.find((f) => f.name.includes("Phú Lộc"));
+  const view = JSON.parse(await canvas.getAttribute("data-view"));
+  const box = await canvas.boundingBox();
+  const x = box.width / 2 + (target.longitude - view.lng) * view.scale;
+  const y = box.height / 2 - (target.latitude - view.lat) * view.scale;
+  await axeCheck("map");
+  await shoot("map");
+  await canvas.click({ position: { x, y } });
+  await page.waitForURL(new RegExp(`#/facility/${target.id}`));
+  await page.locator("main h1", { hasText: "Phú Lộc" }).waitFor();
+
   step("the plans list for the coordinator is read-only");
   await page.goto(`${base}/#/plans`);
   await page.locator("#plans-table tbody tr").first().waitFor();
@@ -428,9 +503,11 @@ async function main() {
 
 main()
   .then(() => (process.exitCode = 0))
-  .catch((e) => {
+  .catch(async (e) => {
     console.error(e);
     process.exitCode = 1;
+    await currentPage?.screenshot({ path: join(args.artifacts, "pages-failure.png") }).catch(() => {});
+    console.error(`page at failure: ${currentPage?.url()} (screenshot pages-failure.png)`);
   })
   .finally(async () => {
     await browser?.close().catch(() => {});

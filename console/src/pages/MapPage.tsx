@@ -159,7 +159,7 @@ export function MapPage() {
       if (cancelled) return;
       setFacilityList(facilities);
       const list = await all(async (pageToken) => {
-        const r = await visitsApi.listVisits({ orgUnitId: p.unit ? BigInt(p.unit) : 0n, pageSize: 1000, pageToken });
+        const r = await visitsApi.listVisits({ orgUnitId: p.unit ? BigInt(p.unit) : 0n, pageSize: 500, pageToken });
         return { items: r.visits, next: cancelled ? "" : r.nextPageToken };
       }, 1_000_000);
       if (cancelled) return;
@@ -217,10 +217,14 @@ export function MapPage() {
     c.dataset.renderMs = (performance.now() - started).toFixed(1);
     c.dataset.points = String(points.length);
     c.dataset.clusters = String(clusters.current.length);
+    c.dataset.view = JSON.stringify(v);
   };
+  // Always the latest render's redraw (its points), also for listeners added once.
+  const latestRedraw = useRef(redraw);
+  latestRedraw.current = redraw;
   const schedule = () => {
     cancelAnimationFrame(frame.current);
-    frame.current = requestAnimationFrame(redraw);
+    frame.current = requestAnimationFrame(() => latestRedraw.current());
   };
   useEffect(() => {
     redraw();

@@ -33,7 +33,7 @@ export async function loadFacilities(
     const r = await facilities.listFacilities({
       orgUnitId: p.unit ? BigInt(p.unit) : 0n,
       query: p.q,
-      pageSize: 1000,
+      pageSize: 500,
       pageToken: token,
     });
     if (cancelled()) return;
@@ -170,7 +170,7 @@ export function Registry() {
         </p>
       )}
       <p aria-live="polite" id="registry-count">
-        {list === null ? t().loading : rt().facilitiesFound(formatCount(count), more)}
+        {list === null ? (error ? "" : t().loading) : rt().facilitiesFound(formatCount(count), more)}
         {more && ` ${rt().tooMany}`}
       </p>
       <div class="vlist" ref={scroller} tabIndex={-1}>
