@@ -1,27 +1,40 @@
-// console: the console's HTTP bridge against gRPC, same server, same run. A real
-// kcnet-server in process (gRPC and the bridge on ports 0) holds 1,000 facilities in one
-// district; a district coordinator lists them a page of 50 at a time, alternately over
-// gRPC (a kept channel) and through the bridge (HTTP/1.1 keep-alive, JSON, the cookie
-// from /auth/sign-in), as the console would.
+// console: the console's HTTP bridge against gRPC, same server, same run, and the
+// console itself in a headless browser. A real kcnet-server in process (gRPC and the
+// bridge on ports 0) holds 1,000 facilities in one district; a district coordinator lists
+// them a page of 50 at a time, alternately over gRPC (a kept channel) and through the
+// bridge (HTTP/1.1 keep-alive, JSON, the cookie from /auth/sign-in), as the console would.
 //  - bridge_p50_ratio: p50 latency through the bridge / p50 over gRPC (goal <= 1.5);
 //  - bridge_p50_ms, grpc_p50_ms: the two p50s;
 //  - bridge_small_p50_ratio: the same ratio for WhoAmI (a tiny answer: the fixed cost).
-// The browser figures of bench `console` (first load, search, map, XLSX) come from the
-// console's own tests in console/.
+// Then, with the console's files built (CMake target kcnet_console) and Debian's chromium
+// present, it adds one province's data set (at --scale=1: 200,000 facilities and 1,000,000
+// visits over 20 communes, and 50 requests awaiting the province) straight into the record
+// store, and bench/console_browser.mjs measures, as the province officer: first_load_p95_ms,
+// js_css_gzip_bytes, search_p95_ms, map_points, map_load_ms, map_render_ms, map_fps,
+// xlsx_s and xlsx_rows (see that file).
 //
-// Usage: console_bench [calls]   (default 1000 of each)
+// Usage: console_bench [calls] [--scale=F] [--browser=0]
+//   calls: bridge calls of each kind (default 1000); --scale: of the browser's data set
+//   (default 0.05: 10,000 facilities, 50,000 visits; 1 is the full set);
+//   --browser=0: the bridge figures only.
 #include <algorithm>
 #include <filesystem>
+#include <cstdlib>
 #include <iostream>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
+#include "sync/model/record_types.h"
+#include "sync/server_store.h"
 
 namespace {
 
@@ -37,12 +50,48 @@ double P50(std::vector<double> ms) {
   return ms[ms.size() / 2];
 }
 
+// Applies `n` records made by `make` to the server's store in batches of 1,000.
+template <typename Make>
+void Apply(kcnet::sync::ServerStore* store, int64_t n, Make make) {
+  MutationBatch batch;
+  for (int64_t done = 0; done < n;) {
+    batch.Clear();
+    const int64_t count = std::min<int64_t>(1000, n - done);
+    for (int64_t i = 0; i < count; ++i) {
+      RecordChange change = *kcnet::model::ToChange(make());
+      change.set_hlc(store->clock().Now());
+      *batch.add_mutations()->add_changes() = std::move(change);
+    }
+    const kcnet::sync::Writer writer{"", kcnet::sync::NodeIdFor("bench"), nullptr};
+    if (absl::StatusOr<PushAck> ack = store->Apply(writer, batch); !ack.ok()) {
+      Die(absl::StrCat("apply: ", ack.status().ToString()));
+    }
+    done += count;
+  }
+}
+
+std::string Uuid(std::mt19937_64& rng) {
+  return *kcnet::sync::UuidToText(kcnet::bench::RandomUuidBytes(rng));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using kcnet::bench::Emit;
   using kcnet::bench::Timer;
-  const int calls = argc > 1 ? std::atoi(argv[1]) : 1000;
+  int calls = 1000;
+  double scale = 0.05;
+  bool browser = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (absl::StartsWith(a, "--scale=")) {
+      if (!absl::SimpleAtod(a.substr(8), &scale) || scale <= 0 || scale > 1) Die("--scale: (0, 1]");
+    } else if (a == "--browser=0") {
+      browser = false;
+    } else if (!absl::SimpleAtoi(a, &calls) || calls <= 0) {
+      Die("usage: console_bench [calls] [--scale=F] [--browser=0]");
+    }
+  }
   const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-console";
   std::filesystem::remove_all(dir);
   kcnet::server::ServerOptions options;
@@ -52,6 +101,7 @@ int main(int argc, char** argv) {
   options.directory.password_ops_limit = kcnet::server::kArgon2OpsLimitMin;
   options.directory.password_mem_limit = kcnet::server::kArgon2MemLimitMin;
   options.log_sink = [](absl::string_view) {};
+  options.console_dir = KCNET_CONSOLE_DIST;  // "" when the console is not built
   auto server = kcnet::server::KcnetServer::Start(options);
   if (!server.ok()) Die(server.status().ToString());
   kcnet::server::Directory* d = (*server)->directory();
@@ -165,6 +215,92 @@ int main(int argc, char** argv) {
   Emit("console", "grpc_p50_ms", grpc_p50, "ms");
   Emit("console", "bridge_p50_ms", bridge_p50, "ms");
   Emit("console", "bridge_p50_ratio", bridge_p50 / grpc_p50, "ratio");
+
+  // The browser figures: one province's data set, then bench/console_browser.mjs.
+  const std::string dist = KCNET_CONSOLE_DIST;
+  const std::string node = KCNET_NODE;
+  const char* chromium_env = std::getenv("KCNET_CHROMIUM");
+  const std::string chromium = chromium_env != nullptr ? chromium_env : "/usr/bin/chromium";
+  if (!browser) {
+    // Asked for the bridge figures only.
+  } else if (dist.empty() || node.empty() || !std::filesystem::exists(dist + "/index.html") ||
+             !std::filesystem::exists(chromium)) {
+    std::cerr << "console_bench: the browser figures need the console built (target "
+                 "kcnet_console), node and chromium (deploy/install-deps.sh); skipped\n";
+  } else {
+    if (!d->CreateUser("officer", "Cán bộ Sở", "password-123", ROLE_PROVINCE_OFFICER,
+                       {province.id()})
+             .ok()) {
+      Die("create officer");
+    }
+    std::vector<int64_t> communes = {commune.id()};
+    auto district2 = *d->CreateOrgUnit("902", "Huyện Tây", ORG_UNIT_LEVEL_DISTRICT, province.id());
+    for (int i = 1; i < 20; ++i) {
+      auto c = d->CreateOrgUnit(absl::StrCat(i < 10 ? "901" : "902", 50 + i),
+                                absl::StrCat("Xã số ", i), ORG_UNIT_LEVEL_COMMUNE,
+                                i < 10 ? district.id() : district2.id());
+      if (!c.ok()) Die(c.status().ToString());
+      communes.push_back(c->id());
+    }
+    const char* kNames[] = {"Cơ sở mây tre đan", "Xưởng bánh đa", "Cơ khí nông cụ",
+                            "Dệt thổ cẩm",       "Gỗ mỹ nghệ",    "Gốm sứ",
+                            "Nước mắm",          "Miến dong",     "Bún khô",
+                            "Chổi đót"};
+    std::mt19937_64 rng(20261206);
+    const int64_t n_facilities = static_cast<int64_t>(200000 * scale);
+    const int64_t n_visits = static_cast<int64_t>(1000000 * scale);
+    struct Placed {
+      std::string id;
+      int64_t commune;
+      double lat, lng;
+    };
+    std::vector<Placed> placed;
+    Timer seed_timer;
+    Apply((*server)->store(), n_facilities, [&] {
+      Facility f;
+      f.set_id(Uuid(rng));
+      f.set_commune_id(communes[rng() % communes.size()]);
+      f.set_name(absl::StrCat(kNames[rng() % 10], " ", placed.size()));
+      f.set_owner_name("Nguyễn Văn An");
+      f.set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+      f.set_latitude(20.8 + (rng() % 5000) / 10000.0);
+      f.set_longitude(105.5 + (rng() % 5000) / 10000.0);
+      f.set_created_ms(1767225600000);  // 2026-01-01
+      placed.push_back({f.id(), f.commune_id(), f.latitude(), f.longitude()});
+      return f;
+    });
+    Apply((*server)->store(), n_visits, [&] {
+      const Placed& f = placed[rng() % placed.size()];
+      Visit v;
+      v.set_id(Uuid(rng));
+      v.set_commune_id(f.commune);
+      v.set_facility_id(f.id);
+      v.set_visited_ms(1767225600000 + static_cast<int64_t>(rng() % 300) * 86400000);
+      v.set_latitude(f.lat + 0.0005);
+      v.set_longitude(f.lng);
+      v.set_purpose(VISIT_PURPOSE_SURVEY);
+      return v;
+    });
+    Apply((*server)->store(), 50, [&] {
+      const Placed& f = placed[rng() % placed.size()];
+      SupportRequest r;
+      r.set_id(Uuid(rng));
+      r.set_commune_id(f.commune);
+      r.set_facility_id(f.id);
+      r.set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+      r.set_requested_amount_vnd(50'000'000);
+      r.set_status(REQUEST_STATUS_ENDORSED);
+      r.set_created_ms(1767225600000);
+      r.set_updated_ms(1767225600000);
+      return r;
+    });
+    Emit("console", "seed_s", seed_timer.Seconds(), "s");
+    const std::string command = absl::StrCat(
+        "'", node, "' '", KCNET_SOURCE_DIR, "/bench/console_browser.mjs' --base=", origin,
+        " --user=officer --password=password-123 --console_dir='", dist, "' --node_modules='",
+        KCNET_SOURCE_DIR, "/console/node_modules' --chromium='", chromium, "'");
+    if (std::system(command.c_str()) != 0) Die("bench/console_browser.mjs failed");
+  }
   (*server)->Shutdown(absl::Seconds(2));
   server->reset();
   std::filesystem::remove_all(dir);

@@ -104,6 +104,7 @@ export function Registry() {
   const [typed, setTyped] = useState(p.q);
   const [list, setList] = useState<Facility[] | null>(null);
   const [more, setMore] = useState(false);
+  const [loadedQuery, setLoadedQuery] = useState<string | null>(null); // the search `list` answers
   const [error, setError] = useState("");
   const [, setTick] = useState(0);
   const scroller = useRef<HTMLDivElement>(null);
@@ -119,10 +120,12 @@ export function Registry() {
   useEffect(() => {
     let cancelled = false;
     setList(null);
+    setLoadedQuery(null);
     setError("");
     loadFacilities(p, (l, m) => {
       setList(l);
       setMore(m);
+      setLoadedQuery(p.q);
     }, () => cancelled).catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;
@@ -169,7 +172,7 @@ export function Registry() {
           {t().error}: {error}
         </p>
       )}
-      <p aria-live="polite" id="registry-count">
+      <p aria-live="polite" id="registry-count" data-q={loadedQuery ?? undefined}>
         {list === null ? (error ? "" : t().loading) : rt().facilitiesFound(formatCount(count), more)}
         {more && ` ${rt().tooMany}`}
       </p>

@@ -1,0 +1,142 @@
+// The browser half of bench `console` (driven by console_bench.cc, which seeds the data and
+// runs kcnet-server): Debian's headless chromium through playwright-core over loopback.
+// Prints one JSON line per figure:
+//   first_load_p95_ms   20 cold loads of the queue page (a new browser context each: no
+//                       cache), signed in, until the queue's count is shown;
+//   js_css_gzip_bytes   the console's app.js + app.css, gzipped;
+//   search_p95_ms       registry: a search typed -> its first results rendered, 20 searches;
+//   map_points          the points the map shows for the whole province;
+//   map_load_ms         opening the map -> every point loaded and drawn (the data's fetch);
+//   map_render_ms       one frame drawing all the points (clustering + canvas);
+//   map_fps             frames per second while panning (a pointer drag, 2 s);
+//   xlsx_s, xlsx_rows   the coverage report as XLSX through the browser (click -> download).
+// Usage: node console_browser.mjs --base=URL --user=U --password=P --console_dir=DIR
+//        --node_modules=DIR [--chromium=PATH]
+import { gzipSync } from "node:zlib";
+import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const m = /^--([^=]+)=(.*)$/.exec(a);
+    if (!m) throw new Error(`bad argument ${a}`);
+    return [m[1], m[2]];
+  }),
+);
+const require = createRequire(join(args.node_modules, "noop.js"));
+const { chromium } = require("playwright-core");
+const emit = (metric, value, unit) =>
+  console.log(JSON.stringify({ bench: "console", metric, value: Number(value.toFixed(3)), unit }));
+const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
+
+const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run"];
+if (process.getuid?.() === 0) launchArgs.push("--no-sandbox");
+const browser = await chromium.launch({ executablePath: args.chromium ?? "/usr/bin/chromium", args: launchArgs });
+const work = mkdtempSync(join(tmpdir(), "kcnet-console-bench-"));
+try {
+  // The session cookie, as the sign-in page gets it.
+  const signIn = await fetch(`${args.base}/auth/sign-in`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+    body: JSON.stringify({ username: args.user, password: args.password }),
+  });
+  if (!signIn.ok) throw new Error(`sign-in: ${signIn.status}`);
+  const [pair] = signIn.headers.get("set-cookie").split(";");
+  const [name, value] = pair.split("=");
+  const url = new URL(args.base);
+  const cookie = { name, value, domain: url.hostname, path: "/", httpOnly: true, sameSite: "Strict" };
+  const newPage = async () => {
+    const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, acceptDownloads: true });
+    await context.addCookies([cookie]);
+    return { context, page: await context.newPage() };
+  };
+
+  // First load of the queue, cold.
+  const loads = [];
+  for (let i = 0; i < 21; i++) {
+    const { context, page } = await newPage();
+    const started = performance.now();
+    await page.goto(`${args.base}/#/queue`);
+    await page.locator("#queue-count").waitFor();
+    if (i > 0) loads.push(performance.now() - started); // the first warms the server, not the browser
+    await context.close();
+  }
+  emit("first_load_p95_ms", p95(loads), "ms");
+  const dist = args.console_dir;
+  emit("js_css_gzip_bytes",
+    gzipSync(readFileSync(join(dist, "assets", "app.js"))).length +
+      gzipSync(readFileSync(join(dist, "assets", "app.css"))).length, "bytes");
+
+  // Registry search: typed -> first results (or none) rendered.
+  const { context, page } = await newPage();
+  await page.goto(`${args.base}/#/registry`);
+  await page.locator("#registry-count", { hasText: /\d/ }).waitFor({ timeout: 600000 });
+  const searches = [];
+  const words = ["may tre", "banh da", "co khi", "det", "go", "gom", "nuoc mam", "mien", "bun", "cho"];
+  for (let i = 0; i < 20; i++) {
+    const query = `${words[i % words.length]} ${i < 10 ? "" : i}`.trim();
+    const box = page.getByRole("searchbox");
+    const started = performance.now();
+    await box.fill(query);
+    await page.waitForFunction((q) => document.querySelector("#registry-count")?.getAttribute("data-q") === q,
+      query, { timeout: 120000 });
+    // The 200 ms typing pause is the page's, not the search's: not counted.
+    searches.push(performance.now() - started - 200);
+  }
+  emit("search_p95_ms", p95(searches), "ms");
+
+  // The map of the whole province.
+  let started = performance.now();
+  await page.goto(`${args.base}/#/map`);
+  await page.waitForFunction(() => /\d/.test(document.querySelector("#map-count")?.textContent ?? "") &&
+    Number(document.querySelector("#map-canvas")?.getAttribute("data-points") ?? 0) > 0, null, { timeout: 600000 });
+  emit("map_load_ms", performance.now() - started, "ms");
+  const canvas = page.locator("#map-canvas");
+  emit("map_points", Number(await canvas.getAttribute("data-points")), "points");
+  emit("map_render_ms", Number(await canvas.getAttribute("data-render-ms")), "ms");
+  const fps = await page.evaluate(async () => {
+    const c = document.querySelector("#map-canvas");
+    const r = c.getBoundingClientRect();
+    let x = r.left + r.width / 2;
+    const y = r.top + r.height / 2;
+    const fire = (type) => c.dispatchEvent(new PointerEvent(type, { clientX: x, clientY: y, bubbles: true, pointerId: 1 }));
+    fire("pointerdown");
+    let frames = 0;
+    const t0 = performance.now();
+    await new Promise((done) => {
+      const tick = () => {
+        frames++;
+        x += 4;
+        fire("pointermove");
+        if (performance.now() - t0 < 2000) requestAnimationFrame(tick);
+        else done();
+      };
+      requestAnimationFrame(tick);
+    });
+    fire("pointerup");
+    return frames / ((performance.now() - t0) / 1000);
+  });
+  emit("map_fps", fps, "frames/s");
+
+  // An XLSX export through the browser.
+  await page.goto(`${args.base}/#/reports/coverage`);
+  await page.locator("#report").waitFor({ timeout: 600000 });
+  started = performance.now();
+  const [download] = await Promise.all([
+    page.waitForEvent("download", { timeout: 600000 }),
+    page.getByRole("button", { name: /XLSX/ }).click(),
+  ]);
+  const file = join(work, "coverage.xlsx");
+  await download.saveAs(file);
+  emit("xlsx_s", (performance.now() - started) / 1000, "s");
+  const sheet = execFileSync("unzip", ["-p", file, "xl/worksheets/sheet1.xml"], { encoding: "utf8", maxBuffer: 1 << 30 });
+  emit("xlsx_rows", (sheet.match(/<row /g) ?? []).length, "rows");
+  await context.close();
+} finally {
+  await browser.close();
+  rmSync(work, { recursive: true, force: true });
+}
