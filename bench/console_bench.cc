@@ -18,8 +18,8 @@
 //   (default 0.05: 10,000 facilities, 50,000 visits; 1 is the full set);
 //   --browser=0: the bridge figures only.
 #include <algorithm>
-#include <filesystem>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <random>
 #include <string>
@@ -236,16 +236,15 @@ int main(int argc, char** argv) {
     std::vector<int64_t> communes = {commune.id()};
     auto district2 = *d->CreateOrgUnit("902", "Huyện Tây", ORG_UNIT_LEVEL_DISTRICT, province.id());
     for (int i = 1; i < 20; ++i) {
-      auto c = d->CreateOrgUnit(absl::StrCat(i < 10 ? "901" : "902", 50 + i),
-                                absl::StrCat("Xã số ", i), ORG_UNIT_LEVEL_COMMUNE,
-                                i < 10 ? district.id() : district2.id());
+      auto c =
+          d->CreateOrgUnit(absl::StrCat(i < 10 ? "901" : "902", 50 + i), absl::StrCat("Xã số ", i),
+                           ORG_UNIT_LEVEL_COMMUNE, i < 10 ? district.id() : district2.id());
       if (!c.ok()) Die(c.status().ToString());
       communes.push_back(c->id());
     }
-    const char* kNames[] = {"Cơ sở mây tre đan", "Xưởng bánh đa", "Cơ khí nông cụ",
-                            "Dệt thổ cẩm",       "Gỗ mỹ nghệ",    "Gốm sứ",
-                            "Nước mắm",          "Miến dong",     "Bún khô",
-                            "Chổi đót"};
+    const char* kNames[] = {"Cơ sở mây tre đan", "Xưởng bánh đa", "Cơ khí nông cụ", "Dệt thổ cẩm",
+                            "Gỗ mỹ nghệ",        "Gốm sứ",        "Nước mắm",       "Miến dong",
+                            "Bún khô",           "Chổi đót"};
     std::mt19937_64 rng(20261206);
     const int64_t n_facilities = static_cast<int64_t>(200000 * scale);
     const int64_t n_visits = static_cast<int64_t>(1000000 * scale);

@@ -9,8 +9,8 @@
 #define KCNET_SERVER_RECORDS_RECORD_ACCESS_H_
 
 #include <cstdint>
-#include <optional>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,8 +80,8 @@ class RecordAccess {
   // most kMaxFilteredScan records per call, so a page may be short (even empty) and still
   // carry a next token.
   absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(
-      sync::ListQuery query, int32_t page_size, const std::string& page_token,
-      uint64_t fingerprint, std::string* next_token,
+      sync::ListQuery query, int32_t page_size, const std::string& page_token, uint64_t fingerprint,
+      std::string* next_token,
       const std::function<bool(const kcnet::v1::RecordChange&)>& keep = nullptr);
   static constexpr size_t kMaxFilteredScan = 20000;
 

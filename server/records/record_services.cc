@@ -40,8 +40,8 @@ absl::StatusOr<RecordChange> NewRecord(const google::protobuf::Message& message)
 bool FacilityMatches(const RecordChange& record, const std::vector<std::string>& words) {
   Facility f;
   if (!model::FromChange(record, &f).ok()) return false;
-  const std::vector<std::string> tokens = sync::SearchWords(absl::StrCat(
-      f.name(), "\n", f.owner_name(), "\n", f.address(), "\n", f.main_products()));
+  const std::vector<std::string> tokens = sync::SearchWords(
+      absl::StrCat(f.name(), "\n", f.owner_name(), "\n", f.address(), "\n", f.main_products()));
   for (size_t w = 0; w < words.size(); ++w) {
     const bool last = w + 1 == words.size();
     const bool found = std::any_of(tokens.begin(), tokens.end(), [&](const std::string& t) {
@@ -80,13 +80,12 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
           sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
           const std::vector<std::string> words = sync::SearchWords(req->query());
           std::function<bool(const RecordChange&)> keep;
-          if (!words.empty()) keep = [&words](const RecordChange& r) {
-            return FacilityMatches(r, words);
-          };
-          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
-              q, req->page_size(), req->page_token(),
-              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token(),
-              keep);
+          if (!words.empty())
+            keep = [&words](const RecordChange& r) { return FacilityMatches(r, words); };
+          absl::StatusOr<std::vector<RecordChange>> page =
+              access_->List(q, req->page_size(), req->page_token(),
+                            QueryFingerprint(*req, absl::StrCat(p->user_id)),
+                            resp->mutable_next_page_token(), keep);
           if (!page.ok()) return page.status();
           for (const RecordChange& r : *page) {
             absl::Status s = model::FromChange(r, resp->add_facilities());

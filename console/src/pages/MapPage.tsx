@@ -154,14 +154,16 @@ export function MapPage() {
     setError("");
     view.current = null;
     (async () => {
+      // Facilities and visits load side by side.
+      const visitsLoaded = all(async (pageToken) => {
+        const r = await visitsApi.listVisits({ orgUnitId: p.unit ? BigInt(p.unit) : 0n, pageSize: 500, pageToken });
+        return { items: r.visits, next: cancelled ? "" : r.nextPageToken };
+      }, 1_000_000);
       let facilities: Facility[] = [];
       await loadFacilities(p, (l) => (facilities = l), () => cancelled);
       if (cancelled) return;
       setFacilityList(facilities);
-      const list = await all(async (pageToken) => {
-        const r = await visitsApi.listVisits({ orgUnitId: p.unit ? BigInt(p.unit) : 0n, pageSize: 500, pageToken });
-        return { items: r.visits, next: cancelled ? "" : r.nextPageToken };
-      }, 1_000_000);
+      const list = await visitsLoaded;
       if (cancelled) return;
       // Visits of the listed facilities only (the search, kind and sector), in the dates.
       const ids = new Set(facilities.map((f) => f.id));

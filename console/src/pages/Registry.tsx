@@ -29,13 +29,15 @@ export async function loadFacilities(
 ): Promise<void> {
   const out: Facility[] = [];
   let token = "";
+  let first = true;
   do {
     const r = await facilities.listFacilities({
       orgUnitId: p.unit ? BigInt(p.unit) : 0n,
       query: p.q,
-      pageSize: 500,
+      pageSize: first ? 100 : 500, // a small first page: the first rows show sooner
       pageToken: token,
     });
+    first = false;
     if (cancelled()) return;
     for (const f of r.facilities) {
       if (p.kind && f.kind !== Number(p.kind)) continue;

@@ -91,6 +91,8 @@ export function resetReportCaches() {
 // A bar chart: one or two series over labelled categories (months, or budget lines). The
 // numbers are in the table next to it; the chart has a title and a text alternative.
 
+const compact = new Intl.NumberFormat("vi-VN", { notation: "compact", maximumFractionDigits: 1 });
+
 export interface Series {
   name: string;
   values: number[];
@@ -98,7 +100,7 @@ export interface Series {
 export function BarChart({ title, labels, series, id }: { title: string; labels: string[]; series: Series[]; id: string }) {
   const width = 640;
   const height = 200;
-  const left = 48;
+  const left = 56;
   const bottom = 36;
   const top = 12;
   const max = Math.max(1, ...series.flatMap((s) => s.values));
@@ -118,7 +120,7 @@ export function BarChart({ title, labels, series, id }: { title: string; labels:
         <svg viewBox={`0 0 ${width} ${height}`} role="img" aria-label={`${rt().chartOf(title)}. ${summary}`}>
           <line x1={left} y1={y(0)} x2={width - 4} y2={y(0)} class="axis" />
           <text x={left - 4} y={y(max) + 4} class="tick" text-anchor="end">
-            {formatCount(max)}
+            {compact.format(max)}
           </text>
           <text x={left - 4} y={y(0)} class="tick" text-anchor="end">
             0
