@@ -186,6 +186,20 @@ async function main() {
     await page.locator(`#report[data-kind="${kind}"]`).waitFor();
   };
   const n = (v) => BigInt(v ?? 0); // int64 are JSON strings, absent when 0
+  // The API's answer for the report the page shows, for the same summaries: the reports
+  // follower may still be counting the tablets' last writes, so the page is reloaded
+  // until it shows the same `as_of_op` as the API's answer.
+  const sameAnswer = async (kind, method, body) => {
+    for (let attempt = 0; ; attempt++) {
+      await report(kind);
+      const answer = (await api(`ReportService/${method}`, body)).body;
+      const shownAsOf = await page.locator("#report").getAttribute("data-as-of");
+      if (shownAsOf === String(answer.asOfOp ?? 0)) return answer;
+      if (attempt > 20) throw new Error(`${kind}: the page shows op ${shownAsOf}, the API ${answer.asOfOp}`);
+      await page.waitForTimeout(200);
+      await page.reload();
+    }
+  };
 
   const signOut = async () => {
     await page.getByRole("button", { name: "Đăng xuất" }).click();
@@ -218,8 +232,7 @@ async function main() {
   const anBinh = myCommunes.find((u) => u.code === "90101");
 
   await page.getByRole("link", { name: "Báo cáo" }).click();
-  await report("coverage");
-  const coverage = (await api("ReportService/GetCoverage", { filter: {} })).body;
+  const coverage = await sameAnswer("coverage", "GetCoverage", { filter: {} });
   const shownCommunes = await page.locator("#coverage-table tbody tr").evaluateAll((rows) =>
     rows.map((r) => r.getAttribute("data-commune-id")));
   assert.deepEqual(shownCommunes, (coverage.communes ?? []).map((c) => c.communeId), "the same communes");
@@ -236,8 +249,7 @@ async function main() {
   await shoot("reports-coverage");
 
   await page.getByRole("link", { name: "Tiến độ xử lý" }).click();
-  await report("pipeline");
-  const pipeline = (await api("ReportService/GetPipeline", { filter: {} })).body;
+  const pipeline = await sameAnswer("pipeline", "GetPipeline", { filter: {} });
   const shownStatuses = await page.locator("#pipeline-table tbody tr").evaluateAll((rows) =>
     rows.map((r) => r.getAttribute("data-status")));
   assert.equal(shownStatuses.length, (pipeline.statuses ?? []).length);
@@ -250,8 +262,7 @@ async function main() {
   await shoot("reports-pipeline");
 
   await page.getByRole("link", { name: "Hoạt động cộng tác viên" }).click();
-  await report("activity");
-  const activity = (await api("ReportService/GetActivity", { filter: {} })).body;
+  const activity = await sameAnswer("activity", "GetActivity", { filter: {} });
   const shownUsers = await page.locator("#activity-table tbody tr").evaluateAll((rows) =>
     rows.map((r) => r.getAttribute("data-user-id")));
   assert.deepEqual(shownUsers, (activity.collaborators ?? []).map((c) => c.userId));
@@ -265,8 +276,7 @@ async function main() {
   await axeCheck("reports: activity");
 
   await page.getByRole("link", { name: "Chất lượng dữ liệu" }).click();
-  await report("quality");
-  const quality = (await api("ReportService/GetQuality", { filter: {} })).body;
+  const quality = await sameAnswer("quality", "GetQuality", { filter: {} });
   for (const [figure, field] of [["visits", "visits"], ["visits_without_gps", "visitsWithoutGps"],
     ["visits_far_from_facility", "visitsFarFromFacility"],
     ["approved_without_recent_visit", "approvedWithoutRecentVisit"]]) {
@@ -277,9 +287,8 @@ async function main() {
   await shoot("reports-quality");
 
   await page.getByRole("link", { name: "Kinh phí so với kế hoạch" }).click();
-  await report("budget");
   const year = Number(new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", year: "numeric" }).format(new Date()));
-  const budget = (await api("ReportService/GetBudget", { filter: {}, year })).body;
+  const budget = await sameAnswer("budget", "GetBudget", { filter: {}, year });
   assert.ok(budget.hasPlan, "the demo's plan");
   assert.deepEqual((await figures("#budget-table tbody", "planned")).map(shownInt),
     (budget.rows ?? []).map((r) => n(r.plannedVnd)));
@@ -411,6 +420,24 @@ async function main() {
   await page.goto(`${base}/#/facility/${f3}`);
   await page.getByRole("alert").filter({ hasText: "Không tìm thấy cơ sở này" }).waitFor();
 
+  step("keyboard only: search the registry and open a facility");
+  await page.goto(`${base}/#/registry`);
+  await page.locator("#registry-count", { hasText: "cơ sở" }).waitFor();
+  const tabTo = async (predicate, what) => {
+    for (let i = 0; i < 60; i++) {
+      await page.keyboard.press("Tab");
+      if (await page.evaluate(predicate)) return;
+    }
+    throw new Error(`Tab never reached ${what}`);
+  };
+  await tabTo(() => document.activeElement?.id === "f-q", "the search box");
+  await page.keyboard.type("xuong moc");
+  await page.locator('#registry-count[data-q="xuong moc"]').waitFor();
+  await tabTo(() => !!document.activeElement?.closest("[data-facility-id]"), "a facility");
+  assert.match(await page.evaluate(() => document.activeElement.textContent), /Xưởng mộc Phú Lộc/);
+  await page.keyboard.press("Enter");
+  await page.locator("main h1", { hasText: "Xưởng mộc Phú Lộc" }).waitFor();
+
   step("map: the points are the API's facilities and visits with a location; a click opens one");
   await page.goto(`${base}/#/map`);
   await page.locator("#map-count", { hasText: "điểm" }).waitFor();
@@ -478,8 +505,7 @@ async function main() {
   await shoot("plan-editor");
 
   await page.goto(`${base}/#/reports/budget`);
-  await report("budget");
-  const budget2 = (await api("ReportService/GetBudget", { filter: {}, year })).body;
+  const budget2 = await sameAnswer("budget", "GetBudget", { filter: {}, year });
   assert.deepEqual((await figures("#budget-table tbody", "planned")).map(shownInt),
     (budget2.rows ?? []).map((r) => n(r.plannedVnd)));
   assert.ok((budget2.rows ?? []).some((r) => n(r.plannedVnd) === 750000000n), "the revised line");
@@ -488,8 +514,7 @@ async function main() {
 
   step("the officer's coverage includes both districts");
   await page.goto(`${base}/#/reports/coverage`);
-  await report("coverage");
-  const all = (await api("ReportService/GetCoverage", { filter: {} })).body;
+  const all = await sameAnswer("coverage", "GetCoverage", { filter: {} });
   assert.ok(all.communes.some((c) => c.communeName.includes("Tân Hòa")), "district Tây's commune");
   assert.equal(await page.locator("#coverage-table tbody tr").count(), all.communes.length);
 

@@ -481,7 +481,7 @@ export function Reports({ kind }: { kind: ReportKind }) {
       )}
       {!error && !notYet && answer === null && <p aria-live="polite">{t().loading}</p>}
       {answer && (
-        <section aria-live="polite" id="report" data-kind={answer.kind}>
+        <section aria-live="polite" id="report" data-kind={answer.kind} data-as-of={String(answer.r.asOfOp)}>
           <p class="help">{rt().asOf(String(answer.r.asOfOp))}</p>
           {answer.kind === "coverage" && <Coverage r={answer.r} unitName={unitName} />}
           {answer.kind === "pipeline" && <Pipeline r={answer.r} unitName={unitName} />}
