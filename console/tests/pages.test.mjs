@@ -504,6 +504,21 @@ async function main() {
   assert.equal(await page.locator("#plan-history tbody tr").count(), 2);
   await shoot("plan-editor");
 
+  step("officer1 creates next year's plan");
+  await page.goto(`${base}/#/plans`);
+  await page.getByRole("link", { name: `Lập kế hoạch năm ${Number(provinceYear[2]) + 1}` }).click();
+  await page.getByRole("button", { name: "Thêm dòng" }).click();
+  await page.getByLabel("Kinh phí kế hoạch (đồng) 1", { exact: true }).fill("1.200.000.000");
+  await page.getByLabel("Số cơ sở theo kế hoạch 1", { exact: true }).fill("12");
+  await page.getByLabel("Nguồn kinh phí 1", { exact: true }).selectOption("2");
+  await page.getByRole("button", { name: "Tạo kế hoạch" }).click();
+  await page.locator("#plan-message", { hasText: "lần sửa 1" }).waitFor();
+  const created = (await api("PlanService/GetPlan", { provinceId: provinceYear[1], year: Number(provinceYear[2]) + 1 })).body;
+  assert.equal(created.lines.length, 1);
+  assert.equal(n(created.lines[0].plannedAmountVnd), 1200000000n);
+  assert.equal(created.lines[0].funding, "FUNDING_SOURCE_NATIONAL");
+  assert.match(await page.locator("#plan-total").innerText(), /1\.200\.000\.000\s₫/);
+
   await page.goto(`${base}/#/reports/budget`);
   const budget2 = await sameAnswer("budget", "GetBudget", { filter: {}, year });
   assert.deepEqual((await figures("#budget-table tbody", "planned")).map(shownInt),
