@@ -12,6 +12,7 @@ PACKAGES=(
   # Report exports (XLSX) and the test that reads them back with LibreOffice headless.
   libxlsxwriter-dev libreoffice-calc-nogui
   chromium  # the console's browser tests (console/tests, ctest label browser)
+  unzip  # console/tests/pages.test.mjs reads a downloaded XLSX back
 )
 
 missing=()
