@@ -1,6 +1,7 @@
-// Messages of the reports and plans pages, Vietnamese first and English second, kept apart
-// from i18n.ts so that these pages stay in their own files. Same rules as i18n.ts: a typed
-// catalogue, the language is the `lang` signal, no i18n library.
+// Messages of the reports, plans, registry and map pages, Vietnamese first and English
+// second, kept apart from i18n.ts so that these pages stay in their own files; also the
+// names of facility kinds and sectors, and the text folding of the SDK's search. Same
+// rules as i18n.ts: a typed catalogue, the language is the `lang` signal, no i18n library.
 import { lang } from "../i18n";
 
 const vi = {
