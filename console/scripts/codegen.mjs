@@ -23,6 +23,8 @@ execFileSync(
     `-I${protoRoot}`,
     "kcnet/v1/domain.proto",
     "kcnet/v1/services.proto",
+    "kcnet/v1/sync.proto",
+    "kcnet/v1/sync_service.proto",
   ],
   { stdio: "inherit" },
 );

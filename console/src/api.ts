@@ -10,7 +10,9 @@ import {
   SupportRequestService,
   UserService,
   VisitService,
+  WatchService,
 } from "@gen/kcnet/v1/services_pb";
+import { SyncService } from "@gen/kcnet/v1/sync_service_pb";
 
 const transport = createConnectTransport({
   baseUrl: location.origin,
@@ -25,6 +27,8 @@ export const users = createClient(UserService, transport);
 export const facilities = createClient(FacilityService, transport);
 export const visits = createClient(VisitService, transport);
 export const requests = createClient(SupportRequestService, transport);
+export const watch = createClient(WatchService, transport);
+export const syncService = createClient(SyncService, transport); // its conflict RPCs
 
 export { Code, ConnectError };
 

@@ -11,7 +11,14 @@ import { me, navigate, route, setLangParam } from "./state";
 import { resetCaches, Queue } from "./pages/Queue";
 import { RequestPage } from "./pages/RequestPage";
 import { SignIn } from "./pages/SignIn";
+import { Conflicts } from "./pages/Conflicts";
+import { startLive, stopLive } from "./live";
+import { tr } from "./i18n-review";
+import { Role } from "@gen/kcnet/v1/domain_pb";
 
+
+// One live-change stream per tab while someone is signed in.
+effect(() => (me.value ? startLive() : stopLive()));
 
 effect(() => {
   document.documentElement.lang = lang.value;
@@ -47,6 +54,9 @@ function Header() {
       <span class="brand">{t().appTitle}</span>
       <nav aria-label="kcnet">
         {user && <a href="#/queue">{t().queue}</a>}
+        {(user?.role === Role.DISTRICT_COORDINATOR || user?.role === Role.PROVINCE_OFFICER) && (
+          <a href="#/conflicts">{tr().conflicts}</a>
+        )}
       </nav>
       <span class="spacer" />
       <button
@@ -85,6 +95,7 @@ function Page() {
   if (me.value === null) return <SignIn />;
   const m = /^#\/request\/([\w-]+)/.exec(r);
   if (m) return <RequestPage id={m[1]} key={m[1]} />;
+  if (r.startsWith("#/conflicts")) return <Conflicts />;
   return <Queue />;
 }
 

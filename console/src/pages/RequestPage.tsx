@@ -27,6 +27,7 @@ import {
   t,
 } from "../i18n";
 import { me } from "../state";
+import { RequestConflicts } from "./Conflicts";
 
 interface Loaded {
   request: SupportRequest;
@@ -212,6 +213,7 @@ export function RequestPage({ id }: { id: string }) {
           </tbody>
         </table>
       </section>
+      <RequestConflicts id={r.id} />
     </main>
   );
 }
