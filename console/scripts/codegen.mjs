@@ -25,6 +25,7 @@ execFileSync(
     "kcnet/v1/services.proto",
     "kcnet/v1/sync.proto",
     "kcnet/v1/sync_service.proto",
+    "kcnet/v1/reports.proto",
   ],
   { stdio: "inherit" },
 );

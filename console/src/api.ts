@@ -13,6 +13,7 @@ import {
   WatchService,
 } from "@gen/kcnet/v1/services_pb";
 import { SyncService } from "@gen/kcnet/v1/sync_service_pb";
+import { ReportService } from "@gen/kcnet/v1/reports_pb";
 
 const transport = createConnectTransport({
   baseUrl: location.origin,
@@ -29,6 +30,7 @@ export const visits = createClient(VisitService, transport);
 export const requests = createClient(SupportRequestService, transport);
 export const watch = createClient(WatchService, transport);
 export const syncService = createClient(SyncService, transport); // its conflict RPCs
+export const reports = createClient(ReportService, transport);
 
 export { Code, ConnectError };
 

@@ -12,6 +12,7 @@ import { resetCaches, Queue } from "./pages/Queue";
 import { RequestPage } from "./pages/RequestPage";
 import { SignIn } from "./pages/SignIn";
 import { Conflicts } from "./pages/Conflicts";
+import { Admin } from "./pages/Admin";
 import { startLive, stopLive } from "./live";
 import { tr } from "./i18n-review";
 import { Role } from "@gen/kcnet/v1/domain_pb";
@@ -57,6 +58,7 @@ function Header() {
         {(user?.role === Role.DISTRICT_COORDINATOR || user?.role === Role.PROVINCE_OFFICER) && (
           <a href="#/conflicts">{tr().conflicts}</a>
         )}
+        {user?.role === Role.ADMINISTRATOR && <a href="#/admin">{tr().admin}</a>}
       </nav>
       <span class="spacer" />
       <button
@@ -96,6 +98,7 @@ function Page() {
   const m = /^#\/request\/([\w-]+)/.exec(r);
   if (m) return <RequestPage id={m[1]} key={m[1]} />;
   if (r.startsWith("#/conflicts")) return <Conflicts />;
+  if (r.startsWith("#/admin")) return <Admin />;
   return <Queue />;
 }
 

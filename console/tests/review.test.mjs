@@ -316,7 +316,8 @@ async function main() {
   await conflictRow.waitFor();
   assert.match(await conflictRow.locator("td.winner").innerText(), /\(B\)/);
   assert.match(await conflictRow.locator("td.loser").innerText(), /\(A\)/);
-  assert.match(await conflictRow.innerText(), /name/);
+  assert.match(await conflictRow.innerText(), /Tên/);
+  assert.match(await conflictRow.innerText(), /Cơ sở: Cơ sở nón lá/);
   await axeCheck("conflicts");
   await shoot("conflicts");
 
@@ -330,6 +331,65 @@ async function main() {
   await page.locator("#conflict-count", { hasText: "0 xung đột" }).waitFor();
   tabB.run("sync");
   assert.match(tabB.run("facility", "show", f5), /Chuông \(A\)/);
+
+  step("a coordinator has no administration page");
+  assert.equal(await page.getByRole("link", { name: "Quản trị" }).count(), 0);
+
+  step("administration: admin1 creates a coordinator with a review area of one commune");
+  await page.getByRole("button", { name: "Đăng xuất" }).click();
+  await page.getByLabel("Tên đăng nhập").fill("admin1");
+  await page.getByLabel("Mật khẩu").fill("demo-admin1-pass");
+  await page.getByRole("button", { name: "Đăng nhập" }).click();
+  await page.getByRole("link", { name: "Quản trị" }).click();
+  await page.locator("main h1", { hasText: "Quản trị" }).waitFor();
+  await page.locator('tr[data-username="coord1"]').waitFor();
+  await page.getByLabel("Tên đăng nhập").fill("coord3");
+  await page.getByLabel("Họ tên").fill("Vũ Thị Mai");
+  await page.locator("#new-role").selectOption("2");
+  await page.getByLabel("Mật khẩu (ít nhất 8 ký tự)").fill("short");
+  const commune = await page.locator("#new-units option", { hasText: "(90101)" }).getAttribute("value");
+  await page.locator("#new-units").selectOption([commune]);
+  await page.getByRole("button", { name: "Tạo", exact: true }).click();
+  await page.getByRole("alert").filter({ hasText: "password" }).waitFor(); // the server names the field
+  assert.equal(await page.locator('tr[data-username="coord3"]').count(), 0, "nothing stored");
+  await page.getByLabel("Mật khẩu (ít nhất 8 ký tự)").fill("coord3-password");
+  await page.getByRole("button", { name: "Tạo", exact: true }).click();
+  await page.locator('tr[data-username="coord3"]').waitFor();
+  assert.match(await page.locator('tr[data-username="coord3"]').innerText(), /Điều phối viên huyện[\s\S]*Xã An Bình/);
+  const coord3Token = await (async () => {
+    const res = await fetch(`${base}/kcnet.v1.AuthService/Login`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username: "coord3", password: "coord3-password" }) });
+    assert.equal(res.status, 200, "coord3 signs in");
+    return (await res.json()).token;
+  })();
+  const coord3List = await call(coord3Token, "kcnet.v1.SupportRequestService/ListSupportRequests", {});
+  const coord3Requests = coord3List.body.supportRequests ?? [];
+  assert.ok(coord3Requests.some((r) => r.id === r1), "coord3 sees its review area's requests");
+  assert.ok(coord3Requests.every((r) => r.communeId === commune), "and only those");
+  await axeCheck("administration");
+  await shoot("admin");
+
+  step("administration: reset coord3's password, then deactivate it");
+  await page.getByRole("button", { name: "Sửa người dùng: coord3" }).click();
+  await page.getByLabel("Mật khẩu mới (ít nhất 8 ký tự)").fill("coord3-new-password");
+  await page.getByRole("button", { name: "Đặt lại mật khẩu" }).click();
+  await page.locator("#edit-user-section", { hasText: "Đã lưu." }).waitFor();
+  assert.equal((await call(coord3Token, "kcnet.v1.AuthService/WhoAmI", {})).status, 401,
+    "a password reset revokes the user's tokens");
+  await page.getByRole("button", { name: "Khoá tài khoản" }).click();
+  await page.locator('tr[data-username="coord3"]', { hasText: "Không (đã khoá)" }).waitFor();
+  const refusedLogin = await fetch(`${base}/kcnet.v1.AuthService/Login`, { method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: "coord3", password: "coord3-new-password" }) });
+  assert.notEqual(refusedLogin.status, 200, "a deactivated user cannot sign in");
+
+  step("administration: devices with their last sync; revoke one");
+  const deviceRow = page.locator('tr[data-device-id="collab1-b-device"]');
+  await deviceRow.waitFor();
+  assert.match(await deviceRow.innerText(), /\d{2}:\d{2} \d{2}\/\d{2}\/\d{4}/);
+  await deviceRow.getByRole("button", { name: "Thu hồi thiết bị collab1-b-device" }).click();
+  await page.locator("main", { hasText: "Đã thu hồi thiết bị collab1-b-device" }).waitFor();
+  await axeCheck("administration (devices)");
 
   assert.deepEqual(pageProblems, [], "no CSP violation or page error");
   console.log("console review test: OK");

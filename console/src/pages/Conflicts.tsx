@@ -7,7 +7,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { Conflict, Value } from "@gen/kcnet/v1/sync_pb";
 import { FacilitySchema, SupportRequestSchema, VisitSchema } from "@gen/kcnet/v1/domain_pb";
-import { all, errorText, syncService } from "../api";
+import { all, errorText, facilities, requests, syncService, visits } from "../api";
 import { formatTime, t } from "../i18n";
 import { tr } from "../i18n-review";
 import { changes } from "../live";
@@ -27,7 +27,39 @@ export function uuidText(bytes: Uint8Array): string {
 
 function fieldName(c: Conflict): string {
   if (c.field === 0) return tr().deleted;
-  return schemas[c.type]?.fields.find((f) => f.number === c.field)?.name ?? `#${c.field}`;
+  const name = schemas[c.type]?.fields.find((f) => f.number === c.field)?.name ?? `#${c.field}`;
+  return tr().fieldNames[name] ?? name;
+}
+
+// What a record is called on the page: its facility's name (read with the caller's rights:
+// a record the caller may not read keeps its short id).
+const recordNames = new Map<string, Promise<string>>();
+function recordName(type: number, id: string): Promise<string> {
+  const key = `${type}/${id}`;
+  let name = recordNames.get(key);
+  if (!name) {
+    const facilityName = (facilityId: string) =>
+      facilities.getFacility({ id: facilityId }).then((f) => f.name);
+    name = (
+      type === 1
+        ? facilityName(id)
+        : type === 2
+          ? visits.getVisit({ id }).then((v) => facilityName(v.facilityId))
+          : type === 3
+            ? requests.getSupportRequest({ id }).then((r) => facilityName(r.facilityId))
+            : Promise.resolve(id.slice(0, 8))
+    ).catch(() => id.slice(0, 8));
+    recordNames.set(key, name);
+  }
+  return name;
+}
+
+function RecordName(props: { type: number; id: string }) {
+  const [name, setName] = useState(props.id.slice(0, 8));
+  useEffect(() => {
+    recordName(props.type, props.id).then(setName);
+  }, [props.type, props.id]);
+  return <>{`${tr().typeNames[props.type] ?? props.type}: ${name}`}</>;
 }
 
 function valueText(v: Value | undefined): string {
@@ -78,7 +110,7 @@ function ConflictTable(props: { list: Conflict[]; onResolved: () => void }) {
         <tbody>
           {props.list.map((c) => {
             const id = uuidText(c.recordId);
-            const name = `${tr().typeNames[c.type] ?? c.type} ${id.slice(0, 8)}`;
+            const name = <RecordName type={c.type} id={id} />;
             return (
               <tr key={String(c.id)} data-conflict-id={String(c.id)}>
                 <td>{c.type === 3 ? <a href={`#/request/${id}`}>{name}</a> : name}</td>
