@@ -75,6 +75,16 @@ const vi = {
   noDevices: "Chưa có thiết bị nào đồng bộ.",
   roleNames: { 1: "Cộng tác viên xã", 2: "Điều phối viên huyện", 3: "Cán bộ Sở", 4: "Quản trị viên" } as Record<number, string>,
   adminOnly: "Chỉ quản trị viên được sửa tài khoản.",
+  importUnits: "Nhập danh mục đơn vị hành chính",
+  importHelp: "Tệp CSV: code,name,level,parent_code (mã của Tổng cục Thống kê). Chạy thử trước: không thay đổi gì.",
+  csvFile: "Tệp CSV",
+  csvText: "Nội dung CSV",
+  dryRun: "Chạy thử",
+  importApply: "Nhập",
+  importNeedsDryRun: "Hãy chạy thử nội dung này trước khi nhập.",
+  dryRunResult: (added: number, unchanged: number) =>
+    `Chạy thử, chưa thay đổi gì: sẽ thêm ${added} đơn vị, ${unchanged} đơn vị đã có.`,
+  importResult: (added: number) => `Đã nhập: thêm ${added} đơn vị.`,
   fieldNames: {
     name: "Tên",
     owner_name: "Chủ cơ sở",
@@ -163,6 +173,16 @@ const en: Catalogue = {
   noDevices: "No device has synced yet.",
   roleNames: { 1: "Commune collaborator", 2: "District coordinator", 3: "Province officer", 4: "Administrator" },
   adminOnly: "Only administrators may change accounts.",
+  importUnits: "Import the org-unit code list",
+  importHelp: "CSV: code,name,level,parent_code (the official GSO codes). Dry-run first: it changes nothing.",
+  csvFile: "CSV file",
+  csvText: "CSV text",
+  dryRun: "Dry run",
+  importApply: "Import",
+  importNeedsDryRun: "Dry-run this text before importing it.",
+  dryRunResult: (added: number, unchanged: number) =>
+    `Dry run, nothing changed: would add ${added} units; ${unchanged} already there.`,
+  importResult: (added: number) => `Imported: ${added} units added.`,
   fieldNames: {
     name: "Name",
     owner_name: "Owner",

@@ -391,6 +391,22 @@ async function main() {
   await page.locator("main", { hasText: "Đã thu hồi thiết bị collab1-b-device" }).waitFor();
   await axeCheck("administration (devices)");
 
+  step("administration: org-unit import, dry run first; a bad row is refused whole");
+  await page.locator("#csv-text").fill("code,name,level,parent_code\n903,Huyện Mới Demo,district,90\n90399,Xã Sai,town,903\n");
+  await page.getByRole("button", { name: "Chạy thử" }).click();
+  await page.getByRole("alert").filter({ hasText: "level" }).waitFor();
+  await page.locator("#csv-text").fill("code,name,level,parent_code\n903,Huyện Mới Demo,district,90\n90301,Xã Mới Demo,commune,903\n");
+  await page.getByRole("button", { name: "Nhập", exact: true }).click();
+  await page.getByRole("alert").filter({ hasText: "chạy thử" }).waitFor();
+  await page.getByRole("button", { name: "Chạy thử" }).click();
+  await page.locator("#import-result", { hasText: "sẽ thêm 2 đơn vị" }).waitFor();
+  assert.equal(await page.locator("#new-units option", { hasText: "(90301)" }).count(), 0, "a dry run adds nothing");
+  await shoot("admin-import");
+  await page.getByRole("button", { name: "Nhập", exact: true }).click();
+  await page.locator("#import-result", { hasText: "Đã nhập: thêm 2 đơn vị" }).waitFor();
+  await page.locator("#new-units option", { hasText: "(90301)" }).waitFor();
+  await axeCheck("administration (import)");
+
   assert.deepEqual(pageProblems, [], "no CSP violation or page error");
   console.log("console review test: OK");
 }

@@ -158,8 +158,8 @@ class WatchStream : public grpc::ServerWriteReactor<ChangeNotice> {
       // As every unary RPC says it (docs/API.md): the message starts with "authorization:".
       if (absl::IsUnauthenticated(status) &&
           !absl::StartsWith(status.message(), "authorization:")) {
-        status = absl::UnauthenticatedError(absl::StrCat(
-            "authorization: ", status.message(), "; sign in again (AuthService.Login)"));
+        status = absl::UnauthenticatedError(absl::StrCat("authorization: ", status.message(),
+                                                         "; sign in again (AuthService.Login)"));
       }
       return status;
     }

@@ -38,8 +38,7 @@ class WatchServiceImpl : public kcnet::v1::WatchService::CallbackService {
   ~WatchServiceImpl() override;
 
   grpc::ServerWriteReactor<kcnet::v1::ChangeNotice>* WatchChanges(
-      grpc::CallbackServerContext* context,
-      const kcnet::v1::WatchChangesRequest* request) override;
+      grpc::CallbackServerContext* context, const kcnet::v1::WatchChangesRequest* request) override;
 
   // Open watch streams (for tests).
   int open_streams() const;

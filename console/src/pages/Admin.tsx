@@ -5,7 +5,8 @@
 // (UpdateUser active); a form to create a user; and the devices of the scope's
 // collaborators with their last sync and pending writes (ReportService.GetActivity), which
 // an administrator revokes (AuthService.RevokeDeviceCredentials, then SyncService
-// .ReleaseDevice). Every rule is the server's: a refusal shows the server's message, which
+// .ReleaseDevice); and the import of the official org-unit code list, dry run first
+// (OrgUnitService.ImportOrgUnits). Every rule is the server's: a refusal shows the server's message, which
 // names the field.
 import { useEffect, useState } from "preact/hooks";
 import { OrgUnitLevel, Role, type OrgUnit, type User } from "@gen/kcnet/v1/domain_pb";
@@ -272,6 +273,72 @@ function Devices() {
   );
 }
 
+function ImportUnits(props: { onImported: () => void }) {
+  const [csv, setCsv] = useState("");
+  const [checked, setChecked] = useState<string | null>(null); // the text of the last good dry run
+  const [message, setMessage] = useState("");
+  const [codes, setCodes] = useState<string[]>([]);
+  const [error, setError] = useState("");
+  const run = async (dryRun: boolean) => {
+    setMessage("");
+    setError("");
+    setCodes([]);
+    if (!dryRun && checked !== csv) return setError(tr().importNeedsDryRun);
+    try {
+      const r = await orgUnits.importOrgUnits({ csv, dryRun });
+      setCodes(r.added);
+      if (dryRun) {
+        setChecked(csv);
+        setMessage(tr().dryRunResult(r.added.length, r.unchanged.length));
+      } else {
+        setChecked(null);
+        setMessage(tr().importResult(r.added.length));
+        props.onImported();
+      }
+    } catch (e) {
+      setChecked(null);
+      setError(errorText(e));
+    }
+  };
+  return (
+    <section aria-labelledby="import-units">
+      <h2 id="import-units">{tr().importUnits}</h2>
+      <p class="help">{tr().importHelp}</p>
+      <div class="field">
+        <label for="csv-file">{tr().csvFile}</label>
+        <input
+          id="csv-file"
+          type="file"
+          accept=".csv,text/csv"
+          onChange={async (e) => {
+            const file = (e.target as HTMLInputElement).files?.[0];
+            if (file) setCsv(await file.text());
+          }}
+        />
+      </div>
+      <div class="field">
+        <label for="csv-text">{tr().csvText}</label>
+        <textarea id="csv-text" rows={6} value={csv} onInput={(e) => setCsv((e.target as HTMLTextAreaElement).value)} />
+      </div>
+      <button type="button" class="secondary" onClick={() => run(true)}>
+        {tr().dryRun}
+      </button>{" "}
+      <button type="button" onClick={() => run(false)}>
+        {tr().importApply}
+      </button>
+      {error && (
+        <p class="error" role="alert">
+          {t().error}: {error}
+        </p>
+      )}
+      <p aria-live="polite" id="import-result">
+        {message}
+        {codes.length > 0 && ` (${codes.slice(0, 20).join(", ")}${codes.length > 20 ? ", …" : ""})`}
+      </p>
+    </section>
+  );
+}
+
 export function Admin() {
   const [units, setUnits] = useState<{ unit: OrgUnit; depth: number }[]>([]);
   const [list, setList] = useState<User[] | null>(null);
@@ -354,6 +421,13 @@ export function Admin() {
       </section>
       {isAdmin && <CreateUser units={units} onCreated={() => setReloads((n) => n + 1)} />}
       {isAdmin && <Devices />}
+      {isAdmin && (
+        <ImportUnits
+          onImported={() => {
+            loadUnits().then(setUnits).catch((e) => setError(errorText(e)));
+          }}
+        />
+      )}
     </main>
   );
 }

@@ -47,7 +47,8 @@ class Watch {
   // Waits up to 5 s for at least `n` notices; the count seen.
   size_t WaitForNotices(size_t n) {
     absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return seqs_.size() >= n || done_; };
+    auto enough = [this, n]()
+                      ABSL_SHARED_LOCKS_REQUIRED(mu_) { return seqs_.size() >= n || done_; };
     mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(5));
     return seqs_.size();
   }
@@ -92,8 +93,8 @@ class WatchServiceTest : public ::testing::Test {
     auto d2 = *d.CreateOrgUnit("902", "Huyện Hai", v1::ORG_UNIT_LEVEL_DISTRICT, p.id());
     c1_ = d.CreateOrgUnit("90101", "Xã Một", v1::ORG_UNIT_LEVEL_COMMUNE, d1.id())->id();
     c2_ = d.CreateOrgUnit("90201", "Xã Hai", v1::ORG_UNIT_LEVEL_COMMUNE, d2.id())->id();
-    ASSERT_TRUE(d.CreateUser("coord1", "Coord 1", "coord1-password",
-                             v1::ROLE_DISTRICT_COORDINATOR, {d1.id()})
+    ASSERT_TRUE(d.CreateUser("coord1", "Coord 1", "coord1-password", v1::ROLE_DISTRICT_COORDINATOR,
+                             {d1.id()})
                     .ok());
     ASSERT_TRUE(d.CreateUser("collab1", "Collab 1", "collab1-password",
                              v1::ROLE_COMMUNE_COLLABORATOR, {c1_})
