@@ -14,6 +14,18 @@ export const liveState = signal<"connecting" | "live" | "offline">("connecting")
 
 let running: AbortController | null = null;
 
+// Notices that come close together make one re-read: the first schedules it 250 ms on, the
+// rest until then join it (well inside the 2 s goal; a busy province sends many).
+let bumpScheduled = false;
+function bump() {
+  if (bumpScheduled) return;
+  bumpScheduled = true;
+  setTimeout(() => {
+    bumpScheduled = false;
+    changes.value++;
+  }, 250);
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function startLive() {
@@ -29,7 +41,7 @@ export function startLive() {
           liveState.value = "live";
           backoff = 500;
           // seq 0 opens the stream: a change only when it is a reconnect.
-          if (notice.seq > 0n || connectedBefore) changes.value++;
+          if (notice.seq > 0n || connectedBefore) bump();
           connectedBefore = true;
         }
       } catch {
