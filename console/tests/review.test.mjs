@@ -297,6 +297,13 @@ async function main() {
   await until("the queue without the decided requests", async () =>
     (await row(r2).count()) === 0 && (await row(r4).count()) === 0, 2000);
 
+  step("live: the request page shows another officer's decision without a reload");
+  await page.goto(`${base}/#/request/${r1}`);
+  await page.locator("#request-status", { hasText: "Đã gửi" }).waitFor();
+  const endorsedR1 = await call(coord1Token, "kcnet.v1.SupportRequestService/EndorseSupportRequest", { id: r1, note: "ok" });
+  assert.equal(endorsedR1.status, 200, JSON.stringify(endorsedR1.body));
+  await page.locator("#request-status", { hasText: "Huyện đã đồng ý" }).waitFor({ timeout: 2000 });
+
   step("conflicts: two tablets of collab1 edit a facility's name offline");
   const tabA = tablet("collab1", "collab1-a");
   tabA.login();
