@@ -333,6 +333,7 @@ void ServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
     absl::MutexLock listener_lock(&listener_mu_);
     if (listener_) listener_(touched, committed_op);
+    for (const CommitListener& observer : observers_) observer(touched, committed_op);
   }
 }
 
@@ -562,6 +563,11 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
 void ServerStore::SetCommitListener(CommitListener listener) {
   absl::MutexLock lock(&listener_mu_);
   listener_ = std::move(listener);
+}
+
+void ServerStore::AddCommitObserver(CommitListener observer) {
+  absl::MutexLock lock(&listener_mu_);
+  observers_.push_back(std::move(observer));
 }
 
 absl::StatusOr<std::optional<MutationResult>> ServerStore::RememberedRefusal(

@@ -210,6 +210,9 @@ class ServerStore : private RecordReader {
   // listener must outlive the store's use.
   using CommitListener = std::function<void(const std::vector<int64_t>& buckets, uint64_t op)>;
   void SetCommitListener(CommitListener listener);
+  // A further listener, called after the one above, under the same rules (the console's
+  // live watch, server/live). Not removable either.
+  void AddCommitObserver(CommitListener observer);
 
   HybridClock& clock() { return hlc_; }
   const Schema& schema() const { return *schema_; }
@@ -326,6 +329,7 @@ class ServerStore : private RecordReader {
       ABSL_GUARDED_BY(mu_);
   absl::Mutex listener_mu_;
   CommitListener listener_ ABSL_GUARDED_BY(listener_mu_);
+  std::vector<CommitListener> observers_ ABSL_GUARDED_BY(listener_mu_);
 };
 
 }  // namespace kcnet::sync

@@ -25,6 +25,8 @@ execFileSync(
     "kcnet/v1/services.proto",
     "kcnet/v1/reports.proto",
     "kcnet/v1/plans.proto",
+    "kcnet/v1/sync.proto",
+    "kcnet/v1/sync_service.proto",
   ],
   { stdio: "inherit" },
 );

@@ -10,9 +10,11 @@ import {
   SupportRequestService,
   UserService,
   VisitService,
+  WatchService,
 } from "@gen/kcnet/v1/services_pb";
 import { ReportService } from "@gen/kcnet/v1/reports_pb";
 import { PlanService } from "@gen/kcnet/v1/plans_pb";
+import { SyncService } from "@gen/kcnet/v1/sync_service_pb";
 
 const transport = createConnectTransport({
   baseUrl: location.origin,
@@ -29,6 +31,8 @@ export const visits = createClient(VisitService, transport);
 export const requests = createClient(SupportRequestService, transport);
 export const reports = createClient(ReportService, transport);
 export const plans = createClient(PlanService, transport);
+export const watch = createClient(WatchService, transport);
+export const syncService = createClient(SyncService, transport); // its conflict RPCs
 
 export { Code, ConnectError };
 

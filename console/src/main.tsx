@@ -17,7 +17,15 @@ import { resetReportCaches } from "./pages/reportKit";
 import { rt } from "./pages/reportsText";
 import { FacilityPage, Registry } from "./pages/Registry";
 import { MapPage } from "./pages/MapPage";
+import { Conflicts } from "./pages/Conflicts";
+import { Admin } from "./pages/Admin";
+import { startLive, stopLive } from "./live";
+import { tr } from "./i18n-review";
+import { Role } from "@gen/kcnet/v1/domain_pb";
 
+
+// One live-change stream per tab while someone is signed in.
+effect(() => (me.value ? startLive() : stopLive()));
 
 effect(() => {
   document.documentElement.lang = lang.value;
@@ -58,6 +66,10 @@ function Header() {
         {user && <a href="#/map">{rt().map}</a>}
         {user && <a href="#/reports/coverage">{rt().reports}</a>}
         {user && <a href="#/plans">{rt().plans}</a>}
+        {(user?.role === Role.DISTRICT_COORDINATOR || user?.role === Role.PROVINCE_OFFICER) && (
+          <a href="#/conflicts">{tr().conflicts}</a>
+        )}
+        {user?.role === Role.ADMINISTRATOR && <a href="#/admin">{tr().admin}</a>}
       </nav>
       <span class="spacer" />
       <button
@@ -108,6 +120,8 @@ function Page() {
   if (fac) return <FacilityPage id={fac[1]} key={fac[1]} />;
   if (r.startsWith("#/registry")) return <Registry />;
   if (r.startsWith("#/map")) return <MapPage />;
+  if (r.startsWith("#/conflicts")) return <Conflicts />;
+  if (r.startsWith("#/admin")) return <Admin />;
   return <Queue />;
 }
 

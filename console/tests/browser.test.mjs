@@ -283,7 +283,8 @@ async function main() {
     throw new Error(`Tab never reached ${what}`);
   };
   await focusOn(
-    (id) => document.activeElement?.closest("tr")?.getAttribute("data-request-id") === id,
+    (id) => document.activeElement?.tagName === "A" &&
+      document.activeElement.closest("tr")?.getAttribute("data-request-id") === id,
     r1, "r1's link");
   await page.keyboard.press("Enter");
   await page.locator("#request-status").waitFor();

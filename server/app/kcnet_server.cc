@@ -36,11 +36,12 @@ constexpr char kInsecureHealthService[] = "kcnet.insecure";
 // The services the console's HTTP bridge lets a browser call. SyncService for its conflict
 // inbox (the bridge never forwards a client stream, so its Sync stream stays the tablets').
 // Health's Watch is the console's "is the server there" stream.
-constexpr std::array<const char*, 10> kBrowserServices = {
+// WatchService's stream is the console's live-change signal (one per tab).
+constexpr std::array<const char*, 11> kBrowserServices = {
     "kcnet.v1.AuthService",     "kcnet.v1.OrgUnitService", "kcnet.v1.UserService",
     "kcnet.v1.FacilityService", "kcnet.v1.VisitService",   "kcnet.v1.SupportRequestService",
     "kcnet.v1.SyncService",     "kcnet.v1.PlanService",    "kcnet.v1.ReportService",
-    "grpc.health.v1.Health"};
+    "kcnet.v1.WatchService",    "grpc.health.v1.Health"};
 
 // Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
 // would turn it on for every server the process builds after it, so the plugin is added
@@ -229,6 +230,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     builder.RegisterService(service.get());
   }
   builder.RegisterService(server->sync_service_.get());
+  server->watch_service_ =
+      std::make_unique<WatchServiceImpl>(server->directory_.get(), server->store_.get());
+  builder.RegisterService(server->watch_service_.get());
   // A request protobuf cannot parse gets INVALID_ARGUMENT, not gRPC's bare UNIMPLEMENTED.
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());

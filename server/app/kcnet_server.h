@@ -35,6 +35,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/directory/directory.h"
 #include "server/http/connect_bridge.h"
+#include "server/live/watch_service.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
@@ -131,6 +132,7 @@ class KcnetServer {
   std::unique_ptr<StorageRpcRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<SyncServiceImpl> sync_service_;
+  std::unique_ptr<WatchServiceImpl> watch_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ConnectBridge> bridge_;  // forwards to server_: stops first
   std::string data_dir_;

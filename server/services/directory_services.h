@@ -76,6 +76,10 @@ class OrgUnitServiceImpl final : public kcnet::v1::OrgUnitService::CallbackServi
   grpc::ServerUnaryReactor* GetScopeDirectory(grpc::CallbackServerContext* context,
                                               const kcnet::v1::GetScopeDirectoryRequest* request,
                                               kcnet::v1::ScopeDirectory* response) override;
+  // The official code list's import, for an administrator whose scope covers every root.
+  grpc::ServerUnaryReactor* ImportOrgUnits(grpc::CallbackServerContext* context,
+                                           const kcnet::v1::ImportOrgUnitsRequest* request,
+                                           kcnet::v1::ImportOrgUnitsResponse* response) override;
 
  private:
   Directory* const directory_;

@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/directory/csv_import.h"
 #include "server/rpc/paging.h"
 #include "server/services/checks.h"
 #include "server/services/directory_services.h"
@@ -108,6 +109,45 @@ grpc::ServerUnaryReactor* OrgUnitServiceImpl::ListOrgUnits(
             [](const OrgUnit& unit) -> const std::string& { return unit.code(); }, &next);
         for (OrgUnit& unit : page) *response->add_org_units() = std::move(unit);
         if (!next.empty()) response->set_next_page_token(EncodePageToken(fingerprint, next));
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* OrgUnitServiceImpl::ImportOrgUnits(
+    grpc::CallbackServerContext* context, const kcnet::v1::ImportOrgUnitsRequest* request,
+    kcnet::v1::ImportOrgUnitsResponse* response) {
+  return runner_->Run(
+      context, "/kcnet.v1.OrgUnitService/ImportOrgUnits",
+      [this, request, response](const Principal* caller) -> absl::Status {
+        // A list may add units anywhere, new provinces included: only an administrator
+        // whose scope holds every root unit may import it.
+        const absl::Status denied = absl::PermissionDeniedError(
+            "org unit import: only an administrator whose org units cover every province "
+            "may import the code list (or kcnet-admin import-org-units on the server)");
+        if (caller->role != kcnet::v1::ROLE_ADMINISTRATOR) return denied;
+        absl::StatusOr<std::vector<OrgUnit>> roots = directory_->ListChildren(0);
+        if (!roots.ok()) return roots.status();
+        for (const OrgUnit& root : *roots) {
+          const bool covered =
+              std::any_of(caller->org_unit_ids.begin(), caller->org_unit_ids.end(),
+                          [&](int64_t mine) { return directory_->IsWithin(root.id(), mine); });
+          if (!covered) return denied;
+        }
+        constexpr size_t kMaxCsvBytes = 4 << 20;
+        if (request->csv().size() > kMaxCsvBytes) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("csv: at most ", kMaxCsvBytes, " bytes, got ", request->csv().size()));
+        }
+        if (request->csv().empty()) return absl::InvalidArgumentError("csv: empty");
+        const ImportReport report = ::kcnet::server::ImportOrgUnits(
+            *directory_, request->csv(),
+            request->dry_run() ? ImportMode::kDryRun : ImportMode::kApply);
+        if (!report.status.ok()) return report.status;
+        response->set_applied(report.applied);
+        response->set_rows(report.rows);
+        for (const std::string& code : report.added) response->add_added(code);
+        for (const std::string& code : report.unchanged) response->add_unchanged(code);
+        response->set_summary(report.Summary());
         return absl::OkStatus();
       });
 }

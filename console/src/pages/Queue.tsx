@@ -2,7 +2,7 @@
 // coordinator decides SUBMITTED requests, a province officer ENDORSED ones), oldest first,
 // filtered by status, commune, category and funding source. The filters live in the URL.
 // What is listed is what the server lets the caller list: scope is the server's check.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { all, errorText, facilities, orgUnits, requests } from "../api";
 import { OrgUnitLevel, Role, RequestStatus, type OrgUnit, type SupportRequest } from "@gen/kcnet/v1/domain_pb";
 import {
@@ -17,6 +17,11 @@ import {
   t,
 } from "../i18n";
 import { filters, me, setFilters } from "../state";
+import { tr } from "../i18n-review";
+import { changes, liveState } from "../live";
+import { BulkBar } from "./Bulk";
+
+const listLimit = 5000; // requests read for one view: past it "all matching" is refused
 
 /** The status a role decides on, or UNSPECIFIED (none: administrators, collaborators). */
 export function myDecisionStatus(role: Role | undefined): RequestStatus {
@@ -65,6 +70,13 @@ export function Queue() {
   const [rows, setRows] = useState<Row[] | null>(null);
   const [error, setError] = useState("");
   const [communeList, setCommuneList] = useState<OrgUnit[]>([]);
+  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const [capped, setCapped] = useState(false);
+  const [reloads, setReloads] = useState(0);
+  // Live: a change in my scope re-reads the list in place (no "loading" flash); a change of
+  // the filters starts afresh.
+  const tick = changes.value;
+  const shownKey = useRef("");
 
   useEffect(() => {
     communes().then(setCommuneList);
@@ -72,7 +84,12 @@ export function Queue() {
 
   useEffect(() => {
     let cancelled = false;
-    setRows(null);
+    const key = [f.status, f.commune, f.category, f.funding, role].join("|");
+    if (key !== shownKey.current) {
+      shownKey.current = key;
+      setRows(null);
+      setSelected(new Set());
+    }
     setError("");
     (async () => {
       const status =
@@ -89,7 +106,7 @@ export function Queue() {
           pageToken,
         });
         return { items: r.supportRequests, next: r.nextPageToken };
-      });
+      }, listLimit);
       const kept = list
         .filter((r) => !f.category || r.category === Number(f.category))
         .filter(
@@ -109,13 +126,14 @@ export function Queue() {
         }),
       );
       if (!cancelled) {
+        setCapped(list.length >= listLimit);
         setRows(kept.map((r) => ({ request: r, facilityName: names.get(r.facilityId) ?? "—" })));
       }
     })().catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;
     };
-  }, [f.status, f.commune, f.category, f.funding, role]);
+  }, [f.status, f.commune, f.category, f.funding, role, tick, reloads]);
 
   const communeName = (id: bigint) => communeList.find((c) => c.id === id)?.name ?? String(id);
   const select = (
@@ -141,6 +159,9 @@ export function Queue() {
     <main id="main">
       <h1 tabIndex={-1}>{t().queue}</h1>
       <p class="help">{t().queueHelp}</p>
+      <p class={`live ${liveState.value}`} id="live-state">
+        {liveState.value === "offline" ? tr().liveOffline : tr().live}
+      </p>
       <form class="filters" aria-label={t().filters} onSubmit={(e) => e.preventDefault()}>
         {select("f-status", t().status, f.status, (v) => setFilters({ status: v }), [
           ["", t().awaitingMe],
@@ -178,6 +199,15 @@ export function Queue() {
           <p aria-live="polite" id="queue-count">
             {t().count(rows.length)}
           </p>
+          <BulkBar
+            matching={rows}
+            selected={selected}
+            capped={capped}
+            onDone={() => {
+              setSelected(new Set());
+              setReloads((n) => n + 1);
+            }}
+          />
           {rows.length === 0 ? (
             <p>{t().empty}</p>
           ) : (
@@ -185,6 +215,20 @@ export function Queue() {
               <caption class="visually-hidden">{t().queue}</caption>
               <thead>
                 <tr>
+                  <th scope="col">
+                    <input
+                      type="checkbox"
+                      aria-label={tr().selectAllShown}
+                      checked={rows.length > 0 && rows.every((r) => selected.has(r.request.id))}
+                      onChange={(e) =>
+                        setSelected(
+                          (e.target as HTMLInputElement).checked
+                            ? new Set(rows.map((r) => r.request.id))
+                            : new Set(),
+                        )
+                      }
+                    />
+                  </th>
                   <th scope="col">{t().facility}</th>
                   <th scope="col">{t().commune}</th>
                   <th scope="col">{t().category}</th>
@@ -199,6 +243,19 @@ export function Queue() {
               <tbody>
                 {rows.map(({ request: r, facilityName }) => (
                   <tr key={r.id} data-request-id={r.id}>
+                    <td>
+                      <input
+                        type="checkbox"
+                        aria-label={tr().selectRow(facilityName)}
+                        checked={selected.has(r.id)}
+                        onChange={(e) => {
+                          const next = new Set(selected);
+                          if ((e.target as HTMLInputElement).checked) next.add(r.id);
+                          else next.delete(r.id);
+                          setSelected(next);
+                        }}
+                      />
+                    </td>
                     <td>
                       <a href={`#/request/${r.id}`}>{facilityName}</a>
                     </td>

@@ -27,6 +27,8 @@ import {
   t,
 } from "../i18n";
 import { me } from "../state";
+import { RequestConflicts } from "./Conflicts";
+import { changes } from "../live";
 
 interface Loaded {
   request: SupportRequest;
@@ -64,6 +66,7 @@ export function RequestPage({ id }: { id: string }) {
   const [data, setData] = useState<Loaded | null>(null);
   const [error, setError] = useState("");
   const [version, setVersion] = useState(0);
+  const tick = changes.value; // live: another officer's decision shows without a reload
 
   useEffect(() => {
     let cancelled = false;
@@ -77,7 +80,7 @@ export function RequestPage({ id }: { id: string }) {
     return () => {
       cancelled = true;
     };
-  }, [id, version]);
+  }, [id, version, tick]);
 
   if (error) {
     return (
@@ -212,6 +215,7 @@ export function RequestPage({ id }: { id: string }) {
           </tbody>
         </table>
       </section>
+      <RequestConflicts id={r.id} />
     </main>
   );
 }
