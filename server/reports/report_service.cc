@@ -133,6 +133,19 @@ absl::StatusOr<kcnet::v1::QualityReport> Reporter::Quality(
   return store_->Quality(*scope, request.max_gps_distance_km());
 }
 
+absl::StatusOr<kcnet::v1::OutcomesReport> Reporter::Outcomes(
+    const std::vector<int64_t>& roots, const kcnet::v1::OutcomesRequest& request) {
+  absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
+  if (!scope.ok()) return scope.status();
+  absl::StatusOr<kcnet::v1::OutcomesReport> report = store_->Outcomes(*scope);
+  if (!report.ok()) return report.status();
+  for (kcnet::v1::OutcomeSummary& row : *report->mutable_communes()) {
+    absl::StatusOr<kcnet::v1::OrgUnit> unit = directory_->GetOrgUnit(row.commune_id());
+    if (unit.ok()) row.set_commune_name(unit->name());
+  }
+  return report;
+}
+
 absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
                                              const std::string& report,
                                              kcnet::v1::ExportFormat format,
@@ -328,13 +341,15 @@ class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
           return absl::OkStatus();
         });
   }
-  ServerUnaryReactor* GetOutcomes(CallbackServerContext* ctx, const v1::OutcomesRequest*,
-                                  v1::OutcomesReport*) override {
-    return runner_->Run(ctx, "kcnet.v1.ReportService/GetOutcomes", [](const Principal*) {
-      return absl::UnimplementedError(
-          "GetOutcomes: báo cáo kết quả chưa có / the outcomes report is not served yet "
-          "(visits do not record a facility's indicators yet)");
-    });
+  ServerUnaryReactor* GetOutcomes(CallbackServerContext* ctx, const v1::OutcomesRequest* req,
+                                  v1::OutcomesReport* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetOutcomes",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Outcomes(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
   }
   grpc::ServerWriteReactor<kcnet::v1::ExportChunk>* ExportReport(
       CallbackServerContext* ctx, const v1::ExportRequest* req) override {

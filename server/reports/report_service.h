@@ -42,6 +42,8 @@ class Reporter {
                                                      const kcnet::v1::ActivityRequest& request);
   absl::StatusOr<kcnet::v1::QualityReport> Quality(const std::vector<int64_t>& roots,
                                                    const kcnet::v1::QualityRequest& request);
+  absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const std::vector<int64_t>& roots,
+                                                     const kcnet::v1::OutcomesRequest& request);
   // The report named `report` (coverage, pipeline, activity, quality) as a file:
   // INVALID_ARGUMENT naming "report" or "format" otherwise. Sets `*file_name`.
   absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots, const std::string& report,

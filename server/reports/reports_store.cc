@@ -26,7 +26,7 @@ using sync::Statement;
 constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
 constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // The summaries' layout; a store of another version is rebuilt on open.
-constexpr int64_t kReportsVersion = 1;
+constexpr int64_t kReportsVersion = 2;  // 2: visits' indicators (outcomes)
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -37,10 +37,12 @@ constexpr char kTables[] =
     " folded TEXT NOT NULL, lat REAL, lon REAL, day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_facility_commune ON r_facility(commune, day);"
     "CREATE INDEX IF NOT EXISTS r_facility_folded ON r_facility(commune, folded);"
-    // Live visits; lat/lon NULL when the visit has no GPS.
+    // Live visits; lat/lon NULL when the visit has no GPS; the facility's indicators seen
+    // at the visit (0: not recorded).
     "CREATE TABLE IF NOT EXISTS r_visit(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, collaborator INTEGER NOT NULL, day INTEGER NOT NULL,"
-    " month INTEGER NOT NULL, lat REAL, lon REAL) WITHOUT ROWID;"
+    " month INTEGER NOT NULL, lat REAL, lon REAL, workers INTEGER NOT NULL,"
+    " product_lines INTEGER NOT NULL, output_vnd INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
     // Live support requests.
@@ -323,7 +325,8 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
       {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms FROM st.facility",
        &ReportsStore::ApplyFacility},
       {"SELECT id, _del, commune_id, facility_id, collaborator_id, visited_ms, latitude, "
-       "longitude FROM st.visit",
+       "longitude, coalesce(workers, 0), coalesce(product_lines, 0), "
+       "coalesce(annual_output_vnd, 0) FROM st.visit",
        &ReportsStore::ApplyVisit},
       {"SELECT id, _del, commune_id, facility_id, author_id, status, created_ms, updated_ms "
        "FROM st.support_request",
@@ -425,14 +428,15 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
     if (!status.ok()) return status;
   }
   if (row.ColumnInt(1) != 0) return absl::OkStatus();
-  // The new one in: 3 facility_id, 4 collaborator_id, 5 visited_ms, 6 latitude, 7 longitude.
+  // The new one in: 3 facility_id, 4 collaborator_id, 5 visited_ms, 6 latitude, 7 longitude,
+  // 8 workers, 9 product_lines, 10 annual_output_vnd.
   const int64_t commune = row.ColumnInt(2);
   const int64_t day = VietnamDay(row.ColumnInt(5));
   const int64_t collaborator = row.ColumnInt(4);
   const bool gps = HasGps(row, 6, 7);
   absl::StatusOr<Statement*> ins = writer_->Prepare(
-      "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon) "
-      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+      "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon, workers, "
+      "product_lines, output_vnd) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
   if (!ins.ok()) return ins.status();
   Statement* s = *ins;
   s->BindText(1, row.ColumnText(0));
@@ -443,6 +447,9 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
   s->BindInt(6, MonthOf(day));
   BindOptionalDouble(s, 7, gps, row.ColumnDouble(6));
   BindOptionalDouble(s, 8, gps, row.ColumnDouble(7));
+  s->BindInt(9, row.ColumnInt(8));
+  s->BindInt(10, row.ColumnInt(9));
+  s->BindInt(11, row.ColumnInt(10));
   status = s->Run();
   if (!status.ok()) return status;
   return AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
@@ -872,6 +879,126 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
     if (!status.ok()) return status;
   }
   for (auto& m : Series(no_gps_by_month)) *report.add_visits_without_gps_by_month() = std::move(m);
+  return report;
+}
+
+namespace {
+
+// Adds a measured row's indicators to a summary.
+void AddMeasured(const kcnet::v1::OutcomeRow& row, kcnet::v1::OutcomeSummary* sum) {
+  sum->set_measured_requests(sum->measured_requests() + 1);
+  sum->set_workers_before(sum->workers_before() + row.workers_before());
+  sum->set_workers_after(sum->workers_after() + row.workers_after());
+  sum->set_workers_delta(sum->workers_after() - sum->workers_before());
+  sum->set_product_lines_before(sum->product_lines_before() + row.product_lines_before());
+  sum->set_product_lines_after(sum->product_lines_after() + row.product_lines_after());
+  sum->set_product_lines_delta(sum->product_lines_after() - sum->product_lines_before());
+  sum->set_annual_output_vnd_before(sum->annual_output_vnd_before() +
+                                    row.annual_output_vnd_before());
+  sum->set_annual_output_vnd_after(sum->annual_output_vnd_after() + row.annual_output_vnd_after());
+  sum->set_annual_output_vnd_delta(sum->annual_output_vnd_after() -
+                                   sum->annual_output_vnd_before());
+}
+
+}  // namespace
+
+absl::StatusOr<kcnet::v1::OutcomesReport> ReportsStore::Outcomes(const ReportScope& scope) {
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  kcnet::v1::OutcomesReport report;
+  absl::StatusOr<uint64_t> cursor = ReadCursor();
+  if (!cursor.ok()) return cursor.status();
+  report.set_as_of_op(*cursor);
+  // Completed requests with the day they entered COMPLETED (as in the pipeline: the last
+  // event into it, else the last update) and their baseline day (the last APPROVE event,
+  // else the creation day).
+  absl::StatusOr<Statement*> requests = reader_->Prepare(
+      "SELECT id, facility, done, base FROM (SELECT r.id AS id, r.facility AS facility, "
+      "coalesce((SELECT max(e.day) FROM r_event e WHERE e.request = r.id AND e.to_status = ?4), "
+      "r.updated_day) AS done, coalesce((SELECT max(e.day) FROM r_event e WHERE e.request = "
+      "r.id AND e.action = ?5), r.created_day) AS base FROM r_request r WHERE r.commune = ?1 "
+      "AND r.status = ?4) WHERE done BETWEEN ?2 AND ?3 ORDER BY done, id");
+  if (!requests.ok()) return requests.status();
+  // A visit records the indicators when its workers are above 0 (a facility has at least
+  // its owner working); ties on a day go by visit id.
+  absl::StatusOr<Statement*> before = reader_->Prepare(
+      "SELECT id, day, workers, product_lines, output_vnd FROM r_visit WHERE facility = ?1 AND "
+      "day <= ?2 AND workers > 0 ORDER BY day DESC, id DESC LIMIT 1");
+  if (!before.ok()) return before.status();
+  absl::StatusOr<Statement*> after = reader_->Prepare(
+      "SELECT id, day, workers, product_lines, output_vnd FROM r_visit WHERE facility = ?1 AND "
+      "day >= ?2 AND workers > 0 ORDER BY day, id LIMIT 1");
+  if (!after.ok()) return after.status();
+  kcnet::v1::OutcomeSummary total;
+  std::map<int64_t, int64_t> completed_by_month;
+  for (int64_t commune : scope.communes) {
+    kcnet::v1::OutcomeSummary sum;
+    sum.set_commune_id(commune);
+    struct Pending {
+      kcnet::v1::OutcomeRow row;
+      int64_t baseline_day, completed_day;
+    };
+    std::vector<Pending> rows;
+    (*requests)->BindInt(1, commune);
+    (*requests)->BindInt(2, scope.from_day);
+    (*requests)->BindInt(3, scope.to_day);
+    (*requests)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
+    (*requests)->BindInt(5, kcnet::v1::REQUEST_ACTION_APPROVE);
+    absl::Status status = ForEachRow(*requests, [&](Statement& s) {
+      kcnet::v1::OutcomeRow row;
+      row.set_request_id(std::string(s.ColumnText(0)));
+      row.set_facility_id(std::string(s.ColumnText(1)));
+      row.set_commune_id(commune);
+      row.set_completed_date(DayText(s.ColumnInt(2)));
+      row.set_baseline_date(DayText(s.ColumnInt(3)));
+      completed_by_month[MonthOf(s.ColumnInt(2))] += 1;
+      rows.push_back(Pending{std::move(row), s.ColumnInt(3), s.ColumnInt(2)});
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    for (Pending& pending : rows) {
+      kcnet::v1::OutcomeRow& row = pending.row;
+      // The request rows were read first: one statement steps at a time on the reader.
+      bool has_before = false, has_after = false;
+      for (Statement* s : {*before, *after}) {
+        const bool is_before = s == *before;
+        s->BindText(1, row.facility_id());
+        s->BindInt(2, is_before ? pending.baseline_day : pending.completed_day);
+        status = ForEachRow(s, [&](Statement& v) {
+          if (is_before) {
+            has_before = true;
+            row.set_before_visit_id(std::string(v.ColumnText(0)));
+            row.set_before_date(DayText(v.ColumnInt(1)));
+            row.set_workers_before(v.ColumnInt(2));
+            row.set_product_lines_before(v.ColumnInt(3));
+            row.set_annual_output_vnd_before(v.ColumnInt(4));
+          } else {
+            has_after = true;
+            row.set_after_visit_id(std::string(v.ColumnText(0)));
+            row.set_after_date(DayText(v.ColumnInt(1)));
+            row.set_workers_after(v.ColumnInt(2));
+            row.set_product_lines_after(v.ColumnInt(3));
+            row.set_annual_output_vnd_after(v.ColumnInt(4));
+          }
+          return absl::OkStatus();
+        });
+        if (!status.ok()) return status;
+      }
+      row.set_measured(has_before && has_after);
+      sum.set_completed_requests(sum.completed_requests() + 1);
+      total.set_completed_requests(total.completed_requests() + 1);
+      if (row.measured()) {
+        AddMeasured(row, &sum);
+        AddMeasured(row, &total);
+      }
+      *report.add_rows() = std::move(row);
+    }
+    if (sum.completed_requests() > 0) *report.add_communes() = std::move(sum);
+  }
+  *report.mutable_total() = std::move(total);
+  for (auto& m : Series(completed_by_month)) *report.add_completed_by_month() = std::move(m);
   return report;
 }
 
