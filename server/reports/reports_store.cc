@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
@@ -101,6 +102,11 @@ std::vector<kcnet::v1::MonthValue> Series(const std::map<int64_t, int64_t>& by_m
     out.push_back(std::move(m));
   }
   return out;
+}
+
+// The scope's communes as a JSON array, for `json_each(?)` in one statement over them all.
+std::string CommunesJson(const ReportScope& scope) {
+  return absl::StrCat("[", absl::StrJoin(scope.communes, ","), "]");
 }
 
 // Runs `fn` once per row of `s`.
@@ -566,47 +572,53 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
-  absl::StatusOr<Statement*> registered =
-      reader_->Prepare("SELECT count(*) FROM r_facility WHERE commune = ?1 AND day <= ?2");
+  // One statement per figure over every commune of the scope (json_each of the list, one
+  // index seek per commune): a national answer runs three statements, not three per
+  // commune.
+  const std::string communes = CommunesJson(scope);
+  absl::StatusOr<Statement*> registered = reader_->Prepare(
+      "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
+      "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
   if (!registered.ok()) return registered.status();
   absl::StatusOr<Statement*> monthly = reader_->Prepare(
-      "SELECT month, count(*), count(DISTINCT facility) FROM r_visit "
-      "WHERE commune = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY month");
+      "SELECT v.commune, v.month, count(*), count(DISTINCT v.facility) FROM json_each(?1) AS j "
+      "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+      "GROUP BY v.commune, v.month");
   if (!monthly.ok()) return monthly.status();
   absl::StatusOr<Statement*> visited = reader_->Prepare(
-      "SELECT count(DISTINCT facility) FROM r_visit WHERE commune = ?1 AND day BETWEEN ?2 AND ?3");
+      "SELECT v.commune, count(DISTINCT v.facility) FROM json_each(?1) AS j CROSS JOIN r_visit v "
+      "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.commune");
   if (!visited.ok()) return visited.status();
+  std::map<int64_t, kcnet::v1::CoverageRow> rows;
+  (*registered)->BindText(1, communes);
+  (*registered)->BindInt(2, scope.to_day);
+  absl::Status status = ForEachRow(*registered, [&](Statement& s) {
+    rows[s.ColumnInt(0)].set_registered_facilities(s.ColumnInt(1));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  (*visited)->BindText(1, communes);
+  (*visited)->BindInt(2, scope.from_day);
+  (*visited)->BindInt(3, scope.to_day);
+  status = ForEachRow(*visited, [&](Statement& s) {
+    rows[s.ColumnInt(0)].set_visited_facilities(s.ColumnInt(1));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   std::map<int64_t, int64_t> visits_by_month, facilities_by_month;
+  (*monthly)->BindText(1, communes);
+  (*monthly)->BindInt(2, scope.from_day);
+  (*monthly)->BindInt(3, scope.to_day);
+  status = ForEachRow(*monthly, [&](Statement& s) {
+    visits_by_month[s.ColumnInt(1)] += s.ColumnInt(2);
+    // A facility's visits are all in its commune: per-commune counts add up.
+    facilities_by_month[s.ColumnInt(1)] += s.ColumnInt(3);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   kcnet::v1::CoverageRow total;
-  for (int64_t commune : scope.communes) {
-    kcnet::v1::CoverageRow row;
+  for (auto& [commune, row] : rows) {  // communes with a registered or a visited facility
     row.set_commune_id(commune);
-    (*registered)->BindInt(1, commune);
-    (*registered)->BindInt(2, scope.to_day);
-    absl::Status status = ForEachRow(*registered, [&](Statement& s) {
-      row.set_registered_facilities(s.ColumnInt(0));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    (*visited)->BindInt(1, commune);
-    (*visited)->BindInt(2, scope.from_day);
-    (*visited)->BindInt(3, scope.to_day);
-    status = ForEachRow(*visited, [&](Statement& s) {
-      row.set_visited_facilities(s.ColumnInt(0));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    if (row.registered_facilities() == 0 && row.visited_facilities() == 0) continue;
-    (*monthly)->BindInt(1, commune);
-    (*monthly)->BindInt(2, scope.from_day);
-    (*monthly)->BindInt(3, scope.to_day);
-    status = ForEachRow(*monthly, [&](Statement& s) {
-      visits_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
-      // A facility's visits are all in its commune: per-commune counts add up.
-      facilities_by_month[s.ColumnInt(0)] += s.ColumnInt(2);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
     if (row.registered_facilities() > 0) {
       row.set_share(static_cast<double>(row.visited_facilities()) / row.registered_facilities());
     }
@@ -643,17 +655,19 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   // (a draft, or a status set by a record service without an event), its last update.
   absl::StatusOr<Statement*> rows = reader_->Prepare(
       "SELECT r.id, r.status, r.created_day, coalesce((SELECT max(e.day) FROM r_event e "
-      "WHERE e.request = r.id AND e.to_status = r.status), r.updated_day) "
-      "FROM r_request r WHERE r.commune = ?1 AND r.created_day BETWEEN ?2 AND ?3");
+      "WHERE e.request = r.id AND e.to_status = r.status), r.updated_day), r.commune "
+      "FROM json_each(?1) AS j CROSS JOIN r_request r WHERE r.commune = j.value AND "
+      "r.created_day BETWEEN ?2 AND ?3");
   if (!rows.ok()) return rows.status();
   std::map<int, kcnet::v1::PipelineStatusRow> statuses;
   std::map<int64_t, int64_t> created_by_month;
   std::vector<kcnet::v1::PipelineItem> items;
-  for (int64_t commune : scope.communes) {
-    (*rows)->BindInt(1, commune);
+  {
+    (*rows)->BindText(1, CommunesJson(scope));
     (*rows)->BindInt(2, scope.from_day);
     (*rows)->BindInt(3, scope.to_day);
     absl::Status status = ForEachRow(*rows, [&](Statement& s) {
+      const int64_t commune = s.ColumnInt(4);
       const int st = static_cast<int>(s.ColumnInt(1));
       kcnet::v1::PipelineItem item;
       item.set_request_id(std::string(s.ColumnText(0)));
@@ -708,32 +722,34 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   };
   std::map<int64_t, Counts> by_user;
   std::map<int64_t, int64_t> visits_by_month;
-  // Counts in the period: scans of the period's rows, commune by commune.
+  // Counts in the period: the period's rows of every commune of the scope, summed by the
+  // statements (json_each of the communes, one index seek each).
+  const std::string communes = CommunesJson(scope);
   absl::StatusOr<Statement*> visits = reader_->Prepare(
-      "SELECT collaborator, day, visits FROM s_visit_day WHERE commune = ?1 AND day BETWEEN ?2 "
-      "AND ?3");
+      "SELECT v.collaborator, v.day, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
+      "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+      "GROUP BY v.collaborator, v.day");
   if (!visits.ok()) return visits.status();
   absl::StatusOr<Statement*> requests = reader_->Prepare(
-      "SELECT author FROM r_request WHERE commune = ?1 AND created_day BETWEEN ?2 AND ?3");
+      "SELECT r.author, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.author");
   if (!requests.ok()) return requests.status();
-  for (int64_t commune : scope.communes) {
-    for (Statement* s : {*visits, *requests}) {
-      s->BindInt(1, commune);
-      s->BindInt(2, scope.from_day);
-      s->BindInt(3, scope.to_day);
-    }
-    absl::Status status = ForEachRow(*visits, [&](Statement& s) {
-      by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
-      visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    status = ForEachRow(*requests, [&](Statement& s) {
-      by_user[s.ColumnInt(0)].requests += 1;
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
+  for (Statement* s : {*visits, *requests}) {
+    s->BindText(1, communes);
+    s->BindInt(2, scope.from_day);
+    s->BindInt(3, scope.to_day);
   }
+  absl::Status counted = ForEachRow(*visits, [&](Statement& s) {
+    by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
+    visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
+    return absl::OkStatus();
+  });
+  if (!counted.ok()) return counted;
+  counted = ForEachRow(*requests, [&](Statement& s) {
+    by_user[s.ColumnInt(0)].requests += s.ColumnInt(1);
+    return absl::OkStatus();
+  });
+  if (!counted.ok()) return counted;
   std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
   for (auto& u : users) out[u.user_id()] = std::move(u);
   for (const auto& [user, counts] : by_user) {
@@ -812,72 +828,75 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
+  // One statement per figure over every commune of the scope (json_each of the list).
+  const std::string communes = CommunesJson(scope);
   absl::StatusOr<Statement*> counts = reader_->Prepare(
-      "SELECT day, sum(visits), sum(no_gps) FROM s_visit_day WHERE commune = ?1 AND day BETWEEN "
-      "?2 AND ?3 GROUP BY day");
+      "SELECT v.day, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
+      "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.day");
   if (!counts.ok()) return counts.status();
   absl::StatusOr<Statement*> far = reader_->Prepare(
-      "SELECT v.id, v.facility, v.lat, v.lon, f.lat, f.lon FROM r_visit v JOIN r_facility f "
-      "ON f.id = v.facility WHERE v.commune = ?1 AND v.day BETWEEN ?2 AND ?3 AND v.lat IS NOT "
-      "NULL AND f.lat IS NOT NULL ORDER BY v.id");
+      "SELECT v.id, v.facility, v.lat, v.lon, f.lat, f.lon, v.commune FROM json_each(?1) AS j "
+      "CROSS JOIN r_visit v JOIN r_facility f ON f.id = v.facility WHERE v.commune = j.value "
+      "AND v.day BETWEEN ?2 AND ?3 AND v.lat IS NOT NULL AND f.lat IS NOT NULL "
+      "ORDER BY v.commune, v.id");
   if (!far.ok()) return far.status();
   absl::StatusOr<Statement*> dups = reader_->Prepare(
-      "SELECT folded, group_concat(id, ' ') FROM (SELECT folded, id FROM r_facility "
-      "WHERE commune = ?1 ORDER BY folded, id) GROUP BY folded HAVING count(*) > 1");
+      "SELECT commune, folded, group_concat(id, ' ') FROM (SELECT f.commune AS commune, "
+      "f.folded AS folded, f.id AS id FROM json_each(?1) AS j CROSS JOIN r_facility f "
+      "WHERE f.commune = j.value ORDER BY 1, 2, 3) GROUP BY commune, folded "
+      "HAVING count(*) > 1 ORDER BY commune, folded");
   if (!dups.ok()) return dups.status();
   // Approvals in the period whose facility had no visit in the 365 days up to the approval.
   absl::StatusOr<Statement*> approvals = reader_->Prepare(
-      "SELECT DISTINCT r.id FROM r_event e JOIN r_request r ON r.id = e.request "
-      "WHERE e.commune = ?1 AND e.action = ?4 AND e.day BETWEEN ?2 AND ?3 AND NOT EXISTS "
+      "SELECT DISTINCT e.commune, r.id FROM json_each(?1) AS j CROSS JOIN r_event e "
+      "JOIN r_request r ON r.id = e.request "
+      "WHERE e.commune = j.value AND e.action = ?4 AND e.day BETWEEN ?2 AND ?3 AND NOT EXISTS "
       "(SELECT 1 FROM r_visit v WHERE v.facility = r.facility AND v.day > e.day - 365 AND "
-      "v.day <= e.day) ORDER BY r.id");
+      "v.day <= e.day) ORDER BY e.commune, r.id");
   if (!approvals.ok()) return approvals.status();
   std::map<int64_t, int64_t> no_gps_by_month;
-  for (int64_t commune : scope.communes) {
-    for (Statement* s : {*counts, *far, *approvals}) {
-      s->BindInt(1, commune);
-      s->BindInt(2, scope.from_day);
-      s->BindInt(3, scope.to_day);
-    }
-    (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
-    absl::Status status = ForEachRow(*counts, [&](Statement& s) {
-      report.set_visits(report.visits() + s.ColumnInt(1));
-      report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
-      if (s.ColumnInt(2) > 0) no_gps_by_month[MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    status = ForEachRow(*far, [&](Statement& s) {
-      const double km =
-          DistanceKm(s.ColumnDouble(2), s.ColumnDouble(3), s.ColumnDouble(4), s.ColumnDouble(5));
-      if (km <= max_km) return absl::OkStatus();
-      report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
-      kcnet::v1::FarVisit* v = report.add_far_visits();
-      v->set_visit_id(std::string(s.ColumnText(0)));
-      v->set_facility_id(std::string(s.ColumnText(1)));
-      v->set_commune_id(commune);
-      v->set_distance_km(km);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    (*dups)->BindInt(1, commune);
-    status = ForEachRow(*dups, [&](Statement& s) {
-      kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
-      d->set_commune_id(commune);
-      d->set_folded_name(std::string(s.ColumnText(0)));
-      for (absl::string_view id : absl::StrSplit(s.ColumnText(1), ' ')) {
-        d->add_facility_ids(std::string(id));
-      }
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    status = ForEachRow(*approvals, [&](Statement& s) {
-      report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
-      report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(0)));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
+  for (Statement* s : {*counts, *far, *approvals, *dups}) s->BindText(1, communes);
+  for (Statement* s : {*counts, *far, *approvals}) {
+    s->BindInt(2, scope.from_day);
+    s->BindInt(3, scope.to_day);
   }
+  (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
+  absl::Status status = ForEachRow(*counts, [&](Statement& s) {
+    report.set_visits(report.visits() + s.ColumnInt(1));
+    report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
+    if (s.ColumnInt(2) > 0) no_gps_by_month[MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  status = ForEachRow(*far, [&](Statement& s) {
+    const double km =
+        DistanceKm(s.ColumnDouble(2), s.ColumnDouble(3), s.ColumnDouble(4), s.ColumnDouble(5));
+    if (km <= max_km) return absl::OkStatus();
+    report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
+    kcnet::v1::FarVisit* v = report.add_far_visits();
+    v->set_visit_id(std::string(s.ColumnText(0)));
+    v->set_facility_id(std::string(s.ColumnText(1)));
+    v->set_commune_id(s.ColumnInt(6));
+    v->set_distance_km(km);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  status = ForEachRow(*dups, [&](Statement& s) {
+    kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+    d->set_commune_id(s.ColumnInt(0));
+    d->set_folded_name(std::string(s.ColumnText(1)));
+    for (absl::string_view id : absl::StrSplit(s.ColumnText(2), ' ')) {
+      d->add_facility_ids(std::string(id));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  status = ForEachRow(*approvals, [&](Statement& s) {
+    report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
+    report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(1)));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   for (auto& m : Series(no_gps_by_month)) *report.add_visits_without_gps_by_month() = std::move(m);
   return report;
 }
