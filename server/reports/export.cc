@@ -199,8 +199,7 @@ ReportTable OutcomesTable(const kcnet::v1::OutcomesReport& report) {
          Cell::Int(r.product_lines_after()),
          delta(r.product_lines_before(), r.product_lines_after()),
          Cell::Vnd(r.annual_output_vnd_before()), Cell::Vnd(r.annual_output_vnd_after()),
-         m ? Cell::Vnd(r.annual_output_vnd_after() - r.annual_output_vnd_before())
-           : Cell::Text(""),
+         m ? Cell::Vnd(r.annual_output_vnd_after() - r.annual_output_vnd_before()) : Cell::Text(""),
          Cell::Text(m ? "x" : "")});
   }
   // Summaries: the request column says what the row is; the measured column the counts.

@@ -735,8 +735,7 @@ TEST_F(PlansTest, ABackupRestoresToOneConsistentPointOfRecordsAndPlans) {
   kcnet::testing::TempDir target;
   const std::string restored = target.File("data");
   ASSERT_TRUE(RestoreDataDir(restored, backup.File("b")).ok());
-  auto records =
-      sync::ServerStore::Open(restored + "/kcnet.db", &model::KcnetSchema());
+  auto records = sync::ServerStore::Open(restored + "/kcnet.db", &model::KcnetSchema());
   ASSERT_TRUE(records.ok()) << records.status();
   auto plans = PlanStore::Open(restored + "/plans.db");
   ASSERT_TRUE(plans.ok()) << plans.status();
@@ -765,7 +764,7 @@ TEST_F(PlansTest, ABackupRestoresToOneConsistentPointOfRecordsAndPlans) {
     }
   }
   EXPECT_TRUE((*plans)->ListDisbursements(b.id())->empty());
-  EXPECT_TRUE((*plans)->ListDisbursements(c.id())->empty());  // paid after a start it lost
+  EXPECT_TRUE((*plans)->ListDisbursements(c.id())->empty());   // paid after a start it lost
   EXPECT_EQ((*plans)->ListDisbursements(a.id())->size(), 2u);  // A was started in the copy
   EXPECT_TRUE((*plans)->UnconfirmedDraws()->empty());
   absl::StatusOr<BudgetFigures> budget = (*plans)->Budget({.province_id = p_, .year = 2026});

@@ -340,7 +340,6 @@ TEST_F(ReportServiceTest, BudgetComesFromThePlan) {
   status = stub->GetBudget(As("officer").get(), req, &budget);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), StartsWith("year:"));
-
 }
 
 TEST_F(ReportServiceTest, ExportsCsvWithBomInChunks) {
@@ -427,7 +426,8 @@ TEST_F(ReportServiceTest, ExportsTheBudgetAsCsvAndXlsx) {
   const std::string csv = Export("officer", req, &status, &name, &chunks);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(name, "budget.csv");
-  ASSERT_THAT(csv, StartsWith("\xEF\xBB\xBF" "Năm / Year,"));
+  ASSERT_THAT(csv, StartsWith("\xEF\xBB\xBF"
+                              "Năm / Year,"));
   EXPECT_THAT(csv, HasSubstr("2030,Ngân sách trung ương / National budget,\"Máy móc, công nghệ"));
   EXPECT_THAT(csv, HasSubstr(",1234567000,0,0,1234567000,7,0\r\n"));
 
@@ -508,7 +508,8 @@ TEST_F(ReportServiceTest, OutcomesAreServedAndScoped) {
   const std::string csv = Export("officer", req, &status, &name, &chunks);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(name, "outcomes.csv");
-  ASSERT_THAT(csv, StartsWith("\xEF\xBB\xBF" "Yêu cầu / Request,"));
+  ASSERT_THAT(csv, StartsWith("\xEF\xBB\xBF"
+                              "Yêu cầu / Request,"));
   EXPECT_THAT(csv, HasSubstr(absl::StrCat(r.id(), ",", c1_, ",", f.id(), ",")));
   EXPECT_THAT(csv, HasSubstr(",4,6,2,0,0,0,0,0,0,x\r\n"));
   EXPECT_THAT(csv, HasSubstr("Tổng / Total,0,,,,,,4,6,2,"));
