@@ -28,8 +28,11 @@
 #include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
+#include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
 #include "server/reports/reports_store.h"
+#include "sync/model/record_types.h"
+#include "sync/server_store.h"
 #include "tools/args.h"
 #include "tools/password.h"
 #include "tools/table.h"
@@ -49,16 +52,17 @@ constexpr char kUsage[] =
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
     "  list-audit [--after=ID]   (account changes: who, when, which user, what changed)\n"
-    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities,\n"
-    "                 this year's extension plan)\n"
+    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities\n"
+    "                 with a survey visit each, this year's extension plan)\n"
     "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
     "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
     "                        incarnation that every device recovers from; docs/SYNC.md)\n"
     "  rebuild-reports   (recounts the report summaries, DATA_DIR/reports.db, from the records)\n"
     "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
-    "                [--to=YYYY-MM-DD]   (REPORT: coverage, pipeline, activity or quality;\n"
-    "                                     the whole country unless --org_unit; stdout unless "
-    "--out)\n"
+    "                [--to=YYYY-MM-DD] [--year=YYYY]   (REPORT: coverage, pipeline, activity,\n"
+    "                 quality, budget or outcomes; the whole country unless --org_unit (budget:\n"
+    "                 a province, district or commune; --year, default this year); stdout\n"
+    "                 unless --out)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -273,9 +277,9 @@ absl::Status SeedDemoCommand(const Args& args) {
   absl::StatusOr<DemoSeed> seed = SeedDemo(data_dir);
   if (!seed.ok()) return seed.status();
   std::printf(
-      "seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities, the %d extension "
-      "plan\n",
-      data_dir.c_str(), seed->org_units, seed->facilities, seed->plan_year);
+      "seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities, %d visits, the %d "
+      "extension plan\n",
+      data_dir.c_str(), seed->org_units, seed->facilities, seed->visits, seed->plan_year);
   std::printf("demo accounts (change these passwords before any real use):\n");
   tools::Table accounts({"USERNAME", "PASSWORD", "ROLE", "ORG UNIT"});
   for (const DemoAccount& account : seed->accounts) {
@@ -359,10 +363,37 @@ absl::Status ExportCommand(const Args& args) {
   if (!store.ok()) return store.status();
   absl::StatusOr<uint64_t> op = (*store)->CatchUp();  // counts everything committed
   if (!op.ok()) return op.status();
-  reports::Reporter reporter(directory->get(), store->get(), sync::SystemClock());
+  // The budget reads the plans and the record store (BudgetFor confirms committed draws in
+  // plans.db, as the server does at every budget call).
+  std::unique_ptr<PlanStore> plans;
+  std::unique_ptr<sync::ServerStore> records;
+  if (args.words()[1] == "budget") {
+    const std::filesystem::path dir(data_dir);
+    absl::StatusOr<std::unique_ptr<sync::ServerStore>> opened =
+        sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
+    if (!opened.ok()) return opened.status();
+    records = *std::move(opened);
+    absl::StatusOr<std::unique_ptr<PlanStore>> plan_store =
+        PlanStore::Open((dir / "plans.db").string());
+    if (!plan_store.ok()) return plan_store.status();
+    plans = *std::move(plan_store);
+  }
+  reports::Reporter reporter(directory->get(), store->get(), sync::SystemClock(), plans.get(),
+                             records.get());
   absl::StatusOr<std::vector<int64_t>> roots = reporter.AllRoots();
   if (!roots.ok()) return roots.status();
-  v1::ReportFilter filter;
+  v1::ExportRequest request;
+  request.set_report(args.words()[1]);
+  request.set_format(format);
+  const std::string year = args.GetOr("year", "");
+  if (!year.empty()) {
+    int32_t y = 0;
+    if (!absl::SimpleAtoi(year, &y)) {
+      return UsageError(absl::StrCat("--year: '", year, "' is not a year"));
+    }
+    request.set_year(y);
+  }
+  v1::ReportFilter& filter = *request.mutable_filter();
   filter.set_from_date(args.GetOr("from", ""));
   filter.set_to_date(args.GetOr("to", ""));
   const std::string unit = args.GetOr("org_unit", "");
@@ -375,8 +406,7 @@ absl::Status ExportCommand(const Args& args) {
     filter.set_org_unit_id(found->id());
   }
   std::string file_name;
-  absl::StatusOr<std::string> bytes =
-      reporter.Export(*roots, args.words()[1], format, filter, &file_name);
+  absl::StatusOr<std::string> bytes = reporter.Export(*roots, request, &file_name);
   if (!bytes.ok()) return bytes.status();
   const std::string out = args.GetOr("out", "");
   if (out.empty()) {
@@ -414,7 +444,7 @@ const std::vector<Command>& Commands() {
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},
       {"rebuild-reports", {}, RebuildReportsCommand},
-      {"export", {"format", "out", "org_unit", "from", "to"}, ExportCommand},
+      {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
   };
   return *commands;
 }

@@ -13,6 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/plans/budget.h"
+#include "server/plans/plan_store.h"
+#include "sync/model/record_types.h"
 #include "sync/server_store.h"
 
 namespace kcnet::server {
@@ -21,8 +24,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kStoreFile[] = "kcnet.db";
+constexpr char kPlansFile[] = "plans.db";
 
-// The *.db files of `dir`, sorted by name.
+// The *.db files of `dir`: the record store first, then the others by name.
 absl::StatusOr<std::vector<std::string>> Databases(const std::string& dir) {
   std::error_code error;
   std::vector<std::string> names;
@@ -34,7 +38,10 @@ absl::StatusOr<std::vector<std::string>> Databases(const std::string& dir) {
     return absl::NotFoundError(absl::StrCat("cannot read directory ", dir, ": ", error.message()));
   }
   if (names.empty()) return absl::NotFoundError(absl::StrCat(dir, " holds no database (*.db)"));
-  std::sort(names.begin(), names.end());
+  std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
+    if ((a == kStoreFile) != (b == kStoreFile)) return a == kStoreFile;
+    return a < b;
+  });
   return names;
 }
 
@@ -117,8 +124,9 @@ int64_t DatabaseHolder(const std::string& db_path) {
   return lock.l_pid > 0 ? lock.l_pid : 1;
 }
 
-absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(const std::string& data_dir,
-                                                          const std::string& to) {
+absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(
+    const std::string& data_dir, const std::string& to,
+    const std::function<void(const std::string& name)>& after_copy) {
   absl::StatusOr<std::vector<std::string>> names = Databases(data_dir);
   if (!names.ok()) return names.status();
   std::error_code error;
@@ -148,6 +156,7 @@ absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(const std::string& dat
     }
     copied.push_back({name, static_cast<int64_t>(fs::file_size(target, error)),
                       absl::ToDoubleSeconds(absl::Now() - start)});
+    if (after_copy) after_copy(name);
   }
   absl::Status status = SyncDirectory(to);
   if (!status.ok()) return status;
@@ -209,6 +218,18 @@ absl::StatusOr<std::vector<CopiedDatabase>> RestoreDataDir(const std::string& da
   }
   absl::Status status = SyncDirectory(data_dir);
   if (!status.ok()) return status;
+  // The plans copy may hold what committed after the record store's copy: make them agree.
+  const fs::path store_path = fs::path(data_dir) / kStoreFile;
+  const fs::path plans_path = fs::path(data_dir) / kPlansFile;
+  if (fs::exists(store_path, error) && fs::exists(plans_path, error)) {
+    absl::StatusOr<std::unique_ptr<sync::ServerStore>> records =
+        sync::ServerStore::Open(store_path.string(), &kcnet::model::KcnetSchema());
+    if (!records.ok()) return records.status();
+    absl::StatusOr<std::unique_ptr<PlanStore>> plans = PlanStore::Open(plans_path.string());
+    if (!plans.ok()) return plans.status();
+    status = ReconcileWithRecords(**plans, **records);
+    if (!status.ok()) return status;
+  }
   return copied;
 }
 

@@ -7,6 +7,15 @@
 // (WAL) and the copy never restarts. A stepwise copy (step(100) in a loop) restarts every
 // time the writer commits and may never finish under load.
 //
+// The record store (kcnet.db) and the plans (plans.db) are written together (an approval
+// draws on the plan: the draw commits in plans.db, then the approval in kcnet.db), but each
+// file's copy is its own snapshot. The backup therefore copies kcnet.db FIRST: every
+// approval in the copy has its draw in the later plans.db copy; the plans.db copy may also
+// hold what committed after kcnet.db's snapshot (a draw whose approval is not in the copy,
+// a payment to a request not yet started there). RestoreDataDir reconciles those
+// (ReconcileWithRecords, server/plans/budget.h), so the restored data directory is one
+// consistent point: the moment kcnet.db was copied.
+//
 // RestoreDataDir puts a backup back into a data directory whose server is stopped. It
 // refuses while any process holds one of the directory's databases open (the server
 // would keep writing into files that no longer exist), replaces each database and drops
@@ -19,6 +28,7 @@
 #define KCNET_SERVER_ADMIN_BACKUP_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,17 +44,20 @@ struct CopiedDatabase {
 };
 
 // Copies every *.db of `data_dir` into `to`, which must not exist or be empty (it is
-// created). On success returns what was copied. Fails with NOT_FOUND when `data_dir`
-// holds no database, ALREADY_EXISTS when `to` is not empty, or the SQLite/file error;
-// then `to` holds no complete file under a database's name.
-absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(const std::string& data_dir,
-                                                          const std::string& to);
+// created): kcnet.db first, then the others by name. On success returns what was copied.
+// Fails with NOT_FOUND when `data_dir` holds no database, ALREADY_EXISTS when `to` is not
+// empty, or the SQLite/file error; then `to` holds no complete file under a database's
+// name. `after_copy` (tests) runs after each file is copied, with its name.
+absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(
+    const std::string& data_dir, const std::string& to,
+    const std::function<void(const std::string& name)>& after_copy = nullptr);
 
 // Replaces the databases of `data_dir` by those of the backup `from` (every *.db in it).
 // FAILED_PRECONDITION when a process has one of `data_dir`'s databases open (the server
 // runs); NOT_FOUND when `from` holds no database. On success the record store (kcnet.db)
-// has a new incarnation. A failure part way leaves each database either the old or the
-// restored one; run the restore again.
+// has a new incarnation and the plans (plans.db) agree with it (ReconcileWithRecords). A
+// failure part way leaves each database either the old or the restored one; run the
+// restore again.
 absl::StatusOr<std::vector<CopiedDatabase>> RestoreDataDir(const std::string& data_dir,
                                                            const std::string& from);
 

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -59,23 +61,30 @@ struct DemoFacility {
   const char* main_products;
   int64_t workers;
   double latitude, longitude;
+  // A survey visit a month ago records the facility's indicators (outcomes report): by
+  // `visitor` (a demo account working in the commune; nullptr: no visit), with its main
+  // products and last 12 months' output.
+  const char* visitor;
+  int64_t product_lines;
+  int64_t annual_output_vnd;
 };
 
 constexpr DemoFacility kDemoFacilities[] = {
     {"90101", "Cơ sở mây tre đan An Bình (demo)", "Nguyễn Văn Hòa",
      kcnet::v1::FACILITY_KIND_HOUSEHOLD_BUSINESS, kcnet::v1::SECTOR_HANDICRAFTS,
-     "Giỏ, khay mây tre", 12, 20.101, 105.501},
+     "Giỏ, khay mây tre", 12, 20.101, 105.501, "collab1", 2, 1'200'000'000},
     {"90101", "HTX chế biến nông sản An Bình (demo)", "Lê Thị Mai",
      kcnet::v1::FACILITY_KIND_COOPERATIVE, kcnet::v1::SECTOR_FOOD_PROCESSING, "Miến dong, bún khô",
-     35, 20.103, 105.507},
+     35, 20.103, 105.507, "collab1", 2, 4'500'000'000},
     {"90102", "Xưởng mộc Phú Lộc (demo)", "Trần Văn Minh", kcnet::v1::FACILITY_KIND_ENTERPRISE,
-     kcnet::v1::SECTOR_WOOD_PROCESSING, "Bàn ghế gỗ", 20, 20.121, 105.522},
+     kcnet::v1::SECTOR_WOOD_PROCESSING, "Bàn ghế gỗ", 20, 20.121, 105.522, "coord1", 1,
+     3'000'000'000},
     {"90201", "Tổ hợp tác dệt thổ cẩm Tân Hòa (demo)", "Hà Thị Lan",
      kcnet::v1::FACILITY_KIND_COOPERATIVE_GROUP, kcnet::v1::SECTOR_TEXTILES_GARMENTS,
-     "Khăn, túi thổ cẩm", 18, 20.201, 105.401},
+     "Khăn, túi thổ cẩm", 18, 20.201, 105.401, "collab2", 2, 900'000'000},
     {"90202", "Xưởng cơ khí Long Điền (demo)", "Phạm Văn Tài",
      kcnet::v1::FACILITY_KIND_HOUSEHOLD_BUSINESS, kcnet::v1::SECTOR_MECHANICAL, "Máy tuốt lúa mini",
-     6, 20.215, 105.415},
+     6, 20.215, 105.415, nullptr, 0, 0},
 };
 
 std::string DemoPassword(absl::string_view username) {
@@ -130,6 +139,7 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
   seed.org_units = static_cast<int>(units->size());
 
   int64_t admin_id = 0;
+  std::map<std::string, int64_t> user_ids;
   for (const DemoUser& demo : kDemoUsers) {
     absl::StatusOr<kcnet::v1::OrgUnit> unit = (*directory)->FindByCode(demo.org_unit_code);
     if (!unit.ok()) return unit.status();
@@ -139,6 +149,7 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
             ->CreateUser(demo.username, demo.display_name, password, demo.role, {unit->id()});
     if (!user.ok()) return user.status();
     if (demo.role == kcnet::v1::ROLE_ADMINISTRATOR) admin_id = user->id();
+    user_ids[demo.username] = user->id();
     seed.accounts.push_back({demo.username, password, RoleName(demo.role), demo.org_unit_code});
   }
 
@@ -172,16 +183,39 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
     kcnet::v1::Mutation* mutation = batch.add_mutations();
     mutation->set_seq(static_cast<uint64_t>(batch.mutations_size()));
     *mutation->add_changes() = *std::move(change);
+    if (demo.visitor == nullptr) continue;
+    absl::StatusOr<std::string> visit_id = NewUuid();
+    if (!visit_id.ok()) return visit_id.status();
+    kcnet::v1::Visit visit;
+    visit.set_id(*visit_id);
+    visit.set_commune_id(commune->id());
+    visit.set_facility_id(*id);
+    visit.set_collaborator_id(user_ids[demo.visitor]);
+    visit.set_visited_ms(now_ms - 30LL * 24 * 3600 * 1000);
+    visit.set_latitude(demo.latitude);
+    visit.set_longitude(demo.longitude);
+    visit.set_purpose(kcnet::v1::VISIT_PURPOSE_SURVEY);
+    visit.set_findings("Khảo sát ban đầu (demo) / first survey (demo)");
+    visit.set_workers(demo.workers);
+    visit.set_product_lines(demo.product_lines);
+    visit.set_annual_output_vnd(demo.annual_output_vnd);
+    absl::StatusOr<kcnet::v1::RecordChange> visit_change = kcnet::model::ToChange(visit);
+    if (!visit_change.ok()) return visit_change.status();
+    visit_change->set_hlc((*store)->clock().Now());
+    kcnet::v1::Mutation* visit_mutation = batch.add_mutations();
+    visit_mutation->set_seq(static_cast<uint64_t>(batch.mutations_size()));
+    *visit_mutation->add_changes() = *std::move(visit_change);
   }
+  seed.facilities = static_cast<int>(std::size(kDemoFacilities));
+  for (const DemoFacility& demo : kDemoFacilities) seed.visits += demo.visitor != nullptr ? 1 : 0;
   const sync::Writer writer{"", sync::NodeIdFor(absl::StrCat("user:", admin_id))};
   absl::StatusOr<kcnet::v1::PushAck> ack = (*store)->Apply(writer, batch);
   if (!ack.ok()) return ack.status();
   for (const kcnet::v1::MutationResult& result : ack->results()) {
     if (result.outcome() != kcnet::v1::MUTATION_OUTCOME_APPLIED) {
-      return absl::InternalError(absl::StrCat("demo facility ", result.seq(), " was not applied: ",
+      return absl::InternalError(absl::StrCat("demo record ", result.seq(), " was not applied: ",
                                               result.reason(), " (", result.field(), ")"));
     }
-    ++seed.facilities;
   }
 
   // This year's extension plan of the demo province (approvals draw on it): every support

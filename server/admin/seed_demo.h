@@ -32,6 +32,7 @@ struct DemoAccount {
 struct DemoSeed {
   int org_units = 0;
   int facilities = 0;
+  int visits = 0;     // survey visits recording the facilities' indicators (outcomes)
   int plan_year = 0;  // the year of the demo province's extension plan (plans.db)
   std::vector<DemoAccount> accounts;
 };

@@ -170,8 +170,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
       [logger](const absl::Status& status) {
         logger->Warning(absl::StrCat("reports: catch-up failed (retrying): ", status.message()));
       });
-  server->reporter_ = std::make_unique<reports::Reporter>(server->directory_.get(),
-                                                          server->reports_.get(), options.clock);
+  server->reporter_ = std::make_unique<reports::Reporter>(
+      server->directory_.get(), server->reports_.get(), options.clock, server->plans_.get(),
+      server->store_.get());
 
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
@@ -199,8 +200,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                                                .clock = options.clock}));
 
   server->services_.push_back(reports::MakeReportService(
-      server->directory_.get(), server->reporter_.get(), server->runner_.get(),
-      server->plans_.get(), server->store_.get()));
+      server->directory_.get(), server->reporter_.get(), server->runner_.get()));
 
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();

@@ -35,6 +35,33 @@ absl::Status ConfirmCommittedDraws(PlanStore& plans, sync::ServerStore& records)
   return absl::OkStatus();
 }
 
+absl::Status ReconcileWithRecords(PlanStore& plans, sync::ServerStore& records) {
+  absl::StatusOr<std::vector<std::string>> ids = plans.AllDraws();
+  if (!ids.ok()) return ids.status();
+  for (const std::string& id : *ids) {
+    kcnet::v1::RequestStatus status = kcnet::v1::REQUEST_STATUS_UNSPECIFIED;
+    absl::StatusOr<std::string> bytes = sync::UuidFromText(id);
+    if (bytes.ok()) {
+      absl::StatusOr<std::optional<kcnet::v1::RecordChange>> record =
+          records.ReadRecord(model::kSupportRequestType, *bytes);
+      if (!record.ok()) return record.status();
+      if (record->has_value() && !(*record)->deleted()) {
+        kcnet::v1::SupportRequest request;
+        absl::Status s = model::FromChange(**record, &request);
+        if (!s.ok()) return s;
+        status = request.status();
+      }
+    }
+    const bool started = status == kcnet::v1::REQUEST_STATUS_IN_PROGRESS ||
+                         status == kcnet::v1::REQUEST_STATUS_COMPLETED;
+    const bool approved = started || status == kcnet::v1::REQUEST_STATUS_APPROVED;
+    if (started) continue;
+    absl::Status s = plans.DropForRestore(id, /*draw=*/!approved);
+    if (!s.ok()) return s;
+  }
+  return ConfirmCommittedDraws(plans, records);
+}
+
 absl::StatusOr<BudgetFigures> BudgetFor(Directory& directory, PlanStore& plans,
                                         sync::ServerStore& records, const Principal& caller,
                                         int64_t org_unit_id, int32_t year) {

@@ -36,6 +36,15 @@ absl::StatusOr<BudgetFigures> BudgetFor(Directory& directory, PlanStore& plans,
 // `records` shows approved (APPROVED, IN_PROGRESS or COMPLETED) becomes confirmed.
 absl::Status ConfirmCommittedDraws(PlanStore& plans, sync::ServerStore& records);
 
+// After a restore: makes `plans` agree with `records`, the record store restored with it.
+// A backup copies kcnet.db before plans.db (server/admin/backup.h), so plans.db may hold
+// what committed after kcnet.db's snapshot: the draw of a request `records` does not show
+// approved (dropped, with its payments), payments to a request `records` does not show
+// started (IN_PROGRESS or COMPLETED; dropped). Then every remaining draw is confirmed.
+// The reverse (an approval in `records` without its draw) cannot happen: a draw commits
+// in plans.db before its approval commits in kcnet.db.
+absl::Status ReconcileWithRecords(PlanStore& plans, sync::ServerStore& records);
+
 }  // namespace kcnet::server
 
 #endif  // KCNET_SERVER_PLANS_BUDGET_H_

@@ -715,6 +715,46 @@ absl::StatusOr<std::vector<std::string>> PlanStore::UnconfirmedDraws() {
   return out;
 }
 
+absl::StatusOr<std::vector<std::string>> PlanStore::AllDraws() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare("SELECT request_id FROM draws ORDER BY request_id");
+  if (!st.ok()) return st.status();
+  std::vector<std::string> out;
+  while (true) {
+    absl::StatusOr<bool> r = (*st)->Step();
+    if (!r.ok()) {
+      (*st)->Reset();
+      return r.status();
+    }
+    if (!*r) break;
+    out.emplace_back((*st)->ColumnText(0));
+  }
+  (*st)->Reset();
+  return out;
+}
+
+absl::Status PlanStore::DropForRestore(const std::string& request_id, bool draw) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  if (!tx.ok()) return tx.status();
+  std::vector<const char*> deletes = {"DELETE FROM disbursements WHERE request_id = ?"};
+  if (draw) deletes.push_back("DELETE FROM draws WHERE request_id = ?");
+  int64_t changes = 0;
+  for (const char* sql : deletes) {
+    absl::StatusOr<Statement*> st = db_->Prepare(sql);
+    if (!st.ok()) return st.status();
+    (*st)->BindText(1, request_id);
+    absl::Status s = (*st)->Run();
+    if (!s.ok()) return s;
+    changes += db_->Changes();
+  }
+  if (changes > 0) {
+    absl::Status s = BumpChangeLocked();
+    if (!s.ok()) return s;
+  }
+  return (*tx)->Commit();
+}
+
 absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest& request,
                                                            const Disbursement& input,
                                                            const PlanActor& actor) {

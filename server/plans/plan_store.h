@@ -161,6 +161,14 @@ class PlanStore {
   absl::StatusOr<std::optional<kcnet::v1::PlanDraw>> GetDraw(const std::string& request_id);
   // Request ids of unconfirmed draws (for confirmation against the record store).
   absl::StatusOr<std::vector<std::string>> UnconfirmedDraws();
+  // Request ids of every draw, confirmed or not (reconciliation after a restore).
+  absl::StatusOr<std::vector<std::string>> AllDraws();
+  // Removes a request's payments and, with `draw`, its draw too, in one transaction; bumps
+  // the change counter when anything went. Only for reconciling a restored plans.db with
+  // the restored record store (ReconcileWithRecords, server/plans/budget.h): a backup's
+  // plans.db may hold the draw of an approval, or the payment of a start, that committed
+  // after its kcnet.db was copied.
+  absl::Status DropForRestore(const std::string& request_id, bool draw);
 
   // ---- Disbursements ----
   // Records a payment to `request` (its committed state). The

@@ -35,8 +35,45 @@ std::string CsvField(const std::string& text) {
 
 }  // namespace
 
+std::string FundingLabel(kcnet::v1::FundingSource f) {
+  switch (f) {
+    case kcnet::v1::FUNDING_SOURCE_LOCAL:
+      return "Ngân sách địa phương / Local budget";
+    case kcnet::v1::FUNDING_SOURCE_NATIONAL:
+      return "Ngân sách trung ương / National budget";
+    case kcnet::v1::FUNDING_SOURCE_COUNTERPART:
+      return "Vốn đối ứng / Counterpart funds";
+    default:
+      return absl::StrCat(static_cast<int>(f));
+  }
+}
+
+std::string CategoryLabel(kcnet::v1::SupportCategory c) {
+  switch (c) {
+    case kcnet::v1::SUPPORT_CATEGORY_DEMONSTRATION_MODEL:
+      return "Mô hình trình diễn / Demonstration model";
+    case kcnet::v1::SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY:
+      return "Máy móc, công nghệ / Machinery and technology";
+    case kcnet::v1::SUPPORT_CATEGORY_TRAINING:
+      return "Đào tạo / Training";
+    case kcnet::v1::SUPPORT_CATEGORY_MANAGEMENT_CONSULTING:
+      return "Tư vấn quản lý / Management consulting";
+    case kcnet::v1::SUPPORT_CATEGORY_PRODUCT_DEVELOPMENT:
+      return "Phát triển sản phẩm / Product development";
+    case kcnet::v1::SUPPORT_CATEGORY_TRADE_PROMOTION:
+      return "Xúc tiến thương mại / Trade promotion";
+    case kcnet::v1::SUPPORT_CATEGORY_CLEANER_PRODUCTION:
+      return "Sản xuất sạch hơn / Cleaner production";
+    case kcnet::v1::SUPPORT_CATEGORY_OTHER:
+      return "Khác / Other";
+    default:
+      return absl::StrCat(static_cast<int>(c));
+  }
+}
+
 bool IsExportableReport(const std::string& name) {
-  return name == "coverage" || name == "pipeline" || name == "activity" || name == "quality";
+  return name == "coverage" || name == "pipeline" || name == "activity" || name == "quality" ||
+         name == "budget" || name == "outcomes";
 }
 
 ReportTable CoverageTable(const kcnet::v1::CoverageReport& report) {
@@ -102,6 +139,84 @@ ReportTable QualityTable(const kcnet::v1::QualityReport& report) {
   t.rows.push_back({Cell::Text("Duyệt không có lượt thăm 12 tháng / Approved without a visit in "
                                "12 months"),
                     Cell::Int(report.approved_without_recent_visit())});
+  return t;
+}
+
+ReportTable BudgetTable(const kcnet::v1::BudgetReport& report) {
+  ReportTable t;
+  t.name = "budget";
+  t.as_of_op = report.as_of_op();
+  t.headers = {"Năm / Year",
+               "Nguồn vốn / Funding source",
+               "Nhóm hỗ trợ / Support category",
+               "Kế hoạch (đồng) / Planned (VND)",
+               "Đã duyệt (đồng) / Approved (VND)",
+               "Đã giải ngân (đồng) / Disbursed (VND)",
+               "Còn lại (đồng) / Remaining (VND)",
+               "Số cơ sở dự kiến / Planned facilities",
+               "Số đề nghị đã duyệt / Approved requests"};
+  for (const auto& r : report.rows()) {
+    t.rows.push_back({Cell::Int(report.year()), Cell::Text(FundingLabel(r.funding_source())),
+                      Cell::Text(CategoryLabel(r.category())), Cell::Vnd(r.planned_vnd()),
+                      Cell::Vnd(r.approved_vnd()), Cell::Vnd(r.disbursed_vnd()),
+                      Cell::Vnd(r.remaining_vnd()), Cell::Int(r.planned_facilities()),
+                      Cell::Int(r.approved_requests())});
+  }
+  return t;
+}
+
+ReportTable OutcomesTable(const kcnet::v1::OutcomesReport& report) {
+  ReportTable t;
+  t.name = "outcomes";
+  t.as_of_op = report.as_of_op();
+  t.headers = {"Yêu cầu / Request",
+               "Mã xã / Commune id",
+               "Cơ sở / Facility",
+               "Ngày duyệt / Baseline",
+               "Ngày hoàn thành / Completed",
+               "Ngày thăm trước / Visit before",
+               "Ngày thăm sau / Visit after",
+               "Lao động trước / Workers before",
+               "Lao động sau / Workers after",
+               "Chênh lệch lao động / Workers delta",
+               "Mặt hàng trước / Product lines before",
+               "Mặt hàng sau / Product lines after",
+               "Chênh lệch mặt hàng / Product lines delta",
+               "Giá trị SX trước (đồng) / Output before (VND)",
+               "Giá trị SX sau (đồng) / Output after (VND)",
+               "Chênh lệch giá trị SX (đồng) / Output delta (VND)",
+               "Đo được / Measured"};
+  for (const auto& r : report.rows()) {
+    const bool m = r.measured();
+    auto delta = [m](int64_t before, int64_t after) {
+      return m ? Cell::Int(after - before) : Cell::Text("");
+    };
+    t.rows.push_back(
+        {Cell::Text(r.request_id()), Cell::Int(r.commune_id()), Cell::Text(r.facility_id()),
+         Cell::Date(r.baseline_date()), Cell::Date(r.completed_date()), Cell::Date(r.before_date()),
+         Cell::Date(r.after_date()), Cell::Int(r.workers_before()), Cell::Int(r.workers_after()),
+         delta(r.workers_before(), r.workers_after()), Cell::Int(r.product_lines_before()),
+         Cell::Int(r.product_lines_after()),
+         delta(r.product_lines_before(), r.product_lines_after()),
+         Cell::Vnd(r.annual_output_vnd_before()), Cell::Vnd(r.annual_output_vnd_after()),
+         m ? Cell::Vnd(r.annual_output_vnd_after() - r.annual_output_vnd_before()) : Cell::Text(""),
+         Cell::Text(m ? "x" : "")});
+  }
+  // Summaries: the request column says what the row is; the measured column the counts.
+  auto add = [&](const kcnet::v1::OutcomeSummary& s, const std::string& name) {
+    t.rows.push_back(
+        {Cell::Text(name), Cell::Int(s.commune_id()), Cell::Text(""), Cell::Date(""),
+         Cell::Date(""), Cell::Date(""), Cell::Date(""), Cell::Int(s.workers_before()),
+         Cell::Int(s.workers_after()), Cell::Int(s.workers_delta()),
+         Cell::Int(s.product_lines_before()), Cell::Int(s.product_lines_after()),
+         Cell::Int(s.product_lines_delta()), Cell::Vnd(s.annual_output_vnd_before()),
+         Cell::Vnd(s.annual_output_vnd_after()), Cell::Vnd(s.annual_output_vnd_delta()),
+         // "2 trên 3 / 2 of 3", never "2/3": Excel would read that as a date.
+         Cell::Text(absl::StrCat(s.measured_requests(), " trên ", s.completed_requests(), " / ",
+                                 s.measured_requests(), " of ", s.completed_requests()))});
+  };
+  for (const auto& s : report.communes()) add(s, absl::StrCat("Xã / Commune: ", s.commune_name()));
+  add(report.total(), "Tổng / Total");
   return t;
 }
 

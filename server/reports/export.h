@@ -40,8 +40,13 @@ ReportTable CoverageTable(const kcnet::v1::CoverageReport& report);
 ReportTable PipelineTable(const kcnet::v1::PipelineReport& report);
 ReportTable ActivityTable(const kcnet::v1::ActivityReport& report);
 ReportTable QualityTable(const kcnet::v1::QualityReport& report);
+// One row per (funding source, category), VND as kVnd cells.
+ReportTable BudgetTable(const kcnet::v1::BudgetReport& report);
+// One row per completed request (before, after, delta of each indicator), then one per
+// commune and the total (their request id column empty, the commune's name in its place).
+ReportTable OutcomesTable(const kcnet::v1::OutcomesReport& report);
 
-// The reports that export: coverage, pipeline, activity, quality.
+// The reports that export: coverage, pipeline, activity, quality, budget, outcomes.
 bool IsExportableReport(const std::string& name);
 
 // CSV per RFC 4180, UTF-8 with BOM, CRLF line ends; numbers in plain digits.

@@ -133,15 +133,71 @@ absl::StatusOr<kcnet::v1::QualityReport> Reporter::Quality(
   return store_->Quality(*scope, request.max_gps_distance_km());
 }
 
+absl::StatusOr<kcnet::v1::OutcomesReport> Reporter::Outcomes(
+    const std::vector<int64_t>& roots, const kcnet::v1::OutcomesRequest& request) {
+  absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
+  if (!scope.ok()) return scope.status();
+  absl::StatusOr<kcnet::v1::OutcomesReport> report = store_->Outcomes(*scope);
+  if (!report.ok()) return report.status();
+  for (kcnet::v1::OutcomeSummary& row : *report->mutable_communes()) {
+    absl::StatusOr<kcnet::v1::OrgUnit> unit = directory_->GetOrgUnit(row.commune_id());
+    if (unit.ok()) row.set_commune_name(unit->name());
+  }
+  return report;
+}
+
+absl::StatusOr<kcnet::v1::BudgetReport> Reporter::Budget(const std::vector<int64_t>& roots,
+                                                         const kcnet::v1::BudgetRequest& request) {
+  if (plans_ == nullptr || records_ == nullptr) {
+    return absl::UnavailableError("budget: the plans store is not open");
+  }
+  // A budget is a province's: without an org unit, the caller's one root.
+  int64_t unit = request.filter().org_unit_id();
+  if (unit == 0) {
+    if (roots.size() != 1) {
+      return absl::InvalidArgumentError(
+          "filter.org_unit_id: hãy chọn một đơn vị (tỉnh, xã) / required for the budget "
+          "when you work in several org units");
+    }
+    unit = roots.front();
+  }
+  Principal caller;
+  caller.org_unit_ids = roots;
+  absl::StatusOr<BudgetFigures> figures =
+      BudgetFor(*directory_, *plans_, *records_, caller, unit, request.year());
+  if (!figures.ok()) return figures.status();
+  kcnet::v1::BudgetReport report;
+  report.set_as_of_op(figures->as_of_op);
+  report.set_province_id(figures->province_id);
+  report.set_year(figures->year);
+  report.set_has_plan(figures->has_plan);
+  report.set_plan_revision(figures->plan_revision);
+  report.set_as_of_change(figures->as_of_change);
+  for (const BudgetRow& r : figures->rows) {
+    kcnet::v1::BudgetRow* row = report.add_rows();
+    row->set_funding_source(r.funding);
+    row->set_category(r.category);
+    row->set_planned_vnd(r.planned_vnd);
+    row->set_approved_vnd(r.approved_vnd);
+    row->set_disbursed_vnd(r.disbursed_vnd);
+    row->set_remaining_vnd(r.remaining_vnd);
+    row->set_planned_facilities(r.planned_facilities);
+    row->set_approved_requests(r.approved_requests);
+  }
+  return report;
+}
+
 absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
-                                             const std::string& report,
-                                             kcnet::v1::ExportFormat format,
-                                             const kcnet::v1::ReportFilter& filter,
+                                             const kcnet::v1::ExportRequest& request,
                                              std::string* file_name) {
+  const std::string& report = request.report();
+  const kcnet::v1::ExportFormat format = request.format();
+  const kcnet::v1::ReportFilter& filter = request.filter();
   if (!IsExportableReport(report)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("report: '", report.substr(0, 32),
-                     "' is not coverage, pipeline, activity or quality / không có báo cáo này"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "report: '", report.substr(0, 32),
+        "' is not coverage, pipeline, activity, quality, budget or outcomes / không có báo cáo "
+        "này"));
   }
   if (format != kcnet::v1::EXPORT_FORMAT_CSV && format != kcnet::v1::EXPORT_FORMAT_XLSX) {
     return absl::InvalidArgumentError("format: csv or xlsx / định dạng phải là csv hoặc xlsx");
@@ -166,12 +222,25 @@ absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
     absl::StatusOr<kcnet::v1::ActivityReport> out = Activity(roots, r);
     if (!out.ok()) return out.status();
     table = ActivityTable(*out);
-  } else {
+  } else if (report == "quality") {
     kcnet::v1::QualityRequest r;
     *r.mutable_filter() = filter;
     absl::StatusOr<kcnet::v1::QualityReport> out = Quality(roots, r);
     if (!out.ok()) return out.status();
     table = QualityTable(*out);
+  } else if (report == "budget") {
+    kcnet::v1::BudgetRequest r;
+    *r.mutable_filter() = filter;
+    r.set_year(request.year() != 0 ? request.year() : VietnamYear(clock_->NowMs()));
+    absl::StatusOr<kcnet::v1::BudgetReport> out = Budget(roots, r);
+    if (!out.ok()) return out.status();
+    table = BudgetTable(*out);
+  } else {
+    kcnet::v1::OutcomesRequest r;
+    *r.mutable_filter() = filter;
+    absl::StatusOr<kcnet::v1::OutcomesReport> out = Outcomes(roots, r);
+    if (!out.ok()) return out.status();
+    table = OutcomesTable(*out);
   }
   if (format == kcnet::v1::EXPORT_FORMAT_CSV) {
     *file_name = absl::StrCat(report, ".csv");
@@ -204,8 +273,7 @@ class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
           absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()))));
       return;
     }
-    absl::StatusOr<std::string> bytes = reporter->Export(
-        caller->org_unit_ids, request->report(), request->format(), request->filter(), &name_);
+    absl::StatusOr<std::string> bytes = reporter->Export(caller->org_unit_ids, *request, &name_);
     if (!bytes.ok()) {
       Finish(ToGrpcStatus(bytes.status()));
       return;
@@ -243,13 +311,8 @@ class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
 
 class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
  public:
-  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner, PlanStore* plans,
-                    sync::ServerStore* records)
-      : directory_(directory),
-        reporter_(reporter),
-        runner_(runner),
-        plans_(plans),
-        records_(records) {}
+  ReportServiceImpl(Directory* directory, Reporter* reporter, RpcRunner* runner)
+      : directory_(directory), reporter_(reporter), runner_(runner) {}
 
   ServerUnaryReactor* GetCoverage(CallbackServerContext* ctx, const v1::CoverageRequest* req,
                                   v1::CoverageReport* resp) override {
@@ -293,48 +356,23 @@ class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
   }
   ServerUnaryReactor* GetBudget(CallbackServerContext* ctx, const v1::BudgetRequest* req,
                                 v1::BudgetReport* resp) override {
-    return runner_->Run(
-        ctx, "kcnet.v1.ReportService/GetBudget", [=, this](const Principal* p) -> absl::Status {
-          // A budget is a province's: without an org unit, the caller's one root.
-          int64_t unit = req->filter().org_unit_id();
-          if (unit == 0) {
-            if (p->org_unit_ids.size() != 1) {
-              return absl::InvalidArgumentError(
-                  "filter.org_unit_id: hãy chọn một đơn vị (tỉnh, xã) / required for the budget "
-                  "when you work in several org units");
-            }
-            unit = p->org_unit_ids.front();
-          }
-          absl::StatusOr<BudgetFigures> figures =
-              BudgetFor(*directory_, *plans_, *records_, *p, unit, req->year());
-          if (!figures.ok()) return figures.status();
-          resp->set_as_of_op(figures->as_of_op);
-          resp->set_province_id(figures->province_id);
-          resp->set_year(figures->year);
-          resp->set_has_plan(figures->has_plan);
-          resp->set_plan_revision(figures->plan_revision);
-          resp->set_as_of_change(figures->as_of_change);
-          for (const BudgetRow& r : figures->rows) {
-            v1::BudgetRow* row = resp->add_rows();
-            row->set_funding_source(r.funding);
-            row->set_category(r.category);
-            row->set_planned_vnd(r.planned_vnd);
-            row->set_approved_vnd(r.approved_vnd);
-            row->set_disbursed_vnd(r.disbursed_vnd);
-            row->set_remaining_vnd(r.remaining_vnd);
-            row->set_planned_facilities(r.planned_facilities);
-            row->set_approved_requests(r.approved_requests);
-          }
-          return absl::OkStatus();
-        });
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetBudget",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Budget(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
   }
-  ServerUnaryReactor* GetOutcomes(CallbackServerContext* ctx, const v1::OutcomesRequest*,
-                                  v1::OutcomesReport*) override {
-    return runner_->Run(ctx, "kcnet.v1.ReportService/GetOutcomes", [](const Principal*) {
-      return absl::UnimplementedError(
-          "GetOutcomes: báo cáo kết quả chưa có / the outcomes report is not served yet "
-          "(visits do not record a facility's indicators yet)");
-    });
+  ServerUnaryReactor* GetOutcomes(CallbackServerContext* ctx, const v1::OutcomesRequest* req,
+                                  v1::OutcomesReport* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.ReportService/GetOutcomes",
+                        [=, this](const Principal* p) -> absl::Status {
+                          auto r = reporter_->Outcomes(p->org_unit_ids, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
   }
   grpc::ServerWriteReactor<kcnet::v1::ExportChunk>* ExportReport(
       CallbackServerContext* ctx, const v1::ExportRequest* req) override {
@@ -345,16 +383,13 @@ class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {
   Directory* directory_;
   Reporter* reporter_;
   RpcRunner* runner_;
-  PlanStore* plans_;
-  sync::ServerStore* records_;
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::Service> MakeReportService(Directory* directory, Reporter* reporter,
-                                                 RpcRunner* runner, PlanStore* plans,
-                                                 sync::ServerStore* records) {
-  return std::make_unique<ReportServiceImpl>(directory, reporter, runner, plans, records);
+                                                 RpcRunner* runner) {
+  return std::make_unique<ReportServiceImpl>(directory, reporter, runner);
 }
 
 }  // namespace kcnet::server::reports

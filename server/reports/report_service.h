@@ -28,8 +28,10 @@ namespace kcnet::server::reports {
 
 class Reporter {
  public:
-  Reporter(Directory* directory, ReportsStore* store, sync::Clock* clock)
-      : directory_(directory), store_(store), clock_(clock) {}
+  // `plans` and `records` serve the budget (BudgetFor); without them it is UNAVAILABLE.
+  Reporter(Directory* directory, ReportsStore* store, sync::Clock* clock,
+           PlanStore* plans = nullptr, sync::ServerStore* records = nullptr)
+      : directory_(directory), store_(store), clock_(clock), plans_(plans), records_(records) {}
 
   // Every root org unit of the directory (for server tools).
   absl::StatusOr<std::vector<int64_t>> AllRoots();
@@ -42,11 +44,17 @@ class Reporter {
                                                      const kcnet::v1::ActivityRequest& request);
   absl::StatusOr<kcnet::v1::QualityReport> Quality(const std::vector<int64_t>& roots,
                                                    const kcnet::v1::QualityRequest& request);
-  // The report named `report` (coverage, pipeline, activity, quality) as a file:
-  // INVALID_ARGUMENT naming "report" or "format" otherwise. Sets `*file_name`.
-  absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots, const std::string& report,
-                                     kcnet::v1::ExportFormat format,
-                                     const kcnet::v1::ReportFilter& filter, std::string* file_name);
+  absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const std::vector<int64_t>& roots,
+                                                     const kcnet::v1::OutcomesRequest& request);
+  // The budget of one province and year (BudgetFor, server/plans/budget.h) for a caller
+  // working in `roots`: `filter.org_unit_id` 0 means the caller's one root.
+  absl::StatusOr<kcnet::v1::BudgetReport> Budget(const std::vector<int64_t>& roots,
+                                                 const kcnet::v1::BudgetRequest& request);
+  // The report `request.report()` (coverage, pipeline, activity, quality, budget, outcomes)
+  // as a file: INVALID_ARGUMENT naming "report" or "format" otherwise. Sets `*file_name`.
+  absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots,
+                                     const kcnet::v1::ExportRequest& request,
+                                     std::string* file_name);
 
  private:
   absl::StatusOr<ReportScope> Scope(const std::vector<int64_t>& roots,
@@ -54,13 +62,15 @@ class Reporter {
   Directory* directory_;
   ReportsStore* store_;
   sync::Clock* clock_;
+  PlanStore* plans_;
+  sync::ServerStore* records_;
 };
 
-// ReportService, to register on a builder. The budget report reads `plans` and `records`
-// (BudgetFor, server/plans/budget.h). All must outlive the service.
+// ReportService, to register on a builder. The budget report needs a Reporter made with
+// the plans and the record store (BudgetFor, server/plans/budget.h). All must outlive the
+// service.
 std::unique_ptr<grpc::Service> MakeReportService(Directory* directory, Reporter* reporter,
-                                                 RpcRunner* runner, PlanStore* plans,
-                                                 sync::ServerStore* records);
+                                                 RpcRunner* runner);
 
 }  // namespace kcnet::server::reports
 

@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
@@ -26,7 +27,7 @@ using sync::Statement;
 constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
 constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // The summaries' layout; a store of another version is rebuilt on open.
-constexpr int64_t kReportsVersion = 1;
+constexpr int64_t kReportsVersion = 2;  // 2: visits' indicators (outcomes)
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -37,10 +38,12 @@ constexpr char kTables[] =
     " folded TEXT NOT NULL, lat REAL, lon REAL, day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_facility_commune ON r_facility(commune, day);"
     "CREATE INDEX IF NOT EXISTS r_facility_folded ON r_facility(commune, folded);"
-    // Live visits; lat/lon NULL when the visit has no GPS.
+    // Live visits; lat/lon NULL when the visit has no GPS; the facility's indicators seen
+    // at the visit (0: not recorded).
     "CREATE TABLE IF NOT EXISTS r_visit(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, collaborator INTEGER NOT NULL, day INTEGER NOT NULL,"
-    " month INTEGER NOT NULL, lat REAL, lon REAL) WITHOUT ROWID;"
+    " month INTEGER NOT NULL, lat REAL, lon REAL, workers INTEGER NOT NULL,"
+    " product_lines INTEGER NOT NULL, output_vnd INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
     // Live support requests.
@@ -99,6 +102,11 @@ std::vector<kcnet::v1::MonthValue> Series(const std::map<int64_t, int64_t>& by_m
     out.push_back(std::move(m));
   }
   return out;
+}
+
+// The scope's communes as a JSON array, for `json_each(?)` in one statement over them all.
+std::string CommunesJson(const ReportScope& scope) {
+  return absl::StrCat("[", absl::StrJoin(scope.communes, ","), "]");
 }
 
 // Runs `fn` once per row of `s`.
@@ -323,7 +331,8 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
       {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms FROM st.facility",
        &ReportsStore::ApplyFacility},
       {"SELECT id, _del, commune_id, facility_id, collaborator_id, visited_ms, latitude, "
-       "longitude FROM st.visit",
+       "longitude, coalesce(workers, 0), coalesce(product_lines, 0), "
+       "coalesce(annual_output_vnd, 0) FROM st.visit",
        &ReportsStore::ApplyVisit},
       {"SELECT id, _del, commune_id, facility_id, author_id, status, created_ms, updated_ms "
        "FROM st.support_request",
@@ -425,14 +434,15 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
     if (!status.ok()) return status;
   }
   if (row.ColumnInt(1) != 0) return absl::OkStatus();
-  // The new one in: 3 facility_id, 4 collaborator_id, 5 visited_ms, 6 latitude, 7 longitude.
+  // The new one in: 3 facility_id, 4 collaborator_id, 5 visited_ms, 6 latitude, 7 longitude,
+  // 8 workers, 9 product_lines, 10 annual_output_vnd.
   const int64_t commune = row.ColumnInt(2);
   const int64_t day = VietnamDay(row.ColumnInt(5));
   const int64_t collaborator = row.ColumnInt(4);
   const bool gps = HasGps(row, 6, 7);
   absl::StatusOr<Statement*> ins = writer_->Prepare(
-      "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon) "
-      "VALUES (?1,?2,?3,?4,?5,?6,?7,?8)");
+      "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon, workers, "
+      "product_lines, output_vnd) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
   if (!ins.ok()) return ins.status();
   Statement* s = *ins;
   s->BindText(1, row.ColumnText(0));
@@ -443,6 +453,9 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
   s->BindInt(6, MonthOf(day));
   BindOptionalDouble(s, 7, gps, row.ColumnDouble(6));
   BindOptionalDouble(s, 8, gps, row.ColumnDouble(7));
+  s->BindInt(9, row.ColumnInt(8));
+  s->BindInt(10, row.ColumnInt(9));
+  s->BindInt(11, row.ColumnInt(10));
   status = s->Run();
   if (!status.ok()) return status;
   return AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
@@ -559,47 +572,53 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
-  absl::StatusOr<Statement*> registered =
-      reader_->Prepare("SELECT count(*) FROM r_facility WHERE commune = ?1 AND day <= ?2");
+  // One statement per figure over every commune of the scope (json_each of the list, one
+  // index seek per commune): a national answer runs three statements, not three per
+  // commune.
+  const std::string communes = CommunesJson(scope);
+  absl::StatusOr<Statement*> registered = reader_->Prepare(
+      "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
+      "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
   if (!registered.ok()) return registered.status();
   absl::StatusOr<Statement*> monthly = reader_->Prepare(
-      "SELECT month, count(*), count(DISTINCT facility) FROM r_visit "
-      "WHERE commune = ?1 AND day BETWEEN ?2 AND ?3 GROUP BY month");
+      "SELECT v.commune, v.month, count(*), count(DISTINCT v.facility) FROM json_each(?1) AS j "
+      "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+      "GROUP BY v.commune, v.month");
   if (!monthly.ok()) return monthly.status();
   absl::StatusOr<Statement*> visited = reader_->Prepare(
-      "SELECT count(DISTINCT facility) FROM r_visit WHERE commune = ?1 AND day BETWEEN ?2 AND ?3");
+      "SELECT v.commune, count(DISTINCT v.facility) FROM json_each(?1) AS j CROSS JOIN r_visit v "
+      "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.commune");
   if (!visited.ok()) return visited.status();
+  std::map<int64_t, kcnet::v1::CoverageRow> rows;
+  (*registered)->BindText(1, communes);
+  (*registered)->BindInt(2, scope.to_day);
+  absl::Status status = ForEachRow(*registered, [&](Statement& s) {
+    rows[s.ColumnInt(0)].set_registered_facilities(s.ColumnInt(1));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  (*visited)->BindText(1, communes);
+  (*visited)->BindInt(2, scope.from_day);
+  (*visited)->BindInt(3, scope.to_day);
+  status = ForEachRow(*visited, [&](Statement& s) {
+    rows[s.ColumnInt(0)].set_visited_facilities(s.ColumnInt(1));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   std::map<int64_t, int64_t> visits_by_month, facilities_by_month;
+  (*monthly)->BindText(1, communes);
+  (*monthly)->BindInt(2, scope.from_day);
+  (*monthly)->BindInt(3, scope.to_day);
+  status = ForEachRow(*monthly, [&](Statement& s) {
+    visits_by_month[s.ColumnInt(1)] += s.ColumnInt(2);
+    // A facility's visits are all in its commune: per-commune counts add up.
+    facilities_by_month[s.ColumnInt(1)] += s.ColumnInt(3);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   kcnet::v1::CoverageRow total;
-  for (int64_t commune : scope.communes) {
-    kcnet::v1::CoverageRow row;
+  for (auto& [commune, row] : rows) {  // communes with a registered or a visited facility
     row.set_commune_id(commune);
-    (*registered)->BindInt(1, commune);
-    (*registered)->BindInt(2, scope.to_day);
-    absl::Status status = ForEachRow(*registered, [&](Statement& s) {
-      row.set_registered_facilities(s.ColumnInt(0));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    (*visited)->BindInt(1, commune);
-    (*visited)->BindInt(2, scope.from_day);
-    (*visited)->BindInt(3, scope.to_day);
-    status = ForEachRow(*visited, [&](Statement& s) {
-      row.set_visited_facilities(s.ColumnInt(0));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    if (row.registered_facilities() == 0 && row.visited_facilities() == 0) continue;
-    (*monthly)->BindInt(1, commune);
-    (*monthly)->BindInt(2, scope.from_day);
-    (*monthly)->BindInt(3, scope.to_day);
-    status = ForEachRow(*monthly, [&](Statement& s) {
-      visits_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
-      // A facility's visits are all in its commune: per-commune counts add up.
-      facilities_by_month[s.ColumnInt(0)] += s.ColumnInt(2);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
     if (row.registered_facilities() > 0) {
       row.set_share(static_cast<double>(row.visited_facilities()) / row.registered_facilities());
     }
@@ -636,17 +655,19 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   // (a draft, or a status set by a record service without an event), its last update.
   absl::StatusOr<Statement*> rows = reader_->Prepare(
       "SELECT r.id, r.status, r.created_day, coalesce((SELECT max(e.day) FROM r_event e "
-      "WHERE e.request = r.id AND e.to_status = r.status), r.updated_day) "
-      "FROM r_request r WHERE r.commune = ?1 AND r.created_day BETWEEN ?2 AND ?3");
+      "WHERE e.request = r.id AND e.to_status = r.status), r.updated_day), r.commune "
+      "FROM json_each(?1) AS j CROSS JOIN r_request r WHERE r.commune = j.value AND "
+      "r.created_day BETWEEN ?2 AND ?3");
   if (!rows.ok()) return rows.status();
   std::map<int, kcnet::v1::PipelineStatusRow> statuses;
   std::map<int64_t, int64_t> created_by_month;
   std::vector<kcnet::v1::PipelineItem> items;
-  for (int64_t commune : scope.communes) {
-    (*rows)->BindInt(1, commune);
+  {
+    (*rows)->BindText(1, CommunesJson(scope));
     (*rows)->BindInt(2, scope.from_day);
     (*rows)->BindInt(3, scope.to_day);
     absl::Status status = ForEachRow(*rows, [&](Statement& s) {
+      const int64_t commune = s.ColumnInt(4);
       const int st = static_cast<int>(s.ColumnInt(1));
       kcnet::v1::PipelineItem item;
       item.set_request_id(std::string(s.ColumnText(0)));
@@ -701,32 +722,34 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   };
   std::map<int64_t, Counts> by_user;
   std::map<int64_t, int64_t> visits_by_month;
-  // Counts in the period: scans of the period's rows, commune by commune.
+  // Counts in the period: the period's rows of every commune of the scope, summed by the
+  // statements (json_each of the communes, one index seek each).
+  const std::string communes = CommunesJson(scope);
   absl::StatusOr<Statement*> visits = reader_->Prepare(
-      "SELECT collaborator, day, visits FROM s_visit_day WHERE commune = ?1 AND day BETWEEN ?2 "
-      "AND ?3");
+      "SELECT v.collaborator, v.day, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
+      "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+      "GROUP BY v.collaborator, v.day");
   if (!visits.ok()) return visits.status();
   absl::StatusOr<Statement*> requests = reader_->Prepare(
-      "SELECT author FROM r_request WHERE commune = ?1 AND created_day BETWEEN ?2 AND ?3");
+      "SELECT r.author, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.author");
   if (!requests.ok()) return requests.status();
-  for (int64_t commune : scope.communes) {
-    for (Statement* s : {*visits, *requests}) {
-      s->BindInt(1, commune);
-      s->BindInt(2, scope.from_day);
-      s->BindInt(3, scope.to_day);
-    }
-    absl::Status status = ForEachRow(*visits, [&](Statement& s) {
-      by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
-      visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    status = ForEachRow(*requests, [&](Statement& s) {
-      by_user[s.ColumnInt(0)].requests += 1;
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
+  for (Statement* s : {*visits, *requests}) {
+    s->BindText(1, communes);
+    s->BindInt(2, scope.from_day);
+    s->BindInt(3, scope.to_day);
   }
+  absl::Status counted = ForEachRow(*visits, [&](Statement& s) {
+    by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
+    visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
+    return absl::OkStatus();
+  });
+  if (!counted.ok()) return counted;
+  counted = ForEachRow(*requests, [&](Statement& s) {
+    by_user[s.ColumnInt(0)].requests += s.ColumnInt(1);
+    return absl::OkStatus();
+  });
+  if (!counted.ok()) return counted;
   std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
   for (auto& u : users) out[u.user_id()] = std::move(u);
   for (const auto& [user, counts] : by_user) {
@@ -805,73 +828,196 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
+  // One statement per figure over every commune of the scope (json_each of the list).
+  const std::string communes = CommunesJson(scope);
   absl::StatusOr<Statement*> counts = reader_->Prepare(
-      "SELECT day, sum(visits), sum(no_gps) FROM s_visit_day WHERE commune = ?1 AND day BETWEEN "
-      "?2 AND ?3 GROUP BY day");
+      "SELECT v.day, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
+      "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.day");
   if (!counts.ok()) return counts.status();
   absl::StatusOr<Statement*> far = reader_->Prepare(
-      "SELECT v.id, v.facility, v.lat, v.lon, f.lat, f.lon FROM r_visit v JOIN r_facility f "
-      "ON f.id = v.facility WHERE v.commune = ?1 AND v.day BETWEEN ?2 AND ?3 AND v.lat IS NOT "
-      "NULL AND f.lat IS NOT NULL ORDER BY v.id");
+      "SELECT v.id, v.facility, v.lat, v.lon, f.lat, f.lon, v.commune FROM json_each(?1) AS j "
+      "CROSS JOIN r_visit v JOIN r_facility f ON f.id = v.facility WHERE v.commune = j.value "
+      "AND v.day BETWEEN ?2 AND ?3 AND v.lat IS NOT NULL AND f.lat IS NOT NULL "
+      "ORDER BY v.commune, v.id");
   if (!far.ok()) return far.status();
   absl::StatusOr<Statement*> dups = reader_->Prepare(
-      "SELECT folded, group_concat(id, ' ') FROM (SELECT folded, id FROM r_facility "
-      "WHERE commune = ?1 ORDER BY folded, id) GROUP BY folded HAVING count(*) > 1");
+      "SELECT commune, folded, group_concat(id, ' ') FROM (SELECT f.commune AS commune, "
+      "f.folded AS folded, f.id AS id FROM json_each(?1) AS j CROSS JOIN r_facility f "
+      "WHERE f.commune = j.value ORDER BY 1, 2, 3) GROUP BY commune, folded "
+      "HAVING count(*) > 1 ORDER BY commune, folded");
   if (!dups.ok()) return dups.status();
   // Approvals in the period whose facility had no visit in the 365 days up to the approval.
   absl::StatusOr<Statement*> approvals = reader_->Prepare(
-      "SELECT DISTINCT r.id FROM r_event e JOIN r_request r ON r.id = e.request "
-      "WHERE e.commune = ?1 AND e.action = ?4 AND e.day BETWEEN ?2 AND ?3 AND NOT EXISTS "
+      "SELECT DISTINCT e.commune, r.id FROM json_each(?1) AS j CROSS JOIN r_event e "
+      "JOIN r_request r ON r.id = e.request "
+      "WHERE e.commune = j.value AND e.action = ?4 AND e.day BETWEEN ?2 AND ?3 AND NOT EXISTS "
       "(SELECT 1 FROM r_visit v WHERE v.facility = r.facility AND v.day > e.day - 365 AND "
-      "v.day <= e.day) ORDER BY r.id");
+      "v.day <= e.day) ORDER BY e.commune, r.id");
   if (!approvals.ok()) return approvals.status();
   std::map<int64_t, int64_t> no_gps_by_month;
-  for (int64_t commune : scope.communes) {
-    for (Statement* s : {*counts, *far, *approvals}) {
-      s->BindInt(1, commune);
-      s->BindInt(2, scope.from_day);
-      s->BindInt(3, scope.to_day);
-    }
-    (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
-    absl::Status status = ForEachRow(*counts, [&](Statement& s) {
-      report.set_visits(report.visits() + s.ColumnInt(1));
-      report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
-      if (s.ColumnInt(2) > 0) no_gps_by_month[MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    status = ForEachRow(*far, [&](Statement& s) {
-      const double km =
-          DistanceKm(s.ColumnDouble(2), s.ColumnDouble(3), s.ColumnDouble(4), s.ColumnDouble(5));
-      if (km <= max_km) return absl::OkStatus();
-      report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
-      kcnet::v1::FarVisit* v = report.add_far_visits();
-      v->set_visit_id(std::string(s.ColumnText(0)));
-      v->set_facility_id(std::string(s.ColumnText(1)));
-      v->set_commune_id(commune);
-      v->set_distance_km(km);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    (*dups)->BindInt(1, commune);
-    status = ForEachRow(*dups, [&](Statement& s) {
-      kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
-      d->set_commune_id(commune);
-      d->set_folded_name(std::string(s.ColumnText(0)));
-      for (absl::string_view id : absl::StrSplit(s.ColumnText(1), ' ')) {
-        d->add_facility_ids(std::string(id));
-      }
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    status = ForEachRow(*approvals, [&](Statement& s) {
-      report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
-      report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(0)));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
+  for (Statement* s : {*counts, *far, *approvals, *dups}) s->BindText(1, communes);
+  for (Statement* s : {*counts, *far, *approvals}) {
+    s->BindInt(2, scope.from_day);
+    s->BindInt(3, scope.to_day);
   }
+  (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
+  absl::Status status = ForEachRow(*counts, [&](Statement& s) {
+    report.set_visits(report.visits() + s.ColumnInt(1));
+    report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
+    if (s.ColumnInt(2) > 0) no_gps_by_month[MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  status = ForEachRow(*far, [&](Statement& s) {
+    const double km =
+        DistanceKm(s.ColumnDouble(2), s.ColumnDouble(3), s.ColumnDouble(4), s.ColumnDouble(5));
+    if (km <= max_km) return absl::OkStatus();
+    report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
+    kcnet::v1::FarVisit* v = report.add_far_visits();
+    v->set_visit_id(std::string(s.ColumnText(0)));
+    v->set_facility_id(std::string(s.ColumnText(1)));
+    v->set_commune_id(s.ColumnInt(6));
+    v->set_distance_km(km);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  status = ForEachRow(*dups, [&](Statement& s) {
+    kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+    d->set_commune_id(s.ColumnInt(0));
+    d->set_folded_name(std::string(s.ColumnText(1)));
+    for (absl::string_view id : absl::StrSplit(s.ColumnText(2), ' ')) {
+      d->add_facility_ids(std::string(id));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  status = ForEachRow(*approvals, [&](Statement& s) {
+    report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
+    report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(1)));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   for (auto& m : Series(no_gps_by_month)) *report.add_visits_without_gps_by_month() = std::move(m);
+  return report;
+}
+
+namespace {
+
+// Adds a measured row's indicators to a summary.
+void AddMeasured(const kcnet::v1::OutcomeRow& row, kcnet::v1::OutcomeSummary* sum) {
+  sum->set_measured_requests(sum->measured_requests() + 1);
+  sum->set_workers_before(sum->workers_before() + row.workers_before());
+  sum->set_workers_after(sum->workers_after() + row.workers_after());
+  sum->set_workers_delta(sum->workers_after() - sum->workers_before());
+  sum->set_product_lines_before(sum->product_lines_before() + row.product_lines_before());
+  sum->set_product_lines_after(sum->product_lines_after() + row.product_lines_after());
+  sum->set_product_lines_delta(sum->product_lines_after() - sum->product_lines_before());
+  sum->set_annual_output_vnd_before(sum->annual_output_vnd_before() +
+                                    row.annual_output_vnd_before());
+  sum->set_annual_output_vnd_after(sum->annual_output_vnd_after() + row.annual_output_vnd_after());
+  sum->set_annual_output_vnd_delta(sum->annual_output_vnd_after() -
+                                   sum->annual_output_vnd_before());
+}
+
+}  // namespace
+
+absl::StatusOr<kcnet::v1::OutcomesReport> ReportsStore::Outcomes(const ReportScope& scope) {
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  kcnet::v1::OutcomesReport report;
+  absl::StatusOr<uint64_t> cursor = ReadCursor();
+  if (!cursor.ok()) return cursor.status();
+  report.set_as_of_op(*cursor);
+  // Completed requests with the day they entered COMPLETED (as in the pipeline: the last
+  // event into it, else the last update) and their baseline day (the last APPROVE event,
+  // else the creation day).
+  absl::StatusOr<Statement*> requests = reader_->Prepare(
+      "SELECT id, facility, done, base FROM (SELECT r.id AS id, r.facility AS facility, "
+      "coalesce((SELECT max(e.day) FROM r_event e WHERE e.request = r.id AND e.to_status = ?4), "
+      "r.updated_day) AS done, coalesce((SELECT max(e.day) FROM r_event e WHERE e.request = "
+      "r.id AND e.action = ?5), r.created_day) AS base FROM r_request r WHERE r.commune = ?1 "
+      "AND r.status = ?4) WHERE done BETWEEN ?2 AND ?3 ORDER BY done, id");
+  if (!requests.ok()) return requests.status();
+  // A visit records the indicators when its workers are above 0 (a facility has at least
+  // its owner working); ties on a day go by visit id.
+  absl::StatusOr<Statement*> before = reader_->Prepare(
+      "SELECT id, day, workers, product_lines, output_vnd FROM r_visit WHERE facility = ?1 AND "
+      "day <= ?2 AND workers > 0 ORDER BY day DESC, id DESC LIMIT 1");
+  if (!before.ok()) return before.status();
+  absl::StatusOr<Statement*> after = reader_->Prepare(
+      "SELECT id, day, workers, product_lines, output_vnd FROM r_visit WHERE facility = ?1 AND "
+      "day >= ?2 AND workers > 0 ORDER BY day, id LIMIT 1");
+  if (!after.ok()) return after.status();
+  kcnet::v1::OutcomeSummary total;
+  std::map<int64_t, int64_t> completed_by_month;
+  for (int64_t commune : scope.communes) {
+    kcnet::v1::OutcomeSummary sum;
+    sum.set_commune_id(commune);
+    struct Pending {
+      kcnet::v1::OutcomeRow row;
+      int64_t baseline_day, completed_day;
+    };
+    std::vector<Pending> rows;
+    (*requests)->BindInt(1, commune);
+    (*requests)->BindInt(2, scope.from_day);
+    (*requests)->BindInt(3, scope.to_day);
+    (*requests)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
+    (*requests)->BindInt(5, kcnet::v1::REQUEST_ACTION_APPROVE);
+    absl::Status status = ForEachRow(*requests, [&](Statement& s) {
+      kcnet::v1::OutcomeRow row;
+      row.set_request_id(std::string(s.ColumnText(0)));
+      row.set_facility_id(std::string(s.ColumnText(1)));
+      row.set_commune_id(commune);
+      row.set_completed_date(DayText(s.ColumnInt(2)));
+      row.set_baseline_date(DayText(s.ColumnInt(3)));
+      completed_by_month[MonthOf(s.ColumnInt(2))] += 1;
+      rows.push_back(Pending{std::move(row), s.ColumnInt(3), s.ColumnInt(2)});
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    for (Pending& pending : rows) {
+      kcnet::v1::OutcomeRow& row = pending.row;
+      // The request rows were read first: one statement steps at a time on the reader.
+      bool has_before = false, has_after = false;
+      for (Statement* s : {*before, *after}) {
+        const bool is_before = s == *before;
+        s->BindText(1, row.facility_id());
+        s->BindInt(2, is_before ? pending.baseline_day : pending.completed_day);
+        status = ForEachRow(s, [&](Statement& v) {
+          if (is_before) {
+            has_before = true;
+            row.set_before_visit_id(std::string(v.ColumnText(0)));
+            row.set_before_date(DayText(v.ColumnInt(1)));
+            row.set_workers_before(v.ColumnInt(2));
+            row.set_product_lines_before(v.ColumnInt(3));
+            row.set_annual_output_vnd_before(v.ColumnInt(4));
+          } else {
+            has_after = true;
+            row.set_after_visit_id(std::string(v.ColumnText(0)));
+            row.set_after_date(DayText(v.ColumnInt(1)));
+            row.set_workers_after(v.ColumnInt(2));
+            row.set_product_lines_after(v.ColumnInt(3));
+            row.set_annual_output_vnd_after(v.ColumnInt(4));
+          }
+          return absl::OkStatus();
+        });
+        if (!status.ok()) return status;
+      }
+      row.set_measured(has_before && has_after);
+      sum.set_completed_requests(sum.completed_requests() + 1);
+      total.set_completed_requests(total.completed_requests() + 1);
+      if (row.measured()) {
+        AddMeasured(row, &sum);
+        AddMeasured(row, &total);
+      }
+      *report.add_rows() = std::move(row);
+    }
+    if (sum.completed_requests() > 0) *report.add_communes() = std::move(sum);
+  }
+  *report.mutable_total() = std::move(total);
+  for (auto& m : Series(completed_by_month)) *report.add_completed_by_month() = std::move(m);
   return report;
 }
 

@@ -96,6 +96,9 @@ class ReportsStore {
       const ReportScope& scope, uint32_t inactive_days,
       std::vector<kcnet::v1::CollaboratorActivity> users);
   absl::StatusOr<kcnet::v1::QualityReport> Quality(const ReportScope& scope, double max_km);
+  // Completed requests of the period with their facility's indicators before and after
+  // (docs/REPORTS.md, "Outcomes"); commune names come from the caller.
+  absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const ReportScope& scope);
 
  private:
   ReportsStore() = default;

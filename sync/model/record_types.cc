@@ -49,8 +49,8 @@ void ApplyConstraints(FieldSpec* f) {
   } else if (n == "longitude") {
     f->min_double = -180;
     f->max_double = 180;
-  } else if (n == "workers" || n.ends_with("_vnd") || n.ends_with("_ms") || n.ends_with("_id") ||
-             n == "created_by") {
+  } else if (n == "workers" || n == "product_lines" || n.ends_with("_vnd") || n.ends_with("_ms") ||
+             n.ends_with("_id") || n == "created_by") {
     if (f->type == FieldType::kInt) f->min_int = 0;
   }
   if (f->type == FieldType::kString)

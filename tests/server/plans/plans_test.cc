@@ -15,8 +15,10 @@
 #include "gtest/gtest.h"
 #include "kcnet/v1/plans.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "server/admin/backup.h"
 #include "server/app/kcnet_server.h"
 #include "server/plans/budget.h"
+#include "sync/model/record_types.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
@@ -690,6 +692,89 @@ TEST_F(PlansTest, ThePlansSurviveARestart) {
   absl::StatusOr<Plan> plan = server_->plans()->GetPlan(p_, 2026);
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->lines(0).planned_amount_vnd(), 7);
+}
+
+// kcnet-admin backup while the server approves and pays: the copies of kcnet.db and
+// plans.db are taken one after the other, so approvals, starts and payments land between
+// them here on purpose. After the restore every approved request has its draw, of its
+// approved amount, and no draw or payment belongs to a request the restored records do not
+// show approved (or started).
+TEST_F(PlansTest, ABackupRestoresToOneConsistentPointOfRecordsAndPlans) {
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 5)})
+          .ok());
+  const SupportRequest a = Endorsed(c1_, 30'000'000);
+  ASSERT_TRUE(Approve(a.id(), 30'000'000, FUNDING_SOURCE_NATIONAL).ok());
+  ASSERT_TRUE(Start(a.id()).ok());
+  ASSERT_TRUE(Pay("officer1", a.id(), 10'000'000).ok());
+  const SupportRequest c = Endorsed(c1_, 20'000'000);
+  ASSERT_TRUE(Approve(c.id(), 20'000'000, FUNDING_SOURCE_NATIONAL).ok());
+  const SupportRequest b = Endorsed(c3_, 25'000'000);
+
+  kcnet::testing::TempDir backup;
+  std::vector<std::string> order;
+  absl::StatusOr<std::vector<CopiedDatabase>> copied =
+      BackupDataDir(dir_.path(), backup.File("b"), [&](const std::string& name) {
+        order.push_back(name);
+        if (name != "kcnet.db") return;
+        // After the record store's copy, before the plans': B approved, started and paid;
+        // C started and paid; A paid again.
+        EXPECT_TRUE(Approve(b.id(), 25'000'000, FUNDING_SOURCE_NATIONAL).ok());
+        EXPECT_TRUE(Start(b.id()).ok());
+        EXPECT_TRUE(Pay("officer1", b.id(), 5'000'000).ok());
+        EXPECT_TRUE(Start(c.id()).ok());
+        EXPECT_TRUE(Pay("officer1", c.id(), 1'000'000).ok());
+        EXPECT_TRUE(Pay("officer1", a.id(), 4'000'000, "2026-06-11", "UNC-02").ok());
+      });
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  ASSERT_FALSE(order.empty());
+  EXPECT_EQ(order.front(), "kcnet.db");
+  server_->Shutdown(absl::Seconds(2));
+  server_.reset();
+
+  kcnet::testing::TempDir target;
+  const std::string restored = target.File("data");
+  ASSERT_TRUE(RestoreDataDir(restored, backup.File("b")).ok());
+  auto records = sync::ServerStore::Open(restored + "/kcnet.db", &model::KcnetSchema());
+  ASSERT_TRUE(records.ok()) << records.status();
+  auto plans = PlanStore::Open(restored + "/plans.db");
+  ASSERT_TRUE(plans.ok()) << plans.status();
+  auto status_of = [&](const std::string& id) {
+    auto rec = (*records)->ReadRecord(model::kSupportRequestType, *sync::UuidFromText(id));
+    EXPECT_TRUE(rec.ok() && rec->has_value());
+    SupportRequest r;
+    if (rec.ok() && rec->has_value()) {
+      EXPECT_TRUE(model::FromChange(**rec, &r).ok());
+    }
+    return r;
+  };
+  EXPECT_EQ(status_of(a.id()).status(), REQUEST_STATUS_IN_PROGRESS);
+  EXPECT_EQ(status_of(b.id()).status(), REQUEST_STATUS_ENDORSED);  // its approval came later
+  EXPECT_EQ(status_of(c.id()).status(), REQUEST_STATUS_APPROVED);  // its start came later
+  // Every approved request's draw matches its approval; nothing else has a draw.
+  for (const SupportRequest& r : {a, b, c}) {
+    const SupportRequest now = status_of(r.id());
+    absl::StatusOr<std::optional<PlanDraw>> draw = (*plans)->GetDraw(r.id());
+    ASSERT_TRUE(draw.ok());
+    if (now.status() == REQUEST_STATUS_ENDORSED) {
+      EXPECT_FALSE(draw->has_value()) << "a draw without its approval: " << r.id();
+    } else {
+      ASSERT_TRUE(draw->has_value()) << "an approval without its draw: " << r.id();
+      EXPECT_EQ((*draw)->amount_vnd(), now.approved_amount_vnd());
+    }
+  }
+  EXPECT_TRUE((*plans)->ListDisbursements(b.id())->empty());
+  EXPECT_TRUE((*plans)->ListDisbursements(c.id())->empty());   // paid after a start it lost
+  EXPECT_EQ((*plans)->ListDisbursements(a.id())->size(), 2u);  // A was started in the copy
+  EXPECT_TRUE((*plans)->UnconfirmedDraws()->empty());
+  absl::StatusOr<BudgetFigures> budget = (*plans)->Budget({.province_id = p_, .year = 2026});
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  const BudgetRow* row = Row(*budget, FUNDING_SOURCE_NATIONAL, kMachinery);
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->approved_vnd, 50'000'000);  // A and C
+  EXPECT_EQ(row->approved_requests, 2);
+  EXPECT_EQ(row->disbursed_vnd, 14'000'000);
+  EXPECT_EQ(row->remaining_vnd, 50'000'000);
 }
 
 }  // namespace

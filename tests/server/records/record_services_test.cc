@@ -517,6 +517,31 @@ TEST_F(RecordServicesTest, BadInputNamesTheFieldAndStoresNothing) {
                      return facilities_->ListFacilities(As("collab1").get(), r, &out);
                    },
                    grpc::StatusCode::INVALID_ARGUMENT, "page_size"});
+  // A visit's facility indicators (the outcomes report's before/after) are never negative.
+  cases.push_back({[&] {
+                     CreateVisitRequest r;
+                     r.mutable_visit()->set_facility_id(f.id());
+                     r.mutable_visit()->set_workers(-1);
+                     Visit out;
+                     return visits_->CreateVisit(As("collab1").get(), r, &out);
+                   },
+                   grpc::StatusCode::INVALID_ARGUMENT, "visit.workers: -1 is outside"});
+  cases.push_back({[&] {
+                     CreateVisitRequest r;
+                     r.mutable_visit()->set_facility_id(f.id());
+                     r.mutable_visit()->set_product_lines(-2);
+                     Visit out;
+                     return visits_->CreateVisit(As("collab1").get(), r, &out);
+                   },
+                   grpc::StatusCode::INVALID_ARGUMENT, "visit.product_lines: -2 is outside"});
+  cases.push_back({[&] {
+                     CreateVisitRequest r;
+                     r.mutable_visit()->set_facility_id(f.id());
+                     r.mutable_visit()->set_annual_output_vnd(-7);
+                     Visit out;
+                     return visits_->CreateVisit(As("collab1").get(), r, &out);
+                   },
+                   grpc::StatusCode::INVALID_ARGUMENT, "visit.annual_output_vnd: -7 is outside"});
   cases.push_back({[&] {
                      ListSupportRequestsRequest r;
                      r.set_status(static_cast<RequestStatus>(42));

@@ -68,6 +68,23 @@ TEST_F(AdminReportsTest, RebuildsAndExportsTheSeededData) {
   ASSERT_EQ(xlsx.exit_code, 0) << xlsx.err;
   EXPECT_THAT(ReadFile(tmp_.File("q.xlsx")), StartsWith("PK"));  // a zip: the XLSX container
 
+  // The budget of the seeded plan (this year; the one province) and the outcomes.
+  Result budget = Run({"export", "budget", "--format=csv", "--org_unit=90"});
+  ASSERT_EQ(budget.exit_code, 0) << budget.err;
+  EXPECT_THAT(budget.out, StartsWith("\xEF\xBB\xBF"
+                                     "Năm / Year,"));
+  EXPECT_THAT(budget.out, HasSubstr("Ngân sách địa phương / Local budget,Đào tạo / Training,"
+                                    "500000000,0,0,500000000,5,0\r\n"));
+  Result budget_xlsx = Run({"export", "budget", "--format=xlsx", "--year=2030"});
+  ASSERT_EQ(budget_xlsx.exit_code, 0) << budget_xlsx.err;  // no plan that year: no rows
+  EXPECT_THAT(budget_xlsx.out, StartsWith("PK"));
+  Result bad_year = Run({"export", "budget", "--format=csv", "--year=1999"});
+  EXPECT_EQ(bad_year.exit_code, 1);
+  EXPECT_THAT(bad_year.err, HasSubstr("year:"));
+  Result outcomes = Run({"export", "outcomes", "--format=csv"});
+  ASSERT_EQ(outcomes.exit_code, 0) << outcomes.err;
+  EXPECT_THAT(outcomes.out, HasSubstr("Tổng / Total,0,"));
+
   Result bad = Run({"export", "budgets", "--format=csv"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_THAT(bad.err, HasSubstr("report: 'budgets' is not"));

@@ -73,6 +73,11 @@ RC_GTEST_PROP(ReportsProperty, IncrementalEqualsRebuild, ()) {
         v.set_latitude(21 + *rc::gen::inRange(0, 100) / 100.0);
         v.set_longitude(105.01);
       }
+      if (*rc::gen::arbitrary<bool>()) {  // the facility's indicators (outcomes)
+        v.set_workers(*rc::gen::inRange(0, 50));
+        v.set_product_lines(*rc::gen::inRange(0, 5));
+        v.set_annual_output_vnd(*rc::gen::inRange(0, 1000) * 1'000'000LL);
+      }
       if (!edit) visits.push_back(v.id());
       live_visits[v.id()] = v;
       RC_ASSERT(writer.Put(v).ok());
@@ -138,6 +143,12 @@ RC_GTEST_PROP(ReportsProperty, IncrementalEqualsRebuild, ()) {
   }
   RC_ASSERT(quality->visits() == static_cast<int64_t>(live_visits.size()));
   RC_ASSERT(quality->visits_without_gps() == without_gps);
+
+  // Every report reads the same from both (the outcomes join requests, events and visits).
+  auto outcomes_a = (*incremental)->Outcomes(all);
+  auto outcomes_b = (*rebuilt)->Outcomes(all);
+  RC_ASSERT(outcomes_a.ok() && outcomes_b.ok());
+  RC_ASSERT(outcomes_a->DebugString() == outcomes_b->DebugString());
 }
 
 }  // namespace

@@ -255,6 +255,156 @@ TEST_F(ReportsStoreTest, QualityOfTheExample) {
   EXPECT_EQ(reports_->Quality(Period(), 12)->visits_far_from_facility(), 0);
 }
 
+// The outcomes example of docs/REPORTS.md ("Outcomes"): its own small data set, written in
+// the order of its events (the server's clock only moves forward).
+class OutcomesTest : public ReportsStoreTest {
+ protected:
+  std::string IndicatorVisit(const std::string& facility, int64_t commune, int64_t ms,
+                             int64_t workers, int64_t products, int64_t output_vnd) {
+    Visit v = MakeVisit(facility, commune, 7, ms, 0, 0);
+    v.set_workers(workers);
+    v.set_product_lines(products);
+    v.set_annual_output_vnd(output_vnd);
+    EXPECT_TRUE(writer_->Put(v).ok());
+    return v.id();
+  }
+  SupportRequest NewRequest(const std::string& facility, int64_t commune, int64_t created_ms) {
+    SupportRequest r;
+    r.set_id(model::NewRecordId());
+    r.set_commune_id(commune);
+    r.set_facility_id(facility);
+    r.set_author_id(7);
+    r.set_status(REQUEST_STATUS_SUBMITTED);
+    r.set_created_ms(created_ms);
+    r.set_updated_ms(created_ms);
+    EXPECT_TRUE(writer_->Put(r).ok());
+    return r;
+  }
+  // Moves `r` to `to` by an event at `ms` (the server's time).
+  void Transition(SupportRequest& r, RequestAction action, RequestStatus to, int64_t ms) {
+    clock_.Set(ms);
+    r.set_status(to);
+    r.set_updated_ms(ms);
+    EXPECT_TRUE(writer_->Put(r).ok());
+    RequestEvent e;
+    e.set_id(model::NewRecordId());
+    e.set_commune_id(r.commune_id());
+    e.set_request_id(r.id());
+    e.set_actor_id(7);
+    e.set_action(action);
+    e.set_to_status(to);
+    EXPECT_TRUE(writer_->Put(e).ok());
+  }
+  void WriteOutcomesExample() {
+    g1_ = Facility(kC1, "Mây tre Phú Vinh", 0, 0, VnMs(2025, 6, 1));
+    g2_ = Facility(kC2, "Lụa Vạn Phúc", 0, 0, VnMs(2025, 6, 1));
+    g3_ = Facility(kC2, "Gốm Bát Tràng", 0, 0, VnMs(2025, 6, 1));
+    IndicatorVisit(g1_, kC1, VnMs(2026, 1, 5), 5, 2, 300'000'000);
+    w6_ = IndicatorVisit(g1_, kC1, VnMs(2026, 1, 15), 7, 2, 350'000'000);
+    IndicatorVisit(g1_, kC1, VnMs(2026, 2, 1), 6, 2, 320'000'000);  // between: not used
+    IndicatorVisit(g1_, kC1, VnMs(2026, 3, 22), 0, 0, 0);           // records no indicators
+    w4_ = IndicatorVisit(g1_, kC1, VnMs(2026, 3, 25), 8, 3, 450'000'000);
+    IndicatorVisit(g1_, kC1, VnMs(2026, 4, 20), 9, 3, 500'000'000);  // not the first after
+    w7_ = IndicatorVisit(g2_, kC2, VnMs(2026, 2, 10, 8), 12, 1, 1'000'000'000);
+    w8_ = IndicatorVisit(g2_, kC2, VnMs(2026, 4, 10, 16), 15, 1, 1'200'000'000);
+    SupportRequest q1 = NewRequest(g1_, kC1, VnMs(2026, 1, 10));
+    SupportRequest q2 = NewRequest(g2_, kC2, VnMs(2026, 2, 1));
+    SupportRequest q3 = NewRequest(g3_, kC2, VnMs(2026, 2, 20));
+    SupportRequest q4 = NewRequest(g2_, kC2, VnMs(2026, 3, 1));
+    Transition(q1, REQUEST_ACTION_APPROVE, REQUEST_STATUS_APPROVED, VnMs(2026, 1, 20));
+    Transition(q2, REQUEST_ACTION_APPROVE, REQUEST_STATUS_APPROVED, VnMs(2026, 2, 10, 15));
+    Transition(q3, REQUEST_ACTION_APPROVE, REQUEST_STATUS_APPROVED, VnMs(2026, 3, 1));
+    Transition(q1, REQUEST_ACTION_COMPLETE, REQUEST_STATUS_COMPLETED, VnMs(2026, 3, 20));
+    Transition(q2, REQUEST_ACTION_COMPLETE, REQUEST_STATUS_COMPLETED, VnMs(2026, 4, 10, 9));
+    Transition(q3, REQUEST_ACTION_COMPLETE, REQUEST_STATUS_COMPLETED, VnMs(2026, 4, 15));
+    Transition(q4, REQUEST_ACTION_APPROVE, REQUEST_STATUS_APPROVED, VnMs(2026, 4, 20));
+    Transition(q4, REQUEST_ACTION_START, REQUEST_STATUS_IN_PROGRESS, VnMs(2026, 4, 21));
+    q1_ = q1.id();
+    q2_ = q2.id();
+    q3_ = q3.id();
+  }
+  std::string g1_, g2_, g3_, w4_, w6_, w7_, w8_, q1_, q2_, q3_;
+};
+
+TEST_F(OutcomesTest, OutcomesOfTheExample) {
+  WriteOutcomesExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  absl::StatusOr<OutcomesReport> report = reports_->Outcomes(Period());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->as_of_op(), store_->last_op());
+  ASSERT_EQ(report->rows_size(), 3);  // Q4 is in progress: not counted
+  const OutcomeRow& q1 = report->rows(0);
+  EXPECT_EQ(q1.request_id(), q1_);
+  EXPECT_EQ(q1.commune_id(), kC1);
+  EXPECT_EQ(q1.baseline_date(), "2026-01-20");  // the approval, not the creation (01-10)
+  EXPECT_EQ(q1.completed_date(), "2026-03-20");
+  EXPECT_EQ(q1.before_visit_id(), w6_);  // 01-15: the last before the approval
+  EXPECT_EQ(q1.after_visit_id(), w4_);   // 03-25: the 03-22 visit recorded no indicators
+  EXPECT_EQ(q1.after_date(), "2026-03-25");
+  EXPECT_EQ(q1.workers_before(), 7);
+  EXPECT_EQ(q1.workers_after(), 8);
+  EXPECT_EQ(q1.product_lines_before(), 2);
+  EXPECT_EQ(q1.product_lines_after(), 3);
+  EXPECT_EQ(q1.annual_output_vnd_before(), 350'000'000);
+  EXPECT_EQ(q1.annual_output_vnd_after(), 450'000'000);
+  EXPECT_TRUE(q1.measured());
+  // Q2: visits on the approval day and on the completion day count on their side.
+  const OutcomeRow& q2 = report->rows(1);
+  EXPECT_EQ(q2.request_id(), q2_);
+  EXPECT_EQ(q2.before_visit_id(), w7_);
+  EXPECT_EQ(q2.after_visit_id(), w8_);
+  EXPECT_EQ(q2.workers_after() - q2.workers_before(), 3);
+  EXPECT_TRUE(q2.measured());
+  const OutcomeRow& q3 = report->rows(2);
+  EXPECT_EQ(q3.request_id(), q3_);
+  EXPECT_FALSE(q3.measured());
+  EXPECT_EQ(q3.before_visit_id(), "");
+  EXPECT_EQ(q3.workers_before(), 0);
+
+  ASSERT_EQ(report->communes_size(), 2);
+  EXPECT_EQ(report->communes(0).commune_id(), kC1);
+  EXPECT_EQ(report->communes(0).completed_requests(), 1);
+  EXPECT_EQ(report->communes(0).workers_delta(), 1);
+  EXPECT_EQ(report->communes(1).completed_requests(), 2);
+  EXPECT_EQ(report->communes(1).measured_requests(), 1);
+  EXPECT_EQ(report->communes(1).annual_output_vnd_delta(), 200'000'000);
+  const OutcomeSummary& total = report->total();
+  EXPECT_EQ(total.completed_requests(), 3);
+  EXPECT_EQ(total.measured_requests(), 2);
+  EXPECT_EQ(total.workers_before(), 19);
+  EXPECT_EQ(total.workers_after(), 23);
+  EXPECT_EQ(total.workers_delta(), 4);
+  EXPECT_EQ(total.product_lines_before(), 3);
+  EXPECT_EQ(total.product_lines_after(), 4);
+  EXPECT_EQ(total.product_lines_delta(), 1);
+  EXPECT_EQ(total.annual_output_vnd_before(), 1'350'000'000);
+  EXPECT_EQ(total.annual_output_vnd_after(), 1'650'000'000);
+  EXPECT_EQ(total.annual_output_vnd_delta(), 300'000'000);
+  EXPECT_THAT(AsMap(report->completed_by_month()),
+              (std::map<std::string, int64_t>{{"2026-03", 1}, {"2026-04", 2}}));
+
+  // Scope and period: commune 2 alone; a period ending before Q2 and Q3 were completed.
+  ReportScope c2 = Period();
+  c2.communes = {kC2};
+  EXPECT_EQ(reports_->Outcomes(c2)->total().completed_requests(), 2);
+  ReportScope march = Period();
+  march.to_day = Day(2026, 3, 31);
+  EXPECT_EQ(reports_->Outcomes(march)->rows_size(), 1);
+
+  // An edit moves the figures (the after visit now records 10 workers), equal to a rebuild.
+  Visit edited = MakeVisit(g1_, kC1, 7, VnMs(2026, 3, 25), 0, 0);
+  edited.set_id(w4_);
+  edited.set_workers(10);
+  edited.set_product_lines(3);
+  edited.set_annual_output_vnd(450'000'000);
+  ASSERT_TRUE(writer_->Put(edited).ok());
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  EXPECT_EQ(reports_->Outcomes(Period())->total().workers_delta(), 6);
+  const std::string incremental = reports_->Outcomes(Period())->DebugString();
+  ASSERT_TRUE(reports_->Rebuild().ok());
+  EXPECT_EQ(reports_->Outcomes(Period())->DebugString(), incremental);
+}
+
 TEST_F(ReportsStoreTest, EditsAndDeletionsMoveTheFiguresAndEqualARebuild) {
   WriteExample();
   ASSERT_TRUE(reports_->CatchUp().ok());
