@@ -25,11 +25,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "server/admin/backup.h"
+#include "server/admin/seed_demo.h"
 #include "server/attachments/attachment_db.h"
 #include "server/attachments/blob_gc.h"
 #include "server/attachments/blob_store.h"
 #include "server/attachments/references.h"
-#include "server/admin/seed_demo.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 #include "server/reports/report_service.h"
@@ -466,9 +466,10 @@ absl::Status VerifyBlobsCommand(const Args& args) {
               static_cast<long long>(report->blobs), static_cast<long long>(report->bytes),
               report->damaged.size());
   if (!report->damaged.empty()) {
-    return absl::DataLossError(absl::StrCat(
-        report->damaged.size(), " blob(s) hỏng / damaged: their bytes no longer match their "
-        "SHA-256 (restore them from a backup)"));
+    return absl::DataLossError(
+        absl::StrCat(report->damaged.size(),
+                     " blob(s) hỏng / damaged: their bytes no longer match their "
+                     "SHA-256 (restore them from a backup)"));
   }
   return absl::OkStatus();
 }

@@ -36,9 +36,9 @@ absl::Status Errno(absl::string_view what) {
 }
 
 absl::Status UploadNotFound(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat(
-      "upload_id: không có phiên tải lên '", id.substr(0, 64),
-      "' (hết hạn?) / no upload session '", id.substr(0, 64), "' (expired? Begin again)"));
+  return absl::NotFoundError(absl::StrCat("upload_id: không có phiên tải lên '", id.substr(0, 64),
+                                          "' (hết hạn?) / no upload session '", id.substr(0, 64),
+                                          "' (expired? Begin again)"));
 }
 
 absl::Status WrongOffset(int64_t committed, int64_t got) {
@@ -81,9 +81,8 @@ absl::Status CheckAttachmentOptions(const AttachmentOptions& o) {
   const auto& known = model::AttachmentMediaTypes();
   for (const std::string& t : o.media_types) {
     if (std::find(known.begin(), known.end(), t) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("attachment_media_types: '", t,
-                                                     "' is not one of ",
-                                                     absl::StrJoin(known, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachment_media_types: '", t, "' is not one of ", absl::StrJoin(known, ", ")));
     }
   }
   if (o.user_quota_bytes < 0 || o.province_quota_bytes < 0) {
@@ -108,9 +107,9 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head) {
     ok = head.size() >= 5 && head.substr(0, 5) == "%PDF-";
   }
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("media_type: nội dung không phải ", media_type, " / the bytes are not ",
-                   media_type, " (checked by their first bytes)"));
+  return absl::InvalidArgumentError(absl::StrCat("media_type: nội dung không phải ", media_type,
+                                                 " / the bytes are not ", media_type,
+                                                 " (checked by their first bytes)"));
 }
 
 absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string& data_dir,
@@ -181,9 +180,9 @@ void Attachments::CollectorLoop() {
       deps_.logger->Warning(absl::StrCat("blob gc: ", report.status().message()));
     } else if (report->blobs_removed + report->sessions_expired + report->temp_files_removed > 0) {
       deps_.logger->Info(absl::StrCat("blob gc: removed ", report->blobs_removed, " blobs (",
-                                      report->bytes_removed, " bytes), ",
-                                      report->sessions_expired, " expired uploads, ",
-                                      report->temp_files_removed, " temp files"));
+                                      report->bytes_removed, " bytes), ", report->sessions_expired,
+                                      " expired uploads, ", report->temp_files_removed,
+                                      " temp files"));
     }
   }
 }
@@ -236,20 +235,20 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
                      "' is not accepted (", absl::StrJoin(options_.media_types, ", "), ")"));
   }
   // The record the bytes belong to: visible to the caller, saying the same as the request.
-  RecordAccess access(RecordServiceDeps{
-      .directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
+  RecordAccess access(
+      RecordServiceDeps{.directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
   v1::Attachment record;
   absl::StatusOr<uint64_t> read =
       access.Read(caller, model::kAttachmentType, req.attachment_id(), &record);
   if (!read.ok()) {
     if (read.status().code() == absl::StatusCode::kInvalidArgument) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "attachment_id: '", req.attachment_id().substr(0, 64), "' is not a UUID"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("attachment_id: '", req.attachment_id().substr(0, 64), "' is not a UUID"));
     }
     if (read.status().code() == absl::StatusCode::kNotFound) {
-      return absl::NotFoundError(
-          absl::StrCat("attachment_id: không có tệp đính kèm / attachment ",
-                       req.attachment_id().substr(0, 64), " not found (sync its record first)"));
+      return absl::NotFoundError(absl::StrCat("attachment_id: không có tệp đính kèm / attachment ",
+                                              req.attachment_id().substr(0, 64),
+                                              " not found (sync its record first)"));
     }
     return read.status();
   }
@@ -258,7 +257,8 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
       record.media_type() != req.media_type()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sha256: không khớp bản ghi / sha256, size and media_type must be the attachment "
-        "record's (", record.sha256(), ", ", record.size_bytes(), ", ", record.media_type(), ")"));
+        "record's (",
+        record.sha256(), ", ", record.size_bytes(), ", ", record.media_type(), ")"));
   }
   absl::StatusOr<int64_t> province = ProvinceOf(record.commune_id());
   if (!province.ok()) return province.status();
@@ -284,18 +284,18 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
       absl::StatusOr<int64_t> used = db_->UserBytes(caller.user_id);
       if (!used.ok()) return used.status();
       if (*used + req.size() > options_.user_quota_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "quota per user: hết hạn mức của người dùng / the user's quota of ",
-            options_.user_quota_bytes, " bytes is used (", *used, " bytes)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("quota per user: hết hạn mức của người dùng / the user's quota of ",
+                         options_.user_quota_bytes, " bytes is used (", *used, " bytes)"));
       }
     }
     if (options_.province_quota_bytes > 0) {
       absl::StatusOr<int64_t> used = db_->ProvinceBytes(*province);
       if (!used.ok()) return used.status();
       if (*used + req.size() > options_.province_quota_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "quota per province: hết hạn mức của tỉnh / the province's quota of ",
-            options_.province_quota_bytes, " bytes is used (", *used, " bytes)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("quota per province: hết hạn mức của tỉnh / the province's quota of ",
+                         options_.province_quota_bytes, " bytes is used (", *used, " bytes)"));
       }
     }
     UploadSession s;
@@ -412,9 +412,9 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
     if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
     a.session.committed = 0;
     a.received = 0;
-    return absl::DataLossError(absl::StrCat(
-        "sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
-        a.session.sha256, ": the upload starts again at 0"));
+    return absl::DataLossError(
+        absl::StrCat("sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
+                     a.session.sha256, ": the upload starts again at 0"));
   }
   ::close(a.fd);
   a.fd = -1;
@@ -424,9 +424,8 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
   } else if (absl::Status s = blobs_->Adopt(a.session.sha256, path); !s.ok()) {
     return s;
   }
-  if (absl::Status s = db_->AddProvinceBlob(a.session.province_id, a.session.sha256,
-                                            a.session.size, a.session.user_id,
-                                            deps_.clock->NowMs());
+  if (absl::Status s = db_->AddProvinceBlob(a.session.province_id, a.session.sha256, a.session.size,
+                                            a.session.user_id, deps_.clock->NowMs());
       !s.ok()) {
     return s;
   }
@@ -457,9 +456,8 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   }
   const int64_t n = static_cast<int64_t>(chunk.data().size());
   if (n == 0 || n > kMaxChunkBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes,
-                     " bytes, got ", n));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes, " bytes, got ", n));
   }
   if (chunk.offset() != a->received) {
     // Keep what arrived before, then say where to go on from.
@@ -469,17 +467,17 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   }
   if (chunk.offset() + n > a->session.size) {
     return absl::InvalidArgumentError(
-        absl::StrCat("data: vượt quá kích thước / goes past the announced size ",
-                     a->session.size, " (offset ", chunk.offset(), " + ", n, ")"));
+        absl::StrCat("data: vượt quá kích thước / goes past the announced size ", a->session.size,
+                     " (offset ", chunk.offset(), " + ", n, ")"));
   }
   if (Crc32c(chunk.data()) != chunk.crc32c()) {
     if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
     *committed = a->session.committed;
-    return absl::InvalidArgumentError(
-        absl::StrCat("crc32c: dữ liệu hỏng trên đường truyền / the chunk at offset ",
-                     chunk.offset(), " does not match its CRC32C (not stored; resume from "
-                     "committed_offset=",
-                     a->session.committed, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "crc32c: dữ liệu hỏng trên đường truyền / the chunk at offset ", chunk.offset(),
+        " does not match its CRC32C (not stored; resume from "
+        "committed_offset=",
+        a->session.committed, ")"));
   }
   if (chunk.offset() == 0) {
     const int64_t need = std::min<int64_t>(12, a->session.size);

@@ -140,7 +140,8 @@ class Attachments {
     bool over ABSL_GUARDED_BY(mu) = false;  // completed: the entry is going away
   };
 
-  Attachments(const AttachmentOptions& options, const Deps& deps) : options_(options), deps_(deps) {}
+  Attachments(const AttachmentOptions& options, const Deps& deps)
+      : options_(options), deps_(deps) {}
   std::shared_ptr<Active> FindActive(const std::string& id);
   absl::Status CommitLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<ChunkResult> FinishLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);

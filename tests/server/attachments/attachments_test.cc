@@ -77,9 +77,9 @@ class AttachmentsTest : public ::testing::Test {
       Role role;
       int64_t unit;
     };
-    for (const U& u : {U{"collab1", ROLE_COMMUNE_COLLABORATOR, c1_},
-                       U{"coord1", ROLE_DISTRICT_COORDINATOR, d1},
-                       U{"collab9", ROLE_COMMUNE_COLLABORATOR, c9_}}) {
+    for (const U& u :
+         {U{"collab1", ROLE_COMMUNE_COLLABORATOR, c1_}, U{"coord1", ROLE_DISTRICT_COORDINATOR, d1},
+          U{"collab9", ROLE_COMMUNE_COLLABORATOR, c9_}}) {
       auto user = d->CreateUser(u.name, u.name, "password-123", u.role, {u.unit});
       ASSERT_TRUE(user.ok()) << user.status();
     }
@@ -376,10 +376,9 @@ TEST_F(AttachmentsTest, ABadCrcIsRefusedAndNotStored) {
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
   ASSERT_TRUE(Begin("collab1", id, photo, &begin).ok());
-  Sent sent = Send("collab1", begin.upload_id(), photo, 0, 192 * kKiB, false,
-                   [](UploadChunk* c) {
-                     if (c->offset() == 64 * kKiB) c->set_crc32c(c->crc32c() ^ 1);
-                   });
+  Sent sent = Send("collab1", begin.upload_id(), photo, 0, 192 * kKiB, false, [](UploadChunk* c) {
+    if (c->offset() == 64 * kKiB) c->set_crc32c(c->crc32c() ^ 1);
+  });
   EXPECT_EQ(sent.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(sent.status.error_message(), HasSubstr("crc32c"));
   GetUploadRequest req;
@@ -457,7 +456,8 @@ TEST_F(AttachmentsTest, ARecordOutsideScopeIsNotFound) {
 TEST_F(AttachmentsTest, MediaTypeIsCheckedByMagicBytes) {
   std::string gif = "GIF89a";
   gif += Jpeg(20 * kKiB, 9).substr(6);
-  absl::StatusOr<std::string> as_gif = WriteAttachment("collab1", facility1_, c1_, gif, "image/gif");
+  absl::StatusOr<std::string> as_gif =
+      WriteAttachment("collab1", facility1_, c1_, gif, "image/gif");
   EXPECT_EQ(as_gif.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(as_gif.status().message(), HasSubstr("media_type"));
   // Announced as PNG: the first bytes say otherwise.
