@@ -318,6 +318,22 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
     absl::MutexLock lock(&a->mu);
     committed = a->session.committed;
   }
+  if (committed == session->size) {
+    // Every byte is durable but the check never ran (the server stopped between the two):
+    // run it now. A match stores the blob; a mismatch restarts the session at 0.
+    absl::StatusOr<std::shared_ptr<Active>> a = Activate(*session);
+    if (!a.ok()) return a.status();
+    absl::MutexLock lock(&(*a)->mu);
+    if ((*a)->session.committed == (*a)->session.size && !(*a)->attached) {
+      absl::StatusOr<ChunkResult> done = FinishLocked(**a);
+      if (done.ok()) {
+        resp.set_already_have(true);
+        return resp;
+      }
+      if (done.status().code() != absl::StatusCode::kDataLoss) return done.status();
+    }
+    committed = (*a)->session.committed;
+  }
   resp.set_upload_id(session->id);
   resp.set_committed_offset(committed);
   resp.set_expires_ms(session->expires_ms);
@@ -352,6 +368,37 @@ std::shared_ptr<Attachments::Active> Attachments::FindActive(const std::string& 
   return it == active_.end() ? nullptr : it->second;
 }
 
+absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
+    const UploadSession& session) {
+  auto fresh = std::make_shared<Active>();
+  {
+    absl::MutexLock lock(&fresh->mu);
+    fresh->session = session;
+  }
+  std::shared_ptr<Active> a;
+  {
+    absl::MutexLock lock(&active_mu_);
+    a = active_.try_emplace(session.id, fresh).first->second;
+  }
+  absl::MutexLock lock(&a->mu);
+  if (a->over) return UploadNotFound(session.id);
+  if (a->fd < 0) {
+    const std::string path = UploadTempPath(uploads_dir_, session.id);
+    a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
+    a->received = -1;  // cut back below
+  }
+  if (a->received != a->session.committed) {
+    // Whatever lies past the committed offset was never acknowledged (a restart, or a
+    // stream cut while it wrote): cut it off.
+    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
+      return Errno("upload: truncate");
+    }
+    a->received = a->session.committed;
+  }
+  return a;
+}
+
 absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
                                                         const std::string& upload_id) {
   absl::StatusOr<std::optional<UploadSession>> s = db_->GetUpload(upload_id);
@@ -360,36 +407,12 @@ absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
       (*s)->expires_ms <= deps_.clock->NowMs()) {
     return UploadNotFound(upload_id);
   }
-  auto fresh = std::make_shared<Active>();
-  {
-    absl::MutexLock lock(&fresh->mu);
-    fresh->session = **s;
-  }
-  std::shared_ptr<Active> a;
-  {
-    absl::MutexLock lock(&active_mu_);
-    a = active_.try_emplace(upload_id, fresh).first->second;
-  }
-  absl::MutexLock lock(&a->mu);
-  if (a->over) return UploadNotFound(upload_id);
-  if (a->fd < 0) {
-    const std::string path = UploadTempPath(uploads_dir_, upload_id);
-    a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
-    // Whatever lies past the committed offset was never acknowledged: cut it off.
-    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
-      return Errno(absl::StrCat("upload: truncate ", path));
-    }
-    a->received = a->session.committed;
-  } else if (a->received != a->session.committed) {
-    // Another stream was cut while it wrote: keep what it committed, drop the rest.
-    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
-      return Errno("upload: truncate");
-    }
-    a->received = a->session.committed;
-  }
-  a->attached = true;
-  return Stream{.upload_id = upload_id, .generation = ++a->generation};
+  absl::StatusOr<std::shared_ptr<Active>> a = Activate(**s);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&(*a)->mu);
+  if ((*a)->over) return UploadNotFound(upload_id);
+  (*a)->attached = true;
+  return Stream{.upload_id = upload_id, .generation = ++(*a)->generation};
 }
 
 absl::Status Attachments::CommitLocked(Active& a) {

@@ -143,6 +143,9 @@ class Attachments {
   Attachments(const AttachmentOptions& options, const Deps& deps)
       : options_(options), deps_(deps) {}
   std::shared_ptr<Active> FindActive(const std::string& id);
+  // The session's entry, made (and its temp file opened, cut to the committed offset) if
+  // needed. NOT_FOUND when the session is over.
+  absl::StatusOr<std::shared_ptr<Active>> Activate(const UploadSession& session);
   absl::Status CommitLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<ChunkResult> FinishLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<int64_t> ProvinceOf(int64_t org_unit_id);

@@ -614,5 +614,28 @@ TEST_F(AttachmentsTest, AServerRestartMidUploadResumesAtTheCommittedOffset) {
   EXPECT_EQ(got, photo);
 }
 
+TEST_F(AttachmentsTest, ASessionCommittedToTheEndBeforeACrashIsFinishedByBegin) {
+  const std::string photo = Jpeg(100 * kKiB, 21);
+  const std::string id = Attach("collab1", facility1_, c1_, photo);
+  BeginUploadResponse begin;
+  ASSERT_TRUE(Begin("collab1", id, photo, &begin).ok());
+  // What a server that stopped after its last commit but before the hash check leaves:
+  // every byte in the temp file, the committed offset at the size.
+  RestartServer();
+  std::ofstream(fs::path(dir_.path()) / "uploads" / (begin.upload_id() + ".part"),
+                std::ios::binary | std::ios::trunc)
+      << photo;
+  ASSERT_TRUE(server_->attachments()
+                  ->db()
+                  .SetCommitted(begin.upload_id(), static_cast<int64_t>(photo.size()))
+                  .ok());
+  BeginUploadResponse again;
+  ASSERT_TRUE(Begin("collab1", id, photo, &again).ok());
+  EXPECT_TRUE(again.already_have());
+  std::string got;
+  ASSERT_TRUE(Download("collab1", photo, 0, 0, &got).ok());
+  EXPECT_EQ(got, photo);
+}
+
 }  // namespace
 }  // namespace kcnet::server
