@@ -253,6 +253,19 @@ class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
                         });
   }
 
+  grpc::ServerUnaryReactor* ListAttachments(CallbackServerContext* ctx,
+                                            const v1::ListAttachmentsRequest* req,
+                                            v1::ListAttachmentsResponse* resp) override {
+    return runner_->Run(ctx, "/kcnet.v1.AttachmentService/ListAttachments",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<std::vector<v1::Attachment>> r =
+                              attachments_->List(*p, req->owner_type(), req->owner_id());
+                          if (!r.ok()) return r.status();
+                          for (v1::Attachment& a : *r) *resp->add_attachments() = std::move(a);
+                          return absl::OkStatus();
+                        });
+  }
+
   grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck>* Upload(
       CallbackServerContext* ctx) override {
     return new UploadReactor(attachments_, directory_, ctx);

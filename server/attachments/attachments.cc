@@ -571,6 +571,68 @@ absl::StatusOr<Attachments::BlobInfo> Attachments::OpenDownload(const Principal&
   return not_found;
 }
 
+absl::StatusOr<std::vector<v1::Attachment>> Attachments::List(const Principal& caller,
+                                                              v1::AttachmentOwnerType type,
+                                                              const std::string& owner_id) {
+  RecordAccess access(
+      RecordServiceDeps{.directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
+  absl::StatusOr<uint64_t> read;
+  int64_t commune = 0;
+  switch (type) {
+    case v1::ATTACHMENT_OWNER_TYPE_VISIT: {
+      v1::Visit owner;
+      read = access.Read(caller, model::kVisitType, owner_id, &owner);
+      commune = owner.commune_id();
+      break;
+    }
+    case v1::ATTACHMENT_OWNER_TYPE_SUPPORT_REQUEST: {
+      v1::SupportRequest owner;
+      read = access.Read(caller, model::kSupportRequestType, owner_id, &owner);
+      commune = owner.commune_id();
+      break;
+    }
+    case v1::ATTACHMENT_OWNER_TYPE_FACILITY: {
+      v1::Facility owner;
+      read = access.Read(caller, model::kFacilityType, owner_id, &owner);
+      commune = owner.commune_id();
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          "owner_type: phải là VISIT, SUPPORT_REQUEST hoặc FACILITY / must be VISIT, "
+          "SUPPORT_REQUEST or FACILITY");
+  }
+  if (!read.ok()) {
+    if (read.status().code() == absl::StatusCode::kInvalidArgument) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("owner_id: '", owner_id.substr(0, 64), "' is not a UUID"));
+    }
+    if (read.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(
+          absl::StrCat("owner_id: không tìm thấy / record ", owner_id.substr(0, 64), " not found"));
+    }
+    return read.status();
+  }
+  // An attachment lives in its owner's commune.
+  sync::ListQuery query;
+  query.type = model::kAttachmentType;
+  query.buckets = {commune};
+  v1::Value owner_value;
+  owner_value.set_string_value(owner_id);
+  query.equals.push_back({v1::Attachment::kOwnerIdFieldNumber, owner_value});
+  query.newest_first = false;
+  query.limit = 500;
+  absl::StatusOr<std::vector<v1::RecordChange>> records = deps_.store->List(query);
+  if (!records.ok()) return records.status();
+  std::vector<v1::Attachment> out;
+  for (const v1::RecordChange& record : *records) {
+    v1::Attachment a;
+    if (absl::Status s = model::FromChange(record, &a); !s.ok()) return s;
+    if (a.owner_type() == type) out.push_back(std::move(a));
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> Attachments::ReadBlob(const std::string& sha256, int64_t offset,
                                                   int64_t length) {
   return blobs_->Read(sha256, offset, length);

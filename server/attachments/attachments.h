@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kcnet/v1/attachments.pb.h"
+#include "kcnet/v1/domain.pb.h"
 #include "server/attachments/attachment_db.h"
 #include "server/attachments/blob_gc.h"
 #include "server/attachments/blob_store.h"
@@ -120,6 +121,12 @@ class Attachments {
   };
   absl::StatusOr<BlobInfo> OpenDownload(const Principal& caller, absl::string_view sha256_raw);
   absl::StatusOr<std::string> ReadBlob(const std::string& sha256, int64_t offset, int64_t length);
+
+  // The live attachment records of one owner (visit, request, facility) the caller may
+  // see; NOT_FOUND naming owner_id when the owner is missing or out of scope.
+  absl::StatusOr<std::vector<kcnet::v1::Attachment>> List(const Principal& caller,
+                                                          kcnet::v1::AttachmentOwnerType type,
+                                                          const std::string& owner_id);
 
   // One collector pass now.
   absl::StatusOr<GcReport> CollectGarbage();

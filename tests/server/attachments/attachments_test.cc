@@ -323,6 +323,18 @@ TEST_F(AttachmentsTest, UploadsAcksEvery256KiBThenAlreadyHasItAndDownloads) {
   EXPECT_TRUE(second.already_have());
   EXPECT_TRUE(second.upload_id().empty());
 
+  // The console lists the facility's attachments, then fetches the photo.
+  ListAttachmentsRequest list;
+  list.set_owner_type(ATTACHMENT_OWNER_TYPE_FACILITY);
+  list.set_owner_id(facility1_);
+  ListAttachmentsResponse listed;
+  ASSERT_TRUE(stub_->ListAttachments(As("coord1").get(), list, &listed).ok());
+  ASSERT_EQ(listed.attachments_size(), 2);
+  EXPECT_EQ(listed.attachments(0).id(), id);
+  EXPECT_EQ(listed.attachments(0).sha256(), HexOf(Sha(photo)));
+  EXPECT_EQ(listed.attachments(0).caption(), "Xưởng sản xuất");
+  EXPECT_EQ(stub_->ListAttachments(As("collab9").get(), list, &listed).error_code(),
+            grpc::StatusCode::NOT_FOUND);
   std::string got;
   ASSERT_TRUE(Download("coord1", photo, 0, 0, &got).ok());
   EXPECT_EQ(got, photo);
