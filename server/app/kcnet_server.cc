@@ -120,6 +120,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                                                    options.storage_threads));
   }
   if (options.clock == nullptr) return absl::InvalidArgumentError("clock: must not be null");
+  // Before anything is created in the data dir.
+  if (absl::Status s = CheckAttachmentOptions(options.attachments); !s.ok()) return s;
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
   const bool tls = !options.tls_cert_file.empty();
