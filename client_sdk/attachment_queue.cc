@@ -116,6 +116,10 @@ std::string SniffMediaType(absl::string_view b) {
   return "";
 }
 
+std::string SniffMediaTypeOf(const std::string& first_bytes) {
+  return SniffMediaType(first_bytes);
+}
+
 AttachmentQueue::AttachmentQueue(sync::DeviceStore* store, AttachmentQueueOptions options)
     : store_(store),
       options_(std::move(options)),

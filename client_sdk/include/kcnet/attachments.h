@@ -33,6 +33,10 @@ enum class AttachmentState {
 // "queued", "uploading", "uploaded", "failed", "remote".
 const char* AttachmentStateName(AttachmentState state);
 
+// The media type the first bytes of a file say, by their magic numbers ("image/jpeg",
+// "image/png", "image/webp", "application/pdf"); "" for anything else. 12 bytes suffice.
+std::string SniffMediaTypeOf(const std::string& first_bytes);
+
 // What AddAttachment stores. Either `file_path` or `bytes` (not both).
 struct NewAttachment {
   uint32_t owner_type = 0;  // sync/model/record_types.h: 1 facility, 2 visit, 3 request
