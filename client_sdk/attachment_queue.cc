@@ -454,10 +454,11 @@ absl::Duration AttachmentQueue::Backoff(int attempts) {
   return absl::Milliseconds(jitter(rng_));
 }
 
-absl::StatusOr<AttachmentUploadSummary> AttachmentQueue::UploadAll(
+absl::Status AttachmentQueue::UploadAll(
     TransferCalls& calls, const std::function<absl::StatusOr<bool>(const std::string&)>& ready,
-    const Listener& listener) {
-  AttachmentUploadSummary summary;
+    const Listener& listener, AttachmentUploadSummary* out) {
+  *out = AttachmentUploadSummary{};
+  AttachmentUploadSummary& summary = *out;
   absl::StatusOr<std::vector<QueueRow>> rows = Rows();
   if (!rows.ok()) return rows.status();
   absl::Status ended;
@@ -512,8 +513,7 @@ absl::StatusOr<AttachmentUploadSummary> AttachmentQueue::UploadAll(
   absl::StatusOr<std::vector<QueueRow>> left = Rows();
   if (!left.ok()) return left.status();
   for (const QueueRow& row : *left) summary.remaining += Active(row.state) ? 1 : 0;
-  if (!ended.ok()) return ended;
-  return summary;
+  return ended;
 }
 
 absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& row,
@@ -730,6 +730,13 @@ absl::StatusOr<std::string> AttachmentQueue::Fetch(TransferCalls* calls, const s
   std::string sha_bytes;
   if (!ShaBytes(sha256, &sha_bytes)) {
     return absl::DataLossError(absl::StrCat("sha256: '", sha256, "' is damaged"));
+  }
+  absl::MutexLock fetching(&fetch_mu_);
+  {
+    // Another download may have brought the bytes while this one waited.
+    absl::StatusOr<bool> has = HasBlob(sha256);
+    if (!has.ok()) return has.status();
+    if (*has) return path;
   }
   const std::string part = absl::StrCat(options_.dir, "/tmp/", sha256, ".part");
   int64_t have = std::max<int64_t>(FileSize(part), 0);

@@ -118,12 +118,13 @@ class AttachmentQueue {
 
   using Listener = std::function<void(const AttachmentProgress&)>;
   // One upload pass: every queued or uploading row whose next try is due and whose record
-  // `ready(id)` says the server has (nullopt: the record is gone, refused by the server;
-  // the row fails with that reason), in queue order. A connection failure or Stopped()
-  // ends the pass with that status.
-  absl::StatusOr<AttachmentUploadSummary> UploadAll(
-      TransferCalls& calls, const std::function<absl::StatusOr<bool>(const std::string&)>& ready,
-      const Listener& listener);
+  // `ready(id)` says the server has (false: not yet, after the next push; NOT_FOUND: the
+  // record is gone, refused by the server, and the row fails with that reason), in queue
+  // order. A connection failure or Stopped() ends the pass with that status. *summary says
+  // what the pass did, also when it ended early.
+  absl::Status UploadAll(TransferCalls& calls,
+                         const std::function<absl::StatusOr<bool>(const std::string&)>& ready,
+                         const Listener& listener, AttachmentUploadSummary* summary);
   // The path of the bytes of `sha256`, downloaded first when they are not here (verified;
   // cached under the budget); `id` names the attachment in progress events.
   absl::StatusOr<std::string> Fetch(TransferCalls* calls, const std::string& id,
@@ -154,7 +155,8 @@ class AttachmentQueue {
   sync::DeviceStore* const store_;
   const AttachmentQueueOptions options_;
   absl::Mutex add_mu_;
-  absl::Mutex blob_mu_;  // evictions against downloads and opens
+  absl::Mutex blob_mu_;   // evictions against downloads and opens
+  absl::Mutex fetch_mu_;  // one download at a time (they share the .part files)
   absl::Mutex rng_mu_;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(rng_mu_);
 };

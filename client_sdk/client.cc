@@ -1239,12 +1239,13 @@ class Client::Impl {
     }
     // Attachments after the records, in their own calls: records never wait for photos,
     // and a failed upload does not fail the sync (it stays queued, resumes next time).
-    absl::StatusOr<AttachmentUploadSummary> uploaded = AttachmentUploadSummary{};
+    AttachmentUploadSummary uploaded;
+    absl::Status upload_status;
     if (result.ok() && options_.upload_attachments_in_sync) {
-      uploaded = UploadPass(*channel, token, generation_at_start, background);
-      if (!uploaded.ok()) {
-        Log(absl::IsCancelled(uploaded.status()) ? LogLevel::kInfo : LogLevel::kWarning,
-            absl::StrCat("sync: attachments not all uploaded: ", uploaded.status().ToString()));
+      upload_status = UploadPass(*channel, token, generation_at_start, background, &uploaded);
+      if (!upload_status.ok()) {
+        Log(absl::IsCancelled(upload_status) ? LogLevel::kInfo : LogLevel::kWarning,
+            absl::StrCat("sync: attachments not all uploaded: ", upload_status.ToString()));
       }
     }
     const SyncResult none;
@@ -1258,11 +1259,8 @@ class Client::Impl {
     summary.pushed_mutations = static_cast<int64_t>(done.pushed_mutations);
     summary.received_changes = static_cast<int64_t>(done.received_changes);
     summary.applied_changes = static_cast<int64_t>(done.applied_changes);
-    if (uploaded.ok()) {
-      summary.attachments = *uploaded;
-    } else {
-      summary.attachments_error = uploaded.status();
-    }
+    summary.attachments = uploaded;
+    summary.attachments_error = upload_status;
     ChangeEvent reported{ChangeEvent::Source::kReport, {}};
     for (const sync::Report& r : done.reports) {
       summary.reports.push_back(ToReport(r));
@@ -1572,14 +1570,14 @@ class Client::Impl {
     return false;  // still waiting for its push
   }
 
-  // One upload pass on the calling thread (which holds the serial queue).
-  absl::StatusOr<AttachmentUploadSummary> UploadPass(std::shared_ptr<grpc::Channel> channel,
-                                                     const std::string& token,
-                                                     uint64_t generation, bool background) {
+  // One upload pass on the calling thread (which holds the serial queue). *summary says
+  // what it did also when it stopped early (the status says why).
+  absl::Status UploadPass(std::shared_ptr<grpc::Channel> channel, const std::string& token,
+                          uint64_t generation, bool background, AttachmentUploadSummary* summary) {
     Transfers calls(this, std::move(channel), token, generation, background);
     return attachments_->UploadAll(
         calls, [this](const std::string& id) { return AttachmentRecordOnServer(id); },
-        [this](const AttachmentProgress& p) { EmitProgress(p); });
+        [this](const AttachmentProgress& p) { EmitProgress(p); }, summary);
   }
 
   // Client::UploadAttachments: waits for the serial queue (without cancelling the running
@@ -1617,14 +1615,14 @@ class Client::Impl {
     if (!channel.ok()) return channel.status();
     absl::StatusOr<std::string> token = FreshToken();
     if (!token.ok()) return token.status();
-    absl::StatusOr<AttachmentUploadSummary> out =
-        UploadPass(*channel, *token, generation, /*background=*/false);
-    if (!out.ok() && (absl::IsUnavailable(out.status()) ||
-                      absl::IsDeadlineExceeded(out.status()))) {
+    AttachmentUploadSummary out;
+    absl::Status status = UploadPass(*channel, *token, generation, /*background=*/false, &out);
+    if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status)) {
       return absl::UnavailableError(absl::StrCat(
-          "cannot reach the server at ", options_.server_address, " (", out.status().message(),
+          "cannot reach the server at ", options_.server_address, " (", status.message(),
           "); the attachments stay queued and resume on the next sync"));
     }
+    if (!status.ok()) return status;
     return out;
   }
 
@@ -2410,9 +2408,7 @@ absl::StatusOr<std::vector<AttachmentInfo>> Client::AttachmentsOf(uint32_t owner
   absl::StatusOr<int64_t> commune = impl_->CommuneOf(owner_type, owner_id);
   if (!commune.ok()) return commune.status();
   sync::ListFilter filter{model::kAttachmentType, {*commune}, {}};
-  kcnet::v1::Value owner;
-  owner.set_string_value(owner_id);
-  filter.equals.push_back({kcnet::v1::Attachment::kOwnerIdFieldNumber, owner});
+  filter.equals.push_back({kcnet::v1::Attachment::kOwnerIdFieldNumber, model::TextValue(owner_id)});
   absl::StatusOr<std::vector<kcnet::v1::Attachment>> list =
       impl_->List<kcnet::v1::Attachment>(filter);
   if (!list.ok()) return list.status();
