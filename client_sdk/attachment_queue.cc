@@ -116,9 +116,7 @@ std::string SniffMediaType(absl::string_view b) {
   return "";
 }
 
-std::string SniffMediaTypeOf(const std::string& first_bytes) {
-  return SniffMediaType(first_bytes);
-}
+std::string SniffMediaTypeOf(const std::string& first_bytes) { return SniffMediaType(first_bytes); }
 
 AttachmentQueue::AttachmentQueue(sync::DeviceStore* store, AttachmentQueueOptions options)
     : store_(store),
@@ -367,8 +365,8 @@ absl::Status AttachmentQueue::SetPriority(const std::string& id, int32_t priorit
     absl::Status s = (*st)->Run();
     (*st)->Reset();
     if (s.ok() && db.Changes() == 0) {
-      return absl::NotFoundError(absl::StrCat("id: attachment ", id,
-                                              " was not added on this device (only those queue)"));
+      return absl::NotFoundError(
+          absl::StrCat("id: attachment ", id, " was not added on this device (only those queue)"));
     }
     return s;
   });
@@ -378,7 +376,8 @@ absl::Status AttachmentQueue::Retry(const std::string& id) {
   absl::StatusOr<std::optional<QueueRow>> row = Row(id);
   if (!row.ok()) return row.status();
   if (!row->has_value()) {
-    return absl::NotFoundError(absl::StrCat("id: attachment ", id, " was not added on this device"));
+    return absl::NotFoundError(
+        absl::StrCat("id: attachment ", id, " was not added on this device"));
   }
   if ((*row)->state != AttachmentState::kFailed) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -493,9 +492,9 @@ absl::Status AttachmentQueue::UploadAll(
     const int attempts = row.attempts + 1;
     const bool give_up = IsPermanent(status) || attempts >= options_.max_attempts;
     const AttachmentState state = give_up ? AttachmentState::kFailed : AttachmentState::kQueued;
-    absl::Status stored = UpdateRow(row.id, state, sent, std::string(status.message()), attempts,
-                                    give_up ? 0 : absl::ToUnixMillis(absl::FromUnixMillis(NowMs()) +
-                                                                     Backoff(attempts)));
+    absl::Status stored = UpdateRow(
+        row.id, state, sent, std::string(status.message()), attempts,
+        give_up ? 0 : absl::ToUnixMillis(absl::FromUnixMillis(NowMs()) + Backoff(attempts)));
     if (!stored.ok()) return stored;
     if (listener) {
       AttachmentProgress p;
@@ -549,7 +548,8 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     req.set_attachment_id(row.id);
     kcnet::v1::BeginUploadResponse resp;
     {
-      absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx = calls.NewContext(absl::Seconds(30));
+      absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx =
+          calls.NewContext(absl::Seconds(30));
       if (!ctx.ok()) return ctx.status();
       grpc::Status s = calls.Stub()->Begin(ctx->get(), req, &resp);
       calls.Release(ctx->get());
@@ -567,8 +567,8 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     progress(AttachmentState::kUploading, offset, offset);
     bool complete = false;
     int64_t committed = offset;
-    last = StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, &complete,
-                      &committed);
+    last =
+        StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, &complete, &committed);
     if (complete) {
       s = UpdateRow(row.id, AttachmentState::kUploaded, row.size, "", 0, 0);
       if (!s.ok()) return s;
@@ -587,8 +587,8 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
 
 absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& row,
                                          const std::string& upload_id, int64_t offset,
-                                         const Listener& listener, int64_t* payload,
-                                         bool* complete, int64_t* committed) {
+                                         const Listener& listener, int64_t* payload, bool* complete,
+                                         int64_t* committed) {
   std::FILE* file = std::fopen(PathOf(row.sha256).c_str(), "rb");
   if (file == nullptr) return Errno(absl::StrCat("cannot read ", PathOf(row.sha256)));
   absl::Cleanup close_file = [file] { std::fclose(file); };
@@ -605,7 +605,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
 
   absl::Mutex mu;
   int64_t acked = offset;
-  bool done = false;     // the server's last ack arrived
+  bool done = false;  // the server's last ack arrived
   bool reader_end = false;
   std::atomic<int64_t> sent{offset};
   // Acknowledgements arrive on their own thread while the chunks go out.

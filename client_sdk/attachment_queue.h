@@ -56,7 +56,7 @@ class TransferCalls {
 };
 
 struct AttachmentQueueOptions {
-  std::string dir;  // the attachment folder (created when missing)
+  std::string dir;      // the attachment folder (created when missing)
   bool durable = true;  // fsync files and folders (tests turn it off)
   int64_t budget_bytes = int64_t{256} << 20;
   int max_attempts = 8;

@@ -1650,7 +1650,8 @@ class Client::Impl {
     if (!path.ok() &&
         (absl::IsUnavailable(path.status()) || absl::IsDeadlineExceeded(path.status()))) {
       return absl::UnavailableError(absl::StrCat(
-          "Không tải được tệp đính kèm; thử lại khi có mạng. / Cannot download the attachment from ",
+          "Không tải được tệp đính kèm; thử lại khi có mạng. / Cannot download the attachment "
+          "from ",
           options_.server_address, " (", path.status().message(), "); try again online"));
     }
     return path;
@@ -1659,7 +1660,7 @@ class Client::Impl {
   const ClientOptions options_;
   const std::unique_ptr<StoreLock> lock_;  // released after the store closes (below)
   const std::unique_ptr<sync::DeviceStore> store_;
-  DeviceDirectory directory_;  // the names and codes, in store_'s file
+  DeviceDirectory directory_;                     // the names and codes, in store_'s file
   std::unique_ptr<AttachmentQueue> attachments_;  // set by Client::Open
   absl::Mutex listeners_mu_;
   std::map<int, AttachmentListener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
@@ -1699,7 +1700,7 @@ class Client::Impl {
   int syncs_in_progress_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t cancel_generation_ ABSL_GUARDED_BY(mu_) = 0;
   // Lifecycle.
-  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary calls in flight
+  std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);      // unary calls in flight
   std::set<grpc::ClientContext*> transfers_ ABSL_GUARDED_BY(mu_);  // attachment calls
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool suspended_ ABSL_GUARDED_BY(mu_) = false;
@@ -1788,9 +1789,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
     if (!options.tls_root_certs.empty()) options.tls_root_certs += "\n";
     options.tls_root_certs += pem.str();
   }
-  if (options.max_attachment_bytes <= 0 || options.max_attachment_bytes > model::kAttachmentMaxBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("max_attachment_bytes: must be 1-",
-                                                   model::kAttachmentMaxBytes));
+  if (options.max_attachment_bytes <= 0 ||
+      options.max_attachment_bytes > model::kAttachmentMaxBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_attachment_bytes: must be 1-", model::kAttachmentMaxBytes));
   }
   if (options.attachment_budget_bytes < 0 || options.max_upload_attempts < 1) {
     return absl::InvalidArgumentError(
@@ -2270,8 +2272,8 @@ AttachmentInfo InfoOf(const kcnet::v1::Attachment& a, const std::optional<QueueR
 absl::StatusOr<std::string> ReadAttachmentFile(const std::string& path, int64_t limit) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::InvalidArgumentError(absl::StrCat("attachment.file_path: cannot read '", path,
-                                                   "': ", std::strerror(errno)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attachment.file_path: cannot read '", path, "': ", std::strerror(errno)));
   }
   std::string out;
   std::string buffer(1 << 16, '\0');
@@ -2280,7 +2282,8 @@ absl::StatusOr<std::string> ReadAttachmentFile(const std::string& path, int64_t 
     out.append(buffer.data(), static_cast<size_t>(in.gcount()));
   }
   if (in.bad()) {
-    return absl::InvalidArgumentError(absl::StrCat("attachment.file_path: cannot read '", path, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attachment.file_path: cannot read '", path, "'"));
   }
   return out;
 }
@@ -2303,8 +2306,7 @@ absl::StatusOr<AttachmentInfo> Client::AddAttachment(NewAttachment a) {
                         absl::StrCat("attachment.owner_id: ", commune.status().message()));
   }
   if (!a.file_path.empty() && !a.bytes.empty()) {
-    return absl::InvalidArgumentError(
-        "attachment.file_path: give a file or the bytes, not both");
+    return absl::InvalidArgumentError("attachment.file_path: give a file or the bytes, not both");
   }
   const int64_t limit = impl_->options_.max_attachment_bytes;
   if (!a.file_path.empty()) {
@@ -2318,9 +2320,9 @@ absl::StatusOr<AttachmentInfo> Client::AddAttachment(NewAttachment a) {
   }
   if (static_cast<int64_t>(a.bytes.size()) > limit) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "attachment.bytes: Tệp quá lớn / too big: ", a.bytes.size() > static_cast<size_t>(limit)
-                                                         ? absl::StrCat("over ", limit)
-                                                         : absl::StrCat(a.bytes.size()),
+        "attachment.bytes: Tệp quá lớn / too big: ",
+        a.bytes.size() > static_cast<size_t>(limit) ? absl::StrCat("over ", limit)
+                                                    : absl::StrCat(a.bytes.size()),
         " bytes; the limit is ", limit, " (downscale photos first: docs/EMBEDDING.md)"));
   }
   const std::string sniffed = SniffMediaType(a.bytes);
@@ -2330,8 +2332,8 @@ absl::StatusOr<AttachmentInfo> Client::AddAttachment(NewAttachment a) {
         "are not a JPEG, PNG, WebP or PDF (checked by their first bytes, not the file name)");
   }
   if (!a.media_type.empty() && a.media_type != sniffed) {
-    return absl::InvalidArgumentError(absl::StrCat("attachment.media_type: the bytes are ",
-                                                   sniffed, ", not ", a.media_type));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attachment.media_type: the bytes are ", sniffed, ", not ", a.media_type));
   }
   if (a.latitude.has_value() != a.longitude.has_value()) {
     return absl::InvalidArgumentError(
@@ -2401,7 +2403,7 @@ absl::StatusOr<AttachmentInfo> Client::GetAttachment(const std::string& id) {
 }
 
 absl::StatusOr<std::vector<AttachmentInfo>> Client::AttachmentsOf(uint32_t owner_type,
-                                                                   const std::string& owner_id) {
+                                                                  const std::string& owner_id) {
   if (OwnerTypeOf(owner_type) == kcnet::v1::ATTACHMENT_OWNER_TYPE_UNSPECIFIED) {
     return absl::InvalidArgumentError("owner_type: must be 1 (facility), 2 (visit) or 3 (request)");
   }

@@ -198,9 +198,9 @@ class LockedReader : public RecordReader {
 
 }  // namespace
 
-absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes,
-                                            const MutationValidator& validator,
-                                            const std::function<absl::Status(Db&, uint64_t)>& also) {
+absl::StatusOr<uint64_t> DeviceStore::Write(
+    std::vector<RecordChange> changes, const MutationValidator& validator,
+    const std::function<absl::Status(Db&, uint64_t)>& also) {
   if (changes.empty()) {
     return absl::InvalidArgumentError("changes: a write needs at least one change");
   }

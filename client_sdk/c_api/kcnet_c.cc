@@ -260,8 +260,7 @@ void ToProto(const kcnet::sdk::AttachmentInfo& info, v1::AttachmentInfo* out) {
   out->set_local(info.local);
 }
 
-void ToProto(const kcnet::sdk::AttachmentUploadSummary& summary,
-             v1::AttachmentUploadSummary* out) {
+void ToProto(const kcnet::sdk::AttachmentUploadSummary& summary, v1::AttachmentUploadSummary* out) {
   out->set_uploaded(summary.uploaded);
   out->set_failed(summary.failed);
   out->set_payload_bytes(summary.payload_bytes);
@@ -1087,9 +1086,8 @@ bool kcnet_attachment_list(kcnet_client* client, kcnet_buffer* out_list, kcnet_e
   });
 }
 
-bool kcnet_attachment_list_by_owner(kcnet_client* client, uint32_t owner_type,
-                                    const char* owner_id, kcnet_buffer* out_list,
-                                    kcnet_error* out_error) {
+bool kcnet_attachment_list_by_owner(kcnet_client* client, uint32_t owner_type, const char* owner_id,
+                                    kcnet_buffer* out_list, kcnet_error* out_error) {
   return Run(out_error, [&]() -> absl::Status {
     ClearBuffer(out_list);
     KCNET_C_ACQUIRE(client, c);
@@ -1163,8 +1161,8 @@ int kcnet_attachment_add_listener(kcnet_client* client, kcnet_attachment_progres
       }
     };
     auto owned = std::make_shared<Context>(Context{context, nullptr});
-    const int sdk_handle = c->sdk->AddAttachmentListener(
-        [callback, owned](const kcnet::sdk::AttachmentProgress& p) {
+    const int sdk_handle =
+        c->sdk->AddAttachmentListener([callback, owned](const kcnet::sdk::AttachmentProgress& p) {
           try {
             kcnet::v1::AttachmentProgress message;
             message.set_id(p.id);

@@ -752,8 +752,8 @@ absl::Status CheckPhotoFile(const std::string& path) {
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(in.gcount()));
   if (sdk::SniffMediaTypeOf(head).empty()) {
-    return UsageError(absl::StrCat("--photo: '", path,
-                                   "' is not a JPEG, PNG, WebP or PDF (by its first bytes)"));
+    return UsageError(
+        absl::StrCat("--photo: '", path, "' is not a JPEG, PNG, WebP or PDF (by its first bytes)"));
   }
   in.seekg(0, std::ios::end);
   const int64_t size = static_cast<int64_t>(in.tellg());
@@ -799,8 +799,7 @@ absl::Status AttachmentsGet(Session& session) {
   absl::StatusOr<std::string> path = (*client)->OpenAttachment(id);
   if (!path.ok()) return session.Explain(path.status());
   std::error_code error;
-  std::filesystem::copy_file(*path, *out, std::filesystem::copy_options::overwrite_existing,
-                             error);
+  std::filesystem::copy_file(*path, *out, std::filesystem::copy_options::overwrite_existing, error);
   if (error) {
     return absl::FailedPreconditionError(
         absl::StrCat("--out: cannot write '", *out, "': ", error.message()));
@@ -999,13 +998,13 @@ absl::Status Sync(Session& session) {
   }
   const sdk::AttachmentUploadSummary& a = summary->attachments;
   if (a.uploaded + a.failed + a.remaining > 0 || !summary->attachments_error.ok()) {
-    std::printf("attachments: %lld uploaded (%lld payload bytes), %lld failed, %lld left%s\n",
-                static_cast<long long>(a.uploaded), static_cast<long long>(a.payload_bytes),
-                static_cast<long long>(a.failed), static_cast<long long>(a.remaining),
-                summary->attachments_error.ok()
-                    ? ""
-                    : absl::StrCat(" (", OneLine(summary->attachments_error.message()), ")")
-                          .c_str());
+    std::printf(
+        "attachments: %lld uploaded (%lld payload bytes), %lld failed, %lld left%s\n",
+        static_cast<long long>(a.uploaded), static_cast<long long>(a.payload_bytes),
+        static_cast<long long>(a.failed), static_cast<long long>(a.remaining),
+        summary->attachments_error.ok()
+            ? ""
+            : absl::StrCat(" (", OneLine(summary->attachments_error.message()), ")").c_str());
   }
   return absl::OkStatus();
 }

@@ -449,11 +449,10 @@ KCNET_API bool kcnet_attachment_open(kcnet_client* client, const char* id, kcnet
 KCNET_API bool kcnet_attachment_upload_now(kcnet_client* client, kcnet_buffer* out_summary,
                                            kcnet_error* out_error);
 /* Upload order: higher priority first (then smallest first). */
-KCNET_API bool kcnet_attachment_set_priority(kcnet_client* client, const char* id,
-                                             int32_t priority, kcnet_error* out_error);
+KCNET_API bool kcnet_attachment_set_priority(kcnet_client* client, const char* id, int32_t priority,
+                                             kcnet_error* out_error);
 /* Puts a FAILED attachment back in the queue. */
-KCNET_API bool kcnet_attachment_retry(kcnet_client* client, const char* id,
-                                      kcnet_error* out_error);
+KCNET_API bool kcnet_attachment_retry(kcnet_client* client, const char* id, kcnet_error* out_error);
 
 /* Byte-level progress of uploads and downloads: `progress` is a serialized
  * kcnet.v1.AttachmentProgress, valid during the call. Called on the transfer's threads

@@ -33,7 +33,7 @@ TEST(AttachmentDigestTest, Sha256InPiecesEqualsWhole) {
 TEST(AttachmentDigestTest, Crc32cMatchesTheCastagnoliCheckValue) {
   EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);  // the standard check value
   EXPECT_EQ(Crc32c(""), 0u);
-  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);  // RFC 3720 B.4
+  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);    // RFC 3720 B.4
   EXPECT_EQ(Crc32c("56789", Crc32c("1234")), 0xE3069283u);  // continued
 }
 

@@ -89,9 +89,9 @@ class AttachmentsTest : public ::testing::Test {
     ASSERT_TRUE(d->CreateUser("ctv_hai", "Lê Văn Hai", kPassword, ROLE_COMMUNE_COLLABORATOR,
                               {other_commune_})
                     .ok());
-    ASSERT_TRUE(
-        d->CreateUser("dp_huyen", "Phạm Điều Phối", kPassword, ROLE_DISTRICT_COORDINATOR, {district})
-            .ok());
+    ASSERT_TRUE(d->CreateUser("dp_huyen", "Phạm Điều Phối", kPassword, ROLE_DISTRICT_COORDINATOR,
+                              {district})
+                    .ok());
   }
 
   void TearDown() override {
@@ -295,7 +295,8 @@ TEST_F(AttachmentsTest, BytesTheProvinceAlreadyHoldsCostNoPayload) {
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_EQ(s->attachments.uploaded, 1);
   // Another collaborator photographs the same document: the same bytes.
-  absl::StatusOr<AttachmentInfo> again = AddPhoto(*binh, NewVisit(*binh, commune_, "Cơ sở B"), photo);
+  absl::StatusOr<AttachmentInfo> again =
+      AddPhoto(*binh, NewVisit(*binh, commune_, "Cơ sở B"), photo);
   ASSERT_TRUE(again.ok()) << again.status();
   s = binh->SyncNow();
   ASSERT_TRUE(s.ok()) << s.status();
@@ -427,8 +428,7 @@ TEST_F(AttachmentsTest, BadInputNamesTheFieldAndStoresNothing) {
       // A JPEG named a PNG: the bytes decide.
       {Jpeg(1000, 13), "image/png", visit, absl::StatusCode::kInvalidArgument,
        "attachment.media_type"},
-      {Jpeg(64 * 1024 + 1, 14), "", visit, absl::StatusCode::kInvalidArgument,
-       "attachment.bytes"},
+      {Jpeg(64 * 1024 + 1, 14), "", visit, absl::StatusCode::kInvalidArgument, "attachment.bytes"},
       {"", "", visit, absl::StatusCode::kInvalidArgument, "attachment.bytes"},
       {Jpeg(1000, 15), "", random_visit, absl::StatusCode::kNotFound, "attachment.owner_id"},
   };

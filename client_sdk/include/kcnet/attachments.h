@@ -46,8 +46,8 @@ struct NewAttachment {
   // "image/jpeg", "image/png", "image/webp" or "application/pdf". Checked against the
   // bytes' magic numbers, never the file's name; empty: taken from the magic numbers.
   std::string media_type;
-  std::string caption;  // free text (Vietnamese welcome)
-  int64_t taken_ms = 0;  // when the photo was taken (Unix ms); 0: now
+  std::string caption;             // free text (Vietnamese welcome)
+  int64_t taken_ms = 0;            // when the photo was taken (Unix ms); 0: now
   std::optional<double> latitude;  // where (WGS84), both or neither
   std::optional<double> longitude;
   // Upload order: higher first; equal priorities go smallest first (the default 0 for
@@ -73,8 +73,8 @@ struct AttachmentInfo {
   int64_t bytes_sent = 0;  // the server's committed offset (== size once uploaded)
   std::string failure;     // kFailed (or the last retried error while queued): why
   int32_t priority = 0;
-  int32_t attempts = 0;    // failed upload attempts so far (reset by success)
-  bool local = false;      // the bytes are on this device now (not evicted, or downloaded)
+  int32_t attempts = 0;  // failed upload attempts so far (reset by success)
+  bool local = false;    // the bytes are on this device now (not evicted, or downloaded)
 };
 
 // A byte-level progress event of an upload or a download.
