@@ -2435,8 +2435,6 @@ absl::StatusOr<std::vector<AttachmentInfo>> Client::ListAttachments() {
   absl::StatusOr<std::vector<kcnet::v1::Attachment>> list =
       impl_->List<kcnet::v1::Attachment>(sync::ListFilter{model::kAttachmentType, {}, {}});
   if (!list.ok()) return list.status();
-  std::map<std::string, const kcnet::v1::Attachment*> by_id;
-  for (const kcnet::v1::Attachment& a : *list) by_id[a.id()] = &a;
   std::vector<AttachmentInfo> out;
   std::set<std::string> listed;
   auto add = [&](const kcnet::v1::Attachment& a, const std::optional<QueueRow>& row) {
@@ -2452,9 +2450,13 @@ absl::StatusOr<std::vector<AttachmentInfo>> Client::ListAttachments() {
     return r.state == AttachmentState::kQueued || r.state == AttachmentState::kUploading;
   });
   for (const QueueRow& row : ordered) {
-    auto it = by_id.find(row.id);
-    if (it == by_id.end()) continue;  // its record was refused or deleted
-    absl::Status status = add(*it->second, row);
+    // Read one by one: before the first sync the commune is not subscribed yet, and a list
+    // of the subscribed communes would miss this device's own pending attachments.
+    absl::StatusOr<kcnet::v1::Attachment> a =
+        impl_->Get<kcnet::v1::Attachment>(model::kAttachmentType, row.id);
+    if (absl::IsNotFound(a.status())) continue;  // its record was refused or deleted
+    if (!a.ok()) return a.status();
+    absl::Status status = add(*a, row);
     if (!status.ok()) return status;
   }
   std::vector<const kcnet::v1::Attachment*> rest;
