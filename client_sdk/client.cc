@@ -311,6 +311,7 @@ class Client::Impl {
     if (closed_) return absl::FailedPreconditionError(absl::StrCat(call, ": the client is closed"));
     ++cancel_generation_;
     if (syncing_ != nullptr) syncing_->Cancel();
+    for (grpc::ClientContext* transfer : transfers_) transfer->TryCancel();
     ++syncs_in_progress_;
     state_cv_.SignalAll();
     while (serial_owner_ != std::thread::id()) state_cv_.Wait(&mu_);

@@ -1028,6 +1028,17 @@ absl::Status StatusCommand(Session& session) {
       {"last error:", status.last_error.ok() ? "none" : OneLine(status.last_error.message())});
   table.AddRow({"reports:", absl::StrCat(status.reports,
                                          status.reports > 0 ? " (see `kcnet conflicts`)" : "")});
+  absl::StatusOr<std::vector<sdk::AttachmentInfo>> attachments = (*client)->ListAttachments();
+  if (attachments.ok()) {
+    int waiting = 0, failed = 0;
+    for (const sdk::AttachmentInfo& a : *attachments) {
+      waiting += a.state == sdk::AttachmentState::kQueued ||
+                 a.state == sdk::AttachmentState::kUploading;
+      failed += a.state == sdk::AttachmentState::kFailed;
+    }
+    table.AddRow({"attachments:", absl::StrCat(waiting, " to upload, ", failed, " failed",
+                                               " (see `kcnet attachments`)")});
+  }
   std::fputs(table.Render().c_str(), stdout);
   absl::StatusOr<std::vector<sdk::PendingUpload>> pending = (*client)->PendingUploads();
   if (pending.ok()) {
