@@ -54,15 +54,17 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-// A failure of the link (retried by the next pass; no attempt counted).
+// A failure of the link or of the sign-in, not of the attachment: the pass ends and the
+// next one resumes (no attempt counted; the token is renewed by the next sync).
 bool IsConnectionFailure(const absl::Status& s) {
-  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s);
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s) ||
+         absl::IsUnauthenticated(s);
 }
 
 // A refusal that trying again cannot change.
 bool IsPermanent(const absl::Status& s) {
   return absl::IsInvalidArgument(s) || absl::IsPermissionDenied(s) || absl::IsNotFound(s) ||
-         absl::IsFailedPrecondition(s) || absl::IsOutOfRange(s) || absl::IsUnauthenticated(s);
+         absl::IsFailedPrecondition(s) || absl::IsOutOfRange(s);
 }
 
 QueueRow ReadRow(sync::Statement& st) {
