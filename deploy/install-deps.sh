@@ -12,6 +12,8 @@ PACKAGES=(
   # Report exports (XLSX) and the test that reads them back with LibreOffice headless.
   libxlsxwriter-dev libreoffice-calc-nogui
   chromium  # the console's browser tests (console/tests, ctest label browser)
+  # The PostgreSQL store (libpq) and its tests and benchmarks, which start their own server.
+  libpq-dev postgresql
 )
 
 missing=()
