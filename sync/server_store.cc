@@ -93,9 +93,8 @@ absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCu
   return batch;
 }
 
-absl::StatusOr<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(const std::string& path,
-                                                               const Schema* schema,
-                                                               ServerStoreOptions options) {
+absl::StatusOr<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
+    const std::string& path, const Schema* schema, ServerStoreOptions options) {
   std::unique_ptr<SqliteServerStore> store(new SqliteServerStore(schema, options));
   absl::MutexLock lock(&store->mu_);
   DbOptions db_options;
@@ -181,7 +180,8 @@ absl::StatusOr<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(const
   return store;
 }
 
-absl::Status SqliteServerStore::BeginIncarnation(const std::string& path, bool restored, Clock* clock) {
+absl::Status SqliteServerStore::BeginIncarnation(const std::string& path, bool restored,
+                                                 Clock* clock) {
   absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path);
   if (!db.ok()) return db.status();
   absl::StatusOr<int64_t> is_store = (*db)->QueryInt(
@@ -234,7 +234,8 @@ SqliteServerStore::Reader* SqliteServerStore::AcquireReader() ABSL_NO_THREAD_SAF
   return reader;
 }
 
-absl::Status SqliteServerStore::WithReader(const std::function<absl::Status(RecordStore& records)>& fn) {
+absl::Status SqliteServerStore::WithReader(
+    const std::function<absl::Status(RecordStore& records)>& fn) {
   if (readers_.empty()) {
     absl::MutexLock lock(&mu_);
     return fn(*records_);
@@ -261,14 +262,14 @@ size_t SqliteServerStore::waiting_batches() {
 }
 
 absl::StatusOr<PushAck> SqliteServerStore::Apply(const Writer& writer, const MutationBatch& batch,
-                                           const MutationValidator& validator) {
+                                                 const MutationValidator& validator) {
   return ApplyQueued(writer, batch, validator, /*resolve_conflict=*/0);
 }
 
 absl::StatusOr<PushAck> SqliteServerStore::ApplyAndResolve(const Writer& writer,
-                                                     const MutationBatch& batch,
-                                                     const MutationValidator& validator,
-                                                     uint64_t conflict_id) {
+                                                           const MutationBatch& batch,
+                                                           const MutationValidator& validator,
+                                                           uint64_t conflict_id) {
   if (conflict_id == 0) return absl::InvalidArgumentError("id: required");
   if (batch.mutations_size() != 1) {
     return absl::InvalidArgumentError("batch.mutations: a restore is one mutation");
@@ -276,9 +277,10 @@ absl::StatusOr<PushAck> SqliteServerStore::ApplyAndResolve(const Writer& writer,
   return ApplyQueued(writer, batch, validator, conflict_id);
 }
 
-absl::StatusOr<PushAck> SqliteServerStore::ApplyQueued(const Writer& writer, const MutationBatch& batch,
-                                                 const MutationValidator& validator,
-                                                 uint64_t resolve_conflict) {
+absl::StatusOr<PushAck> SqliteServerStore::ApplyQueued(const Writer& writer,
+                                                       const MutationBatch& batch,
+                                                       const MutationValidator& validator,
+                                                       uint64_t resolve_conflict) {
   if (static_cast<size_t>(batch.mutations_size()) > options_.max_batch_mutations) {
     return absl::InvalidArgumentError(absl::StrCat("batch.mutations: ", batch.mutations_size(),
                                                    " mutations, at most ",
@@ -358,7 +360,8 @@ void SqliteServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
 }
 
 absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
-                                           std::vector<int64_t>* touched, uint64_t* committed_op) {
+                                                 std::vector<int64_t>* touched,
+                                                 uint64_t* committed_op) {
   const uint64_t op_before_group = last_op_;
   // Rows read or written by the group are kept until it ends: the rules and the merge
   // read the same records (a new visit, its facility) many times per batch.
@@ -411,8 +414,8 @@ absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*
 }
 
 absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
-                                           const MutationValidator& validator, PushAck* ack,
-                                           uint64_t* max_hlc) {
+                                                 const MutationValidator& validator, PushAck* ack,
+                                                 uint64_t* max_hlc) {
   const bool tracked = !writer.device_id.empty();
   uint64_t last_seq = 0;
   if (tracked) {
@@ -607,8 +610,8 @@ absl::StatusOr<std::optional<MutationResult>> SqliteServerStore::RememberedRefus
 }
 
 absl::Status SqliteServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
-                                        const MutationValidator& validator, MutationResult* result,
-                                        Refusal* refusal) {
+                                              const MutationValidator& validator,
+                                              MutationResult* result, Refusal* refusal) {
   if (m.changes_size() == 0) {
     refusal->status = absl::InvalidArgumentError("changes: a mutation needs at least one change");
     refusal->field = "changes";
@@ -674,7 +677,7 @@ absl::Status SqliteServerStore::CloseHandbacks(const std::string& device_id) {
 }
 
 absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
-                                        MutationResult* result, Refusal* refusal) {
+                                              MutationResult* result, Refusal* refusal) {
   auto refuse = [&](absl::Status status, std::string field) {
     refusal->field = std::move(field);
     refusal->status = std::move(status);
@@ -820,8 +823,8 @@ absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutati
 }
 
 absl::Status SqliteServerStore::MergeChange(const Writer& writer, uint64_t seq,
-                                      const RecordChange& change, absl::string_view path,
-                                      MutationResult* result, Refusal* refusal) {
+                                            const RecordChange& change, absl::string_view path,
+                                            MutationResult* result, Refusal* refusal) {
   const RecordTypeSpec& type = *schema_->Find(change.type());
   absl::StatusOr<std::string> id = UuidToText(change.id());
   if (!id.ok()) return id.status();
@@ -1049,7 +1052,7 @@ absl::Status SqliteServerStore::RecordConflict(Conflict* conflict) {
 }
 
 absl::StatusOr<std::optional<RowState>> SqliteServerStore::ReadRow(const RecordTypeSpec& type,
-                                                             const std::string& id_text) {
+                                                                   const std::string& id_text) {
   if (caching_) {
     auto it = row_cache_.find(std::make_pair(type.type, id_text));
     if (it != row_cache_.end()) return it->second;
@@ -1060,13 +1063,14 @@ absl::StatusOr<std::optional<RowState>> SqliteServerStore::ReadRow(const RecordT
 }
 
 absl::Status SqliteServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
-                                   const std::optional<RowState>& old, const RowState& row) {
+                                         const std::optional<RowState>& old, const RowState& row) {
   absl::Status status = records_->Write(type, id_text, old, row);
   if (status.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = row;
   return status;
 }
 
-absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::Read(uint32_t type, absl::string_view id) {
+absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::Read(uint32_t type,
+                                                                    absl::string_view id) {
   const RecordTypeSpec* spec = schema_->Find(type);
   if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type ", type));
   absl::StatusOr<std::string> text = UuidToText(id);
@@ -1078,13 +1082,13 @@ absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::Read(uint32_t typ
 }
 
 absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::ReadRecord(uint32_t type,
-                                                                    absl::string_view id) {
+                                                                          absl::string_view id) {
   absl::MutexLock lock(&mu_);
   return Read(type, id);
 }
 
 absl::Status SqliteServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
-                                       const DownloadLimits& limits, ChangeBatch* page) {
+                                             const DownloadLimits& limits, ChangeBatch* page) {
   return WithReader([&](RecordStore& records) -> absl::Status {
     absl::StatusOr<std::unique_ptr<Transaction>> txn =
         Transaction::Begin(records.db(), Transaction::Kind::kRead);
@@ -1096,8 +1100,8 @@ absl::Status SqliteServerStore::ChangesSince(const std::vector<BucketCursor>& cu
 }
 
 absl::Status SqliteServerStore::ReadChanges(RecordStore& records,
-                                      const std::vector<BucketCursor>& cursors,
-                                      const DownloadLimits& limits, ChangeBatch* out) const {
+                                            const std::vector<BucketCursor>& cursors,
+                                            const DownloadLimits& limits, ChangeBatch* out) const {
   // Rows may name nodes the writer added after this connection last looked.
   absl::Status refreshed = records.RefreshNodes();
   if (!refreshed.ok()) return refreshed;
@@ -1384,7 +1388,7 @@ uint64_t SqliteServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation
 }
 
 absl::StatusOr<std::optional<uint64_t>> SqliteServerStore::PushDigest(const std::string& device_id,
-                                                                uint64_t seq) {
+                                                                      uint64_t seq) {
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("SELECT digest FROM _pushes WHERE device_id = ?1 AND seq = ?2");
   if (!stmt.ok()) return stmt.status();
@@ -1415,7 +1419,7 @@ absl::Status SqliteServerStore::LogDevice(const DeviceEvent& event) {
 }
 
 absl::StatusOr<DeviceRegistration> SqliteServerStore::RegisterDevice(const std::string& device_id,
-                                                               int64_t owner) {
+                                                                     int64_t owner) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
@@ -1482,7 +1486,7 @@ absl::StatusOr<DeviceRegistration> SqliteServerStore::RegisterDevice(const std::
 }
 
 absl::Status SqliteServerStore::ReleaseDevice(const std::string& device_id, int64_t by,
-                                        bool administrator) {
+                                              bool administrator) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();

@@ -139,17 +139,18 @@ class ServerStore {
   // applied together in one transaction (one commit, one fsync), each in arrival order and
   // answered exactly as if alone; an answer is returned only once its batch is durable.
   // If storage fails for the group, each of its batches is applied again alone.
-  virtual absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
-                                                   const kcnet::v1::MutationBatch& batch,
-                                                   const MutationValidator& validator = nullptr) = 0;
+  virtual absl::StatusOr<kcnet::v1::PushAck> Apply(
+      const Writer& writer, const kcnet::v1::MutationBatch& batch,
+      const MutationValidator& validator = nullptr) = 0;
   // Apply() of a conflict's restore (one mutation) that also marks conflict `conflict_id`
   // resolved, in the same transaction: both happen or neither. Fails with
   // FAILED_PRECONDITION ("id: conflict N is already resolved") when another resolution
   // won, NOT_FOUND when the conflict does not exist; nothing is then stored. When the
   // mutation is refused the acknowledgement says so and the conflict stays open.
-  virtual absl::StatusOr<kcnet::v1::PushAck> ApplyAndResolve(
-      const Writer& writer, const kcnet::v1::MutationBatch& batch,
-      const MutationValidator& validator, uint64_t conflict_id) = 0;
+  virtual absl::StatusOr<kcnet::v1::PushAck> ApplyAndResolve(const Writer& writer,
+                                                             const kcnet::v1::MutationBatch& batch,
+                                                             const MutationValidator& validator,
+                                                             uint64_t conflict_id) = 0;
 
   // Changes of each bucket after its cursor, oldest first, within `limits`, with the
   // cursors they reach and a checkpoint for each bucket they complete.
@@ -158,8 +159,7 @@ class ServerStore {
   // The same into `*page` (empty). A page on an arena has its changes built there: a page
   // of a thousand changes is tens of thousands of small objects, allocated and freed at once.
   virtual absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
-                                    const DownloadLimits& limits,
-                                    kcnet::v1::ChangeBatch* page) = 0;
+                                    const DownloadLimits& limits, kcnet::v1::ChangeBatch* page) = 0;
 
   // A record's full current state (nullopt when absent).
   virtual absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(
@@ -234,8 +234,9 @@ class ServerStore {
 class SqliteServerStore final : public ServerStore, private RecordReader {
  public:
   // See ServerStore::Open.
-  static absl::StatusOr<std::unique_ptr<SqliteServerStore>> Open(
-      const std::string& path, const Schema* schema, ServerStoreOptions options = {});
+  static absl::StatusOr<std::unique_ptr<SqliteServerStore>> Open(const std::string& path,
+                                                                 const Schema* schema,
+                                                                 ServerStoreOptions options = {});
   // See ServerStore::BeginIncarnation.
   static absl::Status BeginIncarnation(const std::string& path, bool restored,
                                        Clock* clock = SystemClock());
@@ -264,8 +265,7 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
   absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id) override;
   absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id,
                                                     int64_t owner) override;
-  absl::Status ReleaseDevice(const std::string& device_id, int64_t by,
-                             bool administrator) override;
+  absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator) override;
   absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id) override;
   uint64_t last_op() override;
   WriteStats write_stats() override;

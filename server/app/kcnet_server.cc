@@ -1,7 +1,5 @@
 #include "server/app/kcnet_server.h"
 
-#include "server/app/store_spec.h"
-
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +15,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
+#include "server/app/store_spec.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
@@ -163,8 +162,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   sync::ServerStoreOptions store_options;
   store_options.clock = options.clock;
-  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store = sync::ServerStore::Open(
-      server->store_path_, &kcnet::model::KcnetSchema(), store_options);
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
+      sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(), store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 

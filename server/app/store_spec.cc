@@ -32,8 +32,8 @@ absl::StatusOr<StoreSpec> ParseStoreSpec(absl::string_view spec, const std::stri
     out.location = std::string(rest);
     return out;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "store: unknown kind '", kind, "': use sqlite:DIR or postgres:CONNINFO"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("store: unknown kind '", kind, "': use sqlite:DIR or postgres:CONNINFO"));
 }
 
 }  // namespace kcnet::server

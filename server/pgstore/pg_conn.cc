@@ -82,8 +82,7 @@ int PgConn::socket() const { return PQsocket(conn_); }
 
 absl::Status PgConn::StatusOf(pg_result* res, absl::string_view context) const {
   const ExecStatusType status = res == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(res);
-  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ||
-      status == PGRES_PIPELINE_SYNC) {
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_PIPELINE_SYNC) {
     return absl::OkStatus();
   }
   const char* state = res == nullptr ? nullptr : PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -166,7 +165,8 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
     if (sync) break;
   }
   if (PQexitPipelineMode(conn_) != 1 && status.ok()) {
-    status = absl::InternalError(absl::StrCat("PostgreSQL: pipeline exit: ", PQerrorMessage(conn_)));
+    status =
+        absl::InternalError(absl::StrCat("PostgreSQL: pipeline exit: ", PQerrorMessage(conn_)));
   }
   if (!status.ok()) return status;
   return results;

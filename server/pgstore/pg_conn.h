@@ -47,7 +47,7 @@ class PgResult {
   int rows() const;
   bool IsNull(int row, int col) const;
   absl::string_view Get(int row, int col) const;
-  int64_t GetInt(int row, int col) const;  // 0 for NULL
+  int64_t GetInt(int row, int col) const;        // 0 for NULL
   std::string GetBytes(int row, int col) const;  // a bytea column, unescaped
 
  private:

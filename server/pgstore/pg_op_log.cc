@@ -106,7 +106,7 @@ absl::Status PgOpLog::Reconnect(std::unique_ptr<PgConn>* conn) {
 }
 
 absl::StatusOr<std::vector<PgResult>> PgOpLog::RunPipeline(PgConn& conn,
-                                                          const PgConn::Pipeline& p) {
+                                                           const PgConn::Pipeline& p) {
   return options_.pipeline ? conn.Run(p) : conn.RunSequentially(p);
 }
 
@@ -370,7 +370,7 @@ absl::Status PgOpLog::WithReader(const std::function<absl::Status(PgConn& conn)>
 }
 
 absl::StatusOr<std::vector<PgStoredOp>> PgOpLog::ReadSince(int64_t bucket, uint64_t cursor,
-                                                          size_t limit) {
+                                                           size_t limit) {
   std::vector<PgStoredOp> ops;
   absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
     ops.clear();

@@ -107,8 +107,7 @@ class PgOpLog {
   absl::StatusOr<PgPushResult> Append(const PgPush& push);
 
   // The ops of `bucket` with cursor < op <= the bucket's head, oldest first, at most `limit`.
-  absl::StatusOr<std::vector<PgStoredOp>> ReadSince(int64_t bucket, uint64_t cursor,
-                                                    size_t limit);
+  absl::StatusOr<std::vector<PgStoredOp>> ReadSince(int64_t bucket, uint64_t cursor, size_t limit);
   // The bucket's last committed op (0: none).
   absl::StatusOr<uint64_t> Checkpoint(int64_t bucket);
   // The last sequence committed for a device (0: none).

@@ -39,9 +39,9 @@ absl::Status Migrate(PgConn& conn) {
   absl::StatusOr<int> version = SchemaVersion(conn);
   if (!version.ok()) return fail(version.status());
   if (*version > kPgSchemaVersion) {
-    return fail(absl::FailedPreconditionError(absl::StrCat(
-        "store: the PostgreSQL database has schema version ", *version,
-        ", written by a newer kcnet (this one knows up to ", kPgSchemaVersion, ")")));
+    return fail(absl::FailedPreconditionError(
+        absl::StrCat("store: the PostgreSQL database has schema version ", *version,
+                     ", written by a newer kcnet (this one knows up to ", kPgSchemaVersion, ")")));
   }
   for (int v = *version; v < kPgSchemaVersion; ++v) {
     status = conn.Exec(kPgMigrations[v]);
@@ -56,12 +56,11 @@ absl::Status Migrate(PgConn& conn) {
 absl::Status EnsureProvincePartition(PgConn& conn, int32_t province) {
   // The partition's name cannot be a parameter; `province` is an integer, so the text is
   // ours. A negative province gets "m" for the minus sign.
-  const std::string name =
-      absl::StrCat("kcnet_ops_p", province < 0 ? "m" : "", province < 0 ? -int64_t{province}
-                                                                          : int64_t{province});
+  const std::string name = absl::StrCat("kcnet_ops_p", province < 0 ? "m" : "",
+                                        province < 0 ? -int64_t{province} : int64_t{province});
   absl::Status status =
-      conn.Exec(absl::StrCat("CREATE TABLE IF NOT EXISTS ", name, " PARTITION OF kcnet_ops FOR VALUES IN (",
-                             province, ")"));
+      conn.Exec(absl::StrCat("CREATE TABLE IF NOT EXISTS ", name,
+                             " PARTITION OF kcnet_ops FOR VALUES IN (", province, ")"));
   if (status.ok()) return status;
   // Another instance created it at the same moment (IF NOT EXISTS does not cover the race).
   absl::StatusOr<PgResult> exists =

@@ -64,8 +64,9 @@ TEST(PgInstanceTest, TwoInstancesAreIndependent) {
   EXPECT_NE((*a)->port(), (*b)->port());
   EXPECT_NE((*a)->dir(), (*b)->dir());
   ASSERT_TRUE((*a)->CreateDatabase("only_on_a").ok());
-  EXPECT_EQ(QueryOne((*b)->conninfo(), "SELECT count(*) FROM pg_database WHERE datname = 'only_on_a'"),
-            "0");
+  EXPECT_EQ(
+      QueryOne((*b)->conninfo(), "SELECT count(*) FROM pg_database WHERE datname = 'only_on_a'"),
+      "0");
 }
 
 }  // namespace

@@ -85,9 +85,9 @@ TEST_F(PgOpLogTest, MigratesOnceAndRefusesANewerSchema) {
   ASSERT_NE(Open(), nullptr) << "opening again must not migrate again";
   EXPECT_EQ(Count("SELECT count(*) FROM kcnet_schema"), kPgSchemaVersion);
 
-  ASSERT_TRUE(conn->Exec(absl::StrCat("INSERT INTO kcnet_schema VALUES (", kPgSchemaVersion + 1,
-                                      ")"))
-                  .ok());
+  ASSERT_TRUE(
+      conn->Exec(absl::StrCat("INSERT INTO kcnet_schema VALUES (", kPgSchemaVersion + 1, ")"))
+          .ok());
   auto newer = PgOpLog::Open(conninfo());
   EXPECT_TRUE(absl::IsFailedPrecondition(newer.status())) << newer.status();
   EXPECT_NE(newer.status().message().find("newer kcnet"), std::string::npos);
@@ -205,8 +205,8 @@ TEST_F(PgOpLogTest, ConcurrentWritersNeverMakeAPollingReaderMissAnOp) {
           PgPush push{device, static_cast<uint64_t>(n), {}, ""};
           const int ops = 1 + static_cast<int>(rng() % 3);
           for (int k = 0; k < ops; ++k) {
-            push.ops.push_back(
-                Op(1 + static_cast<int64_t>(rng() % kBuckets), absl::StrCat(device, "/", n, "/", k)));
+            push.ops.push_back(Op(1 + static_cast<int64_t>(rng() % kBuckets),
+                                  absl::StrCat(device, "/", n, "/", k)));
           }
           if (!instances[i]->Append(push).ok()) ++failures;
         }
@@ -221,8 +221,8 @@ TEST_F(PgOpLogTest, ConcurrentWritersNeverMakeAPollingReaderMissAnOp) {
   auto conn = Connect();
   int64_t total = 0;
   for (int64_t b = 1; b <= kBuckets; ++b) {
-    auto rows = conn->Query("SELECT op FROM kcnet_ops WHERE bucket = $1 ORDER BY op",
-                            {PgParam::Int(b)});
+    auto rows =
+        conn->Query("SELECT op FROM kcnet_ops WHERE bucket = $1 ORDER BY op", {PgParam::Int(b)});
     ASSERT_TRUE(rows.ok());
     std::vector<uint64_t> committed;
     for (int r = 0; r < rows->rows(); ++r) committed.push_back(rows->GetInt(r, 0));
@@ -250,9 +250,8 @@ class Heard {
   }
   bool WaitFor(int64_t bucket, absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
-    auto has = [this, bucket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return buckets_.count(bucket) > 0;
-    };
+    auto has = [this, bucket]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return buckets_.count(bucket) > 0; };
     return mu_.AwaitWithTimeout(absl::Condition(&has), timeout);
   }
 

@@ -31,7 +31,7 @@ bool Executable(const fs::path& p) { return access(p.c_str(), X_OK) == 0; }
 std::string FindBinDir() {
   if (const char* env = std::getenv("KCNET_PG_BIN"); env != nullptr && *env != '\0') {
     return Executable(fs::path(env) / "postgres") && Executable(fs::path(env) / "initdb") ? env
-                                                                                         : "";
+                                                                                          : "";
   }
   std::error_code ec;
   std::vector<fs::path> versions;
@@ -172,10 +172,9 @@ absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::Start() {
   const std::string data = pg->dir_ + "/data";
   const std::string log = pg->dir_ + "/server.log";
 
-  absl::StatusOr<pid_t> initdb =
-      Spawn({bin + "/initdb", "-D", data, "-U", "kcnet", "--auth=trust", "-E", "UTF8",
-             "--no-locale", "--no-sync"},
-            *as, pg->dir_ + "/initdb.log");
+  absl::StatusOr<pid_t> initdb = Spawn({bin + "/initdb", "-D", data, "-U", "kcnet", "--auth=trust",
+                                        "-E", "UTF8", "--no-locale", "--no-sync"},
+                                       *as, pg->dir_ + "/initdb.log");
   if (!initdb.ok()) return initdb.status();
   int wstatus = 0;
   if (waitpid(*initdb, &wstatus, 0) != *initdb || !WIFEXITED(wstatus) ||
@@ -188,9 +187,9 @@ absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::Start() {
     if (!port.ok()) return port.status();
     pg->port_ = *port;
     absl::StatusOr<pid_t> pid =
-        Spawn({bin + "/postgres", "-D", data, "-p", std::to_string(pg->port_), "-k", pg->dir_,
-               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on", "-c",
-               "synchronous_commit=on", "-c", "max_connections=200"},
+        Spawn({bin + "/postgres", "-D", data, "-p", std::to_string(pg->port_), "-k", pg->dir_, "-c",
+               "listen_addresses=127.0.0.1", "-c", "fsync=on", "-c", "synchronous_commit=on", "-c",
+               "max_connections=200"},
               *as, log);
     if (!pid.ok()) return pid.status();
     pg->pid_ = *pid;
