@@ -61,6 +61,17 @@ std::string PgResult::GetBytes(int row, int col) const {
   return out;
 }
 
+int64_t PgResult::GetBinaryInt(int row, int col) const {
+  if (IsNull(row, col)) return 0;
+  const absl::string_view bytes = Get(row, col);
+  uint64_t value = 0;
+  for (char c : bytes) value = (value << 8) | static_cast<unsigned char>(c);
+  // Sign-extend the narrower integer types (network byte order, two's complement).
+  const size_t bits = bytes.size() * 8;
+  if (bits > 0 && bits < 64 && (value >> (bits - 1)) & 1) value |= ~uint64_t{0} << bits;
+  return static_cast<int64_t>(value);
+}
+
 absl::StatusOr<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& conninfo) {
   pg_conn* conn = PQconnectdb(conninfo.c_str());
   if (conn == nullptr) return absl::ResourceExhaustedError("PostgreSQL: out of memory");
@@ -107,6 +118,16 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const std::vector
   ParamArrays arrays(params);
   PgResult res(PQexecParams(conn_, sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
                             arrays.lengths.data(), arrays.formats.data(), 0));
+  absl::Status status = StatusOf(res.res_, sql);
+  if (!status.ok()) return status;
+  return res;
+}
+
+absl::StatusOr<PgResult> PgConn::QueryBinary(const std::string& sql,
+                                             const std::vector<PgParam>& params) {
+  ParamArrays arrays(params);
+  PgResult res(PQexecParams(conn_, sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
+                            arrays.lengths.data(), arrays.formats.data(), 1));
   absl::Status status = StatusOf(res.res_, sql);
   if (!status.ok()) return status;
   return res;

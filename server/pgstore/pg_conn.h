@@ -49,6 +49,8 @@ class PgResult {
   absl::string_view Get(int row, int col) const;
   int64_t GetInt(int row, int col) const;        // 0 for NULL
   std::string GetBytes(int row, int col) const;  // a bytea column, unescaped
+  // Results of QueryBinary(): an integer column (int2, int4, int8) and raw bytes (bytea).
+  int64_t GetBinaryInt(int row, int col) const;
 
  private:
   friend class PgConn;
@@ -67,6 +69,10 @@ class PgConn {
   absl::Status Exec(absl::string_view sql);
   // One statement with parameters ($1, $2...), unnamed (works behind PgBouncer).
   absl::StatusOr<PgResult> Query(const std::string& sql, const std::vector<PgParam>& params = {});
+  // The same with results in binary format: bytea columns as raw bytes (Get), integers
+  // through GetBinaryInt; half the bytes of hex text, and nothing to unescape.
+  absl::StatusOr<PgResult> QueryBinary(const std::string& sql,
+                                       const std::vector<PgParam>& params = {});
 
   // Statements sent in libpq pipeline mode: Add() queues, Run() sends them all, waits for
   // every result and returns them in order; the first failure fails the whole pipeline

@@ -372,22 +372,25 @@ absl::Status PgOpLog::WithReader(const std::function<absl::Status(PgConn& conn)>
 absl::StatusOr<std::vector<PgStoredOp>> PgOpLog::ReadSince(int64_t bucket, uint64_t cursor,
                                                            size_t limit) {
   std::vector<PgStoredOp> ops;
+  // The province lets PostgreSQL prune to one partition and walk its (province, bucket,
+  // op) primary key in order.
   absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
     ops.clear();
-    absl::StatusOr<PgResult> rows = conn.Query(
+    absl::StatusOr<PgResult> rows = conn.QueryBinary(
         "SELECT o.op, o.type, o.id, o.body FROM kcnet_ops o JOIN kcnet_bucket_head h "
         "ON h.bucket = o.bucket AND h.province = o.province "
-        "WHERE o.bucket = $1 AND o.op > $2 AND o.op <= h.last_op ORDER BY o.op LIMIT $3",
+        "WHERE o.province = $4 AND o.bucket = $1 AND o.op > $2 AND o.op <= h.last_op "
+        "ORDER BY o.op LIMIT $3",
         {PgParam::Int(bucket), PgParam::Int(static_cast<int64_t>(cursor)),
-         PgParam::Int(static_cast<int64_t>(limit))});
+         PgParam::Int(static_cast<int64_t>(limit)), PgParam::Int(ProvinceOf(bucket))});
     if (!rows.ok()) return rows.status();
     for (int r = 0; r < rows->rows(); ++r) {
       PgStoredOp op;
-      op.op = static_cast<uint64_t>(rows->GetInt(r, 0));
+      op.op = static_cast<uint64_t>(rows->GetBinaryInt(r, 0));
       op.bucket = bucket;
-      op.type = static_cast<uint32_t>(rows->GetInt(r, 1));
-      op.id = rows->GetBytes(r, 2);
-      op.body = rows->GetBytes(r, 3);
+      op.type = static_cast<uint32_t>(rows->GetBinaryInt(r, 1));
+      op.id = std::string(rows->Get(r, 2));
+      op.body = std::string(rows->Get(r, 3));
       ops.push_back(std::move(op));
     }
     return absl::OkStatus();
@@ -465,7 +468,10 @@ void PgOpLog::Watch() {
         watch_mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Milliseconds(200));
         continue;
       }
-      CheckHeads(*conn).IgnoreError();
+      if (!CheckHeads(*conn).ok()) {
+        conn.reset();  // lost again at once: reconnect, and look again
+        continue;
+      }
     }
     // Our commits: one NOTIFY for all of them since the last, at most every notify_interval.
     absl::Duration wait = options_.poll_interval;
@@ -481,6 +487,10 @@ void PgOpLog::Watch() {
       } else {
         wait = options_.notify_interval - since;
       }
+    }
+    if (!conn->ok()) {
+      conn.reset();  // a failed NOTIFY found it lost: never wait on a dead socket
+      continue;
     }
     pollfd fds[2] = {{conn->socket(), POLLIN, 0}, {wake_[0], POLLIN, 0}};
     const int ready = poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(wait)) + 1);
