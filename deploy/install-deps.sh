@@ -13,6 +13,8 @@ PACKAGES=(
   libxlsxwriter-dev libreoffice-calc-nogui
   chromium  # the console's browser tests (console/tests, ctest label browser)
   unzip  # console/tests/pages.test.mjs reads a downloaded XLSX back
+  # The PostgreSQL store (libpq) and its tests and benchmarks, which start their own server.
+  libpq-dev postgresql
 )
 
 missing=()

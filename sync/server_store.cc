@@ -69,13 +69,33 @@ constexpr char kRestoredMsKey[] = "restored_ms";
 
 }  // namespace
 
-ServerStore::ServerStore(const Schema* schema, ServerStoreOptions options)
+SqliteServerStore::SqliteServerStore(const Schema* schema, ServerStoreOptions options)
     : schema_(schema), options_(options), hlc_(options.clock, options.max_skew) {}
 
 absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
                                                                const Schema* schema,
                                                                ServerStoreOptions options) {
-  std::unique_ptr<ServerStore> store(new ServerStore(schema, options));
+  absl::StatusOr<std::unique_ptr<SqliteServerStore>> store =
+      SqliteServerStore::Open(path, schema, options);
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<ServerStore>(std::move(*store));
+}
+
+absl::Status ServerStore::BeginIncarnation(const std::string& path, bool restored, Clock* clock) {
+  return SqliteServerStore::BeginIncarnation(path, restored, clock);
+}
+
+absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
+                                                      const DownloadLimits& limits) {
+  ChangeBatch batch;
+  absl::Status status = ChangesSince(cursors, limits, &batch);
+  if (!status.ok()) return status;
+  return batch;
+}
+
+absl::StatusOr<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
+    const std::string& path, const Schema* schema, ServerStoreOptions options) {
+  std::unique_ptr<SqliteServerStore> store(new SqliteServerStore(schema, options));
   absl::MutexLock lock(&store->mu_);
   DbOptions db_options;
   db_options.durable = options.durable;
@@ -160,7 +180,8 @@ absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string
   return store;
 }
 
-absl::Status ServerStore::BeginIncarnation(const std::string& path, bool restored, Clock* clock) {
+absl::Status SqliteServerStore::BeginIncarnation(const std::string& path, bool restored,
+                                                 Clock* clock) {
   absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path);
   if (!db.ok()) return db.status();
   absl::StatusOr<int64_t> is_store = (*db)->QueryInt(
@@ -201,7 +222,7 @@ absl::Status ServerStore::BeginIncarnation(const std::string& path, bool restore
   return absl::OkStatus();
 }
 
-ServerStore::Reader* ServerStore::AcquireReader() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+SqliteServerStore::Reader* SqliteServerStore::AcquireReader() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   const size_t n = readers_.size();
   const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
   for (size_t i = 0; i < n; ++i) {
@@ -213,7 +234,8 @@ ServerStore::Reader* ServerStore::AcquireReader() ABSL_NO_THREAD_SAFETY_ANALYSIS
   return reader;
 }
 
-absl::Status ServerStore::WithReader(const std::function<absl::Status(RecordStore& records)>& fn) {
+absl::Status SqliteServerStore::WithReader(
+    const std::function<absl::Status(RecordStore& records)>& fn) {
   if (readers_.empty()) {
     absl::MutexLock lock(&mu_);
     return fn(*records_);
@@ -224,30 +246,30 @@ absl::Status ServerStore::WithReader(const std::function<absl::Status(RecordStor
   return status;
 }
 
-uint64_t ServerStore::last_op() {
+uint64_t SqliteServerStore::last_op() {
   absl::MutexLock lock(&mu_);
   return last_op_;
 }
 
-ServerStore::WriteStats ServerStore::write_stats() {
+SqliteServerStore::WriteStats SqliteServerStore::write_stats() {
   absl::MutexLock lock(&mu_);
   return write_stats_;
 }
 
-size_t ServerStore::waiting_batches() {
+size_t SqliteServerStore::waiting_batches() {
   absl::MutexLock lock(&queue_mu_);
   return queue_.size();
 }
 
-absl::StatusOr<PushAck> ServerStore::Apply(const Writer& writer, const MutationBatch& batch,
-                                           const MutationValidator& validator) {
+absl::StatusOr<PushAck> SqliteServerStore::Apply(const Writer& writer, const MutationBatch& batch,
+                                                 const MutationValidator& validator) {
   return ApplyQueued(writer, batch, validator, /*resolve_conflict=*/0);
 }
 
-absl::StatusOr<PushAck> ServerStore::ApplyAndResolve(const Writer& writer,
-                                                     const MutationBatch& batch,
-                                                     const MutationValidator& validator,
-                                                     uint64_t conflict_id) {
+absl::StatusOr<PushAck> SqliteServerStore::ApplyAndResolve(const Writer& writer,
+                                                           const MutationBatch& batch,
+                                                           const MutationValidator& validator,
+                                                           uint64_t conflict_id) {
   if (conflict_id == 0) return absl::InvalidArgumentError("id: required");
   if (batch.mutations_size() != 1) {
     return absl::InvalidArgumentError("batch.mutations: a restore is one mutation");
@@ -255,9 +277,10 @@ absl::StatusOr<PushAck> ServerStore::ApplyAndResolve(const Writer& writer,
   return ApplyQueued(writer, batch, validator, conflict_id);
 }
 
-absl::StatusOr<PushAck> ServerStore::ApplyQueued(const Writer& writer, const MutationBatch& batch,
-                                                 const MutationValidator& validator,
-                                                 uint64_t resolve_conflict) {
+absl::StatusOr<PushAck> SqliteServerStore::ApplyQueued(const Writer& writer,
+                                                       const MutationBatch& batch,
+                                                       const MutationValidator& validator,
+                                                       uint64_t resolve_conflict) {
   if (static_cast<size_t>(batch.mutations_size()) > options_.max_batch_mutations) {
     return absl::InvalidArgumentError(absl::StrCat("batch.mutations: ", batch.mutations_size(),
                                                    " mutations, at most ",
@@ -309,7 +332,7 @@ absl::StatusOr<PushAck> ServerStore::ApplyQueued(const Writer& writer, const Mut
   return std::move(pending.result);
 }
 
-void ServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
+void SqliteServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
   std::vector<int64_t> touched;
   uint64_t committed_op = 0;
   {
@@ -337,8 +360,9 @@ void ServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
   }
 }
 
-absl::Status ServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
-                                           std::vector<int64_t>* touched, uint64_t* committed_op) {
+absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
+                                                 std::vector<int64_t>* touched,
+                                                 uint64_t* committed_op) {
   const uint64_t op_before_group = last_op_;
   // Rows read or written by the group are kept until it ends: the rules and the merge
   // read the same records (a new visit, its facility) many times per batch.
@@ -390,9 +414,9 @@ absl::Status ServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& gro
   return absl::OkStatus();
 }
 
-absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
-                                           const MutationValidator& validator, PushAck* ack,
-                                           uint64_t* max_hlc) {
+absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
+                                                 const MutationValidator& validator, PushAck* ack,
+                                                 uint64_t* max_hlc) {
   const bool tracked = !writer.device_id.empty();
   uint64_t last_seq = 0;
   if (tracked) {
@@ -560,17 +584,17 @@ absl::Status ServerStore::ApplyBatchLocked(const Writer& writer, const MutationB
   return absl::OkStatus();
 }
 
-void ServerStore::SetCommitListener(CommitListener listener) {
+void SqliteServerStore::SetCommitListener(CommitListener listener) {
   absl::MutexLock lock(&listener_mu_);
   listener_ = std::move(listener);
 }
 
-void ServerStore::AddCommitObserver(CommitListener observer) {
+void SqliteServerStore::AddCommitObserver(CommitListener observer) {
   absl::MutexLock lock(&listener_mu_);
   observers_.push_back(std::move(observer));
 }
 
-absl::StatusOr<std::optional<MutationResult>> ServerStore::RememberedRefusal(
+absl::StatusOr<std::optional<MutationResult>> SqliteServerStore::RememberedRefusal(
     const std::string& device_id, uint64_t seq) {
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("SELECT result FROM _refusals WHERE device_id = ?1 AND seq = ?2");
@@ -591,9 +615,9 @@ absl::StatusOr<std::optional<MutationResult>> ServerStore::RememberedRefusal(
   return out;
 }
 
-absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
-                                        const MutationValidator& validator, MutationResult* result,
-                                        Refusal* refusal) {
+absl::Status SqliteServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
+                                              const MutationValidator& validator,
+                                              MutationResult* result, Refusal* refusal) {
   if (m.changes_size() == 0) {
     refusal->status = absl::InvalidArgumentError("changes: a mutation needs at least one change");
     refusal->field = "changes";
@@ -648,7 +672,7 @@ absl::Status ServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
   return absl::OkStatus();
 }
 
-absl::Status ServerStore::CloseHandbacks(const std::string& device_id) {
+absl::Status SqliteServerStore::CloseHandbacks(const std::string& device_id) {
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("INSERT OR IGNORE INTO _handback_closed(device_id) VALUES (?1)");
   if (!stmt.ok()) return stmt.status();
@@ -658,8 +682,8 @@ absl::Status ServerStore::CloseHandbacks(const std::string& device_id) {
   return status;
 }
 
-absl::Status ServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
-                                        MutationResult* result, Refusal* refusal) {
+absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
+                                              MutationResult* result, Refusal* refusal) {
   auto refuse = [&](absl::Status status, std::string field) {
     refusal->field = std::move(field);
     refusal->status = std::move(status);
@@ -804,9 +828,9 @@ absl::Status ServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
   return absl::OkStatus();
 }
 
-absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
-                                      const RecordChange& change, absl::string_view path,
-                                      MutationResult* result, Refusal* refusal) {
+absl::Status SqliteServerStore::MergeChange(const Writer& writer, uint64_t seq,
+                                            const RecordChange& change, absl::string_view path,
+                                            MutationResult* result, Refusal* refusal) {
   const RecordTypeSpec& type = *schema_->Find(change.type());
   absl::StatusOr<std::string> id = UuidToText(change.id());
   if (!id.ok()) return id.status();
@@ -1018,7 +1042,7 @@ absl::Status ServerStore::MergeChange(const Writer& writer, uint64_t seq,
   return absl::OkStatus();
 }
 
-absl::Status ServerStore::RecordConflict(Conflict* conflict) {
+absl::Status SqliteServerStore::RecordConflict(Conflict* conflict) {
   // The body is stored without its id; the row's key is the id.
   conflict->clear_id();
   absl::StatusOr<Statement*> stmt =
@@ -1033,8 +1057,8 @@ absl::Status ServerStore::RecordConflict(Conflict* conflict) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<RowState>> ServerStore::ReadRow(const RecordTypeSpec& type,
-                                                             const std::string& id_text) {
+absl::StatusOr<std::optional<RowState>> SqliteServerStore::ReadRow(const RecordTypeSpec& type,
+                                                                   const std::string& id_text) {
   if (caching_) {
     auto it = row_cache_.find(std::make_pair(type.type, id_text));
     if (it != row_cache_.end()) return it->second;
@@ -1044,14 +1068,15 @@ absl::StatusOr<std::optional<RowState>> ServerStore::ReadRow(const RecordTypeSpe
   return row;
 }
 
-absl::Status ServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
-                                   const std::optional<RowState>& old, const RowState& row) {
+absl::Status SqliteServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
+                                         const std::optional<RowState>& old, const RowState& row) {
   absl::Status status = records_->Write(type, id_text, old, row);
   if (status.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = row;
   return status;
 }
 
-absl::StatusOr<std::optional<RecordChange>> ServerStore::Read(uint32_t type, absl::string_view id) {
+absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::Read(uint32_t type,
+                                                                    absl::string_view id) {
   const RecordTypeSpec* spec = schema_->Find(type);
   if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type ", type));
   absl::StatusOr<std::string> text = UuidToText(id);
@@ -1062,22 +1087,14 @@ absl::StatusOr<std::optional<RecordChange>> ServerStore::Read(uint32_t type, abs
   return std::optional<RecordChange>(records_->ToChange(*spec, id, **row, 0));
 }
 
-absl::StatusOr<std::optional<RecordChange>> ServerStore::ReadRecord(uint32_t type,
-                                                                    absl::string_view id) {
+absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::ReadRecord(uint32_t type,
+                                                                          absl::string_view id) {
   absl::MutexLock lock(&mu_);
   return Read(type, id);
 }
 
-absl::StatusOr<ChangeBatch> ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
-                                                      const DownloadLimits& limits) {
-  ChangeBatch batch;
-  absl::Status status = ChangesSince(cursors, limits, &batch);
-  if (!status.ok()) return status;
-  return batch;
-}
-
-absl::Status ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
-                                       const DownloadLimits& limits, ChangeBatch* page) {
+absl::Status SqliteServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
+                                             const DownloadLimits& limits, ChangeBatch* page) {
   return WithReader([&](RecordStore& records) -> absl::Status {
     absl::StatusOr<std::unique_ptr<Transaction>> txn =
         Transaction::Begin(records.db(), Transaction::Kind::kRead);
@@ -1088,9 +1105,9 @@ absl::Status ServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
   });
 }
 
-absl::Status ServerStore::ReadChanges(RecordStore& records,
-                                      const std::vector<BucketCursor>& cursors,
-                                      const DownloadLimits& limits, ChangeBatch* out) const {
+absl::Status SqliteServerStore::ReadChanges(RecordStore& records,
+                                            const std::vector<BucketCursor>& cursors,
+                                            const DownloadLimits& limits, ChangeBatch* out) const {
   // Rows may name nodes the writer added after this connection last looked.
   absl::Status refreshed = records.RefreshNodes();
   if (!refreshed.ok()) return refreshed;
@@ -1167,7 +1184,7 @@ absl::Status ServerStore::ReadChanges(RecordStore& records,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<RecordChange>> ServerStore::List(const ListQuery& query) {
+absl::StatusOr<std::vector<RecordChange>> SqliteServerStore::List(const ListQuery& query) {
   const RecordTypeSpec* type = schema_->Find(query.type);
   if (type == nullptr)
     return absl::InvalidArgumentError(absl::StrCat("type: unknown ", query.type));
@@ -1248,12 +1265,12 @@ absl::StatusOr<std::vector<RecordChange>> ServerStore::List(const ListQuery& que
   return out;
 }
 
-absl::StatusOr<kcnet::v1::BucketCheckpoint> ServerStore::Checkpoint(int64_t bucket) {
+absl::StatusOr<kcnet::v1::BucketCheckpoint> SqliteServerStore::Checkpoint(int64_t bucket) {
   absl::MutexLock lock(&mu_);
   return records_->Checkpoint(bucket);
 }
 
-absl::StatusOr<std::vector<Conflict>> ServerStore::ListConflicts(
+absl::StatusOr<std::vector<Conflict>> SqliteServerStore::ListConflicts(
     const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit) {
   std::vector<Conflict> out;
   // On a reader connection: a coordinator's review never waits for the writer (nor makes
@@ -1315,12 +1332,12 @@ absl::StatusOr<std::vector<Conflict>> ServerStore::ListConflicts(
   return out;
 }
 
-absl::Status ServerStore::MarkConflictResolved(uint64_t id) {
+absl::Status SqliteServerStore::MarkConflictResolved(uint64_t id) {
   absl::MutexLock lock(&mu_);
   return MarkConflictResolvedLocked(id);
 }
 
-absl::Status ServerStore::MarkConflictResolvedLocked(uint64_t id) {
+absl::Status SqliteServerStore::MarkConflictResolvedLocked(uint64_t id) {
   // Conditional: of two coordinators resolving the same conflict, one wins.
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("UPDATE _conflicts SET resolved = 1 WHERE id = ?1 AND resolved = 0");
@@ -1340,7 +1357,7 @@ absl::Status ServerStore::MarkConflictResolvedLocked(uint64_t id) {
   return absl::FailedPreconditionError(absl::StrCat("id: conflict ", id, " is already resolved"));
 }
 
-absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_id) {
+absl::StatusOr<uint64_t> SqliteServerStore::LastAppliedSeq(const std::string& device_id) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
@@ -1353,7 +1370,7 @@ absl::StatusOr<uint64_t> ServerStore::LastAppliedSeq(const std::string& device_i
   return seq;
 }
 
-uint64_t ServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
+uint64_t SqliteServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
   auto needs = [&](uint64_t hlc) {
     return hlc != 0 && (hlc <= *floor || !hlc_.CheckSkew(hlc).ok());
   };
@@ -1376,8 +1393,8 @@ uint64_t ServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out)
   return now;
 }
 
-absl::StatusOr<std::optional<uint64_t>> ServerStore::PushDigest(const std::string& device_id,
-                                                                uint64_t seq) {
+absl::StatusOr<std::optional<uint64_t>> SqliteServerStore::PushDigest(const std::string& device_id,
+                                                                      uint64_t seq) {
   absl::StatusOr<Statement*> stmt =
       db_->Prepare("SELECT digest FROM _pushes WHERE device_id = ?1 AND seq = ?2");
   if (!stmt.ok()) return stmt.status();
@@ -1391,7 +1408,7 @@ absl::StatusOr<std::optional<uint64_t>> ServerStore::PushDigest(const std::strin
   return out;
 }
 
-absl::Status ServerStore::LogDevice(const DeviceEvent& event) {
+absl::Status SqliteServerStore::LogDevice(const DeviceEvent& event) {
   absl::StatusOr<Statement*> stmt = db_->Prepare(
       "INSERT INTO _device_log(device_id, owner, generation, event, by_user, at_ms) "
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
@@ -1407,8 +1424,8 @@ absl::Status ServerStore::LogDevice(const DeviceEvent& event) {
   return status;
 }
 
-absl::StatusOr<DeviceRegistration> ServerStore::RegisterDevice(const std::string& device_id,
-                                                               int64_t owner) {
+absl::StatusOr<DeviceRegistration> SqliteServerStore::RegisterDevice(const std::string& device_id,
+                                                                     int64_t owner) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
@@ -1474,8 +1491,8 @@ absl::StatusOr<DeviceRegistration> ServerStore::RegisterDevice(const std::string
   return reg;
 }
 
-absl::Status ServerStore::ReleaseDevice(const std::string& device_id, int64_t by,
-                                        bool administrator) {
+absl::Status SqliteServerStore::ReleaseDevice(const std::string& device_id, int64_t by,
+                                              bool administrator) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
@@ -1505,7 +1522,7 @@ absl::Status ServerStore::ReleaseDevice(const std::string& device_id, int64_t by
   return (*txn)->Commit();
 }
 
-absl::StatusOr<std::vector<ServerStore::DeviceEvent>> ServerStore::DeviceLog(
+absl::StatusOr<std::vector<SqliteServerStore::DeviceEvent>> SqliteServerStore::DeviceLog(
     const std::string& device_id) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> stmt = db_->Prepare(

@@ -6,9 +6,10 @@
 // new strictly increasing op id for every record change it makes. ChangesSince() serves
 // downloads per bucket from a cursor, at a cost that depends on the bucket's changes only.
 //
-// Thread-safety: thread-safe. Writers are serialised on one connection. Downloads and
-// lists read on a small pool of reader connections (WAL lets each read the last committed
-// state while the writer writes), so they never wait for a batch being applied.
+// ServerStore is the interface (the storage seam); SqliteServerStore the SQLite
+// implementation, PostgreSQL's is in server/pgstore.
+//
+// Thread-safety: thread-safe (every implementation).
 #ifndef KCNET_SYNC_SERVER_STORE_H_
 #define KCNET_SYNC_SERVER_STORE_H_
 
@@ -94,14 +95,22 @@ struct ListQuery {
   size_t limit = 50;
 };
 
-class ServerStore : private RecordReader {
+// The server's record store, as the sync stream and the record services see it: the
+// seam between them and the database. Two implementations: SqliteServerStore (below, one
+// file, the default) and PostgreSQL's (server/pgstore). Every implementation keeps the
+// contracts written here; tests run the same cases on both.
+//
+// Thread-safety: implementations are thread-safe.
+class ServerStore {
  public:
-  // Opens or creates the store at `path`. `schema` must outlive the store.
+  virtual ~ServerStore() = default;
+
+  // Opens or creates the SQLite store at `path`. `schema` must outlive the store.
   static absl::StatusOr<std::unique_ptr<ServerStore>> Open(const std::string& path,
                                                            const Schema* schema,
                                                            ServerStoreOptions options = {});
 
-  // Makes the closed store at `path` a new incarnation (see Incarnation): a new random
+  // Makes the closed SQLite store at `path` a new incarnation (see Incarnation): a new random
   // id whose base is the store's last op; with `restored` (kcnet-admin restore) also the
   // restore's time, which lets devices hand back what the restore lost (Mutation.handback)
   // until each has pushed an ordinary mutation. No ServerStore may have `path` open.
@@ -118,7 +127,7 @@ class ServerStore : private RecordReader {
     uint64_t base_op = 0;
     int64_t restored_ms = 0;
   };
-  Incarnation incarnation() const { return incarnation_; }
+  virtual Incarnation incarnation() const = 0;
 
   // Applies a batch in one transaction and answers every mutation (see MutationOutcome in
   // sync.proto). A clock beyond the skew bound ahead of the server's is re-stamped with
@@ -130,18 +139,18 @@ class ServerStore : private RecordReader {
   // applied together in one transaction (one commit, one fsync), each in arrival order and
   // answered exactly as if alone; an answer is returned only once its batch is durable.
   // If storage fails for the group, each of its batches is applied again alone.
-  absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
-                                           const kcnet::v1::MutationBatch& batch,
-                                           const MutationValidator& validator = nullptr);
+  virtual absl::StatusOr<kcnet::v1::PushAck> Apply(
+      const Writer& writer, const kcnet::v1::MutationBatch& batch,
+      const MutationValidator& validator = nullptr) = 0;
   // Apply() of a conflict's restore (one mutation) that also marks conflict `conflict_id`
   // resolved, in the same transaction: both happen or neither. Fails with
   // FAILED_PRECONDITION ("id: conflict N is already resolved") when another resolution
   // won, NOT_FOUND when the conflict does not exist; nothing is then stored. When the
   // mutation is refused the acknowledgement says so and the conflict stays open.
-  absl::StatusOr<kcnet::v1::PushAck> ApplyAndResolve(const Writer& writer,
-                                                     const kcnet::v1::MutationBatch& batch,
-                                                     const MutationValidator& validator,
-                                                     uint64_t conflict_id);
+  virtual absl::StatusOr<kcnet::v1::PushAck> ApplyAndResolve(const Writer& writer,
+                                                             const kcnet::v1::MutationBatch& batch,
+                                                             const MutationValidator& validator,
+                                                             uint64_t conflict_id) = 0;
 
   // Changes of each bucket after its cursor, oldest first, within `limits`, with the
   // cursors they reach and a checkpoint for each bucket they complete.
@@ -149,38 +158,40 @@ class ServerStore : private RecordReader {
       const std::vector<kcnet::v1::BucketCursor>& cursors, const DownloadLimits& limits = {});
   // The same into `*page` (empty). A page on an arena has its changes built there: a page
   // of a thousand changes is tens of thousands of small objects, allocated and freed at once.
-  absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
-                            const DownloadLimits& limits, kcnet::v1::ChangeBatch* page);
+  virtual absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                                    const DownloadLimits& limits, kcnet::v1::ChangeBatch* page) = 0;
 
   // A record's full current state (nullopt when absent).
-  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(uint32_t type,
-                                                                    absl::string_view id);
+  virtual absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(
+      uint32_t type, absl::string_view id) = 0;
 
   // Live records matching `query`, as full changes (their `op` is the paging position),
-  // ordered by op. A k-way merge of the buckets through the (bucket, op) index: it reads
-  // about `limit` rows plus a few per bucket, never `limit` from every bucket.
-  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query);
+  // ordered by op, reading about `limit` rows plus a few per bucket.
+  virtual absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query) = 0;
 
-  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);
+  virtual absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket) = 0;
   // Conflicts of `buckets` (all buckets when empty: callers that scope by user must not
-  // pass an empty scope) with id > after_id, oldest first. Runs on a reader connection.
-  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
-      const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit);
+  // pass an empty scope) with id > after_id, oldest first.
+  virtual absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
+      const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id,
+      size_t limit) = 0;
   // Marks a conflict resolved, once: FAILED_PRECONDITION when it already is, NOT_FOUND
   // when it does not exist.
-  absl::Status MarkConflictResolved(uint64_t id);
+  virtual absl::Status MarkConflictResolved(uint64_t id) = 0;
   // The last sequence applied for a device (0 when unknown).
-  absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id);
+  virtual absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id) = 0;
 
   // Binds `device_id` to `owner` (a user id), or confirms the binding. A device id never
   // seen, or released, is registered to `owner` (a released one with the next generation
   // when `owner` is another user); one registered to another user and not released is
   // PERMISSION_DENIED, and nothing changes. Every change is logged (DeviceLog).
-  absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id, int64_t owner);
+  virtual absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id,
+                                                            int64_t owner) = 0;
   // Releases the registration so that another user may register the device. `by` is the
   // user releasing it; `administrator` may release any device, others only their own
   // (PERMISSION_DENIED; NOT_FOUND when the device id is not registered).
-  absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator);
+  virtual absl::Status ReleaseDevice(const std::string& device_id, int64_t by,
+                                     bool administrator) = 0;
   // The registration log of a device id, oldest first: "registered", "released",
   // "re-registered" with who and when.
   struct DeviceEvent {
@@ -191,9 +202,9 @@ class ServerStore : private RecordReader {
     int64_t by = 0;
     int64_t at_ms = 0;
   };
-  absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id);
+  virtual absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id) = 0;
   // The highest op id committed.
-  uint64_t last_op();
+  virtual uint64_t last_op() = 0;
 
   // Group commit at work, for monitoring and tests: batches applied and the transactions
   // that committed them, since open; and batches waiting for the current group to end.
@@ -201,24 +212,74 @@ class ServerStore : private RecordReader {
     uint64_t batches = 0;
     uint64_t transactions = 0;
   };
-  WriteStats write_stats();
-  size_t waiting_batches();
+  virtual WriteStats write_stats() = 0;
+  virtual size_t waiting_batches() = 0;
 
   // Called after every commit that changed records, with the buckets it touched and the
   // new last op, on the committing thread and outside the store's lock. For live sync: the
   // listener should only hand the news on (post work), never block. Not removable: the
   // listener must outlive the store's use.
   using CommitListener = std::function<void(const std::vector<int64_t>& buckets, uint64_t op)>;
-  void SetCommitListener(CommitListener listener);
+  virtual void SetCommitListener(CommitListener listener) = 0;
   // A further listener, called after the one above, under the same rules (the console's
   // live watch, server/live). Not removable either.
-  void AddCommitObserver(CommitListener observer);
+  virtual void AddCommitObserver(CommitListener observer) = 0;
 
-  HybridClock& clock() { return hlc_; }
-  const Schema& schema() const { return *schema_; }
+  virtual HybridClock& clock() = 0;
+  virtual const Schema& schema() const = 0;
+};
+
+// The SQLite implementation: one database file (WAL).
+//
+// Thread-safety: thread-safe. Writers are serialised on one connection. Downloads and
+// lists read on a small pool of reader connections (WAL lets each read the last committed
+// state while the writer writes), so they never wait for a batch being applied.
+class SqliteServerStore final : public ServerStore, private RecordReader {
+ public:
+  // See ServerStore::Open.
+  static absl::StatusOr<std::unique_ptr<SqliteServerStore>> Open(const std::string& path,
+                                                                 const Schema* schema,
+                                                                 ServerStoreOptions options = {});
+  // See ServerStore::BeginIncarnation.
+  static absl::Status BeginIncarnation(const std::string& path, bool restored,
+                                       Clock* clock = SystemClock());
+
+  Incarnation incarnation() const override { return incarnation_; }
+  absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
+                                           const kcnet::v1::MutationBatch& batch,
+                                           const MutationValidator& validator = nullptr) override;
+  absl::StatusOr<kcnet::v1::PushAck> ApplyAndResolve(const Writer& writer,
+                                                     const kcnet::v1::MutationBatch& batch,
+                                                     const MutationValidator& validator,
+                                                     uint64_t conflict_id) override;
+  using ServerStore::ChangesSince;
+  absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                            const DownloadLimits& limits, kcnet::v1::ChangeBatch* page) override;
+  absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(uint32_t type,
+                                                                    absl::string_view id) override;
+  // A k-way merge of the buckets through the (bucket, op) index.
+  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query) override;
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket) override;
+  // Runs on a reader connection.
+  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
+      const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id,
+      size_t limit) override;
+  absl::Status MarkConflictResolved(uint64_t id) override;
+  absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id) override;
+  absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id,
+                                                    int64_t owner) override;
+  absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator) override;
+  absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id) override;
+  uint64_t last_op() override;
+  WriteStats write_stats() override;
+  size_t waiting_batches() override;
+  void SetCommitListener(CommitListener listener) override;
+  void AddCommitObserver(CommitListener observer) override;
+  HybridClock& clock() override { return hlc_; }
+  const Schema& schema() const override { return *schema_; }
 
  private:
-  ServerStore(const Schema* schema, ServerStoreOptions options);
+  SqliteServerStore(const Schema* schema, ServerStoreOptions options);
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
                                                               absl::string_view id) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -16,6 +16,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
 #include "server/attachments/attachment_service.h"
+#include "server/app/store_spec.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
@@ -133,7 +134,21 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
         " is not a loopback address and TLS is off: serve TLS with --tls_cert and --tls_key, "
         "or give --insecure to send passwords and tokens readable on the network"));
   }
+  absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
+  if (!store_spec.ok()) return store_spec.status();
+  if (store_spec->kind == StoreSpec::Kind::kPostgres) {
+    // The PostgreSQL op log exists (server/pgstore); the record store on top of it, which
+    // the services need, does not yet (docs/POSTGRES.md).
+    return absl::UnimplementedError(
+        "store: postgres: the PostgreSQL record store is not complete yet; use sqlite "
+        "(docs/POSTGRES.md)");
+  }
   std::error_code error;
+  std::filesystem::create_directories(store_spec->location, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("store: cannot create ", store_spec->location, ": ", error.message()));
+  }
   std::filesystem::create_directories(options.data_dir, error);
   if (error) {
     return absl::PermissionDeniedError(
@@ -142,6 +157,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   std::unique_ptr<KcnetServer> server(new KcnetServer());
   server->data_dir_ = options.data_dir;
+  server->store_path_ = (std::filesystem::path(store_spec->location) / kStoreFile).string();
   server->logger_ = std::make_unique<Logger>(*format, options.log_sink);
 
   const std::filesystem::path dir(options.data_dir);
@@ -152,8 +168,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   sync::ServerStoreOptions store_options;
   store_options.clock = options.clock;
-  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store = sync::ServerStore::Open(
-      (dir / kStoreFile).string(), &kcnet::model::KcnetSchema(), store_options);
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
+      sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(), store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
@@ -165,7 +181,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   server->approval_guard_ =
       std::make_unique<ApprovalGuard>(server->directory_.get(), server->plans_.get());
   absl::StatusOr<std::unique_ptr<reports::ReportsStore>> summaries =
-      reports::ReportsStore::Open((dir / kReportsFile).string(), (dir / kStoreFile).string());
+      reports::ReportsStore::Open((dir / kReportsFile).string(), server->store_path_);
   if (!summaries.ok()) return summaries.status();
   server->reports_ = *std::move(summaries);
   sync::ServerStore* store_ptr = server->store_.get();
@@ -326,8 +342,11 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (reports_follower_ != nullptr) reports_follower_->Stop();
   if (attachments_ != nullptr) attachments_->Stop();
   if (store_ == nullptr) return;
-  for (const char* file : {kDirectoryFile, kStoreFile, kPlansFile, kAttachmentsFile}) {
-    absl::Status status = CheckpointWal((std::filesystem::path(data_dir_) / file).string());
+  const std::filesystem::path dir(data_dir_);
+  for (const std::string& file :
+       {(dir / kDirectoryFile).string(), store_path_, (dir / kPlansFile).string(),
+        (dir / kAttachmentsFile).string()}) {
+    absl::Status status = CheckpointWal(file);
     if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
   }
 }

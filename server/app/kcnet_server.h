@@ -54,6 +54,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   // Holds directory.db and kcnet.db; created when missing. Required.
   std::string data_dir;
+  // Where the synced records live (server/app/store_spec.h): empty (sqlite in data_dir),
+  // "sqlite:DIR" or "postgres:CONNINFO".
+  std::string store;
   std::string log_format = "text";  // "text" or "json"
   // TLS: both PEM files, or neither (plaintext).
   std::string tls_cert_file, tls_key_file;
@@ -143,6 +146,7 @@ class KcnetServer {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ConnectBridge> bridge_;  // forwards to server_: stops first
   std::string data_dir_;
+  std::string store_path_;  // the SQLite record store's file
   std::string host_;
   int port_ = 0;
   bool insecure_ = false;

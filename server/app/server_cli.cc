@@ -21,6 +21,9 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "HOST:PORT to listen on (port 0: pick a free port)");
 ABSL_FLAG(std::string, data_dir, "", "Directory of directory.db and kcnet.db (required)");
+ABSL_FLAG(std::string, store, "",
+          "Where the synced records live: sqlite:DIR or postgres:CONNINFO (default: "
+          "sqlite in --data_dir)");
 ABSL_FLAG(std::string, log_format, "text", "Log lines on stderr: text or json");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
@@ -47,10 +50,13 @@ namespace kcnet::server {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: kcnet-server --data_dir=DIR [--listen=HOST:PORT] [--log_format=text|json]\n"
+    "usage: kcnet-server --data_dir=DIR [--store=sqlite:DIR|postgres:CONNINFO]\n"
+    "                    [--listen=HOST:PORT] [--log_format=text|json]\n"
     "                    [--tls_cert=PEM --tls_key=PEM | --insecure] [--reflection=false]\n"
     "                    [--storage_threads=N] [--http_listen=HOST:PORT [--console_dir=DIR]]\n"
     "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
+    "  --store            where the synced records live: sqlite:DIR (DIR/kcnet.db) or\n"
+    "                     postgres:CONNINFO; default sqlite in --data_dir\n"
     "  --listen           HOST:PORT to listen on, default 127.0.0.1:50051 (port 0: any)\n"
     "  --log_format       text (default) or json: one line per RPC on stderr\n"
     "  --tls_cert/key     serve TLS with this PEM certificate chain and private key;\n"
@@ -89,7 +95,8 @@ constexpr const char* kFlagNames[] = {"listen",
                                       "attachment_user_quota_bytes",
                                       "attachment_province_quota_bytes",
                                       "blob_gc_interval",
-                                      "blob_gc_grace"};
+                                      "blob_gc_grace",
+                                      "store"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 
@@ -164,6 +171,7 @@ int RunServerCli(int argc, char** argv) {
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.store = absl::GetFlag(FLAGS_store);
   options.log_format = absl::GetFlag(FLAGS_log_format);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);

@@ -516,5 +516,32 @@ TEST(KcnetServerTest, StartRefusesBadOptions) {
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
 }
 
+// --store: the records where it says, bad specs refused naming the option, and nothing
+// created for a refused spec.
+TEST(KcnetServerTest, StoreOptionPlacesTheRecordStore) {
+  kcnet::testing::TempDir dir;
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.data_dir = dir.File("data");
+  options.store = "sqlite:" + dir.File("records");
+  {
+    auto server = KcnetServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    (*server)->Shutdown(absl::Seconds(1));
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir.File("records") + "/kcnet.db"));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("data") + "/kcnet.db"));
+  EXPECT_TRUE(std::filesystem::exists(dir.File("data") + "/directory.db"));
+
+  for (const char* bad : {"mysql:x", "sqlite:", "postgres:", "nonsense"}) {
+    options.store = bad;
+    options.data_dir = dir.File("never");
+    absl::Status status = KcnetServer::Start(options).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad << ": " << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("store")) << bad;
+    EXPECT_FALSE(std::filesystem::exists(dir.File("never"))) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace kcnet::server

@@ -1,0 +1,227 @@
+// pg: the PostgreSQL op log (server/pgstore) against the SQLite record store, in one run.
+//
+// What it measures and how (docs/POSTGRES.md, "Measured"):
+//  - PostgreSQL: KCNET_PG_CONNINFO when set, else a private server this program starts
+//    (tests/testing/pg_instance.h: initdb in a temp dir, fsync on, synchronous_commit on).
+//  - pg_ingest: 50 devices (threads), each pushing batches of 100 new records, one batch
+//    in flight at a time, for 10 s, into (a) PgOpLog::Append with group commit and libpq
+//    pipelines, (b) the same without pipelines, (c) SQLite's ServerStore::Apply (durable,
+//    group commit). Records are the sync core's test type (7 fields), in 15 buckets.
+//    The op log appends each record as one op: it does NOT run the merge (per-field
+//    last-writer-wins, conflicts, checksums) that ServerStore::Apply runs, because the
+//    PostgreSQL record store on top of the op log is not written yet. The ratio is
+//    therefore an upper bound of what the full PostgreSQL store will reach.
+//  - pg_initial_sync: one bucket of 50,000 records read from the start in pages of 1,000:
+//    PgOpLog::ReadSince against ServerStore::ChangesSince (same caveat: the op log hands
+//    back stored bytes; the SQLite store builds each change from its columns).
+//
+// Metrics: pg_ingest oplog_mutations_per_s, oplog_no_pipeline_mutations_per_s,
+// sqlite_mutations_per_s, oplog_ratio_vs_sqlite; pg_initial_sync oplog_records_per_s,
+// sqlite_records_per_s, oplog_ratio_vs_sqlite.
+//
+// Usage: pg_bench [devices] [seconds] [batch]   (default 50 10 100)
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
+#include "server/pgstore/pg_op_log.h"
+#include "sync/hlc.h"
+#include "sync/server_store.h"
+#include "tests/testing/pg_instance.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::bench {
+namespace {
+
+constexpr int kBuckets = 15;
+constexpr int kSyncRecords = 50000;
+
+[[noreturn]] void Fail(const std::string& what) {
+  std::cerr << "pg_bench: " << what << "\n";
+  std::exit(1);
+}
+
+template <typename T>
+T Must(absl::StatusOr<T> value, const std::string& what) {
+  if (!value.ok()) Fail(absl::StrCat(what, ": ", value.status().ToString()));
+  return std::move(*value);
+}
+
+v1::RecordChange Record(std::mt19937_64& rng, int64_t bucket, uint64_t hlc) {
+  v1::RecordChange c = testing::Change(1, RandomUuidBytes(rng),
+                                       {{2, testing::IntValue(bucket)},
+                                        {3, testing::IntValue(static_cast<int64_t>(rng() % 1000))},
+                                        {4, testing::DoubleValue(21.02)},
+                                        {5, testing::StringValue("Cơ sở cần hỗ trợ máy sấy")}});
+  c.set_hlc(hlc);
+  return c;
+}
+
+// Runs `push(device, rng)` (one batch, returns the records applied) on `devices` threads
+// for `seconds`; returns records per second.
+template <typename Push>
+double Ingest(int devices, int seconds, Push push) {
+  std::atomic<bool> running{true};
+  std::atomic<int64_t> applied{0};
+  std::vector<std::thread> threads;
+  Timer timer;
+  for (int d = 0; d < devices; ++d) {
+    threads.emplace_back([&, d] {
+      std::mt19937_64 rng(static_cast<uint64_t>(d) + 1);
+      while (running.load()) applied.fetch_add(push(d, rng));
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  running = false;
+  for (std::thread& t : threads) t.join();
+  return static_cast<double>(applied.load()) / timer.Seconds();
+}
+
+}  // namespace
+}  // namespace kcnet::bench
+
+int main(int argc, char** argv) {
+  using namespace kcnet::bench;  // NOLINT
+  namespace pgstore = kcnet::pgstore;
+  namespace sync = kcnet::sync;
+  namespace v1 = kcnet::v1;
+  const int devices = argc > 1 ? std::atoi(argv[1]) : 50;
+  const int seconds = argc > 2 ? std::atoi(argv[2]) : 10;
+  const int batch = argc > 3 ? std::atoi(argv[3]) : 100;
+  if (devices <= 0 || devices > 500 || seconds <= 0 || seconds > 120 || batch <= 0 ||
+      batch > 1000) {
+    Fail("usage: pg_bench [devices<=500] [seconds<=120] [batch<=1000]");
+  }
+
+  std::unique_ptr<kcnet::testing::PgInstance> pg;
+  std::string conninfo = std::getenv("KCNET_PG_CONNINFO") ? std::getenv("KCNET_PG_CONNINFO") : "";
+  if (conninfo.empty()) {
+    pg = Must(kcnet::testing::PgInstance::Start(), "starting PostgreSQL");
+    conninfo = pg->conninfo();
+  }
+  const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-pg";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const sync::Schema schema = kcnet::testing::TestSchema();
+  sync::HybridClock clock(sync::SystemClock());
+
+  // --- ingest ---
+  auto oplog_ingest = [&](bool pipeline) {
+    pgstore::PgOpLogOptions options;
+    options.pipeline = pipeline;
+    options.reader_connections = 1;
+    auto log = Must(pgstore::PgOpLog::Open(conninfo, options), "PgOpLog::Open");
+    std::vector<std::atomic<uint64_t>> seqs(static_cast<size_t>(devices));
+    const std::string prefix = pipeline ? "p" : "s";
+    return Ingest(devices, seconds, [&](int d, std::mt19937_64& rng) -> int64_t {
+      pgstore::PgPush push;
+      push.device_id = absl::StrCat(prefix, "-tablet-", d);
+      push.seq = ++seqs[static_cast<size_t>(d)];
+      for (int i = 0; i < batch; ++i) {
+        const int64_t bucket = 1 + static_cast<int64_t>(rng() % kBuckets);
+        v1::RecordChange c = Record(rng, bucket, clock.Now());
+        push.ops.push_back({bucket, c.type(), c.id(), c.SerializeAsString()});
+      }
+      auto result = Must(log->Append(push), "PgOpLog::Append");
+      return static_cast<int64_t>(result.ops.size());
+    });
+  };
+  const double oplog = oplog_ingest(true);
+  const double oplog_sequential = oplog_ingest(false);
+
+  auto store = Must(sync::ServerStore::Open(dir + "/kcnet.db", &schema), "ServerStore::Open");
+  std::vector<std::atomic<uint64_t>> seqs(static_cast<size_t>(devices));
+  const double sqlite = Ingest(devices, seconds, [&](int d, std::mt19937_64& rng) -> int64_t {
+    const std::string device = absl::StrCat("tablet-", d);
+    const sync::Writer writer{device, sync::NodeIdFor(device)};
+    v1::MutationBatch mutations;
+    for (int i = 0; i < batch; ++i) {
+      v1::Mutation* m = mutations.add_mutations();
+      m->set_seq(++seqs[static_cast<size_t>(d)]);
+      *m->add_changes() = Record(rng, 1 + static_cast<int64_t>(rng() % kBuckets), clock.Now());
+    }
+    auto ack = Must(store->Apply(writer, mutations), "ServerStore::Apply");
+    int64_t applied = 0;
+    for (const v1::MutationResult& r : ack.results()) {
+      if (r.outcome() == v1::MUTATION_OUTCOME_APPLIED) ++applied;
+    }
+    return applied;
+  });
+  Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
+  Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
+  Emit("pg_ingest", "sqlite_mutations_per_s", sqlite, "mutations/s");
+  Emit("pg_ingest", "oplog_ratio_vs_sqlite", oplog / sqlite, "ratio");
+
+  // --- initial sync: one bucket of kSyncRecords, read from the start ---
+  constexpr int64_t kSyncBucket = 1000;
+  std::mt19937_64 rng(0x5eed5eed);  // not a device's seed (1..devices): new ids
+  {
+    auto log = Must(pgstore::PgOpLog::Open(conninfo), "PgOpLog::Open");
+    const sync::Writer loader{"loader", sync::NodeIdFor("loader")};
+    uint64_t seq = 0;
+    for (int done = 0; done < kSyncRecords; done += 1000) {
+      pgstore::PgPush push;
+      v1::MutationBatch mutations;
+      for (int i = 0; i < 1000; ++i) {
+        v1::RecordChange c = Record(rng, kSyncBucket, clock.Now());
+        push.ops.push_back({kSyncBucket, c.type(), c.id(), c.SerializeAsString()});
+        v1::Mutation* m = mutations.add_mutations();
+        m->set_seq(++seq);
+        *m->add_changes() = c;
+      }
+      Must(log->Append(push), "load PgOpLog");
+      v1::PushAck ack = Must(store->Apply(loader, mutations), "load ServerStore");
+      for (const v1::MutationResult& r : ack.results()) {
+        if (r.outcome() != v1::MUTATION_OUTCOME_APPLIED) {
+          Fail(absl::StrCat("loading: mutation ", r.seq(), " answered ",
+                            v1::MutationOutcome_Name(r.outcome()), ": ", r.reason()));
+        }
+      }
+    }
+    Timer pg_timer;
+    int64_t read = 0;
+    uint64_t cursor = 0;
+    while (true) {
+      auto ops = Must(log->ReadSince(kSyncBucket, cursor, 1000), "ReadSince");
+      if (ops.empty()) break;
+      for (const pgstore::PgStoredOp& op : ops) {
+        v1::RecordChange change;
+        if (!change.ParseFromString(op.body)) Fail("a stored op does not parse");
+        ++read;
+      }
+      cursor = ops.back().op;
+    }
+    const double pg_rate = static_cast<double>(read) / pg_timer.Seconds();
+
+    Timer sqlite_timer;
+    int64_t sqlite_read = 0;
+    v1::BucketCursor start;
+    start.set_bucket(kSyncBucket);
+    std::vector<v1::BucketCursor> cursors = {start};
+    while (true) {
+      v1::ChangeBatch page = Must(store->ChangesSince(cursors), "ChangesSince");
+      sqlite_read += page.changes_size();
+      if (page.changes_size() == 0 || page.cursors_size() == 0) break;
+      cursors.assign(page.cursors().begin(), page.cursors().end());
+      if (page.checkpoints_size() > 0) break;  // the bucket is complete
+    }
+    const double sqlite_rate = static_cast<double>(sqlite_read) / sqlite_timer.Seconds();
+    if (read != kSyncRecords || sqlite_read != kSyncRecords) {
+      Fail(absl::StrCat("initial sync read ", read, " (op log) and ", sqlite_read, " (SQLite) of ",
+                        kSyncRecords));
+    }
+    Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
+    Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");
+    Emit("pg_initial_sync", "oplog_ratio_vs_sqlite", pg_rate / sqlite_rate, "ratio");
+  }
+  store.reset();
+  std::filesystem::remove_all(dir);
+  return 0;
+}

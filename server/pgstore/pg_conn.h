@@ -1,0 +1,113 @@
+// A thin RAII layer over libpq: one connection (PgConn), its results (PgResult), and
+// pipelines of statements (PgConn::Pipeline). libpq errors become absl::Status here and
+// nowhere else: UNAVAILABLE when the connection is lost (the caller reconnects),
+// ABORTED for a serialization failure or deadlock (the caller retries), INTERNAL else.
+//
+// Parameters are sent as text, or as binary bytes for bytea (PgParam::Bytes); results
+// come back as text (bytea columns through PgResult::GetBytes).
+//
+// Thread-safety: a PgConn belongs to one thread at a time (the caller serialises access).
+#ifndef KCNET_SERVER_PGSTORE_PG_CONN_H_
+#define KCNET_SERVER_PGSTORE_PG_CONN_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+struct pg_conn;
+struct pg_result;
+
+namespace kcnet::pgstore {
+
+struct PgParam {
+  static PgParam Text(std::string value) { return {std::move(value), false, false}; }
+  static PgParam Int(int64_t value) { return {std::to_string(value), false, false}; }
+  static PgParam Bytes(std::string value) { return {std::move(value), true, false}; }
+  static PgParam Null() { return {"", false, true}; }
+  std::string value;
+  bool binary = false;
+  bool null = false;
+};
+
+class PgResult {
+ public:
+  PgResult() = default;
+  explicit PgResult(pg_result* res) : res_(res) {}
+  ~PgResult();
+  PgResult(PgResult&& other) noexcept : res_(other.res_) { other.res_ = nullptr; }
+  PgResult& operator=(PgResult&& other) noexcept;
+  PgResult(const PgResult&) = delete;
+  PgResult& operator=(const PgResult&) = delete;
+
+  int rows() const;
+  bool IsNull(int row, int col) const;
+  absl::string_view Get(int row, int col) const;
+  int64_t GetInt(int row, int col) const;        // 0 for NULL
+  std::string GetBytes(int row, int col) const;  // a bytea column, unescaped
+  // Results of QueryBinary(): an integer column (int2, int4, int8) and raw bytes (bytea).
+  int64_t GetBinaryInt(int row, int col) const;
+
+ private:
+  friend class PgConn;
+  pg_result* res_ = nullptr;
+};
+
+class PgConn {
+ public:
+  // Connects (blocking). UNAVAILABLE with libpq's message when it cannot.
+  static absl::StatusOr<std::unique_ptr<PgConn>> Connect(const std::string& conninfo);
+  ~PgConn();
+  PgConn(const PgConn&) = delete;
+  PgConn& operator=(const PgConn&) = delete;
+
+  // One or more statements without parameters (simple query protocol).
+  absl::Status Exec(absl::string_view sql);
+  // One statement with parameters ($1, $2...), unnamed (works behind PgBouncer).
+  absl::StatusOr<PgResult> Query(const std::string& sql, const std::vector<PgParam>& params = {});
+  // The same with results in binary format: bytea columns as raw bytes (Get), integers
+  // through GetBinaryInt; half the bytes of hex text, and nothing to unescape.
+  absl::StatusOr<PgResult> QueryBinary(const std::string& sql,
+                                       const std::vector<PgParam>& params = {});
+
+  // Statements sent in libpq pipeline mode: Add() queues, Run() sends them all, waits for
+  // every result and returns them in order; the first failure fails the whole pipeline
+  // (inside a transaction, the transaction is then aborted).
+  class Pipeline {
+   public:
+    void Add(std::string sql, std::vector<PgParam> params) {
+      items_.push_back({std::move(sql), std::move(params)});
+    }
+    size_t size() const { return items_.size(); }
+
+   private:
+    friend class PgConn;
+    struct Item {
+      std::string sql;
+      std::vector<PgParam> params;
+    };
+    std::vector<Item> items_;
+  };
+  absl::StatusOr<std::vector<PgResult>> Run(const Pipeline& pipeline);
+  // The same statements one after the other (no pipeline): for measuring what it pays.
+  absl::StatusOr<std::vector<PgResult>> RunSequentially(const Pipeline& pipeline);
+
+  // True while the connection is up.
+  bool ok() const;
+  pg_conn* raw() { return conn_; }
+  // The socket, for waiting on notifications.
+  int socket() const;
+
+ private:
+  explicit PgConn(pg_conn* conn) : conn_(conn) {}
+  absl::Status StatusOf(pg_result* res, absl::string_view context) const;
+  pg_conn* conn_;
+};
+
+}  // namespace kcnet::pgstore
+
+#endif  // KCNET_SERVER_PGSTORE_PG_CONN_H_

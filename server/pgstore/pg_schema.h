@@ -1,0 +1,60 @@
+// The PostgreSQL store's schema and its versioned migrations.
+//
+// Migrations are an ordered list of SQL steps (step i takes version i to i+1), recorded
+// in kcnet_schema(version). Migrate() runs the missing steps in one transaction under an
+// advisory lock, so that instances starting together on one database migrate it once; a
+// database whose version is above the list's length was written by a newer kcnet and is
+// refused (FAILED_PRECONDITION), as the SQLite store refuses a newer file.
+//
+// Tables (version 1):
+//   kcnet_meta(key, value)                 store-wide values (incarnation, ...)
+//   kcnet_bucket_head(bucket, province, last_op)
+//                                          one row per bucket: the lock every writer of
+//                                          the bucket takes, sorted, before drawing op ids,
+//                                          and the bucket's checkpoint
+//   kcnet_ops(province, bucket, op, type, id, body)
+//                                          the op log, PARTITION BY LIST (province): one
+//                                          partition per province (kcnet_ops_p<N>), created
+//                                          on the province's first write
+//   kcnet_devices(device_id, last_seq)     exactly-once: the last sequence applied
+//   kcnet_refusals(device_id, seq, result) refusals remembered for a replayed push
+// The op ids come from the sequence kcnet_op_seq.
+//
+// Thread-safety: functions only; the caller owns the connection.
+#ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
+#define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
+
+#include <cstdint>
+#include <iterator>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/pgstore/pg_conn.h"
+
+namespace kcnet::pgstore {
+
+inline constexpr const char* kPgMigrations[] = {
+    // 0 -> 1
+    "CREATE TABLE kcnet_meta(key text PRIMARY KEY, value bigint NOT NULL);"
+    "CREATE SEQUENCE kcnet_op_seq;"
+    "CREATE TABLE kcnet_bucket_head(bucket bigint PRIMARY KEY, province integer NOT NULL,"
+    "  last_op bigint NOT NULL DEFAULT 0);"
+    "CREATE TABLE kcnet_ops(province integer NOT NULL, bucket bigint NOT NULL,"
+    "  op bigint NOT NULL, type integer NOT NULL, id bytea NOT NULL, body bytea NOT NULL,"
+    "  PRIMARY KEY (province, bucket, op)) PARTITION BY LIST (province);"
+    "CREATE TABLE kcnet_devices(device_id text PRIMARY KEY, last_seq bigint NOT NULL);"
+    "CREATE TABLE kcnet_refusals(device_id text NOT NULL, seq bigint NOT NULL,"
+    "  result bytea NOT NULL, PRIMARY KEY (device_id, seq));",
+};
+inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
+
+// Brings the database to kPgSchemaVersion (see above).
+absl::Status Migrate(PgConn& conn);
+// The database's schema version (0: none yet).
+absl::StatusOr<int> SchemaVersion(PgConn& conn);
+// Creates the op log's partition of `province` when missing (its own transaction).
+absl::Status EnsureProvincePartition(PgConn& conn, int32_t province);
+
+}  // namespace kcnet::pgstore
+
+#endif  // KCNET_SERVER_PGSTORE_PG_SCHEMA_H_

@@ -1,0 +1,60 @@
+// A throwaway PostgreSQL server for tests: its own cluster in a temporary directory,
+// never a pre-existing service.
+//
+// Start() finds the PostgreSQL binaries (initdb, postgres: $KCNET_PG_BIN, then
+// /usr/lib/postgresql/<newest>/bin, then $PATH), runs initdb in a fresh temporary
+// directory (as the unprivileged user "nobody" when the test runs as root, with the
+// directory handed to it), starts `postgres` on 127.0.0.1 and a free port with its socket
+// directory inside the temporary directory and fsync on, waits until it accepts
+// connections and creates the database "kcnet". The destructor stops the server by its
+// pid (fast shutdown, then SIGKILL if it lingers) and removes the directory.
+//
+// When the binaries are absent Start() fails with NOT_FOUND; tests then skip:
+//   auto pg = PgInstance::Start();
+//   if (absl::IsNotFound(pg.status())) GTEST_SKIP() << pg.status();
+//
+// Thread-safety: Start() is thread-safe; an instance's accessors are const and may be
+// called from any thread; destruction must not race with their use.
+#ifndef KCNET_TESTS_TESTING_PG_INSTANCE_H_
+#define KCNET_TESTS_TESTING_PG_INSTANCE_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kcnet::testing {
+
+class PgInstance {
+ public:
+  // Starts a new server (see above). NOT_FOUND: no PostgreSQL binaries on this machine.
+  static absl::StatusOr<std::unique_ptr<PgInstance>> Start();
+
+  ~PgInstance();
+  PgInstance(const PgInstance&) = delete;
+  PgInstance& operator=(const PgInstance&) = delete;
+
+  // A libpq connection string for the database "kcnet" (or `database`).
+  std::string conninfo(const std::string& database = "kcnet") const;
+  // Creates another empty database on this server.
+  absl::Status CreateDatabase(const std::string& name) const;
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& dir() const { return dir_; }
+
+  // Stops the server (fast shutdown) and waits for it; idempotent.
+  absl::Status Stop();
+
+ private:
+  PgInstance() = default;
+  std::string dir_;  // the temporary directory: data/ and the socket
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace kcnet::testing
+
+#endif  // KCNET_TESTS_TESTING_PG_INSTANCE_H_
