@@ -52,6 +52,9 @@ struct ServerStoreOptions {
   // Connections for ChangesSince() and List(), beside the writer's. 0 (and always for
   // ":memory:", which a second connection cannot see) reads on the writer's connection.
   int reader_connections = 2;
+  // Told after every group commit (for metrics): the batches it committed and how long
+  // applying and committing them took. Runs on the committing thread; must be quick.
+  std::function<void(size_t batches, absl::Duration elapsed)> on_group_commit;
 };
 
 // Who a batch comes from. `device_id` empty: a server-side write (a unary API call) with
@@ -203,6 +206,9 @@ class ServerStore : private RecordReader {
   };
   WriteStats write_stats();
   size_t waiting_batches();
+  // Reader connections busy now, and in all (for metrics).
+  int readers_in_use() const { return readers_busy_.load(std::memory_order_relaxed); }
+  int reader_count() const { return static_cast<int>(readers_.size()); }
 
   // Called after every commit that changed records, with the buckets it touched and the
   // new last op, on the committing thread and outside the store's lock. For live sync: the
@@ -307,6 +313,7 @@ class ServerStore : private RecordReader {
   const ServerStoreOptions options_;
   std::vector<std::unique_ptr<Reader>> readers_;  // fixed after Open
   std::atomic<size_t> next_reader_{0};
+  std::atomic<int> readers_busy_{0};
   HybridClock hlc_;
   Incarnation incarnation_;  // set by Open, then constant
   // The group-commit queue; `leader_` is true while a caller applies groups.

@@ -35,6 +35,8 @@
 #include "grpcpp/grpcpp.h"
 #include "server/directory/directory.h"
 #include "server/http/connect_bridge.h"
+#include "server/metrics/metrics_http.h"
+#include "server/metrics/server_metrics.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
@@ -75,8 +77,12 @@ struct ServerOptions {
   std::string http_listen;
   // The console's built files, served by the bridge; empty: the bridge serves calls only.
   std::string console_dir;
-  // Caps of the bridge's server streams (listen, console_dir, TLS and logger are filled in).
+  // Caps of the bridge's server streams (listen, console_dir, TLS and logger are filled in)
+  // and the proxies whose X-Forwarded-For it believes (http.trusted_proxies).
   ConnectBridgeOptions http;
+  // Prometheus metrics at http://HOST:PORT/metrics (server/metrics, docs/DEPLOY.md); empty
+  // (the default): not served (they are still counted, see KcnetServer::metrics()).
+  std::string metrics_listen;
 };
 
 class KcnetServer {
@@ -100,6 +106,11 @@ class KcnetServer {
   bool insecure() const { return insecure_; }
   // The HTTP bridge's port; 0 without --http_listen.
   int http_port() const { return bridge_ == nullptr ? 0 : bridge_->port(); }
+  // The metrics port; 0 without --metrics_listen.
+  int metrics_port() const { return metrics_http_ == nullptr ? 0 : metrics_http_->port(); }
+  // Every metric the server keeps; ObserveFanoutLag() is the hook for live fan-out
+  // between instances.
+  metrics::ServerMetrics* metrics() { return metrics_.get(); }
 
   Directory* directory() { return directory_.get(); }
   sync::ServerStore* store() { return store_.get(); }
@@ -121,6 +132,7 @@ class KcnetServer {
 
   // Declared in construction order; destroyed in reverse (the gRPC server first).
   std::unique_ptr<Logger> logger_;
+  std::unique_ptr<metrics::ServerMetrics> metrics_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<sync::ServerStore> store_;
   std::unique_ptr<PlanStore> plans_;
@@ -133,6 +145,8 @@ class KcnetServer {
   std::unique_ptr<SyncServiceImpl> sync_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ConnectBridge> bridge_;  // forwards to server_: stops first
+  // Reads the services and the store at each scrape: stops before anything else.
+  std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
   std::string data_dir_;
   std::string host_;
   int port_ = 0;

@@ -14,6 +14,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "absl/time/time.h"
 #include "server/app/kcnet_server.h"
 
@@ -29,6 +32,10 @@ ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection (grpcurl needs n
 ABSL_FLAG(std::string, http_listen, "",
           "HOST:PORT of the console's HTTP bridge (Connect + static files); empty: off");
 ABSL_FLAG(std::string, console_dir, "", "The console's built files, served by the HTTP bridge");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT serving Prometheus metrics at /metrics; empty: off");
+ABSL_FLAG(std::string, trusted_proxies, "",
+          "Comma-separated IP addresses of proxies (nginx) whose X-Forwarded-For is believed");
 
 namespace kcnet::server {
 namespace {
@@ -37,6 +44,7 @@ constexpr char kUsage[] =
     "usage: kcnet-server --data_dir=DIR [--listen=HOST:PORT] [--log_format=text|json]\n"
     "                    [--tls_cert=PEM --tls_key=PEM | --insecure] [--reflection=false]\n"
     "                    [--storage_threads=N] [--http_listen=HOST:PORT [--console_dir=DIR]]\n"
+    "                    [--metrics_listen=HOST:PORT] [--trusted_proxies=IP,...]\n"
     "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
     "  --listen           HOST:PORT to listen on, default 127.0.0.1:50051 (port 0: any)\n"
     "  --log_format       text (default) or json: one line per RPC on stderr\n"
@@ -50,12 +58,18 @@ constexpr char kUsage[] =
     "                     the same services, sign-in cookie); off by default; TLS with\n"
     "                     --tls_cert/--tls_key, plain HTTP off loopback only with --insecure\n"
     "  --console_dir      the console's built files, served by the HTTP bridge\n"
+    "  --metrics_listen   HOST:PORT serving Prometheus metrics at /metrics (plain HTTP;\n"
+    "                     keep it on loopback or a monitoring network); off by default\n"
+    "  --trusted_proxies  IP addresses of the proxies in front (nginx), comma-separated:\n"
+    "                     the HTTP bridge believes their X-Forwarded-For, so sign-in\n"
+    "                     limits count per real client; empty: the header is ignored\n"
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
 constexpr const char* kFlagNames[] = {"listen",      "data_dir",        "log_format", "tls_cert",
                                       "tls_key",     "storage_threads", "insecure",   "reflection",
-                                      "http_listen", "console_dir"};
+                                      "http_listen", "console_dir",     "metrics_listen",
+                                      "trusted_proxies"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 
@@ -138,6 +152,11 @@ int RunServerCli(int argc, char** argv) {
   options.reflection = absl::GetFlag(FLAGS_reflection);
   options.http_listen = absl::GetFlag(FLAGS_http_listen);
   options.console_dir = absl::GetFlag(FLAGS_console_dir);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  for (absl::string_view proxy :
+       absl::StrSplit(absl::GetFlag(FLAGS_trusted_proxies), ',', absl::SkipWhitespace())) {
+    options.http.trusted_proxies.emplace_back(absl::StripAsciiWhitespace(proxy));
+  }
   if (options.data_dir.empty()) {
     PrintError("--data_dir is required (see --help)");
     return 2;
@@ -162,6 +181,11 @@ int RunServerCli(int argc, char** argv) {
     const std::string& http = options.http_listen;
     std::printf("console on %s://%s:%d/\n", options.tls_cert_file.empty() ? "http" : "https",
                 http.substr(0, http.rfind(':')).c_str(), (*server)->http_port());
+  }
+  if ((*server)->metrics_port() != 0) {
+    const std::string& listen = options.metrics_listen;
+    std::printf("metrics on http://%s:%d/metrics\n", listen.substr(0, listen.rfind(':')).c_str(),
+                (*server)->metrics_port());
   }
   std::fflush(stdout);
 
