@@ -12,6 +12,9 @@ PACKAGES=(
   # Report exports (XLSX) and the test that reads them back with LibreOffice headless.
   libxlsxwriter-dev libreoffice-calc-nogui
   chromium  # the console's browser tests (console/tests, ctest label browser)
+  # nginx in front (deploy/nginx/kcnet.conf, tests/deploy/nginx_test) and promtool, which
+  # lints the /metrics scrape (tests/server/metrics/metrics_test).
+  nginx-light prometheus
 )
 
 missing=()
