@@ -184,6 +184,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
   runner_options.sign_in = options.sign_in;
+  runner_options.sign_in.trusted_proxies = options.trusted_proxies;
   runner_options.logger = server->logger_.get();
   absl::StatusOr<std::unique_ptr<StorageRpcRunner>> runner =
       StorageRpcRunner::Create(server->directory_.get(), runner_options);
@@ -275,6 +276,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     http.tls_cert_file = options.tls_cert_file;
     http.tls_key_file = options.tls_key_file;
     http.logger = server->logger_.get();
+    http.trusted_proxies = options.trusted_proxies;
     http.on_request = [server_metrics](const std::string& method, const std::string& path,
                                        int status) {
       server_metrics->CountHttpRequest(method, path, status);

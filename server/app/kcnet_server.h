@@ -77,9 +77,13 @@ struct ServerOptions {
   std::string http_listen;
   // The console's built files, served by the bridge; empty: the bridge serves calls only.
   std::string console_dir;
-  // Caps of the bridge's server streams (listen, console_dir, TLS and logger are filled in)
-  // and the proxies whose X-Forwarded-For it believes (http.trusted_proxies).
+  // Caps of the bridge's server streams (listen, console_dir, TLS, logger and
+  // trusted_proxies are filled in).
   ConnectBridgeOptions http;
+  // The proxies in front (nginx: deploy/nginx/kcnet.conf), by exact IP address as the
+  // server sees them: their X-Forwarded-For (HTTP bridge) and x-forwarded-for (gRPC) name
+  // the client whose sign-in limits count. Empty: the headers are ignored.
+  std::vector<std::string> trusted_proxies;
   // Prometheus metrics at http://HOST:PORT/metrics (server/metrics, docs/DEPLOY.md); empty
   // (the default): not served (they are still counted, see KcnetServer::metrics()).
   std::string metrics_listen;

@@ -61,8 +61,8 @@ constexpr char kUsage[] =
     "  --metrics_listen   HOST:PORT serving Prometheus metrics at /metrics (plain HTTP;\n"
     "                     keep it on loopback or a monitoring network); off by default\n"
     "  --trusted_proxies  IP addresses of the proxies in front (nginx), comma-separated:\n"
-    "                     the HTTP bridge believes their X-Forwarded-For, so sign-in\n"
-    "                     limits count per real client; empty: the header is ignored\n"
+    "                     their X-Forwarded-For is believed (gRPC and the HTTP bridge),\n"
+    "                     so sign-in limits count per real client; empty: it is ignored\n"
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
@@ -155,7 +155,7 @@ int RunServerCli(int argc, char** argv) {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   for (absl::string_view proxy :
        absl::StrSplit(absl::GetFlag(FLAGS_trusted_proxies), ',', absl::SkipWhitespace())) {
-    options.http.trusted_proxies.emplace_back(absl::StripAsciiWhitespace(proxy));
+    options.trusted_proxies.emplace_back(absl::StripAsciiWhitespace(proxy));
   }
   if (options.data_dir.empty()) {
     PrintError("--data_dir is required (see --help)");

@@ -253,14 +253,6 @@ grpc::Status CheckSameOrigin(const httplib::Request& request) {
   return grpc::Status::OK;
 }
 
-bool LooksLikeIpAddress(absl::string_view text) {
-  if (text.empty() || text.size() > 45) return false;
-  for (const char c : text) {
-    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) && c != '.' && c != ':') return false;
-  }
-  return true;
-}
-
 // Names the browser's address to the services (their sign-in limits count per address);
 // behind a trusted proxy, the address the proxy says it forwards for.
 void AddForwardedPeer(const httplib::Request& request,
@@ -365,24 +357,6 @@ bool SplitHostPort(const std::string& listen, std::string* host, int* port) {
 }
 
 }  // namespace
-
-std::string ForwardedClientAddress(const std::string& peer, absl::string_view forwarded_for,
-                                   const std::vector<std::string>& trusted_proxies) {
-  auto trusted = [&](absl::string_view address) {
-    return std::find(trusted_proxies.begin(), trusted_proxies.end(), address) !=
-           trusted_proxies.end();
-  };
-  if (!trusted(peer)) return peer;
-  std::string client = peer;
-  const std::vector<absl::string_view> hops = absl::StrSplit(forwarded_for, ',');
-  for (auto hop = hops.rbegin(); hop != hops.rend(); ++hop) {
-    const absl::string_view address = absl::StripAsciiWhitespace(*hop);
-    if (!LooksLikeIpAddress(address)) break;
-    client = std::string(address);
-    if (!trusted(address)) break;
-  }
-  return client;
-}
 
 // ---------------------------------------------------------------------------------------
 // A server stream, driven by httplib's chunked content provider: one message per call.

@@ -69,7 +69,8 @@ struct ConnectBridgeOptions {
   absl::Duration default_unary_deadline = absl::Seconds(60);
   // Proxies in front (nginx: deploy/nginx/kcnet.conf) whose X-Forwarded-For is believed:
   // their exact IP addresses as the bridge sees them ("127.0.0.1"). Empty: the header is
-  // ignored and the connection's address is the client's. See ForwardedClientAddress().
+  // ignored and the connection's address is the client's. See ForwardedClientAddress()
+  // (server/rpc/storage_rpc_runner.h). KcnetServer fills it from ServerOptions.
   std::vector<std::string> trusted_proxies;
   // Told after every request (for metrics): its method, path and HTTP status. Null: none.
   std::function<void(const std::string& method, const std::string& path, int status)> on_request;
@@ -77,14 +78,6 @@ struct ConnectBridgeOptions {
   Logger* logger = nullptr;
 };
 
-// The client's address for per-address limits: `peer` (the connection's address) unless
-// it is one of `trusted_proxies`; then the rightmost address of `forwarded_for` (the
-// X-Forwarded-For header, "client, proxy1, proxy2") that is not a trusted proxy, walking
-// leftwards past trusted ones. A client can only prepend to the header, never replace what
-// the trusted proxy appended. Anything that is not an IP address ends the walk (the last
-// trusted address is kept).
-std::string ForwardedClientAddress(const std::string& peer, absl::string_view forwarded_for,
-                                   const std::vector<std::string>& trusted_proxies);
 
 class ConnectBridge {
  public:

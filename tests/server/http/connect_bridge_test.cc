@@ -441,7 +441,7 @@ TEST_F(ConnectBridgeTest, ForwardedForCountsSignInLimitsPerRealClientBehindATrus
   Start([](ServerOptions& options) {
     options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
     options.sign_in.per_user = {};
-    options.http.trusted_proxies = {"127.0.0.1"};
+    options.trusted_proxies = {"127.0.0.1"};
   });
   auto sign_in = [&](const std::string& forwarded_for) {
     httplib::Headers headers = BrowserHeaders();
@@ -459,6 +459,38 @@ TEST_F(ConnectBridgeTest, ForwardedForCountsSignInLimitsPerRealClientBehindATrus
   // by naming a trusted proxy after it.
   EXPECT_EQ(sign_in("203.0.113.99, 198.51.100.7"), 429);
   EXPECT_EQ(sign_in("198.51.100.7, 127.0.0.1"), 429);
+}
+
+// The same over gRPC (nginx's grpc_set_header X-Forwarded-For reaches the server as
+// x-forwarded-for metadata): believed from a trusted proxy only.
+TEST_F(ConnectBridgeTest, GrpcSignInLimitsCountPerForwardedClientFromATrustedProxyOnly) {
+  for (const bool trusted : {true, false}) {
+    SCOPED_TRACE(trusted ? "127.0.0.1 trusted" : "no trusted proxy");
+    server_.reset();
+    Start([trusted](ServerOptions& options) {
+      options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
+      options.sign_in.per_user = {};
+      if (trusted) options.trusted_proxies = {"127.0.0.1"};
+    });
+    auto channel = grpc::CreateChannel(server_->server().address(),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = AuthService::NewStub(channel);
+    auto sign_in = [&](const std::string& forwarded_for) {
+      grpc::ClientContext context;
+      context.AddMetadata("x-forwarded-for", forwarded_for);
+      LoginRequest request;
+      request.set_username("coord1");
+      request.set_password("wrong");
+      LoginResponse response;
+      return stub->Login(&context, request, &response).error_code();
+    };
+    EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    // Another client behind the proxy: its own limit, only if the proxy is trusted.
+    EXPECT_EQ(sign_in("198.51.100.8"), trusted ? grpc::StatusCode::UNAUTHENTICATED
+                                               : grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
 }
 
 TEST_F(ConnectBridgeTest, ForwardedForIsIgnoredWithoutTrustedProxies) {
