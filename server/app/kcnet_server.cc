@@ -317,9 +317,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
         metrics::MetricsHttpServer::Start(options.metrics_listen, &server_metrics->registry());
     if (!metrics_http.ok()) return metrics_http.status();
     server->metrics_http_ = *std::move(metrics_http);
-    server->logger_->Info(absl::StrCat("metrics on http://", options.metrics_listen.substr(
-                                           0, options.metrics_listen.rfind(':')),
-                                       ":", server->metrics_http_->port(), "/metrics"));
+    server->logger_->Info(absl::StrCat(
+        "metrics on http://", options.metrics_listen.substr(0, options.metrics_listen.rfind(':')),
+        ":", server->metrics_http_->port(), "/metrics"));
   }
   return server;
 }

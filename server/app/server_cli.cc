@@ -11,12 +11,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "absl/time/time.h"
 #include "server/app/kcnet_server.h"
 
@@ -66,10 +66,9 @@ constexpr char kUsage[] =
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
-constexpr const char* kFlagNames[] = {"listen",      "data_dir",        "log_format", "tls_cert",
-                                      "tls_key",     "storage_threads", "insecure",   "reflection",
-                                      "http_listen", "console_dir",     "metrics_listen",
-                                      "trusted_proxies"};
+constexpr const char* kFlagNames[] = {
+    "listen",   "data_dir",   "log_format",  "tls_cert",    "tls_key",        "storage_threads",
+    "insecure", "reflection", "http_listen", "console_dir", "metrics_listen", "trusted_proxies"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 

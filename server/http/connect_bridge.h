@@ -78,7 +78,6 @@ struct ConnectBridgeOptions {
   Logger* logger = nullptr;
 };
 
-
 class ConnectBridge {
  public:
   // Binds `listen` and starts serving. INVALID_ARGUMENT naming the option (listen, only

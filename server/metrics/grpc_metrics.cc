@@ -7,10 +7,10 @@ namespace kcnet::server::metrics {
 namespace {
 
 constexpr std::array<absl::string_view, 17> kCodeNames = {
-    "OK",          "Canceled",          "Unknown",           "InvalidArgument", "DeadlineExceeded",
-    "NotFound",    "AlreadyExists",     "PermissionDenied",  "ResourceExhausted",
-    "FailedPrecondition", "Aborted",    "OutOfRange",        "Unimplemented",   "Internal",
-    "Unavailable", "DataLoss",          "Unauthenticated"};
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated"};
 
 const char* TypeOf(const google::protobuf::MethodDescriptor& method) {
   if (method.client_streaming()) return method.server_streaming() ? "bidi_stream" : "client_stream";
@@ -90,9 +90,9 @@ GrpcServerMetrics::GrpcServerMetrics(Registry* registry, const std::vector<std::
       "grpc_server_handled_total",
       "Total number of RPCs completed on the server, regardless of success or failure.",
       {"grpc_type", "grpc_service", "grpc_method", "grpc_code"});
-  received_ = &registry->AddCounter("grpc_server_msg_received_total",
-                                    "Total number of RPC stream messages received on the server.",
-                                    labels);
+  received_ =
+      &registry->AddCounter("grpc_server_msg_received_total",
+                            "Total number of RPC stream messages received on the server.", labels);
   sent_ = &registry->AddCounter("grpc_server_msg_sent_total",
                                 "Total number of gRPC stream messages sent by the server.", labels);
   handling_ = &registry->AddHistogram(
@@ -100,8 +100,7 @@ GrpcServerMetrics::GrpcServerMetrics(Registry* registry, const std::vector<std::
       "Histogram of response latency (seconds) of gRPC that had been application-level handled "
       "by the server.",
       labels, LatencyBuckets());
-  const google::protobuf::DescriptorPool* pool =
-      google::protobuf::DescriptorPool::generated_pool();
+  const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
   for (const std::string& name : services) {
     const google::protobuf::ServiceDescriptor* service = pool->FindServiceByName(name);
     if (service == nullptr) continue;

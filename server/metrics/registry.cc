@@ -150,8 +150,8 @@ Family<Series>::Family(std::string name, std::string help, MetricType type,
 template <typename Series>
 Series* Family<Series>::WithLabels(const std::vector<std::string>& values) {
   if (values.size() != labels_.size()) {
-    Fail(absl::StrCat(name_, ": ", values.size(), " label values for ", labels_.size(),
-                      " labels (", absl::StrJoin(labels_, ","), ")"));
+    Fail(absl::StrCat(name_, ": ", values.size(), " label values for ", labels_.size(), " labels (",
+                      absl::StrJoin(labels_, ","), ")"));
   }
   absl::MutexLock lock(&mu_);
   std::unique_ptr<Series>& series = series_[values];
@@ -176,13 +176,13 @@ void Family<Series>::Expose(std::string* out) const {
       uint64_t cumulative = 0;
       for (size_t i = 0; i < snapshot.counts.size(); ++i) {
         cumulative += snapshot.counts[i];
-        const std::string le =
-            i < bounds_.size() ? FormatValue(bounds_[i]) : std::string("+Inf");
-        absl::StrAppend(out, name_, "_bucket", LabelSet(labels_, values, absl::StrCat("le=\"", le, "\"")),
-                        " ", cumulative, "\n");
+        const std::string le = i < bounds_.size() ? FormatValue(bounds_[i]) : std::string("+Inf");
+        absl::StrAppend(out, name_, "_bucket",
+                        LabelSet(labels_, values, absl::StrCat("le=\"", le, "\"")), " ", cumulative,
+                        "\n");
       }
-      absl::StrAppend(out, name_, "_sum", LabelSet(labels_, values), " ",
-                      FormatValue(snapshot.sum), "\n");
+      absl::StrAppend(out, name_, "_sum", LabelSet(labels_, values), " ", FormatValue(snapshot.sum),
+                      "\n");
       absl::StrAppend(out, name_, "_count", LabelSet(labels_, values), " ", cumulative, "\n");
     } else {
       absl::StrAppend(out, name_, LabelSet(labels_, values), " ",

@@ -29,21 +29,19 @@ ServerMetrics::ServerMetrics(const std::vector<std::string>& grpc_services)
           .AddCounter("kcnet_sync_download_bytes_total",
                       "Bytes of the download pages sent (the deflated size when deflated).")
           .WithLabels({});
-  group_commit_batches_ =
-      registry_
-          .AddHistogram("kcnet_store_group_commit_batches",
-                        "Batches of mutations committed by one transaction.", {},
-                        {1, 2, 4, 8, 16, 32, 64})
-          .WithLabels({});
+  group_commit_batches_ = registry_
+                              .AddHistogram("kcnet_store_group_commit_batches",
+                                            "Batches of mutations committed by one transaction.",
+                                            {}, {1, 2, 4, 8, 16, 32, 64})
+                              .WithLabels({});
   commit_seconds_ =
       registry_
           .AddHistogram("kcnet_store_commit_seconds",
-                        "Time to apply one group of batches and commit it durably, in seconds.",
-                        {}, LatencyBuckets())
+                        "Time to apply one group of batches and commit it durably, in seconds.", {},
+                        LatencyBuckets())
           .WithLabels({});
-  http_requests_ = &registry_.AddCounter("kcnet_http_requests_total",
-                                         "Requests to the console's HTTP bridge.",
-                                         {"route", "code"});
+  http_requests_ = &registry_.AddCounter(
+      "kcnet_http_requests_total", "Requests to the console's HTTP bridge.", {"route", "code"});
   for (const char* route : {"connect", "sign_in", "sign_out", "static", "other"}) {
     for (int code : {200, 400, 401, 403, 404, 413, 429, 500, 503}) {
       http_series_[{route, code}] = http_requests_->WithLabels({route, absl::StrCat(code)});

@@ -164,7 +164,8 @@ grpc::ServerUnaryReactor* StorageRpcRunner::RunSignIn(grpc::CallbackServerContex
   // The limits are checked here, on gRPC's thread, before anything is queued: a refused
   // sign-in costs a hash-map lookup, never a storage thread.
   const absl::Time now = absl::Now();
-  absl::Status status = per_peer_.Acquire(CallerAddress(*context, trusted_proxies_), now, "sign-in");
+  absl::Status status =
+      per_peer_.Acquire(CallerAddress(*context, trusted_proxies_), now, "sign-in");
   if (status.ok()) {
     // Keyed like the lock-out: at most 64 bytes of what was typed.
     status = per_user_.Acquire(username.substr(0, 64), now, "sign-in");

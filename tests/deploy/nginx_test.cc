@@ -123,10 +123,10 @@ class NginxTest : public ::testing::Test {
       std::vector<absl::string_view> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
       if (words.size() >= 2 && words[0] == "collab1") instance.password = std::string(words[1]);
     }
-    absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start(
-        {KCNET_SERVER_PATH, "--data_dir=" + data, "--listen=127.0.0.1:0",
-         "--http_listen=127.0.0.1:0", "--trusted_proxies=127.0.0.1"},
-        dir_.File(name + ".err"));
+    absl::StatusOr<std::unique_ptr<ChildProcess>> process =
+        ChildProcess::Start({KCNET_SERVER_PATH, "--data_dir=" + data, "--listen=127.0.0.1:0",
+                             "--http_listen=127.0.0.1:0", "--trusted_proxies=127.0.0.1"},
+                            dir_.File(name + ".err"));
     EXPECT_TRUE(process.ok()) << process.status();
     if (!process.ok()) return instance;
     instance.process = *std::move(process);
@@ -153,11 +153,10 @@ class NginxTest : public ::testing::Test {
     const std::string prefix = dir_.File(name);
     std::filesystem::create_directories(prefix + "/logs");
     const int port = FreePort();
-    std::vector<std::string> render = {"/bin/bash",          KCNET_RENDER_NGINX,
-                                       "--listen",           absl::StrCat(port),
-                                       "--cert",             certs_->server_cert(),
-                                       "--key",              certs_->server_key(),
-                                       "--log-dir",          prefix + "/logs"};
+    std::vector<std::string> render = {
+        "/bin/bash", KCNET_RENDER_NGINX,    "--listen", absl::StrCat(port),
+        "--cert",    certs_->server_cert(), "--key",    certs_->server_key(),
+        "--log-dir", prefix + "/logs"};
     for (const std::string& g : grpc) render.insert(render.end(), {"--grpc", g});
     for (const std::string& h : http) render.insert(render.end(), {"--http", h});
     if (!stream_timeout.empty()) render.insert(render.end(), {"--stream-timeout", stream_timeout});
@@ -175,9 +174,8 @@ class NginxTest : public ::testing::Test {
     }
     main << "  include " << prefix << "/kcnet.conf;\n}\n";
     main.close();
-    absl::StatusOr<std::unique_ptr<ChildProcess>> nginx =
-        ChildProcess::Start({nginx_, "-p", prefix, "-c", prefix + "/nginx.conf"},
-                            prefix + "/nginx.stderr");
+    absl::StatusOr<std::unique_ptr<ChildProcess>> nginx = ChildProcess::Start(
+        {nginx_, "-p", prefix, "-c", prefix + "/nginx.conf"}, prefix + "/nginx.stderr");
     EXPECT_TRUE(nginx.ok()) << nginx.status();
     if (!nginx.ok()) return 0;
     nginxes_.push_back(*std::move(nginx));
@@ -279,10 +277,11 @@ TEST_F(NginxTest, TabletAndConsoleThroughNginxWithTlsThenFailover) {
   ASSERT_GT(b.grpc_port, 0);
   // Each instance has its own SQLite store (and its own sign-in tokens): the second is a
   // backup, used only when the first is down. (On PostgreSQL every instance is a peer.)
-  const int port = StartNginx("front", {absl::StrCat("127.0.0.1:", a.grpc_port),
-                                        absl::StrCat("127.0.0.1:", b.grpc_port, " backup")},
-                              {absl::StrCat("127.0.0.1:", a.http_port),
-                               absl::StrCat("127.0.0.1:", b.http_port, " backup")});
+  const int port = StartNginx(
+      "front",
+      {absl::StrCat("127.0.0.1:", a.grpc_port), absl::StrCat("127.0.0.1:", b.grpc_port, " backup")},
+      {absl::StrCat("127.0.0.1:", a.http_port),
+       absl::StrCat("127.0.0.1:", b.http_port, " backup")});
   ASSERT_GT(port, 0);
   const std::string address = absl::StrCat("localhost:", port);
   std::ofstream(dir_.File("password")) << a.password << "\n";
@@ -301,8 +300,7 @@ TEST_F(NginxTest, TabletAndConsoleThroughNginxWithTlsThenFailover) {
   ASSERT_EQ(Kcnet({"status"}, &out), 0);
   EXPECT_THAT(out, HasSubstr("pending uploads: 0"));
   const std::string upstream_a = absl::StrCat("upstream=127.0.0.1:", a.grpc_port);
-  EXPECT_THAT(AccessLog("front"),
-              HasSubstr("\"POST /kcnet.v1.SyncService/Sync HTTP/2.0\" 200"));
+  EXPECT_THAT(AccessLog("front"), HasSubstr("\"POST /kcnet.v1.SyncService/Sync HTTP/2.0\" 200"));
   EXPECT_THAT(AccessLog("front"), HasSubstr(upstream_a));
 
   // The console through nginx: sign-in (cookie) and a unary call over the Connect bridge.
@@ -312,17 +310,17 @@ TEST_F(NginxTest, TabletAndConsoleThroughNginxWithTlsThenFailover) {
   console.set_read_timeout(20, 0);
   const httplib::Headers browser = {{"Connect-Protocol-Version", "1"},
                                     {"Origin", absl::StrCat("https://", address)}};
-  httplib::Result signed_in = console.Post(
-      "/auth/sign-in", browser,
-      absl::StrCat(R"({"username":"collab1","password":")", a.password, R"("})"),
-      "application/json");
+  httplib::Result signed_in =
+      console.Post("/auth/sign-in", browser,
+                   absl::StrCat(R"({"username":"collab1","password":")", a.password, R"("})"),
+                   "application/json");
   ASSERT_TRUE(signed_in) << httplib::to_string(signed_in.error());
   ASSERT_EQ(signed_in->status, 200) << signed_in->body;
   const std::string set_cookie = signed_in->get_header_value("Set-Cookie");
   httplib::Headers with_cookie = browser;
   with_cookie.emplace("Cookie", set_cookie.substr(0, set_cookie.find(';')));
-  httplib::Result who = console.Post("/kcnet.v1.AuthService/WhoAmI", with_cookie, "{}",
-                                     "application/json");
+  httplib::Result who =
+      console.Post("/kcnet.v1.AuthService/WhoAmI", with_cookie, "{}", "application/json");
   ASSERT_TRUE(who);
   EXPECT_EQ(who->status, 200) << who->body;
   EXPECT_THAT(who->body, HasSubstr("\"username\":\"collab1\""));

@@ -472,8 +472,8 @@ TEST_F(ConnectBridgeTest, GrpcSignInLimitsCountPerForwardedClientFromATrustedPro
       options.sign_in.per_user = {};
       if (trusted) options.trusted_proxies = {"127.0.0.1"};
     });
-    auto channel = grpc::CreateChannel(server_->server().address(),
-                                       grpc::InsecureChannelCredentials());
+    auto channel =
+        grpc::CreateChannel(server_->server().address(), grpc::InsecureChannelCredentials());
     auto stub = AuthService::NewStub(channel);
     auto sign_in = [&](const std::string& forwarded_for) {
       grpc::ClientContext context;
@@ -488,8 +488,8 @@ TEST_F(ConnectBridgeTest, GrpcSignInLimitsCountPerForwardedClientFromATrustedPro
     EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::UNAUTHENTICATED);
     EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::RESOURCE_EXHAUSTED);
     // Another client behind the proxy: its own limit, only if the proxy is trusted.
-    EXPECT_EQ(sign_in("198.51.100.8"), trusted ? grpc::StatusCode::UNAUTHENTICATED
-                                               : grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(sign_in("198.51.100.8"),
+              trusted ? grpc::StatusCode::UNAUTHENTICATED : grpc::StatusCode::RESOURCE_EXHAUSTED);
   }
 }
 

@@ -84,10 +84,10 @@ class MetricsTest : public ::testing::Test {
     }
     ASSERT_FALSE(password_.empty()) << seed.output;
     std::ofstream(dir_.File("password")) << password_ << "\n";
-    absl::StatusOr<std::unique_ptr<ChildProcess>> server = ChildProcess::Start(
-        {KCNET_SERVER_PATH, "--data_dir=" + data, "--listen=127.0.0.1:0",
-         "--metrics_listen=127.0.0.1:0"},
-        dir_.File("server.err"));
+    absl::StatusOr<std::unique_ptr<ChildProcess>> server =
+        ChildProcess::Start({KCNET_SERVER_PATH, "--data_dir=" + data, "--listen=127.0.0.1:0",
+                             "--metrics_listen=127.0.0.1:0"},
+                            dir_.File("server.err"));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     std::optional<std::string> ready = server_->ReadLine(absl::Seconds(30));

@@ -20,8 +20,8 @@ using ::testing::Not;
 
 TEST(RegistryTest, CounterWithLabelsIsExposedWithHelpAndType) {
   Registry registry;
-  CounterFamily& requests = registry.AddCounter("kcnet_test_requests_total", "Requests.",
-                                                {"route", "code"});
+  CounterFamily& requests =
+      registry.AddCounter("kcnet_test_requests_total", "Requests.", {"route", "code"});
   requests.WithLabels({"connect", "200"})->Increment(3);
   requests.WithLabels({"static", "404"})->Increment();
   requests.WithLabels({"connect", "200"})->Increment();
@@ -124,10 +124,12 @@ TEST(RegistryTest, GrpcMetricsPreRegisterEveryCodeOfEveryMethod) {
   }
   { GrpcServerMetrics::Call dropped(&grpc, "/made.up.Service/Method"); }  // never handled
   const std::string text = registry.Expose();
-  const std::string check = "grpc_type=\"unary\",grpc_service=\"grpc.health.v1.Health\","
-                            "grpc_method=\"Check\"";
+  const std::string check =
+      "grpc_type=\"unary\",grpc_service=\"grpc.health.v1.Health\","
+      "grpc_method=\"Check\"";
   EXPECT_THAT(text, HasSubstr("grpc_server_started_total{" + check + "} 1\n"));
-  EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{" + check + ",grpc_code=\"NotFound\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("grpc_server_handled_total{" + check + ",grpc_code=\"NotFound\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{" + check + ",grpc_code=\"OK\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("grpc_server_handled_total{" + check +
                               ",grpc_code=\"Unauthenticated\"} 0\n"));
