@@ -15,6 +15,9 @@ PACKAGES=(
   unzip  # console/tests/pages.test.mjs reads a downloaded XLSX back
   # The PostgreSQL store (libpq) and its tests and benchmarks, which start their own server.
   libpq-dev postgresql
+  # nginx in front (deploy/nginx/kcnet.conf, tests/deploy/nginx_test) and promtool, which
+  # lints the /metrics scrape (tests/server/metrics/metrics_test).
+  nginx-light prometheus
 )
 
 missing=()

@@ -241,7 +241,9 @@ absl::Status SqliteServerStore::WithReader(
     return fn(*records_);
   }
   Reader* reader = AcquireReader();
+  readers_busy_.fetch_add(1, std::memory_order_relaxed);
   absl::Status status = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return fn(*reader->records); }();
+  readers_busy_.fetch_sub(1, std::memory_order_relaxed);
   reader->mu.Unlock();
   return status;
 }
@@ -335,6 +337,7 @@ absl::StatusOr<PushAck> SqliteServerStore::ApplyQueued(const Writer& writer,
 void SqliteServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
   std::vector<int64_t> touched;
   uint64_t committed_op = 0;
+  const absl::Time start = absl::Now();
   {
     absl::MutexLock lock(&mu_);
     absl::Status status = ApplyGroupLocked(group, &touched, &committed_op);
@@ -351,6 +354,7 @@ void SqliteServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
       group[0]->result = status;
     }
   }
+  if (options_.on_group_commit) options_.on_group_commit(group.size(), absl::Now() - start);
   if (!touched.empty()) {
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());

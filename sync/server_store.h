@@ -53,6 +53,9 @@ struct ServerStoreOptions {
   // Connections for ChangesSince() and List(), beside the writer's. 0 (and always for
   // ":memory:", which a second connection cannot see) reads on the writer's connection.
   int reader_connections = 2;
+  // Told after every group commit (for metrics): the batches it committed and how long
+  // applying and committing them took. Runs on the committing thread; must be quick.
+  std::function<void(size_t batches, absl::Duration elapsed)> on_group_commit;
 };
 
 // Who a batch comes from. `device_id` empty: a server-side write (a unary API call) with
@@ -214,6 +217,9 @@ class ServerStore {
   };
   virtual WriteStats write_stats() = 0;
   virtual size_t waiting_batches() = 0;
+  // Reader connections busy now, and in all (for metrics).
+  virtual int readers_in_use() const = 0;
+  virtual int reader_count() const = 0;
 
   // Called after every commit that changed records, with the buckets it touched and the
   // new last op, on the committing thread and outside the store's lock. For live sync: the
@@ -273,6 +279,8 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
   uint64_t last_op() override;
   WriteStats write_stats() override;
   size_t waiting_batches() override;
+  int readers_in_use() const override { return readers_busy_.load(std::memory_order_relaxed); }
+  int reader_count() const override { return static_cast<int>(readers_.size()); }
   void SetCommitListener(CommitListener listener) override;
   void AddCommitObserver(CommitListener observer) override;
   HybridClock& clock() override { return hlc_; }
@@ -371,6 +379,7 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
   const ServerStoreOptions options_;
   std::vector<std::unique_ptr<Reader>> readers_;  // fixed after Open
   std::atomic<size_t> next_reader_{0};
+  std::atomic<int> readers_busy_{0};
   HybridClock hlc_;
   Incarnation incarnation_;  // set by Open, then constant
   // The group-commit queue; `leader_` is true while a caller applies groups.

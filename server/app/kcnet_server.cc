@@ -159,6 +159,12 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   server->data_dir_ = options.data_dir;
   server->store_path_ = (std::filesystem::path(store_spec->location) / kStoreFile).string();
   server->logger_ = std::make_unique<Logger>(*format, options.log_sink);
+  {
+    std::vector<std::string> services(kBrowserServices.begin(), kBrowserServices.end());
+    services.push_back("grpc.reflection.v1alpha.ServerReflection");
+    server->metrics_ = std::make_unique<metrics::ServerMetrics>(services);
+  }
+  metrics::ServerMetrics* server_metrics = server->metrics_.get();
 
   const std::filesystem::path dir(options.data_dir);
   absl::StatusOr<std::unique_ptr<Directory>> directory =
@@ -168,8 +174,11 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   sync::ServerStoreOptions store_options;
   store_options.clock = options.clock;
-  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
-      sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(), store_options);
+  store_options.on_group_commit = [server_metrics](size_t batches, absl::Duration elapsed) {
+    server_metrics->ObserveGroupCommit(batches, elapsed);
+  };
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store = sync::ServerStore::Open(
+      server->store_path_, &kcnet::model::KcnetSchema(), store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
@@ -207,6 +216,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
   runner_options.sign_in = options.sign_in;
+  runner_options.sign_in.trusted_proxies = options.trusted_proxies;
   runner_options.logger = server->logger_.get();
   absl::StatusOr<std::unique_ptr<StorageRpcRunner>> runner =
       StorageRpcRunner::Create(server->directory_.get(), runner_options);
@@ -238,6 +248,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   SyncServiceOptions sync_options = options.sync;
   if (sync_options.logger == nullptr) sync_options.logger = server->logger_.get();
   sync_options.guard = server->approval_guard_.get();
+  sync_options.grpc_metrics = &server_metrics->grpc();
+  sync_options.metrics = &server_metrics->sync();
   reports::ReportsStore* summaries_ptr = server->reports_.get();
   sync::Clock* clock = options.clock;
   auto previous_on_hello = sync_options.on_hello;
@@ -269,6 +281,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   // A request protobuf cannot parse gets INVALID_ARGUMENT, not gRPC's bare UNIMPLEMENTED.
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
+  // grpc_server_* metrics of unary and server-streaming calls (the sync stream counts its own).
+  interceptors.push_back(server_metrics->grpc().InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Sync streams stay open for hours over weak links: ping idle connections so that dead
   // ones are noticed, and let tablets ping us (within reason).
@@ -299,6 +313,11 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     http.tls_cert_file = options.tls_cert_file;
     http.tls_key_file = options.tls_key_file;
     http.logger = server->logger_.get();
+    http.trusted_proxies = options.trusted_proxies;
+    http.on_request = [server_metrics](const std::string& method, const std::string& path,
+                                       int status) {
+      server_metrics->CountHttpRequest(method, path, status);
+    };
     // The console's services: never the sync stream (tablets only) nor reflection.
     http.services = {kBrowserServices.begin(), kBrowserServices.end()};
     // Links health.proto's descriptors into the pool, for Health's JSON.
@@ -319,6 +338,26 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     if (!bridge.ok()) return bridge.status();
     server->bridge_ = *std::move(bridge);
   }
+  sync::ServerStore* records = server->store_.get();
+  SyncServiceImpl* sync_service = server->sync_service_.get();
+  server_metrics->registry().AddCallbackGauge(
+      "kcnet_sync_streams_open", "Open sync streams.",
+      [sync_service] { return static_cast<double>(sync_service->open_streams()); });
+  server_metrics->registry().AddCallbackGauge(
+      "kcnet_store_readers_in_use", "Reader connections of the record store busy now.",
+      [records] { return static_cast<double>(records->readers_in_use()); });
+  server_metrics->registry().AddCallbackGauge(
+      "kcnet_store_readers", "Reader connections in the record store's pool.",
+      [records] { return static_cast<double>(records->reader_count()); });
+  if (!options.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<metrics::MetricsHttpServer>> metrics_http =
+        metrics::MetricsHttpServer::Start(options.metrics_listen, &server_metrics->registry());
+    if (!metrics_http.ok()) return metrics_http.status();
+    server->metrics_http_ = *std::move(metrics_http);
+    server->logger_->Info(absl::StrCat(
+        "metrics on http://", options.metrics_listen.substr(0, options.metrics_listen.rfind(':')),
+        ":", server->metrics_http_->port(), "/metrics"));
+  }
   return server;
 }
 
@@ -332,6 +371,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
   // The bridge's calls go to the gRPC server: it stops first (cancelling its streams).
   if (bridge_ != nullptr) bridge_->Stop();
   // In-flight calls still need the storage threads to finish, so they stop after.

@@ -37,6 +37,8 @@
 #include "server/directory/directory.h"
 #include "server/http/connect_bridge.h"
 #include "server/live/watch_service.h"
+#include "server/metrics/metrics_http.h"
+#include "server/metrics/server_metrics.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
@@ -80,11 +82,19 @@ struct ServerOptions {
   std::string http_listen;
   // The console's built files, served by the bridge; empty: the bridge serves calls only.
   std::string console_dir;
-  // Caps of the bridge's server streams (listen, console_dir, TLS and logger are filled in).
+  // Caps of the bridge's server streams (listen, console_dir, TLS, logger and
+  // trusted_proxies are filled in).
   ConnectBridgeOptions http;
   // Attachment bytes (DATA_DIR/attachments.db, DATA_DIR/blobs, DATA_DIR/uploads): limits,
   // media types, quotas, the garbage collector (docs/ATTACHMENTS.md).
   AttachmentOptions attachments;
+  // The proxies in front (nginx: deploy/nginx/kcnet.conf), by exact IP address as the
+  // server sees them: their X-Forwarded-For (HTTP bridge) and x-forwarded-for (gRPC) name
+  // the client whose sign-in limits count. Empty: the headers are ignored.
+  std::vector<std::string> trusted_proxies;
+  // Prometheus metrics at http://HOST:PORT/metrics (server/metrics, docs/DEPLOY.md); empty
+  // (the default): not served (they are still counted, see KcnetServer::metrics()).
+  std::string metrics_listen;
 };
 
 class KcnetServer {
@@ -108,6 +118,11 @@ class KcnetServer {
   bool insecure() const { return insecure_; }
   // The HTTP bridge's port; 0 without --http_listen.
   int http_port() const { return bridge_ == nullptr ? 0 : bridge_->port(); }
+  // The metrics port; 0 without --metrics_listen.
+  int metrics_port() const { return metrics_http_ == nullptr ? 0 : metrics_http_->port(); }
+  // Every metric the server keeps; ObserveFanoutLag() is the hook for live fan-out
+  // between instances.
+  metrics::ServerMetrics* metrics() { return metrics_.get(); }
 
   Directory* directory() { return directory_.get(); }
   sync::ServerStore* store() { return store_.get(); }
@@ -131,6 +146,7 @@ class KcnetServer {
 
   // Declared in construction order; destroyed in reverse (the gRPC server first).
   std::unique_ptr<Logger> logger_;
+  std::unique_ptr<metrics::ServerMetrics> metrics_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<sync::ServerStore> store_;
   std::unique_ptr<PlanStore> plans_;
@@ -145,6 +161,8 @@ class KcnetServer {
   std::unique_ptr<WatchServiceImpl> watch_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ConnectBridge> bridge_;  // forwards to server_: stops first
+  // Reads the services and the store at each scrape: stops before anything else.
+  std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
   std::string data_dir_;
   std::string store_path_;  // the SQLite record store's file
   std::string host_;

@@ -12,9 +12,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "server/app/kcnet_server.h"
 
@@ -45,6 +48,10 @@ ABSL_FLAG(absl::Duration, blob_gc_interval, absl::Hours(1),
           "How often the blob garbage collector runs; 0: never");
 ABSL_FLAG(absl::Duration, blob_gc_grace, absl::Hours(24),
           "How long a blob stays unreferenced before the collector removes it");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT serving Prometheus metrics at /metrics; empty: off");
+ABSL_FLAG(std::string, trusted_proxies, "",
+          "Comma-separated IP addresses of proxies (nginx) whose X-Forwarded-For is believed");
 
 namespace kcnet::server {
 namespace {
@@ -54,6 +61,7 @@ constexpr char kUsage[] =
     "                    [--listen=HOST:PORT] [--log_format=text|json]\n"
     "                    [--tls_cert=PEM --tls_key=PEM | --insecure] [--reflection=false]\n"
     "                    [--storage_threads=N] [--http_listen=HOST:PORT [--console_dir=DIR]]\n"
+    "                    [--metrics_listen=HOST:PORT] [--trusted_proxies=IP,...]\n"
     "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
     "  --store            where the synced records live: sqlite:DIR (DIR/kcnet.db) or\n"
     "                     postgres:CONNINFO; default sqlite in --data_dir\n"
@@ -77,6 +85,11 @@ constexpr char kUsage[] =
     "  --blob_gc_interval  how often unreferenced blobs and expired uploads are collected,\n"
     "                     default 1h (0: never; kcnet-admin gc-blobs runs it by hand)\n"
     "  --blob_gc_grace     how long a blob stays unreferenced before removal, default 24h\n"
+    "  --metrics_listen   HOST:PORT serving Prometheus metrics at /metrics (plain HTTP;\n"
+    "                     keep it on loopback or a monitoring network); off by default\n"
+    "  --trusted_proxies  IP addresses of the proxies in front (nginx), comma-separated:\n"
+    "                     their X-Forwarded-For is believed (gRPC and the HTTP bridge),\n"
+    "                     so sign-in limits count per real client; empty: it is ignored\n"
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
@@ -96,7 +109,9 @@ constexpr const char* kFlagNames[] = {"listen",
                                       "attachment_province_quota_bytes",
                                       "blob_gc_interval",
                                       "blob_gc_grace",
-                                      "store"};
+                                      "store",
+                                      "metrics_listen",
+                                      "trusted_proxies"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 
@@ -186,6 +201,11 @@ int RunServerCli(int argc, char** argv) {
   options.attachments.province_quota_bytes = absl::GetFlag(FLAGS_attachment_province_quota_bytes);
   options.attachments.gc_interval = absl::GetFlag(FLAGS_blob_gc_interval);
   options.attachments.gc_grace = absl::GetFlag(FLAGS_blob_gc_grace);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  for (absl::string_view proxy :
+       absl::StrSplit(absl::GetFlag(FLAGS_trusted_proxies), ',', absl::SkipWhitespace())) {
+    options.trusted_proxies.emplace_back(absl::StripAsciiWhitespace(proxy));
+  }
   if (options.data_dir.empty()) {
     PrintError("--data_dir is required (see --help)");
     return 2;
@@ -210,6 +230,11 @@ int RunServerCli(int argc, char** argv) {
     const std::string& http = options.http_listen;
     std::printf("console on %s://%s:%d/\n", options.tls_cert_file.empty() ? "http" : "https",
                 http.substr(0, http.rfind(':')).c_str(), (*server)->http_port());
+  }
+  if ((*server)->metrics_port() != 0) {
+    const std::string& listen = options.metrics_listen;
+    std::printf("metrics on http://%s:%d/metrics\n", listen.substr(0, listen.rfind(':')).c_str(),
+                (*server)->metrics_port());
   }
   std::fflush(stdout);
 

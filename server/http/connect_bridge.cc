@@ -253,9 +253,13 @@ grpc::Status CheckSameOrigin(const httplib::Request& request) {
   return grpc::Status::OK;
 }
 
-// Names the browser's address to the services (their sign-in limits count per address).
-void AddForwardedPeer(const httplib::Request& request, grpc::ClientContext* context) {
-  const std::string& address = request.remote_addr;
+// Names the browser's address to the services (their sign-in limits count per address);
+// behind a trusted proxy, the address the proxy says it forwards for.
+void AddForwardedPeer(const httplib::Request& request,
+                      const std::vector<std::string>& trusted_proxies,
+                      grpc::ClientContext* context) {
+  const std::string address = ForwardedClientAddress(
+      request.remote_addr, request.get_header_value("X-Forwarded-For"), trusted_proxies);
   if (address.empty()) return;
   context->AddMetadata(kForwardedPeerMetadata, absl::StrContains(address, ':')
                                                    ? absl::StrCat("ipv6:[", address, "]")
@@ -514,6 +518,12 @@ absl::StatusOr<std::unique_ptr<ConnectBridge>> ConnectBridge::Start(
     setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
   http.set_tcp_nodelay(true);
+  if (options.on_request) {
+    http.set_logger([on_request = options.on_request](const httplib::Request& request,
+                                                      const httplib::Response& response) {
+      on_request(request.method, request.path, response.status);
+    });
+  }
   http.set_post_routing_handler([](const httplib::Request& request, httplib::Response& response) {
     response.set_header("Content-Security-Policy", kContentSecurityPolicy);
     response.set_header("X-Content-Type-Options", "nosniff");
@@ -698,7 +708,7 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
     if (!credentials.authorization.empty()) {
       context.AddMetadata("authorization", credentials.authorization);
     }
-    AddForwardedPeer(request, &context);
+    AddForwardedPeer(request, options_.trusted_proxies, &context);
     std::string reply_bytes;
     grpc::Status status = CallUnary(channel_, path, request_bytes, &context, &reply_bytes);
     std::string reply_json;
@@ -746,7 +756,7 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
   if (!credentials.authorization.empty()) {
     call->context()->AddMetadata("authorization", credentials.authorization);
   }
-  AddForwardedPeer(request, call->context());
+  AddForwardedPeer(request, options_.trusted_proxies, call->context());
   if (!call->Start(request_bytes)) {
     const grpc::Status status = call->status();
     call->Release();
@@ -780,7 +790,7 @@ void ConnectBridge::HandleSignIn(const httplib::Request& request, httplib::Respo
   login.clear_device_id();  // a browser is no device: no device credential
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.default_unary_deadline));
-  AddForwardedPeer(request, &context);
+  AddForwardedPeer(request, options_.trusted_proxies, &context);
   std::string reply;
   const grpc::Status status = CallUnary(channel_, "/kcnet.v1.AuthService/Login",
                                         login.SerializeAsString(), &context, &reply);

@@ -26,6 +26,7 @@
 #define KCNET_SERVER_HTTP_CONNECT_BRIDGE_H_
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
@@ -65,6 +67,13 @@ struct ConnectBridgeOptions {
   int unary_threads = 16;
   // A unary call without a Connect-Timeout-Ms header gets this deadline.
   absl::Duration default_unary_deadline = absl::Seconds(60);
+  // Proxies in front (nginx: deploy/nginx/kcnet.conf) whose X-Forwarded-For is believed:
+  // their exact IP addresses as the bridge sees them ("127.0.0.1"). Empty: the header is
+  // ignored and the connection's address is the client's. See ForwardedClientAddress()
+  // (server/rpc/storage_rpc_runner.h). KcnetServer fills it from ServerOptions.
+  std::vector<std::string> trusted_proxies;
+  // Told after every request (for metrics): its method, path and HTTP status. Null: none.
+  std::function<void(const std::string& method, const std::string& path, int status)> on_request;
   // Not owned; must outlive the bridge. Required.
   Logger* logger = nullptr;
 };

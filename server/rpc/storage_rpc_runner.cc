@@ -3,11 +3,14 @@
 #include <algorithm>
 
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 
 namespace kcnet::server {
@@ -68,7 +71,8 @@ StorageRpcRunner::StorageRpcRunner(Directory* directory, const RpcRunnerOptions&
       pool_(options.storage_threads),
       sign_in_pool_(options.sign_in.threads, options.sign_in.max_queued, options.sign_in.nice),
       per_peer_(options.sign_in.per_peer),
-      per_user_(options.sign_in.per_user) {}
+      per_user_(options.sign_in.per_user),
+      trusted_proxies_(options.sign_in.trusted_proxies) {}
 
 StorageRpcRunner::~StorageRpcRunner() { Stop(); }
 
@@ -85,7 +89,38 @@ std::string PeerAddress(absl::string_view peer) {
   return std::string(peer.substr(0, colon));
 }
 
-std::string CallerAddress(const grpc::ServerContextBase& context) {
+namespace {
+
+bool LooksLikeIpAddress(absl::string_view text) {
+  if (text.empty() || text.size() > 45) return false;
+  for (const char c : text) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) && c != '.' && c != ':') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string ForwardedClientAddress(const std::string& peer, absl::string_view forwarded_for,
+                                   const std::vector<std::string>& trusted_proxies) {
+  auto trusted = [&](absl::string_view address) {
+    return std::find(trusted_proxies.begin(), trusted_proxies.end(), address) !=
+           trusted_proxies.end();
+  };
+  if (!trusted(peer)) return peer;
+  std::string client = peer;
+  const std::vector<absl::string_view> hops = absl::StrSplit(forwarded_for, ',');
+  for (auto hop = hops.rbegin(); hop != hops.rend(); ++hop) {
+    const absl::string_view address = absl::StripAsciiWhitespace(*hop);
+    if (!LooksLikeIpAddress(address)) break;
+    client = std::string(address);
+    if (!trusted(address)) break;
+  }
+  return client;
+}
+
+std::string CallerAddress(const grpc::ServerContextBase& context,
+                          const std::vector<std::string>& trusted_proxies) {
   const std::string peer = context.peer();
   // gRPC 1.51's in-process transport names no peer ("unknown"); later ones say "inproc".
   // Every network transport names its address.
@@ -95,7 +130,22 @@ std::string CallerAddress(const grpc::ServerContextBase& context) {
       return std::string(it->second.data(), std::min<size_t>(it->second.size(), 64));
     }
   }
-  return PeerAddress(peer);
+  const std::string address = PeerAddress(peer);
+  if (trusted_proxies.empty()) return address;
+  // "ipv4:10.0.0.7" -> "10.0.0.7", "ipv6:[::1]" -> "::1", as the proxies are listed.
+  absl::string_view ip = address;
+  if (!absl::ConsumePrefix(&ip, "ipv4:") && absl::ConsumePrefix(&ip, "ipv6:")) {
+    absl::ConsumePrefix(&ip, "[");
+    absl::ConsumeSuffix(&ip, "]");
+  }
+  const auto forwarded = context.client_metadata().find("x-forwarded-for");
+  if (forwarded == context.client_metadata().end()) return address;
+  const std::string client = ForwardedClientAddress(
+      std::string(ip), absl::string_view(forwarded->second.data(), forwarded->second.size()),
+      trusted_proxies);
+  if (client == ip) return address;
+  return absl::StrContains(client, ':') ? absl::StrCat("ipv6:[", client, "]")
+                                        : absl::StrCat("ipv4:", client);
 }
 
 grpc::ServerUnaryReactor* StorageRpcRunner::Run(grpc::CallbackServerContext* context,
@@ -114,7 +164,8 @@ grpc::ServerUnaryReactor* StorageRpcRunner::RunSignIn(grpc::CallbackServerContex
   // The limits are checked here, on gRPC's thread, before anything is queued: a refused
   // sign-in costs a hash-map lookup, never a storage thread.
   const absl::Time now = absl::Now();
-  absl::Status status = per_peer_.Acquire(CallerAddress(*context), now, "sign-in");
+  absl::Status status =
+      per_peer_.Acquire(CallerAddress(*context, trusted_proxies_), now, "sign-in");
   if (status.ok()) {
     // Keyed like the lock-out: at most 64 bytes of what was typed.
     status = per_user_.Acquire(username.substr(0, 64), now, "sign-in");

@@ -12,8 +12,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/directory/directory.h"
@@ -39,6 +41,9 @@ struct SignInOptions {
   // times. burst 0 turns a limit off.
   RateLimit per_peer{.burst = 300, .per_second = 10};
   RateLimit per_user{.burst = 30, .per_second = 0.5};
+  // Proxies in front (nginx) whose x-forwarded-for metadata names the client: their exact
+  // IP addresses. Empty: every caller is keyed by its connection's address.
+  std::vector<std::string> trusted_proxies;
 };
 
 struct RpcRunnerOptions {
@@ -84,6 +89,7 @@ class StorageRpcRunner final : public RpcRunner {
   ThreadPool sign_in_pool_;
   RateLimiter per_peer_;
   RateLimiter per_user_;
+  const std::vector<std::string> trusted_proxies_;
 };
 
 // The peer's address without its port ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7"): every
@@ -96,8 +102,20 @@ std::string PeerAddress(absl::string_view peer);
 inline constexpr char kForwardedPeerMetadata[] = "x-kcnet-forwarded-peer";
 
 // The address a call's limits count against: PeerAddress(context.peer()), or, for a call
-// the bridge forwarded in process, the browser's address it names.
-std::string CallerAddress(const grpc::ServerContextBase& context);
+// the bridge forwarded in process, the browser's address it names, or, for a call from one
+// of `trusted_proxies` (nginx), the client its x-forwarded-for metadata names
+// (ForwardedClientAddress).
+std::string CallerAddress(const grpc::ServerContextBase& context,
+                          const std::vector<std::string>& trusted_proxies = {});
+
+// The client's address for per-address limits: `peer` (the connection's address) unless
+// it is one of `trusted_proxies`; then the rightmost address of `forwarded_for` (the
+// X-Forwarded-For header, "client, proxy1, proxy2") that is not a trusted proxy, walking
+// leftwards past trusted ones. A client can only prepend to the header, never replace what
+// the trusted proxy appended. Anything that is not an IP address ends the walk (the last
+// trusted address is kept).
+std::string ForwardedClientAddress(const std::string& peer, absl::string_view forwarded_for,
+                                   const std::vector<std::string>& trusted_proxies);
 
 // The token of the call's "authorization: Bearer <token>" metadata. Fails with
 // UNAUTHENTICATED, saying what is wrong, when the metadata is missing or malformed.

@@ -146,6 +146,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   void HandleHello(const kcnet::v1::Hello& hello) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandlePush(const kcnet::v1::MutationBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleAck(const kcnet::v1::DownloadAck& ack) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts a push's outcomes and conflicts into the kcnet_sync_* metrics (if any).
+  void CountOutcomes(const kcnet::v1::PushAck& ack) const;
   // Sends download pages while fewer than the window wait for their ack and there is news
   // (or `force`: the first page after Welcome always goes). Pages are read with mu_
   // released, so that the previous page's write (serialisation and gzip, in StartWrite)
@@ -199,6 +201,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::map<int64_t, uint64_t> announced_ ABSL_GUARDED_BY(mu_);  // checkpoint op last sent
   std::deque<SyncServerMessage> queue_ ABSL_GUARDED_BY(mu_);
   SyncClientMessage in_;  // the read buffer: one read in flight
+  // The stream's grpc_server_* series; null without metrics.
+  std::unique_ptr<metrics::GrpcServerMetrics::Call> call_metrics_ ABSL_GUARDED_BY(mu_);
 };
 
 class SyncStream : public grpc::ServerBidiReactor<SyncClientMessage, SyncServerMessage> {
@@ -277,6 +281,10 @@ void SyncHub::Tick() {
 void StreamCore::Start(grpc::CallbackServerContext* context) {
   absl::MutexLock lock(&mu_);
   started_ = absl::Now();
+  if (hub_->options.grpc_metrics != nullptr) {
+    call_metrics_ = std::make_unique<metrics::GrpcServerMetrics::Call>(
+        hub_->options.grpc_metrics, "/kcnet.v1.SyncService/Sync");
+  }
   absl::StatusOr<std::string> token = BearerToken(*context);
   absl::StatusOr<Principal> principal = token.ok() ? hub_->directory->Authenticate(*token)
                                                    : absl::StatusOr<Principal>(token.status());
@@ -314,6 +322,7 @@ void StreamCore::ReadDone(bool ok) {
     }
     return;
   }
+  if (call_metrics_ != nullptr) call_metrics_->Received();
   const SyncClientMessage message = std::move(in_);
   in_.Clear();
   if (!hello_done_ && message.kind_case() != SyncClientMessage::kHello) {
@@ -427,9 +436,35 @@ void StreamCore::HandlePush(const kcnet::v1::MutationBatch& batch) {
     FinishLocked(absl::Status(ack.status().code(), absl::StrCat("push.", ack.status().message())));
     return;
   }
+  CountOutcomes(*ack);
   SyncServerMessage out;
   *out.mutable_push_ack() = std::move(*ack);
   EnqueueLocked(std::move(out));
+}
+
+void StreamCore::CountOutcomes(const kcnet::v1::PushAck& ack) const {
+  const metrics::SyncMetrics* m = hub_->options.metrics;
+  if (m == nullptr) return;
+  for (const kcnet::v1::MutationResult& result : ack.results()) {
+    switch (result.outcome()) {
+      case kcnet::v1::MUTATION_OUTCOME_APPLIED:
+      case kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT:
+        m->applied->Increment();
+        break;
+      case kcnet::v1::MUTATION_OUTCOME_REFUSED:
+        m->refused->Increment();
+        break;
+      case kcnet::v1::MUTATION_OUTCOME_DUPLICATE:
+        m->duplicate->Increment();
+        break;
+      case kcnet::v1::MUTATION_OUTCOME_OUT_OF_ORDER:
+        m->out_of_order->Increment();
+        break;
+      default:
+        break;
+    }
+    m->conflicts->Increment(static_cast<uint64_t>(result.conflicts_size()));
+  }
 }
 
 void StreamCore::HandleAck(const kcnet::v1::DownloadAck& ack) {
@@ -567,6 +602,11 @@ void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     } else {
       *out.mutable_changes() = std::move(*batch);
     }
+    if (const metrics::SyncMetrics* m = hub_->options.metrics; m != nullptr) {
+      m->download_pages->Increment();
+      m->download_bytes->Increment(deflate ? out.deflated_changes().size()
+                                           : out.changes().ByteSizeLong());
+    }
     EnqueueLocked(std::move(out));
   }
   reading_ = false;
@@ -600,6 +640,7 @@ void StreamCore::WriteDone(bool ok) {
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream: write failed"));
     return;
   }
+  if (call_metrics_ != nullptr) call_metrics_->Sent();
   if (!queue_.empty()) {
     StartWriteLocked();
   } else if (finish_after_writes_) {
@@ -620,6 +661,7 @@ void StreamCore::FinishLocked(const grpc::Status& status) {
                                .message = status.error_message(),
                                .latency_ms = absl::ToDoubleMilliseconds(absl::Now() - started_)});
   }
+  if (call_metrics_ != nullptr) call_metrics_->Handled(status.error_code());
   hub_->Unregister(this);
   if (reactor_ != nullptr) reactor_->Finish(status);
 }

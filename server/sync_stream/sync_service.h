@@ -24,6 +24,8 @@
 #include "absl/time/time.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/directory/directory.h"
+#include "server/metrics/grpc_metrics.h"
+#include "server/metrics/server_metrics.h"
 #include "server/records/mutation_guard.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/rate_limiter.h"
@@ -58,6 +60,10 @@ struct SyncServiceOptions {
   // report's "last sync" (server/reports). Runs on the stream's thread; must be quick.
   std::function<void(const std::string& device_id, int64_t user_id, uint32_t pending_writes)>
       on_hello;
+  // Metrics (server/metrics): the stream's grpc_server_* series (the gRPC interceptor
+  // skips bidi streams) and the kcnet_sync_* counters. Null: none. Must outlive the service.
+  metrics::GrpcServerMetrics* grpc_metrics = nullptr;
+  const metrics::SyncMetrics* metrics = nullptr;
 };
 
 class SyncHub;

@@ -432,6 +432,100 @@ TEST_F(ConnectBridgeTest, SignInLimitsCountPerBrowserAddressNotForTheWholeBridge
             grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
+// Behind nginx every browser comes from the proxy's address: the bridge takes the client's
+// address from X-Forwarded-For, but only when the connection comes from a trusted proxy
+// (--trusted_proxies), and then the rightmost address that is not a trusted proxy (what a
+// client writes into the header itself stands to the left of what nginx appends).
+TEST_F(ConnectBridgeTest, ForwardedForCountsSignInLimitsPerRealClientBehindATrustedProxy) {
+  server_.reset();
+  Start([](ServerOptions& options) {
+    options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
+    options.sign_in.per_user = {};
+    options.trusted_proxies = {"127.0.0.1"};
+  });
+  auto sign_in = [&](const std::string& forwarded_for) {
+    httplib::Headers headers = BrowserHeaders();
+    headers.emplace("X-Forwarded-For", forwarded_for);
+    auto result = Http()->Post("/auth/sign-in", headers,
+                               R"({"username":"coord1","password":"wrong"})", "application/json");
+    return result ? result->status : -1;
+  };
+  EXPECT_EQ(sign_in("198.51.100.7"), 401);
+  EXPECT_EQ(sign_in("198.51.100.7"), 401);
+  EXPECT_EQ(sign_in("198.51.100.7"), 429);
+  // Another client behind the same proxy has its own limit.
+  EXPECT_EQ(sign_in("198.51.100.8"), 401);
+  // A client cannot escape its limit by writing another address in front of its own, nor
+  // by naming a trusted proxy after it.
+  EXPECT_EQ(sign_in("203.0.113.99, 198.51.100.7"), 429);
+  EXPECT_EQ(sign_in("198.51.100.7, 127.0.0.1"), 429);
+}
+
+// The same over gRPC (nginx's grpc_set_header X-Forwarded-For reaches the server as
+// x-forwarded-for metadata): believed from a trusted proxy only.
+TEST_F(ConnectBridgeTest, GrpcSignInLimitsCountPerForwardedClientFromATrustedProxyOnly) {
+  for (const bool trusted : {true, false}) {
+    SCOPED_TRACE(trusted ? "127.0.0.1 trusted" : "no trusted proxy");
+    server_.reset();
+    Start([trusted](ServerOptions& options) {
+      options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
+      options.sign_in.per_user = {};
+      if (trusted) options.trusted_proxies = {"127.0.0.1"};
+    });
+    auto channel =
+        grpc::CreateChannel(server_->server().address(), grpc::InsecureChannelCredentials());
+    auto stub = AuthService::NewStub(channel);
+    auto sign_in = [&](const std::string& forwarded_for) {
+      grpc::ClientContext context;
+      context.AddMetadata("x-forwarded-for", forwarded_for);
+      LoginRequest request;
+      request.set_username("coord1");
+      request.set_password("wrong");
+      LoginResponse response;
+      return stub->Login(&context, request, &response).error_code();
+    };
+    EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(sign_in("198.51.100.7"), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    // Another client behind the proxy: its own limit, only if the proxy is trusted.
+    EXPECT_EQ(sign_in("198.51.100.8"),
+              trusted ? grpc::StatusCode::UNAUTHENTICATED : grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+}
+
+TEST_F(ConnectBridgeTest, ForwardedForIsIgnoredWithoutTrustedProxies) {
+  server_.reset();
+  Start([](ServerOptions& options) {
+    options.sign_in.per_peer = {.burst = 2, .per_second = 0.001};
+    options.sign_in.per_user = {};
+  });
+  auto sign_in = [&](const std::string& forwarded_for) {
+    httplib::Headers headers = BrowserHeaders();
+    headers.emplace("X-Forwarded-For", forwarded_for);
+    auto result = Http()->Post("/auth/sign-in", headers,
+                               R"({"username":"coord1","password":"wrong"})", "application/json");
+    return result ? result->status : -1;
+  };
+  EXPECT_EQ(sign_in("198.51.100.1"), 401);
+  EXPECT_EQ(sign_in("198.51.100.2"), 401);
+  // Every address above was the test's own (127.0.0.1): a made-up header changes nothing.
+  EXPECT_EQ(sign_in("198.51.100.3"), 429);
+}
+
+TEST(ForwardedClientAddressTest, RightmostUntrustedAddressFromATrustedPeerOnly) {
+  const std::vector<std::string> trusted = {"127.0.0.1", "10.0.0.5"};
+  EXPECT_EQ(ForwardedClientAddress("127.0.0.1", "", trusted), "127.0.0.1");
+  EXPECT_EQ(ForwardedClientAddress("127.0.0.1", "198.51.100.7", trusted), "198.51.100.7");
+  EXPECT_EQ(ForwardedClientAddress("127.0.0.1", "1.2.3.4, 198.51.100.7,10.0.0.5", trusted),
+            "198.51.100.7");
+  EXPECT_EQ(ForwardedClientAddress("127.0.0.1", "2001:db8::1", trusted), "2001:db8::1");
+  // Not from a trusted proxy: the header is not believed.
+  EXPECT_EQ(ForwardedClientAddress("192.0.2.1", "198.51.100.7", trusted), "192.0.2.1");
+  // Garbage in the header (not an address) stops the walk: the peer itself is used.
+  EXPECT_EQ(ForwardedClientAddress("127.0.0.1", "<script>", trusted), "127.0.0.1");
+  EXPECT_EQ(ForwardedClientAddress("127.0.0.1", "127.0.0.1, 10.0.0.5", trusted), "127.0.0.1");
+}
+
 TEST_F(ConnectBridgeTest, BodyOverTheCapIsRefused) {
   server_.reset();
   Start([](ServerOptions& options) { options.http.max_body_bytes = 1024; });
