@@ -199,7 +199,8 @@ class LockedReader : public RecordReader {
 }  // namespace
 
 absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes,
-                                            const MutationValidator& validator) {
+                                            const MutationValidator& validator,
+                                            const std::function<absl::Status(Db&, uint64_t)>& also) {
   if (changes.empty()) {
     return absl::InvalidArgumentError("changes: a write needs at least one change");
   }
@@ -310,6 +311,7 @@ absl::StatusOr<uint64_t> DeviceStore::Write(std::vector<RecordChange> changes,
   }
   if (status.ok()) status = records_->SetMeta("last_seq", static_cast<int64_t>(seq));
   if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc));
+  if (status.ok() && also) status = also(*db_, seq);
   if (status.ok()) status = (*txn)->Commit();
   if (!status.ok()) return status;
   last_seq_ = seq;

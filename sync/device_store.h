@@ -74,6 +74,17 @@ inline constexpr const char* kDeviceStoreMigrations[] = {
     "CREATE TABLE _dir_users(id INTEGER PRIMARY KEY, display_name TEXT NOT NULL, "
     "role INTEGER NOT NULL, active INTEGER NOT NULL);"
     "CREATE TABLE _dir_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 3 -> 4: the SDK's attachments (client_sdk/attachment_queue.h): the upload queue (one
+    // row per attachment added here) and the bytes held in the attachment folder (one row
+    // per blob file, for the storage budget's LRU eviction).
+    "CREATE TABLE _att_queue(id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, "
+    "media_type TEXT NOT NULL, state INTEGER NOT NULL, bytes_sent INTEGER NOT NULL DEFAULT 0, "
+    "failure TEXT NOT NULL DEFAULT '', priority INTEGER NOT NULL DEFAULT 0, "
+    "attempts INTEGER NOT NULL DEFAULT 0, next_try_ms INTEGER NOT NULL DEFAULT 0, "
+    "added_ms INTEGER NOT NULL);"
+    "CREATE INDEX _att_queue_sha ON _att_queue(sha256);"
+    "CREATE TABLE _att_blobs(sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+    "last_used_ms INTEGER NOT NULL);",
 };
 // The version of the device store's on-disk layout (PRAGMA user_version).
 inline constexpr int kDeviceStoreFormatVersion = std::size(kDeviceStoreMigrations);
@@ -154,8 +165,12 @@ class DeviceStore {
   // so that the check and the write see the same state. On success returns the mutation's
   // sequence; on failure (INVALID_ARGUMENT / NOT_FOUND naming the change and field, or the
   // validator's status) nothing is stored.
+  // `also` (optional) runs last inside the same transaction, on the store's connection,
+  // with the mutation's sequence: the SDK writes rows of its app tables with the record
+  // (an attachment's upload-queue row); its failure stores nothing.
   absl::StatusOr<uint64_t> Write(std::vector<kcnet::v1::RecordChange> changes,
-                                 const MutationValidator& validator = nullptr);
+                                 const MutationValidator& validator = nullptr,
+                                 const std::function<absl::Status(Db&, uint64_t)>& also = nullptr);
 
   // Mutations not yet acknowledged, oldest first.
   absl::StatusOr<kcnet::v1::MutationBatch> PendingBatch(size_t max_mutations = 500,

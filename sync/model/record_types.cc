@@ -37,6 +37,7 @@ std::vector<TypeEntry> Entries() {
       {kVisitType, kcnet::v1::Visit::descriptor(), {{"facility_id"}}},
       {kSupportRequestType, kcnet::v1::SupportRequest::descriptor(), {{"facility_id"}}},
       {kRequestEventType, kcnet::v1::RequestEvent::descriptor(), {{"request_id"}}},
+      {kAttachmentType, kcnet::v1::Attachment::descriptor(), {{"owner_id"}, {"sha256"}}},
   };
 }
 

@@ -25,6 +25,7 @@ inline constexpr uint32_t kFacilityType = 1;
 inline constexpr uint32_t kVisitType = 2;
 inline constexpr uint32_t kSupportRequestType = 3;
 inline constexpr uint32_t kRequestEventType = 4;
+inline constexpr uint32_t kAttachmentType = 5;  // metadata only; bytes: attachments.proto
 
 // The schema of every synced kcnet record type. Never fails for the built-in table (a
 // failure is a programming error and aborts).

@@ -1,5 +1,6 @@
 #include "sync/model/rules.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/container/flat_hash_map.h"
@@ -11,6 +12,7 @@
 namespace kcnet::model {
 namespace {
 
+using kcnet::v1::Attachment;
 using kcnet::v1::Facility;
 using kcnet::v1::RecordChange;
 using kcnet::v1::RequestAction;
@@ -96,6 +98,9 @@ class MutationChecker {
             break;
           case kRequestEventType:
             status = CheckEvent(change, *before, *after);
+            break;
+          case kAttachmentType:
+            status = CheckAttachment(change, *before, *after);
             break;
           default:
             status = Fail(absl::StatusCode::kInvalidArgument, "type", "not a kcnet record type");
@@ -410,6 +415,91 @@ class MutationChecker {
     return absl::OkStatus();
   }
 
+  // An attachment: made by its author for a visit, request or facility in scope (NOT_FOUND
+  // naming owner_id otherwise, as for a missing one); its content fields never change;
+  // its author or a coordinator deletes it.
+  absl::Status CheckAttachment(const RecordChange& change,
+                               const std::optional<RecordChange>& before,
+                               const RecordChange& after) {
+    const Attachment a = As<Attachment>(before.has_value() && change.deleted() ? *before : after);
+    const bool own = a.author_id() == actor_.user_id;
+    if (change.deleted()) {
+      if (!own && !HasRole(actor_, {kCoordinator})) {
+        return Fail(absl::StatusCode::kPermissionDenied, "deleted",
+                    "only the attachment's author or a coordinator deletes it");
+      }
+      return absl::OkStatus();
+    }
+    if (!HasRole(actor_, {kCollaborator, kCoordinator, kOfficer})) {
+      return Fail(absl::StatusCode::kPermissionDenied, "type", "your role may not add attachments");
+    }
+    if (before.has_value()) {
+      if (!own && !HasRole(actor_, {kCoordinator})) {
+        return Fail(absl::StatusCode::kPermissionDenied, "author_id",
+                    "only the attachment's author or a coordinator edits it");
+      }
+      for (uint32_t n : ChangedFields(change, before)) {
+        if (n != Attachment::kCaptionFieldNumber && n != Attachment::kTakenAtMsFieldNumber &&
+            n != Attachment::kLatitudeFieldNumber && n != Attachment::kLongitudeFieldNumber) {
+          return Fail(absl::StatusCode::kPermissionDenied,
+                      Attachment::descriptor()->FindFieldByNumber(static_cast<int>(n))->name(),
+                      "may not change (only caption, taken_at_ms, latitude, longitude)");
+        }
+      }
+      return absl::OkStatus();
+    }
+    if (!own) return Fail(absl::StatusCode::kInvalidArgument, "author_id", "must be you");
+    if (a.size_bytes() <= 0 || a.size_bytes() > kAttachmentMaxBytes) {
+      return Fail(absl::StatusCode::kInvalidArgument, "size_bytes",
+                  absl::StrCat("must be above 0 and at most ", kAttachmentMaxBytes, " bytes"));
+    }
+    const auto& types = AttachmentMediaTypes();
+    if (std::find(types.begin(), types.end(), a.media_type()) == types.end()) {
+      return Fail(absl::StatusCode::kInvalidArgument, "media_type",
+                  "must be image/jpeg, image/png, image/webp or application/pdf");
+    }
+    bool hex = a.sha256().size() == 64;
+    for (char c : a.sha256()) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+    if (!hex) {
+      return Fail(absl::StatusCode::kInvalidArgument, "sha256",
+                  "must be 64 lowercase hexadecimal characters (the SHA-256 of the bytes)");
+    }
+    int64_t owner_commune = -1;
+    switch (a.owner_type()) {
+      case kcnet::v1::ATTACHMENT_OWNER_TYPE_VISIT: {
+        absl::StatusOr<std::optional<Visit>> v = CurrentAs<Visit>(kVisitType, a.owner_id());
+        if (!v.ok()) return v.status();
+        if (v->has_value()) owner_commune = (*v)->commune_id();
+        break;
+      }
+      case kcnet::v1::ATTACHMENT_OWNER_TYPE_SUPPORT_REQUEST: {
+        absl::StatusOr<std::optional<SupportRequest>> r =
+            CurrentAs<SupportRequest>(kSupportRequestType, a.owner_id());
+        if (!r.ok()) return r.status();
+        if (r->has_value()) owner_commune = (*r)->commune_id();
+        break;
+      }
+      case kcnet::v1::ATTACHMENT_OWNER_TYPE_FACILITY: {
+        absl::StatusOr<std::optional<Facility>> f =
+            CurrentAs<Facility>(kFacilityType, a.owner_id());
+        if (!f.ok()) return f.status();
+        if (f->has_value()) owner_commune = (*f)->commune_id();
+        break;
+      }
+      default:
+        return Fail(absl::StatusCode::kInvalidArgument, "owner_type",
+                    "must be VISIT, SUPPORT_REQUEST or FACILITY");
+    }
+    if (owner_commune < 0 || !InScope(owner_commune)) {
+      return Fail(absl::StatusCode::kNotFound, "owner_id",
+                  absl::StrCat("record '", a.owner_id(), "' does not exist"));
+    }
+    if (owner_commune != a.commune_id()) {
+      return Fail(absl::StatusCode::kInvalidArgument, "commune_id", "must be the owner's commune");
+    }
+    return absl::OkStatus();
+  }
+
   // Every status transition in the mutation comes with its audit event, and every event
   // of a life-cycle action with the transition it describes.
   absl::Status CheckTransitionsAreAudited() {
@@ -459,6 +549,12 @@ class MutationChecker {
 };
 
 }  // namespace
+
+const std::vector<std::string>& AttachmentMediaTypes() {
+  static const std::vector<std::string>* types = new std::vector<std::string>{
+      "image/jpeg", "image/png", "image/webp", "application/pdf"};
+  return *types;
+}
 
 const std::vector<Transition>& RequestTransitions() {
   using namespace kcnet::v1;

@@ -21,6 +21,11 @@
 
 namespace kcnet::model {
 
+// Attachments (record type 5): the largest size and the media types a record may announce.
+// The server's upload limit (--attachment_max_bytes) may only be lower.
+inline constexpr int64_t kAttachmentMaxBytes = 25 * 1024 * 1024;
+const std::vector<std::string>& AttachmentMediaTypes();  // image/jpeg, image/png, ...
+
 // The person making a write.
 struct Actor {
   int64_t user_id = 0;

@@ -97,7 +97,7 @@ TEST(SchemaTest, Utf8Validation) {
 
 TEST(KcnetSchemaTest, RecordTypesComeFromTheDescriptors) {
   const Schema& schema = model::KcnetSchema();
-  ASSERT_EQ(schema.types().size(), 4u);
+  ASSERT_EQ(schema.types().size(), 5u);  // facility, visit, request, event, attachment
   const RecordTypeSpec* visit = schema.Find(model::kVisitType);
   ASSERT_NE(visit, nullptr);
   EXPECT_EQ(visit->name, "visit");

@@ -44,6 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kcnet/attachments.h"
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
 
@@ -91,6 +92,21 @@ struct ClientOptions {
   // It stamps local writes (the store's hybrid clock) and tells when the token is about to
   // expire. Tests give a tablet a wrong date with it (tests/fault/tablets_test.cc).
   sync::Clock* clock = nullptr;
+  // Attachments (kcnet/attachments.h). Their bytes live in this folder, named by their
+  // SHA-256 (empty: `path` + ".attachments", created when missing).
+  std::string attachment_dir;
+  // The largest attachment AddAttachment takes (the server's default limit).
+  int64_t max_attachment_bytes = 25 << 20;
+  // Bytes already uploaded (and downloaded ones) are kept up to this total, the least
+  // recently opened evicted first. Bytes not yet uploaded never count against it and are
+  // never evicted.
+  int64_t attachment_budget_bytes = int64_t{256} << 20;
+  // Each sync uploads the queue after the records (false: only UploadAttachments does).
+  bool upload_attachments_in_sync = true;
+  // A failed upload waits a random time in [0, min(max_backoff, initial_backoff *
+  // 2^attempts)] before its next try (the sync's own backoff options); after this many
+  // failed attempts it stays kFailed until RetryAttachment.
+  int max_upload_attempts = 8;
 };
 
 // A record a change touched.
@@ -339,6 +355,52 @@ class Client {
   // after its last call, when it is removed or the Client closes, with no SDK lock held.
   int AddObserver(Observer observer);
   void RemoveObserver(int handle);
+
+  // --- Attachments (kcnet/attachments.h, docs/ATTACHMENTS.md) ----------------------------
+  // Adds a photo or document to a visit, request or facility the user may write, offline:
+  // the bytes are stored under their SHA-256 (fsynced, then renamed into place), then, in
+  // one local transaction, the Attachment record and its upload-queue row. A crash in
+  // between leaves bytes without a record, removed at the next Open; never a record
+  // without bytes. Errors name the field and change nothing: INVALID_ARGUMENT
+  // ("attachment.media_type: ..." when the bytes are not the type named or not an allowed
+  // type, "attachment.bytes: ..." empty or over max_attachment_bytes, "attachment.file_path:
+  // ..." unreadable), NOT_FOUND for an owner this device does not hold (out of scope
+  // reads the same), PERMISSION_DENIED / FAILED_PRECONDITION as the rules say.
+  absl::StatusOr<AttachmentInfo> AddAttachment(NewAttachment attachment);
+  absl::StatusOr<AttachmentInfo> GetAttachment(const std::string& id);
+  // The attachments of a record (ordered by taken_ms, then id), this device's and others'.
+  absl::StatusOr<std::vector<AttachmentInfo>> AttachmentsOf(uint32_t owner_type,
+                                                            const std::string& owner_id);
+  // Every attachment this device holds metadata of, in upload order for the queued ones
+  // first (the order the queue runs), then the others by taken_ms.
+  absl::StatusOr<std::vector<AttachmentInfo>> ListAttachments();
+  // The path of a local file holding the attachment's bytes, for the app to show (read
+  // only; valid until the next eviction: copy it to keep it). Bytes that are not here
+  // (made elsewhere, or evicted) are downloaded first (online, resumable, verified by
+  // their SHA-256) and cached under the budget. UNAVAILABLE offline when not here.
+  absl::StatusOr<std::string> OpenAttachment(const std::string& id);
+  // Changes an attachment's upload priority (higher first).
+  absl::Status SetAttachmentPriority(const std::string& id, int32_t priority);
+  // Puts a kFailed attachment back in the queue (attempts reset).
+  absl::Status RetryAttachment(const std::string& id);
+  // Uploads the queue now, on the calling thread, one attachment at a time in queue order
+  // (each in its own calls, resuming at the server's committed offset). Needs a signed-in
+  // user and the server; the sync runs this after its push. Stops at the first
+  // connection failure (UNAVAILABLE: retried by the next sync); a refused attachment
+  // (bad bytes, out of scope) becomes kFailed with the reason and the pass goes on.
+  absl::StatusOr<AttachmentUploadSummary> UploadAttachments();
+  // Byte-level progress of uploads and downloads (see AttachmentListener). Returns a
+  // handle for RemoveAttachmentListener; after it returns the listener is not called again.
+  int AddAttachmentListener(AttachmentListener listener);
+  void RemoveAttachmentListener(int handle);
+  // Bytes of attachments held here: all of them, and those the budget covers (uploaded
+  // or downloaded, evictable).
+  struct AttachmentStorage {
+    int64_t total_bytes = 0;
+    int64_t evictable_bytes = 0;
+    int64_t budget_bytes = 0;
+  };
+  absl::StatusOr<AttachmentStorage> AttachmentStorageUse();
 
   // --- Conflict review (online; district coordinators and province officers) ----------
   // Conflicts the server recorded in the user's communes (or under `org_unit_id`), oldest
