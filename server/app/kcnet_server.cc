@@ -15,6 +15,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
+#include "server/attachments/attachment_service.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
@@ -29,6 +30,7 @@ namespace {
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
 constexpr char kPlansFile[] = "plans.db";
+constexpr char kAttachmentsFile[] = "attachments.db";  // server/attachments
 // The report summaries (server/reports): rebuilt from kcnet.db when missing.
 constexpr char kReportsFile[] = "reports.db";
 // The health-check service name an insecure server answers SERVING for.
@@ -36,11 +38,12 @@ constexpr char kInsecureHealthService[] = "kcnet.insecure";
 // The services the console's HTTP bridge lets a browser call. SyncService for its conflict
 // inbox (the bridge never forwards a client stream, so its Sync stream stays the tablets').
 // Health's Watch is the console's "is the server there" stream.
-constexpr std::array<const char*, 10> kBrowserServices = {
+// AttachmentService for the photos (Download; its Upload is a client stream, never forwarded).
+constexpr std::array<const char*, 11> kBrowserServices = {
     "kcnet.v1.AuthService",     "kcnet.v1.OrgUnitService", "kcnet.v1.UserService",
     "kcnet.v1.FacilityService", "kcnet.v1.VisitService",   "kcnet.v1.SupportRequestService",
     "kcnet.v1.SyncService",     "kcnet.v1.PlanService",    "kcnet.v1.ReportService",
-    "grpc.health.v1.Health"};
+    "kcnet.v1.AttachmentService", "grpc.health.v1.Health"};
 
 // Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
 // would turn it on for every server the process builds after it, so the plugin is added
@@ -172,6 +175,15 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   server->reporter_ = std::make_unique<reports::Reporter>(server->directory_.get(),
                                                           server->reports_.get(), options.clock);
 
+  absl::StatusOr<std::unique_ptr<Attachments>> attachments = Attachments::Open(
+      options.data_dir, (dir / kStoreFile).string(), options.attachments,
+      {.directory = server->directory_.get(),
+       .store = server->store_.get(),
+       .clock = options.clock,
+       .logger = server->logger_.get()});
+  if (!attachments.ok()) return attachments.status();
+  server->attachments_ = *std::move(attachments);
+
   RpcRunnerOptions runner_options;
   runner_options.storage_threads = options.storage_threads;
   runner_options.sign_in = options.sign_in;
@@ -196,6 +208,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                                                .records = server->store_.get(),
                                                .runner = server->runner_.get(),
                                                .clock = options.clock}));
+
+  server->services_.push_back(MakeAttachmentService(
+      server->attachments_.get(), server->directory_.get(), server->runner_.get()));
 
   server->services_.push_back(reports::MakeReportService(
       server->directory_.get(), server->reporter_.get(), server->runner_.get(),
@@ -303,8 +318,9 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (sync_service_ != nullptr) sync_service_->Stop();
   if (runner_ != nullptr) runner_->Stop();
   if (reports_follower_ != nullptr) reports_follower_->Stop();
+  if (attachments_ != nullptr) attachments_->Stop();
   if (store_ == nullptr) return;
-  for (const char* file : {kDirectoryFile, kStoreFile, kPlansFile}) {
+  for (const char* file : {kDirectoryFile, kStoreFile, kPlansFile, kAttachmentsFile}) {
     absl::Status status = CheckpointWal((std::filesystem::path(data_dir_) / file).string());
     if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
   }

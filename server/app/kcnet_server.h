@@ -33,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "server/attachments/attachments.h"
 #include "server/directory/directory.h"
 #include "server/http/connect_bridge.h"
 #include "server/plans/approval_guard.h"
@@ -77,6 +78,9 @@ struct ServerOptions {
   std::string console_dir;
   // Caps of the bridge's server streams (listen, console_dir, TLS and logger are filled in).
   ConnectBridgeOptions http;
+  // Attachment bytes (DATA_DIR/attachments.db, DATA_DIR/blobs, DATA_DIR/uploads): limits,
+  // media types, quotas, the garbage collector (docs/ATTACHMENTS.md).
+  AttachmentOptions attachments;
 };
 
 class KcnetServer {
@@ -108,6 +112,8 @@ class KcnetServer {
   Logger* logger() { return logger_.get(); }
   SyncServiceImpl* sync_service() { return sync_service_.get(); }
   reports::ReportsStore* reports() { return reports_.get(); }
+  // Attachment bytes: upload sessions, blobs, the garbage collector.
+  Attachments* attachments() { return attachments_.get(); }
 
   // Stops accepting calls, lets calls in flight finish within `grace` (cancelling the
   // rest), stops the storage threads and checkpoints the databases' write-ahead logs
@@ -128,6 +134,7 @@ class KcnetServer {
   std::unique_ptr<reports::ReportsStore> reports_;
   std::unique_ptr<reports::ReportsFollower> reports_follower_;
   std::unique_ptr<reports::Reporter> reporter_;
+  std::unique_ptr<Attachments> attachments_;
   std::unique_ptr<StorageRpcRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<SyncServiceImpl> sync_service_;

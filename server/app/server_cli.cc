@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
@@ -29,6 +30,18 @@ ABSL_FLAG(bool, reflection, true, "Serve gRPC server reflection (grpcurl needs n
 ABSL_FLAG(std::string, http_listen, "",
           "HOST:PORT of the console's HTTP bridge (Connect + static files); empty: off");
 ABSL_FLAG(std::string, console_dir, "", "The console's built files, served by the HTTP bridge");
+ABSL_FLAG(int64_t, attachment_max_bytes, 25 * 1024 * 1024,
+          "Largest attachment accepted, in bytes (at most 25 MiB)");
+ABSL_FLAG(std::vector<std::string>, attachment_media_types,
+          std::vector<std::string>({"image/jpeg", "image/png", "image/webp", "application/pdf"}),
+          "Media types accepted (checked by magic bytes), comma-separated");
+ABSL_FLAG(int64_t, attachment_user_quota_bytes, 0, "Bytes of attachments per user; 0: none");
+ABSL_FLAG(int64_t, attachment_province_quota_bytes, 0,
+          "Bytes of attachments per province; 0: none");
+ABSL_FLAG(absl::Duration, blob_gc_interval, absl::Hours(1),
+          "How often the blob garbage collector runs; 0: never");
+ABSL_FLAG(absl::Duration, blob_gc_grace, absl::Hours(24),
+          "How long a blob stays unreferenced before the collector removes it");
 
 namespace kcnet::server {
 namespace {
@@ -50,12 +63,24 @@ constexpr char kUsage[] =
     "                     the same services, sign-in cookie); off by default; TLS with\n"
     "                     --tls_cert/--tls_key, plain HTTP off loopback only with --insecure\n"
     "  --console_dir      the console's built files, served by the HTTP bridge\n"
+    "  --attachment_max_bytes     largest attachment, default 26214400 (25 MiB, the most)\n"
+    "  --attachment_media_types   accepted types, default\n"
+    "                     image/jpeg,image/png,image/webp,application/pdf (by magic bytes)\n"
+    "  --attachment_user_quota_bytes      bytes per user, default 0 (no quota)\n"
+    "  --attachment_province_quota_bytes  bytes per province, default 0 (no quota)\n"
+    "  --blob_gc_interval  how often unreferenced blobs and expired uploads are collected,\n"
+    "                     default 1h (0: never; kcnet-admin gc-blobs runs it by hand)\n"
+    "  --blob_gc_grace     how long a blob stays unreferenced before removal, default 24h\n"
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
 constexpr const char* kFlagNames[] = {"listen",      "data_dir",        "log_format", "tls_cert",
                                       "tls_key",     "storage_threads", "insecure",   "reflection",
-                                      "http_listen", "console_dir"};
+                                      "http_listen", "console_dir",
+                                      "attachment_max_bytes", "attachment_media_types",
+                                      "attachment_user_quota_bytes",
+                                      "attachment_province_quota_bytes", "blob_gc_interval",
+                                      "blob_gc_grace"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
 
@@ -138,6 +163,13 @@ int RunServerCli(int argc, char** argv) {
   options.reflection = absl::GetFlag(FLAGS_reflection);
   options.http_listen = absl::GetFlag(FLAGS_http_listen);
   options.console_dir = absl::GetFlag(FLAGS_console_dir);
+  options.attachments.max_bytes = absl::GetFlag(FLAGS_attachment_max_bytes);
+  options.attachments.media_types = absl::GetFlag(FLAGS_attachment_media_types);
+  options.attachments.user_quota_bytes = absl::GetFlag(FLAGS_attachment_user_quota_bytes);
+  options.attachments.province_quota_bytes =
+      absl::GetFlag(FLAGS_attachment_province_quota_bytes);
+  options.attachments.gc_interval = absl::GetFlag(FLAGS_blob_gc_interval);
+  options.attachments.gc_grace = absl::GetFlag(FLAGS_blob_gc_grace);
   if (options.data_dir.empty()) {
     PrintError("--data_dir is required (see --help)");
     return 2;

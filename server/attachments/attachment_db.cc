@@ -1,0 +1,267 @@
+#include "server/attachments/attachment_db.h"
+
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace kcnet::server {
+namespace {
+
+using sync::Statement;
+
+constexpr int64_t kApplicationId = 0x4B434154;  // "KCAT"
+
+// kMigrations[v] takes the layout from version v to v + 1. Never edit a shipped step.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: upload sessions, the provinces' blobs, the garbage collector's marks.
+    "CREATE TABLE uploads("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  province_id INTEGER NOT NULL,"
+    "  attachment_id TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  media_type TEXT NOT NULL,"
+    "  committed INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL);"
+    "CREATE INDEX uploads_owner ON uploads(user_id, province_id, sha256);"
+    "CREATE TABLE province_blobs("
+    "  province_id INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  user_id INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY(province_id, sha256)) WITHOUT ROWID;"
+    "CREATE INDEX province_blobs_sha ON province_blobs(sha256);"
+    "CREATE INDEX province_blobs_user ON province_blobs(user_id);"
+    "CREATE TABLE gc_marks(sha256 TEXT PRIMARY KEY NOT NULL, since_ms INTEGER NOT NULL)"
+    "  WITHOUT ROWID;",
+};
+static_assert(std::size(kMigrations) == kAttachmentsSchemaVersion);
+
+constexpr char kUploadColumns[] =
+    "id, user_id, province_id, attachment_id, sha256, size, media_type, committed, created_ms, "
+    "expires_ms";
+
+UploadSession SessionFrom(const Statement& st) {
+  UploadSession s;
+  s.id = std::string(st.ColumnText(0));
+  s.user_id = st.ColumnInt(1);
+  s.province_id = st.ColumnInt(2);
+  s.attachment_id = std::string(st.ColumnText(3));
+  s.sha256 = std::string(st.ColumnText(4));
+  s.size = st.ColumnInt(5);
+  s.media_type = std::string(st.ColumnText(6));
+  s.committed = st.ColumnInt(7);
+  s.created_ms = st.ColumnInt(8);
+  s.expires_ms = st.ColumnInt(9);
+  return s;
+}
+
+// Steps a prepared query and returns its first row as a session, if any.
+absl::StatusOr<std::optional<UploadSession>> OneSession(Statement* st) {
+  absl::StatusOr<bool> row = st->Step();
+  if (!row.ok()) return row.status();
+  std::optional<UploadSession> out;
+  if (*row) out = SessionFrom(*st);
+  st->Reset();
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AttachmentDb>> AttachmentDb::Open(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(path);
+  if (!db.ok()) return db.status();
+  absl::Status status = sync::MigrateAppFile(**db, {.application_id = kApplicationId,
+                                                    .name = "kcnet attachments file",
+                                                    .schema = "attachments",
+                                                    .migrations = kMigrations,
+                                                    .version = kAttachmentsSchemaVersion});
+  if (!status.ok()) return status;
+  return std::unique_ptr<AttachmentDb>(new AttachmentDb(*std::move(db)));
+}
+
+absl::Status AttachmentDb::CreateUpload(const UploadSession& s) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare(
+      absl::StrCat("INSERT INTO uploads(", kUploadColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?)"));
+  if (!st.ok()) return st.status();
+  (*st)->BindText(1, s.id);
+  (*st)->BindInt(2, s.user_id);
+  (*st)->BindInt(3, s.province_id);
+  (*st)->BindText(4, s.attachment_id);
+  (*st)->BindText(5, s.sha256);
+  (*st)->BindInt(6, s.size);
+  (*st)->BindText(7, s.media_type);
+  (*st)->BindInt(8, s.committed);
+  (*st)->BindInt(9, s.created_ms);
+  (*st)->BindInt(10, s.expires_ms);
+  return (*st)->Run();
+}
+
+absl::StatusOr<std::optional<UploadSession>> AttachmentDb::GetUpload(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st =
+      db_->Prepare(absl::StrCat("SELECT ", kUploadColumns, " FROM uploads WHERE id = ?"));
+  if (!st.ok()) return st.status();
+  (*st)->BindText(1, id);
+  return OneSession(*st);
+}
+
+absl::StatusOr<std::optional<UploadSession>> AttachmentDb::FindUpload(int64_t user_id,
+                                                                      int64_t province_id,
+                                                                      const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare(
+      absl::StrCat("SELECT ", kUploadColumns,
+                   " FROM uploads WHERE user_id = ? AND province_id = ? AND sha256 = ? "
+                   "ORDER BY expires_ms DESC LIMIT 1"));
+  if (!st.ok()) return st.status();
+  (*st)->BindInt(1, user_id);
+  (*st)->BindInt(2, province_id);
+  (*st)->BindText(3, sha256);
+  return OneSession(*st);
+}
+
+absl::Status AttachmentDb::SetCommitted(const std::string& id, int64_t committed) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare("UPDATE uploads SET committed = ? WHERE id = ?");
+  if (!st.ok()) return st.status();
+  (*st)->BindInt(1, committed);
+  (*st)->BindText(2, id);
+  return (*st)->Run();
+}
+
+absl::Status AttachmentDb::DeleteUpload(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare("DELETE FROM uploads WHERE id = ?");
+  if (!st.ok()) return st.status();
+  (*st)->BindText(1, id);
+  return (*st)->Run();
+}
+
+absl::StatusOr<std::vector<UploadSession>> AttachmentDb::AllUploads() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st =
+      db_->Prepare(absl::StrCat("SELECT ", kUploadColumns, " FROM uploads ORDER BY id"));
+  if (!st.ok()) return st.status();
+  std::vector<UploadSession> out;
+  while (true) {
+    absl::StatusOr<bool> row = (*st)->Step();
+    if (!row.ok()) {
+      (*st)->Reset();
+      return row.status();
+    }
+    if (!*row) break;
+    out.push_back(SessionFrom(**st));
+  }
+  (*st)->Reset();
+  return out;
+}
+
+absl::StatusOr<bool> AttachmentDb::ProvinceHas(int64_t province_id, const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st =
+      db_->Prepare("SELECT 1 FROM province_blobs WHERE province_id = ? AND sha256 = ?");
+  if (!st.ok()) return st.status();
+  (*st)->BindInt(1, province_id);
+  (*st)->BindText(2, sha256);
+  absl::StatusOr<bool> row = (*st)->Step();
+  (*st)->Reset();
+  return row;
+}
+
+absl::Status AttachmentDb::AddProvinceBlob(int64_t province_id, const std::string& sha256,
+                                           int64_t size, int64_t user_id, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare(
+      "INSERT OR IGNORE INTO province_blobs(province_id, sha256, size, user_id, created_ms) "
+      "VALUES (?,?,?,?,?)");
+  if (!st.ok()) return st.status();
+  (*st)->BindInt(1, province_id);
+  (*st)->BindText(2, sha256);
+  (*st)->BindInt(3, size);
+  (*st)->BindInt(4, user_id);
+  (*st)->BindInt(5, now_ms);
+  return (*st)->Run();
+}
+
+absl::StatusOr<int64_t> AttachmentDb::SumLocked(const std::string& sql, int64_t key,
+                                                const std::string& except_upload) {
+  absl::StatusOr<Statement*> st = db_->Prepare(sql);
+  if (!st.ok()) return st.status();
+  (*st)->BindInt(1, key);
+  (*st)->BindText(2, except_upload);
+  absl::StatusOr<bool> row = (*st)->Step();
+  if (!row.ok()) {
+    (*st)->Reset();
+    return row.status();
+  }
+  const int64_t sum = *row ? (*st)->ColumnInt(0) : 0;
+  (*st)->Reset();
+  return sum;
+}
+
+absl::StatusOr<int64_t> AttachmentDb::UserBytes(int64_t user_id,
+                                                const std::string& except_upload) {
+  absl::MutexLock lock(&mu_);
+  return SumLocked(
+      "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE user_id = ?1) + "
+      "(SELECT coalesce(sum(size), 0) FROM uploads WHERE user_id = ?1 AND id != ?2)",
+      user_id, except_upload);
+}
+
+absl::StatusOr<int64_t> AttachmentDb::ProvinceBytes(int64_t province_id,
+                                                    const std::string& except_upload) {
+  absl::MutexLock lock(&mu_);
+  return SumLocked(
+      "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE province_id = ?1) + "
+      "(SELECT coalesce(sum(size), 0) FROM uploads WHERE province_id = ?1 AND id != ?2)",
+      province_id, except_upload);
+}
+
+absl::StatusOr<int64_t> AttachmentDb::MarkUnreferenced(const std::string& sha256,
+                                                       int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> insert =
+      db_->Prepare("INSERT OR IGNORE INTO gc_marks(sha256, since_ms) VALUES (?, ?)");
+  if (!insert.ok()) return insert.status();
+  (*insert)->BindText(1, sha256);
+  (*insert)->BindInt(2, now_ms);
+  if (absl::Status s = (*insert)->Run(); !s.ok()) return s;
+  absl::StatusOr<Statement*> st = db_->Prepare("SELECT since_ms FROM gc_marks WHERE sha256 = ?");
+  if (!st.ok()) return st.status();
+  (*st)->BindText(1, sha256);
+  absl::StatusOr<bool> row = (*st)->Step();
+  if (!row.ok()) {
+    (*st)->Reset();
+    return row.status();
+  }
+  const int64_t since = *row ? (*st)->ColumnInt(0) : now_ms;
+  (*st)->Reset();
+  return since;
+}
+
+absl::Status AttachmentDb::ClearMark(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Statement*> st = db_->Prepare("DELETE FROM gc_marks WHERE sha256 = ?");
+  if (!st.ok()) return st.status();
+  (*st)->BindText(1, sha256);
+  return (*st)->Run();
+}
+
+absl::Status AttachmentDb::ForgetBlob(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  for (const char* sql : {"DELETE FROM province_blobs WHERE sha256 = ?",
+                          "DELETE FROM gc_marks WHERE sha256 = ?"}) {
+    absl::StatusOr<Statement*> st = db_->Prepare(sql);
+    if (!st.ok()) return st.status();
+    (*st)->BindText(1, sha256);
+    if (absl::Status s = (*st)->Run(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,282 @@
+#include "server/attachments/attachment_service.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "kcnet/v1/attachments.grpc.pb.h"
+#include "server/attachments/crc32c.h"
+#include "server/rpc/storage_rpc_runner.h"
+
+namespace kcnet::server {
+namespace {
+
+using grpc::CallbackServerContext;
+namespace v1 = kcnet::v1;
+
+// The caller of a stream, from its bearer token.
+absl::StatusOr<Principal> StreamCaller(Directory* directory, const CallbackServerContext& ctx) {
+  absl::StatusOr<std::string> token = BearerToken(ctx);
+  if (!token.ok()) return token.status();
+  absl::StatusOr<Principal> caller = directory->Authenticate(*token);
+  if (!caller.ok()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("authorization: ", caller.status().message()));
+  }
+  return caller;
+}
+
+// One Upload stream: reads a chunk, hands it to Attachments, reads the next; acks are
+// written one at a time (a newer committed offset replaces one not yet sent).
+class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck> {
+ public:
+  UploadReactor(Attachments* attachments, Directory* directory, CallbackServerContext* ctx)
+      : attachments_(attachments), ctx_(ctx) {
+    absl::StatusOr<Principal> caller = StreamCaller(directory, *ctx);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(caller.status()));
+      return;
+    }
+    caller_ = *std::move(caller);
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed (or the call broke): commit what came, say so, finish.
+      int64_t committed = -1;
+      if (stream_.has_value()) {
+        absl::StatusOr<int64_t> c = attachments_->Detach(*stream_);
+        stream_.reset();
+        if (c.ok()) committed = *c;
+      }
+      absl::MutexLock lock(&mu_);
+      if (committed > last_ack_) QueueAckLocked(committed, false);
+      FinishWhenIdleLocked(grpc::Status::OK);
+      return;
+    }
+    absl::Status status;
+    ChunkResult result;
+    int64_t committed = 0;
+    if (!stream_.has_value()) {
+      absl::StatusOr<Attachments::Stream> s = attachments_->Attach(caller_, chunk_.upload_id());
+      if (s.ok()) {
+        stream_ = *s;
+      } else {
+        status = s.status();
+      }
+    }
+    if (status.ok()) {
+      absl::StatusOr<ChunkResult> r = attachments_->Write(*stream_, chunk_, &committed);
+      if (r.ok()) {
+        result = *r;
+      } else {
+        status = r.status();
+      }
+    }
+    if (!status.ok()) {
+      if (stream_.has_value()) {
+        attachments_->Detach(*stream_).IgnoreError();
+        stream_.reset();
+      }
+      if (status.code() == absl::StatusCode::kFailedPrecondition ||
+          status.code() == absl::StatusCode::kInvalidArgument ||
+          status.code() == absl::StatusCode::kDataLoss) {
+        ctx_->AddTrailingMetadata(kCommittedOffsetMetadata, absl::StrCat(committed));
+      }
+      absl::MutexLock lock(&mu_);
+      FinishWhenIdleLocked(ToGrpcStatus(status));
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    if (result.ack) QueueAckLocked(result.committed, result.complete);
+    if (result.complete) {
+      stream_.reset();
+      FinishWhenIdleLocked(grpc::Status::OK);
+      return;
+    }
+    StartRead(&chunk_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) pending_.reset();  // the client is gone; nothing more to tell it
+    if (pending_.has_value()) {
+      SendPendingLocked();
+    } else if (finish_.has_value()) {
+      Finish(*finish_);
+      finish_.reset();
+    }
+  }
+
+  void OnDone() override {
+    if (stream_.has_value()) attachments_->Detach(*stream_).IgnoreError();
+    delete this;
+  }
+
+ private:
+  void QueueAckLocked(int64_t committed, bool complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::UploadAck ack;
+    ack.set_committed_offset(committed);
+    ack.set_complete(complete);
+    pending_ = ack;
+    last_ack_ = committed;
+    if (!writing_) SendPendingLocked();
+  }
+  void SendPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    out_ = *pending_;
+    pending_.reset();
+    writing_ = true;
+    StartWrite(&out_);
+  }
+  void FinishWhenIdleLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || pending_.has_value()) {
+      finish_ = status;
+    } else {
+      Finish(status);
+    }
+  }
+
+  Attachments* const attachments_;
+  CallbackServerContext* const ctx_;
+  Principal caller_;
+  v1::UploadChunk chunk_;
+  std::optional<Attachments::Stream> stream_;  // touched by the read callbacks only
+
+  absl::Mutex mu_;
+  v1::UploadAck out_ ABSL_GUARDED_BY(mu_);
+  std::optional<v1::UploadAck> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t last_ack_ ABSL_GUARDED_BY(mu_) = -1;
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// One Download: the blob's bytes from the asked offset, 64 KiB per message.
+class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadChunk> {
+ public:
+  DownloadReactor(Attachments* attachments, Directory* directory, CallbackServerContext* ctx,
+                  const v1::DownloadRequest* req)
+      : attachments_(attachments) {
+    absl::StatusOr<Principal> caller = StreamCaller(directory, *ctx);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(caller.status()));
+      return;
+    }
+    if (req->offset() < 0 || req->length() < 0) {
+      Finish(ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat(req->offset() < 0 ? "offset" : "length", ": must not be negative"))));
+      return;
+    }
+    absl::StatusOr<Attachments::BlobInfo> blob =
+        attachments->OpenDownload(*caller, req->sha256());
+    if (!blob.ok()) {
+      Finish(ToGrpcStatus(blob.status()));
+      return;
+    }
+    blob_ = *std::move(blob);
+    if (req->offset() >= blob_.size) {
+      Finish(ToGrpcStatus(absl::OutOfRangeError(absl::StrCat(
+          "offset: phải nhỏ hơn kích thước / must be below the size ", blob_.size, ", got ",
+          req->offset()))));
+      return;
+    }
+    next_ = req->offset();
+    end_ = req->length() == 0 ? blob_.size : std::min(blob_.size, req->offset() + req->length());
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download: the client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (next_ >= end_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const int64_t n = std::min(kMaxChunkBytes, end_ - next_);
+    absl::StatusOr<std::string> data = attachments_->ReadBlob(blob_.sha256, next_, n);
+    if (!data.ok() || data->empty()) {
+      Finish(ToGrpcStatus(data.ok() ? absl::DataLossError("blob: shorter than its size")
+                                    : data.status()));
+      return;
+    }
+    chunk_.Clear();
+    chunk_.set_offset(next_);
+    chunk_.set_crc32c(Crc32c(*data));
+    chunk_.set_total_size(blob_.size);
+    chunk_.set_media_type(blob_.media_type);
+    next_ += static_cast<int64_t>(data->size());
+    chunk_.set_data(*std::move(data));
+    StartWrite(&chunk_);
+  }
+
+  Attachments* const attachments_;
+  Attachments::BlobInfo blob_;
+  int64_t next_ = 0;
+  int64_t end_ = 0;
+  v1::DownloadChunk chunk_;
+};
+
+class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
+ public:
+  AttachmentServiceImpl(Attachments* attachments, Directory* directory, RpcRunner* runner)
+      : attachments_(attachments), directory_(directory), runner_(runner) {}
+
+  grpc::ServerUnaryReactor* Begin(CallbackServerContext* ctx, const v1::BeginUploadRequest* req,
+                                  v1::BeginUploadResponse* resp) override {
+    return runner_->Run(ctx, "/kcnet.v1.AttachmentService/Begin",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<v1::BeginUploadResponse> r =
+                              attachments_->Begin(*p, *req);
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+
+  grpc::ServerUnaryReactor* GetUpload(CallbackServerContext* ctx, const v1::GetUploadRequest* req,
+                                      v1::UploadState* resp) override {
+    return runner_->Run(ctx, "/kcnet.v1.AttachmentService/GetUpload",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<v1::UploadState> r =
+                              attachments_->GetUpload(*p, req->upload_id());
+                          if (!r.ok()) return r.status();
+                          *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+
+  grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck>* Upload(
+      CallbackServerContext* ctx) override {
+    return new UploadReactor(attachments_, directory_, ctx);
+  }
+
+  grpc::ServerWriteReactor<v1::DownloadChunk>* Download(CallbackServerContext* ctx,
+                                                        const v1::DownloadRequest* req) override {
+    return new DownloadReactor(attachments_, directory_, ctx, req);
+  }
+
+ private:
+  Attachments* const attachments_;
+  Directory* const directory_;
+  RpcRunner* const runner_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments,
+                                                     Directory* directory, RpcRunner* runner) {
+  return std::make_unique<AttachmentServiceImpl>(attachments, directory, runner);
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,558 @@
+#include "server/attachments/attachments.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kcnet/v1/domain.pb.h"
+#include "server/attachments/crc32c.h"
+#include "server/records/record_access.h"
+#include "sync/model/record_types.h"
+#include "sync/model/rules.h"
+
+namespace kcnet::server {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = kcnet::v1;
+
+constexpr char kAttachmentsFile[] = "attachments.db";
+constexpr char kBlobsDir[] = "blobs";
+constexpr char kUploadsDir[] = "uploads";
+
+absl::Status Errno(absl::string_view what) {
+  const int e = errno;
+  const std::string text = absl::StrCat(what, ": ", std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(text);
+  return absl::InternalError(text);
+}
+
+absl::Status UploadNotFound(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat(
+      "upload_id: không có phiên tải lên '", id.substr(0, 64),
+      "' (hết hạn?) / no upload session '", id.substr(0, 64), "' (expired? Begin again)"));
+}
+
+absl::Status WrongOffset(int64_t committed, int64_t got) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("offset: gửi tiếp từ committed_offset=", committed,
+                   " / resume from committed_offset=", committed, ", got offset ", got));
+}
+
+std::string NewUploadId() {
+  unsigned char raw[16];
+  randombytes_buf(raw, sizeof(raw));
+  return HexOf(absl::string_view(reinterpret_cast<const char*>(raw), sizeof(raw)));
+}
+
+absl::Status PwriteAll(int fd, absl::string_view data, int64_t offset) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
+                               static_cast<off_t>(offset + static_cast<int64_t>(done)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("upload: write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckAttachmentOptions(const AttachmentOptions& o) {
+  if (o.max_bytes <= 0 || o.max_bytes > model::kAttachmentMaxBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("attachment_max_bytes: must be between 1 and ",
+                                                   model::kAttachmentMaxBytes, ", got ",
+                                                   o.max_bytes));
+  }
+  if (o.media_types.empty()) {
+    return absl::InvalidArgumentError("attachment_media_types: must name at least one type");
+  }
+  const auto& known = model::AttachmentMediaTypes();
+  for (const std::string& t : o.media_types) {
+    if (std::find(known.begin(), known.end(), t) == known.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("attachment_media_types: '", t,
+                                                     "' is not one of ",
+                                                     absl::StrJoin(known, ", ")));
+    }
+  }
+  if (o.user_quota_bytes < 0 || o.province_quota_bytes < 0) {
+    return absl::InvalidArgumentError("attachment_quota: must not be negative");
+  }
+  if (o.upload_ttl <= absl::ZeroDuration() || o.gc_grace < absl::ZeroDuration() ||
+      o.gc_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("blob_gc: durations must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckMagic(const std::string& media_type, absl::string_view head) {
+  bool ok = false;
+  if (media_type == "image/jpeg") {
+    ok = head.size() >= 3 && head.substr(0, 3) == absl::string_view("\xFF\xD8\xFF", 3);
+  } else if (media_type == "image/png") {
+    ok = head.size() >= 8 && head.substr(0, 8) == absl::string_view("\x89PNG\r\n\x1A\n", 8);
+  } else if (media_type == "image/webp") {
+    ok = head.size() >= 12 && head.substr(0, 4) == "RIFF" && head.substr(8, 4) == "WEBP";
+  } else if (media_type == "application/pdf") {
+    ok = head.size() >= 5 && head.substr(0, 5) == "%PDF-";
+  }
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("media_type: nội dung không phải ", media_type, " / the bytes are not ",
+                   media_type, " (checked by their first bytes)"));
+}
+
+absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string& data_dir,
+                                                               const std::string& records_path,
+                                                               const AttachmentOptions& options,
+                                                               const Deps& deps) {
+  if (absl::Status s = CheckAttachmentOptions(options); !s.ok()) return s;
+  std::unique_ptr<Attachments> a(new Attachments(options, deps));
+  const fs::path dir(data_dir);
+  absl::StatusOr<std::unique_ptr<AttachmentDb>> db =
+      AttachmentDb::Open((dir / kAttachmentsFile).string());
+  if (!db.ok()) return db.status();
+  a->db_ = *std::move(db);
+  absl::StatusOr<std::unique_ptr<FileBlobStore>> blobs =
+      FileBlobStore::Open((dir / kBlobsDir).string());
+  if (!blobs.ok()) return blobs.status();
+  a->blobs_ = *std::move(blobs);
+  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(records_path);
+  if (!refs.ok()) return refs.status();
+  a->references_ = *std::move(refs);
+  a->uploads_dir_ = (dir / kUploadsDir).string();
+  std::error_code error;
+  fs::create_directories(a->uploads_dir_, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("data_dir: cannot create ", a->uploads_dir_, ": ", error.message()));
+  }
+  if (options.gc_interval > absl::ZeroDuration()) {
+    Attachments* self = a.get();
+    a->collector_ = std::thread([self] { self->CollectorLoop(); });
+  }
+  return a;
+}
+
+Attachments::~Attachments() {
+  Stop();
+  std::vector<std::shared_ptr<Active>> open;
+  {
+    absl::MutexLock lock(&active_mu_);
+    for (auto& entry : active_) open.push_back(entry.second);
+  }
+  for (const std::shared_ptr<Active>& a : open) {
+    absl::MutexLock lock(&a->mu);
+    if (a->fd >= 0) ::close(a->fd);
+    a->fd = -1;
+  }
+}
+
+void Attachments::Stop() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (collector_.joinable()) collector_.join();
+}
+
+void Attachments::CollectorLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(stop_mu_) { return stopping_; };
+      if (stop_mu_.AwaitWithTimeout(absl::Condition(&stopping), options_.gc_interval)) return;
+    }
+    absl::StatusOr<GcReport> report = CollectGarbage();
+    if (deps_.logger == nullptr) continue;
+    if (!report.ok()) {
+      deps_.logger->Warning(absl::StrCat("blob gc: ", report.status().message()));
+    } else if (report->blobs_removed + report->sessions_expired + report->temp_files_removed > 0) {
+      deps_.logger->Info(absl::StrCat("blob gc: removed ", report->blobs_removed, " blobs (",
+                                      report->bytes_removed, " bytes), ",
+                                      report->sessions_expired, " expired uploads, ",
+                                      report->temp_files_removed, " temp files"));
+    }
+  }
+}
+
+absl::StatusOr<GcReport> Attachments::CollectGarbage() {
+  GcOptions gc;
+  gc.now_ms = deps_.clock->NowMs();
+  gc.grace = options_.gc_grace;
+  gc.uploads_dir = uploads_dir_;
+  gc.active = [this](const std::string& id) {
+    std::shared_ptr<Active> a = FindActive(id);
+    if (a == nullptr) return false;
+    absl::MutexLock lock(&a->mu);
+    return a->attached;
+  };
+  return server::CollectGarbage(*db_, *blobs_, *references_, gc);
+}
+
+absl::StatusOr<int64_t> Attachments::ProvinceOf(int64_t org_unit_id) {
+  int64_t id = org_unit_id;
+  for (int depth = 0; id > 0 && depth < 64; ++depth) {
+    absl::StatusOr<v1::OrgUnit> unit = deps_.directory->GetOrgUnit(id);
+    if (!unit.ok()) break;
+    if (unit->level() == v1::ORG_UNIT_LEVEL_PROVINCE) return unit->id();
+    id = unit->parent_id();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("commune_id: org unit ", org_unit_id, " lies in no province"));
+}
+
+absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& caller,
+                                                           const v1::BeginUploadRequest& req) {
+  if (req.sha256().size() != 32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sha256: phải là 32 byte / must be the 32 bytes of a SHA-256, got ", req.sha256().size()));
+  }
+  if (req.size() <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size: phải lớn hơn 0 / must be above 0, got ", req.size()));
+  }
+  if (req.size() > options_.max_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "size: tệp quá lớn (tối đa ", options_.max_bytes, " byte) / too large: ", req.size(),
+        " bytes, the limit is ", options_.max_bytes));
+  }
+  if (std::find(options_.media_types.begin(), options_.media_types.end(), req.media_type()) ==
+      options_.media_types.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("media_type: loại tệp không được nhận / '", req.media_type().substr(0, 64),
+                     "' is not accepted (", absl::StrJoin(options_.media_types, ", "), ")"));
+  }
+  // The record the bytes belong to: visible to the caller, saying the same as the request.
+  RecordAccess access(RecordServiceDeps{
+      .directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
+  v1::Attachment record;
+  absl::StatusOr<uint64_t> read =
+      access.Read(caller, model::kAttachmentType, req.attachment_id(), &record);
+  if (!read.ok()) {
+    if (read.status().code() == absl::StatusCode::kInvalidArgument) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachment_id: '", req.attachment_id().substr(0, 64), "' is not a UUID"));
+    }
+    if (read.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(
+          absl::StrCat("attachment_id: không có tệp đính kèm / attachment ",
+                       req.attachment_id().substr(0, 64), " not found (sync its record first)"));
+    }
+    return read.status();
+  }
+  const std::string sha = HexOf(req.sha256());
+  if (record.sha256() != sha || record.size_bytes() != req.size() ||
+      record.media_type() != req.media_type()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sha256: không khớp bản ghi / sha256, size and media_type must be the attachment "
+        "record's (", record.sha256(), ", ", record.size_bytes(), ", ", record.media_type(), ")"));
+  }
+  absl::StatusOr<int64_t> province = ProvinceOf(record.commune_id());
+  if (!province.ok()) return province.status();
+
+  v1::BeginUploadResponse resp;
+  absl::StatusOr<bool> has = db_->ProvinceHas(*province, sha);
+  if (!has.ok()) return has.status();
+  if (*has && blobs_->Size(sha).ok()) {
+    resp.set_already_have(true);
+    return resp;
+  }
+  const int64_t now = deps_.clock->NowMs();
+  absl::StatusOr<std::optional<UploadSession>> found =
+      db_->FindUpload(caller.user_id, *province, sha);
+  if (!found.ok()) return found.status();
+  std::optional<UploadSession> session = *found;
+  if (session.has_value() && session->expires_ms <= now) {
+    // Expired: the collector removes it; a new session starts at 0.
+    session.reset();
+  }
+  if (!session.has_value()) {
+    if (options_.user_quota_bytes > 0) {
+      absl::StatusOr<int64_t> used = db_->UserBytes(caller.user_id);
+      if (!used.ok()) return used.status();
+      if (*used + req.size() > options_.user_quota_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "quota per user: hết hạn mức của người dùng / the user's quota of ",
+            options_.user_quota_bytes, " bytes is used (", *used, " bytes)"));
+      }
+    }
+    if (options_.province_quota_bytes > 0) {
+      absl::StatusOr<int64_t> used = db_->ProvinceBytes(*province);
+      if (!used.ok()) return used.status();
+      if (*used + req.size() > options_.province_quota_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "quota per province: hết hạn mức của tỉnh / the province's quota of ",
+            options_.province_quota_bytes, " bytes is used (", *used, " bytes)"));
+      }
+    }
+    UploadSession s;
+    s.id = NewUploadId();
+    s.user_id = caller.user_id;
+    s.province_id = *province;
+    s.attachment_id = record.id();
+    s.sha256 = sha;
+    s.size = req.size();
+    s.media_type = req.media_type();
+    s.created_ms = now;
+    s.expires_ms = now + absl::ToInt64Milliseconds(options_.upload_ttl);
+    // The row before the file: the collector takes a file without a row for no one's.
+    if (absl::Status st = db_->CreateUpload(s); !st.ok()) return st;
+    session = s;
+  }
+  // What a stream may have committed since the row was read.
+  int64_t committed = session->committed;
+  if (std::shared_ptr<Active> a = FindActive(session->id); a != nullptr) {
+    absl::MutexLock lock(&a->mu);
+    committed = a->session.committed;
+  }
+  resp.set_upload_id(session->id);
+  resp.set_committed_offset(committed);
+  resp.set_expires_ms(session->expires_ms);
+  resp.set_max_chunk_bytes(static_cast<int32_t>(kMaxChunkBytes));
+  resp.set_commit_interval_bytes(static_cast<int32_t>(kCommitIntervalBytes));
+  return resp;
+}
+
+absl::StatusOr<v1::UploadState> Attachments::GetUpload(const Principal& caller,
+                                                       const std::string& upload_id) {
+  absl::StatusOr<std::optional<UploadSession>> s = db_->GetUpload(upload_id);
+  if (!s.ok()) return s.status();
+  if (!s->has_value() || (*s)->user_id != caller.user_id ||
+      (*s)->expires_ms <= deps_.clock->NowMs()) {
+    return UploadNotFound(upload_id);
+  }
+  v1::UploadState out;
+  out.set_upload_id(upload_id);
+  out.set_committed_offset((*s)->committed);
+  out.set_size((*s)->size);
+  out.set_expires_ms((*s)->expires_ms);
+  if (std::shared_ptr<Active> a = FindActive(upload_id); a != nullptr) {
+    absl::MutexLock lock(&a->mu);
+    out.set_committed_offset(a->session.committed);
+  }
+  return out;
+}
+
+std::shared_ptr<Attachments::Active> Attachments::FindActive(const std::string& id) {
+  absl::MutexLock lock(&active_mu_);
+  auto it = active_.find(id);
+  return it == active_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
+                                                        const std::string& upload_id) {
+  absl::StatusOr<std::optional<UploadSession>> s = db_->GetUpload(upload_id);
+  if (!s.ok()) return s.status();
+  if (!s->has_value() || (*s)->user_id != caller.user_id ||
+      (*s)->expires_ms <= deps_.clock->NowMs()) {
+    return UploadNotFound(upload_id);
+  }
+  auto fresh = std::make_shared<Active>();
+  {
+    absl::MutexLock lock(&fresh->mu);
+    fresh->session = **s;
+  }
+  std::shared_ptr<Active> a;
+  {
+    absl::MutexLock lock(&active_mu_);
+    a = active_.try_emplace(upload_id, fresh).first->second;
+  }
+  absl::MutexLock lock(&a->mu);
+  if (a->over) return UploadNotFound(upload_id);
+  if (a->fd < 0) {
+    const std::string path = UploadTempPath(uploads_dir_, upload_id);
+    a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
+    // Whatever lies past the committed offset was never acknowledged: cut it off.
+    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
+      return Errno(absl::StrCat("upload: truncate ", path));
+    }
+    a->received = a->session.committed;
+  } else if (a->received != a->session.committed) {
+    // Another stream was cut while it wrote: keep what it committed, drop the rest.
+    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
+      return Errno("upload: truncate");
+    }
+    a->received = a->session.committed;
+  }
+  a->attached = true;
+  return Stream{.upload_id = upload_id, .generation = ++a->generation};
+}
+
+absl::Status Attachments::CommitLocked(Active& a) {
+  if (a.received == a.session.committed) return absl::OkStatus();
+  if (absl::Status s = SyncFd(a.fd, "upload temp file"); !s.ok()) return s;
+  if (absl::Status s = db_->SetCommitted(a.session.id, a.received); !s.ok()) return s;
+  a.session.committed = a.received;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
+  const std::string path = UploadTempPath(uploads_dir_, a.session.id);
+  absl::StatusOr<std::string> raw = Sha256OfFile(path);
+  if (!raw.ok()) return raw.status();
+  const std::string actual = HexOf(*raw);
+  if (actual != a.session.sha256) {
+    // Start again at 0: the bytes are unknown to be right anywhere.
+    if (::ftruncate(a.fd, 0) != 0) return Errno("upload: truncate");
+    if (absl::Status s = SyncFd(a.fd, "upload temp file"); !s.ok()) return s;
+    if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
+    a.session.committed = 0;
+    a.received = 0;
+    return absl::DataLossError(absl::StrCat(
+        "sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
+        a.session.sha256, ": the upload starts again at 0"));
+  }
+  ::close(a.fd);
+  a.fd = -1;
+  // A blob another province (or another user) stored meanwhile has the same bytes.
+  if (blobs_->Size(a.session.sha256).ok()) {
+    ::unlink(path.c_str());
+  } else if (absl::Status s = blobs_->Adopt(a.session.sha256, path); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = db_->AddProvinceBlob(a.session.province_id, a.session.sha256,
+                                            a.session.size, a.session.user_id,
+                                            deps_.clock->NowMs());
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = db_->DeleteUpload(a.session.id); !s.ok()) return s;
+  a.over = true;
+  a.attached = false;
+  {
+    absl::MutexLock lock(&active_mu_);
+    active_.erase(a.session.id);
+  }
+  return ChunkResult{.ack = true, .committed = a.session.size, .complete = true};
+}
+
+absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::UploadChunk& chunk,
+                                               int64_t* committed) {
+  std::shared_ptr<Active> a = FindActive(stream.upload_id);
+  if (a == nullptr) return UploadNotFound(stream.upload_id);
+  absl::MutexLock lock(&a->mu);
+  *committed = a->session.committed;
+  if (a->over) return UploadNotFound(stream.upload_id);
+  if (a->generation != stream.generation) {
+    return absl::AbortedError(
+        "upload_id: một kết nối khác đã tiếp nhận phiên này / another stream took over this "
+        "upload");
+  }
+  if (chunk.upload_id() != stream.upload_id) {
+    return absl::InvalidArgumentError("upload_id: every chunk of a stream names the same upload");
+  }
+  const int64_t n = static_cast<int64_t>(chunk.data().size());
+  if (n == 0 || n > kMaxChunkBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes,
+                     " bytes, got ", n));
+  }
+  if (chunk.offset() != a->received) {
+    // Keep what arrived before, then say where to go on from.
+    if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
+    *committed = a->session.committed;
+    return WrongOffset(a->session.committed, chunk.offset());
+  }
+  if (chunk.offset() + n > a->session.size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data: vượt quá kích thước / goes past the announced size ",
+                     a->session.size, " (offset ", chunk.offset(), " + ", n, ")"));
+  }
+  if (Crc32c(chunk.data()) != chunk.crc32c()) {
+    if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
+    *committed = a->session.committed;
+    return absl::InvalidArgumentError(
+        absl::StrCat("crc32c: dữ liệu hỏng trên đường truyền / the chunk at offset ",
+                     chunk.offset(), " does not match its CRC32C (not stored; resume from "
+                     "committed_offset=",
+                     a->session.committed, ")"));
+  }
+  if (chunk.offset() == 0) {
+    const int64_t need = std::min<int64_t>(12, a->session.size);
+    if (n < need) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("data: the first chunk must hold at least ", need, " bytes"));
+    }
+    if (absl::Status s = CheckMagic(a->session.media_type, chunk.data()); !s.ok()) return s;
+  }
+  if (absl::Status s = PwriteAll(a->fd, chunk.data(), chunk.offset()); !s.ok()) return s;
+  a->received += n;
+  ChunkResult result;
+  if (a->received - a->session.committed >= kCommitIntervalBytes || chunk.flush() ||
+      a->received == a->session.size) {
+    if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
+    result.ack = true;
+  }
+  result.committed = a->session.committed;
+  *committed = a->session.committed;
+  if (a->session.committed == a->session.size) {
+    absl::StatusOr<ChunkResult> done = FinishLocked(*a);
+    *committed = a->session.committed;
+    return done;
+  }
+  return result;
+}
+
+absl::StatusOr<int64_t> Attachments::Detach(const Stream& stream) {
+  std::shared_ptr<Active> a = FindActive(stream.upload_id);
+  if (a == nullptr) return absl::NotFoundError("upload over");
+  absl::MutexLock lock(&a->mu);
+  if (a->over || a->generation != stream.generation) return a->session.committed;
+  absl::Status status = CommitLocked(*a);
+  a->attached = false;
+  if (a->fd >= 0) ::close(a->fd);
+  a->fd = -1;
+  a->received = a->session.committed;
+  if (!status.ok()) return status;
+  return a->session.committed;
+}
+
+absl::StatusOr<Attachments::BlobInfo> Attachments::OpenDownload(const Principal& caller,
+                                                                absl::string_view sha256_raw) {
+  if (sha256_raw.size() != 32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sha256: phải là 32 byte / must be the 32 bytes of a SHA-256, got ", sha256_raw.size()));
+  }
+  const std::string sha = HexOf(sha256_raw);
+  const absl::Status not_found = absl::NotFoundError(
+      absl::StrCat("sha256: không tìm thấy / no attachment ", sha, " you may see"));
+  absl::StatusOr<std::vector<BlobReference>> refs = references_->Referencing(sha);
+  if (!refs.ok()) return refs.status();
+  model::Actor actor = ActorFor(deps_.directory, caller);
+  for (const BlobReference& ref : *refs) {
+    if (!actor.in_scope || !actor.in_scope(ref.commune_id)) continue;
+    absl::StatusOr<int64_t> province = ProvinceOf(ref.commune_id);
+    if (!province.ok()) continue;
+    absl::StatusOr<bool> has = db_->ProvinceHas(*province, sha);
+    if (!has.ok()) return has.status();
+    if (!*has) continue;
+    absl::StatusOr<int64_t> size = blobs_->Size(sha);
+    if (!size.ok()) {
+      if (size.status().code() == absl::StatusCode::kNotFound) return not_found;
+      return size.status();
+    }
+    return BlobInfo{.sha256 = sha, .size = *size, .media_type = ref.media_type};
+  }
+  return not_found;
+}
+
+absl::StatusOr<std::string> Attachments::ReadBlob(const std::string& sha256, int64_t offset,
+                                                  int64_t length) {
+  return blobs_->Read(sha256, offset, length);
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,167 @@
+// Attachments: the server side of attachment bytes (proto/kcnet/v1/attachments.proto,
+// docs/ATTACHMENTS.md), without gRPC: upload sessions (Begin, chunk by chunk, durable
+// commits, the final SHA-256), ranged reads for downloads, quotas, and the garbage
+// collector's thread. MakeAttachmentService (attachment_service.h) puts gRPC around it.
+//
+// Who may do what: Begin needs the Attachment record to be on the server and visible to
+// the caller (else NOT_FOUND, as for a missing one); its owner's province is the session's.
+// "Already have it" only when that province holds the blob (uploaded for it before), so a
+// province cannot probe another's files by hash. A download needs a live attachment
+// record naming the hash that the caller may see, whose province holds the blob.
+//
+// Durability: a chunk is written to the session's temp file (DATA_DIR/uploads/ID.part) at
+// once; at least every 256 KiB (and at a flush, at the end of the bytes, when a stream
+// ends) the file is fsynced and the committed offset written to attachments.db. After a
+// restart a session resumes at its committed offset (the temp file is cut back to it).
+//
+// Thread-safety: thread-safe. One stream writes to a session at a time: a new stream on
+// the same session takes it over, and the old one's next chunk answers ABORTED.
+#ifndef KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
+#define KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/attachments.pb.h"
+#include "server/attachments/attachment_db.h"
+#include "server/attachments/blob_gc.h"
+#include "server/attachments/blob_store.h"
+#include "server/attachments/references.h"
+#include "server/directory/directory.h"
+#include "server/rpc/logger.h"
+#include "sync/hlc.h"
+#include "sync/server_store.h"
+
+namespace kcnet::server {
+
+inline constexpr int64_t kMaxChunkBytes = 64 * 1024;
+inline constexpr int64_t kCommitIntervalBytes = 256 * 1024;
+// The trailing metadata key of a FAILED_PRECONDITION (wrong offset): the committed offset.
+inline constexpr char kCommittedOffsetMetadata[] = "kcnet-committed-offset";
+
+struct AttachmentOptions {
+  int64_t max_bytes = 25 * 1024 * 1024;  // at most model::kAttachmentMaxBytes
+  // Checked by magic bytes; a subset of image/jpeg, image/png, image/webp, application/pdf.
+  std::vector<std::string> media_types = {"image/jpeg", "image/png", "image/webp",
+                                          "application/pdf"};
+  int64_t user_quota_bytes = 0;      // 0: no quota
+  int64_t province_quota_bytes = 0;  // 0: no quota
+  absl::Duration upload_ttl = absl::Hours(24 * 7);
+  absl::Duration gc_grace = absl::Hours(24);
+  absl::Duration gc_interval = absl::Hours(1);  // zero: no collector thread
+};
+
+// Checks `options` (INVALID_ARGUMENT naming the option).
+absl::Status CheckAttachmentOptions(const AttachmentOptions& options);
+
+// Whether `head` (the first bytes of the content, at least 12 when there are) starts like
+// `media_type`: INVALID_ARGUMENT naming media_type when not.
+absl::Status CheckMagic(const std::string& media_type, absl::string_view head);
+
+// What one chunk did.
+struct ChunkResult {
+  bool ack = false;  // a commit happened: tell the client `committed`
+  int64_t committed = 0;
+  bool complete = false;  // the blob is stored; the session is over
+};
+
+class Attachments {
+ public:
+  struct Deps {
+    Directory* directory = nullptr;
+    sync::ServerStore* store = nullptr;
+    sync::Clock* clock = nullptr;
+    Logger* logger = nullptr;  // may be null
+  };
+  // Opens DATA_DIR/attachments.db, DATA_DIR/blobs and DATA_DIR/uploads, reads references
+  // from `records_path` (kcnet.db, already opened by the store so it has its attachment
+  // table), and starts the collector thread (unless gc_interval is zero).
+  static absl::StatusOr<std::unique_ptr<Attachments>> Open(const std::string& data_dir,
+                                                           const std::string& records_path,
+                                                           const AttachmentOptions& options,
+                                                           const Deps& deps);
+  ~Attachments();  // Stop()s
+
+  // Stops the collector thread. Idempotent.
+  void Stop();
+
+  absl::StatusOr<kcnet::v1::BeginUploadResponse> Begin(const Principal& caller,
+                                                       const kcnet::v1::BeginUploadRequest& req);
+  absl::StatusOr<kcnet::v1::UploadState> GetUpload(const Principal& caller,
+                                                   const std::string& upload_id);
+
+  // A stream's hold on one session. Attach on the stream's first chunk; Write each chunk;
+  // Detach when the stream ends (commits what was received).
+  struct Stream {
+    std::string upload_id;
+    uint64_t generation = 0;
+  };
+  absl::StatusOr<Stream> Attach(const Principal& caller, const std::string& upload_id);
+  // Errors: see attachments.proto; a FAILED_PRECONDITION's message holds
+  // "committed_offset=N" and *committed is N.
+  absl::StatusOr<ChunkResult> Write(const Stream& stream, const kcnet::v1::UploadChunk& chunk,
+                                    int64_t* committed);
+  // Commits what the stream wrote and lets the session go; returns the committed offset.
+  absl::StatusOr<int64_t> Detach(const Stream& stream);
+
+  // A blob the caller may download: its size and media type. NOT_FOUND otherwise.
+  struct BlobInfo {
+    std::string sha256;  // hex
+    int64_t size = 0;
+    std::string media_type;
+  };
+  absl::StatusOr<BlobInfo> OpenDownload(const Principal& caller, absl::string_view sha256_raw);
+  absl::StatusOr<std::string> ReadBlob(const std::string& sha256, int64_t offset, int64_t length);
+
+  // One collector pass now.
+  absl::StatusOr<GcReport> CollectGarbage();
+
+  AttachmentDb& db() { return *db_; }
+  BlobStore& blobs() { return *blobs_; }
+  const std::string& uploads_dir() const { return uploads_dir_; }
+
+ private:
+  // A session some stream has worked on since the server started.
+  struct Active {
+    absl::Mutex mu;
+    UploadSession session ABSL_GUARDED_BY(mu);
+    int fd ABSL_GUARDED_BY(mu) = -1;
+    int64_t received ABSL_GUARDED_BY(mu) = 0;  // bytes in the temp file (>= committed)
+    uint64_t generation ABSL_GUARDED_BY(mu) = 0;
+    bool attached ABSL_GUARDED_BY(mu) = false;
+    bool over ABSL_GUARDED_BY(mu) = false;  // completed: the entry is going away
+  };
+
+  Attachments(const AttachmentOptions& options, const Deps& deps) : options_(options), deps_(deps) {}
+  std::shared_ptr<Active> FindActive(const std::string& id);
+  absl::Status CommitLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
+  absl::StatusOr<ChunkResult> FinishLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
+  absl::StatusOr<int64_t> ProvinceOf(int64_t org_unit_id);
+  void CollectorLoop();
+
+  const AttachmentOptions options_;
+  const Deps deps_;
+  std::unique_ptr<AttachmentDb> db_;
+  std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<AttachmentReferences> references_;
+  std::string uploads_dir_;
+
+  absl::Mutex active_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Active>> active_ ABSL_GUARDED_BY(active_mu_);
+
+  absl::Mutex stop_mu_;
+  bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread collector_;
+};
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_

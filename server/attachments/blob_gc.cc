@@ -1,0 +1,117 @@
+#include "server/attachments/blob_gc.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <system_error>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace kcnet::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kPartSuffix[] = ".part";
+
+bool RemoveFile(const std::string& path) { return ::unlink(path.c_str()) == 0; }
+
+}  // namespace
+
+std::string UploadTempPath(const std::string& uploads_dir, const std::string& upload_id) {
+  return (fs::path(uploads_dir) / absl::StrCat(upload_id, kPartSuffix)).string();
+}
+
+absl::StatusOr<GcReport> CollectGarbage(AttachmentDb& db, BlobStore& blobs,
+                                        AttachmentReferences& references,
+                                        const GcOptions& options) {
+  GcReport report;
+  // The temp files first, then the sessions: a session's row is written before its file
+  // and removed after it, so a file seen here whose session is missing below is no one's.
+  std::vector<std::string> temp_ids;
+  std::error_code error;
+  if (!options.uploads_dir.empty() && fs::exists(options.uploads_dir, error)) {
+    for (fs::directory_iterator it(options.uploads_dir, error), end; !error && it != end;
+         it.increment(error)) {
+      const std::string name = it->path().filename().string();
+      if (absl::EndsWith(name, kPartSuffix)) {
+        temp_ids.push_back(name.substr(0, name.size() - (sizeof(kPartSuffix) - 1)));
+      }
+    }
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("gc: cannot list ", options.uploads_dir, ": ", error.message()));
+    }
+  }
+  absl::StatusOr<std::vector<UploadSession>> sessions = db.AllUploads();
+  if (!sessions.ok()) return sessions.status();
+  absl::flat_hash_set<std::string> live;
+  for (const UploadSession& s : *sessions) {
+    const bool active = options.active && options.active(s.id);
+    if (s.expires_ms > options.now_ms || active) {
+      live.insert(s.id);
+      continue;
+    }
+    if (RemoveFile(UploadTempPath(options.uploads_dir, s.id))) ++report.temp_files_removed;
+    if (absl::Status st = db.DeleteUpload(s.id); !st.ok()) return st;
+    ++report.sessions_expired;
+  }
+  for (const std::string& id : temp_ids) {
+    if (live.contains(id)) continue;
+    if (RemoveFile(UploadTempPath(options.uploads_dir, id))) ++report.temp_files_removed;
+  }
+
+  absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> counts = references.Counts();
+  if (!counts.ok()) return counts.status();
+  const int64_t grace_ms = absl::ToInt64Milliseconds(options.grace);
+  struct Doomed {
+    std::string sha;
+    int64_t size;
+  };
+  std::vector<Doomed> doomed;
+  absl::Status status = blobs.ForEach([&](const std::string& sha, int64_t size) -> absl::Status {
+    if (counts->contains(sha)) return db.ClearMark(sha);
+    absl::StatusOr<int64_t> since = db.MarkUnreferenced(sha, options.now_ms);
+    if (!since.ok()) return since.status();
+    if (options.now_ms - *since >= grace_ms) {
+      doomed.push_back({sha, size});
+    } else {
+      ++report.blobs_marked;
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (doomed.empty()) return report;
+  // Records may have arrived while the blobs were listed: look again before removing.
+  counts = references.Counts();
+  if (!counts.ok()) return counts.status();
+  for (const Doomed& d : doomed) {
+    if (counts->contains(d.sha)) {
+      if (absl::Status s = db.ClearMark(d.sha); !s.ok()) return s;
+      continue;
+    }
+    if (absl::Status s = blobs.Remove(d.sha); !s.ok()) return s;
+    if (absl::Status s = db.ForgetBlob(d.sha); !s.ok()) return s;
+    ++report.blobs_removed;
+    report.bytes_removed += d.size;
+  }
+  return report;
+}
+
+absl::StatusOr<VerifyReport> VerifyBlobs(BlobStore& blobs) {
+  VerifyReport report;
+  absl::Status status = blobs.ForEach([&](const std::string& sha, int64_t size) -> absl::Status {
+    ++report.blobs;
+    report.bytes += size;
+    absl::StatusOr<std::string> actual = blobs.Rehash(sha);
+    if (!actual.ok()) return actual.status();
+    if (*actual != sha) report.damaged.push_back(sha);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return report;
+}
+
+}  // namespace kcnet::server

@@ -1,0 +1,57 @@
+// AttachmentReferences: which Attachment records (synced record type 5) reference a blob.
+// The reference count of a blob is the number of live (not deleted) attachment records
+// naming its hash; it is read from the records themselves (kcnet.db's `attachment` table,
+// indexed by sha256), so it is right however the records arrived (unary calls, the sync
+// stream, a restore) and can never drift from them.
+//
+// Thread-safety: RecordReferences is thread-safe (its own read-only connection behind a
+// mutex); the server keeps writing kcnet.db meanwhile (WAL readers never block it).
+#ifndef KCNET_SERVER_ATTACHMENTS_REFERENCES_H_
+#define KCNET_SERVER_ATTACHMENTS_REFERENCES_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "sync/sqlite.h"
+
+namespace kcnet::server {
+
+// One live attachment record naming a hash: where it is and what it says the bytes are.
+struct BlobReference {
+  int64_t commune_id = 0;
+  std::string media_type;
+};
+
+class AttachmentReferences {
+ public:
+  virtual ~AttachmentReferences() = default;
+  // The live attachment records naming `sha256` (hex).
+  virtual absl::StatusOr<std::vector<BlobReference>> Referencing(const std::string& sha256) = 0;
+  // Every referenced hash with its reference count.
+  virtual absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> Counts() = 0;
+};
+
+class RecordReferences : public AttachmentReferences {
+ public:
+  // Opens `records_path` (kcnet.db) read-only. FAILED_PRECONDITION when it has no
+  // attachment table (a file of a server older than attachments).
+  static absl::StatusOr<std::unique_ptr<RecordReferences>> Open(const std::string& records_path);
+
+  absl::StatusOr<std::vector<BlobReference>> Referencing(const std::string& sha256) override;
+  absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> Counts() override;
+
+ private:
+  explicit RecordReferences(std::unique_ptr<sync::Db> db) : db_(std::move(db)) {}
+  absl::Mutex mu_;
+  std::unique_ptr<sync::Db> db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kcnet::server
+
+#endif  // KCNET_SERVER_ATTACHMENTS_REFERENCES_H_
