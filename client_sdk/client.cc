@@ -30,10 +30,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "client_sdk/attachment_queue.h"
 #include "client_sdk/device_directory.h"
 #include "client_sdk/sync_client.h"
 #include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
+#include "kcnet/v1/attachments.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "sync/device_store.h"
@@ -787,7 +789,11 @@ class Client::Impl {
   // Writes `changes` with their outbox row; the store checks them against the schema and,
   // inside the write's own transaction, the rules. Errors name the record's field
   // ("visit.latitude: ...").
-  absl::Status Write(std::vector<RecordChange> changes) {
+  // `also` runs inside the write's transaction (app-table rows written with the record);
+  // without `notify` the caller notifies observers itself (NotifyWrite).
+  absl::Status Write(std::vector<RecordChange> changes,
+                     const std::function<absl::Status(sync::Db&, uint64_t)>& also = nullptr,
+                     bool notify = true) {
     absl::StatusOr<model::Actor> actor = Actor();
     if (!actor.ok()) return actor.status();
     // An app whose schema is older than this build's (ClientOptions::schema) does not
@@ -806,14 +812,20 @@ class Client::Impl {
     }
     Mutation m;  // for naming fields in errors
     for (const RecordChange& c : changes) *m.add_changes() = c;
-    absl::StatusOr<uint64_t> seq = store_->Write(std::move(changes), model::ValidatorFor(*actor));
+    absl::StatusOr<uint64_t> seq =
+        store_->Write(std::move(changes), model::ValidatorFor(*actor), also);
     if (!seq.ok()) {
       return absl::Status(seq.status().code(),
                           model::RecordFieldMessage(m, seq.status().message()));
     }
+    if (notify) NotifyWrite(m);
+    return absl::OkStatus();
+  }
+
+  // After a local write: the background sync comes sooner, observers hear of it.
+  void NotifyWrite(const Mutation& m) {
     SyncSoon();
     if (HasObservers()) AwaitDelivery(Notify({ChangeEvent::Source::kLocal, RefsOf(m)}));
-    return absl::OkStatus();
   }
 
   template <typename T>
@@ -1225,6 +1237,17 @@ class Client::Impl {
             absl::StrCat("sync: the directory was not fetched: ", fetched.status().ToString()));
       }
     }
+    // Attachments after the records, in their own calls: records never wait for photos,
+    // and a failed upload does not fail the sync (it stays queued, resumes next time).
+    AttachmentUploadSummary uploaded;
+    absl::Status upload_status;
+    if (result.ok() && options_.upload_attachments_in_sync) {
+      upload_status = UploadPass(*channel, token, generation_at_start, background, &uploaded);
+      if (!upload_status.ok()) {
+        Log(absl::IsCancelled(upload_status) ? LogLevel::kInfo : LogLevel::kWarning,
+            absl::StrCat("sync: attachments not all uploaded: ", upload_status.ToString()));
+      }
+    }
     const SyncResult none;
     const SyncResult& done = result.ok() ? *result : client ? client->last_result() : none;
     if (done.clock_skew_ms.has_value()) {
@@ -1236,6 +1259,8 @@ class Client::Impl {
     summary.pushed_mutations = static_cast<int64_t>(done.pushed_mutations);
     summary.received_changes = static_cast<int64_t>(done.received_changes);
     summary.applied_changes = static_cast<int64_t>(done.applied_changes);
+    summary.attachments = uploaded;
+    summary.attachments_error = upload_status;
     ChangeEvent reported{ChangeEvent::Source::kReport, {}};
     for (const sync::Report& r : done.reports) {
       summary.reports.push_back(ToReport(r));
@@ -1316,6 +1341,9 @@ class Client::Impl {
       stop_ = true;
       state_cv_.SignalAll();
       if (syncing_ != nullptr && serial_owner_ == background_id_) syncing_->Cancel();
+      if (serial_owner_ == background_id_) {
+        for (grpc::ClientContext* call : transfers_) call->TryCancel();
+      }
       thread = std::move(thread_);
     }
     thread.join();
@@ -1331,6 +1359,7 @@ class Client::Impl {
     absl::MutexLock lock(&mu_);
     ++cancel_generation_;
     if (syncing_ != nullptr) syncing_->Cancel();
+    for (grpc::ClientContext* call : transfers_) call->TryCancel();
     state_cv_.SignalAll();
   }
 
@@ -1341,6 +1370,7 @@ class Client::Impl {
     if (suspended) {
       ++cancel_generation_;
       if (syncing_ != nullptr) syncing_->Cancel();
+      for (grpc::ClientContext* call : transfers_) call->TryCancel();
     } else {
       next_attempt_ = absl::Now();
     }
@@ -1412,6 +1442,7 @@ class Client::Impl {
       ++cancel_generation_;
       if (syncing_ != nullptr) syncing_->Cancel();
       for (grpc::ClientContext* call : calls_) call->TryCancel();
+      for (grpc::ClientContext* call : transfers_) call->TryCancel();
       stop_ = true;
       background = std::move(thread_);
       state_cv_.SignalAll();
@@ -1467,10 +1498,172 @@ class Client::Impl {
     return s;
   }
 
+  // ---- attachments ----
+
+  // The calls of one transfer pass (attachment_queue.h): the bearer token, registered in
+  // transfers_ so that CancelSync, a suspension and Close end them at once.
+  class Transfers : public TransferCalls {
+   public:
+    Transfers(Impl* impl, std::shared_ptr<grpc::Channel> channel, std::string token,
+              uint64_t generation, bool background)
+        : impl_(impl),
+          stub_(kcnet::v1::AttachmentService::NewStub(channel)),
+          token_(std::move(token)),
+          generation_(generation),
+          background_(background) {}
+    kcnet::v1::AttachmentService::StubInterface* Stub() override { return stub_.get(); }
+    absl::StatusOr<std::unique_ptr<grpc::ClientContext>> NewContext(
+        absl::Duration deadline) override {
+      auto ctx = std::make_unique<grpc::ClientContext>();
+      ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+      ctx->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+      absl::MutexLock lock(&impl_->mu_);
+      if (StoppedLocked()) ctx->TryCancel();
+      impl_->transfers_.insert(ctx.get());
+      return ctx;
+    }
+    void Release(grpc::ClientContext* ctx) override {
+      absl::MutexLock lock(&impl_->mu_);
+      impl_->transfers_.erase(ctx);
+    }
+    bool Stopped() override {
+      absl::MutexLock lock(&impl_->mu_);
+      return StoppedLocked();
+    }
+
+   private:
+    bool StoppedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl_->mu_) {
+      return impl_->closed_ || impl_->cancel_generation_ != generation_ ||
+             (background_ && (impl_->stop_ || impl_->suspended_));
+    }
+    Impl* const impl_;
+    std::unique_ptr<kcnet::v1::AttachmentService::Stub> stub_;
+    const std::string token_;
+    const uint64_t generation_;
+    const bool background_;
+  };
+
+  // Progress events to every listener (on the transfer's thread, no SDK lock held but the
+  // listeners' own).
+  void EmitProgress(const AttachmentProgress& p) {
+    absl::MutexLock lock(&listeners_mu_);
+    for (const auto& [handle, listener] : listeners_) listener(p);
+  }
+
+  // Whether the server holds an attachment's record (uploads need it there first): its
+  // confirmed state exists. NOT_FOUND when the record is gone here (the server refused it).
+  absl::StatusOr<bool> AttachmentRecordOnServer(const std::string& id) {
+    absl::StatusOr<std::string> bytes = sync::UuidFromText(id);
+    if (!bytes.ok()) return bytes.status();
+    absl::StatusOr<std::optional<RecordChange>> confirmed =
+        store_->Read(model::kAttachmentType, *bytes, /*confirmed_only=*/true);
+    if (!confirmed.ok()) return confirmed.status();
+    if (confirmed->has_value()) return !(*confirmed)->deleted();
+    absl::StatusOr<std::optional<RecordChange>> current =
+        store_->Read(model::kAttachmentType, *bytes, /*confirmed_only=*/false);
+    if (!current.ok()) return current.status();
+    if (!current->has_value()) {
+      return absl::NotFoundError(
+          "Máy chủ từ chối bản ghi của tệp đính kèm (xem báo cáo). / The server refused the "
+          "attachment's record (see the reports)");
+    }
+    return false;  // still waiting for its push
+  }
+
+  // One upload pass on the calling thread (which holds the serial queue). *summary says
+  // what it did also when it stopped early (the status says why).
+  absl::Status UploadPass(std::shared_ptr<grpc::Channel> channel, const std::string& token,
+                          uint64_t generation, bool background, AttachmentUploadSummary* summary) {
+    Transfers calls(this, std::move(channel), token, generation, background);
+    return attachments_->UploadAll(
+        calls, [this](const std::string& id) { return AttachmentRecordOnServer(id); },
+        [this](const AttachmentProgress& p) { EmitProgress(p); }, summary);
+  }
+
+  // Client::UploadAttachments: waits for the serial queue (without cancelling the running
+  // sync), then runs one pass.
+  absl::StatusOr<AttachmentUploadSummary> UploadAttachmentsNow() {
+    const std::thread::id self = std::this_thread::get_id();
+    uint64_t generation = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return absl::FailedPreconditionError("UploadAttachments: the client is closed");
+      if (serial_owner_ == self) {
+        return absl::FailedPreconditionError(
+            "UploadAttachments: called from a sync's progress callback; call it after SyncNow "
+            "returns");
+      }
+      generation = cancel_generation_;
+      ++syncs_in_progress_;
+      while (serial_owner_ != std::thread::id() && !closed_ && cancel_generation_ == generation) {
+        state_cv_.Wait(&mu_);
+      }
+      if (closed_ || cancel_generation_ != generation) {
+        --syncs_in_progress_;
+        state_cv_.SignalAll();
+        return absl::CancelledError("UploadAttachments: cancelled before it started");
+      }
+      serial_owner_ = self;
+    }
+    absl::Cleanup release = [this] {
+      absl::MutexLock lock(&mu_);
+      serial_owner_ = std::thread::id();
+      --syncs_in_progress_;
+      state_cv_.SignalAll();
+    };
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    absl::StatusOr<std::string> token = FreshToken();
+    if (!token.ok()) return token.status();
+    AttachmentUploadSummary out;
+    absl::Status status = UploadPass(*channel, *token, generation, /*background=*/false, &out);
+    if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status)) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the server at ", options_.server_address, " (", status.message(),
+          "); the attachments stay queued and resume on the next sync"));
+    }
+    if (!status.ok()) return status;
+    return out;
+  }
+
+  // The bytes of an attachment, downloaded first when needed.
+  absl::StatusOr<std::string> FetchAttachment(const std::string& id, const std::string& sha256,
+                                              int64_t size) {
+    absl::StatusOr<bool> here = attachments_->HasBlob(sha256);
+    if (!here.ok()) return here.status();
+    if (*here || options_.server_address.empty()) {
+      return attachments_->Fetch(nullptr, id, sha256, size, nullptr);
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) return channel.status();
+    absl::StatusOr<std::string> token = FreshToken();
+    if (!token.ok()) return token.status();
+    uint64_t generation = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return absl::FailedPreconditionError("OpenAttachment: the client is closed");
+      generation = cancel_generation_;
+    }
+    Transfers calls(this, *channel, *token, generation, /*background=*/false);
+    absl::StatusOr<std::string> path = attachments_->Fetch(
+        &calls, id, sha256, size, [this](const AttachmentProgress& p) { EmitProgress(p); });
+    if (!path.ok() &&
+        (absl::IsUnavailable(path.status()) || absl::IsDeadlineExceeded(path.status()))) {
+      return absl::UnavailableError(absl::StrCat(
+          "Không tải được tệp đính kèm; thử lại khi có mạng. / Cannot download the attachment from ",
+          options_.server_address, " (", path.status().message(), "); try again online"));
+    }
+    return path;
+  }
+
   const ClientOptions options_;
   const std::unique_ptr<StoreLock> lock_;  // released after the store closes (below)
   const std::unique_ptr<sync::DeviceStore> store_;
   DeviceDirectory directory_;  // the names and codes, in store_'s file
+  std::unique_ptr<AttachmentQueue> attachments_;  // set by Client::Open
+  absl::Mutex listeners_mu_;
+  std::map<int, AttachmentListener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  int last_listener_ ABSL_GUARDED_BY(listeners_mu_) = 0;
 
  private:
   absl::Mutex mu_;
@@ -1507,6 +1700,7 @@ class Client::Impl {
   uint64_t cancel_generation_ ABSL_GUARDED_BY(mu_) = 0;
   // Lifecycle.
   std::set<grpc::ClientContext*> calls_ ABSL_GUARDED_BY(mu_);  // unary calls in flight
+  std::set<grpc::ClientContext*> transfers_ ABSL_GUARDED_BY(mu_);  // attachment calls
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool suspended_ ABSL_GUARDED_BY(mu_) = false;
   bool host_reachable_ ABSL_GUARDED_BY(mu_) = true;
@@ -1594,6 +1788,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
     if (!options.tls_root_certs.empty()) options.tls_root_certs += "\n";
     options.tls_root_certs += pem.str();
   }
+  if (options.max_attachment_bytes <= 0 || options.max_attachment_bytes > model::kAttachmentMaxBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("max_attachment_bytes: must be 1-",
+                                                   model::kAttachmentMaxBytes));
+  }
+  if (options.attachment_budget_bytes < 0 || options.max_upload_attempts < 1) {
+    return absl::InvalidArgumentError(
+        "attachment_budget_bytes: must not be negative; max_upload_attempts: at least 1");
+  }
   // One client per store file: taken before the store is opened, so that a second opener
   // never touches it.
   absl::StatusOr<std::unique_ptr<StoreLock>> lock = StoreLock::Acquire(options.path);
@@ -1603,6 +1805,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (options.clock != nullptr) so.clock = options.clock;
   // Facility search: name weighs most, then the owner, then the products.
   so.app_tables = DeviceDirectoryTables();
+  so.app_tables.push_back("_att_queue");
+  so.app_tables.push_back("_att_blobs");
   so.search = {{.type = model::kFacilityType,
                 .fields = {Facility::kNameFieldNumber, Facility::kOwnerNameFieldNumber,
                            Facility::kMainProductsFieldNumber},
@@ -1611,7 +1815,19 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   absl::StatusOr<std::unique_ptr<sync::DeviceStore>> store =
       sync::DeviceStore::Open(options.path, options.schema, options.device_id, so);
   if (!store.ok()) return store.status();
+  AttachmentQueueOptions ao;
+  ao.dir = options.attachment_dir.empty() ? options.path + ".attachments" : options.attachment_dir;
+  ao.durable = options.durable;
+  ao.budget_bytes = options.attachment_budget_bytes;
+  ao.max_attempts = options.max_upload_attempts;
+  ao.initial_backoff = options.initial_backoff;
+  ao.max_backoff = options.max_backoff;
+  ao.seed = options.seed;
+  absl::StatusOr<std::unique_ptr<AttachmentQueue>> attachments =
+      AttachmentQueue::Open(store->get(), std::move(ao));
+  if (!attachments.ok()) return attachments.status();
   auto impl = std::make_unique<Impl>(std::move(options), *std::move(lock), *std::move(store));
+  impl->attachments_ = *std::move(attachments);
   absl::Status status = impl->LoadAccount();
   if (status.ok()) status = impl->RefreshHeld();
   if (!status.ok()) return status;
@@ -1988,6 +2204,317 @@ absl::StatusOr<std::vector<Report>> Client::TakeReports() {
 
 int Client::AddObserver(Observer observer) { return impl_->AddObserver(std::move(observer)); }
 void Client::RemoveObserver(int handle) { impl_->RemoveObserver(handle); }
+
+// --- Attachments -----------------------------------------------------------------------
+
+namespace {
+
+// The SDK names owners by record type (RecordRef); the record by AttachmentOwnerType.
+kcnet::v1::AttachmentOwnerType OwnerTypeOf(uint32_t record_type) {
+  switch (record_type) {
+    case model::kVisitType:
+      return kcnet::v1::ATTACHMENT_OWNER_TYPE_VISIT;
+    case model::kSupportRequestType:
+      return kcnet::v1::ATTACHMENT_OWNER_TYPE_SUPPORT_REQUEST;
+    case model::kFacilityType:
+      return kcnet::v1::ATTACHMENT_OWNER_TYPE_FACILITY;
+    default:
+      return kcnet::v1::ATTACHMENT_OWNER_TYPE_UNSPECIFIED;
+  }
+}
+
+uint32_t RecordTypeOf(kcnet::v1::AttachmentOwnerType owner) {
+  switch (owner) {
+    case kcnet::v1::ATTACHMENT_OWNER_TYPE_VISIT:
+      return model::kVisitType;
+    case kcnet::v1::ATTACHMENT_OWNER_TYPE_SUPPORT_REQUEST:
+      return model::kSupportRequestType;
+    case kcnet::v1::ATTACHMENT_OWNER_TYPE_FACILITY:
+      return model::kFacilityType;
+    default:
+      return 0;
+  }
+}
+
+AttachmentInfo InfoOf(const kcnet::v1::Attachment& a, const std::optional<QueueRow>& row,
+                      bool local) {
+  AttachmentInfo info;
+  info.id = a.id();
+  info.owner_type = RecordTypeOf(a.owner_type());
+  info.owner_id = a.owner_id();
+  info.commune_id = a.commune_id();
+  info.sha256 = a.sha256();
+  info.size = a.size_bytes();
+  info.media_type = a.media_type();
+  info.caption = a.caption();
+  info.taken_ms = a.taken_at_ms();
+  if (a.latitude() != 0 || a.longitude() != 0) {
+    info.latitude = a.latitude();
+    info.longitude = a.longitude();
+  }
+  info.author_id = a.author_id();
+  info.local = local;
+  if (row.has_value()) {
+    info.state = row->state;
+    info.bytes_sent = row->bytes_sent;
+    info.failure = row->failure;
+    info.priority = row->priority;
+    info.attempts = row->attempts;
+  } else {
+    info.state = AttachmentState::kRemote;
+  }
+  return info;
+}
+
+// Reads a file an app names, at most `limit` + 1 bytes (more says "too big").
+absl::StatusOr<std::string> ReadAttachmentFile(const std::string& path, int64_t limit) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat("attachment.file_path: cannot read '", path,
+                                                   "': ", std::strerror(errno)));
+  }
+  std::string out;
+  std::string buffer(1 << 16, '\0');
+  while (in && static_cast<int64_t>(out.size()) <= limit) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    out.append(buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("attachment.file_path: cannot read '", path, "'"));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<AttachmentInfo> Client::AddAttachment(NewAttachment a) {
+  std::optional<kcnet::v1::User> user = impl_->User();
+  if (!user.has_value()) {
+    return absl::FailedPreconditionError("sign in first: no user is signed in on this device");
+  }
+  const kcnet::v1::AttachmentOwnerType owner_type = OwnerTypeOf(a.owner_type);
+  if (owner_type == kcnet::v1::ATTACHMENT_OWNER_TYPE_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "attachment.owner_type: must be 1 (facility), 2 (visit) or 3 (request)");
+  }
+  absl::StatusOr<int64_t> commune = impl_->CommuneOf(a.owner_type, a.owner_id);
+  if (!commune.ok()) {
+    return absl::Status(commune.status().code(),
+                        absl::StrCat("attachment.owner_id: ", commune.status().message()));
+  }
+  if (!a.file_path.empty() && !a.bytes.empty()) {
+    return absl::InvalidArgumentError(
+        "attachment.file_path: give a file or the bytes, not both");
+  }
+  const int64_t limit = impl_->options_.max_attachment_bytes;
+  if (!a.file_path.empty()) {
+    absl::StatusOr<std::string> read = ReadAttachmentFile(a.file_path, limit);
+    if (!read.ok()) return read.status();
+    a.bytes = *std::move(read);
+  }
+  if (a.bytes.empty()) {
+    return absl::InvalidArgumentError(
+        "attachment.bytes: empty (give file_path or the bytes of a photo or document)");
+  }
+  if (static_cast<int64_t>(a.bytes.size()) > limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attachment.bytes: Tệp quá lớn / too big: ", a.bytes.size() > static_cast<size_t>(limit)
+                                                         ? absl::StrCat("over ", limit)
+                                                         : absl::StrCat(a.bytes.size()),
+        " bytes; the limit is ", limit, " (downscale photos first: docs/EMBEDDING.md)"));
+  }
+  const std::string sniffed = SniffMediaType(a.bytes);
+  if (sniffed.empty()) {
+    return absl::InvalidArgumentError(
+        "attachment.media_type: Loại tệp không được chấp nhận / not an accepted type: the bytes "
+        "are not a JPEG, PNG, WebP or PDF (checked by their first bytes, not the file name)");
+  }
+  if (!a.media_type.empty() && a.media_type != sniffed) {
+    return absl::InvalidArgumentError(absl::StrCat("attachment.media_type: the bytes are ",
+                                                   sniffed, ", not ", a.media_type));
+  }
+  if (a.latitude.has_value() != a.longitude.has_value()) {
+    return absl::InvalidArgumentError(
+        "attachment.latitude: give latitude and longitude together, or neither");
+  }
+  if (a.latitude.has_value() && (*a.latitude < -90 || *a.latitude > 90 || *a.longitude < -180 ||
+                                 *a.longitude > 180 || (*a.latitude == 0 && *a.longitude == 0))) {
+    return absl::InvalidArgumentError(
+        "attachment.latitude: must be WGS84 degrees (latitude -90..90, longitude -180..180)");
+  }
+  kcnet::v1::Attachment record;
+  record.set_id(model::NewRecordId());
+  record.set_commune_id(*commune);
+  record.set_owner_type(owner_type);
+  record.set_owner_id(a.owner_id);
+  record.set_size_bytes(static_cast<int64_t>(a.bytes.size()));
+  record.set_media_type(sniffed);
+  record.set_caption(a.caption);
+  const int64_t now = impl_->store_->WallMs();
+  record.set_taken_at_ms(a.taken_ms != 0 ? a.taken_ms : now);
+  if (a.latitude.has_value()) {
+    record.set_latitude(*a.latitude);
+    record.set_longitude(*a.longitude);
+  }
+  record.set_author_id(user->id());
+  record.set_created_ms(now);
+  AttachmentQueue& queue = *impl_->attachments_;
+  Mutation m;
+  {
+    // The bytes first, durably; then the record, its queue row and its blob row in one
+    // transaction. Refused: the bytes go again (unless another attachment holds them).
+    absl::MutexLock add(&queue.add_mu());
+    absl::StatusOr<std::string> sha = queue.StoreBytes(a.bytes);
+    if (!sha.ok()) return sha.status();
+    record.set_sha256(*sha);
+    absl::StatusOr<RecordChange> change = model::ToChange(record);
+    if (!change.ok()) return change.status();
+    *m.add_changes() = *change;
+    const int32_t priority = a.priority;
+    const std::string id = record.id();
+    const std::string media_type = record.media_type();
+    const int64_t size = record.size_bytes();
+    absl::Status status = impl_->Write(
+        {*std::move(change)},
+        [&](sync::Db& db, uint64_t) {
+          return AttachmentQueue::AddRows(db, id, *sha, size, media_type, priority, now);
+        },
+        /*notify=*/false);
+    if (!status.ok()) {
+      queue.Forget(*sha).IgnoreError();
+      return status;
+    }
+  }
+  impl_->NotifyWrite(m);
+  return GetAttachment(record.id());
+}
+
+absl::StatusOr<AttachmentInfo> Client::GetAttachment(const std::string& id) {
+  absl::StatusOr<kcnet::v1::Attachment> a =
+      impl_->Get<kcnet::v1::Attachment>(model::kAttachmentType, id);
+  if (!a.ok()) return a.status();
+  absl::StatusOr<std::optional<QueueRow>> row = impl_->attachments_->Row(a->id());
+  if (!row.ok()) return row.status();
+  absl::StatusOr<bool> local = impl_->attachments_->HasBlob(a->sha256());
+  if (!local.ok()) return local.status();
+  return InfoOf(*a, *row, *local);
+}
+
+absl::StatusOr<std::vector<AttachmentInfo>> Client::AttachmentsOf(uint32_t owner_type,
+                                                                   const std::string& owner_id) {
+  if (OwnerTypeOf(owner_type) == kcnet::v1::ATTACHMENT_OWNER_TYPE_UNSPECIFIED) {
+    return absl::InvalidArgumentError("owner_type: must be 1 (facility), 2 (visit) or 3 (request)");
+  }
+  absl::StatusOr<int64_t> commune = impl_->CommuneOf(owner_type, owner_id);
+  if (!commune.ok()) return commune.status();
+  sync::ListFilter filter{model::kAttachmentType, {*commune}, {}};
+  filter.equals.push_back({kcnet::v1::Attachment::kOwnerIdFieldNumber, model::TextValue(owner_id)});
+  absl::StatusOr<std::vector<kcnet::v1::Attachment>> list =
+      impl_->List<kcnet::v1::Attachment>(filter);
+  if (!list.ok()) return list.status();
+  std::sort(list->begin(), list->end(), [](const auto& x, const auto& y) {
+    return std::forward_as_tuple(x.taken_at_ms(), x.id()) <
+           std::forward_as_tuple(y.taken_at_ms(), y.id());
+  });
+  std::vector<AttachmentInfo> out;
+  for (const kcnet::v1::Attachment& a : *list) {
+    absl::StatusOr<std::optional<QueueRow>> row = impl_->attachments_->Row(a.id());
+    if (!row.ok()) return row.status();
+    absl::StatusOr<bool> local = impl_->attachments_->HasBlob(a.sha256());
+    if (!local.ok()) return local.status();
+    out.push_back(InfoOf(a, *row, *local));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AttachmentInfo>> Client::ListAttachments() {
+  absl::StatusOr<std::vector<QueueRow>> rows = impl_->attachments_->Rows();
+  if (!rows.ok()) return rows.status();
+  absl::StatusOr<std::vector<kcnet::v1::Attachment>> list =
+      impl_->List<kcnet::v1::Attachment>(sync::ListFilter{model::kAttachmentType, {}, {}});
+  if (!list.ok()) return list.status();
+  std::map<std::string, const kcnet::v1::Attachment*> by_id;
+  for (const kcnet::v1::Attachment& a : *list) by_id[a.id()] = &a;
+  std::vector<AttachmentInfo> out;
+  std::set<std::string> listed;
+  auto add = [&](const kcnet::v1::Attachment& a, const std::optional<QueueRow>& row) {
+    absl::StatusOr<bool> local = impl_->attachments_->HasBlob(a.sha256());
+    if (!local.ok()) return local.status();
+    out.push_back(InfoOf(a, row, *local));
+    listed.insert(a.id());
+    return absl::OkStatus();
+  };
+  // The queue first, in the order it runs (active rows lead).
+  std::vector<QueueRow> ordered = *rows;
+  std::stable_partition(ordered.begin(), ordered.end(), [](const QueueRow& r) {
+    return r.state == AttachmentState::kQueued || r.state == AttachmentState::kUploading;
+  });
+  for (const QueueRow& row : ordered) {
+    auto it = by_id.find(row.id);
+    if (it == by_id.end()) continue;  // its record was refused or deleted
+    absl::Status status = add(*it->second, row);
+    if (!status.ok()) return status;
+  }
+  std::vector<const kcnet::v1::Attachment*> rest;
+  for (const kcnet::v1::Attachment& a : *list) {
+    if (!listed.contains(a.id())) rest.push_back(&a);
+  }
+  std::sort(rest.begin(), rest.end(), [](const auto* x, const auto* y) {
+    return std::forward_as_tuple(x->taken_at_ms(), x->id()) <
+           std::forward_as_tuple(y->taken_at_ms(), y->id());
+  });
+  for (const kcnet::v1::Attachment* a : rest) {
+    absl::Status status = add(*a, std::nullopt);
+    if (!status.ok()) return status;
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> Client::OpenAttachment(const std::string& id) {
+  absl::StatusOr<kcnet::v1::Attachment> a =
+      impl_->Get<kcnet::v1::Attachment>(model::kAttachmentType, id);
+  if (!a.ok()) return a.status();
+  return impl_->FetchAttachment(a->id(), a->sha256(), a->size_bytes());
+}
+
+absl::Status Client::SetAttachmentPriority(const std::string& id, int32_t priority) {
+  return impl_->attachments_->SetPriority(id, priority);
+}
+
+absl::Status Client::RetryAttachment(const std::string& id) {
+  absl::Status status = impl_->attachments_->Retry(id);
+  if (status.ok()) impl_->SyncSoon();
+  return status;
+}
+
+absl::StatusOr<AttachmentUploadSummary> Client::UploadAttachments() {
+  return impl_->UploadAttachmentsNow();
+}
+
+int Client::AddAttachmentListener(AttachmentListener listener) {
+  absl::MutexLock lock(&impl_->listeners_mu_);
+  impl_->listeners_[++impl_->last_listener_] = std::move(listener);
+  return impl_->last_listener_;
+}
+
+void Client::RemoveAttachmentListener(int handle) {
+  AttachmentListener gone;  // destroyed outside the lock
+  absl::MutexLock lock(&impl_->listeners_mu_);
+  auto it = impl_->listeners_.find(handle);
+  if (it == impl_->listeners_.end()) return;
+  gone = std::move(it->second);
+  impl_->listeners_.erase(it);
+}
+
+absl::StatusOr<Client::AttachmentStorage> Client::AttachmentStorageUse() {
+  absl::StatusOr<std::pair<int64_t, int64_t>> use = impl_->attachments_->StorageUse();
+  if (!use.ok()) return use.status();
+  AttachmentStorage out;
+  out.total_bytes = use->first;
+  out.evictable_bytes = use->second;
+  out.budget_bytes = impl_->options_.attachment_budget_bytes;
+  return out;
+}
 
 // --- Conflict review -------------------------------------------------------------------
 

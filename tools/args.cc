@@ -59,7 +59,8 @@ std::optional<int64_t> ParseWholeNumber(absl::string_view text) {
 }
 
 absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
-                                 const std::set<std::string>& boolean_flags) {
+                                 const std::set<std::string>& boolean_flags,
+                                 const std::set<std::string>& repeatable_flags) {
   Args args;
   bool only_words = false;
   for (size_t i = 0; i < argv.size(); ++i) {
@@ -90,6 +91,11 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
       value = argv[++i];
     } else {
       return UsageError(absl::StrCat("--", name, " needs a value (--", name, "=VALUE)"));
+    }
+    if (repeatable_flags.count(name) > 0) {
+      args.all_[name].push_back(value);
+      args.flags_.emplace(name, value);  // the first
+      continue;
     }
     if (!args.flags_.emplace(name, value).second) {
       return UsageError(absl::StrCat("--", name, " is given twice"));
@@ -122,6 +128,14 @@ std::optional<std::string> Args::Get(absl::string_view flag) const {
 std::string Args::GetOr(absl::string_view flag, absl::string_view fallback) const {
   std::optional<std::string> value = Get(flag);
   return value.has_value() ? *value : std::string(fallback);
+}
+
+std::vector<std::string> Args::GetAll(absl::string_view flag) const {
+  auto it = all_.find(std::string(flag));
+  if (it != all_.end()) return it->second;
+  std::optional<std::string> value = Get(flag);
+  if (value.has_value()) return {*value};
+  return {};
 }
 
 absl::StatusOr<std::string> Args::Required(absl::string_view flag) const {

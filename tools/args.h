@@ -31,8 +31,11 @@ class Args {
  public:
   // Splits argv (without the program name). `boolean_flags` may be given without a value.
   // A usage error (UsageError()) for a flag without its value or a flag given twice.
+  // Flags in `repeatable_flags` may be given several times (GetAll has every value; Get
+  // the first).
   static absl::StatusOr<Args> Parse(const std::vector<std::string>& argv,
-                                    const std::set<std::string>& boolean_flags = {});
+                                    const std::set<std::string>& boolean_flags = {},
+                                    const std::set<std::string>& repeatable_flags = {});
 
   const std::vector<std::string>& words() const { return words_; }
   bool help() const { return help_; }
@@ -48,6 +51,8 @@ class Args {
   // The flag's value, or nullopt when it was not given.
   std::optional<std::string> Get(absl::string_view flag) const;
   std::string GetOr(absl::string_view flag, absl::string_view fallback) const;
+  // Every value of a repeatable flag, in the order given (empty when not given).
+  std::vector<std::string> GetAll(absl::string_view flag) const;
   // "--name is required" when missing or empty.
   absl::StatusOr<std::string> Required(absl::string_view flag) const;
   // A whole number (ParseWholeNumber()); nullopt when not given; a usage error naming the
@@ -61,6 +66,7 @@ class Args {
  private:
   std::vector<std::string> words_;
   std::map<std::string, std::string> flags_;
+  std::map<std::string, std::vector<std::string>> all_;  // repeatable flags' values
   bool help_ = false;
 };
 

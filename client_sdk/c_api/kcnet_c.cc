@@ -56,6 +56,9 @@ struct ClientEntry {
   int next_observer ABSL_GUARDED_BY(mu) = 1;
   // C handle -> the SDK's observer handle.
   absl::flat_hash_map<int, int> observers ABSL_GUARDED_BY(mu);
+  // C handle -> the SDK's attachment listener handle.
+  int next_listener ABSL_GUARDED_BY(mu) = 1;
+  absl::flat_hash_map<int, int> listeners ABSL_GUARDED_BY(mu);
 };
 
 // The open clients, by handle value.
@@ -219,6 +222,60 @@ v1::ChangeSource ToProto(kcnet::sdk::ChangeEvent::Source source) {
   return v1::CHANGE_SOURCE_UNSPECIFIED;
 }
 
+v1::AttachmentState ToProto(kcnet::sdk::AttachmentState state) {
+  return static_cast<v1::AttachmentState>(static_cast<int>(state) + 1);  // see sdk.proto
+}
+
+void ToProto(const kcnet::sdk::AttachmentInfo& info, v1::AttachmentInfo* out) {
+  v1::Attachment* a = out->mutable_attachment();
+  a->set_id(info.id);
+  a->set_commune_id(info.commune_id);
+  switch (info.owner_type) {
+    case KCNET_RECORD_VISIT:
+      a->set_owner_type(v1::ATTACHMENT_OWNER_TYPE_VISIT);
+      break;
+    case KCNET_RECORD_SUPPORT_REQUEST:
+      a->set_owner_type(v1::ATTACHMENT_OWNER_TYPE_SUPPORT_REQUEST);
+      break;
+    case KCNET_RECORD_FACILITY:
+      a->set_owner_type(v1::ATTACHMENT_OWNER_TYPE_FACILITY);
+      break;
+    default:
+      break;
+  }
+  a->set_owner_id(info.owner_id);
+  a->set_sha256(info.sha256);
+  a->set_size_bytes(info.size);
+  a->set_media_type(info.media_type);
+  a->set_caption(info.caption);
+  a->set_taken_at_ms(info.taken_ms);
+  if (info.latitude.has_value()) a->set_latitude(*info.latitude);
+  if (info.longitude.has_value()) a->set_longitude(*info.longitude);
+  a->set_author_id(info.author_id);
+  out->set_state(ToProto(info.state));
+  out->set_bytes_sent(info.bytes_sent);
+  out->set_failure(info.failure);
+  out->set_priority(info.priority);
+  out->set_attempts(info.attempts);
+  out->set_local(info.local);
+}
+
+void ToProto(const kcnet::sdk::AttachmentUploadSummary& summary,
+             v1::AttachmentUploadSummary* out) {
+  out->set_uploaded(summary.uploaded);
+  out->set_failed(summary.failed);
+  out->set_payload_bytes(summary.payload_bytes);
+  out->set_remaining(summary.remaining);
+}
+
+absl::Status PutAttachments(absl::StatusOr<std::vector<kcnet::sdk::AttachmentInfo>> infos,
+                            kcnet_buffer* out) {
+  if (!infos.ok()) return infos.status();
+  v1::AttachmentInfoList list;
+  for (const kcnet::sdk::AttachmentInfo& info : *infos) ToProto(info, list.add_attachments());
+  return PutMessage(list, out);
+}
+
 v1::ReportList ToProto(const std::vector<kcnet::sdk::Report>& reports) {
   v1::ReportList list;
   for (const kcnet::sdk::Report& report : reports) ToProto(report, list.add_reports());
@@ -342,6 +399,8 @@ void kcnet_client_options_init_sized(kcnet_client_options* options, size_t struc
   defaults.seed = sdk.seed;
   defaults.tls_mode = KCNET_TLS_AUTO;
   defaults.tls_ca_file = nullptr;
+  defaults.attachment_dir = nullptr;
+  defaults.attachment_budget_bytes = sdk.attachment_budget_bytes;
   // The caller's struct may be older (smaller) or newer (larger) than this library's.
   const size_t size = std::min(struct_size, sizeof(kcnet_client_options));
   defaults.struct_size = size;
@@ -379,6 +438,14 @@ kcnet_client* kcnet_client_open(const kcnet_client_options* options, kcnet_error
     const bool has_tls_mode = size >= offsetof(kcnet_client_options, tls_mode) + sizeof(o.tls_mode);
     const bool has_ca_file =
         size >= offsetof(kcnet_client_options, tls_ca_file) + sizeof(o.tls_ca_file);
+    const bool has_attachments = size >= offsetof(kcnet_client_options, attachment_budget_bytes) +
+                                             sizeof(o.attachment_budget_bytes);
+    if (has_attachments) {
+      KCNET_C_RETURN_IF_ERROR(CheckString(o.attachment_dir, "options.attachment_dir", true));
+      if (o.attachment_budget_bytes < 0) {
+        return absl::InvalidArgumentError("options.attachment_budget_bytes: must not be negative");
+      }
+    }
     KCNET_C_RETURN_IF_ERROR(CheckString(o.path, "options.path", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckString(o.device_id, "options.device_id", false, true));
     KCNET_C_RETURN_IF_ERROR(CheckString(o.server_address, "options.server_address", true));
@@ -417,6 +484,10 @@ kcnet_client* kcnet_client_open(const kcnet_client_options* options, kcnet_error
     sdk_options.interval = absl::Milliseconds(o.interval_ms);
     sdk_options.write_delay = absl::Milliseconds(o.write_delay_ms);
     sdk_options.seed = o.seed;
+    if (has_attachments) {
+      if (o.attachment_dir != nullptr) sdk_options.attachment_dir = o.attachment_dir;
+      sdk_options.attachment_budget_bytes = o.attachment_budget_bytes;
+    }
     absl::StatusOr<std::unique_ptr<kcnet::sdk::Client>> sdk =
         kcnet::sdk::Client::Open(std::move(sdk_options));
     if (!sdk.ok()) return sdk.status();
@@ -962,6 +1033,182 @@ bool kcnet_client_remove_observer(kcnet_client* client, int handle, kcnet_error*
   });
 }
 
+// ---- Attachments ----------------------------------------------------------------------
+
+bool kcnet_attachment_add(kcnet_client* client, kcnet_bytes new_attachment, kcnet_buffer* out_info,
+                          kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_info);
+    KCNET_C_ACQUIRE(client, c);
+    kcnet::v1::NewAttachment in;
+    KCNET_C_RETURN_IF_ERROR(ParseMessage(new_attachment, "new_attachment", &in));
+    kcnet::sdk::NewAttachment a;
+    a.owner_type = in.owner_type();
+    a.owner_id = in.owner_id();
+    a.file_path = in.file_path();
+    a.bytes = in.data();
+    a.media_type = in.media_type();
+    a.caption = in.caption();
+    a.taken_ms = in.taken_ms();
+    if (in.has_location()) {
+      a.latitude = in.latitude();
+      a.longitude = in.longitude();
+    }
+    a.priority = in.priority();
+    absl::StatusOr<kcnet::sdk::AttachmentInfo> info = c->sdk->AddAttachment(std::move(a));
+    if (!info.ok()) return info.status();
+    kcnet::v1::AttachmentInfo message;
+    kcnet::capi::ToProto(*info, &message);
+    return PutMessage(message, out_info);
+  });
+}
+
+bool kcnet_attachment_get(kcnet_client* client, const char* id, kcnet_buffer* out_info,
+                          kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_info);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_info, "out_info"));
+    absl::StatusOr<kcnet::sdk::AttachmentInfo> info = c->sdk->GetAttachment(id);
+    if (!info.ok()) return info.status();
+    kcnet::v1::AttachmentInfo message;
+    kcnet::capi::ToProto(*info, &message);
+    return PutMessage(message, out_info);
+  });
+}
+
+bool kcnet_attachment_list(kcnet_client* client, kcnet_buffer* out_list, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    return kcnet::capi::PutAttachments(c->sdk->ListAttachments(), out_list);
+  });
+}
+
+bool kcnet_attachment_list_by_owner(kcnet_client* client, uint32_t owner_type,
+                                    const char* owner_id, kcnet_buffer* out_list,
+                                    kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_list);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(owner_id, "owner_id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_list, "out_list"));
+    return kcnet::capi::PutAttachments(c->sdk->AttachmentsOf(owner_type, owner_id), out_list);
+  });
+}
+
+bool kcnet_attachment_open(kcnet_client* client, const char* id, kcnet_buffer* out_path,
+                           kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_path);
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
+    KCNET_C_RETURN_IF_ERROR(CheckOut(out_path, "out_path"));
+    absl::StatusOr<std::string> path = c->sdk->OpenAttachment(id);
+    if (!path.ok()) return path.status();
+    // The path's bytes, in a buffer as every output (a StringValue-free raw copy).
+    auto* data = static_cast<uint8_t*>(std::malloc(path->size() + 1));
+    if (data == nullptr) return absl::ResourceExhaustedError("out of memory");
+    std::memcpy(data, path->data(), path->size());
+    data[path->size()] = 0;  // a NUL after the bytes, for C callers (not counted in size)
+    *out_path = kcnet_buffer{data, path->size()};
+    return absl::OkStatus();
+  });
+}
+
+bool kcnet_attachment_upload_now(kcnet_client* client, kcnet_buffer* out_summary,
+                                 kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    ClearBuffer(out_summary);
+    KCNET_C_ACQUIRE(client, c);
+    absl::StatusOr<kcnet::sdk::AttachmentUploadSummary> summary = c->sdk->UploadAttachments();
+    if (!summary.ok()) return summary.status();
+    kcnet::v1::AttachmentUploadSummary message;
+    kcnet::capi::ToProto(*summary, &message);
+    return PutMessage(message, out_summary);
+  });
+}
+
+bool kcnet_attachment_set_priority(kcnet_client* client, const char* id, int32_t priority,
+                                   kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
+    return c->sdk->SetAttachmentPriority(id, priority);
+  });
+}
+
+bool kcnet_attachment_retry(kcnet_client* client, const char* id, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    KCNET_C_RETURN_IF_ERROR(CheckString(id, "id", false, true));
+    return c->sdk->RetryAttachment(id);
+  });
+}
+
+int kcnet_attachment_add_listener(kcnet_client* client, kcnet_attachment_progress_fn callback,
+                                  void* context, kcnet_context_free_fn free_context,
+                                  kcnet_error* out_error) {
+  int handle = 0;
+  Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    if (callback == nullptr) return absl::InvalidArgumentError("callback: must not be NULL");
+    struct Context {
+      void* context;
+      kcnet_context_free_fn free_context;
+      ~Context() {
+        if (free_context != nullptr) free_context(context);
+      }
+    };
+    auto owned = std::make_shared<Context>(Context{context, nullptr});
+    const int sdk_handle = c->sdk->AddAttachmentListener(
+        [callback, owned](const kcnet::sdk::AttachmentProgress& p) {
+          try {
+            kcnet::v1::AttachmentProgress message;
+            message.set_id(p.id);
+            message.set_state(kcnet::capi::ToProto(p.state));
+            message.set_download(p.download);
+            message.set_bytes_done(p.bytes_done);
+            message.set_bytes_sent(p.bytes_sent);
+            message.set_size(p.size);
+            message.set_failure(p.failure);
+            const std::string bytes = message.SerializeAsString();
+            callback(owned->context,
+                     kcnet_bytes{reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+          } catch (...) {
+            // Out of memory: this progress event is dropped.
+          }
+        });
+    owned->free_context = free_context;
+    absl::MutexLock lock(&c->mu);
+    handle = c->next_listener++;
+    c->listeners[handle] = sdk_handle;
+    return absl::OkStatus();
+  });
+  return handle;
+}
+
+bool kcnet_attachment_remove_listener(kcnet_client* client, int handle, kcnet_error* out_error) {
+  return Run(out_error, [&]() -> absl::Status {
+    KCNET_C_ACQUIRE(client, c);
+    int sdk_handle = 0;
+    {
+      absl::MutexLock lock(&c->mu);
+      auto it = c->listeners.find(handle);
+      if (it == c->listeners.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("handle: ", handle, " is not an attachment listener of this client"));
+      }
+      sdk_handle = it->second;
+      c->listeners.erase(it);
+    }
+    c->sdk->RemoveAttachmentListener(sdk_handle);
+    return absl::OkStatus();
+  });
+}
+
 // ---- Sync -----------------------------------------------------------------------------
 
 bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress, void* progress_context,
@@ -995,6 +1242,9 @@ bool kcnet_sync_now(kcnet_client* client, kcnet_progress_fn progress, void* prog
     for (const kcnet::sdk::Report& report : summary->reports) {
       kcnet::capi::ToProto(report, message.add_reports());
     }
+    kcnet::capi::ToProto(summary->attachments, message.mutable_attachments());
+    message.set_attachments_error_code(static_cast<int32_t>(summary->attachments_error.code()));
+    message.set_attachments_error_message(std::string(summary->attachments_error.message()));
     return PutMessage(message, out_summary);
   });
 }

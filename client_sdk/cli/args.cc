@@ -22,6 +22,11 @@ const std::set<std::string>& BooleanFlags() {
   return *flags;
 }
 
+const std::set<std::string>& RepeatableFlags() {
+  static const auto* flags = new std::set<std::string>{"photo"};
+  return *flags;
+}
+
 std::string EnumName(const google::protobuf::EnumDescriptor* descriptor, absl::string_view prefix,
                      int value) {
   const google::protobuf::EnumValueDescriptor* v = descriptor->FindValueByNumber(value);

@@ -26,6 +26,8 @@ using ::kcnet::tools::UsageError;
 const std::set<std::string>& GlobalFlags();
 // The flags that may stand alone (--insecure is --insecure=true).
 const std::set<std::string>& BooleanFlags();
+// The flags that may be given several times (--photo=A.jpg --photo=B.jpg).
+const std::set<std::string>& RepeatableFlags();
 
 // The readable name of an enum value: its proto name without `prefix`, lower case
 // ("follow_up" for VISIT_PURPOSE_FOLLOW_UP with prefix "VISIT_PURPOSE_").

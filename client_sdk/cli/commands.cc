@@ -45,6 +45,8 @@ namespace {
 
 using ::kcnet::sdk::Client;
 using ::kcnet::sdk::ClientOptions;
+
+constexpr uint32_t kVisitRecord = 2;  // RecordRef.type of a visit (kcnet/client.h)
 namespace v1 = ::kcnet::v1;
 
 constexpr char kDefaultStore[] = "kcnet-store.db";
@@ -66,7 +68,12 @@ constexpr char kUsage[] =
     "  facility list [--commune=CODE] | facility search QUERY | facility show ID\n"
     "Visits:\n"
     "  visit record --facility=ID [--purpose=P] [--notes=TEXT] [--needs=CAT,CAT] [--lat --lng]\n"
+    "        [--photo=FILE ...] [--caption=TEXT]   (photos: JPEG, PNG, WebP or PDF; repeatable)\n"
     "  visit list --facility=ID\n"
+    "Attachments (photos and documents; uploaded by `sync`, after the records):\n"
+    "  attachments [list] [--visit=ID]         (state: queued, uploading, uploaded, failed,\n"
+    "                                           remote = made on another device)\n"
+    "  attachments get ID --out=FILE           (downloads it first when it is not here)\n"
     "Support requests:\n"
     "  request draft --facility=ID --category=C --amount=VND --description=TEXT\n"
     "                [--contribution=VND] [--funding=local|national]\n"
@@ -669,6 +676,9 @@ absl::Status FacilityShow(Session& session) {
   return absl::OkStatus();
 }
 
+absl::Status CheckPhotoFile(const std::string& path);
+std::string AttachmentLine(const sdk::AttachmentInfo& a);
+
 absl::Status VisitRecord(Session& session) {
   const Args& args = session.args();
   absl::StatusOr<std::string> facility = args.Required("facility");
@@ -700,12 +710,104 @@ absl::Status VisitRecord(Session& session) {
     visit.set_latitude(**lat);
     visit.set_longitude(**lng);
   }
+  // The photos are checked before the visit is recorded: a bad one changes nothing.
+  const std::vector<std::string> photos = args.GetAll("photo");
+  for (const std::string& photo : photos) {
+    absl::Status checked = CheckPhotoFile(photo);
+    if (!checked.ok()) return checked;
+  }
   absl::StatusOr<Client*> client = session.OpenSignedIn();
   if (!client.ok()) return client.status();
   absl::StatusOr<v1::Visit> recorded = (*client)->RecordVisit(visit);
   if (!recorded.ok()) return recorded.status();
   std::printf("recorded visit %s\n%s\n", recorded->id().c_str(),
               VisitLine(*recorded, Names(*client)).c_str());
+  for (const std::string& photo : photos) {
+    sdk::NewAttachment a;
+    a.owner_type = kVisitRecord;
+    a.owner_id = recorded->id();
+    a.file_path = photo;
+    a.caption = args.GetOr("caption", "");
+    if (lat->has_value()) {
+      a.latitude = **lat;
+      a.longitude = **lng;
+    }
+    absl::StatusOr<sdk::AttachmentInfo> added = (*client)->AddAttachment(a);
+    if (!added.ok()) {
+      return absl::Status(added.status().code(),
+                          absl::StrCat(photo, ": ", added.status().message()));
+    }
+    std::printf("attached %s: %s\n", photo.c_str(), AttachmentLine(*added).c_str());
+  }
+  return absl::OkStatus();
+}
+
+// A photo named on the command line: readable, a JPEG, PNG, WebP or PDF by its first bytes,
+// not over the limit. (AddAttachment checks again; this keeps a bad photo from leaving a
+// visit without it.)
+absl::Status CheckPhotoFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return UsageError(absl::StrCat("--photo: cannot read '", path, "'"));
+  std::string head(16, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  if (sdk::SniffMediaTypeOf(head).empty()) {
+    return UsageError(absl::StrCat("--photo: '", path,
+                                   "' is not a JPEG, PNG, WebP or PDF (by its first bytes)"));
+  }
+  in.seekg(0, std::ios::end);
+  const int64_t size = static_cast<int64_t>(in.tellg());
+  const int64_t limit = sdk::ClientOptions{}.max_attachment_bytes;
+  if (size > limit) {
+    return UsageError(absl::StrCat("--photo: '", path, "' has ", size, " bytes; the limit is ",
+                                   limit, " (downscale it first)"));
+  }
+  return absl::OkStatus();
+}
+
+// "ID  uploaded  1,234,567 B  image/jpeg  \"caption\"".
+std::string AttachmentLine(const sdk::AttachmentInfo& a) {
+  std::string state = sdk::AttachmentStateName(a.state);
+  if (a.state == sdk::AttachmentState::kUploading) {
+    absl::StrAppend(&state, " ", a.bytes_sent, "/", a.size);
+  }
+  if (a.state == sdk::AttachmentState::kFailed) absl::StrAppend(&state, " (", a.failure, ")");
+  return absl::StrCat(a.id, "  ", state, "  ", a.size, " B  ", a.media_type,
+                      a.local ? "" : "  (not on this device)",
+                      a.caption.empty() ? "" : absl::StrCat("  \"", a.caption, "\""));
+}
+
+absl::Status AttachmentsList(Session& session) {
+  absl::StatusOr<Client*> client = session.OpenSignedIn();
+  if (!client.ok()) return client.status();
+  absl::StatusOr<std::vector<sdk::AttachmentInfo>> list =
+      session.args().Has("visit")
+          ? (*client)->AttachmentsOf(kVisitRecord, *session.args().Get("visit"))
+          : (*client)->ListAttachments();
+  if (!list.ok()) return list.status();
+  for (const sdk::AttachmentInfo& a : *list) std::printf("%s\n", AttachmentLine(a).c_str());
+  std::fprintf(stderr, "%zu attachments\n", list->size());
+  return absl::OkStatus();
+}
+
+absl::Status AttachmentsGet(Session& session) {
+  absl::StatusOr<std::string> out = session.args().Required("out");
+  if (!out.ok()) return out.status();
+  absl::StatusOr<Client*> client = session.OpenSignedIn(/*online=*/true);
+  if (!client.ok()) return client.status();
+  const std::string id = session.args().words()[0];
+  absl::StatusOr<std::string> path = (*client)->OpenAttachment(id);
+  if (!path.ok()) return session.Explain(path.status());
+  std::error_code error;
+  std::filesystem::copy_file(*path, *out, std::filesystem::copy_options::overwrite_existing,
+                             error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--out: cannot write '", *out, "': ", error.message()));
+  }
+  absl::StatusOr<sdk::AttachmentInfo> info = (*client)->GetAttachment(id);
+  std::printf("wrote %s (%s)\n", out->c_str(),
+              info.ok() ? absl::StrCat(info->size, " bytes, ", info->media_type).c_str() : "");
   return absl::OkStatus();
 }
 
@@ -895,6 +997,16 @@ absl::Status Sync(Session& session) {
   if (!summary->reports.empty()) {
     std::printf("%zu reports: see `kcnet conflicts`\n", summary->reports.size());
   }
+  const sdk::AttachmentUploadSummary& a = summary->attachments;
+  if (a.uploaded + a.failed + a.remaining > 0 || !summary->attachments_error.ok()) {
+    std::printf("attachments: %lld uploaded (%lld payload bytes), %lld failed, %lld left%s\n",
+                static_cast<long long>(a.uploaded), static_cast<long long>(a.payload_bytes),
+                static_cast<long long>(a.failed), static_cast<long long>(a.remaining),
+                summary->attachments_error.ok()
+                    ? ""
+                    : absl::StrCat(" (", OneLine(summary->attachments_error.message()), ")")
+                          .c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -1007,7 +1119,7 @@ std::vector<Command> Commands() {
        0,
        0,
        "",
-       {"facility", "purpose", "notes", "needs", "lat", "lng"},
+       {"facility", "purpose", "notes", "needs", "lat", "lng", "photo", "caption"},
        VisitRecord},
       {"visit list", 0, 0, "", {"facility"}, VisitList},
       {"request draft",
@@ -1019,6 +1131,9 @@ std::vector<Command> Commands() {
       {"request show", 1, 1, "ID", {}, RequestShow},
       {"request list", 0, 0, "", {"facility"}, RequestList},
       {"request review", 0, 0, "", {}, RequestReview},
+      {"attachments list", 0, 0, "", {"visit"}, AttachmentsList},
+      {"attachments get", 1, 1, "ID", {"out"}, AttachmentsGet},
+      {"attachments", 0, 0, "", {"visit"}, AttachmentsList},
       {"sync", 0, 0, "", {}, Sync},
       {"status", 0, 0, "", {}, StatusCommand},
       // Two-word forms first: the first name that matches the command line wins.
@@ -1153,8 +1268,8 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
   std::vector<std::string> rest(words.begin() + static_cast<std::ptrdiff_t>(used), words.end());
   std::vector<std::string> argv = rest;
   for (const std::string& name : found->flags) {
-    if (std::optional<std::string> value = args.Get(name)) {
-      argv.push_back(absl::StrCat("--", name, "=", *value));
+    for (const std::string& value : args.GetAll(name)) {
+      argv.push_back(absl::StrCat("--", name, "=", value));
     }
   }
   for (const std::string& name : GlobalFlags()) {
@@ -1162,7 +1277,7 @@ absl::Status Dispatch(const Args& args, const std::string& self_path, std::strin
       argv.push_back(absl::StrCat("--", name, "=", *value));
     }
   }
-  absl::StatusOr<Args> own = Args::Parse(argv, BooleanFlags());
+  absl::StatusOr<Args> own = Args::Parse(argv, BooleanFlags(), RepeatableFlags());
   if (!own.ok()) return own.status();
   Session session(*own);
   // A bad --tls or --insecure is a wrong command line, whatever the command and the store.
@@ -1177,7 +1292,7 @@ int RunKcnet(const std::vector<std::string>& argv, const std::string& self_path)
   std::string label;
   absl::Status status;
   try {
-    absl::StatusOr<Args> args = Args::Parse(argv, BooleanFlags());
+    absl::StatusOr<Args> args = Args::Parse(argv, BooleanFlags(), RepeatableFlags());
     if (!args.ok()) {
       status = args.status();
     } else {

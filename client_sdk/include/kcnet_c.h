@@ -176,6 +176,12 @@ typedef struct kcnet_client_options {
    * cannot be read). NULL and tls_root_certs NULL: the system's roots, which gRPC on iOS
    * does not have: iOS apps bundle their CA file and pass its path here. */
   const char* tls_ca_file;
+  /* ---- added in 0.3 (attachments) ---- */
+  /* The folder of the attachments' bytes; NULL or "": `path` + ".attachments". */
+  const char* attachment_dir;
+  /* Bytes of uploaded (and downloaded) attachments kept, least recently used evicted
+   * first; bytes not yet uploaded never count and are never evicted. Default 256 MiB. */
+  int64_t attachment_budget_bytes;
 } kcnet_client_options;
 
 /* Fills the first `struct_size` bytes of *options with the defaults and sets
@@ -408,6 +414,63 @@ KCNET_API bool kcnet_report_list(kcnet_client* client, kcnet_buffer* out_list,
 KCNET_API bool kcnet_report_take(kcnet_client* client, kcnet_buffer* out_list,
                                  kcnet_error* out_error);
 
+/* ---- Attachments (docs/ATTACHMENTS.md) ------------------------------------------------ */
+
+/* Adds a photo or document to a visit, request or facility, offline. `new_attachment` is a
+ * serialized kcnet.v1.NewAttachment (owner, file_path or data, media type, caption, time,
+ * place, priority). The bytes are stored under their SHA-256 beside the store, then the
+ * attachment's record and its upload-queue row in one local transaction; the sync uploads
+ * them after the records, resumably. *out_info (may be NULL): a kcnet.v1.AttachmentInfo.
+ * INVALID_ARGUMENT names the field ("attachment.media_type: ..." for bytes that are not a
+ * JPEG, PNG, WebP or PDF by their magic numbers, "attachment.bytes: ... too big"), NOT_FOUND
+ * an owner this device does not hold ("attachment.owner_id: ..."); nothing is stored then. */
+KCNET_API bool kcnet_attachment_add(kcnet_client* client, kcnet_bytes new_attachment,
+                                    kcnet_buffer* out_info, kcnet_error* out_error);
+/* One attachment: a kcnet.v1.AttachmentInfo. */
+KCNET_API bool kcnet_attachment_get(kcnet_client* client, const char* id, kcnet_buffer* out_info,
+                                    kcnet_error* out_error);
+/* Every attachment the device knows (the upload queue first, in the order it runs), or
+ * those of one record (owner_type: KCNET_RECORD_*; by time taken): a
+ * kcnet.v1.AttachmentInfoList. */
+KCNET_API bool kcnet_attachment_list(kcnet_client* client, kcnet_buffer* out_list,
+                                     kcnet_error* out_error);
+KCNET_API bool kcnet_attachment_list_by_owner(kcnet_client* client, uint32_t owner_type,
+                                              const char* owner_id, kcnet_buffer* out_list,
+                                              kcnet_error* out_error);
+/* The path of a local file with the attachment's bytes (UTF-8, in *out_path, not
+ * NUL-terminated), downloading them first when they are not here (online; resumable;
+ * verified by SHA-256; cached under the storage budget). Read it, or copy it to keep it:
+ * an eviction may remove it later. UNAVAILABLE offline when the bytes are not here. */
+KCNET_API bool kcnet_attachment_open(kcnet_client* client, const char* id, kcnet_buffer* out_path,
+                                     kcnet_error* out_error);
+/* Uploads the queue now on the calling thread (the sync does it after each push):
+ * *out_summary (may be NULL) a kcnet.v1.AttachmentUploadSummary. UNAVAILABLE when the link
+ * fails (the queue resumes at the server's committed offset next time). */
+KCNET_API bool kcnet_attachment_upload_now(kcnet_client* client, kcnet_buffer* out_summary,
+                                           kcnet_error* out_error);
+/* Upload order: higher priority first (then smallest first). */
+KCNET_API bool kcnet_attachment_set_priority(kcnet_client* client, const char* id,
+                                             int32_t priority, kcnet_error* out_error);
+/* Puts a FAILED attachment back in the queue. */
+KCNET_API bool kcnet_attachment_retry(kcnet_client* client, const char* id,
+                                      kcnet_error* out_error);
+
+/* Byte-level progress of uploads and downloads: `progress` is a serialized
+ * kcnet.v1.AttachmentProgress, valid during the call. Called on the transfer's threads
+ * with no library lock held; keep it short. It may call read functions and
+ * kcnet_sync_cancel; it must not free the client or add/remove listeners. */
+typedef void (*kcnet_attachment_progress_fn)(void* context, kcnet_bytes progress);
+/* Frees a callback's context (listeners, observers). */
+typedef void (*kcnet_context_free_fn)(void* context);
+/* Returns a handle (> 0) for kcnet_attachment_remove_listener, 0 on failure. `free_context`
+ * (may be NULL) runs once when the listener is removed or the client freed. */
+KCNET_API int kcnet_attachment_add_listener(kcnet_client* client,
+                                            kcnet_attachment_progress_fn callback, void* context,
+                                            kcnet_context_free_fn free_context,
+                                            kcnet_error* out_error);
+KCNET_API bool kcnet_attachment_remove_listener(kcnet_client* client, int handle,
+                                                kcnet_error* out_error);
+
 /* ---- Observers -------------------------------------------------------------------------- */
 
 /* Where a change came from: kcnet.v1.ChangeSource. */
@@ -439,8 +502,8 @@ typedef void (*kcnet_observer_fn)(void* context, int source, kcnet_bytes event);
 KCNET_API int kcnet_client_add_observer(kcnet_client* client, kcnet_observer_fn callback,
                                         void* context, kcnet_error* out_error);
 
-/* Frees an observer's context (e.g. deletes a JNI global reference). */
-typedef void (*kcnet_context_free_fn)(void* context);
+/* An observer's context is freed with a kcnet_context_free_fn (declared with the
+ * attachments' listeners above; e.g. it deletes a JNI global reference). */
 
 /* kcnet_client_add_observer, and the library owns `context`: `free_context` (may be NULL)
  * is called exactly once, after the observer's last call, when the observer is removed or

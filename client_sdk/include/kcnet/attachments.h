@@ -33,6 +33,10 @@ enum class AttachmentState {
 // "queued", "uploading", "uploaded", "failed", "remote".
 const char* AttachmentStateName(AttachmentState state);
 
+// The media type the first bytes of a file say, by their magic numbers ("image/jpeg",
+// "image/png", "image/webp", "application/pdf"); "" for anything else. 12 bytes suffice.
+std::string SniffMediaTypeOf(const std::string& first_bytes);
+
 // What AddAttachment stores. Either `file_path` or `bytes` (not both).
 struct NewAttachment {
   uint32_t owner_type = 0;  // sync/model/record_types.h: 1 facility, 2 visit, 3 request
@@ -79,13 +83,17 @@ struct AttachmentProgress {
   AttachmentState state = AttachmentState::kQueued;
   bool download = false;   // a download (OpenAttachment) rather than an upload
   int64_t bytes_done = 0;  // committed by the server (upload) / written here (download)
+  // Upload: handed to the network, ahead of bytes_done by what is in flight (at most
+  // about 320 KiB: what a cut can cost). Download: == bytes_done.
+  int64_t bytes_sent = 0;
   int64_t size = 0;
   std::string failure;  // set when this event reports a failure
 };
 
-// Called on the thread that runs the transfer (the sync's, or OpenAttachment's caller),
-// with no SDK lock held; keep it short (post to the UI thread). It may call the Client's
-// read calls; it must not call Close.
+// Called on the threads that run the transfer (the sync's or OpenAttachment's caller, and
+// the upload's acknowledgement reader), one call at a time per transfer, with no SDK lock
+// held; keep it short (post to the UI thread). It may call the Client's read calls and
+// CancelSync; it must not call Close or add or remove listeners.
 using AttachmentListener = std::function<void(const AttachmentProgress&)>;
 
 // What one upload pass did (Client::UploadAttachments, and the sync's pass).

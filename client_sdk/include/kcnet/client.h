@@ -182,6 +182,11 @@ struct SyncSummary {
   int64_t received_changes = 0;
   int64_t applied_changes = 0;
   std::vector<Report> reports;  // created by this sync
+  // The attachments' upload pass after the records (ClientOptions::upload_attachments_in_sync).
+  // Its failure does not fail the sync: attachments_error says why it stopped (UNAVAILABLE:
+  // the link; CANCELLED), and the queue resumes on the next sync.
+  AttachmentUploadSummary attachments;
+  absl::Status attachments_error;
 };
 
 // A ranked search hit.
