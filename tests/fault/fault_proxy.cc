@@ -194,6 +194,7 @@ void FaultProxy::Forward(int client, uint64_t seed, const LinkShape& link) {
   const int fds_of[2] = {client, server};
   const int64_t queue_limit = link.QueueLimit();
   int64_t up_delivered = 0;
+  int64_t counted_losses = 0;
   bool closing = false;  // read nothing more: deliver what is queued, then close
   bool reset = false;
   char buffer[16 * 1024];
@@ -288,13 +289,18 @@ void FaultProxy::Forward(int client, uint64_t seed, const LinkShape& link) {
         }
       }
       shapers[from].Push(absl::Now(), absl::string_view(buffer, forward));
+      const int64_t losses = shapers[0].losses() + shapers[1].losses();
+      if (losses != counted_losses) {  // counted as they happen: stats() is read mid-run
+        absl::MutexLock lock(&mu_);
+        stats_.losses += losses - counted_losses;
+        counted_losses = losses;
+      }
     }
     if (stalled) break;
   }
   {
     absl::MutexLock lock(&mu_);
     open_.erase({client, server});
-    stats_.losses += shapers[0].losses() + shapers[1].losses();
   }
   Close(client, reset);
   Close(server, reset);

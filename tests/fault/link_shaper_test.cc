@@ -221,6 +221,21 @@ TEST(FaultProxyShapeTest, BandwidthAndDelayOverLoopback) {
   EXPECT_EQ(stats.bytes_down, 150'000);
 }
 
+TEST(FaultProxyShapeTest, LossStallsButDeliversEverythingAndIsCountedAtOnce) {
+  EchoServer echo;
+  FaultProxyOptions options;
+  options.seed = 3;
+  options.link.loss = 0.5;  // each stall is 200 ms (no added RTT)
+  auto proxy = FaultProxy::Start(echo.port(), options);
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  const int fd = Connect((*proxy)->port());
+  const std::string bytes = RandomBytes(8 * LinkShaper::kSegmentBytes, 6);
+  EXPECT_TRUE(SendAndReadEcho(fd, bytes, bytes.size()) == bytes);
+  // Counted while the connection is still open (a benchmark reads stats() mid-run).
+  EXPECT_GT((*proxy)->stats().losses, 0);
+  close(fd);
+}
+
 TEST(FaultProxyShapeTest, CutAfterBytesDeliversExactlyThatManyThenCloses) {
   EchoServer echo;
   FaultProxyOptions options;
