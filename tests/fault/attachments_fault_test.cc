@@ -18,7 +18,7 @@
 //    is not payload (HTTP/2, protobuf framing, sign-in, record sync, Begin calls).
 //
 // Seeded: KCNET_FAULT_SEED (printed as seed=N). KCNET_FAULT_PHOTO_DEVICES (4),
-// KCNET_FAULT_PHOTO_SECONDS (chaos phase, 20).
+// KCNET_FAULT_PHOTO_SECONDS (chaos phase, 15).
 #include <sys/types.h>
 
 #include <cstdio>
@@ -186,7 +186,7 @@ TEST_F(AttachmentsFaultTest, PhotosLandOnceByteIdenticalThroughKillsCutsAndStall
   for (int i = 0; i < devices_; ++i) procs_[static_cast<size_t>(i)] = StartDevice(i, "loop");
 
   // Chaos: kill a device now and then (restarted at once), the server twice, cut a link.
-  const absl::Duration chaos = absl::Seconds(EnvInt("KCNET_FAULT_PHOTO_SECONDS", 20));
+  const absl::Duration chaos = absl::Seconds(EnvInt("KCNET_FAULT_PHOTO_SECONDS", 15));
   const absl::Time end = absl::Now() + chaos;
   int device_kills = 0, server_kills = 0, cut_alls = 0;
   absl::Time next_server_kill = absl::Now() + chaos / 3;

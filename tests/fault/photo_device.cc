@@ -198,7 +198,8 @@ int Run(int argc, char** argv) {
     ++n;
     absl::StatusOr<sdk::SyncSummary> sync = client.SyncNow();
     Log(log, sync.ok() ? "S ok" : absl::StrCat("S fail ", sync.status().code()));
-    absl::SleepFor(absl::Milliseconds(static_cast<int64_t>(rng() % 300)));
+    // A field worker takes a photo now and then, not three a second while the link is down.
+    absl::SleepFor(absl::Milliseconds(static_cast<int64_t>(rng() % 300) + (sync.ok() ? 0 : 500)));
   }
   return 0;
 }
