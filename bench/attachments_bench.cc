@@ -24,10 +24,11 @@
 //    Begin calls as re-sent too (an overestimate of about 0.1%). Goal <= 320 KiB.
 //  shaped_link_max_progress_gap_s  a 2G-like link (50 kbit/s each way, 500 ms RTT, 2% loss
 //    as LinkShaper models it: stalls of one retransmission timeout) carrying fewer, smaller
-//    photos: `shaped_photos` of `shaped_kib` KiB (the 100 x 2 MB set would take over nine
-//    hours at 50 kbit/s). The longest time between two upload progress events (from the
-//    start of the upload pass to its end), in seconds. Goal <= 2 s, and the uploads complete
-//    (shaped_link_uploads_completed: 1 when they all did within the time allowed, else 0).
+//    photos: `shaped_photos` of `shaped_kib` KiB (the 100 x 2 MB set would take almost nine
+//    hours at 50 kbit/s; the unit says which photos). The longest time between two upload progress
+//    events (from the start of the upload pass to its end), in seconds. Goal <= 2 s, and the
+//    uploads complete (shaped_link_uploads_completed: 1 when they all did within the time allowed,
+//    else 0).
 //  rss_growth_mib  the server's resident memory (VmRSS of the kcnet-server process,
 //    sampled every 20 ms) during 200 concurrent uploads of `rss_kib` KiB each (raw
 //    AttachmentService streams over 20 connections, 10 streams each; see RunRss), minus its
@@ -296,8 +297,7 @@ void RunThroughput(const std::string& dir, const std::string& address,
   SinkService durable_sink(durable_dir);
   int durable_port = 0;
   grpc::ServerBuilder durable_builder;
-  durable_builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                                   &durable_port);
+  durable_builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &durable_port);
   durable_builder.RegisterService(&durable_sink);
   durable_builder.SetMaxReceiveMessageSize(4 << 20);
   std::unique_ptr<grpc::Server> durable_server = durable_builder.BuildAndStart();
@@ -315,10 +315,10 @@ void RunThroughput(const std::string& dir, const std::string& address,
   durable_server->Shutdown();
   const double plain_s = (plain_before + plain_after) / 2;
   const double mb = static_cast<double>(kPhotoBytes) * sizes.photos / 1e6;
-  std::cerr << "throughput: " << sizes.photos << " x 2 MB: SDK " << sdk_s << " s ("
-            << mb / sdk_s << " MB/s), plain stream " << plain_before << " / " << plain_after
-            << " s (" << mb / plain_s << " MB/s), plain stream fsynced every 256 KiB "
-            << durable_s << " s (" << mb / durable_s << " MB/s)\n";
+  std::cerr << "throughput: " << sizes.photos << " x 2 MB: SDK " << sdk_s << " s (" << mb / sdk_s
+            << " MB/s), plain stream " << plain_before << " / " << plain_after << " s ("
+            << mb / plain_s << " MB/s), plain stream fsynced every 256 KiB " << durable_s << " s ("
+            << mb / durable_s << " MB/s)\n";
   Emit(kBench, "throughput_ratio_vs_plain_stream", plain_s / sdk_s, "ratio");
   Emit(kBench, "sdk_upload_mb_per_s", mb / sdk_s, "MB/s");
   Emit(kBench, "plain_stream_mb_per_s", mb / plain_s, "MB/s");
@@ -415,11 +415,14 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   }
   const fault::FaultProxyStats stats = proxy->stats();
   std::cerr << "shaped: " << sizes.shaped_photos << " x " << sizes.shaped_bytes / 1024
-            << " KiB at 50 kbit/s, 500 ms RTT, 2% loss: " << (done ? "done" : "NOT done")
-            << " in " << absl::FormatDuration(end - start) << ", " << events.size() - 1
+            << " KiB at 50 kbit/s, 500 ms RTT, 2% loss: " << (done ? "done" : "NOT done") << " in "
+            << absl::FormatDuration(end - start) << ", " << events.size() - 1
             << " progress events, " << stats.losses << " losses\n";
-  Emit(kBench, "shaped_link_max_progress_gap_s", absl::ToDoubleSeconds(gap), "s");
-  Emit(kBench, "shaped_link_uploads_completed", done ? 1 : 0, "bool");
+  const std::string photos =
+      absl::StrCat(sizes.shaped_photos, " photos of ", sizes.shaped_bytes / 1024, " KiB");
+  Emit(kBench, "shaped_link_max_progress_gap_s", absl::ToDoubleSeconds(gap),
+       absl::StrCat("s (", photos, ")"));
+  Emit(kBench, "shaped_link_uploads_completed", done ? 1 : 0, absl::StrCat("bool (", photos, ")"));
   Must(t.client->Close(), "close");
   proxy->Stop();
 }
@@ -509,7 +512,8 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
   std::cerr << "rss: " << kConcurrentUploads << " concurrent uploads of " << sizes.rss_bytes / 1024
             << " KiB: server VmRSS " << baseline_kib / 1024 << " MiB before, peak "
             << peak_kib.load() / 1024 << " MiB\n";
-  Emit(kBench, "rss_growth_mib", growth, "MiB");
+  Emit(kBench, "rss_growth_mib", growth,
+       absl::StrCat("MiB (", kConcurrentUploads, " uploads of ", sizes.rss_bytes / 1024, " KiB)"));
   Must(t.client->Close(), "close");
 }
 
@@ -524,7 +528,7 @@ int Run(bool quick) {
     sizes.shaped_deadline = absl::Minutes(3);
   }
   const std::string dir = Must(
-      [] () -> absl::StatusOr<std::string> {
+      []() -> absl::StatusOr<std::string> {
         char tmpl[] = "/tmp/kcnet_attachments_bench_XXXXXX";
         if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp");
         return std::string(tmpl);

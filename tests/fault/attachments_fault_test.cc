@@ -88,7 +88,8 @@ PhotoLog ReadPhotoLog(const std::string& path) {
     std::vector<std::string> parts = absl::StrSplit(line, ' ');
     int64_t n = 0;
     if (parts[0] == "start") ++log.starts;
-    if (parts[0] == "S" && parts.size() >= 2) ++(parts[1] == "ok" ? log.syncs_ok : log.syncs_failed);
+    if (parts[0] == "S" && parts.size() >= 2)
+      ++(parts[1] == "ok" ? log.syncs_ok : log.syncs_failed);
     if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &n)) continue;
     if (parts[0] == "I") log.begun.insert(n);
     if (parts[0] == "A" && parts.size() == 4) log.acked[n] = {parts[2], parts[3]};
@@ -219,8 +220,8 @@ TEST_F(AttachmentsFaultTest, PhotosLandOnceByteIdenticalThroughKillsCutsAndStall
   for (int i = 0; i < devices_; ++i) {
     const std::optional<int> code = procs_[static_cast<size_t>(i)]->Wait(absl::Seconds(45));
     EXPECT_EQ(code.value_or(-1000), 0)
-        << "device " << i << " did not upload everything: "
-        << ReadFile(tmp_.File(absl::StrCat("device", i, ".err")));
+        << "device " << i
+        << " did not upload everything: " << ReadFile(tmp_.File(absl::StrCat("device", i, ".err")));
   }
   for (auto& p : procs_) p.reset();
   ASSERT_TRUE(server_->Stop().ok());
@@ -265,8 +266,7 @@ TEST_F(AttachmentsFaultTest, PhotosLandOnceByteIdenticalThroughKillsCutsAndStall
   server::GcOptions gc;
   gc.now_ms = absl::ToUnixMillis(absl::Now());
   gc.uploads_dir = data_dir_ + "/uploads";
-  absl::StatusOr<server::GcReport> report =
-      server::CollectGarbage(**db, **blobs, **references, gc);
+  absl::StatusOr<server::GcReport> report = server::CollectGarbage(**db, **blobs, **references, gc);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(FilesUnder(data_dir_ + "/uploads").empty())
       << "upload temp files left: " << FilesUnder(data_dir_ + "/uploads").size();
@@ -312,24 +312,24 @@ TEST_F(AttachmentsFaultTest, PhotosLandOnceByteIdenticalThroughKillsCutsAndStall
     }
     // The re-send bound, per connection this device's link carried.
     const FaultProxyStats& s = link_stats[static_cast<size_t>(i)];
-    const int64_t allowed =
-        photo_bytes + s.connections * (kResendBound + kOverheadPerConnection) +
-        static_cast<int64_t>(log.begun.size()) * kOverheadPerPhoto;
-    EXPECT_LE(s.bytes_up, allowed) << "device " << i << " sent " << s.bytes_up
-                                   << " bytes for " << photo_bytes << " bytes of photos over "
-                                   << s.connections << " connections";
-    std::printf("device %d: %zu photos acknowledged (%lld bytes), %lld starts, syncs %lld ok / "
-                "%lld failed; link: %lld connections, %lld bytes up (%.1f%% over the photos), "
-                "cut %lld, dropped %lld, stalled %lld, CutAll %lld\n",
-                i, log.acked.size(), static_cast<long long>(photo_bytes),
-                static_cast<long long>(log.starts), static_cast<long long>(log.syncs_ok),
-                static_cast<long long>(log.syncs_failed), static_cast<long long>(s.connections),
-                static_cast<long long>(s.bytes_up),
-                photo_bytes > 0 ? 100.0 * static_cast<double>(s.bytes_up - photo_bytes) /
-                                      static_cast<double>(photo_bytes)
-                                : 0.0,
-                static_cast<long long>(s.cut), static_cast<long long>(s.dropped),
-                static_cast<long long>(s.stalled), static_cast<long long>(s.cut_all));
+    const int64_t allowed = photo_bytes + s.connections * (kResendBound + kOverheadPerConnection) +
+                            static_cast<int64_t>(log.begun.size()) * kOverheadPerPhoto;
+    EXPECT_LE(s.bytes_up, allowed)
+        << "device " << i << " sent " << s.bytes_up << " bytes for " << photo_bytes
+        << " bytes of photos over " << s.connections << " connections";
+    std::printf(
+        "device %d: %zu photos acknowledged (%lld bytes), %lld starts, syncs %lld ok / "
+        "%lld failed; link: %lld connections, %lld bytes up (%.1f%% over the photos), "
+        "cut %lld, dropped %lld, stalled %lld, CutAll %lld\n",
+        i, log.acked.size(), static_cast<long long>(photo_bytes),
+        static_cast<long long>(log.starts), static_cast<long long>(log.syncs_ok),
+        static_cast<long long>(log.syncs_failed), static_cast<long long>(s.connections),
+        static_cast<long long>(s.bytes_up),
+        photo_bytes > 0 ? 100.0 * static_cast<double>(s.bytes_up - photo_bytes) /
+                              static_cast<double>(photo_bytes)
+                        : 0.0,
+        static_cast<long long>(s.cut), static_cast<long long>(s.dropped),
+        static_cast<long long>(s.stalled), static_cast<long long>(s.cut_all));
   }
   for (const auto& [sha, records] : records_by_sha) {
     EXPECT_TRUE(known_shas.count(sha) > 0) << "a record no device began: " << sha;
@@ -344,11 +344,12 @@ TEST_F(AttachmentsFaultTest, PhotosLandOnceByteIdenticalThroughKillsCutsAndStall
                   })
                   .ok());
   EXPECT_GT(acked_photos, devices_) << "too few photos to mean anything";
-  std::printf("%lld photos acknowledged, %zu records, %lld blobs; %d device kills, %d server "
-              "kills, %d connections cut by CutAll; gc: %lld temp files removed\n",
-              static_cast<long long>(acked_photos), records_by_sha.size(),
-              static_cast<long long>(blob_count), device_kills, server_kills, cut_alls,
-              static_cast<long long>(report->temp_files_removed));
+  std::printf(
+      "%lld photos acknowledged, %zu records, %lld blobs; %d device kills, %d server "
+      "kills, %d connections cut by CutAll; gc: %lld temp files removed\n",
+      static_cast<long long>(acked_photos), records_by_sha.size(),
+      static_cast<long long>(blob_count), device_kills, server_kills, cut_alls,
+      static_cast<long long>(report->temp_files_removed));
 }
 
 }  // namespace

@@ -230,9 +230,8 @@ void FaultProxy::Forward(int client, uint64_t seed, const LinkShape& link) {
     const absl::Time next = std::min(shapers[0].NextDue(), shapers[1].NextDue());
     int timeout_ms = -1;
     if (next != absl::InfiniteFuture()) {
-      timeout_ms = static_cast<int>(
-          std::max<int64_t>(0, absl::ToInt64Milliseconds(absl::Ceil(
-                                   next - absl::Now(), absl::Milliseconds(1)))));
+      timeout_ms = static_cast<int>(std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(absl::Ceil(next - absl::Now(), absl::Milliseconds(1)))));
     }
     pollfd fds[3] = {{client, POLLIN, 0}, {server, POLLIN, 0}, {wake_[0], POLLIN, 0}};
     for (int from = 0; from < 2; ++from) {

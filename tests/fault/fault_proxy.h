@@ -65,10 +65,10 @@ struct FaultProxyStats {
   int64_t cut = 0;
   int64_t stalled = 0;
   int64_t chunks = 0;
-  int64_t bytes = 0;        // forwarded, both ways
-  int64_t bytes_up = 0;     // forwarded client to server
-  int64_t bytes_down = 0;   // forwarded server to client
-  int64_t losses = 0;       // segments a shaped link held for a retransmission timeout
+  int64_t bytes = 0;            // forwarded, both ways
+  int64_t bytes_up = 0;         // forwarded client to server
+  int64_t bytes_down = 0;       // forwarded server to client
+  int64_t losses = 0;           // segments a shaped link held for a retransmission timeout
   int64_t cut_after_bytes = 0;  // connections closed by LinkShape::cut_after_bytes
   int64_t cut_all = 0;          // connections closed by CutAll()
 };

@@ -8,8 +8,8 @@ namespace kcnet::fault {
 
 int64_t LinkShape::QueueLimit() const {
   if (bytes_per_second <= 0) return int64_t{1} << 20;
-  const int64_t bdp = static_cast<int64_t>(static_cast<double>(bytes_per_second) *
-                                           absl::ToDoubleSeconds(rtt));
+  const int64_t bdp =
+      static_cast<int64_t>(static_cast<double>(bytes_per_second) * absl::ToDoubleSeconds(rtt));
   return std::max<int64_t>(16 * 1024, bdp);
 }
 
@@ -29,8 +29,8 @@ void LinkShaper::Push(absl::Time now, absl::string_view bytes) {
     }
     absl::Duration transmit = absl::ZeroDuration();
     if (shape_.bytes_per_second > 0) {
-      transmit = absl::Seconds(static_cast<double>(size) /
-                               static_cast<double>(shape_.bytes_per_second));
+      transmit =
+          absl::Seconds(static_cast<double>(size) / static_cast<double>(shape_.bytes_per_second));
     }
     link_free_ = start + transmit;
     const absl::Time due = link_free_ + one_way;

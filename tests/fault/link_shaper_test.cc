@@ -98,8 +98,8 @@ TEST(LinkShaperTest, LossStallsInOrderAndLosesNothing) {
   // Each loss holds the link for rtt + 200 ms; the last byte is due after all the sending,
   // all the stalls and half the round trip.
   const absl::Duration sending = absl::Seconds(static_cast<double>(bytes.size()) / 6'250);
-  const absl::Time last = kT0 + sending + shaper.losses() * absl::Milliseconds(700) +
-                          absl::Milliseconds(250);
+  const absl::Time last =
+      kT0 + sending + shaper.losses() * absl::Milliseconds(700) + absl::Milliseconds(250);
   std::string got;
   absl::Time previous_due = kT0;
   absl::Duration longest_gap;
@@ -184,9 +184,7 @@ int Connect(int port) {
 
 // Sends `bytes` from a thread and reads the echo until `expect` bytes or end of file.
 std::string SendAndReadEcho(int fd, const std::string& bytes, size_t expect) {
-  std::thread writer([fd, &bytes] {
-    (void)!send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-  });
+  std::thread writer([fd, &bytes] { (void)!send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL); });
   std::string echo;
   char buffer[16 * 1024];
   while (echo.size() < expect) {

@@ -76,8 +76,8 @@ bool WriteSmallFile(const std::string& path, const std::string& text) {
   const std::string temp = path + ".tmp";
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return false;
-  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                  fsync(fd) == 0;
+  const bool ok =
+      write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && fsync(fd) == 0;
   close(fd);
   return ok && rename(temp.c_str(), path.c_str()) == 0;
 }
@@ -90,7 +90,8 @@ int64_t NextPhoto(const std::string& log_path) {
   while (std::getline(in, line)) {
     std::vector<std::string> parts = absl::StrSplit(line, ' ');
     int64_t n = 0;
-    if (parts.size() >= 2 && (parts[0] == "I" || parts[0] == "A") && absl::SimpleAtoi(parts[1], &n)) {
+    if (parts.size() >= 2 && (parts[0] == "I" || parts[0] == "A") &&
+        absl::SimpleAtoi(parts[1], &n)) {
       next = std::max(next, n + 1);
     }
   }
@@ -111,7 +112,8 @@ int Run(int argc, char** argv) {
   const std::string store = args["store"], log_path = args["log"], stop_file = args["stop_file"];
   int device = 0, final_timeout_s = 60;
   (void)absl::SimpleAtoi(args["device"], &device);
-  if (args.count("final_timeout_s")) (void)absl::SimpleAtoi(args["final_timeout_s"], &final_timeout_s);
+  if (args.count("final_timeout_s"))
+    (void)absl::SimpleAtoi(args["final_timeout_s"], &final_timeout_s);
   const bool final_mode = args["mode"] == "final";
   const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0) return 2;
@@ -179,7 +181,8 @@ int Run(int argc, char** argv) {
     return 3;
   }
 
-  std::mt19937_64 rng(static_cast<uint64_t>(device) * 7919 + static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())));
+  std::mt19937_64 rng(static_cast<uint64_t>(device) * 7919 +
+                      static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())));
   int64_t n = NextPhoto(log_path);
   while (!std::filesystem::exists(stop_file)) {
     Log(log, absl::StrCat("I ", n));

@@ -31,8 +31,8 @@ inline std::string MakeJpeg(int64_t size, uint64_t seed) {
 // Photo `n` of device `device` in the fault test: 150-600 KiB (so that cuts fall before,
 // at and after the 256 KiB commit interval), different for every (device, n).
 inline std::string PhotoBytes(int device, int64_t n) {
-  const uint64_t seed = (static_cast<uint64_t>(device) << 32) ^ static_cast<uint64_t>(n) ^
-                        0x9e3779b97f4a7c15ULL;
+  const uint64_t seed =
+      (static_cast<uint64_t>(device) << 32) ^ static_cast<uint64_t>(n) ^ 0x9e3779b97f4a7c15ULL;
   std::mt19937_64 rng(seed);
   const int64_t size = 150 * 1024 + static_cast<int64_t>(rng() % (450 * 1024));
   return MakeJpeg(size, seed);
