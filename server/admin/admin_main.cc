@@ -26,6 +26,10 @@
 #include "absl/time/time.h"
 #include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
+#include "server/attachments/attachment_db.h"
+#include "server/attachments/blob_gc.h"
+#include "server/attachments/blob_store.h"
+#include "server/attachments/references.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 #include "server/reports/report_service.h"
@@ -59,6 +63,10 @@ constexpr char kUsage[] =
     "                [--to=YYYY-MM-DD]   (REPORT: coverage, pipeline, activity or quality;\n"
     "                                     the whole country unless --org_unit; stdout unless "
     "--out)\n"
+    "  gc-blobs [--grace=24h]   (removes blobs no attachment record has referenced for the\n"
+    "                           grace, expired uploads and stray temp files; safe online)\n"
+    "  verify-blobs   (re-hashes every attachment blob; exit status 1 and the damaged\n"
+    "                 blobs listed when any bytes no longer match their SHA-256)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -392,6 +400,80 @@ absl::Status ExportCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// The attachment stores of the data dir (server/attachments), opened as the server does.
+struct BlobStores {
+  std::unique_ptr<AttachmentDb> db;
+  std::unique_ptr<FileBlobStore> blobs;
+  std::string uploads_dir;
+};
+
+absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
+  const std::string data_dir = args.GetOr("data_dir", "");
+  if (data_dir.empty()) return UsageError("--data_dir is required");
+  const std::filesystem::path dir(data_dir);
+  if (!std::filesystem::exists(dir / "kcnet.db")) {
+    return absl::NotFoundError(absl::StrCat("--data_dir ", data_dir, ": no kcnet.db"));
+  }
+  BlobStores out;
+  absl::StatusOr<std::unique_ptr<AttachmentDb>> db =
+      AttachmentDb::Open((dir / "attachments.db").string());
+  if (!db.ok()) return db.status();
+  out.db = *std::move(db);
+  absl::StatusOr<std::unique_ptr<FileBlobStore>> blobs =
+      FileBlobStore::Open((dir / "blobs").string());
+  if (!blobs.ok()) return blobs.status();
+  out.blobs = *std::move(blobs);
+  out.uploads_dir = (dir / "uploads").string();
+  return out;
+}
+
+absl::Status GcBlobsCommand(const Args& args) {
+  absl::Duration grace = absl::Hours(24);
+  if (args.Has("grace") && !absl::ParseDuration(args.GetOr("grace", ""), &grace)) {
+    return UsageError("--grace: not a duration (e.g. 24h, 90m, 0s)");
+  }
+  if (grace < absl::ZeroDuration()) return UsageError("--grace: must not be negative");
+  absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
+  if (!stores.ok()) return stores.status();
+  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(
+      (std::filesystem::path(args.GetOr("data_dir", "")) / "kcnet.db").string());
+  if (!refs.ok()) return refs.status();
+  GcOptions gc;
+  gc.now_ms = absl::ToUnixMillis(absl::Now());
+  gc.grace = grace;
+  gc.uploads_dir = stores->uploads_dir;
+  absl::StatusOr<GcReport> report = CollectGarbage(*stores->db, *stores->blobs, **refs, gc);
+  if (!report.ok()) return report.status();
+  std::printf(
+      "removed %lld blobs (%lld bytes), %lld expired uploads, %lld temp files; %lld "
+      "unreferenced blobs within their grace\n",
+      static_cast<long long>(report->blobs_removed), static_cast<long long>(report->bytes_removed),
+      static_cast<long long>(report->sessions_expired),
+      static_cast<long long>(report->temp_files_removed),
+      static_cast<long long>(report->blobs_marked));
+  return absl::OkStatus();
+}
+
+absl::Status VerifyBlobsCommand(const Args& args) {
+  absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
+  if (!stores.ok()) return stores.status();
+  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs);
+  if (!report.ok()) return report.status();
+  for (const std::string& sha : report->damaged) {
+    std::printf("damaged %s\n", stores->blobs->PathOf(sha).c_str());
+  }
+  std::printf("verified %lld blobs (%lld bytes): %zu damaged\n",
+              static_cast<long long>(report->blobs), static_cast<long long>(report->bytes),
+              report->damaged.size());
+  if (!report->damaged.empty()) {
+    return absl::DataLossError(
+        absl::StrCat(report->damaged.size(),
+                     " blob(s) hỏng / damaged: their bytes no longer match their "
+                     "SHA-256 (restore them from a backup)"));
+  }
+  return absl::OkStatus();
+}
+
 struct Command {
   const char* name;
   std::set<std::string> flags;  // besides --data_dir
@@ -415,6 +497,8 @@ const std::vector<Command>& Commands() {
       {"restore", {"from"}, RestoreCommand},
       {"rebuild-reports", {}, RebuildReportsCommand},
       {"export", {"format", "out", "org_unit", "from", "to"}, ExportCommand},
+      {"gc-blobs", {"grace"}, GcBlobsCommand},
+      {"verify-blobs", {}, VerifyBlobsCommand},
   };
   return *commands;
 }

@@ -40,9 +40,9 @@ constexpr char kInsecureHealthService[] = "kcnet.insecure";
 // Health's Watch is the console's "is the server there" stream.
 // AttachmentService for the photos (Download; its Upload is a client stream, never forwarded).
 constexpr std::array<const char*, 11> kBrowserServices = {
-    "kcnet.v1.AuthService",     "kcnet.v1.OrgUnitService", "kcnet.v1.UserService",
-    "kcnet.v1.FacilityService", "kcnet.v1.VisitService",   "kcnet.v1.SupportRequestService",
-    "kcnet.v1.SyncService",     "kcnet.v1.PlanService",    "kcnet.v1.ReportService",
+    "kcnet.v1.AuthService",       "kcnet.v1.OrgUnitService", "kcnet.v1.UserService",
+    "kcnet.v1.FacilityService",   "kcnet.v1.VisitService",   "kcnet.v1.SupportRequestService",
+    "kcnet.v1.SyncService",       "kcnet.v1.PlanService",    "kcnet.v1.ReportService",
     "kcnet.v1.AttachmentService", "grpc.health.v1.Health"};
 
 // Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
@@ -175,12 +175,12 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   server->reporter_ = std::make_unique<reports::Reporter>(server->directory_.get(),
                                                           server->reports_.get(), options.clock);
 
-  absl::StatusOr<std::unique_ptr<Attachments>> attachments = Attachments::Open(
-      options.data_dir, (dir / kStoreFile).string(), options.attachments,
-      {.directory = server->directory_.get(),
-       .store = server->store_.get(),
-       .clock = options.clock,
-       .logger = server->logger_.get()});
+  absl::StatusOr<std::unique_ptr<Attachments>> attachments =
+      Attachments::Open(options.data_dir, (dir / kStoreFile).string(), options.attachments,
+                        {.directory = server->directory_.get(),
+                         .store = server->store_.get(),
+                         .clock = options.clock,
+                         .logger = server->logger_.get()});
   if (!attachments.ok()) return attachments.status();
   server->attachments_ = *std::move(attachments);
 

@@ -74,12 +74,21 @@ constexpr char kUsage[] =
     "SIGTERM or SIGINT shut the server down gracefully.\n";
 
 // The flags kcnet-server accepts (other flags linked into the binary are not its own).
-constexpr const char* kFlagNames[] = {"listen",      "data_dir",        "log_format", "tls_cert",
-                                      "tls_key",     "storage_threads", "insecure",   "reflection",
-                                      "http_listen", "console_dir",
-                                      "attachment_max_bytes", "attachment_media_types",
+constexpr const char* kFlagNames[] = {"listen",
+                                      "data_dir",
+                                      "log_format",
+                                      "tls_cert",
+                                      "tls_key",
+                                      "storage_threads",
+                                      "insecure",
+                                      "reflection",
+                                      "http_listen",
+                                      "console_dir",
+                                      "attachment_max_bytes",
+                                      "attachment_media_types",
                                       "attachment_user_quota_bytes",
-                                      "attachment_province_quota_bytes", "blob_gc_interval",
+                                      "attachment_province_quota_bytes",
+                                      "blob_gc_interval",
                                       "blob_gc_grace"};
 // The flags that may stand alone (--insecure is --insecure=true).
 constexpr const char* kBooleanFlags[] = {"insecure", "reflection"};
@@ -166,8 +175,7 @@ int RunServerCli(int argc, char** argv) {
   options.attachments.max_bytes = absl::GetFlag(FLAGS_attachment_max_bytes);
   options.attachments.media_types = absl::GetFlag(FLAGS_attachment_media_types);
   options.attachments.user_quota_bytes = absl::GetFlag(FLAGS_attachment_user_quota_bytes);
-  options.attachments.province_quota_bytes =
-      absl::GetFlag(FLAGS_attachment_province_quota_bytes);
+  options.attachments.province_quota_bytes = absl::GetFlag(FLAGS_attachment_province_quota_bytes);
   options.attachments.gc_interval = absl::GetFlag(FLAGS_blob_gc_interval);
   options.attachments.gc_grace = absl::GetFlag(FLAGS_blob_gc_grace);
   if (options.data_dir.empty()) {

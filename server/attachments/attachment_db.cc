@@ -204,8 +204,7 @@ absl::StatusOr<int64_t> AttachmentDb::SumLocked(const std::string& sql, int64_t 
   return sum;
 }
 
-absl::StatusOr<int64_t> AttachmentDb::UserBytes(int64_t user_id,
-                                                const std::string& except_upload) {
+absl::StatusOr<int64_t> AttachmentDb::UserBytes(int64_t user_id, const std::string& except_upload) {
   absl::MutexLock lock(&mu_);
   return SumLocked(
       "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE user_id = ?1) + "
@@ -222,8 +221,7 @@ absl::StatusOr<int64_t> AttachmentDb::ProvinceBytes(int64_t province_id,
       province_id, except_upload);
 }
 
-absl::StatusOr<int64_t> AttachmentDb::MarkUnreferenced(const std::string& sha256,
-                                                       int64_t now_ms) {
+absl::StatusOr<int64_t> AttachmentDb::MarkUnreferenced(const std::string& sha256, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> insert =
       db_->Prepare("INSERT OR IGNORE INTO gc_marks(sha256, since_ms) VALUES (?, ?)");
@@ -254,8 +252,8 @@ absl::Status AttachmentDb::ClearMark(const std::string& sha256) {
 
 absl::Status AttachmentDb::ForgetBlob(const std::string& sha256) {
   absl::MutexLock lock(&mu_);
-  for (const char* sql : {"DELETE FROM province_blobs WHERE sha256 = ?",
-                          "DELETE FROM gc_marks WHERE sha256 = ?"}) {
+  for (const char* sql :
+       {"DELETE FROM province_blobs WHERE sha256 = ?", "DELETE FROM gc_marks WHERE sha256 = ?"}) {
     absl::StatusOr<Statement*> st = db_->Prepare(sql);
     if (!st.ok()) return st.status();
     (*st)->BindText(1, sha256);

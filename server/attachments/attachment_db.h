@@ -64,8 +64,7 @@ class AttachmentDb {
   // Bytes counted against a user's / a province's quota: the blobs it uploaded plus its
   // open sessions' sizes (but not `except_upload`'s).
   absl::StatusOr<int64_t> UserBytes(int64_t user_id, const std::string& except_upload = "");
-  absl::StatusOr<int64_t> ProvinceBytes(int64_t province_id,
-                                        const std::string& except_upload = "");
+  absl::StatusOr<int64_t> ProvinceBytes(int64_t province_id, const std::string& except_upload = "");
 
   // ---- Garbage collection ----
   // Since when the blob has been seen unreferenced: `now_ms` the first time.

@@ -23,8 +23,7 @@ absl::StatusOr<Principal> StreamCaller(Directory* directory, const CallbackServe
   if (!token.ok()) return token.status();
   absl::StatusOr<Principal> caller = directory->Authenticate(*token);
   if (!caller.ok()) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("authorization: ", caller.status().message()));
+    return absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()));
   }
   return caller;
 }
@@ -171,17 +170,16 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadChunk> {
           absl::StrCat(req->offset() < 0 ? "offset" : "length", ": must not be negative"))));
       return;
     }
-    absl::StatusOr<Attachments::BlobInfo> blob =
-        attachments->OpenDownload(*caller, req->sha256());
+    absl::StatusOr<Attachments::BlobInfo> blob = attachments->OpenDownload(*caller, req->sha256());
     if (!blob.ok()) {
       Finish(ToGrpcStatus(blob.status()));
       return;
     }
     blob_ = *std::move(blob);
     if (req->offset() >= blob_.size) {
-      Finish(ToGrpcStatus(absl::OutOfRangeError(absl::StrCat(
-          "offset: phải nhỏ hơn kích thước / must be below the size ", blob_.size, ", got ",
-          req->offset()))));
+      Finish(ToGrpcStatus(absl::OutOfRangeError(
+          absl::StrCat("offset: phải nhỏ hơn kích thước / must be below the size ", blob_.size,
+                       ", got ", req->offset()))));
       return;
     }
     next_ = req->offset();
@@ -236,8 +234,7 @@ class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
                                   v1::BeginUploadResponse* resp) override {
     return runner_->Run(ctx, "/kcnet.v1.AttachmentService/Begin",
                         [=, this](const Principal* p) -> absl::Status {
-                          absl::StatusOr<v1::BeginUploadResponse> r =
-                              attachments_->Begin(*p, *req);
+                          absl::StatusOr<v1::BeginUploadResponse> r = attachments_->Begin(*p, *req);
                           if (!r.ok()) return r.status();
                           *resp = *std::move(r);
                           return absl::OkStatus();
@@ -252,6 +249,19 @@ class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
                               attachments_->GetUpload(*p, req->upload_id());
                           if (!r.ok()) return r.status();
                           *resp = *std::move(r);
+                          return absl::OkStatus();
+                        });
+  }
+
+  grpc::ServerUnaryReactor* ListAttachments(CallbackServerContext* ctx,
+                                            const v1::ListAttachmentsRequest* req,
+                                            v1::ListAttachmentsResponse* resp) override {
+    return runner_->Run(ctx, "/kcnet.v1.AttachmentService/ListAttachments",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<std::vector<v1::Attachment>> r =
+                              attachments_->List(*p, req->owner_type(), req->owner_id());
+                          if (!r.ok()) return r.status();
+                          for (v1::Attachment& a : *r) *resp->add_attachments() = std::move(a);
                           return absl::OkStatus();
                         });
   }
@@ -274,8 +284,8 @@ class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments,
-                                                     Directory* directory, RpcRunner* runner) {
+std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments, Directory* directory,
+                                                     RpcRunner* runner) {
   return std::make_unique<AttachmentServiceImpl>(attachments, directory, runner);
 }
 

@@ -17,8 +17,8 @@
 
 namespace kcnet::server {
 
-std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments,
-                                                     Directory* directory, RpcRunner* runner);
+std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments, Directory* directory,
+                                                     RpcRunner* runner);
 
 }  // namespace kcnet::server
 

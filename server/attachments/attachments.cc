@@ -36,9 +36,9 @@ absl::Status Errno(absl::string_view what) {
 }
 
 absl::Status UploadNotFound(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat(
-      "upload_id: không có phiên tải lên '", id.substr(0, 64),
-      "' (hết hạn?) / no upload session '", id.substr(0, 64), "' (expired? Begin again)"));
+  return absl::NotFoundError(absl::StrCat("upload_id: không có phiên tải lên '", id.substr(0, 64),
+                                          "' (hết hạn?) / no upload session '", id.substr(0, 64),
+                                          "' (expired? Begin again)"));
 }
 
 absl::Status WrongOffset(int64_t committed, int64_t got) {
@@ -81,9 +81,8 @@ absl::Status CheckAttachmentOptions(const AttachmentOptions& o) {
   const auto& known = model::AttachmentMediaTypes();
   for (const std::string& t : o.media_types) {
     if (std::find(known.begin(), known.end(), t) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("attachment_media_types: '", t,
-                                                     "' is not one of ",
-                                                     absl::StrJoin(known, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "attachment_media_types: '", t, "' is not one of ", absl::StrJoin(known, ", ")));
     }
   }
   if (o.user_quota_bytes < 0 || o.province_quota_bytes < 0) {
@@ -108,9 +107,9 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head) {
     ok = head.size() >= 5 && head.substr(0, 5) == "%PDF-";
   }
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("media_type: nội dung không phải ", media_type, " / the bytes are not ",
-                   media_type, " (checked by their first bytes)"));
+  return absl::InvalidArgumentError(absl::StrCat("media_type: nội dung không phải ", media_type,
+                                                 " / the bytes are not ", media_type,
+                                                 " (checked by their first bytes)"));
 }
 
 absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string& data_dir,
@@ -181,9 +180,9 @@ void Attachments::CollectorLoop() {
       deps_.logger->Warning(absl::StrCat("blob gc: ", report.status().message()));
     } else if (report->blobs_removed + report->sessions_expired + report->temp_files_removed > 0) {
       deps_.logger->Info(absl::StrCat("blob gc: removed ", report->blobs_removed, " blobs (",
-                                      report->bytes_removed, " bytes), ",
-                                      report->sessions_expired, " expired uploads, ",
-                                      report->temp_files_removed, " temp files"));
+                                      report->bytes_removed, " bytes), ", report->sessions_expired,
+                                      " expired uploads, ", report->temp_files_removed,
+                                      " temp files"));
     }
   }
 }
@@ -236,20 +235,20 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
                      "' is not accepted (", absl::StrJoin(options_.media_types, ", "), ")"));
   }
   // The record the bytes belong to: visible to the caller, saying the same as the request.
-  RecordAccess access(RecordServiceDeps{
-      .directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
+  RecordAccess access(
+      RecordServiceDeps{.directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
   v1::Attachment record;
   absl::StatusOr<uint64_t> read =
       access.Read(caller, model::kAttachmentType, req.attachment_id(), &record);
   if (!read.ok()) {
     if (read.status().code() == absl::StatusCode::kInvalidArgument) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "attachment_id: '", req.attachment_id().substr(0, 64), "' is not a UUID"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("attachment_id: '", req.attachment_id().substr(0, 64), "' is not a UUID"));
     }
     if (read.status().code() == absl::StatusCode::kNotFound) {
-      return absl::NotFoundError(
-          absl::StrCat("attachment_id: không có tệp đính kèm / attachment ",
-                       req.attachment_id().substr(0, 64), " not found (sync its record first)"));
+      return absl::NotFoundError(absl::StrCat("attachment_id: không có tệp đính kèm / attachment ",
+                                              req.attachment_id().substr(0, 64),
+                                              " not found (sync its record first)"));
     }
     return read.status();
   }
@@ -258,7 +257,8 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
       record.media_type() != req.media_type()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sha256: không khớp bản ghi / sha256, size and media_type must be the attachment "
-        "record's (", record.sha256(), ", ", record.size_bytes(), ", ", record.media_type(), ")"));
+        "record's (",
+        record.sha256(), ", ", record.size_bytes(), ", ", record.media_type(), ")"));
   }
   absl::StatusOr<int64_t> province = ProvinceOf(record.commune_id());
   if (!province.ok()) return province.status();
@@ -284,18 +284,18 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
       absl::StatusOr<int64_t> used = db_->UserBytes(caller.user_id);
       if (!used.ok()) return used.status();
       if (*used + req.size() > options_.user_quota_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "quota per user: hết hạn mức của người dùng / the user's quota of ",
-            options_.user_quota_bytes, " bytes is used (", *used, " bytes)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("quota per user: hết hạn mức của người dùng / the user's quota of ",
+                         options_.user_quota_bytes, " bytes is used (", *used, " bytes)"));
       }
     }
     if (options_.province_quota_bytes > 0) {
       absl::StatusOr<int64_t> used = db_->ProvinceBytes(*province);
       if (!used.ok()) return used.status();
       if (*used + req.size() > options_.province_quota_bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "quota per province: hết hạn mức của tỉnh / the province's quota of ",
-            options_.province_quota_bytes, " bytes is used (", *used, " bytes)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("quota per province: hết hạn mức của tỉnh / the province's quota of ",
+                         options_.province_quota_bytes, " bytes is used (", *used, " bytes)"));
       }
     }
     UploadSession s;
@@ -317,6 +317,22 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
   if (std::shared_ptr<Active> a = FindActive(session->id); a != nullptr) {
     absl::MutexLock lock(&a->mu);
     committed = a->session.committed;
+  }
+  if (committed == session->size) {
+    // Every byte is durable but the check never ran (the server stopped between the two):
+    // run it now. A match stores the blob; a mismatch restarts the session at 0.
+    absl::StatusOr<std::shared_ptr<Active>> a = Activate(*session);
+    if (!a.ok()) return a.status();
+    absl::MutexLock lock(&(*a)->mu);
+    if ((*a)->session.committed == (*a)->session.size && !(*a)->attached) {
+      absl::StatusOr<ChunkResult> done = FinishLocked(**a);
+      if (done.ok()) {
+        resp.set_already_have(true);
+        return resp;
+      }
+      if (done.status().code() != absl::StatusCode::kDataLoss) return done.status();
+    }
+    committed = (*a)->session.committed;
   }
   resp.set_upload_id(session->id);
   resp.set_committed_offset(committed);
@@ -352,6 +368,37 @@ std::shared_ptr<Attachments::Active> Attachments::FindActive(const std::string& 
   return it == active_.end() ? nullptr : it->second;
 }
 
+absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
+    const UploadSession& session) {
+  auto fresh = std::make_shared<Active>();
+  {
+    absl::MutexLock lock(&fresh->mu);
+    fresh->session = session;
+  }
+  std::shared_ptr<Active> a;
+  {
+    absl::MutexLock lock(&active_mu_);
+    a = active_.try_emplace(session.id, fresh).first->second;
+  }
+  absl::MutexLock lock(&a->mu);
+  if (a->over) return UploadNotFound(session.id);
+  if (a->fd < 0) {
+    const std::string path = UploadTempPath(uploads_dir_, session.id);
+    a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
+    a->received = -1;  // cut back below
+  }
+  if (a->received != a->session.committed) {
+    // Whatever lies past the committed offset was never acknowledged (a restart, or a
+    // stream cut while it wrote): cut it off.
+    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
+      return Errno("upload: truncate");
+    }
+    a->received = a->session.committed;
+  }
+  return a;
+}
+
 absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
                                                         const std::string& upload_id) {
   absl::StatusOr<std::optional<UploadSession>> s = db_->GetUpload(upload_id);
@@ -360,36 +407,12 @@ absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
       (*s)->expires_ms <= deps_.clock->NowMs()) {
     return UploadNotFound(upload_id);
   }
-  auto fresh = std::make_shared<Active>();
-  {
-    absl::MutexLock lock(&fresh->mu);
-    fresh->session = **s;
-  }
-  std::shared_ptr<Active> a;
-  {
-    absl::MutexLock lock(&active_mu_);
-    a = active_.try_emplace(upload_id, fresh).first->second;
-  }
-  absl::MutexLock lock(&a->mu);
-  if (a->over) return UploadNotFound(upload_id);
-  if (a->fd < 0) {
-    const std::string path = UploadTempPath(uploads_dir_, upload_id);
-    a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
-    // Whatever lies past the committed offset was never acknowledged: cut it off.
-    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
-      return Errno(absl::StrCat("upload: truncate ", path));
-    }
-    a->received = a->session.committed;
-  } else if (a->received != a->session.committed) {
-    // Another stream was cut while it wrote: keep what it committed, drop the rest.
-    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
-      return Errno("upload: truncate");
-    }
-    a->received = a->session.committed;
-  }
-  a->attached = true;
-  return Stream{.upload_id = upload_id, .generation = ++a->generation};
+  absl::StatusOr<std::shared_ptr<Active>> a = Activate(**s);
+  if (!a.ok()) return a.status();
+  absl::MutexLock lock(&(*a)->mu);
+  if ((*a)->over) return UploadNotFound(upload_id);
+  (*a)->attached = true;
+  return Stream{.upload_id = upload_id, .generation = ++(*a)->generation};
 }
 
 absl::Status Attachments::CommitLocked(Active& a) {
@@ -412,9 +435,9 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
     if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
     a.session.committed = 0;
     a.received = 0;
-    return absl::DataLossError(absl::StrCat(
-        "sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
-        a.session.sha256, ": the upload starts again at 0"));
+    return absl::DataLossError(
+        absl::StrCat("sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
+                     a.session.sha256, ": the upload starts again at 0"));
   }
   ::close(a.fd);
   a.fd = -1;
@@ -424,9 +447,8 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
   } else if (absl::Status s = blobs_->Adopt(a.session.sha256, path); !s.ok()) {
     return s;
   }
-  if (absl::Status s = db_->AddProvinceBlob(a.session.province_id, a.session.sha256,
-                                            a.session.size, a.session.user_id,
-                                            deps_.clock->NowMs());
+  if (absl::Status s = db_->AddProvinceBlob(a.session.province_id, a.session.sha256, a.session.size,
+                                            a.session.user_id, deps_.clock->NowMs());
       !s.ok()) {
     return s;
   }
@@ -457,9 +479,8 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   }
   const int64_t n = static_cast<int64_t>(chunk.data().size());
   if (n == 0 || n > kMaxChunkBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes,
-                     " bytes, got ", n));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes, " bytes, got ", n));
   }
   if (chunk.offset() != a->received) {
     // Keep what arrived before, then say where to go on from.
@@ -469,17 +490,17 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   }
   if (chunk.offset() + n > a->session.size) {
     return absl::InvalidArgumentError(
-        absl::StrCat("data: vượt quá kích thước / goes past the announced size ",
-                     a->session.size, " (offset ", chunk.offset(), " + ", n, ")"));
+        absl::StrCat("data: vượt quá kích thước / goes past the announced size ", a->session.size,
+                     " (offset ", chunk.offset(), " + ", n, ")"));
   }
   if (Crc32c(chunk.data()) != chunk.crc32c()) {
     if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
     *committed = a->session.committed;
-    return absl::InvalidArgumentError(
-        absl::StrCat("crc32c: dữ liệu hỏng trên đường truyền / the chunk at offset ",
-                     chunk.offset(), " does not match its CRC32C (not stored; resume from "
-                     "committed_offset=",
-                     a->session.committed, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "crc32c: dữ liệu hỏng trên đường truyền / the chunk at offset ", chunk.offset(),
+        " does not match its CRC32C (not stored; resume from "
+        "committed_offset=",
+        a->session.committed, ")"));
   }
   if (chunk.offset() == 0) {
     const int64_t need = std::min<int64_t>(12, a->session.size);
@@ -548,6 +569,68 @@ absl::StatusOr<Attachments::BlobInfo> Attachments::OpenDownload(const Principal&
     return BlobInfo{.sha256 = sha, .size = *size, .media_type = ref.media_type};
   }
   return not_found;
+}
+
+absl::StatusOr<std::vector<v1::Attachment>> Attachments::List(const Principal& caller,
+                                                              v1::AttachmentOwnerType type,
+                                                              const std::string& owner_id) {
+  RecordAccess access(
+      RecordServiceDeps{.directory = deps_.directory, .store = deps_.store, .clock = deps_.clock});
+  absl::StatusOr<uint64_t> read;
+  int64_t commune = 0;
+  switch (type) {
+    case v1::ATTACHMENT_OWNER_TYPE_VISIT: {
+      v1::Visit owner;
+      read = access.Read(caller, model::kVisitType, owner_id, &owner);
+      commune = owner.commune_id();
+      break;
+    }
+    case v1::ATTACHMENT_OWNER_TYPE_SUPPORT_REQUEST: {
+      v1::SupportRequest owner;
+      read = access.Read(caller, model::kSupportRequestType, owner_id, &owner);
+      commune = owner.commune_id();
+      break;
+    }
+    case v1::ATTACHMENT_OWNER_TYPE_FACILITY: {
+      v1::Facility owner;
+      read = access.Read(caller, model::kFacilityType, owner_id, &owner);
+      commune = owner.commune_id();
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          "owner_type: phải là VISIT, SUPPORT_REQUEST hoặc FACILITY / must be VISIT, "
+          "SUPPORT_REQUEST or FACILITY");
+  }
+  if (!read.ok()) {
+    if (read.status().code() == absl::StatusCode::kInvalidArgument) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("owner_id: '", owner_id.substr(0, 64), "' is not a UUID"));
+    }
+    if (read.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(
+          absl::StrCat("owner_id: không tìm thấy / record ", owner_id.substr(0, 64), " not found"));
+    }
+    return read.status();
+  }
+  // An attachment lives in its owner's commune.
+  sync::ListQuery query;
+  query.type = model::kAttachmentType;
+  query.buckets = {commune};
+  v1::Value owner_value;
+  owner_value.set_string_value(owner_id);
+  query.equals.push_back({v1::Attachment::kOwnerIdFieldNumber, owner_value});
+  query.newest_first = false;
+  query.limit = 500;
+  absl::StatusOr<std::vector<v1::RecordChange>> records = deps_.store->List(query);
+  if (!records.ok()) return records.status();
+  std::vector<v1::Attachment> out;
+  for (const v1::RecordChange& record : *records) {
+    v1::Attachment a;
+    if (absl::Status s = model::FromChange(record, &a); !s.ok()) return s;
+    if (a.owner_type() == type) out.push_back(std::move(a));
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> Attachments::ReadBlob(const std::string& sha256, int64_t offset,

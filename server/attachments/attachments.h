@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kcnet/v1/attachments.pb.h"
+#include "kcnet/v1/domain.pb.h"
 #include "server/attachments/attachment_db.h"
 #include "server/attachments/blob_gc.h"
 #include "server/attachments/blob_store.h"
@@ -121,6 +122,12 @@ class Attachments {
   absl::StatusOr<BlobInfo> OpenDownload(const Principal& caller, absl::string_view sha256_raw);
   absl::StatusOr<std::string> ReadBlob(const std::string& sha256, int64_t offset, int64_t length);
 
+  // The live attachment records of one owner (visit, request, facility) the caller may
+  // see; NOT_FOUND naming owner_id when the owner is missing or out of scope.
+  absl::StatusOr<std::vector<kcnet::v1::Attachment>> List(const Principal& caller,
+                                                          kcnet::v1::AttachmentOwnerType type,
+                                                          const std::string& owner_id);
+
   // One collector pass now.
   absl::StatusOr<GcReport> CollectGarbage();
 
@@ -140,8 +147,12 @@ class Attachments {
     bool over ABSL_GUARDED_BY(mu) = false;  // completed: the entry is going away
   };
 
-  Attachments(const AttachmentOptions& options, const Deps& deps) : options_(options), deps_(deps) {}
+  Attachments(const AttachmentOptions& options, const Deps& deps)
+      : options_(options), deps_(deps) {}
   std::shared_ptr<Active> FindActive(const std::string& id);
+  // The session's entry, made (and its temp file opened, cut to the committed offset) if
+  // needed. NOT_FOUND when the session is over.
+  absl::StatusOr<std::shared_ptr<Active>> Activate(const UploadSession& session);
   absl::Status CommitLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<ChunkResult> FinishLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<int64_t> ProvinceOf(int64_t org_unit_id);

@@ -45,8 +45,7 @@ struct GcReport {
 };
 
 absl::StatusOr<GcReport> CollectGarbage(AttachmentDb& db, BlobStore& blobs,
-                                        AttachmentReferences& references,
-                                        const GcOptions& options);
+                                        AttachmentReferences& references, const GcOptions& options);
 
 struct VerifyReport {
   int64_t blobs = 0;

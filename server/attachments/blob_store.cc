@@ -176,9 +176,8 @@ absl::Status FileBlobStore::Adopt(const std::string& sha_hex, const std::string&
   std::error_code error;
   fs::create_directories(target.parent_path(), error);
   if (error) {
-    return absl::InternalError(
-        absl::StrCat("blob store: cannot create ", target.parent_path().string(), ": ",
-                     error.message()));
+    return absl::InternalError(absl::StrCat("blob store: cannot create ",
+                                            target.parent_path().string(), ": ", error.message()));
   }
   if (::rename(path.c_str(), target.c_str()) != 0) {
     return Errno(absl::StrCat("rename ", path, " to ", target.string()));
@@ -246,8 +245,8 @@ absl::Status FileBlobStore::ForEach(
     if (!status.ok()) return status;
   }
   if (error) {
-    return absl::InternalError(absl::StrCat("blob store: cannot list ", root_, ": ",
-                                            error.message()));
+    return absl::InternalError(
+        absl::StrCat("blob store: cannot list ", root_, ": ", error.message()));
   }
   return absl::OkStatus();
 }

@@ -35,9 +35,9 @@ uint32_t Crc32c(absl::string_view data, uint32_t crc) {
   size_t n = data.size();
   crc = ~crc;
   while (n >= 8) {
-    const uint32_t lo = crc ^ (static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
-                               static_cast<uint32_t>(p[2]) << 16 |
-                               static_cast<uint32_t>(p[3]) << 24);
+    const uint32_t lo =
+        crc ^ (static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+               static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24);
     crc = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24] ^
           t[3][p[4]] ^ t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
     p += 8;

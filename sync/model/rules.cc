@@ -551,8 +551,8 @@ class MutationChecker {
 }  // namespace
 
 const std::vector<std::string>& AttachmentMediaTypes() {
-  static const std::vector<std::string>* types = new std::vector<std::string>{
-      "image/jpeg", "image/png", "image/webp", "application/pdf"};
+  static const std::vector<std::string>* types =
+      new std::vector<std::string>{"image/jpeg", "image/png", "image/webp", "application/pdf"};
   return *types;
 }
 

@@ -1,5 +1,6 @@
 #include "sync/model/rules.h"
 
+#include <functional>
 #include <map>
 
 #include "gmock/gmock.h"
@@ -322,6 +323,60 @@ TEST_F(CheckMutationTest, VisitsBelongToTheirCollaborator) {
       Check(Actor{kAuthor, ROLE_COMMUNE_COLLABORATOR, [](int64_t) { return true; }}, {*ToChange(v)})
           .message(),
       HasSubstr("commune_id: must be the facility's commune"));
+}
+
+TEST_F(CheckMutationTest, AttachmentsAreCheckedFieldByField) {
+  const Actor author = MakeActor(kAuthor, ROLE_COMMUNE_COLLABORATOR);
+  Attachment a;
+  a.set_id("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e75");
+  a.set_commune_id(kCommune);
+  a.set_owner_type(ATTACHMENT_OWNER_TYPE_FACILITY);
+  a.set_owner_id(kFacilityId);
+  a.set_sha256(std::string(64, 'a'));
+  a.set_size_bytes(2'000'000);
+  a.set_media_type("image/jpeg");
+  a.set_author_id(kAuthor);
+  ASSERT_TRUE(Check(author, {*ToChange(a)}).ok()) << Check(author, {*ToChange(a)});
+
+  auto refusal = [&](const std::function<void(Attachment*)>& change) {
+    Attachment bad = a;
+    change(&bad);
+    return Check(author, {*ToChange(bad)});
+  };
+  EXPECT_THAT(refusal([](Attachment* x) { x->set_size_bytes(0); }).message(),
+              HasSubstr("size_bytes: must be above 0"));
+  EXPECT_THAT(refusal([](Attachment* x) { x->set_size_bytes(kAttachmentMaxBytes + 1); }).message(),
+              HasSubstr("size_bytes"));
+  EXPECT_THAT(refusal([](Attachment* x) { x->set_media_type("image/gif"); }).message(),
+              HasSubstr("media_type"));
+  EXPECT_THAT(refusal([](Attachment* x) { x->set_sha256(std::string(64, 'A')); }).message(),
+              HasSubstr("sha256"));
+  EXPECT_THAT(refusal([](Attachment* x) { x->set_sha256("abc"); }).message(), HasSubstr("sha256"));
+  EXPECT_THAT(refusal([](Attachment* x) { x->set_author_id(kSomeoneElse); }).message(),
+              HasSubstr("author_id: must be you"));
+  EXPECT_THAT(refusal([](Attachment* x) {
+                x->set_owner_type(ATTACHMENT_OWNER_TYPE_UNSPECIFIED);
+              }).message(),
+              HasSubstr("owner_type"));
+  // An owner that does not exist, or one out of scope, reads the same: NOT_FOUND owner_id.
+  absl::Status missing =
+      refusal([](Attachment* x) { x->set_owner_id("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e7f"); });
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.message(), HasSubstr("owner_id"));
+  absl::Status not_visible = Check(MakeActor(kAuthor, ROLE_COMMUNE_COLLABORATOR), [&] {
+    Attachment v = a;
+    v.set_owner_type(ATTACHMENT_OWNER_TYPE_VISIT);  // no visit with the facility's id
+    return std::vector<RecordChange>{*ToChange(v)};
+  }());
+  EXPECT_EQ(not_visible.code(), absl::StatusCode::kNotFound);
+
+  // Once stored, the content fields never change; the caption may.
+  reader_.Put(a);
+  Attachment edit = a;
+  edit.set_caption("Máy sấy mới");
+  EXPECT_TRUE(Check(author, {*ToChange(edit)}).ok());
+  edit.set_sha256(std::string(64, 'b'));
+  EXPECT_THAT(Check(author, {*ToChange(edit)}).message(), HasSubstr("sha256: may not change"));
 }
 
 }  // namespace
