@@ -13,6 +13,13 @@
 // The faults' order is decided by the seed, the byte streams by the peers' timing, so a
 // replay with the same seed repeats the mix of faults, not every interleaving.
 //
+// The proxy also shapes the link (FaultProxyOptions::link, SetLinkShape): bandwidth each way,
+// added round-trip time, loss as TCP shows it to the application (stalls; see LinkShaper for
+// what "2% loss" means over loopback), and a cut after N client-to-server bytes. A shaped
+// direction holds at most LinkShape::QueueLimit() bytes and the proxy's sockets have small
+// buffers, so a sender feels the slow link as back-pressure. CutAll() cuts every open
+// connection now (a bench cuts uploads mid-way with it).
+//
 // Thread-safety: thread-safe.
 #ifndef KCNET_TESTS_FAULT_FAULT_PROXY_H_
 #define KCNET_TESTS_FAULT_FAULT_PROXY_H_
@@ -20,13 +27,16 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "tests/fault/link_shaper.h"
 
 namespace kcnet::fault {
 
@@ -41,6 +51,9 @@ struct FaultProxyOptions {
   // direction for up to max_stall (so that a client's deadline passes), then close.
   double stall = 0;
   absl::Duration max_stall = absl::Seconds(8);
+  // The link's shape for connections accepted from now on (SetLinkShape changes it). Applies
+  // even when faults are disabled: it is the link, not a fault.
+  LinkShape link;
 };
 
 // Counts since Start().
@@ -52,7 +65,12 @@ struct FaultProxyStats {
   int64_t cut = 0;
   int64_t stalled = 0;
   int64_t chunks = 0;
-  int64_t bytes = 0;
+  int64_t bytes = 0;            // forwarded, both ways
+  int64_t bytes_up = 0;         // forwarded client to server
+  int64_t bytes_down = 0;       // forwarded server to client
+  int64_t losses = 0;           // segments a shaped link held for a retransmission timeout
+  int64_t cut_after_bytes = 0;  // connections closed by LinkShape::cut_after_bytes
+  int64_t cut_all = 0;          // connections closed by CutAll()
 };
 
 class FaultProxy {
@@ -67,6 +85,10 @@ class FaultProxy {
   int port() const { return port_; }
   // Off: plain forwarding, no faults (connections already open keep their fate).
   void SetFaultsEnabled(bool enabled) { enabled_.store(enabled); }
+  // The link's shape for connections accepted from now on.
+  void SetLinkShape(const LinkShape& link);
+  // Closes every open connection now (both sides, with a FIN); returns how many.
+  int CutAll();
   FaultProxyStats stats();
   // Closes the listener and every connection and joins the threads. Idempotent.
   void Stop();
@@ -74,7 +96,7 @@ class FaultProxy {
  private:
   FaultProxy(int upstream_port, const FaultProxyOptions& options);
   void AcceptLoop();
-  void Forward(int client, uint64_t seed);
+  void Forward(int client, uint64_t seed, const LinkShape& link);
 
   const int upstream_port_;
   const FaultProxyOptions options_;
@@ -88,6 +110,9 @@ class FaultProxy {
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);  // seeded: decides each connection's seed
   int active_ ABSL_GUARDED_BY(mu_) = 0;    // connection threads (detached) still running
   FaultProxyStats stats_ ABSL_GUARDED_BY(mu_);
+  LinkShape link_ ABSL_GUARDED_BY(mu_);
+  // The sockets of open connections (client side, server side), for CutAll().
+  std::set<std::pair<int, int>> open_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -73,6 +73,8 @@ class ServerProcess {
   int port() const { return port_; }
   std::string target() const;
   bool running() const { return process_ != nullptr; }
+  // The running server's process id (its memory is read from /proc by a benchmark); -1.
+  pid_t pid() const { return process_ != nullptr ? process_->pid() : -1; }
 
  private:
   std::string binary_, data_dir_, log_;
