@@ -1032,8 +1032,8 @@ absl::Status StatusCommand(Session& session) {
   if (attachments.ok()) {
     int waiting = 0, failed = 0;
     for (const sdk::AttachmentInfo& a : *attachments) {
-      waiting += a.state == sdk::AttachmentState::kQueued ||
-                 a.state == sdk::AttachmentState::kUploading;
+      waiting +=
+          a.state == sdk::AttachmentState::kQueued || a.state == sdk::AttachmentState::kUploading;
       failed += a.state == sdk::AttachmentState::kFailed;
     }
     table.AddRow({"attachments:", absl::StrCat(waiting, " to upload, ", failed, " failed",

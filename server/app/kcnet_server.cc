@@ -15,8 +15,8 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
-#include "server/attachments/attachment_service.h"
 #include "server/app/store_spec.h"
+#include "server/attachments/attachment_service.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
@@ -42,10 +42,10 @@ constexpr char kInsecureHealthService[] = "kcnet.insecure";
 // WatchService's stream is the console's live-change signal (one per tab).
 // AttachmentService for the photos (Download; its Upload is a client stream, never forwarded).
 constexpr std::array<const char*, 12> kBrowserServices = {
-    "kcnet.v1.AuthService",       "kcnet.v1.OrgUnitService", "kcnet.v1.UserService",
-    "kcnet.v1.FacilityService",   "kcnet.v1.VisitService",   "kcnet.v1.SupportRequestService",
-    "kcnet.v1.SyncService",       "kcnet.v1.PlanService",    "kcnet.v1.ReportService",
-    "kcnet.v1.WatchService",      "kcnet.v1.AttachmentService", "grpc.health.v1.Health"};
+    "kcnet.v1.AuthService",     "kcnet.v1.OrgUnitService",    "kcnet.v1.UserService",
+    "kcnet.v1.FacilityService", "kcnet.v1.VisitService",      "kcnet.v1.SupportRequestService",
+    "kcnet.v1.SyncService",     "kcnet.v1.PlanService",       "kcnet.v1.ReportService",
+    "kcnet.v1.WatchService",    "kcnet.v1.AttachmentService", "grpc.health.v1.Health"};
 
 // Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
 // would turn it on for every server the process builds after it, so the plugin is added
@@ -177,8 +177,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   store_options.on_group_commit = [server_metrics](size_t batches, absl::Duration elapsed) {
     server_metrics->ObserveGroupCommit(batches, elapsed);
   };
-  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store = sync::ServerStore::Open(
-      server->store_path_, &kcnet::model::KcnetSchema(), store_options);
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
+      sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(), store_options);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
@@ -205,7 +205,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
       server->store_.get());
 
   absl::StatusOr<std::unique_ptr<Attachments>> attachments =
-      Attachments::Open(options.data_dir, (dir / kStoreFile).string(), options.attachments,
+      Attachments::Open(options.data_dir, server->store_path_, options.attachments,
                         {.directory = server->directory_.get(),
                          .store = server->store_.get(),
                          .clock = options.clock,
@@ -383,9 +383,8 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (attachments_ != nullptr) attachments_->Stop();
   if (store_ == nullptr) return;
   const std::filesystem::path dir(data_dir_);
-  for (const std::string& file :
-       {(dir / kDirectoryFile).string(), store_path_, (dir / kPlansFile).string(),
-        (dir / kAttachmentsFile).string()}) {
+  for (const std::string& file : {(dir / kDirectoryFile).string(), store_path_,
+                                  (dir / kPlansFile).string(), (dir / kAttachmentsFile).string()}) {
     absl::Status status = CheckpointWal(file);
     if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
   }

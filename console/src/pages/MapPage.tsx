@@ -287,8 +287,11 @@ export function MapPage() {
       }
     }
     if (!best) return;
-    if (best.points.length === 1) {
-      location.hash = `#/facility/${best.points[0].facilityId}`;
+    // One point, or a facility and its visits at the same place (zooming never parts
+    // them): open the facility.
+    const first = best.points[0].facilityId;
+    if (best.points.every((pt) => pt.facilityId === first)) {
+      location.hash = `#/facility/${first}`;
       return;
     }
     setPicked(best.points.slice(0, 200));
