@@ -15,58 +15,23 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createRequire } from "node:module";
+import { join } from "node:path";
+import {
+  commandText, launchChromium, pageChecks, parseArgs, requireBrowserAndConsole, skip,
+} from "./harness.mjs";
 
-const require = createRequire(import.meta.url);
-const here = dirname(fileURLToPath(import.meta.url));
-const args = Object.fromEntries(
-  process.argv.slice(2).map((a) => {
-    const m = /^--([^=]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`bad argument ${a}`);
-    return [m[1], m[2]];
-  }),
-);
-for (const k of ["server", "admin", "kcnet", "console_dir", "artifacts"]) {
-  if (!args[k]) throw new Error(`--${k} is required`);
-}
-const chromiumPath = process.env.KCNET_CHROMIUM ?? "/usr/bin/chromium";
-
-// Skipped where the browser or the bridge is missing, but never in CI (.ci/run installs
-// chromium through deploy/install-deps.sh): there a skip would hide a broken set-up.
-function skip(why, { evenInCi = false } = {}) {
-  if (process.env.CI === "true" && !evenInCi) {
-    console.error(`FAILED: ${why}; CI must run the browser tests`);
-    process.exit(1);
-  }
-  console.log(`SKIPPED: ${why}`);
-  process.exit(77);
-}
-if (!existsSync(chromiumPath)) {
-  skip(`no chromium at ${chromiumPath} (apt-get install chromium; deploy/install-deps.sh does)`);
-}
-const help = spawnSyncText(args.server, ["--help"]);
+const args = parseArgs();
+requireBrowserAndConsole(args, { bridge: false });
+const help = commandText(args.server, ["--help"]);
 // KCNET_CONSOLE_DEV_BRIDGE=build/console/dev-bridge.mjs: with a server that has no bridge,
 // use the development stand-in (scripts/dev-bridge.ts) instead; for working on the console.
 const devBridge = help.includes("http_listen") ? "" : (process.env.KCNET_CONSOLE_DEV_BRIDGE ?? "");
 if (!help.includes("http_listen") && !devBridge) {
   // A state of the code, not of the machine: skipped in CI too, until the bridge is merged.
   skip("kcnet-server has no --http_listen (the HTTP bridge is not in this build)", { evenInCi: true });
-}
-if (!existsSync(join(args.console_dir, "index.html"))) {
-  throw new Error(`${args.console_dir}/index.html is missing: build the kcnet_console target`);
-}
-
-function spawnSyncText(bin, argv) {
-  try {
-    return execFileSync(bin, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  } catch (e) {
-    return `${e.stdout ?? ""}${e.stderr ?? ""}`;
-  }
 }
 
 function freePort() {
@@ -84,7 +49,6 @@ const step = (what) => console.log(`-- ${what}`);
 const work = mkdtempSync(join(tmpdir(), "kcnet-console-"));
 const dataDir = join(work, "data");
 mkdirSync(dataDir);
-mkdirSync(args.artifacts, { recursive: true });
 let server;
 let devBridgeProcess;
 let browser;
@@ -174,48 +138,14 @@ async function main() {
   collab2.run("sync");
 
   step("launch chromium");
-  const { chromium } = require("playwright-core");
-  const launchArgs = [
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-  ];
-  if (process.getuid?.() === 0) launchArgs.push("--no-sandbox");
-  browser = await chromium.launch({ executablePath: chromiumPath, args: launchArgs });
+  browser = await launchChromium();
   const context = await browser.newContext({
     viewport: { width: 1366, height: 768 },
     timezoneId: "Europe/Paris", // the page must show Vietnam's time whatever the zone
   });
   const page = await context.newPage();
-  const pageProblems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) {
-      pageProblems.push(m.text());
-    }
-  });
-  page.on("pageerror", (e) => pageProblems.push(`page error: ${e.message}`));
-
-  const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-  const axeCheck = async (name) => {
-    // evaluate() runs through the DevTools protocol, not a <script>: the CSP still holds.
-    await page.evaluate(axeSource);
-    const violations = await page.evaluate(async () => {
-      const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-      return r.violations
-        .filter((v) => v.impact === "serious" || v.impact === "critical")
-        .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-    });
-    assert.deepEqual(violations, [], `axe on ${name}`);
-  };
-  const shoot = async (name) => {
-    await page.screenshot({ path: join(args.artifacts, `${name}-1366x768.png`), fullPage: true });
-    await page.setViewportSize({ width: 768, height: 1024 });
-    await page.screenshot({ path: join(args.artifacts, `${name}-tablet.png`), fullPage: true });
-    await page.setViewportSize({ width: 1366, height: 768 });
-  };
+  // axeCheck's evaluate() runs through the DevTools protocol, not a <script>: the CSP holds.
+  const { problems: pageProblems, axeCheck, shoot } = pageChecks(page, args.artifacts);
   const heading = () => page.locator("main h1");
   const signIn = async (user) => {
     await page.getByLabel("Tên đăng nhập").fill(user);

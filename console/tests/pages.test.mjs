@@ -17,49 +17,18 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createRequire } from "node:module";
+import { launchChromium, pageChecks, parseArgs, requireBrowserAndConsole } from "./harness.mjs";
 
-const require = createRequire(import.meta.url);
-const args = Object.fromEntries(
-  process.argv.slice(2).map((a) => {
-    const m = /^--([^=]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`bad argument ${a}`);
-    return [m[1], m[2]];
-  }),
-);
-for (const k of ["server", "admin", "kcnet", "console_dir", "artifacts"]) {
-  if (!args[k]) throw new Error(`--${k} is required`);
-}
-const chromiumPath = process.env.KCNET_CHROMIUM ?? "/usr/bin/chromium";
-
-function skip(why) {
-  if (process.env.CI === "true") {
-    console.error(`FAILED: ${why}; CI must run the browser tests`);
-    process.exit(1);
-  }
-  console.log(`SKIPPED: ${why}`);
-  process.exit(77);
-}
-if (!existsSync(chromiumPath)) skip(`no chromium at ${chromiumPath} (deploy/install-deps.sh installs it)`);
-let help = "";
-try {
-  help = execFileSync(args.server, ["--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-} catch (e) {
-  help = `${e.stdout ?? ""}${e.stderr ?? ""}`;
-}
-if (!help.includes("http_listen")) skip("kcnet-server has no --http_listen");
-if (!existsSync(join(args.console_dir, "index.html"))) {
-  throw new Error(`${args.console_dir}/index.html is missing: build the kcnet_console target`);
-}
+const args = parseArgs();
+requireBrowserAndConsole(args);
 
 const step = (what) => console.log(`-- ${what}`);
 const work = mkdtempSync(join(tmpdir(), "kcnet-pages-"));
 const dataDir = join(work, "data");
 mkdirSync(dataDir);
-mkdirSync(args.artifacts, { recursive: true });
 let server;
 let browser;
 let currentPage; // for a screenshot when a step fails
@@ -131,38 +100,12 @@ async function main() {
   collab2.run("sync");
 
   step("launch chromium");
-  const { chromium } = require("playwright-core");
-  const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"];
-  if (process.getuid?.() === 0) launchArgs.push("--no-sandbox");
-  browser = await chromium.launch({ executablePath: chromiumPath, args: launchArgs });
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, timezoneId: "Europe/Paris",
     acceptDownloads: true });
   const page = await context.newPage();
   currentPage = page;
-  const problems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
-  });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-
-  const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-  const axeCheck = async (name) => {
-    await page.evaluate(axeSource);
-    const violations = await page.evaluate(async () => {
-      const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-      return r.violations
-        .filter((v) => v.impact === "serious" || v.impact === "critical")
-        .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-    });
-    assert.deepEqual(violations, [], `axe on ${name}`);
-  };
-  const shoot = async (name) => {
-    await page.screenshot({ path: join(args.artifacts, `${name}-1366x768.png`), fullPage: true });
-    await page.setViewportSize({ width: 768, height: 1024 });
-    await page.screenshot({ path: join(args.artifacts, `${name}-tablet.png`), fullPage: true });
-    await page.setViewportSize({ width: 1366, height: 768 });
-  };
+  const { problems, axeCheck, shoot } = pageChecks(page, args.artifacts);
   // The API's answer, asked from the page with its own cookie (the bridge's Connect JSON).
   const api = (method, body = {}) =>
     page.evaluate(async ([m, b]) => {

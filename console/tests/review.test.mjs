@@ -15,54 +15,19 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createRequire } from "node:module";
+import { launchChromium, pageChecks, parseArgs, requireBrowserAndConsole } from "./harness.mjs";
 
-const require = createRequire(import.meta.url);
-const args = Object.fromEntries(
-  process.argv.slice(2).map((a) => {
-    const m = /^--([^=]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`bad argument ${a}`);
-    return [m[1], m[2]];
-  }),
-);
-for (const k of ["server", "admin", "kcnet", "console_dir", "artifacts"]) {
-  if (!args[k]) throw new Error(`--${k} is required`);
-}
-const chromiumPath = process.env.KCNET_CHROMIUM ?? "/usr/bin/chromium";
-
-function skip(why, { evenInCi = false } = {}) {
-  if (process.env.CI === "true" && !evenInCi) {
-    console.error(`FAILED: ${why}; CI must run the browser tests`);
-    process.exit(1);
-  }
-  console.log(`SKIPPED: ${why}`);
-  process.exit(77);
-}
-if (!existsSync(chromiumPath)) {
-  skip(`no chromium at ${chromiumPath} (apt-get install chromium; deploy/install-deps.sh does)`);
-}
-let help = "";
-try {
-  help = execFileSync(args.server, ["--help"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-} catch (e) {
-  help = `${e.stdout ?? ""}${e.stderr ?? ""}`;
-}
-if (!help.includes("http_listen")) {
-  skip("kcnet-server has no --http_listen (the HTTP bridge is not in this build)", { evenInCi: true });
-}
-if (!existsSync(join(args.console_dir, "index.html"))) {
-  throw new Error(`${args.console_dir}/index.html is missing: build the kcnet_console target`);
-}
+const args = parseArgs();
+requireBrowserAndConsole(args);
 
 const step = (what) => console.log(`-- ${what}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const work = mkdtempSync(join(tmpdir(), "kcnet-review-"));
 const dataDir = join(work, "data");
 mkdirSync(dataDir);
-mkdirSync(args.artifacts, { recursive: true });
 let server;
 let browser;
 const openStreams = [];
@@ -191,35 +156,10 @@ async function main() {
   assert.equal(w2.notices[0].seq ?? "0", "0", "the first notice is seq 0");
 
   step("launch chromium; coord1 signs in");
-  const { chromium } = require("playwright-core");
-  const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"];
-  if (process.getuid?.() === 0) launchArgs.push("--no-sandbox");
-  browser = await chromium.launch({ executablePath: chromiumPath, args: launchArgs });
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, timezoneId: "Asia/Ho_Chi_Minh" });
   const page = await context.newPage();
-  const pageProblems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) pageProblems.push(m.text());
-  });
-  page.on("pageerror", (e) => pageProblems.push(`page error: ${e.message}`));
-  const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-  const axeCheck = async (name) => {
-    await page.evaluate(axeSource);
-    const violations = await page.evaluate(async () => {
-      const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-      return r.violations
-        .filter((v) => v.impact === "serious" || v.impact === "critical")
-        .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-    });
-    assert.deepEqual(violations, [], `axe on ${name}`);
-  };
-  const shoot = async (name) => {
-    await page.screenshot({ path: join(args.artifacts, `${name}-1366x768.png`), fullPage: true });
-    await page.setViewportSize({ width: 768, height: 1024 });
-    await page.screenshot({ path: join(args.artifacts, `${name}-tablet.png`), fullPage: true });
-    await page.setViewportSize({ width: 1366, height: 768 });
-  };
+  const { problems: pageProblems, axeCheck, shoot } = pageChecks(page, args.artifacts);
   const row = (id) => page.locator(`tr[data-request-id="${id}"]`);
   await page.goto(`${base}/`);
   await page.getByLabel("Tên đăng nhập").fill("coord1");
