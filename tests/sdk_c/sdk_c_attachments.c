@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "c_check.h"
 #include "kcnet_c.h"
 #include "pbwire.h"
 
@@ -64,32 +65,6 @@ enum {
 
 enum { STATE_QUEUED = 1, STATE_UPLOADED = 3, STATE_REMOTE = 5 };
 
-static int g_step = 0;
-
-#define FAIL(...)                                             \
-  do {                                                        \
-    fprintf(stderr, "FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                             \
-    fprintf(stderr, "\n");                                    \
-    exit(1);                                                  \
-  } while (0)
-
-#define CHECK(cond)                               \
-  do {                                            \
-    if (!(cond)) FAIL("check failed: %s", #cond); \
-  } while (0)
-
-#define MUST(call)                                                                         \
-  do {                                                                                     \
-    kcnet_error must_error_;                                                               \
-    kcnet_error* error = &must_error_;                                                     \
-    if (!(call)) {                                                                         \
-      FAIL("%s -> %s: %s", #call, kcnet_code_name(must_error_.code), must_error_.message); \
-    }                                                                                      \
-  } while (0)
-
-static void step(const char* what) { printf("[%2d] %s\n", ++g_step, what); }
-
 static void expect_error(const kcnet_error* error, int code, const char* needle, const char* what) {
   if (error->code != code || strstr(error->message, needle) == NULL) {
     FAIL("%s: expected %s mentioning \"%s\", got %s: %s", what, kcnet_code_name(code), needle,
@@ -131,7 +106,8 @@ typedef struct progress_seen {
 
 static void on_attachment_progress(void* context, kcnet_bytes progress) {
   progress_seen* seen = context;
-  const long long done = (long long)pb_get_varint(progress.data, progress.size, PROGRESS_BYTES_DONE);
+  const long long done =
+      (long long)pb_get_varint(progress.data, progress.size, PROGRESS_BYTES_DONE);
   CHECK(done <= (long long)pb_get_varint(progress.data, progress.size, PROGRESS_SIZE));
   if (pb_get_varint(progress.data, progress.size, PROGRESS_DOWNLOAD)) {
     atomic_fetch_add(&seen->downloads, 1);
@@ -267,7 +243,8 @@ int main(int argc, char** argv) {
   atomic_init(&seen.downloads, 0);
   atomic_init(&seen.max_upload_done, 0);
   atomic_init(&seen.max_download_done, 0);
-  const int listener = kcnet_attachment_add_listener(a, on_attachment_progress, &seen, NULL, &error);
+  const int listener =
+      kcnet_attachment_add_listener(a, on_attachment_progress, &seen, NULL, &error);
   CHECK(listener > 0);
   kcnet_buffer summary = {NULL, 0};
   MUST(kcnet_sync_now(a, NULL, NULL, &summary, error));
@@ -297,7 +274,8 @@ int main(int argc, char** argv) {
   CHECK(pb_get_varint(item.data, item.size, INFO_STATE) == STATE_REMOTE);
   CHECK(pb_get_varint(item.data, item.size, INFO_LOCAL) == 0);
   kcnet_buffer_free(&list);
-  const int listener_b = kcnet_attachment_add_listener(b, on_attachment_progress, &seen, NULL, &error);
+  const int listener_b =
+      kcnet_attachment_add_listener(b, on_attachment_progress, &seen, NULL, &error);
   CHECK(listener_b > 0);
   kcnet_buffer path = {NULL, 0};
   MUST(kcnet_attachment_open(b, attachment_id, &path, error));

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "c_check.h"
 #include "kcnet_c.h"
 #include "pbwire.h"
 
@@ -92,34 +93,6 @@ enum {
   REQUEST_ACTION_SUBMIT = 2,
   REQUEST_ACTION_COMMENT = 10
 };
-
-static int g_step = 0;
-
-#define FAIL(...)                                             \
-  do {                                                        \
-    fprintf(stderr, "FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                             \
-    fprintf(stderr, "\n");                                    \
-    exit(1);                                                  \
-  } while (0)
-
-#define CHECK(cond)                               \
-  do {                                            \
-    if (!(cond)) FAIL("check failed: %s", #cond); \
-  } while (0)
-
-/* A call that must succeed. */
-#define MUST(call)                                                                         \
-  do {                                                                                     \
-    kcnet_error must_error_;                                                               \
-    kcnet_error* error = &must_error_;                                                     \
-    if (!(call)) {                                                                         \
-      FAIL("%s -> %s: %s", #call, kcnet_code_name(must_error_.code), must_error_.message); \
-    }                                                                                      \
-    CHECK(must_error_.code == 0 && must_error_.message[0] == '\0');                        \
-  } while (0)
-
-static void step(const char* what) { printf("[%2d] %s\n", ++g_step, what); }
 
 /* Checks that `error` holds `code` and that its message contains `needle`. */
 static void expect_error(const kcnet_error* error, int code, const char* needle, const char* what) {

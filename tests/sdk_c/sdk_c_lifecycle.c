@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "c_check.h"
 #include "kcnet_c.h"
 #include "pbwire.h"
 
@@ -57,35 +58,6 @@ enum {
   STATUS_SIGN_IN_REQUIRED = 12,
   USER_USERNAME = 2
 };
-
-static int g_step = 0;
-
-#define FAIL(...)                                             \
-  do {                                                        \
-    fprintf(stderr, "FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__);                             \
-    fprintf(stderr, "\n");                                    \
-    exit(1);                                                  \
-  } while (0)
-
-#define CHECK(cond)                               \
-  do {                                            \
-    if (!(cond)) FAIL("check failed: %s", #cond); \
-  } while (0)
-
-#define MUST(call)                                                                         \
-  do {                                                                                     \
-    kcnet_error must_error_;                                                               \
-    kcnet_error* error = &must_error_;                                                     \
-    if (!(call)) {                                                                         \
-      FAIL("%s -> %s: %s", #call, kcnet_code_name(must_error_.code), must_error_.message); \
-    }                                                                                      \
-  } while (0)
-
-static void step(const char* what) {
-  printf("[%2d] %s\n", ++g_step, what);
-  fflush(stdout);
-}
 
 static void expect_error(const kcnet_error* error, int code, const char* needle, const char* what) {
   if (error->code != code || strstr(error->message, needle) == NULL) {
