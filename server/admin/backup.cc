@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "absl/status/status.h"
@@ -53,6 +54,94 @@ absl::Status SyncDirectory(const std::string& dir) {
   close(fd);
   if (rc != 0) return absl::InternalError(absl::StrCat("fsync of ", dir, " failed"));
   return absl::OkStatus();
+}
+
+// The attachment bytes' folder of a data directory (server/attachments: blobs/ab/cd/HASH).
+constexpr char kBlobsDir[] = "blobs";
+
+bool IsBlobName(const std::string& name) {
+  return name.size() == 64 && std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// Copies the file `from` to `to` durably: a temp file written and fsynced, then renamed.
+absl::Status CopyFileDurably(const fs::path& from, const fs::path& to) {
+  const int in = open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return absl::NotFoundError(absl::StrCat("cannot read ", from.string()));
+  const std::string temp = to.string() + ".partial";
+  const int out = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) {
+    close(in);
+    return absl::PermissionDeniedError(absl::StrCat("cannot write ", temp));
+  }
+  char buffer[1 << 16];
+  bool ok = true;
+  for (;;) {
+    const ssize_t got = read(in, buffer, sizeof buffer);
+    if (got == 0) break;
+    if (got < 0 || write(out, buffer, static_cast<size_t>(got)) != got) {
+      ok = false;
+      break;
+    }
+  }
+  ok = ok && fsync(out) == 0;
+  close(in);
+  close(out);
+  std::error_code error;
+  if (ok) fs::rename(temp, to, error);
+  if (!ok || error) {
+    fs::remove(temp, error);
+    return absl::InternalError(
+        absl::StrCat("copy of ", from.string(), " to ", to.string(), " failed"));
+  }
+  return absl::OkStatus();
+}
+
+// Copies every finished blob of `from_dir`/blobs that `to_dir`/blobs lacks (a blob is
+// immutable and named by its SHA-256, so a present name already holds the same bytes;
+// temp files of uploads in progress are skipped), keeping the fan-out folders. Returns
+// the blobs folder's entry of a backup or restore: how many bytes were copied. A data
+// directory without blobs copies nothing and reports nothing.
+absl::StatusOr<std::optional<CopiedDatabase>> CopyBlobs(const fs::path& from_dir,
+                                                        const fs::path& to_dir) {
+  const fs::path from = from_dir / kBlobsDir;
+  std::error_code error;
+  if (!fs::is_directory(from, error)) return std::nullopt;
+  const absl::Time start = absl::Now();
+  const fs::path to = to_dir / kBlobsDir;
+  int64_t bytes = 0;
+  int64_t files = 0;
+  std::vector<fs::path> touched_dirs;
+  for (fs::recursive_directory_iterator it(from, error), end; !error && it != end;
+       it.increment(error)) {
+    if (!it->is_regular_file() || !IsBlobName(it->path().filename().string())) continue;
+    const fs::path target = to / fs::relative(it->path(), from);
+    if (fs::exists(target, error)) continue;
+    fs::create_directories(target.parent_path(), error);
+    if (error) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot create ", target.parent_path().string(), ": ", error.message()));
+    }
+    absl::Status status = CopyFileDurably(it->path(), target);
+    if (!status.ok()) return status;
+    bytes += static_cast<int64_t>(fs::file_size(target, error));
+    ++files;
+    touched_dirs.push_back(target.parent_path());
+  }
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot read ", from.string(), ": ", error.message()));
+  }
+  std::sort(touched_dirs.begin(), touched_dirs.end());
+  touched_dirs.erase(std::unique(touched_dirs.begin(), touched_dirs.end()), touched_dirs.end());
+  for (const fs::path& dir : touched_dirs) {
+    for (fs::path d = dir; d != to.parent_path() && !d.empty(); d = d.parent_path()) {
+      absl::Status status = SyncDirectory(d.string());
+      if (!status.ok()) return status;
+    }
+  }
+  return CopiedDatabase{absl::StrCat(kBlobsDir, "/ (", files, " new files)"), bytes,
+                        absl::ToDoubleSeconds(absl::Now() - start)};
 }
 
 // Copies the database `from` into the new file `to` in one backup step: one read
@@ -158,6 +247,12 @@ absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(
                       absl::ToDoubleSeconds(absl::Now() - start)});
     if (after_copy) after_copy(name);
   }
+  // The attachment bytes, after the databases: every attachment record in the kcnet.db
+  // copy whose bytes had arrived is then in it (blobs are only ever added, and removed
+  // after a day unreferenced).
+  absl::StatusOr<std::optional<CopiedDatabase>> blobs = CopyBlobs(data_dir, to);
+  if (!blobs.ok()) return blobs.status();
+  if (blobs->has_value()) copied.push_back(**blobs);
   absl::Status status = SyncDirectory(to);
   if (!status.ok()) return status;
   return copied;
@@ -216,6 +311,11 @@ absl::StatusOr<std::vector<CopiedDatabase>> RestoreDataDir(const std::string& da
     copied.push_back({name, static_cast<int64_t>(fs::file_size(target, error)),
                       absl::ToDoubleSeconds(absl::Now() - start)});
   }
+  // The backup's attachment bytes join those of the data directory (blobs it holds that
+  // the backup lacks stay; the collector removes them once unreferenced for its grace).
+  absl::StatusOr<std::optional<CopiedDatabase>> blobs = CopyBlobs(from, data_dir);
+  if (!blobs.ok()) return blobs.status();
+  if (blobs->has_value()) copied.push_back(**blobs);
   absl::Status status = SyncDirectory(data_dir);
   if (!status.ok()) return status;
   // The plans copy may hold what committed after the record store's copy: make them agree.

@@ -36,7 +36,8 @@
 
 namespace kcnet::server {
 
-// One database copied by a backup or a restore.
+// One database copied by a backup or a restore, or the attachment bytes' folder (name
+// "blobs/ (N new files)": the blobs the target lacked, copied after the databases).
 struct CopiedDatabase {
   std::string name;  // file name, e.g. "kcnet.db"
   int64_t bytes = 0;
@@ -44,7 +45,8 @@ struct CopiedDatabase {
 };
 
 // Copies every *.db of `data_dir` into `to`, which must not exist or be empty (it is
-// created): kcnet.db first, then the others by name. On success returns what was copied.
+// created): kcnet.db first, then the others by name, then the finished attachment blobs
+// (DATA_DIR/blobs; temp files of uploads are skipped). On success returns what was copied.
 // Fails with NOT_FOUND when `data_dir` holds no database, ALREADY_EXISTS when `to` is not
 // empty, or the SQLite/file error; then `to` holds no complete file under a database's
 // name. `after_copy` (tests) runs after each file is copied, with its name.
@@ -52,7 +54,8 @@ absl::StatusOr<std::vector<CopiedDatabase>> BackupDataDir(
     const std::string& data_dir, const std::string& to,
     const std::function<void(const std::string& name)>& after_copy = nullptr);
 
-// Replaces the databases of `data_dir` by those of the backup `from` (every *.db in it).
+// Replaces the databases of `data_dir` by those of the backup `from` (every *.db in it),
+// and copies back the backup's blobs that `data_dir` lacks (the others are left alone).
 // FAILED_PRECONDITION when a process has one of `data_dir`'s databases open (the server
 // runs); NOT_FOUND when `from` holds no database. On success the record store (kcnet.db)
 // has a new incarnation and the plans (plans.db) agree with it (ReconcileWithRecords). A
