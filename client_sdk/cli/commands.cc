@@ -68,6 +68,8 @@ constexpr char kUsage[] =
     "  facility list [--commune=CODE] | facility search QUERY | facility show ID\n"
     "Visits:\n"
     "  visit record --facility=ID [--purpose=P] [--notes=TEXT] [--needs=CAT,CAT] [--lat --lng]\n"
+    "        [--workers=N] [--product_lines=N] [--annual_output=VND]   (the facility's "
+    "indicators)\n"
     "        [--photo=FILE ...] [--caption=TEXT]   (photos: JPEG, PNG, WebP or PDF; repeatable)\n"
     "  visit list --facility=ID\n"
     "Attachments (photos and documents; uploaded by `sync`, after the records):\n"
@@ -710,6 +712,21 @@ absl::Status VisitRecord(Session& session) {
     visit.set_latitude(**lat);
     visit.set_longitude(**lng);
   }
+  // The facility's indicators seen at this visit (the outcomes report: docs/REPORTS.md).
+  struct Indicator {
+    const char* flag;
+    void (v1::Visit::*set)(int64_t);
+  };
+  for (const Indicator& indicator :
+       {Indicator{"workers", &v1::Visit::set_workers},
+        Indicator{"product_lines", &v1::Visit::set_product_lines},
+        Indicator{"annual_output", &v1::Visit::set_annual_output_vnd}}) {
+    absl::StatusOr<std::optional<int64_t>> value = args.Int(indicator.flag);
+    if (!value.ok()) return value.status();
+    if (!value->has_value()) continue;
+    if (**value < 0) return UsageError(absl::StrCat("--", indicator.flag, ": cannot be negative"));
+    (visit.*indicator.set)(**value);
+  }
   // The photos are checked before the visit is recorded: a bad one changes nothing.
   const std::vector<std::string> photos = args.GetAll("photo");
   for (const std::string& photo : photos) {
@@ -1129,7 +1146,8 @@ std::vector<Command> Commands() {
        0,
        0,
        "",
-       {"facility", "purpose", "notes", "needs", "lat", "lng", "photo", "caption"},
+       {"facility", "purpose", "notes", "needs", "lat", "lng", "photo", "caption", "workers",
+        "product_lines", "annual_output"},
        VisitRecord},
       {"visit list", 0, 0, "", {"facility"}, VisitList},
       {"request draft",

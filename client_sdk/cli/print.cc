@@ -176,6 +176,10 @@ std::string VisitLine(const v1::Visit& v, const Names& names) {
                    EnumName(v1::VisitPurpose_descriptor(), "VISIT_PURPOSE_", v.purpose()), "  by ",
                    names.Person(v.collaborator_id()));
   if (!needs.empty()) absl::StrAppend(&line, "  needs: ", absl::StrJoin(needs, ","));
+  if (v.workers() > 0) {
+    absl::StrAppend(&line, "  workers ", v.workers(), ", product lines ", v.product_lines(),
+                    ", output ", Vnd(v.annual_output_vnd()));
+  }
   if (!v.findings().empty()) absl::StrAppend(&line, "  \"", OneLine(v.findings()), "\"");
   return line;
 }

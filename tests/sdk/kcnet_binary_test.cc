@@ -168,10 +168,12 @@ TEST_F(KcnetBinaryTest, LoginOnceThenWorkOffline) {
   EXPECT_EQ(search.exit_code, 0) << search.err;
   EXPECT_THAT(search.out, HasSubstr(facility));
   Result visit = Kcnet({"visit", "record", "--facility=" + facility, "--purpose=follow-up",
-                        "--notes=Cần máy tráng bánh", "--needs=machinery,training"});
+                        "--notes=Cần máy tráng bánh", "--needs=machinery,training", "--workers=12",
+                        "--product_lines=3", "--annual_output=1.250.000.000"});
   EXPECT_EQ(visit.exit_code, 0) << visit.err;
   Result visits = Kcnet({"visit", "list", "--facility=" + facility});
   EXPECT_THAT(visits.out, HasSubstr("follow_up"));
+  EXPECT_THAT(visits.out, HasSubstr("workers 12, product lines 3, output 1.250.000.000 VND"));
   EXPECT_THAT(visits.out, HasSubstr("  by Nguyễn Văn An (demo)"));
   Result draft = Kcnet({"request", "draft", "--facility=" + facility, "--category=machinery",
                         "--amount=120.000.000", "--description=Máy tráng bánh đa"});
@@ -228,6 +230,9 @@ TEST_F(KcnetBinaryTest, BadCommandLinesGetOneActionableLine) {
        2,
        "kcnet: facility add: --workers: 'many' is not a whole number (separators only between "
        "groups of three digits: 45.000.000)\n"},
+      {{"visit", "record", "--facility=x", "--workers=-3"},
+       2,
+       "kcnet: visit record: --workers: cannot be negative\n"},
       {{"visit", "record", "--facility=x", "--purpose=party"},
        2,
        "kcnet: visit record: --purpose: 'party' is not one of survey, follow_up, "
