@@ -72,6 +72,7 @@
 #include "kcnet/client.h"
 #include "kcnet/v1/attachments.grpc.pb.h"
 #include "kcnet/v1/domain.pb.h"
+#include "sync/crc32c.h"
 #include "sync/model/record_types.h"
 #include "tests/fault/fault_proxy.h"
 #include "tests/fault/fault_util.h"
@@ -497,7 +498,7 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
         chunk.set_upload_id(session.upload_id());
         chunk.set_offset(offset);
         chunk.set_data(photo.substr(static_cast<size_t>(offset), kChunkBytes));
-        chunk.set_crc32c(sdk::Crc32c(chunk.data()));
+        chunk.set_crc32c(sync::Crc32c(chunk.data()));
         ok = stream->Write(chunk);
         offset += static_cast<int64_t>(chunk.data().size());
         if (!waited) {

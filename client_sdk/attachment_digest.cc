@@ -1,4 +1,4 @@
-// SHA-256 and CRC32C (attachment_digest.h).
+// SHA-256 (attachment_digest.h).
 #include "client_sdk/attachment_digest.h"
 
 #include <cstring>
@@ -19,18 +19,6 @@ constexpr uint32_t kK[64] = {
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
 inline uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-// The CRC32C table (reflected polynomial 0x82F63B78), built once.
-struct CrcTable {
-  uint32_t t[256];
-  CrcTable() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-  }
-};
 
 }  // namespace
 
@@ -124,12 +112,5 @@ std::string Sha256Of(absl::string_view data) {
 }
 
 std::string Sha256HexOf(absl::string_view data) { return absl::BytesToHexString(Sha256Of(data)); }
-
-uint32_t Crc32c(absl::string_view data, uint32_t crc) {
-  static const CrcTable table;
-  crc = ~crc;
-  for (unsigned char ch : data) crc = table.t[(crc ^ ch) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
 
 }  // namespace kcnet::sdk

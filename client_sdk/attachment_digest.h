@@ -1,7 +1,6 @@
-// The digests attachments travel with: SHA-256 (FIPS 180-4), the content address of an
-// attachment's bytes, and CRC32C (Castagnoli), the checksum of each upload or download
-// chunk (proto/kcnet/v1/attachments.proto). Small portable implementations, so that the
-// SDK needs no crypto library of its own on Android and iOS.
+// SHA-256 (FIPS 180-4), the content address of an attachment's bytes: a small portable
+// implementation, so that the SDK needs no crypto library of its own on Android and iOS.
+// The chunks' CRC32C is sync/crc32c.h, shared with the server.
 //
 // Thread-safety: Sha256 is thread-compatible (one object per thread); the functions are
 // thread-safe.
@@ -35,10 +34,6 @@ class Sha256 {
 // The SHA-256 of `data` (32 bytes), and as 64 lower-case hex digits.
 std::string Sha256Of(absl::string_view data);
 std::string Sha256HexOf(absl::string_view data);
-
-// CRC32C (Castagnoli polynomial, reflected, as iSCSI and gRPC use it) of `data`, continuing
-// from `crc` (0 to start).
-uint32_t Crc32c(absl::string_view data, uint32_t crc = 0);
 
 }  // namespace kcnet::sdk
 

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client_sdk/attachment_digest.h"
+#include "sync/crc32c.h"
 
 namespace kcnet::sdk {
 namespace {
@@ -662,7 +663,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     chunk.set_upload_id(upload_id);
     chunk.set_offset(position);
     chunk.set_data(buffer.data(), got);
-    chunk.set_crc32c(Crc32c(chunk.data()));
+    chunk.set_crc32c(sync::Crc32c(chunk.data()));
     if (!stream->Write(chunk)) break;
     position += static_cast<int64_t>(got);
     *payload += static_cast<int64_t>(got);
@@ -767,7 +768,7 @@ absl::StatusOr<std::string> AttachmentQueue::Fetch(TransferCalls* calls, const s
       if (chunk.offset() != have) {
         status = absl::DataLossError(
             absl::StrCat("download: a chunk at offset ", chunk.offset(), ", expected ", have));
-      } else if (Crc32c(chunk.data()) != chunk.crc32c()) {
+      } else if (sync::Crc32c(chunk.data()) != chunk.crc32c()) {
         status = absl::DataLossError(absl::StrCat("download: chunk at ", have, ": bad crc32c"));
       } else if (std::fwrite(chunk.data().data(), 1, chunk.data().size(), out) !=
                  chunk.data().size()) {

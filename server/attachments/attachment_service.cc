@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "kcnet/v1/attachments.grpc.pb.h"
-#include "server/attachments/crc32c.h"
 #include "server/rpc/storage_rpc_runner.h"
+#include "sync/crc32c.h"
 
 namespace kcnet::server {
 namespace {
@@ -210,7 +210,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadChunk> {
     }
     chunk_.Clear();
     chunk_.set_offset(next_);
-    chunk_.set_crc32c(Crc32c(*data));
+    chunk_.set_crc32c(sync::Crc32c(*data));
     chunk_.set_total_size(blob_.size);
     chunk_.set_media_type(blob_.media_type);
     next_ += static_cast<int64_t>(data->size());

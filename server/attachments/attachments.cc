@@ -13,8 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kcnet/v1/domain.pb.h"
-#include "server/attachments/crc32c.h"
 #include "server/records/record_access.h"
+#include "sync/crc32c.h"
 #include "sync/model/record_types.h"
 #include "sync/model/rules.h"
 
@@ -493,7 +493,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
         absl::StrCat("data: vượt quá kích thước / goes past the announced size ", a->session.size,
                      " (offset ", chunk.offset(), " + ", n, ")"));
   }
-  if (Crc32c(chunk.data()) != chunk.crc32c()) {
+  if (sync::Crc32c(chunk.data()) != chunk.crc32c()) {
     if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
     *committed = a->session.committed;
     return absl::InvalidArgumentError(absl::StrCat(

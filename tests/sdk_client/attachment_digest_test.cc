@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "client_sdk/attachment_queue.h"
 #include "gtest/gtest.h"
+#include "sync/crc32c.h"
 
 namespace kcnet::sdk {
 namespace {
@@ -31,10 +32,10 @@ TEST(AttachmentDigestTest, Sha256InPiecesEqualsWhole) {
 }
 
 TEST(AttachmentDigestTest, Crc32cMatchesTheCastagnoliCheckValue) {
-  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);  // the standard check value
-  EXPECT_EQ(Crc32c(""), 0u);
-  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);    // RFC 3720 B.4
-  EXPECT_EQ(Crc32c("56789", Crc32c("1234")), 0xE3069283u);  // continued
+  EXPECT_EQ(sync::Crc32c("123456789"), 0xE3069283u);  // the standard check value
+  EXPECT_EQ(sync::Crc32c(""), 0u);
+  EXPECT_EQ(sync::Crc32c(std::string(32, '\0')), 0x8A9136AAu);          // RFC 3720 B.4
+  EXPECT_EQ(sync::Crc32c("56789", sync::Crc32c("1234")), 0xE3069283u);  // continued
 }
 
 TEST(AttachmentDigestTest, MediaTypeComesFromTheMagicNumbers) {

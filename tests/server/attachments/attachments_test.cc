@@ -21,8 +21,8 @@
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
 #include "server/attachments/blob_store.h"
-#include "server/attachments/crc32c.h"
 #include "server/records/record_access.h"
+#include "sync/crc32c.h"
 #include "sync/model/record_types.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
@@ -213,7 +213,7 @@ class AttachmentsTest : public ::testing::Test {
       chunk.set_upload_id(upload_id);
       chunk.set_offset(off);
       chunk.set_data(bytes.substr(off, std::min<int64_t>(64 * kKiB, to - off)));
-      chunk.set_crc32c(Crc32c(chunk.data()));
+      chunk.set_crc32c(sync::Crc32c(chunk.data()));
       if (mangle) mangle(&chunk);
       if (!stream->Write(chunk)) broken = true;
       if (!broken) sent.bytes += static_cast<int64_t>(chunk.data().size());
@@ -271,7 +271,7 @@ class AttachmentsTest : public ::testing::Test {
     out->clear();
     while (reader->Read(&chunk)) {
       EXPECT_EQ(chunk.offset(), offset + static_cast<int64_t>(out->size()));
-      EXPECT_EQ(chunk.crc32c(), Crc32c(chunk.data()));
+      EXPECT_EQ(chunk.crc32c(), sync::Crc32c(chunk.data()));
       EXPECT_EQ(chunk.total_size(), static_cast<int64_t>(bytes.size()));
       *out += chunk.data();
     }

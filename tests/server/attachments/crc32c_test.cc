@@ -1,6 +1,6 @@
 // CRC32C against the standard check values (RFC 3720 appendix B.4 and the "123456789"
 // check), and its chaining.
-#include "server/attachments/crc32c.h"
+#include "sync/crc32c.h"
 
 #include <string>
 
@@ -10,20 +10,22 @@ namespace kcnet::server {
 namespace {
 
 TEST(Crc32cTest, KnownValues) {
-  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
-  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);
-  EXPECT_EQ(Crc32c(std::string(32, '\xFF')), 0x62A8AB43u);
+  EXPECT_EQ(sync::Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(sync::Crc32c(std::string(32, '\0')), 0x8A9136AAu);
+  EXPECT_EQ(sync::Crc32c(std::string(32, '\xFF')), 0x62A8AB43u);
   std::string ascending;
   for (int i = 0; i < 32; ++i) ascending.push_back(static_cast<char>(i));
-  EXPECT_EQ(Crc32c(ascending), 0x46DD794Eu);
-  EXPECT_EQ(Crc32c(""), 0u);
+  EXPECT_EQ(sync::Crc32c(ascending), 0x46DD794Eu);
+  EXPECT_EQ(sync::Crc32c(""), 0u);
 }
 
 TEST(Crc32cTest, ChainsAcrossSplits) {
   std::string data;
   for (int i = 0; i < 1000; ++i) data.push_back(static_cast<char>(i * 7 + 3));
   for (size_t split : {0, 1, 7, 8, 9, 500, 999, 1000}) {
-    EXPECT_EQ(Crc32c(data.substr(split), Crc32c(data.substr(0, split))), Crc32c(data)) << split;
+    EXPECT_EQ(sync::Crc32c(data.substr(split), sync::Crc32c(data.substr(0, split))),
+              sync::Crc32c(data))
+        << split;
   }
 }
 

@@ -4,19 +4,19 @@
 // (slicing by 8, about 1-2 GB/s: well above a link's speed).
 //
 // Thread-safety: pure functions; the tables are built once, thread-safely.
-#ifndef KCNET_SERVER_ATTACHMENTS_CRC32C_H_
-#define KCNET_SERVER_ATTACHMENTS_CRC32C_H_
+#ifndef KCNET_SYNC_CRC32C_H_
+#define KCNET_SYNC_CRC32C_H_
 
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
 
-namespace kcnet::server {
+namespace kcnet::sync {
 
 // The CRC32C of `data`, continuing from `crc` (the CRC32C of the bytes before it; 0 for
 // none): Crc32c(b, Crc32c(a)) == Crc32c(a + b). Crc32c("123456789") == 0xE3069283.
 uint32_t Crc32c(absl::string_view data, uint32_t crc = 0);
 
-}  // namespace kcnet::server
+}  // namespace kcnet::sync
 
-#endif  // KCNET_SERVER_ATTACHMENTS_CRC32C_H_
+#endif  // KCNET_SYNC_CRC32C_H_

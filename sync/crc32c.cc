@@ -1,8 +1,8 @@
-#include "server/attachments/crc32c.h"
+#include "sync/crc32c.h"
 
 #include <array>
 
-namespace kcnet::server {
+namespace kcnet::sync {
 namespace {
 
 constexpr uint32_t kPolynomial = 0x82F63B78;  // Castagnoli, reflected
@@ -47,4 +47,4 @@ uint32_t Crc32c(absl::string_view data, uint32_t crc) {
   return ~crc;
 }
 
-}  // namespace kcnet::server
+}  // namespace kcnet::sync
