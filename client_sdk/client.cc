@@ -288,12 +288,31 @@ class Client::Impl {
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
   }
 
+  // What this device holds that the server does not have yet: pending record writes, and
+  // photos whose bytes are not uploaded (their record may already be on the server, so the
+  // record outbox alone does not count them). A sign-out or a switch of user that purged
+  // them would lose what AddAttachment acknowledged.
+  absl::StatusOr<int64_t> UnsentCount() {
+    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    if (!pending.ok()) return pending.status();
+    absl::StatusOr<std::vector<QueueRow>> rows = attachments_->Rows();
+    if (!rows.ok()) return rows.status();
+    for (const QueueRow& row : *rows) {
+      if (row.state == AttachmentState::kQueued || row.state == AttachmentState::kUploading ||
+          row.state == AttachmentState::kFailed) {
+        ++*pending;
+      }
+    }
+    return pending;
+  }
+
   // FAILED_PRECONDITION naming the pending writes of `who` and the app's choice.
   static absl::Status PendingChoice(const char* call, int64_t pending, const std::string& who,
                                     const char* option, const char* c_flag) {
     return absl::FailedPreconditionError(
         absl::StrCat(call, ": ", pending, " change(s) of user '", who,
-                     "' are not uploaded yet; sync as that user first, or save them with "
+                     "' (record writes or photos) are not uploaded yet; sync as that user first, "
+                     "or save them with "
                      "ExportPending(path) and call again with ",
                      option, " (C: ", c_flag, "; they are then dropped from this device)"));
   }
@@ -339,7 +358,7 @@ class Client::Impl {
       signed_in = account_.has_value();
       previous = signed_in ? std::optional<kcnet::v1::User>(account_->user()) : owner_;
     }
-    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    absl::StatusOr<int64_t> pending = UnsentCount();
     if (!pending.ok()) return pending.status();
     // Usernames are unique, so a switch is known before asking the server: a refusal
     // costs no token. A store of an SDK that did not record its owner yet, holding data,
@@ -487,7 +506,7 @@ class Client::Impl {
       refused = sign_in_required_;
     }
     if (!account.has_value()) return absl::OkStatus();  // nobody signed in
-    absl::StatusOr<int64_t> pending = store_->PendingCount();
+    absl::StatusOr<int64_t> pending = UnsentCount();
     if (!pending.ok()) return pending.status();
     if (*pending > 0 && !opts.discard_pending) {
       return PendingChoice("sign-out", *pending, account->user().username(),

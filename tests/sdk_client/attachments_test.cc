@@ -287,6 +287,41 @@ TEST_F(AttachmentsTest, ACutResumesAtTheCommittedOffsetAfterARestart) {
   EXPECT_EQ(Sha256HexOf(ServerBytes(added->sha256, added->size)), Sha256HexOf(photo));
 }
 
+// A shared tablet: the visit's record reached the server but its photo did not (the link
+// was cut). Signing out, or another user signing in, must not purge the photo's bytes: the
+// device refuses as for pending record writes, until the photo is uploaded or the app
+// chooses to discard it.
+TEST_F(AttachmentsTest, APhotoNotYetUploadedBlocksSignOutAndASwitchOfUser) {
+  std::unique_ptr<Client> an = SignedIn(Options("tab-shared"), "ctv_an");
+  ASSERT_NE(an, nullptr);
+  const std::string visit = NewVisit(*an, commune_, "Cơ sở gốm");
+  const std::string photo = Jpeg(2 * 1024 * 1024, 5);
+  absl::StatusOr<AttachmentInfo> added = AddPhoto(*an, visit, photo);
+  ASSERT_TRUE(added.ok()) << added.status();
+  std::atomic<bool> cut{false};
+  Client* raw = an.get();
+  an->AddAttachmentListener([&cut, raw](const AttachmentProgress& p) {
+    if (p.bytes_sent > 0 && !cut.exchange(true)) raw->CancelSync();
+  });
+  absl::StatusOr<SyncSummary> first = an->SyncNow();
+  ASSERT_TRUE(first.ok()) << first.status();  // the records synced; the photo did not
+  ASSERT_EQ(an->Status().pending_uploads, 0) << "no record write is pending";
+  ASSERT_NE(an->GetAttachment(added->id)->state, AttachmentState::kUploaded);
+
+  absl::Status out = an->SignOut();
+  EXPECT_TRUE(absl::IsFailedPrecondition(out)) << out;
+  absl::Status other = an->SignIn("ctv_binh", kPassword);
+  EXPECT_TRUE(absl::IsFailedPrecondition(other)) << other;
+  ASSERT_TRUE(an->GetAttachment(added->id).ok()) << "the photo is still on the device";
+
+  // Once uploaded, the user may go; the server holds the bytes.
+  absl::StatusOr<SyncSummary> second = an->SyncNow();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(an->GetAttachment(added->id)->state, AttachmentState::kUploaded);
+  EXPECT_TRUE(an->SignOut().ok());
+  EXPECT_EQ(Sha256HexOf(ServerBytes(added->sha256, added->size)), Sha256HexOf(photo));
+}
+
 TEST_F(AttachmentsTest, BytesTheProvinceAlreadyHoldsCostNoPayload) {
   std::unique_ptr<Client> an = SignedIn(Options("tab-an"), "ctv_an");
   std::unique_ptr<Client> binh = SignedIn(Options("tab-binh"), "ctv_binh");
