@@ -170,7 +170,6 @@ absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::Start() {
     return absl::InternalError(absl::StrCat("cannot chown ", pg->dir_));
   }
   const std::string data = pg->dir_ + "/data";
-  const std::string log = pg->dir_ + "/server.log";
 
   absl::StatusOr<pid_t> initdb = Spawn({bin + "/initdb", "-D", data, "-U", "kcnet", "--auth=trust",
                                         "-E", "UTF8", "--no-locale", "--no-sync"},
@@ -182,38 +181,127 @@ absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::Start() {
     return absl::InternalError(absl::StrCat("initdb failed:\n", Tail(pg->dir_ + "/initdb.log")));
   }
 
+  pg->bin_ = bin;
+  absl::Status launched = pg->Launch();
+  if (!launched.ok()) return launched;
+  absl::Status created = pg->CreateDatabase("kcnet");
+  if (!created.ok()) return created;
+  return pg;
+}
+
+absl::Status PgInstance::Launch() {
+  absl::StatusOr<RunAs> as = ChooseUser();
+  if (!as.ok()) return as.status();
+  const std::string data = dir_ + "/data";
+  const std::string log = dir_ + "/server.log";
+  int wstatus = 0;
   for (int attempt = 0; attempt < 5; ++attempt) {
     absl::StatusOr<int> port = FreePort();
     if (!port.ok()) return port.status();
-    pg->port_ = *port;
+    port_ = *port;
     absl::StatusOr<pid_t> pid =
-        Spawn({bin + "/postgres", "-D", data, "-p", std::to_string(pg->port_), "-k", pg->dir_, "-c",
+        Spawn({bin_ + "/postgres", "-D", data, "-p", std::to_string(port_), "-k", dir_, "-c",
                "listen_addresses=127.0.0.1", "-c", "fsync=on", "-c", "synchronous_commit=on", "-c",
                "max_connections=200"},
               *as, log);
     if (!pid.ok()) return pid.status();
-    pg->pid_ = *pid;
+    pid_ = *pid;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     bool exited = false;
     while (std::chrono::steady_clock::now() < deadline) {
-      if (PQping(pg->conninfo("postgres").c_str()) == PQPING_OK) break;
-      if (waitpid(pg->pid_, &wstatus, WNOHANG) == pg->pid_) {
+      if (PQping(conninfo("postgres").c_str()) == PQPING_OK) break;
+      if (waitpid(pid_, &wstatus, WNOHANG) == pid_) {
         exited = true;
-        pg->pid_ = -1;
+        pid_ = -1;
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (exited) continue;  // most likely lost the port to someone else: try another
-    if (PQping(pg->conninfo("postgres").c_str()) != PQPING_OK) {
+    if (PQping(conninfo("postgres").c_str()) != PQPING_OK) {
       return absl::DeadlineExceededError(
           absl::StrCat("PostgreSQL did not become ready in 60 s:\n", Tail(log)));
     }
-    absl::Status created = pg->CreateDatabase("kcnet");
-    if (!created.ok()) return created;
-    return pg;
+    return absl::OkStatus();
   }
   return absl::InternalError(absl::StrCat("PostgreSQL did not start:\n", Tail(log)));
+}
+
+absl::Status PgInstance::RunAsServerUser(const std::vector<std::string>& args,
+                                         const std::string& log) const {
+  absl::StatusOr<RunAs> as = ChooseUser();
+  if (!as.ok()) return as.status();
+  absl::StatusOr<pid_t> pid = Spawn(args, *as, log);
+  if (!pid.ok()) return pid.status();
+  int wstatus = 0;
+  if (waitpid(*pid, &wstatus, 0) != *pid || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    return absl::InternalError(
+        absl::StrCat(args[0], " ", args.size() > 1 ? args[1] : "", " failed:\n", Tail(log)));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Copies `script` and the files next to it into `dir`/scripts, owned by the server user:
+// the source tree may not be readable by it (a CI clone in a root-only temp directory).
+absl::StatusOr<std::string> CopyScripts(const std::string& script, const std::string& dir) {
+  absl::StatusOr<RunAs> as = ChooseUser();
+  if (!as.ok()) return as.status();
+  const fs::path to = fs::path(dir) / "scripts";
+  std::error_code ec;
+  fs::create_directories(to, ec);
+  for (const auto& entry : fs::directory_iterator(fs::path(script).parent_path(), ec)) {
+    if (!entry.is_regular_file()) continue;
+    fs::copy_file(entry.path(), to / entry.path().filename(), fs::copy_options::overwrite_existing,
+                  ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot copy ", entry.path().string()));
+    if (as->drop) (void)!chown((to / entry.path().filename()).c_str(), as->uid, as->gid);
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot read ", script, ": ", ec.message()));
+  if (as->drop) (void)!chown(to.c_str(), as->uid, as->gid);
+  return (to / fs::path(script).filename()).string();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::StartStandby(
+    const PgInstance& primary, const std::string& setup_script, const std::string& name) {
+  absl::StatusOr<RunAs> as = ChooseUser();
+  if (!as.ok()) return as.status();
+  std::unique_ptr<PgInstance> pg(new PgInstance());
+  pg->bin_ = primary.bin_;
+  std::string pattern = (fs::temp_directory_path() / "kcnet-pg-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError("mkdtemp failed");
+  pg->dir_ = pattern;
+  if (as->drop && chown(pg->dir_.c_str(), as->uid, as->gid) != 0) {
+    return absl::InternalError(absl::StrCat("cannot chown ", pg->dir_));
+  }
+  absl::StatusOr<std::string> script = CopyScripts(setup_script, pg->dir_);
+  if (!script.ok()) return script.status();
+  absl::Status made =
+      pg->RunAsServerUser({"/bin/bash", *script, "--primary", primary.conninfo("postgres"),
+                           "--data", pg->dir_ + "/data", "--name", name, "--bin", pg->bin_},
+                          pg->dir_ + "/standby.log");
+  if (!made.ok()) return made;
+  absl::Status launched = pg->Launch();
+  if (!launched.ok()) return launched;
+  return pg;
+}
+
+absl::Status PgInstance::Promote(const std::string& promote_script) const {
+  absl::StatusOr<std::string> script = CopyScripts(promote_script, dir_);
+  if (!script.ok()) return script.status();
+  return RunAsServerUser({"/bin/bash", *script, "--data", dir_ + "/data", "--conninfo",
+                          conninfo("postgres"), "--bin", bin_},
+                         dir_ + "/promote.log");
+}
+
+void PgInstance::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 PgInstance::~PgInstance() {

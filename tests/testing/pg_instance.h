@@ -22,6 +22,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,6 +33,18 @@ class PgInstance {
  public:
   // Starts a new server (see above). NOT_FOUND: no PostgreSQL binaries on this machine.
   static absl::StatusOr<std::unique_ptr<PgInstance>> Start();
+
+  // Starts a standby of `primary` named `name`: runs `setup_script` (deploy/postgres/
+  // standby.sh: pg_basebackup, slot, synchronous_standby_names on the primary) as the server
+  // user into a new temporary directory, then starts the copy on a free port. It follows
+  // `primary` by streaming replication and serves reads only until Promote().
+  static absl::StatusOr<std::unique_ptr<PgInstance>> StartStandby(const PgInstance& primary,
+                                                                  const std::string& setup_script,
+                                                                  const std::string& name);
+  // Runs `promote_script` (deploy/postgres/promote.sh) on this standby, as the server user.
+  absl::Status Promote(const std::string& promote_script) const;
+  // Kills the server with SIGKILL (a machine lost, not a shutdown) and waits for it.
+  void Kill();
 
   ~PgInstance();
   PgInstance(const PgInstance&) = delete;
@@ -50,6 +63,11 @@ class PgInstance {
 
  private:
   PgInstance() = default;
+  // Starts `postgres` on dir_/data and a free port and waits until it is ready.
+  absl::Status Launch();
+  // Runs `args` as the server user and waits: the log and exit status in the error.
+  absl::Status RunAsServerUser(const std::vector<std::string>& args, const std::string& log) const;
+  std::string bin_;  // the PostgreSQL binaries
   std::string dir_;  // the temporary directory: data/ and the socket
   int port_ = 0;
   pid_t pid_ = -1;
