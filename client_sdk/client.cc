@@ -414,6 +414,7 @@ class Client::Impl {
       // Another user's data never shows to this one. Sequences restart: the server gives
       // this user's registration of the device a new generation, numbered from 1.
       status = store_->PurgeAll(/*restart_sequences=*/true);
+      if (status.ok()) status = attachments_->DropDownloads();
       if (!status.ok()) return status;
       absl::MutexLock lock(&mu_);
       held_.clear();
@@ -537,6 +538,7 @@ class Client::Impl {
     // Local part: the user's data leaves the device with them. Sequences continue: the
     // same user signing in again keeps its generation on the server.
     absl::Status status = store_->PurgeAll(/*restart_sequences=*/false);
+    if (status.ok()) status = attachments_->DropDownloads();
     if (!status.ok()) return status;
     status = store_->SetValue(kAccountKey, std::nullopt);
     if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
