@@ -709,6 +709,24 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   return FromGrpc(status);
 }
 
+absl::StatusOr<int64_t> AttachmentQueue::RequeueUploaded() {
+  int64_t requeued = 0;
+  absl::Status status = store_->WithAppTables(true, [&](sync::Db& db) -> absl::Status {
+    absl::StatusOr<sync::Statement*> st = db.Prepare(
+        "UPDATE _att_queue SET state = ?1, bytes_sent = 0, failure = '', attempts = 0, "
+        "next_try_ms = 0 WHERE state = ?2 AND sha256 IN (SELECT sha256 FROM _att_blobs)");
+    if (!st.ok()) return st.status();
+    (*st)->BindInt(1, static_cast<int64_t>(AttachmentState::kQueued));
+    (*st)->BindInt(2, static_cast<int64_t>(AttachmentState::kUploaded));
+    absl::Status s = (*st)->Run();
+    (*st)->Reset();
+    requeued = db.Changes();
+    return s;
+  });
+  if (!status.ok()) return status;
+  return requeued;
+}
+
 absl::Status AttachmentQueue::DropDownloads() {
   absl::MutexLock fetching(&fetch_mu_);
   std::error_code ec;

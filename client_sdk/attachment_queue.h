@@ -131,6 +131,12 @@ class AttachmentQueue {
   absl::StatusOr<std::string> Fetch(TransferCalls* calls, const std::string& id,
                                     const std::string& sha256, int64_t size,
                                     const Listener& listener);
+  // After a server restore (a new incarnation, or another sign that the server lost part
+  // of its history): every attachment added here that is uploaded and whose bytes are still
+  // here (not evicted) is queued again from 0. Its next upload pass asks Begin, which
+  // answers "already have it" (0 payload bytes) for the bytes the server kept and takes the
+  // bytes again for those it lost. Returns how many rows were queued again.
+  absl::StatusOr<int64_t> RequeueUploaded();
   // Removes the partial files of downloads in progress (tmp/<sha256>.part, which Open keeps
   // so that a download continues after a restart): the store's data left with a user.
   absl::Status DropDownloads();
