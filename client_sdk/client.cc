@@ -1264,14 +1264,12 @@ class Client::Impl {
     }
     // A server restored from a backup may lack bytes this device uploaded: queue them again
     // (Begin answers "already have it" for the ones it kept).
-    const SyncResult* observed =
-        result.ok() ? &*result : client ? &client->last_result() : nullptr;
+    const SyncResult* observed = result.ok() ? &*result : client ? &client->last_result() : nullptr;
     if (observed != nullptr) {
       absl::Status requeued = RequeueAfterRestore(*observed);
       if (!requeued.ok()) {
-        Log(LogLevel::kWarning,
-            absl::StrCat("sync: attachments not queued again after a restore: ",
-                         requeued.ToString()));
+        Log(LogLevel::kWarning, absl::StrCat("sync: attachments not queued again after a restore: ",
+                                             requeued.ToString()));
       }
     }
     // Attachments after the records, in their own calls: records never wait for photos,
@@ -1621,9 +1619,10 @@ class Client::Impl {
     if (changed || done.recovery.recovered) {
       absl::StatusOr<int64_t> requeued = attachments_->RequeueUploaded();
       if (!requeued.ok()) return requeued.status();
-      Log(LogLevel::kInfo, absl::StrCat("sync: the server was restored (", done.recovery.why,
-                                        "): ", *requeued,
-                                        " uploaded attachment(s) queued again to check"));
+      Log(LogLevel::kInfo,
+          absl::StrCat("sync: the server was restored (",
+                       done.recovery.why.empty() ? "a new incarnation" : done.recovery.why,
+                       "): ", *requeued, " uploaded attachment(s) queued again to check"));
     }
     if (known->has_value() && !changed) return absl::OkStatus();
     return store_->SetValue(kAttachmentIncarnationKey, current);

@@ -4,7 +4,7 @@
 //   - A download cut mid-way continues after the app restarts (the store closed and opened
 //     again) from the length of its partial file with a ranged Download, and is verified by
 //     its SHA-256 at the end; a damaged partial file (DATA_LOSS) is discarded and the
-//     download starts again from 0.
+//     download starts again from 0; a sign-out removes partial downloads.
 //   - A server whose disk is lost and which is restored from a backup lacks the photos
 //     uploaded after the backup (their records come back as hand-backs); the device that
 //     still holds their bytes uploads them again at its next sync (the others cost no
@@ -97,8 +97,8 @@ class AttachmentRecoveryTest : public ::testing::Test {
   // Runs the real kcnet-admin on `data_dir` (under the temp dir) with `args`; its output
   // (stdout and stderr) in *out; returns its exit status.
   int Admin(const std::string& data_dir, const std::string& args, std::string* out) {
-    const std::string cmd = absl::StrCat(KCNET_ADMIN_PATH, " --data_dir=", dir_.File(data_dir),
-                                         " ", args, " 2>&1");
+    const std::string cmd =
+        absl::StrCat(KCNET_ADMIN_PATH, " --data_dir=", dir_.File(data_dir), " ", args, " 2>&1");
     FILE* p = ::popen(cmd.c_str(), "r");
     if (p == nullptr) return -1;
     out->clear();
@@ -262,6 +262,13 @@ TEST_F(AttachmentRecoveryTest, ADownloadCutMidwayContinuesAfterARestartFromItsPa
   EXPECT_GE(proxy_->stats().bytes_down - down_before_damaged, static_cast<int64_t>(photo.size()))
       << "after DATA_LOSS the whole file comes again";
   EXPECT_FALSE(std::filesystem::exists(part));
+
+  // A sign-out takes the user's data off the device, partial downloads included.
+  const std::string other_part =
+      options.path + ".attachments/tmp/" + std::string(64, 'a') + ".part";
+  std::ofstream(other_part, std::ios::binary) << "\xFF\xD8\xFF partial";
+  ASSERT_TRUE(coordinator->SignOut().ok());
+  EXPECT_FALSE(std::filesystem::exists(other_part));
 }
 
 // The server's disk is lost after a backup; it is restored from the backup into a new data
