@@ -43,6 +43,13 @@ absl::Status SyncDir(const std::string& dir) {
 }
 
 // The file's size, or -1 when it does not exist.
+// A download's partial file: 64 lower-case hex digits and ".part".
+bool IsPartName(const std::string& name) {
+  if (name.size() != 64 + 5 || !absl::EndsWith(name, ".part")) return false;
+  return std::all_of(name.begin(), name.begin() + 64,
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
 int64_t FileSize(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return -1;
@@ -150,9 +157,10 @@ std::string AttachmentQueue::PathOf(const std::string& sha256) const {
 absl::Status AttachmentQueue::Tidy() {
   absl::MutexLock lock(&blob_mu_);
   std::error_code ec;
-  // Temp files: an add or a download a crash or a close interrupted.
+  // Temp files: an add a crash or a close interrupted. A download's partial file
+  // (<sha256>.part) stays: the next Fetch continues from its end (verified at the end).
   for (const auto& entry : fs::directory_iterator(fs::path(options_.dir) / "tmp", ec)) {
-    fs::remove(entry.path(), ec);
+    if (!IsPartName(entry.path().filename().string())) fs::remove(entry.path(), ec);
   }
   std::set<std::string> known;
   absl::Status status = store_->WithAppTables(false, [&](sync::Db& db) -> absl::Status {
@@ -701,52 +709,44 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   return FromGrpc(status);
 }
 
-absl::StatusOr<std::string> AttachmentQueue::Fetch(TransferCalls* calls, const std::string& id,
-                                                   const std::string& sha256, int64_t size,
-                                                   const Listener& listener) {
-  const std::string path = PathOf(sha256);
-  {
-    absl::MutexLock lock(&blob_mu_);
-    absl::StatusOr<bool> has = HasBlob(sha256);
-    if (!has.ok()) return has.status();
-    if (*has) {
-      const int64_t now = NowMs();
-      absl::Status touched = store_->WithAppTables(true, [&](sync::Db& db) -> absl::Status {
-        absl::StatusOr<sync::Statement*> st =
-            db.Prepare("UPDATE _att_blobs SET last_used_ms = ?2 WHERE sha256 = ?1");
-        if (!st.ok()) return st.status();
-        (*st)->BindText(1, sha256);
-        (*st)->BindInt(2, now);
-        absl::Status s = (*st)->Run();
-        (*st)->Reset();
-        return s;
-      });
-      if (!touched.ok()) return touched;
-      return path;
-    }
-  }
-  if (calls == nullptr) {
-    return absl::UnavailableError(
-        "Ảnh/tệp này chưa có trên máy; cần kết nối để tải về. / The attachment's bytes are not "
-        "on this device; connect to download them");
-  }
-  std::string sha_bytes;
-  if (!ShaBytes(sha256, &sha_bytes)) {
-    return absl::DataLossError(absl::StrCat("sha256: '", sha256, "' is damaged"));
-  }
+absl::StatusOr<int64_t> AttachmentQueue::RequeueUploaded() {
+  int64_t requeued = 0;
+  absl::Status status = store_->WithAppTables(true, [&](sync::Db& db) -> absl::Status {
+    absl::StatusOr<sync::Statement*> st = db.Prepare(
+        "UPDATE _att_queue SET state = ?1, bytes_sent = 0, failure = '', attempts = 0, "
+        "next_try_ms = 0 WHERE state = ?2 AND sha256 IN (SELECT sha256 FROM _att_blobs)");
+    if (!st.ok()) return st.status();
+    (*st)->BindInt(1, static_cast<int64_t>(AttachmentState::kQueued));
+    (*st)->BindInt(2, static_cast<int64_t>(AttachmentState::kUploaded));
+    absl::Status s = (*st)->Run();
+    (*st)->Reset();
+    requeued = db.Changes();
+    return s;
+  });
+  if (!status.ok()) return status;
+  return requeued;
+}
+
+absl::Status AttachmentQueue::DropDownloads() {
   absl::MutexLock fetching(&fetch_mu_);
-  {
-    // Another download may have brought the bytes while this one waited.
-    absl::StatusOr<bool> has = HasBlob(sha256);
-    if (!has.ok()) return has.status();
-    if (*has) return path;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(fs::path(options_.dir) / "tmp", ec)) {
+    if (IsPartName(entry.path().filename().string())) fs::remove(entry.path(), ec);
   }
-  const std::string part = absl::StrCat(options_.dir, "/tmp/", sha256, ".part");
+  if (ec) return absl::InternalError(absl::StrCat("attachment_dir: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status AttachmentQueue::DownloadToPart(TransferCalls* calls, const std::string& id,
+                                             const std::string& sha_bytes, int64_t size,
+                                             const std::string& part, const Listener& listener,
+                                             int64_t* resumed_from) {
   int64_t have = std::max<int64_t>(FileSize(part), 0);
   if (have > size) {
     std::remove(part.c_str());
     have = 0;
   }
+  *resumed_from = have;
   std::FILE* out = std::fopen(part.c_str(), "ab");
   if (out == nullptr) return Errno(absl::StrCat("cannot write ", part));
   absl::Cleanup close_out = [&out] {
@@ -823,6 +823,58 @@ absl::StatusOr<std::string> AttachmentQueue::Fetch(TransferCalls* calls, const s
           "download: the bytes do not match their SHA-256 (removed; try again)");
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> AttachmentQueue::Fetch(TransferCalls* calls, const std::string& id,
+                                                   const std::string& sha256, int64_t size,
+                                                   const Listener& listener) {
+  const std::string path = PathOf(sha256);
+  {
+    absl::MutexLock lock(&blob_mu_);
+    absl::StatusOr<bool> has = HasBlob(sha256);
+    if (!has.ok()) return has.status();
+    if (*has) {
+      const int64_t now = NowMs();
+      absl::Status touched = store_->WithAppTables(true, [&](sync::Db& db) -> absl::Status {
+        absl::StatusOr<sync::Statement*> st =
+            db.Prepare("UPDATE _att_blobs SET last_used_ms = ?2 WHERE sha256 = ?1");
+        if (!st.ok()) return st.status();
+        (*st)->BindText(1, sha256);
+        (*st)->BindInt(2, now);
+        absl::Status s = (*st)->Run();
+        (*st)->Reset();
+        return s;
+      });
+      if (!touched.ok()) return touched;
+      return path;
+    }
+  }
+  if (calls == nullptr) {
+    return absl::UnavailableError(
+        "Ảnh/tệp này chưa có trên máy; cần kết nối để tải về. / The attachment's bytes are not "
+        "on this device; connect to download them");
+  }
+  std::string sha_bytes;
+  if (!ShaBytes(sha256, &sha_bytes)) {
+    return absl::DataLossError(absl::StrCat("sha256: '", sha256, "' is damaged"));
+  }
+  absl::MutexLock fetching(&fetch_mu_);
+  {
+    // Another download may have brought the bytes while this one waited.
+    absl::StatusOr<bool> has = HasBlob(sha256);
+    if (!has.ok()) return has.status();
+    if (*has) return path;
+  }
+  const std::string part = absl::StrCat(options_.dir, "/tmp/", sha256, ".part");
+  int64_t resumed_from = 0;
+  absl::Status status = DownloadToPart(calls, id, sha_bytes, size, part, listener, &resumed_from);
+  if (absl::IsDataLoss(status) && resumed_from > 0) {
+    // The partial file kept from before (a cut, a restart) was damaged: it is gone; once
+    // more from 0.
+    status = DownloadToPart(calls, id, sha_bytes, size, part, listener, &resumed_from);
+  }
+  if (!status.ok()) return status;
   {
     absl::MutexLock lock(&blob_mu_);
     const std::string folder = fs::path(path).parent_path().string();

@@ -6,7 +6,8 @@
 //     attachment added here (state, committed offset, failure, priority, attempts), and
 //     _att_blobs, one row per blob file (size, last use, for the LRU budget);
 //   - the transfers over AttachmentService (proto/kcnet/v1/attachments.proto): resumable
-//     uploads in queue order and downloads on demand.
+//     uploads in queue order and downloads on demand, which continue after a restart from
+//     their partial file (<dir>/tmp/<sha256>.part, verified by the SHA-256 at the end).
 // A blob file is only trusted with its _att_blobs row: rows are written after the bytes are
 // durable, in the transaction of the Attachment record, so Open() removes files without a
 // row (a crash in between) and rows without a file.
@@ -130,6 +131,15 @@ class AttachmentQueue {
   absl::StatusOr<std::string> Fetch(TransferCalls* calls, const std::string& id,
                                     const std::string& sha256, int64_t size,
                                     const Listener& listener);
+  // After a server restore (a new incarnation, or another sign that the server lost part
+  // of its history): every attachment added here that is uploaded and whose bytes are still
+  // here (not evicted) is queued again from 0. Its next upload pass asks Begin, which
+  // answers "already have it" (0 payload bytes) for the bytes the server kept and takes the
+  // bytes again for those it lost. Returns how many rows were queued again.
+  absl::StatusOr<int64_t> RequeueUploaded();
+  // Removes the partial files of downloads in progress (tmp/<sha256>.part, which Open keeps
+  // so that a download continues after a restart): the store's data left with a user.
+  absl::Status DropDownloads();
   // Drops least recently used evictable blobs until they fit the budget (`keep` stays).
   absl::Status Evict(const std::string& keep = "");
 
@@ -149,6 +159,13 @@ class AttachmentQueue {
   absl::Status StreamFrom(TransferCalls& calls, const QueueRow& row, const std::string& upload_id,
                           int64_t offset, const Listener& listener, int64_t* payload,
                           bool* complete, int64_t* committed);
+  // Downloads the bytes of a blob (`sha_bytes`, 32 bytes) into `part` from its current
+  // length (*resumed_from says which; 0 when missing or longer than `size`), then checks the
+  // whole file against the SHA-256. A cut keeps the part (UNAVAILABLE); a damaged chunk or
+  // file removes it (DATA_LOSS).
+  absl::Status DownloadToPart(TransferCalls* calls, const std::string& id,
+                              const std::string& sha_bytes, int64_t size, const std::string& part,
+                              const Listener& listener, int64_t* resumed_from);
   int64_t NowMs() const;
   absl::Duration Backoff(int attempts);
 

@@ -64,6 +64,9 @@ constexpr char kSignInRequiredKey[] = "sdk.sign_in_required";
 // A sign-out made without a network (a LoginResponse: the token and device credential to
 // revoke, the user): kept across the purge until the next connection settles it.
 constexpr char kSignOutOwedKey[] = "sdk.sign_out_owed";
+// The server incarnation (Welcome.incarnation, decimal) the attachment queue last saw: a
+// different one means a restore, after which uploaded attachments are queued again.
+constexpr char kAttachmentIncarnationKey[] = "sdk.attachments_incarnation";
 // A token this close to its expiry is renewed before a sync.
 constexpr absl::Duration kRefreshMargin = absl::Minutes(2);
 
@@ -414,6 +417,7 @@ class Client::Impl {
       // Another user's data never shows to this one. Sequences restart: the server gives
       // this user's registration of the device a new generation, numbered from 1.
       status = store_->PurgeAll(/*restart_sequences=*/true);
+      if (status.ok()) status = attachments_->DropDownloads();
       if (!status.ok()) return status;
       absl::MutexLock lock(&mu_);
       held_.clear();
@@ -537,6 +541,7 @@ class Client::Impl {
     // Local part: the user's data leaves the device with them. Sequences continue: the
     // same user signing in again keeps its generation on the server.
     absl::Status status = store_->PurgeAll(/*restart_sequences=*/false);
+    if (status.ok()) status = attachments_->DropDownloads();
     if (!status.ok()) return status;
     status = store_->SetValue(kAccountKey, std::nullopt);
     if (status.ok()) status = store_->SetValue(kSignInRequiredKey, std::nullopt);
@@ -1257,6 +1262,16 @@ class Client::Impl {
             absl::StrCat("sync: the directory was not fetched: ", fetched.status().ToString()));
       }
     }
+    // A server restored from a backup may lack bytes this device uploaded: queue them again
+    // (Begin answers "already have it" for the ones it kept).
+    const SyncResult* observed = result.ok() ? &*result : client ? &client->last_result() : nullptr;
+    if (observed != nullptr) {
+      absl::Status requeued = RequeueAfterRestore(*observed);
+      if (!requeued.ok()) {
+        Log(LogLevel::kWarning, absl::StrCat("sync: attachments not queued again after a restore: ",
+                                             requeued.ToString()));
+      }
+    }
     // Attachments after the records, in their own calls: records never wait for photos,
     // and a failed upload does not fail the sync (it stays queued, resumes next time).
     AttachmentUploadSummary uploaded;
@@ -1588,6 +1603,29 @@ class Client::Impl {
           "attachment's record (see the reports)");
     }
     return false;  // still waiting for its push
+  }
+
+  // After a sync's Welcome: when the server is another incarnation than the one the queue
+  // last saw (a restore; the key is kept until it is handled, so a crash in between repeats
+  // it) or the store recovered from the server's lost history, the attachments uploaded
+  // from here whose bytes are still here are queued again (AttachmentQueue::RequeueUploaded).
+  absl::Status RequeueAfterRestore(const SyncResult& done) {
+    const uint64_t incarnation = done.welcome.incarnation();
+    if (incarnation == 0) return absl::OkStatus();  // no Welcome, or an older server
+    absl::StatusOr<std::optional<std::string>> known = store_->GetValue(kAttachmentIncarnationKey);
+    if (!known.ok()) return known.status();
+    const std::string current = absl::StrCat(incarnation);
+    const bool changed = known->has_value() && **known != current;
+    if (changed || done.recovery.recovered) {
+      absl::StatusOr<int64_t> requeued = attachments_->RequeueUploaded();
+      if (!requeued.ok()) return requeued.status();
+      Log(LogLevel::kInfo,
+          absl::StrCat("sync: the server was restored (",
+                       done.recovery.why.empty() ? "a new incarnation" : done.recovery.why,
+                       "): ", *requeued, " uploaded attachment(s) queued again to check"));
+    }
+    if (known->has_value() && !changed) return absl::OkStatus();
+    return store_->SetValue(kAttachmentIncarnationKey, current);
   }
 
   // One upload pass on the calling thread (which holds the serial queue). *summary says

@@ -8,6 +8,10 @@
 //   - a return with a required reason, which collab1's tablet then shows;
 //   - scope: a request of another district (collab2) is never in coord1's queue and its
 //     page answers "not found", while the officer sees it;
+//   - photos: collab1's tablet adds a photo to a visit and uploads it; coord1 opens the
+//     request and the facility: the image is displayed (naturalWidth > 0) and the bytes
+//     behind it hash to the original's SHA-256; collab2's photo is not listed for coord1
+//     (NOT_FOUND, the words of a missing visit);
 //   - filters kept in the URL across views; the English switch; VND as `45.000.000 ₫`;
 //   - no token in localStorage or document.cookie; no CSP violation;
 //   - axe-core: no serious or critical violation on each page;
@@ -15,10 +19,12 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { deflateSync } from "node:zlib";
 import {
   commandText, launchChromium, pageChecks, parseArgs, requireBrowserAndConsole, skip,
 } from "./harness.mjs";
@@ -46,6 +52,40 @@ function freePort() {
 }
 
 const step = (what) => console.log(`-- ${what}`);
+
+// A real PNG of width x height pixels (RGB, a gradient): what a tablet's camera would send.
+function pngImage(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "latin1"), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8 bits, RGB
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      raw.set([(x * 255) / width, (y * 255) / height, 128], y * (width * 3 + 1) + 1 + x * 3);
+    }
+  }
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header), chunk("IDAT", deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+}
 const work = mkdtempSync(join(tmpdir(), "kcnet-console-"));
 const dataDir = join(work, "data");
 mkdirSync(dataDir);
@@ -112,6 +152,7 @@ async function main() {
       run,
     };
   };
+  const facilityOf = {}; // request id -> facility id
   const submitRequest = (t, name, amount) => {
     const f = /registered facility (\S+)/.exec(
       t.run("facility", "add", `--name=${name}`, "--owner=Nguyễn Văn Tư", "--workers=8"),
@@ -121,6 +162,7 @@ async function main() {
         "--description=Máy tráng bánh đa"),
     )[1];
     t.run("request", "submit", r);
+    facilityOf[r] = f;
     return r;
   };
 
@@ -249,6 +291,62 @@ async function main() {
   const shown = collab1.run("request", "show", r2);
   assert.match(shown, /status: returned/i);
   assert.ok(shown.includes(`decision note: ${reason}`), `the tablet shows the reason:\n${shown}`);
+
+  step("photos: collab1 photographs r1's workshop on a visit; coord1 sees it on the request and the facility");
+  const photoBytes = pngImage(64, 48);
+  const photoSha = createHash("sha256").update(photoBytes).digest("hex");
+  const photoFile = join(work, "xuong.png");
+  writeFileSync(photoFile, photoBytes);
+  const recorded = collab1.run("visit", "record", `--facility=${facilityOf[r1]}`, "--purpose=survey",
+    `--photo=${photoFile}`, "--caption=Xưởng tráng bánh", "--lat=21.02851", "--lng=105.85420");
+  const visitId = /recorded visit (\S+)/.exec(recorded)[1];
+  collab1.run("sync"); // the record, then the bytes
+  assert.match(collab1.run("attachments"), /uploaded/, "the tablet uploaded the photo");
+  const otherPhoto = join(work, "other.png");
+  writeFileSync(otherPhoto, pngImage(32, 32));
+  const otherVisit = /recorded visit (\S+)/.exec(collab2.run("visit", "record",
+    `--facility=${facilityOf[r3]}`, "--purpose=survey", `--photo=${otherPhoto}`, "--caption=Khung dệt"))[1];
+  collab2.run("sync");
+  const shownPhoto = async (where) => {
+    const img = page.locator(`#attachments li[data-sha256="${photoSha}"] img`);
+    await img.waitFor();
+    await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle());
+    assert.equal(await img.evaluate((el) => el.naturalWidth), 64, `${where}: the photo is decoded`);
+    assert.equal(await img.getAttribute("data-bytes-sha256"), photoSha, `${where}: the bytes shown are the original`);
+    const item = await page.locator(`#attachments li[data-sha256="${photoSha}"]`).innerText();
+    assert.ok(item.includes("Xưởng tráng bánh"), `${where}: the caption:\n${item}`);
+    assert.ok(item.includes("21.02851, 105.85420"), `${where}: the GPS:\n${item}`);
+    assert.match(item, /\d{2}:\d{2} \d{2}\/\d{2}\/\d{4}/, `${where}: the taken-at time`);
+  };
+  await page.goto(`${base}/#/request/${r1}`);
+  await shownPhoto("request page");
+  await axeCheck("request with a photo");
+  await page.locator(`#attachments li[data-sha256="${photoSha}"] button.thumb`).click();
+  await page.locator("dialog.photo img.full").waitFor();
+  assert.ok(await page.locator("dialog.photo img.full").evaluate((el) => el.naturalWidth > 0), "full size");
+  await shoot("request-photo");
+  await page.keyboard.press("Escape");
+  await page.goto(`${base}/#/facility/${facilityOf[r1]}`);
+  await shownPhoto("facility page");
+  // Scope: collab2's visit (another district) answers as a missing one does, through the
+  // very bridge the page uses.
+  const listFor = (id) => page.evaluate(async (ownerId) => {
+    const res = await fetch("/kcnet.v1.AttachmentService/ListAttachments", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+      body: JSON.stringify({ ownerType: "ATTACHMENT_OWNER_TYPE_VISIT", ownerId }),
+    });
+    return { status: res.status, body: await res.json() };
+  }, id);
+  const own = await listFor(visitId);
+  assert.equal(own.status, 200);
+  assert.equal(own.body.attachments?.length, 1, "coord1 lists collab1's photo");
+  const foreign = await listFor(otherVisit);
+  const missing = await listFor("00000000-0000-4000-8000-000000000000");
+  assert.equal(foreign.status, missing.status, "another district's visit is not found");
+  assert.equal(foreign.body.code, "not_found");
+  assert.equal(foreign.body.message?.replace(otherVisit, "ID"),
+    missing.body.message?.replace("00000000-0000-4000-8000-000000000000", "ID"), "in the same words");
 
   step("English switch");
   await page.goto(`${base}/#/queue`);

@@ -70,7 +70,8 @@ constexpr char kUsage[] =
     "  gc-blobs [--grace=24h]   (removes blobs no attachment record has referenced for the\n"
     "                           grace, expired uploads and stray temp files; safe online)\n"
     "  verify-blobs   (re-hashes every attachment blob; exit status 1 and the damaged\n"
-    "                 blobs listed when any bytes no longer match their SHA-256)\n"
+    "                 blobs listed when any bytes no longer match their SHA-256; also\n"
+    "                 lists as missing the hashes live records name with no blob here)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -487,14 +488,20 @@ absl::Status GcBlobsCommand(const Args& args) {
 absl::Status VerifyBlobsCommand(const Args& args) {
   absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
   if (!stores.ok()) return stores.status();
-  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs);
+  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(
+      (std::filesystem::path(args.GetOr("data_dir", "")) / "kcnet.db").string());
+  if (!refs.ok()) return refs.status();
+  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs, refs->get());
   if (!report.ok()) return report.status();
   for (const std::string& sha : report->damaged) {
     std::printf("damaged %s\n", stores->blobs->PathOf(sha).c_str());
   }
-  std::printf("verified %lld blobs (%lld bytes): %zu damaged\n",
+  // Not an error by itself: a device may not have uploaded them yet. After a restore the
+  // devices that still hold them upload them again (docs/RELIABILITY.md).
+  for (const std::string& sha : report->missing) std::printf("missing %s\n", sha.c_str());
+  std::printf("verified %lld blobs (%lld bytes): %zu damaged, %zu missing\n",
               static_cast<long long>(report->blobs), static_cast<long long>(report->bytes),
-              report->damaged.size());
+              report->damaged.size(), report->missing.size());
   if (!report->damaged.empty()) {
     return absl::DataLossError(
         absl::StrCat(report->damaged.size(),

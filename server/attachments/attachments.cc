@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -317,6 +318,17 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
   if (std::shared_ptr<Active> a = FindActive(session->id); a != nullptr) {
     absl::MutexLock lock(&a->mu);
     committed = a->session.committed;
+  } else if (committed > 0) {
+    // Not open: the temp file must still hold the committed bytes. A data dir restored
+    // from a backup has the row but not the file: the session starts again at 0 (Activate
+    // checks the same when a stream attaches).
+    struct stat st;
+    const std::string path = UploadTempPath(uploads_dir_, session->id);
+    if (::stat(path.c_str(), &st) != 0 || st.st_size < committed) {
+      if (absl::Status s = db_->SetCommitted(session->id, 0); !s.ok()) return s;
+      session->committed = 0;
+      committed = 0;
+    }
   }
   if (committed == session->size) {
     // Every byte is durable but the check never ran (the server stopped between the two):
@@ -387,6 +399,14 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
     a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
     a->received = -1;  // cut back below
+    struct stat st;
+    if (::fstat(a->fd, &st) == 0 && st.st_size < a->session.committed) {
+      // The file lost bytes that were committed (a data dir restored from a backup, which
+      // holds no temp files): they are gone, so the session starts again at 0 rather than
+      // finish with a hole and fail its SHA-256.
+      if (absl::Status s = db_->SetCommitted(session.id, 0); !s.ok()) return s;
+      a->session.committed = 0;
+    }
   }
   if (a->received != a->session.committed) {
     // Whatever lies past the committed offset was never acknowledged (a restart, or a

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <system_error>
 
 #include "absl/container/flat_hash_set.h"
@@ -100,9 +102,11 @@ absl::StatusOr<GcReport> CollectGarbage(AttachmentDb& db, BlobStore& blobs,
   return report;
 }
 
-absl::StatusOr<VerifyReport> VerifyBlobs(BlobStore& blobs) {
+absl::StatusOr<VerifyReport> VerifyBlobs(BlobStore& blobs, AttachmentReferences* references) {
   VerifyReport report;
+  std::set<std::string> present;
   absl::Status status = blobs.ForEach([&](const std::string& sha, int64_t size) -> absl::Status {
+    present.insert(sha);
     ++report.blobs;
     report.bytes += size;
     absl::StatusOr<std::string> actual = blobs.Rehash(sha);
@@ -111,6 +115,14 @@ absl::StatusOr<VerifyReport> VerifyBlobs(BlobStore& blobs) {
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  if (references != nullptr) {
+    absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> counts = references->Counts();
+    if (!counts.ok()) return counts.status();
+    for (const auto& entry : *counts) {
+      if (!present.contains(entry.first)) report.missing.push_back(entry.first);
+    }
+    std::sort(report.missing.begin(), report.missing.end());
+  }
   return report;
 }
 

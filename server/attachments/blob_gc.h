@@ -5,7 +5,8 @@
 //     first pass marks a blob unreferenced, a pass after the grace removes it; a blob
 //     referenced again meanwhile loses its mark). Never removes a referenced blob.
 //   - VerifyBlobs: re-hashes every blob and lists those whose bytes no longer match
-//     their name.
+//     their name, and (given the references) the hashes live records name that have no
+//     blob: not uploaded yet, or lost (e.g. uploaded after the backup a restore used).
 //
 // Thread-safety: safe to run while the server serves (the stores are thread-safe and the
 // `active` callback keeps sessions with a stream attached).
@@ -51,9 +52,13 @@ struct VerifyReport {
   int64_t blobs = 0;
   int64_t bytes = 0;
   std::vector<std::string> damaged;  // names of blobs whose bytes do not hash to their name
+  // Hashes named by live attachment records with no blob here (sorted); empty without
+  // references.
+  std::vector<std::string> missing;
 };
 
-absl::StatusOr<VerifyReport> VerifyBlobs(BlobStore& blobs);
+absl::StatusOr<VerifyReport> VerifyBlobs(BlobStore& blobs,
+                                         AttachmentReferences* references = nullptr);
 
 }  // namespace kcnet::server
 

@@ -5,11 +5,13 @@
 // &sector=), shared with the reports and the map. The list is virtualised
 // (@tanstack/virtual-core): only the rows in view are in the DOM, however long it is.
 // Facilities with the same folded name in the same commune are flagged as possible
-// duplicates. A facility's page shows its visits and requests on one timeline.
+// duplicates. A facility's page shows its visits and requests on one timeline, and the
+// photos and documents of the facility and its visits (./Attachments.tsx).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { elementScroll, observeElementOffset, observeElementRect, Virtualizer } from "@tanstack/virtual-core";
 import { Code, ConnectError, errorText, facilities, requests, visits } from "../api";
-import type { Facility, SupportRequest, Visit } from "@gen/kcnet/v1/domain_pb";
+import { AttachmentOwnerType, type Facility, type SupportRequest, type Visit } from "@gen/kcnet/v1/domain_pb";
+import { AttachmentGallery } from "./Attachments";
 import { categoryName, formatTime, formatVnd, purposeName, statusName, t } from "../i18n";
 import { fold, formatCount, kindName, kindValues, rt, sectorName, sectorValues } from "./reportsText";
 import { myUnits, reportParams, setReportParams, type ReportParams, type UnitOption } from "./reportKit";
@@ -284,6 +286,16 @@ export function FacilityPage({ id }: { id: string }) {
             ))}
           </ul>
         </section>
+      )}
+      {facility && timeline && (
+        <AttachmentGallery
+          owners={[
+            { type: AttachmentOwnerType.FACILITY, id: facility.id, label: facility.name },
+            ...timeline.flatMap((e) =>
+              e.kind === "visit" ? [{ type: AttachmentOwnerType.VISIT, id: e.visit.id, label: formatTime(e.visit.visitedMs) }] : [],
+            ),
+          ]}
+        />
       )}
       {timeline && (
         <section aria-labelledby="h-timeline">

@@ -1,11 +1,13 @@
 // One support request on one page: the request, its facility, the facility's visits and
-// the request's history, and the decisions the signed-in user may make on it now:
+// the request's history, the photos and documents of the request, the facility and its
+// visits (./Attachments.tsx), and the decisions the signed-in user may make on it now:
 // a coordinator endorses, returns or rejects a SUBMITTED request; a province officer
 // approves (amount, funding source), returns or rejects an ENDORSED one. Return and reject
 // need a reason, which the author's tablet receives with the request (decision_note).
 import { useEffect, useState } from "preact/hooks";
 import { all, Code, ConnectError, errorText, facilities, requests, users, visits } from "../api";
 import {
+  AttachmentOwnerType,
   FundingSource,
   RequestStatus,
   Role,
@@ -29,6 +31,7 @@ import {
 import { me } from "../state";
 import { RequestConflicts } from "./Conflicts";
 import { changes } from "../live";
+import { AttachmentGallery } from "./Attachments";
 
 interface Loaded {
   request: SupportRequest;
@@ -189,6 +192,14 @@ export function RequestPage({ id }: { id: string }) {
           </table>
         )}
       </section>
+      <AttachmentGallery
+        who={who}
+        owners={[
+          { type: AttachmentOwnerType.SUPPORT_REQUEST, id: r.id },
+          ...(fac ? [{ type: AttachmentOwnerType.FACILITY, id: fac.id, label: fac.name }] : []),
+          ...data.visits.map((v) => ({ type: AttachmentOwnerType.VISIT, id: v.id, label: formatTime(v.visitedMs) })),
+        ]}
+      />
       <section aria-labelledby="h-history">
         <h2 id="h-history">{t().history}</h2>
         <table id="history">

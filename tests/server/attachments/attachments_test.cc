@@ -649,5 +649,27 @@ TEST_F(AttachmentsTest, ASessionCommittedToTheEndBeforeACrashIsFinishedByBegin) 
   EXPECT_EQ(got, photo);
 }
 
+// A data dir restored from a backup has the session's row (committed offset and all) but
+// not its temp file (a backup holds none): the session starts again at 0 instead of
+// finishing with a hole, failing its SHA-256.
+TEST_F(AttachmentsTest, ASessionWhoseTempFileARestoreLostStartsAgainAtZero) {
+  const std::string photo = Jpeg(800 * kKiB, 23);
+  const std::string id = Attach("collab1", facility1_, c1_, photo);
+  BeginUploadResponse begin;
+  ASSERT_TRUE(Begin("collab1", id, photo, &begin).ok());
+  Sent cut = Send("collab1", begin.upload_id(), photo, 0, 576 * kKiB, /*cut=*/true);
+  ASSERT_FALSE(cut.acks.empty());
+  RestartServer();
+  fs::remove(fs::path(dir_.path()) / "uploads" / (begin.upload_id() + ".part"));
+  BeginUploadResponse again;
+  ASSERT_TRUE(Begin("collab1", id, photo, &again).ok());
+  EXPECT_EQ(again.upload_id(), begin.upload_id());
+  EXPECT_EQ(again.committed_offset(), 0);
+  ASSERT_GE(UploadAll("collab1", id, photo), 0);
+  std::string got;
+  ASSERT_TRUE(Download("collab1", photo, 0, 0, &got).ok());
+  EXPECT_EQ(got, photo);
+}
+
 }  // namespace
 }  // namespace kcnet::server
