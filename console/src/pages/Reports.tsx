@@ -357,7 +357,7 @@ function Outcomes({ r }: { r: OutcomesReport }) {
           <tr>
             <th scope="col">{t().request}</th>
             <th scope="col" class="num">{t().workers}</th>
-            <th scope="col">{t().products}</th>
+            <th scope="col" class="num">{t().productLines}</th>
           </tr>
         </thead>
         <tbody>
@@ -369,8 +369,8 @@ function Outcomes({ r }: { r: OutcomesReport }) {
               <td class="num">
                 {formatCount(o.workersBefore)} → {formatCount(o.workersAfter)}
               </td>
-              <td>
-                {o.productsBefore} → {o.productsAfter}
+              <td class="num">
+                {formatCount(o.productLinesBefore)} → {formatCount(o.productLinesAfter)}
               </td>
             </tr>
           ))}
