@@ -26,6 +26,7 @@
 #ifndef KCNET_SERVER_REPORTS_REPORTS_STORE_H_
 #define KCNET_SERVER_REPORTS_REPORTS_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,6 +37,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -100,6 +102,10 @@ class ReportsStore {
   // (docs/REPORTS.md, "Outcomes"); commune names come from the caller.
   absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const ReportScope& scope);
 
+  // For tests: false makes every report read the per-record rows and daily counters only
+  // (the path of periods that are not whole months), to compare with the monthly summaries.
+  void set_use_monthly_summaries(bool use) { use_monthly_ = use; }
+
  private:
   ReportsStore() = default;
   absl::Status CreateTables(sync::Db* db);
@@ -111,15 +117,32 @@ class ReportsStore {
   absl::Status ApplyVisit(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyRequest(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyEvent(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds to the visit counters per day and per month (a counter at zero goes).
   absl::Status AddVisitDay(int64_t commune, int64_t day, int64_t collaborator, int64_t visits,
                            int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds `visits` (+1/-1) to a facility's month; on its first visit of the month or the
+  // last one going, the distinct counts of the month and of the year follow.
+  absl::Status AddFacilityMonth(int64_t commune, absl::string_view facility, int64_t month,
+                                int64_t visits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds `delta` to s_coverage_month or s_coverage_year (`key` month or year).
+  absl::Status AddCount(const char* table, const char* key, int64_t commune, int64_t period,
+                        int64_t delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status AddRequestMonth(int64_t commune, int64_t month, int64_t author, int64_t delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Recomputes a request's since_day from its events.
+  absl::Status UpdateSinceDay(absl::string_view request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // After a rebuild's catch-up: the distances, since days and counters in bulk statements.
+  absl::Status FillDerived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
+  // During Rebuild(): the records' rows only; FillDerived() computes the rest at the end.
+  bool rebuilding_ ABSL_GUARDED_BY(write_mu_) = false;
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
+  std::atomic<bool> use_monthly_{true};
 };
 
 // Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.
