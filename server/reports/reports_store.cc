@@ -64,7 +64,7 @@ constexpr char kTables[] =
     // Covers the pipeline's and the activity's statements (no table lookups).
     "CREATE INDEX IF NOT EXISTS r_request_commune ON r_request(commune, created_day, status,"
     " since_day, created_month, author);"
-    "CREATE INDEX IF NOT EXISTS r_request_author ON r_request(author, created_day);"
+    "CREATE INDEX IF NOT EXISTS r_request_author ON r_request(author, created_day, commune);"
     // Request events (transitions) with their day.
     "CREATE TABLE IF NOT EXISTS r_event(id TEXT PRIMARY KEY, request TEXT NOT NULL,"
     " commune INTEGER NOT NULL, action INTEGER NOT NULL, to_status INTEGER NOT NULL,"
@@ -1129,54 +1129,46 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
     out[user].set_user_id(user);
   }
-  // The last activity of each listed user in the scope, any time up to the period's end:
-  // the user's own rows newest first, until one lies in the scope.
-  const absl::flat_hash_set<int64_t> in_scope(scope.communes.begin(), scope.communes.end());
-  absl::StatusOr<Statement*> last_visit = reader_->Prepare(
-      "SELECT day, commune FROM s_visit_day WHERE collaborator = ?1 AND day <= ?2 "
-      "ORDER BY day DESC");
-  if (!last_visit.ok()) return last_visit.status();
-  absl::StatusOr<Statement*> last_request = reader_->Prepare(
-      "SELECT created_day, commune FROM r_request WHERE author = ?1 AND created_day <= ?2 "
-      "ORDER BY created_day DESC");
-  if (!last_request.ok()) return last_request.status();
-  for (const auto& [user, a] : out) {
-    Counts& c = by_user[user];
-    for (Statement* s : {*last_visit, *last_request}) {
-      s->BindInt(1, user);
-      s->BindInt(2, scope.to_day);
-      while (true) {
-        absl::StatusOr<bool> row = s->Step();
-        if (!row.ok() || !*row) {
-          s->Reset();
-          if (!row.ok()) return row.status();
-          break;
-        }
-        if (in_scope.contains(s->ColumnInt(1))) {
-          c.last_day = std::max(c.last_day, s->ColumnInt(0));
-          s->Reset();
-          break;
-        }
-      }
-    }
-  }
+  // The last activity of each listed user in the scope, any time up to the period's end,
+  // and each user's devices: one statement each over every user (json_each of the ids),
+  // the scope's communes read once into a set by SQLite; each user is one index seek into
+  // its own rows, newest first.
+  std::vector<int64_t> user_ids;
+  for (const auto& entry : out) user_ids.push_back(entry.first);
+  const std::string users_json = absl::StrCat("[", absl::StrJoin(user_ids, ","), "]");
+  absl::StatusOr<Statement*> last = reader_->Prepare(
+      "SELECT u.value, max(coalesce((SELECT v.day FROM s_visit_day v WHERE v.collaborator = "
+      "u.value AND v.day <= ?2 AND v.commune IN (SELECT value FROM json_each(?3)) ORDER BY "
+      "v.day DESC LIMIT 1), -1), coalesce((SELECT r.created_day FROM r_request r "
+      "INDEXED BY r_request_author WHERE r.author = u.value AND r.created_day <= ?2 AND "
+      "r.commune IN (SELECT value FROM json_each(?3)) ORDER BY r.created_day DESC LIMIT 1), -1)) "
+      "FROM json_each(?1) AS u");
+  if (!last.ok()) return last.status();
+  (*last)->BindText(1, users_json);
+  (*last)->BindInt(2, scope.to_day);
+  (*last)->BindText(3, communes);
+  absl::Status found = ForEachRow(*last, [&](Statement& s) {
+    Counts& c = by_user[s.ColumnInt(0)];
+    c.last_day = std::max(c.last_day, s.ColumnInt(1));
+    return absl::OkStatus();
+  });
+  if (!found.ok()) return found;
   absl::StatusOr<Statement*> devices = reader_->Prepare(
-      "SELECT device_id, last_sync_ms, pending_writes FROM r_device WHERE user_id = ?1 "
-      "ORDER BY device_id");
+      "SELECT d.user_id, d.device_id, d.last_sync_ms, d.pending_writes FROM json_each(?1) AS u "
+      "CROSS JOIN r_device d WHERE d.user_id = u.value ORDER BY d.device_id");
   if (!devices.ok()) return devices.status();
+  (*devices)->BindText(1, users_json);
+  found = ForEachRow(*devices, [&](Statement& s) {
+    kcnet::v1::DeviceActivity* d = out[s.ColumnInt(0)].add_devices();
+    d->set_device_id(std::string(s.ColumnText(1)));
+    d->set_last_sync_ms(s.ColumnInt(2));
+    d->set_pending_writes(static_cast<uint32_t>(s.ColumnInt(3)));
+    return absl::OkStatus();
+  });
+  if (!found.ok()) return found;
   for (auto& entry : out) {
-    // Not a structured binding: clang 14 cannot capture one in the lambda below.
     const int64_t user = entry.first;
     kcnet::v1::CollaboratorActivity& a = entry.second;
-    (*devices)->BindInt(1, user);
-    absl::Status status = ForEachRow(*devices, [&](Statement& s) {
-      kcnet::v1::DeviceActivity* d = a.add_devices();
-      d->set_device_id(std::string(s.ColumnText(0)));
-      d->set_last_sync_ms(s.ColumnInt(1));
-      d->set_pending_writes(static_cast<uint32_t>(s.ColumnInt(2)));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
     auto it = by_user.find(user);
     const Counts c = it == by_user.end() ? Counts{} : it->second;
     a.set_visits(c.visits);
