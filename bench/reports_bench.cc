@@ -14,7 +14,8 @@
 //                              province and the year 2025, random provinces;
 //   national_p99_ms:           each report for the whole country and 2025.
 // Flags: --scale=F (default 1; e.g. 0.02 for a quick run), --data=PATH of the CSV,
-// --keep=DIR to build in DIR and keep it.
+// --keep=DIR to build in DIR and keep it, --reuse (with --keep of a kept run) to skip the
+// generation, rebuild the summaries and measure only rebuild_s and the queries.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -145,12 +146,97 @@ double P99(std::vector<double> ms) {
   return ms[std::min(ms.size() - 1, static_cast<size_t>(ms.size() * 0.99))];
 }
 
+struct Latencies {
+  double province_p99 = 0, national_p99 = 0;
+};
+
+// Each report for random provinces and for the whole country, the year 2025.
+Latencies MeasureQueries(const World& world, server::Directory* directory,
+                         server::reports::ReportsStore* reports) {
+  // Query latencies through the Reporter (scope, dates, the directory's names).
+  server::reports::Reporter reporter(directory, reports, sync::SystemClock());
+  std::mt19937_64 rng(7);
+  // Per report (coverage, pipeline, activity, quality; province then national), on
+  // stderr: where the time goes.
+  std::vector<std::vector<double>> by_kind(8);
+  auto measure = [&](int64_t org_unit, std::vector<double>* out) {
+    ReportFilter filter;
+    filter.set_org_unit_id(org_unit);
+    filter.set_from_date("2025-01-01");
+    filter.set_to_date("2025-12-31");
+    for (int kind = 0; kind < 4; ++kind) {
+      Timer t;
+      absl::Status status;
+      if (kind == 0) {
+        CoverageRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Coverage(world.provinces, r).status();
+      } else if (kind == 1) {
+        PipelineRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Pipeline(world.provinces, r).status();
+      } else if (kind == 2) {
+        ActivityRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Activity(world.provinces, r).status();
+      } else {
+        QualityRequest r;
+        *r.mutable_filter() = filter;
+        status = reporter.Quality(world.provinces, r).status();
+      }
+      if (!status.ok()) {
+        std::fprintf(stderr, "reports_bench: report %d: %s\n", kind, status.ToString().c_str());
+        std::exit(1);
+      }
+      out->push_back(t.Seconds() * 1000);
+      by_kind[org_unit == 0 ? kind + 4 : kind].push_back(out->back());
+    }
+  };
+  std::vector<double> province_ms, national_ms;
+  for (int i = 0; i < 30; ++i)
+    measure(world.provinces[rng() % world.provinces.size()], &province_ms);
+  for (int i = 0; i < 5; ++i) measure(0, &national_ms);
+
+  const char* kKinds[] = {"coverage", "pipeline", "activity", "quality"};
+  for (int k = 0; k < 8; ++k) {
+    std::fprintf(stderr, "reports_bench: %s %s p99 %.1f ms\n", k < 4 ? "province" : "national",
+                 kKinds[k % 4], P99(by_kind[k]));
+  }
+  return Latencies{P99(province_ms), P99(national_ms)};
+}
+
+// --reuse: the summaries rebuilt over a kept store, then the queries.
+int Measure(const World& world, const std::filesystem::path& root, sync::ServerStore* store,
+            server::Directory* directory) {
+  auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
+                                                     (root / "kcnet.db").string());
+  if (!reports.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", reports.status().ToString().c_str());
+    return 1;
+  }
+  Timer rebuild;
+  if (!(*reports)->Rebuild().ok()) return 1;
+  const double rebuild_s = rebuild.Seconds();
+  std::fprintf(stderr, "reports_bench: reused %s (%llu ops)\n", root.c_str(),
+               static_cast<unsigned long long>(store->last_op()));
+  const Latencies latencies = MeasureQueries(world, directory, reports->get());
+  Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
+  Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
+  Emit(kBench, "rebuild_s", rebuild_s, "s");
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   double scale = 1.0;
   std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
   std::string keep;
+  bool reuse = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--reuse") {
+      reuse = true;
+      continue;
+    }
     if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
     if (a.rfind("--data=", 0) == 0) {
       data = a.substr(7);
@@ -176,6 +262,7 @@ int Run(int argc, char** argv) {
   }
   std::filesystem::create_directories(dir);
   const std::filesystem::path root(dir);
+  reuse = reuse && !keep.empty() && std::filesystem::exists(root / "kcnet.db");
 
   server::DirectoryOptions directory_options;
   auto directory = server::Directory::Open((root / "directory.db").string(), directory_options);
@@ -209,6 +296,7 @@ int Run(int argc, char** argv) {
     return 1;
   }
   Generator gen(store->get(), &world);
+  if (reuse) return Measure(world, root, store->get(), directory->get());
   const int64_t facilities = static_cast<int64_t>(200000 * scale);
   const int64_t visits = static_cast<int64_t>(5000000 * scale);
   const int64_t requests = static_cast<int64_t>(500000 * scale);
@@ -267,57 +355,9 @@ int Run(int argc, char** argv) {
   }
   std::sort(fresh.begin(), fresh.end());
 
-  // Query latencies through the Reporter (scope, dates, the directory's names).
-  server::reports::Reporter reporter(directory->get(), reports->get(), sync::SystemClock());
-  std::mt19937_64 rng(7);
-  // Per report (coverage, pipeline, activity, quality; province then national), on
-  // stderr: where the time goes.
-  std::vector<std::vector<double>> by_kind(8);
-  auto measure = [&](int64_t org_unit, std::vector<double>* out) {
-    ReportFilter filter;
-    filter.set_org_unit_id(org_unit);
-    filter.set_from_date("2025-01-01");
-    filter.set_to_date("2025-12-31");
-    for (int kind = 0; kind < 4; ++kind) {
-      Timer t;
-      absl::Status status;
-      if (kind == 0) {
-        CoverageRequest r;
-        *r.mutable_filter() = filter;
-        status = reporter.Coverage(world.provinces, r).status();
-      } else if (kind == 1) {
-        PipelineRequest r;
-        *r.mutable_filter() = filter;
-        status = reporter.Pipeline(world.provinces, r).status();
-      } else if (kind == 2) {
-        ActivityRequest r;
-        *r.mutable_filter() = filter;
-        status = reporter.Activity(world.provinces, r).status();
-      } else {
-        QualityRequest r;
-        *r.mutable_filter() = filter;
-        status = reporter.Quality(world.provinces, r).status();
-      }
-      if (!status.ok()) {
-        std::fprintf(stderr, "reports_bench: report %d: %s\n", kind, status.ToString().c_str());
-        std::exit(1);
-      }
-      out->push_back(t.Seconds() * 1000);
-      by_kind[org_unit == 0 ? kind + 4 : kind].push_back(out->back());
-    }
-  };
-  std::vector<double> province_ms, national_ms;
-  for (int i = 0; i < 30; ++i)
-    measure(world.provinces[rng() % world.provinces.size()], &province_ms);
-  for (int i = 0; i < 5; ++i) measure(0, &national_ms);
-
-  const char* kKinds[] = {"coverage", "pipeline", "activity", "quality"};
-  for (int k = 0; k < 8; ++k) {
-    std::fprintf(stderr, "reports_bench: %s %s p99 %.1f ms\n", k < 4 ? "province" : "national",
-                 kKinds[k % 4], P99(by_kind[k]));
-  }
-  Emit(kBench, "province_p99_ms", P99(province_ms), "ms");
-  Emit(kBench, "national_p99_ms", P99(national_ms), "ms");
+  const Latencies latencies = MeasureQueries(world, directory->get(), reports->get());
+  Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
+  Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
   Emit(kBench, "freshness_max_ms", fresh.back(), "ms");
   Emit(kBench, "freshness_p50_ms", fresh[fresh.size() / 2], "ms");
   Emit(kBench, "ingest_ratio_with_reports", on / off, "ratio");

@@ -52,7 +52,7 @@ constexpr char kTables[] =
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
     // The visits farther than the default limit (5 km): the quality report reads only these.
-    "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km) "
+    "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km, facility) "
     "WHERE dist_km > 5.0;"
     // Live support requests.
     "CREATE TABLE IF NOT EXISTS r_request(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
@@ -84,11 +84,12 @@ constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS s_facility_month(commune INTEGER NOT NULL, facility TEXT NOT NULL,"
     " month INTEGER NOT NULL, visits INTEGER NOT NULL,"
     " PRIMARY KEY(commune, facility, month)) WITHOUT ROWID;"
-    // Distinct facilities visited per commune x month and per commune x year (distinct
-    // counts do not add across months, so each is kept).
-    "CREATE TABLE IF NOT EXISTS s_coverage_month(commune INTEGER NOT NULL,"
-    " month INTEGER NOT NULL, facilities INTEGER NOT NULL, PRIMARY KEY(commune, month))"
-    " WITHOUT ROWID;"
+    // Per commune x month: visits, visits without GPS, distinct facilities visited; and
+    // distinct facilities visited per commune x year (distinct counts do not add across
+    // months, so each is kept).
+    "CREATE TABLE IF NOT EXISTS s_commune_month(commune INTEGER NOT NULL,"
+    " month INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
+    " facilities INTEGER NOT NULL, PRIMARY KEY(commune, month)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS s_coverage_year(commune INTEGER NOT NULL,"
     " year INTEGER NOT NULL, facilities INTEGER NOT NULL, PRIMARY KEY(commune, year))"
     " WITHOUT ROWID;"
@@ -102,8 +103,8 @@ constexpr char kTables[] =
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
 constexpr const char* kSummaryTables[] = {
-    "r_facility",    "r_visit",          "r_request",        "r_event",         "s_visit_day",
-    "s_visit_month", "s_facility_month", "s_coverage_month", "s_coverage_year", "s_request_month"};
+    "r_facility",    "r_visit",          "r_request",       "r_event",         "s_visit_day",
+    "s_visit_month", "s_facility_month", "s_commune_month", "s_coverage_year", "s_request_month"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
@@ -391,8 +392,10 @@ absl::Status ReportsStore::FillDerived() {
       "GROUP BY commune, month, collaborator;"
       "INSERT INTO s_facility_month(commune, facility, month, visits) "
       "SELECT commune, facility, month, count(*) FROM r_visit GROUP BY commune, facility, month;"
-      "INSERT INTO s_coverage_month(commune, month, facilities) "
-      "SELECT commune, month, count(*) FROM s_facility_month GROUP BY commune, month;"
+      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
+      "SELECT commune, month, sum(visits), sum(no_gps), count(*) FROM (SELECT commune, month, "
+      "facility, count(*) AS visits, sum(lat IS NULL) AS no_gps FROM r_visit "
+      "GROUP BY commune, month, facility) GROUP BY commune, month;"
       "INSERT INTO s_coverage_year(commune, year, facilities) "
       "SELECT commune, month / 100, count(DISTINCT facility) FROM s_facility_month "
       "GROUP BY commune, month / 100;"
@@ -581,7 +584,7 @@ absl::Status ReportsStore::AddCount(const char* table, const char* key, int64_t 
 }
 
 absl::Status ReportsStore::AddFacilityMonth(int64_t commune, absl::string_view facility,
-                                            int64_t month, int64_t visits) {
+                                            int64_t month, int64_t visits, int64_t no_gps) {
   absl::StatusOr<Statement*> up = writer_->Prepare(
       "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4) "
       "ON CONFLICT(commune, facility, month) DO UPDATE SET visits = visits + excluded.visits "
@@ -597,9 +600,6 @@ absl::Status ReportsStore::AddFacilityMonth(int64_t commune, absl::string_view f
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  // Only a facility's first visit of the month, or its last one going, changes the
-  // distinct counts.
-  if (visits > 0 ? now != 1 : now != 0) return absl::OkStatus();
   if (now == 0) {
     absl::StatusOr<Statement*> zero = writer_->Prepare(
         "DELETE FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND month = ?3");
@@ -610,9 +610,33 @@ absl::Status ReportsStore::AddFacilityMonth(int64_t commune, absl::string_view f
     status = (*zero)->Run();
     if (!status.ok()) return status;
   }
-  const int64_t delta = visits > 0 ? 1 : -1;
-  status = AddCount("s_coverage_month", "month", commune, month, delta);
+  // Only a facility's first visit of the month, or its last one going, changes the
+  // distinct counts.
+  const bool first_or_last = visits > 0 ? now == 1 : now == 0;
+  const int64_t delta = first_or_last ? (visits > 0 ? 1 : -1) : 0;
+  absl::StatusOr<Statement*> month_up = writer_->Prepare(
+      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
+      "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, month) DO UPDATE SET "
+      "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps, "
+      "facilities = facilities + excluded.facilities");
+  if (!month_up.ok()) return month_up.status();
+  (*month_up)->BindInt(1, commune);
+  (*month_up)->BindInt(2, month);
+  (*month_up)->BindInt(3, visits);
+  (*month_up)->BindInt(4, no_gps);
+  (*month_up)->BindInt(5, delta);
+  status = (*month_up)->Run();
   if (!status.ok()) return status;
+  if (visits < 0) {
+    absl::StatusOr<Statement*> zero = writer_->Prepare(
+        "DELETE FROM s_commune_month WHERE commune = ?1 AND month = ?2 AND visits = 0");
+    if (!zero.ok()) return zero.status();
+    (*zero)->BindInt(1, commune);
+    (*zero)->BindInt(2, month);
+    status = (*zero)->Run();
+    if (!status.ok()) return status;
+  }
+  if (!first_or_last) return absl::OkStatus();
   // The year's count changes when no other month of that year has a visit.
   absl::StatusOr<Statement*> others = writer_->Prepare(
       "SELECT count(*) FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND "
@@ -653,7 +677,8 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
     if (!rebuilding_) {
       status = AddVisitDay(before->commune, before->day, before->collaborator, -1, -before->no_gps);
       if (!status.ok()) return status;
-      status = AddFacilityMonth(before->commune, before->facility, MonthOf(before->day), -1);
+      status = AddFacilityMonth(before->commune, before->facility, MonthOf(before->day), -1,
+                                -before->no_gps);
       if (!status.ok()) return status;
     }
     absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_visit WHERE id = ?1");
@@ -704,7 +729,7 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
   if (!status.ok() || rebuilding_) return status;
   status = AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
   if (!status.ok()) return status;
-  return AddFacilityMonth(commune, row.ColumnText(3), MonthOf(day), 1);
+  return AddFacilityMonth(commune, row.ColumnText(3), MonthOf(day), 1, gps ? 0 : 1);
 }
 
 absl::Status ReportsStore::AddRequestMonth(int64_t commune, int64_t month, int64_t author,
@@ -899,7 +924,7 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   if (!status.ok()) return status;
   // Facilities visited in the period, per commune. Whole months use the monthly
   // summaries: a whole year or a single month has its distinct count kept
-  // (s_coverage_year, s_coverage_month); other whole months count the facilities' months
+  // (s_coverage_year, s_commune_month); other whole months count the facilities' months
   // (s_facility_month). Other periods count the period's visits (r_visit).
   const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   std::string visited_sql;
@@ -915,7 +940,7 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
     from_key = to_key = months.from / 100;
   } else if (months.from == months.to) {
     visited_sql =
-        "SELECT c.commune, c.facilities FROM json_each(?1) AS j CROSS JOIN s_coverage_month c "
+        "SELECT c.commune, c.facilities FROM json_each(?1) AS j CROSS JOIN s_commune_month c "
         "WHERE c.commune = j.value AND c.month BETWEEN ?2 AND ?3";
     from_key = to_key = months.from;
   } else {
@@ -941,9 +966,8 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   std::map<int64_t, int64_t> visits_by_month, facilities_by_month;
   absl::StatusOr<Statement*> monthly = reader_->Prepare(
       months.whole
-          ? "SELECT c.month, sum(c.facilities), sum((SELECT sum(m.visits) FROM s_visit_month "
-            "m WHERE m.commune = c.commune AND m.month = c.month)) FROM json_each(?1) AS j "
-            "CROSS JOIN s_coverage_month c WHERE c.commune = j.value AND c.month BETWEEN ?2 "
+          ? "SELECT c.month, sum(c.facilities), sum(c.visits) FROM json_each(?1) AS j "
+            "CROSS JOIN s_commune_month c WHERE c.commune = j.value AND c.month BETWEEN ?2 "
             "AND ?3 GROUP BY c.month"
           : "SELECT v.month, count(DISTINCT v.facility), count(*) FROM json_each(?1) AS j "
             "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
@@ -1091,9 +1115,9 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   absl::StatusOr<Statement*> visits = reader_->Prepare(
       months.whole
-          ? "SELECT v.collaborator, v.month, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
-            "s_visit_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3 "
-            "GROUP BY v.collaborator, v.month"
+          // Rows in the primary key's order, summed here (no sort in SQLite).
+          ? "SELECT v.collaborator, v.month, v.visits FROM json_each(?1) AS j CROSS JOIN "
+            "s_visit_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3"
           : "SELECT v.collaborator, v.day, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
             "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
             "GROUP BY v.collaborator, v.day");
@@ -1201,7 +1225,7 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
   absl::StatusOr<Statement*> counts = reader_->Prepare(
       months.whole
           ? "SELECT v.month, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
-            "s_visit_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3 "
+            "s_commune_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3 "
             "GROUP BY v.month"
           : "SELECT v.day, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
             "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "

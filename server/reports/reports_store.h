@@ -122,9 +122,11 @@ class ReportsStore {
                            int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Adds `visits` (+1/-1) to a facility's month; on its first visit of the month or the
   // last one going, the distinct counts of the month and of the year follow.
+  // Also adds the visit (and `no_gps`) to its commune's month.
   absl::Status AddFacilityMonth(int64_t commune, absl::string_view facility, int64_t month,
-                                int64_t visits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Adds `delta` to s_coverage_month or s_coverage_year (`key` month or year).
+                                int64_t visits, int64_t no_gps)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds `delta` to a distinct count, s_coverage_year (`key` year).
   absl::Status AddCount(const char* table, const char* key, int64_t commune, int64_t period,
                         int64_t delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status AddRequestMonth(int64_t commune, int64_t month, int64_t author, int64_t delta)
