@@ -215,7 +215,11 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
     return 1;
   }
   Timer rebuild;
-  if (!(*reports)->Rebuild().ok()) return 1;
+  absl::StatusOr<uint64_t> rebuilt = (*reports)->Rebuild();
+  if (!rebuilt.ok()) {
+    std::fprintf(stderr, "reports_bench: rebuild: %s\n", rebuilt.status().ToString().c_str());
+    return 1;
+  }
   const double rebuild_s = rebuild.Seconds();
   std::fprintf(stderr, "reports_bench: reused %s (%llu ops)\n", root.c_str(),
                static_cast<unsigned long long>(store->last_op()));

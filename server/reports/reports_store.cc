@@ -49,7 +49,9 @@ constexpr char kTables[] =
     // The distance in km to the facility's registered point; NULL when the visit has no
     // GPS, or the facility is unknown or has no point. Recomputed when the point changes.
     " dist_km REAL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
+    // Covers the visits' counters (a rebuild reads them in this order, no sort).
+    "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month,"
+    " collaborator, lat);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
     // The visits farther than the default limit (5 km): the quality report reads only these.
     "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km, facility) "
@@ -373,6 +375,22 @@ absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
   return cursor;
 }
 
+namespace {
+
+// The counters of one commune's visits, summed in memory by FillDerived() (ordered maps:
+// rows go in in primary-key order).
+struct CommuneCounters {
+  struct Pair {
+    int64_t visits = 0, no_gps = 0;
+  };
+  std::map<std::pair<int64_t, int64_t>, Pair> by_day;    // (day, collaborator)
+  std::map<std::pair<int64_t, int64_t>, Pair> by_month;  // (month, collaborator)
+  std::map<std::pair<std::string, int64_t>, int64_t> by_facility_month;
+  std::map<int64_t, Pair> commune_month;
+};
+
+}  // namespace
+
 absl::Status ReportsStore::FillDerived() {
   // Every statement reads the per-record rows as they stand at the cursor; the store is
   // not read, so the catch-ups that may follow count from there as usual.
@@ -384,26 +402,129 @@ absl::Status ReportsStore::FillDerived() {
       // The day each request entered its status.
       "UPDATE r_request SET since_day = coalesce((SELECT max(e.day) FROM r_event e WHERE "
       "e.request = r_request.id AND e.to_status = r_request.status), updated_day);"
-      "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) "
-      "SELECT commune, day, collaborator, count(*), sum(lat IS NULL) FROM r_visit "
-      "GROUP BY commune, day, collaborator;"
-      "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
-      "SELECT commune, month, collaborator, count(*), sum(lat IS NULL) FROM r_visit "
-      "GROUP BY commune, month, collaborator;"
-      "INSERT INTO s_facility_month(commune, facility, month, visits) "
-      "SELECT commune, facility, month, count(*) FROM r_visit GROUP BY commune, facility, month;"
-      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
-      "SELECT commune, month, sum(visits), sum(no_gps), count(*) FROM (SELECT commune, month, "
-      "facility, count(*) AS visits, sum(lat IS NULL) AS no_gps FROM r_visit "
-      "GROUP BY commune, month, facility) GROUP BY commune, month;"
-      "INSERT INTO s_coverage_year(commune, year, facilities) "
-      "SELECT commune, month / 100, count(DISTINCT facility) FROM s_facility_month "
-      "GROUP BY commune, month / 100;"
       "INSERT INTO s_request_month(commune, month, author, requests) "
       "SELECT commune, created_month, author, count(*) FROM r_request "
-      "GROUP BY commune, created_month, author;"
-      "DELETE FROM r_meta WHERE key = 'rebuilding';"
-      "COMMIT;");
+      "GROUP BY commune, created_month, author;");
+  if (!status.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return status;
+  }
+  // The visit counters: one pass over the visits in (commune, day) order through the
+  // covering index r_visit_commune (no sort), summed per commune in memory and written
+  // when the commune ends.
+  const char* kInserts[] = {
+      "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) VALUES (?1,?2,?3,?4,?5)",
+      "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
+      "VALUES (?1,?2,?3,?4,?5)",
+      "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4)",
+      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
+      "VALUES (?1,?2,?3,?4,?5)",
+      "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1,?2,?3)"};
+  std::vector<Statement*> inserts;
+  for (const char* sql : kInserts) {
+    absl::StatusOr<Statement*> s = writer_->Prepare(sql);
+    if (!s.ok()) {
+      (void)writer_->Exec("ROLLBACK");
+      return s.status();
+    }
+    inserts.push_back(*s);
+  }
+  CommuneCounters c;
+  int64_t commune = -1;
+  auto flush = [&]() -> absl::Status {
+    if (commune < 0) return absl::OkStatus();
+    for (const auto& [key, n] : c.by_day) {
+      Statement* s = inserts[0];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, key.first);
+      s->BindInt(3, key.second);
+      s->BindInt(4, n.visits);
+      s->BindInt(5, n.no_gps);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    for (const auto& [key, n] : c.by_month) {
+      Statement* s = inserts[1];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, key.first);
+      s->BindInt(3, key.second);
+      s->BindInt(4, n.visits);
+      s->BindInt(5, n.no_gps);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    std::map<int64_t, int64_t> facilities_by_month;
+    std::map<int64_t, int64_t> facilities_by_year;
+    const std::string* last_facility = nullptr;
+    int64_t last_year = -1;
+    for (const auto& [key, visits] : c.by_facility_month) {
+      Statement* s = inserts[2];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindText(2, key.first);
+      s->BindInt(3, key.second);
+      s->BindInt(4, visits);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+      facilities_by_month[key.second] += 1;
+      // Keys come by facility, then month: a facility's first month of a year counts it.
+      const int64_t year = key.second / 100;
+      if (last_facility == nullptr || *last_facility != key.first || last_year != year) {
+        facilities_by_year[year] += 1;
+      }
+      last_facility = &key.first;
+      last_year = year;
+    }
+    for (const auto& [month, n] : c.commune_month) {
+      Statement* s = inserts[3];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, month);
+      s->BindInt(3, n.visits);
+      s->BindInt(4, n.no_gps);
+      s->BindInt(5, facilities_by_month[month]);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    for (const auto& [year, n] : facilities_by_year) {
+      Statement* s = inserts[4];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, year);
+      s->BindInt(3, n);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    c = CommuneCounters();
+    return absl::OkStatus();
+  };
+  absl::StatusOr<Statement*> scan = writer_->Prepare(
+      "SELECT commune, day, facility, month, collaborator, lat IS NULL FROM r_visit "
+      "INDEXED BY r_visit_commune ORDER BY commune, day");
+  if (!scan.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return scan.status();
+  }
+  status = ForEachRow(*scan, [&](Statement& row) {
+    if (row.ColumnInt(0) != commune) {
+      absl::Status st = flush();
+      if (!st.ok()) return st;
+      commune = row.ColumnInt(0);
+    }
+    const int64_t day = row.ColumnInt(1), month = row.ColumnInt(3);
+    const int64_t collaborator = row.ColumnInt(4), no_gps = row.ColumnInt(5);
+    for (CommuneCounters::Pair* p : {&c.by_day[{day, collaborator}],
+                                     &c.by_month[{month, collaborator}], &c.commune_month[month]}) {
+      p->visits += 1;
+      p->no_gps += no_gps;
+    }
+    c.by_facility_month[{std::string(row.ColumnText(2)), month}] += 1;
+    return absl::OkStatus();
+  });
+  if (status.ok()) status = flush();
+  if (status.ok()) status = writer_->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'; COMMIT;");
   if (!status.ok()) (void)writer_->Exec("ROLLBACK");
   return status;
 }

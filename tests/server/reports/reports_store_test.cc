@@ -484,7 +484,8 @@ TEST_F(ReportsStoreTest, EditsAndDeletionsMoveTheFiguresAndEqualARebuild) {
   EXPECT_EQ(coverage->total().registered_facilities(), 4);
   EXPECT_EQ(coverage->total().visited_facilities(), 3);  // F1 F2 F3
   const std::string incremental = *reports_->Dump();
-  ASSERT_TRUE(reports_->Rebuild().ok());
+  absl::StatusOr<uint64_t> rebuilt = reports_->Rebuild();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_EQ(*reports_->Dump(), incremental);
   EXPECT_EQ(*reports_->Cursor(), store_->last_op());
 }
