@@ -2,7 +2,10 @@
 // from the server store's change log, and the report queries over them.
 //
 // The summaries are a narrow projection of each live record (r_facility, r_visit,
-// r_request, r_event) plus counters per commune x day x collaborator (s_visit_day). They
+// r_request, r_event) plus counters per commune x day x collaborator (s_visit_day) and per
+// month (s_visit_month, s_facility_month, s_commune_month, s_coverage_year,
+// s_request_month), so that a period of whole months is answered from rows per commune
+// and month, not per visit (docs/REPORTS.md, "Which path answers a period"). They
 // follow the record store (kcnet.db, attached read-only in spirit: never written here) by
 // op: CatchUp() reads, in one transaction, every record whose op is above the summaries'
 // cursor (per bucket, through the store's (bucket, op) index and its _buckets table), takes
@@ -15,7 +18,9 @@
 // most 200,000 ops, one transaction each. Within a slice the cursor is exact; between
 // slices of a backlog a record changed again after the slice's last op is counted with
 // its later state in a later slice (so, while a backlog is being counted, `as_of_op` can
-// miss such a record's earlier version). Once caught up, every answer is exact.
+// miss such a record's earlier version). Once caught up, every answer is exact. A
+// Rebuild() keeps only the per-record rows while it counts and fills the derived values
+// (distances, since days, counters) at the end in bulk.
 //
 // ReportsFollower runs CatchUp() on a thread of its own whenever the store's last op is
 // above the cursor (it looks every `poll` interval, 50 ms by default), so a report counts
