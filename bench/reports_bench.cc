@@ -9,7 +9,10 @@
 //                              (alternating phases of the same kind of batches);
 //   rebuild_s:                 ReportsStore::Rebuild() of the whole set;
 //   freshness_p50_ms/max_ms:   commit of one write -> the summaries' cursor covers it
-//                              (what the next report call counts), over 50 writes;
+//                              (what the next report call counts), over 50 writes, from
+//                              caught-up summaries (stderr: how far the follower was behind
+//                              at the end of each ingest phase, and how long it took to
+//                              catch up);
 //   province_p99_ms:           each report (coverage, pipeline, activity, quality) for one
 //                              province and the year 2025, random provinces;
 //   national_p99_ms:           each report for the whole country and 2025.
@@ -341,6 +344,15 @@ int Run(int argc, char** argv) {
     server::reports::ReportsFollower follower(
         reports->get(), [s] { return s->last_op(); }, nullptr);
     on += gen.Apply(phase, [&] { return gen.MakeVisit(); });
+    // How far the follower is behind the writer at the end of the phase, and how long it
+    // takes to catch up (the freshness below is measured from caught-up summaries).
+    const uint64_t last = s->last_op();
+    const uint64_t behind = last - *(*reports)->Cursor();
+    Timer drain;
+    while (*(*reports)->Cursor() < last) absl::SleepFor(absl::Milliseconds(1));
+    std::fprintf(stderr, "reports_bench: follower %llu ops behind at the end of phase %d, "
+                 "caught up in %.0f ms\n", static_cast<unsigned long long>(behind), round,
+                 drain.Seconds() * 1000);
   }
 
   // Freshness: commit -> counted, with the follower running.
@@ -357,6 +369,8 @@ int Run(int argc, char** argv) {
       fresh.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
     }
   }
+  std::fprintf(stderr, "reports_bench: freshness max at write %d of 50\n",
+               static_cast<int>(std::max_element(fresh.begin(), fresh.end()) - fresh.begin()));
   std::sort(fresh.begin(), fresh.end());
 
   const Latencies latencies = MeasureQueries(world, directory->get(), reports->get());
