@@ -9,12 +9,16 @@
 //                              (alternating phases of the same kind of batches);
 //   rebuild_s:                 ReportsStore::Rebuild() of the whole set;
 //   freshness_p50_ms/max_ms:   commit of one write -> the summaries' cursor covers it
-//                              (what the next report call counts), over 50 writes;
+//                              (what the next report call counts), over 50 writes, from
+//                              caught-up summaries (stderr: how far the follower was behind
+//                              at the end of each ingest phase, and how long it took to
+//                              catch up);
 //   province_p99_ms:           each report (coverage, pipeline, activity, quality) for one
 //                              province and the year 2025, random provinces;
 //   national_p99_ms:           each report for the whole country and 2025.
 // Flags: --scale=F (default 1; e.g. 0.02 for a quick run), --data=PATH of the CSV,
-// --keep=DIR to build in DIR and keep it.
+// --keep=DIR to build in DIR and keep it, --reuse (with --keep of a kept run) to skip the
+// generation, rebuild the summaries and measure only rebuild_s and the queries.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -36,6 +40,7 @@
 #include "sync/model/record_types.h"
 #include "sync/schema.h"
 #include "sync/server_store.h"
+#include "sync/sqlite.h"
 
 namespace kcnet::bench {
 namespace {
@@ -145,130 +150,15 @@ double P99(std::vector<double> ms) {
   return ms[std::min(ms.size() - 1, static_cast<size_t>(ms.size() * 0.99))];
 }
 
-int Run(int argc, char** argv) {
-  double scale = 1.0;
-  std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
-  std::string keep;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
-    if (a.rfind("--data=", 0) == 0) {
-      data = a.substr(7);
-      continue;
-    }
-    if (a.rfind("--keep=", 0) == 0) {
-      keep = a.substr(7);
-      continue;
-    }
-    std::fprintf(stderr, "reports_bench: unknown or bad flag %s\n", a.c_str());
-    return 2;
-  }
-  if (!std::filesystem::exists(data)) {
-    std::fprintf(stderr,
-                 "reports_bench: skipped: the 2025 two-tier list %s is absent (give --data=PATH)\n",
-                 data.c_str());
-    return 0;
-  }
-  std::string dir = keep;
-  if (dir.empty()) {
-    char pattern[] = "/tmp/kcnet-reports-bench-XXXXXX";
-    dir = mkdtemp(pattern);
-  }
-  std::filesystem::create_directories(dir);
-  const std::filesystem::path root(dir);
+struct Latencies {
+  double province_p99 = 0, national_p99 = 0;
+};
 
-  server::DirectoryOptions directory_options;
-  auto directory = server::Directory::Open((root / "directory.db").string(), directory_options);
-  if (!directory.ok()) {
-    std::fprintf(stderr, "reports_bench: %s\n", directory.status().ToString().c_str());
-    return 1;
-  }
-  std::stringstream csv;
-  csv << std::ifstream(data).rdbuf();
-  server::ImportReport imported =
-      server::ImportOrgUnits(**directory, csv.str(), server::ImportMode::kApply);
-  if (!imported.status.ok() && imported.status.code() != absl::StatusCode::kFailedPrecondition) {
-    std::fprintf(stderr, "reports_bench: import: %s\n", imported.Summary().c_str());
-    return 1;
-  }
-  World world;
-  absl::StatusOr<std::vector<OrgUnit>> roots = (*directory)->ListChildren(0);
-  if (!roots.ok()) return 1;
-  for (const OrgUnit& p : *roots) world.provinces.push_back(p.id());
-  absl::StatusOr<std::vector<int64_t>> communes = (*directory)->Communes(world.provinces);
-  if (!communes.ok()) return 1;
-  world.communes = *std::move(communes);
-  std::fprintf(stderr, "reports_bench: %zu provinces, %zu communes, scale %.3g, in %s\n",
-               world.provinces.size(), world.communes.size(), scale, dir.c_str());
-
-  sync::ServerStoreOptions store_options;
-  auto store =
-      sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(), store_options);
-  if (!store.ok()) {
-    std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
-    return 1;
-  }
-  Generator gen(store->get(), &world);
-  const int64_t facilities = static_cast<int64_t>(200000 * scale);
-  const int64_t visits = static_cast<int64_t>(5000000 * scale);
-  const int64_t requests = static_cast<int64_t>(500000 * scale);
-  Timer load;
-  gen.Apply(facilities, [&] { return gen.MakeFacility(); });
-  // Requests and their events as two records each.
-  std::vector<RequestEvent> events;
-  gen.Apply(requests, [&] {
-    auto [r, e] = gen.MakeRequest();
-    events.push_back(e);
-    return r;
-  });
-  size_t next_event = 0;
-  gen.Apply(static_cast<int64_t>(events.size()), [&] { return events[next_event++]; });
-  // Most of the visits without the summaries (they are rebuilt below); the last part in
-  // alternating phases, with and without the follower, for the ingest ratio.
-  const int64_t phase = std::max<int64_t>(10000, visits / 50);
-  const int64_t bulk = std::max<int64_t>(0, visits - 4 * phase);
-  gen.Apply(bulk, [&] { return gen.MakeVisit(); });
-  std::fprintf(stderr, "reports_bench: loaded in %.1f s\n", load.Seconds());
-
-  auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
-                                                     (root / "kcnet.db").string());
-  if (!reports.ok()) {
-    std::fprintf(stderr, "reports_bench: %s\n", reports.status().ToString().c_str());
-    return 1;
-  }
-  Timer rebuild;
-  if (!(*reports)->Rebuild().ok()) return 1;
-  const double rebuild_s = rebuild.Seconds();
-
-  double off = 0, on = 0;
-  sync::ServerStore* s = store->get();
-  for (int round = 0; round < 2; ++round) {
-    off += gen.Apply(phase, [&] { return gen.MakeVisit(); });
-    // The off phase's writes are counted before the on phase starts its clock.
-    if (!(*reports)->CatchUp().ok()) return 1;
-    server::reports::ReportsFollower follower(
-        reports->get(), [s] { return s->last_op(); }, nullptr);
-    on += gen.Apply(phase, [&] { return gen.MakeVisit(); });
-  }
-
-  // Freshness: commit -> counted, with the follower running.
-  std::vector<double> fresh;
-  {
-    server::reports::ReportsFollower follower(
-        reports->get(), [s] { return s->last_op(); }, nullptr);
-    for (int i = 0; i < 50; ++i) {
-      absl::SleepFor(absl::Milliseconds(20));
-      gen.Apply(1, [&] { return gen.MakeVisit(); });
-      const absl::Time start = absl::Now();  // Apply returns once the write is committed
-      const uint64_t op = s->last_op();
-      while (*(*reports)->Cursor() < op) absl::SleepFor(absl::Microseconds(200));
-      fresh.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
-    }
-  }
-  std::sort(fresh.begin(), fresh.end());
-
+// Each report for random provinces and for the whole country, the year 2025.
+Latencies MeasureQueries(const World& world, server::Directory* directory,
+                         server::reports::ReportsStore* reports) {
   // Query latencies through the Reporter (scope, dates, the directory's names).
-  server::reports::Reporter reporter(directory->get(), reports->get(), sync::SystemClock());
+  server::reports::Reporter reporter(directory, reports, sync::SystemClock());
   std::mt19937_64 rng(7);
   // Per report (coverage, pipeline, activity, quality; province then national), on
   // stderr: where the time goes.
@@ -316,8 +206,201 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "reports_bench: %s %s p99 %.1f ms\n", k < 4 ? "province" : "national",
                  kKinds[k % 4], P99(by_kind[k]));
   }
-  Emit(kBench, "province_p99_ms", P99(province_ms), "ms");
-  Emit(kBench, "national_p99_ms", P99(national_ms), "ms");
+  return Latencies{P99(province_ms), P99(national_ms)};
+}
+
+// --reuse: the summaries rebuilt over a kept store, then the queries.
+int Measure(const World& world, const std::filesystem::path& root, sync::ServerStore* store,
+            server::Directory* directory) {
+  auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
+                                                     (root / "kcnet.db").string());
+  if (!reports.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", reports.status().ToString().c_str());
+    return 1;
+  }
+  Timer rebuild;
+  absl::StatusOr<uint64_t> rebuilt = (*reports)->Rebuild();
+  if (!rebuilt.ok()) {
+    std::fprintf(stderr, "reports_bench: rebuild: %s\n", rebuilt.status().ToString().c_str());
+    return 1;
+  }
+  const double rebuild_s = rebuild.Seconds();
+  std::fprintf(stderr, "reports_bench: reused %s (%llu ops)\n", root.c_str(),
+               static_cast<unsigned long long>(store->last_op()));
+  const Latencies latencies = MeasureQueries(world, directory, reports->get());
+  Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
+  Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
+  Emit(kBench, "rebuild_s", rebuild_s, "s");
+
+  // The follower's own rate: 20,000 visits written with it stopped, then counted by one
+  // CatchUp() (stderr; the facilities are read back from the kept store).
+  World more = world;
+  {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db =
+        sync::Db::Open((root / "kcnet.db").string(), sync::DbOptions());
+    if (!db.ok()) return 1;
+    absl::StatusOr<sync::Statement*> rows =
+        (*db)->Prepare("SELECT id, commune_id, latitude, longitude FROM facility WHERE _del = 0");
+    if (!rows.ok()) return 1;
+    while (*(*rows)->Step()) {
+      more.facilities.emplace_back(std::string((*rows)->ColumnText(0)), (*rows)->ColumnInt(1));
+      more.points.emplace_back((*rows)->ColumnDouble(2), (*rows)->ColumnDouble(3));
+    }
+    (*rows)->Reset();
+  }
+  Generator gen(store, &more);
+  gen.Apply(20000, [&] { return gen.MakeVisit(); });
+  Timer catch_up;
+  if (!(*reports)->CatchUp().ok()) return 1;
+  std::fprintf(stderr, "reports_bench: the follower counted 20,000 visits at %.0f/s\n",
+               20000 / catch_up.Seconds());
+  return 0;
+}
+
+int Run(int argc, char** argv) {
+  double scale = 1.0;
+  std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
+  std::string keep;
+  bool reuse = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reuse") {
+      reuse = true;
+      continue;
+    }
+    if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
+    if (a.rfind("--data=", 0) == 0) {
+      data = a.substr(7);
+      continue;
+    }
+    if (a.rfind("--keep=", 0) == 0) {
+      keep = a.substr(7);
+      continue;
+    }
+    std::fprintf(stderr, "reports_bench: unknown or bad flag %s\n", a.c_str());
+    return 2;
+  }
+  if (!std::filesystem::exists(data)) {
+    std::fprintf(stderr,
+                 "reports_bench: skipped: the 2025 two-tier list %s is absent (give --data=PATH)\n",
+                 data.c_str());
+    return 0;
+  }
+  std::string dir = keep;
+  if (dir.empty()) {
+    char pattern[] = "/tmp/kcnet-reports-bench-XXXXXX";
+    dir = mkdtemp(pattern);
+  }
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path root(dir);
+  reuse = reuse && !keep.empty() && std::filesystem::exists(root / "kcnet.db");
+
+  server::DirectoryOptions directory_options;
+  auto directory = server::Directory::Open((root / "directory.db").string(), directory_options);
+  if (!directory.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", directory.status().ToString().c_str());
+    return 1;
+  }
+  std::stringstream csv;
+  csv << std::ifstream(data).rdbuf();
+  server::ImportReport imported =
+      server::ImportOrgUnits(**directory, csv.str(), server::ImportMode::kApply);
+  if (!imported.status.ok() && imported.status.code() != absl::StatusCode::kFailedPrecondition) {
+    std::fprintf(stderr, "reports_bench: import: %s\n", imported.Summary().c_str());
+    return 1;
+  }
+  World world;
+  absl::StatusOr<std::vector<OrgUnit>> roots = (*directory)->ListChildren(0);
+  if (!roots.ok()) return 1;
+  for (const OrgUnit& p : *roots) world.provinces.push_back(p.id());
+  absl::StatusOr<std::vector<int64_t>> communes = (*directory)->Communes(world.provinces);
+  if (!communes.ok()) return 1;
+  world.communes = *std::move(communes);
+  std::fprintf(stderr, "reports_bench: %zu provinces, %zu communes, scale %.3g, in %s\n",
+               world.provinces.size(), world.communes.size(), scale, dir.c_str());
+
+  sync::ServerStoreOptions store_options;
+  auto store =
+      sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(), store_options);
+  if (!store.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  Generator gen(store->get(), &world);
+  if (reuse) return Measure(world, root, store->get(), directory->get());
+  const int64_t facilities = static_cast<int64_t>(200000 * scale);
+  const int64_t visits = static_cast<int64_t>(5000000 * scale);
+  const int64_t requests = static_cast<int64_t>(500000 * scale);
+  Timer load;
+  gen.Apply(facilities, [&] { return gen.MakeFacility(); });
+  // Requests and their events as two records each.
+  std::vector<RequestEvent> events;
+  gen.Apply(requests, [&] {
+    auto [r, e] = gen.MakeRequest();
+    events.push_back(e);
+    return r;
+  });
+  size_t next_event = 0;
+  gen.Apply(static_cast<int64_t>(events.size()), [&] { return events[next_event++]; });
+  // Most of the visits without the summaries (they are rebuilt below); the last part in
+  // alternating phases, with and without the follower, for the ingest ratio.
+  const int64_t phase = std::max<int64_t>(10000, visits / 50);
+  const int64_t bulk = std::max<int64_t>(0, visits - 4 * phase);
+  gen.Apply(bulk, [&] { return gen.MakeVisit(); });
+  std::fprintf(stderr, "reports_bench: loaded in %.1f s\n", load.Seconds());
+
+  auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
+                                                     (root / "kcnet.db").string());
+  if (!reports.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", reports.status().ToString().c_str());
+    return 1;
+  }
+  Timer rebuild;
+  if (!(*reports)->Rebuild().ok()) return 1;
+  const double rebuild_s = rebuild.Seconds();
+
+  double off = 0, on = 0;
+  sync::ServerStore* s = store->get();
+  for (int round = 0; round < 2; ++round) {
+    off += gen.Apply(phase, [&] { return gen.MakeVisit(); });
+    // The off phase's writes are counted before the on phase starts its clock.
+    if (!(*reports)->CatchUp().ok()) return 1;
+    server::reports::ReportsFollower follower(
+        reports->get(), [s] { return s->last_op(); }, nullptr);
+    on += gen.Apply(phase, [&] { return gen.MakeVisit(); });
+    // How far the follower is behind the writer at the end of the phase, and how long it
+    // takes to catch up (the freshness below is measured from caught-up summaries).
+    const uint64_t last = s->last_op();
+    const uint64_t behind = last - *(*reports)->Cursor();
+    Timer drain;
+    while (*(*reports)->Cursor() < last) absl::SleepFor(absl::Milliseconds(1));
+    std::fprintf(stderr,
+                 "reports_bench: follower %llu ops behind at the end of phase %d, "
+                 "caught up in %.0f ms\n",
+                 static_cast<unsigned long long>(behind), round, drain.Seconds() * 1000);
+  }
+
+  // Freshness: commit -> counted, with the follower running.
+  std::vector<double> fresh;
+  {
+    server::reports::ReportsFollower follower(
+        reports->get(), [s] { return s->last_op(); }, nullptr);
+    for (int i = 0; i < 50; ++i) {
+      absl::SleepFor(absl::Milliseconds(20));
+      gen.Apply(1, [&] { return gen.MakeVisit(); });
+      const absl::Time start = absl::Now();  // Apply returns once the write is committed
+      const uint64_t op = s->last_op();
+      while (*(*reports)->Cursor() < op) absl::SleepFor(absl::Microseconds(200));
+      fresh.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
+    }
+  }
+  std::fprintf(stderr, "reports_bench: freshness max at write %d of 50\n",
+               static_cast<int>(std::max_element(fresh.begin(), fresh.end()) - fresh.begin()));
+  std::sort(fresh.begin(), fresh.end());
+
+  const Latencies latencies = MeasureQueries(world, directory->get(), reports->get());
+  Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
+  Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
   Emit(kBench, "freshness_max_ms", fresh.back(), "ms");
   Emit(kBench, "freshness_p50_ms", fresh[fresh.size() / 2], "ms");
   Emit(kBench, "ingest_ratio_with_reports", on / off, "ratio");

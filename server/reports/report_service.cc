@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/reports.grpc.pb.h"
 #include "server/plans/budget.h"
@@ -106,7 +107,9 @@ absl::StatusOr<kcnet::v1::ActivityReport> Reporter::Activity(
   absl::StatusOr<std::vector<kcnet::v1::User>> users = directory_->ListUsers(filter);
   if (!users.ok()) return users.status();
   std::vector<kcnet::v1::CollaboratorActivity> collaborators;
+  absl::flat_hash_map<int64_t, std::string> names;
   for (const kcnet::v1::User& u : *users) {
+    names[u.id()] = u.display_name();
     if (u.role() != kcnet::v1::ROLE_COMMUNE_COLLABORATOR) continue;
     kcnet::v1::CollaboratorActivity a;
     a.set_user_id(u.id());
@@ -115,7 +118,14 @@ absl::StatusOr<kcnet::v1::ActivityReport> Reporter::Activity(
   absl::StatusOr<kcnet::v1::ActivityReport> report =
       store_->Activity(*scope, request.inactive_days(), std::move(collaborators));
   if (!report.ok()) return report.status();
+  // Names from the list already read; the directory only for users not in it (another
+  // subtree's user who wrote here, a deactivated one).
   for (kcnet::v1::CollaboratorActivity& a : *report->mutable_collaborators()) {
+    auto name = names.find(a.user_id());
+    if (name != names.end()) {
+      a.set_display_name(name->second);
+      continue;
+    }
     absl::StatusOr<kcnet::v1::User> user = directory_->GetUser(a.user_id());
     if (user.ok()) a.set_display_name(user->display_name());
   }

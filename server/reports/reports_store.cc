@@ -1,6 +1,7 @@
 #include "server/reports/reports_store.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -27,7 +28,8 @@ using sync::Statement;
 constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
 constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // The summaries' layout; a store of another version is rebuilt on open.
-constexpr int64_t kReportsVersion = 2;  // 2: visits' indicators (outcomes)
+constexpr int64_t kReportsVersion = 3;  // 2: visits' indicators (outcomes); 3: monthly
+                                        // summaries, distances, requests' since day
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -43,15 +45,28 @@ constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS r_visit(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, collaborator INTEGER NOT NULL, day INTEGER NOT NULL,"
     " month INTEGER NOT NULL, lat REAL, lon REAL, workers INTEGER NOT NULL,"
-    " product_lines INTEGER NOT NULL, output_vnd INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month);"
+    " product_lines INTEGER NOT NULL, output_vnd INTEGER NOT NULL,"
+    // The distance in km to the facility's registered point; NULL when the visit has no
+    // GPS, or the facility is unknown or has no point. Recomputed when the point changes.
+    " dist_km REAL) WITHOUT ROWID;"
+    // Covers the visits' counters (a rebuild reads them in this order, no sort).
+    "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month,"
+    " collaborator, lat);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
+    // The visits farther than the default limit (5 km): the quality report reads only these.
+    "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km, facility) "
+    "WHERE dist_km > 5.0;"
     // Live support requests.
     "CREATE TABLE IF NOT EXISTS r_request(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
     " facility TEXT NOT NULL, author INTEGER NOT NULL, status INTEGER NOT NULL,"
-    " created_day INTEGER NOT NULL, updated_day INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS r_request_commune ON r_request(commune, created_day);"
-    "CREATE INDEX IF NOT EXISTS r_request_author ON r_request(author, created_day);"
+    " created_day INTEGER NOT NULL, updated_day INTEGER NOT NULL,"
+    // The month of created_day (YYYYMM) and the day the request entered its status (its
+    // last event into that status, else updated_day), kept by the follower.
+    " created_month INTEGER NOT NULL, since_day INTEGER NOT NULL) WITHOUT ROWID;"
+    // Covers the pipeline's and the activity's statements (no table lookups).
+    "CREATE INDEX IF NOT EXISTS r_request_commune ON r_request(commune, created_day, status,"
+    " since_day, created_month, author);"
+    "CREATE INDEX IF NOT EXISTS r_request_author ON r_request(author, created_day, commune);"
     // Request events (transitions) with their day.
     "CREATE TABLE IF NOT EXISTS r_event(id TEXT PRIMARY KEY, request TEXT NOT NULL,"
     " commune INTEGER NOT NULL, action INTEGER NOT NULL, to_status INTEGER NOT NULL,"
@@ -63,13 +78,35 @@ constexpr char kTables[] =
     " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
     " PRIMARY KEY(commune, day, collaborator)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS s_visit_day_collaborator ON s_visit_day(collaborator, day);"
+    // The same per month (YYYYMM): the whole months of a period sum these.
+    "CREATE TABLE IF NOT EXISTS s_visit_month(commune INTEGER NOT NULL, month INTEGER NOT NULL,"
+    " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
+    " PRIMARY KEY(commune, month, collaborator)) WITHOUT ROWID;"
+    // Visits per facility x month (by the visits' commune): which facilities were visited.
+    "CREATE TABLE IF NOT EXISTS s_facility_month(commune INTEGER NOT NULL, facility TEXT NOT NULL,"
+    " month INTEGER NOT NULL, visits INTEGER NOT NULL,"
+    " PRIMARY KEY(commune, facility, month)) WITHOUT ROWID;"
+    // Per commune x month: visits, visits without GPS, distinct facilities visited; and
+    // distinct facilities visited per commune x year (distinct counts do not add across
+    // months, so each is kept).
+    "CREATE TABLE IF NOT EXISTS s_commune_month(commune INTEGER NOT NULL,"
+    " month INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
+    " facilities INTEGER NOT NULL, PRIMARY KEY(commune, month)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS s_coverage_year(commune INTEGER NOT NULL,"
+    " year INTEGER NOT NULL, facilities INTEGER NOT NULL, PRIMARY KEY(commune, year))"
+    " WITHOUT ROWID;"
+    // Requests per commune x created month x author.
+    "CREATE TABLE IF NOT EXISTS s_request_month(commune INTEGER NOT NULL, month INTEGER NOT NULL,"
+    " author INTEGER NOT NULL, requests INTEGER NOT NULL,"
+    " PRIMARY KEY(commune, month, author)) WITHOUT ROWID;"
     // Each device's last accepted Hello (not from the records: a rebuild keeps it).
     "CREATE TABLE IF NOT EXISTS r_device(device_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL,"
     " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
-constexpr const char* kSummaryTables[] = {"r_facility", "r_visit", "r_request", "r_event",
-                                          "s_visit_day"};
+constexpr const char* kSummaryTables[] = {
+    "r_facility",    "r_visit",          "r_request",       "r_event",         "s_visit_day",
+    "s_visit_month", "s_facility_month", "s_commune_month", "s_coverage_year", "s_request_month"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
@@ -109,6 +146,19 @@ std::string CommunesJson(const ReportScope& scope) {
   return absl::StrCat("[", absl::StrJoin(scope.communes, ","), "]");
 }
 
+// The period's months (YYYYMM) when it is made of whole calendar months: from the first
+// day of a month to the last day of a month. The monthly summaries answer those periods.
+struct MonthRange {
+  bool whole = false;  // false: not whole months (or not asked)
+  int64_t from = 0, to = 0;
+};
+MonthRange WholeMonths(const ReportScope& scope) {
+  const absl::CivilDay from = absl::CivilDay(1970, 1, 1) + scope.from_day;
+  const absl::CivilDay to = absl::CivilDay(1970, 1, 1) + scope.to_day;
+  if (from.day() != 1 || (to + 1).day() != 1 || scope.to_day < scope.from_day) return {};
+  return MonthRange{true, MonthOf(scope.from_day), MonthOf(scope.to_day)};
+}
+
 // Runs `fn` once per row of `s`.
 absl::Status ForEachRow(Statement* s, const std::function<absl::Status(Statement&)>& fn) {
   while (true) {
@@ -127,6 +177,19 @@ absl::Status ForEachRow(Statement* s, const std::function<absl::Status(Statement
       return status;
     }
   }
+}
+
+// kc_distance_km(lat1, lon1, lat2, lon2): DistanceKm in SQL (NULL when any is NULL).
+void SqlDistanceKm(sqlite3_context* context, int argc, sqlite3_value** argv) {
+  for (int i = 0; i < argc; ++i) {
+    if (sqlite3_value_type(argv[i]) == SQLITE_NULL) {
+      sqlite3_result_null(context);
+      return;
+    }
+  }
+  sqlite3_result_double(context,
+                        DistanceKm(sqlite3_value_double(argv[0]), sqlite3_value_double(argv[1]),
+                                   sqlite3_value_double(argv[2]), sqlite3_value_double(argv[3])));
 }
 
 }  // namespace
@@ -183,6 +246,11 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
   options.durable = false;  // the summaries can always be rebuilt from the store
   absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(reports_path, options);
   if (!writer.ok()) return writer.status();
+  if (sqlite3_create_function_v2((*writer)->raw(), "kc_distance_km", 4,
+                                 SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, &SqlDistanceKm,
+                                 nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return absl::InternalError("reports: cannot register kc_distance_km");
+  }
   absl::Status status = store->CreateTables(writer->get());
   if (!status.ok()) return status;
   status = (*writer)->Exec(
@@ -202,14 +270,18 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
   }
   // Summaries ahead of the store counted other records (a store restored or replaced):
   // they start again from op 0.
+  // So do summaries whose rebuild did not finish (their counters are not filled).
   absl::StatusOr<int64_t> ahead = (*writer)->QueryInt(
       "SELECT (SELECT value FROM r_meta WHERE key='cursor') > "
-      "(SELECT coalesce(max(last_op), 0) FROM st._buckets)");
+      "(SELECT coalesce(max(last_op), 0) FROM st._buckets) OR "
+      "EXISTS (SELECT 1 FROM r_meta WHERE key = 'rebuilding')");
   if (!ahead.ok()) return ahead.status();
   if (*ahead != 0) {
     std::string reset = "BEGIN IMMEDIATE;";
     for (const char* t : kSummaryTables) absl::StrAppend(&reset, "DELETE FROM main.", t, ";");
-    absl::StrAppend(&reset, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
+    absl::StrAppend(&reset,
+                    "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; "
+                    "DELETE FROM r_meta WHERE key = 'rebuilding'; COMMIT;");
     status = (*writer)->Exec(reset);
     if (!status.ok()) return status;
   }
@@ -267,6 +339,9 @@ absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
     absl::MutexLock lock(&write_mu_);
     // Empty tables without their secondary indexes: rows go in through the primary keys
     // only, and each index is then built once, sorted, which is several times faster.
+    // The counters, distances and since days are not kept row by row meanwhile
+    // (`rebuilding_`); FillDerived() computes them at the end in bulk statements. The
+    // 'rebuilding' mark makes a next Open() start again if this one does not finish.
     std::string sql = "BEGIN IMMEDIATE;";
     for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
     absl::StatusOr<Statement*> indexes = writer_->Prepare(
@@ -279,18 +354,179 @@ absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
       return absl::OkStatus();
     });
     if (!status.ok()) return status;
-    absl::StrAppend(&sql, "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; COMMIT;");
+    absl::StrAppend(&sql,
+                    "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; "
+                    "INSERT OR REPLACE INTO r_meta(key, value) VALUES ('rebuilding', 1); COMMIT;");
     status = writer_->Exec(sql);
     if (!status.ok()) {
       (void)writer_->Exec("ROLLBACK");
       return status;
     }
+    rebuilding_ = true;
   }
   absl::StatusOr<uint64_t> cursor = CatchUp();
   absl::MutexLock lock(&write_mu_);
+  rebuilding_ = false;
+  if (!cursor.ok()) return cursor;
   absl::Status status = writer_->Exec(kTables);  // the indexes again
   if (!status.ok()) return status;
+  status = FillDerived();
+  if (!status.ok()) return status;
   return cursor;
+}
+
+namespace {
+
+// The counters of one commune's visits, summed in memory by FillDerived() (ordered maps:
+// rows go in in primary-key order).
+struct CommuneCounters {
+  struct Pair {
+    int64_t visits = 0, no_gps = 0;
+  };
+  std::map<std::pair<int64_t, int64_t>, Pair> by_day;    // (day, collaborator)
+  std::map<std::pair<int64_t, int64_t>, Pair> by_month;  // (month, collaborator)
+  std::map<std::pair<std::string, int64_t>, int64_t> by_facility_month;
+  std::map<int64_t, Pair> commune_month;
+};
+
+}  // namespace
+
+absl::Status ReportsStore::FillDerived() {
+  // Every statement reads the per-record rows as they stand at the cursor; the store is
+  // not read, so the catch-ups that may follow count from there as usual.
+  absl::Status status = writer_->Exec(
+      "BEGIN IMMEDIATE;"
+      // Distances to the facilities' points.
+      "UPDATE r_visit SET dist_km = (SELECT kc_distance_km(r_visit.lat, r_visit.lon, f.lat, "
+      "f.lon) FROM r_facility f WHERE f.id = r_visit.facility) WHERE lat IS NOT NULL;"
+      // The day each request entered its status.
+      "UPDATE r_request SET since_day = coalesce((SELECT max(e.day) FROM r_event e WHERE "
+      "e.request = r_request.id AND e.to_status = r_request.status), updated_day);"
+      "INSERT INTO s_request_month(commune, month, author, requests) "
+      "SELECT commune, created_month, author, count(*) FROM r_request "
+      "GROUP BY commune, created_month, author;");
+  if (!status.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return status;
+  }
+  // The visit counters: one pass over the visits in (commune, day) order through the
+  // covering index r_visit_commune (no sort), summed per commune in memory and written
+  // when the commune ends.
+  const char* kInserts[] = {
+      "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) VALUES (?1,?2,?3,?4,?5)",
+      "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
+      "VALUES (?1,?2,?3,?4,?5)",
+      "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4)",
+      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
+      "VALUES (?1,?2,?3,?4,?5)",
+      "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1,?2,?3)"};
+  std::vector<Statement*> inserts;
+  for (const char* sql : kInserts) {
+    absl::StatusOr<Statement*> s = writer_->Prepare(sql);
+    if (!s.ok()) {
+      (void)writer_->Exec("ROLLBACK");
+      return s.status();
+    }
+    inserts.push_back(*s);
+  }
+  CommuneCounters c;
+  int64_t commune = -1;
+  auto flush = [&]() -> absl::Status {
+    if (commune < 0) return absl::OkStatus();
+    for (const auto& [key, n] : c.by_day) {
+      Statement* s = inserts[0];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, key.first);
+      s->BindInt(3, key.second);
+      s->BindInt(4, n.visits);
+      s->BindInt(5, n.no_gps);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    for (const auto& [key, n] : c.by_month) {
+      Statement* s = inserts[1];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, key.first);
+      s->BindInt(3, key.second);
+      s->BindInt(4, n.visits);
+      s->BindInt(5, n.no_gps);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    std::map<int64_t, int64_t> facilities_by_month;
+    std::map<int64_t, int64_t> facilities_by_year;
+    const std::string* last_facility = nullptr;
+    int64_t last_year = -1;
+    for (const auto& [key, visits] : c.by_facility_month) {
+      Statement* s = inserts[2];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindText(2, key.first);
+      s->BindInt(3, key.second);
+      s->BindInt(4, visits);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+      facilities_by_month[key.second] += 1;
+      // Keys come by facility, then month: a facility's first month of a year counts it.
+      const int64_t year = key.second / 100;
+      if (last_facility == nullptr || *last_facility != key.first || last_year != year) {
+        facilities_by_year[year] += 1;
+      }
+      last_facility = &key.first;
+      last_year = year;
+    }
+    for (const auto& [month, n] : c.commune_month) {
+      Statement* s = inserts[3];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, month);
+      s->BindInt(3, n.visits);
+      s->BindInt(4, n.no_gps);
+      s->BindInt(5, facilities_by_month[month]);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    for (const auto& [year, n] : facilities_by_year) {
+      Statement* s = inserts[4];
+      s->Reset();  // Run() leaves it done
+      s->BindInt(1, commune);
+      s->BindInt(2, year);
+      s->BindInt(3, n);
+      absl::Status st = s->Run();
+      if (!st.ok()) return st;
+    }
+    c = CommuneCounters();
+    return absl::OkStatus();
+  };
+  absl::StatusOr<Statement*> scan = writer_->Prepare(
+      "SELECT commune, day, facility, month, collaborator, lat IS NULL FROM r_visit "
+      "INDEXED BY r_visit_commune ORDER BY commune, day");
+  if (!scan.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return scan.status();
+  }
+  status = ForEachRow(*scan, [&](Statement& row) {
+    if (row.ColumnInt(0) != commune) {
+      absl::Status st = flush();
+      if (!st.ok()) return st;
+      commune = row.ColumnInt(0);
+    }
+    const int64_t day = row.ColumnInt(1), month = row.ColumnInt(3);
+    const int64_t collaborator = row.ColumnInt(4), no_gps = row.ColumnInt(5);
+    for (CommuneCounters::Pair* p : {&c.by_day[{day, collaborator}],
+                                     &c.by_month[{month, collaborator}], &c.commune_month[month]}) {
+      p->visits += 1;
+      p->no_gps += no_gps;
+    }
+    c.by_facility_month[{std::string(row.ColumnText(2)), month}] += 1;
+    return absl::OkStatus();
+  });
+  if (status.ok()) status = flush();
+  if (status.ok()) status = writer_->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'; COMMIT;");
+  if (!status.ok()) (void)writer_->Exec("ROLLBACK");
+  return status;
 }
 
 absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done) {
@@ -365,68 +601,207 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
 
 // Each Apply* gets a source row: 0 id, 1 _del, 2 commune_id, then the type's columns.
 absl::Status ReportsStore::ApplyFacility(Statement& row) {
+  // The registered point before (absent: no row, or a row without a point).
+  absl::StatusOr<Statement*> old =
+      writer_->Prepare("SELECT lat, lon FROM r_facility WHERE id = ?1");
+  if (!old.ok()) return old.status();
+  (*old)->BindText(1, row.ColumnText(0));
+  std::optional<std::pair<double, double>> point_before;
+  absl::Status status = ForEachRow(*old, [&](Statement& s) {
+    if (!s.IsNull(0)) point_before = std::make_pair(s.ColumnDouble(0), s.ColumnDouble(1));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_facility WHERE id = ?1");
   if (!del.ok()) return del.status();
   (*del)->BindText(1, row.ColumnText(0));
-  absl::Status status = (*del)->Run();
-  if (!status.ok() || row.ColumnInt(1) != 0) return status;
-  absl::StatusOr<Statement*> ins = writer_->Prepare(
-      "INSERT INTO r_facility(id, commune, folded, lat, lon, day) VALUES (?1,?2,?3,?4,?5,?6)");
-  if (!ins.ok()) return ins.status();
-  Statement* s = *ins;
-  s->BindText(1, row.ColumnText(0));
-  s->BindInt(2, row.ColumnInt(2));
-  s->BindText(3, sync::FoldForSearch(row.ColumnText(3)));
-  const bool gps = HasGps(row, 4, 5);
-  BindOptionalDouble(s, 4, gps, row.ColumnDouble(4));
-  BindOptionalDouble(s, 5, gps, row.ColumnDouble(5));
-  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
-  return s->Run();
+  status = (*del)->Run();
+  if (!status.ok()) return status;
+  std::optional<std::pair<double, double>> point_after;
+  if (row.ColumnInt(1) == 0) {
+    absl::StatusOr<Statement*> ins = writer_->Prepare(
+        "INSERT INTO r_facility(id, commune, folded, lat, lon, day) VALUES (?1,?2,?3,?4,?5,?6)");
+    if (!ins.ok()) return ins.status();
+    Statement* s = *ins;
+    s->BindText(1, row.ColumnText(0));
+    s->BindInt(2, row.ColumnInt(2));
+    s->BindText(3, sync::FoldForSearch(row.ColumnText(3)));
+    const bool gps = HasGps(row, 4, 5);
+    BindOptionalDouble(s, 4, gps, row.ColumnDouble(4));
+    BindOptionalDouble(s, 5, gps, row.ColumnDouble(5));
+    s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+    status = s->Run();
+    if (!status.ok()) return status;
+    if (gps) point_after = std::make_pair(row.ColumnDouble(4), row.ColumnDouble(5));
+  }
+  // The point moved, appeared or went: the distances of the facility's visits follow
+  // (during a rebuild they are computed once at the end).
+  if (rebuilding_ || point_before == point_after) return absl::OkStatus();
+  absl::StatusOr<Statement*> update = writer_->Prepare(
+      "UPDATE r_visit SET dist_km = CASE WHEN lat IS NULL OR ?2 IS NULL THEN NULL "
+      "ELSE kc_distance_km(lat, lon, ?2, ?3) END WHERE facility = ?1");
+  if (!update.ok()) return update.status();
+  (*update)->BindText(1, row.ColumnText(0));
+  BindOptionalDouble(*update, 2, point_after.has_value(), point_after ? point_after->first : 0);
+  BindOptionalDouble(*update, 3, point_after.has_value(), point_after ? point_after->second : 0);
+  return (*update)->Run();
 }
 
 absl::Status ReportsStore::AddVisitDay(int64_t commune, int64_t day, int64_t collaborator,
                                        int64_t visits, int64_t no_gps) {
+  // The same counters per day (s_visit_day) and per month (s_visit_month).
+  for (const char* table : {"s_visit_day", "s_visit_month"}) {
+    const bool daily = table[8] == 'd';
+    const char* key = daily ? "day" : "month";
+    absl::StatusOr<Statement*> up = writer_->Prepare(
+        absl::StrCat("INSERT INTO ", table, "(commune, ", key,
+                     ", collaborator, visits, no_gps) "
+                     "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, ",
+                     key,
+                     ", collaborator) DO UPDATE SET "
+                     "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps"));
+    if (!up.ok()) return up.status();
+    (*up)->BindInt(1, commune);
+    (*up)->BindInt(2, daily ? day : MonthOf(day));
+    (*up)->BindInt(3, collaborator);
+    (*up)->BindInt(4, visits);
+    (*up)->BindInt(5, no_gps);
+    absl::Status status = (*up)->Run();
+    if (!status.ok()) return status;
+    if (visits > 0) continue;
+    // A counter that falls to zero goes, as if it had never been (equal to a rebuild).
+    absl::StatusOr<Statement*> zero =
+        writer_->Prepare(absl::StrCat("DELETE FROM ", table, " WHERE commune = ?1 AND ", key,
+                                      " = ?2 AND collaborator = ?3 AND visits = 0"));
+    if (!zero.ok()) return zero.status();
+    (*zero)->BindInt(1, commune);
+    (*zero)->BindInt(2, daily ? day : MonthOf(day));
+    (*zero)->BindInt(3, collaborator);
+    status = (*zero)->Run();
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReportsStore::AddCount(const char* table, const char* key, int64_t commune,
+                                    int64_t period, int64_t delta) {
   absl::StatusOr<Statement*> up = writer_->Prepare(
-      "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) "
-      "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, day, collaborator) DO UPDATE SET "
-      "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps");
+      absl::StrCat("INSERT INTO ", table, "(commune, ", key,
+                   ", facilities) VALUES (?1, ?2, ?3) "
+                   "ON CONFLICT(commune, ",
+                   key, ") DO UPDATE SET facilities = facilities + excluded.facilities"));
   if (!up.ok()) return up.status();
   (*up)->BindInt(1, commune);
-  (*up)->BindInt(2, day);
-  (*up)->BindInt(3, collaborator);
-  (*up)->BindInt(4, visits);
-  (*up)->BindInt(5, no_gps);
+  (*up)->BindInt(2, period);
+  (*up)->BindInt(3, delta);
   absl::Status status = (*up)->Run();
-  if (!status.ok() || visits > 0) return status;
-  // A counter that falls to zero goes, as if it had never been (equal to a rebuild).
-  absl::StatusOr<Statement*> zero = writer_->Prepare(
-      "DELETE FROM s_visit_day WHERE commune = ?1 AND day = ?2 AND collaborator = ?3 AND "
-      "visits = 0");
+  if (!status.ok() || delta > 0) return status;
+  absl::StatusOr<Statement*> zero = writer_->Prepare(absl::StrCat(
+      "DELETE FROM ", table, " WHERE commune = ?1 AND ", key, " = ?2 AND facilities = 0"));
   if (!zero.ok()) return zero.status();
   (*zero)->BindInt(1, commune);
-  (*zero)->BindInt(2, day);
-  (*zero)->BindInt(3, collaborator);
+  (*zero)->BindInt(2, period);
   return (*zero)->Run();
+}
+
+absl::Status ReportsStore::AddFacilityMonth(int64_t commune, absl::string_view facility,
+                                            int64_t month, int64_t visits, int64_t no_gps) {
+  absl::StatusOr<Statement*> up = writer_->Prepare(
+      "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4) "
+      "ON CONFLICT(commune, facility, month) DO UPDATE SET visits = visits + excluded.visits "
+      "RETURNING visits");
+  if (!up.ok()) return up.status();
+  (*up)->BindInt(1, commune);
+  (*up)->BindText(2, facility);
+  (*up)->BindInt(3, month);
+  (*up)->BindInt(4, visits);
+  int64_t now = 0;
+  absl::Status status = ForEachRow(*up, [&](Statement& s) {
+    now = s.ColumnInt(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (now == 0) {
+    absl::StatusOr<Statement*> zero = writer_->Prepare(
+        "DELETE FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND month = ?3");
+    if (!zero.ok()) return zero.status();
+    (*zero)->BindInt(1, commune);
+    (*zero)->BindText(2, facility);
+    (*zero)->BindInt(3, month);
+    status = (*zero)->Run();
+    if (!status.ok()) return status;
+  }
+  // Only a facility's first visit of the month, or its last one going, changes the
+  // distinct counts.
+  const bool first_or_last = visits > 0 ? now == 1 : now == 0;
+  const int64_t delta = first_or_last ? (visits > 0 ? 1 : -1) : 0;
+  absl::StatusOr<Statement*> month_up = writer_->Prepare(
+      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
+      "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, month) DO UPDATE SET "
+      "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps, "
+      "facilities = facilities + excluded.facilities");
+  if (!month_up.ok()) return month_up.status();
+  (*month_up)->BindInt(1, commune);
+  (*month_up)->BindInt(2, month);
+  (*month_up)->BindInt(3, visits);
+  (*month_up)->BindInt(4, no_gps);
+  (*month_up)->BindInt(5, delta);
+  status = (*month_up)->Run();
+  if (!status.ok()) return status;
+  if (visits < 0) {
+    absl::StatusOr<Statement*> zero = writer_->Prepare(
+        "DELETE FROM s_commune_month WHERE commune = ?1 AND month = ?2 AND visits = 0");
+    if (!zero.ok()) return zero.status();
+    (*zero)->BindInt(1, commune);
+    (*zero)->BindInt(2, month);
+    status = (*zero)->Run();
+    if (!status.ok()) return status;
+  }
+  if (!first_or_last) return absl::OkStatus();
+  // The year's count changes when no other month of that year has a visit.
+  absl::StatusOr<Statement*> others = writer_->Prepare(
+      "SELECT count(*) FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND "
+      "month BETWEEN ?3 AND ?4 AND month != ?5");
+  if (!others.ok()) return others.status();
+  (*others)->BindInt(1, commune);
+  (*others)->BindText(2, facility);
+  (*others)->BindInt(3, month / 100 * 100 + 1);
+  (*others)->BindInt(4, month / 100 * 100 + 12);
+  (*others)->BindInt(5, month);
+  int64_t other_months = 0;
+  status = ForEachRow(*others, [&](Statement& s) {
+    other_months = s.ColumnInt(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok() || other_months > 0) return status;
+  return AddCount("s_coverage_year", "year", commune, month / 100, delta);
 }
 
 absl::Status ReportsStore::ApplyVisit(Statement& row) {
   // The old contribution out.
-  absl::StatusOr<Statement*> old =
-      writer_->Prepare("SELECT commune, day, collaborator, lat IS NULL FROM r_visit WHERE id = ?1");
+  absl::StatusOr<Statement*> old = writer_->Prepare(
+      "SELECT commune, day, collaborator, lat IS NULL, facility FROM r_visit WHERE id = ?1");
   if (!old.ok()) return old.status();
   (*old)->BindText(1, row.ColumnText(0));
   struct Old {
     int64_t commune, day, collaborator, no_gps;
+    std::string facility;
   };
   std::optional<Old> before;
   absl::Status status = ForEachRow(*old, [&](Statement& s) {
-    before = Old{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnInt(3)};
+    before = Old{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnInt(3),
+                 std::string(s.ColumnText(4))};
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   if (before.has_value()) {
-    status = AddVisitDay(before->commune, before->day, before->collaborator, -1, -before->no_gps);
-    if (!status.ok()) return status;
+    if (!rebuilding_) {
+      status = AddVisitDay(before->commune, before->day, before->collaborator, -1, -before->no_gps);
+      if (!status.ok()) return status;
+      status = AddFacilityMonth(before->commune, before->facility, MonthOf(before->day), -1,
+                                -before->no_gps);
+      if (!status.ok()) return status;
+    }
     absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_visit WHERE id = ?1");
     if (!del.ok()) return del.status();
     (*del)->BindText(1, row.ColumnText(0));
@@ -440,9 +815,23 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
   const int64_t day = VietnamDay(row.ColumnInt(5));
   const int64_t collaborator = row.ColumnInt(4);
   const bool gps = HasGps(row, 6, 7);
+  // The distance to the facility's point (during a rebuild: computed once at the end).
+  std::optional<double> dist_km;
+  if (gps && !rebuilding_) {
+    absl::StatusOr<Statement*> point =
+        writer_->Prepare("SELECT lat, lon FROM r_facility WHERE id = ?1 AND lat IS NOT NULL");
+    if (!point.ok()) return point.status();
+    (*point)->BindText(1, row.ColumnText(3));
+    status = ForEachRow(*point, [&](Statement& s) {
+      dist_km = DistanceKm(row.ColumnDouble(6), row.ColumnDouble(7), s.ColumnDouble(0),
+                           s.ColumnDouble(1));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
   absl::StatusOr<Statement*> ins = writer_->Prepare(
       "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon, workers, "
-      "product_lines, output_vnd) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)");
+      "product_lines, output_vnd, dist_km) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
   if (!ins.ok()) return ins.status();
   Statement* s = *ins;
   s->BindText(1, row.ColumnText(0));
@@ -456,52 +845,118 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
   s->BindInt(9, row.ColumnInt(8));
   s->BindInt(10, row.ColumnInt(9));
   s->BindInt(11, row.ColumnInt(10));
+  BindOptionalDouble(s, 12, dist_km.has_value(), dist_km.value_or(0));
   status = s->Run();
+  if (!status.ok() || rebuilding_) return status;
+  status = AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
   if (!status.ok()) return status;
-  return AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
+  return AddFacilityMonth(commune, row.ColumnText(3), MonthOf(day), 1, gps ? 0 : 1);
+}
+
+absl::Status ReportsStore::AddRequestMonth(int64_t commune, int64_t month, int64_t author,
+                                           int64_t delta) {
+  absl::StatusOr<Statement*> up = writer_->Prepare(
+      "INSERT INTO s_request_month(commune, month, author, requests) VALUES (?1,?2,?3,?4) "
+      "ON CONFLICT(commune, month, author) DO UPDATE SET requests = requests + excluded.requests");
+  if (!up.ok()) return up.status();
+  (*up)->BindInt(1, commune);
+  (*up)->BindInt(2, month);
+  (*up)->BindInt(3, author);
+  (*up)->BindInt(4, delta);
+  absl::Status status = (*up)->Run();
+  if (!status.ok() || delta > 0) return status;
+  absl::StatusOr<Statement*> zero = writer_->Prepare(
+      "DELETE FROM s_request_month WHERE commune = ?1 AND month = ?2 AND author = ?3 AND "
+      "requests = 0");
+  if (!zero.ok()) return zero.status();
+  (*zero)->BindInt(1, commune);
+  (*zero)->BindInt(2, month);
+  (*zero)->BindInt(3, author);
+  return (*zero)->Run();
+}
+
+absl::Status ReportsStore::UpdateSinceDay(absl::string_view request) {
+  absl::StatusOr<Statement*> update = writer_->Prepare(
+      "UPDATE r_request SET since_day = coalesce((SELECT max(e.day) FROM r_event e WHERE "
+      "e.request = r_request.id AND e.to_status = r_request.status), updated_day) WHERE id = ?1");
+  if (!update.ok()) return update.status();
+  (*update)->BindText(1, request);
+  return (*update)->Run();
 }
 
 absl::Status ReportsStore::ApplyRequest(Statement& row) {
-  absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_request WHERE id = ?1");
-  if (!del.ok()) return del.status();
-  (*del)->BindText(1, row.ColumnText(0));
-  absl::Status status = (*del)->Run();
-  if (!status.ok() || row.ColumnInt(1) != 0) return status;
+  absl::StatusOr<Statement*> old = writer_->Prepare(
+      "DELETE FROM r_request WHERE id = ?1 RETURNING commune, created_month, author");
+  if (!old.ok()) return old.status();
+  (*old)->BindText(1, row.ColumnText(0));
+  std::optional<std::array<int64_t, 3>> before;
+  absl::Status status = ForEachRow(*old, [&](Statement& s) {
+    before = std::array<int64_t, 3>{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2)};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (before.has_value() && !rebuilding_) {
+    status = AddRequestMonth((*before)[0], (*before)[1], (*before)[2], -1);
+    if (!status.ok()) return status;
+  }
+  if (row.ColumnInt(1) != 0) return absl::OkStatus();
   // 3 facility_id, 4 author_id, 5 status, 6 created_ms, 7 updated_ms.
   absl::StatusOr<Statement*> ins = writer_->Prepare(
-      "INSERT INTO r_request(id, commune, facility, author, status, created_day, updated_day) "
-      "VALUES (?1,?2,?3,?4,?5,?6,?7)");
+      "INSERT INTO r_request(id, commune, facility, author, status, created_day, updated_day, "
+      "created_month, since_day) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?7)");
   if (!ins.ok()) return ins.status();
   Statement* s = *ins;
+  const int64_t created_day = VietnamDay(row.ColumnInt(6));
   s->BindText(1, row.ColumnText(0));
   s->BindInt(2, row.ColumnInt(2));
   s->BindText(3, row.ColumnText(3));
   s->BindInt(4, row.ColumnInt(4));
   s->BindInt(5, row.ColumnInt(5));
-  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+  s->BindInt(6, created_day);
   s->BindInt(7, VietnamDay(row.ColumnInt(row.IsNull(7) ? 6 : 7)));
-  return s->Run();
+  s->BindInt(8, MonthOf(created_day));
+  status = s->Run();
+  // During a rebuild the since days and the counters are computed once at the end.
+  if (!status.ok() || rebuilding_) return status;
+  status = UpdateSinceDay(row.ColumnText(0));
+  if (!status.ok()) return status;
+  return AddRequestMonth(row.ColumnInt(2), MonthOf(created_day), row.ColumnInt(4), 1);
 }
 
 absl::Status ReportsStore::ApplyEvent(Statement& row) {
-  absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_event WHERE id = ?1");
+  absl::StatusOr<Statement*> del =
+      writer_->Prepare("DELETE FROM r_event WHERE id = ?1 RETURNING request");
   if (!del.ok()) return del.status();
   (*del)->BindText(1, row.ColumnText(0));
-  absl::Status status = (*del)->Run();
-  if (!status.ok() || row.ColumnInt(1) != 0) return status;
-  // 3 request_id, 4 action, 5 to_status, 6 at_ms.
-  absl::StatusOr<Statement*> ins = writer_->Prepare(
-      "INSERT INTO r_event(id, request, commune, action, to_status, day) "
-      "VALUES (?1,?2,?3,?4,?5,?6)");
-  if (!ins.ok()) return ins.status();
-  Statement* s = *ins;
-  s->BindText(1, row.ColumnText(0));
-  s->BindText(2, row.ColumnText(3));
-  s->BindInt(3, row.ColumnInt(2));
-  s->BindInt(4, row.ColumnInt(4));
-  s->BindInt(5, row.ColumnInt(5));
-  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
-  return s->Run();
+  std::optional<std::string> old_request;
+  absl::Status status = ForEachRow(*del, [&](Statement& s) {
+    old_request = std::string(s.ColumnText(0));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (row.ColumnInt(1) == 0) {
+    // 3 request_id, 4 action, 5 to_status, 6 at_ms.
+    absl::StatusOr<Statement*> ins = writer_->Prepare(
+        "INSERT INTO r_event(id, request, commune, action, to_status, day) "
+        "VALUES (?1,?2,?3,?4,?5,?6)");
+    if (!ins.ok()) return ins.status();
+    Statement* s = *ins;
+    s->BindText(1, row.ColumnText(0));
+    s->BindText(2, row.ColumnText(3));
+    s->BindInt(3, row.ColumnInt(2));
+    s->BindInt(4, row.ColumnInt(4));
+    s->BindInt(5, row.ColumnInt(5));
+    s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+    status = s->Run();
+    if (!status.ok()) return status;
+  }
+  if (rebuilding_) return absl::OkStatus();
+  // The request(s) the event entered or left: their since day.
+  if (old_request.has_value() && *old_request != row.ColumnText(3)) {
+    status = UpdateSinceDay(*old_request);
+    if (!status.ok()) return status;
+  }
+  return UpdateSinceDay(row.ColumnText(3));
 }
 
 absl::Status ReportsStore::RecordDeviceSync(const std::string& device_id, int64_t user_id,
@@ -580,15 +1035,6 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
       "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
       "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
   if (!registered.ok()) return registered.status();
-  absl::StatusOr<Statement*> monthly = reader_->Prepare(
-      "SELECT v.commune, v.month, count(*), count(DISTINCT v.facility) FROM json_each(?1) AS j "
-      "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
-      "GROUP BY v.commune, v.month");
-  if (!monthly.ok()) return monthly.status();
-  absl::StatusOr<Statement*> visited = reader_->Prepare(
-      "SELECT v.commune, count(DISTINCT v.facility) FROM json_each(?1) AS j CROSS JOIN r_visit v "
-      "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.commune");
-  if (!visited.ok()) return visited.status();
   std::map<int64_t, kcnet::v1::CoverageRow> rows;
   (*registered)->BindText(1, communes);
   (*registered)->BindInt(2, scope.to_day);
@@ -597,22 +1043,63 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  // Facilities visited in the period, per commune. Whole months use the monthly
+  // summaries: a whole year or a single month has its distinct count kept
+  // (s_coverage_year, s_commune_month); other whole months count the facilities' months
+  // (s_facility_month). Other periods count the period's visits (r_visit).
+  const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
+  std::string visited_sql;
+  int64_t from_key = scope.from_day, to_key = scope.to_day;
+  if (!months.whole) {
+    visited_sql =
+        "SELECT v.commune, count(DISTINCT v.facility) FROM json_each(?1) AS j CROSS JOIN "
+        "r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.commune";
+  } else if (months.from % 100 == 1 && months.to == months.from + 11) {
+    visited_sql =
+        "SELECT c.commune, c.facilities FROM json_each(?1) AS j CROSS JOIN s_coverage_year c "
+        "WHERE c.commune = j.value AND c.year BETWEEN ?2 AND ?3";
+    from_key = to_key = months.from / 100;
+  } else if (months.from == months.to) {
+    visited_sql =
+        "SELECT c.commune, c.facilities FROM json_each(?1) AS j CROSS JOIN s_commune_month c "
+        "WHERE c.commune = j.value AND c.month BETWEEN ?2 AND ?3";
+    from_key = to_key = months.from;
+  } else {
+    visited_sql =
+        "SELECT m.commune, count(DISTINCT m.facility) FROM json_each(?1) AS j CROSS JOIN "
+        "s_facility_month m WHERE m.commune = j.value AND m.month BETWEEN ?2 AND ?3 "
+        "GROUP BY m.commune";
+    from_key = months.from;
+    to_key = months.to;
+  }
+  absl::StatusOr<Statement*> visited = reader_->Prepare(visited_sql);
+  if (!visited.ok()) return visited.status();
   (*visited)->BindText(1, communes);
-  (*visited)->BindInt(2, scope.from_day);
-  (*visited)->BindInt(3, scope.to_day);
+  (*visited)->BindInt(2, from_key);
+  (*visited)->BindInt(3, to_key);
   status = ForEachRow(*visited, [&](Statement& s) {
     rows[s.ColumnInt(0)].set_visited_facilities(s.ColumnInt(1));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  // Per month: visits and distinct facilities visited (a facility's visits in a commune
+  // count in that commune: per-commune counts add up).
   std::map<int64_t, int64_t> visits_by_month, facilities_by_month;
+  absl::StatusOr<Statement*> monthly = reader_->Prepare(
+      months.whole
+          ? "SELECT c.month, sum(c.facilities), sum(c.visits) FROM json_each(?1) AS j "
+            "CROSS JOIN s_commune_month c WHERE c.commune = j.value AND c.month BETWEEN ?2 "
+            "AND ?3 GROUP BY c.month"
+          : "SELECT v.month, count(DISTINCT v.facility), count(*) FROM json_each(?1) AS j "
+            "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+            "GROUP BY v.commune, v.month");
+  if (!monthly.ok()) return monthly.status();
   (*monthly)->BindText(1, communes);
-  (*monthly)->BindInt(2, scope.from_day);
-  (*monthly)->BindInt(3, scope.to_day);
+  (*monthly)->BindInt(2, months.whole ? months.from : scope.from_day);
+  (*monthly)->BindInt(3, months.whole ? months.to : scope.to_day);
   status = ForEachRow(*monthly, [&](Statement& s) {
-    visits_by_month[s.ColumnInt(1)] += s.ColumnInt(2);
-    // A facility's visits are all in its commune: per-commune counts add up.
-    facilities_by_month[s.ColumnInt(1)] += s.ColumnInt(3);
+    facilities_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
+    visits_by_month[s.ColumnInt(0)] += s.ColumnInt(2);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -651,56 +1138,75 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
-  // The day a request entered its status: its last event into that status; without one
-  // (a draft, or a status set by a record service without an event), its last update.
-  absl::StatusOr<Statement*> rows = reader_->Prepare(
-      "SELECT r.id, r.status, r.created_day, coalesce((SELECT max(e.day) FROM r_event e "
-      "WHERE e.request = r.id AND e.to_status = r.status), r.updated_day), r.commune "
-      "FROM json_each(?1) AS j CROSS JOIN r_request r WHERE r.commune = j.value AND "
-      "r.created_day BETWEEN ?2 AND ?3");
-  if (!rows.ok()) return rows.status();
+  // Every figure is summed by the statements over the covering index of r_request
+  // (commune, created_day, status, since_day, created_month): no request is read whole.
+  // since_day is the day a request entered its status (its last event into that status,
+  // else its last update), kept by the follower.
+  const std::string communes = CommunesJson(scope);
+  absl::StatusOr<Statement*> ages = reader_->Prepare(
+      "SELECT r.status, r.since_day, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+      "GROUP BY r.status, r.since_day");
+  if (!ages.ok()) return ages.status();
   std::map<int, kcnet::v1::PipelineStatusRow> statuses;
-  std::map<int64_t, int64_t> created_by_month;
-  std::vector<kcnet::v1::PipelineItem> items;
-  {
-    (*rows)->BindText(1, CommunesJson(scope));
-    (*rows)->BindInt(2, scope.from_day);
-    (*rows)->BindInt(3, scope.to_day);
-    absl::Status status = ForEachRow(*rows, [&](Statement& s) {
-      const int64_t commune = s.ColumnInt(4);
-      const int st = static_cast<int>(s.ColumnInt(1));
-      kcnet::v1::PipelineItem item;
-      item.set_request_id(std::string(s.ColumnText(0)));
-      item.set_commune_id(commune);
-      item.set_status(static_cast<kcnet::v1::RequestStatus>(st));
-      item.set_since_date(DayText(s.ColumnInt(3)));
-      item.set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(3)));
-      auto limit = limits.find(st);
-      item.set_overdue(limit != limits.end() && item.age_days() > limit->second);
-      kcnet::v1::PipelineStatusRow& row = statuses[st];
-      row.set_status(item.status());
-      row.set_requests(row.requests() + 1);
-      row.set_overdue(row.overdue() + (item.overdue() ? 1 : 0));
-      row.set_max_age_days(std::max(row.max_age_days(), item.age_days()));
-      created_by_month[MonthOf(s.ColumnInt(2))] += 1;
-      items.push_back(std::move(item));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-  }
+  (*ages)->BindText(1, communes);
+  (*ages)->BindInt(2, scope.from_day);
+  (*ages)->BindInt(3, scope.to_day);
+  absl::Status status = ForEachRow(*ages, [&](Statement& s) {
+    const int st = static_cast<int>(s.ColumnInt(0));
+    const int64_t age = std::max<int64_t>(0, scope.today - s.ColumnInt(1));
+    const int64_t n = s.ColumnInt(2);
+    auto limit = limits.find(st);
+    const bool overdue = limit != limits.end() && age > limit->second;
+    kcnet::v1::PipelineStatusRow& row = statuses[st];
+    row.set_status(static_cast<kcnet::v1::RequestStatus>(st));
+    row.set_requests(row.requests() + n);
+    row.set_overdue(row.overdue() + (overdue ? n : 0));
+    row.set_max_age_days(std::max(row.max_age_days(), age));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   for (auto& [st, row] : statuses) *report.add_statuses() = row;
+  absl::StatusOr<Statement*> created = reader_->Prepare(
+      "SELECT r.created_month, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.created_month");
+  if (!created.ok()) return created.status();
+  std::map<int64_t, int64_t> created_by_month;
+  (*created)->BindText(1, communes);
+  (*created)->BindInt(2, scope.from_day);
+  (*created)->BindInt(3, scope.to_day);
+  status = ForEachRow(*created, [&](Statement& s) {
+    created_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
   // Oldest first; requests that are closed (completed, rejected, cancelled) do not wait.
-  std::erase_if(items, [](const kcnet::v1::PipelineItem& i) {
-    return i.status() == kcnet::v1::REQUEST_STATUS_COMPLETED ||
-           i.status() == kcnet::v1::REQUEST_STATUS_REJECTED ||
-           i.status() == kcnet::v1::REQUEST_STATUS_CANCELLED;
+  absl::StatusOr<Statement*> oldest = reader_->Prepare(
+      "SELECT r.id, r.status, r.since_day, r.commune FROM json_each(?1) AS j "
+      "CROSS JOIN r_request r WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+      "AND r.status NOT IN (?4, ?5, ?6) ORDER BY max(0, ?7 - r.since_day) DESC, r.id LIMIT ?8");
+  if (!oldest.ok()) return oldest.status();
+  (*oldest)->BindText(1, communes);
+  (*oldest)->BindInt(2, scope.from_day);
+  (*oldest)->BindInt(3, scope.to_day);
+  (*oldest)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
+  (*oldest)->BindInt(5, kcnet::v1::REQUEST_STATUS_REJECTED);
+  (*oldest)->BindInt(6, kcnet::v1::REQUEST_STATUS_CANCELLED);
+  (*oldest)->BindInt(7, scope.today);
+  (*oldest)->BindInt(8, static_cast<int64_t>(max_items));
+  status = ForEachRow(*oldest, [&](Statement& s) {
+    const int st = static_cast<int>(s.ColumnInt(1));
+    kcnet::v1::PipelineItem* item = report.add_oldest();
+    item->set_request_id(std::string(s.ColumnText(0)));
+    item->set_commune_id(s.ColumnInt(3));
+    item->set_status(static_cast<kcnet::v1::RequestStatus>(st));
+    item->set_since_date(DayText(s.ColumnInt(2)));
+    item->set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(2)));
+    auto limit = limits.find(st);
+    item->set_overdue(limit != limits.end() && item->age_days() > limit->second);
+    return absl::OkStatus();
   });
-  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
-    if (a.age_days() != b.age_days()) return a.age_days() > b.age_days();
-    return a.request_id() < b.request_id();
-  });
-  if (items.size() > max_items) items.resize(max_items);
-  for (auto& item : items) *report.add_oldest() = std::move(item);
+  if (!status.ok()) return status;
   for (auto& m : Series(created_by_month)) *report.add_created_by_month() = std::move(m);
   return report;
 }
@@ -723,25 +1229,37 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   std::map<int64_t, Counts> by_user;
   std::map<int64_t, int64_t> visits_by_month;
   // Counts in the period: the period's rows of every commune of the scope, summed by the
-  // statements (json_each of the communes, one index seek each).
+  // statements (json_each of the communes, one index seek each). Whole months read the
+  // monthly counters (s_visit_month, s_request_month), other periods the daily ones and
+  // the requests.
   const std::string communes = CommunesJson(scope);
+  const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   absl::StatusOr<Statement*> visits = reader_->Prepare(
-      "SELECT v.collaborator, v.day, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
-      "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
-      "GROUP BY v.collaborator, v.day");
+      months.whole
+          // Rows in the primary key's order, summed here (no sort in SQLite).
+          ? "SELECT v.collaborator, v.month, v.visits FROM json_each(?1) AS j CROSS JOIN "
+            "s_visit_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3"
+          : "SELECT v.collaborator, v.day, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
+            "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+            "GROUP BY v.collaborator, v.day");
   if (!visits.ok()) return visits.status();
   absl::StatusOr<Statement*> requests = reader_->Prepare(
-      "SELECT r.author, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
-      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.author");
+      months.whole
+          ? "SELECT r.author, sum(r.requests) FROM json_each(?1) AS j CROSS JOIN "
+            "s_request_month r WHERE r.commune = j.value AND r.month BETWEEN ?2 AND ?3 "
+            "GROUP BY r.author"
+          : "SELECT r.author, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+            "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.author");
   if (!requests.ok()) return requests.status();
   for (Statement* s : {*visits, *requests}) {
     s->BindText(1, communes);
-    s->BindInt(2, scope.from_day);
-    s->BindInt(3, scope.to_day);
+    s->BindInt(2, months.whole ? months.from : scope.from_day);
+    s->BindInt(3, months.whole ? months.to : scope.to_day);
   }
+  const bool monthly = months.whole;
   absl::Status counted = ForEachRow(*visits, [&](Statement& s) {
     by_user[s.ColumnInt(0)].visits += s.ColumnInt(2);
-    visits_by_month[MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
+    visits_by_month[monthly ? s.ColumnInt(1) : MonthOf(s.ColumnInt(1))] += s.ColumnInt(2);
     return absl::OkStatus();
   });
   if (!counted.ok()) return counted;
@@ -756,54 +1274,46 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
     out[user].set_user_id(user);
   }
-  // The last activity of each listed user in the scope, any time up to the period's end:
-  // the user's own rows newest first, until one lies in the scope.
-  const absl::flat_hash_set<int64_t> in_scope(scope.communes.begin(), scope.communes.end());
-  absl::StatusOr<Statement*> last_visit = reader_->Prepare(
-      "SELECT day, commune FROM s_visit_day WHERE collaborator = ?1 AND day <= ?2 "
-      "ORDER BY day DESC");
-  if (!last_visit.ok()) return last_visit.status();
-  absl::StatusOr<Statement*> last_request = reader_->Prepare(
-      "SELECT created_day, commune FROM r_request WHERE author = ?1 AND created_day <= ?2 "
-      "ORDER BY created_day DESC");
-  if (!last_request.ok()) return last_request.status();
-  for (const auto& [user, a] : out) {
-    Counts& c = by_user[user];
-    for (Statement* s : {*last_visit, *last_request}) {
-      s->BindInt(1, user);
-      s->BindInt(2, scope.to_day);
-      while (true) {
-        absl::StatusOr<bool> row = s->Step();
-        if (!row.ok() || !*row) {
-          s->Reset();
-          if (!row.ok()) return row.status();
-          break;
-        }
-        if (in_scope.contains(s->ColumnInt(1))) {
-          c.last_day = std::max(c.last_day, s->ColumnInt(0));
-          s->Reset();
-          break;
-        }
-      }
-    }
-  }
+  // The last activity of each listed user in the scope, any time up to the period's end,
+  // and each user's devices: one statement each over every user (json_each of the ids),
+  // the scope's communes read once into a set by SQLite; each user is one index seek into
+  // its own rows, newest first.
+  std::vector<int64_t> user_ids;
+  for (const auto& entry : out) user_ids.push_back(entry.first);
+  const std::string users_json = absl::StrCat("[", absl::StrJoin(user_ids, ","), "]");
+  absl::StatusOr<Statement*> last = reader_->Prepare(
+      "SELECT u.value, max(coalesce((SELECT v.day FROM s_visit_day v WHERE v.collaborator = "
+      "u.value AND v.day <= ?2 AND v.commune IN (SELECT value FROM json_each(?3)) ORDER BY "
+      "v.day DESC LIMIT 1), -1), coalesce((SELECT r.created_day FROM r_request r "
+      "INDEXED BY r_request_author WHERE r.author = u.value AND r.created_day <= ?2 AND "
+      "r.commune IN (SELECT value FROM json_each(?3)) ORDER BY r.created_day DESC LIMIT 1), -1)) "
+      "FROM json_each(?1) AS u");
+  if (!last.ok()) return last.status();
+  (*last)->BindText(1, users_json);
+  (*last)->BindInt(2, scope.to_day);
+  (*last)->BindText(3, communes);
+  absl::Status found = ForEachRow(*last, [&](Statement& s) {
+    Counts& c = by_user[s.ColumnInt(0)];
+    c.last_day = std::max(c.last_day, s.ColumnInt(1));
+    return absl::OkStatus();
+  });
+  if (!found.ok()) return found;
   absl::StatusOr<Statement*> devices = reader_->Prepare(
-      "SELECT device_id, last_sync_ms, pending_writes FROM r_device WHERE user_id = ?1 "
-      "ORDER BY device_id");
+      "SELECT d.user_id, d.device_id, d.last_sync_ms, d.pending_writes FROM json_each(?1) AS u "
+      "CROSS JOIN r_device d WHERE d.user_id = u.value ORDER BY d.device_id");
   if (!devices.ok()) return devices.status();
+  (*devices)->BindText(1, users_json);
+  found = ForEachRow(*devices, [&](Statement& s) {
+    kcnet::v1::DeviceActivity* d = out[s.ColumnInt(0)].add_devices();
+    d->set_device_id(std::string(s.ColumnText(1)));
+    d->set_last_sync_ms(s.ColumnInt(2));
+    d->set_pending_writes(static_cast<uint32_t>(s.ColumnInt(3)));
+    return absl::OkStatus();
+  });
+  if (!found.ok()) return found;
   for (auto& entry : out) {
-    // Not a structured binding: clang 14 cannot capture one in the lambda below.
     const int64_t user = entry.first;
     kcnet::v1::CollaboratorActivity& a = entry.second;
-    (*devices)->BindInt(1, user);
-    absl::Status status = ForEachRow(*devices, [&](Statement& s) {
-      kcnet::v1::DeviceActivity* d = a.add_devices();
-      d->set_device_id(std::string(s.ColumnText(0)));
-      d->set_last_sync_ms(s.ColumnInt(1));
-      d->set_pending_writes(static_cast<uint32_t>(s.ColumnInt(2)));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
     auto it = by_user.find(user);
     const Counts c = it == by_user.end() ? Counts{} : it->second;
     a.set_visits(c.visits);
@@ -830,15 +1340,29 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
   report.set_as_of_op(*cursor);
   // One statement per figure over every commune of the scope (json_each of the list).
   const std::string communes = CommunesJson(scope);
+  // Visits and visits without GPS: whole months from the monthly counters, other periods
+  // from the daily ones.
+  const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   absl::StatusOr<Statement*> counts = reader_->Prepare(
-      "SELECT v.day, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
-      "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.day");
+      months.whole
+          ? "SELECT v.month, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
+            "s_commune_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3 "
+            "GROUP BY v.month"
+          : "SELECT v.day, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
+            "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+            "GROUP BY v.day");
   if (!counts.ok()) return counts.status();
+  // Far visits: each visit keeps its distance to its facility's point (dist_km); at the
+  // default limit or above, only the index of visits beyond 5 km is read.
   absl::StatusOr<Statement*> far = reader_->Prepare(
-      "SELECT v.id, v.facility, v.lat, v.lon, f.lat, f.lon, v.commune FROM json_each(?1) AS j "
-      "CROSS JOIN r_visit v JOIN r_facility f ON f.id = v.facility WHERE v.commune = j.value "
-      "AND v.day BETWEEN ?2 AND ?3 AND v.lat IS NOT NULL AND f.lat IS NOT NULL "
-      "ORDER BY v.commune, v.id");
+      max_km >= 5.0 && use_monthly_
+          ? "SELECT v.id, v.facility, v.dist_km, v.commune FROM json_each(?1) AS j "
+            "CROSS JOIN r_visit v INDEXED BY r_visit_far WHERE v.commune = j.value AND "
+            "v.day BETWEEN ?2 AND ?3 AND v.dist_km > 5.0 AND v.dist_km > ?4 "
+            "ORDER BY v.commune, v.id"
+          : "SELECT v.id, v.facility, v.dist_km, v.commune FROM json_each(?1) AS j "
+            "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 AND "
+            "v.dist_km > ?4 ORDER BY v.commune, v.id");
   if (!far.ok()) return far.status();
   absl::StatusOr<Statement*> dups = reader_->Prepare(
       "SELECT commune, folded, group_concat(id, ' ') FROM (SELECT f.commune AS commune, "
@@ -856,28 +1380,30 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
   if (!approvals.ok()) return approvals.status();
   std::map<int64_t, int64_t> no_gps_by_month;
   for (Statement* s : {*counts, *far, *approvals, *dups}) s->BindText(1, communes);
-  for (Statement* s : {*counts, *far, *approvals}) {
+  for (Statement* s : {*far, *approvals}) {
     s->BindInt(2, scope.from_day);
     s->BindInt(3, scope.to_day);
   }
+  (*counts)->BindInt(2, months.whole ? months.from : scope.from_day);
+  (*counts)->BindInt(3, months.whole ? months.to : scope.to_day);
+  (*far)->BindDouble(4, max_km);
   (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
   absl::Status status = ForEachRow(*counts, [&](Statement& s) {
     report.set_visits(report.visits() + s.ColumnInt(1));
     report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
-    if (s.ColumnInt(2) > 0) no_gps_by_month[MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
+    if (s.ColumnInt(2) > 0) {
+      no_gps_by_month[months.whole ? s.ColumnInt(0) : MonthOf(s.ColumnInt(0))] += s.ColumnInt(2);
+    }
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   status = ForEachRow(*far, [&](Statement& s) {
-    const double km =
-        DistanceKm(s.ColumnDouble(2), s.ColumnDouble(3), s.ColumnDouble(4), s.ColumnDouble(5));
-    if (km <= max_km) return absl::OkStatus();
     report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
     kcnet::v1::FarVisit* v = report.add_far_visits();
     v->set_visit_id(std::string(s.ColumnText(0)));
     v->set_facility_id(std::string(s.ColumnText(1)));
-    v->set_commune_id(s.ColumnInt(6));
-    v->set_distance_km(km);
+    v->set_commune_id(s.ColumnInt(3));
+    v->set_distance_km(s.ColumnDouble(2));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

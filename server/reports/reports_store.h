@@ -2,7 +2,10 @@
 // from the server store's change log, and the report queries over them.
 //
 // The summaries are a narrow projection of each live record (r_facility, r_visit,
-// r_request, r_event) plus counters per commune x day x collaborator (s_visit_day). They
+// r_request, r_event) plus counters per commune x day x collaborator (s_visit_day) and per
+// month (s_visit_month, s_facility_month, s_commune_month, s_coverage_year,
+// s_request_month), so that a period of whole months is answered from rows per commune
+// and month, not per visit (docs/REPORTS.md, "Which path answers a period"). They
 // follow the record store (kcnet.db, attached read-only in spirit: never written here) by
 // op: CatchUp() reads, in one transaction, every record whose op is above the summaries'
 // cursor (per bucket, through the store's (bucket, op) index and its _buckets table), takes
@@ -15,7 +18,9 @@
 // most 200,000 ops, one transaction each. Within a slice the cursor is exact; between
 // slices of a backlog a record changed again after the slice's last op is counted with
 // its later state in a later slice (so, while a backlog is being counted, `as_of_op` can
-// miss such a record's earlier version). Once caught up, every answer is exact.
+// miss such a record's earlier version). Once caught up, every answer is exact. A
+// Rebuild() keeps only the per-record rows while it counts and fills the derived values
+// (distances, since days, counters) at the end in bulk.
 //
 // ReportsFollower runs CatchUp() on a thread of its own whenever the store's last op is
 // above the cursor (it looks every `poll` interval, 50 ms by default), so a report counts
@@ -26,6 +31,7 @@
 #ifndef KCNET_SERVER_REPORTS_REPORTS_STORE_H_
 #define KCNET_SERVER_REPORTS_REPORTS_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,6 +42,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -100,6 +107,10 @@ class ReportsStore {
   // (docs/REPORTS.md, "Outcomes"); commune names come from the caller.
   absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const ReportScope& scope);
 
+  // For tests: false makes every report read the per-record rows and daily counters only
+  // (the path of periods that are not whole months), to compare with the monthly summaries.
+  void set_use_monthly_summaries(bool use) { use_monthly_ = use; }
+
  private:
   ReportsStore() = default;
   absl::Status CreateTables(sync::Db* db);
@@ -111,15 +122,34 @@ class ReportsStore {
   absl::Status ApplyVisit(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyRequest(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyEvent(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds to the visit counters per day and per month (a counter at zero goes).
   absl::Status AddVisitDay(int64_t commune, int64_t day, int64_t collaborator, int64_t visits,
                            int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds `visits` (+1/-1) to a facility's month; on its first visit of the month or the
+  // last one going, the distinct counts of the month and of the year follow.
+  // Also adds the visit (and `no_gps`) to its commune's month.
+  absl::Status AddFacilityMonth(int64_t commune, absl::string_view facility, int64_t month,
+                                int64_t visits, int64_t no_gps)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Adds `delta` to a distinct count, s_coverage_year (`key` year).
+  absl::Status AddCount(const char* table, const char* key, int64_t commune, int64_t period,
+                        int64_t delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status AddRequestMonth(int64_t commune, int64_t month, int64_t author, int64_t delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Recomputes a request's since_day from its events.
+  absl::Status UpdateSinceDay(absl::string_view request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // After a rebuild's catch-up: the distances, since days and counters in bulk statements.
+  absl::Status FillDerived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
+  // During Rebuild(): the records' rows only; FillDerived() computes the rest at the end.
+  bool rebuilding_ ABSL_GUARDED_BY(write_mu_) = false;
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
+  std::atomic<bool> use_monthly_{true};
 };
 
 // Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.

@@ -405,6 +405,65 @@ TEST_F(OutcomesTest, OutcomesOfTheExample) {
   EXPECT_EQ(reports_->Outcomes(Period())->DebugString(), incremental);
 }
 
+// Each visit keeps its distance to its facility's point: moving the point (or deleting
+// the facility) moves which visits are far.
+TEST_F(ReportsStoreTest, MovingAFacilitysPointMovesItsFarVisits) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  ASSERT_EQ(reports_->Quality(Period(), 5)->far_visits_size(), 1);
+  kcnet::v1::Facility f1;
+  f1.set_id(f1_);
+  f1.set_commune_id(kC1);
+  f1.set_name("Cơ sở Mây Tre");
+  f1.set_latitude(21.1);  // where V2 was made: now V1 is ~11 km off
+  f1.set_longitude(105.8);
+  f1.set_created_ms(VnMs(2026, 1, 5));
+  ASSERT_TRUE(writer_->Put(f1).ok());
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  absl::StatusOr<QualityReport> report = reports_->Quality(Period(), 5);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_EQ(report->far_visits_size(), 1);
+  EXPECT_EQ(report->far_visits(0).visit_id(), v1_);
+  EXPECT_NEAR(report->far_visits(0).distance_km(), 11.12, 0.05);
+  ASSERT_TRUE(writer_->Delete(model::kFacilityType, f1_).ok());
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  EXPECT_EQ(reports_->Quality(Period(), 5)->visits_far_from_facility(), 0);
+}
+
+// A whole year and a single month read the distinct counts kept per year and per month:
+// a facility's last visit of the month going takes it out of both.
+TEST_F(ReportsStoreTest, YearAndMonthCoverageFollowTheFirstAndLastVisits) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  ReportScope year = Period();
+  year.to_day = Day(2026, 12, 31);
+  ReportScope march = Period();
+  march.from_day = Day(2026, 3, 1);
+  march.to_day = Day(2026, 3, 31);
+  EXPECT_EQ(reports_->Coverage(year)->total().visited_facilities(), 3);   // F1, F2, F4
+  EXPECT_EQ(reports_->Coverage(march)->total().visited_facilities(), 2);  // F1, F4
+  // A second March visit of F1, then V1 (its first) deleted: F1 still visited in March.
+  AddVisit(f1_, kC1, 8, VnMs(2026, 3, 25), 21.0, 105.8);
+  ASSERT_TRUE(writer_->Delete(model::kVisitType, v1_).ok());
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  EXPECT_EQ(reports_->Coverage(march)->total().visited_facilities(), 2);
+  // F2's only visit (February) deleted: F2 is no longer visited in 2026.
+  ASSERT_TRUE(writer_->Delete(model::kVisitType, v3_).ok());
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  absl::StatusOr<CoverageReport> report = reports_->Coverage(year);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->total().visited_facilities(), 2);
+  EXPECT_EQ(report->communes(0).commune_id(), kC1);
+  EXPECT_EQ(report->communes(0).visited_facilities(), 1);
+  // The same as the path of other periods (per-record rows) and as a rebuild.
+  const std::string incremental = *reports_->Dump();
+  ASSERT_TRUE(reports_->Rebuild().ok());
+  EXPECT_EQ(*reports_->Dump(), incremental);
+  const std::string summarised = reports_->Coverage(year)->DebugString();
+  reports_->set_use_monthly_summaries(false);
+  EXPECT_EQ(reports_->Coverage(year)->DebugString(), summarised);
+}
+
 TEST_F(ReportsStoreTest, EditsAndDeletionsMoveTheFiguresAndEqualARebuild) {
   WriteExample();
   ASSERT_TRUE(reports_->CatchUp().ok());
@@ -425,7 +484,8 @@ TEST_F(ReportsStoreTest, EditsAndDeletionsMoveTheFiguresAndEqualARebuild) {
   EXPECT_EQ(coverage->total().registered_facilities(), 4);
   EXPECT_EQ(coverage->total().visited_facilities(), 3);  // F1 F2 F3
   const std::string incremental = *reports_->Dump();
-  ASSERT_TRUE(reports_->Rebuild().ok());
+  absl::StatusOr<uint64_t> rebuilt = reports_->Rebuild();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_EQ(*reports_->Dump(), incremental);
   EXPECT_EQ(*reports_->Cursor(), store_->last_op());
 }
