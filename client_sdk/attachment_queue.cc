@@ -565,13 +565,21 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
       return absl::OkStatus();
     }
     const int64_t offset = resp.committed_offset();
-    absl::Status s = UpdateRow(row.id, AttachmentState::kUploading, offset, "");
+    // The row is written when the server's offset is news to it (a resume); a new upload's
+    // row stays queued until its first second of acks or its end (an fsync saved a photo).
+    absl::Status s;
+    if (offset != row.bytes_sent) s = UpdateRow(row.id, AttachmentState::kUploading, offset, "");
     if (!s.ok()) return s;
     progress(AttachmentState::kUploading, offset, offset);
     bool complete = false;
     int64_t committed = offset;
     last =
         StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, &complete, &committed);
+    if (!complete && committed > offset) {
+      // What the stream got committed, for the next pass's resume and ListAttachments.
+      s = UpdateRow(row.id, AttachmentState::kUploading, committed, "");
+      if (!s.ok()) return s;
+    }
     if (complete) {
       s = UpdateRow(row.id, AttachmentState::kUploaded, row.size, "", 0, 0);
       if (!s.ok()) return s;
@@ -586,6 +594,18 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     }
   }
   return last;
+}
+
+int64_t AttachmentQueue::NextChunkBytes() {
+  const double rate = link_bytes_per_s_.load();
+  const int64_t smallest = std::min<int64_t>(kSmallestChunkBytes, options_.chunk_bytes);
+  if (rate <= 0) return smallest;  // unknown yet: the first received ack tells
+  // About half a second of the link per chunk, a power of two between 4 KiB and chunk_bytes.
+  int64_t bytes = smallest;
+  while (bytes * 2 <= options_.chunk_bytes && static_cast<double>(bytes * 2) <= rate / 2) {
+    bytes *= 2;
+  }
+  return bytes;
 }
 
 absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& row,
@@ -607,34 +627,60 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       stream = calls.Stub()->Upload(ctx->get());
 
   absl::Mutex mu;
-  int64_t acked = offset;
-  bool done = false;  // the server's last ack arrived
+  int64_t acked = offset;     // committed: durable on the server
+  int64_t received = offset;  // written on the server, not durable past `acked`
+  bool done = false;          // the server's last ack arrived
   bool reader_end = false;
   std::atomic<int64_t> sent{offset};
-  // Acknowledgements arrive on their own thread while the chunks go out.
+  // The link's rate, from the received acks: over the first ack (from the stream's start),
+  // then over windows of a second or more.
+  absl::Time window_start = absl::Now();
+  int64_t window_bytes_from = offset;
+  // Acknowledgements arrive on their own thread while the chunks go out. The queue row
+  // (durable, an fsync on the device) is written at most once a second from here, and by
+  // UploadOne when the stream ends: a progress event per ack, a row write per second.
   std::thread reader([&] {
     kcnet::v1::UploadAck ack;
+    absl::Time row_written = absl::Now();
+    int64_t row_offset = offset;
     while (stream->Read(&ack)) {
-      int64_t now = 0;
+      const absl::Time now = absl::Now();
+      int64_t now_acked = 0, now_received = 0;
       bool last = false;
       {
         absl::MutexLock lock(&mu);
         acked = std::max(acked, ack.committed_offset());
+        received = std::max({received, acked, ack.received_offset()});
         done = done || ack.complete();
-        now = acked;
+        now_acked = acked;
+        now_received = received;
         last = done;
-      }
-      if (!last) {
-        UpdateRow(row.id, AttachmentState::kUploading, now, "").IgnoreError();
-        if (listener) {
-          AttachmentProgress p;
-          p.id = row.id;
-          p.state = AttachmentState::kUploading;
-          p.bytes_done = now;
-          p.bytes_sent = sent.load();
-          p.size = row.size;
-          listener(p);
+        const absl::Duration window = now - window_start;
+        if (received > window_bytes_from &&
+            (link_bytes_per_s_.load() <= 0 || window >= absl::Seconds(1))) {
+          link_bytes_per_s_.store(static_cast<double>(received - window_bytes_from) /
+                                  absl::ToDoubleSeconds(window));
         }
+        if (window >= absl::Seconds(1)) {
+          window_start = now;
+          window_bytes_from = received;
+        }
+      }
+      if (last) continue;
+      if (now_acked > row_offset && now - row_written >= absl::Seconds(1)) {
+        UpdateRow(row.id, AttachmentState::kUploading, now_acked, "").IgnoreError();
+        row_written = now;
+        row_offset = now_acked;
+      }
+      if (listener) {
+        AttachmentProgress p;
+        p.id = row.id;
+        p.state = AttachmentState::kUploading;
+        p.bytes_done = now_acked;
+        p.bytes_received = now_received;
+        p.bytes_sent = std::max(sent.load(), now_received);
+        p.size = row.size;
+        listener(p);
       }
     }
     absl::MutexLock lock(&mu);
@@ -642,6 +688,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   });
   std::string buffer(static_cast<size_t>(options_.chunk_bytes), '\0');
   int64_t position = offset;
+  absl::Time last_ask = absl::InfinitePast();
   while (position < row.size) {
     // At most max_in_flight_bytes beyond the committed offset: what a cut can cost.
     {
@@ -655,8 +702,8 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       if (position - acked >= limit) break;  // no ack for two minutes: a dead link
     }
     if (calls.Stopped()) break;
-    const size_t want =
-        static_cast<size_t>(std::min<int64_t>(options_.chunk_bytes, row.size - position));
+    const int64_t chunk_bytes = NextChunkBytes();
+    const size_t want = static_cast<size_t>(std::min<int64_t>(chunk_bytes, row.size - position));
     const size_t got = std::fread(buffer.data(), 1, want, file);
     if (got != want) break;
     kcnet::v1::UploadChunk chunk;
@@ -664,24 +711,17 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     chunk.set_offset(position);
     chunk.set_data(buffer.data(), got);
     chunk.set_crc32c(sync::Crc32c(chunk.data()));
+    // A received ack for every chunk of a slow link (small chunks), else a few a second:
+    // the progress between two commits and the measure of the rate.
+    const absl::Time now = absl::Now();
+    if (chunk_bytes < options_.chunk_bytes || now - last_ask >= absl::Milliseconds(250)) {
+      chunk.set_ack_received(true);
+      last_ask = now;
+    }
     if (!stream->Write(chunk)) break;
     position += static_cast<int64_t>(got);
     *payload += static_cast<int64_t>(got);
     sent.store(position);
-    if (listener) {
-      int64_t now = 0;
-      {
-        absl::MutexLock lock(&mu);
-        now = acked;
-      }
-      AttachmentProgress p;
-      p.id = row.id;
-      p.state = AttachmentState::kUploading;
-      p.bytes_done = now;
-      p.bytes_sent = position;
-      p.size = row.size;
-      listener(p);
-    }
   }
   if (position < row.size) (*ctx)->TryCancel();  // the chunks stopped: end the call
   stream->WritesDone();

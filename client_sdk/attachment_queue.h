@@ -16,6 +16,7 @@
 #ifndef KCNET_CLIENT_SDK_ATTACHMENT_QUEUE_H_
 #define KCNET_CLIENT_SDK_ATTACHMENT_QUEUE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -66,8 +67,12 @@ struct AttachmentQueueOptions {
   // Payload bytes an upload may have sent beyond the server's committed offset: what a
   // cut can cost. The server commits every 256 KiB; one more 64 KiB chunk keeps it busy.
   int64_t max_in_flight_bytes = (256 + 64) << 10;
+  // The largest chunk. A slow link gets smaller ones (down to kSmallestChunkBytes), sized
+  // to about half a second of its measured rate, so that received acks (progress) come
+  // often.
   int64_t chunk_bytes = 64 << 10;
 };
+inline constexpr int64_t kSmallestChunkBytes = 4 << 10;
 
 // One row of the upload queue.
 struct QueueRow {
@@ -149,6 +154,8 @@ class AttachmentQueue {
   absl::Status StreamFrom(TransferCalls& calls, const QueueRow& row, const std::string& upload_id,
                           int64_t offset, const Listener& listener, int64_t* payload,
                           bool* complete, int64_t* committed);
+  // The size of the next chunk: about half a second of the link at its measured rate.
+  int64_t NextChunkBytes();
   int64_t NowMs() const;
   absl::Duration Backoff(int attempts);
 
@@ -159,6 +166,9 @@ class AttachmentQueue {
   absl::Mutex fetch_mu_;  // one download at a time (they share the .part files)
   absl::Mutex rng_mu_;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(rng_mu_);
+  // The upload link's rate in bytes/s measured from received acks (0: not yet), kept from
+  // one upload to the next.
+  std::atomic<double> link_bytes_per_s_{0};
 };
 
 }  // namespace kcnet::sdk

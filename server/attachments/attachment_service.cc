@@ -28,8 +28,9 @@ absl::StatusOr<Principal> StreamCaller(Directory* directory, const CallbackServe
   return caller;
 }
 
-// One Upload stream: reads a chunk, hands it to Attachments, reads the next; acks are
-// written one at a time (a newer committed offset replaces one not yet sent).
+// One Upload stream: reads a chunk, hands it to Attachments, reads the next; acks (of a
+// commit, or of a chunk that asked for ack_received) are written one at a time (a newer
+// ack replaces one not yet sent: offsets only grow).
 class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck> {
  public:
   UploadReactor(Attachments* attachments, Directory* directory, CallbackServerContext* ctx)
@@ -53,7 +54,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
         if (c.ok()) committed = *c;
       }
       absl::MutexLock lock(&mu_);
-      if (committed > last_ack_) QueueAckLocked(committed, false);
+      if (committed > last_ack_) QueueAckLocked(committed, committed, false);
       FinishWhenIdleLocked(grpc::Status::OK);
       return;
     }
@@ -91,7 +92,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
       return;
     }
     absl::MutexLock lock(&mu_);
-    if (result.ack) QueueAckLocked(result.committed, result.complete);
+    if (result.ack) QueueAckLocked(result.committed, result.received, result.complete);
     if (result.complete) {
       stream_.reset();
       FinishWhenIdleLocked(grpc::Status::OK);
@@ -118,10 +119,12 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
   }
 
  private:
-  void QueueAckLocked(int64_t committed, bool complete) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void QueueAckLocked(int64_t committed, int64_t received, bool complete)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     v1::UploadAck ack;
     ack.set_committed_offset(committed);
     ack.set_complete(complete);
+    ack.set_received_offset(received);
     pending_ = ack;
     last_ack_ = committed;
     if (!writing_) SendPendingLocked();

@@ -19,6 +19,8 @@
 #ifndef KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
 #define KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
 
+#include <sodium.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -69,8 +71,9 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head);
 
 // What one chunk did.
 struct ChunkResult {
-  bool ack = false;  // a commit happened: tell the client `committed`
+  bool ack = false;  // a commit happened, or the chunk asked (ack_received): tell the client
   int64_t committed = 0;
+  int64_t received = 0;  // bytes written to the temp file (not durable past `committed`)
   bool complete = false;  // the blob is stored; the session is over
 };
 
@@ -145,6 +148,11 @@ class Attachments {
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
     bool attached ABSL_GUARDED_BY(mu) = false;
     bool over ABSL_GUARDED_BY(mu) = false;  // completed: the entry is going away
+    // The SHA-256 of the temp file's first `hashed` bytes, fed as chunks arrive in order,
+    // so that the final check need not read the file again; -1: unknown (a session resumed
+    // after a restart), the check reads the file.
+    crypto_hash_sha256_state sha ABSL_GUARDED_BY(mu);
+    int64_t hashed ABSL_GUARDED_BY(mu) = -1;
   };
 
   Attachments(const AttachmentOptions& options, const Deps& deps)
