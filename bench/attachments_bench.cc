@@ -38,7 +38,8 @@
 //    AttachmentService streams over 20 connections, 10 streams each; see RunRss), minus its
 //    value just before. Goal <= 16 MiB.
 //
-// Usage: attachments_bench [--quick]   (--quick: 10 photos, 3 cut photos, 1 shaped photo of
+// Usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]   (--only: those
+// phases; throughput includes the known blob) (--quick: 10 photos, 3 cut photos, 1 shaped photo of
 // 32 KiB, 200 uploads of 256 KiB; the full run: 100, 10, 3 of 96 KiB, 200 of 2 MB).
 // KCNET_SERVER_BIN names the server binary (set by CMake).
 #include <fcntl.h>
@@ -58,6 +59,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -530,7 +532,7 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
   Must(t.client->Close(), "close");
 }
 
-int Run(bool quick) {
+int Run(bool quick, const std::string& only) {
   Sizes sizes;
   if (quick) {
     sizes.photos = 10;
@@ -554,11 +556,14 @@ int Run(bool quick) {
   Must(server.Start(), "start kcnet-server");
   std::cerr << "attachments_bench: data in " << dir << (quick ? " (quick)" : "") << "\n";
 
-  RunThroughput(dir, server.target(), accounts[0], sizes);
-  RunKnownBlob(dir, server.target(), accounts[1]);
-  RunCuts(dir, server.port(), accounts[2], sizes);
-  RunShaped(dir, server.port(), accounts[3], sizes);
-  RunRss(dir, server.target(), server.pid(), accounts[4], sizes);
+  auto wanted = [&only](absl::string_view part) {
+    return only.empty() || absl::StrContains(only, part);
+  };
+  if (wanted("throughput")) RunThroughput(dir, server.target(), accounts[0], sizes);
+  if (wanted("throughput")) RunKnownBlob(dir, server.target(), accounts[1]);
+  if (wanted("cuts")) RunCuts(dir, server.port(), accounts[2], sizes);
+  if (wanted("shaped")) RunShaped(dir, server.port(), accounts[3], sizes);
+  if (wanted("rss")) RunRss(dir, server.target(), server.pid(), accounts[4], sizes);
 
   Must(server.Stop(), "stop kcnet-server");
   std::error_code ignored;
@@ -571,13 +576,17 @@ int Run(bool quick) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--quick") {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
       quick = true;
+    } else if (arg.rfind("--only=", 0) == 0) {
+      only = arg.substr(7);
     } else {
-      std::cerr << "usage: attachments_bench [--quick]\n";
+      std::cerr << "usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]\n";
       return 2;
     }
   }
-  return kcnet::bench::Run(quick);
+  return kcnet::bench::Run(quick, only);
 }

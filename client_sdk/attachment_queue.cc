@@ -504,6 +504,7 @@ absl::Status AttachmentQueue::UploadAll(
       p.id = row.id;
       p.state = state;
       p.bytes_done = sent;
+      p.bytes_received = sent;
       p.bytes_sent = sent;
       p.size = row.size;
       p.failure = std::string(status.message());
@@ -535,6 +536,7 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     p.id = row.id;
     p.state = state;
     p.bytes_done = done;
+    p.bytes_received = std::min(done, sent);
     p.bytes_sent = sent;
     p.size = row.size;
     listener(p);
@@ -825,6 +827,7 @@ absl::StatusOr<std::string> AttachmentQueue::Fetch(TransferCalls* calls, const s
         p.state = AttachmentState::kRemote;
         p.download = true;
         p.bytes_done = have;
+        p.bytes_received = have;
         p.bytes_sent = have;
         p.size = size;
         listener(p);
