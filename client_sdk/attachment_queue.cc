@@ -463,22 +463,26 @@ absl::Status AttachmentQueue::UploadAll(
   AttachmentUploadSummary& summary = *out;
   absl::StatusOr<std::vector<QueueRow>> rows = Rows();
   if (!rows.ok()) return rows.status();
-  absl::Status ended;
-  for (const QueueRow& row : *rows) {
-    if (!Active(row.state) || row.next_try_ms > NowMs()) continue;
-    if (calls.Stopped()) {
-      ended = absl::CancelledError("the upload of attachments was cancelled");
-      break;
-    }
-    absl::StatusOr<bool> is_ready = ready(row.id);
-    absl::Status status = is_ready.status();
-    if (is_ready.ok()) {
-      if (!*is_ready) continue;  // its record is not on the server yet: after the next push
-      status = UploadOne(calls, row, listener, &summary.payload_bytes);
-    }
-    if (status.ok()) {
-      ++summary.uploaded;
-      continue;
+  // Uploads overlap by one: the next one starts once every byte of the running one is
+  // committed (its SHA-256 check, the server's blob rename and the rows' writes then run
+  // beside the next one's Begin and first chunks). So at most one upload has bytes in
+  // flight, and a cut costs what it did without the overlap.
+  absl::Mutex mu;
+  int unfinished = 0;      // uploads running
+  bool in_tail = false;    // the newest running upload has every byte committed
+  int64_t newest = 0;      // the newest upload's number
+  absl::Status ended;      // the link failed, or the pass was stopped: no new upload
+  absl::Status broken;     // the device's store failed
+  // The end of one row's upload: the summary, and the row's state when it failed.
+  auto settle = [&](const QueueRow& row, const absl::Status& status, int64_t payload) {
+    {
+      absl::MutexLock lock(&mu);
+      summary.payload_bytes += payload;
+      if (status.ok()) {
+        ++summary.uploaded;
+        return;
+      }
+      if (!IsConnectionFailure(status)) ++summary.failed;
     }
     absl::StatusOr<std::optional<QueueRow>> now = Row(row.id);
     const int64_t sent = now.ok() && now->has_value() ? (*now)->bytes_sent : row.bytes_sent;
@@ -488,17 +492,21 @@ absl::Status AttachmentQueue::UploadAll(
       UpdateRow(row.id, sent > 0 ? AttachmentState::kUploading : AttachmentState::kQueued, sent,
                 std::string(status.message()))
           .IgnoreError();
-      ended = status;
-      break;
+      absl::MutexLock lock(&mu);
+      if (ended.ok()) ended = status;
+      return;
     }
-    ++summary.failed;
     const int attempts = row.attempts + 1;
     const bool give_up = IsPermanent(status) || attempts >= options_.max_attempts;
     const AttachmentState state = give_up ? AttachmentState::kFailed : AttachmentState::kQueued;
     absl::Status stored = UpdateRow(
         row.id, state, sent, std::string(status.message()), attempts,
         give_up ? 0 : absl::ToUnixMillis(absl::FromUnixMillis(NowMs()) + Backoff(attempts)));
-    if (!stored.ok()) return stored;
+    if (!stored.ok()) {
+      absl::MutexLock lock(&mu);
+      if (broken.ok()) broken = stored;
+      return;
+    }
     if (listener) {
       AttachmentProgress p;
       p.id = row.id;
@@ -510,7 +518,51 @@ absl::Status AttachmentQueue::UploadAll(
       p.failure = std::string(status.message());
       listener(p);
     }
+  };
+  std::vector<std::thread> uploads;
+  for (const QueueRow& row : *rows) {
+    if (!Active(row.state) || row.next_try_ms > NowMs()) continue;
+    if (calls.Stopped()) {
+      absl::MutexLock lock(&mu);
+      if (ended.ok()) ended = absl::CancelledError("the upload of attachments was cancelled");
+      break;
+    }
+    {
+      absl::MutexLock lock(&mu);
+      if (!ended.ok() || !broken.ok()) break;
+    }
+    absl::StatusOr<bool> is_ready = ready(row.id);
+    if (!is_ready.ok()) {
+      settle(row, is_ready.status(), 0);
+      continue;
+    }
+    if (!*is_ready) continue;  // its record is not on the server yet: after the next push
+    int64_t number = 0;
+    {
+      absl::MutexLock lock(&mu);
+      auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        return unfinished == 0 || (unfinished == 1 && in_tail) || !ended.ok() || !broken.ok();
+      };
+      mu.Await(absl::Condition(&room));
+      if (!ended.ok() || !broken.ok()) break;
+      ++unfinished;
+      in_tail = false;
+      number = ++newest;
+    }
+    uploads.emplace_back([&, row, number] {
+      int64_t payload = 0;
+      auto committed_all = [&mu, &in_tail, &newest, number] {
+        absl::MutexLock lock(&mu);
+        if (newest == number) in_tail = true;
+      };
+      const absl::Status status = UploadOne(calls, row, listener, &payload, committed_all);
+      settle(row, status, payload);
+      absl::MutexLock lock(&mu);
+      --unfinished;
+    });
   }
+  for (std::thread& upload : uploads) upload.join();
+  if (!broken.ok()) return broken;
   absl::Status evicted = Evict();
   if (!evicted.ok()) return evicted;
   absl::StatusOr<std::vector<QueueRow>> left = Rows();
@@ -520,7 +572,8 @@ absl::Status AttachmentQueue::UploadAll(
 }
 
 absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& row,
-                                        const Listener& listener, int64_t* payload) {
+                                        const Listener& listener, int64_t* payload,
+                                        const std::function<void()>& committed_all) {
   if (FileSize(PathOf(row.sha256)) != row.size) {
     return absl::FailedPreconditionError(
         "the bytes of this attachment are missing on this device (the attachment folder was "
@@ -575,9 +628,9 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     progress(AttachmentState::kUploading, offset, offset);
     bool complete = false;
     int64_t committed = offset;
-    last =
-        StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, &complete, &committed);
-    if (!complete && committed > offset) {
+    last = StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, committed_all,
+                      &complete, &committed);
+    if (!complete && committed > offset && !absl::IsDataLoss(last)) {
       // What the stream got committed, for the next pass's resume and ListAttachments.
       s = UpdateRow(row.id, AttachmentState::kUploading, committed, "");
       if (!s.ok()) return s;
@@ -612,8 +665,9 @@ int64_t AttachmentQueue::NextChunkBytes() {
 
 absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& row,
                                          const std::string& upload_id, int64_t offset,
-                                         const Listener& listener, int64_t* payload, bool* complete,
-                                         int64_t* committed) {
+                                         const Listener& listener, int64_t* payload,
+                                         const std::function<void()>& committed_all,
+                                         bool* complete, int64_t* committed) {
   std::FILE* file = std::fopen(PathOf(row.sha256).c_str(), "rb");
   if (file == nullptr) return Errno(absl::StrCat("cannot read ", PathOf(row.sha256)));
   absl::Cleanup close_file = [file] { std::fclose(file); };
@@ -645,6 +699,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     kcnet::v1::UploadAck ack;
     absl::Time row_written = absl::Now();
     int64_t row_offset = offset;
+    bool told_committed_all = false;
     while (stream->Read(&ack)) {
       const absl::Time now = absl::Now();
       int64_t now_acked = 0, now_received = 0;
@@ -667,6 +722,10 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
           window_start = now;
           window_bytes_from = received;
         }
+      }
+      if (now_acked == row.size && !told_committed_all) {
+        told_committed_all = true;
+        if (committed_all) committed_all();
       }
       if (last) continue;
       if (now_acked > row_offset && now - row_written >= absl::Seconds(1)) {

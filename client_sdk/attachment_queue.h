@@ -11,7 +11,9 @@
 // durable, in the transaction of the Attachment record, so Open() removes files without a
 // row (a crash in between) and rows without a file.
 //
-// Thread-safety: thread-safe. Transfers run on the calling thread; the Client runs one
+// Thread-safety: thread-safe. An upload pass runs each upload on a thread of its own, two
+// at a time at most (the next starts when every byte of the running one is committed);
+// downloads run on the calling thread. The Client runs one
 // upload pass at a time (its serial queue) and downloads from any thread.
 #ifndef KCNET_CLIENT_SDK_ATTACHMENT_QUEUE_H_
 #define KCNET_CLIENT_SDK_ATTACHMENT_QUEUE_H_
@@ -146,14 +148,16 @@ class AttachmentQueue {
   absl::Status UpdateRow(const std::string& id, AttachmentState state, int64_t bytes_sent,
                          const std::string& failure, std::optional<int32_t> attempts = std::nullopt,
                          std::optional<int64_t> next_try_ms = std::nullopt);
-  // Uploads one row; the payload bytes sent are added to *payload.
+  // Uploads one row; the payload bytes sent are added to *payload. `committed_all` runs
+  // when the server acknowledged every byte committed (before its SHA-256 check).
   absl::Status UploadOne(TransferCalls& calls, const QueueRow& row, const Listener& listener,
-                         int64_t* payload);
+                         int64_t* payload, const std::function<void()>& committed_all);
   // One Upload stream from `offset`. Returns the status it ended with and sets *complete
   // and *committed (the last acknowledged offset).
   absl::Status StreamFrom(TransferCalls& calls, const QueueRow& row, const std::string& upload_id,
                           int64_t offset, const Listener& listener, int64_t* payload,
-                          bool* complete, int64_t* committed);
+                          const std::function<void()>& committed_all, bool* complete,
+                          int64_t* committed);
   // The size of the next chunk: about half a second of the link at its measured rate.
   int64_t NextChunkBytes();
   int64_t NowMs() const;

@@ -77,6 +77,20 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
         status = r.status();
       }
     }
+    if (status.ok() && result.verify) {
+      // Every byte is durable: say so before the check (the client may begin its next
+      // upload meanwhile), then the SHA-256 and the blob's storing.
+      {
+        absl::MutexLock lock(&mu_);
+        QueueAckLocked(result.committed, result.received, false);
+      }
+      absl::StatusOr<ChunkResult> r = attachments_->Verify(*stream_, &committed);
+      if (r.ok()) {
+        result = *r;
+      } else {
+        status = r.status();
+      }
+    }
     if (!status.ok()) {
       if (stream_.has_value()) {
         attachments_->Detach(*stream_).IgnoreError();

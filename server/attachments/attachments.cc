@@ -542,12 +542,28 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   result.committed = a->session.committed;
   result.received = a->received;
   *committed = a->session.committed;
-  if (a->session.committed == a->session.size) {
-    absl::StatusOr<ChunkResult> done = FinishLocked(*a);
-    *committed = a->session.committed;
-    return done;
-  }
+  result.verify = a->session.committed == a->session.size;
   return result;
+}
+
+absl::StatusOr<ChunkResult> Attachments::Verify(const Stream& stream, int64_t* committed) {
+  std::shared_ptr<Active> a = FindActive(stream.upload_id);
+  if (a == nullptr) return UploadNotFound(stream.upload_id);
+  absl::MutexLock lock(&a->mu);
+  *committed = a->session.committed;
+  if (a->over) return UploadNotFound(stream.upload_id);
+  if (a->generation != stream.generation) {
+    return absl::AbortedError(
+        "upload_id: một kết nối khác đã tiếp nhận phiên này / another stream took over this "
+        "upload");
+  }
+  if (a->session.committed != a->session.size) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("upload: committed_offset=", a->session.committed, " is not the size yet"));
+  }
+  absl::StatusOr<ChunkResult> done = FinishLocked(*a);
+  *committed = a->session.committed;
+  return done;
 }
 
 absl::StatusOr<int64_t> Attachments::Detach(const Stream& stream) {

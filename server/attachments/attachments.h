@@ -75,6 +75,9 @@ struct ChunkResult {
   int64_t committed = 0;
   int64_t received = 0;  // bytes written to the temp file (not durable past `committed`)
   bool complete = false;  // the blob is stored; the session is over
+  // Every byte is committed: ack that, then call Verify (the SHA-256, storing the blob), so
+  // that the client may start its next upload during the check.
+  bool verify = false;
 };
 
 class Attachments {
@@ -113,6 +116,9 @@ class Attachments {
   // "committed_offset=N" and *committed is N.
   absl::StatusOr<ChunkResult> Write(const Stream& stream, const kcnet::v1::UploadChunk& chunk,
                                     int64_t* committed);
+  // After a Write that answered `verify`: checks the SHA-256 and stores the blob (complete),
+  // or DATA_LOSS and the session restarts at 0 (*committed is 0).
+  absl::StatusOr<ChunkResult> Verify(const Stream& stream, int64_t* committed);
   // Commits what the stream wrote and lets the session go; returns the committed offset.
   absl::StatusOr<int64_t> Detach(const Stream& stream);
 

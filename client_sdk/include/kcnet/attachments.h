@@ -94,7 +94,8 @@ struct AttachmentProgress {
   int64_t bytes_received = 0;
 };
 
-// Called on the threads that run the transfer (the sync's or OpenAttachment's caller, and
+// Called on the threads that run the transfer (the sync's or OpenAttachment's caller, an upload
+// pass's upload threads (two uploads overlap at their ends), and
 // the upload's acknowledgement reader), one call at a time per transfer, with no SDK lock
 // held; keep it short (post to the UI thread). It may call the Client's read calls and
 // CancelSync; it must not call Close or add or remove listeners.
