@@ -468,11 +468,11 @@ absl::Status AttachmentQueue::UploadAll(
   // beside the next one's Begin and first chunks). So at most one upload has bytes in
   // flight, and a cut costs what it did without the overlap.
   absl::Mutex mu;
-  int unfinished = 0;      // uploads running
-  bool in_tail = false;    // the newest running upload has every byte committed
-  int64_t newest = 0;      // the newest upload's number
-  absl::Status ended;      // the link failed, or the pass was stopped: no new upload
-  absl::Status broken;     // the device's store failed
+  int unfinished = 0;    // uploads running
+  bool in_tail = false;  // the newest running upload has every byte committed
+  int64_t newest = 0;    // the newest upload's number
+  absl::Status ended;    // the link failed, or the pass was stopped: no new upload
+  absl::Status broken;   // the device's store failed
   // The end of one row's upload: the summary, and the row's state when it failed.
   auto settle = [&](const QueueRow& row, const absl::Status& status, int64_t payload) {
     {
@@ -666,8 +666,8 @@ int64_t AttachmentQueue::NextChunkBytes() {
 absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& row,
                                          const std::string& upload_id, int64_t offset,
                                          const Listener& listener, int64_t* payload,
-                                         const std::function<void()>& committed_all,
-                                         bool* complete, int64_t* committed) {
+                                         const std::function<void()>& committed_all, bool* complete,
+                                         int64_t* committed) {
   std::FILE* file = std::fopen(PathOf(row.sha256).c_str(), "rb");
   if (file == nullptr) return Errno(absl::StrCat("cannot read ", PathOf(row.sha256)));
   absl::Cleanup close_file = [file] { std::fclose(file); };

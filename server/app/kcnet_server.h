@@ -70,7 +70,7 @@ struct ServerOptions {
   int storage_threads = 4;
   // Sign-in's own threads, queue and rate limits (server/rpc/storage_rpc_runner.h).
   SignInOptions sign_in;
-  int max_receive_bytes = 4 << 20;           // larger requests get RESOURCE_EXHAUSTED
+  int max_receive_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
   // gRPC's memory for connections and streams (a grpc::ResourceQuota): past it, gRPC
   // shrinks receive windows, so that 200 photo uploads at once stay within it (issue 17).
   int64_t grpc_memory_quota_bytes = int64_t{16} << 20;

@@ -461,9 +461,8 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
   } else if (absl::Status s = blobs_->Adopt(a.session.sha256, path); !s.ok()) {
     return s;
   }
-  if (absl::Status s =
-          db_->FinishUpload(a.session.id, a.session.province_id, a.session.sha256, a.session.size,
-                            a.session.user_id, deps_.clock->NowMs());
+  if (absl::Status s = db_->FinishUpload(a.session.id, a.session.province_id, a.session.sha256,
+                                         a.session.size, a.session.user_id, deps_.clock->NowMs());
       !s.ok()) {
     return s;
   }

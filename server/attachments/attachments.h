@@ -73,7 +73,7 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head);
 struct ChunkResult {
   bool ack = false;  // a commit happened, or the chunk asked (ack_received): tell the client
   int64_t committed = 0;
-  int64_t received = 0;  // bytes written to the temp file (not durable past `committed`)
+  int64_t received = 0;   // bytes written to the temp file (not durable past `committed`)
   bool complete = false;  // the blob is stored; the session is over
   // Every byte is committed: ack that, then call Verify (the SHA-256, storing the blob), so
   // that the client may start its next upload during the check.
