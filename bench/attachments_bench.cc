@@ -409,10 +409,13 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   AddPhotos(t, sizes.shaped_photos, sizes.shaped_bytes, 3000);
   absl::Mutex mu;
   std::vector<absl::Time> events;
+  std::vector<std::string> what;  // each event, to tell where the largest gap was
   const int handle = t.client->AddAttachmentListener([&](const sdk::AttachmentProgress& p) {
     if (p.download) return;
     absl::MutexLock lock(&mu);
     events.push_back(absl::Now());
+    what.push_back(absl::StrCat(p.id.substr(0, 8), " ", sdk::AttachmentStateName(p.state), " ",
+                                p.bytes_done, "/", p.bytes_received, "/", p.bytes_sent));
   });
   const absl::Time start = absl::Now();
   const bool done = UploadAll(*t.client, start + sizes.shaped_deadline);
@@ -420,14 +423,21 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   t.client->RemoveAttachmentListener(handle);
   absl::Duration gap;
   absl::Time previous = start;
+  std::string where = "the start";
   {
     absl::MutexLock lock(&mu);
     events.push_back(end);
-    for (absl::Time e : events) {
-      gap = std::max(gap, e - previous);
-      previous = e;
+    what.push_back("the end");
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i] - previous > gap) {
+        gap = events[i] - previous;
+        where = absl::StrCat(i == 0 ? "the start" : what[i - 1], " -> ", what[i]);
+      }
+      previous = events[i];
     }
   }
+  std::cerr << "shaped: the largest gap, " << absl::FormatDuration(gap) << ", between " << where
+            << " (done/received/sent bytes)\n";
   const fault::FaultProxyStats stats = proxy->stats();
   std::cerr << "shaped: " << sizes.shaped_photos << " x " << sizes.shaped_bytes / 1024
             << " KiB at 50 kbit/s, 500 ms RTT, 2% loss: " << (done ? "done" : "NOT done") << " in "
