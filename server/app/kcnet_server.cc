@@ -113,9 +113,11 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   if (options.data_dir.empty()) return absl::InvalidArgumentError("data_dir: required");
   absl::StatusOr<LogFormat> format = ParseLogFormat(options.log_format);
   if (!format.ok()) return format.status();
-  if (options.grpc_memory_quota_bytes < (int64_t{1} << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "grpc_memory_quota_bytes: must be at least 1 MiB, got ", options.grpc_memory_quota_bytes));
+  if (options.grpc_memory_quota_bytes != 0 &&
+      options.grpc_memory_quota_bytes < (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("grpc_memory_quota_bytes: must be 0 (none) or at least 1 MiB, got ",
+                     options.grpc_memory_quota_bytes));
   }
   if (options.max_receive_bytes <= 0) {
     return absl::InvalidArgumentError(
@@ -299,11 +301,12 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   // receive window instead of one that BDP probing grows to megabytes per connection on a
   // fast link. 64 KiB per round trip is still 1 MB/s at 64 ms, more than a tablet's uplink.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  // And a bound on gRPC's buffers as a whole (200 uploads of 2 MB: 93-117 MiB of growth
-  // before, about 12 with both; docs/BENCHMARKS.md "attachments").
-  grpc::ResourceQuota quota("kcnet-server");
-  quota.Resize(static_cast<size_t>(options.grpc_memory_quota_bytes));
-  builder.SetResourceQuota(quota);
+  // And, when configured, a bound on gRPC's buffers as a whole (docs/API.md, "Limits").
+  if (options.grpc_memory_quota_bytes > 0) {
+    grpc::ResourceQuota quota("kcnet-server");
+    quota.Resize(static_cast<size_t>(options.grpc_memory_quota_bytes));
+    builder.SetResourceQuota(quota);
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("listen: cannot listen on '", options.listen,
