@@ -38,7 +38,8 @@
 //    AttachmentService streams over 20 connections, 10 streams each; see RunRss), minus its
 //    value just before. Goal <= 16 MiB.
 //
-// Usage: attachments_bench [--quick]   (--quick: 10 photos, 3 cut photos, 1 shaped photo of
+// Usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]   (--only: those
+// phases; throughput includes the known blob) (--quick: 10 photos, 3 cut photos, 1 shaped photo of
 // 32 KiB, 200 uploads of 256 KiB; the full run: 100, 10, 3 of 96 KiB, 200 of 2 MB).
 // KCNET_SERVER_BIN names the server binary (set by CMake).
 #include <fcntl.h>
@@ -58,6 +59,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -407,10 +409,13 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   AddPhotos(t, sizes.shaped_photos, sizes.shaped_bytes, 3000);
   absl::Mutex mu;
   std::vector<absl::Time> events;
+  std::vector<std::string> what;  // each event, to tell where the largest gap was
   const int handle = t.client->AddAttachmentListener([&](const sdk::AttachmentProgress& p) {
     if (p.download) return;
     absl::MutexLock lock(&mu);
     events.push_back(absl::Now());
+    what.push_back(absl::StrCat(p.id.substr(0, 8), " ", sdk::AttachmentStateName(p.state), " ",
+                                p.bytes_done, "/", p.bytes_received, "/", p.bytes_sent));
   });
   const absl::Time start = absl::Now();
   const bool done = UploadAll(*t.client, start + sizes.shaped_deadline);
@@ -418,14 +423,21 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   t.client->RemoveAttachmentListener(handle);
   absl::Duration gap;
   absl::Time previous = start;
+  std::string where = "the start";
   {
     absl::MutexLock lock(&mu);
     events.push_back(end);
-    for (absl::Time e : events) {
-      gap = std::max(gap, e - previous);
-      previous = e;
+    what.push_back("the end");
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i] - previous > gap) {
+        gap = events[i] - previous;
+        where = absl::StrCat(i == 0 ? "the start" : what[i - 1], " -> ", what[i]);
+      }
+      previous = events[i];
     }
   }
+  std::cerr << "shaped: the largest gap, " << absl::FormatDuration(gap) << ", between " << where
+            << " (done/received/sent bytes)\n";
   const fault::FaultProxyStats stats = proxy->stats();
   std::cerr << "shaped: " << sizes.shaped_photos << " x " << sizes.shaped_bytes / 1024
             << " KiB at 50 kbit/s, 500 ms RTT, 2% loss: " << (done ? "done" : "NOT done") << " in "
@@ -530,7 +542,7 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
   Must(t.client->Close(), "close");
 }
 
-int Run(bool quick) {
+int Run(bool quick, const std::string& only) {
   Sizes sizes;
   if (quick) {
     sizes.photos = 10;
@@ -554,11 +566,14 @@ int Run(bool quick) {
   Must(server.Start(), "start kcnet-server");
   std::cerr << "attachments_bench: data in " << dir << (quick ? " (quick)" : "") << "\n";
 
-  RunThroughput(dir, server.target(), accounts[0], sizes);
-  RunKnownBlob(dir, server.target(), accounts[1]);
-  RunCuts(dir, server.port(), accounts[2], sizes);
-  RunShaped(dir, server.port(), accounts[3], sizes);
-  RunRss(dir, server.target(), server.pid(), accounts[4], sizes);
+  auto wanted = [&only](absl::string_view part) {
+    return only.empty() || absl::StrContains(only, part);
+  };
+  if (wanted("throughput")) RunThroughput(dir, server.target(), accounts[0], sizes);
+  if (wanted("throughput")) RunKnownBlob(dir, server.target(), accounts[1]);
+  if (wanted("cuts")) RunCuts(dir, server.port(), accounts[2], sizes);
+  if (wanted("shaped")) RunShaped(dir, server.port(), accounts[3], sizes);
+  if (wanted("rss")) RunRss(dir, server.target(), server.pid(), accounts[4], sizes);
 
   Must(server.Stop(), "stop kcnet-server");
   std::error_code ignored;
@@ -571,13 +586,17 @@ int Run(bool quick) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--quick") {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
       quick = true;
+    } else if (arg.rfind("--only=", 0) == 0) {
+      only = arg.substr(7);
     } else {
-      std::cerr << "usage: attachments_bench [--quick]\n";
+      std::cerr << "usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]\n";
       return 2;
     }
   }
-  return kcnet::bench::Run(quick);
+  return kcnet::bench::Run(quick, only);
 }

@@ -471,22 +471,26 @@ absl::Status AttachmentQueue::UploadAll(
   AttachmentUploadSummary& summary = *out;
   absl::StatusOr<std::vector<QueueRow>> rows = Rows();
   if (!rows.ok()) return rows.status();
-  absl::Status ended;
-  for (const QueueRow& row : *rows) {
-    if (!Active(row.state) || row.next_try_ms > NowMs()) continue;
-    if (calls.Stopped()) {
-      ended = absl::CancelledError("the upload of attachments was cancelled");
-      break;
-    }
-    absl::StatusOr<bool> is_ready = ready(row.id);
-    absl::Status status = is_ready.status();
-    if (is_ready.ok()) {
-      if (!*is_ready) continue;  // its record is not on the server yet: after the next push
-      status = UploadOne(calls, row, listener, &summary.payload_bytes);
-    }
-    if (status.ok()) {
-      ++summary.uploaded;
-      continue;
+  // Uploads overlap by one: the next one starts once every byte of the running one is
+  // committed (its SHA-256 check, the server's blob rename and the rows' writes then run
+  // beside the next one's Begin and first chunks). So at most one upload has bytes in
+  // flight, and a cut costs what it did without the overlap.
+  absl::Mutex mu;
+  int unfinished = 0;    // uploads running
+  bool in_tail = false;  // the newest running upload has every byte committed
+  int64_t newest = 0;    // the newest upload's number
+  absl::Status ended;    // the link failed, or the pass was stopped: no new upload
+  absl::Status broken;   // the device's store failed
+  // The end of one row's upload: the summary, and the row's state when it failed.
+  auto settle = [&](const QueueRow& row, const absl::Status& status, int64_t payload) {
+    {
+      absl::MutexLock lock(&mu);
+      summary.payload_bytes += payload;
+      if (status.ok()) {
+        ++summary.uploaded;
+        return;
+      }
+      if (!IsConnectionFailure(status)) ++summary.failed;
     }
     absl::StatusOr<std::optional<QueueRow>> now = Row(row.id);
     const int64_t sent = now.ok() && now->has_value() ? (*now)->bytes_sent : row.bytes_sent;
@@ -496,28 +500,77 @@ absl::Status AttachmentQueue::UploadAll(
       UpdateRow(row.id, sent > 0 ? AttachmentState::kUploading : AttachmentState::kQueued, sent,
                 std::string(status.message()))
           .IgnoreError();
-      ended = status;
-      break;
+      absl::MutexLock lock(&mu);
+      if (ended.ok()) ended = status;
+      return;
     }
-    ++summary.failed;
     const int attempts = row.attempts + 1;
     const bool give_up = IsPermanent(status) || attempts >= options_.max_attempts;
     const AttachmentState state = give_up ? AttachmentState::kFailed : AttachmentState::kQueued;
     absl::Status stored = UpdateRow(
         row.id, state, sent, std::string(status.message()), attempts,
         give_up ? 0 : absl::ToUnixMillis(absl::FromUnixMillis(NowMs()) + Backoff(attempts)));
-    if (!stored.ok()) return stored;
+    if (!stored.ok()) {
+      absl::MutexLock lock(&mu);
+      if (broken.ok()) broken = stored;
+      return;
+    }
     if (listener) {
       AttachmentProgress p;
       p.id = row.id;
       p.state = state;
       p.bytes_done = sent;
+      p.bytes_received = sent;
       p.bytes_sent = sent;
       p.size = row.size;
       p.failure = std::string(status.message());
       listener(p);
     }
+  };
+  std::vector<std::thread> uploads;
+  for (const QueueRow& row : *rows) {
+    if (!Active(row.state) || row.next_try_ms > NowMs()) continue;
+    if (calls.Stopped()) {
+      absl::MutexLock lock(&mu);
+      if (ended.ok()) ended = absl::CancelledError("the upload of attachments was cancelled");
+      break;
+    }
+    {
+      absl::MutexLock lock(&mu);
+      if (!ended.ok() || !broken.ok()) break;
+    }
+    absl::StatusOr<bool> is_ready = ready(row.id);
+    if (!is_ready.ok()) {
+      settle(row, is_ready.status(), 0);
+      continue;
+    }
+    if (!*is_ready) continue;  // its record is not on the server yet: after the next push
+    int64_t number = 0;
+    {
+      absl::MutexLock lock(&mu);
+      auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        return unfinished == 0 || (unfinished == 1 && in_tail) || !ended.ok() || !broken.ok();
+      };
+      mu.Await(absl::Condition(&room));
+      if (!ended.ok() || !broken.ok()) break;
+      ++unfinished;
+      in_tail = false;
+      number = ++newest;
+    }
+    uploads.emplace_back([&, row, number] {
+      int64_t payload = 0;
+      auto committed_all = [&mu, &in_tail, &newest, number] {
+        absl::MutexLock lock(&mu);
+        if (newest == number) in_tail = true;
+      };
+      const absl::Status status = UploadOne(calls, row, listener, &payload, committed_all);
+      settle(row, status, payload);
+      absl::MutexLock lock(&mu);
+      --unfinished;
+    });
   }
+  for (std::thread& upload : uploads) upload.join();
+  if (!broken.ok()) return broken;
   absl::Status evicted = Evict();
   if (!evicted.ok()) return evicted;
   absl::StatusOr<std::vector<QueueRow>> left = Rows();
@@ -527,7 +580,8 @@ absl::Status AttachmentQueue::UploadAll(
 }
 
 absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& row,
-                                        const Listener& listener, int64_t* payload) {
+                                        const Listener& listener, int64_t* payload,
+                                        const std::function<void()>& committed_all) {
   if (FileSize(PathOf(row.sha256)) != row.size) {
     return absl::FailedPreconditionError(
         "the bytes of this attachment are missing on this device (the attachment folder was "
@@ -543,6 +597,7 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     p.id = row.id;
     p.state = state;
     p.bytes_done = done;
+    p.bytes_received = std::min(done, sent);
     p.bytes_sent = sent;
     p.size = row.size;
     listener(p);
@@ -573,13 +628,21 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
       return absl::OkStatus();
     }
     const int64_t offset = resp.committed_offset();
-    absl::Status s = UpdateRow(row.id, AttachmentState::kUploading, offset, "");
+    // The row is written when the server's offset is news to it (a resume); a new upload's
+    // row stays queued until its first second of acks or its end (an fsync saved a photo).
+    absl::Status s;
+    if (offset != row.bytes_sent) s = UpdateRow(row.id, AttachmentState::kUploading, offset, "");
     if (!s.ok()) return s;
     progress(AttachmentState::kUploading, offset, offset);
     bool complete = false;
     int64_t committed = offset;
-    last =
-        StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, &complete, &committed);
+    last = StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, committed_all,
+                      &complete, &committed);
+    if (!complete && committed > offset && !absl::IsDataLoss(last)) {
+      // What the stream got committed, for the next pass's resume and ListAttachments.
+      s = UpdateRow(row.id, AttachmentState::kUploading, committed, "");
+      if (!s.ok()) return s;
+    }
     if (complete) {
       s = UpdateRow(row.id, AttachmentState::kUploaded, row.size, "", 0, 0);
       if (!s.ok()) return s;
@@ -596,9 +659,22 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
   return last;
 }
 
+int64_t AttachmentQueue::NextChunkBytes() {
+  const double rate = link_bytes_per_s_.load();
+  const int64_t smallest = std::min<int64_t>(kSmallestChunkBytes, options_.chunk_bytes);
+  if (rate <= 0) return smallest;  // unknown yet: the first received ack tells
+  // About half a second of the link per chunk, a power of two between 4 KiB and chunk_bytes.
+  int64_t bytes = smallest;
+  while (bytes * 2 <= options_.chunk_bytes && static_cast<double>(bytes * 2) <= rate / 2) {
+    bytes *= 2;
+  }
+  return bytes;
+}
+
 absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& row,
                                          const std::string& upload_id, int64_t offset,
-                                         const Listener& listener, int64_t* payload, bool* complete,
+                                         const Listener& listener, int64_t* payload,
+                                         const std::function<void()>& committed_all, bool* complete,
                                          int64_t* committed) {
   std::FILE* file = std::fopen(PathOf(row.sha256).c_str(), "rb");
   if (file == nullptr) return Errno(absl::StrCat("cannot read ", PathOf(row.sha256)));
@@ -615,34 +691,65 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       stream = calls.Stub()->Upload(ctx->get());
 
   absl::Mutex mu;
-  int64_t acked = offset;
-  bool done = false;  // the server's last ack arrived
+  int64_t acked = offset;     // committed: durable on the server
+  int64_t received = offset;  // written on the server, not durable past `acked`
+  bool done = false;          // the server's last ack arrived
   bool reader_end = false;
   std::atomic<int64_t> sent{offset};
-  // Acknowledgements arrive on their own thread while the chunks go out.
+  // The link's rate, from the received acks: over the first ack (from the stream's start),
+  // then over windows of a second or more.
+  absl::Time window_start = absl::Now();
+  int64_t window_bytes_from = offset;
+  // Acknowledgements arrive on their own thread while the chunks go out. The queue row
+  // (durable, an fsync on the device) is written at most once a second from here, and by
+  // UploadOne when the stream ends: a progress event per ack, a row write per second.
   std::thread reader([&] {
     kcnet::v1::UploadAck ack;
+    absl::Time row_written = absl::Now();
+    int64_t row_offset = offset;
+    bool told_committed_all = false;
     while (stream->Read(&ack)) {
-      int64_t now = 0;
+      const absl::Time now = absl::Now();
+      int64_t now_acked = 0, now_received = 0;
       bool last = false;
       {
         absl::MutexLock lock(&mu);
         acked = std::max(acked, ack.committed_offset());
+        received = std::max({received, acked, ack.received_offset()});
         done = done || ack.complete();
-        now = acked;
+        now_acked = acked;
+        now_received = received;
         last = done;
-      }
-      if (!last) {
-        UpdateRow(row.id, AttachmentState::kUploading, now, "").IgnoreError();
-        if (listener) {
-          AttachmentProgress p;
-          p.id = row.id;
-          p.state = AttachmentState::kUploading;
-          p.bytes_done = now;
-          p.bytes_sent = sent.load();
-          p.size = row.size;
-          listener(p);
+        const absl::Duration window = now - window_start;
+        if (received > window_bytes_from &&
+            (link_bytes_per_s_.load() <= 0 || window >= absl::Seconds(1))) {
+          link_bytes_per_s_.store(static_cast<double>(received - window_bytes_from) /
+                                  absl::ToDoubleSeconds(window));
         }
+        if (window >= absl::Seconds(1)) {
+          window_start = now;
+          window_bytes_from = received;
+        }
+      }
+      if (now_acked == row.size && !told_committed_all) {
+        told_committed_all = true;
+        if (committed_all) committed_all();
+      }
+      if (last) continue;
+      if (now_acked > row_offset && now - row_written >= absl::Seconds(1)) {
+        UpdateRow(row.id, AttachmentState::kUploading, now_acked, "").IgnoreError();
+        row_written = now;
+        row_offset = now_acked;
+      }
+      if (listener) {
+        AttachmentProgress p;
+        p.id = row.id;
+        p.state = AttachmentState::kUploading;
+        p.bytes_done = now_acked;
+        p.bytes_received = now_received;
+        p.bytes_sent = std::max(sent.load(), now_received);
+        p.size = row.size;
+        listener(p);
       }
     }
     absl::MutexLock lock(&mu);
@@ -650,6 +757,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   });
   std::string buffer(static_cast<size_t>(options_.chunk_bytes), '\0');
   int64_t position = offset;
+  absl::Time last_ask = absl::InfinitePast();
   while (position < row.size) {
     // At most max_in_flight_bytes beyond the committed offset: what a cut can cost.
     {
@@ -663,8 +771,8 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       if (position - acked >= limit) break;  // no ack for two minutes: a dead link
     }
     if (calls.Stopped()) break;
-    const size_t want =
-        static_cast<size_t>(std::min<int64_t>(options_.chunk_bytes, row.size - position));
+    const int64_t chunk_bytes = NextChunkBytes();
+    const size_t want = static_cast<size_t>(std::min<int64_t>(chunk_bytes, row.size - position));
     const size_t got = std::fread(buffer.data(), 1, want, file);
     if (got != want) break;
     kcnet::v1::UploadChunk chunk;
@@ -672,24 +780,17 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     chunk.set_offset(position);
     chunk.set_data(buffer.data(), got);
     chunk.set_crc32c(sync::Crc32c(chunk.data()));
+    // A received ack for every chunk of a slow link (small chunks), else a few a second:
+    // the progress between two commits and the measure of the rate.
+    const absl::Time now = absl::Now();
+    if (chunk_bytes < options_.chunk_bytes || now - last_ask >= absl::Milliseconds(250)) {
+      chunk.set_ack_received(true);
+      last_ask = now;
+    }
     if (!stream->Write(chunk)) break;
     position += static_cast<int64_t>(got);
     *payload += static_cast<int64_t>(got);
     sent.store(position);
-    if (listener) {
-      int64_t now = 0;
-      {
-        absl::MutexLock lock(&mu);
-        now = acked;
-      }
-      AttachmentProgress p;
-      p.id = row.id;
-      p.state = AttachmentState::kUploading;
-      p.bytes_done = now;
-      p.bytes_sent = position;
-      p.size = row.size;
-      listener(p);
-    }
   }
   if (position < row.size) (*ctx)->TryCancel();  // the chunks stopped: end the call
   stream->WritesDone();
@@ -785,6 +886,7 @@ absl::Status AttachmentQueue::DownloadToPart(TransferCalls* calls, const std::st
         p.state = AttachmentState::kRemote;
         p.download = true;
         p.bytes_done = have;
+        p.bytes_received = have;
         p.bytes_sent = have;
         p.size = size;
         listener(p);

@@ -12,11 +12,14 @@
 // durable, in the transaction of the Attachment record, so Open() removes files without a
 // row (a crash in between) and rows without a file.
 //
-// Thread-safety: thread-safe. Transfers run on the calling thread; the Client runs one
+// Thread-safety: thread-safe. An upload pass runs each upload on a thread of its own, two
+// at a time at most (the next starts when every byte of the running one is committed);
+// downloads run on the calling thread. The Client runs one
 // upload pass at a time (its serial queue) and downloads from any thread.
 #ifndef KCNET_CLIENT_SDK_ATTACHMENT_QUEUE_H_
 #define KCNET_CLIENT_SDK_ATTACHMENT_QUEUE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -67,8 +70,12 @@ struct AttachmentQueueOptions {
   // Payload bytes an upload may have sent beyond the server's committed offset: what a
   // cut can cost. The server commits every 256 KiB; one more 64 KiB chunk keeps it busy.
   int64_t max_in_flight_bytes = (256 + 64) << 10;
+  // The largest chunk. A slow link gets smaller ones (down to kSmallestChunkBytes), sized
+  // to about half a second of its measured rate, so that received acks (progress) come
+  // often.
   int64_t chunk_bytes = 64 << 10;
 };
+inline constexpr int64_t kSmallestChunkBytes = 4 << 10;
 
 // One row of the upload queue.
 struct QueueRow {
@@ -151,14 +158,18 @@ class AttachmentQueue {
   absl::Status UpdateRow(const std::string& id, AttachmentState state, int64_t bytes_sent,
                          const std::string& failure, std::optional<int32_t> attempts = std::nullopt,
                          std::optional<int64_t> next_try_ms = std::nullopt);
-  // Uploads one row; the payload bytes sent are added to *payload.
+  // Uploads one row; the payload bytes sent are added to *payload. `committed_all` runs
+  // when the server acknowledged every byte committed (before its SHA-256 check).
   absl::Status UploadOne(TransferCalls& calls, const QueueRow& row, const Listener& listener,
-                         int64_t* payload);
+                         int64_t* payload, const std::function<void()>& committed_all);
   // One Upload stream from `offset`. Returns the status it ended with and sets *complete
   // and *committed (the last acknowledged offset).
   absl::Status StreamFrom(TransferCalls& calls, const QueueRow& row, const std::string& upload_id,
                           int64_t offset, const Listener& listener, int64_t* payload,
-                          bool* complete, int64_t* committed);
+                          const std::function<void()>& committed_all, bool* complete,
+                          int64_t* committed);
+  // The size of the next chunk: about half a second of the link at its measured rate.
+  int64_t NextChunkBytes();
   // Downloads the bytes of a blob (`sha_bytes`, 32 bytes) into `part` from its current
   // length (*resumed_from says which; 0 when missing or longer than `size`), then checks the
   // whole file against the SHA-256. A cut keeps the part (UNAVAILABLE); a damaged chunk or
@@ -176,6 +187,9 @@ class AttachmentQueue {
   absl::Mutex fetch_mu_;  // one download at a time (they share the .part files)
   absl::Mutex rng_mu_;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(rng_mu_);
+  // The upload link's rate in bytes/s measured from received acks (0: not yet), kept from
+  // one upload to the next.
+  std::atomic<double> link_bytes_per_s_{0};
 };
 
 }  // namespace kcnet::sdk

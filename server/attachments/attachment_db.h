@@ -61,6 +61,11 @@ class AttachmentDb {
   // Records that `province_id` holds the blob (uploaded by `user_id`); OK when it did.
   absl::Status AddProvinceBlob(int64_t province_id, const std::string& sha256, int64_t size,
                                int64_t user_id, int64_t now_ms);
+  // A finished upload: AddProvinceBlob and DeleteUpload(upload_id) in one transaction (one
+  // fsync rather than two).
+  absl::Status FinishUpload(const std::string& upload_id, int64_t province_id,
+                            const std::string& sha256, int64_t size, int64_t user_id,
+                            int64_t now_ms);
   // Bytes counted against a user's / a province's quota: the blobs it uploaded plus its
   // open sessions' sizes (but not `except_upload`'s).
   absl::StatusOr<int64_t> UserBytes(int64_t user_id, const std::string& except_upload = "");

@@ -416,6 +416,11 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
     }
     a->received = a->session.committed;
   }
+  if (a->hashed > a->session.committed) a->hashed = -1;  // hashed bytes were cut off
+  if (a->session.committed == 0 && a->hashed != 0) {
+    crypto_hash_sha256_init(&a->sha);
+    a->hashed = 0;
+  }
   return a;
 }
 
@@ -445,9 +450,16 @@ absl::Status Attachments::CommitLocked(Active& a) {
 
 absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
   const std::string path = UploadTempPath(uploads_dir_, a.session.id);
-  absl::StatusOr<std::string> raw = Sha256OfFile(path);
-  if (!raw.ok()) return raw.status();
-  const std::string actual = HexOf(*raw);
+  std::string raw(crypto_hash_sha256_BYTES, '\0');
+  if (a.hashed == a.session.size) {
+    crypto_hash_sha256_final(&a.sha, reinterpret_cast<unsigned char*>(raw.data()));
+    a.hashed = -1;
+  } else {
+    absl::StatusOr<std::string> read = Sha256OfFile(path);
+    if (!read.ok()) return read.status();
+    raw = *std::move(read);
+  }
+  const std::string actual = HexOf(raw);
   if (actual != a.session.sha256) {
     // Start again at 0: the bytes are unknown to be right anywhere.
     if (::ftruncate(a.fd, 0) != 0) return Errno("upload: truncate");
@@ -455,6 +467,8 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
     if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
     a.session.committed = 0;
     a.received = 0;
+    crypto_hash_sha256_init(&a.sha);
+    a.hashed = 0;
     return absl::DataLossError(
         absl::StrCat("sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
                      a.session.sha256, ": the upload starts again at 0"));
@@ -467,19 +481,19 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
   } else if (absl::Status s = blobs_->Adopt(a.session.sha256, path); !s.ok()) {
     return s;
   }
-  if (absl::Status s = db_->AddProvinceBlob(a.session.province_id, a.session.sha256, a.session.size,
-                                            a.session.user_id, deps_.clock->NowMs());
+  if (absl::Status s = db_->FinishUpload(a.session.id, a.session.province_id, a.session.sha256,
+                                         a.session.size, a.session.user_id, deps_.clock->NowMs());
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = db_->DeleteUpload(a.session.id); !s.ok()) return s;
   a.over = true;
   a.attached = false;
   {
     absl::MutexLock lock(&active_mu_);
     active_.erase(a.session.id);
   }
-  return ChunkResult{.ack = true, .committed = a.session.size, .complete = true};
+  return ChunkResult{
+      .ack = true, .committed = a.session.size, .received = a.session.size, .complete = true};
 }
 
 absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::UploadChunk& chunk,
@@ -531,6 +545,11 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     if (absl::Status s = CheckMagic(a->session.media_type, chunk.data()); !s.ok()) return s;
   }
   if (absl::Status s = PwriteAll(a->fd, chunk.data(), chunk.offset()); !s.ok()) return s;
+  if (a->hashed == chunk.offset()) {
+    crypto_hash_sha256_update(&a->sha, reinterpret_cast<const unsigned char*>(chunk.data().data()),
+                              static_cast<unsigned long long>(n));
+    a->hashed += n;
+  }
   a->received += n;
   ChunkResult result;
   if (a->received - a->session.committed >= kCommitIntervalBytes || chunk.flush() ||
@@ -538,14 +557,32 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     if (absl::Status s = CommitLocked(*a); !s.ok()) return s;
     result.ack = true;
   }
+  result.ack = result.ack || chunk.ack_received();
   result.committed = a->session.committed;
+  result.received = a->received;
   *committed = a->session.committed;
-  if (a->session.committed == a->session.size) {
-    absl::StatusOr<ChunkResult> done = FinishLocked(*a);
-    *committed = a->session.committed;
-    return done;
-  }
+  result.verify = a->session.committed == a->session.size;
   return result;
+}
+
+absl::StatusOr<ChunkResult> Attachments::Verify(const Stream& stream, int64_t* committed) {
+  std::shared_ptr<Active> a = FindActive(stream.upload_id);
+  if (a == nullptr) return UploadNotFound(stream.upload_id);
+  absl::MutexLock lock(&a->mu);
+  *committed = a->session.committed;
+  if (a->over) return UploadNotFound(stream.upload_id);
+  if (a->generation != stream.generation) {
+    return absl::AbortedError(
+        "upload_id: một kết nối khác đã tiếp nhận phiên này / another stream took over this "
+        "upload");
+  }
+  if (a->session.committed != a->session.size) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("upload: committed_offset=", a->session.committed, " is not the size yet"));
+  }
+  absl::StatusOr<ChunkResult> done = FinishLocked(*a);
+  *committed = a->session.committed;
+  return done;
 }
 
 absl::StatusOr<int64_t> Attachments::Detach(const Stream& stream) {

@@ -19,6 +19,8 @@
 #ifndef KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
 #define KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
 
+#include <sodium.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -69,9 +71,13 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head);
 
 // What one chunk did.
 struct ChunkResult {
-  bool ack = false;  // a commit happened: tell the client `committed`
+  bool ack = false;  // a commit happened, or the chunk asked (ack_received): tell the client
   int64_t committed = 0;
+  int64_t received = 0;   // bytes written to the temp file (not durable past `committed`)
   bool complete = false;  // the blob is stored; the session is over
+  // Every byte is committed: ack that, then call Verify (the SHA-256, storing the blob), so
+  // that the client may start its next upload during the check.
+  bool verify = false;
 };
 
 class Attachments {
@@ -110,6 +116,9 @@ class Attachments {
   // "committed_offset=N" and *committed is N.
   absl::StatusOr<ChunkResult> Write(const Stream& stream, const kcnet::v1::UploadChunk& chunk,
                                     int64_t* committed);
+  // After a Write that answered `verify`: checks the SHA-256 and stores the blob (complete),
+  // or DATA_LOSS and the session restarts at 0 (*committed is 0).
+  absl::StatusOr<ChunkResult> Verify(const Stream& stream, int64_t* committed);
   // Commits what the stream wrote and lets the session go; returns the committed offset.
   absl::StatusOr<int64_t> Detach(const Stream& stream);
 
@@ -145,6 +154,11 @@ class Attachments {
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
     bool attached ABSL_GUARDED_BY(mu) = false;
     bool over ABSL_GUARDED_BY(mu) = false;  // completed: the entry is going away
+    // The SHA-256 of the temp file's first `hashed` bytes, fed as chunks arrive in order,
+    // so that the final check need not read the file again; -1: unknown (a session resumed
+    // after a restart), the check reads the file.
+    crypto_hash_sha256_state sha ABSL_GUARDED_BY(mu);
+    int64_t hashed ABSL_GUARDED_BY(mu) = -1;
   };
 
   Attachments(const AttachmentOptions& options, const Deps& deps)

@@ -174,7 +174,7 @@ absl::Status FileBlobStore::Adopt(const std::string& sha_hex, const std::string&
   if (absl::Status s = CheckName(sha_hex); !s.ok()) return s;
   const fs::path target(PathOf(sha_hex));
   std::error_code error;
-  fs::create_directories(target.parent_path(), error);
+  const bool created = fs::create_directories(target.parent_path(), error);
   if (error) {
     return absl::InternalError(absl::StrCat("blob store: cannot create ",
                                             target.parent_path().string(), ": ", error.message()));
@@ -182,10 +182,11 @@ absl::Status FileBlobStore::Adopt(const std::string& sha_hex, const std::string&
   if (::rename(path.c_str(), target.c_str()) != 0) {
     return Errno(absl::StrCat("rename ", path, " to ", target.string()));
   }
-  // The rename is durable once its folder is (and the fan-out folders once theirs are).
+  // The rename is durable once its folder is, and a fan-out folder made just now once its
+  // parents are (an older one was synced by the Adopt that made it).
   absl::Status status = SyncDir(target.parent_path().string());
-  if (status.ok()) status = SyncDir(target.parent_path().parent_path().string());
-  if (status.ok()) status = SyncDir(root_);
+  if (status.ok() && created) status = SyncDir(target.parent_path().parent_path().string());
+  if (status.ok() && created) status = SyncDir(root_);
   return status;
 }
 

@@ -88,9 +88,14 @@ struct AttachmentProgress {
   int64_t bytes_sent = 0;
   int64_t size = 0;
   std::string failure;  // set when this event reports a failure
+  // Upload: what the server said it received (bytes_done <= bytes_received <= bytes_sent).
+  // Not durable past bytes_done, so never stored as uploaded: a progress bar may show it,
+  // a resume starts at bytes_done. Download: == bytes_done.
+  int64_t bytes_received = 0;
 };
 
-// Called on the threads that run the transfer (the sync's or OpenAttachment's caller, and
+// Called on the threads that run the transfer (the sync's or OpenAttachment's caller, an upload
+// pass's upload threads (two uploads overlap at their ends), and
 // the upload's acknowledgement reader), one call at a time per transfer, with no SDK lock
 // held; keep it short (post to the UI thread). It may call the Client's read calls and
 // CancelSync; it must not call Close or add or remove listeners.
