@@ -185,4 +185,20 @@ absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(
   }
 }
 
+absl::StatusOr<int64_t> RecordAccess::Count(sync::ListQuery query,
+                                            const std::function<bool(const RecordChange&)>& keep) {
+  query.after = 0;
+  query.limit = 1000;
+  int64_t count = 0;
+  while (true) {
+    absl::StatusOr<std::vector<RecordChange>> chunk = deps_.store->List(query);
+    if (!chunk.ok()) return chunk.status();
+    for (const RecordChange& r : *chunk) {
+      if (!keep || keep(r)) ++count;
+    }
+    if (chunk->size() < query.limit) return count;
+    query.after = chunk->back().op();
+  }
+}
+
 }  // namespace kcnet::server

@@ -85,6 +85,12 @@ class RecordAccess {
       const std::function<bool(const kcnet::v1::RecordChange&)>& keep = nullptr);
   static constexpr size_t kMaxFilteredScan = 20000;
 
+  // How many records `query` lists (its `after` and `limit` ignored) that `keep` accepts
+  // (all when null): reads the whole list in chunks, so the cost is the list's length.
+  absl::StatusOr<int64_t> Count(
+      sync::ListQuery query,
+      const std::function<bool(const kcnet::v1::RecordChange&)>& keep = nullptr);
+
  private:
   RecordServiceDeps deps_;
 };

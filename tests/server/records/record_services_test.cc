@@ -623,5 +623,171 @@ TEST_F(RecordServicesTest, APageTokenFromAnotherQueryIsRefused) {
   EXPECT_THAT(s.error_message(), HasSubstr("page_token"));
 }
 
+// The review queue's filters are the server's (issue 16): for every filter, what
+// ListSupportRequests lists (walked page by page) and CountSupportRequests counts equal
+// what the unfiltered list holds that matches, computed here; scope holds as for org_unit_id.
+TEST_F(RecordServicesTest, RequestFiltersAreAppliedByTheServerWithAnExactCount) {
+  const Facility f1 = MakeFacility("collab1", c1_);
+  const Facility f2 = MakeFacility("coord1", c2_);
+  // A mix: two authors, two communes, two categories, proposed and approved funding.
+  std::vector<std::string> made;
+  for (int i = 0; i < 6; ++i) {
+    CreateSupportRequestRequest req;
+    req.mutable_support_request()->set_facility_id(i % 2 == 0 ? f1.id() : f2.id());
+    req.mutable_support_request()->set_category(i % 3 == 0 ? SUPPORT_CATEGORY_TRAINING
+                                                           : SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+    req.mutable_support_request()->set_requested_amount_vnd(80000000 + i);
+    req.mutable_support_request()->set_proposed_funding(i < 3 ? FUNDING_SOURCE_LOCAL
+                                                              : FUNDING_SOURCE_NATIONAL);
+    SupportRequest out;
+    const std::string author = i == 2 ? "coord1" : (i % 2 == 0 ? "collab1" : "coord1");
+    ASSERT_TRUE(requests_->CreateSupportRequest(As(author).get(), req, &out).ok());
+    made.push_back(out.id());
+  }
+  // One approved with NATIONAL though it proposed LOCAL: funding is the approved one then.
+  ASSERT_TRUE(Transition("collab1", "submit", made[0]).ok());
+  ASSERT_TRUE(Transition("coord1", "endorse", made[0]).ok());
+  ASSERT_TRUE(Transition("officer1", "approve", made[0]).ok());
+
+  auto list = [&](const std::string& user, ListSupportRequestsRequest r, grpc::Status* status) {
+    std::vector<SupportRequest> out;
+    r.set_page_size(1);  // short pages: the filtered paging must not lose or repeat one
+    while (true) {
+      ListSupportRequestsResponse page;
+      *status = requests_->ListSupportRequests(As(user).get(), r, &page);
+      if (!status->ok()) return out;
+      out.insert(out.end(), page.support_requests().begin(), page.support_requests().end());
+      if (page.next_page_token().empty()) return out;
+      r.set_page_token(page.next_page_token());
+    }
+  };
+  auto count = [&](const std::string& user, const ListSupportRequestsRequest& r) {
+    CountSupportRequestsResponse out;
+    grpc::Status s = requests_->CountSupportRequests(As(user).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.count();
+  };
+  auto ids = [](const std::vector<SupportRequest>& v) {
+    std::vector<std::string> out;
+    for (const SupportRequest& r : v) out.push_back(r.id());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  grpc::Status s;
+  const std::vector<SupportRequest> everything = list("officer1", {}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_GE(everything.size(), made.size());
+  EXPECT_EQ(count("officer1", {}), static_cast<int64_t>(everything.size()));
+
+  struct Case {
+    const char* name;
+    std::function<void(ListSupportRequestsRequest*)> set;
+    std::function<bool(const SupportRequest&)> want;
+  };
+  const int64_t coord1 = users_["coord1"];
+  const std::vector<Case> cases = {
+      {"category", [](auto* r) { r->set_category(SUPPORT_CATEGORY_TRAINING); },
+       [](const SupportRequest& r) { return r.category() == SUPPORT_CATEGORY_TRAINING; }},
+      {"funding national", [](auto* r) { r->set_funding(FUNDING_SOURCE_NATIONAL); },
+       [](const SupportRequest& r) {
+         return (r.approved_funding() ? r.approved_funding() : r.proposed_funding()) ==
+                FUNDING_SOURCE_NATIONAL;
+       }},
+      {"funding local", [](auto* r) { r->set_funding(FUNDING_SOURCE_LOCAL); },
+       [](const SupportRequest& r) {
+         return (r.approved_funding() ? r.approved_funding() : r.proposed_funding()) ==
+                FUNDING_SOURCE_LOCAL;
+       }},
+      {"author", [=](auto* r) { r->set_author_id(coord1); },
+       [=](const SupportRequest& r) { return r.author_id() == coord1; }},
+      {"communes", [](auto* r) { r->add_commune_ids(c2_); },
+       [](const SupportRequest& r) { return r.commune_id() == c2_; }},
+      {"a commune of district 902", [](auto* r) { r->add_commune_ids(c3_); },
+       [](const SupportRequest& r) { return r.commune_id() == c3_; }},
+      {"everything at once",
+       [=](auto* r) {
+         r->set_funding(FUNDING_SOURCE_NATIONAL);
+         r->set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+         r->set_author_id(coord1);
+         r->add_commune_ids(c2_);
+         r->set_status(REQUEST_STATUS_DRAFT);
+       },
+       [=](const SupportRequest& r) {
+         return r.proposed_funding() == FUNDING_SOURCE_NATIONAL && r.approved_funding() == 0 &&
+                r.category() == SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY && r.author_id() == coord1 &&
+                r.commune_id() == c2_ && r.status() == REQUEST_STATUS_DRAFT;
+       }},
+      {"min age 0", [](auto* r) { r->set_min_age_days(0); },
+       [](const SupportRequest&) { return true; }},
+      {"min age 1 (all made today)", [](auto* r) { r->set_min_age_days(1); },
+       [](const SupportRequest&) { return false; }},
+  };
+  for (const Case& c : cases) {
+    ListSupportRequestsRequest r;
+    c.set(&r);
+    std::vector<SupportRequest> want;
+    for (const SupportRequest& x : everything) {
+      if (c.want(x)) want.push_back(x);
+    }
+    const std::vector<SupportRequest> got = list("officer1", r, &s);
+    ASSERT_TRUE(s.ok()) << c.name << ": " << s.error_message();
+    EXPECT_EQ(ids(got), ids(want)) << c.name;
+    EXPECT_EQ(count("officer1", r), static_cast<int64_t>(want.size())) << c.name;
+  }
+  // The mix is not trivial: each filter kept some of the six and dropped others.
+  ListSupportRequestsRequest national;
+  national.set_funding(FUNDING_SOURCE_NATIONAL);
+  const std::vector<std::string> n = ids(list("officer1", national, &s));
+  EXPECT_TRUE(std::binary_search(n.begin(), n.end(), made[0])) << "approved NATIONAL";
+  EXPECT_TRUE(std::binary_search(n.begin(), n.end(), made[3]));
+  EXPECT_FALSE(std::binary_search(n.begin(), n.end(), made[1])) << "proposed LOCAL";
+
+  // Scope: a commune of another district, or another province, is "not found" for coord1,
+  // as a unit that does not exist; the count says the same.
+  for (int64_t outside : {c3_, c9_, int64_t{987654321}}) {
+    ListSupportRequestsRequest r;
+    r.add_commune_ids(outside);
+    list("coord1", r, &s);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << outside;
+    EXPECT_THAT(s.error_message(), HasSubstr("commune_ids:"));
+    CountSupportRequestsResponse out;
+    EXPECT_EQ(requests_->CountSupportRequests(As("coord1").get(), r, &out).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // commune_ids narrows org_unit_id, never widens it.
+  ListSupportRequestsRequest narrowed;
+  narrowed.set_org_unit_id(c1_);
+  narrowed.add_commune_ids(c2_);
+  EXPECT_TRUE(list("officer1", narrowed, &s).empty());
+  EXPECT_TRUE(s.ok()) << s.error_message();
+
+  // Bad values name the field.
+  const std::vector<std::pair<std::string, std::function<void(ListSupportRequestsRequest*)>>> bad =
+      {
+          {"category:", [](auto* r) { r->set_category(static_cast<SupportCategory>(999)); }},
+          {"funding:", [](auto* r) { r->set_funding(static_cast<FundingSource>(77)); }},
+          {"author_id:", [](auto* r) { r->set_author_id(-5); }},
+          {"min_age_days:", [](auto* r) { r->set_min_age_days(-1); }},
+          {"min_age_days:", [](auto* r) { r->set_min_age_days(3651); }},
+          {"commune_ids:", [](auto* r) { r->add_commune_ids(0); }},
+          {"commune_ids:",
+           [](auto* r) {
+             for (int i = 0; i < 1001; ++i) r->add_commune_ids(c1_);
+           }},
+      };
+  for (const auto& [field, set] : bad) {
+    ListSupportRequestsRequest r;
+    set(&r);
+    ListSupportRequestsResponse out;
+    s = requests_->ListSupportRequests(As("officer1").get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+    CountSupportRequestsResponse counted;
+    s = requests_->CountSupportRequests(As("officer1").get(), r, &counted);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+  }
+}
+
 }  // namespace
 }  // namespace kcnet::server
