@@ -27,6 +27,7 @@ execFileSync(
     "kcnet/v1/plans.proto",
     "kcnet/v1/sync.proto",
     "kcnet/v1/sync_service.proto",
+    "kcnet/v1/record_export.proto",
   ],
   { stdio: "inherit" },
 );

@@ -15,6 +15,7 @@ import {
 import { ReportService } from "@gen/kcnet/v1/reports_pb";
 import { PlanService } from "@gen/kcnet/v1/plans_pb";
 import { SyncService } from "@gen/kcnet/v1/sync_service_pb";
+import { RecordExportService } from "@gen/kcnet/v1/record_export_pb";
 
 const transport = createConnectTransport({
   baseUrl: location.origin,
@@ -33,6 +34,7 @@ export const reports = createClient(ReportService, transport);
 export const plans = createClient(PlanService, transport);
 export const watch = createClient(WatchService, transport);
 export const syncService = createClient(SyncService, transport); // its conflict RPCs
+export const recordExports = createClient(RecordExportService, transport);
 
 export { Code, ConnectError };
 

@@ -19,6 +19,9 @@ const vi = {
   bulkCounting: "Đang đếm chính xác…",
   bulkChanged: (was: number, now: number) =>
     `Số đề nghị khớp bộ lọc vừa đổi (${was} → ${now}): hãy xem lại trước khi thực hiện.`,
+  exportRequests: "Tải danh sách đề nghị",
+  exportFacilities: "Tải danh sách cơ sở",
+  exportVisits: "Tải danh sách lần thăm",
 };
 type Catalogue = typeof vi;
 
@@ -38,6 +41,9 @@ const en: Catalogue = {
   bulkCounting: "Counting exactly…",
   bulkChanged: (was: number, now: number) =>
     `The number of matching requests changed (${was} → ${now}): review again before acting.`,
+  exportRequests: "Download the requests",
+  exportFacilities: "Download the facilities",
+  exportVisits: "Download the visits",
 };
 
 export function tf(): Catalogue {

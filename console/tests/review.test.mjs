@@ -356,8 +356,9 @@ async function main() {
 
   step("filters on the server: officer1 filters by collaborator and commune; the count is the API's");
   await page.getByRole("button", { name: "Đăng xuất" }).click();
-  await page.getByLabel("Tên đăng nhập").fill("officer1");
-  await page.getByLabel("Mật khẩu").fill("demo-officer1-pass");
+  await page.locator("main.signin").waitFor(); // the sign-in page, not the admin page's fields
+  await page.locator("#username").fill("officer1");
+  await page.locator("#password").fill("demo-officer1-pass");
   await page.getByRole("button", { name: "Đăng nhập" }).click();
   await page.locator("main h1", { hasText: "Hàng chờ duyệt" }).waitFor();
   await row(r1).waitFor();
@@ -408,6 +409,30 @@ async function main() {
   assert.equal(r1Now.body.approvedFunding, "FUNDING_SOURCE_LOCAL");
   await axeCheck("bulk approve results");
   await shoot("bulk-approve-results");
+
+  step("record export: the queue's requests of the filter as XLSX, in the background; read back");
+  await page.locator("#f-status").selectOption("all");
+  await page.locator("#queue-count", { hasText: /đề nghị/ }).waitFor();
+  const allOfCollab1 = await call(officerToken, "kcnet.v1.SupportRequestService/CountSupportRequests",
+    { authorId: collab1Id, communeIds: [collab1Commune] });
+  const m = Number(allOfCollab1.body.count ?? 0);
+  await page.locator("#queue-count", { hasText: new RegExp(`^${m} đề nghị`) }).waitFor();
+  const [download] = await Promise.all([
+    page.waitForEvent("download", { timeout: 60000 }),
+    page.locator("#export-requests-xlsx").click(),
+  ]);
+  assert.equal(download.suggestedFilename(), "de-nghi-ho-tro.xlsx");
+  const xlsxFile = join(work, "de-nghi-ho-tro.xlsx");
+  await download.saveAs(xlsxFile);
+  await page.locator('#exports li[data-export-state="done"]').first().waitFor();
+  const sheetXml = execFileSync("unzip", ["-p", xlsxFile, "xl/worksheets/sheet1.xml"], { encoding: "utf8" });
+  const strings = execFileSync("unzip", ["-p", xlsxFile, "xl/sharedStrings.xml"], { encoding: "utf8" });
+  assert.equal((sheetXml.match(/<row /g) ?? []).length, m + 1, "a header and one row per request of the filter");
+  assert.ok(strings.includes(r1) && strings.includes(r2), "the filtered requests are in the file");
+  assert.ok(!strings.includes(r3), "another district's request is not");
+  assert.ok(strings.includes("Trạng thái / Status"), "Vietnamese first in the headers");
+  assert.match(sheetXml, /<c r="F2"[^>]*><v>\d+<\/v><\/c>/, "the requested amount is a number");
+  await shoot("queue-export");
 
   assert.deepEqual(pageProblems, [], "no CSP violation or page error");
   console.log("console review test: OK");

@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/records/record_access.h"
+#include "server/records/request_filter.h"
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 #include "sync/model/requests.h"
@@ -95,6 +97,13 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
         });
   }
 
+  ServerUnaryReactor* ListMapPoints(CallbackServerContext* ctx, const v1::ListMapPointsRequest* req,
+                                    v1::ListMapPointsResponse* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.FacilityService/ListMapPoints",
+        [=, this](const Principal* p) -> absl::Status { return MapPoints(*p, *req, resp); });
+  }
+
   ServerUnaryReactor* CreateFacility(CallbackServerContext* ctx,
                                      const v1::CreateFacilityRequest* req,
                                      Facility* resp) override {
@@ -177,6 +186,106 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
   }
 
  private:
+  static constexpr int32_t kMaxMapPage = 20000;
+  static constexpr int32_t kDefaultMapPage = 10000;
+
+  // ListMapPoints: the facilities phase ("f:POSITION" in the page token), then the visits
+  // ("v:POSITION"), each read with RecordAccess::Scan until the page is full.
+  absl::Status MapPoints(const Principal& p, const v1::ListMapPointsRequest& req,
+                         v1::ListMapPointsResponse* resp) {
+    if (req.page_size() < 0 || req.page_size() > kMaxMapPage) {
+      return absl::InvalidArgumentError(absl::StrCat("page_size: must be between 0 and ",
+                                                     kMaxMapPage, ", got ", req.page_size()));
+    }
+    if (req.query().size() > 200) {
+      return absl::InvalidArgumentError(
+          "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
+    }
+    if (!kcnet::v1::FacilityKind_IsValid(req.kind())) {
+      return absl::InvalidArgumentError(absl::StrCat("kind: unknown facility kind ", req.kind()));
+    }
+    if (!kcnet::v1::Sector_IsValid(req.sector())) {
+      return absl::InvalidArgumentError(absl::StrCat("sector: unknown sector ", req.sector()));
+    }
+    if (req.visited_from_ms() < 0 || req.visited_to_ms() < 0) {
+      return absl::InvalidArgumentError(req.visited_from_ms() < 0
+                                            ? "visited_from_ms: must not be negative"
+                                            : "visited_to_ms: must not be negative");
+    }
+    absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(p, req.org_unit_id());
+    if (!scope.ok()) return scope.status();
+    const uint64_t fingerprint = QueryFingerprint(req, absl::StrCat(p.user_id));
+    absl::StatusOr<std::string> position = DecodePageToken(req.page_token(), fingerprint);
+    if (!position.ok()) return position.status();
+    bool visits_phase = false;
+    uint64_t after = 0;
+    if (!position->empty()) {
+      if (position->size() < 3 || ((*position)[0] != 'f' && (*position)[0] != 'v') ||
+          (*position)[1] != ':' || !absl::SimpleAtoi(position->substr(2), &after)) {
+        return absl::InvalidArgumentError("page_token: not a position of this list");
+      }
+      visits_phase = (*position)[0] == 'v';
+    }
+    const size_t limit = req.page_size() == 0 ? kDefaultMapPage : req.page_size();
+    const std::vector<std::string> words = sync::SearchWords(req.query());
+    bool at_end = false;
+    if (!visits_phase) {
+      sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope, .after = after};
+      absl::StatusOr<uint64_t> last = access_->Scan(
+          q,
+          [&](const RecordChange& r) {
+            Facility f;
+            if (!model::FromChange(r, &f).ok()) return true;
+            if (req.kind() != 0 && f.kind() != req.kind()) return true;
+            if (req.sector() != 0 && f.sector() != req.sector()) return true;
+            if (!words.empty() && !FacilityMatches(r, words)) return true;
+            kcnet::v1::MapPoint* point = resp->add_points();
+            point->set_id(f.id());
+            point->set_type(kcnet::v1::MAP_POINT_TYPE_FACILITY);
+            point->set_latitude(f.latitude());
+            point->set_longitude(f.longitude());
+            point->set_name(f.name());
+            return static_cast<size_t>(resp->points_size()) < limit;
+          },
+          &at_end);
+      if (!last.ok()) return last.status();
+      if (!at_end) {
+        resp->set_next_page_token(EncodePageToken(fingerprint, absl::StrCat("f:", *last)));
+        return absl::OkStatus();
+      }
+      if (req.facilities_only()) return absl::OkStatus();
+      visits_phase = true;
+      after = 0;
+      if (static_cast<size_t>(resp->points_size()) >= limit) {
+        resp->set_next_page_token(EncodePageToken(fingerprint, "v:0"));
+        return absl::OkStatus();
+      }
+    }
+    sync::ListQuery q{.type = model::kVisitType, .buckets = *scope, .after = after};
+    const int64_t from = req.visited_from_ms(), to = req.visited_to_ms();
+    absl::StatusOr<uint64_t> last = access_->Scan(
+        q,
+        [&](const RecordChange& r) {
+          Visit v;
+          if (!model::FromChange(r, &v).ok()) return true;
+          if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return true;
+          kcnet::v1::MapPoint* point = resp->add_points();
+          point->set_id(v.id());
+          point->set_type(kcnet::v1::MAP_POINT_TYPE_VISIT);
+          point->set_latitude(v.latitude());
+          point->set_longitude(v.longitude());
+          point->set_facility_id(v.facility_id());
+          point->set_visited_ms(v.visited_ms());
+          return static_cast<size_t>(resp->points_size()) < limit;
+        },
+        &at_end);
+    if (!last.ok()) return last.status();
+    if (!at_end) {
+      resp->set_next_page_token(EncodePageToken(fingerprint, absl::StrCat("v:", *last)));
+    }
+    return absl::OkStatus();
+  }
+
   RecordAccess* access_;
   RpcRunner* runner_;
 };
@@ -303,7 +412,8 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
                                           v1::ListSupportRequestsResponse* resp) override {
     return runner_->Run(ctx, "kcnet.v1.SupportRequestService/ListSupportRequests",
                         [=, this](const Principal* p) -> absl::Status {
-                          absl::StatusOr<RequestFilter> filter = MakeRequestFilter(*p, *req);
+                          absl::StatusOr<RequestFilter> filter =
+                              MakeRequestFilter(*access_, *p, *req);
                           if (!filter.ok()) return filter.status();
                           absl::StatusOr<std::vector<RecordChange>> page =
                               access_->List(filter->query, req->page_size(), req->page_token(),
@@ -323,7 +433,8 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
                                            v1::CountSupportRequestsResponse* resp) override {
     return runner_->Run(ctx, "kcnet.v1.SupportRequestService/CountSupportRequests",
                         [=, this](const Principal* p) -> absl::Status {
-                          absl::StatusOr<RequestFilter> filter = MakeRequestFilter(*p, *req);
+                          absl::StatusOr<RequestFilter> filter =
+                              MakeRequestFilter(*access_, *p, *req);
                           if (!filter.ok()) return filter.status();
                           absl::StatusOr<int64_t> n = access_->Count(filter->query, filter->keep);
                           if (!n.ok()) return n.status();
@@ -461,97 +572,6 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
   }
 
  private:
-  // A ListSupportRequestsRequest's filter as a store query (scope, status, category,
-  // author, communes: indexed equality and buckets) and a `keep` for what the store
-  // cannot compare (funding: approved else proposed; age), null when not needed.
-  struct RequestFilter {
-    sync::ListQuery query;
-    std::function<bool(const RecordChange&)> keep;
-  };
-  absl::StatusOr<RequestFilter> MakeRequestFilter(const Principal& p,
-                                                  const v1::ListSupportRequestsRequest& req) {
-    if (!kcnet::v1::RequestStatus_IsValid(req.status())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("status: unknown request status ", req.status()));
-    }
-    if (!kcnet::v1::SupportCategory_IsValid(req.category())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("category: unknown support category ", req.category()));
-    }
-    if (!kcnet::v1::FundingSource_IsValid(req.funding())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("funding: unknown funding source ", req.funding()));
-    }
-    if (req.author_id() < 0) {
-      return absl::InvalidArgumentError("author_id: must not be negative");
-    }
-    if (req.min_age_days() < 0 || req.min_age_days() > kMaxAgeDays) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("min_age_days: must be 0 to ", kMaxAgeDays, ", got ", req.min_age_days()));
-    }
-    if (req.commune_ids_size() > kMaxFilterCommunes) {
-      return absl::InvalidArgumentError(absl::StrCat("commune_ids: at most ", kMaxFilterCommunes,
-                                                     ", got ", req.commune_ids_size()));
-    }
-    absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(p, req.org_unit_id());
-    if (!scope.ok()) return scope.status();
-    RequestFilter f;
-    f.query = sync::ListQuery{.type = model::kSupportRequestType, .buckets = *scope};
-    if (req.commune_ids_size() > 0) {
-      for (int64_t id : req.commune_ids()) {
-        if (id <= 0) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("commune_ids: ", id, " is not an org unit id"));
-        }
-        if (!access_->InScope(p, id)) {  // as for org_unit_id: out of scope = absent
-          return absl::NotFoundError(
-              absl::StrCat("commune_ids: org unit ", id, " not found in your org units"));
-        }
-      }
-      absl::StatusOr<std::vector<int64_t>> chosen = access_->directory().Communes(
-          std::vector<int64_t>(req.commune_ids().begin(), req.commune_ids().end()));
-      if (!chosen.ok()) return chosen.status();
-      std::vector<int64_t> both;
-      for (int64_t c : f.query.buckets) {
-        if (std::find(chosen->begin(), chosen->end(), c) != chosen->end()) both.push_back(c);
-      }
-      f.query.buckets = std::move(both);
-    }
-    if (req.status() != kcnet::v1::REQUEST_STATUS_UNSPECIFIED) {
-      f.query.equals.push_back({SupportRequest::kStatusFieldNumber, IntValue(req.status())});
-    }
-    if (!req.facility_id().empty()) {
-      f.query.equals.push_back(
-          {SupportRequest::kFacilityIdFieldNumber, TextValue(req.facility_id())});
-    }
-    if (req.category() != kcnet::v1::SUPPORT_CATEGORY_UNSPECIFIED) {
-      f.query.equals.push_back({SupportRequest::kCategoryFieldNumber, IntValue(req.category())});
-    }
-    if (req.author_id() != 0) {
-      f.query.equals.push_back({SupportRequest::kAuthorIdFieldNumber, IntValue(req.author_id())});
-    }
-    const kcnet::v1::FundingSource funding = req.funding();
-    const int64_t changed_before =
-        req.min_age_days() > 0 ? access_->NowMs() - int64_t{req.min_age_days()} * kDayMs : 0;
-    if (funding != kcnet::v1::FUNDING_SOURCE_UNSPECIFIED || changed_before != 0) {
-      f.keep = [funding, changed_before](const RecordChange& record) {
-        SupportRequest r;
-        if (!model::FromChange(record, &r).ok()) return false;
-        if (funding != kcnet::v1::FUNDING_SOURCE_UNSPECIFIED) {
-          const kcnet::v1::FundingSource has =
-              r.approved_funding() != kcnet::v1::FUNDING_SOURCE_UNSPECIFIED ? r.approved_funding()
-                                                                            : r.proposed_funding();
-          if (has != funding) return false;
-        }
-        return changed_before == 0 || r.updated_ms() <= changed_before;
-      };
-    }
-    return f;
-  }
-  static constexpr int32_t kMaxAgeDays = 3650;
-  static constexpr int kMaxFilterCommunes = 1000;
-  static constexpr int64_t kDayMs = 24 * 60 * 60 * 1000;
-
   RequestEvent Event(const Principal& p, const SupportRequest& r, kcnet::v1::RequestAction action,
                      kcnet::v1::RequestStatus to, const std::string& note, int64_t amount) {
     return model::NewRequestEvent(r, p.user_id, action, to, note, amount, access_->NowMs());

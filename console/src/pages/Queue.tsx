@@ -22,6 +22,7 @@ import { filters, me, setFilters } from "../state";
 import { tr } from "../i18n-review";
 import { changes, liveState } from "../live";
 import { BulkBar } from "./Bulk";
+import { RequestExportButtons } from "./RecordExport";
 import { ageChoices, requestFilter } from "../requestFilter";
 import { tf } from "../i18n-filters";
 export { myDecisionStatus } from "../requestFilter";
@@ -197,6 +198,7 @@ export function Queue() {
           {t().clearFilters}
         </button>
       </form>
+      <RequestExportButtons filter={requestFilter(f, role)} />
       {error && (
         <p class="error" role="alert">
           {t().error}: {error}

@@ -7,6 +7,7 @@
 // Facilities with the same folded name in the same commune are flagged as possible
 // duplicates. A facility's page shows its visits and requests on one timeline.
 import { useEffect, useRef, useState } from "preact/hooks";
+import { FacilityExportButtons } from "./RecordExport";
 import { elementScroll, observeElementOffset, observeElementRect, Virtualizer } from "@tanstack/virtual-core";
 import { Code, ConnectError, errorText, facilities, requests, visits } from "../api";
 import type { Facility, SupportRequest, Visit } from "@gen/kcnet/v1/domain_pb";
@@ -169,6 +170,7 @@ export function Registry() {
           {t().clearFilters}
         </button>
       </form>
+      <FacilityExportButtons params={p} />
       {error && (
         <p class="error" role="alert">
           {t().error}: {error}
