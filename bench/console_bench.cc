@@ -11,7 +11,10 @@
 // visits over 20 communes, and 50 requests awaiting the province) straight into the record
 // store, and bench/console_browser.mjs measures, as the province officer: first_load_p95_ms,
 // js_css_gzip_bytes, search_p95_ms, map_points, map_load_ms, map_render_ms, map_fps,
-// xlsx_s and xlsx_rows (see that file).
+// xlsx_s and xlsx_rows (see that file; KCNET_CONSOLE_BENCH_ONLY=map,... runs only some
+// of its phases). Before the browser: records_xlsx_s (every visit as XLSX through
+// RecordExportService.ExportRecords over gRPC), records_xlsx_rows, records_xlsx_bytes, and
+// xlsx_100k_s when that is 100,000 rows or more (--scale=0.1 and up).
 //
 // Usage: console_bench [calls] [--scale=F] [--browser=0]
 //   calls: bridge calls of each kind (default 1000); --scale: of the browser's data set
@@ -31,6 +34,7 @@
 #include "bench/bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
+#include "kcnet/v1/record_export.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
 #include "sync/model/record_types.h"
@@ -294,6 +298,35 @@ int main(int argc, char** argv) {
       return r;
     });
     Emit("console", "seed_s", seed_timer.Seconds(), "s");
+    // A record export: every visit of the province as XLSX (ExportRecords over gRPC, the
+    // stream the bridge forwards), by the officer. xlsx_100k_s when it has 100,000 rows
+    // or more (--scale=0.1 and up).
+    {
+      grpc::ClientContext login_context;
+      LoginRequest login;
+      login.set_username("officer");
+      login.set_password("password-123");
+      LoginResponse officer;
+      if (!AuthService::NewStub(channel)->Login(&login_context, login, &officer).ok()) {
+        Die("officer login");
+      }
+      grpc::ClientContext context;
+      context.AddMetadata("authorization", "Bearer " + officer.token());
+      ExportRecordsRequest request;
+      request.set_type(EXPORT_RECORD_TYPE_VISITS);
+      request.set_format(EXPORT_FORMAT_XLSX);
+      Timer timer;
+      auto reader = RecordExportService::NewStub(channel)->ExportRecords(&context, request);
+      ExportChunk chunk;
+      size_t bytes = 0;
+      while (reader->Read(&chunk)) bytes += chunk.data().size();
+      if (!reader->Finish().ok()) Die("ExportRecords");
+      const double seconds = timer.Seconds();
+      Emit("console", "records_xlsx_s", seconds, "s");
+      Emit("console", "records_xlsx_rows", static_cast<double>(n_visits), "rows");
+      Emit("console", "records_xlsx_bytes", static_cast<double>(bytes), "bytes");
+      if (n_visits >= 100000) Emit("console", "xlsx_100k_s", seconds, "s");
+    }
     const std::string command = absl::StrCat(
         "'", node, "' '", KCNET_SOURCE_DIR, "/bench/console_browser.mjs' --base=", origin,
         " --user=officer --password=password-123 --console_dir='", dist, "' --node_modules='",

@@ -30,6 +30,9 @@ const require = createRequire(join(args.node_modules, "noop.js"));
 const { chromium } = require("playwright-core");
 const emit = (metric, value, unit) =>
   console.log(JSON.stringify({ bench: "console", metric, value: Number(value.toFixed(3)), unit }));
+// KCNET_CONSOLE_BENCH_ONLY=map,xlsx runs only those phases (load, search, map, xlsx); all by default.
+const only = (process.env.KCNET_CONSOLE_BENCH_ONLY ?? "").split(",").filter(Boolean);
+const phase = (name) => only.length === 0 || only.includes(name);
 const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
 
 const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
@@ -57,7 +60,7 @@ try {
 
   // First load of the queue, cold.
   const loads = [];
-  for (let i = 0; i < 21; i++) {
+  for (let i = 0; i < (phase("load") ? 21 : 0); i++) {
     const { context, page } = await newPage();
     const started = performance.now();
     await page.goto(`${args.base}/#/queue`);
@@ -65,7 +68,7 @@ try {
     if (i > 0) loads.push(performance.now() - started); // the first warms the server, not the browser
     await context.close();
   }
-  emit("first_load_p95_ms", p95(loads), "ms");
+  if (loads.length > 0) emit("first_load_p95_ms", p95(loads), "ms");
   const dist = args.console_dir;
   emit("js_css_gzip_bytes",
     gzipSync(readFileSync(join(dist, "assets", "app.js"))).length +
@@ -73,6 +76,7 @@ try {
 
   // Registry search: typed -> first results (or none) rendered.
   const { context, page } = await newPage();
+  if (phase("search")) {
   await page.goto(`${args.base}/#/registry`);
   await page.locator("#registry-count", { hasText: /\d/ }).waitFor({ timeout: 600000 });
   const searches = [];
@@ -88,9 +92,11 @@ try {
     searches.push(performance.now() - started - 200);
   }
   emit("search_p95_ms", p95(searches), "ms");
+  }
 
   // The map of the whole province.
   let started = performance.now();
+  if (phase("map")) {
   await page.goto(`${args.base}/#/map`);
   await page.waitForFunction(() => /\d/.test(document.querySelector("#map-count")?.textContent ?? "") &&
     Number(document.querySelector("#map-canvas")?.getAttribute("data-points") ?? 0) > 0, null, { timeout: 600000 });
@@ -121,8 +127,10 @@ try {
     return frames / ((performance.now() - t0) / 1000);
   });
   emit("map_fps", fps, "frames/s");
+  }
 
   // An XLSX export through the browser.
+  if (phase("xlsx")) {
   await page.goto(`${args.base}/#/reports/coverage`);
   await page.locator("#report").waitFor({ timeout: 600000 });
   started = performance.now();
@@ -135,6 +143,7 @@ try {
   emit("xlsx_s", (performance.now() - started) / 1000, "s");
   const sheet = execFileSync("unzip", ["-p", file, "xl/worksheets/sheet1.xml"], { encoding: "utf8", maxBuffer: 1 << 30 });
   emit("xlsx_rows", (sheet.match(/<row /g) ?? []).length, "rows");
+  }
   await context.close();
 } finally {
   await browser.close();

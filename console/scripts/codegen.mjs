@@ -28,6 +28,7 @@ execFileSync(
     "kcnet/v1/sync.proto",
     "kcnet/v1/sync_service.proto",
     "kcnet/v1/attachments.proto",
+    "kcnet/v1/record_export.proto",
   ],
   { stdio: "inherit" },
 );

@@ -16,6 +16,7 @@ import { ReportService } from "@gen/kcnet/v1/reports_pb";
 import { PlanService } from "@gen/kcnet/v1/plans_pb";
 import { SyncService } from "@gen/kcnet/v1/sync_service_pb";
 import { AttachmentService } from "@gen/kcnet/v1/attachments_pb";
+import { RecordExportService } from "@gen/kcnet/v1/record_export_pb";
 
 const transport = createConnectTransport({
   baseUrl: location.origin,
@@ -35,6 +36,7 @@ export const plans = createClient(PlanService, transport);
 export const watch = createClient(WatchService, transport);
 export const syncService = createClient(SyncService, transport); // its conflict RPCs
 export const attachments = createClient(AttachmentService, transport); // List, Download
+export const recordExports = createClient(RecordExportService, transport);
 
 export { Code, ConnectError };
 

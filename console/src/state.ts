@@ -1,6 +1,6 @@
 // Shared state of the console: who is signed in, the current view, and the filters.
 // The view lives in the hash (#/queue, #/request/ID) and the filters in the query string
-// (?status=2&commune=17&category=3&funding=1&lang=en), so a link carries both, and moving
+// (?status=2&commune=17&category=3&funding=1&age=7&author=12&lang=en), so a link carries both, and moving
 // between views keeps the filters. Not thread-related: the browser runs this on one thread.
 import { signal } from "@preact/signals";
 import type { User } from "@gen/kcnet/v1/domain_pb";
@@ -12,8 +12,10 @@ export interface Filters {
   commune: string; // org unit id, "" = all
   category: string;
   funding: string;
+  age: string; // "" = any, else the minimum days since the last change
+  author: string; // "" = anyone, else the collaborator's (author's) user id
 }
-const filterKeys: (keyof Filters)[] = ["status", "commune", "category", "funding"];
+const filterKeys: (keyof Filters)[] = ["status", "commune", "category", "funding", "age", "author"];
 
 function readFilters(): Filters {
   const q = new URLSearchParams(location.search);
@@ -22,6 +24,8 @@ function readFilters(): Filters {
     commune: q.get("commune") ?? "",
     category: q.get("category") ?? "",
     funding: q.get("funding") ?? "",
+    age: q.get("age") ?? "",
+    author: q.get("author") ?? "",
   };
 }
 

@@ -354,6 +354,86 @@ async function main() {
   await page.locator("#new-units option", { hasText: "(90301)" }).waitFor();
   await axeCheck("administration (import)");
 
+  step("filters on the server: officer1 filters by collaborator and commune; the count is the API's");
+  await page.getByRole("button", { name: "Đăng xuất" }).click();
+  await page.locator("main.signin").waitFor(); // the sign-in page, not the admin page's fields
+  await page.locator("#username").fill("officer1");
+  await page.locator("#password").fill("demo-officer1-pass");
+  await page.getByRole("button", { name: "Đăng nhập" }).click();
+  await page.locator("main h1", { hasText: "Hàng chờ duyệt" }).waitFor();
+  await row(r1).waitFor();
+  const officerToken = await login("officer1");
+  const whoCollab1 = await call(await login("collab1"), "kcnet.v1.AuthService/WhoAmI", {});
+  const collab1User = whoCollab1.body.user ?? whoCollab1.body;
+  const collab1Id = String(collab1User.id);
+  const collab1Commune = String((collab1User.orgUnitIds ?? [])[0]);
+  await page.locator("#f-author").selectOption(collab1Id);
+  await page.locator("#f-commune").selectOption(collab1Commune);
+  const filter = { status: "REQUEST_STATUS_ENDORSED", authorId: collab1Id, communeIds: [collab1Commune] };
+  const counted = await call(officerToken, "kcnet.v1.SupportRequestService/CountSupportRequests", filter);
+  assert.equal(counted.status, 200, JSON.stringify(counted.body));
+  const n = Number(counted.body.count ?? 0);
+  assert.ok(n >= 2, `r1 and r2 are endorsed requests of collab1: ${n}`);
+  await page.locator("#queue-count", { hasText: new RegExp(`^${n} đề nghị`) }).waitFor();
+  assert.equal(await page.locator("tr[data-request-id]").count(), n, "the rows are the server's N");
+  const listed = await call(officerToken, "kcnet.v1.SupportRequestService/ListSupportRequests", filter);
+  assert.ok((listed.body.supportRequests ?? []).every((r) => String(r.authorId) === collab1Id));
+  const bad = await call(officerToken, "kcnet.v1.SupportRequestService/ListSupportRequests", { minAgeDays: -1 });
+  assert.equal(bad.status, 400, "a bad filter is refused");
+  assert.match(bad.body.message, /min_age_days/);
+
+  step("bulk approve over all N matching: one amount, a funding source, a result per item");
+  await page.getByLabel("Thao tác").selectOption("approve");
+  await page.getByLabel(`tất cả ${n} đề nghị khớp bộ lọc`).check();
+  await page.getByLabel("Cùng một số tiền cho mọi đề nghị").check();
+  await page.locator("#bulk-amount-value").fill("50.000.000");
+  await page.getByRole("button", { name: "Xem lại trước khi thực hiện" }).click();
+  await page.getByRole("alert").filter({ hasText: "Nguồn kinh phí" }).waitFor(); // required
+  await page.locator("#bulk-funding").selectOption({ label: "Ngân sách địa phương" });
+  await page.getByRole("button", { name: "Xem lại trước khi thực hiện" }).click();
+  const approveConfirm = page.locator("#bulk-confirm");
+  await approveConfirm.waitFor();
+  assert.equal(await approveConfirm.innerText(), `Xác nhận: Phê duyệt đúng ${n} đề nghị`);
+  await axeCheck("bulk approve confirmation");
+  await shoot("bulk-approve-confirm");
+  await approveConfirm.click();
+  await page.locator("#bulk-status", { hasText: "Xong:" }).waitFor({ timeout: 30000 });
+  assert.equal(await page.locator("#bulk-results tr[data-result-id]").count(), n, "one result per request");
+  // r1 asked 80.000.000: approved at 50.000.000; r2 asked 45.000.000: refused, the server says why.
+  assert.equal(await page.locator(`#bulk-results tr[data-result-id="${r1}"]`).getAttribute("data-ok"), "true");
+  const r2Approve = await page.locator(`#bulk-results tr[data-result-id="${r2}"]`).innerText();
+  assert.match(r2Approve, /Bị từ chối: .*approved_amount_vnd/, r2Approve);
+  const r1Now = await call(officerToken, "kcnet.v1.SupportRequestService/GetSupportRequest", { id: r1 });
+  assert.equal(r1Now.body.status, "REQUEST_STATUS_APPROVED");
+  assert.equal(String(r1Now.body.approvedAmountVnd), "50000000");
+  assert.equal(r1Now.body.approvedFunding, "FUNDING_SOURCE_LOCAL");
+  await axeCheck("bulk approve results");
+  await shoot("bulk-approve-results");
+
+  step("record export: the queue's requests of the filter as XLSX, in the background; read back");
+  await page.locator("#f-status").selectOption("all");
+  await page.locator("#queue-count", { hasText: /đề nghị/ }).waitFor();
+  const allOfCollab1 = await call(officerToken, "kcnet.v1.SupportRequestService/CountSupportRequests",
+    { authorId: collab1Id, communeIds: [collab1Commune] });
+  const m = Number(allOfCollab1.body.count ?? 0);
+  await page.locator("#queue-count", { hasText: new RegExp(`^${m} đề nghị`) }).waitFor();
+  const [download] = await Promise.all([
+    page.waitForEvent("download", { timeout: 60000 }),
+    page.locator("#export-requests-xlsx").click(),
+  ]);
+  assert.equal(download.suggestedFilename(), "de-nghi-ho-tro.xlsx");
+  const xlsxFile = join(work, "de-nghi-ho-tro.xlsx");
+  await download.saveAs(xlsxFile);
+  await page.locator('#exports li[data-export-state="done"]').first().waitFor();
+  const sheetXml = execFileSync("unzip", ["-p", xlsxFile, "xl/worksheets/sheet1.xml"], { encoding: "utf8" });
+  const strings = execFileSync("unzip", ["-p", xlsxFile, "xl/sharedStrings.xml"], { encoding: "utf8" });
+  assert.equal((sheetXml.match(/<row /g) ?? []).length, m + 1, "a header and one row per request of the filter");
+  assert.ok(strings.includes(r1) && strings.includes(r2), "the filtered requests are in the file");
+  assert.ok(!strings.includes(r3), "another district's request is not");
+  assert.ok(strings.includes("Trạng thái / Status"), "Vietnamese first in the headers");
+  assert.match(sheetXml, /<c r="F2"[^>]*><v>\d+<\/v><\/c>/, "the requested amount is a number");
+  await shoot("queue-export");
+
   assert.deepEqual(pageProblems, [], "no CSP violation or page error");
   console.log("console review test: OK");
 }

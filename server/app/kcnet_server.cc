@@ -19,6 +19,7 @@
 #include "server/app/store_spec.h"
 #include "server/attachments/attachment_service.h"
 #include "server/plans/plan_service.h"
+#include "server/records/record_export.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
 #include "server/services/directory_services.h"
@@ -42,11 +43,13 @@ constexpr char kInsecureHealthService[] = "kcnet.insecure";
 // Health's Watch is the console's "is the server there" stream.
 // WatchService's stream is the console's live-change signal (one per tab).
 // AttachmentService for the photos (Download; its Upload is a client stream, never forwarded).
-constexpr std::array<const char*, 12> kBrowserServices = {
-    "kcnet.v1.AuthService",     "kcnet.v1.OrgUnitService",    "kcnet.v1.UserService",
-    "kcnet.v1.FacilityService", "kcnet.v1.VisitService",      "kcnet.v1.SupportRequestService",
-    "kcnet.v1.SyncService",     "kcnet.v1.PlanService",       "kcnet.v1.ReportService",
-    "kcnet.v1.WatchService",    "kcnet.v1.AttachmentService", "grpc.health.v1.Health"};
+// RecordExportService for the record downloads (a server stream).
+constexpr std::array<const char*, 13> kBrowserServices = {
+    "kcnet.v1.AuthService",        "kcnet.v1.OrgUnitService",    "kcnet.v1.UserService",
+    "kcnet.v1.FacilityService",    "kcnet.v1.VisitService",      "kcnet.v1.SupportRequestService",
+    "kcnet.v1.SyncService",        "kcnet.v1.PlanService",       "kcnet.v1.ReportService",
+    "kcnet.v1.WatchService",       "kcnet.v1.AttachmentService", "grpc.health.v1.Health",
+    "kcnet.v1.RecordExportService"};
 
 // Server reflection for this server alone: gRPC's InitProtoReflectionServerBuilderPlugin()
 // would turn it on for every server the process builds after it, so the plugin is added
@@ -240,6 +243,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   for (std::unique_ptr<grpc::Service>& service : MakeRecordServices(deps)) {
     server->services_.push_back(std::move(service));
   }
+  server->services_.push_back(MakeRecordExportService(deps));
   server->services_.push_back(MakePlanService({.directory = server->directory_.get(),
                                                .plans = server->plans_.get(),
                                                .records = server->store_.get(),

@@ -185,4 +185,39 @@ absl::StatusOr<std::vector<RecordChange>> RecordAccess::List(
   }
 }
 
+absl::StatusOr<int64_t> RecordAccess::Count(sync::ListQuery query,
+                                            const std::function<bool(const RecordChange&)>& keep) {
+  query.after = 0;
+  query.limit = 1000;
+  int64_t count = 0;
+  while (true) {
+    absl::StatusOr<std::vector<RecordChange>> chunk = deps_.store->List(query);
+    if (!chunk.ok()) return chunk.status();
+    for (const RecordChange& r : *chunk) {
+      if (!keep || keep(r)) ++count;
+    }
+    if (chunk->size() < query.limit) return count;
+    query.after = chunk->back().op();
+  }
+}
+
+absl::StatusOr<uint64_t> RecordAccess::Scan(sync::ListQuery query,
+                                            const std::function<bool(const RecordChange&)>& visit,
+                                            bool* at_end) {
+  query.limit = 1000;
+  *at_end = false;
+  while (true) {
+    absl::StatusOr<std::vector<RecordChange>> chunk = deps_.store->List(query);
+    if (!chunk.ok()) return chunk.status();
+    for (const RecordChange& r : *chunk) {
+      query.after = r.op();
+      if (!visit(r)) return query.after;
+    }
+    if (chunk->size() < query.limit) {
+      *at_end = true;
+      return query.after;
+    }
+  }
+}
+
 }  // namespace kcnet::server

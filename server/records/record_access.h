@@ -85,6 +85,19 @@ class RecordAccess {
       const std::function<bool(const kcnet::v1::RecordChange&)>& keep = nullptr);
   static constexpr size_t kMaxFilteredScan = 20000;
 
+  // Reads the records of `query` in its order from `query.after` in chunks, handing each to
+  // `visit` until it returns false (after that record) or the list ends (`*at_end`).
+  // Returns the position of the last record handed over (`query.after` when none).
+  absl::StatusOr<uint64_t> Scan(sync::ListQuery query,
+                                const std::function<bool(const kcnet::v1::RecordChange&)>& visit,
+                                bool* at_end);
+
+  // How many records `query` lists (its `after` and `limit` ignored) that `keep` accepts
+  // (all when null): reads the whole list in chunks, so the cost is the list's length.
+  absl::StatusOr<int64_t> Count(
+      sync::ListQuery query,
+      const std::function<bool(const kcnet::v1::RecordChange&)>& keep = nullptr);
+
  private:
   RecordServiceDeps deps_;
 };

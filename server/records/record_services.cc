@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/records/record_access.h"
+#include "server/records/request_filter.h"
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 #include "sync/model/requests.h"
@@ -95,6 +97,13 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
         });
   }
 
+  ServerUnaryReactor* ListMapPoints(CallbackServerContext* ctx, const v1::ListMapPointsRequest* req,
+                                    v1::ListMapPointsResponse* resp) override {
+    return runner_->Run(
+        ctx, "kcnet.v1.FacilityService/ListMapPoints",
+        [=, this](const Principal* p) -> absl::Status { return MapPoints(*p, *req, resp); });
+  }
+
   ServerUnaryReactor* CreateFacility(CallbackServerContext* ctx,
                                      const v1::CreateFacilityRequest* req,
                                      Facility* resp) override {
@@ -177,6 +186,106 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
   }
 
  private:
+  static constexpr int32_t kMaxMapPage = 20000;
+  static constexpr int32_t kDefaultMapPage = 10000;
+
+  // ListMapPoints: the facilities phase ("f:POSITION" in the page token), then the visits
+  // ("v:POSITION"), each read with RecordAccess::Scan until the page is full.
+  absl::Status MapPoints(const Principal& p, const v1::ListMapPointsRequest& req,
+                         v1::ListMapPointsResponse* resp) {
+    if (req.page_size() < 0 || req.page_size() > kMaxMapPage) {
+      return absl::InvalidArgumentError(absl::StrCat("page_size: must be between 0 and ",
+                                                     kMaxMapPage, ", got ", req.page_size()));
+    }
+    if (req.query().size() > 200) {
+      return absl::InvalidArgumentError(
+          "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
+    }
+    if (!kcnet::v1::FacilityKind_IsValid(req.kind())) {
+      return absl::InvalidArgumentError(absl::StrCat("kind: unknown facility kind ", req.kind()));
+    }
+    if (!kcnet::v1::Sector_IsValid(req.sector())) {
+      return absl::InvalidArgumentError(absl::StrCat("sector: unknown sector ", req.sector()));
+    }
+    if (req.visited_from_ms() < 0 || req.visited_to_ms() < 0) {
+      return absl::InvalidArgumentError(req.visited_from_ms() < 0
+                                            ? "visited_from_ms: must not be negative"
+                                            : "visited_to_ms: must not be negative");
+    }
+    absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(p, req.org_unit_id());
+    if (!scope.ok()) return scope.status();
+    const uint64_t fingerprint = QueryFingerprint(req, absl::StrCat(p.user_id));
+    absl::StatusOr<std::string> position = DecodePageToken(req.page_token(), fingerprint);
+    if (!position.ok()) return position.status();
+    bool visits_phase = false;
+    uint64_t after = 0;
+    if (!position->empty()) {
+      if (position->size() < 3 || ((*position)[0] != 'f' && (*position)[0] != 'v') ||
+          (*position)[1] != ':' || !absl::SimpleAtoi(position->substr(2), &after)) {
+        return absl::InvalidArgumentError("page_token: not a position of this list");
+      }
+      visits_phase = (*position)[0] == 'v';
+    }
+    const size_t limit = req.page_size() == 0 ? kDefaultMapPage : req.page_size();
+    const std::vector<std::string> words = sync::SearchWords(req.query());
+    bool at_end = false;
+    if (!visits_phase) {
+      sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope, .after = after};
+      absl::StatusOr<uint64_t> last = access_->Scan(
+          q,
+          [&](const RecordChange& r) {
+            Facility f;
+            if (!model::FromChange(r, &f).ok()) return true;
+            if (req.kind() != 0 && f.kind() != req.kind()) return true;
+            if (req.sector() != 0 && f.sector() != req.sector()) return true;
+            if (!words.empty() && !FacilityMatches(r, words)) return true;
+            kcnet::v1::MapPoint* point = resp->add_points();
+            point->set_id(f.id());
+            point->set_type(kcnet::v1::MAP_POINT_TYPE_FACILITY);
+            point->set_latitude(f.latitude());
+            point->set_longitude(f.longitude());
+            point->set_name(f.name());
+            return static_cast<size_t>(resp->points_size()) < limit;
+          },
+          &at_end);
+      if (!last.ok()) return last.status();
+      if (!at_end) {
+        resp->set_next_page_token(EncodePageToken(fingerprint, absl::StrCat("f:", *last)));
+        return absl::OkStatus();
+      }
+      if (req.facilities_only()) return absl::OkStatus();
+      visits_phase = true;
+      after = 0;
+      if (static_cast<size_t>(resp->points_size()) >= limit) {
+        resp->set_next_page_token(EncodePageToken(fingerprint, "v:0"));
+        return absl::OkStatus();
+      }
+    }
+    sync::ListQuery q{.type = model::kVisitType, .buckets = *scope, .after = after};
+    const int64_t from = req.visited_from_ms(), to = req.visited_to_ms();
+    absl::StatusOr<uint64_t> last = access_->Scan(
+        q,
+        [&](const RecordChange& r) {
+          Visit v;
+          if (!model::FromChange(r, &v).ok()) return true;
+          if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return true;
+          kcnet::v1::MapPoint* point = resp->add_points();
+          point->set_id(v.id());
+          point->set_type(kcnet::v1::MAP_POINT_TYPE_VISIT);
+          point->set_latitude(v.latitude());
+          point->set_longitude(v.longitude());
+          point->set_facility_id(v.facility_id());
+          point->set_visited_ms(v.visited_ms());
+          return static_cast<size_t>(resp->points_size()) < limit;
+        },
+        &at_end);
+    if (!last.ok()) return last.status();
+    if (!at_end) {
+      resp->set_next_page_token(EncodePageToken(fingerprint, absl::StrCat("v:", *last)));
+    }
+    return absl::OkStatus();
+  }
+
   RecordAccess* access_;
   RpcRunner* runner_;
 };
@@ -301,33 +410,37 @@ class SupportRequestServiceImpl : public kcnet::v1::SupportRequestService::Callb
   ServerUnaryReactor* ListSupportRequests(CallbackServerContext* ctx,
                                           const v1::ListSupportRequestsRequest* req,
                                           v1::ListSupportRequestsResponse* resp) override {
-    return runner_->Run(
-        ctx, "kcnet.v1.SupportRequestService/ListSupportRequests",
-        [=, this](const Principal* p) -> absl::Status {
-          if (!kcnet::v1::RequestStatus_IsValid(req->status())) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("status: unknown request status ", req->status()));
-          }
-          absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(*p, req->org_unit_id());
-          if (!scope.ok()) return scope.status();
-          sync::ListQuery q{.type = model::kSupportRequestType, .buckets = *scope};
-          if (req->status() != kcnet::v1::REQUEST_STATUS_UNSPECIFIED) {
-            q.equals.push_back({SupportRequest::kStatusFieldNumber, IntValue(req->status())});
-          }
-          if (!req->facility_id().empty()) {
-            q.equals.push_back(
-                {SupportRequest::kFacilityIdFieldNumber, TextValue(req->facility_id())});
-          }
-          absl::StatusOr<std::vector<RecordChange>> page = access_->List(
-              q, req->page_size(), req->page_token(),
-              QueryFingerprint(*req, absl::StrCat(p->user_id)), resp->mutable_next_page_token());
-          if (!page.ok()) return page.status();
-          for (const RecordChange& r : *page) {
-            absl::Status s = model::FromChange(r, resp->add_support_requests());
-            if (!s.ok()) return s;
-          }
-          return absl::OkStatus();
-        });
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/ListSupportRequests",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<RequestFilter> filter =
+                              MakeRequestFilter(*access_, *p, *req);
+                          if (!filter.ok()) return filter.status();
+                          absl::StatusOr<std::vector<RecordChange>> page =
+                              access_->List(filter->query, req->page_size(), req->page_token(),
+                                            QueryFingerprint(*req, absl::StrCat(p->user_id)),
+                                            resp->mutable_next_page_token(), filter->keep);
+                          if (!page.ok()) return page.status();
+                          for (const RecordChange& r : *page) {
+                            absl::Status s = model::FromChange(r, resp->add_support_requests());
+                            if (!s.ok()) return s;
+                          }
+                          return absl::OkStatus();
+                        });
+  }
+
+  ServerUnaryReactor* CountSupportRequests(CallbackServerContext* ctx,
+                                           const v1::ListSupportRequestsRequest* req,
+                                           v1::CountSupportRequestsResponse* resp) override {
+    return runner_->Run(ctx, "kcnet.v1.SupportRequestService/CountSupportRequests",
+                        [=, this](const Principal* p) -> absl::Status {
+                          absl::StatusOr<RequestFilter> filter =
+                              MakeRequestFilter(*access_, *p, *req);
+                          if (!filter.ok()) return filter.status();
+                          absl::StatusOr<int64_t> n = access_->Count(filter->query, filter->keep);
+                          if (!n.ok()) return n.status();
+                          resp->set_count(*n);
+                          return absl::OkStatus();
+                        });
   }
 
   ServerUnaryReactor* CreateSupportRequest(CallbackServerContext* ctx,

@@ -5,14 +5,16 @@
 // `map-base.geojson` (a province's boundaries, say), its lines are drawn under the points.
 // Drag or the arrow keys pan, the wheel or the +/- buttons zoom; a click on a point opens
 // its record, a click on a cluster zooms in and lists its points below the map (a list
-// that keyboard and screen-reader users can use). One thread: the browser's.
+// that keyboard and screen-reader users can use). The points come from one paged call,
+// FacilityService.ListMapPoints (ids, type, position; pages of 20,000), not from the lists
+// of whole records. One thread: the browser's.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { all, errorText, visits as visitsApi } from "../api";
-import type { Facility, Visit } from "@gen/kcnet/v1/domain_pb";
+import { errorText, facilities as facilitiesApi } from "../api";
+import { MapPointType, type MapPoint as PointRecord } from "@gen/kcnet/v1/services_pb";
 import { formatTime, t } from "../i18n";
 import { formatCount, rt } from "./reportsText";
 import { myUnits, reportParams, type UnitOption } from "./reportKit";
-import { FacilityFilters, loadFacilities } from "./Registry";
+import { FacilityFilters } from "./Registry";
 
 interface MapPoint {
   lat: number;
@@ -36,9 +38,9 @@ interface Cluster {
 const kCell = 36; // the grid cell of clustering, in CSS pixels
 type GeoJson = { features?: { geometry?: { type: string; coordinates: unknown } }[] };
 
-// Vietnam's date (YYYY-MM-DD) of a time in ms, for the reports' from / to filters.
-const vnDate = (ms: bigint) =>
-  new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Ho_Chi_Minh" }).format(new Date(Number(ms)));
+// The start of a Vietnamese day (YYYY-MM-DD, UTC+7 all year), in ms: the visits' date bounds.
+const kDayMs = 86_400_000n;
+const vnDayStartMs = (date: string) => BigInt(Date.parse(`${date}T00:00:00Z`) - 7 * 3_600_000);
 
 function fit(points: MapPoint[], width: number, height: number): View {
   if (points.length === 0) return { lng: 105.8, lat: 16, scale: 40 };
@@ -128,8 +130,8 @@ export function MapPage() {
   const [units, setUnits] = useState<UnitOption[]>([]);
   const [showFacilities, setShowFacilities] = useState(true);
   const [showVisits, setShowVisits] = useState(true);
-  const [facilityList, setFacilityList] = useState<Facility[] | null>(null);
-  const [visitList, setVisitList] = useState<Visit[] | null>(null);
+  const [facilityList, setFacilityList] = useState<PointRecord[] | null>(null);
+  const [visitList, setVisitList] = useState<PointRecord[] | null>(null);
   const [base, setBase] = useState<GeoJson | null>(null);
   const [picked, setPicked] = useState<MapPoint[]>([]);
   const [error, setError] = useState("");
@@ -154,23 +156,29 @@ export function MapPage() {
     setError("");
     view.current = null;
     (async () => {
-      // Facilities and visits load side by side.
-      const visitsLoaded = all(async (pageToken) => {
-        const r = await visitsApi.listVisits({ orgUnitId: p.unit ? BigInt(p.unit) : 0n, pageSize: 500, pageToken });
-        return { items: r.visits, next: cancelled ? "" : r.nextPageToken };
-      }, 1_000_000);
-      let facilities: Facility[] = [];
-      await loadFacilities(p, (l) => (facilities = l), () => cancelled);
-      if (cancelled) return;
-      setFacilityList(facilities);
-      const list = await visitsLoaded;
-      if (cancelled) return;
-      // Visits of the listed facilities only (the search, kind and sector), in the dates.
-      const ids = new Set(facilities.map((f) => f.id));
-      setVisitList(
-        list.filter((v) => ids.has(v.facilityId))
-          .filter((v) => (!p.from || vnDate(v.visitedMs) >= p.from) && (!p.to || vnDate(v.visitedMs) <= p.to)),
-      );
+      // The facilities of the filter, then the visits in the dates, in pages of 20,000.
+      const facilityPoints: PointRecord[] = [];
+      const visitPoints: PointRecord[] = [];
+      let pageToken = "";
+      do {
+        const r = await facilitiesApi.listMapPoints({
+          orgUnitId: p.unit ? BigInt(p.unit) : 0n,
+          query: p.q,
+          kind: Number(p.kind || 0),
+          sector: Number(p.sector || 0),
+          visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
+          visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
+          pageSize: 20000,
+          pageToken,
+        });
+        if (cancelled) return;
+        for (const pt of r.points) (pt.type === MapPointType.FACILITY ? facilityPoints : visitPoints).push(pt);
+        pageToken = r.nextPageToken;
+      } while (pageToken);
+      setFacilityList(facilityPoints);
+      // Visits of the listed facilities only (the search, kind and sector).
+      const ids = new Set(facilityPoints.map((f) => f.id));
+      setVisitList(visitPoints.filter((v) => ids.has(v.facilityId)));
     })().catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;

@@ -1,10 +1,12 @@
 // The review queue: support requests awaiting the signed-in user's decision (a district
 // coordinator decides SUBMITTED requests, a province officer ENDORSED ones), oldest first,
-// filtered by status, commune, category and funding source. The filters live in the URL.
-// What is listed is what the server lets the caller list: scope is the server's check.
+// filtered by status, age, commune, category, funding source and collaborator. The filters
+// live in the URL and the server applies them (requestFilter.ts), so the count is the exact
+// N of CountSupportRequests. What is listed is what the server lets the caller list: scope
+// is the server's check.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { all, errorText, facilities, orgUnits, requests } from "../api";
-import { OrgUnitLevel, Role, RequestStatus, type OrgUnit, type SupportRequest } from "@gen/kcnet/v1/domain_pb";
+import { all, errorText, facilities, orgUnits, requests, users } from "../api";
+import { OrgUnitLevel, type OrgUnit, type SupportRequest, type User } from "@gen/kcnet/v1/domain_pb";
 import {
   categoryName,
   categoryValues,
@@ -20,15 +22,12 @@ import { filters, me, setFilters } from "../state";
 import { tr } from "../i18n-review";
 import { changes, liveState } from "../live";
 import { BulkBar } from "./Bulk";
+import { RequestExportButtons } from "./RecordExport";
+import { ageChoices, requestFilter } from "../requestFilter";
+import { tf } from "../i18n-filters";
+export { myDecisionStatus } from "../requestFilter";
 
 const listLimit = 5000; // requests read for one view: past it "all matching" is refused
-
-/** The status a role decides on, or UNSPECIFIED (none: administrators, collaborators). */
-export function myDecisionStatus(role: Role | undefined): RequestStatus {
-  if (role === Role.DISTRICT_COORDINATOR) return RequestStatus.SUBMITTED;
-  if (role === Role.PROVINCE_OFFICER) return RequestStatus.ENDORSED;
-  return RequestStatus.UNSPECIFIED;
-}
 
 // The communes the caller may see, walked down from its own units (cached per session).
 let communesCache: Promise<OrgUnit[]> | null = null;
@@ -55,8 +54,18 @@ export function communes(): Promise<OrgUnit[]> {
   communesCache ??= loadCommunes().catch(() => []);
   return communesCache;
 }
+// The users of the caller's scope, for the collaborator filter (cached per session).
+let usersCache: Promise<User[]> | null = null;
+function scopeUsers(): Promise<User[]> {
+  usersCache ??= all(async (pageToken) => {
+    const r = await users.listUsers({ pageSize: 500, pageToken });
+    return { items: r.users, next: r.nextPageToken };
+  }).catch(() => []);
+  return usersCache;
+}
 export function resetCaches() {
   communesCache = null;
+  usersCache = null;
 }
 
 interface Row {
@@ -72,6 +81,8 @@ export function Queue() {
   const [communeList, setCommuneList] = useState<OrgUnit[]>([]);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [capped, setCapped] = useState(false);
+  const [total, setTotal] = useState(0); // the server's exact count for the filter
+  const [userList, setUserList] = useState<User[]>([]);
   const [reloads, setReloads] = useState(0);
   // Live: a change in my scope re-reads the list in place (no "loading" flash); a change of
   // the filters starts afresh.
@@ -80,11 +91,12 @@ export function Queue() {
 
   useEffect(() => {
     communes().then(setCommuneList);
+    scopeUsers().then(setUserList);
   }, []);
 
   useEffect(() => {
     let cancelled = false;
-    const key = [f.status, f.commune, f.category, f.funding, role].join("|");
+    const key = [f.status, f.commune, f.category, f.funding, f.age, f.author, role].join("|");
     if (key !== shownKey.current) {
       shownKey.current = key;
       setRows(null);
@@ -92,29 +104,16 @@ export function Queue() {
     }
     setError("");
     (async () => {
-      const status =
-        f.status === "all"
-          ? RequestStatus.UNSPECIFIED
-          : f.status
-            ? (Number(f.status) as RequestStatus)
-            : myDecisionStatus(role);
-      const list = await all(async (pageToken) => {
-        const r = await requests.listSupportRequests({
-          orgUnitId: f.commune ? BigInt(f.commune) : 0n,
-          status,
-          pageSize: 500,
-          pageToken,
-        });
-        return { items: r.supportRequests, next: r.nextPageToken };
-      }, listLimit);
-      const kept = list
-        .filter((r) => !f.category || r.category === Number(f.category))
-        .filter(
-          (r) =>
-            !f.funding ||
-            (r.approvedFunding || r.proposedFunding) === Number(f.funding),
-        )
-        .sort((a, b) => Number(a.updatedMs - b.updatedMs)); // oldest first
+      // The server applies every filter; the count is its exact N.
+      const filter = requestFilter(f, role);
+      const [list, counted] = await Promise.all([
+        all(async (pageToken) => {
+          const r = await requests.listSupportRequests({ ...filter, pageSize: 500, pageToken });
+          return { items: r.supportRequests, next: r.nextPageToken };
+        }, listLimit),
+        requests.countSupportRequests(filter),
+      ]);
+      const kept = list.sort((a, b) => Number(a.updatedMs - b.updatedMs)); // oldest first
       const names = new Map<string, string>();
       await Promise.all(
         [...new Set(kept.map((r) => r.facilityId))].map(async (id) => {
@@ -126,14 +125,15 @@ export function Queue() {
         }),
       );
       if (!cancelled) {
-        setCapped(list.length >= listLimit);
+        setCapped(Number(counted.count) > list.length);
+        setTotal(Number(counted.count));
         setRows(kept.map((r) => ({ request: r, facilityName: names.get(r.facilityId) ?? "—" })));
       }
     })().catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;
     };
-  }, [f.status, f.commune, f.category, f.funding, role, tick, reloads]);
+  }, [f.status, f.commune, f.category, f.funding, f.age, f.author, role, tick, reloads]);
 
   const communeName = (id: bigint) => communeList.find((c) => c.id === id)?.name ?? String(id);
   const select = (
@@ -180,14 +180,25 @@ export function Queue() {
           ["", t().all],
           ...fundingValues.map((c): [string, string] => [String(c), fundingName(c)]),
         ])}
+        {select("f-age", tf().age, f.age, (v) => setFilters({ age: v }), [
+          ["", tf().anyAge],
+          ...ageChoices.map((d): [string, string] => [String(d), tf().ageDays(d)]),
+        ])}
+        {select("f-author", tf().author, f.author, (v) => setFilters({ author: v }), [
+          ["", tf().anyone],
+          ...userList.map((u): [string, string] => [String(u.id), u.displayName || u.username]),
+        ])}
         <button
           type="button"
           class="secondary"
-          onClick={() => setFilters({ status: "", commune: "", category: "", funding: "" })}
+          onClick={() =>
+            setFilters({ status: "", commune: "", category: "", funding: "", age: "", author: "" })
+          }
         >
           {t().clearFilters}
         </button>
       </form>
+      <RequestExportButtons filter={requestFilter(f, role)} />
       {error && (
         <p class="error" role="alert">
           {t().error}: {error}
@@ -197,10 +208,13 @@ export function Queue() {
       {rows !== null && (
         <>
           <p aria-live="polite" id="queue-count">
-            {t().count(rows.length)}
+            {t().count(total)}
+            {total > rows.length && ` · ${tf().shownOf(rows.length, total)}`}
           </p>
           <BulkBar
             matching={rows}
+            total={total}
+            filter={requestFilter(f, role)}
             selected={selected}
             capped={capped}
             onDone={() => {

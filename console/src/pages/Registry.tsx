@@ -8,6 +8,7 @@
 // duplicates. A facility's page shows its visits and requests on one timeline, and the
 // photos and documents of the facility and its visits (./Attachments.tsx).
 import { useEffect, useRef, useState } from "preact/hooks";
+import { FacilityExportButtons } from "./RecordExport";
 import { elementScroll, observeElementOffset, observeElementRect, Virtualizer } from "@tanstack/virtual-core";
 import { Code, ConnectError, errorText, facilities, requests, visits } from "../api";
 import { AttachmentOwnerType, type Facility, type SupportRequest, type Visit } from "@gen/kcnet/v1/domain_pb";
@@ -171,6 +172,7 @@ export function Registry() {
           {t().clearFilters}
         </button>
       </form>
+      <FacilityExportButtons params={p} />
       {error && (
         <p class="error" role="alert">
           {t().error}: {error}

@@ -182,18 +182,31 @@ function update(key: number, change: Partial<ExportJob>) {
 }
 
 export async function startExport(report: string, format: "csv" | "xlsx", p: ReportParams) {
+  await runExport(
+    `${report}.${format}`,
+    format,
+    reports.exportReport({
+      report,
+      format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
+      filter: reportFilter(p),
+    }),
+  );
+}
+
+/** Runs one export stream as a background job (progress in ExportStatus), then hands the
+ * file to the browser as a download. Used by the reports and the record exports. */
+export async function runExport(
+  fallbackName: string,
+  format: "csv" | "xlsx",
+  stream: AsyncIterable<{ data: Uint8Array; fileName: string }>,
+) {
   const key = nextJob++;
-  const fallbackName = `${report}.${format}`;
   exportJobs.value = [...exportJobs.value, { key, name: fallbackName, bytes: 0, state: "running", error: "" }];
   try {
     const parts: Uint8Array[] = [];
     let name = fallbackName;
     let bytes = 0;
-    for await (const chunk of reports.exportReport({
-      report,
-      format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
-      filter: reportFilter(p),
-    })) {
+    for await (const chunk of stream) {
       if (chunk.fileName) name = chunk.fileName;
       parts.push(chunk.data);
       bytes += chunk.data.length;

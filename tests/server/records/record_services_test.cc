@@ -6,11 +6,13 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "kcnet/v1/record_export.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
 #include "tests/testing/test_plans.h"
@@ -621,6 +623,412 @@ TEST_F(RecordServicesTest, APageTokenFromAnotherQueryIsRefused) {
   other.set_page_token("garbage!");
   s = facilities_->ListFacilities(As("coord1").get(), other, &out);
   EXPECT_THAT(s.error_message(), HasSubstr("page_token"));
+}
+
+// The review queue's filters are the server's (issue 16): for every filter, what
+// ListSupportRequests lists (walked page by page) and CountSupportRequests counts equal
+// what the unfiltered list holds that matches, computed here; scope holds as for org_unit_id.
+TEST_F(RecordServicesTest, RequestFiltersAreAppliedByTheServerWithAnExactCount) {
+  const Facility f1 = MakeFacility("collab1", c1_);
+  const Facility f2 = MakeFacility("coord1", c2_);
+  // A mix: two authors, two communes, two categories, proposed and approved funding.
+  std::vector<std::string> made;
+  for (int i = 0; i < 6; ++i) {
+    CreateSupportRequestRequest req;
+    req.mutable_support_request()->set_facility_id(i % 2 == 0 ? f1.id() : f2.id());
+    req.mutable_support_request()->set_category(i % 3 == 0 ? SUPPORT_CATEGORY_TRAINING
+                                                           : SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+    req.mutable_support_request()->set_requested_amount_vnd(80000000 + i);
+    req.mutable_support_request()->set_proposed_funding(i < 3 ? FUNDING_SOURCE_LOCAL
+                                                              : FUNDING_SOURCE_NATIONAL);
+    SupportRequest out;
+    const std::string author = i == 2 ? "coord1" : (i % 2 == 0 ? "collab1" : "coord1");
+    ASSERT_TRUE(requests_->CreateSupportRequest(As(author).get(), req, &out).ok());
+    made.push_back(out.id());
+  }
+  // One approved with NATIONAL though it proposed LOCAL: funding is the approved one then.
+  ASSERT_TRUE(Transition("collab1", "submit", made[0]).ok());
+  ASSERT_TRUE(Transition("coord1", "endorse", made[0]).ok());
+  ASSERT_TRUE(Transition("officer1", "approve", made[0]).ok());
+
+  auto list = [&](const std::string& user, ListSupportRequestsRequest r, grpc::Status* status) {
+    std::vector<SupportRequest> out;
+    r.set_page_size(1);  // short pages: the filtered paging must not lose or repeat one
+    while (true) {
+      ListSupportRequestsResponse page;
+      *status = requests_->ListSupportRequests(As(user).get(), r, &page);
+      if (!status->ok()) return out;
+      out.insert(out.end(), page.support_requests().begin(), page.support_requests().end());
+      if (page.next_page_token().empty()) return out;
+      r.set_page_token(page.next_page_token());
+    }
+  };
+  auto count = [&](const std::string& user, const ListSupportRequestsRequest& r) {
+    CountSupportRequestsResponse out;
+    grpc::Status s = requests_->CountSupportRequests(As(user).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.count();
+  };
+  auto ids = [](const std::vector<SupportRequest>& v) {
+    std::vector<std::string> out;
+    for (const SupportRequest& r : v) out.push_back(r.id());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  grpc::Status s;
+  const std::vector<SupportRequest> everything = list("officer1", {}, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_GE(everything.size(), made.size());
+  EXPECT_EQ(count("officer1", {}), static_cast<int64_t>(everything.size()));
+
+  struct Case {
+    const char* name;
+    std::function<void(ListSupportRequestsRequest*)> set;
+    std::function<bool(const SupportRequest&)> want;
+  };
+  const int64_t coord1 = users_["coord1"];
+  const std::vector<Case> cases = {
+      {"category", [](auto* r) { r->set_category(SUPPORT_CATEGORY_TRAINING); },
+       [](const SupportRequest& r) { return r.category() == SUPPORT_CATEGORY_TRAINING; }},
+      {"funding national", [](auto* r) { r->set_funding(FUNDING_SOURCE_NATIONAL); },
+       [](const SupportRequest& r) {
+         return (r.approved_funding() ? r.approved_funding() : r.proposed_funding()) ==
+                FUNDING_SOURCE_NATIONAL;
+       }},
+      {"funding local", [](auto* r) { r->set_funding(FUNDING_SOURCE_LOCAL); },
+       [](const SupportRequest& r) {
+         return (r.approved_funding() ? r.approved_funding() : r.proposed_funding()) ==
+                FUNDING_SOURCE_LOCAL;
+       }},
+      {"author", [=](auto* r) { r->set_author_id(coord1); },
+       [=](const SupportRequest& r) { return r.author_id() == coord1; }},
+      {"communes", [](auto* r) { r->add_commune_ids(c2_); },
+       [](const SupportRequest& r) { return r.commune_id() == c2_; }},
+      {"a commune of district 902", [](auto* r) { r->add_commune_ids(c3_); },
+       [](const SupportRequest& r) { return r.commune_id() == c3_; }},
+      {"everything at once",
+       [=](auto* r) {
+         r->set_funding(FUNDING_SOURCE_NATIONAL);
+         r->set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+         r->set_author_id(coord1);
+         r->add_commune_ids(c2_);
+         r->set_status(REQUEST_STATUS_DRAFT);
+       },
+       [=](const SupportRequest& r) {
+         return r.proposed_funding() == FUNDING_SOURCE_NATIONAL && r.approved_funding() == 0 &&
+                r.category() == SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY && r.author_id() == coord1 &&
+                r.commune_id() == c2_ && r.status() == REQUEST_STATUS_DRAFT;
+       }},
+      {"min age 0", [](auto* r) { r->set_min_age_days(0); },
+       [](const SupportRequest&) { return true; }},
+      {"min age 1 (all made today)", [](auto* r) { r->set_min_age_days(1); },
+       [](const SupportRequest&) { return false; }},
+  };
+  for (const Case& c : cases) {
+    ListSupportRequestsRequest r;
+    c.set(&r);
+    std::vector<SupportRequest> want;
+    for (const SupportRequest& x : everything) {
+      if (c.want(x)) want.push_back(x);
+    }
+    const std::vector<SupportRequest> got = list("officer1", r, &s);
+    ASSERT_TRUE(s.ok()) << c.name << ": " << s.error_message();
+    EXPECT_EQ(ids(got), ids(want)) << c.name;
+    EXPECT_EQ(count("officer1", r), static_cast<int64_t>(want.size())) << c.name;
+  }
+  // The mix is not trivial: each filter kept some of the six and dropped others.
+  ListSupportRequestsRequest national;
+  national.set_funding(FUNDING_SOURCE_NATIONAL);
+  const std::vector<std::string> n = ids(list("officer1", national, &s));
+  EXPECT_TRUE(std::binary_search(n.begin(), n.end(), made[0])) << "approved NATIONAL";
+  EXPECT_TRUE(std::binary_search(n.begin(), n.end(), made[3]));
+  EXPECT_FALSE(std::binary_search(n.begin(), n.end(), made[1])) << "proposed LOCAL";
+
+  // Scope: a commune of another district, or another province, is "not found" for coord1,
+  // as a unit that does not exist; the count says the same.
+  for (int64_t outside : {c3_, c9_, int64_t{987654321}}) {
+    ListSupportRequestsRequest r;
+    r.add_commune_ids(outside);
+    list("coord1", r, &s);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << outside;
+    EXPECT_THAT(s.error_message(), HasSubstr("commune_ids:"));
+    CountSupportRequestsResponse out;
+    EXPECT_EQ(requests_->CountSupportRequests(As("coord1").get(), r, &out).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // commune_ids narrows org_unit_id, never widens it.
+  ListSupportRequestsRequest narrowed;
+  narrowed.set_org_unit_id(c1_);
+  narrowed.add_commune_ids(c2_);
+  EXPECT_TRUE(list("officer1", narrowed, &s).empty());
+  EXPECT_TRUE(s.ok()) << s.error_message();
+
+  // Bad values name the field.
+  const std::vector<std::pair<std::string, std::function<void(ListSupportRequestsRequest*)>>> bad =
+      {
+          {"category:", [](auto* r) { r->set_category(static_cast<SupportCategory>(999)); }},
+          {"funding:", [](auto* r) { r->set_funding(static_cast<FundingSource>(77)); }},
+          {"author_id:", [](auto* r) { r->set_author_id(-5); }},
+          {"min_age_days:", [](auto* r) { r->set_min_age_days(-1); }},
+          {"min_age_days:", [](auto* r) { r->set_min_age_days(3651); }},
+          {"commune_ids:", [](auto* r) { r->add_commune_ids(0); }},
+          {"commune_ids:",
+           [](auto* r) {
+             for (int i = 0; i < 1001; ++i) r->add_commune_ids(c1_);
+           }},
+      };
+  for (const auto& [field, set] : bad) {
+    ListSupportRequestsRequest r;
+    set(&r);
+    ListSupportRequestsResponse out;
+    s = requests_->ListSupportRequests(As("officer1").get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+    CountSupportRequestsResponse counted;
+    s = requests_->CountSupportRequests(As("officer1").get(), r, &counted);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+  }
+}
+
+// The map's points (issue 16): in short pages, ListMapPoints gives every facility of the
+// caller's scope that ListFacilities gives for the same filter, then every visit
+// ListVisits gives in the dates, each once, and nothing of another area.
+TEST_F(RecordServicesTest, MapPointsAreTheScopedFacilitiesThenVisitsInLargePages) {
+  const Facility f1 = MakeFacility("collab1", c1_);
+  const Facility f3 = MakeFacility("collab3", c3_);
+  const Facility f9 = MakeFacility("collab9", c9_);
+  std::vector<std::string> visit_ids;
+  for (int i = 0; i < 3; ++i) {
+    CreateVisitRequest r;
+    r.mutable_visit()->set_facility_id(f1.id());
+    r.mutable_visit()->set_purpose(VISIT_PURPOSE_SURVEY);
+    r.mutable_visit()->set_visited_ms(1'700'000'000'000 + i * 86'400'000LL);
+    if (i == 0) {
+      r.mutable_visit()->set_latitude(21.5);
+      r.mutable_visit()->set_longitude(105.5);
+    }
+    Visit out;
+    ASSERT_TRUE(visits_->CreateVisit(As("collab1").get(), r, &out).ok());
+    visit_ids.push_back(out.id());
+  }
+  CreateVisitRequest far;
+  far.mutable_visit()->set_facility_id(f9.id());
+  far.mutable_visit()->set_purpose(VISIT_PURPOSE_SURVEY);
+  Visit far_visit;
+  ASSERT_TRUE(visits_->CreateVisit(As("collab9").get(), far, &far_visit).ok());
+
+  auto points = [&](const std::string& user, ListMapPointsRequest r, grpc::Status* s) {
+    std::vector<MapPoint> out;
+    while (true) {
+      ListMapPointsResponse page;
+      *s = facilities_->ListMapPoints(As(user).get(), r, &page);
+      if (!s->ok()) return out;
+      out.insert(out.end(), page.points().begin(), page.points().end());
+      if (page.next_page_token().empty()) return out;
+      r.set_page_token(page.next_page_token());
+    }
+  };
+  auto ids_of = [](const std::vector<MapPoint>& v, MapPointType type) {
+    std::vector<std::string> out;
+    for (const MapPoint& p : v) {
+      if (p.type() == type) out.push_back(p.id());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  for (const std::string user : {"coord1", "officer1", "collab9"}) {
+    std::vector<std::string> want_facilities, want_visits;
+    ListFacilitiesRequest lf;
+    while (true) {
+      ListFacilitiesResponse page;
+      ASSERT_TRUE(facilities_->ListFacilities(As(user).get(), lf, &page).ok());
+      for (const Facility& f : page.facilities()) want_facilities.push_back(f.id());
+      if (page.next_page_token().empty()) break;
+      lf.set_page_token(page.next_page_token());
+    }
+    ListVisitsRequest lv;
+    while (true) {
+      ListVisitsResponse page;
+      ASSERT_TRUE(visits_->ListVisits(As(user).get(), lv, &page).ok());
+      for (const Visit& v : page.visits()) want_visits.push_back(v.id());
+      if (page.next_page_token().empty()) break;
+      lv.set_page_token(page.next_page_token());
+    }
+    std::sort(want_facilities.begin(), want_facilities.end());
+    std::sort(want_visits.begin(), want_visits.end());
+    ListMapPointsRequest r;
+    r.set_page_size(2);  // pages end inside each phase and between them
+    grpc::Status s;
+    const std::vector<MapPoint> got = points(user, r, &s);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(ids_of(got, MAP_POINT_TYPE_FACILITY), want_facilities) << user;
+    EXPECT_EQ(ids_of(got, MAP_POINT_TYPE_VISIT), want_visits) << user;
+    // Facilities first, then visits.
+    auto first_visit = std::find_if(
+        got.begin(), got.end(), [](const MapPoint& p) { return p.type() == MAP_POINT_TYPE_VISIT; });
+    EXPECT_TRUE(std::all_of(first_visit, got.end(), [](const MapPoint& p) {
+      return p.type() == MAP_POINT_TYPE_VISIT;
+    })) << user;
+  }
+  // coord1's points: its facility with its position and name, not another district's.
+  grpc::Status s;
+  const std::vector<MapPoint> mine = points("coord1", {}, &s);
+  ASSERT_TRUE(s.ok());
+  auto find = [&](const std::string& id) {
+    return std::find_if(mine.begin(), mine.end(), [&](const MapPoint& p) { return p.id() == id; });
+  };
+  ASSERT_NE(find(f1.id()), mine.end());
+  EXPECT_EQ(find(f1.id())->name(), f1.name());
+  EXPECT_DOUBLE_EQ(find(f1.id())->latitude(), 21.0);
+  EXPECT_EQ(find(f3.id()), mine.end());
+  EXPECT_EQ(find(far_visit.id()), mine.end());
+  ASSERT_NE(find(visit_ids[0]), mine.end());
+  EXPECT_EQ(find(visit_ids[0])->facility_id(), f1.id());
+  EXPECT_DOUBLE_EQ(find(visit_ids[0])->latitude(), 21.5);
+  // The dates: [from, to) keeps the middle visit only; facilities_only has no visit.
+  ListMapPointsRequest dated;
+  dated.set_visited_from_ms(1'700'000'000'000 + 86'400'000LL);
+  dated.set_visited_to_ms(1'700'000'000'000 + 2 * 86'400'000LL);
+  const std::vector<MapPoint> middle = points("collab1", dated, &s);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(ids_of(middle, MAP_POINT_TYPE_VISIT), std::vector<std::string>{visit_ids[1]});
+  ListMapPointsRequest only;
+  only.set_facilities_only(true);
+  EXPECT_TRUE(ids_of(points("collab1", only, &s), MAP_POINT_TYPE_VISIT).empty());
+  // The search and kind filters are the registry's.
+  ListMapPointsRequest kind;
+  kind.set_kind(FACILITY_KIND_ENTERPRISE);
+  for (const MapPoint& p : points("coord1", kind, &s)) {
+    EXPECT_NE(p.id(), f1.id()) << "f1 is a household business";
+  }
+  // Out of scope and bad input.
+  ListMapPointsRequest other;
+  other.set_org_unit_id(c9_);
+  points("coord1", other, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  for (const auto& [field, set] :
+       std::vector<std::pair<std::string, std::function<void(ListMapPointsRequest*)>>>{
+           {"page_size:", [](auto* r) { r->set_page_size(20001); }},
+           {"kind:", [](auto* r) { r->set_kind(static_cast<FacilityKind>(99)); }},
+           {"sector:", [](auto* r) { r->set_sector(static_cast<Sector>(99)); }},
+           {"visited_from_ms:", [](auto* r) { r->set_visited_from_ms(-1); }},
+           {"query:", [](auto* r) { r->set_query(std::string(201, 'a')); }},
+           {"page_token:", [](auto* r) { r->set_page_token("garbage"); }},
+       }) {
+    ListMapPointsRequest r;
+    set(&r);
+    ListMapPointsResponse out;
+    s = facilities_->ListMapPoints(As("coord1").get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+  }
+}
+
+// Record exports (issue 16): the rows of ExportRecords are the records the lists give for
+// the same filter and scope; CSV has a BOM; XLSX is a zip; bad input names the field.
+TEST_F(RecordServicesTest, RecordExportsHonourTheFiltersAndTheScope) {
+  const Facility f1 = MakeFacility("collab1", c1_);
+  const Facility f9 = MakeFacility("collab9", c9_);
+  const SupportRequest r1 = MakeRequest("collab1", f1);
+  const SupportRequest r9 = MakeRequest("collab9", f9);
+  auto stub = RecordExportService::NewStub(*channel_);
+  auto run = [&](const std::string& user, const ExportRecordsRequest& req, std::string* name,
+                 grpc::Status* status) {
+    auto ctx = As(user);
+    std::unique_ptr<grpc::ClientReader<ExportChunk>> reader = stub->ExportRecords(ctx.get(), req);
+    std::string bytes;
+    ExportChunk chunk;
+    while (reader->Read(&chunk)) {
+      if (!chunk.file_name().empty()) *name = chunk.file_name();
+      bytes += chunk.data();
+    }
+    *status = reader->Finish();
+    return bytes;
+  };
+  // Requests, CSV, with the queue's filter: exactly the ids ListSupportRequests gives.
+  ExportRecordsRequest req;
+  req.set_type(EXPORT_RECORD_TYPE_REQUESTS);
+  req.set_format(EXPORT_FORMAT_CSV);
+  req.mutable_requests()->set_status(REQUEST_STATUS_DRAFT);
+  req.mutable_requests()->set_category(SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY);
+  std::string name;
+  grpc::Status s;
+  const std::string csv = run("officer1", req, &name, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(name, "de-nghi-ho-tro.csv");
+  ASSERT_EQ(csv.substr(0, 3), "\xEF\xBB\xBF") << "UTF-8 BOM";
+  std::vector<std::string> exported;
+  const std::string body = csv.substr(3);
+  for (absl::string_view line : absl::StrSplit(body, "\r\n", absl::SkipEmpty())) {
+    exported.push_back(std::string(line.substr(0, line.find(','))));
+  }
+  ASSERT_FALSE(exported.empty());
+  exported.erase(exported.begin());  // the header
+  std::vector<std::string> listed;
+  ListSupportRequestsRequest lr = req.requests();
+  while (true) {
+    ListSupportRequestsResponse page;
+    ASSERT_TRUE(requests_->ListSupportRequests(As("officer1").get(), lr, &page).ok());
+    for (const SupportRequest& r : page.support_requests()) listed.push_back(r.id());
+    if (page.next_page_token().empty()) break;
+    lr.set_page_token(page.next_page_token());
+  }
+  std::sort(exported.begin(), exported.end());
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(exported, listed);
+  EXPECT_TRUE(std::binary_search(exported.begin(), exported.end(), r1.id()));
+  EXPECT_FALSE(std::binary_search(exported.begin(), exported.end(), r9.id())) << "province 91";
+  // Facilities of coord1, XLSX: a zip (PK) with its facility, never another province's.
+  ExportRecordsRequest fx;
+  fx.set_type(EXPORT_RECORD_TYPE_FACILITIES);
+  fx.set_format(EXPORT_FORMAT_XLSX);
+  const std::string xlsx = run("coord1", fx, &name, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(name, "co-so.xlsx");
+  EXPECT_EQ(xlsx.substr(0, 2), "PK");
+  fx.set_format(EXPORT_FORMAT_CSV);
+  const std::string facilities_csv = run("coord1", fx, &name, &s);
+  ASSERT_TRUE(s.ok());
+  EXPECT_NE(facilities_csv.find(f1.id()), std::string::npos);
+  EXPECT_EQ(facilities_csv.find(f9.id()), std::string::npos);
+  EXPECT_NE(facilities_csv.find("Xã Một"), std::string::npos) << "the commune's name";
+  // Bad input and scope.
+  struct Bad {
+    std::string field;
+    grpc::StatusCode code;
+    std::function<void(ExportRecordsRequest*)> set;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"format:", grpc::StatusCode::INVALID_ARGUMENT,
+            [](ExportRecordsRequest* r) { r->set_format(EXPORT_FORMAT_UNSPECIFIED); }},
+           {"type:", grpc::StatusCode::INVALID_ARGUMENT,
+            [](ExportRecordsRequest* r) { r->set_type(EXPORT_RECORD_TYPE_UNSPECIFIED); }},
+           {"requests.category:", grpc::StatusCode::INVALID_ARGUMENT,
+            [](ExportRecordsRequest* r) {
+              r->set_type(EXPORT_RECORD_TYPE_REQUESTS);
+              r->mutable_requests()->set_category(static_cast<SupportCategory>(99));
+            }},
+           {"kind:", grpc::StatusCode::INVALID_ARGUMENT,
+            [](ExportRecordsRequest* r) { r->set_kind(static_cast<FacilityKind>(99)); }},
+           {"org_unit_id:", grpc::StatusCode::NOT_FOUND,
+            [](ExportRecordsRequest* r) { r->set_org_unit_id(c9_); }},
+           {"requests.commune_ids:", grpc::StatusCode::NOT_FOUND,
+            [](ExportRecordsRequest* r) {
+              r->set_type(EXPORT_RECORD_TYPE_REQUESTS);
+              r->mutable_requests()->add_commune_ids(c9_);
+            }},
+       }) {
+    ExportRecordsRequest r;
+    r.set_type(EXPORT_RECORD_TYPE_FACILITIES);
+    r.set_format(EXPORT_FORMAT_CSV);
+    b.set(&r);
+    run("coord1", r, &name, &s);
+    EXPECT_EQ(s.error_code(), b.code) << b.field;
+    EXPECT_THAT(s.error_message(), HasSubstr(b.field));
+  }
+  run("", fx, &name, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 }  // namespace

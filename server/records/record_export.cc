@@ -1,0 +1,314 @@
+#include "server/records/record_export.h"
+
+#include <algorithm>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "kcnet/v1/record_export.grpc.pb.h"
+#include "server/records/request_filter.h"
+#include "server/rpc/storage_rpc_runner.h"
+#include "sync/model/record_types.h"
+#include "sync/text_fold.h"
+
+namespace kcnet::server {
+namespace {
+
+using kcnet::v1::ExportRecordsRequest;
+using kcnet::v1::Facility;
+using kcnet::v1::RecordChange;
+using kcnet::v1::SupportRequest;
+using kcnet::v1::Visit;
+using reports::Cell;
+using reports::ReportTable;
+
+constexpr size_t kChunkBytes = 64 * 1024;
+
+// Vietnam's date (UTC+7 all year), "YYYY-MM-DD"; "" for 0 (no date).
+std::string VnDate(int64_t ms) {
+  if (ms == 0) return "";
+  return absl::FormatTime("%Y-%m-%d", absl::FromUnixMillis(ms), absl::FixedTimeZone(7 * 3600));
+}
+
+// An enum value's name without its type prefix ("SUBMITTED" for REQUEST_STATUS_SUBMITTED);
+// "" for 0 (unspecified).
+std::string EnumText(const google::protobuf::EnumDescriptor* type, int value,
+                     absl::string_view prefix) {
+  if (value == 0) return "";
+  const google::protobuf::EnumValueDescriptor* v = type->FindValueByNumber(value);
+  if (v == nullptr) return absl::StrCat(value);
+  std::string name(v->name());
+  return name.size() > prefix.size() ? name.substr(prefix.size()) : name;
+}
+
+// Whether a facility matches the registry's search (as ListFacilities: folded words, the
+// last one a possible prefix), kind and sector.
+bool FacilityMatches(const Facility& f, const ExportRecordsRequest& req,
+                     const std::vector<std::string>& words) {
+  if (req.kind() != 0 && f.kind() != req.kind()) return false;
+  if (req.sector() != 0 && f.sector() != req.sector()) return false;
+  if (words.empty()) return true;
+  const std::vector<std::string> tokens = sync::SearchWords(
+      absl::StrCat(f.name(), "\n", f.owner_name(), "\n", f.address(), "\n", f.main_products()));
+  for (size_t w = 0; w < words.size(); ++w) {
+    const bool last = w + 1 == words.size();
+    bool found = false;
+    for (const std::string& t : tokens) {
+      if (t == words[w] || (last && t.rfind(words[w], 0) == 0)) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) return false;
+  }
+  return true;
+}
+
+// Reads every record of `query` (all pages), handing each decoded message to `row`.
+template <typename Message, typename Row>
+absl::Status ScanAll(RecordAccess& access, sync::ListQuery query, Row row) {
+  bool at_end = false;
+  absl::Status failed;
+  absl::StatusOr<uint64_t> last = access.Scan(
+      std::move(query),
+      [&](const RecordChange& r) {
+        Message m;
+        failed = model::FromChange(r, &m);
+        if (!failed.ok()) return false;
+        row(m);
+        return true;
+      },
+      &at_end);
+  if (!last.ok()) return last.status();
+  return failed;
+}
+
+// One export in flight: authenticated, built whole, then written chunk by chunk.
+class ExportRecordsWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
+ public:
+  ExportRecordsWriter(RecordAccess* access, grpc::CallbackServerContext* ctx,
+                      const ExportRecordsRequest* request) {
+    absl::StatusOr<std::string> token = BearerToken(*ctx);
+    if (!token.ok()) {
+      Finish(ToGrpcStatus(token.status()));
+      return;
+    }
+    absl::StatusOr<Principal> caller = access->directory().Authenticate(*token);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(
+          absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()))));
+      return;
+    }
+    absl::StatusOr<ReportTable> table = RecordExportTable(*access, *caller, *request);
+    if (!table.ok()) {
+      Finish(ToGrpcStatus(table.status()));
+      return;
+    }
+    const bool xlsx = request->format() == kcnet::v1::EXPORT_FORMAT_XLSX;
+    name_ = absl::StrCat(table->name, xlsx ? ".xlsx" : ".csv");
+    if (xlsx) {
+      absl::StatusOr<std::string> bytes = reports::ToXlsx(*table);
+      if (!bytes.ok()) {
+        Finish(ToGrpcStatus(bytes.status()));
+        return;
+      }
+      bytes_ = *std::move(bytes);
+    } else {
+      bytes_ = reports::ToCsv(*table);
+    }
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "export: the client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (offset_ >= bytes_.size() && offset_ > 0) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    chunk_.Clear();
+    if (offset_ == 0) chunk_.set_file_name(name_);
+    const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
+    chunk_.set_data(bytes_.substr(offset_, n));
+    offset_ += std::max<size_t>(n, 1);
+    StartWrite(&chunk_);
+  }
+  std::string name_;
+  std::string bytes_;
+  size_t offset_ = 0;
+  kcnet::v1::ExportChunk chunk_;
+};
+
+class RecordExportServiceImpl : public kcnet::v1::RecordExportService::CallbackService {
+ public:
+  explicit RecordExportServiceImpl(const RecordServiceDeps& deps) : access_(deps) {}
+
+  grpc::ServerWriteReactor<kcnet::v1::ExportChunk>* ExportRecords(
+      grpc::CallbackServerContext* ctx, const ExportRecordsRequest* req) override {
+    return new ExportRecordsWriter(&access_, ctx, req);
+  }
+
+ private:
+  RecordAccess access_;
+};
+
+}  // namespace
+
+absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Principal& caller,
+                                              const ExportRecordsRequest& req) {
+  if (req.format() != kcnet::v1::EXPORT_FORMAT_CSV &&
+      req.format() != kcnet::v1::EXPORT_FORMAT_XLSX) {
+    return absl::InvalidArgumentError("format: CSV or XLSX");
+  }
+  if (req.query().size() > 200) {
+    return absl::InvalidArgumentError(
+        "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
+  }
+  if (!kcnet::v1::FacilityKind_IsValid(req.kind())) {
+    return absl::InvalidArgumentError(absl::StrCat("kind: unknown facility kind ", req.kind()));
+  }
+  if (!kcnet::v1::Sector_IsValid(req.sector())) {
+    return absl::InvalidArgumentError(absl::StrCat("sector: unknown sector ", req.sector()));
+  }
+  if (req.visited_from_ms() < 0 || req.visited_to_ms() < 0) {
+    return absl::InvalidArgumentError(req.visited_from_ms() < 0
+                                          ? "visited_from_ms: must not be negative"
+                                          : "visited_to_ms: must not be negative");
+  }
+  std::unordered_map<int64_t, std::string> commune_names;
+  auto commune = [&](int64_t id) -> const std::string& {
+    auto it = commune_names.find(id);
+    if (it == commune_names.end()) {
+      absl::StatusOr<kcnet::v1::OrgUnit> unit = access.directory().GetOrgUnit(id);
+      it = commune_names.emplace(id, unit.ok() ? unit->name() : absl::StrCat(id)).first;
+    }
+    return it->second;
+  };
+  ReportTable t;
+  if (req.type() == kcnet::v1::EXPORT_RECORD_TYPE_REQUESTS) {
+    absl::StatusOr<RequestFilter> filter = MakeRequestFilter(access, caller, req.requests());
+    if (!filter.ok()) {
+      return absl::Status(filter.status().code(),
+                          absl::StrCat("requests.", filter.status().message()));
+    }
+    t.name = "de-nghi-ho-tro";
+    t.headers = {"Mã đề nghị / Request id",
+                 "Mã cơ sở / Facility id",
+                 "Xã / Commune",
+                 "Nội dung hỗ trợ / Category",
+                 "Trạng thái / Status",
+                 "Số tiền đề nghị / Requested (VND)",
+                 "Đối ứng / Own contribution",
+                 "Nguồn đề xuất / Proposed funding",
+                 "Số tiền duyệt / Approved (VND)",
+                 "Nguồn duyệt / Approved funding",
+                 "Ngày tạo / Created",
+                 "Cập nhật / Updated"};
+    bool at_end = false;
+    absl::Status failed;
+    absl::StatusOr<uint64_t> last = access.Scan(
+        filter->query,
+        [&](const RecordChange& record) {
+          if (filter->keep && !filter->keep(record)) return true;
+          SupportRequest r;
+          failed = model::FromChange(record, &r);
+          if (!failed.ok()) return false;
+          t.rows.push_back(
+              {Cell::Text(r.id()), Cell::Text(r.facility_id()), Cell::Text(commune(r.commune_id())),
+               Cell::Text(EnumText(kcnet::v1::SupportCategory_descriptor(), r.category(),
+                                   "SUPPORT_CATEGORY_")),
+               Cell::Text(
+                   EnumText(kcnet::v1::RequestStatus_descriptor(), r.status(), "REQUEST_STATUS_")),
+               Cell::Vnd(r.requested_amount_vnd()), Cell::Vnd(r.own_contribution_vnd()),
+               Cell::Text(EnumText(kcnet::v1::FundingSource_descriptor(), r.proposed_funding(),
+                                   "FUNDING_SOURCE_")),
+               Cell::Vnd(r.approved_amount_vnd()),
+               Cell::Text(EnumText(kcnet::v1::FundingSource_descriptor(), r.approved_funding(),
+                                   "FUNDING_SOURCE_")),
+               Cell::Date(VnDate(r.created_ms())), Cell::Date(VnDate(r.updated_ms()))});
+          return true;
+        },
+        &at_end);
+    if (!last.ok()) return last.status();
+    if (!failed.ok()) return failed;
+    return t;
+  }
+  if (req.type() != kcnet::v1::EXPORT_RECORD_TYPE_FACILITIES &&
+      req.type() != kcnet::v1::EXPORT_RECORD_TYPE_VISITS) {
+    return absl::InvalidArgumentError("type: FACILITIES, VISITS or REQUESTS");
+  }
+  absl::StatusOr<std::vector<int64_t>> scope = access.ListScope(caller, req.org_unit_id());
+  if (!scope.ok()) return scope.status();
+  const std::vector<std::string> words = sync::SearchWords(req.query());
+  const bool facilities = req.type() == kcnet::v1::EXPORT_RECORD_TYPE_FACILITIES;
+  // The facilities that match (for visits: their names, to keep their visits only).
+  std::unordered_map<std::string, std::string> matched;
+  if (facilities) {
+    t.name = "co-so";
+    t.headers = {"Mã cơ sở / Facility id",
+                 "Xã / Commune",
+                 "Tên cơ sở / Name",
+                 "Chủ cơ sở / Owner",
+                 "Loại hình / Kind",
+                 "Ngành / Sector",
+                 "Địa chỉ / Address",
+                 "Vĩ độ / Latitude",
+                 "Kinh độ / Longitude",
+                 "Lao động / Workers",
+                 "Sản phẩm chính / Main products",
+                 "Ngày đăng ký / Registered"};
+  }
+  absl::Status s = ScanAll<Facility>(
+      access, sync::ListQuery{.type = model::kFacilityType, .buckets = *scope},
+      [&](const Facility& f) {
+        if (!FacilityMatches(f, req, words)) return;
+        if (!facilities) {
+          matched.emplace(f.id(), f.name());
+          return;
+        }
+        t.rows.push_back(
+            {Cell::Text(f.id()), Cell::Text(commune(f.commune_id())), Cell::Text(f.name()),
+             Cell::Text(f.owner_name()),
+             Cell::Text(EnumText(kcnet::v1::FacilityKind_descriptor(), f.kind(), "FACILITY_KIND_")),
+             Cell::Text(EnumText(kcnet::v1::Sector_descriptor(), f.sector(), "SECTOR_")),
+             Cell::Text(f.address()), Cell::Number(f.latitude()), Cell::Number(f.longitude()),
+             Cell::Int(f.workers()), Cell::Text(f.main_products()),
+             Cell::Date(VnDate(f.created_ms()))});
+      });
+  if (!s.ok()) return s;
+  if (facilities) return t;
+  t.name = "lan-tham";
+  t.headers = {"Mã lần thăm / Visit id", "Mã cơ sở / Facility id", "Tên cơ sở / Facility",
+               "Xã / Commune",           "Ngày thăm / Visited",    "Mục đích / Purpose",
+               "Vĩ độ / Latitude",       "Kinh độ / Longitude"};
+  const int64_t from = req.visited_from_ms(), to = req.visited_to_ms();
+  s = ScanAll<Visit>(
+      access, sync::ListQuery{.type = model::kVisitType, .buckets = *scope}, [&](const Visit& v) {
+        if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return;
+        auto it = matched.find(v.facility_id());
+        if (it == matched.end()) return;
+        t.rows.push_back({Cell::Text(v.id()), Cell::Text(v.facility_id()), Cell::Text(it->second),
+                          Cell::Text(commune(v.commune_id())), Cell::Date(VnDate(v.visited_ms())),
+                          Cell::Text(EnumText(kcnet::v1::VisitPurpose_descriptor(), v.purpose(),
+                                              "VISIT_PURPOSE_")),
+                          Cell::Number(v.latitude()), Cell::Number(v.longitude())});
+      });
+  if (!s.ok()) return s;
+  return t;
+}
+
+std::unique_ptr<grpc::Service> MakeRecordExportService(const RecordServiceDeps& deps) {
+  return std::make_unique<RecordExportServiceImpl>(deps);
+}
+
+}  // namespace kcnet::server
