@@ -20,13 +20,14 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deflateSync } from "node:zlib";
 import {
   commandText, launchChromium, pageChecks, parseArgs, requireBrowserAndConsole, skip,
+  stopAndRemove,
 } from "./harness.mjs";
 
 const args = parseArgs();
@@ -409,7 +410,5 @@ main()
   })
   .finally(async () => {
     await browser?.close().catch(() => {});
-    server?.kill("SIGTERM");
-    devBridgeProcess?.kill("SIGTERM");
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove([server, devBridgeProcess], work);
   });

@@ -3,7 +3,7 @@
 // checks (axe-core, CSP problems, screenshots at two viewports).
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 
@@ -99,4 +99,25 @@ export function pageChecks(page, artifacts) {
     await page.setViewportSize({ width: 1366, height: 768 });
   };
   return { problems, axeCheck, shoot };
+}
+
+// Stops child processes (SIGTERM, SIGKILL after 10 s), waits until each has exited, then
+// removes `dir`: a server still shutting down writes into its data directory, and removing
+// it under the server failed with ENOTEMPTY.
+export async function stopAndRemove(children, dir) {
+  await Promise.all(
+    children.filter(Boolean).map(
+      (child) =>
+        new Promise((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+          child.once("exit", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
+  rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 }

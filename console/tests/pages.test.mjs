@@ -17,10 +17,16 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launchChromium, pageChecks, parseArgs, requireBrowserAndConsole } from "./harness.mjs";
+import {
+  launchChromium,
+  pageChecks,
+  parseArgs,
+  requireBrowserAndConsole,
+  stopAndRemove,
+} from "./harness.mjs";
 
 const args = parseArgs();
 requireBrowserAndConsole(args);
@@ -501,6 +507,5 @@ main()
   })
   .finally(async () => {
     await browser?.close().catch(() => {});
-    server?.kill("SIGTERM");
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove([server], work);
   });

@@ -15,10 +15,16 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { launchChromium, pageChecks, parseArgs, requireBrowserAndConsole } from "./harness.mjs";
+import {
+  launchChromium,
+  pageChecks,
+  parseArgs,
+  requireBrowserAndConsole,
+  stopAndRemove,
+} from "./harness.mjs";
 
 const args = parseArgs();
 requireBrowserAndConsole(args);
@@ -447,6 +453,5 @@ main()
   .finally(async () => {
     for (const ac of openStreams) ac.abort();
     await browser?.close().catch(() => {});
-    server?.kill("SIGTERM");
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove([server], work);
   });
