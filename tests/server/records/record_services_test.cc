@@ -380,6 +380,46 @@ TEST_F(RecordServicesTest, FacilitySearchIsDiacriticInsensitiveScopedAndPaged) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// The search goes through the reports' index (reports.db): a write is found by the next
+// search (the search brings the index up to the store first; well within 1 s), an edit
+// too, and names that begin with the query come first.
+TEST_F(RecordServicesTest, FacilitySearchFindsAWriteAtOnceAndPutsNamesBeginningWithTheQueryFirst) {
+  auto search = [&](const std::string& query) {
+    ListFacilitiesRequest r;
+    r.set_query(query);
+    ListFacilitiesResponse out;
+    grpc::Status s = facilities_->ListFacilities(As("coord1").get(), r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::vector<std::string> names;
+    for (const Facility& f : out.facilities()) names.push_back(f.name());
+    return names;
+  };
+  CreateFacilityRequest req;
+  req.mutable_facility()->set_commune_id(c1_);
+  req.mutable_facility()->set_name("Bánh cuốn Thanh Trì Hà Nội");
+  req.mutable_facility()->set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+  Facility later;
+  ASSERT_TRUE(facilities_->CreateFacility(As("collab1").get(), req, &later).ok());
+  const absl::Time written = absl::Now();
+  EXPECT_THAT(search("ha noi"), ::testing::ElementsAre("Bánh cuốn Thanh Trì Hà Nội"));
+  EXPECT_LT(absl::Now() - written, absl::Seconds(1));
+  req.mutable_facility()->set_name("Hà Nội Mứt Sen");
+  Facility first;
+  ASSERT_TRUE(facilities_->CreateFacility(As("collab1").get(), req, &first).ok());
+  EXPECT_THAT(search("HA NOI"),
+              ::testing::ElementsAre("Hà Nội Mứt Sen", "Bánh cuốn Thanh Trì Hà Nội"));
+  // An edit: the new name is found, the old one no longer.
+  UpdateFacilityRequest update;
+  update.mutable_facility()->set_id(first.id());
+  update.mutable_facility()->set_name("Hải Phòng Mứt Sen");
+  update.mutable_update_mask()->add_paths("name");
+  Facility updated;
+  grpc::Status s = facilities_->UpdateFacility(As("collab1").get(), update, &updated);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(search("ha noi"), ::testing::ElementsAre("Bánh cuốn Thanh Trì Hà Nội"));
+  EXPECT_THAT(search("hai phong mut"), ::testing::ElementsAre("Hải Phòng Mứt Sen"));
+}
+
 TEST_F(RecordServicesTest, ARequestWalksItsWholeLifeCycleWithAnAuditTrail) {
   const Facility f = MakeFacility("collab1", c1_);
   const SupportRequest r = MakeRequest("collab1", f);
