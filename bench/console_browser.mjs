@@ -12,6 +12,7 @@
 //   xlsx_s, xlsx_rows   the coverage report as XLSX through the browser (click -> download).
 // Usage: node console_browser.mjs --base=URL --user=U --password=P --console_dir=DIR
 //        --node_modules=DIR [--chromium=PATH]
+// KCNET_CONSOLE_BENCH_SKIP=map,xlsx (environment) leaves those parts out.
 import { gzipSync } from "node:zlib";
 import { readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -19,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 
+const skip = new Set((process.env.KCNET_CONSOLE_BENCH_SKIP ?? "").split(","));
 const args = Object.fromEntries(
   process.argv.slice(2).map((a) => {
     const m = /^--([^=]+)=(.*)$/.exec(a);
@@ -89,52 +91,57 @@ try {
   }
   emit("search_p95_ms", p95(searches), "ms");
 
-  // The map of the whole province.
-  let started = performance.now();
-  await page.goto(`${args.base}/#/map`);
-  await page.waitForFunction(() => /\d/.test(document.querySelector("#map-count")?.textContent ?? "") &&
-    Number(document.querySelector("#map-canvas")?.getAttribute("data-points") ?? 0) > 0, null, { timeout: 600000 });
-  emit("map_load_ms", performance.now() - started, "ms");
-  const canvas = page.locator("#map-canvas");
-  emit("map_points", Number(await canvas.getAttribute("data-points")), "points");
-  emit("map_render_ms", Number(await canvas.getAttribute("data-render-ms")), "ms");
-  const fps = await page.evaluate(async () => {
-    const c = document.querySelector("#map-canvas");
-    const r = c.getBoundingClientRect();
-    let x = r.left + r.width / 2;
-    const y = r.top + r.height / 2;
-    const fire = (type) => c.dispatchEvent(new PointerEvent(type, { clientX: x, clientY: y, bubbles: true, pointerId: 1 }));
-    fire("pointerdown");
-    let frames = 0;
-    const t0 = performance.now();
-    await new Promise((done) => {
-      const tick = () => {
-        frames++;
-        x += 4;
-        fire("pointermove");
-        if (performance.now() - t0 < 2000) requestAnimationFrame(tick);
-        else done();
-      };
-      requestAnimationFrame(tick);
+  let started = 0;
+  if (!skip.has("map")) {
+    // The map of the whole province.
+    started = performance.now();
+    await page.goto(`${args.base}/#/map`);
+    await page.waitForFunction(() => /\d/.test(document.querySelector("#map-count")?.textContent ?? "") &&
+      Number(document.querySelector("#map-canvas")?.getAttribute("data-points") ?? 0) > 0, null, { timeout: 600000 });
+    emit("map_load_ms", performance.now() - started, "ms");
+    const canvas = page.locator("#map-canvas");
+    emit("map_points", Number(await canvas.getAttribute("data-points")), "points");
+    emit("map_render_ms", Number(await canvas.getAttribute("data-render-ms")), "ms");
+    const fps = await page.evaluate(async () => {
+      const c = document.querySelector("#map-canvas");
+      const r = c.getBoundingClientRect();
+      let x = r.left + r.width / 2;
+      const y = r.top + r.height / 2;
+      const fire = (type) => c.dispatchEvent(new PointerEvent(type, { clientX: x, clientY: y, bubbles: true, pointerId: 1 }));
+      fire("pointerdown");
+      let frames = 0;
+      const t0 = performance.now();
+      await new Promise((done) => {
+        const tick = () => {
+          frames++;
+          x += 4;
+          fire("pointermove");
+          if (performance.now() - t0 < 2000) requestAnimationFrame(tick);
+          else done();
+        };
+        requestAnimationFrame(tick);
+      });
+      fire("pointerup");
+      return frames / ((performance.now() - t0) / 1000);
     });
-    fire("pointerup");
-    return frames / ((performance.now() - t0) / 1000);
-  });
-  emit("map_fps", fps, "frames/s");
+    emit("map_fps", fps, "frames/s");
 
-  // An XLSX export through the browser.
-  await page.goto(`${args.base}/#/reports/coverage`);
-  await page.locator("#report").waitFor({ timeout: 600000 });
-  started = performance.now();
-  const [download] = await Promise.all([
-    page.waitForEvent("download", { timeout: 600000 }),
-    page.getByRole("button", { name: /XLSX/ }).click(),
-  ]);
-  const file = join(work, "coverage.xlsx");
-  await download.saveAs(file);
-  emit("xlsx_s", (performance.now() - started) / 1000, "s");
-  const sheet = execFileSync("unzip", ["-p", file, "xl/worksheets/sheet1.xml"], { encoding: "utf8", maxBuffer: 1 << 30 });
-  emit("xlsx_rows", (sheet.match(/<row /g) ?? []).length, "rows");
+  }
+  if (!skip.has("xlsx")) {
+    // An XLSX export through the browser.
+    await page.goto(`${args.base}/#/reports/coverage`);
+    await page.locator("#report").waitFor({ timeout: 600000 });
+    started = performance.now();
+    const [download] = await Promise.all([
+      page.waitForEvent("download", { timeout: 600000 }),
+      page.getByRole("button", { name: /XLSX/ }).click(),
+    ]);
+    const file = join(work, "coverage.xlsx");
+    await download.saveAs(file);
+    emit("xlsx_s", (performance.now() - started) / 1000, "s");
+    const sheet = execFileSync("unzip", ["-p", file, "xl/worksheets/sheet1.xml"], { encoding: "utf8", maxBuffer: 1 << 30 });
+    emit("xlsx_rows", (sheet.match(/<row /g) ?? []).length, "rows");
+  }
   await context.close();
 } finally {
   await browser.close();

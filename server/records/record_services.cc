@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/services.grpc.pb.h"
@@ -77,6 +78,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
             return absl::InvalidArgumentError(
                 "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
           }
+          if (req->ids_size() > 0) return ListByIds(*p, *req, *scope, resp);
           const std::vector<std::string> words = sync::SearchWords(req->query());
           if (!words.empty() && access_->search() != nullptr) {
             absl::Status searched = Search(*p, *req, *scope, words, resp);
@@ -182,6 +184,33 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
   }
 
  private:
+  // ListFacilities with ids: each read with the caller's scope, then kept when in `scope`
+  // (the request's org unit); absent, deleted and out-of-scope ids alike are left out.
+  absl::Status ListByIds(const Principal& caller, const v1::ListFacilitiesRequest& req,
+                         const std::vector<int64_t>& scope, v1::ListFacilitiesResponse* resp) {
+    if (req.ids_size() > kMaxPageSize) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ids: at most ", kMaxPageSize, " / tối đa ", kMaxPageSize, " mã cơ sở mỗi lần"));
+    }
+    if (!req.query().empty() || !req.page_token().empty()) {
+      return absl::InvalidArgumentError(
+          "ids: not with query or page_token / không dùng cùng từ khoá hay page_token");
+    }
+    const absl::flat_hash_set<int64_t> communes(scope.begin(), scope.end());
+    for (int i = 0; i < req.ids_size(); ++i) {
+      Facility f;
+      absl::StatusOr<uint64_t> op = access_->Read(caller, model::kFacilityType, req.ids(i), &f);
+      if (op.ok()) {
+        if (communes.contains(f.commune_id())) *resp->add_facilities() = std::move(f);
+      } else if (op.status().code() == absl::StatusCode::kInvalidArgument) {
+        return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: ", op.status().message()));
+      } else if (op.status().code() != absl::StatusCode::kNotFound) {
+        return op.status();
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // ListFacilities with a query, through the index: a page of its ids, each read from the
   // store (and checked against the caller's scope once more); a facility deleted since
   // the index saw it is left out.

@@ -19,24 +19,30 @@ export const kMaxListed = 50_000;
 
 /**
  * Every facility of the URL's filters (search, org unit, kind, sector), page by page;
- * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled.
+ * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled;
+ * `signal` also aborts the call in flight (a search typed further makes the last one stale).
+ * With a search the server answers names that begin with it first.
  */
 export async function loadFacilities(
   p: ReportParams,
   onPage: (list: Facility[], more: boolean) => void,
   cancelled: () => boolean,
   limit = kMaxListed,
+  signal?: AbortSignal,
 ): Promise<void> {
   const out: Facility[] = [];
   let token = "";
   let first = true;
   do {
-    const r = await facilities.listFacilities({
-      orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-      query: p.q,
-      pageSize: first ? 100 : 500, // a small first page: the first rows show sooner
-      pageToken: token,
-    });
+    const r = await facilities.listFacilities(
+      {
+        orgUnitId: p.unit ? BigInt(p.unit) : 0n,
+        query: p.q,
+        pageSize: first ? 100 : 500, // a small first page: the first rows show sooner
+        pageToken: token,
+      },
+      { signal },
+    );
     first = false;
     if (cancelled()) return;
     for (const f of r.facilities) {
@@ -119,8 +125,10 @@ export function Registry() {
     return () => clearTimeout(timer);
   }, [typed]);
 
+  // Each search (or filter) cancels the one before, its call in flight included.
   useEffect(() => {
     let cancelled = false;
+    const abort = new AbortController();
     setList(null);
     setLoadedQuery(null);
     setError("");
@@ -128,9 +136,10 @@ export function Registry() {
       setList(l);
       setMore(m);
       setLoadedQuery(p.q);
-    }, () => cancelled).catch((e) => !cancelled && setError(errorText(e)));
+    }, () => cancelled, kMaxListed, abort.signal).catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;
+      abort.abort();
     };
   }, [p.q, p.unit, p.kind, p.sector]);
 

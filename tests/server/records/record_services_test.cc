@@ -420,6 +420,41 @@ TEST_F(RecordServicesTest, FacilitySearchFindsAWriteAtOnceAndPutsNamesBeginningW
   EXPECT_THAT(search("hai phong mut"), ::testing::ElementsAre("Hải Phòng Mứt Sen"));
 }
 
+// ListFacilities' ids: the names of a list of requests in one call; an id outside the
+// caller's scope is left out exactly as one that does not exist.
+TEST_F(RecordServicesTest, FacilitiesByIdsAreScopedAndInTheOrderAsked) {
+  const Facility a = MakeFacility("collab1", c1_);
+  const Facility b = MakeFacility("collab1", c1_);
+  const Facility far = MakeFacility("collab9", c9_);
+  auto by_ids = [&](const std::string& user, std::vector<std::string> ids) {
+    ListFacilitiesRequest r;
+    for (const std::string& id : ids) r.add_ids(id);
+    ListFacilitiesResponse out;
+    grpc::Status s = facilities_->ListFacilities(As(user).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::vector<std::string> found;
+    for (const Facility& f : out.facilities()) found.push_back(f.id());
+    return found;
+  };
+  const std::string absent = "00000000-0000-4000-8000-000000000000";
+  EXPECT_THAT(by_ids("coord1", {b.id(), a.id()}), ::testing::ElementsAre(b.id(), a.id()));
+  EXPECT_THAT(by_ids("coord1", {far.id(), a.id(), absent}), ::testing::ElementsAre(a.id()));
+  EXPECT_THAT(by_ids("collab9", {far.id(), a.id()}), ::testing::ElementsAre(far.id()));
+  // Bad input names the field.
+  ListFacilitiesRequest bad;
+  bad.add_ids(a.id());
+  bad.add_ids("not-a-uuid");
+  ListFacilitiesResponse out;
+  grpc::Status s = facilities_->ListFacilities(As("coord1").get(), bad, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("ids[1]"), std::string::npos) << s.error_message();
+  ListFacilitiesRequest many;
+  for (int i = 0; i < 501; ++i) many.add_ids(a.id());
+  s = facilities_->ListFacilities(As("coord1").get(), many, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("ids"), std::string::npos) << s.error_message();
+}
+
 TEST_F(RecordServicesTest, ARequestWalksItsWholeLifeCycleWithAnAuditTrail) {
   const Facility f = MakeFacility("collab1", c1_);
   const SupportRequest r = MakeRequest("collab1", f);
