@@ -5,6 +5,8 @@
 //                       cache), signed in, until the queue's count is shown;
 //   js_css_gzip_bytes   the console's app.js + app.css, gzipped;
 //   search_p95_ms       registry: a search typed -> its first results rendered, 20 searches;
+//   search_call_p95_ms  the first ListFacilities call of each of those searches (request
+//                       sent -> answer received, the browser's resource timing);
 //   map_points          the points the map shows for the whole province;
 //   map_load_ms         opening the map -> every point loaded and drawn (the data's fetch);
 //   map_render_ms       one frame drawing all the points (clustering + canvas);
@@ -14,7 +16,7 @@
 //        --node_modules=DIR [--chromium=PATH]
 // KCNET_CONSOLE_BENCH_SKIP=map,xlsx (environment) leaves those parts out.
 import { gzipSync } from "node:zlib";
-import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, mkdtempSync, rmSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -65,19 +67,26 @@ try {
     await page.goto(`${args.base}/#/queue`);
     await page.locator("#queue-count").waitFor();
     if (i > 0) loads.push(performance.now() - started); // the first warms the server, not the browser
+    if (process.env.KCNET_CONSOLE_BENCH_TRACE && i === 20) {
+      console.error(JSON.stringify(await page.evaluate(() => performance.getEntries().map((e) =>
+        [e.entryType, e.name.slice(-48), Math.round(e.startTime), Math.round(e.duration)]))));
+    }
     await context.close();
   }
   emit("first_load_p95_ms", p95(loads), "ms");
   const dist = args.console_dir;
+  // The hashed app-HASH.js and app-HASH.css (console/scripts/build.mjs).
+  const assets = readdirSync(join(dist, "assets")).filter((f) => /^app-[A-Za-z0-9]+\.(js|css)$/.test(f));
   emit("js_css_gzip_bytes",
-    gzipSync(readFileSync(join(dist, "assets", "app.js"))).length +
-      gzipSync(readFileSync(join(dist, "assets", "app.css"))).length, "bytes");
+    assets.reduce((n, f) => n + gzipSync(readFileSync(join(dist, "assets", f))).length, 0), "bytes");
 
   // Registry search: typed -> first results (or none) rendered.
   const { context, page } = await newPage();
   await page.goto(`${args.base}/#/registry`);
   await page.locator("#registry-count", { hasText: /\d/ }).waitFor({ timeout: 600000 });
   const searches = [];
+  const calls = [];
+  await page.evaluate(() => performance.clearResourceTimings());
   const words = ["may tre", "banh da", "co khi", "det", "go", "gom", "nuoc mam", "mien", "bun", "cho"];
   for (let i = 0; i < 20; i++) {
     const query = `${words[i % words.length]} ${i < 10 ? "" : i}`.trim();
@@ -88,8 +97,16 @@ try {
       query, { timeout: 120000 });
     // The 200 ms typing pause is the page's, not the search's: not counted.
     searches.push(performance.now() - started - 200);
+    // The first ListFacilities call of this search, as the browser timed it (request to
+    // last byte): the server's and the bridge's share of the figure above.
+    calls.push(await page.evaluate(() => {
+      const all = performance.getEntriesByType("resource").filter((e) => e.name.includes("ListFacilities"));
+      performance.clearResourceTimings();
+      return all.length ? all[0].responseEnd - all[0].requestStart : 0;
+    }));
   }
   emit("search_p95_ms", p95(searches), "ms");
+  emit("search_call_p95_ms", p95(calls), "ms");
 
   let started = 0;
   if (!skip.has("map")) {

@@ -189,8 +189,8 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
   absl::Status ListByIds(const Principal& caller, const v1::ListFacilitiesRequest& req,
                          const std::vector<int64_t>& scope, v1::ListFacilitiesResponse* resp) {
     if (req.ids_size() > kMaxPageSize) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ids: at most ", kMaxPageSize, " / tối đa ", kMaxPageSize, " mã cơ sở mỗi lần"));
+      return absl::InvalidArgumentError(absl::StrCat("ids: at most ", kMaxPageSize, " / tối đa ",
+                                                     kMaxPageSize, " mã cơ sở mỗi lần"));
     }
     if (!req.query().empty() || !req.page_token().empty()) {
       return absl::InvalidArgumentError(
