@@ -6,7 +6,7 @@
 // (@tanstack/virtual-core): only the rows in view are in the DOM, however long it is.
 // Facilities with the same folded name in the same commune are flagged as possible
 // duplicates. A facility's page shows its visits and requests on one timeline.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { elementScroll, observeElementOffset, observeElementRect, Virtualizer } from "@tanstack/virtual-core";
 import { Code, ConnectError, errorText, facilities, requests, visits } from "../api";
 import type { Facility, SupportRequest, Visit } from "@gen/kcnet/v1/domain_pb";
@@ -55,16 +55,23 @@ export async function loadFacilities(
   } while (token && out.length < limit);
 }
 
+// Each facility's key, folded once (a list of thousands is checked at every page loaded).
+const keys = new WeakMap<Facility, string>();
+const dupKey = (f: Facility) => {
+  let k = keys.get(f);
+  if (k === undefined) keys.set(f, (k = `${f.communeId}|${fold(f.name)}`));
+  return k;
+};
+
 /** The keys (commune + folded name) held by more than one facility of `list`. */
 export function duplicateKeys(list: Facility[]): Set<string> {
   const seen = new Map<string, number>();
   for (const f of list) {
-    const k = `${f.communeId}|${fold(f.name)}`;
+    const k = dupKey(f);
     seen.set(k, (seen.get(k) ?? 0) + 1);
   }
   return new Set([...seen].filter(([, n]) => n > 1).map(([k]) => k));
 }
-const dupKey = (f: Facility) => `${f.communeId}|${fold(f.name)}`;
 
 function useUnits(): UnitOption[] {
   const [units, setUnits] = useState<UnitOption[]>([]);
@@ -161,7 +168,8 @@ export function Registry() {
     v._willUpdate();
   });
 
-  const dups = list ? duplicateKeys(list) : new Set<string>();
+  // Not at every render (the virtual list renders as it scrolls): once per list.
+  const dups = useMemo(() => (list ? duplicateKeys(list) : new Set<string>()), [list]);
   const names = new Map(units.map((u) => [u.unit.id, u.unit.name]));
   const items = v.getVirtualItems();
   return (
