@@ -30,9 +30,10 @@ namespace {
 
 // ListFacilities' search over the reports follower's index (reports.db, r_fsearch). Each
 // search first brings the index up to the store's last op when it is behind (normally a
-// few ops: the follower looks every 50 ms), so a search sees every write committed
-// before it; a longer backlog (a first start over a large store) is the follower's to
-// count, and the search answers UNAVAILABLE meanwhile (the service then scans).
+// few ops: the follower looks every 50 ms), or waits up to 1 s for the follower already
+// doing it, so a search sees every write committed before it; a longer backlog (a first
+// start over a large store) is the follower's to count, and the search answers
+// UNAVAILABLE meanwhile (the service then scans the records).
 class ReportsFacilitySearch final : public FacilitySearch {
  public:
   ReportsFacilitySearch(reports::ReportsStore* reports, sync::ServerStore* store)
@@ -48,8 +49,17 @@ class ReportsFacilitySearch final : public FacilitySearch {
       if (last - *cursor > kMaxCatchUp) {
         return absl::UnavailableError("facility search: the index is still being built");
       }
-      cursor = reports_->CatchUp();
-      if (!cursor.ok()) return cursor.status();
+      // Catch up here, or wait for the follower doing it (never behind a long slice).
+      const absl::Time deadline = absl::Now() + absl::Seconds(1);
+      while (true) {
+        cursor = reports_->TryCatchUp();
+        if (!cursor.ok()) return cursor.status();
+        if (*cursor >= last) break;
+        if (absl::Now() > deadline) {
+          return absl::UnavailableError("facility search: the index is catching up");
+        }
+        absl::SleepFor(absl::Milliseconds(2));
+      }
     }
     absl::StatusOr<reports::FacilitySearchPage> page =
         reports_->SearchFacilities(communes, words, after, limit);

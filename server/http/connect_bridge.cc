@@ -759,7 +759,8 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
     if (status.ok()) status = BytesToJson(method->output_type(), reply_bytes, &reply_json);
     if (!status.ok()) return fail(status);
     response.status = 200;
-    response.set_content(reply_json, kUnaryType);
+    response.body = std::move(reply_json);  // set_content() would copy it
+    response.set_header("Content-Type", kUnaryType);
     return;
   }
 

@@ -272,6 +272,14 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUp() {
   }
 }
 
+absl::StatusOr<uint64_t> ReportsStore::TryCatchUp() {
+  if (!write_mu_.TryLock()) return Cursor();
+  bool done = false;
+  absl::StatusOr<uint64_t> cursor = CatchUpLocked(kMaxOpsPerTransaction, &done);
+  write_mu_.Unlock();
+  return cursor;
+}
+
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
   {
     absl::MutexLock lock(&write_mu_);

@@ -79,6 +79,9 @@ class ReportsStore {
 
   // Counts every op committed to the store since the cursor; returns the new cursor.
   absl::StatusOr<uint64_t> CatchUp();
+  // One slice of CatchUp(), unless another catch-up (the follower's) holds the writer: then
+  // the cursor as committed, at once. For readers that must not wait behind a long slice.
+  absl::StatusOr<uint64_t> TryCatchUp();
   // Empties the summaries and counts everything again from op 0 (kcnet-admin
   // rebuild-reports). Returns the cursor reached.
   absl::StatusOr<uint64_t> Rebuild();
