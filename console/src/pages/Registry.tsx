@@ -20,7 +20,8 @@ export const kMaxListed = 50_000;
 /**
  * Every facility of the URL's filters (search, org unit, kind, sector), page by page;
  * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled;
- * `signal` also aborts the call in flight (a search typed further makes the last one stale).
+ * `signal` also aborts the call in flight (a search typed further makes the last one stale);
+ * with `restAfterMs` the pages after the first wait that long.
  * With a search the server answers names that begin with it first.
  */
 export async function loadFacilities(
@@ -29,6 +30,7 @@ export async function loadFacilities(
   cancelled: () => boolean,
   limit = kMaxListed,
   signal?: AbortSignal,
+  restAfterMs = 0,
 ): Promise<void> {
   const out: Facility[] = [];
   let token = "";
@@ -43,7 +45,6 @@ export async function loadFacilities(
       },
       { signal },
     );
-    first = false;
     if (cancelled()) return;
     for (const f of r.facilities) {
       if (p.kind && f.kind !== Number(p.kind)) continue;
@@ -52,6 +53,12 @@ export async function loadFacilities(
     }
     token = r.nextPageToken;
     onPage(out.slice(0, limit), out.length >= limit && token !== "");
+    if (first && token && restAfterMs > 0) {
+      // The rest only once typing has paused: a search typed further aborts it unread.
+      await new Promise((done) => setTimeout(done, restAfterMs));
+      if (cancelled()) return;
+    }
+    first = false;
   } while (token && out.length < limit);
 }
 
@@ -143,7 +150,7 @@ export function Registry() {
       setList(l);
       setMore(m);
       setLoadedQuery(p.q);
-    }, () => cancelled, kMaxListed, abort.signal).catch((e) => !cancelled && setError(errorText(e)));
+    }, () => cancelled, kMaxListed, abort.signal, 300).catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;
       abort.abort();
