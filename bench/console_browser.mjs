@@ -5,6 +5,10 @@
 //                       cache), signed in, until the queue's count is shown;
 //   js_css_gzip_bytes   the console's app.js + app.css, gzipped;
 //   search_p95_ms       registry: a search typed -> its first results rendered, 20 searches;
+//   search_call_p95_ms  the first ListFacilities call of each of those searches (request
+//                       sent -> answer received, the browser's resource timing);
+// KCNET_CONSOLE_BENCH_TRACE=1 prints to stderr the last cold load's resource timings and
+// each search's ListFacilities calls.
 //   map_points          the points the map shows for the whole province;
 //   map_load_ms         opening the map -> every point loaded and drawn (the data's fetch);
 //   map_render_ms       one frame drawing all the points (clustering + canvas);
@@ -12,13 +16,15 @@
 //   xlsx_s, xlsx_rows   the coverage report as XLSX through the browser (click -> download).
 // Usage: node console_browser.mjs --base=URL --user=U --password=P --console_dir=DIR
 //        --node_modules=DIR [--chromium=PATH]
+// KCNET_CONSOLE_BENCH_SKIP=map,xlsx (environment) leaves those parts out.
 import { gzipSync } from "node:zlib";
-import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, mkdtempSync, rmSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 
+const skip = new Set((process.env.KCNET_CONSOLE_BENCH_SKIP ?? "").split(","));
 const args = Object.fromEntries(
   process.argv.slice(2).map((a) => {
     const m = /^--([^=]+)=(.*)$/.exec(a);
@@ -30,9 +36,10 @@ const require = createRequire(join(args.node_modules, "noop.js"));
 const { chromium } = require("playwright-core");
 const emit = (metric, value, unit) =>
   console.log(JSON.stringify({ bench: "console", metric, value: Number(value.toFixed(3)), unit }));
-// KCNET_CONSOLE_BENCH_ONLY=map,xlsx runs only those phases (load, search, map, xlsx); all by default.
+// KCNET_CONSOLE_BENCH_ONLY=map,xlsx runs only those phases (load, search, map, xlsx); all by default;
+// KCNET_CONSOLE_BENCH_SKIP (above) leaves phases out.
 const only = (process.env.KCNET_CONSOLE_BENCH_ONLY ?? "").split(",").filter(Boolean);
-const phase = (name) => only.length === 0 || only.includes(name);
+const phase = (name) => (only.length === 0 || only.includes(name)) && !skip.has(name);
 const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
 
 const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
@@ -66,13 +73,18 @@ try {
     await page.goto(`${args.base}/#/queue`);
     await page.locator("#queue-count").waitFor();
     if (i > 0) loads.push(performance.now() - started); // the first warms the server, not the browser
+    if (process.env.KCNET_CONSOLE_BENCH_TRACE && i === 20) {
+      console.error(JSON.stringify(await page.evaluate(() => performance.getEntries().map((e) =>
+        [e.entryType, e.name.slice(-48), Math.round(e.startTime), Math.round(e.duration)]))));
+    }
     await context.close();
   }
   if (loads.length > 0) emit("first_load_p95_ms", p95(loads), "ms");
   const dist = args.console_dir;
+  // The hashed app-HASH.js and app-HASH.css (console/scripts/build.mjs).
+  const assets = readdirSync(join(dist, "assets")).filter((f) => /^app-[A-Za-z0-9]+\.(js|css)$/.test(f));
   emit("js_css_gzip_bytes",
-    gzipSync(readFileSync(join(dist, "assets", "app.js"))).length +
-      gzipSync(readFileSync(join(dist, "assets", "app.css"))).length, "bytes");
+    assets.reduce((n, f) => n + gzipSync(readFileSync(join(dist, "assets", f))).length, 0), "bytes");
 
   // Registry search: typed -> first results (or none) rendered.
   const { context, page } = await newPage();
@@ -80,6 +92,8 @@ try {
   await page.goto(`${args.base}/#/registry`);
   await page.locator("#registry-count", { hasText: /\d/ }).waitFor({ timeout: 600000 });
   const searches = [];
+  const calls = [];
+  await page.evaluate(() => performance.clearResourceTimings());
   const words = ["may tre", "banh da", "co khi", "det", "go", "gom", "nuoc mam", "mien", "bun", "cho"];
   for (let i = 0; i < 20; i++) {
     const query = `${words[i % words.length]} ${i < 10 ? "" : i}`.trim();
@@ -90,8 +104,19 @@ try {
       query, { timeout: 120000 });
     // The 200 ms typing pause is the page's, not the search's: not counted.
     searches.push(performance.now() - started - 200);
+    // The first ListFacilities call of this search, as the browser timed it (request to
+    // last byte): the server's and the bridge's share of the figure above.
+    const timings = await page.evaluate(() => {
+      const all = performance.getEntriesByType("resource").filter((e) => e.name.includes("ListFacilities"));
+      performance.clearResourceTimings();
+      return all.map((e) => [Math.round(e.startTime), Math.round(e.requestStart), Math.round(e.responseEnd - e.requestStart)]);
+    });
+    if (process.env.KCNET_CONSOLE_BENCH_TRACE) console.error(query, Math.round(searches.at(-1)), JSON.stringify(timings));
+    const own = timings.filter((t) => t[1] > 0); // a call cut short (aborted) never started its request
+    calls.push(own.length ? own[0][2] : 0);
   }
   emit("search_p95_ms", p95(searches), "ms");
+  emit("search_call_p95_ms", p95(calls), "ms");
   }
 
   // The map of the whole province.

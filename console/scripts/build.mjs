@@ -1,9 +1,14 @@
-// Bundles the console with esbuild into OUT_DIR: index.html, assets/app.js, assets/app.css.
-// No inline script or style anywhere: kcnet-server sends a strict Content-Security-Policy.
+// Bundles the console with esbuild into OUT_DIR: index.html, assets/app-HASH.js and
+// assets/app-HASH.css (named by their content: kcnet-server lets browsers keep them for
+// good, `Cache-Control: immutable`, while index.html, which names them, is never cached),
+// each with a gzipped copy beside it (.gz, served as `Content-Encoding: gzip`) and a
+// source map. No inline script or style anywhere: kcnet-server sends a strict
+// Content-Security-Policy.
 // Usage: node scripts/build.mjs GEN_DIR OUT_DIR
 import * as esbuild from "esbuild";
-import { copyFileSync, mkdirSync, rmSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { gzipSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -23,8 +28,10 @@ const genPlugin = {
 
 rmSync(outDir, { recursive: true, force: true });
 mkdirSync(join(outDir, "assets"), { recursive: true });
-await esbuild.build({
+const app = await esbuild.build({
   entryPoints: { app: join(consoleDir, "src", "main.tsx") },
+  entryNames: "[name]-[hash]",
+  metafile: true,
   bundle: true,
   minify: true,
   sourcemap: true,
@@ -37,7 +44,17 @@ await esbuild.build({
   plugins: [genPlugin],
   logLevel: "warning",
 });
-copyFileSync(join(consoleDir, "public", "index.html"), join(outDir, "index.html"));
+// index.html names the hashed files; each has its gzipped copy.
+let html = readFileSync(join(consoleDir, "public", "index.html"), "utf8");
+for (const file of Object.keys(app.metafile.outputs)) {
+  const name = basename(file);
+  const ext = /^app-[A-Za-z0-9]+\.(js|css)$/.exec(name)?.[1];
+  if (!ext) continue;
+  html = html.replace(`assets/app.${ext}`, `assets/${name}`);
+  writeFileSync(join(outDir, "assets", `${name}.gz`), gzipSync(readFileSync(join(outDir, "assets", name)), { level: 9 }));
+}
+if (/assets\/app\.(js|css)/.test(html)) throw new Error("index.html: an asset was not renamed");
+writeFileSync(join(outDir, "index.html"), html);
 // The development stand-in for the bridge (scripts/dev-bridge.ts), beside dist, for Node.
 await esbuild.build({
   entryPoints: [join(consoleDir, "scripts", "dev-bridge.ts")],

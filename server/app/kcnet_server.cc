@@ -30,6 +30,51 @@
 namespace kcnet::server {
 namespace {
 
+// ListFacilities' search over the reports follower's index (reports.db, r_fsearch). Each
+// search first brings the index up to the store's last op when it is behind (normally a
+// few ops: the follower looks every 50 ms), or waits up to 1 s for the follower already
+// doing it, so a search sees every write committed before it; a longer backlog (a first
+// start over a large store) is the follower's to count, and the search answers
+// UNAVAILABLE meanwhile (the service then scans the records).
+class ReportsFacilitySearch final : public FacilitySearch {
+ public:
+  ReportsFacilitySearch(reports::ReportsStore* reports, sync::ServerStore* store)
+      : reports_(reports), store_(store) {}
+
+  absl::StatusOr<Page> Search(const std::vector<int64_t>& communes,
+                              const std::vector<std::string>& words, absl::string_view after,
+                              int limit) override {
+    const uint64_t last = store_->last_op();
+    absl::StatusOr<uint64_t> cursor = reports_->Cursor();
+    if (!cursor.ok()) return cursor.status();
+    if (*cursor < last) {
+      if (last - *cursor > kMaxCatchUp) {
+        return absl::UnavailableError("facility search: the index is still being built");
+      }
+      // Catch up here, or wait for the follower doing it (never behind a long slice).
+      const absl::Time deadline = absl::Now() + absl::Seconds(1);
+      while (true) {
+        cursor = reports_->TryCatchUp();
+        if (!cursor.ok()) return cursor.status();
+        if (*cursor >= last) break;
+        if (absl::Now() > deadline) {
+          return absl::UnavailableError("facility search: the index is catching up");
+        }
+        absl::SleepFor(absl::Milliseconds(2));
+      }
+    }
+    absl::StatusOr<reports::FacilitySearchPage> page =
+        reports_->SearchFacilities(communes, words, after, limit);
+    if (!page.ok()) return page.status();
+    return Page{.ids = std::move(page->ids), .next = std::move(page->next)};
+  }
+
+ private:
+  static constexpr uint64_t kMaxCatchUp = 20000;  // ops a search may count itself
+  reports::ReportsStore* reports_;
+  sync::ServerStore* store_;
+};
+
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
 constexpr char kPlansFile[] = "plans.db";
@@ -240,6 +285,9 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   deps.runner = server->runner_.get();
   deps.clock = options.clock;
   deps.guard = server->approval_guard_.get();
+  server->facility_search_ =
+      std::make_unique<ReportsFacilitySearch>(server->reports_.get(), server->store_.get());
+  deps.search = server->facility_search_.get();
   for (std::unique_ptr<grpc::Service>& service : MakeRecordServices(deps)) {
     server->services_.push_back(std::move(service));
   }

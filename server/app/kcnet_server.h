@@ -41,6 +41,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
+#include "server/records/record_services.h"
 #include "server/reports/report_service.h"
 #include "server/reports/reports_store.h"
 #include "server/rpc/logger.h"
@@ -159,6 +160,7 @@ class KcnetServer {
   std::unique_ptr<reports::ReportsStore> reports_;
   std::unique_ptr<reports::ReportsFollower> reports_follower_;
   std::unique_ptr<reports::Reporter> reporter_;
+  std::unique_ptr<FacilitySearch> facility_search_;  // the records' search, over reports_
   std::unique_ptr<Attachments> attachments_;
   std::unique_ptr<StorageRpcRunner> runner_;
   std::vector<std::unique_ptr<grpc::Service>> services_;

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -42,6 +44,43 @@ constexpr uint8_t kEndStreamFlag = 0x02;
 
 // Sent with every answer, files and calls alike: scripts and styles only from this origin
 // (no inline script), no framing, no MIME sniffing, no referrer leaving the console.
+// A build-named asset (console/scripts/build.mjs): "/assets/NAME-HASH.EXT", its content
+// never changes under that name, so browsers may keep it for good.
+bool IsHashedAsset(absl::string_view path) {
+  if (!absl::ConsumePrefix(&path, "/assets/")) return false;
+  const size_t dash = path.rfind('-');
+  if (dash == absl::string_view::npos) return false;
+  const absl::string_view hash = path.substr(dash + 1, path.find('.', dash) - dash - 1);
+  return hash.size() >= 8 &&
+         std::all_of(hash.begin(), hash.end(), [](char c) { return absl::ascii_isalnum(c); });
+}
+
+// What a static file's answer adds (httplib has read the file, from a path it checked):
+// caching (hashed assets immutable, everything else revalidated, index.html first) and,
+// for a client that accepts gzip, the build's gzipped copy (NAME.gz) in place of the file.
+void ServeStaticFile(const std::string& console_dir, const httplib::Request& request,
+                     httplib::Response& response) {
+  response.set_header("Cache-Control", IsHashedAsset(request.path)
+                                           ? "public, max-age=31536000, immutable"
+                                           : "no-cache");
+  if (!absl::StartsWith(request.path, "/assets/")) return;
+  response.set_header("Vary", "Accept-Encoding");
+  if (!absl::StrContains(request.get_header_value("Accept-Encoding"), "gzip")) return;
+  std::ifstream file(absl::StrCat(console_dir, request.path, ".gz"), std::ios::binary);
+  if (!file) return;
+  auto gz = std::make_shared<std::string>(std::istreambuf_iterator<char>(file),
+                                          std::istreambuf_iterator<char>());
+  const std::string type = response.get_header_value("Content-Type");
+  response.body.clear();
+  response.headers.erase("Content-Type");  // set again by set_content_provider
+  response.set_header("Content-Encoding", "gzip");
+  // A provider of known length: httplib sends it as it is (it compresses bodies only).
+  response.set_content_provider(gz->size(), type,
+                                [gz](size_t offset, size_t length, httplib::DataSink& sink) {
+                                  return sink.write(gz->data() + offset, length);
+                                });
+}
+
 constexpr char kContentSecurityPolicy[] =
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -576,6 +615,11 @@ absl::StatusOr<std::unique_ptr<ConnectBridge>> ConnectBridge::Start(
       return absl::InvalidArgumentError(
           absl::StrCat("console_dir: cannot serve ", options.console_dir));
     }
+    http.set_file_request_handler(
+        [console_dir = options.console_dir](const httplib::Request& request,
+                                            httplib::Response& response) {
+          ServeStaticFile(console_dir, request, response);
+        });
   }
 
   if (port == 0) {
@@ -715,7 +759,8 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
     if (status.ok()) status = BytesToJson(method->output_type(), reply_bytes, &reply_json);
     if (!status.ok()) return fail(status);
     response.status = 200;
-    response.set_content(reply_json, kUnaryType);
+    response.body = std::move(reply_json);  // set_content() would copy it
+    response.set_header("Content-Type", kUnaryType);
     return;
   }
 

@@ -37,6 +37,7 @@ class RecordAccess {
 
   int64_t NowMs() const { return deps_.clock->NowMs(); }
   Directory& directory() { return *deps_.directory; }
+  FacilitySearch* search() { return deps_.search; }
 
   model::Actor ActorFor(const Principal& caller) {
     return server::ActorFor(deps_.directory, caller);

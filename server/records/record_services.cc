@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -79,8 +80,14 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
             return absl::InvalidArgumentError(
                 "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
           }
-          sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
+          if (req->ids_size() > 0) return ListByIds(*p, *req, *scope, resp);
           const std::vector<std::string> words = sync::SearchWords(req->query());
+          if (!words.empty() && access_->search() != nullptr) {
+            absl::Status searched = Search(*p, *req, *scope, words, resp);
+            if (searched.code() != absl::StatusCode::kUnavailable) return searched;
+            resp->Clear();  // the index is behind: scan the records, as without one
+          }
+          sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope};
           std::function<bool(const RecordChange&)> keep;
           if (!words.empty())
             keep = [&words](const RecordChange& r) { return FacilityMatches(r, words); };
@@ -283,6 +290,60 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     if (!at_end) {
       resp->set_next_page_token(EncodePageToken(fingerprint, absl::StrCat("v:", *last)));
     }
+    return absl::OkStatus();
+  }
+
+  // ListFacilities with ids: each read with the caller's scope, then kept when in `scope`
+  // (the request's org unit); absent, deleted and out-of-scope ids alike are left out.
+  absl::Status ListByIds(const Principal& caller, const v1::ListFacilitiesRequest& req,
+                         const std::vector<int64_t>& scope, v1::ListFacilitiesResponse* resp) {
+    if (req.ids_size() > kMaxPageSize) {
+      return absl::InvalidArgumentError(absl::StrCat("ids: at most ", kMaxPageSize, " / tối đa ",
+                                                     kMaxPageSize, " mã cơ sở mỗi lần"));
+    }
+    if (!req.query().empty() || !req.page_token().empty()) {
+      return absl::InvalidArgumentError(
+          "ids: not with query or page_token / không dùng cùng từ khoá hay page_token");
+    }
+    const absl::flat_hash_set<int64_t> communes(scope.begin(), scope.end());
+    for (int i = 0; i < req.ids_size(); ++i) {
+      Facility f;
+      absl::StatusOr<uint64_t> op = access_->Read(caller, model::kFacilityType, req.ids(i), &f);
+      if (op.ok()) {
+        if (communes.contains(f.commune_id())) *resp->add_facilities() = std::move(f);
+      } else if (op.status().code() == absl::StatusCode::kInvalidArgument) {
+        return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: ", op.status().message()));
+      } else if (op.status().code() != absl::StatusCode::kNotFound) {
+        return op.status();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // ListFacilities with a query, through the index: a page of its ids, each read from the
+  // store (and checked against the caller's scope once more); a facility deleted since
+  // the index saw it is left out.
+  absl::Status Search(const Principal& caller, const v1::ListFacilitiesRequest& req,
+                      const std::vector<int64_t>& scope, const std::vector<std::string>& words,
+                      v1::ListFacilitiesResponse* resp) {
+    absl::StatusOr<int> page_size = PageSize(req.page_size());
+    if (!page_size.ok()) return page_size.status();
+    const uint64_t fingerprint = QueryFingerprint(req, absl::StrCat(caller.user_id, "/search"));
+    absl::StatusOr<std::string> after = DecodePageToken(req.page_token(), fingerprint);
+    if (!after.ok()) return after.status();
+    absl::StatusOr<FacilitySearch::Page> page =
+        access_->search()->Search(scope, words, *after, *page_size);
+    if (!page.ok()) return page.status();  // UNAVAILABLE handled by the caller
+    for (const std::string& id : page->ids) {
+      Facility f;
+      absl::StatusOr<uint64_t> op = access_->Read(caller, model::kFacilityType, id, &f);
+      if (op.ok()) {
+        *resp->add_facilities() = std::move(f);
+      } else if (op.status().code() != absl::StatusCode::kNotFound) {
+        return op.status();
+      }
+    }
+    if (!page->next.empty()) resp->set_next_page_token(EncodePageToken(fingerprint, page->next));
     return absl::OkStatus();
   }
 

@@ -28,8 +28,9 @@ using sync::Statement;
 constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
 constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // The summaries' layout; a store of another version is rebuilt on open.
-constexpr int64_t kReportsVersion = 3;  // 2: visits' indicators (outcomes); 3: monthly
-                                        // summaries, distances, requests' since day
+// 2: visits' indicators (outcomes); 3: monthly summaries, distances, requests' since day;
+// 4: the facility search index (r_fsearch).
+constexpr int64_t kReportsVersion = 4;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -40,6 +41,15 @@ constexpr char kTables[] =
     " folded TEXT NOT NULL, lat REAL, lon REAL, day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_facility_commune ON r_facility(commune, day);"
     "CREATE INDEX IF NOT EXISTS r_facility_folded ON r_facility(commune, folded);"
+    // The facility search (ListFacilities' query): one row per live facility with its
+    // folded name's words (for the order: names that begin with the query first), and
+    // its folded words (name, owner, address, products) in an FTS5 index under the same
+    // rowid. The ascii tokenizer splits exactly as sync::SearchWords (runs of a-z, 0-9
+    // and non-ASCII); the prefix indexes make search-as-you-type prefixes cheap.
+    "CREATE TABLE IF NOT EXISTS r_fsearch_key(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+    " commune INTEGER NOT NULL, name TEXT NOT NULL);"
+    "CREATE VIRTUAL TABLE IF NOT EXISTS r_fsearch USING fts5(words, tokenize = 'ascii',"
+    " prefix = '1 2 3', detail = 'none');"
     // Live visits; lat/lon NULL when the visit has no GPS; the facility's indicators seen
     // at the visit (0: not recorded).
     "CREATE TABLE IF NOT EXISTS r_visit(id TEXT PRIMARY KEY, commune INTEGER NOT NULL,"
@@ -105,8 +115,9 @@ constexpr char kTables[] =
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
 constexpr const char* kSummaryTables[] = {
-    "r_facility",    "r_visit",          "r_request",       "r_event",         "s_visit_day",
-    "s_visit_month", "s_facility_month", "s_commune_month", "s_coverage_year", "s_request_month"};
+    "r_facility",      "r_visit",         "r_request",       "r_event",
+    "s_visit_day",     "s_visit_month",   "s_facility_month", "s_commune_month",
+    "s_coverage_year", "s_request_month", "r_fsearch_key",   "r_fsearch"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
@@ -332,6 +343,14 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUp() {
     }
     if (!cursor.ok() || done) return cursor;
   }
+}
+
+absl::StatusOr<uint64_t> ReportsStore::TryCatchUp() {
+  if (!write_mu_.TryLock()) return Cursor();
+  bool done = false;
+  absl::StatusOr<uint64_t> cursor = CatchUpLocked(kMaxOpsPerTransaction, &done);
+  write_mu_.Unlock();
+  return cursor;
 }
 
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
@@ -564,7 +583,8 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
   // Facilities before visits and requests before events; order matters to nothing stored
   // (every figure that joins is computed at query time), only to readability.
   const Source sources[] = {
-      {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms FROM st.facility",
+      {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms, owner_name, "
+       "address, main_products FROM st.facility",
        &ReportsStore::ApplyFacility},
       {"SELECT id, _del, commune_id, facility_id, collaborator_id, visited_ms, latitude, "
        "longitude, coalesce(workers, 0), coalesce(product_lines, 0), "
@@ -617,6 +637,8 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
   (*del)->BindText(1, row.ColumnText(0));
   status = (*del)->Run();
   if (!status.ok()) return status;
+  status = IndexFacility(row);
+  if (!status.ok()) return status;
   std::optional<std::pair<double, double>> point_after;
   if (row.ColumnInt(1) == 0) {
     absl::StatusOr<Statement*> ins = writer_->Prepare(
@@ -645,6 +667,50 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
   BindOptionalDouble(*update, 2, point_after.has_value(), point_after ? point_after->first : 0);
   BindOptionalDouble(*update, 3, point_after.has_value(), point_after ? point_after->second : 0);
   return (*update)->Run();
+}
+
+// The search index's row of the facility in `row` (ApplyFacility's columns, then 7
+// owner_name, 8 address, 9 main_products): the old one out, the new one in when live.
+absl::Status ReportsStore::IndexFacility(Statement& row) {
+  absl::StatusOr<Statement*> old = writer_->Prepare("SELECT rid FROM r_fsearch_key WHERE id = ?1");
+  if (!old.ok()) return old.status();
+  (*old)->BindText(1, row.ColumnText(0));
+  std::optional<int64_t> rid;
+  absl::Status status = ForEachRow(*old, [&](Statement& s) {
+    rid = s.ColumnInt(0);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (rid.has_value()) {
+    for (const char* sql :
+         {"DELETE FROM r_fsearch WHERE rowid = ?1", "DELETE FROM r_fsearch_key WHERE rid = ?1"}) {
+      absl::StatusOr<Statement*> out = writer_->Prepare(sql);
+      if (!out.ok()) return out.status();
+      (*out)->BindInt(1, *rid);
+      status = (*out)->Run();
+      if (!status.ok()) return status;
+    }
+  }
+  if (row.ColumnInt(1) != 0) return absl::OkStatus();
+  absl::StatusOr<Statement*> key =
+      writer_->Prepare("INSERT INTO r_fsearch_key(id, commune, name) VALUES (?1, ?2, ?3)");
+  if (!key.ok()) return key.status();
+  (*key)->BindText(1, row.ColumnText(0));
+  (*key)->BindInt(2, row.ColumnInt(2));
+  (*key)->BindText(3, absl::StrJoin(sync::SearchWords(row.ColumnText(3)), " "));
+  status = (*key)->Run();
+  if (!status.ok()) return status;
+  rid = writer_->LastInsertRowId();
+  absl::StatusOr<Statement*> words =
+      writer_->Prepare("INSERT INTO r_fsearch(rowid, words) VALUES (?1, ?2)");
+  if (!words.ok()) return words.status();
+  (*words)->BindInt(1, *rid);
+  (*words)->BindText(
+      2,
+      absl::StrJoin(sync::SearchWords(absl::StrCat(row.ColumnText(3), "\n", row.ColumnText(7), "\n",
+                                                   row.ColumnText(8), "\n", row.ColumnText(9))),
+                    " "));
+  return (*words)->Run();
 }
 
 absl::Status ReportsStore::AddVisitDay(int64_t commune, int64_t day, int64_t collaborator,
@@ -984,6 +1050,61 @@ absl::StatusOr<uint64_t> ReportsStore::ReadCursor() {
   return static_cast<uint64_t>(*cursor);
 }
 
+absl::StatusOr<FacilitySearchPage> ReportsStore::SearchFacilities(
+    const std::vector<int64_t>& communes, const std::vector<std::string>& words,
+    absl::string_view after, int limit) {
+  FacilitySearchPage page;
+  if (words.empty() || communes.empty() || limit <= 0) return page;
+  // Every word a whole word of the facility, the last one possibly a prefix. Words hold no
+  // quote (sync::SearchWords: a-z, 0-9 and non-ASCII), so quoting each is enough.
+  std::string match;
+  for (size_t w = 0; w < words.size(); ++w) {
+    absl::StrAppend(&match, w == 0 ? "" : " ", "\"", words[w], "\"",
+                    w + 1 == words.size() ? "*" : "");
+  }
+  const std::string typed = absl::StrJoin(words, " ");
+  // The position after which to go on: "<0|1> name \x1f id" of the last facility returned
+  // (0: its name begins with the query).
+  int64_t after_later = -1;
+  std::string after_name, after_id;
+  if (!after.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(after, absl::MaxSplits('\x1f', 2));
+    if (parts.size() != 3 || (parts[0] != "0" && parts[0] != "1")) {
+      return absl::InvalidArgumentError("page_token: not a search position");
+    }
+    after_later = parts[0] == "1";
+    after_name = std::move(parts[1]);
+    after_id = std::move(parts[2]);
+  }
+  absl::MutexLock lock(&read_mu_);
+  absl::StatusOr<Statement*> s = reader_->Prepare(
+      "SELECT id, name, later FROM (SELECT k.id AS id, k.name AS name,"
+      " substr(k.name, 1, length(?3)) <> ?3 AS later"
+      " FROM r_fsearch f JOIN r_fsearch_key k ON k.rid = f.rowid"
+      " WHERE r_fsearch MATCH ?1 AND k.commune IN (SELECT value FROM json_each(?2)))"
+      " WHERE (later, name, id) > (?4, ?5, ?6) ORDER BY later, name, id LIMIT ?7");
+  if (!s.ok()) return s.status();
+  (*s)->BindText(1, match);
+  (*s)->BindText(2, absl::StrCat("[", absl::StrJoin(communes, ","), "]"));
+  (*s)->BindText(3, typed);
+  (*s)->BindInt(4, after_later);
+  (*s)->BindText(5, after_name);
+  (*s)->BindText(6, after_id);
+  (*s)->BindInt(7, limit + 1);  // one more says whether a next page exists
+  std::string last;
+  absl::Status status = ForEachRow(*s, [&](Statement& row) {
+    if (static_cast<int>(page.ids.size()) == limit) {
+      page.next = last;
+      return absl::OkStatus();
+    }
+    page.ids.emplace_back(row.ColumnText(0));
+    last = absl::StrCat(row.ColumnInt(2), "\x1f", row.ColumnText(1), "\x1f", row.ColumnText(0));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return page;
+}
+
 absl::StatusOr<std::string> ReportsStore::Dump() {
   absl::MutexLock lock(&read_mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
@@ -991,9 +1112,14 @@ absl::StatusOr<std::string> ReportsStore::Dump() {
   if (!tx.ok()) return tx.status();
   std::string out;
   for (const char* t : kSummaryTables) {
+    if (absl::string_view(t) == "r_fsearch") continue;  // in r_fsearch_key's lines
     absl::StrAppend(&out, "# ", t, "\n");
-    absl::StatusOr<Statement*> s =
-        reader_->Prepare(absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3"));
+    // The search index's rowids depend on the order of inserts: left out.
+    const std::string sql = absl::string_view(t) == "r_fsearch_key"
+                                ? "SELECT k.id, k.commune, k.name, f.words FROM r_fsearch_key k "
+                                  "LEFT JOIN r_fsearch f ON f.rowid = k.rid ORDER BY 1"
+                                : absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3");
+    absl::StatusOr<Statement*> s = reader_->Prepare(sql);
     if (!s.ok()) return s.status();
     const int columns = sqlite3_column_count((*s)->raw());
     absl::Status status = ForEachRow(*s, [&](Statement& row) {

@@ -69,6 +69,13 @@ struct ReportScope {
   int64_t today = 0;
 };
 
+// One page of a facility search: ids in order, and the position after the last one
+// (empty: no more).
+struct FacilitySearchPage {
+  std::vector<std::string> ids;
+  std::string next;
+};
+
 class ReportsStore {
  public:
   // Opens (creating when missing) the summaries at `reports_path`, following the record
@@ -78,6 +85,9 @@ class ReportsStore {
 
   // Counts every op committed to the store since the cursor; returns the new cursor.
   absl::StatusOr<uint64_t> CatchUp();
+  // One slice of CatchUp(), unless another catch-up (the follower's) holds the writer: then
+  // the cursor as committed, at once. For readers that must not wait behind a long slice.
+  absl::StatusOr<uint64_t> TryCatchUp();
   // Empties the summaries and counts everything again from op 0 (kcnet-admin
   // rebuild-reports). Returns the cursor reached.
   absl::StatusOr<uint64_t> Rebuild();
@@ -85,6 +95,15 @@ class ReportsStore {
   // were waiting in its outbox.
   absl::Status RecordDeviceSync(const std::string& device_id, int64_t user_id, int64_t at_ms,
                                 uint32_t pending_writes);
+
+  // Facilities of `communes` whose folded words (name, owner, address, main products)
+  // hold every one of `words` (sync::SearchWords of the query), the last one possibly as
+  // a prefix: those whose name begins with the query first, then by folded name and id.
+  // At most `limit`, after `after` (a previous page's `next`; empty: from the start;
+  // INVALID_ARGUMENT "page_token: ..." when it is not one). Sees the summaries' cursor.
+  absl::StatusOr<FacilitySearchPage> SearchFacilities(const std::vector<int64_t>& communes,
+                                                      const std::vector<std::string>& words,
+                                                      absl::string_view after, int limit);
 
   // The last op the summaries count (as committed).
   absl::StatusOr<uint64_t> Cursor();
@@ -119,6 +138,7 @@ class ReportsStore {
   absl::StatusOr<uint64_t> CatchUpLocked(int64_t max_ops, bool* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyFacility(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status IndexFacility(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyVisit(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyRequest(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyEvent(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);

@@ -29,26 +29,12 @@ export { myDecisionStatus } from "../requestFilter";
 
 const listLimit = 5000; // requests read for one view: past it "all matching" is refused
 
-// The communes the caller may see, walked down from its own units (cached per session).
+// The communes the caller may see: one GetScopeDirectory call (the units of the caller's
+// scope and their ancestors; cached per session).
 let communesCache: Promise<OrgUnit[]> | null = null;
 async function loadCommunes(): Promise<OrgUnit[]> {
-  const out: OrgUnit[] = [];
-  let level: bigint[] = [0n];
-  for (let depth = 0; depth < 4 && level.length > 0; depth++) {
-    const next: bigint[] = [];
-    for (const parent of level) {
-      const units = await all(async (pageToken) => {
-        const r = await orgUnits.listOrgUnits({ parentId: parent, pageSize: 500, pageToken });
-        return { items: r.orgUnits, next: r.nextPageToken };
-      });
-      for (const u of units) {
-        if (u.level === OrgUnitLevel.COMMUNE) out.push(u);
-        else next.push(u.id);
-      }
-    }
-    level = next;
-  }
-  return out;
+  const directory = await orgUnits.getScopeDirectory({});
+  return directory.orgUnits.filter((u) => u.level === OrgUnitLevel.COMMUNE);
 }
 export function communes(): Promise<OrgUnit[]> {
   communesCache ??= loadCommunes().catch(() => []);
@@ -88,6 +74,7 @@ export function Queue() {
   // the filters starts afresh.
   const tick = changes.value;
   const shownKey = useRef("");
+  const knownNames = useRef(new Map<string, string>()); // facility id -> name
 
   useEffect(() => {
     communes().then(setCommuneList);
@@ -114,19 +101,23 @@ export function Queue() {
         requests.countSupportRequests(filter),
       ]);
       const kept = list.sort((a, b) => Number(a.updatedMs - b.updatedMs)); // oldest first
+      if (cancelled) return;
+      // The list shows at once; the facilities' names follow, 500 in one call.
+      setCapped(Number(counted.count) > list.length);
+      setTotal(Number(counted.count));
+      // Names already shown stay meanwhile (a live re-read shows no placeholder).
+      const shown = knownNames.current;
+      setRows(kept.map((r) => ({ request: r, facilityName: shown.get(r.facilityId) ?? "…" })));
+      const ids = [...new Set(kept.map((r) => r.facilityId))];
       const names = new Map<string, string>();
       await Promise.all(
-        [...new Set(kept.map((r) => r.facilityId))].map(async (id) => {
-          try {
-            names.set(id, (await facilities.getFacility({ id })).name);
-          } catch {
-            names.set(id, "—");
-          }
+        Array.from({ length: Math.ceil(ids.length / 500) }, async (_, i) => {
+          const r = await facilities.listFacilities({ ids: ids.slice(i * 500, (i + 1) * 500) });
+          for (const fac of r.facilities) names.set(fac.id, fac.name);
         }),
       );
       if (!cancelled) {
-        setCapped(Number(counted.count) > list.length);
-        setTotal(Number(counted.count));
+        knownNames.current = names;
         setRows(kept.map((r) => ({ request: r, facilityName: names.get(r.facilityId) ?? "—" })));
       }
     })().catch((e) => !cancelled && setError(errorText(e)));

@@ -7,7 +7,7 @@
 // Facilities with the same folded name in the same commune are flagged as possible
 // duplicates. A facility's page shows its visits and requests on one timeline, and the
 // photos and documents of the facility and its visits (./Attachments.tsx).
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { FacilityExportButtons } from "./RecordExport";
 import { elementScroll, observeElementOffset, observeElementRect, Virtualizer } from "@tanstack/virtual-core";
 import { Code, ConnectError, errorText, facilities, requests, visits } from "../api";
@@ -22,25 +22,32 @@ export const kMaxListed = 50_000;
 
 /**
  * Every facility of the URL's filters (search, org unit, kind, sector), page by page;
- * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled.
+ * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled;
+ * `signal` also aborts the call in flight (a search typed further makes the last one stale);
+ * with `restAfterMs` the pages after the first wait that long.
+ * With a search the server answers names that begin with it first.
  */
 export async function loadFacilities(
   p: ReportParams,
   onPage: (list: Facility[], more: boolean) => void,
   cancelled: () => boolean,
   limit = kMaxListed,
+  signal?: AbortSignal,
+  restAfterMs = 0,
 ): Promise<void> {
   const out: Facility[] = [];
   let token = "";
   let first = true;
   do {
-    const r = await facilities.listFacilities({
-      orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-      query: p.q,
-      pageSize: first ? 100 : 500, // a small first page: the first rows show sooner
-      pageToken: token,
-    });
-    first = false;
+    const r = await facilities.listFacilities(
+      {
+        orgUnitId: p.unit ? BigInt(p.unit) : 0n,
+        query: p.q,
+        pageSize: first ? 100 : 500, // a small first page: the first rows show sooner
+        pageToken: token,
+      },
+      { signal },
+    );
     if (cancelled()) return;
     for (const f of r.facilities) {
       if (p.kind && f.kind !== Number(p.kind)) continue;
@@ -49,19 +56,32 @@ export async function loadFacilities(
     }
     token = r.nextPageToken;
     onPage(out.slice(0, limit), out.length >= limit && token !== "");
+    if (first && token && restAfterMs > 0) {
+      // The rest only once typing has paused: a search typed further aborts it unread.
+      await new Promise((done) => setTimeout(done, restAfterMs));
+      if (cancelled()) return;
+    }
+    first = false;
   } while (token && out.length < limit);
 }
+
+// Each facility's key, folded once (a list of thousands is checked at every page loaded).
+const keys = new WeakMap<Facility, string>();
+const dupKey = (f: Facility) => {
+  let k = keys.get(f);
+  if (k === undefined) keys.set(f, (k = `${f.communeId}|${fold(f.name)}`));
+  return k;
+};
 
 /** The keys (commune + folded name) held by more than one facility of `list`. */
 export function duplicateKeys(list: Facility[]): Set<string> {
   const seen = new Map<string, number>();
   for (const f of list) {
-    const k = `${f.communeId}|${fold(f.name)}`;
+    const k = dupKey(f);
     seen.set(k, (seen.get(k) ?? 0) + 1);
   }
   return new Set([...seen].filter(([, n]) => n > 1).map(([k]) => k));
 }
-const dupKey = (f: Facility) => `${f.communeId}|${fold(f.name)}`;
 
 function useUnits(): UnitOption[] {
   const [units, setUnits] = useState<UnitOption[]>([]);
@@ -122,8 +142,10 @@ export function Registry() {
     return () => clearTimeout(timer);
   }, [typed]);
 
+  // Each search (or filter) cancels the one before, its call in flight included.
   useEffect(() => {
     let cancelled = false;
+    const abort = new AbortController();
     setList(null);
     setLoadedQuery(null);
     setError("");
@@ -131,9 +153,10 @@ export function Registry() {
       setList(l);
       setMore(m);
       setLoadedQuery(p.q);
-    }, () => cancelled).catch((e) => !cancelled && setError(errorText(e)));
+    }, () => cancelled, kMaxListed, abort.signal, 300).catch((e) => !cancelled && setError(errorText(e)));
     return () => {
       cancelled = true;
+      abort.abort();
     };
   }, [p.q, p.unit, p.kind, p.sector]);
 
@@ -155,7 +178,8 @@ export function Registry() {
     v._willUpdate();
   });
 
-  const dups = list ? duplicateKeys(list) : new Set<string>();
+  // Not at every render (the virtual list renders as it scrolls): once per list.
+  const dups = useMemo(() => (list ? duplicateKeys(list) : new Set<string>()), [list]);
   const names = new Map(units.map((u) => [u.unit.id, u.unit.name]));
   const items = v.getVirtualItems();
   return (

@@ -3,8 +3,10 @@
 // with the cookie and with the Authorization header, a server stream, Connect errors, the
 // same scope answers as gRPC, CSRF refusals, static files and their security headers.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -534,6 +536,41 @@ TEST_F(ConnectBridgeTest, BodyOverTheCapIsRefused) {
   ASSERT_TRUE(result);
   EXPECT_EQ(result->status, 413);
   EXPECT_THAT(result->body, HasSubstr("\"code\":\"resource_exhausted\""));
+}
+
+// The build's hashed assets are cached for good and sent as their gzipped copy (.gz) to
+// a client that accepts gzip; index.html and other files are revalidated.
+TEST_F(ConnectBridgeTest, HashedAssetsAreImmutableAndServedPrecompressed) {
+  const std::string js = "export const x = 'Xin chào';\n" + std::string(3000, ' ') + "//\n";
+  std::ofstream(console_.File("assets/app-ABCD1234.js")) << js;
+  ASSERT_EQ(std::system(
+                absl::StrCat("gzip -kn9 '", console_.File("assets/app-ABCD1234.js"), "'").c_str()),
+            0);
+  std::ifstream gz_file(console_.File("assets/app-ABCD1234.js.gz"), std::ios::binary);
+  const std::string gz((std::istreambuf_iterator<char>(gz_file)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(gz.empty());
+  auto client = Http();
+  client->set_decompress(false);
+  auto zipped = client->Get("/assets/app-ABCD1234.js", {{"Accept-Encoding", "gzip, deflate"}});
+  ASSERT_TRUE(zipped);
+  EXPECT_EQ(zipped->status, 200);
+  EXPECT_EQ(zipped->get_header_value("Content-Encoding"), "gzip");
+  EXPECT_EQ(zipped->get_header_value("Content-Type"), "text/javascript");
+  EXPECT_EQ(zipped->body, gz);  // the build's copy, not compressed again
+  EXPECT_THAT(zipped->get_header_value("Cache-Control"), HasSubstr("immutable"));
+  EXPECT_FALSE(zipped->get_header_value("Content-Security-Policy").empty());
+  auto plain = client->Get("/assets/app-ABCD1234.js");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->body, js);
+  EXPECT_EQ(plain->get_header_value("Content-Encoding"), "");
+  EXPECT_THAT(plain->get_header_value("Cache-Control"), HasSubstr("immutable"));
+  // Not build-named: revalidated.
+  auto index = client->Get("/");
+  ASSERT_TRUE(index);
+  EXPECT_EQ(index->get_header_value("Cache-Control"), "no-cache");
+  auto unhashed = client->Get("/assets/app.js");
+  ASSERT_TRUE(unhashed);
+  EXPECT_EQ(unhashed->get_header_value("Cache-Control"), "no-cache");
 }
 
 TEST_F(ConnectBridgeTest, StaticFilesWithContentTypesGzipAndSecurityHeaders) {

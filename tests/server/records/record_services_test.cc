@@ -382,6 +382,81 @@ TEST_F(RecordServicesTest, FacilitySearchIsDiacriticInsensitiveScopedAndPaged) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// The search goes through the reports' index (reports.db): a write is found by the next
+// search (the search brings the index up to the store first; well within 1 s), an edit
+// too, and names that begin with the query come first.
+TEST_F(RecordServicesTest, FacilitySearchFindsAWriteAtOnceAndPutsNamesBeginningWithTheQueryFirst) {
+  auto search = [&](const std::string& query) {
+    ListFacilitiesRequest r;
+    r.set_query(query);
+    ListFacilitiesResponse out;
+    grpc::Status s = facilities_->ListFacilities(As("coord1").get(), r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::vector<std::string> names;
+    for (const Facility& f : out.facilities()) names.push_back(f.name());
+    return names;
+  };
+  CreateFacilityRequest req;
+  req.mutable_facility()->set_commune_id(c1_);
+  req.mutable_facility()->set_name("Bánh cuốn Thanh Trì Hà Nội");
+  req.mutable_facility()->set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+  Facility later;
+  ASSERT_TRUE(facilities_->CreateFacility(As("collab1").get(), req, &later).ok());
+  const absl::Time written = absl::Now();
+  EXPECT_THAT(search("ha noi"), ::testing::ElementsAre("Bánh cuốn Thanh Trì Hà Nội"));
+  EXPECT_LT(absl::Now() - written, absl::Seconds(1));
+  req.mutable_facility()->set_name("Hà Nội Mứt Sen");
+  Facility first;
+  ASSERT_TRUE(facilities_->CreateFacility(As("collab1").get(), req, &first).ok());
+  EXPECT_THAT(search("HA NOI"),
+              ::testing::ElementsAre("Hà Nội Mứt Sen", "Bánh cuốn Thanh Trì Hà Nội"));
+  // An edit: the new name is found, the old one no longer.
+  UpdateFacilityRequest update;
+  update.mutable_facility()->set_id(first.id());
+  update.mutable_facility()->set_name("Hải Phòng Mứt Sen");
+  update.mutable_update_mask()->add_paths("name");
+  Facility updated;
+  grpc::Status s = facilities_->UpdateFacility(As("collab1").get(), update, &updated);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(search("ha noi"), ::testing::ElementsAre("Bánh cuốn Thanh Trì Hà Nội"));
+  EXPECT_THAT(search("hai phong mut"), ::testing::ElementsAre("Hải Phòng Mứt Sen"));
+}
+
+// ListFacilities' ids: the names of a list of requests in one call; an id outside the
+// caller's scope is left out exactly as one that does not exist.
+TEST_F(RecordServicesTest, FacilitiesByIdsAreScopedAndInTheOrderAsked) {
+  const Facility a = MakeFacility("collab1", c1_);
+  const Facility b = MakeFacility("collab1", c1_);
+  const Facility far = MakeFacility("collab9", c9_);
+  auto by_ids = [&](const std::string& user, std::vector<std::string> ids) {
+    ListFacilitiesRequest r;
+    for (const std::string& id : ids) r.add_ids(id);
+    ListFacilitiesResponse out;
+    grpc::Status s = facilities_->ListFacilities(As(user).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::vector<std::string> found;
+    for (const Facility& f : out.facilities()) found.push_back(f.id());
+    return found;
+  };
+  const std::string absent = "00000000-0000-4000-8000-000000000000";
+  EXPECT_THAT(by_ids("coord1", {b.id(), a.id()}), ::testing::ElementsAre(b.id(), a.id()));
+  EXPECT_THAT(by_ids("coord1", {far.id(), a.id(), absent}), ::testing::ElementsAre(a.id()));
+  EXPECT_THAT(by_ids("collab9", {far.id(), a.id()}), ::testing::ElementsAre(far.id()));
+  // Bad input names the field.
+  ListFacilitiesRequest bad;
+  bad.add_ids(a.id());
+  bad.add_ids("not-a-uuid");
+  ListFacilitiesResponse out;
+  grpc::Status s = facilities_->ListFacilities(As("coord1").get(), bad, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("ids[1]"), std::string::npos) << s.error_message();
+  ListFacilitiesRequest many;
+  for (int i = 0; i < 501; ++i) many.add_ids(a.id());
+  s = facilities_->ListFacilities(As("coord1").get(), many, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("ids"), std::string::npos) << s.error_message();
+}
+
 TEST_F(RecordServicesTest, ARequestWalksItsWholeLifeCycleWithAnAuditTrail) {
   const Facility f = MakeFacility("collab1", c1_);
   const SupportRequest r = MakeRequest("collab1", f);

@@ -3,11 +3,13 @@
 // == rebuild. A real record store and real SQLite files in a temp dir.
 #include "server/reports/reports_store.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sync/text_fold.h"
 #include "tests/server/reports/report_fixture.h"
 
 namespace kcnet::server::reports {
@@ -488,6 +490,66 @@ TEST_F(ReportsStoreTest, EditsAndDeletionsMoveTheFiguresAndEqualARebuild) {
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_EQ(*reports_->Dump(), incremental);
   EXPECT_EQ(*reports_->Cursor(), store_->last_op());
+}
+
+// The facility search index (ListFacilities' query): folded words, the last one a prefix,
+// names that begin with the query first, scoped to the communes asked, paged, and edits
+// and deletions followed (the Dump of the test above compares it with a rebuild too).
+TEST_F(ReportsStoreTest, FacilitySearchFoldsScopesOrdersPagesAndFollowsEdits) {
+  WriteExample();
+  const std::string hanoi = Facility(kC1, "Hà Nội Mây Tre", 21, 105, VnMs(2026, 1, 7));
+  const std::string banh = Facility(kC2, "Bánh Hà", 21, 105, VnMs(2026, 1, 8));
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  auto search = [&](std::vector<int64_t> communes, const std::string& query, int limit = 50) {
+    std::vector<std::string> ids;
+    std::string after;
+    for (int pages = 0; pages < 20; ++pages) {
+      absl::StatusOr<FacilitySearchPage> page =
+          reports_->SearchFacilities(communes, sync::SearchWords(query), after, limit);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      EXPECT_LE(static_cast<int>(page->ids.size()), limit);
+      ids.insert(ids.end(), page->ids.begin(), page->ids.end());
+      if (page->next.empty()) break;
+      after = page->next;
+    }
+    return ids;
+  };
+  EXPECT_THAT(search({kC1}, "ha noi"), ElementsAre(hanoi));  // diacritics folded
+  EXPECT_THAT(search({kC1}, "HÀ NỘI"), ElementsAre(hanoi));
+  // Names beginning with the query first, then the others, each by folded name then id:
+  // "ha noi may tre" before "banh ha", though "banh ha" sorts first.
+  EXPECT_THAT(search({kC1, kC2}, "ha"), ElementsAre(hanoi, banh));
+  EXPECT_THAT(search({kC1, kC2}, "ha", 1), ElementsAre(hanoi, banh));
+  // "co so may tre" twice (by id), then "ha noi may tre"; "tr" as a prefix of "tre".
+  std::vector<std::string> co_so = {f1_, f2_};
+  std::sort(co_so.begin(), co_so.end());
+  EXPECT_THAT(search({kC1, kC2}, "may tr"), ElementsAre(co_so[0], co_so[1], hanoi));
+  EXPECT_THAT(search({kC1, kC2}, "may tr", 1), ElementsAre(co_so[0], co_so[1], hanoi));  // paged
+  EXPECT_THAT(search({kC1, kC2}, "go"), UnorderedElementsAre(f3_, f5_));
+  EXPECT_THAT(search({kC2}, "go"), ElementsAre(f5_));  // scope: only the communes asked
+  EXPECT_TRUE(search({}, "go").empty());
+  EXPECT_TRUE(search({kC1}, "ay tre").empty());  // whole words, not parts
+  EXPECT_TRUE(search({kC1}, "tre ha").size() == 1u);
+  EXPECT_FALSE(reports_->SearchFacilities({kC1}, {"go"}, "garbage", 10).ok());
+  // A rename and a deletion are followed.
+  kcnet::v1::Facility renamed;
+  renamed.set_id(hanoi);
+  renamed.set_commune_id(kC1);
+  renamed.set_name("Xưởng Đúc Đồng");
+  renamed.set_owner_name("Trần Văn Hải");
+  renamed.set_created_ms(VnMs(2026, 1, 7));
+  ASSERT_TRUE(writer_->Put(renamed).ok());
+  ASSERT_TRUE(writer_->Delete(model::kFacilityType, f5_).ok());
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  EXPECT_TRUE(search({kC1}, "ha noi").empty());
+  EXPECT_THAT(search({kC1}, "duc dong"), ElementsAre(hanoi));
+  EXPECT_THAT(search({kC1}, "hai"), ElementsAre(hanoi));  // the owner's name too
+  EXPECT_THAT(search({kC1, kC2}, "go"), ElementsAre(f3_));
+  const std::string incremental = *reports_->Dump();
+  ASSERT_TRUE(reports_->Rebuild().ok());
+  EXPECT_EQ(*reports_->Dump(), incremental);
+  EXPECT_THAT(search({kC1}, "duc"), ElementsAre(hanoi));
 }
 
 TEST_F(ReportsStoreTest, ReopenContinuesFromItsCursor) {
