@@ -153,6 +153,9 @@ class PgServerStore final : public sync::MergingServerStore {
   // Head moves of the current unit (a mutation), undone when it rolls back.
   absl::flat_hash_map<int64_t, Head> unit_heads_ ABSL_GUARDED_BY(mu_);
   std::string hash_buffer_ ABSL_GUARDED_BY(mu_);
+  // NextOp() could not draw an id: the group fails at CommitGroup().
+  absl::Status group_failed_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<int32_t> partitions_ ABSL_GUARDED_BY(mu_);  // known to exist
 
   struct Reader {
     absl::Mutex mu;
