@@ -540,6 +540,75 @@ TEST_P(SyncStreamStoreTest, LiveChangeReachesAnOpenStream) {
   ExpectSameBucket(*b, c1_);
 }
 
+// (f, many instances) Two kcnet-server instances on one PostgreSQL database: a device
+// holding its stream open on the second receives a change committed through the first
+// (NOTIFY after commit, or the poll). Each instance has its own directory in its data dir
+// (not shared yet), so the second gets the same org tree and its own account.
+TEST_P(SyncStreamStoreTest, ACommitOnOneInstanceReachesAStreamOnAnother) {
+  if (GetParam() == StoreKind::kSqlite) {
+    GTEST_SKIP() << "two instances share a PostgreSQL store only";
+  }
+  server::ServerOptions options =
+      kcnet::testing::TestServerOptions(dir_.File("server2"), "127.0.0.1:0");
+  options.store = store_;
+  absl::StatusOr<std::unique_ptr<server::KcnetServer>> second = server::KcnetServer::Start(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  server::Directory* d = (*second)->directory();
+  const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+  const int64_t d1 = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
+  ASSERT_TRUE(d->CreateOrgUnit("902", "Huyện Hai", ORG_UNIT_LEVEL_DISTRICT, p).ok());
+  const int64_t c1 = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, d1)->id();
+  ASSERT_EQ(d1, d1_);
+  ASSERT_EQ(c1, c1_);
+  ASSERT_TRUE(d->CreateUser("coord2", "coord2", "password-123", ROLE_DISTRICT_COORDINATOR, {d1})
+                  .ok());
+  absl::StatusOr<server::LoginResult> login = d->Login("coord2", "password-123");
+  ASSERT_TRUE(login.ok()) << login.status();
+
+  const Account writer = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto a = NewDevice("tablet-a", writer.token);
+  ASSERT_TRUE(a);
+  absl::Notification first_page;
+  SyncClientOptions b_options;
+  b_options.token = login->token;
+  b_options.on_message = [&](const SyncServerMessage& m) {
+    if (m.has_changes() && !first_page.HasBeenNotified()) first_page.Notify();
+  };
+  absl::StatusOr<std::unique_ptr<sync::DeviceStore>> b_store =
+      sync::DeviceStore::Open(dir_.File("tablet-b.db"), &model::KcnetSchema(), "tablet-b",
+                              sync::DeviceStoreOptions{.durable = false});
+  ASSERT_TRUE(b_store.ok()) << b_store.status();
+  SyncClient b(grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*second)->port()),
+                                   grpc::InsecureChannelCredentials()),
+               b_store->get(), b_options);
+
+  const std::string f = NewUuid();
+  absl::Status live;
+  std::thread watching([&] {
+    live = b.RunUntil(
+        [&] {
+          absl::StatusOr<std::optional<RecordChange>> r =
+              (*b_store)->Read(kFacilityType, Bytes(f), true);
+          return r.ok() && r->has_value();
+        },
+        absl::Seconds(30));
+  });
+  const bool connected = first_page.WaitForNotificationWithTimeout(absl::Seconds(20));
+  EXPECT_TRUE(connected);
+  if (connected) {
+    a->Write({NewFacility(f, c1_, writer.id, "Cơ sở mây tre")});
+    a->Sync();  // through the first instance
+  }
+  watching.join();
+  (*second)->Shutdown(absl::Seconds(1));
+  ASSERT_TRUE(connected);
+  EXPECT_TRUE(live.ok()) << live;
+  EXPECT_EQ(b.last_result().received_changes, 1u);
+  absl::StatusOr<std::optional<RecordChange>> got = (*b_store)->Read(kFacilityType, Bytes(f), true);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((**got).DebugString(), ServerRead(kFacilityType, f)->DebugString());
+}
+
 // (d, live) A reassignment while the stream is open arrives as a ScopeChange: the new
 // commune is subscribed and downloaded, the old one purged, without reconnecting.
 TEST_P(SyncStreamStoreTest, LiveReassignmentArrivesAsScopeChange) {
