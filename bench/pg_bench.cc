@@ -151,20 +151,20 @@ int main(int argc, char** argv) {
   auto store_ingest = [&](sync::ServerStore* target) {
     std::vector<std::atomic<uint64_t>> seqs(static_cast<size_t>(devices));
     return Ingest(devices, seconds, [&](int d, std::mt19937_64& rng) -> int64_t {
-    const std::string device = absl::StrCat("tablet-", d);
-    const sync::Writer writer{device, sync::NodeIdFor(device)};
-    v1::MutationBatch mutations;
-    for (int i = 0; i < batch; ++i) {
-      v1::Mutation* m = mutations.add_mutations();
-      m->set_seq(++seqs[static_cast<size_t>(d)]);
-      *m->add_changes() = Record(rng, 1 + static_cast<int64_t>(rng() % kBuckets), clock.Now());
-    }
-    auto ack = Must(target->Apply(writer, mutations), "ServerStore::Apply");
-    int64_t applied = 0;
-    for (const v1::MutationResult& r : ack.results()) {
-      if (r.outcome() == v1::MUTATION_OUTCOME_APPLIED) ++applied;
-    }
-    return applied;
+      const std::string device = absl::StrCat("tablet-", d);
+      const sync::Writer writer{device, sync::NodeIdFor(device)};
+      v1::MutationBatch mutations;
+      for (int i = 0; i < batch; ++i) {
+        v1::Mutation* m = mutations.add_mutations();
+        m->set_seq(++seqs[static_cast<size_t>(d)]);
+        *m->add_changes() = Record(rng, 1 + static_cast<int64_t>(rng() % kBuckets), clock.Now());
+      }
+      auto ack = Must(target->Apply(writer, mutations), "ServerStore::Apply");
+      int64_t applied = 0;
+      for (const v1::MutationResult& r : ack.results()) {
+        if (r.outcome() == v1::MUTATION_OUTCOME_APPLIED) ++applied;
+      }
+      return applied;
     });
   };
   const double sqlite = store_ingest(store.get());

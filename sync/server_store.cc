@@ -264,14 +264,14 @@ size_t MergingServerStore::waiting_batches() {
 }
 
 absl::StatusOr<PushAck> MergingServerStore::Apply(const Writer& writer, const MutationBatch& batch,
-                                                 const MutationValidator& validator) {
+                                                  const MutationValidator& validator) {
   return ApplyQueued(writer, batch, validator, /*resolve_conflict=*/0);
 }
 
 absl::StatusOr<PushAck> MergingServerStore::ApplyAndResolve(const Writer& writer,
-                                                           const MutationBatch& batch,
-                                                           const MutationValidator& validator,
-                                                           uint64_t conflict_id) {
+                                                            const MutationBatch& batch,
+                                                            const MutationValidator& validator,
+                                                            uint64_t conflict_id) {
   if (conflict_id == 0) return absl::InvalidArgumentError("id: required");
   if (batch.mutations_size() != 1) {
     return absl::InvalidArgumentError("batch.mutations: a restore is one mutation");
@@ -280,9 +280,9 @@ absl::StatusOr<PushAck> MergingServerStore::ApplyAndResolve(const Writer& writer
 }
 
 absl::StatusOr<PushAck> MergingServerStore::ApplyQueued(const Writer& writer,
-                                                       const MutationBatch& batch,
-                                                       const MutationValidator& validator,
-                                                       uint64_t resolve_conflict) {
+                                                        const MutationBatch& batch,
+                                                        const MutationValidator& validator,
+                                                        uint64_t resolve_conflict) {
   if (static_cast<size_t>(batch.mutations_size()) > options_.max_batch_mutations) {
     return absl::InvalidArgumentError(absl::StrCat("batch.mutations: ", batch.mutations_size(),
                                                    " mutations, at most ",
@@ -369,8 +369,8 @@ void MergingServerStore::TellListeners(const std::vector<int64_t>& buckets, uint
 }
 
 absl::Status MergingServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
-                                                 std::vector<int64_t>* touched,
-                                                 uint64_t* committed_op) {
+                                                  std::vector<int64_t>* touched,
+                                                  uint64_t* committed_op) {
   const uint64_t op_before_group = last_op_;
   // Rows read or written by the group are kept until it ends: the rules and the merge
   // read the same records (a new visit, its facility) many times per batch.
@@ -424,8 +424,8 @@ absl::Status MergingServerStore::ApplyGroupLocked(const std::vector<PendingBatch
 }
 
 absl::Status MergingServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
-                                                 const MutationValidator& validator, PushAck* ack,
-                                                 uint64_t* max_hlc) {
+                                                  const MutationValidator& validator, PushAck* ack,
+                                                  uint64_t* max_hlc) {
   const bool tracked = !writer.device_id.empty();
   uint64_t last_seq = 0;
   if (tracked) {
@@ -589,8 +589,8 @@ absl::StatusOr<std::optional<MutationResult>> SqliteServerStore::RememberedRefus
 }
 
 absl::Status MergingServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
-                                              const MutationValidator& validator,
-                                              MutationResult* result, Refusal* refusal) {
+                                               const MutationValidator& validator,
+                                               MutationResult* result, Refusal* refusal) {
   if (m.changes_size() == 0) {
     refusal->status = absl::InvalidArgumentError("changes: a mutation needs at least one change");
     refusal->field = "changes";
@@ -656,7 +656,7 @@ absl::Status SqliteServerStore::CloseHandbacks(const std::string& device_id) {
 }
 
 absl::Status MergingServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
-                                              MutationResult* result, Refusal* refusal) {
+                                               MutationResult* result, Refusal* refusal) {
   auto refuse = [&](absl::Status status, std::string field) {
     refusal->field = std::move(field);
     refusal->status = std::move(status);
@@ -797,8 +797,8 @@ absl::Status MergingServerStore::ApplyHandback(const Writer& writer, const Mutat
 }
 
 absl::Status MergingServerStore::MergeChange(const Writer& writer, uint64_t seq,
-                                            const RecordChange& change, absl::string_view path,
-                                            MutationResult* result, Refusal* refusal) {
+                                             const RecordChange& change, absl::string_view path,
+                                             MutationResult* result, Refusal* refusal) {
   const RecordTypeSpec& type = *schema_->Find(change.type());
   absl::StatusOr<std::string> id = UuidToText(change.id());
   if (!id.ok()) return id.status();
@@ -1026,7 +1026,7 @@ absl::Status SqliteServerStore::RecordConflict(Conflict* conflict) {
 }
 
 absl::StatusOr<std::optional<RowState>> MergingServerStore::ReadRow(const RecordTypeSpec& type,
-                                                                   const std::string& id_text) {
+                                                                    const std::string& id_text) {
   if (caching_) {
     auto it = row_cache_.find(std::make_pair(type.type, id_text));
     if (it != row_cache_.end()) return it->second;
@@ -1037,14 +1037,14 @@ absl::StatusOr<std::optional<RowState>> MergingServerStore::ReadRow(const Record
 }
 
 absl::Status MergingServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
-                                         const std::optional<RowState>& old, const RowState& row) {
+                                          const std::optional<RowState>& old, const RowState& row) {
   absl::Status status = StoreRow(type, id_text, old, row);
   if (status.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = row;
   return status;
 }
 
 absl::StatusOr<std::optional<RecordChange>> MergingServerStore::Read(uint32_t type,
-                                                                    absl::string_view id) {
+                                                                     absl::string_view id) {
   const RecordTypeSpec* spec = schema_->Find(type);
   if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type ", type));
   absl::StatusOr<std::string> text = UuidToText(id);
@@ -1058,7 +1058,7 @@ absl::StatusOr<std::optional<RecordChange>> MergingServerStore::Read(uint32_t ty
 }
 
 absl::StatusOr<std::optional<RecordChange>> MergingServerStore::ReadRecord(uint32_t type,
-                                                                          absl::string_view id) {
+                                                                           absl::string_view id) {
   absl::MutexLock lock(&mu_);
   return Read(type, id);
 }
@@ -1516,7 +1516,6 @@ absl::StatusOr<std::vector<SqliteServerStore::DeviceEvent>> SqliteServerStore::D
   return out;
 }
 
-
 // --- SqliteServerStore: the storage hooks ---------------------------------------------
 
 absl::Status SqliteServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches) {
@@ -1605,8 +1604,8 @@ absl::Status SqliteServerStore::ForgetRefusals(const std::string& device_id, uin
 
 absl::Status SqliteServerStore::RememberRefusal(const std::string& device_id, uint64_t seq,
                                                 const MutationResult& result) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare(
-      "INSERT OR REPLACE INTO _refusals(device_id, seq, result) VALUES (?1, ?2, ?3)");
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR REPLACE INTO _refusals(device_id, seq, result) VALUES (?1, ?2, ?3)");
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindText(1, device_id);
   (*stmt)->BindInt(2, static_cast<int64_t>(seq));
@@ -1618,8 +1617,8 @@ absl::Status SqliteServerStore::RememberRefusal(const std::string& device_id, ui
 
 absl::Status SqliteServerStore::RememberPush(const std::string& device_id, uint64_t seq,
                                              uint64_t digest) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare(
-      "INSERT OR REPLACE INTO _pushes(device_id, seq, digest) VALUES (?1, ?2, ?3)");
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR REPLACE INTO _pushes(device_id, seq, digest) VALUES (?1, ?2, ?3)");
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindText(1, device_id);
   (*stmt)->BindInt(2, static_cast<int64_t>(seq));

@@ -276,7 +276,8 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
   if (!drawn.ok()) return drawn.status();
   ids_.clear();
   next_id_ = 0;
-  for (int r = 0; r < drawn->rows(); ++r) ids_.push_back(static_cast<uint64_t>(drawn->GetInt(r, 0)));
+  for (int r = 0; r < drawn->rows(); ++r)
+    ids_.push_back(static_cast<uint64_t>(drawn->GetInt(r, 0)));
   std::sort(ids_.begin(), ids_.end());
   unit_heads_.clear();
   return absl::OkStatus();
@@ -367,7 +368,7 @@ absl::Status PgServerStore::RollBackUnit() {
 // --- Rows ------------------------------------------------------------------------------
 
 absl::StatusOr<std::optional<RowState>> PgServerStore::LoadRow(const RecordTypeSpec& type,
-                                                              const std::string& id_text) {
+                                                               const std::string& id_text) {
   absl::StatusOr<PgConn*> conn = Writer();
   if (!conn.ok()) return conn.status();
   absl::StatusOr<PgResult> rows = (*conn)->QueryBinary(
@@ -389,13 +390,14 @@ absl::Status PgServerStore::StoreRow(const RecordTypeSpec& type, const std::stri
     // Not locked before the ids were drawn (a record another instance created meanwhile):
     // writing would break the bucket's order. The group fails; each batch is then applied
     // alone, and finds the bucket up front.
-    return absl::AbortedError(absl::StrCat("bucket ", row.bucket,
-                                           " was not locked by this transaction; try again"));
+    return absl::AbortedError(
+        absl::StrCat("bucket ", row.bucket, " was not locked by this transaction; try again"));
   }
   if (!unit_heads_.contains(row.bucket)) unit_heads_[row.bucket] = head->second;
   Head& h = head->second;
   h.checksum += sync::HashRecordRow(type.type, &type, id_text, row, &hash_buffer_);
-  if (old.has_value()) h.checksum -= sync::HashRecordRow(type.type, &type, id_text, *old, &hash_buffer_);
+  if (old.has_value())
+    h.checksum -= sync::HashRecordRow(type.type, &type, id_text, *old, &hash_buffer_);
   h.records += (row.deleted ? 0 : 1) - ((old.has_value() && !old->deleted) ? 1 : 0);
   h.last_op = std::max(h.last_op, row.op);
   h.touched = true;
@@ -424,8 +426,7 @@ absl::StatusOr<uint64_t> PgServerStore::LoadLastSeq(const std::string& device_id
   return rows->rows() > 0 ? static_cast<uint64_t>(rows->GetInt(0, 0)) : 0;
 }
 
-absl::Status PgServerStore::SaveLastSeq(const std::string& device_id, uint64_t node,
-                                        uint64_t seq) {
+absl::Status PgServerStore::SaveLastSeq(const std::string& device_id, uint64_t node, uint64_t seq) {
   return writer_
       ->Query(
           "INSERT INTO kcnet_devices(device_id, node, last_seq) VALUES ($1, $2, $3) "
@@ -444,9 +445,9 @@ absl::Status PgServerStore::ForgetRefusals(const std::string& device_id, uint64_
 
 absl::StatusOr<std::optional<MutationResult>> PgServerStore::RememberedRefusal(
     const std::string& device_id, uint64_t seq) {
-  absl::StatusOr<PgResult> rows = writer_->QueryBinary(
-      "SELECT result FROM kcnet_refusals WHERE device_id = $1 AND seq = $2",
-      {PgParam::Text(device_id), U64(seq)});
+  absl::StatusOr<PgResult> rows =
+      writer_->QueryBinary("SELECT result FROM kcnet_refusals WHERE device_id = $1 AND seq = $2",
+                           {PgParam::Text(device_id), U64(seq)});
   if (!rows.ok()) return rows.status();
   std::optional<MutationResult> out;
   if (rows->rows() > 0) {
@@ -470,7 +471,7 @@ absl::Status PgServerStore::RememberRefusal(const std::string& device_id, uint64
 }
 
 absl::StatusOr<std::optional<uint64_t>> PgServerStore::PushDigest(const std::string& device_id,
-                                                                 uint64_t seq) {
+                                                                  uint64_t seq) {
   absl::StatusOr<PgResult> rows =
       writer_->Query("SELECT digest FROM kcnet_pushes WHERE device_id = $1 AND seq = $2",
                      {PgParam::Text(device_id), U64(seq)});
@@ -506,10 +507,9 @@ absl::Status PgServerStore::CloseHandbacks(const std::string& device_id) {
 
 absl::Status PgServerStore::RecordConflict(Conflict* conflict) {
   conflict->clear_id();  // the body is stored without its id; the row's key is the id
-  absl::StatusOr<PgResult> rows =
-      writer_->Query("INSERT INTO kcnet_conflicts(bucket, body) VALUES ($1, $2) RETURNING id",
-                     {PgParam::Int(conflict->bucket()),
-                      PgParam::Bytes(conflict->SerializeAsString())});
+  absl::StatusOr<PgResult> rows = writer_->Query(
+      "INSERT INTO kcnet_conflicts(bucket, body) VALUES ($1, $2) RETURNING id",
+      {PgParam::Int(conflict->bucket()), PgParam::Bytes(conflict->SerializeAsString())});
   if (!rows.ok()) return rows.status();
   conflict->set_id(static_cast<uint64_t>(rows->GetInt(0, 0)));
   return absl::OkStatus();
@@ -526,7 +526,8 @@ absl::Status PgServerStore::MarkConflictResolvedLocked(uint64_t id) {
   if (rows->rows() > 0) return absl::OkStatus();
   rows = (*conn)->Query("SELECT 1 FROM kcnet_conflicts WHERE id = $1", {U64(id)});
   if (!rows.ok()) return rows.status();
-  if (rows->rows() == 0) return absl::NotFoundError(absl::StrCat("id: conflict ", id, " not found"));
+  if (rows->rows() == 0)
+    return absl::NotFoundError(absl::StrCat("id: conflict ", id, " not found"));
   return absl::FailedPreconditionError(absl::StrCat("id: conflict ", id, " is already resolved"));
 }
 
@@ -576,8 +577,8 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
                                          const sync::DownloadLimits& limits, ChangeBatch* page) {
   return WithReader([&](PgConn& conn) -> absl::Status {
     ChangeBatch& batch = *page;
-    absl::StatusOr<PgResult> server_op = conn.Query(
-        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq");
+    absl::StatusOr<PgResult> server_op =
+        conn.Query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq");
     if (!server_op.ok()) return server_op.status();
     batch.set_server_op(static_cast<uint64_t>(server_op->GetInt(0, 0)));
     size_t budget = std::max<size_t>(limits.max_changes, 1);
@@ -588,9 +589,9 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         return absl::InvalidArgumentError(
             absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
       }
-      absl::StatusOr<PgResult> head = conn.Query(
-          "SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
-          {PgParam::Int(cursor.bucket())});
+      absl::StatusOr<PgResult> head =
+          conn.Query("SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
+                     {PgParam::Int(cursor.bucket())});
       if (!head.ok()) return head.status();
       BucketCheckpoint cp;
       cp.set_bucket(cursor.bucket());
@@ -625,8 +626,7 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       for (int r = 0; r < rows->rows(); ++r) {
         if (taken > 0 && bytes >= limits.max_bytes) break;
         const uint64_t op = static_cast<uint64_t>(rows->GetBinaryInt(r, 2));
-        const RecordTypeSpec* type =
-            schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
         if (type != nullptr) {
           absl::StatusOr<RowState> row =
               DecodeRow(*type, cursor.bucket(), op, rows->Get(r, 3), rows->Get(r, 4));
@@ -670,7 +670,8 @@ absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQu
   std::vector<std::pair<int, std::string>> equals;  // field index, serialised value
   for (const auto& [number, value] : query.equals) {
     const int index = type->IndexOf(number);
-    if (index < 0) return absl::InvalidArgumentError(absl::StrCat("equals: unknown field ", number));
+    if (index < 0)
+      return absl::InvalidArgumentError(absl::StrCat("equals: unknown field ", number));
     equals.emplace_back(index, value.SerializeAsString());
   }
   const std::string sql = absl::StrCat(
@@ -684,9 +685,10 @@ absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQu
     // back short is the end.
     const size_t chunk = std::max<size_t>(query.limit, 64);
     while (out.size() < query.limit) {
-      absl::StatusOr<PgResult> rows = conn.QueryBinary(
-          sql, {PgParam::Text(IntArray(provinces)), PgParam::Text(IntArray(query.buckets)),
-                PgParam::Int(type->type), U64(position), PgParam::Int(static_cast<int64_t>(chunk))});
+      absl::StatusOr<PgResult> rows =
+          conn.QueryBinary(sql, {PgParam::Text(IntArray(provinces)),
+                                 PgParam::Text(IntArray(query.buckets)), PgParam::Int(type->type),
+                                 U64(position), PgParam::Int(static_cast<int64_t>(chunk))});
       if (!rows.ok()) return rows.status();
       for (int r = 0; r < rows->rows() && out.size() < query.limit; ++r) {
         position = static_cast<uint64_t>(rows->GetBinaryInt(r, 1));
@@ -716,9 +718,9 @@ absl::StatusOr<BucketCheckpoint> PgServerStore::Checkpoint(int64_t bucket) {
   BucketCheckpoint cp;
   cp.set_bucket(bucket);
   absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
-    absl::StatusOr<PgResult> head = conn.Query(
-        "SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
-        {PgParam::Int(bucket)});
+    absl::StatusOr<PgResult> head =
+        conn.Query("SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
+                   {PgParam::Int(bucket)});
     if (!head.ok()) return head.status();
     if (head->rows() > 0) {
       cp.set_op(static_cast<uint64_t>(head->GetInt(0, 0)));
@@ -737,7 +739,8 @@ absl::StatusOr<std::vector<Conflict>> PgServerStore::ListConflicts(
   absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
     std::string sql =
         "SELECT body, resolved, id FROM kcnet_conflicts WHERE id > $1 AND ($2 OR NOT resolved)";
-    std::vector<PgParam> params = {U64(after_id), PgParam::Text(include_resolved ? "true" : "false"),
+    std::vector<PgParam> params = {U64(after_id),
+                                   PgParam::Text(include_resolved ? "true" : "false"),
                                    PgParam::Int(static_cast<int64_t>(limit))};
     if (!buckets.empty()) {
       sql += " AND bucket = ANY($4::bigint[])";
@@ -786,8 +789,8 @@ absl::Status PgServerStore::LogDevice(const DeviceEvent& event) {
       .status();
 }
 
-absl::StatusOr<sync::DeviceRegistration> PgServerStore::RegisterDevice(
-    const std::string& device_id, int64_t owner) {
+absl::StatusOr<sync::DeviceRegistration> PgServerStore::RegisterDevice(const std::string& device_id,
+                                                                       int64_t owner) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<PgConn*> conn = Writer();
   if (!conn.ok()) return conn.status();
@@ -796,12 +799,12 @@ absl::StatusOr<sync::DeviceRegistration> PgServerStore::RegisterDevice(
   absl::Status status = db.Exec("BEGIN");
   if (!status.ok()) return status;
   absl::Cleanup rollback = [&db] { db.Exec("ROLLBACK").IgnoreError(); };
-  status = db.Query("SELECT pg_advisory_xact_lock(hashtext($1))", {PgParam::Text(device_id)})
-               .status();
+  status =
+      db.Query("SELECT pg_advisory_xact_lock(hashtext($1))", {PgParam::Text(device_id)}).status();
   if (!status.ok()) return status;
-  absl::StatusOr<PgResult> rows = db.Query(
-      "SELECT owner, generation, released FROM kcnet_device_owners WHERE device_id = $1",
-      {PgParam::Text(device_id)});
+  absl::StatusOr<PgResult> rows =
+      db.Query("SELECT owner, generation, released FROM kcnet_device_owners WHERE device_id = $1",
+               {PgParam::Text(device_id)});
   if (!rows.ok()) return rows.status();
   const bool known = rows->rows() > 0;
   const int64_t old_owner = known ? rows->GetInt(0, 0) : 0;
@@ -823,14 +826,14 @@ absl::StatusOr<sync::DeviceRegistration> PgServerStore::RegisterDevice(
     event = "registered again";
   }
   if (!event.empty()) {
-    status = db.Query(
-                   "INSERT INTO kcnet_device_owners(device_id, owner, generation, released, "
-                   "since_ms) VALUES ($1, $2, $3, false, $4) ON CONFLICT (device_id) DO UPDATE "
-                   "SET owner = EXCLUDED.owner, generation = EXCLUDED.generation, "
-                   "released = false, since_ms = EXCLUDED.since_ms",
-                   {PgParam::Text(device_id), PgParam::Int(owner), U64(generation),
-                    PgParam::Int(now)})
-                 .status();
+    status =
+        db.Query(
+              "INSERT INTO kcnet_device_owners(device_id, owner, generation, released, "
+              "since_ms) VALUES ($1, $2, $3, false, $4) ON CONFLICT (device_id) DO UPDATE "
+              "SET owner = EXCLUDED.owner, generation = EXCLUDED.generation, "
+              "released = false, since_ms = EXCLUDED.since_ms",
+              {PgParam::Text(device_id), PgParam::Int(owner), U64(generation), PgParam::Int(now)})
+            .status();
     if (!status.ok()) return status;
     status = LogDevice({device_id, owner, generation, event, owner, now});
     if (!status.ok()) return status;
@@ -841,8 +844,8 @@ absl::StatusOr<sync::DeviceRegistration> PgServerStore::RegisterDevice(
   reg.generation = generation;
   reg.key = generation == 0 ? device_id : absl::StrCat(device_id, "#", generation);
   reg.node = sync::NodeIdFor(reg.key);
-  rows = db.Query("SELECT last_seq FROM kcnet_devices WHERE device_id = $1",
-                  {PgParam::Text(reg.key)});
+  rows =
+      db.Query("SELECT last_seq FROM kcnet_devices WHERE device_id = $1", {PgParam::Text(reg.key)});
   if (!rows.ok()) return rows.status();
   if (rows->rows() > 0) reg.last_applied_seq = static_cast<uint64_t>(rows->GetInt(0, 0));
   status = db.Exec("COMMIT");

@@ -61,9 +61,10 @@ class PgServerStore final : public sync::MergingServerStore {
   // Connects to `conninfo`, migrates the schema and starts watching other instances.
   // `schema` must outlive the store. options.reader_connections sets the reader pool (at
   // least 1); options.durable is PostgreSQL's own (synchronous_commit).
-  static absl::StatusOr<std::unique_ptr<PgServerStore>> Open(
-      const std::string& conninfo, const sync::Schema* schema,
-      sync::ServerStoreOptions options = {}, PgServerStoreOptions pg_options = {});
+  static absl::StatusOr<std::unique_ptr<PgServerStore>> Open(const std::string& conninfo,
+                                                             const sync::Schema* schema,
+                                                             sync::ServerStoreOptions options = {},
+                                                             PgServerStoreOptions pg_options = {});
   ~PgServerStore() override;
 
   using ServerStore::ChangesSince;

@@ -200,8 +200,8 @@ TEST_F(PgServerStoreTest, ACommitOnOneInstanceReachesTheOthersListenerAndDownloa
     absl::MutexLock lock(&mu);
     seen.insert(buckets.begin(), buckets.end());
   });
-  auto ack = writer->Apply(Device("tablet-a"),
-                           One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, sync::HlcPack(kT0, 0)));
+  auto ack = writer->Apply(Device("tablet-a"), One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})},
+                                                   sync::HlcPack(kT0, 0)));
   ASSERT_TRUE(ack.ok()) << ack.status();
   ASSERT_TRUE(WaitFor(mu, seen, kUnit)) << "the other instance was never told";
   kcnet::v1::BucketCursor cursor;

@@ -24,12 +24,12 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "rapidcheck.h"
 #include "rapidcheck/gtest.h"
-#include "sync/device_store.h"
-#include "absl/strings/str_cat.h"
 #include "server/pgstore/pg_server_store.h"
+#include "sync/device_store.h"
 #include "sync/server_store.h"
 #include "tests/testing/pg_instance.h"
 #include "tests/testing/test_util.h"
@@ -620,8 +620,7 @@ TEST_P(SyncProperty, ReplicasConvergeUnderFaults) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, SyncProperty,
-                         ::testing::Values(Store::kSqlite, Store::kPostgres),
+INSTANTIATE_TEST_SUITE_P(Stores, SyncProperty, ::testing::Values(Store::kSqlite, Store::kPostgres),
                          [](const ::testing::TestParamInfo<Store>& info) {
                            return info.param == Store::kSqlite ? "Sqlite" : "Postgres";
                          });

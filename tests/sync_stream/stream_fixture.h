@@ -329,8 +329,7 @@ class SyncStreamTest : public ::testing::Test {
 
 enum class StoreKind { kSqlite, kPostgres };
 
-class SyncStreamStoreTest : public SyncStreamTest,
-                            public ::testing::WithParamInterface<StoreKind> {
+class SyncStreamStoreTest : public SyncStreamTest, public ::testing::WithParamInterface<StoreKind> {
  protected:
   static void TearDownTestSuite() { pg_.reset(); }
 

@@ -560,8 +560,8 @@ TEST_P(SyncStreamStoreTest, ACommitOnOneInstanceReachesAStreamOnAnother) {
   const int64_t c1 = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, d1)->id();
   ASSERT_EQ(d1, d1_);
   ASSERT_EQ(c1, c1_);
-  ASSERT_TRUE(d->CreateUser("coord2", "coord2", "password-123", ROLE_DISTRICT_COORDINATOR, {d1})
-                  .ok());
+  ASSERT_TRUE(
+      d->CreateUser("coord2", "coord2", "password-123", ROLE_DISTRICT_COORDINATOR, {d1}).ok());
   absl::StatusOr<server::LoginResult> login = d->Login("coord2", "password-123");
   ASSERT_TRUE(login.ok()) << login.status();
 
