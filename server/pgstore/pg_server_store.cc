@@ -269,6 +269,27 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
       head.records = rows->GetInt(r, 3);
     }
   }
+  // The group's records, read once now that their buckets are locked: a record another
+  // instance wrote in a locked bucket is visible (it committed before we got the lock).
+  if (!ids.empty()) {
+    absl::StatusOr<PgResult> rows = db.QueryBinary(
+        "SELECT r.type, r.id, r.bucket, r.op, r.row, r.field_ops FROM kcnet_records r "
+        "JOIN unnest($1::int[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id",
+        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids))});
+    if (!rows.ok()) return rows.status();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      rows_[RowKey(static_cast<uint32_t>(types[i]), ids[i])] = std::nullopt;  // absent
+    }
+    for (int r = 0; r < rows->rows(); ++r) {
+      const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+      if (type == nullptr) continue;
+      absl::StatusOr<RowState> row = DecodeRow(*type, rows->GetBinaryInt(r, 2),
+                                               static_cast<uint64_t>(rows->GetBinaryInt(r, 3)),
+                                               rows->Get(r, 4), rows->Get(r, 5));
+      if (!row.ok()) return row.status();
+      rows_[RowKey(type->type, std::string(rows->Get(r, 1)))] = std::move(*row);
+    }
+  }
   // At most one op per change; one more for safety.
   absl::StatusOr<PgResult> drawn =
       db.Query("SELECT nextval('kcnet_op_seq') FROM generate_series(1, $1)",
@@ -303,6 +324,40 @@ uint64_t PgServerStore::NextOp() {
 absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) {
   if (!group_failed_.ok()) return std::exchange(group_failed_, absl::OkStatus());
   PgConn& db = *writer_;
+  // The group's writes, in pipelines of at most kPipelineItems statements (one round trip
+  // each; bounded so that neither side's socket buffer fills while the other waits).
+  constexpr size_t kPipelineItems = 1000;
+  PgConn::Pipeline pipeline;
+  auto send = [&db, &pipeline]() -> absl::Status {
+    if (pipeline.size() == 0) return absl::OkStatus();
+    absl::Status sent = db.Run(pipeline).status();
+    pipeline = PgConn::Pipeline();
+    return sent;
+  };
+  for (Statement& statement : statements_) {
+    pipeline.Add(std::move(statement.sql), std::move(statement.params));
+    if (pipeline.size() >= kPipelineItems) {
+      if (absl::Status sent = send(); !sent.ok()) return sent;
+    }
+  }
+  for (const RowKey& key : dirty_) {
+    const RowState& row = *rows_[key];
+    const RecordTypeSpec& type = *schema_->Find(key.first);
+    std::string change_bytes, field_ops;
+    EncodeRow(type, row, &change_bytes, &field_ops);
+    pipeline.Add(
+        "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (province, type, id) DO UPDATE "
+        "SET bucket = EXCLUDED.bucket, op = EXCLUDED.op, deleted = EXCLUDED.deleted, "
+        "row = EXCLUDED.row, field_ops = EXCLUDED.field_ops",
+        {PgParam::Int(ProvinceOf(row.bucket)), PgParam::Int(row.bucket), PgParam::Int(type.type),
+         PgParam::Text(key.second), U64(row.op), PgParam::Text(row.deleted ? "true" : "false"),
+         PgParam::Bytes(std::move(change_bytes)), PgParam::Bytes(std::move(field_ops))});
+    if (pipeline.size() >= kPipelineItems) {
+      if (absl::Status sent = send(); !sent.ok()) return sent;
+    }
+  }
+  if (absl::Status sent = send(); !sent.ok()) return sent;
   std::vector<int64_t> buckets, ops, checksums, records;
   for (const auto& [bucket, head] : heads_) {
     if (!head.touched) continue;
@@ -334,7 +389,7 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
   in_group_ = false;
   std::sort(buckets.begin(), buckets.end());
   *touched = buckets;
-  heads_.clear();
+  ClearGroup();
   // The other instances hear of it (after the commit, never inside it).
   if (!buckets.empty()) watch_->Announce(last_op_);
   return absl::OkStatus();
@@ -343,32 +398,64 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
 void PgServerStore::AbandonGroup() {
   if (in_group_ && writer_ != nullptr && writer_->ok()) writer_->Exec("ROLLBACK").IgnoreError();
   in_group_ = false;
+  ClearGroup();
+}
+
+void PgServerStore::ClearGroup() {
   heads_.clear();
   unit_heads_.clear();
   ids_.clear();
+  next_id_ = 0;
   group_failed_ = absl::OkStatus();
+  rows_.clear();
+  dirty_.clear();
+  statements_.clear();
+  undo_.clear();
+  unit_statements_ = 0;
+  last_seqs_.clear();
+  digests_.clear();
+  refusals_.clear();
+  forgotten_.clear();
+  closed_.clear();
 }
 
 absl::Status PgServerStore::BeginUnit() {
   unit_heads_.clear();
-  return writer_->Exec("SAVEPOINT mutation");
+  undo_.clear();
+  unit_statements_ = statements_.size();
+  return absl::OkStatus();
 }
 
 absl::Status PgServerStore::KeepUnit() {
   unit_heads_.clear();
-  return writer_->Exec("RELEASE SAVEPOINT mutation");
+  undo_.clear();
+  return absl::OkStatus();
 }
 
 absl::Status PgServerStore::RollBackUnit() {
   for (const auto& [bucket, before] : unit_heads_) heads_[bucket] = before;
   unit_heads_.clear();
-  return writer_->Exec("ROLLBACK TO SAVEPOINT mutation; RELEASE SAVEPOINT mutation");
+  for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+    if (it->known) {
+      rows_[it->key] = it->before;
+    } else {
+      rows_.erase(it->key);
+    }
+    if (!it->was_dirty) dirty_.erase(it->key);
+  }
+  undo_.clear();
+  statements_.resize(unit_statements_);
+  return absl::OkStatus();
 }
 
 // --- Rows ------------------------------------------------------------------------------
 
 absl::StatusOr<std::optional<RowState>> PgServerStore::LoadRow(const RecordTypeSpec& type,
                                                                const std::string& id_text) {
+  if (in_group_) {
+    auto it = rows_.find(RowKey(type.type, id_text));
+    if (it != rows_.end()) return it->second;
+  }
   absl::StatusOr<PgConn*> conn = Writer();
   if (!conn.ok()) return conn.status();
   absl::StatusOr<PgResult> rows = (*conn)->QueryBinary(
@@ -380,6 +467,7 @@ absl::StatusOr<std::optional<RowState>> PgServerStore::LoadRow(const RecordTypeS
       DecodeRow(type, rows->GetBinaryInt(0, 0), static_cast<uint64_t>(rows->GetBinaryInt(0, 1)),
                 rows->Get(0, 2), rows->Get(0, 3));
   if (!row.ok()) return row.status();
+  if (in_group_) rows_[RowKey(type.type, id_text)] = *row;
   return std::optional<RowState>(std::move(*row));
 }
 
@@ -401,23 +489,21 @@ absl::Status PgServerStore::StoreRow(const RecordTypeSpec& type, const std::stri
   h.records += (row.deleted ? 0 : 1) - ((old.has_value() && !old->deleted) ? 1 : 0);
   h.last_op = std::max(h.last_op, row.op);
   h.touched = true;
-  std::string change_bytes, field_ops;
-  EncodeRow(type, row, &change_bytes, &field_ops);
-  return writer_
-      ->Query(
-          "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
-          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (province, type, id) DO UPDATE "
-          "SET bucket = EXCLUDED.bucket, op = EXCLUDED.op, deleted = EXCLUDED.deleted, "
-          "row = EXCLUDED.row, field_ops = EXCLUDED.field_ops",
-          {PgParam::Int(ProvinceOf(row.bucket)), PgParam::Int(row.bucket), PgParam::Int(type.type),
-           PgParam::Text(id_text), U64(row.op), PgParam::Text(row.deleted ? "true" : "false"),
-           PgParam::Bytes(std::move(change_bytes)), PgParam::Bytes(std::move(field_ops))})
-      .status();
+  RowKey key(type.type, id_text);
+  auto known = rows_.find(key);
+  Undo undo{key, known != rows_.end(), std::nullopt, dirty_.contains(key)};
+  if (undo.known) undo.before = known->second;
+  undo_.push_back(std::move(undo));
+  rows_[key] = row;
+  dirty_.insert(std::move(key));
+  return absl::OkStatus();
 }
 
 // --- Devices, refusals, digests, hand-backs, conflicts (inside the group) -----------------
 
 absl::StatusOr<uint64_t> PgServerStore::LoadLastSeq(const std::string& device_id) {
+  auto known = last_seqs_.find(device_id);
+  if (known != last_seqs_.end()) return known->second;
   // Locked: two instances serving the same device (a reconnect) apply its pushes in turn.
   absl::StatusOr<PgResult> rows =
       writer_->Query("SELECT last_seq FROM kcnet_devices WHERE device_id = $1 FOR UPDATE",
@@ -427,24 +513,35 @@ absl::StatusOr<uint64_t> PgServerStore::LoadLastSeq(const std::string& device_id
 }
 
 absl::Status PgServerStore::SaveLastSeq(const std::string& device_id, uint64_t node, uint64_t seq) {
-  return writer_
-      ->Query(
-          "INSERT INTO kcnet_devices(device_id, node, last_seq) VALUES ($1, $2, $3) "
-          "ON CONFLICT (device_id) DO UPDATE SET node = EXCLUDED.node, last_seq = "
-          "EXCLUDED.last_seq",
-          {PgParam::Text(device_id), U64(node), U64(seq)})
-      .status();
+  last_seqs_[device_id] = seq;
+  statements_.push_back(
+      {"INSERT INTO kcnet_devices(device_id, node, last_seq) VALUES ($1, $2, $3) "
+       "ON CONFLICT (device_id) DO UPDATE SET node = EXCLUDED.node, last_seq = "
+       "EXCLUDED.last_seq",
+       {PgParam::Text(device_id), U64(node), U64(seq)}});
+  return absl::OkStatus();
 }
 
 absl::Status PgServerStore::ForgetRefusals(const std::string& device_id, uint64_t through) {
-  return writer_
-      ->Query("DELETE FROM kcnet_refusals WHERE device_id = $1 AND seq <= $2",
-              {PgParam::Text(device_id), U64(through)})
-      .status();
+  for (auto it = refusals_.begin(); it != refusals_.end();) {
+    auto here = it++;
+    if (here->first.first == device_id && here->first.second <= through) refusals_.erase(here);
+  }
+  uint64_t& forgotten = forgotten_[device_id];
+  forgotten = std::max(forgotten, through);
+  statements_.push_back({"DELETE FROM kcnet_refusals WHERE device_id = $1 AND seq <= $2",
+                         {PgParam::Text(device_id), U64(through)}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<MutationResult>> PgServerStore::RememberedRefusal(
     const std::string& device_id, uint64_t seq) {
+  auto known = refusals_.find({device_id, seq});
+  if (known != refusals_.end()) return std::optional<MutationResult>(known->second);
+  auto forgotten = forgotten_.find(device_id);
+  if (forgotten != forgotten_.end() && seq <= forgotten->second) {
+    return std::optional<MutationResult>();
+  }
   absl::StatusOr<PgResult> rows =
       writer_->QueryBinary("SELECT result FROM kcnet_refusals WHERE device_id = $1 AND seq = $2",
                            {PgParam::Text(device_id), U64(seq)});
@@ -462,16 +559,18 @@ absl::StatusOr<std::optional<MutationResult>> PgServerStore::RememberedRefusal(
 
 absl::Status PgServerStore::RememberRefusal(const std::string& device_id, uint64_t seq,
                                             const MutationResult& result) {
-  return writer_
-      ->Query(
-          "INSERT INTO kcnet_refusals(device_id, seq, result) VALUES ($1, $2, $3) "
-          "ON CONFLICT (device_id, seq) DO UPDATE SET result = EXCLUDED.result",
-          {PgParam::Text(device_id), U64(seq), PgParam::Bytes(result.SerializeAsString())})
-      .status();
+  refusals_[{device_id, seq}] = result;
+  statements_.push_back(
+      {"INSERT INTO kcnet_refusals(device_id, seq, result) VALUES ($1, $2, $3) "
+       "ON CONFLICT (device_id, seq) DO UPDATE SET result = EXCLUDED.result",
+       {PgParam::Text(device_id), U64(seq), PgParam::Bytes(result.SerializeAsString())}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<uint64_t>> PgServerStore::PushDigest(const std::string& device_id,
                                                                   uint64_t seq) {
+  auto known = digests_.find({device_id, seq});
+  if (known != digests_.end()) return std::optional<uint64_t>(known->second);
   absl::StatusOr<PgResult> rows =
       writer_->Query("SELECT digest FROM kcnet_pushes WHERE device_id = $1 AND seq = $2",
                      {PgParam::Text(device_id), U64(seq)});
@@ -483,15 +582,16 @@ absl::StatusOr<std::optional<uint64_t>> PgServerStore::PushDigest(const std::str
 
 absl::Status PgServerStore::RememberPush(const std::string& device_id, uint64_t seq,
                                          uint64_t digest) {
-  return writer_
-      ->Query(
-          "INSERT INTO kcnet_pushes(device_id, seq, digest) VALUES ($1, $2, $3) "
-          "ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest",
-          {PgParam::Text(device_id), U64(seq), U64(digest)})
-      .status();
+  digests_[{device_id, seq}] = digest;
+  statements_.push_back(
+      {"INSERT INTO kcnet_pushes(device_id, seq, digest) VALUES ($1, $2, $3) "
+       "ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest",
+       {PgParam::Text(device_id), U64(seq), U64(digest)}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> PgServerStore::HandbacksClosed(const std::string& device_id) {
+  if (closed_.contains(device_id)) return true;
   absl::StatusOr<PgResult> rows = writer_->Query(
       "SELECT 1 FROM kcnet_handback_closed WHERE device_id = $1", {PgParam::Text(device_id)});
   if (!rows.ok()) return rows.status();
@@ -499,19 +599,22 @@ absl::StatusOr<bool> PgServerStore::HandbacksClosed(const std::string& device_id
 }
 
 absl::Status PgServerStore::CloseHandbacks(const std::string& device_id) {
-  return writer_
-      ->Query("INSERT INTO kcnet_handback_closed(device_id) VALUES ($1) ON CONFLICT DO NOTHING",
-              {PgParam::Text(device_id)})
-      .status();
+  closed_.insert(device_id);
+  statements_.push_back(
+      {"INSERT INTO kcnet_handback_closed(device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+       {PgParam::Text(device_id)}});
+  return absl::OkStatus();
 }
 
 absl::Status PgServerStore::RecordConflict(Conflict* conflict) {
   conflict->clear_id();  // the body is stored without its id; the row's key is the id
-  absl::StatusOr<PgResult> rows = writer_->Query(
-      "INSERT INTO kcnet_conflicts(bucket, body) VALUES ($1, $2) RETURNING id",
-      {PgParam::Int(conflict->bucket()), PgParam::Bytes(conflict->SerializeAsString())});
-  if (!rows.ok()) return rows.status();
-  conflict->set_id(static_cast<uint64_t>(rows->GetInt(0, 0)));
+  absl::StatusOr<PgResult> id =
+      writer_->Query("SELECT nextval(pg_get_serial_sequence('kcnet_conflicts', 'id'))");
+  if (!id.ok()) return id.status();
+  statements_.push_back({"INSERT INTO kcnet_conflicts(id, bucket, body) VALUES ($1, $2, $3)",
+                         {PgParam::Int(id->GetInt(0, 0)), PgParam::Int(conflict->bucket()),
+                          PgParam::Bytes(conflict->SerializeAsString())}});
+  conflict->set_id(static_cast<uint64_t>(id->GetInt(0, 0)));
   return absl::OkStatus();
 }
 

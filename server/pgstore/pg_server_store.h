@@ -153,6 +153,38 @@ class PgServerStore final : public sync::MergingServerStore {
   size_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
   // Head moves of the current unit (a mutation), undone when it rolls back.
   absl::flat_hash_map<int64_t, Head> unit_heads_ ABSL_GUARDED_BY(mu_);
+
+  // The group's writes are kept here and sent at CommitGroup() in pipelines (a few round
+  // trips per group, not per mutation); a refused mutation is undone here, without a
+  // savepoint. `rows_`: the records as the group sees them (read once, then written);
+  // `dirty_`: those to write. `statements_`: the group's other writes, in order.
+  using RowKey = std::pair<uint32_t, std::string>;
+  absl::flat_hash_map<RowKey, std::optional<sync::RowState>> rows_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<RowKey> dirty_ ABSL_GUARDED_BY(mu_);
+  struct Statement {
+    std::string sql;
+    std::vector<PgParam> params;
+  };
+  std::vector<Statement> statements_ ABSL_GUARDED_BY(mu_);
+  // The unit's undo: each row it wrote as it was before (and whether it was dirty), and
+  // the length of statements_ when it began.
+  struct Undo {
+    RowKey key;
+    bool known = false;
+    std::optional<sync::RowState> before;
+    bool was_dirty = false;
+  };
+  std::vector<Undo> undo_ ABSL_GUARDED_BY(mu_);
+  size_t unit_statements_ ABSL_GUARDED_BY(mu_) = 0;
+  // What the buffered statements will store, for reads later in the same group.
+  absl::flat_hash_map<std::string, uint64_t> last_seqs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::pair<std::string, uint64_t>, uint64_t> digests_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::pair<std::string, uint64_t>, kcnet::v1::MutationResult> refusals_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> forgotten_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> closed_ ABSL_GUARDED_BY(mu_);
+  // Forgets all of the above (the group committed or was abandoned).
+  void ClearGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string hash_buffer_ ABSL_GUARDED_BY(mu_);
   // NextOp() could not draw an id: the group fails at CommitGroup().
   absl::Status group_failed_ ABSL_GUARDED_BY(mu_);
