@@ -381,8 +381,12 @@ absl::Status MergingServerStore::ApplyGroupLocked(const std::vector<PendingBatch
     row_cache_.clear();
   };
   std::vector<const MutationBatch*> batches;
-  for (const PendingBatch* p : group) batches.push_back(p->batch);
-  absl::Status begun = BeginGroup(batches);
+  std::vector<std::string> devices;
+  for (const PendingBatch* p : group) {
+    batches.push_back(p->batch);
+    devices.push_back(p->writer->device_id);
+  }
+  absl::Status begun = BeginGroup(batches, devices);
   if (!begun.ok()) {
     AbandonGroup();
     last_op_ = op_before_group;
@@ -1518,8 +1522,10 @@ absl::StatusOr<std::vector<SqliteServerStore::DeviceEvent>> SqliteServerStore::D
 
 // --- SqliteServerStore: the storage hooks ---------------------------------------------
 
-absl::Status SqliteServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches) {
+absl::Status SqliteServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches,
+                                           const std::vector<std::string>& devices) {
   (void)batches;  // one writer connection: nothing to lock beyond the transaction
+  (void)devices;
   absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
   if (!txn.ok()) return txn.status();
   txn_ = std::move(*txn);

@@ -267,9 +267,11 @@ class MergingServerStore : public ServerStore, protected RecordReader {
   MergingServerStore(const Schema* schema, ServerStoreOptions options);
 
   // --- Storage hooks (mu_ held; inside the group's transaction unless said otherwise) ---
-  // Begins the transaction of a group of batches (all of them known up front, so that an
-  // implementation can lock what they will write before drawing op ids).
-  virtual absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches)
+  // Begins the transaction of a group of batches (all of them known up front, with the
+  // devices that push them, "" for a server-side write; so that an implementation can lock
+  // what they will write before drawing op ids).
+  virtual absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches,
+                                  const std::vector<std::string>& devices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // Stores last_op_ and `max_hlc`, sets `*touched` to the buckets written, and commits.
   virtual absl::Status CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched)
@@ -446,7 +448,8 @@ class SqliteServerStore final : public MergingServerStore {
  private:
   SqliteServerStore(const Schema* schema, ServerStoreOptions options)
       : MergingServerStore(schema, std::move(options)) {}
-  absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches) override
+  absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches,
+                          const std::vector<std::string>& devices) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -194,7 +194,8 @@ absl::StatusOr<PgConn*> PgServerStore::Writer() {
 
 // --- The group's transaction -----------------------------------------------------------
 
-absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches) {
+absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches,
+                                       const std::vector<std::string>& devices) {
   absl::StatusOr<PgConn*> conn = Writer();
   if (!conn.ok()) return conn.status();
   PgConn& db = **conn;
@@ -269,6 +270,31 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
       head.records = rows->GetInt(r, 3);
     }
   }
+  // The pushing devices' rows: created when new and locked, sorted (two instances serving
+  // one device apply its pushes in turn; the insert makes the second wait for the first
+  // even for a device never seen).
+  std::vector<std::string> tracked;
+  for (const std::string& device : devices) {
+    if (!device.empty()) tracked.push_back(device);
+  }
+  std::sort(tracked.begin(), tracked.end());
+  tracked.erase(std::unique(tracked.begin(), tracked.end()), tracked.end());
+  if (!tracked.empty()) {
+    status = db.Query(
+                   "INSERT INTO kcnet_devices(device_id, last_seq) SELECT d, 0 FROM "
+                   "unnest($1::text[]) AS t(d) ORDER BY d ON CONFLICT (device_id) DO NOTHING",
+                   {PgParam::Text(TextArray(tracked))})
+                 .status();
+    if (!status.ok()) return status;
+    absl::StatusOr<PgResult> rows = db.Query(
+        "SELECT device_id, last_seq FROM kcnet_devices WHERE device_id = ANY($1::text[]) "
+        "ORDER BY device_id FOR UPDATE",
+        {PgParam::Text(TextArray(tracked))});
+    if (!rows.ok()) return rows.status();
+    for (int r = 0; r < rows->rows(); ++r) {
+      last_seqs_[std::string(rows->Get(r, 0))] = static_cast<uint64_t>(rows->GetInt(r, 1));
+    }
+  }
   // The group's records, read once now that their buckets are locked: a record another
   // instance wrote in a locked bucket is visible (it committed before we got the lock).
   if (!ids.empty()) {
@@ -340,23 +366,64 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
       if (absl::Status sent = send(); !sent.ok()) return sent;
     }
   }
+  // Records and push digests as multi-row statements of at most kRowsPerStatement rows:
+  // one parse and plan per chunk, not per row.
+  constexpr size_t kRowsPerStatement = 500;
+  std::string values;
+  std::vector<PgParam> params;
+  auto flush_rows = [&](absl::string_view head, absl::string_view tail) -> absl::Status {
+    if (params.empty()) return absl::OkStatus();
+    pipeline.Add(absl::StrCat(head, values, tail), std::move(params));
+    values.clear();
+    params = {};
+    if (pipeline.size() >= kPipelineItems) return send();
+    return absl::OkStatus();
+  };
+  // Adds one row of `row_params` to the statement being built.
+  auto add_row = [&values, &params](std::vector<PgParam> row_params) {
+    values += values.empty() ? "(" : ",(";
+    for (size_t i = 0; i < row_params.size(); ++i) {
+      absl::StrAppend(&values, i == 0 ? "$" : ",$", params.size() + 1);
+      params.push_back(std::move(row_params[i]));
+    }
+    values += ")";
+  };
+  constexpr absl::string_view kRecordsHead =
+      "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
+      "VALUES ";
+  constexpr absl::string_view kRecordsTail =
+      " ON CONFLICT (province, type, id) DO UPDATE SET bucket = EXCLUDED.bucket, "
+      "op = EXCLUDED.op, deleted = EXCLUDED.deleted, row = EXCLUDED.row, "
+      "field_ops = EXCLUDED.field_ops";
+  size_t rows_in_statement = 0;
   for (const RowKey& key : dirty_) {
     const RowState& row = *rows_[key];
     const RecordTypeSpec& type = *schema_->Find(key.first);
     std::string change_bytes, field_ops;
     EncodeRow(type, row, &change_bytes, &field_ops);
-    pipeline.Add(
-        "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (province, type, id) DO UPDATE "
-        "SET bucket = EXCLUDED.bucket, op = EXCLUDED.op, deleted = EXCLUDED.deleted, "
-        "row = EXCLUDED.row, field_ops = EXCLUDED.field_ops",
-        {PgParam::Int(ProvinceOf(row.bucket)), PgParam::Int(row.bucket), PgParam::Int(type.type),
-         PgParam::Text(key.second), U64(row.op), PgParam::Text(row.deleted ? "true" : "false"),
-         PgParam::Bytes(std::move(change_bytes)), PgParam::Bytes(std::move(field_ops))});
-    if (pipeline.size() >= kPipelineItems) {
-      if (absl::Status sent = send(); !sent.ok()) return sent;
+    add_row({PgParam::Int(ProvinceOf(row.bucket)), PgParam::Int(row.bucket),
+             PgParam::Int(type.type), PgParam::Text(key.second), U64(row.op),
+             PgParam::Text(row.deleted ? "true" : "false"), PgParam::Bytes(std::move(change_bytes)),
+             PgParam::Bytes(std::move(field_ops))});
+    if (++rows_in_statement == kRowsPerStatement) {
+      rows_in_statement = 0;
+      if (absl::Status sent = flush_rows(kRecordsHead, kRecordsTail); !sent.ok()) return sent;
     }
   }
+  if (absl::Status sent = flush_rows(kRecordsHead, kRecordsTail); !sent.ok()) return sent;
+  constexpr absl::string_view kPushesHead =
+      "INSERT INTO kcnet_pushes(device_id, seq, digest) VALUES ";
+  constexpr absl::string_view kPushesTail =
+      " ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest";
+  rows_in_statement = 0;
+  for (const Push& push : pushes_) {
+    add_row({PgParam::Text(push.device_id), U64(push.seq), U64(push.digest)});
+    if (++rows_in_statement == kRowsPerStatement) {
+      rows_in_statement = 0;
+      if (absl::Status sent = flush_rows(kPushesHead, kPushesTail); !sent.ok()) return sent;
+    }
+  }
+  if (absl::Status sent = flush_rows(kPushesHead, kPushesTail); !sent.ok()) return sent;
   if (absl::Status sent = send(); !sent.ok()) return sent;
   std::vector<int64_t> buckets, ops, checksums, records;
   for (const auto& [bucket, head] : heads_) {
@@ -417,6 +484,7 @@ void PgServerStore::ClearGroup() {
   refusals_.clear();
   forgotten_.clear();
   closed_.clear();
+  pushes_.clear();
 }
 
 absl::Status PgServerStore::BeginUnit() {
@@ -583,10 +651,7 @@ absl::StatusOr<std::optional<uint64_t>> PgServerStore::PushDigest(const std::str
 absl::Status PgServerStore::RememberPush(const std::string& device_id, uint64_t seq,
                                          uint64_t digest) {
   digests_[{device_id, seq}] = digest;
-  statements_.push_back(
-      {"INSERT INTO kcnet_pushes(device_id, seq, digest) VALUES ($1, $2, $3) "
-       "ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest",
-       {PgParam::Text(device_id), U64(seq), U64(digest)}});
+  pushes_.push_back({device_id, seq, digest});
   return absl::OkStatus();
 }
 

@@ -90,7 +90,8 @@ class PgServerStore final : public sync::MergingServerStore {
                 PgServerStoreOptions pg_options);
   int32_t ProvinceOf(int64_t bucket) const;
 
-  absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches) override
+  absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches,
+                          const std::vector<std::string>& devices) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -183,6 +184,13 @@ class PgServerStore final : public sync::MergingServerStore {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint64_t> forgotten_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> closed_ ABSL_GUARDED_BY(mu_);
+  // RememberPush() rows, sent as multi-row statements at CommitGroup().
+  struct Push {
+    std::string device_id;
+    uint64_t seq = 0;
+    uint64_t digest = 0;
+  };
+  std::vector<Push> pushes_ ABSL_GUARDED_BY(mu_);
   // Forgets all of the above (the group committed or was abandoned).
   void ClearGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string hash_buffer_ ABSL_GUARDED_BY(mu_);
