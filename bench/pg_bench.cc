@@ -1,4 +1,5 @@
-// pg: the PostgreSQL op log (server/pgstore) against the SQLite record store, in one run.
+// pg: the PostgreSQL record store and op log (server/pgstore) against the SQLite record
+// store, in one run.
 //
 // What it measures and how (docs/POSTGRES.md, "Measured"):
 //  - PostgreSQL: KCNET_PG_CONNINFO when set, else a private server this program starts
@@ -6,18 +7,18 @@
 //  - pg_ingest: 50 devices (threads), each pushing batches of 100 new records, one batch
 //    in flight at a time, for 10 s, into (a) PgOpLog::Append with group commit and libpq
 //    pipelines, (b) the same without pipelines, (c) SQLite's ServerStore::Apply (durable,
-//    group commit). Records are the sync core's test type (7 fields), in 15 buckets.
-//    The op log appends each record as one op: it does NOT run the merge (per-field
-//    last-writer-wins, conflicts, checksums) that ServerStore::Apply runs, because the
-//    PostgreSQL record store on top of the op log is not written yet. The ratio is
-//    therefore an upper bound of what the full PostgreSQL store will reach.
+//    group commit), (d) PgServerStore::Apply: the real PostgreSQL record store, the same
+//    merge as SQLite's (durable: synchronous_commit on). Records are the sync core's test
+//    type (7 fields), in 15 buckets. The op log appends each record as one op without the
+//    merge: an upper bound.
 //  - pg_initial_sync: one bucket of 50,000 records read from the start in pages of 1,000:
-//    PgOpLog::ReadSince against ServerStore::ChangesSince (same caveat: the op log hands
-//    back stored bytes; the SQLite store builds each change from its columns).
+//    PgServerStore::ChangesSince and PgOpLog::ReadSince against SQLite's
+//    ServerStore::ChangesSince.
 //
-// Metrics: pg_ingest oplog_mutations_per_s, oplog_no_pipeline_mutations_per_s,
-// sqlite_mutations_per_s, oplog_ratio_vs_sqlite; pg_initial_sync oplog_records_per_s,
-// sqlite_records_per_s, oplog_ratio_vs_sqlite.
+// Metrics: pg_ingest mutations_per_s, ratio_vs_sqlite (the record store),
+// oplog_mutations_per_s, oplog_no_pipeline_mutations_per_s, sqlite_mutations_per_s,
+// oplog_ratio_vs_sqlite; pg_initial_sync records_per_s, ratio_vs_sqlite (the record store),
+// oplog_records_per_s, sqlite_records_per_s, oplog_ratio_vs_sqlite.
 //
 // Usage: pg_bench [devices] [seconds] [batch]   (default 50 10 100)
 #include <atomic>
@@ -32,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "server/pgstore/pg_op_log.h"
+#include "server/pgstore/pg_server_store.h"
 #include "sync/hlc.h"
 #include "sync/server_store.h"
 #include "tests/testing/pg_instance.h"
@@ -137,23 +139,38 @@ int main(int argc, char** argv) {
   const double oplog_sequential = oplog_ingest(false);
 
   auto store = Must(sync::ServerStore::Open(dir + "/kcnet.db", &schema), "ServerStore::Open");
-  std::vector<std::atomic<uint64_t>> seqs(static_cast<size_t>(devices));
-  const double sqlite = Ingest(devices, seconds, [&](int d, std::mt19937_64& rng) -> int64_t {
-    const std::string device = absl::StrCat("tablet-", d);
-    const sync::Writer writer{device, sync::NodeIdFor(device)};
-    v1::MutationBatch mutations;
-    for (int i = 0; i < batch; ++i) {
-      v1::Mutation* m = mutations.add_mutations();
-      m->set_seq(++seqs[static_cast<size_t>(d)]);
-      *m->add_changes() = Record(rng, 1 + static_cast<int64_t>(rng() % kBuckets), clock.Now());
-    }
-    auto ack = Must(store->Apply(writer, mutations), "ServerStore::Apply");
-    int64_t applied = 0;
-    for (const v1::MutationResult& r : ack.results()) {
-      if (r.outcome() == v1::MUTATION_OUTCOME_APPLIED) ++applied;
-    }
-    return applied;
-  });
+  // The record store in a database of its own (the op log's tables share names with it).
+  std::string store_conninfo = conninfo;
+  if (pg != nullptr) {
+    if (absl::Status s = pg->CreateDatabase("records"); !s.ok()) Fail(s.ToString());
+    store_conninfo = pg->conninfo("records");
+  }
+  std::unique_ptr<sync::ServerStore> pg_store =
+      Must(pgstore::PgServerStore::Open(store_conninfo, &schema), "PgServerStore::Open");
+  // The same pushes into a record store (SQLite's or PostgreSQL's).
+  auto store_ingest = [&](sync::ServerStore* target) {
+    std::vector<std::atomic<uint64_t>> seqs(static_cast<size_t>(devices));
+    return Ingest(devices, seconds, [&](int d, std::mt19937_64& rng) -> int64_t {
+      const std::string device = absl::StrCat("tablet-", d);
+      const sync::Writer writer{device, sync::NodeIdFor(device)};
+      v1::MutationBatch mutations;
+      for (int i = 0; i < batch; ++i) {
+        v1::Mutation* m = mutations.add_mutations();
+        m->set_seq(++seqs[static_cast<size_t>(d)]);
+        *m->add_changes() = Record(rng, 1 + static_cast<int64_t>(rng() % kBuckets), clock.Now());
+      }
+      auto ack = Must(target->Apply(writer, mutations), "ServerStore::Apply");
+      int64_t applied = 0;
+      for (const v1::MutationResult& r : ack.results()) {
+        if (r.outcome() == v1::MUTATION_OUTCOME_APPLIED) ++applied;
+      }
+      return applied;
+    });
+  };
+  const double sqlite = store_ingest(store.get());
+  const double pg_rate_ingest = store_ingest(pg_store.get());
+  Emit("pg_ingest", "mutations_per_s", pg_rate_ingest, "mutations/s");
+  Emit("pg_ingest", "ratio_vs_sqlite", pg_rate_ingest / sqlite, "ratio");
   Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
   Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
   Emit("pg_ingest", "sqlite_mutations_per_s", sqlite, "mutations/s");
@@ -177,11 +194,13 @@ int main(int argc, char** argv) {
         *m->add_changes() = c;
       }
       Must(log->Append(push), "load PgOpLog");
-      v1::PushAck ack = Must(store->Apply(loader, mutations), "load ServerStore");
-      for (const v1::MutationResult& r : ack.results()) {
-        if (r.outcome() != v1::MUTATION_OUTCOME_APPLIED) {
-          Fail(absl::StrCat("loading: mutation ", r.seq(), " answered ",
-                            v1::MutationOutcome_Name(r.outcome()), ": ", r.reason()));
+      for (sync::ServerStore* target : {store.get(), pg_store.get()}) {
+        v1::PushAck ack = Must(target->Apply(loader, mutations), "load ServerStore");
+        for (const v1::MutationResult& r : ack.results()) {
+          if (r.outcome() != v1::MUTATION_OUTCOME_APPLIED) {
+            Fail(absl::StrCat("loading: mutation ", r.seq(), " answered ",
+                              v1::MutationOutcome_Name(r.outcome()), ": ", r.reason()));
+          }
         }
       }
     }
@@ -200,28 +219,36 @@ int main(int argc, char** argv) {
     }
     const double pg_rate = static_cast<double>(read) / pg_timer.Seconds();
 
-    Timer sqlite_timer;
-    int64_t sqlite_read = 0;
-    v1::BucketCursor start;
-    start.set_bucket(kSyncBucket);
-    std::vector<v1::BucketCursor> cursors = {start};
-    while (true) {
-      v1::ChangeBatch page = Must(store->ChangesSince(cursors), "ChangesSince");
-      sqlite_read += page.changes_size();
-      if (page.changes_size() == 0 || page.cursors_size() == 0) break;
-      cursors.assign(page.cursors().begin(), page.cursors().end());
-      if (page.checkpoints_size() > 0) break;  // the bucket is complete
+    // A new device's download of the bucket from a record store: records per second.
+    auto initial_sync = [&](sync::ServerStore* source, int64_t* records) {
+      Timer timer;
+      v1::BucketCursor start;
+      start.set_bucket(kSyncBucket);
+      std::vector<v1::BucketCursor> cursors = {start};
+      while (true) {
+        v1::ChangeBatch page = Must(source->ChangesSince(cursors), "ChangesSince");
+        *records += page.changes_size();
+        if (page.changes_size() == 0 || page.cursors_size() == 0) break;
+        cursors.assign(page.cursors().begin(), page.cursors().end());
+        if (page.checkpoints_size() > 0) break;  // the bucket is complete
+      }
+      return static_cast<double>(*records) / timer.Seconds();
+    };
+    int64_t sqlite_read = 0, store_read = 0;
+    const double sqlite_rate = initial_sync(store.get(), &sqlite_read);
+    const double store_rate = initial_sync(pg_store.get(), &store_read);
+    if (read != kSyncRecords || sqlite_read != kSyncRecords || store_read != kSyncRecords) {
+      Fail(absl::StrCat("initial sync read ", read, " (op log), ", store_read,
+                        " (PostgreSQL store) and ", sqlite_read, " (SQLite) of ", kSyncRecords));
     }
-    const double sqlite_rate = static_cast<double>(sqlite_read) / sqlite_timer.Seconds();
-    if (read != kSyncRecords || sqlite_read != kSyncRecords) {
-      Fail(absl::StrCat("initial sync read ", read, " (op log) and ", sqlite_read, " (SQLite) of ",
-                        kSyncRecords));
-    }
+    Emit("pg_initial_sync", "records_per_s", store_rate, "records/s");
+    Emit("pg_initial_sync", "ratio_vs_sqlite", store_rate / sqlite_rate, "ratio");
     Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
     Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");
     Emit("pg_initial_sync", "oplog_ratio_vs_sqlite", pg_rate / sqlite_rate, "ratio");
   }
   store.reset();
+  pg_store.reset();
   std::filesystem::remove_all(dir);
   return 0;
 }

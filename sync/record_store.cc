@@ -816,7 +816,12 @@ absl::StatusOr<std::vector<int64_t>> RecordStore::Buckets() {
 
 uint64_t RecordStore::HashRow(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
                               const RowState& row) const {
-  std::string& buf = hash_buffer_;  // reused: RowHash runs twice per write
+  return HashRecordRow(type, spec, id_text, row, &hash_buffer_);  // reused: twice per write
+}
+
+uint64_t HashRecordRow(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
+                       const RowState& row, std::string* buffer) {
+  std::string& buf = *buffer;
   buf.clear();
   PutFixed64(&buf, type);
   PutFixed64(&buf, id_text.size());
@@ -1062,6 +1067,11 @@ kcnet::v1::RecordChange RecordStore::ToChange(const RecordTypeSpec& type,
 void RecordStore::ToChange(const RecordTypeSpec& type, absl::string_view id_bytes,
                            const RowState& row, uint64_t after_op,
                            kcnet::v1::RecordChange* out) const {
+  RowToChange(type, id_bytes, row, after_op, out);
+}
+
+void RowToChange(const RecordTypeSpec& type, absl::string_view id_bytes, const RowState& row,
+                 uint64_t after_op, kcnet::v1::RecordChange* out) {
   kcnet::v1::RecordChange& change = *out;
   change.set_type(type.type);
   change.set_id(std::string(id_bytes));

@@ -249,6 +249,13 @@ class RecordStore {
   std::vector<std::pair<uint32_t, std::string>> folded_;
 };
 
+// RecordStore::ToChange and RecordStore::HashRow without a store (they need only the
+// schema), for stores that keep rows elsewhere (PostgreSQL). `buffer` is scratch space.
+void RowToChange(const RecordTypeSpec& type, absl::string_view id_bytes, const RowState& row,
+                 uint64_t after_op, kcnet::v1::RecordChange* out);
+uint64_t HashRecordRow(uint32_t type, const RecordTypeSpec* spec, absl::string_view id_text,
+                       const RowState& row, std::string* buffer);
+
 // A stable 64-bit hash of bytes (word-at-a-time multiply-fold with a splitmix64
 // finaliser); the checksum's building block, specified in docs/SYNC_CORE.md so that other
 // clients can compute it.

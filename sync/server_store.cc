@@ -29,6 +29,21 @@ bool IsStorageFailure(const absl::Status& status) {
          absl::IsResourceExhausted(status);
 }
 
+// A new incarnation id: random, never 0 (0 is "no incarnation" on the wire).
+uint64_t NewIncarnationId() {
+  std::random_device random;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{random()} << 32) ^ random();
+  return id;
+}
+
+// The meta keys of the incarnation (ServerStore::Incarnation).
+constexpr char kIncarnationKey[] = "incarnation";
+constexpr char kIncarnationOpKey[] = "incarnation_op";
+constexpr char kRestoredMsKey[] = "restored_ms";
+
+}  // namespace
+
 // A digest of what a mutation asks for: every change's type, id, deletion and fields
 // (number, value), in order. Clocks and the base op are left out: they say when and on
 // what the user wrote, not what, and a device may re-stamp a pending write whose clock
@@ -54,22 +69,7 @@ uint64_t PayloadDigest(const Mutation& m) {
   return StableHash64(buf);
 }
 
-// A new incarnation id: random, never 0 (0 is "no incarnation" on the wire).
-uint64_t NewIncarnationId() {
-  std::random_device random;
-  uint64_t id = 0;
-  while (id == 0) id = (uint64_t{random()} << 32) ^ random();
-  return id;
-}
-
-// The meta keys of the incarnation (ServerStore::Incarnation).
-constexpr char kIncarnationKey[] = "incarnation";
-constexpr char kIncarnationOpKey[] = "incarnation_op";
-constexpr char kRestoredMsKey[] = "restored_ms";
-
-}  // namespace
-
-SqliteServerStore::SqliteServerStore(const Schema* schema, ServerStoreOptions options)
+MergingServerStore::MergingServerStore(const Schema* schema, ServerStoreOptions options)
     : schema_(schema), options_(options), hlc_(options.clock, options.max_skew) {}
 
 absl::StatusOr<std::unique_ptr<ServerStore>> ServerStore::Open(const std::string& path,
@@ -248,30 +248,30 @@ absl::Status SqliteServerStore::WithReader(
   return status;
 }
 
-uint64_t SqliteServerStore::last_op() {
+uint64_t MergingServerStore::last_op() {
   absl::MutexLock lock(&mu_);
   return last_op_;
 }
 
-SqliteServerStore::WriteStats SqliteServerStore::write_stats() {
+MergingServerStore::WriteStats MergingServerStore::write_stats() {
   absl::MutexLock lock(&mu_);
   return write_stats_;
 }
 
-size_t SqliteServerStore::waiting_batches() {
+size_t MergingServerStore::waiting_batches() {
   absl::MutexLock lock(&queue_mu_);
   return queue_.size();
 }
 
-absl::StatusOr<PushAck> SqliteServerStore::Apply(const Writer& writer, const MutationBatch& batch,
-                                                 const MutationValidator& validator) {
+absl::StatusOr<PushAck> MergingServerStore::Apply(const Writer& writer, const MutationBatch& batch,
+                                                  const MutationValidator& validator) {
   return ApplyQueued(writer, batch, validator, /*resolve_conflict=*/0);
 }
 
-absl::StatusOr<PushAck> SqliteServerStore::ApplyAndResolve(const Writer& writer,
-                                                           const MutationBatch& batch,
-                                                           const MutationValidator& validator,
-                                                           uint64_t conflict_id) {
+absl::StatusOr<PushAck> MergingServerStore::ApplyAndResolve(const Writer& writer,
+                                                            const MutationBatch& batch,
+                                                            const MutationValidator& validator,
+                                                            uint64_t conflict_id) {
   if (conflict_id == 0) return absl::InvalidArgumentError("id: required");
   if (batch.mutations_size() != 1) {
     return absl::InvalidArgumentError("batch.mutations: a restore is one mutation");
@@ -279,10 +279,10 @@ absl::StatusOr<PushAck> SqliteServerStore::ApplyAndResolve(const Writer& writer,
   return ApplyQueued(writer, batch, validator, conflict_id);
 }
 
-absl::StatusOr<PushAck> SqliteServerStore::ApplyQueued(const Writer& writer,
-                                                       const MutationBatch& batch,
-                                                       const MutationValidator& validator,
-                                                       uint64_t resolve_conflict) {
+absl::StatusOr<PushAck> MergingServerStore::ApplyQueued(const Writer& writer,
+                                                        const MutationBatch& batch,
+                                                        const MutationValidator& validator,
+                                                        uint64_t resolve_conflict) {
   if (static_cast<size_t>(batch.mutations_size()) > options_.max_batch_mutations) {
     return absl::InvalidArgumentError(absl::StrCat("batch.mutations: ", batch.mutations_size(),
                                                    " mutations, at most ",
@@ -334,7 +334,7 @@ absl::StatusOr<PushAck> SqliteServerStore::ApplyQueued(const Writer& writer,
   return std::move(pending.result);
 }
 
-void SqliteServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
+void MergingServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
   std::vector<int64_t> touched;
   uint64_t committed_op = 0;
   const absl::Time start = absl::Now();
@@ -358,15 +358,19 @@ void SqliteServerStore::ApplyGroup(const std::vector<PendingBatch*>& group) {
   if (!touched.empty()) {
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-    absl::MutexLock listener_lock(&listener_mu_);
-    if (listener_) listener_(touched, committed_op);
-    for (const CommitListener& observer : observers_) observer(touched, committed_op);
+    TellListeners(touched, committed_op);
   }
 }
 
-absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
-                                                 std::vector<int64_t>* touched,
-                                                 uint64_t* committed_op) {
+void MergingServerStore::TellListeners(const std::vector<int64_t>& buckets, uint64_t op) {
+  absl::MutexLock listener_lock(&listener_mu_);
+  if (listener_) listener_(buckets, op);
+  for (const CommitListener& observer : observers_) observer(buckets, op);
+}
+
+absl::Status MergingServerStore::ApplyGroupLocked(const std::vector<PendingBatch*>& group,
+                                                  std::vector<int64_t>* touched,
+                                                  uint64_t* committed_op) {
   const uint64_t op_before_group = last_op_;
   // Rows read or written by the group are kept until it ends: the rules and the merge
   // read the same records (a new visit, its facility) many times per batch.
@@ -376,12 +380,21 @@ absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*
     caching_ = false;
     row_cache_.clear();
   };
-  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
-  if (!txn.ok()) return txn.status();
-  auto fail = [&](absl::Status status) {
-    txn->reset();  // ROLLBACK first, so that the caches reload what is really stored
+  std::vector<const MutationBatch*> batches;
+  std::vector<std::string> devices;
+  for (const PendingBatch* p : group) {
+    batches.push_back(p->batch);
+    devices.push_back(p->writer->device_id);
+  }
+  absl::Status begun = BeginGroup(batches, devices);
+  if (!begun.ok()) {
+    AbandonGroup();
     last_op_ = op_before_group;
-    records_->AbandonTransaction().IgnoreError();
+    return begun;
+  }
+  auto fail = [&](absl::Status status) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    AbandonGroup();  // ROLLBACK first, so that the caches reload what is really stored
+    last_op_ = op_before_group;
     return status;
   };
   std::vector<PushAck> acks(group.size());
@@ -398,12 +411,8 @@ absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*
     }
     if (!status.ok()) return fail(status);
   }
-  absl::Status status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
   hlc_.Raise(max_hlc);
-  if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(hlc_.Now()));
-  *touched = records_->TouchedBuckets();
-  if (status.ok()) status = records_->FlushBuckets();
-  if (status.ok()) status = (*txn)->Commit();
+  absl::Status status = CommitGroup(hlc_.Now(), touched);
   if (!status.ok()) {
     touched->clear();
     return fail(status);
@@ -418,31 +427,20 @@ absl::Status SqliteServerStore::ApplyGroupLocked(const std::vector<PendingBatch*
   return absl::OkStatus();
 }
 
-absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
-                                                 const MutationValidator& validator, PushAck* ack,
-                                                 uint64_t* max_hlc) {
+absl::Status MergingServerStore::ApplyBatchLocked(const Writer& writer, const MutationBatch& batch,
+                                                  const MutationValidator& validator, PushAck* ack,
+                                                  uint64_t* max_hlc) {
   const bool tracked = !writer.device_id.empty();
   uint64_t last_seq = 0;
   if (tracked) {
-    absl::StatusOr<Statement*> stmt =
-        db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
-    if (!stmt.ok()) return stmt.status();
-    (*stmt)->BindText(1, writer.device_id);
-    absl::StatusOr<bool> has = (*stmt)->Step();
-    if (!has.ok()) return has.status();
-    if (*has) last_seq = static_cast<uint64_t>((*stmt)->ColumnInt(0));
-    (*stmt)->Reset();
+    absl::StatusOr<uint64_t> loaded = LoadLastSeq(writer.device_id);
+    if (!loaded.ok()) return loaded.status();
+    last_seq = *loaded;
   }
 
   if (tracked && batch.settled_through() > 0) {
     // The device has taken these answers: their refusals need no repeating.
-    absl::StatusOr<Statement*> stmt =
-        db_->Prepare("DELETE FROM _refusals WHERE device_id = ?1 AND seq <= ?2");
-    if (!stmt.ok()) return stmt.status();
-    (*stmt)->BindText(1, writer.device_id);
-    (*stmt)->BindInt(2, static_cast<int64_t>(batch.settled_through()));
-    absl::Status status = (*stmt)->Run();
-    (*stmt)->Reset();
+    absl::Status status = ForgetRefusals(writer.device_id, batch.settled_through());
     if (!status.ok()) return status;
   }
 
@@ -499,7 +497,7 @@ absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const Mut
     Mutation restamped;
     const uint64_t restamped_hlc = m.handback() ? 0 : Restamp(m, &restamp_floor, &restamped);
     const Mutation& apply = restamped_hlc != 0 ? restamped : m;
-    absl::Status status = db_->RunCached("SAVEPOINT mutation");
+    absl::Status status = BeginUnit();
     if (!status.ok()) return status;
     const uint64_t op_before = last_op_;
     Refusal refusal;
@@ -507,10 +505,7 @@ absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const Mut
                           : ApplyMutation(writer, apply, validator, result, &refusal);
     if (!status.ok()) return status;
     if (!refusal.status.ok()) {
-      status = db_->RunCached("ROLLBACK TO mutation");
-      if (status.ok()) status = db_->RunCached("RELEASE mutation");
-      if (!status.ok()) return status;
-      status = records_->AbandonUnit();
+      status = RollBackUnit();
       if (!status.ok()) return status;
       row_cache_.clear();  // it may hold rows the rolled-back mutation wrote
       last_op_ = op_before;
@@ -536,20 +531,12 @@ absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const Mut
         *result->add_server_values() = std::move(**current);
       }
       if (tracked) {
-        absl::StatusOr<Statement*> stmt = db_->Prepare(
-            "INSERT OR REPLACE INTO _refusals(device_id, seq, result) VALUES (?1, ?2, ?3)");
-        if (!stmt.ok()) return stmt.status();
-        (*stmt)->BindText(1, writer.device_id);
-        (*stmt)->BindInt(2, static_cast<int64_t>(m.seq()));
-        (*stmt)->BindBlob(3, result->SerializeAsString());
-        status = (*stmt)->Run();
-        (*stmt)->Reset();
+        status = RememberRefusal(writer.device_id, m.seq(), *result);
         if (!status.ok()) return status;
       }
     } else {
-      status = db_->RunCached("RELEASE mutation");
+      status = KeepUnit();
       if (!status.ok()) return status;
-      records_->CommitUnit();
       result->set_outcome(result->conflicts_size() > 0
                               ? kcnet::v1::MUTATION_OUTCOME_APPLIED_WITH_CONFLICT
                               : kcnet::v1::MUTATION_OUTCOME_APPLIED);
@@ -561,39 +548,25 @@ absl::Status SqliteServerStore::ApplyBatchLocked(const Writer& writer, const Mut
     }
     if (tracked) {
       last_seq = m.seq();
-      absl::StatusOr<Statement*> stmt = db_->Prepare(
-          "INSERT OR REPLACE INTO _pushes(device_id, seq, digest) VALUES (?1, ?2, ?3)");
-      if (!stmt.ok()) return stmt.status();
-      (*stmt)->BindText(1, writer.device_id);
-      (*stmt)->BindInt(2, static_cast<int64_t>(m.seq()));
-      (*stmt)->BindInt(3, static_cast<int64_t>(digest));
-      status = (*stmt)->Run();
-      (*stmt)->Reset();
+      status = RememberPush(writer.device_id, m.seq(), digest);
       if (!status.ok()) return status;
     }
   }
 
   if (tracked) {
-    absl::StatusOr<Statement*> stmt = db_->Prepare(
-        "INSERT OR REPLACE INTO _devices(device_id, node, last_seq) VALUES (?1, ?2, ?3)");
-    if (!stmt.ok()) return stmt.status();
-    (*stmt)->BindText(1, writer.device_id);
-    (*stmt)->BindInt(2, static_cast<int64_t>(writer.node));
-    (*stmt)->BindInt(3, static_cast<int64_t>(last_seq));
-    absl::Status status = (*stmt)->Run();
-    (*stmt)->Reset();
+    absl::Status status = SaveLastSeq(writer.device_id, writer.node, last_seq);
     if (!status.ok()) return status;
   }
   ack->set_last_applied_seq(last_seq);
   return absl::OkStatus();
 }
 
-void SqliteServerStore::SetCommitListener(CommitListener listener) {
+void MergingServerStore::SetCommitListener(CommitListener listener) {
   absl::MutexLock lock(&listener_mu_);
   listener_ = std::move(listener);
 }
 
-void SqliteServerStore::AddCommitObserver(CommitListener observer) {
+void MergingServerStore::AddCommitObserver(CommitListener observer) {
   absl::MutexLock lock(&listener_mu_);
   observers_.push_back(std::move(observer));
 }
@@ -619,9 +592,9 @@ absl::StatusOr<std::optional<MutationResult>> SqliteServerStore::RememberedRefus
   return out;
 }
 
-absl::Status SqliteServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
-                                              const MutationValidator& validator,
-                                              MutationResult* result, Refusal* refusal) {
+absl::Status MergingServerStore::ApplyMutation(const Writer& writer, const Mutation& m,
+                                               const MutationValidator& validator,
+                                               MutationResult* result, Refusal* refusal) {
   if (m.changes_size() == 0) {
     refusal->status = absl::InvalidArgumentError("changes: a mutation needs at least one change");
     refusal->field = "changes";
@@ -686,8 +659,8 @@ absl::Status SqliteServerStore::CloseHandbacks(const std::string& device_id) {
   return status;
 }
 
-absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
-                                              MutationResult* result, Refusal* refusal) {
+absl::Status MergingServerStore::ApplyHandback(const Writer& writer, const Mutation& m,
+                                               MutationResult* result, Refusal* refusal) {
   auto refuse = [&](absl::Status status, std::string field) {
     refusal->field = std::move(field);
     refusal->status = std::move(status);
@@ -702,12 +675,7 @@ absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutati
                   "handback");
   }
   {
-    absl::StatusOr<Statement*> stmt =
-        db_->Prepare("SELECT 1 FROM _handback_closed WHERE device_id = ?1");
-    if (!stmt.ok()) return stmt.status();
-    (*stmt)->BindText(1, writer.device_id);
-    absl::StatusOr<bool> closed = (*stmt)->Step();
-    (*stmt)->Reset();
+    absl::StatusOr<bool> closed = HandbacksClosed(writer.device_id);
     if (!closed.ok()) return closed.status();
     if (*closed) {
       return refuse(absl::PermissionDeniedError(
@@ -778,7 +746,7 @@ absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutati
       tomb.bucket = row->has_value() ? (*row)->bucket : change.bucket();
       tomb.deleted = true;
       tomb.stamp = stamp;
-      tomb.op = ++last_op_;
+      tomb.op = NextOp();
       absl::Status status = WriteRow(type, *id, *row, tomb);
       if (!status.ok()) return status;
       result->set_op(std::max(result->op(), tomb.op));
@@ -821,7 +789,7 @@ absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutati
                                                             type.fields[type.bucket_index()].name)),
                     absl::StrCat(path, ".fields"));
     }
-    next.op = ++last_op_;
+    next.op = NextOp();
     for (FieldState& f : next.fields) {
       if (f.op == kPending || !row->has_value()) f.op = next.op;
     }
@@ -832,9 +800,9 @@ absl::Status SqliteServerStore::ApplyHandback(const Writer& writer, const Mutati
   return absl::OkStatus();
 }
 
-absl::Status SqliteServerStore::MergeChange(const Writer& writer, uint64_t seq,
-                                            const RecordChange& change, absl::string_view path,
-                                            MutationResult* result, Refusal* refusal) {
+absl::Status MergingServerStore::MergeChange(const Writer& writer, uint64_t seq,
+                                             const RecordChange& change, absl::string_view path,
+                                             MutationResult* result, Refusal* refusal) {
   const RecordTypeSpec& type = *schema_->Find(change.type());
   absl::StatusOr<std::string> id = UuidToText(change.id());
   if (!id.ok()) return id.status();
@@ -876,7 +844,7 @@ absl::Status SqliteServerStore::MergeChange(const Writer& writer, uint64_t seq,
     }
     RowState fresh;
     fresh.bucket = bucket->value().int_value();
-    fresh.op = ++last_op_;
+    fresh.op = NextOp();
     fresh.fields.resize(type.fields.size());
     for (FieldState& f : fresh.fields) {
       f.stamp = incoming;
@@ -920,7 +888,7 @@ absl::Status SqliteServerStore::MergeChange(const Writer& writer, uint64_t seq,
     tomb.bucket = current.bucket;
     tomb.deleted = true;
     tomb.stamp = incoming;
-    tomb.op = ++last_op_;
+    tomb.op = NextOp();
     for (size_t i = 0; i < current.fields.size(); ++i) {
       const FieldState& f = current.fields[i];
       if (f.op <= change.base_op() || f.stamp.node == writer.node) continue;
@@ -1028,7 +996,7 @@ absl::Status SqliteServerStore::MergeChange(const Writer& writer, uint64_t seq,
   }
   uint64_t op = current.op;
   if (changed) {
-    op = ++last_op_;
+    op = NextOp();
     for (FieldState& state : next.fields) {
       if (state.op == kPending) state.op = op;
     }
@@ -1061,26 +1029,26 @@ absl::Status SqliteServerStore::RecordConflict(Conflict* conflict) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<RowState>> SqliteServerStore::ReadRow(const RecordTypeSpec& type,
-                                                                   const std::string& id_text) {
+absl::StatusOr<std::optional<RowState>> MergingServerStore::ReadRow(const RecordTypeSpec& type,
+                                                                    const std::string& id_text) {
   if (caching_) {
     auto it = row_cache_.find(std::make_pair(type.type, id_text));
     if (it != row_cache_.end()) return it->second;
   }
-  absl::StatusOr<std::optional<RowState>> row = records_->Read(type, id_text);
+  absl::StatusOr<std::optional<RowState>> row = LoadRow(type, id_text);
   if (row.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = *row;
   return row;
 }
 
-absl::Status SqliteServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
-                                         const std::optional<RowState>& old, const RowState& row) {
-  absl::Status status = records_->Write(type, id_text, old, row);
+absl::Status MergingServerStore::WriteRow(const RecordTypeSpec& type, const std::string& id_text,
+                                          const std::optional<RowState>& old, const RowState& row) {
+  absl::Status status = StoreRow(type, id_text, old, row);
   if (status.ok() && caching_) row_cache_[std::make_pair(type.type, id_text)] = row;
   return status;
 }
 
-absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::Read(uint32_t type,
-                                                                    absl::string_view id) {
+absl::StatusOr<std::optional<RecordChange>> MergingServerStore::Read(uint32_t type,
+                                                                     absl::string_view id) {
   const RecordTypeSpec* spec = schema_->Find(type);
   if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown type ", type));
   absl::StatusOr<std::string> text = UuidToText(id);
@@ -1088,11 +1056,13 @@ absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::Read(uint32_t typ
   absl::StatusOr<std::optional<RowState>> row = ReadRow(*spec, *text);
   if (!row.ok()) return row.status();
   if (!row->has_value()) return std::optional<RecordChange>();
-  return std::optional<RecordChange>(records_->ToChange(*spec, id, **row, 0));
+  RecordChange change;
+  RowToChange(*spec, id, **row, 0, &change);
+  return std::optional<RecordChange>(std::move(change));
 }
 
-absl::StatusOr<std::optional<RecordChange>> SqliteServerStore::ReadRecord(uint32_t type,
-                                                                          absl::string_view id) {
+absl::StatusOr<std::optional<RecordChange>> MergingServerStore::ReadRecord(uint32_t type,
+                                                                           absl::string_view id) {
   absl::MutexLock lock(&mu_);
   return Read(type, id);
 }
@@ -1374,7 +1344,7 @@ absl::StatusOr<uint64_t> SqliteServerStore::LastAppliedSeq(const std::string& de
   return seq;
 }
 
-uint64_t SqliteServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
+uint64_t MergingServerStore::Restamp(const Mutation& m, uint64_t* floor, Mutation* out) {
   auto needs = [&](uint64_t hlc) {
     return hlc != 0 && (hlc <= *floor || !hlc_.CheckSkew(hlc).ok());
   };
@@ -1548,6 +1518,130 @@ absl::StatusOr<std::vector<SqliteServerStore::DeviceEvent>> SqliteServerStore::D
   }
   (*stmt)->Reset();
   return out;
+}
+
+// --- SqliteServerStore: the storage hooks ---------------------------------------------
+
+absl::Status SqliteServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches,
+                                           const std::vector<std::string>& devices) {
+  (void)batches;  // one writer connection: nothing to lock beyond the transaction
+  (void)devices;
+  absl::StatusOr<std::unique_ptr<Transaction>> txn = Transaction::Begin(db_.get());
+  if (!txn.ok()) return txn.status();
+  txn_ = std::move(*txn);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) {
+  absl::Status status = records_->SetMeta("last_op", static_cast<int64_t>(last_op_));
+  if (status.ok()) status = records_->SetMeta("max_hlc", static_cast<int64_t>(max_hlc));
+  *touched = records_->TouchedBuckets();
+  if (status.ok()) status = records_->FlushBuckets();
+  if (status.ok()) status = txn_->Commit();
+  if (status.ok()) txn_.reset();
+  return status;
+}
+
+void SqliteServerStore::AbandonGroup() {
+  txn_.reset();  // ROLLBACK first, so that the caches reload what is really stored
+  records_->AbandonTransaction().IgnoreError();
+}
+
+absl::Status SqliteServerStore::BeginUnit() { return db_->RunCached("SAVEPOINT mutation"); }
+
+absl::Status SqliteServerStore::KeepUnit() {
+  absl::Status status = db_->RunCached("RELEASE mutation");
+  if (status.ok()) records_->CommitUnit();
+  return status;
+}
+
+absl::Status SqliteServerStore::RollBackUnit() {
+  absl::Status status = db_->RunCached("ROLLBACK TO mutation");
+  if (status.ok()) status = db_->RunCached("RELEASE mutation");
+  if (status.ok()) status = records_->AbandonUnit();
+  return status;
+}
+
+absl::StatusOr<std::optional<RowState>> SqliteServerStore::LoadRow(const RecordTypeSpec& type,
+                                                                   const std::string& id_text) {
+  return records_->Read(type, id_text);
+}
+
+absl::Status SqliteServerStore::StoreRow(const RecordTypeSpec& type, const std::string& id_text,
+                                         const std::optional<RowState>& old, const RowState& row) {
+  return records_->Write(type, id_text, old, row);
+}
+
+absl::StatusOr<uint64_t> SqliteServerStore::LoadLastSeq(const std::string& device_id) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT last_seq FROM _devices WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::StatusOr<bool> has = (*stmt)->Step();
+  if (!has.ok()) return has.status();
+  const uint64_t seq = *has ? static_cast<uint64_t>((*stmt)->ColumnInt(0)) : 0;
+  (*stmt)->Reset();
+  return seq;
+}
+
+absl::Status SqliteServerStore::SaveLastSeq(const std::string& device_id, uint64_t node,
+                                            uint64_t seq) {
+  absl::StatusOr<Statement*> stmt = db_->Prepare(
+      "INSERT OR REPLACE INTO _devices(device_id, node, last_seq) VALUES (?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(node));
+  (*stmt)->BindInt(3, static_cast<int64_t>(seq));
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::Status SqliteServerStore::ForgetRefusals(const std::string& device_id, uint64_t through) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("DELETE FROM _refusals WHERE device_id = ?1 AND seq <= ?2");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(through));
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::Status SqliteServerStore::RememberRefusal(const std::string& device_id, uint64_t seq,
+                                                const MutationResult& result) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR REPLACE INTO _refusals(device_id, seq, result) VALUES (?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(seq));
+  (*stmt)->BindBlob(3, result.SerializeAsString());
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::Status SqliteServerStore::RememberPush(const std::string& device_id, uint64_t seq,
+                                             uint64_t digest) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("INSERT OR REPLACE INTO _pushes(device_id, seq, digest) VALUES (?1, ?2, ?3)");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  (*stmt)->BindInt(2, static_cast<int64_t>(seq));
+  (*stmt)->BindInt(3, static_cast<int64_t>(digest));
+  absl::Status status = (*stmt)->Run();
+  (*stmt)->Reset();
+  return status;
+}
+
+absl::StatusOr<bool> SqliteServerStore::HandbacksClosed(const std::string& device_id) {
+  absl::StatusOr<Statement*> stmt =
+      db_->Prepare("SELECT 1 FROM _handback_closed WHERE device_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  (*stmt)->BindText(1, device_id);
+  absl::StatusOr<bool> closed = (*stmt)->Step();
+  (*stmt)->Reset();
+  return closed;
 }
 
 }  // namespace kcnet::sync

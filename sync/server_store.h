@@ -235,21 +235,16 @@ class ServerStore {
   virtual const Schema& schema() const = 0;
 };
 
-// The SQLite implementation: one database file (WAL).
+// The merge engine every implementation shares: group commit, exactly-once bookkeeping,
+// validation, re-stamping, hand-backs and the field-level merge (MergeField) with its
+// conflicts, written once against the storage hooks below. An implementation supplies its
+// tables through the hooks (rows, devices, refusals, digests, conflicts, units of work and
+// the group's transaction) and its own reads (downloads, lists, devices).
 //
-// Thread-safety: thread-safe. Writers are serialised on one connection. Downloads and
-// lists read on a small pool of reader connections (WAL lets each read the last committed
-// state while the writer writes), so they never wait for a batch being applied.
-class SqliteServerStore final : public ServerStore, private RecordReader {
+// Thread-safety: thread-safe. Groups are applied one at a time under mu_; every hook is
+// called with mu_ held, inside the group's transaction (BeginGroup .. CommitGroup).
+class MergingServerStore : public ServerStore, protected RecordReader {
  public:
-  // See ServerStore::Open.
-  static absl::StatusOr<std::unique_ptr<SqliteServerStore>> Open(const std::string& path,
-                                                                 const Schema* schema,
-                                                                 ServerStoreOptions options = {});
-  // See ServerStore::BeginIncarnation.
-  static absl::Status BeginIncarnation(const std::string& path, bool restored,
-                                       Clock* clock = SystemClock());
-
   Incarnation incarnation() const override { return incarnation_; }
   absl::StatusOr<kcnet::v1::PushAck> Apply(const Writer& writer,
                                            const kcnet::v1::MutationBatch& batch,
@@ -258,36 +253,88 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
                                                      const kcnet::v1::MutationBatch& batch,
                                                      const MutationValidator& validator,
                                                      uint64_t conflict_id) override;
-  using ServerStore::ChangesSince;
-  absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
-                            const DownloadLimits& limits, kcnet::v1::ChangeBatch* page) override;
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(uint32_t type,
                                                                     absl::string_view id) override;
-  // A k-way merge of the buckets through the (bucket, op) index.
-  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query) override;
-  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket) override;
-  // Runs on a reader connection.
-  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
-      const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id,
-      size_t limit) override;
-  absl::Status MarkConflictResolved(uint64_t id) override;
-  absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id) override;
-  absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id,
-                                                    int64_t owner) override;
-  absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator) override;
-  absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id) override;
   uint64_t last_op() override;
   WriteStats write_stats() override;
   size_t waiting_batches() override;
-  int readers_in_use() const override { return readers_busy_.load(std::memory_order_relaxed); }
-  int reader_count() const override { return static_cast<int>(readers_.size()); }
   void SetCommitListener(CommitListener listener) override;
   void AddCommitObserver(CommitListener observer) override;
   HybridClock& clock() override { return hlc_; }
   const Schema& schema() const override { return *schema_; }
 
+ protected:
+  MergingServerStore(const Schema* schema, ServerStoreOptions options);
+
+  // --- Storage hooks (mu_ held; inside the group's transaction unless said otherwise) ---
+  // Begins the transaction of a group of batches (all of them known up front, with the
+  // devices that push them, "" for a server-side write; so that an implementation can lock
+  // what they will write before drawing op ids).
+  virtual absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches,
+                                  const std::vector<std::string>& devices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Stores last_op_ and `max_hlc`, sets `*touched` to the buckets written, and commits.
+  virtual absl::Status CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Rolls the group's transaction back (after a failure; nothing of it is stored).
+  virtual void AbandonGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // A new op id, above every op id this store has handed out (default: ++last_op_).
+  virtual uint64_t NextOp() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ++last_op_; }
+  // A mutation's unit of work (a savepoint): kept, or rolled back.
+  virtual absl::Status BeginUnit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status KeepUnit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status RollBackUnit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Records: one row by its id text (nullopt: absent), and writing it over `old`.
+  virtual absl::StatusOr<std::optional<RowState>> LoadRow(const RecordTypeSpec& type,
+                                                          const std::string& id_text)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status StoreRow(const RecordTypeSpec& type, const std::string& id_text,
+                                const std::optional<RowState>& old, const RowState& row)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Exactly once: the device's last sequence (0: unknown) and its new value.
+  virtual absl::StatusOr<uint64_t> LoadLastSeq(const std::string& device_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status SaveLastSeq(const std::string& device_id, uint64_t node, uint64_t seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Refusals remembered for replays: forget those up to `through`, read one, keep one.
+  virtual absl::Status ForgetRefusals(const std::string& device_id, uint64_t through)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
+      const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status RememberRefusal(const std::string& device_id, uint64_t seq,
+                                       const kcnet::v1::MutationResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // The digest of the payload applied (or refused) at (device, seq); nullopt when none is
+  // kept (a sequence applied before digests were kept). RememberPush keeps it.
+  virtual absl::StatusOr<std::optional<uint64_t>> PushDigest(const std::string& device_id,
+                                                             uint64_t seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status RememberPush(const std::string& device_id, uint64_t seq, uint64_t digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // In a restored store: whether the device's hand-backs are over, and ending them.
+  virtual absl::StatusOr<bool> HandbacksClosed(const std::string& device_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  virtual absl::Status CloseHandbacks(const std::string& device_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // Stores a conflict (its id left unset) and sets its new id.
+  virtual absl::Status RecordConflict(kcnet::v1::Conflict* conflict)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+  // The conditional mark of MarkConflictResolved(), inside the caller's transaction.
+  virtual absl::Status MarkConflictResolvedLocked(uint64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+
+  // Tells the commit listener and observers (mu_ not held).
+  void TellListeners(const std::vector<int64_t>& buckets, uint64_t op) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const Schema* schema_;
+  const ServerStoreOptions options_;
+  HybridClock hlc_;
+  Incarnation incarnation_;  // set by Open, then constant
+  absl::Mutex mu_;
+  uint64_t last_op_ ABSL_GUARDED_BY(mu_) = 0;
+  WriteStats write_stats_ ABSL_GUARDED_BY(mu_);
+
  private:
-  SqliteServerStore(const Schema* schema, ServerStoreOptions options);
   absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
                                                               absl::string_view id) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -304,8 +351,6 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
                                                  const kcnet::v1::MutationBatch& batch,
                                                  const MutationValidator& validator,
                                                  uint64_t resolve_conflict);
-  // The conditional mark of MarkConflictResolved(), inside the caller's transaction.
-  absl::Status MarkConflictResolvedLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static constexpr size_t kMaxGroupBatches = 64;
   // Applies `group` (then each batch alone if that fails) and tells the listener.
   void ApplyGroup(const std::vector<PendingBatch*>& group) ABSL_LOCKS_EXCLUDED(mu_);
@@ -333,32 +378,114 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
   absl::Status ApplyHandback(const Writer& writer, const kcnet::v1::Mutation& m,
                              kcnet::v1::MutationResult* result, Refusal* refusal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // In a restored store: the device's hand-backs end with its first ordinary mutation.
-  absl::Status CloseHandbacks(const std::string& device_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MergeChange(const Writer& writer, uint64_t seq,
                            const kcnet::v1::RecordChange& change, absl::string_view path,
                            kcnet::v1::MutationResult* result, Refusal* refusal)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status RecordConflict(kcnet::v1::Conflict* conflict) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // RecordStore::Read/Write through the batch's row cache (while Apply runs).
+  // LoadRow/StoreRow through the batch's row cache (while Apply runs).
   absl::StatusOr<std::optional<RowState>> ReadRow(const RecordTypeSpec& type,
                                                   const std::string& id_text)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteRow(const RecordTypeSpec& type, const std::string& id_text,
                         const std::optional<RowState>& old, const RowState& row)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
-      const std::string& device_id, uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // When a clock of `m` is beyond the skew bound ahead of the server's, or not above
   // `*floor` (a clock given earlier in the batch: the device's order is kept), copies `m`
   // into `*out` with those clocks replaced by one new clock of the server's, raises
   // `*floor` to it and returns it; otherwise returns 0.
   uint64_t Restamp(const kcnet::v1::Mutation& m, uint64_t* floor, kcnet::v1::Mutation* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The digest of the payload applied (or refused) at (device, seq); nullopt when none is
-  // kept (a sequence applied before digests were kept).
-  absl::StatusOr<std::optional<uint64_t>> PushDigest(const std::string& device_id, uint64_t seq)
+
+  // The group-commit queue; `leader_` is true while a caller applies groups.
+  absl::Mutex queue_mu_;
+  absl::CondVar queue_cv_;
+  std::deque<PendingBatch*> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool leader_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // While Apply runs: the rows it has read or written, by (type, id text); cleared when a
+  // mutation is rolled back and when the batch ends.
+  bool caching_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<std::pair<uint32_t, std::string>, std::optional<RowState>> row_cache_
+      ABSL_GUARDED_BY(mu_);
+  absl::Mutex listener_mu_;
+  CommitListener listener_ ABSL_GUARDED_BY(listener_mu_);
+  std::vector<CommitListener> observers_ ABSL_GUARDED_BY(listener_mu_);
+};
+
+// The SQLite implementation: one database file (WAL).
+//
+// Thread-safety: thread-safe. Writers are serialised on one connection. Downloads and
+// lists read on a small pool of reader connections (WAL lets each read the last committed
+// state while the writer writes), so they never wait for a batch being applied.
+class SqliteServerStore final : public MergingServerStore {
+ public:
+  // See ServerStore::Open.
+  static absl::StatusOr<std::unique_ptr<SqliteServerStore>> Open(const std::string& path,
+                                                                 const Schema* schema,
+                                                                 ServerStoreOptions options = {});
+  // See ServerStore::BeginIncarnation.
+  static absl::Status BeginIncarnation(const std::string& path, bool restored,
+                                       Clock* clock = SystemClock());
+
+  using ServerStore::ChangesSince;
+  absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                            const DownloadLimits& limits, kcnet::v1::ChangeBatch* page) override;
+  // A k-way merge of the buckets through the (bucket, op) index.
+  absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const ListQuery& query) override;
+  absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket) override;
+  // Runs on a reader connection.
+  absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
+      const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id,
+      size_t limit) override;
+  absl::Status MarkConflictResolved(uint64_t id) override;
+  absl::StatusOr<uint64_t> LastAppliedSeq(const std::string& device_id) override;
+  absl::StatusOr<DeviceRegistration> RegisterDevice(const std::string& device_id,
+                                                    int64_t owner) override;
+  absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator) override;
+  absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id) override;
+  int readers_in_use() const override { return readers_busy_.load(std::memory_order_relaxed); }
+  int reader_count() const override { return static_cast<int>(readers_.size()); }
+
+ private:
+  SqliteServerStore(const Schema* schema, ServerStoreOptions options)
+      : MergingServerStore(schema, std::move(options)) {}
+  absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches,
+                          const std::vector<std::string>& devices) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AbandonGroup() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status BeginUnit() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status KeepUnit() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RollBackUnit() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<RowState>> LoadRow(const RecordTypeSpec& type,
+                                                  const std::string& id_text) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StoreRow(const RecordTypeSpec& type, const std::string& id_text,
+                        const std::optional<RowState>& old, const RowState& row) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> LoadLastSeq(const std::string& device_id) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SaveLastSeq(const std::string& device_id, uint64_t node, uint64_t seq) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ForgetRefusals(const std::string& device_id, uint64_t through) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<kcnet::v1::MutationResult>> RememberedRefusal(
+      const std::string& device_id, uint64_t seq) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RememberRefusal(const std::string& device_id, uint64_t seq,
+                               const kcnet::v1::MutationResult& result) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<uint64_t>> PushDigest(const std::string& device_id,
+                                                     uint64_t seq) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RememberPush(const std::string& device_id, uint64_t seq, uint64_t digest) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<bool> HandbacksClosed(const std::string& device_id) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CloseHandbacks(const std::string& device_id) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RecordConflict(kcnet::v1::Conflict* conflict) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status MarkConflictResolvedLocked(uint64_t id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LogDevice(const DeviceEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // A connection for reads; its mutex is held while one read runs on it.
@@ -375,32 +502,17 @@ class SqliteServerStore final : public ServerStore, private RecordReader {
                            const std::vector<kcnet::v1::BucketCursor>& cursors,
                            const DownloadLimits& limits, kcnet::v1::ChangeBatch* batch) const;
 
-  const Schema* schema_;
-  const ServerStoreOptions options_;
   std::vector<std::unique_ptr<Reader>> readers_;  // fixed after Open
   std::atomic<size_t> next_reader_{0};
   std::atomic<int> readers_busy_{0};
-  HybridClock hlc_;
-  Incarnation incarnation_;  // set by Open, then constant
-  // The group-commit queue; `leader_` is true while a caller applies groups.
-  absl::Mutex queue_mu_;
-  absl::CondVar queue_cv_;
-  std::deque<PendingBatch*> queue_ ABSL_GUARDED_BY(queue_mu_);
-  bool leader_ ABSL_GUARDED_BY(queue_mu_) = false;
-  absl::Mutex mu_;
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<RecordStore> records_ ABSL_GUARDED_BY(mu_);
-  uint64_t last_op_ ABSL_GUARDED_BY(mu_) = 0;
-  WriteStats write_stats_ ABSL_GUARDED_BY(mu_);
-  // While Apply runs: the rows it has read or written, by (type, id text); cleared when a
-  // mutation is rolled back and when the batch ends.
-  bool caching_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_map<std::pair<uint32_t, std::string>, std::optional<RowState>> row_cache_
-      ABSL_GUARDED_BY(mu_);
-  absl::Mutex listener_mu_;
-  CommitListener listener_ ABSL_GUARDED_BY(listener_mu_);
-  std::vector<CommitListener> observers_ ABSL_GUARDED_BY(listener_mu_);
+  std::unique_ptr<Transaction> txn_ ABSL_GUARDED_BY(mu_);  // the group's, between hooks
 };
+
+// A stable digest of what a mutation asks for (types, ids, deletions, field values; not
+// clocks): the exactly-once check that a replayed sequence carries the same write.
+uint64_t PayloadDigest(const kcnet::v1::Mutation& m);
 
 }  // namespace kcnet::sync
 

@@ -18,6 +18,7 @@
 #include "grpcpp/resource_quota.h"
 #include "server/app/store_spec.h"
 #include "server/attachments/attachment_service.h"
+#include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_export.h"
 #include "server/records/record_services.h"
@@ -191,15 +192,13 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   }
   absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
   if (!store_spec.ok()) return store_spec.status();
-  if (store_spec->kind == StoreSpec::Kind::kPostgres) {
-    // The PostgreSQL op log exists (server/pgstore); the record store on top of it, which
-    // the services need, does not yet (docs/POSTGRES.md).
-    return absl::UnimplementedError(
-        "store: postgres: the PostgreSQL record store is not complete yet; use sqlite "
-        "(docs/POSTGRES.md)");
-  }
+  const bool postgres = store_spec->kind == StoreSpec::Kind::kPostgres;
+  // On PostgreSQL the directory, plans, reports and attachments still live in --data_dir
+  // (docs/POSTGRES.md); so does an empty SQLite record file that reports and attachment
+  // references read (they do not see the PostgreSQL records yet).
+  const std::string sqlite_dir = postgres ? options.data_dir : store_spec->location;
   std::error_code error;
-  std::filesystem::create_directories(store_spec->location, error);
+  std::filesystem::create_directories(sqlite_dir, error);
   if (error) {
     return absl::PermissionDeniedError(
         absl::StrCat("store: cannot create ", store_spec->location, ": ", error.message()));
@@ -212,7 +211,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   std::unique_ptr<KcnetServer> server(new KcnetServer());
   server->data_dir_ = options.data_dir;
-  server->store_path_ = (std::filesystem::path(store_spec->location) / kStoreFile).string();
+  server->store_path_ = (std::filesystem::path(sqlite_dir) / kStoreFile).string();
   server->logger_ = std::make_unique<Logger>(*format, options.log_sink);
   {
     std::vector<std::string> services(kBrowserServices.begin(), kBrowserServices.end());
@@ -235,6 +234,17 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
       sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(), store_options);
   if (!store.ok()) return store.status();
+  if (postgres) {
+    // The file above stays as it is (empty); the records live in PostgreSQL.
+    store->reset();
+    absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> pg = pgstore::PgServerStore::Open(
+        store_spec->location, &kcnet::model::KcnetSchema(), store_options);
+    if (!pg.ok()) {
+      return absl::Status(pg.status().code(),
+                          absl::StrCat("store: postgres: ", pg.status().message()));
+    }
+    store = std::unique_ptr<sync::ServerStore>(std::move(*pg));
+  }
   server->store_ = *std::move(store);
 
   absl::StatusOr<std::unique_ptr<PlanStore>> plans =
@@ -259,8 +269,12 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
       server->directory_.get(), server->reports_.get(), options.clock, server->plans_.get(),
       server->store_.get());
 
+  AttachmentOptions attachment_options = options.attachments;
+  // The collector finds references in the SQLite file, which on PostgreSQL holds none: it
+  // would take every photo for unreferenced. Off until references come from the store.
+  if (postgres) attachment_options.gc_interval = absl::ZeroDuration();
   absl::StatusOr<std::unique_ptr<Attachments>> attachments =
-      Attachments::Open(options.data_dir, server->store_path_, options.attachments,
+      Attachments::Open(options.data_dir, server->store_path_, attachment_options,
                         {.directory = server->directory_.get(),
                          .store = server->store_.get(),
                          .clock = options.clock,

@@ -195,12 +195,15 @@ void PgOpLog::CommitGroup(const std::vector<Pending*>& group) {
     absl::MutexLock lock(&listener_mu_);
     if (listener_) listener_(buckets, op);
   }
-  if (options_.watch) {
-    absl::MutexLock lock(&watch_mu_);
-    to_announce_ = std::max(to_announce_, op);
-    char byte = 1;
-    (void)!write(wake_[1], &byte, 1);
-  }
+  Announce(op);
+}
+
+void PgOpLog::Announce(uint64_t op) {
+  if (!options_.watch) return;
+  absl::MutexLock lock(&watch_mu_);
+  to_announce_ = std::max(to_announce_, op);
+  char byte = 1;
+  (void)!write(wake_[1], &byte, 1);
 }
 
 absl::Status PgOpLog::CommitGroupLocked(const std::vector<Pending*>& group,

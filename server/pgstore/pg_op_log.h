@@ -125,6 +125,11 @@ class PgOpLog {
   using CommitListener = std::function<void(const std::vector<int64_t>& buckets, uint64_t op)>;
   void SetCommitListener(CommitListener listener);
 
+  // Tells the other instances of a commit made beside the op log on the same database
+  // (PgServerStore's): a NOTIFY carrying `op`, coalesced as the op log's own. No-op
+  // without the watcher.
+  void Announce(uint64_t op);
+
  private:
   struct Pending {
     const PgPush* push;

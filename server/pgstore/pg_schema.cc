@@ -12,6 +12,9 @@ constexpr int64_t kMigrationLock = 0x6b636e6574;  // "kcnet"
 
 }  // namespace
 
+// Creates `table`'s partition of `province` when missing.
+static absl::Status EnsurePartition(PgConn& conn, absl::string_view table, int32_t province);
+
 absl::StatusOr<int> SchemaVersion(PgConn& conn) {
   absl::StatusOr<PgResult> exists = conn.Query("SELECT to_regclass('kcnet_schema') IS NOT NULL");
   if (!exists.ok()) return exists.status();
@@ -54,13 +57,21 @@ absl::Status Migrate(PgConn& conn) {
 }
 
 absl::Status EnsureProvincePartition(PgConn& conn, int32_t province) {
+  return EnsurePartition(conn, "kcnet_ops", province);
+}
+
+absl::Status EnsureRecordsPartition(PgConn& conn, int32_t province) {
+  return EnsurePartition(conn, "kcnet_records", province);
+}
+
+static absl::Status EnsurePartition(PgConn& conn, absl::string_view table, int32_t province) {
   // The partition's name cannot be a parameter; `province` is an integer, so the text is
   // ours. A negative province gets "m" for the minus sign.
-  const std::string name = absl::StrCat("kcnet_ops_p", province < 0 ? "m" : "",
+  const std::string name = absl::StrCat(table, "_p", province < 0 ? "m" : "",
                                         province < 0 ? -int64_t{province} : int64_t{province});
   absl::Status status =
-      conn.Exec(absl::StrCat("CREATE TABLE IF NOT EXISTS ", name,
-                             " PARTITION OF kcnet_ops FOR VALUES IN (", province, ")"));
+      conn.Exec(absl::StrCat("CREATE TABLE IF NOT EXISTS ", name, " PARTITION OF ", table,
+                             " FOR VALUES IN (", province, ")"));
   if (status.ok()) return status;
   // Another instance created it at the same moment (IF NOT EXISTS does not cover the race).
   absl::StatusOr<PgResult> exists =

@@ -20,6 +20,16 @@
 //   kcnet_refusals(device_id, seq, result) refusals remembered for a replayed push
 // The op ids come from the sequence kcnet_op_seq.
 //
+// Version 2 adds the record store (PgServerStore):
+//   kcnet_records(province, bucket, type, id, op, deleted, row, field_ops)
+//                                          each record's current state, one row per
+//                                          record at its latest op (the bucket's compacted
+//                                          log, index (province, bucket, op)), PARTITION BY
+//                                          LIST (province): kcnet_records_p<N>
+//   kcnet_bucket_head + checksum, records  the bucket's checkpoint
+//   kcnet_devices + node; kcnet_pushes(device_id, seq, digest); kcnet_handback_closed;
+//   kcnet_conflicts; kcnet_device_owners; kcnet_device_log: as the SQLite store's tables
+//
 // Thread-safety: functions only; the caller owns the connection.
 #ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
 #define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
@@ -45,6 +55,28 @@ inline constexpr const char* kPgMigrations[] = {
     "CREATE TABLE kcnet_devices(device_id text PRIMARY KEY, last_seq bigint NOT NULL);"
     "CREATE TABLE kcnet_refusals(device_id text NOT NULL, seq bigint NOT NULL,"
     "  result bytea NOT NULL, PRIMARY KEY (device_id, seq));",
+    // 1 -> 2: the record store (PgServerStore, docs/POSTGRES.md).
+    "CREATE TABLE kcnet_records(province integer NOT NULL, bucket bigint NOT NULL,"
+    "  type integer NOT NULL, id text NOT NULL, op bigint NOT NULL, deleted boolean NOT NULL,"
+    "  row bytea NOT NULL, field_ops bytea NOT NULL, PRIMARY KEY (province, type, id))"
+    "  PARTITION BY LIST (province);"
+    "CREATE INDEX kcnet_records_log ON kcnet_records(province, bucket, op);"
+    "CREATE INDEX kcnet_records_id ON kcnet_records(type, id);"
+    "ALTER TABLE kcnet_bucket_head ADD COLUMN checksum bigint NOT NULL DEFAULT 0,"
+    "  ADD COLUMN records bigint NOT NULL DEFAULT 0;"
+    "ALTER TABLE kcnet_devices ADD COLUMN node bigint NOT NULL DEFAULT 0;"
+    "CREATE TABLE kcnet_pushes(device_id text NOT NULL, seq bigint NOT NULL,"
+    "  digest bigint NOT NULL, PRIMARY KEY (device_id, seq));"
+    "CREATE TABLE kcnet_handback_closed(device_id text PRIMARY KEY);"
+    "CREATE TABLE kcnet_conflicts(id bigserial PRIMARY KEY, bucket bigint NOT NULL,"
+    "  resolved boolean NOT NULL DEFAULT false, body bytea NOT NULL);"
+    "CREATE INDEX kcnet_conflicts_bucket ON kcnet_conflicts(bucket, id);"
+    "CREATE TABLE kcnet_device_owners(device_id text PRIMARY KEY, owner bigint NOT NULL,"
+    "  generation bigint NOT NULL, released boolean NOT NULL, since_ms bigint NOT NULL);"
+    "CREATE TABLE kcnet_device_log(id bigserial PRIMARY KEY, device_id text NOT NULL,"
+    "  owner bigint NOT NULL, generation bigint NOT NULL, event text NOT NULL,"
+    "  by_user bigint NOT NULL, at_ms bigint NOT NULL);"
+    "CREATE INDEX kcnet_device_log_device ON kcnet_device_log(device_id, id);",
 };
 inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
 
@@ -54,6 +86,8 @@ absl::Status Migrate(PgConn& conn);
 absl::StatusOr<int> SchemaVersion(PgConn& conn);
 // Creates the op log's partition of `province` when missing (its own transaction).
 absl::Status EnsureProvincePartition(PgConn& conn, int32_t province);
+// The same for the record table (kcnet_records_p<N>).
+absl::Status EnsureRecordsPartition(PgConn& conn, int32_t province);
 
 }  // namespace kcnet::pgstore
 

@@ -12,18 +12,26 @@
 //  4. conflicts: the conflict log equals what an independent in-memory model of the
 //     merge rules expects: every overwritten concurrent edit by another writer is in it.
 //
-// KCNET_PROPERTY_SCENARIOS sets the number of scenarios (default 1000); RC_PARAMS
+// The same property runs on both server stores (value-parameterized): SQLite and
+// PostgreSQL (PgServerStore on a PostgreSQL of its own, a new database per scenario; skipped
+// with a message when the PostgreSQL binaries are absent).
+//
+// KCNET_PROPERTY_SCENARIOS sets the number of scenarios (default 1000; on PostgreSQL at
+// most KCNET_PG_PROPERTY_SCENARIOS, default 20: each needs a database); RC_PARAMS
 // (rapidcheck's own, e.g. "seed=123") replays one.
 #include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "rapidcheck.h"
 #include "rapidcheck/gtest.h"
+#include "server/pgstore/pg_server_store.h"
 #include "sync/device_store.h"
 #include "sync/server_store.h"
+#include "tests/testing/pg_instance.h"
 #include "tests/testing/test_util.h"
 
 namespace kcnet::sync {
@@ -38,6 +46,11 @@ using kcnet::v1::Value;
 constexpr int64_t kT0 = 1764000000000;
 constexpr int kRecords = 6;
 int g_converged = 0;
+
+// The PostgreSQL server of the PostgreSQL variant (null on the SQLite one), and the number
+// of databases made on it so far.
+kcnet::testing::PgInstance* g_pg = nullptr;
+int g_pg_databases = 0;
 
 // ---- The independent model of the server's merge --------------------------------------
 
@@ -144,7 +157,15 @@ class Scenario {
     ServerStoreOptions so;
     so.clock = &wall_;
     so.durable = false;  // durability is the crash tests' subject; this one is logic
-    server_ = *ServerStore::Open(dir_.File("server.db"), &schema_, so);
+    if (g_pg == nullptr) {
+      server_ = *ServerStore::Open(dir_.File("server.db"), &schema_, so);
+    } else {
+      const std::string db = absl::StrCat("scenario", ++g_pg_databases);
+      RC_ASSERT(g_pg->CreateDatabase(db).ok());
+      auto store = pgstore::PgServerStore::Open(g_pg->conninfo(db), &schema_, so);
+      if (!store.ok()) RC_FAIL(std::string(store.status().message()));
+      server_ = std::move(*store);
+    }
     for (int i = 0; i < devices; ++i) {
       Device d;
       d.name = "tablet-" + std::to_string(i);
@@ -524,7 +545,7 @@ Value RandomValue(uint32_t number) {
   return v;
 }
 
-RC_GTEST_PROP(SyncProperty, ReplicasConvergeUnderFaults, ()) {
+void ReplicasConvergeUnderFaults() {
   const int num_devices = *rc::gen::inRange(2, 5);
   const int buckets = *rc::gen::inRange(1, 3);
   Scenario s(num_devices, buckets);
@@ -568,6 +589,41 @@ RC_GTEST_PROP(SyncProperty, ReplicasConvergeUnderFaults, ()) {
   s.CheckAll();
   ++g_converged;
 }
+
+enum class Store { kSqlite, kPostgres };
+
+class SyncProperty : public ::testing::TestWithParam<Store> {};
+
+TEST_P(SyncProperty, ReplicasConvergeUnderFaults) {
+  rc::detail::TestParams params = rc::detail::configuration().testParams;
+  std::unique_ptr<kcnet::testing::PgInstance> pg;
+  if (GetParam() == Store::kPostgres) {
+    auto started = kcnet::testing::PgInstance::Start();
+    if (absl::IsNotFound(started.status())) GTEST_SKIP() << started.status();
+    ASSERT_TRUE(started.ok()) << started.status();
+    pg = std::move(*started);
+    const char* n = std::getenv("KCNET_PG_PROPERTY_SCENARIOS");
+    params.maxSuccess = std::min(params.maxSuccess, n != nullptr ? std::atoi(n) : 20);
+  }
+  g_pg = pg.get();
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  rc::detail::TestMetadata metadata;
+  metadata.id = absl::StrCat(info->test_suite_name(), "/", info->name());
+  metadata.description = info->name();
+  const auto result = rc::detail::checkProperty(
+      rc::detail::toProperty(&ReplicasConvergeUnderFaults), metadata, params);
+  g_pg = nullptr;
+  if (!result.template is<rc::detail::SuccessResult>()) {
+    std::ostringstream ss;
+    rc::detail::printResultMessage(result, ss);
+    FAIL() << ss.str();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, SyncProperty, ::testing::Values(Store::kSqlite, Store::kPostgres),
+                         [](const ::testing::TestParamInfo<Store>& info) {
+                           return info.param == Store::kSqlite ? "Sqlite" : "Postgres";
+                         });
 
 }  // namespace
 }  // namespace kcnet::sync

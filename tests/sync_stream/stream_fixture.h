@@ -3,6 +3,11 @@
 // 90201), accounts, tablets (a DeviceStore file and a SyncClient), and helpers that build
 // records and compare a device with the server.
 //
+// SyncStreamStoreTest runs the same tests on both record stores (value-parameterized):
+// SQLite in the data dir, and PostgreSQL (its own server for the test suite, started by the
+// first test, a new database per test; the tests skip with a message when the PostgreSQL
+// binaries are absent).
+//
 // Thread-safety: a test fixture; one test thread.
 #ifndef KCNET_TESTS_SYNC_STREAM_STREAM_FIXTURE_H_
 #define KCNET_TESTS_SYNC_STREAM_STREAM_FIXTURE_H_
@@ -39,6 +44,7 @@
 #include "sync/page_codec.h"
 #include "sync/schema.h"
 #include "sync/sqlite.h"
+#include "tests/testing/pg_instance.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 
@@ -182,7 +188,14 @@ struct Device {
 
 class SyncStreamTest : public ::testing::Test {
  protected:
+  // Where the server keeps its records: "" (SQLite in its data dir) or postgres:CONNINFO.
+  virtual absl::StatusOr<std::string> StoreSpec() { return std::string(); }
+
   void SetUp() override {
+    absl::StatusOr<std::string> store = StoreSpec();
+    if (absl::IsNotFound(store.status())) GTEST_SKIP() << store.status();
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *store;
     StartServer({});
     server::Directory* d = server_->directory();
     // Province 90: district 901 (communes 90101, 90102), district 902 (commune 90201).
@@ -204,6 +217,7 @@ class SyncStreamTest : public ::testing::Test {
   void StartServer(server::SyncServiceOptions sync) {
     server::ServerOptions options =
         kcnet::testing::TestServerOptions(dir_.File("server"), "127.0.0.1:0");
+    options.store = store_;
     options.sync = sync;
     absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
         server::KcnetServer::Start(options);
@@ -310,7 +324,36 @@ class SyncStreamTest : public ::testing::Test {
   std::unique_ptr<server::KcnetServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   int64_t p_ = 0, d1_ = 0, d2_ = 0, c1_ = 0, c2_ = 0, c3_ = 0;
+  std::string store_;
 };
+
+enum class StoreKind { kSqlite, kPostgres };
+
+class SyncStreamStoreTest : public SyncStreamTest, public ::testing::WithParamInterface<StoreKind> {
+ protected:
+  static void TearDownTestSuite() { pg_.reset(); }
+
+  absl::StatusOr<std::string> StoreSpec() override {
+    if (GetParam() == StoreKind::kSqlite) return std::string();
+    if (pg_ == nullptr) {
+      absl::StatusOr<std::unique_ptr<kcnet::testing::PgInstance>> pg =
+          kcnet::testing::PgInstance::Start();
+      if (!pg.ok()) return pg.status();
+      pg_ = *std::move(pg);
+    }
+    static int databases = 0;
+    const std::string name = absl::StrCat("test", ++databases);
+    absl::Status status = pg_->CreateDatabase(name);
+    if (!status.ok()) return status;
+    return "postgres:" + pg_->conninfo(name);
+  }
+
+  static inline std::unique_ptr<kcnet::testing::PgInstance> pg_;
+};
+
+inline std::string StoreKindName(const ::testing::TestParamInfo<StoreKind>& info) {
+  return info.param == StoreKind::kSqlite ? "Sqlite" : "Postgres";
+}
 
 }  // namespace kcnet::sdk::testing_stream
 

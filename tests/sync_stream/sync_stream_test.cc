@@ -15,7 +15,7 @@ using namespace testing_stream;  // NOLINT: the fixture and its helpers
 
 // (a) Two devices edit the same field offline; the later clock wins everywhere, the
 // conflict is recorded for the coordinator, and the device whose edit lost is told.
-TEST_F(SyncStreamTest, ConcurrentEditsConvergeAndTheLoserIsTold) {
+TEST_P(SyncStreamStoreTest, ConcurrentEditsConvergeAndTheLoserIsTold) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   const Account coord = MakeUser("coord1", ROLE_DISTRICT_COORDINATOR, d1_);
   const int64_t t0 = NowMs();
@@ -119,7 +119,7 @@ TEST_F(SyncStreamTest, ConcurrentEditsConvergeAndTheLoserIsTold) {
 
 // (b) A collaborator endorses its own submitted request offline: the server refuses it,
 // the device rolls back to the server's values and keeps a report saying why.
-TEST_F(SyncStreamTest, ForbiddenTransitionIsRefusedAndRolledBack) {
+TEST_P(SyncStreamStoreTest, ForbiddenTransitionIsRefusedAndRolledBack) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   auto a = NewDevice("tablet-a", collab.token);
   ASSERT_TRUE(a);
@@ -185,7 +185,7 @@ TEST_F(SyncStreamTest, ForbiddenTransitionIsRefusedAndRolledBack) {
 
 // (c) A download cut after its first page resumes from the stored cursor: no record is
 // sent twice and the bucket ends equal to the server's.
-TEST_F(SyncStreamTest, InterruptedDownloadResumesFromItsCursor) {
+TEST_P(SyncStreamStoreTest, InterruptedDownloadResumesFromItsCursor) {
   constexpr int kRecords = 2000;
   constexpr int kPerMutation = 100;
   const Account writer = MakeUser("writer", ROLE_COMMUNE_COLLABORATOR, c2_);
@@ -251,7 +251,7 @@ TEST_F(SyncStreamTest, InterruptedDownloadResumesFromItsCursor) {
 // A device with a download window gets several pages before it acknowledges any, each
 // saying which cursor it continues from; when the device's acknowledgement shows it is
 // elsewhere (it reset the bucket), the server continues from the device's cursor.
-TEST_F(SyncStreamTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
+TEST_P(SyncStreamStoreTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   SyncFacilities(collab, 20);
   server_->Shutdown(absl::Seconds(1));
@@ -316,7 +316,7 @@ TEST_F(SyncStreamTest, DownloadWindowSendsAheadAndFollowsTheDevice) {
 
 // A device that asks for deflated pages gets each page as deflated_changes, which inflates
 // to exactly the page a device without it gets; a SyncClient (which asks) stores them.
-TEST_F(SyncStreamTest, DeflatedPagesInflateToThePlainPages) {
+TEST_P(SyncStreamStoreTest, DeflatedPagesInflateToThePlainPages) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   SyncFacilities(collab, 30);
   auto stub = SyncService::NewStub(channel_);
@@ -359,7 +359,7 @@ TEST_F(SyncStreamTest, DeflatedPagesInflateToThePlainPages) {
 
 // (d) A collaborator moved to another commune: its pending write for the old commune is
 // pushed (and answered) before the old bucket is purged; the new bucket arrives.
-TEST_F(SyncStreamTest, ReassignedCollaboratorPushesThenPurgesTheOldCommune) {
+TEST_P(SyncStreamStoreTest, ReassignedCollaboratorPushesThenPurgesTheOldCommune) {
   const Account mover = MakeUser("mover", ROLE_COMMUNE_COLLABORATOR, c1_);
   const Account local = MakeUser("local3", ROLE_COMMUNE_COLLABORATOR, c3_);
   auto other = NewDevice("tablet-o", local.token);
@@ -425,7 +425,7 @@ TEST_F(SyncStreamTest, ReassignedCollaboratorPushesThenPurgesTheOldCommune) {
 
 // (e) Local damage behind the store's back: VerifyBuckets names the bucket, a reset and a
 // sync repair it. A damaged running checksum is caught by the next checkpoint instead.
-TEST_F(SyncStreamTest, DamagedBucketIsRepaired) {
+TEST_P(SyncStreamStoreTest, DamagedBucketIsRepaired) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   auto a = NewDevice("tablet-a", collab.token);
   ASSERT_TRUE(a);
@@ -499,7 +499,7 @@ TEST_F(SyncStreamTest, DamagedBucketIsRepaired) {
 
 // (f) A device holding its stream open receives another device's change as it is
 // committed, without reconnecting.
-TEST_F(SyncStreamTest, LiveChangeReachesAnOpenStream) {
+TEST_P(SyncStreamStoreTest, LiveChangeReachesAnOpenStream) {
   const Account writer = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   const Account watcher = MakeUser("coord1", ROLE_DISTRICT_COORDINATOR, d1_);
   auto a = NewDevice("tablet-a", writer.token);
@@ -540,9 +540,78 @@ TEST_F(SyncStreamTest, LiveChangeReachesAnOpenStream) {
   ExpectSameBucket(*b, c1_);
 }
 
+// (f, many instances) Two kcnet-server instances on one PostgreSQL database: a device
+// holding its stream open on the second receives a change committed through the first
+// (NOTIFY after commit, or the poll). Each instance has its own directory in its data dir
+// (not shared yet), so the second gets the same org tree and its own account.
+TEST_P(SyncStreamStoreTest, ACommitOnOneInstanceReachesAStreamOnAnother) {
+  if (GetParam() == StoreKind::kSqlite) {
+    GTEST_SKIP() << "two instances share a PostgreSQL store only";
+  }
+  server::ServerOptions options =
+      kcnet::testing::TestServerOptions(dir_.File("server2"), "127.0.0.1:0");
+  options.store = store_;
+  absl::StatusOr<std::unique_ptr<server::KcnetServer>> second = server::KcnetServer::Start(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  server::Directory* d = (*second)->directory();
+  const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+  const int64_t d1 = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
+  ASSERT_TRUE(d->CreateOrgUnit("902", "Huyện Hai", ORG_UNIT_LEVEL_DISTRICT, p).ok());
+  const int64_t c1 = d->CreateOrgUnit("90101", "Xã Một", ORG_UNIT_LEVEL_COMMUNE, d1)->id();
+  ASSERT_EQ(d1, d1_);
+  ASSERT_EQ(c1, c1_);
+  ASSERT_TRUE(
+      d->CreateUser("coord2", "coord2", "password-123", ROLE_DISTRICT_COORDINATOR, {d1}).ok());
+  absl::StatusOr<server::LoginResult> login = d->Login("coord2", "password-123");
+  ASSERT_TRUE(login.ok()) << login.status();
+
+  const Account writer = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
+  auto a = NewDevice("tablet-a", writer.token);
+  ASSERT_TRUE(a);
+  absl::Notification first_page;
+  SyncClientOptions b_options;
+  b_options.token = login->token;
+  b_options.on_message = [&](const SyncServerMessage& m) {
+    if (m.has_changes() && !first_page.HasBeenNotified()) first_page.Notify();
+  };
+  absl::StatusOr<std::unique_ptr<sync::DeviceStore>> b_store =
+      sync::DeviceStore::Open(dir_.File("tablet-b.db"), &model::KcnetSchema(), "tablet-b",
+                              sync::DeviceStoreOptions{.durable = false});
+  ASSERT_TRUE(b_store.ok()) << b_store.status();
+  SyncClient b(grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*second)->port()),
+                                   grpc::InsecureChannelCredentials()),
+               b_store->get(), b_options);
+
+  const std::string f = NewUuid();
+  absl::Status live;
+  std::thread watching([&] {
+    live = b.RunUntil(
+        [&] {
+          absl::StatusOr<std::optional<RecordChange>> r =
+              (*b_store)->Read(kFacilityType, Bytes(f), true);
+          return r.ok() && r->has_value();
+        },
+        absl::Seconds(30));
+  });
+  const bool connected = first_page.WaitForNotificationWithTimeout(absl::Seconds(20));
+  EXPECT_TRUE(connected);
+  if (connected) {
+    a->Write({NewFacility(f, c1_, writer.id, "Cơ sở mây tre")});
+    a->Sync();  // through the first instance
+  }
+  watching.join();
+  (*second)->Shutdown(absl::Seconds(1));
+  ASSERT_TRUE(connected);
+  EXPECT_TRUE(live.ok()) << live;
+  EXPECT_EQ(b.last_result().received_changes, 1u);
+  absl::StatusOr<std::optional<RecordChange>> got = (*b_store)->Read(kFacilityType, Bytes(f), true);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((**got).DebugString(), ServerRead(kFacilityType, f)->DebugString());
+}
+
 // (d, live) A reassignment while the stream is open arrives as a ScopeChange: the new
 // commune is subscribed and downloaded, the old one purged, without reconnecting.
-TEST_F(SyncStreamTest, LiveReassignmentArrivesAsScopeChange) {
+TEST_P(SyncStreamStoreTest, LiveReassignmentArrivesAsScopeChange) {
   const Account mover = MakeUser("mover", ROLE_COMMUNE_COLLABORATOR, c1_);
   const Account local = MakeUser("local3", ROLE_COMMUNE_COLLABORATOR, c3_);
   auto other = NewDevice("tablet-o", local.token);
@@ -609,7 +678,7 @@ TEST_F(SyncStreamTest, LiveReassignmentArrivesAsScopeChange) {
 
 // (g) Bad input: each ends the stream with its status, except a refused mutation, which is
 // answered while the stream stays usable.
-TEST_F(SyncStreamTest, BadHelloEndsTheStream) {
+TEST_P(SyncStreamStoreTest, BadHelloEndsTheStream) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   Hello hello;
   hello.set_device_id("");
@@ -639,7 +708,7 @@ TEST_F(SyncStreamTest, BadHelloEndsTheStream) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
 }
 
-TEST_F(SyncStreamTest, UnreachableServerIsUnavailable) {
+TEST_P(SyncStreamStoreTest, UnreachableServerIsUnavailable) {
   // A port nobody listens on: take a free one and close it again.
   int port = 0;
   {
@@ -662,7 +731,7 @@ TEST_F(SyncStreamTest, UnreachableServerIsUnavailable) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
 }
 
-TEST_F(SyncStreamTest, MissingOrBadTokenIsUnauthenticated) {
+TEST_P(SyncStreamStoreTest, MissingOrBadTokenIsUnauthenticated) {
   auto nobody = NewDevice("tablet-n", "");
   ASSERT_TRUE(nobody);
   absl::StatusOr<SyncResult> result = nobody->client->SyncOnce();
@@ -674,7 +743,7 @@ TEST_F(SyncStreamTest, MissingOrBadTokenIsUnauthenticated) {
   EXPECT_TRUE(forged->Buckets().empty());
 }
 
-TEST_F(SyncStreamTest, OutOfScopeMutationIsRefusedAndTheStreamStaysUsable) {
+TEST_P(SyncStreamStoreTest, OutOfScopeMutationIsRefusedAndTheStreamStaysUsable) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   SyncClientOptions one_by_one;
   one_by_one.max_push_mutations = 1;  // two pushes on the same stream
@@ -703,7 +772,7 @@ TEST_F(SyncStreamTest, OutOfScopeMutationIsRefusedAndTheStreamStaysUsable) {
   EXPECT_EQ(a->Unconfirmed(), 0);
 }
 
-TEST_F(SyncStreamTest, OversizedPushEndsTheStreamAndStoresNothing) {
+TEST_P(SyncStreamStoreTest, OversizedPushEndsTheStreamAndStoresNothing) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   SyncClientOptions huge;
   huge.max_push_mutations = 5000;
@@ -731,7 +800,7 @@ TEST_F(SyncStreamTest, OversizedPushEndsTheStreamAndStoresNothing) {
   ExpectSameBucket(*a, c1_);
 }
 
-TEST_F(SyncStreamTest, TooManyStreamsPerUserIsResourceExhausted) {
+TEST_P(SyncStreamStoreTest, TooManyStreamsPerUserIsResourceExhausted) {
   const Account collab = MakeUser("collab1", ROLE_COMMUNE_COLLABORATOR, c1_);
   auto stub = SyncService::NewStub(channel_);
   struct Open {
@@ -770,6 +839,10 @@ TEST_F(SyncStreamTest, TooManyStreamsPerUserIsResourceExhausted) {
     EXPECT_TRUE(s.ok()) << s.error_message();
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, SyncStreamStoreTest,
+                         ::testing::Values(StoreKind::kSqlite, StoreKind::kPostgres),
+                         StoreKindName);
 
 }  // namespace
 }  // namespace kcnet::sdk

@@ -1,0 +1,1080 @@
+#include "server/pgstore/pg_server_store.h"
+
+#include <algorithm>
+#include <limits>
+#include <random>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/pgstore/pg_schema.h"
+#include "sync/schema.h"
+
+namespace kcnet::pgstore {
+namespace {
+
+using kcnet::v1::BucketCheckpoint;
+using kcnet::v1::BucketCursor;
+using kcnet::v1::ChangeBatch;
+using kcnet::v1::Conflict;
+using kcnet::v1::MutationBatch;
+using kcnet::v1::MutationResult;
+using kcnet::v1::RecordChange;
+using sync::RecordTypeSpec;
+using sync::RowState;
+
+std::string IntArray(const std::vector<int64_t>& values) {
+  return absl::StrCat("{", absl::StrJoin(values, ","), "}");
+}
+
+// A text[] literal of ids: every element quoted, backslash and quote escaped.
+std::string TextArray(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+PgParam U64(uint64_t value) { return PgParam::Int(static_cast<int64_t>(value)); }
+
+// A row is stored as the change that carries all of it (RowToChange from op 0, without
+// its id) and the op of each field, 8 bytes little-endian each, in spec order.
+void EncodeRow(const RecordTypeSpec& type, const RowState& row, std::string* change_bytes,
+               std::string* field_ops) {
+  RecordChange change;
+  sync::RowToChange(type, "", row, 0, &change);
+  *change_bytes = change.SerializeAsString();
+  field_ops->clear();
+  for (const sync::FieldState& f : row.fields) {
+    for (int i = 0; i < 8; ++i) field_ops->push_back(static_cast<char>(f.op >> (8 * i)));
+  }
+}
+
+absl::StatusOr<RowState> DecodeRow(const RecordTypeSpec& type, int64_t bucket, uint64_t op,
+                                   absl::string_view change_bytes, absl::string_view field_ops) {
+  RecordChange change;
+  if (!change.ParseFromArray(change_bytes.data(), static_cast<int>(change_bytes.size()))) {
+    return absl::DataLossError("kcnet_records.row: does not parse");
+  }
+  RowState row;
+  row.bucket = bucket;
+  row.op = op;
+  row.deleted = change.deleted();
+  row.stamp = sync::Stamp{change.hlc(), change.node()};
+  if (row.deleted) return row;
+  if (field_ops.size() != 8 * type.fields.size()) {
+    // A field the schema added since the row was written: it starts null, at the row's op
+    // of 0 (never sent as changed), stamped like the row's baseline.
+    if (field_ops.size() > 8 * type.fields.size() || field_ops.size() % 8 != 0) {
+      return absl::DataLossError("kcnet_records.field_ops: wrong length");
+    }
+  }
+  row.fields.resize(type.fields.size());
+  for (sync::FieldState& f : row.fields) f.stamp = row.stamp;
+  for (size_t i = 0; i < type.fields.size() && 8 * i < field_ops.size(); ++i) {
+    uint64_t v = 0;
+    for (int b = 0; b < 8; ++b) {
+      v |= uint64_t{static_cast<unsigned char>(field_ops[8 * i + b])} << (8 * b);
+    }
+    row.fields[i].op = v;
+  }
+  for (const kcnet::v1::FieldChange& fc : change.fields()) {
+    const int index = type.IndexOf(fc.field());
+    if (index < 0) continue;
+    sync::FieldState& f = row.fields[index];
+    if (fc.has_value()) f.value = fc.value();
+    f.stamp = sync::Stamp{fc.hlc() != 0 ? fc.hlc() : change.hlc(),
+                          fc.node() != 0 ? fc.node() : change.node()};
+  }
+  return row;
+}
+
+uint64_t NewIncarnationId() {
+  std::random_device random;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{random()} << 32) ^ random();
+  return id;
+}
+
+}  // namespace
+
+PgServerStore::PgServerStore(const sync::Schema* schema, sync::ServerStoreOptions options,
+                             PgServerStoreOptions pg_options)
+    : MergingServerStore(schema, std::move(options)), pg_options_(std::move(pg_options)) {}
+
+PgServerStore::~PgServerStore() {
+  watch_.reset();  // the watcher tells our listeners: stop it first
+}
+
+int32_t PgServerStore::ProvinceOf(int64_t bucket) const {
+  return pg_options_.province_of ? pg_options_.province_of(bucket) : 0;
+}
+
+absl::StatusOr<std::unique_ptr<PgServerStore>> PgServerStore::Open(
+    const std::string& conninfo, const sync::Schema* schema, sync::ServerStoreOptions options,
+    PgServerStoreOptions pg_options) {
+  const int reader_count = std::max(1, options.reader_connections);
+  std::unique_ptr<PgServerStore> store(
+      new PgServerStore(schema, std::move(options), std::move(pg_options)));
+  store->conninfo_ = conninfo;
+  // The op log migrates the schema and watches the bucket heads for other instances.
+  PgOpLogOptions log_options;
+  log_options.province_of = store->pg_options_.province_of;
+  log_options.reader_connections = 1;
+  log_options.poll_interval = store->pg_options_.poll_interval;
+  absl::StatusOr<std::unique_ptr<PgOpLog>> log = PgOpLog::Open(conninfo, log_options);
+  if (!log.ok()) return log.status();
+  store->watch_ = std::move(*log);
+  {
+    absl::MutexLock lock(&store->mu_);
+    absl::StatusOr<PgConn*> conn = store->Writer();
+    if (!conn.ok()) return conn.status();
+    PgConn& db = **conn;
+    // A database without an incarnation is new: it begins one (the first instance wins).
+    absl::Status status =
+        db.Query(
+              "INSERT INTO kcnet_meta(key, value) VALUES ('incarnation', $1), "
+              "('incarnation_op', (SELECT coalesce(max(last_op), 0) FROM kcnet_bucket_head)) "
+              "ON CONFLICT (key) DO NOTHING",
+              {U64(NewIncarnationId())})
+            .status();
+    if (!status.ok()) return status;
+    absl::StatusOr<PgResult> meta = db.Query("SELECT key, value FROM kcnet_meta");
+    if (!meta.ok()) return meta.status();
+    for (int r = 0; r < meta->rows(); ++r) {
+      const absl::string_view key = meta->Get(r, 0);
+      const int64_t value = meta->GetInt(r, 1);
+      if (key == "incarnation") store->incarnation_.id = static_cast<uint64_t>(value);
+      if (key == "incarnation_op") store->incarnation_.base_op = static_cast<uint64_t>(value);
+      if (key == "restored_ms") store->incarnation_.restored_ms = value;
+      if (key == "max_hlc") store->hlc_.Raise(static_cast<uint64_t>(value));
+    }
+    absl::StatusOr<PgResult> last =
+        db.Query("SELECT coalesce(max(last_op), 0) FROM kcnet_bucket_head");
+    if (!last.ok()) return last.status();
+    store->last_op_ = static_cast<uint64_t>(last->GetInt(0, 0));
+  }
+  for (int i = 0; i < reader_count; ++i) {
+    auto reader = std::make_unique<Reader>();
+    absl::MutexLock lock(&reader->mu);
+    absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo);
+    if (!conn.ok()) return conn.status();
+    reader->conn = std::move(*conn);
+    store->readers_.push_back(std::move(reader));
+  }
+  // Commits of every instance (ours too) reach the listeners through the watcher.
+  PgServerStore* raw = store.get();
+  store->watch_->SetCommitListener(
+      [raw](const std::vector<int64_t>& buckets, uint64_t op) { raw->TellListeners(buckets, op); });
+  return store;
+}
+
+absl::StatusOr<PgConn*> PgServerStore::Writer() {
+  if (writer_ == nullptr || !writer_->ok()) {
+    writer_.reset();
+    absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo_);
+    if (!conn.ok()) return conn.status();
+    writer_ = std::move(*conn);
+    if (!options_.durable) {
+      absl::Status status = writer_->Exec("SET synchronous_commit = off");
+      if (!status.ok()) return status;
+    }
+  }
+  return writer_.get();
+}
+
+// --- The group's transaction -----------------------------------------------------------
+
+absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& batches,
+                                       const std::vector<std::string>& devices) {
+  absl::StatusOr<PgConn*> conn = Writer();
+  if (!conn.ok()) return conn.status();
+  PgConn& db = **conn;
+  // What the group may write: the buckets new records name, and the stored records'.
+  std::vector<int64_t> buckets;
+  std::vector<int64_t> types;
+  std::vector<std::string> ids;
+  size_t changes = 0;
+  for (const MutationBatch* batch : batches) {
+    for (const kcnet::v1::Mutation& m : batch->mutations()) {
+      for (const RecordChange& c : m.changes()) {
+        ++changes;
+        if (c.bucket() != 0) buckets.push_back(c.bucket());
+        const RecordTypeSpec* spec = schema_->Find(c.type());
+        if (spec == nullptr) continue;
+        for (const kcnet::v1::FieldChange& f : c.fields()) {
+          if (f.field() == spec->bucket_field &&
+              f.value().kind_case() == kcnet::v1::Value::kIntValue) {
+            buckets.push_back(f.value().int_value());
+          }
+        }
+        absl::StatusOr<std::string> id = sync::UuidToText(c.id());
+        if (!id.ok()) continue;
+        types.push_back(c.type());
+        ids.push_back(*id);
+      }
+    }
+  }
+  // Partitions are created outside the transaction (DDL that other instances may race).
+  for (int64_t bucket : buckets) {
+    const int32_t province = ProvinceOf(bucket);
+    if (partitions_.contains(province)) continue;
+    absl::Status status = EnsureRecordsPartition(db, province);
+    if (!status.ok()) return status;
+    partitions_.insert(province);
+  }
+  absl::Status status = db.Exec("BEGIN");
+  if (!status.ok()) return status;
+  in_group_ = true;
+  if (!ids.empty()) {
+    absl::StatusOr<PgResult> rows = db.Query(
+        "SELECT DISTINCT r.bucket FROM kcnet_records r "
+        "JOIN unnest($1::int[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id",
+        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids))});
+    if (!rows.ok()) return rows.status();
+    for (int r = 0; r < rows->rows(); ++r) buckets.push_back(rows->GetInt(r, 0));
+  }
+  std::sort(buckets.begin(), buckets.end());
+  buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
+  heads_.clear();
+  if (!buckets.empty()) {
+    std::vector<int64_t> provinces;
+    for (int64_t bucket : buckets) provinces.push_back(ProvinceOf(bucket));
+    // The head rows: created when new, then locked sorted by bucket (no deadlock between
+    // two groups), before any op id is drawn: see the header.
+    status = db.Query(
+                   "INSERT INTO kcnet_bucket_head(bucket, province) "
+                   "SELECT b, p FROM unnest($1::bigint[], $2::int[]) AS t(b, p) ORDER BY b "
+                   "ON CONFLICT (bucket) DO NOTHING",
+                   {PgParam::Text(IntArray(buckets)), PgParam::Text(IntArray(provinces))})
+                 .status();
+    if (!status.ok()) return status;
+    absl::StatusOr<PgResult> rows = db.Query(
+        "SELECT bucket, last_op, checksum, records FROM kcnet_bucket_head "
+        "WHERE bucket = ANY($1::bigint[]) ORDER BY bucket FOR UPDATE",
+        {PgParam::Text(IntArray(buckets))});
+    if (!rows.ok()) return rows.status();
+    for (int r = 0; r < rows->rows(); ++r) {
+      Head& head = heads_[rows->GetInt(r, 0)];
+      head.last_op = static_cast<uint64_t>(rows->GetInt(r, 1));
+      head.checksum = static_cast<uint64_t>(rows->GetInt(r, 2));
+      head.records = rows->GetInt(r, 3);
+    }
+  }
+  // The pushing devices' rows: created when new and locked, sorted (two instances serving
+  // one device apply its pushes in turn; the insert makes the second wait for the first
+  // even for a device never seen).
+  std::vector<std::string> tracked;
+  for (const std::string& device : devices) {
+    if (!device.empty()) tracked.push_back(device);
+  }
+  std::sort(tracked.begin(), tracked.end());
+  tracked.erase(std::unique(tracked.begin(), tracked.end()), tracked.end());
+  if (!tracked.empty()) {
+    status = db.Query(
+                   "INSERT INTO kcnet_devices(device_id, last_seq) SELECT d, 0 FROM "
+                   "unnest($1::text[]) AS t(d) ORDER BY d ON CONFLICT (device_id) DO NOTHING",
+                   {PgParam::Text(TextArray(tracked))})
+                 .status();
+    if (!status.ok()) return status;
+    absl::StatusOr<PgResult> rows = db.Query(
+        "SELECT device_id, last_seq FROM kcnet_devices WHERE device_id = ANY($1::text[]) "
+        "ORDER BY device_id FOR UPDATE",
+        {PgParam::Text(TextArray(tracked))});
+    if (!rows.ok()) return rows.status();
+    for (int r = 0; r < rows->rows(); ++r) {
+      last_seqs_[std::string(rows->Get(r, 0))] = static_cast<uint64_t>(rows->GetInt(r, 1));
+    }
+  }
+  // The group's records, read once now that their buckets are locked: a record another
+  // instance wrote in a locked bucket is visible (it committed before we got the lock).
+  if (!ids.empty()) {
+    absl::StatusOr<PgResult> rows = db.QueryBinary(
+        "SELECT r.type, r.id, r.bucket, r.op, r.row, r.field_ops FROM kcnet_records r "
+        "JOIN unnest($1::int[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id",
+        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids))});
+    if (!rows.ok()) return rows.status();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      rows_[RowKey(static_cast<uint32_t>(types[i]), ids[i])] = std::nullopt;  // absent
+    }
+    for (int r = 0; r < rows->rows(); ++r) {
+      const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+      if (type == nullptr) continue;
+      absl::StatusOr<RowState> row = DecodeRow(*type, rows->GetBinaryInt(r, 2),
+                                               static_cast<uint64_t>(rows->GetBinaryInt(r, 3)),
+                                               rows->Get(r, 4), rows->Get(r, 5));
+      if (!row.ok()) return row.status();
+      rows_[RowKey(type->type, std::string(rows->Get(r, 1)))] = std::move(*row);
+    }
+  }
+  // At most one op per change; one more for safety.
+  absl::StatusOr<PgResult> drawn =
+      db.Query("SELECT nextval('kcnet_op_seq') FROM generate_series(1, $1)",
+               {PgParam::Int(static_cast<int64_t>(changes + 1))});
+  if (!drawn.ok()) return drawn.status();
+  ids_.clear();
+  next_id_ = 0;
+  for (int r = 0; r < drawn->rows(); ++r)
+    ids_.push_back(static_cast<uint64_t>(drawn->GetInt(r, 0)));
+  std::sort(ids_.begin(), ids_.end());
+  unit_heads_.clear();
+  return absl::OkStatus();
+}
+
+uint64_t PgServerStore::NextOp() {
+  if (next_id_ < ids_.size()) {
+    last_op_ = std::max(last_op_, ids_[next_id_]);
+    return ids_[next_id_++];
+  }
+  // Never expected (one op per change at most): draw one more, and fail the group if even
+  // that fails, so that no id is ever made up.
+  absl::StatusOr<PgResult> more = writer_->Query("SELECT nextval('kcnet_op_seq')");
+  if (!more.ok()) {
+    group_failed_ = more.status();
+    return ++last_op_;
+  }
+  const uint64_t id = static_cast<uint64_t>(more->GetInt(0, 0));
+  last_op_ = std::max(last_op_, id);
+  return id;
+}
+
+absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) {
+  if (!group_failed_.ok()) return std::exchange(group_failed_, absl::OkStatus());
+  PgConn& db = *writer_;
+  // The group's writes, in pipelines of at most kPipelineItems statements (one round trip
+  // each; bounded so that neither side's socket buffer fills while the other waits).
+  constexpr size_t kPipelineItems = 1000;
+  PgConn::Pipeline pipeline;
+  auto send = [&db, &pipeline]() -> absl::Status {
+    if (pipeline.size() == 0) return absl::OkStatus();
+    absl::Status sent = db.Run(pipeline).status();
+    pipeline = PgConn::Pipeline();
+    return sent;
+  };
+  for (Statement& statement : statements_) {
+    pipeline.Add(std::move(statement.sql), std::move(statement.params));
+    if (pipeline.size() >= kPipelineItems) {
+      if (absl::Status sent = send(); !sent.ok()) return sent;
+    }
+  }
+  // Records and push digests as multi-row statements of at most kRowsPerStatement rows:
+  // one parse and plan per chunk, not per row.
+  constexpr size_t kRowsPerStatement = 500;
+  std::string values;
+  std::vector<PgParam> params;
+  auto flush_rows = [&](absl::string_view head, absl::string_view tail) -> absl::Status {
+    if (params.empty()) return absl::OkStatus();
+    pipeline.Add(absl::StrCat(head, values, tail), std::move(params));
+    values.clear();
+    params = {};
+    if (pipeline.size() >= kPipelineItems) return send();
+    return absl::OkStatus();
+  };
+  // Adds one row of `row_params` to the statement being built.
+  auto add_row = [&values, &params](std::vector<PgParam> row_params) {
+    values += values.empty() ? "(" : ",(";
+    for (size_t i = 0; i < row_params.size(); ++i) {
+      absl::StrAppend(&values, i == 0 ? "$" : ",$", params.size() + 1);
+      params.push_back(std::move(row_params[i]));
+    }
+    values += ")";
+  };
+  constexpr absl::string_view kRecordsHead =
+      "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
+      "VALUES ";
+  constexpr absl::string_view kRecordsTail =
+      " ON CONFLICT (province, type, id) DO UPDATE SET bucket = EXCLUDED.bucket, "
+      "op = EXCLUDED.op, deleted = EXCLUDED.deleted, row = EXCLUDED.row, "
+      "field_ops = EXCLUDED.field_ops";
+  size_t rows_in_statement = 0;
+  for (const RowKey& key : dirty_) {
+    const RowState& row = *rows_[key];
+    const RecordTypeSpec& type = *schema_->Find(key.first);
+    std::string change_bytes, field_ops;
+    EncodeRow(type, row, &change_bytes, &field_ops);
+    add_row({PgParam::Int(ProvinceOf(row.bucket)), PgParam::Int(row.bucket),
+             PgParam::Int(type.type), PgParam::Text(key.second), U64(row.op),
+             PgParam::Text(row.deleted ? "true" : "false"), PgParam::Bytes(std::move(change_bytes)),
+             PgParam::Bytes(std::move(field_ops))});
+    if (++rows_in_statement == kRowsPerStatement) {
+      rows_in_statement = 0;
+      if (absl::Status sent = flush_rows(kRecordsHead, kRecordsTail); !sent.ok()) return sent;
+    }
+  }
+  if (absl::Status sent = flush_rows(kRecordsHead, kRecordsTail); !sent.ok()) return sent;
+  constexpr absl::string_view kPushesHead =
+      "INSERT INTO kcnet_pushes(device_id, seq, digest) VALUES ";
+  constexpr absl::string_view kPushesTail =
+      " ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest";
+  rows_in_statement = 0;
+  for (const Push& push : pushes_) {
+    add_row({PgParam::Text(push.device_id), U64(push.seq), U64(push.digest)});
+    if (++rows_in_statement == kRowsPerStatement) {
+      rows_in_statement = 0;
+      if (absl::Status sent = flush_rows(kPushesHead, kPushesTail); !sent.ok()) return sent;
+    }
+  }
+  if (absl::Status sent = flush_rows(kPushesHead, kPushesTail); !sent.ok()) return sent;
+  if (absl::Status sent = send(); !sent.ok()) return sent;
+  std::vector<int64_t> buckets, ops, checksums, records;
+  for (const auto& [bucket, head] : heads_) {
+    if (!head.touched) continue;
+    buckets.push_back(bucket);
+    ops.push_back(static_cast<int64_t>(head.last_op));
+    checksums.push_back(static_cast<int64_t>(head.checksum));
+    records.push_back(head.records);
+  }
+  if (!buckets.empty()) {
+    absl::Status status =
+        db.Query(
+              "UPDATE kcnet_bucket_head h SET last_op = t.o, checksum = t.c, records = t.r "
+              "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) "
+              "AS t(b, o, c, r) WHERE h.bucket = t.b",
+              {PgParam::Text(IntArray(buckets)), PgParam::Text(IntArray(ops)),
+               PgParam::Text(IntArray(checksums)), PgParam::Text(IntArray(records))})
+            .status();
+    if (!status.ok()) return status;
+    status = db.Query(
+                   "INSERT INTO kcnet_meta(key, value) VALUES ('max_hlc', $1) "
+                   "ON CONFLICT (key) DO UPDATE SET value = greatest(kcnet_meta.value, "
+                   "EXCLUDED.value)",
+                   {U64(max_hlc)})
+                 .status();
+    if (!status.ok()) return status;
+  }
+  absl::Status status = db.Exec("COMMIT");
+  if (!status.ok()) return status;
+  in_group_ = false;
+  std::sort(buckets.begin(), buckets.end());
+  *touched = buckets;
+  ClearGroup();
+  // The other instances hear of it (after the commit, never inside it).
+  if (!buckets.empty()) watch_->Announce(last_op_);
+  return absl::OkStatus();
+}
+
+void PgServerStore::AbandonGroup() {
+  if (in_group_ && writer_ != nullptr && writer_->ok()) writer_->Exec("ROLLBACK").IgnoreError();
+  in_group_ = false;
+  ClearGroup();
+}
+
+void PgServerStore::ClearGroup() {
+  heads_.clear();
+  unit_heads_.clear();
+  ids_.clear();
+  next_id_ = 0;
+  group_failed_ = absl::OkStatus();
+  rows_.clear();
+  dirty_.clear();
+  statements_.clear();
+  undo_.clear();
+  unit_statements_ = 0;
+  last_seqs_.clear();
+  digests_.clear();
+  refusals_.clear();
+  forgotten_.clear();
+  closed_.clear();
+  pushes_.clear();
+}
+
+absl::Status PgServerStore::BeginUnit() {
+  unit_heads_.clear();
+  undo_.clear();
+  unit_statements_ = statements_.size();
+  return absl::OkStatus();
+}
+
+absl::Status PgServerStore::KeepUnit() {
+  unit_heads_.clear();
+  undo_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status PgServerStore::RollBackUnit() {
+  for (const auto& [bucket, before] : unit_heads_) heads_[bucket] = before;
+  unit_heads_.clear();
+  for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+    if (it->known) {
+      rows_[it->key] = it->before;
+    } else {
+      rows_.erase(it->key);
+    }
+    if (!it->was_dirty) dirty_.erase(it->key);
+  }
+  undo_.clear();
+  statements_.resize(unit_statements_);
+  return absl::OkStatus();
+}
+
+// --- Rows ------------------------------------------------------------------------------
+
+absl::StatusOr<std::optional<RowState>> PgServerStore::LoadRow(const RecordTypeSpec& type,
+                                                               const std::string& id_text) {
+  if (in_group_) {
+    auto it = rows_.find(RowKey(type.type, id_text));
+    if (it != rows_.end()) return it->second;
+  }
+  absl::StatusOr<PgConn*> conn = Writer();
+  if (!conn.ok()) return conn.status();
+  absl::StatusOr<PgResult> rows = (*conn)->QueryBinary(
+      "SELECT bucket, op, row, field_ops FROM kcnet_records WHERE type = $1 AND id = $2",
+      {PgParam::Int(type.type), PgParam::Text(id_text)});
+  if (!rows.ok()) return rows.status();
+  if (rows->rows() == 0) return std::optional<RowState>();
+  absl::StatusOr<RowState> row =
+      DecodeRow(type, rows->GetBinaryInt(0, 0), static_cast<uint64_t>(rows->GetBinaryInt(0, 1)),
+                rows->Get(0, 2), rows->Get(0, 3));
+  if (!row.ok()) return row.status();
+  if (in_group_) rows_[RowKey(type.type, id_text)] = *row;
+  return std::optional<RowState>(std::move(*row));
+}
+
+absl::Status PgServerStore::StoreRow(const RecordTypeSpec& type, const std::string& id_text,
+                                     const std::optional<RowState>& old, const RowState& row) {
+  auto head = heads_.find(row.bucket);
+  if (head == heads_.end()) {
+    // Not locked before the ids were drawn (a record another instance created meanwhile):
+    // writing would break the bucket's order. The group fails; each batch is then applied
+    // alone, and finds the bucket up front.
+    return absl::AbortedError(
+        absl::StrCat("bucket ", row.bucket, " was not locked by this transaction; try again"));
+  }
+  if (!unit_heads_.contains(row.bucket)) unit_heads_[row.bucket] = head->second;
+  Head& h = head->second;
+  h.checksum += sync::HashRecordRow(type.type, &type, id_text, row, &hash_buffer_);
+  if (old.has_value())
+    h.checksum -= sync::HashRecordRow(type.type, &type, id_text, *old, &hash_buffer_);
+  h.records += (row.deleted ? 0 : 1) - ((old.has_value() && !old->deleted) ? 1 : 0);
+  h.last_op = std::max(h.last_op, row.op);
+  h.touched = true;
+  RowKey key(type.type, id_text);
+  auto known = rows_.find(key);
+  Undo undo{key, known != rows_.end(), std::nullopt, dirty_.contains(key)};
+  if (undo.known) undo.before = known->second;
+  undo_.push_back(std::move(undo));
+  rows_[key] = row;
+  dirty_.insert(std::move(key));
+  return absl::OkStatus();
+}
+
+// --- Devices, refusals, digests, hand-backs, conflicts (inside the group) -----------------
+
+absl::StatusOr<uint64_t> PgServerStore::LoadLastSeq(const std::string& device_id) {
+  auto known = last_seqs_.find(device_id);
+  if (known != last_seqs_.end()) return known->second;
+  // Locked: two instances serving the same device (a reconnect) apply its pushes in turn.
+  absl::StatusOr<PgResult> rows =
+      writer_->Query("SELECT last_seq FROM kcnet_devices WHERE device_id = $1 FOR UPDATE",
+                     {PgParam::Text(device_id)});
+  if (!rows.ok()) return rows.status();
+  return rows->rows() > 0 ? static_cast<uint64_t>(rows->GetInt(0, 0)) : 0;
+}
+
+absl::Status PgServerStore::SaveLastSeq(const std::string& device_id, uint64_t node, uint64_t seq) {
+  last_seqs_[device_id] = seq;
+  statements_.push_back(
+      {"INSERT INTO kcnet_devices(device_id, node, last_seq) VALUES ($1, $2, $3) "
+       "ON CONFLICT (device_id) DO UPDATE SET node = EXCLUDED.node, last_seq = "
+       "EXCLUDED.last_seq",
+       {PgParam::Text(device_id), U64(node), U64(seq)}});
+  return absl::OkStatus();
+}
+
+absl::Status PgServerStore::ForgetRefusals(const std::string& device_id, uint64_t through) {
+  for (auto it = refusals_.begin(); it != refusals_.end();) {
+    auto here = it++;
+    if (here->first.first == device_id && here->first.second <= through) refusals_.erase(here);
+  }
+  uint64_t& forgotten = forgotten_[device_id];
+  forgotten = std::max(forgotten, through);
+  statements_.push_back({"DELETE FROM kcnet_refusals WHERE device_id = $1 AND seq <= $2",
+                         {PgParam::Text(device_id), U64(through)}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<MutationResult>> PgServerStore::RememberedRefusal(
+    const std::string& device_id, uint64_t seq) {
+  auto known = refusals_.find({device_id, seq});
+  if (known != refusals_.end()) return std::optional<MutationResult>(known->second);
+  auto forgotten = forgotten_.find(device_id);
+  if (forgotten != forgotten_.end() && seq <= forgotten->second) {
+    return std::optional<MutationResult>();
+  }
+  absl::StatusOr<PgResult> rows =
+      writer_->QueryBinary("SELECT result FROM kcnet_refusals WHERE device_id = $1 AND seq = $2",
+                           {PgParam::Text(device_id), U64(seq)});
+  if (!rows.ok()) return rows.status();
+  std::optional<MutationResult> out;
+  if (rows->rows() > 0) {
+    out.emplace();
+    const absl::string_view bytes = rows->Get(0, 0);
+    if (!out->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::DataLossError("a remembered refusal does not parse");
+    }
+  }
+  return out;
+}
+
+absl::Status PgServerStore::RememberRefusal(const std::string& device_id, uint64_t seq,
+                                            const MutationResult& result) {
+  refusals_[{device_id, seq}] = result;
+  statements_.push_back(
+      {"INSERT INTO kcnet_refusals(device_id, seq, result) VALUES ($1, $2, $3) "
+       "ON CONFLICT (device_id, seq) DO UPDATE SET result = EXCLUDED.result",
+       {PgParam::Text(device_id), U64(seq), PgParam::Bytes(result.SerializeAsString())}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<uint64_t>> PgServerStore::PushDigest(const std::string& device_id,
+                                                                  uint64_t seq) {
+  auto known = digests_.find({device_id, seq});
+  if (known != digests_.end()) return std::optional<uint64_t>(known->second);
+  absl::StatusOr<PgResult> rows =
+      writer_->Query("SELECT digest FROM kcnet_pushes WHERE device_id = $1 AND seq = $2",
+                     {PgParam::Text(device_id), U64(seq)});
+  if (!rows.ok()) return rows.status();
+  std::optional<uint64_t> out;
+  if (rows->rows() > 0) out = static_cast<uint64_t>(rows->GetInt(0, 0));
+  return out;
+}
+
+absl::Status PgServerStore::RememberPush(const std::string& device_id, uint64_t seq,
+                                         uint64_t digest) {
+  digests_[{device_id, seq}] = digest;
+  pushes_.push_back({device_id, seq, digest});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> PgServerStore::HandbacksClosed(const std::string& device_id) {
+  if (closed_.contains(device_id)) return true;
+  absl::StatusOr<PgResult> rows = writer_->Query(
+      "SELECT 1 FROM kcnet_handback_closed WHERE device_id = $1", {PgParam::Text(device_id)});
+  if (!rows.ok()) return rows.status();
+  return rows->rows() > 0;
+}
+
+absl::Status PgServerStore::CloseHandbacks(const std::string& device_id) {
+  closed_.insert(device_id);
+  statements_.push_back(
+      {"INSERT INTO kcnet_handback_closed(device_id) VALUES ($1) ON CONFLICT DO NOTHING",
+       {PgParam::Text(device_id)}});
+  return absl::OkStatus();
+}
+
+absl::Status PgServerStore::RecordConflict(Conflict* conflict) {
+  conflict->clear_id();  // the body is stored without its id; the row's key is the id
+  absl::StatusOr<PgResult> id =
+      writer_->Query("SELECT nextval(pg_get_serial_sequence('kcnet_conflicts', 'id'))");
+  if (!id.ok()) return id.status();
+  statements_.push_back({"INSERT INTO kcnet_conflicts(id, bucket, body) VALUES ($1, $2, $3)",
+                         {PgParam::Int(id->GetInt(0, 0)), PgParam::Int(conflict->bucket()),
+                          PgParam::Bytes(conflict->SerializeAsString())}});
+  conflict->set_id(static_cast<uint64_t>(id->GetInt(0, 0)));
+  return absl::OkStatus();
+}
+
+absl::Status PgServerStore::MarkConflictResolvedLocked(uint64_t id) {
+  absl::StatusOr<PgConn*> conn = Writer();
+  if (!conn.ok()) return conn.status();
+  // Conditional: of two coordinators resolving the same conflict, one wins.
+  absl::StatusOr<PgResult> rows = (*conn)->Query(
+      "UPDATE kcnet_conflicts SET resolved = true WHERE id = $1 AND NOT resolved RETURNING id",
+      {U64(id)});
+  if (!rows.ok()) return rows.status();
+  if (rows->rows() > 0) return absl::OkStatus();
+  rows = (*conn)->Query("SELECT 1 FROM kcnet_conflicts WHERE id = $1", {U64(id)});
+  if (!rows.ok()) return rows.status();
+  if (rows->rows() == 0)
+    return absl::NotFoundError(absl::StrCat("id: conflict ", id, " not found"));
+  return absl::FailedPreconditionError(absl::StrCat("id: conflict ", id, " is already resolved"));
+}
+
+absl::Status PgServerStore::MarkConflictResolved(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  return MarkConflictResolvedLocked(id);
+}
+
+// --- Reads -----------------------------------------------------------------------------
+
+absl::Status PgServerStore::WithReader(const std::function<absl::Status(PgConn& conn)>& fn) {
+  const size_t n = readers_.size();
+  const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
+  Reader* reader = nullptr;
+  for (size_t i = 0; i < n && reader == nullptr; ++i) {
+    if (readers_[(start + i) % n]->mu.TryLock()) reader = readers_[(start + i) % n].get();
+  }
+  if (reader == nullptr) {
+    reader = readers_[start].get();
+    reader->mu.Lock();
+  }
+  readers_busy_.fetch_add(1, std::memory_order_relaxed);
+  absl::Status status = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (reader->conn == nullptr || !reader->conn->ok()) {
+        reader->conn.reset();
+        absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo_);
+        if (!conn.ok()) return conn.status();
+        reader->conn = std::move(*conn);
+      }
+      PgConn& conn = *reader->conn;
+      absl::Status status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      if (status.ok()) status = fn(conn);
+      if (status.ok()) status = conn.Exec("COMMIT");
+      if (!status.ok() && conn.ok()) conn.Exec("ROLLBACK").IgnoreError();
+      // A connection lost (a restart, a failover) is tried once more on a new one.
+      if (!absl::IsUnavailable(status) || conn.ok()) return status;
+    }
+    return absl::UnavailableError("store: PostgreSQL connection lost twice");
+  }();
+  readers_busy_.fetch_sub(1, std::memory_order_relaxed);
+  reader->mu.Unlock();
+  return status;
+}
+
+absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
+                                         const sync::DownloadLimits& limits, ChangeBatch* page) {
+  return WithReader([&](PgConn& conn) -> absl::Status {
+    ChangeBatch& batch = *page;
+    absl::StatusOr<PgResult> server_op =
+        conn.Query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq");
+    if (!server_op.ok()) return server_op.status();
+    batch.set_server_op(static_cast<uint64_t>(server_op->GetInt(0, 0)));
+    size_t budget = std::max<size_t>(limits.max_changes, 1);
+    size_t bytes = 0;
+    absl::flat_hash_set<int64_t> seen;
+    for (const BucketCursor& cursor : cursors) {
+      if (!seen.insert(cursor.bucket()).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
+      }
+      absl::StatusOr<PgResult> head =
+          conn.Query("SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
+                     {PgParam::Int(cursor.bucket())});
+      if (!head.ok()) return head.status();
+      BucketCheckpoint cp;
+      cp.set_bucket(cursor.bucket());
+      if (head->rows() > 0) {
+        cp.set_op(static_cast<uint64_t>(head->GetInt(0, 0)));
+        cp.set_checksum(static_cast<uint64_t>(head->GetInt(0, 1)));
+        cp.set_records(static_cast<uint64_t>(head->GetInt(0, 2)));
+      }
+      if (cursor.op() >= cp.op()) {
+        // Up to date (or ahead of a restored server: the checkpoint tells the device).
+        *batch.add_checkpoints() = cp;
+        BucketCursor* out = batch.add_cursors();
+        out->set_bucket(cursor.bucket());
+        out->set_op(cp.op());
+        out->set_floor(cp.op());
+        continue;
+      }
+      if (budget == 0 || bytes >= limits.max_bytes) {
+        batch.set_more(true);
+        continue;
+      }
+      absl::StatusOr<PgResult> rows = conn.QueryBinary(
+          "SELECT type, id, op, row, field_ops FROM kcnet_records WHERE province = $1 AND "
+          "bucket = $2 AND op > $3 AND op <= $4 ORDER BY op LIMIT $5",
+          {PgParam::Int(ProvinceOf(cursor.bucket())), PgParam::Int(cursor.bucket()),
+           U64(cursor.op()), U64(cp.op()), PgParam::Int(static_cast<int64_t>(budget))});
+      if (!rows.ok()) return rows.status();
+      google::protobuf::Arena* const arena = batch.GetArena();
+      const uint64_t after = std::min(cursor.floor(), cursor.op());
+      uint64_t reached = cursor.op();
+      size_t taken = 0;
+      for (int r = 0; r < rows->rows(); ++r) {
+        if (taken > 0 && bytes >= limits.max_bytes) break;
+        const uint64_t op = static_cast<uint64_t>(rows->GetBinaryInt(r, 2));
+        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+        if (type != nullptr) {
+          absl::StatusOr<RowState> row =
+              DecodeRow(*type, cursor.bucket(), op, rows->Get(r, 3), rows->Get(r, 4));
+          if (!row.ok()) return row.status();
+          absl::StatusOr<std::string> id = sync::UuidFromText(rows->Get(r, 1));
+          if (!id.ok()) return absl::DataLossError(id.status().message());
+          RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
+          sync::RowToChange(*type, *id, *row, after, change);
+          bytes += change->ByteSizeLong();
+          batch.mutable_changes()->AddAllocated(change);
+        }
+        reached = op;
+        ++taken;
+      }
+      budget -= std::min(budget, taken);
+      BucketCursor* out = batch.add_cursors();
+      out->set_bucket(cursor.bucket());
+      out->set_op(reached);
+      out->set_floor(reached == cp.op() ? reached : after);
+      if (reached == cp.op()) {
+        *batch.add_checkpoints() = cp;
+      } else {
+        batch.set_more(true);
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQuery& query) {
+  const RecordTypeSpec* type = schema_->Find(query.type);
+  if (type == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("type: unknown ", query.type));
+  }
+  std::vector<RecordChange> out;
+  if (query.limit == 0 || query.buckets.empty()) return out;
+  std::vector<int64_t> provinces;
+  for (int64_t bucket : query.buckets) provinces.push_back(ProvinceOf(bucket));
+  std::sort(provinces.begin(), provinces.end());
+  provinces.erase(std::unique(provinces.begin(), provinces.end()), provinces.end());
+  std::vector<std::pair<int, std::string>> equals;  // field index, serialised value
+  for (const auto& [number, value] : query.equals) {
+    const int index = type->IndexOf(number);
+    if (index < 0)
+      return absl::InvalidArgumentError(absl::StrCat("equals: unknown field ", number));
+    equals.emplace_back(index, value.SerializeAsString());
+  }
+  const std::string sql = absl::StrCat(
+      "SELECT id, op, row, field_ops, bucket FROM kcnet_records WHERE province = ANY($1::int[]) "
+      "AND bucket = ANY($2::bigint[]) AND type = $3 AND NOT deleted AND op ",
+      query.newest_first ? "< $4 ORDER BY op DESC" : "> $4 ORDER BY op", " LIMIT $5");
+  absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
+    uint64_t position = query.after;
+    if (query.newest_first && position == 0) position = std::numeric_limits<int64_t>::max();
+    // Rows are read in chunks in the query's order and filtered here; a chunk that comes
+    // back short is the end.
+    const size_t chunk = std::max<size_t>(query.limit, 64);
+    while (out.size() < query.limit) {
+      absl::StatusOr<PgResult> rows =
+          conn.QueryBinary(sql, {PgParam::Text(IntArray(provinces)),
+                                 PgParam::Text(IntArray(query.buckets)), PgParam::Int(type->type),
+                                 U64(position), PgParam::Int(static_cast<int64_t>(chunk))});
+      if (!rows.ok()) return rows.status();
+      for (int r = 0; r < rows->rows() && out.size() < query.limit; ++r) {
+        position = static_cast<uint64_t>(rows->GetBinaryInt(r, 1));
+        absl::StatusOr<RowState> row =
+            DecodeRow(*type, rows->GetBinaryInt(r, 4), position, rows->Get(r, 2), rows->Get(r, 3));
+        if (!row.ok()) return row.status();
+        bool match = true;
+        for (const auto& [index, value] : equals) {
+          match = match && row->fields[index].value.SerializeAsString() == value;
+        }
+        if (!match) continue;
+        absl::StatusOr<std::string> id = sync::UuidFromText(rows->Get(r, 0));
+        if (!id.ok()) return absl::DataLossError(id.status().message());
+        RecordChange change;
+        sync::RowToChange(*type, *id, *row, 0, &change);
+        out.push_back(std::move(change));
+      }
+      if (static_cast<size_t>(rows->rows()) < chunk) break;
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::StatusOr<BucketCheckpoint> PgServerStore::Checkpoint(int64_t bucket) {
+  BucketCheckpoint cp;
+  cp.set_bucket(bucket);
+  absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
+    absl::StatusOr<PgResult> head =
+        conn.Query("SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
+                   {PgParam::Int(bucket)});
+    if (!head.ok()) return head.status();
+    if (head->rows() > 0) {
+      cp.set_op(static_cast<uint64_t>(head->GetInt(0, 0)));
+      cp.set_checksum(static_cast<uint64_t>(head->GetInt(0, 1)));
+      cp.set_records(static_cast<uint64_t>(head->GetInt(0, 2)));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return cp;
+}
+
+absl::StatusOr<std::vector<Conflict>> PgServerStore::ListConflicts(
+    const std::vector<int64_t>& buckets, bool include_resolved, uint64_t after_id, size_t limit) {
+  std::vector<Conflict> out;
+  absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
+    std::string sql =
+        "SELECT body, resolved, id FROM kcnet_conflicts WHERE id > $1 AND ($2 OR NOT resolved)";
+    std::vector<PgParam> params = {U64(after_id),
+                                   PgParam::Text(include_resolved ? "true" : "false"),
+                                   PgParam::Int(static_cast<int64_t>(limit))};
+    if (!buckets.empty()) {
+      sql += " AND bucket = ANY($4::bigint[])";
+      params.push_back(PgParam::Text(IntArray(buckets)));
+    }
+    sql += " ORDER BY id LIMIT $3";
+    absl::StatusOr<PgResult> rows = conn.Query(sql, params);
+    if (!rows.ok()) return rows.status();
+    for (int r = 0; r < rows->rows(); ++r) {
+      Conflict c;
+      if (!c.ParseFromString(rows->GetBytes(r, 0))) {
+        return absl::DataLossError("conflict body does not parse");
+      }
+      c.set_resolved(rows->Get(r, 1) == "t");
+      c.set_id(static_cast<uint64_t>(rows->GetInt(r, 2)));
+      out.push_back(std::move(c));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+// --- Devices (outside groups, on the writer under mu_) ---------------------------------
+
+absl::StatusOr<uint64_t> PgServerStore::LastAppliedSeq(const std::string& device_id) {
+  uint64_t seq = 0;
+  absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
+    absl::StatusOr<PgResult> rows = conn.Query(
+        "SELECT last_seq FROM kcnet_devices WHERE device_id = $1", {PgParam::Text(device_id)});
+    if (!rows.ok()) return rows.status();
+    if (rows->rows() > 0) seq = static_cast<uint64_t>(rows->GetInt(0, 0));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return seq;
+}
+
+absl::Status PgServerStore::LogDevice(const DeviceEvent& event) {
+  return writer_
+      ->Query(
+          "INSERT INTO kcnet_device_log(device_id, owner, generation, event, by_user, at_ms) "
+          "VALUES ($1, $2, $3, $4, $5, $6)",
+          {PgParam::Text(event.device_id), PgParam::Int(event.owner), U64(event.generation),
+           PgParam::Text(event.event), PgParam::Int(event.by), PgParam::Int(event.at_ms)})
+      .status();
+}
+
+absl::StatusOr<sync::DeviceRegistration> PgServerStore::RegisterDevice(const std::string& device_id,
+                                                                       int64_t owner) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<PgConn*> conn = Writer();
+  if (!conn.ok()) return conn.status();
+  PgConn& db = **conn;
+  // One registration of a device id at a time, across instances.
+  absl::Status status = db.Exec("BEGIN");
+  if (!status.ok()) return status;
+  absl::Cleanup rollback = [&db] { db.Exec("ROLLBACK").IgnoreError(); };
+  status =
+      db.Query("SELECT pg_advisory_xact_lock(hashtext($1))", {PgParam::Text(device_id)}).status();
+  if (!status.ok()) return status;
+  absl::StatusOr<PgResult> rows =
+      db.Query("SELECT owner, generation, released FROM kcnet_device_owners WHERE device_id = $1",
+               {PgParam::Text(device_id)});
+  if (!rows.ok()) return rows.status();
+  const bool known = rows->rows() > 0;
+  const int64_t old_owner = known ? rows->GetInt(0, 0) : 0;
+  uint64_t generation = known ? static_cast<uint64_t>(rows->GetInt(0, 1)) : 0;
+  const bool released = known && rows->Get(0, 2) == "t";
+  const int64_t now = options_.clock->NowMs();
+  std::string event;
+  if (!known) {
+    event = "registered";
+  } else if (old_owner != owner) {
+    if (!released) {
+      return absl::PermissionDeniedError(
+          "hello.device_id: this device is registered to another account; that account signs "
+          "out on it (after uploading its work) or an administrator releases it");
+    }
+    ++generation;
+    event = "re-registered";
+  } else if (released) {
+    event = "registered again";
+  }
+  if (!event.empty()) {
+    status =
+        db.Query(
+              "INSERT INTO kcnet_device_owners(device_id, owner, generation, released, "
+              "since_ms) VALUES ($1, $2, $3, false, $4) ON CONFLICT (device_id) DO UPDATE "
+              "SET owner = EXCLUDED.owner, generation = EXCLUDED.generation, "
+              "released = false, since_ms = EXCLUDED.since_ms",
+              {PgParam::Text(device_id), PgParam::Int(owner), U64(generation), PgParam::Int(now)})
+            .status();
+    if (!status.ok()) return status;
+    status = LogDevice({device_id, owner, generation, event, owner, now});
+    if (!status.ok()) return status;
+  }
+  sync::DeviceRegistration reg;
+  reg.device_id = device_id;
+  reg.owner = owner;
+  reg.generation = generation;
+  reg.key = generation == 0 ? device_id : absl::StrCat(device_id, "#", generation);
+  reg.node = sync::NodeIdFor(reg.key);
+  rows =
+      db.Query("SELECT last_seq FROM kcnet_devices WHERE device_id = $1", {PgParam::Text(reg.key)});
+  if (!rows.ok()) return rows.status();
+  if (rows->rows() > 0) reg.last_applied_seq = static_cast<uint64_t>(rows->GetInt(0, 0));
+  status = db.Exec("COMMIT");
+  if (!status.ok()) return status;
+  std::move(rollback).Cancel();
+  return reg;
+}
+
+absl::Status PgServerStore::ReleaseDevice(const std::string& device_id, int64_t by,
+                                          bool administrator) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<PgConn*> conn = Writer();
+  if (!conn.ok()) return conn.status();
+  PgConn& db = **conn;
+  absl::Status status = db.Exec("BEGIN");
+  if (!status.ok()) return status;
+  absl::Cleanup rollback = [&db] { db.Exec("ROLLBACK").IgnoreError(); };
+  absl::StatusOr<PgResult> rows = db.Query(
+      "SELECT owner, generation, released FROM kcnet_device_owners WHERE device_id = $1 "
+      "FOR UPDATE",
+      {PgParam::Text(device_id)});
+  if (!rows.ok()) return rows.status();
+  const bool has = rows->rows() > 0;
+  const int64_t owner = has ? rows->GetInt(0, 0) : 0;
+  const uint64_t generation = has ? static_cast<uint64_t>(rows->GetInt(0, 1)) : 0;
+  const bool released = has && rows->Get(0, 2) == "t";
+  // Someone else's device reads like an unknown one.
+  if (!has || (!administrator && owner != by)) {
+    return absl::NotFoundError("device_id: no device with this id is registered to you");
+  }
+  if (!released) {
+    status = db.Query("UPDATE kcnet_device_owners SET released = true WHERE device_id = $1",
+                      {PgParam::Text(device_id)})
+                 .status();
+    if (!status.ok()) return status;
+    status = LogDevice({device_id, owner, generation, "released", by, options_.clock->NowMs()});
+    if (!status.ok()) return status;
+  }
+  status = db.Exec("COMMIT");
+  if (!status.ok()) return status;
+  std::move(rollback).Cancel();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PgServerStore::DeviceEvent>> PgServerStore::DeviceLog(
+    const std::string& device_id) {
+  std::vector<DeviceEvent> out;
+  absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
+    absl::StatusOr<PgResult> rows = conn.Query(
+        "SELECT owner, generation, event, by_user, at_ms FROM kcnet_device_log "
+        "WHERE device_id = $1 ORDER BY id",
+        {PgParam::Text(device_id)});
+    if (!rows.ok()) return rows.status();
+    for (int r = 0; r < rows->rows(); ++r) {
+      out.push_back({device_id, rows->GetInt(r, 0), static_cast<uint64_t>(rows->GetInt(r, 1)),
+                     std::string(rows->Get(r, 2)), rows->GetInt(r, 3), rows->GetInt(r, 4)});
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+}  // namespace kcnet::pgstore

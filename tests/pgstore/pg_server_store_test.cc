@@ -1,0 +1,235 @@
+// PgServerStore against a PostgreSQL of its own: the same answers as the SQLite store for
+// the same batches, exactly once across instances, and two instances on one database
+// telling each other of their commits (NOTIFY, and the poll when no notification came).
+#include "server/pgstore/pg_server_store.h"
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "server/pgstore/pg_conn.h"
+#include "server/pgstore/pg_schema.h"
+#include "sync/server_store.h"
+#include "tests/testing/pg_instance.h"
+#include "tests/testing/test_util.h"
+
+namespace kcnet::pgstore {
+namespace {
+
+using ::kcnet::testing::Change;
+using ::kcnet::testing::Deletion;
+using ::kcnet::testing::Id;
+using ::kcnet::testing::IntValue;
+using ::kcnet::testing::StringValue;
+using ::kcnet::v1::MutationBatch;
+using ::kcnet::v1::PushAck;
+using ::kcnet::v1::RecordChange;
+
+constexpr int64_t kT0 = 1764000000000;
+constexpr int64_t kUnit = 42;
+constexpr int64_t kOtherUnit = 43;
+
+sync::Writer Device(const std::string& name) { return sync::Writer{name, sync::NodeIdFor(name)}; }
+
+MutationBatch One(uint64_t seq, std::vector<RecordChange> changes, uint64_t hlc,
+                  uint64_t base_op = 0) {
+  MutationBatch batch;
+  auto* m = batch.add_mutations();
+  m->set_seq(seq);
+  for (auto& c : changes) {
+    c.set_hlc(hlc);
+    c.set_base_op(base_op);
+    *m->add_changes() = c;
+  }
+  return batch;
+}
+
+class PgServerStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pg = kcnet::testing::PgInstance::Start();
+    if (absl::IsNotFound(pg.status())) GTEST_SKIP() << pg.status();
+    ASSERT_TRUE(pg.ok()) << pg.status();
+    pg_ = std::move(*pg);
+  }
+
+  std::unique_ptr<PgServerStore> OpenPg(absl::Duration poll = absl::Seconds(1)) {
+    sync::ServerStoreOptions options;
+    options.clock = &wall_;
+    PgServerStoreOptions pg_options;
+    pg_options.poll_interval = poll;
+    // Two provinces: units 42 and 43 in partitions of their own.
+    pg_options.province_of = [](int64_t bucket) { return static_cast<int32_t>(bucket % 2); };
+    auto store = PgServerStore::Open(pg_->conninfo(), &schema_, options, pg_options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  std::unique_ptr<sync::ServerStore> OpenSqlite() {
+    sync::ServerStoreOptions options;
+    options.clock = &wall_;
+    auto store = sync::ServerStore::Open(dir_.File("server.db"), &schema_, options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  kcnet::testing::TempDir dir_;
+  sync::FakeClock wall_{kT0};
+  sync::Schema schema_ = kcnet::testing::TestSchema();
+  std::unique_ptr<kcnet::testing::PgInstance> pg_;
+};
+
+// A record's state without its op ids (the stores draw them differently).
+std::string WithoutOps(RecordChange change) {
+  change.clear_op();
+  return change.DebugString();
+}
+
+TEST_F(PgServerStoreTest, SameBatchesGiveTheSameRecordsChecksumsAndConflictsAsSqlite) {
+  auto pg = OpenPg();
+  auto lite = OpenSqlite();
+  ASSERT_TRUE(pg && lite);
+  const sync::Writer a = Device("tablet-a"), b = Device("tablet-b");
+  const uint64_t t = sync::HlcPack(kT0, 0);
+  std::vector<std::pair<sync::Writer, MutationBatch>> script = {
+      {a, One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {5, StringValue("Cơ sở một")}})}, t + 1)},
+      {a, One(2, {Change(1, Id(2), {{2, IntValue(kOtherUnit)}, {3, IntValue(7)}})}, t + 2)},
+      // b edits record 1 without having seen a's version (base 0): a concurrent edit.
+      {b, One(1, {Change(1, Id(1), {{5, StringValue("Cơ sở hai")}})}, t + 5)},
+      {a, One(3, {Change(1, Id(1), {{5, StringValue("cũ")}})}, t + 3)},
+      {b, One(2, {Deletion(1, Id(2))}, t + 6)},
+      // A refusal (a count below its minimum), remembered for a replay.
+      {a, One(4, {Change(1, Id(1), {{3, IntValue(-1)}})}, t + 7)},
+  };
+  for (const auto& step : script) {
+    auto on_pg = pg->Apply(step.first, step.second);
+    auto on_lite = lite->Apply(step.first, step.second);
+    ASSERT_TRUE(on_pg.ok()) << on_pg.status();
+    ASSERT_TRUE(on_lite.ok()) << on_lite.status();
+    ASSERT_EQ(on_pg->results_size(), on_lite->results_size());
+    for (int i = 0; i < on_pg->results_size(); ++i) {
+      EXPECT_EQ(on_pg->results(i).outcome(), on_lite->results(i).outcome());
+      EXPECT_EQ(on_pg->results(i).reason(), on_lite->results(i).reason());
+      EXPECT_EQ(on_pg->results(i).conflicts_size(), on_lite->results(i).conflicts_size());
+    }
+  }
+  // The replay of the refused push gets the same refusal back, and nothing changes.
+  auto replay = pg->Apply(a, script[5].second);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_REFUSED);
+  EXPECT_EQ(replay->results(0).field(), "changes[0].fields[0]");
+  for (uint64_t n : {1, 2}) {
+    auto x = pg->ReadRecord(1, Id(n));
+    auto y = lite->ReadRecord(1, Id(n));
+    ASSERT_TRUE(x.ok() && y.ok());
+    ASSERT_TRUE(x->has_value() && y->has_value()) << n;
+    EXPECT_EQ(WithoutOps(**x), WithoutOps(**y)) << n;
+  }
+  for (int64_t unit : {kUnit, kOtherUnit}) {
+    auto x = pg->Checkpoint(unit);
+    auto y = lite->Checkpoint(unit);
+    ASSERT_TRUE(x.ok() && y.ok());
+    EXPECT_EQ(x->checksum(), y->checksum()) << unit;
+    EXPECT_EQ(x->records(), y->records()) << unit;
+    EXPECT_NE(x->checksum(), 0u) << unit;
+  }
+  auto pg_conflicts = pg->ListConflicts({}, true, 0, 100);
+  auto lite_conflicts = lite->ListConflicts({}, true, 0, 100);
+  ASSERT_TRUE(pg_conflicts.ok() && lite_conflicts.ok());
+  ASSERT_EQ(pg_conflicts->size(), lite_conflicts->size());
+  EXPECT_GE(pg_conflicts->size(), 1u);
+  // A download from scratch carries every record of the bucket, up to its checkpoint.
+  kcnet::v1::BucketCursor from_zero;
+  from_zero.set_bucket(kUnit);
+  auto page = pg->ChangesSince({from_zero});
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->changes_size(), 1);
+  EXPECT_EQ(page->changes(0).id(), Id(1));
+  ASSERT_EQ(page->checkpoints_size(), 1);
+  EXPECT_EQ(page->cursors(0).op(), page->checkpoints(0).op());
+  // Each province has its partition.
+  auto conn = PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(conn.ok());
+  auto partitions = (*conn)->Query(
+      "SELECT count(*) FROM pg_inherits WHERE inhparent = 'kcnet_records'::regclass");
+  ASSERT_TRUE(partitions.ok()) << partitions.status();
+  EXPECT_EQ(partitions->GetInt(0, 0), 2);
+  EXPECT_EQ(*SchemaVersion(**conn), kPgSchemaVersion);
+}
+
+TEST_F(PgServerStoreTest, APushIsAppliedOnceWhicheverInstanceItReaches) {
+  auto first = OpenPg();
+  auto second = OpenPg();
+  ASSERT_TRUE(first && second);
+  const sync::Writer a = Device("tablet-a");
+  const MutationBatch batch =
+      One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, sync::HlcPack(kT0, 0));
+  auto applied = first->Apply(a, batch);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
+  // The device lost the acknowledgement and reconnected to the other instance.
+  auto again = second->Apply(a, batch);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_DUPLICATE);
+  EXPECT_EQ(again->last_applied_seq(), 1u);
+  EXPECT_EQ(*second->LastAppliedSeq("tablet-a"), 1u);
+  // Device registrations are shared too.
+  ASSERT_TRUE(first->RegisterDevice("tablet-a", 7).ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(second->RegisterDevice("tablet-a", 8).status()));
+}
+
+// Waits until `seen` holds `bucket` (at most 10 s).
+bool WaitFor(absl::Mutex& mu, const std::set<int64_t>& seen, int64_t bucket) {
+  absl::MutexLock lock(&mu);
+  auto has = [&seen, bucket]() { return seen.count(bucket) > 0; };
+  return mu.AwaitWithTimeout(absl::Condition(&has), absl::Seconds(10));
+}
+
+TEST_F(PgServerStoreTest, ACommitOnOneInstanceReachesTheOthersListenerAndDownloads) {
+  auto writer = OpenPg();
+  auto reader = OpenPg();
+  ASSERT_TRUE(writer && reader);
+  absl::Mutex mu;
+  std::set<int64_t> seen;
+  reader->SetCommitListener([&](const std::vector<int64_t>& buckets, uint64_t) {
+    absl::MutexLock lock(&mu);
+    seen.insert(buckets.begin(), buckets.end());
+  });
+  auto ack = writer->Apply(Device("tablet-a"), One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})},
+                                                   sync::HlcPack(kT0, 0)));
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_TRUE(WaitFor(mu, seen, kUnit)) << "the other instance was never told";
+  kcnet::v1::BucketCursor cursor;
+  cursor.set_bucket(kUnit);
+  auto page = reader->ChangesSince({cursor});
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->changes_size(), 1);
+  EXPECT_EQ(page->changes(0).op(), ack->results(0).op());
+}
+
+TEST_F(PgServerStoreTest, ThePollFindsACommitThatSentNoNotification) {
+  auto reader = OpenPg(absl::Milliseconds(300));
+  ASSERT_TRUE(reader);
+  absl::Mutex mu;
+  std::set<int64_t> seen;
+  reader->SetCommitListener([&](const std::vector<int64_t>& buckets, uint64_t) {
+    absl::MutexLock lock(&mu);
+    seen.insert(buckets.begin(), buckets.end());
+  });
+  // A head moved by hand, as a commit whose NOTIFY was lost would leave it.
+  auto conn = PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE((*conn)
+                  ->Exec("INSERT INTO kcnet_bucket_head(bucket, province, last_op) "
+                         "VALUES (43, 1, 5)")
+                  .ok());
+  EXPECT_TRUE(WaitFor(mu, seen, kOtherUnit)) << "the poll never looked";
+}
+
+}  // namespace
+}  // namespace kcnet::pgstore
