@@ -114,10 +114,10 @@ constexpr char kTables[] =
     " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
-constexpr const char* kSummaryTables[] = {
-    "r_facility",      "r_visit",         "r_request",       "r_event",
-    "s_visit_day",     "s_visit_month",   "s_facility_month", "s_commune_month",
-    "s_coverage_year", "s_request_month", "r_fsearch_key",   "r_fsearch"};
+constexpr const char* kSummaryTables[] = {"r_facility",       "r_visit",         "r_request",
+                                          "r_event",          "s_visit_day",     "s_visit_month",
+                                          "s_facility_month", "s_commune_month", "s_coverage_year",
+                                          "s_request_month",  "r_fsearch_key",   "r_fsearch"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
