@@ -1,6 +1,7 @@
 #include "server/records/record_export.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "absl/time/time.h"
 #include "kcnet/v1/record_export.grpc.pb.h"
 #include "server/records/request_filter.h"
+#include "server/reports/export_chunks.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "sync/model/record_types.h"
 #include "sync/text_fold.h"
@@ -24,8 +26,6 @@ using kcnet::v1::SupportRequest;
 using kcnet::v1::Visit;
 using reports::Cell;
 using reports::ReportTable;
-
-constexpr size_t kChunkBytes = 64 * 1024;
 
 // Vietnam's date (UTC+7 all year), "YYYY-MM-DD"; "" for 0 (no date).
 std::string VnDate(int64_t ms) {
@@ -86,67 +86,31 @@ absl::Status ScanAll(RecordAccess& access, sync::ListQuery query, Row row) {
   return failed;
 }
 
-// One export in flight: authenticated, built whole, then written chunk by chunk.
-class ExportRecordsWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
+// One export in flight: authenticated, built whole, then sent chunk by chunk.
+class ExportRecordsWriter : public reports::ExportChunkWriter {
  public:
   ExportRecordsWriter(RecordAccess* access, grpc::CallbackServerContext* ctx,
                       const ExportRecordsRequest* request) {
-    absl::StatusOr<std::string> token = BearerToken(*ctx);
-    if (!token.ok()) {
-      Finish(ToGrpcStatus(token.status()));
-      return;
-    }
-    absl::StatusOr<Principal> caller = access->directory().Authenticate(*token);
-    if (!caller.ok()) {
-      Finish(ToGrpcStatus(
-          absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()))));
-      return;
-    }
+    std::optional<Principal> caller = Authenticate(*ctx, access->directory());
+    if (!caller.has_value()) return;
     absl::StatusOr<ReportTable> table = RecordExportTable(*access, *caller, *request);
     if (!table.ok()) {
       Finish(ToGrpcStatus(table.status()));
       return;
     }
     const bool xlsx = request->format() == kcnet::v1::EXPORT_FORMAT_XLSX;
-    name_ = absl::StrCat(table->name, xlsx ? ".xlsx" : ".csv");
-    if (xlsx) {
-      absl::StatusOr<std::string> bytes = reports::ToXlsx(*table);
-      if (!bytes.ok()) {
-        Finish(ToGrpcStatus(bytes.status()));
-        return;
-      }
-      bytes_ = *std::move(bytes);
-    } else {
-      bytes_ = reports::ToCsv(*table);
-    }
-    Next();
-  }
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "export: the client went away"));
+    std::string name = absl::StrCat(table->name, xlsx ? ".xlsx" : ".csv");
+    if (!xlsx) {
+      Send(std::move(name), reports::ToCsv(*table));
       return;
     }
-    Next();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void Next() {
-    if (offset_ >= bytes_.size() && offset_ > 0) {
-      Finish(grpc::Status::OK);
+    absl::StatusOr<std::string> bytes = reports::ToXlsx(*table);
+    if (!bytes.ok()) {
+      Finish(ToGrpcStatus(bytes.status()));
       return;
     }
-    chunk_.Clear();
-    if (offset_ == 0) chunk_.set_file_name(name_);
-    const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
-    chunk_.set_data(bytes_.substr(offset_, n));
-    offset_ += std::max<size_t>(n, 1);
-    StartWrite(&chunk_);
+    Send(std::move(name), *std::move(bytes));
   }
-  std::string name_;
-  std::string bytes_;
-  size_t offset_ = 0;
-  kcnet::v1::ExportChunk chunk_;
 };
 
 class RecordExportServiceImpl : public kcnet::v1::RecordExportService::CallbackService {

@@ -1,6 +1,7 @@
 #include "server/reports/report_service.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -8,15 +9,10 @@
 #include "kcnet/v1/reports.grpc.pb.h"
 #include "server/plans/budget.h"
 #include "server/reports/export.h"
+#include "server/reports/export_chunks.h"
 #include "server/rpc/storage_rpc_runner.h"
 
 namespace kcnet::server::reports {
-namespace {
-
-constexpr size_t kChunkBytes = 64 << 10;
-
-}  // namespace
-
 absl::StatusOr<std::vector<int64_t>> Reporter::AllRoots() {
   absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> roots = directory_->ListChildren(0);
   if (!roots.ok()) return roots.status();
@@ -267,56 +263,21 @@ namespace {
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
 
-// Writes a finished export in chunks, then the status.
-class ExportWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk> {
+// Builds the report's file for the caller, then sends it in chunks (ExportChunkWriter).
+class ExportWriter : public ExportChunkWriter {
  public:
   ExportWriter(Directory* directory, Reporter* reporter, CallbackServerContext* ctx,
                const kcnet::v1::ExportRequest* request) {
-    absl::StatusOr<std::string> token = BearerToken(*ctx);
-    if (!token.ok()) {
-      Finish(ToGrpcStatus(token.status()));
-      return;
-    }
-    absl::StatusOr<Principal> caller = directory->Authenticate(*token);
-    if (!caller.ok()) {
-      Finish(ToGrpcStatus(
-          absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()))));
-      return;
-    }
-    absl::StatusOr<std::string> bytes = reporter->Export(caller->org_unit_ids, *request, &name_);
+    std::optional<Principal> caller = Authenticate(*ctx, *directory);
+    if (!caller.has_value()) return;
+    std::string name;
+    absl::StatusOr<std::string> bytes = reporter->Export(caller->org_unit_ids, *request, &name);
     if (!bytes.ok()) {
       Finish(ToGrpcStatus(bytes.status()));
       return;
     }
-    bytes_ = *std::move(bytes);
-    Next();
+    Send(std::move(name), *std::move(bytes));
   }
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "export: the client went away"));
-      return;
-    }
-    Next();
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void Next() {
-    if (offset_ >= bytes_.size() && offset_ > 0) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    chunk_.Clear();
-    if (offset_ == 0) chunk_.set_file_name(name_);
-    const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
-    chunk_.set_data(bytes_.substr(offset_, n));
-    offset_ += std::max<size_t>(n, 1);
-    StartWrite(&chunk_);
-  }
-  std::string name_;
-  std::string bytes_;
-  size_t offset_ = 0;
-  kcnet::v1::ExportChunk chunk_;
 };
 
 class ReportServiceImpl : public kcnet::v1::ReportService::CallbackService {

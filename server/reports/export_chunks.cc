@@ -1,0 +1,54 @@
+#include "server/reports/export_chunks.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace kcnet::server::reports {
+
+void ExportChunkWriter::OnWriteDone(bool ok) {
+  if (!ok) {
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "export: the client went away"));
+    return;
+  }
+  Next();
+}
+
+std::optional<Principal> ExportChunkWriter::Authenticate(const grpc::CallbackServerContext& ctx,
+                                                         Directory& directory) {
+  absl::StatusOr<std::string> token = BearerToken(ctx);
+  if (!token.ok()) {
+    Finish(ToGrpcStatus(token.status()));
+    return std::nullopt;
+  }
+  absl::StatusOr<Principal> caller = directory.Authenticate(*token);
+  if (!caller.ok()) {
+    Finish(ToGrpcStatus(
+        absl::UnauthenticatedError(absl::StrCat("authorization: ", caller.status().message()))));
+    return std::nullopt;
+  }
+  return *std::move(caller);
+}
+
+void ExportChunkWriter::Send(std::string name, std::string bytes) {
+  name_ = std::move(name);
+  bytes_ = std::move(bytes);
+  offset_ = 0;
+  Next();
+}
+
+void ExportChunkWriter::Next() {
+  if (offset_ >= bytes_.size() && offset_ > 0) {
+    Finish(grpc::Status::OK);
+    return;
+  }
+  chunk_.Clear();
+  if (offset_ == 0) chunk_.set_file_name(name_);
+  const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
+  chunk_.set_data(bytes_.substr(offset_, n));
+  offset_ += std::max<size_t>(n, 1);
+  StartWrite(&chunk_);
+}
+
+}  // namespace kcnet::server::reports
