@@ -276,6 +276,8 @@ async function main() {
   // A link with the filter opens the same view.
   await page.reload();
   await page.locator(`#coverage-table tbody tr[data-commune-id="${anBinh.id}"]`).waitFor();
+  // The unit list loads on its own call: the table may be drawn before the options are.
+  await page.getByLabel("Đơn vị").locator(`option[value="${anBinh.id}"]`).waitFor({ state: "attached" });
   assert.equal(await page.getByLabel("Đơn vị").inputValue(), anBinh.id);
 
   step("downloads honour the filter: XLSX reads back, CSV matches");
