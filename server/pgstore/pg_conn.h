@@ -108,6 +108,11 @@ class PgConn {
   pg_conn* conn_;
 };
 
+// Array literals for parameters bound as text: `{1,2,3}` for bigint[], and for text[] every
+// element quoted, backslash and quote escaped.
+std::string IntArray(const std::vector<int64_t>& values);
+std::string TextArray(const std::vector<std::string>& values);
+
 }  // namespace kcnet::pgstore
 
 #endif  // KCNET_SERVER_PGSTORE_PG_CONN_H_

@@ -19,26 +19,6 @@ constexpr size_t kMaxGroupPushes = 64;
 constexpr size_t kMaxGroupOps = 2000;
 constexpr char kChannel[] = "kcnet_commits";
 
-std::string IntArray(const std::vector<int64_t>& values) {
-  return absl::StrCat("{", absl::StrJoin(values, ","), "}");
-}
-
-// A text[] literal: every element quoted, backslash and quote escaped.
-std::string TextArray(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PgOpLog>> PgOpLog::Open(const std::string& conninfo,

@@ -24,26 +24,6 @@ using kcnet::v1::RecordChange;
 using sync::RecordTypeSpec;
 using sync::RowState;
 
-std::string IntArray(const std::vector<int64_t>& values) {
-  return absl::StrCat("{", absl::StrJoin(values, ","), "}");
-}
-
-// A text[] literal of ids: every element quoted, backslash and quote escaped.
-std::string TextArray(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
-
 PgParam U64(uint64_t value) { return PgParam::Int(static_cast<int64_t>(value)); }
 
 // A row is stored as the change that carries all of it (RowToChange from op 0, without

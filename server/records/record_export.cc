@@ -134,21 +134,9 @@ absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Princi
       req.format() != kcnet::v1::EXPORT_FORMAT_XLSX) {
     return absl::InvalidArgumentError("format: CSV or XLSX");
   }
-  if (req.query().size() > 200) {
-    return absl::InvalidArgumentError(
-        "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
-  }
-  if (!kcnet::v1::FacilityKind_IsValid(req.kind())) {
-    return absl::InvalidArgumentError(absl::StrCat("kind: unknown facility kind ", req.kind()));
-  }
-  if (!kcnet::v1::Sector_IsValid(req.sector())) {
-    return absl::InvalidArgumentError(absl::StrCat("sector: unknown sector ", req.sector()));
-  }
-  if (req.visited_from_ms() < 0 || req.visited_to_ms() < 0) {
-    return absl::InvalidArgumentError(req.visited_from_ms() < 0
-                                          ? "visited_from_ms: must not be negative"
-                                          : "visited_to_ms: must not be negative");
-  }
+  absl::Status filter = CheckFacilityFilter(req.query(), req.kind(), req.sector(),
+                                            req.visited_from_ms(), req.visited_to_ms());
+  if (!filter.ok()) return filter;
   std::unordered_map<int64_t, std::string> commune_names;
   auto commune = [&](int64_t id) -> const std::string& {
     auto it = commune_names.find(id);

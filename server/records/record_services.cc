@@ -204,21 +204,9 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
       return absl::InvalidArgumentError(absl::StrCat("page_size: must be between 0 and ",
                                                      kMaxMapPage, ", got ", req.page_size()));
     }
-    if (req.query().size() > 200) {
-      return absl::InvalidArgumentError(
-          "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
-    }
-    if (!kcnet::v1::FacilityKind_IsValid(req.kind())) {
-      return absl::InvalidArgumentError(absl::StrCat("kind: unknown facility kind ", req.kind()));
-    }
-    if (!kcnet::v1::Sector_IsValid(req.sector())) {
-      return absl::InvalidArgumentError(absl::StrCat("sector: unknown sector ", req.sector()));
-    }
-    if (req.visited_from_ms() < 0 || req.visited_to_ms() < 0) {
-      return absl::InvalidArgumentError(req.visited_from_ms() < 0
-                                            ? "visited_from_ms: must not be negative"
-                                            : "visited_to_ms: must not be negative");
-    }
+    absl::Status filter = CheckFacilityFilter(req.query(), req.kind(), req.sector(),
+                                              req.visited_from_ms(), req.visited_to_ms());
+    if (!filter.ok()) return filter;
     absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(p, req.org_unit_id());
     if (!scope.ok()) return scope.status();
     const uint64_t fingerprint = QueryFingerprint(req, absl::StrCat(p.user_id));

@@ -102,4 +102,23 @@ absl::StatusOr<RequestFilter> MakeRequestFilter(RecordAccess& access, const Prin
   return f;
 }
 
+absl::Status CheckFacilityFilter(absl::string_view query, int kind, int sector,
+                                 int64_t visited_from_ms, int64_t visited_to_ms) {
+  if (query.size() > 200) {
+    return absl::InvalidArgumentError(
+        "query: at most 200 bytes / từ khoá tìm kiếm tối đa 200 byte");
+  }
+  if (!kcnet::v1::FacilityKind_IsValid(kind)) {
+    return absl::InvalidArgumentError(absl::StrCat("kind: unknown facility kind ", kind));
+  }
+  if (!kcnet::v1::Sector_IsValid(sector)) {
+    return absl::InvalidArgumentError(absl::StrCat("sector: unknown sector ", sector));
+  }
+  if (visited_from_ms < 0 || visited_to_ms < 0) {
+    return absl::InvalidArgumentError(visited_from_ms < 0 ? "visited_from_ms: must not be negative"
+                                                          : "visited_to_ms: must not be negative");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace kcnet::server

@@ -1,7 +1,8 @@
 // The review queue's request filter (ListSupportRequestsRequest: scope, status, facility,
 // category, funding, author, communes, age) as a store query plus an in-memory `keep`,
 // shared by ListSupportRequests, CountSupportRequests and the record exports, so that the
-// queue, its count and an export of requests see the same set.
+// queue, its count and an export of requests see the same set. Also the checks of the
+// facility and visit filter shared by the map's points and the record exports.
 //
 // Thread-safety: a free function; RecordAccess is thread-safe.
 #ifndef KCNET_SERVER_RECORDS_REQUEST_FILTER_H_
@@ -9,7 +10,9 @@
 
 #include <functional>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kcnet/v1/services.pb.h"
 #include "server/records/record_access.h"
 #include "sync/server_store.h"
@@ -28,6 +31,12 @@ struct RequestFilter {
 // the caller's scope (as one that does not exist).
 absl::StatusOr<RequestFilter> MakeRequestFilter(RecordAccess& access, const Principal& caller,
                                                 const kcnet::v1::ListSupportRequestsRequest& req);
+
+// The facility and visit filter of ListMapPoints and ExportRecords: INVALID_ARGUMENT naming
+// the field for a query over 200 bytes, an unknown kind or sector, or a negative bound of
+// the visit dates.
+absl::Status CheckFacilityFilter(absl::string_view query, int kind, int sector,
+                                 int64_t visited_from_ms, int64_t visited_to_ms);
 
 }  // namespace kcnet::server
 
