@@ -270,6 +270,8 @@ async function main() {
   assert.match(await conflictRow.locator("td.winner").innerText(), /\(B\)/);
   assert.match(await conflictRow.locator("td.loser").innerText(), /\(A\)/);
   assert.match(await conflictRow.innerText(), /Tên/);
+  // The facility's name follows the rows on its own call (the id shows meanwhile).
+  await conflictRow.filter({ hasText: "Cơ sở: Cơ sở nón lá" }).waitFor({ timeout: 5000 }).catch(() => {});
   assert.match(await conflictRow.innerText(), /Cơ sở: Cơ sở nón lá/);
   await axeCheck("conflicts");
   await shoot("conflicts");
