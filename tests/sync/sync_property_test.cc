@@ -71,8 +71,24 @@ class Model {
  public:
   explicit Model(const Schema& schema) : type_(*schema.Find(1)) {}
 
-  void Apply(uint64_t node, const kcnet::v1::Mutation& m) {
+  // Applies `m` as the server did; `server_op` is the highest op id the server gave it
+  // (MutationResult.op). Op ids are only promised to grow, not to be dense (the
+  // PostgreSQL store draws them from a sequence, with gaps), so the model numbers the ops
+  // it makes itself and then moves them up to end at the server's: a device's base_op
+  // (a server op id) is then compared with op ids on the same scale.
+  void Apply(uint64_t node, const kcnet::v1::Mutation& m, uint64_t server_op) {
+    const uint64_t before = op_;
     for (const RecordChange& c : m.changes()) ApplyChange(node, c);
+    if (op_ == before || server_op <= op_) return;
+    const uint64_t shift = server_op - op_;
+    for (const RecordChange& c : m.changes()) {
+      auto it = rows_.find(c.id());
+      if (it == rows_.end()) continue;
+      for (auto& [number, f] : it->second.fields) {
+        if (f.op > before && f.op <= op_) f.op += shift;
+      }
+    }
+    op_ = server_op;
   }
 
   const std::map<std::string, ModelRow>& rows() const { return rows_; }
@@ -352,7 +368,7 @@ class Scenario {
           best = std::max(best, Stamp{c.hlc(), w.node});
         }
       }
-      model_.Apply(w.node, m);
+      model_.Apply(w.node, m, r.op());
     }
     return *ack;
   }
