@@ -9,6 +9,12 @@
 // on the server exactly once with its latest value, and every replica's buckets have the
 // server's checksums.
 //
+// Every test runs on both server stores (value-parameterized, issue 18): the embedded
+// SQLite files under --data_dir, and PostgreSQL (`--store=postgres:CONNINFO` on a
+// PostgreSQL of the test's own, a new database per test; skipped with a message when the
+// PostgreSQL binaries are absent). PostgreSQL itself is not killed here: the standby test
+// (tests/pgstore/pg_failover_test) kills the primary.
+//
 // Seeded: KCNET_FAULT_SEED (printed as seed=N). Counts: KCNET_FAULT_SERVER_KILLS,
 // KCNET_FAULT_DEVICE_KILLS, KCNET_FAULT_MIXED_KILLS, KCNET_FAULT_CRASH_DEVICES.
 #include <signal.h>
@@ -26,8 +32,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "server/pgstore/pg_server_store.h"
+#include "sync/model/record_types.h"
 #include "tests/fault/fault_proxy.h"
 #include "tests/fault/fault_util.h"
+#include "tests/testing/pg_instance.h"
 #include "tests/testing/test_util.h"
 
 #ifndef KCNET_SERVER_PATH
@@ -47,9 +56,26 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-class CrashTest : public ::testing::Test {
+enum class StoreKind { kSqlite, kPostgres };
+
+class CrashTest : public ::testing::TestWithParam<StoreKind> {
  protected:
+  static void TearDownTestSuite() { pg_.reset(); }
+
   void SetUp() override {
+    if (GetParam() == StoreKind::kPostgres) {
+      if (pg_ == nullptr) {
+        absl::StatusOr<std::unique_ptr<kcnet::testing::PgInstance>> pg =
+            kcnet::testing::PgInstance::Start();
+        if (absl::IsNotFound(pg.status())) GTEST_SKIP() << pg.status();
+        ASSERT_TRUE(pg.ok()) << pg.status();
+        pg_ = *std::move(pg);
+      }
+      static int databases = 0;
+      const std::string name = absl::StrCat("crash", ++databases);
+      ASSERT_TRUE(pg_->CreateDatabase(name).ok());
+      conninfo_ = pg_->conninfo(name);
+    }
     seed_ = FaultSeed();
     std::printf("seed=%llu (replay: KCNET_FAULT_SEED=%llu)\n",
                 static_cast<unsigned long long>(seed_), static_cast<unsigned long long>(seed_));
@@ -63,6 +89,7 @@ class CrashTest : public ::testing::Test {
     accounts_ = *std::move(accounts);
     server_ =
         std::make_unique<ServerProcess>(KCNET_SERVER_PATH, data_dir_, tmp_.File("server.log"));
+    if (!conninfo_.empty()) server_->set_extra_args({"--store=postgres:" + conninfo_});
     ASSERT_TRUE(server_->Start().ok()) << ReadFile(tmp_.File("server.log"));
     procs_.resize(devices_);
   }
@@ -158,7 +185,15 @@ class CrashTest : public ::testing::Test {
       total.syncs_failed += log->syncs_failed;
       total.starts += log->starts;
     }
-    const CheckReport report = CheckConvergence(data_dir_, checked);
+    CheckReport report;
+    if (conninfo_.empty()) {
+      report = CheckConvergence(data_dir_, checked);
+    } else {
+      absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> store =
+          pgstore::PgServerStore::Open(conninfo_, &model::KcnetSchema());
+      ASSERT_TRUE(store.ok()) << store.status();
+      report = CheckConvergence(**store, checked);
+    }
     std::printf(
         "%s: seed=%llu devices=%d kills=%lld runtime=%.1fs device_starts=%lld "
         "acknowledged_writes=%lld server_records=%lld unacked_but_stored=%lld "
@@ -196,6 +231,8 @@ class CrashTest : public ::testing::Test {
         << "device " << i << " exited " << *code << ": " << ReadFile(DeviceFile(i, "err"));
   }
 
+  static inline std::unique_ptr<kcnet::testing::PgInstance> pg_;
+  std::string conninfo_;  // the PostgreSQL variant's database; empty on SQLite
   kcnet::testing::TempDir tmp_;
   uint64_t seed_ = 0;
   absl::BitGen rng_;
@@ -207,7 +244,7 @@ class CrashTest : public ::testing::Test {
   std::vector<std::unique_ptr<Process>> procs_;
 };
 
-TEST_F(CrashTest, ServerKilledRepeatedlyWhileDevicesSync) {
+TEST_P(CrashTest, ServerKilledRepeatedlyWhileDevicesSync) {
   const absl::Time started = absl::Now();
   const int kills = EnvInt("KCNET_FAULT_SERVER_KILLS", 50);
   Seed(1200);
@@ -226,7 +263,7 @@ TEST_F(CrashTest, ServerKilledRepeatedlyWhileDevicesSync) {
   FinishAndCheck("server-kill9", kills, started);
 }
 
-TEST_F(CrashTest, DevicesKilledMidUploadAndDownload) {
+TEST_P(CrashTest, DevicesKilledMidUploadAndDownload) {
   const absl::Time started = absl::Now();
   const int kills = EnvInt("KCNET_FAULT_DEVICE_KILLS", 50);
   Seed(2500);
@@ -266,7 +303,7 @@ TEST_F(CrashTest, DevicesKilledMidUploadAndDownload) {
 
 // Everything at once: devices sync through FaultProxy (refusals, delays, drops, cuts)
 // while the server and the devices are killed in turns.
-TEST_F(CrashTest, ServerAndDevicesKilledBehindAFaultyNetwork) {
+TEST_P(CrashTest, ServerAndDevicesKilledBehindAFaultyNetwork) {
   const absl::Time started = absl::Now();
   const int kills = EnvInt("KCNET_FAULT_MIXED_KILLS", 30);
   Seed(1500);
@@ -320,6 +357,12 @@ TEST_F(CrashTest, ServerAndDevicesKilledBehindAFaultyNetwork) {
   (*proxy)->SetFaultsEnabled(false);
   FinishAndCheck("mixed", server_kills + device_kills, started);
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, CrashTest,
+                         ::testing::Values(StoreKind::kSqlite, StoreKind::kPostgres),
+                         [](const ::testing::TestParamInfo<StoreKind>& info) {
+                           return info.param == StoreKind::kSqlite ? "Sqlite" : "Postgres";
+                         });
 
 }  // namespace
 }  // namespace kcnet::fault

@@ -142,11 +142,11 @@ absl::Status ServerProcess::Start() {
   // A restart binds the port the first start picked. Right after a kill the port can be
   // briefly unavailable: retry.
   for (int attempt = 0; attempt < 50; ++attempt) {
-    process_ = std::make_unique<Process>(
-        std::vector<std::string>{binary_, "--data_dir=" + data_dir_,
-                                 absl::StrCat("--listen=127.0.0.1:", port_), "--log_format=json",
-                                 "--storage_threads=2"},
-        log_);
+    std::vector<std::string> argv = {binary_, "--data_dir=" + data_dir_,
+                                     absl::StrCat("--listen=127.0.0.1:", port_),
+                                     "--log_format=json", "--storage_threads=2"};
+    argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+    process_ = std::make_unique<Process>(argv, log_);
     if (!process_->started()) return absl::InternalError("cannot start kcnet-server");
     const std::optional<std::string> ready = process_->ReadLine(absl::Seconds(30));
     constexpr absl::string_view kReady = "kcnet-server listening on 127.0.0.1:";
@@ -319,17 +319,24 @@ absl::StatusOr<DeviceLog> ReadDeviceLog(const std::string& path) {
 
 CheckReport CheckConvergence(const std::string& data_dir,
                              const std::vector<DeviceUnderCheck>& devices, bool server_restored) {
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> server =
+      sync::ServerStore::Open(data_dir + "/kcnet.db", &model::KcnetSchema());
+  if (!server.ok()) {
+    CheckReport report;
+    report.problems.push_back(absl::StrCat("open server store: ", server.status().ToString()));
+    return report;
+  }
+  return CheckConvergence(**server, devices, server_restored);
+}
+
+CheckReport CheckConvergence(sync::ServerStore& server_store,
+                             const std::vector<DeviceUnderCheck>& devices, bool server_restored) {
   CheckReport report;
   auto problem = [&](std::string text) {
     if (report.problems.size() < 50) report.problems.push_back(std::move(text));
   };
   const sync::Schema* schema = &model::KcnetSchema();
-  absl::StatusOr<std::unique_ptr<sync::ServerStore>> server =
-      sync::ServerStore::Open(data_dir + "/kcnet.db", schema);
-  if (!server.ok()) {
-    problem(absl::StrCat("open server store: ", server.status().ToString()));
-    return report;
-  }
+  sync::ServerStore* server = &server_store;
   // Every facility on the server, by creator.
   std::vector<kcnet::v1::BucketCursor> cursors;
   std::set<int64_t> buckets;
@@ -340,7 +347,7 @@ CheckReport CheckConvergence(const std::string& data_dir,
   std::map<std::string, int> seen;
   while (true) {
     absl::StatusOr<kcnet::v1::ChangeBatch> batch =
-        (*server)->ChangesSince(cursors, {.max_changes = 100000, .max_bytes = 1 << 30});
+        server->ChangesSince(cursors, {.max_changes = 100000, .max_bytes = 1 << 30});
     if (!batch.ok()) {
       problem(absl::StrCat("server ChangesSince: ", batch.status().ToString()));
       return report;
@@ -394,7 +401,7 @@ CheckReport CheckConvergence(const std::string& data_dir,
       problem(absl::StrCat(who, log.refused, " refused and ", log.conflict,
                            " conflicting push results"));
     }
-    absl::StatusOr<uint64_t> last_seq = (*server)->LastAppliedSeq(device.device_id);
+    absl::StatusOr<uint64_t> last_seq = server->LastAppliedSeq(device.device_id);
     if (!last_seq.ok() || (!server_restored && *last_seq < log.max_acked_seq)) {
       problem(absl::StrCat(who, "server's last applied seq ",
                            last_seq.ok() ? absl::StrCat(*last_seq) : last_seq.status().ToString(),
@@ -426,7 +433,7 @@ CheckReport CheckConvergence(const std::string& data_dir,
       continue;
     }
     for (const kcnet::v1::BucketCursor& cursor : *device_cursors) {
-      absl::StatusOr<kcnet::v1::BucketCheckpoint> want = (*server)->Checkpoint(cursor.bucket());
+      absl::StatusOr<kcnet::v1::BucketCheckpoint> want = server->Checkpoint(cursor.bucket());
       absl::StatusOr<kcnet::v1::BucketCheckpoint> running = (*store)->Checkpoint(cursor.bucket());
       absl::StatusOr<kcnet::v1::BucketCheckpoint> recomputed =
           (*store)->RecomputeCheckpoint(cursor.bucket());

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "sync/server_store.h"
 
 namespace kcnet::fault {
 
@@ -64,6 +65,8 @@ class ServerProcess {
  public:
   ServerProcess(std::string binary, std::string data_dir, std::string log_path)
       : binary_(std::move(binary)), data_dir_(std::move(data_dir)), log_(std::move(log_path)) {}
+  // More command-line arguments for every start, e.g. "--store=postgres:CONNINFO".
+  void set_extra_args(std::vector<std::string> args) { extra_args_ = std::move(args); }
   // Starts the server and waits for its "listening" line.
   absl::Status Start();
   // kill -9 (no shutdown at all).
@@ -78,6 +81,7 @@ class ServerProcess {
 
  private:
   std::string binary_, data_dir_, log_;
+  std::vector<std::string> extra_args_;
   int port_ = 0;
   std::unique_ptr<Process> process_;
 };
@@ -154,6 +158,10 @@ struct CheckReport {
 // sequence check is left out: recovering devices renumber their unsettled mutations after
 // the restored server's last applied sequence (docs/SYNC.md, "Server restore").
 CheckReport CheckConvergence(const std::string& data_dir,
+                             const std::vector<DeviceUnderCheck>& devices,
+                             bool server_restored = false);
+// The same checks against an open server store (e.g. a PostgreSQL one).
+CheckReport CheckConvergence(sync::ServerStore& server,
                              const std::vector<DeviceUnderCheck>& devices,
                              bool server_restored = false);
 
