@@ -7,6 +7,7 @@
 // (1: the operation failed, 2: the command line is wrong).
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -18,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -32,6 +34,7 @@
 #include "server/attachments/references.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
+#include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
 #include "server/reports/reports_store.h"
@@ -61,6 +64,10 @@ constexpr char kUsage[] =
     "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
     "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
     "                        incarnation that every device recovers from; docs/SYNC.md)\n"
+    "  new-incarnation [--restored] [--store=postgres:CONNINFO]   (every server stopped:\n"
+    "                 makes the record store a new incarnation that every device recovers\n"
+    "                 from; --restored after restoring it from a backup by other means, e.g.\n"
+    "                 pg_restore or a point-in-time recovery of PostgreSQL; docs/DEPLOY.md)\n"
     "  rebuild-reports   (recounts the report summaries, DATA_DIR/reports.db, from the records)\n"
     "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
     "                [--to=YYYY-MM-DD] [--year=YYYY]   (REPORT: coverage, pipeline, activity,\n"
@@ -511,6 +518,25 @@ absl::Status VerifyBlobsCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+absl::Status NewIncarnationCommand(const Args& args) {
+  const std::string store = args.GetOr("store", "");
+  const bool restored = args.Has("restored");
+  absl::Status status;
+  if (absl::StartsWith(store, "postgres:")) {
+    status = pgstore::PgServerStore::BeginIncarnation(store.substr(strlen("postgres:")), restored);
+  } else if (store.empty() || absl::StartsWith(store, "sqlite:")) {
+    const std::string dir = store.empty() ? args.GetOr("data_dir", "") : store.substr(7);
+    if (dir.empty()) return UsageError("--data_dir or --store is required");
+    status = sync::ServerStore::BeginIncarnation(dir + "/kcnet.db", restored);
+  } else {
+    return UsageError("--store: expected sqlite:DIR or postgres:CONNINFO");
+  }
+  if (!status.ok()) return status;
+  std::printf("the record store is a new incarnation%s: devices recover at their next sync\n",
+              restored ? " (restored)" : "");
+  return absl::OkStatus();
+}
+
 struct Command {
   const char* name;
   std::set<std::string> flags;  // besides --data_dir
@@ -532,6 +558,7 @@ const std::vector<Command>& Commands() {
       {"seed-demo", {}, SeedDemoCommand},
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},
+      {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},
       {"rebuild-reports", {}, RebuildReportsCommand},
       {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
       {"gc-blobs", {"grace"}, GcBlobsCommand},
@@ -578,7 +605,7 @@ int main(int argc, char** argv) {
   std::string label;
   absl::Status status;
   absl::StatusOr<kcnet::tools::Args> args =
-      kcnet::tools::Args::Parse(argument_list, /*boolean_flags=*/{"dry_run"});
+      kcnet::tools::Args::Parse(argument_list, /*boolean_flags=*/{"dry_run", "restored"});
   status = args.ok() ? kcnet::server::Run(*args, &label) : args.status();
   if (status.ok()) return 0;
   // One line, whatever the message holds.

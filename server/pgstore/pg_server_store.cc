@@ -91,6 +91,55 @@ PgServerStore::PgServerStore(const sync::Schema* schema, sync::ServerStoreOption
                              PgServerStoreOptions pg_options)
     : MergingServerStore(schema, std::move(options)), pg_options_(std::move(pg_options)) {}
 
+absl::Status PgServerStore::BeginIncarnation(const std::string& conninfo, bool restored,
+                                             sync::Clock* clock) {
+  absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo);
+  if (!conn.ok()) return conn.status();
+  PgConn& db = **conn;
+  absl::StatusOr<PgResult> tables = db.Query(
+      "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND "
+      "tablename IN ('kcnet_meta', 'kcnet_bucket_head', 'kcnet_handback_closed')");
+  if (!tables.ok()) return tables.status();
+  if (tables->GetInt(0, 0) != 3) {
+    return absl::FailedPreconditionError("the database holds no kcnet server store");
+  }
+  // A running instance keeps the incarnation it read at start: refuse while any is
+  // connected (as `kcnet-admin restore` refuses while the SQLite server runs).
+  absl::StatusOr<PgResult> others = db.Query(
+      "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+      "pid <> pg_backend_pid() AND backend_type = 'client backend'");
+  if (!others.ok()) return others.status();
+  if (others->GetInt(0, 0) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "hãy dừng mọi kcnet-server trước / stop every kcnet-server first: ", others->GetInt(0, 0),
+        " other connection(s) to the database"));
+  }
+  absl::Status status = db.Exec("BEGIN");
+  if (!status.ok()) return status;
+  auto set = [&db](const std::string& key, int64_t value) {
+    return db
+        .Query(
+            "INSERT INTO kcnet_meta(key, value) VALUES ($1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            {PgParam::Text(key), PgParam::Int(value)})
+        .status();
+  };
+  absl::StatusOr<PgResult> last =
+      db.Query("SELECT coalesce(max(last_op), 0) FROM kcnet_bucket_head");
+  status = last.status();
+  if (status.ok()) status = set("incarnation", static_cast<int64_t>(NewIncarnationId()));
+  if (status.ok()) status = set("incarnation_op", last->GetInt(0, 0));
+  if (status.ok()) status = set("restored_ms", restored ? clock->NowMs() : 0);
+  // A backup may carry the closed hand-backs of an earlier restore: this one starts afresh.
+  if (status.ok()) status = db.Exec("DELETE FROM kcnet_handback_closed");
+  if (status.ok()) status = db.Exec("COMMIT");
+  if (!status.ok()) {
+    db.Exec("ROLLBACK").IgnoreError();
+    return status;
+  }
+  return absl::OkStatus();
+}
+
 PgServerStore::~PgServerStore() {
   watch_.reset();  // the watcher tells our listeners: stop it first
 }

@@ -67,6 +67,15 @@ class PgServerStore final : public sync::MergingServerStore {
                                                              PgServerStoreOptions pg_options = {});
   ~PgServerStore() override;
 
+  // Makes the database at `conninfo` a new incarnation, as ServerStore::BeginIncarnation
+  // does for a SQLite file: a new random id whose base is the last op; with `restored`
+  // (after a restore from pg_basebackup or to a point in time) also the restore's time, so
+  // that devices hand back what the restore lost. Run with every kcnet-server instance
+  // stopped (they read the incarnation when they start). FAILED_PRECONDITION when the
+  // database holds no kcnet store or another session is connected to it.
+  static absl::Status BeginIncarnation(const std::string& conninfo, bool restored,
+                                       sync::Clock* clock = sync::SystemClock());
+
   using ServerStore::ChangesSince;
   absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
                             const sync::DownloadLimits& limits,

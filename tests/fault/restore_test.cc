@@ -9,6 +9,11 @@
 // every write any device acknowledged is on the server exactly once with its latest value,
 // nothing is pending, refused or in conflict, and every replica has the server's checksums.
 //
+// On PostgreSQL (`Stores/RestoreTest.*/Postgres`, a PostgreSQL of the test's own) the
+// backup is `pg_dump` of the database while the devices write, the restore `pg_restore`
+// into a new database followed by `kcnet-admin new-incarnation --restored` (refused first
+// while the server is connected), and the server starts again on the restored database.
+//
 // Seeded: KCNET_FAULT_SEED (printed as seed=N).
 #include <signal.h>
 
@@ -26,8 +31,12 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "server/pgstore/pg_conn.h"
+#include "server/pgstore/pg_server_store.h"
+#include "sync/model/record_types.h"
 #include "sync/sqlite.h"
 #include "tests/fault/fault_util.h"
+#include "tests/testing/pg_instance.h"
 #include "tests/testing/test_util.h"
 
 #ifndef KCNET_SERVER_PATH
@@ -50,9 +59,22 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-class RestoreTest : public ::testing::Test {
+enum class StoreKind { kSqlite, kPostgres };
+
+class RestoreTest : public ::testing::TestWithParam<StoreKind> {
  protected:
+  static void TearDownTestSuite() { pg_.reset(); }
+
   void SetUp() override {
+    if (GetParam() == StoreKind::kPostgres) {
+      absl::StatusOr<std::unique_ptr<kcnet::testing::PgInstance>> pg =
+          kcnet::testing::PgInstance::Start();
+      if (absl::IsNotFound(pg.status())) GTEST_SKIP() << pg.status();
+      ASSERT_TRUE(pg.ok()) << pg.status();
+      pg_ = *std::move(pg);
+      ASSERT_TRUE(pg_->CreateDatabase("live").ok());
+      conninfo_ = pg_->conninfo("live");
+    }
     seed_ = FaultSeed();
     std::printf("seed=%llu (replay: KCNET_FAULT_SEED=%llu)\n",
                 static_cast<unsigned long long>(seed_), static_cast<unsigned long long>(seed_));
@@ -65,6 +87,7 @@ class RestoreTest : public ::testing::Test {
     accounts_ = *std::move(accounts);
     server_ =
         std::make_unique<ServerProcess>(KCNET_SERVER_PATH, data_dir_, tmp_.File("server.log"));
+    if (!conninfo_.empty()) server_->set_extra_args({"--store=postgres:" + conninfo_});
     ASSERT_TRUE(server_->Start().ok()) << ReadFile(tmp_.File("server.log"));
     procs_.resize(kDevices);
   }
@@ -150,6 +173,59 @@ class RestoreTest : public ::testing::Test {
     return code.value_or(-1000);
   }
 
+  // Runs a PostgreSQL client tool (pg_dump, pg_restore) to its end; its exit code.
+  int PgTool(const std::string& tool, std::vector<std::string> args, std::string* err) {
+    args.insert(args.begin(), pg_->bin() + "/" + tool);
+    const std::string err_path = tmp_.File(absl::StrCat(tool, ++admin_runs_, ".err"));
+    Process p(args, err_path);
+    if (!p.started()) return -1000;
+    while (p.ReadLine(absl::Seconds(60)).has_value()) {
+    }
+    const std::optional<int> code = p.Wait(absl::Seconds(60));
+    *err = ReadFile(err_path);
+    return code.value_or(-1000);
+  }
+
+  // The backup, while the server runs: kcnet-admin backup (SQLite) or pg_dump, which
+  // reads one consistent snapshot of the database.
+  int Backup(const std::string& to, std::string* err) {
+    if (conninfo_.empty()) return Admin({"backup", "--to=" + to}, err);
+    return PgTool("pg_dump", {"--format=custom", "--file=" + to, "--dbname=" + conninfo_}, err);
+  }
+
+  // The restore, the server stopped: kcnet-admin restore (SQLite), or pg_restore into a new
+  // database, then kcnet-admin new-incarnation --restored; the server then runs on it.
+  int Restore(const std::string& from, std::string* err) {
+    if (conninfo_.empty()) return Admin({"restore", "--from=" + from}, err);
+    if (!pg_->CreateDatabase("restored").ok()) return -1000;
+    const std::string restored = pg_->conninfo("restored");
+    const int code = PgTool("pg_restore", {"--no-owner", "--dbname=" + restored, from}, err);
+    if (code != 0) return code;
+    conninfo_ = restored;
+    server_->set_extra_args({"--store=postgres:" + conninfo_});
+    return NewIncarnation(err);
+  }
+  int NewIncarnation(std::string* err) {
+    return Admin({"new-incarnation", "--restored", "--store=postgres:" + conninfo_}, err);
+  }
+
+  // Live facility records in the stopped server's store.
+  int64_t FacilityRecords() {
+    if (conninfo_.empty()) {
+      absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(data_dir_ + "/kcnet.db");
+      if (!db.ok()) return -1;
+      return (*db)->QueryInt("SELECT count(*) FROM facility").value_or(-1);
+    }
+    absl::StatusOr<std::unique_ptr<pgstore::PgConn>> db = pgstore::PgConn::Connect(conninfo_);
+    if (!db.ok()) return -1;
+    absl::StatusOr<pgstore::PgResult> n =
+        (*db)->Query("SELECT count(*) FROM kcnet_records WHERE type = $1 AND NOT deleted",
+                     {pgstore::PgParam::Int(model::kFacilityType)});
+    return n.ok() ? n->GetInt(0, 0) : -1;
+  }
+
+  static inline std::unique_ptr<kcnet::testing::PgInstance> pg_;
+  std::string conninfo_;  // the PostgreSQL variant's database; empty on SQLite
   static constexpr int kDevices = 4;
   static constexpr int kServerKills = 4;
   kcnet::testing::TempDir tmp_;
@@ -162,7 +238,7 @@ class RestoreTest : public ::testing::Test {
   std::vector<std::unique_ptr<Process>> procs_;
 };
 
-TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
+TEST_P(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   const absl::Time started = absl::Now();
   RunDevice(0, "seed", {"--count=300"});
   if (HasFatalFailure()) return;
@@ -174,7 +250,7 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   absl::Duration backup_took;
   WriteAndSync(absl::Seconds(2), [&] {
     const absl::Time t = absl::Now();
-    backup_code = Admin({"backup", "--to=" + backup}, &err);
+    backup_code = Backup(backup, &err);
     backup_took = absl::Now() - t;
   });
   ASSERT_EQ(backup_code, 0) << err;
@@ -187,23 +263,22 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   for (int i = 1; i <= 2; ++i) RunDevice(i, "offline", {"--count=6"});
   if (HasFatalFailure()) return;
 
-  // A restore while the server runs is refused and changes nothing.
-  EXPECT_EQ(Admin({"restore", "--from=" + backup}, &err), 1) << err;
-  EXPECT_TRUE(absl::StrContains(err, "stop the server")) << err;
+  // A restore (or a new incarnation) while the server runs is refused and changes nothing.
+  if (conninfo_.empty()) {
+    EXPECT_EQ(Admin({"restore", "--from=" + backup}, &err), 1) << err;
+    EXPECT_TRUE(absl::StrContains(err, "stop the server")) << err;
+  } else {
+    EXPECT_EQ(NewIncarnation(&err), 1) << err;
+    EXPECT_TRUE(absl::StrContains(err, "stop every kcnet-server")) << err;
+  }
 
   ASSERT_TRUE(server_->Stop().ok()) << ReadFile(tmp_.File("server.log"));
   const absl::Time t = absl::Now();
-  ASSERT_EQ(Admin({"restore", "--from=" + backup}, &err), 0) << err;
+  ASSERT_EQ(Restore(backup, &err), 0) << err;
   const absl::Duration restore_took = absl::Now() - t;
   // What the restored server holds: fewer records than the devices acknowledged.
-  int64_t records_in_backup = -1;
-  {
-    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(data_dir_ + "/kcnet.db");
-    ASSERT_TRUE(db.ok()) << db.status();
-    absl::StatusOr<int64_t> n = (*db)->QueryInt("SELECT count(*) FROM facility");
-    ASSERT_TRUE(n.ok()) << n.status();
-    records_in_backup = *n;
-  }
+  const int64_t records_in_backup = FacilityRecords();
+  ASSERT_GE(records_in_backup, 0);
   ASSERT_TRUE(server_->Start().ok()) << ReadFile(tmp_.File("server.log"));
 
   // Every device writes and syncs against the restored server, which is killed (kill -9)
@@ -243,7 +318,15 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
     // Every device recovered exactly once: it saw the new incarnation once.
     EXPECT_EQ(log->recoveries, 1) << "device " << i;
   }
-  const CheckReport report = CheckConvergence(data_dir_, checked, /*server_restored=*/true);
+  CheckReport report;
+  if (conninfo_.empty()) {
+    report = CheckConvergence(data_dir_, checked, /*server_restored=*/true);
+  } else {
+    absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> store =
+        pgstore::PgServerStore::Open(conninfo_, &model::KcnetSchema());
+    ASSERT_TRUE(store.ok()) << store.status();
+    report = CheckConvergence(**store, checked, /*server_restored=*/true);
+  }
   std::printf(
       "restore: seed=%llu devices=%d server_kills_after_restore=%d runtime=%.1fs backup=%.2fs "
       "restore=%.2fs "
@@ -272,6 +355,12 @@ TEST_F(RestoreTest, RestoredServerWedgesNoTabletAndLosesNoAcknowledgedWrite) {
   EXPECT_EQ(total.refused, 0);
   EXPECT_EQ(total.conflict, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, RestoreTest,
+                         ::testing::Values(StoreKind::kSqlite, StoreKind::kPostgres),
+                         [](const ::testing::TestParamInfo<StoreKind>& info) {
+                           return info.param == StoreKind::kSqlite ? "Sqlite" : "Postgres";
+                         });
 
 }  // namespace
 }  // namespace kcnet::fault

@@ -56,6 +56,8 @@ class PgInstance {
   absl::Status CreateDatabase(const std::string& name) const;
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
+  // The folder of the PostgreSQL binaries this server runs (pg_dump, pg_restore, ...).
+  const std::string& bin() const { return bin_; }
   const std::string& dir() const { return dir_; }
 
   // Stops the server (fast shutdown) and waits for it; idempotent.
