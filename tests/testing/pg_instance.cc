@@ -289,6 +289,60 @@ absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::StartStandby(
   return pg;
 }
 
+absl::StatusOr<std::unique_ptr<PgInstance>> PgInstance::StartCopy(const PgInstance& like,
+                                                                  const std::string& script,
+                                                                  std::vector<std::string> args) {
+  absl::StatusOr<RunAs> as = ChooseUser();
+  if (!as.ok()) return as.status();
+  std::unique_ptr<PgInstance> pg(new PgInstance());
+  pg->bin_ = like.bin_;
+  std::string pattern = (fs::temp_directory_path() / "kcnet-pg-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError("mkdtemp failed");
+  pg->dir_ = pattern;
+  if (as->drop && chown(pg->dir_.c_str(), as->uid, as->gid) != 0) {
+    return absl::InternalError(absl::StrCat("cannot chown ", pg->dir_));
+  }
+  args.push_back("--data");
+  args.push_back(pg->dir_ + "/data");
+  absl::Status made = pg->RunScript(script, std::move(args));
+  if (!made.ok()) return made;
+  absl::Status launched = pg->Launch();
+  if (!launched.ok()) return launched;
+  return pg;
+}
+
+absl::Status PgInstance::RunScript(const std::string& script, std::vector<std::string> args) const {
+  absl::StatusOr<std::string> copy = CopyScripts(script, dir_);
+  if (!copy.ok()) return copy.status();
+  args.insert(args.begin(), {"/bin/bash", *copy});
+  args.push_back("--bin");
+  args.push_back(bin_);
+  return RunAsServerUser(args, absl::StrCat(dir_, "/", fs::path(script).stem().string(), ".log"));
+}
+
+absl::Status PgInstance::Restart() {
+  absl::Status stopped = Stop();
+  if (!stopped.ok()) return stopped;
+  return Launch();
+}
+
+absl::StatusOr<bool> PgInstance::InRecovery() const {
+  PGconn* conn = PQconnectdb(conninfo("postgres").c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    const std::string error = PQerrorMessage(conn);
+    PQfinish(conn);
+    return absl::UnavailableError(error);
+  }
+  PGresult* res = PQexec(conn, "SELECT pg_is_in_recovery()");
+  const bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+  const bool recovering = ok && std::string(PQgetvalue(res, 0, 0)) == "t";
+  const std::string error = ok ? "" : PQerrorMessage(conn);
+  PQclear(res);
+  PQfinish(conn);
+  if (!ok) return absl::InternalError(error);
+  return recovering;
+}
+
 absl::Status PgInstance::Promote(const std::string& promote_script) const {
   absl::StatusOr<std::string> script = CopyScripts(promote_script, dir_);
   if (!script.ok()) return script.status();

@@ -41,8 +41,23 @@ class PgInstance {
   static absl::StatusOr<std::unique_ptr<PgInstance>> StartStandby(const PgInstance& primary,
                                                                   const std::string& setup_script,
                                                                   const std::string& name);
+  // Starts a server on a copy made by `script` (e.g. deploy/postgres/pitr.sh): runs it as
+  // the server user with `args` plus "--data NEWDIR --bin BIN" into a new temporary
+  // directory, then starts the copy on a free port (it may still be recovering when this
+  // returns: see InRecovery()).
+  static absl::StatusOr<std::unique_ptr<PgInstance>> StartCopy(const PgInstance& like,
+                                                               const std::string& script,
+                                                               std::vector<std::string> args);
   // Runs `promote_script` (deploy/postgres/promote.sh) on this standby, as the server user.
   absl::Status Promote(const std::string& promote_script) const;
+  // Runs `script` (one of deploy/postgres/*.sh) as the server user with `args` plus
+  // "--bin BIN"; its output goes to dir()/NAME.log.
+  absl::Status RunScript(const std::string& script, std::vector<std::string> args) const;
+  // Stops the server (fast shutdown) and starts it again on the same data, e.g. for a
+  // setting that needs a restart (archive_mode).
+  absl::Status Restart();
+  // Whether the server is still replaying WAL (pg_is_in_recovery()).
+  absl::StatusOr<bool> InRecovery() const;
   // Kills the server with SIGKILL (a machine lost, not a shutdown) and waits for it.
   void Kill();
 
