@@ -6,7 +6,8 @@
 //                       driver: page.goto -> the count found);
 //   first_load_page_p95_ms the same by the page's clock (navigation start -> the count
 //                       in the document);
-//   js_css_gzip_bytes   the console's app.js + app.css, gzipped;
+//   js_css_gzip_bytes   every script and style sheet of the console, gzipped;
+//   first_load_js_css_gzip_bytes those the first load fetches (index.html names them);
 //   search_p95_ms       registry: a search typed -> its first results rendered, 20 searches,
 //                       timed inside the page (input event -> the frame after the rows);
 //   search_driver_p95_ms the same timed from this driver (adds one call into the page);
@@ -49,6 +50,47 @@ const only = (process.env.KCNET_CONSOLE_BENCH_ONLY ?? "").split(",").filter(Bool
 const phase = (name) => (only.length === 0 || only.includes(name)) && !skip.has(name);
 const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
 
+// Where the time goes under load (KCNET_CONSOLE_BENCH_TRACE): the CPU time that the
+// server's threads (console_bench, this script's grandparent) and the browser's (this
+// script's descendants) ran, and the time they waited runnable for a CPU, from Linux's
+// /proc/PID/task/TID/schedstat (run ns, wait ns, slices).
+const children = () => {
+  const parent = new Map();
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      parent.set(Number(pid), Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[1]));
+    } catch {} // gone meanwhile
+  }
+  return parent;
+};
+const descendants = (root) => {
+  const parent = children();
+  const out = [];
+  for (const pid of parent.keys()) for (let p = pid; p > 1; p = parent.get(p) ?? 0) if (p === root) { out.push(pid); break; }
+  return out.filter((pid) => pid !== root);
+};
+const cpu = (pids) => {
+  let run = 0, wait = 0;
+  for (const pid of pids) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number);
+        run += r / 1e6;
+        wait += w / 1e6;
+      }
+    } catch {} // gone meanwhile
+  }
+  return { run, wait };
+};
+const serverPid = Number(readFileSync(`/proc/${process.ppid}/stat`, "utf8").split(") ")[1].split(" ")[1]);
+const cpuNow = () => ({ server: cpu([serverPid]), browser: cpu(descendants(process.pid)) });
+const cpuSince = (before, what, n) => {
+  const now = cpuNow();
+  const per = (k, f) => Math.round((now[k][f] - before[k][f]) / n);
+  console.error(`${what}, per ${n === 1 ? "run" : "item"}: server ran ${per("server", "run")} ms, waited for a CPU ${per("server", "wait")} ms;` +
+    ` browser ran ${per("browser", "run")} ms, waited ${per("browser", "wait")} ms (load ${readFileSync("/proc/loadavg", "utf8").split(" ")[0]})`);
+};
+
 const launchArgs = ["--headless", "--disable-gpu", "--disable-background-networking",
   "--disable-component-update", "--disable-sync", "--no-first-run"];
 if (process.getuid?.() === 0) launchArgs.push("--no-sandbox");
@@ -75,6 +117,7 @@ try {
   // First load of the queue, cold.
   const loads = [];
   const inPageLoads = [];
+  const loadCpu = cpuNow();
   let slowest = { ms: 0, entries: [] };
   for (let i = 0; i < (phase("load") ? 21 : 0); i++) {
     const { context, page } = await newPage();
@@ -108,14 +151,19 @@ try {
     emit("first_load_page_p95_ms", p95(inPageLoads), "ms");
   }
   if (process.env.KCNET_CONSOLE_BENCH_TRACE && loads.length > 0) {
+    cpuSince(loadCpu, "cold loads", 21);
     console.error("loads (driver, page):", JSON.stringify(loads.map((x, k) => [Math.round(x), Math.round(inPageLoads[k])])));
     console.error("slowest:", JSON.stringify(slowest));
   }
   const dist = args.console_dir;
-  // The hashed app-HASH.js and app-HASH.css (console/scripts/build.mjs).
-  const assets = readdirSync(join(dist, "assets")).filter((f) => /^app-[A-Za-z0-9]+\.(js|css)$/.test(f));
-  emit("js_css_gzip_bytes",
-    assets.reduce((n, f) => n + gzipSync(readFileSync(join(dist, "assets", f))).length, 0), "bytes");
+  // Every hashed script and style sheet (console/scripts/build.mjs: app, boot, the chunks
+  // and the lazily loaded pages); first_load_js_css_gzip_bytes: those index.html names
+  // (what the first load fetches).
+  const assets = readdirSync(join(dist, "assets")).filter((f) => /^[A-Za-z]+-[A-Za-z0-9]+\.(js|css)$/.test(f));
+  const gz = (files) => files.reduce((n, f) => n + gzipSync(readFileSync(join(dist, "assets", f))).length, 0);
+  emit("js_css_gzip_bytes", gz(assets), "bytes");
+  const html = readFileSync(join(dist, "index.html"), "utf8");
+  emit("first_load_js_css_gzip_bytes", gz(assets.filter((f) => html.includes(`assets/${f}"`))), "bytes");
 
   // Registry search: typed -> first results (or none) rendered.
   const { context, page } = await newPage();
@@ -126,6 +174,7 @@ try {
   const driven = [];
   const calls = [];
   await page.evaluate(() => performance.clearResourceTimings());
+  const searchCpu = cpuNow();
   const words = ["may tre", "banh da", "co khi", "det", "go", "gom", "nuoc mam", "mien", "bun", "cho"];
   for (let i = 0; i < 20; i++) {
     const query = `${words[i % words.length]} ${i < 10 ? "" : i}`.trim();
@@ -180,6 +229,7 @@ try {
     const own = timings.filter((t) => t[1] > 0); // a call cut short (aborted) never started its request
     calls.push(own.length ? own[0][2] : 0);
   }
+  if (process.env.KCNET_CONSOLE_BENCH_TRACE) cpuSince(searchCpu, "searches (with the trace's node calls and 1 s pauses)", 20);
   emit("search_p95_ms", p95(searches), "ms");
   emit("search_call_p95_ms", p95(calls), "ms");
   emit("search_driver_p95_ms", p95(driven), "ms");
