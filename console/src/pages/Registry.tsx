@@ -167,7 +167,12 @@ export function Registry() {
         setCapped(grown.length >= kMaxListed && page.next !== "");
         setLoading(false);
       })
-      .catch((e) => !abort.signal.aborted && (setLoading(false), setError(errorText(e))));
+      .catch((e) => {
+        if (abort.signal.aborted) return;
+        setNext(""); // no retry loop: the error is shown, a new search starts afresh
+        setLoading(false);
+        setError(errorText(e));
+      });
   };
 
   const count = list?.length ?? 0;
