@@ -13,10 +13,12 @@
 //   search_driver_p95_ms the same timed from this driver (adds one call into the page);
 //   search_call_p95_ms  the first ListFacilities call of each of those searches (request
 //                       sent -> answer received, the browser's resource timing);
+// The searches are 1 s apart (a person reads the results before typing again).
 // KCNET_CONSOLE_BENCH_TRACE=1 prints to stderr the slowest cold load's resource timings,
 // each search's ListFacilities calls (browser: queued, connecting, sent -> first byte,
-// first -> last byte) beside the same calls made from node, and the server's RPC log lines
-// of ListFacilities (its own time).
+// first -> last byte) beside the same calls made from node, the CPU time the server's and
+// the browser's threads ran and waited for a CPU (schedstat) per load and per search, and
+// (console_bench.cc) the server's RPC log: each call's own time.
 //   map_points          the points the map shows for the whole province;
 //   map_load_ms         opening the map -> every point loaded and drawn (the data's fetch);
 //   map_render_ms       one frame drawing all the points (clustering + canvas);
