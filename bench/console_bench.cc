@@ -104,7 +104,12 @@ int main(int argc, char** argv) {
   options.http_listen = "127.0.0.1:0";
   options.directory.password_ops_limit = kcnet::server::kArgon2OpsLimitMin;
   options.directory.password_mem_limit = kcnet::server::kArgon2MemLimitMin;
-  options.log_sink = [](absl::string_view) {};
+  // KCNET_CONSOLE_BENCH_TRACE: the server's own time of each call (its RPC log), to set
+  // beside the browser's timing of it (bench/console_browser.mjs prints that).
+  const bool trace = std::getenv("KCNET_CONSOLE_BENCH_TRACE") != nullptr;
+  options.log_sink = [trace](absl::string_view line) {
+    if (trace) std::cerr << line << "\n";
+  };
   options.console_dir = KCNET_CONSOLE_DIST;  // "" when the console is not built
   auto server = kcnet::server::KcnetServer::Start(options);
   if (!server.ok()) Die(server.status().ToString());

@@ -1,11 +1,13 @@
 // The console's shell: the header (who is signed in, language switch, sign-out) and the
 // page of the current route. On load it asks the server who the cookie belongs to
-// (WhoAmI); without a valid cookie it shows the sign-in page.
+// (WhoAmI, sent by ./boot before the rest is evaluated); without a valid cookie it shows
+// the sign-in page.
+import { earlyWhoAmI } from "./boot"; // first: its call starts before the other modules run
 import "./styles.css";
 import { render } from "preact";
 import { useEffect } from "preact/hooks";
 import { effect } from "@preact/signals";
-import { auth, signOut as bridgeSignOut } from "./api";
+import { signOut as bridgeSignOut } from "./api";
 import { lang, t } from "./i18n";
 import { me, navigate, route, setLangParam } from "./state";
 import { resetCaches, Queue } from "./pages/Queue";
@@ -22,6 +24,8 @@ import { Admin } from "./pages/Admin";
 import { startLive, stopLive } from "./live";
 import { tr } from "./i18n-review";
 import { Role } from "@gen/kcnet/v1/domain_pb";
+import { WhoAmIResponseSchema } from "@gen/kcnet/v1/services_pb";
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 
 
 // One live-change stream per tab while someone is signed in.
@@ -34,7 +38,8 @@ effect(() => {
 
 async function whoAmI() {
   try {
-    me.value = (await auth.whoAmI({})).user ?? null;
+    const json = await earlyWhoAmI;
+    me.value = json ? (fromJson(WhoAmIResponseSchema, json as JsonValue, { ignoreUnknownFields: true }).user ?? null) : null;
   } catch {
     me.value = null;
   }

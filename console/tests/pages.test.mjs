@@ -491,6 +491,31 @@ async function main() {
   assert.ok(all.communes.some((c) => c.communeName.includes("Tân Hòa")), "district Tây's commune");
   assert.equal(await page.locator("#coverage-table tbody tr").count(), all.communes.length);
 
+  step("registry: a long list shows its first 100 rows, and the rest once scrolled to");
+  const kilnCommune = (await unitsOf()).find((u) => u.level === "ORG_UNIT_LEVEL_COMMUNE").id;
+  for (let i = 0; i < 130; i += 10) {
+    await Promise.all(Array.from({ length: 10 }, async (_, k) => {
+      const r = await api("FacilityService/CreateFacility",
+        { facility: { communeId: kilnCommune, name: `Lò gạch Hưng Thịnh ${i + k}`, ownerName: "Trần Văn Bảy" } });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }));
+  }
+  const kilns = await listAll("lo gach hung thinh");
+  assert.equal(kilns.length, 130);
+  await page.goto(`${base}/?q=lo+gach+hung+thinh#/registry`);
+  await page.locator("#registry-count", { hasText: /^100\+ cơ sở/ }).waitFor();
+  await page.locator(".vlist").evaluate((list) => (list.scrollTop = list.scrollHeight));
+  await page.locator("#registry-count", { hasText: /^130 cơ sở/ }).waitFor();
+  await page.locator(".vlist").evaluate((list) => (list.scrollTop = list.scrollHeight)); // the grown list's end
+  const firstPage = ((await api("FacilityService/ListFacilities", { query: "lo gach hung thinh", pageSize: 100 })).body.facilities ?? [])
+    .map((f) => f.id);
+  await page.waitForFunction((first) =>
+    [...document.querySelectorAll("[data-facility-id]")].some((r) => !first.includes(r.getAttribute("data-facility-id"))), firstPage);
+  const inView = await shownFacilities();
+  assert.ok(inView.length > 0 && inView.every((id) => kilns.includes(id)), "the rows in view are the API's");
+  await page.goto(`${base}/#/reports/coverage`);
+  await report("coverage");
+
   step("English");
   await page.getByRole("button", { name: "Switch to English" }).click();
   await page.locator("main h1", { hasText: "Reports: Coverage" }).waitFor();

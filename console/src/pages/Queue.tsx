@@ -76,10 +76,15 @@ export function Queue() {
   const shownKey = useRef("");
   const knownNames = useRef(new Map<string, string>()); // facility id -> name
 
+  // The filters' communes and collaborators once the first rows are shown: the rows wait
+  // for nothing they do not need (a commune's name shows "…" until then).
+  const [communesRead, setCommunesRead] = useState(false);
+  const rowsShown = rows !== null;
   useEffect(() => {
-    communes().then(setCommuneList);
+    if (!rowsShown) return;
+    communes().then((list) => (setCommuneList(list), setCommunesRead(true)));
     scopeUsers().then(setUserList);
-  }, []);
+  }, [rowsShown]);
 
   useEffect(() => {
     let cancelled = false;
@@ -126,7 +131,7 @@ export function Queue() {
     };
   }, [f.status, f.commune, f.category, f.funding, f.age, f.author, role, tick, reloads]);
 
-  const communeName = (id: bigint) => communeList.find((c) => c.id === id)?.name ?? String(id);
+  const communeName = (id: bigint) => communeList.find((c) => c.id === id)?.name ?? (communesRead ? String(id) : "…");
   const select = (
     id: string,
     label: string,

@@ -3,7 +3,9 @@
 // search does (no case, no diacritics, đ = d), within an org unit of the caller's scope;
 // kind and sector narrow the list on the page. Filters live in the URL (?q=&unit=&kind=
 // &sector=), shared with the reports and the map. The list is virtualised
-// (@tanstack/virtual-core): only the rows in view are in the DOM, however long it is.
+// (@tanstack/virtual-core): only the rows in view are in the DOM, however long it is, and
+// only the pages scrolled to are read (the first 100 rows at once, then 500 at a time; the
+// count says "100+" while more remain).
 // Facilities with the same folded name in the same commune are flagged as possible
 // duplicates. A facility's page shows its visits and requests on one timeline, and the
 // photos and documents of the facility and its visits (./Attachments.tsx).
@@ -19,50 +21,30 @@ import { myUnits, reportParams, setReportParams, type ReportParams, type UnitOpt
 
 /** The most facilities a list loads; beyond, the page asks to narrow the search. */
 export const kMaxListed = 50_000;
+/** The first page is small (the first rows show sooner); the ones after it are larger. */
+const kFirstPage = 100;
+const kNextPage = 500;
+/** Rows left below the view when the next page is asked for. */
+const kLoadAhead = 40;
 
 /**
- * Every facility of the URL's filters (search, org unit, kind, sector), page by page;
- * `onPage` sees the list grow. Stops at `limit` (then `more` is true) or when cancelled;
- * `signal` also aborts the call in flight (a search typed further makes the last one stale);
- * with `restAfterMs` the pages after the first wait that long.
- * With a search the server answers names that begin with it first.
+ * One page of the URL's filters (search, org unit, kind, sector) after `token` ("" for
+ * the first): its facilities (kind and sector are applied here, so a page may hold fewer,
+ * even none) and the next page's token ("" at the end). `signal` aborts the call (a search
+ * typed further makes the last one stale). With a search the server answers names that
+ * begin with it first.
  */
-export async function loadFacilities(
+export async function fetchFacilityPage(
   p: ReportParams,
-  onPage: (list: Facility[], more: boolean) => void,
-  cancelled: () => boolean,
-  limit = kMaxListed,
+  token: string,
   signal?: AbortSignal,
-  restAfterMs = 0,
-): Promise<void> {
-  const out: Facility[] = [];
-  let token = "";
-  let first = true;
-  do {
-    const r = await facilities.listFacilities(
-      {
-        orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-        query: p.q,
-        pageSize: first ? 100 : 500, // a small first page: the first rows show sooner
-        pageToken: token,
-      },
-      { signal },
-    );
-    if (cancelled()) return;
-    for (const f of r.facilities) {
-      if (p.kind && f.kind !== Number(p.kind)) continue;
-      if (p.sector && f.sector !== Number(p.sector)) continue;
-      out.push(f);
-    }
-    token = r.nextPageToken;
-    onPage(out.slice(0, limit), out.length >= limit && token !== "");
-    if (first && token && restAfterMs > 0) {
-      // The rest only once typing has paused: a search typed further aborts it unread.
-      await new Promise((done) => setTimeout(done, restAfterMs));
-      if (cancelled()) return;
-    }
-    first = false;
-  } while (token && out.length < limit);
+): Promise<{ facilities: Facility[]; next: string }> {
+  const r = await facilities.listFacilities(
+    { orgUnitId: p.unit ? BigInt(p.unit) : 0n, query: p.q, pageSize: token ? kNextPage : kFirstPage, pageToken: token },
+    { signal },
+  );
+  const kept = r.facilities.filter((f) => (!p.kind || f.kind === Number(p.kind)) && (!p.sector || f.sector === Number(p.sector)));
+  return { facilities: kept, next: r.nextPageToken };
 }
 
 // Each facility's key, folded once (a list of thousands is checked at every page loaded).
@@ -128,7 +110,11 @@ export function Registry() {
   const units = useUnits();
   const [typed, setTyped] = useState(p.q);
   const [list, setList] = useState<Facility[] | null>(null);
-  const [more, setMore] = useState(false);
+  // The next page's token ("" at the end or at kMaxListed); its call is in flight when `loading`.
+  const [next, setNext] = useState("");
+  const [loading, setLoading] = useState(false);
+  const search = useRef<AbortController | null>(null); // the current search's calls
+  const [capped, setCapped] = useState(false); // kMaxListed reached with more to come
   const [loadedQuery, setLoadedQuery] = useState<string | null>(null); // the search `list` answers
   const [error, setError] = useState("");
   const [, setTick] = useState(0);
@@ -142,23 +128,52 @@ export function Registry() {
     return () => clearTimeout(timer);
   }, [typed]);
 
-  // Each search (or filter) cancels the one before, its call in flight included.
+  // Each search (or filter) cancels the one before, its calls in flight included. Only the
+  // first page is read at once; the next ones when the list is scrolled near its end
+  // (below). Reading them all in the background made the server read pages nobody looked
+  // at, and a search typed meanwhile queued behind them (docs/BENCHMARKS.md).
   useEffect(() => {
-    let cancelled = false;
     const abort = new AbortController();
+    search.current = abort;
     setList(null);
+    setNext("");
+    setCapped(false);
+    setLoading(true);
     setLoadedQuery(null);
     setError("");
-    loadFacilities(p, (l, m) => {
-      setList(l);
-      setMore(m);
-      setLoadedQuery(p.q);
-    }, () => cancelled, kMaxListed, abort.signal, 300).catch((e) => !cancelled && setError(errorText(e)));
-    return () => {
-      cancelled = true;
-      abort.abort();
-    };
+    fetchFacilityPage(p, "", abort.signal)
+      .then((page) => {
+        if (abort.signal.aborted) return;
+        setList(page.facilities);
+        setNext(page.next);
+        setLoading(false);
+        setLoadedQuery(p.q);
+      })
+      .catch((e) => !abort.signal.aborted && (setLoading(false), setError(errorText(e))));
+    return () => abort.abort();
   }, [p.q, p.unit, p.kind, p.sector]);
+
+  // The next page, when the rows in view come within kLoadAhead of the last one loaded.
+  const loadMore = () => {
+    const abort = search.current;
+    if (!abort || !list || !next || loading) return;
+    setLoading(true);
+    fetchFacilityPage(p, next, abort.signal)
+      .then((page) => {
+        if (abort.signal.aborted) return;
+        const grown = [...list, ...page.facilities].slice(0, kMaxListed);
+        setList(grown);
+        setNext(grown.length >= kMaxListed ? "" : page.next);
+        setCapped(grown.length >= kMaxListed && page.next !== "");
+        setLoading(false);
+      })
+      .catch((e) => {
+        if (abort.signal.aborted) return;
+        setNext(""); // no retry loop: the error is shown, a new search starts afresh
+        setLoading(false);
+        setError(errorText(e));
+      });
+  };
 
   const count = list?.length ?? 0;
   virtualizer.current ??= new Virtualizer<HTMLDivElement, Element>({
@@ -182,6 +197,10 @@ export function Registry() {
   const dups = useMemo(() => (list ? duplicateKeys(list) : new Set<string>()), [list]);
   const names = new Map(units.map((u) => [u.unit.id, u.unit.name]));
   const items = v.getVirtualItems();
+  const lastInView = items.length ? items[items.length - 1].index : -1;
+  useEffect(() => {
+    if (list && next && !loading && lastInView >= list.length - kLoadAhead) loadMore();
+  });
   return (
     <main id="main">
       <h1 tabIndex={-1}>{rt().registry}</h1>
@@ -203,8 +222,8 @@ export function Registry() {
         </p>
       )}
       <p aria-live="polite" id="registry-count" data-q={loadedQuery ?? undefined}>
-        {list === null ? (error ? "" : t().loading) : rt().facilitiesFound(formatCount(count), more)}
-        {more && ` ${rt().tooMany}`}
+        {list === null ? (error ? "" : t().loading) : rt().facilitiesFound(formatCount(count), next !== "" || capped)}
+        {capped && ` ${rt().tooMany}`}
       </p>
       <div class="vlist" ref={scroller} tabIndex={-1}>
         <ul class="vlist-inner" style={{ height: `${v.getTotalSize()}px` }} aria-label={rt().registry}>
