@@ -557,6 +557,10 @@ absl::StatusOr<std::unique_ptr<ConnectBridge>> ConnectBridge::Start(
     setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
   http.set_tcp_nodelay(true);
+  // httplib closes a keep-alive connection after 5 requests by default, so a busy page
+  // paid a new TCP connection every 5 calls. An idle connection still holds a pool thread
+  // only for the keep-alive timeout (5 s), so more requests per connection cost no threads.
+  http.set_keep_alive_max_count(100);
   if (options.on_request) {
     http.set_logger([on_request = options.on_request](const httplib::Request& request,
                                                       const httplib::Response& response) {
