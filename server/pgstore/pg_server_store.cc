@@ -261,6 +261,24 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
     if (!status.ok()) return status;
     partitions_.insert(province);
   }
+  // New buckets' head rows are made outside the transaction too, committed before any op
+  // id is drawn for them: a download waits on the head rows of its buckets for writers in
+  // flight (ChangesSince), and an uncommitted row could not be waited on.
+  if (!buckets.empty()) {
+    std::vector<int64_t> sorted = buckets;
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    std::vector<int64_t> provinces;
+    for (int64_t bucket : sorted) provinces.push_back(ProvinceOf(bucket));
+    absl::Status made =
+        db.Query(
+              "INSERT INTO kcnet_bucket_head(bucket, province) "
+              "SELECT b, p FROM unnest($1::bigint[], $2::int[]) AS t(b, p) ORDER BY b "
+              "ON CONFLICT (bucket) DO NOTHING",
+              {PgParam::Text(IntArray(sorted)), PgParam::Text(IntArray(provinces))})
+            .status();
+    if (!made.ok()) return made;
+  }
   absl::Status status = db.Exec("BEGIN");
   if (!status.ok()) return status;
   in_group_ = true;
@@ -736,6 +754,12 @@ absl::Status PgServerStore::MarkConflictResolved(uint64_t id) {
 // --- Reads -----------------------------------------------------------------------------
 
 absl::Status PgServerStore::WithReader(const std::function<absl::Status(PgConn& conn)>& fn) {
+  return WithReader(nullptr, fn);
+}
+
+absl::Status PgServerStore::WithReader(
+    const std::function<absl::Status(PgConn& conn)>& before_snapshot,
+    const std::function<absl::Status(PgConn& conn)>& fn) {
   const size_t n = readers_.size();
   const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
   Reader* reader = nullptr;
@@ -756,7 +780,8 @@ absl::Status PgServerStore::WithReader(const std::function<absl::Status(PgConn& 
         reader->conn = std::move(*conn);
       }
       PgConn& conn = *reader->conn;
-      absl::Status status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      absl::Status status = before_snapshot ? before_snapshot(conn) : absl::OkStatus();
+      if (status.ok()) status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
       if (status.ok()) status = fn(conn);
       if (status.ok()) status = conn.Exec("COMMIT");
       if (!status.ok() && conn.ok()) conn.Exec("ROLLBACK").IgnoreError();
@@ -772,12 +797,34 @@ absl::Status PgServerStore::WithReader(const std::function<absl::Status(PgConn& 
 
 absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
                                          const sync::DownloadLimits& limits, ChangeBatch* page) {
-  return WithReader([&](PgConn& conn) -> absl::Status {
-    ChangeBatch& batch = *page;
-    absl::StatusOr<PgResult> server_op =
+  // The page's server_op promises the device that every op up to it in a bucket the page
+  // completes is in the page (the device then forgets its acknowledged writes up to it).
+  // Op ids come from a sequence and commit out of order, so the sequence's value alone is
+  // no such promise: a writer may have drawn an id below it and not committed yet. So:
+  // read the sequence, then wait for the writers in flight on these buckets (they hold
+  // their head rows FOR UPDATE from before they draw ids until they commit), and only
+  // then take the snapshot: every id drawn for these buckets up to the value read is
+  // committed (or rolled back) by then, so visible.
+  std::vector<int64_t> buckets;
+  for (const BucketCursor& cursor : cursors) buckets.push_back(cursor.bucket());
+  std::sort(buckets.begin(), buckets.end());
+  uint64_t server_op = 0;
+  auto before_snapshot = [&](PgConn& conn) -> absl::Status {
+    absl::StatusOr<PgResult> seq =
         conn.Query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq");
-    if (!server_op.ok()) return server_op.status();
-    batch.set_server_op(static_cast<uint64_t>(server_op->GetInt(0, 0)));
+    if (!seq.ok()) return seq.status();
+    server_op = static_cast<uint64_t>(seq->GetInt(0, 0));
+    if (buckets.empty()) return absl::OkStatus();
+    return conn
+        .Query(
+            "SELECT 1 FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
+            "ORDER BY bucket FOR KEY SHARE",
+            {PgParam::Text(IntArray(buckets))})
+        .status();
+  };
+  return WithReader(before_snapshot, [&](PgConn& conn) -> absl::Status {
+    ChangeBatch& batch = *page;
+    batch.set_server_op(server_op);
     size_t budget = std::max<size_t>(limits.max_changes, 1);
     size_t bytes = 0;
     absl::flat_hash_set<int64_t> seen;

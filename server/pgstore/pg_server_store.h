@@ -143,6 +143,10 @@ class PgServerStore final : public sync::MergingServerStore {
   absl::StatusOr<PgConn*> Writer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs `fn` on a free reader connection inside a REPEATABLE READ READ ONLY transaction.
   absl::Status WithReader(const std::function<absl::Status(PgConn& conn)>& fn);
+  // The same, running `before_snapshot` on the connection first, outside the transaction
+  // (each of its statements commits by itself).
+  absl::Status WithReader(const std::function<absl::Status(PgConn& conn)>& before_snapshot,
+                          const std::function<absl::Status(PgConn& conn)>& fn);
 
   // A bucket's checkpoint as the group's transaction sees it (locked), and its moves.
   struct Head {

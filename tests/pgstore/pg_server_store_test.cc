@@ -3,9 +3,11 @@
 // telling each other of their commits (NOTIFY, and the poll when no notification came).
 #include "server/pgstore/pg_server_store.h"
 
+#include <atomic>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -229,6 +231,50 @@ TEST_F(PgServerStoreTest, ThePollFindsACommitThatSentNoNotification) {
                          "VALUES (43, 1, 5)")
                   .ok());
   EXPECT_TRUE(WaitFor(mu, seen, kOtherUnit)) << "the poll never looked";
+}
+
+// A download's server_op promises that every op up to it in the buckets it completes is
+// in it (the device then forgets its acknowledged writes up to it). Op ids come from a
+// sequence, so a writer can hold an id below a later writer's committed one: the download
+// must wait for it. Before the fix, a tablet's own acknowledged record vanished from its
+// view until its next sync (sync_stream_test's OversizedPush.../Postgres, 1 run in 6).
+TEST_F(PgServerStoreTest, ADownloadWaitsForWritersInFlightBelowItsServerOp) {
+  auto store = OpenPg();
+  ASSERT_TRUE(store);
+  const sync::Writer a = Device("tablet-a");
+  const uint64_t t = sync::HlcPack(kT0, 0);
+  ASSERT_TRUE(store->Apply(a, One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, t + 1)).ok());
+  // A writer in flight in kUnit: its head row locked, an op id drawn, not committed.
+  auto writer = PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*writer)->Exec("SELECT 1 FROM kcnet_bucket_head WHERE bucket = 42 FOR UPDATE").ok());
+  auto drawn = (*writer)->Query("SELECT nextval('kcnet_op_seq')");
+  ASSERT_TRUE(drawn.ok());
+  const uint64_t in_flight = static_cast<uint64_t>(drawn->GetInt(0, 0));
+  // A later writer in another bucket commits with a higher id.
+  auto later = store->Apply(Device("tablet-b"),
+                            One(1, {Change(1, Id(2), {{2, IntValue(kOtherUnit)}})}, t + 2));
+  ASSERT_TRUE(later.ok());
+  ASSERT_GT(later->results(0).op(), in_flight);
+
+  std::atomic<bool> writer_ended{false};
+  std::atomic<bool> ended_at_return{false};
+  kcnet::v1::ChangeBatch batch;
+  std::thread download([&] {
+    kcnet::v1::BucketCursor cursor;
+    cursor.set_bucket(kUnit);
+    absl::Status status = store->ChangesSince({cursor}, sync::DownloadLimits{}, &batch);
+    EXPECT_TRUE(status.ok()) << status;
+    ended_at_return = writer_ended.load();
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  writer_ended = true;
+  ASSERT_TRUE((*writer)->Exec("ROLLBACK").ok());
+  download.join();
+  EXPECT_GE(batch.server_op(), in_flight);
+  EXPECT_TRUE(ended_at_return) << "the download answered server_op " << batch.server_op()
+                               << " while op " << in_flight << " of its bucket was in flight";
 }
 
 }  // namespace
