@@ -880,6 +880,20 @@ absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQu
   return out;
 }
 
+uint64_t PgServerStore::last_op() {
+  uint64_t last = 0;
+  absl::Status status = WithReader([&last](PgConn& conn) -> absl::Status {
+    absl::StatusOr<PgResult> head =
+        conn.Query("SELECT coalesce(max(last_op), 0) FROM kcnet_bucket_head");
+    if (!head.ok()) return head.status();
+    last = static_cast<uint64_t>(head->GetInt(0, 0));
+    return absl::OkStatus();
+  });
+  // Unreachable database: this instance's own view (never below what it committed).
+  const uint64_t own = MergingServerStore::last_op();
+  return status.ok() ? std::max(last, own) : own;
+}
+
 absl::StatusOr<BucketCheckpoint> PgServerStore::Checkpoint(int64_t bucket) {
   BucketCheckpoint cp;
   cp.set_bucket(bucket);
