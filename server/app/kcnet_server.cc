@@ -164,7 +164,8 @@ int32_t ProvinceOfUnit(Directory& directory, int64_t bucket) {
   for (int depth = 0; depth < 8 && id != 0; ++depth) {
     absl::StatusOr<kcnet::v1::OrgUnit> unit = directory.GetOrgUnit(id);
     if (!unit.ok()) return 0;
-    if (unit->level() == kcnet::v1::ORG_UNIT_LEVEL_PROVINCE) return static_cast<int32_t>(unit->id());
+    if (unit->level() == kcnet::v1::ORG_UNIT_LEVEL_PROVINCE)
+      return static_cast<int32_t>(unit->id());
     id = unit->parent_id();
   }
   return 0;

@@ -171,10 +171,10 @@ class ClusterFaultTest : public ::testing::Test {
       absl::SleepFor(absl::Milliseconds(50));
     }
     ASSERT_EQ(SyncState(*primary_), "sync");
-    conninfo_ = absl::StrCat("host=127.0.0.1,127.0.0.1 port=", primary_->port(), ",",
-                             standby_->port(),
-                             " user=kcnet dbname=kcnet connect_timeout=2 "
-                             "target_session_attrs=read-write");
+    conninfo_ =
+        absl::StrCat("host=127.0.0.1,127.0.0.1 port=", primary_->port(), ",", standby_->port(),
+                     " user=kcnet dbname=kcnet connect_timeout=2 "
+                     "target_session_attrs=read-write");
     for (int i = 0; i < kInstances; ++i) ports_.push_back(FreePort());
     processes_.resize(kInstances);
   }
@@ -255,7 +255,9 @@ class ClusterFaultTest : public ::testing::Test {
     return absl::OkStatus();
   }
 
-  static std::string Password(const std::string& user) { return absl::StrCat("demo-", user, "-pass"); }
+  static std::string Password(const std::string& user) {
+    return absl::StrCat("demo-", user, "-pass");
+  }
 
   // One write: a new facility (unique name), or an edit of one registered here.
   void Write(Tablet& t) {
@@ -324,7 +326,8 @@ class ClusterFaultTest : public ::testing::Test {
   std::unique_ptr<ChildProcess> nginx_process_;
   int starts_ = 0;
   std::map<std::string, int64_t> communes_;
-  int32_t province_ = 0;  // the org unit id of their province  // user -> the commune (bucket) they write in
+  int32_t province_ =
+      0;  // the org unit id of their province  // user -> the commune (bucket) they write in
   std::vector<std::unique_ptr<Tablet>> tablets_;
   absl::Mutex mu_;
   std::set<std::string> accepted_ ABSL_GUARDED_BY(mu_);

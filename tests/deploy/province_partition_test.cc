@@ -80,10 +80,10 @@ TEST(ProvincePartitionTest, EachProvincesRowsLandInTheirOwnPartitionThroughKcnet
     }
   }
 
-  auto server = ChildProcess::Start({KCNET_SERVER_PATH, "--data_dir=" + data,
-                                     "--store=postgres:" + (*pg)->conninfo(),
-                                     "--listen=127.0.0.1:0"},
-                                    dir.File("server.err"));
+  auto server =
+      ChildProcess::Start({KCNET_SERVER_PATH, "--data_dir=" + data,
+                           "--store=postgres:" + (*pg)->conninfo(), "--listen=127.0.0.1:0"},
+                          dir.File("server.err"));
   ASSERT_TRUE(server.ok()) << server.status();
   std::optional<std::string> line = (*server)->ReadLine(absl::Seconds(60));
   ASSERT_TRUE(line.has_value()) << ReadFile(dir.File("server.err"));
