@@ -262,6 +262,9 @@ fail_primary() {
   say "the standby is the primary; the instances' next writes go to it (no standby now)"
 }
 
+if [ "${1:-start}" != start ] && [ ! -d "$run" ]; then
+  die "$run does not exist: start the cluster first (or set KCNET_CLUSTER_DIR)"
+fi
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
