@@ -84,8 +84,9 @@ struct Child {
   int port = 0;
 };
 
-// Starts kcnet-server on `data_dir` and waits (at most 30 s) for its "listening on" line.
-inline Child StartServer(const std::string& data_dir) {
+// Starts kcnet-server on `data_dir` (and `extra` flags, e.g. --store=postgres:...) and
+// waits (at most 30 s) for its "listening on" line.
+inline Child StartServer(const std::string& data_dir, const std::vector<std::string>& extra = {}) {
   const char* env = std::getenv("KCNET_SERVER_BIN");
   const std::string bin = env != nullptr && *env != '\0' ? env : KCNET_SERVER_BIN;
   int out[2];
@@ -99,8 +100,12 @@ inline Child StartServer(const std::string& data_dir) {
     if (null >= 0) dup2(null, STDERR_FILENO);
     close(out[0]);
     close(out[1]);
-    execl(bin.c_str(), bin.c_str(), "--listen=127.0.0.1:0", dir_flag.c_str(),
-          static_cast<char*>(nullptr));
+    std::vector<std::string> args = {bin, "--listen=127.0.0.1:0", dir_flag};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
     _exit(127);
   }
   close(out[1]);

@@ -125,6 +125,12 @@ int ChildProcess::Stop(absl::Duration grace) {
   return Wait(absl::Seconds(10)).value_or(-SIGKILL);
 }
 
+int ChildProcess::Kill() {
+  if (exit_code_.has_value()) return *exit_code_;
+  kill(pid_, SIGKILL);
+  return Wait(absl::Seconds(10)).value_or(-SIGKILL);
+}
+
 RunOutput RunProgram(const std::vector<std::string>& argv, const std::string& stderr_path,
                      absl::Duration timeout) {
   RunOutput result;

@@ -37,6 +37,8 @@ class ChildProcess {
   absl::StatusOr<int> Wait(absl::Duration timeout);
   // SIGTERM, then SIGKILL when it has not exited within `grace`; returns the exit code.
   int Stop(absl::Duration grace);
+  // SIGKILL at once (a crash, not a shutdown) and waits; returns the exit code.
+  int Kill();
 
  private:
   ChildProcess() = default;

@@ -156,6 +156,21 @@ absl::Status CheckpointWal(const std::string& path) {
   return absl::OkStatus();
 }
 
+// The partition key of a bucket on PostgreSQL: the id of the province above the org unit
+// `bucket` (itself when it is a province); 0 for a unit the directory does not know or one
+// with no province above it. Walks at most a few levels of the directory's cached units.
+int32_t ProvinceOfUnit(Directory& directory, int64_t bucket) {
+  int64_t id = bucket;
+  for (int depth = 0; depth < 8 && id != 0; ++depth) {
+    absl::StatusOr<kcnet::v1::OrgUnit> unit = directory.GetOrgUnit(id);
+    if (!unit.ok()) return 0;
+    if (unit->level() == kcnet::v1::ORG_UNIT_LEVEL_PROVINCE)
+      return static_cast<int32_t>(unit->id());
+    id = unit->parent_id();
+  }
+  return 0;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOptions& options) {
@@ -237,8 +252,14 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   if (postgres) {
     // The file above stays as it is (empty); the records live in PostgreSQL.
     store->reset();
+    // Tables are partitioned by province (docs/POSTGRES.md): a bucket (a commune) belongs
+    // to the province above it in the directory, keyed by the province's org unit id.
+    pgstore::PgServerStoreOptions pg_options;
+    pg_options.province_of = [directory = server->directory_.get()](int64_t bucket) {
+      return ProvinceOfUnit(*directory, bucket);
+    };
     absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> pg = pgstore::PgServerStore::Open(
-        store_spec->location, &kcnet::model::KcnetSchema(), store_options);
+        store_spec->location, &kcnet::model::KcnetSchema(), store_options, std::move(pg_options));
     if (!pg.ok()) {
       return absl::Status(pg.status().code(),
                           absl::StrCat("store: postgres: ", pg.status().message()));

@@ -435,6 +435,24 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
     }
     values += ")";
   };
+  // A record now in another province than where it is stored (moved to a commune of
+  // another province, or its commune moved by a reorganisation) leaves its old partition:
+  // the upsert below only replaces a row of the same province.
+  if (pg_options_.province_of && !dirty_.empty()) {
+    std::vector<int64_t> types, provinces;
+    std::vector<std::string> ids;
+    for (const RowKey& key : dirty_) {
+      types.push_back(key.first);
+      ids.push_back(key.second);
+      provinces.push_back(ProvinceOf(rows_[key]->bucket));
+    }
+    pipeline.Add(
+        "DELETE FROM kcnet_records r USING unnest($1::int[], $2::text[], $3::int[]) "
+        "AS k(type, id, province) WHERE r.type = k.type AND r.id = k.id "
+        "AND r.province <> k.province",
+        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids)),
+         PgParam::Text(IntArray(provinces))});
+  }
   constexpr absl::string_view kRecordsHead =
       "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
       "VALUES ";
@@ -956,6 +974,20 @@ absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQu
   });
   if (!status.ok()) return status;
   return out;
+}
+
+uint64_t PgServerStore::last_op() {
+  uint64_t last = 0;
+  absl::Status status = WithReader([&last](PgConn& conn) -> absl::Status {
+    absl::StatusOr<PgResult> head =
+        conn.Query("SELECT coalesce(max(last_op), 0) FROM kcnet_bucket_head");
+    if (!head.ok()) return head.status();
+    last = static_cast<uint64_t>(head->GetInt(0, 0));
+    return absl::OkStatus();
+  });
+  // Unreachable database: this instance's own view (never below what it committed).
+  const uint64_t own = MergingServerStore::last_op();
+  return status.ok() ? std::max(last, own) : own;
 }
 
 absl::StatusOr<BucketCheckpoint> PgServerStore::Checkpoint(int64_t bucket) {

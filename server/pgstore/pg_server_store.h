@@ -91,6 +91,10 @@ class PgServerStore final : public sync::MergingServerStore {
                                                           int64_t owner) override;
   absl::Status ReleaseDevice(const std::string& device_id, int64_t by, bool administrator) override;
   absl::StatusOr<std::vector<DeviceEvent>> DeviceLog(const std::string& device_id) override;
+  // The highest op any instance has committed (the bucket heads), not only this
+  // instance's: a device that synced through another instance must never be told a
+  // server_op below its cursors (it would take the server for restored and hand back).
+  uint64_t last_op() override;
   int readers_in_use() const override { return readers_busy_.load(std::memory_order_relaxed); }
   int reader_count() const override { return static_cast<int>(readers_.size()); }
 
