@@ -476,7 +476,12 @@ absl::Status Attachments::CommitLocked(Active& a) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
+void Attachments::Forget(Active& a) {
+  absl::MutexLock lock(&active_mu_);
+  active_.erase(a.session.id);
+}
+
+absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a, bool forget) {
   const std::string path = UploadTempPath(uploads_dir_, a.session.id);
   std::string raw(crypto_hash_sha256_BYTES, '\0');
   if (a.hashed == a.session.size) {
@@ -517,10 +522,7 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a) {
   a.over = true;
   a.attached = false;
   a.on_commit = nullptr;
-  {
-    absl::MutexLock lock(&active_mu_);
-    active_.erase(a.session.id);
-  }
+  if (forget) Forget(a);
   return ChunkResult{
       .ack = true, .committed = a.session.size, .received = a.session.size, .complete = true};
 }
@@ -673,12 +675,15 @@ void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
     // upload meanwhile), then the SHA-256 and the blob's storing.
     tell(event);
     OnCommit on_commit = a->on_commit;  // FinishLocked clears it
-    absl::StatusOr<ChunkResult> done = FinishLocked(*a);
+    absl::StatusOr<ChunkResult> done = FinishLocked(*a, /*forget=*/false);
     CommitEvent end{.status = done.status(),
                     .committed = a->session.committed,
                     .received = a->received,
                     .complete = done.ok()};
     if (on_commit) on_commit(end);
+    // Only now may the stream's Detach find the session gone (and its reactor be freed):
+    // until here it waits for this lock.
+    if (done.ok()) Forget(*a);
     return;
   }
   tell(event);

@@ -202,7 +202,11 @@ class Attachments {
   void CommitterLoop();
   // One commit of `a` (a committer thread; no lock held).
   void RunCommit(const std::shared_ptr<Active>& a);
-  absl::StatusOr<ChunkResult> FinishLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
+  // The SHA-256 check and the blob's storing; `forget`: drop the entry from active_ (else
+  // the caller does, with Forget, once it has told the stream).
+  absl::StatusOr<ChunkResult> FinishLocked(Active& a, bool forget = true)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
+  void Forget(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<int64_t> ProvinceOf(int64_t org_unit_id);
   void CollectorLoop();
 
