@@ -663,7 +663,7 @@ int64_t AttachmentQueue::NextChunkBytes() {
   const double rate = link_bytes_per_s_.load();
   const int64_t smallest = std::min<int64_t>(kSmallestChunkBytes, options_.chunk_bytes);
   if (rate <= 0) return smallest;  // unknown yet: the first received ack tells
-  // About half a second of the link per chunk, a power of two between 4 KiB and chunk_bytes.
+  // About half a second of the link per chunk, a power of two between 2 KiB and chunk_bytes.
   int64_t bytes = smallest;
   while (bytes * 2 <= options_.chunk_bytes && static_cast<double>(bytes * 2) <= rate / 2) {
     bytes *= 2;

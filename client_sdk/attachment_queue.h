@@ -75,7 +75,7 @@ struct AttachmentQueueOptions {
   // often.
   int64_t chunk_bytes = 64 << 10;
 };
-inline constexpr int64_t kSmallestChunkBytes = 4 << 10;
+inline constexpr int64_t kSmallestChunkBytes = 2 << 10;
 
 // One row of the upload queue.
 struct QueueRow {

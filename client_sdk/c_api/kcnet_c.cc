@@ -1170,6 +1170,7 @@ int kcnet_attachment_add_listener(kcnet_client* client, kcnet_attachment_progres
             message.set_download(p.download);
             message.set_bytes_done(p.bytes_done);
             message.set_bytes_sent(p.bytes_sent);
+            message.set_bytes_received(p.bytes_received);
             message.set_size(p.size);
             message.set_failure(p.failure);
             const std::string bytes = message.SerializeAsString();

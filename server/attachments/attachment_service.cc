@@ -28,9 +28,11 @@ absl::StatusOr<Principal> StreamCaller(Directory* directory, const CallbackServe
   return caller;
 }
 
-// One Upload stream: reads a chunk, hands it to Attachments, reads the next; acks (of a
-// commit, or of a chunk that asked for ack_received) are written one at a time (a newer
-// ack replaces one not yet sent: offsets only grow).
+// One Upload stream: reads a chunk, hands it to Attachments, reads the next. Acks of a
+// chunk that asked for ack_received come from the read callbacks; acks of a commit, and the
+// end of the upload (its SHA-256 check), from Attachments' committer threads (OnCommit).
+// They are written one at a time (a newer ack replaces one not yet sent; both offsets are
+// the largest told so far, as offsets only grow).
 class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck> {
  public:
   UploadReactor(Attachments* attachments, Directory* directory, CallbackServerContext* ctx)
@@ -48,21 +50,28 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
     if (!ok) {
       // The client half-closed (or the call broke): commit what came, say so, finish.
       int64_t committed = -1;
+      bool complete = false;
       if (stream_.has_value()) {
-        absl::StatusOr<int64_t> c = attachments_->Detach(*stream_);
+        absl::StatusOr<int64_t> c = attachments_->Detach(*stream_, &complete);
         stream_.reset();
         if (c.ok()) committed = *c;
       }
       absl::MutexLock lock(&mu_);
-      if (committed > last_ack_) QueueAckLocked(committed, committed, false);
+      if (ending_) return;  // a commit's end already finished the call
+      if (committed > last_committed_) QueueAckLocked(committed, committed, complete);
       FinishWhenIdleLocked(grpc::Status::OK);
       return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (ending_) return;  // finished meanwhile (the upload completed, or a commit failed)
     }
     absl::Status status;
     ChunkResult result;
     int64_t committed = 0;
     if (!stream_.has_value()) {
-      absl::StatusOr<Attachments::Stream> s = attachments_->Attach(caller_, chunk_.upload_id());
+      absl::StatusOr<Attachments::Stream> s = attachments_->Attach(
+          caller_, chunk_.upload_id(), [this](const CommitEvent& event) { OnCommit(event); });
       if (s.ok()) {
         stream_ = *s;
       } else {
@@ -77,45 +86,34 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
         status = r.status();
       }
     }
-    if (status.ok() && result.verify) {
-      // Every byte is durable: say so before the check (the client may begin its next
-      // upload meanwhile), then the SHA-256 and the blob's storing.
-      {
-        absl::MutexLock lock(&mu_);
-        QueueAckLocked(result.committed, result.received, false);
-      }
-      absl::StatusOr<ChunkResult> r = attachments_->Verify(*stream_, &committed);
-      if (r.ok()) {
-        result = *r;
-      } else {
-        status = r.status();
-      }
-    }
     if (!status.ok()) {
       if (stream_.has_value()) {
         attachments_->Detach(*stream_).IgnoreError();
         stream_.reset();
       }
-      if (status.code() == absl::StatusCode::kFailedPrecondition ||
-          status.code() == absl::StatusCode::kInvalidArgument ||
-          status.code() == absl::StatusCode::kDataLoss) {
-        ctx_->AddTrailingMetadata(kCommittedOffsetMetadata, absl::StrCat(committed));
-      }
       absl::MutexLock lock(&mu_);
-      FinishWhenIdleLocked(ToGrpcStatus(status));
+      FailLocked(status, committed);
       return;
     }
     // Let the chunk's 64 KiB go now rather than keep it for the next parse: 200 idle
     // streams would otherwise hold 12.5 MiB between their chunks.
     std::string().swap(*chunk_.mutable_data());
     absl::MutexLock lock(&mu_);
-    if (result.ack) QueueAckLocked(result.committed, result.received, result.complete);
-    if (result.complete) {
-      stream_.reset();
-      FinishWhenIdleLocked(grpc::Status::OK);
+    if (ending_) return;
+    if (result.ack) QueueAckLocked(result.committed, result.received, false);
+    StartRead(&chunk_);
+  }
+
+  // From a committer thread (Attachments holds the session's lock; no call back into it).
+  void OnCommit(const CommitEvent& event) {
+    absl::MutexLock lock(&mu_);
+    if (ending_) return;
+    if (!event.status.ok()) {
+      FailLocked(event.status, event.committed);
       return;
     }
-    StartRead(&chunk_);
+    QueueAckLocked(event.committed, event.received, event.complete);
+    if (event.complete) FinishWhenIdleLocked(grpc::Status::OK);
   }
 
   void OnWriteDone(bool ok) override {
@@ -138,13 +136,26 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
  private:
   void QueueAckLocked(int64_t committed, int64_t received, bool complete)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    last_committed_ = std::max(last_committed_, committed);
+    last_received_ = std::max({last_received_, received, last_committed_});
     v1::UploadAck ack;
-    ack.set_committed_offset(committed);
+    ack.set_committed_offset(last_committed_);
     ack.set_complete(complete);
-    ack.set_received_offset(received);
+    ack.set_received_offset(last_received_);
     pending_ = ack;
-    last_ack_ = committed;
     if (!writing_) SendPendingLocked();
+  }
+  // Ends the call with `status` (and the committed offset in the trailers of the errors
+  // whose client resumes from it).
+  void FailLocked(const absl::Status& status, int64_t committed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ending_) return;
+    if (status.code() == absl::StatusCode::kFailedPrecondition ||
+        status.code() == absl::StatusCode::kInvalidArgument ||
+        status.code() == absl::StatusCode::kDataLoss) {
+      ctx_->AddTrailingMetadata(kCommittedOffsetMetadata, absl::StrCat(committed));
+    }
+    FinishWhenIdleLocked(ToGrpcStatus(status));
   }
   void SendPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     out_ = *pending_;
@@ -153,6 +164,8 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
     StartWrite(&out_);
   }
   void FinishWhenIdleLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ending_) return;
+    ending_ = true;
     if (writing_ || pending_.has_value()) {
       finish_ = status;
     } else {
@@ -170,7 +183,9 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
   v1::UploadAck out_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::UploadAck> pending_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t last_ack_ ABSL_GUARDED_BY(mu_) = -1;
+  int64_t last_committed_ ABSL_GUARDED_BY(mu_) = -1;
+  int64_t last_received_ ABSL_GUARDED_BY(mu_) = -1;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;  // Finish is called or waits for the last write
   std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -10,9 +10,14 @@
 // record naming the hash that the caller may see, whose province holds the blob.
 //
 // Durability: a chunk is written to the session's temp file (DATA_DIR/uploads/ID.part) at
-// once; at least every 256 KiB (and at a flush, at the end of the bytes, when a stream
-// ends) the file is fsynced and the committed offset written to attachments.db. After a
-// restart a session resumes at its committed offset (the temp file is cut back to it).
+// once; at least every 256 KiB (and at a flush, at the end of the bytes) a commit starts:
+// on a committer thread, the file is fsynced and the committed offset written to
+// attachments.db, while the stream goes on receiving. At most one commit per session runs
+// and one more waits; a stream whose bytes run two commit intervals past the committed
+// offset waits for the running commit. The stream hears of each commit when it is durable
+// (its OnCommit), never before. When a stream ends, what it received is committed before
+// Detach returns. After a restart a session resumes at its committed offset (the temp file
+// is cut back to it).
 //
 // Thread-safety: thread-safe. One stream writes to a session at a time: a new stream on
 // the same session takes it over, and the old one's next chunk answers ABORTED.
@@ -22,6 +27,8 @@
 #include <sodium.h>
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -47,6 +54,8 @@ namespace kcnet::server {
 
 inline constexpr int64_t kMaxChunkBytes = 64 * 1024;
 inline constexpr int64_t kCommitIntervalBytes = 256 * 1024;
+// Threads that run commits (fsync and the offset's row) beside the streams.
+inline constexpr int kCommitterThreads = 4;
 // The trailing metadata key of a FAILED_PRECONDITION (wrong offset): the committed offset.
 inline constexpr char kCommittedOffsetMetadata[] = "kcnet-committed-offset";
 
@@ -71,14 +80,23 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head);
 
 // What one chunk did.
 struct ChunkResult {
-  bool ack = false;  // a commit happened, or the chunk asked (ack_received): tell the client
+  bool ack = false;  // the chunk asked (ack_received): tell the client
   int64_t committed = 0;
   int64_t received = 0;   // bytes written to the temp file (not durable past `committed`)
   bool complete = false;  // the blob is stored; the session is over
-  // Every byte is committed: ack that, then call Verify (the SHA-256, storing the blob), so
-  // that the client may start its next upload during the check.
-  bool verify = false;
 };
+
+// What a committer thread tells the stream that owns a session: a commit became durable
+// (status OK, complete false); then, once every byte is, the end of the final check
+// (complete true: the blob is stored; or DATA_LOSS: the SHA-256 did not match and the
+// session restarts at 0, committed 0; or another error of the commit).
+struct CommitEvent {
+  absl::Status status;
+  int64_t committed = 0;
+  int64_t received = 0;
+  bool complete = false;
+};
+using OnCommit = std::function<void(const CommitEvent&)>;
 
 class Attachments {
  public:
@@ -106,21 +124,24 @@ class Attachments {
                                                    const std::string& upload_id);
 
   // A stream's hold on one session. Attach on the stream's first chunk; Write each chunk;
-  // Detach when the stream ends (commits what was received).
+  // Detach when the stream ends (commits what was received). `on_commit` is called on a
+  // committer thread, with no lock of the caller's held, for each commit of this stream
+  // (see CommitEvent), until Detach returns or another stream takes the session over; it
+  // must not call back into Attachments.
   struct Stream {
     std::string upload_id;
     uint64_t generation = 0;
   };
-  absl::StatusOr<Stream> Attach(const Principal& caller, const std::string& upload_id);
+  absl::StatusOr<Stream> Attach(const Principal& caller, const std::string& upload_id,
+                                OnCommit on_commit);
   // Errors: see attachments.proto; a FAILED_PRECONDITION's message holds
-  // "committed_offset=N" and *committed is N.
+  // "committed_offset=N" and *committed is N. May wait for a running commit (see above).
   absl::StatusOr<ChunkResult> Write(const Stream& stream, const kcnet::v1::UploadChunk& chunk,
                                     int64_t* committed);
-  // After a Write that answered `verify`: checks the SHA-256 and stores the blob (complete),
-  // or DATA_LOSS and the session restarts at 0 (*committed is 0).
-  absl::StatusOr<ChunkResult> Verify(const Stream& stream, int64_t* committed);
-  // Commits what the stream wrote and lets the session go; returns the committed offset.
-  absl::StatusOr<int64_t> Detach(const Stream& stream);
+  // Waits for a running commit, commits what the stream wrote and lets the session go;
+  // returns the committed offset. *complete (may be null) says whether the session is over
+  // because its blob is stored.
+  absl::StatusOr<int64_t> Detach(const Stream& stream, bool* complete = nullptr);
 
   // A blob the caller may download: its size and media type. NOT_FOUND otherwise.
   struct BlobInfo {
@@ -159,6 +180,11 @@ class Attachments {
     // after a restart), the check reads the file.
     crypto_hash_sha256_state sha ABSL_GUARDED_BY(mu);
     int64_t hashed ABSL_GUARDED_BY(mu) = -1;
+    // The offset a committer thread is making durable (-1: none), and whether another
+    // commit should start when it ends (more bytes came meanwhile).
+    int64_t committing ABSL_GUARDED_BY(mu) = -1;
+    bool commit_again ABSL_GUARDED_BY(mu) = false;
+    OnCommit on_commit ABSL_GUARDED_BY(mu);  // the attached stream's
   };
 
   Attachments(const AttachmentOptions& options, const Deps& deps)
@@ -167,8 +193,20 @@ class Attachments {
   // The session's entry, made (and its temp file opened, cut to the committed offset) if
   // needed. NOT_FOUND when the session is over.
   absl::StatusOr<std::shared_ptr<Active>> Activate(const UploadSession& session);
+  // Waits for a running commit, then commits the rest here.
   absl::Status CommitLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
-  absl::StatusOr<ChunkResult> FinishLocked(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
+  // Starts a commit of what `a` received on a committer thread (or asks for another one
+  // after the running one).
+  void StartCommitLocked(const std::shared_ptr<Active>& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu);
+  // A committer thread: runs queued commits until Stop.
+  void CommitterLoop();
+  // One commit of `a` (a committer thread; no lock held).
+  void RunCommit(const std::shared_ptr<Active>& a);
+  // The SHA-256 check and the blob's storing; `forget`: drop the entry from active_ (else
+  // the caller does, with Forget, once it has told the stream).
+  absl::StatusOr<ChunkResult> FinishLocked(Active& a, bool forget = true)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
+  void Forget(Active& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a.mu);
   absl::StatusOr<int64_t> ProvinceOf(int64_t org_unit_id);
   void CollectorLoop();
 
@@ -185,6 +223,12 @@ class Attachments {
   absl::Mutex stop_mu_;
   bool stopping_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread collector_;
+
+  // Sessions with a commit to run, for the committer threads.
+  absl::Mutex commit_mu_;
+  std::deque<std::shared_ptr<Active>> commits_ ABSL_GUARDED_BY(commit_mu_);
+  bool committers_stop_ ABSL_GUARDED_BY(commit_mu_) = false;
+  std::vector<std::thread> committers_;
 };
 
 }  // namespace kcnet::server

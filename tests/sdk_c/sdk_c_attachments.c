@@ -60,7 +60,9 @@ enum {
   UPLOAD_PAYLOAD_BYTES = 3,
   PROGRESS_DOWNLOAD = 3,
   PROGRESS_BYTES_DONE = 4,
-  PROGRESS_SIZE = 6
+  PROGRESS_BYTES_SENT = 5,
+  PROGRESS_SIZE = 6,
+  PROGRESS_BYTES_RECEIVED = 8
 };
 
 enum { STATE_QUEUED = 1, STATE_UPLOADED = 3, STATE_REMOTE = 5 };
@@ -101,6 +103,7 @@ typedef struct progress_seen {
   atomic_int uploads;
   atomic_int downloads;
   atomic_llong max_upload_done;
+  atomic_llong max_upload_received;
   atomic_llong max_download_done;
 } progress_seen;
 
@@ -115,6 +118,13 @@ static void on_attachment_progress(void* context, kcnet_bytes progress) {
   } else {
     atomic_fetch_add(&seen->uploads, 1);
     if (done > atomic_load(&seen->max_upload_done)) atomic_store(&seen->max_upload_done, done);
+    /* bytes_received (field 8, added in 0.3): never past what was handed to the network. */
+    const long long received =
+        (long long)pb_get_varint(progress.data, progress.size, PROGRESS_BYTES_RECEIVED);
+    CHECK(received <= (long long)pb_get_varint(progress.data, progress.size, PROGRESS_BYTES_SENT));
+    if (received > atomic_load(&seen->max_upload_received)) {
+      atomic_store(&seen->max_upload_received, received);
+    }
   }
 }
 
@@ -242,6 +252,7 @@ int main(int argc, char** argv) {
   atomic_init(&seen.uploads, 0);
   atomic_init(&seen.downloads, 0);
   atomic_init(&seen.max_upload_done, 0);
+  atomic_init(&seen.max_upload_received, 0);
   atomic_init(&seen.max_download_done, 0);
   const int listener =
       kcnet_attachment_add_listener(a, on_attachment_progress, &seen, NULL, &error);
@@ -255,6 +266,7 @@ int main(int argc, char** argv) {
   kcnet_buffer_free(&summary);
   CHECK(atomic_load(&seen.uploads) >= 2);
   CHECK(atomic_load(&seen.max_upload_done) == (long long)photo_size);
+  CHECK(atomic_load(&seen.max_upload_received) == (long long)photo_size);
   MUST(kcnet_attachment_get(a, attachment_id, &info, error));
   CHECK(info_state(&info, NULL, 0) == STATE_UPLOADED);
   CHECK(pb_get_varint(info.data, info.size, INFO_BYTES_SENT) == photo_size);

@@ -10,9 +10,11 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -395,12 +397,13 @@ TEST_F(AttachmentsTest, ReceivedAcksRunAheadOfCommitsAndACutResumesFromTheCommit
     ASSERT_TRUE(stream->Write(chunk));
   }
   // Acks come in order and may be merged (a newer one replaces one not yet sent); read
-  // until the last chunk's.
+  // until the last chunk's and the commit's (which runs beside the stream, acknowledged
+  // when durable: it may come after the received acks of later chunks).
   std::vector<UploadAck> acks;
   UploadAck ack;
   while (stream->Read(&ack)) {
     acks.push_back(ack);
-    if (ack.received_offset() == kChunks * kSmall) break;
+    if (ack.received_offset() == kChunks * kSmall && ack.committed_offset() == 256 * kKiB) break;
   }
   ASSERT_FALSE(acks.empty());
   EXPECT_EQ(acks.back().received_offset(), kChunks * kSmall);
@@ -697,6 +700,72 @@ TEST_F(AttachmentsTest, AServerRestartMidUploadResumesAtTheCommittedOffset) {
   const int64_t rest = UploadAll("collab1", id, photo);
   ASSERT_GE(rest, 0);
   EXPECT_LE(rest, static_cast<int64_t>(photo.size()) - 256 * kKiB);
+  std::string got;
+  ASSERT_TRUE(Download("collab1", photo, 0, 0, &got).ok());
+  EXPECT_EQ(got, photo);
+}
+
+// Commits run beside the stream (the fsync on a committer thread): an ack of a committed
+// offset comes only once that offset's row is written (after its fsync), and a cut with
+// commits still running, then a restart, keeps every acknowledged byte.
+TEST_F(AttachmentsTest, ACutWhileACommitRunsLosesNothingAcknowledged) {
+  const std::string photo = Jpeg(1024 * kKiB, 24);
+  const std::string id = Attach("collab1", facility1_, c1_, photo);
+  BeginUploadResponse begin;
+  ASSERT_TRUE(Begin("collab1", id, photo, &begin).ok());
+  auto ctx = As("collab1");
+  auto stream = stub_->Upload(ctx.get());
+  absl::Mutex mu;
+  int64_t acked = 0;           // the largest committed offset acknowledged
+  int64_t row_below_ack = -1;  // a committed offset acknowledged before its row was written
+  std::thread reader([&] {
+    UploadAck ack;
+    while (stream->Read(&ack)) {
+      absl::StatusOr<std::optional<UploadSession>> row =
+          server_->attachments()->db().GetUpload(begin.upload_id());
+      absl::MutexLock lock(&mu);
+      if (row.ok() && row->has_value() && (*row)->committed < ack.committed_offset()) {
+        row_below_ack = ack.committed_offset();
+      }
+      acked = std::max(acked, ack.committed_offset());
+    }
+  });
+  // 896 KiB without waiting for acks (the server holds the stream when its bytes run two
+  // commit intervals ahead), then a cut as soon as a commit was acknowledged.
+  constexpr int64_t kSent = 896 * kKiB;
+  for (int64_t off = 0; off < kSent; off += 64 * kKiB) {
+    UploadChunk chunk;
+    chunk.set_upload_id(begin.upload_id());
+    chunk.set_offset(off);
+    chunk.set_data(photo.substr(static_cast<size_t>(off), 64 * kKiB));
+    chunk.set_crc32c(sync::Crc32c(chunk.data()));
+    chunk.set_ack_received(true);
+    if (!stream->Write(chunk)) break;
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto some = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return acked > 0; };
+    mu.AwaitWithTimeout(absl::Condition(&some), absl::Seconds(30));
+  }
+  ctx->TryCancel();
+  reader.join();
+  stream->Finish();
+  RestartServer();
+  int64_t acknowledged = 0;
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(row_below_ack, -1) << "acknowledged before its row was written";
+    acknowledged = acked;
+  }
+  EXPECT_GE(acknowledged, 256 * kKiB);
+  BeginUploadResponse resumed;
+  ASSERT_TRUE(Begin("collab1", id, photo, &resumed).ok());
+  EXPECT_EQ(resumed.upload_id(), begin.upload_id());
+  EXPECT_GE(resumed.committed_offset(), acknowledged);
+  EXPECT_LE(resumed.committed_offset(), kSent);
+  const int64_t rest = UploadAll("collab1", id, photo);
+  ASSERT_GE(rest, 0);
+  EXPECT_LE(rest, static_cast<int64_t>(photo.size()) - acknowledged);
   std::string got;
   ASSERT_TRUE(Download("collab1", photo, 0, 0, &got).ok());
   EXPECT_EQ(got, photo);
