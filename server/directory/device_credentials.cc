@@ -37,7 +37,7 @@ absl::StatusOr<std::string> Directory::IssueDeviceCredential(int64_t user_id,
   absl::Status status = CheckDeviceId(device_id);
   if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<UserEntry*> user = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> user = FindUserLocked(user_id, /*fresh=*/true);
   if (!user.ok()) return user.status();
   status = store_->EnsureDeviceCredentials();
   if (!status.ok()) return status;

@@ -295,6 +295,10 @@ absl::StatusOr<OrgUnit> Directory::GetOrgUnit(int64_t id) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (!units_.contains(id)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = units_.find(id);
   if (it == units_.end()) return absl::NotFoundError(absl::StrCat("org_unit_id: no org unit ", id));
   return it->second;
@@ -304,6 +308,10 @@ absl::StatusOr<OrgUnit> Directory::FindByCode(absl::string_view code) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (!unit_by_code_.contains(code)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = unit_by_code_.find(code);
   if (it == unit_by_code_.end()) {
     return absl::NotFoundError(absl::StrCat("code: no org unit with code '", code, "'"));
@@ -315,6 +323,10 @@ absl::StatusOr<std::vector<OrgUnit>> Directory::ListChildren(int64_t parent_id) 
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (parent_id != 0 && !units_.contains(parent_id)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   if (parent_id != 0 && !units_.contains(parent_id)) {
     return absl::NotFoundError(absl::StrCat("parent_id: no org unit ", parent_id));
   }
@@ -444,7 +456,7 @@ absl::StatusOr<OrgUnit> Directory::InsertOrgUnitLocked(absl::string_view code,
 absl::StatusOr<OrgUnit> Directory::CreateOrgUnit(absl::string_view code, absl::string_view name,
                                                  OrgUnitLevel level, int64_t parent_id) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
+  absl::Status status = RefreshLocked(/*force=*/true);  // a write: the latest state
   if (!status.ok()) return status;
   const OrgUnit* parent = nullptr;
   if (parent_id != 0) {
@@ -472,7 +484,7 @@ absl::StatusOr<OrgUnit> Directory::CreateOrgUnit(absl::string_view code, absl::s
 
 absl::StatusOr<std::vector<OrgUnit>> Directory::AddOrgUnits(const std::vector<NewOrgUnit>& units) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
+  absl::Status status = RefreshLocked(/*force=*/true);  // a write: the latest state
   if (!status.ok()) return status;
 
   absl::flat_hash_map<absl::string_view, size_t> index;
@@ -621,7 +633,7 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   {
     // Fail fast, before the slow hashing.
     absl::MutexLock lock(&mu_);
-    status = RefreshLocked();
+    status = RefreshLocked(/*force=*/true);
     if (!status.ok()) return status;
     status = CheckAssignmentLocked(role, units);
     if (!status.ok()) return status;
@@ -630,7 +642,7 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   if (!hash.ok()) return hash.status();
 
   absl::MutexLock lock(&mu_);
-  status = RefreshLocked();
+  status = RefreshLocked(/*force=*/true);
   if (!status.ok()) return status;
   if (user_by_name_.contains(username)) {
     return absl::AlreadyExistsError(absl::StrCat("username: '", username, "' is already taken"));
@@ -683,7 +695,7 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
   const std::vector<int64_t> units = SortedUnique(org_unit_ids);
   absl::MutexLock lock(&mu_);
   absl::Status status;
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
   status = CheckAssignmentLocked(role, units);
   if (!status.ok()) return status;
@@ -730,7 +742,7 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   if (!status.ok()) return status;
   {
     absl::MutexLock lock(&mu_);
-    status = RefreshLocked();
+    status = RefreshLocked(/*force=*/true);
     if (!status.ok()) return status;
     if (!users_.contains(user_id)) {
       return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
@@ -740,7 +752,7 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   if (!hash.ok()) return hash.status();
 
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
@@ -774,7 +786,7 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
 absl::Status Directory::DeactivateUser(int64_t user_id, const AuditActor& by) {
   absl::MutexLock lock(&mu_);
   absl::Status status;
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
@@ -801,7 +813,7 @@ absl::Status Directory::DeactivateUser(int64_t user_id, const AuditActor& by) {
 absl::Status Directory::ActivateUser(int64_t user_id, const AuditActor& by) {
   absl::MutexLock lock(&mu_);
   absl::Status status;
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
@@ -830,7 +842,7 @@ absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view
   status = CheckPhone(phone);
   if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
@@ -854,9 +866,18 @@ absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view
   return (*found)->user;
 }
 
-absl::StatusOr<Directory::UserEntry*> Directory::FindUserLocked(int64_t user_id) {
-  absl::Status status = RefreshLocked();
+absl::Status Directory::RefreshOnMissLocked() {
+  if (!store_->shared()) return absl::OkStatus();  // a file is checked at every call
+  return RefreshLocked(/*force=*/true);
+}
+
+absl::StatusOr<Directory::UserEntry*> Directory::FindUserLocked(int64_t user_id, bool fresh) {
+  absl::Status status = RefreshLocked(fresh);
   if (!status.ok()) return status;
+  if (!users_.contains(user_id)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = users_.find(user_id);
   if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
   return &it->second;
@@ -874,6 +895,10 @@ absl::StatusOr<User> Directory::FindUser(absl::string_view username) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (!user_by_name_.contains(username)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = user_by_name_.find(username);
   if (it == user_by_name_.end()) {
     return absl::NotFoundError(absl::StrCat("username: no user '", username, "'"));

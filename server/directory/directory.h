@@ -326,8 +326,13 @@ class Directory {
   std::vector<int64_t> SubtreeLocked(const std::vector<int64_t>& roots)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsWithinLocked(int64_t unit_id, int64_t root_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Refreshes from the file and finds the user; NOT_FOUND ("user_id: ...") when absent.
-  absl::StatusOr<UserEntry*> FindUserLocked(int64_t user_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refreshes from the store and finds the user; NOT_FOUND ("user_id: ...") when absent.
+  // `fresh` (writes): a shared store is asked even within the refresh interval.
+  absl::StatusOr<UserEntry*> FindUserLocked(int64_t user_id, bool fresh = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On a shared store, after a cache miss: reloads when another instance changed
+  // something since (created the missing user or unit a moment ago). Nothing on a file.
+  absl::Status RefreshOnMissLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The hash of a password nobody has, verified for unknown usernames so that they take
   // as long as known ones.
   const std::string& DummyHash();
