@@ -172,7 +172,8 @@ class KcnetServer {
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
   std::string data_dir_;
   std::string store_path_;  // the SQLite record store's file
-  bool directory_on_postgres_ = false;  // no directory.db to checkpoint at Stop()
+  // The directory is in PostgreSQL: no directory.db to checkpoint at Stop().
+  bool directory_on_postgres_ = false;
   std::string host_;
   int port_ = 0;
   bool insecure_ = false;

@@ -15,7 +15,6 @@
 namespace kcnet::server {
 namespace {
 
-
 constexpr size_t kMaxDeviceIdBytes = 128;
 
 // One message for every refused credential: a revoked one reads like one never issued.

@@ -703,8 +703,9 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   {
-    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET role = ?1, updated_ms = ?2 WHERE id = ?3",
-                                                {DirValue::Int(role), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "UPDATE users SET role = ?1, updated_ms = ?2 WHERE id = ?3",
+        {DirValue::Int(role), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
     if (!done.ok()) return done.status();
   }
   status = WriteAssignmentLocked(user_id, units);
@@ -757,8 +758,9 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   {
-    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET password_hash = ?1, updated_ms = ?2 WHERE id = ?3",
-                                                {DirValue::Text(*hash), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "UPDATE users SET password_hash = ?1, updated_ms = ?2 WHERE id = ?3",
+        {DirValue::Text(*hash), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
     if (!done.ok()) return done.status();
   }
   status = RevokeTokensLocked(user_id);
@@ -791,8 +793,9 @@ absl::Status Directory::DeactivateUser(int64_t user_id, const AuditActor& by) {
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   {
-    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET active = 0, updated_ms = ?1 WHERE id = ?2",
-                                                {DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    absl::StatusOr<int64_t> done =
+        store_->Exec("UPDATE users SET active = 0, updated_ms = ?1 WHERE id = ?2",
+                     {DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
     if (!done.ok()) return done.status();
   }
   status = RevokeTokensLocked(user_id);
@@ -818,8 +821,9 @@ absl::Status Directory::ActivateUser(int64_t user_id, const AuditActor& by) {
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   {
-    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2",
-                                                {DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    absl::StatusOr<int64_t> done =
+        store_->Exec("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2",
+                     {DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
     if (!done.ok()) return done.status();
   }
   status =
@@ -847,8 +851,10 @@ absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   {
-    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4",
-                                                {DirValue::Text(display_name), DirValue::Text(phone), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4",
+        {DirValue::Text(display_name), DirValue::Text(phone),
+         DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
     if (!done.ok()) return done.status();
   }
   status = AuditLocked(
@@ -940,7 +946,7 @@ int64_t Directory::LockedUntilMs(int failures, int64_t now_ms) const {
 }
 
 absl::StatusOr<int64_t> Directory::RecordFailureLocked(const std::string& username,
-                                                        int64_t now_ms) {
+                                                       int64_t now_ms) {
   if (!user_by_name_.contains(username)) {
     // A made-up username: counted in memory only (this instance), so that a flood of
     // them does not grow the store.
@@ -1119,14 +1125,15 @@ absl::StatusOr<LoginResult> Directory::Login(absl::string_view username,
   absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   {
-    absl::StatusOr<int64_t> done = store_->Exec("INSERT INTO tokens(hash, user_id, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-                                                {DirValue::Blob(token_hash), DirValue::Int(user_id), DirValue::Int(now_ms), DirValue::Int(result.expires_ms)});
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "INSERT INTO tokens(hash, user_id, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        {DirValue::Blob(token_hash), DirValue::Int(user_id), DirValue::Int(now_ms),
+         DirValue::Int(result.expires_ms)});
     if (!done.ok()) return done.status();
   }
   if (!new_hash.empty()) {
-    absl::StatusOr<int64_t> done =
-        store_->Exec("UPDATE users SET password_hash = ?1 WHERE id = ?2",
-                     {DirValue::Text(new_hash), DirValue::Int(user_id)});
+    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                                                {DirValue::Text(new_hash), DirValue::Int(user_id)});
     if (!done.ok()) return done.status();
   }
   status = (*tx)->Commit();

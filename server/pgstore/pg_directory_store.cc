@@ -146,8 +146,7 @@ absl::StatusOr<std::unique_ptr<server::DirectoryStore>> OpenPgDirectoryStore(
     const std::string& conninfo) {
   absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo);
   if (!conn.ok()) return conn.status();
-  return std::unique_ptr<server::DirectoryStore>(
-      new PgDirectoryStore(conninfo, *std::move(conn)));
+  return std::unique_ptr<server::DirectoryStore>(new PgDirectoryStore(conninfo, *std::move(conn)));
 }
 
 }  // namespace kcnet::pgstore

@@ -167,9 +167,8 @@ class PgInstancesTest : public ::testing::Test {
   std::unique_ptr<Device> NewDevice(const std::string& name, int port, const std::string& token) {
     auto device = std::make_unique<Device>();
     device->name = name;
-    auto store =
-        sync::DeviceStore::Open(tmp_.File(name + ".db"), &model::KcnetSchema(), name,
-                                sync::DeviceStoreOptions{.durable = false});
+    auto store = sync::DeviceStore::Open(tmp_.File(name + ".db"), &model::KcnetSchema(), name,
+                                         sync::DeviceStoreOptions{.durable = false});
     EXPECT_TRUE(store.ok()) << store.status();
     if (!store.ok()) return nullptr;
     device->store = *std::move(store);

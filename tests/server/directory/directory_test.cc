@@ -103,8 +103,7 @@ class DirectoryTest : public ::testing::TestWithParam<StoreKind> {
 
   // A new connection to the test's store, migrated (for reading its tables directly).
   std::unique_ptr<DirectoryStore> OpenStore() {
-    absl::StatusOr<std::unique_ptr<DirectoryStore>> store =
-        absl::InternalError("no store");
+    absl::StatusOr<std::unique_ptr<DirectoryStore>> store = absl::InternalError("no store");
     if (sqlite()) {
       store = OpenSqliteDirectoryStore(tmp_.File("directory.db"));
     } else {
@@ -793,8 +792,7 @@ TEST_P(DirectoryTest, ConcurrentCallsAreSafe) {
 }
 
 #if KCNET_DIRECTORY_TEST_PG
-INSTANTIATE_TEST_SUITE_P(Stores, DirectoryTest, ::testing::Values(StoreKind::kPostgres),
-                         StoreName);
+INSTANTIATE_TEST_SUITE_P(Stores, DirectoryTest, ::testing::Values(StoreKind::kPostgres), StoreName);
 #else
 INSTANTIATE_TEST_SUITE_P(Stores, DirectoryTest, ::testing::Values(StoreKind::kSqlite), StoreName);
 #endif

@@ -32,8 +32,8 @@ class SharedDirectoryTest : public ::testing::Test {
     ASSERT_NE(b_, nullptr);
     auto province = a_->CreateOrgUnit("01", "Thành phố Hà Nội", v1::ORG_UNIT_LEVEL_PROVINCE, 0);
     ASSERT_TRUE(province.ok()) << province.status();
-    auto commune = a_->CreateOrgUnit("00001", "Phường Phúc Xá", v1::ORG_UNIT_LEVEL_COMMUNE,
-                                     province->id());
+    auto commune =
+        a_->CreateOrgUnit("00001", "Phường Phúc Xá", v1::ORG_UNIT_LEVEL_COMMUNE, province->id());
     ASSERT_TRUE(commune.ok()) << commune.status();
     commune_ = commune->id();
   }
@@ -52,8 +52,8 @@ class SharedDirectoryTest : public ::testing::Test {
   }
 
   int64_t MustCreateUser(Directory& on, const std::string& username) {
-    auto user = on.CreateUser(username, "Người Dùng", kPassword, v1::ROLE_COMMUNE_COLLABORATOR,
-                              {commune_});
+    auto user =
+        on.CreateUser(username, "Người Dùng", kPassword, v1::ROLE_COMMUNE_COLLABORATOR, {commune_});
     EXPECT_TRUE(user.ok()) << user.status();
     return user.ok() ? user->id() : 0;
   }
