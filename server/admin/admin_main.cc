@@ -28,12 +28,14 @@
 #include "absl/time/time.h"
 #include "server/admin/backup.h"
 #include "server/admin/seed_demo.h"
+#include "server/app/store_spec.h"
 #include "server/attachments/attachment_db.h"
 #include "server/attachments/blob_gc.h"
 #include "server/attachments/blob_store.h"
 #include "server/attachments/references.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
+#include "server/pgstore/pg_directory_store.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
@@ -49,6 +51,9 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: kcnet-admin --data_dir=DIR COMMAND [flags]\n"
+    "       kcnet-admin --store=postgres:CONNINFO COMMAND [flags]   (the directory commands:\n"
+    "       import-org-units to list-org-units, on the directory kcnet-server --store=postgres:\n"
+    "       shares; with --data_dir also for export)\n"
     "Commands:\n"
     "  import-org-units FILE [--dry_run]\n"
     "  create-user --username=U --display_name=NAME --role=ROLE --org_units=CODE[,CODE...]\n"
@@ -88,6 +93,19 @@ using ::kcnet::tools::UsageError;
 
 absl::StatusOr<std::unique_ptr<Directory>> OpenDirectory(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
+  // --store=postgres:CONNINFO: the directory kcnet-server instances share on PostgreSQL
+  // (no --data_dir needed); else --data_dir/directory.db, as kcnet-server keeps it.
+  const std::string store = args.GetOr("store", "");
+  if (!store.empty()) {
+    absl::StatusOr<StoreSpec> spec = ParseStoreSpec(store, data_dir);
+    if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+    if (spec->kind == StoreSpec::Kind::kPostgres) {
+      absl::StatusOr<std::unique_ptr<DirectoryStore>> pg =
+          pgstore::OpenPgDirectoryStore(spec->location);
+      if (!pg.ok()) return pg.status();
+      return Directory::Open(*std::move(pg));
+    }
+  }
   if (data_dir.empty()) return UsageError("--data_dir is required");
   std::error_code error;
   std::filesystem::create_directories(data_dir, error);
@@ -519,18 +537,15 @@ absl::Status VerifyBlobsCommand(const Args& args) {
 }
 
 absl::Status NewIncarnationCommand(const Args& args) {
-  const std::string store = args.GetOr("store", "");
+  const std::string data_dir = args.GetOr("data_dir", "");
   const bool restored = args.Has("restored");
-  absl::Status status;
-  if (absl::StartsWith(store, "postgres:")) {
-    status = pgstore::PgServerStore::BeginIncarnation(store.substr(strlen("postgres:")), restored);
-  } else if (store.empty() || absl::StartsWith(store, "sqlite:")) {
-    const std::string dir = store.empty() ? args.GetOr("data_dir", "") : store.substr(7);
-    if (dir.empty()) return UsageError("--data_dir or --store is required");
-    status = sync::ServerStore::BeginIncarnation(dir + "/kcnet.db", restored);
-  } else {
-    return UsageError("--store: expected sqlite:DIR or postgres:CONNINFO");
-  }
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return spec.status();
+  if (spec->location.empty()) return UsageError("--data_dir or --store is required");
+  absl::Status status =
+      spec->kind == StoreSpec::Kind::kPostgres
+          ? pgstore::PgServerStore::BeginIncarnation(spec->location, restored)
+          : sync::ServerStore::BeginIncarnation(spec->location + "/kcnet.db", restored);
   if (!status.ok()) return status;
   std::printf("the record store is a new incarnation%s: devices recover at their next sync\n",
               restored ? " (restored)" : "");
@@ -539,22 +554,22 @@ absl::Status NewIncarnationCommand(const Args& args) {
 
 struct Command {
   const char* name;
-  std::set<std::string> flags;  // besides --data_dir
+  std::set<std::string> flags;  // besides --data_dir (--store: the directory commands)
   absl::Status (*run)(const Args& args);
 };
 
 const std::vector<Command>& Commands() {
   static const auto* commands = new std::vector<Command>{
-      {"import-org-units", {"dry_run"}, ImportOrgUnitsCommand},
+      {"import-org-units", {"dry_run", "store"}, ImportOrgUnitsCommand},
       {"create-user",
-       {"username", "display_name", "role", "org_units", "password_file"},
+       {"username", "display_name", "role", "org_units", "password_file", "store"},
        CreateUserCommand},
-      {"assign-user", {"username", "role", "org_units"}, AssignUserCommand},
-      {"reset-password", {"username", "password_file"}, ResetPasswordCommand},
-      {"deactivate-user", {"username"}, DeactivateUserCommand},
-      {"list-users", {}, ListUsersCommand},
-      {"list-org-units", {"parent"}, ListOrgUnitsCommand},
-      {"list-audit", {"after"}, ListAuditCommand},
+      {"assign-user", {"username", "role", "org_units", "store"}, AssignUserCommand},
+      {"reset-password", {"username", "password_file", "store"}, ResetPasswordCommand},
+      {"deactivate-user", {"username", "store"}, DeactivateUserCommand},
+      {"list-users", {"store"}, ListUsersCommand},
+      {"list-org-units", {"parent", "store"}, ListOrgUnitsCommand},
+      {"list-audit", {"after", "store"}, ListAuditCommand},
       {"seed-demo", {}, SeedDemoCommand},
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},

@@ -18,6 +18,7 @@
 #include "grpcpp/resource_quota.h"
 #include "server/app/store_spec.h"
 #include "server/attachments/attachment_service.h"
+#include "server/pgstore/pg_directory_store.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_export.h"
@@ -208,7 +209,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
   if (!store_spec.ok()) return store_spec.status();
   const bool postgres = store_spec->kind == StoreSpec::Kind::kPostgres;
-  // On PostgreSQL the directory, plans, reports and attachments still live in --data_dir
+  // On PostgreSQL the plans, reports and attachments still live in --data_dir
   // (docs/POSTGRES.md); so does an empty SQLite record file that reports and attachment
   // references read (they do not see the PostgreSQL records yet).
   const std::string sqlite_dir = postgres ? options.data_dir : store_spec->location;
@@ -236,8 +237,22 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   metrics::ServerMetrics* server_metrics = server->metrics_.get();
 
   const std::filesystem::path dir(options.data_dir);
+  // The directory (accounts, tokens, lock-outs) follows the record store: on PostgreSQL it
+  // is shared by every instance on the database (docs/POSTGRES.md).
   absl::StatusOr<std::unique_ptr<Directory>> directory =
-      Directory::Open((dir / kDirectoryFile).string(), options.directory);
+      absl::InternalError("directory: not opened");
+  if (postgres) {
+    absl::StatusOr<std::unique_ptr<DirectoryStore>> directory_store =
+        pgstore::OpenPgDirectoryStore(store_spec->location);
+    if (!directory_store.ok()) {
+      return absl::Status(directory_store.status().code(),
+                          absl::StrCat("store: postgres: ", directory_store.status().message()));
+    }
+    directory = Directory::Open(*std::move(directory_store), options.directory);
+    server->directory_on_postgres_ = true;
+  } else {
+    directory = Directory::Open((dir / kDirectoryFile).string(), options.directory);
+  }
   if (!directory.ok()) return directory.status();
   server->directory_ = *std::move(directory);
 
@@ -489,6 +504,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   const std::filesystem::path dir(data_dir_);
   for (const std::string& file : {(dir / kDirectoryFile).string(), store_path_,
                                   (dir / kPlansFile).string(), (dir / kAttachmentsFile).string()}) {
+    if (directory_on_postgres_ && file == (dir / kDirectoryFile).string()) continue;
     absl::Status status = CheckpointWal(file);
     if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
   }

@@ -58,7 +58,7 @@ struct ServerOptions {
   // Holds directory.db and kcnet.db; created when missing. Required.
   std::string data_dir;
   // Where the synced records live (server/app/store_spec.h): empty (sqlite in data_dir),
-  // "sqlite:DIR" or "postgres:CONNINFO".
+  // "sqlite:DIR" or "postgres:CONNINFO" (then the directory too, shared by instances).
   std::string store;
   std::string log_format = "text";  // "text" or "json"
   // TLS: both PEM files, or neither (plaintext).
@@ -172,6 +172,8 @@ class KcnetServer {
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
   std::string data_dir_;
   std::string store_path_;  // the SQLite record store's file
+  // The directory is in PostgreSQL: no directory.db to checkpoint at Stop().
+  bool directory_on_postgres_ = false;
   std::string host_;
   int port_ = 0;
   bool insecure_ = false;

@@ -26,7 +26,7 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
 ABSL_FLAG(std::string, data_dir, "", "Directory of directory.db and kcnet.db (required)");
 ABSL_FLAG(std::string, store, "",
           "Where the synced records live: sqlite:DIR or postgres:CONNINFO (default: "
-          "sqlite in --data_dir)");
+          "sqlite in --data_dir); on PostgreSQL the directory (accounts, tokens) too");
 ABSL_FLAG(std::string, log_format, "text", "Log lines on stderr: text or json");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS (with --tls_cert)");
@@ -64,7 +64,8 @@ constexpr char kUsage[] =
     "                    [--metrics_listen=HOST:PORT] [--trusted_proxies=IP,...]\n"
     "  --data_dir         directory of directory.db and kcnet.db (created if missing)\n"
     "  --store            where the synced records live: sqlite:DIR (DIR/kcnet.db) or\n"
-    "                     postgres:CONNINFO; default sqlite in --data_dir\n"
+    "                     postgres:CONNINFO (the records and the directory: accounts,\n"
+    "                     tokens, lock-outs, shared by instances); default sqlite in --data_dir\n"
     "  --listen           HOST:PORT to listen on, default 127.0.0.1:50051 (port 0: any)\n"
     "  --log_format       text (default) or json: one line per RPC on stderr\n"
     "  --tls_cert/key     serve TLS with this PEM certificate chain and private key;\n"

@@ -1,6 +1,7 @@
 // Where kcnet-server keeps the synced records (--store): "sqlite:DIR" (the file DIR/kcnet.db,
 // the default with DIR = --data_dir) or "postgres:CONNINFO" (a libpq connection string or
-// URI, docs/POSTGRES.md). The directory, plans and report summaries stay in --data_dir.
+// URI, docs/POSTGRES.md), where the directory (accounts, tokens, lock-outs) then lives
+// too. Plans, report summaries and attachments stay in --data_dir.
 //
 // Thread-safety: pure functions.
 #ifndef KCNET_SERVER_APP_STORE_SPEC_H_

@@ -18,9 +18,6 @@
 namespace kcnet::server {
 namespace {
 
-using ::kcnet::sync::Db;
-using ::kcnet::sync::Statement;
-using ::kcnet::sync::Transaction;
 using ::kcnet::v1::OrgUnit;
 using ::kcnet::v1::OrgUnitLevel;
 using ::kcnet::v1::Role;
@@ -30,59 +27,6 @@ static_assert(kArgon2OpsLimitInteractive == crypto_pwhash_OPSLIMIT_INTERACTIVE);
 static_assert(kArgon2MemLimitInteractive == crypto_pwhash_MEMLIMIT_INTERACTIVE);
 static_assert(kArgon2OpsLimitMin == crypto_pwhash_OPSLIMIT_MIN);
 static_assert(kArgon2MemLimitMin == crypto_pwhash_MEMLIMIT_MIN);
-
-// PRAGMA application_id of a directory file: "KCND".
-constexpr int64_t kApplicationId = 0x4b434e44;
-
-// kMigrations[v] takes the layout from version v to v + 1.
-constexpr const char* kMigrations[] = {
-    // 0 -> 1: org units, users, assignments, tokens.
-    "CREATE TABLE org_units("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  code TEXT NOT NULL UNIQUE,"
-    "  name TEXT NOT NULL,"
-    "  level INTEGER NOT NULL,"
-    "  parent_id INTEGER REFERENCES org_units(id),"
-    "  effective_from_ms INTEGER NOT NULL);"
-    "CREATE INDEX org_units_parent ON org_units(parent_id);"
-    "CREATE TABLE users("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  username TEXT NOT NULL UNIQUE,"
-    "  display_name TEXT NOT NULL,"
-    "  role INTEGER NOT NULL,"
-    "  password_hash TEXT NOT NULL,"
-    "  active INTEGER NOT NULL,"
-    "  phone TEXT NOT NULL DEFAULT '',"
-    "  created_ms INTEGER NOT NULL,"
-    "  updated_ms INTEGER NOT NULL);"
-    "CREATE TABLE user_org_units("
-    "  user_id INTEGER NOT NULL REFERENCES users(id),"
-    "  org_unit_id INTEGER NOT NULL REFERENCES org_units(id),"
-    "  PRIMARY KEY(user_id, org_unit_id)) WITHOUT ROWID;"
-    "CREATE TABLE tokens("
-    "  hash BLOB PRIMARY KEY,"
-    "  user_id INTEGER NOT NULL REFERENCES users(id),"
-    "  created_ms INTEGER NOT NULL,"
-    "  expires_ms INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX tokens_user ON tokens(user_id);"
-    "CREATE INDEX tokens_expiry ON tokens(expires_ms);",
-    // 1 -> 2: the audit trail of account changes, and lock-outs that survive a restart.
-    "CREATE TABLE audit("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  at_ms INTEGER NOT NULL,"
-    "  actor_id INTEGER NOT NULL,"
-    "  actor TEXT NOT NULL,"
-    "  action TEXT NOT NULL,"
-    "  target_user_id INTEGER NOT NULL,"
-    "  details TEXT NOT NULL);"
-    "CREATE INDEX audit_target ON audit(target_user_id, id);"
-    "CREATE TABLE sign_in_failures("
-    "  username TEXT PRIMARY KEY,"
-    "  failures INTEGER NOT NULL,"
-    "  last_failure_ms INTEGER NOT NULL,"
-    "  locked_until_ms INTEGER NOT NULL) WITHOUT ROWID;",
-};
-static_assert(std::size(kMigrations) == kDirectorySchemaVersion);
 
 constexpr size_t kMaxCodeBytes = 32;
 constexpr size_t kMaxNameBytes = 200;
@@ -94,7 +38,6 @@ constexpr int64_t kTokenSweepIntervalMs = 3600 * 1000;
 constexpr int64_t kFailureMemoryMs = 15 * 60 * 1000;
 constexpr absl::string_view kBadCredentials = "wrong username or password";
 
-using internal::ResetOnExit;
 absl::Status CheckUsername(absl::string_view username) {
   if (username.size() < 3 || username.size() > 64) {
     return absl::InvalidArgumentError(
@@ -175,14 +118,14 @@ bool VerifyPassword(const std::string& hash, absl::string_view password) {
   return crypto_pwhash_str_verify(hash.c_str(), password.data(), password.size()) == 0;
 }
 
-OrgUnit ReadOrgUnit(const Statement& stmt) {
+OrgUnit ReadOrgUnit(const DirRows& rows, size_t row) {
   OrgUnit unit;
-  unit.set_id(stmt.ColumnInt(0));
-  unit.set_code(std::string(stmt.ColumnText(1)));
-  unit.set_name(std::string(stmt.ColumnText(2)));
-  unit.set_level(static_cast<OrgUnitLevel>(stmt.ColumnInt(3)));
-  unit.set_parent_id(stmt.IsNull(4) ? 0 : stmt.ColumnInt(4));
-  unit.set_effective_from_ms(stmt.ColumnInt(5));
+  unit.set_id(rows.Int(row, 0));
+  unit.set_code(rows.Text(row, 1));
+  unit.set_name(rows.Text(row, 2));
+  unit.set_level(static_cast<OrgUnitLevel>(rows.Int(row, 3)));
+  unit.set_parent_id(rows.IsNull(row, 4) ? 0 : rows.Int(row, 4));
+  unit.set_effective_from_ms(rows.Int(row, 5));
   return unit;
 }
 
@@ -237,40 +180,39 @@ std::string LevelName(OrgUnitLevel level) {
 
 // ---- Opening and caches --------------------------------------------------------------
 
-Directory::Directory(std::unique_ptr<Db> db, DirectoryOptions options)
-    : options_(std::move(options)), db_(std::move(db)) {}
+Directory::Directory(std::unique_ptr<DirectoryStore> store, DirectoryOptions options)
+    : options_(std::move(options)), store_(std::move(store)) {}
 
 Directory::~Directory() = default;
 
 absl::StatusOr<std::unique_ptr<Directory>> Directory::Open(const std::string& path,
                                                            DirectoryOptions options) {
+  absl::StatusOr<std::unique_ptr<DirectoryStore>> store = OpenSqliteDirectoryStore(path);
+  if (!store.ok()) return store.status();
+  return Open(*std::move(store), std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<Directory>> Directory::Open(std::unique_ptr<DirectoryStore> store,
+                                                           DirectoryOptions options) {
   if (sodium_init() < 0) return absl::InternalError("libsodium failed to initialise");
   if (options.clock == nullptr) return absl::InvalidArgumentError("clock: must not be null");
-  absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(path);
-  if (!db.ok()) return db.status();
-  std::unique_ptr<Directory> directory(new Directory(*std::move(db), std::move(options)));
+  if (store == nullptr) return absl::InvalidArgumentError("store: must not be null");
+  std::unique_ptr<Directory> directory(new Directory(std::move(store), std::move(options)));
   absl::MutexLock lock(&directory->mu_);
-  absl::Status status = directory->Migrate();
+  absl::Status status = directory->store_->Migrate();
   if (!status.ok()) return status;
   status = directory->LoadLocked();
   if (!status.ok()) return status;
   return directory;
 }
 
-absl::Status Directory::Migrate() {
-  return sync::MigrateAppFile(*db_, {.application_id = kApplicationId,
-                                     .name = "kcnet directory",
-                                     .schema = "directory",
-                                     .migrations = kMigrations,
-                                     .version = kDirectorySchemaVersion});
-}
-
 absl::Status Directory::LoadLocked() {
   // Read the version first: a commit racing with the load then triggers one more reload.
-  absl::StatusOr<int64_t> version = db_->QueryInt("PRAGMA data_version");
+  absl::StatusOr<int64_t> version = store_->Version();
   if (!version.ok()) return version.status();
-  absl::StatusOr<std::unique_ptr<Transaction>> tx =
-      Transaction::Begin(db_.get(), Transaction::Kind::kRead);
+  last_version_check_ = absl::Now();
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx =
+      DirTransaction::Begin(store_.get(), /*read_only=*/true);
   if (!tx.ok()) return tx.status();
 
   units_.clear();
@@ -280,96 +222,65 @@ absl::Status Directory::LoadLocked() {
   user_by_name_.clear();
   tokens_.clear();
 
-  absl::StatusOr<Statement*> stmt =
-      db_->Prepare("SELECT id, code, name, level, parent_id, effective_from_ms FROM org_units");
-  if (!stmt.ok()) return stmt.status();
-  {
-    ResetOnExit reset(*stmt);
-    while (true) {
-      absl::StatusOr<bool> row = (*stmt)->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      CacheOrgUnitLocked(ReadOrgUnit(**stmt));
-    }
-  }
+  absl::StatusOr<DirRows> rows =
+      store_->Query("SELECT id, code, name, level, parent_id, effective_from_ms FROM org_units");
+  if (!rows.ok()) return rows.status();
+  for (size_t r = 0; r < rows->size(); ++r) CacheOrgUnitLocked(ReadOrgUnit(*rows, r));
 
-  stmt = db_->Prepare(
+  rows = store_->Query(
       "SELECT id, username, display_name, role, password_hash, active, phone FROM users");
-  if (!stmt.ok()) return stmt.status();
-  {
-    ResetOnExit reset(*stmt);
-    while (true) {
-      absl::StatusOr<bool> row = (*stmt)->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      UserEntry entry;
-      entry.user.set_id((*stmt)->ColumnInt(0));
-      entry.user.set_username(std::string((*stmt)->ColumnText(1)));
-      entry.user.set_display_name(std::string((*stmt)->ColumnText(2)));
-      entry.user.set_role(static_cast<Role>((*stmt)->ColumnInt(3)));
-      entry.password_hash = std::string((*stmt)->ColumnText(4));
-      entry.user.set_active((*stmt)->ColumnInt(5) != 0);
-      entry.user.set_phone(std::string((*stmt)->ColumnText(6)));
-      user_by_name_[entry.user.username()] = entry.user.id();
-      users_[entry.user.id()] = std::move(entry);
-    }
+  if (!rows.ok()) return rows.status();
+  for (size_t r = 0; r < rows->size(); ++r) {
+    UserEntry entry;
+    entry.user.set_id(rows->Int(r, 0));
+    entry.user.set_username(rows->Text(r, 1));
+    entry.user.set_display_name(rows->Text(r, 2));
+    entry.user.set_role(static_cast<Role>(rows->Int(r, 3)));
+    entry.password_hash = rows->Text(r, 4);
+    entry.user.set_active(rows->Int(r, 5) != 0);
+    entry.user.set_phone(rows->Text(r, 6));
+    user_by_name_[entry.user.username()] = entry.user.id();
+    users_[entry.user.id()] = std::move(entry);
   }
 
-  stmt =
-      db_->Prepare("SELECT user_id, org_unit_id FROM user_org_units ORDER BY user_id, org_unit_id");
-  if (!stmt.ok()) return stmt.status();
-  {
-    ResetOnExit reset(*stmt);
-    while (true) {
-      absl::StatusOr<bool> row = (*stmt)->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      auto it = users_.find((*stmt)->ColumnInt(0));
-      if (it != users_.end()) it->second.user.add_org_unit_ids((*stmt)->ColumnInt(1));
-    }
+  rows = store_->Query(
+      "SELECT user_id, org_unit_id FROM user_org_units ORDER BY user_id, org_unit_id");
+  if (!rows.ok()) return rows.status();
+  for (size_t r = 0; r < rows->size(); ++r) {
+    auto it = users_.find(rows->Int(r, 0));
+    if (it != users_.end()) it->second.user.add_org_unit_ids(rows->Int(r, 1));
   }
 
-  stmt = db_->Prepare("SELECT hash, user_id, expires_ms FROM tokens WHERE expires_ms > ?1");
-  if (!stmt.ok()) return stmt.status();
-  {
-    ResetOnExit reset(*stmt);
-    (*stmt)->BindInt(1, options_.clock->NowMs());
-    while (true) {
-      absl::StatusOr<bool> row = (*stmt)->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      tokens_[std::string((*stmt)->ColumnBlob(0))] =
-          TokenEntry{(*stmt)->ColumnInt(1), (*stmt)->ColumnInt(2)};
-    }
-  }
-  // Lock-outs stored by this or another server process. Streaks of usernames that do not
-  // exist live in memory only, and are forgotten here.
-  failures_.clear();
-  stmt = db_->Prepare(
-      "SELECT username, failures, last_failure_ms, locked_until_ms FROM sign_in_failures");
-  if (!stmt.ok()) return stmt.status();
-  {
-    ResetOnExit reset(*stmt);
-    while (true) {
-      absl::StatusOr<bool> row = (*stmt)->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      FailureEntry& entry = failures_[std::string((*stmt)->ColumnText(0))];
-      entry.failures = static_cast<int>((*stmt)->ColumnInt(1));
-      entry.last_failure_ms = (*stmt)->ColumnInt(2);
-      entry.locked_until_ms = (*stmt)->ColumnInt(3);
-      entry.stored = true;
-    }
+  rows = store_->Query("SELECT hash, user_id, expires_ms FROM tokens WHERE expires_ms > ?1",
+                       {DirValue::Int(options_.clock->NowMs())});
+  if (!rows.ok()) return rows.status();
+  for (size_t r = 0; r < rows->size(); ++r) {
+    tokens_[rows->Blob(r, 0)] = TokenEntry{rows->Int(r, 1), rows->Int(r, 2)};
   }
   data_version_ = *version;
   return (*tx)->Commit();
 }
 
-absl::Status Directory::RefreshLocked() {
-  absl::StatusOr<int64_t> version = db_->QueryInt("PRAGMA data_version");
+absl::Status Directory::RefreshLocked(bool force) {
+  // A shared store is asked at most every shared_refresh_interval; a file at every call
+  // (PRAGMA data_version reads no page).
+  if (store_->shared() && !force) {
+    const absl::Time now = absl::Now();
+    if (now - last_version_check_ < options_.shared_refresh_interval) return absl::OkStatus();
+    last_version_check_ = now;
+  }
+  absl::StatusOr<int64_t> version = store_->Version();
   if (!version.ok()) return version.status();
   if (*version == data_version_) return absl::OkStatus();
   return LoadLocked();
+}
+
+absl::StatusOr<int64_t> Directory::MarkChangeLocked() { return store_->BumpVersion(); }
+
+void Directory::ChangeCommittedLocked(int64_t version) {
+  // Our own bump, with nobody else's in between: the caches, updated by the caller, are
+  // current. Anything else is seen by the next RefreshLocked().
+  if (version > 0 && version == data_version_ + 1) data_version_ = version;
 }
 
 void Directory::CacheOrgUnitLocked(const OrgUnit& unit) {
@@ -384,6 +295,10 @@ absl::StatusOr<OrgUnit> Directory::GetOrgUnit(int64_t id) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (!units_.contains(id)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = units_.find(id);
   if (it == units_.end()) return absl::NotFoundError(absl::StrCat("org_unit_id: no org unit ", id));
   return it->second;
@@ -393,6 +308,10 @@ absl::StatusOr<OrgUnit> Directory::FindByCode(absl::string_view code) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (!unit_by_code_.contains(code)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = unit_by_code_.find(code);
   if (it == unit_by_code_.end()) {
     return absl::NotFoundError(absl::StrCat("code: no org unit with code '", code, "'"));
@@ -404,6 +323,10 @@ absl::StatusOr<std::vector<OrgUnit>> Directory::ListChildren(int64_t parent_id) 
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (parent_id != 0 && !units_.contains(parent_id)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   if (parent_id != 0 && !units_.contains(parent_id)) {
     return absl::NotFoundError(absl::StrCat("parent_id: no org unit ", parent_id));
   }
@@ -513,24 +436,15 @@ absl::Status Directory::CheckNewOrgUnitLocked(absl::string_view code, absl::stri
 absl::StatusOr<OrgUnit> Directory::InsertOrgUnitLocked(absl::string_view code,
                                                        absl::string_view name, OrgUnitLevel level,
                                                        int64_t parent_id, int64_t now_ms) {
-  absl::StatusOr<Statement*> stmt = db_->Prepare(
+  absl::StatusOr<DirRows> inserted = store_->Query(
       "INSERT INTO org_units(code, name, level, parent_id, effective_from_ms) "
-      "VALUES (?1, ?2, ?3, ?4, ?5)");
-  if (!stmt.ok()) return stmt.status();
-  ResetOnExit reset(*stmt);
-  (*stmt)->BindText(1, code);
-  (*stmt)->BindText(2, name);
-  (*stmt)->BindInt(3, level);
-  if (parent_id == 0) {
-    (*stmt)->BindNull(4);
-  } else {
-    (*stmt)->BindInt(4, parent_id);
-  }
-  (*stmt)->BindInt(5, now_ms);
-  absl::Status status = (*stmt)->Run();
-  if (!status.ok()) return status;
+      "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+      {DirValue::Text(code), DirValue::Text(name), DirValue::Int(level),
+       parent_id == 0 ? DirValue::Null() : DirValue::Int(parent_id), DirValue::Int(now_ms)});
+  if (!inserted.ok()) return inserted.status();
+  if (inserted->empty()) return absl::InternalError("org_units: INSERT returned no id");
   OrgUnit unit;
-  unit.set_id(db_->LastInsertRowId());
+  unit.set_id(inserted->Int(0, 0));
   unit.set_parent_id(parent_id);
   unit.set_code(std::string(code));
   unit.set_name(std::string(name));
@@ -542,7 +456,7 @@ absl::StatusOr<OrgUnit> Directory::InsertOrgUnitLocked(absl::string_view code,
 absl::StatusOr<OrgUnit> Directory::CreateOrgUnit(absl::string_view code, absl::string_view name,
                                                  OrgUnitLevel level, int64_t parent_id) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
+  absl::Status status = RefreshLocked(/*force=*/true);  // a write: the latest state
   if (!status.ok()) return status;
   const OrgUnit* parent = nullptr;
   if (parent_id != 0) {
@@ -554,16 +468,23 @@ absl::StatusOr<OrgUnit> Directory::CreateOrgUnit(absl::string_view code, absl::s
   }
   status = CheckNewOrgUnitLocked(code, name, level, parent);
   if (!status.ok()) return status;
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
+  if (!tx.ok()) return tx.status();
   absl::StatusOr<OrgUnit> unit =
       InsertOrgUnitLocked(code, name, level, parent_id, options_.clock->NowMs());
   if (!unit.ok()) return unit.status();
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
+  status = (*tx)->Commit();
+  if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
   CacheOrgUnitLocked(*unit);
   return unit;
 }
 
 absl::StatusOr<std::vector<OrgUnit>> Directory::AddOrgUnits(const std::vector<NewOrgUnit>& units) {
   absl::MutexLock lock(&mu_);
-  absl::Status status = RefreshLocked();
+  absl::Status status = RefreshLocked(/*force=*/true);  // a write: the latest state
   if (!status.ok()) return status;
 
   absl::flat_hash_map<absl::string_view, size_t> index;
@@ -605,7 +526,7 @@ absl::StatusOr<std::vector<OrgUnit>> Directory::AddOrgUnits(const std::vector<Ne
     }
   }
 
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   const int64_t now_ms = options_.clock->NowMs();
   std::vector<OrgUnit> added(units.size());
@@ -636,8 +557,11 @@ absl::StatusOr<std::vector<OrgUnit>> Directory::AddOrgUnits(const std::vector<Ne
     if (!unit.ok()) return unit.status();
     added[i] = *std::move(unit);
   }
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
   for (size_t i : order) CacheOrgUnitLocked(added[i]);
   return added;
 }
@@ -681,23 +605,13 @@ absl::Status Directory::CheckAssignmentLocked(Role role, const std::vector<int64
 }
 
 absl::Status Directory::WriteAssignmentLocked(int64_t user_id, const std::vector<int64_t>& units) {
-  absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM user_org_units WHERE user_id = ?1");
-  if (!del.ok()) return del.status();
-  {
-    ResetOnExit reset(*del);
-    (*del)->BindInt(1, user_id);
-    absl::Status status = (*del)->Run();
-    if (!status.ok()) return status;
-  }
-  absl::StatusOr<Statement*> insert =
-      db_->Prepare("INSERT INTO user_org_units(user_id, org_unit_id) VALUES (?1, ?2)");
-  if (!insert.ok()) return insert.status();
+  absl::StatusOr<int64_t> done =
+      store_->Exec("DELETE FROM user_org_units WHERE user_id = ?1", {DirValue::Int(user_id)});
+  if (!done.ok()) return done.status();
   for (int64_t unit : units) {
-    ResetOnExit reset(*insert);
-    (*insert)->BindInt(1, user_id);
-    (*insert)->BindInt(2, unit);
-    absl::Status status = (*insert)->Run();
-    if (!status.ok()) return status;
+    done = store_->Exec("INSERT INTO user_org_units(user_id, org_unit_id) VALUES (?1, ?2)",
+                        {DirValue::Int(user_id), DirValue::Int(unit)});
+    if (!done.ok()) return done.status();
   }
   return absl::OkStatus();
 }
@@ -719,7 +633,7 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   {
     // Fail fast, before the slow hashing.
     absl::MutexLock lock(&mu_);
-    status = RefreshLocked();
+    status = RefreshLocked(/*force=*/true);
     if (!status.ok()) return status;
     status = CheckAssignmentLocked(role, units);
     if (!status.ok()) return status;
@@ -728,7 +642,7 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   if (!hash.ok()) return hash.status();
 
   absl::MutexLock lock(&mu_);
-  status = RefreshLocked();
+  status = RefreshLocked(/*force=*/true);
   if (!status.ok()) return status;
   if (user_by_name_.contains(username)) {
     return absl::AlreadyExistsError(absl::StrCat("username: '", username, "' is already taken"));
@@ -736,33 +650,29 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
   status = CheckAssignmentLocked(role, units);
   if (!status.ok()) return status;
 
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
   const int64_t now_ms = options_.clock->NowMs();
-  absl::StatusOr<Statement*> insert = db_->Prepare(
+  absl::StatusOr<DirRows> inserted = store_->Query(
       "INSERT INTO users(username, display_name, role, password_hash, active, created_ms, "
-      "updated_ms, phone) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6)");
-  if (!insert.ok()) return insert.status();
-  {
-    ResetOnExit reset(*insert);
-    (*insert)->BindText(1, username);
-    (*insert)->BindText(2, display_name);
-    (*insert)->BindInt(3, role);
-    (*insert)->BindText(4, *hash);
-    (*insert)->BindInt(5, now_ms);
-    (*insert)->BindText(6, std::string(phone));  // never NULL, also when empty
-    status = (*insert)->Run();
-    if (!status.ok()) return status;
-  }
-  const int64_t id = db_->LastInsertRowId();
+      "updated_ms, phone) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6) RETURNING id",
+      {DirValue::Text(username), DirValue::Text(display_name), DirValue::Int(role),
+       DirValue::Text(*hash), DirValue::Int(now_ms),
+       DirValue::Text(phone)});  // never NULL, also when empty
+  if (!inserted.ok()) return inserted.status();
+  if (inserted->empty()) return absl::InternalError("users: INSERT returned no id");
+  const int64_t id = inserted->Int(0, 0);
   status = WriteAssignmentLocked(id, units);
   if (!status.ok()) return status;
   status = AuditLocked(by, "create_user", id,
                        absl::StrCat("username: ", username, "; role: ", RoleName(role),
                                     "; org_unit_ids: ", UnitList(units)));
   if (!status.ok()) return status;
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
 
   UserEntry entry;
   entry.user.set_id(id);
@@ -785,23 +695,18 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
   const std::vector<int64_t> units = SortedUnique(org_unit_ids);
   absl::MutexLock lock(&mu_);
   absl::Status status;
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
   status = CheckAssignmentLocked(role, units);
   if (!status.ok()) return status;
 
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> update =
-      db_->Prepare("UPDATE users SET role = ?1, updated_ms = ?2 WHERE id = ?3");
-  if (!update.ok()) return update.status();
   {
-    ResetOnExit reset(*update);
-    (*update)->BindInt(1, role);
-    (*update)->BindInt(2, options_.clock->NowMs());
-    (*update)->BindInt(3, user_id);
-    status = (*update)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "UPDATE users SET role = ?1, updated_ms = ?2 WHERE id = ?3",
+        {DirValue::Int(role), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    if (!done.ok()) return done.status();
   }
   status = WriteAssignmentLocked(user_id, units);
   if (!status.ok()) return status;
@@ -815,8 +720,11 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
                                  "; org_unit_ids: ", UnitList(old_units), " -> ", UnitList(units)));
     if (!status.ok()) return status;
   }
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
 
   User& user = (*found)->user;
   user.set_role(role);
@@ -826,11 +734,7 @@ absl::StatusOr<User> Directory::AssignUser(int64_t user_id, Role role,
 }
 
 absl::Status Directory::RevokeTokensLocked(int64_t user_id) {
-  absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM tokens WHERE user_id = ?1");
-  if (!del.ok()) return del.status();
-  ResetOnExit reset(*del);
-  (*del)->BindInt(1, user_id);
-  return (*del)->Run();
+  return store_->Exec("DELETE FROM tokens WHERE user_id = ?1", {DirValue::Int(user_id)}).status();
 }
 
 absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_password,
@@ -839,7 +743,7 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   if (!status.ok()) return status;
   {
     absl::MutexLock lock(&mu_);
-    status = RefreshLocked();
+    status = RefreshLocked(/*force=*/true);
     if (!status.ok()) return status;
     if (!users_.contains(user_id)) {
       return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
@@ -849,20 +753,15 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
   if (!hash.ok()) return hash.status();
 
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> update =
-      db_->Prepare("UPDATE users SET password_hash = ?1, updated_ms = ?2 WHERE id = ?3");
-  if (!update.ok()) return update.status();
   {
-    ResetOnExit reset(*update);
-    (*update)->BindText(1, *hash);
-    (*update)->BindInt(2, options_.clock->NowMs());
-    (*update)->BindInt(3, user_id);
-    status = (*update)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "UPDATE users SET password_hash = ?1, updated_ms = ?2 WHERE id = ?3",
+        {DirValue::Text(*hash), DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    if (!done.ok()) return done.status();
   }
   status = RevokeTokensLocked(user_id);
   if (!status.ok()) return status;
@@ -875,8 +774,11 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
                        absl::StrCat("password replaced; tokens and ", *credentials,
                                     " device credential(s) revoked"));
   if (!status.ok()) return status;
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
 
   (*found)->password_hash = *std::move(hash);
   absl::erase_if(tokens_, [user_id](const auto& entry) { return entry.second.user_id == user_id; });
@@ -886,26 +788,25 @@ absl::Status Directory::ResetPassword(int64_t user_id, absl::string_view new_pas
 absl::Status Directory::DeactivateUser(int64_t user_id, const AuditActor& by) {
   absl::MutexLock lock(&mu_);
   absl::Status status;
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> update =
-      db_->Prepare("UPDATE users SET active = 0, updated_ms = ?1 WHERE id = ?2");
-  if (!update.ok()) return update.status();
   {
-    ResetOnExit reset(*update);
-    (*update)->BindInt(1, options_.clock->NowMs());
-    (*update)->BindInt(2, user_id);
-    status = (*update)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done =
+        store_->Exec("UPDATE users SET active = 0, updated_ms = ?1 WHERE id = ?2",
+                     {DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    if (!done.ok()) return done.status();
   }
   status = RevokeTokensLocked(user_id);
   if (!status.ok()) return status;
   status = AuditLocked(by, "deactivate_user", user_id, "active: true -> false; tokens revoked");
   if (!status.ok()) return status;
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
 
   (*found)->user.set_active(false);
   absl::erase_if(tokens_, [user_id](const auto& entry) { return entry.second.user_id == user_id; });
@@ -915,26 +816,25 @@ absl::Status Directory::DeactivateUser(int64_t user_id, const AuditActor& by) {
 absl::Status Directory::ActivateUser(int64_t user_id, const AuditActor& by) {
   absl::MutexLock lock(&mu_);
   absl::Status status;
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> update =
-      db_->Prepare("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2");
-  if (!update.ok()) return update.status();
   {
-    ResetOnExit reset(*update);
-    (*update)->BindInt(1, options_.clock->NowMs());
-    (*update)->BindInt(2, user_id);
-    status = (*update)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done =
+        store_->Exec("UPDATE users SET active = 1, updated_ms = ?1 WHERE id = ?2",
+                     {DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    if (!done.ok()) return done.status();
   }
   status =
       AuditLocked(by, "activate_user", user_id,
                   absl::StrCat("active: ", (*found)->user.active() ? "true" : "false", " -> true"));
   if (!status.ok()) return status;
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
   (*found)->user.set_active(true);
   return absl::OkStatus();
 }
@@ -946,37 +846,44 @@ absl::StatusOr<User> Directory::UpdateProfile(int64_t user_id, absl::string_view
   status = CheckPhone(phone);
   if (!status.ok()) return status;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id);
+  absl::StatusOr<UserEntry*> found = FindUserLocked(user_id, /*fresh=*/true);
   if (!found.ok()) return found.status();
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> update =
-      db_->Prepare("UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4");
-  if (!update.ok()) return update.status();
   {
-    ResetOnExit reset(*update);
-    (*update)->BindText(1, display_name);
-    (*update)->BindText(2, std::string(phone));
-    (*update)->BindInt(3, options_.clock->NowMs());
-    (*update)->BindInt(4, user_id);
-    status = (*update)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "UPDATE users SET display_name = ?1, phone = ?2, updated_ms = ?3 WHERE id = ?4",
+        {DirValue::Text(display_name), DirValue::Text(phone),
+         DirValue::Int(options_.clock->NowMs()), DirValue::Int(user_id)});
+    if (!done.ok()) return done.status();
   }
   status = AuditLocked(
       by, "update_profile", user_id,
       absl::StrCat("display_name: '", (*found)->user.display_name(), "' -> '", display_name,
                    "'; phone: '", (*found)->user.phone(), "' -> '", phone, "'"));
   if (!status.ok()) return status;
+  absl::StatusOr<int64_t> version = MarkChangeLocked();
+  if (!version.ok()) return version.status();
   status = (*tx)->Commit();
   if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
   (*found)->user.set_display_name(std::string(display_name));
   (*found)->user.set_phone(std::string(phone));
   return (*found)->user;
 }
 
-absl::StatusOr<Directory::UserEntry*> Directory::FindUserLocked(int64_t user_id) {
-  absl::Status status = RefreshLocked();
+absl::Status Directory::RefreshOnMissLocked() {
+  if (!store_->shared()) return absl::OkStatus();  // a file is checked at every call
+  return RefreshLocked(/*force=*/true);
+}
+
+absl::StatusOr<Directory::UserEntry*> Directory::FindUserLocked(int64_t user_id, bool fresh) {
+  absl::Status status = RefreshLocked(fresh);
   if (!status.ok()) return status;
+  if (!users_.contains(user_id)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = users_.find(user_id);
   if (it == users_.end()) return absl::NotFoundError(absl::StrCat("user_id: no user ", user_id));
   return &it->second;
@@ -994,6 +901,10 @@ absl::StatusOr<User> Directory::FindUser(absl::string_view username) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
+  if (!user_by_name_.contains(username)) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
   auto it = user_by_name_.find(username);
   if (it == user_by_name_.end()) {
     return absl::NotFoundError(absl::StrCat("username: no user '", username, "'"));
@@ -1026,108 +937,112 @@ absl::StatusOr<std::vector<User>> Directory::ListUsers(const UserFilter& filter)
 
 // ---- Sign-in and tokens --------------------------------------------------------------
 
-absl::Status Directory::RecordFailureLocked(const std::string& username, int64_t now_ms) {
-  if (failures_.size() >= kMaxTrackedUsernames) {
-    absl::erase_if(failures_, [now_ms](const auto& entry) {
-      return now_ms - entry.second.last_failure_ms > kFailureMemoryMs &&
-             entry.second.locked_until_ms <= now_ms;
-    });
-  }
-  FailureEntry& entry = failures_[username];
-  if (now_ms - entry.last_failure_ms > kFailureMemoryMs && entry.locked_until_ms <= now_ms) {
-    entry = FailureEntry{.stored = entry.stored};
-  }
-  ++entry.failures;
-  entry.last_failure_ms = now_ms;
-  if (entry.failures < options_.lockout_after_failures) return absl::OkStatus();
-  const int doublings = std::min(entry.failures - options_.lockout_after_failures, 30);
+int64_t Directory::LockedUntilMs(int failures, int64_t now_ms) const {
+  if (failures < options_.lockout_after_failures) return 0;
+  const int doublings = std::min(failures - options_.lockout_after_failures, 30);
   const absl::Duration window =
       std::min(options_.lockout_initial * (int64_t{1} << doublings), options_.lockout_max);
-  entry.locked_until_ms = now_ms + absl::ToInt64Milliseconds(window);
-  // Only a lock-out is written (a short streak may be forgotten at a restart), and only
-  // for an existing account: a flood of made-up usernames must not grow the file.
-  if (!user_by_name_.contains(username)) return absl::OkStatus();
-  absl::StatusOr<Statement*> upsert = db_->Prepare(
-      "INSERT OR REPLACE INTO sign_in_failures(username, failures, last_failure_ms, "
-      "locked_until_ms) VALUES (?1, ?2, ?3, ?4)");
-  if (!upsert.ok()) return upsert.status();
-  ResetOnExit reset(*upsert);
-  (*upsert)->BindText(1, username);
-  (*upsert)->BindInt(2, entry.failures);
-  (*upsert)->BindInt(3, entry.last_failure_ms);
-  (*upsert)->BindInt(4, entry.locked_until_ms);
-  absl::Status status = (*upsert)->Run();
+  return now_ms + absl::ToInt64Milliseconds(window);
+}
+
+absl::StatusOr<int64_t> Directory::RecordFailureLocked(const std::string& username,
+                                                       int64_t now_ms) {
+  if (!user_by_name_.contains(username)) {
+    // A made-up username: counted in memory only (this instance), so that a flood of
+    // them does not grow the store.
+    if (failures_.size() >= kMaxTrackedUsernames) {
+      absl::erase_if(failures_, [now_ms](const auto& entry) {
+        return now_ms - entry.second.last_failure_ms > kFailureMemoryMs &&
+               entry.second.locked_until_ms <= now_ms;
+      });
+    }
+    FailureEntry& entry = failures_[username];
+    if (entry.locked_until_ms > now_ms) return entry.locked_until_ms;
+    if (now_ms - entry.last_failure_ms > kFailureMemoryMs) entry = FailureEntry{};
+    ++entry.failures;
+    entry.last_failure_ms = now_ms;
+    const int64_t until = LockedUntilMs(entry.failures, now_ms);
+    if (until != 0) entry.locked_until_ms = until;
+    return 0;
+  }
+  // An account: the streak lives in the store, counted by one atomic upsert, so that every
+  // server instance on a shared store sees the same count and lock-out. An attempt while
+  // locked is not counted; a streak whose last failure is old and not locked restarts.
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<DirRows> rows = store_->Query(
+      "INSERT INTO sign_in_failures(username, failures, last_failure_ms, locked_until_ms) "
+      "VALUES (?1, 1, ?2, 0) ON CONFLICT(username) DO UPDATE SET "
+      "failures = CASE WHEN sign_in_failures.locked_until_ms > ?2 "
+      "  THEN sign_in_failures.failures "
+      "  WHEN ?2 - sign_in_failures.last_failure_ms > ?3 THEN 1 "
+      "  ELSE sign_in_failures.failures + 1 END, "
+      "last_failure_ms = CASE WHEN sign_in_failures.locked_until_ms > ?2 "
+      "  THEN sign_in_failures.last_failure_ms ELSE ?2 END "
+      "RETURNING failures, locked_until_ms",
+      {DirValue::Text(username), DirValue::Int(now_ms), DirValue::Int(kFailureMemoryMs)});
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return absl::InternalError("sign_in_failures: upsert returned no row");
+  if (rows->Int(0, 1) > now_ms) return rows->Int(0, 1);  // locked meanwhile
+  const int64_t until = LockedUntilMs(static_cast<int>(rows->Int(0, 0)), now_ms);
+  if (until != 0) {
+    absl::StatusOr<int64_t> done =
+        store_->Exec("UPDATE sign_in_failures SET locked_until_ms = ?1 WHERE username = ?2",
+                     {DirValue::Int(until), DirValue::Text(username)});
+    if (!done.ok()) return done.status();
+  }
+  absl::Status status = (*tx)->Commit();
   if (!status.ok()) return status;
-  entry.stored = true;
-  return absl::OkStatus();
+  return 0;
 }
 
 absl::Status Directory::ClearFailuresLocked(const std::string& username) {
-  auto it = failures_.find(username);
-  if (it == failures_.end()) return absl::OkStatus();
-  if (it->second.stored) {
-    absl::StatusOr<Statement*> del =
-        db_->Prepare("DELETE FROM sign_in_failures WHERE username = ?1");
-    if (!del.ok()) return del.status();
-    ResetOnExit reset(*del);
-    (*del)->BindText(1, username);
-    absl::Status status = (*del)->Run();
-    if (!status.ok()) return status;
-  }
-  failures_.erase(it);
-  return absl::OkStatus();
+  failures_.erase(username);
+  if (!user_by_name_.contains(username)) return absl::OkStatus();
+  return store_
+      ->Exec("DELETE FROM sign_in_failures WHERE username = ?1", {DirValue::Text(username)})
+      .status();
 }
 
 absl::Status Directory::AuditLocked(const AuditActor& by, absl::string_view action, int64_t target,
                                     absl::string_view details) {
-  absl::StatusOr<Statement*> insert = db_->Prepare(
-      "INSERT INTO audit(at_ms, actor_id, actor, action, target_user_id, details) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-  if (!insert.ok()) return insert.status();
-  ResetOnExit reset(*insert);
-  (*insert)->BindInt(1, options_.clock->NowMs());
-  (*insert)->BindInt(2, by.user_id);
-  (*insert)->BindText(3, by.username);
-  (*insert)->BindText(4, action);
-  (*insert)->BindInt(5, target);
-  (*insert)->BindText(6, details);
-  return (*insert)->Run();
+  return store_
+      ->Exec(
+          "INSERT INTO audit(at_ms, actor_id, actor, action, target_user_id, details) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+          {DirValue::Int(options_.clock->NowMs()), DirValue::Int(by.user_id),
+           DirValue::Text(by.username), DirValue::Text(action), DirValue::Int(target),
+           DirValue::Text(details)})
+      .status();
 }
 
 absl::StatusOr<std::vector<AuditEntry>> Directory::ListAudit(int64_t after_id, size_t limit) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> stmt = db_->Prepare(
+  absl::StatusOr<DirRows> rows = store_->Query(
       "SELECT id, at_ms, actor_id, actor, action, target_user_id, details FROM audit "
-      "WHERE id > ?1 ORDER BY id LIMIT ?2");
-  if (!stmt.ok()) return stmt.status();
-  ResetOnExit reset(*stmt);
-  (*stmt)->BindInt(1, after_id);
-  (*stmt)->BindInt(2, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+      "WHERE id > ?1 ORDER BY id LIMIT ?2",
+      {DirValue::Int(after_id),
+       DirValue::Int(static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)))});
+  if (!rows.ok()) return rows.status();
   std::vector<AuditEntry> out;
-  while (true) {
-    absl::StatusOr<bool> row = (*stmt)->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
+  for (size_t r = 0; r < rows->size(); ++r) {
     AuditEntry e;
-    e.id = (*stmt)->ColumnInt(0);
-    e.at_ms = (*stmt)->ColumnInt(1);
-    e.actor_id = (*stmt)->ColumnInt(2);
-    e.actor = std::string((*stmt)->ColumnText(3));
-    e.action = std::string((*stmt)->ColumnText(4));
-    e.target_user_id = (*stmt)->ColumnInt(5);
-    e.details = std::string((*stmt)->ColumnText(6));
+    e.id = rows->Int(r, 0);
+    e.at_ms = rows->Int(r, 1);
+    e.actor_id = rows->Int(r, 2);
+    e.actor = rows->Text(r, 3);
+    e.action = rows->Text(r, 4);
+    e.target_user_id = rows->Int(r, 5);
+    e.details = rows->Text(r, 6);
     out.push_back(std::move(e));
   }
   return out;
 }
 
 absl::Status Directory::DeleteExpiredTokensLocked(int64_t now_ms) {
-  absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM tokens WHERE expires_ms <= ?1");
-  if (!del.ok()) return del.status();
-  ResetOnExit reset(*del);
-  (*del)->BindInt(1, now_ms);
-  absl::Status status = (*del)->Run();
-  if (!status.ok()) return status;
+  absl::StatusOr<int64_t> done =
+      store_->Exec("DELETE FROM tokens WHERE expires_ms <= ?1", {DirValue::Int(now_ms)});
+  if (!done.ok()) return done.status();
   absl::erase_if(tokens_,
                  [now_ms](const auto& entry) { return entry.second.expires_ms <= now_ms; });
   return absl::OkStatus();
@@ -1143,21 +1058,25 @@ absl::StatusOr<LoginResult> Directory::Login(absl::string_view username,
     absl::MutexLock lock(&mu_);
     absl::Status status = RefreshLocked();
     if (!status.ok()) return status;
+    if (!user_by_name_.contains(key) && store_->shared()) {
+      // Perhaps created on another instance within the refresh interval.
+      status = RefreshLocked(/*force=*/true);
+      if (!status.ok()) return status;
+    }
     const int64_t now_ms = options_.clock->NowMs();
-    auto failure = failures_.find(key);
-    if (failure != failures_.end() && failure->second.locked_until_ms > now_ms) {
-      const absl::Time until = absl::FromUnixMillis(failure->second.locked_until_ms);
-      const int64_t wait_s = (failure->second.locked_until_ms - now_ms + 999) / 1000;
+    // Counted now, before the hash: parallel guesses each see the ones before them, so at
+    // most lockout_after_failures of them reach the password check. A right password
+    // clears the streak below. While locked out, the attempt is refused uncounted.
+    absl::StatusOr<int64_t> locked_until = RecordFailureLocked(key, now_ms);
+    if (!locked_until.ok()) return locked_until.status();
+    if (*locked_until > now_ms) {
+      const absl::Time until = absl::FromUnixMillis(*locked_until);
+      const int64_t wait_s = (*locked_until - now_ms + 999) / 1000;
       return absl::ResourceExhaustedError(
           absl::StrCat("too many failed sign-ins for '", key, "'; try again after ",
                        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", until, absl::UTCTimeZone()), " (in ",
                        wait_s, " s)"));
     }
-    // Counted now, before the hash: parallel guesses each see the ones before them, so at
-    // most lockout_after_failures of them reach the password check. A right password
-    // clears the streak below.
-    status = RecordFailureLocked(key, now_ms);
-    if (!status.ok()) return status;
     auto it = user_by_name_.find(username);
     if (it != user_by_name_.end()) {
       user_id = it->second;
@@ -1203,29 +1122,19 @@ absl::StatusOr<LoginResult> Directory::Login(absl::string_view username,
   result.expires_ms = now_ms + absl::ToInt64Milliseconds(options_.token_ttl);
   const std::string token_hash = Sha256(result.token);
 
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> insert = db_->Prepare(
-      "INSERT INTO tokens(hash, user_id, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)");
-  if (!insert.ok()) return insert.status();
   {
-    ResetOnExit reset(*insert);
-    (*insert)->BindBlob(1, token_hash);
-    (*insert)->BindInt(2, user_id);
-    (*insert)->BindInt(3, now_ms);
-    (*insert)->BindInt(4, result.expires_ms);
-    status = (*insert)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done = store_->Exec(
+        "INSERT INTO tokens(hash, user_id, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        {DirValue::Blob(token_hash), DirValue::Int(user_id), DirValue::Int(now_ms),
+         DirValue::Int(result.expires_ms)});
+    if (!done.ok()) return done.status();
   }
   if (!new_hash.empty()) {
-    absl::StatusOr<Statement*> update =
-        db_->Prepare("UPDATE users SET password_hash = ?1 WHERE id = ?2");
-    if (!update.ok()) return update.status();
-    ResetOnExit reset(*update);
-    (*update)->BindText(1, new_hash);
-    (*update)->BindInt(2, user_id);
-    status = (*update)->Run();
-    if (!status.ok()) return status;
+    absl::StatusOr<int64_t> done = store_->Exec("UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                                                {DirValue::Text(new_hash), DirValue::Int(user_id)});
+    if (!done.ok()) return done.status();
   }
   status = (*tx)->Commit();
   if (!status.ok()) return status;
@@ -1242,6 +1151,12 @@ absl::StatusOr<Principal> Directory::Authenticate(absl::string_view token) {
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
   auto it = tokens_.find(token_hash);
+  if (it == tokens_.end() && store_->shared()) {
+    // Issued by another instance since our last load: accepted at once.
+    status = LookUpTokenLocked(token_hash);
+    if (!status.ok()) return status;
+    it = tokens_.find(token_hash);
+  }
   if (it == tokens_.end()) {
     return absl::UnauthenticatedError("invalid token (unknown, revoked or signed out)");
   }
@@ -1261,19 +1176,35 @@ absl::StatusOr<Principal> Directory::Authenticate(absl::string_view token) {
   return principal;
 }
 
+absl::Status Directory::LookUpTokenLocked(const std::string& token_hash) {
+  absl::StatusOr<DirRows> rows =
+      store_->Query("SELECT user_id, expires_ms FROM tokens WHERE hash = ?1 AND expires_ms > ?2",
+                    {DirValue::Blob(token_hash), DirValue::Int(options_.clock->NowMs())});
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return absl::OkStatus();
+  const int64_t user_id = rows->Int(0, 0);
+  // A user created since our last load: reload everything (the token comes with it).
+  if (!users_.contains(user_id)) return LoadLocked();
+  tokens_[token_hash] = TokenEntry{user_id, rows->Int(0, 1)};
+  return absl::OkStatus();
+}
+
 absl::Status Directory::Logout(absl::string_view token) {
   const std::string token_hash = Sha256(token);
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();
   if (!status.ok()) return status;
-  absl::StatusOr<Statement*> del = db_->Prepare("DELETE FROM tokens WHERE hash = ?1");
-  if (!del.ok()) return del.status();
-  {
-    ResetOnExit reset(*del);
-    (*del)->BindBlob(1, token_hash);
-    status = (*del)->Run();
-    if (!status.ok()) return status;
-  }
+  absl::StatusOr<std::unique_ptr<DirTransaction>> tx = DirTransaction::Begin(store_.get());
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<int64_t> deleted =
+      store_->Exec("DELETE FROM tokens WHERE hash = ?1", {DirValue::Blob(token_hash)});
+  if (!deleted.ok()) return deleted.status();
+  // Other instances of a shared store must drop the token from their caches.
+  absl::StatusOr<int64_t> version = *deleted > 0 ? MarkChangeLocked() : int64_t{-1};
+  if (!version.ok()) return version.status();
+  status = (*tx)->Commit();
+  if (!status.ok()) return status;
+  ChangeCommittedLocked(*version);
   tokens_.erase(token_hash);
   return absl::OkStatus();
 }

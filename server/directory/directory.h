@@ -1,5 +1,7 @@
 // The server's directory: the org-unit tree, the users and their assignments, password
-// sign-in and bearer tokens, kept in one SQLite file of its own.
+// sign-in and bearer tokens, kept in one SQLite file of its own or, for several server
+// instances, in PostgreSQL (the storage seam: directory_store.h; one set of rules here for
+// both).
 //
 // Org units have stable ids given by the system; the official code, name, level and
 // parent are attributes (codes are reused across reorganisations, see DOMAIN.md). The
@@ -7,14 +9,19 @@
 // Authenticate() cost a hash lookup. Another process (kcnet-admin) may change the same
 // file while a server has it open: every call first checks SQLite's data_version and
 // reloads the caches when another connection has committed, so a user deactivated by the
-// admin tool is refused at once.
+// admin tool is refused at once. On a shared store (PostgreSQL) every account change and
+// revocation bumps a generation counter in its transaction; the caches check it at most
+// every shared_refresh_interval (so a revocation on one instance is refused by the others
+// within that), and a token missing from the cache is looked up in the store, so a token
+// issued by one instance is accepted by every other at once.
 //
 // Passwords are hashed with Argon2id (libsodium crypto_pwhash_str). Tokens are 32 random
 // bytes, base64url-encoded; only their SHA-256 is stored. Repeated failed sign-ins for a
 // username lock it out for a window that doubles with each further failure. An attempt is
 // counted before its password is hashed (so parallel guesses cannot all pass the check),
-// and the counters of existing accounts are kept in the file (a restart does not clear a
-// lock-out).
+// and the counters of existing accounts are kept in the store, counted by one atomic
+// upsert (a restart does not clear a lock-out; instances on one store share the count).
+// Unknown usernames are counted in memory, per process.
 //
 // Every account change (create, role and org units, profile, password reset,
 // deactivation, activation) appends an audit entry in the same transaction: who, when,
@@ -41,8 +48,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "kcnet/v1/domain.pb.h"
+#include "server/directory/directory_store.h"
 #include "sync/hlc.h"
-#include "sync/sqlite.h"
 
 namespace kcnet::server {
 
@@ -69,6 +76,9 @@ struct DirectoryOptions {
   int lockout_after_failures = 5;
   absl::Duration lockout_initial = absl::Seconds(1);
   absl::Duration lockout_max = absl::Minutes(5);
+  // On a shared store (PostgreSQL): how often the caches ask whether another instance
+  // changed accounts or revoked tokens (one small query). Zero: at every call.
+  absl::Duration shared_refresh_interval = absl::Milliseconds(250);
 };
 
 // Who makes an account change, for the audit trail. The default is a local operator
@@ -130,6 +140,9 @@ class Directory {
   // kcnet or is some other SQLite file, with INTERNAL when libsodium cannot start, or with
   // the storage error.
   static absl::StatusOr<std::unique_ptr<Directory>> Open(const std::string& path,
+                                                         DirectoryOptions options = {});
+  // The same on any store (directory_store.h; PostgreSQL: pg_directory_store.h).
+  static absl::StatusOr<std::unique_ptr<Directory>> Open(std::unique_ptr<DirectoryStore> store,
                                                          DirectoryOptions options = {});
   ~Directory();
   Directory(const Directory&) = delete;
@@ -258,20 +271,27 @@ class Directory {
     int64_t user_id = 0;
     int64_t expires_ms = 0;
   };
+  // The failure streak of a username that is not an account (accounts: in the store).
   struct FailureEntry {
     int failures = 0;
     int64_t last_failure_ms = 0;
     int64_t locked_until_ms = 0;
-    bool stored = false;  // a row in sign_in_failures holds this lock-out
   };
 
-  Directory(std::unique_ptr<sync::Db> db, DirectoryOptions options);
+  Directory(std::unique_ptr<DirectoryStore> store, DirectoryOptions options);
 
-  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reloads every cache from the file.
+  // Reloads every cache from the store.
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reloads when another connection committed since the last load.
-  absl::Status RefreshLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reloads when another connection committed since the last load. On a shared store the
+  // question is asked at most every shared_refresh_interval, unless `force`.
+  absl::Status RefreshLocked(bool force = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inside a write transaction: marks a change other instances must reload for. Returns
+  // the store's new version (-1: the store needs no marks).
+  absl::StatusOr<int64_t> MarkChangeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After the commit of a change marked `version` whose cache updates the caller makes.
+  void ChangeCommittedLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A shared store: caches the live token with this hash when the store has it.
+  absl::Status LookUpTokenLocked(const std::string& token_hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CacheOrgUnitLocked(const kcnet::v1::OrgUnit& unit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Validates a new unit against the cache; `parent` is null for a root.
   absl::Status CheckNewOrgUnitLocked(absl::string_view code, absl::string_view name,
@@ -292,19 +312,27 @@ class Directory {
   absl::StatusOr<int> RevokeDeviceCredentialsLocked(absl::string_view device_id, int64_t user_id,
                                                     int64_t by) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DeleteExpiredTokensLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Counts one sign-in attempt as failed (before its hash is checked) and stores the
-  // streak when the username exists.
-  absl::Status RecordFailureLocked(const std::string& username, int64_t now_ms)
+  // Counts one sign-in attempt as failed (before its hash is checked): in the store for an
+  // account, in memory for another username. Returns the end of the lock-out (Unix ms)
+  // when the username is locked out (the attempt is then not counted), else 0.
+  absl::StatusOr<int64_t> RecordFailureLocked(const std::string& username, int64_t now_ms)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forgets the failure streak of `username`, in memory and in the file.
+  // The end of the lock-out after `failures` consecutive failures at now_ms (0: none).
+  int64_t LockedUntilMs(int failures, int64_t now_ms) const;
+  // Forgets the failure streak of `username`, in memory and in the store.
   absl::Status ClearFailuresLocked(const std::string& username) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AuditLocked(const AuditActor& by, absl::string_view action, int64_t target,
                            absl::string_view details) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<int64_t> SubtreeLocked(const std::vector<int64_t>& roots)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsWithinLocked(int64_t unit_id, int64_t root_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Refreshes from the file and finds the user; NOT_FOUND ("user_id: ...") when absent.
-  absl::StatusOr<UserEntry*> FindUserLocked(int64_t user_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refreshes from the store and finds the user; NOT_FOUND ("user_id: ...") when absent.
+  // `fresh` (writes): a shared store is asked even within the refresh interval.
+  absl::StatusOr<UserEntry*> FindUserLocked(int64_t user_id, bool fresh = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On a shared store, after a cache miss: reloads when another instance changed
+  // something since (created the missing user or unit a moment ago). Nothing on a file.
+  absl::Status RefreshOnMissLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The hash of a password nobody has, verified for unknown usernames so that they take
   // as long as known ones.
   const std::string& DummyHash();
@@ -315,8 +343,9 @@ class Directory {
   std::string dummy_hash_;
 
   absl::Mutex mu_;
-  std::unique_ptr<sync::Db> db_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<DirectoryStore> store_ ABSL_GUARDED_BY(mu_);
   int64_t data_version_ ABSL_GUARDED_BY(mu_) = -1;
+  absl::Time last_version_check_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::flat_hash_map<int64_t, kcnet::v1::OrgUnit> units_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> unit_by_code_ ABSL_GUARDED_BY(mu_);
   // parent id (0 for roots) -> child ids, in no particular order.
@@ -327,9 +356,6 @@ class Directory {
   absl::flat_hash_map<std::string, TokenEntry> tokens_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, FailureEntry> failures_ ABSL_GUARDED_BY(mu_);
   int64_t last_token_sweep_ms_ ABSL_GUARDED_BY(mu_) = 0;
-  // Device credentials (device_credentials.cc).
-  absl::Status EnsureDeviceCredentialsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool device_credentials_ready_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // "commune_collaborator", ... ; "unspecified" for anything else.

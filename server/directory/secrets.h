@@ -1,16 +1,15 @@
 // What directory.cc and device_credentials.cc share: the random secrets they hand out
-// (tokens and device credentials), the hash they store instead, and a guard that resets a
-// cached statement on leaving a scope. Internal to kcnet_directory.
+// (tokens and device credentials) and the hash they store instead. Internal to
+// kcnet_directory.
 //
 // Thread-safety: the functions are thread-safe (libsodium is initialised by
-// Directory::Open); a ResetOnExit belongs to one scope.
+// Directory::Open).
 #ifndef KCNET_SERVER_DIRECTORY_SECRETS_H_
 #define KCNET_SERVER_DIRECTORY_SECRETS_H_
 
 #include <string>
 
 #include "absl/strings/string_view.h"
-#include "sync/sqlite.h"
 
 namespace kcnet::server::internal {
 
@@ -19,18 +18,6 @@ std::string Sha256(absl::string_view data);
 
 // 32 random bytes from libsodium, base64url without padding (43 characters).
 std::string NewSecret();
-
-// Resets a cached statement when leaving a scope, so that no read stays open.
-class ResetOnExit {
- public:
-  explicit ResetOnExit(sync::Statement* stmt) : stmt_(stmt) {}
-  ~ResetOnExit() { stmt_->Reset(); }
-  ResetOnExit(const ResetOnExit&) = delete;
-  ResetOnExit& operator=(const ResetOnExit&) = delete;
-
- private:
-  sync::Statement* stmt_;
-};
 
 }  // namespace kcnet::server::internal
 

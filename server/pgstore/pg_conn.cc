@@ -43,6 +43,12 @@ PgResult& PgResult::operator=(PgResult&& other) noexcept {
 }
 
 int PgResult::rows() const { return res_ == nullptr ? 0 : PQntuples(res_); }
+int PgResult::columns() const { return res_ == nullptr ? 0 : PQnfields(res_); }
+int64_t PgResult::affected() const {
+  int64_t value = 0;
+  if (res_ == nullptr || !absl::SimpleAtoi(PQcmdTuples(res_), &value)) return 0;
+  return value;
+}
 bool PgResult::IsNull(int row, int col) const { return PQgetisnull(res_, row, col) != 0; }
 absl::string_view PgResult::Get(int row, int col) const {
   return absl::string_view(PQgetvalue(res_, row, col), PQgetlength(res_, row, col));

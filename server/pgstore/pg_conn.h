@@ -45,6 +45,9 @@ class PgResult {
   PgResult& operator=(const PgResult&) = delete;
 
   int rows() const;
+  int columns() const;
+  // Rows changed by an INSERT, UPDATE or DELETE (PQcmdTuples); 0 for other statements.
+  int64_t affected() const;
   bool IsNull(int row, int col) const;
   absl::string_view Get(int row, int col) const;
   int64_t GetInt(int row, int col) const;        // 0 for NULL

@@ -30,6 +30,12 @@
 //   kcnet_devices + node; kcnet_pushes(device_id, seq, digest); kcnet_handback_closed;
 //   kcnet_conflicts; kcnet_device_owners; kcnet_device_log: as the SQLite store's tables
 //
+// Version 3 adds the directory (PgDirectoryStore) in the schema kcnet_directory: org_units,
+// users, user_org_units, tokens, audit, sign_in_failures, device_credentials (as the
+// SQLite directory file's tables, integers as bigint, hashes as bytea) and generation(id,
+// value), one row that every account change and revocation bumps (the other instances'
+// caches reload when it moves).
+//
 // Thread-safety: functions only; the caller owns the connection.
 #ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
 #define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
@@ -77,6 +83,43 @@ inline constexpr const char* kPgMigrations[] = {
     "  owner bigint NOT NULL, generation bigint NOT NULL, event text NOT NULL,"
     "  by_user bigint NOT NULL, at_ms bigint NOT NULL);"
     "CREATE INDEX kcnet_device_log_device ON kcnet_device_log(device_id, id);",
+    // 2 -> 3: the directory (PgDirectoryStore, server/pgstore/pg_directory_store.h), the
+    // tables of the SQLite directory file in a schema of their own, and its generation.
+    "CREATE SCHEMA kcnet_directory;"
+    "CREATE TABLE kcnet_directory.org_units(id bigserial PRIMARY KEY,"
+    "  code text NOT NULL UNIQUE, name text NOT NULL, level bigint NOT NULL,"
+    "  parent_id bigint REFERENCES kcnet_directory.org_units(id),"
+    "  effective_from_ms bigint NOT NULL);"
+    "CREATE INDEX org_units_parent ON kcnet_directory.org_units(parent_id);"
+    "CREATE TABLE kcnet_directory.users(id bigserial PRIMARY KEY,"
+    "  username text NOT NULL UNIQUE, display_name text NOT NULL, role bigint NOT NULL,"
+    "  password_hash text NOT NULL, active bigint NOT NULL, phone text NOT NULL DEFAULT '',"
+    "  created_ms bigint NOT NULL, updated_ms bigint NOT NULL);"
+    "CREATE TABLE kcnet_directory.user_org_units("
+    "  user_id bigint NOT NULL REFERENCES kcnet_directory.users(id),"
+    "  org_unit_id bigint NOT NULL REFERENCES kcnet_directory.org_units(id),"
+    "  PRIMARY KEY (user_id, org_unit_id));"
+    "CREATE TABLE kcnet_directory.tokens(hash bytea PRIMARY KEY,"
+    "  user_id bigint NOT NULL REFERENCES kcnet_directory.users(id),"
+    "  created_ms bigint NOT NULL, expires_ms bigint NOT NULL);"
+    "CREATE INDEX tokens_user ON kcnet_directory.tokens(user_id);"
+    "CREATE INDEX tokens_expiry ON kcnet_directory.tokens(expires_ms);"
+    "CREATE TABLE kcnet_directory.audit(id bigserial PRIMARY KEY, at_ms bigint NOT NULL,"
+    "  actor_id bigint NOT NULL, actor text NOT NULL, action text NOT NULL,"
+    "  target_user_id bigint NOT NULL, details text NOT NULL);"
+    "CREATE INDEX audit_target ON kcnet_directory.audit(target_user_id, id);"
+    "CREATE TABLE kcnet_directory.sign_in_failures(username text PRIMARY KEY,"
+    "  failures bigint NOT NULL, last_failure_ms bigint NOT NULL,"
+    "  locked_until_ms bigint NOT NULL);"
+    "CREATE TABLE kcnet_directory.device_credentials(id bigserial PRIMARY KEY,"
+    "  device_id text NOT NULL, user_id bigint NOT NULL REFERENCES kcnet_directory.users(id),"
+    "  hash bytea NOT NULL, created_ms bigint NOT NULL, last_used_ms bigint NOT NULL,"
+    "  revoked_ms bigint NOT NULL DEFAULT 0, revoked_by bigint NOT NULL DEFAULT 0);"
+    "CREATE INDEX device_credentials_device ON kcnet_directory.device_credentials(device_id);"
+    "CREATE INDEX device_credentials_user ON kcnet_directory.device_credentials(user_id);"
+    "CREATE TABLE kcnet_directory.generation(id integer PRIMARY KEY CHECK (id = 1),"
+    "  value bigint NOT NULL);"
+    "INSERT INTO kcnet_directory.generation(id, value) VALUES (1, 1);",
 };
 inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
 

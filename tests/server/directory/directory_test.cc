@@ -12,6 +12,10 @@
 #include "gtest/gtest.h"
 #include "sync/sqlite.h"
 #include "tests/testing/test_util.h"
+#if KCNET_DIRECTORY_TEST_PG
+#include "server/pgstore/pg_directory_store.h"
+#include "tests/testing/pg_instance.h"
+#endif
 
 namespace kcnet::server {
 namespace {
@@ -40,9 +44,48 @@ void ExpectError(const absl::Status& status, absl::StatusCode code, absl::string
   EXPECT_THAT(std::string(status.message()), HasSubstr(std::string(field) + ":")) << status;
 }
 
-class DirectoryTest : public ::testing::Test {
+// The stores every test runs on: the SQLite file (directory_test) or PostgreSQL
+// (directory_pg_test, its own server, one database per test; skipped without the
+// PostgreSQL binaries).
+enum class StoreKind { kSqlite, kPostgres };
+
+std::string StoreName(const ::testing::TestParamInfo<StoreKind>& info) {
+  return info.param == StoreKind::kSqlite ? "Sqlite" : "Postgres";
+}
+
+class DirectoryTest : public ::testing::TestWithParam<StoreKind> {
  protected:
+#if KCNET_DIRECTORY_TEST_PG
+  static void SetUpTestSuite() {
+    auto pg = kcnet::testing::PgInstance::Start();
+    if (!pg.ok()) {
+      pg_status_ = new absl::Status(pg.status());
+      return;
+    }
+    pg_ = pg->release();
+  }
+  static void TearDownTestSuite() {
+    delete pg_;
+    pg_ = nullptr;
+  }
+  static inline kcnet::testing::PgInstance* pg_ = nullptr;
+  static inline absl::Status* pg_status_ = nullptr;
+  static inline int databases_ = 0;
+  std::string conninfo_;
+#endif
+
   void SetUp() override {
+#if KCNET_DIRECTORY_TEST_PG
+    if (GetParam() == StoreKind::kPostgres) {
+      if (pg_ == nullptr && pg_status_ != nullptr && absl::IsNotFound(*pg_status_)) {
+        GTEST_SKIP() << "no PostgreSQL binaries: " << *pg_status_;
+      }
+      ASSERT_NE(pg_, nullptr) << (pg_status_ ? *pg_status_ : absl::UnknownError("no server"));
+      const std::string name = "dir" + std::to_string(++databases_);
+      ASSERT_TRUE(pg_->CreateDatabase(name).ok());
+      conninfo_ = pg_->conninfo(name);
+    }
+#endif
     Reopen();
     // 01 province > 001 district > 00001, 00004 communes; 01 > 002 > 00037;
     // 02 province > 00100 commune (the two-tier shape).
@@ -56,9 +99,42 @@ class DirectoryTest : public ::testing::Test {
     c4_ = MustCreate("00100", "Xã Lũng Cú", v1::ORG_UNIT_LEVEL_COMMUNE, p2_);
   }
 
+  bool sqlite() const { return GetParam() == StoreKind::kSqlite; }
+
+  // A new connection to the test's store, migrated (for reading its tables directly).
+  std::unique_ptr<DirectoryStore> OpenStore() {
+    absl::StatusOr<std::unique_ptr<DirectoryStore>> store = absl::InternalError("no store");
+    if (sqlite()) {
+      store = OpenSqliteDirectoryStore(tmp_.File("directory.db"));
+    } else {
+#if KCNET_DIRECTORY_TEST_PG
+      store = pgstore::OpenPgDirectoryStore(conninfo_);
+#endif
+    }
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return nullptr;
+    absl::Status status = (*store)->Migrate();
+    EXPECT_TRUE(status.ok()) << status;
+    return *std::move(store);
+  }
+
+  // Another Directory on the test's store (another process, another server instance).
+  absl::StatusOr<std::unique_ptr<Directory>> OpenDirectory(DirectoryOptions options) {
+    if (sqlite()) return Directory::Open(tmp_.File("directory.db"), options);
+#if KCNET_DIRECTORY_TEST_PG
+    auto store = pgstore::OpenPgDirectoryStore(conninfo_);
+    if (!store.ok()) return store.status();
+    // The tests see other instances' changes at once, as SQLite's data_version does.
+    options.shared_refresh_interval = absl::ZeroDuration();
+    return Directory::Open(*std::move(store), options);
+#else
+    return absl::InternalError("built without PostgreSQL");
+#endif
+  }
+
   void Reopen() {
     dir_.reset();
-    auto opened = Directory::Open(tmp_.File("directory.db"), FastOptions(&clock_));
+    auto opened = OpenDirectory(FastOptions(&clock_));
     ASSERT_TRUE(opened.ok()) << opened.status();
     dir_ = *std::move(opened);
   }
@@ -90,7 +166,7 @@ class DirectoryTest : public ::testing::Test {
 
 // ---- Org units ------------------------------------------------------------------------
 
-TEST_F(DirectoryTest, GetAndFindOrgUnits) {
+TEST_P(DirectoryTest, GetAndFindOrgUnits) {
   auto unit = dir_->GetOrgUnit(c1_);
   ASSERT_TRUE(unit.ok()) << unit.status();
   EXPECT_EQ(unit->code(), "00001");
@@ -108,7 +184,7 @@ TEST_F(DirectoryTest, GetAndFindOrgUnits) {
   EXPECT_EQ(dir_->OrgUnitCount(), 8u);
 }
 
-TEST_F(DirectoryTest, IdsAreTheSystemsNotTheCodes) {
+TEST_P(DirectoryTest, IdsAreTheSystemsNotTheCodes) {
   // The commune with code 00100 is the 8th unit created: its id is not its code.
   auto unit = dir_->FindByCode("00100");
   ASSERT_TRUE(unit.ok());
@@ -117,7 +193,7 @@ TEST_F(DirectoryTest, IdsAreTheSystemsNotTheCodes) {
   for (size_t i = 1; i < ids.size(); ++i) EXPECT_GT(ids[i], ids[i - 1]);
 }
 
-TEST_F(DirectoryTest, ListChildrenOrderedByCode) {
+TEST_P(DirectoryTest, ListChildrenOrderedByCode) {
   auto roots = dir_->ListChildren(0);
   ASSERT_TRUE(roots.ok()) << roots.status();
   ASSERT_EQ(roots->size(), 2u);
@@ -136,7 +212,7 @@ TEST_F(DirectoryTest, ListChildrenOrderedByCode) {
   ExpectError(dir_->ListChildren(4242).status(), absl::StatusCode::kNotFound, "parent_id");
 }
 
-TEST_F(DirectoryTest, IsWithin) {
+TEST_P(DirectoryTest, IsWithin) {
   EXPECT_TRUE(dir_->IsWithin(c1_, c1_));
   EXPECT_TRUE(dir_->IsWithin(c1_, d1_));
   EXPECT_TRUE(dir_->IsWithin(c1_, p1_));
@@ -149,7 +225,7 @@ TEST_F(DirectoryTest, IsWithin) {
   EXPECT_FALSE(dir_->IsWithin(c1_, 9999));
 }
 
-TEST_F(DirectoryTest, SubtreeAndCommunes) {
+TEST_P(DirectoryTest, SubtreeAndCommunes) {
   auto subtree = dir_->Subtree({d1_});
   ASSERT_TRUE(subtree.ok()) << subtree.status();
   EXPECT_THAT(*subtree, ElementsAre(d1_, c1_, c2_));
@@ -173,7 +249,7 @@ TEST_F(DirectoryTest, SubtreeAndCommunes) {
   ExpectError(dir_->Communes({9999}).status(), absl::StatusCode::kNotFound, "org_unit_ids");
 }
 
-TEST_F(DirectoryTest, CreateOrgUnitValidationNamesTheField) {
+TEST_P(DirectoryTest, CreateOrgUnitValidationNamesTheField) {
   using v1::ORG_UNIT_LEVEL_COMMUNE;
   using v1::ORG_UNIT_LEVEL_DISTRICT;
   ExpectError(dir_->CreateOrgUnit("", "X", ORG_UNIT_LEVEL_COMMUNE, d1_).status(),
@@ -200,7 +276,7 @@ TEST_F(DirectoryTest, CreateOrgUnitValidationNamesTheField) {
   EXPECT_EQ(dir_->OrgUnitCount(), 8u);
 }
 
-TEST_F(DirectoryTest, AddOrgUnitsResolvesParentsInAnyOrder) {
+TEST_P(DirectoryTest, AddOrgUnitsResolvesParentsInAnyOrder) {
   // Children first, then their parents; one parent is already in the directory.
   auto added = dir_->AddOrgUnits({
       {"00200", "Xã Con", v1::ORG_UNIT_LEVEL_COMMUNE, "020"},
@@ -219,7 +295,7 @@ TEST_F(DirectoryTest, AddOrgUnitsResolvesParentsInAnyOrder) {
   EXPECT_EQ(dir_->OrgUnitCount(), 12u);
 }
 
-TEST_F(DirectoryTest, AddOrgUnitsIsAllOrNothing) {
+TEST_P(DirectoryTest, AddOrgUnitsIsAllOrNothing) {
   // The last unit's parent is unknown: the valid ones before it are not added either.
   auto added = dir_->AddOrgUnits({
       {"03", "Tỉnh Mới", v1::ORG_UNIT_LEVEL_PROVINCE, ""},
@@ -251,7 +327,7 @@ TEST_F(DirectoryTest, AddOrgUnitsIsAllOrNothing) {
 
 // ---- Users ----------------------------------------------------------------------------
 
-TEST_F(DirectoryTest, CreateAndFindUsers) {
+TEST_P(DirectoryTest, CreateAndFindUsers) {
   User alice = MustCreateUser("alice", v1::ROLE_DISTRICT_COORDINATOR, {d2_, d1_, d1_});
   EXPECT_GT(alice.id(), 0);
   EXPECT_EQ(alice.username(), "alice");
@@ -270,7 +346,7 @@ TEST_F(DirectoryTest, CreateAndFindUsers) {
   ExpectError(dir_->FindUser("nobody").status(), absl::StatusCode::kNotFound, "username");
 }
 
-TEST_F(DirectoryTest, ListUsersFiltersBySubtreeAndActivity) {
+TEST_P(DirectoryTest, ListUsersFiltersBySubtreeAndActivity) {
   MustCreateUser("zoe.c", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   MustCreateUser("bao-d", v1::ROLE_DISTRICT_COORDINATOR, {d2_});
   User far = MustCreateUser("an_p", v1::ROLE_PROVINCE_OFFICER, {p2_});
@@ -306,7 +382,7 @@ TEST_F(DirectoryTest, ListUsersFiltersBySubtreeAndActivity) {
   ExpectError(dir_->ListUsers(unknown).status(), absl::StatusCode::kNotFound, "within");
 }
 
-TEST_F(DirectoryTest, CreateUserValidationNamesTheField) {
+TEST_P(DirectoryTest, CreateUserValidationNamesTheField) {
   const auto role = v1::ROLE_COMMUNE_COLLABORATOR;
   auto create = [&](absl::string_view username, absl::string_view display,
                     absl::string_view password, v1::Role r, std::vector<int64_t> units) {
@@ -342,7 +418,7 @@ TEST_F(DirectoryTest, CreateUserValidationNamesTheField) {
               "username");
 }
 
-TEST_F(DirectoryTest, AssignUserChangesRoleAndUnitsOfLiveTokens) {
+TEST_P(DirectoryTest, AssignUserChangesRoleAndUnitsOfLiveTokens) {
   User user = MustCreateUser("carol", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("carol");
 
@@ -373,33 +449,29 @@ TEST_F(DirectoryTest, AssignUserChangesRoleAndUnitsOfLiveTokens) {
 
 // ---- Passwords, tokens, lock-out -------------------------------------------------------
 
-TEST_F(DirectoryTest, PasswordsAreStoredAsArgon2idHashes) {
+TEST_P(DirectoryTest, PasswordsAreStoredAsArgon2idHashes) {
   User user = MustCreateUser("dave", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("dave");
   dir_.reset();
-  auto db = sync::Db::Open(tmp_.File("directory.db"));
-  ASSERT_TRUE(db.ok()) << db.status();
-  auto stmt = (*db)->Prepare("SELECT password_hash FROM users WHERE username = 'dave'");
-  ASSERT_TRUE(stmt.ok());
-  auto row = (*stmt)->Step();
-  ASSERT_TRUE(row.ok() && *row);
-  const std::string hash((*stmt)->ColumnText(0));
-  (*stmt)->Reset();
+  std::unique_ptr<DirectoryStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto rows = store->Query("SELECT password_hash FROM users WHERE username = 'dave'");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  const std::string hash = rows->Text(0, 0);
   EXPECT_TRUE(absl::StartsWith(hash, "$argon2id$")) << hash;
   EXPECT_FALSE(absl::StrContains(hash, kPassword));
   // Tokens are stored as their SHA-256 only.
-  auto token_stmt = (*db)->Prepare("SELECT hash FROM tokens");
-  ASSERT_TRUE(token_stmt.ok());
-  row = (*token_stmt)->Step();
-  ASSERT_TRUE(row.ok() && *row);
-  const std::string stored((*token_stmt)->ColumnBlob(0));
-  (*token_stmt)->Reset();
+  rows = store->Query("SELECT hash FROM tokens");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  const std::string stored = rows->Blob(0, 0);
   EXPECT_EQ(stored.size(), 32u);
   EXPECT_NE(stored, login.token);
   EXPECT_FALSE(absl::StrContains(stored, login.token));
 }
 
-TEST_F(DirectoryTest, LoginChecksThePassword) {
+TEST_P(DirectoryTest, LoginChecksThePassword) {
   User user = MustCreateUser("erin", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("erin");
   EXPECT_EQ(login.user.id(), user.id());
@@ -419,7 +491,7 @@ TEST_F(DirectoryTest, LoginChecksThePassword) {
   EXPECT_NE(MustLogin("erin").token, login.token);
 }
 
-TEST_F(DirectoryTest, AuthenticateReturnsThePrincipal) {
+TEST_P(DirectoryTest, AuthenticateReturnsThePrincipal) {
   User user = MustCreateUser("frank", v1::ROLE_DISTRICT_COORDINATOR, {d1_, d2_});
   LoginResult login = MustLogin("frank");
   auto principal = dir_->Authenticate(login.token);
@@ -436,7 +508,7 @@ TEST_F(DirectoryTest, AuthenticateReturnsThePrincipal) {
   EXPECT_EQ(dir_->Authenticate(altered).status().code(), absl::StatusCode::kUnauthenticated);
 }
 
-TEST_F(DirectoryTest, TokensExpireByTheInjectedClock) {
+TEST_P(DirectoryTest, TokensExpireByTheInjectedClock) {
   MustCreateUser("gina", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("gina");
   clock_.Advance(12 * 3600 * 1000 - 1);
@@ -450,11 +522,11 @@ TEST_F(DirectoryTest, TokensExpireByTheInjectedClock) {
   EXPECT_TRUE(dir_->Authenticate(again.token).ok());
 }
 
-TEST_F(DirectoryTest, TokenTtlIsConfigurable) {
+TEST_P(DirectoryTest, TokenTtlIsConfigurable) {
   dir_.reset();
   DirectoryOptions options = FastOptions(&clock_);
   options.token_ttl = absl::Minutes(10);
-  auto opened = Directory::Open(tmp_.File("directory.db"), options);
+  auto opened = OpenDirectory(options);
   ASSERT_TRUE(opened.ok()) << opened.status();
   dir_ = *std::move(opened);
   MustCreateUser("hana", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
@@ -464,7 +536,7 @@ TEST_F(DirectoryTest, TokenTtlIsConfigurable) {
   EXPECT_FALSE(dir_->Authenticate(login.token).ok());
 }
 
-TEST_F(DirectoryTest, LogoutRevokesOnlyThatToken) {
+TEST_P(DirectoryTest, LogoutRevokesOnlyThatToken) {
   MustCreateUser("ivan", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult tablet = MustLogin("ivan");
   LoginResult laptop = MustLogin("ivan");
@@ -477,7 +549,7 @@ TEST_F(DirectoryTest, LogoutRevokesOnlyThatToken) {
   EXPECT_TRUE(dir_->Authenticate(laptop.token).ok());
 }
 
-TEST_F(DirectoryTest, DeactivatedUsersCannotSignInOrUseTokens) {
+TEST_P(DirectoryTest, DeactivatedUsersCannotSignInOrUseTokens) {
   User user = MustCreateUser("jack", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("jack");
   ASSERT_TRUE(dir_->DeactivateUser(user.id()).ok());
@@ -497,7 +569,7 @@ TEST_F(DirectoryTest, DeactivatedUsersCannotSignInOrUseTokens) {
   EXPECT_FALSE(dir_->Login("jack", kPassword).ok());
 }
 
-TEST_F(DirectoryTest, ResetPasswordRevokesTokens) {
+TEST_P(DirectoryTest, ResetPasswordRevokesTokens) {
   User user = MustCreateUser("kim", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("kim");
   ASSERT_TRUE(dir_->ResetPassword(user.id(), "brand new secret").ok());
@@ -512,7 +584,7 @@ TEST_F(DirectoryTest, ResetPasswordRevokesTokens) {
 
 // A reset password is the administrator's answer to a lost or shared password: a tablet
 // that signed in with the old one must not go on renewing its tokens for months.
-TEST_F(DirectoryTest, ResetPasswordRevokesDeviceCredentials) {
+TEST_P(DirectoryTest, ResetPasswordRevokesDeviceCredentials) {
   User user = MustCreateUser("kha", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   User other = MustCreateUser("khanh", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   absl::StatusOr<std::string> tablet = dir_->IssueDeviceCredential(user.id(), "tab-1");
@@ -533,7 +605,7 @@ TEST_F(DirectoryTest, ResetPasswordRevokesDeviceCredentials) {
   EXPECT_TRUE(dir_->RefreshToken("tab-1", *again).ok());
 }
 
-TEST_F(DirectoryTest, RepeatedFailuresLockTheUsernameOut) {
+TEST_P(DirectoryTest, RepeatedFailuresLockTheUsernameOut) {
   MustCreateUser("lan", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(dir_->Login("lan", "wrong").status().code(), absl::StatusCode::kUnauthenticated) << i;
@@ -562,7 +634,7 @@ TEST_F(DirectoryTest, RepeatedFailuresLockTheUsernameOut) {
   MustLogin("lan");
 }
 
-TEST_F(DirectoryTest, LockOutWindowIsCappedAndAppliesToUnknownUsernames) {
+TEST_P(DirectoryTest, LockOutWindowIsCappedAndAppliesToUnknownUsernames) {
   // Unknown usernames lock out like known ones, so that lock-out does not reveal which
   // usernames exist.
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(dir_->Login("ghost", "wrong").ok());
@@ -581,7 +653,7 @@ TEST_F(DirectoryTest, LockOutWindowIsCappedAndAppliesToUnknownUsernames) {
   EXPECT_EQ(dir_->Login("ghost", "wrong").status().code(), absl::StatusCode::kUnauthenticated);
 }
 
-TEST_F(DirectoryTest, ResetPasswordClearsTheLockOut) {
+TEST_P(DirectoryTest, ResetPasswordClearsTheLockOut) {
   User user = MustCreateUser("mai", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(dir_->Login("mai", "wrong").ok());
   EXPECT_EQ(dir_->Login("mai", kPassword).status().code(), absl::StatusCode::kResourceExhausted);
@@ -589,25 +661,21 @@ TEST_F(DirectoryTest, ResetPasswordClearsTheLockOut) {
   MustLogin("mai", "another secret");
 }
 
-TEST_F(DirectoryTest, HashesWithOldCostsAreUpgradedAtSignIn) {
+TEST_P(DirectoryTest, HashesWithOldCostsAreUpgradedAtSignIn) {
   MustCreateUser("nam", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
-  auto read_hash = [&] {
-    auto db = sync::Db::Open(tmp_.File("directory.db"));
-    EXPECT_TRUE(db.ok());
-    auto stmt = (*db)->Prepare("SELECT password_hash FROM users WHERE username = 'nam'");
-    EXPECT_TRUE(stmt.ok());
-    auto row = (*stmt)->Step();
-    EXPECT_TRUE(row.ok() && *row);
-    std::string hash((*stmt)->ColumnText(0));
-    (*stmt)->Reset();
-    return hash;
+  auto read_hash = [&]() -> std::string {
+    std::unique_ptr<DirectoryStore> store = OpenStore();
+    if (store == nullptr) return "";
+    auto rows = store->Query("SELECT password_hash FROM users WHERE username = 'nam'");
+    EXPECT_TRUE(rows.ok() && rows->size() == 1);
+    return rows.ok() && rows->size() == 1 ? rows->Text(0, 0) : "";
   };
   const std::string before = read_hash();
   EXPECT_THAT(before, HasSubstr("t=1,"));
   dir_.reset();
   DirectoryOptions options = FastOptions(&clock_);
   options.password_ops_limit = 3;
-  auto opened = Directory::Open(tmp_.File("directory.db"), options);
+  auto opened = OpenDirectory(options);
   ASSERT_TRUE(opened.ok()) << opened.status();
   dir_ = *std::move(opened);
   MustLogin("nam");
@@ -617,7 +685,7 @@ TEST_F(DirectoryTest, HashesWithOldCostsAreUpgradedAtSignIn) {
   MustLogin("nam");
 }
 
-TEST_F(DirectoryTest, DefaultsUseInteractiveCosts) {
+TEST_P(DirectoryTest, DefaultsUseInteractiveCosts) {
   DirectoryOptions defaults;
   EXPECT_EQ(defaults.password_ops_limit, kArgon2OpsLimitInteractive);
   EXPECT_EQ(defaults.password_mem_limit, kArgon2MemLimitInteractive);
@@ -627,7 +695,7 @@ TEST_F(DirectoryTest, DefaultsUseInteractiveCosts) {
 
 // ---- Persistence and files ---------------------------------------------------------------
 
-TEST_F(DirectoryTest, ReopenKeepsEverything) {
+TEST_P(DirectoryTest, ReopenKeepsEverything) {
   User user = MustCreateUser("oanh", v1::ROLE_DISTRICT_COORDINATOR, {d1_});
   LoginResult login = MustLogin("oanh");
   Reopen();
@@ -652,7 +720,8 @@ TEST_F(DirectoryTest, ReopenKeepsEverything) {
   EXPECT_GT(MustCreate("03", "Tỉnh Mới", v1::ORG_UNIT_LEVEL_PROVINCE, 0), c4_);
 }
 
-TEST_F(DirectoryTest, RefusesAFileFromANewerVersion) {
+TEST_P(DirectoryTest, RefusesAFileFromANewerVersion) {
+  if (!sqlite()) GTEST_SKIP() << "SQLite files only (PostgreSQL: pg_server_store_test)";
   dir_.reset();
   {
     auto db = sync::Db::Open(tmp_.File("directory.db"));
@@ -664,7 +733,8 @@ TEST_F(DirectoryTest, RefusesAFileFromANewerVersion) {
   EXPECT_THAT(std::string(opened.status().message()), HasSubstr("newer"));
 }
 
-TEST_F(DirectoryTest, RefusesAForeignFile) {
+TEST_P(DirectoryTest, RefusesAForeignFile) {
+  if (!sqlite()) GTEST_SKIP() << "SQLite files only";
   {
     auto db = sync::Db::Open(tmp_.File("other.db"));
     ASSERT_TRUE(db.ok());
@@ -675,11 +745,11 @@ TEST_F(DirectoryTest, RefusesAForeignFile) {
   EXPECT_THAT(std::string(opened.status().message()), HasSubstr("not a kcnet directory"));
 }
 
-TEST_F(DirectoryTest, SeesChangesMadeByAnotherConnection) {
+TEST_P(DirectoryTest, SeesChangesMadeByAnotherConnection) {
   // The admin tool and the server share the file.
   User user = MustCreateUser("phuc", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("phuc");
-  auto other = Directory::Open(tmp_.File("directory.db"), FastOptions(&clock_));
+  auto other = OpenDirectory(FastOptions(&clock_));
   ASSERT_TRUE(other.ok()) << other.status();
 
   ASSERT_TRUE((*other)->DeactivateUser(user.id()).ok());
@@ -696,7 +766,7 @@ TEST_F(DirectoryTest, SeesChangesMadeByAnotherConnection) {
   EXPECT_TRUE(dir_->IsWithin(added->id(), p1_));
 }
 
-TEST_F(DirectoryTest, ConcurrentCallsAreSafe) {
+TEST_P(DirectoryTest, ConcurrentCallsAreSafe) {
   MustCreateUser("quang", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("quang");
   std::atomic<int> failures{0};
@@ -720,6 +790,12 @@ TEST_F(DirectoryTest, ConcurrentCallsAreSafe) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(dir_->OrgUnitCount(), 8u + 4 * 5);
 }
+
+#if KCNET_DIRECTORY_TEST_PG
+INSTANTIATE_TEST_SUITE_P(Stores, DirectoryTest, ::testing::Values(StoreKind::kPostgres), StoreName);
+#else
+INSTANTIATE_TEST_SUITE_P(Stores, DirectoryTest, ::testing::Values(StoreKind::kSqlite), StoreName);
+#endif
 
 TEST(RoleNamesTest, RoundTrip) {
   for (v1::Role role : {v1::ROLE_COMMUNE_COLLABORATOR, v1::ROLE_DISTRICT_COORDINATOR,

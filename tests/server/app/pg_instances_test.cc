@@ -1,0 +1,264 @@
+// Two real kcnet-server processes on one PostgreSQL database (--store=postgres:), as behind
+// nginx: accounts made by `kcnet-admin --store=postgres:` serve both; a device signs in on
+// instance A and syncs on instance B with that token, a second device syncs the record
+// back from A; a sign-out on B is refused by A within 1 s. Starts its own PostgreSQL;
+// skipped without the binaries.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kcnet/v1/services.grpc.pb.h"
+#include "tests/sync_stream/stream_fixture.h"
+#include "tests/testing/pg_instance.h"
+#include "tests/testing/test_util.h"
+
+#ifndef KCNET_SERVER_PATH
+#error "KCNET_SERVER_PATH must name the kcnet-server binary"
+#endif
+#ifndef KCNET_ADMIN_PATH
+#error "KCNET_ADMIN_PATH must name the kcnet-admin binary"
+#endif
+
+namespace kcnet::sdk::testing_stream {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+// A child process with stdout on a pipe and stderr in a file; SIGTERM then SIGKILL at
+// destruction.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::string& stderr_path) {
+    // Prepared before fork(): the child only calls async-signal-safe functions.
+    std::vector<char*> args;
+    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    const int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int out[2];
+    if (err < 0 || pipe2(out, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(err, STDERR_FILENO);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(err);
+    close(out[1]);
+    out_ = out[0];
+  }
+  ~Child() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGTERM);
+      const absl::Time deadline = absl::Now() + absl::Seconds(10);
+      while (waitpid(pid_, nullptr, WNOHANG) != pid_) {
+        if (absl::Now() > deadline) {
+          kill(pid_, SIGKILL);
+          waitpid(pid_, nullptr, 0);
+          break;
+        }
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+    }
+    if (out_ >= 0) close(out_);
+  }
+
+  // The whole stdout and the exit code (waits up to 60 s).
+  int RunToEnd(std::string* out) {
+    while (std::optional<std::string> line = ReadLine(absl::Seconds(60))) {
+      absl::StrAppend(out, *line, "\n");
+    }
+    int status = 0;
+    if (waitpid(pid_, &status, 0) != pid_) return -1;
+    exited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  // The next line of stdout, or nullopt when none comes within `timeout`.
+  std::optional<std::string> ReadLine(absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      const size_t newline = buffer_.find('\n');
+      if (newline != std::string::npos) {
+        std::string line = buffer_.substr(0, newline);
+        buffer_.erase(0, newline + 1);
+        return line;
+      }
+      const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      if (left_ms <= 0 || out_ < 0) return std::nullopt;
+      pollfd fd{out_, POLLIN, 0};
+      if (poll(&fd, 1, static_cast<int>(left_ms)) <= 0) continue;
+      char chunk[512];
+      const ssize_t n = read(out_, chunk, sizeof(chunk));
+      if (n <= 0) return std::nullopt;
+      buffer_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  bool exited_ = false;
+  std::string buffer_;
+};
+
+class PgInstancesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pg = kcnet::testing::PgInstance::Start();
+    if (absl::IsNotFound(pg.status())) GTEST_SKIP() << "no PostgreSQL binaries: " << pg.status();
+    ASSERT_TRUE(pg.ok()) << pg.status();
+    pg_ = *std::move(pg);
+    store_ = "--store=postgres:" + pg_->conninfo();
+  }
+
+  // kcnet-admin on the shared directory; its stdout. Fails the test on a non-zero exit.
+  std::string Admin(std::vector<std::string> args) {
+    args.insert(args.begin(), {KCNET_ADMIN_PATH, store_});
+    Child admin(args, tmp_.File("admin.stderr"));
+    std::string out;
+    const int code = admin.RunToEnd(&out);
+    EXPECT_EQ(code, 0) << ReadFile(tmp_.File("admin.stderr"));
+    return out;
+  }
+
+  // Starts an instance with its own data dir; returns its port (0 on failure).
+  int StartInstance(const std::string& name, std::unique_ptr<Child>* child) {
+    *child = std::make_unique<Child>(
+        std::vector<std::string>{KCNET_SERVER_PATH, "--data_dir=" + tmp_.File(name), store_,
+                                 "--listen=127.0.0.1:0"},
+        tmp_.File(name + ".stderr"));
+    const std::optional<std::string> ready = (*child)->ReadLine(absl::Seconds(60));
+    EXPECT_TRUE(ready.has_value()) << ReadFile(tmp_.File(name + ".stderr"));
+    if (!ready.has_value()) return 0;
+    const size_t colon = ready->rfind(':');
+    int port = 0;
+    EXPECT_TRUE(absl::StartsWith(*ready, "kcnet-server listening on ")) << *ready;
+    EXPECT_TRUE(colon != std::string::npos && absl::SimpleAtoi(ready->substr(colon + 1), &port));
+    return port;
+  }
+
+  std::unique_ptr<Device> NewDevice(const std::string& name, int port, const std::string& token) {
+    auto device = std::make_unique<Device>();
+    device->name = name;
+    auto store = sync::DeviceStore::Open(tmp_.File(name + ".db"), &model::KcnetSchema(), name,
+                                         sync::DeviceStoreOptions{.durable = false});
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return nullptr;
+    device->store = *std::move(store);
+    SyncClientOptions options;
+    options.token = token;
+    device->client = std::make_unique<SyncClient>(Channel(port), device->store.get(), options);
+    return device;
+  }
+
+  static std::shared_ptr<grpc::Channel> Channel(int port) {
+    return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                               grpc::InsecureChannelCredentials());
+  }
+
+  static std::unique_ptr<grpc::ClientContext> As(const std::string& token) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+    context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    return context;
+  }
+
+  kcnet::testing::TempDir tmp_;
+  std::unique_ptr<kcnet::testing::PgInstance> pg_;
+  std::string store_;
+};
+
+TEST_F(PgInstancesTest, DeviceSignsInOnOneInstanceAndSyncsOnAnother) {
+  WriteFile(tmp_.File("units.csv"),
+            "code,name,level,parent_code\n"
+            "01,Thành phố Hà Nội,province,\n"
+            "001,Quận Ba Đình,district,01\n"
+            "00001,Phường Phúc Xá,commune,001\n");
+  Admin({"import-org-units", tmp_.File("units.csv")});
+  WriteFile(tmp_.File("password"), "mat-khau-123\n");
+  Admin({"create-user", "--username=lan", "--display_name=Nguyễn Thị Lan",
+         "--role=commune_collaborator", "--org_units=00001",
+         "--password-file=" + tmp_.File("password")});
+  EXPECT_TRUE(absl::StrContains(Admin({"list-users"}), "lan"));
+
+  std::unique_ptr<Child> a;
+  std::unique_ptr<Child> b;
+  const int port_a = StartInstance("a", &a);
+  const int port_b = StartInstance("b", &b);
+  ASSERT_NE(port_a, 0);
+  ASSERT_NE(port_b, 0);
+
+  // Sign in on A.
+  auto auth_a = v1::AuthService::NewStub(Channel(port_a));
+  v1::LoginRequest login;
+  login.set_username("lan");
+  login.set_password("mat-khau-123");
+  v1::LoginResponse signed_in;
+  grpc::Status status = auth_a->Login(As("").get(), login, &signed_in);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const std::string token = signed_in.token();
+  const int64_t user_id = signed_in.user().id();
+  const int64_t commune = signed_in.user().org_unit_ids(0);
+
+  // Sync on B with A's token: the record reaches the shared store.
+  auto tablet = NewDevice("tablet-1", port_b, token);
+  ASSERT_NE(tablet, nullptr);
+  const std::string id = NewUuid();
+  tablet->Write({NewFacility(id, commune, user_id, "Cơ sở Phúc Xá")});
+  tablet->Sync();
+  EXPECT_EQ(tablet->Pending(), 0);
+
+  // Another tablet of the same account syncs on A and receives it.
+  auto other = NewDevice("tablet-2", port_a, token);
+  ASSERT_NE(other, nullptr);
+  other->Sync();
+  EXPECT_EQ(StringField(other->Read(model::kFacilityType, id), kNameField), "Cơ sở Phúc Xá");
+
+  // Signed out on B: A refuses the token within 1 s.
+  auto auth_b = v1::AuthService::NewStub(Channel(port_b));
+  v1::LogoutResponse logged_out;
+  status = auth_b->Logout(As(token).get(), v1::LogoutRequest(), &logged_out);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const absl::Time start = absl::Now();
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  while (absl::Now() - start < absl::Seconds(3)) {
+    v1::WhoAmIResponse who;
+    code = auth_a->WhoAmI(As(token).get(), v1::WhoAmIRequest(), &who).error_code();
+    if (code == grpc::StatusCode::UNAUTHENTICATED) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(code, grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_LE(absl::Now() - start, absl::Seconds(1));
+  // Nothing of the directory is written under the data dirs.
+  EXPECT_FALSE(std::filesystem::exists(tmp_.File("a") + "/directory.db"));
+}
+
+}  // namespace
+}  // namespace kcnet::sdk::testing_stream
