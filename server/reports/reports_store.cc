@@ -670,17 +670,9 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
     *done = false;
   }
 
-  std::vector<int64_t> buckets;
-  absl::StatusOr<Statement*> list =
-      writer_->Prepare("SELECT bucket FROM st._buckets WHERE last_op > ?1 ORDER BY bucket");
-  if (!list.ok()) return list.status();
-  (*list)->BindInt(1, *cursor);
-  absl::Status status = ForEachRow(*list, [&](Statement& s) {
-    buckets.push_back(s.ColumnInt(0));
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-
+  // Each source's rows whose op is in (cursor, target], bucket by bucket: the buckets
+  // whose last op is above the cursor, then the store's (bucket, op) index of each, in
+  // one statement per source.
   struct Source {
     const char* sql;
     absl::Status (ReportsStore::*apply)(Statement&);
@@ -688,30 +680,32 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
   // Facilities before visits and requests before events; order matters to nothing stored
   // (every figure that joins is computed at query time), only to readability.
   const Source sources[] = {
-      {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms, owner_name, "
-       "address, main_products FROM st.facility",
+      {"SELECT s.id, s._del, s.commune_id, s.name, s.latitude, s.longitude, s.created_ms, "
+       "s.owner_name, s.address, s.main_products FROM st._buckets AS b CROSS JOIN "
+       "st.facility AS s",
        &ReportsStore::ApplyFacility},
-      {"SELECT id, _del, commune_id, facility_id, collaborator_id, visited_ms, latitude, "
-       "longitude, coalesce(workers, 0), coalesce(product_lines, 0), "
-       "coalesce(annual_output_vnd, 0) FROM st.visit",
+      {"SELECT s.id, s._del, s.commune_id, s.facility_id, s.collaborator_id, s.visited_ms, "
+       "s.latitude, s.longitude, coalesce(s.workers, 0), coalesce(s.product_lines, 0), "
+       "coalesce(s.annual_output_vnd, 0) FROM st._buckets AS b CROSS JOIN st.visit AS s",
        &ReportsStore::ApplyVisit},
-      {"SELECT id, _del, commune_id, facility_id, author_id, status, created_ms, updated_ms "
-       "FROM st.support_request",
+      {"SELECT s.id, s._del, s.commune_id, s.facility_id, s.author_id, s.status, s.created_ms, "
+       "s.updated_ms FROM st._buckets AS b CROSS JOIN st.support_request AS s",
        &ReportsStore::ApplyRequest},
-      {"SELECT id, _del, commune_id, request_id, action, to_status, at_ms FROM st.request_event",
+      {"SELECT s.id, s._del, s.commune_id, s.request_id, s.action, s.to_status, s.at_ms "
+       "FROM st._buckets AS b CROSS JOIN st.request_event AS s",
        &ReportsStore::ApplyEvent},
   };
+  absl::Status status;
   for (const Source& source : sources) {
     absl::StatusOr<Statement*> rows = writer_->Prepare(
-        absl::StrCat(source.sql, " WHERE commune_id = ?1 AND _op > ?2 AND _op <= ?3"));
+        absl::StrCat(source.sql,
+                     " WHERE b.last_op > ?1 AND s.commune_id = b.bucket AND s._op > ?1 AND "
+                     "s._op <= ?2"));
     if (!rows.ok()) return rows.status();
-    for (int64_t bucket : buckets) {
-      (*rows)->BindInt(1, bucket);
-      (*rows)->BindInt(2, *cursor);
-      (*rows)->BindInt(3, *target);
-      status = ForEachRow(*rows, [&](Statement& s) { return (this->*source.apply)(s); });
-      if (!status.ok()) return status;
-    }
+    (*rows)->BindInt(1, *cursor);
+    (*rows)->BindInt(2, *target);
+    status = ForEachRow(*rows, [&](Statement& s) { return (this->*source.apply)(s); });
+    if (!status.ok()) return status;
   }
   status = FlushPending();
   if (!status.ok()) return status;
