@@ -435,8 +435,11 @@ absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
   }
   if (status.ok()) status = writer_->Exec(sql);
   absl::StatusOr<uint64_t> cursor = status.ok() ? LoadRecords() : status;
-  if (cursor.ok()) status = writer_->Exec(kTables);  // the indexes again, over the loaded rows
+  // The indexes again, over the loaded rows; the counters' own index after the counters.
+  if (cursor.ok()) status = writer_->Exec(kTables);
+  if (cursor.ok() && status.ok()) status = writer_->Exec("DROP INDEX s_visit_day_collaborator");
   if (cursor.ok() && status.ok()) status = FillDerived();
+  if (cursor.ok() && status.ok()) status = writer_->Exec(kTables);
   if (cursor.ok() && status.ok()) {
     absl::StatusOr<Statement*> move =
         writer_->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
