@@ -309,11 +309,10 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
     int args;
     void (*fn)(sqlite3_context*, int, sqlite3_value**);
   };
-  for (const SqlFunction& f : {SqlFunction{"kc_distance_km", 4, &SqlDistanceKm},
-                               SqlFunction{"kc_vn_day", 1, &SqlVietnamDay},
-                               SqlFunction{"kc_month", 1, &SqlMonth},
-                               SqlFunction{"kc_fold", 1, &SqlFold},
-                               SqlFunction{"kc_words", 1, &SqlWords}}) {
+  for (const SqlFunction& f :
+       {SqlFunction{"kc_distance_km", 4, &SqlDistanceKm},
+        SqlFunction{"kc_vn_day", 1, &SqlVietnamDay}, SqlFunction{"kc_month", 1, &SqlMonth},
+        SqlFunction{"kc_fold", 1, &SqlFold}, SqlFunction{"kc_words", 1, &SqlWords}}) {
     if (sqlite3_create_function_v2((*writer)->raw(), f.name, f.args,
                                    SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, f.fn, nullptr,
                                    nullptr, nullptr) != SQLITE_OK) {
@@ -816,7 +815,6 @@ absl::Status ReportsStore::IndexFacility(Statement& row) {
   return (*words)->Run();
 }
 
-
 void ReportsStore::AddVisit(int64_t commune, int64_t day, int64_t collaborator,
                             absl::string_view facility, int64_t visits, int64_t no_gps) {
   const int64_t month = MonthOf(day);
@@ -849,11 +847,11 @@ absl::Status ReportsStore::FlushPending() {
   for (const bool daily : {true, false}) {
     const std::string table = daily ? "s_visit_day" : "s_visit_month";
     const std::string key = daily ? "day" : "month";
-    const std::string upsert = absl::StrCat(
-        "INSERT INTO ", table, "(commune, ", key, ", collaborator, visits, no_gps) ",
-        "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, ", key,
-        ", collaborator) DO UPDATE SET visits = visits + excluded.visits, "
-        "no_gps = no_gps + excluded.no_gps");
+    const std::string upsert =
+        absl::StrCat("INSERT INTO ", table, "(commune, ", key, ", collaborator, visits, no_gps) ",
+                     "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, ", key,
+                     ", collaborator) DO UPDATE SET visits = visits + excluded.visits, "
+                     "no_gps = no_gps + excluded.no_gps");
     const std::string zero = absl::StrCat("DELETE FROM ", table, " WHERE commune = ?1 AND ", key,
                                           " = ?2 AND collaborator = ?3 AND visits = 0");
     for (const auto& entry : daily ? p.visit_day : p.visit_month) {
