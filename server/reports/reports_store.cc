@@ -5,6 +5,8 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -203,6 +205,30 @@ void SqlDistanceKm(sqlite3_context* context, int argc, sqlite3_value** argv) {
                                    sqlite3_value_double(argv[2]), sqlite3_value_double(argv[3])));
 }
 
+// kc_vn_day(ms): VietnamDay; kc_month(day): MonthOf (NULL reads as 0, as ColumnInt).
+void SqlVietnamDay(sqlite3_context* context, int, sqlite3_value** argv) {
+  sqlite3_result_int64(context, VietnamDay(sqlite3_value_int64(argv[0])));
+}
+void SqlMonth(sqlite3_context* context, int, sqlite3_value** argv) {
+  sqlite3_result_int64(context, MonthOf(sqlite3_value_int64(argv[0])));
+}
+// kc_fold(text): sync::FoldForSearch; kc_words(text): sync::SearchWords joined by spaces
+// (NULL reads as '', as ColumnText).
+absl::string_view SqlText(sqlite3_value* value) {
+  const unsigned char* text = sqlite3_value_text(value);
+  if (text == nullptr) return {};
+  return absl::string_view(reinterpret_cast<const char*>(text),
+                           static_cast<size_t>(sqlite3_value_bytes(value)));
+}
+void SqlFold(sqlite3_context* context, int, sqlite3_value** argv) {
+  const std::string folded = sync::FoldForSearch(SqlText(argv[0]));
+  sqlite3_result_text(context, folded.data(), static_cast<int>(folded.size()), SQLITE_TRANSIENT);
+}
+void SqlWords(sqlite3_context* context, int, sqlite3_value** argv) {
+  const std::string words = absl::StrJoin(sync::SearchWords(SqlText(argv[0])), " ");
+  sqlite3_result_text(context, words.data(), static_cast<int>(words.size()), SQLITE_TRANSIENT);
+}
+
 }  // namespace
 
 int64_t VietnamDay(int64_t unix_ms) {
@@ -246,6 +272,27 @@ double DistanceKm(double lat1, double lon1, double lat2, double lon2) {
   return 2 * kEarthKm * std::asin(std::min(1.0, std::sqrt(a)));
 }
 
+// The pending counters of one catch-up transaction (keys as the tables' primary keys).
+struct ReportsStore::Pending {
+  struct Pair {
+    int64_t visits = 0, no_gps = 0;
+  };
+  // (commune, day or month, collaborator)
+  std::map<std::array<int64_t, 3>, Pair> visit_day, visit_month;
+  // (commune, facility, month): visits
+  std::map<std::tuple<int64_t, std::string, int64_t>, int64_t> facility_month;
+  // (commune, month, author): requests
+  std::map<std::array<int64_t, 3>, int64_t> request_month;
+  // Requests whose since day may have changed (their row, or one of their events).
+  std::set<std::string> since_requests;
+  bool empty() const {
+    return visit_day.empty() && facility_month.empty() && request_month.empty() &&
+           since_requests.empty();
+  }
+};
+
+ReportsStore::~ReportsStore() = default;
+
 // ---------------------------------------------------------------------------------------
 // Following the store
 // ---------------------------------------------------------------------------------------
@@ -257,10 +304,20 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
   options.durable = false;  // the summaries can always be rebuilt from the store
   absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(reports_path, options);
   if (!writer.ok()) return writer.status();
-  if (sqlite3_create_function_v2((*writer)->raw(), "kc_distance_km", 4,
-                                 SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, &SqlDistanceKm,
-                                 nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return absl::InternalError("reports: cannot register kc_distance_km");
+  struct SqlFunction {
+    const char* name;
+    int args;
+    void (*fn)(sqlite3_context*, int, sqlite3_value**);
+  };
+  for (const SqlFunction& f :
+       {SqlFunction{"kc_distance_km", 4, &SqlDistanceKm},
+        SqlFunction{"kc_vn_day", 1, &SqlVietnamDay}, SqlFunction{"kc_month", 1, &SqlMonth},
+        SqlFunction{"kc_fold", 1, &SqlFold}, SqlFunction{"kc_words", 1, &SqlWords}}) {
+    if (sqlite3_create_function_v2((*writer)->raw(), f.name, f.args,
+                                   SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, f.fn, nullptr,
+                                   nullptr, nullptr) != SQLITE_OK) {
+      return absl::InternalError(absl::StrCat("reports: cannot register ", f.name));
+    }
   }
   absl::Status status = store->CreateTables(writer->get());
   if (!status.ok()) return status;
@@ -354,44 +411,109 @@ absl::StatusOr<uint64_t> ReportsStore::TryCatchUp() {
 }
 
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
-  {
-    absl::MutexLock lock(&write_mu_);
-    // Empty tables without their secondary indexes: rows go in through the primary keys
-    // only, and each index is then built once, sorted, which is several times faster.
-    // The counters, distances and since days are not kept row by row meanwhile
-    // (`rebuilding_`); FillDerived() computes them at the end in bulk statements. The
-    // 'rebuilding' mark makes a next Open() start again if this one does not finish.
-    std::string sql = "BEGIN IMMEDIATE;";
-    for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
-    absl::StatusOr<Statement*> indexes = writer_->Prepare(
-        "SELECT name FROM main.sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND "
-        "(tbl_name LIKE 'r\\_%' ESCAPE '\\' OR tbl_name LIKE 's\\_%' ESCAPE '\\') AND "
-        "tbl_name NOT IN ('r_meta', 'r_device')");
-    if (!indexes.ok()) return indexes.status();
-    absl::Status status = ForEachRow(*indexes, [&](Statement& row) {
+  absl::MutexLock lock(&write_mu_);
+  // One transaction at one snapshot of the store (deferred: the store is only read, so
+  // its writers never wait): the summaries emptied and their secondary indexes dropped,
+  // the per-record rows loaded in bulk statements, each index then built once (sorted),
+  // the counters computed from the rows, the cursor moved. A rebuild that fails or is
+  // interrupted leaves the summaries as they were.
+  absl::Status status = writer_->Exec("BEGIN");
+  if (!status.ok()) return status;
+  std::string sql;
+  for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
+  absl::StatusOr<Statement*> indexes = writer_->Prepare(
+      "SELECT name FROM main.sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND "
+      "(tbl_name LIKE 'r\\_%' ESCAPE '\\' OR tbl_name LIKE 's\\_%' ESCAPE '\\') AND "
+      "tbl_name NOT IN ('r_meta', 'r_device')");
+  if (!indexes.ok()) status = indexes.status();
+  if (status.ok()) {
+    status = ForEachRow(*indexes, [&](Statement& row) {
       absl::StrAppend(&sql, "DROP INDEX main.", row.ColumnText(0), ";");
       return absl::OkStatus();
     });
-    if (!status.ok()) return status;
-    absl::StrAppend(&sql,
-                    "UPDATE r_meta SET value = 0 WHERE key = 'cursor'; "
-                    "INSERT OR REPLACE INTO r_meta(key, value) VALUES ('rebuilding', 1); COMMIT;");
-    status = writer_->Exec(sql);
-    if (!status.ok()) {
-      (void)writer_->Exec("ROLLBACK");
-      return status;
-    }
-    rebuilding_ = true;
   }
-  absl::StatusOr<uint64_t> cursor = CatchUp();
-  absl::MutexLock lock(&write_mu_);
-  rebuilding_ = false;
-  if (!cursor.ok()) return cursor;
-  absl::Status status = writer_->Exec(kTables);  // the indexes again
-  if (!status.ok()) return status;
-  status = FillDerived();
-  if (!status.ok()) return status;
+  if (status.ok()) status = writer_->Exec(sql);
+  absl::StatusOr<uint64_t> cursor = status.ok() ? LoadRecords() : status;
+  // The indexes again, over the loaded rows; the counters' own index after the counters.
+  if (cursor.ok()) status = writer_->Exec(kTables);
+  if (cursor.ok() && status.ok()) status = writer_->Exec("DROP INDEX s_visit_day_collaborator");
+  if (cursor.ok() && status.ok()) status = FillDerived();
+  if (cursor.ok() && status.ok()) status = writer_->Exec(kTables);
+  if (cursor.ok() && status.ok()) {
+    absl::StatusOr<Statement*> move =
+        writer_->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
+    status = move.ok() ? absl::OkStatus() : move.status();
+    if (status.ok()) {
+      (*move)->BindInt(1, static_cast<int64_t>(*cursor));
+      status = (*move)->Run();
+    }
+  }
+  if (cursor.ok() && status.ok()) status = writer_->Exec("COMMIT");
+  if (!cursor.ok() || !status.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return cursor.ok() ? status : cursor.status();
+  }
+  if (pending_ != nullptr) *pending_ = Pending();
   return cursor;
+}
+
+absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
+  // The store's last op at this transaction's snapshot: every row read below is at or
+  // before it.
+  absl::StatusOr<int64_t> target =
+      writer_->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
+  if (!target.ok()) return target.status();
+  // Each statement writes its table's rows as the Apply* functions do, one at a time,
+  // (NULLs read as ColumnInt/ColumnText read them: 0 and ''), sorted by primary key so
+  // that the B-trees fill in order. A point needs both coordinates and is not (0, 0).
+  const std::string gps =
+      "(latitude IS NOT NULL AND longitude IS NOT NULL AND NOT (latitude = 0 AND "
+      "longitude = 0))";
+  const std::string sql = absl::StrCat(
+      "INSERT INTO r_facility(id, commune, folded, lat, lon, day) "
+      "SELECT id, coalesce(commune_id, 0), kc_fold(name), CASE WHEN ",
+      gps, " THEN latitude END, CASE WHEN ", gps,
+      " THEN longitude END, kc_vn_day(created_ms) FROM st.facility WHERE _del = 0 "
+      "ORDER BY id || '';"
+      // The search index: the words of the name, and of name, owner, address and products.
+      "INSERT INTO r_fsearch_key(id, commune, name) "
+      "SELECT id, coalesce(commune_id, 0), kc_words(name) FROM st.facility WHERE _del = 0;"
+      "INSERT INTO r_fsearch(rowid, words) SELECT k.rid, kc_words(coalesce(f.name, '') || "
+      "char(10) || coalesce(f.owner_name, '') || char(10) || coalesce(f.address, '') || "
+      "char(10) || coalesce(f.main_products, '')) FROM r_fsearch_key k JOIN st.facility f "
+      "ON f.id = k.id;"
+      // Visits with their distance to their facility's point (NULL without GPS, or when
+      // the facility is unknown or has no point).
+      "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon, workers, "
+      "product_lines, output_vnd, dist_km) "
+      "SELECT v.id, v.commune, v.facility, v.collaborator, v.day, kc_month(v.day), v.lat, "
+      "v.lon, v.workers, v.product_lines, v.output_vnd, (SELECT kc_distance_km(v.lat, v.lon, "
+      "f.lat, f.lon) FROM r_facility f WHERE f.id = v.facility) FROM (SELECT id, "
+      "coalesce(commune_id, 0) AS commune, coalesce(facility_id, '') AS facility, "
+      "coalesce(collaborator_id, 0) AS collaborator, kc_vn_day(visited_ms) AS day, CASE WHEN ",
+      gps, " THEN latitude END AS lat, CASE WHEN ", gps,
+      " THEN longitude END AS lon, coalesce(workers, 0) AS workers, coalesce(product_lines, 0) "
+      "AS product_lines, coalesce(annual_output_vnd, 0) AS output_vnd FROM st.visit "
+      "WHERE _del = 0) AS v ORDER BY v.id || '';"
+      "INSERT INTO r_event(id, request, commune, action, to_status, day) "
+      "SELECT id, coalesce(request_id, ''), coalesce(commune_id, 0), coalesce(action, 0), "
+      "coalesce(to_status, 0), kc_vn_day(at_ms) FROM st.request_event WHERE _del = 0 "
+      "ORDER BY id || '';"
+      // Requests with the day each entered its status: its last event into that status,
+      // else its last update.
+      "INSERT INTO r_request(id, commune, facility, author, status, created_day, updated_day, "
+      "created_month, since_day) "
+      "SELECT r.id, r.commune, r.facility, r.author, r.status, r.created_day, r.updated_day, "
+      "kc_month(r.created_day), coalesce(e.day, r.updated_day) FROM (SELECT id, "
+      "coalesce(commune_id, 0) AS commune, coalesce(facility_id, '') AS facility, "
+      "coalesce(author_id, 0) AS author, coalesce(status, 0) AS status, "
+      "kc_vn_day(created_ms) AS created_day, kc_vn_day(coalesce(updated_ms, created_ms)) AS "
+      "updated_day FROM st.support_request WHERE _del = 0) AS r LEFT JOIN (SELECT request, "
+      "to_status, max(day) AS day FROM r_event GROUP BY request, to_status) AS e "
+      "ON e.request = r.id AND e.to_status = r.status ORDER BY r.id || '';");
+  absl::Status status = writer_->Exec(sql);
+  if (!status.ok()) return status;
+  return static_cast<uint64_t>(*target);
 }
 
 namespace {
@@ -411,23 +533,13 @@ struct CommuneCounters {
 }  // namespace
 
 absl::Status ReportsStore::FillDerived() {
-  // Every statement reads the per-record rows as they stand at the cursor; the store is
-  // not read, so the catch-ups that may follow count from there as usual.
+  // Every statement reads the per-record rows just loaded (in Rebuild()'s transaction);
+  // the store is not read.
   absl::Status status = writer_->Exec(
-      "BEGIN IMMEDIATE;"
-      // Distances to the facilities' points.
-      "UPDATE r_visit SET dist_km = (SELECT kc_distance_km(r_visit.lat, r_visit.lon, f.lat, "
-      "f.lon) FROM r_facility f WHERE f.id = r_visit.facility) WHERE lat IS NOT NULL;"
-      // The day each request entered its status.
-      "UPDATE r_request SET since_day = coalesce((SELECT max(e.day) FROM r_event e WHERE "
-      "e.request = r_request.id AND e.to_status = r_request.status), updated_day);"
       "INSERT INTO s_request_month(commune, month, author, requests) "
       "SELECT commune, created_month, author, count(*) FROM r_request "
       "GROUP BY commune, created_month, author;");
-  if (!status.ok()) {
-    (void)writer_->Exec("ROLLBACK");
-    return status;
-  }
+  if (!status.ok()) return status;
   // The visit counters: one pass over the visits in (commune, day) order through the
   // covering index r_visit_commune (no sort), summed per commune in memory and written
   // when the commune ends.
@@ -442,10 +554,7 @@ absl::Status ReportsStore::FillDerived() {
   std::vector<Statement*> inserts;
   for (const char* sql : kInserts) {
     absl::StatusOr<Statement*> s = writer_->Prepare(sql);
-    if (!s.ok()) {
-      (void)writer_->Exec("ROLLBACK");
-      return s.status();
-    }
+    if (!s.ok()) return s.status();
     inserts.push_back(*s);
   }
   CommuneCounters c;
@@ -522,10 +631,7 @@ absl::Status ReportsStore::FillDerived() {
   absl::StatusOr<Statement*> scan = writer_->Prepare(
       "SELECT commune, day, facility, month, collaborator, lat IS NULL FROM r_visit "
       "INDEXED BY r_visit_commune ORDER BY commune, day");
-  if (!scan.ok()) {
-    (void)writer_->Exec("ROLLBACK");
-    return scan.status();
-  }
+  if (!scan.ok()) return scan.status();
   status = ForEachRow(*scan, [&](Statement& row) {
     if (row.ColumnInt(0) != commune) {
       absl::Status st = flush();
@@ -543,13 +649,14 @@ absl::Status ReportsStore::FillDerived() {
     return absl::OkStatus();
   });
   if (status.ok()) status = flush();
-  if (status.ok()) status = writer_->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'; COMMIT;");
-  if (!status.ok()) (void)writer_->Exec("ROLLBACK");
+  if (status.ok()) status = writer_->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'");
   return status;
 }
 
 absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done) {
   *done = true;
+  if (pending_ == nullptr) pending_ = std::make_unique<Pending>();
+  *pending_ = Pending();  // nothing left over from a failed transaction
   // Deferred: the store (st) is only read, at one snapshot; only main is written.
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
       sync::Transaction::Begin(writer_.get(), sync::Transaction::Kind::kRead);
@@ -565,17 +672,9 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
     *done = false;
   }
 
-  std::vector<int64_t> buckets;
-  absl::StatusOr<Statement*> list =
-      writer_->Prepare("SELECT bucket FROM st._buckets WHERE last_op > ?1 ORDER BY bucket");
-  if (!list.ok()) return list.status();
-  (*list)->BindInt(1, *cursor);
-  absl::Status status = ForEachRow(*list, [&](Statement& s) {
-    buckets.push_back(s.ColumnInt(0));
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-
+  // Each source's rows whose op is in (cursor, target], bucket by bucket: the buckets
+  // whose last op is above the cursor, then the store's (bucket, op) index of each, in
+  // one statement per source.
   struct Source {
     const char* sql;
     absl::Status (ReportsStore::*apply)(Statement&);
@@ -583,31 +682,35 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
   // Facilities before visits and requests before events; order matters to nothing stored
   // (every figure that joins is computed at query time), only to readability.
   const Source sources[] = {
-      {"SELECT id, _del, commune_id, name, latitude, longitude, created_ms, owner_name, "
-       "address, main_products FROM st.facility",
+      {"SELECT s.id, s._del, s.commune_id, s.name, s.latitude, s.longitude, s.created_ms, "
+       "s.owner_name, s.address, s.main_products FROM st._buckets AS b CROSS JOIN "
+       "st.facility AS s",
        &ReportsStore::ApplyFacility},
-      {"SELECT id, _del, commune_id, facility_id, collaborator_id, visited_ms, latitude, "
-       "longitude, coalesce(workers, 0), coalesce(product_lines, 0), "
-       "coalesce(annual_output_vnd, 0) FROM st.visit",
+      {"SELECT s.id, s._del, s.commune_id, s.facility_id, s.collaborator_id, s.visited_ms, "
+       "s.latitude, s.longitude, coalesce(s.workers, 0), coalesce(s.product_lines, 0), "
+       "coalesce(s.annual_output_vnd, 0) FROM st._buckets AS b CROSS JOIN st.visit AS s",
        &ReportsStore::ApplyVisit},
-      {"SELECT id, _del, commune_id, facility_id, author_id, status, created_ms, updated_ms "
-       "FROM st.support_request",
+      {"SELECT s.id, s._del, s.commune_id, s.facility_id, s.author_id, s.status, s.created_ms, "
+       "s.updated_ms FROM st._buckets AS b CROSS JOIN st.support_request AS s",
        &ReportsStore::ApplyRequest},
-      {"SELECT id, _del, commune_id, request_id, action, to_status, at_ms FROM st.request_event",
+      {"SELECT s.id, s._del, s.commune_id, s.request_id, s.action, s.to_status, s.at_ms "
+       "FROM st._buckets AS b CROSS JOIN st.request_event AS s",
        &ReportsStore::ApplyEvent},
   };
+  absl::Status status;
   for (const Source& source : sources) {
     absl::StatusOr<Statement*> rows = writer_->Prepare(
-        absl::StrCat(source.sql, " WHERE commune_id = ?1 AND _op > ?2 AND _op <= ?3"));
+        absl::StrCat(source.sql,
+                     " WHERE b.last_op > ?1 AND s.commune_id = b.bucket AND s._op > ?1 AND "
+                     "s._op <= ?2"));
     if (!rows.ok()) return rows.status();
-    for (int64_t bucket : buckets) {
-      (*rows)->BindInt(1, bucket);
-      (*rows)->BindInt(2, *cursor);
-      (*rows)->BindInt(3, *target);
-      status = ForEachRow(*rows, [&](Statement& s) { return (this->*source.apply)(s); });
-      if (!status.ok()) return status;
-    }
+    (*rows)->BindInt(1, *cursor);
+    (*rows)->BindInt(2, *target);
+    status = ForEachRow(*rows, [&](Statement& s) { return (this->*source.apply)(s); });
+    if (!status.ok()) return status;
   }
+  status = FlushPending();
+  if (!status.ok()) return status;
   absl::StatusOr<Statement*> move =
       writer_->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
   if (!move.ok()) return move.status();
@@ -657,8 +760,7 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
     if (gps) point_after = std::make_pair(row.ColumnDouble(4), row.ColumnDouble(5));
   }
   // The point moved, appeared or went: the distances of the facility's visits follow
-  // (during a rebuild they are computed once at the end).
-  if (rebuilding_ || point_before == point_after) return absl::OkStatus();
+  if (point_before == point_after) return absl::OkStatus();
   absl::StatusOr<Statement*> update = writer_->Prepare(
       "UPDATE r_visit SET dist_km = CASE WHEN lat IS NULL OR ?2 IS NULL THEN NULL "
       "ELSE kc_distance_km(lat, lon, ?2, ?3) END WHERE facility = ?1");
@@ -713,191 +815,227 @@ absl::Status ReportsStore::IndexFacility(Statement& row) {
   return (*words)->Run();
 }
 
-absl::Status ReportsStore::AddVisitDay(int64_t commune, int64_t day, int64_t collaborator,
-                                       int64_t visits, int64_t no_gps) {
-  // The same counters per day (s_visit_day) and per month (s_visit_month).
-  for (const char* table : {"s_visit_day", "s_visit_month"}) {
-    const bool daily = table[8] == 'd';
-    const char* key = daily ? "day" : "month";
+void ReportsStore::AddVisit(int64_t commune, int64_t day, int64_t collaborator,
+                            absl::string_view facility, int64_t visits, int64_t no_gps) {
+  const int64_t month = MonthOf(day);
+  for (Pending::Pair* p : {&pending_->visit_day[{commune, day, collaborator}],
+                           &pending_->visit_month[{commune, month, collaborator}]}) {
+    p->visits += visits;
+    p->no_gps += no_gps;
+  }
+  pending_->facility_month[{commune, std::string(facility), month}] += visits;
+}
+
+absl::Status ReportsStore::FlushPending() {
+  Pending& p = *pending_;
+  // An upsert adding a delta to a counter, then the counter's row goes when it is at zero
+  // (as if it had never been: equal to a rebuild).
+  auto add = [&](const std::string& upsert, const std::string& zero,
+                 const std::function<void(Statement*)>& bind_key,
+                 const std::function<void(Statement*)>& bind_delta, bool may_fall) {
+    absl::StatusOr<Statement*> up = writer_->Prepare(upsert);
+    if (!up.ok()) return up.status();
+    bind_key(*up);
+    bind_delta(*up);
+    absl::Status status = (*up)->Run();
+    if (!status.ok() || !may_fall) return status;
+    absl::StatusOr<Statement*> del = writer_->Prepare(zero);
+    if (!del.ok()) return del.status();
+    bind_key(*del);
+    return (*del)->Run();
+  };
+  for (const bool daily : {true, false}) {
+    const std::string table = daily ? "s_visit_day" : "s_visit_month";
+    const std::string key = daily ? "day" : "month";
+    const std::string upsert =
+        absl::StrCat("INSERT INTO ", table, "(commune, ", key, ", collaborator, visits, no_gps) ",
+                     "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, ", key,
+                     ", collaborator) DO UPDATE SET visits = visits + excluded.visits, "
+                     "no_gps = no_gps + excluded.no_gps");
+    const std::string zero = absl::StrCat("DELETE FROM ", table, " WHERE commune = ?1 AND ", key,
+                                          " = ?2 AND collaborator = ?3 AND visits = 0");
+    for (const auto& entry : daily ? p.visit_day : p.visit_month) {
+      const std::array<int64_t, 3>& k = entry.first;
+      const Pending::Pair& n = entry.second;
+      if (n.visits == 0 && n.no_gps == 0) continue;  // a visit out and in again
+      absl::Status status = add(
+          upsert, zero,
+          [&](Statement* s) {
+            for (int i = 0; i < 3; ++i) s->BindInt(i + 1, k[i]);
+          },
+          [&](Statement* s) {
+            s->BindInt(4, n.visits);
+            s->BindInt(5, n.no_gps);
+          },
+          n.visits < 0);
+      if (!status.ok()) return status;
+    }
+  }
+  // Visits per facility x month; a facility's month appearing or going changes the
+  // distinct counts of its commune's month and, when no other month of that year has a
+  // visit, of its commune's year.
+  std::map<std::pair<int64_t, int64_t>, Pending::Pair> commune_month;  // visits, no_gps
+  std::map<std::pair<int64_t, int64_t>, int64_t> commune_month_facilities;
+  // (commune, facility, year): months that appeared minus months that went.
+  std::map<std::tuple<int64_t, std::string, int64_t>, int64_t> year_moves;
+  for (const auto& entry : p.visit_month) {
+    const std::array<int64_t, 3>& k = entry.first;
+    Pending::Pair& c = commune_month[{k[0], k[1]}];
+    c.visits += entry.second.visits;
+    c.no_gps += entry.second.no_gps;
+  }
+  for (const auto& entry : p.facility_month) {
+    const int64_t commune = std::get<0>(entry.first), month = std::get<2>(entry.first);
+    const std::string& facility = std::get<1>(entry.first);
+    const int64_t delta = entry.second;
+    if (delta == 0) continue;
     absl::StatusOr<Statement*> up = writer_->Prepare(
-        absl::StrCat("INSERT INTO ", table, "(commune, ", key,
-                     ", collaborator, visits, no_gps) "
-                     "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, ",
-                     key,
-                     ", collaborator) DO UPDATE SET "
-                     "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps"));
+        "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4) "
+        "ON CONFLICT(commune, facility, month) DO UPDATE SET visits = visits + excluded.visits "
+        "RETURNING visits");
     if (!up.ok()) return up.status();
     (*up)->BindInt(1, commune);
-    (*up)->BindInt(2, daily ? day : MonthOf(day));
-    (*up)->BindInt(3, collaborator);
-    (*up)->BindInt(4, visits);
-    (*up)->BindInt(5, no_gps);
-    absl::Status status = (*up)->Run();
+    (*up)->BindText(2, facility);
+    (*up)->BindInt(3, month);
+    (*up)->BindInt(4, delta);
+    int64_t now = 0;
+    absl::Status status = ForEachRow(*up, [&](Statement& s) {
+      now = s.ColumnInt(0);
+      return absl::OkStatus();
+    });
     if (!status.ok()) return status;
-    if (visits > 0) continue;
-    // A counter that falls to zero goes, as if it had never been (equal to a rebuild).
-    absl::StatusOr<Statement*> zero =
-        writer_->Prepare(absl::StrCat("DELETE FROM ", table, " WHERE commune = ?1 AND ", key,
-                                      " = ?2 AND collaborator = ?3 AND visits = 0"));
-    if (!zero.ok()) return zero.status();
-    (*zero)->BindInt(1, commune);
-    (*zero)->BindInt(2, daily ? day : MonthOf(day));
-    (*zero)->BindInt(3, collaborator);
-    status = (*zero)->Run();
+    if (now == 0) {
+      absl::StatusOr<Statement*> zero = writer_->Prepare(
+          "DELETE FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND month = ?3");
+      if (!zero.ok()) return zero.status();
+      (*zero)->BindInt(1, commune);
+      (*zero)->BindText(2, facility);
+      (*zero)->BindInt(3, month);
+      status = (*zero)->Run();
+      if (!status.ok()) return status;
+    }
+    const int64_t before = now - delta;
+    const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
+    if (move == 0) continue;
+    commune_month_facilities[{commune, month}] += move;
+    year_moves[{commune, facility, month / 100}] += move;
+  }
+  for (const auto& entry : commune_month) {
+    const std::pair<int64_t, int64_t>& k = entry.first;
+    const Pending::Pair& n = entry.second;
+    auto f = commune_month_facilities.find(k);
+    const int64_t facilities = f == commune_month_facilities.end() ? 0 : f->second;
+    if (n.visits == 0 && n.no_gps == 0 && facilities == 0) continue;
+    absl::Status status = add(
+        "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
+        "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, month) DO UPDATE SET "
+        "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps, "
+        "facilities = facilities + excluded.facilities",
+        "DELETE FROM s_commune_month WHERE commune = ?1 AND month = ?2 AND visits = 0",
+        [&](Statement* s) {
+          s->BindInt(1, k.first);
+          s->BindInt(2, k.second);
+        },
+        [&](Statement* s) {
+          s->BindInt(3, n.visits);
+          s->BindInt(4, n.no_gps);
+          s->BindInt(5, facilities);
+        },
+        n.visits < 0);
     if (!status.ok()) return status;
   }
+  // A facility counts in its commune's year when it has a visit in any month of it: the
+  // months it has now (after the upserts above) against those it had before.
+  std::map<std::pair<int64_t, int64_t>, int64_t> coverage_year;
+  for (const auto& entry : year_moves) {
+    const int64_t commune = std::get<0>(entry.first), year = std::get<2>(entry.first);
+    absl::StatusOr<Statement*> months = writer_->Prepare(
+        "SELECT count(*) FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND "
+        "month BETWEEN ?3 AND ?4");
+    if (!months.ok()) return months.status();
+    (*months)->BindInt(1, commune);
+    (*months)->BindText(2, std::get<1>(entry.first));
+    (*months)->BindInt(3, year * 100 + 1);
+    (*months)->BindInt(4, year * 100 + 12);
+    int64_t now = 0;
+    absl::Status status = ForEachRow(*months, [&](Statement& s) {
+      now = s.ColumnInt(0);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    const int64_t before = now - entry.second;
+    const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
+    if (move != 0) coverage_year[{commune, year}] += move;
+  }
+  for (const auto& entry : coverage_year) {
+    if (entry.second == 0) continue;
+    absl::Status status = add(
+        "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(commune, year) DO UPDATE SET facilities = facilities + excluded.facilities",
+        "DELETE FROM s_coverage_year WHERE commune = ?1 AND year = ?2 AND facilities = 0",
+        [&](Statement* s) {
+          s->BindInt(1, entry.first.first);
+          s->BindInt(2, entry.first.second);
+        },
+        [&](Statement* s) { s->BindInt(3, entry.second); }, entry.second < 0);
+    if (!status.ok()) return status;
+  }
+  for (const auto& entry : p.request_month) {
+    const std::array<int64_t, 3>& k = entry.first;
+    if (entry.second == 0) continue;
+    absl::Status status = add(
+        "INSERT INTO s_request_month(commune, month, author, requests) VALUES (?1,?2,?3,?4) "
+        "ON CONFLICT(commune, month, author) DO UPDATE SET requests = requests + "
+        "excluded.requests",
+        "DELETE FROM s_request_month WHERE commune = ?1 AND month = ?2 AND author = ?3 AND "
+        "requests = 0",
+        [&](Statement* s) {
+          for (int i = 0; i < 3; ++i) s->BindInt(i + 1, k[i]);
+        },
+        [&](Statement* s) { s->BindInt(4, entry.second); }, entry.second < 0);
+    if (!status.ok()) return status;
+  }
+  // The day each touched request entered its status (its last event into it, else its
+  // last update).
+  for (const std::string& request : p.since_requests) {
+    absl::StatusOr<Statement*> update = writer_->Prepare(
+        "UPDATE r_request SET since_day = coalesce((SELECT max(e.day) FROM r_event e WHERE "
+        "e.request = r_request.id AND e.to_status = r_request.status), updated_day) "
+        "WHERE id = ?1");
+    if (!update.ok()) return update.status();
+    (*update)->BindText(1, request);
+    absl::Status status = (*update)->Run();
+    if (!status.ok()) return status;
+  }
+  *pending_ = Pending();
   return absl::OkStatus();
 }
 
-absl::Status ReportsStore::AddCount(const char* table, const char* key, int64_t commune,
-                                    int64_t period, int64_t delta) {
-  absl::StatusOr<Statement*> up = writer_->Prepare(
-      absl::StrCat("INSERT INTO ", table, "(commune, ", key,
-                   ", facilities) VALUES (?1, ?2, ?3) "
-                   "ON CONFLICT(commune, ",
-                   key, ") DO UPDATE SET facilities = facilities + excluded.facilities"));
-  if (!up.ok()) return up.status();
-  (*up)->BindInt(1, commune);
-  (*up)->BindInt(2, period);
-  (*up)->BindInt(3, delta);
-  absl::Status status = (*up)->Run();
-  if (!status.ok() || delta > 0) return status;
-  absl::StatusOr<Statement*> zero = writer_->Prepare(absl::StrCat(
-      "DELETE FROM ", table, " WHERE commune = ?1 AND ", key, " = ?2 AND facilities = 0"));
-  if (!zero.ok()) return zero.status();
-  (*zero)->BindInt(1, commune);
-  (*zero)->BindInt(2, period);
-  return (*zero)->Run();
-}
-
-absl::Status ReportsStore::AddFacilityMonth(int64_t commune, absl::string_view facility,
-                                            int64_t month, int64_t visits, int64_t no_gps) {
-  absl::StatusOr<Statement*> up = writer_->Prepare(
-      "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4) "
-      "ON CONFLICT(commune, facility, month) DO UPDATE SET visits = visits + excluded.visits "
-      "RETURNING visits");
-  if (!up.ok()) return up.status();
-  (*up)->BindInt(1, commune);
-  (*up)->BindText(2, facility);
-  (*up)->BindInt(3, month);
-  (*up)->BindInt(4, visits);
-  int64_t now = 0;
-  absl::Status status = ForEachRow(*up, [&](Statement& s) {
-    now = s.ColumnInt(0);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  if (now == 0) {
-    absl::StatusOr<Statement*> zero = writer_->Prepare(
-        "DELETE FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND month = ?3");
-    if (!zero.ok()) return zero.status();
-    (*zero)->BindInt(1, commune);
-    (*zero)->BindText(2, facility);
-    (*zero)->BindInt(3, month);
-    status = (*zero)->Run();
-    if (!status.ok()) return status;
-  }
-  // Only a facility's first visit of the month, or its last one going, changes the
-  // distinct counts.
-  const bool first_or_last = visits > 0 ? now == 1 : now == 0;
-  const int64_t delta = first_or_last ? (visits > 0 ? 1 : -1) : 0;
-  absl::StatusOr<Statement*> month_up = writer_->Prepare(
-      "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
-      "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, month) DO UPDATE SET "
-      "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps, "
-      "facilities = facilities + excluded.facilities");
-  if (!month_up.ok()) return month_up.status();
-  (*month_up)->BindInt(1, commune);
-  (*month_up)->BindInt(2, month);
-  (*month_up)->BindInt(3, visits);
-  (*month_up)->BindInt(4, no_gps);
-  (*month_up)->BindInt(5, delta);
-  status = (*month_up)->Run();
-  if (!status.ok()) return status;
-  if (visits < 0) {
-    absl::StatusOr<Statement*> zero = writer_->Prepare(
-        "DELETE FROM s_commune_month WHERE commune = ?1 AND month = ?2 AND visits = 0");
-    if (!zero.ok()) return zero.status();
-    (*zero)->BindInt(1, commune);
-    (*zero)->BindInt(2, month);
-    status = (*zero)->Run();
-    if (!status.ok()) return status;
-  }
-  if (!first_or_last) return absl::OkStatus();
-  // The year's count changes when no other month of that year has a visit.
-  absl::StatusOr<Statement*> others = writer_->Prepare(
-      "SELECT count(*) FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND "
-      "month BETWEEN ?3 AND ?4 AND month != ?5");
-  if (!others.ok()) return others.status();
-  (*others)->BindInt(1, commune);
-  (*others)->BindText(2, facility);
-  (*others)->BindInt(3, month / 100 * 100 + 1);
-  (*others)->BindInt(4, month / 100 * 100 + 12);
-  (*others)->BindInt(5, month);
-  int64_t other_months = 0;
-  status = ForEachRow(*others, [&](Statement& s) {
-    other_months = s.ColumnInt(0);
-    return absl::OkStatus();
-  });
-  if (!status.ok() || other_months > 0) return status;
-  return AddCount("s_coverage_year", "year", commune, month / 100, delta);
-}
-
 absl::Status ReportsStore::ApplyVisit(Statement& row) {
-  // The old contribution out.
+  // The old row out, with what it counted. (Its point is returned as is: SQLite 3.40
+  // evaluates `lat IS NULL` in a RETURNING clause as 0 even for a NULL.)
   absl::StatusOr<Statement*> old = writer_->Prepare(
-      "SELECT commune, day, collaborator, lat IS NULL, facility FROM r_visit WHERE id = ?1");
+      "DELETE FROM r_visit WHERE id = ?1 RETURNING commune, day, collaborator, lat, facility");
   if (!old.ok()) return old.status();
   (*old)->BindText(1, row.ColumnText(0));
-  struct Old {
-    int64_t commune, day, collaborator, no_gps;
-    std::string facility;
-  };
-  std::optional<Old> before;
   absl::Status status = ForEachRow(*old, [&](Statement& s) {
-    before = Old{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnInt(3),
-                 std::string(s.ColumnText(4))};
+    AddVisit(s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnText(4), -1,
+             s.IsNull(3) ? -1 : 0);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  if (before.has_value()) {
-    if (!rebuilding_) {
-      status = AddVisitDay(before->commune, before->day, before->collaborator, -1, -before->no_gps);
-      if (!status.ok()) return status;
-      status = AddFacilityMonth(before->commune, before->facility, MonthOf(before->day), -1,
-                                -before->no_gps);
-      if (!status.ok()) return status;
-    }
-    absl::StatusOr<Statement*> del = writer_->Prepare("DELETE FROM r_visit WHERE id = ?1");
-    if (!del.ok()) return del.status();
-    (*del)->BindText(1, row.ColumnText(0));
-    status = (*del)->Run();
-    if (!status.ok()) return status;
-  }
   if (row.ColumnInt(1) != 0) return absl::OkStatus();
   // The new one in: 3 facility_id, 4 collaborator_id, 5 visited_ms, 6 latitude, 7 longitude,
-  // 8 workers, 9 product_lines, 10 annual_output_vnd.
+  // 8 workers, 9 product_lines, 10 annual_output_vnd. Its distance to the facility's point
+  // in the same statement (NULL without GPS, or when the facility has no point).
   const int64_t commune = row.ColumnInt(2);
   const int64_t day = VietnamDay(row.ColumnInt(5));
   const int64_t collaborator = row.ColumnInt(4);
   const bool gps = HasGps(row, 6, 7);
-  // The distance to the facility's point (during a rebuild: computed once at the end).
-  std::optional<double> dist_km;
-  if (gps && !rebuilding_) {
-    absl::StatusOr<Statement*> point =
-        writer_->Prepare("SELECT lat, lon FROM r_facility WHERE id = ?1 AND lat IS NOT NULL");
-    if (!point.ok()) return point.status();
-    (*point)->BindText(1, row.ColumnText(3));
-    status = ForEachRow(*point, [&](Statement& s) {
-      dist_km = DistanceKm(row.ColumnDouble(6), row.ColumnDouble(7), s.ColumnDouble(0),
-                           s.ColumnDouble(1));
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-  }
   absl::StatusOr<Statement*> ins = writer_->Prepare(
       "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon, workers, "
-      "product_lines, output_vnd, dist_km) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)");
+      "product_lines, output_vnd, dist_km) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,"
+      "(SELECT kc_distance_km(?7, ?8, f.lat, f.lon) FROM r_facility f WHERE f.id = ?3)");
   if (!ins.ok()) return ins.status();
   Statement* s = *ins;
   s->BindText(1, row.ColumnText(0));
@@ -911,43 +1049,10 @@ absl::Status ReportsStore::ApplyVisit(Statement& row) {
   s->BindInt(9, row.ColumnInt(8));
   s->BindInt(10, row.ColumnInt(9));
   s->BindInt(11, row.ColumnInt(10));
-  BindOptionalDouble(s, 12, dist_km.has_value(), dist_km.value_or(0));
   status = s->Run();
-  if (!status.ok() || rebuilding_) return status;
-  status = AddVisitDay(commune, day, collaborator, 1, gps ? 0 : 1);
   if (!status.ok()) return status;
-  return AddFacilityMonth(commune, row.ColumnText(3), MonthOf(day), 1, gps ? 0 : 1);
-}
-
-absl::Status ReportsStore::AddRequestMonth(int64_t commune, int64_t month, int64_t author,
-                                           int64_t delta) {
-  absl::StatusOr<Statement*> up = writer_->Prepare(
-      "INSERT INTO s_request_month(commune, month, author, requests) VALUES (?1,?2,?3,?4) "
-      "ON CONFLICT(commune, month, author) DO UPDATE SET requests = requests + excluded.requests");
-  if (!up.ok()) return up.status();
-  (*up)->BindInt(1, commune);
-  (*up)->BindInt(2, month);
-  (*up)->BindInt(3, author);
-  (*up)->BindInt(4, delta);
-  absl::Status status = (*up)->Run();
-  if (!status.ok() || delta > 0) return status;
-  absl::StatusOr<Statement*> zero = writer_->Prepare(
-      "DELETE FROM s_request_month WHERE commune = ?1 AND month = ?2 AND author = ?3 AND "
-      "requests = 0");
-  if (!zero.ok()) return zero.status();
-  (*zero)->BindInt(1, commune);
-  (*zero)->BindInt(2, month);
-  (*zero)->BindInt(3, author);
-  return (*zero)->Run();
-}
-
-absl::Status ReportsStore::UpdateSinceDay(absl::string_view request) {
-  absl::StatusOr<Statement*> update = writer_->Prepare(
-      "UPDATE r_request SET since_day = coalesce((SELECT max(e.day) FROM r_event e WHERE "
-      "e.request = r_request.id AND e.to_status = r_request.status), updated_day) WHERE id = ?1");
-  if (!update.ok()) return update.status();
-  (*update)->BindText(1, request);
-  return (*update)->Run();
+  AddVisit(commune, day, collaborator, row.ColumnText(3), 1, gps ? 0 : 1);
+  return absl::OkStatus();
 }
 
 absl::Status ReportsStore::ApplyRequest(Statement& row) {
@@ -955,16 +1060,11 @@ absl::Status ReportsStore::ApplyRequest(Statement& row) {
       "DELETE FROM r_request WHERE id = ?1 RETURNING commune, created_month, author");
   if (!old.ok()) return old.status();
   (*old)->BindText(1, row.ColumnText(0));
-  std::optional<std::array<int64_t, 3>> before;
   absl::Status status = ForEachRow(*old, [&](Statement& s) {
-    before = std::array<int64_t, 3>{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2)};
+    pending_->request_month[{s.ColumnInt(0), s.ColumnInt(1), s.ColumnInt(2)}] -= 1;
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  if (before.has_value() && !rebuilding_) {
-    status = AddRequestMonth((*before)[0], (*before)[1], (*before)[2], -1);
-    if (!status.ok()) return status;
-  }
   if (row.ColumnInt(1) != 0) return absl::OkStatus();
   // 3 facility_id, 4 author_id, 5 status, 6 created_ms, 7 updated_ms.
   absl::StatusOr<Statement*> ins = writer_->Prepare(
@@ -982,11 +1082,10 @@ absl::Status ReportsStore::ApplyRequest(Statement& row) {
   s->BindInt(7, VietnamDay(row.ColumnInt(row.IsNull(7) ? 6 : 7)));
   s->BindInt(8, MonthOf(created_day));
   status = s->Run();
-  // During a rebuild the since days and the counters are computed once at the end.
-  if (!status.ok() || rebuilding_) return status;
-  status = UpdateSinceDay(row.ColumnText(0));
   if (!status.ok()) return status;
-  return AddRequestMonth(row.ColumnInt(2), MonthOf(created_day), row.ColumnInt(4), 1);
+  pending_->since_requests.emplace(row.ColumnText(0));
+  pending_->request_month[{row.ColumnInt(2), MonthOf(created_day), row.ColumnInt(4)}] += 1;
+  return absl::OkStatus();
 }
 
 absl::Status ReportsStore::ApplyEvent(Statement& row) {
@@ -994,35 +1093,27 @@ absl::Status ReportsStore::ApplyEvent(Statement& row) {
       writer_->Prepare("DELETE FROM r_event WHERE id = ?1 RETURNING request");
   if (!del.ok()) return del.status();
   (*del)->BindText(1, row.ColumnText(0));
-  std::optional<std::string> old_request;
+  // The request(s) the event entered or left: their since day.
   absl::Status status = ForEachRow(*del, [&](Statement& s) {
-    old_request = std::string(s.ColumnText(0));
+    pending_->since_requests.emplace(s.ColumnText(0));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  if (row.ColumnInt(1) == 0) {
-    // 3 request_id, 4 action, 5 to_status, 6 at_ms.
-    absl::StatusOr<Statement*> ins = writer_->Prepare(
-        "INSERT INTO r_event(id, request, commune, action, to_status, day) "
-        "VALUES (?1,?2,?3,?4,?5,?6)");
-    if (!ins.ok()) return ins.status();
-    Statement* s = *ins;
-    s->BindText(1, row.ColumnText(0));
-    s->BindText(2, row.ColumnText(3));
-    s->BindInt(3, row.ColumnInt(2));
-    s->BindInt(4, row.ColumnInt(4));
-    s->BindInt(5, row.ColumnInt(5));
-    s->BindInt(6, VietnamDay(row.ColumnInt(6)));
-    status = s->Run();
-    if (!status.ok()) return status;
-  }
-  if (rebuilding_) return absl::OkStatus();
-  // The request(s) the event entered or left: their since day.
-  if (old_request.has_value() && *old_request != row.ColumnText(3)) {
-    status = UpdateSinceDay(*old_request);
-    if (!status.ok()) return status;
-  }
-  return UpdateSinceDay(row.ColumnText(3));
+  pending_->since_requests.emplace(row.ColumnText(3));
+  if (row.ColumnInt(1) != 0) return absl::OkStatus();
+  // 3 request_id, 4 action, 5 to_status, 6 at_ms.
+  absl::StatusOr<Statement*> ins = writer_->Prepare(
+      "INSERT INTO r_event(id, request, commune, action, to_status, day) "
+      "VALUES (?1,?2,?3,?4,?5,?6)");
+  if (!ins.ok()) return ins.status();
+  Statement* s = *ins;
+  s->BindText(1, row.ColumnText(0));
+  s->BindText(2, row.ColumnText(3));
+  s->BindInt(3, row.ColumnInt(2));
+  s->BindInt(4, row.ColumnInt(4));
+  s->BindInt(5, row.ColumnInt(5));
+  s->BindInt(6, VietnamDay(row.ColumnInt(6)));
+  return s->Run();
 }
 
 absl::Status ReportsStore::RecordDeviceSync(const std::string& device_id, int64_t user_id,

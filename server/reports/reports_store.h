@@ -12,15 +12,18 @@
 // each record's old contribution out and puts its new one in, and moves the cursor to the
 // store's last op in the same transaction. So the summaries always count exactly the ops
 // up to their cursor, a crash loses nothing, and a catch-up after a restore or an upgrade
-// is the same code. Rebuild() empties the summaries and catches up from op 0.
+// is the same code. Within a catch-up transaction, the summary counters' changes are
+// summed in memory per key and written once per key at its end (a visit costs its own
+// row's statements; the counters cost one upsert per distinct key of the batch).
 //
-// A backlog (a first start over an existing store, a rebuild) is counted in slices of at
-// most 200,000 ops, one transaction each. Within a slice the cursor is exact; between
-// slices of a backlog a record changed again after the slice's last op is counted with
-// its later state in a later slice (so, while a backlog is being counted, `as_of_op` can
-// miss such a record's earlier version). Once caught up, every answer is exact. A
-// Rebuild() keeps only the per-record rows while it counts and fills the derived values
-// (distances, since days, counters) at the end in bulk.
+// A backlog (a first start over an existing store) is counted in slices of at most
+// 200,000 ops, one transaction each. Within a slice the cursor is exact; between slices of
+// a backlog a record changed again after the slice's last op is counted with its later
+// state in a later slice (so, while a backlog is being counted, `as_of_op` can miss such a
+// record's earlier version). Once caught up, every answer is exact. Rebuild() empties the
+// summaries and fills them again in one transaction at one snapshot of the store: the
+// per-record rows by bulk INSERT ... SELECT (secondary indexes dropped meanwhile and
+// created after the load), then the counters from them in bulk.
 //
 // ReportsFollower runs CatchUp() on a thread of its own whenever the store's last op is
 // above the cursor (it looks every `poll` interval, 50 ms by default), so a report counts
@@ -78,6 +81,7 @@ struct FacilitySearchPage {
 
 class ReportsStore {
  public:
+  ~ReportsStore();
   // Opens (creating when missing) the summaries at `reports_path`, following the record
   // store at `store_path` (which must exist).
   static absl::StatusOr<std::unique_ptr<ReportsStore>> Open(const std::string& reports_path,
@@ -142,31 +146,26 @@ class ReportsStore {
   absl::Status ApplyVisit(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyRequest(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyEvent(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Adds to the visit counters per day and per month (a counter at zero goes).
-  absl::Status AddVisitDay(int64_t commune, int64_t day, int64_t collaborator, int64_t visits,
-                           int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Adds `visits` (+1/-1) to a facility's month; on its first visit of the month or the
-  // last one going, the distinct counts of the month and of the year follow.
-  // Also adds the visit (and `no_gps`) to its commune's month.
-  absl::Status AddFacilityMonth(int64_t commune, absl::string_view facility, int64_t month,
-                                int64_t visits, int64_t no_gps)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Adds `delta` to a distinct count, s_coverage_year (`key` year).
-  absl::Status AddCount(const char* table, const char* key, int64_t commune, int64_t period,
-                        int64_t delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::Status AddRequestMonth(int64_t commune, int64_t month, int64_t author, int64_t delta)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // Recomputes a request's since_day from its events.
-  absl::Status UpdateSinceDay(absl::string_view request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // After a rebuild's catch-up: the distances, since days and counters in bulk statements.
+  // The summary counters' changes of one catch-up transaction, summed in memory per key
+  // by the Apply* functions and written once per key by FlushPending() before the cursor
+  // moves (one upsert per commune x day x collaborator, etc., not one per visit).
+  struct Pending;
+  // Adds a visit (+1) or takes it out (-1) of the pending counters.
+  void AddVisit(int64_t commune, int64_t day, int64_t collaborator, absl::string_view facility,
+                int64_t visits, int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Writes the pending counters and the pending requests' since days; empties them.
+  absl::Status FlushPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild(): the per-record rows from the store in bulk INSERT ... SELECT statements, in
+  // the caller's transaction; returns the store's last op (the cursor they count).
+  absl::StatusOr<uint64_t> LoadRecords() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // After a rebuild's LoadRecords(): the counters in bulk statements.
   absl::Status FillDerived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
-  // During Rebuild(): the records' rows only; FillDerived() computes the rest at the end.
-  bool rebuilding_ ABSL_GUARDED_BY(write_mu_) = false;
+  std::unique_ptr<Pending> pending_ ABSL_GUARDED_BY(write_mu_);
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
