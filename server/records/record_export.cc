@@ -153,18 +153,13 @@ absl::Status WriteRecordExport(RecordAccess& access, const Principal& caller,
       return absl::Status(filter.status().code(),
                           absl::StrCat("requests.", filter.status().message()));
     }
-    absl::Status s = sink.Start("de-nghi-ho-tro", {"Mã đề nghị / Request id",
-                                                   "Mã cơ sở / Facility id",
-                                                   "Xã / Commune",
-                                                   "Nội dung hỗ trợ / Category",
-                                                   "Trạng thái / Status",
-                                                   "Số tiền đề nghị / Requested (VND)",
-                                                   "Đối ứng / Own contribution (VND)",
-                                                   "Nguồn đề xuất / Proposed funding",
-                                                   "Số tiền duyệt / Approved (VND)",
-                                                   "Nguồn duyệt / Approved funding",
-                                                   "Ngày tạo / Created",
-                                                   "Cập nhật / Updated"});
+    absl::Status s =
+        sink.Start("de-nghi-ho-tro",
+                   {"Mã đề nghị / Request id", "Mã cơ sở / Facility id", "Xã / Commune",
+                    "Nội dung hỗ trợ / Category", "Trạng thái / Status",
+                    "Số tiền đề nghị / Requested (VND)", "Đối ứng / Own contribution (VND)",
+                    "Nguồn đề xuất / Proposed funding", "Số tiền duyệt / Approved (VND)",
+                    "Nguồn duyệt / Approved funding", "Ngày tạo / Created", "Cập nhật / Updated"});
     if (!s.ok()) return s;
     bool at_end = false;
     absl::Status failed;
@@ -175,16 +170,16 @@ absl::Status WriteRecordExport(RecordAccess& access, const Principal& caller,
           SupportRequest r;
           failed = model::FromChange(record, &r);
           if (failed.ok()) {
-            failed = sink.Add(
-                {Cell::Text(r.id()), Cell::Text(r.facility_id()),
-                 Cell::Text(commune(r.commune_id())),
-                 label(kcnet::v1::SupportCategory_descriptor(), r.category()),
-                 label(kcnet::v1::RequestStatus_descriptor(), r.status()),
-                 Cell::Vnd(r.requested_amount_vnd()), Cell::Vnd(r.own_contribution_vnd()),
-                 label(kcnet::v1::FundingSource_descriptor(), r.proposed_funding()),
-                 Cell::Vnd(r.approved_amount_vnd()),
-                 label(kcnet::v1::FundingSource_descriptor(), r.approved_funding()),
-                 Cell::Date(VnDate(r.created_ms())), Cell::Date(VnDate(r.updated_ms()))});
+            failed =
+                sink.Add({Cell::Text(r.id()), Cell::Text(r.facility_id()),
+                          Cell::Text(commune(r.commune_id())),
+                          label(kcnet::v1::SupportCategory_descriptor(), r.category()),
+                          label(kcnet::v1::RequestStatus_descriptor(), r.status()),
+                          Cell::Vnd(r.requested_amount_vnd()), Cell::Vnd(r.own_contribution_vnd()),
+                          label(kcnet::v1::FundingSource_descriptor(), r.proposed_funding()),
+                          Cell::Vnd(r.approved_amount_vnd()),
+                          label(kcnet::v1::FundingSource_descriptor(), r.approved_funding()),
+                          Cell::Date(VnDate(r.created_ms())), Cell::Date(VnDate(r.updated_ms()))});
           }
           return failed.ok();
         },
@@ -214,11 +209,11 @@ absl::Status WriteRecordExport(RecordAccess& access, const Principal& caller,
   std::unordered_map<std::string, std::string> matched;
   absl::Status s;
   if (facilities) {
-    s = sink.Start("co-so", {"Mã cơ sở / Facility id", "Xã / Commune", "Tên cơ sở / Name",
-                             "Chủ cơ sở / Owner", "Loại hình / Kind", "Ngành / Sector",
-                             "Địa chỉ / Address", "Vĩ độ / Latitude", "Kinh độ / Longitude",
-                             "Lao động / Workers", "Sản phẩm chính / Main products",
-                             "Ngày đăng ký / Registered"});
+    s = sink.Start(
+        "co-so", {"Mã cơ sở / Facility id", "Xã / Commune", "Tên cơ sở / Name", "Chủ cơ sở / Owner",
+                  "Loại hình / Kind", "Ngành / Sector", "Địa chỉ / Address", "Vĩ độ / Latitude",
+                  "Kinh độ / Longitude", "Lao động / Workers", "Sản phẩm chính / Main products",
+                  "Ngày đăng ký / Registered"});
     if (!s.ok()) return s;
   }
   s = ScanAll<Facility>(
@@ -230,13 +225,12 @@ absl::Status WriteRecordExport(RecordAccess& access, const Principal& caller,
           matched.emplace(f.id(), f.name());
           return absl::OkStatus();
         }
-        return sink.Add({Cell::Text(f.id()), Cell::Text(commune(f.commune_id())),
-                         Cell::Text(f.name()), Cell::Text(f.owner_name()),
-                         label(kcnet::v1::FacilityKind_descriptor(), f.kind()),
-                         label(kcnet::v1::Sector_descriptor(), f.sector()),
-                         Cell::Text(f.address()), Cell::Number(f.latitude()),
-                         Cell::Number(f.longitude()), Cell::Int(f.workers()),
-                         Cell::Text(f.main_products()), Cell::Date(VnDate(f.created_ms()))});
+        return sink.Add(
+            {Cell::Text(f.id()), Cell::Text(commune(f.commune_id())), Cell::Text(f.name()),
+             Cell::Text(f.owner_name()), label(kcnet::v1::FacilityKind_descriptor(), f.kind()),
+             label(kcnet::v1::Sector_descriptor(), f.sector()), Cell::Text(f.address()),
+             Cell::Number(f.latitude()), Cell::Number(f.longitude()), Cell::Int(f.workers()),
+             Cell::Text(f.main_products()), Cell::Date(VnDate(f.created_ms()))});
       });
   if (!s.ok() || facilities) return s;
   s = sink.Start("lan-tham", {"Mã lần thăm / Visit id", "Mã cơ sở / Facility id",

@@ -26,8 +26,7 @@ namespace kcnet::server {
 // Writes the rows of an export for `caller` to `sink` (bad input: INVALID_ARGUMENT naming
 // the field, before anything is written; an org unit out of scope: NOT_FOUND).
 absl::Status WriteRecordExport(RecordAccess& access, const Principal& caller,
-                               const kcnet::v1::ExportRecordsRequest& req,
-                               reports::RowSink& sink);
+                               const kcnet::v1::ExportRecordsRequest& req, reports::RowSink& sink);
 
 // The same rows in memory (tests and the benchmark).
 absl::StatusOr<reports::ReportTable> RecordExportTable(RecordAccess& access,

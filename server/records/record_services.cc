@@ -231,8 +231,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     if (req.has_requests()) {
       absl::StatusOr<FacilityIds> ids = FacilitiesWithRequests(*access_, p, req.requests());
       if (!ids.ok()) {
-        return absl::Status(ids.status().code(),
-                            absl::StrCat("requests.", ids.status().message()));
+        return absl::Status(ids.status().code(), absl::StrCat("requests.", ids.status().message()));
       }
       with_requests = *std::move(ids);
     }

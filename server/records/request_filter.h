@@ -38,8 +38,9 @@ absl::StatusOr<RequestFilter> MakeRequestFilter(RecordAccess& access, const Prin
 // `req` (as MakeRequestFilter, whose errors it returns): the map's points and the exports
 // of facilities and visits under the queue's filter.
 using FacilityIds = absl::flat_hash_set<std::string>;
-absl::StatusOr<FacilityIds> FacilitiesWithRequests(RecordAccess& access, const Principal& caller,
-                                                   const kcnet::v1::ListSupportRequestsRequest& req);
+absl::StatusOr<FacilityIds> FacilitiesWithRequests(
+    RecordAccess& access, const Principal& caller,
+    const kcnet::v1::ListSupportRequestsRequest& req);
 
 // The facility and visit filter of ListMapPoints and ExportRecords: INVALID_ARGUMENT naming
 // the field for a query over 200 bytes, an unknown kind or sector, or a negative bound of

@@ -36,9 +36,10 @@ ReportTable PipelineTable(const kcnet::v1::PipelineReport& report, Language lang
   t.headers = {"Yêu cầu / Request", "Mã xã / Commune id",   "Trạng thái / Status",
                "Từ ngày / Since",   "Số ngày / Age (days)", "Quá hạn / Overdue"};
   for (const auto& i : report.oldest()) {
-    t.rows.push_back({Cell::Text(i.request_id()), Cell::Int(i.commune_id()),
-                      Cell::Text(EnumLabel(kcnet::v1::RequestStatus_descriptor(), i.status(), language)), Cell::Date(i.since_date()),
-                      Cell::Int(i.age_days()), Cell::Text(i.overdue() ? "x" : "")});
+    t.rows.push_back(
+        {Cell::Text(i.request_id()), Cell::Int(i.commune_id()),
+         Cell::Text(EnumLabel(kcnet::v1::RequestStatus_descriptor(), i.status(), language)),
+         Cell::Date(i.since_date()), Cell::Int(i.age_days()), Cell::Text(i.overdue() ? "x" : "")});
   }
   return t;
 }
@@ -93,11 +94,13 @@ ReportTable BudgetTable(const kcnet::v1::BudgetReport& report, Language language
                "Số cơ sở dự kiến / Planned facilities",
                "Số đề nghị đã duyệt / Approved requests"};
   for (const auto& r : report.rows()) {
-    t.rows.push_back({Cell::Int(report.year()), Cell::Text(EnumLabel(kcnet::v1::FundingSource_descriptor(), r.funding_source(), language)),
-        Cell::Text(EnumLabel(kcnet::v1::SupportCategory_descriptor(), r.category(), language)), Cell::Vnd(r.planned_vnd()),
-                      Cell::Vnd(r.approved_vnd()), Cell::Vnd(r.disbursed_vnd()),
-                      Cell::Vnd(r.remaining_vnd()), Cell::Int(r.planned_facilities()),
-                      Cell::Int(r.approved_requests())});
+    t.rows.push_back(
+        {Cell::Int(report.year()),
+         Cell::Text(EnumLabel(kcnet::v1::FundingSource_descriptor(), r.funding_source(), language)),
+         Cell::Text(EnumLabel(kcnet::v1::SupportCategory_descriptor(), r.category(), language)),
+         Cell::Vnd(r.planned_vnd()), Cell::Vnd(r.approved_vnd()), Cell::Vnd(r.disbursed_vnd()),
+         Cell::Vnd(r.remaining_vnd()), Cell::Int(r.planned_facilities()),
+         Cell::Int(r.approved_requests())});
   }
   return t;
 }

@@ -53,7 +53,10 @@ void ExportChunkWriter::Next() {
     return;
   }
   chunk_.Clear();
-  if (offset_ == 0) chunk_.set_file_name(name_);
+  if (offset_ == 0) {
+    chunk_.set_file_name(name_);
+    chunk_.set_total_bytes(static_cast<int64_t>(size));
+  }
   const size_t n = std::min(kChunkBytes, size - offset_);
   if (file_.has_value()) {
     std::string data = file_->Read(n);

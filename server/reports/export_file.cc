@@ -109,8 +109,7 @@ absl::Status ExportFile::Start(const std::string& name, const std::vector<std::s
   share_ = workbook_add_format(book_);
   format_set_num_format(share_, "0.00%");
   for (size_t c = 0; c < headers.size(); ++c) {
-    worksheet_set_column(sheet_, static_cast<lxw_col_t>(c), static_cast<lxw_col_t>(c), 22,
-                         nullptr);
+    worksheet_set_column(sheet_, static_cast<lxw_col_t>(c), static_cast<lxw_col_t>(c), 22, nullptr);
   }
   for (size_t c = 0; c < headers.size(); ++c) {
     worksheet_write_string(sheet_, 0, static_cast<lxw_col_t>(c), headers[c].c_str(), bold);
@@ -158,7 +157,8 @@ absl::Status ExportFile::Add(const std::vector<Cell>& cells) {
     const auto col = static_cast<lxw_col_t>(c);
     switch (cell.kind) {
       case Cell::Kind::kText:
-        if (!cell.text.empty()) worksheet_write_string(sheet_, row, col, cell.text.c_str(), nullptr);
+        if (!cell.text.empty())
+          worksheet_write_string(sheet_, row, col, cell.text.c_str(), nullptr);
         break;
       case Cell::Kind::kInt:
       case Cell::Kind::kNumber:

@@ -75,9 +75,8 @@ const std::map<Key, Label>& Labels() {
 absl::StatusOr<Language> ParseLanguage(absl::string_view field, absl::string_view text) {
   if (text.empty() || text == "vi") return Language::kVietnamese;
   if (text == "en") return Language::kEnglish;
-  return absl::InvalidArgumentError(absl::StrCat(field, ": \"vi\" or \"en\", got \"",
-                                                 text.substr(0, 16),
-                                                 "\" / ngôn ngữ phải là vi hoặc en"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": \"vi\" or \"en\", got \"", text.substr(0, 16), "\" / ngôn ngữ phải là vi hoặc en"));
 }
 
 std::string EnumLabel(const google::protobuf::EnumDescriptor* type, int value, Language language) {

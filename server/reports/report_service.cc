@@ -282,7 +282,8 @@ class ExportWriter : public ExportChunkWriter {
     std::optional<Principal> caller = Authenticate(*ctx, *directory);
     if (!caller.has_value()) return;
     std::string name;
-    absl::StatusOr<ExportBytes> file = reporter->ExportToFile(caller->org_unit_ids, *request, &name);
+    absl::StatusOr<ExportBytes> file =
+        reporter->ExportToFile(caller->org_unit_ids, *request, &name);
     if (!file.ok()) {
       Finish(ToGrpcStatus(file.status()));
       return;

@@ -1109,7 +1109,6 @@ TEST_F(RecordServicesTest, RecordExportsHonourTheFiltersAndTheScope) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
-
 // Every chunk of an export call, concatenated; the file's name and the call's status.
 std::string ReadExport(RecordExportService::Stub& stub, grpc::ClientContext* ctx,
                        const ExportRecordsRequest& req, std::string* name, grpc::Status* status) {
@@ -1195,8 +1194,8 @@ TEST_F(RecordServicesTest, MapPointsAndExportsFollowTheQueueFilter) {
     map.set_page_token(page.next_page_token());
   }
   EXPECT_EQ(facilities, want);
-  EXPECT_TRUE(std::includes(want.begin(), want.end(), visit_facilities.begin(),
-                            visit_facilities.end()))
+  EXPECT_TRUE(
+      std::includes(want.begin(), want.end(), visit_facilities.begin(), visit_facilities.end()))
       << "only visits of the filter's facilities";
   EXPECT_TRUE(visits.count(visit_of[with.id()]));
   EXPECT_FALSE(visits.count(visit_of[without.id()]));
