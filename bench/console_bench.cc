@@ -13,8 +13,12 @@
 // js_css_gzip_bytes, search_p95_ms, map_points, map_load_ms, map_render_ms, map_fps,
 // xlsx_s and xlsx_rows (see that file; KCNET_CONSOLE_BENCH_ONLY=map,... runs only some
 // of its phases). Before the browser: records_xlsx_s (every visit as XLSX through
-// RecordExportService.ExportRecords over gRPC), records_xlsx_rows, records_xlsx_bytes, and
-// xlsx_100k_s when that is 100,000 rows or more (--scale=0.1 and up).
+// RecordExportService.ExportRecords over gRPC), records_xlsx_rows, records_xlsx_bytes,
+// records_xlsx_peak_rss_mib (the process's peak RSS during that export: the server is in
+// process; the peak is reset just before it through /proc/self/clear_refs) and
+// records_xlsx_rss_growth_mib (that peak less the RSS before it), and xlsx_100k_s and
+// xlsx_100k_rss_mib when that is 100,000 rows or more (--scale=0.1 and up). The browser
+// adds records_xlsx_browser_s (the same export clicked in the registry, to the download).
 //
 // Usage: console_bench [calls] [--scale=F] [--browser=0]
 //   calls: bridge calls of each kind (default 1000); --scale: of the browser's data set
@@ -23,8 +27,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -47,6 +53,20 @@ using namespace kcnet::v1;  // NOLINT
 void Die(const std::string& what) {
   std::cerr << "console_bench: " << what << "\n";
   std::exit(1);
+}
+
+// A "VmRSS:" or "VmHWM:" line of /proc/self/status, in MiB (0 when absent).
+double StatusMib(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, key)) {
+      double kib = 0;
+      std::istringstream(line.substr(key.size())) >> kib;
+      return kib / 1024;
+    }
+  }
+  return 0;
 }
 
 double P50(std::vector<double> ms) {
@@ -320,6 +340,8 @@ int main(int argc, char** argv) {
       ExportRecordsRequest request;
       request.set_type(EXPORT_RECORD_TYPE_VISITS);
       request.set_format(EXPORT_FORMAT_XLSX);
+      const double rss_before = StatusMib("VmRSS:");
+      std::ofstream("/proc/self/clear_refs") << "5";  // resets VmHWM (the peak) to VmRSS
       Timer timer;
       auto reader = RecordExportService::NewStub(channel)->ExportRecords(&context, request);
       ExportChunk chunk;
@@ -327,7 +349,11 @@ int main(int argc, char** argv) {
       while (reader->Read(&chunk)) bytes += chunk.data().size();
       if (!reader->Finish().ok()) Die("ExportRecords");
       const double seconds = timer.Seconds();
+      const double peak = StatusMib("VmHWM:");
       Emit("console", "records_xlsx_s", seconds, "s");
+      Emit("console", "records_xlsx_peak_rss_mib", peak, "MiB");
+      Emit("console", "records_xlsx_rss_growth_mib", peak - rss_before, "MiB");
+      if (n_visits >= 100000) Emit("console", "xlsx_100k_rss_mib", peak, "MiB");
       Emit("console", "records_xlsx_rows", static_cast<double>(n_visits), "rows");
       Emit("console", "records_xlsx_bytes", static_cast<double>(bytes), "bytes");
       if (n_visits >= 100000) Emit("console", "xlsx_100k_s", seconds, "s");

@@ -22,6 +22,9 @@ const vi = {
   exportRequests: "Tải danh sách đề nghị",
   exportFacilities: "Tải danh sách cơ sở",
   exportVisits: "Tải danh sách lần thăm",
+  mapQueueFilter:
+    "Theo bộ lọc của hàng đợi đề nghị: chỉ các cơ sở có đề nghị khớp bộ lọc, và lần thăm của các cơ sở đó.",
+  clearQueueFilter: "Bỏ bộ lọc của hàng đợi",
 };
 type Catalogue = typeof vi;
 
@@ -44,6 +47,9 @@ const en: Catalogue = {
   exportRequests: "Download the requests",
   exportFacilities: "Download the facilities",
   exportVisits: "Download the visits",
+  mapQueueFilter:
+    "Following the review queue's filters: only facilities with a matching request, and their visits.",
+  clearQueueFilter: "Clear the queue's filters",
 };
 
 export function tf(): Catalogue {

@@ -28,6 +28,12 @@ export interface RequestFilterFields {
 const int = (s: string) => (/^\d+$/.test(s) ? Number(s) : 0);
 const id = (s: string) => (/^\d+$/.test(s) ? BigInt(s) : 0n);
 
+/** Whether the URL carries any of the queue's filters (then the map and its exports
+ * follow them too: the issue's "saved filters shared by the queue, the map and exports"). */
+export function hasQueueFilter(f: Filters): boolean {
+  return Object.values(f).some((v) => v !== "");
+}
+
 export function requestFilter(f: Filters, role: Role | undefined): RequestFilterFields {
   const status =
     f.status === "all"

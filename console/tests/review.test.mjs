@@ -15,7 +15,7 @@
 // Exit 77 (ctest: skipped) when chromium is missing or kcnet-server has no HTTP bridge.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -433,14 +433,70 @@ async function main() {
   const xlsxFile = join(work, "de-nghi-ho-tro.xlsx");
   await download.saveAs(xlsxFile);
   await page.locator('#exports li[data-export-state="done"]').first().waitFor();
+  // Written row by row (constant memory): the strings are inline in the sheet.
   const sheetXml = execFileSync("unzip", ["-p", xlsxFile, "xl/worksheets/sheet1.xml"], { encoding: "utf8" });
-  const strings = execFileSync("unzip", ["-p", xlsxFile, "xl/sharedStrings.xml"], { encoding: "utf8" });
+  const strings = sheetXml;
   assert.equal((sheetXml.match(/<row /g) ?? []).length, m + 1, "a header and one row per request of the filter");
   assert.ok(strings.includes(r1) && strings.includes(r2), "the filtered requests are in the file");
   assert.ok(!strings.includes(r3), "another district's request is not");
   assert.ok(strings.includes("Trạng thái / Status"), "Vietnamese first in the headers");
   assert.match(sheetXml, /<c r="F2"[^>]*><v>\d+<\/v><\/c>/, "the requested amount is a number");
+  // Status and category as Vietnamese labels, never the enum's names.
+  assert.ok(strings.includes("Huyện đã đồng ý") || strings.includes("Đã phê duyệt"), "statuses in Vietnamese");
+  assert.ok(!/REQUEST_STATUS_|>ENDORSED<|>APPROVED</.test(strings), "no enum names");
   await shoot("queue-export");
+
+  step("the map and its exports follow the queue's filter (carried in the URL)");
+  const queueFilter = { authorId: collab1Id, communeIds: [collab1Commune] }; // status: all
+  // The oracle: the facilities of the requests the queue lists for this filter.
+  const wantFacilities = new Set();
+  {
+    let pageToken = "";
+    do {
+      const r = await call(officerToken, "kcnet.v1.SupportRequestService/ListSupportRequests", { ...queueFilter, pageToken });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      for (const q of r.body.supportRequests ?? []) wantFacilities.add(q.facilityId);
+      pageToken = r.body.nextPageToken ?? "";
+    } while (pageToken);
+  }
+  const everyPoint = await call(officerToken, "kcnet.v1.FacilityService/ListMapPoints", { facilitiesOnly: true, pageSize: 20000 });
+  assert.equal(everyPoint.status, 200, JSON.stringify(everyPoint.body));
+  const everyFacility = (everyPoint.body.points ?? []).filter((p) => p.type === "MAP_POINT_TYPE_FACILITY");
+  assert.ok(wantFacilities.size >= 1, "the filter matches some requests");
+  assert.ok(everyFacility.length > wantFacilities.size, "the filter leaves facilities out (the test means something)");
+  const wantWithPlace = everyFacility.filter((p) => wantFacilities.has(p.id) && (p.latitude || p.longitude)).length;
+  await page.getByRole("link", { name: "Bản đồ" }).click();
+  await page.locator("#map-queue-filter").waitFor();
+  assert.match(page.url(), new RegExp(`author=${collab1Id}`), "the queue's filter is in the map's URL");
+  await page.locator("#map-count", { hasText: "điểm" }).waitFor();
+  await page.getByLabel("Lần thăm", { exact: true }).uncheck();
+  // The facilities the map loaded (with a place or not) are exactly the filter's; those
+  // with a place are drawn.
+  await page.waitForFunction(
+    ([n, drawn]) => {
+      const c = document.querySelector("#map-canvas");
+      return c?.dataset.facilities === String(n) && c?.dataset.points === String(drawn);
+    },
+    [wantFacilities.size, wantWithPlace],
+    { timeout: 10000 },
+  );
+  const [mapCsv] = await Promise.all([
+    page.waitForEvent("download", { timeout: 60000 }),
+    page.locator("#export-facilities-csv").click(),
+  ]);
+  assert.equal(mapCsv.suggestedFilename(), "co-so.csv");
+  const mapCsvFile = join(work, "map-co-so.csv");
+  await mapCsv.saveAs(mapCsvFile);
+  const exportedIds = readFileSync(mapCsvFile, "utf8")
+    .replace(/^\uFEFF/, "")
+    .split(/\r\n/)
+    .slice(1)
+    .filter((l) => l)
+    .map((l) => l.split(",")[0])
+    .sort();
+  assert.deepEqual(exportedIds, [...wantFacilities].sort(), "the map's export holds exactly the filter's facilities");
+  await axeCheck("map with the queue's filter");
+  await shoot("map-queue-filter");
 
   assert.deepEqual(pageProblems, [], "no CSP violation or page error");
   console.log("console review test: OK");

@@ -12,6 +12,8 @@
 #include "kcnet/v1/record_export.grpc.pb.h"
 #include "server/records/request_filter.h"
 #include "server/reports/export_chunks.h"
+#include "server/reports/export_file.h"
+#include "server/reports/labels.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "sync/model/record_types.h"
 #include "sync/text_fold.h"
@@ -31,17 +33,6 @@ using reports::ReportTable;
 std::string VnDate(int64_t ms) {
   if (ms == 0) return "";
   return absl::FormatTime("%Y-%m-%d", absl::FromUnixMillis(ms), absl::FixedTimeZone(7 * 3600));
-}
-
-// An enum value's name without its type prefix ("SUBMITTED" for REQUEST_STATUS_SUBMITTED);
-// "" for 0 (unspecified).
-std::string EnumText(const google::protobuf::EnumDescriptor* type, int value,
-                     absl::string_view prefix) {
-  if (value == 0) return "";
-  const google::protobuf::EnumValueDescriptor* v = type->FindValueByNumber(value);
-  if (v == nullptr) return absl::StrCat(value);
-  std::string name(v->name());
-  return name.size() > prefix.size() ? name.substr(prefix.size()) : name;
 }
 
 // Whether a facility matches the registry's search (as ListFacilities: folded words, the
@@ -67,7 +58,8 @@ bool FacilityMatches(const Facility& f, const ExportRecordsRequest& req,
   return true;
 }
 
-// Reads every record of `query` (all pages), handing each decoded message to `row`.
+// Reads every record of `query` (all pages), handing each decoded message to `row`; stops
+// at the first error (of decoding or of `row`).
 template <typename Message, typename Row>
 absl::Status ScanAll(RecordAccess& access, sync::ListQuery query, Row row) {
   bool at_end = false;
@@ -77,39 +69,33 @@ absl::Status ScanAll(RecordAccess& access, sync::ListQuery query, Row row) {
       [&](const RecordChange& r) {
         Message m;
         failed = model::FromChange(r, &m);
-        if (!failed.ok()) return false;
-        row(m);
-        return true;
+        if (failed.ok()) failed = row(m);
+        return failed.ok();
       },
       &at_end);
   if (!last.ok()) return last.status();
   return failed;
 }
 
-// One export in flight: authenticated, built whole, then sent chunk by chunk.
+// One export in flight: authenticated, written row by row to a temporary file, then sent
+// chunk by chunk from it.
 class ExportRecordsWriter : public reports::ExportChunkWriter {
  public:
   ExportRecordsWriter(RecordAccess* access, grpc::CallbackServerContext* ctx,
                       const ExportRecordsRequest* request) {
     std::optional<Principal> caller = Authenticate(*ctx, access->directory());
     if (!caller.has_value()) return;
-    absl::StatusOr<ReportTable> table = RecordExportTable(*access, *caller, *request);
-    if (!table.ok()) {
-      Finish(ToGrpcStatus(table.status()));
-      return;
-    }
-    const bool xlsx = request->format() == kcnet::v1::EXPORT_FORMAT_XLSX;
-    std::string name = absl::StrCat(table->name, xlsx ? ".xlsx" : ".csv");
-    if (!xlsx) {
-      Send(std::move(name), reports::ToCsv(*table));
-      return;
-    }
-    absl::StatusOr<std::string> bytes = reports::ToXlsx(*table);
+    reports::ExportFile file(request->format() == kcnet::v1::EXPORT_FORMAT_XLSX
+                                 ? reports::ExportFile::Format::kXlsx
+                                 : reports::ExportFile::Format::kCsv);
+    absl::Status s = WriteRecordExport(*access, *caller, *request, file);
+    absl::StatusOr<reports::ExportBytes> bytes =
+        s.ok() ? file.Finish() : absl::StatusOr<reports::ExportBytes>(s);
     if (!bytes.ok()) {
       Finish(ToGrpcStatus(bytes.status()));
       return;
     }
-    Send(std::move(name), *std::move(bytes));
+    SendFile(file.file_name(), *std::move(bytes));
   }
 };
 
@@ -130,6 +116,15 @@ class RecordExportServiceImpl : public kcnet::v1::RecordExportService::CallbackS
 
 absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Principal& caller,
                                               const ExportRecordsRequest& req) {
+  ReportTable t;
+  reports::TableSink sink(&t);
+  absl::Status s = WriteRecordExport(access, caller, req, sink);
+  if (!s.ok()) return s;
+  return t;
+}
+
+absl::Status WriteRecordExport(RecordAccess& access, const Principal& caller,
+                               const ExportRecordsRequest& req, reports::RowSink& sink) {
   if (req.format() != kcnet::v1::EXPORT_FORMAT_CSV &&
       req.format() != kcnet::v1::EXPORT_FORMAT_XLSX) {
     return absl::InvalidArgumentError("format: CSV or XLSX");
@@ -137,6 +132,12 @@ absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Princi
   absl::Status filter = CheckFacilityFilter(req.query(), req.kind(), req.sector(),
                                             req.visited_from_ms(), req.visited_to_ms());
   if (!filter.ok()) return filter;
+  absl::StatusOr<reports::Language> language = reports::ParseLanguage("language", req.language());
+  if (!language.ok()) return language.status();
+  const reports::Language lang = *language;
+  auto label = [lang](const google::protobuf::EnumDescriptor* type, int value) {
+    return Cell::Text(reports::EnumLabel(type, value, lang));
+  };
   std::unordered_map<int64_t, std::string> commune_names;
   auto commune = [&](int64_t id) -> const std::string& {
     auto it = commune_names.find(id);
@@ -146,26 +147,20 @@ absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Princi
     }
     return it->second;
   };
-  ReportTable t;
   if (req.type() == kcnet::v1::EXPORT_RECORD_TYPE_REQUESTS) {
     absl::StatusOr<RequestFilter> filter = MakeRequestFilter(access, caller, req.requests());
     if (!filter.ok()) {
       return absl::Status(filter.status().code(),
                           absl::StrCat("requests.", filter.status().message()));
     }
-    t.name = "de-nghi-ho-tro";
-    t.headers = {"Mã đề nghị / Request id",
-                 "Mã cơ sở / Facility id",
-                 "Xã / Commune",
-                 "Nội dung hỗ trợ / Category",
-                 "Trạng thái / Status",
-                 "Số tiền đề nghị / Requested (VND)",
-                 "Đối ứng / Own contribution",
-                 "Nguồn đề xuất / Proposed funding",
-                 "Số tiền duyệt / Approved (VND)",
-                 "Nguồn duyệt / Approved funding",
-                 "Ngày tạo / Created",
-                 "Cập nhật / Updated"};
+    absl::Status s =
+        sink.Start("de-nghi-ho-tro",
+                   {"Mã đề nghị / Request id", "Mã cơ sở / Facility id", "Xã / Commune",
+                    "Nội dung hỗ trợ / Category", "Trạng thái / Status",
+                    "Số tiền đề nghị / Requested (VND)", "Đối ứng / Own contribution (VND)",
+                    "Nguồn đề xuất / Proposed funding", "Số tiền duyệt / Approved (VND)",
+                    "Nguồn duyệt / Approved funding", "Ngày tạo / Created", "Cập nhật / Updated"});
+    if (!s.ok()) return s;
     bool at_end = false;
     absl::Status failed;
     absl::StatusOr<uint64_t> last = access.Scan(
@@ -174,26 +169,23 @@ absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Princi
           if (filter->keep && !filter->keep(record)) return true;
           SupportRequest r;
           failed = model::FromChange(record, &r);
-          if (!failed.ok()) return false;
-          t.rows.push_back(
-              {Cell::Text(r.id()), Cell::Text(r.facility_id()), Cell::Text(commune(r.commune_id())),
-               Cell::Text(EnumText(kcnet::v1::SupportCategory_descriptor(), r.category(),
-                                   "SUPPORT_CATEGORY_")),
-               Cell::Text(
-                   EnumText(kcnet::v1::RequestStatus_descriptor(), r.status(), "REQUEST_STATUS_")),
-               Cell::Vnd(r.requested_amount_vnd()), Cell::Vnd(r.own_contribution_vnd()),
-               Cell::Text(EnumText(kcnet::v1::FundingSource_descriptor(), r.proposed_funding(),
-                                   "FUNDING_SOURCE_")),
-               Cell::Vnd(r.approved_amount_vnd()),
-               Cell::Text(EnumText(kcnet::v1::FundingSource_descriptor(), r.approved_funding(),
-                                   "FUNDING_SOURCE_")),
-               Cell::Date(VnDate(r.created_ms())), Cell::Date(VnDate(r.updated_ms()))});
-          return true;
+          if (failed.ok()) {
+            failed =
+                sink.Add({Cell::Text(r.id()), Cell::Text(r.facility_id()),
+                          Cell::Text(commune(r.commune_id())),
+                          label(kcnet::v1::SupportCategory_descriptor(), r.category()),
+                          label(kcnet::v1::RequestStatus_descriptor(), r.status()),
+                          Cell::Vnd(r.requested_amount_vnd()), Cell::Vnd(r.own_contribution_vnd()),
+                          label(kcnet::v1::FundingSource_descriptor(), r.proposed_funding()),
+                          Cell::Vnd(r.approved_amount_vnd()),
+                          label(kcnet::v1::FundingSource_descriptor(), r.approved_funding()),
+                          Cell::Date(VnDate(r.created_ms())), Cell::Date(VnDate(r.updated_ms()))});
+          }
+          return failed.ok();
         },
         &at_end);
     if (!last.ok()) return last.status();
-    if (!failed.ok()) return failed;
-    return t;
+    return failed;
   }
   if (req.type() != kcnet::v1::EXPORT_RECORD_TYPE_FACILITIES &&
       req.type() != kcnet::v1::EXPORT_RECORD_TYPE_VISITS) {
@@ -201,62 +193,62 @@ absl::StatusOr<ReportTable> RecordExportTable(RecordAccess& access, const Princi
   }
   absl::StatusOr<std::vector<int64_t>> scope = access.ListScope(caller, req.org_unit_id());
   if (!scope.ok()) return scope.status();
+  // The queue's filter, when the console sends it: only facilities with a matching request.
+  std::optional<FacilityIds> with_requests;
+  if (req.has_requests()) {
+    absl::StatusOr<FacilityIds> ids = FacilitiesWithRequests(access, caller, req.requests());
+    if (!ids.ok()) {
+      return absl::Status(ids.status().code(), absl::StrCat("requests.", ids.status().message()));
+    }
+    with_requests = *std::move(ids);
+  }
+  const int64_t author = req.has_requests() ? req.requests().author_id() : 0;
   const std::vector<std::string> words = sync::SearchWords(req.query());
   const bool facilities = req.type() == kcnet::v1::EXPORT_RECORD_TYPE_FACILITIES;
-  // The facilities that match (for visits: their names, to keep their visits only).
+  // For visits: the names of the facilities that match, to keep their visits only.
   std::unordered_map<std::string, std::string> matched;
+  absl::Status s;
   if (facilities) {
-    t.name = "co-so";
-    t.headers = {"Mã cơ sở / Facility id",
-                 "Xã / Commune",
-                 "Tên cơ sở / Name",
-                 "Chủ cơ sở / Owner",
-                 "Loại hình / Kind",
-                 "Ngành / Sector",
-                 "Địa chỉ / Address",
-                 "Vĩ độ / Latitude",
-                 "Kinh độ / Longitude",
-                 "Lao động / Workers",
-                 "Sản phẩm chính / Main products",
-                 "Ngày đăng ký / Registered"};
+    s = sink.Start(
+        "co-so", {"Mã cơ sở / Facility id", "Xã / Commune", "Tên cơ sở / Name", "Chủ cơ sở / Owner",
+                  "Loại hình / Kind", "Ngành / Sector", "Địa chỉ / Address", "Vĩ độ / Latitude",
+                  "Kinh độ / Longitude", "Lao động / Workers", "Sản phẩm chính / Main products",
+                  "Ngày đăng ký / Registered"});
+    if (!s.ok()) return s;
   }
-  absl::Status s = ScanAll<Facility>(
+  s = ScanAll<Facility>(
       access, sync::ListQuery{.type = model::kFacilityType, .buckets = *scope},
       [&](const Facility& f) {
-        if (!FacilityMatches(f, req, words)) return;
+        if (!FacilityMatches(f, req, words)) return absl::OkStatus();
+        if (with_requests.has_value() && !with_requests->contains(f.id())) return absl::OkStatus();
         if (!facilities) {
           matched.emplace(f.id(), f.name());
-          return;
+          return absl::OkStatus();
         }
-        t.rows.push_back(
+        return sink.Add(
             {Cell::Text(f.id()), Cell::Text(commune(f.commune_id())), Cell::Text(f.name()),
-             Cell::Text(f.owner_name()),
-             Cell::Text(EnumText(kcnet::v1::FacilityKind_descriptor(), f.kind(), "FACILITY_KIND_")),
-             Cell::Text(EnumText(kcnet::v1::Sector_descriptor(), f.sector(), "SECTOR_")),
-             Cell::Text(f.address()), Cell::Number(f.latitude()), Cell::Number(f.longitude()),
-             Cell::Int(f.workers()), Cell::Text(f.main_products()),
-             Cell::Date(VnDate(f.created_ms()))});
+             Cell::Text(f.owner_name()), label(kcnet::v1::FacilityKind_descriptor(), f.kind()),
+             label(kcnet::v1::Sector_descriptor(), f.sector()), Cell::Text(f.address()),
+             Cell::Number(f.latitude()), Cell::Number(f.longitude()), Cell::Int(f.workers()),
+             Cell::Text(f.main_products()), Cell::Date(VnDate(f.created_ms()))});
       });
+  if (!s.ok() || facilities) return s;
+  s = sink.Start("lan-tham", {"Mã lần thăm / Visit id", "Mã cơ sở / Facility id",
+                              "Tên cơ sở / Facility", "Xã / Commune", "Ngày thăm / Visited",
+                              "Mục đích / Purpose", "Vĩ độ / Latitude", "Kinh độ / Longitude"});
   if (!s.ok()) return s;
-  if (facilities) return t;
-  t.name = "lan-tham";
-  t.headers = {"Mã lần thăm / Visit id", "Mã cơ sở / Facility id", "Tên cơ sở / Facility",
-               "Xã / Commune",           "Ngày thăm / Visited",    "Mục đích / Purpose",
-               "Vĩ độ / Latitude",       "Kinh độ / Longitude"};
   const int64_t from = req.visited_from_ms(), to = req.visited_to_ms();
-  s = ScanAll<Visit>(
+  return ScanAll<Visit>(
       access, sync::ListQuery{.type = model::kVisitType, .buckets = *scope}, [&](const Visit& v) {
-        if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return;
+        if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return absl::OkStatus();
+        if (author != 0 && v.collaborator_id() != author) return absl::OkStatus();
         auto it = matched.find(v.facility_id());
-        if (it == matched.end()) return;
-        t.rows.push_back({Cell::Text(v.id()), Cell::Text(v.facility_id()), Cell::Text(it->second),
-                          Cell::Text(commune(v.commune_id())), Cell::Date(VnDate(v.visited_ms())),
-                          Cell::Text(EnumText(kcnet::v1::VisitPurpose_descriptor(), v.purpose(),
-                                              "VISIT_PURPOSE_")),
-                          Cell::Number(v.latitude()), Cell::Number(v.longitude())});
+        if (it == matched.end()) return absl::OkStatus();
+        return sink.Add({Cell::Text(v.id()), Cell::Text(v.facility_id()), Cell::Text(it->second),
+                         Cell::Text(commune(v.commune_id())), Cell::Date(VnDate(v.visited_ms())),
+                         label(kcnet::v1::VisitPurpose_descriptor(), v.purpose()),
+                         Cell::Number(v.latitude()), Cell::Number(v.longitude())});
       });
-  if (!s.ok()) return s;
-  return t;
 }
 
 std::unique_ptr<grpc::Service> MakeRecordExportService(const RecordServiceDeps& deps) {

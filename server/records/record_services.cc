@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -223,6 +224,18 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     }
     const size_t limit = req.page_size() == 0 ? kDefaultMapPage : req.page_size();
     const std::vector<std::string> words = sync::SearchWords(req.query());
+    // The queue's filter: the facilities with a matching request, and their visits only
+    // (by its collaborator when it names one). Read again for each page: simple, and the
+    // requests are far fewer than the points.
+    std::optional<FacilityIds> with_requests;
+    if (req.has_requests()) {
+      absl::StatusOr<FacilityIds> ids = FacilitiesWithRequests(*access_, p, req.requests());
+      if (!ids.ok()) {
+        return absl::Status(ids.status().code(), absl::StrCat("requests.", ids.status().message()));
+      }
+      with_requests = *std::move(ids);
+    }
+    const int64_t author = req.has_requests() ? req.requests().author_id() : 0;
     bool at_end = false;
     if (!visits_phase) {
       sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope, .after = after};
@@ -234,6 +247,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
             if (req.kind() != 0 && f.kind() != req.kind()) return true;
             if (req.sector() != 0 && f.sector() != req.sector()) return true;
             if (!words.empty() && !FacilityMatches(r, words)) return true;
+            if (with_requests.has_value() && !with_requests->contains(f.id())) return true;
             kcnet::v1::MapPoint* point = resp->add_points();
             point->set_id(f.id());
             point->set_type(kcnet::v1::MAP_POINT_TYPE_FACILITY);
@@ -264,6 +278,8 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
           Visit v;
           if (!model::FromChange(r, &v).ok()) return true;
           if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return true;
+          if (with_requests.has_value() && !with_requests->contains(v.facility_id())) return true;
+          if (author != 0 && v.collaborator_id() != author) return true;
           kcnet::v1::MapPoint* point = resp->add_points();
           point->set_id(v.id());
           point->set_type(kcnet::v1::MAP_POINT_TYPE_VISIT);

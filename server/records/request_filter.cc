@@ -102,6 +102,30 @@ absl::StatusOr<RequestFilter> MakeRequestFilter(RecordAccess& access, const Prin
   return f;
 }
 
+absl::StatusOr<FacilityIds> FacilitiesWithRequests(
+    RecordAccess& access, const Principal& caller,
+    const kcnet::v1::ListSupportRequestsRequest& req) {
+  absl::StatusOr<RequestFilter> filter = MakeRequestFilter(access, caller, req);
+  if (!filter.ok()) return filter.status();
+  FacilityIds ids;
+  bool at_end = false;
+  absl::Status failed;
+  absl::StatusOr<uint64_t> last = access.Scan(
+      filter->query,
+      [&](const RecordChange& record) {
+        if (filter->keep && !filter->keep(record)) return true;
+        SupportRequest r;
+        failed = model::FromChange(record, &r);
+        if (!failed.ok()) return false;
+        ids.insert(r.facility_id());
+        return true;
+      },
+      &at_end);
+  if (!last.ok()) return last.status();
+  if (!failed.ok()) return failed;
+  return ids;
+}
+
 absl::Status CheckFacilityFilter(absl::string_view query, int kind, int sector,
                                  int64_t visited_from_ms, int64_t visited_to_ms) {
   if (query.size() > 200) {

@@ -9,7 +9,9 @@
 #define KCNET_SERVER_RECORDS_REQUEST_FILTER_H_
 
 #include <functional>
+#include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -31,6 +33,14 @@ struct RequestFilter {
 // the caller's scope (as one that does not exist).
 absl::StatusOr<RequestFilter> MakeRequestFilter(RecordAccess& access, const Principal& caller,
                                                 const kcnet::v1::ListSupportRequestsRequest& req);
+
+// The ids of the facilities with at least one request that matches the queue's filter
+// `req` (as MakeRequestFilter, whose errors it returns): the map's points and the exports
+// of facilities and visits under the queue's filter.
+using FacilityIds = absl::flat_hash_set<std::string>;
+absl::StatusOr<FacilityIds> FacilitiesWithRequests(
+    RecordAccess& access, const Principal& caller,
+    const kcnet::v1::ListSupportRequestsRequest& req);
 
 // The facility and visit filter of ListMapPoints and ExportRecords: INVALID_ARGUMENT naming
 // the field for a query over 200 bytes, an unknown kind or sector, or a negative bound of

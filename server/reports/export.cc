@@ -1,75 +1,12 @@
 #include "server/reports/export.h"
 
-#include <unistd.h>
-
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "kcnet/v1/domain.pb.h"
-#include "xlsxwriter.h"
+#include "server/reports/export_file.h"
 
 namespace kcnet::server::reports {
-namespace {
-
-std::string StatusName(int status) {
-  const std::string name = kcnet::v1::RequestStatus_Name(status);
-  constexpr absl::string_view kPrefix = "REQUEST_STATUS_";
-  return name.size() > kPrefix.size() ? name.substr(kPrefix.size()) : name;
-}
-
-std::string CsvField(const std::string& text) {
-  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
-}  // namespace
-
-std::string FundingLabel(kcnet::v1::FundingSource f) {
-  switch (f) {
-    case kcnet::v1::FUNDING_SOURCE_LOCAL:
-      return "Ngân sách địa phương / Local budget";
-    case kcnet::v1::FUNDING_SOURCE_NATIONAL:
-      return "Ngân sách trung ương / National budget";
-    case kcnet::v1::FUNDING_SOURCE_COUNTERPART:
-      return "Vốn đối ứng / Counterpart funds";
-    default:
-      return absl::StrCat(static_cast<int>(f));
-  }
-}
-
-std::string CategoryLabel(kcnet::v1::SupportCategory c) {
-  switch (c) {
-    case kcnet::v1::SUPPORT_CATEGORY_DEMONSTRATION_MODEL:
-      return "Mô hình trình diễn / Demonstration model";
-    case kcnet::v1::SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY:
-      return "Máy móc, công nghệ / Machinery and technology";
-    case kcnet::v1::SUPPORT_CATEGORY_TRAINING:
-      return "Đào tạo / Training";
-    case kcnet::v1::SUPPORT_CATEGORY_MANAGEMENT_CONSULTING:
-      return "Tư vấn quản lý / Management consulting";
-    case kcnet::v1::SUPPORT_CATEGORY_PRODUCT_DEVELOPMENT:
-      return "Phát triển sản phẩm / Product development";
-    case kcnet::v1::SUPPORT_CATEGORY_TRADE_PROMOTION:
-      return "Xúc tiến thương mại / Trade promotion";
-    case kcnet::v1::SUPPORT_CATEGORY_CLEANER_PRODUCTION:
-      return "Sản xuất sạch hơn / Cleaner production";
-    case kcnet::v1::SUPPORT_CATEGORY_OTHER:
-      return "Khác / Other";
-    default:
-      return absl::StrCat(static_cast<int>(c));
-  }
-}
 
 bool IsExportableReport(const std::string& name) {
   return name == "coverage" || name == "pipeline" || name == "activity" || name == "quality" ||
@@ -85,23 +22,24 @@ ReportTable CoverageTable(const kcnet::v1::CoverageReport& report) {
   auto add = [&](const kcnet::v1::CoverageRow& r, const std::string& name) {
     t.rows.push_back({Cell::Int(r.commune_id()), Cell::Text(name),
                       Cell::Int(r.registered_facilities()), Cell::Int(r.visited_facilities()),
-                      Cell::Number(r.share())});
+                      Cell::Share(r.share())});
   };
   for (const auto& r : report.communes()) add(r, r.commune_name());
   add(report.total(), "Tổng / Total");
   return t;
 }
 
-ReportTable PipelineTable(const kcnet::v1::PipelineReport& report) {
+ReportTable PipelineTable(const kcnet::v1::PipelineReport& report, Language language) {
   ReportTable t;
   t.name = "pipeline";
   t.as_of_op = report.as_of_op();
   t.headers = {"Yêu cầu / Request", "Mã xã / Commune id",   "Trạng thái / Status",
                "Từ ngày / Since",   "Số ngày / Age (days)", "Quá hạn / Overdue"};
   for (const auto& i : report.oldest()) {
-    t.rows.push_back({Cell::Text(i.request_id()), Cell::Int(i.commune_id()),
-                      Cell::Text(StatusName(i.status())), Cell::Date(i.since_date()),
-                      Cell::Int(i.age_days()), Cell::Text(i.overdue() ? "x" : "")});
+    t.rows.push_back(
+        {Cell::Text(i.request_id()), Cell::Int(i.commune_id()),
+         Cell::Text(EnumLabel(kcnet::v1::RequestStatus_descriptor(), i.status(), language)),
+         Cell::Date(i.since_date()), Cell::Int(i.age_days()), Cell::Text(i.overdue() ? "x" : "")});
   }
   return t;
 }
@@ -142,7 +80,7 @@ ReportTable QualityTable(const kcnet::v1::QualityReport& report) {
   return t;
 }
 
-ReportTable BudgetTable(const kcnet::v1::BudgetReport& report) {
+ReportTable BudgetTable(const kcnet::v1::BudgetReport& report, Language language) {
   ReportTable t;
   t.name = "budget";
   t.as_of_op = report.as_of_op();
@@ -156,11 +94,13 @@ ReportTable BudgetTable(const kcnet::v1::BudgetReport& report) {
                "Số cơ sở dự kiến / Planned facilities",
                "Số đề nghị đã duyệt / Approved requests"};
   for (const auto& r : report.rows()) {
-    t.rows.push_back({Cell::Int(report.year()), Cell::Text(FundingLabel(r.funding_source())),
-                      Cell::Text(CategoryLabel(r.category())), Cell::Vnd(r.planned_vnd()),
-                      Cell::Vnd(r.approved_vnd()), Cell::Vnd(r.disbursed_vnd()),
-                      Cell::Vnd(r.remaining_vnd()), Cell::Int(r.planned_facilities()),
-                      Cell::Int(r.approved_requests())});
+    t.rows.push_back(
+        {Cell::Int(report.year()),
+         Cell::Text(EnumLabel(kcnet::v1::FundingSource_descriptor(), r.funding_source(), language)),
+         Cell::Text(EnumLabel(kcnet::v1::SupportCategory_descriptor(), r.category(), language)),
+         Cell::Vnd(r.planned_vnd()), Cell::Vnd(r.approved_vnd()), Cell::Vnd(r.disbursed_vnd()),
+         Cell::Vnd(r.remaining_vnd()), Cell::Int(r.planned_facilities()),
+         Cell::Int(r.approved_requests())});
   }
   return t;
 }
@@ -220,98 +160,27 @@ ReportTable OutcomesTable(const kcnet::v1::OutcomesReport& report) {
   return t;
 }
 
+namespace {
+
+absl::StatusOr<std::string> WriteWhole(const ReportTable& table, ExportFile::Format format) {
+  ExportFile file(format);
+  absl::Status s = file.Start(table.name, table.headers);
+  for (size_t r = 0; s.ok() && r < table.rows.size(); ++r) s = file.Add(table.rows[r]);
+  if (!s.ok()) return s;
+  absl::StatusOr<ExportBytes> bytes = file.Finish();
+  if (!bytes.ok()) return bytes.status();
+  return bytes->ReadAll();
+}
+
+}  // namespace
+
 std::string ToCsv(const ReportTable& table) {
-  std::string out = "\xEF\xBB\xBF";
-  std::vector<std::string> fields;
-  for (const std::string& h : table.headers) fields.push_back(CsvField(h));
-  absl::StrAppend(&out, absl::StrJoin(fields, ","), "\r\n");
-  for (const auto& row : table.rows) {
-    fields.clear();
-    for (const Cell& c : row) {
-      switch (c.kind) {
-        case Cell::Kind::kText:
-        case Cell::Kind::kDate:
-          fields.push_back(CsvField(c.text));
-          break;
-        case Cell::Kind::kInt:
-        case Cell::Kind::kVnd:
-          fields.push_back(absl::StrCat(static_cast<int64_t>(c.number)));
-          break;
-        case Cell::Kind::kNumber:
-          fields.push_back(absl::StrFormat("%.4f", c.number));
-          break;
-      }
-    }
-    absl::StrAppend(&out, absl::StrJoin(fields, ","), "\r\n");
-  }
-  return out;
+  absl::StatusOr<std::string> csv = WriteWhole(table, ExportFile::Format::kCsv);
+  return csv.ok() ? *std::move(csv) : "";
 }
 
 absl::StatusOr<std::string> ToXlsx(const ReportTable& table) {
-  // libxlsxwriter writes a file: a private temporary one, read back and removed.
-  char path[] = "/tmp/kcnet-export-XXXXXX";
-  const int fd = mkstemp(path);
-  if (fd < 0) return absl::InternalError("export: cannot create a temporary file");
-  close(fd);
-  lxw_workbook* book = workbook_new(path);
-  if (book == nullptr) {
-    std::remove(path);
-    return absl::InternalError("export: libxlsxwriter cannot start a workbook");
-  }
-  lxw_worksheet* sheet = workbook_add_worksheet(book, table.name.c_str());
-  lxw_format* bold = workbook_add_format(book);
-  format_set_bold(bold);
-  lxw_format* date = workbook_add_format(book);
-  format_set_num_format(date, "yyyy-mm-dd");
-  lxw_format* vnd = workbook_add_format(book);
-  format_set_num_format(vnd, "#,##0");
-  lxw_format* share = workbook_add_format(book);
-  format_set_num_format(share, "0.00%");
-  for (size_t c = 0; c < table.headers.size(); ++c) {
-    worksheet_write_string(sheet, 0, static_cast<lxw_col_t>(c), table.headers[c].c_str(), bold);
-    worksheet_set_column(sheet, static_cast<lxw_col_t>(c), static_cast<lxw_col_t>(c), 22, nullptr);
-  }
-  for (size_t r = 0; r < table.rows.size(); ++r) {
-    const auto row = static_cast<lxw_row_t>(r + 1);
-    for (size_t c = 0; c < table.rows[r].size(); ++c) {
-      const Cell& cell = table.rows[r][c];
-      const auto col = static_cast<lxw_col_t>(c);
-      switch (cell.kind) {
-        case Cell::Kind::kText:
-          worksheet_write_string(sheet, row, col, cell.text.c_str(), nullptr);
-          break;
-        case Cell::Kind::kInt:
-          worksheet_write_number(sheet, row, col, cell.number, nullptr);
-          break;
-        case Cell::Kind::kNumber:
-          worksheet_write_number(sheet, row, col, cell.number, share);
-          break;
-        case Cell::Kind::kVnd:
-          worksheet_write_number(sheet, row, col, cell.number, vnd);
-          break;
-        case Cell::Kind::kDate: {
-          std::vector<std::string> p = absl::StrSplit(cell.text, '-');
-          if (p.size() != 3) break;  // no date: an empty cell
-          lxw_datetime dt = {};
-          dt.year = std::atoi(p[0].c_str());
-          dt.month = std::atoi(p[1].c_str());
-          dt.day = std::atoi(p[2].c_str());
-          worksheet_write_datetime(sheet, row, col, &dt, date);
-          break;
-        }
-      }
-    }
-  }
-  const lxw_error error = workbook_close(book);
-  if (error != LXW_NO_ERROR) {
-    std::remove(path);
-    return absl::InternalError(absl::StrCat("export: libxlsxwriter: ", lxw_strerror(error)));
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  std::remove(path);
-  return bytes.str();
+  return WriteWhole(table, ExportFile::Format::kXlsx);
 }
 
 }  // namespace kcnet::server::reports

@@ -38,15 +38,37 @@ void ExportChunkWriter::Send(std::string name, std::string bytes) {
   Next();
 }
 
+void ExportChunkWriter::SendFile(std::string name, ExportBytes file) {
+  name_ = std::move(name);
+  file_.emplace(std::move(file));
+  offset_ = 0;
+  Next();
+}
+
 void ExportChunkWriter::Next() {
-  if (offset_ >= bytes_.size() && offset_ > 0) {
+  const size_t size = file_.has_value() ? file_->size() : bytes_.size();
+  if (offset_ >= size && offset_ > 0) {
+    file_.reset();  // the temporary file's space is freed now
     Finish(grpc::Status::OK);
     return;
   }
   chunk_.Clear();
-  if (offset_ == 0) chunk_.set_file_name(name_);
-  const size_t n = std::min(kChunkBytes, bytes_.size() - offset_);
-  chunk_.set_data(bytes_.substr(offset_, n));
+  if (offset_ == 0) {
+    chunk_.set_file_name(name_);
+    chunk_.set_total_bytes(static_cast<int64_t>(size));
+  }
+  const size_t n = std::min(kChunkBytes, size - offset_);
+  if (file_.has_value()) {
+    std::string data = file_->Read(n);
+    if (data.size() != n) {
+      file_.reset();
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "export: cannot read the finished file"));
+      return;
+    }
+    chunk_.set_data(std::move(data));
+  } else {
+    chunk_.set_data(bytes_.substr(offset_, n));
+  }
   offset_ += std::max<size_t>(n, 1);
   StartWrite(&chunk_);
 }

@@ -1,7 +1,9 @@
 // ExportChunkWriter: the server side of an export call (ReportService.ExportReport,
 // RecordExportService.ExportRecords): one finished file sent as ExportChunk messages of
 // 64 KiB, the first carrying the file's name, then OK. A subclass authenticates the caller
-// and builds the file in its constructor, then calls Send() (or Finish() with the error).
+// and builds the file in its constructor, then calls SendFile() with the finished
+// ExportFile (read from disk chunk by chunk: memory stays flat however long the file),
+// Send() with bytes in memory, or Finish() with the error.
 //
 // Thread-safety: a gRPC reactor; gRPC calls it one callback at a time. It deletes itself
 // when the call is done.
@@ -14,6 +16,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/reports.pb.h"
+#include "server/reports/export_file.h"
 #include "server/rpc/storage_rpc_runner.h"
 
 namespace kcnet::server::reports {
@@ -32,12 +35,15 @@ class ExportChunkWriter : public grpc::ServerWriteReactor<kcnet::v1::ExportChunk
                                         Directory& directory);
   // Sends `bytes` as the file `name` (an empty file is one chunk with the name only).
   void Send(std::string name, std::string bytes);
+  // Sends the finished `file` as `name`, chunk by chunk from disk.
+  void SendFile(std::string name, ExportBytes file);
 
  private:
   void Next();
 
   std::string name_;
   std::string bytes_;
+  std::optional<ExportBytes> file_;
   size_t offset_ = 0;
   kcnet::v1::ExportChunk chunk_;
 };

@@ -196,6 +196,14 @@ absl::StatusOr<kcnet::v1::BudgetReport> Reporter::Budget(const std::vector<int64
 absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
                                              const kcnet::v1::ExportRequest& request,
                                              std::string* file_name) {
+  absl::StatusOr<ExportBytes> file = ExportToFile(roots, request, file_name);
+  if (!file.ok()) return file.status();
+  return file->ReadAll();
+}
+
+absl::StatusOr<ExportBytes> Reporter::ExportToFile(const std::vector<int64_t>& roots,
+                                                   const kcnet::v1::ExportRequest& request,
+                                                   std::string* file_name) {
   const std::string& report = request.report();
   const kcnet::v1::ExportFormat format = request.format();
   const kcnet::v1::ReportFilter& filter = request.filter();
@@ -208,6 +216,8 @@ absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
   if (format != kcnet::v1::EXPORT_FORMAT_CSV && format != kcnet::v1::EXPORT_FORMAT_XLSX) {
     return absl::InvalidArgumentError("format: csv or xlsx / định dạng phải là csv hoặc xlsx");
   }
+  absl::StatusOr<Language> language = ParseLanguage("language", request.language());
+  if (!language.ok()) return language.status();
   ReportTable table;
   if (report == "coverage") {
     kcnet::v1::CoverageRequest r;
@@ -221,7 +231,7 @@ absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
     r.set_max_items(1000);
     absl::StatusOr<kcnet::v1::PipelineReport> out = Pipeline(roots, r);
     if (!out.ok()) return out.status();
-    table = PipelineTable(*out);
+    table = PipelineTable(*out, *language);
   } else if (report == "activity") {
     kcnet::v1::ActivityRequest r;
     *r.mutable_filter() = filter;
@@ -240,7 +250,7 @@ absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
     r.set_year(request.year() != 0 ? request.year() : VietnamYear(clock_->NowMs()));
     absl::StatusOr<kcnet::v1::BudgetReport> out = Budget(roots, r);
     if (!out.ok()) return out.status();
-    table = BudgetTable(*out);
+    table = BudgetTable(*out, *language);
   } else {
     kcnet::v1::OutcomesRequest r;
     *r.mutable_filter() = filter;
@@ -248,12 +258,13 @@ absl::StatusOr<std::string> Reporter::Export(const std::vector<int64_t>& roots,
     if (!out.ok()) return out.status();
     table = OutcomesTable(*out);
   }
-  if (format == kcnet::v1::EXPORT_FORMAT_CSV) {
-    *file_name = absl::StrCat(report, ".csv");
-    return ToCsv(table);
-  }
-  *file_name = absl::StrCat(report, ".xlsx");
-  return ToXlsx(table);
+  ExportFile file(format == kcnet::v1::EXPORT_FORMAT_CSV ? ExportFile::Format::kCsv
+                                                         : ExportFile::Format::kXlsx);
+  absl::Status s = file.Start(table.name, table.headers);
+  for (size_t r = 0; s.ok() && r < table.rows.size(); ++r) s = file.Add(table.rows[r]);
+  if (!s.ok()) return s;
+  *file_name = file.file_name();
+  return file.Finish();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -271,12 +282,13 @@ class ExportWriter : public ExportChunkWriter {
     std::optional<Principal> caller = Authenticate(*ctx, *directory);
     if (!caller.has_value()) return;
     std::string name;
-    absl::StatusOr<std::string> bytes = reporter->Export(caller->org_unit_ids, *request, &name);
-    if (!bytes.ok()) {
-      Finish(ToGrpcStatus(bytes.status()));
+    absl::StatusOr<ExportBytes> file =
+        reporter->ExportToFile(caller->org_unit_ids, *request, &name);
+    if (!file.ok()) {
+      Finish(ToGrpcStatus(file.status()));
       return;
     }
-    Send(std::move(name), *std::move(bytes));
+    SendFile(std::move(name), *std::move(file));
   }
 };
 

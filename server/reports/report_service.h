@@ -19,6 +19,7 @@
 #include "kcnet/v1/reports.pb.h"
 #include "server/directory/directory.h"
 #include "server/plans/plan_store.h"
+#include "server/reports/export_file.h"
 #include "server/reports/reports_store.h"
 #include "server/rpc/rpc_runner.h"
 #include "sync/hlc.h"
@@ -55,6 +56,10 @@ class Reporter {
   absl::StatusOr<std::string> Export(const std::vector<int64_t>& roots,
                                      const kcnet::v1::ExportRequest& request,
                                      std::string* file_name);
+  // The same written to a temporary file (ExportFile), for sending in chunks.
+  absl::StatusOr<ExportBytes> ExportToFile(const std::vector<int64_t>& roots,
+                                           const kcnet::v1::ExportRequest& request,
+                                           std::string* file_name);
 
  private:
   absl::StatusOr<ReportScope> Scope(const std::vector<int64_t>& roots,

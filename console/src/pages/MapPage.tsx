@@ -1,5 +1,7 @@
 // The map (#/map): the facilities and visits of the current filters (the registry's search,
-// org unit, kind and sector; the reports' dates for visits) as points on a plain <canvas>,
+// org unit, kind and sector; the reports' dates for visits; and, when the URL carries them,
+// the review queue's filters: only facilities with a matching request and their visits,
+// filtered by the server) as points on a plain <canvas>,
 // clustered on a grid of screen cells so 50,000 points draw in one pass. No base map and no
 // network beyond the console's own server: when the console directory holds a
 // `map-base.geojson` (a province's boundaries, say), its lines are drawn under the points.
@@ -15,6 +17,10 @@ import { formatTime, t } from "../i18n";
 import { formatCount, rt } from "./reportsText";
 import { myUnits, reportParams, type UnitOption } from "./reportKit";
 import { FacilityFilters } from "./Registry";
+import { FacilityExportButtons } from "./RecordExport";
+import { filters, me, setFilters } from "../state";
+import { hasQueueFilter, requestFilter } from "../requestFilter";
+import { tf } from "../i18n-filters";
 
 interface MapPoint {
   lat: number;
@@ -127,6 +133,9 @@ function draw(ctx: CanvasRenderingContext2D, clusters: Cluster[], v: View, width
 
 export function MapPage() {
   const p = reportParams.value;
+  // The queue's filters, when the URL carries them (the same fields the queue sends).
+  const f = filters.value;
+  const queueFilter = hasQueueFilter(f) ? requestFilter(f, me.value?.role) : undefined;
   const [units, setUnits] = useState<UnitOption[]>([]);
   const [showFacilities, setShowFacilities] = useState(true);
   const [showVisits, setShowVisits] = useState(true);
@@ -168,6 +177,7 @@ export function MapPage() {
           sector: Number(p.sector || 0),
           visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
           visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
+          requests: queueFilter,
           pageSize: 20000,
           pageToken,
         });
@@ -183,7 +193,7 @@ export function MapPage() {
     return () => {
       cancelled = true;
     };
-  }, [p.q, p.unit, p.kind, p.sector, p.from, p.to]);
+  }, [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role]);
 
   // The points, from the lists and the layer switches.
   const byId = new Map((facilityList ?? []).map((f) => [f.id, f]));
@@ -226,6 +236,7 @@ export function MapPage() {
     // For the benchmark and the test: how long the last frame took, how many points.
     c.dataset.renderMs = (performance.now() - started).toFixed(1);
     c.dataset.points = String(points.length);
+    c.dataset.facilities = facilityList === null ? "" : String(facilityList.length); // loaded, with a place or not
     c.dataset.clusters = String(clusters.current.length);
     c.dataset.view = JSON.stringify(v);
   };
@@ -336,6 +347,18 @@ export function MapPage() {
           </label>
         </fieldset>
       </form>
+      {queueFilter && (
+        <p class="help" id="map-queue-filter">
+          {tf().mapQueueFilter}{" "}
+          <button
+            type="button"
+            class="secondary"
+            onClick={() => setFilters({ status: "", commune: "", category: "", funding: "", age: "", author: "" })}
+          >
+            {tf().clearQueueFilter}
+          </button>
+        </p>
+      )}
       {p.q && (
         <p class="help">
           {rt().search}: <strong>{p.q}</strong>
@@ -377,6 +400,7 @@ export function MapPage() {
         }}
         onKeyDown={onKey}
       />
+      <FacilityExportButtons params={p} requests={queueFilter} />
       {picked.length > 0 && (
         <section aria-labelledby="h-picked">
           <h2 id="h-picked">{rt().nearby}</h2>

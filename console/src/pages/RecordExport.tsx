@@ -12,14 +12,17 @@ import type { GenMessage } from "@bufbuild/protobuf/codegenv1";
 import { ExportStatus, runExport, type ReportParams } from "./reportKit";
 import type { RequestFilterFields } from "../requestFilter";
 import { tf } from "../i18n-filters";
+import { lang } from "../i18n";
 
 type Init = MessageInitShape<GenMessage<ExportRecordsRequest>>;
 const kDayMs = 86_400_000n;
 const vnDayStartMs = (date: string) => BigInt(Date.parse(`${date}T00:00:00Z`) - 7 * 3_600_000);
 
-/** The registry's / map's filter as ExportRecordsRequest fields. */
-export function facilityExportFilter(p: ReportParams): Init {
+/** The registry's / map's filter as ExportRecordsRequest fields (with the queue's filter
+ * on the map when the URL carries it). */
+export function facilityExportFilter(p: ReportParams, requests?: RequestFilterFields): Init {
   return {
+    requests,
     orgUnitId: p.unit ? BigInt(p.unit) : 0n,
     query: p.q,
     kind: Number(p.kind || 0),
@@ -33,7 +36,12 @@ function start(type: ExportRecordType, format: "csv" | "xlsx", filter: Init, fal
   void runExport(
     `${fallback}.${format}`,
     format,
-    client.exportRecords({ ...filter, type, format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX }),
+    client.exportRecords({
+      ...filter,
+      type,
+      format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
+      language: lang.value, // enum values as labels in the console's language
+    }),
   );
 }
 
@@ -57,9 +65,10 @@ export function RequestExportButtons(props: { filter: RequestFilterFields }) {
   );
 }
 
-/** Download buttons for the registry's facilities and their visits. */
-export function FacilityExportButtons(props: { params: ReportParams }) {
-  const filter = facilityExportFilter(props.params);
+/** Download buttons for the registry's facilities and their visits; on the map also the
+ * queue's filter (`requests`), so the files hold exactly the map's points. */
+export function FacilityExportButtons(props: { params: ReportParams; requests?: RequestFilterFields }) {
+  const filter = facilityExportFilter(props.params, props.requests);
   return (
     <>
       <div class="buttons downloads" role="group" aria-label={tf().exportFacilities}>

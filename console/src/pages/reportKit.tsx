@@ -9,6 +9,7 @@ import { all, errorText, orgUnits, reports } from "../api";
 import { OrgUnitLevel, type OrgUnit } from "@gen/kcnet/v1/domain_pb";
 import { ExportFormat } from "@gen/kcnet/v1/reports_pb";
 import { formatCount, rt } from "./reportsText";
+import { lang } from "../i18n";
 
 // ---------------------------------------------------------------------------------------
 // Filters in the URL, shared by the reports, the registry and the map. The queue's filters (state.ts) keep their own keys; these are added
@@ -171,6 +172,7 @@ export interface ExportJob {
   key: number;
   name: string; // the report's name, e.g. "coverage.xlsx" once the first chunk names it
   bytes: number;
+  total: number; // the file's size from the first chunk (0: not known yet)
   state: "running" | "done" | "failed";
   error: string;
 }
@@ -189,6 +191,7 @@ export async function startExport(report: string, format: "csv" | "xlsx", p: Rep
       report,
       format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
       filter: reportFilter(p),
+      language: lang.value,
     }),
   );
 }
@@ -198,19 +201,21 @@ export async function startExport(report: string, format: "csv" | "xlsx", p: Rep
 export async function runExport(
   fallbackName: string,
   format: "csv" | "xlsx",
-  stream: AsyncIterable<{ data: Uint8Array; fileName: string }>,
+  stream: AsyncIterable<{ data: Uint8Array; fileName: string; totalBytes: bigint }>,
 ) {
   const key = nextJob++;
-  exportJobs.value = [...exportJobs.value, { key, name: fallbackName, bytes: 0, state: "running", error: "" }];
+  exportJobs.value = [...exportJobs.value, { key, name: fallbackName, bytes: 0, total: 0, state: "running", error: "" }];
   try {
     const parts: Uint8Array[] = [];
     let name = fallbackName;
     let bytes = 0;
+    let total = 0;
     for await (const chunk of stream) {
       if (chunk.fileName) name = chunk.fileName;
+      if (chunk.totalBytes > 0n) total = Number(chunk.totalBytes);
       parts.push(chunk.data);
       bytes += chunk.data.length;
-      update(key, { name, bytes });
+      update(key, { name, bytes, total });
     }
     const type =
       format === "csv" ? "text/csv;charset=utf-8" : "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
@@ -238,7 +243,12 @@ export function ExportStatus() {
         <li key={j.key} data-export-state={j.state}>
           {j.state === "running" && (
             <>
-              {rt().exporting(j.name, kb(j.bytes))} <progress aria-label={j.name} />
+              {rt().exporting(j.name, kb(j.bytes))}{" "}
+              {j.total > 0 ? (
+                <progress aria-label={j.name} max={j.total} value={j.bytes} />
+              ) : (
+                <progress aria-label={j.name} />
+              )}
             </>
           )}
           {j.state === "done" && <span class="ok">{rt().exported(j.name, kb(j.bytes))}</span>}

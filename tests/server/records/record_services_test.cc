@@ -2,8 +2,11 @@
 // authorization matrix (every record RPC x every role x in scope / out of scope), the
 // request life cycle end to end with its audit trail, and bad input.
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -1104,6 +1107,212 @@ TEST_F(RecordServicesTest, RecordExportsHonourTheFiltersAndTheScope) {
   }
   run("", fx, &name, &s);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// Every chunk of an export call, concatenated; the file's name and the call's status.
+std::string ReadExport(RecordExportService::Stub& stub, grpc::ClientContext* ctx,
+                       const ExportRecordsRequest& req, std::string* name, grpc::Status* status) {
+  std::unique_ptr<grpc::ClientReader<ExportChunk>> reader = stub.ExportRecords(ctx, req);
+  std::string bytes;
+  ExportChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (!chunk.file_name().empty()) *name = chunk.file_name();
+    bytes += chunk.data();
+  }
+  *status = reader->Finish();
+  return bytes;
+}
+
+// The first field of each CSV line after the header (the record ids), sorted.
+std::vector<std::string> CsvIds(const std::string& csv) {
+  std::vector<std::string> ids;
+  for (absl::string_view line : absl::StrSplit(csv.substr(3), "\r\n", absl::SkipEmpty())) {
+    ids.push_back(std::string(line.substr(0, line.find(','))));
+  }
+  if (!ids.empty()) ids.erase(ids.begin());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// Saved filters carry everywhere (issue 16): with the review queue's filter, the map's
+// points are the facilities of the requests that ListSupportRequests gives for it (and
+// their visits), filtered by the server, and the facility and visit exports are the same.
+TEST_F(RecordServicesTest, MapPointsAndExportsFollowTheQueueFilter) {
+  const Facility with = MakeFacility("collab1", c1_);
+  const Facility without = MakeFacility("collab1", c1_);
+  CreateSupportRequestRequest create;
+  create.mutable_support_request()->set_facility_id(with.id());
+  create.mutable_support_request()->set_category(SUPPORT_CATEGORY_CLEANER_PRODUCTION);
+  create.mutable_support_request()->set_description("Lò đốt trấu sạch");
+  create.mutable_support_request()->set_requested_amount_vnd(30000000);
+  SupportRequest request;
+  ASSERT_TRUE(requests_->CreateSupportRequest(As("collab1").get(), create, &request).ok());
+  std::map<std::string, std::string> visit_of;  // facility id -> its visit's id
+  for (const Facility* f : {&with, &without}) {
+    CreateVisitRequest r;
+    r.mutable_visit()->set_facility_id(f->id());
+    r.mutable_visit()->set_purpose(VISIT_PURPOSE_FOLLOW_UP);
+    r.mutable_visit()->set_visited_ms(1'710'000'000'000);
+    Visit out;
+    ASSERT_TRUE(visits_->CreateVisit(As("collab1").get(), r, &out).ok());
+    visit_of[f->id()] = out.id();
+  }
+  ListSupportRequestsRequest filter;
+  filter.set_category(SUPPORT_CATEGORY_CLEANER_PRODUCTION);
+  filter.set_status(REQUEST_STATUS_DRAFT);
+  filter.add_commune_ids(c1_);
+  // The oracle: the facilities of the requests the queue lists for this filter.
+  std::set<std::string> want;
+  ListSupportRequestsRequest lr = filter;
+  while (true) {
+    ListSupportRequestsResponse page;
+    ASSERT_TRUE(requests_->ListSupportRequests(As("coord1").get(), lr, &page).ok());
+    for (const SupportRequest& r : page.support_requests()) want.insert(r.facility_id());
+    if (page.next_page_token().empty()) break;
+    lr.set_page_token(page.next_page_token());
+  }
+  ASSERT_TRUE(want.count(with.id()));
+  ASSERT_FALSE(want.count(without.id()));
+
+  ListMapPointsRequest map;
+  *map.mutable_requests() = filter;
+  map.set_page_size(1);  // the filter holds across pages
+  std::set<std::string> facilities, visits, visit_facilities;
+  grpc::Status s;
+  while (true) {
+    ListMapPointsResponse page;
+    s = facilities_->ListMapPoints(As("coord1").get(), map, &page);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    for (const MapPoint& p : page.points()) {
+      if (p.type() == MAP_POINT_TYPE_FACILITY) facilities.insert(p.id());
+      if (p.type() == MAP_POINT_TYPE_VISIT) {
+        visits.insert(p.id());
+        visit_facilities.insert(p.facility_id());
+      }
+    }
+    if (page.next_page_token().empty()) break;
+    map.set_page_token(page.next_page_token());
+  }
+  EXPECT_EQ(facilities, want);
+  EXPECT_TRUE(
+      std::includes(want.begin(), want.end(), visit_facilities.begin(), visit_facilities.end()))
+      << "only visits of the filter's facilities";
+  EXPECT_TRUE(visits.count(visit_of[with.id()]));
+  EXPECT_FALSE(visits.count(visit_of[without.id()]));
+
+  // The exports of the map's filter: the same facilities, the same visits.
+  auto stub = RecordExportService::NewStub(*channel_);
+  ExportRecordsRequest fx;
+  fx.set_type(EXPORT_RECORD_TYPE_FACILITIES);
+  fx.set_format(EXPORT_FORMAT_CSV);
+  *fx.mutable_requests() = filter;
+  std::string name;
+  const std::vector<std::string> exported =
+      CsvIds(ReadExport(*stub, As("coord1").get(), fx, &name, &s));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(exported, std::vector<std::string>(want.begin(), want.end()));
+  fx.set_type(EXPORT_RECORD_TYPE_VISITS);
+  const std::vector<std::string> exported_visits =
+      CsvIds(ReadExport(*stub, As("coord1").get(), fx, &name, &s));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(exported_visits, std::vector<std::string>(visits.begin(), visits.end()));
+
+  // The collaborator of the filter: only that collaborator's visits.
+  ListMapPointsRequest by_other;
+  *by_other.mutable_requests() = filter;
+  by_other.mutable_requests()->set_author_id(users_["collab3"]);
+  ListMapPointsResponse none;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("officer1").get(), by_other, &none).ok());
+  for (const MapPoint& p : none.points()) EXPECT_NE(p.id(), with.id()) << "collab1's request";
+
+  // Bad input names the nested field; another area is NOT_FOUND, as for the queue.
+  for (const auto& [field, code, set] :
+       std::vector<std::tuple<std::string, grpc::StatusCode,
+                              std::function<void(ListSupportRequestsRequest*)>>>{
+           {"requests.status:", grpc::StatusCode::INVALID_ARGUMENT,
+            [](auto* r) { r->set_status(static_cast<RequestStatus>(99)); }},
+           {"requests.min_age_days:", grpc::StatusCode::INVALID_ARGUMENT,
+            [](auto* r) { r->set_min_age_days(-1); }},
+           {"requests.commune_ids:", grpc::StatusCode::NOT_FOUND,
+            [this](auto* r) { r->add_commune_ids(c9_); }},
+       }) {
+    ListMapPointsRequest bad;
+    set(bad.mutable_requests());
+    ListMapPointsResponse out;
+    s = facilities_->ListMapPoints(As("coord1").get(), bad, &out);
+    EXPECT_EQ(s.error_code(), code) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+    ExportRecordsRequest bad_export = fx;
+    set(bad_export.mutable_requests());
+    ReadExport(*stub, As("coord1").get(), bad_export, &name, &s);
+    EXPECT_EQ(s.error_code(), code) << field;
+    EXPECT_THAT(s.error_message(), HasSubstr(field));
+  }
+}
+
+// Exports speak Vietnamese (issue 16): enum values as the console's labels, Vietnamese by
+// default and English on request; in XLSX money is a number in the đồng format and dates
+// are dates. The files are read back (CSV as text, XLSX unzipped).
+TEST_F(RecordServicesTest, ExportsWriteVietnameseLabelsAndReadBack) {
+  const Facility f = MakeFacility("collab1", c1_);
+  const SupportRequest r = MakeRequest("collab1", f);  // draft, machinery, local, 80,000,000
+  auto stub = RecordExportService::NewStub(*channel_);
+  ExportRecordsRequest req;
+  req.set_type(EXPORT_RECORD_TYPE_REQUESTS);
+  req.set_format(EXPORT_FORMAT_CSV);
+  req.mutable_requests()->set_facility_id(f.id());
+  std::string name;
+  grpc::Status s;
+  const std::string vi = ReadExport(*stub, As("coord1").get(), req, &name, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::vector<std::string> lines = absl::StrSplit(vi.substr(3), "\r\n", absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << vi;
+  EXPECT_THAT(lines[0], HasSubstr("Trạng thái / Status"));
+  EXPECT_THAT(lines[1], HasSubstr(",\"Máy móc, công nghệ\",Nháp,80000000,"));
+  EXPECT_THAT(lines[1], HasSubstr(",Ngân sách địa phương,"));
+  EXPECT_EQ(lines[1].find("DRAFT"), std::string::npos);
+  req.set_language("en");
+  const std::string en = ReadExport(*stub, As("coord1").get(), req, &name, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(en, HasSubstr(",Machinery and technology,Draft,80000000,"));
+  EXPECT_THAT(en, HasSubstr(",Local budget,"));
+  EXPECT_THAT(en, HasSubstr("Trạng thái / Status")) << "headers stay Vietnamese first";
+  req.set_language("fr");
+  ReadExport(*stub, As("coord1").get(), req, &name, &s);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("language:"));
+
+  // XLSX, read back with unzip.
+  req.set_language("");
+  req.set_format(EXPORT_FORMAT_XLSX);
+  const std::string xlsx = ReadExport(*stub, As("coord1").get(), req, &name, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(name, "de-nghi-ho-tro.xlsx");
+  kcnet::testing::TempDir dir;
+  const std::string path = dir.path() + "/export.xlsx";
+  std::ofstream(path, std::ios::binary) << xlsx;
+  auto unzip = [&](const std::string& member) {
+    std::string out;
+    std::FILE* pipe = popen(("unzip -p '" + path + "' " + member).c_str(), "r");
+    if (pipe == nullptr) return out;
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+    pclose(pipe);
+    return out;
+  };
+  const std::string sheet = unzip("xl/worksheets/sheet1.xml");
+  const std::string styles = unzip("xl/styles.xml");
+  ASSERT_FALSE(sheet.empty()) << "the workbook has its sheet";
+  EXPECT_THAT(sheet, HasSubstr(r.id()));
+  EXPECT_THAT(sheet, HasSubstr("Nháp"));
+  EXPECT_THAT(sheet, HasSubstr("Máy móc, công nghệ"));
+  EXPECT_THAT(sheet, HasSubstr("Ngân sách địa phương"));
+  // F2, the requested amount: a number with a style (the đồng format); K2, created: a date
+  // (a serial day number with the dd/mm/yyyy style).
+  EXPECT_THAT(sheet, ::testing::ContainsRegex("<c r=\"F2\" s=\"[0-9]+\"><v>80000000</v></c>"));
+  EXPECT_THAT(sheet, ::testing::ContainsRegex("<c r=\"K2\" s=\"[0-9]+\"><v>[0-9]+</v></c>"));
+  EXPECT_THAT(styles, HasSubstr("formatCode=\"dd/mm/yyyy\""));
+  EXPECT_THAT(styles, HasSubstr("₫"));
 }
 
 }  // namespace

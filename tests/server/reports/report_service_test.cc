@@ -428,8 +428,18 @@ TEST_F(ReportServiceTest, ExportsTheBudgetAsCsvAndXlsx) {
   EXPECT_EQ(name, "budget.csv");
   ASSERT_THAT(csv, StartsWith("\xEF\xBB\xBF"
                               "Năm / Year,"));
-  EXPECT_THAT(csv, HasSubstr("2030,Ngân sách trung ương / National budget,\"Máy móc, công nghệ"));
+  // Enum values as Vietnamese labels (issue 16), English on request.
+  EXPECT_THAT(csv, HasSubstr("2030,Ngân sách trung ương,\"Máy móc, công nghệ\","));
   EXPECT_THAT(csv, HasSubstr(",1234567000,0,0,1234567000,7,0\r\n"));
+  req.set_language("en");
+  const std::string en = Export("officer", req, &status, &name, &chunks);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(en, HasSubstr("2030,National budget,Machinery and technology,1234567000,"));
+  req.set_language("xx");
+  Export("officer", req, &status, &name, &chunks);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("language:"));
+  req.set_language("");
 
   // Scoped like the RPC: another province is NOT_FOUND; a bad year names the field.
   req.mutable_filter()->set_org_unit_id(other_province_);
@@ -448,8 +458,9 @@ TEST_F(ReportServiceTest, ExportsTheBudgetAsCsvAndXlsx) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(name, "budget.xlsx");
   const std::string back = XlsxAsCsv(xlsx, "budget");
-  EXPECT_THAT(back, HasSubstr("2030,Ngân sách trung ương / National budget,"));
-  EXPECT_THAT(back, HasSubstr("\"1,234,567,000\",0,0,\"1,234,567,000\",7,0"));
+  EXPECT_THAT(back, HasSubstr("2030,Ngân sách trung ương,"));
+  // Money reads back as numbers in the đồng format.
+  EXPECT_THAT(back, HasSubstr("\"1,234,567,000 ₫\",0 ₫,0 ₫,\"1,234,567,000 ₫\",7,0"));
 }
 
 // Last: it adds records the other tests' figures do not expect.
@@ -519,7 +530,9 @@ TEST_F(ReportServiceTest, OutcomesAreServedAndScoped) {
     ASSERT_TRUE(status.ok()) << status.error_message();
     const std::string back = XlsxAsCsv(xlsx, "outcomes");
     EXPECT_THAT(back, HasSubstr(absl::StrCat(r.id(), ",", c1_, ",", f.id(), ",")));
-    EXPECT_THAT(back, HasSubstr(",4,6,2,0,0,0,0,0,0,x"));  // numbers read back as numbers
+    // Numbers read back as numbers, money in the đồng format, dates as dd/mm/yyyy dates.
+    EXPECT_THAT(back, HasSubstr(",4,6,2,0,0,0,0 ₫,0 ₫,0 ₫,x"));
+    EXPECT_THAT(back, ::testing::ContainsRegex(",[0-9][0-9]/[0-9][0-9]/20[0-9][0-9],"));
   }
 
   // Another province's unit reads like one that does not exist; bad dates name the field.
