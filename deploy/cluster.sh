@@ -111,16 +111,13 @@ start() {
     -keyout "$run/tls/key.pem" -out "$run/tls/cert.pem" >/dev/null 2>&1 || die "openssl failed"
   chmod 600 "$run/tls/key.pem"
 
-  # The directory (accounts, sign-in tokens, device credentials) is still a SQLite file per
-  # instance (docs/POSTGRES.md, until it moves to PostgreSQL): the three instances start
-  # from copies of one data directory in which the demo tablets have already signed in, so
-  # that the demo accounts and the tablets' device credentials are the same everywhere and
-  # a tablet is served by whichever instance nginx picks. (seed-demo's demo records go into
-  # that directory's SQLite file, which an instance on PostgreSQL does not serve: the demo
-  # records are synced in through nginx below.)
+  # The directory (accounts, sign-in tokens, device credentials) and the records are in
+  # PostgreSQL, shared by the three instances; plans are still a SQLite file per instance
+  # (docs/POSTGRES.md): the instances start from copies of one data directory. seed-demo
+  # puts the demo accounts and facilities into the database.
   say "Demo accounts (kcnet-admin seed-demo); tablets collab1 and collab2 signed in on instance 1"
   mkdir -p "$run/instance1"
-  "$admin_bin" seed-demo --data_dir="$run/instance1/data" >"$run/seed.txt"
+  "$admin_bin" seed-demo --data_dir="$run/instance1/data" --store="postgres:$(conninfo)" >"$run/seed.txt"
   start_instance 1
   for user in collab1 collab2; do
     echo "demo-$user-pass" >"$run/$user.password"

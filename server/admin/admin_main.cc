@@ -64,8 +64,9 @@ constexpr char kUsage[] =
     "  list-users\n"
     "  list-org-units [--parent=CODE]\n"
     "  list-audit [--after=ID]   (account changes: who, when, which user, what changed)\n"
-    "  seed-demo      (a new, empty --data_dir only: demo org units, accounts, facilities\n"
-    "                 with a survey visit each, this year's extension plan)\n"
+    "  seed-demo [--store=postgres:CONNINFO]   (a new, empty --data_dir only: demo org units,\n"
+    "                 accounts, facilities with a survey visit each, this year's extension\n"
+    "                 plan; with --store the accounts and facilities go into that database)\n"
     "  backup --to=DIR      (online: a consistent copy of every database while the server runs)\n"
     "  restore --from=DIR   (the server stopped: the data dir becomes the backup, as a new\n"
     "                        incarnation that every device recovers from; docs/SYNC.md)\n"
@@ -308,7 +309,10 @@ absl::Status ListOrgUnitsCommand(const Args& args) {
 absl::Status SeedDemoCommand(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
-  absl::StatusOr<DemoSeed> seed = SeedDemo(data_dir);
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  absl::StatusOr<DemoSeed> seed =
+      SeedDemo(data_dir, {}, spec->kind == StoreSpec::Kind::kPostgres ? spec->location : "");
   if (!seed.ok()) return seed.status();
   std::printf(
       "seeded %s: %d org units (province 90 \"Tỉnh Demo\"), %d facilities, %d visits, the %d "
@@ -570,7 +574,7 @@ const std::vector<Command>& Commands() {
       {"list-users", {"store"}, ListUsersCommand},
       {"list-org-units", {"parent", "store"}, ListOrgUnitsCommand},
       {"list-audit", {"after", "store"}, ListAuditCommand},
-      {"seed-demo", {}, SeedDemoCommand},
+      {"seed-demo", {"store"}, SeedDemoCommand},
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},
       {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},

@@ -12,6 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
+#include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_server_store.h"
+#include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
 #include "sync/hlc.h"
 #include "sync/model/record_types.h"
@@ -119,7 +122,8 @@ absl::Status CheckEmpty(const std::string& data_dir) {
 }  // namespace
 
 absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
-                                  const DirectoryOptions& directory_options) {
+                                  const DirectoryOptions& directory_options,
+                                  const std::string& postgres) {
   absl::Status status = CheckEmpty(data_dir);
   if (!status.ok()) return status;
   std::error_code error;
@@ -129,8 +133,15 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
         absl::StrCat("data_dir: cannot create ", data_dir, ": ", error.message()));
   }
   const std::filesystem::path dir(data_dir);
-  absl::StatusOr<std::unique_ptr<Directory>> directory =
-      Directory::Open((dir / "directory.db").string(), directory_options);
+  absl::StatusOr<std::unique_ptr<Directory>> directory;
+  if (postgres.empty()) {
+    directory = Directory::Open((dir / "directory.db").string(), directory_options);
+  } else {
+    absl::StatusOr<std::unique_ptr<DirectoryStore>> shared =
+        pgstore::OpenPgDirectoryStore(postgres);
+    if (!shared.ok()) return shared.status();
+    directory = Directory::Open(*std::move(shared), directory_options);
+  }
   if (!directory.ok()) return directory.status();
 
   DemoSeed seed;
@@ -153,8 +164,20 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
     seed.accounts.push_back({demo.username, password, RoleName(demo.role), demo.org_unit_code});
   }
 
-  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
-      sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> store;
+  if (postgres.empty()) {
+    store = sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
+  } else {
+    // The partitions kcnet-server reads: the province above each commune.
+    pgstore::PgServerStoreOptions pg_options;
+    pg_options.province_of = [d = directory->get()](int64_t bucket) {
+      return static_cast<int32_t>(ProvinceOf(*d, bucket).value_or(0));
+    };
+    absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> pg = pgstore::PgServerStore::Open(
+        postgres, &kcnet::model::KcnetSchema(), {}, std::move(pg_options));
+    if (!pg.ok()) return pg.status();
+    store = std::unique_ptr<sync::ServerStore>(*std::move(pg));
+  }
   if (!store.ok()) return store.status();
   const int64_t now_ms = sync::SystemClock()->NowMs();
   kcnet::v1::MutationBatch batch;

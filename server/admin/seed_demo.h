@@ -39,8 +39,12 @@ struct DemoSeed {
 
 // Seeds `data_dir` (created when missing). Fails with FAILED_PRECONDITION, changing
 // nothing, when the directory exists and holds anything; otherwise with the storage error.
+// With `postgres` (a libpq connection string) the accounts and the facilities go into that
+// database, as kcnet-server --store=postgres:CONNINFO keeps them; the plan stays in
+// `data_dir` (plans are not on PostgreSQL yet).
 absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
-                                  const DirectoryOptions& directory_options = {});
+                                  const DirectoryOptions& directory_options = {},
+                                  const std::string& postgres = "");
 
 }  // namespace kcnet::server
 

@@ -334,9 +334,12 @@ class ClusterFaultTest : public ::testing::Test {
 };
 
 TEST_F(ClusterFaultTest, InstancesAndThePrimaryKilledNothingAcknowledgedLostEveryTabletConverges) {
-  // One data directory with the demo accounts; the tablets sign in on its instance alone.
-  RunOutput seed = RunProgram({KCNET_ADMIN_PATH, "seed-demo", "--data_dir=" + DataDir(0)},
-                              dir_.File("seed.err"), absl::Seconds(60));
+  // The demo accounts and records, in the shared database (the directory is there since
+  // issue 18's shared directory) and one data directory (plans); the tablets sign in on
+  // one instance, and the others start from a copy of its data directory.
+  RunOutput seed = RunProgram(
+      {KCNET_ADMIN_PATH, "seed-demo", "--data_dir=" + DataDir(0), "--store=postgres:" + conninfo_},
+      dir_.File("seed.err"), absl::Seconds(60));
   ASSERT_EQ(seed.exit_code, 0) << ReadFile(dir_.File("seed.err"));
   ASSERT_NO_FATAL_FAILURE(StartInstance(0));
   std::mt19937_64 rng(seed_);
