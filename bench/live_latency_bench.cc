@@ -56,6 +56,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
+#include "bench/live_probe.h"
 #include "bench/stream_bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "kcnet/v1/domain.pb.h"
@@ -76,66 +77,6 @@ using namespace kcnet::v1;  // NOLINT
 
 constexpr int kCommunes = 15;
 constexpr int kDevicesPerUser = 4;  // SyncServiceOptions.max_streams_per_user
-
-// ---- The probe: when does B see A's visit? ----------------------------------------
-
-class Probe {
- public:
-  void Arm(const std::string& id_bytes) {
-    absl::MutexLock lock(&mu_);
-    target_ = id_bytes;
-    arrived_.reset();
-  }
-  void Saw(const ChangeBatch& batch) {
-    const absl::Time now = absl::Now();
-    absl::MutexLock lock(&mu_);
-    if (target_.empty() || arrived_.has_value()) return;
-    for (const RecordChange& c : batch.changes()) {
-      if (c.id() == target_) {
-        arrived_ = now;
-        return;
-      }
-    }
-  }
-  std::optional<absl::Time> Wait(absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return arrived_.has_value(); };
-    mu_.AwaitWithTimeout(absl::Condition(&arrived), timeout);
-    return arrived_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::string target_ ABSL_GUARDED_BY(mu_);
-  std::optional<absl::Time> arrived_ ABSL_GUARDED_BY(mu_);
-};
-
-// A's push acknowledgements.
-class Acks {
- public:
-  void Got(const PushAck& ack) {
-    absl::MutexLock lock(&mu_);
-    for (const MutationResult& r : ack.results()) {
-      if (r.outcome() != MUTATION_OUTCOME_APPLIED) {
-        std::cerr << "live_latency_bench: push " << r.seq() << " answered " << r.outcome() << ": "
-                  << r.reason() << "\n";
-        failed_ = true;
-      }
-    }
-    last_ = std::max(last_, ack.last_applied_seq());
-  }
-  bool WaitFor(uint64_t seq, absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return last_ >= seq || failed_; };
-    mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
-    return last_ >= seq && !failed_;
-  }
-
- private:
-  absl::Mutex mu_;
-  uint64_t last_ ABSL_GUARDED_BY(mu_) = 0;
-  bool failed_ ABSL_GUARDED_BY(mu_) = false;
-};
 
 struct Account {
   int64_t id = 0;
@@ -213,7 +154,7 @@ int main(int argc, char** argv) {
   Channels channels(child.port);
   ReadyCounter ready;
   Probe probe;
-  Acks acks;
+  Acks acks("live_latency_bench");
   std::vector<std::unique_ptr<RawStream>> streams;
   auto count_first_batch = [&ready](std::shared_ptr<std::atomic<bool>> seen) {
     return [&ready, seen](RawStream*, const SyncServerMessage& m) {
