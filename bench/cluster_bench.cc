@@ -62,6 +62,7 @@
 #include "kcnet/v1/sync_service.grpc.pb.h"
 #include "server/directory/directory.h"
 #include "server/pgstore/pg_conn.h"
+#include "server/pgstore/pg_directory_store.h"
 #include "server/pgstore/pg_server_store.h"
 #include "sync/device_store.h"
 #include "sync/hlc.h"
@@ -104,7 +105,12 @@ void LiveLatency(const std::string& conninfo, int others, int rounds) {
   Account writer, reader;
   std::vector<Account> other_users;
   {
-    SeededDistrict seeded = SeedDistrict(dir + "/a", kCommunes);
+    // The directory both instances share (on PostgreSQL, as kcnet-server keeps it there).
+    SeededDistrict seeded = SeedDistrict(
+        Must(server::Directory::Open(Must(pgstore::OpenPgDirectoryStore(conninfo), "directory"),
+                                     CheapDirectoryOptions()),
+             "open directory"),
+        kCommunes);
     std::unique_ptr<server::Directory>& d = seeded.directory;
     communes = seeded.communes;
     province = static_cast<int32_t>(Must(d->FindByCode("90"), "province").id());
@@ -125,8 +131,7 @@ void LiveLatency(const std::string& conninfo, int others, int rounds) {
       other_users.push_back(account(absl::StrCat("ctv", u), communes[u % kCommunes]));
     }
   }
-  // Instance B's directory: a copy (the same accounts and tokens).
-  std::filesystem::copy(dir + "/a", dir + "/b", std::filesystem::copy_options::recursive);
+  std::filesystem::create_directories(dir + "/b");
   // One facility per commune, in PostgreSQL, in the province's partition as kcnet-server
   // puts it (the province above the commune).
   std::string facility_c0;

@@ -357,12 +357,23 @@ struct SeededDistrict {
   std::unique_ptr<server::Directory> directory;
   std::vector<int64_t> communes;
 };
-inline SeededDistrict SeedDistrict(const std::string& dir, int communes) {
+// Cheap password hashing: seeding is not measured.
+inline server::DirectoryOptions CheapDirectoryOptions() {
   server::DirectoryOptions options;
   options.password_ops_limit = server::kArgon2OpsLimitMin;
   options.password_mem_limit = server::kArgon2MemLimitMin;
+  return options;
+}
+// The same in an open directory (e.g. one on PostgreSQL).
+inline SeededDistrict SeedDistrict(std::unique_ptr<server::Directory> directory, int communes);
+inline SeededDistrict SeedDistrict(const std::string& dir, int communes) {
+  return SeedDistrict(Must(server::Directory::Open(dir + "/directory.db", CheapDirectoryOptions()),
+                           "open directory"),
+                      communes);
+}
+inline SeededDistrict SeedDistrict(std::unique_ptr<server::Directory> directory, int communes) {
   SeededDistrict out;
-  out.directory = Must(server::Directory::Open(dir + "/directory.db", options), "open directory");
+  out.directory = std::move(directory);
   server::Directory& d = *out.directory;
   const int64_t province =
       Must(d.CreateOrgUnit("90", "Tỉnh", ORG_UNIT_LEVEL_PROVINCE, 0), "province").id();

@@ -851,16 +851,20 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         return absl::InvalidArgumentError(
             absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
       }
-      absl::StatusOr<PgResult> head =
-          conn.Query("SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1",
-                     {PgParam::Int(cursor.bucket())});
+      // The head says which partition holds the bucket's rows (its province as first
+      // written), so a reader never depends on its own idea of the province.
+      absl::StatusOr<PgResult> head = conn.Query(
+          "SELECT last_op, checksum, records, province FROM kcnet_bucket_head WHERE bucket = $1",
+          {PgParam::Int(cursor.bucket())});
       if (!head.ok()) return head.status();
       BucketCheckpoint cp;
       cp.set_bucket(cursor.bucket());
+      int64_t province = ProvinceOf(cursor.bucket());
       if (head->rows() > 0) {
         cp.set_op(static_cast<uint64_t>(head->GetInt(0, 0)));
         cp.set_checksum(static_cast<uint64_t>(head->GetInt(0, 1)));
         cp.set_records(static_cast<uint64_t>(head->GetInt(0, 2)));
+        province = head->GetInt(0, 3);
       }
       if (cursor.op() >= cp.op()) {
         // Up to date (or ahead of a restored server: the checkpoint tells the device).
@@ -878,8 +882,8 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       absl::StatusOr<PgResult> rows = conn.QueryBinary(
           "SELECT type, id, op, row, field_ops FROM kcnet_records WHERE province = $1 AND "
           "bucket = $2 AND op > $3 AND op <= $4 ORDER BY op LIMIT $5",
-          {PgParam::Int(ProvinceOf(cursor.bucket())), PgParam::Int(cursor.bucket()),
-           U64(cursor.op()), U64(cp.op()), PgParam::Int(static_cast<int64_t>(budget))});
+          {PgParam::Int(province), PgParam::Int(cursor.bucket()), U64(cursor.op()), U64(cp.op()),
+           PgParam::Int(static_cast<int64_t>(budget))});
       if (!rows.ok()) return rows.status();
       google::protobuf::Arena* const arena = batch.GetArena();
       const uint64_t after = std::min(cursor.floor(), cursor.op());

@@ -84,7 +84,7 @@ class CrashTest : public ::testing::TestWithParam<StoreKind> {
     devices_ = EnvInt("KCNET_FAULT_CRASH_DEVICES", 4);
     data_dir_ = tmp_.File("server");
     absl::StatusOr<std::vector<Account>> accounts =
-        SetUpDirectory(data_dir_, devices_, /*coordinators=*/1);
+        SetUpDirectory(data_dir_, devices_, /*coordinators=*/1, conninfo_);
     ASSERT_TRUE(accounts.ok()) << accounts.status();
     accounts_ = *std::move(accounts);
     server_ =

@@ -26,6 +26,7 @@
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
 #include "server/directory/directory.h"
+#include "server/pgstore/pg_directory_store.h"
 #include "sync/device_store.h"
 #include "sync/model/record_types.h"
 #include "sync/schema.h"
@@ -187,14 +188,21 @@ std::string ServerProcess::target() const { return absl::StrCat("127.0.0.1:", po
 // ---- Accounts -------------------------------------------------------------------------
 
 absl::StatusOr<std::vector<Account>> SetUpDirectory(const std::string& data_dir, int devices,
-                                                    int coordinators) {
+                                                    int coordinators, const std::string& postgres) {
   std::error_code ignored;
   std::filesystem::create_directories(data_dir, ignored);
   server::DirectoryOptions options;
   options.password_ops_limit = server::kArgon2OpsLimitMin;
   options.password_mem_limit = server::kArgon2MemLimitMin;
-  absl::StatusOr<std::unique_ptr<server::Directory>> directory =
-      server::Directory::Open(data_dir + "/directory.db", options);
+  absl::StatusOr<std::unique_ptr<server::Directory>> directory;
+  if (postgres.empty()) {
+    directory = server::Directory::Open(data_dir + "/directory.db", options);
+  } else {
+    absl::StatusOr<std::unique_ptr<server::DirectoryStore>> shared =
+        pgstore::OpenPgDirectoryStore(postgres);
+    if (!shared.ok()) return shared.status();
+    directory = server::Directory::Open(*std::move(shared), options);
+  }
   if (!directory.ok()) return directory.status();
   server::Directory& d = **directory;
   using kcnet::v1::ORG_UNIT_LEVEL_COMMUNE;

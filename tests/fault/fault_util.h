@@ -98,8 +98,11 @@ struct Account {
 // each, and one account per device: device i is a district coordinator when
 // i < coordinators (district i % 2), else a commune collaborator (commune i % 4). Tokens
 // are made with Directory::Login and survive server restarts. Cheap password hashing.
+// With `postgres` (a libpq connection string) the directory is made in that database, as
+// kcnet-server --store=postgres:CONNINFO keeps it, instead of DATA_DIR/directory.db.
 absl::StatusOr<std::vector<Account>> SetUpDirectory(const std::string& data_dir, int devices,
-                                                    int coordinators);
+                                                    int coordinators,
+                                                    const std::string& postgres = "");
 
 // The facility id (UUID text) of device `device`'s `n`-th record.
 std::string FacilityId(int device, int64_t n);

@@ -82,7 +82,7 @@ class RestoreTest : public ::testing::TestWithParam<StoreKind> {
     rng_ = absl::BitGen(std::seed_seq{seed_});
     data_dir_ = tmp_.File("server");
     absl::StatusOr<std::vector<Account>> accounts =
-        SetUpDirectory(data_dir_, kDevices, /*coordinators=*/1);
+        SetUpDirectory(data_dir_, kDevices, /*coordinators=*/1, conninfo_);
     ASSERT_TRUE(accounts.ok()) << accounts.status();
     accounts_ = *std::move(accounts);
     server_ =
