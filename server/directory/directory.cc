@@ -441,6 +441,10 @@ absl::StatusOr<OrgUnit> Directory::InsertOrgUnitLocked(absl::string_view code,
       "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
       {DirValue::Text(code), DirValue::Text(name), DirValue::Int(level),
        parent_id == 0 ? DirValue::Null() : DirValue::Int(parent_id), DirValue::Int(now_ms)});
+  if (absl::IsAlreadyExists(inserted.status())) {
+    // Another instance on the shared database took the code since our refresh.
+    return absl::AlreadyExistsError(absl::StrCat("code: '", code, "' is already used"));
+  }
   if (!inserted.ok()) return inserted.status();
   if (inserted->empty()) return absl::InternalError("org_units: INSERT returned no id");
   OrgUnit unit;
@@ -659,6 +663,10 @@ absl::StatusOr<User> Directory::CreateUser(absl::string_view username,
       {DirValue::Text(username), DirValue::Text(display_name), DirValue::Int(role),
        DirValue::Text(*hash), DirValue::Int(now_ms),
        DirValue::Text(phone)});  // never NULL, also when empty
+  if (absl::IsAlreadyExists(inserted.status())) {
+    // Another instance on the shared database took the name since our refresh.
+    return absl::AlreadyExistsError(absl::StrCat("username: '", username, "' is already taken"));
+  }
   if (!inserted.ok()) return inserted.status();
   if (inserted->empty()) return absl::InternalError("users: INSERT returned no id");
   const int64_t id = inserted->Int(0, 0);

@@ -112,6 +112,8 @@ absl::Status PgConn::StatusOf(pg_result* res, absl::string_view context) const {
     return absl::AbortedError(message);
   }
   if (state != nullptr && std::strncmp(state, "08", 2) == 0) return absl::UnavailableError(message);
+  // A unique key another session committed first (two instances creating one username).
+  if (state != nullptr && std::strcmp(state, "23505") == 0) return absl::AlreadyExistsError(message);
   return absl::InternalError(message);
 }
 

@@ -5,11 +5,13 @@
 // PostgreSQL; skipped without the binaries.
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/directory/directory.h"
+#include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_directory_store.h"
 #include "sync/hlc.h"
 #include "tests/testing/pg_instance.h"
@@ -142,6 +144,35 @@ TEST_F(SharedDirectoryTest, AuditAndOrgUnitsAreShared) {
   ASSERT_EQ(audit->size(), 2u);
   EXPECT_EQ((*audit)[1].action, "update_profile");
   EXPECT_EQ(b_->OrgUnitCount(), 2u);
+}
+
+TEST_F(SharedDirectoryTest, TwoInstancesTakingOneUsernameAtOnceGetAlreadyExists) {
+  // Instance A's insert of "lan" is in flight (its transaction holds the new row) when B,
+  // which has not seen it, inserts the same name: B waits for A and must then answer
+  // "username taken" (ALREADY_EXISTS naming the field), not an internal error.
+  auto racer = pgstore::PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(racer.ok()) << racer.status();
+  ASSERT_TRUE((*racer)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*racer)
+                  ->Exec("INSERT INTO kcnet_directory.users(username, display_name, role, "
+                         "password_hash, active, created_ms, updated_ms, phone) VALUES ('lan', "
+                         "'Lan', 1, 'x', 1, 0, 0, '')")
+                  .ok());
+  absl::Status on_b;
+  std::thread b([&] {
+    on_b = b_->CreateUser("lan", "Người Dùng", kPassword, v1::ROLE_COMMUNE_COLLABORATOR,
+                          {commune_})
+               .status();
+  });
+  absl::SleepFor(absl::Milliseconds(500));  // B is past its own check, waiting on the row
+  ASSERT_TRUE((*racer)->Exec("COMMIT").ok());
+  b.join();
+  EXPECT_TRUE(absl::IsAlreadyExists(on_b)) << on_b;
+  EXPECT_NE(on_b.message().find("username"), std::string::npos) << on_b;
+  // Nothing of B's attempt was stored: one "lan", no audit line for it.
+  auto audit = b_->ListAudit(0, 10);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  EXPECT_TRUE(audit->empty());
 }
 
 }  // namespace
