@@ -104,6 +104,7 @@ absl::Status PgConn::StatusOf(pg_result* res, absl::string_view context) const {
     return absl::OkStatus();
   }
   const char* state = res == nullptr ? nullptr : PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  last_error_state_ = state != nullptr ? state : "";
   const std::string message =
       absl::StrCat("PostgreSQL: ", context.substr(0, 80), ": ",
                    res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(conn_));
@@ -112,8 +113,6 @@ absl::Status PgConn::StatusOf(pg_result* res, absl::string_view context) const {
     return absl::AbortedError(message);
   }
   if (state != nullptr && std::strncmp(state, "08", 2) == 0) return absl::UnavailableError(message);
-  // A unique key another session committed first (two instances creating one username).
-  if (state != nullptr && std::strcmp(state, "23505") == 0) return absl::AlreadyExistsError(message);
   return absl::InternalError(message);
 }
 

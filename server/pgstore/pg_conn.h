@@ -104,11 +104,14 @@ class PgConn {
   pg_conn* raw() { return conn_; }
   // The socket, for waiting on notifications.
   int socket() const;
+  // The SQLSTATE of the last failed statement ("23505": a unique key taken), or "".
+  const std::string& last_error_state() const { return last_error_state_; }
 
  private:
   explicit PgConn(pg_conn* conn) : conn_(conn) {}
   absl::Status StatusOf(pg_result* res, absl::string_view context) const;
   pg_conn* conn_;
+  mutable std::string last_error_state_;  // set by StatusOf (single-threaded, as the class)
 };
 
 // Array literals for parameters bound as text: `{1,2,3}` for bigint[], and for text[] every

@@ -71,6 +71,11 @@ class PgDirectoryStore : public server::DirectoryStore {
       }
     }
     absl::StatusOr<PgResult> res = conn_->Query(PgPlaceholders(sql), pg_params);
+    if (!res.ok() && conn_->last_error_state() == "23505") {
+      // A unique key (a username, an org unit's code) another instance committed first:
+      // the Directory answers it as the name being taken.
+      return absl::AlreadyExistsError(res.status().message());
+    }
     if (!res.ok()) return res.status();
     last_changes_ = res->affected();
     DirRows rows(res->columns(), /*bytea_hex=*/true);

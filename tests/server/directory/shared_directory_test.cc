@@ -160,8 +160,7 @@ TEST_F(SharedDirectoryTest, TwoInstancesTakingOneUsernameAtOnceGetAlreadyExists)
                   .ok());
   absl::Status on_b;
   std::thread b([&] {
-    on_b = b_->CreateUser("lan", "Người Dùng", kPassword, v1::ROLE_COMMUNE_COLLABORATOR,
-                          {commune_})
+    on_b = b_->CreateUser("lan", "Người Dùng", kPassword, v1::ROLE_COMMUNE_COLLABORATOR, {commune_})
                .status();
   });
   absl::SleepFor(absl::Milliseconds(500));  // B is past its own check, waiting on the row
