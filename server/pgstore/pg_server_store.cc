@@ -148,6 +148,11 @@ int32_t PgServerStore::ProvinceOf(int64_t bucket) const {
   return pg_options_.province_of ? pg_options_.province_of(bucket) : 0;
 }
 
+int32_t PgServerStore::PartitionOf(int64_t bucket) const {
+  auto it = heads_.find(bucket);
+  return it != heads_.end() ? it->second.province : ProvinceOf(bucket);
+}
+
 absl::StatusOr<std::unique_ptr<PgServerStore>> PgServerStore::Open(
     const std::string& conninfo, const sync::Schema* schema, sync::ServerStoreOptions options,
     PgServerStoreOptions pg_options) {
@@ -306,7 +311,7 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
                  .status();
     if (!status.ok()) return status;
     absl::StatusOr<PgResult> rows = db.Query(
-        "SELECT bucket, last_op, checksum, records FROM kcnet_bucket_head "
+        "SELECT bucket, last_op, checksum, records, province FROM kcnet_bucket_head "
         "WHERE bucket = ANY($1::bigint[]) ORDER BY bucket FOR UPDATE",
         {PgParam::Text(IntArray(buckets))});
     if (!rows.ok()) return rows.status();
@@ -315,6 +320,7 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
       head.last_op = static_cast<uint64_t>(rows->GetInt(r, 1));
       head.checksum = static_cast<uint64_t>(rows->GetInt(r, 2));
       head.records = rows->GetInt(r, 3);
+      head.province = static_cast<int32_t>(rows->GetInt(r, 4));
     }
   }
   // The pushing devices' rows: created when new and locked, sorted (two instances serving
@@ -438,14 +444,17 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
   // A record now in another province than where it is stored (moved to a commune of
   // another province, or its commune moved by a reorganisation) leaves its old partition:
   // the upsert below only replaces a row of the same province.
-  if (pg_options_.province_of && !dirty_.empty()) {
-    std::vector<int64_t> types, provinces;
-    std::vector<std::string> ids;
-    for (const RowKey& key : dirty_) {
-      types.push_back(key.first);
-      ids.push_back(key.second);
-      provinces.push_back(ProvinceOf(rows_[key]->bucket));
-    }
+  std::vector<int64_t> types, provinces;
+  std::vector<std::string> ids;
+  bool any_partition = false;
+  for (const RowKey& key : dirty_) {
+    types.push_back(key.first);
+    ids.push_back(key.second);
+    provinces.push_back(PartitionOf(rows_[key]->bucket));
+    any_partition = any_partition || provinces.back() != 0;
+  }
+  // (With every row in partition 0 and no province map, nothing can have moved.)
+  if ((pg_options_.province_of || any_partition) && !dirty_.empty()) {
     pipeline.Add(
         "DELETE FROM kcnet_records r USING unnest($1::int[], $2::text[], $3::int[]) "
         "AS k(type, id, province) WHERE r.type = k.type AND r.id = k.id "
@@ -466,7 +475,7 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
     const RecordTypeSpec& type = *schema_->Find(key.first);
     std::string change_bytes, field_ops;
     EncodeRow(type, row, &change_bytes, &field_ops);
-    add_row({PgParam::Int(ProvinceOf(row.bucket)), PgParam::Int(row.bucket),
+    add_row({PgParam::Int(PartitionOf(row.bucket)), PgParam::Int(row.bucket),
              PgParam::Int(type.type), PgParam::Text(key.second), U64(row.op),
              PgParam::Text(row.deleted ? "true" : "false"), PgParam::Bytes(std::move(change_bytes)),
              PgParam::Bytes(std::move(field_ops))});
@@ -929,10 +938,6 @@ absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQu
   }
   std::vector<RecordChange> out;
   if (query.limit == 0 || query.buckets.empty()) return out;
-  std::vector<int64_t> provinces;
-  for (int64_t bucket : query.buckets) provinces.push_back(ProvinceOf(bucket));
-  std::sort(provinces.begin(), provinces.end());
-  provinces.erase(std::unique(provinces.begin(), provinces.end()), provinces.end());
   std::vector<std::pair<int, std::string>> equals;  // field index, serialised value
   for (const auto& [number, value] : query.equals) {
     const int index = type->IndexOf(number);
@@ -945,6 +950,16 @@ absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQu
       "AND bucket = ANY($2::bigint[]) AND type = $3 AND NOT deleted AND op ",
       query.newest_first ? "< $4 ORDER BY op DESC" : "> $4 ORDER BY op", " LIMIT $5");
   absl::Status status = WithReader([&](PgConn& conn) -> absl::Status {
+    // The partitions that hold the buckets: their heads say (the province as first
+    // written), so a reader never depends on its own idea of the province; a bucket with
+    // no head has no rows.
+    absl::StatusOr<PgResult> heads = conn.Query(
+        "SELECT DISTINCT province FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[])",
+        {PgParam::Text(IntArray(query.buckets))});
+    if (!heads.ok()) return heads.status();
+    if (heads->rows() == 0) return absl::OkStatus();
+    std::vector<int64_t> provinces;
+    for (int r = 0; r < heads->rows(); ++r) provinces.push_back(heads->GetInt(r, 0));
     uint64_t position = query.after;
     if (query.newest_first && position == 0) position = std::numeric_limits<int64_t>::max();
     // Rows are read in chunks in the query's order and filtered here; a chunk that comes

@@ -157,8 +157,12 @@ class PgServerStore final : public sync::MergingServerStore {
     uint64_t last_op = 0;
     uint64_t checksum = 0;
     int64_t records = 0;
+    int32_t province = 0;  // the partition of the bucket's rows (as first written)
     bool touched = false;
   };
+  // The partition a row of `bucket` goes to: its locked head's province (so every writer
+  // agrees with the readers, whatever its own province map says), else ProvinceOf.
+  int32_t PartitionOf(int64_t bucket) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PgServerStoreOptions pg_options_;
   std::string conninfo_;

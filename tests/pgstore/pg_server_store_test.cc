@@ -277,5 +277,44 @@ TEST_F(PgServerStoreTest, ADownloadWaitsForWritersInFlightBelowItsServerOp) {
                                << " while op " << in_flight << " of its bucket was in flight";
 }
 
+TEST_F(PgServerStoreTest, AStoreWithoutTheProvinceMapListsAndReadsEveryPartition) {
+  // kcnet-server writes with the directory's province map; a store opened without it
+  // (an admin tool, an instance whose directory is behind) must still find the rows: the
+  // bucket head says which partition holds a bucket.
+  auto writer = OpenPg();
+  ASSERT_TRUE(writer);
+  const uint64_t t = sync::HlcPack(kT0, 0);
+  ASSERT_TRUE(writer
+                  ->Apply(Device("tablet-a"),
+                          One(1, {Change(1, Id(7), {{2, IntValue(kOtherUnit)}})}, t + 1))
+                  .ok());
+  sync::ServerStoreOptions options;
+  options.clock = &wall_;
+  auto reader = PgServerStore::Open(pg_->conninfo(), &schema_, options, PgServerStoreOptions{});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  sync::ListQuery query;
+  query.type = 1;
+  query.buckets = {kOtherUnit};
+  auto listed = (*reader)->List(query);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u) << "the row in province 1's partition was not listed";
+  EXPECT_EQ((*listed)[0].id(), Id(7));
+  auto read = (*reader)->ReadRecord(1, Id(7));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->has_value());
+  // And its writes land where the head says: the province-aware store downloads them.
+  ASSERT_TRUE((*reader)
+                  ->Apply(Device("tablet-b"),
+                          One(1, {Change(1, Id(8), {{2, IntValue(kOtherUnit)}})}, t + 2))
+                  .ok());
+  kcnet::v1::BucketCursor cursor;
+  cursor.set_bucket(kOtherUnit);
+  kcnet::v1::ChangeBatch batch;
+  ASSERT_TRUE(writer->ChangesSince({cursor}, sync::DownloadLimits{}, &batch).ok());
+  std::set<std::string> ids;
+  for (const RecordChange& change : batch.changes()) ids.insert(change.id());
+  EXPECT_EQ(ids, (std::set<std::string>{Id(7), Id(8)}));
+}
+
 }  // namespace
 }  // namespace kcnet::pgstore
