@@ -5,8 +5,10 @@
 // role is known. Being its own file of 1 KB, it runs while the bundle (app-HASH.js, 100 KB
 // gzipped) is still being fetched, compiled and evaluated: the queue's calls no longer
 // wait for any of that (docs/BENCHMARKS.md, cperf3 and cperf4). It hands its promises to
-// the bundle as `window.kcnetBoot` (main.tsx, Queue.tsx). No imports on purpose: it must
-// stay this small. Not thread-related: the browser runs this on one thread.
+// the bundle as `window.kcnetBoot` (main.tsx, Queue.tsx). index.html loads it `async`, so
+// it runs as soon as it arrives, not after the style sheet and the document as the bundle
+// does (should it ever come after the bundle ran, main.tsx asks WhoAmI itself). No
+// imports on purpose: it must stay this small. Not thread-related: the browser runs this on one thread.
 
 const call = (method: string, body: object): Promise<unknown> =>
   fetch(`/${method}`, {
