@@ -130,7 +130,11 @@ int main(int argc, char** argv) {
   options.log_sink = [trace](absl::string_view line) {
     if (trace) std::cerr << line << "\n";
   };
-  options.console_dir = KCNET_CONSOLE_DIST;  // "" when the console is not built
+  // KCNET_CONSOLE_DIR: another build of the console's files (to compare two builds of the
+  // console with the same server); the build's own by default ("" when not built).
+  const char* console_dir_env = std::getenv("KCNET_CONSOLE_DIR");
+  const std::string dist = console_dir_env != nullptr ? console_dir_env : KCNET_CONSOLE_DIST;
+  options.console_dir = dist;
   auto server = kcnet::server::KcnetServer::Start(options);
   if (!server.ok()) Die(server.status().ToString());
   kcnet::server::Directory* d = (*server)->directory();
@@ -246,7 +250,6 @@ int main(int argc, char** argv) {
   Emit("console", "bridge_p50_ratio", bridge_p50 / grpc_p50, "ratio");
 
   // The browser figures: one province's data set, then bench/console_browser.mjs.
-  const std::string dist = KCNET_CONSOLE_DIST;
   const std::string node = KCNET_NODE;
   const char* chromium_env = std::getenv("KCNET_CHROMIUM");
   const std::string chromium = chromium_env != nullptr ? chromium_env : "/usr/bin/chromium";

@@ -1,4 +1,5 @@
-// Bundles the console with esbuild into OUT_DIR: index.html, assets/app-HASH.js and
+// Bundles the console with esbuild into OUT_DIR: index.html, assets/app-HASH.js,
+// assets/boot-HASH.js (the first calls, run before the bundle: src/boot.ts) and
 // assets/app-HASH.css (named by their content: kcnet-server lets browsers keep them for
 // good, `Cache-Control: immutable`, while index.html, which names them, is never cached),
 // each with a gzipped copy beside it (.gz, served as `Content-Encoding: gzip`) and a
@@ -29,7 +30,8 @@ const genPlugin = {
 rmSync(outDir, { recursive: true, force: true });
 mkdirSync(join(outDir, "assets"), { recursive: true });
 const app = await esbuild.build({
-  entryPoints: { app: join(consoleDir, "src", "main.tsx") },
+  // boot: the first calls, its own small file run before the bundle (src/boot.ts).
+  entryPoints: { app: join(consoleDir, "src", "main.tsx"), boot: join(consoleDir, "src", "boot.ts") },
   entryNames: "[name]-[hash]",
   metafile: true,
   bundle: true,
@@ -48,12 +50,12 @@ const app = await esbuild.build({
 let html = readFileSync(join(consoleDir, "public", "index.html"), "utf8");
 for (const file of Object.keys(app.metafile.outputs)) {
   const name = basename(file);
-  const ext = /^app-[A-Za-z0-9]+\.(js|css)$/.exec(name)?.[1];
+  const [, entry, ext] = /^(app|boot)-[A-Za-z0-9]+\.(js|css)$/.exec(name) ?? [];
   if (!ext) continue;
-  html = html.replace(`assets/app.${ext}`, `assets/${name}`);
+  html = html.replace(`assets/${entry}.${ext}`, `assets/${name}`);
   writeFileSync(join(outDir, "assets", `${name}.gz`), gzipSync(readFileSync(join(outDir, "assets", name)), { level: 9 }));
 }
-if (/assets\/app\.(js|css)/.test(html)) throw new Error("index.html: an asset was not renamed");
+if (/assets\/(app|boot)\.(js|css)/.test(html)) throw new Error("index.html: an asset was not renamed");
 writeFileSync(join(outDir, "index.html"), html);
 // The development stand-in for the bridge (scripts/dev-bridge.ts), beside dist, for Node.
 await esbuild.build({

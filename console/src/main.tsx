@@ -1,13 +1,13 @@
 // The console's shell: the header (who is signed in, language switch, sign-out) and the
 // page of the current route. On load it asks the server who the cookie belongs to
-// (WhoAmI, sent by ./boot before the rest is evaluated); without a valid cookie it shows
-// the sign-in page.
-import { earlyWhoAmI } from "./boot"; // first: its call starts before the other modules run
+// (WhoAmI, sent by ./boot.ts, its own small file, before this bundle runs); without a
+// valid cookie it shows the sign-in page.
 import "./styles.css";
 import { render } from "preact";
 import { useEffect } from "preact/hooks";
 import { effect } from "@preact/signals";
-import { signOut as bridgeSignOut } from "./api";
+import { auth, signOut as bridgeSignOut } from "./api";
+import type {} from "./boot"; // window.kcnetBoot's type
 import { lang, t } from "./i18n";
 import { me, navigate, route, setLangParam } from "./state";
 import { resetCaches, Queue } from "./pages/Queue";
@@ -25,7 +25,7 @@ import { startLive, stopLive } from "./live";
 import { tr } from "./i18n-review";
 import { Role } from "@gen/kcnet/v1/domain_pb";
 import { WhoAmIResponseSchema } from "@gen/kcnet/v1/services_pb";
-import { fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 
 
 // One live-change stream per tab while someone is signed in.
@@ -38,7 +38,10 @@ effect(() => {
 
 async function whoAmI() {
   try {
-    const json = await earlyWhoAmI;
+    // boot.ts's answer; asked here only if index.html did not load boot.ts.
+    const json = window.kcnetBoot
+      ? await window.kcnetBoot.whoAmI
+      : toJson(WhoAmIResponseSchema, await auth.whoAmI({}));
     me.value = json ? (fromJson(WhoAmIResponseSchema, json as JsonValue, { ignoreUnknownFields: true }).user ?? null) : null;
   } catch {
     me.value = null;

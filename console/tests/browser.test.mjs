@@ -224,6 +224,20 @@ async function main() {
   await axeCheck("queue");
   await shoot("queue");
 
+  step("a cold load of the signed-in queue: its first page and count asked once (boot.ts's early calls are used)");
+  {
+    const cold = await context.newPage();
+    const asked = [];
+    cold.on("request", (r) => /SupportRequestService\/(List|Count)SupportRequests$/.test(r.url()) && asked.push(r.url().split("/").pop()));
+    await cold.goto(`${base}/#/queue`);
+    await cold.locator(`tr[data-request-id="${r1}"]`).waitFor();
+    await cold.locator(`tr[data-request-id="${r2}"]`).waitFor();
+    assert.equal(await cold.locator(`tr[data-request-id="${r3}"]`).count(), 0, "scope holds on the early path");
+    assert.match(await cold.locator("#queue-count").innerText(), /^2 đề nghị/);
+    assert.deepEqual(asked.sort(), ["CountSupportRequests", "ListSupportRequests"], `asked: ${asked}`);
+    await cold.close();
+  }
+
   step("scope: every status, and the other district's request page, answer nothing");
   await page.getByLabel("Trạng thái").selectOption("all");
   await page.waitForURL(/status=all/);

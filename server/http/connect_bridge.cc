@@ -24,6 +24,7 @@
 #include "google/rpc/status.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "httplib.h"
+#include "kcnet/v1/reports.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/rpc/logger.h"
 #include "server/rpc/storage_rpc_runner.h"
@@ -384,6 +385,19 @@ grpc::Status CallUnary(const std::shared_ptr<grpc::Channel>& channel, const std:
   return status;
 }
 
+// RFC 5987's percent-encoding of a file name (UTF-8 bytes; letters, digits and .-_~ kept).
+std::string PercentEncode(absl::string_view text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (absl::ascii_isalnum(c) || c == '.' || c == '-' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      absl::StrAppend(&out, "%", absl::Hex(c, absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
 // "HOST:PORT" (HOST may be [v6]) into its parts.
 bool SplitHostPort(const std::string& listen, std::string* host, int* port) {
   const size_t colon = listen.rfind(':');
@@ -421,6 +435,18 @@ class StreamCall {
     call_->WritesDone(Tag());
     if (!Next()) return Finish();
     return true;
+  }
+
+  // The next message's bytes; false at the end of the stream (then status()).
+  bool Read(std::string* bytes) {
+    if (finished_) return false;
+    grpc::ByteBuffer buffer;
+    call_->Read(&buffer, Tag());
+    if (Next()) {
+      *bytes = FromBuffer(buffer);
+      return true;
+    }
+    return Finish();
   }
 
   // Writes the next envelope to `sink`; ends with the end-of-stream envelope.
@@ -604,6 +630,10 @@ absl::StatusOr<std::unique_ptr<ConnectBridge>> ConnectBridge::Start(
   http.Post("/auth/sign-out", [self](const httplib::Request& request, httplib::Response& response) {
     self->HandleSignOut(request, response);
   });
+  http.Post(R"(/download/([A-Za-z0-9_.]+)/([A-Za-z0-9_]+))",
+            [self](const httplib::Request& request, httplib::Response& response) {
+              self->HandleDownload(request, response);
+            });
   http.Post(R"(/([A-Za-z0-9_.]+)/([A-Za-z0-9_]+))",
             [self](const httplib::Request& request, httplib::Response& response) {
               self->HandleRpc(request, response);
@@ -665,18 +695,18 @@ void ConnectBridge::Stop() {
 bool ConnectBridge::AcquireStream(int64_t user_id) {
   absl::MutexLock lock(&mu_);
   if (stopped_ || open_streams_ >= options_.max_streams ||
-      streams_by_user_[user_id] >= options_.max_streams_per_user) {
+      (user_id != kNoUser && streams_by_user_[user_id] >= options_.max_streams_per_user)) {
     return false;
   }
   ++open_streams_;
-  ++streams_by_user_[user_id];
+  if (user_id != kNoUser) ++streams_by_user_[user_id];
   return true;
 }
 
 void ConnectBridge::ReleaseStream(int64_t user_id) {
   absl::MutexLock lock(&mu_);
   --open_streams_;
-  if (--streams_by_user_[user_id] <= 0) streams_by_user_.erase(user_id);
+  if (user_id != kNoUser && --streams_by_user_[user_id] <= 0) streams_by_user_.erase(user_id);
 }
 
 void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response& response) {
@@ -815,6 +845,146 @@ void ConnectBridge::HandleRpc(const httplib::Request& request, httplib::Response
   response.set_chunked_content_provider(
       kStreamType, [call](size_t, httplib::DataSink& sink) { return call->Provide(sink); },
       [call](bool) { call->Release(); });
+}
+
+void ConnectBridge::HandleDownload(const httplib::Request& request, httplib::Response& response) {
+  const std::string service_name = request.matches[1];
+  const std::string method_name = request.matches[2];
+  // Only the console's services, and only their streams of file chunks.
+  const MethodDescriptor* method = nullptr;
+  if (std::find(options_.services.begin(), options_.services.end(), service_name) !=
+      options_.services.end()) {
+    const auto* service = DescriptorPool::generated_pool()->FindServiceByName(service_name);
+    if (service != nullptr) method = service->FindMethodByName(method_name);
+  }
+  if (method == nullptr || method->client_streaming() || !method->server_streaming() ||
+      method->output_type() != v1::ExportChunk::descriptor()) {
+    ReplyUnaryError(response, Error(grpc::StatusCode::UNIMPLEMENTED,
+                                    absl::StrCat("không có tệp để tải / no such download: /",
+                                                 service_name, "/", method_name)));
+    response.status = 404;
+    return;
+  }
+  if (MediaType(request) != kUnaryType) {
+    response.status = 415;
+    response.set_content(
+        ErrorJson(Error(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("Content-Type: a download of ", method->full_name(), " takes ", kUnaryType,
+                         ", got '", request.get_header_value("Content-Type"), "'"))),
+        kUnaryType);
+    return;
+  }
+  const Credentials credentials = CredentialsOf(request);
+  if (credentials.from_cookie) {
+    if (grpc::Status csrf = CheckSameOrigin(request); !csrf.ok()) {
+      return ReplyUnaryError(response, csrf);
+    }
+  }
+  std::string request_bytes;
+  if (grpc::Status parsed = JsonToBytes(method->input_type(), request.body, &request_bytes);
+      !parsed.ok()) {
+    return ReplyUnaryError(response, parsed);
+  }
+  if (!AcquireStream(kNoUser)) {
+    return ReplyUnaryError(response,
+                           Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "streams: máy chủ đang bận / too many open streams; try again"));
+  }
+  // The very call a Connect client makes: token, scope checks and RPC log are the service's.
+  auto call = std::make_shared<StreamCall>(this, method, kNoUser);
+  {
+    absl::MutexLock lock(&mu_);
+    stream_contexts_.push_back(call->context());
+    if (stopped_) call->context()->TryCancel();
+  }
+  if (grpc::Status deadline = SetDeadline(request, absl::InfiniteDuration(), call->context());
+      !deadline.ok()) {
+    call->Release();
+    return ReplyUnaryError(response, deadline);
+  }
+  if (!credentials.authorization.empty()) {
+    call->context()->AddMetadata("authorization", credentials.authorization);
+  }
+  AddForwardedPeer(request, options_.trusted_proxies, call->context());
+  // The first chunk names the file and its size: read before any header is sent, so that
+  // a refusal (no token, out of scope, bad filter) is an ordinary error answer.
+  std::string first;
+  v1::ExportChunk chunk;
+  if (!call->Start(request_bytes) || !call->Read(&first) || !chunk.ParseFromString(first)) {
+    grpc::Status status = call->status();
+    if (status.ok()) {
+      status = Error(grpc::StatusCode::INTERNAL, "download: the stream sent no file");
+    }
+    call->Release();
+    return ReplyUnaryError(response, status);
+  }
+  const std::string name = chunk.file_name().empty() ? "kcnet-export" : chunk.file_name();
+  const std::string type = absl::EndsWith(name, ".csv") ? "text/csv; charset=utf-8"
+                           : absl::EndsWith(name, ".xlsx")
+                               ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                               : "application/octet-stream";
+  std::string ascii_name;  // the plain filename= for old clients; filename*= has the UTF-8
+  for (char c : name)
+    ascii_name += (absl::ascii_isalnum(c) || c == '.' || c == '-' || c == '_') ? c : '_';
+  response.status = 200;
+  response.set_header("Content-Disposition",
+                      absl::StrCat("attachment; filename=\"", ascii_name, "\"; filename*=UTF-8''",
+                                   PercentEncode(name)));
+  // The bytes not yet written, and how many were (httplib asks for the next ones by offset).
+  struct Pending {
+    std::string data;
+    size_t sent = 0;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->data = std::move(*chunk.mutable_data());
+  // Writes what is pending, else the next chunk's data; false (the connection is cut: the
+  // download fails) when the stream failed or does not match the announced size.
+  auto next = [call, pending](size_t offset, httplib::DataSink& sink, bool* done) {
+    *done = false;
+    if (offset != pending->sent) return false;  // only sequential reads (no ranges)
+    std::string bytes;
+    v1::ExportChunk next_chunk;
+    while (pending->data.empty()) {
+      if (!call->Read(&bytes)) {
+        *done = call->status().ok();
+        return *done;
+      }
+      if (!next_chunk.ParseFromString(bytes)) return false;
+      pending->data = std::move(*next_chunk.mutable_data());
+    }
+    if (!sink.write(pending->data.data(), pending->data.size())) return false;
+    pending->sent += pending->data.size();
+    pending->data.clear();
+    return true;
+  };
+  const int64_t total = chunk.total_bytes();
+  if (total > 0) {
+    response.set_content_provider(
+        static_cast<size_t>(total), type,
+        [call, next, total, pending](size_t offset, size_t, httplib::DataSink& sink) {
+          bool done = false;
+          if (!next(offset, sink, &done) || done) return false;          // ended early: cut
+          if (pending->sent > static_cast<size_t>(total)) return false;  // more than announced
+          if (pending->sent == static_cast<size_t>(total)) {
+            std::string rest;  // the end of the stream, for its status (the RPC log's OK)
+            while (call->Read(&rest)) {
+            }
+          }
+          return true;
+        },
+        [call](bool) { call->Release(); });
+  } else {
+    response.set_chunked_content_provider(
+        type,
+        [next](size_t offset, httplib::DataSink& sink) {
+          bool done = false;
+          if (!next(offset, sink, &done)) return false;
+          if (done) sink.done();
+          return true;
+        },
+        [call](bool) { call->Release(); });
+  }
 }
 
 void ConnectBridge::HandleSignIn(const httplib::Request& request, httplib::Response& response) {

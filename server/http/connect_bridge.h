@@ -8,6 +8,14 @@
 //     channel) with grpc::GenericStub, so it passes the very same services, interceptors,
 //     authentication, scope checks and RPC log as a call from a tablet. JSON uses protobuf's
 //     JSON mapping with the generated descriptor pool. There is no second API.
+//   - POST /download/<package.Service>/<Method>: a server stream of kcnet.v1.ExportChunk
+//     (ExportRecords, ExportReport) as a plain file download: the request is the same JSON
+//     as the Connect call's and the call is the same one (same services, token, CSRF rules,
+//     scope checks and errors), but the answer is the file's bytes themselves, with
+//     Content-Disposition, its type and, when the first chunk says the size,
+//     Content-Length; no JSON and no base64 (docs/CONSOLE.md, docs/BENCHMARKS.md). An error
+//     before the first byte is the Connect error of a unary call; one after it cuts the
+//     connection short (the download fails, it never looks complete).
 //   - POST /auth/sign-in and /auth/sign-out: AuthService.Login and Logout, keeping the token
 //     in an HttpOnly, SameSite=Strict, Secure cookie that page scripts cannot read.
 //
@@ -19,7 +27,9 @@
 // Only the services in `services` are reachable (the console's; never the sync stream).
 // Streams are capped (in all, and per user, who is asked of AuthService.WhoAmI), and the
 // listener's thread pool is larger than the stream cap, so open streams never starve
-// unary calls (a pool of 8 threads, httplib's default, is exhausted by 8 streams).
+// unary calls (a pool of 8 threads, httplib's default, is exhausted by 8 streams). A
+// download counts in the cap in all only: it ends by itself, and a browser that went
+// away is noticed at its next write.
 //
 // Thread-safety: thread-safe. Stop() may be called from any thread, once or more.
 #ifndef KCNET_SERVER_HTTP_CONNECT_BRIDGE_H_
@@ -102,10 +112,13 @@ class ConnectBridge {
 
   // The handlers (connect_bridge.cc).
   void HandleRpc(const httplib::Request& request, httplib::Response& response);
+  void HandleDownload(const httplib::Request& request, httplib::Response& response);
   void HandleSignIn(const httplib::Request& request, httplib::Response& response);
   void HandleSignOut(const httplib::Request& request, httplib::Response& response);
 
-  // Takes a stream slot for `user_id`; false when a cap is reached.
+  // Takes a stream slot for `user_id` (kNoUser: a download, counted in all only); false
+  // when a cap is reached.
+  static constexpr int64_t kNoUser = -1;
   bool AcquireStream(int64_t user_id);
   void ReleaseStream(int64_t user_id);
 

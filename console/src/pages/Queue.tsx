@@ -25,6 +25,13 @@ import { BulkBar } from "./Bulk";
 import { RequestExportButtons } from "./RecordExport";
 import { ageChoices, requestFilter } from "../requestFilter";
 import { tf } from "../i18n-filters";
+import type {} from "../boot"; // window.kcnetBoot's type
+import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import {
+  CountSupportRequestsResponseSchema,
+  ListSupportRequestsRequestSchema,
+  ListSupportRequestsResponseSchema,
+} from "@gen/kcnet/v1/services_pb";
 export { myDecisionStatus } from "../requestFilter";
 
 const listLimit = 5000; // requests read for one view: past it "all matching" is refused
@@ -98,12 +105,24 @@ export function Queue() {
     (async () => {
       // The server applies every filter; the count is its exact N.
       const filter = requestFilter(f, role);
+      // The first page and the count may be on their way already (boot.ts, the first load).
+      const firstRequest = create(ListSupportRequestsRequestSchema, { ...filter, pageSize: 500 });
+      const early = await window.kcnetBoot?.takeEarlyQueue(
+        toJson(ListSupportRequestsRequestSchema, firstRequest) as Record<string, unknown>,
+      );
+      const earlyList = early && (await early.list);
+      const earlyCount = early && (await early.count);
       const [list, counted] = await Promise.all([
         all(async (pageToken) => {
-          const r = await requests.listSupportRequests({ ...filter, pageSize: 500, pageToken });
+          const r =
+            !pageToken && earlyList
+              ? fromJson(ListSupportRequestsResponseSchema, earlyList as JsonValue, { ignoreUnknownFields: true })
+              : await requests.listSupportRequests({ ...filter, pageSize: 500, pageToken });
           return { items: r.supportRequests, next: r.nextPageToken };
         }, listLimit),
-        requests.countSupportRequests(filter),
+        earlyCount
+          ? fromJson(CountSupportRequestsResponseSchema, earlyCount as JsonValue, { ignoreUnknownFields: true })
+          : requests.countSupportRequests(filter),
       ]);
       const kept = list.sort((a, b) => Number(a.updatedMs - b.updatedMs)); // oldest first
       if (cancelled) return;

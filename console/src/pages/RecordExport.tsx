@@ -1,12 +1,13 @@
-// Record-level downloads (RecordExportService.ExportRecords, server streaming): the support
+// Record-level downloads (RecordExportService.ExportRecords, a server stream read through the
+// bridge's download route, api.ts's download): the support
 // requests of the review queue's filter, or the facilities and visits of the registry's and
 // the map's filter, as CSV or XLSX, one row per record and no row cap. They run in the
 // background with their progress (reportKit's ExportStatus) and keep running while the
 // user moves between pages. The filter is built by the same functions as the lists'
 // (requestFilter.ts; the registry's params), so what downloads is what the page shows.
 import { ExportFormat } from "@gen/kcnet/v1/reports_pb";
-import { ExportRecordType, type ExportRecordsRequest } from "@gen/kcnet/v1/record_export_pb";
-import { recordExports as client } from "../api";
+import { ExportRecordType, RecordExportService, type ExportRecordsRequest } from "@gen/kcnet/v1/record_export_pb";
+import { download } from "../api";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv1";
 import { ExportStatus, runExport, type ReportParams } from "./reportKit";
@@ -33,15 +34,17 @@ export function facilityExportFilter(p: ReportParams, requests?: RequestFilterFi
 }
 
 function start(type: ExportRecordType, format: "csv" | "xlsx", filter: Init, fallback: string) {
-  void runExport(
-    `${fallback}.${format}`,
-    format,
-    client.exportRecords({
-      ...filter,
-      type,
-      format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
-      language: lang.value, // enum values as labels in the console's language
-    }),
+  void runExport(`${fallback}.${format}`, format, (progress) =>
+    download(
+      RecordExportService.method.exportRecords,
+      {
+        ...filter,
+        type,
+        format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
+        language: lang.value, // enum values as labels in the console's language
+      },
+      progress,
+    ),
   );
 }
 

@@ -2,12 +2,13 @@
 // (?unit=&from=&to=&year=&q=&kind=&sector=),
 // the org units the caller may pick from, a bar chart (plain SVG: no chart library, no
 // inline style, so the strict CSP holds) and the background export of a report as CSV or
-// XLSX through ReportService.ExportReport (server streaming). The browser runs all of this
+// XLSX through ReportService.ExportReport (a server stream, read through the bridge's
+// download route: api.ts's download). The browser runs all of this
 // on one thread.
 import { signal } from "@preact/signals";
-import { all, errorText, orgUnits, reports } from "../api";
+import { all, download, errorText, orgUnits, type DownloadedFile } from "../api";
 import { OrgUnitLevel, type OrgUnit } from "@gen/kcnet/v1/domain_pb";
-import { ExportFormat } from "@gen/kcnet/v1/reports_pb";
+import { ExportFormat, ReportService } from "@gen/kcnet/v1/reports_pb";
 import { formatCount, rt } from "./reportsText";
 import { lang } from "../i18n";
 
@@ -184,42 +185,44 @@ function update(key: number, change: Partial<ExportJob>) {
 }
 
 export async function startExport(report: string, format: "csv" | "xlsx", p: ReportParams) {
-  await runExport(
-    `${report}.${format}`,
-    format,
-    reports.exportReport({
-      report,
-      format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
-      filter: reportFilter(p),
-      language: lang.value,
-    }),
+  await runExport(`${report}.${format}`, format, (progress) =>
+    download(
+      ReportService.method.exportReport,
+      {
+        report,
+        format: format === "csv" ? ExportFormat.CSV : ExportFormat.XLSX,
+        filter: reportFilter(p),
+        language: lang.value,
+      },
+      progress,
+    ),
   );
 }
 
-/** Runs one export stream as a background job (progress in ExportStatus), then hands the
- * file to the browser as a download. Used by the reports and the record exports. */
+/** Runs one export as a background job (progress in ExportStatus), then hands the file to
+ * the browser as a download. `fetchFile` reads it (api.ts's download: the file's bytes
+ * as they come, no JSON). Used by the reports and the record exports. */
 export async function runExport(
   fallbackName: string,
   format: "csv" | "xlsx",
-  stream: AsyncIterable<{ data: Uint8Array; fileName: string; totalBytes: bigint }>,
+  fetchFile: (progress: (bytes: number, total: number) => void) => Promise<DownloadedFile>,
 ) {
   const key = nextJob++;
   exportJobs.value = [...exportJobs.value, { key, name: fallbackName, bytes: 0, total: 0, state: "running", error: "" }];
   try {
-    const parts: Uint8Array[] = [];
-    let name = fallbackName;
-    let bytes = 0;
-    let total = 0;
-    for await (const chunk of stream) {
-      if (chunk.fileName) name = chunk.fileName;
-      if (chunk.totalBytes > 0n) total = Number(chunk.totalBytes);
-      parts.push(chunk.data);
-      bytes += chunk.data.length;
-      update(key, { name, bytes, total });
-    }
+    // The progress shown at most every 100 ms (a 10 MB file comes in hundreds of reads).
+    let shownAt = 0;
+    const file = await fetchFile((bytes, total) => {
+      const now = performance.now();
+      if (now - shownAt < 100) return;
+      shownAt = now;
+      update(key, { bytes, total });
+    });
+    const name = file.name || fallbackName;
+    const bytes = file.parts.reduce((n, part) => n + part.length, 0);
     const type =
       format === "csv" ? "text/csv;charset=utf-8" : "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
-    const url = URL.createObjectURL(new Blob(parts as BlobPart[], { type }));
+    const url = URL.createObjectURL(new Blob(file.parts as BlobPart[], { type }));
     const a = document.createElement("a");
     a.href = url;
     a.download = name;
@@ -227,7 +230,7 @@ export async function runExport(
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
-    update(key, { state: "done" });
+    update(key, { name, bytes, total: bytes, state: "done" });
   } catch (e) {
     update(key, { state: "failed", error: errorText(e) });
   }

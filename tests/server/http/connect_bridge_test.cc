@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "kcnet/v1/record_export.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "tests/server/services/test_server.h"
 #include "tests/testing/test_tls.h"
@@ -289,6 +290,93 @@ TEST_F(ConnectBridgeTest, OutOfScopeAnswersLikeMissingAsOverGrpc) {
   EXPECT_EQ(absl::StrReplaceAll(grpc_outside.error_message(), {{outside, "ID"}}),
             absl::StrReplaceAll(grpc_missing.error_message(), {{missing, "ID"}}));
   EXPECT_THAT(http_outside->body, HasSubstr(grpc_outside.error_message()));
+}
+
+// POST /download/...: the export's very bytes, with the RPC's token and scope answers.
+TEST_F(ConnectBridgeTest, DownloadIsTheExportsFileWithTheRpcsScopeAnswers) {
+  MakeFacility(commune1_);
+  MakeFacility(commune2_);
+  // Another province and its officer: the first province's communes are not theirs.
+  Directory& d = server_->directory();
+  const int64_t other = d.CreateOrgUnit("91", "Tỉnh Khác", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
+  ASSERT_TRUE(
+      d.CreateUser("officer2", "Cán bộ tỉnh khác", kPassword, ROLE_PROVINCE_OFFICER, {other}).ok());
+  const std::string path = "/download/kcnet.v1.RecordExportService/ExportRecords";
+  const std::string request =
+      R"({"type":"EXPORT_RECORD_TYPE_FACILITIES","format":"EXPORT_FORMAT_CSV"})";
+
+  // The same export over gRPC: its chunks concatenated are the file.
+  std::string expected, file_name;
+  {
+    grpc::ClientContext context;
+    Authorize(&context, SignIn(server_->Channel(), "officer", kPassword));
+    ExportRecordsRequest grpc_request;
+    grpc_request.set_type(EXPORT_RECORD_TYPE_FACILITIES);
+    grpc_request.set_format(EXPORT_FORMAT_CSV);
+    auto reader =
+        RecordExportService::NewStub(server_->Channel())->ExportRecords(&context, grpc_request);
+    ExportChunk chunk;
+    while (reader->Read(&chunk)) {
+      if (!chunk.file_name().empty()) file_name = chunk.file_name();
+      expected += chunk.data();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+  }
+  ASSERT_THAT(expected, HasSubstr("Cơ sở mây tre đan"));
+  auto file = Http()->Post(path.c_str(), BrowserHeaders(CookieSignIn("officer")), request,
+                           "application/json");
+  ASSERT_TRUE(file);
+  ASSERT_EQ(file->status, 200) << file->body;
+  EXPECT_EQ(file->body, expected);
+  EXPECT_EQ(file->get_header_value("Content-Length"), std::to_string(expected.size()));
+  EXPECT_EQ(file->get_header_value("Content-Type"), "text/csv; charset=utf-8");
+  EXPECT_THAT(file->get_header_value("Content-Disposition"),
+              HasSubstr(absl::StrCat("attachment; filename=\"", file_name, "\"")));
+  EXPECT_EQ(file->get_header_value("Cache-Control"), "no-store");
+
+  // Another province's officer asking for this province's commune gets exactly the answer
+  // for a commune that does not exist (NOT_FOUND, the same body), as over gRPC.
+  const std::string cookie2 = CookieSignIn("officer2");
+  auto for_unit = [&](int64_t unit) {
+    return Http()->Post(path.c_str(), BrowserHeaders(cookie2),
+                        absl::StrCat(R"({"type":"EXPORT_RECORD_TYPE_FACILITIES",)",
+                                     R"("format":"EXPORT_FORMAT_CSV","orgUnitId":")", unit, "\"}"),
+                        "application/json");
+  };
+  const int64_t missing_unit = 987654321;
+  auto outside = for_unit(commune1_);
+  auto missing = for_unit(missing_unit);
+  ASSERT_TRUE(outside && missing);
+  EXPECT_EQ(outside->status, 404) << outside->body;
+  EXPECT_EQ(outside->status, missing->status);
+  EXPECT_EQ(absl::StrReplaceAll(outside->body, {{std::to_string(commune1_), "ID"}}),
+            absl::StrReplaceAll(missing->body, {{std::to_string(missing_unit), "ID"}}));
+  EXPECT_THAT(outside->body, HasSubstr("\"code\":\"not_found\""));
+  EXPECT_FALSE(outside->has_header("Content-Disposition"));
+  // Their own province's export holds none of the first province's facilities.
+  auto own = Http()->Post(path.c_str(), BrowserHeaders(cookie2), request, "application/json");
+  ASSERT_TRUE(own);
+  ASSERT_EQ(own->status, 200) << own->body;
+  EXPECT_THAT(own->body, Not(HasSubstr("Cơ sở mây tre đan")));
+
+  // No token; the cookie without the Connect header (CSRF); a bad filter (names the field);
+  // a stream that is no file.
+  auto anonymous = Http()->Post(path.c_str(), BrowserHeaders(), request, "application/json");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401) << anonymous->body;
+  auto forged = Http()->Post(path.c_str(), {{"Cookie", cookie2}}, request, "application/json");
+  ASSERT_TRUE(forged);
+  EXPECT_EQ(forged->status, 403) << forged->body;
+  EXPECT_THAT(forged->body, HasSubstr("csrf"));
+  auto bad = Http()->Post(path.c_str(), BrowserHeaders(cookie2),
+                          R"({"type":"EXPORT_RECORD_TYPE_NOPE"})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  EXPECT_THAT(bad->body, HasSubstr("kcnet.v1.ExportRecordsRequest"));
+  auto not_a_file = Http()->Post("/download/kcnet.v1.WatchService/WatchChanges",
+                                 BrowserHeaders(cookie2), "{}", "application/json");
+  ASSERT_TRUE(not_a_file);
+  EXPECT_EQ(not_a_file->status, 404) << not_a_file->body;
 }
 
 TEST_F(ConnectBridgeTest, CookieCallsWithoutTheConnectHeaderOrFromAnotherOriginAreRefused) {
