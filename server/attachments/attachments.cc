@@ -94,12 +94,12 @@ absl::Status CheckAttachmentOptions(const AttachmentOptions& o) {
     }
   }
   if (o.max_upload_streams < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "attachment_max_upload_streams: must not be negative (0: no limit), got ",
-        o.max_upload_streams));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attachment_max_upload_streams: must not be negative (0: no limit), got ",
+                     o.max_upload_streams));
   }
   if (o.busy_retry_after <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("attachment_busy_retry_after: must be positive");
+    return absl::InvalidArgumentError("busy_retry_after: must be positive");
   }
   if (o.user_quota_bytes < 0 || o.province_quota_bytes < 0) {
     return absl::InvalidArgumentError("attachment_quota: must not be negative");
@@ -459,9 +459,9 @@ absl::Status Attachments::AdmitUploadStream() {
   if (limit <= 0 || before < limit) return absl::OkStatus();
   upload_streams_.fetch_sub(1);
   return absl::ResourceExhaustedError(absl::StrCat(
-      "uploads: máy chủ đang bận, thử lại sau ", absl::ToInt64Milliseconds(options_.busy_retry_after),
-      " ms / the server is serving ", limit, " uploads; retry after ",
-      absl::ToInt64Milliseconds(options_.busy_retry_after), " ms"));
+      "uploads: máy chủ đang bận, thử lại sau ",
+      absl::ToInt64Milliseconds(options_.busy_retry_after), " ms / the server is serving ", limit,
+      " uploads; retry after ", absl::ToInt64Milliseconds(options_.busy_retry_after), " ms"));
 }
 
 void Attachments::EndUploadStream() { upload_streams_.fetch_sub(1); }

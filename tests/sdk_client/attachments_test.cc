@@ -398,8 +398,6 @@ TEST_F(AttachmentsTest, ABusyServersRetryAfterIsHonouredWithoutAFailedAttempt) {
   auto holder = stub->Upload(&holder_ctx);
   {
     // The holder is admitted once the server reads it: a stream of our own is refused.
-    grpc::ClientContext probe_ctx;
-    probe_ctx.AddMetadata("authorization", "Bearer " + login.token());
     grpc::Status refused;
     for (int i = 0; i < 100; ++i) {
       grpc::ClientContext ctx;
