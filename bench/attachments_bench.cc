@@ -41,7 +41,8 @@
 // Usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]   (--only: those
 // phases; throughput includes the known blob) (--quick: 10 photos, 3 cut photos, 1 shaped photo of
 // 32 KiB, 200 uploads of 256 KiB; the full run: 100, 10, 3 of 96 KiB, 200 of 2 MB).
-// KCNET_SERVER_BIN names the server binary (set by CMake).
+// KCNET_SERVER_BIN names the server binary (set by CMake; the environment variable of that
+// name overrides it, e.g. with a script that runs the server under a memory profiler).
 #include <fcntl.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -484,47 +485,68 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
   });
   absl::Barrier* first_chunks = new absl::Barrier(kConcurrentUploads);
   std::atomic<int> failed{0};
+  std::atomic<int> busy{0};  // streams the server refused (too many at once) and retried
+  const absl::Time phase_start = absl::Now();
   std::vector<std::thread> uploads;
   for (int i = 0; i < kConcurrentUploads; ++i) {
     uploads.emplace_back([&, i] {
       const std::string photo = MakePhoto(sizes.rss_bytes, 4000 + static_cast<uint64_t>(i));
       auto stub = v1::AttachmentService::NewStub(channels[static_cast<size_t>(i % kChannels)]);
       bool ok = true;
-      grpc::ClientContext begin_context;
-      begin_context.AddMetadata("authorization", absl::StrCat("Bearer ", account.token));
-      v1::BeginUploadRequest begin;
-      begin.set_sha256(sdk::Sha256Of(photo));
-      begin.set_size(static_cast<int64_t>(photo.size()));
-      begin.set_media_type("image/jpeg");
-      begin.set_attachment_id(infos[static_cast<size_t>(i)].id);
-      v1::BeginUploadResponse session;
-      ok = stub->Begin(&begin_context, begin, &session).ok() && !session.already_have();
-      grpc::ClientContext context;
-      context.AddMetadata("authorization", absl::StrCat("Bearer ", account.token));
-      std::unique_ptr<grpc::ClientReaderWriter<v1::UploadChunk, v1::UploadAck>> stream;
-      if (ok) stream = stub->Upload(&context);
-      int64_t offset = session.committed_offset();
       bool waited = false;
-      while (ok && offset < static_cast<int64_t>(photo.size())) {
-        v1::UploadChunk chunk;
-        chunk.set_upload_id(session.upload_id());
-        chunk.set_offset(offset);
-        chunk.set_data(photo.substr(static_cast<size_t>(offset), kChunkBytes));
-        chunk.set_crc32c(sync::Crc32c(chunk.data()));
-        ok = stream->Write(chunk);
-        offset += static_cast<int64_t>(chunk.data().size());
-        if (!waited) {
-          if (first_chunks->Block()) delete first_chunks;  // the last one out deletes it
-          waited = true;
+      // A busy server (more than --attachment_max_upload_streams at once) answers the
+      // stream RESOURCE_EXHAUSTED with kcnet-retry-after-ms: Begin again after that, as the
+      // SDK does.
+      for (int attempt = 0; attempt < 1000; ++attempt) {
+        grpc::ClientContext begin_context;
+        begin_context.AddMetadata("authorization", absl::StrCat("Bearer ", account.token));
+        v1::BeginUploadRequest begin;
+        begin.set_sha256(sdk::Sha256Of(photo));
+        begin.set_size(static_cast<int64_t>(photo.size()));
+        begin.set_media_type("image/jpeg");
+        begin.set_attachment_id(infos[static_cast<size_t>(i)].id);
+        v1::BeginUploadResponse session;
+        ok = stub->Begin(&begin_context, begin, &session).ok() && !session.already_have();
+        grpc::ClientContext context;
+        context.AddMetadata("authorization", absl::StrCat("Bearer ", account.token));
+        std::unique_ptr<grpc::ClientReaderWriter<v1::UploadChunk, v1::UploadAck>> stream;
+        if (ok) stream = stub->Upload(&context);
+        int64_t offset = session.committed_offset();
+        while (ok && offset < static_cast<int64_t>(photo.size())) {
+          v1::UploadChunk chunk;
+          chunk.set_upload_id(session.upload_id());
+          chunk.set_offset(offset);
+          chunk.set_data(photo.substr(static_cast<size_t>(offset), kChunkBytes));
+          chunk.set_crc32c(sync::Crc32c(chunk.data()));
+          ok = stream->Write(chunk);
+          offset += static_cast<int64_t>(chunk.data().size());
+          if (!waited) {
+            if (first_chunks->Block()) delete first_chunks;  // the last one out deletes it
+            waited = true;
+          }
         }
-      }
-      if (!waited && first_chunks->Block()) delete first_chunks;
-      if (stream != nullptr) {
+        if (!waited && first_chunks->Block()) delete first_chunks;
+        waited = true;
+        if (stream == nullptr) break;
         stream->WritesDone();
         v1::UploadAck ack;
         bool complete = false;
         while (stream->Read(&ack)) complete = complete || ack.complete();
-        ok = stream->Finish().ok() && complete && ok;
+        const grpc::Status finish = stream->Finish();
+        const auto& trailers = context.GetServerTrailingMetadata();
+        const auto retry = trailers.find("kcnet-retry-after-ms");
+        int64_t retry_ms = 0;
+        if (finish.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+            retry != trailers.end() &&
+            absl::SimpleAtoi(absl::string_view(retry->second.data(), retry->second.size()),
+                             &retry_ms)) {
+          busy.fetch_add(1);
+          ok = true;
+          absl::SleepFor(absl::Milliseconds(retry_ms + (retry_ms * (i % 10)) / 20));
+          continue;
+        }
+        ok = finish.ok() && complete && ok;
+        break;
       }
       if (!ok) failed.fetch_add(1);
     });
@@ -536,7 +558,9 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
   const double growth = static_cast<double>(peak_kib.load() - baseline_kib) / 1024.0;
   std::cerr << "rss: " << kConcurrentUploads << " concurrent uploads of " << sizes.rss_bytes / 1024
             << " KiB: server VmRSS " << baseline_kib / 1024 << " MiB before, peak "
-            << peak_kib.load() / 1024 << " MiB\n";
+            << peak_kib.load() / 1024 << " MiB; " << busy.load()
+            << " streams told to retry (busy), all done in "
+            << absl::FormatDuration(absl::Now() - phase_start) << "\n";
   Emit(kBench, "rss_growth_mib", growth,
        absl::StrCat("MiB (", kConcurrentUploads, " uploads of ", sizes.rss_bytes / 1024, " KiB)"));
   Must(t.client->Close(), "close");
@@ -562,7 +586,9 @@ int Run(bool quick, const std::string& only) {
   // Five tablets' accounts: commune collaborators of one province (dedup is per province).
   const std::vector<fault::Account> accounts =
       Must(fault::SetUpDirectory(dir + "/server", 5, 0), "set up the directory");
-  fault::ServerProcess server(KCNET_SERVER_BIN, dir + "/server", dir + "/server.log");
+  const char* server_bin = std::getenv("KCNET_SERVER_BIN");
+  fault::ServerProcess server(server_bin != nullptr ? server_bin : KCNET_SERVER_BIN,
+                              dir + "/server", dir + "/server.log");
   Must(server.Start(), "start kcnet-server");
   std::cerr << "attachments_bench: data in " << dir << (quick ? " (quick)" : "") << "\n";
 

@@ -563,7 +563,13 @@ absl::Status AttachmentQueue::UploadAll(
         absl::MutexLock lock(&mu);
         if (newest == number) in_tail = true;
       };
-      const absl::Status status = UploadOne(calls, row, listener, &payload, committed_all);
+      int64_t busy_waits = 0;
+      const absl::Status status =
+          UploadOne(calls, row, listener, &payload, committed_all, &busy_waits);
+      {
+        absl::MutexLock lock(&mu);
+        summary.busy_waits += busy_waits;
+      }
       settle(row, status, payload);
       absl::MutexLock lock(&mu);
       --unfinished;
@@ -579,9 +585,25 @@ absl::Status AttachmentQueue::UploadAll(
   return ended;
 }
 
+bool AttachmentQueue::WaitBusy(TransferCalls& calls, absl::Duration d) {
+  absl::Duration jitter;
+  {
+    absl::MutexLock lock(&rng_mu_);
+    std::uniform_int_distribution<int64_t> half(0, absl::ToInt64Milliseconds(d) / 2);
+    jitter = absl::Milliseconds(half(rng_));
+  }
+  const absl::Time until = absl::Now() + d + jitter;
+  while (absl::Now() < until) {
+    if (calls.Stopped()) return false;
+    absl::SleepFor(std::min(absl::Milliseconds(50), until - absl::Now()));
+  }
+  return !calls.Stopped();
+}
+
 absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& row,
                                         const Listener& listener, int64_t* payload,
-                                        const std::function<void()>& committed_all) {
+                                        const std::function<void()>& committed_all,
+                                        int64_t* busy_waits) {
   if (FileSize(PathOf(row.sha256)) != row.size) {
     return absl::FailedPreconditionError(
         "the bytes of this attachment are missing on this device (the attachment folder was "
@@ -636,8 +658,19 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
     progress(AttachmentState::kUploading, offset, offset);
     bool complete = false;
     int64_t committed = offset;
+    absl::Duration retry_after;
     last = StreamFrom(calls, row, resp.upload_id(), offset, listener, payload, committed_all,
-                      &complete, &committed);
+                      &complete, &committed, &retry_after);
+    if (retry_after > absl::ZeroDuration() && *busy_waits < kMaxBusyWaits) {
+      // The server serves too many uploads at once and read none of this stream's bytes:
+      // come back when it says, with the same session (not a failed attempt).
+      ++*busy_waits;
+      if (!WaitBusy(calls, retry_after)) {
+        return absl::CancelledError("the upload of attachments was cancelled");
+      }
+      --round;
+      continue;
+    }
     if (!complete && committed > offset && !absl::IsDataLoss(last)) {
       // What the stream got committed, for the next pass's resume and ListAttachments.
       s = UpdateRow(row.id, AttachmentState::kUploading, committed, "");
@@ -675,7 +708,8 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
                                          const std::string& upload_id, int64_t offset,
                                          const Listener& listener, int64_t* payload,
                                          const std::function<void()>& committed_all, bool* complete,
-                                         int64_t* committed) {
+                                         int64_t* committed, absl::Duration* retry_after) {
+  *retry_after = absl::ZeroDuration();
   std::FILE* file = std::fopen(PathOf(row.sha256).c_str(), "rb");
   if (file == nullptr) return Errno(absl::StrCat("cannot read ", PathOf(row.sha256)));
   absl::Cleanup close_file = [file] { std::fclose(file); };
@@ -758,6 +792,10 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   std::string buffer(static_cast<size_t>(options_.chunk_bytes), '\0');
   int64_t position = offset;
   absl::Time last_ask = absl::InfinitePast();
+  // Whether the chunks stopped on this side (cancelled, the file, no ack): then the call is
+  // cancelled. When the server ended the call (its reader ended, a write failed), it is
+  // left alone, so that Finish gives the server's status (a busy server's retry-after).
+  bool cancel = false;
   while (position < row.size) {
     // At most max_in_flight_bytes beyond the committed offset: what a cut can cost.
     {
@@ -768,13 +806,22 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       };
       mu.AwaitWithTimeout(absl::Condition(&room), absl::Minutes(2));
       if (reader_end) break;
-      if (position - acked >= limit) break;  // no ack for two minutes: a dead link
+      if (position - acked >= limit) {  // no ack for two minutes: a dead link
+        cancel = true;
+        break;
+      }
     }
-    if (calls.Stopped()) break;
+    if (calls.Stopped()) {
+      cancel = true;
+      break;
+    }
     const int64_t chunk_bytes = NextChunkBytes();
     const size_t want = static_cast<size_t>(std::min<int64_t>(chunk_bytes, row.size - position));
     const size_t got = std::fread(buffer.data(), 1, want, file);
-    if (got != want) break;
+    if (got != want) {
+      cancel = true;
+      break;
+    }
     kcnet::v1::UploadChunk chunk;
     chunk.set_upload_id(upload_id);
     chunk.set_offset(position);
@@ -792,7 +839,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     *payload += static_cast<int64_t>(got);
     sent.store(position);
   }
-  if (position < row.size) (*ctx)->TryCancel();  // the chunks stopped: end the call
+  if (cancel) (*ctx)->TryCancel();  // the chunks stopped here: end the call
   stream->WritesDone();
   reader.join();
   grpc::Status status = stream->Finish();
@@ -800,6 +847,15 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     absl::MutexLock lock(&mu);
     *complete = done;
     *committed = acked;
+  }
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    const auto& trailers = (*ctx)->GetServerTrailingMetadata();
+    const auto it = trailers.find("kcnet-retry-after-ms");
+    int64_t ms = 0;
+    if (it != trailers.end() &&
+        absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &ms) && ms > 0) {
+      *retry_after = absl::Milliseconds(std::min<int64_t>(ms, 60'000));
+    }
   }
   if (position < row.size && status.ok()) {
     return absl::UnavailableError("the upload stopped before every chunk was sent");

@@ -76,6 +76,9 @@ struct AttachmentQueueOptions {
   int64_t chunk_bytes = 64 << 10;
 };
 inline constexpr int64_t kSmallestChunkBytes = 2 << 10;
+// How many "busy, retry after" answers one upload waits out in a pass before it gives the
+// attempt up (then the usual backoff applies).
+inline constexpr int kMaxBusyWaits = 120;
 
 // One row of the upload queue.
 struct QueueRow {
@@ -160,14 +163,20 @@ class AttachmentQueue {
                          std::optional<int64_t> next_try_ms = std::nullopt);
   // Uploads one row; the payload bytes sent are added to *payload. `committed_all` runs
   // when the server acknowledged every byte committed (before its SHA-256 check).
+  // *busy_waits counts the server's "busy, retry after" answers it waited out.
   absl::Status UploadOne(TransferCalls& calls, const QueueRow& row, const Listener& listener,
-                         int64_t* payload, const std::function<void()>& committed_all);
+                         int64_t* payload, const std::function<void()>& committed_all,
+                         int64_t* busy_waits);
   // One Upload stream from `offset`. Returns the status it ended with and sets *complete
-  // and *committed (the last acknowledged offset).
+  // and *committed (the last acknowledged offset), and *retry_after when the server said
+  // it is busy (RESOURCE_EXHAUSTED with the trailer kcnet-retry-after-ms; else zero).
   absl::Status StreamFrom(TransferCalls& calls, const QueueRow& row, const std::string& upload_id,
                           int64_t offset, const Listener& listener, int64_t* payload,
                           const std::function<void()>& committed_all, bool* complete,
-                          int64_t* committed);
+                          int64_t* committed, absl::Duration* retry_after);
+  // Waits `d` plus up to half of it again (jitter, so that the clients a busy server sent
+  // away do not all come back at once); false when the pass was stopped meanwhile.
+  bool WaitBusy(TransferCalls& calls, absl::Duration d);
   // The size of the next chunk: about half a second of the link at its measured rate.
   int64_t NextChunkBytes();
   // Downloads the bytes of a blob (`sha_bytes`, 32 bytes) into `part` from its current

@@ -1,6 +1,11 @@
 #include "sync/crc32c.h"
 
 #include <array>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 namespace kcnet::sync {
 namespace {
@@ -27,9 +32,41 @@ const Tables& CrcTables() {
   return *tables;
 }
 
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes exactly CRC32C, 8 bytes per step (3-4 GB/s here
+// against 1-1.3 GB/s for the tables; issue 17, throughput: both ends check every chunk).
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(absl::string_view data, uint32_t crc) {
+  const char* p = data.data();
+  size_t n = data.size();
+  uint64_t c = static_cast<uint32_t>(~crc);
+  while (n >= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof(word));
+    c = _mm_crc32_u64(c, word);
+    p += 8;
+    n -= 8;
+  }
+  auto c32 = static_cast<uint32_t>(c);
+  while (n-- > 0) c32 = _mm_crc32_u8(c32, static_cast<uint8_t>(*p++));
+  return ~c32;
+}
+
+bool HasSse42() {
+  static const bool has = __builtin_cpu_supports("sse4.2");
+  return has;
+}
+#endif
+
 }  // namespace
 
 uint32_t Crc32c(absl::string_view data, uint32_t crc) {
+#if defined(__x86_64__)
+  if (HasSse42()) return Crc32cSse42(data, crc);
+#endif
+  return Crc32cPortable(data, crc);
+}
+
+uint32_t Crc32cPortable(absl::string_view data, uint32_t crc) {
   const Tables& t = CrcTables();
   const auto* p = reinterpret_cast<const uint8_t*>(data.data());
   size_t n = data.size();

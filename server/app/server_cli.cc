@@ -44,6 +44,8 @@ ABSL_FLAG(std::vector<std::string>, attachment_media_types,
 ABSL_FLAG(int64_t, attachment_user_quota_bytes, 0, "Bytes of attachments per user; 0: none");
 ABSL_FLAG(int64_t, attachment_province_quota_bytes, 0,
           "Bytes of attachments per province; 0: none");
+ABSL_FLAG(int32_t, attachment_max_upload_streams, 64,
+          "Attachment upload streams served at once; more are told to retry; 0: no limit");
 ABSL_FLAG(absl::Duration, blob_gc_interval, absl::Hours(1),
           "How often the blob garbage collector runs; 0: never");
 ABSL_FLAG(absl::Duration, blob_gc_grace, absl::Hours(24),
@@ -83,6 +85,8 @@ constexpr char kUsage[] =
     "                     image/jpeg,image/png,image/webp,application/pdf (by magic bytes)\n"
     "  --attachment_user_quota_bytes      bytes per user, default 0 (no quota)\n"
     "  --attachment_province_quota_bytes  bytes per province, default 0 (no quota)\n"
+    "  --attachment_max_upload_streams    upload streams served at once, default 64; one\n"
+    "                     more is answered RESOURCE_EXHAUSTED with a retry-after (0: no limit)\n"
     "  --blob_gc_interval  how often unreferenced blobs and expired uploads are collected,\n"
     "                     default 1h (0: never; kcnet-admin gc-blobs runs it by hand)\n"
     "  --blob_gc_grace     how long a blob stays unreferenced before removal, default 24h\n"
@@ -108,6 +112,7 @@ constexpr const char* kFlagNames[] = {"listen",
                                       "attachment_media_types",
                                       "attachment_user_quota_bytes",
                                       "attachment_province_quota_bytes",
+                                      "attachment_max_upload_streams",
                                       "blob_gc_interval",
                                       "blob_gc_grace",
                                       "store",
@@ -200,6 +205,7 @@ int RunServerCli(int argc, char** argv) {
   options.attachments.media_types = absl::GetFlag(FLAGS_attachment_media_types);
   options.attachments.user_quota_bytes = absl::GetFlag(FLAGS_attachment_user_quota_bytes);
   options.attachments.province_quota_bytes = absl::GetFlag(FLAGS_attachment_province_quota_bytes);
+  options.attachments.max_upload_streams = absl::GetFlag(FLAGS_attachment_max_upload_streams);
   options.attachments.gc_interval = absl::GetFlag(FLAGS_blob_gc_interval);
   options.attachments.gc_grace = absl::GetFlag(FLAGS_blob_gc_grace);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);

@@ -43,6 +43,16 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
       return;
     }
     caller_ = *std::move(caller);
+    // A busy server says so before reading a byte of the stream: what the client sent
+    // already is dropped with the call, and it comes back after the retry-after.
+    if (absl::Status admitted = attachments_->AdmitUploadStream(); !admitted.ok()) {
+      ctx->AddTrailingMetadata(
+          kRetryAfterMetadata,
+          absl::StrCat(absl::ToInt64Milliseconds(attachments_->busy_retry_after())));
+      Finish(ToGrpcStatus(admitted));
+      return;
+    }
+    admitted_ = true;
     StartRead(&chunk_);
   }
 
@@ -130,6 +140,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
 
   void OnDone() override {
     if (stream_.has_value()) attachments_->Detach(*stream_).IgnoreError();
+    if (admitted_) attachments_->EndUploadStream();
     delete this;
   }
 
@@ -176,6 +187,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
   Attachments* const attachments_;
   CallbackServerContext* const ctx_;
   Principal caller_;
+  bool admitted_ = false;  // counted in Attachments' upload streams
   v1::UploadChunk chunk_;
   std::optional<Attachments::Stream> stream_;  // touched by the read callbacks only
 

@@ -93,6 +93,14 @@ absl::Status CheckAttachmentOptions(const AttachmentOptions& o) {
           "attachment_media_types: '", t, "' is not one of ", absl::StrJoin(known, ", ")));
     }
   }
+  if (o.max_upload_streams < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attachment_max_upload_streams: must not be negative (0: no limit), got ",
+                     o.max_upload_streams));
+  }
+  if (o.busy_retry_after <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("busy_retry_after: must be positive");
+  }
   if (o.user_quota_bytes < 0 || o.province_quota_bytes < 0) {
     return absl::InvalidArgumentError("attachment_quota: must not be negative");
   }
@@ -439,11 +447,24 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
   }
   if (a->hashed > a->session.committed) a->hashed = -1;  // hashed bytes were cut off
   if (a->session.committed == 0 && a->hashed != 0) {
-    crypto_hash_sha256_init(&a->sha);
+    a->sha.Reset();
     a->hashed = 0;
   }
   return a;
 }
+
+absl::Status Attachments::AdmitUploadStream() {
+  const int limit = options_.max_upload_streams;
+  const int before = upload_streams_.fetch_add(1);
+  if (limit <= 0 || before < limit) return absl::OkStatus();
+  upload_streams_.fetch_sub(1);
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "uploads: máy chủ đang bận, thử lại sau ",
+      absl::ToInt64Milliseconds(options_.busy_retry_after), " ms / the server is serving ", limit,
+      " uploads; retry after ", absl::ToInt64Milliseconds(options_.busy_retry_after), " ms"));
+}
+
+void Attachments::EndUploadStream() { upload_streams_.fetch_sub(1); }
 
 absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
                                                         const std::string& upload_id,
@@ -483,9 +504,9 @@ void Attachments::Forget(Active& a) {
 
 absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a, bool forget) {
   const std::string path = UploadTempPath(uploads_dir_, a.session.id);
-  std::string raw(crypto_hash_sha256_BYTES, '\0');
+  std::string raw;
   if (a.hashed == a.session.size) {
-    crypto_hash_sha256_final(&a.sha, reinterpret_cast<unsigned char*>(raw.data()));
+    raw = a.sha.Finish();
     a.hashed = -1;
   } else {
     absl::StatusOr<std::string> read = Sha256OfFile(path);
@@ -500,7 +521,7 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a, bool forget) {
     if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
     a.session.committed = 0;
     a.received = 0;
-    crypto_hash_sha256_init(&a.sha);
+    a.sha.Reset();
     a.hashed = 0;
     return absl::DataLossError(
         absl::StrCat("sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
@@ -594,8 +615,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   }
   if (absl::Status s = PwriteAll(a->fd, chunk.data(), chunk.offset()); !s.ok()) return s;
   if (a->hashed == chunk.offset()) {
-    crypto_hash_sha256_update(&a->sha, reinterpret_cast<const unsigned char*>(chunk.data().data()),
-                              static_cast<unsigned long long>(n));
+    a->sha.Update(chunk.data());
     a->hashed += n;
   }
   a->received += n;

@@ -24,8 +24,7 @@
 #ifndef KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
 #define KCNET_SERVER_ATTACHMENTS_ATTACHMENTS_H_
 
-#include <sodium.h>
-
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -45,6 +44,7 @@
 #include "server/attachments/blob_gc.h"
 #include "server/attachments/blob_store.h"
 #include "server/attachments/references.h"
+#include "server/attachments/sha256.h"
 #include "server/directory/directory.h"
 #include "server/rpc/logger.h"
 #include "sync/hlc.h"
@@ -58,6 +58,9 @@ inline constexpr int64_t kCommitIntervalBytes = 256 * 1024;
 inline constexpr int kCommitterThreads = 4;
 // The trailing metadata key of a FAILED_PRECONDITION (wrong offset): the committed offset.
 inline constexpr char kCommittedOffsetMetadata[] = "kcnet-committed-offset";
+// The trailing metadata key of a busy server's RESOURCE_EXHAUSTED on an Upload stream
+// (AttachmentOptions::max_upload_streams): milliseconds to wait before trying again.
+inline constexpr char kRetryAfterMetadata[] = "kcnet-retry-after-ms";
 
 struct AttachmentOptions {
   int64_t max_bytes = 25 * 1024 * 1024;  // at most model::kAttachmentMaxBytes
@@ -66,6 +69,12 @@ struct AttachmentOptions {
                                           "application/pdf"};
   int64_t user_quota_bytes = 0;      // 0: no quota
   int64_t province_quota_bytes = 0;  // 0: no quota
+  // Upload streams served at once, server-wide (0: no limit). One more is answered at once
+  // RESOURCE_EXHAUSTED with the trailer kcnet-retry-after-ms (busy_retry_after), before
+  // any of its bytes is read: it bounds the memory gRPC holds for uploads (each stream at
+  // full speed has up to a 64 KiB chunk in its receive buffers, about 85 KiB in all).
+  int max_upload_streams = 64;
+  absl::Duration busy_retry_after = absl::Seconds(1);
   absl::Duration upload_ttl = absl::Hours(24 * 7);
   absl::Duration gc_grace = absl::Hours(24);
   absl::Duration gc_interval = absl::Hours(1);  // zero: no collector thread
@@ -123,6 +132,12 @@ class Attachments {
   absl::StatusOr<kcnet::v1::UploadState> GetUpload(const Principal& caller,
                                                    const std::string& upload_id);
 
+  // Admits one more Upload stream (OK), or RESOURCE_EXHAUSTED when max_upload_streams are
+  // open. Each admitted stream calls EndUploadStream once when it ends.
+  absl::Status AdmitUploadStream();
+  void EndUploadStream();
+  absl::Duration busy_retry_after() const { return options_.busy_retry_after; }
+
   // A stream's hold on one session. Attach on the stream's first chunk; Write each chunk;
   // Detach when the stream ends (commits what was received). `on_commit` is called on a
   // committer thread, with no lock of the caller's held, for each commit of this stream
@@ -178,7 +193,7 @@ class Attachments {
     // The SHA-256 of the temp file's first `hashed` bytes, fed as chunks arrive in order,
     // so that the final check need not read the file again; -1: unknown (a session resumed
     // after a restart), the check reads the file.
-    crypto_hash_sha256_state sha ABSL_GUARDED_BY(mu);
+    Sha256 sha ABSL_GUARDED_BY(mu);
     int64_t hashed ABSL_GUARDED_BY(mu) = -1;
     // The offset a committer thread is making durable (-1: none), and whether another
     // commit should start when it ends (more bytes came meanwhile).
@@ -216,6 +231,8 @@ class Attachments {
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<AttachmentReferences> references_;
   std::string uploads_dir_;
+
+  std::atomic<int> upload_streams_{0};  // admitted and not ended
 
   absl::Mutex active_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Active>> active_ ABSL_GUARDED_BY(active_mu_);

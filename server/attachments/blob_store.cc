@@ -1,7 +1,6 @@
 #include "server/attachments/blob_store.h"
 
 #include <fcntl.h>
-#include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "server/attachments/sha256.h"
 
 namespace kcnet::server {
 namespace {
@@ -75,17 +75,15 @@ bool IsSha256Hex(absl::string_view hex) {
 }
 
 std::string Sha256Of(absl::string_view bytes) {
-  std::string out(crypto_hash_sha256_BYTES, '\0');
-  crypto_hash_sha256(reinterpret_cast<unsigned char*>(out.data()),
-                     reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-  return out;
+  Sha256 sha;
+  sha.Update(bytes);
+  return sha.Finish();
 }
 
 absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno(absl::StrCat("open ", path));
-  crypto_hash_sha256_state state;
-  crypto_hash_sha256_init(&state);
+  Sha256 sha;
   std::string buffer(1 << 16, '\0');
   while (true) {
     const ssize_t n = ::read(fd, buffer.data(), buffer.size());
@@ -96,13 +94,10 @@ absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
       return status;
     }
     if (n == 0) break;
-    crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(buffer.data()),
-                              static_cast<unsigned long long>(n));
+    sha.Update(absl::string_view(buffer.data(), static_cast<size_t>(n)));
   }
   ::close(fd);
-  std::string out(crypto_hash_sha256_BYTES, '\0');
-  crypto_hash_sha256_final(&state, reinterpret_cast<unsigned char*>(out.data()));
-  return out;
+  return sha.Finish();
 }
 
 absl::Status SyncFd(int fd, absl::string_view what) {

@@ -15,14 +15,18 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "client_sdk/attachment_digest.h"
 #include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kcnet/client.h"
+#include "kcnet/v1/attachments.grpc.pb.h"
+#include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
 #include "sync/model/record_types.h"
 #include "tests/testing/test_server.h"
@@ -69,14 +73,25 @@ int CountBlobFiles(const std::string& dir) {
 
 class AttachmentsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartServer(); }
+
+  // (Re)starts the server on the data dir with `max_upload_streams` (the directory's
+  // accounts are made on the first start only).
+  void StartServer(int max_upload_streams = 64) {
+    const bool first = server_ == nullptr;
+    if (!first) {
+      server_->Shutdown(absl::Seconds(1));
+      server_.reset();
+    }
     server::ServerOptions options =
         kcnet::testing::TestServerOptions(dir_.File("server"), "127.0.0.1:0");
+    options.attachments.max_upload_streams = max_upload_streams;
     absl::StatusOr<std::unique_ptr<server::KcnetServer>> server =
         server::KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     address_ = absl::StrCat("127.0.0.1:", server_->port());
+    if (!first) return;
     server::Directory* d = server_->directory();
     const int64_t p = d->CreateOrgUnit("90", "Tỉnh Demo", ORG_UNIT_LEVEL_PROVINCE, 0)->id();
     const int64_t district = d->CreateOrgUnit("901", "Huyện Một", ORG_UNIT_LEVEL_DISTRICT, p)->id();
@@ -350,6 +365,73 @@ TEST_F(AttachmentsTest, BytesTheProvinceAlreadyHoldsCostNoPayload) {
   EXPECT_EQ(s->attachments.uploaded, 1);
   EXPECT_EQ(s->attachments.payload_bytes, 0);
   EXPECT_EQ(binh->GetAttachment(again->id)->state, AttachmentState::kUploaded);
+  EXPECT_EQ(ServerBlobCount(), 1);
+}
+
+// A server serving as many upload streams as it allows answers one more RESOURCE_EXHAUSTED
+// with a retry-after; the device waits as told and uploads when a stream ends, in the same
+// pass, without counting a failed attempt.
+TEST_F(AttachmentsTest, ABusyServersRetryAfterIsHonouredWithoutAFailedAttempt) {
+  StartServer(/*max_upload_streams=*/1);
+  ClientOptions options = Options("tab-an");
+  options.upload_attachments_in_sync = false;
+  std::unique_ptr<Client> an = SignedIn(options, "ctv_an");
+  ASSERT_NE(an, nullptr);
+  const std::string photo = Jpeg(300 * 1024, 21);
+  absl::StatusOr<AttachmentInfo> added = AddPhoto(*an, NewVisit(*an, commune_, "Cơ sở A"), photo);
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_TRUE(an->SyncNow().ok());  // the records
+
+  // Another tablet holds the server's only upload stream (admitted, sending nothing yet).
+  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  LoginResponse login;
+  {
+    grpc::ClientContext ctx;
+    LoginRequest req;
+    req.set_username("ctv_binh");
+    req.set_password(kPassword);
+    ASSERT_TRUE(AuthService::NewStub(channel)->Login(&ctx, req, &login).ok());
+  }
+  auto stub = AttachmentService::NewStub(channel);
+  grpc::ClientContext holder_ctx;
+  holder_ctx.AddMetadata("authorization", "Bearer " + login.token());
+  auto holder = stub->Upload(&holder_ctx);
+  {
+    // The holder is admitted once the server reads it: a stream of our own is refused.
+    grpc::Status refused;
+    for (int i = 0; i < 100; ++i) {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", "Bearer " + login.token());
+      auto probe = stub->Upload(&ctx);
+      probe->WritesDone();
+      refused = probe->Finish();
+      if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        auto it = ctx.GetServerTrailingMetadata().find("kcnet-retry-after-ms");
+        ASSERT_NE(it, ctx.GetServerTrailingMetadata().end());
+        EXPECT_EQ(std::string(it->second.data(), it->second.size()), "1000");
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(refused.error_message(), HasSubstr("uploads"));
+  }
+
+  std::thread release([&] {
+    absl::SleepFor(absl::Milliseconds(1500));
+    holder->WritesDone();
+    holder->Finish().IgnoreError();
+  });
+  absl::StatusOr<AttachmentUploadSummary> pass = an->UploadAttachments();
+  release.join();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(pass->uploaded, 1);
+  EXPECT_EQ(pass->failed, 0);
+  EXPECT_GE(pass->busy_waits, 1);
+  absl::StatusOr<AttachmentInfo> info = an->GetAttachment(added->id);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->state, AttachmentState::kUploaded);
+  EXPECT_EQ(info->attempts, 0);
   EXPECT_EQ(ServerBlobCount(), 1);
 }
 

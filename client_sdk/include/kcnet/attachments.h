@@ -107,6 +107,9 @@ struct AttachmentUploadSummary {
   int64_t failed = 0;         // attachments that failed (for good, or will retry)
   int64_t payload_bytes = 0;  // payload bytes sent in chunks (resent bytes count again)
   int64_t remaining = 0;      // queued or uploading attachments left
+  // Times a busy server (too many uploads at once) said to come back later, and the pass
+  // waited as told before trying again (not counted as a failed attempt).
+  int64_t busy_waits = 0;
 };
 
 }  // namespace kcnet::sdk

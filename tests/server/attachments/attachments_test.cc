@@ -101,6 +101,7 @@ class AttachmentsTest : public ::testing::Test {
     options.attachments.user_quota_bytes = 1500 * kKiB;
     options.attachments.gc_interval = absl::ZeroDuration();  // the tests run it
     options.attachments.gc_grace = absl::Hours(24);
+    options.attachments.max_upload_streams = max_upload_streams_;
     auto server = KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -291,6 +292,7 @@ class AttachmentsTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<AttachmentService::Stub> stub_;
   std::map<std::string, std::string> tokens_;
+  int max_upload_streams_ = 64;
   int64_t p_ = 0, q_ = 0, c1_ = 0, c9_ = 0;
   std::string facility1_, facility9_;
 };
@@ -349,6 +351,90 @@ TEST_F(AttachmentsTest, UploadsAcksEvery256KiBThenAlreadyHasItAndDownloads) {
   // A range, as a resumed download asks.
   ASSERT_TRUE(Download("coord1", photo, 100000, 70000, &got).ok());
   EXPECT_EQ(got, photo.substr(100000, 70000));
+}
+
+// Past --attachment_max_upload_streams, a new Upload stream is answered at once
+// RESOURCE_EXHAUSTED with the trailer kcnet-retry-after-ms, and none of its bytes is kept;
+// once an admitted stream ends, the refused upload goes through.
+TEST_F(AttachmentsTest, UploadStreamsPastTheLimitAreToldToRetryAfter) {
+  max_upload_streams_ = 2;
+  RestartServer();
+  std::vector<std::string> photos, ids, uploads;
+  for (uint32_t i = 0; i < 3; ++i) {
+    photos.push_back(Jpeg(300 * kKiB, 40 + i));
+    ids.push_back(Attach("collab1", facility1_, c1_, photos.back()));
+    BeginUploadResponse begin;
+    ASSERT_TRUE(Begin("collab1", ids.back(), photos.back(), &begin).ok());
+    uploads.push_back(begin.upload_id());
+  }
+  // Two streams admitted, each with its first chunk received (a received ack says so).
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<UploadChunk, UploadAck>>> open;
+  for (int i = 0; i < 2; ++i) {
+    contexts.push_back(As("collab1"));
+    open.push_back(stub_->Upload(contexts.back().get()));
+    UploadChunk chunk;
+    chunk.set_upload_id(uploads[i]);
+    chunk.set_offset(0);
+    chunk.set_data(photos[i].substr(0, 64 * kKiB));
+    chunk.set_crc32c(sync::Crc32c(chunk.data()));
+    chunk.set_ack_received(true);
+    ASSERT_TRUE(open.back()->Write(chunk));
+    UploadAck ack;
+    ASSERT_TRUE(open.back()->Read(&ack));
+    EXPECT_EQ(ack.received_offset(), 64 * kKiB);
+  }
+  // The third is refused, with when to come back, and nothing of it is stored.
+  auto ctx = As("collab1");
+  auto refused = stub_->Upload(ctx.get());
+  UploadChunk chunk;
+  chunk.set_upload_id(uploads[2]);
+  chunk.set_offset(0);
+  chunk.set_data(photos[2].substr(0, 64 * kKiB));
+  chunk.set_crc32c(sync::Crc32c(chunk.data()));
+  refused->Write(chunk);
+  refused->WritesDone();
+  UploadAck ack;
+  EXPECT_FALSE(refused->Read(&ack));
+  grpc::Status status = refused->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("uploads"));
+  EXPECT_THAT(status.error_message(), HasSubstr("retry after 1000 ms"));
+  auto trailer = ctx->GetServerTrailingMetadata().find(kRetryAfterMetadata);
+  ASSERT_NE(trailer, ctx->GetServerTrailingMetadata().end());
+  EXPECT_EQ(std::string(trailer->second.data(), trailer->second.size()), "1000");
+  BeginUploadResponse again;
+  ASSERT_TRUE(Begin("collab1", ids[2], photos[2], &again).ok());
+  EXPECT_EQ(again.upload_id(), uploads[2]);
+  EXPECT_EQ(again.committed_offset(), 0);
+
+  // The first admitted stream ends: the refused upload now goes through (the slot frees
+  // when the server has ended the stream, just after the client hears of it).
+  open[0]->WritesDone();
+  while (open[0]->Read(&ack)) {
+  }
+  EXPECT_TRUE(open[0]->Finish().ok());
+  Sent sent;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    sent = Send("collab1", uploads[2], photos[2], 0, static_cast<int64_t>(photos[2].size()));
+    if (sent.status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(sent.status.ok()) << sent.status.error_message();
+  ASSERT_FALSE(sent.acks.empty());
+  EXPECT_TRUE(sent.acks.back().complete());
+  EXPECT_TRUE(fs::exists(BlobPath(photos[2])));
+  open[1]->WritesDone();
+  while (open[1]->Read(&ack)) {
+  }
+  EXPECT_TRUE(open[1]->Finish().ok());
+
+  // The limit is checked like every option.
+  AttachmentOptions bad;
+  bad.max_upload_streams = -1;
+  absl::Status checked = CheckAttachmentOptions(bad);
+  EXPECT_EQ(checked.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(checked.message()), HasSubstr("attachment_max_upload_streams"));
 }
 
 TEST_F(AttachmentsTest, ResumesAfterACutAtTheCommittedOffset) {
