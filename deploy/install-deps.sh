@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang clang-format libclang-rt-14-dev
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl libcpp-httplib-dev
+  libabsl-dev libsqlite3-dev sqlite3 libsodium-dev zlib1g-dev openssl libssl-dev libcpp-httplib-dev
   googletest libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   # Report exports (XLSX) and the test that reads them back with LibreOffice headless.
   libxlsxwriter-dev libreoffice-calc-nogui
