@@ -56,6 +56,12 @@ struct PgServerStoreOptions {
   absl::Duration poll_interval = absl::Seconds(1);
 };
 
+// A kcnet_records row (its `row` and `field_ops` columns, at `bucket` and `op`) as the
+// RowState the SQLite record layer stores (for PgRecordMirror).
+absl::StatusOr<sync::RowState> DecodeRecordRow(const sync::RecordTypeSpec& type, int64_t bucket,
+                                               uint64_t op, absl::string_view change_bytes,
+                                               absl::string_view field_ops);
+
 class PgServerStore final : public sync::MergingServerStore {
  public:
   // Connects to `conninfo`, migrates the schema and starts watching other instances.
