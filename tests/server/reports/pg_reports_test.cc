@@ -17,6 +17,7 @@
 #include "kcnet/v1/reports.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
+#include "server/attachments/blob_store.h"
 #include "tests/server/reports/report_fixture.h"
 #include "tests/testing/pg_instance.h"
 
@@ -145,6 +146,39 @@ TEST_F(PgReportsTest, FacilitySearchIsAnsweredByTheIndex) {
   ASSERT_EQ(resp.facilities_size(), 2);
   EXPECT_EQ(resp.facilities(0).id(), begins.id());
   EXPECT_EQ(resp.facilities(1).id(), inside.id());
+}
+
+TEST_F(PgReportsTest, TheCollectorKeepsABlobARecordOnPostgresReferences) {
+  // Two blobs in this instance's store; an attachment record on PostgreSQL names one.
+  auto blobs = FileBlobStore::Open(dir_.File("data") + "/blobs");
+  ASSERT_TRUE(blobs.ok()) << blobs.status();
+  auto kept = (*blobs)->Put("\xFF\xD8\xFF ảnh cơ sở");
+  auto loose = (*blobs)->Put("\xFF\xD8\xFF không ai dùng");
+  ASSERT_TRUE(kept.ok() && loose.ok());
+  const Facility f = PutFacility("Mây tre Phú Vinh");
+  Attachment a;
+  a.set_id(model::NewRecordId());
+  a.set_commune_id(commune_);
+  a.set_owner_type(ATTACHMENT_OWNER_TYPE_FACILITY);
+  a.set_owner_id(f.id());
+  a.set_sha256(*kept);
+  a.set_size_bytes(20);
+  a.set_media_type("image/jpeg");
+  a.set_created_ms(absl::ToUnixMillis(absl::Now()));
+  ASSERT_TRUE(RecordWriter(server_->store()).Put(a).ok());
+  // At once (no wait for the mirror's thread): a pass with no grace removes what nothing
+  // references and keeps what the record on PostgreSQL references.
+  auto report = server_->attachments()->CollectGarbage();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_removed, 1);
+  EXPECT_TRUE((*blobs)->Size(*kept).ok());
+  EXPECT_TRUE(absl::IsNotFound((*blobs)->Size(*loose).status()));
+  // The record deleted: the blob goes at the next pass.
+  ASSERT_TRUE(RecordWriter(server_->store()).Delete(model::kAttachmentType, a.id()).ok());
+  report = server_->attachments()->CollectGarbage();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->blobs_removed, 1);
+  EXPECT_TRUE(absl::IsNotFound((*blobs)->Size(*kept).status()));
 }
 
 }  // namespace
