@@ -302,9 +302,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     store = std::unique_ptr<sync::ServerStore>(std::move(*pg));
     // What the reports and attachment references read: a local copy of the records,
     // filled from PostgreSQL by its own thread (a first start copies everything).
-    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
-        pgstore::PgRecordMirror::Open(store_spec->location, server->store_path_,
-                                      &kcnet::model::KcnetSchema());
+    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror = pgstore::PgRecordMirror::Open(
+        store_spec->location, server->store_path_, &kcnet::model::KcnetSchema());
     if (!mirror.ok()) {
       return absl::Status(mirror.status().code(),
                           absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
@@ -335,8 +334,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   std::function<uint64_t()> followed = [store_ptr] { return store_ptr->last_op(); };
   if (mirror != nullptr) followed = [mirror] { return mirror->last_op(); };
   server->reports_follower_ = std::make_unique<reports::ReportsFollower>(
-      server->reports_.get(), std::move(followed),
-      [logger](const absl::Status& status) {
+      server->reports_.get(), std::move(followed), [logger](const absl::Status& status) {
         logger->Warning(absl::StrCat("reports: catch-up failed (retrying): ", status.message()));
       });
   server->reporter_ = std::make_unique<reports::Reporter>(

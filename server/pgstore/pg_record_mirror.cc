@@ -42,7 +42,8 @@ absl::StatusOr<std::unique_ptr<PgRecordMirror>> PgRecordMirror::Open(
   absl::StatusOr<std::optional<int64_t>> watermark = mirror->records_->GetMeta(kWatermarkKey);
   if (!watermark.ok()) return watermark.status();
   mirror->watermark_ = static_cast<uint64_t>(watermark->value_or(0));
-  absl::StatusOr<int64_t> last = mirror->db_->QueryInt("SELECT coalesce(max(last_op), 0) FROM _buckets");
+  absl::StatusOr<int64_t> last =
+      mirror->db_->QueryInt("SELECT coalesce(max(last_op), 0) FROM _buckets");
   if (!last.ok()) return last.status();
   mirror->last_op_ = static_cast<uint64_t>(*last);
   absl::StatusOr<PgConn*> conn = mirror->Conn();
@@ -160,10 +161,9 @@ absl::Status PgRecordMirror::CopySlice(PgConn& conn, uint64_t from, uint64_t to)
         schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
     if (type == nullptr) continue;  // a type this binary does not know
     const std::string id(rows->Get(r, 1));
-    absl::StatusOr<sync::RowState> row =
-        DecodeRecordRow(*type, rows->GetBinaryInt(r, 2),
-                        static_cast<uint64_t>(rows->GetBinaryInt(r, 3)), rows->Get(r, 4),
-                        rows->Get(r, 5));
+    absl::StatusOr<sync::RowState> row = DecodeRecordRow(
+        *type, rows->GetBinaryInt(r, 2), static_cast<uint64_t>(rows->GetBinaryInt(r, 3)),
+        rows->Get(r, 4), rows->Get(r, 5));
     if (!row.ok()) {
       status = row.status();
       break;

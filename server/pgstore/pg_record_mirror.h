@@ -66,9 +66,10 @@ class PgRecordMirror {
   // Connects to `conninfo` (a database PgServerStore has opened: its schema and
   // incarnation exist) and opens, creating when missing, the mirror file at `path`.
   // `schema` must outlive the mirror. Copies nothing yet (CatchUp, Start).
-  static absl::StatusOr<std::unique_ptr<PgRecordMirror>> Open(
-      const std::string& conninfo, const std::string& path, const sync::Schema* schema,
-      PgRecordMirrorOptions options = {});
+  static absl::StatusOr<std::unique_ptr<PgRecordMirror>> Open(const std::string& conninfo,
+                                                              const std::string& path,
+                                                              const sync::Schema* schema,
+                                                              PgRecordMirrorOptions options = {});
   ~PgRecordMirror();  // Stop()
 
   // Copies every op committed on PostgreSQL up to a safe watermark (see above); returns

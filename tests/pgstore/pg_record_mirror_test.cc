@@ -50,13 +50,11 @@ class PgRecordMirrorTest : public ::testing::Test {
   }
 
   // Writes a new record `n` (label `label`) in `unit` through the store.
-  void Put(const std::string& device, uint64_t seq, int n, int64_t unit,
-           const std::string& label) {
+  void Put(const std::string& device, uint64_t seq, int n, int64_t unit, const std::string& label) {
     kcnet::v1::MutationBatch batch;
     auto* m = batch.add_mutations();
     m->set_seq(seq);
-    kcnet::v1::RecordChange c =
-        Change(1, Id(n), {{2, IntValue(unit)}, {5, StringValue(label)}});
+    kcnet::v1::RecordChange c = Change(1, Id(n), {{2, IntValue(unit)}, {5, StringValue(label)}});
     c.set_hlc(store_->clock().Now());
     *m->add_changes() = c;
     auto ack = store_->Apply(sync::Writer{device, sync::NodeIdFor(device)}, batch);

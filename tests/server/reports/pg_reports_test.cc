@@ -85,8 +85,8 @@ class PgReportsTest : public ::testing::Test {
 
   CoverageReport Coverage(grpc::Status* status) {
     CoverageReport report;
-    *status = ReportService::NewStub(channel_)->GetCoverage(Officer().get(), CoverageRequest(),
-                                                            &report);
+    *status =
+        ReportService::NewStub(channel_)->GetCoverage(Officer().get(), CoverageRequest(), &report);
     return report;
   }
 
@@ -198,9 +198,9 @@ TEST_F(PgReportsTest, AdminRebuildsTheReportsFromPostgres) {
     std::filesystem::remove(dir_.File("data") + "/" + file);
   }
   const std::string out = dir_.File("admin.out");
-  const std::string command = absl::StrCat(
-      KCNET_ADMIN_PATH, " --data_dir=", dir_.File("data"), " '--store=postgres:", pg_->conninfo(),
-      "' rebuild-reports > ", out, " 2>&1");
+  const std::string command =
+      absl::StrCat(KCNET_ADMIN_PATH, " --data_dir=", dir_.File("data"),
+                   " '--store=postgres:", pg_->conninfo(), "' rebuild-reports > ", out, " 2>&1");
   const int code = std::system(command.c_str());
   std::ifstream file(out);
   std::stringstream printed;
@@ -208,8 +208,8 @@ TEST_F(PgReportsTest, AdminRebuildsTheReportsFromPostgres) {
   ASSERT_EQ(code, 0) << printed.str();
   EXPECT_NE(printed.str().find("rebuilt the report summaries up to op"), std::string::npos)
       << printed.str();
-  auto reports = ReportsStore::Open(dir_.File("data") + "/reports.db",
-                                    dir_.File("data") + "/pg_mirror.db");
+  auto reports =
+      ReportsStore::Open(dir_.File("data") + "/reports.db", dir_.File("data") + "/pg_mirror.db");
   ASSERT_TRUE(reports.ok()) << reports.status();
   auto cursor = (*reports)->Cursor();
   ASSERT_TRUE(cursor.ok()) << cursor.status();
