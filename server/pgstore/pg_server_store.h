@@ -22,8 +22,8 @@
 // LISTENs and polls the heads every poll_interval, and tells this store's commit listener
 // of buckets moved by any instance (a bucket may be told twice).
 //
-// Not here (docs/POSTGRES.md): the directory, plans, reports and attachments stay in
-// SQLite files under --data_dir.
+// Not here (docs/POSTGRES.md): the directory (PgDirectoryStore); what is derived from the
+// records (reports, attachment references) reads a local mirror (PgRecordMirror).
 //
 // Thread-safety: thread-safe. Writes (and device registrations) go through one writer
 // connection under mu_; downloads, lists and conflicts read on a pool of reader
