@@ -36,6 +36,7 @@
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 #include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_record_mirror.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
@@ -74,7 +75,8 @@ constexpr char kUsage[] =
     "                 makes the record store a new incarnation that every device recovers\n"
     "                 from; --restored after restoring it from a backup by other means, e.g.\n"
     "                 pg_restore or a point-in-time recovery of PostgreSQL; docs/DEPLOY.md)\n"
-    "  rebuild-reports   (recounts the report summaries, DATA_DIR/reports.db, from the records)\n"
+    "  rebuild-reports [--store=postgres:CONNINFO]   (recounts the report summaries,\n"
+    "      DATA_DIR/reports.db, from the records; on PostgreSQL through DATA_DIR/pg_mirror.db)\n"
     "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
     "                [--to=YYYY-MM-DD] [--year=YYYY]   (REPORT: coverage, pipeline, activity,\n"
     "                 quality, budget or outcomes; the whole country unless --org_unit (budget:\n"
@@ -362,8 +364,29 @@ absl::Status RestoreCommand(const Args& args) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<reports::ReportsStore>> OpenReports(const std::string& data_dir) {
+// The report summaries of DATA_DIR. With --store=postgres:CONNINFO they follow the local
+// mirror of the PostgreSQL records (DATA_DIR/pg_mirror.db, as kcnet-server keeps it), first
+// brought up to every op committed in PostgreSQL.
+absl::StatusOr<std::unique_ptr<reports::ReportsStore>> OpenReports(const Args& args,
+                                                                   const std::string& data_dir) {
   const std::filesystem::path dir(data_dir);
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return spec.status();
+  if (spec->kind == StoreSpec::Kind::kPostgres) {
+    const std::string mirror_path = (dir / "pg_mirror.db").string();
+    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
+        pgstore::PgRecordMirror::Open(spec->location, mirror_path, &kcnet::model::KcnetSchema());
+    if (!mirror.ok()) {
+      return absl::Status(mirror.status().code(),
+                          absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
+    }
+    absl::StatusOr<uint64_t> copied = (*mirror)->CatchUp();
+    if (!copied.ok()) {
+      return absl::Status(copied.status().code(),
+                          absl::StrCat("store: postgres: mirror: ", copied.status().message()));
+    }
+    return reports::ReportsStore::Open((dir / "reports.db").string(), mirror_path);
+  }
   if (!std::filesystem::exists(dir / "kcnet.db")) {
     return absl::NotFoundError(
         absl::StrCat("--data_dir: no record store (kcnet.db) in ", data_dir));
@@ -374,7 +397,7 @@ absl::StatusOr<std::unique_ptr<reports::ReportsStore>> OpenReports(const std::st
 absl::Status RebuildReportsCommand(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
-  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> store = OpenReports(data_dir);
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> store = OpenReports(args, data_dir);
   if (!store.ok()) return store.status();
   const absl::Time start = absl::Now();
   absl::StatusOr<uint64_t> op = (*store)->Rebuild();
@@ -397,7 +420,7 @@ absl::Status ExportCommand(const Args& args) {
   }
   absl::StatusOr<std::unique_ptr<Directory>> directory = OpenDirectory(args);
   if (!directory.ok()) return directory.status();
-  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> store = OpenReports(data_dir);
+  absl::StatusOr<std::unique_ptr<reports::ReportsStore>> store = OpenReports(args, data_dir);
   if (!store.ok()) return store.status();
   absl::StatusOr<uint64_t> op = (*store)->CatchUp();  // counts everything committed
   if (!op.ok()) return op.status();
@@ -578,7 +601,7 @@ const std::vector<Command>& Commands() {
       {"backup", {"to"}, BackupCommand},
       {"restore", {"from"}, RestoreCommand},
       {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},
-      {"rebuild-reports", {}, RebuildReportsCommand},
+      {"rebuild-reports", {"store"}, RebuildReportsCommand},
       {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
       {"gc-blobs", {"grace"}, GcBlobsCommand},
       {"verify-blobs", {}, VerifyBlobsCommand},

@@ -37,16 +37,32 @@ namespace {
 // few ops: the follower looks every 50 ms), or waits up to 1 s for the follower already
 // doing it, so a search sees every write committed before it; a longer backlog (a first
 // start over a large store) is the follower's to count, and the search answers
-// UNAVAILABLE meanwhile (the service then scans the records).
+// UNAVAILABLE meanwhile (the service then scans the records). On PostgreSQL the index
+// follows the local mirror of the records: the search first waits (up to 1 s) for the
+// mirror's follower to copy every op up to the store's last op.
 class ReportsFacilitySearch final : public FacilitySearch {
  public:
-  ReportsFacilitySearch(reports::ReportsStore* reports, sync::ServerStore* store)
-      : reports_(reports), store_(store) {}
+  ReportsFacilitySearch(reports::ReportsStore* reports, sync::ServerStore* store,
+                        pgstore::PgRecordMirror* mirror)
+      : reports_(reports), store_(store), mirror_(mirror) {}
 
   absl::StatusOr<Page> Search(const std::vector<int64_t>& communes,
                               const std::vector<std::string>& words, absl::string_view after,
                               int limit) override {
-    const uint64_t last = store_->last_op();
+    uint64_t last = store_->last_op();
+    if (mirror_ != nullptr) {
+      if (last > mirror_->watermark() + kMaxCatchUp) {
+        return absl::UnavailableError("facility search: the mirror is still being filled");
+      }
+      const absl::Time deadline = absl::Now() + absl::Seconds(1);
+      while (mirror_->watermark() < last) {
+        if (absl::Now() > deadline) {
+          return absl::UnavailableError("facility search: the mirror is catching up");
+        }
+        absl::SleepFor(absl::Milliseconds(2));
+      }
+      last = mirror_->last_op();  // the index counts the mirror's ops
+    }
     absl::StatusOr<uint64_t> cursor = reports_->Cursor();
     if (!cursor.ok()) return cursor.status();
     if (*cursor < last) {
@@ -75,10 +91,14 @@ class ReportsFacilitySearch final : public FacilitySearch {
   static constexpr uint64_t kMaxCatchUp = 20000;  // ops a search may count itself
   reports::ReportsStore* reports_;
   sync::ServerStore* store_;
+  pgstore::PgRecordMirror* mirror_;  // null on SQLite
 };
 
 constexpr char kDirectoryFile[] = "directory.db";
 constexpr char kStoreFile[] = "kcnet.db";
+// On PostgreSQL: the local copy of the records that the reports and the attachment
+// references read (pgstore::PgRecordMirror), rebuilt from PostgreSQL when missing.
+constexpr char kMirrorFile[] = "pg_mirror.db";
 constexpr char kPlansFile[] = "plans.db";
 constexpr char kAttachmentsFile[] = "attachments.db";  // server/attachments
 // The report summaries (server/reports): rebuilt from kcnet.db when missing.
@@ -209,9 +229,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
   if (!store_spec.ok()) return store_spec.status();
   const bool postgres = store_spec->kind == StoreSpec::Kind::kPostgres;
-  // On PostgreSQL the plans, reports and attachments still live in --data_dir
-  // (docs/POSTGRES.md); so does an empty SQLite record file that reports and attachment
-  // references read (they do not see the PostgreSQL records yet).
+  // On PostgreSQL the plans, report summaries and attachments still live in --data_dir
+  // (docs/POSTGRES.md), with the local mirror of the records they read.
   const std::string sqlite_dir = postgres ? options.data_dir : store_spec->location;
   std::error_code error;
   std::filesystem::create_directories(sqlite_dir, error);
@@ -227,7 +246,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
 
   std::unique_ptr<KcnetServer> server(new KcnetServer());
   server->data_dir_ = options.data_dir;
-  server->store_path_ = (std::filesystem::path(sqlite_dir) / kStoreFile).string();
+  server->store_path_ =
+      (std::filesystem::path(sqlite_dir) / (postgres ? kMirrorFile : kStoreFile)).string();
   server->logger_ = std::make_unique<Logger>(*format, options.log_sink);
   {
     std::vector<std::string> services(kBrowserServices.begin(), kBrowserServices.end());
@@ -262,11 +282,11 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     server_metrics->ObserveGroupCommit(batches, elapsed);
   };
   absl::StatusOr<std::unique_ptr<sync::ServerStore>> store =
-      sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(), store_options);
+      postgres ? absl::StatusOr<std::unique_ptr<sync::ServerStore>>(nullptr)
+               : sync::ServerStore::Open(server->store_path_, &kcnet::model::KcnetSchema(),
+                                         store_options);
   if (!store.ok()) return store.status();
   if (postgres) {
-    // The file above stays as it is (empty); the records live in PostgreSQL.
-    store->reset();
     // Tables are partitioned by province (docs/POSTGRES.md): a bucket (a commune) belongs
     // to the province above it in the directory, keyed by the province's org unit id.
     pgstore::PgServerStoreOptions pg_options;
@@ -280,6 +300,19 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                           absl::StrCat("store: postgres: ", pg.status().message()));
     }
     store = std::unique_ptr<sync::ServerStore>(std::move(*pg));
+    // What the reports and attachment references read: a local copy of the records,
+    // filled from PostgreSQL by its own thread (a first start copies everything).
+    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror = pgstore::PgRecordMirror::Open(
+        store_spec->location, server->store_path_, &kcnet::model::KcnetSchema());
+    if (!mirror.ok()) {
+      return absl::Status(mirror.status().code(),
+                          absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
+    }
+    server->mirror_ = *std::move(mirror);
+    Logger* log = server->logger_.get();
+    server->mirror_->Start([log](const absl::Status& status) {
+      log->Warning(absl::StrCat("pg mirror: catch-up failed (retrying): ", status.message()));
+    });
   }
   server->store_ = *std::move(store);
 
@@ -295,26 +328,30 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   if (!summaries.ok()) return summaries.status();
   server->reports_ = *std::move(summaries);
   sync::ServerStore* store_ptr = server->store_.get();
+  pgstore::PgRecordMirror* mirror = server->mirror_.get();
   Logger* logger = server->logger_.get();
+  // The summaries follow the file they attach: the store, or on PostgreSQL its mirror.
+  std::function<uint64_t()> followed = [store_ptr] { return store_ptr->last_op(); };
+  if (mirror != nullptr) followed = [mirror] { return mirror->last_op(); };
   server->reports_follower_ = std::make_unique<reports::ReportsFollower>(
-      server->reports_.get(), [store_ptr] { return store_ptr->last_op(); },
-      [logger](const absl::Status& status) {
+      server->reports_.get(), std::move(followed), [logger](const absl::Status& status) {
         logger->Warning(absl::StrCat("reports: catch-up failed (retrying): ", status.message()));
       });
   server->reporter_ = std::make_unique<reports::Reporter>(
       server->directory_.get(), server->reports_.get(), options.clock, server->plans_.get(),
       server->store_.get());
 
-  AttachmentOptions attachment_options = options.attachments;
-  // The collector finds references in the SQLite file, which on PostgreSQL holds none: it
-  // would take every photo for unreferenced. Off until references come from the store.
-  if (postgres) attachment_options.gc_interval = absl::ZeroDuration();
+  // On PostgreSQL the references are read from the mirror, brought up to PostgreSQL's
+  // last commit before the collector trusts them (it removes nothing when it cannot).
+  std::function<absl::Status()> refresh_references;
+  if (mirror != nullptr) refresh_references = [mirror] { return mirror->CatchUp().status(); };
   absl::StatusOr<std::unique_ptr<Attachments>> attachments =
-      Attachments::Open(options.data_dir, server->store_path_, attachment_options,
+      Attachments::Open(options.data_dir, server->store_path_, options.attachments,
                         {.directory = server->directory_.get(),
                          .store = server->store_.get(),
                          .clock = options.clock,
-                         .logger = server->logger_.get()});
+                         .logger = server->logger_.get(),
+                         .refresh_references = std::move(refresh_references)});
   if (!attachments.ok()) return attachments.status();
   server->attachments_ = *std::move(attachments);
 
@@ -336,7 +373,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   deps.clock = options.clock;
   deps.guard = server->approval_guard_.get();
   server->facility_search_ =
-      std::make_unique<ReportsFacilitySearch>(server->reports_.get(), server->store_.get());
+      std::make_unique<ReportsFacilitySearch>(server->reports_.get(), server->store_.get(), mirror);
   deps.search = server->facility_search_.get();
   for (std::unique_ptr<grpc::Service>& service : MakeRecordServices(deps)) {
     server->services_.push_back(std::move(service));
@@ -500,6 +537,7 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   if (runner_ != nullptr) runner_->Stop();
   if (reports_follower_ != nullptr) reports_follower_->Stop();
   if (attachments_ != nullptr) attachments_->Stop();
+  if (mirror_ != nullptr) mirror_->Stop();
   if (store_ == nullptr) return;
   const std::filesystem::path dir(data_dir_);
   for (const std::string& file : {(dir / kDirectoryFile).string(), store_path_,

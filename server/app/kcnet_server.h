@@ -39,6 +39,7 @@
 #include "server/live/watch_service.h"
 #include "server/metrics/metrics_http.h"
 #include "server/metrics/server_metrics.h"
+#include "server/pgstore/pg_record_mirror.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
 #include "server/records/record_services.h"
@@ -155,6 +156,8 @@ class KcnetServer {
   std::unique_ptr<metrics::ServerMetrics> metrics_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<sync::ServerStore> store_;
+  // On PostgreSQL: the local copy of the records that reports_ and attachments_ read.
+  std::unique_ptr<pgstore::PgRecordMirror> mirror_;
   std::unique_ptr<PlanStore> plans_;
   std::unique_ptr<ApprovalGuard> approval_guard_;
   std::unique_ptr<reports::ReportsStore> reports_;
@@ -171,7 +174,9 @@ class KcnetServer {
   // Reads the services and the store at each scrape: stops before anything else.
   std::unique_ptr<metrics::MetricsHttpServer> metrics_http_;
   std::string data_dir_;
-  std::string store_path_;  // the SQLite record store's file
+  // The SQLite file of the records that reports and attachment references read: the record
+  // store itself, or on PostgreSQL the mirror (DATA_DIR/pg_mirror.db).
+  std::string store_path_;
   // The directory is in PostgreSQL: no directory.db to checkpoint at Stop().
   bool directory_on_postgres_ = false;
   std::string host_;

@@ -145,7 +145,12 @@ absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string
   a->blobs_ = *std::move(blobs);
   absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(records_path);
   if (!refs.ok()) return refs.status();
-  a->references_ = *std::move(refs);
+  if (deps.refresh_references) {
+    a->references_ =
+        std::make_unique<RefreshedReferences>(*std::move(refs), deps.refresh_references);
+  } else {
+    a->references_ = *std::move(refs);
+  }
   a->uploads_dir_ = (dir / kUploadsDir).string();
   std::error_code error;
   fs::create_directories(a->uploads_dir_, error);

@@ -114,6 +114,10 @@ class Attachments {
     sync::ServerStore* store = nullptr;
     sync::Clock* clock = nullptr;
     Logger* logger = nullptr;  // may be null
+    // Brings `records_path` up to date before the references are trusted (the collector's
+    // counts, a download's miss): kcnet-server on PostgreSQL, whose records_path is a
+    // local mirror (RefreshedReferences). Null: the file is the record store itself.
+    std::function<absl::Status()> refresh_references;
   };
   // Opens DATA_DIR/attachments.db, DATA_DIR/blobs and DATA_DIR/uploads, reads references
   // from `records_path` (kcnet.db, already opened by the store so it has its attachment

@@ -60,4 +60,20 @@ absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> RecordReferences::Coun
   return out;
 }
 
+absl::StatusOr<std::vector<BlobReference>> RefreshedReferences::Referencing(
+    const std::string& sha256) {
+  absl::StatusOr<std::vector<BlobReference>> found = inner_->Referencing(sha256);
+  if (!found.ok() || !found->empty()) return found;
+  if (absl::Status status = refresh_(); !status.ok()) return status;
+  return inner_->Referencing(sha256);
+}
+
+absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> RefreshedReferences::Counts() {
+  if (absl::Status status = refresh_(); !status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("references: cannot refresh: ", status.message()));
+  }
+  return inner_->Counts();
+}
+
 }  // namespace kcnet::server

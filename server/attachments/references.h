@@ -10,6 +10,7 @@
 #define KCNET_SERVER_ATTACHMENTS_REFERENCES_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +51,25 @@ class RecordReferences : public AttachmentReferences {
   explicit RecordReferences(std::unique_ptr<sync::Db> db) : db_(std::move(db)) {}
   absl::Mutex mu_;
   std::unique_ptr<sync::Db> db_ ABSL_GUARDED_BY(mu_);
+};
+
+// References read from another AttachmentReferences after a refresh of what it reads
+// (kcnet-server on PostgreSQL: the local mirror of the records catching up,
+// pgstore::PgRecordMirror). Counts() refreshes first and fails when the refresh fails, so
+// the collector never judges a blob by a stale copy; Referencing() refreshes and looks
+// again only when it finds no reference (a record written a moment ago elsewhere).
+class RefreshedReferences : public AttachmentReferences {
+ public:
+  RefreshedReferences(std::unique_ptr<AttachmentReferences> inner,
+                      std::function<absl::Status()> refresh)
+      : inner_(std::move(inner)), refresh_(std::move(refresh)) {}
+
+  absl::StatusOr<std::vector<BlobReference>> Referencing(const std::string& sha256) override;
+  absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> Counts() override;
+
+ private:
+  std::unique_ptr<AttachmentReferences> inner_;
+  std::function<absl::Status()> refresh_;
 };
 
 }  // namespace kcnet::server

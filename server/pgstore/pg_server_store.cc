@@ -87,6 +87,12 @@ uint64_t NewIncarnationId() {
 
 }  // namespace
 
+absl::StatusOr<RowState> DecodeRecordRow(const RecordTypeSpec& type, int64_t bucket, uint64_t op,
+                                         absl::string_view change_bytes,
+                                         absl::string_view field_ops) {
+  return DecodeRow(type, bucket, op, change_bytes, field_ops);
+}
+
 PgServerStore::PgServerStore(const sync::Schema* schema, sync::ServerStoreOptions options,
                              PgServerStoreOptions pg_options)
     : MergingServerStore(schema, std::move(options)), pg_options_(std::move(pg_options)) {}

@@ -22,8 +22,8 @@
 // LISTENs and polls the heads every poll_interval, and tells this store's commit listener
 // of buckets moved by any instance (a bucket may be told twice).
 //
-// Not here (docs/POSTGRES.md): the directory, plans, reports and attachments stay in
-// SQLite files under --data_dir.
+// Not here (docs/POSTGRES.md): the directory (PgDirectoryStore); what is derived from the
+// records (reports, attachment references) reads a local mirror (PgRecordMirror).
 //
 // Thread-safety: thread-safe. Writes (and device registrations) go through one writer
 // connection under mu_; downloads, lists and conflicts read on a pool of reader
@@ -55,6 +55,12 @@ struct PgServerStoreOptions {
   // Other instances' commits: how often the heads are polled without a notification.
   absl::Duration poll_interval = absl::Seconds(1);
 };
+
+// A kcnet_records row (its `row` and `field_ops` columns, at `bucket` and `op`) as the
+// RowState the SQLite record layer stores (for PgRecordMirror).
+absl::StatusOr<sync::RowState> DecodeRecordRow(const sync::RecordTypeSpec& type, int64_t bucket,
+                                               uint64_t op, absl::string_view change_bytes,
+                                               absl::string_view field_ops);
 
 class PgServerStore final : public sync::MergingServerStore {
  public:
