@@ -80,7 +80,7 @@ TEST(PlanStoreTest, ADrawCountsOnlyOnceItsApprovalIsSeenAndBudgetsCountConfirmed
   ApprovalDraw b = a;
   b.request_id = "b";
   bool a_approved = false;
-  auto approved = [&](const std::string& id) -> absl::StatusOr<bool> {
+  auto approved = [&](const std::string& id, int64_t) -> absl::StatusOr<bool> {
     return id == "a" && a_approved;
   };
   ASSERT_TRUE((*store)->Draw(a, {1, "officer"}, "", approved).ok());
