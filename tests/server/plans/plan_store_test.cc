@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -16,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_plan_db.h"
 #include "tests/testing/pg_instance.h"
 #endif
@@ -266,6 +268,45 @@ TEST_P(PlanStoresTest, ARevisionThroughOneStoreIsSeenThroughTheOtherAtOnce) {
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition) << stale.status();
   EXPECT_EQ((*a)->GetPlan(5, 2026)->lines(0).planned_amount_vnd(), 250);
 }
+
+#if KCNET_PLANS_TEST_PG
+// The line's row lock, step by step: another instance's draw holds the line (not yet
+// committed); a draw here waits for it, then counts it.
+TEST_P(PlanStoresTest, ADrawWaitsForAnotherInstancesDrawOnItsLineAndCountsIt) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->CreatePlan(OneLinePlan(100), {1, "officer"}, "").ok());
+  auto other = pgstore::PgConn::Connect(conninfo_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE((*other)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*other)
+                  ->Exec("SELECT 1 FROM kcnet_plans.plan_lines WHERE province_id = 5 FOR UPDATE")
+                  .ok());
+  ASSERT_TRUE((*other)
+                  ->Exec("INSERT INTO kcnet_plans.draws VALUES ('other', 5, 50, 2026, "
+                         "3, 1, 80, 0, 100, 1, '', 1, 0, 1)")
+                  .ok());
+  std::atomic<bool> done{false};
+  absl::Status drawn;
+  std::thread here([&] {
+    ApprovalDraw draw{.request_id = "here",
+                      .province_id = 5,
+                      .commune_id = 51,
+                      .category = kcnet::v1::SUPPORT_CATEGORY_TRAINING,
+                      .funding = kcnet::v1::FUNDING_SOURCE_LOCAL,
+                      .amount_vnd = 40};
+    drawn = (*store)->Draw(draw, {1, "officer"}, "",
+                           [](const std::string&, int64_t) -> absl::StatusOr<bool> { return true; });
+    done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_FALSE(done.load()) << "the draw did not wait for the line's other writer: " << drawn;
+  ASSERT_TRUE((*other)->Exec("COMMIT").ok());
+  here.join();
+  EXPECT_EQ(drawn.code(), absl::StatusCode::kFailedPrecondition) << drawn;
+  EXPECT_THAT(drawn.message(), HasSubstr("còn lại 20 ₫"));
+}
+#endif
 
 #if KCNET_PLANS_TEST_PG
 INSTANTIATE_TEST_SUITE_P(Stores, PlanStoresTest, ::testing::Values(StoreKind::kPostgres),

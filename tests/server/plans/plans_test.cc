@@ -24,6 +24,7 @@
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
 #if KCNET_PLANS_TEST_PG
+#include "server/pgstore/pg_conn.h"
 #include "tests/testing/pg_instance.h"
 #endif
 
@@ -1001,6 +1002,47 @@ TEST_P(PlansTest, APlanRevisedOnOneInstanceIsSeenOnTheOtherAtOnce) {
   EXPECT_EQ(row->approved_vnd, 70'000'000);
   EXPECT_EQ(row->disbursed_vnd, 60'000'000);
 }
+
+#if KCNET_PLANS_TEST_PG
+// Another instance is approving in commune 1: its draw is committed in the plans, its
+// record store transaction (holding commune 1's bucket head) not yet. An approval here in
+// commune 3 counts that draw (refused with what remains, never over-committed); once that
+// transaction rolls back, the draw holds nothing and the same approval passes.
+TEST_P(PlansTest, AnApprovalInFlightOnAnotherInstanceHoldsItsMoney) {
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
+          .ok());
+  const SupportRequest first = Endorsed(c1_, 40'000'000);  // commune 1's bucket exists
+  ASSERT_TRUE(Approve(first.id(), 40'000'000, FUNDING_SOURCE_NATIONAL).ok());
+  const SupportRequest here = Endorsed(c3_, 40'000'000);
+  const std::string conninfo = store_.substr(std::string("postgres:").size());
+  auto other = pgstore::PgConn::Connect(conninfo);
+  ASSERT_TRUE(other.ok()) << other.status();
+  // The other instance's draw (committed before its approval, as ApprovalGuard does).
+  ASSERT_TRUE((*other)
+                  ->Exec(absl::StrCat(
+                      "INSERT INTO kcnet_plans.draws VALUES ('7f000000-0000-4000-8000-000000000001', ",
+                      p_, ", ", c1_, ", 2026, ", static_cast<int>(kMachinery), ", ",
+                      static_cast<int>(FUNDING_SOURCE_NATIONAL),
+                      ", 40000000, 0, 60000000, 1, '', 1, 0, 0)"))
+                  .ok());
+  // Its record store transaction, still open.
+  ASSERT_TRUE((*other)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*other)
+                  ->Exec(absl::StrCat("SELECT 1 FROM kcnet_bucket_head WHERE bucket = ", c1_,
+                                      " FOR UPDATE"))
+                  .ok());
+  grpc::Status s = Approve(here.id(), 40'000'000, FUNDING_SOURCE_NATIONAL);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("còn lại 20.000.000 ₫"));
+  EXPECT_NE(Get(here.id()).status(), REQUEST_STATUS_APPROVED);
+  // It rolled back: its approval never happened, its draw holds nothing.
+  ASSERT_TRUE((*other)->Exec("ROLLBACK").ok());
+  s = Approve(here.id(), 40'000'000, FUNDING_SOURCE_NATIONAL);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Get(here.id()).status(), REQUEST_STATUS_APPROVED);
+}
+#endif
 
 #if KCNET_PLANS_TEST_PG
 INSTANTIATE_TEST_SUITE_P(Stores, PlansTest, ::testing::Values(StoreKind::kPostgres), StoreName);
