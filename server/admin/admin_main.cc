@@ -36,7 +36,6 @@
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 #include "server/pgstore/pg_directory_store.h"
-#include "server/pgstore/pg_plan_db.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_store.h"
 #include "server/reports/report_service.h"
@@ -80,7 +79,7 @@ constexpr char kUsage[] =
     "                [--to=YYYY-MM-DD] [--year=YYYY]   (REPORT: coverage, pipeline, activity,\n"
     "                 quality, budget or outcomes; the whole country unless --org_unit (budget:\n"
     "                 a province, district or commune; --year, default this year); stdout\n"
-    "                 unless --out; budget --store=postgres:CONNINFO: the shared plans)\n"
+    "                 unless --out)\n"
     "  gc-blobs [--grace=24h]   (removes blobs no attachment record has referenced for the\n"
     "                           grace, expired uploads and stray temp files; safe online)\n"
     "  verify-blobs   (re-hashes every attachment blob; exit status 1 and the damaged\n"
@@ -403,23 +402,10 @@ absl::Status ExportCommand(const Args& args) {
   absl::StatusOr<uint64_t> op = (*store)->CatchUp();  // counts everything committed
   if (!op.ok()) return op.status();
   // The budget reads the plans and the record store (BudgetFor confirms committed draws in
-  // the plans, as the server does at every budget call): with --store=postgres:CONNINFO
-  // both are the database's, as kcnet-server keeps them.
+  // plans.db, as the server does at every budget call).
   std::unique_ptr<PlanStore> plans;
   std::unique_ptr<sync::ServerStore> records;
-  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
-  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
-  if (args.words()[1] == "budget" && spec->kind == StoreSpec::Kind::kPostgres) {
-    absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> pg =
-        pgstore::PgServerStore::Open(spec->location, &kcnet::model::KcnetSchema());
-    if (!pg.ok()) return pg.status();
-    records = *std::move(pg);
-    absl::StatusOr<std::unique_ptr<PlanDb>> plan_db = pgstore::OpenPgPlanDb(spec->location);
-    if (!plan_db.ok()) return plan_db.status();
-    absl::StatusOr<std::unique_ptr<PlanStore>> plan_store = PlanStore::Open(*std::move(plan_db));
-    if (!plan_store.ok()) return plan_store.status();
-    plans = *std::move(plan_store);
-  } else if (args.words()[1] == "budget") {
+  if (args.words()[1] == "budget") {
     const std::filesystem::path dir(data_dir);
     absl::StatusOr<std::unique_ptr<sync::ServerStore>> opened =
         sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
@@ -593,7 +579,7 @@ const std::vector<Command>& Commands() {
       {"restore", {"from"}, RestoreCommand},
       {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},
       {"rebuild-reports", {}, RebuildReportsCommand},
-      {"export", {"format", "out", "org_unit", "from", "to", "year", "store"}, ExportCommand},
+      {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
       {"gc-blobs", {"grace"}, GcBlobsCommand},
       {"verify-blobs", {}, VerifyBlobsCommand},
   };
