@@ -516,8 +516,8 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   const std::filesystem::path dir(data_dir_);
   for (const std::string& file : {(dir / kDirectoryFile).string(), store_path_,
                                   (dir / kPlansFile).string(), (dir / kAttachmentsFile).string()}) {
-    if (directory_on_postgres_ && (file == (dir / kDirectoryFile).string() ||
-                                   file == (dir / kPlansFile).string())) {
+    if (directory_on_postgres_ &&
+        (file == (dir / kDirectoryFile).string() || file == (dir / kPlansFile).string())) {
       continue;
     }
     absl::Status status = CheckpointWal(file);

@@ -110,8 +110,7 @@ absl::Status ApprovalGuard::Check(const Principal& caller, const WriteContext& c
       if (!r.ok()) return r.status();
       return r->has_value() && Approved((*r)->status());
     };
-    s = plans_->Draw(draw, {caller.user_id, caller.username}, context.over_plan_reason,
-                     holds);
+    s = plans_->Draw(draw, {caller.user_id, caller.username}, context.over_plan_reason, holds);
     if (!s.ok()) {
       if (absl::StartsWith(s.message(), "approved_amount_vnd")) {
         return absl::Status(s.code(), absl::StrCat(path, ".", s.message()));

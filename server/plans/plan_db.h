@@ -61,8 +61,7 @@ class PlanDb {
 // A transaction that rolls back unless committed.
 class PlanTransaction {
  public:
-  static absl::StatusOr<std::unique_ptr<PlanTransaction>> Begin(PlanDb* db,
-                                                                bool read_only = false);
+  static absl::StatusOr<std::unique_ptr<PlanTransaction>> Begin(PlanDb* db, bool read_only = false);
   ~PlanTransaction();
   absl::Status Commit();
   PlanTransaction(const PlanTransaction&) = delete;

@@ -686,9 +686,9 @@ absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest&
   // turns, so the sum below is the one the new payment joins.
   s = BumpChangeLocked();
   if (!s.ok()) return s;
-  absl::StatusOr<DirRows> sum = db_->Query(
-      "SELECT COALESCE(SUM(amount_vnd), 0) FROM disbursements WHERE request_id = ?1",
-      {DirValue::Text(request.id())});
+  absl::StatusOr<DirRows> sum =
+      db_->Query("SELECT COALESCE(SUM(amount_vnd), 0) FROM disbursements WHERE request_id = ?1",
+                 {DirValue::Text(request.id())});
   if (!sum.ok()) return sum.status();
   const int64_t paid_so_far = sum->empty() ? 0 : sum->Int(0, 0);
   const int64_t remaining = request.approved_amount_vnd() - paid_so_far;
@@ -786,8 +786,7 @@ absl::StatusOr<BudgetFigures> PlanStore::Budget(const BudgetQuery& query) {
   for (size_t r = 0; r < draws->size(); ++r) {
     const int64_t commune = draws->Int(r, 0);
     if (!communes.empty() && !communes.contains(commune)) continue;
-    BudgetRow& line =
-        row(static_cast<int>(draws->Int(r, 1)), static_cast<int>(draws->Int(r, 2)));
+    BudgetRow& line = row(static_cast<int>(draws->Int(r, 1)), static_cast<int>(draws->Int(r, 2)));
     line.approved_vnd += draws->Int(r, 3);
     line.disbursed_vnd += draws->Int(r, 5);
     line.approved_requests += 1;

@@ -1,9 +1,9 @@
 // PlanStore: the money side of kcnet, behind a storage seam (plan_db.h): its own SQLite
 // file (plans.db in the data dir, versioned migrations as the directory's), or the schema
-// kcnet_plans of the PostgreSQL database every kcnet-server instance shares: provinces' yearly extension plans (kế hoạch
-// khuyến công) by support category x funding source with their audited revisions, the
-// draw each approval makes on a plan line, the disbursements (giải ngân) of requests, and
-// the budget figures (plan vs approved vs disbursed) computed from them.
+// kcnet_plans of the PostgreSQL database every kcnet-server instance shares: provinces' yearly
+// extension plans (kế hoạch khuyến công) by support category x funding source with their audited
+// revisions, the draw each approval makes on a plan line, the disbursements (giải ngân) of
+// requests, and the budget figures (plan vs approved vs disbursed) computed from them.
 //
 // Approvals are made in the record store (kcnet.db) by the life-cycle rules; the draw is
 // made by ApprovalGuard (approval_guard.h) inside that store's transaction, before the
@@ -169,10 +169,11 @@ class PlanStore {
   // for the current year in Vietnam) and records the draw, unconfirmed. `holds` says
   // whether another request's unconfirmed draw counts: when the record store, as the
   // caller's transaction sees it, holds that request approved (APPROVED, IN_PROGRESS or
-  // COMPLETED), or when its approval may still commit (DrawHolds). Refuses with FAILED_PRECONDITION "approved_amount_vnd: Vượt kế hoạch ... / over
-  // plan ..." (the line's remaining amount in both languages) when the amount exceeds what
-  // remains, or "approved_amount_vnd: Chưa có kế hoạch ... / no extension plan ..." when
-  // the province has no plan for the year, unless `over_plan_reason` is given.
+  // COMPLETED), or when its approval may still commit (DrawHolds). Refuses with FAILED_PRECONDITION
+  // "approved_amount_vnd: Vượt kế hoạch ... / over plan ..." (the line's remaining amount in both
+  // languages) when the amount exceeds what remains, or "approved_amount_vnd: Chưa có kế hoạch ...
+  // / no extension plan ..." when the province has no plan for the year, unless `over_plan_reason`
+  // is given.
   absl::Status Draw(const ApprovalDraw& draw, const PlanActor& actor,
                     const std::string& over_plan_reason, const DrawHolds& holds);
   // Marks a request's draw confirmed (its approval is committed). OK when there is none.

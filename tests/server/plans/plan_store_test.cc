@@ -263,8 +263,7 @@ TEST_P(PlanStoresTest, ARevisionThroughOneStoreIsSeenThroughTheOtherAtOnce) {
   EXPECT_EQ((*revisions)[1].note(), "thêm vốn");
   EXPECT_EQ((*revisions)[1].before(0).planned_amount_vnd(), 100);
   EXPECT_EQ((*revisions)[1].after(0).planned_amount_vnd(), 250);
-  absl::StatusOr<kcnet::v1::Plan> stale =
-      (*b)->RevisePlan(OneLinePlan(1), 1, {2, "other"}, "cũ");
+  absl::StatusOr<kcnet::v1::Plan> stale = (*b)->RevisePlan(OneLinePlan(1), 1, {2, "other"}, "cũ");
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition) << stale.status();
   EXPECT_EQ((*a)->GetPlan(5, 2026)->lines(0).planned_amount_vnd(), 250);
 }
@@ -279,9 +278,8 @@ TEST_P(PlanStoresTest, ADrawWaitsForAnotherInstancesDrawOnItsLineAndCountsIt) {
   auto other = pgstore::PgConn::Connect(conninfo_);
   ASSERT_TRUE(other.ok()) << other.status();
   ASSERT_TRUE((*other)->Exec("BEGIN").ok());
-  ASSERT_TRUE((*other)
-                  ->Exec("SELECT 1 FROM kcnet_plans.plan_lines WHERE province_id = 5 FOR UPDATE")
-                  .ok());
+  ASSERT_TRUE(
+      (*other)->Exec("SELECT 1 FROM kcnet_plans.plan_lines WHERE province_id = 5 FOR UPDATE").ok());
   ASSERT_TRUE((*other)
                   ->Exec("INSERT INTO kcnet_plans.draws VALUES ('other', 5, 50, 2026, "
                          "3, 1, 80, 0, 100, 1, '', 1, 0, 1)")
@@ -295,8 +293,9 @@ TEST_P(PlanStoresTest, ADrawWaitsForAnotherInstancesDrawOnItsLineAndCountsIt) {
                       .category = kcnet::v1::SUPPORT_CATEGORY_TRAINING,
                       .funding = kcnet::v1::FUNDING_SOURCE_LOCAL,
                       .amount_vnd = 40};
-    drawn = (*store)->Draw(draw, {1, "officer"}, "",
-                           [](const std::string&, int64_t) -> absl::StatusOr<bool> { return true; });
+    drawn =
+        (*store)->Draw(draw, {1, "officer"}, "",
+                       [](const std::string&, int64_t) -> absl::StatusOr<bool> { return true; });
     done = true;
   });
   absl::SleepFor(absl::Milliseconds(500));

@@ -1019,13 +1019,14 @@ TEST_P(PlansTest, AnApprovalInFlightOnAnotherInstanceHoldsItsMoney) {
   auto other = pgstore::PgConn::Connect(conninfo);
   ASSERT_TRUE(other.ok()) << other.status();
   // The other instance's draw (committed before its approval, as ApprovalGuard does).
-  ASSERT_TRUE((*other)
-                  ->Exec(absl::StrCat(
-                      "INSERT INTO kcnet_plans.draws VALUES ('7f000000-0000-4000-8000-000000000001', ",
-                      p_, ", ", c1_, ", 2026, ", static_cast<int>(kMachinery), ", ",
-                      static_cast<int>(FUNDING_SOURCE_NATIONAL),
-                      ", 40000000, 0, 60000000, 1, '', 1, 0, 0)"))
-                  .ok());
+  ASSERT_TRUE(
+      (*other)
+          ->Exec(absl::StrCat(
+              "INSERT INTO kcnet_plans.draws VALUES ('7f000000-0000-4000-8000-000000000001', ", p_,
+              ", ", c1_, ", 2026, ", static_cast<int>(kMachinery), ", ",
+              static_cast<int>(FUNDING_SOURCE_NATIONAL),
+              ", 40000000, 0, 60000000, 1, '', 1, 0, 0)"))
+          .ok());
   // Its record store transaction, still open.
   ASSERT_TRUE((*other)->Exec("BEGIN").ok());
   ASSERT_TRUE((*other)
