@@ -210,7 +210,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
   if (!store_spec.ok()) return store_spec.status();
   const bool postgres = store_spec->kind == StoreSpec::Kind::kPostgres;
-  // On PostgreSQL the plans, reports and attachments still live in --data_dir
+  // On PostgreSQL the reports and attachments still live in --data_dir
   // (docs/POSTGRES.md); so does an empty SQLite record file that reports and attachment
   // references read (they do not see the PostgreSQL records yet).
   const std::string sqlite_dir = postgres ? options.data_dir : store_spec->location;

@@ -301,12 +301,18 @@ absl::StatusOr<Plan> PlanStore::GetPlan(int64_t province_id, int32_t year) {
   absl::Status y = CheckYear("year", year);
   if (!y.ok()) return y;
   absl::MutexLock lock(&mu_);
+  // One snapshot: the plan's revision and its lines agree.
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx =
+      PlanTransaction::Begin(db_.get(), /*read_only=*/true);
+  if (!tx.ok()) return tx.status();
   absl::StatusOr<std::optional<Plan>> plan = ReadPlanLocked(province_id, year);
   if (!plan.ok()) return plan.status();
   if (!plan->has_value()) {
     return absl::NotFoundError(
         absl::StrCat("plan: no plan of province ", province_id, " for ", year));
   }
+  absl::Status s = (*tx)->Commit();
+  if (!s.ok()) return s;
   return **std::move(plan);
 }
 
