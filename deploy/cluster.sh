@@ -111,10 +111,11 @@ start() {
     -keyout "$run/tls/key.pem" -out "$run/tls/cert.pem" >/dev/null 2>&1 || die "openssl failed"
   chmod 600 "$run/tls/key.pem"
 
-  # The directory (accounts, sign-in tokens, device credentials) and the records are in
-  # PostgreSQL, shared by the three instances; plans are still a SQLite file per instance
-  # (docs/POSTGRES.md): the instances start from copies of one data directory. seed-demo
-  # puts the demo accounts and facilities into the database.
+  # The directory (accounts, sign-in tokens, device credentials), the records and the plans
+  # are in PostgreSQL, shared by the three instances; report summaries and attachments are
+  # still SQLite files per instance (docs/POSTGRES.md): the instances start from copies of
+  # one data directory. seed-demo puts the demo accounts, facilities and plan into the
+  # database.
   say "Demo accounts (kcnet-admin seed-demo); tablets collab1 and collab2 signed in on instance 1"
   mkdir -p "$run/instance1"
   "$admin_bin" seed-demo --data_dir="$run/instance1/data" --store="postgres:$(conninfo)" >"$run/seed.txt"

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -24,6 +25,16 @@ class RecordReader {
   // The record's full current state as a change (every field), nullopt when absent.
   virtual absl::StatusOr<std::optional<kcnet::v1::RecordChange>> Read(uint32_t type,
                                                                       absl::string_view id) = 0;
+  // Of `buckets`, those another writer is writing right now, in a transaction not yet
+  // committed nor rolled back: their records may still change when it ends. Only stores
+  // with several writers at once have any (PostgreSQL with several instances); the answer
+  // stays true until the caller's transaction ends (the store keeps other writers out of
+  // the buckets it reports free). Default: none (one writer, as SQLite).
+  virtual absl::StatusOr<std::vector<int64_t>> BucketsWrittenElsewhere(
+      const std::vector<int64_t>& buckets) {
+    (void)buckets;
+    return std::vector<int64_t>();
+  }
 };
 
 // Business rules run per mutation inside the transaction, before the write; a non-OK

@@ -13,6 +13,7 @@
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/sync.pb.h"
 #include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_plan_db.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/approval_guard.h"
 #include "server/plans/plan_store.h"
@@ -243,7 +244,15 @@ absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
 
   // This year's extension plan of the demo province (approvals draw on it): every support
   // category, 500,000,000 VND of local and of national budget, 5 facilities each.
-  absl::StatusOr<std::unique_ptr<PlanStore>> plans = PlanStore::Open((dir / "plans.db").string());
+  // On PostgreSQL the plan goes into the schema every instance shares (kcnet_plans).
+  absl::StatusOr<std::unique_ptr<PlanStore>> plans = absl::InternalError("plans: not opened");
+  if (postgres.empty()) {
+    plans = PlanStore::Open((dir / "plans.db").string());
+  } else {
+    absl::StatusOr<std::unique_ptr<PlanDb>> plan_db = pgstore::OpenPgPlanDb(postgres);
+    if (!plan_db.ok()) return plan_db.status();
+    plans = PlanStore::Open(*std::move(plan_db));
+  }
   if (!plans.ok()) return plans.status();
   absl::StatusOr<kcnet::v1::OrgUnit> province = (*directory)->FindByCode("90");
   if (!province.ok()) return province.status();

@@ -33,15 +33,15 @@ struct DemoSeed {
   int org_units = 0;
   int facilities = 0;
   int visits = 0;     // survey visits recording the facilities' indicators (outcomes)
-  int plan_year = 0;  // the year of the demo province's extension plan (plans.db)
+  int plan_year = 0;  // the year of the demo province's extension plan
   std::vector<DemoAccount> accounts;
 };
 
 // Seeds `data_dir` (created when missing). Fails with FAILED_PRECONDITION, changing
 // nothing, when the directory exists and holds anything; otherwise with the storage error.
 // With `postgres` (a libpq connection string) the accounts and the facilities go into that
-// database, as kcnet-server --store=postgres:CONNINFO keeps them; the plan stays in
-// `data_dir` (plans are not on PostgreSQL yet).
+// database, as kcnet-server --store=postgres:CONNINFO keeps them, and so does the plan
+// (schema kcnet_plans).
 absl::StatusOr<DemoSeed> SeedDemo(const std::string& data_dir,
                                   const DirectoryOptions& directory_options = {},
                                   const std::string& postgres = "");

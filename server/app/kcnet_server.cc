@@ -19,6 +19,7 @@
 #include "server/app/store_spec.h"
 #include "server/attachments/attachment_service.h"
 #include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_plan_db.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_service.h"
 #include "server/records/record_export.h"
@@ -229,7 +230,7 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
   if (!store_spec.ok()) return store_spec.status();
   const bool postgres = store_spec->kind == StoreSpec::Kind::kPostgres;
-  // On PostgreSQL the plans, report summaries and attachments still live in --data_dir
+  // On PostgreSQL the report summaries and attachment bytes still live in --data_dir
   // (docs/POSTGRES.md), with the local mirror of the records they read.
   const std::string sqlite_dir = postgres ? options.data_dir : store_spec->location;
   std::error_code error;
@@ -316,8 +317,19 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   }
   server->store_ = *std::move(store);
 
-  absl::StatusOr<std::unique_ptr<PlanStore>> plans =
-      PlanStore::Open((dir / kPlansFile).string(), options.clock);
+  // The plans follow the record store too: on PostgreSQL every instance draws on the same
+  // plan lines (schema kcnet_plans), so two instances cannot over-commit one line.
+  absl::StatusOr<std::unique_ptr<PlanStore>> plans = absl::InternalError("plans: not opened");
+  if (postgres) {
+    absl::StatusOr<std::unique_ptr<PlanDb>> plan_db = pgstore::OpenPgPlanDb(store_spec->location);
+    if (!plan_db.ok()) {
+      return absl::Status(plan_db.status().code(),
+                          absl::StrCat("store: postgres: ", plan_db.status().message()));
+    }
+    plans = PlanStore::Open(*std::move(plan_db), options.clock);
+  } else {
+    plans = PlanStore::Open((dir / kPlansFile).string(), options.clock);
+  }
   if (!plans.ok()) return plans.status();
   server->plans_ = *std::move(plans);
   // Every path that can approve a request draws on the plan through this guard.
@@ -542,7 +554,10 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   const std::filesystem::path dir(data_dir_);
   for (const std::string& file : {(dir / kDirectoryFile).string(), store_path_,
                                   (dir / kPlansFile).string(), (dir / kAttachmentsFile).string()}) {
-    if (directory_on_postgres_ && file == (dir / kDirectoryFile).string()) continue;
+    if (directory_on_postgres_ &&
+        (file == (dir / kDirectoryFile).string() || file == (dir / kPlansFile).string())) {
+      continue;
+    }
     absl::Status status = CheckpointWal(file);
     if (!status.ok()) logger_->Warning(absl::StrCat("WAL checkpoint: ", status.message()));
   }

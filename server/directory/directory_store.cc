@@ -61,6 +61,52 @@ absl::Status DirTransaction::Commit() {
   return store_->Commit();
 }
 
+absl::StatusOr<DirRows> QuerySqlite(sync::Db& db, absl::string_view sql,
+                                    const std::vector<DirValue>& params) {
+  absl::StatusOr<sync::Statement*> stmt = db.Prepare(std::string(sql));
+  if (!stmt.ok()) return stmt.status();
+  sync::Statement* s = *stmt;
+  struct Reset {
+    sync::Statement* s;
+    ~Reset() { s->Reset(); }
+  } reset{s};
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int index = static_cast<int>(i) + 1;
+    const DirValue& p = params[i];
+    switch (p.kind) {
+      case DirValue::Kind::kNull:
+        s->BindNull(index);
+        break;
+      case DirValue::Kind::kInt:
+        s->BindInt(index, p.int_value);
+        break;
+      case DirValue::Kind::kText:
+        s->BindText(index, p.bytes);
+        break;
+      case DirValue::Kind::kBlob:
+        s->BindBlob(index, p.bytes);
+        break;
+    }
+  }
+  DirRows rows;
+  bool first = true;
+  while (true) {
+    absl::StatusOr<bool> row = s->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    // Integers come back as their decimal text (SQLite's INTEGER -> BLOB conversion).
+    const int columns = sqlite3_column_count(s->raw());
+    if (first) {
+      rows = DirRows(columns);
+      first = false;
+    }
+    for (int c = 0; c < columns; ++c) {
+      rows.Add(s->IsNull(c) ? std::string() : std::string(s->ColumnBlob(c)), s->IsNull(c));
+    }
+  }
+  return rows;
+}
+
 namespace {
 
 // PRAGMA application_id of a directory file: "KCND".
@@ -152,48 +198,7 @@ class SqliteDirectoryStore : public DirectoryStore {
 
   absl::StatusOr<DirRows> Query(absl::string_view sql,
                                 const std::vector<DirValue>& params) override {
-    absl::StatusOr<sync::Statement*> stmt = db_->Prepare(std::string(sql));
-    if (!stmt.ok()) return stmt.status();
-    sync::Statement* s = *stmt;
-    struct Reset {
-      sync::Statement* s;
-      ~Reset() { s->Reset(); }
-    } reset{s};
-    for (size_t i = 0; i < params.size(); ++i) {
-      const int index = static_cast<int>(i) + 1;
-      const DirValue& p = params[i];
-      switch (p.kind) {
-        case DirValue::Kind::kNull:
-          s->BindNull(index);
-          break;
-        case DirValue::Kind::kInt:
-          s->BindInt(index, p.int_value);
-          break;
-        case DirValue::Kind::kText:
-          s->BindText(index, p.bytes);
-          break;
-        case DirValue::Kind::kBlob:
-          s->BindBlob(index, p.bytes);
-          break;
-      }
-    }
-    DirRows rows;
-    bool first = true;
-    while (true) {
-      absl::StatusOr<bool> row = s->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      // Integers come back as their decimal text (SQLite's INTEGER -> BLOB conversion).
-      const int columns = sqlite3_column_count(s->raw());
-      if (first) {
-        rows = DirRows(columns);
-        first = false;
-      }
-      for (int c = 0; c < columns; ++c) {
-        rows.Add(s->IsNull(c) ? std::string() : std::string(s->ColumnBlob(c)), s->IsNull(c));
-      }
-    }
-    return rows;
+    return QuerySqlite(*db_, sql, params);
   }
 
   absl::Status Begin(bool read_only) override {

@@ -29,6 +29,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
+namespace kcnet::sync {
+class Db;
+}  // namespace kcnet::sync
+
 namespace kcnet::server {
 
 // One statement parameter.
@@ -122,6 +126,12 @@ class DirTransaction {
   DirectoryStore* store_;
   bool open_ = true;
 };
+
+// Runs one statement on a SQLite database the way the SQLite DirectoryStore does (?N
+// parameters, the rows copied out; statements prepared once and cached). Shared by the
+// stores built like the directory's (the plans, server/plans/plan_db.h).
+absl::StatusOr<DirRows> QuerySqlite(sync::Db& db, absl::string_view sql,
+                                    const std::vector<DirValue>& params);
 
 // The SQLite directory file at `path` (":memory:" works). Migrate() refuses a file of a
 // newer kcnet or some other SQLite file.

@@ -36,6 +36,10 @@
 // value), one row that every account change and revocation bumps (the other instances'
 // caches reload when it moves).
 //
+// Version 4 adds the plans (PgPlanDb) in the schema kcnet_plans: plans, plan_lines,
+// plan_revisions, draws, disbursements and changes, as the SQLite plans file's tables
+// (integers as bigint, the revisions' before/after as bytea).
+//
 // Thread-safety: functions only; the caller owns the connection.
 #ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
 #define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
@@ -120,6 +124,36 @@ inline constexpr const char* kPgMigrations[] = {
     "CREATE TABLE kcnet_directory.generation(id integer PRIMARY KEY CHECK (id = 1),"
     "  value bigint NOT NULL);"
     "INSERT INTO kcnet_directory.generation(id, value) VALUES (1, 1);",
+    // 3 -> 4: the plans (PgPlanDb, server/pgstore/pg_plan_db.h), the tables of the SQLite
+    // plans file in a schema of their own.
+    "CREATE SCHEMA kcnet_plans;"
+    "CREATE TABLE kcnet_plans.plans(province_id bigint NOT NULL, year bigint NOT NULL,"
+    "  revision bigint NOT NULL, created_ms bigint NOT NULL, created_by bigint NOT NULL,"
+    "  updated_ms bigint NOT NULL, updated_by bigint NOT NULL,"
+    "  PRIMARY KEY (province_id, year));"
+    "CREATE TABLE kcnet_plans.plan_lines(province_id bigint NOT NULL, year bigint NOT NULL,"
+    "  category bigint NOT NULL, funding bigint NOT NULL, planned_vnd bigint NOT NULL,"
+    "  planned_facilities bigint NOT NULL, PRIMARY KEY (province_id, year, funding, category));"
+    "CREATE TABLE kcnet_plans.plan_revisions(province_id bigint NOT NULL,"
+    "  year bigint NOT NULL, revision bigint NOT NULL, actor_id bigint NOT NULL,"
+    "  actor text NOT NULL, at_ms bigint NOT NULL, note text NOT NULL, before bytea NOT NULL,"
+    "  after bytea NOT NULL, PRIMARY KEY (province_id, year, revision));"
+    "CREATE TABLE kcnet_plans.draws(request_id text PRIMARY KEY,"
+    "  province_id bigint NOT NULL, commune_id bigint NOT NULL, year bigint NOT NULL,"
+    "  category bigint NOT NULL, funding bigint NOT NULL, amount_vnd bigint NOT NULL,"
+    "  own_contribution_vnd bigint NOT NULL, remaining_before_vnd bigint NOT NULL,"
+    "  has_plan bigint NOT NULL, over_plan_reason text NOT NULL, actor_id bigint NOT NULL,"
+    "  at_ms bigint NOT NULL, confirmed bigint NOT NULL);"
+    "CREATE INDEX draws_line ON kcnet_plans.draws(province_id, year, funding, category);"
+    "CREATE INDEX draws_unconfirmed ON kcnet_plans.draws(confirmed) WHERE confirmed = 0;"
+    "CREATE TABLE kcnet_plans.disbursements(id bigserial PRIMARY KEY,"
+    "  request_id text NOT NULL, amount_vnd bigint NOT NULL, paid_date text NOT NULL,"
+    "  reference text NOT NULL, note text NOT NULL, actor_id bigint NOT NULL,"
+    "  at_ms bigint NOT NULL);"
+    "CREATE INDEX disbursements_request ON kcnet_plans.disbursements(request_id);"
+    "CREATE TABLE kcnet_plans.changes(id integer PRIMARY KEY CHECK (id = 1),"
+    "  seq bigint NOT NULL);"
+    "INSERT INTO kcnet_plans.changes(id, seq) VALUES (1, 0);",
 };
 inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
 

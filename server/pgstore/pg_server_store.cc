@@ -619,6 +619,29 @@ absl::StatusOr<std::optional<RowState>> PgServerStore::LoadRow(const RecordTypeS
   return std::optional<RowState>(std::move(*row));
 }
 
+absl::StatusOr<std::vector<int64_t>> PgServerStore::BucketsWrittenElsewhere(
+    const std::vector<int64_t>& buckets) {
+  std::vector<int64_t> busy;
+  std::vector<int64_t> others;
+  for (int64_t bucket : buckets) {
+    if (!heads_.contains(bucket)) others.push_back(bucket);
+  }
+  if (!in_group_ || others.empty()) return busy;
+  absl::StatusOr<PgConn*> conn = Writer();
+  if (!conn.ok()) return conn.status();
+  // A row another transaction holds FOR UPDATE is skipped (that writer is in flight); the
+  // others are locked FOR KEY SHARE until this group ends, so no writer starts on them.
+  absl::StatusOr<PgResult> rows = (*conn)->Query(
+      "WITH free AS (SELECT bucket FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
+      "  FOR KEY SHARE SKIP LOCKED) "
+      "SELECT bucket FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
+      "AND bucket NOT IN (SELECT bucket FROM free)",
+      {PgParam::Text(IntArray(others))});
+  if (!rows.ok()) return rows.status();
+  for (int r = 0; r < rows->rows(); ++r) busy.push_back(rows->GetInt(r, 0));
+  return busy;
+}
+
 absl::Status PgServerStore::StoreRow(const RecordTypeSpec& type, const std::string& id_text,
                                      const std::optional<RowState>& old, const RowState& row) {
   auto head = heads_.find(row.bucket);

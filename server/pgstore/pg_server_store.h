@@ -22,8 +22,9 @@
 // LISTENs and polls the heads every poll_interval, and tells this store's commit listener
 // of buckets moved by any instance (a bucket may be told twice).
 //
-// Not here (docs/POSTGRES.md): the directory (PgDirectoryStore); what is derived from the
-// records (reports, attachment references) reads a local mirror (PgRecordMirror).
+// Not here (docs/POSTGRES.md): the directory (PgDirectoryStore) and the plans (PgPlanDb)
+// have their own schemas; what is derived from the records (reports, attachment
+// references) reads a local mirror (PgRecordMirror).
 //
 // Thread-safety: thread-safe. Writes (and device registrations) go through one writer
 // connection under mu_; downloads, lists and conflicts read on a pool of reader
@@ -122,6 +123,11 @@ class PgServerStore final : public sync::MergingServerStore {
   absl::StatusOr<std::optional<sync::RowState>> LoadRow(const sync::RecordTypeSpec& type,
                                                         const std::string& id_text) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The buckets another instance's group holds locked (FOR UPDATE, from before its ids):
+  // probed with FOR KEY SHARE SKIP LOCKED, so the free ones stay free of writers until
+  // this group ends. The group's own buckets are never reported.
+  absl::StatusOr<std::vector<int64_t>> BucketsWrittenElsewhere(
+      const std::vector<int64_t>& buckets) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StoreRow(const sync::RecordTypeSpec& type, const std::string& id_text,
                         const std::optional<sync::RowState>& old,
                         const sync::RowState& row) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -2,6 +2,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -94,15 +95,22 @@ absl::Status ApprovalGuard::Check(const Principal& caller, const WriteContext& c
                       .funding = request.approved_funding(),
                       .amount_vnd = request.approved_amount_vnd(),
                       .own_contribution_vnd = request.own_contribution_vnd()};
-    auto is_approved = [&reader](const std::string& id_text) -> absl::StatusOr<bool> {
+    // Another request's unconfirmed draw holds its money when the request is approved as
+    // this transaction sees it, or when another instance is writing its commune right now
+    // (its approval may be about to commit: counted, as the safe side). The probe comes
+    // first: a commune found free stays free until this transaction ends, so the read
+    // after it is the final word.
+    auto holds = [&reader](const std::string& id_text, int64_t commune_id) -> absl::StatusOr<bool> {
+      absl::StatusOr<std::vector<int64_t>> busy = reader.BucketsWrittenElsewhere({commune_id});
+      if (!busy.ok()) return busy.status();
+      if (!busy->empty()) return true;
       absl::StatusOr<std::string> id = sync::UuidFromText(id_text);
       if (!id.ok()) return false;
       absl::StatusOr<std::optional<SupportRequest>> r = ReadRequest(reader, *id);
       if (!r.ok()) return r.status();
       return r->has_value() && Approved((*r)->status());
     };
-    s = plans_->Draw(draw, {caller.user_id, caller.username}, context.over_plan_reason,
-                     is_approved);
+    s = plans_->Draw(draw, {caller.user_id, caller.username}, context.over_plan_reason, holds);
     if (!s.ok()) {
       if (absl::StartsWith(s.message(), "approved_amount_vnd")) {
         return absl::Status(s.code(), absl::StrCat(path, ".", s.message()));

@@ -5,6 +5,9 @@
 // and calls PlanStore::Draw, inside the record store's transaction. Over-plan approvals
 // need WriteContext::over_plan_reason, which only ApproveSupportRequest carries: a tablet's
 // pushed approval beyond the plan (or with no plan) is refused and must be made online.
+// With several instances on PostgreSQL, another request's unconfirmed draw counts while
+// another instance is still writing its commune (its approval may commit): a race for a
+// line's last money is then refused with what remains, never over-committed.
 //
 // Thread-safety: thread-safe; `directory` and `plans` must outlive it.
 #ifndef KCNET_SERVER_PLANS_APPROVAL_GUARD_H_

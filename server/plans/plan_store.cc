@@ -25,76 +25,6 @@ using kcnet::v1::PlanLine;
 using kcnet::v1::PlanRevision;
 using kcnet::v1::SupportCategory;
 using kcnet::v1::SupportRequest;
-using sync::Statement;
-using sync::Transaction;
-
-// "KCPL" in ASCII: marks plans.db as kcnet's.
-constexpr int64_t kApplicationId = 0x4B43504C;
-
-// kMigrations[v] takes the layout from version v to v + 1.
-constexpr const char* kMigrations[] = {
-    // 0 -> 1: plans and their lines, the revision audit, draws, disbursements, the change
-    // counter.
-    "CREATE TABLE plans("
-    "  province_id INTEGER NOT NULL,"
-    "  year INTEGER NOT NULL,"
-    "  revision INTEGER NOT NULL,"
-    "  created_ms INTEGER NOT NULL,"
-    "  created_by INTEGER NOT NULL,"
-    "  updated_ms INTEGER NOT NULL,"
-    "  updated_by INTEGER NOT NULL,"
-    "  PRIMARY KEY(province_id, year)) WITHOUT ROWID;"
-    "CREATE TABLE plan_lines("
-    "  province_id INTEGER NOT NULL,"
-    "  year INTEGER NOT NULL,"
-    "  category INTEGER NOT NULL,"
-    "  funding INTEGER NOT NULL,"
-    "  planned_vnd INTEGER NOT NULL,"
-    "  planned_facilities INTEGER NOT NULL,"
-    "  PRIMARY KEY(province_id, year, funding, category)) WITHOUT ROWID;"
-    // before/after: a serialized Plan holding only the lines.
-    "CREATE TABLE plan_revisions("
-    "  province_id INTEGER NOT NULL,"
-    "  year INTEGER NOT NULL,"
-    "  revision INTEGER NOT NULL,"
-    "  actor_id INTEGER NOT NULL,"
-    "  actor TEXT NOT NULL,"
-    "  at_ms INTEGER NOT NULL,"
-    "  note TEXT NOT NULL,"
-    "  before BLOB NOT NULL,"
-    "  after BLOB NOT NULL,"
-    "  PRIMARY KEY(province_id, year, revision)) WITHOUT ROWID;"
-    "CREATE TABLE draws("
-    "  request_id TEXT PRIMARY KEY,"
-    "  province_id INTEGER NOT NULL,"
-    "  commune_id INTEGER NOT NULL,"
-    "  year INTEGER NOT NULL,"
-    "  category INTEGER NOT NULL,"
-    "  funding INTEGER NOT NULL,"
-    "  amount_vnd INTEGER NOT NULL,"
-    "  own_contribution_vnd INTEGER NOT NULL,"
-    "  remaining_before_vnd INTEGER NOT NULL,"
-    "  has_plan INTEGER NOT NULL,"
-    "  over_plan_reason TEXT NOT NULL,"
-    "  actor_id INTEGER NOT NULL,"
-    "  at_ms INTEGER NOT NULL,"
-    "  confirmed INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX draws_line ON draws(province_id, year, funding, category);"
-    "CREATE INDEX draws_unconfirmed ON draws(confirmed) WHERE confirmed = 0;"
-    "CREATE TABLE disbursements("
-    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  request_id TEXT NOT NULL,"
-    "  amount_vnd INTEGER NOT NULL,"
-    "  paid_date TEXT NOT NULL,"
-    "  reference TEXT NOT NULL,"
-    "  note TEXT NOT NULL,"
-    "  actor_id INTEGER NOT NULL,"
-    "  at_ms INTEGER NOT NULL);"
-    "CREATE INDEX disbursements_request ON disbursements(request_id);"
-    "CREATE TABLE changes(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);"
-    "INSERT INTO changes VALUES (1, 0);",
-};
-static_assert(std::size(kMigrations) == kPlansSchemaVersion);
 
 constexpr size_t kMaxReferenceBytes = 200;
 constexpr size_t kMaxNoteBytes = 1000;
@@ -271,90 +201,83 @@ std::string FundingVi(FundingSource funding) {
 
 absl::StatusOr<std::unique_ptr<PlanStore>> PlanStore::Open(const std::string& path,
                                                            sync::Clock* clock) {
-  absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(path);
+  absl::StatusOr<std::unique_ptr<PlanDb>> db = OpenSqlitePlanDb(path);
   if (!db.ok()) return db.status();
-  std::unique_ptr<PlanStore> store(new PlanStore(*std::move(db), clock));
+  return Open(*std::move(db), clock);
+}
+
+absl::StatusOr<std::unique_ptr<PlanStore>> PlanStore::Open(std::unique_ptr<PlanDb> db,
+                                                           sync::Clock* clock) {
+  std::unique_ptr<PlanStore> store(new PlanStore(std::move(db), clock));
   absl::MutexLock lock(&store->mu_);
-  absl::Status migrated = store->Migrate();
+  absl::Status migrated = store->db_->Migrate();
   if (!migrated.ok()) return migrated;
   return store;
 }
 
-absl::Status PlanStore::Migrate() {
-  return sync::MigrateAppFile(*db_, {.application_id = kApplicationId,
-                                     .name = "kcnet plans file",
-                                     .schema = "plans",
-                                     .migrations = kMigrations,
-                                     .version = kPlansSchemaVersion});
-}
+bool PlanStore::shared() const { return shared_; }
 
 absl::Status PlanStore::BumpChangeLocked() {
-  return db_->RunCached("UPDATE changes SET seq = seq + 1 WHERE id = 1");
+  return db_->Query("UPDATE changes SET seq = seq + 1 WHERE id = 1").status();
 }
 
 absl::StatusOr<std::optional<Plan>> PlanStore::ReadPlanLocked(int64_t province_id, int32_t year) {
-  absl::StatusOr<Statement*> st = db_->Prepare(
+  absl::StatusOr<DirRows> head = db_->Query(
       "SELECT revision, created_ms, created_by, updated_ms, updated_by FROM plans "
-      "WHERE province_id = ? AND year = ?");
-  if (!st.ok()) return st.status();
-  (*st)->BindInt(1, province_id);
-  (*st)->BindInt(2, year);
-  absl::StatusOr<bool> row = (*st)->Step();
-  if (!row.ok()) return row.status();
-  if (!*row) {
-    (*st)->Reset();
-    return std::optional<Plan>();
-  }
+      "WHERE province_id = ?1 AND year = ?2",
+      {DirValue::Int(province_id), DirValue::Int(year)});
+  if (!head.ok()) return head.status();
+  if (head->empty()) return std::optional<Plan>();
   Plan plan;
   plan.set_province_id(province_id);
   plan.set_year(year);
-  plan.set_revision((*st)->ColumnInt(0));
-  plan.set_created_ms((*st)->ColumnInt(1));
-  plan.set_created_by((*st)->ColumnInt(2));
-  plan.set_updated_ms((*st)->ColumnInt(3));
-  plan.set_updated_by((*st)->ColumnInt(4));
-  (*st)->Reset();
-  absl::StatusOr<Statement*> lines = db_->Prepare(
+  plan.set_revision(head->Int(0, 0));
+  plan.set_created_ms(head->Int(0, 1));
+  plan.set_created_by(head->Int(0, 2));
+  plan.set_updated_ms(head->Int(0, 3));
+  plan.set_updated_by(head->Int(0, 4));
+  absl::StatusOr<DirRows> lines = db_->Query(
       "SELECT category, funding, planned_vnd, planned_facilities FROM plan_lines "
-      "WHERE province_id = ? AND year = ? ORDER BY funding, category");
+      "WHERE province_id = ?1 AND year = ?2 ORDER BY funding, category",
+      {DirValue::Int(province_id), DirValue::Int(year)});
   if (!lines.ok()) return lines.status();
-  (*lines)->BindInt(1, province_id);
-  (*lines)->BindInt(2, year);
-  while (true) {
-    absl::StatusOr<bool> r = (*lines)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
+  for (size_t r = 0; r < lines->size(); ++r) {
     PlanLine* line = plan.add_lines();
-    line->set_category(static_cast<SupportCategory>((*lines)->ColumnInt(0)));
-    line->set_funding(static_cast<FundingSource>((*lines)->ColumnInt(1)));
-    line->set_planned_amount_vnd((*lines)->ColumnInt(2));
-    line->set_planned_facilities((*lines)->ColumnInt(3));
+    line->set_category(static_cast<SupportCategory>(lines->Int(r, 0)));
+    line->set_funding(static_cast<FundingSource>(lines->Int(r, 1)));
+    line->set_planned_amount_vnd(lines->Int(r, 2));
+    line->set_planned_facilities(lines->Int(r, 3));
   }
-  (*lines)->Reset();
   return std::optional<Plan>(std::move(plan));
 }
 
-absl::Status PlanStore::WriteLinesLocked(const Plan& plan) {
-  absl::StatusOr<Statement*> del =
-      db_->Prepare("DELETE FROM plan_lines WHERE province_id = ? AND year = ?");
-  if (!del.ok()) return del.status();
-  (*del)->BindInt(1, plan.province_id());
-  (*del)->BindInt(2, plan.year());
-  absl::Status s = (*del)->Run();
-  if (!s.ok()) return s;
-  absl::StatusOr<Statement*> ins = db_->Prepare(
-      "INSERT INTO plan_lines(province_id, year, category, funding, planned_vnd, "
-      "planned_facilities) VALUES (?, ?, ?, ?, ?, ?)");
-  if (!ins.ok()) return ins.status();
+absl::Status PlanStore::WriteLinesLocked(const Plan& before, const Plan& plan) {
+  // Lines are changed in place (a draw on another instance may hold one locked: it then
+  // reads the new amount), the ones the plan no longer has are deleted.
+  std::set<std::pair<int, int>> kept;
   for (const PlanLine& line : plan.lines()) {
-    (*ins)->Reset();
-    (*ins)->BindInt(1, plan.province_id());
-    (*ins)->BindInt(2, plan.year());
-    (*ins)->BindInt(3, line.category());
-    (*ins)->BindInt(4, line.funding());
-    (*ins)->BindInt(5, line.planned_amount_vnd());
-    (*ins)->BindInt(6, line.planned_facilities());
-    s = (*ins)->Run();
+    kept.insert({line.funding(), line.category()});
+    absl::Status s =
+        db_->Query(
+               "INSERT INTO plan_lines(province_id, year, category, funding, planned_vnd, "
+               "planned_facilities) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+               "ON CONFLICT(province_id, year, funding, category) DO UPDATE SET "
+               "planned_vnd = excluded.planned_vnd, "
+               "planned_facilities = excluded.planned_facilities",
+               {DirValue::Int(plan.province_id()), DirValue::Int(plan.year()),
+                DirValue::Int(line.category()), DirValue::Int(line.funding()),
+                DirValue::Int(line.planned_amount_vnd()), DirValue::Int(line.planned_facilities())})
+            .status();
+    if (!s.ok()) return s;
+  }
+  for (const PlanLine& line : before.lines()) {
+    if (kept.contains({line.funding(), line.category()})) continue;
+    absl::Status s = db_->Query(
+                            "DELETE FROM plan_lines WHERE province_id = ?1 AND year = ?2 AND "
+                            "funding = ?3 AND category = ?4",
+                            {DirValue::Int(plan.province_id()), DirValue::Int(plan.year()),
+                             DirValue::Int(line.funding()), DirValue::Int(line.category())})
+                         .status();
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
@@ -362,62 +285,64 @@ absl::Status PlanStore::WriteLinesLocked(const Plan& plan) {
 
 absl::Status PlanStore::AuditLocked(const Plan& before, const Plan& after, const PlanActor& actor,
                                     const std::string& note, int64_t now_ms) {
-  absl::StatusOr<Statement*> st = db_->Prepare(
-      "INSERT INTO plan_revisions(province_id, year, revision, actor_id, actor, at_ms, note, "
-      "before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  if (!st.ok()) return st.status();
-  const std::string before_bytes = LinesOnly(before).SerializeAsString();
-  const std::string after_bytes = LinesOnly(after).SerializeAsString();
-  (*st)->BindInt(1, after.province_id());
-  (*st)->BindInt(2, after.year());
-  (*st)->BindInt(3, after.revision());
-  (*st)->BindInt(4, actor.user_id);
-  (*st)->BindText(5, actor.username);
-  (*st)->BindInt(6, now_ms);
-  (*st)->BindText(7, note);
-  (*st)->BindBlob(8, before_bytes);
-  (*st)->BindBlob(9, after_bytes);
-  return (*st)->Run();
+  return db_
+      ->Query(
+          "INSERT INTO plan_revisions(province_id, year, revision, actor_id, actor, at_ms, note, "
+          "before, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+          {DirValue::Int(after.province_id()), DirValue::Int(after.year()),
+           DirValue::Int(after.revision()), DirValue::Int(actor.user_id),
+           DirValue::Text(actor.username), DirValue::Int(now_ms), DirValue::Text(note),
+           DirValue::Blob(LinesOnly(before).SerializeAsString()),
+           DirValue::Blob(LinesOnly(after).SerializeAsString())})
+      .status();
 }
 
 absl::StatusOr<Plan> PlanStore::GetPlan(int64_t province_id, int32_t year) {
   absl::Status y = CheckYear("year", year);
   if (!y.ok()) return y;
   absl::MutexLock lock(&mu_);
+  // One snapshot: the plan's revision and its lines agree.
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx =
+      PlanTransaction::Begin(db_.get(), /*read_only=*/true);
+  if (!tx.ok()) return tx.status();
   absl::StatusOr<std::optional<Plan>> plan = ReadPlanLocked(province_id, year);
   if (!plan.ok()) return plan.status();
   if (!plan->has_value()) {
     return absl::NotFoundError(
         absl::StrCat("plan: no plan of province ", province_id, " for ", year));
   }
+  absl::Status s = (*tx)->Commit();
+  if (!s.ok()) return s;
   return **std::move(plan);
 }
 
 absl::StatusOr<std::vector<Plan>> PlanStore::ListPlans(const std::vector<int64_t>& provinces,
                                                        int32_t year) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> st =
-      db_->Prepare("SELECT province_id, year FROM plans ORDER BY year DESC, province_id");
-  if (!st.ok()) return st.status();
+  // One snapshot: every plan as of one moment.
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx =
+      PlanTransaction::Begin(db_.get(), /*read_only=*/true);
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<DirRows> rows =
+      db_->Query("SELECT province_id, year FROM plans ORDER BY year DESC, province_id");
+  if (!rows.ok()) return rows.status();
   std::vector<std::pair<int64_t, int32_t>> keys;
   const std::set<int64_t> wanted(provinces.begin(), provinces.end());
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
-    const int64_t province = (*st)->ColumnInt(0);
-    const int32_t y = static_cast<int32_t>((*st)->ColumnInt(1));
+  for (size_t r = 0; r < rows->size(); ++r) {
+    const int64_t province = rows->Int(r, 0);
+    const int32_t y = static_cast<int32_t>(rows->Int(r, 1));
     if (year != 0 && y != year) continue;
     if (!wanted.empty() && !wanted.contains(province)) continue;
     keys.emplace_back(province, y);
   }
-  (*st)->Reset();
   std::vector<Plan> out;
   for (const auto& [province, y] : keys) {
     absl::StatusOr<std::optional<Plan>> plan = ReadPlanLocked(province, y);
     if (!plan.ok()) return plan.status();
     if (plan->has_value()) out.push_back(**std::move(plan));
   }
+  absl::Status s = (*tx)->Commit();
+  if (!s.ok()) return s;
   return out;
 }
 
@@ -428,15 +353,8 @@ absl::StatusOr<Plan> PlanStore::CreatePlan(const Plan& input, const PlanActor& a
   valid = CheckNote("note", note, kMaxNoteBytes, /*required=*/false);
   if (!valid.ok()) return valid;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx = PlanTransaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<std::optional<Plan>> existing = ReadPlanLocked(input.province_id(), input.year());
-  if (!existing.ok()) return existing.status();
-  if (existing->has_value()) {
-    return absl::AlreadyExistsError(absl::StrCat("plan: province ", input.province_id(),
-                                                 " already has a plan for ", input.year(),
-                                                 "; revise it (RevisePlan)"));
-  }
   const int64_t now = clock_->NowMs();
   Plan plan = LinesOnly(input);
   plan.set_province_id(input.province_id());
@@ -446,18 +364,21 @@ absl::StatusOr<Plan> PlanStore::CreatePlan(const Plan& input, const PlanActor& a
   plan.set_created_by(actor.user_id);
   plan.set_updated_ms(now);
   plan.set_updated_by(actor.user_id);
-  absl::StatusOr<Statement*> st = db_->Prepare(
+  // ON CONFLICT DO NOTHING: two instances creating the same plan at once, the second
+  // finds the first's row (it waits for its commit) and is told so.
+  absl::StatusOr<DirRows> made = db_->Query(
       "INSERT INTO plans(province_id, year, revision, created_ms, created_by, updated_ms, "
-      "updated_by) VALUES (?, ?, 1, ?, ?, ?, ?)");
-  if (!st.ok()) return st.status();
-  (*st)->BindInt(1, plan.province_id());
-  (*st)->BindInt(2, plan.year());
-  (*st)->BindInt(3, now);
-  (*st)->BindInt(4, actor.user_id);
-  (*st)->BindInt(5, now);
-  (*st)->BindInt(6, actor.user_id);
-  absl::Status s = (*st)->Run();
-  if (s.ok()) s = WriteLinesLocked(plan);
+      "updated_by) VALUES (?1, ?2, 1, ?3, ?4, ?3, ?4) "
+      "ON CONFLICT(province_id, year) DO NOTHING RETURNING revision",
+      {DirValue::Int(plan.province_id()), DirValue::Int(plan.year()), DirValue::Int(now),
+       DirValue::Int(actor.user_id)});
+  if (!made.ok()) return made.status();
+  if (made->empty()) {
+    return absl::AlreadyExistsError(absl::StrCat("plan: province ", input.province_id(),
+                                                 " already has a plan for ", input.year(),
+                                                 "; revise it (RevisePlan)"));
+  }
+  absl::Status s = WriteLinesLocked(Plan(), plan);
   if (s.ok()) s = AuditLocked(Plan(), plan, actor, note, now);
   if (s.ok()) s = BumpChangeLocked();
   if (s.ok()) s = (*tx)->Commit();
@@ -476,8 +397,17 @@ absl::StatusOr<Plan> PlanStore::RevisePlan(const Plan& input, int64_t expected_r
         absl::StrCat("expected_revision: must not be negative, got ", expected_revision));
   }
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx = PlanTransaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
+  if (db_->shared()) {
+    // Revisions on two instances take turns: the second reads the first's revision.
+    absl::Status locked = db_->Query(
+                                 "SELECT revision FROM plans WHERE province_id = ?1 AND "
+                                 "year = ?2 FOR UPDATE",
+                                 {DirValue::Int(input.province_id()), DirValue::Int(input.year())})
+                              .status();
+    if (!locked.ok()) return locked;
+  }
   absl::StatusOr<std::optional<Plan>> existing = ReadPlanLocked(input.province_id(), input.year());
   if (!existing.ok()) return existing.status();
   if (!existing->has_value()) {
@@ -499,17 +429,14 @@ absl::StatusOr<Plan> PlanStore::RevisePlan(const Plan& input, int64_t expected_r
   plan.set_created_by(before.created_by());
   plan.set_updated_ms(now);
   plan.set_updated_by(actor.user_id);
-  absl::StatusOr<Statement*> st = db_->Prepare(
-      "UPDATE plans SET revision = ?, updated_ms = ?, updated_by = ? "
-      "WHERE province_id = ? AND year = ?");
-  if (!st.ok()) return st.status();
-  (*st)->BindInt(1, plan.revision());
-  (*st)->BindInt(2, now);
-  (*st)->BindInt(3, actor.user_id);
-  (*st)->BindInt(4, plan.province_id());
-  (*st)->BindInt(5, plan.year());
-  absl::Status s = (*st)->Run();
-  if (s.ok()) s = WriteLinesLocked(plan);
+  absl::Status s =
+      db_->Query(
+             "UPDATE plans SET revision = ?1, updated_ms = ?2, updated_by = ?3 "
+             "WHERE province_id = ?4 AND year = ?5",
+             {DirValue::Int(plan.revision()), DirValue::Int(now), DirValue::Int(actor.user_id),
+              DirValue::Int(plan.province_id()), DirValue::Int(plan.year())})
+          .status();
+  if (s.ok()) s = WriteLinesLocked(before, plan);
   if (s.ok()) s = AuditLocked(before, plan, actor, note, now);
   if (s.ok()) s = BumpChangeLocked();
   if (s.ok()) s = (*tx)->Commit();
@@ -522,49 +449,53 @@ absl::StatusOr<std::vector<PlanRevision>> PlanStore::ListRevisions(int64_t provi
                                                                    int64_t after_revision,
                                                                    int limit) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> st = db_->Prepare(
+  absl::StatusOr<DirRows> rows = db_->Query(
       "SELECT revision, actor_id, actor, at_ms, note, before, after FROM plan_revisions "
-      "WHERE province_id = ? AND year = ? AND revision > ? ORDER BY revision LIMIT ?");
-  if (!st.ok()) return st.status();
-  (*st)->BindInt(1, province_id);
-  (*st)->BindInt(2, year);
-  (*st)->BindInt(3, after_revision);
-  (*st)->BindInt(4, limit);
+      "WHERE province_id = ?1 AND year = ?2 AND revision > ?3 ORDER BY revision LIMIT ?4",
+      {DirValue::Int(province_id), DirValue::Int(year), DirValue::Int(after_revision),
+       DirValue::Int(limit)});
+  if (!rows.ok()) return rows.status();
   std::vector<PlanRevision> out;
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
+  for (size_t r = 0; r < rows->size(); ++r) {
     PlanRevision rev;
     rev.set_province_id(province_id);
     rev.set_year(year);
-    rev.set_revision((*st)->ColumnInt(0));
-    rev.set_actor_id((*st)->ColumnInt(1));
-    rev.set_actor(std::string((*st)->ColumnText(2)));
-    rev.set_at_ms((*st)->ColumnInt(3));
-    rev.set_note(std::string((*st)->ColumnText(4)));
+    rev.set_revision(rows->Int(r, 0));
+    rev.set_actor_id(rows->Int(r, 1));
+    rev.set_actor(rows->Text(r, 2));
+    rev.set_at_ms(rows->Int(r, 3));
+    rev.set_note(rows->Text(r, 4));
     Plan before, after;
-    if (!before.ParseFromString(std::string((*st)->ColumnBlob(5))) ||
-        !after.ParseFromString(std::string((*st)->ColumnBlob(6)))) {
-      (*st)->Reset();
+    if (!before.ParseFromString(rows->Blob(r, 5)) || !after.ParseFromString(rows->Blob(r, 6))) {
       return absl::DataLossError("plan_revisions: a stored revision does not parse");
     }
     *rev.mutable_before() = before.lines();
     *rev.mutable_after() = after.lines();
     out.push_back(std::move(rev));
   }
-  (*st)->Reset();
   return out;
 }
 
-absl::Status PlanStore::Draw(
-    const ApprovalDraw& draw, const PlanActor& actor, const std::string& over_plan_reason,
-    const std::function<absl::StatusOr<bool>(const std::string& id)>& is_approved) {
+absl::Status PlanStore::Draw(const ApprovalDraw& draw, const PlanActor& actor,
+                             const std::string& over_plan_reason, const DrawHolds& holds) {
   const int64_t now = clock_->NowMs();
   const int32_t year = VietnamYear(now);
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx = PlanTransaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
+  const std::vector<DirValue> line_key = {DirValue::Int(draw.province_id), DirValue::Int(year),
+                                          DirValue::Int(draw.funding),
+                                          DirValue::Int(draw.category)};
+  if (db_->shared()) {
+    // The check-and-record of one line, atomic across instances: draws on the line take
+    // turns on its row (a revision changing the line waits too, and is read after).
+    absl::Status locked = db_->Query(
+                                 "SELECT planned_vnd FROM plan_lines WHERE province_id = ?1 "
+                                 "AND year = ?2 AND funding = ?3 AND category = ?4 FOR UPDATE",
+                                 line_key)
+                              .status();
+    if (!locked.ok()) return locked;
+  }
   absl::StatusOr<std::optional<Plan>> plan = ReadPlanLocked(draw.province_id, year);
   if (!plan.ok()) return plan.status();
   const bool has_plan = plan->has_value();
@@ -577,33 +508,24 @@ absl::Status PlanStore::Draw(
     }
   }
   // What the line already holds: confirmed draws, and unconfirmed ones whose approval the
-  // record store shows (committed, or earlier in the same transaction).
-  absl::StatusOr<Statement*> st = db_->Prepare(
-      "SELECT request_id, amount_vnd, confirmed FROM draws "
-      "WHERE province_id = ? AND year = ? AND funding = ? AND category = ? AND request_id != ?");
-  if (!st.ok()) return st.status();
-  (*st)->BindInt(1, draw.province_id);
-  (*st)->BindInt(2, year);
-  (*st)->BindInt(3, draw.funding);
-  (*st)->BindInt(4, draw.category);
-  (*st)->BindText(5, draw.request_id);
+  // record store shows (committed, or earlier in the same transaction) or may still commit.
+  std::vector<DirValue> params = line_key;
+  params.push_back(DirValue::Text(draw.request_id));
+  absl::StatusOr<DirRows> rows = db_->Query(
+      "SELECT request_id, amount_vnd, confirmed, commune_id FROM draws "
+      "WHERE province_id = ?1 AND year = ?2 AND funding = ?3 AND category = ?4 "
+      "AND request_id != ?5",
+      params);
+  if (!rows.ok()) return rows.status();
   int64_t approved = 0;
-  std::vector<std::pair<std::string, int64_t>> unconfirmed;
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
-    if ((*st)->ColumnInt(2) != 0) {
-      approved += (*st)->ColumnInt(1);
-    } else {
-      unconfirmed.emplace_back(std::string((*st)->ColumnText(0)), (*st)->ColumnInt(1));
+  for (size_t r = 0; r < rows->size(); ++r) {
+    if (rows->Int(r, 2) != 0) {
+      approved += rows->Int(r, 1);
+      continue;
     }
-  }
-  (*st)->Reset();
-  for (const auto& [id, amount] : unconfirmed) {
-    absl::StatusOr<bool> counts = is_approved(id);
-    if (!counts.ok()) return counts.status();
-    if (*counts) approved += amount;
+    absl::StatusOr<bool> held = holds(rows->Text(r, 0), rows->Int(r, 3));
+    if (!held.ok()) return held.status();
+    if (*held) approved += rows->Int(r, 1);
   }
   const int64_t remaining = planned - approved;
   if (over_plan_reason.empty()) {
@@ -627,42 +549,41 @@ absl::Status PlanStore::Draw(
           " VND asked; give an over-plan reason (over_plan_reason) to approve beyond the plan"));
     }
   }
-  absl::StatusOr<Statement*> ins = db_->Prepare(
-      "INSERT OR REPLACE INTO draws(request_id, province_id, commune_id, year, category, "
-      "funding, amount_vnd, own_contribution_vnd, remaining_before_vnd, has_plan, "
-      "over_plan_reason, actor_id, at_ms, confirmed) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)");
-  if (!ins.ok()) return ins.status();
-  (*ins)->BindText(1, draw.request_id);
-  (*ins)->BindInt(2, draw.province_id);
-  (*ins)->BindInt(3, draw.commune_id);
-  (*ins)->BindInt(4, year);
-  (*ins)->BindInt(5, draw.category);
-  (*ins)->BindInt(6, draw.funding);
-  (*ins)->BindInt(7, draw.amount_vnd);
-  (*ins)->BindInt(8, draw.own_contribution_vnd);
-  (*ins)->BindInt(9, has_plan ? remaining : 0);
-  (*ins)->BindInt(10, has_plan ? 1 : 0);
-  (*ins)->BindText(11, over_plan_reason);
-  (*ins)->BindInt(12, actor.user_id);
-  (*ins)->BindInt(13, now);
-  absl::Status s = (*ins)->Run();
+  absl::Status s =
+      db_->Query(
+             "INSERT INTO draws(request_id, province_id, commune_id, year, category, "
+             "funding, amount_vnd, own_contribution_vnd, remaining_before_vnd, has_plan, "
+             "over_plan_reason, actor_id, at_ms, confirmed) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0) "
+             "ON CONFLICT(request_id) DO UPDATE SET province_id = excluded.province_id, "
+             "commune_id = excluded.commune_id, year = excluded.year, "
+             "category = excluded.category, funding = excluded.funding, "
+             "amount_vnd = excluded.amount_vnd, "
+             "own_contribution_vnd = excluded.own_contribution_vnd, "
+             "remaining_before_vnd = excluded.remaining_before_vnd, "
+             "has_plan = excluded.has_plan, over_plan_reason = excluded.over_plan_reason, "
+             "actor_id = excluded.actor_id, at_ms = excluded.at_ms, confirmed = 0",
+             {DirValue::Text(draw.request_id), DirValue::Int(draw.province_id),
+              DirValue::Int(draw.commune_id), DirValue::Int(year), DirValue::Int(draw.category),
+              DirValue::Int(draw.funding), DirValue::Int(draw.amount_vnd),
+              DirValue::Int(draw.own_contribution_vnd), DirValue::Int(has_plan ? remaining : 0),
+              DirValue::Int(has_plan ? 1 : 0), DirValue::Text(over_plan_reason),
+              DirValue::Int(actor.user_id), DirValue::Int(now)})
+          .status();
   if (!s.ok()) return s;
   return (*tx)->Commit();
 }
 
 absl::Status PlanStore::ConfirmDraw(const std::string& request_id) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx = PlanTransaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> st =
-      db_->Prepare("UPDATE draws SET confirmed = 1 WHERE request_id = ? AND confirmed = 0");
-  if (!st.ok()) return st.status();
-  (*st)->BindText(1, request_id);
-  absl::Status s = (*st)->Run();
-  if (!s.ok()) return s;
-  if (db_->Changes() > 0) {
-    s = BumpChangeLocked();
+  absl::StatusOr<int64_t> changed =
+      db_->Exec("UPDATE draws SET confirmed = 1 WHERE request_id = ?1 AND confirmed = 0",
+                {DirValue::Text(request_id)});
+  if (!changed.ok()) return changed.status();
+  if (*changed > 0) {
+    absl::Status s = BumpChangeLocked();
     if (!s.ok()) return s;
   }
   return (*tx)->Commit();
@@ -670,83 +591,59 @@ absl::Status PlanStore::ConfirmDraw(const std::string& request_id) {
 
 absl::StatusOr<std::optional<PlanDraw>> PlanStore::GetDraw(const std::string& request_id) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> st = db_->Prepare(
+  absl::StatusOr<DirRows> rows = db_->Query(
       "SELECT province_id, commune_id, year, category, funding, amount_vnd, "
       "remaining_before_vnd, has_plan, over_plan_reason, actor_id, at_ms FROM draws "
-      "WHERE request_id = ?");
-  if (!st.ok()) return st.status();
-  (*st)->BindText(1, request_id);
-  absl::StatusOr<bool> r = (*st)->Step();
-  if (!r.ok()) return r.status();
-  if (!*r) {
-    (*st)->Reset();
-    return std::optional<PlanDraw>();
-  }
+      "WHERE request_id = ?1",
+      {DirValue::Text(request_id)});
+  if (!rows.ok()) return rows.status();
+  if (rows->empty()) return std::optional<PlanDraw>();
   PlanDraw d;
   d.set_request_id(request_id);
-  d.set_province_id((*st)->ColumnInt(0));
-  d.set_commune_id((*st)->ColumnInt(1));
-  d.set_year(static_cast<int32_t>((*st)->ColumnInt(2)));
-  d.set_category(static_cast<SupportCategory>((*st)->ColumnInt(3)));
-  d.set_funding(static_cast<FundingSource>((*st)->ColumnInt(4)));
-  d.set_amount_vnd((*st)->ColumnInt(5));
-  d.set_remaining_before_vnd((*st)->ColumnInt(6));
-  d.set_has_plan((*st)->ColumnInt(7) != 0);
-  d.set_over_plan_reason(std::string((*st)->ColumnText(8)));
-  d.set_actor_id((*st)->ColumnInt(9));
-  d.set_at_ms((*st)->ColumnInt(10));
-  (*st)->Reset();
+  d.set_province_id(rows->Int(0, 0));
+  d.set_commune_id(rows->Int(0, 1));
+  d.set_year(static_cast<int32_t>(rows->Int(0, 2)));
+  d.set_category(static_cast<SupportCategory>(rows->Int(0, 3)));
+  d.set_funding(static_cast<FundingSource>(rows->Int(0, 4)));
+  d.set_amount_vnd(rows->Int(0, 5));
+  d.set_remaining_before_vnd(rows->Int(0, 6));
+  d.set_has_plan(rows->Int(0, 7) != 0);
+  d.set_over_plan_reason(rows->Text(0, 8));
+  d.set_actor_id(rows->Int(0, 9));
+  d.set_at_ms(rows->Int(0, 10));
   return std::optional<PlanDraw>(std::move(d));
+}
+
+absl::StatusOr<std::vector<std::string>> PlanStore::RequestIdsLocked(absl::string_view sql) {
+  absl::StatusOr<DirRows> rows = db_->Query(sql);
+  if (!rows.ok()) return rows.status();
+  std::vector<std::string> out;
+  out.reserve(rows->size());
+  for (size_t r = 0; r < rows->size(); ++r) out.push_back(rows->Text(r, 0));
+  return out;
 }
 
 absl::StatusOr<std::vector<std::string>> PlanStore::UnconfirmedDraws() {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> st =
-      db_->Prepare("SELECT request_id FROM draws WHERE confirmed = 0 ORDER BY request_id");
-  if (!st.ok()) return st.status();
-  std::vector<std::string> out;
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
-    out.emplace_back((*st)->ColumnText(0));
-  }
-  (*st)->Reset();
-  return out;
+  return RequestIdsLocked("SELECT request_id FROM draws WHERE confirmed = 0 ORDER BY request_id");
 }
 
 absl::StatusOr<std::vector<std::string>> PlanStore::AllDraws() {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> st = db_->Prepare("SELECT request_id FROM draws ORDER BY request_id");
-  if (!st.ok()) return st.status();
-  std::vector<std::string> out;
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) {
-      (*st)->Reset();
-      return r.status();
-    }
-    if (!*r) break;
-    out.emplace_back((*st)->ColumnText(0));
-  }
-  (*st)->Reset();
-  return out;
+  return RequestIdsLocked("SELECT request_id FROM draws ORDER BY request_id");
 }
 
 absl::Status PlanStore::DropForRestore(const std::string& request_id, bool draw) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx = PlanTransaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
-  std::vector<const char*> deletes = {"DELETE FROM disbursements WHERE request_id = ?"};
-  if (draw) deletes.push_back("DELETE FROM draws WHERE request_id = ?");
+  std::vector<const char*> deletes = {"DELETE FROM disbursements WHERE request_id = ?1"};
+  if (draw) deletes.push_back("DELETE FROM draws WHERE request_id = ?1");
   int64_t changes = 0;
   for (const char* sql : deletes) {
-    absl::StatusOr<Statement*> st = db_->Prepare(sql);
-    if (!st.ok()) return st.status();
-    (*st)->BindText(1, request_id);
-    absl::Status s = (*st)->Run();
-    if (!s.ok()) return s;
-    changes += db_->Changes();
+    absl::StatusOr<int64_t> gone = db_->Exec(sql, {DirValue::Text(request_id)});
+    if (!gone.ok()) return gone.status();
+    changes += *gone;
   }
   if (changes > 0) {
     absl::Status s = BumpChangeLocked();
@@ -789,16 +686,17 @@ absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest&
         EnumShort(kcnet::v1::RequestStatus_descriptor(), "REQUEST_STATUS_", request.status())));
   }
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::unique_ptr<Transaction>> tx = Transaction::Begin(db_.get());
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx = PlanTransaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
-  absl::StatusOr<Statement*> sum =
-      db_->Prepare("SELECT COALESCE(SUM(amount_vnd), 0) FROM disbursements WHERE request_id = ?");
+  // The change counter first: its row lock makes payments on several instances take
+  // turns, so the sum below is the one the new payment joins.
+  s = BumpChangeLocked();
+  if (!s.ok()) return s;
+  absl::StatusOr<DirRows> sum =
+      db_->Query("SELECT COALESCE(SUM(amount_vnd), 0) FROM disbursements WHERE request_id = ?1",
+                 {DirValue::Text(request.id())});
   if (!sum.ok()) return sum.status();
-  (*sum)->BindText(1, request.id());
-  absl::StatusOr<bool> r = (*sum)->Step();
-  if (!r.ok()) return r.status();
-  const int64_t paid_so_far = *r ? (*sum)->ColumnInt(0) : 0;
-  (*sum)->Reset();
+  const int64_t paid_so_far = sum->empty() ? 0 : sum->Int(0, 0);
   const int64_t remaining = request.approved_amount_vnd() - paid_so_far;
   if (input.amount_vnd() > remaining) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -807,26 +705,20 @@ absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest&
         " VND of ", VndEn(request.approved_amount_vnd()), " VND remain, ",
         VndEn(input.amount_vnd()), " VND asked"));
   }
-  absl::StatusOr<Statement*> ins = db_->Prepare(
+  absl::StatusOr<DirRows> made = db_->Query(
       "INSERT INTO disbursements(request_id, amount_vnd, paid_date, reference, note, actor_id, "
-      "at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
-  if (!ins.ok()) return ins.status();
-  (*ins)->BindText(1, request.id());
-  (*ins)->BindInt(2, input.amount_vnd());
-  (*ins)->BindText(3, input.paid_date());
-  (*ins)->BindText(4, input.reference());
-  (*ins)->BindText(5, input.note());
-  (*ins)->BindInt(6, actor.user_id);
-  (*ins)->BindInt(7, now);
-  s = (*ins)->Run();
-  if (!s.ok()) return s;
+      "at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+      {DirValue::Text(request.id()), DirValue::Int(input.amount_vnd()),
+       DirValue::Text(input.paid_date()), DirValue::Text(input.reference()),
+       DirValue::Text(input.note()), DirValue::Int(actor.user_id), DirValue::Int(now)});
+  if (!made.ok()) return made.status();
+  if (made->empty()) return absl::InternalError("disbursements: the insert returned no id");
   Disbursement out = input;
-  out.set_id(db_->LastInsertRowId());
+  out.set_id(made->Int(0, 0));
   out.set_request_id(request.id());
   out.set_actor_id(actor.user_id);
   out.set_at_ms(now);
-  s = BumpChangeLocked();
-  if (s.ok()) s = (*tx)->Commit();
+  s = (*tx)->Commit();
   if (!s.ok()) return s;
   return out;
 }
@@ -834,28 +726,24 @@ absl::StatusOr<Disbursement> PlanStore::RecordDisbursement(const SupportRequest&
 absl::StatusOr<std::vector<Disbursement>> PlanStore::ListDisbursements(
     const std::string& request_id) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Statement*> st = db_->Prepare(
+  absl::StatusOr<DirRows> rows = db_->Query(
       "SELECT id, amount_vnd, paid_date, reference, note, actor_id, at_ms FROM disbursements "
-      "WHERE request_id = ? ORDER BY id");
-  if (!st.ok()) return st.status();
-  (*st)->BindText(1, request_id);
+      "WHERE request_id = ?1 ORDER BY id",
+      {DirValue::Text(request_id)});
+  if (!rows.ok()) return rows.status();
   std::vector<Disbursement> out;
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
+  for (size_t r = 0; r < rows->size(); ++r) {
     Disbursement d;
-    d.set_id((*st)->ColumnInt(0));
+    d.set_id(rows->Int(r, 0));
     d.set_request_id(request_id);
-    d.set_amount_vnd((*st)->ColumnInt(1));
-    d.set_paid_date(std::string((*st)->ColumnText(2)));
-    d.set_reference(std::string((*st)->ColumnText(3)));
-    d.set_note(std::string((*st)->ColumnText(4)));
-    d.set_actor_id((*st)->ColumnInt(5));
-    d.set_at_ms((*st)->ColumnInt(6));
+    d.set_amount_vnd(rows->Int(r, 1));
+    d.set_paid_date(rows->Text(r, 2));
+    d.set_reference(rows->Text(r, 3));
+    d.set_note(rows->Text(r, 4));
+    d.set_actor_id(rows->Int(r, 5));
+    d.set_at_ms(rows->Int(r, 6));
     out.push_back(std::move(d));
   }
-  (*st)->Reset();
   return out;
 }
 
@@ -869,8 +757,8 @@ absl::StatusOr<BudgetFigures> PlanStore::Budget(const BudgetQuery& query) {
   const std::set<int64_t> communes(query.commune_ids.begin(), query.commune_ids.end());
   absl::MutexLock lock(&mu_);
   // One read transaction: the figures and the change counter agree.
-  absl::StatusOr<std::unique_ptr<Transaction>> tx =
-      Transaction::Begin(db_.get(), Transaction::Kind::kRead);
+  absl::StatusOr<std::unique_ptr<PlanTransaction>> tx =
+      PlanTransaction::Begin(db_.get(), /*read_only=*/true);
   if (!tx.ok()) return tx.status();
   BudgetFigures out;
   out.province_id = query.province_id;
@@ -894,41 +782,38 @@ absl::StatusOr<BudgetFigures> PlanStore::Budget(const BudgetQuery& query) {
     }
   }
   // Approvals of the year (confirmed draws) with what was paid to each.
-  absl::StatusOr<Statement*> st = db_->Prepare(
+  absl::StatusOr<DirRows> draws = db_->Query(
       "SELECT d.commune_id, d.funding, d.category, d.amount_vnd, d.own_contribution_vnd, "
       "  (SELECT COALESCE(SUM(x.amount_vnd), 0) FROM disbursements x "
       "   WHERE x.request_id = d.request_id) "
-      "FROM draws d WHERE d.province_id = ? AND d.year = ? AND d.confirmed = 1");
-  if (!st.ok()) return st.status();
-  (*st)->BindInt(1, query.province_id);
-  (*st)->BindInt(2, query.year);
-  while (true) {
-    absl::StatusOr<bool> r = (*st)->Step();
-    if (!r.ok()) return r.status();
-    if (!*r) break;
-    const int64_t commune = (*st)->ColumnInt(0);
+      "FROM draws d WHERE d.province_id = ?1 AND d.year = ?2 AND d.confirmed = 1",
+      {DirValue::Int(query.province_id), DirValue::Int(query.year)});
+  if (!draws.ok()) return draws.status();
+  for (size_t r = 0; r < draws->size(); ++r) {
+    const int64_t commune = draws->Int(r, 0);
     if (!communes.empty() && !communes.contains(commune)) continue;
-    const int funding = static_cast<int>((*st)->ColumnInt(1));
-    const int category = static_cast<int>((*st)->ColumnInt(2));
-    BudgetRow& line = row(funding, category);
-    line.approved_vnd += (*st)->ColumnInt(3);
-    line.disbursed_vnd += (*st)->ColumnInt(5);
+    BudgetRow& line = row(static_cast<int>(draws->Int(r, 1)), static_cast<int>(draws->Int(r, 2)));
+    line.approved_vnd += draws->Int(r, 3);
+    line.disbursed_vnd += draws->Int(r, 5);
     line.approved_requests += 1;
-    const int64_t own = (*st)->ColumnInt(4);
+    const int64_t own = draws->Int(r, 4);
     if (own > 0) {
-      BudgetRow& counterpart = row(kcnet::v1::FUNDING_SOURCE_COUNTERPART, category);
+      BudgetRow& counterpart =
+          row(kcnet::v1::FUNDING_SOURCE_COUNTERPART, static_cast<int>(draws->Int(r, 2)));
       counterpart.approved_vnd += own;
       counterpart.approved_requests += 1;
     }
   }
-  (*st)->Reset();
   for (auto& [key, r] : rows) {
     r.remaining_vnd = r.planned_vnd - r.approved_vnd;
     out.rows.push_back(r);
   }
-  absl::StatusOr<int64_t> seq = db_->QueryInt("SELECT seq FROM changes WHERE id = 1");
+  absl::StatusOr<DirRows> seq = db_->Query("SELECT seq FROM changes WHERE id = 1");
   if (!seq.ok()) return seq.status();
-  out.as_of_change = *seq;
+  if (seq->empty()) return absl::InternalError("plans: the changes row is missing");
+  out.as_of_change = seq->Int(0, 0);
+  absl::Status s = (*tx)->Commit();
+  if (!s.ok()) return s;
   return out;
 }
 

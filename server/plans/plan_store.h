@@ -1,8 +1,9 @@
-// PlanStore: the money side of kcnet, in its own SQLite file (plans.db in the data dir,
-// versioned migrations as the directory's): provinces' yearly extension plans (kế hoạch
-// khuyến công) by support category x funding source with their audited revisions, the
-// draw each approval makes on a plan line, the disbursements (giải ngân) of requests, and
-// the budget figures (plan vs approved vs disbursed) computed from them.
+// PlanStore: the money side of kcnet, behind a storage seam (plan_db.h): its own SQLite
+// file (plans.db in the data dir, versioned migrations as the directory's), or the schema
+// kcnet_plans of the PostgreSQL database every kcnet-server instance shares: provinces' yearly
+// extension plans (kế hoạch khuyến công) by support category x funding source with their audited
+// revisions, the draw each approval makes on a plan line, the disbursements (giải ngân) of
+// requests, and the budget figures (plan vs approved vs disbursed) computed from them.
 //
 // Approvals are made in the record store (kcnet.db) by the life-cycle rules; the draw is
 // made by ApprovalGuard (approval_guard.h) inside that store's transaction, before the
@@ -14,8 +15,15 @@
 // and nothing is stored when it fails. Scope (who may touch which province) is the
 // caller's job (plan_service.h).
 //
-// Thread-safety: thread-safe. Every call runs under one mutex, which also makes a draw's
-// check-and-record atomic: two approvals racing for a line's last money are serialised.
+// One copy of the rules for both stores. On SQLite one process writes and the mutex below
+// serialises the check-and-record of two approvals racing for a line's last money. On
+// PostgreSQL several instances write at once: a draw locks its plan line's row (SELECT ...
+// FOR UPDATE) in the plan transaction, so draws on one line take turns across instances;
+// and an unconfirmed draw whose approval another instance is still writing counts as held
+// (ApprovalGuard asks the record store: sync::RecordReader::BucketsWrittenElsewhere).
+// Revisions of one plan take turns on the plan's row, payments on the change counter's.
+//
+// Thread-safety: thread-safe. Every call runs under one mutex.
 #ifndef KCNET_SERVER_PLANS_PLAN_STORE_H_
 #define KCNET_SERVER_PLANS_PLAN_STORE_H_
 
@@ -32,12 +40,13 @@
 #include "absl/synchronization/mutex.h"
 #include "kcnet/v1/domain.pb.h"
 #include "kcnet/v1/plans.pb.h"
+#include "server/plans/plan_db.h"
 #include "sync/hlc.h"
-#include "sync/sqlite.h"
 
 namespace kcnet::server {
 
-// The schema version plans.db is migrated to (PRAGMA user_version).
+// The schema version plans.db is migrated to (PRAGMA user_version). The PostgreSQL
+// tables are migration 4 of server/pgstore/pg_schema.h.
 inline constexpr int64_t kPlansSchemaVersion = 1;
 
 // Limits of plan input.
@@ -112,12 +121,24 @@ struct BudgetFigures {
   uint64_t as_of_op = 0;
 };
 
+// Whether an unconfirmed draw (request `request_id`, made in commune `commune_id`) holds
+// its money: its approval is in the record store as the caller's transaction sees it, or
+// may still commit there (another instance is writing that commune's records).
+using DrawHolds =
+    std::function<absl::StatusOr<bool>(const std::string& request_id, int64_t commune_id)>;
+
 class PlanStore {
  public:
   // Opens or creates plans.db at `path`, migrating it to kPlansSchemaVersion.
   // FAILED_PRECONDITION for a file of another application or a newer kcnet.
   static absl::StatusOr<std::unique_ptr<PlanStore>> Open(const std::string& path,
                                                          sync::Clock* clock = sync::SystemClock());
+  // The same on any PlanDb (pgstore::OpenPgPlanDb for PostgreSQL), migrated first.
+  static absl::StatusOr<std::unique_ptr<PlanStore>> Open(std::unique_ptr<PlanDb> db,
+                                                         sync::Clock* clock = sync::SystemClock());
+
+  // True when the plans are shared with other processes (PostgreSQL).
+  bool shared() const;
 
   // ---- Plans ----
   // NOT_FOUND "plan: ..." when the province has no plan for the year.
@@ -145,16 +166,16 @@ class PlanStore {
 
   // ---- Draws (approvals) ----
   // Checks an approval against what remains of its plan line (the plan of its province
-  // for the current year in Vietnam) and records the draw, unconfirmed. `is_approved(id)`
-  // says whether the record store, as the caller's transaction sees it, holds request
-  // `id` approved (APPROVED, IN_PROGRESS or COMPLETED): unconfirmed draws count only
-  // then. Refuses with FAILED_PRECONDITION "approved_amount_vnd: Vượt kế hoạch ... / over
-  // plan ..." (the line's remaining amount in both languages) when the amount exceeds what
-  // remains, or "approved_amount_vnd: Chưa có kế hoạch ... / no extension plan ..." when
-  // the province has no plan for the year, unless `over_plan_reason` is given.
+  // for the current year in Vietnam) and records the draw, unconfirmed. `holds` says
+  // whether another request's unconfirmed draw counts: when the record store, as the
+  // caller's transaction sees it, holds that request approved (APPROVED, IN_PROGRESS or
+  // COMPLETED), or when its approval may still commit (DrawHolds). Refuses with FAILED_PRECONDITION
+  // "approved_amount_vnd: Vượt kế hoạch ... / over plan ..." (the line's remaining amount in both
+  // languages) when the amount exceeds what remains, or "approved_amount_vnd: Chưa có kế hoạch ...
+  // / no extension plan ..." when the province has no plan for the year, unless `over_plan_reason`
+  // is given.
   absl::Status Draw(const ApprovalDraw& draw, const PlanActor& actor,
-                    const std::string& over_plan_reason,
-                    const std::function<absl::StatusOr<bool>(const std::string& id)>& is_approved);
+                    const std::string& over_plan_reason, const DrawHolds& holds);
   // Marks a request's draw confirmed (its approval is committed). OK when there is none.
   absl::Status ConfirmDraw(const std::string& request_id);
   // The draw of a request (nullopt when it has none).
@@ -191,19 +212,24 @@ class PlanStore {
   absl::StatusOr<BudgetFigures> Budget(const BudgetQuery& query);
 
  private:
-  PlanStore(std::unique_ptr<sync::Db> db, sync::Clock* clock) : clock_(clock), db_(std::move(db)) {}
-  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PlanStore(std::unique_ptr<PlanDb> db, sync::Clock* clock)
+      : clock_(clock), shared_(db->shared()), db_(std::move(db)) {}
   absl::StatusOr<std::optional<kcnet::v1::Plan>> ReadPlanLocked(int64_t province_id, int32_t year)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status WriteLinesLocked(const kcnet::v1::Plan& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes the stored lines `plan`'s (they were `before`'s).
+  absl::Status WriteLinesLocked(const kcnet::v1::Plan& before, const kcnet::v1::Plan& plan)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<std::string>> RequestIdsLocked(absl::string_view sql)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AuditLocked(const kcnet::v1::Plan& before, const kcnet::v1::Plan& after,
                            const PlanActor& actor, const std::string& note, int64_t now_ms)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status BumpChangeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   sync::Clock* clock_;
+  const bool shared_;
   absl::Mutex mu_;
-  std::unique_ptr<sync::Db> db_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<PlanDb> db_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kcnet::server

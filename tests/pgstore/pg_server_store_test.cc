@@ -316,5 +316,54 @@ TEST_F(PgServerStoreTest, AStoreWithoutTheProvinceMapListsAndReadsEveryPartition
   EXPECT_EQ(ids, (std::set<std::string>{Id(7), Id(8)}));
 }
 
+// What the plans' ApprovalGuard asks before it trusts a request's state: which buckets
+// another instance is writing right now (head row held FOR UPDATE by an open transaction).
+// The group's own buckets and buckets without a head row are never reported.
+TEST_F(PgServerStoreTest, AValidatorSeesWhichBucketsAnotherWriterHoldsInFlight) {
+  auto store = OpenPg();
+  ASSERT_TRUE(store);
+  const uint64_t t = sync::HlcPack(kT0, 0);
+  ASSERT_TRUE(
+      store->Apply(Device("tablet-a"), One(1, {Change(1, Id(1), {{2, IntValue(kUnit)}})}, t + 1))
+          .ok());
+  // Another instance's group in flight in kUnit.
+  auto writer = PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*writer)->Exec("SELECT 1 FROM kcnet_bucket_head WHERE bucket = 42 FOR UPDATE").ok());
+  std::vector<int64_t> seen;
+  absl::Status asked;
+  auto ask = [&](const kcnet::v1::Mutation&, sync::RecordReader& reader) -> absl::Status {
+    absl::StatusOr<std::vector<int64_t>> busy =
+        reader.BucketsWrittenElsewhere({kUnit, kOtherUnit, 99});
+    if (!busy.ok()) {
+      asked = busy.status();
+      return busy.status();
+    }
+    seen = *busy;
+    return absl::OkStatus();
+  };
+  auto ack = store->Apply(Device("tablet-b"),
+                          One(1, {Change(1, Id(2), {{2, IntValue(kOtherUnit)}})}, t + 2), ask);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_TRUE(asked.ok()) << asked;
+  EXPECT_EQ(seen, std::vector<int64_t>({kUnit}));
+  // Once that writer ends, nothing is in flight.
+  ASSERT_TRUE((*writer)->Exec("ROLLBACK").ok());
+  seen = {-1};
+  ack = store->Apply(Device("tablet-b"),
+                     One(2, {Change(1, Id(2), {{2, IntValue(kOtherUnit)}})}, t + 3), ask);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_TRUE(seen.empty());
+  // And the SQLite store, one writer, never reports any.
+  auto lite = OpenSqlite();
+  ASSERT_TRUE(lite);
+  seen = {-1};
+  ack = lite->Apply(Device("tablet-b"),
+                    One(1, {Change(1, Id(2), {{2, IntValue(kOtherUnit)}})}, t + 2), ask);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_TRUE(seen.empty());
+}
+
 }  // namespace
 }  // namespace kcnet::pgstore

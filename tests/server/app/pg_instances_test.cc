@@ -24,6 +24,8 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "server/pgstore/pg_plan_db.h"
+#include "server/plans/plan_store.h"
 #include "tests/sync_stream/stream_fixture.h"
 #include "tests/testing/pg_instance.h"
 #include "tests/testing/test_util.h"
@@ -256,8 +258,26 @@ TEST_F(PgInstancesTest, DeviceSignsInOnOneInstanceAndSyncsOnAnother) {
   }
   EXPECT_EQ(code, grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_LE(absl::Now() - start, absl::Seconds(1));
-  // Nothing of the directory is written under the data dirs.
+  // Nothing of the directory, nor of the plans, is written under the data dirs.
   EXPECT_FALSE(std::filesystem::exists(tmp_.File("a") + "/directory.db"));
+  EXPECT_FALSE(std::filesystem::exists(tmp_.File("a") + "/plans.db"));
+}
+
+// seed-demo --store=postgres: puts the demo plan into the database (no plans.db), where
+// every instance reads it.
+TEST_F(PgInstancesTest, SeedDemoPutsThePlanIntoTheDatabase) {
+  const std::string data = tmp_.File("seeded");
+  Admin({"seed-demo", "--data_dir=" + data});
+  EXPECT_FALSE(std::filesystem::exists(data + "/plans.db"));
+  auto db = kcnet::pgstore::OpenPgPlanDb(pg_->conninfo());
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto plans = kcnet::server::PlanStore::Open(*std::move(db));
+  ASSERT_TRUE(plans.ok()) << plans.status();
+  auto all = (*plans)->ListPlans({}, 0);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 1u);
+  ASSERT_GT((*all)[0].lines_size(), 0);
+  EXPECT_EQ((*all)[0].lines(0).planned_amount_vnd(), 500'000'000);
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // Extension plans, the approvals' draw on them, disbursements and the budget figures,
-// against a real kcnet-server on port 0 (real SQLite files in a temp dir) over a real
-// channel, with small hand-computed data sets. The server's clock is a FakeClock so that
-// the year of an approval (Vietnam's local date) is known.
+// against a real kcnet-server on port 0 over a real channel, with small hand-computed data
+// sets: on SQLite files in a temp dir (plans_test), or on PostgreSQL (plans_pg_test: its
+// own server, one database per test, skipped without the PostgreSQL binaries), where
+// further tests start a second instance on the same database. The servers' clock is a
+// FakeClock so that the year of an approval (Vietnam's local date) is known.
 #include <atomic>
 #include <map>
 #include <thread>
@@ -21,6 +23,10 @@
 #include "sync/model/record_types.h"
 #include "tests/testing/test_server.h"
 #include "tests/testing/test_util.h"
+#if KCNET_PLANS_TEST_PG
+#include "server/pgstore/pg_conn.h"
+#include "tests/testing/pg_instance.h"
+#endif
 
 namespace kcnet::server {
 namespace {
@@ -34,11 +40,55 @@ int64_t Ms(int y, int m, int d, int h, int min) {
       absl::FromCivil(absl::CivilMinute(y, m, d, h, min), absl::UTCTimeZone()));
 }
 
-class PlansTest : public ::testing::Test {
+enum class StoreKind { kSqlite, kPostgres };
+
+std::string StoreName(const ::testing::TestParamInfo<StoreKind>& info) {
+  return info.param == StoreKind::kSqlite ? "Sqlite" : "Postgres";
+}
+
+class PlansTest : public ::testing::TestWithParam<StoreKind> {
  protected:
-  void SetUp() override {
-    ServerOptions options = kcnet::testing::TestServerOptions(dir_.path());
+#if KCNET_PLANS_TEST_PG
+  static void SetUpTestSuite() {
+    auto pg = kcnet::testing::PgInstance::Start();
+    if (!pg.ok()) {
+      pg_status_ = new absl::Status(pg.status());
+      return;
+    }
+    pg_ = pg->release();
+  }
+  static void TearDownTestSuite() {
+    delete pg_;
+    pg_ = nullptr;
+  }
+  static inline kcnet::testing::PgInstance* pg_ = nullptr;
+  static inline absl::Status* pg_status_ = nullptr;
+  static inline int databases_ = 0;
+#endif
+  std::string store_;  // ServerOptions::store: empty (SQLite in the data dir) or postgres:
+
+  // The options of a server of this test (`data_dir`: the first server's by default).
+  ServerOptions Options(const std::string& data_dir = "") {
+    ServerOptions options =
+        kcnet::testing::TestServerOptions(data_dir.empty() ? dir_.path() : data_dir);
     options.clock = &clock_;
+    options.store = store_;
+    return options;
+  }
+
+  void SetUp() override {
+#if KCNET_PLANS_TEST_PG
+    if (GetParam() == StoreKind::kPostgres) {
+      if (pg_ == nullptr && pg_status_ != nullptr && absl::IsNotFound(*pg_status_)) {
+        GTEST_SKIP() << "no PostgreSQL binaries: " << *pg_status_;
+      }
+      ASSERT_NE(pg_, nullptr) << (pg_status_ ? *pg_status_ : absl::UnknownError("no server"));
+      const std::string name = "plans" + std::to_string(++databases_);
+      ASSERT_TRUE(pg_->CreateDatabase(name).ok());
+      store_ = "postgres:" + pg_->conninfo(name);
+    }
+#endif
+    ServerOptions options = Options();
     auto server = KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -86,7 +136,20 @@ class PlansTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    if (other_ != nullptr) other_->Shutdown(absl::Seconds(2));
     if (server_ != nullptr) server_->Shutdown(absl::Seconds(2));
+  }
+
+  // A second kcnet-server on the same database (PostgreSQL only), its own data dir; the
+  // tokens of the first work on it (the directory is shared).
+  void StartOther() {
+    auto other = KcnetServer::Start(Options(other_dir_.path()));
+    ASSERT_TRUE(other.ok()) << other.status();
+    other_ = *std::move(other);
+    other_channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", other_->port()),
+                                         grpc::InsecureChannelCredentials());
+    other_plans_ = PlanService::NewStub(other_channel_);
+    other_requests_ = SupportRequestService::NewStub(other_channel_);
   }
 
   std::unique_ptr<grpc::ClientContext> As(const std::string& user) {
@@ -148,7 +211,8 @@ class PlansTest : public ::testing::Test {
   }
 
   grpc::Status Approve(const std::string& id, int64_t amount, FundingSource funding,
-                       const std::string& over_plan_reason = "", SupportRequest* out = nullptr) {
+                       const std::string& over_plan_reason = "", SupportRequest* out = nullptr,
+                       SupportRequestService::Stub* on = nullptr) {
     ApproveRequest req;
     req.set_id(id);
     req.set_approved_amount_vnd(amount);
@@ -156,8 +220,8 @@ class PlansTest : public ::testing::Test {
     req.set_note("duyệt");
     req.set_over_plan_reason(over_plan_reason);
     SupportRequest ignored;
-    return requests_->ApproveSupportRequest(As("officer1").get(), req,
-                                            out != nullptr ? out : &ignored);
+    return (on != nullptr ? on : requests_.get())
+        ->ApproveSupportRequest(As("officer1").get(), req, out != nullptr ? out : &ignored);
   }
 
   grpc::Status Start(const std::string& id) {
@@ -188,11 +252,13 @@ class PlansTest : public ::testing::Test {
     return r;
   }
 
-  BudgetFigures Budget(int64_t unit, int32_t year, const std::string& user = "officer1") {
-    absl::StatusOr<Principal> p = server_->directory()->Authenticate(tokens_[user]);
+  BudgetFigures Budget(int64_t unit, int32_t year, const std::string& user = "officer1",
+                       KcnetServer* on = nullptr) {
+    KcnetServer* server = on != nullptr ? on : server_.get();
+    absl::StatusOr<Principal> p = server->directory()->Authenticate(tokens_[user]);
     EXPECT_TRUE(p.ok()) << p.status();
     absl::StatusOr<BudgetFigures> b =
-        BudgetFor(*server_->directory(), *server_->plans(), *server_->store(), *p, unit, year);
+        BudgetFor(*server->directory(), *server->plans(), *server->store(), *p, unit, year);
     EXPECT_TRUE(b.ok()) << b.status();
     return b.ok() ? *b : BudgetFigures();
   }
@@ -211,6 +277,12 @@ class PlansTest : public ::testing::Test {
   std::unique_ptr<PlanService::Stub> plans_;
   std::unique_ptr<FacilityService::Stub> facilities_;
   std::unique_ptr<SupportRequestService::Stub> requests_;
+  // The second instance (StartOther).
+  kcnet::testing::TempDir other_dir_;
+  std::unique_ptr<KcnetServer> other_;
+  std::shared_ptr<grpc::Channel> other_channel_;
+  std::unique_ptr<PlanService::Stub> other_plans_;
+  std::unique_ptr<SupportRequestService::Stub> other_requests_;
   std::map<std::string, int64_t> users_;
   std::map<std::string, std::string> tokens_;
   int64_t p_ = 0, d1_ = 0, d2_ = 0, c1_ = 0, c3_ = 0, p9_ = 0, c9_ = 0;
@@ -219,7 +291,7 @@ class PlansTest : public ::testing::Test {
 constexpr auto kMachinery = SUPPORT_CATEGORY_MACHINERY_TECHNOLOGY;
 constexpr auto kTraining = SUPPORT_CATEGORY_TRAINING;
 
-TEST_F(PlansTest, AnOfficerCreatesAndRevisesAPlanAndEveryRevisionIsAudited) {
+TEST_P(PlansTest, AnOfficerCreatesAndRevisesAPlanAndEveryRevisionIsAudited) {
   Plan created;
   ASSERT_TRUE(CreatePlan("officer1", p_, 2026,
                          {Line(kTraining, FUNDING_SOURCE_LOCAL, 50'000'000, 10),
@@ -290,7 +362,7 @@ TEST_F(PlansTest, AnOfficerCreatesAndRevisesAPlanAndEveryRevisionIsAudited) {
   EXPECT_EQ(second.revisions(0).revision(), 2);
 }
 
-TEST_F(PlansTest, PlansAreScopedAndOnlyTheProvinceOfficerWritesThem) {
+TEST_P(PlansTest, PlansAreScopedAndOnlyTheProvinceOfficerWritesThem) {
   ASSERT_TRUE(CreatePlan("officer1", p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 1, 1)}).ok());
   ASSERT_TRUE(
       CreatePlan("officer9", p9_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 2, 1)}).ok());
@@ -335,7 +407,7 @@ TEST_F(PlansTest, PlansAreScopedAndOnlyTheProvinceOfficerWritesThem) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(PlansTest, BadPlansAreRefusedNamingTheFieldAndNothingIsStored) {
+TEST_P(PlansTest, BadPlansAreRefusedNamingTheFieldAndNothingIsStored) {
   struct Case {
     int64_t province;
     int32_t year;
@@ -409,7 +481,7 @@ TEST_F(PlansTest, BadPlansAreRefusedNamingTheFieldAndNothingIsStored) {
   EXPECT_EQ(out.lines(0).planned_amount_vnd(), 5);
 }
 
-TEST_F(PlansTest, ApprovalDrawsOnItsLineAndBeyondItOnlyWithAnAuditedReason) {
+TEST_P(PlansTest, ApprovalDrawsOnItsLineAndBeyondItOnlyWithAnAuditedReason) {
   ASSERT_TRUE(CreatePlan("officer1", p_, 2026,
                          {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2),
                           Line(kMachinery, FUNDING_SOURCE_LOCAL, 10'000'000, 1)})
@@ -463,7 +535,7 @@ TEST_F(PlansTest, ApprovalDrawsOnItsLineAndBeyondItOnlyWithAnAuditedReason) {
   EXPECT_EQ(local_row->remaining_vnd, 10'000'000);
 }
 
-TEST_F(PlansTest, WithoutAPlanApprovalNeedsAReason) {
+TEST_P(PlansTest, WithoutAPlanApprovalNeedsAReason) {
   const SupportRequest a = Endorsed(c1_, 30'000'000);
   grpc::Status s = Approve(a.id(), 30'000'000, FUNDING_SOURCE_LOCAL);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
@@ -486,7 +558,7 @@ TEST_F(PlansTest, WithoutAPlanApprovalNeedsAReason) {
   EXPECT_EQ(row->remaining_vnd, -30'000'000);
 }
 
-TEST_F(PlansTest, TheYearOfAnApprovalIsVietnamsLocalDate) {
+TEST_P(PlansTest, TheYearOfAnApprovalIsVietnamsLocalDate) {
   // 2025-12-31 16:59 UTC is 23:59 in Vietnam: still 2025, which has no plan.
   clock_.Set(Ms(2025, 12, 31, 16, 59));
   ASSERT_TRUE(
@@ -503,7 +575,7 @@ TEST_F(PlansTest, TheYearOfAnApprovalIsVietnamsLocalDate) {
   EXPECT_TRUE(Budget(p_, 2025).rows.empty());
 }
 
-TEST_F(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
+TEST_P(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
   ASSERT_TRUE(
       CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
           .ok());
@@ -546,7 +618,7 @@ TEST_F(PlansTest, TwoApprovalsRacingForTheLastMoneyDoNotBothPass) {
   EXPECT_EQ(row->remaining_vnd, 20'000'000);
 }
 
-TEST_F(PlansTest, DisbursementsAreInstalmentsNeverAboveTheApprovedAmount) {
+TEST_P(PlansTest, DisbursementsAreInstalmentsNeverAboveTheApprovedAmount) {
   ASSERT_TRUE(
       CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
           .ok());
@@ -615,7 +687,7 @@ TEST_F(PlansTest, DisbursementsAreInstalmentsNeverAboveTheApprovedAmount) {
   EXPECT_EQ(row->disbursed_vnd, 60'000'000);
 }
 
-TEST_F(PlansTest, BudgetFiguresByScopeWithCounterpartFunds) {
+TEST_P(PlansTest, BudgetFiguresByScopeWithCounterpartFunds) {
   ASSERT_TRUE(CreatePlan("officer1", p_, 2026,
                          {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 4),
                           Line(kMachinery, FUNDING_SOURCE_COUNTERPART, 30'000'000, 4),
@@ -680,13 +752,11 @@ TEST_F(PlansTest, BudgetFiguresByScopeWithCounterpartFunds) {
   EXPECT_EQ(bad_year.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(PlansTest, ThePlansSurviveARestart) {
+TEST_P(PlansTest, ThePlansSurviveARestart) {
   ASSERT_TRUE(CreatePlan("officer1", p_, 2026, {Line(kTraining, FUNDING_SOURCE_LOCAL, 7, 1)}).ok());
   server_->Shutdown(absl::Seconds(1));
   server_.reset();
-  ServerOptions options = kcnet::testing::TestServerOptions(dir_.path());
-  options.clock = &clock_;
-  auto again = KcnetServer::Start(options);
+  auto again = KcnetServer::Start(Options());
   ASSERT_TRUE(again.ok()) << again.status();
   server_ = *std::move(again);
   absl::StatusOr<Plan> plan = server_->plans()->GetPlan(p_, 2026);
@@ -699,7 +769,11 @@ TEST_F(PlansTest, ThePlansSurviveARestart) {
 // them here on purpose. After the restore every approved request has its draw, of its
 // approved amount, and no draw or payment belongs to a request the restored records do not
 // show approved (or started).
-TEST_F(PlansTest, ABackupRestoresToOneConsistentPointOfRecordsAndPlans) {
+TEST_P(PlansTest, ABackupRestoresToOneConsistentPointOfRecordsAndPlans) {
+  if (GetParam() == StoreKind::kPostgres) {
+    GTEST_SKIP() << "a data-dir backup copies SQLite files; on PostgreSQL records and plans "
+                    "are one database (pg_dump: RestoreTest, pg_pitr_test)";
+  }
   ASSERT_TRUE(
       CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 5)})
           .ok());
@@ -776,6 +850,206 @@ TEST_F(PlansTest, ABackupRestoresToOneConsistentPointOfRecordsAndPlans) {
   EXPECT_EQ(row->disbursed_vnd, 14'000'000);
   EXPECT_EQ(row->remaining_vnd, 50'000'000);
 }
+
+// ---- Two instances on one PostgreSQL database (plans_pg_test only) ----
+
+// Approvals on two instances race for a plan line's last money: exactly one passes, every
+// other is refused with what remains, and both instances report the same budget.
+TEST_P(PlansTest, TwoInstancesRacingForALinesLastMoneyPassOnlyOne) {
+  if (GetParam() != StoreKind::kPostgres) GTEST_SKIP() << "one SQLite store per instance";
+  StartOther();
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
+          .ok());
+  const SupportRequest first = Endorsed(c1_, 40'000'000);
+  ASSERT_TRUE(Approve(first.id(), 40'000'000, FUNDING_SOURCE_NATIONAL).ok());
+  // 60,000,000 remain; eight approvals of 40,000,000 at once, half on each instance, in
+  // two communes: exactly one fits.
+  constexpr int kRacers = 8;
+  std::vector<SupportRequest> racers;
+  for (int i = 0; i < kRacers; ++i) racers.push_back(Endorsed(i % 2 == 0 ? c1_ : c3_, 40'000'000));
+  std::atomic<int> passed{0}, refused{0}, other{0};
+  std::atomic<bool> go{false};
+  std::vector<std::string> refusals(kRacers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRacers; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go.load()) std::this_thread::yield();
+      grpc::Status s = Approve(racers[i].id(), 40'000'000, FUNDING_SOURCE_NATIONAL, "", nullptr,
+                               i < kRacers / 2 ? requests_.get() : other_requests_.get());
+      if (s.ok()) {
+        ++passed;
+      } else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        ++refused;
+        refusals[i] = s.error_message();
+      } else {
+        ++other;
+        refusals[i] = s.error_message();
+      }
+    });
+  }
+  go = true;
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(passed.load(), 1);
+  EXPECT_EQ(refused.load(), kRacers - 1);
+  EXPECT_EQ(other.load(), 0);
+  for (const std::string& refusal : refusals) {
+    if (refusal.empty()) continue;
+    // The remaining amount, Vietnamese first: 100,000,000 - 40,000,000 - the winner's.
+    EXPECT_THAT(refusal, HasSubstr("còn lại 20.000.000 ₫")) << refusal;
+    EXPECT_THAT(refusal, HasSubstr("20,000,000 VND remain")) << refusal;
+  }
+  int approved = 0;
+  for (const SupportRequest& r : racers)
+    approved += Get(r.id()).status() == REQUEST_STATUS_APPROVED;
+  EXPECT_EQ(approved, 1);
+  const BudgetFigures on_a = Budget(p_, 2026);
+  const BudgetFigures on_b = Budget(p_, 2026, "officer1", other_.get());
+  const BudgetRow* row = Row(on_a, FUNDING_SOURCE_NATIONAL, kMachinery);
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->approved_vnd, 80'000'000);
+  EXPECT_EQ(row->approved_requests, 2);
+  EXPECT_EQ(row->remaining_vnd, 20'000'000);
+  ASSERT_EQ(on_a.rows.size(), on_b.rows.size());
+  for (size_t i = 0; i < on_a.rows.size(); ++i) {
+    EXPECT_EQ(on_a.rows[i].funding, on_b.rows[i].funding);
+    EXPECT_EQ(on_a.rows[i].category, on_b.rows[i].category);
+    EXPECT_EQ(on_a.rows[i].planned_vnd, on_b.rows[i].planned_vnd);
+    EXPECT_EQ(on_a.rows[i].approved_vnd, on_b.rows[i].approved_vnd);
+    EXPECT_EQ(on_a.rows[i].remaining_vnd, on_b.rows[i].remaining_vnd);
+    EXPECT_EQ(on_a.rows[i].approved_requests, on_b.rows[i].approved_requests);
+  }
+  EXPECT_EQ(on_a.as_of_change, on_b.as_of_change);
+}
+
+// A plan made or revised on one instance is the other's at once (no cache); a second
+// creation of it on the other is ALREADY_EXISTS; payments on both never pass the approved
+// amount.
+TEST_P(PlansTest, APlanRevisedOnOneInstanceIsSeenOnTheOtherAtOnce) {
+  if (GetParam() != StoreKind::kPostgres) GTEST_SKIP() << "one SQLite store per instance";
+  StartOther();
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 50'000'000, 2)})
+          .ok());
+  {
+    CreatePlanRequest again;
+    again.mutable_plan()->set_province_id(p_);
+    again.mutable_plan()->set_year(2026);
+    *again.mutable_plan()->add_lines() = Line(kTraining, FUNDING_SOURCE_LOCAL, 1, 1);
+    Plan ignored;
+    grpc::Status s = other_plans_->CreatePlan(As("officer1").get(), again, &ignored);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  }
+  RevisePlanRequest revise;
+  revise.mutable_plan()->set_province_id(p_);
+  revise.mutable_plan()->set_year(2026);
+  *revise.mutable_plan()->add_lines() = Line(kMachinery, FUNDING_SOURCE_NATIONAL, 70'000'000, 3);
+  *revise.mutable_plan()->add_lines() = Line(kTraining, FUNDING_SOURCE_LOCAL, 9'000'000, 4);
+  revise.set_expected_revision(1);
+  revise.set_note("bổ sung kinh phí");
+  Plan revised;
+  grpc::Status s = plans_->RevisePlan(As("officer1").get(), revise, &revised);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  GetPlanRequest get;
+  get.set_province_id(p_);
+  get.set_year(2026);
+  Plan seen;
+  s = other_plans_->GetPlan(As("officer1").get(), get, &seen);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(seen.revision(), 2);
+  ASSERT_EQ(seen.lines_size(), 2);
+  EXPECT_EQ(seen.lines(0).planned_amount_vnd(), 9'000'000);   // LOCAL first
+  EXPECT_EQ(seen.lines(1).planned_amount_vnd(), 70'000'000);  // then NATIONAL
+  ListPlanRevisionsRequest list;
+  list.set_province_id(p_);
+  list.set_year(2026);
+  ListPlanRevisionsResponse revisions;
+  s = other_plans_->ListPlanRevisions(As("officer1").get(), list, &revisions);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(revisions.revisions_size(), 2);
+  EXPECT_EQ(revisions.revisions(1).note(), "bổ sung kinh phí");
+  // A revision from B that read revision 1 comes second: refused, nothing changes.
+  s = other_plans_->RevisePlan(As("officer1").get(), revise, &revised);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  // The revised line's money is B's at once: 70,000,000 approved there.
+  const SupportRequest a = Endorsed(c1_, 70'000'000);
+  ASSERT_TRUE(
+      Approve(a.id(), 70'000'000, FUNDING_SOURCE_NATIONAL, "", nullptr, other_requests_.get())
+          .ok());
+  ASSERT_TRUE(Start(a.id()).ok());
+  // Payments of 30,000,000 on both at once, four each: at most 70,000,000 in all.
+  std::atomic<int> paid{0};
+  std::vector<std::thread> payers;
+  for (int i = 0; i < 8; ++i) {
+    payers.emplace_back([&, i] {
+      RecordDisbursementRequest req;
+      req.mutable_disbursement()->set_request_id(a.id());
+      req.mutable_disbursement()->set_amount_vnd(30'000'000);
+      req.mutable_disbursement()->set_paid_date("2026-06-10");
+      req.mutable_disbursement()->set_reference(absl::StrCat("UNC-", i));
+      Disbursement ignored;
+      grpc::Status st = (i % 2 == 0 ? plans_ : other_plans_)
+                            ->RecordDisbursement(As("officer1").get(), req, &ignored);
+      if (st.ok()) ++paid;
+    });
+  }
+  for (std::thread& t : payers) t.join();
+  EXPECT_EQ(paid.load(), 2);
+  const BudgetFigures on_b = Budget(p_, 2026, "officer1", other_.get());
+  const BudgetRow* row = Row(on_b, FUNDING_SOURCE_NATIONAL, kMachinery);
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->planned_vnd, 70'000'000);
+  EXPECT_EQ(row->approved_vnd, 70'000'000);
+  EXPECT_EQ(row->disbursed_vnd, 60'000'000);
+}
+
+#if KCNET_PLANS_TEST_PG
+// Another instance is approving in commune 1: its draw is committed in the plans, its
+// record store transaction (holding commune 1's bucket head) not yet. An approval here in
+// commune 3 counts that draw (refused with what remains, never over-committed); once that
+// transaction rolls back, the draw holds nothing and the same approval passes.
+TEST_P(PlansTest, AnApprovalInFlightOnAnotherInstanceHoldsItsMoney) {
+  ASSERT_TRUE(
+      CreatePlan("officer1", p_, 2026, {Line(kMachinery, FUNDING_SOURCE_NATIONAL, 100'000'000, 2)})
+          .ok());
+  const SupportRequest first = Endorsed(c1_, 40'000'000);  // commune 1's bucket exists
+  ASSERT_TRUE(Approve(first.id(), 40'000'000, FUNDING_SOURCE_NATIONAL).ok());
+  const SupportRequest here = Endorsed(c3_, 40'000'000);
+  const std::string conninfo = store_.substr(std::string("postgres:").size());
+  auto other = pgstore::PgConn::Connect(conninfo);
+  ASSERT_TRUE(other.ok()) << other.status();
+  // The other instance's draw (committed before its approval, as ApprovalGuard does).
+  ASSERT_TRUE(
+      (*other)
+          ->Exec(absl::StrCat(
+              "INSERT INTO kcnet_plans.draws VALUES ('7f000000-0000-4000-8000-000000000001', ", p_,
+              ", ", c1_, ", 2026, ", static_cast<int>(kMachinery), ", ",
+              static_cast<int>(FUNDING_SOURCE_NATIONAL),
+              ", 40000000, 0, 60000000, 1, '', 1, 0, 0)"))
+          .ok());
+  // Its record store transaction, still open.
+  ASSERT_TRUE((*other)->Exec("BEGIN").ok());
+  ASSERT_TRUE((*other)
+                  ->Exec(absl::StrCat("SELECT 1 FROM kcnet_bucket_head WHERE bucket = ", c1_,
+                                      " FOR UPDATE"))
+                  .ok());
+  grpc::Status s = Approve(here.id(), 40'000'000, FUNDING_SOURCE_NATIONAL);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("còn lại 20.000.000 ₫"));
+  EXPECT_NE(Get(here.id()).status(), REQUEST_STATUS_APPROVED);
+  // It rolled back: its approval never happened, its draw holds nothing.
+  ASSERT_TRUE((*other)->Exec("ROLLBACK").ok());
+  s = Approve(here.id(), 40'000'000, FUNDING_SOURCE_NATIONAL);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Get(here.id()).status(), REQUEST_STATUS_APPROVED);
+}
+#endif
+
+#if KCNET_PLANS_TEST_PG
+INSTANTIATE_TEST_SUITE_P(Stores, PlansTest, ::testing::Values(StoreKind::kPostgres), StoreName);
+#else
+INSTANTIATE_TEST_SUITE_P(Stores, PlansTest, ::testing::Values(StoreKind::kSqlite), StoreName);
+#endif
 
 }  // namespace
 }  // namespace kcnet::server
