@@ -41,6 +41,7 @@ export function startLive() {
           liveState.value = "live";
           backoff = 500;
           // seq 0 opens the stream: a change only when it is a reconnect.
+          if (notice.heartbeat) continue; // the bridge's sign of life: no change
           if (notice.seq > 0n || connectedBefore) bump();
           connectedBefore = true;
         }

@@ -455,33 +455,37 @@ class StreamCall {
       sink.done();
       return true;
     }
-    grpc::ByteBuffer buffer;
-    call_->Read(&buffer, Tag());
-    if (Next()) {
-      std::string json;
-      const grpc::Status converted = BytesToJson(method_->output_type(), FromBuffer(buffer), &json);
-      if (!converted.ok()) {
-        context_.TryCancel();
-        Finish();
-        const std::string end = EndStream(converted);
-        sink.write(end.data(), end.size());
-        sink.done();
-        return true;
-      }
-      const std::string envelope = Envelope(0, json);
-      return sink.write(envelope.data(), envelope.size());
+    if (!read_pending_) {
+      call_->Read(&buffer_, Tag());
+      read_pending_ = true;
     }
-    Finish();
-    const std::string end = EndStream(status_);
-    sink.write(end.data(), end.size());
-    sink.done();
-    return true;
+    const absl::Duration heartbeat = bridge_->options_.stream_heartbeat;
+    if (heartbeat > absl::ZeroDuration() &&
+        method_->output_type() == v1::ChangeNotice::descriptor()) {
+      // A watch stream may stay quiet for hours, and httplib only learns that the tab is
+      // gone when a write fails: so a quiet stream writes a heartbeat now and then (the
+      // read stays pending; httplib calls back at once).
+      void* tag = nullptr;
+      bool ok = false;
+      const grpc::CompletionQueue::NextStatus next =
+          cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(absl::Now() + heartbeat));
+      if (next == grpc::CompletionQueue::TIMEOUT) {
+        const std::string beat = Envelope(0, R"({"heartbeat":true})");
+        return sink.write(beat.data(), beat.size());
+      }
+      read_pending_ = false;
+      return Deliver(next == grpc::CompletionQueue::GOT_EVENT && ok, sink);
+    }
+    read_pending_ = false;
+    return Deliver(Next(), sink);
   }
 
   // Called once httplib is done with the response (also when the browser went away).
   void Release() {
     if (!finished_) {
       context_.TryCancel();
+      if (read_pending_) Next();  // the cancelled read's completion, before Finish's
+      read_pending_ = false;
       Finish();
     }
     cq_.Shutdown();
@@ -499,6 +503,29 @@ class StreamCall {
   bool finished() const { return finished_; }
 
  private:
+  // Writes the message just read (`read`: one was), else the end of the stream.
+  bool Deliver(bool read, httplib::DataSink& sink) {
+    if (read) {
+      std::string json;
+      const grpc::Status converted =
+          BytesToJson(method_->output_type(), FromBuffer(buffer_), &json);
+      if (!converted.ok()) {
+        context_.TryCancel();
+        Finish();
+        const std::string end = EndStream(converted);
+        sink.write(end.data(), end.size());
+        sink.done();
+        return true;
+      }
+      const std::string envelope = Envelope(0, json);
+      return sink.write(envelope.data(), envelope.size());
+    }
+    Finish();
+    const std::string end = EndStream(status_);
+    sink.write(end.data(), end.size());
+    sink.done();
+    return true;
+  }
   static void* Tag() { return reinterpret_cast<void*>(1); }
   bool Next() {
     void* tag = nullptr;
@@ -523,6 +550,8 @@ class StreamCall {
   std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
   grpc::Status status_;
   bool finished_ = false;
+  grpc::ByteBuffer buffer_;    // the message a pending read fills
+  bool read_pending_ = false;  // a Read() was started and its completion not yet taken
 };
 
 // ---------------------------------------------------------------------------------------

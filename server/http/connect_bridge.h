@@ -75,6 +75,9 @@ struct ConnectBridgeOptions {
   int max_streams_per_user = 4;
   // Threads for unary calls and static files, on top of one per allowed stream.
   int unary_threads = 16;
+  // A watch stream (WatchChanges) quiet this long gets a heartbeat notice, so that a tab
+  // closed without a word is found (the write fails) and its stream freed; zero: never.
+  absl::Duration stream_heartbeat = absl::Seconds(15);
   // A unary call without a Connect-Timeout-Ms header gets this deadline.
   absl::Duration default_unary_deadline = absl::Seconds(60);
   // Proxies in front (nginx: deploy/nginx/kcnet.conf) whose X-Forwarded-For is believed:

@@ -2,6 +2,11 @@
 // called with httplib's client (and curl) as a browser would: sign-in cookie, unary calls
 // with the cookie and with the Authorization header, a server stream, Connect errors, the
 // same scope answers as gRPC, CSRF refusals, static files and their security headers.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +20,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -487,6 +494,66 @@ TEST_F(ConnectBridgeTest, StreamsPerUserAreCappedAndUnaryCallsStillGoThrough) {
   }
   EXPECT_EQ(refused, 1);
   EXPECT_EQ(served, 1);
+}
+
+TEST_F(ConnectBridgeTest, AClosedTabsWatchStreamIsFoundByItsHeartbeatAndFreed) {
+  server_.reset();
+  Start([](ServerOptions& options) {
+    options.http.max_streams_per_user = 1;
+    options.http.stream_heartbeat = absl::Milliseconds(100);
+  });
+  const std::string cookie = CookieSignIn("coord1");
+  const int port = server_->server().http_port();
+  // A tab opens its watch stream, reads the first notice, and is closed without a word.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const std::string body = Envelope(0, "{}");
+    const std::string request = absl::StrCat(
+        "POST /kcnet.v1.WatchService/WatchChanges HTTP/1.1\r\nHost: 127.0.0.1:", port,
+        "\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\n"
+        "Origin: http://127.0.0.1:",
+        port, "\r\nCookie: ", cookie, "\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
+    ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    std::string received;
+    char buffer[4096];
+    while (!absl::StrContains(received, "seq")) {
+      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+      ASSERT_GT(n, 0) << received;
+      received.append(buffer, static_cast<size_t>(n));
+    }
+    EXPECT_TRUE(absl::StartsWith(received, "HTTP/1.1 200")) << received;
+    ::close(fd);
+  }
+  // The user's one stream slot comes back once the heartbeats find the tab gone (without
+  // them it stayed taken until a change in the user's scope, so every new tab was refused).
+  httplib::Headers headers = BrowserHeaders(cookie);
+  headers.emplace("Connect-Timeout-Ms", "450");
+  bool served = false;
+  std::vector<Frame> frames;
+  for (int attempt = 0; attempt < 10 && !served; ++attempt) {
+    auto result = Http()->Post("/kcnet.v1.WatchService/WatchChanges", headers, Envelope(0, "{}"),
+                               "application/connect+json");
+    ASSERT_TRUE(result);
+    frames = Frames(result->body);
+    ASSERT_FALSE(frames.empty());
+    served = !absl::StrContains(frames.back().json, "resource_exhausted");
+    if (!served) absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_TRUE(served) << "the closed tab's stream still holds the user's only slot";
+  // And a quiet stream carries heartbeats between its first notice and its end.
+  int heartbeats = 0;
+  for (const Frame& frame : frames) {
+    if (frame.json == R"({"heartbeat":true})") ++heartbeats;
+  }
+  EXPECT_GE(heartbeats, 2);
+  EXPECT_TRUE(absl::StrContains(frames.back().json, "deadline_exceeded")) << frames.back().json;
 }
 
 TEST_F(ConnectBridgeTest, SignInLimitsCountPerBrowserAddressNotForTheWholeBridge) {
