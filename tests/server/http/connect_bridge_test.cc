@@ -523,7 +523,7 @@ TEST_F(ConnectBridgeTest, AClosedTabsWatchStreamIsFoundByItsHeartbeatAndFreed) {
               static_cast<ssize_t>(request.size()));
     std::string received;
     char buffer[4096];
-    while (!absl::StrContains(received, "seq")) {
+    while (!absl::StrContains(received, "{}")) {  // the first notice (seq 0: "{}" in JSON)
       const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
       ASSERT_GT(n, 0) << received;
       received.append(buffer, static_cast<size_t>(n));
