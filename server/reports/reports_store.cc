@@ -1,8 +1,14 @@
 #include "server/reports/reports_store.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <set>
@@ -297,12 +303,15 @@ ReportsStore::~ReportsStore() = default;
 // Following the store
 // ---------------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::string& reports_path,
-                                                                 const std::string& store_path) {
-  std::unique_ptr<ReportsStore> store(new ReportsStore());
+namespace {
+
+// Opens a connection on the summaries at `path` with the SQL functions registered and
+// the record store attached as `st`.
+absl::StatusOr<std::unique_ptr<Db>> OpenWriter(const std::string& path,
+                                               const std::string& store_path) {
   sync::DbOptions options;
   options.durable = false;  // the summaries can always be rebuilt from the store
-  absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(reports_path, options);
+  absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(path, options);
   if (!writer.ok()) return writer.status();
   struct SqlFunction {
     const char* name;
@@ -319,14 +328,74 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
       return absl::InternalError(absl::StrCat("reports: cannot register ", f.name));
     }
   }
-  absl::Status status = store->CreateTables(writer->get());
-  if (!status.ok()) return status;
-  status = (*writer)->Exec(
+  absl::Status status = (*writer)->Exec(
       absl::StrCat("ATTACH DATABASE '", absl::StrReplaceAll(store_path, {{"'", "''"}}), "' AS st"));
   if (!status.ok()) return status;
   // Large caches: a catch-up touches index pages all over both files, and the summaries
   // of a national data set are a few hundred MB.
   status = (*writer)->Exec("PRAGMA main.cache_size = -262144; PRAGMA st.cache_size = -131072");
+  if (!status.ok()) return status;
+  return writer;
+}
+
+// The file a rebuild builds the new summaries in, renamed over `reports_path` once whole.
+std::string RebuildPath(const std::string& reports_path) {
+  return absl::StrCat(reports_path, ".rebuild");
+}
+
+void RemoveRebuildFile(const std::string& reports_path) {
+  for (const char* suffix : {"", "-journal", "-wal", "-shm"}) {
+    std::error_code ignored;
+    std::filesystem::remove(absl::StrCat(RebuildPath(reports_path), suffix), ignored);
+  }
+}
+
+// Sets the journal mode of `db`'s main file; returns the mode it is in after.
+absl::StatusOr<std::string> SetJournalMode(Db* db, absl::string_view mode) {
+  absl::StatusOr<Statement*> s = db->Prepare(absl::StrCat("PRAGMA main.journal_mode = ", mode));
+  if (!s.ok()) return s.status();
+  absl::StatusOr<bool> row = (*s)->Step();
+  std::string result = row.ok() && *row ? std::string((*s)->ColumnText(0)) : std::string();
+  (*s)->Reset();
+  if (!row.ok()) return row.status();
+  return result;
+}
+
+// fsync() of a file or a directory, so that what was written (or renamed) survives a
+// power loss.
+absl::Status SyncPath(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", path, ": ", std::strerror(error)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Db>> OpenReader(const std::string& path) {
+  sync::DbOptions options;
+  options.durable = false;
+  absl::StatusOr<std::unique_ptr<Db>> reader = Db::Open(path, options);
+  if (!reader.ok()) return reader.status();
+  absl::Status status =
+      (*reader)->Exec("PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824");
+  if (!status.ok()) return status;
+  return reader;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::string& reports_path,
+                                                                 const std::string& store_path) {
+  std::unique_ptr<ReportsStore> store(new ReportsStore());
+  store->reports_path_ = reports_path;
+  store->store_path_ = store_path;
+  // A rebuild killed before it replaced the summaries leaves its new file: never used.
+  RemoveRebuildFile(reports_path);
+  absl::StatusOr<std::unique_ptr<Db>> writer = OpenWriter(reports_path, store_path);
+  if (!writer.ok()) return writer.status();
+  absl::Status status = store->CreateTables(writer->get());
   if (!status.ok()) return status;
   // The store must be a record store (not a new empty file).
   absl::StatusOr<int64_t> tables = (*writer)->QueryInt(
@@ -353,10 +422,8 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
     status = (*writer)->Exec(reset);
     if (!status.ok()) return status;
   }
-  absl::StatusOr<std::unique_ptr<Db>> reader = Db::Open(reports_path, options);
+  absl::StatusOr<std::unique_ptr<Db>> reader = OpenReader(reports_path);
   if (!reader.ok()) return reader.status();
-  status = (*reader)->Exec("PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824");
-  if (!status.ok()) return status;
   {
     absl::MutexLock lock(&store->write_mu_);
     store->writer_ = *std::move(writer);
@@ -412,56 +479,146 @@ absl::StatusOr<uint64_t> ReportsStore::TryCatchUp() {
 
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
   absl::MutexLock lock(&write_mu_);
+  absl::MutexLock read_lock(&read_mu_);
+  // Alone on the summaries (no server has them open): build a new file and rename it
+  // over them. Leaving WAL mode needs every other connection closed, ours included, so
+  // it is the test; it also takes the old file's WAL into the file.
+  reader_.reset();
+  absl::StatusOr<std::string> mode = SetJournalMode(writer_.get(), "DELETE");
+  absl::StatusOr<uint64_t> cursor;
+  if (mode.ok() && *mode == "delete") {
+    cursor = RebuildIntoNewFile();
+  } else {
+    // Another process (a running server) reads them: rebuild in place, in one
+    // transaction, which its readers never see half done.
+    (void)SetJournalMode(writer_.get(), "WAL");
+    cursor = RebuildInPlace();
+  }
+  if (writer_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<Db>> writer = OpenWriter(reports_path_, store_path_);
+    if (!writer.ok()) return writer.status();
+    writer_ = *std::move(writer);
+  }
+  (void)SetJournalMode(writer_.get(), "WAL");
+  absl::StatusOr<std::unique_ptr<Db>> reader = OpenReader(reports_path_);
+  if (!reader.ok()) return reader.status();
+  reader_ = *std::move(reader);
+  if (pending_ != nullptr) *pending_ = Pending();
+  return cursor;
+}
+
+absl::StatusOr<uint64_t> ReportsStore::RebuildIntoNewFile() {
+  // The new file is written without a journal and without syncs (nothing in it counts
+  // until it is whole), then synced and renamed over the summaries: a crash or a kill
+  // before the rename leaves the old summaries, after it the new ones.
+  const std::string path = RebuildPath(reports_path_);
+  RemoveRebuildFile(reports_path_);
+  absl::StatusOr<uint64_t> cursor;
+  {
+    absl::StatusOr<std::unique_ptr<Db>> db = OpenWriter(path, store_path_);
+    if (!db.ok()) return db.status();
+    absl::StatusOr<std::string> mode = SetJournalMode(db->get(), "OFF");
+    absl::Status status = mode.ok() ? absl::OkStatus() : mode.status();
+    // A big cache (the pages of the tables being filled), and SQLite's sorter (the
+    // ORDER BY of the loads, CREATE INDEX) on two threads.
+    if (status.ok()) {
+      status = (*db)->Exec(
+          "PRAGMA main.synchronous = OFF; PRAGMA main.cache_size = -1048576; "
+          "PRAGMA threads = 2");
+    }
+    if (status.ok()) status = CreateTables(db->get());
+    // The devices' last syncs are not in the records: the old summaries keep them.
+    if (status.ok()) {
+      status = (*db)->Exec(absl::StrCat("ATTACH DATABASE '",
+                                        absl::StrReplaceAll(reports_path_, {{"'", "''"}}),
+                                        "' AS old; BEGIN; INSERT INTO main.r_device SELECT * "
+                                        "FROM old.r_device"));
+    }
+    cursor = status.ok() ? FillTables(db->get()) : status;
+    if (cursor.ok()) {
+      status = (*db)->Exec("COMMIT; DETACH DATABASE old; DETACH DATABASE st");
+      if (!status.ok()) cursor = status;
+    }
+  }  // closed
+  absl::Status status = cursor.ok() ? SyncPath(path) : cursor.status();
+  if (status.ok()) {
+    writer_.reset();  // the old file closed before it is replaced
+    if (std::rename(path.c_str(), reports_path_.c_str()) != 0) {
+      status = absl::InternalError(
+          absl::StrCat("rename ", path, " to ", reports_path_, ": ", std::strerror(errno)));
+    }
+  }
+  if (status.ok()) {
+    status = SyncPath(std::filesystem::path(reports_path_).parent_path().empty()
+                          ? std::string(".")
+                          : std::filesystem::path(reports_path_).parent_path().string());
+  }
+  if (!status.ok()) {
+    RemoveRebuildFile(reports_path_);
+    return status;
+  }
+  return cursor;
+}
+
+absl::StatusOr<uint64_t> ReportsStore::RebuildInPlace() {
   // One transaction at one snapshot of the store (deferred: the store is only read, so
-  // its writers never wait): the summaries emptied and their secondary indexes dropped,
-  // the per-record rows loaded in bulk statements, each index then built once (sorted),
-  // the counters computed from the rows, the cursor moved. A rebuild that fails or is
-  // interrupted leaves the summaries as they were.
+  // its writers never wait). A rebuild that fails or is interrupted leaves the summaries
+  // as they were.
   absl::Status status = writer_->Exec("BEGIN");
   if (!status.ok()) return status;
   std::string sql;
   for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
-  absl::StatusOr<Statement*> indexes = writer_->Prepare(
+  status = writer_->Exec(sql);
+  absl::StatusOr<uint64_t> cursor = status.ok() ? FillTables(writer_.get()) : status;
+  if (cursor.ok()) status = writer_->Exec("COMMIT");
+  if (!cursor.ok() || !status.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return cursor.ok() ? status : cursor.status();
+  }
+  return cursor;
+}
+
+absl::StatusOr<uint64_t> ReportsStore::FillTables(Db* db) {
+  // Empty tables in `db`'s open transaction: their secondary indexes dropped, the
+  // per-record rows loaded in bulk statements, each index then built once (sorted), the
+  // counters computed from the rows, the cursor moved.
+  std::string sql;
+  absl::StatusOr<Statement*> indexes = db->Prepare(
       "SELECT name FROM main.sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND "
       "(tbl_name LIKE 'r\\_%' ESCAPE '\\' OR tbl_name LIKE 's\\_%' ESCAPE '\\') AND "
       "tbl_name NOT IN ('r_meta', 'r_device')");
-  if (!indexes.ok()) status = indexes.status();
-  if (status.ok()) {
-    status = ForEachRow(*indexes, [&](Statement& row) {
-      absl::StrAppend(&sql, "DROP INDEX main.", row.ColumnText(0), ";");
-      return absl::OkStatus();
-    });
-  }
-  if (status.ok()) status = writer_->Exec(sql);
-  absl::StatusOr<uint64_t> cursor = status.ok() ? LoadRecords() : status;
+  if (!indexes.ok()) return indexes.status();
+  absl::Status status = ForEachRow(*indexes, [&](Statement& row) {
+    absl::StrAppend(&sql, "DROP INDEX main.", row.ColumnText(0), ";");
+    return absl::OkStatus();
+  });
+  if (status.ok()) status = db->Exec(sql);
+  if (!status.ok()) return status;
+  absl::StatusOr<uint64_t> cursor = LoadRecords(db);
+  if (!cursor.ok()) return cursor;
   // The indexes again, over the loaded rows; the counters' own index after the counters.
-  if (cursor.ok()) status = writer_->Exec(kTables);
-  if (cursor.ok() && status.ok()) status = writer_->Exec("DROP INDEX s_visit_day_collaborator");
-  if (cursor.ok() && status.ok()) status = FillDerived();
-  if (cursor.ok() && status.ok()) status = writer_->Exec(kTables);
-  if (cursor.ok() && status.ok()) {
+  status = db->Exec(kTables);
+  if (status.ok()) status = db->Exec("DROP INDEX s_visit_day_collaborator");
+  if (status.ok()) status = FillDerived(db);
+  if (status.ok()) status = db->Exec(kTables);
+  if (status.ok()) {
     absl::StatusOr<Statement*> move =
-        writer_->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
+        db->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
     status = move.ok() ? absl::OkStatus() : move.status();
     if (status.ok()) {
       (*move)->BindInt(1, static_cast<int64_t>(*cursor));
       status = (*move)->Run();
     }
   }
-  if (cursor.ok() && status.ok()) status = writer_->Exec("COMMIT");
-  if (!cursor.ok() || !status.ok()) {
-    (void)writer_->Exec("ROLLBACK");
-    return cursor.ok() ? status : cursor.status();
-  }
-  if (pending_ != nullptr) *pending_ = Pending();
+  if (!status.ok()) return status;
   return cursor;
 }
 
-absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
+absl::StatusOr<uint64_t> ReportsStore::LoadRecords(Db* db) {
   // The store's last op at this transaction's snapshot: every row read below is at or
   // before it.
   absl::StatusOr<int64_t> target =
-      writer_->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
+      db->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
   if (!target.ok()) return target.status();
   // Each statement writes its table's rows as the Apply* functions do, one at a time,
   // (NULLs read as ColumnInt/ColumnText read them: 0 and ''), sorted by primary key so
@@ -511,7 +668,7 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
       "updated_day FROM st.support_request WHERE _del = 0) AS r LEFT JOIN (SELECT request, "
       "to_status, max(day) AS day FROM r_event GROUP BY request, to_status) AS e "
       "ON e.request = r.id AND e.to_status = r.status ORDER BY r.id || '';");
-  absl::Status status = writer_->Exec(sql);
+  absl::Status status = db->Exec(sql);
   if (!status.ok()) return status;
   return static_cast<uint64_t>(*target);
 }
@@ -532,10 +689,10 @@ struct CommuneCounters {
 
 }  // namespace
 
-absl::Status ReportsStore::FillDerived() {
+absl::Status ReportsStore::FillDerived(Db* db) {
   // Every statement reads the per-record rows just loaded (in Rebuild()'s transaction);
   // the store is not read.
-  absl::Status status = writer_->Exec(
+  absl::Status status = db->Exec(
       "INSERT INTO s_request_month(commune, month, author, requests) "
       "SELECT commune, created_month, author, count(*) FROM r_request "
       "GROUP BY commune, created_month, author;");
@@ -553,7 +710,7 @@ absl::Status ReportsStore::FillDerived() {
       "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1,?2,?3)"};
   std::vector<Statement*> inserts;
   for (const char* sql : kInserts) {
-    absl::StatusOr<Statement*> s = writer_->Prepare(sql);
+    absl::StatusOr<Statement*> s = db->Prepare(sql);
     if (!s.ok()) return s.status();
     inserts.push_back(*s);
   }
@@ -628,7 +785,7 @@ absl::Status ReportsStore::FillDerived() {
     c = CommuneCounters();
     return absl::OkStatus();
   };
-  absl::StatusOr<Statement*> scan = writer_->Prepare(
+  absl::StatusOr<Statement*> scan = db->Prepare(
       "SELECT commune, day, facility, month, collaborator, lat IS NULL FROM r_visit "
       "INDEXED BY r_visit_commune ORDER BY commune, day");
   if (!scan.ok()) return scan.status();
@@ -649,7 +806,7 @@ absl::Status ReportsStore::FillDerived() {
     return absl::OkStatus();
   });
   if (status.ok()) status = flush();
-  if (status.ok()) status = writer_->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'");
+  if (status.ok()) status = db->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'");
   return status;
 }
 

@@ -155,14 +155,24 @@ class ReportsStore {
                 int64_t visits, int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Writes the pending counters and the pending requests' since days; empties them.
   absl::Status FlushPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild() when no other process has the summaries open: builds them in a new file
+  // (no journal), then renames it over them; writer_ is closed (reset) on success.
+  absl::StatusOr<uint64_t> RebuildIntoNewFile() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild() otherwise: one transaction on writer_.
+  absl::StatusOr<uint64_t> RebuildInPlace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Fills the empty summary tables of `db` (the store attached as st) in its open
+  // transaction and moves its cursor; returns the cursor.
+  absl::StatusOr<uint64_t> FillTables(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Rebuild(): the per-record rows from the store in bulk INSERT ... SELECT statements, in
   // the caller's transaction; returns the store's last op (the cursor they count).
-  absl::StatusOr<uint64_t> LoadRecords() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<uint64_t> LoadRecords(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // After a rebuild's LoadRecords(): the counters in bulk statements.
-  absl::Status FillDerived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::Status FillDerived(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
+  std::string reports_path_;  // DATA_DIR/reports.db
+  std::string store_path_;    // DATA_DIR/kcnet.db
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
   std::unique_ptr<Pending> pending_ ABSL_GUARDED_BY(write_mu_);
