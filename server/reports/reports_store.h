@@ -166,8 +166,12 @@ class ReportsStore {
   // Rebuild(): the per-record rows from the store in bulk INSERT ... SELECT statements, in
   // the caller's transaction; returns the store's last op (the cursor they count).
   absl::StatusOr<uint64_t> LoadRecords(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // After a rebuild's LoadRecords(): the counters in bulk statements.
-  absl::Status FillDerived(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // After a rebuild's LoadRecords() (which counted up to `op`): the counters, from the
+  // counter job when it counted the same op, else from the loaded visits.
+  absl::Status FillDerived(sync::Db* db, uint64_t op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // A rebuild's visit counters, computed on a thread of their own (reports_store.cc).
+  struct CounterJob;
+  void StartCounterJob() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
@@ -176,6 +180,7 @@ class ReportsStore {
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
   std::unique_ptr<Pending> pending_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<CounterJob> counter_job_ ABSL_GUARDED_BY(write_mu_);
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
