@@ -605,7 +605,7 @@ absl::StatusOr<uint64_t> ReportsStore::RebuildInPlace() {
   // One transaction at one snapshot of the store (deferred: the store is only read, so
   // its writers never wait). A rebuild that fails or is interrupted leaves the summaries
   // as they were.
-  absl::Status status = writer_->Exec("BEGIN");
+  absl::Status status = writer_->Exec("PRAGMA threads = 2; BEGIN");
   if (!status.ok()) return status;
   std::string sql;
   for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
@@ -678,7 +678,7 @@ absl::StatusOr<uint64_t> ReportsStore::FillTables(Db* db) {
   });
   if (status.ok()) status = db->Exec(sql);
   if (!status.ok()) return status;
-  StartCounterJob();
+  if (counters_on_a_thread_) StartCounterJob();
   absl::StatusOr<uint64_t> cursor = LoadRecords(db);
   if (!cursor.ok()) {
     counter_job_.reset();  // joined

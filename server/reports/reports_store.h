@@ -133,6 +133,9 @@ class ReportsStore {
   // For tests: false makes every report read the per-record rows and daily counters only
   // (the path of periods that are not whole months), to compare with the monthly summaries.
   void set_use_monthly_summaries(bool use) { use_monthly_ = use; }
+  // For tests: false makes a rebuild compute the visit counters from the loaded visits
+  // (what it does when the second thread's snapshot is not its own).
+  void set_rebuild_counters_on_a_thread(bool on) { counters_on_a_thread_ = on; }
 
  private:
   ReportsStore() = default;
@@ -184,6 +187,7 @@ class ReportsStore {
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
+  std::atomic<bool> counters_on_a_thread_{true};
 };
 
 // Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.

@@ -533,6 +533,12 @@ TEST_F(ReportsStoreTest, OneCatchUpOfManyChangesOnTheSameKeysEqualsARebuild) {
   absl::StatusOr<uint64_t> rebuilt = reports_->Rebuild();
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_EQ(*reports_->Dump(), incremental);
+  // The same with the visit counters computed from the loaded visits (a rebuild whose
+  // second thread read another snapshot).
+  reports_->set_rebuild_counters_on_a_thread(false);
+  rebuilt = reports_->Rebuild();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ(*reports_->Dump(), incremental);
 }
 
 // The facility search index (ListFacilities' query): folded words, the last one a prefix,
