@@ -260,7 +260,7 @@ void SqlFacilityKm(sqlite3_context* context, int, sqlite3_value** argv) {
   }
   sqlite3_result_double(context,
                         DistanceKm(sqlite3_value_double(argv[1]), sqlite3_value_double(argv[2]),
-                                     it->second.first, it->second.second));
+                                   it->second.first, it->second.second));
 }
 
 }  // namespace
@@ -546,17 +546,17 @@ absl::StatusOr<uint64_t> ReportsStore::RebuildIntoNewFile() {
     absl::StatusOr<std::unique_ptr<Db>> db = OpenWriter(path, store_path_);
     if (!db.ok()) return db.status();
     if (std::getenv("KCNET_REPORTS_TRACE") != nullptr) {
-      sqlite3_trace_v2(
-          (*db)->raw(), SQLITE_TRACE_PROFILE,
-          [](unsigned, void*, void* stmt, void* ns) {
-            const double seconds = static_cast<double>(*static_cast<sqlite3_int64*>(ns)) / 1e9;
-            if (seconds >= 0.05) {
-              std::fprintf(stderr, "reports rebuild: %8.3f s  %.100s\n", seconds,
-                           sqlite3_sql(static_cast<sqlite3_stmt*>(stmt)));
-            }
-            return 0;
-          },
-          nullptr);
+      sqlite3_trace_v2((*db)->raw(), SQLITE_TRACE_PROFILE,
+                       [](unsigned, void*, void* stmt, void* ns) {
+                         const double seconds =
+                             static_cast<double>(*static_cast<sqlite3_int64*>(ns)) / 1e9;
+                         if (seconds >= 0.05) {
+                           std::fprintf(stderr, "reports rebuild: %8.3f s  %.100s\n", seconds,
+                                        sqlite3_sql(static_cast<sqlite3_stmt*>(stmt)));
+                         }
+                         return 0;
+                       },
+                       nullptr);
     }
     absl::StatusOr<std::string> mode = SetJournalMode(db->get(), "OFF");
     absl::Status status = mode.ok() ? absl::OkStatus() : mode.status();
@@ -630,9 +630,9 @@ class PhaseClock {
   void Mark(const char* phase) {
     if (!on_) return;
     const Times now = Now();
-    std::fprintf(stderr, "reports rebuild: %-24s wall %7.3f s  thread cpu %7.3f s  process cpu %7.3f s\n",
-                 phase, now.wall - last_.wall, now.thread - last_.thread,
-                 now.process - last_.process);
+    std::fprintf(
+        stderr, "reports rebuild: %-24s wall %7.3f s  thread cpu %7.3f s  process cpu %7.3f s\n",
+        phase, now.wall - last_.wall, now.thread - last_.thread, now.process - last_.process);
     last_ = now;
   }
   void Reset() { last_ = Now(); }
@@ -782,8 +782,8 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords(Db* db) {
   }
   status = db->Exec(absl::string_view(sql).substr(split + 1));
   // `points` goes: so does the function.
-  sqlite3_create_function_v2(db->raw(), "kc_facility_km", 3, SQLITE_UTF8, nullptr, nullptr,
-                             nullptr, nullptr, nullptr);
+  sqlite3_create_function_v2(db->raw(), "kc_facility_km", 3, SQLITE_UTF8, nullptr, nullptr, nullptr,
+                             nullptr, nullptr);
   if (!status.ok()) return status;
   return static_cast<uint64_t>(*target);
 }
@@ -827,8 +827,8 @@ class VisitCounters {
       Close();
       commune_ = commune;
     }
-    for (Pair* p :
-         {&by_day_[{day, collaborator}], &by_month_[{month, collaborator}], &commune_month_[month]}) {
+    for (Pair* p : {&by_day_[{day, collaborator}], &by_month_[{month, collaborator}],
+                    &commune_month_[month]}) {
       p->visits += 1;
       p->no_gps += no_gps;
     }
