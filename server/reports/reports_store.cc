@@ -583,11 +583,22 @@ absl::StatusOr<uint64_t> ReportsStore::RebuildIntoNewFile() {
   }  // closed
   absl::Status status = cursor.ok() ? SyncPath(path) : cursor.status();
   if (status.ok()) {
-    writer_.reset();  // the old file closed before it is replaced
+    // Still alone (a server started meanwhile would hold the old file open in WAL mode),
+    // and no one may open it until it is replaced.
+    absl::StatusOr<std::string> mode = SetJournalMode(writer_.get(), "DELETE");
+    if (!mode.ok() || *mode != "delete" || !writer_->Exec("BEGIN EXCLUSIVE").ok()) {
+      status = absl::FailedPreconditionError(absl::StrCat(
+          reports_path_,
+          ": opened by another process during the rebuild (kcnet-server?); nothing replaced: "
+          "run rebuild-reports again / tệp đang được tiến trình khác mở, chưa thay thế gì"));
+    }
+  }
+  if (status.ok()) {
     if (std::rename(path.c_str(), reports_path_.c_str()) != 0) {
       status = absl::InternalError(
           absl::StrCat("rename ", path, " to ", reports_path_, ": ", std::strerror(errno)));
     }
+    writer_.reset();  // the old file closed (its transaction rolled back: nothing in it)
   }
   if (status.ok()) {
     status = SyncPath(std::filesystem::path(reports_path_).parent_path().empty()
