@@ -133,6 +133,9 @@ class ReportsStore {
   // For tests: false makes every report read the per-record rows and daily counters only
   // (the path of periods that are not whole months), to compare with the monthly summaries.
   void set_use_monthly_summaries(bool use) { use_monthly_ = use; }
+  // For tests: false makes a rebuild compute the visit counters from the loaded visits
+  // (what it does when the second thread's snapshot is not its own).
+  void set_rebuild_counters_on_a_thread(bool on) { counters_on_a_thread_ = on; }
 
  private:
   ReportsStore() = default;
@@ -155,20 +158,36 @@ class ReportsStore {
                 int64_t visits, int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Writes the pending counters and the pending requests' since days; empties them.
   absl::Status FlushPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild() when no other process has the summaries open: builds them in a new file
+  // (no journal), then renames it over them; writer_ is closed (reset) on success.
+  absl::StatusOr<uint64_t> RebuildIntoNewFile() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild() otherwise: one transaction on writer_.
+  absl::StatusOr<uint64_t> RebuildInPlace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Fills the empty summary tables of `db` (the store attached as st) in its open
+  // transaction and moves its cursor; returns the cursor.
+  absl::StatusOr<uint64_t> FillTables(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Rebuild(): the per-record rows from the store in bulk INSERT ... SELECT statements, in
   // the caller's transaction; returns the store's last op (the cursor they count).
-  absl::StatusOr<uint64_t> LoadRecords() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // After a rebuild's LoadRecords(): the counters in bulk statements.
-  absl::Status FillDerived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<uint64_t> LoadRecords(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // After a rebuild's LoadRecords() (which counted up to `op`): the counters, from the
+  // counter job when it counted the same op, else from the loaded visits.
+  absl::Status FillDerived(sync::Db* db, uint64_t op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // A rebuild's visit counters, computed on a thread of their own (reports_store.cc).
+  struct CounterJob;
+  void StartCounterJob() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
+  std::string reports_path_;  // DATA_DIR/reports.db
+  std::string store_path_;    // DATA_DIR/kcnet.db
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
   std::unique_ptr<Pending> pending_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<CounterJob> counter_job_ ABSL_GUARDED_BY(write_mu_);
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
+  std::atomic<bool> counters_on_a_thread_{true};
 };
 
 // Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.
