@@ -202,14 +202,18 @@ class ReportsStore {
   std::atomic<bool> use_monthly_{true};
 };
 
-// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.
+// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor: at the next poll
+// after a quiet spell; while writes keep coming, at most every `busy_interval` unless
+// kBusyBatchOps ops wait (larger catch-ups cost less per write; docs/REPORTS.md).
 class ReportsFollower {
  public:
+  static constexpr uint64_t kBusyBatchOps = 5000;
   // `last_op` is the store's last committed op (ServerStore::last_op). `on_error` gets
   // catch-up failures (it retries at the next poll).
   ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                   std::function<void(const absl::Status&)> on_error,
-                  absl::Duration poll = absl::Milliseconds(50));
+                  absl::Duration poll = absl::Milliseconds(50),
+                  absl::Duration busy_interval = absl::Milliseconds(250));
   ~ReportsFollower();  // Stop()
   void Stop();
 
@@ -219,6 +223,7 @@ class ReportsFollower {
   std::function<uint64_t()> last_op_;
   std::function<void(const absl::Status&)> on_error_;
   absl::Duration poll_;
+  absl::Duration busy_interval_;
   absl::Notification stop_;
   std::thread thread_;
 };
