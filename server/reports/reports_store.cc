@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -1842,10 +1843,52 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   return report;
 }
 
+namespace {
+
+// The days [from, to] split for the counters: the whole calendar months inside them
+// (YYYYMM, `months_from` > `months_to` when none) and the days before and after those
+// months (each range empty when its from is above its to).
+struct DaySplit {
+  int64_t head_from = 1, head_to = 0;
+  int64_t months_from = 1, months_to = 0;
+  int64_t tail_from = 1, tail_to = 0;
+};
+DaySplit SplitByWholeMonths(int64_t from, int64_t to, bool use_months) {
+  DaySplit split;
+  const absl::CivilDay epoch(1970, 1, 1);
+  const absl::CivilDay first = epoch + from, last = epoch + to;
+  // The first day of the first whole month, and the last day of the last one.
+  const absl::CivilDay start =
+      first.day() == 1 ? first : absl::CivilDay(absl::CivilMonth(first) + 1);
+  const absl::CivilDay end =
+      (last + 1).day() == 1 ? last : absl::CivilDay(absl::CivilMonth(last)) - 1;
+  if (!use_months || start > end || to < from) {
+    split.head_from = from;
+    split.head_to = to;
+    return split;
+  }
+  split.head_from = from;
+  split.head_to = (start - epoch) - 1;
+  split.months_from = MonthOf(start - epoch);
+  split.months_to = MonthOf(end - epoch);
+  split.tail_from = (end - epoch) + 1;
+  split.tail_to = to;
+  return split;
+}
+
+// The position of a list, or the first item when the page has none for it.
+ListPosition PositionOf(const ReportPage& page, size_t list) {
+  return list < page.from.size() ? page.from[list] : ListPosition();
+}
+
+}  // namespace
+
 absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     const ReportScope& scope, uint32_t inactive_days,
-    std::vector<kcnet::v1::CollaboratorActivity> users) {
+    std::vector<kcnet::v1::CollaboratorActivity> users, ReportPage* page) {
   if (inactive_days == 0) inactive_days = 30;
+  ReportPage everything;  // no paging asked: one page of every row
+  if (page == nullptr) page = &everything;
   absl::MutexLock lock(&read_mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
       sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
@@ -1857,7 +1900,7 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   struct Counts {
     int64_t visits = 0, requests = 0, last_day = -1;
   };
-  std::map<int64_t, Counts> by_user;
+  absl::flat_hash_map<int64_t, Counts> by_user;
   std::map<int64_t, int64_t> visits_by_month;
   // Counts in the period: the period's rows of every commune of the scope, summed by the
   // statements (json_each of the communes, one index seek each). Whole months read the
@@ -1899,18 +1942,75 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     return absl::OkStatus();
   });
   if (!counted.ok()) return counted;
-  std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
-  for (auto& u : users) out[u.user_id()] = std::move(u);
+  // The whole listing, by user id: the given users and every user active in the period.
+  std::set<int64_t> listing;
+  for (const auto& u : users) listing.insert(u.user_id());
   for (const auto& [user, counts] : by_user) {
-    if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
-    out[user].set_user_id(user);
+    if (counts.visits != 0 || counts.requests != 0) listing.insert(user);
   }
-  // The last activity of each listed user in the scope, any time up to the period's end,
-  // and each user's devices: one statement each over every user (json_each of the ids),
-  // the scope's communes read once into a set by SQLite; each user is one index seek into
-  // its own rows, newest first.
+  report.set_total_collaborators(static_cast<int64_t>(listing.size()));
+  // The inactive users of the whole listing, without each one's last activity: a user is
+  // active when it has a visit or a request creation in the scope on a day in
+  // (today - inactive_days, period's end] (its last activity up to the period's end is
+  // then less than inactive_days old). Whole months of that window read the monthly
+  // counters, its other days the daily ones.
+  const int64_t window_from = scope.today - static_cast<int64_t>(inactive_days) + 1;
+  absl::flat_hash_set<int64_t> active;
+  if (window_from <= scope.to_day) {
+    const DaySplit w = SplitByWholeMonths(window_from, scope.to_day, use_monthly_);
+    absl::StatusOr<Statement*> recent = reader_->Prepare(
+        "SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_day v "
+        "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+        "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_day v "
+        "WHERE v.commune = j.value AND v.day BETWEEN ?4 AND ?5 "
+        "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_month v "
+        "WHERE v.commune = j.value AND v.month BETWEEN ?6 AND ?7 "
+        "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+        "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?4 AND ?5 "
+        "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN s_request_month r "
+        "WHERE r.commune = j.value AND r.month BETWEEN ?6 AND ?7");
+    if (!recent.ok()) return recent.status();
+    (*recent)->BindText(1, communes);
+    (*recent)->BindInt(2, w.head_from);
+    (*recent)->BindInt(3, w.head_to);
+    (*recent)->BindInt(4, w.tail_from);
+    (*recent)->BindInt(5, w.tail_to);
+    (*recent)->BindInt(6, w.months_from);
+    (*recent)->BindInt(7, w.months_to);
+    counted = ForEachRow(*recent, [&](Statement& s) {
+      active.insert(s.ColumnInt(0));
+      return absl::OkStatus();
+    });
+    if (!counted.ok()) return counted;
+  }
+  int64_t inactive_total = 0;
+  for (int64_t user : listing) inactive_total += active.contains(user) ? 0 : 1;
+  report.set_total_inactive(inactive_total);
+  // This page: the listing's users after the position, at most page_size of them.
+  const ListPosition from = PositionOf(*page, 0);
+  page->next.assign(1, ListPosition());
   std::vector<int64_t> user_ids;
-  for (const auto& entry : out) user_ids.push_back(entry.first);
+  if (!from.done) {
+    auto it = from.started ? listing.upper_bound(from.major) : listing.begin();
+    for (; it != listing.end(); ++it) {
+      if (page->page_size > 0 && static_cast<int>(user_ids.size()) == page->page_size) break;
+      user_ids.push_back(*it);
+    }
+    if (it != listing.end()) {
+      page->next[0].started = true;
+      page->next[0].major = user_ids.back();
+    } else {
+      page->next[0].done = true;
+    }
+  } else {
+    page->next[0].done = true;
+  }
+  // The last activity of each user of the page in the scope, any time up to the period's
+  // end, and each one's devices: one statement each over the page's users (json_each of
+  // the ids), the scope's communes read once into a set by SQLite; each user is one index
+  // seek into its own rows, newest first.
   const std::string users_json = absl::StrCat("[", absl::StrJoin(user_ids, ","), "]");
   absl::StatusOr<Statement*> last = reader_->Prepare(
       "SELECT u.value, max(coalesce((SELECT v.day FROM s_visit_day v WHERE v.collaborator = "
@@ -1929,6 +2029,12 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     return absl::OkStatus();
   });
   if (!found.ok()) return found;
+  std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
+  for (int64_t user : user_ids) out[user].set_user_id(user);
+  for (auto& u : users) {
+    auto it = out.find(u.user_id());
+    if (it != out.end()) it->second = std::move(u);
+  }
   absl::StatusOr<Statement*> devices = reader_->Prepare(
       "SELECT d.user_id, d.device_id, d.last_sync_ms, d.pending_writes FROM json_each(?1) AS u "
       "CROSS JOIN r_device d WHERE d.user_id = u.value ORDER BY d.device_id");
@@ -1959,8 +2065,11 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
 }
 
 absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope& scope,
-                                                               double max_km) {
+                                                               double max_km, ReportPage* page) {
   if (max_km <= 0) max_km = 5.0;
+  ReportPage everything;  // no paging asked: one page of every item
+  if (page == nullptr) page = &everything;
+  const int64_t limit = page->page_size > 0 ? page->page_size : -1;  // SQLite: -1, none
   absl::MutexLock lock(&read_mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
       sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
@@ -1984,24 +2093,31 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
             "GROUP BY v.day");
   if (!counts.ok()) return counts.status();
   // Far visits: each visit keeps its distance to its facility's point (dist_km); at the
-  // default limit or above, only the index of visits beyond 5 km is read.
-  absl::StatusOr<Statement*> far = reader_->Prepare(
-      max_km >= 5.0 && use_monthly_
-          ? "SELECT v.id, v.facility, v.dist_km, v.commune FROM json_each(?1) AS j "
-            "CROSS JOIN r_visit v INDEXED BY r_visit_far WHERE v.commune = j.value AND "
-            "v.day BETWEEN ?2 AND ?3 AND v.dist_km > 5.0 AND v.dist_km > ?4 "
-            "ORDER BY v.commune, v.id"
-          : "SELECT v.id, v.facility, v.dist_km, v.commune FROM json_each(?1) AS j "
-            "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 AND "
-            "v.dist_km > ?4 ORDER BY v.commune, v.id");
+  // default limit or above, only the index of visits beyond 5 km is read. Their number
+  // is counted over the index, the page read after the position in (commune, id) order.
+  const bool far_index = max_km >= 5.0 && use_monthly_;
+  const std::string far_from =
+      far_index ? "FROM json_each(?1) AS j CROSS JOIN r_visit v INDEXED BY r_visit_far "
+                  "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 AND v.dist_km > 5.0 "
+                  "AND v.dist_km > ?4"
+                : "FROM json_each(?1) AS j CROSS JOIN r_visit v WHERE v.commune = j.value AND "
+                  "v.day BETWEEN ?2 AND ?3 AND v.dist_km > ?4";
+  absl::StatusOr<Statement*> far_count = reader_->Prepare("SELECT count(*) " + far_from);
+  if (!far_count.ok()) return far_count.status();
+  absl::StatusOr<Statement*> far =
+      reader_->Prepare("SELECT v.id, v.facility, v.dist_km, v.commune " + far_from +
+                       " AND (v.commune, v.id) > (?5, ?6) ORDER BY v.commune, v.id LIMIT ?7");
   if (!far.ok()) return far.status();
+  // Duplicate groups: one pass over the scope's facilities in (commune, folded name, id)
+  // order (the index r_facility_folded, the communes' IN list read in order: no sort),
+  // grouped here; every group is counted, the page's are listed.
   absl::StatusOr<Statement*> dups = reader_->Prepare(
-      "SELECT commune, folded, group_concat(id, ' ') FROM (SELECT f.commune AS commune, "
-      "f.folded AS folded, f.id AS id FROM json_each(?1) AS j CROSS JOIN r_facility f "
-      "WHERE f.commune = j.value ORDER BY 1, 2, 3) GROUP BY commune, folded "
-      "HAVING count(*) > 1 ORDER BY commune, folded");
+      "SELECT f.commune, f.folded, f.id FROM r_facility f WHERE f.commune IN "
+      "(SELECT value FROM json_each(?1)) ORDER BY f.commune, f.folded, f.id");
   if (!dups.ok()) return dups.status();
-  // Approvals in the period whose facility had no visit in the 365 days up to the approval.
+  // Approvals in the period whose facility had no visit in the 365 days up to the
+  // approval: each is found once (the visits' check is the cost), counted, and kept
+  // when it is on the page.
   absl::StatusOr<Statement*> approvals = reader_->Prepare(
       "SELECT DISTINCT e.commune, r.id FROM json_each(?1) AS j CROSS JOIN r_event e "
       "JOIN r_request r ON r.id = e.request "
@@ -2010,15 +2126,9 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
       "v.day <= e.day) ORDER BY e.commune, r.id");
   if (!approvals.ok()) return approvals.status();
   std::map<int64_t, int64_t> no_gps_by_month;
-  for (Statement* s : {*counts, *far, *approvals, *dups}) s->BindText(1, communes);
-  for (Statement* s : {*far, *approvals}) {
-    s->BindInt(2, scope.from_day);
-    s->BindInt(3, scope.to_day);
-  }
+  (*counts)->BindText(1, communes);
   (*counts)->BindInt(2, months.whole ? months.from : scope.from_day);
   (*counts)->BindInt(3, months.whole ? months.to : scope.to_day);
-  (*far)->BindDouble(4, max_km);
-  (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
   absl::Status status = ForEachRow(*counts, [&](Statement& s) {
     report.set_visits(report.visits() + s.ColumnInt(1));
     report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
@@ -2028,32 +2138,139 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  status = ForEachRow(*far, [&](Statement& s) {
-    report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
-    kcnet::v1::FarVisit* v = report.add_far_visits();
-    v->set_visit_id(std::string(s.ColumnText(0)));
-    v->set_facility_id(std::string(s.ColumnText(1)));
-    v->set_commune_id(s.ColumnInt(3));
-    v->set_distance_km(s.ColumnDouble(2));
+  for (Statement* s : {*far_count, *far, *approvals}) {
+    s->BindText(1, communes);
+    s->BindInt(2, scope.from_day);
+    s->BindInt(3, scope.to_day);
+  }
+  (*far_count)->BindDouble(4, max_km);
+  status = ForEachRow(*far_count, [&](Statement& s) {
+    report.set_visits_far_from_facility(s.ColumnInt(0));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  status = ForEachRow(*dups, [&](Statement& s) {
-    kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
-    d->set_commune_id(s.ColumnInt(0));
-    d->set_folded_name(std::string(s.ColumnText(1)));
-    for (absl::string_view id : absl::StrSplit(s.ColumnText(2), ' ')) {
-      d->add_facility_ids(std::string(id));
+  page->next.assign(3, ListPosition());
+  // Reads one list's page: `bind` binds the position and the limit (one more than the
+  // page, to know whether another follows), `add` takes a row and returns its key.
+  auto read_page = [&](size_t list, Statement* s,
+                       const std::function<void(int64_t, std::string)>& bind,
+                       const std::function<std::pair<int64_t, std::string>(Statement&)>& add) {
+    const ListPosition from = PositionOf(*page, list);
+    ListPosition& next = page->next[list];
+    if (from.done) {
+      next.done = true;
+      return absl::OkStatus();
     }
-    return absl::OkStatus();
-  });
+    bind(from.started ? from.major : std::numeric_limits<int64_t>::min(),
+         from.started ? from.minor : std::string());
+    int64_t rows = 0;
+    bool more = false;
+    absl::Status st = ForEachRow(s, [&](Statement& row) {
+      if (limit > 0 && rows == limit) {
+        more = true;
+        return absl::OkStatus();
+      }
+      ++rows;
+      std::pair<int64_t, std::string> key = add(row);
+      next.major = key.first;
+      next.minor = std::move(key.second);
+      return absl::OkStatus();
+    });
+    next.started = more;
+    next.done = !more;
+    return st;
+  };
+  status = read_page(
+      0, *far,
+      [&](int64_t commune, std::string id) {
+        (*far)->BindDouble(4, max_km);
+        (*far)->BindInt(5, commune);
+        (*far)->BindText(6, id);
+        (*far)->BindInt(7, limit > 0 ? limit + 1 : -1);
+      },
+      [&](Statement& s) {
+        kcnet::v1::FarVisit* v = report.add_far_visits();
+        v->set_visit_id(std::string(s.ColumnText(0)));
+        v->set_facility_id(std::string(s.ColumnText(1)));
+        v->set_commune_id(s.ColumnInt(3));
+        v->set_distance_km(s.ColumnDouble(2));
+        return std::make_pair(v->commune_id(), v->visit_id());
+      });
   if (!status.ok()) return status;
-  status = ForEachRow(*approvals, [&](Statement& s) {
-    report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
-    report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(1)));
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
+  {
+    const ListPosition from = PositionOf(*page, 1);
+    ListPosition& next = page->next[1];
+    next.done = true;
+    int64_t listed = 0, groups = 0;
+    // The group being read: its commune, folded name and facilities.
+    int64_t commune = 0;
+    std::string folded;
+    std::vector<std::string> ids;
+    auto end_group = [&]() {
+      if (ids.size() < 2) return;
+      ++groups;
+      if (from.done || !next.done) return;
+      if (from.started && std::make_pair(commune, absl::string_view(folded)) <=
+                              std::make_pair(from.major, absl::string_view(from.minor))) {
+        return;
+      }
+      if (limit > 0 && listed == limit) {
+        next.done = false;  // more follow: resume after the last one listed
+        next.started = true;
+        return;
+      }
+      ++listed;
+      kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+      d->set_commune_id(commune);
+      d->set_folded_name(folded);
+      for (std::string& id : ids) d->add_facility_ids(std::move(id));
+      next.major = commune;
+      next.minor = folded;
+    };
+    (*dups)->BindText(1, communes);
+    status = ForEachRow(*dups, [&](Statement& s) {
+      if (ids.empty() || s.ColumnInt(0) != commune || s.ColumnText(1) != folded) {
+        end_group();
+        ids.clear();
+        commune = s.ColumnInt(0);
+        folded = std::string(s.ColumnText(1));
+      }
+      ids.emplace_back(s.ColumnText(2));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    end_group();
+    report.set_duplicate_groups(groups);
+  }
+  // Approvals: every one counted, the page's listed.
+  {
+    const ListPosition from = PositionOf(*page, 2);
+    ListPosition& next = page->next[2];
+    next.done = true;
+    (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
+    int64_t listed = 0;
+    status = ForEachRow(*approvals, [&](Statement& s) {
+      report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
+      if (from.done || !next.done) return absl::OkStatus();
+      const int64_t commune = s.ColumnInt(0);
+      const absl::string_view id = s.ColumnText(1);
+      if (from.started && std::make_pair(commune, id) <=
+                              std::make_pair(from.major, absl::string_view(from.minor))) {
+        return absl::OkStatus();
+      }
+      if (limit > 0 && listed == limit) {
+        next.done = false;  // more follow: resume after the last one listed
+        next.started = true;
+        return absl::OkStatus();
+      }
+      ++listed;
+      report.add_approved_without_recent_visit_ids(std::string(id));
+      next.major = commune;
+      next.minor = std::string(id);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
   for (auto& m : Series(no_gps_by_month)) *report.add_visits_without_gps_by_month() = std::move(m);
   return report;
 }
@@ -2182,11 +2399,12 @@ absl::StatusOr<kcnet::v1::OutcomesReport> ReportsStore::Outcomes(const ReportSco
 
 ReportsFollower::ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                                  std::function<void(const absl::Status&)> on_error,
-                                 absl::Duration poll)
+                                 absl::Duration poll, absl::Duration busy_interval)
     : reports_(reports),
       last_op_(std::move(last_op)),
       on_error_(std::move(on_error)),
       poll_(poll),
+      busy_interval_(busy_interval),
       thread_([this] { Run(); }) {}
 
 ReportsFollower::~ReportsFollower() { Stop(); }
@@ -2201,9 +2419,19 @@ void ReportsFollower::Run() {
   absl::StatusOr<uint64_t> start = reports_->Cursor();
   if (start.ok()) cursor = *start;
   bool first = true;
+  absl::Time last_catch_up = absl::InfinitePast();
   while (!stop_.WaitForNotificationWithTimeout(first ? absl::ZeroDuration() : poll_)) {
     first = false;
-    if (last_op_() <= cursor) continue;
+    const uint64_t last = last_op_();
+    if (last <= cursor) continue;
+    // While writes keep coming (the last catch-up began less than busy_interval ago), the
+    // backlog grows until busy_interval has passed or it holds kBusyBatchOps ops: a
+    // catch-up's cost per write falls with its size (each transaction rewrites the same
+    // counters' pages and commits once), and a write is still counted well within 1 s.
+    // A write after a quiet spell is counted at the next poll.
+    const absl::Time now = absl::Now();
+    if (now - last_catch_up < busy_interval_ && last - cursor < kBusyBatchOps) continue;
+    last_catch_up = now;
     absl::StatusOr<uint64_t> reached = reports_->CatchUp();
     if (!reached.ok()) {
       if (on_error_) on_error_(reached.status());

@@ -79,6 +79,32 @@ struct FacilitySearchPage {
   std::string next;
 };
 
+// Where a paged list of a report resumes: after the item whose key is (`major`, `minor`)
+// (activity: the user id and ""; quality: the commune and the visit id, folded name or
+// request id), or from its first item, or nowhere (`done`: an earlier page ended it).
+struct ListPosition {
+  bool started = false;
+  bool done = false;
+  int64_t major = 0;
+  std::string minor;
+};
+
+// One page of the paged lists of a report: at most `page_size` items of each list (0: no
+// limit, every item), each list resuming at its position in `from` (missing: the first).
+// The store sets `next` to where each list resumes on the following page.
+struct ReportPage {
+  int page_size = 0;
+  std::vector<ListPosition> from;
+  std::vector<ListPosition> next;
+  // True when every list ended on this page (no next page).
+  bool last() const {
+    for (const ListPosition& p : next) {
+      if (!p.done) return false;
+    }
+    return true;
+  }
+};
+
 class ReportsStore {
  public:
   ~ReportsStore();
@@ -120,12 +146,17 @@ class ReportsStore {
   absl::StatusOr<kcnet::v1::CoverageReport> Coverage(const ReportScope& scope);
   absl::StatusOr<kcnet::v1::PipelineReport> Pipeline(const ReportScope& scope,
                                                      const kcnet::v1::PipelineRequest& request);
-  // Fills visits/requests/last activity for `users` (their ids set), adds any other user
-  // with activity in the period, and marks inactivity.
+  // The listing is `users` (their ids set) and any other user with activity in the period,
+  // by user id; the answer holds one page of it (`page`, one list: the users) with
+  // visits/requests/last activity/devices and inactivity, and the whole listing's totals
+  // (total_collaborators, total_inactive), computed from the counters, not per user.
   absl::StatusOr<kcnet::v1::ActivityReport> Activity(
       const ReportScope& scope, uint32_t inactive_days,
-      std::vector<kcnet::v1::CollaboratorActivity> users);
-  absl::StatusOr<kcnet::v1::QualityReport> Quality(const ReportScope& scope, double max_km);
+      std::vector<kcnet::v1::CollaboratorActivity> users, ReportPage* page = nullptr);
+  // The counts of the whole scope, and one page (`page`: three lists, far visits,
+  // duplicate groups, approvals without a recent visit) of each list.
+  absl::StatusOr<kcnet::v1::QualityReport> Quality(const ReportScope& scope, double max_km,
+                                                   ReportPage* page = nullptr);
   // Completed requests of the period with their facility's indicators before and after
   // (docs/REPORTS.md, "Outcomes"); commune names come from the caller.
   absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const ReportScope& scope);
@@ -190,14 +221,18 @@ class ReportsStore {
   std::atomic<bool> counters_on_a_thread_{true};
 };
 
-// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.
+// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor: at the next poll
+// after a quiet spell; while writes keep coming, at most every `busy_interval` unless
+// kBusyBatchOps ops wait (larger catch-ups cost less per write; docs/REPORTS.md).
 class ReportsFollower {
  public:
+  static constexpr uint64_t kBusyBatchOps = 5000;
   // `last_op` is the store's last committed op (ServerStore::last_op). `on_error` gets
   // catch-up failures (it retries at the next poll).
   ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                   std::function<void(const absl::Status&)> on_error,
-                  absl::Duration poll = absl::Milliseconds(50));
+                  absl::Duration poll = absl::Milliseconds(50),
+                  absl::Duration busy_interval = absl::Milliseconds(250));
   ~ReportsFollower();  // Stop()
   void Stop();
 
@@ -207,6 +242,7 @@ class ReportsFollower {
   std::function<uint64_t()> last_op_;
   std::function<void(const absl::Status&)> on_error_;
   absl::Duration poll_;
+  absl::Duration busy_interval_;
   absl::Notification stop_;
   std::thread thread_;
 };

@@ -239,6 +239,9 @@ TEST_F(ReportsStoreTest, ActivityOfTheExample) {
   EXPECT_FALSE(u8.inactive());  // 37 days
   EXPECT_EQ(report->collaborators(2).last_activity_date(), "");
   EXPECT_THAT(report->inactive_user_ids(), ElementsAre(7, 9));
+  // The listing's totals, from the counters (users 7, 8, 9; 7 and 9 inactive).
+  EXPECT_EQ(report->total_collaborators(), 3);
+  EXPECT_EQ(report->total_inactive(), 2);
 }
 
 TEST_F(ReportsStoreTest, QualityOfTheExample) {
@@ -254,6 +257,7 @@ TEST_F(ReportsStoreTest, QualityOfTheExample) {
   EXPECT_NEAR(report->far_visits(0).distance_km(), 11.12, 0.05);
   ASSERT_EQ(report->duplicates_size(), 1);
   EXPECT_THAT(report->duplicates(0).facility_ids(), UnorderedElementsAre(f1_, f2_));
+  EXPECT_EQ(report->duplicate_groups(), 1);
   EXPECT_EQ(report->approved_without_recent_visit(), 1);
   EXPECT_THAT(report->approved_without_recent_visit_ids(), ElementsAre(r3_));
   EXPECT_THAT(AsMap(report->visits_without_gps_by_month()),
