@@ -18,7 +18,11 @@
 //   national_p99_ms:           each report for the whole country and 2025.
 // Flags: --scale=F (default 1; e.g. 0.02 for a quick run), --data=PATH of the CSV,
 // --keep=DIR to build in DIR and keep it, --reuse (with --keep of a kept run) to skip the
-// generation, rebuild the summaries and measure only rebuild_s and the queries.
+// generation, rebuild the summaries and measure only rebuild_s and the queries;
+// --queries_only (with --reuse) to measure only the queries over the kept summaries,
+// --follower_only (with --reuse) only the follower's rate over the kept summaries.
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -145,6 +149,36 @@ class Generator {
   std::mt19937_64 rng_{20250701};
 };
 
+double last_ingest_off = 0, last_ingest_on = 0;  // mutations/s of the last IngestRatio()
+
+// Mutations/s of visits applied with the follower running / without it: alternating
+// phases of `phase` visits, two of each; -1 when a catch-up fails.
+double IngestRatio(Generator* gen, sync::ServerStore* s, server::reports::ReportsStore* reports,
+                   int64_t phase) {
+  double off = 0, on = 0;
+  for (int round = 0; round < 2; ++round) {
+    off += gen->Apply(phase, [&] { return gen->MakeVisit(); });
+    // The off phase's writes are counted before the on phase starts its clock.
+    if (!reports->CatchUp().ok()) return -1;
+    server::reports::ReportsFollower follower(
+        reports, [s] { return s->last_op(); }, nullptr);
+    on += gen->Apply(phase, [&] { return gen->MakeVisit(); });
+    // How far the follower is behind the writer at the end of the phase, and how long it
+    // takes to catch up (the freshness below is measured from caught-up summaries).
+    const uint64_t last = s->last_op();
+    const uint64_t behind = last - *reports->Cursor();
+    Timer drain;
+    while (*reports->Cursor() < last) absl::SleepFor(absl::Milliseconds(1));
+    std::fprintf(stderr,
+                 "reports_bench: follower %llu ops behind at the end of phase %d, "
+                 "caught up in %.0f ms\n",
+                 static_cast<unsigned long long>(behind), round, drain.Seconds() * 1000);
+  }
+  last_ingest_off = off / 2;
+  last_ingest_on = on / 2;
+  return on / off;
+}
+
 double P99(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
   return ms[std::min(ms.size() - 1, static_cast<size_t>(ms.size() * 0.99))];
@@ -203,34 +237,51 @@ Latencies MeasureQueries(const World& world, server::Directory* directory,
 
   const char* kKinds[] = {"coverage", "pipeline", "activity", "quality"};
   for (int k = 0; k < 8; ++k) {
-    std::fprintf(stderr, "reports_bench: %s %s p99 %.1f ms\n", k < 4 ? "province" : "national",
-                 kKinds[k % 4], P99(by_kind[k]));
+    std::vector<double> sorted = by_kind[k];
+    std::sort(sorted.begin(), sorted.end());
+    std::fprintf(stderr, "reports_bench: %s %s p99 %.1f ms (median %.1f, min %.1f)\n",
+                 k < 4 ? "province" : "national", kKinds[k % 4], P99(by_kind[k]),
+                 sorted[sorted.size() / 2], sorted.front());
   }
   return Latencies{P99(province_ms), P99(national_ms)};
 }
 
 // --reuse: the summaries rebuilt over a kept store, then the queries.
+// --queries_only: the kept summaries caught up (no rebuild), then only the queries;
+// --follower_only: caught up (no rebuild), then only the follower's rate.
 int Measure(const World& world, const std::filesystem::path& root, sync::ServerStore* store,
-            server::Directory* directory) {
+            server::Directory* directory, bool queries_only, bool follower_only) {
   auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
                                                      (root / "kcnet.db").string());
   if (!reports.ok()) {
     std::fprintf(stderr, "reports_bench: %s\n", reports.status().ToString().c_str());
     return 1;
   }
-  Timer rebuild;
-  absl::StatusOr<uint64_t> rebuilt = (*reports)->Rebuild();
-  if (!rebuilt.ok()) {
-    std::fprintf(stderr, "reports_bench: rebuild: %s\n", rebuilt.status().ToString().c_str());
+  if (queries_only) {
+    if (!(*reports)->CatchUp().ok()) return 1;
+    const Latencies latencies = MeasureQueries(world, directory, reports->get());
+    Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
+    Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
+    return 0;
+  }
+  double rebuild_s = 0;
+  if (!follower_only) {
+    Timer rebuild;
+    absl::StatusOr<uint64_t> rebuilt = (*reports)->Rebuild();
+    if (!rebuilt.ok()) {
+      std::fprintf(stderr, "reports_bench: rebuild: %s\n", rebuilt.status().ToString().c_str());
+      return 1;
+    }
+    rebuild_s = rebuild.Seconds();
+    std::fprintf(stderr, "reports_bench: reused %s (%llu ops)\n", root.c_str(),
+                 static_cast<unsigned long long>(store->last_op()));
+    const Latencies latencies = MeasureQueries(world, directory, reports->get());
+    Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
+    Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
+    Emit(kBench, "rebuild_s", rebuild_s, "s");
+  } else if (!(*reports)->CatchUp().ok()) {
     return 1;
   }
-  const double rebuild_s = rebuild.Seconds();
-  std::fprintf(stderr, "reports_bench: reused %s (%llu ops)\n", root.c_str(),
-               static_cast<unsigned long long>(store->last_op()));
-  const Latencies latencies = MeasureQueries(world, directory, reports->get());
-  Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
-  Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
-  Emit(kBench, "rebuild_s", rebuild_s, "s");
 
   // The follower's own rate: 20,000 visits written with it stopped, then counted by one
   // CatchUp() (stderr; the facilities are read back from the kept store).
@@ -250,10 +301,44 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
   }
   Generator gen(store, &more);
   gen.Apply(20000, [&] { return gen.MakeVisit(); });
+  if (follower_only) {  // a moment to attach a profiler to the catch-up alone
+    std::fprintf(stderr, "reports_bench: 20,000 visits written; counting them in 2 s\n");
+    absl::SleepFor(absl::Seconds(2));
+  }
   Timer catch_up;
   if (!(*reports)->CatchUp().ok()) return 1;
   std::fprintf(stderr, "reports_bench: the follower counted 20,000 visits at %.0f/s\n",
                20000 / catch_up.Seconds());
+  if (follower_only) {
+    // The follower's cost per write by the size of its catch-ups: batches of 200 visits
+    // (what a catch-up every 50 ms counts at 4,000 writes/s) and of 1,000 (every 250 ms),
+    // each counted by one CatchUp() (its own transaction), timed alone: wall and this
+    // thread's CPU (stderr).
+    double cpu_s = 0;
+    for (int per : {200, 1000}) {
+      double wall_s = 0;
+      cpu_s = 0;
+      for (int batch = 0; batch < 20000 / per; ++batch) {
+        gen.Apply(per, [&] { return gen.MakeVisit(); });
+        timespec cpu0, cpu1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
+        Timer wall;
+        if (!(*reports)->CatchUp().ok()) return 1;
+        wall_s += wall.Seconds();
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+        cpu_s += (cpu1.tv_sec - cpu0.tv_sec) + (cpu1.tv_nsec - cpu0.tv_nsec) / 1e9;
+      }
+      std::fprintf(stderr,
+                   "reports_bench: catch-ups of %d visits: %.1f us wall, %.1f us CPU per visit\n",
+                   per, wall_s / 20000 * 1e6, cpu_s / 20000 * 1e6);
+    }
+    // The ingest ratio over the kept data set, as the full run.
+    const double ratio = IngestRatio(&gen, store, reports->get(), 20000);
+    if (ratio < 0) return 1;
+    Emit(kBench, "ingest_ratio_with_reports", ratio, "ratio");
+    std::fprintf(stderr, "reports_bench: ingest %.0f/s off, %.0f/s on\n", last_ingest_off,
+                 last_ingest_on);
+  }
   return 0;
 }
 
@@ -261,11 +346,19 @@ int Run(int argc, char** argv) {
   double scale = 1.0;
   std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
   std::string keep;
-  bool reuse = false;
+  bool reuse = false, queries_only = false, follower_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reuse") {
       reuse = true;
+      continue;
+    }
+    if (a == "--queries_only") {
+      queries_only = true;
+      continue;
+    }
+    if (a == "--follower_only") {
+      follower_only = true;
       continue;
     }
     if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
@@ -327,7 +420,9 @@ int Run(int argc, char** argv) {
     return 1;
   }
   Generator gen(store->get(), &world);
-  if (reuse) return Measure(world, root, store->get(), directory->get());
+  if (reuse) {
+    return Measure(world, root, store->get(), directory->get(), queries_only, follower_only);
+  }
   const int64_t facilities = static_cast<int64_t>(200000 * scale);
   const int64_t visits = static_cast<int64_t>(5000000 * scale);
   const int64_t requests = static_cast<int64_t>(500000 * scale);
@@ -359,26 +454,9 @@ int Run(int argc, char** argv) {
   if (!(*reports)->Rebuild().ok()) return 1;
   const double rebuild_s = rebuild.Seconds();
 
-  double off = 0, on = 0;
   sync::ServerStore* s = store->get();
-  for (int round = 0; round < 2; ++round) {
-    off += gen.Apply(phase, [&] { return gen.MakeVisit(); });
-    // The off phase's writes are counted before the on phase starts its clock.
-    if (!(*reports)->CatchUp().ok()) return 1;
-    server::reports::ReportsFollower follower(
-        reports->get(), [s] { return s->last_op(); }, nullptr);
-    on += gen.Apply(phase, [&] { return gen.MakeVisit(); });
-    // How far the follower is behind the writer at the end of the phase, and how long it
-    // takes to catch up (the freshness below is measured from caught-up summaries).
-    const uint64_t last = s->last_op();
-    const uint64_t behind = last - *(*reports)->Cursor();
-    Timer drain;
-    while (*(*reports)->Cursor() < last) absl::SleepFor(absl::Milliseconds(1));
-    std::fprintf(stderr,
-                 "reports_bench: follower %llu ops behind at the end of phase %d, "
-                 "caught up in %.0f ms\n",
-                 static_cast<unsigned long long>(behind), round, drain.Seconds() * 1000);
-  }
+  const double ratio = IngestRatio(&gen, s, reports->get(), phase);
+  if (ratio < 0) return 1;
 
   // Freshness: commit -> counted, with the follower running.
   std::vector<double> fresh;
@@ -403,13 +481,13 @@ int Run(int argc, char** argv) {
   Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
   Emit(kBench, "freshness_max_ms", fresh.back(), "ms");
   Emit(kBench, "freshness_p50_ms", fresh[fresh.size() / 2], "ms");
-  Emit(kBench, "ingest_ratio_with_reports", on / off, "ratio");
+  Emit(kBench, "ingest_ratio_with_reports", ratio, "ratio");
   Emit(kBench, "rebuild_s", rebuild_s, "s");
   std::fprintf(stderr,
                "reports_bench: %lld facilities, %lld visits, %lld requests; ingest %.0f/s off, "
                "%.0f/s on\n",
                static_cast<long long>(facilities), static_cast<long long>(visits),
-               static_cast<long long>(requests), off / 2, on / 2);
+               static_cast<long long>(requests), last_ingest_off, last_ingest_on);
   if (keep.empty()) std::filesystem::remove_all(dir);
   return 0;
 }

@@ -215,6 +215,9 @@ async function main() {
   const shownUsers = await page.locator("#activity-table tbody tr").evaluateAll((rows) =>
     rows.map((r) => r.getAttribute("data-user-id")));
   assert.deepEqual(shownUsers, (activity.collaborators ?? []).map((c) => c.userId));
+  // "N trên tổng M": the rows shown of the whole listing (one page here).
+  assert.equal(await page.locator("#activity-shown").getAttribute("data-total"),
+    String(activity.totalCollaborators ?? 0));
   assert.deepEqual((await figures("#activity-table", "visits")).map(shownInt),
     (activity.collaborators ?? []).map((c) => n(c.visits)));
   assert.deepEqual((await figures("#activity-table", "requests")).map(shownInt),

@@ -73,7 +73,7 @@ ReportTable QualityTable(const kcnet::v1::QualityReport& report) {
   t.rows.push_back({Cell::Text("Thăm xa cơ sở / Visits far from the facility"),
                     Cell::Int(report.visits_far_from_facility())});
   t.rows.push_back({Cell::Text("Nhóm cơ sở trùng / Duplicate facility groups"),
-                    Cell::Int(report.duplicates_size())});
+                    Cell::Int(report.duplicate_groups())});
   t.rows.push_back({Cell::Text("Duyệt không có lượt thăm 12 tháng / Approved without a visit in "
                                "12 months"),
                     Cell::Int(report.approved_without_recent_visit())});

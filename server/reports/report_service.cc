@@ -5,14 +5,117 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kcnet/v1/reports.grpc.pb.h"
 #include "server/plans/budget.h"
 #include "server/reports/export.h"
 #include "server/reports/export_chunks.h"
+#include "server/rpc/paging.h"
 #include "server/rpc/storage_rpc_runner.h"
 
 namespace kcnet::server::reports {
+namespace {
+
+// A paged report's token (server/rpc/paging.h: bound to the request without its paging
+// fields and to the caller's org units) holds the op of the listing's first page, then
+// each list's position: "s" (from the first item), "d" (done) or "a<major>" followed by
+// the C-escaped minor key, fields separated by \x1f.
+constexpr char kSep = '\x1f';
+
+std::string Fingerprint(const std::vector<int64_t>& roots) { return absl::StrJoin(roots, ","); }
+
+std::string EncodePositions(uint64_t first_op, const std::vector<ListPosition>& lists) {
+  std::string out = absl::StrCat(first_op);
+  for (const ListPosition& p : lists) {
+    out.push_back(kSep);
+    if (p.done) {
+      out.push_back('d');
+    } else if (!p.started) {
+      out.push_back('s');
+    } else {
+      absl::StrAppend(&out, "a", p.major, std::string(1, kSep), absl::CEscape(p.minor));
+    }
+  }
+  return out;
+}
+
+absl::Status BadPosition() {
+  return absl::InvalidArgumentError(
+      "page_token: not a page token of this report / mã trang không hợp lệ");
+}
+
+// Decodes EncodePositions' text of `lists` lists; the first page when `text` is empty.
+absl::Status DecodePositions(const std::string& text, size_t lists, uint64_t* first_op,
+                             std::vector<ListPosition>* out) {
+  out->assign(lists, ListPosition());
+  *first_op = 0;
+  if (text.empty()) return absl::OkStatus();
+  std::vector<std::string> fields = absl::StrSplit(text, kSep);
+  size_t f = 0;
+  if (fields.empty() || !absl::SimpleAtoi(fields[f++], first_op)) return BadPosition();
+  for (ListPosition& p : *out) {
+    if (f >= fields.size() || fields[f].empty()) return BadPosition();
+    const std::string& state = fields[f++];
+    if (state == "d") {
+      p.done = true;
+    } else if (state[0] == 'a') {
+      p.started = true;
+      if (!absl::SimpleAtoi(absl::string_view(state).substr(1), &p.major) || f >= fields.size() ||
+          !absl::CUnescape(fields[f++], &p.minor)) {
+        return BadPosition();
+      }
+    } else if (state != "s") {
+      return BadPosition();
+    }
+  }
+  if (f != fields.size()) return BadPosition();
+  return absl::OkStatus();
+}
+
+// The page size of a paged report: 0 gives kDefaultReportPage.
+absl::StatusOr<int> ReportPageSize(uint32_t requested) {
+  if (requested == 0) return kDefaultReportPage;
+  if (requested > static_cast<uint32_t>(kMaxReportPage)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: at most ", kMaxReportPage, " / tối đa ", kMaxReportPage, " dòng mỗi trang"));
+  }
+  return static_cast<int>(requested);
+}
+
+// Reads the page's token into `page`; sets `*first_op`.
+absl::Status StartPage(const google::protobuf::Message& request, const std::vector<int64_t>& roots,
+                       uint32_t page_size, const std::string& token, size_t lists, ReportPage* page,
+                       uint64_t* first_op) {
+  absl::StatusOr<int> size = ReportPageSize(page_size);
+  if (!size.ok()) return size.status();
+  page->page_size = *size;
+  absl::StatusOr<std::string> position =
+      DecodePageToken(token, QueryFingerprint(request, Fingerprint(roots)));
+  if (!position.ok()) return position.status();
+  return DecodePositions(*position, lists, first_op, &page->from);
+}
+
+// The next page's token ("" after the last page), once the store answered at `as_of_op`.
+absl::StatusOr<std::string> NextToken(const google::protobuf::Message& request,
+                                      const std::vector<int64_t>& roots, const ReportPage& page,
+                                      uint64_t first_op, uint64_t as_of_op, bool first_page) {
+  if (!first_page && as_of_op < first_op) {
+    // The summaries were counted again from the start (a restore) since the first page.
+    return absl::AbortedError(
+        "page_token: the report was recounted since the first page; start again from the "
+        "first page / báo cáo đã được tính lại, hãy tải lại từ trang đầu");
+  }
+  if (page.last()) return std::string();
+  return EncodePageToken(QueryFingerprint(request, Fingerprint(roots)),
+                         EncodePositions(first_page ? as_of_op : first_op, page.next));
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<int64_t>> Reporter::AllRoots() {
   absl::StatusOr<std::vector<kcnet::v1::OrgUnit>> roots = directory_->ListChildren(0);
   if (!roots.ok()) return roots.status();
@@ -95,6 +198,11 @@ absl::StatusOr<kcnet::v1::ActivityReport> Reporter::Activity(
   }
   absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
   if (!scope.ok()) return scope.status();
+  ReportPage page;
+  uint64_t first_op = 0;
+  absl::Status paged =
+      StartPage(request, roots, request.page_size(), request.page_token(), 1, &page, &first_op);
+  if (!paged.ok()) return paged;
   UserFilter filter;
   filter.within = request.filter().org_unit_id() != 0
                       ? std::vector<int64_t>{request.filter().org_unit_id()}
@@ -112,8 +220,12 @@ absl::StatusOr<kcnet::v1::ActivityReport> Reporter::Activity(
     collaborators.push_back(std::move(a));
   }
   absl::StatusOr<kcnet::v1::ActivityReport> report =
-      store_->Activity(*scope, request.inactive_days(), std::move(collaborators));
+      store_->Activity(*scope, request.inactive_days(), std::move(collaborators), &page);
   if (!report.ok()) return report.status();
+  absl::StatusOr<std::string> next =
+      NextToken(request, roots, page, first_op, report->as_of_op(), request.page_token().empty());
+  if (!next.ok()) return next.status();
+  report->set_next_page_token(*std::move(next));
   // Names from the list already read; the directory only for users not in it (another
   // subtree's user who wrote here, a deactivated one).
   for (kcnet::v1::CollaboratorActivity& a : *report->mutable_collaborators()) {
@@ -136,7 +248,19 @@ absl::StatusOr<kcnet::v1::QualityReport> Reporter::Quality(
   }
   absl::StatusOr<ReportScope> scope = Scope(roots, request.filter());
   if (!scope.ok()) return scope.status();
-  return store_->Quality(*scope, request.max_gps_distance_km());
+  ReportPage page;
+  uint64_t first_op = 0;
+  absl::Status paged =
+      StartPage(request, roots, request.page_size(), request.page_token(), 3, &page, &first_op);
+  if (!paged.ok()) return paged;
+  absl::StatusOr<kcnet::v1::QualityReport> report =
+      store_->Quality(*scope, request.max_gps_distance_km(), &page);
+  if (!report.ok()) return report.status();
+  absl::StatusOr<std::string> next =
+      NextToken(request, roots, page, first_op, report->as_of_op(), request.page_token().empty());
+  if (!next.ok()) return next.status();
+  report->set_next_page_token(*std::move(next));
+  return report;
 }
 
 absl::StatusOr<kcnet::v1::OutcomesReport> Reporter::Outcomes(
@@ -233,11 +357,19 @@ absl::StatusOr<ExportBytes> Reporter::ExportToFile(const std::vector<int64_t>& r
     if (!out.ok()) return out.status();
     table = PipelineTable(*out, *language);
   } else if (report == "activity") {
+    // Never capped: every page of the listing, the largest pages.
     kcnet::v1::ActivityRequest r;
     *r.mutable_filter() = filter;
-    absl::StatusOr<kcnet::v1::ActivityReport> out = Activity(roots, r);
-    if (!out.ok()) return out.status();
-    table = ActivityTable(*out);
+    r.set_page_size(export_page_size_);
+    kcnet::v1::ActivityReport all;
+    do {
+      absl::StatusOr<kcnet::v1::ActivityReport> out = Activity(roots, r);
+      if (!out.ok()) return out.status();
+      if (r.page_token().empty()) all.set_as_of_op(out->as_of_op());
+      for (auto& a : *out->mutable_collaborators()) *all.add_collaborators() = std::move(a);
+      r.set_page_token(out->next_page_token());
+    } while (!r.page_token().empty());
+    table = ActivityTable(all);
   } else if (report == "quality") {
     kcnet::v1::QualityRequest r;
     *r.mutable_filter() = filter;

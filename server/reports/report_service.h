@@ -27,6 +27,10 @@
 
 namespace kcnet::server::reports {
 
+// The paged lists (activity, quality): rows per page by default, and at most.
+inline constexpr int kDefaultReportPage = 500;
+inline constexpr int kMaxReportPage = 5000;
+
 class Reporter {
  public:
   // `plans` and `records` serve the budget (BudgetFor); without them it is UNAVAILABLE.
@@ -41,6 +45,8 @@ class Reporter {
                                                      const kcnet::v1::CoverageRequest& request);
   absl::StatusOr<kcnet::v1::PipelineReport> Pipeline(const std::vector<int64_t>& roots,
                                                      const kcnet::v1::PipelineRequest& request);
+  // Paged (page_size, page_token; docs/REPORTS.md, "Paged lists"): INVALID_ARGUMENT
+  // naming page_size or page_token when they are not valid.
   absl::StatusOr<kcnet::v1::ActivityReport> Activity(const std::vector<int64_t>& roots,
                                                      const kcnet::v1::ActivityRequest& request);
   absl::StatusOr<kcnet::v1::QualityReport> Quality(const std::vector<int64_t>& roots,
@@ -60,6 +66,9 @@ class Reporter {
   absl::StatusOr<ExportBytes> ExportToFile(const std::vector<int64_t>& roots,
                                            const kcnet::v1::ExportRequest& request,
                                            std::string* file_name);
+  // The page an export reads a paged report in (every page is read: an export is never
+  // capped); tests make it small.
+  void set_export_page_size(int rows) { export_page_size_ = rows; }
 
  private:
   absl::StatusOr<ReportScope> Scope(const std::vector<int64_t>& roots,
@@ -69,6 +78,7 @@ class Reporter {
   sync::Clock* clock_;
   PlanStore* plans_;
   sync::ServerStore* records_;
+  int export_page_size_ = kMaxReportPage;
 };
 
 // ReportService, to register on a builder. The budget report needs a Reporter made with

@@ -1,8 +1,18 @@
 #include "server/reports/reports_store.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -11,6 +21,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -18,6 +29,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
+#include "absl/time/clock.h"
 #include "sqlite3.h"
 #include "sync/text_fold.h"
 
@@ -229,6 +241,29 @@ void SqlWords(sqlite3_context* context, int, sqlite3_value** argv) {
   sqlite3_result_text(context, words.data(), static_cast<int>(words.size()), SQLITE_TRANSIENT);
 }
 
+// The registered points of the live facilities that have one (r_facility's lat, lon), by
+// id: for kc_facility_km during a rebuild.
+using FacilityPoints = absl::flat_hash_map<std::string, std::pair<double, double>>;
+
+// kc_facility_km(facility, lat, lon): the distance from (lat, lon) to the facility's point,
+// as `(SELECT kc_distance_km(lat, lon, f.lat, f.lon) FROM r_facility f WHERE f.id =
+// facility)` gives it (NULL without a point on either side or without the facility).
+void SqlFacilityKm(sqlite3_context* context, int, sqlite3_value** argv) {
+  const auto* points = static_cast<const FacilityPoints*>(sqlite3_user_data(context));
+  if (sqlite3_value_type(argv[1]) == SQLITE_NULL || sqlite3_value_type(argv[2]) == SQLITE_NULL) {
+    sqlite3_result_null(context);
+    return;
+  }
+  const auto it = points->find(SqlText(argv[0]));
+  if (it == points->end()) {
+    sqlite3_result_null(context);
+    return;
+  }
+  sqlite3_result_double(context,
+                        DistanceKm(sqlite3_value_double(argv[1]), sqlite3_value_double(argv[2]),
+                                   it->second.first, it->second.second));
+}
+
 }  // namespace
 
 int64_t VietnamDay(int64_t unix_ms) {
@@ -297,12 +332,15 @@ ReportsStore::~ReportsStore() = default;
 // Following the store
 // ---------------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::string& reports_path,
-                                                                 const std::string& store_path) {
-  std::unique_ptr<ReportsStore> store(new ReportsStore());
+namespace {
+
+// Opens a connection on the summaries at `path` with the SQL functions registered and
+// the record store attached as `st`.
+absl::StatusOr<std::unique_ptr<Db>> OpenWriter(const std::string& path,
+                                               const std::string& store_path) {
   sync::DbOptions options;
   options.durable = false;  // the summaries can always be rebuilt from the store
-  absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(reports_path, options);
+  absl::StatusOr<std::unique_ptr<Db>> writer = Db::Open(path, options);
   if (!writer.ok()) return writer.status();
   struct SqlFunction {
     const char* name;
@@ -319,14 +357,74 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
       return absl::InternalError(absl::StrCat("reports: cannot register ", f.name));
     }
   }
-  absl::Status status = store->CreateTables(writer->get());
-  if (!status.ok()) return status;
-  status = (*writer)->Exec(
+  absl::Status status = (*writer)->Exec(
       absl::StrCat("ATTACH DATABASE '", absl::StrReplaceAll(store_path, {{"'", "''"}}), "' AS st"));
   if (!status.ok()) return status;
   // Large caches: a catch-up touches index pages all over both files, and the summaries
   // of a national data set are a few hundred MB.
   status = (*writer)->Exec("PRAGMA main.cache_size = -262144; PRAGMA st.cache_size = -131072");
+  if (!status.ok()) return status;
+  return writer;
+}
+
+// The file a rebuild builds the new summaries in, renamed over `reports_path` once whole.
+std::string RebuildPath(const std::string& reports_path) {
+  return absl::StrCat(reports_path, ".rebuild");
+}
+
+void RemoveRebuildFile(const std::string& reports_path) {
+  for (const char* suffix : {"", "-journal", "-wal", "-shm"}) {
+    std::error_code ignored;
+    std::filesystem::remove(absl::StrCat(RebuildPath(reports_path), suffix), ignored);
+  }
+}
+
+// Sets the journal mode of `db`'s main file; returns the mode it is in after.
+absl::StatusOr<std::string> SetJournalMode(Db* db, absl::string_view mode) {
+  absl::StatusOr<Statement*> s = db->Prepare(absl::StrCat("PRAGMA main.journal_mode = ", mode));
+  if (!s.ok()) return s.status();
+  absl::StatusOr<bool> row = (*s)->Step();
+  std::string result = row.ok() && *row ? std::string((*s)->ColumnText(0)) : std::string();
+  (*s)->Reset();
+  if (!row.ok()) return row.status();
+  return result;
+}
+
+// fsync() of a file or a directory, so that what was written (or renamed) survives a
+// power loss.
+absl::Status SyncPath(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", path, ": ", std::strerror(error)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Db>> OpenReader(const std::string& path) {
+  sync::DbOptions options;
+  options.durable = false;
+  absl::StatusOr<std::unique_ptr<Db>> reader = Db::Open(path, options);
+  if (!reader.ok()) return reader.status();
+  absl::Status status =
+      (*reader)->Exec("PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824");
+  if (!status.ok()) return status;
+  return reader;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::string& reports_path,
+                                                                 const std::string& store_path) {
+  std::unique_ptr<ReportsStore> store(new ReportsStore());
+  store->reports_path_ = reports_path;
+  store->store_path_ = store_path;
+  // A rebuild killed before it replaced the summaries leaves its new file: never used.
+  RemoveRebuildFile(reports_path);
+  absl::StatusOr<std::unique_ptr<Db>> writer = OpenWriter(reports_path, store_path);
+  if (!writer.ok()) return writer.status();
+  absl::Status status = store->CreateTables(writer->get());
   if (!status.ok()) return status;
   // The store must be a record store (not a new empty file).
   absl::StatusOr<int64_t> tables = (*writer)->QueryInt(
@@ -353,10 +451,8 @@ absl::StatusOr<std::unique_ptr<ReportsStore>> ReportsStore::Open(const std::stri
     status = (*writer)->Exec(reset);
     if (!status.ok()) return status;
   }
-  absl::StatusOr<std::unique_ptr<Db>> reader = Db::Open(reports_path, options);
+  absl::StatusOr<std::unique_ptr<Db>> reader = OpenReader(reports_path);
   if (!reader.ok()) return reader.status();
-  status = (*reader)->Exec("PRAGMA cache_size = -262144; PRAGMA mmap_size = 1073741824");
-  if (!status.ok()) return status;
   {
     absl::MutexLock lock(&store->write_mu_);
     store->writer_ = *std::move(writer);
@@ -412,56 +508,222 @@ absl::StatusOr<uint64_t> ReportsStore::TryCatchUp() {
 
 absl::StatusOr<uint64_t> ReportsStore::Rebuild() {
   absl::MutexLock lock(&write_mu_);
+  absl::MutexLock read_lock(&read_mu_);
+  // Alone on the summaries (no server has them open): build a new file and rename it
+  // over them. Leaving WAL mode needs every other connection closed, ours included, so
+  // it is the test; it also takes the old file's WAL into the file.
+  reader_.reset();
+  absl::StatusOr<std::string> mode = SetJournalMode(writer_.get(), "DELETE");
+  absl::StatusOr<uint64_t> cursor;
+  if (mode.ok() && *mode == "delete") {
+    cursor = RebuildIntoNewFile();
+  } else {
+    // Another process (a running server) reads them: rebuild in place, in one
+    // transaction, which its readers never see half done.
+    (void)SetJournalMode(writer_.get(), "WAL");
+    cursor = RebuildInPlace();
+  }
+  if (writer_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<Db>> writer = OpenWriter(reports_path_, store_path_);
+    if (!writer.ok()) return writer.status();
+    writer_ = *std::move(writer);
+  }
+  (void)SetJournalMode(writer_.get(), "WAL");
+  absl::StatusOr<std::unique_ptr<Db>> reader = OpenReader(reports_path_);
+  if (!reader.ok()) return reader.status();
+  reader_ = *std::move(reader);
+  if (pending_ != nullptr) *pending_ = Pending();
+  return cursor;
+}
+
+absl::StatusOr<uint64_t> ReportsStore::RebuildIntoNewFile() {
+  // The new file is written without a journal and without syncs (nothing in it counts
+  // until it is whole), then synced and renamed over the summaries: a crash or a kill
+  // before the rename leaves the old summaries, after it the new ones.
+  const std::string path = RebuildPath(reports_path_);
+  RemoveRebuildFile(reports_path_);
+  absl::StatusOr<uint64_t> cursor;
+  {
+    absl::StatusOr<std::unique_ptr<Db>> db = OpenWriter(path, store_path_);
+    if (!db.ok()) return db.status();
+    if (std::getenv("KCNET_REPORTS_TRACE") != nullptr) {
+      sqlite3_trace_v2((*db)->raw(), SQLITE_TRACE_PROFILE,
+                       [](unsigned, void*, void* stmt, void* ns) {
+                         const double seconds =
+                             static_cast<double>(*static_cast<sqlite3_int64*>(ns)) / 1e9;
+                         if (seconds >= 0.05) {
+                           std::fprintf(stderr, "reports rebuild: %8.3f s  %.100s\n", seconds,
+                                        sqlite3_sql(static_cast<sqlite3_stmt*>(stmt)));
+                         }
+                         return 0;
+                       },
+                       nullptr);
+    }
+    absl::StatusOr<std::string> mode = SetJournalMode(db->get(), "OFF");
+    absl::Status status = mode.ok() ? absl::OkStatus() : mode.status();
+    // A big cache (the pages of the tables being filled), and SQLite's sorter (the
+    // ORDER BY of the loads, CREATE INDEX) on two threads.
+    if (status.ok()) {
+      status = (*db)->Exec(
+          "PRAGMA main.synchronous = OFF; PRAGMA main.cache_size = -65536; "
+          "PRAGMA threads = 2");
+    }
+    if (status.ok()) status = CreateTables(db->get());
+    // The devices' last syncs are not in the records: the old summaries keep them.
+    if (status.ok()) {
+      status = (*db)->Exec(absl::StrCat("ATTACH DATABASE '",
+                                        absl::StrReplaceAll(reports_path_, {{"'", "''"}}),
+                                        "' AS old; BEGIN; INSERT INTO main.r_device SELECT * "
+                                        "FROM old.r_device"));
+    }
+    cursor = status.ok() ? FillTables(db->get()) : status;
+    if (cursor.ok()) {
+      status = (*db)->Exec("COMMIT; DETACH DATABASE old; DETACH DATABASE st");
+      if (!status.ok()) cursor = status;
+    }
+  }  // closed
+  absl::Status status = cursor.ok() ? SyncPath(path) : cursor.status();
+  if (status.ok()) {
+    // Still alone (a server started meanwhile would hold the old file open in WAL mode),
+    // and no one may open it until it is replaced.
+    absl::StatusOr<std::string> mode = SetJournalMode(writer_.get(), "DELETE");
+    if (!mode.ok() || *mode != "delete" || !writer_->Exec("BEGIN EXCLUSIVE").ok()) {
+      status = absl::FailedPreconditionError(absl::StrCat(
+          reports_path_,
+          ": opened by another process during the rebuild (kcnet-server?); nothing replaced: "
+          "run rebuild-reports again / tệp đang được tiến trình khác mở, chưa thay thế gì"));
+    }
+  }
+  if (status.ok()) {
+    if (std::rename(path.c_str(), reports_path_.c_str()) != 0) {
+      status = absl::InternalError(
+          absl::StrCat("rename ", path, " to ", reports_path_, ": ", std::strerror(errno)));
+    }
+    writer_.reset();  // the old file closed (its transaction rolled back: nothing in it)
+  }
+  if (status.ok()) {
+    status = SyncPath(std::filesystem::path(reports_path_).parent_path().empty()
+                          ? std::string(".")
+                          : std::filesystem::path(reports_path_).parent_path().string());
+  }
+  if (!status.ok()) {
+    RemoveRebuildFile(reports_path_);
+    return status;
+  }
+  return cursor;
+}
+
+absl::StatusOr<uint64_t> ReportsStore::RebuildInPlace() {
   // One transaction at one snapshot of the store (deferred: the store is only read, so
-  // its writers never wait): the summaries emptied and their secondary indexes dropped,
-  // the per-record rows loaded in bulk statements, each index then built once (sorted),
-  // the counters computed from the rows, the cursor moved. A rebuild that fails or is
-  // interrupted leaves the summaries as they were.
-  absl::Status status = writer_->Exec("BEGIN");
+  // its writers never wait). A rebuild that fails or is interrupted leaves the summaries
+  // as they were.
+  absl::Status status = writer_->Exec("PRAGMA threads = 2; BEGIN");
   if (!status.ok()) return status;
   std::string sql;
   for (const char* t : kSummaryTables) absl::StrAppend(&sql, "DELETE FROM main.", t, ";");
-  absl::StatusOr<Statement*> indexes = writer_->Prepare(
+  status = writer_->Exec(sql);
+  absl::StatusOr<uint64_t> cursor = status.ok() ? FillTables(writer_.get()) : status;
+  if (cursor.ok()) status = writer_->Exec("COMMIT");
+  if (!cursor.ok() || !status.ok()) {
+    (void)writer_->Exec("ROLLBACK");
+    return cursor.ok() ? status : cursor.status();
+  }
+  return cursor;
+}
+
+namespace {
+
+// With KCNET_REPORTS_TRACE set, a rebuild says on stderr what each phase cost: wall time,
+// the CPU time of the calling thread, and of the whole process (SQLite's sorter threads
+// and the counter job included).
+class PhaseClock {
+ public:
+  PhaseClock() : on_(std::getenv("KCNET_REPORTS_TRACE") != nullptr) { Reset(); }
+  void Mark(const char* phase) {
+    if (!on_) return;
+    const Times now = Now();
+    std::fprintf(
+        stderr, "reports rebuild: %-24s wall %7.3f s  thread cpu %7.3f s  process cpu %7.3f s\n",
+        phase, now.wall - last_.wall, now.thread - last_.thread, now.process - last_.process);
+    last_ = now;
+  }
+  void Reset() { last_ = Now(); }
+
+ private:
+  struct Times {
+    double wall = 0, thread = 0, process = 0;
+  };
+  static double Seconds(const struct rusage& u) {
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  }
+  static Times Now() {
+    Times t;
+    t.wall = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+    struct rusage u = {};
+    getrusage(RUSAGE_THREAD, &u);
+    t.thread = Seconds(u);
+    getrusage(RUSAGE_SELF, &u);
+    t.process = Seconds(u);
+    return t;
+  }
+  bool on_;
+  Times last_;
+};
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ReportsStore::FillTables(Db* db) {
+  PhaseClock clock;
+  // Empty tables in `db`'s open transaction: their secondary indexes dropped, the
+  // per-record rows loaded in bulk statements, each index then built once (sorted), the
+  // counters computed from the rows, the cursor moved.
+  std::string sql;
+  absl::StatusOr<Statement*> indexes = db->Prepare(
       "SELECT name FROM main.sqlite_schema WHERE type = 'index' AND sql IS NOT NULL AND "
       "(tbl_name LIKE 'r\\_%' ESCAPE '\\' OR tbl_name LIKE 's\\_%' ESCAPE '\\') AND "
       "tbl_name NOT IN ('r_meta', 'r_device')");
-  if (!indexes.ok()) status = indexes.status();
-  if (status.ok()) {
-    status = ForEachRow(*indexes, [&](Statement& row) {
-      absl::StrAppend(&sql, "DROP INDEX main.", row.ColumnText(0), ";");
-      return absl::OkStatus();
-    });
+  if (!indexes.ok()) return indexes.status();
+  absl::Status status = ForEachRow(*indexes, [&](Statement& row) {
+    absl::StrAppend(&sql, "DROP INDEX main.", row.ColumnText(0), ";");
+    return absl::OkStatus();
+  });
+  if (status.ok()) status = db->Exec(sql);
+  if (!status.ok()) return status;
+  if (counters_on_a_thread_) StartCounterJob();
+  absl::StatusOr<uint64_t> cursor = LoadRecords(db);
+  if (!cursor.ok()) {
+    counter_job_.reset();  // joined
+    return cursor;
   }
-  if (status.ok()) status = writer_->Exec(sql);
-  absl::StatusOr<uint64_t> cursor = status.ok() ? LoadRecords() : status;
+  clock.Mark("per-record rows");
   // The indexes again, over the loaded rows; the counters' own index after the counters.
-  if (cursor.ok()) status = writer_->Exec(kTables);
-  if (cursor.ok() && status.ok()) status = writer_->Exec("DROP INDEX s_visit_day_collaborator");
-  if (cursor.ok() && status.ok()) status = FillDerived();
-  if (cursor.ok() && status.ok()) status = writer_->Exec(kTables);
-  if (cursor.ok() && status.ok()) {
+  status = db->Exec(kTables);
+  if (status.ok()) status = db->Exec("DROP INDEX s_visit_day_collaborator");
+  clock.Mark("indexes");
+  if (status.ok()) status = FillDerived(db, *cursor);
+  counter_job_.reset();  // joined, when FillDerived() was not reached
+  clock.Mark("counters");
+  if (status.ok()) status = db->Exec(kTables);
+  clock.Mark("counters' index");
+  if (status.ok()) {
     absl::StatusOr<Statement*> move =
-        writer_->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
+        db->Prepare("UPDATE r_meta SET value = ?1 WHERE key = 'cursor'");
     status = move.ok() ? absl::OkStatus() : move.status();
     if (status.ok()) {
       (*move)->BindInt(1, static_cast<int64_t>(*cursor));
       status = (*move)->Run();
     }
   }
-  if (cursor.ok() && status.ok()) status = writer_->Exec("COMMIT");
-  if (!cursor.ok() || !status.ok()) {
-    (void)writer_->Exec("ROLLBACK");
-    return cursor.ok() ? status : cursor.status();
-  }
-  if (pending_ != nullptr) *pending_ = Pending();
+  if (!status.ok()) return status;
   return cursor;
 }
 
-absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
+absl::StatusOr<uint64_t> ReportsStore::LoadRecords(Db* db) {
   // The store's last op at this transaction's snapshot: every row read below is at or
   // before it.
   absl::StatusOr<int64_t> target =
-      writer_->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
+      db->QueryInt("SELECT coalesce(max(last_op), 0) FROM st._buckets");
   if (!target.ok()) return target.status();
   // Each statement writes its table's rows as the Apply* functions do, one at a time,
   // (NULLs read as ColumnInt/ColumnText read them: 0 and ''), sorted by primary key so
@@ -475,6 +737,7 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
       gps, " THEN latitude END, CASE WHEN ", gps,
       " THEN longitude END, kc_vn_day(created_ms) FROM st.facility WHERE _del = 0 "
       "ORDER BY id || '';"
+      "\n"
       // The search index: the words of the name, and of name, owner, address and products.
       "INSERT INTO r_fsearch_key(id, commune, name) "
       "SELECT id, coalesce(commune_id, 0), kc_words(name) FROM st.facility WHERE _del = 0;"
@@ -487,8 +750,8 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
       "INSERT INTO r_visit(id, commune, facility, collaborator, day, month, lat, lon, workers, "
       "product_lines, output_vnd, dist_km) "
       "SELECT v.id, v.commune, v.facility, v.collaborator, v.day, kc_month(v.day), v.lat, "
-      "v.lon, v.workers, v.product_lines, v.output_vnd, (SELECT kc_distance_km(v.lat, v.lon, "
-      "f.lat, f.lon) FROM r_facility f WHERE f.id = v.facility) FROM (SELECT id, "
+      "v.lon, v.workers, v.product_lines, v.output_vnd, kc_facility_km(v.facility, v.lat, v.lon) "
+      "FROM (SELECT id, "
       "coalesce(commune_id, 0) AS commune, coalesce(facility_id, '') AS facility, "
       "coalesce(collaborator_id, 0) AS collaborator, kc_vn_day(visited_ms) AS day, CASE WHEN ",
       gps, " THEN latitude END AS lat, CASE WHEN ", gps,
@@ -511,38 +774,138 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords() {
       "updated_day FROM st.support_request WHERE _del = 0) AS r LEFT JOIN (SELECT request, "
       "to_status, max(day) AS day FROM r_event GROUP BY request, to_status) AS e "
       "ON e.request = r.id AND e.to_status = r.status ORDER BY r.id || '';");
-  absl::Status status = writer_->Exec(sql);
+  // The facilities first (one statement up to the mark), then their points in memory:
+  // a visit's distance is a hash lookup, not a seek in r_facility per visit.
+  const size_t split = sql.find("\n");
+  absl::Status status = db->Exec(absl::string_view(sql).substr(0, split));
+  if (!status.ok()) return status;
+  FacilityPoints points;
+  absl::StatusOr<Statement*> rows =
+      db->Prepare("SELECT id, lat, lon FROM r_facility WHERE lat IS NOT NULL AND lon IS NOT NULL");
+  if (!rows.ok()) return rows.status();
+  status = ForEachRow(*rows, [&](Statement& row) {
+    points.emplace(row.ColumnText(0), std::make_pair(row.ColumnDouble(1), row.ColumnDouble(2)));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (sqlite3_create_function_v2(db->raw(), "kc_facility_km", 3, SQLITE_UTF8, &points,
+                                 &SqlFacilityKm, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return absl::InternalError("reports: cannot register kc_facility_km");
+  }
+  status = db->Exec(absl::string_view(sql).substr(split + 1));
+  // `points` goes: so does the function.
+  sqlite3_create_function_v2(db->raw(), "kc_facility_km", 3, SQLITE_UTF8, nullptr, nullptr, nullptr,
+                             nullptr, nullptr);
   if (!status.ok()) return status;
   return static_cast<uint64_t>(*target);
 }
 
 namespace {
 
-// The counters of one commune's visits, summed in memory by FillDerived() (ordered maps:
-// rows go in in primary-key order).
-struct CommuneCounters {
+// The visit counters' rows (s_visit_day, s_visit_month, s_facility_month,
+// s_commune_month, s_coverage_year), each table's in primary-key order.
+struct VisitCounterRows {
+  struct Count {
+    int64_t commune, key, collaborator, visits, no_gps;  // key: day or month
+  };
+  struct FacilityMonth {
+    int64_t commune;
+    const std::string* facility;  // in VisitCounters::facilities_
+    int64_t month, visits;
+  };
+  struct CommuneMonth {
+    int64_t commune, month, visits, no_gps, facilities;
+  };
+  struct Year {
+    int64_t commune, year, facilities;
+  };
+  std::vector<Count> day, month;
+  std::vector<FacilityMonth> facility_month;
+  std::vector<CommuneMonth> commune_month;
+  std::vector<Year> coverage_year;
+  void clear() { *this = VisitCounterRows(); }
+};
+
+// Sums visits into the counters, one commune at a time: Add() the visits of a commune
+// (any order within it), the communes one after the other; Close() after the last.
+// Each commune's rows are appended to `rows` when the next commune begins.
+class VisitCounters {
+ public:
+  explicit VisitCounters(VisitCounterRows* rows) : rows_(rows) {}
+
+  void Add(int64_t commune, int64_t day, absl::string_view facility, int64_t month,
+           int64_t collaborator, int64_t no_gps) {
+    if (commune != commune_) {
+      Close();
+      commune_ = commune;
+    }
+    for (Pair* p : {&by_day_[{day, collaborator}], &by_month_[{month, collaborator}],
+                    &commune_month_[month]}) {
+      p->visits += 1;
+      p->no_gps += no_gps;
+    }
+    auto name = facilities_.find(facility);
+    if (name == facilities_.end()) name = facilities_.emplace(facility).first;
+    by_facility_month_[{*name, month}] += 1;
+  }
+
+  // Appends the current commune's rows.
+  void Close() {
+    if (commune_ < 0) return;
+    for (const auto& [key, n] : by_day_) {
+      rows_->day.push_back({commune_, key.first, key.second, n.visits, n.no_gps});
+    }
+    for (const auto& [key, n] : by_month_) {
+      rows_->month.push_back({commune_, key.first, key.second, n.visits, n.no_gps});
+    }
+    std::map<int64_t, int64_t> facilities_by_month;
+    std::map<int64_t, int64_t> facilities_by_year;
+    absl::string_view last_facility;
+    int64_t last_year = 0;
+    bool first = true;
+    for (const auto& [key, visits] : by_facility_month_) {
+      rows_->facility_month.push_back(
+          {commune_, &*facilities_.find(key.first), key.second, visits});
+      facilities_by_month[key.second] += 1;
+      // Keys come by facility, then month: a facility's first month of a year counts it.
+      const int64_t year = key.second / 100;
+      if (first || last_facility != key.first || last_year != year) {
+        facilities_by_year[year] += 1;
+      }
+      first = false;
+      last_facility = key.first;
+      last_year = year;
+    }
+    for (const auto& [month, n] : commune_month_) {
+      rows_->commune_month.push_back(
+          {commune_, month, n.visits, n.no_gps, facilities_by_month[month]});
+    }
+    for (const auto& [year, n] : facilities_by_year) {
+      rows_->coverage_year.push_back({commune_, year, n});
+    }
+    by_day_.clear();
+    by_month_.clear();
+    by_facility_month_.clear();
+    commune_month_.clear();
+    commune_ = -1;
+  }
+
+ private:
   struct Pair {
     int64_t visits = 0, no_gps = 0;
   };
-  std::map<std::pair<int64_t, int64_t>, Pair> by_day;    // (day, collaborator)
-  std::map<std::pair<int64_t, int64_t>, Pair> by_month;  // (month, collaborator)
-  std::map<std::pair<std::string, int64_t>, int64_t> by_facility_month;
-  std::map<int64_t, Pair> commune_month;
+  VisitCounterRows* rows_;
+  int64_t commune_ = -1;
+  // Each facility id once (stable addresses: rows point at them).
+  absl::node_hash_set<std::string> facilities_;
+  std::map<std::pair<int64_t, int64_t>, Pair> by_day_;    // (day, collaborator)
+  std::map<std::pair<int64_t, int64_t>, Pair> by_month_;  // (month, collaborator)
+  std::map<std::pair<absl::string_view, int64_t>, int64_t> by_facility_month_;
+  std::map<int64_t, Pair> commune_month_;
 };
 
-}  // namespace
-
-absl::Status ReportsStore::FillDerived() {
-  // Every statement reads the per-record rows just loaded (in Rebuild()'s transaction);
-  // the store is not read.
-  absl::Status status = writer_->Exec(
-      "INSERT INTO s_request_month(commune, month, author, requests) "
-      "SELECT commune, created_month, author, count(*) FROM r_request "
-      "GROUP BY commune, created_month, author;");
-  if (!status.ok()) return status;
-  // The visit counters: one pass over the visits in (commune, day) order through the
-  // covering index r_visit_commune (no sort), summed per commune in memory and written
-  // when the commune ends.
+// Writes `rows` into the counter tables of `db`.
+absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
   const char* kInserts[] = {
       "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) VALUES (?1,?2,?3,?4,?5)",
       "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
@@ -553,103 +916,155 @@ absl::Status ReportsStore::FillDerived() {
       "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1,?2,?3)"};
   std::vector<Statement*> inserts;
   for (const char* sql : kInserts) {
-    absl::StatusOr<Statement*> s = writer_->Prepare(sql);
+    absl::StatusOr<Statement*> s = db->Prepare(sql);
     if (!s.ok()) return s.status();
     inserts.push_back(*s);
   }
-  CommuneCounters c;
-  int64_t commune = -1;
-  auto flush = [&]() -> absl::Status {
-    if (commune < 0) return absl::OkStatus();
-    for (const auto& [key, n] : c.by_day) {
-      Statement* s = inserts[0];
-      s->Reset();  // Run() leaves it done
-      s->BindInt(1, commune);
-      s->BindInt(2, key.first);
-      s->BindInt(3, key.second);
-      s->BindInt(4, n.visits);
-      s->BindInt(5, n.no_gps);
-      absl::Status st = s->Run();
-      if (!st.ok()) return st;
-    }
-    for (const auto& [key, n] : c.by_month) {
-      Statement* s = inserts[1];
-      s->Reset();  // Run() leaves it done
-      s->BindInt(1, commune);
-      s->BindInt(2, key.first);
-      s->BindInt(3, key.second);
-      s->BindInt(4, n.visits);
-      s->BindInt(5, n.no_gps);
-      absl::Status st = s->Run();
-      if (!st.ok()) return st;
-    }
-    std::map<int64_t, int64_t> facilities_by_month;
-    std::map<int64_t, int64_t> facilities_by_year;
-    const std::string* last_facility = nullptr;
-    int64_t last_year = -1;
-    for (const auto& [key, visits] : c.by_facility_month) {
-      Statement* s = inserts[2];
-      s->Reset();  // Run() leaves it done
-      s->BindInt(1, commune);
-      s->BindText(2, key.first);
-      s->BindInt(3, key.second);
-      s->BindInt(4, visits);
-      absl::Status st = s->Run();
-      if (!st.ok()) return st;
-      facilities_by_month[key.second] += 1;
-      // Keys come by facility, then month: a facility's first month of a year counts it.
-      const int64_t year = key.second / 100;
-      if (last_facility == nullptr || *last_facility != key.first || last_year != year) {
-        facilities_by_year[year] += 1;
-      }
-      last_facility = &key.first;
-      last_year = year;
-    }
-    for (const auto& [month, n] : c.commune_month) {
-      Statement* s = inserts[3];
-      s->Reset();  // Run() leaves it done
-      s->BindInt(1, commune);
-      s->BindInt(2, month);
-      s->BindInt(3, n.visits);
-      s->BindInt(4, n.no_gps);
-      s->BindInt(5, facilities_by_month[month]);
-      absl::Status st = s->Run();
-      if (!st.ok()) return st;
-    }
-    for (const auto& [year, n] : facilities_by_year) {
-      Statement* s = inserts[4];
-      s->Reset();  // Run() leaves it done
-      s->BindInt(1, commune);
-      s->BindInt(2, year);
-      s->BindInt(3, n);
-      absl::Status st = s->Run();
-      if (!st.ok()) return st;
-    }
-    c = CommuneCounters();
-    return absl::OkStatus();
+  // Binds `values` to the statement and runs it.
+  auto run = [](Statement* s, std::initializer_list<int64_t> values) {
+    s->Reset();  // Run() leaves it done
+    int i = 1;
+    for (int64_t v : values) s->BindInt(i++, v);
+    return s->Run();
   };
-  absl::StatusOr<Statement*> scan = writer_->Prepare(
+  for (const auto& r : rows.day) {
+    absl::Status st = run(inserts[0], {r.commune, r.key, r.collaborator, r.visits, r.no_gps});
+    if (!st.ok()) return st;
+  }
+  for (const auto& r : rows.month) {
+    absl::Status st = run(inserts[1], {r.commune, r.key, r.collaborator, r.visits, r.no_gps});
+    if (!st.ok()) return st;
+  }
+  for (const auto& r : rows.facility_month) {
+    Statement* s = inserts[2];
+    s->Reset();
+    s->BindInt(1, r.commune);
+    s->BindTextRef(2, *r.facility);
+    s->BindInt(3, r.month);
+    s->BindInt(4, r.visits);
+    absl::Status st = s->Run();
+    if (!st.ok()) return st;
+  }
+  for (const auto& r : rows.commune_month) {
+    absl::Status st = run(inserts[3], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
+    if (!st.ok()) return st;
+  }
+  for (const auto& r : rows.coverage_year) {
+    absl::Status st = run(inserts[4], {r.commune, r.year, r.facilities});
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// The visit counters computed from the record store on a thread and a connection of
+// their own, while the rebuild's connection loads the per-record rows and builds their
+// indexes. They count the store at the snapshot their connection read (`op`); the
+// rebuild uses them only when that is its own snapshot's op.
+struct ReportsStore::CounterJob {
+  uint64_t op = 0;
+  absl::Status status;
+  VisitCounterRows rows;
+  VisitCounters counters{&rows};
+  std::thread thread;
+
+  ~CounterJob() {
+    if (thread.joinable()) thread.join();
+  }
+  void Run(const std::string& store_path) {
+    PhaseClock clock;
+    sync::DbOptions options;
+    options.read_only = true;
+    absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(store_path, options);
+    if (!db.ok()) {
+      status = db.status();
+      return;
+    }
+    // The sort by commune in memory chunks of 64 MB.
+    status = (*db)->Exec("PRAGMA cache_size = -65536; BEGIN");
+    absl::StatusOr<int64_t> last =
+        status.ok() ? (*db)->QueryInt("SELECT coalesce(max(last_op), 0) FROM _buckets")
+                    : absl::StatusOr<int64_t>(status);
+    if (!last.ok()) {
+      status = last.status();
+      return;
+    }
+    op = static_cast<uint64_t>(*last);
+    // The visits as r_visit holds them (LoadRecords): commune, day, facility, month,
+    // collaborator, no point.
+    absl::StatusOr<Statement*> scan = (*db)->Prepare(
+        "SELECT coalesce(commune_id, 0) AS commune, visited_ms, coalesce(facility_id, ''), "
+        "coalesce(collaborator_id, 0), CASE WHEN latitude IS NOT NULL AND longitude IS NOT "
+        "NULL AND NOT (latitude = 0 AND longitude = 0) THEN 0 ELSE 1 END FROM visit "
+        "WHERE _del = 0 ORDER BY commune");
+    if (!scan.ok()) {
+      status = scan.status();
+      return;
+    }
+    status = ForEachRow(*scan, [&](Statement& row) {
+      const int64_t day = VietnamDay(row.ColumnInt(1));
+      counters.Add(row.ColumnInt(0), day, row.ColumnText(2), MonthOf(day), row.ColumnInt(3),
+                   row.ColumnInt(4));
+      return absl::OkStatus();
+    });
+    counters.Close();
+    (void)(*db)->Exec("COMMIT");
+    clock.Mark("counter job (its thread)");
+  }
+};
+
+void ReportsStore::StartCounterJob() {
+  counter_job_ = std::make_unique<CounterJob>();
+  CounterJob* job = counter_job_.get();
+  const std::string store_path = store_path_;
+  job->thread = std::thread([job, store_path] { job->Run(store_path); });
+}
+
+absl::Status ReportsStore::FillDerived(Db* db, uint64_t op) {
+  // Every statement reads the per-record rows just loaded (in Rebuild()'s transaction);
+  // the store is not read.
+  absl::Status status = db->Exec(
+      "INSERT INTO s_request_month(commune, month, author, requests) "
+      "SELECT commune, created_month, author, count(*) FROM r_request "
+      "GROUP BY commune, created_month, author;");
+  if (!status.ok()) return status;
+  // The visit counters: those of the counter job when it counted the same snapshot.
+  if (counter_job_ != nullptr) {
+    std::unique_ptr<CounterJob> job = std::move(counter_job_);
+    PhaseClock wait;
+    job->thread.join();
+    wait.Mark("waiting for the job");
+    if (job->status.ok() && job->op == op) {
+      status = WriteCounterRows(db, job->rows);
+      if (status.ok()) status = db->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'");
+      return status;
+    }
+  }
+  // Otherwise one pass over the visits in (commune, day) order through the covering index
+  // r_visit_commune (no sort), written when each commune ends.
+  VisitCounterRows rows;
+  VisitCounters counters(&rows);
+  absl::StatusOr<Statement*> scan = db->Prepare(
       "SELECT commune, day, facility, month, collaborator, lat IS NULL FROM r_visit "
       "INDEXED BY r_visit_commune ORDER BY commune, day");
   if (!scan.ok()) return scan.status();
+  int64_t commune = -1;
   status = ForEachRow(*scan, [&](Statement& row) {
     if (row.ColumnInt(0) != commune) {
-      absl::Status st = flush();
+      counters.Close();
+      absl::Status st = WriteCounterRows(db, rows);
+      rows.clear();
       if (!st.ok()) return st;
       commune = row.ColumnInt(0);
     }
-    const int64_t day = row.ColumnInt(1), month = row.ColumnInt(3);
-    const int64_t collaborator = row.ColumnInt(4), no_gps = row.ColumnInt(5);
-    for (CommuneCounters::Pair* p : {&c.by_day[{day, collaborator}],
-                                     &c.by_month[{month, collaborator}], &c.commune_month[month]}) {
-      p->visits += 1;
-      p->no_gps += no_gps;
-    }
-    c.by_facility_month[{std::string(row.ColumnText(2)), month}] += 1;
+    counters.Add(commune, row.ColumnInt(1), row.ColumnText(2), row.ColumnInt(3), row.ColumnInt(4),
+                 row.ColumnInt(5));
     return absl::OkStatus();
   });
-  if (status.ok()) status = flush();
-  if (status.ok()) status = writer_->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'");
+  counters.Close();
+  if (status.ok()) status = WriteCounterRows(db, rows);
+  if (status.ok()) status = db->Exec("DELETE FROM r_meta WHERE key = 'rebuilding'");
   return status;
 }
 
@@ -1428,10 +1843,52 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   return report;
 }
 
+namespace {
+
+// The days [from, to] split for the counters: the whole calendar months inside them
+// (YYYYMM, `months_from` > `months_to` when none) and the days before and after those
+// months (each range empty when its from is above its to).
+struct DaySplit {
+  int64_t head_from = 1, head_to = 0;
+  int64_t months_from = 1, months_to = 0;
+  int64_t tail_from = 1, tail_to = 0;
+};
+DaySplit SplitByWholeMonths(int64_t from, int64_t to, bool use_months) {
+  DaySplit split;
+  const absl::CivilDay epoch(1970, 1, 1);
+  const absl::CivilDay first = epoch + from, last = epoch + to;
+  // The first day of the first whole month, and the last day of the last one.
+  const absl::CivilDay start =
+      first.day() == 1 ? first : absl::CivilDay(absl::CivilMonth(first) + 1);
+  const absl::CivilDay end =
+      (last + 1).day() == 1 ? last : absl::CivilDay(absl::CivilMonth(last)) - 1;
+  if (!use_months || start > end || to < from) {
+    split.head_from = from;
+    split.head_to = to;
+    return split;
+  }
+  split.head_from = from;
+  split.head_to = (start - epoch) - 1;
+  split.months_from = MonthOf(start - epoch);
+  split.months_to = MonthOf(end - epoch);
+  split.tail_from = (end - epoch) + 1;
+  split.tail_to = to;
+  return split;
+}
+
+// The position of a list, or the first item when the page has none for it.
+ListPosition PositionOf(const ReportPage& page, size_t list) {
+  return list < page.from.size() ? page.from[list] : ListPosition();
+}
+
+}  // namespace
+
 absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     const ReportScope& scope, uint32_t inactive_days,
-    std::vector<kcnet::v1::CollaboratorActivity> users) {
+    std::vector<kcnet::v1::CollaboratorActivity> users, ReportPage* page) {
   if (inactive_days == 0) inactive_days = 30;
+  ReportPage everything;  // no paging asked: one page of every row
+  if (page == nullptr) page = &everything;
   absl::MutexLock lock(&read_mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
       sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
@@ -1443,7 +1900,7 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   struct Counts {
     int64_t visits = 0, requests = 0, last_day = -1;
   };
-  std::map<int64_t, Counts> by_user;
+  absl::flat_hash_map<int64_t, Counts> by_user;
   std::map<int64_t, int64_t> visits_by_month;
   // Counts in the period: the period's rows of every commune of the scope, summed by the
   // statements (json_each of the communes, one index seek each). Whole months read the
@@ -1485,18 +1942,75 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     return absl::OkStatus();
   });
   if (!counted.ok()) return counted;
-  std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
-  for (auto& u : users) out[u.user_id()] = std::move(u);
+  // The whole listing, by user id: the given users and every user active in the period.
+  std::set<int64_t> listing;
+  for (const auto& u : users) listing.insert(u.user_id());
   for (const auto& [user, counts] : by_user) {
-    if (counts.visits == 0 && counts.requests == 0 && !out.contains(user)) continue;
-    out[user].set_user_id(user);
+    if (counts.visits != 0 || counts.requests != 0) listing.insert(user);
   }
-  // The last activity of each listed user in the scope, any time up to the period's end,
-  // and each user's devices: one statement each over every user (json_each of the ids),
-  // the scope's communes read once into a set by SQLite; each user is one index seek into
-  // its own rows, newest first.
+  report.set_total_collaborators(static_cast<int64_t>(listing.size()));
+  // The inactive users of the whole listing, without each one's last activity: a user is
+  // active when it has a visit or a request creation in the scope on a day in
+  // (today - inactive_days, period's end] (its last activity up to the period's end is
+  // then less than inactive_days old). Whole months of that window read the monthly
+  // counters, its other days the daily ones.
+  const int64_t window_from = scope.today - static_cast<int64_t>(inactive_days) + 1;
+  absl::flat_hash_set<int64_t> active;
+  if (window_from <= scope.to_day) {
+    const DaySplit w = SplitByWholeMonths(window_from, scope.to_day, use_monthly_);
+    absl::StatusOr<Statement*> recent = reader_->Prepare(
+        "SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_day v "
+        "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+        "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_day v "
+        "WHERE v.commune = j.value AND v.day BETWEEN ?4 AND ?5 "
+        "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_month v "
+        "WHERE v.commune = j.value AND v.month BETWEEN ?6 AND ?7 "
+        "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+        "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?4 AND ?5 "
+        "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN s_request_month r "
+        "WHERE r.commune = j.value AND r.month BETWEEN ?6 AND ?7");
+    if (!recent.ok()) return recent.status();
+    (*recent)->BindText(1, communes);
+    (*recent)->BindInt(2, w.head_from);
+    (*recent)->BindInt(3, w.head_to);
+    (*recent)->BindInt(4, w.tail_from);
+    (*recent)->BindInt(5, w.tail_to);
+    (*recent)->BindInt(6, w.months_from);
+    (*recent)->BindInt(7, w.months_to);
+    counted = ForEachRow(*recent, [&](Statement& s) {
+      active.insert(s.ColumnInt(0));
+      return absl::OkStatus();
+    });
+    if (!counted.ok()) return counted;
+  }
+  int64_t inactive_total = 0;
+  for (int64_t user : listing) inactive_total += active.contains(user) ? 0 : 1;
+  report.set_total_inactive(inactive_total);
+  // This page: the listing's users after the position, at most page_size of them.
+  const ListPosition from = PositionOf(*page, 0);
+  page->next.assign(1, ListPosition());
   std::vector<int64_t> user_ids;
-  for (const auto& entry : out) user_ids.push_back(entry.first);
+  if (!from.done) {
+    auto it = from.started ? listing.upper_bound(from.major) : listing.begin();
+    for (; it != listing.end(); ++it) {
+      if (page->page_size > 0 && static_cast<int>(user_ids.size()) == page->page_size) break;
+      user_ids.push_back(*it);
+    }
+    if (it != listing.end()) {
+      page->next[0].started = true;
+      page->next[0].major = user_ids.back();
+    } else {
+      page->next[0].done = true;
+    }
+  } else {
+    page->next[0].done = true;
+  }
+  // The last activity of each user of the page in the scope, any time up to the period's
+  // end, and each one's devices: one statement each over the page's users (json_each of
+  // the ids), the scope's communes read once into a set by SQLite; each user is one index
+  // seek into its own rows, newest first.
   const std::string users_json = absl::StrCat("[", absl::StrJoin(user_ids, ","), "]");
   absl::StatusOr<Statement*> last = reader_->Prepare(
       "SELECT u.value, max(coalesce((SELECT v.day FROM s_visit_day v WHERE v.collaborator = "
@@ -1515,6 +2029,12 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     return absl::OkStatus();
   });
   if (!found.ok()) return found;
+  std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
+  for (int64_t user : user_ids) out[user].set_user_id(user);
+  for (auto& u : users) {
+    auto it = out.find(u.user_id());
+    if (it != out.end()) it->second = std::move(u);
+  }
   absl::StatusOr<Statement*> devices = reader_->Prepare(
       "SELECT d.user_id, d.device_id, d.last_sync_ms, d.pending_writes FROM json_each(?1) AS u "
       "CROSS JOIN r_device d WHERE d.user_id = u.value ORDER BY d.device_id");
@@ -1545,8 +2065,11 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
 }
 
 absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope& scope,
-                                                               double max_km) {
+                                                               double max_km, ReportPage* page) {
   if (max_km <= 0) max_km = 5.0;
+  ReportPage everything;  // no paging asked: one page of every item
+  if (page == nullptr) page = &everything;
+  const int64_t limit = page->page_size > 0 ? page->page_size : -1;  // SQLite: -1, none
   absl::MutexLock lock(&read_mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
       sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
@@ -1570,24 +2093,31 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
             "GROUP BY v.day");
   if (!counts.ok()) return counts.status();
   // Far visits: each visit keeps its distance to its facility's point (dist_km); at the
-  // default limit or above, only the index of visits beyond 5 km is read.
-  absl::StatusOr<Statement*> far = reader_->Prepare(
-      max_km >= 5.0 && use_monthly_
-          ? "SELECT v.id, v.facility, v.dist_km, v.commune FROM json_each(?1) AS j "
-            "CROSS JOIN r_visit v INDEXED BY r_visit_far WHERE v.commune = j.value AND "
-            "v.day BETWEEN ?2 AND ?3 AND v.dist_km > 5.0 AND v.dist_km > ?4 "
-            "ORDER BY v.commune, v.id"
-          : "SELECT v.id, v.facility, v.dist_km, v.commune FROM json_each(?1) AS j "
-            "CROSS JOIN r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 AND "
-            "v.dist_km > ?4 ORDER BY v.commune, v.id");
+  // default limit or above, only the index of visits beyond 5 km is read. Their number
+  // is counted over the index, the page read after the position in (commune, id) order.
+  const bool far_index = max_km >= 5.0 && use_monthly_;
+  const std::string far_from =
+      far_index ? "FROM json_each(?1) AS j CROSS JOIN r_visit v INDEXED BY r_visit_far "
+                  "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 AND v.dist_km > 5.0 "
+                  "AND v.dist_km > ?4"
+                : "FROM json_each(?1) AS j CROSS JOIN r_visit v WHERE v.commune = j.value AND "
+                  "v.day BETWEEN ?2 AND ?3 AND v.dist_km > ?4";
+  absl::StatusOr<Statement*> far_count = reader_->Prepare("SELECT count(*) " + far_from);
+  if (!far_count.ok()) return far_count.status();
+  absl::StatusOr<Statement*> far =
+      reader_->Prepare("SELECT v.id, v.facility, v.dist_km, v.commune " + far_from +
+                       " AND (v.commune, v.id) > (?5, ?6) ORDER BY v.commune, v.id LIMIT ?7");
   if (!far.ok()) return far.status();
+  // Duplicate groups: one pass over the scope's facilities in (commune, folded name, id)
+  // order (the index r_facility_folded, the communes' IN list read in order: no sort),
+  // grouped here; every group is counted, the page's are listed.
   absl::StatusOr<Statement*> dups = reader_->Prepare(
-      "SELECT commune, folded, group_concat(id, ' ') FROM (SELECT f.commune AS commune, "
-      "f.folded AS folded, f.id AS id FROM json_each(?1) AS j CROSS JOIN r_facility f "
-      "WHERE f.commune = j.value ORDER BY 1, 2, 3) GROUP BY commune, folded "
-      "HAVING count(*) > 1 ORDER BY commune, folded");
+      "SELECT f.commune, f.folded, f.id FROM r_facility f WHERE f.commune IN "
+      "(SELECT value FROM json_each(?1)) ORDER BY f.commune, f.folded, f.id");
   if (!dups.ok()) return dups.status();
-  // Approvals in the period whose facility had no visit in the 365 days up to the approval.
+  // Approvals in the period whose facility had no visit in the 365 days up to the
+  // approval: each is found once (the visits' check is the cost), counted, and kept
+  // when it is on the page.
   absl::StatusOr<Statement*> approvals = reader_->Prepare(
       "SELECT DISTINCT e.commune, r.id FROM json_each(?1) AS j CROSS JOIN r_event e "
       "JOIN r_request r ON r.id = e.request "
@@ -1596,15 +2126,9 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
       "v.day <= e.day) ORDER BY e.commune, r.id");
   if (!approvals.ok()) return approvals.status();
   std::map<int64_t, int64_t> no_gps_by_month;
-  for (Statement* s : {*counts, *far, *approvals, *dups}) s->BindText(1, communes);
-  for (Statement* s : {*far, *approvals}) {
-    s->BindInt(2, scope.from_day);
-    s->BindInt(3, scope.to_day);
-  }
+  (*counts)->BindText(1, communes);
   (*counts)->BindInt(2, months.whole ? months.from : scope.from_day);
   (*counts)->BindInt(3, months.whole ? months.to : scope.to_day);
-  (*far)->BindDouble(4, max_km);
-  (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
   absl::Status status = ForEachRow(*counts, [&](Statement& s) {
     report.set_visits(report.visits() + s.ColumnInt(1));
     report.set_visits_without_gps(report.visits_without_gps() + s.ColumnInt(2));
@@ -1614,32 +2138,139 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  status = ForEachRow(*far, [&](Statement& s) {
-    report.set_visits_far_from_facility(report.visits_far_from_facility() + 1);
-    kcnet::v1::FarVisit* v = report.add_far_visits();
-    v->set_visit_id(std::string(s.ColumnText(0)));
-    v->set_facility_id(std::string(s.ColumnText(1)));
-    v->set_commune_id(s.ColumnInt(3));
-    v->set_distance_km(s.ColumnDouble(2));
+  for (Statement* s : {*far_count, *far, *approvals}) {
+    s->BindText(1, communes);
+    s->BindInt(2, scope.from_day);
+    s->BindInt(3, scope.to_day);
+  }
+  (*far_count)->BindDouble(4, max_km);
+  status = ForEachRow(*far_count, [&](Statement& s) {
+    report.set_visits_far_from_facility(s.ColumnInt(0));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  status = ForEachRow(*dups, [&](Statement& s) {
-    kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
-    d->set_commune_id(s.ColumnInt(0));
-    d->set_folded_name(std::string(s.ColumnText(1)));
-    for (absl::string_view id : absl::StrSplit(s.ColumnText(2), ' ')) {
-      d->add_facility_ids(std::string(id));
+  page->next.assign(3, ListPosition());
+  // Reads one list's page: `bind` binds the position and the limit (one more than the
+  // page, to know whether another follows), `add` takes a row and returns its key.
+  auto read_page = [&](size_t list, Statement* s,
+                       const std::function<void(int64_t, std::string)>& bind,
+                       const std::function<std::pair<int64_t, std::string>(Statement&)>& add) {
+    const ListPosition from = PositionOf(*page, list);
+    ListPosition& next = page->next[list];
+    if (from.done) {
+      next.done = true;
+      return absl::OkStatus();
     }
-    return absl::OkStatus();
-  });
+    bind(from.started ? from.major : std::numeric_limits<int64_t>::min(),
+         from.started ? from.minor : std::string());
+    int64_t rows = 0;
+    bool more = false;
+    absl::Status st = ForEachRow(s, [&](Statement& row) {
+      if (limit > 0 && rows == limit) {
+        more = true;
+        return absl::OkStatus();
+      }
+      ++rows;
+      std::pair<int64_t, std::string> key = add(row);
+      next.major = key.first;
+      next.minor = std::move(key.second);
+      return absl::OkStatus();
+    });
+    next.started = more;
+    next.done = !more;
+    return st;
+  };
+  status = read_page(
+      0, *far,
+      [&](int64_t commune, std::string id) {
+        (*far)->BindDouble(4, max_km);
+        (*far)->BindInt(5, commune);
+        (*far)->BindText(6, id);
+        (*far)->BindInt(7, limit > 0 ? limit + 1 : -1);
+      },
+      [&](Statement& s) {
+        kcnet::v1::FarVisit* v = report.add_far_visits();
+        v->set_visit_id(std::string(s.ColumnText(0)));
+        v->set_facility_id(std::string(s.ColumnText(1)));
+        v->set_commune_id(s.ColumnInt(3));
+        v->set_distance_km(s.ColumnDouble(2));
+        return std::make_pair(v->commune_id(), v->visit_id());
+      });
   if (!status.ok()) return status;
-  status = ForEachRow(*approvals, [&](Statement& s) {
-    report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
-    report.add_approved_without_recent_visit_ids(std::string(s.ColumnText(1)));
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
+  {
+    const ListPosition from = PositionOf(*page, 1);
+    ListPosition& next = page->next[1];
+    next.done = true;
+    int64_t listed = 0, groups = 0;
+    // The group being read: its commune, folded name and facilities.
+    int64_t commune = 0;
+    std::string folded;
+    std::vector<std::string> ids;
+    auto end_group = [&]() {
+      if (ids.size() < 2) return;
+      ++groups;
+      if (from.done || !next.done) return;
+      if (from.started && std::make_pair(commune, absl::string_view(folded)) <=
+                              std::make_pair(from.major, absl::string_view(from.minor))) {
+        return;
+      }
+      if (limit > 0 && listed == limit) {
+        next.done = false;  // more follow: resume after the last one listed
+        next.started = true;
+        return;
+      }
+      ++listed;
+      kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+      d->set_commune_id(commune);
+      d->set_folded_name(folded);
+      for (std::string& id : ids) d->add_facility_ids(std::move(id));
+      next.major = commune;
+      next.minor = folded;
+    };
+    (*dups)->BindText(1, communes);
+    status = ForEachRow(*dups, [&](Statement& s) {
+      if (ids.empty() || s.ColumnInt(0) != commune || s.ColumnText(1) != folded) {
+        end_group();
+        ids.clear();
+        commune = s.ColumnInt(0);
+        folded = std::string(s.ColumnText(1));
+      }
+      ids.emplace_back(s.ColumnText(2));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    end_group();
+    report.set_duplicate_groups(groups);
+  }
+  // Approvals: every one counted, the page's listed.
+  {
+    const ListPosition from = PositionOf(*page, 2);
+    ListPosition& next = page->next[2];
+    next.done = true;
+    (*approvals)->BindInt(4, kcnet::v1::REQUEST_ACTION_APPROVE);
+    int64_t listed = 0;
+    status = ForEachRow(*approvals, [&](Statement& s) {
+      report.set_approved_without_recent_visit(report.approved_without_recent_visit() + 1);
+      if (from.done || !next.done) return absl::OkStatus();
+      const int64_t commune = s.ColumnInt(0);
+      const absl::string_view id = s.ColumnText(1);
+      if (from.started && std::make_pair(commune, id) <=
+                              std::make_pair(from.major, absl::string_view(from.minor))) {
+        return absl::OkStatus();
+      }
+      if (limit > 0 && listed == limit) {
+        next.done = false;  // more follow: resume after the last one listed
+        next.started = true;
+        return absl::OkStatus();
+      }
+      ++listed;
+      report.add_approved_without_recent_visit_ids(std::string(id));
+      next.major = commune;
+      next.minor = std::string(id);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+  }
   for (auto& m : Series(no_gps_by_month)) *report.add_visits_without_gps_by_month() = std::move(m);
   return report;
 }
@@ -1768,11 +2399,12 @@ absl::StatusOr<kcnet::v1::OutcomesReport> ReportsStore::Outcomes(const ReportSco
 
 ReportsFollower::ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                                  std::function<void(const absl::Status&)> on_error,
-                                 absl::Duration poll)
+                                 absl::Duration poll, absl::Duration busy_interval)
     : reports_(reports),
       last_op_(std::move(last_op)),
       on_error_(std::move(on_error)),
       poll_(poll),
+      busy_interval_(busy_interval),
       thread_([this] { Run(); }) {}
 
 ReportsFollower::~ReportsFollower() { Stop(); }
@@ -1787,9 +2419,19 @@ void ReportsFollower::Run() {
   absl::StatusOr<uint64_t> start = reports_->Cursor();
   if (start.ok()) cursor = *start;
   bool first = true;
+  absl::Time last_catch_up = absl::InfinitePast();
   while (!stop_.WaitForNotificationWithTimeout(first ? absl::ZeroDuration() : poll_)) {
     first = false;
-    if (last_op_() <= cursor) continue;
+    const uint64_t last = last_op_();
+    if (last <= cursor) continue;
+    // While writes keep coming (the last catch-up began less than busy_interval ago), the
+    // backlog grows until busy_interval has passed or it holds kBusyBatchOps ops: a
+    // catch-up's cost per write falls with its size (each transaction rewrites the same
+    // counters' pages and commits once), and a write is still counted well within 1 s.
+    // A write after a quiet spell is counted at the next poll.
+    const absl::Time now = absl::Now();
+    if (now - last_catch_up < busy_interval_ && last - cursor < kBusyBatchOps) continue;
+    last_catch_up = now;
     absl::StatusOr<uint64_t> reached = reports_->CatchUp();
     if (!reached.ok()) {
       if (on_error_) on_error_(reached.status());

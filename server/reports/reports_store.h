@@ -79,6 +79,32 @@ struct FacilitySearchPage {
   std::string next;
 };
 
+// Where a paged list of a report resumes: after the item whose key is (`major`, `minor`)
+// (activity: the user id and ""; quality: the commune and the visit id, folded name or
+// request id), or from its first item, or nowhere (`done`: an earlier page ended it).
+struct ListPosition {
+  bool started = false;
+  bool done = false;
+  int64_t major = 0;
+  std::string minor;
+};
+
+// One page of the paged lists of a report: at most `page_size` items of each list (0: no
+// limit, every item), each list resuming at its position in `from` (missing: the first).
+// The store sets `next` to where each list resumes on the following page.
+struct ReportPage {
+  int page_size = 0;
+  std::vector<ListPosition> from;
+  std::vector<ListPosition> next;
+  // True when every list ended on this page (no next page).
+  bool last() const {
+    for (const ListPosition& p : next) {
+      if (!p.done) return false;
+    }
+    return true;
+  }
+};
+
 class ReportsStore {
  public:
   ~ReportsStore();
@@ -120,12 +146,17 @@ class ReportsStore {
   absl::StatusOr<kcnet::v1::CoverageReport> Coverage(const ReportScope& scope);
   absl::StatusOr<kcnet::v1::PipelineReport> Pipeline(const ReportScope& scope,
                                                      const kcnet::v1::PipelineRequest& request);
-  // Fills visits/requests/last activity for `users` (their ids set), adds any other user
-  // with activity in the period, and marks inactivity.
+  // The listing is `users` (their ids set) and any other user with activity in the period,
+  // by user id; the answer holds one page of it (`page`, one list: the users) with
+  // visits/requests/last activity/devices and inactivity, and the whole listing's totals
+  // (total_collaborators, total_inactive), computed from the counters, not per user.
   absl::StatusOr<kcnet::v1::ActivityReport> Activity(
       const ReportScope& scope, uint32_t inactive_days,
-      std::vector<kcnet::v1::CollaboratorActivity> users);
-  absl::StatusOr<kcnet::v1::QualityReport> Quality(const ReportScope& scope, double max_km);
+      std::vector<kcnet::v1::CollaboratorActivity> users, ReportPage* page = nullptr);
+  // The counts of the whole scope, and one page (`page`: three lists, far visits,
+  // duplicate groups, approvals without a recent visit) of each list.
+  absl::StatusOr<kcnet::v1::QualityReport> Quality(const ReportScope& scope, double max_km,
+                                                   ReportPage* page = nullptr);
   // Completed requests of the period with their facility's indicators before and after
   // (docs/REPORTS.md, "Outcomes"); commune names come from the caller.
   absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const ReportScope& scope);
@@ -133,6 +164,9 @@ class ReportsStore {
   // For tests: false makes every report read the per-record rows and daily counters only
   // (the path of periods that are not whole months), to compare with the monthly summaries.
   void set_use_monthly_summaries(bool use) { use_monthly_ = use; }
+  // For tests: false makes a rebuild compute the visit counters from the loaded visits
+  // (what it does when the second thread's snapshot is not its own).
+  void set_rebuild_counters_on_a_thread(bool on) { counters_on_a_thread_ = on; }
 
  private:
   ReportsStore() = default;
@@ -155,30 +189,50 @@ class ReportsStore {
                 int64_t visits, int64_t no_gps) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Writes the pending counters and the pending requests' since days; empties them.
   absl::Status FlushPending() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild() when no other process has the summaries open: builds them in a new file
+  // (no journal), then renames it over them; writer_ is closed (reset) on success.
+  absl::StatusOr<uint64_t> RebuildIntoNewFile() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Rebuild() otherwise: one transaction on writer_.
+  absl::StatusOr<uint64_t> RebuildInPlace() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Fills the empty summary tables of `db` (the store attached as st) in its open
+  // transaction and moves its cursor; returns the cursor.
+  absl::StatusOr<uint64_t> FillTables(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Rebuild(): the per-record rows from the store in bulk INSERT ... SELECT statements, in
   // the caller's transaction; returns the store's last op (the cursor they count).
-  absl::StatusOr<uint64_t> LoadRecords() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // After a rebuild's LoadRecords(): the counters in bulk statements.
-  absl::Status FillDerived() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<uint64_t> LoadRecords(sync::Db* db) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // After a rebuild's LoadRecords() (which counted up to `op`): the counters, from the
+  // counter job when it counted the same op, else from the loaded visits.
+  absl::Status FillDerived(sync::Db* db, uint64_t op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // A rebuild's visit counters, computed on a thread of their own (reports_store.cc).
+  struct CounterJob;
+  void StartCounterJob() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The cursor read inside the reader's open transaction.
   absl::StatusOr<uint64_t> ReadCursor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
 
+  std::string reports_path_;  // DATA_DIR/reports.db
+  std::string store_path_;    // DATA_DIR/kcnet.db
   absl::Mutex write_mu_;
   std::unique_ptr<sync::Db> writer_ ABSL_GUARDED_BY(write_mu_);
   std::unique_ptr<Pending> pending_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<CounterJob> counter_job_ ABSL_GUARDED_BY(write_mu_);
   absl::Mutex read_mu_;
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
+  std::atomic<bool> counters_on_a_thread_{true};
 };
 
-// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor.
+// Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor: at the next poll
+// after a quiet spell; while writes keep coming, at most every `busy_interval` unless
+// kBusyBatchOps ops wait (larger catch-ups cost less per write; docs/REPORTS.md).
 class ReportsFollower {
  public:
+  static constexpr uint64_t kBusyBatchOps = 5000;
   // `last_op` is the store's last committed op (ServerStore::last_op). `on_error` gets
   // catch-up failures (it retries at the next poll).
   ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                   std::function<void(const absl::Status&)> on_error,
-                  absl::Duration poll = absl::Milliseconds(50));
+                  absl::Duration poll = absl::Milliseconds(50),
+                  absl::Duration busy_interval = absl::Milliseconds(250));
   ~ReportsFollower();  // Stop()
   void Stop();
 
@@ -188,6 +242,7 @@ class ReportsFollower {
   std::function<uint64_t()> last_op_;
   std::function<void(const absl::Status&)> on_error_;
   absl::Duration poll_;
+  absl::Duration busy_interval_;
   absl::Notification stop_;
   std::thread thread_;
 };

@@ -61,6 +61,56 @@ async function load(kind: ReportKind, p: ReportParams): Promise<Answer> {
   }
 }
 
+// The next page of a paged report (activity, quality) appended to the rows shown; the
+// totals and the token come from the new page.
+async function loadMore(answer: Answer, p: ReportParams): Promise<Answer> {
+  const filter = reportFilter(p);
+  if (answer.kind === "activity") {
+    const next = await reports.getActivity({ filter, pageToken: answer.r.nextPageToken });
+    return {
+      kind: "activity",
+      r: {
+        ...next,
+        collaborators: [...answer.r.collaborators, ...next.collaborators],
+        inactiveUserIds: [...answer.r.inactiveUserIds, ...next.inactiveUserIds],
+      },
+    };
+  }
+  if (answer.kind === "quality") {
+    const next = await reports.getQuality({ filter, pageToken: answer.r.nextPageToken });
+    return {
+      kind: "quality",
+      r: {
+        ...next,
+        farVisits: [...answer.r.farVisits, ...next.farVisits],
+        duplicates: [...answer.r.duplicates, ...next.duplicates],
+        approvedWithoutRecentVisitIds: [
+          ...answer.r.approvedWithoutRecentVisitIds,
+          ...next.approvedWithoutRecentVisitIds,
+        ],
+      },
+    };
+  }
+  return answer;
+}
+
+// "N trên tổng M / N of M" of a paged list, and the button that loads the next page.
+function Shown({ id, shown, total, more }: { id: string; shown: number; total: bigint; more?: () => void }) {
+  return (
+    <p class="help" id={id} data-shown={String(shown)} data-total={String(total)}>
+      {rt().shownOf(formatCount(shown), formatCount(total))}
+      {more && (
+        <>
+          {" "}
+          <button type="button" class="secondary" onClick={more}>
+            {rt().loadMore}
+          </button>
+        </>
+      )}
+    </p>
+  );
+}
+
 const months = (series: MonthValue[]) => ({
   labels: series.map((m) => m.month),
   values: series.map((m) => Number(m.value)),
@@ -240,10 +290,11 @@ function Budget({ r }: { r: BudgetReport }) {
   );
 }
 
-function Activity({ r }: { r: ActivityReport }) {
+function Activity({ r, more }: { r: ActivityReport; more?: () => void }) {
   const visits = months(r.visitsByMonth);
   return (
     <>
+      <Shown id="activity-shown" shown={r.collaborators.length} total={r.totalCollaborators} more={more} />
       <table id="activity-table">
         <caption>{rt().activity}</caption>
         <thead>
@@ -278,7 +329,7 @@ function Activity({ r }: { r: ActivityReport }) {
   );
 }
 
-function Quality({ r, unitName }: { r: QualityReport; unitName: (id: bigint) => string }) {
+function Quality({ r, unitName, more }: { r: QualityReport; unitName: (id: bigint) => string; more?: () => void }) {
   const noGps = months(r.visitsWithoutGpsByMonth);
   const facts: [string, string, bigint][] = [
     ["visits", rt().visits, r.visits],
@@ -299,6 +350,7 @@ function Quality({ r, unitName }: { r: QualityReport; unitName: (id: bigint) => 
       <BarChart id="chart-quality" title={rt().withoutGpsByMonth} labels={noGps.labels}
         series={[{ name: rt().withoutGps, values: noGps.values }]} />
       <h2>{rt().duplicates}</h2>
+      <Shown id="duplicates-shown" shown={r.duplicates.length} total={r.duplicateGroups} />
       <Empty rows={r.duplicates} />
       {r.duplicates.length > 0 && (
         <table id="quality-duplicates">
@@ -322,6 +374,7 @@ function Quality({ r, unitName }: { r: QualityReport; unitName: (id: bigint) => 
         </table>
       )}
       <h2>{rt().farVisits}</h2>
+      <Shown id="far-shown" shown={r.farVisits.length} total={r.visitsFarFromFacility} more={more} />
       <Empty rows={r.farVisits} />
       {r.farVisits.length > 0 && (
         <table id="quality-far">
@@ -407,6 +460,14 @@ export function Reports({ kind }: { kind: ReportKind }) {
     };
   }, [kind, p.unit, p.from, p.to, p.year]);
 
+  // The next page of a paged report, when its answer has one.
+  const more =
+    answer && (answer.kind === "activity" || answer.kind === "quality") && answer.r.nextPageToken
+      ? () =>
+          loadMore(answer, p)
+            .then(setAnswer)
+            .catch((e) => setError(errorText(e)))
+      : undefined;
   const names = new Map<bigint, OrgUnit>(units.map((u) => [u.unit.id, u.unit]));
   const unitName = (id: bigint) => names.get(id)?.name ?? String(id);
   const title = rt()[kind];
@@ -486,8 +547,8 @@ export function Reports({ kind }: { kind: ReportKind }) {
           {answer.kind === "coverage" && <Coverage r={answer.r} unitName={unitName} />}
           {answer.kind === "pipeline" && <Pipeline r={answer.r} unitName={unitName} />}
           {answer.kind === "budget" && <Budget r={answer.r} />}
-          {answer.kind === "activity" && <Activity r={answer.r} />}
-          {answer.kind === "quality" && <Quality r={answer.r} unitName={unitName} />}
+          {answer.kind === "activity" && <Activity r={answer.r} more={more} />}
+          {answer.kind === "quality" && <Quality r={answer.r} unitName={unitName} more={more} />}
           {answer.kind === "outcomes" && <Outcomes r={answer.r} />}
         </section>
       )}

@@ -234,6 +234,32 @@ TEST_F(ReportServiceTest, BadInputNamesTheField) {
   status = stub->GetPipeline(As("officer").get(), pipeline, &p);
   EXPECT_THAT(status.error_message(), StartsWith("limits[0].status:"));
 
+  // The paged lists (docs/REPORTS.md, "Paged lists").
+  quality.set_max_gps_distance_km(0);
+  quality.set_page_token("not-a-token");
+  status = stub->GetQuality(As("officer").get(), quality, &q);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("page_token:"));
+  ActivityRequest activity;
+  activity.set_page_size(5001);
+  ActivityReport a;
+  status = stub->GetActivity(As("officer").get(), activity, &a);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("page_size:"));
+  activity.set_page_size(1);  // one row a page: the officer's page 1 goes on to page 2
+  status = stub->GetActivity(As("officer").get(), activity, &a);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(a.collaborators_size(), 1);
+  EXPECT_GE(a.total_collaborators(), 1);
+  if (a.total_collaborators() > 1) {
+    ASSERT_FALSE(a.next_page_token().empty());
+    // Another caller cannot continue the officer's listing.
+    activity.set_page_token(a.next_page_token());
+    status = stub->GetActivity(As("collab").get(), activity, &a);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), StartsWith("page_token:"));
+  }
+
   CoverageReport c;
   status = stub->GetCoverage(As("").get(), CoverageRequest(), &c);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);

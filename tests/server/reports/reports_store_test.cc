@@ -3,6 +3,11 @@
 // == rebuild. A real record store and real SQLite files in a temp dir.
 #include "server/reports/reports_store.h"
 
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -234,6 +239,9 @@ TEST_F(ReportsStoreTest, ActivityOfTheExample) {
   EXPECT_FALSE(u8.inactive());  // 37 days
   EXPECT_EQ(report->collaborators(2).last_activity_date(), "");
   EXPECT_THAT(report->inactive_user_ids(), ElementsAre(7, 9));
+  // The listing's totals, from the counters (users 7, 8, 9; 7 and 9 inactive).
+  EXPECT_EQ(report->total_collaborators(), 3);
+  EXPECT_EQ(report->total_inactive(), 2);
 }
 
 TEST_F(ReportsStoreTest, QualityOfTheExample) {
@@ -249,6 +257,7 @@ TEST_F(ReportsStoreTest, QualityOfTheExample) {
   EXPECT_NEAR(report->far_visits(0).distance_km(), 11.12, 0.05);
   ASSERT_EQ(report->duplicates_size(), 1);
   EXPECT_THAT(report->duplicates(0).facility_ids(), UnorderedElementsAre(f1_, f2_));
+  EXPECT_EQ(report->duplicate_groups(), 1);
   EXPECT_EQ(report->approved_without_recent_visit(), 1);
   EXPECT_THAT(report->approved_without_recent_visit_ids(), ElementsAre(r3_));
   EXPECT_THAT(AsMap(report->visits_without_gps_by_month()),
@@ -528,6 +537,12 @@ TEST_F(ReportsStoreTest, OneCatchUpOfManyChangesOnTheSameKeysEqualsARebuild) {
   absl::StatusOr<uint64_t> rebuilt = reports_->Rebuild();
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
   EXPECT_EQ(*reports_->Dump(), incremental);
+  // The same with the visit counters computed from the loaded visits (a rebuild whose
+  // second thread read another snapshot).
+  reports_->set_rebuild_counters_on_a_thread(false);
+  rebuilt = reports_->Rebuild();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ(*reports_->Dump(), incremental);
 }
 
 // The facility search index (ListFacilities' query): folded words, the last one a prefix,
@@ -588,6 +603,113 @@ TEST_F(ReportsStoreTest, FacilitySearchFoldsScopesOrdersPagesAndFollowsEdits) {
   ASSERT_TRUE(reports_->Rebuild().ok());
   EXPECT_EQ(*reports_->Dump(), incremental);
   EXPECT_THAT(search({kC1}, "duc"), ElementsAre(hanoi));
+}
+
+// Alone on the summaries, a rebuild builds a new file and renames it over reports.db:
+// the same tables as the incremental ones, the devices' last syncs kept (they are not in
+// the records), nothing left beside it.
+TEST_F(ReportsStoreTest, RebuildReplacesTheFileAndKeepsTheDevices) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  ASSERT_TRUE(reports_->RecordDeviceSync("tablet-1", 7, VnMs(2026, 4, 2), 3).ok());
+  const std::string incremental = *reports_->Dump();
+  const auto inode = [&] {
+    struct stat st = {};
+    EXPECT_EQ(::stat(dir_.File("reports.db").c_str(), &st), 0);
+    return st.st_ino;
+  };
+  const ino_t before = inode();
+  absl::StatusOr<uint64_t> rebuilt = reports_->Rebuild();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  EXPECT_EQ(*rebuilt, store_->last_op());
+  EXPECT_NE(inode(), before);  // a new file
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("reports.db.rebuild")));
+  EXPECT_EQ(*reports_->Dump(), incremental);
+  EXPECT_EQ(*reports_->Cursor(), store_->last_op());
+  absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(dir_.File("reports.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT pending_writes FROM r_device WHERE device_id = 'tablet-1'"),
+            3);
+  // The new file is followed as the old one was.
+  AddVisit(f5_, kC2, 8, VnMs(2026, 4, 10), 21.6, 105.6);
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  EXPECT_EQ(reports_->Quality(Period(), 0)->visits(), 5);
+}
+
+// Another connection has the summaries open (a running server): the rebuild happens in
+// place, in one transaction, and that connection reads the rebuilt tables.
+TEST_F(ReportsStoreTest, RebuildInPlaceWhileAnotherConnectionHasTheSummariesOpen) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  auto other = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE((*other)->Cursor().ok());
+  AddVisit(f5_, kC2, 8, VnMs(2026, 4, 10), 21.6, 105.6);
+  ASSERT_TRUE(writer_->Delete(model::kVisitType, v4_).ok());
+  struct stat st = {};
+  ASSERT_EQ(::stat(dir_.File("reports.db").c_str(), &st), 0);
+  const ino_t before = st.st_ino;
+  absl::StatusOr<uint64_t> rebuilt = reports_->Rebuild();
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  ASSERT_EQ(::stat(dir_.File("reports.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_ino, before);  // the same file
+  EXPECT_EQ(*(*other)->Cursor(), store_->last_op());
+  const std::string rebuilt_dump = *(*other)->Dump();
+  EXPECT_EQ(*reports_->Dump(), rebuilt_dump);
+  // Equal to the incremental tables of a fresh follower.
+  other->reset();
+  reports_.reset();
+  std::filesystem::remove(dir_.File("reports.db"));
+  std::filesystem::remove(dir_.File("reports.db-wal"));
+  std::filesystem::remove(dir_.File("reports.db-shm"));
+  auto fresh = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  ASSERT_TRUE((*fresh)->CatchUp().ok());
+  EXPECT_EQ(*(*fresh)->Dump(), rebuilt_dump);
+}
+
+// A rebuild killed (SIGKILL, a real process) before it renamed its new file leaves the old
+// summaries usable, at their old cursor; the next open removes the half-built file.
+TEST_F(ReportsStoreTest, AKilledRebuildLeavesTheOldSummaries) {
+  WriteExample();
+  for (int i = 0; i < 300; ++i) {
+    AddVisit(i % 2 == 0 ? f1_ : f4_, i % 2 == 0 ? kC1 : kC2, 7 + i % 3,
+             VnMs(2026, 1 + i % 12, 1 + i % 28), 21.0 + i * 1e-4, 105.5);
+  }
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  const uint64_t old_cursor = *reports_->Cursor();
+  const std::string old_dump = *reports_->Dump();
+  AddVisit(f5_, kC2, 8, VnMs(2026, 4, 10), 21.6, 105.6);  // not counted yet
+  reports_.reset();  // the child must be alone on the file to build a new one
+  const std::string rebuild_file = dir_.File("reports.db.rebuild");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto reports = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+    ::_exit(reports.ok() && (*reports)->Rebuild().ok() ? 0 : 1);
+  }
+  // Killed as soon as its new file exists: mid-rebuild.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (!std::filesystem::exists(rebuild_file) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Microseconds(100));
+  }
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the rebuild ended before it was killed";
+  ASSERT_TRUE(std::filesystem::exists(rebuild_file));
+
+  auto reopened = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_FALSE(std::filesystem::exists(rebuild_file));
+  EXPECT_EQ(*(*reopened)->Cursor(), old_cursor);
+  EXPECT_EQ(*(*reopened)->Dump(), old_dump);
+  // And it goes on: the catch-up counts the new visit, equal to a rebuild.
+  ASSERT_TRUE((*reopened)->CatchUp().ok());
+  EXPECT_EQ(*(*reopened)->Cursor(), store_->last_op());
+  const std::string incremental = *(*reopened)->Dump();
+  ASSERT_TRUE((*reopened)->Rebuild().ok());
+  EXPECT_EQ(*(*reopened)->Dump(), incremental);
 }
 
 TEST_F(ReportsStoreTest, ReopenContinuesFromItsCursor) {
