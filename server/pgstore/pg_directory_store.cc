@@ -30,80 +30,117 @@ std::string PgPlaceholders(absl::string_view sql) {
   return out;
 }
 
-namespace {
+PgSqlSession::PgSqlSession(std::string conninfo, std::unique_ptr<PgConn> conn, std::string schema,
+                           std::string whose)
+    : conninfo_(std::move(conninfo)),
+      conn_(std::move(conn)),
+      search_path_(absl::StrCat("SET search_path TO ", schema)),
+      whose_(std::move(whose)) {}
 
-constexpr char kSearchPath[] = "SET search_path TO kcnet_directory";
+PgSqlSession::~PgSqlSession() = default;
+
+absl::Status PgSqlSession::Migrate() {
+  absl::Status status = pgstore::Migrate(*conn_);
+  if (!status.ok()) return status;
+  migrated_ = true;
+  return conn_->Exec(search_path_);
+}
+
+absl::StatusOr<DirRows> PgSqlSession::Query(absl::string_view sql,
+                                            const std::vector<DirValue>& params) {
+  absl::Status status = EnsureConnected();
+  if (!status.ok()) return status;
+  std::vector<PgParam> pg_params;
+  pg_params.reserve(params.size());
+  for (const DirValue& p : params) {
+    switch (p.kind) {
+      case DirValue::Kind::kNull:
+        pg_params.push_back(PgParam::Null());
+        break;
+      case DirValue::Kind::kInt:
+        pg_params.push_back(PgParam::Int(p.int_value));
+        break;
+      case DirValue::Kind::kText:
+        pg_params.push_back(PgParam::Text(p.bytes));
+        break;
+      case DirValue::Kind::kBlob:
+        pg_params.push_back(PgParam::Bytes(p.bytes));
+        break;
+    }
+  }
+  absl::StatusOr<PgResult> res = conn_->Query(PgPlaceholders(sql), pg_params);
+  if (!res.ok()) return res.status();
+  last_changes_ = res->affected();
+  DirRows rows(res->columns(), /*bytea_hex=*/true);
+  for (int r = 0; r < res->rows(); ++r) {
+    for (int c = 0; c < res->columns(); ++c) {
+      rows.Add(std::string(res->Get(r, c)), res->IsNull(r, c));
+    }
+  }
+  return rows;
+}
+
+absl::Status PgSqlSession::Begin(const char* begin) {
+  absl::Status status = EnsureConnected();
+  if (!status.ok()) return status;
+  status = conn_->Exec(begin);
+  if (!status.ok()) return status;
+  in_transaction_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status PgSqlSession::Commit() {
+  in_transaction_ = false;
+  return conn_->Exec("COMMIT");
+}
+
+void PgSqlSession::Rollback() {
+  in_transaction_ = false;
+  if (conn_->ok()) conn_->Exec("ROLLBACK").IgnoreError();
+}
+
+const std::string& PgSqlSession::last_error_state() const { return conn_->last_error_state(); }
+
+absl::Status PgSqlSession::EnsureConnected() {
+  if (conn_->ok()) return absl::OkStatus();
+  if (in_transaction_) {
+    return absl::UnavailableError(absl::StrCat("PostgreSQL: ", whose_, " connection was lost"));
+  }
+  absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo_);
+  if (!conn.ok()) return conn.status();
+  conn_ = *std::move(conn);
+  if (!migrated_) return absl::OkStatus();
+  return conn_->Exec(search_path_);
+}
+
+namespace {
 
 class PgDirectoryStore : public server::DirectoryStore {
  public:
   PgDirectoryStore(std::string conninfo, std::unique_ptr<PgConn> conn)
-      : conninfo_(std::move(conninfo)), conn_(std::move(conn)) {}
+      : session_(std::move(conninfo), std::move(conn), "kcnet_directory", "the directory's") {}
 
-  absl::Status Migrate() override {
-    absl::Status status = pgstore::Migrate(*conn_);
-    if (!status.ok()) return status;
-    migrated_ = true;
-    return conn_->Exec(kSearchPath);
-  }
+  absl::Status Migrate() override { return session_.Migrate(); }
 
   absl::Status EnsureDeviceCredentials() override { return absl::OkStatus(); }
 
   absl::StatusOr<DirRows> Query(absl::string_view sql,
                                 const std::vector<DirValue>& params) override {
-    absl::Status status = EnsureConnected();
-    if (!status.ok()) return status;
-    std::vector<PgParam> pg_params;
-    pg_params.reserve(params.size());
-    for (const DirValue& p : params) {
-      switch (p.kind) {
-        case DirValue::Kind::kNull:
-          pg_params.push_back(PgParam::Null());
-          break;
-        case DirValue::Kind::kInt:
-          pg_params.push_back(PgParam::Int(p.int_value));
-          break;
-        case DirValue::Kind::kText:
-          pg_params.push_back(PgParam::Text(p.bytes));
-          break;
-        case DirValue::Kind::kBlob:
-          pg_params.push_back(PgParam::Bytes(p.bytes));
-          break;
-      }
-    }
-    absl::StatusOr<PgResult> res = conn_->Query(PgPlaceholders(sql), pg_params);
-    if (!res.ok() && conn_->last_error_state() == "23505") {
+    absl::StatusOr<DirRows> rows = session_.Query(sql, params);
+    if (!rows.ok() && session_.last_error_state() == "23505") {
       // A unique key (a username, an org unit's code) another instance committed first:
       // the Directory answers it as the name being taken.
-      return absl::AlreadyExistsError(res.status().message());
-    }
-    if (!res.ok()) return res.status();
-    last_changes_ = res->affected();
-    DirRows rows(res->columns(), /*bytea_hex=*/true);
-    for (int r = 0; r < res->rows(); ++r) {
-      for (int c = 0; c < res->columns(); ++c) {
-        rows.Add(std::string(res->Get(r, c)), res->IsNull(r, c));
-      }
+      return absl::AlreadyExistsError(rows.status().message());
     }
     return rows;
   }
 
+  // A read sees one snapshot (the cache load); a write sees each statement's commits.
   absl::Status Begin(bool read_only) override {
-    absl::Status status = EnsureConnected();
-    if (!status.ok()) return status;
-    // A read sees one snapshot (the cache load); a write sees each statement's commits.
-    status = conn_->Exec(read_only ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN");
-    if (!status.ok()) return status;
-    in_transaction_ = true;
-    return absl::OkStatus();
+    return session_.Begin(read_only ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN");
   }
-  absl::Status Commit() override {
-    in_transaction_ = false;
-    return conn_->Exec("COMMIT");
-  }
-  void Rollback() override {
-    in_transaction_ = false;
-    if (conn_->ok()) conn_->Exec("ROLLBACK").IgnoreError();
-  }
+  absl::Status Commit() override { return session_.Commit(); }
+  void Rollback() override { session_.Rollback(); }
 
   absl::StatusOr<int64_t> Version() override {
     absl::StatusOr<DirRows> rows = Query("SELECT value FROM generation WHERE id = 1", {});
@@ -121,28 +158,10 @@ class PgDirectoryStore : public server::DirectoryStore {
   bool shared() const override { return true; }
 
  protected:
-  int64_t LastChanges() override { return last_changes_; }
+  int64_t LastChanges() override { return session_.last_changes(); }
 
  private:
-  // Reopens a lost connection between transactions (inside one, the caller's statement
-  // fails and the transaction is gone with the connection).
-  absl::Status EnsureConnected() {
-    if (conn_->ok()) return absl::OkStatus();
-    if (in_transaction_) {
-      return absl::UnavailableError("PostgreSQL: the directory's connection was lost");
-    }
-    absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo_);
-    if (!conn.ok()) return conn.status();
-    conn_ = *std::move(conn);
-    if (!migrated_) return absl::OkStatus();
-    return conn_->Exec(kSearchPath);
-  }
-
-  const std::string conninfo_;
-  std::unique_ptr<PgConn> conn_;
-  bool migrated_ = false;
-  bool in_transaction_ = false;
-  int64_t last_changes_ = 0;
+  PgSqlSession session_;
 };
 
 }  // namespace

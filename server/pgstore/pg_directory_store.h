@@ -18,13 +18,55 @@
 #ifndef KCNET_SERVER_PGSTORE_PG_DIRECTORY_STORE_H_
 #define KCNET_SERVER_PGSTORE_PG_DIRECTORY_STORE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/directory/directory_store.h"
 
 namespace kcnet::pgstore {
+
+class PgConn;
+
+// One connection whose search_path is one schema, running the directory's kind of SQL
+// (?N parameters, DirValue in, DirRows out): what the directory's and the plans' stores on
+// PostgreSQL share. A lost connection is reopened at the next statement outside a
+// transaction (inside one, that statement fails with UNAVAILABLE).
+//
+// Thread-safety: none (its owner serialises every call).
+class PgSqlSession {
+ public:
+  // `schema`: the search_path set after Migrate(); `whose`: the store in errors ("the
+  // directory's").
+  PgSqlSession(std::string conninfo, std::unique_ptr<PgConn> conn, std::string schema,
+               std::string whose);
+  ~PgSqlSession();
+
+  // pgstore::Migrate (under its advisory lock), then the search_path.
+  absl::Status Migrate();
+  absl::StatusOr<server::DirRows> Query(absl::string_view sql,
+                                        const std::vector<server::DirValue>& params);
+  // `begin`: the BEGIN statement (its isolation level is the store's choice).
+  absl::Status Begin(const char* begin);
+  absl::Status Commit();
+  void Rollback();
+  // Rows the last statement changed, and the SQLSTATE of the last failure ("" if none).
+  int64_t last_changes() const { return last_changes_; }
+  const std::string& last_error_state() const;
+
+ private:
+  absl::Status EnsureConnected();
+
+  const std::string conninfo_;
+  std::unique_ptr<PgConn> conn_;
+  const std::string search_path_;  // "SET search_path TO <schema>"
+  const std::string whose_;
+  bool migrated_ = false;
+  bool in_transaction_ = false;
+  int64_t last_changes_ = 0;
+};
 
 // Connects to `conninfo` (a libpq connection string or URI). UNAVAILABLE when it cannot.
 absl::StatusOr<std::unique_ptr<server::DirectoryStore>> OpenPgDirectoryStore(

@@ -13,96 +13,31 @@ namespace {
 using server::DirRows;
 using server::DirValue;
 
-constexpr char kSearchPath[] = "SET search_path TO kcnet_plans";
-
 class PgPlanDb : public server::PlanDb {
  public:
   PgPlanDb(std::string conninfo, std::unique_ptr<PgConn> conn)
-      : conninfo_(std::move(conninfo)), conn_(std::move(conn)) {}
+      : session_(std::move(conninfo), std::move(conn), "kcnet_plans", "the plans'") {}
 
-  absl::Status Migrate() override {
-    absl::Status status = pgstore::Migrate(*conn_);
-    if (!status.ok()) return status;
-    migrated_ = true;
-    return conn_->Exec(kSearchPath);
-  }
+  absl::Status Migrate() override { return session_.Migrate(); }
 
   absl::StatusOr<DirRows> Query(absl::string_view sql,
                                 const std::vector<DirValue>& params) override {
-    absl::Status status = EnsureConnected();
-    if (!status.ok()) return status;
-    std::vector<PgParam> pg_params;
-    pg_params.reserve(params.size());
-    for (const DirValue& p : params) {
-      switch (p.kind) {
-        case DirValue::Kind::kNull:
-          pg_params.push_back(PgParam::Null());
-          break;
-        case DirValue::Kind::kInt:
-          pg_params.push_back(PgParam::Int(p.int_value));
-          break;
-        case DirValue::Kind::kText:
-          pg_params.push_back(PgParam::Text(p.bytes));
-          break;
-        case DirValue::Kind::kBlob:
-          pg_params.push_back(PgParam::Bytes(p.bytes));
-          break;
-      }
-    }
-    absl::StatusOr<PgResult> res = conn_->Query(PgPlaceholders(sql), pg_params);
-    if (!res.ok()) return res.status();
-    last_changes_ = res->affected();
-    DirRows rows(res->columns(), /*bytea_hex=*/true);
-    for (int r = 0; r < res->rows(); ++r) {
-      for (int c = 0; c < res->columns(); ++c) {
-        rows.Add(std::string(res->Get(r, c)), res->IsNull(r, c));
-      }
-    }
-    return rows;
+    return session_.Query(sql, params);
   }
 
   absl::Status Begin(bool read_only) override {
-    absl::Status status = EnsureConnected();
-    if (!status.ok()) return status;
-    status = conn_->Exec(read_only ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                                   : "BEGIN ISOLATION LEVEL READ COMMITTED");
-    if (!status.ok()) return status;
-    in_transaction_ = true;
-    return absl::OkStatus();
+    return session_.Begin(read_only ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                                    : "BEGIN ISOLATION LEVEL READ COMMITTED");
   }
-  absl::Status Commit() override {
-    in_transaction_ = false;
-    return conn_->Exec("COMMIT");
-  }
-  void Rollback() override {
-    in_transaction_ = false;
-    if (conn_->ok()) conn_->Exec("ROLLBACK").IgnoreError();
-  }
+  absl::Status Commit() override { return session_.Commit(); }
+  void Rollback() override { session_.Rollback(); }
   bool shared() const override { return true; }
 
  protected:
-  int64_t LastChanges() override { return last_changes_; }
+  int64_t LastChanges() override { return session_.last_changes(); }
 
  private:
-  // Reopens a lost connection between transactions (inside one, the caller's statement
-  // fails and the transaction is gone with the connection).
-  absl::Status EnsureConnected() {
-    if (conn_->ok()) return absl::OkStatus();
-    if (in_transaction_) {
-      return absl::UnavailableError("PostgreSQL: the plans' connection was lost");
-    }
-    absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo_);
-    if (!conn.ok()) return conn.status();
-    conn_ = *std::move(conn);
-    if (!migrated_) return absl::OkStatus();
-    return conn_->Exec(kSearchPath);
-  }
-
-  const std::string conninfo_;
-  std::unique_ptr<PgConn> conn_;
-  bool migrated_ = false;
-  bool in_transaction_ = false;
-  int64_t last_changes_ = 0;
+  PgSqlSession session_;
 };
 
 }  // namespace
