@@ -675,26 +675,45 @@ absl::Status RecordStore::ScanSince(
   return EachRow(type, **stmt, fn);
 }
 
+absl::StatusOr<std::string> RecordStore::OrderedScanSql(const RecordTypeSpec& type,
+                                                        const std::vector<uint32_t>& equal_fields,
+                                                        bool descending) const {
+  std::string sql = select_sql_.at(type.type);
+  sql.resize(sql.size() - std::string(" WHERE id = ?1").size());
+  // An equality on a field that leads a secondary index (a facility's visits) selects a
+  // few rows through that index; without statistics SQLite would take the bucket's
+  // (bucket, op) index for the ORDER BY and read the whole bucket. The unary + keeps the
+  // bucket's term out of index selection, so the few rows are read and then sorted.
+  const bool by_field_index = std::any_of(
+      type.indexes.begin(), type.indexes.end(), [&](const std::vector<uint32_t>& index) {
+        return !index.empty() && std::find(equal_fields.begin(), equal_fields.end(),
+                                           index.front()) != equal_fields.end();
+      });
+  absl::StrAppend(&sql, " WHERE ", by_field_index ? "+" : "", type.fields[type.bucket_index()].name,
+                  " = ?1 AND _del = 0 AND _op ", descending ? "< ?2" : "> ?2");
+  for (size_t i = 0; i < equal_fields.size(); ++i) {
+    const FieldSpec* field = type.Field(equal_fields[i]);
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(type.name, ": unknown filter field ", equal_fields[i]));
+    }
+    absl::StrAppend(&sql, " AND ", field->name, " = ?", i + 4);
+  }
+  absl::StrAppend(&sql, " ORDER BY _op ", descending ? "DESC" : "ASC", " LIMIT ?3");
+  return sql;
+}
+
 absl::Status RecordStore::ScanOrdered(
     const RecordTypeSpec& type, int64_t bucket,
     const std::vector<std::pair<uint32_t, kcnet::v1::Value>>& equals, bool descending,
     uint64_t position, size_t limit,
     const std::function<absl::Status(absl::string_view, const RowState&)>& fn) {
   // The SQL depends only on the query's shape, so the statement cache serves repeats.
-  std::string sql = select_sql_[type.type];
-  sql.resize(sql.size() - std::string(" WHERE id = ?1").size());
-  absl::StrAppend(&sql, " WHERE ", type.fields[type.bucket_index()].name,
-                  " = ?1 AND _del = 0 AND _op ", descending ? "< ?2" : "> ?2");
-  for (size_t i = 0; i < equals.size(); ++i) {
-    const FieldSpec* field = type.Field(equals[i].first);
-    if (field == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(type.name, ": unknown filter field ", equals[i].first));
-    }
-    absl::StrAppend(&sql, " AND ", field->name, " = ?", i + 4);
-  }
-  absl::StrAppend(&sql, " ORDER BY _op ", descending ? "DESC" : "ASC", " LIMIT ?3");
-  absl::StatusOr<Statement*> stmt = db_->Prepare(sql);
+  std::vector<uint32_t> fields;
+  for (const auto& e : equals) fields.push_back(e.first);
+  absl::StatusOr<std::string> sql = OrderedScanSql(type, fields, descending);
+  if (!sql.ok()) return sql.status();
+  absl::StatusOr<Statement*> stmt = db_->Prepare(*sql);
   if (!stmt.ok()) return stmt.status();
   (*stmt)->BindInt(1, bucket);
   (*stmt)->BindInt(2, descending && position == 0 ? INT64_MAX : static_cast<int64_t>(position));

@@ -149,6 +149,11 @@ class RecordStore {
       const std::vector<std::pair<uint32_t, kcnet::v1::Value>>& equals, bool descending,
       uint64_t position, size_t limit,
       const std::function<absl::Status(absl::string_view id_text, const RowState& row)>& fn);
+  // The SQL ScanOrdered runs for a query of this shape (?1 bucket, ?2 position, ?3 limit,
+  // then one parameter per field of `equal_fields`); INVALID_ARGUMENT for an unknown field.
+  absl::StatusOr<std::string> OrderedScanSql(const RecordTypeSpec& type,
+                                             const std::vector<uint32_t>& equal_fields,
+                                             bool descending) const;
 
   // The bucket's stored checkpoint (op 0, checksum 0 when it has no rows).
   absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket);

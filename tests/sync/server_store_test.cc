@@ -8,6 +8,10 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kcnet/v1/domain.pb.h"
+#include "sync/model/record_types.h"
+#include "sync/record_store.h"
+#include "sync/sqlite.h"
 #include "tests/testing/test_util.h"
 
 namespace kcnet::sync {
@@ -679,6 +683,39 @@ TEST_F(ServerStoreTest, HandbacksAreTakenOnlyFromARecoveringDeviceOfARestoredSto
   ack = MustApply(b_, Handback(1, a_.node, HlcPack(kT0 + 60, 0), 10));
   EXPECT_EQ(ack.results(0).outcome(), kcnet::v1::MUTATION_OUTCOME_APPLIED);
   EXPECT_EQ(FieldOf(MustRead(Id(7)), 3).int_value(), 10);
+}
+
+// A list filtered on an indexed field (a facility's visits: ListVisits, the facility page,
+// the registry's exports) reads that field's index, not every row of the bucket: with the
+// bucket's (bucket, op) index a facility page at 50,000 visits per commune read them all.
+TEST(RecordStorePlanTest, AnEqualityOnAnIndexedFieldUsesItsIndex) {
+  kcnet::testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(dir.File("kcnet.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  const Schema& schema = model::KcnetSchema();
+  absl::StatusOr<std::unique_ptr<RecordStore>> store = RecordStore::Open(db->get(), &schema, "server");
+  ASSERT_TRUE(store.ok()) << store.status();
+  const RecordTypeSpec* visit = schema.Find(model::kVisitType);
+  ASSERT_NE(visit, nullptr);
+  auto plan = [&](const std::vector<uint32_t>& fields) {
+    absl::StatusOr<std::string> sql = (*store)->OrderedScanSql(*visit, fields, true);
+    EXPECT_TRUE(sql.ok()) << sql.status();
+    absl::StatusOr<Statement*> explain = (*db)->Prepare("EXPLAIN QUERY PLAN " + *sql);
+    EXPECT_TRUE(explain.ok()) << explain.status();
+    std::string out;
+    while (true) {
+      absl::StatusOr<bool> row = (*explain)->Step();
+      if (!row.ok() || !*row) break;
+      absl::StrAppend(&out, (*explain)->ColumnText(3), "\n");
+    }
+    (*explain)->Reset();
+    return out;
+  };
+  EXPECT_THAT(plan({kcnet::v1::Visit::kFacilityIdFieldNumber}), HasSubstr("visit_facility_id"));
+  EXPECT_THAT(plan({}), HasSubstr("visit_bucket_op"));
+  // A field with no index of its own keeps the bucket's.
+  EXPECT_THAT(plan({kcnet::v1::Visit::kPurposeFieldNumber}), HasSubstr("visit_bucket_op"));
+  EXPECT_FALSE((*store)->OrderedScanSql(*visit, {999}, true).ok());
 }
 
 }  // namespace
