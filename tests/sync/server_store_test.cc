@@ -693,7 +693,8 @@ TEST(RecordStorePlanTest, AnEqualityOnAnIndexedFieldUsesItsIndex) {
   absl::StatusOr<std::unique_ptr<Db>> db = Db::Open(dir.File("kcnet.db"));
   ASSERT_TRUE(db.ok()) << db.status();
   const Schema& schema = model::KcnetSchema();
-  absl::StatusOr<std::unique_ptr<RecordStore>> store = RecordStore::Open(db->get(), &schema, "server");
+  absl::StatusOr<std::unique_ptr<RecordStore>> store =
+      RecordStore::Open(db->get(), &schema, "server");
   ASSERT_TRUE(store.ok()) << store.status();
   const RecordTypeSpec* visit = schema.Find(model::kVisitType);
   ASSERT_NE(visit, nullptr);

@@ -25,6 +25,7 @@ namespace kcnet::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace ::kcnet::v1;  // NOLINT: messages and enum constants
 
 class RecordServicesTest : public ::testing::Test {
@@ -1132,6 +1133,85 @@ std::vector<std::string> CsvIds(const std::string& csv) {
   if (!ids.empty()) ids.erase(ids.begin());
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+// The visits of a registry search: read facility by facility (issue 16: a search matching
+// a tenth of a province reads a tenth of its visits), they are exactly the rows of the
+// unfiltered export whose facility matches, in the dates asked, grouped by facility.
+TEST_F(RecordServicesTest, VisitExportOfASearchHasEveryVisitOfItsFacilitiesOnly) {
+  auto make = [&](const std::string& user, int64_t commune, const std::string& name) {
+    CreateFacilityRequest req;
+    req.mutable_facility()->set_commune_id(commune);
+    req.mutable_facility()->set_name(name);
+    req.mutable_facility()->set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+    Facility out;
+    grpc::Status s = facilities_->CreateFacility(As(user).get(), req, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  };
+  const Facility kiln1 = make("collab1", c1_, "Lò gốm Phù Lãng");
+  const Facility kiln2 = make("collab3", c3_, "Gốm Phù Lãng Hai");
+  const Facility other = make("collab1", c1_, "Cơ sở mây tre Phú Lâm");
+  std::set<std::string> want;
+  int64_t day = 1'710'000'000'000;
+  for (const auto& [f, user, n] : std::vector<std::tuple<Facility, std::string, int>>{
+           {kiln1, "collab1", 3}, {other, "collab1", 2}, {kiln2, "collab3", 2}}) {
+    for (int i = 0; i < n; ++i) {
+      CreateVisitRequest r;
+      r.mutable_visit()->set_facility_id(f.id());
+      r.mutable_visit()->set_purpose(VISIT_PURPOSE_FOLLOW_UP);
+      r.mutable_visit()->set_visited_ms(day += 86'400'000);
+      Visit out;
+      grpc::Status s = visits_->CreateVisit(As(user).get(), r, &out);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      if (f.id() != other.id()) want.insert(out.id());
+    }
+  }
+  auto stub = RecordExportService::NewStub(*channel_);
+  // Each exported row's (visit id, facility id), in the file's order.
+  auto rows = [&](const ExportRecordsRequest& req) {
+    std::string name;
+    grpc::Status s;
+    const std::string csv = ReadExport(*stub, As("officer1").get(), req, &name, &s);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::vector<std::pair<std::string, std::string>> out;
+    for (absl::string_view line : absl::StrSplit(csv.substr(3), "\r\n", absl::SkipEmpty())) {
+      std::vector<std::string> cells = absl::StrSplit(line, absl::MaxSplits(',', 2));
+      if (cells.size() >= 2) out.emplace_back(cells[0], cells[1]);
+    }
+    if (!out.empty()) out.erase(out.begin());  // the header
+    return out;
+  };
+  ExportRecordsRequest all;
+  all.set_type(EXPORT_RECORD_TYPE_VISITS);
+  all.set_format(EXPORT_FORMAT_CSV);
+  ExportRecordsRequest search = all;
+  search.set_query("phu lang");
+  std::set<std::string> oracle;
+  for (const auto& [visit, facility] : rows(all)) {
+    if (facility == kiln1.id() || facility == kiln2.id()) oracle.insert(visit);
+  }
+  EXPECT_EQ(oracle, want);
+  const auto found = rows(search);
+  std::set<std::string> found_ids;
+  int groups = 0;
+  for (size_t i = 0; i < found.size(); ++i) {
+    found_ids.insert(found[i].first);
+    if (i == 0 || found[i].second != found[i - 1].second) ++groups;
+  }
+  EXPECT_EQ(found.size(), want.size()) << "no visit twice";
+  EXPECT_EQ(found_ids, want);
+  EXPECT_EQ(groups, 2) << "grouped by facility";
+  // The dates still hold: only the last of kiln1's visits and kiln2's.
+  search.set_visited_from_ms(1'710'000'000'000 + 3 * 86'400'000);
+  std::set<std::string> dated;
+  for (const auto& [visit, facility] : rows(search)) dated.insert(visit);
+  EXPECT_EQ(dated.size(), 3u);
+  // Another province's officer: nothing of these.
+  std::string name;
+  grpc::Status s;
+  const std::string foreign = ReadExport(*stub, As("officer9").get(), search, &name, &s);
+  for (const std::string& id : want) EXPECT_THAT(foreign, Not(HasSubstr(id)));
 }
 
 // Saved filters carry everywhere (issue 16): with the review queue's filter, the map's
