@@ -725,6 +725,37 @@ TEST_F(ReportsStoreTest, ReopenContinuesFromItsCursor) {
   EXPECT_EQ((*reopened)->Coverage(Period())->total().visited_facilities(), 4);
 }
 
+// Summaries of an older layout (version 4 had the daily counters s_visit_day) are dropped
+// when opened and counted again from op 0: the old table goes, and what is counted equals
+// what the current layout counts (an old counter made wrong shows it is not kept).
+TEST_F(ReportsStoreTest, SummariesOfAnOlderLayoutAreCountedAgainOnOpen) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  const std::string current = *reports_->Dump();
+  reports_.reset();
+  {
+    auto db = sync::Db::Open(dir_.File("reports.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)
+                    ->Exec("UPDATE r_meta SET value = 4 WHERE key = 'version';"
+                           "CREATE TABLE s_visit_day(commune INTEGER, day INTEGER, "
+                           "collaborator INTEGER, visits INTEGER, no_gps INTEGER);"
+                           "INSERT INTO s_visit_day VALUES (101, 20500, 7, 1, 0);"
+                           "UPDATE s_commune_month SET visits = visits + 100")
+                    .ok());
+  }
+  auto reopened = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ(*(*reopened)->Cursor(), 0u);
+  ASSERT_TRUE((*reopened)->CatchUp().ok());
+  EXPECT_EQ(*(*reopened)->Cursor(), store_->last_op());
+  EXPECT_EQ(*(*reopened)->Dump(), current);
+  auto db = sync::Db::Open(dir_.File("reports.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM sqlite_schema WHERE name = 's_visit_day'"), 0);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT value FROM r_meta WHERE key = 'version'"), 5);
+}
+
 TEST_F(ReportsStoreTest, FollowerCountsACommitWithinASecond) {
   ReportsFollower follower(
       reports_.get(), [this] { return store_->last_op(); }, nullptr);
