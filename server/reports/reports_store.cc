@@ -45,7 +45,7 @@ constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // 2: visits' indicators (outcomes); 3: monthly summaries, distances, requests' since day;
 // 4: the facility search index (r_fsearch); 5: no daily counters (s_visit_day): periods
 // that are not whole months read r_visit's covering index, the last visit of a
-// collaborator its own index (r_visit_collaborator).
+// collaborator the monthly counters' index by collaborator (s_visit_month_collaborator).
 constexpr int64_t kReportsVersion = 5;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
@@ -79,8 +79,6 @@ constexpr char kTables[] =
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month,"
     " collaborator, lat);"
     "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
-    // A collaborator's last visit (activity).
-    "CREATE INDEX IF NOT EXISTS r_visit_collaborator ON r_visit(collaborator, day, commune);"
     // The visits farther than the default limit (5 km): the quality report reads only these.
     "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km, facility) "
     "WHERE dist_km > 5.0;"
@@ -108,6 +106,10 @@ constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS s_visit_month(commune INTEGER NOT NULL, month INTEGER NOT NULL,"
     " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
     " PRIMARY KEY(commune, month, collaborator)) WITHOUT ROWID;"
+    // A collaborator's months with visits, newest first: its last visit (activity) is in
+    // the newest month's communes (r_visit_commune then gives the day). A row is added
+    // only for a collaborator's first visit of a commune's month, not for every visit.
+    "CREATE INDEX IF NOT EXISTS s_visit_month_collaborator ON s_visit_month(collaborator, month);"
     // Visits per facility x month (by the visits' commune): which facilities were visited.
     "CREATE TABLE IF NOT EXISTS s_facility_month(commune INTEGER NOT NULL, facility TEXT NOT NULL,"
     " month INTEGER NOT NULL, visits INTEGER NOT NULL,"
@@ -706,6 +708,7 @@ absl::StatusOr<uint64_t> ReportsStore::FillTables(Db* db) {
   clock.Mark("per-record rows");
   // The indexes again, over the loaded rows; the counters' own index after the counters.
   status = db->Exec(kTables);
+  if (status.ok()) status = db->Exec("DROP INDEX s_visit_month_collaborator");
   clock.Mark("indexes");
   if (status.ok()) status = FillDerived(db, *cursor);
   counter_job_.reset();  // joined, when FillDerived() was not reached
@@ -1997,12 +2000,9 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   // seek into its own rows, newest first.
   const std::string users_json = absl::StrCat("[", absl::StrJoin(user_ids, ","), "]");
   absl::StatusOr<Statement*> last = reader_->Prepare(
-      "SELECT u.value, max(coalesce((SELECT v.day FROM r_visit v INDEXED BY "
-      "r_visit_collaborator WHERE v.collaborator = u.value AND v.day <= ?2 AND v.commune IN "
-      "(SELECT value FROM json_each(?3)) ORDER BY "
-      "v.day DESC LIMIT 1), -1), coalesce((SELECT r.created_day FROM r_request r "
+      "SELECT u.value, coalesce((SELECT r.created_day FROM r_request r "
       "INDEXED BY r_request_author WHERE r.author = u.value AND r.created_day <= ?2 AND "
-      "r.commune IN (SELECT value FROM json_each(?3)) ORDER BY r.created_day DESC LIMIT 1), -1)) "
+      "r.commune IN (SELECT value FROM json_each(?3)) ORDER BY r.created_day DESC LIMIT 1), -1) "
       "FROM json_each(?1) AS u");
   if (!last.ok()) return last.status();
   (*last)->BindText(1, users_json);
@@ -2014,6 +2014,58 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     return absl::OkStatus();
   });
   if (!found.ok()) return found;
+  // Each user's last visit: the user's months with visits in the scope, newest first
+  // (the counters' index by collaborator), and in each month's communes the user's last
+  // visit on a day up to the period's end (r_visit_commune: the commune's visits of that
+  // month). The first month that has one holds the last visit; only the period's own
+  // month can have none (its visits all after the period's end).
+  absl::StatusOr<Statement*> user_months = reader_->Prepare(
+      "SELECT m.month, m.commune FROM s_visit_month m INDEXED BY s_visit_month_collaborator "
+      "WHERE m.collaborator = ?1 AND m.month <= ?2 AND m.commune IN (SELECT value FROM "
+      "json_each(?3)) ORDER BY m.month DESC");
+  if (!user_months.ok()) return user_months.status();
+  absl::StatusOr<Statement*> last_visit = reader_->Prepare(
+      "SELECT max(v.day) FROM r_visit v INDEXED BY r_visit_commune WHERE v.commune = ?1 AND "
+      "v.day BETWEEN ?2 AND ?3 AND v.collaborator = ?4");
+  if (!last_visit.ok()) return last_visit.status();
+  for (int64_t user : user_ids) {
+    (*user_months)->BindInt(1, user);
+    (*user_months)->BindInt(2, MonthOf(scope.to_day));
+    (*user_months)->BindText(3, communes);
+    int64_t best = -1, best_month = -1;
+    while (true) {
+      absl::StatusOr<bool> row = (*user_months)->Step();
+      if (!row.ok()) {
+        (*user_months)->Reset();
+        return row.status();
+      }
+      if (!*row) break;
+      const int64_t month = (*user_months)->ColumnInt(0);
+      if (best >= 0 && month < best_month) break;  // an older month: not the last visit
+      const absl::CivilDay first(month / 100, month % 100, 1);
+      const int64_t from = first - absl::CivilDay(1970, 1, 1);
+      const int64_t to = std::min(scope.to_day, absl::CivilDay(absl::CivilMonth(first) + 1) -
+                                                    absl::CivilDay(1970, 1, 1) - 1);
+      (*last_visit)->BindInt(1, (*user_months)->ColumnInt(1));
+      (*last_visit)->BindInt(2, from);
+      (*last_visit)->BindInt(3, to);
+      (*last_visit)->BindInt(4, user);
+      absl::Status status = ForEachRow(*last_visit, [&](Statement& s) {
+        if (!s.IsNull(0) && s.ColumnInt(0) > best) {
+          best = s.ColumnInt(0);
+          best_month = month;
+        }
+        return absl::OkStatus();
+      });
+      if (!status.ok()) {
+        (*user_months)->Reset();
+        return status;
+      }
+    }
+    (*user_months)->Reset();
+    Counts& c = by_user[user];
+    c.last_day = std::max(c.last_day, best);
+  }
   std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
   for (int64_t user : user_ids) out[user].set_user_id(user);
   for (auto& u : users) {
