@@ -7,11 +7,12 @@
 // mutations) and measures, in one run:
 //   ingest_ratio_with_reports: mutations/s applied with the follower running / without it
 //                              (alternating phases of the same kind of batches);
-//   ingest_cpu_ratio_with_reports, follower_cpu_per_visit_us, ingest_cpu_per_visit_us:
-//                              the same phases in CPU time, which the machine's load does
-//                              not move: the writer's CPU per visit alone over the writer's
-//                              and the follower's together (the ratio when both share one
-//                              core), and the two costs per visit;
+//   ingest_cpu_ratio_with_reports, ingest_cpu_ratio_one_core, follower_cpu_per_visit_us,
+//   ingest_cpu_per_visit_us:   the same phases in CPU time, which the machine's load moves
+//                              far less: the writer's CPU per visit alone over the larger of
+//                              the writer's (follower on) and the follower's (the ratio on
+//                              an idle 2-core machine, each on a core), over their sum (both
+//                              on one core), and the two costs per visit;
 //   rebuild_s, rebuild_cpu_s:  ReportsStore::Rebuild() of the whole set, wall and CPU
 //                              seconds (all threads);
 //   freshness_p50_ms/max_ms:   commit of one write -> the summaries' cursor covers it
@@ -176,9 +177,13 @@ struct IngestCpu {
   double ingest_off_us = 0, ingest_on_us = 0, follower_us = 0;
   // What the ratio is when the writer and the follower share one core (a machine busy
   // with other work): the writer's CPU per visit alone over the writer's and the
-  // follower's together. Independent of the load; on an idle 2-core machine the follower
-  // has the other core and the wall ratio is ingest_off_us / ingest_on_us at best.
+  // follower's together. Independent of the load.
   double one_core_ratio() const { return ingest_off_us / (ingest_on_us + follower_us); }
+  // On an idle 2-core machine (the issue's): the writer and the follower each on a core.
+  // The writer then goes at 1 / ingest_on_us; the follower keeps up only when it needs no
+  // more CPU per visit than the writer, so the slower of the two sets the pace at which
+  // writes are also counted.
+  double two_core_ratio() const { return ingest_off_us / std::max(ingest_on_us, follower_us); }
 };
 IngestCpu last_ingest_cpu;
 
@@ -228,15 +233,17 @@ double IngestRatio(Generator* gen, sync::ServerStore* s, server::reports::Report
   last_ingest_cpu.follower_us = std::max(0.0, others_on_cpu - others_off_cpu) / visits * 1e6;
   std::fprintf(stderr,
                "reports_bench: CPU per visit: writer %.1f us (follower off), %.1f us (on); "
-               "follower %.1f us; one-core ratio %.3f\n",
+               "follower %.1f us; one-core ratio %.3f, two-core ratio %.3f\n",
                last_ingest_cpu.ingest_off_us, last_ingest_cpu.ingest_on_us,
-               last_ingest_cpu.follower_us, last_ingest_cpu.one_core_ratio());
+               last_ingest_cpu.follower_us, last_ingest_cpu.one_core_ratio(),
+               last_ingest_cpu.two_core_ratio());
   return on / off;
 }
 
 // The CPU figures of the last IngestRatio() as JSON lines.
 void EmitIngestCpu() {
-  Emit(kBench, "ingest_cpu_ratio_with_reports", last_ingest_cpu.one_core_ratio(), "ratio");
+  Emit(kBench, "ingest_cpu_ratio_with_reports", last_ingest_cpu.two_core_ratio(), "ratio");
+  Emit(kBench, "ingest_cpu_ratio_one_core", last_ingest_cpu.one_core_ratio(), "ratio");
   Emit(kBench, "follower_cpu_per_visit_us", last_ingest_cpu.follower_us, "us");
   Emit(kBench, "ingest_cpu_per_visit_us", last_ingest_cpu.ingest_off_us, "us");
 }
