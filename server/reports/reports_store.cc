@@ -318,7 +318,7 @@ struct ReportsStore::Pending {
   struct Pair {
     int64_t visits = 0, no_gps = 0;
   };
-  // (commune, day or month, collaborator)
+  // (commune, month, collaborator)
   std::map<std::array<int64_t, 3>, Pair> visit_month;
   // (commune, facility, month): visits
   std::map<std::tuple<int64_t, std::string, int64_t>, int64_t> facility_month;
