@@ -7,7 +7,14 @@
 // mutations) and measures, in one run:
 //   ingest_ratio_with_reports: mutations/s applied with the follower running / without it
 //                              (alternating phases of the same kind of batches);
-//   rebuild_s:                 ReportsStore::Rebuild() of the whole set;
+//   ingest_cpu_ratio_with_reports, ingest_cpu_ratio_one_core, follower_cpu_per_visit_us,
+//   ingest_cpu_per_visit_us:   the same phases in CPU time, which the machine's load moves
+//                              far less: the writer's CPU per visit alone over the larger of
+//                              the writer's (follower on) and the follower's (the ratio on
+//                              an idle 2-core machine, each on a core), over their sum (both
+//                              on one core), and the two costs per visit;
+//   rebuild_s, rebuild_cpu_s:  ReportsStore::Rebuild() of the whole set, wall and CPU
+//                              seconds (all threads);
 //   freshness_p50_ms/max_ms:   commit of one write -> the summaries' cursor covers it
 //                              (what the next report call counts), over 50 writes, from
 //                              caught-up summaries (stderr: how far the follower was behind
@@ -151,32 +158,94 @@ class Generator {
 
 double last_ingest_off = 0, last_ingest_on = 0;  // mutations/s of the last IngestRatio()
 
+// CPU seconds of the calling thread, and of the whole process (every thread).
+double ThreadCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+double ProcessCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+// The CPU side of the last IngestRatio(), per visit written (us): the writer's own thread
+// with the follower stopped and running, and the follower's thread (the process's other
+// CPU while it ran and caught up, less what the other threads took with it stopped).
+struct IngestCpu {
+  double ingest_off_us = 0, ingest_on_us = 0, follower_us = 0;
+  // What the ratio is when the writer and the follower share one core (a machine busy
+  // with other work): the writer's CPU per visit alone over the writer's and the
+  // follower's together. Independent of the load.
+  double one_core_ratio() const { return ingest_off_us / (ingest_on_us + follower_us); }
+  // On an idle 2-core machine (the issue's): the writer and the follower each on a core.
+  // The writer then goes at 1 / ingest_on_us; the follower keeps up only when it needs no
+  // more CPU per visit than the writer, so the slower of the two sets the pace at which
+  // writes are also counted.
+  double two_core_ratio() const { return ingest_off_us / std::max(ingest_on_us, follower_us); }
+};
+IngestCpu last_ingest_cpu;
+
 // Mutations/s of visits applied with the follower running / without it: alternating
 // phases of `phase` visits, two of each; -1 when a catch-up fails.
 double IngestRatio(Generator* gen, sync::ServerStore* s, server::reports::ReportsStore* reports,
                    int64_t phase) {
   double off = 0, on = 0;
+  double ingest_off_cpu = 0, ingest_on_cpu = 0, others_off_cpu = 0, others_on_cpu = 0;
   for (int round = 0; round < 2; ++round) {
+    double thread0 = ThreadCpuSeconds(), process0 = ProcessCpuSeconds();
     off += gen->Apply(phase, [&] { return gen->MakeVisit(); });
+    double thread1 = ThreadCpuSeconds(), process1 = ProcessCpuSeconds();
+    ingest_off_cpu += thread1 - thread0;
+    others_off_cpu += (process1 - process0) - (thread1 - thread0);
     // The off phase's writes are counted before the on phase starts its clock.
     if (!reports->CatchUp().ok()) return -1;
-    server::reports::ReportsFollower follower(
-        reports, [s] { return s->last_op(); }, nullptr);
-    on += gen->Apply(phase, [&] { return gen->MakeVisit(); });
-    // How far the follower is behind the writer at the end of the phase, and how long it
-    // takes to catch up (the freshness below is measured from caught-up summaries).
-    const uint64_t last = s->last_op();
-    const uint64_t behind = last - *reports->Cursor();
-    Timer drain;
-    while (*reports->Cursor() < last) absl::SleepFor(absl::Milliseconds(1));
-    std::fprintf(stderr,
-                 "reports_bench: follower %llu ops behind at the end of phase %d, "
-                 "caught up in %.0f ms\n",
-                 static_cast<unsigned long long>(behind), round, drain.Seconds() * 1000);
+    thread0 = ThreadCpuSeconds();
+    process0 = ProcessCpuSeconds();
+    double ingest_thread = 0;
+    {
+      server::reports::ReportsFollower follower(
+          reports, [s] { return s->last_op(); }, nullptr);
+      on += gen->Apply(phase, [&] { return gen->MakeVisit(); });
+      ingest_thread = ThreadCpuSeconds() - thread0;
+      // How far the follower is behind the writer at the end of the phase, and how long
+      // it takes to catch up (the freshness below is measured from caught-up summaries).
+      const uint64_t last = s->last_op();
+      const uint64_t behind = last - *reports->Cursor();
+      Timer drain;
+      while (*reports->Cursor() < last) absl::SleepFor(absl::Milliseconds(1));
+      std::fprintf(stderr,
+                   "reports_bench: follower %llu ops behind at the end of phase %d, "
+                   "caught up in %.0f ms\n",
+                   static_cast<unsigned long long>(behind), round, drain.Seconds() * 1000);
+    }  // the follower stopped
+    thread1 = ThreadCpuSeconds();
+    process1 = ProcessCpuSeconds();
+    ingest_on_cpu += ingest_thread;
+    others_on_cpu += (process1 - process0) - (thread1 - thread0);
   }
   last_ingest_off = off / 2;
   last_ingest_on = on / 2;
+  const double visits = 2.0 * static_cast<double>(phase);
+  last_ingest_cpu.ingest_off_us = ingest_off_cpu / visits * 1e6;
+  last_ingest_cpu.ingest_on_us = ingest_on_cpu / visits * 1e6;
+  last_ingest_cpu.follower_us = std::max(0.0, others_on_cpu - others_off_cpu) / visits * 1e6;
+  std::fprintf(stderr,
+               "reports_bench: CPU per visit: writer %.1f us (follower off), %.1f us (on); "
+               "follower %.1f us; one-core ratio %.3f, two-core ratio %.3f\n",
+               last_ingest_cpu.ingest_off_us, last_ingest_cpu.ingest_on_us,
+               last_ingest_cpu.follower_us, last_ingest_cpu.one_core_ratio(),
+               last_ingest_cpu.two_core_ratio());
   return on / off;
+}
+
+// The CPU figures of the last IngestRatio() as JSON lines.
+void EmitIngestCpu() {
+  Emit(kBench, "ingest_cpu_ratio_with_reports", last_ingest_cpu.two_core_ratio(), "ratio");
+  Emit(kBench, "ingest_cpu_ratio_one_core", last_ingest_cpu.one_core_ratio(), "ratio");
+  Emit(kBench, "follower_cpu_per_visit_us", last_ingest_cpu.follower_us, "us");
+  Emit(kBench, "ingest_cpu_per_visit_us", last_ingest_cpu.ingest_off_us, "us");
 }
 
 double P99(std::vector<double> ms) {
@@ -264,10 +333,12 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
     Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
     return 0;
   }
-  double rebuild_s = 0;
+  double rebuild_s = 0, rebuild_cpu_s = 0;
   if (!follower_only) {
     Timer rebuild;
+    const double rebuild_cpu0 = ProcessCpuSeconds();
     absl::StatusOr<uint64_t> rebuilt = (*reports)->Rebuild();
+    rebuild_cpu_s = ProcessCpuSeconds() - rebuild_cpu0;
     if (!rebuilt.ok()) {
       std::fprintf(stderr, "reports_bench: rebuild: %s\n", rebuilt.status().ToString().c_str());
       return 1;
@@ -279,6 +350,7 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
     Emit(kBench, "province_p99_ms", latencies.province_p99, "ms");
     Emit(kBench, "national_p99_ms", latencies.national_p99, "ms");
     Emit(kBench, "rebuild_s", rebuild_s, "s");
+    Emit(kBench, "rebuild_cpu_s", rebuild_cpu_s, "s");
   } else if (!(*reports)->CatchUp().ok()) {
     return 1;
   }
@@ -336,6 +408,7 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
     const double ratio = IngestRatio(&gen, store, reports->get(), 20000);
     if (ratio < 0) return 1;
     Emit(kBench, "ingest_ratio_with_reports", ratio, "ratio");
+    EmitIngestCpu();
     std::fprintf(stderr, "reports_bench: ingest %.0f/s off, %.0f/s on\n", last_ingest_off,
                  last_ingest_on);
   }
@@ -451,8 +524,10 @@ int Run(int argc, char** argv) {
     return 1;
   }
   Timer rebuild;
+  const double rebuild_cpu0 = ProcessCpuSeconds();
   if (!(*reports)->Rebuild().ok()) return 1;
   const double rebuild_s = rebuild.Seconds();
+  const double rebuild_cpu_s = ProcessCpuSeconds() - rebuild_cpu0;
 
   sync::ServerStore* s = store->get();
   const double ratio = IngestRatio(&gen, s, reports->get(), phase);
@@ -482,7 +557,9 @@ int Run(int argc, char** argv) {
   Emit(kBench, "freshness_max_ms", fresh.back(), "ms");
   Emit(kBench, "freshness_p50_ms", fresh[fresh.size() / 2], "ms");
   Emit(kBench, "ingest_ratio_with_reports", ratio, "ratio");
+  EmitIngestCpu();
   Emit(kBench, "rebuild_s", rebuild_s, "s");
+  Emit(kBench, "rebuild_cpu_s", rebuild_cpu_s, "s");
   std::fprintf(stderr,
                "reports_bench: %lld facilities, %lld visits, %lld requests; ingest %.0f/s off, "
                "%.0f/s on\n",

@@ -43,8 +43,10 @@ constexpr int64_t kMsPerDay = 24 * 3600 * 1000;
 constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // The summaries' layout; a store of another version is rebuilt on open.
 // 2: visits' indicators (outcomes); 3: monthly summaries, distances, requests' since day;
-// 4: the facility search index (r_fsearch).
-constexpr int64_t kReportsVersion = 4;
+// 4: the facility search index (r_fsearch); 5: no daily counters (s_visit_day): periods
+// that are not whole months read r_visit's covering index, the last visit of a
+// collaborator the monthly counters' index by collaborator (s_visit_month_collaborator).
+constexpr int64_t kReportsVersion = 5;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -97,15 +99,17 @@ constexpr char kTables[] =
     " day INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS r_event_request ON r_event(request, to_status, day);"
     "CREATE INDEX IF NOT EXISTS r_event_action ON r_event(commune, action, day);"
-    // Counters: visits and visits without GPS per commune x day x collaborator.
-    "CREATE TABLE IF NOT EXISTS s_visit_day(commune INTEGER NOT NULL, day INTEGER NOT NULL,"
-    " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
-    " PRIMARY KEY(commune, day, collaborator)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS s_visit_day_collaborator ON s_visit_day(collaborator, day);"
-    // The same per month (YYYYMM): the whole months of a period sum these.
+    // Counters: visits and visits without GPS per commune x month (YYYYMM) x
+    // collaborator: the whole months of a period sum these. (Other days read r_visit's
+    // covering index r_visit_commune: a daily counter had about one row per visit and cost
+    // every visit two more B-tree writes.)
     "CREATE TABLE IF NOT EXISTS s_visit_month(commune INTEGER NOT NULL, month INTEGER NOT NULL,"
     " collaborator INTEGER NOT NULL, visits INTEGER NOT NULL, no_gps INTEGER NOT NULL,"
     " PRIMARY KEY(commune, month, collaborator)) WITHOUT ROWID;"
+    // A collaborator's months with visits, newest first: its last visit (activity) is in
+    // the newest month's communes (r_visit_commune then gives the day). A row is added
+    // only for a collaborator's first visit of a commune's month, not for every visit.
+    "CREATE INDEX IF NOT EXISTS s_visit_month_collaborator ON s_visit_month(collaborator, month);"
     // Visits per facility x month (by the visits' commune): which facilities were visited.
     "CREATE TABLE IF NOT EXISTS s_facility_month(commune INTEGER NOT NULL, facility TEXT NOT NULL,"
     " month INTEGER NOT NULL, visits INTEGER NOT NULL,"
@@ -128,10 +132,12 @@ constexpr char kTables[] =
     " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
-constexpr const char* kSummaryTables[] = {"r_facility",       "r_visit",         "r_request",
-                                          "r_event",          "s_visit_day",     "s_visit_month",
-                                          "s_facility_month", "s_commune_month", "s_coverage_year",
-                                          "s_request_month",  "r_fsearch_key",   "r_fsearch"};
+constexpr const char* kSummaryTables[] = {"r_facility",      "r_visit",         "r_request",
+                                          "r_event",         "s_visit_month",   "s_facility_month",
+                                          "s_commune_month", "s_coverage_year", "s_request_month",
+                                          "r_fsearch_key",   "r_fsearch"};
+// Tables of older layouts, dropped with the others when the version changes.
+constexpr const char* kObsoleteTables[] = {"s_visit_day"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
@@ -312,8 +318,8 @@ struct ReportsStore::Pending {
   struct Pair {
     int64_t visits = 0, no_gps = 0;
   };
-  // (commune, day or month, collaborator)
-  std::map<std::array<int64_t, 3>, Pair> visit_day, visit_month;
+  // (commune, month, collaborator)
+  std::map<std::array<int64_t, 3>, Pair> visit_month;
   // (commune, facility, month): visits
   std::map<std::tuple<int64_t, std::string, int64_t>, int64_t> facility_month;
   // (commune, month, author): requests
@@ -321,7 +327,7 @@ struct ReportsStore::Pending {
   // Requests whose since day may have changed (their row, or one of their events).
   std::set<std::string> since_requests;
   bool empty() const {
-    return visit_day.empty() && facility_month.empty() && request_month.empty() &&
+    return visit_month.empty() && facility_month.empty() && request_month.empty() &&
            since_requests.empty();
   }
 };
@@ -473,6 +479,9 @@ absl::Status ReportsStore::CreateTables(Db* db) {
       // Another layout: start again (CatchUp() recounts from op 0).
       std::string drop;
       for (const char* t : kSummaryTables) absl::StrAppend(&drop, "DROP TABLE IF EXISTS ", t, ";");
+      for (const char* t : kObsoleteTables) {
+        absl::StrAppend(&drop, "DROP TABLE IF EXISTS ", t, ";");
+      }
       absl::StrAppend(&drop, "DROP TABLE r_meta;");
       absl::Status status = db->Exec(drop);
       if (!status.ok()) return status;
@@ -699,7 +708,7 @@ absl::StatusOr<uint64_t> ReportsStore::FillTables(Db* db) {
   clock.Mark("per-record rows");
   // The indexes again, over the loaded rows; the counters' own index after the counters.
   status = db->Exec(kTables);
-  if (status.ok()) status = db->Exec("DROP INDEX s_visit_day_collaborator");
+  if (status.ok()) status = db->Exec("DROP INDEX s_visit_month_collaborator");
   clock.Mark("indexes");
   if (status.ok()) status = FillDerived(db, *cursor);
   counter_job_.reset();  // joined, when FillDerived() was not reached
@@ -802,11 +811,11 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords(Db* db) {
 
 namespace {
 
-// The visit counters' rows (s_visit_day, s_visit_month, s_facility_month,
+// The visit counters' rows (s_visit_month, s_facility_month,
 // s_commune_month, s_coverage_year), each table's in primary-key order.
 struct VisitCounterRows {
   struct Count {
-    int64_t commune, key, collaborator, visits, no_gps;  // key: day or month
+    int64_t commune, month, collaborator, visits, no_gps;
   };
   struct FacilityMonth {
     int64_t commune;
@@ -819,7 +828,7 @@ struct VisitCounterRows {
   struct Year {
     int64_t commune, year, facilities;
   };
-  std::vector<Count> day, month;
+  std::vector<Count> month;
   std::vector<FacilityMonth> facility_month;
   std::vector<CommuneMonth> commune_month;
   std::vector<Year> coverage_year;
@@ -833,14 +842,13 @@ class VisitCounters {
  public:
   explicit VisitCounters(VisitCounterRows* rows) : rows_(rows) {}
 
-  void Add(int64_t commune, int64_t day, absl::string_view facility, int64_t month,
-           int64_t collaborator, int64_t no_gps) {
+  void Add(int64_t commune, absl::string_view facility, int64_t month, int64_t collaborator,
+           int64_t no_gps) {
     if (commune != commune_) {
       Close();
       commune_ = commune;
     }
-    for (Pair* p : {&by_day_[{day, collaborator}], &by_month_[{month, collaborator}],
-                    &commune_month_[month]}) {
+    for (Pair* p : {&by_month_[{month, collaborator}], &commune_month_[month]}) {
       p->visits += 1;
       p->no_gps += no_gps;
     }
@@ -852,9 +860,6 @@ class VisitCounters {
   // Appends the current commune's rows.
   void Close() {
     if (commune_ < 0) return;
-    for (const auto& [key, n] : by_day_) {
-      rows_->day.push_back({commune_, key.first, key.second, n.visits, n.no_gps});
-    }
     for (const auto& [key, n] : by_month_) {
       rows_->month.push_back({commune_, key.first, key.second, n.visits, n.no_gps});
     }
@@ -883,7 +888,6 @@ class VisitCounters {
     for (const auto& [year, n] : facilities_by_year) {
       rows_->coverage_year.push_back({commune_, year, n});
     }
-    by_day_.clear();
     by_month_.clear();
     by_facility_month_.clear();
     commune_month_.clear();
@@ -898,7 +902,6 @@ class VisitCounters {
   int64_t commune_ = -1;
   // Each facility id once (stable addresses: rows point at them).
   absl::node_hash_set<std::string> facilities_;
-  std::map<std::pair<int64_t, int64_t>, Pair> by_day_;    // (day, collaborator)
   std::map<std::pair<int64_t, int64_t>, Pair> by_month_;  // (month, collaborator)
   std::map<std::pair<absl::string_view, int64_t>, int64_t> by_facility_month_;
   std::map<int64_t, Pair> commune_month_;
@@ -907,7 +910,6 @@ class VisitCounters {
 // Writes `rows` into the counter tables of `db`.
 absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
   const char* kInserts[] = {
-      "INSERT INTO s_visit_day(commune, day, collaborator, visits, no_gps) VALUES (?1,?2,?3,?4,?5)",
       "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
       "VALUES (?1,?2,?3,?4,?5)",
       "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4)",
@@ -927,16 +929,12 @@ absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
     for (int64_t v : values) s->BindInt(i++, v);
     return s->Run();
   };
-  for (const auto& r : rows.day) {
-    absl::Status st = run(inserts[0], {r.commune, r.key, r.collaborator, r.visits, r.no_gps});
-    if (!st.ok()) return st;
-  }
   for (const auto& r : rows.month) {
-    absl::Status st = run(inserts[1], {r.commune, r.key, r.collaborator, r.visits, r.no_gps});
+    absl::Status st = run(inserts[0], {r.commune, r.month, r.collaborator, r.visits, r.no_gps});
     if (!st.ok()) return st;
   }
   for (const auto& r : rows.facility_month) {
-    Statement* s = inserts[2];
+    Statement* s = inserts[1];
     s->Reset();
     s->BindInt(1, r.commune);
     s->BindTextRef(2, *r.facility);
@@ -946,11 +944,11 @@ absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
     if (!st.ok()) return st;
   }
   for (const auto& r : rows.commune_month) {
-    absl::Status st = run(inserts[3], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
+    absl::Status st = run(inserts[2], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
     if (!st.ok()) return st;
   }
   for (const auto& r : rows.coverage_year) {
-    absl::Status st = run(inserts[4], {r.commune, r.year, r.facilities});
+    absl::Status st = run(inserts[3], {r.commune, r.year, r.facilities});
     if (!st.ok()) return st;
   }
   return absl::OkStatus();
@@ -1003,9 +1001,8 @@ struct ReportsStore::CounterJob {
       return;
     }
     status = ForEachRow(*scan, [&](Statement& row) {
-      const int64_t day = VietnamDay(row.ColumnInt(1));
-      counters.Add(row.ColumnInt(0), day, row.ColumnText(2), MonthOf(day), row.ColumnInt(3),
-                   row.ColumnInt(4));
+      counters.Add(row.ColumnInt(0), row.ColumnText(2), MonthOf(VietnamDay(row.ColumnInt(1))),
+                   row.ColumnInt(3), row.ColumnInt(4));
       return absl::OkStatus();
     });
     counters.Close();
@@ -1058,8 +1055,7 @@ absl::Status ReportsStore::FillDerived(Db* db, uint64_t op) {
       if (!st.ok()) return st;
       commune = row.ColumnInt(0);
     }
-    counters.Add(commune, row.ColumnInt(1), row.ColumnText(2), row.ColumnInt(3), row.ColumnInt(4),
-                 row.ColumnInt(5));
+    counters.Add(commune, row.ColumnText(2), row.ColumnInt(3), row.ColumnInt(4), row.ColumnInt(5));
     return absl::OkStatus();
   });
   counters.Close();
@@ -1233,11 +1229,9 @@ absl::Status ReportsStore::IndexFacility(Statement& row) {
 void ReportsStore::AddVisit(int64_t commune, int64_t day, int64_t collaborator,
                             absl::string_view facility, int64_t visits, int64_t no_gps) {
   const int64_t month = MonthOf(day);
-  for (Pending::Pair* p : {&pending_->visit_day[{commune, day, collaborator}],
-                           &pending_->visit_month[{commune, month, collaborator}]}) {
-    p->visits += visits;
-    p->no_gps += no_gps;
-  }
+  Pending::Pair& p = pending_->visit_month[{commune, month, collaborator}];
+  p.visits += visits;
+  p.no_gps += no_gps;
   pending_->facility_month[{commune, std::string(facility), month}] += visits;
 }
 
@@ -1259,32 +1253,25 @@ absl::Status ReportsStore::FlushPending() {
     bind_key(*del);
     return (*del)->Run();
   };
-  for (const bool daily : {true, false}) {
-    const std::string table = daily ? "s_visit_day" : "s_visit_month";
-    const std::string key = daily ? "day" : "month";
-    const std::string upsert =
-        absl::StrCat("INSERT INTO ", table, "(commune, ", key, ", collaborator, visits, no_gps) ",
-                     "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, ", key,
-                     ", collaborator) DO UPDATE SET visits = visits + excluded.visits, "
-                     "no_gps = no_gps + excluded.no_gps");
-    const std::string zero = absl::StrCat("DELETE FROM ", table, " WHERE commune = ?1 AND ", key,
-                                          " = ?2 AND collaborator = ?3 AND visits = 0");
-    for (const auto& entry : daily ? p.visit_day : p.visit_month) {
-      const std::array<int64_t, 3>& k = entry.first;
-      const Pending::Pair& n = entry.second;
-      if (n.visits == 0 && n.no_gps == 0) continue;  // a visit out and in again
-      absl::Status status = add(
-          upsert, zero,
-          [&](Statement* s) {
-            for (int i = 0; i < 3; ++i) s->BindInt(i + 1, k[i]);
-          },
-          [&](Statement* s) {
-            s->BindInt(4, n.visits);
-            s->BindInt(5, n.no_gps);
-          },
-          n.visits < 0);
-      if (!status.ok()) return status;
-    }
+  for (const auto& entry : p.visit_month) {
+    const std::array<int64_t, 3>& k = entry.first;
+    const Pending::Pair& n = entry.second;
+    if (n.visits == 0 && n.no_gps == 0) continue;  // a visit out and in again
+    absl::Status status = add(
+        "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
+        "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(commune, month, collaborator) DO UPDATE SET "
+        "visits = visits + excluded.visits, no_gps = no_gps + excluded.no_gps",
+        "DELETE FROM s_visit_month WHERE commune = ?1 AND month = ?2 AND collaborator = ?3 AND "
+        "visits = 0",
+        [&](Statement* s) {
+          for (int i = 0; i < 3; ++i) s->BindInt(i + 1, k[i]);
+        },
+        [&](Statement* s) {
+          s->BindInt(4, n.visits);
+          s->BindInt(5, n.no_gps);
+        },
+        n.visits < 0);
+    if (!status.ok()) return status;
   }
   // Visits per facility x month; a facility's month appearing or going changes the
   // distinct counts of its commune's month and, when no other month of that year has a
@@ -1904,8 +1891,8 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   std::map<int64_t, int64_t> visits_by_month;
   // Counts in the period: the period's rows of every commune of the scope, summed by the
   // statements (json_each of the communes, one index seek each). Whole months read the
-  // monthly counters (s_visit_month, s_request_month), other periods the daily ones and
-  // the requests.
+  // monthly counters (s_visit_month, s_request_month), other periods the visits (the
+  // covering index r_visit_commune) and the requests.
   const std::string communes = CommunesJson(scope);
   const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   absl::StatusOr<Statement*> visits = reader_->Prepare(
@@ -1913,9 +1900,9 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
           // Rows in the primary key's order, summed here (no sort in SQLite).
           ? "SELECT v.collaborator, v.month, v.visits FROM json_each(?1) AS j CROSS JOIN "
             "s_visit_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3"
-          : "SELECT v.collaborator, v.day, sum(v.visits) FROM json_each(?1) AS j CROSS JOIN "
-            "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
-            "GROUP BY v.collaborator, v.day");
+          : "SELECT v.collaborator, v.day, count(*) FROM json_each(?1) AS j CROSS JOIN "
+            "r_visit v INDEXED BY r_visit_commune WHERE v.commune = j.value AND v.day BETWEEN "
+            "?2 AND ?3 GROUP BY v.collaborator, v.day");
   if (!visits.ok()) return visits.status();
   absl::StatusOr<Statement*> requests = reader_->Prepare(
       months.whole
@@ -1953,16 +1940,16 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   // active when it has a visit or a request creation in the scope on a day in
   // (today - inactive_days, period's end] (its last activity up to the period's end is
   // then less than inactive_days old). Whole months of that window read the monthly
-  // counters, its other days the daily ones.
+  // counters, its other days the visits and requests.
   const int64_t window_from = scope.today - static_cast<int64_t>(inactive_days) + 1;
   absl::flat_hash_set<int64_t> active;
   if (window_from <= scope.to_day) {
     const DaySplit w = SplitByWholeMonths(window_from, scope.to_day, use_monthly_);
     absl::StatusOr<Statement*> recent = reader_->Prepare(
-        "SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_day v "
-        "WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
-        "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_day v "
-        "WHERE v.commune = j.value AND v.day BETWEEN ?4 AND ?5 "
+        "SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN r_visit v "
+        "INDEXED BY r_visit_commune WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
+        "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN r_visit v "
+        "INDEXED BY r_visit_commune WHERE v.commune = j.value AND v.day BETWEEN ?4 AND ?5 "
         "UNION SELECT v.collaborator FROM json_each(?1) AS j CROSS JOIN s_visit_month v "
         "WHERE v.commune = j.value AND v.month BETWEEN ?6 AND ?7 "
         "UNION SELECT r.author FROM json_each(?1) AS j CROSS JOIN r_request r "
@@ -2013,11 +2000,9 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
   // seek into its own rows, newest first.
   const std::string users_json = absl::StrCat("[", absl::StrJoin(user_ids, ","), "]");
   absl::StatusOr<Statement*> last = reader_->Prepare(
-      "SELECT u.value, max(coalesce((SELECT v.day FROM s_visit_day v WHERE v.collaborator = "
-      "u.value AND v.day <= ?2 AND v.commune IN (SELECT value FROM json_each(?3)) ORDER BY "
-      "v.day DESC LIMIT 1), -1), coalesce((SELECT r.created_day FROM r_request r "
+      "SELECT u.value, coalesce((SELECT r.created_day FROM r_request r "
       "INDEXED BY r_request_author WHERE r.author = u.value AND r.created_day <= ?2 AND "
-      "r.commune IN (SELECT value FROM json_each(?3)) ORDER BY r.created_day DESC LIMIT 1), -1)) "
+      "r.commune IN (SELECT value FROM json_each(?3)) ORDER BY r.created_day DESC LIMIT 1), -1) "
       "FROM json_each(?1) AS u");
   if (!last.ok()) return last.status();
   (*last)->BindText(1, users_json);
@@ -2029,6 +2014,60 @@ absl::StatusOr<kcnet::v1::ActivityReport> ReportsStore::Activity(
     return absl::OkStatus();
   });
   if (!found.ok()) return found;
+  // Each user's last visit: the user's months with visits in the scope, newest first
+  // (the counters' index by collaborator), and in each month's communes the user's last
+  // visit on a day up to the period's end (r_visit_commune: the commune's visits of that
+  // month). The first month that has one holds the last visit; only the period's own
+  // month can have none (its visits all after the period's end).
+  absl::StatusOr<Statement*> user_months = reader_->Prepare(
+      "SELECT m.month, m.commune FROM s_visit_month m INDEXED BY s_visit_month_collaborator "
+      "WHERE m.collaborator = ?1 AND m.month <= ?2 ORDER BY m.month DESC");
+  if (!user_months.ok()) return user_months.status();
+  absl::StatusOr<Statement*> last_visit = reader_->Prepare(
+      "SELECT max(v.day) FROM r_visit v INDEXED BY r_visit_commune WHERE v.commune = ?1 AND "
+      "v.day BETWEEN ?2 AND ?3 AND v.collaborator = ?4");
+  if (!last_visit.ok()) return last_visit.status();
+  // (The scope's communes are tested here: an IN (json_each) in the statement would read
+  // the whole list again for every user.)
+  const absl::flat_hash_set<int64_t> scope_communes(scope.communes.begin(), scope.communes.end());
+  for (int64_t user : user_ids) {
+    (*user_months)->BindInt(1, user);
+    (*user_months)->BindInt(2, MonthOf(scope.to_day));
+    int64_t best = -1, best_month = -1;
+    while (true) {
+      absl::StatusOr<bool> row = (*user_months)->Step();
+      if (!row.ok()) {
+        (*user_months)->Reset();
+        return row.status();
+      }
+      if (!*row) break;
+      const int64_t month = (*user_months)->ColumnInt(0);
+      if (best >= 0 && month < best_month) break;  // an older month: not the last visit
+      if (!scope_communes.contains((*user_months)->ColumnInt(1))) continue;
+      const absl::CivilDay first(month / 100, month % 100, 1);
+      const int64_t from = first - absl::CivilDay(1970, 1, 1);
+      const int64_t to = std::min(scope.to_day, absl::CivilDay(absl::CivilMonth(first) + 1) -
+                                                    absl::CivilDay(1970, 1, 1) - 1);
+      (*last_visit)->BindInt(1, (*user_months)->ColumnInt(1));
+      (*last_visit)->BindInt(2, from);
+      (*last_visit)->BindInt(3, to);
+      (*last_visit)->BindInt(4, user);
+      absl::Status status = ForEachRow(*last_visit, [&](Statement& s) {
+        if (!s.IsNull(0) && s.ColumnInt(0) > best) {
+          best = s.ColumnInt(0);
+          best_month = month;
+        }
+        return absl::OkStatus();
+      });
+      if (!status.ok()) {
+        (*user_months)->Reset();
+        return status;
+      }
+    }
+    (*user_months)->Reset();
+    Counts& c = by_user[user];
+    c.last_day = std::max(c.last_day, best);
+  }
   std::map<int64_t, kcnet::v1::CollaboratorActivity> out;
   for (int64_t user : user_ids) out[user].set_user_id(user);
   for (auto& u : users) {
@@ -2081,16 +2120,16 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
   // One statement per figure over every commune of the scope (json_each of the list).
   const std::string communes = CommunesJson(scope);
   // Visits and visits without GPS: whole months from the monthly counters, other periods
-  // from the daily ones.
+  // from the visits (the covering index r_visit_commune).
   const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   absl::StatusOr<Statement*> counts = reader_->Prepare(
       months.whole
           ? "SELECT v.month, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
             "s_commune_month v WHERE v.commune = j.value AND v.month BETWEEN ?2 AND ?3 "
             "GROUP BY v.month"
-          : "SELECT v.day, sum(v.visits), sum(v.no_gps) FROM json_each(?1) AS j CROSS JOIN "
-            "s_visit_day v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 "
-            "GROUP BY v.day");
+          : "SELECT v.day, count(*), sum(v.lat IS NULL) FROM json_each(?1) AS j CROSS JOIN "
+            "r_visit v INDEXED BY r_visit_commune WHERE v.commune = j.value AND v.day BETWEEN "
+            "?2 AND ?3 GROUP BY v.day");
   if (!counts.ok()) return counts.status();
   // Far visits: each visit keeps its distance to its facility's point (dist_km); at the
   // default limit or above, only the index of visits beyond 5 km is read. Their number

@@ -2,19 +2,18 @@
 // from the server store's change log, and the report queries over them.
 //
 // The summaries are a narrow projection of each live record (r_facility, r_visit,
-// r_request, r_event) plus counters per commune x day x collaborator (s_visit_day) and per
-// month (s_visit_month, s_facility_month, s_commune_month, s_coverage_year,
-// s_request_month), so that a period of whole months is answered from rows per commune
-// and month, not per visit (docs/REPORTS.md, "Which path answers a period"). They
-// follow the record store (kcnet.db, attached read-only in spirit: never written here) by
-// op: CatchUp() reads, in one transaction, every record whose op is above the summaries'
-// cursor (per bucket, through the store's (bucket, op) index and its _buckets table), takes
-// each record's old contribution out and puts its new one in, and moves the cursor to the
-// store's last op in the same transaction. So the summaries always count exactly the ops
-// up to their cursor, a crash loses nothing, and a catch-up after a restore or an upgrade
-// is the same code. Within a catch-up transaction, the summary counters' changes are
-// summed in memory per key and written once per key at its end (a visit costs its own
-// row's statements; the counters cost one upsert per distinct key of the batch).
+// r_request, r_event) plus counters per month (s_visit_month, s_facility_month,
+// s_commune_month, s_coverage_year, s_request_month), so that a period of whole months is answered
+// from rows per commune and month, not per visit (docs/REPORTS.md, "Which path answers a period").
+// They follow the record store (kcnet.db, attached read-only in spirit: never written here) by op:
+// CatchUp() reads, in one transaction, every record whose op is above the summaries' cursor (per
+// bucket, through the store's (bucket, op) index and its _buckets table), takes each record's old
+// contribution out and puts its new one in, and moves the cursor to the store's last op in the same
+// transaction. So the summaries always count exactly the ops up to their cursor, a crash loses
+// nothing, and a catch-up after a restore or an upgrade is the same code. Within a catch-up
+// transaction, the summary counters' changes are summed in memory per key and written once per key
+// at its end (a visit costs its own row's statements; the counters cost one upsert per distinct key
+// of the batch).
 //
 // A backlog (a first start over an existing store) is counted in slices of at most
 // 200,000 ops, one transaction each. Within a slice the cursor is exact; between slices of
@@ -161,7 +160,7 @@ class ReportsStore {
   // (docs/REPORTS.md, "Outcomes"); commune names come from the caller.
   absl::StatusOr<kcnet::v1::OutcomesReport> Outcomes(const ReportScope& scope);
 
-  // For tests: false makes every report read the per-record rows and daily counters only
+  // For tests: false makes every report read the per-record rows only
   // (the path of periods that are not whole months), to compare with the monthly summaries.
   void set_use_monthly_summaries(bool use) { use_monthly_ = use; }
   // For tests: false makes a rebuild compute the visit counters from the loaded visits
@@ -182,7 +181,7 @@ class ReportsStore {
   absl::Status ApplyEvent(sync::Statement& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // The summary counters' changes of one catch-up transaction, summed in memory per key
   // by the Apply* functions and written once per key by FlushPending() before the cursor
-  // moves (one upsert per commune x day x collaborator, etc., not one per visit).
+  // moves (one upsert per commune x month x collaborator, etc., not one per visit).
   struct Pending;
   // Adds a visit (+1) or takes it out (-1) of the pending counters.
   void AddVisit(int64_t commune, int64_t day, int64_t collaborator, absl::string_view facility,

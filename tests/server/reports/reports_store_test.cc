@@ -244,6 +244,39 @@ TEST_F(ReportsStoreTest, ActivityOfTheExample) {
   EXPECT_EQ(report->total_inactive(), 2);
 }
 
+// A collaborator's last activity is its last visit on or before the period's end in the
+// scope's communes, found month by month: the newest month may hold only later visits, and
+// a month's visits may be in several communes.
+TEST_F(ReportsStoreTest, LastVisitIsTheLastOnOrBeforeThePeriodsEnd) {
+  const std::string f1 = Facility(kC1, "Một", 21.0, 105.8, VnMs(2025, 1, 1));
+  const std::string f2 = Facility(kC2, "Hai", 21.5, 105.5, VnMs(2025, 1, 1));
+  AddVisit(f1, kC1, 20, VnMs(2026, 3, 20), 21.0, 105.8);
+  AddVisit(f2, kC2, 20, VnMs(2026, 3, 5), 21.5, 105.5);
+  AddVisit(f1, kC1, 20, VnMs(2026, 4, 25), 21.0, 105.8);
+  AddVisit(f2, kC2, 20, VnMs(2026, 4, 12), 21.5, 105.5);
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  auto last = [&](std::vector<int64_t> communes, int64_t to_day) {
+    ReportScope scope;
+    scope.communes = std::move(communes);
+    scope.from_day = Day(2026, 1, 1);
+    scope.to_day = to_day;
+    scope.today = Day(2026, 5, 10);
+    std::vector<CollaboratorActivity> users(1);
+    users[0].set_user_id(20);
+    absl::StatusOr<ActivityReport> report = reports_->Activity(scope, 30, users);
+    EXPECT_TRUE(report.ok()) << report.status();
+    return report.ok() && report->collaborators_size() == 1
+               ? report->collaborators(0).last_activity_date()
+               : std::string("?");
+  };
+  EXPECT_EQ(last({kC1, kC2}, Day(2026, 4, 10)), "2026-03-20");  // April's are later
+  EXPECT_EQ(last({kC1, kC2}, Day(2026, 4, 12)), "2026-04-12");
+  EXPECT_EQ(last({kC1, kC2}, Day(2026, 4, 30)), "2026-04-25");
+  EXPECT_EQ(last({kC2}, Day(2026, 4, 30)), "2026-04-12");
+  EXPECT_EQ(last({kC2}, Day(2026, 4, 11)), "2026-03-05");
+  EXPECT_EQ(last({kC1, kC2}, Day(2026, 3, 4)), "");
+}
+
 TEST_F(ReportsStoreTest, QualityOfTheExample) {
   WriteExample();
   ASSERT_TRUE(reports_->CatchUp().ok());
@@ -723,6 +756,37 @@ TEST_F(ReportsStoreTest, ReopenContinuesFromItsCursor) {
   EXPECT_EQ(*(*reopened)->Cursor(), before);
   ASSERT_TRUE((*reopened)->CatchUp().ok());
   EXPECT_EQ((*reopened)->Coverage(Period())->total().visited_facilities(), 4);
+}
+
+// Summaries of an older layout (version 4 had the daily counters s_visit_day) are dropped
+// when opened and counted again from op 0: the old table goes, and what is counted equals
+// what the current layout counts (an old counter made wrong shows it is not kept).
+TEST_F(ReportsStoreTest, SummariesOfAnOlderLayoutAreCountedAgainOnOpen) {
+  WriteExample();
+  ASSERT_TRUE(reports_->CatchUp().ok());
+  const std::string current = *reports_->Dump();
+  reports_.reset();
+  {
+    auto db = sync::Db::Open(dir_.File("reports.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)
+                    ->Exec("UPDATE r_meta SET value = 4 WHERE key = 'version';"
+                           "CREATE TABLE s_visit_day(commune INTEGER, day INTEGER, "
+                           "collaborator INTEGER, visits INTEGER, no_gps INTEGER);"
+                           "INSERT INTO s_visit_day VALUES (101, 20500, 7, 1, 0);"
+                           "UPDATE s_commune_month SET visits = visits + 100")
+                    .ok());
+  }
+  auto reopened = ReportsStore::Open(dir_.File("reports.db"), dir_.File("kcnet.db"));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ(*(*reopened)->Cursor(), 0u);
+  ASSERT_TRUE((*reopened)->CatchUp().ok());
+  EXPECT_EQ(*(*reopened)->Cursor(), store_->last_op());
+  EXPECT_EQ(*(*reopened)->Dump(), current);
+  auto db = sync::Db::Open(dir_.File("reports.db"));
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM sqlite_schema WHERE name = 's_visit_day'"), 0);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT value FROM r_meta WHERE key = 'version'"), 5);
 }
 
 TEST_F(ReportsStoreTest, FollowerCountsACommitWithinASecond) {
