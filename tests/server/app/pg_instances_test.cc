@@ -26,6 +26,8 @@
 #include "kcnet/v1/attachments.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/attachments/blob_store.h"
+#include "server/pgstore/pg_attachments.h"
+#include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_plan_db.h"
 #include "server/plans/plan_store.h"
 #include "tests/sync_stream/stream_fixture.h"
@@ -511,6 +513,90 @@ TEST_F(PgInstancesTest, AttachmentBytesAreSharedByEveryInstance) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
   // Nothing of the attachments is written under the data dirs.
   EXPECT_FALSE(std::filesystem::exists(tmp_.File("b") + "/attachments.db"));
+}
+
+// The collector and verify-blobs on PostgreSQL (kcnet-admin --store=postgres:): a blob no
+// record names is removed after the grace, a referenced one never; a byte flipped in the
+// database is reported as damage.
+TEST_F(PgInstancesTest, GcAndVerifyBlobsWorkOnTheSharedBlobs) {
+  WriteFile(tmp_.File("units.csv"),
+            "code,name,level,parent_code\n"
+            "01,Thành phố Hà Nội,province,\n"
+            "001,Quận Ba Đình,district,01\n"
+            "00001,Phường Phúc Xá,commune,001\n");
+  Admin({"import-org-units", tmp_.File("units.csv")});
+  WriteFile(tmp_.File("password"), "mat-khau-123\n");
+  Admin({"create-user", "--username=lan", "--display_name=Nguyễn Thị Lan",
+         "--role=commune_collaborator", "--org_units=00001",
+         "--password-file=" + tmp_.File("password")});
+  std::unique_ptr<Child> a;
+  const int port = StartInstance("a", &a);
+  ASSERT_NE(port, 0);
+  auto auth = v1::AuthService::NewStub(Channel(port));
+  v1::LoginRequest login;
+  login.set_username("lan");
+  login.set_password("mat-khau-123");
+  v1::LoginResponse signed_in;
+  grpc::Status status = auth->Login(As("").get(), login, &signed_in);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const int64_t commune = signed_in.user().org_unit_ids(0);
+
+  // A referenced photo, uploaded through the instance.
+  const std::string photo = Jpeg(300 * 1024, 7);
+  const std::string facility = NewUuid();
+  RecordChange record = NewAttachment(facility, commune, signed_in.user().id(), photo);
+  auto tablet = NewDevice("tablet-1", port, signed_in.token());
+  ASSERT_NE(tablet, nullptr);
+  tablet->Write({NewFacility(facility, commune, signed_in.user().id(), "Cơ sở"), record});
+  tablet->Sync();
+  Uploader uploader{v1::AttachmentService::NewStub(Channel(port)), signed_in.token()};
+  v1::BeginUploadResponse begin;
+  ASSERT_TRUE(uploader.Begin(*sync::UuidToText(record.id()), photo, &begin).ok());
+  int64_t payload = 0;
+  std::vector<int64_t> acks;
+  bool complete = false;
+  status = uploader.Send(begin.upload_id(), photo, 0, static_cast<int64_t>(photo.size()),
+                         /*cut=*/false, &payload, &acks, &complete);
+  ASSERT_TRUE(status.ok() && complete) << status.error_message();
+  // A blob no record names (as one whose record was deleted).
+  auto storage = kcnet::pgstore::OpenPgBlobStorage(pg_->conninfo());
+  ASSERT_TRUE(storage.ok()) << storage.status();
+  absl::StatusOr<std::string> orphan = storage->blobs->Put(Jpeg(100 * 1024, 8));
+  ASSERT_TRUE(orphan.ok()) << orphan.status();
+  const std::string photo_sha = server::HexOf(server::Sha256Of(photo));
+
+  auto run = [&](std::vector<std::string> args, std::string* out) {
+    args.insert(args.begin(), {KCNET_ADMIN_PATH, store_, "--data_dir=" + tmp_.File("admin")});
+    Child admin(args, tmp_.File("admin.stderr"));
+    const int code = admin.RunToEnd(out);
+    *out += ReadFile(tmp_.File("admin.stderr"));
+    return code;
+  };
+  std::string out;
+  EXPECT_EQ(run({"gc-blobs", "--grace=0s"}, &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "removed 1 blobs")) << out;
+  EXPECT_TRUE(absl::IsNotFound(storage->blobs->Size(*orphan).status()));
+  EXPECT_TRUE(storage->blobs->Size(photo_sha).ok());  // referenced: never collected
+  std::string got;
+  ASSERT_TRUE(uploader.Download(photo, 0, 0, &got).ok());
+  EXPECT_TRUE(got == photo);
+
+  out.clear();
+  EXPECT_EQ(run({"verify-blobs"}, &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "verified 1 blobs")) << out;
+  {
+    auto conn = kcnet::pgstore::PgConn::Connect(pg_->conninfo());
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    auto flipped = (*conn)->Query(
+        "UPDATE kcnet_attachments.chunks SET data = set_byte(data, 5000, "
+        "get_byte(data, 5000) # 1) WHERE key = $1 AND n = 0",
+        {kcnet::pgstore::PgParam::Text(photo_sha)});
+    ASSERT_TRUE(flipped.ok()) << flipped.status();
+    ASSERT_EQ(flipped->affected(), 1);
+  }
+  out.clear();
+  EXPECT_NE(run({"verify-blobs"}, &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "damaged " + photo_sha)) << out;
 }
 
 }  // namespace
