@@ -515,6 +515,105 @@ TEST_F(PgInstancesTest, AttachmentBytesAreSharedByEveryInstance) {
   EXPECT_FALSE(std::filesystem::exists(tmp_.File("b") + "/attachments.db"));
 }
 
+// A device moved from A to B while A still holds its old stream open (a half-open
+// connection): B's stream takes the session over, and the stale stream's next commit on A
+// is ABORTED instead of writing over B's bytes; the photo ends byte-identical.
+TEST_F(PgInstancesTest, AStaleStreamOnAnotherInstanceCannotWriteOverTheOneThatTookOver) {
+  WriteFile(tmp_.File("units.csv"),
+            "code,name,level,parent_code\n"
+            "01,Thành phố Hà Nội,province,\n"
+            "001,Quận Ba Đình,district,01\n"
+            "00001,Phường Phúc Xá,commune,001\n");
+  Admin({"import-org-units", tmp_.File("units.csv")});
+  WriteFile(tmp_.File("password"), "mat-khau-123\n");
+  Admin({"create-user", "--username=lan", "--display_name=Nguyễn Thị Lan",
+         "--role=commune_collaborator", "--org_units=00001",
+         "--password-file=" + tmp_.File("password")});
+  std::unique_ptr<Child> a;
+  std::unique_ptr<Child> b;
+  const int port_a = StartInstance("a", &a);
+  const int port_b = StartInstance("b", &b);
+  ASSERT_NE(port_a, 0);
+  ASSERT_NE(port_b, 0);
+  auto auth = v1::AuthService::NewStub(Channel(port_a));
+  v1::LoginRequest login;
+  login.set_username("lan");
+  login.set_password("mat-khau-123");
+  v1::LoginResponse signed_in;
+  grpc::Status status = auth->Login(As("").get(), login, &signed_in);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const int64_t user = signed_in.user().id();
+  const int64_t commune = signed_in.user().org_unit_ids(0);
+  const std::string photo = Jpeg(768 * 1024, 11);
+  const std::string other = Jpeg(768 * 1024, 12);  // what the stale stream sends on
+  const std::string facility = NewUuid();
+  RecordChange record = NewAttachment(facility, commune, user, photo);
+  auto tablet = NewDevice("tablet-1", port_a, signed_in.token());
+  ASSERT_NE(tablet, nullptr);
+  tablet->Write({NewFacility(facility, commune, user, "Cơ sở"), record});
+  tablet->Sync();
+  const std::string id = *sync::UuidToText(record.id());
+  Uploader via_a{v1::AttachmentService::NewStub(Channel(port_a)), signed_in.token()};
+  Uploader via_b{v1::AttachmentService::NewStub(Channel(port_b)), signed_in.token()};
+
+  auto chunk_of = [](const std::string& upload_id, const std::string& bytes, int64_t offset) {
+    v1::UploadChunk chunk;
+    chunk.set_upload_id(upload_id);
+    chunk.set_offset(offset);
+    chunk.set_data(bytes.substr(offset, 64 * 1024));
+    chunk.set_crc32c(sync::Crc32c(chunk.data()));
+    return chunk;
+  };
+  // A's stream: the first 256 KiB, committed and acknowledged; the stream stays open.
+  v1::BeginUploadResponse begin;
+  ASSERT_TRUE(via_a.Begin(id, photo, &begin).ok());
+  auto stale_ctx = via_a.Context();
+  auto stale = via_a.stub->Upload(stale_ctx.get());
+  for (int64_t off = 0; off < 256 * 1024; off += 64 * 1024) {
+    ASSERT_TRUE(stale->Write(chunk_of(begin.upload_id(), photo, off)));
+  }
+  v1::UploadAck ack;
+  ASSERT_TRUE(stale->Read(&ack));
+  ASSERT_EQ(ack.committed_offset(), 256 * 1024);
+
+  // The device, now through B, takes the session over and commits the next 256 KiB.
+  v1::BeginUploadResponse on_b;
+  ASSERT_TRUE(via_b.Begin(id, photo, &on_b).ok());
+  ASSERT_EQ(on_b.upload_id(), begin.upload_id());
+  ASSERT_EQ(on_b.committed_offset(), 256 * 1024);
+  auto fresh_ctx = via_b.Context();
+  auto fresh = via_b.stub->Upload(fresh_ctx.get());
+  for (int64_t off = 256 * 1024; off < 512 * 1024; off += 64 * 1024) {
+    ASSERT_TRUE(fresh->Write(chunk_of(begin.upload_id(), photo, off)));
+  }
+  ASSERT_TRUE(fresh->Read(&ack));
+  ASSERT_EQ(ack.committed_offset(), 512 * 1024);
+
+  // The stale stream on A sends other bytes for the same range: its commit is refused.
+  for (int64_t off = 256 * 1024; off < 512 * 1024; off += 64 * 1024) {
+    if (!stale->Write(chunk_of(begin.upload_id(), other, off))) break;
+  }
+  stale->WritesDone();
+  while (stale->Read(&ack)) {
+  }
+  status = stale->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED) << status.error_message();
+
+  // B's stream finishes the photo: byte-identical, through either instance.
+  for (int64_t off = 512 * 1024; off < static_cast<int64_t>(photo.size()); off += 64 * 1024) {
+    ASSERT_TRUE(fresh->Write(chunk_of(begin.upload_id(), photo, off)));
+  }
+  fresh->WritesDone();
+  bool complete = false;
+  while (fresh->Read(&ack)) complete = complete || ack.complete();
+  status = fresh->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(complete);
+  std::string got;
+  ASSERT_TRUE(via_a.Download(photo, 0, 0, &got).ok());
+  EXPECT_TRUE(got == photo);
+}
+
 // The collector and verify-blobs on PostgreSQL (kcnet-admin --store=postgres:): a blob no
 // record names is removed after the grace, a referenced one never; a byte flipped in the
 // database is reported as damage.
