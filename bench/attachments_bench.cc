@@ -357,7 +357,8 @@ void RunKnownBlob(const std::string& dir, const std::string& address,
   }
   std::cerr << "known blob: uploaded " << pass.uploaded << ", payload " << pass.payload_bytes
             << " bytes\n";
-  Emit(kBench, MetricName("known_blob_payload_bytes"), static_cast<double>(pass.payload_bytes), "bytes");
+  Emit(kBench, MetricName("known_blob_payload_bytes"), static_cast<double>(pass.payload_bytes),
+       "bytes");
   Must(t.client->Close(), "close");
 }
 
@@ -459,7 +460,8 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
       absl::StrCat(sizes.shaped_photos, " photos of ", sizes.shaped_bytes / 1024, " KiB");
   Emit(kBench, MetricName("shaped_link_max_progress_gap_s"), absl::ToDoubleSeconds(gap),
        absl::StrCat("s (", photos, ")"));
-  Emit(kBench, MetricName("shaped_link_uploads_completed"), done ? 1 : 0, absl::StrCat("bool (", photos, ")"));
+  Emit(kBench, MetricName("shaped_link_uploads_completed"), done ? 1 : 0,
+       absl::StrCat("bool (", photos, ")"));
   Must(t.client->Close(), "close");
   proxy->Stop();
 }

@@ -365,20 +365,19 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
     absl::StatusOr<Attachments::Storage> pg_storage =
         pgstore::OpenPgAttachmentStorage(store_spec->location);
     if (!pg_storage.ok()) {
-      return absl::Status(pg_storage.status().code(),
-                          absl::StrCat("store: postgres: attachments: ",
-                                       pg_storage.status().message()));
+      return absl::Status(pg_storage.status().code(), absl::StrCat("store: postgres: attachments: ",
+                                                                   pg_storage.status().message()));
     }
     attachment_storage = *std::move(pg_storage);
   }
-  absl::StatusOr<std::unique_ptr<Attachments>> attachments = Attachments::Open(
-      options.data_dir, server->store_path_, options.attachments,
-      {.directory = server->directory_.get(),
-       .store = server->store_.get(),
-       .clock = options.clock,
-       .logger = server->logger_.get(),
-       .refresh_references = std::move(refresh_references)},
-      std::move(attachment_storage));
+  absl::StatusOr<std::unique_ptr<Attachments>> attachments =
+      Attachments::Open(options.data_dir, server->store_path_, options.attachments,
+                        {.directory = server->directory_.get(),
+                         .store = server->store_.get(),
+                         .clock = options.clock,
+                         .logger = server->logger_.get(),
+                         .refresh_references = std::move(refresh_references)},
+                        std::move(attachment_storage));
   if (!attachments.ok()) return attachments.status();
   server->attachments_ = *std::move(attachments);
 

@@ -147,9 +147,8 @@ absl::StatusOr<std::optional<UploadSession>> SqliteAttachmentDb::GetUpload(const
   return OneSession(*st);
 }
 
-absl::StatusOr<std::optional<UploadSession>> SqliteAttachmentDb::FindUpload(int64_t user_id,
-                                                                      int64_t province_id,
-                                                                      const std::string& sha256) {
+absl::StatusOr<std::optional<UploadSession>> SqliteAttachmentDb::FindUpload(
+    int64_t user_id, int64_t province_id, const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare(
       absl::StrCat("SELECT ", kUploadColumns,
@@ -205,7 +204,8 @@ absl::StatusOr<std::vector<UploadSession>> SqliteAttachmentDb::AllUploads() {
   return out;
 }
 
-absl::StatusOr<bool> SqliteAttachmentDb::ProvinceHas(int64_t province_id, const std::string& sha256) {
+absl::StatusOr<bool> SqliteAttachmentDb::ProvinceHas(int64_t province_id,
+                                                     const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st =
       db_->Prepare("SELECT 1 FROM province_blobs WHERE province_id = ? AND sha256 = ?");
@@ -218,7 +218,7 @@ absl::StatusOr<bool> SqliteAttachmentDb::ProvinceHas(int64_t province_id, const 
 }
 
 absl::Status SqliteAttachmentDb::AddProvinceBlob(int64_t province_id, const std::string& sha256,
-                                           int64_t size, int64_t user_id, int64_t now_ms) {
+                                                 int64_t size, int64_t user_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare(
       "INSERT OR IGNORE INTO province_blobs(province_id, sha256, size, user_id, created_ms) "
@@ -233,8 +233,8 @@ absl::Status SqliteAttachmentDb::AddProvinceBlob(int64_t province_id, const std:
 }
 
 absl::Status SqliteAttachmentDb::FinishUpload(const std::string& upload_id, int64_t province_id,
-                                        const std::string& sha256, int64_t size, int64_t user_id,
-                                        int64_t now_ms) {
+                                              const std::string& sha256, int64_t size,
+                                              int64_t user_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx = sync::Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
@@ -256,7 +256,7 @@ absl::Status SqliteAttachmentDb::FinishUpload(const std::string& upload_id, int6
 }
 
 absl::StatusOr<int64_t> SqliteAttachmentDb::SumLocked(const std::string& sql, int64_t key,
-                                                const std::string& except_upload) {
+                                                      const std::string& except_upload) {
   absl::StatusOr<Statement*> st = db_->Prepare(sql);
   if (!st.ok()) return st.status();
   (*st)->BindInt(1, key);
@@ -271,7 +271,8 @@ absl::StatusOr<int64_t> SqliteAttachmentDb::SumLocked(const std::string& sql, in
   return sum;
 }
 
-absl::StatusOr<int64_t> SqliteAttachmentDb::UserBytes(int64_t user_id, const std::string& except_upload) {
+absl::StatusOr<int64_t> SqliteAttachmentDb::UserBytes(int64_t user_id,
+                                                      const std::string& except_upload) {
   absl::MutexLock lock(&mu_);
   return SumLocked(
       "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE user_id = ?1) + "
@@ -280,7 +281,7 @@ absl::StatusOr<int64_t> SqliteAttachmentDb::UserBytes(int64_t user_id, const std
 }
 
 absl::StatusOr<int64_t> SqliteAttachmentDb::ProvinceBytes(int64_t province_id,
-                                                    const std::string& except_upload) {
+                                                          const std::string& except_upload) {
   absl::MutexLock lock(&mu_);
   return SumLocked(
       "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE province_id = ?1) + "
@@ -288,7 +289,8 @@ absl::StatusOr<int64_t> SqliteAttachmentDb::ProvinceBytes(int64_t province_id,
       province_id, except_upload);
 }
 
-absl::StatusOr<int64_t> SqliteAttachmentDb::MarkUnreferenced(const std::string& sha256, int64_t now_ms) {
+absl::StatusOr<int64_t> SqliteAttachmentDb::MarkUnreferenced(const std::string& sha256,
+                                                             int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> insert =
       db_->Prepare("INSERT OR IGNORE INTO gc_marks(sha256, since_ms) VALUES (?, ?)");

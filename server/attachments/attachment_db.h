@@ -67,8 +67,8 @@ class AttachmentDb {
   // ---- Which province holds which blob ----
   virtual absl::StatusOr<bool> ProvinceHas(int64_t province_id, const std::string& sha256) = 0;
   // Records that `province_id` holds the blob (uploaded by `user_id`); OK when it did.
-  virtual absl::Status AddProvinceBlob(int64_t province_id, const std::string& sha256,
-                                       int64_t size, int64_t user_id, int64_t now_ms) = 0;
+  virtual absl::Status AddProvinceBlob(int64_t province_id, const std::string& sha256, int64_t size,
+                                       int64_t user_id, int64_t now_ms) = 0;
   // A finished upload: AddProvinceBlob and DeleteUpload(upload_id) in one transaction (one
   // fsync rather than two).
   virtual absl::Status FinishUpload(const std::string& upload_id, int64_t province_id,

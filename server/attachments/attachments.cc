@@ -103,8 +103,7 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head) {
 absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string& data_dir,
                                                                const std::string& records_path,
                                                                const AttachmentOptions& options,
-                                                               const Deps& deps,
-                                                               Storage storage) {
+                                                               const Deps& deps, Storage storage) {
   if (absl::Status s = CheckAttachmentOptions(options); !s.ok()) return s;
   std::unique_ptr<Attachments> a(new Attachments(options, deps));
   const fs::path dir(data_dir);

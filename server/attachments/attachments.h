@@ -135,8 +135,7 @@ class Attachments {
   static absl::StatusOr<std::unique_ptr<Attachments>> Open(const std::string& data_dir,
                                                            const std::string& records_path,
                                                            const AttachmentOptions& options,
-                                                           const Deps& deps,
-                                                           Storage storage = {});
+                                                           const Deps& deps, Storage storage = {});
   ~Attachments();  // Stop()s
 
   // Stops the collector thread. Idempotent.

@@ -136,9 +136,9 @@ class PgAttachmentDb : public server::AttachmentDb {
 
   absl::Status AddProvinceBlob(int64_t province_id, const std::string& sha256, int64_t size,
                                int64_t user_id, int64_t now_ms) override {
-    return Exec(kAddProvinceBlob, {DirValue::Int(province_id), DirValue::Text(sha256),
-                                   DirValue::Int(size), DirValue::Int(user_id),
-                                   DirValue::Int(now_ms)});
+    return Exec(kAddProvinceBlob,
+                {DirValue::Int(province_id), DirValue::Text(sha256), DirValue::Int(size),
+                 DirValue::Int(user_id), DirValue::Int(now_ms)});
   }
 
   absl::Status FinishUpload(const std::string& upload_id, int64_t province_id,
@@ -146,10 +146,9 @@ class PgAttachmentDb : public server::AttachmentDb {
                             int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = session_.Begin("BEGIN"); !s.ok()) return s;
-    absl::StatusOr<DirRows> added =
-        session_.Query(kAddProvinceBlob, {DirValue::Int(province_id), DirValue::Text(sha256),
-                                          DirValue::Int(size), DirValue::Int(user_id),
-                                          DirValue::Int(now_ms)});
+    absl::StatusOr<DirRows> added = session_.Query(
+        kAddProvinceBlob, {DirValue::Int(province_id), DirValue::Text(sha256), DirValue::Int(size),
+                           DirValue::Int(user_id), DirValue::Int(now_ms)});
     if (added.ok()) {
       added = session_.Query("DELETE FROM uploads WHERE id = ?1", {DirValue::Text(upload_id)});
     }
@@ -193,8 +192,8 @@ class PgAttachmentDb : public server::AttachmentDb {
 
   absl::Status ForgetBlob(const std::string& sha256) override {
     absl::MutexLock lock(&mu_);
-    for (const char* sql :
-         {"DELETE FROM province_blobs WHERE sha256 = ?1", "DELETE FROM gc_marks WHERE sha256 = ?1"}) {
+    for (const char* sql : {"DELETE FROM province_blobs WHERE sha256 = ?1",
+                            "DELETE FROM gc_marks WHERE sha256 = ?1"}) {
       absl::StatusOr<DirRows> rows = session_.Query(sql, {DirValue::Text(sha256)});
       if (!rows.ok()) return rows.status();
     }
@@ -326,10 +325,10 @@ absl::StatusOr<int64_t> StagedBytes(PgConn& conn, const std::string& key) {
 // Inserts `bytes` as the chunks of `key` (inside the caller's transaction).
 absl::Status InsertChunks(PgConn& conn, const std::string& key, absl::string_view bytes) {
   for (int64_t n = 0; n * kPgChunkBytes < static_cast<int64_t>(bytes.size()); ++n) {
-    absl::StatusOr<PgResult> done = conn.Query(
-        "INSERT INTO kcnet_attachments.chunks(key, n, data) VALUES ($1, $2, $3)",
-        {PgParam::Text(key), PgParam::Int(n),
-         PgParam::Bytes(std::string(bytes.substr(n * kPgChunkBytes, kPgChunkBytes)))});
+    absl::StatusOr<PgResult> done =
+        conn.Query("INSERT INTO kcnet_attachments.chunks(key, n, data) VALUES ($1, $2, $3)",
+                   {PgParam::Text(key), PgParam::Int(n),
+                    PgParam::Bytes(std::string(bytes.substr(n * kPgChunkBytes, kPgChunkBytes)))});
     if (!done.ok()) return done.status();
   }
   return absl::OkStatus();
@@ -343,9 +342,8 @@ class PgBlobStore : public server::BlobStore {
     if (absl::Status s = CheckName(sha_hex); !s.ok()) return s;
     int64_t size = -1;
     absl::Status status = pool_->With([&](PgConn& conn) -> absl::Status {
-      absl::StatusOr<PgResult> rows =
-          conn.Query("SELECT size FROM kcnet_attachments.blobs WHERE sha256 = $1",
-                     {PgParam::Text(sha_hex)});
+      absl::StatusOr<PgResult> rows = conn.Query(
+          "SELECT size FROM kcnet_attachments.blobs WHERE sha256 = $1", {PgParam::Text(sha_hex)});
       if (!rows.ok()) return rows.status();
       if (rows->rows() > 0) size = rows->GetInt(0, 0);
       return absl::OkStatus();
@@ -563,8 +561,8 @@ class PgStagedUpload : public server::StagedUpload {
     });
     if (!status.ok()) return status;
     if (static_cast<int64_t>(kept.size()) != tail) {
-      return absl::DataLossError(absl::StrCat("upload ", upload_id_, ": staged bytes end before ",
-                                              size));
+      return absl::DataLossError(
+          absl::StrCat("upload ", upload_id_, ": staged bytes end before ", size));
     }
     base_ = last * kPgChunkBytes;
     buffer_ = std::move(kept);

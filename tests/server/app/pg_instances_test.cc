@@ -30,9 +30,9 @@
 #include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_plan_db.h"
 #include "server/plans/plan_store.h"
+#include "sync/crc32c.h"
 #include "tests/sync_stream/stream_fixture.h"
 #include "tests/testing/pg_instance.h"
-#include "sync/crc32c.h"
 #include "tests/testing/test_util.h"
 
 #ifndef KCNET_SERVER_PATH
@@ -498,9 +498,9 @@ TEST_F(PgInstancesTest, AttachmentBytesAreSharedByEveryInstance) {
   EXPECT_GE(on_b.committed_offset(), acknowledged);
   payload = 0;
   acks.clear();
-  status = via_b.Send(on_b.upload_id(), resumed, on_b.committed_offset(),
-                      static_cast<int64_t>(resumed.size()), /*cut=*/false, &payload, &acks,
-                      &complete);
+  status =
+      via_b.Send(on_b.upload_id(), resumed, on_b.committed_offset(),
+                 static_cast<int64_t>(resumed.size()), /*cut=*/false, &payload, &acks, &complete);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(complete);
   EXPECT_LE(payload, static_cast<int64_t>(resumed.size()) - 256 * 1024);

@@ -1,8 +1,9 @@
 // Attachment bytes end to end: a real kcnet-server on port 0 with its files in a temp dir
 // (attachments_test), or on a PostgreSQL of its own (attachments_pg_test: sessions, blobs
-// and bytes in the database; the tests that handle files skip), real gRPC streams, the records written through the same rules and merge as tablet sync,
-// and the real kcnet-admin binary for verify-blobs. The server's clock is a FakeClock so
-// that expiry (7 days) and the collector's grace can be crossed.
+// and bytes in the database; the tests that handle files skip), real gRPC streams, the records
+// written through the same rules and merge as tablet sync, and the real kcnet-admin binary for
+// verify-blobs. The server's clock is a FakeClock so that expiry (7 days) and the collector's grace
+// can be crossed.
 #include <stdio.h>
 #include <sys/wait.h>
 
@@ -777,7 +778,7 @@ TEST_P(AttachmentsTest, GcRemovesUnreferencedBlobsAndStaleUploadsAfterGraceOnly)
   ASSERT_TRUE(later.ok()) << later.status();
   EXPECT_EQ(later->blobs_removed, 1);
   EXPECT_FALSE(HasBlob(dropped));
-  EXPECT_TRUE(HasBlob(kept));  // referenced: never
+  EXPECT_TRUE(HasBlob(kept));                 // referenced: never
   EXPECT_TRUE(HasStaged(begin.upload_id()));  // the session has 6 days left
 
   clock_.Advance(7 * kDay);
@@ -962,8 +963,7 @@ TEST_P(AttachmentsTest, ASessionWhoseTempFileARestoreLostStartsAgainAtZero) {
 INSTANTIATE_TEST_SUITE_P(Stores, AttachmentsTest, ::testing::Values(StoreKind::kPostgres),
                          StoreName);
 #else
-INSTANTIATE_TEST_SUITE_P(Stores, AttachmentsTest, ::testing::Values(StoreKind::kSqlite),
-                         StoreName);
+INSTANTIATE_TEST_SUITE_P(Stores, AttachmentsTest, ::testing::Values(StoreKind::kSqlite), StoreName);
 #endif
 
 }  // namespace
