@@ -38,7 +38,13 @@
 //    AttachmentService streams over 20 connections, 10 streams each; see RunRss), minus its
 //    value just before. Goal <= 16 MiB.
 //
-// Usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]   (--only: those
+// With --store=postgres the server runs on a PostgreSQL of the bench's own (directory,
+// records, attachment sessions and bytes in the database; docs/POSTGRES.md) and every
+// figure's name starts with "pg_" (e.g. pg_sdk_upload_mb_per_s), to set beside the SQLite
+// run's.
+//
+// Usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss] [--store=postgres]
+//   (--only: those
 // phases; throughput includes the known blob) (--quick: 10 photos, 3 cut photos, 1 shaped photo of
 // 32 KiB, 200 uploads of 256 KiB; the full run: 100, 10, 3 of 96 KiB, 200 of 2 MB).
 // KCNET_SERVER_BIN names the server binary (set by CMake; the environment variable of that
@@ -80,6 +86,7 @@
 #include "tests/fault/fault_proxy.h"
 #include "tests/fault/fault_util.h"
 #include "tests/fault/photo_util.h"
+#include "tests/testing/pg_instance.h"
 
 #ifndef KCNET_SERVER_BIN
 #error "KCNET_SERVER_BIN must name the kcnet-server binary"
@@ -93,6 +100,10 @@ constexpr char kPassword[] = "password-123";  // fault::SetUpDirectory's
 constexpr int64_t kPhotoBytes = 2'000'000;
 constexpr int64_t kChunkBytes = 64 * 1024;
 constexpr int kConcurrentUploads = 200;
+
+// "pg_" before every figure's name when the server runs on PostgreSQL (--store=postgres).
+bool on_postgres = false;
+std::string MetricName(const char* name) { return absl::StrCat(on_postgres ? "pg_" : "", name); }
 
 [[noreturn]] void Die(const std::string& what) {
   std::cerr << "attachments_bench: " << what << "\n";
@@ -327,10 +338,10 @@ void RunThroughput(const std::string& dir, const std::string& address,
             << " MB/s), plain stream " << plain_before << " / " << plain_after << " s ("
             << mb / plain_s << " MB/s), plain stream fsynced every 256 KiB " << durable_s << " s ("
             << mb / durable_s << " MB/s)\n";
-  Emit(kBench, "throughput_ratio_vs_plain_stream", plain_s / sdk_s, "ratio");
-  Emit(kBench, "sdk_upload_mb_per_s", mb / sdk_s, "MB/s");
-  Emit(kBench, "plain_stream_mb_per_s", mb / plain_s, "MB/s");
-  Emit(kBench, "throughput_ratio_vs_fsynced_stream", durable_s / sdk_s, "ratio");
+  Emit(kBench, MetricName("throughput_ratio_vs_plain_stream"), plain_s / sdk_s, "ratio");
+  Emit(kBench, MetricName("sdk_upload_mb_per_s"), mb / sdk_s, "MB/s");
+  Emit(kBench, MetricName("plain_stream_mb_per_s"), mb / plain_s, "MB/s");
+  Emit(kBench, MetricName("throughput_ratio_vs_fsynced_stream"), durable_s / sdk_s, "ratio");
   Must(t.client->Close(), "close");
 }
 
@@ -346,7 +357,8 @@ void RunKnownBlob(const std::string& dir, const std::string& address,
   }
   std::cerr << "known blob: uploaded " << pass.uploaded << ", payload " << pass.payload_bytes
             << " bytes\n";
-  Emit(kBench, "known_blob_payload_bytes", static_cast<double>(pass.payload_bytes), "bytes");
+  Emit(kBench, MetricName("known_blob_payload_bytes"), static_cast<double>(pass.payload_bytes),
+       "bytes");
   Must(t.client->Close(), "close");
 }
 
@@ -392,8 +404,8 @@ void RunCuts(const std::string& dir, int server_port, const fault::Account& acco
   std::cerr << "cuts: " << sizes.cut_photos << " x 2 MB, " << cuts << " cuts in " << passes
             << " passes, re-sent per cut: max " << max_resent << ", mean " << mean_resent
             << " bytes\n";
-  Emit(kBench, "resent_bytes_per_cut", max_resent, "bytes");
-  Emit(kBench, "resent_bytes_per_cut_mean", mean_resent, "bytes");
+  Emit(kBench, MetricName("resent_bytes_per_cut"), max_resent, "bytes");
+  Emit(kBench, MetricName("resent_bytes_per_cut_mean"), mean_resent, "bytes");
   Must(t.client->Close(), "close");
   proxy->Stop();
 }
@@ -446,9 +458,10 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
             << " progress events, " << stats.losses << " losses\n";
   const std::string photos =
       absl::StrCat(sizes.shaped_photos, " photos of ", sizes.shaped_bytes / 1024, " KiB");
-  Emit(kBench, "shaped_link_max_progress_gap_s", absl::ToDoubleSeconds(gap),
+  Emit(kBench, MetricName("shaped_link_max_progress_gap_s"), absl::ToDoubleSeconds(gap),
        absl::StrCat("s (", photos, ")"));
-  Emit(kBench, "shaped_link_uploads_completed", done ? 1 : 0, absl::StrCat("bool (", photos, ")"));
+  Emit(kBench, MetricName("shaped_link_uploads_completed"), done ? 1 : 0,
+       absl::StrCat("bool (", photos, ")"));
   Must(t.client->Close(), "close");
   proxy->Stop();
 }
@@ -561,7 +574,7 @@ void RunRss(const std::string& dir, const std::string& address, pid_t server_pid
             << peak_kib.load() / 1024 << " MiB; " << busy.load()
             << " streams told to retry (busy), all done in "
             << absl::FormatDuration(absl::Now() - phase_start) << "\n";
-  Emit(kBench, "rss_growth_mib", growth,
+  Emit(kBench, MetricName("rss_growth_mib"), growth,
        absl::StrCat("MiB (", kConcurrentUploads, " uploads of ", sizes.rss_bytes / 1024, " KiB)"));
   Must(t.client->Close(), "close");
 }
@@ -584,11 +597,17 @@ int Run(bool quick, const std::string& only) {
       }(),
       "temp dir");
   // Five tablets' accounts: commune collaborators of one province (dedup is per province).
+  // --store=postgres: a PostgreSQL of its own (tests/testing/pg_instance.h) holds the
+  // directory, the records and the attachments (sessions, blobs and their bytes).
+  std::unique_ptr<kcnet::testing::PgInstance> pg;
+  if (on_postgres) pg = Must(kcnet::testing::PgInstance::Start(), "start PostgreSQL");
   const std::vector<fault::Account> accounts =
-      Must(fault::SetUpDirectory(dir + "/server", 5, 0), "set up the directory");
+      Must(fault::SetUpDirectory(dir + "/server", 5, 0, pg != nullptr ? pg->conninfo() : ""),
+           "set up the directory");
   const char* server_bin = std::getenv("KCNET_SERVER_BIN");
   fault::ServerProcess server(server_bin != nullptr ? server_bin : KCNET_SERVER_BIN,
                               dir + "/server", dir + "/server.log");
+  if (pg != nullptr) server.set_extra_args({"--store=postgres:" + pg->conninfo()});
   Must(server.Start(), "start kcnet-server");
   std::cerr << "attachments_bench: data in " << dir << (quick ? " (quick)" : "") << "\n";
 
@@ -619,8 +638,11 @@ int main(int argc, char** argv) {
       quick = true;
     } else if (arg.rfind("--only=", 0) == 0) {
       only = arg.substr(7);
+    } else if (arg == "--store=postgres") {
+      kcnet::bench::on_postgres = true;
     } else {
-      std::cerr << "usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss]\n";
+      std::cerr << "usage: attachments_bench [--quick] [--only=throughput,cuts,shaped,rss] "
+                   "[--store=postgres]\n";
       return 2;
     }
   }

@@ -111,10 +111,10 @@ start() {
     -keyout "$run/tls/key.pem" -out "$run/tls/cert.pem" >/dev/null 2>&1 || die "openssl failed"
   chmod 600 "$run/tls/key.pem"
 
-  # The directory (accounts, sign-in tokens, device credentials), the records and the plans
-  # are in PostgreSQL, shared by the three instances; report summaries and attachments are
-  # still SQLite files per instance (docs/POSTGRES.md): the instances start from copies of
-  # one data directory. seed-demo puts the demo accounts, facilities and plan into the
+  # The directory (accounts, sign-in tokens, device credentials), the records, the plans and
+  # the attachments (sessions and the photos' bytes) are in PostgreSQL, shared by the three
+  # instances; report summaries are derived SQLite files per instance (docs/POSTGRES.md):
+  # the instances start from copies of one data directory. seed-demo puts the demo accounts, facilities and plan into the
   # database.
   say "Demo accounts (kcnet-admin seed-demo); tablets collab1 and collab2 signed in on instance 1"
   mkdir -p "$run/instance1"

@@ -35,6 +35,7 @@
 #include "server/attachments/references.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
+#include "server/pgstore/pg_attachments.h"
 #include "server/pgstore/pg_directory_store.h"
 #include "server/pgstore/pg_record_mirror.h"
 #include "server/pgstore/pg_server_store.h"
@@ -82,11 +83,13 @@ constexpr char kUsage[] =
     "                 quality, budget or outcomes; the whole country unless --org_unit (budget:\n"
     "                 a province, district or commune; --year, default this year); stdout\n"
     "                 unless --out)\n"
-    "  gc-blobs [--grace=24h]   (removes blobs no attachment record has referenced for the\n"
-    "                           grace, expired uploads and stray temp files; safe online)\n"
-    "  verify-blobs   (re-hashes every attachment blob; exit status 1 and the damaged\n"
-    "                 blobs listed when any bytes no longer match their SHA-256; also\n"
-    "                 lists as missing the hashes live records name with no blob here)\n"
+    "  gc-blobs [--grace=24h] [--store=postgres:CONNINFO]   (removes blobs no attachment\n"
+    "                 record has referenced for the grace, expired uploads and stray temp\n"
+    "                 files; safe online; with --store, those every instance shares)\n"
+    "  verify-blobs [--store=postgres:CONNINFO]   (re-hashes every attachment blob; exit\n"
+    "                 status 1 and the damaged blobs listed when any bytes no longer match\n"
+    "                 their SHA-256; also lists as missing the hashes live records name\n"
+    "                 with no blob here; with --store, the blobs in PostgreSQL)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
     "ROLE: commune_collaborator, district_coordinator, province_officer or administrator.\n";
@@ -483,17 +486,52 @@ absl::Status ExportCommand(const Args& args) {
   return absl::OkStatus();
 }
 
-// The attachment stores of the data dir (server/attachments), opened as the server does.
+// The attachment stores of the data dir (server/attachments), opened as the server does,
+// and the references of the live attachment records. With --store=postgres:CONNINFO: the
+// stores every instance shares in PostgreSQL, and the references of the local mirror of the
+// records (DATA_DIR/pg_mirror.db), first brought up to every op committed there.
 struct BlobStores {
   std::unique_ptr<AttachmentDb> db;
-  std::unique_ptr<FileBlobStore> blobs;
+  std::unique_ptr<BlobStore> blobs;
+  std::unique_ptr<UploadStaging> staging;  // null: the temp files of uploads_dir
   std::string uploads_dir;
+  std::unique_ptr<RecordReferences> references;
+  FileBlobStore* files = nullptr;  // `blobs` when on files
 };
 
 absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   const std::filesystem::path dir(data_dir);
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return spec.status();
+  if (spec->kind == StoreSpec::Kind::kPostgres) {
+    std::error_code error;
+    std::filesystem::create_directories(dir, error);
+    const std::string mirror_path = (dir / "pg_mirror.db").string();
+    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
+        pgstore::PgRecordMirror::Open(spec->location, mirror_path, &kcnet::model::KcnetSchema());
+    if (!mirror.ok()) {
+      return absl::Status(mirror.status().code(),
+                          absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
+    }
+    if (absl::StatusOr<uint64_t> copied = (*mirror)->CatchUp(); !copied.ok()) {
+      return absl::Status(copied.status().code(),
+                          absl::StrCat("store: postgres: mirror: ", copied.status().message()));
+    }
+    BlobStores out;
+    absl::StatusOr<std::unique_ptr<AttachmentDb>> db = pgstore::OpenPgAttachmentDb(spec->location);
+    if (!db.ok()) return db.status();
+    out.db = *std::move(db);
+    absl::StatusOr<pgstore::PgBlobStorage> bytes = pgstore::OpenPgBlobStorage(spec->location);
+    if (!bytes.ok()) return bytes.status();
+    out.blobs = std::move(bytes->blobs);
+    out.staging = std::move(bytes->staging);
+    absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(mirror_path);
+    if (!refs.ok()) return refs.status();
+    out.references = *std::move(refs);
+    return out;
+  }
   if (!std::filesystem::exists(dir / "kcnet.db")) {
     return absl::NotFoundError(absl::StrCat("--data_dir ", data_dir, ": no kcnet.db"));
   }
@@ -505,8 +543,13 @@ absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
   absl::StatusOr<std::unique_ptr<FileBlobStore>> blobs =
       FileBlobStore::Open((dir / "blobs").string());
   if (!blobs.ok()) return blobs.status();
+  out.files = blobs->get();
   out.blobs = *std::move(blobs);
   out.uploads_dir = (dir / "uploads").string();
+  absl::StatusOr<std::unique_ptr<RecordReferences>> refs =
+      RecordReferences::Open((dir / "kcnet.db").string());
+  if (!refs.ok()) return refs.status();
+  out.references = *std::move(refs);
   return out;
 }
 
@@ -518,14 +561,13 @@ absl::Status GcBlobsCommand(const Args& args) {
   if (grace < absl::ZeroDuration()) return UsageError("--grace: must not be negative");
   absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
   if (!stores.ok()) return stores.status();
-  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(
-      (std::filesystem::path(args.GetOr("data_dir", "")) / "kcnet.db").string());
-  if (!refs.ok()) return refs.status();
   GcOptions gc;
   gc.now_ms = absl::ToUnixMillis(absl::Now());
   gc.grace = grace;
+  gc.staging = stores->staging.get();
   gc.uploads_dir = stores->uploads_dir;
-  absl::StatusOr<GcReport> report = CollectGarbage(*stores->db, *stores->blobs, **refs, gc);
+  absl::StatusOr<GcReport> report =
+      CollectGarbage(*stores->db, *stores->blobs, *stores->references, gc);
   if (!report.ok()) return report.status();
   std::printf(
       "removed %lld blobs (%lld bytes), %lld expired uploads, %lld temp files; %lld "
@@ -540,13 +582,12 @@ absl::Status GcBlobsCommand(const Args& args) {
 absl::Status VerifyBlobsCommand(const Args& args) {
   absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
   if (!stores.ok()) return stores.status();
-  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(
-      (std::filesystem::path(args.GetOr("data_dir", "")) / "kcnet.db").string());
-  if (!refs.ok()) return refs.status();
-  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs, refs->get());
+  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs, stores->references.get());
   if (!report.ok()) return report.status();
   for (const std::string& sha : report->damaged) {
-    std::printf("damaged %s\n", stores->blobs->PathOf(sha).c_str());
+    // On files, where the damaged bytes are; in PostgreSQL, the blob's name.
+    std::printf("damaged %s\n",
+                stores->files != nullptr ? stores->files->PathOf(sha).c_str() : sha.c_str());
   }
   // Not an error by itself: a device may not have uploaded them yet. After a restore the
   // devices that still hold them upload them again (docs/RELIABILITY.md).
@@ -603,8 +644,8 @@ const std::vector<Command>& Commands() {
       {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},
       {"rebuild-reports", {"store"}, RebuildReportsCommand},
       {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
-      {"gc-blobs", {"grace"}, GcBlobsCommand},
-      {"verify-blobs", {}, VerifyBlobsCommand},
+      {"gc-blobs", {"grace", "store"}, GcBlobsCommand},
+      {"verify-blobs", {"store"}, VerifyBlobsCommand},
   };
   return *commands;
 }

@@ -18,6 +18,7 @@
 #include "grpcpp/resource_quota.h"
 #include "server/app/store_spec.h"
 #include "server/attachments/attachment_service.h"
+#include "server/pgstore/pg_attachments.h"
 #include "server/pgstore/pg_directory_store.h"
 #include "server/pgstore/pg_plan_db.h"
 #include "server/pgstore/pg_server_store.h"
@@ -230,8 +231,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   absl::StatusOr<StoreSpec> store_spec = ParseStoreSpec(options.store, options.data_dir);
   if (!store_spec.ok()) return store_spec.status();
   const bool postgres = store_spec->kind == StoreSpec::Kind::kPostgres;
-  // On PostgreSQL the report summaries and attachment bytes still live in --data_dir
-  // (docs/POSTGRES.md), with the local mirror of the records they read.
+  // On PostgreSQL the report summaries still live in --data_dir (docs/POSTGRES.md), with
+  // the local mirror of the records they read.
   const std::string sqlite_dir = postgres ? options.data_dir : store_spec->location;
   std::error_code error;
   std::filesystem::create_directories(sqlite_dir, error);
@@ -357,13 +358,26 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   // last commit before the collector trusts them (it removes nothing when it cannot).
   std::function<absl::Status()> refresh_references;
   if (mirror != nullptr) refresh_references = [mirror] { return mirror->CatchUp().status(); };
+  // The attachments' sessions, provinces' blobs and bytes follow the record store too: on
+  // PostgreSQL every instance serves and resumes the same uploads (schema kcnet_attachments).
+  Attachments::Storage attachment_storage;
+  if (postgres) {
+    absl::StatusOr<Attachments::Storage> pg_storage =
+        pgstore::OpenPgAttachmentStorage(store_spec->location);
+    if (!pg_storage.ok()) {
+      return absl::Status(pg_storage.status().code(), absl::StrCat("store: postgres: attachments: ",
+                                                                   pg_storage.status().message()));
+    }
+    attachment_storage = *std::move(pg_storage);
+  }
   absl::StatusOr<std::unique_ptr<Attachments>> attachments =
       Attachments::Open(options.data_dir, server->store_path_, options.attachments,
                         {.directory = server->directory_.get(),
                          .store = server->store_.get(),
                          .clock = options.clock,
                          .logger = server->logger_.get(),
-                         .refresh_references = std::move(refresh_references)});
+                         .refresh_references = std::move(refresh_references)},
+                        std::move(attachment_storage));
   if (!attachments.ok()) return attachments.status();
   server->attachments_ = *std::move(attachments);
 
@@ -555,7 +569,8 @@ void KcnetServer::Shutdown(absl::Duration grace) {
   for (const std::string& file : {(dir / kDirectoryFile).string(), store_path_,
                                   (dir / kPlansFile).string(), (dir / kAttachmentsFile).string()}) {
     if (directory_on_postgres_ &&
-        (file == (dir / kDirectoryFile).string() || file == (dir / kPlansFile).string())) {
+        (file == (dir / kDirectoryFile).string() || file == (dir / kPlansFile).string() ||
+         file == (dir / kAttachmentsFile).string())) {
       continue;
     }
     absl::Status status = CheckpointWal(file);

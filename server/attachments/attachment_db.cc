@@ -2,7 +2,10 @@
 
 #include <iterator>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "sync/sqlite.h"
 
 namespace kcnet::server {
 namespace {
@@ -69,6 +72,40 @@ absl::StatusOr<std::optional<UploadSession>> OneSession(Statement* st) {
   return out;
 }
 
+// attachments.db: one connection behind a mutex.
+class SqliteAttachmentDb : public AttachmentDb {
+ public:
+  explicit SqliteAttachmentDb(std::unique_ptr<sync::Db> db) : db_(std::move(db)) {}
+
+  absl::Status CreateUpload(const UploadSession& session) override;
+  absl::StatusOr<std::optional<UploadSession>> GetUpload(const std::string& id) override;
+  absl::StatusOr<std::optional<UploadSession>> FindUpload(int64_t user_id, int64_t province_id,
+                                                          const std::string& sha256) override;
+  absl::Status SetCommitted(const std::string& id, int64_t committed) override;
+  absl::Status DeleteUpload(const std::string& id) override;
+  absl::StatusOr<std::vector<UploadSession>> AllUploads() override;
+  absl::StatusOr<bool> ProvinceHas(int64_t province_id, const std::string& sha256) override;
+  absl::Status AddProvinceBlob(int64_t province_id, const std::string& sha256, int64_t size,
+                               int64_t user_id, int64_t now_ms) override;
+  absl::Status FinishUpload(const std::string& upload_id, int64_t province_id,
+                            const std::string& sha256, int64_t size, int64_t user_id,
+                            int64_t now_ms) override;
+  absl::StatusOr<int64_t> UserBytes(int64_t user_id, const std::string& except_upload) override;
+  absl::StatusOr<int64_t> ProvinceBytes(int64_t province_id,
+                                        const std::string& except_upload) override;
+  absl::StatusOr<int64_t> MarkUnreferenced(const std::string& sha256, int64_t now_ms) override;
+  absl::Status ClearMark(const std::string& sha256) override;
+  absl::Status ForgetBlob(const std::string& sha256) override;
+
+ private:
+  absl::StatusOr<int64_t> SumLocked(const std::string& sql, int64_t key,
+                                    const std::string& except_upload)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  std::unique_ptr<sync::Db> db_ ABSL_GUARDED_BY(mu_);
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<AttachmentDb>> AttachmentDb::Open(const std::string& path) {
@@ -80,10 +117,10 @@ absl::StatusOr<std::unique_ptr<AttachmentDb>> AttachmentDb::Open(const std::stri
                                                     .migrations = kMigrations,
                                                     .version = kAttachmentsSchemaVersion});
   if (!status.ok()) return status;
-  return std::unique_ptr<AttachmentDb>(new AttachmentDb(*std::move(db)));
+  return std::unique_ptr<AttachmentDb>(new SqliteAttachmentDb(*std::move(db)));
 }
 
-absl::Status AttachmentDb::CreateUpload(const UploadSession& s) {
+absl::Status SqliteAttachmentDb::CreateUpload(const UploadSession& s) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare(
       absl::StrCat("INSERT INTO uploads(", kUploadColumns, ") VALUES (?,?,?,?,?,?,?,?,?,?)"));
@@ -101,7 +138,7 @@ absl::Status AttachmentDb::CreateUpload(const UploadSession& s) {
   return (*st)->Run();
 }
 
-absl::StatusOr<std::optional<UploadSession>> AttachmentDb::GetUpload(const std::string& id) {
+absl::StatusOr<std::optional<UploadSession>> SqliteAttachmentDb::GetUpload(const std::string& id) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st =
       db_->Prepare(absl::StrCat("SELECT ", kUploadColumns, " FROM uploads WHERE id = ?"));
@@ -110,9 +147,8 @@ absl::StatusOr<std::optional<UploadSession>> AttachmentDb::GetUpload(const std::
   return OneSession(*st);
 }
 
-absl::StatusOr<std::optional<UploadSession>> AttachmentDb::FindUpload(int64_t user_id,
-                                                                      int64_t province_id,
-                                                                      const std::string& sha256) {
+absl::StatusOr<std::optional<UploadSession>> SqliteAttachmentDb::FindUpload(
+    int64_t user_id, int64_t province_id, const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare(
       absl::StrCat("SELECT ", kUploadColumns,
@@ -125,7 +161,7 @@ absl::StatusOr<std::optional<UploadSession>> AttachmentDb::FindUpload(int64_t us
   return OneSession(*st);
 }
 
-absl::Status AttachmentDb::SetCommitted(const std::string& id, int64_t committed) {
+absl::Status SqliteAttachmentDb::SetCommitted(const std::string& id, int64_t committed) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare("UPDATE uploads SET committed = ? WHERE id = ?");
   if (!st.ok()) return st.status();
@@ -141,7 +177,7 @@ absl::Status AttachmentDb::SetCommitted(const std::string& id, int64_t committed
   return status.ok() ? restored : status;
 }
 
-absl::Status AttachmentDb::DeleteUpload(const std::string& id) {
+absl::Status SqliteAttachmentDb::DeleteUpload(const std::string& id) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare("DELETE FROM uploads WHERE id = ?");
   if (!st.ok()) return st.status();
@@ -149,7 +185,7 @@ absl::Status AttachmentDb::DeleteUpload(const std::string& id) {
   return (*st)->Run();
 }
 
-absl::StatusOr<std::vector<UploadSession>> AttachmentDb::AllUploads() {
+absl::StatusOr<std::vector<UploadSession>> SqliteAttachmentDb::AllUploads() {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st =
       db_->Prepare(absl::StrCat("SELECT ", kUploadColumns, " FROM uploads ORDER BY id"));
@@ -168,7 +204,8 @@ absl::StatusOr<std::vector<UploadSession>> AttachmentDb::AllUploads() {
   return out;
 }
 
-absl::StatusOr<bool> AttachmentDb::ProvinceHas(int64_t province_id, const std::string& sha256) {
+absl::StatusOr<bool> SqliteAttachmentDb::ProvinceHas(int64_t province_id,
+                                                     const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st =
       db_->Prepare("SELECT 1 FROM province_blobs WHERE province_id = ? AND sha256 = ?");
@@ -180,8 +217,8 @@ absl::StatusOr<bool> AttachmentDb::ProvinceHas(int64_t province_id, const std::s
   return row;
 }
 
-absl::Status AttachmentDb::AddProvinceBlob(int64_t province_id, const std::string& sha256,
-                                           int64_t size, int64_t user_id, int64_t now_ms) {
+absl::Status SqliteAttachmentDb::AddProvinceBlob(int64_t province_id, const std::string& sha256,
+                                                 int64_t size, int64_t user_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare(
       "INSERT OR IGNORE INTO province_blobs(province_id, sha256, size, user_id, created_ms) "
@@ -195,9 +232,9 @@ absl::Status AttachmentDb::AddProvinceBlob(int64_t province_id, const std::strin
   return (*st)->Run();
 }
 
-absl::Status AttachmentDb::FinishUpload(const std::string& upload_id, int64_t province_id,
-                                        const std::string& sha256, int64_t size, int64_t user_id,
-                                        int64_t now_ms) {
+absl::Status SqliteAttachmentDb::FinishUpload(const std::string& upload_id, int64_t province_id,
+                                              const std::string& sha256, int64_t size,
+                                              int64_t user_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<std::unique_ptr<sync::Transaction>> tx = sync::Transaction::Begin(db_.get());
   if (!tx.ok()) return tx.status();
@@ -218,8 +255,8 @@ absl::Status AttachmentDb::FinishUpload(const std::string& upload_id, int64_t pr
   return (*tx)->Commit();
 }
 
-absl::StatusOr<int64_t> AttachmentDb::SumLocked(const std::string& sql, int64_t key,
-                                                const std::string& except_upload) {
+absl::StatusOr<int64_t> SqliteAttachmentDb::SumLocked(const std::string& sql, int64_t key,
+                                                      const std::string& except_upload) {
   absl::StatusOr<Statement*> st = db_->Prepare(sql);
   if (!st.ok()) return st.status();
   (*st)->BindInt(1, key);
@@ -234,7 +271,8 @@ absl::StatusOr<int64_t> AttachmentDb::SumLocked(const std::string& sql, int64_t 
   return sum;
 }
 
-absl::StatusOr<int64_t> AttachmentDb::UserBytes(int64_t user_id, const std::string& except_upload) {
+absl::StatusOr<int64_t> SqliteAttachmentDb::UserBytes(int64_t user_id,
+                                                      const std::string& except_upload) {
   absl::MutexLock lock(&mu_);
   return SumLocked(
       "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE user_id = ?1) + "
@@ -242,8 +280,8 @@ absl::StatusOr<int64_t> AttachmentDb::UserBytes(int64_t user_id, const std::stri
       user_id, except_upload);
 }
 
-absl::StatusOr<int64_t> AttachmentDb::ProvinceBytes(int64_t province_id,
-                                                    const std::string& except_upload) {
+absl::StatusOr<int64_t> SqliteAttachmentDb::ProvinceBytes(int64_t province_id,
+                                                          const std::string& except_upload) {
   absl::MutexLock lock(&mu_);
   return SumLocked(
       "SELECT (SELECT coalesce(sum(size), 0) FROM province_blobs WHERE province_id = ?1) + "
@@ -251,7 +289,8 @@ absl::StatusOr<int64_t> AttachmentDb::ProvinceBytes(int64_t province_id,
       province_id, except_upload);
 }
 
-absl::StatusOr<int64_t> AttachmentDb::MarkUnreferenced(const std::string& sha256, int64_t now_ms) {
+absl::StatusOr<int64_t> SqliteAttachmentDb::MarkUnreferenced(const std::string& sha256,
+                                                             int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> insert =
       db_->Prepare("INSERT OR IGNORE INTO gc_marks(sha256, since_ms) VALUES (?, ?)");
@@ -272,7 +311,7 @@ absl::StatusOr<int64_t> AttachmentDb::MarkUnreferenced(const std::string& sha256
   return since;
 }
 
-absl::Status AttachmentDb::ClearMark(const std::string& sha256) {
+absl::Status SqliteAttachmentDb::ClearMark(const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Statement*> st = db_->Prepare("DELETE FROM gc_marks WHERE sha256 = ?");
   if (!st.ok()) return st.status();
@@ -280,7 +319,7 @@ absl::Status AttachmentDb::ClearMark(const std::string& sha256) {
   return (*st)->Run();
 }
 
-absl::Status AttachmentDb::ForgetBlob(const std::string& sha256) {
+absl::Status SqliteAttachmentDb::ForgetBlob(const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   for (const char* sql :
        {"DELETE FROM province_blobs WHERE sha256 = ?", "DELETE FROM gc_marks WHERE sha256 = ?"}) {

@@ -29,20 +29,6 @@ constexpr char kAttachmentsFile[] = "attachments.db";
 constexpr char kBlobsDir[] = "blobs";
 constexpr char kUploadsDir[] = "uploads";
 
-absl::Status Errno(absl::string_view what) {
-  const int e = errno;
-  const std::string text = absl::StrCat(what, ": ", std::strerror(e));
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(text);
-  return absl::InternalError(text);
-}
-
-// A commit makes the temp file's bytes and its size durable: fdatasync does both (it skips
-// only the times, which no one reads), and on ext4 costs less than fsync.
-absl::Status DataSyncFd(int fd) {
-  if (::fdatasync(fd) != 0) return Errno("upload: fdatasync");
-  return absl::OkStatus();
-}
-
 absl::Status UploadNotFound(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("upload_id: không có phiên tải lên '", id.substr(0, 64),
                                           "' (hết hạn?) / no upload session '", id.substr(0, 64),
@@ -59,20 +45,6 @@ std::string NewUploadId() {
   unsigned char raw[16];
   randombytes_buf(raw, sizeof(raw));
   return HexOf(absl::string_view(reinterpret_cast<const char*>(raw), sizeof(raw)));
-}
-
-absl::Status PwriteAll(int fd, absl::string_view data, int64_t offset) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
-                               static_cast<off_t>(offset + static_cast<int64_t>(done)));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("upload: write");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -131,18 +103,26 @@ absl::Status CheckMagic(const std::string& media_type, absl::string_view head) {
 absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string& data_dir,
                                                                const std::string& records_path,
                                                                const AttachmentOptions& options,
-                                                               const Deps& deps) {
+                                                               const Deps& deps, Storage storage) {
   if (absl::Status s = CheckAttachmentOptions(options); !s.ok()) return s;
   std::unique_ptr<Attachments> a(new Attachments(options, deps));
   const fs::path dir(data_dir);
-  absl::StatusOr<std::unique_ptr<AttachmentDb>> db =
-      AttachmentDb::Open((dir / kAttachmentsFile).string());
-  if (!db.ok()) return db.status();
-  a->db_ = *std::move(db);
-  absl::StatusOr<std::unique_ptr<FileBlobStore>> blobs =
-      FileBlobStore::Open((dir / kBlobsDir).string());
-  if (!blobs.ok()) return blobs.status();
-  a->blobs_ = *std::move(blobs);
+  if (storage.db != nullptr) {
+    a->db_ = std::move(storage.db);
+  } else {
+    absl::StatusOr<std::unique_ptr<AttachmentDb>> db =
+        AttachmentDb::Open((dir / kAttachmentsFile).string());
+    if (!db.ok()) return db.status();
+    a->db_ = *std::move(db);
+  }
+  if (storage.blobs != nullptr) {
+    a->blobs_ = std::move(storage.blobs);
+  } else {
+    absl::StatusOr<std::unique_ptr<FileBlobStore>> blobs =
+        FileBlobStore::Open((dir / kBlobsDir).string());
+    if (!blobs.ok()) return blobs.status();
+    a->blobs_ = *std::move(blobs);
+  }
   absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(records_path);
   if (!refs.ok()) return refs.status();
   if (deps.refresh_references) {
@@ -151,12 +131,17 @@ absl::StatusOr<std::unique_ptr<Attachments>> Attachments::Open(const std::string
   } else {
     a->references_ = *std::move(refs);
   }
-  a->uploads_dir_ = (dir / kUploadsDir).string();
-  std::error_code error;
-  fs::create_directories(a->uploads_dir_, error);
-  if (error) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("data_dir: cannot create ", a->uploads_dir_, ": ", error.message()));
+  if (storage.staging != nullptr) {
+    a->staging_ = std::move(storage.staging);
+  } else {
+    a->uploads_dir_ = (dir / kUploadsDir).string();
+    std::error_code error;
+    fs::create_directories(a->uploads_dir_, error);
+    if (error) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("data_dir: cannot create ", a->uploads_dir_, ": ", error.message()));
+    }
+    a->staging_ = std::make_unique<FileUploadStaging>(a->uploads_dir_, a->blobs_.get());
   }
   if (options.gc_interval > absl::ZeroDuration()) {
     Attachments* self = a.get();
@@ -184,8 +169,7 @@ Attachments::~Attachments() {
   }
   for (const std::shared_ptr<Active>& a : open) {
     absl::MutexLock lock(&a->mu);
-    if (a->fd >= 0) ::close(a->fd);
-    a->fd = -1;
+    a->staged.reset();
   }
 }
 
@@ -222,7 +206,7 @@ absl::StatusOr<GcReport> Attachments::CollectGarbage() {
   GcOptions gc;
   gc.now_ms = deps_.clock->NowMs();
   gc.grace = options_.gc_grace;
-  gc.uploads_dir = uploads_dir_;
+  gc.staging = staging_.get();
   gc.active = [this](const std::string& id) {
     std::shared_ptr<Active> a = FindActive(id);
     if (a == nullptr) return false;
@@ -349,12 +333,12 @@ absl::StatusOr<v1::BeginUploadResponse> Attachments::Begin(const Principal& call
     absl::MutexLock lock(&a->mu);
     committed = a->session.committed;
   } else if (committed > 0) {
-    // Not open: the temp file must still hold the committed bytes. A data dir restored
-    // from a backup has the row but not the file: the session starts again at 0 (Activate
-    // checks the same when a stream attaches).
-    struct stat st;
-    const std::string path = UploadTempPath(uploads_dir_, session->id);
-    if (::stat(path.c_str(), &st) != 0 || st.st_size < committed) {
+    // Not open: the staged bytes must still hold the committed ones. A data dir restored
+    // from a backup has the row but not the temp file: the session starts again at 0
+    // (Activate checks the same when a stream attaches).
+    absl::StatusOr<int64_t> staged = staging_->StagedSize(session->id);
+    if (!staged.ok()) return staged.status();
+    if (*staged < committed) {
       if (absl::Status s = db_->SetCommitted(session->id, 0); !s.ok()) return s;
       session->committed = 0;
       committed = 0;
@@ -428,13 +412,12 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
   auto idle = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) { return raw->committing < 0; };
   a->mu.Await(absl::Condition(&idle));
   if (a->over) return UploadNotFound(session.id);
-  if (a->fd < 0) {
-    const std::string path = UploadTempPath(uploads_dir_, session.id);
-    a->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (a->fd < 0) return Errno(absl::StrCat("upload: open ", path));
+  if (a->staged == nullptr) {
+    absl::StatusOr<std::unique_ptr<StagedUpload>> staged = staging_->Open(session.id);
+    if (!staged.ok()) return staged.status();
+    a->staged = *std::move(staged);
     a->received = -1;  // cut back below
-    struct stat st;
-    if (::fstat(a->fd, &st) == 0 && st.st_size < a->session.committed) {
+    if (a->staged->size_at_open() < a->session.committed) {
       // The file lost bytes that were committed (a data dir restored from a backup, which
       // holds no temp files): they are gone, so the session starts again at 0 rather than
       // finish with a hole and fail its SHA-256.
@@ -445,8 +428,8 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
   if (a->received != a->session.committed) {
     // Whatever lies past the committed offset was never acknowledged (a restart, or a
     // stream cut while it wrote): cut it off.
-    if (::ftruncate(a->fd, static_cast<off_t>(a->session.committed)) != 0) {
-      return Errno("upload: truncate");
+    if (absl::Status s = a->staged->Truncate(a->session.committed, /*durable=*/false); !s.ok()) {
+      return s;
     }
     a->received = a->session.committed;
   }
@@ -494,9 +477,9 @@ absl::Status Attachments::CommitLocked(Active& a) {
   auto idle = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) { return raw->committing < 0; };
   a.mu.Await(absl::Condition(&idle));
   a.commit_again = false;
-  if (a.over || a.fd < 0) return absl::OkStatus();  // the running commit finished it
+  if (a.over || a.staged == nullptr) return absl::OkStatus();  // the running commit finished it
   if (a.received == a.session.committed) return absl::OkStatus();
-  if (absl::Status s = DataSyncFd(a.fd); !s.ok()) return s;
+  if (absl::Status s = a.staged->Sync(a.received); !s.ok()) return s;
   if (absl::Status s = db_->SetCommitted(a.session.id, a.received); !s.ok()) return s;
   a.session.committed = a.received;
   return absl::OkStatus();
@@ -508,21 +491,19 @@ void Attachments::Forget(Active& a) {
 }
 
 absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a, bool forget) {
-  const std::string path = UploadTempPath(uploads_dir_, a.session.id);
   std::string raw;
   if (a.hashed == a.session.size) {
     raw = a.sha.Finish();
     a.hashed = -1;
   } else {
-    absl::StatusOr<std::string> read = Sha256OfFile(path);
+    absl::StatusOr<std::string> read = a.staged->Hash(a.session.size);
     if (!read.ok()) return read.status();
     raw = *std::move(read);
   }
   const std::string actual = HexOf(raw);
   if (actual != a.session.sha256) {
     // Start again at 0: the bytes are unknown to be right anywhere.
-    if (::ftruncate(a.fd, 0) != 0) return Errno("upload: truncate");
-    if (absl::Status s = SyncFd(a.fd, "upload temp file"); !s.ok()) return s;
+    if (absl::Status s = a.staged->Truncate(0, /*durable=*/true); !s.ok()) return s;
     if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
     a.session.committed = 0;
     a.received = 0;
@@ -532,14 +513,10 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a, bool forget) {
         absl::StrCat("sha256: dữ liệu hỏng, tải lại từ đầu / the bytes hash to ", actual, ", not ",
                      a.session.sha256, ": the upload starts again at 0"));
   }
-  ::close(a.fd);
-  a.fd = -1;
-  // A blob another province (or another user) stored meanwhile has the same bytes.
-  if (blobs_->Size(a.session.sha256).ok()) {
-    ::unlink(path.c_str());
-  } else if (absl::Status s = blobs_->Adopt(a.session.sha256, path); !s.ok()) {
-    return s;
-  }
+  // The staged bytes become the blob (or are dropped when another province, or another
+  // user, stored the same bytes meanwhile); the staging is closed either way.
+  std::unique_ptr<StagedUpload> staged = std::move(a.staged);
+  if (absl::Status s = staged->Finish(a.session.sha256, a.session.size); !s.ok()) return s;
   if (absl::Status s = db_->FinishUpload(a.session.id, a.session.province_id, a.session.sha256,
                                          a.session.size, a.session.user_id, deps_.clock->NowMs());
       !s.ok()) {
@@ -564,6 +541,10 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     return absl::AbortedError(
         "upload_id: một kết nối khác đã tiếp nhận phiên này / another stream took over this "
         "upload");
+  }
+  if (a->staged == nullptr) {
+    // A finish that failed closed the staging: the stream must attach again.
+    return absl::AbortedError("upload_id: phiên cần bắt đầu lại / attach the upload again");
   }
   if (chunk.upload_id() != stream.upload_id) {
     return absl::InvalidArgumentError("upload_id: every chunk of a stream names the same upload");
@@ -618,7 +599,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     }
     if (absl::Status s = CheckMagic(a->session.media_type, chunk.data()); !s.ok()) return s;
   }
-  if (absl::Status s = PwriteAll(a->fd, chunk.data(), chunk.offset()); !s.ok()) return s;
+  if (absl::Status s = a->staged->Write(chunk.offset(), chunk.data()); !s.ok()) return s;
   if (a->hashed == chunk.offset()) {
     a->sha.Update(chunk.data());
     a->hashed += n;
@@ -668,17 +649,17 @@ void Attachments::CommitterLoop() {
 }
 
 void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
-  int fd = -1;
+  StagedUpload* staged = nullptr;
   int64_t target = 0;
   std::string id;
   {
     absl::MutexLock lock(&a->mu);
-    fd = a->fd;
+    staged = a->staged.get();
     target = a->committing;
     id = a->session.id;
   }
-  // The file stays open: whoever would close or cut it waits for `committing` to clear.
-  absl::Status status = DataSyncFd(fd);
+  // The staging stays open: whoever would close or cut it waits for `committing` to clear.
+  absl::Status status = staged->Sync(target);
   if (status.ok()) status = db_->SetCommitted(id, target);
   absl::MutexLock lock(&a->mu);
   a->committing = -1;
@@ -728,8 +709,7 @@ absl::StatusOr<int64_t> Attachments::Detach(const Stream& stream, bool* complete
   }
   a->attached = false;
   a->on_commit = nullptr;
-  if (a->fd >= 0) ::close(a->fd);
-  a->fd = -1;
+  a->staged.reset();
   a->received = a->session.committed;
   if (!status.ok()) return status;
   return a->session.committed;

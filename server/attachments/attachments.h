@@ -9,15 +9,16 @@
 // province cannot probe another's files by hash. A download needs a live attachment
 // record naming the hash that the caller may see, whose province holds the blob.
 //
-// Durability: a chunk is written to the session's temp file (DATA_DIR/uploads/ID.part) at
-// once; at least every 256 KiB (and at a flush, at the end of the bytes) a commit starts:
-// on a committer thread, the file is fsynced and the committed offset written to
-// attachments.db, while the stream goes on receiving. At most one commit per session runs
+// Durability: a chunk is written to the session's staged bytes (UploadStaging: by default
+// the temp file DATA_DIR/uploads/ID.part) at once; at least every 256 KiB (and at a flush,
+// at the end of the bytes) a commit starts: on a committer thread, the staged bytes are
+// made durable (fdatasync, or chunk rows on PostgreSQL) and the committed offset written
+// to the AttachmentDb, while the stream goes on receiving. At most one commit per session runs
 // and one more waits; a stream whose bytes run two commit intervals past the committed
 // offset waits for the running commit. The stream hears of each commit when it is durable
 // (its OnCommit), never before. When a stream ends, what it received is committed before
-// Detach returns. After a restart a session resumes at its committed offset (the temp file
-// is cut back to it).
+// Detach returns. After a restart a session resumes at its committed offset (the staged
+// bytes are cut back to it); on PostgreSQL, through any instance.
 //
 // Thread-safety: thread-safe. One stream writes to a session at a time: a new stream on
 // the same session takes it over, and the old one's next chunk answers ABORTED.
@@ -45,6 +46,7 @@
 #include "server/attachments/blob_store.h"
 #include "server/attachments/references.h"
 #include "server/attachments/sha256.h"
+#include "server/attachments/upload_staging.h"
 #include "server/directory/directory.h"
 #include "server/rpc/logger.h"
 #include "sync/hlc.h"
@@ -119,13 +121,21 @@ class Attachments {
     // local mirror (RefreshedReferences). Null: the file is the record store itself.
     std::function<absl::Status()> refresh_references;
   };
-  // Opens DATA_DIR/attachments.db, DATA_DIR/blobs and DATA_DIR/uploads, reads references
-  // from `records_path` (kcnet.db, already opened by the store so it has its attachment
-  // table), and starts the collector thread (unless gc_interval is zero).
+  // Where the bookkeeping and the bytes live. Each one left null is the default of the
+  // data dir: DATA_DIR/attachments.db, DATA_DIR/blobs, DATA_DIR/uploads. kcnet-server on
+  // PostgreSQL gives all three (pgstore::OpenPgAttachmentStorage).
+  struct Storage {
+    std::unique_ptr<AttachmentDb> db;
+    std::unique_ptr<BlobStore> blobs;
+    std::unique_ptr<UploadStaging> staging;
+  };
+  // Opens `storage` (with the data dir's defaults), reads references from `records_path`
+  // (kcnet.db, already opened by the store so it has its attachment table), and starts the
+  // collector thread (unless gc_interval is zero).
   static absl::StatusOr<std::unique_ptr<Attachments>> Open(const std::string& data_dir,
                                                            const std::string& records_path,
                                                            const AttachmentOptions& options,
-                                                           const Deps& deps);
+                                                           const Deps& deps, Storage storage = {});
   ~Attachments();  // Stop()s
 
   // Stops the collector thread. Idempotent.
@@ -182,20 +192,22 @@ class Attachments {
 
   AttachmentDb& db() { return *db_; }
   BlobStore& blobs() { return *blobs_; }
-  const std::string& uploads_dir() const { return uploads_dir_; }
+  UploadStaging& staging() { return *staging_; }
+  const std::string& uploads_dir() const { return uploads_dir_; }  // "" when not on files
 
  private:
   // A session some stream has worked on since the server started.
   struct Active {
     absl::Mutex mu;
     UploadSession session ABSL_GUARDED_BY(mu);
-    int fd ABSL_GUARDED_BY(mu) = -1;
-    int64_t received ABSL_GUARDED_BY(mu) = 0;  // bytes in the temp file (>= committed)
+    // The staged bytes while a stream may write them (null: not open).
+    std::unique_ptr<StagedUpload> staged ABSL_GUARDED_BY(mu);
+    int64_t received ABSL_GUARDED_BY(mu) = 0;  // bytes staged (>= committed)
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
     bool attached ABSL_GUARDED_BY(mu) = false;
     bool over ABSL_GUARDED_BY(mu) = false;  // completed: the entry is going away
-    // The SHA-256 of the temp file's first `hashed` bytes, fed as chunks arrive in order,
-    // so that the final check need not read the file again; -1: unknown (a session resumed
+    // The SHA-256 of the staged first `hashed` bytes, fed as chunks arrive in order,
+    // so that the final check need not read them again; -1: unknown (a session resumed
     // after a restart), the check reads the file.
     Sha256 sha ABSL_GUARDED_BY(mu);
     int64_t hashed ABSL_GUARDED_BY(mu) = -1;
@@ -209,7 +221,7 @@ class Attachments {
   Attachments(const AttachmentOptions& options, const Deps& deps)
       : options_(options), deps_(deps) {}
   std::shared_ptr<Active> FindActive(const std::string& id);
-  // The session's entry, made (and its temp file opened, cut to the committed offset) if
+  // The session's entry, made (and its staged bytes opened, cut to the committed offset) if
   // needed. NOT_FOUND when the session is over.
   absl::StatusOr<std::shared_ptr<Active>> Activate(const UploadSession& session);
   // Waits for a running commit, then commits the rest here.
@@ -233,6 +245,7 @@ class Attachments {
   const Deps deps_;
   std::unique_ptr<AttachmentDb> db_;
   std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<UploadStaging> staging_;
   std::unique_ptr<AttachmentReferences> references_;
   std::string uploads_dir_;
 

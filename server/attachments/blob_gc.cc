@@ -12,19 +12,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace kcnet::server {
-namespace {
-
-namespace fs = std::filesystem;
-
-constexpr char kPartSuffix[] = ".part";
-
-bool RemoveFile(const std::string& path) { return ::unlink(path.c_str()) == 0; }
-
-}  // namespace
-
-std::string UploadTempPath(const std::string& uploads_dir, const std::string& upload_id) {
-  return (fs::path(uploads_dir) / absl::StrCat(upload_id, kPartSuffix)).string();
-}
 
 absl::StatusOr<GcReport> CollectGarbage(AttachmentDb& db, BlobStore& blobs,
                                         AttachmentReferences& references,
@@ -32,20 +19,14 @@ absl::StatusOr<GcReport> CollectGarbage(AttachmentDb& db, BlobStore& blobs,
   GcReport report;
   // The temp files first, then the sessions: a session's row is written before its file
   // and removed after it, so a file seen here whose session is missing below is no one's.
+  FileUploadStaging files(options.uploads_dir, nullptr);
+  UploadStaging* staging = options.staging;
+  if (staging == nullptr && !options.uploads_dir.empty()) staging = &files;
   std::vector<std::string> temp_ids;
-  std::error_code error;
-  if (!options.uploads_dir.empty() && fs::exists(options.uploads_dir, error)) {
-    for (fs::directory_iterator it(options.uploads_dir, error), end; !error && it != end;
-         it.increment(error)) {
-      const std::string name = it->path().filename().string();
-      if (absl::EndsWith(name, kPartSuffix)) {
-        temp_ids.push_back(name.substr(0, name.size() - (sizeof(kPartSuffix) - 1)));
-      }
-    }
-    if (error) {
-      return absl::InternalError(
-          absl::StrCat("gc: cannot list ", options.uploads_dir, ": ", error.message()));
-    }
+  if (staging != nullptr) {
+    absl::StatusOr<std::vector<std::string>> staged = staging->List();
+    if (!staged.ok()) return staged.status();
+    temp_ids = *std::move(staged);
   }
   absl::StatusOr<std::vector<UploadSession>> sessions = db.AllUploads();
   if (!sessions.ok()) return sessions.status();
@@ -56,13 +37,19 @@ absl::StatusOr<GcReport> CollectGarbage(AttachmentDb& db, BlobStore& blobs,
       live.insert(s.id);
       continue;
     }
-    if (RemoveFile(UploadTempPath(options.uploads_dir, s.id))) ++report.temp_files_removed;
+    if (staging != nullptr) {
+      absl::StatusOr<bool> removed = staging->Remove(s.id);
+      if (!removed.ok()) return removed.status();
+      if (*removed) ++report.temp_files_removed;
+    }
     if (absl::Status st = db.DeleteUpload(s.id); !st.ok()) return st;
     ++report.sessions_expired;
   }
   for (const std::string& id : temp_ids) {
     if (live.contains(id)) continue;
-    if (RemoveFile(UploadTempPath(options.uploads_dir, id))) ++report.temp_files_removed;
+    absl::StatusOr<bool> removed = staging->Remove(id);
+    if (!removed.ok()) return removed.status();
+    if (*removed) ++report.temp_files_removed;
   }
 
   absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> counts = references.Counts();

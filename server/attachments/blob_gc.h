@@ -23,16 +23,16 @@
 #include "server/attachments/attachment_db.h"
 #include "server/attachments/blob_store.h"
 #include "server/attachments/references.h"
+#include "server/attachments/upload_staging.h"
 
 namespace kcnet::server {
-
-// The temp file of an upload session in `uploads_dir`.
-std::string UploadTempPath(const std::string& uploads_dir, const std::string& upload_id);
 
 struct GcOptions {
   int64_t now_ms = 0;
   absl::Duration grace = absl::Hours(24);
-  std::string uploads_dir;  // where the sessions' temp files are
+  // Where the sessions' bytes are: `staging`, or when null the temp files of `uploads_dir`.
+  UploadStaging* staging = nullptr;
+  std::string uploads_dir;
   // True for a session a stream is writing to now (never collected); null: none.
   std::function<bool(const std::string& upload_id)> active;
 };

@@ -40,6 +40,11 @@
 // plan_revisions, draws, disbursements and changes, as the SQLite plans file's tables
 // (integers as bigint, the revisions' before/after as bytea).
 //
+// Version 5 adds the attachments (server/pgstore/pg_attachments.h) in the schema
+// kcnet_attachments: uploads, province_blobs and gc_marks as the SQLite attachments.db's
+// tables (uploads + writer: the stream that may commit), blobs(sha256, size, created_ms) and
+// chunks(key, n, data): the bytes of blobs and of uploads in progress, 256 KiB a row.
+//
 // Thread-safety: functions only; the caller owns the connection.
 #ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
 #define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
@@ -154,6 +159,28 @@ inline constexpr const char* kPgMigrations[] = {
     "CREATE TABLE kcnet_plans.changes(id integer PRIMARY KEY CHECK (id = 1),"
     "  seq bigint NOT NULL);"
     "INSERT INTO kcnet_plans.changes(id, seq) VALUES (1, 0);",
+    // 4 -> 5: the attachments (server/pgstore/pg_attachments.h): the bookkeeping of the
+    // SQLite attachments file, and the bytes, shared by every instance.
+    "CREATE SCHEMA kcnet_attachments;"
+    "CREATE TABLE kcnet_attachments.uploads(id text PRIMARY KEY, user_id bigint NOT NULL,"
+    "  province_id bigint NOT NULL, attachment_id text NOT NULL, sha256 text NOT NULL,"
+    "  size bigint NOT NULL, media_type text NOT NULL, committed bigint NOT NULL,"
+    "  created_ms bigint NOT NULL, expires_ms bigint NOT NULL,"
+    "  writer text NOT NULL DEFAULT '');"
+    "CREATE INDEX uploads_owner ON kcnet_attachments.uploads(user_id, province_id, sha256);"
+    "CREATE INDEX uploads_province ON kcnet_attachments.uploads(province_id);"
+    "CREATE TABLE kcnet_attachments.province_blobs(province_id bigint NOT NULL,"
+    "  sha256 text NOT NULL, size bigint NOT NULL, user_id bigint NOT NULL,"
+    "  created_ms bigint NOT NULL, PRIMARY KEY (province_id, sha256));"
+    "CREATE INDEX province_blobs_sha ON kcnet_attachments.province_blobs(sha256);"
+    "CREATE INDEX province_blobs_user ON kcnet_attachments.province_blobs(user_id);"
+    "CREATE TABLE kcnet_attachments.gc_marks(sha256 text PRIMARY KEY,"
+    "  since_ms bigint NOT NULL);"
+    "CREATE TABLE kcnet_attachments.blobs(sha256 text PRIMARY KEY, size bigint NOT NULL,"
+    "  created_ms bigint NOT NULL);"
+    "CREATE TABLE kcnet_attachments.chunks(key text NOT NULL, n integer NOT NULL,"
+    "  data bytea NOT NULL, PRIMARY KEY (key, n));"
+    "ALTER TABLE kcnet_attachments.chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
 };
 inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
 

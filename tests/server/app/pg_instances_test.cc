@@ -23,9 +23,14 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "kcnet/v1/attachments.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
+#include "server/attachments/blob_store.h"
+#include "server/pgstore/pg_attachments.h"
+#include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_plan_db.h"
 #include "server/plans/plan_store.h"
+#include "sync/crc32c.h"
 #include "tests/sync_stream/stream_fixture.h"
 #include "tests/testing/pg_instance.h"
 #include "tests/testing/test_util.h"
@@ -75,6 +80,14 @@ class Child {
     close(out[1]);
     out_ = out[0];
   }
+  // kill -9: the process dies mid-work, as a crashed instance.
+  void Kill() {
+    if (pid_ <= 0 || exited_) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    exited_ = true;
+  }
+
   ~Child() {
     if (pid_ > 0 && !exited_) {
       kill(pid_, SIGTERM);
@@ -151,11 +164,12 @@ class PgInstancesTest : public ::testing::Test {
   }
 
   // Starts an instance with its own data dir; returns its port (0 on failure).
-  int StartInstance(const std::string& name, std::unique_ptr<Child>* child) {
-    *child = std::make_unique<Child>(
-        std::vector<std::string>{KCNET_SERVER_PATH, "--data_dir=" + tmp_.File(name), store_,
-                                 "--listen=127.0.0.1:0"},
-        tmp_.File(name + ".stderr"));
+  int StartInstance(const std::string& name, std::unique_ptr<Child>* child,
+                    const std::vector<std::string>& flags = {}) {
+    std::vector<std::string> argv{KCNET_SERVER_PATH, "--data_dir=" + tmp_.File(name), store_,
+                                  "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    *child = std::make_unique<Child>(argv, tmp_.File(name + ".stderr"));
     const std::optional<std::string> ready = (*child)->ReadLine(absl::Seconds(60));
     EXPECT_TRUE(ready.has_value()) << ReadFile(tmp_.File(name + ".stderr"));
     if (!ready.has_value()) return 0;
@@ -278,6 +292,410 @@ TEST_F(PgInstancesTest, SeedDemoPutsThePlanIntoTheDatabase) {
   ASSERT_EQ(all->size(), 1u);
   ASSERT_GT((*all)[0].lines_size(), 0);
   EXPECT_EQ((*all)[0].lines(0).planned_amount_vnd(), 500'000'000);
+}
+
+// `n` bytes that start like a JPEG, the rest pseudo-random from `seed`.
+std::string Jpeg(size_t n, uint32_t seed) {
+  std::string out = "\xFF\xD8\xFF\xE0";
+  uint32_t x = seed * 2654435761u + 1;
+  while (out.size() < n) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    out.push_back(static_cast<char>(x & 0xFF));
+  }
+  out.resize(n);
+  return out;
+}
+
+// An Attachment record of `bytes` on a facility, as a tablet writes it.
+RecordChange NewAttachment(const std::string& facility, int64_t commune, int64_t author,
+                           const std::string& bytes) {
+  v1::Attachment a;
+  a.set_id(NewUuid());
+  a.set_commune_id(commune);
+  a.set_owner_type(v1::ATTACHMENT_OWNER_TYPE_FACILITY);
+  a.set_owner_id(facility);
+  a.set_sha256(server::HexOf(server::Sha256Of(bytes)));
+  a.set_size_bytes(static_cast<int64_t>(bytes.size()));
+  a.set_media_type("image/jpeg");
+  a.set_caption("Xưởng sản xuất");
+  a.set_author_id(author);
+  a.set_created_ms(NowMs());
+  return Created(a);
+}
+
+// The upload protocol spoken by hand against one instance.
+struct Uploader {
+  std::unique_ptr<v1::AttachmentService::Stub> stub;
+  std::string token;
+
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->AddMetadata("authorization", "Bearer " + token);
+    context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    return context;
+  }
+
+  grpc::Status Begin(const std::string& attachment_id, const std::string& bytes,
+                     v1::BeginUploadResponse* resp) {
+    v1::BeginUploadRequest req;
+    req.set_sha256(server::Sha256Of(bytes));
+    req.set_size(static_cast<int64_t>(bytes.size()));
+    req.set_media_type("image/jpeg");
+    req.set_attachment_id(attachment_id);
+    return stub->Begin(Context().get(), req, resp);
+  }
+
+  // Sends [from, to) in 64 KiB chunks. `cut`: cancels after the first ack (a connection
+  // cut) instead of finishing. Returns the status; *payload counts the bytes sent, *acks
+  // the committed offsets acknowledged, *complete whether the blob was stored.
+  grpc::Status Send(const std::string& upload_id, const std::string& bytes, int64_t from,
+                    int64_t to, bool cut, int64_t* payload, std::vector<int64_t>* acks,
+                    bool* complete) {
+    auto ctx = Context();
+    auto stream = stub->Upload(ctx.get());
+    for (int64_t off = from; off < to; off += 64 * 1024) {
+      v1::UploadChunk chunk;
+      chunk.set_upload_id(upload_id);
+      chunk.set_offset(off);
+      chunk.set_data(bytes.substr(off, std::min<int64_t>(64 * 1024, to - off)));
+      chunk.set_crc32c(sync::Crc32c(chunk.data()));
+      if (!stream->Write(chunk)) break;
+      *payload += static_cast<int64_t>(chunk.data().size());
+    }
+    v1::UploadAck ack;
+    *complete = false;
+    if (cut) {
+      if (stream->Read(&ack)) acks->push_back(ack.committed_offset());
+      ctx->TryCancel();
+      return stream->Finish();
+    }
+    stream->WritesDone();
+    while (stream->Read(&ack)) {
+      acks->push_back(ack.committed_offset());
+      if (ack.complete()) *complete = true;
+    }
+    return stream->Finish();
+  }
+
+  // The whole blob (or a range) as this instance serves it.
+  grpc::Status Download(const std::string& bytes, int64_t offset, int64_t length,
+                        std::string* out) {
+    v1::DownloadRequest req;
+    req.set_sha256(server::Sha256Of(bytes));
+    req.set_offset(offset);
+    req.set_length(length);
+    auto ctx = Context();
+    auto reader = stub->Download(ctx.get(), req);
+    v1::DownloadChunk chunk;
+    out->clear();
+    while (reader->Read(&chunk)) *out += chunk.data();
+    return reader->Finish();
+  }
+};
+
+// Issue 18 point 3 with issue 17: attachment bytes are shared by every instance on one
+// PostgreSQL. A photo uploaded through A: B's Begin of the same hash answers "already have
+// it" (0 payload bytes) and B serves the same bytes. An upload cut half way on A, then A
+// killed: the device goes on through B from the committed offset. The user's quota counts
+// what was stored through either instance.
+TEST_F(PgInstancesTest, AttachmentBytesAreSharedByEveryInstance) {
+  WriteFile(tmp_.File("units.csv"),
+            "code,name,level,parent_code\n"
+            "01,Thành phố Hà Nội,province,\n"
+            "001,Quận Ba Đình,district,01\n"
+            "00001,Phường Phúc Xá,commune,001\n");
+  Admin({"import-org-units", tmp_.File("units.csv")});
+  WriteFile(tmp_.File("password"), "mat-khau-123\n");
+  Admin({"create-user", "--username=lan", "--display_name=Nguyễn Thị Lan",
+         "--role=commune_collaborator", "--org_units=00001",
+         "--password-file=" + tmp_.File("password")});
+
+  // A quota of 2 MiB per user: 600 KiB + 800 KiB stored, a 700 KiB third is refused.
+  const std::vector<std::string> flags = {"--attachment_user_quota_bytes=2097152"};
+  std::unique_ptr<Child> a;
+  std::unique_ptr<Child> b;
+  const int port_a = StartInstance("a", &a, flags);
+  const int port_b = StartInstance("b", &b, flags);
+  ASSERT_NE(port_a, 0);
+  ASSERT_NE(port_b, 0);
+
+  auto auth = v1::AuthService::NewStub(Channel(port_a));
+  v1::LoginRequest login;
+  login.set_username("lan");
+  login.set_password("mat-khau-123");
+  v1::LoginResponse signed_in;
+  grpc::Status status = auth->Login(As("").get(), login, &signed_in);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const std::string token = signed_in.token();
+  const int64_t user_id = signed_in.user().id();
+  const int64_t commune = signed_in.user().org_unit_ids(0);
+
+  // The records: a facility and three photos' metadata (two of the same bytes).
+  const std::string photo = Jpeg(600 * 1024 + 123, 1);
+  const std::string resumed = Jpeg(800 * 1024, 2);
+  const std::string third = Jpeg(700 * 1024, 3);
+  const std::string facility = NewUuid();
+  RecordChange first_record = NewAttachment(facility, commune, user_id, photo);
+  RecordChange again_record = NewAttachment(facility, commune, user_id, photo);
+  RecordChange resumed_record = NewAttachment(facility, commune, user_id, resumed);
+  RecordChange third_record = NewAttachment(facility, commune, user_id, third);
+  auto tablet = NewDevice("tablet-1", port_a, token);
+  ASSERT_NE(tablet, nullptr);
+  tablet->Write({NewFacility(facility, commune, user_id, "Cơ sở Phúc Xá"), first_record,
+                 again_record, resumed_record, third_record});
+  tablet->Sync();
+  ASSERT_EQ(tablet->Pending(), 0);
+  auto id_of = [](const RecordChange& c) { return *sync::UuidToText(c.id()); };
+
+  Uploader via_a{v1::AttachmentService::NewStub(Channel(port_a)), token};
+  Uploader via_b{v1::AttachmentService::NewStub(Channel(port_b)), token};
+
+  // Through A, whole.
+  v1::BeginUploadResponse begin;
+  ASSERT_TRUE(via_a.Begin(id_of(first_record), photo, &begin).ok());
+  ASSERT_FALSE(begin.already_have());
+  int64_t payload = 0;
+  std::vector<int64_t> acks;
+  bool complete = false;
+  status = via_a.Send(begin.upload_id(), photo, 0, static_cast<int64_t>(photo.size()),
+                      /*cut=*/false, &payload, &acks, &complete);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(complete);
+
+  // B has it: nothing to send, and B serves the same bytes, whole and as a range.
+  v1::BeginUploadResponse on_b;
+  status = via_b.Begin(id_of(again_record), photo, &on_b);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(on_b.already_have());
+  EXPECT_TRUE(on_b.upload_id().empty());
+  std::string got;
+  status = via_b.Download(photo, 0, 0, &got);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(got == photo) << "B served " << got.size() << " bytes of " << photo.size();
+  status = via_b.Download(photo, 300000, 70000, &got);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(got == photo.substr(300000, 70000));
+
+  // Through A, cut after 576 KiB; then A dies.
+  ASSERT_TRUE(via_a.Begin(id_of(resumed_record), resumed, &begin).ok());
+  ASSERT_FALSE(begin.already_have());
+  payload = 0;
+  acks.clear();
+  via_a.Send(begin.upload_id(), resumed, 0, 576 * 1024, /*cut=*/true, &payload, &acks, &complete)
+      .IgnoreError();
+  ASSERT_FALSE(acks.empty());
+  const int64_t acknowledged = acks.back();
+  ASSERT_GE(acknowledged, 256 * 1024);
+  a->Kill();
+
+  // The device reconnects to B: the same session, from the committed offset.
+  status = via_b.Begin(id_of(resumed_record), resumed, &on_b);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_FALSE(on_b.already_have());
+  EXPECT_EQ(on_b.upload_id(), begin.upload_id());
+  EXPECT_GE(on_b.committed_offset(), acknowledged);
+  payload = 0;
+  acks.clear();
+  status =
+      via_b.Send(on_b.upload_id(), resumed, on_b.committed_offset(),
+                 static_cast<int64_t>(resumed.size()), /*cut=*/false, &payload, &acks, &complete);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(complete);
+  EXPECT_LE(payload, static_cast<int64_t>(resumed.size()) - 256 * 1024);
+  status = via_b.Download(resumed, 0, 0, &got);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(got == resumed) << "B served " << got.size() << " bytes of " << resumed.size();
+
+  // The quota counts both: 1,400 KiB stored, 700 KiB more is past 2 MiB.
+  status = via_b.Begin(id_of(third_record), third, &on_b);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  // Nothing of the attachments is written under the data dirs.
+  EXPECT_FALSE(std::filesystem::exists(tmp_.File("b") + "/attachments.db"));
+}
+
+// A device moved from A to B while A still holds its old stream open (a half-open
+// connection): B's stream takes the session over, and the stale stream's next commit on A
+// is ABORTED instead of writing over B's bytes; the photo ends byte-identical.
+TEST_F(PgInstancesTest, AStaleStreamOnAnotherInstanceCannotWriteOverTheOneThatTookOver) {
+  WriteFile(tmp_.File("units.csv"),
+            "code,name,level,parent_code\n"
+            "01,Thành phố Hà Nội,province,\n"
+            "001,Quận Ba Đình,district,01\n"
+            "00001,Phường Phúc Xá,commune,001\n");
+  Admin({"import-org-units", tmp_.File("units.csv")});
+  WriteFile(tmp_.File("password"), "mat-khau-123\n");
+  Admin({"create-user", "--username=lan", "--display_name=Nguyễn Thị Lan",
+         "--role=commune_collaborator", "--org_units=00001",
+         "--password-file=" + tmp_.File("password")});
+  std::unique_ptr<Child> a;
+  std::unique_ptr<Child> b;
+  const int port_a = StartInstance("a", &a);
+  const int port_b = StartInstance("b", &b);
+  ASSERT_NE(port_a, 0);
+  ASSERT_NE(port_b, 0);
+  auto auth = v1::AuthService::NewStub(Channel(port_a));
+  v1::LoginRequest login;
+  login.set_username("lan");
+  login.set_password("mat-khau-123");
+  v1::LoginResponse signed_in;
+  grpc::Status status = auth->Login(As("").get(), login, &signed_in);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const int64_t user = signed_in.user().id();
+  const int64_t commune = signed_in.user().org_unit_ids(0);
+  const std::string photo = Jpeg(768 * 1024, 11);
+  const std::string other = Jpeg(768 * 1024, 12);  // what the stale stream sends on
+  const std::string facility = NewUuid();
+  RecordChange record = NewAttachment(facility, commune, user, photo);
+  auto tablet = NewDevice("tablet-1", port_a, signed_in.token());
+  ASSERT_NE(tablet, nullptr);
+  tablet->Write({NewFacility(facility, commune, user, "Cơ sở"), record});
+  tablet->Sync();
+  const std::string id = *sync::UuidToText(record.id());
+  Uploader via_a{v1::AttachmentService::NewStub(Channel(port_a)), signed_in.token()};
+  Uploader via_b{v1::AttachmentService::NewStub(Channel(port_b)), signed_in.token()};
+
+  auto chunk_of = [](const std::string& upload_id, const std::string& bytes, int64_t offset) {
+    v1::UploadChunk chunk;
+    chunk.set_upload_id(upload_id);
+    chunk.set_offset(offset);
+    chunk.set_data(bytes.substr(offset, 64 * 1024));
+    chunk.set_crc32c(sync::Crc32c(chunk.data()));
+    return chunk;
+  };
+  // A's stream: the first 256 KiB, committed and acknowledged; the stream stays open.
+  v1::BeginUploadResponse begin;
+  ASSERT_TRUE(via_a.Begin(id, photo, &begin).ok());
+  auto stale_ctx = via_a.Context();
+  auto stale = via_a.stub->Upload(stale_ctx.get());
+  for (int64_t off = 0; off < 256 * 1024; off += 64 * 1024) {
+    ASSERT_TRUE(stale->Write(chunk_of(begin.upload_id(), photo, off)));
+  }
+  v1::UploadAck ack;
+  ASSERT_TRUE(stale->Read(&ack));
+  ASSERT_EQ(ack.committed_offset(), 256 * 1024);
+
+  // The device, now through B, takes the session over and commits the next 256 KiB.
+  v1::BeginUploadResponse on_b;
+  ASSERT_TRUE(via_b.Begin(id, photo, &on_b).ok());
+  ASSERT_EQ(on_b.upload_id(), begin.upload_id());
+  ASSERT_EQ(on_b.committed_offset(), 256 * 1024);
+  auto fresh_ctx = via_b.Context();
+  auto fresh = via_b.stub->Upload(fresh_ctx.get());
+  for (int64_t off = 256 * 1024; off < 512 * 1024; off += 64 * 1024) {
+    ASSERT_TRUE(fresh->Write(chunk_of(begin.upload_id(), photo, off)));
+  }
+  ASSERT_TRUE(fresh->Read(&ack));
+  ASSERT_EQ(ack.committed_offset(), 512 * 1024);
+
+  // The stale stream on A sends other bytes for the same range: its commit is refused.
+  for (int64_t off = 256 * 1024; off < 512 * 1024; off += 64 * 1024) {
+    if (!stale->Write(chunk_of(begin.upload_id(), other, off))) break;
+  }
+  stale->WritesDone();
+  while (stale->Read(&ack)) {
+  }
+  status = stale->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED) << status.error_message();
+
+  // B's stream finishes the photo: byte-identical, through either instance.
+  for (int64_t off = 512 * 1024; off < static_cast<int64_t>(photo.size()); off += 64 * 1024) {
+    ASSERT_TRUE(fresh->Write(chunk_of(begin.upload_id(), photo, off)));
+  }
+  fresh->WritesDone();
+  bool complete = false;
+  while (fresh->Read(&ack)) complete = complete || ack.complete();
+  status = fresh->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(complete);
+  std::string got;
+  ASSERT_TRUE(via_a.Download(photo, 0, 0, &got).ok());
+  EXPECT_TRUE(got == photo);
+}
+
+// The collector and verify-blobs on PostgreSQL (kcnet-admin --store=postgres:): a blob no
+// record names is removed after the grace, a referenced one never; a byte flipped in the
+// database is reported as damage.
+TEST_F(PgInstancesTest, GcAndVerifyBlobsWorkOnTheSharedBlobs) {
+  WriteFile(tmp_.File("units.csv"),
+            "code,name,level,parent_code\n"
+            "01,Thành phố Hà Nội,province,\n"
+            "001,Quận Ba Đình,district,01\n"
+            "00001,Phường Phúc Xá,commune,001\n");
+  Admin({"import-org-units", tmp_.File("units.csv")});
+  WriteFile(tmp_.File("password"), "mat-khau-123\n");
+  Admin({"create-user", "--username=lan", "--display_name=Nguyễn Thị Lan",
+         "--role=commune_collaborator", "--org_units=00001",
+         "--password-file=" + tmp_.File("password")});
+  std::unique_ptr<Child> a;
+  const int port = StartInstance("a", &a);
+  ASSERT_NE(port, 0);
+  auto auth = v1::AuthService::NewStub(Channel(port));
+  v1::LoginRequest login;
+  login.set_username("lan");
+  login.set_password("mat-khau-123");
+  v1::LoginResponse signed_in;
+  grpc::Status status = auth->Login(As("").get(), login, &signed_in);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const int64_t commune = signed_in.user().org_unit_ids(0);
+
+  // A referenced photo, uploaded through the instance.
+  const std::string photo = Jpeg(300 * 1024, 7);
+  const std::string facility = NewUuid();
+  RecordChange record = NewAttachment(facility, commune, signed_in.user().id(), photo);
+  auto tablet = NewDevice("tablet-1", port, signed_in.token());
+  ASSERT_NE(tablet, nullptr);
+  tablet->Write({NewFacility(facility, commune, signed_in.user().id(), "Cơ sở"), record});
+  tablet->Sync();
+  Uploader uploader{v1::AttachmentService::NewStub(Channel(port)), signed_in.token()};
+  v1::BeginUploadResponse begin;
+  ASSERT_TRUE(uploader.Begin(*sync::UuidToText(record.id()), photo, &begin).ok());
+  int64_t payload = 0;
+  std::vector<int64_t> acks;
+  bool complete = false;
+  status = uploader.Send(begin.upload_id(), photo, 0, static_cast<int64_t>(photo.size()),
+                         /*cut=*/false, &payload, &acks, &complete);
+  ASSERT_TRUE(status.ok() && complete) << status.error_message();
+  // A blob no record names (as one whose record was deleted).
+  auto storage = kcnet::pgstore::OpenPgBlobStorage(pg_->conninfo());
+  ASSERT_TRUE(storage.ok()) << storage.status();
+  absl::StatusOr<std::string> orphan = storage->blobs->Put(Jpeg(100 * 1024, 8));
+  ASSERT_TRUE(orphan.ok()) << orphan.status();
+  const std::string photo_sha = server::HexOf(server::Sha256Of(photo));
+
+  auto run = [&](std::vector<std::string> args, std::string* out) {
+    args.insert(args.begin(), {KCNET_ADMIN_PATH, store_, "--data_dir=" + tmp_.File("admin")});
+    Child admin(args, tmp_.File("admin.stderr"));
+    const int code = admin.RunToEnd(out);
+    *out += ReadFile(tmp_.File("admin.stderr"));
+    return code;
+  };
+  std::string out;
+  EXPECT_EQ(run({"gc-blobs", "--grace=0s"}, &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "removed 1 blobs")) << out;
+  EXPECT_TRUE(absl::IsNotFound(storage->blobs->Size(*orphan).status()));
+  EXPECT_TRUE(storage->blobs->Size(photo_sha).ok());  // referenced: never collected
+  std::string got;
+  ASSERT_TRUE(uploader.Download(photo, 0, 0, &got).ok());
+  EXPECT_TRUE(got == photo);
+
+  out.clear();
+  EXPECT_EQ(run({"verify-blobs"}, &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "verified 1 blobs")) << out;
+  {
+    auto conn = kcnet::pgstore::PgConn::Connect(pg_->conninfo());
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    auto flipped = (*conn)->Query(
+        "UPDATE kcnet_attachments.chunks SET data = set_byte(data, 5000, "
+        "get_byte(data, 5000) # 1) WHERE key = $1 AND n = 0",
+        {kcnet::pgstore::PgParam::Text(photo_sha)});
+    ASSERT_TRUE(flipped.ok()) << flipped.status();
+    ASSERT_EQ(flipped->affected(), 1);
+  }
+  out.clear();
+  EXPECT_NE(run({"verify-blobs"}, &out), 0) << out;
+  EXPECT_TRUE(absl::StrContains(out, "damaged " + photo_sha)) << out;
 }
 
 }  // namespace

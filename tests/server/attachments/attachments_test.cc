@@ -1,7 +1,9 @@
-// Attachment bytes end to end: a real kcnet-server on port 0 with its files in a temp dir,
-// real gRPC streams, the records written through the same rules and merge as tablet sync,
-// and the real kcnet-admin binary for verify-blobs. The server's clock is a FakeClock so
-// that expiry (7 days) and the collector's grace can be crossed.
+// Attachment bytes end to end: a real kcnet-server on port 0 with its files in a temp dir
+// (attachments_test), or on a PostgreSQL of its own (attachments_pg_test: sessions, blobs
+// and bytes in the database; the tests that handle files skip), real gRPC streams, the records
+// written through the same rules and merge as tablet sync, and the real kcnet-admin binary for
+// verify-blobs. The server's clock is a FakeClock so that expiry (7 days) and the collector's grace
+// can be crossed.
 #include <stdio.h>
 #include <sys/wait.h>
 
@@ -27,6 +29,9 @@
 #include "sync/crc32c.h"
 #include "sync/model/record_types.h"
 #include "tests/testing/test_server.h"
+#if KCNET_ATTACHMENTS_TEST_PG
+#include "tests/testing/pg_instance.h"
+#endif
 #include "tests/testing/test_util.h"
 
 #ifndef KCNET_ADMIN_PATH
@@ -62,9 +67,46 @@ struct Sent {
   std::string committed_trailer;
 };
 
-class AttachmentsTest : public ::testing::Test {
+enum class StoreKind { kSqlite, kPostgres };
+
+std::string StoreName(const ::testing::TestParamInfo<StoreKind>& info) {
+  return info.param == StoreKind::kSqlite ? "Sqlite" : "Postgres";
+}
+
+class AttachmentsTest : public ::testing::TestWithParam<StoreKind> {
  protected:
+#if KCNET_ATTACHMENTS_TEST_PG
+  static void SetUpTestSuite() {
+    auto pg = kcnet::testing::PgInstance::Start();
+    if (!pg.ok()) {
+      pg_status_ = new absl::Status(pg.status());
+      return;
+    }
+    pg_ = pg->release();
+  }
+  static void TearDownTestSuite() {
+    delete pg_;
+    pg_ = nullptr;
+  }
+  static inline kcnet::testing::PgInstance* pg_ = nullptr;
+  static inline absl::Status* pg_status_ = nullptr;
+  static inline int databases_ = 0;
+#endif
+
+  bool on_files() const { return GetParam() == StoreKind::kSqlite; }
+
   void SetUp() override {
+#if KCNET_ATTACHMENTS_TEST_PG
+    if (GetParam() == StoreKind::kPostgres) {
+      if (pg_ == nullptr && pg_status_ != nullptr && absl::IsNotFound(*pg_status_)) {
+        GTEST_SKIP() << "no PostgreSQL binaries: " << *pg_status_;
+      }
+      ASSERT_NE(pg_, nullptr) << (pg_status_ ? *pg_status_ : absl::UnknownError("no server"));
+      const std::string name = "attachments" + std::to_string(++databases_);
+      ASSERT_TRUE(pg_->CreateDatabase(name).ok());
+      store_ = "postgres:" + pg_->conninfo(name);
+    }
+#endif
     Directory* d = nullptr;
     StartServer();
     d = server_->directory();
@@ -102,6 +144,7 @@ class AttachmentsTest : public ::testing::Test {
     options.attachments.gc_interval = absl::ZeroDuration();  // the tests run it
     options.attachments.gc_grace = absl::Hours(24);
     options.attachments.max_upload_streams = max_upload_streams_;
+    options.store = store_;
     auto server = KcnetServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -281,11 +324,22 @@ class AttachmentsTest : public ::testing::Test {
     return reader->Finish();
   }
 
+  // Whether the server stores the blob of `bytes` (a file, or a row in PostgreSQL).
+  bool HasBlob(const std::string& bytes) {
+    return server_->attachments()->blobs().Size(HexOf(Sha(bytes))).ok();
+  }
+  // Whether an upload session has bytes staged (its temp file, or chunk rows).
+  bool HasStaged(const std::string& upload_id) {
+    absl::StatusOr<int64_t> size = server_->attachments()->staging().StagedSize(upload_id);
+    return size.ok() && *size > 0;
+  }
+
   std::string BlobPath(const std::string& bytes) {
     const std::string hex = HexOf(Sha(bytes));
     return (fs::path(dir_.path()) / "blobs" / hex.substr(0, 2) / hex.substr(2, 2) / hex).string();
   }
 
+  std::string store_;  // ServerOptions::store: empty (files in the data dir) or postgres:
   kcnet::testing::TempDir dir_;
   sync::FakeClock clock_{absl::ToUnixMillis(absl::Now())};
   std::unique_ptr<KcnetServer> server_;
@@ -297,7 +351,7 @@ class AttachmentsTest : public ::testing::Test {
   std::string facility1_, facility9_;
 };
 
-TEST_F(AttachmentsTest, UploadsAcksEvery256KiBThenAlreadyHasItAndDownloads) {
+TEST_P(AttachmentsTest, UploadsAcksEvery256KiBThenAlreadyHasItAndDownloads) {
   const std::string photo = Jpeg(600 * kKiB + 123, 1);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -324,7 +378,7 @@ TEST_F(AttachmentsTest, UploadsAcksEvery256KiBThenAlreadyHasItAndDownloads) {
   }
   EXPECT_TRUE(sent.acks.back().complete());
   EXPECT_EQ(sent.acks.back().committed_offset(), static_cast<int64_t>(photo.size()));
-  EXPECT_TRUE(fs::exists(BlobPath(photo)));
+  EXPECT_TRUE(HasBlob(photo));
 
   // The same photo attached again in the province: nothing to send.
   const std::string again = Attach("coord1", facility1_, c1_, photo);
@@ -356,7 +410,7 @@ TEST_F(AttachmentsTest, UploadsAcksEvery256KiBThenAlreadyHasItAndDownloads) {
 // Past --attachment_max_upload_streams, a new Upload stream is answered at once
 // RESOURCE_EXHAUSTED with the trailer kcnet-retry-after-ms, and none of its bytes is kept;
 // once an admitted stream ends, the refused upload goes through.
-TEST_F(AttachmentsTest, UploadStreamsPastTheLimitAreToldToRetryAfter) {
+TEST_P(AttachmentsTest, UploadStreamsPastTheLimitAreToldToRetryAfter) {
   max_upload_streams_ = 2;
   RestartServer();
   std::vector<std::string> photos, ids, uploads;
@@ -423,7 +477,7 @@ TEST_F(AttachmentsTest, UploadStreamsPastTheLimitAreToldToRetryAfter) {
   ASSERT_TRUE(sent.status.ok()) << sent.status.error_message();
   ASSERT_FALSE(sent.acks.empty());
   EXPECT_TRUE(sent.acks.back().complete());
-  EXPECT_TRUE(fs::exists(BlobPath(photos[2])));
+  EXPECT_TRUE(HasBlob(photos[2]));
   open[1]->WritesDone();
   while (open[1]->Read(&ack)) {
   }
@@ -437,7 +491,7 @@ TEST_F(AttachmentsTest, UploadStreamsPastTheLimitAreToldToRetryAfter) {
   EXPECT_THAT(std::string(checked.message()), HasSubstr("attachment_max_upload_streams"));
 }
 
-TEST_F(AttachmentsTest, ResumesAfterACutAtTheCommittedOffset) {
+TEST_P(AttachmentsTest, ResumesAfterACutAtTheCommittedOffset) {
   const std::string photo = Jpeg(700 * kKiB, 2);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -464,7 +518,7 @@ TEST_F(AttachmentsTest, ResumesAfterACutAtTheCommittedOffset) {
 // bytes received, ahead of the committed offset, which does not move before 256 KiB.
 // Pipelined: all the chunks go out before any ack is read, then the connection is cut
 // mid-upload; the upload resumes from the committed offset and ends byte-identical.
-TEST_F(AttachmentsTest, ReceivedAcksRunAheadOfCommitsAndACutResumesFromTheCommit) {
+TEST_P(AttachmentsTest, ReceivedAcksRunAheadOfCommitsAndACutResumesFromTheCommit) {
   const std::string photo = Jpeg(400 * kKiB + 7, 11);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -531,7 +585,7 @@ TEST_F(AttachmentsTest, ReceivedAcksRunAheadOfCommitsAndACutResumesFromTheCommit
   EXPECT_EQ(got, photo);
 }
 
-TEST_F(AttachmentsTest, AWrongOffsetAnswersTheCommittedOffset) {
+TEST_P(AttachmentsTest, AWrongOffsetAnswersTheCommittedOffset) {
   const std::string photo = Jpeg(300 * kKiB, 3);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -548,7 +602,7 @@ TEST_F(AttachmentsTest, AWrongOffsetAnswersTheCommittedOffset) {
   EXPECT_EQ(skip.committed_trailer, absl::StrCat(64 * kKiB));
 }
 
-TEST_F(AttachmentsTest, ABadCrcIsRefusedAndNotStored) {
+TEST_P(AttachmentsTest, ABadCrcIsRefusedAndNotStored) {
   const std::string photo = Jpeg(200 * kKiB, 4);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -569,7 +623,7 @@ TEST_F(AttachmentsTest, ABadCrcIsRefusedAndNotStored) {
   EXPECT_EQ(got, photo);
 }
 
-TEST_F(AttachmentsTest, AShaMismatchIsDataLossAndRestartsAtZero) {
+TEST_P(AttachmentsTest, AShaMismatchIsDataLossAndRestartsAtZero) {
   const std::string photo = Jpeg(100 * kKiB, 5);
   const std::string other = Jpeg(100 * kKiB, 6);  // same size, other bytes
   const std::string id = Attach("collab1", facility1_, c1_, photo);
@@ -582,11 +636,11 @@ TEST_F(AttachmentsTest, AShaMismatchIsDataLossAndRestartsAtZero) {
   ASSERT_TRUE(Begin("collab1", id, photo, &again).ok());
   EXPECT_FALSE(again.already_have());
   EXPECT_EQ(again.committed_offset(), 0);
-  EXPECT_FALSE(fs::exists(BlobPath(photo)));
-  EXPECT_FALSE(fs::exists(BlobPath(other)));
+  EXPECT_FALSE(HasBlob(photo));
+  EXPECT_FALSE(HasBlob(other));
 }
 
-TEST_F(AttachmentsTest, AnotherProvinceCannotProbeOrDownloadByHash) {
+TEST_P(AttachmentsTest, AnotherProvinceCannotProbeOrDownloadByHash) {
   const std::string photo = Jpeg(90 * kKiB, 7);
   ASSERT_GE(UploadAll("collab1", Attach("collab1", facility1_, c1_, photo), photo), 0);
   // Province 91 names the same hash in a record of its own: it must upload the bytes.
@@ -605,7 +659,7 @@ TEST_F(AttachmentsTest, AnotherProvinceCannotProbeOrDownloadByHash) {
   EXPECT_EQ(got, photo);
 }
 
-TEST_F(AttachmentsTest, ARecordOutsideScopeIsNotFound) {
+TEST_P(AttachmentsTest, ARecordOutsideScopeIsNotFound) {
   const std::string photo = Jpeg(50 * kKiB, 8);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -630,7 +684,7 @@ TEST_F(AttachmentsTest, ARecordOutsideScopeIsNotFound) {
   EXPECT_EQ(Download("collab9", photo, 0, 0, &got).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(AttachmentsTest, MediaTypeIsCheckedByMagicBytes) {
+TEST_P(AttachmentsTest, MediaTypeIsCheckedByMagicBytes) {
   std::string gif = "GIF89a";
   gif += Jpeg(20 * kKiB, 9).substr(6);
   absl::StatusOr<std::string> as_gif =
@@ -645,7 +699,7 @@ TEST_F(AttachmentsTest, MediaTypeIsCheckedByMagicBytes) {
   Sent sent = Send("collab1", begin.upload_id(), gif, 0, static_cast<int64_t>(gif.size()));
   EXPECT_EQ(sent.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(sent.status.error_message(), HasSubstr("media_type"));
-  EXPECT_FALSE(fs::exists(BlobPath(gif)));
+  EXPECT_FALSE(HasBlob(gif));
   // A real PNG header passes.
   std::string png = std::string("\x89PNG\r\n\x1A\n", 8) + Jpeg(10 * kKiB, 10).substr(8);
   absl::StatusOr<std::string> png_id =
@@ -654,10 +708,10 @@ TEST_F(AttachmentsTest, MediaTypeIsCheckedByMagicBytes) {
   ASSERT_TRUE(Begin("collab1", *png_id, png, &begin, "image/png").ok());
   Sent ok = Send("collab1", begin.upload_id(), png, 0, static_cast<int64_t>(png.size()));
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
-  EXPECT_TRUE(fs::exists(BlobPath(png)));
+  EXPECT_TRUE(HasBlob(png));
 }
 
-TEST_F(AttachmentsTest, SizeLimitAndQuotaAreResourceExhausted) {
+TEST_P(AttachmentsTest, SizeLimitAndQuotaAreResourceExhausted) {
   // The record allows 25 MiB; this server takes 1 MiB.
   const std::string big = Jpeg(1100 * kKiB, 11);
   const std::string big_id = Attach("collab1", facility1_, c1_, big);
@@ -678,7 +732,7 @@ TEST_F(AttachmentsTest, SizeLimitAndQuotaAreResourceExhausted) {
   EXPECT_TRUE(Begin("coord1", Attach("coord1", facility1_, c1_, c), c, &begin).ok());
 }
 
-TEST_F(AttachmentsTest, GcRemovesUnreferencedBlobsAndStaleUploadsAfterGraceOnly) {
+TEST_P(AttachmentsTest, GcRemovesUnreferencedBlobsAndStaleUploadsAfterGraceOnly) {
   const std::string kept = Jpeg(80 * kKiB, 15);
   const std::string dropped = Jpeg(80 * kKiB, 16);
   ASSERT_GE(UploadAll("collab1", Attach("collab1", facility1_, c1_, kept), kept), 0);
@@ -689,10 +743,10 @@ TEST_F(AttachmentsTest, GcRemovesUnreferencedBlobsAndStaleUploadsAfterGraceOnly)
   BeginUploadResponse begin;
   ASSERT_TRUE(Begin("collab1", Attach("collab1", facility1_, c1_, partial), partial, &begin).ok());
   ASSERT_TRUE(Send("collab1", begin.upload_id(), partial, 0, 64 * kKiB).status.ok());
-  const std::string part = (fs::path(dir_.path()) / "uploads" / (begin.upload_id() + ".part"));
+  // (On PostgreSQL no stray file: chunk rows are written only by a session's commit.)
   const std::string stray = (fs::path(dir_.path()) / "uploads" / "0123abcd.part");
-  std::ofstream(stray) << "left by a crash";
-  ASSERT_TRUE(fs::exists(part));
+  if (on_files()) std::ofstream(stray) << "left by a crash";
+  ASSERT_TRUE(HasStaged(begin.upload_id()));
 
   // The record of `dropped` is deleted: its blob is unreferenced from now.
   v1::Attachment record;
@@ -710,29 +764,29 @@ TEST_F(AttachmentsTest, GcRemovesUnreferencedBlobsAndStaleUploadsAfterGraceOnly)
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->blobs_removed, 0);
   EXPECT_EQ(first->blobs_marked, 1);
-  EXPECT_EQ(first->temp_files_removed, 1);  // the stray one only
+  EXPECT_EQ(first->temp_files_removed, on_files() ? 1 : 0);  // the stray one only
   EXPECT_FALSE(fs::exists(stray));
-  EXPECT_TRUE(fs::exists(part));
-  EXPECT_TRUE(fs::exists(BlobPath(dropped)));
+  EXPECT_TRUE(HasStaged(begin.upload_id()));
+  EXPECT_TRUE(HasBlob(dropped));
 
   clock_.Advance(23 * 3600 * 1000LL);  // within the grace
   ASSERT_TRUE(server_->attachments()->CollectGarbage().ok());
-  EXPECT_TRUE(fs::exists(BlobPath(dropped)));
+  EXPECT_TRUE(HasBlob(dropped));
 
   clock_.Advance(2 * 3600 * 1000LL);  // past it
   absl::StatusOr<GcReport> later = server_->attachments()->CollectGarbage();
   ASSERT_TRUE(later.ok()) << later.status();
   EXPECT_EQ(later->blobs_removed, 1);
-  EXPECT_FALSE(fs::exists(BlobPath(dropped)));
-  EXPECT_TRUE(fs::exists(BlobPath(kept)));  // referenced: never
-  EXPECT_TRUE(fs::exists(part));            // the session has 6 days left
+  EXPECT_FALSE(HasBlob(dropped));
+  EXPECT_TRUE(HasBlob(kept));                 // referenced: never
+  EXPECT_TRUE(HasStaged(begin.upload_id()));  // the session has 6 days left
 
   clock_.Advance(7 * kDay);
   absl::StatusOr<GcReport> expired = server_->attachments()->CollectGarbage();
   ASSERT_TRUE(expired.ok()) << expired.status();
   EXPECT_EQ(expired->sessions_expired, 1);
-  EXPECT_FALSE(fs::exists(part));
-  EXPECT_TRUE(fs::exists(BlobPath(kept)));
+  EXPECT_FALSE(HasStaged(begin.upload_id()));
+  EXPECT_TRUE(HasBlob(kept));
   GetUploadRequest req;
   req.set_upload_id(begin.upload_id());
   UploadState state;
@@ -740,7 +794,8 @@ TEST_F(AttachmentsTest, GcRemovesUnreferencedBlobsAndStaleUploadsAfterGraceOnly)
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(AttachmentsTest, VerifyBlobsFindsAFlippedByte) {
+TEST_P(AttachmentsTest, VerifyBlobsFindsAFlippedByte) {
+  if (!on_files()) GTEST_SKIP() << "handles the files of the data dir";
   const std::string photo = Jpeg(70 * kKiB, 18);
   const std::string other = Jpeg(70 * kKiB, 19);
   ASSERT_GE(UploadAll("collab1", Attach("collab1", facility1_, c1_, photo), photo), 0);
@@ -771,7 +826,7 @@ TEST_F(AttachmentsTest, VerifyBlobsFindsAFlippedByte) {
   EXPECT_THAT(out, ::testing::Not(HasSubstr(HexOf(Sha(other)))));
 }
 
-TEST_F(AttachmentsTest, AServerRestartMidUploadResumesAtTheCommittedOffset) {
+TEST_P(AttachmentsTest, AServerRestartMidUploadResumesAtTheCommittedOffset) {
   const std::string photo = Jpeg(800 * kKiB, 20);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -794,7 +849,7 @@ TEST_F(AttachmentsTest, AServerRestartMidUploadResumesAtTheCommittedOffset) {
 // Commits run beside the stream (the fsync on a committer thread): an ack of a committed
 // offset comes only once that offset's row is written (after its fsync), and a cut with
 // commits still running, then a restart, keeps every acknowledged byte.
-TEST_F(AttachmentsTest, ACutWhileACommitRunsLosesNothingAcknowledged) {
+TEST_P(AttachmentsTest, ACutWhileACommitRunsLosesNothingAcknowledged) {
   const std::string photo = Jpeg(1024 * kKiB, 24);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -857,7 +912,8 @@ TEST_F(AttachmentsTest, ACutWhileACommitRunsLosesNothingAcknowledged) {
   EXPECT_EQ(got, photo);
 }
 
-TEST_F(AttachmentsTest, ASessionCommittedToTheEndBeforeACrashIsFinishedByBegin) {
+TEST_P(AttachmentsTest, ASessionCommittedToTheEndBeforeACrashIsFinishedByBegin) {
+  if (!on_files()) GTEST_SKIP() << "handles the files of the data dir";
   const std::string photo = Jpeg(100 * kKiB, 21);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -883,7 +939,8 @@ TEST_F(AttachmentsTest, ASessionCommittedToTheEndBeforeACrashIsFinishedByBegin) 
 // A data dir restored from a backup has the session's row (committed offset and all) but
 // not its temp file (a backup holds none): the session starts again at 0 instead of
 // finishing with a hole, failing its SHA-256.
-TEST_F(AttachmentsTest, ASessionWhoseTempFileARestoreLostStartsAgainAtZero) {
+TEST_P(AttachmentsTest, ASessionWhoseTempFileARestoreLostStartsAgainAtZero) {
+  if (!on_files()) GTEST_SKIP() << "handles the files of the data dir";
   const std::string photo = Jpeg(800 * kKiB, 23);
   const std::string id = Attach("collab1", facility1_, c1_, photo);
   BeginUploadResponse begin;
@@ -901,6 +958,13 @@ TEST_F(AttachmentsTest, ASessionWhoseTempFileARestoreLostStartsAgainAtZero) {
   ASSERT_TRUE(Download("collab1", photo, 0, 0, &got).ok());
   EXPECT_EQ(got, photo);
 }
+
+#if KCNET_ATTACHMENTS_TEST_PG
+INSTANTIATE_TEST_SUITE_P(Stores, AttachmentsTest, ::testing::Values(StoreKind::kPostgres),
+                         StoreName);
+#else
+INSTANTIATE_TEST_SUITE_P(Stores, AttachmentsTest, ::testing::Values(StoreKind::kSqlite), StoreName);
+#endif
 
 }  // namespace
 }  // namespace kcnet::server

@@ -156,11 +156,11 @@ TEST_F(PgReportsTest, FacilitySearchIsAnsweredByTheIndex) {
 }
 
 TEST_F(PgReportsTest, TheCollectorKeepsABlobARecordOnPostgresReferences) {
-  // Two blobs in this instance's store; an attachment record on PostgreSQL names one.
-  auto blobs = FileBlobStore::Open(dir_.File("data") + "/blobs");
-  ASSERT_TRUE(blobs.ok()) << blobs.status();
-  auto kept = (*blobs)->Put("\xFF\xD8\xFF ảnh cơ sở");
-  auto loose = (*blobs)->Put("\xFF\xD8\xFF không ai dùng");
+  // Two blobs in the server's store (in PostgreSQL, shared by every instance); an
+  // attachment record on PostgreSQL names one.
+  BlobStore* blobs = &server_->attachments()->blobs();
+  auto kept = blobs->Put("\xFF\xD8\xFF ảnh cơ sở");
+  auto loose = blobs->Put("\xFF\xD8\xFF không ai dùng");
   ASSERT_TRUE(kept.ok() && loose.ok());
   const Facility f = PutFacility("Mây tre Phú Vinh");
   Attachment a;
@@ -178,14 +178,14 @@ TEST_F(PgReportsTest, TheCollectorKeepsABlobARecordOnPostgresReferences) {
   auto report = server_->attachments()->CollectGarbage();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->blobs_removed, 1);
-  EXPECT_TRUE((*blobs)->Size(*kept).ok());
-  EXPECT_TRUE(absl::IsNotFound((*blobs)->Size(*loose).status()));
+  EXPECT_TRUE(blobs->Size(*kept).ok());
+  EXPECT_TRUE(absl::IsNotFound(blobs->Size(*loose).status()));
   // The record deleted: the blob goes at the next pass.
   ASSERT_TRUE(RecordWriter(server_->store()).Delete(model::kAttachmentType, a.id()).ok());
   report = server_->attachments()->CollectGarbage();
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->blobs_removed, 1);
-  EXPECT_TRUE(absl::IsNotFound((*blobs)->Size(*kept).status()));
+  EXPECT_TRUE(absl::IsNotFound(blobs->Size(*kept).status()));
 }
 
 TEST_F(PgReportsTest, AdminRebuildsTheReportsFromPostgres) {
