@@ -20,9 +20,22 @@
 // oplog_ratio_vs_sqlite; pg_initial_sync records_per_s, ratio_vs_sqlite (the record store),
 // oplog_records_per_s, sqlite_records_per_s, oplog_ratio_vs_sqlite.
 //
+// CPU (docs/BENCHMARKS.md, pgperf): with its own PostgreSQL the bench also prints the CPU
+// seconds each store spent per 1,000 mutations (ingest) or records (initial sync): this
+// process's CPU (getrusage) plus, for PostgreSQL, every postgres process's (/proc: the
+// postmaster, its live children and those it reaped). Unlike the rates, these do not move
+// with the machine's load: cpu_ms_per_1000 and sqlite_cpu_ms_per_1000.
+// The initial sync of each store is run 3 times; the median is printed.
+//
 // Usage: pg_bench [devices] [seconds] [batch]   (default 50 10 100)
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -65,6 +78,49 @@ v1::RecordChange Record(std::mt19937_64& rng, int64_t bucket, uint64_t hlc) {
   c.set_hlc(hlc);
   return c;
 }
+
+// This process's CPU seconds (every thread).
+double OwnCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+// The CPU seconds of the PostgreSQL server whose postmaster is `postmaster`: its own, its
+// reaped children's and its live children's (the backends). 0 when unknown.
+double PostgresCpuSeconds(pid_t postmaster) {
+  if (postmaster <= 0) return 0;
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  // Fields after the command's closing parenthesis: state(3) ppid(4) ... utime(14)
+  // stime(15) cutime(16) cstime(17).
+  auto fields = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> out;
+    const size_t close = text.rfind(')');
+    if (close == std::string::npos) return out;
+    std::istringstream rest(text.substr(close + 2));
+    for (std::string f; rest >> f;) out.push_back(f);
+    return out;  // out[0] is field 3
+  };
+  double ticks = 0;
+  std::vector<std::string> own = fields(absl::StrCat("/proc/", postmaster, "/stat"));
+  if (own.size() > 14) {
+    for (int f = 14; f <= 17; ++f) ticks += std::atof(own[static_cast<size_t>(f - 3)].c_str());
+  }
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::vector<std::string> f = fields(entry.path().string() + "/stat");
+    if (f.size() <= 14 || std::atoi(f[1].c_str()) != postmaster) continue;
+    ticks += std::atof(f[11].c_str()) + std::atof(f[12].c_str());
+  }
+  return ticks / tick;
+}
+
+// CPU of this process and the PostgreSQL server together.
+double TotalCpuSeconds(pid_t postmaster) { return OwnCpuSeconds() + PostgresCpuSeconds(postmaster); }
 
 // Runs `push(device, rng)` (one batch, returns the records applied) on `devices` threads
 // for `seconds`; returns records per second.
@@ -167,10 +223,24 @@ int main(int argc, char** argv) {
       return applied;
     });
   };
+  const pid_t postmaster = pg != nullptr ? pg->pid() : -1;
+  // The rates and the CPU spent per 1,000 mutations (records applied) of each store.
+  double cpu_start = TotalCpuSeconds(postmaster);
+  Timer sqlite_timer;
   const double sqlite = store_ingest(store.get());
+  const double sqlite_cpu_ms =
+      1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / (sqlite * sqlite_timer.Seconds());
+  cpu_start = TotalCpuSeconds(postmaster);
+  Timer pg_timer_ingest;
   const double pg_rate_ingest = store_ingest(pg_store.get());
+  const double pg_cpu_ms =
+      1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / (pg_rate_ingest * pg_timer_ingest.Seconds());
   Emit("pg_ingest", "mutations_per_s", pg_rate_ingest, "mutations/s");
   Emit("pg_ingest", "ratio_vs_sqlite", pg_rate_ingest / sqlite, "ratio");
+  if (postmaster > 0) {
+    Emit("pg_ingest", "cpu_ms_per_1000", pg_cpu_ms, "ms");
+    Emit("pg_ingest", "sqlite_cpu_ms_per_1000", sqlite_cpu_ms, "ms");
+  }
   Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
   Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
   Emit("pg_ingest", "sqlite_mutations_per_s", sqlite, "mutations/s");
@@ -234,15 +304,35 @@ int main(int argc, char** argv) {
       }
       return static_cast<double>(*records) / timer.Seconds();
     };
+    // Three downloads from each store, alternating; the medians, and the CPU per 1,000
+    // records over all three.
     int64_t sqlite_read = 0, store_read = 0;
-    const double sqlite_rate = initial_sync(store.get(), &sqlite_read);
-    const double store_rate = initial_sync(pg_store.get(), &store_read);
+    std::vector<double> sqlite_rates, store_rates;
+    double sqlite_cpu = 0, store_cpu = 0;
+    for (int run = 0; run < 3; ++run) {
+      sqlite_read = store_read = 0;
+      double before = TotalCpuSeconds(postmaster);
+      sqlite_rates.push_back(initial_sync(store.get(), &sqlite_read));
+      sqlite_cpu += TotalCpuSeconds(postmaster) - before;
+      before = TotalCpuSeconds(postmaster);
+      store_rates.push_back(initial_sync(pg_store.get(), &store_read));
+      store_cpu += TotalCpuSeconds(postmaster) - before;
+    }
+    std::sort(sqlite_rates.begin(), sqlite_rates.end());
+    std::sort(store_rates.begin(), store_rates.end());
+    const double sqlite_rate = sqlite_rates[1];
+    const double store_rate = store_rates[1];
     if (read != kSyncRecords || sqlite_read != kSyncRecords || store_read != kSyncRecords) {
       Fail(absl::StrCat("initial sync read ", read, " (op log), ", store_read,
                         " (PostgreSQL store) and ", sqlite_read, " (SQLite) of ", kSyncRecords));
     }
     Emit("pg_initial_sync", "records_per_s", store_rate, "records/s");
     Emit("pg_initial_sync", "ratio_vs_sqlite", store_rate / sqlite_rate, "ratio");
+    if (postmaster > 0) {
+      Emit("pg_initial_sync", "cpu_ms_per_1000", 1e6 * store_cpu / (3.0 * kSyncRecords), "ms");
+      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000", 1e6 * sqlite_cpu / (3.0 * kSyncRecords),
+           "ms");
+    }
     Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
     Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");
     Emit("pg_initial_sync", "oplog_ratio_vs_sqlite", pg_rate / sqlite_rate, "ratio");
