@@ -230,8 +230,7 @@ absl::StatusOr<std::string> PgConn::PreparedName(const std::string& sql, int par
 }
 
 absl::StatusOr<PgResult> PgConn::Prepared(const std::string& sql,
-                                          const std::vector<PgParam>& params,
-                                          bool binary_results) {
+                                          const std::vector<PgParam>& params, bool binary_results) {
   ParamArrays arrays(params);
   absl::StatusOr<std::string> name = PreparedName(sql, arrays.count());
   if (!name.ok()) return name.status();
@@ -246,10 +245,10 @@ absl::StatusOr<PgResult> PgConn::Prepared(const std::string& sql,
 absl::StatusOr<std::vector<PgResult>> PgConn::RunSequentially(const Pipeline& pipeline) {
   std::vector<PgResult> results;
   for (const Pipeline::Item& item : pipeline.items_) {
-    absl::StatusOr<PgResult> res =
-        item.prepared ? Prepared(item.sql, item.params, item.binary_results)
-                      : (item.binary_results ? QueryBinary(item.sql, item.params)
-                                             : Query(item.sql, item.params));
+    absl::StatusOr<PgResult> res = item.prepared
+                                       ? Prepared(item.sql, item.params, item.binary_results)
+                                       : (item.binary_results ? QueryBinary(item.sql, item.params)
+                                                              : Query(item.sql, item.params));
     if (!res.ok()) return res.status();
     results.push_back(std::move(*res));
   }
@@ -276,9 +275,8 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
     ParamArrays arrays(item.params);
     const int format = item.binary_results ? 1 : 0;
     if (!item.prepared) {
-      if (PQsendQueryParams(conn_, item.sql.c_str(), arrays.count(), nullptr,
-                            arrays.values.data(), arrays.lengths.data(), arrays.formats.data(),
-                            format) != 1) {
+      if (PQsendQueryParams(conn_, item.sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
+                            arrays.lengths.data(), arrays.formats.data(), format) != 1) {
         status = absl::UnavailableError(absl::StrCat("PostgreSQL: send: ", PQerrorMessage(conn_)));
         break;
       }

@@ -50,8 +50,8 @@ class PgBinaryArray {
  public:
   enum class Type { kInt4, kInt8, kBool, kText, kBytea };
   explicit PgBinaryArray(Type type) : type_(type) {}
-  void AddInt(int64_t value);           // kInt4 (must fit 32 bits) or kInt8
-  void AddBool(bool value);             // kBool
+  void AddInt(int64_t value);              // kInt4 (must fit 32 bits) or kInt8
+  void AddBool(bool value);                // kBool
   void AddBytes(absl::string_view value);  // kText (UTF-8) or kBytea
   size_t size() const { return count_; }
   // The parameter (the array's header, then its elements).
