@@ -40,6 +40,12 @@
 // plan_revisions, draws, disbursements and changes, as the SQLite plans file's tables
 // (integers as bigint, the revisions' before/after as bytea).
 //
+// Version 5 is the attachments' (branch pgblob; a placeholder on branch pgperf).
+//
+// Version 6 (branch pgperf) makes kcnet_records' primary key (type, id, province) and drops
+// the index (type, id) that key now serves: each record written updates two B-trees (the
+// key and the bucket's log (province, bucket, op)) instead of three.
+//
 // Thread-safety: functions only; the caller owns the connection.
 #ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
 #define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
@@ -154,6 +160,17 @@ inline constexpr const char* kPgMigrations[] = {
     "CREATE TABLE kcnet_plans.changes(id integer PRIMARY KEY CHECK (id = 1),"
     "  seq bigint NOT NULL);"
     "INSERT INTO kcnet_plans.changes(id, seq) VALUES (1, 0);",
+    // 4 -> 5: RESERVED for the attachments on PostgreSQL (branch pgblob, written at the
+    // same time). On merging, this placeholder gives way to that branch's migration 5.
+    "SELECT 1;",
+    // 5 -> 6 (branch pgperf): one B-tree fewer per record written. The primary key
+    // becomes (type, id, province): it still arbitrates the upsert's ON CONFLICT
+    // (province, type, id) (inference ignores column order) and now also serves every read
+    // by (type, id), so the separate index kcnet_records_id on (type, id) is dropped.
+    // Rebuilds each partition's key index once (docs/POSTGRES.md, "Indexes").
+    "ALTER TABLE kcnet_records DROP CONSTRAINT kcnet_records_pkey;"
+    "ALTER TABLE kcnet_records ADD PRIMARY KEY (type, id, province);"
+    "DROP INDEX kcnet_records_id;",
 };
 inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
 
