@@ -230,6 +230,8 @@ class PgServerStore final : public sync::MergingServerStore {
   // NextOp() could not draw an id: the group fails at CommitGroup().
   absl::Status group_failed_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<int32_t> partitions_ ABSL_GUARDED_BY(mu_);  // known to exist
+  // Buckets whose head row is known to be committed (rows are never deleted).
+  absl::flat_hash_set<int64_t> heads_seen_ ABSL_GUARDED_BY(mu_);
 
   struct Reader {
     absl::Mutex mu;
