@@ -245,6 +245,7 @@ absl::StatusOr<PgResult> PgConn::Prepared(const std::string& sql,
 absl::StatusOr<std::vector<PgResult>> PgConn::RunSequentially(const Pipeline& pipeline) {
   std::vector<PgResult> results;
   for (const Pipeline::Item& item : pipeline.items_) {
+    if (item.sync) continue;  // one statement at a time: each is its own transaction anyway
     absl::StatusOr<PgResult> res = item.prepared
                                        ? Prepared(item.sql, item.params, item.binary_results)
                                        : (item.binary_results ? QueryBinary(item.sql, item.params)
@@ -261,8 +262,8 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
     return absl::InternalError(absl::StrCat("PostgreSQL: pipeline mode: ", PQerrorMessage(conn_)));
   }
   absl::Status status;
-  // What was sent, in order: a statement's execution (its index), or the preparation of
-  // a statement first used here (-1, with its name and SQL): each has one result.
+  // What was sent, in order: a statement's execution (its index), the preparation of a
+  // statement first used here (-1, with its name and SQL), or a sync (-2): one result each.
   struct Sent {
     int item = -1;
     std::string name;
@@ -272,6 +273,14 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
   absl::flat_hash_map<std::string, std::string> preparing;  // SQL -> name, in this pipeline
   for (size_t i = 0; i < pipeline.items_.size() && status.ok(); ++i) {
     const Pipeline::Item& item = pipeline.items_[i];
+    if (item.sync) {
+      if (PQpipelineSync(conn_) != 1) {
+        status = absl::UnavailableError(absl::StrCat("PostgreSQL: sync: ", PQerrorMessage(conn_)));
+        break;
+      }
+      sent.push_back({-2, "", &item.sql});
+      continue;
+    }
     ParamArrays arrays(item.params);
     const int format = item.binary_results ? 1 : 0;
     if (!item.prepared) {
@@ -311,6 +320,14 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
   std::vector<PgResult> results;
   for (const Sent& one_sent : sent) {
     PgResult res(PQgetResult(conn_));
+    if (one_sent.item == -2) {
+      // A sync in the middle: its PGRES_PIPELINE_SYNC (no NULL follows it).
+      if (res.res_ == nullptr || PQresultStatus(res.res_) != PGRES_PIPELINE_SYNC) {
+        if (status.ok()) status = absl::UnavailableError("PostgreSQL: pipeline lost its sync");
+        break;
+      }
+      continue;
+    }
     if (res.res_ == nullptr) {
       if (status.ok()) status = absl::UnavailableError("PostgreSQL: pipeline lost its results");
       break;

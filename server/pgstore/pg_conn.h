@@ -114,17 +114,20 @@ class PgConn {
                                     bool binary_results = false);
 
   // Statements sent in libpq pipeline mode: Add() queues, Run() sends them all, waits for
-  // every result and returns them in order; the first failure fails the whole pipeline
-  // (inside a transaction, the transaction is then aborted).
+  // every result and returns them in order (one per statement, none for a Sync()); the first
+  // failure fails the whole pipeline (inside a transaction, the transaction is then aborted).
   class Pipeline {
    public:
     void Add(std::string sql, std::vector<PgParam> params) {
-      items_.push_back({std::move(sql), std::move(params), false, false});
+      items_.push_back({std::move(sql), std::move(params), false, false, false});
     }
     // A prepared statement of the connection (prepared in the same pipeline at first use).
     void AddPrepared(std::string sql, std::vector<PgParam> params, bool binary_results = false) {
-      items_.push_back({std::move(sql), std::move(params), true, binary_results});
+      items_.push_back({std::move(sql), std::move(params), true, binary_results, false});
     }
+    // Ends the implicit transaction of the statements before it (outside a BEGIN block
+    // each group between syncs is one transaction, as if sent alone), without waiting.
+    void Sync() { items_.push_back({"", {}, false, false, true}); }
     size_t size() const { return items_.size(); }
 
    private:
@@ -134,6 +137,7 @@ class PgConn {
       std::vector<PgParam> params;
       bool prepared = false;
       bool binary_results = false;
+      bool sync = false;  // a Sync() marker, not a statement
     };
     std::vector<Item> items_;
   };
