@@ -880,6 +880,17 @@ absl::Status PgServerStore::WithReader(const std::function<absl::Status(PgConn& 
 absl::Status PgServerStore::WithReader(
     const std::function<absl::Status(PgConn& conn)>& before_snapshot,
     const std::function<absl::Status(PgConn& conn)>& fn) {
+  return WithReaderConnection([&](PgConn& conn) -> absl::Status {
+    absl::Status status = before_snapshot ? before_snapshot(conn) : absl::OkStatus();
+    if (status.ok()) status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (status.ok()) status = fn(conn);
+    if (status.ok()) status = conn.Exec("COMMIT");
+    return status;
+  });
+}
+
+absl::Status PgServerStore::WithReaderConnection(
+    const std::function<absl::Status(PgConn& conn)>& fn) {
   const size_t n = readers_.size();
   const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
   Reader* reader = nullptr;
@@ -900,10 +911,7 @@ absl::Status PgServerStore::WithReader(
         reader->conn = std::move(*conn);
       }
       PgConn& conn = *reader->conn;
-      absl::Status status = before_snapshot ? before_snapshot(conn) : absl::OkStatus();
-      if (status.ok()) status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-      if (status.ok()) status = fn(conn);
-      if (status.ok()) status = conn.Exec("COMMIT");
+      absl::Status status = fn(conn);
       if (!status.ok() && conn.ok()) conn.Exec("ROLLBACK").IgnoreError();
       // A connection lost (a restart, a failover) is tried once more on a new one.
       if (!absl::IsUnavailable(status) || conn.ok()) return status;
@@ -926,51 +934,72 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
   // then take the snapshot: every id drawn for these buckets up to the value read is
   // committed (or rolled back) by then, so visible.
   std::vector<int64_t> buckets;
-  for (const BucketCursor& cursor : cursors) buckets.push_back(cursor.bucket());
+  absl::flat_hash_set<int64_t> seen;
+  for (const BucketCursor& cursor : cursors) {
+    if (!seen.insert(cursor.bucket()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
+    }
+    buckets.push_back(cursor.bucket());
+  }
   std::sort(buckets.begin(), buckets.end());
-  uint64_t server_op = 0;
-  auto before_snapshot = [&](PgConn& conn) -> absl::Status {
-    // One round trip: the sequence's value, then (in that order) the wait on the heads.
-    PgConn::Pipeline pipeline;
-    pipeline.AddPrepared("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq",
-                         {},
-                         /*binary_results=*/true);
+  // A bucket's checkpoint and its rows after the cursor, up to the checkpoint, in one
+  // statement: the head says which partition holds the rows (its province as first
+  // written; run-time partition pruning), so a reader never depends on its own idea of
+  // the province. One row with NULL record columns when no record follows; none when the
+  // bucket has no head.
+  const std::string kPageSql =
+      "SELECT h.last_op, h.checksum, h.records, r.type, r.id, r.op, r.row, r.field_ops "
+      "FROM kcnet_bucket_head h LEFT JOIN LATERAL (SELECT type, id, op, row, field_ops "
+      "FROM kcnet_records WHERE province = h.province AND bucket = h.bucket AND op > $2 "
+      "AND op <= h.last_op ORDER BY op LIMIT $3) r ON true WHERE h.bucket = $1 ORDER BY r.op";
+  return WithReaderConnection([&](PgConn& conn) -> absl::Status {
+    ChangeBatch& batch = *page;
+    size_t budget = std::max<size_t>(limits.max_changes, 1);
+    size_t bytes = 0;
+    // One round trip for the first bucket: the sequence's value, the wait on the heads
+    // (one transaction, ended by the sync), then the snapshot and the first bucket's page.
+    PgConn::Pipeline first;
+    first.AddPrepared("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq", {},
+                      /*binary_results=*/true);
     if (!buckets.empty()) {
-      pipeline.AddPrepared(
+      first.AddPrepared(
           "SELECT 1 FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
           "ORDER BY bucket FOR KEY SHARE",
           {PgBinaryArray::Ints(PgBinaryArray::Type::kInt8, buckets)});
     }
-    absl::StatusOr<std::vector<PgResult>> results = conn.Run(pipeline);
-    if (!results.ok()) return results.status();
-    server_op = static_cast<uint64_t>((*results)[0].GetBinaryInt(0, 0));
-    return absl::OkStatus();
-  };
-  return WithReader(before_snapshot, [&](PgConn& conn) -> absl::Status {
-    ChangeBatch& batch = *page;
-    batch.set_server_op(server_op);
-    size_t budget = std::max<size_t>(limits.max_changes, 1);
-    size_t bytes = 0;
-    absl::flat_hash_set<int64_t> seen;
-    for (const BucketCursor& cursor : cursors) {
-      if (!seen.insert(cursor.bucket()).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
+    first.Sync();
+    first.Add("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {});
+    if (!cursors.empty()) {
+      first.AddPrepared(kPageSql,
+                        {PgParam::Int(cursors[0].bucket()), U64(cursors[0].op()),
+                         PgParam::Int(static_cast<int64_t>(budget))},
+                        /*binary_results=*/true);
+    }
+    absl::StatusOr<std::vector<PgResult>> started = conn.Run(first);
+    if (!started.ok()) return started.status();
+    batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
+    for (size_t i = 0; i < cursors.size(); ++i) {
+      const BucketCursor& cursor = cursors[i];
+      const bool room = budget > 0 && bytes < limits.max_bytes;
+      PgResult later;
+      if (i > 0) {
+        // Without room, only the checkpoint is read (LIMIT 0).
+        absl::StatusOr<PgResult> read =
+            conn.Prepared(kPageSql,
+                          {PgParam::Int(cursor.bucket()), U64(cursor.op()),
+                           PgParam::Int(room ? static_cast<int64_t>(budget) : 0)},
+                          /*binary_results=*/true);
+        if (!read.ok()) return read.status();
+        later = std::move(*read);
       }
-      // The head says which partition holds the bucket's rows (its province as first
-      // written), so a reader never depends on its own idea of the province.
-      absl::StatusOr<PgResult> head = conn.Prepared(
-          "SELECT last_op, checksum, records, province FROM kcnet_bucket_head WHERE bucket = $1",
-          {PgParam::Int(cursor.bucket())}, /*binary_results=*/true);
-      if (!head.ok()) return head.status();
+      const PgResult& rows = i == 0 ? started->back() : later;
       BucketCheckpoint cp;
       cp.set_bucket(cursor.bucket());
-      int64_t province = ProvinceOf(cursor.bucket());
-      if (head->rows() > 0) {
-        cp.set_op(static_cast<uint64_t>(head->GetBinaryInt(0, 0)));
-        cp.set_checksum(static_cast<uint64_t>(head->GetBinaryInt(0, 1)));
-        cp.set_records(static_cast<uint64_t>(head->GetBinaryInt(0, 2)));
-        province = head->GetBinaryInt(0, 3);
+      if (rows.rows() > 0) {
+        cp.set_op(static_cast<uint64_t>(rows.GetBinaryInt(0, 0)));
+        cp.set_checksum(static_cast<uint64_t>(rows.GetBinaryInt(0, 1)));
+        cp.set_records(static_cast<uint64_t>(rows.GetBinaryInt(0, 2)));
       }
       if (cursor.op() >= cp.op()) {
         // Up to date (or ahead of a restored server: the checkpoint tells the device).
@@ -981,34 +1010,28 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         out->set_floor(cp.op());
         continue;
       }
-      if (budget == 0 || bytes >= limits.max_bytes) {
+      if (!room) {
         batch.set_more(true);
         continue;
       }
-      absl::StatusOr<PgResult> rows = conn.Prepared(
-          "SELECT type, id, op, row, field_ops FROM kcnet_records WHERE province = $1 AND "
-          "bucket = $2 AND op > $3 AND op <= $4 ORDER BY op LIMIT $5",
-          {PgParam::Int(province), PgParam::Int(cursor.bucket()), U64(cursor.op()), U64(cp.op()),
-           PgParam::Int(static_cast<int64_t>(budget))},
-          /*binary_results=*/true);
-      if (!rows.ok()) return rows.status();
       google::protobuf::Arena* const arena = batch.GetArena();
       const uint64_t after = std::min(cursor.floor(), cursor.op());
       uint64_t reached = cursor.op();
       size_t taken = 0;
-      for (int r = 0; r < rows->rows(); ++r) {
+      for (int r = 0; r < rows.rows(); ++r) {
+        if (rows.IsNull(r, 5)) break;  // no record follows the cursor
         if (taken > 0 && bytes >= limits.max_bytes) break;
-        const uint64_t op = static_cast<uint64_t>(rows->GetBinaryInt(r, 2));
-        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+        const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 5));
+        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 3)));
         if (type != nullptr) {
-          absl::StatusOr<std::string> id = sync::UuidFromText(rows->Get(r, 1));
+          absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 4));
           if (!id.ok()) return absl::DataLossError(id.status().message());
           RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
           if (after != 0 ||
-              !StoredChangeIsTheDownload(*type, rows->Get(r, 3), rows->Get(r, 4), change)) {
+              !StoredChangeIsTheDownload(*type, rows.Get(r, 6), rows.Get(r, 7), change)) {
             change->Clear();
             absl::StatusOr<RowState> row =
-                DecodeRow(*type, cursor.bucket(), op, rows->Get(r, 3), rows->Get(r, 4));
+                DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 6), rows.Get(r, 7));
             if (!row.ok()) return row.status();
             sync::RowToChange(*type, *id, *row, after, change);
           } else {
@@ -1033,7 +1056,7 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         batch.set_more(true);
       }
     }
-    return absl::OkStatus();
+    return conn.Exec("COMMIT");
   });
 }
 

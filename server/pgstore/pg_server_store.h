@@ -163,6 +163,9 @@ class PgServerStore final : public sync::MergingServerStore {
   // (each of its statements commits by itself).
   absl::Status WithReader(const std::function<absl::Status(PgConn& conn)>& before_snapshot,
                           const std::function<absl::Status(PgConn& conn)>& fn);
+  // Runs `fn` on a free reader connection, which begins and ends its transactions itself
+  // (a failure is rolled back; a lost connection is tried once more on a new one).
+  absl::Status WithReaderConnection(const std::function<absl::Status(PgConn& conn)>& fn);
 
   // A bucket's checkpoint as the group's transaction sees it (locked), and its moves.
   struct Head {
