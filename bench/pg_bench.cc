@@ -27,6 +27,11 @@
 // with the machine's load: cpu_ms_per_1000 (of which postgres_cpu_ms_per_1000 in the
 // postgres processes) and sqlite_cpu_ms_per_1000.
 // The initial sync of each store is run 3 times; the median is printed.
+// WAL: wal_bytes_per_mutation and wal_fpi_per_1000 (full-page images) of the PostgreSQL
+// ingest, from pg_stat_wal. KCNET_PG_SETTINGS="name=value;name=value" applies server
+// settings that a reload takes (ALTER SYSTEM, pg_reload_conf()) before measuring, e.g.
+// "wal_compression=lz4;checkpoint_timeout=30s" (never fsync or synchronous_commit: the
+// bench stays durable).
 //
 // Usage: pg_bench [devices] [seconds] [batch]   (default 50 10 100)
 #include <sys/resource.h>
@@ -45,7 +50,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_op_log.h"
 #include "server/pgstore/pg_server_store.h"
 #include "sync/hlc.h"
@@ -167,6 +174,28 @@ int main(int argc, char** argv) {
     pg = Must(kcnet::testing::PgInstance::Start(), "starting PostgreSQL");
     conninfo = pg->conninfo();
   }
+  if (const char* settings = std::getenv("KCNET_PG_SETTINGS"); settings != nullptr) {
+    auto admin = Must(kcnet::pgstore::PgConn::Connect(conninfo), "connecting");
+    for (absl::string_view setting : absl::StrSplit(settings, ';', absl::SkipEmpty())) {
+      const std::vector<std::string> kv = absl::StrSplit(setting, absl::MaxSplits('=', 1));
+      if (kv.size() != 2 || kv[0] == "fsync" || kv[0] == "synchronous_commit") {
+        Fail(absl::StrCat("KCNET_PG_SETTINGS: cannot apply '", setting, "'"));
+      }
+      absl::Status set = admin->Exec(absl::StrCat("ALTER SYSTEM SET ", kv[0], " = '", kv[1], "'"));
+      if (!set.ok()) Fail(set.ToString());
+    }
+    if (absl::Status s = admin->Exec("SELECT pg_reload_conf()"); !s.ok()) Fail(s.ToString());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  // pg_stat_wal's bytes and full-page images so far.
+  auto wal = [&conninfo]() -> std::pair<double, double> {
+    auto conn = kcnet::pgstore::PgConn::Connect(conninfo);
+    if (!conn.ok()) return {0, 0};
+    auto row = (*conn)->Query("SELECT wal_bytes, wal_fpi FROM pg_stat_wal");
+    if (!row.ok() || row->rows() == 0) return {0, 0};
+    return {std::atof(std::string(row->Get(0, 0)).c_str()),
+            std::atof(std::string(row->Get(0, 1)).c_str())};
+  };
   const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-pg";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -235,8 +264,10 @@ int main(int argc, char** argv) {
       1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / (sqlite * sqlite_timer.Seconds());
   cpu_start = TotalCpuSeconds(postmaster);
   const double server_cpu_start = PostgresCpuSeconds(postmaster);
+  const auto wal_start = wal();
   Timer pg_timer_ingest;
   const double pg_rate_ingest = store_ingest(pg_store.get());
+  const auto wal_end = wal();
   const double pg_mutations = pg_rate_ingest * pg_timer_ingest.Seconds();
   const double pg_cpu_ms = 1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / pg_mutations;
   const double pg_server_cpu_ms =
@@ -247,6 +278,12 @@ int main(int argc, char** argv) {
     Emit("pg_ingest", "cpu_ms_per_1000", pg_cpu_ms, "ms");
     Emit("pg_ingest", "postgres_cpu_ms_per_1000", pg_server_cpu_ms, "ms");
     Emit("pg_ingest", "sqlite_cpu_ms_per_1000", sqlite_cpu_ms, "ms");
+  }
+  if (wal_end.first > wal_start.first) {
+    Emit("pg_ingest", "wal_bytes_per_mutation", (wal_end.first - wal_start.first) / pg_mutations,
+         "bytes");
+    Emit("pg_ingest", "wal_fpi_per_1000", 1000 * (wal_end.second - wal_start.second) / pg_mutations,
+         "images");
   }
   Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
   Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
