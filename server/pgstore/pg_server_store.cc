@@ -976,8 +976,13 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
                          PgParam::Int(static_cast<int64_t>(budget))},
                         /*binary_results=*/true);
     }
+    // One bucket (a new device's download, a stream's usual page): nothing is read after
+    // this pipeline, so it carries the COMMIT too and the page is one round trip.
+    const bool single = cursors.size() == 1;
+    if (single) first.Add("COMMIT", {});
     absl::StatusOr<std::vector<PgResult>> started = conn.Run(first);
     if (!started.ok()) return started.status();
+    const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
     batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
     for (size_t i = 0; i < cursors.size(); ++i) {
       const BucketCursor& cursor = cursors[i];
@@ -993,7 +998,7 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         if (!read.ok()) return read.status();
         later = std::move(*read);
       }
-      const PgResult& rows = i == 0 ? started->back() : later;
+      const PgResult& rows = i == 0 ? first_page : later;
       BucketCheckpoint cp;
       cp.set_bucket(cursor.bucket());
       if (rows.rows() > 0) {
@@ -1056,7 +1061,7 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         batch.set_more(true);
       }
     }
-    return conn.Exec("COMMIT");
+    return single ? absl::OkStatus() : conn.Exec("COMMIT");
   });
 }
 
