@@ -20,18 +20,39 @@
 // oplog_ratio_vs_sqlite; pg_initial_sync records_per_s, ratio_vs_sqlite (the record store),
 // oplog_records_per_s, sqlite_records_per_s, oplog_ratio_vs_sqlite.
 //
+// CPU (docs/BENCHMARKS.md, pgperf): with its own PostgreSQL the bench also prints the CPU
+// seconds each store spent per 1,000 mutations (ingest) or records (initial sync): this
+// process's CPU (getrusage) plus, for PostgreSQL, every postgres process's (/proc: the
+// postmaster, its live children and those it reaped). Unlike the rates, these do not move
+// with the machine's load: cpu_ms_per_1000 (of which postgres_cpu_ms_per_1000 in the
+// postgres processes) and sqlite_cpu_ms_per_1000.
+// The initial sync of each store is run 3 times; the median is printed.
+// WAL: wal_bytes_per_mutation and wal_fpi_per_1000 (full-page images) of the PostgreSQL
+// ingest, from pg_stat_wal. KCNET_PG_SETTINGS="name=value;name=value" applies server
+// settings that a reload takes (ALTER SYSTEM, pg_reload_conf()) before measuring, e.g.
+// "wal_compression=lz4;checkpoint_timeout=30s" (never fsync or synchronous_commit: the
+// bench stays durable).
+//
 // Usage: pg_bench [devices] [seconds] [batch]   (default 50 10 100)
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_op_log.h"
 #include "server/pgstore/pg_server_store.h"
 #include "sync/hlc.h"
@@ -64,6 +85,51 @@ v1::RecordChange Record(std::mt19937_64& rng, int64_t bucket, uint64_t hlc) {
                                         {5, testing::StringValue("Cơ sở cần hỗ trợ máy sấy")}});
   c.set_hlc(hlc);
   return c;
+}
+
+// This process's CPU seconds (every thread).
+double OwnCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+// The CPU seconds of the PostgreSQL server whose postmaster is `postmaster`: its own, its
+// reaped children's and its live children's (the backends). 0 when unknown.
+double PostgresCpuSeconds(pid_t postmaster) {
+  if (postmaster <= 0) return 0;
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  // Fields after the command's closing parenthesis: state(3) ppid(4) ... utime(14)
+  // stime(15) cutime(16) cstime(17).
+  auto fields = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> out;
+    const size_t close = text.rfind(')');
+    if (close == std::string::npos) return out;
+    std::istringstream rest(text.substr(close + 2));
+    for (std::string f; rest >> f;) out.push_back(f);
+    return out;  // out[0] is field 3
+  };
+  double ticks = 0;
+  std::vector<std::string> own = fields(absl::StrCat("/proc/", postmaster, "/stat"));
+  if (own.size() > 14) {
+    for (int f = 14; f <= 17; ++f) ticks += std::atof(own[static_cast<size_t>(f - 3)].c_str());
+  }
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::vector<std::string> f = fields(entry.path().string() + "/stat");
+    if (f.size() <= 14 || std::atoi(f[1].c_str()) != postmaster) continue;
+    ticks += std::atof(f[11].c_str()) + std::atof(f[12].c_str());
+  }
+  return ticks / tick;
+}
+
+// CPU of this process and the PostgreSQL server together.
+double TotalCpuSeconds(pid_t postmaster) {
+  return OwnCpuSeconds() + PostgresCpuSeconds(postmaster);
 }
 
 // Runs `push(device, rng)` (one batch, returns the records applied) on `devices` threads
@@ -108,6 +174,28 @@ int main(int argc, char** argv) {
     pg = Must(kcnet::testing::PgInstance::Start(), "starting PostgreSQL");
     conninfo = pg->conninfo();
   }
+  if (const char* settings = std::getenv("KCNET_PG_SETTINGS"); settings != nullptr) {
+    auto admin = Must(kcnet::pgstore::PgConn::Connect(conninfo), "connecting");
+    for (absl::string_view setting : absl::StrSplit(settings, ';', absl::SkipEmpty())) {
+      const std::vector<std::string> kv = absl::StrSplit(setting, absl::MaxSplits('=', 1));
+      if (kv.size() != 2 || kv[0] == "fsync" || kv[0] == "synchronous_commit") {
+        Fail(absl::StrCat("KCNET_PG_SETTINGS: cannot apply '", setting, "'"));
+      }
+      absl::Status set = admin->Exec(absl::StrCat("ALTER SYSTEM SET ", kv[0], " = '", kv[1], "'"));
+      if (!set.ok()) Fail(set.ToString());
+    }
+    if (absl::Status s = admin->Exec("SELECT pg_reload_conf()"); !s.ok()) Fail(s.ToString());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  // pg_stat_wal's bytes and full-page images so far.
+  auto wal = [&conninfo]() -> std::pair<double, double> {
+    auto conn = kcnet::pgstore::PgConn::Connect(conninfo);
+    if (!conn.ok()) return {0, 0};
+    auto row = (*conn)->Query("SELECT wal_bytes, wal_fpi FROM pg_stat_wal");
+    if (!row.ok() || row->rows() == 0) return {0, 0};
+    return {std::atof(std::string(row->Get(0, 0)).c_str()),
+            std::atof(std::string(row->Get(0, 1)).c_str())};
+  };
   const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-pg";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -167,10 +255,36 @@ int main(int argc, char** argv) {
       return applied;
     });
   };
+  const pid_t postmaster = pg != nullptr ? pg->pid() : -1;
+  // The rates and the CPU spent per 1,000 mutations (records applied) of each store.
+  double cpu_start = TotalCpuSeconds(postmaster);
+  Timer sqlite_timer;
   const double sqlite = store_ingest(store.get());
+  const double sqlite_cpu_ms =
+      1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / (sqlite * sqlite_timer.Seconds());
+  cpu_start = TotalCpuSeconds(postmaster);
+  const double server_cpu_start = PostgresCpuSeconds(postmaster);
+  const auto wal_start = wal();
+  Timer pg_timer_ingest;
   const double pg_rate_ingest = store_ingest(pg_store.get());
+  const auto wal_end = wal();
+  const double pg_mutations = pg_rate_ingest * pg_timer_ingest.Seconds();
+  const double pg_cpu_ms = 1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / pg_mutations;
+  const double pg_server_cpu_ms =
+      1e6 * (PostgresCpuSeconds(postmaster) - server_cpu_start) / pg_mutations;
   Emit("pg_ingest", "mutations_per_s", pg_rate_ingest, "mutations/s");
   Emit("pg_ingest", "ratio_vs_sqlite", pg_rate_ingest / sqlite, "ratio");
+  if (postmaster > 0) {
+    Emit("pg_ingest", "cpu_ms_per_1000", pg_cpu_ms, "ms");
+    Emit("pg_ingest", "postgres_cpu_ms_per_1000", pg_server_cpu_ms, "ms");
+    Emit("pg_ingest", "sqlite_cpu_ms_per_1000", sqlite_cpu_ms, "ms");
+  }
+  if (wal_end.first > wal_start.first) {
+    Emit("pg_ingest", "wal_bytes_per_mutation", (wal_end.first - wal_start.first) / pg_mutations,
+         "bytes");
+    Emit("pg_ingest", "wal_fpi_per_1000", 1000 * (wal_end.second - wal_start.second) / pg_mutations,
+         "images");
+  }
   Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
   Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
   Emit("pg_ingest", "sqlite_mutations_per_s", sqlite, "mutations/s");
@@ -234,15 +348,39 @@ int main(int argc, char** argv) {
       }
       return static_cast<double>(*records) / timer.Seconds();
     };
+    // Three downloads from each store, alternating; the medians, and the CPU per 1,000
+    // records over all three.
     int64_t sqlite_read = 0, store_read = 0;
-    const double sqlite_rate = initial_sync(store.get(), &sqlite_read);
-    const double store_rate = initial_sync(pg_store.get(), &store_read);
+    std::vector<double> sqlite_rates, store_rates;
+    double sqlite_cpu = 0, store_cpu = 0, store_server_cpu = 0;
+    for (int run = 0; run < 3; ++run) {
+      sqlite_read = store_read = 0;
+      double before = TotalCpuSeconds(postmaster);
+      sqlite_rates.push_back(initial_sync(store.get(), &sqlite_read));
+      sqlite_cpu += TotalCpuSeconds(postmaster) - before;
+      before = TotalCpuSeconds(postmaster);
+      const double server_before = PostgresCpuSeconds(postmaster);
+      store_rates.push_back(initial_sync(pg_store.get(), &store_read));
+      store_cpu += TotalCpuSeconds(postmaster) - before;
+      store_server_cpu += PostgresCpuSeconds(postmaster) - server_before;
+    }
+    std::sort(sqlite_rates.begin(), sqlite_rates.end());
+    std::sort(store_rates.begin(), store_rates.end());
+    const double sqlite_rate = sqlite_rates[1];
+    const double store_rate = store_rates[1];
     if (read != kSyncRecords || sqlite_read != kSyncRecords || store_read != kSyncRecords) {
       Fail(absl::StrCat("initial sync read ", read, " (op log), ", store_read,
                         " (PostgreSQL store) and ", sqlite_read, " (SQLite) of ", kSyncRecords));
     }
     Emit("pg_initial_sync", "records_per_s", store_rate, "records/s");
     Emit("pg_initial_sync", "ratio_vs_sqlite", store_rate / sqlite_rate, "ratio");
+    if (postmaster > 0) {
+      Emit("pg_initial_sync", "cpu_ms_per_1000", 1e6 * store_cpu / (3.0 * kSyncRecords), "ms");
+      Emit("pg_initial_sync", "postgres_cpu_ms_per_1000",
+           1e6 * store_server_cpu / (3.0 * kSyncRecords), "ms");
+      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000", 1e6 * sqlite_cpu / (3.0 * kSyncRecords),
+           "ms");
+    }
     Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
     Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");
     Emit("pg_initial_sync", "oplog_ratio_vs_sqlite", pg_rate / sqlite_rate, "ratio");

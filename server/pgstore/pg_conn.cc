@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -27,7 +28,83 @@ struct ParamArrays {
   std::vector<int> formats;
 };
 
+void PutInt32(std::string* out, uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(value >> shift));
+}
+
+void PutInt64(std::string* out, uint64_t value) {
+  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>(value >> shift));
+}
+
+// Element type OIDs (pg_type.h): what array_recv checks the header against.
+uint32_t ElementOid(PgBinaryArray::Type type) {
+  switch (type) {
+    case PgBinaryArray::Type::kInt4:
+      return 23;
+    case PgBinaryArray::Type::kInt8:
+      return 20;
+    case PgBinaryArray::Type::kBool:
+      return 16;
+    case PgBinaryArray::Type::kText:
+      return 25;
+    case PgBinaryArray::Type::kBytea:
+      return 17;
+  }
+  return 0;
+}
+
 }  // namespace
+
+void PgBinaryArray::AddInt(int64_t value) {
+  if (type_ == Type::kInt4) {
+    PutInt32(&body_, 4);
+    PutInt32(&body_, static_cast<uint32_t>(static_cast<int32_t>(value)));
+  } else {
+    PutInt32(&body_, 8);
+    PutInt64(&body_, static_cast<uint64_t>(value));
+  }
+  ++count_;
+}
+
+void PgBinaryArray::AddBool(bool value) {
+  PutInt32(&body_, 1);
+  body_.push_back(value ? 1 : 0);
+  ++count_;
+}
+
+void PgBinaryArray::AddBytes(absl::string_view value) {
+  PutInt32(&body_, static_cast<uint32_t>(value.size()));
+  body_.append(value.data(), value.size());
+  ++count_;
+}
+
+PgParam PgBinaryArray::Finish() const {
+  // Header: dimensions (0 for an empty array), has-nulls flag, element type; then per
+  // dimension its length and lower bound; then the elements, each length-prefixed.
+  std::string out;
+  out.reserve(20 + body_.size());
+  PutInt32(&out, count_ == 0 ? 0 : 1);
+  PutInt32(&out, 0);
+  PutInt32(&out, ElementOid(type_));
+  if (count_ > 0) {
+    PutInt32(&out, static_cast<uint32_t>(count_));
+    PutInt32(&out, 1);
+  }
+  out += body_;
+  return PgParam::Bytes(std::move(out));
+}
+
+PgParam PgBinaryArray::Ints(Type type, const std::vector<int64_t>& values) {
+  PgBinaryArray array(type);
+  for (int64_t v : values) array.AddInt(v);
+  return array.Finish();
+}
+
+PgParam PgBinaryArray::Texts(const std::vector<std::string>& values) {
+  PgBinaryArray array(Type::kText);
+  for (const std::string& v : values) array.AddBytes(v);
+  return array.Finish();
+}
 
 PgResult::~PgResult() {
   if (res_ != nullptr) PQclear(res_);
@@ -141,10 +218,38 @@ absl::StatusOr<PgResult> PgConn::QueryBinary(const std::string& sql,
   return res;
 }
 
+absl::StatusOr<std::string> PgConn::PreparedName(const std::string& sql, int params) {
+  auto known = prepared_.find(sql);
+  if (known != prepared_.end()) return known->second;
+  std::string name = absl::StrCat("kcnet_s", prepared_.size() + 1);
+  PgResult res(PQprepare(conn_, name.c_str(), sql.c_str(), params, nullptr));
+  absl::Status status = StatusOf(res.res_, sql);
+  if (!status.ok()) return status;
+  prepared_.emplace(sql, name);
+  return name;
+}
+
+absl::StatusOr<PgResult> PgConn::Prepared(const std::string& sql,
+                                          const std::vector<PgParam>& params, bool binary_results) {
+  ParamArrays arrays(params);
+  absl::StatusOr<std::string> name = PreparedName(sql, arrays.count());
+  if (!name.ok()) return name.status();
+  PgResult res(PQexecPrepared(conn_, name->c_str(), arrays.count(), arrays.values.data(),
+                              arrays.lengths.data(), arrays.formats.data(),
+                              binary_results ? 1 : 0));
+  absl::Status status = StatusOf(res.res_, sql);
+  if (!status.ok()) return status;
+  return res;
+}
+
 absl::StatusOr<std::vector<PgResult>> PgConn::RunSequentially(const Pipeline& pipeline) {
   std::vector<PgResult> results;
   for (const Pipeline::Item& item : pipeline.items_) {
-    absl::StatusOr<PgResult> res = Query(item.sql, item.params);
+    if (item.sync) continue;  // one statement at a time: each is its own transaction anyway
+    absl::StatusOr<PgResult> res = item.prepared
+                                       ? Prepared(item.sql, item.params, item.binary_results)
+                                       : (item.binary_results ? QueryBinary(item.sql, item.params)
+                                                              : Query(item.sql, item.params));
     if (!res.ok()) return res.status();
     results.push_back(std::move(*res));
   }
@@ -157,32 +262,86 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
     return absl::InternalError(absl::StrCat("PostgreSQL: pipeline mode: ", PQerrorMessage(conn_)));
   }
   absl::Status status;
-  size_t sent = 0;
-  for (const Pipeline::Item& item : pipeline.items_) {
+  // What was sent, in order: a statement's execution (its index), the preparation of a
+  // statement first used here (-1, with its name and SQL), or a sync (-2): one result each.
+  struct Sent {
+    int item = -1;
+    std::string name;
+    const std::string* sql = nullptr;
+  };
+  std::vector<Sent> sent;
+  absl::flat_hash_map<std::string, std::string> preparing;  // SQL -> name, in this pipeline
+  for (size_t i = 0; i < pipeline.items_.size() && status.ok(); ++i) {
+    const Pipeline::Item& item = pipeline.items_[i];
+    if (item.sync) {
+      if (PQpipelineSync(conn_) != 1) {
+        status = absl::UnavailableError(absl::StrCat("PostgreSQL: sync: ", PQerrorMessage(conn_)));
+        break;
+      }
+      sent.push_back({-2, "", &item.sql});
+      continue;
+    }
     ParamArrays arrays(item.params);
-    if (PQsendQueryParams(conn_, item.sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
-                          arrays.lengths.data(), arrays.formats.data(), 0) != 1) {
+    const int format = item.binary_results ? 1 : 0;
+    if (!item.prepared) {
+      if (PQsendQueryParams(conn_, item.sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
+                            arrays.lengths.data(), arrays.formats.data(), format) != 1) {
+        status = absl::UnavailableError(absl::StrCat("PostgreSQL: send: ", PQerrorMessage(conn_)));
+        break;
+      }
+      sent.push_back({static_cast<int>(i), "", &item.sql});
+      continue;
+    }
+    std::string name;
+    if (auto known = prepared_.find(item.sql); known != prepared_.end()) {
+      name = known->second;
+    } else if (auto pending = preparing.find(item.sql); pending != preparing.end()) {
+      name = pending->second;
+    } else {
+      name = absl::StrCat("kcnet_s", prepared_.size() + preparing.size() + 1);
+      if (PQsendPrepare(conn_, name.c_str(), item.sql.c_str(), arrays.count(), nullptr) != 1) {
+        status = absl::UnavailableError(absl::StrCat("PostgreSQL: send: ", PQerrorMessage(conn_)));
+        break;
+      }
+      preparing.emplace(item.sql, name);
+      sent.push_back({-1, name, &item.sql});
+    }
+    if (PQsendQueryPrepared(conn_, name.c_str(), arrays.count(), arrays.values.data(),
+                            arrays.lengths.data(), arrays.formats.data(), format) != 1) {
       status = absl::UnavailableError(absl::StrCat("PostgreSQL: send: ", PQerrorMessage(conn_)));
       break;
     }
-    ++sent;
+    sent.push_back({static_cast<int>(i), "", &item.sql});
   }
   if (PQpipelineSync(conn_) != 1 && status.ok()) {
     status = absl::UnavailableError(absl::StrCat("PostgreSQL: sync: ", PQerrorMessage(conn_)));
   }
-  // Results: each statement's result then a NULL; then the sync's PGRES_PIPELINE_SYNC.
+  // Results: each one then a NULL; then the sync's PGRES_PIPELINE_SYNC.
   std::vector<PgResult> results;
-  for (size_t i = 0; i < sent; ++i) {
+  for (const Sent& one_sent : sent) {
     PgResult res(PQgetResult(conn_));
+    if (one_sent.item == -2) {
+      // A sync in the middle: its PGRES_PIPELINE_SYNC (no NULL follows it).
+      if (res.res_ == nullptr || PQresultStatus(res.res_) != PGRES_PIPELINE_SYNC) {
+        if (status.ok()) status = absl::UnavailableError("PostgreSQL: pipeline lost its sync");
+        break;
+      }
+      continue;
+    }
     if (res.res_ == nullptr) {
       if (status.ok()) status = absl::UnavailableError("PostgreSQL: pipeline lost its results");
       break;
     }
     absl::Status one = PQresultStatus(res.res_) == PGRES_PIPELINE_ABORTED
                            ? absl::AbortedError("PostgreSQL: pipeline aborted")
-                           : StatusOf(res.res_, pipeline.items_[i].sql);
+                           : StatusOf(res.res_, *one_sent.sql);
     if (status.ok() && !one.ok()) status = one;
-    results.push_back(std::move(res));
+    if (one_sent.item < 0) {
+      // A statement prepared: known to the connection from now on (not transactional).
+      if (one.ok()) prepared_.emplace(*one_sent.sql, one_sent.name);
+    } else {
+      results.push_back(std::move(res));
+    }
     while (pg_result* extra = PQgetResult(conn_)) PQclear(extra);  // the NULL ending it
   }
   // Drain up to and including the sync.

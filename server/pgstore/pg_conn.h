@@ -3,8 +3,15 @@
 // nowhere else: UNAVAILABLE when the connection is lost (the caller reconnects),
 // ABORTED for a serialization failure or deadlock (the caller retries), INTERNAL else.
 //
-// Parameters are sent as text, or as binary bytes for bytea (PgParam::Bytes); results
-// come back as text (bytea columns through PgResult::GetBytes).
+// Parameters are sent as text, or in binary: bytea (PgParam::Bytes) and whole arrays
+// (PgBinaryArray: a batch of rows as one parameter per column, for `unnest`). Results come
+// back as text (bytea columns through PgResult::GetBytes), or binary when asked.
+//
+// Prepared statements: Prepared() and Pipeline::AddPrepared() parse and plan a statement
+// once per connection (named `kcnet_s<N>`, kept for the connection's life, also across
+// rollbacks) and then only bind and execute it. Behind PgBouncer in transaction pooling
+// this needs PgBouncer 1.21 or later with max_prepared_statements > 0; Query() stays
+// unnamed.
 //
 // Thread-safety: a PgConn belongs to one thread at a time (the caller serialises access).
 #ifndef KCNET_SERVER_PGSTORE_PG_CONN_H_
@@ -13,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,6 +40,30 @@ struct PgParam {
   std::string value;
   bool binary = false;
   bool null = false;
+};
+
+// A one-dimensional array bound as one binary parameter: PostgreSQL's array wire format
+// (no text escaping; bytea elements travel as raw bytes). The SQL must cast the parameter
+// to the array's type: $1::int[] (kInt4), ::bigint[] (kInt8), ::boolean[], ::text[],
+// ::bytea[]; PostgreSQL checks the element type. No NULL elements.
+class PgBinaryArray {
+ public:
+  enum class Type { kInt4, kInt8, kBool, kText, kBytea };
+  explicit PgBinaryArray(Type type) : type_(type) {}
+  void AddInt(int64_t value);              // kInt4 (must fit 32 bits) or kInt8
+  void AddBool(bool value);                // kBool
+  void AddBytes(absl::string_view value);  // kText (UTF-8) or kBytea
+  size_t size() const { return count_; }
+  // The parameter (the array's header, then its elements).
+  PgParam Finish() const;
+
+  static PgParam Ints(Type type, const std::vector<int64_t>& values);
+  static PgParam Texts(const std::vector<std::string>& values);
+
+ private:
+  Type type_;
+  std::string body_;
+  size_t count_ = 0;
 };
 
 class PgResult {
@@ -76,15 +108,26 @@ class PgConn {
   // through GetBinaryInt; half the bytes of hex text, and nothing to unescape.
   absl::StatusOr<PgResult> QueryBinary(const std::string& sql,
                                        const std::vector<PgParam>& params = {});
+  // The same as a prepared statement of this connection (parsed and planned at its first
+  // use, then only executed): for statements of a fixed shape run again and again.
+  absl::StatusOr<PgResult> Prepared(const std::string& sql, const std::vector<PgParam>& params,
+                                    bool binary_results = false);
 
   // Statements sent in libpq pipeline mode: Add() queues, Run() sends them all, waits for
-  // every result and returns them in order; the first failure fails the whole pipeline
-  // (inside a transaction, the transaction is then aborted).
+  // every result and returns them in order (one per statement, none for a Sync()); the first
+  // failure fails the whole pipeline (inside a transaction, the transaction is then aborted).
   class Pipeline {
    public:
     void Add(std::string sql, std::vector<PgParam> params) {
-      items_.push_back({std::move(sql), std::move(params)});
+      items_.push_back({std::move(sql), std::move(params), false, false, false});
     }
+    // A prepared statement of the connection (prepared in the same pipeline at first use).
+    void AddPrepared(std::string sql, std::vector<PgParam> params, bool binary_results = false) {
+      items_.push_back({std::move(sql), std::move(params), true, binary_results, false});
+    }
+    // Ends the implicit transaction of the statements before it (outside a BEGIN block
+    // each group between syncs is one transaction, as if sent alone), without waiting.
+    void Sync() { items_.push_back({"", {}, false, false, true}); }
     size_t size() const { return items_.size(); }
 
    private:
@@ -92,6 +135,9 @@ class PgConn {
     struct Item {
       std::string sql;
       std::vector<PgParam> params;
+      bool prepared = false;
+      bool binary_results = false;
+      bool sync = false;  // a Sync() marker, not a statement
     };
     std::vector<Item> items_;
   };
@@ -110,7 +156,11 @@ class PgConn {
  private:
   explicit PgConn(pg_conn* conn) : conn_(conn) {}
   absl::Status StatusOf(pg_result* res, absl::string_view context) const;
+  // The name of `sql` as a prepared statement, preparing it first if needed.
+  absl::StatusOr<std::string> PreparedName(const std::string& sql, int params);
   pg_conn* conn_;
+  // Statements prepared on this connection: SQL text -> name.
+  std::unordered_map<std::string, std::string> prepared_;
   mutable std::string last_error_state_;  // set by StatusOf (single-threaded, as the class)
 };
 

@@ -45,6 +45,10 @@
 // tables (uploads + writer: the stream that may commit), blobs(sha256, size, created_ms) and
 // chunks(key, n, data): the bytes of blobs and of uploads in progress, 256 KiB a row.
 //
+// Version 6 makes kcnet_records' primary key (type, id, province) and drops
+// the index (type, id) that key now serves: each record written updates two B-trees (the
+// key and the bucket's log (province, bucket, op)) instead of three.
+//
 // Thread-safety: functions only; the caller owns the connection.
 #ifndef KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
 #define KCNET_SERVER_PGSTORE_PG_SCHEMA_H_
@@ -181,6 +185,14 @@ inline constexpr const char* kPgMigrations[] = {
     "CREATE TABLE kcnet_attachments.chunks(key text NOT NULL, n integer NOT NULL,"
     "  data bytea NOT NULL, PRIMARY KEY (key, n));"
     "ALTER TABLE kcnet_attachments.chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
+    // 5 -> 6: one B-tree fewer per record written. The primary key
+    // becomes (type, id, province): it still arbitrates the upsert's ON CONFLICT
+    // (province, type, id) (inference ignores column order) and now also serves every read
+    // by (type, id), so the separate index kcnet_records_id on (type, id) is dropped.
+    // Rebuilds each partition's key index once (docs/POSTGRES.md, "Indexes").
+    "ALTER TABLE kcnet_records DROP CONSTRAINT kcnet_records_pkey;"
+    "ALTER TABLE kcnet_records ADD PRIMARY KEY (type, id, province);"
+    "DROP INDEX kcnet_records_id;",
 };
 inline constexpr int kPgSchemaVersion = static_cast<int>(std::size(kPgMigrations));
 

@@ -78,6 +78,34 @@ absl::StatusOr<RowState> DecodeRow(const RecordTypeSpec& type, int64_t bucket, u
   return row;
 }
 
+// A download from op 0 (a new device's) sends each record whole: RowToChange(row, 0).
+// The stored `row` bytes are exactly that change, without its id (EncodeRow), when the
+// row was written under today's schema: every field of the type has an op (none is 0,
+// so none was left out) and the change names no field the type does not know. Then the
+// download is the stored change plus its id, op and bucket, and the row need not be
+// decoded and rebuilt. Parses `change_bytes` into `out`; false when the slow path must
+// be taken (`out` then holds whatever was parsed).
+bool StoredChangeIsTheDownload(const RecordTypeSpec& type, absl::string_view change_bytes,
+                               absl::string_view field_ops, RecordChange* out) {
+  if (!out->ParseFromArray(change_bytes.data(), static_cast<int>(change_bytes.size()))) {
+    return false;
+  }
+  if (!out->GetReflection()->GetUnknownFields(*out).empty()) return false;
+  if (out->deleted()) return out->fields_size() == 0;
+  if (field_ops.size() != 8 * type.fields.size()) return false;
+  for (size_t i = 0; i < field_ops.size(); i += 8) {
+    uint64_t v = 0;
+    for (int b = 0; b < 8; ++b)
+      v |= uint64_t{static_cast<unsigned char>(field_ops[i + b])} << (8 * b);
+    if (v == 0) return false;
+  }
+  if (static_cast<size_t>(out->fields_size()) != type.fields.size()) return false;
+  for (int i = 0; i < out->fields_size(); ++i) {
+    if (out->fields(i).field() != type.fields[static_cast<size_t>(i)].number) return false;
+  }
+  return true;
+}
+
 uint64_t NewIncarnationId() {
   std::random_device random;
   uint64_t id = 0;
@@ -274,116 +302,150 @@ absl::Status PgServerStore::BeginGroup(const std::vector<const MutationBatch*>& 
   }
   // New buckets' head rows are made outside the transaction too, committed before any op
   // id is drawn for them: a download waits on the head rows of its buckets for writers in
-  // flight (ChangesSince), and an uncommitted row could not be waited on.
-  if (!buckets.empty()) {
-    std::vector<int64_t> sorted = buckets;
-    std::sort(sorted.begin(), sorted.end());
-    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
-    std::vector<int64_t> provinces;
-    for (int64_t bucket : sorted) provinces.push_back(ProvinceOf(bucket));
-    absl::Status made =
-        db.Query(
-              "INSERT INTO kcnet_bucket_head(bucket, province) "
-              "SELECT b, p FROM unnest($1::bigint[], $2::int[]) AS t(b, p) ORDER BY b "
-              "ON CONFLICT (bucket) DO NOTHING",
-              {PgParam::Text(IntArray(sorted)), PgParam::Text(IntArray(provinces))})
-            .status();
-    if (!made.ok()) return made;
+  // flight (ChangesSince), and an uncommitted row could not be waited on. Head rows are
+  // never deleted, so a bucket whose row this instance made (or found) once is skipped.
+  using Kind = PgBinaryArray::Type;
+  {
+    std::vector<int64_t> unseen;
+    for (int64_t bucket : buckets) {
+      if (!heads_seen_.contains(bucket)) unseen.push_back(bucket);
+    }
+    std::sort(unseen.begin(), unseen.end());
+    unseen.erase(std::unique(unseen.begin(), unseen.end()), unseen.end());
+    if (!unseen.empty()) {
+      std::vector<int64_t> provinces;
+      for (int64_t bucket : unseen) provinces.push_back(ProvinceOf(bucket));
+      absl::Status made = db.Prepared(
+                                "INSERT INTO kcnet_bucket_head(bucket, province) "
+                                "SELECT b, p FROM unnest($1::bigint[], $2::int[]) AS t(b, p) "
+                                "ORDER BY b ON CONFLICT (bucket) DO NOTHING",
+                                {PgBinaryArray::Ints(Kind::kInt8, unseen),
+                                 PgBinaryArray::Ints(Kind::kInt4, provinces)})
+                              .status();
+      if (!made.ok()) return made;
+      heads_seen_.insert(unseen.begin(), unseen.end());
+    }
   }
-  absl::Status status = db.Exec("BEGIN");
-  if (!status.ok()) return status;
-  in_group_ = true;
-  if (!ids.empty()) {
-    absl::StatusOr<PgResult> rows = db.Query(
-        "SELECT DISTINCT r.bucket FROM kcnet_records r "
-        "JOIN unnest($1::int[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id",
-        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids))});
-    if (!rows.ok()) return rows.status();
-    for (int r = 0; r < rows->rows(); ++r) buckets.push_back(rows->GetInt(r, 0));
+  const PgParam type_array = PgBinaryArray::Ints(Kind::kInt4, types);
+  const PgParam id_array = PgBinaryArray::Texts(ids);
+  // Round trip 1: BEGIN, and the buckets of the group's stored records (one statement).
+  in_group_ = true;  // from here a failure rolls back (AbandonGroup)
+  {
+    PgConn::Pipeline first;
+    first.Add("BEGIN", {});
+    if (!ids.empty()) {
+      first.AddPrepared(
+          "SELECT DISTINCT r.bucket FROM kcnet_records r "
+          "JOIN unnest($1::int[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id",
+          {type_array, id_array}, /*binary_results=*/true);
+    }
+    absl::StatusOr<std::vector<PgResult>> results = db.Run(first);
+    if (!results.ok()) return results.status();
+    if (results->size() > 1) {
+      const PgResult& rows = (*results)[1];
+      for (int r = 0; r < rows.rows(); ++r) buckets.push_back(rows.GetBinaryInt(r, 0));
+    }
   }
   std::sort(buckets.begin(), buckets.end());
   buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
   heads_.clear();
-  if (!buckets.empty()) {
-    std::vector<int64_t> provinces;
-    for (int64_t bucket : buckets) provinces.push_back(ProvinceOf(bucket));
-    // The head rows: created when new, then locked sorted by bucket (no deadlock between
-    // two groups), before any op id is drawn: see the header.
-    status = db.Query(
-                   "INSERT INTO kcnet_bucket_head(bucket, province) "
-                   "SELECT b, p FROM unnest($1::bigint[], $2::int[]) AS t(b, p) ORDER BY b "
-                   "ON CONFLICT (bucket) DO NOTHING",
-                   {PgParam::Text(IntArray(buckets)), PgParam::Text(IntArray(provinces))})
-                 .status();
-    if (!status.ok()) return status;
-    absl::StatusOr<PgResult> rows = db.Query(
-        "SELECT bucket, last_op, checksum, records, province FROM kcnet_bucket_head "
-        "WHERE bucket = ANY($1::bigint[]) ORDER BY bucket FOR UPDATE",
-        {PgParam::Text(IntArray(buckets))});
-    if (!rows.ok()) return rows.status();
-    for (int r = 0; r < rows->rows(); ++r) {
-      Head& head = heads_[rows->GetInt(r, 0)];
-      head.last_op = static_cast<uint64_t>(rows->GetInt(r, 1));
-      head.checksum = static_cast<uint64_t>(rows->GetInt(r, 2));
-      head.records = rows->GetInt(r, 3);
-      head.province = static_cast<int32_t>(rows->GetInt(r, 4));
-    }
-  }
-  // The pushing devices' rows: created when new and locked, sorted (two instances serving
-  // one device apply its pushes in turn; the insert makes the second wait for the first
-  // even for a device never seen).
   std::vector<std::string> tracked;
   for (const std::string& device : devices) {
     if (!device.empty()) tracked.push_back(device);
   }
   std::sort(tracked.begin(), tracked.end());
   tracked.erase(std::unique(tracked.begin(), tracked.end()), tracked.end());
+  // Round trip 2, in this order (a pipeline runs its statements one after the other):
+  //  - the head rows: created when new, then locked sorted by bucket (no deadlock between
+  //    two groups), before any op id is drawn: see the header;
+  //  - the pushing devices' rows: created when new and locked, sorted (two instances
+  //    serving one device apply its pushes in turn; the insert makes the second wait for
+  //    the first even for a device never seen);
+  //  - the group's records, read once now that their buckets are locked: a record another
+  //    instance wrote in a locked bucket is visible (it committed before we got the lock);
+  //  - the op ids: at most one per change, one more for safety.
+  PgConn::Pipeline second;
+  int heads_at = -1, devices_at = -1, records_at = -1;
+  int items = 0;
+  if (!buckets.empty()) {
+    std::vector<int64_t> provinces;
+    for (int64_t bucket : buckets) provinces.push_back(ProvinceOf(bucket));
+    const PgParam bucket_array = PgBinaryArray::Ints(Kind::kInt8, buckets);
+    second.AddPrepared(
+        "INSERT INTO kcnet_bucket_head(bucket, province) "
+        "SELECT b, p FROM unnest($1::bigint[], $2::int[]) AS t(b, p) ORDER BY b "
+        "ON CONFLICT (bucket) DO NOTHING",
+        {bucket_array, PgBinaryArray::Ints(Kind::kInt4, provinces)});
+    second.AddPrepared(
+        "SELECT bucket, last_op, checksum, records, province FROM kcnet_bucket_head "
+        "WHERE bucket = ANY($1::bigint[]) ORDER BY bucket FOR UPDATE",
+        {bucket_array}, /*binary_results=*/true);
+    heads_at = items + 1;
+    items += 2;
+  }
   if (!tracked.empty()) {
-    status = db.Query(
-                   "INSERT INTO kcnet_devices(device_id, last_seq) SELECT d, 0 FROM "
-                   "unnest($1::text[]) AS t(d) ORDER BY d ON CONFLICT (device_id) DO NOTHING",
-                   {PgParam::Text(TextArray(tracked))})
-                 .status();
-    if (!status.ok()) return status;
-    absl::StatusOr<PgResult> rows = db.Query(
+    const PgParam device_array = PgBinaryArray::Texts(tracked);
+    second.AddPrepared(
+        "INSERT INTO kcnet_devices(device_id, last_seq) SELECT d, 0 FROM "
+        "unnest($1::text[]) AS t(d) ORDER BY d ON CONFLICT (device_id) DO NOTHING",
+        {device_array});
+    second.AddPrepared(
         "SELECT device_id, last_seq FROM kcnet_devices WHERE device_id = ANY($1::text[]) "
         "ORDER BY device_id FOR UPDATE",
-        {PgParam::Text(TextArray(tracked))});
-    if (!rows.ok()) return rows.status();
-    for (int r = 0; r < rows->rows(); ++r) {
-      last_seqs_[std::string(rows->Get(r, 0))] = static_cast<uint64_t>(rows->GetInt(r, 1));
-    }
+        {device_array}, /*binary_results=*/true);
+    devices_at = items + 1;
+    items += 2;
   }
-  // The group's records, read once now that their buckets are locked: a record another
-  // instance wrote in a locked bucket is visible (it committed before we got the lock).
   if (!ids.empty()) {
-    absl::StatusOr<PgResult> rows = db.QueryBinary(
+    second.AddPrepared(
         "SELECT r.type, r.id, r.bucket, r.op, r.row, r.field_ops FROM kcnet_records r "
         "JOIN unnest($1::int[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id",
-        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids))});
-    if (!rows.ok()) return rows.status();
+        {type_array, id_array}, /*binary_results=*/true);
+    records_at = items++;
+  }
+  second.AddPrepared("SELECT nextval('kcnet_op_seq') FROM generate_series(1, $1::int)",
+                     {PgParam::Int(static_cast<int64_t>(changes + 1))},
+                     /*binary_results=*/true);
+  const int ids_at = items++;
+  absl::StatusOr<std::vector<PgResult>> results = db.Run(second);
+  if (!results.ok()) return results.status();
+  if (heads_at >= 0) {
+    const PgResult& rows = (*results)[static_cast<size_t>(heads_at)];
+    for (int r = 0; r < rows.rows(); ++r) {
+      Head& head = heads_[rows.GetBinaryInt(r, 0)];
+      head.last_op = static_cast<uint64_t>(rows.GetBinaryInt(r, 1));
+      head.checksum = static_cast<uint64_t>(rows.GetBinaryInt(r, 2));
+      head.records = rows.GetBinaryInt(r, 3);
+      head.province = static_cast<int32_t>(rows.GetBinaryInt(r, 4));
+    }
+  }
+  if (devices_at >= 0) {
+    const PgResult& rows = (*results)[static_cast<size_t>(devices_at)];
+    for (int r = 0; r < rows.rows(); ++r) {
+      last_seqs_[std::string(rows.Get(r, 0))] = static_cast<uint64_t>(rows.GetBinaryInt(r, 1));
+    }
+  }
+  if (records_at >= 0) {
     for (size_t i = 0; i < ids.size(); ++i) {
       rows_[RowKey(static_cast<uint32_t>(types[i]), ids[i])] = std::nullopt;  // absent
     }
-    for (int r = 0; r < rows->rows(); ++r) {
-      const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+    const PgResult& rows = (*results)[static_cast<size_t>(records_at)];
+    for (int r = 0; r < rows.rows(); ++r) {
+      const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 0)));
       if (type == nullptr) continue;
-      absl::StatusOr<RowState> row = DecodeRow(*type, rows->GetBinaryInt(r, 2),
-                                               static_cast<uint64_t>(rows->GetBinaryInt(r, 3)),
-                                               rows->Get(r, 4), rows->Get(r, 5));
+      absl::StatusOr<RowState> row =
+          DecodeRow(*type, rows.GetBinaryInt(r, 2), static_cast<uint64_t>(rows.GetBinaryInt(r, 3)),
+                    rows.Get(r, 4), rows.Get(r, 5));
       if (!row.ok()) return row.status();
-      rows_[RowKey(type->type, std::string(rows->Get(r, 1)))] = std::move(*row);
+      rows_[RowKey(type->type, std::string(rows.Get(r, 1)))] = std::move(*row);
     }
   }
-  // At most one op per change; one more for safety.
-  absl::StatusOr<PgResult> drawn =
-      db.Query("SELECT nextval('kcnet_op_seq') FROM generate_series(1, $1)",
-               {PgParam::Int(static_cast<int64_t>(changes + 1))});
-  if (!drawn.ok()) return drawn.status();
   ids_.clear();
   next_id_ = 0;
-  for (int r = 0; r < drawn->rows(); ++r)
-    ids_.push_back(static_cast<uint64_t>(drawn->GetInt(r, 0)));
+  const PgResult& drawn = (*results)[static_cast<size_t>(ids_at)];
+  for (int r = 0; r < drawn.rows(); ++r) {
+    ids_.push_back(static_cast<uint64_t>(drawn.GetBinaryInt(r, 0)));
+  }
   std::sort(ids_.begin(), ids_.end());
   unit_heads_.clear();
   return absl::OkStatus();
@@ -409,9 +471,14 @@ uint64_t PgServerStore::NextOp() {
 absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* touched) {
   if (!group_failed_.ok()) return std::exchange(group_failed_, absl::OkStatus());
   PgConn& db = *writer_;
-  // The group's writes, in pipelines of at most kPipelineItems statements (one round trip
-  // each; bounded so that neither side's socket buffer fills while the other waits).
+  using Kind = PgBinaryArray::Type;
+  // The group's writes and its COMMIT in one pipeline (one round trip), of prepared
+  // statements: records and push digests as arrays bound in binary, one statement per
+  // kRowsPerStatement rows, so the server neither parses nor plans per group. A pipeline
+  // longer than kPipelineItems is sent in parts (bounded so that neither side's socket
+  // buffer fills while the other waits).
   constexpr size_t kPipelineItems = 1000;
+  constexpr size_t kRowsPerStatement = 2000;
   PgConn::Pipeline pipeline;
   auto send = [&db, &pipeline]() -> absl::Status {
     if (pipeline.size() == 0) return absl::OkStatus();
@@ -419,92 +486,93 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
     pipeline = PgConn::Pipeline();
     return sent;
   };
-  for (Statement& statement : statements_) {
-    pipeline.Add(std::move(statement.sql), std::move(statement.params));
-    if (pipeline.size() >= kPipelineItems) {
-      if (absl::Status sent = send(); !sent.ok()) return sent;
-    }
-  }
-  // Records and push digests as multi-row statements of at most kRowsPerStatement rows:
-  // one parse and plan per chunk, not per row.
-  constexpr size_t kRowsPerStatement = 500;
-  std::string values;
-  std::vector<PgParam> params;
-  auto flush_rows = [&](absl::string_view head, absl::string_view tail) -> absl::Status {
-    if (params.empty()) return absl::OkStatus();
-    pipeline.Add(absl::StrCat(head, values, tail), std::move(params));
-    values.clear();
-    params = {};
+  auto add = [&](std::string sql, std::vector<PgParam> params) -> absl::Status {
+    pipeline.AddPrepared(std::move(sql), std::move(params));
     if (pipeline.size() >= kPipelineItems) return send();
     return absl::OkStatus();
   };
-  // Adds one row of `row_params` to the statement being built.
-  auto add_row = [&values, &params](std::vector<PgParam> row_params) {
-    values += values.empty() ? "(" : ",(";
-    for (size_t i = 0; i < row_params.size(); ++i) {
-      absl::StrAppend(&values, i == 0 ? "$" : ",$", params.size() + 1);
-      params.push_back(std::move(row_params[i]));
+  for (Statement& statement : statements_) {
+    if (absl::Status sent = add(std::move(statement.sql), std::move(statement.params));
+        !sent.ok()) {
+      return sent;
     }
-    values += ")";
-  };
+  }
   // A record now in another province than where it is stored (moved to a commune of
   // another province, or its commune moved by a reorganisation) leaves its old partition:
   // the upsert below only replaces a row of the same province.
-  std::vector<int64_t> types, provinces;
-  std::vector<std::string> ids;
-  bool any_partition = false;
-  for (const RowKey& key : dirty_) {
-    types.push_back(key.first);
-    ids.push_back(key.second);
-    provinces.push_back(PartitionOf(rows_[key]->bucket));
-    any_partition = any_partition || provinces.back() != 0;
-  }
   // (With every row in partition 0 and no province map, nothing can have moved.)
-  if ((pg_options_.province_of || any_partition) && !dirty_.empty()) {
-    pipeline.Add(
-        "DELETE FROM kcnet_records r USING unnest($1::int[], $2::text[], $3::int[]) "
-        "AS k(type, id, province) WHERE r.type = k.type AND r.id = k.id "
-        "AND r.province <> k.province",
-        {PgParam::Text(IntArray(types)), PgParam::Text(TextArray(ids)),
-         PgParam::Text(IntArray(provinces))});
+  bool any_partition = false;
+  for (const RowKey& key : dirty_)
+    any_partition = any_partition || PartitionOf(rows_[key]->bucket) != 0;
+  const bool may_move = pg_options_.province_of || any_partition;
+  std::vector<RowKey> keys(dirty_.begin(), dirty_.end());
+  for (size_t from = 0; from < keys.size(); from += kRowsPerStatement) {
+    const size_t to = std::min(keys.size(), from + kRowsPerStatement);
+    PgBinaryArray provinces(Kind::kInt4), buckets(Kind::kInt8), types(Kind::kInt4),
+        ids(Kind::kText), ops(Kind::kInt8), deleted(Kind::kBool), changes(Kind::kBytea),
+        field_ops(Kind::kBytea);
+    std::string change_bytes, field_op_bytes;
+    for (size_t i = from; i < to; ++i) {
+      const RowKey& key = keys[i];
+      const RowState& row = *rows_[key];
+      const RecordTypeSpec& type = *schema_->Find(key.first);
+      EncodeRow(type, row, &change_bytes, &field_op_bytes);
+      provinces.AddInt(PartitionOf(row.bucket));
+      buckets.AddInt(row.bucket);
+      types.AddInt(type.type);
+      ids.AddBytes(key.second);
+      ops.AddInt(static_cast<int64_t>(row.op));
+      deleted.AddBool(row.deleted);
+      changes.AddBytes(change_bytes);
+      field_ops.AddBytes(field_op_bytes);
+    }
+    const PgParam type_array = types.Finish();
+    const PgParam id_array = ids.Finish();
+    const PgParam province_array = provinces.Finish();
+    if (may_move) {
+      absl::Status sent =
+          add("DELETE FROM kcnet_records r USING unnest($1::int[], $2::text[], $3::int[]) "
+              "AS k(type, id, province) WHERE r.type = k.type AND r.id = k.id "
+              "AND r.province <> k.province",
+              {type_array, id_array, province_array});
+      if (!sent.ok()) return sent;
+    }
+    absl::Status sent =
+        add("INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
+            "SELECT * FROM unnest($1::int[], $2::bigint[], $3::int[], $4::text[], $5::bigint[], "
+            "$6::boolean[], $7::bytea[], $8::bytea[]) "
+            "ON CONFLICT (province, type, id) DO UPDATE SET bucket = EXCLUDED.bucket, "
+            "op = EXCLUDED.op, deleted = EXCLUDED.deleted, row = EXCLUDED.row, "
+            "field_ops = EXCLUDED.field_ops",
+            {province_array, buckets.Finish(), type_array, id_array, ops.Finish(), deleted.Finish(),
+             changes.Finish(), field_ops.Finish()});
+    if (!sent.ok()) return sent;
   }
-  constexpr absl::string_view kRecordsHead =
-      "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, field_ops) "
-      "VALUES ";
-  constexpr absl::string_view kRecordsTail =
-      " ON CONFLICT (province, type, id) DO UPDATE SET bucket = EXCLUDED.bucket, "
-      "op = EXCLUDED.op, deleted = EXCLUDED.deleted, row = EXCLUDED.row, "
-      "field_ops = EXCLUDED.field_ops";
-  size_t rows_in_statement = 0;
-  for (const RowKey& key : dirty_) {
-    const RowState& row = *rows_[key];
-    const RecordTypeSpec& type = *schema_->Find(key.first);
-    std::string change_bytes, field_ops;
-    EncodeRow(type, row, &change_bytes, &field_ops);
-    add_row({PgParam::Int(PartitionOf(row.bucket)), PgParam::Int(row.bucket),
-             PgParam::Int(type.type), PgParam::Text(key.second), U64(row.op),
-             PgParam::Text(row.deleted ? "true" : "false"), PgParam::Bytes(std::move(change_bytes)),
-             PgParam::Bytes(std::move(field_ops))});
-    if (++rows_in_statement == kRowsPerStatement) {
-      rows_in_statement = 0;
-      if (absl::Status sent = flush_rows(kRecordsHead, kRecordsTail); !sent.ok()) return sent;
+  // Push digests: the last one of each (device, seq), so no statement names a key twice.
+  {
+    absl::flat_hash_map<std::pair<std::string, uint64_t>, size_t> last;
+    for (size_t i = 0; i < pushes_.size(); ++i) last[{pushes_[i].device_id, pushes_[i].seq}] = i;
+    std::vector<size_t> order;
+    for (size_t i = 0; i < pushes_.size(); ++i) {
+      if (last[{pushes_[i].device_id, pushes_[i].seq}] == i) order.push_back(i);
+    }
+    for (size_t from = 0; from < order.size(); from += kRowsPerStatement) {
+      const size_t to = std::min(order.size(), from + kRowsPerStatement);
+      PgBinaryArray devices(Kind::kText), seqs(Kind::kInt8), digests(Kind::kInt8);
+      for (size_t i = from; i < to; ++i) {
+        const Push& push = pushes_[order[i]];
+        devices.AddBytes(push.device_id);
+        seqs.AddInt(static_cast<int64_t>(push.seq));
+        digests.AddInt(static_cast<int64_t>(push.digest));
+      }
+      absl::Status sent =
+          add("INSERT INTO kcnet_pushes(device_id, seq, digest) "
+              "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+              "ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest",
+              {devices.Finish(), seqs.Finish(), digests.Finish()});
+      if (!sent.ok()) return sent;
     }
   }
-  if (absl::Status sent = flush_rows(kRecordsHead, kRecordsTail); !sent.ok()) return sent;
-  constexpr absl::string_view kPushesHead =
-      "INSERT INTO kcnet_pushes(device_id, seq, digest) VALUES ";
-  constexpr absl::string_view kPushesTail =
-      " ON CONFLICT (device_id, seq) DO UPDATE SET digest = EXCLUDED.digest";
-  rows_in_statement = 0;
-  for (const Push& push : pushes_) {
-    add_row({PgParam::Text(push.device_id), U64(push.seq), U64(push.digest)});
-    if (++rows_in_statement == kRowsPerStatement) {
-      rows_in_statement = 0;
-      if (absl::Status sent = flush_rows(kPushesHead, kPushesTail); !sent.ok()) return sent;
-    }
-  }
-  if (absl::Status sent = flush_rows(kPushesHead, kPushesTail); !sent.ok()) return sent;
-  if (absl::Status sent = send(); !sent.ok()) return sent;
   std::vector<int64_t> buckets, ops, checksums, records;
   for (const auto& [bucket, head] : heads_) {
     if (!head.touched) continue;
@@ -514,25 +582,21 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
     records.push_back(head.records);
   }
   if (!buckets.empty()) {
-    absl::Status status =
-        db.Query(
-              "UPDATE kcnet_bucket_head h SET last_op = t.o, checksum = t.c, records = t.r "
-              "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) "
-              "AS t(b, o, c, r) WHERE h.bucket = t.b",
-              {PgParam::Text(IntArray(buckets)), PgParam::Text(IntArray(ops)),
-               PgParam::Text(IntArray(checksums)), PgParam::Text(IntArray(records))})
-            .status();
-    if (!status.ok()) return status;
-    status = db.Query(
-                   "INSERT INTO kcnet_meta(key, value) VALUES ('max_hlc', $1) "
-                   "ON CONFLICT (key) DO UPDATE SET value = greatest(kcnet_meta.value, "
-                   "EXCLUDED.value)",
-                   {U64(max_hlc)})
-                 .status();
-    if (!status.ok()) return status;
+    absl::Status sent = add(
+        "UPDATE kcnet_bucket_head h SET last_op = t.o, checksum = t.c, records = t.r "
+        "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) "
+        "AS t(b, o, c, r) WHERE h.bucket = t.b",
+        {PgBinaryArray::Ints(Kind::kInt8, buckets), PgBinaryArray::Ints(Kind::kInt8, ops),
+         PgBinaryArray::Ints(Kind::kInt8, checksums), PgBinaryArray::Ints(Kind::kInt8, records)});
+    if (!sent.ok()) return sent;
+    sent =
+        add("INSERT INTO kcnet_meta(key, value) VALUES ('max_hlc', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = greatest(kcnet_meta.value, EXCLUDED.value)",
+            {U64(max_hlc)});
+    if (!sent.ok()) return sent;
   }
-  absl::Status status = db.Exec("COMMIT");
-  if (!status.ok()) return status;
+  pipeline.Add("COMMIT", {});
+  if (absl::Status sent = send(); !sent.ok()) return sent;
   in_group_ = false;
   std::sort(buckets.begin(), buckets.end());
   *touched = buckets;
@@ -816,6 +880,17 @@ absl::Status PgServerStore::WithReader(const std::function<absl::Status(PgConn& 
 absl::Status PgServerStore::WithReader(
     const std::function<absl::Status(PgConn& conn)>& before_snapshot,
     const std::function<absl::Status(PgConn& conn)>& fn) {
+  return WithReaderConnection([&](PgConn& conn) -> absl::Status {
+    absl::Status status = before_snapshot ? before_snapshot(conn) : absl::OkStatus();
+    if (status.ok()) status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (status.ok()) status = fn(conn);
+    if (status.ok()) status = conn.Exec("COMMIT");
+    return status;
+  });
+}
+
+absl::Status PgServerStore::WithReaderConnection(
+    const std::function<absl::Status(PgConn& conn)>& fn) {
   const size_t n = readers_.size();
   const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
   Reader* reader = nullptr;
@@ -836,10 +911,7 @@ absl::Status PgServerStore::WithReader(
         reader->conn = std::move(*conn);
       }
       PgConn& conn = *reader->conn;
-      absl::Status status = before_snapshot ? before_snapshot(conn) : absl::OkStatus();
-      if (status.ok()) status = conn.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-      if (status.ok()) status = fn(conn);
-      if (status.ok()) status = conn.Exec("COMMIT");
+      absl::Status status = fn(conn);
       if (!status.ok() && conn.ok()) conn.Exec("ROLLBACK").IgnoreError();
       // A connection lost (a restart, a failover) is tried once more on a new one.
       if (!absl::IsUnavailable(status) || conn.ok()) return status;
@@ -862,47 +934,77 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
   // then take the snapshot: every id drawn for these buckets up to the value read is
   // committed (or rolled back) by then, so visible.
   std::vector<int64_t> buckets;
-  for (const BucketCursor& cursor : cursors) buckets.push_back(cursor.bucket());
+  absl::flat_hash_set<int64_t> seen;
+  for (const BucketCursor& cursor : cursors) {
+    if (!seen.insert(cursor.bucket()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
+    }
+    buckets.push_back(cursor.bucket());
+  }
   std::sort(buckets.begin(), buckets.end());
-  uint64_t server_op = 0;
-  auto before_snapshot = [&](PgConn& conn) -> absl::Status {
-    absl::StatusOr<PgResult> seq =
-        conn.Query("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq");
-    if (!seq.ok()) return seq.status();
-    server_op = static_cast<uint64_t>(seq->GetInt(0, 0));
-    if (buckets.empty()) return absl::OkStatus();
-    return conn
-        .Query(
-            "SELECT 1 FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
-            "ORDER BY bucket FOR KEY SHARE",
-            {PgParam::Text(IntArray(buckets))})
-        .status();
-  };
-  return WithReader(before_snapshot, [&](PgConn& conn) -> absl::Status {
+  // A bucket's checkpoint and its rows after the cursor, up to the checkpoint, in one
+  // statement: the head says which partition holds the rows (its province as first
+  // written; run-time partition pruning), so a reader never depends on its own idea of
+  // the province. One row with NULL record columns when no record follows; none when the
+  // bucket has no head.
+  const std::string kPageSql =
+      "SELECT h.last_op, h.checksum, h.records, r.type, r.id, r.op, r.row, r.field_ops "
+      "FROM kcnet_bucket_head h LEFT JOIN LATERAL (SELECT type, id, op, row, field_ops "
+      "FROM kcnet_records WHERE province = h.province AND bucket = h.bucket AND op > $2 "
+      "AND op <= h.last_op ORDER BY op LIMIT $3) r ON true WHERE h.bucket = $1 ORDER BY r.op";
+  return WithReaderConnection([&](PgConn& conn) -> absl::Status {
     ChangeBatch& batch = *page;
-    batch.set_server_op(server_op);
     size_t budget = std::max<size_t>(limits.max_changes, 1);
     size_t bytes = 0;
-    absl::flat_hash_set<int64_t> seen;
-    for (const BucketCursor& cursor : cursors) {
-      if (!seen.insert(cursor.bucket()).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("cursors: bucket ", cursor.bucket(), " appears twice"));
+    // One round trip for the first bucket: the sequence's value, the wait on the heads
+    // (one transaction, ended by the sync), then the snapshot and the first bucket's page.
+    PgConn::Pipeline first;
+    first.AddPrepared("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq", {},
+                      /*binary_results=*/true);
+    if (!buckets.empty()) {
+      first.AddPrepared(
+          "SELECT 1 FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
+          "ORDER BY bucket FOR KEY SHARE",
+          {PgBinaryArray::Ints(PgBinaryArray::Type::kInt8, buckets)});
+    }
+    first.Sync();
+    first.Add("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {});
+    if (!cursors.empty()) {
+      first.AddPrepared(kPageSql,
+                        {PgParam::Int(cursors[0].bucket()), U64(cursors[0].op()),
+                         PgParam::Int(static_cast<int64_t>(budget))},
+                        /*binary_results=*/true);
+    }
+    // One bucket (a new device's download, a stream's usual page): nothing is read after
+    // this pipeline, so it carries the COMMIT too and the page is one round trip.
+    const bool single = cursors.size() == 1;
+    if (single) first.Add("COMMIT", {});
+    absl::StatusOr<std::vector<PgResult>> started = conn.Run(first);
+    if (!started.ok()) return started.status();
+    const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
+    batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
+    for (size_t i = 0; i < cursors.size(); ++i) {
+      const BucketCursor& cursor = cursors[i];
+      const bool room = budget > 0 && bytes < limits.max_bytes;
+      PgResult later;
+      if (i > 0) {
+        // Without room, only the checkpoint is read (LIMIT 0).
+        absl::StatusOr<PgResult> read =
+            conn.Prepared(kPageSql,
+                          {PgParam::Int(cursor.bucket()), U64(cursor.op()),
+                           PgParam::Int(room ? static_cast<int64_t>(budget) : 0)},
+                          /*binary_results=*/true);
+        if (!read.ok()) return read.status();
+        later = std::move(*read);
       }
-      // The head says which partition holds the bucket's rows (its province as first
-      // written), so a reader never depends on its own idea of the province.
-      absl::StatusOr<PgResult> head = conn.Query(
-          "SELECT last_op, checksum, records, province FROM kcnet_bucket_head WHERE bucket = $1",
-          {PgParam::Int(cursor.bucket())});
-      if (!head.ok()) return head.status();
+      const PgResult& rows = i == 0 ? first_page : later;
       BucketCheckpoint cp;
       cp.set_bucket(cursor.bucket());
-      int64_t province = ProvinceOf(cursor.bucket());
-      if (head->rows() > 0) {
-        cp.set_op(static_cast<uint64_t>(head->GetInt(0, 0)));
-        cp.set_checksum(static_cast<uint64_t>(head->GetInt(0, 1)));
-        cp.set_records(static_cast<uint64_t>(head->GetInt(0, 2)));
-        province = head->GetInt(0, 3);
+      if (rows.rows() > 0) {
+        cp.set_op(static_cast<uint64_t>(rows.GetBinaryInt(0, 0)));
+        cp.set_checksum(static_cast<uint64_t>(rows.GetBinaryInt(0, 1)));
+        cp.set_records(static_cast<uint64_t>(rows.GetBinaryInt(0, 2)));
       }
       if (cursor.op() >= cp.op()) {
         // Up to date (or ahead of a restored server: the checkpoint tells the device).
@@ -913,32 +1015,35 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         out->set_floor(cp.op());
         continue;
       }
-      if (budget == 0 || bytes >= limits.max_bytes) {
+      if (!room) {
         batch.set_more(true);
         continue;
       }
-      absl::StatusOr<PgResult> rows = conn.QueryBinary(
-          "SELECT type, id, op, row, field_ops FROM kcnet_records WHERE province = $1 AND "
-          "bucket = $2 AND op > $3 AND op <= $4 ORDER BY op LIMIT $5",
-          {PgParam::Int(province), PgParam::Int(cursor.bucket()), U64(cursor.op()), U64(cp.op()),
-           PgParam::Int(static_cast<int64_t>(budget))});
-      if (!rows.ok()) return rows.status();
       google::protobuf::Arena* const arena = batch.GetArena();
       const uint64_t after = std::min(cursor.floor(), cursor.op());
       uint64_t reached = cursor.op();
       size_t taken = 0;
-      for (int r = 0; r < rows->rows(); ++r) {
+      for (int r = 0; r < rows.rows(); ++r) {
+        if (rows.IsNull(r, 5)) break;  // no record follows the cursor
         if (taken > 0 && bytes >= limits.max_bytes) break;
-        const uint64_t op = static_cast<uint64_t>(rows->GetBinaryInt(r, 2));
-        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows->GetBinaryInt(r, 0)));
+        const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 5));
+        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 3)));
         if (type != nullptr) {
-          absl::StatusOr<RowState> row =
-              DecodeRow(*type, cursor.bucket(), op, rows->Get(r, 3), rows->Get(r, 4));
-          if (!row.ok()) return row.status();
-          absl::StatusOr<std::string> id = sync::UuidFromText(rows->Get(r, 1));
+          absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 4));
           if (!id.ok()) return absl::DataLossError(id.status().message());
           RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
-          sync::RowToChange(*type, *id, *row, after, change);
+          if (after != 0 ||
+              !StoredChangeIsTheDownload(*type, rows.Get(r, 6), rows.Get(r, 7), change)) {
+            change->Clear();
+            absl::StatusOr<RowState> row =
+                DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 6), rows.Get(r, 7));
+            if (!row.ok()) return row.status();
+            sync::RowToChange(*type, *id, *row, after, change);
+          } else {
+            change->set_id(std::move(*id));
+            change->set_op(op);
+            change->set_bucket(cursor.bucket());
+          }
           bytes += change->ByteSizeLong();
           batch.mutable_changes()->AddAllocated(change);
         }
@@ -956,7 +1061,7 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
         batch.set_more(true);
       }
     }
-    return absl::OkStatus();
+    return single ? absl::OkStatus() : conn.Exec("COMMIT");
   });
 }
 

@@ -163,6 +163,9 @@ class PgServerStore final : public sync::MergingServerStore {
   // (each of its statements commits by itself).
   absl::Status WithReader(const std::function<absl::Status(PgConn& conn)>& before_snapshot,
                           const std::function<absl::Status(PgConn& conn)>& fn);
+  // Runs `fn` on a free reader connection, which begins and ends its transactions itself
+  // (a failure is rolled back; a lost connection is tried once more on a new one).
+  absl::Status WithReaderConnection(const std::function<absl::Status(PgConn& conn)>& fn);
 
   // A bucket's checkpoint as the group's transaction sees it (locked), and its moves.
   struct Head {
@@ -230,6 +233,8 @@ class PgServerStore final : public sync::MergingServerStore {
   // NextOp() could not draw an id: the group fails at CommitGroup().
   absl::Status group_failed_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<int32_t> partitions_ ABSL_GUARDED_BY(mu_);  // known to exist
+  // Buckets whose head row is known to be committed (rows are never deleted).
+  absl::flat_hash_set<int64_t> heads_seen_ ABSL_GUARDED_BY(mu_);
 
   struct Reader {
     absl::Mutex mu;
