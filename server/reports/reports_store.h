@@ -167,6 +167,14 @@ class ReportsStore {
   // For tests: false makes a rebuild compute the visit counters from the loaded visits
   // (what it does when the second thread's snapshot is not its own).
   void set_rebuild_counters_on_a_thread(bool on) { counters_on_a_thread_ = on; }
+  // How SearchFacilities finds a page. kAuto (the default): the matches' rowids first,
+  // then a walk of the names in the answer's order keeping the matches of the scope until
+  // the page is full, unless that walk passes kWalkRowsPerMatch rows per match: then the
+  // match-first plan (every match in the scope read and sorted). For tests and benches,
+  // kMatchFirst and kNameOrder force one plan (the answers are the same).
+  enum class SearchPlan { kAuto, kMatchFirst, kNameOrder };
+  static constexpr int64_t kWalkRowsPerMatch = 4;
+  void set_search_plan(SearchPlan plan) { search_plan_ = plan; }
 
  private:
   ReportsStore() = default;
@@ -219,6 +227,7 @@ class ReportsStore {
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
   std::atomic<bool> counters_on_a_thread_{true};
+  std::atomic<SearchPlan> search_plan_{SearchPlan::kAuto};
 };
 
 // Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor: at the next poll
