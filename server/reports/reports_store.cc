@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -1679,6 +1680,74 @@ absl::StatusOr<std::optional<FacilitySearchPage>> SearchInNameOrder(
   return page;
 }
 
+// The rows the name-order walk is expected to pass before its page is full, from samples:
+// the names of kSamples matches (evenly spaced by rowid) and of kSamples rows of the whole
+// index. The walk's order is (later, name); the page is full at about the sampled match
+// of the scope at the page's share of the scope's matches; the walk passes every row
+// before it, whose share of all rows the row sample tells. A few hundred point lookups
+// (a fraction of a ms at 200,000 facilities) against a walk that may pass them all.
+absl::StatusOr<int64_t> EstimateWalk(Db* reader, const SearchQuery& q,
+                                     const std::vector<int64_t>& matches,
+                                     const absl::flat_hash_set<int64_t>& communes) {
+  constexpr int kSamples = 64;
+  struct Key {
+    int64_t later;
+    std::string name;
+    bool operator<(const Key& o) const { return std::tie(later, name) < std::tie(o.later, o.name); }
+  };
+  auto key_of = [&](absl::string_view name) {
+    return Key{absl::StartsWith(name, q.typed) ? 0 : 1, std::string(name)};
+  };
+  const Key after{q.after_later, q.after_name};
+  absl::StatusOr<int64_t> rows = reader->QueryInt("SELECT count(*) FROM r_fsearch_key");
+  if (!rows.ok()) return rows.status();
+  // The sampled matches of the scope still ahead of the position, in the walk's order.
+  absl::StatusOr<Statement*> by_rid =
+      reader->Prepare("SELECT name, commune FROM r_fsearch_key WHERE rid = ?1");
+  if (!by_rid.ok()) return by_rid.status();
+  std::vector<Key> ahead;
+  const size_t step = std::max<size_t>(1, matches.size() / kSamples);
+  size_t sampled = 0;
+  for (size_t i = 0; i < matches.size(); i += step, ++sampled) {
+    (*by_rid)->BindInt(1, matches[i]);
+    absl::StatusOr<bool> row = (*by_rid)->Step();
+    if (row.ok() && *row && communes.contains((*by_rid)->ColumnInt(1))) {
+      Key key = key_of((*by_rid)->ColumnText(0));
+      if (q.after_later < 0 || after < key) ahead.push_back(std::move(key));
+    }
+    (*by_rid)->Reset();
+    if (!row.ok()) return row.status();
+  }
+  if (ahead.empty()) return *rows;  // few matches ahead: the walk may pass everything
+  std::sort(ahead.begin(), ahead.end());
+  // Matches ahead in all; the page (limit + 1) is full at this sampled one.
+  const double share = static_cast<double>(ahead.size()) / static_cast<double>(sampled);
+  const double total = share * static_cast<double>(matches.size());
+  if (total < q.limit + 1) return *rows;  // the page is not filled: the walk passes every row
+  const size_t at =
+      std::min(ahead.size() - 1, static_cast<size_t>(static_cast<double>(q.limit + 1) / total *
+                                                     static_cast<double>(ahead.size())));
+  const Key& full = ahead[at];
+  // The share of all rows between the position and that match.
+  absl::StatusOr<Statement*> from_rid =
+      reader->Prepare("SELECT name FROM r_fsearch_key WHERE rid >= ?1 ORDER BY rid LIMIT 1");
+  if (!from_rid.ok()) return from_rid.status();
+  absl::StatusOr<int64_t> max_rid = reader->QueryInt("SELECT max(rid) FROM r_fsearch_key");
+  if (!max_rid.ok()) return max_rid.status();
+  int64_t before = 0;
+  for (int i = 0; i < kSamples; ++i) {
+    (*from_rid)->BindInt(1, 1 + *max_rid * i / kSamples);
+    absl::StatusOr<bool> row = (*from_rid)->Step();
+    if (row.ok() && *row) {
+      const Key key = key_of((*from_rid)->ColumnText(0));
+      if ((q.after_later < 0 || after < key) && !(full < key)) ++before;
+    }
+    (*from_rid)->Reset();
+    if (!row.ok()) return row.status();
+  }
+  return (before + 1) * *rows / kSamples;
+}
+
 }  // namespace
 
 absl::StatusOr<FacilitySearchPage> ReportsStore::SearchFacilities(
@@ -1725,13 +1794,19 @@ absl::StatusOr<FacilitySearchPage> ReportsStore::SearchFacilities(
   });
   if (!status.ok()) return status;
   if (!std::is_sorted(matches.begin(), matches.end())) std::sort(matches.begin(), matches.end());
-  // The walk costs about a quarter of what the match-first plan costs per match
-  // (docs/BENCHMARKS.md, fsearch): past kWalkRowsPerMatch rows per match, the matches are
-  // few or far down the names, and the match-first plan is the cheaper.
+  // A row walked costs about a sixth of what the match-first plan costs per match
+  // (docs/BENCHMARKS.md, fsearch): a walk expected to pass more than kWalkRowsPerMatch rows
+  // per match (the matches are few, or far down the names) is left to the match-first
+  // plan, and so is one that passes them after all (the estimate is a sample's).
+  const absl::flat_hash_set<int64_t> scope(communes.begin(), communes.end());
   const int64_t budget = plan == SearchPlan::kNameOrder
                              ? std::numeric_limits<int64_t>::max()
                              : kWalkRowsPerMatch * static_cast<int64_t>(matches.size());
-  const absl::flat_hash_set<int64_t> scope(communes.begin(), communes.end());
+  if (plan == SearchPlan::kAuto) {
+    absl::StatusOr<int64_t> expected = EstimateWalk(reader_.get(), q, matches, scope);
+    if (!expected.ok()) return expected.status();
+    if (*expected > budget) return SearchMatchFirst(reader_.get(), q);
+  }
   absl::StatusOr<std::optional<FacilitySearchPage>> walked =
       SearchInNameOrder(reader_.get(), q, matches, scope, budget);
   if (!walked.ok()) return walked.status();

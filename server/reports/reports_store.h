@@ -169,11 +169,12 @@ class ReportsStore {
   void set_rebuild_counters_on_a_thread(bool on) { counters_on_a_thread_ = on; }
   // How SearchFacilities finds a page. kAuto (the default): the matches' rowids first,
   // then a walk of the names in the answer's order keeping the matches of the scope until
-  // the page is full, unless that walk passes kWalkRowsPerMatch rows per match: then the
-  // match-first plan (every match in the scope read and sorted). For tests and benches,
-  // kMatchFirst and kNameOrder force one plan (the answers are the same).
+  // the page is full, unless that walk is expected (from a sample of names) or found to
+  // pass more than kWalkRowsPerMatch rows per match: then the match-first plan (every
+  // match in the scope read and sorted). For tests and benches, kMatchFirst and kNameOrder
+  // force one plan (the answers are the same).
   enum class SearchPlan { kAuto, kMatchFirst, kNameOrder };
-  static constexpr int64_t kWalkRowsPerMatch = 4;
+  static constexpr int64_t kWalkRowsPerMatch = 6;
   void set_search_plan(SearchPlan plan) { search_plan_ = plan; }
 
  private:
