@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -130,8 +131,15 @@ RC_GTEST_PROP(FacilitySearchProperty, EveryPlanAnswersTheModelsPages, ()) {
     const int limit = *rc::gen::inRange(1, 7);
     const std::vector<std::string> expected = Expected(live, scope, words);
     std::vector<FacilitySearchPage> first_plan_pages;
-    for (SearchPlan plan : {SearchPlan::kMatchFirst, SearchPlan::kNameOrder, SearchPlan::kAuto}) {
-      (*reports)->set_search_plan(plan);
+    // The automatic choice as it is, and with no "few matches" shortcut (the estimate).
+    const std::pair<SearchPlan, int64_t> plans[] = {
+        {SearchPlan::kMatchFirst, 0},
+        {SearchPlan::kNameOrder, 0},
+        {SearchPlan::kAuto, ReportsStore::kMatchFirstUpTo},
+        {SearchPlan::kAuto, 0}};
+    for (const std::pair<SearchPlan, int64_t>& choice : plans) {
+      const SearchPlan plan = choice.first;
+      (*reports)->set_search_plan(plan, choice.second);
       std::vector<FacilitySearchPage> pages;
       std::vector<std::string> all;
       std::string after;
