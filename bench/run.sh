@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 all=(store_apply unary wire catch_up initial_sync live_latency idle_streams ingest sdk_write
-     sdk_sync_memory search close_latency login_flood reports console pg attachments cluster)
+     sdk_sync_memory search close_latency login_flood reports console pg attachments cluster fsearch)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${all[@]}")
 "$root/deploy/install-deps.sh"

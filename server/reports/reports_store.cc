@@ -22,6 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -45,8 +46,9 @@ constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // 2: visits' indicators (outcomes); 3: monthly summaries, distances, requests' since day;
 // 4: the facility search index (r_fsearch); 5: no daily counters (s_visit_day): periods
 // that are not whole months read r_visit's covering index, the last visit of a
-// collaborator the monthly counters' index by collaborator (s_visit_month_collaborator).
-constexpr int64_t kReportsVersion = 5;
+// collaborator the monthly counters' index by collaborator (s_visit_month_collaborator);
+// 6: r_fsearch_key_name (the search's order).
+constexpr int64_t kReportsVersion = 6;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -64,6 +66,8 @@ constexpr char kTables[] =
     // and non-ASCII); the prefix indexes make search-as-you-type prefixes cheap.
     "CREATE TABLE IF NOT EXISTS r_fsearch_key(rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
     " commune INTEGER NOT NULL, name TEXT NOT NULL);"
+    // The answer's order (SearchFacilities walks it when the matches are many).
+    "CREATE INDEX IF NOT EXISTS r_fsearch_key_name ON r_fsearch_key(name, id, commune);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS r_fsearch USING fts5(words, tokenize = 'ascii',"
     " prefix = '1 2 3', detail = 'none');"
     // Live visits; lat/lon NULL when the visit has no GPS; the facility's indicators seen
@@ -1543,59 +1547,264 @@ absl::StatusOr<uint64_t> ReportsStore::ReadCursor() {
   return static_cast<uint64_t>(*cursor);
 }
 
-absl::StatusOr<FacilitySearchPage> ReportsStore::SearchFacilities(
-    const std::vector<int64_t>& communes, const std::vector<std::string>& words,
-    absl::string_view after, int limit) {
-  FacilitySearchPage page;
-  if (words.empty() || communes.empty() || limit <= 0) return page;
-  // Every word a whole word of the facility, the last one possibly a prefix. Words hold no
-  // quote (sync::SearchWords: a-z, 0-9 and non-ASCII), so quoting each is enough.
-  std::string match;
-  for (size_t w = 0; w < words.size(); ++w) {
-    absl::StrAppend(&match, w == 0 ? "" : " ", "\"", words[w], "\"",
-                    w + 1 == words.size() ? "*" : "");
-  }
-  const std::string typed = absl::StrJoin(words, " ");
-  // The position after which to go on: "<0|1> name \x1f id" of the last facility returned
-  // (0: its name begins with the query).
-  int64_t after_later = -1;
+namespace {
+
+// One facility search, as SearchFacilities() received it (see there).
+struct SearchQuery {
+  std::string match;         // the FTS5 query: "w1" "w2" ... "wn"*
+  std::string typed;         // the words joined by spaces: names that begin with it come first
+  std::string scope;         // the communes as a JSON array (for json_each)
+  int64_t after_later = -1;  // the position to go on after; -1: from the start
   std::string after_name, after_id;
-  if (!after.empty()) {
-    std::vector<std::string> parts = absl::StrSplit(after, absl::MaxSplits('\x1f', 2));
-    if (parts.size() != 3 || (parts[0] != "0" && parts[0] != "1")) {
-      return absl::InvalidArgumentError("page_token: not a search position");
-    }
-    after_later = parts[0] == "1";
-    after_name = std::move(parts[1]);
-    after_id = std::move(parts[2]);
-  }
-  absl::MutexLock lock(&read_mu_);
-  absl::StatusOr<Statement*> s = reader_->Prepare(
+  int limit = 0;
+};
+
+// The search position of a facility (a page's `next`: "<later>\x1f<name>\x1f<id>").
+std::string SearchPosition(int64_t later, absl::string_view name, absl::string_view id) {
+  return absl::StrCat(later, "\x1f", name, "\x1f", id);
+}
+
+// The match-first plan: every match of the query in the scope is read, joined to its key
+// row and sorted (ORDER BY ... LIMIT limit + 1). Its cost grows with the match count.
+absl::StatusOr<FacilitySearchPage> SearchMatchFirst(Db* reader, const SearchQuery& q) {
+  FacilitySearchPage page;
+  absl::StatusOr<Statement*> s = reader->Prepare(
       "SELECT id, name, later FROM (SELECT k.id AS id, k.name AS name,"
       " substr(k.name, 1, length(?3)) <> ?3 AS later"
       " FROM r_fsearch f JOIN r_fsearch_key k ON k.rid = f.rowid"
       " WHERE r_fsearch MATCH ?1 AND k.commune IN (SELECT value FROM json_each(?2)))"
       " WHERE (later, name, id) > (?4, ?5, ?6) ORDER BY later, name, id LIMIT ?7");
   if (!s.ok()) return s.status();
-  (*s)->BindText(1, match);
-  (*s)->BindText(2, absl::StrCat("[", absl::StrJoin(communes, ","), "]"));
-  (*s)->BindText(3, typed);
-  (*s)->BindInt(4, after_later);
-  (*s)->BindText(5, after_name);
-  (*s)->BindText(6, after_id);
-  (*s)->BindInt(7, limit + 1);  // one more says whether a next page exists
+  (*s)->BindText(1, q.match);
+  (*s)->BindText(2, q.scope);
+  (*s)->BindText(3, q.typed);
+  (*s)->BindInt(4, q.after_later);
+  (*s)->BindText(5, q.after_name);
+  (*s)->BindText(6, q.after_id);
+  (*s)->BindInt(7, q.limit + 1);  // one more says whether a next page exists
   std::string last;
   absl::Status status = ForEachRow(*s, [&](Statement& row) {
-    if (static_cast<int>(page.ids.size()) == limit) {
+    if (static_cast<int>(page.ids.size()) == q.limit) {
       page.next = last;
       return absl::OkStatus();
     }
     page.ids.emplace_back(row.ColumnText(0));
-    last = absl::StrCat(row.ColumnInt(2), "\x1f", row.ColumnText(1), "\x1f", row.ColumnText(0));
+    last = SearchPosition(row.ColumnInt(2), row.ColumnText(1), row.ColumnText(0));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   return page;
+}
+
+// The name-order plan: walks r_fsearch_key_name in the answer's order (the names that
+// begin with the query, then the names before them, then the names after them) and keeps
+// each facility of the scope whose rowid is in `matches`, until the page is full. Its cost
+// grows with the rows walked, not with the matches; nullopt when more than `budget` rows
+// would be walked (the caller then takes the match-first plan).
+absl::StatusOr<std::optional<FacilitySearchPage>> SearchInNameOrder(
+    Db* reader, const SearchQuery& q, const std::vector<int64_t>& matches,
+    const absl::flat_hash_set<int64_t>& communes, int64_t budget) {
+  FacilitySearchPage page;
+  if (matches.empty()) return page;
+  // The matches' rowids as a bitmap over [first, last] (FTS5 answers in rowid order).
+  const int64_t first = matches.front();
+  std::vector<uint64_t> bits(static_cast<size_t>((matches.back() - first) / 64 + 1));
+  for (int64_t rid : matches) bits[(rid - first) / 64] |= uint64_t{1} << ((rid - first) % 64);
+  auto matched = [&](int64_t rid) {
+    if (rid < first || rid > matches.back()) return false;
+    return (bits[(rid - first) / 64] >> ((rid - first) % 64) & 1) != 0;
+  };
+  // The names that begin with `typed` are exactly [typed, typed with its last byte plus
+  // one) in the index's (binary) order; words hold no 0xff byte (UTF-8 never does).
+  std::string beyond = q.typed;
+  beyond.back() = static_cast<char>(static_cast<unsigned char>(beyond.back()) + 1);
+  struct Range {
+    int64_t later;
+    const std::string* from;  // name >= from (null: from the first name)
+    const std::string* to;    // name < to (null: to the last name)
+  };
+  const Range ranges[] = {{0, &q.typed, &beyond}, {1, nullptr, &q.typed}, {1, &beyond, nullptr}};
+  int64_t walked = 0;
+  std::string last;
+  for (const Range& range : ranges) {
+    if (range.later < q.after_later) continue;         // the position is past this range
+    const bool resume = range.later == q.after_later;  // after (after_name, after_id)
+    const std::string sql = absl::StrCat(
+        "SELECT rid, id, name, commune FROM r_fsearch_key WHERE 1",
+        range.from != nullptr ? " AND name >= ?1" : "", range.to != nullptr ? " AND name < ?2" : "",
+        resume ? " AND (name, id) > (?3, ?4)" : "", " ORDER BY name, id");
+    absl::StatusOr<Statement*> s = reader->Prepare(sql);
+    if (!s.ok()) return s.status();
+    if (range.from != nullptr) (*s)->BindText(1, *range.from);
+    if (range.to != nullptr) (*s)->BindText(2, *range.to);
+    if (resume) {
+      (*s)->BindText(3, q.after_name);
+      (*s)->BindText(4, q.after_id);
+    }
+    bool full = false;
+    while (true) {
+      absl::StatusOr<bool> row = (*s)->Step();
+      if (!row.ok()) {
+        (*s)->Reset();
+        return row.status();
+      }
+      if (!*row) break;
+      if (++walked > budget) {
+        (*s)->Reset();
+        return std::nullopt;
+      }
+      if (!matched((*s)->ColumnInt(0)) || !communes.contains((*s)->ColumnInt(3))) continue;
+      if (static_cast<int>(page.ids.size()) == q.limit) {  // one more: a next page exists
+        page.next = last;
+        full = true;
+        break;
+      }
+      page.ids.emplace_back((*s)->ColumnText(1));
+      last = SearchPosition(range.later, (*s)->ColumnText(2), (*s)->ColumnText(1));
+    }
+    (*s)->Reset();
+    if (full) break;
+  }
+  return page;
+}
+
+// The rows the name-order walk is expected to pass before its page is full, from samples:
+// the names of kSamples matches (evenly spaced by rowid) and of kSamples rows of the whole
+// index. The walk's order is (later, name); the page is full at about the sampled match
+// of the scope at the page's share of the scope's matches; the walk passes every row
+// before it, whose share of all rows the row sample tells. A few hundred point lookups
+// (a fraction of a ms at 200,000 facilities) against a walk that may pass them all.
+absl::StatusOr<int64_t> EstimateWalk(Db* reader, const SearchQuery& q,
+                                     const std::vector<int64_t>& matches,
+                                     const absl::flat_hash_set<int64_t>& communes) {
+  constexpr int kSamples = 64;
+  struct Key {
+    int64_t later;
+    std::string name;
+    bool operator<(const Key& o) const { return std::tie(later, name) < std::tie(o.later, o.name); }
+  };
+  auto key_of = [&](absl::string_view name) {
+    return Key{absl::StartsWith(name, q.typed) ? 0 : 1, std::string(name)};
+  };
+  const Key after{q.after_later, q.after_name};
+  absl::StatusOr<int64_t> rows = reader->QueryInt("SELECT count(*) FROM r_fsearch_key");
+  if (!rows.ok()) return rows.status();
+  // The sampled matches of the scope still ahead of the position, in the walk's order.
+  absl::StatusOr<Statement*> by_rid =
+      reader->Prepare("SELECT name, commune FROM r_fsearch_key WHERE rid = ?1");
+  if (!by_rid.ok()) return by_rid.status();
+  std::vector<Key> ahead;
+  const size_t step = std::max<size_t>(1, matches.size() / kSamples);
+  size_t sampled = 0;
+  for (size_t i = 0; i < matches.size(); i += step, ++sampled) {
+    (*by_rid)->BindInt(1, matches[i]);
+    absl::StatusOr<bool> row = (*by_rid)->Step();
+    if (row.ok() && *row && communes.contains((*by_rid)->ColumnInt(1))) {
+      Key key = key_of((*by_rid)->ColumnText(0));
+      if (q.after_later < 0 || after < key) ahead.push_back(std::move(key));
+    }
+    (*by_rid)->Reset();
+    if (!row.ok()) return row.status();
+  }
+  if (ahead.empty()) return *rows;  // few matches ahead: the walk may pass everything
+  std::sort(ahead.begin(), ahead.end());
+  // Matches ahead in all; the page (limit + 1) is full at this sampled one.
+  const double share = static_cast<double>(ahead.size()) / static_cast<double>(sampled);
+  const double total = share * static_cast<double>(matches.size());
+  if (total < q.limit + 1) return *rows;  // the page is not filled: the walk passes every row
+  const size_t at =
+      std::min(ahead.size() - 1, static_cast<size_t>(static_cast<double>(q.limit + 1) / total *
+                                                     static_cast<double>(ahead.size())));
+  const Key& full = ahead[at];
+  // The share of all rows between the position and that match.
+  absl::StatusOr<Statement*> from_rid =
+      reader->Prepare("SELECT name FROM r_fsearch_key WHERE rid >= ?1 ORDER BY rid LIMIT 1");
+  if (!from_rid.ok()) return from_rid.status();
+  absl::StatusOr<int64_t> max_rid = reader->QueryInt("SELECT max(rid) FROM r_fsearch_key");
+  if (!max_rid.ok()) return max_rid.status();
+  int64_t before = 0;
+  for (int i = 0; i < kSamples; ++i) {
+    (*from_rid)->BindInt(1, 1 + *max_rid * i / kSamples);
+    absl::StatusOr<bool> row = (*from_rid)->Step();
+    if (row.ok() && *row) {
+      const Key key = key_of((*from_rid)->ColumnText(0));
+      if ((q.after_later < 0 || after < key) && !(full < key)) ++before;
+    }
+    (*from_rid)->Reset();
+    if (!row.ok()) return row.status();
+  }
+  return (before + 1) * *rows / kSamples;
+}
+
+}  // namespace
+
+absl::StatusOr<FacilitySearchPage> ReportsStore::SearchFacilities(
+    const std::vector<int64_t>& communes, const std::vector<std::string>& words,
+    absl::string_view after, int limit) {
+  if (words.empty() || communes.empty() || limit <= 0) return FacilitySearchPage();
+  SearchQuery q;
+  q.limit = limit;
+  // Every word a whole word of the facility, the last one possibly a prefix. Words hold no
+  // quote (sync::SearchWords: a-z, 0-9 and non-ASCII), so quoting each is enough.
+  for (size_t w = 0; w < words.size(); ++w) {
+    absl::StrAppend(&q.match, w == 0 ? "" : " ", "\"", words[w], "\"",
+                    w + 1 == words.size() ? "*" : "");
+  }
+  q.typed = absl::StrJoin(words, " ");
+  q.scope = absl::StrCat("[", absl::StrJoin(communes, ","), "]");
+  // The position after which to go on: "<0|1> name \x1f id" of the last facility returned
+  // (0: its name begins with the query).
+  if (!after.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(after, absl::MaxSplits('\x1f', 2));
+    if (parts.size() != 3 || (parts[0] != "0" && parts[0] != "1")) {
+      return absl::InvalidArgumentError("page_token: not a search position");
+    }
+    q.after_later = parts[0] == "1";
+    q.after_name = std::move(parts[1]);
+    q.after_id = std::move(parts[2]);
+  }
+  const SearchPlan plan = search_plan_.load();
+  absl::MutexLock lock(&read_mu_);
+  if (plan == SearchPlan::kMatchFirst) return SearchMatchFirst(reader_.get(), q);
+  // The matches' rowids first (a few ms for 100,000: FTS5 reads its doclists, nothing
+  // else), in one read transaction with the walk.
+  absl::StatusOr<std::unique_ptr<sync::Transaction>> tx =
+      sync::Transaction::Begin(reader_.get(), sync::Transaction::Kind::kRead);
+  if (!tx.ok()) return tx.status();
+  absl::StatusOr<Statement*> s =
+      reader_->Prepare("SELECT rowid FROM r_fsearch WHERE r_fsearch MATCH ?1");
+  if (!s.ok()) return s.status();
+  (*s)->BindText(1, q.match);
+  std::vector<int64_t> matches;
+  absl::Status status = ForEachRow(*s, [&](Statement& row) {
+    matches.push_back(row.ColumnInt(0));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (!std::is_sorted(matches.begin(), matches.end())) std::sort(matches.begin(), matches.end());
+  // A row walked costs about a sixth of what the match-first plan costs per match
+  // (docs/BENCHMARKS.md, fsearch): a walk expected to pass more than kWalkRowsPerMatch rows
+  // per match (the matches are few, or far down the names) is left to the match-first
+  // plan, and so is one that passes them after all (the estimate is a sample's).
+  const absl::flat_hash_set<int64_t> scope(communes.begin(), communes.end());
+  const int64_t budget = plan == SearchPlan::kNameOrder
+                             ? std::numeric_limits<int64_t>::max()
+                             : kWalkRowsPerMatch * static_cast<int64_t>(matches.size());
+  if (plan == SearchPlan::kAuto) {
+    // A few matches cost the match-first plan little (~1.5 ms for 2,000), less than the
+    // estimate below.
+    if (static_cast<int64_t>(matches.size()) <= search_match_first_up_to_.load()) {
+      return SearchMatchFirst(reader_.get(), q);
+    }
+    absl::StatusOr<int64_t> expected = EstimateWalk(reader_.get(), q, matches, scope);
+    if (!expected.ok()) return expected.status();
+    if (*expected > budget) return SearchMatchFirst(reader_.get(), q);
+  }
+  absl::StatusOr<std::optional<FacilitySearchPage>> walked =
+      SearchInNameOrder(reader_.get(), q, matches, scope, budget);
+  if (!walked.ok()) return walked.status();
+  if (walked->has_value()) return **walked;
+  return SearchMatchFirst(reader_.get(), q);
 }
 
 absl::StatusOr<std::string> ReportsStore::Dump() {

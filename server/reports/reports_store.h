@@ -166,6 +166,21 @@ class ReportsStore {
   // For tests: false makes a rebuild compute the visit counters from the loaded visits
   // (what it does when the second thread's snapshot is not its own).
   void set_rebuild_counters_on_a_thread(bool on) { counters_on_a_thread_ = on; }
+  // How SearchFacilities finds a page. kAuto (the default): the matches' rowids first; up
+  // to `match_first_up_to` of them, the match-first plan (every match in the scope read
+  // and sorted); more, a walk of the names in the answer's order keeping the matches of
+  // the scope until the page is full, unless that walk is expected (from a sample of
+  // names) or found to pass more than kWalkRowsPerMatch rows per match: then the
+  // match-first plan. For tests and benches: kMatchFirst and kNameOrder force one plan
+  // (the answers are the same), and kAuto with a lower `match_first_up_to` reaches the
+  // choice with few matches.
+  enum class SearchPlan { kAuto, kMatchFirst, kNameOrder };
+  static constexpr int64_t kWalkRowsPerMatch = 6;
+  static constexpr int64_t kMatchFirstUpTo = 2000;
+  void set_search_plan(SearchPlan plan, int64_t match_first_up_to = kMatchFirstUpTo) {
+    search_plan_ = plan;
+    search_match_first_up_to_ = match_first_up_to;
+  }
 
  private:
   ReportsStore() = default;
@@ -218,6 +233,8 @@ class ReportsStore {
   std::unique_ptr<sync::Db> reader_ ABSL_GUARDED_BY(read_mu_);
   std::atomic<bool> use_monthly_{true};
   std::atomic<bool> counters_on_a_thread_{true};
+  std::atomic<SearchPlan> search_plan_{SearchPlan::kAuto};
+  std::atomic<int64_t> search_match_first_up_to_{kMatchFirstUpTo};
 };
 
 // Runs ReportsStore::CatchUp() whenever `last_op()` is above the cursor: at the next poll
