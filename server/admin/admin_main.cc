@@ -1,6 +1,9 @@
-// kcnet-admin: the administrator's command-line tool for the directory file
-// (DATA_DIR/directory.db): imports the official org-unit list and manages user accounts;
-// `seed-demo` fills a new data directory with a small demo world (seed_demo.h).
+// kcnet-admin: the administrator's command-line tool for the directory (DATA_DIR/directory.db,
+// or the PostgreSQL database of --store=postgres:): imports the official org-unit list and
+// manages user accounts; `seed-demo` fills a new data directory with a small demo world
+// (seed_demo.h); it also exports reports, rebuilds the report summaries, backs up a data
+// dir and collects blobs. Every command that reads or writes the server's data takes
+// --store=postgres:CONNINFO, except backup and restore (SQLite's only; they say so).
 // Org units are named by their official code. Passwords come from --password-file=PATH,
 // the prompt (no echo) or stdin, never from an argument (tools/password.h). Errors print
 // one line on stderr ("kcnet-admin: create-user: --role is required") and exit non-zero
@@ -36,6 +39,7 @@
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
 #include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_plan_db.h"
 #include "server/pgstore/pg_record_mirror.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_store.h"
@@ -52,9 +56,12 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: kcnet-admin --data_dir=DIR COMMAND [flags]\n"
-    "       kcnet-admin --store=postgres:CONNINFO COMMAND [flags]   (the directory commands:\n"
-    "       import-org-units to list-org-units, on the directory kcnet-server --store=postgres:\n"
-    "       shares; with --data_dir also for export)\n"
+    "       kcnet-admin [--data_dir=DIR] --store=postgres:CONNINFO COMMAND [flags]\n"
+    "With --store=postgres: the commands read and write the database kcnet-server\n"
+    "--store=postgres: shares (the directory commands need no --data_dir; seed-demo,\n"
+    "rebuild-reports, export, gc-blobs and verify-blobs also name an instance's --data_dir,\n"
+    "for its report summaries, its mirror of the records and its blobs); backup and restore\n"
+    "are SQLite's only (back PostgreSQL up with pg_basebackup; docs/DEPLOY.md).\n"
     "Commands:\n"
     "  import-org-units FILE [--dry_run]\n"
     "  create-user --username=U --display_name=NAME --role=ROLE --org_units=CODE[,CODE...]\n"
@@ -78,14 +85,17 @@ constexpr char kUsage[] =
     "  rebuild-reports [--store=postgres:CONNINFO]   (recounts the report summaries,\n"
     "      DATA_DIR/reports.db, from the records; on PostgreSQL through DATA_DIR/pg_mirror.db)\n"
     "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
-    "                [--to=YYYY-MM-DD] [--year=YYYY]   (REPORT: coverage, pipeline, activity,\n"
+    "                [--to=YYYY-MM-DD] [--year=YYYY] [--store=postgres:CONNINFO]\n"
+    "                (REPORT: coverage, pipeline, activity,\n"
     "                 quality, budget or outcomes; the whole country unless --org_unit (budget:\n"
     "                 a province, district or commune; --year, default this year); stdout\n"
     "                 unless --out)\n"
-    "  gc-blobs [--grace=24h]   (removes blobs no attachment record has referenced for the\n"
-    "                           grace, expired uploads and stray temp files; safe online)\n"
-    "  verify-blobs   (re-hashes every attachment blob; exit status 1 and the damaged\n"
-    "                 blobs listed when any bytes no longer match their SHA-256; also\n"
+    "  gc-blobs [--grace=24h] [--store=postgres:CONNINFO]   (removes blobs no attachment\n"
+    "                 record has referenced for the grace, expired uploads and stray temp\n"
+    "                 files; safe online; on PostgreSQL the blobs of this --data_dir)\n"
+    "  verify-blobs [--store=postgres:CONNINFO]   (re-hashes every attachment blob; exit\n"
+    "                 status 1 and the damaged blobs listed when any bytes no longer match\n"
+    "                 their SHA-256; also\n"
     "                 lists as missing the hashes live records name with no blob here)\n"
     "The password of create-user and reset-password is the first line of --password-file,\n"
     "else it is asked for (without echo) or read from stdin; never given as an argument.\n"
@@ -329,7 +339,24 @@ absl::Status SeedDemoCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// backup and restore copy a data dir's SQLite files. With --store=postgres: the records,
+// the directory and the plans are in the database, which PostgreSQL's own tools back up
+// consistently (a copy of the data dir alone would restore none of them): refused, saying
+// what to use instead.
+absl::Status RefusePostgres(const Args& args, absl::string_view command) {
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), "");
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  if (spec->kind != StoreSpec::Kind::kPostgres) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      command,
+      " chỉ dùng cho thư mục dữ liệu SQLite; với PostgreSQL hãy dùng pg_basebackup và lưu "
+      "WAL / works on a SQLite data dir only: on PostgreSQL the records, accounts and plans "
+      "are in the database; back it up with pg_basebackup and WAL archiving, then run "
+      "new-incarnation --restored after a restore (docs/DEPLOY.md, \"Backups\")"));
+}
+
 absl::Status BackupCommand(const Args& args) {
+  if (absl::Status refused = RefusePostgres(args, "backup"); !refused.ok()) return refused;
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   const std::string to = args.GetOr("to", "");
@@ -344,6 +371,7 @@ absl::Status BackupCommand(const Args& args) {
 }
 
 absl::Status RestoreCommand(const Args& args) {
+  if (absl::Status refused = RefusePostgres(args, "restore"); !refused.ok()) return refused;
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   const std::string from = args.GetOr("from", "");
@@ -407,6 +435,43 @@ absl::Status RebuildReportsCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// What the budget export reads besides the summaries: the plans and the record store, where
+// kcnet-server keeps them for --store (PostgreSQL: the shared database; else --data_dir).
+absl::Status OpenBudgetSources(const Args& args, const std::string& data_dir,
+                               std::unique_ptr<PlanStore>* plans,
+                               std::unique_ptr<sync::ServerStore>* records) {
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  if (spec->kind == StoreSpec::Kind::kPostgres) {
+    absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> pg =
+        pgstore::PgServerStore::Open(spec->location, &kcnet::model::KcnetSchema());
+    if (!pg.ok()) {
+      return absl::Status(pg.status().code(),
+                          absl::StrCat("store: postgres: ", pg.status().message()));
+    }
+    *records = *std::move(pg);
+    absl::StatusOr<std::unique_ptr<PlanDb>> plan_db = pgstore::OpenPgPlanDb(spec->location);
+    if (!plan_db.ok()) {
+      return absl::Status(plan_db.status().code(),
+                          absl::StrCat("store: postgres: ", plan_db.status().message()));
+    }
+    absl::StatusOr<std::unique_ptr<PlanStore>> plan_store = PlanStore::Open(*std::move(plan_db));
+    if (!plan_store.ok()) return plan_store.status();
+    *plans = *std::move(plan_store);
+    return absl::OkStatus();
+  }
+  const std::filesystem::path dir(data_dir);
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> opened =
+      sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
+  if (!opened.ok()) return opened.status();
+  *records = *std::move(opened);
+  absl::StatusOr<std::unique_ptr<PlanStore>> plan_store =
+      PlanStore::Open((dir / "plans.db").string());
+  if (!plan_store.ok()) return plan_store.status();
+  *plans = *std::move(plan_store);
+  return absl::OkStatus();
+}
+
 absl::Status ExportCommand(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
@@ -425,19 +490,13 @@ absl::Status ExportCommand(const Args& args) {
   absl::StatusOr<uint64_t> op = (*store)->CatchUp();  // counts everything committed
   if (!op.ok()) return op.status();
   // The budget reads the plans and the record store (BudgetFor confirms committed draws in
-  // plans.db, as the server does at every budget call).
+  // the plans, as the server does at every budget call): on PostgreSQL both are the
+  // database's (schema kcnet_plans, kcnet_records), else DATA_DIR/plans.db and kcnet.db.
   std::unique_ptr<PlanStore> plans;
   std::unique_ptr<sync::ServerStore> records;
   if (args.words()[1] == "budget") {
-    const std::filesystem::path dir(data_dir);
-    absl::StatusOr<std::unique_ptr<sync::ServerStore>> opened =
-        sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
-    if (!opened.ok()) return opened.status();
-    records = *std::move(opened);
-    absl::StatusOr<std::unique_ptr<PlanStore>> plan_store =
-        PlanStore::Open((dir / "plans.db").string());
-    if (!plan_store.ok()) return plan_store.status();
-    plans = *std::move(plan_store);
+    absl::Status opened = OpenBudgetSources(args, data_dir, &plans, &records);
+    if (!opened.ok()) return opened;
   }
   reports::Reporter reporter(directory->get(), store->get(), sync::SystemClock(), plans.get(),
                              records.get());
@@ -483,19 +542,31 @@ absl::Status ExportCommand(const Args& args) {
   return absl::OkStatus();
 }
 
-// The attachment stores of the data dir (server/attachments), opened as the server does.
+// The attachment stores of the data dir (server/attachments), opened as the server does,
+// and the references of the records: kcnet.db's on SQLite; on PostgreSQL the local mirror of
+// the records (DATA_DIR/pg_mirror.db, as kcnet-server keeps it), brought up to PostgreSQL's
+// last commit before the references are read. The blobs are the data dir's on both (each
+// instance keeps the blobs uploaded to it).
 struct BlobStores {
   std::unique_ptr<AttachmentDb> db;
   std::unique_ptr<FileBlobStore> blobs;
   std::string uploads_dir;
+  std::unique_ptr<pgstore::PgRecordMirror> mirror;  // PostgreSQL only; before refs
+  std::unique_ptr<AttachmentReferences> refs;
 };
 
 absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  const bool postgres = spec->kind == StoreSpec::Kind::kPostgres;
   const std::filesystem::path dir(data_dir);
-  if (!std::filesystem::exists(dir / "kcnet.db")) {
+  if (!postgres && !std::filesystem::exists(dir / "kcnet.db")) {
     return absl::NotFoundError(absl::StrCat("--data_dir ", data_dir, ": no kcnet.db"));
+  }
+  if (postgres && !std::filesystem::is_directory(dir)) {
+    return absl::NotFoundError(absl::StrCat("--data_dir ", data_dir, ": no such directory"));
   }
   BlobStores out;
   absl::StatusOr<std::unique_ptr<AttachmentDb>> db =
@@ -507,6 +578,26 @@ absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
   if (!blobs.ok()) return blobs.status();
   out.blobs = *std::move(blobs);
   out.uploads_dir = (dir / "uploads").string();
+  if (!postgres) {
+    absl::StatusOr<std::unique_ptr<RecordReferences>> refs =
+        RecordReferences::Open((dir / "kcnet.db").string());
+    if (!refs.ok()) return refs.status();
+    out.refs = *std::move(refs);
+    return out;
+  }
+  const std::string mirror_path = (dir / "pg_mirror.db").string();
+  absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
+      pgstore::PgRecordMirror::Open(spec->location, mirror_path, &kcnet::model::KcnetSchema());
+  if (!mirror.ok()) {
+    return absl::Status(mirror.status().code(),
+                        absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
+  }
+  out.mirror = *std::move(mirror);
+  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(mirror_path);
+  if (!refs.ok()) return refs.status();
+  pgstore::PgRecordMirror* m = out.mirror.get();
+  out.refs = std::make_unique<RefreshedReferences>(*std::move(refs),
+                                                   [m] { return m->CatchUp().status(); });
   return out;
 }
 
@@ -518,14 +609,11 @@ absl::Status GcBlobsCommand(const Args& args) {
   if (grace < absl::ZeroDuration()) return UsageError("--grace: must not be negative");
   absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
   if (!stores.ok()) return stores.status();
-  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(
-      (std::filesystem::path(args.GetOr("data_dir", "")) / "kcnet.db").string());
-  if (!refs.ok()) return refs.status();
   GcOptions gc;
   gc.now_ms = absl::ToUnixMillis(absl::Now());
   gc.grace = grace;
   gc.uploads_dir = stores->uploads_dir;
-  absl::StatusOr<GcReport> report = CollectGarbage(*stores->db, *stores->blobs, **refs, gc);
+  absl::StatusOr<GcReport> report = CollectGarbage(*stores->db, *stores->blobs, *stores->refs, gc);
   if (!report.ok()) return report.status();
   std::printf(
       "removed %lld blobs (%lld bytes), %lld expired uploads, %lld temp files; %lld "
@@ -540,16 +628,14 @@ absl::Status GcBlobsCommand(const Args& args) {
 absl::Status VerifyBlobsCommand(const Args& args) {
   absl::StatusOr<BlobStores> stores = OpenBlobStores(args);
   if (!stores.ok()) return stores.status();
-  absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(
-      (std::filesystem::path(args.GetOr("data_dir", "")) / "kcnet.db").string());
-  if (!refs.ok()) return refs.status();
-  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs, refs->get());
+  absl::StatusOr<VerifyReport> report = VerifyBlobs(*stores->blobs, stores->refs.get());
   if (!report.ok()) return report.status();
   for (const std::string& sha : report->damaged) {
     std::printf("damaged %s\n", stores->blobs->PathOf(sha).c_str());
   }
   // Not an error by itself: a device may not have uploaded them yet. After a restore the
-  // devices that still hold them upload them again (docs/RELIABILITY.md).
+  // devices that still hold them upload them again (docs/RELIABILITY.md). On PostgreSQL a
+  // blob uploaded to another instance is missing here (each keeps its own).
   for (const std::string& sha : report->missing) std::printf("missing %s\n", sha.c_str());
   std::printf("verified %lld blobs (%lld bytes): %zu damaged, %zu missing\n",
               static_cast<long long>(report->blobs), static_cast<long long>(report->bytes),
@@ -598,13 +684,13 @@ const std::vector<Command>& Commands() {
       {"list-org-units", {"parent", "store"}, ListOrgUnitsCommand},
       {"list-audit", {"after", "store"}, ListAuditCommand},
       {"seed-demo", {"store"}, SeedDemoCommand},
-      {"backup", {"to"}, BackupCommand},
-      {"restore", {"from"}, RestoreCommand},
+      {"backup", {"to", "store"}, BackupCommand},
+      {"restore", {"from", "store"}, RestoreCommand},
       {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},
       {"rebuild-reports", {"store"}, RebuildReportsCommand},
-      {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
-      {"gc-blobs", {"grace"}, GcBlobsCommand},
-      {"verify-blobs", {}, VerifyBlobsCommand},
+      {"export", {"format", "out", "org_unit", "from", "to", "year", "store"}, ExportCommand},
+      {"gc-blobs", {"grace", "store"}, GcBlobsCommand},
+      {"verify-blobs", {"store"}, VerifyBlobsCommand},
   };
   return *commands;
 }
