@@ -318,7 +318,9 @@ double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_con
   std::mt19937_64 rng(11);
   sync::HybridClock clock(sync::SystemClock());
   uint64_t seq = 0;
-  const sync::Writer loader{"loader", sync::NodeIdFor("loader")};
+  // One loader per load: with KCNET_PG_CONNINFO both sizes share a database (and its devices).
+  const std::string loader_id = "loader-" + database;
+  const sync::Writer loader{loader_id, sync::NodeIdFor(loader_id)};
   Timer load_timer;
   Timer stretch;  // the rate of each 50,000 loaded through the store, on stderr
   int loaded = 0;
@@ -353,14 +355,16 @@ double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_con
     auto conn = Must(pgstore::PgConn::Connect(conninfo), "connect");
     for (int64_t have = applied; have < total;) {
       const int64_t n = std::min<int64_t>(total - have, 200000);
-      Must(conn->Query(absl::StrCat(
-               "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, "
-               "row, field_ops) SELECT province, bucket, type, gen_random_uuid()::text, "
-               "nextval('kcnet_op_seq'), deleted, row, field_ops FROM kcnet_records "
-               "WHERE bucket <> ",
-               kTarget, " LIMIT ", n)),
-           "copy rows");
-      have += n;
+      // As many as were copied (fewer than n while the table holds fewer rows than n).
+      auto copied = Must(conn->Query(absl::StrCat(
+                             "WITH c AS (INSERT INTO kcnet_records(province, bucket, type, id, "
+                             "op, deleted, row, field_ops) SELECT province, bucket, type, "
+                             "gen_random_uuid()::text, nextval('kcnet_op_seq'), deleted, row, "
+                             "field_ops FROM kcnet_records WHERE bucket <> ",
+                             kTarget, " LIMIT ", n, " RETURNING 1) SELECT count(*) FROM c")),
+                         "copy rows");
+      have += copied.GetInt(0, 0);
+      if (copied.GetInt(0, 0) == 0) Die("copy rows: nothing to copy");
     }
     Must(conn->Query("ANALYZE kcnet_records"), "analyze");
   }
