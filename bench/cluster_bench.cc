@@ -25,10 +25,16 @@
 // Metrics: cluster_live_latency p50_ms, p99_ms (goal p99 <= 100), max_ms;
 // pg_catch_up catch_up_ms_small, catch_up_ms_large, small_changes, large_changes,
 // ratio_large_vs_small, and ratio_5m_vs_50k (goal <= 1.5) when the sizes are 50,000 and
-// 5,000,000.
+// 5,000,000. `mirror`: pg_ingest mirror_off_mutations_per_s_{1,2}i,
+// mirror_on_mutations_per_s_{1,2}i, mirror_ratio_on_vs_off_{1,2}i,
+// all_heads_lock_ratio_vs_off_{1,2}i, running_heads_lock_ratio_vs_off_{1,2}i,
+// mirror_thread_cpu_pct_{1,2}i, mirror_backend_cpu_pct_{1,2}i, mirror_catch_up_ms_p50/p99_{1,2}i.
 //
-// Usage: cluster_bench [others] [rounds] [small] [large]   (default 1000 200 50000 5000000)
+// Usage: cluster_bench [others] [rounds] [small] [large] [through_store]
+//        (default 1000 200 50000 5000000 100000: the changes loaded through the store)
 //        cluster_bench live ...   or   cluster_bench catch_up ...   runs one part only.
+//        cluster_bench mirror [devices] [batch] [seconds] [rounds]   (default 50 100 5 3):
+//        pg_ingest with each instance's record mirror running vs not (see MirrorCost).
 //        KCNET_SERVER_BIN overrides the kcnet-server binary built with this benchmark.
 #include <fcntl.h>
 #include <poll.h>
@@ -42,6 +48,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -51,6 +58,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -63,6 +71,7 @@
 #include "server/directory/directory.h"
 #include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_record_mirror.h"
 #include "server/pgstore/pg_server_store.h"
 #include "sync/device_store.h"
 #include "sync/hlc.h"
@@ -267,7 +276,7 @@ constexpr int64_t kTarget = 5000;  // the device's commune
 constexpr int kNationCommunes = 10000;
 constexpr int kProvinces = 34;
 constexpr int kWeekChanges = 300;  // the target commune's changes during the week
-constexpr int kApplied = 100000;   // loaded through the store; beyond: SQL copies
+constexpr int kApplied = 100000;   // loaded through the store by default; beyond: SQL copies
 
 RecordChange NewVisit(std::mt19937_64& rng, int64_t commune, uint64_t hlc) {
   Visit v;
@@ -286,7 +295,7 @@ RecordChange NewVisit(std::mt19937_64& rng, int64_t commune, uint64_t hlc) {
 // Loads `total` visits over the nation into a new database `database`, then the target's
 // week; returns the median ms a device at the start of the week takes to catch up.
 double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_conninfo,
-               const std::string& database, int total, const std::string& dir) {
+               const std::string& database, int total, int through_store, const std::string& dir) {
   namespace sync = kcnet::sync;
   std::string conninfo = base_conninfo;
   if (pg != nullptr) {
@@ -309,8 +318,12 @@ double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_con
   std::mt19937_64 rng(11);
   sync::HybridClock clock(sync::SystemClock());
   uint64_t seq = 0;
-  const sync::Writer loader{"loader", sync::NodeIdFor("loader")};
+  // One loader per load: with KCNET_PG_CONNINFO both sizes share a database (and its devices).
+  const std::string loader_id = "loader-" + database;
+  const sync::Writer loader{loader_id, sync::NodeIdFor(loader_id)};
   Timer load_timer;
+  Timer stretch;  // the rate of each 50,000 loaded through the store, on stderr
+  int loaded = 0;
   auto load = [&](int n, bool week) {
     for (int done = 0; done < n;) {
       MutationBatch batch;
@@ -322,6 +335,13 @@ double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_con
         *m->add_changes() = NewVisit(rng, commune, clock.Now());
       }
       Must(server->Apply(loader, batch), "load");
+      loaded += batch.mutations_size();
+      if (loaded % 50000 == 0) {
+        std::cerr << "cluster_bench: " << loaded
+                  << " changes through the store, the last 50,000 at "
+                  << static_cast<int>(50000 / stretch.Seconds()) << " changes/s\n";
+        stretch = Timer();
+      }
     }
   };
   // Up to kApplied changes go through the store (the merge, as devices write); the rest of
@@ -329,20 +349,22 @@ double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_con
   // commune's excepted: only its rows are pulled), so that 5M fits in minutes, not hours.
   // The pull reads the target's bucket through the (province, bucket, op) index, so what
   // the size changes is the table and index around it, which the copies make as large.
-  const int applied = std::min(total, kApplied);
+  const int applied = std::min(total, through_store);
   load(applied, false);
   if (total > applied) {
     auto conn = Must(pgstore::PgConn::Connect(conninfo), "connect");
     for (int64_t have = applied; have < total;) {
       const int64_t n = std::min<int64_t>(total - have, 200000);
-      Must(conn->Query(absl::StrCat(
-               "INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, "
-               "row, field_ops) SELECT province, bucket, type, gen_random_uuid()::text, "
-               "nextval('kcnet_op_seq'), deleted, row, field_ops FROM kcnet_records "
-               "WHERE bucket <> ",
-               kTarget, " LIMIT ", n)),
-           "copy rows");
-      have += n;
+      // As many as were copied (fewer than n while the table holds fewer rows than n).
+      auto copied = Must(conn->Query(absl::StrCat(
+                             "WITH c AS (INSERT INTO kcnet_records(province, bucket, type, id, "
+                             "op, deleted, row, field_ops) SELECT province, bucket, type, "
+                             "gen_random_uuid()::text, nextval('kcnet_op_seq'), deleted, row, "
+                             "field_ops FROM kcnet_records WHERE bucket <> ",
+                             kTarget, " LIMIT ", n, " RETURNING 1) SELECT count(*) FROM c")),
+                         "copy rows");
+      have += copied.GetInt(0, 0);
+      if (copied.GetInt(0, 0) == 0) Die("copy rows: nothing to copy");
     }
     Must(conn->Query("ANALYZE kcnet_records"), "analyze");
   }
@@ -380,6 +402,327 @@ double CatchUp(const kcnet::testing::PgInstance* pg, const std::string& base_con
   return Percentile(ms, 0.5);
 }
 
+// ---- pg_ingest with the record mirror ---------------------------------------------------
+
+constexpr int kNationalHeads = 3321;  // communes: one bucket head row each
+
+// CPU seconds a process (a PostgreSQL backend) has used, from /proc (0 if unreadable).
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::vector<std::string> fields = absl::StrSplit(text.substr(close + 2), ' ');
+  if (fields.size() < 13) return 0;  // utime, stime are fields 14, 15 (11, 12 after ')')
+  return static_cast<double>(std::atoll(fields[11].c_str()) + std::atoll(fields[12].c_str())) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// What runs beside the writers during a phase, as each kcnet-server instance would: nothing,
+// its mirror (PgRecordMirror::CatchUp every 50 ms), or only the mirror's wait for writers
+// in flight, under the rule of before (FOR KEY SHARE on every head) or today's (on the
+// heads a running transaction holds), each every 50 ms when the sequence moved.
+enum class Follower { kNone, kMirror, kAllHeadsLock, kRunningHeadsLock };
+
+constexpr char kAllHeadsLock[] = "SELECT 1 FROM kcnet_bucket_head ORDER BY bucket FOR KEY SHARE";
+constexpr char kRunningHeadsLock[] =
+    "SELECT 1 FROM kcnet_bucket_head WHERE xmax IN (SELECT transactionid FROM pg_locks "
+    "WHERE locktype = 'transactionid') ORDER BY bucket FOR KEY SHARE";
+
+const char* FollowerName(Follower f) {
+  switch (f) {
+    case Follower::kNone:
+      return "none";
+    case Follower::kMirror:
+      return "mirror";
+    case Follower::kAllHeadsLock:
+      return "all-heads lock";
+    case Follower::kRunningHeadsLock:
+      return "running-heads lock";
+  }
+  return "?";
+}
+
+// A tablet of the mirror benchmark: its sequence, its visits and the op of each.
+struct Tablet {
+  uint64_t seq = 0;
+  std::vector<Visit> visits;
+  std::vector<uint64_t> ops;
+};
+
+struct PhaseResult {
+  double mutations_per_s = 0;
+  double follower_cpu_s = 0;  // the followers' own threads
+  double backend_cpu_s = 0;   // their PostgreSQL backends
+  double seconds = 0;
+  std::vector<double> catch_up_ms;
+};
+
+// `devices` writers (threads) spread over `stores`, each pushing batches of `batch` visits
+// in its own commune of the 3,321 (new at its first push, rewritten at every later one),
+// one in flight at a time, for `seconds`; with
+// one follower per store (an instance's mirror, or only its heads lock every 50 ms).
+PhaseResult IngestPhase(const std::vector<pgstore::PgServerStore*>& stores,
+                        const std::vector<pgstore::PgRecordMirror*>& mirrors,
+                        const std::string& conninfo, Follower follower, int devices, int batch,
+                        int seconds, uint64_t* seq_base, std::vector<Tablet>* tablets) {
+  PhaseResult result;
+  std::atomic<bool> running{true};
+  std::atomic<int64_t> applied{0};
+  absl::Mutex mu;
+  std::vector<std::thread> threads;
+  const uint64_t base = *seq_base;  // the writers' random seeds: new ids every phase
+  *seq_base += static_cast<uint64_t>(devices);
+  tablets->resize(static_cast<size_t>(devices));
+  // The mirrors copy what earlier phases wrote before the clock starts: steady state.
+  if (follower == Follower::kMirror) {
+    for (pgstore::PgRecordMirror* m : mirrors) Must(m->CatchUp(), "mirror backlog");
+  }
+  // Followers first, so that the writers never run without them in a "with" phase.
+  std::vector<int> backend_pids;
+  for (size_t i = 0; follower != Follower::kNone && i < stores.size(); ++i) {
+    threads.emplace_back([&, i] {
+      std::unique_ptr<pgstore::PgConn> conn;
+      int64_t last_seq = 0;
+      if (follower != Follower::kMirror) {
+        conn = Must(pgstore::PgConn::Connect(conninfo), "lock-only connection");
+        auto pid = Must(conn->Query("SELECT pg_backend_pid()"), "pid");
+        absl::MutexLock lock(&mu);
+        backend_pids.push_back(static_cast<int>(pid.GetInt(0, 0)));
+      }
+      const double cpu0 = ThreadCpuSeconds();
+      std::vector<double> ms;
+      while (running.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // PgRecordMirror's poll
+        Timer t;
+        if (follower == Follower::kMirror) {
+          Must(mirrors[i]->CatchUp(), "mirror catch-up");
+        } else {
+          auto seq = Must(conn->Query("SELECT last_value FROM kcnet_op_seq"), "sequence");
+          if (seq.GetInt(0, 0) == last_seq) continue;  // nothing new: the mirror stops here
+          last_seq = seq.GetInt(0, 0);
+          Must(conn->Query(follower == Follower::kAllHeadsLock ? kAllHeadsLock : kRunningHeadsLock),
+               "heads lock");
+        }
+        ms.push_back(t.Seconds() * 1000);
+      }
+      const double cpu = ThreadCpuSeconds() - cpu0;
+      absl::MutexLock lock(&mu);
+      result.follower_cpu_s += cpu;
+      result.catch_up_ms.insert(result.catch_up_ms.end(), ms.begin(), ms.end());
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (follower == Follower::kMirror) {
+    // The mirrors' backends, by their application_name.
+    auto conn = Must(pgstore::PgConn::Connect(conninfo), "connect");
+    auto pids = Must(conn->Query("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                 "'kcnet_bench_mirror'"),
+                     "mirror backends");
+    absl::MutexLock lock(&mu);
+    for (int r = 0; r < pids.rows(); ++r)
+      backend_pids.push_back(static_cast<int>(pids.GetInt(r, 0)));
+  }
+  std::vector<double> backend_cpu0;
+  {
+    absl::MutexLock lock(&mu);
+    for (int pid : backend_pids) backend_cpu0.push_back(ProcessCpuSeconds(pid));
+  }
+  sync::HybridClock clock(sync::SystemClock());
+  Timer timer;
+  std::vector<std::thread> writers;
+  for (int d = 0; d < devices; ++d) {
+    writers.emplace_back([&, d] {
+      std::mt19937_64 rng(base + static_cast<uint64_t>(d));
+      pgstore::PgServerStore* store = stores[static_cast<size_t>(d) % stores.size()];
+      const std::string device = absl::StrCat("mirror-tablet-", d);
+      const sync::Writer writer{device, sync::NodeIdFor(device)};
+      Tablet& tablet = (*tablets)[static_cast<size_t>(d)];  // phase after phase
+      // A tablet writes in its own commune, as a collaborator's does.
+      const int64_t commune = (d * 997) % kNationalHeads + 1;
+      while (running.load()) {
+        MutationBatch mutations;
+        for (int i = 0; i < batch; ++i) {
+          auto* m = mutations.add_mutations();
+          m->set_seq(++tablet.seq);
+          const size_t slot = static_cast<size_t>(i);
+          if (tablet.visits.size() <= slot) {
+            // Its `batch` visits, made once; every later push rewrites them (the tables
+            // keep their size, so the phases are alike).
+            RecordChange made = NewVisit(rng, commune, clock.Now());
+            Visit v;
+            v.set_id(*sync::UuidToText(made.id()));
+            v.set_commune_id(commune);
+            v.set_facility_id("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e70");
+            v.set_collaborator_id(7);
+            v.set_purpose(VISIT_PURPOSE_SURVEY);
+            tablet.visits.push_back(v);
+            tablet.ops.push_back(0);
+          }
+          Visit& v = tablet.visits[slot];
+          v.set_visited_ms(1764000000000 + static_cast<int64_t>(tablet.seq));
+          v.set_findings(absl::StrCat("Khảo sát lần ", tablet.seq));
+          RecordChange c = Must(kcnet::model::ToChange(v), "ToChange");
+          c.set_hlc(clock.Now());
+          if (tablet.ops[slot] != 0) c.set_base_op(tablet.ops[slot]);
+          *m->add_changes() = std::move(c);
+        }
+        auto ack = Must(store->Apply(writer, mutations), "Apply");
+        int64_t n = 0;
+        for (int r = 0; r < ack.results_size(); ++r) {
+          const MutationResult& result = ack.results(r);
+          if (result.outcome() == MUTATION_OUTCOME_APPLIED) {
+            ++n;
+            tablet.ops[static_cast<size_t>(r)] = result.op();
+          } else if (n == 0 && d == 0) {
+            Die(absl::StrCat("mutation ", result.seq(), " answered ",
+                             MutationOutcome_Name(result.outcome()), ": ", result.reason()));
+          }
+        }
+        applied.fetch_add(n);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  running = false;
+  for (std::thread& t : writers) t.join();
+  result.seconds = timer.Seconds();
+  result.mutations_per_s = static_cast<double>(applied.load()) / result.seconds;
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < backend_pids.size(); ++i) {
+    result.backend_cpu_s += ProcessCpuSeconds(backend_pids[i]) - backend_cpu0[i];
+  }
+  return result;
+}
+
+// pg_ingest with and without each instance's record mirror (PgRecordMirror: a catch-up
+// every 50 ms), on 1 and 2 instances, in one run: phases of `seconds` with the mirror /
+// with only the heads lock of the old rule (every head) / of today's (the heads of running
+// transactions), `rounds` times, each between two phases without, to which it is compared
+// (the rate falls as the tables grow, and with the machine's load). 3,321 heads (the nation's
+// communes, 34 provinces); 50 tablets, each in its own commune, pushing batches of 100 visits (its
+// 100 visits rewritten: the tables keep their size, since the rate of a group falls as
+// kcnet_records grows, docs/POSTGRES.md "Loading through the store").
+void MirrorCost(const kcnet::testing::PgInstance* pg, const std::string& base_conninfo, int devices,
+                int batch, int seconds, int rounds) {
+  std::string conninfo = base_conninfo;
+  if (pg != nullptr) {
+    if (absl::Status created = pg->CreateDatabase("mirror_cost"); !created.ok()) {
+      Die(absl::StrCat("create database: ", created.ToString()));
+    }
+    conninfo = pg->conninfo("mirror_cost");
+  }
+  const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-pg-mirror";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const sync::Schema& schema = kcnet::model::KcnetSchema();
+  std::vector<std::unique_ptr<pgstore::PgServerStore>> stores;
+  std::vector<std::unique_ptr<pgstore::PgRecordMirror>> mirrors;
+  for (int i = 0; i < 2; ++i) {
+    pgstore::PgServerStoreOptions pg_options;
+    pg_options.province_of = [](int64_t bucket) {
+      return static_cast<int32_t>(bucket % kProvinces) + 1;
+    };
+    stores.push_back(
+        Must(pgstore::PgServerStore::Open(conninfo, &schema, {}, std::move(pg_options)),
+             "open PostgreSQL store"));
+  }
+  // Every commune's head exists (the national deployment's 3,321 rows).
+  {
+    std::mt19937_64 rng(5);
+    sync::HybridClock clock(sync::SystemClock());
+    const sync::Writer loader{"loader", sync::NodeIdFor("loader")};
+    uint64_t seq = 0;
+    for (int64_t commune = 1; commune <= kNationalHeads;) {
+      MutationBatch mutations;
+      for (int i = 0; i < 1000 && commune <= kNationalHeads; ++i, ++commune) {
+        auto* m = mutations.add_mutations();
+        m->set_seq(++seq);
+        *m->add_changes() = NewVisit(rng, commune, clock.Now());
+      }
+      Must(stores[0]->Apply(loader, mutations), "load heads");
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    mirrors.push_back(
+        Must(pgstore::PgRecordMirror::Open(conninfo + " application_name=kcnet_bench_mirror",
+                                           absl::StrCat(dir, "/mirror-", i, ".db"), &schema),
+             "open mirror"));
+    Must(mirrors.back()->CatchUp(), "first catch-up");
+  }
+  uint64_t seq_base = 1;
+  std::vector<Tablet> tablets;
+  for (size_t instances : {size_t{1}, size_t{2}}) {
+    std::vector<pgstore::PgServerStore*> s;
+    std::vector<pgstore::PgRecordMirror*> m;
+    for (size_t i = 0; i < instances; ++i) {
+      s.push_back(stores[i].get());
+      m.push_back(mirrors[i].get());
+    }
+    // Off, X, off, Y, off, Z, off, X, ...: the rate falls as the tables grow (and the
+    // machine's load swings), so each "with" phase is compared with the mean of the two
+    // "off" phases around it, and the ratios averaged.
+    std::map<Follower, std::vector<PhaseResult>> runs;
+    std::map<Follower, std::vector<double>> ratios;
+    auto phase = [&](Follower f) {
+      runs[f].push_back(
+          IngestPhase(s, m, conninfo, f, devices, batch, seconds, &seq_base, &tablets));
+      std::cerr << "cluster_bench: mirror cost, " << instances << " instance(s), "
+                << FollowerName(f) << ": " << runs[f].back().mutations_per_s << " mutations/s\n";
+      return runs[f].back().mutations_per_s;
+    };
+    double before = phase(Follower::kNone);
+    for (int round = 0; round < rounds; ++round) {
+      for (Follower f : {Follower::kMirror, Follower::kAllHeadsLock, Follower::kRunningHeadsLock}) {
+        const double with = phase(f);
+        const double after = phase(Follower::kNone);
+        ratios[f].push_back(with / ((before + after) / 2));
+        before = after;
+      }
+    }
+    auto rate = [&runs](Follower f) {
+      double sum = 0;
+      for (const PhaseResult& r : runs[f]) sum += r.mutations_per_s;
+      return sum / static_cast<double>(runs[f].size());
+    };
+    auto ratio = [&ratios](Follower f) {
+      double sum = 0;
+      for (double r : ratios[f]) sum += r;
+      return sum / static_cast<double>(ratios[f].size());
+    };
+    const std::string n = absl::StrCat("_", instances, "i");
+    Emit("pg_ingest", "mirror_off_mutations_per_s" + n, rate(Follower::kNone), "mutations/s");
+    Emit("pg_ingest", "mirror_on_mutations_per_s" + n, rate(Follower::kMirror), "mutations/s");
+    Emit("pg_ingest", "mirror_ratio_on_vs_off" + n, ratio(Follower::kMirror), "ratio");
+    Emit("pg_ingest", "all_heads_lock_ratio_vs_off" + n, ratio(Follower::kAllHeadsLock), "ratio");
+    Emit("pg_ingest", "running_heads_lock_ratio_vs_off" + n, ratio(Follower::kRunningHeadsLock),
+         "ratio");
+    double cpu = 0, backend = 0, wall = 0;
+    std::vector<double> ms;
+    for (const PhaseResult& r : runs[Follower::kMirror]) {
+      cpu += r.follower_cpu_s;
+      backend += r.backend_cpu_s;
+      wall += r.seconds;
+      ms.insert(ms.end(), r.catch_up_ms.begin(), r.catch_up_ms.end());
+    }
+    // Per instance: CPU seconds per second of its mirror's thread and of its backend.
+    const double per = wall * static_cast<double>(instances);
+    Emit("pg_ingest", "mirror_thread_cpu_pct" + n, 100 * cpu / per, "%");
+    Emit("pg_ingest", "mirror_backend_cpu_pct" + n, 100 * backend / per, "%");
+    Emit("pg_ingest", "mirror_catch_up_ms_p50" + n, Percentile(ms, 0.5), "ms");
+    Emit("pg_ingest", "mirror_catch_up_ms_p99" + n, Percentile(ms, 0.99), "ms");
+  }
+  mirrors.clear();
+  stores.clear();
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace kcnet::bench
 
@@ -387,6 +730,26 @@ int main(int argc, char** argv) {
   using namespace kcnet::bench;  // NOLINT
   std::vector<std::string> args(argv + 1, argv + argc);
   bool live = true, catch_up = true;
+  if (!args.empty() && args[0] == "mirror") {
+    // cluster_bench mirror [devices] [batch] [seconds] [rounds]   (default 50 100 5 3)
+    args.erase(args.begin());
+    auto mirror_arg = [&args](size_t i, int fallback) {
+      return args.size() > i ? std::atoi(args[i].c_str()) : fallback;
+    };
+    const int devices = mirror_arg(0, 50), batch = mirror_arg(1, 100), seconds = mirror_arg(2, 5),
+              rounds = mirror_arg(3, 3);
+    if (devices <= 0 || batch <= 0 || batch > 1000 || seconds <= 0 || rounds <= 0) {
+      Die("usage: cluster_bench mirror [devices] [batch] [seconds] [rounds]");
+    }
+    std::unique_ptr<kcnet::testing::PgInstance> pg;
+    std::string conninfo = std::getenv("KCNET_PG_CONNINFO") ? std::getenv("KCNET_PG_CONNINFO") : "";
+    if (conninfo.empty()) {
+      pg = Must(kcnet::testing::PgInstance::Start(), "starting PostgreSQL");
+      conninfo = pg->conninfo();
+    }
+    MirrorCost(pg.get(), conninfo, devices, batch, seconds, rounds);
+    return 0;
+  }
   if (!args.empty() && (args[0] == "live" || args[0] == "catch_up")) {
     live = args[0] == "live";
     catch_up = !live;
@@ -399,8 +762,9 @@ int main(int argc, char** argv) {
   const int rounds = arg(1, 200);
   const int small = arg(2, 50000);
   const int large = arg(3, 5000000);
+  const int through_store = arg(4, kApplied);
   if (others < 0 || others > 20000 || rounds <= 0 || small <= 0 || large < small) {
-    Die("usage: cluster_bench [live|catch_up] [others] [rounds] [small] [large]");
+    Die("usage: cluster_bench [live|catch_up] [others] [rounds] [small] [large] [through_store]");
   }
   RaiseFileLimit();
   std::unique_ptr<kcnet::testing::PgInstance> pg;
@@ -413,8 +777,10 @@ int main(int argc, char** argv) {
   if (catch_up) {
     const std::string dir = std::filesystem::temp_directory_path() / "kcnet-bench-pg-catch-up";
     // With KCNET_PG_CONNINFO both sizes share its database (the large load comes after).
-    const double small_ms = CatchUp(pg.get(), conninfo, "catch_up_small", small, dir);
-    const double large_ms = CatchUp(pg.get(), conninfo, "catch_up_large", large, dir);
+    const double small_ms =
+        CatchUp(pg.get(), conninfo, "catch_up_small", small, through_store, dir);
+    const double large_ms =
+        CatchUp(pg.get(), conninfo, "catch_up_large", large, through_store, dir);
     Emit("pg_catch_up", "small_changes", small, "changes");
     Emit("pg_catch_up", "large_changes", large, "changes");
     Emit("pg_catch_up", "catch_up_ms_small", small_ms, "ms");

@@ -1,6 +1,9 @@
-// kcnet-admin: the administrator's command-line tool for the directory file
-// (DATA_DIR/directory.db): imports the official org-unit list and manages user accounts;
-// `seed-demo` fills a new data directory with a small demo world (seed_demo.h).
+// kcnet-admin: the administrator's command-line tool for the directory (DATA_DIR/directory.db,
+// or the PostgreSQL database of --store=postgres:): imports the official org-unit list and
+// manages user accounts; `seed-demo` fills a new data directory with a small demo world
+// (seed_demo.h); it also exports reports, rebuilds the report summaries, backs up a data
+// dir and collects blobs. Every command that reads or writes the server's data takes
+// --store=postgres:CONNINFO, except backup and restore (SQLite's only; they say so).
 // Org units are named by their official code. Passwords come from --password-file=PATH,
 // the prompt (no echo) or stdin, never from an argument (tools/password.h). Errors print
 // one line on stderr ("kcnet-admin: create-user: --role is required") and exit non-zero
@@ -37,6 +40,7 @@
 #include "server/directory/directory.h"
 #include "server/pgstore/pg_attachments.h"
 #include "server/pgstore/pg_directory_store.h"
+#include "server/pgstore/pg_plan_db.h"
 #include "server/pgstore/pg_record_mirror.h"
 #include "server/pgstore/pg_server_store.h"
 #include "server/plans/plan_store.h"
@@ -53,9 +57,12 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: kcnet-admin --data_dir=DIR COMMAND [flags]\n"
-    "       kcnet-admin --store=postgres:CONNINFO COMMAND [flags]   (the directory commands:\n"
-    "       import-org-units to list-org-units, on the directory kcnet-server --store=postgres:\n"
-    "       shares; with --data_dir also for export)\n"
+    "       kcnet-admin [--data_dir=DIR] --store=postgres:CONNINFO COMMAND [flags]\n"
+    "With --store=postgres: the commands read and write the database kcnet-server\n"
+    "--store=postgres: shares (the directory commands need no --data_dir; seed-demo,\n"
+    "rebuild-reports, export, gc-blobs and verify-blobs also name an instance's --data_dir,\n"
+    "for its report summaries and its mirror of the records); backup and restore\n"
+    "are SQLite's only (back PostgreSQL up with pg_basebackup; docs/DEPLOY.md).\n"
     "Commands:\n"
     "  import-org-units FILE [--dry_run]\n"
     "  create-user --username=U --display_name=NAME --role=ROLE --org_units=CODE[,CODE...]\n"
@@ -79,7 +86,8 @@ constexpr char kUsage[] =
     "  rebuild-reports [--store=postgres:CONNINFO]   (recounts the report summaries,\n"
     "      DATA_DIR/reports.db, from the records; on PostgreSQL through DATA_DIR/pg_mirror.db)\n"
     "  export REPORT --format=csv|xlsx [--out=FILE] [--org_unit=CODE] [--from=YYYY-MM-DD]\n"
-    "                [--to=YYYY-MM-DD] [--year=YYYY]   (REPORT: coverage, pipeline, activity,\n"
+    "                [--to=YYYY-MM-DD] [--year=YYYY] [--store=postgres:CONNINFO]\n"
+    "                (REPORT: coverage, pipeline, activity,\n"
     "                 quality, budget or outcomes; the whole country unless --org_unit (budget:\n"
     "                 a province, district or commune; --year, default this year); stdout\n"
     "                 unless --out)\n"
@@ -332,7 +340,24 @@ absl::Status SeedDemoCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// backup and restore copy a data dir's SQLite files. With --store=postgres: the records,
+// the directory and the plans are in the database, which PostgreSQL's own tools back up
+// consistently (a copy of the data dir alone would restore none of them): refused, saying
+// what to use instead.
+absl::Status RefusePostgres(const Args& args, absl::string_view command) {
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), "");
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  if (spec->kind != StoreSpec::Kind::kPostgres) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      command,
+      " chỉ dùng cho thư mục dữ liệu SQLite; với PostgreSQL hãy dùng pg_basebackup và lưu "
+      "WAL / works on a SQLite data dir only: on PostgreSQL the records, accounts and plans "
+      "are in the database; back it up with pg_basebackup and WAL archiving, then run "
+      "new-incarnation --restored after a restore (docs/DEPLOY.md, \"Backups\")"));
+}
+
 absl::Status BackupCommand(const Args& args) {
+  if (absl::Status refused = RefusePostgres(args, "backup"); !refused.ok()) return refused;
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   const std::string to = args.GetOr("to", "");
@@ -347,6 +372,7 @@ absl::Status BackupCommand(const Args& args) {
 }
 
 absl::Status RestoreCommand(const Args& args) {
+  if (absl::Status refused = RefusePostgres(args, "restore"); !refused.ok()) return refused;
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
   const std::string from = args.GetOr("from", "");
@@ -410,6 +436,43 @@ absl::Status RebuildReportsCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// What the budget export reads besides the summaries: the plans and the record store, where
+// kcnet-server keeps them for --store (PostgreSQL: the shared database; else --data_dir).
+absl::Status OpenBudgetSources(const Args& args, const std::string& data_dir,
+                               std::unique_ptr<PlanStore>* plans,
+                               std::unique_ptr<sync::ServerStore>* records) {
+  absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  if (spec->kind == StoreSpec::Kind::kPostgres) {
+    absl::StatusOr<std::unique_ptr<pgstore::PgServerStore>> pg =
+        pgstore::PgServerStore::Open(spec->location, &kcnet::model::KcnetSchema());
+    if (!pg.ok()) {
+      return absl::Status(pg.status().code(),
+                          absl::StrCat("store: postgres: ", pg.status().message()));
+    }
+    *records = *std::move(pg);
+    absl::StatusOr<std::unique_ptr<PlanDb>> plan_db = pgstore::OpenPgPlanDb(spec->location);
+    if (!plan_db.ok()) {
+      return absl::Status(plan_db.status().code(),
+                          absl::StrCat("store: postgres: ", plan_db.status().message()));
+    }
+    absl::StatusOr<std::unique_ptr<PlanStore>> plan_store = PlanStore::Open(*std::move(plan_db));
+    if (!plan_store.ok()) return plan_store.status();
+    *plans = *std::move(plan_store);
+    return absl::OkStatus();
+  }
+  const std::filesystem::path dir(data_dir);
+  absl::StatusOr<std::unique_ptr<sync::ServerStore>> opened =
+      sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
+  if (!opened.ok()) return opened.status();
+  *records = *std::move(opened);
+  absl::StatusOr<std::unique_ptr<PlanStore>> plan_store =
+      PlanStore::Open((dir / "plans.db").string());
+  if (!plan_store.ok()) return plan_store.status();
+  *plans = *std::move(plan_store);
+  return absl::OkStatus();
+}
+
 absl::Status ExportCommand(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
@@ -428,19 +491,13 @@ absl::Status ExportCommand(const Args& args) {
   absl::StatusOr<uint64_t> op = (*store)->CatchUp();  // counts everything committed
   if (!op.ok()) return op.status();
   // The budget reads the plans and the record store (BudgetFor confirms committed draws in
-  // plans.db, as the server does at every budget call).
+  // the plans, as the server does at every budget call): on PostgreSQL both are the
+  // database's (schema kcnet_plans, kcnet_records), else DATA_DIR/plans.db and kcnet.db.
   std::unique_ptr<PlanStore> plans;
   std::unique_ptr<sync::ServerStore> records;
   if (args.words()[1] == "budget") {
-    const std::filesystem::path dir(data_dir);
-    absl::StatusOr<std::unique_ptr<sync::ServerStore>> opened =
-        sync::ServerStore::Open((dir / "kcnet.db").string(), &kcnet::model::KcnetSchema());
-    if (!opened.ok()) return opened.status();
-    records = *std::move(opened);
-    absl::StatusOr<std::unique_ptr<PlanStore>> plan_store =
-        PlanStore::Open((dir / "plans.db").string());
-    if (!plan_store.ok()) return plan_store.status();
-    plans = *std::move(plan_store);
+    absl::Status opened = OpenBudgetSources(args, data_dir, &plans, &records);
+    if (!opened.ok()) return opened;
   }
   reports::Reporter reporter(directory->get(), store->get(), sync::SystemClock(), plans.get(),
                              records.get());
@@ -502,10 +559,11 @@ struct BlobStores {
 absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
   const std::string data_dir = args.GetOr("data_dir", "");
   if (data_dir.empty()) return UsageError("--data_dir is required");
-  const std::filesystem::path dir(data_dir);
   absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
-  if (!spec.ok()) return spec.status();
-  if (spec->kind == StoreSpec::Kind::kPostgres) {
+  if (!spec.ok()) return UsageError(absl::StrCat("--", spec.status().message()));
+  const bool postgres = spec->kind == StoreSpec::Kind::kPostgres;
+  const std::filesystem::path dir(data_dir);
+  if (postgres) {
     std::error_code error;
     std::filesystem::create_directories(dir, error);
     const std::string mirror_path = (dir / "pg_mirror.db").string();
@@ -639,11 +697,11 @@ const std::vector<Command>& Commands() {
       {"list-org-units", {"parent", "store"}, ListOrgUnitsCommand},
       {"list-audit", {"after", "store"}, ListAuditCommand},
       {"seed-demo", {"store"}, SeedDemoCommand},
-      {"backup", {"to"}, BackupCommand},
-      {"restore", {"from"}, RestoreCommand},
+      {"backup", {"to", "store"}, BackupCommand},
+      {"restore", {"from", "store"}, RestoreCommand},
       {"new-incarnation", {"restored", "store"}, NewIncarnationCommand},
       {"rebuild-reports", {"store"}, RebuildReportsCommand},
-      {"export", {"format", "out", "org_unit", "from", "to", "year"}, ExportCommand},
+      {"export", {"format", "out", "org_unit", "from", "to", "year", "store"}, ExportCommand},
       {"gc-blobs", {"grace", "store"}, GcBlobsCommand},
       {"verify-blobs", {"store"}, VerifyBlobsCommand},
   };

@@ -1,7 +1,7 @@
 // PgRecordMirror against a real PostgreSQL (its own server; skipped without the binaries):
 // the mirror holds exactly PostgreSQL's records after writers on several threads, never
-// moves its watermark past an op that commits late, and starts again for another
-// database.
+// moves its watermark past an op that commits late, locks only the heads of writers in
+// flight while it waits for them, and starts again for another database.
 #include "server/pgstore/pg_record_mirror.h"
 
 #include <algorithm>
@@ -188,6 +188,64 @@ TEST_F(PgRecordMirrorTest, AnOpThatCommitsLateIsNotMissed) {
   EXPECT_EQ(in_mirror.at(late_id), late_op);
   EXPECT_EQ(in_mirror, InPostgres());
   EXPECT_GE((*mirror)->watermark(), higher);
+}
+
+// The catch-up locks only the heads a running transaction holds (docs/POSTGRES.md, "What it
+// costs"): while it waits for a writer that has locked head 42 and drawn an op id (nothing
+// else written yet), head 41 (sorted before it, idle) stays free for other writers, and
+// the writer's op is still not missed. Failed before, when every head was locked: the
+// catch-up held 41 FOR KEY SHARE while it waited on 42, so 41's FOR UPDATE NOWAIT failed.
+TEST_F(PgRecordMirrorTest, ACatchUpLocksOnlyTheHeadsOfWritersInFlight) {
+  Put("tablet-a", 1, 1, 41, "một");
+  Put("tablet-b", 1, 2, 42, "hai");
+  auto mirror = PgRecordMirror::Open(pg_->conninfo(), dir_.File("mirror.db"), &schema_);
+  ASSERT_TRUE(mirror.ok()) << mirror.status();
+  ASSERT_TRUE((*mirror)->CatchUp().ok());
+  // A slow writer: head 42 locked, an op id drawn, nothing else written yet.
+  auto slow = PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  PgConn& db = **slow;
+  ASSERT_TRUE(db.Exec("BEGIN").ok());
+  ASSERT_TRUE(db.Query("SELECT 1 FROM kcnet_bucket_head WHERE bucket = 42 FOR UPDATE").ok());
+  auto drawn = db.Query("SELECT nextval('kcnet_op_seq')");
+  ASSERT_TRUE(drawn.ok()) << drawn.status();
+  const int64_t late_op = drawn->GetInt(0, 0);
+  Put("tablet-a", 2, 3, 43, "ba");  // a higher op commits meanwhile: the catch-up has work
+
+  std::atomic<uint64_t> reached{0};
+  absl::Notification returned;
+  std::thread catch_up([&] {
+    auto w = (*mirror)->CatchUp();
+    EXPECT_TRUE(w.ok()) << w.status();
+    if (w.ok()) reached = *w;
+    returned.Notify();
+  });
+  // It waits for the writer (a generous second to reach the lock; not a speed assertion).
+  EXPECT_FALSE(returned.WaitForNotificationWithTimeout(absl::Seconds(1)))
+      << "the catch-up moved to " << reached.load() << " past op " << late_op << " still in flight";
+  // Meanwhile an idle head is free: another writer can take it at once.
+  auto other = PgConn::Connect(pg_->conninfo());
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE((*other)->Exec("BEGIN").ok());
+  auto taken =
+      (*other)->Query("SELECT 1 FROM kcnet_bucket_head WHERE bucket = 41 FOR UPDATE NOWAIT");
+  EXPECT_TRUE(taken.ok()) << "head 41 is locked by the catch-up: " << taken.status();
+  ASSERT_TRUE((*other)->Exec("ROLLBACK").ok());
+  // The writer finishes its op and commits: the catch-up returns with it.
+  const std::string late_id = "00000000-0000-7000-8000-0000000000fe";
+  ASSERT_TRUE(db.Query("INSERT INTO kcnet_records(province, bucket, type, id, op, deleted, row, "
+                       "field_ops) SELECT province, bucket, type, $1, $2, deleted, row, "
+                       "field_ops FROM kcnet_records WHERE bucket = 42",
+                       {PgParam::Text(late_id), PgParam::Int(late_op)})
+                  .ok());
+  ASSERT_TRUE(db.Query("UPDATE kcnet_bucket_head SET last_op = $1 WHERE bucket = 42",
+                       {PgParam::Int(late_op)})
+                  .ok());
+  ASSERT_TRUE(db.Exec("COMMIT").ok());
+  catch_up.join();
+  const std::map<std::string, int64_t> in_mirror = InMirror(dir_.File("mirror.db"));
+  ASSERT_TRUE(in_mirror.contains(late_id)) << "the late op " << late_op << " was missed";
+  EXPECT_EQ(in_mirror, InPostgres());
 }
 
 TEST_F(PgRecordMirrorTest, AFileOfAnotherDatabaseStartsAgain) {
