@@ -267,7 +267,8 @@ class ClusterFaultTest : public ::testing::Test {
       absl::StatusOr<Facility> f = t.client->GetFacility(t.own[pick(t.rng)]);
       ASSERT_TRUE(f.ok()) << f.status();
       f->set_workers(static_cast<int32_t>(t.rng() % 500));
-      ASSERT_TRUE(t.client->UpdateFacility(*f, {"workers"}).ok());
+      absl::StatusOr<Facility> updated = t.client->UpdateFacility(*f, {"workers"});
+      ASSERT_TRUE(updated.ok()) << updated.status();
       return;
     }
     Facility f;
