@@ -20,6 +20,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client_sdk/attachment_digest.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -398,8 +400,11 @@ TEST_F(AttachmentsTest, ABusyServersRetryAfterIsHonouredWithoutAFailedAttempt) {
   auto holder = stub->Upload(&holder_ctx);
   {
     // The holder is admitted once the server reads it: a stream of our own is refused.
+    // Until then a probe may take the free stream itself (and end OK); under ASan on a
+    // loaded machine the server read the holder only after more than 2 s, so the probes
+    // go on for up to 30 s.
     grpc::Status refused;
-    for (int i = 0; i < 100; ++i) {
+    for (const absl::Time until = absl::Now() + absl::Seconds(30); absl::Now() < until;) {
       grpc::ClientContext ctx;
       ctx.AddMetadata("authorization", "Bearer " + login.token());
       auto probe = stub->Upload(&ctx);
