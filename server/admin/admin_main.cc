@@ -393,6 +393,20 @@ absl::Status RestoreCommand(const Args& args) {
   return absl::OkStatus();
 }
 
+// Brings DATA_DIR/pg_mirror.db (the local copy of the PostgreSQL records that kcnet-server
+// keeps) up to every op committed in PostgreSQL; returns its path.
+absl::StatusOr<std::string> CaughtUpMirror(const std::string& conninfo,
+                                           const std::filesystem::path& dir) {
+  const std::string mirror_path = (dir / "pg_mirror.db").string();
+  absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
+      pgstore::PgRecordMirror::Open(conninfo, mirror_path, &kcnet::model::KcnetSchema());
+  absl::Status status = mirror.ok() ? (*mirror)->CatchUp().status() : mirror.status();
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("store: postgres: mirror: ", status.message()));
+  }
+  return mirror_path;
+}
+
 // The report summaries of DATA_DIR. With --store=postgres:CONNINFO they follow the local
 // mirror of the PostgreSQL records (DATA_DIR/pg_mirror.db, as kcnet-server keeps it), first
 // brought up to every op committed in PostgreSQL.
@@ -402,19 +416,9 @@ absl::StatusOr<std::unique_ptr<reports::ReportsStore>> OpenReports(const Args& a
   absl::StatusOr<StoreSpec> spec = ParseStoreSpec(args.GetOr("store", ""), data_dir);
   if (!spec.ok()) return spec.status();
   if (spec->kind == StoreSpec::Kind::kPostgres) {
-    const std::string mirror_path = (dir / "pg_mirror.db").string();
-    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
-        pgstore::PgRecordMirror::Open(spec->location, mirror_path, &kcnet::model::KcnetSchema());
-    if (!mirror.ok()) {
-      return absl::Status(mirror.status().code(),
-                          absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
-    }
-    absl::StatusOr<uint64_t> copied = (*mirror)->CatchUp();
-    if (!copied.ok()) {
-      return absl::Status(copied.status().code(),
-                          absl::StrCat("store: postgres: mirror: ", copied.status().message()));
-    }
-    return reports::ReportsStore::Open((dir / "reports.db").string(), mirror_path);
+    absl::StatusOr<std::string> mirror_path = CaughtUpMirror(spec->location, dir);
+    if (!mirror_path.ok()) return mirror_path.status();
+    return reports::ReportsStore::Open((dir / "reports.db").string(), *mirror_path);
   }
   if (!std::filesystem::exists(dir / "kcnet.db")) {
     return absl::NotFoundError(
@@ -566,17 +570,8 @@ absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
   if (postgres) {
     std::error_code error;
     std::filesystem::create_directories(dir, error);
-    const std::string mirror_path = (dir / "pg_mirror.db").string();
-    absl::StatusOr<std::unique_ptr<pgstore::PgRecordMirror>> mirror =
-        pgstore::PgRecordMirror::Open(spec->location, mirror_path, &kcnet::model::KcnetSchema());
-    if (!mirror.ok()) {
-      return absl::Status(mirror.status().code(),
-                          absl::StrCat("store: postgres: mirror: ", mirror.status().message()));
-    }
-    if (absl::StatusOr<uint64_t> copied = (*mirror)->CatchUp(); !copied.ok()) {
-      return absl::Status(copied.status().code(),
-                          absl::StrCat("store: postgres: mirror: ", copied.status().message()));
-    }
+    absl::StatusOr<std::string> mirror_path = CaughtUpMirror(spec->location, dir);
+    if (!mirror_path.ok()) return mirror_path.status();
     BlobStores out;
     absl::StatusOr<std::unique_ptr<AttachmentDb>> db = pgstore::OpenPgAttachmentDb(spec->location);
     if (!db.ok()) return db.status();
@@ -585,7 +580,7 @@ absl::StatusOr<BlobStores> OpenBlobStores(const Args& args) {
     if (!bytes.ok()) return bytes.status();
     out.blobs = std::move(bytes->blobs);
     out.staging = std::move(bytes->staging);
-    absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(mirror_path);
+    absl::StatusOr<std::unique_ptr<RecordReferences>> refs = RecordReferences::Open(*mirror_path);
     if (!refs.ok()) return refs.status();
     out.references = *std::move(refs);
     return out;
