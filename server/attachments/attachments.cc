@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
@@ -724,24 +725,38 @@ absl::StatusOr<Attachments::BlobInfo> Attachments::OpenDownload(const Principal&
   const std::string sha = HexOf(sha256_raw);
   const absl::Status not_found = absl::NotFoundError(
       absl::StrCat("sha256: không tìm thấy / no attachment ", sha, " you may see"));
-  absl::StatusOr<std::vector<BlobReference>> refs = references_->Referencing(sha);
-  if (!refs.ok()) return refs.status();
   model::Actor actor = ActorFor(deps_.directory, caller);
-  for (const BlobReference& ref : *refs) {
-    if (!actor.in_scope || !actor.in_scope(ref.commune_id)) continue;
-    absl::StatusOr<int64_t> province = ProvinceOf(ref.commune_id);
-    if (!province.ok()) continue;
-    absl::StatusOr<bool> has = db_->ProvinceHas(*province, sha);
-    if (!has.ok()) return has.status();
-    if (!*has) continue;
-    absl::StatusOr<int64_t> size = blobs_->Size(sha);
-    if (!size.ok()) {
-      if (size.status().code() == absl::StatusCode::kNotFound) return not_found;
-      return size.status();
+  // The first in-scope reference whose province holds the bytes; nullopt when none does.
+  auto find = [&]() -> absl::StatusOr<std::optional<BlobInfo>> {
+    absl::StatusOr<std::vector<BlobReference>> refs = references_->Referencing(sha);
+    if (!refs.ok()) return refs.status();
+    for (const BlobReference& ref : *refs) {
+      if (!actor.in_scope || !actor.in_scope(ref.commune_id)) continue;
+      absl::StatusOr<int64_t> province = ProvinceOf(ref.commune_id);
+      if (!province.ok()) continue;
+      absl::StatusOr<bool> has = db_->ProvinceHas(*province, sha);
+      if (!has.ok()) return has.status();
+      if (!*has) continue;
+      absl::StatusOr<int64_t> size = blobs_->Size(sha);
+      if (!size.ok()) {
+        if (size.status().code() == absl::StatusCode::kNotFound) return std::nullopt;
+        return size.status();
+      }
+      return BlobInfo{.sha256 = sha, .size = *size, .media_type = ref.media_type};
     }
-    return BlobInfo{.sha256 = sha, .size = *size, .media_type = ref.media_type};
+    return std::nullopt;
+  };
+  absl::StatusOr<std::optional<BlobInfo>> found = find();
+  if (found.ok() && !found->has_value()) {
+    // The references seen may be a copy behind the records (PostgreSQL: this instance's
+    // mirror); the caller's own record may have been written a moment ago, after another
+    // province's record naming the same bytes. Look once more after catching up.
+    if (absl::Status refreshed = references_->Refresh(); !refreshed.ok()) return refreshed;
+    found = find();
   }
-  return not_found;
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) return not_found;
+  return **found;
 }
 
 absl::StatusOr<std::vector<v1::Attachment>> Attachments::List(const Principal& caller,

@@ -36,6 +36,10 @@ class AttachmentReferences {
   virtual absl::StatusOr<std::vector<BlobReference>> Referencing(const std::string& sha256) = 0;
   // Every referenced hash with its reference count.
   virtual absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> Counts() = 0;
+  // Brings what Referencing() reads up to date, for a caller that found references but
+  // none it may use (a record written a moment ago on another instance). Nothing to do
+  // for a reader of the live records.
+  virtual absl::Status Refresh() { return absl::OkStatus(); }
 };
 
 class RecordReferences : public AttachmentReferences {
@@ -57,7 +61,8 @@ class RecordReferences : public AttachmentReferences {
 // (kcnet-server on PostgreSQL: the local mirror of the records catching up,
 // pgstore::PgRecordMirror). Counts() refreshes first and fails when the refresh fails, so
 // the collector never judges a blob by a stale copy; Referencing() refreshes and looks
-// again only when it finds no reference (a record written a moment ago elsewhere).
+// again only when it finds no reference (a record written a moment ago elsewhere), and
+// Refresh() lets a caller who found only references it may not use look again.
 class RefreshedReferences : public AttachmentReferences {
  public:
   RefreshedReferences(std::unique_ptr<AttachmentReferences> inner,
@@ -66,6 +71,7 @@ class RefreshedReferences : public AttachmentReferences {
 
   absl::StatusOr<std::vector<BlobReference>> Referencing(const std::string& sha256) override;
   absl::StatusOr<absl::flat_hash_map<std::string, int64_t>> Counts() override;
+  absl::Status Refresh() override { return refresh_(); }
 
  private:
   std::unique_ptr<AttachmentReferences> inner_;
