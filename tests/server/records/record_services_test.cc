@@ -1314,7 +1314,7 @@ TEST_F(RecordServicesTest, MapPointsAndExportsFollowTheQueueFilter) {
            {"requests.min_age_days:", grpc::StatusCode::INVALID_ARGUMENT,
             [](auto* r) { r->set_min_age_days(-1); }},
            {"requests.commune_ids:", grpc::StatusCode::NOT_FOUND,
-            [this](auto* r) { r->add_commune_ids(c9_); }},
+            [](auto* r) { r->add_commune_ids(c9_); }},
        }) {
     ListMapPointsRequest bad;
     set(bad.mutable_requests());
