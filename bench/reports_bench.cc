@@ -32,15 +32,19 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
 #include "kcnet/v1/domain.pb.h"
@@ -75,28 +79,69 @@ class Generator {
  public:
   Generator(sync::ServerStore* store, World* world) : store_(store), world_(world) {}
 
-  // Applies `n` records made by `make` in batches of 1,000; returns mutations/s.
+  void set_store(sync::ServerStore* store) { store_ = store; }
+
+  // Applies `n` records made by `make` in batches of `per_batch` mutations, each one
+  // ServerStore::Apply() (one transaction); returns mutations/s. With `parallel`, a second
+  // thread makes the next batches (records, changes, clocks) while this one applies the
+  // last; the records and their order are the same either way.
   template <typename Make>
-  double Apply(int64_t n, Make make) {
+  double Apply(int64_t n, Make make, int64_t per_batch = 1000, bool parallel = false) {
     Timer timer;
-    MutationBatch batch;
-    int64_t done = 0;
-    while (done < n) {
-      batch.Clear();
-      const int64_t count = std::min<int64_t>(1000, n - done);
+    auto fill = [&](int64_t count, MutationBatch* batch) {
       for (int64_t i = 0; i < count; ++i) {
         RecordChange change = *model::ToChange(make());
         change.set_hlc(store_->clock().Now());
-        *batch.add_mutations()->add_changes() = std::move(change);
+        *batch->add_mutations()->add_changes() = std::move(change);
       }
-      const sync::Writer writer{"", sync::NodeIdFor("bench"), nullptr};
+    };
+    const sync::Writer writer{"", sync::NodeIdFor("bench"), nullptr};
+    auto apply = [&](const MutationBatch& batch) {
       absl::StatusOr<PushAck> ack = store_->Apply(writer, batch);
       if (!ack.ok()) {
         std::fprintf(stderr, "reports_bench: apply: %s\n", ack.status().ToString().c_str());
         std::exit(1);
       }
-      done += count;
+    };
+    if (!parallel) {
+      MutationBatch batch;
+      for (int64_t done = 0; done < n;) {
+        batch.Clear();
+        const int64_t count = std::min<int64_t>(per_batch, n - done);
+        fill(count, &batch);
+        apply(batch);
+        done += count;
+      }
+      return static_cast<double>(n) / timer.Seconds();
     }
+    // The maker thread fills at most two batches ahead of the writer (this thread).
+    absl::Mutex mu;
+    std::deque<std::unique_ptr<MutationBatch>> ready;  // guarded by mu
+    std::thread maker([&] {
+      for (int64_t done = 0; done < n;) {
+        auto batch = std::make_unique<MutationBatch>();
+        const int64_t count = std::min<int64_t>(per_batch, n - done);
+        fill(count, batch.get());
+        done += count;
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(
+            +[](std::deque<std::unique_ptr<MutationBatch>>* q) { return q->size() < 2; }, &ready));
+        ready.push_back(std::move(batch));
+      }
+    });
+    for (int64_t done = 0; done < n;) {
+      std::unique_ptr<MutationBatch> batch;
+      {
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(
+            +[](std::deque<std::unique_ptr<MutationBatch>>* q) { return !q->empty(); }, &ready));
+        batch = std::move(ready.front());
+        ready.pop_front();
+      }
+      apply(*batch);
+      done += batch->mutations_size();
+    }
+    maker.join();
     return static_cast<double>(n) / timer.Seconds();
   }
 
@@ -415,11 +460,117 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
   return 0;
 }
 
+// Generates the data set into the record store at `path` through ServerStore::Apply, as
+// every write reaches it: facilities, requests, their events, then `visits` visits. With
+// `old_load`, as before 2026-12-07 (for comparisons): batches of 1,000, each one durable
+// transaction, made and applied on one thread. Otherwise as a bulk load of the same
+// records in the same order: batches of kBulkBatch mutations (each one transaction, as
+// large batches from a device would be), made on a second thread while the last applies,
+// `synchronous = NORMAL` (no fsync per commit: the data set is rebuilt if the machine
+// fails), a writer cache that holds the random-id indexes, and the schema's secondary
+// indexes (RecordStore::DropSecondaryIndexes: visits, requests and events by facility or
+// request) dropped during the load and built once at the end, sorted, as `CREATE INDEX`
+// does. The files are the same as a server's: same tables, rows, op log and checksums.
+constexpr int64_t kBulkBatch = 50000;
+bool Load(const std::string& path, Generator* gen, int64_t facilities, int64_t requests,
+          int64_t visits, bool old_load) {
+  sync::ServerStoreOptions options;
+  if (!old_load) {
+    options.durable = false;
+    options.writer_cache_mb = 1024;
+    options.max_batch_mutations = kBulkBatch;
+    options.max_batch_bytes = size_t{512} << 20;
+    options.reader_connections = 0;
+  }
+  auto store = sync::ServerStore::Open(path, &model::KcnetSchema(), options);
+  if (!store.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
+    return false;
+  }
+  gen->set_store(store->get());
+  // The secondary indexes, dropped on a second connection (the store's own recreates any
+  // missing one when it is opened again), and their SQL to build them at the end.
+  std::vector<std::string> dropped;
+  std::unique_ptr<sync::Db> side;
+  if (!old_load) {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(path, sync::DbOptions());
+    if (!db.ok()) return false;
+    side = *std::move(db);
+    auto indexes = [&]() {
+      std::vector<std::pair<std::string, std::string>> out;
+      absl::StatusOr<sync::Statement*> rows = side->Prepare(
+          "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL");
+      if (!rows.ok()) return out;
+      while (*(*rows)->Step()) {
+        out.emplace_back(std::string((*rows)->ColumnText(0)), std::string((*rows)->ColumnText(1)));
+      }
+      (*rows)->Reset();
+      return out;
+    };
+    const std::vector<std::pair<std::string, std::string>> before = indexes();
+    absl::StatusOr<std::unique_ptr<sync::RecordStore>> records =
+        sync::RecordStore::Open(side.get(), &model::KcnetSchema(), "server");
+    if (!records.ok() || !(*records)->DropSecondaryIndexes().ok()) {
+      std::fprintf(stderr, "reports_bench: could not drop the secondary indexes\n");
+      return false;
+    }
+    const std::vector<std::pair<std::string, std::string>> after = indexes();
+    for (const auto& index : before) {
+      if (std::find(after.begin(), after.end(), index) == after.end()) {
+        dropped.push_back(index.second);
+      }
+    }
+  }
+  const int64_t per_batch = old_load ? 1000 : kBulkBatch;
+  const bool parallel = !old_load;
+  Timer phase;
+  gen->Apply(
+      facilities, [&] { return gen->MakeFacility(); }, per_batch, parallel);
+  // Requests and their events as two records each.
+  std::vector<RequestEvent> events;
+  gen->Apply(
+      requests,
+      [&] {
+        std::pair<SupportRequest, RequestEvent> made = gen->MakeRequest();
+        events.push_back(std::move(made.second));
+        return std::move(made.first);
+      },
+      per_batch, parallel);
+  size_t next_event = 0;
+  gen->Apply(
+      static_cast<int64_t>(events.size()), [&] { return events[next_event++]; }, per_batch,
+      parallel);
+  std::fprintf(stderr, "reports_bench: facilities, requests and events in %.1f s\n",
+               phase.Seconds());
+  Timer visits_timer;
+  gen->Apply(
+      visits, [&] { return gen->MakeVisit(); }, per_batch, parallel);
+  std::fprintf(stderr, "reports_bench: %lld visits in %.1f s\n", static_cast<long long>(visits),
+               visits_timer.Seconds());
+  gen->set_store(nullptr);
+  store->reset();
+  if (!dropped.empty()) {
+    Timer build;
+    // A large sort buffer on two threads: SQLite sorts each index's entries in chunks of
+    // the page cache's size before writing the B-tree in order.
+    absl::Status status = side->Exec("PRAGMA cache_size = -524288; PRAGMA threads = 2");
+    for (size_t i = 0; status.ok() && i < dropped.size(); ++i) status = side->Exec(dropped[i]);
+    if (!status.ok()) {
+      std::fprintf(stderr, "reports_bench: building the indexes: %s\n", status.ToString().c_str());
+      return false;
+    }
+    std::fprintf(stderr, "reports_bench: %zu secondary indexes built in %.1f s\n", dropped.size(),
+                 build.Seconds());
+  }
+  return true;
+}
+
 int Run(int argc, char** argv) {
   double scale = 1.0;
   std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
   std::string keep;
-  bool reuse = false, queries_only = false, follower_only = false;
+  bool reuse = false, queries_only = false, follower_only = false, generate_only = false,
+       old_load = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reuse") {
@@ -432,6 +583,14 @@ int Run(int argc, char** argv) {
     }
     if (a == "--follower_only") {
       follower_only = true;
+      continue;
+    }
+    if (a == "--generate_only") {
+      generate_only = true;
+      continue;
+    }
+    if (a == "--old_load") {
+      old_load = true;
       continue;
     }
     if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
@@ -485,37 +644,35 @@ int Run(int argc, char** argv) {
   std::fprintf(stderr, "reports_bench: %zu provinces, %zu communes, scale %.3g, in %s\n",
                world.provinces.size(), world.communes.size(), scale, dir.c_str());
 
+  const std::string store_path = (root / "kcnet.db").string();
   sync::ServerStoreOptions store_options;
-  auto store =
-      sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(), store_options);
+  Generator gen(nullptr, &world);
+  const int64_t facilities = static_cast<int64_t>(200000 * scale);
+  const int64_t visits = static_cast<int64_t>(5000000 * scale);
+  const int64_t requests = static_cast<int64_t>(500000 * scale);
+  // Most of the visits are loaded without the summaries (they are rebuilt below); the last
+  // part in alternating phases, with and without the follower, for the ingest ratio.
+  const int64_t phase = std::max<int64_t>(10000, visits / 50);
+  if (!reuse) {
+    Timer load;
+    const double load_cpu0 = ProcessCpuSeconds();
+    if (!Load(store_path, &gen, facilities, requests, std::max<int64_t>(0, visits - 4 * phase),
+              old_load)) {
+      return 1;
+    }
+    std::fprintf(stderr, "reports_bench: loaded in %.1f s (%.1f s CPU, all threads)\n",
+                 load.Seconds(), ProcessCpuSeconds() - load_cpu0);
+    if (generate_only) return 0;
+  }
+  auto store = sync::ServerStore::Open(store_path, &model::KcnetSchema(), store_options);
   if (!store.ok()) {
     std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
     return 1;
   }
-  Generator gen(store->get(), &world);
+  gen.set_store(store->get());
   if (reuse) {
     return Measure(world, root, store->get(), directory->get(), queries_only, follower_only);
   }
-  const int64_t facilities = static_cast<int64_t>(200000 * scale);
-  const int64_t visits = static_cast<int64_t>(5000000 * scale);
-  const int64_t requests = static_cast<int64_t>(500000 * scale);
-  Timer load;
-  gen.Apply(facilities, [&] { return gen.MakeFacility(); });
-  // Requests and their events as two records each.
-  std::vector<RequestEvent> events;
-  gen.Apply(requests, [&] {
-    auto [r, e] = gen.MakeRequest();
-    events.push_back(e);
-    return r;
-  });
-  size_t next_event = 0;
-  gen.Apply(static_cast<int64_t>(events.size()), [&] { return events[next_event++]; });
-  // Most of the visits without the summaries (they are rebuilt below); the last part in
-  // alternating phases, with and without the follower, for the ingest ratio.
-  const int64_t phase = std::max<int64_t>(10000, visits / 50);
-  const int64_t bulk = std::max<int64_t>(0, visits - 4 * phase);
-  gen.Apply(bulk, [&] { return gen.MakeVisit(); });
-  std::fprintf(stderr, "reports_bench: loaded in %.1f s\n", load.Seconds());
 
   auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
                                                      (root / "kcnet.db").string());
