@@ -3,8 +3,8 @@
 // The org-unit tree is the 2025 two-tier list (../shared/data/vn_admin/units_2tier_2025.csv:
 // 34 provinces, 3,321 communes; skipped with a message when absent). The bench generates, at
 // --scale=1, 200,000 facilities, 5,000,000 visits and 500,000 requests (each with one event)
-// over 5 years (2021-2025) into a real record store (ServerStore::Apply, batches of 1,000
-// mutations) and measures, in one run:
+// over 5 years (2021-2025) into a real record store (ServerStore::Apply as a bulk load, see
+// Load(); the measured writes in batches of 1,000 mutations) and measures, in one run:
 //   ingest_ratio_with_reports: mutations/s applied with the follower running / without it
 //                              (alternating phases of the same kind of batches);
 //   ingest_cpu_ratio_with_reports, ingest_cpu_ratio_one_core, follower_cpu_per_visit_us,
@@ -24,10 +24,14 @@
 //                              province and the year 2025, random provinces;
 //   national_p99_ms:           each report for the whole country and 2025.
 // Flags: --scale=F (default 1; e.g. 0.02 for a quick run), --data=PATH of the CSV,
-// --keep=DIR to build in DIR and keep it, --reuse (with --keep of a kept run) to skip the
-// generation, rebuild the summaries and measure only rebuild_s and the queries;
-// --queries_only (with --reuse) to measure only the queries over the kept summaries,
-// --follower_only (with --reuse) only the follower's rate over the kept summaries.
+// --keep=DIR to build in DIR and keep it; --generate_only (with --keep) to generate the set
+// and stop; --reuse (with --keep of a kept run, the same --scale) to skip the generation
+// and measure everything above over the kept set (its ingest phases add their visits to
+// it); --rebuild_and_queries (with --reuse) to measure only rebuild_s and the queries,
+// then the follower's rate; --queries_only (with --reuse) to measure only the queries over
+// the kept summaries, --follower_only (with --reuse) only the follower's rate over the
+// kept summaries; --old_load to generate as before 2026-12-07 (batches of 1,000 durable
+// transactions on one thread, for comparisons; see Load()).
 #include <time.h>
 
 #include <algorithm>
@@ -77,7 +81,10 @@ struct World {
 
 class Generator {
  public:
-  Generator(sync::ServerStore* store, World* world) : store_(store), world_(world) {}
+  // `seed` 0: the generation's own; a run over a kept set passes another (its last op),
+  // so that the visits it adds are new records, not the ids of an earlier run's.
+  Generator(sync::ServerStore* store, World* world, uint64_t seed = 0)
+      : store_(store), world_(world), rng_(20250701 + seed) {}
 
   void set_store(sync::ServerStore* store) { store_ = store; }
 
@@ -198,7 +205,7 @@ class Generator {
  private:
   sync::ServerStore* store_;
   World* world_;
-  std::mt19937_64 rng_{20250701};
+  std::mt19937_64 rng_;
 };
 
 double last_ingest_off = 0, last_ingest_on = 0;  // mutations/s of the last IngestRatio()
@@ -360,6 +367,23 @@ Latencies MeasureQueries(const World& world, server::Directory* directory,
   return Latencies{P99(province_ms), P99(national_ms)};
 }
 
+// The kept set's facilities (id, commune, point) into `world`, for the visits a run over
+// it adds.
+bool ReadFacilities(const std::filesystem::path& root, World* world) {
+  absl::StatusOr<std::unique_ptr<sync::Db>> db =
+      sync::Db::Open((root / "kcnet.db").string(), sync::DbOptions());
+  if (!db.ok()) return false;
+  absl::StatusOr<sync::Statement*> rows =
+      (*db)->Prepare("SELECT id, commune_id, latitude, longitude FROM facility WHERE _del = 0");
+  if (!rows.ok()) return false;
+  while (*(*rows)->Step()) {
+    world->facilities.emplace_back(std::string((*rows)->ColumnText(0)), (*rows)->ColumnInt(1));
+    world->points.emplace_back((*rows)->ColumnDouble(2), (*rows)->ColumnDouble(3));
+  }
+  (*rows)->Reset();
+  return true;
+}
+
 // --reuse: the summaries rebuilt over a kept store, then the queries.
 // --queries_only: the kept summaries caught up (no rebuild), then only the queries;
 // --follower_only: caught up (no rebuild), then only the follower's rate.
@@ -403,20 +427,8 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
   // The follower's own rate: 20,000 visits written with it stopped, then counted by one
   // CatchUp() (stderr; the facilities are read back from the kept store).
   World more = world;
-  {
-    absl::StatusOr<std::unique_ptr<sync::Db>> db =
-        sync::Db::Open((root / "kcnet.db").string(), sync::DbOptions());
-    if (!db.ok()) return 1;
-    absl::StatusOr<sync::Statement*> rows =
-        (*db)->Prepare("SELECT id, commune_id, latitude, longitude FROM facility WHERE _del = 0");
-    if (!rows.ok()) return 1;
-    while (*(*rows)->Step()) {
-      more.facilities.emplace_back(std::string((*rows)->ColumnText(0)), (*rows)->ColumnInt(1));
-      more.points.emplace_back((*rows)->ColumnDouble(2), (*rows)->ColumnDouble(3));
-    }
-    (*rows)->Reset();
-  }
-  Generator gen(store, &more);
+  if (!ReadFacilities(root, &more)) return 1;
+  Generator gen(store, &more, store->last_op());
   gen.Apply(20000, [&] { return gen.MakeVisit(); });
   if (follower_only) {  // a moment to attach a profiler to the catch-up alone
     std::fprintf(stderr, "reports_bench: 20,000 visits written; counting them in 2 s\n");
@@ -570,7 +582,7 @@ int Run(int argc, char** argv) {
   std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
   std::string keep;
   bool reuse = false, queries_only = false, follower_only = false, generate_only = false,
-       old_load = false;
+       old_load = false, old_reuse = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reuse") {
@@ -591,6 +603,10 @@ int Run(int argc, char** argv) {
     }
     if (a == "--old_load") {
       old_load = true;
+      continue;
+    }
+    if (a == "--rebuild_and_queries") {
+      old_reuse = true;
       continue;
     }
     if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
@@ -670,9 +686,17 @@ int Run(int argc, char** argv) {
     return 1;
   }
   gen.set_store(store->get());
-  if (reuse) {
+  if (reuse && (queries_only || follower_only || old_reuse)) {
     return Measure(world, root, store->get(), directory->get(), queries_only, follower_only);
   }
+  Generator again(store->get(), &world, (*store)->last_op());
+  if (reuse) {
+    // The whole measurement below over the kept set: its visits are added to it.
+    if (!ReadFacilities(root, &world)) return 1;
+    std::fprintf(stderr, "reports_bench: reusing %s (%llu ops, %zu facilities)\n", dir.c_str(),
+                 static_cast<unsigned long long>((*store)->last_op()), world.facilities.size());
+  }
+  Generator& gen_next = reuse ? again : gen;
 
   auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
                                                      (root / "kcnet.db").string());
@@ -687,7 +711,7 @@ int Run(int argc, char** argv) {
   const double rebuild_cpu_s = ProcessCpuSeconds() - rebuild_cpu0;
 
   sync::ServerStore* s = store->get();
-  const double ratio = IngestRatio(&gen, s, reports->get(), phase);
+  const double ratio = IngestRatio(&gen_next, s, reports->get(), phase);
   if (ratio < 0) return 1;
 
   // Freshness: commit -> counted, with the follower running.
@@ -697,7 +721,7 @@ int Run(int argc, char** argv) {
         reports->get(), [s] { return s->last_op(); }, nullptr);
     for (int i = 0; i < 50; ++i) {
       absl::SleepFor(absl::Milliseconds(20));
-      gen.Apply(1, [&] { return gen.MakeVisit(); });
+      gen_next.Apply(1, [&] { return gen_next.MakeVisit(); });
       const absl::Time start = absl::Now();  // Apply returns once the write is committed
       const uint64_t op = s->last_op();
       while (*(*reports)->Cursor() < op) absl::SleepFor(absl::Microseconds(200));
