@@ -51,6 +51,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "google/protobuf/arena.h"
 #include "kcnet/v1/domain.pb.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
@@ -78,6 +79,14 @@ struct World {
   std::vector<std::pair<std::string, int64_t>> facilities;  // id, commune
   std::vector<std::pair<double, double>> points;
 };
+
+// Arena blocks of up to 4 MB for the bulk load's batches (tens of MB each).
+google::protobuf::ArenaOptions ArenaForBatches() {
+  google::protobuf::ArenaOptions options;
+  options.start_block_size = 64 << 10;
+  options.max_block_size = 4 << 20;
+  return options;
+}
 
 class Generator {
  public:
@@ -121,32 +130,39 @@ class Generator {
       }
       return static_cast<double>(n) / timer.Seconds();
     }
-    // The maker thread fills at most two batches ahead of the writer (this thread).
+    // The maker thread fills at most two batches ahead of the writer (this thread). Each
+    // batch lives on an arena of its own: freeing 50,000 mutations object by object on the
+    // writer's thread (allocated on the maker's) cost a tenth of the load's CPU in glibc's
+    // malloc_consolidate; an arena frees a few large blocks.
+    struct Made {
+      google::protobuf::Arena arena{ArenaForBatches()};
+      MutationBatch* batch = google::protobuf::Arena::CreateMessage<MutationBatch>(&arena);
+    };
     absl::Mutex mu;
-    std::deque<std::unique_ptr<MutationBatch>> ready;  // guarded by mu
+    std::deque<std::unique_ptr<Made>> ready;  // guarded by mu
     std::thread maker([&] {
       for (int64_t done = 0; done < n;) {
-        auto batch = std::make_unique<MutationBatch>();
+        auto made = std::make_unique<Made>();
         const int64_t count = std::min<int64_t>(per_batch, n - done);
-        fill(count, batch.get());
+        fill(count, made->batch);
         done += count;
         absl::MutexLock lock(&mu);
         mu.Await(absl::Condition(
-            +[](std::deque<std::unique_ptr<MutationBatch>>* q) { return q->size() < 2; }, &ready));
-        ready.push_back(std::move(batch));
+            +[](std::deque<std::unique_ptr<Made>>* q) { return q->size() < 2; }, &ready));
+        ready.push_back(std::move(made));
       }
     });
     for (int64_t done = 0; done < n;) {
-      std::unique_ptr<MutationBatch> batch;
+      std::unique_ptr<Made> made;
       {
         absl::MutexLock lock(&mu);
         mu.Await(absl::Condition(
-            +[](std::deque<std::unique_ptr<MutationBatch>>* q) { return !q->empty(); }, &ready));
-        batch = std::move(ready.front());
+            +[](std::deque<std::unique_ptr<Made>>* q) { return !q->empty(); }, &ready));
+        made = std::move(ready.front());
         ready.pop_front();
       }
-      apply(*batch);
-      done += batch->mutations_size();
+      apply(*made->batch);
+      done += made->batch->mutations_size();
     }
     maker.join();
     return static_cast<double>(n) / timer.Seconds();
