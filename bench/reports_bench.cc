@@ -495,7 +495,7 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
 // records in the same order: batches of kBulkBatch mutations (each one transaction, as
 // large batches from a device would be), made on a second thread while the last applies,
 // `synchronous = NORMAL` (no fsync per commit: the data set is rebuilt if the machine
-// fails), a writer cache that holds the random-id indexes, and the schema's secondary
+// fails), and the schema's secondary
 // indexes (RecordStore::DropSecondaryIndexes: visits, requests and events by facility or
 // request) dropped during the load and built once at the end, sorted, as `CREATE INDEX`
 // does. The files are the same as a server's: same tables, rows, op log and checksums.
@@ -505,7 +505,6 @@ bool Load(const std::string& path, Generator* gen, int64_t facilities, int64_t r
   sync::ServerStoreOptions options;
   if (!old_load) {
     options.durable = false;
-    options.writer_cache_mb = 1024;
     options.max_batch_mutations = kBulkBatch;
     options.max_batch_bytes = size_t{512} << 20;
     options.reader_connections = 0;

@@ -110,6 +110,9 @@ absl::StatusOr<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
       // Checkpoint every 32 MB of WAL rather than 4: pages rewritten by many commits (the
       // random-id indexes) are copied to the database once per checkpoint, not per 4 MB.
       "PRAGMA wal_autocheckpoint = 8192;"
+      // 64 MiB of page cache for the writer (the default is 2): the pages of the indexes
+      // that every batch touches stay in memory instead of being read again from the OS.
+      "PRAGMA cache_size = -65536;"
       "CREATE TABLE IF NOT EXISTS _devices(device_id TEXT PRIMARY KEY, node INTEGER NOT NULL, "
       "last_seq INTEGER NOT NULL) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS _conflicts(id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, "
@@ -133,11 +136,6 @@ absl::StatusOr<std::unique_ptr<SqliteServerStore>> SqliteServerStore::Open(
       "digest INTEGER NOT NULL, PRIMARY KEY(device_id, seq)) WITHOUT ROWID;"
       // Devices whose hand-backs after a restore are over (Mutation.handback).
       "CREATE TABLE IF NOT EXISTS _handback_closed(device_id TEXT PRIMARY KEY) WITHOUT ROWID;");
-  if (!status.ok()) return status;
-  // 64 MiB of page cache for the writer by default (SQLite's is 2): the pages of the
-  // indexes that every batch touches stay in memory instead of being read again from the OS.
-  status = store->db_->Exec(
-      absl::StrCat("PRAGMA cache_size = -", int64_t{std::max(2, options.writer_cache_mb)} * 1024));
   if (!status.ok()) return status;
   absl::StatusOr<std::optional<int64_t>> last_op = store->records_->GetMeta("last_op");
   if (!last_op.ok()) return last_op.status();

@@ -53,11 +53,6 @@ struct ServerStoreOptions {
   // Connections for ChangesSince() and List(), beside the writer's. 0 (and always for
   // ":memory:", which a second connection cannot see) reads on the writer's connection.
   int reader_connections = 2;
-  // The writer's page cache, in MiB. The default keeps the pages of the indexes every
-  // batch touches in memory; a bulk load of millions of records (a benchmark's data set)
-  // wants its random-id indexes whole in the cache, so that a transaction writes each
-  // dirty page once instead of spilling it.
-  int writer_cache_mb = 64;
   // Told after every group commit (for metrics): the batches it committed and how long
   // applying and committing them took. Runs on the committing thread; must be quick.
   std::function<void(size_t batches, absl::Duration elapsed)> on_group_commit;
