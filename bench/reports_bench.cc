@@ -3,8 +3,8 @@
 // The org-unit tree is the 2025 two-tier list (../shared/data/vn_admin/units_2tier_2025.csv:
 // 34 provinces, 3,321 communes; skipped with a message when absent). The bench generates, at
 // --scale=1, 200,000 facilities, 5,000,000 visits and 500,000 requests (each with one event)
-// over 5 years (2021-2025) into a real record store (ServerStore::Apply, batches of 1,000
-// mutations) and measures, in one run:
+// over 5 years (2021-2025) into a real record store (ServerStore::Apply as a bulk load, see
+// Load(); the measured writes in batches of 1,000 mutations) and measures, in one run:
 //   ingest_ratio_with_reports: mutations/s applied with the follower running / without it
 //                              (alternating phases of the same kind of batches);
 //   ingest_cpu_ratio_with_reports, ingest_cpu_ratio_one_core, follower_cpu_per_visit_us,
@@ -24,25 +24,34 @@
 //                              province and the year 2025, random provinces;
 //   national_p99_ms:           each report for the whole country and 2025.
 // Flags: --scale=F (default 1; e.g. 0.02 for a quick run), --data=PATH of the CSV,
-// --keep=DIR to build in DIR and keep it, --reuse (with --keep of a kept run) to skip the
-// generation, rebuild the summaries and measure only rebuild_s and the queries;
-// --queries_only (with --reuse) to measure only the queries over the kept summaries,
-// --follower_only (with --reuse) only the follower's rate over the kept summaries.
+// --keep=DIR to build in DIR and keep it; --generate_only (with --keep) to generate the set
+// and stop; --reuse (with --keep of a kept run, the same --scale) to skip the generation
+// and measure everything above over the kept set (its ingest phases add their visits to
+// it); --rebuild_and_queries (with --reuse) to measure only rebuild_s and the queries,
+// then the follower's rate; --queries_only (with --reuse) to measure only the queries over
+// the kept summaries, --follower_only (with --reuse) only the follower's rate over the
+// kept summaries; --old_load to generate as before 2026-12-07 (batches of 1,000 durable
+// transactions on one thread, for comparisons; see Load()).
 #include <time.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
+#include "google/protobuf/arena.h"
 #include "kcnet/v1/domain.pb.h"
 #include "server/directory/csv_import.h"
 #include "server/directory/directory.h"
@@ -71,32 +80,91 @@ struct World {
   std::vector<std::pair<double, double>> points;
 };
 
+// Arena blocks of up to 4 MB for the bulk load's batches (tens of MB each).
+google::protobuf::ArenaOptions ArenaForBatches() {
+  google::protobuf::ArenaOptions options;
+  options.start_block_size = 64 << 10;
+  options.max_block_size = 4 << 20;
+  return options;
+}
+
 class Generator {
  public:
-  Generator(sync::ServerStore* store, World* world) : store_(store), world_(world) {}
+  // `seed` 0: the generation's own; a run over a kept set passes another (its last op),
+  // so that the visits it adds are new records, not the ids of an earlier run's.
+  Generator(sync::ServerStore* store, World* world, uint64_t seed = 0)
+      : store_(store), world_(world), rng_(20250701 + seed) {}
 
-  // Applies `n` records made by `make` in batches of 1,000; returns mutations/s.
+  void set_store(sync::ServerStore* store) { store_ = store; }
+
+  // Applies `n` records made by `make` in batches of `per_batch` mutations, each one
+  // ServerStore::Apply() (one transaction); returns mutations/s. With `parallel`, a second
+  // thread makes the next batches (records, changes, clocks) while this one applies the
+  // last; the records and their order are the same either way.
   template <typename Make>
-  double Apply(int64_t n, Make make) {
+  double Apply(int64_t n, Make make, int64_t per_batch = 1000, bool parallel = false) {
     Timer timer;
-    MutationBatch batch;
-    int64_t done = 0;
-    while (done < n) {
-      batch.Clear();
-      const int64_t count = std::min<int64_t>(1000, n - done);
+    auto fill = [&](int64_t count, MutationBatch* batch) {
       for (int64_t i = 0; i < count; ++i) {
         RecordChange change = *model::ToChange(make());
         change.set_hlc(store_->clock().Now());
-        *batch.add_mutations()->add_changes() = std::move(change);
+        *batch->add_mutations()->add_changes() = std::move(change);
       }
-      const sync::Writer writer{"", sync::NodeIdFor("bench"), nullptr};
+    };
+    const sync::Writer writer{"", sync::NodeIdFor("bench"), nullptr};
+    auto apply = [&](const MutationBatch& batch) {
       absl::StatusOr<PushAck> ack = store_->Apply(writer, batch);
       if (!ack.ok()) {
         std::fprintf(stderr, "reports_bench: apply: %s\n", ack.status().ToString().c_str());
         std::exit(1);
       }
-      done += count;
+    };
+    if (!parallel) {
+      MutationBatch batch;
+      for (int64_t done = 0; done < n;) {
+        batch.Clear();
+        const int64_t count = std::min<int64_t>(per_batch, n - done);
+        fill(count, &batch);
+        apply(batch);
+        done += count;
+      }
+      return static_cast<double>(n) / timer.Seconds();
     }
+    // The maker thread fills at most two batches ahead of the writer (this thread). Each
+    // batch lives on an arena of its own: freeing 50,000 mutations object by object on the
+    // writer's thread (allocated on the maker's) cost a tenth of the load's CPU in glibc's
+    // malloc_consolidate; an arena frees a few large blocks.
+    struct Made {
+      google::protobuf::Arena arena{ArenaForBatches()};
+      MutationBatch* batch = google::protobuf::Arena::CreateMessage<MutationBatch>(&arena);
+    };
+    absl::Mutex mu;
+    std::deque<std::unique_ptr<Made>> ready;  // guarded by mu
+    std::thread maker([&] {
+      for (int64_t done = 0; done < n;) {
+        auto made = std::make_unique<Made>();
+        const int64_t count = std::min<int64_t>(per_batch, n - done);
+        fill(count, made->batch);
+        done += count;
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(
+            +[](std::deque<std::unique_ptr<Made>>* q) { return q->size() < 2; }, &ready));
+        ready.push_back(std::move(made));
+      }
+    });
+    for (int64_t done = 0; done < n;) {
+      std::unique_ptr<Made> made;
+      {
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(
+            +[](std::deque<std::unique_ptr<Made>>* q) { return !q->empty(); }, &ready));
+        made = std::move(ready.front());
+        ready.pop_front();
+      }
+      apply(*made->batch);
+      done += made->batch->mutations_size();
+    }
+    maker.join();
     return static_cast<double>(n) / timer.Seconds();
   }
 
@@ -153,7 +221,7 @@ class Generator {
  private:
   sync::ServerStore* store_;
   World* world_;
-  std::mt19937_64 rng_{20250701};
+  std::mt19937_64 rng_;
 };
 
 double last_ingest_off = 0, last_ingest_on = 0;  // mutations/s of the last IngestRatio()
@@ -315,6 +383,23 @@ Latencies MeasureQueries(const World& world, server::Directory* directory,
   return Latencies{P99(province_ms), P99(national_ms)};
 }
 
+// The kept set's facilities (id, commune, point) into `world`, for the visits a run over
+// it adds.
+bool ReadFacilities(const std::filesystem::path& root, World* world) {
+  absl::StatusOr<std::unique_ptr<sync::Db>> db =
+      sync::Db::Open((root / "kcnet.db").string(), sync::DbOptions());
+  if (!db.ok()) return false;
+  absl::StatusOr<sync::Statement*> rows =
+      (*db)->Prepare("SELECT id, commune_id, latitude, longitude FROM facility WHERE _del = 0");
+  if (!rows.ok()) return false;
+  while (*(*rows)->Step()) {
+    world->facilities.emplace_back(std::string((*rows)->ColumnText(0)), (*rows)->ColumnInt(1));
+    world->points.emplace_back((*rows)->ColumnDouble(2), (*rows)->ColumnDouble(3));
+  }
+  (*rows)->Reset();
+  return true;
+}
+
 // --reuse: the summaries rebuilt over a kept store, then the queries.
 // --queries_only: the kept summaries caught up (no rebuild), then only the queries;
 // --follower_only: caught up (no rebuild), then only the follower's rate.
@@ -358,20 +443,8 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
   // The follower's own rate: 20,000 visits written with it stopped, then counted by one
   // CatchUp() (stderr; the facilities are read back from the kept store).
   World more = world;
-  {
-    absl::StatusOr<std::unique_ptr<sync::Db>> db =
-        sync::Db::Open((root / "kcnet.db").string(), sync::DbOptions());
-    if (!db.ok()) return 1;
-    absl::StatusOr<sync::Statement*> rows =
-        (*db)->Prepare("SELECT id, commune_id, latitude, longitude FROM facility WHERE _del = 0");
-    if (!rows.ok()) return 1;
-    while (*(*rows)->Step()) {
-      more.facilities.emplace_back(std::string((*rows)->ColumnText(0)), (*rows)->ColumnInt(1));
-      more.points.emplace_back((*rows)->ColumnDouble(2), (*rows)->ColumnDouble(3));
-    }
-    (*rows)->Reset();
-  }
-  Generator gen(store, &more);
+  if (!ReadFacilities(root, &more)) return 1;
+  Generator gen(store, &more, store->last_op());
   gen.Apply(20000, [&] { return gen.MakeVisit(); });
   if (follower_only) {  // a moment to attach a profiler to the catch-up alone
     std::fprintf(stderr, "reports_bench: 20,000 visits written; counting them in 2 s\n");
@@ -415,11 +488,116 @@ int Measure(const World& world, const std::filesystem::path& root, sync::ServerS
   return 0;
 }
 
+// Generates the data set into the record store at `path` through ServerStore::Apply, as
+// every write reaches it: facilities, requests, their events, then `visits` visits. With
+// `old_load`, as before 2026-12-07 (for comparisons): batches of 1,000, each one durable
+// transaction, made and applied on one thread. Otherwise as a bulk load of the same
+// records in the same order: batches of kBulkBatch mutations (each one transaction, as
+// large batches from a device would be), made on a second thread while the last applies,
+// `synchronous = NORMAL` (no fsync per commit: the data set is rebuilt if the machine
+// fails), and the schema's secondary
+// indexes (RecordStore::DropSecondaryIndexes: visits, requests and events by facility or
+// request) dropped during the load and built once at the end, sorted, as `CREATE INDEX`
+// does. The files are the same as a server's: same tables, rows, op log and checksums.
+constexpr int64_t kBulkBatch = 50000;
+bool Load(const std::string& path, Generator* gen, int64_t facilities, int64_t requests,
+          int64_t visits, bool old_load) {
+  sync::ServerStoreOptions options;
+  if (!old_load) {
+    options.durable = false;
+    options.max_batch_mutations = kBulkBatch;
+    options.max_batch_bytes = size_t{512} << 20;
+    options.reader_connections = 0;
+  }
+  auto store = sync::ServerStore::Open(path, &model::KcnetSchema(), options);
+  if (!store.ok()) {
+    std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
+    return false;
+  }
+  gen->set_store(store->get());
+  // The secondary indexes, dropped on a second connection (the store's own recreates any
+  // missing one when it is opened again), and their SQL to build them at the end.
+  std::vector<std::string> dropped;
+  std::unique_ptr<sync::Db> side;
+  if (!old_load) {
+    absl::StatusOr<std::unique_ptr<sync::Db>> db = sync::Db::Open(path, sync::DbOptions());
+    if (!db.ok()) return false;
+    side = *std::move(db);
+    auto indexes = [&]() {
+      std::vector<std::pair<std::string, std::string>> out;
+      absl::StatusOr<sync::Statement*> rows = side->Prepare(
+          "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL");
+      if (!rows.ok()) return out;
+      while (*(*rows)->Step()) {
+        out.emplace_back(std::string((*rows)->ColumnText(0)), std::string((*rows)->ColumnText(1)));
+      }
+      (*rows)->Reset();
+      return out;
+    };
+    const std::vector<std::pair<std::string, std::string>> before = indexes();
+    absl::StatusOr<std::unique_ptr<sync::RecordStore>> records =
+        sync::RecordStore::Open(side.get(), &model::KcnetSchema(), "server");
+    if (!records.ok() || !(*records)->DropSecondaryIndexes().ok()) {
+      std::fprintf(stderr, "reports_bench: could not drop the secondary indexes\n");
+      return false;
+    }
+    const std::vector<std::pair<std::string, std::string>> after = indexes();
+    for (const auto& index : before) {
+      if (std::find(after.begin(), after.end(), index) == after.end()) {
+        dropped.push_back(index.second);
+      }
+    }
+  }
+  const int64_t per_batch = old_load ? 1000 : kBulkBatch;
+  const bool parallel = !old_load;
+  Timer phase;
+  gen->Apply(
+      facilities, [&] { return gen->MakeFacility(); }, per_batch, parallel);
+  // Requests and their events as two records each.
+  std::vector<RequestEvent> events;
+  gen->Apply(
+      requests,
+      [&] {
+        std::pair<SupportRequest, RequestEvent> made = gen->MakeRequest();
+        events.push_back(std::move(made.second));
+        return std::move(made.first);
+      },
+      per_batch, parallel);
+  size_t next_event = 0;
+  gen->Apply(
+      static_cast<int64_t>(events.size()), [&] { return events[next_event++]; }, per_batch,
+      parallel);
+  std::fprintf(stderr, "reports_bench: facilities, requests and events in %.1f s\n",
+               phase.Seconds());
+  Timer visits_timer;
+  gen->Apply(
+      visits, [&] { return gen->MakeVisit(); }, per_batch, parallel);
+  std::fprintf(stderr, "reports_bench: %lld visits in %.1f s\n", static_cast<long long>(visits),
+               visits_timer.Seconds());
+  gen->set_store(nullptr);
+  store->reset();
+  if (!dropped.empty()) {
+    Timer build;
+    // A large sort buffer on two threads: SQLite sorts each index's entries in chunks of
+    // the page cache's size before writing the B-tree in order.
+    absl::Status status = side->Exec("PRAGMA cache_size = -524288; PRAGMA threads = 2");
+    for (size_t i = 0; status.ok() && i < dropped.size(); ++i) status = side->Exec(dropped[i]);
+    if (!status.ok()) {
+      std::fprintf(stderr, "reports_bench: building the indexes: %s\n", status.ToString().c_str());
+      return false;
+    }
+    std::fprintf(stderr, "reports_bench: %zu secondary indexes built in %.1f s\n", dropped.size(),
+                 build.Seconds());
+  }
+  return true;
+}
+
 int Run(int argc, char** argv) {
   double scale = 1.0;
   std::string data = "/work/shared/data/vn_admin/units_2tier_2025.csv";
   std::string keep;
-  bool reuse = false, queries_only = false, follower_only = false;
+  bool reuse = false, queries_only = false, follower_only = false, generate_only = false,
+       old_load = false, old_reuse = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reuse") {
@@ -432,6 +610,18 @@ int Run(int argc, char** argv) {
     }
     if (a == "--follower_only") {
       follower_only = true;
+      continue;
+    }
+    if (a == "--generate_only") {
+      generate_only = true;
+      continue;
+    }
+    if (a == "--old_load") {
+      old_load = true;
+      continue;
+    }
+    if (a == "--rebuild_and_queries") {
+      old_reuse = true;
       continue;
     }
     if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
@@ -485,37 +675,43 @@ int Run(int argc, char** argv) {
   std::fprintf(stderr, "reports_bench: %zu provinces, %zu communes, scale %.3g, in %s\n",
                world.provinces.size(), world.communes.size(), scale, dir.c_str());
 
+  const std::string store_path = (root / "kcnet.db").string();
   sync::ServerStoreOptions store_options;
-  auto store =
-      sync::ServerStore::Open((root / "kcnet.db").string(), &model::KcnetSchema(), store_options);
+  Generator gen(nullptr, &world);
+  const int64_t facilities = static_cast<int64_t>(200000 * scale);
+  const int64_t visits = static_cast<int64_t>(5000000 * scale);
+  const int64_t requests = static_cast<int64_t>(500000 * scale);
+  // Most of the visits are loaded without the summaries (they are rebuilt below); the last
+  // part in alternating phases, with and without the follower, for the ingest ratio.
+  const int64_t phase = std::max<int64_t>(10000, visits / 50);
+  if (!reuse) {
+    Timer load;
+    const double load_cpu0 = ProcessCpuSeconds();
+    if (!Load(store_path, &gen, facilities, requests, std::max<int64_t>(0, visits - 4 * phase),
+              old_load)) {
+      return 1;
+    }
+    std::fprintf(stderr, "reports_bench: loaded in %.1f s (%.1f s CPU, all threads)\n",
+                 load.Seconds(), ProcessCpuSeconds() - load_cpu0);
+    if (generate_only) return 0;
+  }
+  auto store = sync::ServerStore::Open(store_path, &model::KcnetSchema(), store_options);
   if (!store.ok()) {
     std::fprintf(stderr, "reports_bench: %s\n", store.status().ToString().c_str());
     return 1;
   }
-  Generator gen(store->get(), &world);
-  if (reuse) {
+  gen.set_store(store->get());
+  if (reuse && (queries_only || follower_only || old_reuse)) {
     return Measure(world, root, store->get(), directory->get(), queries_only, follower_only);
   }
-  const int64_t facilities = static_cast<int64_t>(200000 * scale);
-  const int64_t visits = static_cast<int64_t>(5000000 * scale);
-  const int64_t requests = static_cast<int64_t>(500000 * scale);
-  Timer load;
-  gen.Apply(facilities, [&] { return gen.MakeFacility(); });
-  // Requests and their events as two records each.
-  std::vector<RequestEvent> events;
-  gen.Apply(requests, [&] {
-    auto [r, e] = gen.MakeRequest();
-    events.push_back(e);
-    return r;
-  });
-  size_t next_event = 0;
-  gen.Apply(static_cast<int64_t>(events.size()), [&] { return events[next_event++]; });
-  // Most of the visits without the summaries (they are rebuilt below); the last part in
-  // alternating phases, with and without the follower, for the ingest ratio.
-  const int64_t phase = std::max<int64_t>(10000, visits / 50);
-  const int64_t bulk = std::max<int64_t>(0, visits - 4 * phase);
-  gen.Apply(bulk, [&] { return gen.MakeVisit(); });
-  std::fprintf(stderr, "reports_bench: loaded in %.1f s\n", load.Seconds());
+  Generator again(store->get(), &world, (*store)->last_op());
+  if (reuse) {
+    // The whole measurement below over the kept set: its visits are added to it.
+    if (!ReadFacilities(root, &world)) return 1;
+    std::fprintf(stderr, "reports_bench: reusing %s (%llu ops, %zu facilities)\n", dir.c_str(),
+                 static_cast<unsigned long long>((*store)->last_op()), world.facilities.size());
+  }
+  Generator& gen_next = reuse ? again : gen;
 
   auto reports = server::reports::ReportsStore::Open((root / "reports.db").string(),
                                                      (root / "kcnet.db").string());
@@ -530,7 +726,7 @@ int Run(int argc, char** argv) {
   const double rebuild_cpu_s = ProcessCpuSeconds() - rebuild_cpu0;
 
   sync::ServerStore* s = store->get();
-  const double ratio = IngestRatio(&gen, s, reports->get(), phase);
+  const double ratio = IngestRatio(&gen_next, s, reports->get(), phase);
   if (ratio < 0) return 1;
 
   // Freshness: commit -> counted, with the follower running.
@@ -540,7 +736,7 @@ int Run(int argc, char** argv) {
         reports->get(), [s] { return s->last_op(); }, nullptr);
     for (int i = 0; i < 50; ++i) {
       absl::SleepFor(absl::Milliseconds(20));
-      gen.Apply(1, [&] { return gen.MakeVisit(); });
+      gen_next.Apply(1, [&] { return gen_next.MakeVisit(); });
       const absl::Time start = absl::Now();  // Apply returns once the write is committed
       const uint64_t op = s->last_op();
       while (*(*reports)->Cursor() < op) absl::SleepFor(absl::Microseconds(200));
