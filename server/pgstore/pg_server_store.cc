@@ -505,7 +505,16 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
   for (const RowKey& key : dirty_)
     any_partition = any_partition || PartitionOf(rows_[key]->bucket) != 0;
   const bool may_move = pg_options_.province_of || any_partition;
-  std::vector<RowKey> keys(dirty_.begin(), dirty_.end());
+  // In op order: a bucket's rows then lie in the heap in the order a download reads them
+  // (its index on (province, bucket, op)), a few heap pages per page of 1,000 instead of
+  // one page per row.
+  std::vector<std::pair<uint64_t, RowKey>> by_op;
+  by_op.reserve(dirty_.size());
+  for (const RowKey& key : dirty_) by_op.emplace_back(rows_[key]->op, key);
+  std::sort(by_op.begin(), by_op.end());
+  std::vector<RowKey> keys;
+  keys.reserve(by_op.size());
+  for (auto& entry : by_op) keys.push_back(std::move(entry.second));
   for (size_t from = 0; from < keys.size(); from += kRowsPerStatement) {
     const size_t to = std::min(keys.size(), from + kRowsPerStatement);
     PgBinaryArray provinces(Kind::kInt4), buckets(Kind::kInt8), types(Kind::kInt4),
@@ -947,12 +956,14 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
   // statement: the head says which partition holds the rows (its province as first
   // written; run-time partition pruning), so a reader never depends on its own idea of
   // the province. One row with NULL record columns when no record follows; none when the
-  // bucket has no head.
+  // bucket has no head. The rows come in the LATERAL's order (one head row, a nested loop
+  // over the index): no ORDER BY outside it, whose Sort cost as much as the index scan
+  // (docs/BENCHMARKS.md, pgsync18); the loop below checks the order all the same.
   const std::string kPageSql =
       "SELECT h.last_op, h.checksum, h.records, r.type, r.id, r.op, r.row, r.field_ops "
       "FROM kcnet_bucket_head h LEFT JOIN LATERAL (SELECT type, id, op, row, field_ops "
       "FROM kcnet_records WHERE province = h.province AND bucket = h.bucket AND op > $2 "
-      "AND op <= h.last_op ORDER BY op LIMIT $3) r ON true WHERE h.bucket = $1 ORDER BY r.op";
+      "AND op <= h.last_op ORDER BY op LIMIT $3) r ON true WHERE h.bucket = $1";
   return WithReaderConnection([&](PgConn& conn) -> absl::Status {
     ChangeBatch& batch = *page;
     size_t budget = std::max<size_t>(limits.max_changes, 1);
@@ -1023,7 +1034,19 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       const uint64_t after = std::min(cursor.floor(), cursor.op());
       uint64_t reached = cursor.op();
       size_t taken = 0;
-      for (int r = 0; r < rows.rows(); ++r) {
+      // The rows in op order: as they come (see kPageSql), else sorted here.
+      std::vector<int> order(static_cast<size_t>(rows.rows()));
+      for (int r = 0; r < rows.rows(); ++r) order[static_cast<size_t>(r)] = r;
+      bool sorted = true;
+      for (int r = 1; r < rows.rows() && sorted; ++r) {
+        sorted = rows.IsNull(r, 5) || rows.GetBinaryInt(r - 1, 5) < rows.GetBinaryInt(r, 5);
+      }
+      if (!sorted) {
+        std::sort(order.begin(), order.end(), [&rows](int a, int b) {
+          return rows.GetBinaryInt(a, 5) < rows.GetBinaryInt(b, 5);
+        });
+      }
+      for (const int r : order) {
         if (rows.IsNull(r, 5)) break;  // no record follows the cursor
         if (taken > 0 && bytes >= limits.max_bytes) break;
         const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 5));
