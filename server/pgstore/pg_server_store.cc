@@ -1003,18 +1003,27 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
     buckets.push_back(cursor.bucket());
   }
   std::sort(buckets.begin(), buckets.end());
-  // A bucket's checkpoint and its rows after the cursor, up to the checkpoint, in one
-  // statement: the head says which partition holds the rows (its province as first
-  // written; run-time partition pruning), so a reader never depends on its own idea of
-  // the province. One row with NULL record columns when no record follows; none when the
-  // bucket has no head. The rows come in the LATERAL's order (one head row, a nested loop
-  // over the index): no ORDER BY outside it, whose Sort cost as much as the index scan
-  // (docs/BENCHMARKS.md, pgsync18); the loop below checks the order all the same.
-  const std::string kPageSql =
-      "SELECT h.last_op, h.checksum, h.records, r.type, r.id, r.op, r.row, r.field_ops "
-      "FROM kcnet_bucket_head h LEFT JOIN LATERAL (SELECT type, id, op, row, field_ops "
-      "FROM kcnet_records WHERE province = h.province AND bucket = h.bucket AND op > $2 "
-      "AND op <= h.last_op ORDER BY op LIMIT $3) r ON true WHERE h.bucket = $1";
+  // A bucket's checkpoint (no row when the bucket has no head), then its rows after the
+  // cursor up to the checkpoint, in the same snapshot. The head says which partition
+  // holds the rows (its province as first written; run-time partition pruning), so a
+  // reader never depends on its own idea of the province. Two statements rather than a
+  // join, so that the head's columns are not sent again with every row (pgsync18).
+  const std::string kHeadSql =
+      "SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1";
+  const std::string kRowsSql =
+      "SELECT type, id, op, row, field_ops FROM kcnet_records "
+      "WHERE province = (SELECT province FROM kcnet_bucket_head WHERE bucket = $1) "
+      "AND bucket = $1 AND op > $2 "
+      "AND op <= (SELECT last_op FROM kcnet_bucket_head WHERE bucket = $1) "
+      "ORDER BY op LIMIT $3";
+  auto add_page = [&](PgConn::Pipeline& pipeline, int64_t bucket, uint64_t after_op,
+                      size_t limit) {
+    pipeline.AddPrepared(kHeadSql, {PgParam::Int(bucket)}, /*binary_results=*/true);
+    pipeline.AddPrepared(kRowsSql,
+                         {PgParam::Int(bucket), U64(after_op),
+                          PgParam::Int(static_cast<int64_t>(limit))},
+                         /*binary_results=*/true);
+  };
   const size_t page_budget = std::max<size_t>(limits.max_changes, 1);
   // One round trip for the first bucket: the sequence's value, the wait on the heads
   // (one transaction, ended by the sync), then the snapshot and the first bucket's page.
@@ -1033,12 +1042,12 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
     }
     first.Sync();
     first.Add("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {});
-    if (!cursors.empty()) {
-      first.AddPrepared(kPageSql,
-                        {PgParam::Int(first_bucket), U64(after_op),
-                         PgParam::Int(static_cast<int64_t>(page_budget))},
-                        /*binary_results=*/true);
-    }
+    // The page statement's generic plan (run-time partition pruning from the head's
+    // province) instead of a custom plan per execution: planning a custom one over 34
+    // partitions cost ~0.8 ms a page, three times the execution (docs/BENCHMARKS.md,
+    // pgsync18). For this transaction only.
+    first.Add("SET LOCAL plan_cache_mode = force_generic_plan", {});
+    if (!cursors.empty()) add_page(first, first_bucket, after_op, page_budget);
     if (single) first.Add("COMMIT", {});
     return first;
   };
@@ -1070,6 +1079,8 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       started = conn.Run(first_pipeline(0, 0, false));
     }
     if (!started.ok()) return started.status();
+    // The results end with the first bucket's head and rows (and the COMMIT's).
+    const PgResult& first_head = started->at(started->size() - (single ? 3 : 2));
     const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
     batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
     // A full page of one bucket with more after it: the next page is most likely asked
@@ -1077,9 +1088,9 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
     // reads it while this one is decoded and sent. Dropped below if this page ends
     // elsewhere than its last row (the byte limit).
     uint64_t ahead_from = 0;
-    if (single && first_page.rows() == static_cast<int>(page_budget) && !first_page.IsNull(0, 5)) {
-      const uint64_t last = static_cast<uint64_t>(first_page.GetBinaryInt(first_page.rows() - 1, 5));
-      const uint64_t head = static_cast<uint64_t>(first_page.GetBinaryInt(0, 0));
+    if (single && first_page.rows() == static_cast<int>(page_budget) && first_head.rows() > 0) {
+      const uint64_t last = static_cast<uint64_t>(first_page.GetBinaryInt(first_page.rows() - 1, 2));
+      const uint64_t head = static_cast<uint64_t>(first_head.GetBinaryInt(0, 0));
       if (last < head) {
         ReadAhead next{wanted.bucket, last, page_budget, BucketEpoch(wanted.bucket), absl::Now()};
         if (conn.Send(first_pipeline(wanted.bucket, last, true)).ok()) {
@@ -1091,24 +1102,23 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
     for (size_t i = 0; i < cursors.size(); ++i) {
       const BucketCursor& cursor = cursors[i];
       const bool room = budget > 0 && bytes < limits.max_bytes;
-      PgResult later;
+      std::vector<PgResult> later;
       if (i > 0) {
         // Without room, only the checkpoint is read (LIMIT 0).
-        absl::StatusOr<PgResult> read =
-            conn.Prepared(kPageSql,
-                          {PgParam::Int(cursor.bucket()), U64(cursor.op()),
-                           PgParam::Int(room ? static_cast<int64_t>(budget) : 0)},
-                          /*binary_results=*/true);
+        PgConn::Pipeline next;
+        add_page(next, cursor.bucket(), cursor.op(), room ? budget : 0);
+        absl::StatusOr<std::vector<PgResult>> read = conn.Run(next);
         if (!read.ok()) return read.status();
         later = std::move(*read);
       }
-      const PgResult& rows = i == 0 ? first_page : later;
+      const PgResult& head = i == 0 ? first_head : later[0];
+      const PgResult& rows = i == 0 ? first_page : later[1];
       BucketCheckpoint cp;
       cp.set_bucket(cursor.bucket());
-      if (rows.rows() > 0) {
-        cp.set_op(static_cast<uint64_t>(rows.GetBinaryInt(0, 0)));
-        cp.set_checksum(static_cast<uint64_t>(rows.GetBinaryInt(0, 1)));
-        cp.set_records(static_cast<uint64_t>(rows.GetBinaryInt(0, 2)));
+      if (head.rows() > 0) {
+        cp.set_op(static_cast<uint64_t>(head.GetBinaryInt(0, 0)));
+        cp.set_checksum(static_cast<uint64_t>(head.GetBinaryInt(0, 1)));
+        cp.set_records(static_cast<uint64_t>(head.GetBinaryInt(0, 2)));
       }
       if (cursor.op() >= cp.op()) {
         // Up to date (or ahead of a restored server: the checkpoint tells the device).
@@ -1127,32 +1137,19 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       const uint64_t after = std::min(cursor.floor(), cursor.op());
       uint64_t reached = cursor.op();
       size_t taken = 0;
-      // The rows in op order: as they come (see kPageSql), else sorted here.
-      std::vector<int> order(static_cast<size_t>(rows.rows()));
-      for (int r = 0; r < rows.rows(); ++r) order[static_cast<size_t>(r)] = r;
-      bool sorted = true;
-      for (int r = 1; r < rows.rows() && sorted; ++r) {
-        sorted = rows.IsNull(r, 5) || rows.GetBinaryInt(r - 1, 5) < rows.GetBinaryInt(r, 5);
-      }
-      if (!sorted) {
-        std::sort(order.begin(), order.end(), [&rows](int a, int b) {
-          return rows.GetBinaryInt(a, 5) < rows.GetBinaryInt(b, 5);
-        });
-      }
-      for (const int r : order) {
-        if (rows.IsNull(r, 5)) break;  // no record follows the cursor
+      for (int r = 0; r < rows.rows(); ++r) {
         if (taken > 0 && bytes >= limits.max_bytes) break;
-        const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 5));
-        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 3)));
+        const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 2));
+        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 0)));
         if (type != nullptr) {
-          absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 4));
+          absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 1));
           if (!id.ok()) return absl::DataLossError(id.status().message());
           RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
           if (after != 0 ||
-              !StoredChangeIsTheDownload(*type, rows.Get(r, 6), rows.Get(r, 7), change)) {
+              !StoredChangeIsTheDownload(*type, rows.Get(r, 3), rows.Get(r, 4), change)) {
             change->Clear();
             absl::StatusOr<RowState> row =
-                DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 6), rows.Get(r, 7));
+                DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 3), rows.Get(r, 4));
             if (!row.ok()) return row.status();
             sync::RowToChange(*type, *id, *row, after, change);
           } else {
