@@ -288,8 +288,8 @@ int main(int argc, char** argv) {
     if (wal_end.first > wal_start.first) {
       Emit("pg_ingest", "wal_bytes_per_mutation", (wal_end.first - wal_start.first) / pg_mutations,
            "bytes");
-      Emit("pg_ingest", "wal_fpi_per_1000", 1000 * (wal_end.second - wal_start.second) / pg_mutations,
-           "images");
+      Emit("pg_ingest", "wal_fpi_per_1000",
+           1000 * (wal_end.second - wal_start.second) / pg_mutations, "images");
     }
     Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
     Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
@@ -391,11 +391,12 @@ int main(int argc, char** argv) {
     Emit("pg_initial_sync", "records_per_s", store_rate, "records/s");
     Emit("pg_initial_sync", "ratio_vs_sqlite", store_rate / sqlite_rate, "ratio");
     if (postmaster > 0) {
-      Emit("pg_initial_sync", "cpu_ms_per_1000", 1e6 * store_cpu / (sync_runs * double{kSyncRecords}), "ms");
+      Emit("pg_initial_sync", "cpu_ms_per_1000",
+           1e6 * store_cpu / (sync_runs * double{kSyncRecords}), "ms");
       Emit("pg_initial_sync", "postgres_cpu_ms_per_1000",
            1e6 * store_server_cpu / (sync_runs * double{kSyncRecords}), "ms");
-      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000", 1e6 * sqlite_cpu / (sync_runs * double{kSyncRecords}),
-           "ms");
+      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000",
+           1e6 * sqlite_cpu / (sync_runs * double{kSyncRecords}), "ms");
     }
     Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
     Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");

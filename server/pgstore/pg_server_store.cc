@@ -245,11 +245,10 @@ absl::StatusOr<std::unique_ptr<PgServerStore>> PgServerStore::Open(
   }
   // Commits of every instance (ours too) reach the listeners through the watcher.
   PgServerStore* raw = store.get();
-  store->watch_->SetCommitListener(
-      [raw](const std::vector<int64_t>& buckets, uint64_t op) {
-        raw->BumpEpochs(buckets);  // another instance's commit: pages read ahead are stale
-        raw->TellListeners(buckets, op);
-      });
+  store->watch_->SetCommitListener([raw](const std::vector<int64_t>& buckets, uint64_t op) {
+    raw->BumpEpochs(buckets);  // another instance's commit: pages read ahead are stale
+    raw->TellListeners(buckets, op);
+  });
   return store;
 }
 
@@ -1016,13 +1015,11 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       "AND bucket = $1 AND op > $2 "
       "AND op <= (SELECT last_op FROM kcnet_bucket_head WHERE bucket = $1) "
       "ORDER BY op LIMIT $3";
-  auto add_page = [&](PgConn::Pipeline& pipeline, int64_t bucket, uint64_t after_op,
-                      size_t limit) {
+  auto add_page = [&](PgConn::Pipeline& pipeline, int64_t bucket, uint64_t after_op, size_t limit) {
     pipeline.AddPrepared(kHeadSql, {PgParam::Int(bucket)}, /*binary_results=*/true);
-    pipeline.AddPrepared(kRowsSql,
-                         {PgParam::Int(bucket), U64(after_op),
-                          PgParam::Int(static_cast<int64_t>(limit))},
-                         /*binary_results=*/true);
+    pipeline.AddPrepared(
+        kRowsSql, {PgParam::Int(bucket), U64(after_op), PgParam::Int(static_cast<int64_t>(limit))},
+        /*binary_results=*/true);
   };
   const size_t page_budget = std::max<size_t>(limits.max_changes, 1);
   // One round trip for the first bucket: the sequence's value, the wait on the heads
@@ -1058,126 +1055,132 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
     wanted.op = cursors[0].op();
     wanted.budget = page_budget;
   }
-  return WithReaderFor(single ? &wanted : nullptr, [&](Reader& reader) ABSL_NO_THREAD_SAFETY_ANALYSIS
-                       -> absl::Status {
-    PgConn& conn = *reader.conn;
-    ChangeBatch& batch = *page;
-    size_t budget = page_budget;
-    size_t bytes = 0;
-    // The page read ahead for this cursor when there is one still good (nothing written
-    // to the bucket since it was sent, and young), else the statements now.
-    absl::StatusOr<std::vector<PgResult>> started;
-    const std::optional<ReadAhead> ahead = std::exchange(reader.ahead, std::nullopt);
-    if (single && ahead.has_value() && ahead->bucket == wanted.bucket && ahead->op == wanted.op &&
-        ahead->budget == wanted.budget && ahead->epoch == BucketEpoch(wanted.bucket) &&
-        absl::Now() - ahead->sent < kReadAheadMaxAge && conn.pending()) {
-      started = conn.Receive();
-      if (!started.ok() && conn.ok()) started = conn.Run(first_pipeline(wanted.bucket, wanted.op, true));
-    } else if (!cursors.empty()) {
-      started = conn.Run(first_pipeline(cursors[0].bucket(), cursors[0].op(), single));
-    } else {
-      started = conn.Run(first_pipeline(0, 0, false));
-    }
-    if (!started.ok()) return started.status();
-    // The results end with the first bucket's head and rows (and the COMMIT's).
-    const PgResult& first_head = started->at(started->size() - (single ? 3 : 2));
-    const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
-    batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
-    // A full page of one bucket with more after it: the next page is most likely asked
-    // for next (a new device's download), so its statements go out now and PostgreSQL
-    // reads it while this one is decoded and sent. Dropped below if this page ends
-    // elsewhere than its last row (the byte limit).
-    uint64_t ahead_from = 0;
-    if (single && first_page.rows() == static_cast<int>(page_budget) && first_head.rows() > 0) {
-      const uint64_t last = static_cast<uint64_t>(first_page.GetBinaryInt(first_page.rows() - 1, 2));
-      const uint64_t head = static_cast<uint64_t>(first_head.GetBinaryInt(0, 0));
-      if (last < head) {
-        ReadAhead next{wanted.bucket, last, page_budget, BucketEpoch(wanted.bucket), absl::Now()};
-        if (conn.Send(first_pipeline(wanted.bucket, last, true)).ok()) {
-          reader.ahead = next;
-          ahead_from = last;
+  return WithReaderFor(
+      single ? &wanted : nullptr,
+      [&](Reader& reader) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        PgConn& conn = *reader.conn;
+        ChangeBatch& batch = *page;
+        size_t budget = page_budget;
+        size_t bytes = 0;
+        // The page read ahead for this cursor when there is one still good (nothing written
+        // to the bucket since it was sent, and young), else the statements now.
+        absl::StatusOr<std::vector<PgResult>> started;
+        const std::optional<ReadAhead> ahead = std::exchange(reader.ahead, std::nullopt);
+        if (single && ahead.has_value() && ahead->bucket == wanted.bucket &&
+            ahead->op == wanted.op && ahead->budget == wanted.budget &&
+            ahead->epoch == BucketEpoch(wanted.bucket) &&
+            absl::Now() - ahead->sent < kReadAheadMaxAge && conn.pending()) {
+          started = conn.Receive();
+          if (!started.ok() && conn.ok())
+            started = conn.Run(first_pipeline(wanted.bucket, wanted.op, true));
+        } else if (!cursors.empty()) {
+          started = conn.Run(first_pipeline(cursors[0].bucket(), cursors[0].op(), single));
+        } else {
+          started = conn.Run(first_pipeline(0, 0, false));
         }
-      }
-    }
-    for (size_t i = 0; i < cursors.size(); ++i) {
-      const BucketCursor& cursor = cursors[i];
-      const bool room = budget > 0 && bytes < limits.max_bytes;
-      std::vector<PgResult> later;
-      if (i > 0) {
-        // Without room, only the checkpoint is read (LIMIT 0).
-        PgConn::Pipeline next;
-        add_page(next, cursor.bucket(), cursor.op(), room ? budget : 0);
-        absl::StatusOr<std::vector<PgResult>> read = conn.Run(next);
-        if (!read.ok()) return read.status();
-        later = std::move(*read);
-      }
-      const PgResult& head = i == 0 ? first_head : later[0];
-      const PgResult& rows = i == 0 ? first_page : later[1];
-      BucketCheckpoint cp;
-      cp.set_bucket(cursor.bucket());
-      if (head.rows() > 0) {
-        cp.set_op(static_cast<uint64_t>(head.GetBinaryInt(0, 0)));
-        cp.set_checksum(static_cast<uint64_t>(head.GetBinaryInt(0, 1)));
-        cp.set_records(static_cast<uint64_t>(head.GetBinaryInt(0, 2)));
-      }
-      if (cursor.op() >= cp.op()) {
-        // Up to date (or ahead of a restored server: the checkpoint tells the device).
-        *batch.add_checkpoints() = cp;
-        BucketCursor* out = batch.add_cursors();
-        out->set_bucket(cursor.bucket());
-        out->set_op(cp.op());
-        out->set_floor(cp.op());
-        continue;
-      }
-      if (!room) {
-        batch.set_more(true);
-        continue;
-      }
-      google::protobuf::Arena* const arena = batch.GetArena();
-      const uint64_t after = std::min(cursor.floor(), cursor.op());
-      uint64_t reached = cursor.op();
-      size_t taken = 0;
-      for (int r = 0; r < rows.rows(); ++r) {
-        if (taken > 0 && bytes >= limits.max_bytes) break;
-        const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 2));
-        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 0)));
-        if (type != nullptr) {
-          absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 1));
-          if (!id.ok()) return absl::DataLossError(id.status().message());
-          RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
-          if (after != 0 ||
-              !StoredChangeIsTheDownload(*type, rows.Get(r, 3), rows.Get(r, 4), change)) {
-            change->Clear();
-            absl::StatusOr<RowState> row =
-                DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 3), rows.Get(r, 4));
-            if (!row.ok()) return row.status();
-            sync::RowToChange(*type, *id, *row, after, change);
-          } else {
-            change->set_id(std::move(*id));
-            change->set_op(op);
-            change->set_bucket(cursor.bucket());
+        if (!started.ok()) return started.status();
+        // The results end with the first bucket's head and rows (and the COMMIT's).
+        const PgResult& first_head = started->at(started->size() - (single ? 3 : 2));
+        const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
+        batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
+        // A full page of one bucket with more after it: the next page is most likely asked
+        // for next (a new device's download), so its statements go out now and PostgreSQL
+        // reads it while this one is decoded and sent. Dropped below if this page ends
+        // elsewhere than its last row (the byte limit).
+        uint64_t ahead_from = 0;
+        if (single && first_page.rows() == static_cast<int>(page_budget) && first_head.rows() > 0) {
+          const uint64_t last =
+              static_cast<uint64_t>(first_page.GetBinaryInt(first_page.rows() - 1, 2));
+          const uint64_t head = static_cast<uint64_t>(first_head.GetBinaryInt(0, 0));
+          if (last < head) {
+            ReadAhead next{wanted.bucket, last, page_budget, BucketEpoch(wanted.bucket),
+                           absl::Now()};
+            if (conn.Send(first_pipeline(wanted.bucket, last, true)).ok()) {
+              reader.ahead = next;
+              ahead_from = last;
+            }
           }
-          bytes += change->ByteSizeLong();
-          batch.mutable_changes()->AddAllocated(change);
         }
-        reached = op;
-        ++taken;
-      }
-      budget -= std::min(budget, taken);
-      // The next call will not start where the page read ahead does.
-      if (i == 0 && reached != ahead_from) reader.ahead.reset();
-      BucketCursor* out = batch.add_cursors();
-      out->set_bucket(cursor.bucket());
-      out->set_op(reached);
-      out->set_floor(reached == cp.op() ? reached : after);
-      if (reached == cp.op()) {
-        *batch.add_checkpoints() = cp;
-      } else {
-        batch.set_more(true);
-      }
-    }
-    return single ? absl::OkStatus() : conn.Exec("COMMIT");
-  });
+        for (size_t i = 0; i < cursors.size(); ++i) {
+          const BucketCursor& cursor = cursors[i];
+          const bool room = budget > 0 && bytes < limits.max_bytes;
+          std::vector<PgResult> later;
+          if (i > 0) {
+            // Without room, only the checkpoint is read (LIMIT 0).
+            PgConn::Pipeline next;
+            add_page(next, cursor.bucket(), cursor.op(), room ? budget : 0);
+            absl::StatusOr<std::vector<PgResult>> read = conn.Run(next);
+            if (!read.ok()) return read.status();
+            later = std::move(*read);
+          }
+          const PgResult& head = i == 0 ? first_head : later[0];
+          const PgResult& rows = i == 0 ? first_page : later[1];
+          BucketCheckpoint cp;
+          cp.set_bucket(cursor.bucket());
+          if (head.rows() > 0) {
+            cp.set_op(static_cast<uint64_t>(head.GetBinaryInt(0, 0)));
+            cp.set_checksum(static_cast<uint64_t>(head.GetBinaryInt(0, 1)));
+            cp.set_records(static_cast<uint64_t>(head.GetBinaryInt(0, 2)));
+          }
+          if (cursor.op() >= cp.op()) {
+            // Up to date (or ahead of a restored server: the checkpoint tells the device).
+            *batch.add_checkpoints() = cp;
+            BucketCursor* out = batch.add_cursors();
+            out->set_bucket(cursor.bucket());
+            out->set_op(cp.op());
+            out->set_floor(cp.op());
+            continue;
+          }
+          if (!room) {
+            batch.set_more(true);
+            continue;
+          }
+          google::protobuf::Arena* const arena = batch.GetArena();
+          const uint64_t after = std::min(cursor.floor(), cursor.op());
+          uint64_t reached = cursor.op();
+          size_t taken = 0;
+          for (int r = 0; r < rows.rows(); ++r) {
+            if (taken > 0 && bytes >= limits.max_bytes) break;
+            const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 2));
+            const RecordTypeSpec* type =
+                schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 0)));
+            if (type != nullptr) {
+              absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 1));
+              if (!id.ok()) return absl::DataLossError(id.status().message());
+              RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
+              if (after != 0 ||
+                  !StoredChangeIsTheDownload(*type, rows.Get(r, 3), rows.Get(r, 4), change)) {
+                change->Clear();
+                absl::StatusOr<RowState> row =
+                    DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 3), rows.Get(r, 4));
+                if (!row.ok()) return row.status();
+                sync::RowToChange(*type, *id, *row, after, change);
+              } else {
+                change->set_id(std::move(*id));
+                change->set_op(op);
+                change->set_bucket(cursor.bucket());
+              }
+              bytes += change->ByteSizeLong();
+              batch.mutable_changes()->AddAllocated(change);
+            }
+            reached = op;
+            ++taken;
+          }
+          budget -= std::min(budget, taken);
+          // The next call will not start where the page read ahead does.
+          if (i == 0 && reached != ahead_from) reader.ahead.reset();
+          BucketCursor* out = batch.add_cursors();
+          out->set_bucket(cursor.bucket());
+          out->set_op(reached);
+          out->set_floor(reached == cp.op() ? reached : after);
+          if (reached == cp.op()) {
+            *batch.add_checkpoints() = cp;
+          } else {
+            batch.set_more(true);
+          }
+        }
+        return single ? absl::OkStatus() : conn.Exec("COMMIT");
+      });
 }
 
 absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQuery& query) {

@@ -245,9 +245,9 @@ class PgServerStore final : public sync::MergingServerStore {
   // write epoch is unchanged and for at most kReadAheadMaxAge; else dropped.
   struct ReadAhead {
     int64_t bucket = 0;
-    uint64_t op = 0;      // the cursor it reads from
-    size_t budget = 0;    // its LIMIT (the page's max_changes)
-    uint64_t epoch = 0;   // the bucket's write epoch before it was sent
+    uint64_t op = 0;     // the cursor it reads from
+    size_t budget = 0;   // its LIMIT (the page's max_changes)
+    uint64_t epoch = 0;  // the bucket's write epoch before it was sent
     absl::Time sent;
   };
   struct Reader {
@@ -257,7 +257,8 @@ class PgServerStore final : public sync::MergingServerStore {
   };
   // Runs `fn` on a reader: one whose read-ahead `wanted` matches if there is one free,
   // else as WithReaderConnection (which drops a read-ahead it finds).
-  absl::Status WithReaderFor(const ReadAhead* wanted, const std::function<absl::Status(Reader&)>& fn);
+  absl::Status WithReaderFor(const ReadAhead* wanted,
+                             const std::function<absl::Status(Reader&)>& fn);
   // The buckets' write epochs: moved after every commit that moved the bucket (this
   // instance's before Apply returns; others' when the watcher hears of them).
   uint64_t BucketEpoch(int64_t bucket);

@@ -361,11 +361,12 @@ TEST_F(PgServerStoreTest, APageReadAheadIsNotServedAfterAWriteToItsBucket) {
     });
     const uint64_t t = sync::HlcPack(kT0, 0);
     for (uint64_t i = 1; i <= 5; ++i) {
-      ASSERT_TRUE(writer
-                      ->Apply(device,
-                              One(i, {Change(1, Id(base + i), {{2, IntValue(unit)}, {3, IntValue(1)}})},
-                                  t + i))
-                      .ok());
+      ASSERT_TRUE(
+          writer
+              ->Apply(
+                  device,
+                  One(i, {Change(1, Id(base + i), {{2, IntValue(unit)}, {3, IntValue(1)}})}, t + i))
+              .ok());
     }
     ASSERT_TRUE(WaitFor(mu, seen, unit));
     sync::DownloadLimits limits;
@@ -384,8 +385,7 @@ TEST_F(PgServerStoreTest, APageReadAheadIsNotServedAfterAWriteToItsBucket) {
       seen.clear();
     }
     ASSERT_TRUE(
-        writer->Apply(device, One(6, {Change(1, Id(base + 3), {{3, IntValue(9)}})}, t + 10))
-            .ok());
+        writer->Apply(device, One(6, {Change(1, Id(base + 3), {{3, IntValue(9)}})}, t + 10)).ok());
     // Another instance's write is known once the watcher has told of it; this instance's
     // before Apply returns.
     if (other_instance) {
@@ -412,11 +412,11 @@ TEST_F(PgServerStoreTest, ReadsBetweenTwoPagesShareTheConnectionOfThePageReadAhe
   PgServerStore& store = **opened;
   const uint64_t t = sync::HlcPack(kT0, 0);
   for (uint64_t i = 1; i <= 6; ++i) {
-    ASSERT_TRUE(store
-                    .Apply(Device("tablet-a"),
-                           One(i, {Change(1, Id(i), {{2, IntValue(kUnit)}, {3, IntValue(1)}})},
-                               t + i))
-                    .ok());
+    ASSERT_TRUE(
+        store
+            .Apply(Device("tablet-a"),
+                   One(i, {Change(1, Id(i), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, t + i))
+            .ok());
   }
   sync::DownloadLimits limits;
   limits.max_changes = 2;
