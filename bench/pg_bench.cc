@@ -34,6 +34,8 @@
 // bench stays durable).
 //
 // Usage: pg_bench [devices] [seconds] [batch]   (default 50 10 100)
+//        pg_bench sync [runs]   only the initial sync, `runs` downloads per store (default
+//                               3): for profiling it and for repeating it quickly
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -160,9 +162,12 @@ int main(int argc, char** argv) {
   namespace pgstore = kcnet::pgstore;
   namespace sync = kcnet::sync;
   namespace v1 = kcnet::v1;
-  const int devices = argc > 1 ? std::atoi(argv[1]) : 50;
-  const int seconds = argc > 2 ? std::atoi(argv[2]) : 10;
-  const int batch = argc > 3 ? std::atoi(argv[3]) : 100;
+  const bool sync_only = argc > 1 && std::string(argv[1]) == "sync";
+  const int sync_runs = sync_only && argc > 2 ? std::atoi(argv[2]) : 3;
+  const int devices = sync_only ? 1 : argc > 1 ? std::atoi(argv[1]) : 50;
+  const int seconds = sync_only ? 1 : argc > 2 ? std::atoi(argv[2]) : 10;
+  const int batch = sync_only ? 1 : argc > 3 ? std::atoi(argv[3]) : 100;
+  if (sync_runs < 1 || sync_runs > 100) Fail("usage: pg_bench sync [runs<=100]");
   if (devices <= 0 || devices > 500 || seconds <= 0 || seconds > 120 || batch <= 0 ||
       batch > 1000) {
     Fail("usage: pg_bench [devices<=500] [seconds<=120] [batch<=1000]");
@@ -223,8 +228,8 @@ int main(int argc, char** argv) {
       return static_cast<int64_t>(result.ops.size());
     });
   };
-  const double oplog = oplog_ingest(true);
-  const double oplog_sequential = oplog_ingest(false);
+  const double oplog = sync_only ? 0 : oplog_ingest(true);
+  const double oplog_sequential = sync_only ? 0 : oplog_ingest(false);
 
   auto store = Must(sync::ServerStore::Open(dir + "/kcnet.db", &schema), "ServerStore::Open");
   // The record store in a database of its own (the op log's tables share names with it).
@@ -256,39 +261,41 @@ int main(int argc, char** argv) {
     });
   };
   const pid_t postmaster = pg != nullptr ? pg->pid() : -1;
-  // The rates and the CPU spent per 1,000 mutations (records applied) of each store.
-  double cpu_start = TotalCpuSeconds(postmaster);
-  Timer sqlite_timer;
-  const double sqlite = store_ingest(store.get());
-  const double sqlite_cpu_ms =
-      1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / (sqlite * sqlite_timer.Seconds());
-  cpu_start = TotalCpuSeconds(postmaster);
-  const double server_cpu_start = PostgresCpuSeconds(postmaster);
-  const auto wal_start = wal();
-  Timer pg_timer_ingest;
-  const double pg_rate_ingest = store_ingest(pg_store.get());
-  const auto wal_end = wal();
-  const double pg_mutations = pg_rate_ingest * pg_timer_ingest.Seconds();
-  const double pg_cpu_ms = 1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / pg_mutations;
-  const double pg_server_cpu_ms =
-      1e6 * (PostgresCpuSeconds(postmaster) - server_cpu_start) / pg_mutations;
-  Emit("pg_ingest", "mutations_per_s", pg_rate_ingest, "mutations/s");
-  Emit("pg_ingest", "ratio_vs_sqlite", pg_rate_ingest / sqlite, "ratio");
-  if (postmaster > 0) {
-    Emit("pg_ingest", "cpu_ms_per_1000", pg_cpu_ms, "ms");
-    Emit("pg_ingest", "postgres_cpu_ms_per_1000", pg_server_cpu_ms, "ms");
-    Emit("pg_ingest", "sqlite_cpu_ms_per_1000", sqlite_cpu_ms, "ms");
+  if (!sync_only) {
+    // The rates and the CPU spent per 1,000 mutations (records applied) of each store.
+    double cpu_start = TotalCpuSeconds(postmaster);
+    Timer sqlite_timer;
+    const double sqlite = store_ingest(store.get());
+    const double sqlite_cpu_ms =
+        1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / (sqlite * sqlite_timer.Seconds());
+    cpu_start = TotalCpuSeconds(postmaster);
+    const double server_cpu_start = PostgresCpuSeconds(postmaster);
+    const auto wal_start = wal();
+    Timer pg_timer_ingest;
+    const double pg_rate_ingest = store_ingest(pg_store.get());
+    const auto wal_end = wal();
+    const double pg_mutations = pg_rate_ingest * pg_timer_ingest.Seconds();
+    const double pg_cpu_ms = 1e6 * (TotalCpuSeconds(postmaster) - cpu_start) / pg_mutations;
+    const double pg_server_cpu_ms =
+        1e6 * (PostgresCpuSeconds(postmaster) - server_cpu_start) / pg_mutations;
+    Emit("pg_ingest", "mutations_per_s", pg_rate_ingest, "mutations/s");
+    Emit("pg_ingest", "ratio_vs_sqlite", pg_rate_ingest / sqlite, "ratio");
+    if (postmaster > 0) {
+      Emit("pg_ingest", "cpu_ms_per_1000", pg_cpu_ms, "ms");
+      Emit("pg_ingest", "postgres_cpu_ms_per_1000", pg_server_cpu_ms, "ms");
+      Emit("pg_ingest", "sqlite_cpu_ms_per_1000", sqlite_cpu_ms, "ms");
+    }
+    if (wal_end.first > wal_start.first) {
+      Emit("pg_ingest", "wal_bytes_per_mutation", (wal_end.first - wal_start.first) / pg_mutations,
+           "bytes");
+      Emit("pg_ingest", "wal_fpi_per_1000",
+           1000 * (wal_end.second - wal_start.second) / pg_mutations, "images");
+    }
+    Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
+    Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
+    Emit("pg_ingest", "sqlite_mutations_per_s", sqlite, "mutations/s");
+    Emit("pg_ingest", "oplog_ratio_vs_sqlite", oplog / sqlite, "ratio");
   }
-  if (wal_end.first > wal_start.first) {
-    Emit("pg_ingest", "wal_bytes_per_mutation", (wal_end.first - wal_start.first) / pg_mutations,
-         "bytes");
-    Emit("pg_ingest", "wal_fpi_per_1000", 1000 * (wal_end.second - wal_start.second) / pg_mutations,
-         "images");
-  }
-  Emit("pg_ingest", "oplog_mutations_per_s", oplog, "mutations/s");
-  Emit("pg_ingest", "oplog_no_pipeline_mutations_per_s", oplog_sequential, "mutations/s");
-  Emit("pg_ingest", "sqlite_mutations_per_s", sqlite, "mutations/s");
-  Emit("pg_ingest", "oplog_ratio_vs_sqlite", oplog / sqlite, "ratio");
 
   // --- initial sync: one bucket of kSyncRecords, read from the start ---
   constexpr int64_t kSyncBucket = 1000;
@@ -317,6 +324,15 @@ int main(int argc, char** argv) {
           }
         }
       }
+    }
+    if (sync_only) {
+      // For a profiler to attach to this process and the postgres processes now, or for
+      // psql to look at the store (KCNET_PG_BENCH_PAUSE seconds, default 3).
+      const char* pause = std::getenv("KCNET_PG_BENCH_PAUSE");
+      const int pause_s = pause != nullptr ? std::atoi(pause) : 3;
+      std::cerr << "pg_bench: loaded (store: " << store_conninfo << "), downloading in " << pause_s
+                << " s" << std::endl;
+      std::this_thread::sleep_for(std::chrono::seconds(pause_s));
     }
     Timer pg_timer;
     int64_t read = 0;
@@ -353,7 +369,7 @@ int main(int argc, char** argv) {
     int64_t sqlite_read = 0, store_read = 0;
     std::vector<double> sqlite_rates, store_rates;
     double sqlite_cpu = 0, store_cpu = 0, store_server_cpu = 0;
-    for (int run = 0; run < 3; ++run) {
+    for (int run = 0; run < sync_runs; ++run) {
       sqlite_read = store_read = 0;
       double before = TotalCpuSeconds(postmaster);
       sqlite_rates.push_back(initial_sync(store.get(), &sqlite_read));
@@ -366,8 +382,8 @@ int main(int argc, char** argv) {
     }
     std::sort(sqlite_rates.begin(), sqlite_rates.end());
     std::sort(store_rates.begin(), store_rates.end());
-    const double sqlite_rate = sqlite_rates[1];
-    const double store_rate = store_rates[1];
+    const double sqlite_rate = sqlite_rates[sqlite_rates.size() / 2];
+    const double store_rate = store_rates[store_rates.size() / 2];
     if (read != kSyncRecords || sqlite_read != kSyncRecords || store_read != kSyncRecords) {
       Fail(absl::StrCat("initial sync read ", read, " (op log), ", store_read,
                         " (PostgreSQL store) and ", sqlite_read, " (SQLite) of ", kSyncRecords));
@@ -375,11 +391,12 @@ int main(int argc, char** argv) {
     Emit("pg_initial_sync", "records_per_s", store_rate, "records/s");
     Emit("pg_initial_sync", "ratio_vs_sqlite", store_rate / sqlite_rate, "ratio");
     if (postmaster > 0) {
-      Emit("pg_initial_sync", "cpu_ms_per_1000", 1e6 * store_cpu / (3.0 * kSyncRecords), "ms");
+      Emit("pg_initial_sync", "cpu_ms_per_1000",
+           1e6 * store_cpu / (sync_runs * double{kSyncRecords}), "ms");
       Emit("pg_initial_sync", "postgres_cpu_ms_per_1000",
-           1e6 * store_server_cpu / (3.0 * kSyncRecords), "ms");
-      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000", 1e6 * sqlite_cpu / (3.0 * kSyncRecords),
-           "ms");
+           1e6 * store_server_cpu / (sync_runs * double{kSyncRecords}), "ms");
+      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000",
+           1e6 * sqlite_cpu / (sync_runs * double{kSyncRecords}), "ms");
     }
     Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
     Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");

@@ -193,13 +193,19 @@ absl::Status PgConn::StatusOf(pg_result* res, absl::string_view context) const {
   return absl::InternalError(message);
 }
 
+void PgConn::DropPending() {
+  if (pending_ != nullptr) Receive().IgnoreError();
+}
+
 absl::Status PgConn::Exec(absl::string_view sql) {
+  DropPending();
   const std::string text(sql);
   PgResult res(PQexec(conn_, text.c_str()));
   return StatusOf(res.res_, sql);
 }
 
 absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const std::vector<PgParam>& params) {
+  DropPending();
   ParamArrays arrays(params);
   PgResult res(PQexecParams(conn_, sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
                             arrays.lengths.data(), arrays.formats.data(), 0));
@@ -210,6 +216,7 @@ absl::StatusOr<PgResult> PgConn::Query(const std::string& sql, const std::vector
 
 absl::StatusOr<PgResult> PgConn::QueryBinary(const std::string& sql,
                                              const std::vector<PgParam>& params) {
+  DropPending();
   ParamArrays arrays(params);
   PgResult res(PQexecParams(conn_, sql.c_str(), arrays.count(), nullptr, arrays.values.data(),
                             arrays.lengths.data(), arrays.formats.data(), 1));
@@ -231,6 +238,7 @@ absl::StatusOr<std::string> PgConn::PreparedName(const std::string& sql, int par
 
 absl::StatusOr<PgResult> PgConn::Prepared(const std::string& sql,
                                           const std::vector<PgParam>& params, bool binary_results) {
+  DropPending();
   ParamArrays arrays(params);
   absl::StatusOr<std::string> name = PreparedName(sql, arrays.count());
   if (!name.ok()) return name.status();
@@ -243,6 +251,7 @@ absl::StatusOr<PgResult> PgConn::Prepared(const std::string& sql,
 }
 
 absl::StatusOr<std::vector<PgResult>> PgConn::RunSequentially(const Pipeline& pipeline) {
+  DropPending();
   std::vector<PgResult> results;
   for (const Pipeline::Item& item : pipeline.items_) {
     if (item.sync) continue;  // one statement at a time: each is its own transaction anyway
@@ -257,19 +266,21 @@ absl::StatusOr<std::vector<PgResult>> PgConn::RunSequentially(const Pipeline& pi
 }
 
 absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
-  if (pipeline.items_.size() <= 1) return RunSequentially(pipeline);
+  if (pipeline.items_.size() <= 1 && pending_ == nullptr) return RunSequentially(pipeline);
+  if (absl::Status sent = Send(pipeline); !sent.ok()) return sent;
+  return Receive();
+}
+
+absl::Status PgConn::Send(const Pipeline& pipeline) {
+  DropPending();
   if (PQenterPipelineMode(conn_) != 1) {
     return absl::InternalError(absl::StrCat("PostgreSQL: pipeline mode: ", PQerrorMessage(conn_)));
   }
-  absl::Status status;
   // What was sent, in order: a statement's execution (its index), the preparation of a
   // statement first used here (-1, with its name and SQL), or a sync (-2): one result each.
-  struct Sent {
-    int item = -1;
-    std::string name;
-    const std::string* sql = nullptr;
-  };
-  std::vector<Sent> sent;
+  auto pending = std::make_unique<PendingPipeline>();
+  absl::Status& status = pending->status;
+  std::vector<PendingPipeline::Sent>& sent = pending->sent;
   absl::flat_hash_map<std::string, std::string> preparing;  // SQL -> name, in this pipeline
   for (size_t i = 0; i < pipeline.items_.size() && status.ok(); ++i) {
     const Pipeline::Item& item = pipeline.items_[i];
@@ -278,7 +289,7 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
         status = absl::UnavailableError(absl::StrCat("PostgreSQL: sync: ", PQerrorMessage(conn_)));
         break;
       }
-      sent.push_back({-2, "", &item.sql});
+      sent.push_back({-2, "", ""});
       continue;
     }
     ParamArrays arrays(item.params);
@@ -289,14 +300,14 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
         status = absl::UnavailableError(absl::StrCat("PostgreSQL: send: ", PQerrorMessage(conn_)));
         break;
       }
-      sent.push_back({static_cast<int>(i), "", &item.sql});
+      sent.push_back({static_cast<int>(i), "", item.sql});
       continue;
     }
     std::string name;
     if (auto known = prepared_.find(item.sql); known != prepared_.end()) {
       name = known->second;
-    } else if (auto pending = preparing.find(item.sql); pending != preparing.end()) {
-      name = pending->second;
+    } else if (auto in_pipeline = preparing.find(item.sql); in_pipeline != preparing.end()) {
+      name = in_pipeline->second;
     } else {
       name = absl::StrCat("kcnet_s", prepared_.size() + preparing.size() + 1);
       if (PQsendPrepare(conn_, name.c_str(), item.sql.c_str(), arrays.count(), nullptr) != 1) {
@@ -304,21 +315,32 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
         break;
       }
       preparing.emplace(item.sql, name);
-      sent.push_back({-1, name, &item.sql});
+      sent.push_back({-1, name, item.sql});
     }
     if (PQsendQueryPrepared(conn_, name.c_str(), arrays.count(), arrays.values.data(),
                             arrays.lengths.data(), arrays.formats.data(), format) != 1) {
       status = absl::UnavailableError(absl::StrCat("PostgreSQL: send: ", PQerrorMessage(conn_)));
       break;
     }
-    sent.push_back({static_cast<int>(i), "", &item.sql});
+    sent.push_back({static_cast<int>(i), "", item.sql});
   }
   if (PQpipelineSync(conn_) != 1 && status.ok()) {
     status = absl::UnavailableError(absl::StrCat("PostgreSQL: sync: ", PQerrorMessage(conn_)));
   }
+  // Even a failed send is received (and drained) by Receive(), which reports it.
+  pending_ = std::move(pending);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PgResult>> PgConn::Receive() {
+  if (pending_ == nullptr) {
+    return absl::FailedPreconditionError("PostgreSQL: no pipeline was sent");
+  }
+  const std::unique_ptr<PendingPipeline> pending = std::move(pending_);
+  absl::Status status = pending->status;
   // Results: each one then a NULL; then the sync's PGRES_PIPELINE_SYNC.
   std::vector<PgResult> results;
-  for (const Sent& one_sent : sent) {
+  for (const PendingPipeline::Sent& one_sent : pending->sent) {
     PgResult res(PQgetResult(conn_));
     if (one_sent.item == -2) {
       // A sync in the middle: its PGRES_PIPELINE_SYNC (no NULL follows it).
@@ -334,11 +356,11 @@ absl::StatusOr<std::vector<PgResult>> PgConn::Run(const Pipeline& pipeline) {
     }
     absl::Status one = PQresultStatus(res.res_) == PGRES_PIPELINE_ABORTED
                            ? absl::AbortedError("PostgreSQL: pipeline aborted")
-                           : StatusOf(res.res_, *one_sent.sql);
+                           : StatusOf(res.res_, one_sent.sql);
     if (status.ok() && !one.ok()) status = one;
     if (one_sent.item < 0) {
       // A statement prepared: known to the connection from now on (not transactional).
-      if (one.ok()) prepared_.emplace(*one_sent.sql, one_sent.name);
+      if (one.ok()) prepared_.emplace(one_sent.sql, one_sent.name);
     } else {
       results.push_back(std::move(res));
     }

@@ -142,6 +142,13 @@ class PgConn {
     std::vector<Item> items_;
   };
   absl::StatusOr<std::vector<PgResult>> Run(const Pipeline& pipeline);
+  // Run() in two halves, for work to overlap PostgreSQL's: Send() sends the statements
+  // without waiting, Receive() waits for their results (and reports a failed send). In
+  // between the connection is busy (pending()); any other use of it first receives and
+  // drops the pending results (a read sent ahead that nobody came for).
+  absl::Status Send(const Pipeline& pipeline);
+  absl::StatusOr<std::vector<PgResult>> Receive();
+  bool pending() const { return pending_ != nullptr; }
   // The same statements one after the other (no pipeline): for measuring what it pays.
   absl::StatusOr<std::vector<PgResult>> RunSequentially(const Pipeline& pipeline);
 
@@ -156,9 +163,23 @@ class PgConn {
  private:
   explicit PgConn(pg_conn* conn) : conn_(conn) {}
   absl::Status StatusOf(pg_result* res, absl::string_view context) const;
+  // Receives and drops the results of a pipeline Send() left pending.
+  void DropPending();
   // The name of `sql` as a prepared statement, preparing it first if needed.
   absl::StatusOr<std::string> PreparedName(const std::string& sql, int params);
   pg_conn* conn_;
+  // A pipeline sent and not yet received: what was sent, in order (a statement's
+  // execution: its index; a preparation: -1 with its name; a sync: -2), and a send's failure.
+  struct PendingPipeline {
+    struct Sent {
+      int item = -1;
+      std::string name;
+      std::string sql;
+    };
+    std::vector<Sent> sent;
+    absl::Status status;
+  };
+  std::unique_ptr<PendingPipeline> pending_;
   // Statements prepared on this connection: SQL text -> name.
   std::unordered_map<std::string, std::string> prepared_;
   mutable std::string last_error_state_;  // set by StatusOf (single-threaded, as the class)

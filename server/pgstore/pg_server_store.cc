@@ -26,6 +26,10 @@ using sync::RowState;
 
 PgParam U64(uint64_t value) { return PgParam::Int(static_cast<int64_t>(value)); }
 
+// How long a download page read ahead stays usable (ChangesSince): a device asks for its
+// next page within milliseconds; one that does not finds a fresh read.
+constexpr absl::Duration kReadAheadMaxAge = absl::Milliseconds(500);
+
 // A row is stored as the change that carries all of it (RowToChange from op 0, without
 // its id) and the op of each field, 8 bytes little-endian each, in spec order.
 void EncodeRow(const RecordTypeSpec& type, const RowState& row, std::string* change_bytes,
@@ -241,8 +245,10 @@ absl::StatusOr<std::unique_ptr<PgServerStore>> PgServerStore::Open(
   }
   // Commits of every instance (ours too) reach the listeners through the watcher.
   PgServerStore* raw = store.get();
-  store->watch_->SetCommitListener(
-      [raw](const std::vector<int64_t>& buckets, uint64_t op) { raw->TellListeners(buckets, op); });
+  store->watch_->SetCommitListener([raw](const std::vector<int64_t>& buckets, uint64_t op) {
+    raw->BumpEpochs(buckets);  // another instance's commit: pages read ahead are stale
+    raw->TellListeners(buckets, op);
+  });
   return store;
 }
 
@@ -505,7 +511,16 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
   for (const RowKey& key : dirty_)
     any_partition = any_partition || PartitionOf(rows_[key]->bucket) != 0;
   const bool may_move = pg_options_.province_of || any_partition;
-  std::vector<RowKey> keys(dirty_.begin(), dirty_.end());
+  // In op order: a bucket's rows then lie in the heap in the order a download reads them
+  // (its index on (province, bucket, op)), a few heap pages per page of 1,000 instead of
+  // one page per row.
+  std::vector<std::pair<uint64_t, RowKey>> by_op;
+  by_op.reserve(dirty_.size());
+  for (const RowKey& key : dirty_) by_op.emplace_back(rows_[key]->op, key);
+  std::sort(by_op.begin(), by_op.end());
+  std::vector<RowKey> keys;
+  keys.reserve(by_op.size());
+  for (auto& entry : by_op) keys.push_back(std::move(entry.second));
   for (size_t from = 0; from < keys.size(); from += kRowsPerStatement) {
     const size_t to = std::min(keys.size(), from + kRowsPerStatement);
     PgBinaryArray provinces(Kind::kInt4), buckets(Kind::kInt8), types(Kind::kInt4),
@@ -599,6 +614,9 @@ absl::Status PgServerStore::CommitGroup(uint64_t max_hlc, std::vector<int64_t>* 
   if (absl::Status sent = send(); !sent.ok()) return sent;
   in_group_ = false;
   std::sort(buckets.begin(), buckets.end());
+  // Before Apply answers: a device's next page after its write is never one read ahead
+  // from before it.
+  BumpEpochs(buckets);
   *touched = buckets;
   ClearGroup();
   // The other instances hear of it (after the commit, never inside it).
@@ -891,12 +909,38 @@ absl::Status PgServerStore::WithReader(
 
 absl::Status PgServerStore::WithReaderConnection(
     const std::function<absl::Status(PgConn& conn)>& fn) {
+  return WithReaderFor(nullptr, [&fn](Reader& reader) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    reader.ahead.reset();  // the connection drops its pending results when next used
+    return fn(*reader.conn);
+  });
+}
+
+absl::Status PgServerStore::WithReaderFor(const ReadAhead* wanted,
+                                          const std::function<absl::Status(Reader&)>& fn) {
   const size_t n = readers_.size();
   const size_t start = next_reader_.fetch_add(1, std::memory_order_relaxed) % n;
   Reader* reader = nullptr;
-  for (size_t i = 0; i < n && reader == nullptr; ++i) {
-    if (readers_[(start + i) % n]->mu.TryLock()) reader = readers_[(start + i) % n].get();
+  // The reader holding the page read ahead for this call; else a free one holding none
+  // (not to drop another download's); else any free one; else wait for one.
+  auto pick = [&](auto&& fits) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (size_t i = 0; i < n && reader == nullptr; ++i) {
+      Reader* candidate = readers_[(start + i) % n].get();
+      if (!candidate->mu.TryLock()) continue;
+      if (fits(*candidate)) {
+        reader = candidate;
+      } else {
+        candidate->mu.Unlock();
+      }
+    }
+  };
+  if (wanted != nullptr) {
+    pick([wanted](const Reader& r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return r.ahead.has_value() && r.ahead->bucket == wanted->bucket &&
+             r.ahead->op == wanted->op && r.ahead->budget == wanted->budget;
+    });
   }
+  pick([](const Reader& r) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !r.ahead.has_value(); });
+  pick([](const Reader&) { return true; });
   if (reader == nullptr) {
     reader = readers_[start].get();
     reader->mu.Lock();
@@ -906,13 +950,17 @@ absl::Status PgServerStore::WithReaderConnection(
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (reader->conn == nullptr || !reader->conn->ok()) {
         reader->conn.reset();
+        reader->ahead.reset();
         absl::StatusOr<std::unique_ptr<PgConn>> conn = PgConn::Connect(conninfo_);
         if (!conn.ok()) return conn.status();
         reader->conn = std::move(*conn);
       }
       PgConn& conn = *reader->conn;
-      absl::Status status = fn(conn);
-      if (!status.ok() && conn.ok()) conn.Exec("ROLLBACK").IgnoreError();
+      absl::Status status = fn(*reader);
+      if (!status.ok() && conn.ok()) {
+        reader->ahead.reset();
+        conn.Exec("ROLLBACK").IgnoreError();
+      }
       // A connection lost (a restart, a failover) is tried once more on a new one.
       if (!absl::IsUnavailable(status) || conn.ok()) return status;
     }
@@ -921,6 +969,17 @@ absl::Status PgServerStore::WithReaderConnection(
   readers_busy_.fetch_sub(1, std::memory_order_relaxed);
   reader->mu.Unlock();
   return status;
+}
+
+uint64_t PgServerStore::BucketEpoch(int64_t bucket) {
+  absl::MutexLock lock(&epochs_mu_);
+  auto it = epochs_.find(bucket);
+  return it == epochs_.end() ? 0 : it->second;
+}
+
+void PgServerStore::BumpEpochs(const std::vector<int64_t>& buckets) {
+  absl::MutexLock lock(&epochs_mu_);
+  for (int64_t bucket : buckets) ++epochs_[bucket];
 }
 
 absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
@@ -943,22 +1002,31 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
     buckets.push_back(cursor.bucket());
   }
   std::sort(buckets.begin(), buckets.end());
-  // A bucket's checkpoint and its rows after the cursor, up to the checkpoint, in one
-  // statement: the head says which partition holds the rows (its province as first
-  // written; run-time partition pruning), so a reader never depends on its own idea of
-  // the province. One row with NULL record columns when no record follows; none when the
-  // bucket has no head.
-  const std::string kPageSql =
-      "SELECT h.last_op, h.checksum, h.records, r.type, r.id, r.op, r.row, r.field_ops "
-      "FROM kcnet_bucket_head h LEFT JOIN LATERAL (SELECT type, id, op, row, field_ops "
-      "FROM kcnet_records WHERE province = h.province AND bucket = h.bucket AND op > $2 "
-      "AND op <= h.last_op ORDER BY op LIMIT $3) r ON true WHERE h.bucket = $1 ORDER BY r.op";
-  return WithReaderConnection([&](PgConn& conn) -> absl::Status {
-    ChangeBatch& batch = *page;
-    size_t budget = std::max<size_t>(limits.max_changes, 1);
-    size_t bytes = 0;
-    // One round trip for the first bucket: the sequence's value, the wait on the heads
-    // (one transaction, ended by the sync), then the snapshot and the first bucket's page.
+  // A bucket's checkpoint (no row when the bucket has no head), then its rows after the
+  // cursor up to the checkpoint, in the same snapshot. The head says which partition
+  // holds the rows (its province as first written; run-time partition pruning), so a
+  // reader never depends on its own idea of the province. Two statements rather than a
+  // join, so that the head's columns are not sent again with every row (pgsync18).
+  const std::string kHeadSql =
+      "SELECT last_op, checksum, records FROM kcnet_bucket_head WHERE bucket = $1";
+  const std::string kRowsSql =
+      "SELECT type, id, op, row, field_ops FROM kcnet_records "
+      "WHERE province = (SELECT province FROM kcnet_bucket_head WHERE bucket = $1) "
+      "AND bucket = $1 AND op > $2 "
+      "AND op <= (SELECT last_op FROM kcnet_bucket_head WHERE bucket = $1) "
+      "ORDER BY op LIMIT $3";
+  auto add_page = [&](PgConn::Pipeline& pipeline, int64_t bucket, uint64_t after_op, size_t limit) {
+    pipeline.AddPrepared(kHeadSql, {PgParam::Int(bucket)}, /*binary_results=*/true);
+    pipeline.AddPrepared(
+        kRowsSql, {PgParam::Int(bucket), U64(after_op), PgParam::Int(static_cast<int64_t>(limit))},
+        /*binary_results=*/true);
+  };
+  const size_t page_budget = std::max<size_t>(limits.max_changes, 1);
+  // One round trip for the first bucket: the sequence's value, the wait on the heads
+  // (one transaction, ended by the sync), then the snapshot and the first bucket's page.
+  // With one bucket (a new device's download, a stream's usual page) nothing is read
+  // after this pipeline, so it carries the COMMIT too and the page is one round trip.
+  auto first_pipeline = [&](int64_t first_bucket, uint64_t after_op, bool single) {
     PgConn::Pipeline first;
     first.AddPrepared("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq", {},
                       /*binary_results=*/true);
@@ -966,103 +1034,153 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
       first.AddPrepared(
           "SELECT 1 FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
           "ORDER BY bucket FOR KEY SHARE",
-          {PgBinaryArray::Ints(PgBinaryArray::Type::kInt8, buckets)});
+          {single ? PgBinaryArray::Ints(PgBinaryArray::Type::kInt8, {first_bucket})
+                  : PgBinaryArray::Ints(PgBinaryArray::Type::kInt8, buckets)});
     }
     first.Sync();
     first.Add("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {});
-    if (!cursors.empty()) {
-      first.AddPrepared(kPageSql,
-                        {PgParam::Int(cursors[0].bucket()), U64(cursors[0].op()),
-                         PgParam::Int(static_cast<int64_t>(budget))},
-                        /*binary_results=*/true);
-    }
-    // One bucket (a new device's download, a stream's usual page): nothing is read after
-    // this pipeline, so it carries the COMMIT too and the page is one round trip.
-    const bool single = cursors.size() == 1;
+    // The page statement's generic plan (run-time partition pruning from the head's
+    // province) instead of a custom plan per execution: planning a custom one over 34
+    // partitions cost ~0.8 ms a page, three times the execution (docs/BENCHMARKS.md,
+    // pgsync18). For this transaction only.
+    first.Add("SET LOCAL plan_cache_mode = force_generic_plan", {});
+    if (!cursors.empty()) add_page(first, first_bucket, after_op, page_budget);
     if (single) first.Add("COMMIT", {});
-    absl::StatusOr<std::vector<PgResult>> started = conn.Run(first);
-    if (!started.ok()) return started.status();
-    const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
-    batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
-    for (size_t i = 0; i < cursors.size(); ++i) {
-      const BucketCursor& cursor = cursors[i];
-      const bool room = budget > 0 && bytes < limits.max_bytes;
-      PgResult later;
-      if (i > 0) {
-        // Without room, only the checkpoint is read (LIMIT 0).
-        absl::StatusOr<PgResult> read =
-            conn.Prepared(kPageSql,
-                          {PgParam::Int(cursor.bucket()), U64(cursor.op()),
-                           PgParam::Int(room ? static_cast<int64_t>(budget) : 0)},
-                          /*binary_results=*/true);
-        if (!read.ok()) return read.status();
-        later = std::move(*read);
-      }
-      const PgResult& rows = i == 0 ? first_page : later;
-      BucketCheckpoint cp;
-      cp.set_bucket(cursor.bucket());
-      if (rows.rows() > 0) {
-        cp.set_op(static_cast<uint64_t>(rows.GetBinaryInt(0, 0)));
-        cp.set_checksum(static_cast<uint64_t>(rows.GetBinaryInt(0, 1)));
-        cp.set_records(static_cast<uint64_t>(rows.GetBinaryInt(0, 2)));
-      }
-      if (cursor.op() >= cp.op()) {
-        // Up to date (or ahead of a restored server: the checkpoint tells the device).
-        *batch.add_checkpoints() = cp;
-        BucketCursor* out = batch.add_cursors();
-        out->set_bucket(cursor.bucket());
-        out->set_op(cp.op());
-        out->set_floor(cp.op());
-        continue;
-      }
-      if (!room) {
-        batch.set_more(true);
-        continue;
-      }
-      google::protobuf::Arena* const arena = batch.GetArena();
-      const uint64_t after = std::min(cursor.floor(), cursor.op());
-      uint64_t reached = cursor.op();
-      size_t taken = 0;
-      for (int r = 0; r < rows.rows(); ++r) {
-        if (rows.IsNull(r, 5)) break;  // no record follows the cursor
-        if (taken > 0 && bytes >= limits.max_bytes) break;
-        const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 5));
-        const RecordTypeSpec* type = schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 3)));
-        if (type != nullptr) {
-          absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 4));
-          if (!id.ok()) return absl::DataLossError(id.status().message());
-          RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
-          if (after != 0 ||
-              !StoredChangeIsTheDownload(*type, rows.Get(r, 6), rows.Get(r, 7), change)) {
-            change->Clear();
-            absl::StatusOr<RowState> row =
-                DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 6), rows.Get(r, 7));
-            if (!row.ok()) return row.status();
-            sync::RowToChange(*type, *id, *row, after, change);
-          } else {
-            change->set_id(std::move(*id));
-            change->set_op(op);
-            change->set_bucket(cursor.bucket());
-          }
-          bytes += change->ByteSizeLong();
-          batch.mutable_changes()->AddAllocated(change);
+    return first;
+  };
+  const bool single = cursors.size() == 1;
+  ReadAhead wanted;
+  if (single) {
+    wanted.bucket = cursors[0].bucket();
+    wanted.op = cursors[0].op();
+    wanted.budget = page_budget;
+  }
+  return WithReaderFor(
+      single ? &wanted : nullptr,
+      [&](Reader& reader) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+        PgConn& conn = *reader.conn;
+        ChangeBatch& batch = *page;
+        size_t budget = page_budget;
+        size_t bytes = 0;
+        // The page read ahead for this cursor when there is one still good (nothing written
+        // to the bucket since it was sent, and young), else the statements now.
+        absl::StatusOr<std::vector<PgResult>> started;
+        const std::optional<ReadAhead> ahead = std::exchange(reader.ahead, std::nullopt);
+        if (single && ahead.has_value() && ahead->bucket == wanted.bucket &&
+            ahead->op == wanted.op && ahead->budget == wanted.budget &&
+            ahead->epoch == BucketEpoch(wanted.bucket) &&
+            absl::Now() - ahead->sent < kReadAheadMaxAge && conn.pending()) {
+          started = conn.Receive();
+          if (!started.ok() && conn.ok())
+            started = conn.Run(first_pipeline(wanted.bucket, wanted.op, true));
+        } else if (!cursors.empty()) {
+          started = conn.Run(first_pipeline(cursors[0].bucket(), cursors[0].op(), single));
+        } else {
+          started = conn.Run(first_pipeline(0, 0, false));
         }
-        reached = op;
-        ++taken;
-      }
-      budget -= std::min(budget, taken);
-      BucketCursor* out = batch.add_cursors();
-      out->set_bucket(cursor.bucket());
-      out->set_op(reached);
-      out->set_floor(reached == cp.op() ? reached : after);
-      if (reached == cp.op()) {
-        *batch.add_checkpoints() = cp;
-      } else {
-        batch.set_more(true);
-      }
-    }
-    return single ? absl::OkStatus() : conn.Exec("COMMIT");
-  });
+        if (!started.ok()) return started.status();
+        // The results end with the first bucket's head and rows (and the COMMIT's).
+        const PgResult& first_head = started->at(started->size() - (single ? 3 : 2));
+        const PgResult& first_page = started->at(started->size() - (single ? 2 : 1));
+        batch.set_server_op(static_cast<uint64_t>((*started)[0].GetBinaryInt(0, 0)));
+        // A full page of one bucket with more after it: the next page is most likely asked
+        // for next (a new device's download), so its statements go out now and PostgreSQL
+        // reads it while this one is decoded and sent. Dropped below if this page ends
+        // elsewhere than its last row (the byte limit).
+        uint64_t ahead_from = 0;
+        if (single && first_page.rows() == static_cast<int>(page_budget) && first_head.rows() > 0) {
+          const uint64_t last =
+              static_cast<uint64_t>(first_page.GetBinaryInt(first_page.rows() - 1, 2));
+          const uint64_t head = static_cast<uint64_t>(first_head.GetBinaryInt(0, 0));
+          if (last < head) {
+            ReadAhead next{wanted.bucket, last, page_budget, BucketEpoch(wanted.bucket),
+                           absl::Now()};
+            if (conn.Send(first_pipeline(wanted.bucket, last, true)).ok()) {
+              reader.ahead = next;
+              ahead_from = last;
+            }
+          }
+        }
+        for (size_t i = 0; i < cursors.size(); ++i) {
+          const BucketCursor& cursor = cursors[i];
+          const bool room = budget > 0 && bytes < limits.max_bytes;
+          std::vector<PgResult> later;
+          if (i > 0) {
+            // Without room, only the checkpoint is read (LIMIT 0).
+            PgConn::Pipeline next;
+            add_page(next, cursor.bucket(), cursor.op(), room ? budget : 0);
+            absl::StatusOr<std::vector<PgResult>> read = conn.Run(next);
+            if (!read.ok()) return read.status();
+            later = std::move(*read);
+          }
+          const PgResult& head = i == 0 ? first_head : later[0];
+          const PgResult& rows = i == 0 ? first_page : later[1];
+          BucketCheckpoint cp;
+          cp.set_bucket(cursor.bucket());
+          if (head.rows() > 0) {
+            cp.set_op(static_cast<uint64_t>(head.GetBinaryInt(0, 0)));
+            cp.set_checksum(static_cast<uint64_t>(head.GetBinaryInt(0, 1)));
+            cp.set_records(static_cast<uint64_t>(head.GetBinaryInt(0, 2)));
+          }
+          if (cursor.op() >= cp.op()) {
+            // Up to date (or ahead of a restored server: the checkpoint tells the device).
+            *batch.add_checkpoints() = cp;
+            BucketCursor* out = batch.add_cursors();
+            out->set_bucket(cursor.bucket());
+            out->set_op(cp.op());
+            out->set_floor(cp.op());
+            continue;
+          }
+          if (!room) {
+            batch.set_more(true);
+            continue;
+          }
+          google::protobuf::Arena* const arena = batch.GetArena();
+          const uint64_t after = std::min(cursor.floor(), cursor.op());
+          uint64_t reached = cursor.op();
+          size_t taken = 0;
+          for (int r = 0; r < rows.rows(); ++r) {
+            if (taken > 0 && bytes >= limits.max_bytes) break;
+            const uint64_t op = static_cast<uint64_t>(rows.GetBinaryInt(r, 2));
+            const RecordTypeSpec* type =
+                schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 0)));
+            if (type != nullptr) {
+              absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 1));
+              if (!id.ok()) return absl::DataLossError(id.status().message());
+              RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
+              if (after != 0 ||
+                  !StoredChangeIsTheDownload(*type, rows.Get(r, 3), rows.Get(r, 4), change)) {
+                change->Clear();
+                absl::StatusOr<RowState> row =
+                    DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 3), rows.Get(r, 4));
+                if (!row.ok()) return row.status();
+                sync::RowToChange(*type, *id, *row, after, change);
+              } else {
+                change->set_id(std::move(*id));
+                change->set_op(op);
+                change->set_bucket(cursor.bucket());
+              }
+              bytes += change->ByteSizeLong();
+              batch.mutable_changes()->AddAllocated(change);
+            }
+            reached = op;
+            ++taken;
+          }
+          budget -= std::min(budget, taken);
+          // The next call will not start where the page read ahead does.
+          if (i == 0 && reached != ahead_from) reader.ahead.reset();
+          BucketCursor* out = batch.add_cursors();
+          out->set_bucket(cursor.bucket());
+          out->set_op(reached);
+          out->set_floor(reached == cp.op() ? reached : after);
+          if (reached == cp.op()) {
+            *batch.add_checkpoints() = cp;
+          } else {
+            batch.set_more(true);
+          }
+        }
+        return single ? absl::OkStatus() : conn.Exec("COMMIT");
+      });
 }
 
 absl::StatusOr<std::vector<RecordChange>> PgServerStore::List(const sync::ListQuery& query) {

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/pgstore/pg_conn.h"
 #include "server/pgstore/pg_op_log.h"
 #include "sync/server_store.h"
@@ -236,10 +238,34 @@ class PgServerStore final : public sync::MergingServerStore {
   // Buckets whose head row is known to be committed (rows are never deleted).
   absl::flat_hash_set<int64_t> heads_seen_ ABSL_GUARDED_BY(mu_);
 
+  // A one-bucket download page read ahead (docs/POSTGRES.md, "Downloads"): when a page
+  // of one bucket is full, the next page's statements (the same pipeline a call would
+  // send) go out on the reader's connection before this page is decoded, and the next
+  // call with that cursor receives them instead of asking. Used only while the bucket's
+  // write epoch is unchanged and for at most kReadAheadMaxAge; else dropped.
+  struct ReadAhead {
+    int64_t bucket = 0;
+    uint64_t op = 0;     // the cursor it reads from
+    size_t budget = 0;   // its LIMIT (the page's max_changes)
+    uint64_t epoch = 0;  // the bucket's write epoch before it was sent
+    absl::Time sent;
+  };
   struct Reader {
     absl::Mutex mu;
     std::unique_ptr<PgConn> conn ABSL_GUARDED_BY(mu);
+    std::optional<ReadAhead> ahead ABSL_GUARDED_BY(mu);  // pending on conn
   };
+  // Runs `fn` on a reader: one whose read-ahead `wanted` matches if there is one free,
+  // else as WithReaderConnection (which drops a read-ahead it finds).
+  absl::Status WithReaderFor(const ReadAhead* wanted,
+                             const std::function<absl::Status(Reader&)>& fn);
+  // The buckets' write epochs: moved after every commit that moved the bucket (this
+  // instance's before Apply returns; others' when the watcher hears of them).
+  uint64_t BucketEpoch(int64_t bucket);
+  void BumpEpochs(const std::vector<int64_t>& buckets);
+  absl::Mutex epochs_mu_;
+  absl::flat_hash_map<int64_t, uint64_t> epochs_ ABSL_GUARDED_BY(epochs_mu_);
+
   std::vector<std::unique_ptr<Reader>> readers_;  // fixed after Open
   std::atomic<size_t> next_reader_{0};
   std::atomic<int> readers_busy_{0};

@@ -339,6 +339,113 @@ TEST_F(PgServerStoreTest, ADownloadFromScratchCarriesWhatSqliteSends) {
   }
 }
 
+// A full page of one bucket makes the store read the next page ahead (pgsync18). A write
+// to the bucket between the two pages, through this instance or another, must not be
+// hidden by that read: the second page is what a fresh read gives (record 3, updated,
+// has moved behind record 5). Fails when a read-ahead is used without its epoch check.
+TEST_F(PgServerStoreTest, APageReadAheadIsNotServedAfterAWriteToItsBucket) {
+  for (const bool other_instance : {false, true}) {
+    SCOPED_TRACE(other_instance ? "written through another instance" : "written through this one");
+    const int64_t unit = other_instance ? kOtherUnit : kUnit;
+    const sync::Writer device = Device(other_instance ? "tablet-b" : "tablet-a");
+    const uint64_t base = other_instance ? 100 : 0;  // other records in the second round
+    auto reader = OpenPg();
+    auto other = other_instance ? OpenPg() : nullptr;
+    ASSERT_TRUE(reader && (other || !other_instance));
+    sync::ServerStore* writer = other_instance ? other.get() : reader.get();
+    absl::Mutex mu;
+    std::set<int64_t> seen;
+    reader->SetCommitListener([&](const std::vector<int64_t>& buckets, uint64_t) {
+      absl::MutexLock lock(&mu);
+      seen.insert(buckets.begin(), buckets.end());
+    });
+    const uint64_t t = sync::HlcPack(kT0, 0);
+    for (uint64_t i = 1; i <= 5; ++i) {
+      ASSERT_TRUE(
+          writer
+              ->Apply(
+                  device,
+                  One(i, {Change(1, Id(base + i), {{2, IntValue(unit)}, {3, IntValue(1)}})}, t + i))
+              .ok());
+    }
+    ASSERT_TRUE(WaitFor(mu, seen, unit));
+    sync::DownloadLimits limits;
+    limits.max_changes = 2;
+    kcnet::v1::BucketCursor start;
+    start.set_bucket(unit);
+    kcnet::v1::ChangeBatch first;
+    ASSERT_TRUE(reader->ChangesSince({start}, limits, &first).ok());
+    ASSERT_EQ(first.changes_size(), 2);
+    EXPECT_EQ(first.changes(1).id(), Id(base + 2));
+    // Time for PostgreSQL to answer the page read ahead before the write begins (else
+    // the read waits for the write's head lock and sees it anyway).
+    absl::SleepFor(absl::Milliseconds(100));
+    {
+      absl::MutexLock lock(&mu);
+      seen.clear();
+    }
+    ASSERT_TRUE(
+        writer->Apply(device, One(6, {Change(1, Id(base + 3), {{3, IntValue(9)}})}, t + 10)).ok());
+    // Another instance's write is known once the watcher has told of it; this instance's
+    // before Apply returns.
+    if (other_instance) {
+      ASSERT_TRUE(WaitFor(mu, seen, unit));
+    }
+    kcnet::v1::ChangeBatch second;
+    std::vector<kcnet::v1::BucketCursor> cursors(first.cursors().begin(), first.cursors().end());
+    ASSERT_TRUE(reader->ChangesSince(cursors, limits, &second).ok());
+    ASSERT_EQ(second.changes_size(), 2);
+    EXPECT_EQ(second.changes(0).id(), Id(base + 4));
+    EXPECT_EQ(second.changes(1).id(), Id(base + 5));
+  }
+}
+
+// With one reader connection, whatever else reads between two pages (a list, a
+// checkpoint) uses the connection that holds the page read ahead: it must get its own
+// answers, and the next page must still be right.
+TEST_F(PgServerStoreTest, ReadsBetweenTwoPagesShareTheConnectionOfThePageReadAhead) {
+  sync::ServerStoreOptions options;
+  options.clock = &wall_;
+  options.reader_connections = 1;
+  auto opened = PgServerStore::Open(pg_->conninfo(), &schema_, options, PgServerStoreOptions{});
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  PgServerStore& store = **opened;
+  const uint64_t t = sync::HlcPack(kT0, 0);
+  for (uint64_t i = 1; i <= 6; ++i) {
+    ASSERT_TRUE(
+        store
+            .Apply(Device("tablet-a"),
+                   One(i, {Change(1, Id(i), {{2, IntValue(kUnit)}, {3, IntValue(1)}})}, t + i))
+            .ok());
+  }
+  sync::DownloadLimits limits;
+  limits.max_changes = 2;
+  kcnet::v1::BucketCursor cursor;
+  cursor.set_bucket(kUnit);
+  std::vector<kcnet::v1::BucketCursor> cursors = {cursor};
+  std::vector<std::string> ids;
+  for (int pages = 0; pages < 5; ++pages) {
+    kcnet::v1::ChangeBatch page;
+    ASSERT_TRUE(store.ChangesSince(cursors, limits, &page).ok());
+    for (const RecordChange& c : page.changes()) ids.push_back(c.id());
+    if (page.checkpoints_size() > 0) break;
+    cursors.assign(page.cursors().begin(), page.cursors().end());
+    // Between the pages, on the same (only) connection.
+    sync::ListQuery query;
+    query.type = 1;
+    query.buckets = {kUnit};
+    auto listed = store.List(query);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    EXPECT_EQ(listed->size(), 6u);
+    auto checkpoint = store.Checkpoint(kUnit);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    EXPECT_EQ(checkpoint->records(), 6u);
+  }
+  std::vector<std::string> expected;
+  for (uint64_t i = 1; i <= 6; ++i) expected.push_back(Id(i));
+  EXPECT_EQ(ids, expected);
+}
+
 TEST_F(PgServerStoreTest, AStoreWithoutTheProvinceMapListsAndReadsEveryPartition) {
   // kcnet-server writes with the directory's province map; a store opened without it
   // (an admin tool, an instance whose directory is behind) must still find the rows: the
