@@ -340,7 +340,9 @@ int main(int argc, char** argv) {
     // below --scale=0.9 (0.1 and up), and from 0.9 the registry's search "may tre" (a tenth
     // of the facilities, so about 100,000 of the 1,000,000 visits at --scale=1).
     const bool filter_100k = may_tre_visits >= 90000;
-    {
+    // KCNET_CONSOLE_BENCH_ONLY without "xlsx" (say "map"): no exports over gRPC either.
+    const char* only = std::getenv("KCNET_CONSOLE_BENCH_ONLY");
+    if (only == nullptr || absl::StrContains(only, "xlsx")) {
       grpc::ClientContext login_context;
       LoginRequest login;
       login.set_username("officer");
