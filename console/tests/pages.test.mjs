@@ -428,6 +428,31 @@ async function main() {
   await page.waitForURL(new RegExp(`#/facility/${target.id}`));
   await page.locator("main h1", { hasText: "Phú Lộc" }).waitFor();
 
+  step("map: zoomed out, every point is one cluster (the grid's buckets summed); a click lists them all");
+  await page.goto(`${base}/#/map`);
+  await page.locator("#map-count", { hasText: "điểm" }).waitFor();
+  await canvas.focus();
+  for (let i = 0; i < 30; i++) await page.keyboard.press("-");
+  await page.waitForFunction(() => document.querySelector("#map-canvas")?.dataset.clusters === "1", null, { timeout: 10000 });
+  {
+    // The cluster sits at the mean of the points (a visit without GPS at its facility).
+    const byId = new Map(facilitiesWithPlace.map((f) => [f.id, f]));
+    const places = [
+      ...facilitiesWithPlace.map((f) => [f.longitude, f.latitude]),
+      ...visitsWithPlace.map((v) => (v.latitude || v.longitude ? [v.longitude, v.latitude] : [byId.get(v.facilityId).longitude, byId.get(v.facilityId).latitude])),
+    ];
+    const meanLng = places.reduce((a, p) => a + p[0], 0) / places.length;
+    const meanLat = places.reduce((a, p) => a + p[1], 0) / places.length;
+    const v = JSON.parse(await canvas.getAttribute("data-view"));
+    const b = await canvas.boundingBox();
+    await canvas.click({ position: { x: b.width / 2 + (meanLng - v.lng) * v.scale, y: b.height / 2 - (meanLat - v.lat) * v.scale } });
+    await page.locator("#map-picked li").first().waitFor();
+    const listed = await page.locator("#map-picked li a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
+    assert.equal(listed.length, Math.min(200, places.length), "the cluster's list holds every point");
+    const ids = new Set(facilitiesWithPlace.map((f) => `#/facility/${f.id}`));
+    assert.ok(listed.every((href) => ids.has(href)), "each listed point links to one of the API's facilities");
+  }
+
   step("the plans list for the coordinator is read-only");
   await page.goto(`${base}/#/plans`);
   await page.locator("#plans-table tbody tr").first().waitFor();
