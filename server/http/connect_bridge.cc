@@ -83,14 +83,11 @@ void ServeStaticFile(const std::string& console_dir, const httplib::Request& req
                                 });
 }
 
-// A unary answer's JSON, gzipped by the bridge itself when it is large enough to matter
-// and the client accepts gzip. Left to httplib, a body whose client also accepts "br" (every
-// browser does) is compressed with brotli at its default quality 11: about 1 MB/s, so a
-// 20,000-point map page (3.4 MB of JSON) took 9-28 s to answer against 0.6 s gzipped
-// (docs/BENCHMARKS.md, map16). zlib's fastest level: compressing costs a few ms per MB.
-// Smaller answers go as they are (httplib may compress them; a few KB cost little).
-constexpr size_t kGzipAnswerFrom = 8 * 1024;
-
+// A unary answer's JSON, gzipped by the bridge itself when the client accepts gzip. Left to
+// httplib, an answer to a client that also accepts "br" (every browser does) is compressed
+// with brotli at its default quality 11: about 1 MB/s, and 20-180 ms even for 1-24 KB, so
+// a 20,000-point map page (3.4 MB of JSON) took 9-28 s to answer against 0.6 s gzipped
+// (docs/BENCHMARKS.md, map16). zlib's fastest level costs about 10 ms per MB.
 bool Gzip(const std::string& in, std::string* out) {
   z_stream z{};
   // 15 + 16: a gzip header and trailer, not zlib's.
@@ -110,8 +107,7 @@ bool Gzip(const std::string& in, std::string* out) {
 
 void SetJsonAnswer(const httplib::Request& request, std::string json, const char* type,
                    httplib::Response& response) {
-  if (json.size() >= kGzipAnswerFrom &&
-      absl::StrContains(request.get_header_value("Accept-Encoding"), "gzip")) {
+  if (absl::StrContains(request.get_header_value("Accept-Encoding"), "gzip")) {
     auto gz = std::make_shared<std::string>();
     if (Gzip(json, gz.get())) {
       response.set_header("Content-Encoding", "gzip");
