@@ -399,6 +399,7 @@ export function MapPage() {
     setPicked([]);
     setError("");
     view.current = null;
+    schedule(); // the previous filter's points off the canvas
     (async () => {
       // The facilities of the filter, then the visits in the dates, in pages of 20,000,
       // each drawn as it arrives (at most every 250 ms).
