@@ -453,6 +453,20 @@ async function main() {
     assert.ok(listed.every((href) => ids.has(href)), "each listed point links to one of the API's facilities");
   }
 
+  step("map: live, a facility created elsewhere appears without a reload");
+  {
+    // The tab's watch stream open (this test's earlier page loads may hold the user's 4
+    // streams until the bridge's heartbeat finds them closed: up to 15 s).
+    await page.locator("#live-state.live:not(.offline):not(.connecting)").waitFor({ timeout: 45000 });
+    const before = Number(await canvas.getAttribute("data-points"));
+    const made = await api("FacilityService/CreateFacility", {
+      facility: { communeId: facilitiesWithPlace[0].communeId, name: "Cơ sở bản đồ trực tiếp", latitude: facilitiesWithPlace[0].latitude + 0.001, longitude: facilitiesWithPlace[0].longitude },
+    });
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    await page.waitForFunction((n) => Number(document.querySelector("#map-canvas")?.dataset.points) === n, before + 1, { timeout: 10000 });
+    await page.locator("#map-count", { hasText: new Intl.NumberFormat("vi-VN").format(before + 1) }).waitFor();
+  }
+
   step("the plans list for the coordinator is read-only");
   await page.goto(`${base}/#/plans`);
   await page.locator("#plans-table tbody tr").first().waitFor();

@@ -28,6 +28,8 @@ import { FacilityExportButtons } from "./RecordExport";
 import { filters, me, setFilters } from "../state";
 import { hasQueueFilter, requestFilter } from "../requestFilter";
 import { tf } from "../i18n-filters";
+import { changes, liveState } from "../live";
+import { tr } from "../i18n-review";
 
 /** The loaded points as parallel arrays: an entry per facility and per visit, no objects. */
 class Points {
@@ -388,11 +390,77 @@ export function MapPage() {
     frame.current = requestAnimationFrame(() => latestRedraw.current());
   };
 
+  // Every point of the filter, page by page, into `into`; `page` after each (with the
+  // points so far and whether it was the last); stops when `stale` says so.
+  const filterDeps = [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role];
+  const readPoints = async (into: Points, stale: () => boolean, page: (total: number, last: boolean) => void) => {
+    let pageToken = "";
+    let total = 0;
+    do {
+      const r = await facilitiesApi.listMapPoints({
+        orgUnitId: p.unit ? BigInt(p.unit) : 0n,
+        query: p.q,
+        kind: Number(p.kind || 0),
+        sector: Number(p.sector || 0),
+        visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
+        visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
+        requests: queueFilter,
+        pageSize: 20000,
+        pageToken,
+      });
+      if (stale()) return;
+      for (const pt of r.points) {
+        if (pt.type === MapPointType.FACILITY) into.addFacility(pt.id, pt.name, pt.latitude, pt.longitude);
+        else into.addVisit(pt.facilityId, pt.latitude, pt.longitude, Number(pt.visitedMs));
+      }
+      total += r.points.length;
+      pageToken = r.nextPageToken;
+      page(total, !pageToken);
+    } while (pageToken);
+  };
+  // The filter's load: a generation per filter, so a late page of an old one is dropped.
+  const generation = useRef(0);
+  // Live: a change in my scope re-reads the points in the background and swaps them in
+  // when complete (the old ones stay drawn meanwhile; the view is kept). One re-read at a
+  // time: changes during it make one more after it, never a restart (a province's 1.2 M
+  // points take tens of seconds to read).
+  const live = useRef({ busy: false, again: false });
+  const liveRead = useRef(() => {});
+  liveRead.current = () => {
+    const l = live.current;
+    if (l.busy || !shown.current.loaded) {
+      l.again = true; // after this re-read, or when the filter's load is complete
+      return;
+    }
+    l.busy = true;
+    l.again = false;
+    const mine = generation.current;
+    const fresh = new Points();
+    readPoints(fresh, () => generation.current !== mine, (total, last) => {
+      if (!last) return;
+      points.current = fresh;
+      grids.current.clear(); // built from the old points
+      gridsOf.current = "";
+      setReceived(total);
+      latestRedraw.current();
+    })
+      .catch(() => {}) // the points shown stay; the next change tries again
+      .finally(() => {
+        l.busy = false;
+        if (l.again && generation.current === mine) liveRead.current();
+      });
+  };
+  const tick = changes.value;
   useEffect(() => {
-    let cancelled = false;
+    if (tick > 0) liveRead.current();
+  }, [tick]);
+
+  useEffect(() => {
+    const mine = ++generation.current;
     points.current = new Points();
     grids.current.clear();
     gridsOf.current = "";
+    live.current = { busy: false, again: false };
     setReceived(0);
     setLoaded(false);
     shown.current = { ...shown.current, loaded: false };
@@ -400,47 +468,24 @@ export function MapPage() {
     setError("");
     view.current = null;
     schedule(); // the previous filter's points off the canvas
-    (async () => {
-      // The facilities of the filter, then the visits in the dates, in pages of 20,000,
-      // each drawn as it arrives (at most every 250 ms).
-      let pageToken = "";
-      let total = 0;
-      let lastDrawn = 0;
-      do {
-        const r = await facilitiesApi.listMapPoints({
-          orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-          query: p.q,
-          kind: Number(p.kind || 0),
-          sector: Number(p.sector || 0),
-          visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
-          visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
-          requests: queueFilter,
-          pageSize: 20000,
-          pageToken,
-        });
-        if (cancelled) return;
-        const pts = points.current;
-        for (const pt of r.points) {
-          if (pt.type === MapPointType.FACILITY) pts.addFacility(pt.id, pt.name, pt.latitude, pt.longitude);
-          else pts.addVisit(pt.facilityId, pt.latitude, pt.longitude, Number(pt.visitedMs));
-        }
-        total += r.points.length;
-        pageToken = r.nextPageToken;
-        if (!pageToken) {
-          shown.current = { ...shown.current, loaded: true };
-          latestRedraw.current(); // the canvas' figures are right when the count says so
-          setLoaded(true);
-        } else if (performance.now() - lastDrawn > 250) {
-          lastDrawn = performance.now();
-          schedule();
-        }
-        setReceived(total);
-      } while (pageToken);
-    })().catch((e) => !cancelled && setError(errorText(e)));
+    // Each page drawn as it arrives (at most every 250 ms).
+    let lastDrawn = 0;
+    readPoints(points.current, () => generation.current !== mine, (total, last) => {
+      if (last) {
+        shown.current = { ...shown.current, loaded: true };
+        latestRedraw.current(); // the canvas' figures are right when the count says so
+        setLoaded(true);
+        if (live.current.again) setTimeout(() => liveRead.current(), 0); // a change came meanwhile
+      } else if (performance.now() - lastDrawn > 250) {
+        lastDrawn = performance.now();
+        schedule();
+      }
+      setReceived(total);
+    }).catch((e) => generation.current === mine && setError(errorText(e)));
     return () => {
-      cancelled = true;
+      generation.current++;
     };
-  }, [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role]);
+  }, filterDeps);
 
   useEffect(() => {
     redraw();
@@ -596,6 +641,9 @@ export function MapPage() {
           {t().error}: {error}
         </p>
       )}
+      <p class={`live ${liveState.value}`} id="live-state">
+        {liveState.value === "offline" ? tr().liveOffline : tr().live}
+      </p>
       <p aria-live="polite" id="map-count">
         {loading ? t().loading : rt().points(formatCount(shownCount))}
       </p>
