@@ -10,9 +10,10 @@
 // present, it adds one province's data set (at --scale=1: 200,000 facilities and 1,000,000
 // visits over 20 communes, and 50 requests awaiting the province) straight into the record
 // store, and bench/console_browser.mjs measures, as the province officer: first_load_p95_ms,
-// js_css_gzip_bytes, search_p95_ms, map_points, map_load_ms, map_render_ms, map_fps,
-// xlsx_s and xlsx_rows (see that file; KCNET_CONSOLE_BENCH_ONLY=map,... runs only some
-// of its phases). Before the browser: records_xlsx_s (every visit as XLSX through
+// js_css_gzip_bytes, search_p95_ms, map_points, map_first_clusters_ms, map_load_ms,
+// map_render_ms, map_fps, map_zoom_fps, xlsx_s and xlsx_rows (see that file;
+// KCNET_CONSOLE_BENCH_ONLY=map,... runs only some of its phases, and without "xlsx" in it
+// the exports over gRPC below are skipped). Before the browser: records_xlsx_s (every visit as XLSX through
 // RecordExportService.ExportRecords over gRPC), records_xlsx_rows, records_xlsx_bytes,
 // records_xlsx_peak_rss_mib (the process's peak RSS during that export: the server is in
 // process; the peak is reset just before it through /proc/self/clear_refs) and
