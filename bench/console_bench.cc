@@ -13,8 +13,8 @@
 // js_css_gzip_bytes, search_p95_ms, map_points, map_first_clusters_ms, map_load_ms,
 // map_render_ms, map_fps, map_zoom_fps, xlsx_s and xlsx_rows (see that file;
 // KCNET_CONSOLE_BENCH_ONLY=map,... runs only some of its phases, and without "xlsx" in it
-// the exports over gRPC below are skipped). Before the browser: records_xlsx_s (every visit as XLSX through
-// RecordExportService.ExportRecords over gRPC), records_xlsx_rows, records_xlsx_bytes,
+// the exports over gRPC below are skipped). Before the browser: records_xlsx_s (every visit as XLSX
+// through RecordExportService.ExportRecords over gRPC), records_xlsx_rows, records_xlsx_bytes,
 // records_xlsx_peak_rss_mib (the process's peak RSS during that export: the server is in
 // process; the peak is reset just before it through /proc/self/clear_refs) and
 // records_xlsx_rss_growth_mib (that peak less the RSS before it), and xlsx_100k_s and
