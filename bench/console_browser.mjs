@@ -20,9 +20,12 @@
 // the browser's threads ran and waited for a CPU (schedstat) per load and per search, and
 // (console_bench.cc) the server's RPC log: each call's own time.
 //   map_points          the points the map shows for the whole province;
+//   map_first_clusters_ms opening the map -> the first page's clusters drawn;
 //   map_load_ms         opening the map -> every point loaded and drawn (the data's fetch);
-//   map_render_ms       one frame drawing all the points (clustering + canvas);
+//   map_render_ms       the frame after the last page: the view's grid built over every
+//                       point, the cells in view drawn;
 //   map_fps             frames per second while panning (a pointer drag, 2 s);
+//   map_zoom_fps        frames per second while zooming (the wheel, 1 s in, 1 s out);
 //   xlsx_s, xlsx_rows   the coverage report as XLSX through the browser (click -> download);
 //   records_xlsx_browser_s, records_xlsx_browser_rows   the visits of the registry's
 //                       filter as XLSX from its button (click -> download): every visit, or
@@ -262,9 +265,32 @@ try {
   let started = performance.now();
   if (phase("map")) {
   await page.goto(`${args.base}/#/map`);
+  // The first clusters: the first page of points drawn (the map draws as pages arrive).
+  await page.waitForFunction(() => Number(document.querySelector("#map-canvas")?.getAttribute("data-points") ?? 0) > 0,
+    null, { timeout: 600000, polling: 50 });
+  emit("map_first_clusters_ms", performance.now() - started, "ms");
   await page.waitForFunction(() => /\d/.test(document.querySelector("#map-count")?.textContent ?? "") &&
-    Number(document.querySelector("#map-canvas")?.getAttribute("data-points") ?? 0) > 0, null, { timeout: 600000 });
+    document.querySelector("#map-canvas")?.getAttribute("data-loaded") === "1", null, { timeout: 1200000 });
   emit("map_load_ms", performance.now() - started, "ms");
+  if (process.env.KCNET_CONSOLE_BENCH_TRACE) {
+    // Each ListMapPoints call as the browser timed it: start, sent -> first byte, first ->
+    // last byte, bytes; the gap to the next call's start is the page's own work.
+    const calls = await page.evaluate(() => performance.getEntriesByType("resource").filter((e) => e.name.includes("ListMapPoints"))
+      .map((e) => [Math.round(e.startTime), Math.round(e.responseStart - e.requestStart), Math.round(e.responseEnd - e.responseStart), e.encodedBodySize]));
+    console.error("map calls [start, sent->first byte, first->last byte, bytes]:", JSON.stringify(calls));
+    // The same first page from node (the browser idle), gzipped and not.
+    for (const encoding of ["gzip", "identity", "gzip"]) {
+      const t0 = performance.now();
+      const res = await fetch(`${args.base}/kcnet.v1.FacilityService/ListMapPoints`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1", Cookie: pair, "Accept-Encoding": encoding },
+        body: JSON.stringify({ pageSize: 20000 }),
+      });
+      const headers = performance.now() - t0;
+      const text = await res.text();
+      console.error(`map page from node (${encoding}): headers ${Math.round(headers)} ms, body ${Math.round(performance.now() - t0)} ms, ${text.length} chars`);
+    }
+  }
   const canvas = page.locator("#map-canvas");
   emit("map_points", Number(await canvas.getAttribute("data-points")), "points");
   emit("map_render_ms", Number(await canvas.getAttribute("data-render-ms")), "ms");
@@ -291,6 +317,27 @@ try {
     return frames / ((performance.now() - t0) / 1000);
   });
   emit("map_fps", fps, "frames/s");
+  // Zooming: the wheel at the centre each frame, in for 1 s (factor 1.25 a step), then out
+  // for 1 s: it crosses grid levels, each built once (one pass over the points).
+  const zoomFps = await page.evaluate(async () => {
+    const c = document.querySelector("#map-canvas");
+    const r = c.getBoundingClientRect();
+    const at = { clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true, cancelable: true };
+    let frames = 0;
+    const t0 = performance.now();
+    await new Promise((done) => {
+      const tick = () => {
+        frames++;
+        const inward = performance.now() - t0 < 1000;
+        c.dispatchEvent(new WheelEvent("wheel", { ...at, deltaY: inward ? -100 : 100 }));
+        if (performance.now() - t0 < 2000) requestAnimationFrame(tick);
+        else done();
+      };
+      requestAnimationFrame(tick);
+    });
+    return frames / ((performance.now() - t0) / 1000);
+  });
+  emit("map_zoom_fps", zoomFps, "frames/s");
   }
 
   // An XLSX export through the browser.

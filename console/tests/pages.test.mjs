@@ -428,6 +428,45 @@ async function main() {
   await page.waitForURL(new RegExp(`#/facility/${target.id}`));
   await page.locator("main h1", { hasText: "Phú Lộc" }).waitFor();
 
+  step("map: zoomed out, every point is one cluster (the grid's buckets summed); a click lists them all");
+  await page.goto(`${base}/#/map`);
+  await page.locator("#map-count", { hasText: "điểm" }).waitFor();
+  await canvas.focus();
+  for (let i = 0; i < 30; i++) await page.keyboard.press("-");
+  await page.waitForFunction(() => document.querySelector("#map-canvas")?.dataset.clusters === "1", null, { timeout: 10000 });
+  {
+    // The cluster sits at the mean of the points (a visit without GPS at its facility).
+    const byId = new Map(facilitiesWithPlace.map((f) => [f.id, f]));
+    const places = [
+      ...facilitiesWithPlace.map((f) => [f.longitude, f.latitude]),
+      ...visitsWithPlace.map((v) => (v.latitude || v.longitude ? [v.longitude, v.latitude] : [byId.get(v.facilityId).longitude, byId.get(v.facilityId).latitude])),
+    ];
+    const meanLng = places.reduce((a, p) => a + p[0], 0) / places.length;
+    const meanLat = places.reduce((a, p) => a + p[1], 0) / places.length;
+    const v = JSON.parse(await canvas.getAttribute("data-view"));
+    const b = await canvas.boundingBox();
+    await canvas.click({ position: { x: b.width / 2 + (meanLng - v.lng) * v.scale, y: b.height / 2 - (meanLat - v.lat) * v.scale } });
+    await page.locator("#map-picked li").first().waitFor();
+    const listed = await page.locator("#map-picked li a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
+    assert.equal(listed.length, Math.min(200, places.length), "the cluster's list holds every point");
+    const ids = new Set(facilitiesWithPlace.map((f) => `#/facility/${f.id}`));
+    assert.ok(listed.every((href) => ids.has(href)), "each listed point links to one of the API's facilities");
+  }
+
+  step("map: live, a facility created elsewhere appears without a reload");
+  {
+    // The tab's watch stream open (this test's earlier page loads may hold the user's 4
+    // streams until the bridge's heartbeat finds them closed: up to 15 s).
+    await page.locator("#live-state.live:not(.offline):not(.connecting)").waitFor({ timeout: 45000 });
+    const before = Number(await canvas.getAttribute("data-points"));
+    const made = await api("FacilityService/CreateFacility", {
+      facility: { communeId: facilitiesWithPlace[0].communeId, name: "Cơ sở bản đồ trực tiếp", latitude: facilitiesWithPlace[0].latitude + 0.001, longitude: facilitiesWithPlace[0].longitude },
+    });
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    await page.waitForFunction((n) => Number(document.querySelector("#map-canvas")?.dataset.points) === n, before + 1, { timeout: 10000 });
+    await page.locator("#map-count", { hasText: new Intl.NumberFormat("vi-VN").format(before + 1) }).waitFor();
+  }
+
   step("the plans list for the coordinator is read-only");
   await page.goto(`${base}/#/plans`);
   await page.locator("#plans-table tbody tr").first().waitFor();

@@ -1,18 +1,25 @@
 // The map (#/map): the facilities and visits of the current filters (the registry's search,
 // org unit, kind and sector; the reports' dates for visits; and, when the URL carries them,
 // the review queue's filters: only facilities with a matching request and their visits,
-// filtered by the server) as points on a plain <canvas>,
-// clustered on a grid of screen cells so 50,000 points draw in one pass. No base map and no
-// network beyond the console's own server: when the console directory holds a
-// `map-base.geojson` (a province's boundaries, say), its lines are drawn under the points.
+// filtered by the server) as points on a plain <canvas>. No base map and no network beyond
+// the console's own server: when the console directory holds a `map-base.geojson` (a
+// province's boundaries, say), its lines are drawn under the points.
+//
+// Built for a whole province (1.2 M points): the points come from one paged call,
+// FacilityService.ListMapPoints (ids, type, position; pages of 20,000; facilities first),
+// and are drawn as each page arrives, so the province's clusters show after the first
+// page. They are kept in flat arrays (no object per point) and clustered on a grid
+// anchored to the map, not to the screen: level L cuts the world into cells of
+// kTopCellDeg / 2^L degrees, and a view uses the level whose cells are 18-36 pixels wide.
+// A level's grid (a count and a mean position per non-empty cell) costs one pass over the
+// points when first needed and is kept, so a pan only draws the cells in view, and a zoom
+// within a level only projects them again (docs/CONSOLE.md, "Map").
 // Drag or the arrow keys pan, the wheel or the +/- buttons zoom; a click on a point opens
 // its record, a click on a cluster zooms in and lists its points below the map (a list
-// that keyboard and screen-reader users can use). The points come from one paged call,
-// FacilityService.ListMapPoints (ids, type, position; pages of 20,000), not from the lists
-// of whole records. One thread: the browser's.
+// that keyboard and screen-reader users can use). One thread: the browser's.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { errorText, facilities as facilitiesApi } from "../api";
-import { MapPointType, type MapPoint as PointRecord } from "@gen/kcnet/v1/services_pb";
+import { MapPointType } from "@gen/kcnet/v1/services_pb";
 import { formatTime, t } from "../i18n";
 import { formatCount, rt } from "./reportsText";
 import { myUnits, reportParams, type UnitOption } from "./reportKit";
@@ -21,71 +28,239 @@ import { FacilityExportButtons } from "./RecordExport";
 import { filters, me, setFilters } from "../state";
 import { hasQueueFilter, requestFilter } from "../requestFilter";
 import { tf } from "../i18n-filters";
+import { changes, liveState } from "../live";
+import { tr } from "../i18n-review";
 
-interface MapPoint {
-  lat: number;
-  lng: number;
-  kind: "facility" | "visit";
-  id: string; // the facility's or the visit's id
-  facilityId: string;
-  label: string;
+/** The loaded points as parallel arrays: an entry per facility and per visit, no objects. */
+class Points {
+  // Facilities (every one the server sent, with a place or not: visits need their ids).
+  fIds: string[] = [];
+  fNames: string[] = [];
+  fLat: number[] = [];
+  fLng: number[] = [];
+  fIndex = new Map<string, number>();
+  // Visits of those facilities: their facility's index, their place (or the facility's).
+  vFacility: number[] = [];
+  vLat: number[] = [];
+  vLng: number[] = [];
+  vMs: number[] = [];
+  facilitiesPlaced = 0;
+  visitsPlaced = 0;
+  // The placed points by cell of level kBucketLevel, with each layer's count and sums.
+  buckets = new Map<number, Bucket>();
+  minLat = Infinity;
+  maxLat = -Infinity;
+  minLng = Infinity;
+  maxLng = -Infinity;
+
+  private grow(lat: number, lng: number) {
+    if (lat < this.minLat) this.minLat = lat;
+    if (lat > this.maxLat) this.maxLat = lat;
+    if (lng < this.minLng) this.minLng = lng;
+    if (lng > this.maxLng) this.maxLng = lng;
+  }
+  addFacility(id: string, name: string, lat: number, lng: number) {
+    this.fIndex.set(id, this.fIds.length);
+    this.fIds.push(id);
+    this.fNames.push(name);
+    this.fLat.push(lat);
+    this.fLng.push(lng);
+    if (lat || lng) {
+      this.facilitiesPlaced++;
+      this.grow(lat, lng);
+      const b = this.bucket(lng, lat);
+      const i = this.fIds.length - 1;
+      b.facilities.push(i);
+      addPart(b.f, 1, lng, lat, i, false);
+    }
+  }
+  /** A visit of a listed facility (others are left out: the search, kind and sector). */
+  addVisit(facilityId: string, lat: number, lng: number, visitedMs: number) {
+    const f = this.fIndex.get(facilityId);
+    if (f === undefined) return;
+    if (!lat && !lng) {
+      lat = this.fLat[f]; // a visit without GPS sits at its facility
+      lng = this.fLng[f];
+    }
+    this.vFacility.push(f);
+    this.vLat.push(lat);
+    this.vLng.push(lng);
+    this.vMs.push(visitedMs);
+    if (lat || lng) {
+      this.visitsPlaced++;
+      this.grow(lat, lng);
+      const b = this.bucket(lng, lat);
+      b.visits.push(this.vFacility.length - 1);
+      addPart(b.v, 1, lng, lat, f, false);
+    }
+  }
+  private bucket(lng: number, lat: number): Bucket {
+    const deg = cellDeg(kBucketLevel);
+    const col = Math.floor((lng + 180) / deg), row = Math.floor((lat + 90) / deg);
+    const key = col * kKeyRows + row;
+    let b = this.buckets.get(key);
+    if (!b) {
+      b = { col, row, facilities: [], visits: [], f: emptyPart(), v: emptyPart() };
+      this.buckets.set(key, b);
+    }
+    return b;
+  }
 }
+
 interface View {
   lng: number; // the centre
   lat: number;
   scale: number; // pixels per degree
 }
-interface Cluster {
+/** Some points of a cell: how many, their sums (for the mean) and whose. */
+interface Part {
+  n: number;
+  sumLng: number;
+  sumLat: number;
+  facility: number; // the facility of its first point (-1: none yet)
+  mixed: boolean; // points of more than one facility
+}
+const emptyPart = (): Part => ({ n: 0, sumLng: 0, sumLat: 0, facility: -1, mixed: false });
+function addPart(to: Part, n: number, sumLng: number, sumLat: number, facility: number, mixed: boolean) {
+  if (to.n === 0) to.facility = facility;
+  else if (mixed || facility !== to.facility) to.mixed = true;
+  to.mixed ||= mixed;
+  to.n += n;
+  to.sumLng += sumLng;
+  to.sumLat += sumLat;
+}
+/** A cell of level kBucketLevel: its points (indices) and each layer's part. */
+interface Bucket {
+  col: number;
+  row: number;
+  facilities: number[];
+  visits: number[];
+  f: Part;
+  v: Part;
+}
+/** A non-empty cell of a level's grid. */
+interface Cell extends Part {
+  key: number;
+  kind: 0 | 1; // of its first point: 0 facility, 1 visit
+}
+/** A cluster as drawn in the last frame. */
+interface Drawn {
   x: number;
   y: number;
-  points: MapPoint[];
+  cell: Cell;
+}
+/** A point of a cluster's list below the map. */
+interface Picked {
+  kind: "facility" | "visit";
+  index: number; // in Points' facility or visit arrays
+  facilityId: string;
+  label: string;
 }
 
-const kCell = 36; // the grid cell of clustering, in CSS pixels
+const kCell = 36; // the largest cluster cell, in CSS pixels
+const kTopCellDeg = 64; // level 0's cell, in degrees
+const kMaxLevel = 22; // cells of 1.5e-5 degrees (1.7 m); keys stay below 2^53
+const kKeyRows = 2 ** 25; // cell keys: column * kKeyRows + row
+// The level of the buckets (cells of 0.004 degrees, about 430 m): the grids of coarser levels
+// are sums of buckets (a few thousand for a province), finer levels cluster the points of
+// the buckets in view, frame by frame (a view at those levels holds a few percent of a
+// province).
+const kBucketLevel = 14;
 type GeoJson = { features?: { geometry?: { type: string; coordinates: unknown } }[] };
 
 // The start of a Vietnamese day (YYYY-MM-DD, UTC+7 all year), in ms: the visits' date bounds.
 const kDayMs = 86_400_000n;
 const vnDayStartMs = (date: string) => BigInt(Date.parse(`${date}T00:00:00Z`) - 7 * 3_600_000);
 
-function fit(points: MapPoint[], width: number, height: number): View {
-  if (points.length === 0) return { lng: 105.8, lat: 16, scale: 40 };
-  let minLat = Infinity, maxLat = -Infinity, minLng = Infinity, maxLng = -Infinity;
-  for (const p of points) {
-    minLat = Math.min(minLat, p.lat);
-    maxLat = Math.max(maxLat, p.lat);
-    minLng = Math.min(minLng, p.lng);
-    maxLng = Math.max(maxLng, p.lng);
+/** The level whose cells are 18-36 pixels wide at `scale` pixels per degree. */
+function levelFor(scale: number): number {
+  return Math.max(0, Math.min(kMaxLevel, Math.ceil(Math.log2((kTopCellDeg * scale) / kCell))));
+}
+const cellDeg = (level: number) => kTopCellDeg / 2 ** level;
+const cellKey = (lng: number, lat: number, deg: number) =>
+  Math.floor((lng + 180) / deg) * kKeyRows + Math.floor((lat + 90) / deg);
+
+/** A coarse level's grid (kBucketLevel or coarser): the buckets' parts added up. */
+function buildGrid(pts: Points, level: number, facilities: boolean, visits: boolean): Map<number, Cell> {
+  const shift = kBucketLevel - level;
+  const cells = new Map<number, Cell>();
+  const add = (key: number, part: Part, kind: 0 | 1) => {
+    const c = cells.get(key);
+    if (c) addPart(c, part.n, part.sumLng, part.sumLat, part.facility, part.mixed);
+    else cells.set(key, { key, kind, ...part });
+  };
+  for (const b of pts.buckets.values()) {
+    const key = Math.floor(b.col / 2 ** shift) * kKeyRows + Math.floor(b.row / 2 ** shift);
+    if (facilities && b.f.n > 0) add(key, b.f, 0);
+    if (visits && b.v.n > 0) add(key, b.v, 1);
   }
-  const span = Math.max(maxLng - minLng, (maxLat - minLat) * 1.1, 0.01);
-  return { lng: (minLng + maxLng) / 2, lat: (minLat + maxLat) / 2, scale: (Math.min(width, height) * 0.85) / span };
+  return cells;
+}
+
+/** A fine level's grid (finer than kBucketLevel) of the points in the buckets in view. */
+function gridInView(pts: Points, level: number, v: View, width: number, height: number, facilities: boolean, visits: boolean): Map<number, Cell> {
+  const deg = cellDeg(level);
+  const cells = new Map<number, Cell>();
+  const add = (lng: number, lat: number, facility: number, kind: 0 | 1) => {
+    const key = cellKey(lng, lat, deg);
+    const c = cells.get(key);
+    if (c) addPart(c, 1, lng, lat, facility, false);
+    else cells.set(key, { key, kind, n: 1, sumLng: lng, sumLat: lat, facility, mixed: false });
+  };
+  const bdeg = cellDeg(kBucketLevel);
+  const c0 = Math.floor((v.lng - width / 2 / v.scale + 180) / bdeg) - 1;
+  const c1 = Math.floor((v.lng + width / 2 / v.scale + 180) / bdeg) + 1;
+  const r0 = Math.floor((v.lat - height / 2 / v.scale + 90) / bdeg) - 1;
+  const r1 = Math.floor((v.lat + height / 2 / v.scale + 90) / bdeg) + 1;
+  for (let col = c0; col <= c1; col++) {
+    for (let row = r0; row <= r1; row++) {
+      const b = pts.buckets.get(col * kKeyRows + row);
+      if (!b) continue;
+      if (facilities) for (const i of b.facilities) add(pts.fLng[i], pts.fLat[i], i, 0);
+      if (visits) for (const i of b.visits) add(pts.vLng[i], pts.vLat[i], pts.vFacility[i], 1);
+    }
+  }
+  return cells;
+}
+
+function fit(pts: Points, width: number, height: number): View {
+  if (!(pts.minLat <= pts.maxLat)) return { lng: 105.8, lat: 16, scale: 40 };
+  const span = Math.max(pts.maxLng - pts.minLng, (pts.maxLat - pts.minLat) * 1.1, 0.01);
+  return { lng: (pts.minLng + pts.maxLng) / 2, lat: (pts.minLat + pts.maxLat) / 2, scale: (Math.min(width, height) * 0.85) / span };
 }
 
 function project(v: View, width: number, height: number, lng: number, lat: number): [number, number] {
   return [width / 2 + (lng - v.lng) * v.scale, height / 2 - (lat - v.lat) * v.scale];
 }
 
-/** Groups the points in view by grid cell: one cluster per non-empty cell. */
-function clusterPoints(points: MapPoint[], v: View, width: number, height: number): Cluster[] {
-  const cells = new Map<number, Cluster>();
-  const cols = Math.ceil(width / kCell) + 1;
-  for (const p of points) {
-    const [x, y] = project(v, width, height, p.lng, p.lat);
-    if (x < -kCell || y < -kCell || x > width + kCell || y > height + kCell) continue;
-    const key = Math.floor((y + kCell) / kCell) * (cols + 2) + Math.floor((x + kCell) / kCell);
-    const c = cells.get(key);
-    if (c) {
-      c.points.push(p);
-      c.x += (x - c.x) / c.points.length; // running mean: the cluster sits at its points' centre
-      c.y += (y - c.y) / c.points.length;
-    } else {
-      cells.set(key, { x, y, points: [p] });
+/** The cells of `grid` in view, at their points' mean, projected. */
+function cellsInView(grid: Map<number, Cell>, level: number, v: View, width: number, height: number): Drawn[] {
+  const out: Drawn[] = [];
+  const take = (c: Cell) => {
+    const [x, y] = project(v, width, height, c.sumLng / c.n, c.sumLat / c.n);
+    if (x >= -kCell && y >= -kCell && x <= width + kCell && y <= height + kCell) out.push({ x, y, cell: c });
+  };
+  const deg = cellDeg(level);
+  // The view's cells, one more on each side.
+  const west = v.lng - width / 2 / v.scale, east = v.lng + width / 2 / v.scale;
+  const south = v.lat - height / 2 / v.scale, north = v.lat + height / 2 / v.scale;
+  const c0 = Math.floor((west + 180) / deg) - 1, c1 = Math.floor((east + 180) / deg) + 1;
+  const r0 = Math.floor((south + 90) / deg) - 1, r1 = Math.floor((north + 90) / deg) + 1;
+  if ((c1 - c0 + 1) * (r1 - r0 + 1) * 4 < grid.size) {
+    // Zoomed in on a large grid: look up the cells in view rather than walk every cell.
+    for (let col = c0; col <= c1; col++) {
+      for (let row = r0; row <= r1; row++) {
+        const c = grid.get(col * kKeyRows + row);
+        if (c) take(c);
+      }
     }
+  } else {
+    for (const c of grid.values()) take(c);
   }
-  return [...cells.values()];
+  return out;
 }
 
-function draw(ctx: CanvasRenderingContext2D, clusters: Cluster[], v: View, width: number, height: number, base: GeoJson | null) {
+function draw(ctx: CanvasRenderingContext2D, clusters: Drawn[], v: View, width: number, height: number, base: GeoJson | null) {
   ctx.clearRect(0, 0, width, height);
   ctx.fillStyle = "#f7f9fb";
   ctx.fillRect(0, 0, width, height);
@@ -112,22 +287,21 @@ function draw(ctx: CanvasRenderingContext2D, clusters: Cluster[], v: View, width
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
   ctx.font = "bold 12px system-ui, 'DejaVu Sans', sans-serif";
-  for (const c of clusters) {
-    if (c.points.length === 1) {
-      const p = c.points[0];
-      ctx.fillStyle = p.kind === "facility" ? "#0b5394" : "#b35c00";
+  for (const { x, y, cell } of clusters) {
+    if (cell.n === 1) {
+      ctx.fillStyle = cell.kind === 0 ? "#0b5394" : "#b35c00";
       ctx.beginPath();
-      ctx.arc(c.x, c.y, 5, 0, Math.PI * 2);
+      ctx.arc(x, y, 5, 0, Math.PI * 2);
       ctx.fill();
       continue;
     }
-    const r = Math.min(22, 9 + Math.log2(c.points.length) * 2);
+    const r = Math.min(22, 9 + Math.log2(cell.n) * 2);
     ctx.fillStyle = "rgba(11, 83, 148, 0.85)";
     ctx.beginPath();
-    ctx.arc(c.x, c.y, r, 0, Math.PI * 2);
+    ctx.arc(x, y, r, 0, Math.PI * 2);
     ctx.fill();
     ctx.fillStyle = "#ffffff";
-    ctx.fillText(c.points.length > 9999 ? `${Math.round(c.points.length / 1000)}k` : String(c.points.length), c.x, c.y);
+    ctx.fillText(cell.n > 9999 ? `${Math.round(cell.n / 1000)}k` : String(cell.n), x, y);
   }
 }
 
@@ -139,15 +313,23 @@ export function MapPage() {
   const [units, setUnits] = useState<UnitOption[]>([]);
   const [showFacilities, setShowFacilities] = useState(true);
   const [showVisits, setShowVisits] = useState(true);
-  const [facilityList, setFacilityList] = useState<PointRecord[] | null>(null);
-  const [visitList, setVisitList] = useState<PointRecord[] | null>(null);
+  // The points so far (a ref: 1.2 M entries are not state) and how far the load is.
+  const points = useRef(new Points());
+  const [received, setReceived] = useState(0); // points received so far (a re-render per page)
+  const [loaded, setLoaded] = useState(false); // every page in
   const [base, setBase] = useState<GeoJson | null>(null);
-  const [picked, setPicked] = useState<MapPoint[]>([]);
+  const [picked, setPicked] = useState<Picked[]>([]);
   const [error, setError] = useState("");
   const canvas = useRef<HTMLCanvasElement>(null);
-  const view = useRef<View | null>(null);
-  const clusters = useRef<Cluster[]>([]);
+  const view = useRef<View | null>(null); // null: fitted to the points (until the user moves)
+  const drawn = useRef<Drawn[]>([]);
+  const level = useRef(0);
+  // The grids built so far, by level, for `gridsOf` (the points and layers they were built for).
+  const grids = useRef(new Map<number, Map<number, Cell>>());
+  const gridsOf = useRef("");
   const frame = useRef(0);
+  const shown = useRef({ facilities: true, visits: true, loaded: false });
+  shown.current = { facilities: showFacilities, visits: showVisits, loaded };
 
   useEffect(() => {
     myUnits().then(setUnits);
@@ -157,64 +339,6 @@ export function MapPage() {
       .then(setBase)
       .catch(() => setBase(null));
   }, []);
-
-  useEffect(() => {
-    let cancelled = false;
-    setFacilityList(null);
-    setVisitList(null);
-    setError("");
-    view.current = null;
-    (async () => {
-      // The facilities of the filter, then the visits in the dates, in pages of 20,000.
-      const facilityPoints: PointRecord[] = [];
-      const visitPoints: PointRecord[] = [];
-      let pageToken = "";
-      do {
-        const r = await facilitiesApi.listMapPoints({
-          orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-          query: p.q,
-          kind: Number(p.kind || 0),
-          sector: Number(p.sector || 0),
-          visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
-          visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
-          requests: queueFilter,
-          pageSize: 20000,
-          pageToken,
-        });
-        if (cancelled) return;
-        for (const pt of r.points) (pt.type === MapPointType.FACILITY ? facilityPoints : visitPoints).push(pt);
-        pageToken = r.nextPageToken;
-      } while (pageToken);
-      setFacilityList(facilityPoints);
-      // Visits of the listed facilities only (the search, kind and sector).
-      const ids = new Set(facilityPoints.map((f) => f.id));
-      setVisitList(visitPoints.filter((v) => ids.has(v.facilityId)));
-    })().catch((e) => !cancelled && setError(errorText(e)));
-    return () => {
-      cancelled = true;
-    };
-  }, [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role]);
-
-  // The points, from the lists and the layer switches.
-  const byId = new Map((facilityList ?? []).map((f) => [f.id, f]));
-  const points: MapPoint[] = [];
-  if (showFacilities) {
-    for (const f of facilityList ?? []) {
-      if (f.latitude || f.longitude) {
-        points.push({ lat: f.latitude, lng: f.longitude, kind: "facility", id: f.id, facilityId: f.id, label: f.name });
-      }
-    }
-  }
-  if (showVisits) {
-    for (const v of visitList ?? []) {
-      const f = byId.get(v.facilityId);
-      const lat = v.latitude || f?.latitude || 0;
-      const lng = v.longitude || f?.longitude || 0;
-      if (lat || lng) {
-        points.push({ lat, lng, kind: "visit", id: v.id, facilityId: v.facilityId, label: `${f?.name ?? ""} — ${formatTime(v.visitedMs)}` });
-      }
-    }
-  }
 
   const redraw = () => {
     const c = canvas.current;
@@ -227,44 +351,166 @@ export function MapPage() {
     const ctx = c.getContext("2d");
     if (!ctx) return;
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    // Fitted to the points once they are there; kept while the user pans and zooms.
-    const v = view.current ?? fit(points, width, height);
-    if (points.length > 0) view.current = v;
+    const pts = points.current;
+    const { facilities: withFacilities, visits: withVisits } = shown.current;
+    const v = view.current ?? fit(pts, width, height);
     const started = performance.now();
-    clusters.current = clusterPoints(points, v, width, height);
-    draw(ctx, clusters.current, v, width, height, base);
-    // For the benchmark and the test: how long the last frame took, how many points.
+    // The grids hold the points of one load and one choice of layers; a new page or a
+    // layer switched starts them again.
+    const n = pts.fIds.length + pts.vFacility.length;
+    const version = `${n}/${withFacilities}/${withVisits}`;
+    if (gridsOf.current !== version) {
+      grids.current.clear();
+      gridsOf.current = version;
+    }
+    level.current = levelFor(v.scale);
+    let grid = grids.current.get(level.current);
+    if (level.current > kBucketLevel) {
+      grid = gridInView(pts, level.current, v, width, height, withFacilities, withVisits);
+    } else if (!grid) {
+      grid = buildGrid(pts, level.current, withFacilities, withVisits);
+      grids.current.set(level.current, grid);
+    }
+    drawn.current = cellsInView(grid, level.current, v, width, height);
+    draw(ctx, drawn.current, v, width, height, base);
+    // For the benchmark and the tests: how long the last frame took, how many points.
     c.dataset.renderMs = (performance.now() - started).toFixed(1);
-    c.dataset.points = String(points.length);
-    c.dataset.facilities = facilityList === null ? "" : String(facilityList.length); // loaded, with a place or not
-    c.dataset.clusters = String(clusters.current.length);
+    c.dataset.points = String((withFacilities ? pts.facilitiesPlaced : 0) + (withVisits ? pts.visitsPlaced : 0));
+    c.dataset.facilities = shown.current.loaded ? String(pts.fIds.length) : ""; // loaded, with a place or not
+    c.dataset.loaded = shown.current.loaded ? "1" : "";
+    c.dataset.clusters = String(drawn.current.length);
+    c.dataset.level = String(level.current);
     c.dataset.view = JSON.stringify(v);
   };
-  // Always the latest render's redraw (its points), also for listeners added once.
+  // Always the latest render's redraw, also for listeners added once.
   const latestRedraw = useRef(redraw);
   latestRedraw.current = redraw;
   const schedule = () => {
     cancelAnimationFrame(frame.current);
     frame.current = requestAnimationFrame(() => latestRedraw.current());
   };
+
+  // Every point of the filter, page by page, into `into`; `page` after each (with the
+  // points so far and whether it was the last); stops when `stale` says so.
+  const filterDeps = [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role];
+  const readPoints = async (into: Points, stale: () => boolean, page: (total: number, last: boolean) => void) => {
+    let pageToken = "";
+    let total = 0;
+    do {
+      const r = await facilitiesApi.listMapPoints({
+        orgUnitId: p.unit ? BigInt(p.unit) : 0n,
+        query: p.q,
+        kind: Number(p.kind || 0),
+        sector: Number(p.sector || 0),
+        visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
+        visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
+        requests: queueFilter,
+        pageSize: 20000,
+        pageToken,
+      });
+      if (stale()) return;
+      for (const pt of r.points) {
+        if (pt.type === MapPointType.FACILITY) into.addFacility(pt.id, pt.name, pt.latitude, pt.longitude);
+        else into.addVisit(pt.facilityId, pt.latitude, pt.longitude, Number(pt.visitedMs));
+      }
+      total += r.points.length;
+      pageToken = r.nextPageToken;
+      page(total, !pageToken);
+    } while (pageToken);
+  };
+  // The filter's load: a generation per filter, so a late page of an old one is dropped.
+  const generation = useRef(0);
+  // Live: a change in my scope re-reads the points in the background and swaps them in
+  // when complete (the old ones stay drawn meanwhile; the view is kept). One re-read at a
+  // time: changes during it make one more after it, never a restart (a province's 1.2 M
+  // points take tens of seconds to read).
+  const live = useRef({ busy: false, again: false });
+  const liveRead = useRef(() => {});
+  liveRead.current = () => {
+    const l = live.current;
+    if (l.busy || !shown.current.loaded) {
+      l.again = true; // after this re-read, or when the filter's load is complete
+      return;
+    }
+    l.busy = true;
+    l.again = false;
+    const mine = generation.current;
+    const fresh = new Points();
+    readPoints(fresh, () => generation.current !== mine, (total, last) => {
+      if (!last) return;
+      points.current = fresh;
+      grids.current.clear(); // built from the old points
+      gridsOf.current = "";
+      setReceived(total);
+      latestRedraw.current();
+    })
+      .catch(() => {}) // the points shown stay; the next change tries again
+      .finally(() => {
+        l.busy = false;
+        if (l.again && generation.current === mine) liveRead.current();
+      });
+  };
+  const tick = changes.value;
+  useEffect(() => {
+    if (tick > 0) liveRead.current();
+  }, [tick]);
+
+  useEffect(() => {
+    const mine = ++generation.current;
+    points.current = new Points();
+    grids.current.clear();
+    gridsOf.current = "";
+    live.current = { busy: false, again: false };
+    setReceived(0);
+    setLoaded(false);
+    shown.current = { ...shown.current, loaded: false };
+    setPicked([]);
+    setError("");
+    view.current = null;
+    schedule(); // the previous filter's points off the canvas
+    // Each page drawn as it arrives (at most every 250 ms).
+    let lastDrawn = 0;
+    readPoints(points.current, () => generation.current !== mine, (total, last) => {
+      if (last) {
+        shown.current = { ...shown.current, loaded: true };
+        latestRedraw.current(); // the canvas' figures are right when the count says so
+        setLoaded(true);
+        if (live.current.again) setTimeout(() => liveRead.current(), 0); // a change came meanwhile
+      } else if (performance.now() - lastDrawn > 250) {
+        lastDrawn = performance.now();
+        schedule();
+      }
+      setReceived(total);
+    }).catch((e) => generation.current === mine && setError(errorText(e)));
+    return () => {
+      generation.current++;
+    };
+  }, filterDeps);
+
   useEffect(() => {
     redraw();
-  });
+  }, [showFacilities, showVisits, base]);
   useEffect(() => {
     addEventListener("resize", schedule);
     return () => removeEventListener("resize", schedule);
   }, []);
 
   // Panning and zooming change the view only; the next frame draws it.
+  const current = (): View | null => {
+    const c = canvas.current;
+    if (!c) return null;
+    return view.current ?? fit(points.current, c.clientWidth, c.clientHeight);
+  };
   const pan = (dx: number, dy: number) => {
-    if (!view.current) return;
-    view.current = { ...view.current, lng: view.current.lng - dx / view.current.scale, lat: view.current.lat + dy / view.current.scale };
+    const v = current();
+    if (!v) return;
+    view.current = { ...v, lng: v.lng - dx / v.scale, lat: v.lat + dy / v.scale };
     schedule();
   };
   const zoom = (factor: number, x?: number, y?: number) => {
     const c = canvas.current;
-    if (!view.current || !c) return;
-    const v = view.current;
+    const v = current();
+    if (!v || !c) return;
     const px = x ?? c.clientWidth / 2;
     const py = y ?? c.clientHeight / 2;
     // Keep the point under the pointer where it is.
@@ -289,6 +535,31 @@ export function MapPage() {
     d.y = e.clientY;
     if (d.moved) pan(dx, dy);
   };
+  // The points of a cell of the current level (at most 200), for the list below the map:
+  // one pass over the points, on a click only.
+  const pointsOf = (cell: Cell): Picked[] => {
+    const pts = points.current;
+    const deg = cellDeg(level.current);
+    const out: Picked[] = [];
+    if (shown.current.facilities) {
+      for (let i = 0; i < pts.fIds.length && out.length < 200; i++) {
+        const lat = pts.fLat[i], lng = pts.fLng[i];
+        if ((lat || lng) && cellKey(lng, lat, deg) === cell.key) {
+          out.push({ kind: "facility", index: i, facilityId: pts.fIds[i], label: pts.fNames[i] });
+        }
+      }
+    }
+    if (shown.current.visits) {
+      for (let i = 0; i < pts.vFacility.length && out.length < 200; i++) {
+        const lat = pts.vLat[i], lng = pts.vLng[i];
+        if ((lat || lng) && cellKey(lng, lat, deg) === cell.key) {
+          const fi = pts.vFacility[i];
+          out.push({ kind: "visit", index: i, facilityId: pts.fIds[fi], label: `${pts.fNames[fi]} — ${formatTime(pts.vMs[i])}` });
+        }
+      }
+    }
+    return out;
+  };
   const onPointerUp = (e: PointerEvent) => {
     const d = drag.current;
     drag.current = null;
@@ -296,9 +567,9 @@ export function MapPage() {
     const rect = canvas.current!.getBoundingClientRect();
     const x = e.clientX - rect.left;
     const y = e.clientY - rect.top;
-    let best: Cluster | null = null;
+    let best: Drawn | null = null;
     let bestDist = 24 * 24;
-    for (const c of clusters.current) {
+    for (const c of drawn.current) {
       const dist = (c.x - x) ** 2 + (c.y - y) ** 2;
       if (dist < bestDist) {
         best = c;
@@ -308,12 +579,11 @@ export function MapPage() {
     if (!best) return;
     // One point, or a facility and its visits at the same place (zooming never parts
     // them): open the facility.
-    const first = best.points[0].facilityId;
-    if (best.points.every((pt) => pt.facilityId === first)) {
-      location.hash = `#/facility/${first}`;
+    if (!best.cell.mixed) {
+      location.hash = `#/facility/${points.current.fIds[best.cell.facility]}`;
       return;
     }
-    setPicked(best.points.slice(0, 200));
+    setPicked(pointsOf(best.cell));
     zoom(3, best.x, best.y);
   };
   const onKey = (e: KeyboardEvent) => {
@@ -326,7 +596,9 @@ export function MapPage() {
     else if (e.key === "-") zoom(1 / 1.5);
   };
 
-  const loading = facilityList === null || visitList === null;
+  const pts = points.current;
+  const shownCount = (showFacilities ? pts.facilitiesPlaced : 0) + (showVisits ? pts.visitsPlaced : 0);
+  const loading = !loaded;
   return (
     <main id="main" class="map-page">
       <h1 tabIndex={-1}>{rt().map}</h1>
@@ -369,9 +641,17 @@ export function MapPage() {
           {t().error}: {error}
         </p>
       )}
-      <p aria-live="polite" id="map-count">
-        {loading ? t().loading : rt().points(formatCount(points.length))}
+      <p class={`live ${liveState.value}`} id="live-state">
+        {liveState.value === "offline" ? tr().liveOffline : tr().live}
       </p>
+      <p aria-live="polite" id="map-count">
+        {loading ? t().loading : rt().points(formatCount(shownCount))}
+      </p>
+      {loading && received > 0 && (
+        <p class="help" id="map-progress">
+          {rt().mapLoading(formatCount(received))}
+        </p>
+      )}
       <div class="buttons map-tools">
         <button type="button" class="secondary" aria-label={rt().zoomIn} onClick={() => zoom(1.5)}>
           +
@@ -389,7 +669,7 @@ export function MapPage() {
         ref={canvas}
         tabIndex={0}
         role="img"
-        aria-label={`${rt().mapCanvas}. ${rt().points(formatCount(points.length))}`}
+        aria-label={`${rt().mapCanvas}. ${rt().points(formatCount(shownCount))}`}
         onPointerDown={onPointerDown}
         onPointerMove={onPointerMove}
         onPointerUp={onPointerUp}
@@ -406,7 +686,7 @@ export function MapPage() {
           <h2 id="h-picked">{rt().nearby}</h2>
           <ul id="map-picked">
             {picked.map((pt) => (
-              <li key={pt.kind + pt.id}>
+              <li key={pt.kind + pt.index}>
                 <a href={`#/facility/${pt.facilityId}`}>{pt.label}</a> ({pt.kind === "facility" ? rt().showFacilities : rt().showVisits})
               </li>
             ))}

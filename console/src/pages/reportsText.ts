@@ -128,6 +128,8 @@ const vi = {
   zoomOut: "Thu nhỏ",
   resetView: "Xem toàn bộ",
   nearby: "Các điểm tại vị trí đã chọn",
+  // While the map is still receiving its points (no "điểm" in it: the count says that).
+  mapLoading: (n: string) => `Đang tải tiếp: đã nhận ${n} cơ sở và lần thăm…`,
 };
 type Catalogue = typeof vi;
 
@@ -252,6 +254,7 @@ const en: Catalogue = {
   zoomOut: "Zoom out",
   resetView: "Show all",
   nearby: "Points at the chosen place",
+  mapLoading: (n: string) => `Still loading: ${n} facilities and visits received…`,
 };
 
 export function rt(): Catalogue {
