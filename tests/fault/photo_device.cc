@@ -14,7 +14,8 @@
 // them without reading the device's files.
 //
 // Modes: --mode=loop (the above) or --mode=final (no new photo: sync until every
-// attachment is uploaded, then exit 0; exit 3 when --final_timeout_s passes first).
+// attachment is uploaded, then exit 0; exit 3 when --final_timeout_s, plus 3 s for each
+// photo still to upload, passes first).
 //
 // Thread-safety: a single-threaded program (the SDK's threads aside).
 #include <fcntl.h>
@@ -171,9 +172,23 @@ int Run(int argc, char** argv) {
   }
 
   if (final_mode) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(final_timeout_s);
+    // The backlog drains at the link's rate (the test shapes it to 1 MB/s: about 2 s a
+    // photo), so the time allowed grows with it: --final_timeout_s plus 3 s a photo.
+    int pending = 0;
+    if (absl::StatusOr<std::vector<sdk::AttachmentInfo>> all = client.ListAttachments(); all.ok()) {
+      for (const sdk::AttachmentInfo& a : *all)
+        pending += a.state != sdk::AttachmentState::kUploaded;
+    }
+    std::fprintf(stderr, "final: %d photos to upload\n", pending);
+    const absl::Time deadline = absl::Now() + absl::Seconds(final_timeout_s + 3 * pending);
     while (absl::Now() < deadline) {
+      // On stderr too, with the time: the test prints it when a device does not finish.
+      std::fprintf(stderr, "%s final: sync starts\n",
+                   absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::UTCTimeZone()).c_str());
       absl::StatusOr<sdk::SyncSummary> sync = client.SyncNow();
+      std::fprintf(stderr, "%s final: sync %s\n",
+                   absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::UTCTimeZone()).c_str(),
+                   sync.status().ToString().c_str());
       Log(log, sync.ok() ? "S ok" : absl::StrCat("S fail ", sync.status().code()));
       if (sync.ok() && AllUploaded(client)) return 0;
       absl::SleepFor(absl::Milliseconds(50));
