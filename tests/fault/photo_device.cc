@@ -26,6 +26,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -99,13 +100,13 @@ int64_t NextPhoto(const std::string& log_path) {
   return next;
 }
 
-bool AllUploaded(sdk::Client& client) {
+// The attachments not yet uploaded; nullopt when the device cannot list them.
+std::optional<int> PendingUploads(sdk::Client& client) {
   absl::StatusOr<std::vector<sdk::AttachmentInfo>> all = client.ListAttachments();
-  if (!all.ok()) return false;
-  for (const sdk::AttachmentInfo& a : *all) {
-    if (a.state != sdk::AttachmentState::kUploaded) return false;
-  }
-  return true;
+  if (!all.ok()) return std::nullopt;
+  int pending = 0;
+  for (const sdk::AttachmentInfo& a : *all) pending += a.state != sdk::AttachmentState::kUploaded;
+  return pending;
 }
 
 int Run(int argc, char** argv) {
@@ -174,11 +175,7 @@ int Run(int argc, char** argv) {
   if (final_mode) {
     // The backlog drains at the link's rate (the test shapes it to 1 MB/s: about 2 s a
     // photo), so the time allowed grows with it: --final_timeout_s plus 3 s a photo.
-    int pending = 0;
-    if (absl::StatusOr<std::vector<sdk::AttachmentInfo>> all = client.ListAttachments(); all.ok()) {
-      for (const sdk::AttachmentInfo& a : *all)
-        pending += a.state != sdk::AttachmentState::kUploaded;
-    }
+    const int pending = PendingUploads(client).value_or(0);
     std::fprintf(stderr, "final: %d photos to upload\n", pending);
     const absl::Time deadline = absl::Now() + absl::Seconds(final_timeout_s + 3 * pending);
     while (absl::Now() < deadline) {
@@ -190,7 +187,7 @@ int Run(int argc, char** argv) {
                    absl::FormatTime("%H:%M:%E3S", absl::Now(), absl::UTCTimeZone()).c_str(),
                    sync.status().ToString().c_str());
       Log(log, sync.ok() ? "S ok" : absl::StrCat("S fail ", sync.status().code()));
-      if (sync.ok() && AllUploaded(client)) return 0;
+      if (sync.ok() && PendingUploads(client) == 0) return 0;
       absl::SleepFor(absl::Milliseconds(50));
     }
     return 3;
