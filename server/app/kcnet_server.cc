@@ -26,6 +26,7 @@
 #include "server/records/record_export.h"
 #include "server/records/record_services.h"
 #include "server/rpc/parse_error_interceptor.h"
+#include "server/rpc/stream_log_interceptor.h"
 #include "server/services/directory_services.h"
 #include "sync/model/record_types.h"
 #include "sync/sqlite.h"
@@ -412,7 +413,8 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
                                                .clock = options.clock}));
 
   server->services_.push_back(MakeAttachmentService(
-      server->attachments_.get(), server->directory_.get(), server->runner_.get()));
+      server->attachments_.get(), server->directory_.get(), server->runner_.get(),
+      {.logger = server->logger_.get(), .grpc_metrics = &server_metrics->grpc()}));
 
   server->services_.push_back(reports::MakeReportService(
       server->directory_.get(), server->reporter_.get(), server->runner_.get()));
@@ -455,6 +457,14 @@ absl::StatusOr<std::unique_ptr<KcnetServer>> KcnetServer::Start(const ServerOpti
   interceptors.push_back(std::make_unique<ParseErrorInterceptorFactory>());
   // grpc_server_* metrics of unary and server-streaming calls (the sync stream counts its own).
   interceptors.push_back(server_metrics->grpc().InterceptorFactory());
+  // A log line for every server stream, as the runner writes for unary calls.
+  Directory* callers = server->directory_.get();
+  interceptors.push_back(std::make_unique<StreamLogInterceptorFactory>(
+      server->logger_.get(), [callers](absl::string_view token) -> absl::StatusOr<std::string> {
+        absl::StatusOr<Principal> principal = callers->Authenticate(token);
+        if (!principal.ok()) return principal.status();
+        return principal->username;
+      }));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Sync streams stay open for hours over weak links: ping idle connections so that dead
   // ones are noticed, and let tablets ping us (within reason).

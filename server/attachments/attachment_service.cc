@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "kcnet/v1/attachments.grpc.pb.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "sync/crc32c.h"
@@ -16,6 +17,8 @@ namespace {
 
 using grpc::CallbackServerContext;
 namespace v1 = kcnet::v1;
+
+constexpr char kUploadMethod[] = "/kcnet.v1.AttachmentService/Upload";
 
 // The caller of a stream, from its bearer token.
 absl::StatusOr<Principal> StreamCaller(Directory* directory, const CallbackServerContext& ctx) {
@@ -35,11 +38,15 @@ absl::StatusOr<Principal> StreamCaller(Directory* directory, const CallbackServe
 // the largest told so far, as offsets only grow).
 class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck> {
  public:
-  UploadReactor(Attachments* attachments, Directory* directory, CallbackServerContext* ctx)
-      : attachments_(attachments), ctx_(ctx) {
+  UploadReactor(Attachments* attachments, Directory* directory, const StreamObservers& observers,
+                CallbackServerContext* ctx)
+      : attachments_(attachments), observers_(observers), ctx_(ctx) {
+    if (observers_.grpc_metrics != nullptr) {
+      call_metrics_.emplace(observers_.grpc_metrics, kUploadMethod);
+    }
     absl::StatusOr<Principal> caller = StreamCaller(directory, *ctx);
     if (!caller.ok()) {
-      Finish(ToGrpcStatus(caller.status()));
+      End(ToGrpcStatus(caller.status()));
       return;
     }
     caller_ = *std::move(caller);
@@ -49,7 +56,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
       ctx->AddTrailingMetadata(
           kRetryAfterMetadata,
           absl::StrCat(absl::ToInt64Milliseconds(attachments_->busy_retry_after())));
-      Finish(ToGrpcStatus(admitted));
+      End(ToGrpcStatus(admitted));
       return;
     }
     admitted_ = true;
@@ -57,6 +64,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
   }
 
   void OnReadDone(bool ok) override {
+    if (ok && call_metrics_.has_value()) call_metrics_->Received();
     if (!ok) {
       // The client half-closed (or the call broke): commit what came, say so, finish.
       int64_t committed = -1;
@@ -133,7 +141,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
     if (pending_.has_value()) {
       SendPendingLocked();
     } else if (finish_.has_value()) {
-      Finish(*finish_);
+      End(*finish_);
       finish_.reset();
     }
   }
@@ -141,6 +149,19 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
   void OnDone() override {
     if (stream_.has_value()) attachments_->Detach(*stream_).IgnoreError();
     if (admitted_) attachments_->EndUploadStream();
+    // One log line per stream, as for every RPC; the latency is the stream's lifetime.
+    const grpc::Status status =
+        ended_.value_or(grpc::Status(grpc::StatusCode::CANCELLED, "upload: the client went away"));
+    if (observers_.logger != nullptr) {
+      observers_.logger->Rpc({.method = kUploadMethod,
+                              .caller = caller_.username.empty()
+                                            ? absl::string_view("-")
+                                            : absl::string_view(caller_.username),
+                              .code = static_cast<absl::StatusCode>(status.error_code()),
+                              .message = status.error_message(),
+                              .latency_ms = absl::ToDoubleMilliseconds(absl::Now() - started_)});
+    }
+    if (call_metrics_.has_value()) call_metrics_->Handled(status.error_code());
     delete this;
   }
 
@@ -172,6 +193,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
     out_ = *pending_;
     pending_.reset();
     writing_ = true;
+    if (call_metrics_.has_value()) call_metrics_->Sent();
     StartWrite(&out_);
   }
   void FinishWhenIdleLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -180,12 +202,21 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
     if (writing_ || pending_.has_value()) {
       finish_ = status;
     } else {
-      Finish(status);
+      End(status);
     }
+  }
+  // Finish, remembering the status for the log line and the metrics (OnDone).
+  void End(const grpc::Status& status) {
+    ended_ = status;
+    Finish(status);
   }
 
   Attachments* const attachments_;
+  const StreamObservers observers_;
   CallbackServerContext* const ctx_;
+  const absl::Time started_ = absl::Now();
+  std::optional<metrics::GrpcServerMetrics::Call> call_metrics_;
+  std::optional<grpc::Status> ended_;  // set once, by End, before gRPC calls OnDone
   Principal caller_;
   bool admitted_ = false;  // counted in Attachments' upload streams
   v1::UploadChunk chunk_;
@@ -274,8 +305,9 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadChunk> {
 
 class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
  public:
-  AttachmentServiceImpl(Attachments* attachments, Directory* directory, RpcRunner* runner)
-      : attachments_(attachments), directory_(directory), runner_(runner) {}
+  AttachmentServiceImpl(Attachments* attachments, Directory* directory, RpcRunner* runner,
+                        StreamObservers observers)
+      : attachments_(attachments), directory_(directory), runner_(runner), observers_(observers) {}
 
   grpc::ServerUnaryReactor* Begin(CallbackServerContext* ctx, const v1::BeginUploadRequest* req,
                                   v1::BeginUploadResponse* resp) override {
@@ -315,7 +347,7 @@ class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
 
   grpc::ServerBidiReactor<v1::UploadChunk, v1::UploadAck>* Upload(
       CallbackServerContext* ctx) override {
-    return new UploadReactor(attachments_, directory_, ctx);
+    return new UploadReactor(attachments_, directory_, observers_, ctx);
   }
 
   grpc::ServerWriteReactor<v1::DownloadChunk>* Download(CallbackServerContext* ctx,
@@ -327,13 +359,14 @@ class AttachmentServiceImpl : public v1::AttachmentService::CallbackService {
   Attachments* const attachments_;
   Directory* const directory_;
   RpcRunner* const runner_;
+  const StreamObservers observers_;
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments, Directory* directory,
-                                                     RpcRunner* runner) {
-  return std::make_unique<AttachmentServiceImpl>(attachments, directory, runner);
+                                                     RpcRunner* runner, StreamObservers observers) {
+  return std::make_unique<AttachmentServiceImpl>(attachments, directory, runner, observers);
 }
 
 }  // namespace kcnet::server

@@ -4,7 +4,13 @@
 // work in their callbacks, one chunk at a time (a stream holds at most one chunk and one
 // ack in memory). The logic is Attachments' (attachments.h).
 //
-// Thread-safety: thread-safe; `attachments` and `runner` must outlive the service.
+// Upload is a bidi stream, which gets no server interceptor (see
+// server/rpc/parse_error_interceptor.h), so its reactor writes its own RPC log line and
+// gRPC metrics (StreamObservers); Download's come from the interceptors, as for every
+// server stream.
+//
+// Thread-safety: thread-safe; `attachments`, `runner` and the observers must outlive the
+// service.
 #ifndef KCNET_SERVER_ATTACHMENTS_ATTACHMENT_SERVICE_H_
 #define KCNET_SERVER_ATTACHMENTS_ATTACHMENT_SERVICE_H_
 
@@ -13,12 +19,21 @@
 #include "grpcpp/grpcpp.h"
 #include "server/attachments/attachments.h"
 #include "server/directory/directory.h"
+#include "server/metrics/grpc_metrics.h"
+#include "server/rpc/logger.h"
 #include "server/rpc/rpc_runner.h"
 
 namespace kcnet::server {
 
+// Where an Upload stream reports its end; either may be null.
+struct StreamObservers {
+  Logger* logger = nullptr;
+  metrics::GrpcServerMetrics* grpc_metrics = nullptr;
+};
+
 std::unique_ptr<grpc::Service> MakeAttachmentService(Attachments* attachments, Directory* directory,
-                                                     RpcRunner* runner);
+                                                     RpcRunner* runner,
+                                                     StreamObservers observers = {});
 
 }  // namespace kcnet::server
 

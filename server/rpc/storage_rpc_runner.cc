@@ -21,7 +21,11 @@ constexpr char kSignInHint[] = "; sign in with kcnet.v1.AuthService/Login";
 }  // namespace
 
 absl::StatusOr<std::string> BearerToken(const grpc::ServerContextBase& context) {
-  const auto& metadata = context.client_metadata();
+  return BearerToken(context.client_metadata());
+}
+
+absl::StatusOr<std::string> BearerToken(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
     return absl::UnauthenticatedError(absl::StrCat(

@@ -10,6 +10,7 @@
 #ifndef KCNET_SERVER_RPC_STORAGE_RPC_RUNNER_H_
 #define KCNET_SERVER_RPC_STORAGE_RPC_RUNNER_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -120,6 +121,9 @@ std::string ForwardedClientAddress(const std::string& peer, absl::string_view fo
 // The token of the call's "authorization: Bearer <token>" metadata. Fails with
 // UNAUTHENTICATED, saying what is wrong, when the metadata is missing or malformed.
 absl::StatusOr<std::string> BearerToken(const grpc::ServerContextBase& context);
+// The same, from the metadata itself (e.g. an interceptor's received initial metadata).
+absl::StatusOr<std::string> BearerToken(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
 
 }  // namespace kcnet::server
 

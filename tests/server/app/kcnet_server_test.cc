@@ -23,6 +23,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "kcnet/v1/attachments.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "tests/server/services/test_server.h"
 #include "tests/testing/test_util.h"
@@ -342,6 +343,71 @@ TEST(KcnetServerTest, OversizedRequestsAreRefused) {
   const grpc::Status status = stub->Login(&small, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("password: "));
+}
+
+// Streams are RPCs too: each writes its line when it ends, with its caller and status, as
+// a unary call does (before, only unary calls and SyncService.Sync had a line).
+TEST(KcnetServerTest, EveryStreamWritesItsLogLine) {
+  TestServer server;
+  ASSERT_TRUE(server.ok());
+  const std::string username = AddOfficer(server.directory());
+  const std::string token = SignIn(server.Channel(), username, "officer-password");
+  auto attachments = v1::AttachmentService::NewStub(server.Channel());
+  {  // a download of bytes no record names
+    grpc::ClientContext context;
+    Authorize(&context, token);
+    v1::DownloadRequest request;
+    request.set_sha256(std::string(32, 'x'));
+    auto reader = attachments->Download(&context, request);
+    v1::DownloadChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {  // an upload stream with no token
+    grpc::ClientContext context;
+    auto stream = attachments->Upload(&context);
+    stream->WritesDone();
+    v1::UploadAck ack;
+    while (stream->Read(&ack)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {  // a watch stream its client ends
+    auto watch = v1::WatchService::NewStub(server.Channel());
+    grpc::ClientContext context;
+    Authorize(&context, token);
+    auto reader = watch->WatchChanges(&context, {});
+    v1::ChangeNotice notice;
+    ASSERT_TRUE(reader->Read(&notice));
+    context.TryCancel();
+    while (reader->Read(&notice)) {
+    }
+    reader->Finish();
+  }
+  const std::vector<std::string> expected = {
+      absl::StrCat("rpc method=/kcnet.v1.AttachmentService/Download caller=", username,
+                   " status=NOT_FOUND"),
+      "rpc method=/kcnet.v1.AttachmentService/Upload caller=- status=UNAUTHENTICATED",
+      absl::StrCat("rpc method=/kcnet.v1.WatchService/WatchChanges caller=", username,
+                   " status=CANCELLED")};
+  // The server writes a stream's line when it is done with the call, which may be just
+  // after the client has its status.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  std::vector<std::string> lines;
+  auto all_found = [&] {
+    lines = server.LogLines();
+    for (const std::string& want : expected) {
+      bool found = false;
+      for (const std::string& line : lines) found = found || absl::StrContains(line, want);
+      if (!found) return false;
+    }
+    return true;
+  };
+  while (!all_found() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  for (const std::string& want : expected) {
+    EXPECT_THAT(lines, Contains(HasSubstr(want)));
+  }
 }
 
 TEST(KcnetServerTest, JsonLogHasOneObjectPerRpc) {

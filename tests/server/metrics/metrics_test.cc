@@ -16,12 +16,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client_sdk/cli/child_process.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "kcnet/v1/attachments.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "tests/testing/test_util.h"
 
@@ -168,6 +170,24 @@ TEST_F(MetricsTest, ScrapeCountsWhatWasDoneAndPassesPromtool) {
     EXPECT_EQ(units->ListOrgUnits(&context, {}, &response).error_code(),
               grpc::StatusCode::UNAUTHENTICATED);
   }
+  {  // an upload stream without a token (a bidi stream: counted by its service)
+    auto attachments = v1::AttachmentService::NewStub(channel);
+    grpc::ClientContext context;
+    auto stream = attachments->Upload(&context);
+    stream->WritesDone();
+    v1::UploadAck ack;
+    while (stream->Read(&ack)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // The server counts a stream when gRPC is done with it, which may be just after the
+  // client has its status.
+  const std::string upload_series = Grpc("bidi_stream", "kcnet.v1.AttachmentService", "Upload");
+  const std::string upload_refused =
+      "grpc_server_handled_total{" + upload_series + ",grpc_code=\"Unauthenticated\"} 1\n";
+  for (int i = 0; i < 100 && !absl::StrContains(Scrape(), upload_refused); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   const std::string text = Scrape();
   const Samples after = Parse(text);
   auto delta = [&](const std::string& series) {
@@ -187,6 +207,10 @@ TEST_F(MetricsTest, ScrapeCountsWhatWasDoneAndPassesPromtool) {
   EXPECT_EQ(delta("grpc_server_handled_total{" + list_series + ",grpc_code=\"Unauthenticated\"}"),
             1);
   EXPECT_EQ(delta("grpc_server_handled_total{" + list_series + ",grpc_code=\"OK\"}"), 0);
+
+  EXPECT_EQ(delta("grpc_server_started_total{" + upload_series + "}"), 1);
+  EXPECT_EQ(delta("grpc_server_handled_total{" + upload_series + ",grpc_code=\"Unauthenticated\"}"),
+            1);
 
   // One sync: one stream, started and ended OK, that pushed the one facility.
   const std::string sync_series = Grpc("bidi_stream", "kcnet.v1.SyncService", "Sync");
