@@ -12,13 +12,16 @@
 //    type (7 fields), in 15 buckets. The op log appends each record as one op without the
 //    merge: an upper bound.
 //  - pg_initial_sync: one bucket of 50,000 records read from the start in pages of 1,000:
-//    PgServerStore::ChangesSince and PgOpLog::ReadSince against SQLite's
-//    ServerStore::ChangesSince.
+//    the page as the stream sends it to a device taking deflated pages (the SDK's default:
+//    ServerStore::SerializedChangesSince on an arena, then serialized; pgsync18b), and as a
+//    ChangeBatch message (ChangesSince, the figure until pgsync18b: `message_` metrics),
+//    PgServerStore against SQLite's store; PgOpLog::ReadSince (the op log's raw ops).
 //
 // Metrics: pg_ingest mutations_per_s, ratio_vs_sqlite (the record store),
 // oplog_mutations_per_s, oplog_no_pipeline_mutations_per_s, sqlite_mutations_per_s,
-// oplog_ratio_vs_sqlite; pg_initial_sync records_per_s, ratio_vs_sqlite (the record store),
-// oplog_records_per_s, sqlite_records_per_s, oplog_ratio_vs_sqlite.
+// oplog_ratio_vs_sqlite; pg_initial_sync records_per_s, ratio_vs_sqlite, cpu_ratio_vs_sqlite
+// (the record store, the page as sent), the same prefixed message_ (as a message),
+// oplog_records_per_s, sqlite_records_per_s, oplog_ratio_vs_sqlite, page_bytes.
 //
 // CPU (docs/BENCHMARKS.md, pgperf): with its own PostgreSQL the bench also prints the CPU
 // seconds each store spent per 1,000 mutations (ingest) or records (initial sync): this
@@ -26,7 +29,8 @@
 // postmaster, its live children and those it reaped). Unlike the rates, these do not move
 // with the machine's load: cpu_ms_per_1000 (of which postgres_cpu_ms_per_1000 in the
 // postgres processes) and sqlite_cpu_ms_per_1000.
-// The initial sync of each store is run 3 times; the median is printed.
+// The initial sync of each store is run 3 times in each form (alternating); the medians
+// are printed.
 // WAL: wal_bytes_per_mutation and wal_fpi_per_1000 (full-page images) of the PostgreSQL
 // ingest, from pg_stat_wal. KCNET_PG_SETTINGS="name=value;name=value" applies server
 // settings that a reload takes (ALTER SYSTEM, pg_reload_conf()) before measuring, e.g.
@@ -350,56 +354,101 @@ int main(int argc, char** argv) {
     const double pg_rate = static_cast<double>(read) / pg_timer.Seconds();
 
     // A new device's download of the bucket from a record store: records per second.
-    auto initial_sync = [&](sync::ServerStore* source, int64_t* records) {
+    // `serialized`: the page as the stream sends it to a device that takes deflated pages
+    // (the SDK's default): SerializedChangesSince() on an arena sized as the stream's, then
+    // serialized (not deflated: that costs the same for both stores). Else the page as a
+    // ChangeBatch message on the heap (ChangesSince(); the figure until pgsync18b).
+    int64_t page_bytes = 0;
+    auto initial_sync = [&](sync::ServerStore* source, bool serialized, int64_t* records) {
       Timer timer;
       v1::BucketCursor start;
       start.set_bucket(kSyncBucket);
       std::vector<v1::BucketCursor> cursors = {start};
+      const sync::DownloadLimits limits;
       while (true) {
-        v1::ChangeBatch page = Must(source->ChangesSince(cursors), "ChangesSince");
-        *records += page.changes_size();
-        if (page.changes_size() == 0 || page.cursors_size() == 0) break;
-        cursors.assign(page.cursors().begin(), page.cursors().end());
-        if (page.checkpoints_size() > 0) break;  // the bucket is complete
+        google::protobuf::ArenaOptions arena_options;
+        arena_options.start_block_size = 64 << 10;
+        arena_options.max_block_size = 256 << 10;
+        google::protobuf::Arena arena(arena_options);
+        v1::ChangeBatch heap_page;
+        v1::ChangeBatch* page =
+            serialized ? google::protobuf::Arena::CreateMessage<v1::ChangeBatch>(&arena)
+                       : &heap_page;
+        int changes = 0;
+        if (serialized) {
+          sync::SerializedPage wire(page);
+          if (absl::Status s = source->SerializedChangesSince(cursors, limits, &wire); !s.ok()) {
+            Fail(s.ToString());
+          }
+          page_bytes = static_cast<int64_t>(wire.Serialize().size());
+          changes = wire.changes_size();
+        } else {
+          if (absl::Status s = source->ChangesSince(cursors, limits, page); !s.ok()) {
+            Fail(s.ToString());
+          }
+          changes = page->changes_size();
+        }
+        *records += changes;
+        if (changes == 0 || page->cursors_size() == 0) break;
+        cursors.assign(page->cursors().begin(), page->cursors().end());
+        if (page->checkpoints_size() > 0) break;  // the bucket is complete
       }
       return static_cast<double>(*records) / timer.Seconds();
     };
-    // Three downloads from each store, alternating; the medians, and the CPU per 1,000
-    // records over all three.
-    int64_t sqlite_read = 0, store_read = 0;
-    std::vector<double> sqlite_rates, store_rates;
-    double sqlite_cpu = 0, store_cpu = 0, store_server_cpu = 0;
+    // `sync_runs` downloads from each store in each form, alternating; the medians, and
+    // the CPU per 1,000 records over all of them.
+    struct Figures {
+      std::vector<double> sqlite_rates, store_rates;
+      double sqlite_cpu = 0, store_cpu = 0, store_server_cpu = 0;
+      int64_t sqlite_read = 0, store_read = 0;
+    };
+    Figures sent, message;
     for (int run = 0; run < sync_runs; ++run) {
-      sqlite_read = store_read = 0;
-      double before = TotalCpuSeconds(postmaster);
-      sqlite_rates.push_back(initial_sync(store.get(), &sqlite_read));
-      sqlite_cpu += TotalCpuSeconds(postmaster) - before;
-      before = TotalCpuSeconds(postmaster);
-      const double server_before = PostgresCpuSeconds(postmaster);
-      store_rates.push_back(initial_sync(pg_store.get(), &store_read));
-      store_cpu += TotalCpuSeconds(postmaster) - before;
-      store_server_cpu += PostgresCpuSeconds(postmaster) - server_before;
+      for (bool serialized : {true, false}) {
+        Figures& f = serialized ? sent : message;
+        f.sqlite_read = f.store_read = 0;
+        double before = TotalCpuSeconds(postmaster);
+        f.sqlite_rates.push_back(initial_sync(store.get(), serialized, &f.sqlite_read));
+        f.sqlite_cpu += TotalCpuSeconds(postmaster) - before;
+        before = TotalCpuSeconds(postmaster);
+        const double server_before = PostgresCpuSeconds(postmaster);
+        f.store_rates.push_back(initial_sync(pg_store.get(), serialized, &f.store_read));
+        f.store_cpu += TotalCpuSeconds(postmaster) - before;
+        f.store_server_cpu += PostgresCpuSeconds(postmaster) - server_before;
+      }
     }
-    std::sort(sqlite_rates.begin(), sqlite_rates.end());
-    std::sort(store_rates.begin(), store_rates.end());
-    const double sqlite_rate = sqlite_rates[sqlite_rates.size() / 2];
-    const double store_rate = store_rates[store_rates.size() / 2];
-    if (read != kSyncRecords || sqlite_read != kSyncRecords || store_read != kSyncRecords) {
-      Fail(absl::StrCat("initial sync read ", read, " (op log), ", store_read,
-                        " (PostgreSQL store) and ", sqlite_read, " (SQLite) of ", kSyncRecords));
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    for (const Figures* f : {&sent, &message}) {
+      if (f->sqlite_read != kSyncRecords || f->store_read != kSyncRecords) {
+        Fail(absl::StrCat("initial sync read ", f->store_read, " (PostgreSQL store) and ",
+                          f->sqlite_read, " (SQLite) of ", kSyncRecords));
+      }
     }
-    Emit("pg_initial_sync", "records_per_s", store_rate, "records/s");
-    Emit("pg_initial_sync", "ratio_vs_sqlite", store_rate / sqlite_rate, "ratio");
-    if (postmaster > 0) {
-      Emit("pg_initial_sync", "cpu_ms_per_1000",
-           1e6 * store_cpu / (sync_runs * double{kSyncRecords}), "ms");
-      Emit("pg_initial_sync", "postgres_cpu_ms_per_1000",
-           1e6 * store_server_cpu / (sync_runs * double{kSyncRecords}), "ms");
-      Emit("pg_initial_sync", "sqlite_cpu_ms_per_1000",
-           1e6 * sqlite_cpu / (sync_runs * double{kSyncRecords}), "ms");
+    if (read != kSyncRecords) Fail(absl::StrCat("initial sync read ", read, " (op log)"));
+    const double sqlite_rate = median(message.sqlite_rates);  // for the op log, as before
+    const double per_1000 = 1e6 / (sync_runs * double{kSyncRecords});
+    for (const Figures* f : {&sent, &message}) {
+      const std::string prefix = f == &sent ? "" : "message_";
+      const double store_rate = median(f->store_rates);
+      Emit("pg_initial_sync", prefix + "records_per_s", store_rate, "records/s");
+      Emit("pg_initial_sync", prefix + "ratio_vs_sqlite", store_rate / median(f->sqlite_rates),
+           "ratio");
+      if (postmaster > 0) {
+        Emit("pg_initial_sync", prefix + "cpu_ms_per_1000", f->store_cpu * per_1000, "ms");
+        Emit("pg_initial_sync", prefix + "postgres_cpu_ms_per_1000", f->store_server_cpu * per_1000,
+             "ms");
+        Emit("pg_initial_sync", prefix + "sqlite_cpu_ms_per_1000", f->sqlite_cpu * per_1000, "ms");
+        Emit("pg_initial_sync", prefix + "cpu_ratio_vs_sqlite", f->sqlite_cpu / f->store_cpu,
+             "ratio");
+      }
+      Emit("pg_initial_sync", prefix + "sqlite_records_per_s", median(f->sqlite_rates),
+           "records/s");
     }
+    Emit("pg_initial_sync", "page_bytes", static_cast<double>(page_bytes), "bytes");
     Emit("pg_initial_sync", "oplog_records_per_s", pg_rate, "records/s");
-    Emit("pg_initial_sync", "sqlite_records_per_s", sqlite_rate, "records/s");
     Emit("pg_initial_sync", "oplog_ratio_vs_sqlite", pg_rate / sqlite_rate, "ratio");
   }
   store.reset();

@@ -8,8 +8,38 @@
 
 namespace kcnet::sync {
 
+std::string SerializedPage::Serialize() const {
+  std::string out;
+  head->AppendToString(&out);
+  out += spliced;
+  return out;
+}
+
+void AppendVarint(uint64_t value, std::string* out) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>(value | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+void AppendSplicedChange(absl::string_view change, absl::string_view extra, SerializedPage* page) {
+  constexpr char kChangesTag = (1 << 3) | 2;  // ChangeBatch.changes, length-delimited
+  std::string& out = page->spliced;
+  out.push_back(kChangesTag);
+  AppendVarint(change.size() + extra.size(), &out);
+  out.append(change.data(), change.size());
+  out.append(extra.data(), extra.size());
+  ++page->spliced_changes;
+}
+
 std::string DeflatePage(const kcnet::v1::ChangeBatch& page) {
-  const std::string raw = page.SerializeAsString();
+  return DeflateSerialized(page.SerializeAsString());
+}
+
+std::string DeflatePage(const SerializedPage& page) { return DeflateSerialized(page.Serialize()); }
+
+std::string DeflateSerialized(absl::string_view raw) {
   // A window no larger than the page (zlib's default is 32 KiB, with 256 KiB of state to
   // allocate and clear): a live page of a few changes costs a few kilobytes of state.
   int window_bits = 9;

@@ -279,26 +279,29 @@ absl::StatusOr<std::string> UuidToText(absl::string_view bytes16) {
   return out;
 }
 
+bool UuidTextToBytes(absl::string_view text, char* out) {
+  if (text.size() != 36 || text[8] != '-' || text[13] != '-' || text[18] != '-' ||
+      text[23] != '-') {
+    return false;
+  }
+  // The positions of the 16 bytes' first hexadecimal digits in 8-4-4-4-12.
+  static constexpr uint8_t kAt[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+  int bad = 0;
+  for (int i = 0; i < 16; ++i) {
+    const int hi = HexValue(text[kAt[i]]);
+    const int lo = HexValue(text[kAt[i] + 1]);
+    bad |= hi | lo;  // negative when either is not a digit
+    out[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return bad >= 0;
+}
+
 absl::StatusOr<std::string> UuidFromText(absl::string_view text) {
-  auto bad = [&]() {
+  std::string out(16, '\0');
+  if (!UuidTextToBytes(text, out.data())) {
     return absl::InvalidArgumentError(
         absl::StrCat("record id: '", text.substr(0, 64),
                      "' is not a UUID (expected 8-4-4-4-12 hexadecimal digits)"));
-  };
-  if (text.size() != 36) return bad();
-  std::string out;
-  out.reserve(16);
-  for (size_t i = 0; i < 36;) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (text[i] != '-') return bad();
-      ++i;
-      continue;
-    }
-    const int hi = HexValue(text[i]);
-    const int lo = HexValue(text[i + 1]);
-    if (hi < 0 || lo < 0) return bad();
-    out.push_back(static_cast<char>(hi << 4 | lo));
-    i += 2;
   }
   return out;
 }

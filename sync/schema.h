@@ -112,6 +112,8 @@ class Schema {
 // the APIs ("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e7f").
 absl::StatusOr<std::string> UuidToText(absl::string_view bytes16);
 absl::StatusOr<std::string> UuidFromText(absl::string_view text);
+// The same into `out` (16 bytes), without allocating: false when `text` is not a UUID.
+bool UuidTextToBytes(absl::string_view text, char* out);
 
 // True when `text` is valid UTF-8 (no overlongs, no surrogates).
 bool IsValidUtf8(absl::string_view text);

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "kcnet/v1/sync.pb.h"
 #include "sync/hlc.h"
+#include "sync/page_codec.h"
 #include "sync/record_store.h"
 #include "sync/schema.h"
 #include "sync/sqlite.h"
@@ -163,6 +164,14 @@ class ServerStore {
   // of a thousand changes is tens of thousands of small objects, allocated and freed at once.
   virtual absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
                                     const DownloadLimits& limits, kcnet::v1::ChangeBatch* page) = 0;
+  // The same page as the stream sends it (SerializedPage: `page->head` empty): its bytes
+  // parse as the ChangeBatch ChangesSince() gives. A store that keeps a record's download
+  // as serialized bytes splices them in (PostgreSQL, from op 0) instead of parsing and
+  // serializing them again; the default reads ChangesSince() into `page->head`.
+  virtual absl::Status SerializedChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                                              const DownloadLimits& limits, SerializedPage* page) {
+    return ChangesSince(cursors, limits, page->head);
+  }
 
   // A record's full current state (nullopt when absent).
   virtual absl::StatusOr<std::optional<kcnet::v1::RecordChange>> ReadRecord(

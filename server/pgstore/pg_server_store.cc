@@ -110,6 +110,138 @@ bool StoredChangeIsTheDownload(const RecordTypeSpec& type, absl::string_view cha
   return true;
 }
 
+// Reads a base-128 varint at `*at` in `bytes`; false past the end or past 10 bytes.
+bool ReadVarint(absl::string_view bytes, size_t* at, uint64_t* value) {
+  *value = 0;
+  for (int shift = 0; shift < 64 && *at < bytes.size(); shift += 7) {
+    const auto b = static_cast<unsigned char>(bytes[(*at)++]);
+    *value |= uint64_t{b & 0x7fu} << shift;
+    if (b < 0x80) return true;
+  }
+  return false;
+}
+
+// A download from op 0 without parsing (pgsync18b): when the stored `row` bytes are the
+// download (the conditions of StoredChangeIsTheDownload), they are appended to `page` as
+// they are, followed by the record's id and, when the stored ones differ, its op and
+// bucket (a parser keeps the last value of a field). Checked by walking the bytes' fields
+// without building a message: only RecordChange's type (equal to `type`), hlc, node,
+// deleted, fields (each FieldChange's number, in the type's order, every field present),
+// op and bucket; anything else (an unknown field, an id, a base_op, a FieldChange field
+// this build does not know) makes it false and the caller takes the slow path. Appends
+// nothing when false.
+bool SpliceStoredChange(const RecordTypeSpec& type, const char* id16, uint64_t op, int64_t bucket,
+                        absl::string_view change_bytes, absl::string_view field_ops,
+                        sync::SerializedPage* page) {
+  uint64_t stored_type = 0, stored_op = 0, stored_bucket = 0, deleted = 0;
+  size_t fields = 0;
+  size_t at = 0;
+  while (at < change_bytes.size()) {
+    uint64_t tag = 0;
+    if (!ReadVarint(change_bytes, &at, &tag)) return false;
+    const uint64_t number = tag >> 3, wire = tag & 7;
+    uint64_t value = 0;
+    if (wire == 0) {
+      if (!ReadVarint(change_bytes, &at, &value)) return false;
+    } else if (wire == 1) {
+      if (change_bytes.size() - at < 8) return false;
+      at += 8;
+    } else if (wire == 2) {
+      if (!ReadVarint(change_bytes, &at, &value) || value > change_bytes.size() - at) return false;
+    } else {
+      return false;
+    }
+    switch (number) {
+      case 1:  // type
+        if (wire != 0) return false;
+        stored_type = value;
+        break;
+      case 3:  // hlc
+        if (wire != 1) return false;
+        break;
+      case 4:  // node
+        if (wire != 0) return false;
+        break;
+      case 6:  // deleted
+        if (wire != 0) return false;
+        deleted = value;
+        break;
+      case 7: {  // fields: a FieldChange, its number first (as protobuf writes it)
+        if (wire != 2) return false;
+        const absl::string_view fc = change_bytes.substr(at, value);
+        at += value;
+        if (fields >= type.fields.size()) return false;
+        size_t in = 0;
+        uint64_t fc_tag = 0, number_of_field = 0;
+        if (!ReadVarint(fc, &in, &fc_tag) || fc_tag != (1 << 3) ||
+            !ReadVarint(fc, &in, &number_of_field) ||
+            number_of_field != type.fields[fields].number) {
+          return false;
+        }
+        // The rest: value (2, length-delimited), hlc (3, fixed64), node (4, varint).
+        while (in < fc.size()) {
+          uint64_t t = 0, v = 0;
+          if (!ReadVarint(fc, &in, &t)) return false;
+          if (t == ((2 << 3) | 2)) {
+            if (!ReadVarint(fc, &in, &v) || v > fc.size() - in) return false;
+            in += v;
+          } else if (t == ((3 << 3) | 1)) {
+            if (fc.size() - in < 8) return false;
+            in += 8;
+          } else if (t == (4 << 3)) {
+            if (!ReadVarint(fc, &in, &v)) return false;
+          } else {
+            return false;
+          }
+        }
+        ++fields;
+        break;
+      }
+      case 8:  // op
+        if (wire != 0) return false;
+        stored_op = value;
+        break;
+      case 9:  // bucket
+        if (wire != 0) return false;
+        stored_bucket = value;
+        break;
+      default:
+        return false;
+    }
+  }
+  if (stored_type != type.type) return false;
+  if (deleted != 0) {
+    if (fields != 0) return false;
+  } else {
+    if (fields != type.fields.size() || field_ops.size() != 8 * type.fields.size()) return false;
+    for (size_t i = 0; i < field_ops.size(); i += 8) {
+      uint64_t v = 0;
+      for (int b = 0; b < 8; ++b)
+        v |= uint64_t{static_cast<unsigned char>(field_ops[i + b])} << (8 * b);
+      if (v == 0) return false;
+    }
+  }
+  char extra[2 + 16 + 2 * 11];
+  size_t n = 0;
+  extra[n++] = (2 << 3) | 2;  // id, 16 bytes
+  extra[n++] = 16;
+  std::copy(id16, id16 + 16, extra + n);
+  n += 16;
+  auto varint_field = [&](int number, uint64_t v) {
+    extra[n++] = static_cast<char>(number << 3);
+    while (v >= 0x80) {
+      extra[n++] = static_cast<char>(v | 0x80);
+      v >>= 7;
+    }
+    extra[n++] = static_cast<char>(v);
+  };
+  if (stored_op != op) varint_field(8, op);
+  if (stored_bucket != static_cast<uint64_t>(bucket))
+    varint_field(9, static_cast<uint64_t>(bucket));
+  sync::AppendSplicedChange(change_bytes, absl::string_view(extra, n), page);
+  return true;
+}
+
 uint64_t NewIncarnationId() {
   std::random_device random;
   uint64_t id = 0;
@@ -984,6 +1116,18 @@ void PgServerStore::BumpEpochs(const std::vector<int64_t>& buckets) {
 
 absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursors,
                                          const sync::DownloadLimits& limits, ChangeBatch* page) {
+  return ReadPage(cursors, limits, page, nullptr);
+}
+
+absl::Status PgServerStore::SerializedChangesSince(const std::vector<BucketCursor>& cursors,
+                                                   const sync::DownloadLimits& limits,
+                                                   sync::SerializedPage* page) {
+  return ReadPage(cursors, limits, page->head, page);
+}
+
+absl::Status PgServerStore::ReadPage(const std::vector<BucketCursor>& cursors,
+                                     const sync::DownloadLimits& limits, ChangeBatch* page,
+                                     sync::SerializedPage* wire) {
   // The page's server_op promises the device that every op up to it in a bucket the page
   // completes is in the page (the device then forgets its acknowledged writes up to it).
   // Op ids come from a sequence and commit out of order, so the sequence's value alone is
@@ -1028,8 +1172,15 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
   // after this pipeline, so it carries the COMMIT too and the page is one round trip.
   auto first_pipeline = [&](int64_t first_bucket, uint64_t after_op, bool single) {
     PgConn::Pipeline first;
-    first.AddPrepared("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM kcnet_op_seq", {},
-                      /*binary_results=*/true);
+    // The wait's transaction locks rows (FOR KEY SHARE), so it has a transaction id and
+    // its COMMIT would wait for a WAL flush (an fdatasync per page: 12% of the backend's
+    // samples, pgsync18b). It writes nothing anyone reads back, so its commit need not be
+    // durable: synchronous_commit is off for this transaction only (set_config's local
+    // setting ends with it, at the sync). The snapshot's transaction is read-only.
+    first.AddPrepared(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END, "
+        "set_config('synchronous_commit', 'off', true) FROM kcnet_op_seq",
+        {}, /*binary_results=*/true);
     if (!buckets.empty()) {
       first.AddPrepared(
           "SELECT 1 FROM kcnet_bucket_head WHERE bucket = ANY($1::bigint[]) "
@@ -1145,23 +1296,43 @@ absl::Status PgServerStore::ChangesSince(const std::vector<BucketCursor>& cursor
             const RecordTypeSpec* type =
                 schema_->Find(static_cast<uint32_t>(rows.GetBinaryInt(r, 0)));
             if (type != nullptr) {
-              absl::StatusOr<std::string> id = sync::UuidFromText(rows.Get(r, 1));
-              if (!id.ok()) return absl::DataLossError(id.status().message());
-              RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
-              if (after != 0 ||
-                  !StoredChangeIsTheDownload(*type, rows.Get(r, 3), rows.Get(r, 4), change)) {
-                change->Clear();
-                absl::StatusOr<RowState> row =
-                    DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 3), rows.Get(r, 4));
-                if (!row.ok()) return row.status();
-                sync::RowToChange(*type, *id, *row, after, change);
-              } else {
-                change->set_id(std::move(*id));
-                change->set_op(op);
-                change->set_bucket(cursor.bucket());
+              char id16[16];
+              if (!sync::UuidTextToBytes(rows.Get(r, 1), id16)) {
+                return absl::DataLossError(sync::UuidFromText(rows.Get(r, 1)).status().message());
               }
-              bytes += change->ByteSizeLong();
-              batch.mutable_changes()->AddAllocated(change);
+              const absl::string_view id(id16, sizeof id16);
+              // A serialized page from op 0: the stored bytes as they are (no parse).
+              const size_t spliced_before = wire != nullptr ? wire->spliced.size() : 0;
+              if (wire != nullptr && after == 0 &&
+                  SpliceStoredChange(*type, id16, op, cursor.bucket(), rows.Get(r, 3),
+                                     rows.Get(r, 4), wire)) {
+                bytes += wire->spliced.size() - spliced_before;
+              } else {
+                RecordChange* change = google::protobuf::Arena::CreateMessage<RecordChange>(arena);
+                if (after != 0 ||
+                    !StoredChangeIsTheDownload(*type, rows.Get(r, 3), rows.Get(r, 4), change)) {
+                  change->Clear();
+                  absl::StatusOr<RowState> row =
+                      DecodeRow(*type, cursor.bucket(), op, rows.Get(r, 3), rows.Get(r, 4));
+                  if (!row.ok()) {
+                    if (arena == nullptr) delete change;
+                    return row.status();
+                  }
+                  sync::RowToChange(*type, id, *row, after, change);
+                } else {
+                  change->set_id(std::string(id));
+                  change->set_op(op);
+                  change->set_bucket(cursor.bucket());
+                }
+                bytes += change->ByteSizeLong();
+                if (wire != nullptr) {
+                  // In order with the spliced ones (a page's changes keep op order).
+                  sync::AppendSplicedChange(change->SerializeAsString(), {}, wire);
+                  if (arena == nullptr) delete change;
+                } else {
+                  batch.mutable_changes()->AddAllocated(change);
+                }
+              }
             }
             reached = op;
             ++taken;

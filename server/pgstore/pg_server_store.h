@@ -89,6 +89,11 @@ class PgServerStore final : public sync::MergingServerStore {
   absl::Status ChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
                             const sync::DownloadLimits& limits,
                             kcnet::v1::ChangeBatch* page) override;
+  // From op 0 each record's stored bytes are spliced into the page as they are (no parse);
+  // other changes are built as ChangesSince() builds them and serialized in their place.
+  absl::Status SerializedChangesSince(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                                      const sync::DownloadLimits& limits,
+                                      sync::SerializedPage* page) override;
   absl::StatusOr<std::vector<kcnet::v1::RecordChange>> List(const sync::ListQuery& query) override;
   absl::StatusOr<kcnet::v1::BucketCheckpoint> Checkpoint(int64_t bucket) override;
   absl::StatusOr<std::vector<kcnet::v1::Conflict>> ListConflicts(
@@ -111,6 +116,10 @@ class PgServerStore final : public sync::MergingServerStore {
   PgServerStore(const sync::Schema* schema, sync::ServerStoreOptions options,
                 PgServerStoreOptions pg_options);
   int32_t ProvinceOf(int64_t bucket) const;
+  // ChangesSince() into `page`, or with `wire` (whose head is `page`) SerializedChangesSince().
+  absl::Status ReadPage(const std::vector<kcnet::v1::BucketCursor>& cursors,
+                        const sync::DownloadLimits& limits, kcnet::v1::ChangeBatch* page,
+                        sync::SerializedPage* wire);
 
   absl::Status BeginGroup(const std::vector<const kcnet::v1::MutationBatch*>& batches,
                           const std::vector<std::string>& devices) override

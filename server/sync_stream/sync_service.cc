@@ -568,7 +568,12 @@ void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     kcnet::v1::ChangeBatch* batch =
         deflate ? google::protobuf::Arena::CreateMessage<kcnet::v1::ChangeBatch>(&arena)
                 : &heap_page;
-    const absl::Status read = hub_->store->ChangesSince(cursors, hub_->options.page, batch);
+    // A deflated page is read serialized: a store that keeps each record's download as
+    // bytes splices them in rather than parse them into `batch` (pgsync18b).
+    sync::SerializedPage wire(batch);
+    const absl::Status read =
+        deflate ? hub_->store->SerializedChangesSince(cursors, hub_->options.page, &wire)
+                : hub_->store->ChangesSince(cursors, hub_->options.page, batch);
     mu_.Lock();
     if (finished_) break;
     if (epoch != cursor_epoch_) continue;  // read from cursors that no longer hold
@@ -576,7 +581,7 @@ void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS 
       FinishLocked(read);
       break;
     }
-    bool news = force || batch->changes_size() > 0;
+    bool news = force || wire.changes_size() > 0;
     for (const kcnet::v1::BucketCheckpoint& cp : batch->checkpoints()) {
       auto it = announced_.find(cp.bucket());
       if (it == announced_.end() || it->second != cp.op()) news = true;
@@ -598,7 +603,7 @@ void StreamCore::SendNextBatchLocked(bool force) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     sent_.push_back(SentPage{++pages_sent_, cursors_});
     SyncServerMessage out;
     if (deflate) {
-      out.set_deflated_changes(sync::DeflatePage(*batch));
+      out.set_deflated_changes(sync::DeflatePage(wire));
     } else {
       *out.mutable_changes() = std::move(*batch);
     }

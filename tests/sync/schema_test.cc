@@ -84,6 +84,14 @@ TEST(SchemaTest, UuidTextRoundTripsAndRejectsMalformedIds) {
   EXPECT_FALSE(UuidFromText("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e7").ok());
   EXPECT_FALSE(UuidFromText("0f8c2a64x5d1e-4b7a-9c3e-2a1b0c9d8e7f").ok());
   EXPECT_FALSE(UuidFromText("zf8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e7f").ok());
+  // Every digit is checked, the low one of each byte too; upper case is read.
+  EXPECT_FALSE(UuidFromText("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e7g").ok());
+  EXPECT_FALSE(UuidFromText("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8-7f").ok());
+  EXPECT_EQ(*UuidFromText("0F8C2A64-5D1E-4B7A-9C3E-2A1B0C9D8E7F"), *bytes);
+  char raw[16];
+  ASSERT_TRUE(UuidTextToBytes(text, raw));
+  EXPECT_EQ(std::string(raw, 16), *bytes);
+  EXPECT_FALSE(UuidTextToBytes("0f8c2a64-5d1e-4b7a-9c3e-2a1b0c9d8e7", raw));
   EXPECT_THAT(UuidToText("abc").status().message(), HasSubstr("expected 16 bytes"));
 }
 
