@@ -19,6 +19,7 @@
 #include "sync/crc32c.h"
 #include "sync/model/record_types.h"
 #include "sync/model/rules.h"
+#include "sync/upload_trace.h"
 
 namespace kcnet::server {
 namespace {
@@ -551,6 +552,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     return absl::InvalidArgumentError("upload_id: every chunk of a stream names the same upload");
   }
   const int64_t n = static_cast<int64_t>(chunk.data().size());
+  sync::UploadTrace("srv", "recv", chunk.offset(), n);
   if (n == 0 || n > kMaxChunkBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes, " bytes, got ", n));
@@ -563,6 +565,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
       return raw->committing < 0 || raw->over ||
              raw->received + n - raw->session.committed <= 2 * kCommitIntervalBytes;
     };
+    if (!room()) sync::UploadTrace("srv", "room_wait", a->received, a->session.committed);
     a->mu.Await(absl::Condition(&room));
     *committed = a->session.committed;
     if (a->over) return UploadNotFound(stream.upload_id);
@@ -601,6 +604,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     if (absl::Status s = CheckMagic(a->session.media_type, chunk.data()); !s.ok()) return s;
   }
   if (absl::Status s = a->staged->Write(chunk.offset(), chunk.data()); !s.ok()) return s;
+  sync::UploadTrace("srv", "written", chunk.offset() + n, 0);
   if (a->hashed == chunk.offset()) {
     a->sha.Update(chunk.data());
     a->hashed += n;
@@ -660,8 +664,11 @@ void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
     id = a->session.id;
   }
   // The staging stays open: whoever would close or cut it waits for `committing` to clear.
+  sync::UploadTrace("srv", "commit_start", target, 0);
   absl::Status status = staged->Sync(target);
+  sync::UploadTrace("srv", "synced", target, 0);
   if (status.ok()) status = db_->SetCommitted(id, target);
+  sync::UploadTrace("srv", "row_written", target, 0);
   absl::MutexLock lock(&a->mu);
   a->committing = -1;
   if (status.ok() && target > a->session.committed) a->session.committed = target;
@@ -682,7 +689,9 @@ void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
     // upload meanwhile), then the SHA-256 and the blob's storing.
     tell(event);
     OnCommit on_commit = a->on_commit;  // FinishLocked clears it
+    sync::UploadTrace("srv", "finish_start", a->session.size, 0);
     absl::StatusOr<ChunkResult> done = FinishLocked(*a, /*forget=*/false);
+    sync::UploadTrace("srv", "finish_end", a->session.size, done.ok() ? 1 : 0);
     CommitEvent end{.status = done.status(),
                     .committed = a->session.committed,
                     .received = a->received,
