@@ -51,6 +51,10 @@ class StagedFile : public StagedUpload {
   }
 
   int64_t size_at_open() const override { return size_at_open_; }
+  // Two fdatasyncs of one file may overlap: the second writes the pages dirtied since the
+  // first began while the first waits for its journal commit (ext4 joins them). A third
+  // would only queue behind them.
+  int max_concurrent_syncs() const override { return 2; }
 
   absl::Status Write(int64_t offset, absl::string_view data) override {
     return PwriteAll(fd_, data, offset);
