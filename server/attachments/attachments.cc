@@ -626,7 +626,8 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
   // Commits run on committer threads; the bytes waiting for one count from the highest
   // offset a running commit covers.
   const int64_t base = a->committing >= 0 ? a->committing : a->session.committed;
-  if (a->received - base >= kCommitStartBytes || chunk.flush() || a->received == a->session.size) {
+  if (a->received - base >= a->staged->min_commit_bytes() || chunk.flush() ||
+      a->received == a->session.size) {
     StartCommitLocked(a);
   }
   ChunkResult result;

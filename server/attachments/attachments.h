@@ -13,10 +13,11 @@
 // the temp file DATA_DIR/uploads/ID.part) at once; at least every 256 KiB (and at a flush,
 // at the end of the bytes) a commit starts: on a committer thread, the staged bytes are
 // made durable (fdatasync, or chunk rows on PostgreSQL) and the committed offset written
-// to the AttachmentDb, while the stream goes on receiving. A commit starts as soon as 64 KiB
-// wait for one and the session has a commit slot free (two on files, whose fdatasyncs may
-// overlap; one on PostgreSQL); when none is free, one starts as a running one ends, for
-// every byte received by then (group commit). A stream whose bytes run two commit
+// to the AttachmentDb, while the stream goes on receiving. A commit starts as soon as
+// StagedUpload::min_commit_bytes wait for one (64 KiB on files, 256 KiB on PostgreSQL) and
+// the session has a commit slot free (two on files, whose fdatasyncs may overlap; one on
+// PostgreSQL); when none is free, one starts as a running one ends, for every byte
+// received by then (group commit). A stream whose bytes run two commit
 // intervals past the committed offset waits for the running commits. The stream hears of each
 // commit when it is durable (its OnCommit), never before. When a stream ends, what it received is
 // committed before Detach returns. After a restart a session resumes at its committed offset (the
@@ -60,10 +61,6 @@ inline constexpr int64_t kMaxChunkBytes = 64 * 1024;
 // The most a session's received bytes may run past its committed offset before the stream
 // waits (the "durable at least every 256 KiB").
 inline constexpr int64_t kCommitIntervalBytes = 256 * 1024;
-// A commit starts once this many bytes wait for one and a commit slot of the session is free
-// (StagedUpload::max_concurrent_syncs): commits follow the stream in small groups, so that a
-// byte waits about one fdatasync for its ack, not a whole 256 KiB interval plus one.
-inline constexpr int64_t kCommitStartBytes = 64 * 1024;
 // Threads that run commits (fsync and the offset's row) beside the streams.
 inline constexpr int kCommitterThreads = 4;
 // The trailing metadata key of a FAILED_PRECONDITION (wrong offset): the committed offset.

@@ -41,6 +41,9 @@ class StagedUpload {
   // How many Syncs may run at once. Each makes durable at least what was written before it
   // began, whatever the others do.
   virtual int max_concurrent_syncs() const { return 1; }
+  // The fewest new bytes worth a Sync of their own (a commit starts once this many wait and
+  // a Sync slot is free; at a flush, at the end and when the stream ends, any number).
+  virtual int64_t min_commit_bytes() const { return 256 * 1024; }
   // Writes `data` at `offset` (the end of what was written). Not durable yet.
   virtual absl::Status Write(int64_t offset, absl::string_view data) = 0;
   // Makes the first `upto` bytes durable (and visible to every process that opens the
