@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "client_sdk/attachment_digest.h"
 #include "sync/crc32c.h"
+#include "sync/upload_trace.h"
 
 namespace kcnet::sdk {
 namespace {
@@ -639,7 +640,9 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
       absl::StatusOr<std::unique_ptr<grpc::ClientContext>> ctx =
           calls.NewContext(absl::Seconds(30));
       if (!ctx.ok()) return ctx.status();
+      sync::UploadTrace("dev", "begin", row.size, 0);
       grpc::Status s = calls.Stub()->Begin(ctx->get(), req, &resp);
+      sync::UploadTrace("dev", "begun", resp.committed_offset(), resp.already_have() ? 1 : 0);
       calls.Release(ctx->get());
       if (!s.ok()) return FromGrpc(s);
     }
@@ -677,6 +680,7 @@ absl::Status AttachmentQueue::UploadOne(TransferCalls& calls, const QueueRow& ro
       if (!s.ok()) return s;
     }
     if (complete) {
+      sync::UploadTrace("dev", "complete", row.size, 0);
       s = UpdateRow(row.id, AttachmentState::kUploaded, row.size, "", 0, 0);
       if (!s.ok()) return s;
       progress(AttachmentState::kUploaded, row.size, row.size);
@@ -743,6 +747,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
     int64_t row_offset = offset;
     bool told_committed_all = false;
     while (stream->Read(&ack)) {
+      sync::UploadTrace("dev", "ack", ack.committed_offset(), ack.received_offset());
       const absl::Time now = absl::Now();
       int64_t now_acked = 0, now_received = 0;
       bool last = false;
@@ -804,6 +809,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       auto room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
         return reader_end || position - acked < limit;
       };
+      if (!room()) sync::UploadTrace("dev", "window_wait", position, acked);
       mu.AwaitWithTimeout(absl::Condition(&room), absl::Minutes(2));
       if (reader_end) break;
       if (position - acked >= limit) {  // no ack for two minutes: a dead link
@@ -834,7 +840,9 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
       chunk.set_ack_received(true);
       last_ask = now;
     }
+    sync::UploadTrace("dev", "send", position, static_cast<int64_t>(got));
     if (!stream->Write(chunk)) break;
+    sync::UploadTrace("dev", "sent", position + static_cast<int64_t>(got), 0);
     position += static_cast<int64_t>(got);
     *payload += static_cast<int64_t>(got);
     sent.store(position);

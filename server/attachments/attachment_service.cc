@@ -11,6 +11,7 @@
 #include "kcnet/v1/attachments.grpc.pb.h"
 #include "server/rpc/storage_rpc_runner.h"
 #include "sync/crc32c.h"
+#include "sync/upload_trace.h"
 
 namespace kcnet::server {
 namespace {
@@ -135,6 +136,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
   }
 
   void OnWriteDone(bool ok) override {
+    sync::UploadTrace("srv", "ack_written", ok ? 1 : 0, 0);
     absl::MutexLock lock(&mu_);
     writing_ = false;
     if (!ok) pending_.reset();  // the client is gone; nothing more to tell it
@@ -194,6 +196,7 @@ class UploadReactor : public grpc::ServerBidiReactor<v1::UploadChunk, v1::Upload
     pending_.reset();
     writing_ = true;
     if (call_metrics_.has_value()) call_metrics_->Sent();
+    sync::UploadTrace("srv", "ack_send", out_.committed_offset(), out_.received_offset());
     StartWrite(&out_);
   }
   void FinishWhenIdleLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

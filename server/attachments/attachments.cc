@@ -19,6 +19,7 @@
 #include "sync/crc32c.h"
 #include "sync/model/record_types.h"
 #include "sync/model/rules.h"
+#include "sync/upload_trace.h"
 
 namespace kcnet::server {
 namespace {
@@ -410,7 +411,7 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
   absl::MutexLock lock(&a->mu);
   // A commit of an earlier stream may be running on the file: let it end first.
   Active* raw = a.get();
-  auto idle = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) { return raw->committing < 0; };
+  auto idle = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) { return raw->commits_running == 0; };
   a->mu.Await(absl::Condition(&idle));
   if (a->over) return UploadNotFound(session.id);
   if (a->staged == nullptr) {
@@ -422,7 +423,8 @@ absl::StatusOr<std::shared_ptr<Attachments::Active>> Attachments::Activate(
       // The file lost bytes that were committed (a data dir restored from a backup, which
       // holds no temp files): they are gone, so the session starts again at 0 rather than
       // finish with a hole and fail its SHA-256.
-      if (absl::Status s = db_->SetCommitted(session.id, 0); !s.ok()) return s;
+      if (absl::Status s = WriteCommittedRow(*a, session.id, 0, /*forward_only=*/false); !s.ok())
+        return s;
       a->session.committed = 0;
     }
   }
@@ -475,14 +477,25 @@ absl::StatusOr<Attachments::Stream> Attachments::Attach(const Principal& caller,
 
 absl::Status Attachments::CommitLocked(Active& a) {
   Active* raw = &a;
-  auto idle = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) { return raw->committing < 0; };
+  auto idle = [raw]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) { return raw->commits_running == 0; };
   a.mu.Await(absl::Condition(&idle));
   a.commit_again = false;
   if (a.over || a.staged == nullptr) return absl::OkStatus();  // the running commit finished it
   if (a.received == a.session.committed) return absl::OkStatus();
   if (absl::Status s = a.staged->Sync(a.received); !s.ok()) return s;
-  if (absl::Status s = db_->SetCommitted(a.session.id, a.received); !s.ok()) return s;
+  if (absl::Status s = WriteCommittedRow(a, a.session.id, a.received, /*forward_only=*/true);
+      !s.ok())
+    return s;
   a.session.committed = a.received;
+  return absl::OkStatus();
+}
+
+absl::Status Attachments::WriteCommittedRow(Active& a, const std::string& id, int64_t offset,
+                                            bool forward_only) {
+  absl::MutexLock lock(&a.row_mu);
+  if (forward_only && offset <= a.row_committed) return absl::OkStatus();
+  if (absl::Status s = db_->SetCommitted(id, offset); !s.ok()) return s;
+  a.row_committed = offset;
   return absl::OkStatus();
 }
 
@@ -505,7 +518,8 @@ absl::StatusOr<ChunkResult> Attachments::FinishLocked(Active& a, bool forget) {
   if (actual != a.session.sha256) {
     // Start again at 0: the bytes are unknown to be right anywhere.
     if (absl::Status s = a.staged->Truncate(0, /*durable=*/true); !s.ok()) return s;
-    if (absl::Status s = db_->SetCommitted(a.session.id, 0); !s.ok()) return s;
+    if (absl::Status s = WriteCommittedRow(a, a.session.id, 0, /*forward_only=*/false); !s.ok())
+      return s;
     a.session.committed = 0;
     a.received = 0;
     a.sha.Reset();
@@ -551,6 +565,7 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     return absl::InvalidArgumentError("upload_id: every chunk of a stream names the same upload");
   }
   const int64_t n = static_cast<int64_t>(chunk.data().size());
+  sync::UploadTrace("srv", "recv", chunk.offset(), n);
   if (n == 0 || n > kMaxChunkBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "data: phải từ 1 đến 65536 byte / must hold 1 to ", kMaxChunkBytes, " bytes, got ", n));
@@ -560,9 +575,10 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     // commit (a client that keeps to the re-send bound never does).
     Active* raw = a.get();
     auto room = [raw, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(raw->mu) {
-      return raw->committing < 0 || raw->over ||
+      return raw->commits_running == 0 || raw->over ||
              raw->received + n - raw->session.committed <= 2 * kCommitIntervalBytes;
     };
+    if (!room()) sync::UploadTrace("srv", "room_wait", a->received, a->session.committed);
     a->mu.Await(absl::Condition(&room));
     *committed = a->session.committed;
     if (a->over) return UploadNotFound(stream.upload_id);
@@ -601,14 +617,16 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
     if (absl::Status s = CheckMagic(a->session.media_type, chunk.data()); !s.ok()) return s;
   }
   if (absl::Status s = a->staged->Write(chunk.offset(), chunk.data()); !s.ok()) return s;
+  sync::UploadTrace("srv", "written", chunk.offset() + n, 0);
   if (a->hashed == chunk.offset()) {
     a->sha.Update(chunk.data());
     a->hashed += n;
   }
   a->received += n;
-  // Commits run on a committer thread; the next interval counts from the running one's end.
+  // Commits run on committer threads; the bytes waiting for one count from the highest
+  // offset a running commit covers.
   const int64_t base = a->committing >= 0 ? a->committing : a->session.committed;
-  if (a->received - base >= kCommitIntervalBytes || chunk.flush() ||
+  if (a->received - base >= a->staged->min_commit_bytes() || chunk.flush() ||
       a->received == a->session.size) {
     StartCommitLocked(a);
   }
@@ -621,20 +639,23 @@ absl::StatusOr<ChunkResult> Attachments::Write(const Stream& stream, const v1::U
 }
 
 void Attachments::StartCommitLocked(const std::shared_ptr<Active>& a) {
-  if (a->committing >= 0) {
+  const int64_t covered = a->committing >= 0 ? a->committing : a->session.committed;
+  if (a->received <= covered) return;
+  if (a->commits_running >= a->staged->max_concurrent_syncs()) {
     a->commit_again = true;
     return;
   }
-  if (a->received == a->session.committed) return;
+  ++a->commits_running;
   a->committing = a->received;
   a->commit_again = false;
+  sync::UploadTrace("srv", "commit_queued", a->received, a->commits_running);
   absl::MutexLock lock(&commit_mu_);
-  commits_.push_back(a);
+  commits_.push_back(QueuedCommit{.active = a, .target = a->received});
 }
 
 void Attachments::CommitterLoop() {
   while (true) {
-    std::shared_ptr<Active> a;
+    QueuedCommit commit;
     {
       absl::MutexLock lock(&commit_mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
@@ -642,29 +663,34 @@ void Attachments::CommitterLoop() {
       };
       commit_mu_.Await(absl::Condition(&ready));
       if (commits_.empty()) return;
-      a = std::move(commits_.front());
+      commit = std::move(commits_.front());
       commits_.pop_front();
     }
-    RunCommit(a);
+    RunCommit(commit.active, commit.target);
   }
 }
 
-void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
+void Attachments::RunCommit(const std::shared_ptr<Active>& a, int64_t target) {
   StagedUpload* staged = nullptr;
-  int64_t target = 0;
   std::string id;
   {
     absl::MutexLock lock(&a->mu);
     staged = a->staged.get();
-    target = a->committing;
     id = a->session.id;
   }
-  // The staging stays open: whoever would close or cut it waits for `committing` to clear.
+  // The staging stays open: whoever would close or cut it waits for commits_running to
+  // reach 0. Another commit of the session may run beside this one; each fdatasync covers
+  // what was written before it began, so `target` is durable when this one returns,
+  // whichever ends first.
+  sync::UploadTrace("srv", "commit_start", target, 0);
   absl::Status status = staged->Sync(target);
-  if (status.ok()) status = db_->SetCommitted(id, target);
+  sync::UploadTrace("srv", "synced", target, 0);
+  if (status.ok()) status = WriteCommittedRow(*a, id, target, /*forward_only=*/true);
+  sync::UploadTrace("srv", "row_written", target, 0);
   absl::MutexLock lock(&a->mu);
-  a->committing = -1;
-  if (status.ok() && target > a->session.committed) a->session.committed = target;
+  if (--a->commits_running == 0) a->committing = -1;
+  const bool advanced = status.ok() && target > a->session.committed;
+  if (advanced) a->session.committed = target;
   auto tell = [&a](const CommitEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu) {
     if (a->on_commit) a->on_commit(event);
   };
@@ -677,12 +703,16 @@ void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
     tell(event);
     return;
   }
+  if (advanced) tell(event);
   if (a->session.committed == a->session.size && a->attached) {
-    // Every byte is durable: say so before the check (the client may begin its next
-    // upload meanwhile), then the SHA-256 and the blob's storing.
-    tell(event);
+    // Every byte is durable: said so above before the check (the client may begin its
+    // next upload meanwhile); the SHA-256 and the blob's storing run once no commit of the
+    // session runs any more (the last one to end does them).
+    if (a->commits_running > 0) return;
     OnCommit on_commit = a->on_commit;  // FinishLocked clears it
+    sync::UploadTrace("srv", "finish_start", a->session.size, 0);
     absl::StatusOr<ChunkResult> done = FinishLocked(*a, /*forget=*/false);
+    sync::UploadTrace("srv", "finish_end", a->session.size, done.ok() ? 1 : 0);
     CommitEvent end{.status = done.status(),
                     .committed = a->session.committed,
                     .received = a->received,
@@ -693,8 +723,7 @@ void Attachments::RunCommit(const std::shared_ptr<Active>& a) {
     if (done.ok()) Forget(*a);
     return;
   }
-  tell(event);
-  if (a->commit_again) StartCommitLocked(a);
+  if (a->commit_again && a->staged != nullptr) StartCommitLocked(a);
 }
 
 absl::StatusOr<int64_t> Attachments::Detach(const Stream& stream, bool* complete) {

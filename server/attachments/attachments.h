@@ -13,12 +13,15 @@
 // the temp file DATA_DIR/uploads/ID.part) at once; at least every 256 KiB (and at a flush,
 // at the end of the bytes) a commit starts: on a committer thread, the staged bytes are
 // made durable (fdatasync, or chunk rows on PostgreSQL) and the committed offset written
-// to the AttachmentDb, while the stream goes on receiving. At most one commit per session runs
-// and one more waits; a stream whose bytes run two commit intervals past the committed
-// offset waits for the running commit. The stream hears of each commit when it is durable
-// (its OnCommit), never before. When a stream ends, what it received is committed before
-// Detach returns. After a restart a session resumes at its committed offset (the staged
-// bytes are cut back to it); on PostgreSQL, through any instance.
+// to the AttachmentDb, while the stream goes on receiving. A commit starts as soon as
+// StagedUpload::min_commit_bytes wait for one (64 KiB on files, 256 KiB on PostgreSQL) and
+// the session has a commit slot free (two on files, whose fdatasyncs may overlap; one on
+// PostgreSQL); when none is free, one starts as a running one ends, for every byte
+// received by then (group commit). A stream whose bytes run two commit
+// intervals past the committed offset waits for the running commits. The stream hears of each
+// commit when it is durable (its OnCommit), never before. When a stream ends, what it received is
+// committed before Detach returns. After a restart a session resumes at its committed offset (the
+// staged bytes are cut back to it); on PostgreSQL, through any instance.
 //
 // Thread-safety: thread-safe. One stream writes to a session at a time: a new stream on
 // the same session takes it over, and the old one's next chunk answers ABORTED.
@@ -55,6 +58,8 @@
 namespace kcnet::server {
 
 inline constexpr int64_t kMaxChunkBytes = 64 * 1024;
+// The most a session's received bytes may run past its committed offset before the stream
+// waits (the "durable at least every 256 KiB").
 inline constexpr int64_t kCommitIntervalBytes = 256 * 1024;
 // Threads that run commits (fsync and the offset's row) beside the streams.
 inline constexpr int kCommitterThreads = 4;
@@ -211,10 +216,17 @@ class Attachments {
     // after a restart), the check reads the file.
     Sha256 sha ABSL_GUARDED_BY(mu);
     int64_t hashed ABSL_GUARDED_BY(mu) = -1;
-    // The offset a committer thread is making durable (-1: none), and whether another
-    // commit should start when it ends (more bytes came meanwhile).
+    // Commits running on committer threads (at most staged->max_concurrent_syncs()), the
+    // highest offset they make durable (-1: none runs), and whether another commit should
+    // start when one ends (a commit was due while every slot was busy).
+    int commits_running ABSL_GUARDED_BY(mu) = 0;
     int64_t committing ABSL_GUARDED_BY(mu) = -1;
     bool commit_again ABSL_GUARDED_BY(mu) = false;
+    // The committed offset as last written to the AttachmentDb. Commits running at once may
+    // end in any order; the row only ever moves forward (except for a restart at 0, written
+    // when no commit runs).
+    absl::Mutex row_mu ABSL_ACQUIRED_AFTER(mu);
+    int64_t row_committed ABSL_GUARDED_BY(row_mu) = -1;
     OnCommit on_commit ABSL_GUARDED_BY(mu);  // the attached stream's
   };
 
@@ -231,8 +243,12 @@ class Attachments {
   void StartCommitLocked(const std::shared_ptr<Active>& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu);
   // A committer thread: runs queued commits until Stop.
   void CommitterLoop();
-  // One commit of `a` (a committer thread; no lock held).
-  void RunCommit(const std::shared_ptr<Active>& a);
+  // One commit of `a` up to `target` (a committer thread; no lock held).
+  void RunCommit(const std::shared_ptr<Active>& a, int64_t target);
+  // Writes `offset` as the session's committed offset in the AttachmentDb; `forward_only`:
+  // unless a larger one is there already (commits that ended in another order).
+  absl::Status WriteCommittedRow(Active& a, const std::string& id, int64_t offset,
+                                 bool forward_only);
   // The SHA-256 check and the blob's storing; `forget`: drop the entry from active_ (else
   // the caller does, with Forget, once it has told the stream).
   absl::StatusOr<ChunkResult> FinishLocked(Active& a, bool forget = true)
@@ -260,7 +276,11 @@ class Attachments {
 
   // Sessions with a commit to run, for the committer threads.
   absl::Mutex commit_mu_;
-  std::deque<std::shared_ptr<Active>> commits_ ABSL_GUARDED_BY(commit_mu_);
+  struct QueuedCommit {
+    std::shared_ptr<Active> active;
+    int64_t target = 0;
+  };
+  std::deque<QueuedCommit> commits_ ABSL_GUARDED_BY(commit_mu_);
   bool committers_stop_ ABSL_GUARDED_BY(commit_mu_) = false;
   std::vector<std::thread> committers_;
 };

@@ -10,9 +10,9 @@
 // StagedUpload only keeps bytes. Nothing staged is ever visible as a finished blob.
 //
 // Thread-safety: UploadStaging is thread-safe. A StagedUpload is used by one session: its
-// Write, Truncate, Hash and Finish are serialised by the caller, but one Sync may run
-// beside them (a committer thread makes the first bytes durable while the stream writes
-// further on).
+// Write, Truncate, Hash and Finish are serialised by the caller, but up to
+// max_concurrent_syncs() Syncs may run beside them and beside each other (committer threads
+// make the first bytes durable while the stream writes further on).
 #ifndef KCNET_SERVER_ATTACHMENTS_UPLOAD_STAGING_H_
 #define KCNET_SERVER_ATTACHMENTS_UPLOAD_STAGING_H_
 
@@ -38,6 +38,12 @@ class StagedUpload {
 
   // The bytes staged when it was opened (durable or not).
   virtual int64_t size_at_open() const = 0;
+  // How many Syncs may run at once. Each makes durable at least what was written before it
+  // began, whatever the others do.
+  virtual int max_concurrent_syncs() const { return 1; }
+  // The fewest new bytes worth a Sync of their own (a commit starts once this many wait and
+  // a Sync slot is free; at a flush, at the end and when the stream ends, any number).
+  virtual int64_t min_commit_bytes() const { return 256 * 1024; }
   // Writes `data` at `offset` (the end of what was written). Not durable yet.
   virtual absl::Status Write(int64_t offset, absl::string_view data) = 0;
   // Makes the first `upto` bytes durable (and visible to every process that opens the
