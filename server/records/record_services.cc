@@ -249,26 +249,12 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     return QueryFingerprint(filter, absl::StrCat(p.user_id, "/map-checkpoint"));
   }
 
-  // ListMapPoints with changed_since: the store's changes of the scope since the
+  // ListMapPoints with changed_since: `batch`, the store's changes of the scope since the
   // checkpoint (ServerStore::ChangesSince, whose cost is the changes, not the scope's
   // records), each turned into a point or a removal by the same filter as a full read.
   absl::Status MapChanges(const Principal& p, const v1::ListMapPointsRequest& req,
                           const std::vector<int64_t>& scope, const MapFilter& filter,
-                          v1::ListMapPointsResponse* resp) {
-    const uint64_t fingerprint = CheckpointFingerprint(p, req);
-    absl::StatusOr<std::string> position = DecodePageToken(req.changed_since(), fingerprint);
-    uint64_t after = 0;
-    if (!position.ok() || !absl::SimpleAtoi(*position, &after)) {
-      return absl::InvalidArgumentError(
-          "changed_since: not a checkpoint of this filter (ask the first page again)");
-    }
-    absl::StatusOr<kcnet::v1::ChangeBatch> batch =
-        access_->ChangesSince(scope, after, kMaxMapChanges);
-    if (!batch.ok()) return batch.status();
-    if (batch->more()) {
-      resp->set_reload(true);
-      return absl::OkStatus();
-    }
+                          const kcnet::v1::ChangeBatch& batch, v1::ListMapPointsResponse* resp) {
     // Facilities to send with their visits (created, changed, or whose requests changed
     // under the queue's filter), in the order first met; visits sent, by id.
     std::vector<std::string> facilities;
@@ -279,7 +265,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
       point->set_type(type);
     };
     std::vector<Visit> visits;
-    for (const RecordChange& change : batch->changes()) {
+    for (const RecordChange& change : batch.changes()) {
       const uint32_t type = change.type();
       if (type != model::kFacilityType && type != model::kVisitType &&
           !(type == model::kSupportRequestType && filter.with_requests.has_value())) {
@@ -343,7 +329,8 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
       }
     }
     for (kcnet::v1::MapPoint& point : visit_points) *resp->add_points() = std::move(point);
-    resp->set_checkpoint(EncodePageToken(fingerprint, absl::StrCat(batch->server_op())));
+    resp->set_checkpoint(
+        EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(batch.server_op())));
     return absl::OkStatus();
   }
 
@@ -374,6 +361,34 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     }
     const size_t limit = req.page_size() == 0 ? kDefaultMapPage : req.page_size();
     const std::vector<std::string> words = sync::SearchWords(req.query());
+    // Live update: the changes since the checkpoint; or, on a full read's first page, the
+    // checkpoint where it is complete. Both before the queue's filter is read below, so a
+    // request that changes in between comes again in the next answer rather than never.
+    std::optional<kcnet::v1::ChangeBatch> changes;
+    if (!req.changed_since().empty()) {
+      absl::StatusOr<std::string> since =
+          DecodePageToken(req.changed_since(), CheckpointFingerprint(p, req));
+      uint64_t since_op = 0;
+      if (!since.ok() || !absl::SimpleAtoi(*since, &since_op)) {
+        return absl::InvalidArgumentError(
+            "changed_since: not a checkpoint of this filter (ask the first page again)");
+      }
+      absl::StatusOr<kcnet::v1::ChangeBatch> batch =
+          access_->ChangesSince(*scope, since_op, kMaxMapChanges);
+      if (!batch.ok()) return batch.status();
+      if (batch->more()) {
+        resp->set_reload(true);
+        return absl::OkStatus();
+      }
+      changes = *std::move(batch);
+    } else if (req.page_token().empty()) {
+      // Changes committed during the read come again in the first answer from here.
+      absl::StatusOr<kcnet::v1::ChangeBatch> now =
+          access_->ChangesSince(*scope, static_cast<uint64_t>(INT64_MAX), 1);
+      if (!now.ok()) return now.status();
+      resp->set_checkpoint(
+          EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(now->server_op())));
+    }
     // The queue's filter: the facilities with a matching request, and their visits only
     // (by its collaborator when it names one). Read again for each page: simple, and the
     // requests are far fewer than the points.
@@ -387,16 +402,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     }
     const int64_t author = req.has_requests() ? req.requests().author_id() : 0;
     const MapFilter filter{req, words, with_requests, author};
-    if (!req.changed_since().empty()) return MapChanges(p, req, *scope, filter, resp);
-    if (req.page_token().empty()) {
-      // Where the read begun now is complete: the next changed_since starts there (changes
-      // committed during the read come again then, harmlessly).
-      absl::StatusOr<kcnet::v1::ChangeBatch> now =
-          access_->ChangesSince(*scope, static_cast<uint64_t>(INT64_MAX), 1);
-      if (!now.ok()) return now.status();
-      resp->set_checkpoint(
-          EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(now->server_op())));
-    }
+    if (changes.has_value()) return MapChanges(p, req, *scope, filter, *changes, resp);
     bool at_end = false;
     if (!visits_phase) {
       sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope, .after = after};
