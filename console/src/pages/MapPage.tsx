@@ -24,7 +24,7 @@ import { formatTime, t } from "../i18n";
 import { formatCount, rt } from "./reportsText";
 import { myUnits, reportParams, type UnitOption } from "./reportKit";
 import { FacilityFilters } from "./Registry";
-import { FacilityExportButtons } from "./RecordExport";
+import { FacilityExportButtons, facilityFilter } from "./RecordExport";
 import { filters, me, setFilters } from "../state";
 import { hasQueueFilter, requestFilter } from "../requestFilter";
 import { tf } from "../i18n-filters";
@@ -280,10 +280,6 @@ const kKeyRows = 2 ** 25; // cell keys: column * kKeyRows + row
 const kBucketLevel = 14;
 type GeoJson = { features?: { geometry?: { type: string; coordinates: unknown } }[] };
 
-// The start of a Vietnamese day (YYYY-MM-DD, UTC+7 all year), in ms: the visits' date bounds.
-const kDayMs = 86_400_000n;
-const vnDayStartMs = (date: string) => BigInt(Date.parse(`${date}T00:00:00Z`) - 7 * 3_600_000);
-
 /** The level whose cells are 18-36 pixels wide at `scale` pixels per degree. */
 function levelFor(scale: number): number {
   return Math.max(0, Math.min(kMaxLevel, Math.ceil(Math.log2((kTopCellDeg * scale) / kCell))));
@@ -507,15 +503,7 @@ export function MapPage() {
   // Every point of the filter, page by page, into `into`; `page` after each (with the
   // points so far and whether it was the last); stops when `stale` says so.
   const filterDeps = [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role];
-  const mapFilter = () => ({
-    orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-    query: p.q,
-    kind: Number(p.kind || 0),
-    sector: Number(p.sector || 0),
-    visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
-    visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
-    requests: queueFilter,
-  });
+  const mapFilter = () => facilityFilter(p, queueFilter); // as the download buttons'
   // Where the points shown are complete (the first page's checkpoint, then each patch's):
   // a change makes one ListMapPoints call with changed_since, for what changed only.
   const checkpoint = useRef("");
