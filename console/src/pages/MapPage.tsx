@@ -18,7 +18,7 @@
 // its record, a click on a cluster zooms in and lists its points below the map (a list
 // that keyboard and screen-reader users can use). One thread: the browser's.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { errorText, facilities as facilitiesApi } from "../api";
+import { Code, ConnectError, errorText, facilities as facilitiesApi } from "../api";
 import { MapPointType, type MapPoint } from "@gen/kcnet/v1/services_pb";
 import { formatTime, t } from "../i18n";
 import { formatCount, rt } from "./reportsText";
@@ -559,7 +559,14 @@ export function MapPage() {
     };
     const patch = async () => {
       if (!checkpoint.current) return reread();
-      const r = await facilitiesApi.listMapPoints({ ...mapFilter(), changedSince: checkpoint.current });
+      let r;
+      try {
+        r = await facilitiesApi.listMapPoints({ ...mapFilter(), changedSince: checkpoint.current });
+      } catch (e) {
+        // A checkpoint the server no longer takes (another filter or user): read it all.
+        if (ConnectError.from(e).code === Code.InvalidArgument && !stale()) return reread();
+        throw e;
+      }
       if (stale()) return;
       if (r.reload) return reread();
       applyPatch(points.current, r.points, r.removed);
