@@ -1080,6 +1080,58 @@ TEST_F(RecordServicesTest, MapChangesSinceACheckpointAreThePatchOfTheFilter) {
   EXPECT_EQ(after.points_size() + after.removed_size(), 0);
 }
 
+// The live update under the queue's filter: a request that comes to match brings its
+// facility (with its visits); one that stops matching takes its facility away.
+TEST_F(RecordServicesTest, MapChangesFollowTheQueueFilter) {
+  const Facility with = MakeFacility("collab1", c1_);
+  const Facility later = MakeFacility("collab1", c1_);
+  auto draft = [&](const Facility& f) {
+    CreateSupportRequestRequest create;
+    create.mutable_support_request()->set_facility_id(f.id());
+    create.mutable_support_request()->set_category(SUPPORT_CATEGORY_CLEANER_PRODUCTION);
+    create.mutable_support_request()->set_description("Lò đốt trấu sạch");
+    create.mutable_support_request()->set_requested_amount_vnd(30000000);
+    SupportRequest out;
+    EXPECT_TRUE(requests_->CreateSupportRequest(As("collab1").get(), create, &out).ok());
+    return out;
+  };
+  const SupportRequest first = draft(with);
+  CreateVisitRequest cv;
+  cv.mutable_visit()->set_facility_id(later.id());
+  cv.mutable_visit()->set_purpose(VISIT_PURPOSE_FOLLOW_UP);
+  Visit visit;
+  ASSERT_TRUE(visits_->CreateVisit(As("collab1").get(), cv, &visit).ok());
+  ListMapPointsRequest map;
+  map.mutable_requests()->set_category(SUPPORT_CATEGORY_CLEANER_PRODUCTION);
+  map.mutable_requests()->set_status(REQUEST_STATUS_DRAFT);
+  ListMapPointsResponse full;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), map, &full).ok());
+  ASSERT_EQ(full.points_size(), 1);  // `with`, no visit
+  // A draft for `later`: it joins, with its visit.
+  draft(later);
+  ListMapPointsRequest since = map;
+  since.set_changed_since(full.checkpoint());
+  ListMapPointsResponse joined;
+  grpc::Status s = facilities_->ListMapPoints(As("coord1").get(), since, &joined);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::set<std::string> ids;
+  for (const MapPoint& p : joined.points()) ids.insert(p.id());
+  EXPECT_EQ(ids, (std::set<std::string>{later.id(), visit.id()}));
+  EXPECT_EQ(joined.removed_size(), 0);
+  // `with`'s only draft is submitted: no longer a draft, its facility leaves the map.
+  TransitionRequest submit;
+  submit.set_id(first.id());
+  SupportRequest submitted;
+  s = requests_->SubmitSupportRequest(As("collab1").get(), submit, &submitted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  since.set_changed_since(joined.checkpoint());
+  ListMapPointsResponse left;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), since, &left).ok());
+  EXPECT_EQ(left.points_size(), 0);
+  ASSERT_EQ(left.removed_size(), 1);
+  EXPECT_EQ(left.removed(0).id(), with.id());
+}
+
 // Record exports (issue 16): the rows of ExportRecords are the records the lists give for
 // the same filter and scope; CSV has a BOM; XLSX is a zip; bad input names the field.
 TEST_F(RecordServicesTest, RecordExportsHonourTheFiltersAndTheScope) {
