@@ -26,6 +26,10 @@
 //                       point, the cells in view drawn;
 //   map_fps             frames per second while panning (a pointer drag, 2 s);
 //   map_zoom_fps        frames per second while zooming (the wheel, 1 s in, 1 s out);
+//   map_live_update_ms  a facility created through the API while the whole province's map
+//                       is open: its answer -> the point on the map (median of 5; the page
+//                       patches in what changed since its checkpoint); map_live_move_ms the
+//                       same for a facility moved; map_live_update_max_ms the slowest of both;
 //   xlsx_s, xlsx_rows   the coverage report as XLSX through the browser (click -> download);
 //   records_xlsx_browser_s, records_xlsx_browser_rows   the visits of the registry's
 //                       filter as XLSX from its button (click -> download): every visit, or
@@ -338,6 +342,39 @@ try {
     return frames / ((performance.now() - t0) / 1000);
   });
   emit("map_zoom_fps", zoomFps, "frames/s");
+  // Live: a facility created (or moved) through the API while the province's map is open,
+  // 5 times each, 1 s apart: from the write's answer (it answers once committed) to the
+  // point on the map (the canvas' point count, or its patch count for a move). The page
+  // patches its points with what changed since its checkpoint (ListMapPoints with
+  // changed_since); a full re-read would take about map_load_ms.
+  const call = (method, body) => page.evaluate(async ([m, b]) => {
+    const r = await fetch(`/kcnet.v1.FacilityService/${m}`, {
+      method: "POST", headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1" }, body: JSON.stringify(b) });
+    return { status: r.status, body: await r.json() };
+  }, [method, body]);
+  const some = (await call("ListFacilities", { pageSize: 1 })).body.facilities[0];
+  const created = [], moved = [];
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const points = Number(await canvas.getAttribute("data-points"));
+    const made = await call("CreateFacility", { facility: { communeId: some.communeId, name: `Cơ sở trực tiếp ${i}`, latitude: some.latitude + 0.01, longitude: some.longitude } });
+    if (made.status !== 200) throw new Error(`CreateFacility: ${JSON.stringify(made.body)}`);
+    const t0 = performance.now();
+    await page.waitForFunction((n) => Number(document.querySelector("#map-canvas")?.dataset.points) >= n, points + 1, { timeout: 600000, polling: 5 });
+    created.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 1000));
+    const patches = Number(await canvas.getAttribute("data-patches"));
+    const move = await call("UpdateFacility", { facility: { id: made.body.id, longitude: some.longitude + 0.02 }, updateMask: "longitude" });
+    if (move.status !== 200) throw new Error(`UpdateFacility: ${JSON.stringify(move.body)}`);
+    const t1 = performance.now();
+    await page.waitForFunction((n) => Number(document.querySelector("#map-canvas")?.dataset.patches) >= n, patches + 1, { timeout: 600000, polling: 5 });
+    moved.push(performance.now() - t1);
+  }
+  console.error("map live update ms (created, moved):", JSON.stringify([created.map(Math.round), moved.map(Math.round)]));
+  const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  emit("map_live_update_ms", median(created), "ms");
+  emit("map_live_update_max_ms", Math.max(...created, ...moved), "ms");
+  emit("map_live_move_ms", median(moved), "ms");
   }
 
   // An XLSX export through the browser.

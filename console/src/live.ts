@@ -61,3 +61,17 @@ export function stopLive() {
   running = null;
   liveState.value = "connecting";
 }
+
+// A tab closed or reloaded ends its watch at once (the fetch is aborted: the browser
+// closes the connection and the bridge frees the stream within a second), rather than
+// leaving the server to find it gone. A page kept in the back-forward cache watches again
+// when it is shown.
+let hiddenWhileLive = false;
+addEventListener("pagehide", () => {
+  hiddenWhileLive = running !== null;
+  stopLive();
+});
+addEventListener("pageshow", (e) => {
+  if ((e as PageTransitionEvent).persisted && hiddenWhileLive) startLive();
+  hiddenWhileLive = false;
+});

@@ -453,18 +453,44 @@ async function main() {
     assert.ok(listed.every((href) => ids.has(href)), "each listed point links to one of the API's facilities");
   }
 
-  step("map: live, a facility created elsewhere appears without a reload");
+  step("map: live, a facility created and then moved elsewhere is patched in, with no reload and no re-read of the points");
   {
-    // The tab's watch stream open (this test's earlier page loads may hold the user's 4
-    // streams until the bridge's heartbeat finds them closed: up to 15 s).
+    // The tab's watch stream open (a closed tab's stream is freed within a second now).
     await page.locator("#live-state.live:not(.offline):not(.connecting)").waitFor({ timeout: 45000 });
+    // Every ListMapPoints the page makes from now on: a full read has no changedSince.
+    const mapCalls = [];
+    const onRequest = (request) => {
+      if (!request.url().endsWith("/kcnet.v1.FacilityService/ListMapPoints")) return;
+      mapCalls.push(JSON.parse(request.postData() ?? "{}"));
+    };
+    page.on("request", onRequest);
     const before = Number(await canvas.getAttribute("data-points"));
+    const patchesBefore = Number(await canvas.getAttribute("data-patches"));
     const made = await api("FacilityService/CreateFacility", {
       facility: { communeId: facilitiesWithPlace[0].communeId, name: "Cơ sở bản đồ trực tiếp", latitude: facilitiesWithPlace[0].latitude + 0.001, longitude: facilitiesWithPlace[0].longitude },
     });
     assert.equal(made.status, 200, JSON.stringify(made.body));
+    const createdAt = Date.now();
     await page.waitForFunction((n) => Number(document.querySelector("#map-canvas")?.dataset.points) === n, before + 1, { timeout: 10000 });
+    console.log(`    the new facility on the open map ${Date.now() - createdAt} ms after CreateFacility answered`);
     await page.locator("#map-count", { hasText: new Intl.NumberFormat("vi-VN").format(before + 1) }).waitFor();
+    assert.deepEqual(mapCalls.filter((c) => !c.changedSince), [], "no full re-read of the map's points");
+    // Moved half a degree east: the same number of points, and the fitted view (Xem toàn
+    // bộ: every point) reaches further east, so the patch placed it where it is now.
+    await page.getByRole("button", { name: "Xem toàn bộ" }).click();
+    const fittedBefore = JSON.parse(await canvas.getAttribute("data-view"));
+    const moved = await api("FacilityService/UpdateFacility", {
+      facility: { id: made.body.id, longitude: facilitiesWithPlace[0].longitude + 0.5 },
+      updateMask: "longitude",
+    });
+    assert.equal(moved.status, 200, JSON.stringify(moved.body));
+    await page.waitForFunction((n) => Number(document.querySelector("#map-canvas")?.dataset.patches) >= n, patchesBefore + 2, { timeout: 10000 });
+    assert.equal(Number(await canvas.getAttribute("data-points")), before + 1, "moved, not added");
+    const fittedAfter = JSON.parse(await canvas.getAttribute("data-view"));
+    assert.ok(fittedAfter.lng > fittedBefore.lng + 0.1, `the fitted view follows the moved facility: ${fittedBefore.lng} -> ${fittedAfter.lng}`);
+    page.off("request", onRequest);
+    assert.ok(mapCalls.length >= 2, `the page asked for the changes (${mapCalls.length} calls)`);
+    assert.deepEqual(mapCalls.filter((c) => !c.changedSince), [], "no full re-read of the map's points");
   }
 
   step("the plans list for the coordinator is read-only");

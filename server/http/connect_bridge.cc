@@ -502,21 +502,35 @@ class StreamCall {
       read_pending_ = true;
     }
     const absl::Duration heartbeat = bridge_->options_.stream_heartbeat;
-    if (heartbeat > absl::ZeroDuration() &&
+    const absl::Duration check = bridge_->options_.stream_liveness_check;
+    if ((heartbeat > absl::ZeroDuration() || check > absl::ZeroDuration()) &&
         method_->output_type() == v1::ChangeNotice::descriptor()) {
       // A watch stream may stay quiet for hours, and httplib only learns that the tab is
-      // gone when a write fails: so a quiet stream writes a heartbeat now and then (the
-      // read stays pending; httplib calls back at once).
-      void* tag = nullptr;
-      bool ok = false;
-      const grpc::CompletionQueue::NextStatus next =
-          cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(absl::Now() + heartbeat));
-      if (next == grpc::CompletionQueue::TIMEOUT) {
-        const std::string beat = Envelope(0, R"({"heartbeat":true})");
-        return sink.write(beat.data(), beat.size());
+      // gone when a write fails. So while it waits for the next notice it looks at the
+      // socket every `check` (DataSink::is_writable: httplib's is_socket_alive, a peek
+      // that sees the peer's FIN), and a stream quiet for `heartbeat` writes a heartbeat
+      // (the read stays pending; httplib calls back at once). A closed tab's stream is so
+      // freed within `check`, not at its next heartbeat.
+      const absl::Time beat_at =
+          heartbeat > absl::ZeroDuration() ? absl::Now() + heartbeat : absl::InfiniteFuture();
+      while (true) {
+        const absl::Time wake =
+            check > absl::ZeroDuration() ? std::min(beat_at, absl::Now() + check) : beat_at;
+        void* tag = nullptr;
+        bool ok = false;
+        const grpc::CompletionQueue::NextStatus next =
+            cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(wake));
+        if (next != grpc::CompletionQueue::TIMEOUT) {
+          read_pending_ = false;
+          return Deliver(next == grpc::CompletionQueue::GOT_EVENT && ok, sink);
+        }
+        if (absl::Now() >= beat_at) {
+          const std::string beat = Envelope(0, R"({"heartbeat":true})");
+          return sink.write(beat.data(), beat.size());
+        }
+        // The browser went away: false ends the response, and Release() cancels the call.
+        if (sink.is_writable && !sink.is_writable()) return false;
       }
-      read_pending_ = false;
-      return Deliver(next == grpc::CompletionQueue::GOT_EVENT && ok, sink);
     }
     read_pending_ = false;
     return Deliver(Next(), sink);

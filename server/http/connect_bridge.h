@@ -78,6 +78,12 @@ struct ConnectBridgeOptions {
   // A watch stream (WatchChanges) quiet this long gets a heartbeat notice, so that a tab
   // closed without a word is found (the write fails) and its stream freed; zero: never.
   absl::Duration stream_heartbeat = absl::Seconds(15);
+  // While a watch stream waits for its next notice, its socket is looked at this often
+  // (a peek: did the browser close the connection?), so a closed tab's stream and its
+  // slot of max_streams_per_user are freed within about this long; zero: only the
+  // heartbeat finds it. Reached through nginx, nginx closes its upstream connection when
+  // the browser's goes.
+  absl::Duration stream_liveness_check = absl::Seconds(1);
   // A unary call without a Connect-Timeout-Ms header gets this deadline.
   absl::Duration default_unary_deadline = absl::Seconds(60);
   // Proxies in front (nginx: deploy/nginx/kcnet.conf) whose X-Forwarded-For is believed:

@@ -220,4 +220,17 @@ absl::StatusOr<uint64_t> RecordAccess::Scan(sync::ListQuery query,
   }
 }
 
+absl::StatusOr<kcnet::v1::ChangeBatch> RecordAccess::ChangesSince(
+    const std::vector<int64_t>& buckets, uint64_t after, size_t max_changes) {
+  std::vector<kcnet::v1::BucketCursor> cursors;
+  cursors.reserve(buckets.size());
+  for (int64_t bucket : buckets) {
+    kcnet::v1::BucketCursor& cursor = cursors.emplace_back();
+    cursor.set_bucket(bucket);
+    cursor.set_op(after);
+    cursor.set_floor(0);  // whole records, not only the fields changed after `after`
+  }
+  return deps_.store->ChangesSince(cursors, {.max_changes = max_changes, .max_bytes = 16 << 20});
+}
+
 }  // namespace kcnet::server

@@ -93,6 +93,15 @@ class RecordAccess {
                                 const std::function<bool(const kcnet::v1::RecordChange&)>& visit,
                                 bool* at_end);
 
+  // The changes of `buckets` (the caller's scope, from ListScope) after op `after`, every
+  // change a record's whole current state (or its tombstone), within `max_changes`
+  // (ServerStore::ChangesSince; `more` set when some bucket has more). The page's
+  // server_op is a safe next `after` when `more` is not set: every op up to it in those
+  // buckets is in the page or at or below `after`. With `after` above every op (INT64_MAX)
+  // it reads no change, only that server_op: where a full read begun now is complete.
+  absl::StatusOr<kcnet::v1::ChangeBatch> ChangesSince(const std::vector<int64_t>& buckets,
+                                                      uint64_t after, size_t max_changes);
+
   // How many records `query` lists (its `after` and `limit` ignored) that `keep` accepts
   // (all when null): reads the whole list in chunks, so the cost is the list's length.
   absl::StatusOr<int64_t> Count(

@@ -16,6 +16,7 @@
 #include "server/rpc/paging.h"
 #include "sync/model/record_types.h"
 #include "sync/model/requests.h"
+#include "sync/schema.h"
 #include "sync/text_fold.h"
 
 namespace kcnet::server {
@@ -41,9 +42,7 @@ absl::StatusOr<RecordChange> NewRecord(const google::protobuf::Message& message)
 // Whether a facility matches a search, as the SDK's search matches (sync/device_store.cc):
 // folded (sync/text_fold), every word of the query is a whole word of the facility's name,
 // owner, address or main products, the last one possibly a prefix (search as you type).
-bool FacilityMatches(const RecordChange& record, const std::vector<std::string>& words) {
-  Facility f;
-  if (!model::FromChange(record, &f).ok()) return false;
+bool FacilityMatches(const Facility& f, const std::vector<std::string>& words) {
   const std::vector<std::string> tokens = sync::SearchWords(
       absl::StrCat(f.name(), "\n", f.owner_name(), "\n", f.address(), "\n", f.main_products()));
   for (size_t w = 0; w < words.size(); ++w) {
@@ -54,6 +53,11 @@ bool FacilityMatches(const RecordChange& record, const std::vector<std::string>&
     if (!found) return false;
   }
   return true;
+}
+bool FacilityMatches(const RecordChange& record, const std::vector<std::string>& words) {
+  Facility f;
+  if (!model::FromChange(record, &f).ok()) return false;
+  return FacilityMatches(f, words);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -197,6 +201,139 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
   static constexpr int32_t kMaxMapPage = 20000;
   static constexpr int32_t kDefaultMapPage = 10000;
 
+  static constexpr size_t kMaxMapChanges = 5000;
+
+  // The map's filter (ListMapPointsRequest) as predicates on a facility and a visit.
+  struct MapFilter {
+    const v1::ListMapPointsRequest& req;
+    const std::vector<std::string>& words;
+    const std::optional<FacilityIds>& with_requests;
+    int64_t author;
+
+    bool Keeps(const Facility& f) const {
+      if (req.kind() != 0 && f.kind() != req.kind()) return false;
+      if (req.sector() != 0 && f.sector() != req.sector()) return false;
+      if (!words.empty() && !FacilityMatches(f, words)) return false;
+      return !with_requests.has_value() || with_requests->contains(f.id());
+    }
+    // A visit of the scope (its facility's own filter aside: the client keeps the visits of
+    // the facilities it has).
+    bool Keeps(const Visit& v) const {
+      const int64_t from = req.visited_from_ms(), to = req.visited_to_ms();
+      if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return false;
+      if (with_requests.has_value() && !with_requests->contains(v.facility_id())) return false;
+      return author == 0 || v.collaborator_id() == author;
+    }
+  };
+
+  static void AddPoint(const Facility& f, kcnet::v1::MapPoint* point) {
+    point->set_id(f.id());
+    point->set_type(kcnet::v1::MAP_POINT_TYPE_FACILITY);
+    point->set_latitude(f.latitude());
+    point->set_longitude(f.longitude());
+    point->set_name(f.name());
+  }
+  static void AddPoint(const Visit& v, kcnet::v1::MapPoint* point) {
+    point->set_id(v.id());
+    point->set_type(kcnet::v1::MAP_POINT_TYPE_VISIT);
+    point->set_latitude(v.latitude());
+    point->set_longitude(v.longitude());
+    point->set_facility_id(v.facility_id());
+    point->set_visited_ms(v.visited_ms());
+  }
+
+  // A checkpoint belongs to its caller and filter (not to a page).
+  static uint64_t CheckpointFingerprint(const Principal& p, const v1::ListMapPointsRequest& req) {
+    v1::ListMapPointsRequest filter = req;
+    filter.clear_changed_since();
+    return QueryFingerprint(filter, absl::StrCat(p.user_id, "/map-checkpoint"));
+  }
+
+  // ListMapPoints with changed_since: `batch`, the store's changes of the scope since the
+  // checkpoint (ServerStore::ChangesSince, whose cost is the changes, not the scope's
+  // records), each turned into a point or a removal by the same filter as a full read.
+  absl::Status MapChanges(const Principal& p, const v1::ListMapPointsRequest& req,
+                          const std::vector<int64_t>& scope, const MapFilter& filter,
+                          const kcnet::v1::ChangeBatch& batch, v1::ListMapPointsResponse* resp) {
+    // Facilities to send with their visits (created, changed, or whose requests changed
+    // under the queue's filter), in the order first met; visits sent, by id.
+    std::vector<std::string> facilities;
+    absl::flat_hash_set<std::string> facility_seen, visits_sent;
+    auto removed = [resp](const std::string& id, kcnet::v1::MapPointType type) {
+      kcnet::v1::MapPoint* point = resp->add_removed();
+      point->set_id(id);
+      point->set_type(type);
+    };
+    std::vector<Visit> visits;
+    for (const RecordChange& change : batch.changes()) {
+      const uint32_t type = change.type();
+      if (type != model::kFacilityType && type != model::kVisitType &&
+          !(type == model::kSupportRequestType && filter.with_requests.has_value())) {
+        continue;
+      }
+      absl::StatusOr<std::string> id = sync::UuidToText(change.id());
+      if (!id.ok()) continue;
+      if (change.deleted()) {
+        if (type == model::kFacilityType) removed(*id, kcnet::v1::MAP_POINT_TYPE_FACILITY);
+        if (type == model::kVisitType) removed(*id, kcnet::v1::MAP_POINT_TYPE_VISIT);
+        continue;
+      }
+      if (type == model::kFacilityType) {
+        if (facility_seen.insert(*id).second) facilities.push_back(*id);
+      } else if (type == model::kVisitType) {
+        Visit v;
+        if (!model::FromChange(change, &v).ok()) continue;
+        visits.push_back(std::move(v));
+      } else {
+        SupportRequest r;
+        if (!model::FromChange(change, &r).ok() || r.facility_id().empty()) continue;
+        if (facility_seen.insert(r.facility_id()).second) facilities.push_back(r.facility_id());
+      }
+    }
+    // Each facility as it is now (read with the caller's scope), with its visits.
+    std::vector<kcnet::v1::MapPoint> visit_points;
+    for (const std::string& id : facilities) {
+      Facility f;
+      absl::StatusOr<uint64_t> op = access_->Read(p, model::kFacilityType, id, &f);
+      if (!op.ok() && op.status().code() != absl::StatusCode::kNotFound) return op.status();
+      if (!op.ok() || std::find(scope.begin(), scope.end(), f.commune_id()) == scope.end() ||
+          !filter.Keeps(f)) {
+        removed(id, kcnet::v1::MAP_POINT_TYPE_FACILITY);
+        continue;
+      }
+      AddPoint(f, resp->add_points());
+      sync::ListQuery q{.type = model::kVisitType,
+                        .buckets = {f.commune_id()},
+                        .equals = {{Visit::kFacilityIdFieldNumber, TextValue(f.id())}}};
+      bool at_end = false;
+      absl::StatusOr<uint64_t> last = access_->Scan(
+          q,
+          [&](const RecordChange& r) {
+            Visit v;
+            if (model::FromChange(r, &v).ok() && filter.Keeps(v) &&
+                visits_sent.insert(v.id()).second) {
+              AddPoint(v, &visit_points.emplace_back());
+            }
+            return true;
+          },
+          &at_end);
+      if (!last.ok()) return last.status();
+    }
+    for (const Visit& v : visits) {
+      if (visits_sent.contains(v.id())) continue;
+      if (filter.Keeps(v)) {
+        visits_sent.insert(v.id());
+        AddPoint(v, &visit_points.emplace_back());
+      } else {
+        removed(v.id(), kcnet::v1::MAP_POINT_TYPE_VISIT);
+      }
+    }
+    for (kcnet::v1::MapPoint& point : visit_points) *resp->add_points() = std::move(point);
+    resp->set_checkpoint(
+        EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(batch.server_op())));
+    return absl::OkStatus();
+  }
+
   // ListMapPoints: the facilities phase ("f:POSITION" in the page token), then the visits
   // ("v:POSITION"), each read with RecordAccess::Scan until the page is full.
   absl::Status MapPoints(const Principal& p, const v1::ListMapPointsRequest& req,
@@ -205,9 +342,9 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
       return absl::InvalidArgumentError(absl::StrCat("page_size: must be between 0 and ",
                                                      kMaxMapPage, ", got ", req.page_size()));
     }
-    absl::Status filter = CheckFacilityFilter(req.query(), req.kind(), req.sector(),
-                                              req.visited_from_ms(), req.visited_to_ms());
-    if (!filter.ok()) return filter;
+    absl::Status checked = CheckFacilityFilter(req.query(), req.kind(), req.sector(),
+                                               req.visited_from_ms(), req.visited_to_ms());
+    if (!checked.ok()) return checked;
     absl::StatusOr<std::vector<int64_t>> scope = access_->ListScope(p, req.org_unit_id());
     if (!scope.ok()) return scope.status();
     const uint64_t fingerprint = QueryFingerprint(req, absl::StrCat(p.user_id));
@@ -224,6 +361,34 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     }
     const size_t limit = req.page_size() == 0 ? kDefaultMapPage : req.page_size();
     const std::vector<std::string> words = sync::SearchWords(req.query());
+    // Live update: the changes since the checkpoint; or, on a full read's first page, the
+    // checkpoint where it is complete. Both before the queue's filter is read below, so a
+    // request that changes in between comes again in the next answer rather than never.
+    std::optional<kcnet::v1::ChangeBatch> changes;
+    if (!req.changed_since().empty()) {
+      absl::StatusOr<std::string> since =
+          DecodePageToken(req.changed_since(), CheckpointFingerprint(p, req));
+      uint64_t since_op = 0;
+      if (!since.ok() || !absl::SimpleAtoi(*since, &since_op)) {
+        return absl::InvalidArgumentError(
+            "changed_since: not a checkpoint of this filter (ask the first page again)");
+      }
+      absl::StatusOr<kcnet::v1::ChangeBatch> batch =
+          access_->ChangesSince(*scope, since_op, kMaxMapChanges);
+      if (!batch.ok()) return batch.status();
+      if (batch->more()) {
+        resp->set_reload(true);
+        return absl::OkStatus();
+      }
+      changes = *std::move(batch);
+    } else if (req.page_token().empty()) {
+      // Changes committed during the read come again in the first answer from here.
+      absl::StatusOr<kcnet::v1::ChangeBatch> now =
+          access_->ChangesSince(*scope, static_cast<uint64_t>(INT64_MAX), 1);
+      if (!now.ok()) return now.status();
+      resp->set_checkpoint(
+          EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(now->server_op())));
+    }
     // The queue's filter: the facilities with a matching request, and their visits only
     // (by its collaborator when it names one). Read again for each page: simple, and the
     // requests are far fewer than the points.
@@ -236,6 +401,8 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
       with_requests = *std::move(ids);
     }
     const int64_t author = req.has_requests() ? req.requests().author_id() : 0;
+    const MapFilter filter{req, words, with_requests, author};
+    if (changes.has_value()) return MapChanges(p, req, *scope, filter, *changes, resp);
     bool at_end = false;
     if (!visits_phase) {
       sync::ListQuery q{.type = model::kFacilityType, .buckets = *scope, .after = after};
@@ -244,16 +411,8 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
           [&](const RecordChange& r) {
             Facility f;
             if (!model::FromChange(r, &f).ok()) return true;
-            if (req.kind() != 0 && f.kind() != req.kind()) return true;
-            if (req.sector() != 0 && f.sector() != req.sector()) return true;
-            if (!words.empty() && !FacilityMatches(r, words)) return true;
-            if (with_requests.has_value() && !with_requests->contains(f.id())) return true;
-            kcnet::v1::MapPoint* point = resp->add_points();
-            point->set_id(f.id());
-            point->set_type(kcnet::v1::MAP_POINT_TYPE_FACILITY);
-            point->set_latitude(f.latitude());
-            point->set_longitude(f.longitude());
-            point->set_name(f.name());
+            if (!filter.Keeps(f)) return true;
+            AddPoint(f, resp->add_points());
             return static_cast<size_t>(resp->points_size()) < limit;
           },
           &at_end);
@@ -271,22 +430,13 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
       }
     }
     sync::ListQuery q{.type = model::kVisitType, .buckets = *scope, .after = after};
-    const int64_t from = req.visited_from_ms(), to = req.visited_to_ms();
     absl::StatusOr<uint64_t> last = access_->Scan(
         q,
         [&](const RecordChange& r) {
           Visit v;
           if (!model::FromChange(r, &v).ok()) return true;
-          if (v.visited_ms() < from || (to != 0 && v.visited_ms() >= to)) return true;
-          if (with_requests.has_value() && !with_requests->contains(v.facility_id())) return true;
-          if (author != 0 && v.collaborator_id() != author) return true;
-          kcnet::v1::MapPoint* point = resp->add_points();
-          point->set_id(v.id());
-          point->set_type(kcnet::v1::MAP_POINT_TYPE_VISIT);
-          point->set_latitude(v.latitude());
-          point->set_longitude(v.longitude());
-          point->set_facility_id(v.facility_id());
-          point->set_visited_ms(v.visited_ms());
+          if (!filter.Keeps(v)) return true;
+          AddPoint(v, resp->add_points());
           return static_cast<size_t>(resp->points_size()) < limit;
         },
         &at_end);

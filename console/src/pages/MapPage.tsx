@@ -18,13 +18,13 @@
 // its record, a click on a cluster zooms in and lists its points below the map (a list
 // that keyboard and screen-reader users can use). One thread: the browser's.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { errorText, facilities as facilitiesApi } from "../api";
-import { MapPointType } from "@gen/kcnet/v1/services_pb";
+import { Code, ConnectError, errorText, facilities as facilitiesApi } from "../api";
+import { MapPointType, type MapPoint } from "@gen/kcnet/v1/services_pb";
 import { formatTime, t } from "../i18n";
 import { formatCount, rt } from "./reportsText";
 import { myUnits, reportParams, type UnitOption } from "./reportKit";
 import { FacilityFilters } from "./Registry";
-import { FacilityExportButtons } from "./RecordExport";
+import { FacilityExportButtons, facilityFilter } from "./RecordExport";
 import { filters, me, setFilters } from "../state";
 import { hasQueueFilter, requestFilter } from "../requestFilter";
 import { tf } from "../i18n-filters";
@@ -44,8 +44,11 @@ class Points {
   vLat: number[] = [];
   vLng: number[] = [];
   vMs: number[] = [];
+  // A visit's key (visitKey: 48 bits of its UUID), to find it again for a live patch.
+  vKey: number[] = [];
   facilitiesPlaced = 0;
   visitsPlaced = 0;
+  facilitiesGone = 0; // removed by live patches (their entries stay, unplaced)
   // The placed points by cell of level kBucketLevel, with each layer's count and sums.
   buckets = new Map<number, Bucket>();
   minLat = Infinity;
@@ -75,7 +78,7 @@ class Points {
     }
   }
   /** A visit of a listed facility (others are left out: the search, kind and sector). */
-  addVisit(facilityId: string, lat: number, lng: number, visitedMs: number) {
+  addVisit(id: string, facilityId: string, lat: number, lng: number, visitedMs: number) {
     const f = this.fIndex.get(facilityId);
     if (f === undefined) return;
     if (!lat && !lng) {
@@ -86,6 +89,7 @@ class Points {
     this.vLat.push(lat);
     this.vLng.push(lng);
     this.vMs.push(visitedMs);
+    this.vKey.push(visitKey(id));
     if (lat || lng) {
       this.visitsPlaced++;
       this.grow(lat, lng);
@@ -93,6 +97,75 @@ class Points {
       b.visits.push(this.vFacility.length - 1);
       addPart(b.v, 1, lng, lat, f, false);
     }
+  }
+  /** Facilities listed now (loaded, placed or not, and not removed since). */
+  get facilityCount() {
+    return this.fIds.length - this.facilitiesGone;
+  }
+
+  // Live patches (ListMapPoints with changed_since). An entry removed stays in the arrays,
+  // unplaced and out of its bucket (a visit's facility -1), so no index moves.
+
+  /** A facility of the patch: added, or moved / renamed in place. Its index. */
+  putFacility(id: string, name: string, lat: number, lng: number): number {
+    const i = this.fIndex.get(id);
+    if (i === undefined) {
+      this.addFacility(id, name, lat, lng);
+      return this.fIds.length - 1;
+    }
+    this.unplaceFacility(i);
+    this.fNames[i] = name;
+    this.fLat[i] = lat;
+    this.fLng[i] = lng;
+    if (lat || lng) {
+      this.facilitiesPlaced++;
+      this.grow(lat, lng);
+      const b = this.bucket(lng, lat);
+      b.facilities.push(i);
+      addPart(b.f, 1, lng, lat, i, false);
+    }
+    return i;
+  }
+  /** A facility no longer on the map (deleted or out of the filter); its visits go too. */
+  removeFacility(id: string): number | undefined {
+    const i = this.fIndex.get(id);
+    if (i === undefined) return undefined;
+    this.unplaceFacility(i);
+    this.fIndex.delete(id);
+    this.fLat[i] = 0;
+    this.fLng[i] = 0;
+    this.facilitiesGone++;
+    return i;
+  }
+  removeVisit(v: number) {
+    if (this.vFacility[v] < 0) return;
+    const lat = this.vLat[v], lng = this.vLng[v];
+    if (lat || lng) {
+      const b = this.bucket(lng, lat);
+      const at = b.visits.indexOf(v);
+      if (at >= 0) b.visits.splice(at, 1);
+      this.recount(b);
+      this.visitsPlaced--;
+    }
+    this.vFacility[v] = -1;
+    this.vLat[v] = 0;
+    this.vLng[v] = 0;
+  }
+  private unplaceFacility(i: number) {
+    const lat = this.fLat[i], lng = this.fLng[i];
+    if (!lat && !lng) return;
+    const b = this.bucket(lng, lat);
+    const at = b.facilities.indexOf(i);
+    if (at >= 0) b.facilities.splice(at, 1);
+    this.recount(b);
+    this.facilitiesPlaced--;
+  }
+  /** A bucket's parts again from its points (after a removal: a few hundred at most). */
+  private recount(b: Bucket) {
+    b.f = emptyPart();
+    for (const i of b.facilities) addPart(b.f, 1, this.fLng[i], this.fLat[i], i, false);
+    b.v = emptyPart();
+    for (const i of b.visits) addPart(b.v, 1, this.vLng[i], this.vLat[i], this.vFacility[i], false);
   }
   private bucket(lng: number, lat: number): Bucket {
     const deg = cellDeg(kBucketLevel);
@@ -105,6 +178,45 @@ class Points {
     }
     return b;
   }
+}
+
+/**
+ * 48 bits of a UUID (its first 12 hex digits) as a number: a visit's key for live patches.
+ * Random (version 4) ids make a false match about 1 in 2^48 / visits per look-up (3e-9 for
+ * a million visits), and 8 bytes a visit instead of a string's 60.
+ */
+function visitKey(id: string): number {
+  return parseInt(id.slice(0, 8), 16) * 65536 + parseInt(id.slice(9, 13), 16);
+}
+
+/** Applies a live patch (ListMapPoints with changed_since) to `pts`. */
+function applyPatch(pts: Points, points: MapPoint[], removed: MapPoint[]) {
+  // Facilities first (their visits need them), then one pass over the visits: those of
+  // removed facilities go, those the patch names are taken out and put back as they are now.
+  const goneFacilities = new Set<number>();
+  const goneVisits = new Set<number>();
+  for (const r of removed) {
+    if (r.type === MapPointType.FACILITY) {
+      const i = pts.removeFacility(r.id);
+      if (i !== undefined) goneFacilities.add(i);
+    } else goneVisits.add(visitKey(r.id));
+  }
+  const visits: MapPoint[] = [];
+  for (const pt of points) {
+    if (pt.type === MapPointType.FACILITY) pts.putFacility(pt.id, pt.name, pt.latitude, pt.longitude);
+    else {
+      visits.push(pt);
+      goneVisits.add(visitKey(pt.id));
+    }
+  }
+  if (goneFacilities.size > 0 || goneVisits.size > 0) {
+    const n = pts.vFacility.length;
+    for (let v = 0; v < n; v++) {
+      const f = pts.vFacility[v];
+      if (f >= 0 && (goneFacilities.has(f) || goneVisits.has(pts.vKey[v]))) pts.removeVisit(v);
+    }
+  }
+  for (const pt of visits) pts.addVisit(pt.id, pt.facilityId, pt.latitude, pt.longitude, Number(pt.visitedMs));
 }
 
 interface View {
@@ -167,10 +279,6 @@ const kKeyRows = 2 ** 25; // cell keys: column * kKeyRows + row
 // province).
 const kBucketLevel = 14;
 type GeoJson = { features?: { geometry?: { type: string; coordinates: unknown } }[] };
-
-// The start of a Vietnamese day (YYYY-MM-DD, UTC+7 all year), in ms: the visits' date bounds.
-const kDayMs = 86_400_000n;
-const vnDayStartMs = (date: string) => BigInt(Date.parse(`${date}T00:00:00Z`) - 7 * 3_600_000);
 
 /** The level whose cells are 18-36 pixels wide at `scale` pixels per degree. */
 function levelFor(scale: number): number {
@@ -328,6 +436,7 @@ export function MapPage() {
   const grids = useRef(new Map<number, Map<number, Cell>>());
   const gridsOf = useRef("");
   const frame = useRef(0);
+  const patchCount = useRef(0); // live patches applied since the filter's load
   const shown = useRef({ facilities: true, visits: true, loaded: false });
   shown.current = { facilities: showFacilities, visits: showVisits, loaded };
 
@@ -376,7 +485,8 @@ export function MapPage() {
     // For the benchmark and the tests: how long the last frame took, how many points.
     c.dataset.renderMs = (performance.now() - started).toFixed(1);
     c.dataset.points = String((withFacilities ? pts.facilitiesPlaced : 0) + (withVisits ? pts.visitsPlaced : 0));
-    c.dataset.facilities = shown.current.loaded ? String(pts.fIds.length) : ""; // loaded, with a place or not
+    c.dataset.facilities = shown.current.loaded ? String(pts.facilityCount) : ""; // loaded, with a place or not
+    c.dataset.patches = String(patchCount.current); // live patches applied (tests, bench)
     c.dataset.loaded = shown.current.loaded ? "1" : "";
     c.dataset.clusters = String(drawn.current.length);
     c.dataset.level = String(level.current);
@@ -393,57 +503,80 @@ export function MapPage() {
   // Every point of the filter, page by page, into `into`; `page` after each (with the
   // points so far and whether it was the last); stops when `stale` says so.
   const filterDeps = [p.q, p.unit, p.kind, p.sector, p.from, p.to, f.status, f.commune, f.category, f.funding, f.age, f.author, me.value?.role];
-  const readPoints = async (into: Points, stale: () => boolean, page: (total: number, last: boolean) => void) => {
+  const mapFilter = () => facilityFilter(p, queueFilter); // as the download buttons'
+  // Where the points shown are complete (the first page's checkpoint, then each patch's):
+  // a change makes one ListMapPoints call with changed_since, for what changed only.
+  const checkpoint = useRef("");
+  const readPoints = async (into: Points, stale: () => boolean, page: (total: number, last: boolean, checkpoint: string) => void) => {
     let pageToken = "";
     let total = 0;
+    let from = "";
     do {
-      const r = await facilitiesApi.listMapPoints({
-        orgUnitId: p.unit ? BigInt(p.unit) : 0n,
-        query: p.q,
-        kind: Number(p.kind || 0),
-        sector: Number(p.sector || 0),
-        visitedFromMs: p.from ? vnDayStartMs(p.from) : 0n,
-        visitedToMs: p.to ? vnDayStartMs(p.to) + kDayMs : 0n,
-        requests: queueFilter,
-        pageSize: 20000,
-        pageToken,
-      });
+      const r = await facilitiesApi.listMapPoints({ ...mapFilter(), pageSize: 20000, pageToken });
       if (stale()) return;
+      if (!pageToken) from = r.checkpoint;
       for (const pt of r.points) {
         if (pt.type === MapPointType.FACILITY) into.addFacility(pt.id, pt.name, pt.latitude, pt.longitude);
-        else into.addVisit(pt.facilityId, pt.latitude, pt.longitude, Number(pt.visitedMs));
+        else into.addVisit(pt.id, pt.facilityId, pt.latitude, pt.longitude, Number(pt.visitedMs));
       }
       total += r.points.length;
       pageToken = r.nextPageToken;
-      page(total, !pageToken);
+      page(total, !pageToken, from);
     } while (pageToken);
   };
   // The filter's load: a generation per filter, so a late page of an old one is dropped.
   const generation = useRef(0);
-  // Live: a change in my scope re-reads the points in the background and swaps them in
-  // when complete (the old ones stay drawn meanwhile; the view is kept). One re-read at a
-  // time: changes during it make one more after it, never a restart (a province's 1.2 M
-  // points take tens of seconds to read).
+  // Live: a change in my scope asks what changed since the checkpoint (ListMapPoints with
+  // changed_since: the changed facilities and visits of the filter, and those that left
+  // it) and patches the points and their buckets in place; the view is kept. Only when the
+  // server says too much changed (`reload`), or there is no checkpoint, are the points
+  // read again in the background and swapped in when complete (the old ones stay drawn
+  // meanwhile). One update at a time: changes during one make one more after it.
   const live = useRef({ busy: false, again: false });
+  const [, setPatches] = useState(0); // a re-render per patch (the count)
   const liveRead = useRef(() => {});
   liveRead.current = () => {
     const l = live.current;
     if (l.busy || !shown.current.loaded) {
-      l.again = true; // after this re-read, or when the filter's load is complete
+      l.again = true; // after this update, or when the filter's load is complete
       return;
     }
     l.busy = true;
     l.again = false;
     const mine = generation.current;
-    const fresh = new Points();
-    readPoints(fresh, () => generation.current !== mine, (total, last) => {
-      if (!last) return;
-      points.current = fresh;
-      grids.current.clear(); // built from the old points
+    const stale = () => generation.current !== mine;
+    const reread = () => {
+      const fresh = new Points();
+      return readPoints(fresh, stale, (total, last, from) => {
+        if (!last) return;
+        points.current = fresh;
+        checkpoint.current = from;
+        grids.current.clear(); // built from the old points
+        gridsOf.current = "";
+        setReceived(total);
+        latestRedraw.current();
+      });
+    };
+    const patch = async () => {
+      if (!checkpoint.current) return reread();
+      let r;
+      try {
+        r = await facilitiesApi.listMapPoints({ ...mapFilter(), changedSince: checkpoint.current });
+      } catch (e) {
+        // A checkpoint the server no longer takes (another filter or user): read it all.
+        if (ConnectError.from(e).code === Code.InvalidArgument && !stale()) return reread();
+        throw e;
+      }
+      if (stale()) return;
+      if (r.reload) return reread();
+      applyPatch(points.current, r.points, r.removed);
+      checkpoint.current = r.checkpoint;
+      grids.current.clear(); // built from the points before the patch
       gridsOf.current = "";
-      setReceived(total);
+      setPatches(++patchCount.current);
       latestRedraw.current();
-    })
+    };
+    patch()
       .catch(() => {}) // the points shown stay; the next change tries again
       .finally(() => {
         l.busy = false;
@@ -470,8 +603,11 @@ export function MapPage() {
     schedule(); // the previous filter's points off the canvas
     // Each page drawn as it arrives (at most every 250 ms).
     let lastDrawn = 0;
-    readPoints(points.current, () => generation.current !== mine, (total, last) => {
+    checkpoint.current = "";
+    patchCount.current = 0;
+    readPoints(points.current, () => generation.current !== mine, (total, last, from) => {
       if (last) {
+        checkpoint.current = from;
         shown.current = { ...shown.current, loaded: true };
         latestRedraw.current(); // the canvas' figures are right when the count says so
         setLoaded(true);

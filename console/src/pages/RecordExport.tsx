@@ -16,12 +16,26 @@ import { tf } from "../i18n-filters";
 import { lang } from "../i18n";
 
 type Init = MessageInitShape<GenMessage<ExportRecordsRequest>>;
+// The start of a Vietnamese day (YYYY-MM-DD, UTC+7 all year), in ms: the visits' date bounds.
 const kDayMs = 86_400_000n;
 const vnDayStartMs = (date: string) => BigInt(Date.parse(`${date}T00:00:00Z`) - 7 * 3_600_000);
 
-/** The registry's / map's filter as ExportRecordsRequest fields (with the queue's filter
- * on the map when the URL carries it). */
-export function facilityExportFilter(p: ReportParams, requests?: RequestFilterFields): Init {
+/**
+ * The registry's / map's filter as the fields ExportRecordsRequest and ListMapPointsRequest
+ * share (with the queue's filter on the map when the URL carries it). Plain values, no
+ * `$typeName`, so either request's init takes them: the map lists and the buttons download
+ * exactly the same filter.
+ */
+export interface FacilityFilterFields {
+  requests?: RequestFilterFields;
+  orgUnitId: bigint;
+  query: string;
+  kind: number;
+  sector: number;
+  visitedFromMs: bigint;
+  visitedToMs: bigint;
+}
+export function facilityFilter(p: ReportParams, requests?: RequestFilterFields): FacilityFilterFields {
   return {
     requests,
     orgUnitId: p.unit ? BigInt(p.unit) : 0n,
@@ -71,7 +85,7 @@ export function RequestExportButtons(props: { filter: RequestFilterFields }) {
 /** Download buttons for the registry's facilities and their visits; on the map also the
  * queue's filter (`requests`), so the files hold exactly the map's points. */
 export function FacilityExportButtons(props: { params: ReportParams; requests?: RequestFilterFields }) {
-  const filter = facilityExportFilter(props.params, props.requests);
+  const filter: Init = facilityFilter(props.params, props.requests);
   return (
     <>
       <div class="buttons downloads" role="group" aria-label={tf().exportFacilities}>

@@ -111,6 +111,39 @@ class ConnectBridgeTest : public ::testing::Test {
     return client;
   }
 
+  // A browser tab's watch stream on a raw socket: the request sent and the first notice
+  // read. Returns the socket (the caller closes it: the tab closed without a word).
+  int OpenWatchTab(const std::string& cookie) {
+    const int port = server_->server().http_port();
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const std::string body = Envelope(0, "{}");
+    const std::string request = absl::StrCat(
+        "POST /kcnet.v1.WatchService/WatchChanges HTTP/1.1\r\nHost: 127.0.0.1:", port,
+        "\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\n"
+        "Origin: http://127.0.0.1:",
+        port, "\r\nCookie: ", cookie, "\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
+    EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    std::string received;
+    char buffer[4096];
+    while (!absl::StrContains(received, "{}")) {  // the first notice (seq 0: "{}" in JSON)
+      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+      if (n <= 0) {
+        ADD_FAILURE() << "the watch stream ended before its first notice: " << received;
+        break;
+      }
+      received.append(buffer, static_cast<size_t>(n));
+    }
+    EXPECT_TRUE(absl::StartsWith(received, "HTTP/1.1 200")) << received;
+    return fd;
+  }
+
   // The browser's headers for a call: Connect's, this origin, and the cookie if any.
   httplib::Headers BrowserHeaders(const std::string& cookie = "") {
     httplib::Headers headers = {
@@ -504,34 +537,8 @@ TEST_F(ConnectBridgeTest, AClosedTabsWatchStreamIsFoundByItsHeartbeatAndFreed) {
     options.http.stream_heartbeat = absl::Milliseconds(100);
   });
   const std::string cookie = CookieSignIn("coord1");
-  const int port = server_->server().http_port();
   // A tab opens its watch stream, reads the first notice, and is closed without a word.
-  {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(fd, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-    const std::string body = Envelope(0, "{}");
-    const std::string request = absl::StrCat(
-        "POST /kcnet.v1.WatchService/WatchChanges HTTP/1.1\r\nHost: 127.0.0.1:", port,
-        "\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\n"
-        "Origin: http://127.0.0.1:",
-        port, "\r\nCookie: ", cookie, "\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
-    ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
-              static_cast<ssize_t>(request.size()));
-    std::string received;
-    char buffer[4096];
-    while (!absl::StrContains(received, "{}")) {  // the first notice (seq 0: "{}" in JSON)
-      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-      ASSERT_GT(n, 0) << received;
-      received.append(buffer, static_cast<size_t>(n));
-    }
-    EXPECT_TRUE(absl::StartsWith(received, "HTTP/1.1 200")) << received;
-    ::close(fd);
-  }
+  ::close(OpenWatchTab(cookie));
   // The user's one stream slot comes back once the heartbeats find the tab gone (without
   // them it stayed taken until a change in the user's scope, so every new tab was refused).
   httplib::Headers headers = BrowserHeaders(cookie);
@@ -555,6 +562,32 @@ TEST_F(ConnectBridgeTest, AClosedTabsWatchStreamIsFoundByItsHeartbeatAndFreed) {
   }
   EXPECT_GE(heartbeats, 2);
   EXPECT_TRUE(absl::StrContains(frames.back().json, "deadline_exceeded")) << frames.back().json;
+}
+
+TEST_F(ConnectBridgeTest, FourClosedTabsFreeTheirWatchStreamsWithinTwoSeconds) {
+  // A user reloads the console four times in a few seconds: each reload closes a tab's
+  // watch stream without a word. The default heartbeat (15 s) must not be what frees them:
+  // the bridge looks at an idle stream's socket every second.
+  const std::string cookie = CookieSignIn("coord1");
+  for (int tab = 0; tab < 4; ++tab) ::close(OpenWatchTab(cookie));
+  const absl::Time closed = absl::Now();
+  httplib::Headers headers = BrowserHeaders(cookie);
+  headers.emplace("Connect-Timeout-Ms", "300");
+  bool served = false;
+  std::string last;
+  while (!served && absl::Now() - closed < absl::Seconds(2.5)) {
+    auto result = Http()->Post("/kcnet.v1.WatchService/WatchChanges", headers, Envelope(0, "{}"),
+                               "application/connect+json");
+    ASSERT_TRUE(result);
+    const std::vector<Frame> frames = Frames(result->body);
+    ASSERT_FALSE(frames.empty());
+    last = frames.back().json;
+    served = !absl::StrContains(last, "resource_exhausted");
+    if (!served) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(served) << "a fifth tab is still refused " << absl::Now() - closed
+                      << " after four tabs closed: " << last;
+  EXPECT_LT(absl::Now() - closed, absl::Seconds(2.5));
 }
 
 TEST_F(ConnectBridgeTest, SignInLimitsCountPerBrowserAddressNotForTheWholeBridge) {

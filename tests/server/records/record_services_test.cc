@@ -1004,6 +1004,134 @@ TEST_F(RecordServicesTest, MapPointsAreTheScopedFacilitiesThenVisitsInLargePages
   }
 }
 
+// The map's live update (issue 16): a full read's first page carries a checkpoint; asked
+// with changed_since, ListMapPoints answers only what changed since (a new facility, a
+// moved one with its visits, a new visit), within the caller's scope and filter, and a
+// facility that left the filter as removed. A checkpoint is its caller's and its filter's.
+TEST_F(RecordServicesTest, MapChangesSinceACheckpointAreThePatchOfTheFilter) {
+  const Facility f1 = MakeFacility("collab1", c1_);
+  ListMapPointsRequest full;
+  ListMapPointsResponse first;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), full, &first).ok());
+  ASSERT_FALSE(first.checkpoint().empty());
+  ListMapPointsRequest households;
+  households.set_kind(FACILITY_KIND_HOUSEHOLD_BUSINESS);
+  ListMapPointsResponse first_kind;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), households, &first_kind).ok());
+  // Nothing changed: an empty patch, and a checkpoint to go on from.
+  auto since = [&](const std::string& user, ListMapPointsRequest r, const std::string& cp,
+                   ListMapPointsResponse* out) {
+    r.set_changed_since(cp);
+    return facilities_->ListMapPoints(As(user).get(), r, out);
+  };
+  ListMapPointsResponse none;
+  ASSERT_TRUE(since("coord1", full, first.checkpoint(), &none).ok());
+  EXPECT_EQ(none.points_size(), 0);
+  EXPECT_EQ(none.removed_size(), 0);
+  EXPECT_FALSE(none.reload());
+  ASSERT_FALSE(none.checkpoint().empty());
+  // A new facility here and one in another district; f1 moves; a visit of f1 without GPS.
+  const Facility f2 = MakeFacility("collab1", c1_);
+  MakeFacility("collab9", c9_);
+  UpdateFacilityRequest move;
+  move.mutable_facility()->set_id(f1.id());
+  move.mutable_facility()->set_latitude(21.25);
+  move.mutable_facility()->set_kind(FACILITY_KIND_ENTERPRISE);
+  move.mutable_update_mask()->add_paths("latitude");
+  move.mutable_update_mask()->add_paths("kind");
+  Facility moved;
+  ASSERT_TRUE(facilities_->UpdateFacility(As("collab1").get(), move, &moved).ok());
+  CreateVisitRequest cv;
+  cv.mutable_visit()->set_facility_id(f1.id());
+  cv.mutable_visit()->set_purpose(VISIT_PURPOSE_SURVEY);
+  Visit visit;
+  ASSERT_TRUE(visits_->CreateVisit(As("collab1").get(), cv, &visit).ok());
+  ListMapPointsResponse patch;
+  grpc::Status s = since("coord1", full, none.checkpoint(), &patch);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(patch.reload());
+  EXPECT_EQ(patch.removed_size(), 0);
+  std::map<std::string, MapPoint> got;
+  for (const MapPoint& p : patch.points()) got[p.id()] = p;
+  EXPECT_EQ(got.size(), 3u);  // f1, f2 and the visit: not the other district's facility
+  ASSERT_TRUE(got.contains(f1.id()));
+  EXPECT_DOUBLE_EQ(got[f1.id()].latitude(), 21.25);
+  ASSERT_TRUE(got.contains(f2.id()));
+  ASSERT_TRUE(got.contains(visit.id()));
+  EXPECT_EQ(got[visit.id()].facility_id(), f1.id());
+  EXPECT_EQ(patch.points(patch.points_size() - 1).type(), MAP_POINT_TYPE_VISIT);  // last
+  // The same changes under a kind filter: f1 is no household business any more.
+  ListMapPointsResponse kind_patch;
+  ASSERT_TRUE(since("coord1", households, first_kind.checkpoint(), &kind_patch).ok());
+  ASSERT_EQ(kind_patch.removed_size(), 1);
+  EXPECT_EQ(kind_patch.removed(0).id(), f1.id());
+  EXPECT_EQ(kind_patch.removed(0).type(), MAP_POINT_TYPE_FACILITY);
+  for (const MapPoint& p : kind_patch.points()) EXPECT_NE(p.id(), f1.id());
+  // Another caller's or another filter's checkpoint is refused.
+  ListMapPointsResponse refused;
+  s = since("officer1", full, first.checkpoint(), &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("changed_since:"));
+  s = since("coord1", households, first.checkpoint(), &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // From the patch's checkpoint: nothing more.
+  ListMapPointsResponse after;
+  ASSERT_TRUE(since("coord1", full, patch.checkpoint(), &after).ok());
+  EXPECT_EQ(after.points_size() + after.removed_size(), 0);
+}
+
+// The live update under the queue's filter: a request that comes to match brings its
+// facility (with its visits); one that stops matching takes its facility away.
+TEST_F(RecordServicesTest, MapChangesFollowTheQueueFilter) {
+  const Facility with = MakeFacility("collab1", c1_);
+  const Facility later = MakeFacility("collab1", c1_);
+  auto draft = [&](const Facility& f) {
+    CreateSupportRequestRequest create;
+    create.mutable_support_request()->set_facility_id(f.id());
+    create.mutable_support_request()->set_category(SUPPORT_CATEGORY_CLEANER_PRODUCTION);
+    create.mutable_support_request()->set_description("Lò đốt trấu sạch");
+    create.mutable_support_request()->set_requested_amount_vnd(30000000);
+    SupportRequest out;
+    EXPECT_TRUE(requests_->CreateSupportRequest(As("collab1").get(), create, &out).ok());
+    return out;
+  };
+  const SupportRequest first = draft(with);
+  CreateVisitRequest cv;
+  cv.mutable_visit()->set_facility_id(later.id());
+  cv.mutable_visit()->set_purpose(VISIT_PURPOSE_FOLLOW_UP);
+  Visit visit;
+  ASSERT_TRUE(visits_->CreateVisit(As("collab1").get(), cv, &visit).ok());
+  ListMapPointsRequest map;
+  map.mutable_requests()->set_category(SUPPORT_CATEGORY_CLEANER_PRODUCTION);
+  map.mutable_requests()->set_status(REQUEST_STATUS_DRAFT);
+  ListMapPointsResponse full;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), map, &full).ok());
+  ASSERT_EQ(full.points_size(), 1);  // `with`, no visit
+  // A draft for `later`: it joins, with its visit.
+  draft(later);
+  ListMapPointsRequest since = map;
+  since.set_changed_since(full.checkpoint());
+  ListMapPointsResponse joined;
+  grpc::Status s = facilities_->ListMapPoints(As("coord1").get(), since, &joined);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::set<std::string> ids;
+  for (const MapPoint& p : joined.points()) ids.insert(p.id());
+  EXPECT_EQ(ids, (std::set<std::string>{later.id(), visit.id()}));
+  EXPECT_EQ(joined.removed_size(), 0);
+  // `with`'s only draft is submitted: no longer a draft, its facility leaves the map.
+  TransitionRequest submit;
+  submit.set_id(first.id());
+  SupportRequest submitted;
+  s = requests_->SubmitSupportRequest(As("collab1").get(), submit, &submitted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  since.set_changed_since(joined.checkpoint());
+  ListMapPointsResponse left;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), since, &left).ok());
+  EXPECT_EQ(left.points_size(), 0);
+  ASSERT_EQ(left.removed_size(), 1);
+  EXPECT_EQ(left.removed(0).id(), with.id());
+}
+
 // Record exports (issue 16): the rows of ExportRecords are the records the lists give for
 // the same filter and scope; CSV has a BOM; XLSX is a zip; bad input names the field.
 TEST_F(RecordServicesTest, RecordExportsHonourTheFiltersAndTheScope) {
