@@ -47,8 +47,9 @@ constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // 4: the facility search index (r_fsearch); 5: no daily counters (s_visit_day): periods
 // that are not whole months read r_visit's covering index, the last visit of a
 // collaborator the monthly counters' index by collaborator (s_visit_month_collaborator);
-// 6: r_fsearch_key_name (the search's order).
-constexpr int64_t kReportsVersion = 6;
+// 6: r_fsearch_key_name (the search's order); 7: live facilities per commune
+// (s_commune_facilities) and the duplicate groups (s_duplicate).
+constexpr int64_t kReportsVersion = 7;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -131,15 +132,27 @@ constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS s_request_month(commune INTEGER NOT NULL, month INTEGER NOT NULL,"
     " author INTEGER NOT NULL, requests INTEGER NOT NULL,"
     " PRIMARY KEY(commune, month, author)) WITHOUT ROWID;"
+    // Live facilities per commune: coverage's registered facilities are these less the
+    // commune's facilities created after the period (r_facility_commune), not a count of
+    // every facility.
+    "CREATE TABLE IF NOT EXISTS s_commune_facilities(commune INTEGER PRIMARY KEY,"
+    " facilities INTEGER NOT NULL) WITHOUT ROWID;"
+    // The duplicate groups (quality): each (commune, folded name) with two or more live
+    // facilities, and how many; the group's facilities are r_facility_folded's rows.
+    "CREATE TABLE IF NOT EXISTS s_duplicate(commune INTEGER NOT NULL, folded TEXT NOT NULL,"
+    " facilities INTEGER NOT NULL, PRIMARY KEY(commune, folded)) WITHOUT ROWID;"
     // Each device's last accepted Hello (not from the records: a rebuild keeps it).
     "CREATE TABLE IF NOT EXISTS r_device(device_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL,"
     " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
-constexpr const char* kSummaryTables[] = {"r_facility",      "r_visit",         "r_request",
-                                          "r_event",         "s_visit_month",   "s_facility_month",
-                                          "s_commune_month", "s_coverage_year", "s_request_month",
-                                          "r_fsearch_key",   "r_fsearch"};
+constexpr const char* kSummaryTables[] = {"r_facility",      "r_visit",
+                                          "r_request",       "r_event",
+                                          "s_visit_month",   "s_facility_month",
+                                          "s_commune_month", "s_coverage_year",
+                                          "s_request_month", "s_commune_facilities",
+                                          "s_duplicate",     "r_fsearch_key",
+                                          "r_fsearch"};
 // Tables of older layouts, dropped with the others when the version changes.
 constexpr const char* kObsoleteTables[] = {"s_visit_day"};
 
@@ -330,9 +343,14 @@ struct ReportsStore::Pending {
   std::map<std::array<int64_t, 3>, int64_t> request_month;
   // Requests whose since day may have changed (their row, or one of their events).
   std::set<std::string> since_requests;
+  // commune: live facilities that came (+) or went (-).
+  std::map<int64_t, int64_t> commune_facilities;
+  // (commune, folded name) of every facility that came, went or changed: its duplicate
+  // group is counted again.
+  std::set<std::pair<int64_t, std::string>> folded_names;
   bool empty() const {
     return visit_month.empty() && facility_month.empty() && request_month.empty() &&
-           since_requests.empty();
+           since_requests.empty() && commune_facilities.empty() && folded_names.empty();
   }
 };
 
@@ -1028,7 +1046,12 @@ absl::Status ReportsStore::FillDerived(Db* db, uint64_t op) {
   absl::Status status = db->Exec(
       "INSERT INTO s_request_month(commune, month, author, requests) "
       "SELECT commune, created_month, author, count(*) FROM r_request "
-      "GROUP BY commune, created_month, author;");
+      "GROUP BY commune, created_month, author;"
+      "INSERT INTO s_commune_facilities(commune, facilities) "
+      "SELECT commune, count(*) FROM r_facility GROUP BY commune;"
+      "INSERT INTO s_duplicate(commune, folded, facilities) "
+      "SELECT commune, folded, count(*) FROM r_facility INDEXED BY r_facility_folded "
+      "GROUP BY commune, folded HAVING count(*) >= 2;");
   if (!status.ok()) return status;
   // The visit counters: those of the counter job when it counted the same snapshot.
   if (counter_job_ != nullptr) {
@@ -1139,14 +1162,17 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
 
 // Each Apply* gets a source row: 0 id, 1 _del, 2 commune_id, then the type's columns.
 absl::Status ReportsStore::ApplyFacility(Statement& row) {
-  // The registered point before (absent: no row, or a row without a point).
+  // The registered point before (absent: no row, or a row without a point), and what
+  // the old row counted (its commune's facilities, its duplicate group).
   absl::StatusOr<Statement*> old =
-      writer_->Prepare("SELECT lat, lon FROM r_facility WHERE id = ?1");
+      writer_->Prepare("SELECT lat, lon, commune, folded FROM r_facility WHERE id = ?1");
   if (!old.ok()) return old.status();
   (*old)->BindText(1, row.ColumnText(0));
   std::optional<std::pair<double, double>> point_before;
   absl::Status status = ForEachRow(*old, [&](Statement& s) {
     if (!s.IsNull(0)) point_before = std::make_pair(s.ColumnDouble(0), s.ColumnDouble(1));
+    pending_->commune_facilities[s.ColumnInt(2)] -= 1;
+    pending_->folded_names.emplace(s.ColumnInt(2), s.ColumnText(3));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -1163,9 +1189,10 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
         "INSERT INTO r_facility(id, commune, folded, lat, lon, day) VALUES (?1,?2,?3,?4,?5,?6)");
     if (!ins.ok()) return ins.status();
     Statement* s = *ins;
+    std::string folded = sync::FoldForSearch(row.ColumnText(3));
     s->BindText(1, row.ColumnText(0));
     s->BindInt(2, row.ColumnInt(2));
-    s->BindText(3, sync::FoldForSearch(row.ColumnText(3)));
+    s->BindText(3, folded);
     const bool gps = HasGps(row, 4, 5);
     BindOptionalDouble(s, 4, gps, row.ColumnDouble(4));
     BindOptionalDouble(s, 5, gps, row.ColumnDouble(5));
@@ -1173,6 +1200,8 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
     status = s->Run();
     if (!status.ok()) return status;
     if (gps) point_after = std::make_pair(row.ColumnDouble(4), row.ColumnDouble(5));
+    pending_->commune_facilities[row.ColumnInt(2)] += 1;
+    pending_->folded_names.emplace(row.ColumnInt(2), std::move(folded));
   }
   // The point moved, appeared or went: the distances of the facility's visits follow
   if (point_before == point_after) return absl::OkStatus();
@@ -1399,6 +1428,41 @@ absl::Status ReportsStore::FlushPending() {
           for (int i = 0; i < 3; ++i) s->BindInt(i + 1, k[i]);
         },
         [&](Statement* s) { s->BindInt(4, entry.second); }, entry.second < 0);
+    if (!status.ok()) return status;
+  }
+  for (const auto& [commune, delta] : p.commune_facilities) {
+    if (delta == 0) continue;
+    absl::Status status = add(
+        "INSERT INTO s_commune_facilities(commune, facilities) VALUES (?1, ?2) "
+        "ON CONFLICT(commune) DO UPDATE SET facilities = facilities + excluded.facilities",
+        "DELETE FROM s_commune_facilities WHERE commune = ?1 AND facilities = 0",
+        [&](Statement* s) { s->BindInt(1, commune); }, [&](Statement* s) { s->BindInt(2, delta); },
+        delta < 0);
+    if (!status.ok()) return status;
+  }
+  // Each touched (commune, folded name): a duplicate group when two or more live
+  // facilities have it (counted over r_facility_folded, after this catch-up's rows).
+  for (const auto& [commune, folded] : p.folded_names) {
+    absl::StatusOr<Statement*> count =
+        writer_->Prepare("SELECT count(*) FROM r_facility WHERE commune = ?1 AND folded = ?2");
+    if (!count.ok()) return count.status();
+    (*count)->BindInt(1, commune);
+    (*count)->BindText(2, folded);
+    int64_t n = 0;
+    absl::Status status = ForEachRow(*count, [&](Statement& s) {
+      n = s.ColumnInt(0);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    absl::StatusOr<Statement*> write =
+        writer_->Prepare(n >= 2 ? "INSERT OR REPLACE INTO s_duplicate(commune, folded, facilities) "
+                                  "VALUES (?1, ?2, ?3)"
+                                : "DELETE FROM s_duplicate WHERE commune = ?1 AND folded = ?2");
+    if (!write.ok()) return write.status();
+    (*write)->BindInt(1, commune);
+    (*write)->BindText(2, folded);
+    if (n >= 2) (*write)->BindInt(3, n);
+    status = (*write)->Run();
     if (!status.ok()) return status;
   }
   // The day each touched request entered its status (its last event into it, else its
@@ -1817,10 +1881,12 @@ absl::StatusOr<std::string> ReportsStore::Dump() {
     if (absl::string_view(t) == "r_fsearch") continue;  // in r_fsearch_key's lines
     absl::StrAppend(&out, "# ", t, "\n");
     // The search index's rowids depend on the order of inserts: left out.
-    const std::string sql = absl::string_view(t) == "r_fsearch_key"
-                                ? "SELECT k.id, k.commune, k.name, f.words FROM r_fsearch_key k "
-                                  "LEFT JOIN r_fsearch f ON f.rowid = k.rid ORDER BY 1"
-                                : absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3");
+    const std::string sql =
+        absl::string_view(t) == "r_fsearch_key"
+            ? "SELECT k.id, k.commune, k.name, f.words FROM r_fsearch_key k "
+              "LEFT JOIN r_fsearch f ON f.rowid = k.rid ORDER BY 1"
+            : absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2",
+                           absl::string_view(t) == "s_commune_facilities" ? "" : ", 3");
     absl::StatusOr<Statement*> s = reader_->Prepare(sql);
     if (!s.ok()) return s.status();
     const int columns = sqlite3_column_count((*s)->raw());
@@ -1859,15 +1925,22 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   // index seek per commune): a national answer runs three statements, not three per
   // commune.
   const std::string communes = CommunesJson(scope);
+  // Registered facilities: each commune's live facilities (s_commune_facilities) less
+  // those created after the period's last day (r_facility_commune: none for a period
+  // ending today), instead of counting every facility of the scope.
   absl::StatusOr<Statement*> registered = reader_->Prepare(
-      "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
-      "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
+      use_monthly_
+          ? "SELECT c.commune, c.facilities - (SELECT count(*) FROM r_facility f INDEXED BY "
+            "r_facility_commune WHERE f.commune = c.commune AND f.day > ?2) FROM json_each(?1) "
+            "AS j CROSS JOIN s_commune_facilities c WHERE c.commune = j.value"
+          : "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
+            "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
   if (!registered.ok()) return registered.status();
   std::map<int64_t, kcnet::v1::CoverageRow> rows;
   (*registered)->BindText(1, communes);
   (*registered)->BindInt(2, scope.to_day);
   absl::Status status = ForEachRow(*registered, [&](Statement& s) {
-    rows[s.ColumnInt(0)].set_registered_facilities(s.ColumnInt(1));
+    if (s.ColumnInt(1) > 0) rows[s.ColumnInt(0)].set_registered_facilities(s.ColumnInt(1));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -1966,75 +2039,164 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
-  // Every figure is summed by the statements over the covering index of r_request
-  // (commune, created_day, status, since_day, created_month): no request is read whole.
+  if (!use_monthly_) {
+    // For tests (set_use_monthly_summaries(false)): the same figures by three statements,
+    // SQLite grouping and sorting (the pass below must answer exactly the same).
+    const std::string communes = CommunesJson(scope);
+    absl::StatusOr<Statement*> ages = reader_->Prepare(
+        "SELECT r.status, r.since_day, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+        "GROUP BY r.status, r.since_day");
+    if (!ages.ok()) return ages.status();
+    std::map<int, kcnet::v1::PipelineStatusRow> statuses;
+    (*ages)->BindText(1, communes);
+    (*ages)->BindInt(2, scope.from_day);
+    (*ages)->BindInt(3, scope.to_day);
+    absl::Status status = ForEachRow(*ages, [&](Statement& s) {
+      const int st = static_cast<int>(s.ColumnInt(0));
+      const int64_t age = std::max<int64_t>(0, scope.today - s.ColumnInt(1));
+      const int64_t n = s.ColumnInt(2);
+      auto limit = limits.find(st);
+      const bool overdue = limit != limits.end() && age > limit->second;
+      kcnet::v1::PipelineStatusRow& row = statuses[st];
+      row.set_status(static_cast<kcnet::v1::RequestStatus>(st));
+      row.set_requests(row.requests() + n);
+      row.set_overdue(row.overdue() + (overdue ? n : 0));
+      row.set_max_age_days(std::max(row.max_age_days(), age));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    for (auto& [st, row] : statuses) *report.add_statuses() = row;
+    absl::StatusOr<Statement*> created = reader_->Prepare(
+        "SELECT r.created_month, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.created_month");
+    if (!created.ok()) return created.status();
+    std::map<int64_t, int64_t> created_by_month;
+    (*created)->BindText(1, communes);
+    (*created)->BindInt(2, scope.from_day);
+    (*created)->BindInt(3, scope.to_day);
+    status = ForEachRow(*created, [&](Statement& s) {
+      created_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    // Oldest first; requests that are closed (completed, rejected, cancelled) do not wait.
+    absl::StatusOr<Statement*> oldest = reader_->Prepare(
+        "SELECT r.id, r.status, r.since_day, r.commune FROM json_each(?1) AS j "
+        "CROSS JOIN r_request r WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+        "AND r.status NOT IN (?4, ?5, ?6) ORDER BY max(0, ?7 - r.since_day) DESC, r.id LIMIT ?8");
+    if (!oldest.ok()) return oldest.status();
+    (*oldest)->BindText(1, communes);
+    (*oldest)->BindInt(2, scope.from_day);
+    (*oldest)->BindInt(3, scope.to_day);
+    (*oldest)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
+    (*oldest)->BindInt(5, kcnet::v1::REQUEST_STATUS_REJECTED);
+    (*oldest)->BindInt(6, kcnet::v1::REQUEST_STATUS_CANCELLED);
+    (*oldest)->BindInt(7, scope.today);
+    (*oldest)->BindInt(8, static_cast<int64_t>(max_items));
+    status = ForEachRow(*oldest, [&](Statement& s) {
+      const int st = static_cast<int>(s.ColumnInt(1));
+      kcnet::v1::PipelineItem* item = report.add_oldest();
+      item->set_request_id(std::string(s.ColumnText(0)));
+      item->set_commune_id(s.ColumnInt(3));
+      item->set_status(static_cast<kcnet::v1::RequestStatus>(st));
+      item->set_since_date(DayText(s.ColumnInt(2)));
+      item->set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(2)));
+      auto limit = limits.find(st);
+      item->set_overdue(limit != limits.end() && item->age_days() > limit->second);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    for (auto& m : Series(created_by_month)) *report.add_created_by_month() = std::move(m);
+    return report;
+  }
+  // Every figure comes from one pass over the period's requests in the covering index of
+  // r_request (commune, created_day, status, since_day, created_month; the id is the
+  // key): no request is read whole, and no row is sorted in SQLite. Per row: its status's
+  // count, overdue count and largest age, its created month, and, when it is open, a
+  // place among the `max_items` oldest (a bounded heap here). (Three statements before,
+  // the ages and the months each grouped by a sort, read the year's requests three times.)
   // since_day is the day a request entered its status (its last event into that status,
   // else its last update), kept by the follower.
   const std::string communes = CommunesJson(scope);
-  absl::StatusOr<Statement*> ages = reader_->Prepare(
-      "SELECT r.status, r.since_day, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
-      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
-      "GROUP BY r.status, r.since_day");
-  if (!ages.ok()) return ages.status();
-  std::map<int, kcnet::v1::PipelineStatusRow> statuses;
-  (*ages)->BindText(1, communes);
-  (*ages)->BindInt(2, scope.from_day);
-  (*ages)->BindInt(3, scope.to_day);
-  absl::Status status = ForEachRow(*ages, [&](Statement& s) {
-    const int st = static_cast<int>(s.ColumnInt(0));
-    const int64_t age = std::max<int64_t>(0, scope.today - s.ColumnInt(1));
-    const int64_t n = s.ColumnInt(2);
-    auto limit = limits.find(st);
-    const bool overdue = limit != limits.end() && age > limit->second;
-    kcnet::v1::PipelineStatusRow& row = statuses[st];
-    row.set_status(static_cast<kcnet::v1::RequestStatus>(st));
-    row.set_requests(row.requests() + n);
-    row.set_overdue(row.overdue() + (overdue ? n : 0));
-    row.set_max_age_days(std::max(row.max_age_days(), age));
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  for (auto& [st, row] : statuses) *report.add_statuses() = row;
-  absl::StatusOr<Statement*> created = reader_->Prepare(
-      "SELECT r.created_month, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
-      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.created_month");
-  if (!created.ok()) return created.status();
+  absl::StatusOr<Statement*> rows = reader_->Prepare(
+      "SELECT r.status, r.since_day, r.created_month, r.commune, r.id FROM json_each(?1) AS j "
+      "CROSS JOIN r_request r INDEXED BY r_request_commune WHERE r.commune = j.value AND "
+      "r.created_day BETWEEN ?2 AND ?3");
+  if (!rows.ok()) return rows.status();
+  struct StatusCount {
+    int64_t requests = 0, overdue = 0, max_age = 0;
+  };
+  std::map<int, StatusCount> statuses;
   std::map<int64_t, int64_t> created_by_month;
-  (*created)->BindText(1, communes);
-  (*created)->BindInt(2, scope.from_day);
-  (*created)->BindInt(3, scope.to_day);
-  status = ForEachRow(*created, [&](Statement& s) {
-    created_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  // Oldest first; requests that are closed (completed, rejected, cancelled) do not wait.
-  absl::StatusOr<Statement*> oldest = reader_->Prepare(
-      "SELECT r.id, r.status, r.since_day, r.commune FROM json_each(?1) AS j "
-      "CROSS JOIN r_request r WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
-      "AND r.status NOT IN (?4, ?5, ?6) ORDER BY max(0, ?7 - r.since_day) DESC, r.id LIMIT ?8");
-  if (!oldest.ok()) return oldest.status();
-  (*oldest)->BindText(1, communes);
-  (*oldest)->BindInt(2, scope.from_day);
-  (*oldest)->BindInt(3, scope.to_day);
-  (*oldest)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
-  (*oldest)->BindInt(5, kcnet::v1::REQUEST_STATUS_REJECTED);
-  (*oldest)->BindInt(6, kcnet::v1::REQUEST_STATUS_CANCELLED);
-  (*oldest)->BindInt(7, scope.today);
-  (*oldest)->BindInt(8, static_cast<int64_t>(max_items));
-  status = ForEachRow(*oldest, [&](Statement& s) {
-    const int st = static_cast<int>(s.ColumnInt(1));
-    kcnet::v1::PipelineItem* item = report.add_oldest();
-    item->set_request_id(std::string(s.ColumnText(0)));
-    item->set_commune_id(s.ColumnInt(3));
-    item->set_status(static_cast<kcnet::v1::RequestStatus>(st));
-    item->set_since_date(DayText(s.ColumnInt(2)));
-    item->set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(2)));
+  // The oldest open requests: (age, id) with the greatest age first, ties by id; the heap's
+  // top is the one that would leave first (the youngest, then the greatest id).
+  struct Waiting {
+    int64_t age, since_day, commune;
+    int status;
+    std::string id;
+  };
+  auto after = [](const Waiting& a, const Waiting& b) {  // a comes after b in the answer
+    return a.age != b.age ? a.age < b.age : a.id > b.id;
+  };
+  auto heap_less = [&](const Waiting& a, const Waiting& b) { return after(b, a); };
+  std::vector<Waiting> oldest;
+  oldest.reserve(max_items + 1);
+  (*rows)->BindText(1, communes);
+  (*rows)->BindInt(2, scope.from_day);
+  (*rows)->BindInt(3, scope.to_day);
+  int last_status = -1;
+  StatusCount* count = nullptr;
+  absl::Status status = ForEachRow(*rows, [&](Statement& s) {
+    const int st = static_cast<int>(s.ColumnInt(0));
+    const int64_t since = s.ColumnInt(1);
+    const int64_t age = std::max<int64_t>(0, scope.today - since);
+    if (st != last_status) {
+      count = &statuses[st];
+      last_status = st;
+    }
+    count->requests += 1;
     auto limit = limits.find(st);
-    item->set_overdue(limit != limits.end() && item->age_days() > limit->second);
+    if (limit != limits.end() && age > limit->second) count->overdue += 1;
+    count->max_age = std::max(count->max_age, age);
+    created_by_month[s.ColumnInt(2)] += 1;
+    // Requests that are closed (completed, rejected, cancelled) do not wait.
+    if (st == kcnet::v1::REQUEST_STATUS_COMPLETED || st == kcnet::v1::REQUEST_STATUS_REJECTED ||
+        st == kcnet::v1::REQUEST_STATUS_CANCELLED) {
+      return absl::OkStatus();
+    }
+    if (oldest.size() == max_items && age < oldest.front().age) return absl::OkStatus();
+    Waiting w{age, since, s.ColumnInt(3), st, std::string(s.ColumnText(4))};
+    if (oldest.size() == max_items) {
+      if (!after(oldest.front(), w)) return absl::OkStatus();
+      std::pop_heap(oldest.begin(), oldest.end(), heap_less);
+      oldest.pop_back();
+    }
+    oldest.push_back(std::move(w));
+    std::push_heap(oldest.begin(), oldest.end(), heap_less);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  for (const auto& [st, c] : statuses) {
+    kcnet::v1::PipelineStatusRow* row = report.add_statuses();
+    row->set_status(static_cast<kcnet::v1::RequestStatus>(st));
+    row->set_requests(c.requests);
+    row->set_overdue(c.overdue);
+    row->set_max_age_days(c.max_age);
+  }
+  // Oldest first, ties by id.
+  std::sort(oldest.begin(), oldest.end(),
+            [&](const Waiting& a, const Waiting& b) { return after(b, a); });
+  for (Waiting& w : oldest) {
+    kcnet::v1::PipelineItem* item = report.add_oldest();
+    item->set_request_id(std::move(w.id));
+    item->set_commune_id(w.commune);
+    item->set_status(static_cast<kcnet::v1::RequestStatus>(w.status));
+    item->set_since_date(DayText(w.since_day));
+    item->set_age_days(w.age);
+    auto limit = limits.find(w.status);
+    item->set_overdue(limit != limits.end() && w.age > limit->second);
+  }
   for (auto& m : Series(created_by_month)) *report.add_created_by_month() = std::move(m);
   return report;
 }
@@ -2352,8 +2514,17 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
                   "v.day BETWEEN ?2 AND ?3 AND v.dist_km > ?4";
   absl::StatusOr<Statement*> far_count = reader_->Prepare("SELECT count(*) " + far_from);
   if (!far_count.ok()) return far_count.status();
+  // The page: the scope's communes in order (an IN list, which SQLite reads sorted), each
+  // commune's far visits sorted by id, until the page is full: a first page reads the far
+  // visits of its first few dozen communes, not every far visit of the scope sorted.
+  const std::string far_page_from =
+      far_index ? "FROM r_visit v INDEXED BY r_visit_far WHERE v.commune IN (SELECT value FROM "
+                  "json_each(?1)) AND v.commune >= ?5 AND v.day BETWEEN ?2 AND ?3 AND "
+                  "v.dist_km > 5.0 AND v.dist_km > ?4"
+                : "FROM r_visit v WHERE v.commune IN (SELECT value FROM json_each(?1)) AND "
+                  "v.commune >= ?5 AND v.day BETWEEN ?2 AND ?3 AND v.dist_km > ?4";
   absl::StatusOr<Statement*> far =
-      reader_->Prepare("SELECT v.id, v.facility, v.dist_km, v.commune " + far_from +
+      reader_->Prepare("SELECT v.id, v.facility, v.dist_km, v.commune " + far_page_from +
                        " AND (v.commune, v.id) > (?5, ?6) ORDER BY v.commune, v.id LIMIT ?7");
   if (!far.ok()) return far.status();
   // Duplicate groups: one pass over the scope's facilities in (commune, folded name, id)
@@ -2445,7 +2616,63 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
         return std::make_pair(v->commune_id(), v->visit_id());
       });
   if (!status.ok()) return status;
-  {
+  if (use_monthly_) {
+    // The groups kept by the follower (s_duplicate: every (commune, folded name) with two
+    // or more live facilities): counted over the scope's communes, one page of them read
+    // after the position, each group's facilities from r_facility_folded.
+    const ListPosition from = PositionOf(*page, 1);
+    ListPosition& next = page->next[1];
+    next.done = true;
+    absl::StatusOr<Statement*> count = reader_->Prepare(
+        "SELECT count(*) FROM json_each(?1) AS j CROSS JOIN s_duplicate d "
+        "WHERE d.commune = j.value");
+    if (!count.ok()) return count.status();
+    (*count)->BindText(1, communes);
+    status = ForEachRow(*count, [&](Statement& s) {
+      report.set_duplicate_groups(s.ColumnInt(0));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    absl::StatusOr<Statement*> groups = reader_->Prepare(
+        "SELECT d.commune, d.folded FROM s_duplicate d WHERE d.commune IN "
+        "(SELECT value FROM json_each(?1)) AND (d.commune, d.folded) > (?2, ?3) "
+        "ORDER BY d.commune, d.folded LIMIT ?4");
+    if (!groups.ok()) return groups.status();
+    absl::StatusOr<Statement*> members = reader_->Prepare(
+        "SELECT id FROM r_facility INDEXED BY r_facility_folded WHERE commune = ?1 AND "
+        "folded = ?2 ORDER BY id");
+    if (!members.ok()) return members.status();
+    if (!from.done) {
+      (*groups)->BindText(1, communes);
+      (*groups)->BindInt(2, from.started ? from.major : std::numeric_limits<int64_t>::min());
+      (*groups)->BindText(3, from.started ? from.minor : std::string());
+      (*groups)->BindInt(4, limit > 0 ? limit + 1 : -1);
+      int64_t listed = 0;
+      status = ForEachRow(*groups, [&](Statement& s) {
+        if (limit > 0 && listed == limit) {
+          next.done = false;  // more follow: resume after the last one listed
+          next.started = true;
+          return absl::OkStatus();
+        }
+        ++listed;
+        kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+        d->set_commune_id(s.ColumnInt(0));
+        d->set_folded_name(std::string(s.ColumnText(1)));
+        (*members)->BindInt(1, d->commune_id());
+        (*members)->BindText(2, d->folded_name());
+        absl::Status st = ForEachRow(*members, [&](Statement& m) {
+          d->add_facility_ids(std::string(m.ColumnText(0)));
+          return absl::OkStatus();
+        });
+        next.major = d->commune_id();
+        next.minor = d->folded_name();
+        return st;
+      });
+      if (!status.ok()) return status;
+    }
+  } else {
+    // For tests (set_use_monthly_summaries(false)): one pass over the scope's facilities in
+    // (commune, folded name, id) order, the groups found here.
     const ListPosition from = PositionOf(*page, 1);
     ListPosition& next = page->next[1];
     next.done = true;
