@@ -48,7 +48,9 @@ constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // that are not whole months read r_visit's covering index, the last visit of a
 // collaborator the monthly counters' index by collaborator (s_visit_month_collaborator);
 // 6: r_fsearch_key_name (the search's order); 7: live facilities per commune
-// (s_commune_facilities) and the duplicate groups (s_duplicate).
+// (s_commune_facilities), the duplicate groups (s_duplicate), and no visits per facility x
+// month (s_facility_month: about a row per visit, one more B-tree written per visit;
+// r_visit_facility, now with the commune, answers what it did).
 constexpr int64_t kReportsVersion = 7;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
@@ -83,7 +85,9 @@ constexpr char kTables[] =
     // Covers the visits' counters (a rebuild reads them in this order, no sort).
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month,"
     " collaborator, lat);"
-    "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
+    // A facility's visits by day (and commune: whether a facility had a visit in a commune's
+    // month or year is counted over this index; no per-facility counter table is kept).
+    "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day, commune);"
     // The visits farther than the default limit (5 km): the quality report reads only these.
     "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km, facility) "
     "WHERE dist_km > 5.0;"
@@ -115,10 +119,6 @@ constexpr char kTables[] =
     // the newest month's communes (r_visit_commune then gives the day). A row is added
     // only for a collaborator's first visit of a commune's month, not for every visit.
     "CREATE INDEX IF NOT EXISTS s_visit_month_collaborator ON s_visit_month(collaborator, month);"
-    // Visits per facility x month (by the visits' commune): which facilities were visited.
-    "CREATE TABLE IF NOT EXISTS s_facility_month(commune INTEGER NOT NULL, facility TEXT NOT NULL,"
-    " month INTEGER NOT NULL, visits INTEGER NOT NULL,"
-    " PRIMARY KEY(commune, facility, month)) WITHOUT ROWID;"
     // Per commune x month: visits, visits without GPS, distinct facilities visited; and
     // distinct facilities visited per commune x year (distinct counts do not add across
     // months, so each is kept).
@@ -146,15 +146,12 @@ constexpr char kTables[] =
     " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
-constexpr const char* kSummaryTables[] = {"r_facility",      "r_visit",
-                                          "r_request",       "r_event",
-                                          "s_visit_month",   "s_facility_month",
-                                          "s_commune_month", "s_coverage_year",
-                                          "s_request_month", "s_commune_facilities",
-                                          "s_duplicate",     "r_fsearch_key",
-                                          "r_fsearch"};
+constexpr const char* kSummaryTables[] = {
+    "r_facility",           "r_visit",         "r_request",       "r_event",
+    "s_visit_month",        "s_commune_month", "s_coverage_year", "s_request_month",
+    "s_commune_facilities", "s_duplicate",     "r_fsearch_key",   "r_fsearch"};
 // Tables of older layouts, dropped with the others when the version changes.
-constexpr const char* kObsoleteTables[] = {"s_visit_day"};
+constexpr const char* kObsoleteTables[] = {"s_visit_day", "s_facility_month"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
@@ -833,16 +830,11 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords(Db* db) {
 
 namespace {
 
-// The visit counters' rows (s_visit_month, s_facility_month,
-// s_commune_month, s_coverage_year), each table's in primary-key order.
+// The visit counters' rows (s_visit_month, s_commune_month, s_coverage_year), each
+// table's in primary-key order.
 struct VisitCounterRows {
   struct Count {
     int64_t commune, month, collaborator, visits, no_gps;
-  };
-  struct FacilityMonth {
-    int64_t commune;
-    const std::string* facility;  // in VisitCounters::facilities_
-    int64_t month, visits;
   };
   struct CommuneMonth {
     int64_t commune, month, visits, no_gps, facilities;
@@ -851,7 +843,6 @@ struct VisitCounterRows {
     int64_t commune, year, facilities;
   };
   std::vector<Count> month;
-  std::vector<FacilityMonth> facility_month;
   std::vector<CommuneMonth> commune_month;
   std::vector<Year> coverage_year;
   void clear() { *this = VisitCounterRows(); }
@@ -890,9 +881,8 @@ class VisitCounters {
     absl::string_view last_facility;
     int64_t last_year = 0;
     bool first = true;
-    for (const auto& [key, visits] : by_facility_month_) {
-      rows_->facility_month.push_back(
-          {commune_, &*facilities_.find(key.first), key.second, visits});
+    for (const auto& entry : by_facility_month_) {
+      const std::pair<absl::string_view, int64_t>& key = entry.first;
       facilities_by_month[key.second] += 1;
       // Keys come by facility, then month: a facility's first month of a year counts it.
       const int64_t year = key.second / 100;
@@ -922,7 +912,7 @@ class VisitCounters {
   };
   VisitCounterRows* rows_;
   int64_t commune_ = -1;
-  // Each facility id once (stable addresses: rows point at them).
+  // Each facility id once (stable addresses: by_facility_month_'s keys point at them).
   absl::node_hash_set<std::string> facilities_;
   std::map<std::pair<int64_t, int64_t>, Pair> by_month_;  // (month, collaborator)
   std::map<std::pair<absl::string_view, int64_t>, int64_t> by_facility_month_;
@@ -934,7 +924,6 @@ absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
   const char* kInserts[] = {
       "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
       "VALUES (?1,?2,?3,?4,?5)",
-      "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4)",
       "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
       "VALUES (?1,?2,?3,?4,?5)",
       "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1,?2,?3)"};
@@ -955,22 +944,12 @@ absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
     absl::Status st = run(inserts[0], {r.commune, r.month, r.collaborator, r.visits, r.no_gps});
     if (!st.ok()) return st;
   }
-  for (const auto& r : rows.facility_month) {
-    Statement* s = inserts[1];
-    s->Reset();
-    s->BindInt(1, r.commune);
-    s->BindTextRef(2, *r.facility);
-    s->BindInt(3, r.month);
-    s->BindInt(4, r.visits);
-    absl::Status st = s->Run();
-    if (!st.ok()) return st;
-  }
   for (const auto& r : rows.commune_month) {
-    absl::Status st = run(inserts[2], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
+    absl::Status st = run(inserts[1], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
     if (!st.ok()) return st;
   }
   for (const auto& r : rows.coverage_year) {
-    absl::Status st = run(inserts[3], {r.commune, r.year, r.facilities});
+    absl::Status st = run(inserts[2], {r.commune, r.year, r.facilities});
     if (!st.ok()) return st;
   }
   return absl::OkStatus();
@@ -1306,54 +1285,59 @@ absl::Status ReportsStore::FlushPending() {
         n.visits < 0);
     if (!status.ok()) return status;
   }
-  // Visits per facility x month; a facility's month appearing or going changes the
-  // distinct counts of its commune's month and, when no other month of that year has a
-  // visit, of its commune's year.
+  // A facility's first visit of a month appearing or its last going changes the distinct
+  // count of its commune's month, and likewise for its commune's year.
   std::map<std::pair<int64_t, int64_t>, Pending::Pair> commune_month;  // visits, no_gps
   std::map<std::pair<int64_t, int64_t>, int64_t> commune_month_facilities;
-  // (commune, facility, year): months that appeared minus months that went.
-  std::map<std::tuple<int64_t, std::string, int64_t>, int64_t> year_moves;
+  // (commune, year): facilities that appeared minus facilities that went.
+  std::map<std::pair<int64_t, int64_t>, int64_t> coverage_year;
   for (const auto& entry : p.visit_month) {
     const std::array<int64_t, 3>& k = entry.first;
     Pending::Pair& c = commune_month[{k[0], k[1]}];
     c.visits += entry.second.visits;
     c.no_gps += entry.second.no_gps;
   }
+  // The visits' changes per (commune, facility, year), by month.
+  std::map<std::tuple<int64_t, absl::string_view, int64_t>, std::map<int64_t, int64_t>> by_year;
   for (const auto& entry : p.facility_month) {
-    const int64_t commune = std::get<0>(entry.first), month = std::get<2>(entry.first);
-    const std::string& facility = std::get<1>(entry.first);
-    const int64_t delta = entry.second;
-    if (delta == 0) continue;
-    absl::StatusOr<Statement*> up = writer_->Prepare(
-        "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4) "
-        "ON CONFLICT(commune, facility, month) DO UPDATE SET visits = visits + excluded.visits "
-        "RETURNING visits");
-    if (!up.ok()) return up.status();
-    (*up)->BindInt(1, commune);
-    (*up)->BindText(2, facility);
-    (*up)->BindInt(3, month);
-    (*up)->BindInt(4, delta);
-    int64_t now = 0;
-    absl::Status status = ForEachRow(*up, [&](Statement& s) {
-      now = s.ColumnInt(0);
+    if (entry.second == 0) continue;  // a visit out and in again
+    const int64_t month = std::get<2>(entry.first);
+    by_year[{std::get<0>(entry.first), std::get<1>(entry.first), month / 100}][month] +=
+        entry.second;
+  }
+  // Whether the facility has a visit in the commune's month (and year) now, after this
+  // catch-up's rows, from its visits of that year (r_visit_facility: a facility has a few
+  // visits a year), and whether it had one before: now less this catch-up's changes.
+  for (const auto& [key, months] : by_year) {
+    const auto& [commune, facility, year] = key;
+    absl::StatusOr<Statement*> days = writer_->Prepare(
+        "SELECT day FROM r_visit INDEXED BY r_visit_facility WHERE facility = ?1 AND "
+        "day BETWEEN ?2 AND ?3 AND commune = ?4");
+    if (!days.ok()) return days.status();
+    const absl::CivilDay epoch(1970, 1, 1);
+    (*days)->BindText(1, facility);
+    (*days)->BindInt(2, absl::CivilDay(year, 1, 1) - epoch);
+    (*days)->BindInt(3, absl::CivilDay(year, 12, 31) - epoch);
+    (*days)->BindInt(4, commune);
+    std::map<int64_t, int64_t> now_by_month;
+    int64_t now_year = 0;
+    absl::Status status = ForEachRow(*days, [&](Statement& s) {
+      now_by_month[MonthOf(s.ColumnInt(0))] += 1;
+      now_year += 1;
       return absl::OkStatus();
     });
     if (!status.ok()) return status;
-    if (now == 0) {
-      absl::StatusOr<Statement*> zero = writer_->Prepare(
-          "DELETE FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND month = ?3");
-      if (!zero.ok()) return zero.status();
-      (*zero)->BindInt(1, commune);
-      (*zero)->BindText(2, facility);
-      (*zero)->BindInt(3, month);
-      status = (*zero)->Run();
-      if (!status.ok()) return status;
+    int64_t year_delta = 0;
+    for (const auto& [month, delta] : months) {
+      year_delta += delta;
+      auto it = now_by_month.find(month);
+      const int64_t now = it == now_by_month.end() ? 0 : it->second;
+      const int64_t before = now - delta;
+      const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
+      if (move != 0) commune_month_facilities[{commune, month}] += move;
     }
-    const int64_t before = now - delta;
-    const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
-    if (move == 0) continue;
-    commune_month_facilities[{commune, month}] += move;
-    year_moves[{commune, facility, month / 100}] += move;
+    const int64_t move = (now_year > 0 ? 1 : 0) - (now_year - year_delta > 0 ? 1 : 0);
+    if (move != 0) coverage_year[{commune, year}] += move;
   }
   for (const auto& entry : commune_month) {
     const std::pair<int64_t, int64_t>& k = entry.first;
@@ -1378,29 +1362,6 @@ absl::Status ReportsStore::FlushPending() {
         },
         n.visits < 0);
     if (!status.ok()) return status;
-  }
-  // A facility counts in its commune's year when it has a visit in any month of it: the
-  // months it has now (after the upserts above) against those it had before.
-  std::map<std::pair<int64_t, int64_t>, int64_t> coverage_year;
-  for (const auto& entry : year_moves) {
-    const int64_t commune = std::get<0>(entry.first), year = std::get<2>(entry.first);
-    absl::StatusOr<Statement*> months = writer_->Prepare(
-        "SELECT count(*) FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND "
-        "month BETWEEN ?3 AND ?4");
-    if (!months.ok()) return months.status();
-    (*months)->BindInt(1, commune);
-    (*months)->BindText(2, std::get<1>(entry.first));
-    (*months)->BindInt(3, year * 100 + 1);
-    (*months)->BindInt(4, year * 100 + 12);
-    int64_t now = 0;
-    absl::Status status = ForEachRow(*months, [&](Statement& s) {
-      now = s.ColumnInt(0);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    const int64_t before = now - entry.second;
-    const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
-    if (move != 0) coverage_year[{commune, year}] += move;
   }
   for (const auto& entry : coverage_year) {
     if (entry.second == 0) continue;
@@ -1946,12 +1907,13 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   if (!status.ok()) return status;
   // Facilities visited in the period, per commune. Whole months use the monthly
   // summaries: a whole year or a single month has its distinct count kept
-  // (s_coverage_year, s_commune_month); other whole months count the facilities' months
-  // (s_facility_month). Other periods count the period's visits (r_visit).
+  // (s_coverage_year, s_commune_month); other periods (other runs of months too) count
+  // the period's visits (r_visit_commune: commune, day, facility).
   const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   std::string visited_sql;
   int64_t from_key = scope.from_day, to_key = scope.to_day;
-  if (!months.whole) {
+  if (!months.whole ||
+      (months.from != months.to && !(months.from % 100 == 1 && months.to == months.from + 11))) {
     visited_sql =
         "SELECT v.commune, count(DISTINCT v.facility) FROM json_each(?1) AS j CROSS JOIN "
         "r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.commune";
@@ -1965,13 +1927,6 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
         "SELECT c.commune, c.facilities FROM json_each(?1) AS j CROSS JOIN s_commune_month c "
         "WHERE c.commune = j.value AND c.month BETWEEN ?2 AND ?3";
     from_key = to_key = months.from;
-  } else {
-    visited_sql =
-        "SELECT m.commune, count(DISTINCT m.facility) FROM json_each(?1) AS j CROSS JOIN "
-        "s_facility_month m WHERE m.commune = j.value AND m.month BETWEEN ?2 AND ?3 "
-        "GROUP BY m.commune";
-    from_key = months.from;
-    to_key = months.to;
   }
   absl::StatusOr<Statement*> visited = reader_->Prepare(visited_sql);
   if (!visited.ok()) return visited.status();
