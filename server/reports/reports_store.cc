@@ -47,8 +47,11 @@ constexpr int64_t kVietnamOffsetMs = 7 * 3600 * 1000;
 // 4: the facility search index (r_fsearch); 5: no daily counters (s_visit_day): periods
 // that are not whole months read r_visit's covering index, the last visit of a
 // collaborator the monthly counters' index by collaborator (s_visit_month_collaborator);
-// 6: r_fsearch_key_name (the search's order).
-constexpr int64_t kReportsVersion = 6;
+// 6: r_fsearch_key_name (the search's order); 7: live facilities per commune
+// (s_commune_facilities), the duplicate groups (s_duplicate), and no visits per facility x
+// month (s_facility_month: about a row per visit, one more B-tree written per visit;
+// r_visit_facility, now with the commune, answers what it did).
+constexpr int64_t kReportsVersion = 7;
 // The most ops one catch-up transaction counts (a backlog goes in slices).
 constexpr int64_t kMaxOpsPerTransaction = 200000;
 
@@ -82,7 +85,9 @@ constexpr char kTables[] =
     // Covers the visits' counters (a rebuild reads them in this order, no sort).
     "CREATE INDEX IF NOT EXISTS r_visit_commune ON r_visit(commune, day, facility, month,"
     " collaborator, lat);"
-    "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day);"
+    // A facility's visits by day (and commune: whether a facility had a visit in a commune's
+    // month or year is counted over this index; no per-facility counter table is kept).
+    "CREATE INDEX IF NOT EXISTS r_visit_facility ON r_visit(facility, day, commune);"
     // The visits farther than the default limit (5 km): the quality report reads only these.
     "CREATE INDEX IF NOT EXISTS r_visit_far ON r_visit(commune, day, dist_km, facility) "
     "WHERE dist_km > 5.0;"
@@ -114,10 +119,6 @@ constexpr char kTables[] =
     // the newest month's communes (r_visit_commune then gives the day). A row is added
     // only for a collaborator's first visit of a commune's month, not for every visit.
     "CREATE INDEX IF NOT EXISTS s_visit_month_collaborator ON s_visit_month(collaborator, month);"
-    // Visits per facility x month (by the visits' commune): which facilities were visited.
-    "CREATE TABLE IF NOT EXISTS s_facility_month(commune INTEGER NOT NULL, facility TEXT NOT NULL,"
-    " month INTEGER NOT NULL, visits INTEGER NOT NULL,"
-    " PRIMARY KEY(commune, facility, month)) WITHOUT ROWID;"
     // Per commune x month: visits, visits without GPS, distinct facilities visited; and
     // distinct facilities visited per commune x year (distinct counts do not add across
     // months, so each is kept).
@@ -131,17 +132,26 @@ constexpr char kTables[] =
     "CREATE TABLE IF NOT EXISTS s_request_month(commune INTEGER NOT NULL, month INTEGER NOT NULL,"
     " author INTEGER NOT NULL, requests INTEGER NOT NULL,"
     " PRIMARY KEY(commune, month, author)) WITHOUT ROWID;"
+    // Live facilities per commune: coverage's registered facilities are these less the
+    // commune's facilities created after the period (r_facility_commune), not a count of
+    // every facility.
+    "CREATE TABLE IF NOT EXISTS s_commune_facilities(commune INTEGER PRIMARY KEY,"
+    " facilities INTEGER NOT NULL) WITHOUT ROWID;"
+    // The duplicate groups (quality): each (commune, folded name) with two or more live
+    // facilities, and how many; the group's facilities are r_facility_folded's rows.
+    "CREATE TABLE IF NOT EXISTS s_duplicate(commune INTEGER NOT NULL, folded TEXT NOT NULL,"
+    " facilities INTEGER NOT NULL, PRIMARY KEY(commune, folded)) WITHOUT ROWID;"
     // Each device's last accepted Hello (not from the records: a rebuild keeps it).
     "CREATE TABLE IF NOT EXISTS r_device(device_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL,"
     " last_sync_ms INTEGER NOT NULL, pending_writes INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS r_device_user ON r_device(user_id);";
 
-constexpr const char* kSummaryTables[] = {"r_facility",      "r_visit",         "r_request",
-                                          "r_event",         "s_visit_month",   "s_facility_month",
-                                          "s_commune_month", "s_coverage_year", "s_request_month",
-                                          "r_fsearch_key",   "r_fsearch"};
+constexpr const char* kSummaryTables[] = {
+    "r_facility",           "r_visit",         "r_request",       "r_event",
+    "s_visit_month",        "s_commune_month", "s_coverage_year", "s_request_month",
+    "s_commune_facilities", "s_duplicate",     "r_fsearch_key",   "r_fsearch"};
 // Tables of older layouts, dropped with the others when the version changes.
-constexpr const char* kObsoleteTables[] = {"s_visit_day"};
+constexpr const char* kObsoleteTables[] = {"s_visit_day", "s_facility_month"};
 
 int64_t MonthOf(int64_t day) {
   const absl::CivilDay d = absl::CivilDay(1970, 1, 1) + day;
@@ -330,9 +340,14 @@ struct ReportsStore::Pending {
   std::map<std::array<int64_t, 3>, int64_t> request_month;
   // Requests whose since day may have changed (their row, or one of their events).
   std::set<std::string> since_requests;
+  // commune: live facilities that came (+) or went (-).
+  std::map<int64_t, int64_t> commune_facilities;
+  // (commune, folded name) of every facility that came, went or changed: its duplicate
+  // group is counted again.
+  std::set<std::pair<int64_t, std::string>> folded_names;
   bool empty() const {
     return visit_month.empty() && facility_month.empty() && request_month.empty() &&
-           since_requests.empty();
+           since_requests.empty() && commune_facilities.empty() && folded_names.empty();
   }
 };
 
@@ -815,16 +830,11 @@ absl::StatusOr<uint64_t> ReportsStore::LoadRecords(Db* db) {
 
 namespace {
 
-// The visit counters' rows (s_visit_month, s_facility_month,
-// s_commune_month, s_coverage_year), each table's in primary-key order.
+// The visit counters' rows (s_visit_month, s_commune_month, s_coverage_year), each
+// table's in primary-key order.
 struct VisitCounterRows {
   struct Count {
     int64_t commune, month, collaborator, visits, no_gps;
-  };
-  struct FacilityMonth {
-    int64_t commune;
-    const std::string* facility;  // in VisitCounters::facilities_
-    int64_t month, visits;
   };
   struct CommuneMonth {
     int64_t commune, month, visits, no_gps, facilities;
@@ -833,7 +843,6 @@ struct VisitCounterRows {
     int64_t commune, year, facilities;
   };
   std::vector<Count> month;
-  std::vector<FacilityMonth> facility_month;
   std::vector<CommuneMonth> commune_month;
   std::vector<Year> coverage_year;
   void clear() { *this = VisitCounterRows(); }
@@ -872,9 +881,8 @@ class VisitCounters {
     absl::string_view last_facility;
     int64_t last_year = 0;
     bool first = true;
-    for (const auto& [key, visits] : by_facility_month_) {
-      rows_->facility_month.push_back(
-          {commune_, &*facilities_.find(key.first), key.second, visits});
+    for (const auto& entry : by_facility_month_) {
+      const std::pair<absl::string_view, int64_t>& key = entry.first;
       facilities_by_month[key.second] += 1;
       // Keys come by facility, then month: a facility's first month of a year counts it.
       const int64_t year = key.second / 100;
@@ -904,7 +912,7 @@ class VisitCounters {
   };
   VisitCounterRows* rows_;
   int64_t commune_ = -1;
-  // Each facility id once (stable addresses: rows point at them).
+  // Each facility id once (stable addresses: by_facility_month_'s keys point at them).
   absl::node_hash_set<std::string> facilities_;
   std::map<std::pair<int64_t, int64_t>, Pair> by_month_;  // (month, collaborator)
   std::map<std::pair<absl::string_view, int64_t>, int64_t> by_facility_month_;
@@ -916,7 +924,6 @@ absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
   const char* kInserts[] = {
       "INSERT INTO s_visit_month(commune, month, collaborator, visits, no_gps) "
       "VALUES (?1,?2,?3,?4,?5)",
-      "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4)",
       "INSERT INTO s_commune_month(commune, month, visits, no_gps, facilities) "
       "VALUES (?1,?2,?3,?4,?5)",
       "INSERT INTO s_coverage_year(commune, year, facilities) VALUES (?1,?2,?3)"};
@@ -937,22 +944,12 @@ absl::Status WriteCounterRows(Db* db, const VisitCounterRows& rows) {
     absl::Status st = run(inserts[0], {r.commune, r.month, r.collaborator, r.visits, r.no_gps});
     if (!st.ok()) return st;
   }
-  for (const auto& r : rows.facility_month) {
-    Statement* s = inserts[1];
-    s->Reset();
-    s->BindInt(1, r.commune);
-    s->BindTextRef(2, *r.facility);
-    s->BindInt(3, r.month);
-    s->BindInt(4, r.visits);
-    absl::Status st = s->Run();
-    if (!st.ok()) return st;
-  }
   for (const auto& r : rows.commune_month) {
-    absl::Status st = run(inserts[2], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
+    absl::Status st = run(inserts[1], {r.commune, r.month, r.visits, r.no_gps, r.facilities});
     if (!st.ok()) return st;
   }
   for (const auto& r : rows.coverage_year) {
-    absl::Status st = run(inserts[3], {r.commune, r.year, r.facilities});
+    absl::Status st = run(inserts[2], {r.commune, r.year, r.facilities});
     if (!st.ok()) return st;
   }
   return absl::OkStatus();
@@ -1028,7 +1025,12 @@ absl::Status ReportsStore::FillDerived(Db* db, uint64_t op) {
   absl::Status status = db->Exec(
       "INSERT INTO s_request_month(commune, month, author, requests) "
       "SELECT commune, created_month, author, count(*) FROM r_request "
-      "GROUP BY commune, created_month, author;");
+      "GROUP BY commune, created_month, author;"
+      "INSERT INTO s_commune_facilities(commune, facilities) "
+      "SELECT commune, count(*) FROM r_facility GROUP BY commune;"
+      "INSERT INTO s_duplicate(commune, folded, facilities) "
+      "SELECT commune, folded, count(*) FROM r_facility INDEXED BY r_facility_folded "
+      "GROUP BY commune, folded HAVING count(*) >= 2;");
   if (!status.ok()) return status;
   // The visit counters: those of the counter job when it counted the same snapshot.
   if (counter_job_ != nullptr) {
@@ -1139,14 +1141,17 @@ absl::StatusOr<uint64_t> ReportsStore::CatchUpLocked(int64_t max_ops, bool* done
 
 // Each Apply* gets a source row: 0 id, 1 _del, 2 commune_id, then the type's columns.
 absl::Status ReportsStore::ApplyFacility(Statement& row) {
-  // The registered point before (absent: no row, or a row without a point).
+  // The registered point before (absent: no row, or a row without a point), and what
+  // the old row counted (its commune's facilities, its duplicate group).
   absl::StatusOr<Statement*> old =
-      writer_->Prepare("SELECT lat, lon FROM r_facility WHERE id = ?1");
+      writer_->Prepare("SELECT lat, lon, commune, folded FROM r_facility WHERE id = ?1");
   if (!old.ok()) return old.status();
   (*old)->BindText(1, row.ColumnText(0));
   std::optional<std::pair<double, double>> point_before;
   absl::Status status = ForEachRow(*old, [&](Statement& s) {
     if (!s.IsNull(0)) point_before = std::make_pair(s.ColumnDouble(0), s.ColumnDouble(1));
+    pending_->commune_facilities[s.ColumnInt(2)] -= 1;
+    pending_->folded_names.emplace(s.ColumnInt(2), s.ColumnText(3));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -1163,9 +1168,10 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
         "INSERT INTO r_facility(id, commune, folded, lat, lon, day) VALUES (?1,?2,?3,?4,?5,?6)");
     if (!ins.ok()) return ins.status();
     Statement* s = *ins;
+    std::string folded = sync::FoldForSearch(row.ColumnText(3));
     s->BindText(1, row.ColumnText(0));
     s->BindInt(2, row.ColumnInt(2));
-    s->BindText(3, sync::FoldForSearch(row.ColumnText(3)));
+    s->BindText(3, folded);
     const bool gps = HasGps(row, 4, 5);
     BindOptionalDouble(s, 4, gps, row.ColumnDouble(4));
     BindOptionalDouble(s, 5, gps, row.ColumnDouble(5));
@@ -1173,6 +1179,8 @@ absl::Status ReportsStore::ApplyFacility(Statement& row) {
     status = s->Run();
     if (!status.ok()) return status;
     if (gps) point_after = std::make_pair(row.ColumnDouble(4), row.ColumnDouble(5));
+    pending_->commune_facilities[row.ColumnInt(2)] += 1;
+    pending_->folded_names.emplace(row.ColumnInt(2), std::move(folded));
   }
   // The point moved, appeared or went: the distances of the facility's visits follow
   if (point_before == point_after) return absl::OkStatus();
@@ -1277,54 +1285,59 @@ absl::Status ReportsStore::FlushPending() {
         n.visits < 0);
     if (!status.ok()) return status;
   }
-  // Visits per facility x month; a facility's month appearing or going changes the
-  // distinct counts of its commune's month and, when no other month of that year has a
-  // visit, of its commune's year.
+  // A facility's first visit of a month appearing or its last going changes the distinct
+  // count of its commune's month, and likewise for its commune's year.
   std::map<std::pair<int64_t, int64_t>, Pending::Pair> commune_month;  // visits, no_gps
   std::map<std::pair<int64_t, int64_t>, int64_t> commune_month_facilities;
-  // (commune, facility, year): months that appeared minus months that went.
-  std::map<std::tuple<int64_t, std::string, int64_t>, int64_t> year_moves;
+  // (commune, year): facilities that appeared minus facilities that went.
+  std::map<std::pair<int64_t, int64_t>, int64_t> coverage_year;
   for (const auto& entry : p.visit_month) {
     const std::array<int64_t, 3>& k = entry.first;
     Pending::Pair& c = commune_month[{k[0], k[1]}];
     c.visits += entry.second.visits;
     c.no_gps += entry.second.no_gps;
   }
+  // The visits' changes per (commune, facility, year), by month.
+  std::map<std::tuple<int64_t, absl::string_view, int64_t>, std::map<int64_t, int64_t>> by_year;
   for (const auto& entry : p.facility_month) {
-    const int64_t commune = std::get<0>(entry.first), month = std::get<2>(entry.first);
-    const std::string& facility = std::get<1>(entry.first);
-    const int64_t delta = entry.second;
-    if (delta == 0) continue;
-    absl::StatusOr<Statement*> up = writer_->Prepare(
-        "INSERT INTO s_facility_month(commune, facility, month, visits) VALUES (?1,?2,?3,?4) "
-        "ON CONFLICT(commune, facility, month) DO UPDATE SET visits = visits + excluded.visits "
-        "RETURNING visits");
-    if (!up.ok()) return up.status();
-    (*up)->BindInt(1, commune);
-    (*up)->BindText(2, facility);
-    (*up)->BindInt(3, month);
-    (*up)->BindInt(4, delta);
-    int64_t now = 0;
-    absl::Status status = ForEachRow(*up, [&](Statement& s) {
-      now = s.ColumnInt(0);
+    if (entry.second == 0) continue;  // a visit out and in again
+    const int64_t month = std::get<2>(entry.first);
+    by_year[{std::get<0>(entry.first), std::get<1>(entry.first), month / 100}][month] +=
+        entry.second;
+  }
+  // Whether the facility has a visit in the commune's month (and year) now, after this
+  // catch-up's rows, from its visits of that year (r_visit_facility: a facility has a few
+  // visits a year), and whether it had one before: now less this catch-up's changes.
+  for (const auto& [key, months] : by_year) {
+    const auto& [commune, facility, year] = key;
+    absl::StatusOr<Statement*> days = writer_->Prepare(
+        "SELECT day FROM r_visit INDEXED BY r_visit_facility WHERE facility = ?1 AND "
+        "day BETWEEN ?2 AND ?3 AND commune = ?4");
+    if (!days.ok()) return days.status();
+    const absl::CivilDay epoch(1970, 1, 1);
+    (*days)->BindText(1, facility);
+    (*days)->BindInt(2, absl::CivilDay(year, 1, 1) - epoch);
+    (*days)->BindInt(3, absl::CivilDay(year, 12, 31) - epoch);
+    (*days)->BindInt(4, commune);
+    std::map<int64_t, int64_t> now_by_month;
+    int64_t now_year = 0;
+    absl::Status status = ForEachRow(*days, [&](Statement& s) {
+      now_by_month[MonthOf(s.ColumnInt(0))] += 1;
+      now_year += 1;
       return absl::OkStatus();
     });
     if (!status.ok()) return status;
-    if (now == 0) {
-      absl::StatusOr<Statement*> zero = writer_->Prepare(
-          "DELETE FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND month = ?3");
-      if (!zero.ok()) return zero.status();
-      (*zero)->BindInt(1, commune);
-      (*zero)->BindText(2, facility);
-      (*zero)->BindInt(3, month);
-      status = (*zero)->Run();
-      if (!status.ok()) return status;
+    int64_t year_delta = 0;
+    for (const auto& [month, delta] : months) {
+      year_delta += delta;
+      auto it = now_by_month.find(month);
+      const int64_t now = it == now_by_month.end() ? 0 : it->second;
+      const int64_t before = now - delta;
+      const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
+      if (move != 0) commune_month_facilities[{commune, month}] += move;
     }
-    const int64_t before = now - delta;
-    const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
-    if (move == 0) continue;
-    commune_month_facilities[{commune, month}] += move;
-    year_moves[{commune, facility, month / 100}] += move;
+    const int64_t move = (now_year > 0 ? 1 : 0) - (now_year - year_delta > 0 ? 1 : 0);
+    if (move != 0) coverage_year[{commune, year}] += move;
   }
   for (const auto& entry : commune_month) {
     const std::pair<int64_t, int64_t>& k = entry.first;
@@ -1349,29 +1362,6 @@ absl::Status ReportsStore::FlushPending() {
         },
         n.visits < 0);
     if (!status.ok()) return status;
-  }
-  // A facility counts in its commune's year when it has a visit in any month of it: the
-  // months it has now (after the upserts above) against those it had before.
-  std::map<std::pair<int64_t, int64_t>, int64_t> coverage_year;
-  for (const auto& entry : year_moves) {
-    const int64_t commune = std::get<0>(entry.first), year = std::get<2>(entry.first);
-    absl::StatusOr<Statement*> months = writer_->Prepare(
-        "SELECT count(*) FROM s_facility_month WHERE commune = ?1 AND facility = ?2 AND "
-        "month BETWEEN ?3 AND ?4");
-    if (!months.ok()) return months.status();
-    (*months)->BindInt(1, commune);
-    (*months)->BindText(2, std::get<1>(entry.first));
-    (*months)->BindInt(3, year * 100 + 1);
-    (*months)->BindInt(4, year * 100 + 12);
-    int64_t now = 0;
-    absl::Status status = ForEachRow(*months, [&](Statement& s) {
-      now = s.ColumnInt(0);
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return status;
-    const int64_t before = now - entry.second;
-    const int64_t move = (now > 0 ? 1 : 0) - (before > 0 ? 1 : 0);
-    if (move != 0) coverage_year[{commune, year}] += move;
   }
   for (const auto& entry : coverage_year) {
     if (entry.second == 0) continue;
@@ -1399,6 +1389,41 @@ absl::Status ReportsStore::FlushPending() {
           for (int i = 0; i < 3; ++i) s->BindInt(i + 1, k[i]);
         },
         [&](Statement* s) { s->BindInt(4, entry.second); }, entry.second < 0);
+    if (!status.ok()) return status;
+  }
+  for (const auto& [commune, delta] : p.commune_facilities) {
+    if (delta == 0) continue;
+    absl::Status status = add(
+        "INSERT INTO s_commune_facilities(commune, facilities) VALUES (?1, ?2) "
+        "ON CONFLICT(commune) DO UPDATE SET facilities = facilities + excluded.facilities",
+        "DELETE FROM s_commune_facilities WHERE commune = ?1 AND facilities = 0",
+        [&](Statement* s) { s->BindInt(1, commune); }, [&](Statement* s) { s->BindInt(2, delta); },
+        delta < 0);
+    if (!status.ok()) return status;
+  }
+  // Each touched (commune, folded name): a duplicate group when two or more live
+  // facilities have it (counted over r_facility_folded, after this catch-up's rows).
+  for (const auto& [commune, folded] : p.folded_names) {
+    absl::StatusOr<Statement*> count =
+        writer_->Prepare("SELECT count(*) FROM r_facility WHERE commune = ?1 AND folded = ?2");
+    if (!count.ok()) return count.status();
+    (*count)->BindInt(1, commune);
+    (*count)->BindText(2, folded);
+    int64_t n = 0;
+    absl::Status status = ForEachRow(*count, [&](Statement& s) {
+      n = s.ColumnInt(0);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    absl::StatusOr<Statement*> write =
+        writer_->Prepare(n >= 2 ? "INSERT OR REPLACE INTO s_duplicate(commune, folded, facilities) "
+                                  "VALUES (?1, ?2, ?3)"
+                                : "DELETE FROM s_duplicate WHERE commune = ?1 AND folded = ?2");
+    if (!write.ok()) return write.status();
+    (*write)->BindInt(1, commune);
+    (*write)->BindText(2, folded);
+    if (n >= 2) (*write)->BindInt(3, n);
+    status = (*write)->Run();
     if (!status.ok()) return status;
   }
   // The day each touched request entered its status (its last event into it, else its
@@ -1817,10 +1842,12 @@ absl::StatusOr<std::string> ReportsStore::Dump() {
     if (absl::string_view(t) == "r_fsearch") continue;  // in r_fsearch_key's lines
     absl::StrAppend(&out, "# ", t, "\n");
     // The search index's rowids depend on the order of inserts: left out.
-    const std::string sql = absl::string_view(t) == "r_fsearch_key"
-                                ? "SELECT k.id, k.commune, k.name, f.words FROM r_fsearch_key k "
-                                  "LEFT JOIN r_fsearch f ON f.rowid = k.rid ORDER BY 1"
-                                : absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2, 3");
+    const std::string sql =
+        absl::string_view(t) == "r_fsearch_key"
+            ? "SELECT k.id, k.commune, k.name, f.words FROM r_fsearch_key k "
+              "LEFT JOIN r_fsearch f ON f.rowid = k.rid ORDER BY 1"
+            : absl::StrCat("SELECT * FROM ", t, " ORDER BY 1, 2",
+                           absl::string_view(t) == "s_commune_facilities" ? "" : ", 3");
     absl::StatusOr<Statement*> s = reader_->Prepare(sql);
     if (!s.ok()) return s.status();
     const int columns = sqlite3_column_count((*s)->raw());
@@ -1859,26 +1886,34 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
   // index seek per commune): a national answer runs three statements, not three per
   // commune.
   const std::string communes = CommunesJson(scope);
+  // Registered facilities: each commune's live facilities (s_commune_facilities) less
+  // those created after the period's last day (r_facility_commune: none for a period
+  // ending today), instead of counting every facility of the scope.
   absl::StatusOr<Statement*> registered = reader_->Prepare(
-      "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
-      "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
+      use_monthly_
+          ? "SELECT c.commune, c.facilities - (SELECT count(*) FROM r_facility f INDEXED BY "
+            "r_facility_commune WHERE f.commune = c.commune AND f.day > ?2) FROM json_each(?1) "
+            "AS j CROSS JOIN s_commune_facilities c WHERE c.commune = j.value"
+          : "SELECT f.commune, count(*) FROM json_each(?1) AS j CROSS JOIN r_facility f "
+            "WHERE f.commune = j.value AND f.day <= ?2 GROUP BY f.commune");
   if (!registered.ok()) return registered.status();
   std::map<int64_t, kcnet::v1::CoverageRow> rows;
   (*registered)->BindText(1, communes);
   (*registered)->BindInt(2, scope.to_day);
   absl::Status status = ForEachRow(*registered, [&](Statement& s) {
-    rows[s.ColumnInt(0)].set_registered_facilities(s.ColumnInt(1));
+    if (s.ColumnInt(1) > 0) rows[s.ColumnInt(0)].set_registered_facilities(s.ColumnInt(1));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   // Facilities visited in the period, per commune. Whole months use the monthly
   // summaries: a whole year or a single month has its distinct count kept
-  // (s_coverage_year, s_commune_month); other whole months count the facilities' months
-  // (s_facility_month). Other periods count the period's visits (r_visit).
+  // (s_coverage_year, s_commune_month); other periods (other runs of months too) count
+  // the period's visits (r_visit_commune: commune, day, facility).
   const MonthRange months = use_monthly_ ? WholeMonths(scope) : MonthRange{};
   std::string visited_sql;
   int64_t from_key = scope.from_day, to_key = scope.to_day;
-  if (!months.whole) {
+  if (!months.whole ||
+      (months.from != months.to && !(months.from % 100 == 1 && months.to == months.from + 11))) {
     visited_sql =
         "SELECT v.commune, count(DISTINCT v.facility) FROM json_each(?1) AS j CROSS JOIN "
         "r_visit v WHERE v.commune = j.value AND v.day BETWEEN ?2 AND ?3 GROUP BY v.commune";
@@ -1892,13 +1927,6 @@ absl::StatusOr<kcnet::v1::CoverageReport> ReportsStore::Coverage(const ReportSco
         "SELECT c.commune, c.facilities FROM json_each(?1) AS j CROSS JOIN s_commune_month c "
         "WHERE c.commune = j.value AND c.month BETWEEN ?2 AND ?3";
     from_key = to_key = months.from;
-  } else {
-    visited_sql =
-        "SELECT m.commune, count(DISTINCT m.facility) FROM json_each(?1) AS j CROSS JOIN "
-        "s_facility_month m WHERE m.commune = j.value AND m.month BETWEEN ?2 AND ?3 "
-        "GROUP BY m.commune";
-    from_key = months.from;
-    to_key = months.to;
   }
   absl::StatusOr<Statement*> visited = reader_->Prepare(visited_sql);
   if (!visited.ok()) return visited.status();
@@ -1966,75 +1994,164 @@ absl::StatusOr<kcnet::v1::PipelineReport> ReportsStore::Pipeline(
   absl::StatusOr<uint64_t> cursor = ReadCursor();
   if (!cursor.ok()) return cursor.status();
   report.set_as_of_op(*cursor);
-  // Every figure is summed by the statements over the covering index of r_request
-  // (commune, created_day, status, since_day, created_month): no request is read whole.
+  if (!use_monthly_) {
+    // For tests (set_use_monthly_summaries(false)): the same figures by three statements,
+    // SQLite grouping and sorting (the pass below must answer exactly the same).
+    const std::string communes = CommunesJson(scope);
+    absl::StatusOr<Statement*> ages = reader_->Prepare(
+        "SELECT r.status, r.since_day, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+        "GROUP BY r.status, r.since_day");
+    if (!ages.ok()) return ages.status();
+    std::map<int, kcnet::v1::PipelineStatusRow> statuses;
+    (*ages)->BindText(1, communes);
+    (*ages)->BindInt(2, scope.from_day);
+    (*ages)->BindInt(3, scope.to_day);
+    absl::Status status = ForEachRow(*ages, [&](Statement& s) {
+      const int st = static_cast<int>(s.ColumnInt(0));
+      const int64_t age = std::max<int64_t>(0, scope.today - s.ColumnInt(1));
+      const int64_t n = s.ColumnInt(2);
+      auto limit = limits.find(st);
+      const bool overdue = limit != limits.end() && age > limit->second;
+      kcnet::v1::PipelineStatusRow& row = statuses[st];
+      row.set_status(static_cast<kcnet::v1::RequestStatus>(st));
+      row.set_requests(row.requests() + n);
+      row.set_overdue(row.overdue() + (overdue ? n : 0));
+      row.set_max_age_days(std::max(row.max_age_days(), age));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    for (auto& [st, row] : statuses) *report.add_statuses() = row;
+    absl::StatusOr<Statement*> created = reader_->Prepare(
+        "SELECT r.created_month, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
+        "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.created_month");
+    if (!created.ok()) return created.status();
+    std::map<int64_t, int64_t> created_by_month;
+    (*created)->BindText(1, communes);
+    (*created)->BindInt(2, scope.from_day);
+    (*created)->BindInt(3, scope.to_day);
+    status = ForEachRow(*created, [&](Statement& s) {
+      created_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    // Oldest first; requests that are closed (completed, rejected, cancelled) do not wait.
+    absl::StatusOr<Statement*> oldest = reader_->Prepare(
+        "SELECT r.id, r.status, r.since_day, r.commune FROM json_each(?1) AS j "
+        "CROSS JOIN r_request r WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
+        "AND r.status NOT IN (?4, ?5, ?6) ORDER BY max(0, ?7 - r.since_day) DESC, r.id LIMIT ?8");
+    if (!oldest.ok()) return oldest.status();
+    (*oldest)->BindText(1, communes);
+    (*oldest)->BindInt(2, scope.from_day);
+    (*oldest)->BindInt(3, scope.to_day);
+    (*oldest)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
+    (*oldest)->BindInt(5, kcnet::v1::REQUEST_STATUS_REJECTED);
+    (*oldest)->BindInt(6, kcnet::v1::REQUEST_STATUS_CANCELLED);
+    (*oldest)->BindInt(7, scope.today);
+    (*oldest)->BindInt(8, static_cast<int64_t>(max_items));
+    status = ForEachRow(*oldest, [&](Statement& s) {
+      const int st = static_cast<int>(s.ColumnInt(1));
+      kcnet::v1::PipelineItem* item = report.add_oldest();
+      item->set_request_id(std::string(s.ColumnText(0)));
+      item->set_commune_id(s.ColumnInt(3));
+      item->set_status(static_cast<kcnet::v1::RequestStatus>(st));
+      item->set_since_date(DayText(s.ColumnInt(2)));
+      item->set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(2)));
+      auto limit = limits.find(st);
+      item->set_overdue(limit != limits.end() && item->age_days() > limit->second);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    for (auto& m : Series(created_by_month)) *report.add_created_by_month() = std::move(m);
+    return report;
+  }
+  // Every figure comes from one pass over the period's requests in the covering index of
+  // r_request (commune, created_day, status, since_day, created_month; the id is the
+  // key): no request is read whole, and no row is sorted in SQLite. Per row: its status's
+  // count, overdue count and largest age, its created month, and, when it is open, a
+  // place among the `max_items` oldest (a bounded heap here). (Three statements before,
+  // the ages and the months each grouped by a sort, read the year's requests three times.)
   // since_day is the day a request entered its status (its last event into that status,
   // else its last update), kept by the follower.
   const std::string communes = CommunesJson(scope);
-  absl::StatusOr<Statement*> ages = reader_->Prepare(
-      "SELECT r.status, r.since_day, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
-      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
-      "GROUP BY r.status, r.since_day");
-  if (!ages.ok()) return ages.status();
-  std::map<int, kcnet::v1::PipelineStatusRow> statuses;
-  (*ages)->BindText(1, communes);
-  (*ages)->BindInt(2, scope.from_day);
-  (*ages)->BindInt(3, scope.to_day);
-  absl::Status status = ForEachRow(*ages, [&](Statement& s) {
-    const int st = static_cast<int>(s.ColumnInt(0));
-    const int64_t age = std::max<int64_t>(0, scope.today - s.ColumnInt(1));
-    const int64_t n = s.ColumnInt(2);
-    auto limit = limits.find(st);
-    const bool overdue = limit != limits.end() && age > limit->second;
-    kcnet::v1::PipelineStatusRow& row = statuses[st];
-    row.set_status(static_cast<kcnet::v1::RequestStatus>(st));
-    row.set_requests(row.requests() + n);
-    row.set_overdue(row.overdue() + (overdue ? n : 0));
-    row.set_max_age_days(std::max(row.max_age_days(), age));
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  for (auto& [st, row] : statuses) *report.add_statuses() = row;
-  absl::StatusOr<Statement*> created = reader_->Prepare(
-      "SELECT r.created_month, count(*) FROM json_each(?1) AS j CROSS JOIN r_request r "
-      "WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 GROUP BY r.created_month");
-  if (!created.ok()) return created.status();
+  absl::StatusOr<Statement*> rows = reader_->Prepare(
+      "SELECT r.status, r.since_day, r.created_month, r.commune, r.id FROM json_each(?1) AS j "
+      "CROSS JOIN r_request r INDEXED BY r_request_commune WHERE r.commune = j.value AND "
+      "r.created_day BETWEEN ?2 AND ?3");
+  if (!rows.ok()) return rows.status();
+  struct StatusCount {
+    int64_t requests = 0, overdue = 0, max_age = 0;
+  };
+  std::map<int, StatusCount> statuses;
   std::map<int64_t, int64_t> created_by_month;
-  (*created)->BindText(1, communes);
-  (*created)->BindInt(2, scope.from_day);
-  (*created)->BindInt(3, scope.to_day);
-  status = ForEachRow(*created, [&](Statement& s) {
-    created_by_month[s.ColumnInt(0)] += s.ColumnInt(1);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  // Oldest first; requests that are closed (completed, rejected, cancelled) do not wait.
-  absl::StatusOr<Statement*> oldest = reader_->Prepare(
-      "SELECT r.id, r.status, r.since_day, r.commune FROM json_each(?1) AS j "
-      "CROSS JOIN r_request r WHERE r.commune = j.value AND r.created_day BETWEEN ?2 AND ?3 "
-      "AND r.status NOT IN (?4, ?5, ?6) ORDER BY max(0, ?7 - r.since_day) DESC, r.id LIMIT ?8");
-  if (!oldest.ok()) return oldest.status();
-  (*oldest)->BindText(1, communes);
-  (*oldest)->BindInt(2, scope.from_day);
-  (*oldest)->BindInt(3, scope.to_day);
-  (*oldest)->BindInt(4, kcnet::v1::REQUEST_STATUS_COMPLETED);
-  (*oldest)->BindInt(5, kcnet::v1::REQUEST_STATUS_REJECTED);
-  (*oldest)->BindInt(6, kcnet::v1::REQUEST_STATUS_CANCELLED);
-  (*oldest)->BindInt(7, scope.today);
-  (*oldest)->BindInt(8, static_cast<int64_t>(max_items));
-  status = ForEachRow(*oldest, [&](Statement& s) {
-    const int st = static_cast<int>(s.ColumnInt(1));
-    kcnet::v1::PipelineItem* item = report.add_oldest();
-    item->set_request_id(std::string(s.ColumnText(0)));
-    item->set_commune_id(s.ColumnInt(3));
-    item->set_status(static_cast<kcnet::v1::RequestStatus>(st));
-    item->set_since_date(DayText(s.ColumnInt(2)));
-    item->set_age_days(std::max<int64_t>(0, scope.today - s.ColumnInt(2)));
+  // The oldest open requests: (age, id) with the greatest age first, ties by id; the heap's
+  // top is the one that would leave first (the youngest, then the greatest id).
+  struct Waiting {
+    int64_t age, since_day, commune;
+    int status;
+    std::string id;
+  };
+  auto after = [](const Waiting& a, const Waiting& b) {  // a comes after b in the answer
+    return a.age != b.age ? a.age < b.age : a.id > b.id;
+  };
+  auto heap_less = [&](const Waiting& a, const Waiting& b) { return after(b, a); };
+  std::vector<Waiting> oldest;
+  oldest.reserve(max_items + 1);
+  (*rows)->BindText(1, communes);
+  (*rows)->BindInt(2, scope.from_day);
+  (*rows)->BindInt(3, scope.to_day);
+  int last_status = -1;
+  StatusCount* count = nullptr;
+  absl::Status status = ForEachRow(*rows, [&](Statement& s) {
+    const int st = static_cast<int>(s.ColumnInt(0));
+    const int64_t since = s.ColumnInt(1);
+    const int64_t age = std::max<int64_t>(0, scope.today - since);
+    if (st != last_status) {
+      count = &statuses[st];
+      last_status = st;
+    }
+    count->requests += 1;
     auto limit = limits.find(st);
-    item->set_overdue(limit != limits.end() && item->age_days() > limit->second);
+    if (limit != limits.end() && age > limit->second) count->overdue += 1;
+    count->max_age = std::max(count->max_age, age);
+    created_by_month[s.ColumnInt(2)] += 1;
+    // Requests that are closed (completed, rejected, cancelled) do not wait.
+    if (st == kcnet::v1::REQUEST_STATUS_COMPLETED || st == kcnet::v1::REQUEST_STATUS_REJECTED ||
+        st == kcnet::v1::REQUEST_STATUS_CANCELLED) {
+      return absl::OkStatus();
+    }
+    if (oldest.size() == max_items && age < oldest.front().age) return absl::OkStatus();
+    Waiting w{age, since, s.ColumnInt(3), st, std::string(s.ColumnText(4))};
+    if (oldest.size() == max_items) {
+      if (!after(oldest.front(), w)) return absl::OkStatus();
+      std::pop_heap(oldest.begin(), oldest.end(), heap_less);
+      oldest.pop_back();
+    }
+    oldest.push_back(std::move(w));
+    std::push_heap(oldest.begin(), oldest.end(), heap_less);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  for (const auto& [st, c] : statuses) {
+    kcnet::v1::PipelineStatusRow* row = report.add_statuses();
+    row->set_status(static_cast<kcnet::v1::RequestStatus>(st));
+    row->set_requests(c.requests);
+    row->set_overdue(c.overdue);
+    row->set_max_age_days(c.max_age);
+  }
+  // Oldest first, ties by id.
+  std::sort(oldest.begin(), oldest.end(),
+            [&](const Waiting& a, const Waiting& b) { return after(b, a); });
+  for (Waiting& w : oldest) {
+    kcnet::v1::PipelineItem* item = report.add_oldest();
+    item->set_request_id(std::move(w.id));
+    item->set_commune_id(w.commune);
+    item->set_status(static_cast<kcnet::v1::RequestStatus>(w.status));
+    item->set_since_date(DayText(w.since_day));
+    item->set_age_days(w.age);
+    auto limit = limits.find(w.status);
+    item->set_overdue(limit != limits.end() && w.age > limit->second);
+  }
   for (auto& m : Series(created_by_month)) *report.add_created_by_month() = std::move(m);
   return report;
 }
@@ -2352,8 +2469,17 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
                   "v.day BETWEEN ?2 AND ?3 AND v.dist_km > ?4";
   absl::StatusOr<Statement*> far_count = reader_->Prepare("SELECT count(*) " + far_from);
   if (!far_count.ok()) return far_count.status();
+  // The page: the scope's communes in order (an IN list, which SQLite reads sorted), each
+  // commune's far visits sorted by id, until the page is full: a first page reads the far
+  // visits of its first few dozen communes, not every far visit of the scope sorted.
+  const std::string far_page_from =
+      far_index ? "FROM r_visit v INDEXED BY r_visit_far WHERE v.commune IN (SELECT value FROM "
+                  "json_each(?1)) AND v.commune >= ?5 AND v.day BETWEEN ?2 AND ?3 AND "
+                  "v.dist_km > 5.0 AND v.dist_km > ?4"
+                : "FROM r_visit v WHERE v.commune IN (SELECT value FROM json_each(?1)) AND "
+                  "v.commune >= ?5 AND v.day BETWEEN ?2 AND ?3 AND v.dist_km > ?4";
   absl::StatusOr<Statement*> far =
-      reader_->Prepare("SELECT v.id, v.facility, v.dist_km, v.commune " + far_from +
+      reader_->Prepare("SELECT v.id, v.facility, v.dist_km, v.commune " + far_page_from +
                        " AND (v.commune, v.id) > (?5, ?6) ORDER BY v.commune, v.id LIMIT ?7");
   if (!far.ok()) return far.status();
   // Duplicate groups: one pass over the scope's facilities in (commune, folded name, id)
@@ -2445,7 +2571,63 @@ absl::StatusOr<kcnet::v1::QualityReport> ReportsStore::Quality(const ReportScope
         return std::make_pair(v->commune_id(), v->visit_id());
       });
   if (!status.ok()) return status;
-  {
+  if (use_monthly_) {
+    // The groups kept by the follower (s_duplicate: every (commune, folded name) with two
+    // or more live facilities): counted over the scope's communes, one page of them read
+    // after the position, each group's facilities from r_facility_folded.
+    const ListPosition from = PositionOf(*page, 1);
+    ListPosition& next = page->next[1];
+    next.done = true;
+    absl::StatusOr<Statement*> count = reader_->Prepare(
+        "SELECT count(*) FROM json_each(?1) AS j CROSS JOIN s_duplicate d "
+        "WHERE d.commune = j.value");
+    if (!count.ok()) return count.status();
+    (*count)->BindText(1, communes);
+    status = ForEachRow(*count, [&](Statement& s) {
+      report.set_duplicate_groups(s.ColumnInt(0));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    absl::StatusOr<Statement*> groups = reader_->Prepare(
+        "SELECT d.commune, d.folded FROM s_duplicate d WHERE d.commune IN "
+        "(SELECT value FROM json_each(?1)) AND (d.commune, d.folded) > (?2, ?3) "
+        "ORDER BY d.commune, d.folded LIMIT ?4");
+    if (!groups.ok()) return groups.status();
+    absl::StatusOr<Statement*> members = reader_->Prepare(
+        "SELECT id FROM r_facility INDEXED BY r_facility_folded WHERE commune = ?1 AND "
+        "folded = ?2 ORDER BY id");
+    if (!members.ok()) return members.status();
+    if (!from.done) {
+      (*groups)->BindText(1, communes);
+      (*groups)->BindInt(2, from.started ? from.major : std::numeric_limits<int64_t>::min());
+      (*groups)->BindText(3, from.started ? from.minor : std::string());
+      (*groups)->BindInt(4, limit > 0 ? limit + 1 : -1);
+      int64_t listed = 0;
+      status = ForEachRow(*groups, [&](Statement& s) {
+        if (limit > 0 && listed == limit) {
+          next.done = false;  // more follow: resume after the last one listed
+          next.started = true;
+          return absl::OkStatus();
+        }
+        ++listed;
+        kcnet::v1::DuplicateFacilities* d = report.add_duplicates();
+        d->set_commune_id(s.ColumnInt(0));
+        d->set_folded_name(std::string(s.ColumnText(1)));
+        (*members)->BindInt(1, d->commune_id());
+        (*members)->BindText(2, d->folded_name());
+        absl::Status st = ForEachRow(*members, [&](Statement& m) {
+          d->add_facility_ids(std::string(m.ColumnText(0)));
+          return absl::OkStatus();
+        });
+        next.major = d->commune_id();
+        next.minor = d->folded_name();
+        return st;
+      });
+      if (!status.ok()) return status;
+    }
+  } else {
+    // For tests (set_use_monthly_summaries(false)): one pass over the scope's facilities in
+    // (commune, folded name, id) order, the groups found here.
     const ListPosition from = PositionOf(*page, 1);
     ListPosition& next = page->next[1];
     next.done = true;

@@ -2,9 +2,10 @@
 // from the server store's change log, and the report queries over them.
 //
 // The summaries are a narrow projection of each live record (r_facility, r_visit,
-// r_request, r_event) plus counters per month (s_visit_month, s_facility_month,
-// s_commune_month, s_coverage_year, s_request_month), so that a period of whole months is answered
-// from rows per commune and month, not per visit (docs/REPORTS.md, "Which path answers a period").
+// r_request, r_event) plus counters per month (s_visit_month, s_commune_month,
+// s_coverage_year, s_request_month), so that a period of whole months is answered from rows
+// per commune and month, not per visit (docs/REPORTS.md, "Which path answers a period"), and
+// per commune (s_commune_facilities: live facilities; s_duplicate: the duplicate groups).
 // They follow the record store (kcnet.db, attached read-only in spirit: never written here) by op:
 // CatchUp() reads, in one transaction, every record whose op is above the summaries' cursor (per
 // bucket, through the store's (bucket, op) index and its _buckets table), takes each record's old

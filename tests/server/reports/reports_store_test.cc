@@ -786,7 +786,7 @@ TEST_F(ReportsStoreTest, SummariesOfAnOlderLayoutAreCountedAgainOnOpen) {
   auto db = sync::Db::Open(dir_.File("reports.db"));
   ASSERT_TRUE(db.ok()) << db.status();
   EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM sqlite_schema WHERE name = 's_visit_day'"), 0);
-  EXPECT_EQ(*(*db)->QueryInt("SELECT value FROM r_meta WHERE key = 'version'"), 6);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT value FROM r_meta WHERE key = 'version'"), 7);
 }
 
 TEST_F(ReportsStoreTest, FollowerCountsACommitWithinASecond) {
