@@ -1391,7 +1391,10 @@ absl::Status ReportsStore::FlushPending() {
         [&](Statement* s) { s->BindInt(4, entry.second); }, entry.second < 0);
     if (!status.ok()) return status;
   }
-  for (const auto& [commune, delta] : p.commune_facilities) {
+  for (const auto& entry : p.commune_facilities) {
+    // Named copies: clang 14 (the fuzz build) cannot capture structured bindings.
+    const auto commune = entry.first;
+    const auto delta = entry.second;
     if (delta == 0) continue;
     absl::Status status = add(
         "INSERT INTO s_commune_facilities(commune, facilities) VALUES (?1, ?2) "
