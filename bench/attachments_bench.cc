@@ -32,7 +32,9 @@
 //    hours at 50 kbit/s; the unit says which photos). The longest time between two upload progress
 //    events (from the start of the upload pass to its end), in seconds. Goal <= 2 s, and the
 //    uploads complete (shaped_link_uploads_completed: 1 when they all did within the time allowed,
-//    else 0).
+//    else 0). The SDK repeats the last numbers when a second passed without an ack
+//    (kProgressHeartbeat); shaped_link_max_byte_progress_gap_s is the longest time without
+//    new numbers (the link's longest stall as the device saw it).
 //  rss_growth_mib  the server's resident memory (VmRSS of the kcnet-server process,
 //    sampled every 20 ms) during 200 concurrent uploads of `rss_kib` KiB each (raw
 //    AttachmentService streams over 20 connections, 10 streams each; see RunRss), minus its
@@ -423,9 +425,17 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   absl::Mutex mu;
   std::vector<absl::Time> events;
   std::vector<std::string> what;  // each event, to tell where the largest gap was
+  // The events whose bytes moved (or whose upload or state changed): the heartbeat repeats
+  // the last numbers on a stalled link, these show how long the link stalled.
+  std::vector<absl::Time> moved;
+  std::string last_numbers;
   const int handle = t.client->AddAttachmentListener([&](const sdk::AttachmentProgress& p) {
     if (p.download) return;
     absl::MutexLock lock(&mu);
+    const std::string numbers = absl::StrCat(p.id, " ", static_cast<int>(p.state), " ",
+                                             p.bytes_done, " ", p.bytes_received);
+    if (numbers != last_numbers) moved.push_back(absl::Now());
+    last_numbers = numbers;
     events.push_back(absl::Now());
     what.push_back(absl::StrCat(p.id.substr(0, 8), " ", sdk::AttachmentStateName(p.state), " ",
                                 p.bytes_done, "/", p.bytes_received, "/", p.bytes_sent));
@@ -449,8 +459,19 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
       previous = events[i];
     }
   }
+  absl::Duration byte_gap;
+  {
+    absl::MutexLock lock(&mu);
+    moved.push_back(end);
+    absl::Time before = start;
+    for (absl::Time at : moved) {
+      byte_gap = std::max(byte_gap, at - before);
+      before = at;
+    }
+  }
   std::cerr << "shaped: the largest gap, " << absl::FormatDuration(gap) << ", between " << where
-            << " (done/received/sent bytes)\n";
+            << " (done/received/sent bytes); the largest without bytes moving "
+            << absl::FormatDuration(byte_gap) << "\n";
   const fault::FaultProxyStats stats = proxy->stats();
   std::cerr << "shaped: " << sizes.shaped_photos << " x " << sizes.shaped_bytes / 1024
             << " KiB at 50 kbit/s, 500 ms RTT, 2% loss: " << (done ? "done" : "NOT done") << " in "
@@ -459,6 +480,8 @@ void RunShaped(const std::string& dir, int server_port, const fault::Account& ac
   const std::string photos =
       absl::StrCat(sizes.shaped_photos, " photos of ", sizes.shaped_bytes / 1024, " KiB");
   Emit(kBench, MetricName("shaped_link_max_progress_gap_s"), absl::ToDoubleSeconds(gap),
+       absl::StrCat("s (", photos, ")"));
+  Emit(kBench, MetricName("shaped_link_max_byte_progress_gap_s"), absl::ToDoubleSeconds(byte_gap),
        absl::StrCat("s (", photos, ")"));
   Emit(kBench, MetricName("shaped_link_uploads_completed"), done ? 1 : 0,
        absl::StrCat("bool (", photos, ")"));

@@ -738,6 +738,21 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   // then over windows of a second or more.
   absl::Time window_start = absl::Now();
   int64_t window_bytes_from = offset;
+  // Progress events: one per ack (the reader below), and the same numbers again when none
+  // came for kProgressHeartbeat (the heartbeat below), one listener call at a time.
+  absl::Mutex listener_mu;
+  absl::Time last_event = absl::Now();  // guarded by mu
+  auto tell = [&](int64_t done_bytes, int64_t received_bytes) {
+    AttachmentProgress p;
+    p.id = row.id;
+    p.state = AttachmentState::kUploading;
+    p.bytes_done = done_bytes;
+    p.bytes_received = received_bytes;
+    p.bytes_sent = std::max(sent.load(), received_bytes);
+    p.size = row.size;
+    absl::MutexLock lock(&listener_mu);
+    listener(p);
+  };
   // Acknowledgements arrive on their own thread while the chunks go out. The queue row
   // (durable, an fsync on the device) is written at most once a second from here, and by
   // UploadOne when the stream ends: a progress event per ack, a row write per second.
@@ -759,6 +774,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
         now_acked = acked;
         now_received = received;
         last = done;
+        if (!last) last_event = now;
         const absl::Duration window = now - window_start;
         if (received > window_bytes_from &&
             (link_bytes_per_s_.load() <= 0 || window >= absl::Seconds(1))) {
@@ -780,20 +796,29 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
         row_written = now;
         row_offset = now_acked;
       }
-      if (listener) {
-        AttachmentProgress p;
-        p.id = row.id;
-        p.state = AttachmentState::kUploading;
-        p.bytes_done = now_acked;
-        p.bytes_received = now_received;
-        p.bytes_sent = std::max(sent.load(), now_received);
-        p.size = row.size;
-        listener(p);
-      }
+      if (listener) tell(now_acked, now_received);
     }
     absl::MutexLock lock(&mu);
     reader_end = true;
   });
+  // The heartbeat: ends with the reader (the stream is over) or at the last ack.
+  std::thread heartbeat;
+  if (listener) {
+    heartbeat = std::thread([&] {
+      absl::MutexLock lock(&mu);
+      auto over = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return reader_end || done; };
+      while (!mu.AwaitWithDeadline(absl::Condition(&over), last_event + kProgressHeartbeat)) {
+        const absl::Time now = absl::Now();
+        if (now - last_event < kProgressHeartbeat) continue;  // an ack came meanwhile
+        last_event = now;
+        const int64_t now_acked = acked, now_received = received;
+        mu.Unlock();
+        sync::UploadTrace("dev", "heartbeat", now_acked, now_received);
+        tell(now_acked, now_received);
+        mu.Lock();
+      }
+    });
+  }
   std::string buffer(static_cast<size_t>(options_.chunk_bytes), '\0');
   int64_t position = offset;
   absl::Time last_ask = absl::InfinitePast();
@@ -850,6 +875,7 @@ absl::Status AttachmentQueue::StreamFrom(TransferCalls& calls, const QueueRow& r
   if (cancel) (*ctx)->TryCancel();  // the chunks stopped here: end the call
   stream->WritesDone();
   reader.join();
+  if (heartbeat.joinable()) heartbeat.join();
   grpc::Status status = stream->Finish();
   {
     absl::MutexLock lock(&mu);

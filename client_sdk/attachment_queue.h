@@ -79,6 +79,11 @@ inline constexpr int64_t kSmallestChunkBytes = 2 << 10;
 // How many "busy, retry after" answers one upload waits out in a pass before it gives the
 // attempt up (then the usual backoff applies).
 inline constexpr int kMaxBusyWaits = 120;
+// While an upload's stream is open, the longest time without a progress event: on a
+// stalled link (a lost segment waits for its retransmission, an ack behind it too) the
+// listener hears the same numbers again, so that an app can say "waiting for the network"
+// rather than look frozen.
+inline constexpr absl::Duration kProgressHeartbeat = absl::Seconds(1);
 
 // One row of the upload queue.
 struct QueueRow {

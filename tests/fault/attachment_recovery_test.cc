@@ -9,8 +9,10 @@
 //     uploaded after the backup (their records come back as hand-backs); the device that
 //     still holds their bytes uploads them again at its next sync (the others cost no
 //     payload), and `kcnet-admin verify-blobs` reports nothing missing.
+//   - An upload over a link that stalls still tells its listeners at least once a second.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client_sdk/attachment_digest.h"
 #include "gtest/gtest.h"
@@ -333,6 +336,65 @@ TEST_F(AttachmentRecoveryTest, ADeviceUploadsAgainTheBytesARestoredServerLacks) 
   absl::StatusOr<std::string> path = coordinator->OpenAttachment(b->id);
   ASSERT_TRUE(path.ok()) << path.status();
   EXPECT_EQ(ReadFile(*path), lost);
+}
+
+// A 2G link stalls: a lost segment waits for its retransmission, and every byte and ack
+// behind it too. Here the link holds every byte for 1.5 s each way (a 3 s round trip): no
+// ack can come for 3 s after the upload's stream opens. The app must still hear from the
+// upload at least once a second (kProgressHeartbeat: the same numbers again), so that it
+// can show "waiting for the network" rather than look frozen; the photo arrives whole.
+TEST_F(AttachmentRecoveryTest, AStalledUploadStillTellsItsListenersEverySecond) {
+  absl::StatusOr<std::unique_ptr<fault::FaultProxy>> proxy =
+      fault::FaultProxy::Start(server_->port(), fault::FaultProxyOptions{});
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  proxy_ = *std::move(proxy);
+  ClientOptions options = Options("tab-an", absl::StrCat("127.0.0.1:", proxy_->port()));
+  options.upload_attachments_in_sync = false;
+  std::unique_ptr<Client> an = SignedIn(options, "ctv_an");
+  ASSERT_NE(an, nullptr);
+  const std::string photo = Jpeg(200 * 1024 + 17, 9);
+  absl::StatusOr<sdk::AttachmentInfo> added = VisitWithPhoto(*an, photo);
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_TRUE(an->SyncNow().ok());  // the records, at full speed
+  ASSERT_EQ(an->GetAttachment(added->id)->state, sdk::AttachmentState::kQueued);
+
+  // From now on the link is slow to answer; the open connection is cut, so the upload
+  // goes over a new, shaped one.
+  fault::LinkShape stalled;
+  stalled.rtt = absl::Seconds(3);
+  proxy_->SetLinkShape(stalled);
+  proxy_->CutAll();
+  struct Event {
+    absl::Time at;
+    int64_t done = 0, received = 0;
+  };
+  absl::Mutex mu;
+  std::vector<Event> events;
+  an->AddAttachmentListener([&](const AttachmentProgress& p) {
+    if (p.download || p.id != added->id) return;
+    absl::MutexLock lock(&mu);
+    events.push_back({absl::Now(), p.bytes_done, p.bytes_received});
+  });
+  absl::StatusOr<sdk::AttachmentUploadSummary> pass = an->UploadAttachments();
+  for (int i = 0; i < 5 && pass.ok() && pass->remaining > 0; ++i) pass = an->UploadAttachments();
+  ASSERT_TRUE(pass.ok()) << pass.status();
+  EXPECT_EQ(an->GetAttachment(added->id)->state, sdk::AttachmentState::kUploaded);
+  EXPECT_EQ(sdk::Sha256HexOf(ServerBytes(added->sha256, added->size)), sdk::Sha256HexOf(photo));
+
+  absl::MutexLock lock(&mu);
+  ASSERT_FALSE(events.empty());
+  // Before the first ack (received 0) the stream was open about 3 s: the heartbeat told
+  // the listener the same numbers about once a second.
+  int before_first_ack = 0;
+  for (const Event& e : events) before_first_ack += e.received == 0 ? 1 : 0;
+  EXPECT_GE(before_first_ack, 2) << "no progress event while the link stalled";
+  absl::Duration longest;
+  for (size_t i = 1; i < events.size(); ++i) {
+    longest = std::max(longest, events[i].at - events[i - 1].at);
+  }
+  std::printf("%zu progress events, %d before the first ack, the longest gap %s\n", events.size(),
+              before_first_ack, absl::FormatDuration(longest).c_str());
+  EXPECT_LE(longest, absl::Milliseconds(1800)) << "the listener heard nothing for too long";
 }
 
 }  // namespace

@@ -77,7 +77,10 @@ struct AttachmentInfo {
   bool local = false;    // the bytes are on this device now (not evicted, or downloaded)
 };
 
-// A byte-level progress event of an upload or a download.
+// A byte-level progress event of an upload or a download. An upload's stream has one per
+// acknowledgement of the server, and at least one a second while it is open: on a stalled
+// link (2G: a lost segment waits for its retransmission, and every byte behind it) the same
+// numbers come again, so that the app can show "đang chờ mạng / waiting for the network".
 struct AttachmentProgress {
   std::string id;
   AttachmentState state = AttachmentState::kQueued;
