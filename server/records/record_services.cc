@@ -248,6 +248,21 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     filter.clear_changed_since();
     return QueryFingerprint(filter, absl::StrCat(p.user_id, "/map-checkpoint"));
   }
+  // A checkpoint's text: the op, and the communes it was made for ("OP/HASH"). When the
+  // caller's area changed since (a coordinator's review area shrank), a patch cannot take
+  // the points of the communes gone off the map: the answer is `reload`.
+  static std::string CheckpointText(uint64_t op, const std::vector<int64_t>& scope) {
+    std::vector<int64_t> sorted = scope;
+    std::sort(sorted.begin(), sorted.end());
+    uint64_t hash = 14695981039346656037ull;  // FNV-1a: the same in every process
+    for (int64_t id : sorted) {
+      for (int i = 0; i < 8; ++i) {
+        hash ^= static_cast<uint64_t>(id >> (8 * i)) & 0xFF;
+        hash *= 1099511628211ull;
+      }
+    }
+    return absl::StrCat(op, "/", hash);
+  }
 
   // ListMapPoints with changed_since: `batch`, the store's changes of the scope since the
   // checkpoint (ServerStore::ChangesSince, whose cost is the changes, not the scope's
@@ -330,7 +345,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     }
     for (kcnet::v1::MapPoint& point : visit_points) *resp->add_points() = std::move(point);
     resp->set_checkpoint(
-        EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(batch.server_op())));
+        EncodePageToken(CheckpointFingerprint(p, req), CheckpointText(batch.server_op(), scope)));
     return absl::OkStatus();
   }
 
@@ -368,10 +383,18 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
     if (!req.changed_since().empty()) {
       absl::StatusOr<std::string> since =
           DecodePageToken(req.changed_since(), CheckpointFingerprint(p, req));
-      uint64_t since_op = 0;
-      if (!since.ok() || !absl::SimpleAtoi(*since, &since_op)) {
+      if (!since.ok()) {
         return absl::InvalidArgumentError(
             "changed_since: not a checkpoint of this filter (ask the first page again)");
+      }
+      // This caller's and filter's checkpoint, but made for other communes (the caller's
+      // area changed since) or by a server before the communes were in it: read it all.
+      uint64_t since_op = 0;
+      const size_t slash = since->find('/');
+      if (slash == std::string::npos || !absl::SimpleAtoi(since->substr(0, slash), &since_op) ||
+          *since != CheckpointText(since_op, *scope)) {
+        resp->set_reload(true);
+        return absl::OkStatus();
       }
       absl::StatusOr<kcnet::v1::ChangeBatch> batch =
           access_->ChangesSince(*scope, since_op, kMaxMapChanges);
@@ -387,7 +410,7 @@ class FacilityServiceImpl : public kcnet::v1::FacilityService::CallbackService {
           access_->ChangesSince(*scope, static_cast<uint64_t>(INT64_MAX), 1);
       if (!now.ok()) return now.status();
       resp->set_checkpoint(
-          EncodePageToken(CheckpointFingerprint(p, req), absl::StrCat(now->server_op())));
+          EncodePageToken(CheckpointFingerprint(p, req), CheckpointText(now->server_op(), *scope)));
     }
     // The queue's filter: the facilities with a matching request, and their visits only
     // (by its collaborator when it names one). Read again for each page: simple, and the

@@ -1080,6 +1080,58 @@ TEST_F(RecordServicesTest, MapChangesSinceACheckpointAreThePatchOfTheFilter) {
   EXPECT_EQ(after.points_size() + after.removed_size(), 0);
 }
 
+// A coordinator whose review area changes (areas are regrouped after the 2025 reform)
+// must not keep on its map the points of the communes it no longer covers: a checkpoint
+// made for other communes answers `reload`, and the map is read again in the new area.
+TEST_F(RecordServicesTest, MapChangesSayReloadWhenTheCallersAreaChanged) {
+  Directory* d = server_->directory();
+  const int64_t district1 = d->GetOrgUnit(c1_)->parent_id();
+  const int64_t district2 = d->GetOrgUnit(c3_)->parent_id();
+  absl::StatusOr<User> user = d->CreateUser("coord_moved", "Điều Phối Chuyển Vùng", "password-123",
+                                            ROLE_DISTRICT_COORDINATOR, {district1});
+  ASSERT_TRUE(user.ok()) << user.status();
+  {
+    auto auth = AuthService::NewStub(*channel_);
+    grpc::ClientContext ctx;
+    LoginRequest req;
+    req.set_username("coord_moved");
+    req.set_password("password-123");
+    LoginResponse resp;
+    ASSERT_TRUE(auth->Login(&ctx, req, &resp).ok());
+    tokens_["coord_moved"] = resp.token();
+  }
+  const Facility here = MakeFacility("collab1", c1_);
+  ListMapPointsRequest full;
+  ListMapPointsResponse first;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord_moved").get(), full, &first).ok());
+  bool seen = false;
+  for (const MapPoint& point : first.points()) seen = seen || point.id() == here.id();
+  ASSERT_TRUE(seen);
+  auto since = [&](const std::string& cp, ListMapPointsResponse* out) {
+    ListMapPointsRequest r = full;
+    r.set_changed_since(cp);
+    return facilities_->ListMapPoints(As("coord_moved").get(), r, out);
+  };
+  ListMapPointsResponse same_area;
+  ASSERT_TRUE(since(first.checkpoint(), &same_area).ok());
+  EXPECT_FALSE(same_area.reload());
+
+  // The coordinator now reviews the other district: commune 90101 is off its map.
+  ASSERT_TRUE(d->AssignUser(user->id(), ROLE_DISTRICT_COORDINATOR, {district2}).ok());
+  ListMapPointsResponse moved;
+  grpc::Status s = since(same_area.checkpoint(), &moved);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(moved.reload()) << "a patch would leave the old area's points on the map";
+  EXPECT_EQ(moved.points_size() + moved.removed_size(), 0);
+  // Read again: the new area only, and live updates go on from its checkpoint.
+  ListMapPointsResponse again;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord_moved").get(), full, &again).ok());
+  for (const MapPoint& point : again.points()) EXPECT_NE(point.id(), here.id());
+  ListMapPointsResponse after;
+  ASSERT_TRUE(since(again.checkpoint(), &after).ok());
+  EXPECT_FALSE(after.reload());
+}
+
 // The live update under the queue's filter: a request that comes to match brings its
 // facility (with its visits); one that stops matching takes its facility away.
 TEST_F(RecordServicesTest, MapChangesFollowTheQueueFilter) {
