@@ -222,6 +222,28 @@ class NginxTest : public ::testing::Test {
     return ReadFile(dir_.File(name + "/logs/kcnet.access.log"));
   }
 
+  // How many lines of the access log `log` name `request`.
+  static int CountLines(const std::string& log, const std::string& request) {
+    int seen = 0;
+    for (size_t at = log.find(request); at != std::string::npos;
+         at = log.find(request, at + request.size())) {
+      ++seen;
+    }
+    return seen;
+  }
+
+  // The access log once it holds `count` lines naming `request`, or as it is after 10 s.
+  // nginx writes a request's line when it finalises the request, which can be just after
+  // the client has had its answer: a test that reads the log at once may not see it yet.
+  std::string AccessLogWith(const std::string& name, const std::string& request, int count = 1) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (true) {
+      std::string log = AccessLog(name);
+      if (CountLines(log, request) >= count || absl::Now() >= deadline) return log;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
   kcnet::testing::TempDir dir_;
   std::string nginx_;
   std::unique_ptr<kcnet::testing::TestCertificates> certs_;
@@ -300,8 +322,9 @@ TEST_F(NginxTest, TabletAndConsoleThroughNginxWithTlsThenFailover) {
   ASSERT_EQ(Kcnet({"status"}, &out), 0);
   EXPECT_THAT(out, HasSubstr("pending uploads: 0"));
   const std::string upstream_a = absl::StrCat("upstream=127.0.0.1:", a.grpc_port);
-  EXPECT_THAT(AccessLog("front"), HasSubstr("\"POST /kcnet.v1.SyncService/Sync HTTP/2.0\" 200"));
-  EXPECT_THAT(AccessLog("front"), HasSubstr(upstream_a));
+  const std::string synced = AccessLogWith("front", "SyncService/Sync ");
+  EXPECT_THAT(synced, HasSubstr("\"POST /kcnet.v1.SyncService/Sync HTTP/2.0\" 200"));
+  EXPECT_THAT(synced, HasSubstr(upstream_a));
 
   // The console through nginx: sign-in (cookie) and a unary call over the Connect bridge.
   httplib::SSLClient console("localhost", port);
@@ -324,17 +347,19 @@ TEST_F(NginxTest, TabletAndConsoleThroughNginxWithTlsThenFailover) {
   ASSERT_TRUE(who);
   EXPECT_EQ(who->status, 200) << who->body;
   EXPECT_THAT(who->body, HasSubstr("\"username\":\"collab1\""));
-  EXPECT_THAT(AccessLog("front"), HasSubstr(absl::StrCat("upstream=127.0.0.1:", a.http_port)));
+  EXPECT_THAT(AccessLogWith("front", "AuthService/WhoAmI"),
+              HasSubstr(absl::StrCat("upstream=127.0.0.1:", a.http_port)));
 
   // The first instance stops: calls go to the second (its own account's password).
   EXPECT_EQ(a.process->Stop(absl::Seconds(15)), 0);
+  const int logins_before = CountLines(AccessLog("front"), "AuthService/Login");
   const std::string token = SignIn(TlsChannel(port), b.password);
   EXPECT_FALSE(token.empty());
   // The sign-in was answered by the second instance: nginx either found the first gone
   // (502) and passed the call on ("upstream=A, B upstream_status=502, 200"), or its round
   // robin was on the second already. (Which one depends on nginx's turn: asserting the
   // first alone made the test flaky.)
-  const std::string log = AccessLog("front");
+  const std::string log = AccessLogWith("front", "AuthService/Login", logins_before + 1);
   const size_t last_login = log.rfind("AuthService/Login");
   ASSERT_NE(last_login, std::string::npos) << log;
   const std::string login_line = log.substr(last_login, log.find('\n', last_login) - last_login);
@@ -369,7 +394,7 @@ TEST_F(NginxTest, BalancesCallsAndKeepsIdleStreamsOpenForTheConfiguredTime) {
     const grpc::Status status = auth->Login(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
   }
-  const std::string log = AccessLog("shipped");
+  const std::string log = AccessLogWith("shipped", "AuthService/Login", 6);
   EXPECT_THAT(log, HasSubstr(absl::StrCat("upstream=127.0.0.1:", a.grpc_port, " ")));
   EXPECT_THAT(log, HasSubstr(absl::StrCat("upstream=127.0.0.1:", b.grpc_port, " ")));
 
