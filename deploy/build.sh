@@ -21,10 +21,13 @@ case "$mode" in
     # clang warns about a few things gcc does not; gcc's Release build enforces -Werror.
     werror=OFF
     # -O1 and line tables, as the sanitizers advise: reports keep file:line, and each
-    # compile is about a quarter faster than -O2 -g.
+    # compile is about a quarter faster than -O2 -g. The test programs' own sources at -O0:
+    # under ASan a test file compiles 3x faster than at -O1 (12.7 against 38.1 s), and the
+    # code they test keeps -O1.
     args+=(-DKCNET_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
       "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG"
-      "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG")
+      "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG"
+      -DKCNET_TEST_COMPILE_OPTIONS=-O0)
     build=${KCNET_BUILD_DIR:-$root/build-fuzz}
     [ "$mode" = fuzz ] && targets=(--target kcnet_fuzzers)
     ;;
