@@ -18,6 +18,10 @@
 #include "kcnet/v1/record_export.grpc.pb.h"
 #include "kcnet/v1/services.grpc.pb.h"
 #include "server/app/kcnet_server.h"
+#include "sync/hlc.h"
+#include "sync/model/record_types.h"
+#include "sync/schema.h"
+#include "sync/server_store.h"
 #include "tests/testing/test_plans.h"
 #include "tests/testing/test_util.h"
 
@@ -1078,6 +1082,75 @@ TEST_F(RecordServicesTest, MapChangesSinceACheckpointAreThePatchOfTheFilter) {
   ListMapPointsResponse after;
   ASSERT_TRUE(since("coord1", full, patch.checkpoint(), &after).ok());
   EXPECT_EQ(after.points_size() + after.removed_size(), 0);
+}
+
+// A visit or a facility deleted since the checkpoint (only a tablet's sync can delete one:
+// here a tombstone applied to the store as the sync stream applies it) leaves the map:
+// the patch names it in `removed`, with its type, and not in `points`.
+TEST_F(RecordServicesTest, MapChangesRemoveADeletedVisitAndADeletedFacility) {
+  const Facility kept = MakeFacility("collab1", c1_);
+  const Facility gone = MakeFacility("collab1", c1_);
+  Visit visit;
+  {
+    CreateVisitRequest cv;
+    cv.mutable_visit()->set_facility_id(kept.id());
+    cv.mutable_visit()->set_purpose(VISIT_PURPOSE_SURVEY);
+    cv.mutable_visit()->set_latitude(21.01);
+    cv.mutable_visit()->set_longitude(105.8);
+    ASSERT_TRUE(visits_->CreateVisit(As("collab1").get(), cv, &visit).ok());
+  }
+  ListMapPointsRequest full;
+  ListMapPointsResponse first;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), full, &first).ok());
+  std::set<std::string> on_map;
+  for (const MapPoint& point : first.points()) on_map.insert(point.id());
+  ASSERT_TRUE(on_map.contains(visit.id()));
+  ASSERT_TRUE(on_map.contains(gone.id()));
+
+  // The tablet deletes the visit and the second facility.
+  sync::ServerStore* store = server_->store();
+  MutationBatch batch;
+  Mutation* mutation = batch.add_mutations();
+  for (const auto& [type, id] :
+       {std::pair{model::kVisitType, visit.id()}, std::pair{model::kFacilityType, gone.id()}}) {
+    RecordChange* tomb = mutation->add_changes();
+    tomb->set_type(type);
+    tomb->set_id(*sync::UuidFromText(id));
+    tomb->set_deleted(true);
+    tomb->set_hlc(store->clock().Now());
+    auto seen = store->ReadRecord(type, tomb->id());  // the tablet had the record
+    ASSERT_TRUE(seen.ok() && seen->has_value());
+    tomb->set_base_op((*seen)->op());
+  }
+  absl::StatusOr<PushAck> ack =
+      store->Apply(sync::Writer{"", sync::NodeIdFor("tablet-map")}, batch);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_EQ(ack->results_size(), 1);
+  ASSERT_EQ(ack->results(0).outcome(), MUTATION_OUTCOME_APPLIED) << ack->results(0).reason();
+
+  ListMapPointsRequest since = full;
+  since.set_changed_since(first.checkpoint());
+  ListMapPointsResponse patch;
+  grpc::Status s = facilities_->ListMapPoints(As("coord1").get(), since, &patch);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(patch.reload());
+  std::map<std::string, MapPointType> removed;
+  for (const MapPoint& point : patch.removed()) removed[point.id()] = point.type();
+  EXPECT_EQ(removed.size(), 2u);
+  EXPECT_EQ(removed[visit.id()], MAP_POINT_TYPE_VISIT);
+  EXPECT_EQ(removed[gone.id()], MAP_POINT_TYPE_FACILITY);
+  for (const MapPoint& point : patch.points()) {
+    EXPECT_NE(point.id(), visit.id());
+    EXPECT_NE(point.id(), gone.id());
+  }
+  // A full read agrees: the kept facility is there, the deleted records are not.
+  ListMapPointsResponse again;
+  ASSERT_TRUE(facilities_->ListMapPoints(As("coord1").get(), full, &again).ok());
+  on_map.clear();
+  for (const MapPoint& point : again.points()) on_map.insert(point.id());
+  EXPECT_TRUE(on_map.contains(kept.id()));
+  EXPECT_FALSE(on_map.contains(visit.id()));
+  EXPECT_FALSE(on_map.contains(gone.id()));
 }
 
 // A coordinator whose review area changes (areas are regrouped after the 2025 reform)
