@@ -304,6 +304,26 @@ absl::StatusOr<OrgUnit> Directory::GetOrgUnit(int64_t id) {
   return it->second;
 }
 
+absl::StatusOr<absl::flat_hash_map<int64_t, std::string>> Directory::OrgUnitNames(
+    const std::vector<int64_t>& ids) {
+  absl::MutexLock lock(&mu_);
+  absl::Status status = RefreshLocked();
+  if (!status.ok()) return status;
+  const bool all_known =
+      std::all_of(ids.begin(), ids.end(), [&](int64_t id) { return units_.contains(id); });
+  if (!all_known) {
+    status = RefreshOnMissLocked();
+    if (!status.ok()) return status;
+  }
+  absl::flat_hash_map<int64_t, std::string> names;
+  names.reserve(ids.size());
+  for (int64_t id : ids) {
+    auto it = units_.find(id);
+    if (it != units_.end()) names.emplace(id, it->second.name());
+  }
+  return names;
+}
+
 absl::StatusOr<OrgUnit> Directory::FindByCode(absl::string_view code) {
   absl::MutexLock lock(&mu_);
   absl::Status status = RefreshLocked();

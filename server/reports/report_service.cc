@@ -114,6 +114,21 @@ absl::StatusOr<std::string> NextToken(const google::protobuf::Message& request,
                          EncodePositions(first_page ? as_of_op : first_op, page.next));
 }
 
+// Sets each row's commune_name from the directory, in one lookup (a national report has
+// 3,321 rows). A commune the directory does not know keeps an empty name, as before.
+template <typename Rows>
+void NameCommunes(Directory& directory, Rows* rows) {
+  std::vector<int64_t> ids;
+  ids.reserve(rows->size());
+  for (const auto& row : *rows) ids.push_back(row.commune_id());
+  absl::StatusOr<absl::flat_hash_map<int64_t, std::string>> names = directory.OrgUnitNames(ids);
+  if (!names.ok()) return;
+  for (auto& row : *rows) {
+    auto it = names->find(row.commune_id());
+    if (it != names->end()) row.set_commune_name(it->second);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<int64_t>> Reporter::AllRoots() {
@@ -170,10 +185,7 @@ absl::StatusOr<kcnet::v1::CoverageReport> Reporter::Coverage(
   if (!scope.ok()) return scope.status();
   absl::StatusOr<kcnet::v1::CoverageReport> report = store_->Coverage(*scope);
   if (!report.ok()) return report.status();
-  for (kcnet::v1::CoverageRow& row : *report->mutable_communes()) {
-    absl::StatusOr<kcnet::v1::OrgUnit> unit = directory_->GetOrgUnit(row.commune_id());
-    if (unit.ok()) row.set_commune_name(unit->name());
-  }
+  NameCommunes(*directory_, report->mutable_communes());
   return report;
 }
 
@@ -269,10 +281,7 @@ absl::StatusOr<kcnet::v1::OutcomesReport> Reporter::Outcomes(
   if (!scope.ok()) return scope.status();
   absl::StatusOr<kcnet::v1::OutcomesReport> report = store_->Outcomes(*scope);
   if (!report.ok()) return report.status();
-  for (kcnet::v1::OutcomeSummary& row : *report->mutable_communes()) {
-    absl::StatusOr<kcnet::v1::OrgUnit> unit = directory_->GetOrgUnit(row.commune_id());
-    if (unit.ok()) row.set_commune_name(unit->name());
-  }
+  NameCommunes(*directory_, report->mutable_communes());
   return report;
 }
 

@@ -766,6 +766,29 @@ TEST_P(DirectoryTest, SeesChangesMadeByAnotherConnection) {
   EXPECT_TRUE(dir_->IsWithin(added->id(), p1_));
 }
 
+// The reports name their communes in one call (a national report has 3,321 of them).
+TEST_P(DirectoryTest, OrgUnitNamesAreTheUnitsNamesByIdAndLeaveOutUnknownIds) {
+  auto names = dir_->OrgUnitNames({c1_, p2_, 9999, c1_});
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ(names->size(), 2u);
+  EXPECT_EQ(names->at(c1_), dir_->GetOrgUnit(c1_)->name());
+  EXPECT_EQ(names->at(p2_), dir_->GetOrgUnit(p2_)->name());
+  EXPECT_FALSE(names->contains(9999));
+  auto none = dir_->OrgUnitNames({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+
+  // A unit another connection added just now is named too (the miss reloads the cache).
+  auto other = OpenDirectory(FastOptions(&clock_));
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto added = (*other)->CreateOrgUnit("00008", "Xã Tân Lập", v1::ORG_UNIT_LEVEL_COMMUNE, d1_);
+  ASSERT_TRUE(added.ok()) << added.status();
+  names = dir_->OrgUnitNames({added->id(), c1_});
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ(names->size(), 2u);
+  EXPECT_EQ((*names)[added->id()], "Xã Tân Lập");
+}
+
 TEST_P(DirectoryTest, ConcurrentCallsAreSafe) {
   MustCreateUser("quang", v1::ROLE_COMMUNE_COLLABORATOR, {c1_});
   LoginResult login = MustLogin("quang");
