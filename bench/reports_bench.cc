@@ -254,6 +254,9 @@ struct IngestCpu {
   double two_core_ratio() const { return ingest_off_us / std::max(ingest_on_us, follower_us); }
 };
 IngestCpu last_ingest_cpu;
+// The follower's busy interval in the ingest phases (--busy_interval_ms; the server's
+// default otherwise).
+absl::Duration follower_busy_interval = absl::Milliseconds(500);
 
 // Mutations/s of visits applied with the follower running / without it: alternating
 // phases of `phase` visits, two of each; -1 when a catch-up fails.
@@ -274,7 +277,8 @@ double IngestRatio(Generator* gen, sync::ServerStore* s, server::reports::Report
     double ingest_thread = 0;
     {
       server::reports::ReportsFollower follower(
-          reports, [s] { return s->last_op(); }, nullptr);
+          reports, [s] { return s->last_op(); }, nullptr, absl::Milliseconds(50),
+          follower_busy_interval);
       on += gen->Apply(phase, [&] { return gen->MakeVisit(); });
       ingest_thread = ThreadCpuSeconds() - thread0;
       // How far the follower is behind the writer at the end of the phase, and how long
@@ -635,6 +639,12 @@ int Run(int argc, char** argv) {
       continue;
     }
     if (a.rfind("--scale=", 0) == 0 && absl::SimpleAtod(a.substr(8), &scale) && scale > 0) continue;
+    int busy_ms = 0;
+    if (a.rfind("--busy_interval_ms=", 0) == 0 && absl::SimpleAtoi(a.substr(19), &busy_ms) &&
+        busy_ms > 0) {
+      follower_busy_interval = absl::Milliseconds(busy_ms);
+      continue;
+    }
     if (a.rfind("--data=", 0) == 0) {
       data = a.substr(7);
       continue;

@@ -249,7 +249,7 @@ class ReportsFollower {
   ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                   std::function<void(const absl::Status&)> on_error,
                   absl::Duration poll = absl::Milliseconds(50),
-                  absl::Duration busy_interval = absl::Milliseconds(250));
+                  absl::Duration busy_interval = absl::Milliseconds(500));
   ~ReportsFollower();  // Stop()
   void Stop();
 
