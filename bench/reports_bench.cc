@@ -256,7 +256,7 @@ struct IngestCpu {
 IngestCpu last_ingest_cpu;
 // The follower's busy interval in the ingest phases (--busy_interval_ms; the server's
 // default otherwise).
-absl::Duration follower_busy_interval = absl::Milliseconds(500);
+absl::Duration follower_busy_interval = server::reports::ReportsFollower::kDefaultBusyInterval;
 
 // Mutations/s of visits applied with the follower running / without it: alternating
 // phases of `phase` visits, two of each; -1 when a catch-up fails.
@@ -277,8 +277,8 @@ double IngestRatio(Generator* gen, sync::ServerStore* s, server::reports::Report
     double ingest_thread = 0;
     {
       server::reports::ReportsFollower follower(
-          reports, [s] { return s->last_op(); }, nullptr, absl::Milliseconds(50),
-          follower_busy_interval);
+          reports, [s] { return s->last_op(); }, nullptr,
+          server::reports::ReportsFollower::kDefaultPoll, follower_busy_interval);
       on += gen->Apply(phase, [&] { return gen->MakeVisit(); });
       ingest_thread = ThreadCpuSeconds() - thread0;
       // How far the follower is behind the writer at the end of the phase, and how long

@@ -244,12 +244,14 @@ class ReportsStore {
 class ReportsFollower {
  public:
   static constexpr uint64_t kBusyBatchOps = 5000;
+  static constexpr absl::Duration kDefaultPoll = absl::Milliseconds(50);
+  static constexpr absl::Duration kDefaultBusyInterval = absl::Milliseconds(500);
   // `last_op` is the store's last committed op (ServerStore::last_op). `on_error` gets
   // catch-up failures (it retries at the next poll).
   ReportsFollower(ReportsStore* reports, std::function<uint64_t()> last_op,
                   std::function<void(const absl::Status&)> on_error,
-                  absl::Duration poll = absl::Milliseconds(50),
-                  absl::Duration busy_interval = absl::Milliseconds(500));
+                  absl::Duration poll = kDefaultPoll,
+                  absl::Duration busy_interval = kDefaultBusyInterval);
   ~ReportsFollower();  // Stop()
   void Stop();
 
